@@ -1,0 +1,209 @@
+//! Errors. Caller misuse is returned from the call that made it ([`ConnectError`],
+//! [`SendError`], [`CloseError`], [`ConfigError`]); faults of a connection arrive later as
+//! events ([`ConnectionError`], [`SendFailure`]). SPEC §2.
+
+use crate::message::Message;
+use crate::transport::TransportError;
+use std::time::Duration;
+
+/// A connect call was rejected before anything was dialled. Each variant names the option
+/// at fault, and its message starts with that option's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// `url` is not a URL.
+    #[error("url: invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it did not parse.
+        reason: String,
+    },
+    /// `url` has a scheme other than ws, wss, http or https.
+    #[error("url: unsupported scheme {scheme:?} (expected ws or wss)")]
+    UnsupportedScheme {
+        /// The scheme found.
+        scheme: String,
+    },
+    /// `url` has a fragment, which a WebSocket URL may not have.
+    #[error("url: a WebSocket URL may not have a fragment")]
+    FragmentInUrl,
+    /// `require_tls` is on and the URL is not `wss`.
+    #[error("url: TLS is required but {url:?} is not a wss URL")]
+    TlsRequired {
+        /// The URL as given.
+        url: String,
+    },
+    /// `allowed_hosts` is set and the URL's host is not on it (the seed's "legal domains").
+    #[error("url: host {host:?} is not on the allow-list")]
+    HostNotAllowed {
+        /// The host of the URL.
+        host: String,
+    },
+    /// A `header` name is not a valid HTTP field name.
+    #[error("header: invalid header name {name:?}")]
+    InvalidHeaderName {
+        /// The name as given.
+        name: String,
+    },
+    /// A `header` value contains CR, LF, NUL or another forbidden byte.
+    #[error("header: invalid value for header {name:?} (control characters such as CR/LF are not allowed)")]
+    InvalidHeaderValue {
+        /// The header's name.
+        name: String,
+    },
+    /// A `header` the application may not set: `Referer` (seed) or one the handshake owns.
+    #[error("header: {name:?} may not be set ({why})")]
+    ForbiddenHeader {
+        /// The header's name.
+        name: String,
+        /// Why it is forbidden.
+        why: &'static str,
+    },
+    /// A `protocols` entry is not an HTTP token.
+    #[error("protocols: {protocol:?} is not a valid sub-protocol token")]
+    InvalidProtocol {
+        /// The entry as given.
+        protocol: String,
+    },
+    /// A `protocols` entry appears twice.
+    #[error("protocols: {protocol:?} is listed more than once")]
+    DuplicateProtocol {
+        /// The repeated entry.
+        protocol: String,
+    },
+    /// `method` is not GET (RFC 6455 §4.1 requires GET).
+    #[error("method: a WebSocket handshake must use GET, not {method:?}")]
+    UnsupportedMethod {
+        /// The method as given.
+        method: String,
+    },
+    /// `timeout` is zero.
+    #[error("timeout: must be greater than zero")]
+    InvalidTimeout,
+    /// An option this IO driver cannot honour (checked before any IO).
+    #[error("{option}: {why}")]
+    Unsupported {
+        /// The option.
+        option: &'static str,
+        /// Why it cannot be used.
+        why: &'static str,
+    },
+    /// A [`crate::Pool`] already holds its limit of live connections.
+    #[error("connect: too many connections (the limit is {limit})")]
+    TooManyConnections {
+        /// The pool's limit.
+        limit: usize,
+    },
+}
+
+/// A send call was refused. The message is handed back, never dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No connection exists (Idle or Closed).
+    #[error("WebSocket is not connected")]
+    NotConnected(Message),
+    /// The connection is closing.
+    #[error("WebSocket is closing")]
+    Closing(Message),
+    /// Connecting, and the outbound queue is at its message-count or byte bound.
+    #[error("outbound queue is full")]
+    QueueFull(Message),
+    /// Open, and the bytes accepted but not yet written would exceed the buffer bound.
+    #[error("send buffer is full")]
+    BufferFull(Message),
+    /// The message is larger than the configured maximum message size.
+    #[error("message of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The message handed back.
+        message: Message,
+        /// Its size.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+impl SendError {
+    /// Takes back the message that was not accepted.
+    pub fn into_message(self) -> Message {
+        match self {
+            SendError::NotConnected(m)
+            | SendError::Closing(m)
+            | SendError::QueueFull(m)
+            | SendError::BufferFull(m)
+            | SendError::TooLarge { message: m, .. } => m,
+        }
+    }
+}
+
+/// A close call was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// No connection exists (Idle or Closed).
+    #[error("WebSocket is not connected")]
+    NotConnected,
+    /// Connecting under the `Ignore` close-before-open policy (the seed's race).
+    #[error("WebSocket is not open yet; close is ignored until open")]
+    NotOpenYet,
+    /// The code is not 1000 or 3000–4999.
+    #[error("code: {0} is not allowed (use 1000 or 3000-4999)")]
+    InvalidCode(u16),
+    /// The reason is longer than 123 UTF-8 bytes.
+    #[error("reason: {0} bytes is longer than the 123 allowed")]
+    ReasonTooLong(usize),
+}
+
+/// A [`crate::SessionConfig`] value is out of range. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+/// Why a connection failed or ended abnormally; delivered in [`crate::Event::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The handshake did not finish within the timeout.
+    #[error("handshake timed out after {0:?}")]
+    HandshakeTimeout(Duration),
+    /// Dialling or the handshake failed.
+    #[error("connect failed: {0}")]
+    ConnectFailed(TransportError),
+    /// The server chose a sub-protocol the client did not offer.
+    #[error("server selected sub-protocol {0:?}, which was not offered")]
+    ProtocolNotOffered(String),
+    /// The transport failed while open or closing.
+    #[error("{0}")]
+    Transport(TransportError),
+    /// Nothing arrived within the keepalive pong timeout.
+    #[error("no pong within {0:?}; peer considered dead")]
+    KeepaliveTimeout(Duration),
+    /// The close handshake did not finish within the close timeout.
+    #[error("close handshake timed out after {0:?}")]
+    CloseTimeout(Duration),
+}
+
+/// Why an accepted message was not written; delivered in [`crate::Event::SendFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// The application closed the connection before it opened (`Abort` policy).
+    #[error("cancelled: the socket was closed before it opened")]
+    Cancelled,
+    /// A new `connect` replaced the connection.
+    #[error("the socket was replaced by a new connection")]
+    Replaced,
+    /// The connection never opened (dial, handshake or timeout failure).
+    #[error("the connection could not be established")]
+    ConnectFailed,
+    /// The connection ended before the message was confirmed written.
+    #[error("the connection was lost before the message was written")]
+    ConnectionLost,
+}

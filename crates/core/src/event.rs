@@ -1,0 +1,96 @@
+//! What the session tells the application. Drain with [`crate::Session::poll_event`].
+
+use crate::close::PeerClose;
+use crate::error::{ConnectionError, SendFailure};
+use crate::ids::{ConnId, SendId};
+use crate::message::Message;
+use crate::transport::Handshake;
+use url::Url;
+
+/// An application event. For one connection the order is: `Connecting`, then `Open`
+/// (unless it failed), messages and send completions, at most one `Error`, exactly one
+/// `Close`. Every event of connection N comes before any event of connection N+1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A dial started.
+    Connecting {
+        /// The new connection.
+        conn: ConnId,
+        /// The URL dialled (with `data` in the query).
+        url: Url,
+    },
+    /// The handshake completed (`onSocketOpen`).
+    Open {
+        /// The connection.
+        conn: ConnId,
+        /// What the server answered: negotiated protocol, headers, extensions.
+        handshake: Handshake,
+    },
+    /// A message arrived (`onSocketMessage`).
+    Message {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        message: Message,
+    },
+    /// A send was written to the socket (`sendSocketMessage` success).
+    SendCompleted {
+        /// The connection.
+        conn: ConnId,
+        /// The send.
+        id: SendId,
+    },
+    /// A send will never be written (`sendSocketMessage` fail). The message is handed back.
+    SendFailed {
+        /// The connection.
+        conn: ConnId,
+        /// The send.
+        id: SendId,
+        /// Why.
+        reason: SendFailure,
+        /// The message that was not written.
+        message: Message,
+    },
+    /// The connection failed (`onSocketError`). A `Close` always follows.
+    Error {
+        /// The connection.
+        conn: ConnId,
+        /// What went wrong.
+        error: ConnectionError,
+    },
+    /// The connection ended (`onSocketClose`). Exactly one per connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's code; 1005 when its close frame had none; 1006 when there was no
+        /// close handshake; the failure code (1002, 1007, 1009) when the client failed it.
+        code: u16,
+        /// The peer's reason, or a description of why the connection ended.
+        reason: String,
+        /// Whether the close handshake completed.
+        clean: bool,
+    },
+}
+
+impl Event {
+    /// The connection the event belongs to.
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Event::Connecting { conn, .. }
+            | Event::Open { conn, .. }
+            | Event::Message { conn, .. }
+            | Event::SendCompleted { conn, .. }
+            | Event::SendFailed { conn, .. }
+            | Event::Error { conn, .. }
+            | Event::Close { conn, .. } => *conn,
+        }
+    }
+}
+
+impl PeerClose {
+    /// The code a close event reports for this frame (1005 when none).
+    pub fn reported_code(&self) -> u16 {
+        self.code.unwrap_or(crate::close::NO_STATUS)
+    }
+}

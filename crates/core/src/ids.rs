@@ -1,0 +1,59 @@
+//! Identifiers the session hands out: one per connection attempt, one per accepted send.
+
+use std::fmt;
+
+/// Identifies one connection attempt (one dial). Every `connect` gets a fresh, larger id,
+/// so transport input for an old connection can always be told apart (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The id as a number, for logs and wire formats (the CLI's `"conn"` field).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Identifies one message accepted by `send`. Each `SendId` ever returned gets exactly one
+/// completion event: written or failed (SPEC §3 "Exactly-once completion").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendId(pub(crate) u64);
+
+impl SendId {
+    /// The id as a number, for logs and wire formats (the CLI's `"id"` field).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Hands out monotonic ids. Shared by a [`crate::Pool`]'s sessions so ids stay unique
+/// across all of its connections.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdAllocator {
+    next_conn: u64,
+    next_send: u64,
+}
+
+impl IdAllocator {
+    pub(crate) fn conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        ConnId(self.next_conn)
+    }
+
+    pub(crate) fn send(&mut self) -> SendId {
+        self.next_send += 1;
+        SendId(self.next_send)
+    }
+}

@@ -1,0 +1,82 @@
+//! # wxsocket-core
+//!
+//! The WeChat mini-program WebSocket session model — connect, open, send, message, error,
+//! close — as a pure, sans-IO state machine. No async runtime, no sockets, no clock: every
+//! input that depends on time takes `now`, and the IO driver (your runtime, or the
+//! `wxsocket-tokio` / `wxsocket-blocking` adapters) carries out the [`Action`]s it emits.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use wxsocket_core::*;
+//!
+//! let mut session = Session::new(SessionConfig::default()).unwrap();
+//! let t0 = Instant::now();
+//!
+//! // wx.connectSocket: validated before anything is dialled.
+//! let conn = session.connect(&ConnectOptions::new("wss://example.com/ws").protocol("chat"), t0).unwrap();
+//! // wx.sendSocketMessage before open: queued, not lost.
+//! let hello = session.send(Message::text("hello"), t0).unwrap();
+//!
+//! // The driver dials ...
+//! let Some(Action::Dial { request, .. }) = session.poll_action() else { panic!() };
+//! assert_eq!(request.protocols, ["chat"]);
+//! // ... and reports the handshake.
+//! let t1 = t0 + Duration::from_millis(30);
+//! session.handle(conn, TransportEvent::Opened(Handshake { protocol: Some("chat".into()), ..Default::default() }), t1);
+//! assert_eq!(session.state(), ReadyState::Open);
+//!
+//! // The queued message is flushed on open; the driver confirms it was written.
+//! let Some(Action::Send { id, .. }) = session.poll_action() else { panic!() };
+//! assert_eq!(id, hello);
+//! session.handle(conn, TransportEvent::SendWritten(id), t1);
+//!
+//! // wx.closeSocket: a close frame for the driver, then the peer answers.
+//! session.close(None, "bye", t1).unwrap();
+//! assert!(matches!(session.poll_action(), Some(Action::Close { .. })));
+//! session.handle(conn, TransportEvent::PeerClosed(PeerClose { code: Some(1000), reason: "bye".into() }), t1);
+//! session.handle(conn, TransportEvent::Closed, t1);
+//!
+//! let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
+//! assert!(matches!(events.as_slice(), [
+//!     Event::Connecting { .. },
+//!     Event::Open { .. },
+//!     Event::SendCompleted { .. },
+//!     Event::Close { code: 1000, clean: true, .. },
+//! ]));
+//! ```
+//!
+//! Modules: [`Session`] (one socket, the seed's model), [`Pool`] (several, the
+//! `SocketTask` model), [`wx`] (the seven seed calls with success / fail / complete
+//! callbacks), and the state graph in [`TRANSITIONS`].
+#![forbid(unsafe_code)]
+
+pub mod close;
+mod config;
+mod error;
+mod event;
+mod ids;
+mod message;
+mod pool;
+mod queue;
+mod request;
+mod session;
+mod state;
+mod transport;
+pub mod wx;
+
+pub use close::{CloseRequest, PeerClose};
+pub use config::{CloseBeforeOpen, Keepalive, SessionConfig};
+pub use error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
+pub use event::Event;
+pub use ids::{ConnId, SendId};
+pub use message::{Message, Utf8Payload};
+pub use pool::Pool;
+pub use request::{ConnectOptions, HandshakeRequest};
+pub use session::{REPLACED_REASON, Session, Stats};
+pub use state::{ReadyState, TRANSITIONS, Transition};
+pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
+
+/// The state graph and its Mermaid rendering (the README's diagram is checked against it).
+pub mod graph {
+    pub use crate::state::{is_allowed, mermaid};
+}

@@ -1,0 +1,148 @@
+//! Application messages: text (always valid UTF-8) or binary, both over [`Bytes`] so the core
+//! never copies a payload.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// A UTF-8 payload stored as [`Bytes`]; the only ways to build one check the encoding.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Utf8Payload(Bytes);
+
+impl Utf8Payload {
+    /// Wraps a static string without copying.
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Construction guarantees UTF-8; this check cannot fail and keeps the crate free of
+        // `unsafe`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The encoded bytes (a cheap reference-counted clone).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Utf8Payload> for Bytes {
+    fn from(p: Utf8Payload) -> Bytes {
+        p.0
+    }
+}
+
+impl From<String> for Utf8Payload {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s))
+    }
+}
+
+impl From<&str> for Utf8Payload {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl TryFrom<Bytes> for Utf8Payload {
+    type Error = std::str::Utf8Error;
+    fn try_from(b: Bytes) -> Result<Self, Self::Error> {
+        std::str::from_utf8(&b)?;
+        Ok(Self(b))
+    }
+}
+
+impl fmt::Debug for Utf8Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Utf8Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One WebSocket data message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Message {
+    /// A text message; the payload is valid UTF-8.
+    Text(Utf8Payload),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Message {
+    /// A text message.
+    pub fn text(s: impl Into<Utf8Payload>) -> Self {
+        Message::Text(s.into())
+    }
+
+    /// A binary message.
+    pub fn binary(b: impl Into<Bytes>) -> Self {
+        Message::Binary(b.into())
+    }
+
+    /// Payload length in bytes; what counts toward the queue and buffer bounds.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload bytes (text as UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Message::Text(_))
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::text(s)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::text(s)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(v: Vec<u8>) -> Self {
+        Message::Binary(Bytes::from(v))
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Message::Binary(b)
+    }
+}

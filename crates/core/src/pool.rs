@@ -1,0 +1,155 @@
+//! Several sessions at once, as the newer `SocketTask` API allows (SPEC §3 "Multiple
+//! sockets"): each `connect` opens a new connection next to the others instead of
+//! replacing one, up to a limit (default 5).
+
+use crate::config::SessionConfig;
+use crate::error::{CloseError, ConfigError, ConnectError, SendError};
+use crate::event::Event;
+use crate::ids::{ConnId, IdAllocator, SendId};
+use crate::message::Message;
+use crate::request::ConnectOptions;
+use crate::session::Session;
+use crate::state::ReadyState;
+use crate::transport::{Action, TransportEvent};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A set of independent connections, each a [`Session`] that is never replaced. Ids are
+/// unique across the pool, so the driver routes by [`ConnId`] alone. The run loop is the
+/// same as a session's.
+///
+/// ```
+/// use std::time::Instant;
+/// use wxsocket_core::*;
+/// let mut pool = Pool::new(SessionConfig::default().pool_limit(2)).unwrap();
+/// let now = Instant::now();
+/// let a = pool.connect(&ConnectOptions::new("ws://127.0.0.1:1/a"), now).unwrap();
+/// let b = pool.connect(&ConnectOptions::new("ws://127.0.0.1:1/b"), now).unwrap();
+/// assert_ne!(a, b);
+/// let err = pool.connect(&ConnectOptions::new("ws://127.0.0.1:1/c"), now).unwrap_err();
+/// assert_eq!(err, ConnectError::TooManyConnections { limit: 2 });
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    config: SessionConfig,
+    ids: IdAllocator,
+    /// One session per connection, in connect order; a session leaves once its connection
+    /// is closed, its teardown is over and its output is drained.
+    tasks: Vec<(ConnId, Session)>,
+}
+
+impl Pool {
+    /// An empty pool; `config.pool_limit` is the connection limit.
+    pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            ids: IdAllocator::default(),
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Connections not yet closed (the ones that count toward the limit).
+    pub fn live(&self) -> usize {
+        self.tasks.iter().filter(|(_, s)| s.current().is_some()).count()
+    }
+
+    /// The state of one connection; `Closed` for one the pool no longer knows.
+    pub fn state(&self, conn: ConnId) -> ReadyState {
+        self.task(conn).map_or(ReadyState::Closed, Session::state)
+    }
+
+    /// `buffered_amount` of one connection.
+    pub fn buffered_amount(&self, conn: ConnId) -> usize {
+        self.task(conn).map_or(0, Session::buffered_amount)
+    }
+
+    /// Opens a new connection next to the others; over the limit, `TooManyConnections`.
+    pub fn connect(&mut self, options: &ConnectOptions, now: Instant) -> Result<ConnId, ConnectError> {
+        let request = Arc::new(options.validate()?);
+        if self.live() >= self.config.pool_limit {
+            return Err(ConnectError::TooManyConnections {
+                limit: self.config.pool_limit,
+            });
+        }
+        let mut session = Session::new(self.config.clone()).expect("config validated in Pool::new");
+        let id = self.ids.conn();
+        session.connect_as(id, request, now);
+        self.tasks.push((id, session));
+        Ok(id)
+    }
+
+    /// Sends on one connection (same rules as [`Session::send`]).
+    pub fn send(&mut self, conn: ConnId, message: Message, now: Instant) -> Result<SendId, SendError> {
+        let Some(index) = self.index(conn) else {
+            return Err(SendError::NotConnected(message));
+        };
+        self.with_ids(index, |s| s.send(message, now))
+    }
+
+    /// Closes one connection (same rules as [`Session::close`]).
+    pub fn close(&mut self, conn: ConnId, code: Option<u16>, reason: &str, now: Instant) -> Result<(), CloseError> {
+        let Some(index) = self.index(conn) else {
+            return Err(CloseError::NotConnected);
+        };
+        self.with_ids(index, |s| s.close(code, reason, now))
+    }
+
+    /// Transport input for one connection; input for an unknown connection is ignored.
+    pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
+        if let Some(index) = self.index(conn) {
+            self.tasks[index].1.handle(conn, event, now);
+        }
+    }
+
+    /// Runs every connection's due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (_, s) in &mut self.tasks {
+            s.handle_timeout(now);
+        }
+        self.retire();
+    }
+
+    /// The earliest deadline of any connection.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tasks.iter().filter_map(|(_, s)| s.poll_timeout()).min()
+    }
+
+    /// The next action of any connection (connections in connect order).
+    pub fn poll_action(&mut self) -> Option<Action> {
+        let action = self.tasks.iter_mut().find_map(|(_, s)| s.poll_action());
+        self.retire();
+        action
+    }
+
+    /// The next event of any connection; each connection's events stay in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.tasks.iter_mut().find_map(|(_, s)| s.poll_event());
+        self.retire();
+        event
+    }
+
+    fn task(&self, conn: ConnId) -> Option<&Session> {
+        self.index(conn).map(|i| &self.tasks[i].1)
+    }
+
+    fn index(&self, conn: ConnId) -> Option<usize> {
+        self.tasks.iter().position(|(id, _)| *id == conn)
+    }
+
+    /// Runs `f` with the pool's id allocator lent to the session, so send ids are unique
+    /// across the pool.
+    fn with_ids<T>(&mut self, index: usize, f: impl FnOnce(&mut Session) -> T) -> T {
+        let session = &mut self.tasks[index].1;
+        std::mem::swap(&mut session.ids, &mut self.ids);
+        let out = f(session);
+        std::mem::swap(&mut session.ids, &mut self.ids);
+        out
+    }
+
+    /// Drops sessions with nothing left to do.
+    fn retire(&mut self) {
+        self.tasks
+            .retain(|(_, s)| s.current().is_some() || s.has_output() || s.teardowns().next().is_some());
+    }
+}

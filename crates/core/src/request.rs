@@ -1,0 +1,355 @@
+//! Connect options (the seed's `wx.connectSocket` OBJECT) and their validation into the
+//! complete [`HandshakeRequest`] the driver dials. SPEC §4: everything is checked before
+//! any IO, and each rejection names the option at fault.
+
+use crate::error::ConnectError;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+use url::Url;
+
+/// Options for one connection, as `wx.connectSocket` takes them.
+///
+/// ```
+/// use wxsocket_core::ConnectOptions;
+/// let opts = ConnectOptions::new("wss://example.com/chat")
+///     .header("X-Token", "abc")
+///     .protocol("chat.v1")
+///     .data("room", "lobby 1")
+///     .tcp_no_delay(true);
+/// let request = opts.validate().unwrap();
+/// assert_eq!(request.url.as_str(), "wss://example.com/chat?room=lobby+1");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The server URL: `ws://` or `wss://` (`http://` and `https://` are accepted and mapped
+    /// to `ws://` and `wss://`, since the seed documents `url` as an HTTPS address).
+    pub url: String,
+    /// Key/value pairs appended to the URL query, percent-encoded (the seed's `data`).
+    pub data: Vec<(String, String)>,
+    /// Custom handshake headers (the seed's `header`). `Referer` and the headers the
+    /// handshake owns are rejected.
+    pub header: Vec<(String, String)>,
+    /// HTTP method; only `GET` (any case) is valid. `None` means GET.
+    pub method: Option<String>,
+    /// Sub-protocols to offer, in preference order.
+    pub protocols: Vec<String>,
+    /// Set `TCP_NODELAY` on the socket.
+    pub tcp_no_delay: bool,
+    /// Offer permessage-deflate (RFC 7692).
+    pub per_message_deflate: bool,
+    /// Handshake timeout; `None` uses the session's default (60 s).
+    pub timeout: Option<Duration>,
+    /// Refuse any URL that is not `wss`.
+    pub require_tls: bool,
+    /// The seed's "legal domains": when non-empty, the URL's host must match an entry
+    /// exactly (ASCII case-insensitive), or end with `.example.com` for an entry `*.example.com`.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ConnectOptions {
+    /// Options for `url` with every other option at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a handshake header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.header.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a query parameter.
+    pub fn data(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.data.push((key.into(), value.into()));
+        self
+    }
+
+    /// Offers a sub-protocol.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Sets the HTTP method (only GET is valid).
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn tcp_no_delay(mut self, on: bool) -> Self {
+        self.tcp_no_delay = on;
+        self
+    }
+
+    /// Offers permessage-deflate.
+    pub fn per_message_deflate(mut self, on: bool) -> Self {
+        self.per_message_deflate = on;
+        self
+    }
+
+    /// Sets the handshake timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Requires `wss`.
+    pub fn require_tls(mut self, on: bool) -> Self {
+        self.require_tls = on;
+        self
+    }
+
+    /// Adds a host to the allow-list.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.allowed_hosts.push(host.into());
+        self
+    }
+
+    /// Checks every option and builds the request, without any IO.
+    pub fn validate(&self) -> Result<HandshakeRequest, ConnectError> {
+        let mut url = parse_url(&self.url)?;
+        if self.require_tls && url.scheme() != "wss" {
+            return Err(ConnectError::TlsRequired {
+                url: self.url.clone(),
+            });
+        }
+        let host = url.host_str().unwrap_or_default().to_owned();
+        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(|h| host_matches(h, &host)) {
+            return Err(ConnectError::HostNotAllowed { host });
+        }
+        if let Some(method) = &self.method {
+            if !method.eq_ignore_ascii_case("GET") {
+                return Err(ConnectError::UnsupportedMethod {
+                    method: method.clone(),
+                });
+            }
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConnectError::InvalidTimeout);
+        }
+        let headers = validate_headers(&self.header)?;
+        validate_protocols(&self.protocols)?;
+        if !self.data.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &self.data {
+                pairs.append_pair(k, v);
+            }
+        }
+        Ok(HandshakeRequest {
+            url,
+            headers,
+            protocols: self.protocols.clone(),
+            tcp_no_delay: self.tcp_no_delay,
+            per_message_deflate: self.per_message_deflate,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A validated connect request: everything the driver needs to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeRequest {
+    /// The `ws`/`wss` URL, with `data` already in its query.
+    pub url: Url,
+    /// Custom headers, all valid and none that the handshake owns.
+    pub headers: HeaderMap,
+    /// Sub-protocols to offer, in order (sent as one `Sec-WebSocket-Protocol` header).
+    pub protocols: Vec<String>,
+    /// Set `TCP_NODELAY`.
+    pub tcp_no_delay: bool,
+    /// Offer permessage-deflate.
+    pub per_message_deflate: bool,
+    /// The handshake timeout asked for, if any (the session applies its default otherwise).
+    pub timeout: Option<Duration>,
+}
+
+impl HandshakeRequest {
+    /// Whether the URL needs TLS.
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "wss"
+    }
+
+    /// The host to dial.
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or_default()
+    }
+
+    /// The port to dial (the scheme's default when the URL has none).
+    pub fn port(&self) -> u16 {
+        self.url
+            .port_or_known_default()
+            .unwrap_or(if self.is_tls() { 443 } else { 80 })
+    }
+}
+
+fn parse_url(raw: &str) -> Result<Url, ConnectError> {
+    let mut url = Url::parse(raw).map_err(|e| ConnectError::InvalidUrl {
+        url: raw.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mapped = match url.scheme() {
+        "ws" | "wss" => None,
+        "http" => Some("ws"),
+        "https" => Some("wss"),
+        other => {
+            return Err(ConnectError::UnsupportedScheme {
+                scheme: other.to_owned(),
+            });
+        }
+    };
+    if let Some(scheme) = mapped {
+        // http(s) and ws(s) are both "special" schemes, so this cannot fail; rebuild to be sure.
+        let rest = &raw[raw.find(':').unwrap_or(0)..];
+        url = Url::parse(&format!("{scheme}{rest}")).map_err(|e| ConnectError::InvalidUrl {
+            url: raw.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    if url.fragment().is_some() {
+        return Err(ConnectError::FragmentInUrl);
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConnectError::InvalidUrl {
+            url: raw.to_owned(),
+            reason: "no host".into(),
+        });
+    }
+    Ok(url)
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+/// Headers the opening handshake writes itself (RFC 6455 §4.1), plus the seed's `Referer`.
+fn forbidden_header(name: &HeaderName) -> Option<&'static str> {
+    let n = name.as_str();
+    if n == "referer" {
+        return Some("the seed forbids setting Referer");
+    }
+    if matches!(n, "host" | "upgrade" | "connection" | "content-length" | "transfer-encoding")
+        || n.starts_with("sec-websocket-")
+    {
+        return Some("the WebSocket handshake sets it; use the protocols / perMessageDeflate options");
+    }
+    None
+}
+
+fn validate_headers(header: &[(String, String)]) -> Result<HeaderMap, ConnectError> {
+    let mut map = HeaderMap::with_capacity(header.len());
+    for (name, value) in header {
+        let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConnectError::InvalidHeaderName {
+            name: name.clone(),
+        })?;
+        if let Some(why) = forbidden_header(&parsed) {
+            return Err(ConnectError::ForbiddenHeader {
+                name: name.clone(),
+                why,
+            });
+        }
+        let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| ConnectError::InvalidHeaderValue {
+            name: name.clone(),
+        })?;
+        map.append(parsed, value);
+    }
+    Ok(map)
+}
+
+/// RFC 7230 `tchar`.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+fn validate_protocols(protocols: &[String]) -> Result<(), ConnectError> {
+    for (i, p) in protocols.iter().enumerate() {
+        if !is_token(p) {
+            return Err(ConnectError::InvalidProtocol { protocol: p.clone() });
+        }
+        if protocols[..i].contains(p) {
+            return Err(ConnectError::DuplicateProtocol { protocol: p.clone() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(opts: ConnectOptions) -> ConnectError {
+        opts.validate().unwrap_err()
+    }
+
+    #[test]
+    fn urls_and_schemes() {
+        assert!(matches!(err(ConnectOptions::new("not a url")), ConnectError::InvalidUrl { .. }));
+        assert!(matches!(err(ConnectOptions::new("ftp://x")), ConnectError::UnsupportedScheme { .. }));
+        assert_eq!(err(ConnectOptions::new("ws://x/#frag")), ConnectError::FragmentInUrl);
+        let r = ConnectOptions::new("https://Example.com:8443/a").validate().unwrap();
+        assert_eq!(r.url.as_str(), "wss://example.com:8443/a");
+        assert!(r.is_tls());
+        assert_eq!(r.port(), 8443);
+        let r = ConnectOptions::new("http://h/").validate().unwrap();
+        assert_eq!(r.url.scheme(), "ws");
+        assert_eq!(r.port(), 80);
+        assert!(err(ConnectOptions::new("ws://x").require_tls(true)).to_string().starts_with("url:"));
+        assert!(ConnectOptions::new("wss://x").require_tls(true).validate().is_ok());
+    }
+
+    #[test]
+    fn allow_list() {
+        let o = |u: &str| ConnectOptions::new(u).allow_host("api.example.com").allow_host("*.cdn.net");
+        assert!(o("wss://API.example.com/x").validate().is_ok());
+        assert!(o("wss://a.b.cdn.net/x").validate().is_ok());
+        assert!(matches!(err(o("wss://cdn.net")), ConnectError::HostNotAllowed { .. }));
+        assert!(matches!(err(o("wss://evilcdn.net")), ConnectError::HostNotAllowed { .. }));
+        assert!(matches!(err(o("wss://example.com")), ConnectError::HostNotAllowed { .. }));
+    }
+
+    #[test]
+    fn headers() {
+        let base = || ConnectOptions::new("ws://h");
+        for name in ["Referer", "host", "Upgrade", "Connection", "Sec-WebSocket-Key", "sec-websocket-protocol"] {
+            let e = err(base().header(name, "v"));
+            assert!(matches!(e, ConnectError::ForbiddenHeader { .. }), "{name}");
+            assert!(e.to_string().starts_with("header:"));
+        }
+        assert!(matches!(err(base().header("bad name", "v")), ConnectError::InvalidHeaderName { .. }));
+        assert!(matches!(err(base().header("X-A", "a\r\nInjected: 1")), ConnectError::InvalidHeaderValue { .. }));
+        assert!(matches!(err(base().header("X-A", "a\nb")), ConnectError::InvalidHeaderValue { .. }));
+        let r = base().header("content-type", "application/json").header("X-Multi", "1").header("x-multi", "2").validate().unwrap();
+        assert_eq!(r.headers.get_all("x-multi").iter().count(), 2);
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+
+    #[test]
+    fn protocols_method_timeout_data() {
+        let base = || ConnectOptions::new("ws://h/p?a=1");
+        assert!(matches!(err(base().protocol("chat v1")), ConnectError::InvalidProtocol { .. }));
+        assert!(matches!(err(base().protocol("")), ConnectError::InvalidProtocol { .. }));
+        assert!(matches!(err(base().protocol("a").protocol("a")), ConnectError::DuplicateProtocol { .. }));
+        assert!(base().protocol("a").protocol("b.v2").validate().is_ok());
+        assert!(base().method("get").validate().is_ok());
+        let e = err(base().method("POST"));
+        assert!(e.to_string().starts_with("method:"), "{e}");
+        assert_eq!(err(base().timeout(Duration::ZERO)), ConnectError::InvalidTimeout);
+        let r = base().data("x", "").data("y", "a b&c=d/é").validate().unwrap();
+        assert_eq!(r.url.query(), Some("a=1&x=&y=a+b%26c%3Dd%2F%C3%A9"));
+    }
+}

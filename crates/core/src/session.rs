@@ -1,0 +1,706 @@
+//! The single-socket session: the seed's one-WebSocket-at-a-time model (SPEC §3).
+
+use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
+use crate::config::{CloseBeforeOpen, SessionConfig};
+use crate::error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
+use crate::event::Event;
+use crate::ids::{ConnId, IdAllocator, SendId};
+use crate::message::Message;
+use crate::queue::SendQueue;
+use crate::request::{ConnectOptions, HandshakeRequest};
+use crate::state::{ReadyState, is_allowed};
+use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reason text of the close event a replaced connection gets.
+pub const REPLACED_REASON: &str = "replaced by a new connection";
+
+/// One WebSocket session: at most one connection at a time, as `wx.connectSocket`.
+///
+/// The session does no IO and reads no clock. Its methods come in four kinds:
+///
+/// - **calls** from the application: [`connect`](Self::connect), [`send`](Self::send),
+///   [`close`](Self::close);
+/// - **inputs** from the IO driver: [`handle`](Self::handle) (a [`TransportEvent`] for a
+///   [`ConnId`]) and [`handle_timeout`](Self::handle_timeout);
+/// - **outputs**: [`poll_action`](Self::poll_action) (work for the driver),
+///   [`poll_event`](Self::poll_event) (news for the application) and
+///   [`poll_timeout`](Self::poll_timeout) (when to call `handle_timeout` next);
+/// - **getters**: [`state`](Self::state), [`buffered_amount`](Self::buffered_amount), …
+///
+/// # Run loop
+///
+/// After every call or input: drain `poll_action` until `None` and carry each action out
+/// (in order: a `Send` after a `Dial` of the same connection must wait for the handshake);
+/// drain `poll_event` until `None` and deliver the events; then arm one timer for
+/// `poll_timeout`. Actions and events are independent queues, so either may be drained
+/// first. Every input that takes `now` first runs the timers that are due at `now`, so a
+/// deadline that has passed is honoured even if `handle_timeout` was late; a `now` earlier
+/// than one seen before is treated as the latest one (time never goes backwards).
+///
+/// # Calls in each state (SPEC §3)
+///
+/// | state | `send` | `close` | `connect` |
+/// |---|---|---|---|
+/// | Idle | `NotConnected` | `NotConnected` | → Connecting |
+/// | Connecting | queued (bounded) | close-before-open policy | replaces it |
+/// | Open | to the driver; completion later | → Closing | replaces it |
+/// | Closing | `Closing` | no-op, `Ok` | replaces it |
+/// | Closed | `NotConnected` | `NotConnected` | → Connecting |
+///
+/// The transitions themselves are [`crate::TRANSITIONS`].
+///
+/// ```
+/// use std::time::Instant;
+/// use wxsocket_core::*;
+///
+/// let mut s = Session::new(SessionConfig::default()).unwrap();
+/// let now = Instant::now();
+/// let conn = s.connect(ConnectOptions::new("ws://127.0.0.1:9000"), now).unwrap();
+/// let queued = s.send(Message::text("hello"), now).unwrap(); // queued until open
+/// assert!(matches!(s.poll_action(), Some(Action::Dial { .. })));
+/// s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+/// // On open the queue is flushed, in order.
+/// assert!(matches!(s.poll_action(), Some(Action::Send { id, .. }) if id == queued));
+/// s.handle(conn, TransportEvent::SendWritten(queued), now);
+/// let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+/// assert!(matches!(events[1], Event::Open { .. }));
+/// assert!(matches!(events[2], Event::SendCompleted { id, .. } if id == queued));
+/// ```
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    pub(crate) ids: IdAllocator,
+    conn: Conn,
+    /// Connections whose close event is out but whose transport is still being closed.
+    teardowns: Vec<Teardown>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    now: Option<Instant>,
+    stats: Stats,
+}
+
+/// Counters of input the session did not act on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transport input for a connection that is not the current one.
+    pub stale_inputs: u64,
+    /// Transport input for the current connection that makes no sense in its state
+    /// (a message before open, an unknown `SendId`, …).
+    pub unexpected_inputs: u64,
+}
+
+/// Per-state data: what only exists in a state lives only in that state's struct, and a
+/// transition consumes the old one.
+#[derive(Debug)]
+enum Conn {
+    Idle,
+    Connecting(Connecting),
+    Open(Open),
+    Closing(Closing),
+    Closed,
+}
+
+#[derive(Debug)]
+struct Connecting {
+    id: ConnId,
+    request: Arc<HandshakeRequest>,
+    queue: SendQueue,
+    timeout: Duration,
+    deadline: Instant,
+    /// `AfterOpen` policy: the close asked for before open.
+    close_after_open: Option<CloseRequest>,
+}
+
+#[derive(Debug)]
+struct Open {
+    id: ConnId,
+    in_flight: SendQueue,
+    liveness: Option<Liveness>,
+}
+
+#[derive(Debug)]
+struct Closing {
+    id: ConnId,
+    in_flight: SendQueue,
+    deadline: Instant,
+    /// The peer's close frame, once it arrived.
+    peer: Option<PeerClose>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// When to ping, or, with a ping outstanding, when the peer is declared dead.
+    deadline: Instant,
+    awaiting_pong: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Teardown {
+    id: ConnId,
+    deadline: Instant,
+}
+
+impl Session {
+    /// A session in the Idle state. The configuration is checked first.
+    pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            ids: IdAllocator::default(),
+            conn: Conn::Idle,
+            teardowns: Vec::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            now: None,
+            stats: Stats::default(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The state (`readyState`).
+    pub fn state(&self) -> ReadyState {
+        match self.conn {
+            Conn::Idle => ReadyState::Idle,
+            Conn::Connecting(_) => ReadyState::Connecting,
+            Conn::Open(_) => ReadyState::Open,
+            Conn::Closing(_) => ReadyState::Closing,
+            Conn::Closed => ReadyState::Closed,
+        }
+    }
+
+    /// The connection in progress (Connecting, Open or Closing), if any.
+    pub fn current(&self) -> Option<ConnId> {
+        match &self.conn {
+            Conn::Connecting(c) => Some(c.id),
+            Conn::Open(o) => Some(o.id),
+            Conn::Closing(c) => Some(c.id),
+            Conn::Idle | Conn::Closed => None,
+        }
+    }
+
+    /// Bytes accepted by `send` but not yet confirmed written: queued while connecting, or
+    /// handed to the driver while open or closing. At most `max_buffered_bytes`.
+    pub fn buffered_amount(&self) -> usize {
+        match &self.conn {
+            Conn::Connecting(c) => c.queue.bytes(),
+            Conn::Open(o) => o.in_flight.bytes(),
+            Conn::Closing(c) => c.in_flight.bytes(),
+            Conn::Idle | Conn::Closed => 0,
+        }
+    }
+
+    /// Messages queued or in flight for the current connection.
+    pub fn pending_sends(&self) -> usize {
+        match &self.conn {
+            Conn::Connecting(c) => c.queue.len(),
+            Conn::Open(o) => o.in_flight.len(),
+            Conn::Closing(c) => c.in_flight.len(),
+            Conn::Idle | Conn::Closed => 0,
+        }
+    }
+
+    /// Connections closed from the application's view whose transport is still being torn
+    /// down (each is aborted when its close timeout passes).
+    pub fn teardowns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.teardowns.iter().map(|t| t.id)
+    }
+
+    /// Counters of ignored input.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether an action or event is waiting to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.actions.is_empty() || !self.events.is_empty()
+    }
+
+    // ----- calls -----
+
+    /// `wx.connectSocket`: validates `options` (nothing is dialled on error), ends the
+    /// current connection if there is one (its close event comes first, code 1000), and
+    /// starts a new one.
+    pub fn connect(&mut self, options: &ConnectOptions, now: Instant) -> Result<ConnId, ConnectError> {
+        let request = options.validate()?;
+        Ok(self.connect_request(Arc::new(request), now))
+    }
+
+    /// Like [`connect`](Self::connect) with a request validated earlier (to dial the same
+    /// request again).
+    pub fn connect_request(&mut self, request: Arc<HandshakeRequest>, now: Instant) -> ConnId {
+        let id = self.ids.conn();
+        self.connect_as(id, request, now);
+        id
+    }
+
+    pub(crate) fn connect_as(&mut self, id: ConnId, request: Arc<HandshakeRequest>, now: Instant) {
+        let now = self.advance(now);
+        let from = self.state();
+        self.replace_current(now);
+        let timeout = request.timeout.unwrap_or(self.config.handshake_timeout);
+        self.events.push_back(Event::Connecting {
+            conn: id,
+            url: request.url.clone(),
+        });
+        self.actions.push_back(Action::Dial {
+            conn: id,
+            request: Arc::clone(&request),
+        });
+        self.transition(from, Conn::Connecting(Connecting {
+            id,
+            request,
+            queue: SendQueue::default(),
+            timeout,
+            deadline: now + timeout,
+            close_after_open: None,
+        }));
+    }
+
+    /// `wx.sendSocketMessage`: queues the message while connecting, hands it to the driver
+    /// when open. A refused message is handed back in the error.
+    pub fn send(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
+        self.advance(now);
+        let max = self.config.max_message_size;
+        if message.len() > max {
+            let len = message.len();
+            return Err(SendError::TooLarge { message, len, max });
+        }
+        match &mut self.conn {
+            Conn::Idle | Conn::Closed => Err(SendError::NotConnected(message)),
+            Conn::Closing(_) => Err(SendError::Closing(message)),
+            Conn::Connecting(c) if c.close_after_open.is_some() => Err(SendError::Closing(message)),
+            Conn::Connecting(c) => {
+                if !c.queue.fits(message.len(), self.config.max_queued_messages, self.config.max_queued_bytes) {
+                    return Err(SendError::QueueFull(message));
+                }
+                let id = self.ids.send();
+                c.queue.push(id, message);
+                Ok(id)
+            }
+            Conn::Open(o) => {
+                if !o.in_flight.fits(message.len(), usize::MAX, self.config.max_buffered_bytes) {
+                    return Err(SendError::BufferFull(message));
+                }
+                let id = self.ids.send();
+                self.actions.push_back(Action::Send {
+                    conn: o.id,
+                    id,
+                    message: message.clone(),
+                });
+                o.in_flight.push(id, message);
+                Ok(id)
+            }
+        }
+    }
+
+    /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (the default, `None`)
+    /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing.
+    pub fn close(&mut self, code: Option<u16>, reason: &str, now: Instant) -> Result<(), CloseError> {
+        let request = CloseRequest::new(code, reason)?;
+        let now = self.advance(now);
+        match &mut self.conn {
+            Conn::Idle | Conn::Closed => Err(CloseError::NotConnected),
+            Conn::Closing(_) => Ok(()),
+            Conn::Connecting(c) => match self.config.close_before_open {
+                CloseBeforeOpen::Ignore => Err(CloseError::NotOpenYet),
+                CloseBeforeOpen::AfterOpen => {
+                    c.close_after_open.get_or_insert(request);
+                    Ok(())
+                }
+                CloseBeforeOpen::Abort => {
+                    let Conn::Connecting(c) = self.take() else { unreachable!() };
+                    self.actions.push_back(Action::Abort { conn: c.id });
+                    self.end(c.id, c.queue, SendFailure::Cancelled, false, ABNORMAL, "closed before the connection opened", false);
+                    Ok(())
+                }
+            },
+            Conn::Open(_) => {
+                let Conn::Open(o) = self.take() else { unreachable!() };
+                self.begin_close(o, request, now);
+                Ok(())
+            }
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Input from the IO driver for connection `conn`. Input for a connection that is not
+    /// the current one never reaches the application; it is counted, and `Closed` (or an
+    /// error) for a connection being torn down ends that teardown.
+    pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
+        let now = self.advance(now);
+        if self.current() != Some(conn) {
+            self.stats.stale_inputs += 1;
+            if matches!(event, TransportEvent::Closed | TransportEvent::ConnectFailed(_) | TransportEvent::Error(_)) {
+                self.teardowns.retain(|t| t.id != conn);
+            }
+            return;
+        }
+        match (self.take(), event) {
+            (Conn::Connecting(c), TransportEvent::Opened(handshake)) => self.on_opened(c, handshake, now),
+            (Conn::Connecting(c), TransportEvent::ConnectFailed(error) | TransportEvent::Error(error)) => {
+                self.connect_failed(c, ConnectionError::ConnectFailed(error));
+            }
+            (Conn::Connecting(c), TransportEvent::Closed) => {
+                let error = TransportError::new(TransportErrorKind::Io, "connection closed during the handshake");
+                self.connect_failed(c, ConnectionError::ConnectFailed(error));
+            }
+            (Conn::Open(mut o), TransportEvent::Message(message)) => {
+                o.touch(&self.config, now);
+                self.events.push_back(Event::Message { conn, message });
+                self.conn = Conn::Open(o);
+            }
+            (Conn::Open(mut o), TransportEvent::Ping(_) | TransportEvent::Pong(_)) => {
+                o.touch(&self.config, now);
+                self.conn = Conn::Open(o);
+            }
+            (Conn::Open(mut o), TransportEvent::SendWritten(id)) => {
+                self.written(conn, &mut o.in_flight, id);
+                self.conn = Conn::Open(o);
+            }
+            (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {
+                self.written(conn, &mut c.in_flight, id);
+                self.conn = Conn::Closing(c);
+            }
+            (Conn::Open(o), TransportEvent::PeerClosed(peer)) => {
+                // The driver answers the peer's close frame (RFC 6455 §5.5.1; tungstenite
+                // does so itself); the close event waits for the transport to end.
+                self.transition(
+                    ReadyState::Open,
+                    Conn::Closing(Closing {
+                        id: o.id,
+                        in_flight: o.in_flight,
+                        deadline: now + self.config.close_timeout,
+                        peer: Some(peer),
+                    }),
+                );
+            }
+            (Conn::Closing(mut c), TransportEvent::PeerClosed(peer)) => {
+                c.peer.get_or_insert(peer);
+                self.conn = Conn::Closing(c);
+            }
+            (Conn::Open(o), TransportEvent::Error(error)) => self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error)),
+            (Conn::Open(o), TransportEvent::Closed) => {
+                let error = TransportError::new(TransportErrorKind::Io, "connection closed without a close frame");
+                self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error));
+            }
+            (Conn::Closing(c), TransportEvent::Closed) => self.finish_close(c),
+            (Conn::Closing(c), TransportEvent::Error(error)) => {
+                if c.peer.is_some() {
+                    // Both close frames were exchanged; an error while the TCP connection
+                    // winds down does not make the close unclean.
+                    self.finish_close(c);
+                } else {
+                    self.events.push_back(Event::Error {
+                        conn,
+                        error: ConnectionError::Transport(error.clone()),
+                    });
+                    self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, error.kind.close_code(), &error.message, false);
+                }
+            }
+            (Conn::Closing(mut c), TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_)) => {
+                // Data after our close frame is allowed by RFC 6455 §5.5.1 but is not
+                // delivered once the application asked to close.
+                c.deadline = c.deadline.max(now);
+                self.conn = Conn::Closing(c);
+            }
+            (other, _) => {
+                self.stats.unexpected_inputs += 1;
+                self.conn = other;
+            }
+        }
+    }
+
+    /// Runs the timers due at `now`. Early, repeated or stale calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next action for the IO driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called: the earliest of
+    /// the handshake, close, keepalive and teardown deadlines. Never earlier than the
+    /// latest `now` the session has seen.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let state = match &self.conn {
+            Conn::Connecting(c) => Some(c.deadline),
+            Conn::Open(o) => o.liveness.map(|l| l.deadline),
+            Conn::Closing(c) => Some(c.deadline),
+            Conn::Idle | Conn::Closed => None,
+        };
+        self.teardowns.iter().map(|t| t.deadline).chain(state).min()
+    }
+
+    // ----- internals -----
+
+    fn take(&mut self) -> Conn {
+        std::mem::replace(&mut self.conn, Conn::Closed)
+    }
+
+    /// Moves from `from` to `next`, checking the edge against the state table.
+    fn transition(&mut self, from: ReadyState, next: Conn) {
+        self.conn = next;
+        debug_assert!(is_allowed(from, self.state()), "{from} -> {} is not in TRANSITIONS", self.state());
+    }
+
+    /// Records `now`, runs every timer due, and returns the effective time.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = match self.now {
+            Some(last) if now < last => last,
+            _ => now,
+        };
+        self.now = Some(now);
+        // Teardowns: abort transports that did not finish closing in time.
+        let mut i = 0;
+        while i < self.teardowns.len() {
+            if self.teardowns[i].deadline <= now {
+                let t = self.teardowns.swap_remove(i);
+                self.actions.push_back(Action::Abort { conn: t.id });
+            } else {
+                i += 1;
+            }
+        }
+        match self.take() {
+            Conn::Connecting(c) if c.deadline <= now => {
+                let timeout = c.timeout;
+                self.connect_failed(c, ConnectionError::HandshakeTimeout(timeout));
+            }
+            Conn::Open(mut o) => match o.liveness {
+                Some(l) if l.deadline <= now => {
+                    let k = self.config.keepalive.expect("liveness implies keepalive");
+                    if l.awaiting_pong {
+                        self.fail_open(o.id, o.in_flight, ConnectionError::KeepaliveTimeout(k.timeout));
+                    } else {
+                        self.actions.push_back(Action::Ping {
+                            conn: o.id,
+                            payload: Bytes::new(),
+                        });
+                        o.liveness = Some(Liveness {
+                            deadline: now + k.timeout,
+                            awaiting_pong: true,
+                        });
+                        self.conn = Conn::Open(o);
+                    }
+                }
+                _ => self.conn = Conn::Open(o),
+            },
+            Conn::Closing(c) if c.deadline <= now => {
+                let timeout = self.config.close_timeout;
+                self.actions.push_back(Action::Abort { conn: c.id });
+                match c.peer {
+                    // The peer's close frame came; only the TCP shutdown lingered.
+                    Some(peer) => {
+                        let (code, reason) = (peer.reported_code(), peer.reason);
+                        self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, code, &reason, false);
+                    }
+                    None => {
+                        self.events.push_back(Event::Error {
+                            conn: c.id,
+                            error: ConnectionError::CloseTimeout(timeout),
+                        });
+                        self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, ABNORMAL, "close handshake timed out", false);
+                    }
+                }
+            }
+            other => self.conn = other,
+        }
+        now
+    }
+
+    fn on_opened(&mut self, c: Connecting, handshake: Handshake, now: Instant) {
+        if let Some(p) = &handshake.protocol {
+            if !c.request.protocols.contains(p) {
+                self.connect_failed(c, ConnectionError::ProtocolNotOffered(p.clone()));
+                return;
+            }
+        }
+        let Connecting {
+            id,
+            mut queue,
+            close_after_open,
+            ..
+        } = c;
+        self.events.push_back(Event::Open { conn: id, handshake });
+        let mut open = Open {
+            id,
+            in_flight: SendQueue::default(),
+            liveness: None,
+        };
+        open.touch(&self.config, now);
+        // SPEC §3: the queue is flushed, in order, before anything sent after open. It fits
+        // the buffer because max_queued_bytes <= max_buffered_bytes.
+        for (send, message) in queue.drain() {
+            self.actions.push_back(Action::Send {
+                conn: id,
+                id: send,
+                message: message.clone(),
+            });
+            open.in_flight.push(send, message);
+        }
+        self.transition(ReadyState::Connecting, Conn::Open(open));
+        if let Some(request) = close_after_open {
+            let Conn::Open(o) = self.take() else { unreachable!() };
+            self.begin_close(o, request, now);
+        }
+    }
+
+    fn begin_close(&mut self, o: Open, request: CloseRequest, now: Instant) {
+        self.actions.push_back(Action::Close {
+            conn: o.id,
+            frame: request,
+        });
+        self.transition(
+            ReadyState::Open,
+            Conn::Closing(Closing {
+                id: o.id,
+                in_flight: o.in_flight,
+                deadline: now + self.config.close_timeout,
+                peer: None,
+            }),
+        );
+    }
+
+    fn written(&mut self, conn: ConnId, in_flight: &mut SendQueue, id: SendId) {
+        if in_flight.complete(id) {
+            self.events.push_back(Event::SendCompleted { conn, id });
+        } else {
+            self.stats.unexpected_inputs += 1;
+        }
+    }
+
+    /// A connection that never opened failed: error event, queue failed, close 1006.
+    fn connect_failed(&mut self, c: Connecting, error: ConnectionError) {
+        let reason = error.to_string();
+        self.events.push_back(Event::Error { conn: c.id, error });
+        self.actions.push_back(Action::Abort { conn: c.id });
+        self.end(c.id, c.queue, SendFailure::ConnectFailed, false, ABNORMAL, &reason, false);
+    }
+
+    /// An open connection failed: error event, in-flight sends failed, close event with the
+    /// failure's code; a close frame is still attempted for protocol-level failures.
+    fn fail_open(&mut self, id: ConnId, in_flight: SendQueue, error: ConnectionError) {
+        let code = match &error {
+            ConnectionError::Transport(e) => e.kind.close_code(),
+            _ => ABNORMAL,
+        };
+        let reason = error.to_string();
+        let teardown = if code != ABNORMAL {
+            self.actions.push_back(Action::Close {
+                conn: id,
+                frame: CloseRequest::internal(code, &reason),
+            });
+            true
+        } else {
+            self.actions.push_back(Action::Abort { conn: id });
+            false
+        };
+        self.events.push_back(Event::Error { conn: id, error });
+        self.end(id, in_flight, SendFailure::ConnectionLost, teardown, code, &reason, false);
+    }
+
+    fn finish_close(&mut self, c: Closing) {
+        match c.peer {
+            Some(peer) => {
+                let (code, reason) = (peer.reported_code(), peer.reason);
+                self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, code, &reason, true);
+            }
+            None => self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, ABNORMAL, "connection closed without a close frame", false),
+        }
+    }
+
+    /// Ends the current connection from the application's view: fails every pending send,
+    /// emits the one close event, moves to Closed and, if `teardown` names the connection,
+    /// keeps timing its transport's shutdown.
+    /// Every caller has just taken the connection out of Connecting, Open or Closing, each
+    /// of which has an edge to Closed in the state table.
+    #[allow(clippy::too_many_arguments)]
+    fn end(
+        &mut self,
+        conn: ConnId,
+        mut pending: SendQueue,
+        failure: SendFailure,
+        teardown: bool,
+        code: u16,
+        reason: &str,
+        clean: bool,
+    ) {
+        for (id, message) in pending.drain() {
+            self.events.push_back(Event::SendFailed {
+                conn,
+                id,
+                reason: failure,
+                message,
+            });
+        }
+        self.events.push_back(Event::Close {
+            conn,
+            code,
+            reason: reason.to_owned(),
+            clean,
+        });
+        if teardown {
+            let deadline = self.now.expect("time is set before any connection exists") + self.config.close_timeout;
+            self.teardowns.push(Teardown { id: conn, deadline });
+        }
+        self.conn = Conn::Closed;
+    }
+
+    /// SPEC §3 "Single-socket replacement": the current connection's close event (1000,
+    /// replaced) comes at once, its sends fail, and its transport is closed in the
+    /// background under the close timeout.
+    fn replace_current(&mut self, now: Instant) {
+        match self.take() {
+            Conn::Idle => self.conn = Conn::Idle,
+            Conn::Closed => self.conn = Conn::Closed,
+            Conn::Connecting(c) => {
+                self.actions.push_back(Action::Abort { conn: c.id });
+                self.end(c.id, c.queue, SendFailure::Replaced, false, NORMAL, REPLACED_REASON, false);
+            }
+            Conn::Open(o) => {
+                self.actions.push_back(Action::Close {
+                    conn: o.id,
+                    frame: CloseRequest::internal(NORMAL, REPLACED_REASON),
+                });
+                self.end(o.id, o.in_flight, SendFailure::Replaced, true, NORMAL, REPLACED_REASON, false);
+            }
+            Conn::Closing(c) => {
+                // Its close handshake is already under way: keep its own deadline.
+                self.end(c.id, c.in_flight, SendFailure::Replaced, false, NORMAL, REPLACED_REASON, false);
+                self.teardowns.push(Teardown {
+                    id: c.id,
+                    deadline: c.deadline.max(now),
+                });
+            }
+        }
+    }
+}
+
+impl Open {
+    /// Something arrived: the peer is alive; restart the idle interval.
+    fn touch(&mut self, config: &SessionConfig, now: Instant) {
+        self.liveness = config.keepalive.map(|k| Liveness {
+            deadline: now + k.interval,
+            awaiting_pong: false,
+        });
+    }
+}

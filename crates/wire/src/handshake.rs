@@ -1,0 +1,212 @@
+//! The client side of the RFC 6455 §4.1 opening handshake, without IO.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tungstenite::handshake::client::generate_key;
+use tungstenite::handshake::derive_accept_key;
+use wxsocket_core::{Handshake, HandshakeRequest, TransportError, TransportErrorKind};
+
+/// Largest response head accepted (status line and headers).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+
+/// A handshake in progress: write [`request_bytes`](Self::request_bytes), then
+/// [`feed`](Self::feed) what the server sends until it returns the result.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    request: Vec<u8>,
+    accept: String,
+    response: Vec<u8>,
+}
+
+/// A successful handshake.
+#[derive(Debug)]
+pub struct HandshakeDone {
+    /// What the server answered, for the session's `Opened` input.
+    pub handshake: Handshake,
+    /// Bytes after the response head: the first WebSocket frames, if the server was quick.
+    pub tail: Vec<u8>,
+}
+
+impl ClientHandshake {
+    /// Builds the request for `request` with a fresh random key.
+    pub fn new(request: &HandshakeRequest) -> Self {
+        Self::with_key(request, &generate_key())
+    }
+
+    /// Builds the request with a given `Sec-WebSocket-Key` (tests).
+    pub fn with_key(request: &HandshakeRequest, key: &str) -> Self {
+        let url = &request.url;
+        let mut target = url.path().to_owned();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let mut out = format!("GET {target} HTTP/1.1\r\n").into_bytes();
+        let mut line = |name: &[u8], value: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        line(b"Host", host.as_bytes());
+        line(b"Connection", b"Upgrade");
+        line(b"Upgrade", b"websocket");
+        line(b"Sec-WebSocket-Version", b"13");
+        line(b"Sec-WebSocket-Key", key.as_bytes());
+        if !request.protocols.is_empty() {
+            line(b"Sec-WebSocket-Protocol", request.protocols.join(", ").as_bytes());
+        }
+        for (name, value) in &request.headers {
+            line(name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        Self {
+            request: out,
+            accept: derive_accept_key(key.as_bytes()),
+            response: Vec::new(),
+        }
+    }
+
+    /// The request to write.
+    pub fn request_bytes(&self) -> &[u8] {
+        &self.request
+    }
+
+    /// Feeds bytes from the server. `Ok(None)`: more are needed.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<HandshakeDone>, TransportError> {
+        self.response.extend_from_slice(data);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(&self.response) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if self.response.len() > MAX_RESPONSE_HEAD {
+                    return Err(protocol("handshake response head is too large"));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(protocol(&format!("invalid handshake response: {e}"))),
+        };
+        let status = response.code.unwrap_or(0);
+        let mut map = HeaderMap::with_capacity(response.headers.len());
+        for h in response.headers.iter() {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+                map.append(name, value);
+            }
+        }
+        if status != 101 {
+            let reason = response.reason.unwrap_or("").to_owned();
+            return Err(TransportError::new(
+                TransportErrorKind::HttpStatus(status),
+                format!("server answered the upgrade with HTTP {status} {reason}"),
+            ));
+        }
+        let has_token = |name: &str, token: &str| {
+            map.get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if !has_token("upgrade", "websocket") {
+            return Err(protocol("handshake response lacks \"Upgrade: websocket\""));
+        }
+        if !has_token("connection", "upgrade") {
+            return Err(protocol("handshake response lacks \"Connection: Upgrade\""));
+        }
+        if map.get("sec-websocket-accept").map(HeaderValue::as_bytes) != Some(self.accept.as_bytes()) {
+            return Err(protocol("handshake response has a wrong Sec-WebSocket-Accept"));
+        }
+        let protocol_header = match map.get_all("sec-websocket-protocol").iter().count() {
+            0 => None,
+            1 => Some(
+                map.get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_owned())
+                    .ok_or_else(|| protocol("Sec-WebSocket-Protocol is not valid text"))?,
+            ),
+            _ => return Err(protocol("handshake response repeats Sec-WebSocket-Protocol")),
+        };
+        let extensions = map.get("sec-websocket-extensions").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if extensions.is_some() {
+            // No extension was offered (RFC 6455 §4.1: the client must fail the connection).
+            return Err(protocol("server accepted an extension that was not offered"));
+        }
+        let tail = self.response[head_len..].to_vec();
+        Ok(Some(HandshakeDone {
+            handshake: Handshake {
+                protocol: protocol_header,
+                headers: map,
+                extensions,
+            },
+            tail,
+        }))
+    }
+}
+
+fn protocol(message: &str) -> TransportError {
+    TransportError::new(TransportErrorKind::Protocol, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxsocket_core::ConnectOptions;
+
+    fn req() -> HandshakeRequest {
+        ConnectOptions::new("ws://h:81/p")
+            .data("a", "b c")
+            .header("X-Token", "t")
+            .protocol("p1")
+            .protocol("p2")
+            .validate()
+            .unwrap()
+    }
+
+    fn response(accept: &str, extra: &str) -> String {
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
+    }
+
+    #[test]
+    fn request_carries_everything() {
+        let h = ClientHandshake::with_key(&req(), "dGhlIHNhbXBsZSBub25jZQ==");
+        let text = String::from_utf8(h.request_bytes().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "GET /p?a=b+c HTTP/1.1\r\nHost: h:81\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: p1, p2\r\nx-token: t\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn accepts_in_pieces_and_keeps_the_tail() {
+        let mut h = ClientHandshake::with_key(&req(), "dGhlIHNhbXBsZSBub25jZQ==");
+        let mut bytes = response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "Sec-WebSocket-Protocol: p2\r\nX-Server: yes\r\n").into_bytes();
+        bytes.extend_from_slice(b"\x81\x02hi");
+        let head_len = bytes.len() - 4;
+        for b in &bytes[..head_len - 1] {
+            assert!(h.feed(std::slice::from_ref(b)).unwrap().is_none());
+        }
+        let done = h.feed(&bytes[head_len - 1..]).unwrap().unwrap();
+        assert_eq!(done.handshake.protocol.as_deref(), Some("p2"));
+        assert_eq!(done.handshake.headers["x-server"], "yes");
+        assert_eq!(done.tail, b"\x81\x02hi");
+    }
+
+    #[test]
+    fn rejects_bad_answers() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let run = |resp: String| ClientHandshake::with_key(&req(), key).feed(resp.as_bytes());
+        let e = run("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into()).unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(403));
+        assert_eq!(run(response("wrong", "")).unwrap_err().kind, TransportErrorKind::Protocol);
+        assert!(run(response(good, "Sec-WebSocket-Extensions: permessage-deflate\r\n")).is_err());
+        assert!(run("garbage\r\n\r\n".into()).is_err());
+        // No sub-protocol selected is fine (browsers accept it); the core judges the rest.
+        assert_eq!(run(response(good, "")).unwrap().unwrap().handshake.protocol, None);
+    }
+}

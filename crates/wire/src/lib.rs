@@ -1,0 +1,51 @@
+//! # wxsocket-wire
+//!
+//! What the tokio and blocking adapters of wxsocket share below the session core, written
+//! once so the two cannot drift apart:
+//!
+//! - [`ClientHandshake`]: the RFC 6455 opening handshake as a sans-IO machine (bytes in,
+//!   bytes out). It is ours rather than tungstenite's because tungstenite fails a server that
+//!   selects no sub-protocol, which browsers and WeChat accept, and reports no response
+//!   headers on failure; the session core then judges the answer (SPEC §4).
+//! - [`convert`]: messages between the core and tungstenite, and tungstenite errors
+//!   classified into [`wxsocket_core::TransportError`]s (which decide close codes).
+//! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//!
+//! ```
+//! use wxsocket_core::ConnectOptions;
+//! use wxsocket_wire::ClientHandshake;
+//! let request = ConnectOptions::new("ws://127.0.0.1:9001/chat").protocol("v1").validate().unwrap();
+//! let handshake = ClientHandshake::new(&request);
+//! let text = std::str::from_utf8(handshake.request_bytes()).unwrap();
+//! assert!(text.starts_with("GET /chat HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n"));
+//! assert!(text.contains("Sec-WebSocket-Protocol: v1\r\n"));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod convert;
+mod handshake;
+pub mod tls;
+
+pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
+
+use wxsocket_core::{ConnectError, HandshakeRequest, SessionConfig};
+
+/// tungstenite's configuration from the session's: the maximum message size applies to
+/// received messages and frames.
+pub fn websocket_config(config: &SessionConfig) -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size))
+}
+
+/// Options the core accepts that these adapters cannot honour yet; refused before any IO
+/// rather than ignored.
+pub fn check_supported(request: &HandshakeRequest) -> Result<(), ConnectError> {
+    if request.per_message_deflate {
+        return Err(ConnectError::Unsupported {
+            option: "perMessageDeflate",
+            why: "RFC 7692 compression is not implemented by this adapter yet",
+        });
+    }
+    Ok(())
+}

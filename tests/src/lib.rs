@@ -1,0 +1,1 @@
+//! Shared helpers for the cross-adapter conformance suites.
