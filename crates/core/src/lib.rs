@@ -52,6 +52,7 @@
 
 pub mod close;
 mod config;
+mod driven;
 mod error;
 mod event;
 mod ids;
@@ -66,6 +67,7 @@ pub mod wx;
 
 pub use close::{CloseRequest, PeerClose};
 pub use config::{CloseBeforeOpen, Keepalive, SessionConfig};
+pub use driven::Driven;
 pub use error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
 pub use event::Event;
 pub use ids::{ConnId, SendId};

@@ -1,0 +1,1 @@
+//! wxsocket over std threads (in progress).

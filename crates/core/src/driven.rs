@@ -1,0 +1,41 @@
+//! The side of a state machine that an IO driver sees. [`crate::Session`], [`crate::Pool`]
+//! and [`crate::wx::WxSocket`] all implement it, so an adapter writes its IO loop once.
+
+use crate::ids::ConnId;
+use crate::transport::{Action, TransportEvent};
+use std::time::Instant;
+
+/// A sans-IO machine an IO driver runs: feed it transport input and time, carry out its
+/// actions, arm one timer. Application events are drained separately, by the type's own
+/// `poll_event` (or `dispatch` for the callback surface).
+pub trait Driven {
+    /// Transport input for connection `conn`.
+    fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant);
+    /// Runs the timers due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next action for the driver.
+    fn poll_action(&mut self) -> Option<Action>;
+    /// When `handle_timeout` must next be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+macro_rules! driven_by_inherent_methods {
+    ($($ty:ty),*) => {$(
+        impl Driven for $ty {
+            fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
+                <$ty>::handle(self, conn, event, now)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$ty>::handle_timeout(self, now)
+            }
+            fn poll_action(&mut self) -> Option<Action> {
+                <$ty>::poll_action(self)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$ty>::poll_timeout(self)
+            }
+        }
+    )*};
+}
+
+driven_by_inherent_methods!(crate::Session, crate::Pool);

@@ -1,0 +1,1 @@
+//! wxsocket over tokio (in progress).
