@@ -130,7 +130,10 @@ impl SessionConfig {
             return fail("max_queued_bytes", "must be at least 1");
         }
         if self.max_buffered_bytes < self.max_queued_bytes {
-            return fail("max_buffered_bytes", "must be at least max_queued_bytes (the queue is flushed into the buffer on open)");
+            return fail(
+                "max_buffered_bytes",
+                "must be at least max_queued_bytes (the queue is flushed into the buffer on open)",
+            );
         }
         if self.max_message_size == 0 {
             return fail("max_message_size", "must be at least 1");

@@ -47,7 +47,9 @@ pub enum ConnectError {
         name: String,
     },
     /// A `header` value contains CR, LF, NUL or another forbidden byte.
-    #[error("header: invalid value for header {name:?} (control characters such as CR/LF are not allowed)")]
+    #[error(
+        "header: invalid value for header {name:?} (control characters such as CR/LF are not allowed)"
+    )]
     InvalidHeaderValue {
         /// The header's name.
         name: String,

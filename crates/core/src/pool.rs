@@ -51,7 +51,10 @@ impl Pool {
 
     /// Connections not yet closed (the ones that count toward the limit).
     pub fn live(&self) -> usize {
-        self.tasks.iter().filter(|(_, s)| s.current().is_some()).count()
+        self.tasks
+            .iter()
+            .filter(|(_, s)| s.current().is_some())
+            .count()
     }
 
     /// The state of one connection; `Closed` for one the pool no longer knows.
@@ -65,7 +68,11 @@ impl Pool {
     }
 
     /// Opens a new connection next to the others; over the limit, `TooManyConnections`.
-    pub fn connect(&mut self, options: &ConnectOptions, now: Instant) -> Result<ConnId, ConnectError> {
+    pub fn connect(
+        &mut self,
+        options: &ConnectOptions,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
         let request = Arc::new(options.validate()?);
         if self.live() >= self.config.pool_limit {
             return Err(ConnectError::TooManyConnections {
@@ -80,7 +87,12 @@ impl Pool {
     }
 
     /// Sends on one connection (same rules as [`Session::send`]).
-    pub fn send(&mut self, conn: ConnId, message: Message, now: Instant) -> Result<SendId, SendError> {
+    pub fn send(
+        &mut self,
+        conn: ConnId,
+        message: Message,
+        now: Instant,
+    ) -> Result<SendId, SendError> {
         let Some(index) = self.index(conn) else {
             return Err(SendError::NotConnected(message));
         };
@@ -88,7 +100,13 @@ impl Pool {
     }
 
     /// Closes one connection (same rules as [`Session::close`]).
-    pub fn close(&mut self, conn: ConnId, code: Option<u16>, reason: &str, now: Instant) -> Result<(), CloseError> {
+    pub fn close(
+        &mut self,
+        conn: ConnId,
+        code: Option<u16>,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), CloseError> {
         let Some(index) = self.index(conn) else {
             return Err(CloseError::NotConnected);
         };
@@ -112,7 +130,10 @@ impl Pool {
 
     /// The earliest deadline of any connection.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tasks.iter().filter_map(|(_, s)| s.poll_timeout()).min()
+        self.tasks
+            .iter()
+            .filter_map(|(_, s)| s.poll_timeout())
+            .min()
     }
 
     /// The next action of any connection (connections in connect order).
@@ -149,7 +170,8 @@ impl Pool {
 
     /// Drops sessions with nothing left to do.
     fn retire(&mut self) {
-        self.tasks
-            .retain(|(_, s)| s.current().is_some() || s.has_output() || s.teardowns().next().is_some());
+        self.tasks.retain(|(_, s)| {
+            s.current().is_some() || s.has_output() || s.teardowns().next().is_some()
+        });
     }
 }

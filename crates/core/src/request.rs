@@ -119,15 +119,17 @@ impl ConnectOptions {
             });
         }
         let host = url.host_str().unwrap_or_default().to_owned();
-        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(|h| host_matches(h, &host)) {
+        if !self.allowed_hosts.is_empty()
+            && !self.allowed_hosts.iter().any(|h| host_matches(h, &host))
+        {
             return Err(ConnectError::HostNotAllowed { host });
         }
-        if let Some(method) = &self.method {
-            if !method.eq_ignore_ascii_case("GET") {
-                return Err(ConnectError::UnsupportedMethod {
-                    method: method.clone(),
-                });
-            }
+        if let Some(method) = &self.method
+            && !method.eq_ignore_ascii_case("GET")
+        {
+            return Err(ConnectError::UnsupportedMethod {
+                method: method.clone(),
+            });
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConnectError::InvalidTimeout);
@@ -240,10 +242,14 @@ fn forbidden_header(name: &HeaderName) -> Option<&'static str> {
     if n == "referer" {
         return Some("the seed forbids setting Referer");
     }
-    if matches!(n, "host" | "upgrade" | "connection" | "content-length" | "transfer-encoding")
-        || n.starts_with("sec-websocket-")
+    if matches!(
+        n,
+        "host" | "upgrade" | "connection" | "content-length" | "transfer-encoding"
+    ) || n.starts_with("sec-websocket-")
     {
-        return Some("the WebSocket handshake sets it; use the protocols / perMessageDeflate options");
+        return Some(
+            "the WebSocket handshake sets it; use the protocols / perMessageDeflate options",
+        );
     }
     None
 }
@@ -251,18 +257,16 @@ fn forbidden_header(name: &HeaderName) -> Option<&'static str> {
 fn validate_headers(header: &[(String, String)]) -> Result<HeaderMap, ConnectError> {
     let mut map = HeaderMap::with_capacity(header.len());
     for (name, value) in header {
-        let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConnectError::InvalidHeaderName {
-            name: name.clone(),
-        })?;
+        let parsed = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConnectError::InvalidHeaderName { name: name.clone() })?;
         if let Some(why) = forbidden_header(&parsed) {
             return Err(ConnectError::ForbiddenHeader {
                 name: name.clone(),
                 why,
             });
         }
-        let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| ConnectError::InvalidHeaderValue {
-            name: name.clone(),
-        })?;
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|_| ConnectError::InvalidHeaderValue { name: name.clone() })?;
         map.append(parsed, value);
     }
     Ok(map)
@@ -271,18 +275,21 @@ fn validate_headers(header: &[(String, String)]) -> Result<HeaderMap, ConnectErr
 /// RFC 7230 `tchar`.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn validate_protocols(protocols: &[String]) -> Result<(), ConnectError> {
     for (i, p) in protocols.iter().enumerate() {
         if !is_token(p) {
-            return Err(ConnectError::InvalidProtocol { protocol: p.clone() });
+            return Err(ConnectError::InvalidProtocol {
+                protocol: p.clone(),
+            });
         }
         if protocols[..i].contains(p) {
-            return Err(ConnectError::DuplicateProtocol { protocol: p.clone() });
+            return Err(ConnectError::DuplicateProtocol {
+                protocol: p.clone(),
+            });
         }
     }
     Ok(())
@@ -298,42 +305,96 @@ mod tests {
 
     #[test]
     fn urls_and_schemes() {
-        assert!(matches!(err(ConnectOptions::new("not a url")), ConnectError::InvalidUrl { .. }));
-        assert!(matches!(err(ConnectOptions::new("ftp://x")), ConnectError::UnsupportedScheme { .. }));
-        assert_eq!(err(ConnectOptions::new("ws://x/#frag")), ConnectError::FragmentInUrl);
-        let r = ConnectOptions::new("https://Example.com:8443/a").validate().unwrap();
+        assert!(matches!(
+            err(ConnectOptions::new("not a url")),
+            ConnectError::InvalidUrl { .. }
+        ));
+        assert!(matches!(
+            err(ConnectOptions::new("ftp://x")),
+            ConnectError::UnsupportedScheme { .. }
+        ));
+        assert_eq!(
+            err(ConnectOptions::new("ws://x/#frag")),
+            ConnectError::FragmentInUrl
+        );
+        let r = ConnectOptions::new("https://Example.com:8443/a")
+            .validate()
+            .unwrap();
         assert_eq!(r.url.as_str(), "wss://example.com:8443/a");
         assert!(r.is_tls());
         assert_eq!(r.port(), 8443);
         let r = ConnectOptions::new("http://h/").validate().unwrap();
         assert_eq!(r.url.scheme(), "ws");
         assert_eq!(r.port(), 80);
-        assert!(err(ConnectOptions::new("ws://x").require_tls(true)).to_string().starts_with("url:"));
-        assert!(ConnectOptions::new("wss://x").require_tls(true).validate().is_ok());
+        assert!(
+            err(ConnectOptions::new("ws://x").require_tls(true))
+                .to_string()
+                .starts_with("url:")
+        );
+        assert!(
+            ConnectOptions::new("wss://x")
+                .require_tls(true)
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
     fn allow_list() {
-        let o = |u: &str| ConnectOptions::new(u).allow_host("api.example.com").allow_host("*.cdn.net");
+        let o = |u: &str| {
+            ConnectOptions::new(u)
+                .allow_host("api.example.com")
+                .allow_host("*.cdn.net")
+        };
         assert!(o("wss://API.example.com/x").validate().is_ok());
         assert!(o("wss://a.b.cdn.net/x").validate().is_ok());
-        assert!(matches!(err(o("wss://cdn.net")), ConnectError::HostNotAllowed { .. }));
-        assert!(matches!(err(o("wss://evilcdn.net")), ConnectError::HostNotAllowed { .. }));
-        assert!(matches!(err(o("wss://example.com")), ConnectError::HostNotAllowed { .. }));
+        assert!(matches!(
+            err(o("wss://cdn.net")),
+            ConnectError::HostNotAllowed { .. }
+        ));
+        assert!(matches!(
+            err(o("wss://evilcdn.net")),
+            ConnectError::HostNotAllowed { .. }
+        ));
+        assert!(matches!(
+            err(o("wss://example.com")),
+            ConnectError::HostNotAllowed { .. }
+        ));
     }
 
     #[test]
     fn headers() {
         let base = || ConnectOptions::new("ws://h");
-        for name in ["Referer", "host", "Upgrade", "Connection", "Sec-WebSocket-Key", "sec-websocket-protocol"] {
+        for name in [
+            "Referer",
+            "host",
+            "Upgrade",
+            "Connection",
+            "Sec-WebSocket-Key",
+            "sec-websocket-protocol",
+        ] {
             let e = err(base().header(name, "v"));
             assert!(matches!(e, ConnectError::ForbiddenHeader { .. }), "{name}");
             assert!(e.to_string().starts_with("header:"));
         }
-        assert!(matches!(err(base().header("bad name", "v")), ConnectError::InvalidHeaderName { .. }));
-        assert!(matches!(err(base().header("X-A", "a\r\nInjected: 1")), ConnectError::InvalidHeaderValue { .. }));
-        assert!(matches!(err(base().header("X-A", "a\nb")), ConnectError::InvalidHeaderValue { .. }));
-        let r = base().header("content-type", "application/json").header("X-Multi", "1").header("x-multi", "2").validate().unwrap();
+        assert!(matches!(
+            err(base().header("bad name", "v")),
+            ConnectError::InvalidHeaderName { .. }
+        ));
+        assert!(matches!(
+            err(base().header("X-A", "a\r\nInjected: 1")),
+            ConnectError::InvalidHeaderValue { .. }
+        ));
+        assert!(matches!(
+            err(base().header("X-A", "a\nb")),
+            ConnectError::InvalidHeaderValue { .. }
+        ));
+        let r = base()
+            .header("content-type", "application/json")
+            .header("X-Multi", "1")
+            .header("x-multi", "2")
+            .validate()
+            .unwrap();
         assert_eq!(r.headers.get_all("x-multi").iter().count(), 2);
         assert_eq!(r.headers["content-type"], "application/json");
     }
@@ -341,15 +402,31 @@ mod tests {
     #[test]
     fn protocols_method_timeout_data() {
         let base = || ConnectOptions::new("ws://h/p?a=1");
-        assert!(matches!(err(base().protocol("chat v1")), ConnectError::InvalidProtocol { .. }));
-        assert!(matches!(err(base().protocol("")), ConnectError::InvalidProtocol { .. }));
-        assert!(matches!(err(base().protocol("a").protocol("a")), ConnectError::DuplicateProtocol { .. }));
+        assert!(matches!(
+            err(base().protocol("chat v1")),
+            ConnectError::InvalidProtocol { .. }
+        ));
+        assert!(matches!(
+            err(base().protocol("")),
+            ConnectError::InvalidProtocol { .. }
+        ));
+        assert!(matches!(
+            err(base().protocol("a").protocol("a")),
+            ConnectError::DuplicateProtocol { .. }
+        ));
         assert!(base().protocol("a").protocol("b.v2").validate().is_ok());
         assert!(base().method("get").validate().is_ok());
         let e = err(base().method("POST"));
         assert!(e.to_string().starts_with("method:"), "{e}");
-        assert_eq!(err(base().timeout(Duration::ZERO)), ConnectError::InvalidTimeout);
-        let r = base().data("x", "").data("y", "a b&c=d/é").validate().unwrap();
+        assert_eq!(
+            err(base().timeout(Duration::ZERO)),
+            ConnectError::InvalidTimeout
+        );
+        let r = base()
+            .data("x", "")
+            .data("y", "a b&c=d/é")
+            .validate()
+            .unwrap();
         assert_eq!(r.url.query(), Some("a=1&x=&y=a+b%26c%3Dd%2F%C3%A9"));
     }
 }

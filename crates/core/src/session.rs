@@ -2,7 +2,9 @@
 
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::{CloseBeforeOpen, SessionConfig};
-use crate::error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
+use crate::error::{
+    CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure,
+};
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
 use crate::message::Message;
@@ -59,7 +61,7 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 ///
 /// let mut s = Session::new(SessionConfig::default()).unwrap();
 /// let now = Instant::now();
-/// let conn = s.connect(ConnectOptions::new("ws://127.0.0.1:9000"), now).unwrap();
+/// let conn = s.connect(&ConnectOptions::new("ws://127.0.0.1:9000"), now).unwrap();
 /// let queued = s.send(Message::text("hello"), now).unwrap(); // queued until open
 /// assert!(matches!(s.poll_action(), Some(Action::Dial { .. })));
 /// s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
@@ -230,7 +232,11 @@ impl Session {
     /// `wx.connectSocket`: validates `options` (nothing is dialled on error), ends the
     /// current connection if there is one (its close event comes first, code 1000), and
     /// starts a new one.
-    pub fn connect(&mut self, options: &ConnectOptions, now: Instant) -> Result<ConnId, ConnectError> {
+    pub fn connect(
+        &mut self,
+        options: &ConnectOptions,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
         let request = options.validate()?;
         Ok(self.connect_request(Arc::new(request), now))
     }
@@ -256,14 +262,17 @@ impl Session {
             conn: id,
             request: Arc::clone(&request),
         });
-        self.transition(from, Conn::Connecting(Connecting {
-            id,
-            request,
-            queue: SendQueue::default(),
-            timeout,
-            deadline: now + timeout,
-            close_after_open: None,
-        }));
+        self.transition(
+            from,
+            Conn::Connecting(Connecting {
+                id,
+                request,
+                queue: SendQueue::default(),
+                timeout,
+                deadline: now + timeout,
+                close_after_open: None,
+            }),
+        );
     }
 
     /// `wx.sendSocketMessage`: queues the message while connecting, hands it to the driver
@@ -280,7 +289,11 @@ impl Session {
             Conn::Closing(_) => Err(SendError::Closing(message)),
             Conn::Connecting(c) if c.close_after_open.is_some() => Err(SendError::Closing(message)),
             Conn::Connecting(c) => {
-                if !c.queue.fits(message.len(), self.config.max_queued_messages, self.config.max_queued_bytes) {
+                if !c.queue.fits(
+                    message.len(),
+                    self.config.max_queued_messages,
+                    self.config.max_queued_bytes,
+                ) {
                     return Err(SendError::QueueFull(message));
                 }
                 let id = self.ids.send();
@@ -288,7 +301,10 @@ impl Session {
                 Ok(id)
             }
             Conn::Open(o) => {
-                if !o.in_flight.fits(message.len(), usize::MAX, self.config.max_buffered_bytes) {
+                if !o
+                    .in_flight
+                    .fits(message.len(), usize::MAX, self.config.max_buffered_bytes)
+                {
                     return Err(SendError::BufferFull(message));
                 }
                 let id = self.ids.send();
@@ -305,7 +321,12 @@ impl Session {
 
     /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (the default, `None`)
     /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing.
-    pub fn close(&mut self, code: Option<u16>, reason: &str, now: Instant) -> Result<(), CloseError> {
+    pub fn close(
+        &mut self,
+        code: Option<u16>,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), CloseError> {
         let request = CloseRequest::new(code, reason)?;
         let now = self.advance(now);
         match &mut self.conn {
@@ -318,14 +339,26 @@ impl Session {
                     Ok(())
                 }
                 CloseBeforeOpen::Abort => {
-                    let Conn::Connecting(c) = self.take() else { unreachable!() };
+                    let Conn::Connecting(c) = self.take() else {
+                        unreachable!()
+                    };
                     self.actions.push_back(Action::Abort { conn: c.id });
-                    self.end(c.id, c.queue, SendFailure::Cancelled, false, ABNORMAL, "closed before the connection opened", false);
+                    self.end(
+                        c.id,
+                        c.queue,
+                        SendFailure::Cancelled,
+                        false,
+                        ABNORMAL,
+                        "closed before the connection opened",
+                        false,
+                    );
                     Ok(())
                 }
             },
             Conn::Open(_) => {
-                let Conn::Open(o) = self.take() else { unreachable!() };
+                let Conn::Open(o) = self.take() else {
+                    unreachable!()
+                };
                 self.begin_close(o, request, now);
                 Ok(())
             }
@@ -341,18 +374,31 @@ impl Session {
         let now = self.advance(now);
         if self.current() != Some(conn) {
             self.stats.stale_inputs += 1;
-            if matches!(event, TransportEvent::Closed | TransportEvent::ConnectFailed(_) | TransportEvent::Error(_)) {
+            if matches!(
+                event,
+                TransportEvent::Closed
+                    | TransportEvent::ConnectFailed(_)
+                    | TransportEvent::Error(_)
+            ) {
                 self.teardowns.retain(|t| t.id != conn);
             }
             return;
         }
         match (self.take(), event) {
-            (Conn::Connecting(c), TransportEvent::Opened(handshake)) => self.on_opened(c, handshake, now),
-            (Conn::Connecting(c), TransportEvent::ConnectFailed(error) | TransportEvent::Error(error)) => {
+            (Conn::Connecting(c), TransportEvent::Opened(handshake)) => {
+                self.on_opened(c, handshake, now)
+            }
+            (
+                Conn::Connecting(c),
+                TransportEvent::ConnectFailed(error) | TransportEvent::Error(error),
+            ) => {
                 self.connect_failed(c, ConnectionError::ConnectFailed(error));
             }
             (Conn::Connecting(c), TransportEvent::Closed) => {
-                let error = TransportError::new(TransportErrorKind::Io, "connection closed during the handshake");
+                let error = TransportError::new(
+                    TransportErrorKind::Io,
+                    "connection closed during the handshake",
+                );
                 self.connect_failed(c, ConnectionError::ConnectFailed(error));
             }
             (Conn::Open(mut o), TransportEvent::Message(message)) => {
@@ -389,9 +435,14 @@ impl Session {
                 c.peer.get_or_insert(peer);
                 self.conn = Conn::Closing(c);
             }
-            (Conn::Open(o), TransportEvent::Error(error)) => self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error)),
+            (Conn::Open(o), TransportEvent::Error(error)) => {
+                self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error))
+            }
             (Conn::Open(o), TransportEvent::Closed) => {
-                let error = TransportError::new(TransportErrorKind::Io, "connection closed without a close frame");
+                let error = TransportError::new(
+                    TransportErrorKind::Io,
+                    "connection closed without a close frame",
+                );
                 self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error));
             }
             (Conn::Closing(c), TransportEvent::Closed) => self.finish_close(c),
@@ -405,10 +456,21 @@ impl Session {
                         conn,
                         error: ConnectionError::Transport(error.clone()),
                     });
-                    self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, error.kind.close_code(), &error.message, false);
+                    self.end(
+                        c.id,
+                        c.in_flight,
+                        SendFailure::ConnectionLost,
+                        false,
+                        error.kind.close_code(),
+                        &error.message,
+                        false,
+                    );
                 }
             }
-            (Conn::Closing(mut c), TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_)) => {
+            (
+                Conn::Closing(mut c),
+                TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_),
+            ) => {
                 // Data after our close frame is allowed by RFC 6455 §5.5.1 but is not
                 // delivered once the application asked to close.
                 c.deadline = c.deadline.max(now);
@@ -460,7 +522,11 @@ impl Session {
     /// Moves from `from` to `next`, checking the edge against the state table.
     fn transition(&mut self, from: ReadyState, next: Conn) {
         self.conn = next;
-        debug_assert!(is_allowed(from, self.state()), "{from} -> {} is not in TRANSITIONS", self.state());
+        debug_assert!(
+            is_allowed(from, self.state()),
+            "{from} -> {} is not in TRANSITIONS",
+            self.state()
+        );
     }
 
     /// Records `now`, runs every timer due, and returns the effective time.
@@ -489,7 +555,11 @@ impl Session {
                 Some(l) if l.deadline <= now => {
                     let k = self.config.keepalive.expect("liveness implies keepalive");
                     if l.awaiting_pong {
-                        self.fail_open(o.id, o.in_flight, ConnectionError::KeepaliveTimeout(k.timeout));
+                        self.fail_open(
+                            o.id,
+                            o.in_flight,
+                            ConnectionError::KeepaliveTimeout(k.timeout),
+                        );
                     } else {
                         self.actions.push_back(Action::Ping {
                             conn: o.id,
@@ -511,14 +581,30 @@ impl Session {
                     // The peer's close frame came; only the TCP shutdown lingered.
                     Some(peer) => {
                         let (code, reason) = (peer.reported_code(), peer.reason);
-                        self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, code, &reason, false);
+                        self.end(
+                            c.id,
+                            c.in_flight,
+                            SendFailure::ConnectionLost,
+                            false,
+                            code,
+                            &reason,
+                            false,
+                        );
                     }
                     None => {
                         self.events.push_back(Event::Error {
                             conn: c.id,
                             error: ConnectionError::CloseTimeout(timeout),
                         });
-                        self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, ABNORMAL, "close handshake timed out", false);
+                        self.end(
+                            c.id,
+                            c.in_flight,
+                            SendFailure::ConnectionLost,
+                            false,
+                            ABNORMAL,
+                            "close handshake timed out",
+                            false,
+                        );
                     }
                 }
             }
@@ -528,11 +614,11 @@ impl Session {
     }
 
     fn on_opened(&mut self, c: Connecting, handshake: Handshake, now: Instant) {
-        if let Some(p) = &handshake.protocol {
-            if !c.request.protocols.contains(p) {
-                self.connect_failed(c, ConnectionError::ProtocolNotOffered(p.clone()));
-                return;
-            }
+        if let Some(p) = &handshake.protocol
+            && !c.request.protocols.contains(p)
+        {
+            self.connect_failed(c, ConnectionError::ProtocolNotOffered(p.clone()));
+            return;
         }
         let Connecting {
             id,
@@ -540,7 +626,10 @@ impl Session {
             close_after_open,
             ..
         } = c;
-        self.events.push_back(Event::Open { conn: id, handshake });
+        self.events.push_back(Event::Open {
+            conn: id,
+            handshake,
+        });
         let mut open = Open {
             id,
             in_flight: SendQueue::default(),
@@ -559,7 +648,9 @@ impl Session {
         }
         self.transition(ReadyState::Connecting, Conn::Open(open));
         if let Some(request) = close_after_open {
-            let Conn::Open(o) = self.take() else { unreachable!() };
+            let Conn::Open(o) = self.take() else {
+                unreachable!()
+            };
             self.begin_close(o, request, now);
         }
     }
@@ -593,7 +684,15 @@ impl Session {
         let reason = error.to_string();
         self.events.push_back(Event::Error { conn: c.id, error });
         self.actions.push_back(Action::Abort { conn: c.id });
-        self.end(c.id, c.queue, SendFailure::ConnectFailed, false, ABNORMAL, &reason, false);
+        self.end(
+            c.id,
+            c.queue,
+            SendFailure::ConnectFailed,
+            false,
+            ABNORMAL,
+            &reason,
+            false,
+        );
     }
 
     /// An open connection failed: error event, in-flight sends failed, close event with the
@@ -615,16 +714,40 @@ impl Session {
             false
         };
         self.events.push_back(Event::Error { conn: id, error });
-        self.end(id, in_flight, SendFailure::ConnectionLost, teardown, code, &reason, false);
+        self.end(
+            id,
+            in_flight,
+            SendFailure::ConnectionLost,
+            teardown,
+            code,
+            &reason,
+            false,
+        );
     }
 
     fn finish_close(&mut self, c: Closing) {
         match c.peer {
             Some(peer) => {
                 let (code, reason) = (peer.reported_code(), peer.reason);
-                self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, code, &reason, true);
+                self.end(
+                    c.id,
+                    c.in_flight,
+                    SendFailure::ConnectionLost,
+                    false,
+                    code,
+                    &reason,
+                    true,
+                );
             }
-            None => self.end(c.id, c.in_flight, SendFailure::ConnectionLost, false, ABNORMAL, "connection closed without a close frame", false),
+            None => self.end(
+                c.id,
+                c.in_flight,
+                SendFailure::ConnectionLost,
+                false,
+                ABNORMAL,
+                "connection closed without a close frame",
+                false,
+            ),
         }
     }
 
@@ -659,7 +782,8 @@ impl Session {
             clean,
         });
         if teardown {
-            let deadline = self.now.expect("time is set before any connection exists") + self.config.close_timeout;
+            let deadline = self.now.expect("time is set before any connection exists")
+                + self.config.close_timeout;
             self.teardowns.push(Teardown { id: conn, deadline });
         }
         self.conn = Conn::Closed;
@@ -674,18 +798,42 @@ impl Session {
             Conn::Closed => self.conn = Conn::Closed,
             Conn::Connecting(c) => {
                 self.actions.push_back(Action::Abort { conn: c.id });
-                self.end(c.id, c.queue, SendFailure::Replaced, false, NORMAL, REPLACED_REASON, false);
+                self.end(
+                    c.id,
+                    c.queue,
+                    SendFailure::Replaced,
+                    false,
+                    NORMAL,
+                    REPLACED_REASON,
+                    false,
+                );
             }
             Conn::Open(o) => {
                 self.actions.push_back(Action::Close {
                     conn: o.id,
                     frame: CloseRequest::internal(NORMAL, REPLACED_REASON),
                 });
-                self.end(o.id, o.in_flight, SendFailure::Replaced, true, NORMAL, REPLACED_REASON, false);
+                self.end(
+                    o.id,
+                    o.in_flight,
+                    SendFailure::Replaced,
+                    true,
+                    NORMAL,
+                    REPLACED_REASON,
+                    false,
+                );
             }
             Conn::Closing(c) => {
                 // Its close handshake is already under way: keep its own deadline.
-                self.end(c.id, c.in_flight, SendFailure::Replaced, false, NORMAL, REPLACED_REASON, false);
+                self.end(
+                    c.id,
+                    c.in_flight,
+                    SendFailure::Replaced,
+                    false,
+                    NORMAL,
+                    REPLACED_REASON,
+                    false,
+                );
                 self.teardowns.push(Teardown {
                     id: c.id,
                     deadline: c.deadline.max(now),

@@ -69,7 +69,11 @@ use ReadyState::{Closed, Closing, Connecting, Idle, Open};
 pub const TRANSITIONS: &[Transition] = &[
     t(Idle, Connecting, "connect"),
     t(Connecting, Open, "handshake done"),
-    t(Connecting, Closed, "dial failed / handshake timeout / close (Abort)"),
+    t(
+        Connecting,
+        Closed,
+        "dial failed / handshake timeout / close (Abort)",
+    ),
     t(Connecting, Connecting, "connect (replaces)"),
     t(Open, Closing, "close / peer close"),
     t(Open, Closed, "transport error / keepalive timeout"),

@@ -1,7 +1,9 @@
 //! What the IO driver reports to the session ([`TransportEvent`]) and what the session asks
 //! of the driver ([`Action`]). Every item is tagged with the [`ConnId`] it belongs to.
 
-use crate::close::{ABNORMAL, CloseRequest, INVALID_PAYLOAD, MESSAGE_TOO_BIG, PROTOCOL_ERROR, PeerClose};
+use crate::close::{
+    ABNORMAL, CloseRequest, INVALID_PAYLOAD, MESSAGE_TOO_BIG, PROTOCOL_ERROR, PeerClose,
+};
 use crate::ids::{ConnId, SendId};
 use crate::message::Message;
 use crate::request::HandshakeRequest;

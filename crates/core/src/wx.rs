@@ -1,1 +1,445 @@
-//! wx
+//! The seed's seven calls, by their snake_case names, with `success` / `fail` / `complete`
+//! callbacks and the seed's error messages (SPEC §5). Written once here, over
+//! [`Session`], with no IO, so both adapters expose the same surface.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Instant;
+//! use wxsocket_core::wx::*;
+//! use wxsocket_core::{ConnectOptions, Message, SessionConfig};
+//!
+//! let log = Arc::new(Mutex::new(Vec::new()));
+//! let mut wx = WxSocket::new(SessionConfig::default()).unwrap();
+//! let l = log.clone();
+//! wx.on_socket_open(move |_| l.lock().unwrap().push("open".to_string()));
+//!
+//! // sendSocketMessage before connectSocket fails in the seed's words.
+//! let l = log.clone();
+//! let sent = wx.send_socket_message(
+//!     SendSocketMessage::new(Message::text("hi")).fail(move |r| l.lock().unwrap().push(r.err_msg.clone())),
+//!     Instant::now(),
+//! );
+//! assert!(sent.is_err());
+//! assert_eq!(log.lock().unwrap()[0], "sendSocketMessage:fail WebSocket is not connected");
+//!
+//! let l = log.clone();
+//! wx.connect_socket(
+//!     ConnectSocket::new(ConnectOptions::new("wss://example.com")).success(move |r| l.lock().unwrap().push(r.err_msg.clone())),
+//!     Instant::now(),
+//! )
+//! .unwrap();
+//! assert_eq!(log.lock().unwrap()[1], "connectSocket:ok");
+//! ```
+
+use crate::driven::Driven;
+use crate::error::ConfigError;
+use crate::event::Event;
+use crate::ids::{ConnId, SendId};
+use crate::message::Message;
+use crate::request::ConnectOptions;
+use crate::session::Session;
+use crate::transport::{Action, TransportEvent};
+use crate::{ConnectionError, SessionConfig};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+/// What a `success` / `fail` / `complete` callback receives: `errMsg` as the seed writes it,
+/// `"<api>:ok"` or `"<api>:fail <reason>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResult {
+    /// `connectSocket:ok`, `sendSocketMessage:fail WebSocket is not connected`, …
+    pub err_msg: String,
+}
+
+impl CallResult {
+    fn ok(api: &str) -> Self {
+        Self {
+            err_msg: format!("{api}:ok"),
+        }
+    }
+
+    fn fail(api: &str, reason: impl fmt::Display) -> Self {
+        Self {
+            err_msg: format!("{api}:fail {reason}"),
+        }
+    }
+
+    /// Whether the call succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.err_msg.ends_with(":ok")
+    }
+}
+
+impl fmt::Display for CallResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.err_msg)
+    }
+}
+
+/// A one-shot callback of a call.
+pub type Callback = Box<dyn FnOnce(&CallResult) + Send>;
+
+/// The `success` / `fail` / `complete` trio of a call. `complete` runs after either.
+#[derive(Default)]
+pub struct Callbacks {
+    success: Option<Callback>,
+    fail: Option<Callback>,
+    complete: Option<Callback>,
+}
+
+impl fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("success", &self.success.is_some())
+            .field("fail", &self.fail.is_some())
+            .field("complete", &self.complete.is_some())
+            .finish()
+    }
+}
+
+impl Callbacks {
+    fn finish(self, result: &CallResult) {
+        let first = if result.is_ok() {
+            self.success
+        } else {
+            self.fail
+        };
+        if let Some(f) = first {
+            f(result);
+        }
+        if let Some(f) = self.complete {
+            f(result);
+        }
+    }
+}
+
+macro_rules! with_callbacks {
+    ($ty:ty) => {
+        impl $ty {
+            /// Sets the `success` callback.
+            pub fn success(mut self, f: impl FnOnce(&CallResult) + Send + 'static) -> Self {
+                self.callbacks.success = Some(Box::new(f));
+                self
+            }
+            /// Sets the `fail` callback.
+            pub fn fail(mut self, f: impl FnOnce(&CallResult) + Send + 'static) -> Self {
+                self.callbacks.fail = Some(Box::new(f));
+                self
+            }
+            /// Sets the `complete` callback (runs after `success` or `fail`).
+            pub fn complete(mut self, f: impl FnOnce(&CallResult) + Send + 'static) -> Self {
+                self.callbacks.complete = Some(Box::new(f));
+                self
+            }
+        }
+    };
+}
+
+/// `wx.connectSocket(OBJECT)`: the options and callbacks. `success` means the call was
+/// accepted, not that the socket opened (that is `onSocketOpen`).
+#[derive(Debug)]
+pub struct ConnectSocket {
+    /// The connect options (`url`, `data`, `header`, `method`, `protocols`, `tcpNoDelay`,
+    /// `perMessageDeflate`, `timeout`).
+    pub options: ConnectOptions,
+    callbacks: Callbacks,
+}
+
+impl ConnectSocket {
+    /// A call with these options and no callbacks.
+    pub fn new(options: ConnectOptions) -> Self {
+        Self {
+            options,
+            callbacks: Callbacks::default(),
+        }
+    }
+}
+with_callbacks!(ConnectSocket);
+
+/// `wx.sendSocketMessage({data})`. `success` runs once the message is written to the socket.
+#[derive(Debug)]
+pub struct SendSocketMessage {
+    /// The message (`data`).
+    pub data: Message,
+    callbacks: Callbacks,
+}
+
+impl SendSocketMessage {
+    /// A send of `data` with no callbacks.
+    pub fn new(data: impl Into<Message>) -> Self {
+        Self {
+            data: data.into(),
+            callbacks: Callbacks::default(),
+        }
+    }
+}
+with_callbacks!(SendSocketMessage);
+
+/// `wx.closeSocket({code, reason})`.
+#[derive(Debug, Default)]
+pub struct CloseSocket {
+    /// Close code (1000 when `None`, else 3000–4999).
+    pub code: Option<u16>,
+    /// Close reason (at most 123 UTF-8 bytes).
+    pub reason: String,
+    callbacks: Callbacks,
+}
+
+impl CloseSocket {
+    /// A normal close (1000) with no reason.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A close with a code and reason.
+    pub fn with(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            reason: reason.into(),
+            callbacks: Callbacks::default(),
+        }
+    }
+}
+with_callbacks!(CloseSocket);
+
+/// What `onSocketOpen` receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenResult {
+    /// The connection.
+    pub conn: ConnId,
+    /// The response headers (`res.header`).
+    pub header: http::HeaderMap,
+    /// The negotiated sub-protocol.
+    pub protocol: Option<String>,
+}
+
+/// What `onSocketMessage` receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageResult {
+    /// The connection.
+    pub conn: ConnId,
+    /// The message (`res.data`).
+    pub data: Message,
+}
+
+/// What `onSocketError` receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResult {
+    /// The connection.
+    pub conn: ConnId,
+    /// A readable message (`res.errMsg`).
+    pub err_msg: String,
+    /// The structured error.
+    pub error: ConnectionError,
+}
+
+/// What `onSocketClose` receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseResult {
+    /// The connection.
+    pub conn: ConnId,
+    /// Close code.
+    pub code: u16,
+    /// Close reason.
+    pub reason: String,
+    /// Whether the close handshake completed.
+    pub clean: bool,
+}
+
+type Listener<T> = Option<Box<dyn FnMut(&T) + Send>>;
+
+/// The seed's API over one [`Session`]. Calls return at once (their callbacks for an
+/// immediate result run inside the call); listeners and send callbacks run in
+/// [`dispatch`](Self::dispatch), which the driver calls after every turn.
+pub struct WxSocket {
+    session: Session,
+    on_open: Listener<OpenResult>,
+    on_error: Listener<ErrorResult>,
+    on_message: Listener<MessageResult>,
+    on_close: Listener<CloseResult>,
+    /// Callbacks of sends accepted and not yet completed.
+    sends: HashMap<SendId, Callbacks>,
+}
+
+impl fmt::Debug for WxSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WxSocket")
+            .field("session", &self.session)
+            .field("pending_send_callbacks", &self.sends.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const CONNECT: &str = "connectSocket";
+const SEND: &str = "sendSocketMessage";
+const CLOSE: &str = "closeSocket";
+
+impl WxSocket {
+    /// A socket surface over a new session.
+    pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            session: Session::new(config)?,
+            on_open: None,
+            on_error: None,
+            on_message: None,
+            on_close: None,
+            sends: HashMap::new(),
+        })
+    }
+
+    /// The session underneath (state, buffered amount, …).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// `wx.connectSocket`. Replaces a connection that exists (the seed's single-socket rule).
+    pub fn connect_socket(
+        &mut self,
+        call: ConnectSocket,
+        now: Instant,
+    ) -> Result<ConnId, CallResult> {
+        let result = self.session.connect(&call.options, now);
+        let outcome = match &result {
+            Ok(_) => CallResult::ok(CONNECT),
+            Err(e) => CallResult::fail(CONNECT, e),
+        };
+        call.callbacks.finish(&outcome);
+        result.map_err(|_| outcome)
+    }
+
+    /// `wx.sendSocketMessage`. Queued while connecting; `success` once written; `fail` at
+    /// once when refused, or later when the message can no longer be written.
+    pub fn send_socket_message(
+        &mut self,
+        call: SendSocketMessage,
+        now: Instant,
+    ) -> Result<SendId, CallResult> {
+        match self.session.send(call.data, now) {
+            Ok(id) => {
+                self.sends.insert(id, call.callbacks);
+                Ok(id)
+            }
+            Err(e) => {
+                let outcome = CallResult::fail(SEND, e);
+                call.callbacks.finish(&outcome);
+                Err(outcome)
+            }
+        }
+    }
+
+    /// `wx.closeSocket`.
+    pub fn close_socket(&mut self, call: CloseSocket, now: Instant) -> Result<(), CallResult> {
+        let result = self.session.close(call.code, &call.reason, now);
+        let outcome = match &result {
+            Ok(()) => CallResult::ok(CLOSE),
+            Err(e) => CallResult::fail(CLOSE, e),
+        };
+        call.callbacks.finish(&outcome);
+        result.map_err(|_| outcome)
+    }
+
+    /// `wx.onSocketOpen`: replaces the previous listener.
+    pub fn on_socket_open(&mut self, f: impl FnMut(&OpenResult) + Send + 'static) {
+        self.on_open = Some(Box::new(f));
+    }
+
+    /// `wx.onSocketError`.
+    pub fn on_socket_error(&mut self, f: impl FnMut(&ErrorResult) + Send + 'static) {
+        self.on_error = Some(Box::new(f));
+    }
+
+    /// `wx.onSocketMessage`.
+    pub fn on_socket_message(&mut self, f: impl FnMut(&MessageResult) + Send + 'static) {
+        self.on_message = Some(Box::new(f));
+    }
+
+    /// `wx.onSocketClose`.
+    pub fn on_socket_close(&mut self, f: impl FnMut(&CloseResult) + Send + 'static) {
+        self.on_close = Some(Box::new(f));
+    }
+
+    /// Runs the listeners and send callbacks for every event the session has produced, in
+    /// order. Returns how many events were handled.
+    pub fn dispatch(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(event) = self.session.poll_event() {
+            n += 1;
+            self.deliver(event);
+        }
+        n
+    }
+
+    fn deliver(&mut self, event: Event) {
+        fn call<T>(listener: &mut Listener<T>, value: T) {
+            if let Some(f) = listener {
+                f(&value);
+            }
+        }
+        match event {
+            Event::Open { conn, handshake } => call(
+                &mut self.on_open,
+                OpenResult {
+                    conn,
+                    header: handshake.headers,
+                    protocol: handshake.protocol,
+                },
+            ),
+            Event::Message { conn, message } => call(
+                &mut self.on_message,
+                MessageResult {
+                    conn,
+                    data: message,
+                },
+            ),
+            Event::Error { conn, error } => call(
+                &mut self.on_error,
+                ErrorResult {
+                    conn,
+                    err_msg: error.to_string(),
+                    error,
+                },
+            ),
+            Event::Close {
+                conn,
+                code,
+                reason,
+                clean,
+            } => call(
+                &mut self.on_close,
+                CloseResult {
+                    conn,
+                    code,
+                    reason,
+                    clean,
+                },
+            ),
+            Event::SendCompleted { id, .. } => {
+                if let Some(cbs) = self.sends.remove(&id) {
+                    cbs.finish(&CallResult::ok(SEND));
+                }
+            }
+            Event::SendFailed { id, reason, .. } => {
+                if let Some(cbs) = self.sends.remove(&id) {
+                    cbs.finish(&CallResult::fail(SEND, reason));
+                }
+            }
+            Event::Connecting { .. } => {}
+        }
+    }
+}
+
+impl Driven for WxSocket {
+    fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
+        self.session.handle(conn, event, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        self.session.poll_action()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+}

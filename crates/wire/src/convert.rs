@@ -4,7 +4,10 @@ use tungstenite::Message as WsMessage;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use wxsocket_core::{CloseRequest, Message, PeerClose, TransportError, TransportErrorKind, TransportEvent, Utf8Payload};
+use wxsocket_core::{
+    CloseRequest, Message, PeerClose, TransportError, TransportErrorKind, TransportEvent,
+    Utf8Payload,
+};
 
 /// A core message as a tungstenite message, sharing the payload (no copy).
 pub fn to_ws(message: Message) -> WsMessage {
@@ -60,13 +63,17 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
         WsError::ConnectionClosed | WsError::AlreadyClosed => return None,
         WsError::Io(_) => TransportErrorKind::Io,
         WsError::Tls(_) => TransportErrorKind::Tls,
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => TransportErrorKind::MessageTooBig,
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            TransportErrorKind::MessageTooBig
+        }
         WsError::Capacity(_) => TransportErrorKind::Protocol,
         WsError::Utf8(_) => TransportErrorKind::InvalidUtf8,
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportErrorKind::Io,
         WsError::Protocol(_) | WsError::AttackAttempt => TransportErrorKind::Protocol,
         WsError::Http(r) => TransportErrorKind::HttpStatus(r.status().as_u16()),
-        WsError::WriteBufferFull(_) | WsError::Url(_) | WsError::HttpFormat(_) => TransportErrorKind::Io,
+        WsError::WriteBufferFull(_) | WsError::Url(_) | WsError::HttpFormat(_) => {
+            TransportErrorKind::Io
+        }
     };
     Some(TransportError::new(kind, error.to_string()))
 }
@@ -88,11 +95,23 @@ mod tests {
     fn round_trips() {
         let t = to_ws(Message::text("héllo"));
         assert_eq!(t, WsMessage::text("héllo"));
-        assert_eq!(from_ws(t), Some(TransportEvent::Message(Message::text("héllo"))));
+        assert_eq!(
+            from_ws(t),
+            Some(TransportEvent::Message(Message::text("héllo")))
+        );
         let b = to_ws(Message::binary(vec![1, 2]));
-        assert_eq!(from_ws(b), Some(TransportEvent::Message(Message::binary(vec![1, 2]))));
+        assert_eq!(
+            from_ws(b),
+            Some(TransportEvent::Message(Message::binary(vec![1, 2])))
+        );
         let c = from_ws(WsMessage::Close(None)).unwrap();
-        assert_eq!(c, TransportEvent::PeerClosed(PeerClose { code: None, reason: String::new() }));
+        assert_eq!(
+            c,
+            TransportEvent::PeerClosed(PeerClose {
+                code: None,
+                reason: String::new()
+            })
+        );
         let f = close_frame(&CloseRequest::new(Some(4000), "bye").unwrap());
         assert_eq!(u16::from(f.code), 4000);
     }
@@ -101,10 +120,27 @@ mod tests {
     fn classifies() {
         assert_eq!(classify(&WsError::ConnectionClosed), None);
         let k = |e: WsError| classify(&e).unwrap().kind;
-        assert_eq!(k(WsError::Utf8("x".into())), TransportErrorKind::InvalidUtf8);
-        assert_eq!(k(WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 })), TransportErrorKind::MessageTooBig);
-        assert_eq!(k(WsError::Protocol(ProtocolError::NonZeroReservedBits)), TransportErrorKind::Protocol);
-        assert_eq!(k(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)), TransportErrorKind::Io);
+        assert_eq!(
+            k(WsError::Utf8("x".into())),
+            TransportErrorKind::InvalidUtf8
+        );
+        assert_eq!(
+            k(WsError::Capacity(CapacityError::MessageTooLong {
+                size: 2,
+                max_size: 1
+            })),
+            TransportErrorKind::MessageTooBig
+        );
+        assert_eq!(
+            k(WsError::Protocol(ProtocolError::NonZeroReservedBits)),
+            TransportErrorKind::Protocol
+        );
+        assert_eq!(
+            k(WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            TransportErrorKind::Io
+        );
         assert_eq!(TransportErrorKind::InvalidUtf8.close_code(), 1007);
     }
 }

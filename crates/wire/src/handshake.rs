@@ -58,7 +58,10 @@ impl ClientHandshake {
         line(b"Sec-WebSocket-Version", b"13");
         line(b"Sec-WebSocket-Key", key.as_bytes());
         if !request.protocols.is_empty() {
-            line(b"Sec-WebSocket-Protocol", request.protocols.join(", ").as_bytes());
+            line(
+                b"Sec-WebSocket-Protocol",
+                request.protocols.join(", ").as_bytes(),
+            );
         }
         for (name, value) in &request.headers {
             line(name.as_str().as_bytes(), value.as_bytes());
@@ -94,7 +97,10 @@ impl ClientHandshake {
         let status = response.code.unwrap_or(0);
         let mut map = HeaderMap::with_capacity(response.headers.len());
         for h in response.headers.iter() {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) {
                 map.append(name, value);
             }
         }
@@ -118,8 +124,12 @@ impl ClientHandshake {
         if !has_token("connection", "upgrade") {
             return Err(protocol("handshake response lacks \"Connection: Upgrade\""));
         }
-        if map.get("sec-websocket-accept").map(HeaderValue::as_bytes) != Some(self.accept.as_bytes()) {
-            return Err(protocol("handshake response has a wrong Sec-WebSocket-Accept"));
+        if map.get("sec-websocket-accept").map(HeaderValue::as_bytes)
+            != Some(self.accept.as_bytes())
+        {
+            return Err(protocol(
+                "handshake response has a wrong Sec-WebSocket-Accept",
+            ));
         }
         let protocol_header = match map.get_all("sec-websocket-protocol").iter().count() {
             0 => None,
@@ -129,12 +139,21 @@ impl ClientHandshake {
                     .map(|v| v.trim().to_owned())
                     .ok_or_else(|| protocol("Sec-WebSocket-Protocol is not valid text"))?,
             ),
-            _ => return Err(protocol("handshake response repeats Sec-WebSocket-Protocol")),
+            _ => {
+                return Err(protocol(
+                    "handshake response repeats Sec-WebSocket-Protocol",
+                ));
+            }
         };
-        let extensions = map.get("sec-websocket-extensions").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let extensions = map
+            .get("sec-websocket-extensions")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         if extensions.is_some() {
             // No extension was offered (RFC 6455 §4.1: the client must fail the connection).
-            return Err(protocol("server accepted an extension that was not offered"));
+            return Err(protocol(
+                "server accepted an extension that was not offered",
+            ));
         }
         let tail = self.response[head_len..].to_vec();
         Ok(Some(HandshakeDone {
@@ -168,7 +187,9 @@ mod tests {
     }
 
     fn response(accept: &str, extra: &str) -> String {
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+        )
     }
 
     #[test]
@@ -184,7 +205,11 @@ mod tests {
     #[test]
     fn accepts_in_pieces_and_keeps_the_tail() {
         let mut h = ClientHandshake::with_key(&req(), "dGhlIHNhbXBsZSBub25jZQ==");
-        let mut bytes = response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "Sec-WebSocket-Protocol: p2\r\nX-Server: yes\r\n").into_bytes();
+        let mut bytes = response(
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            "Sec-WebSocket-Protocol: p2\r\nX-Server: yes\r\n",
+        )
+        .into_bytes();
         bytes.extend_from_slice(b"\x81\x02hi");
         let head_len = bytes.len() - 4;
         for b in &bytes[..head_len - 1] {
@@ -203,10 +228,22 @@ mod tests {
         let run = |resp: String| ClientHandshake::with_key(&req(), key).feed(resp.as_bytes());
         let e = run("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into()).unwrap_err();
         assert_eq!(e.kind, TransportErrorKind::HttpStatus(403));
-        assert_eq!(run(response("wrong", "")).unwrap_err().kind, TransportErrorKind::Protocol);
-        assert!(run(response(good, "Sec-WebSocket-Extensions: permessage-deflate\r\n")).is_err());
+        assert_eq!(
+            run(response("wrong", "")).unwrap_err().kind,
+            TransportErrorKind::Protocol
+        );
+        assert!(
+            run(response(
+                good,
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+            ))
+            .is_err()
+        );
         assert!(run("garbage\r\n\r\n".into()).is_err());
         // No sub-protocol selected is fine (browsers accept it); the core judges the rest.
-        assert_eq!(run(response(good, "")).unwrap().unwrap().handshake.protocol, None);
+        assert_eq!(
+            run(response(good, "")).unwrap().unwrap().handshake.protocol,
+            None
+        );
     }
 }

@@ -37,7 +37,10 @@ pub struct CaFileError {
 impl TlsRoots {
     /// Trusts only the given CA certificates (no webpki roots).
     pub fn only(custom: Vec<CertificateDer<'static>>) -> Self {
-        Self { webpki: false, custom }
+        Self {
+            webpki: false,
+            custom,
+        }
     }
 
     /// Adds a CA certificate (DER).
