@@ -44,7 +44,7 @@ impl TlsRoots {
     }
 
     /// Adds a CA certificate (DER).
-    pub fn add(mut self, cert: CertificateDer<'static>) -> Self {
+    pub fn with_ca(mut self, cert: CertificateDer<'static>) -> Self {
         self.custom.push(cert);
         self
     }
