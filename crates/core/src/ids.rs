@@ -8,6 +8,12 @@ use std::fmt;
 pub struct ConnId(pub(crate) u64);
 
 impl ConnId {
+    /// An id from its number, for drivers that carry ids across a boundary (and tests);
+    /// the session only acts on ids it issued itself.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
     /// The id as a number, for logs and wire formats (the CLI's `"conn"` field).
     pub fn get(self) -> u64 {
         self.0
@@ -26,6 +32,12 @@ impl fmt::Display for ConnId {
 pub struct SendId(pub(crate) u64);
 
 impl SendId {
+    /// An id from its number, for drivers that carry ids across a boundary (and tests);
+    /// the session only acts on ids it issued itself.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
     /// The id as a number, for logs and wire formats (the CLI's `"id"` field).
     pub fn get(self) -> u64 {
         self.0

@@ -1,0 +1,492 @@
+//! Model-based property test: a small reference model and the real session are fed the same
+//! generated calls, transport inputs (current, stale and unknown `ConnId`s, any kind in any
+//! state) and time jumps (forwards and backwards). After every step the states and call
+//! results must agree and the invariants of SPEC §3 must hold.
+
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use wxsocket_core::*;
+
+const MAX_MSGS: usize = 4;
+const MAX_QUEUED: usize = 40;
+const MAX_BUFFERED: usize = 60;
+const HS: Duration = Duration::from_millis(500);
+const CT: Duration = Duration::from_millis(300);
+const KA: Duration = Duration::from_millis(200);
+const KT: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Current,
+    Stale,
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Opened {
+        offered: bool,
+    },
+    ConnectFailed,
+    Message,
+    Pong,
+    PeerClosed(Option<u16>),
+    /// Write-confirm the oldest in-flight send (`true`) or a random id.
+    Written(bool, u64),
+    Error(TransportErrorKind),
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect {
+        valid: bool,
+    },
+    Send {
+        len: usize,
+    },
+    Close {
+        code: u16,
+    },
+    Transport(Target, Input),
+    Advance(u64),
+    /// A call made with a `now` earlier than one already seen.
+    StaleSend {
+        back: u64,
+        len: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let kind = prop_oneof![
+        Just(TransportErrorKind::Io),
+        Just(TransportErrorKind::Protocol),
+        Just(TransportErrorKind::InvalidUtf8),
+        Just(TransportErrorKind::MessageTooBig),
+    ];
+    let input = prop_oneof![
+        4 => any::<bool>().prop_map(|offered| Input::Opened { offered }),
+        1 => Just(Input::ConnectFailed),
+        3 => Just(Input::Message),
+        1 => Just(Input::Pong),
+        2 => prop::option::of(prop_oneof![Just(1000u16), Just(4001)]).prop_map(Input::PeerClosed),
+        6 => (any::<bool>(), 0..40u64).prop_map(|(o, id)| Input::Written(o, id)),
+        1 => kind.prop_map(Input::Error),
+        2 => Just(Input::Closed),
+    ];
+    let target = prop_oneof![8 => Just(Target::Current), 1 => Just(Target::Stale), 1 => Just(Target::Unknown)];
+    prop_oneof![
+        3 => Just(Op::Connect { valid: true }).boxed(),
+        1 => Just(Op::Connect { valid: false }).boxed(),
+        8 => (0..25usize).prop_map(|len| Op::Send { len }).boxed(),
+        2 => prop_oneof![Just(1000u16), Just(4000), Just(1001)].prop_map(|code| Op::Close { code }).boxed(),
+        10 => (target, input).prop_map(|(t, i)| Op::Transport(t, i)).boxed(),
+        4 => (0..700u64).prop_map(Op::Advance).boxed(),
+        1 => (1..500u64, 0..10usize).prop_map(|(back, len)| Op::StaleSend { back, len }).boxed(),
+    ]
+}
+
+/// The reference model: what state the session must be in and what each call must return.
+#[derive(Debug)]
+struct Model {
+    policy: CloseBeforeOpen,
+    keepalive: bool,
+    state: ReadyState,
+    conn: u64,
+    /// Deadline of the current state's timer (handshake, keepalive or close).
+    deadline: Option<Instant>,
+    awaiting_pong: bool,
+    close_pending: bool,
+    queued: Vec<(SendId, usize)>,
+    in_flight: Vec<(SendId, usize)>,
+    now: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum SendOutcome {
+    Ok,
+    NotConnected,
+    Closing,
+    QueueFull,
+    BufferFull,
+}
+
+impl Model {
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        let Some(d) = self.deadline else { return };
+        if d > self.now {
+            return;
+        }
+        match self.state {
+            ReadyState::Connecting | ReadyState::Closing => self.end(),
+            ReadyState::Open if self.awaiting_pong => self.end(),
+            ReadyState::Open => {
+                self.awaiting_pong = true;
+                self.deadline = Some(self.now + KT);
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn end(&mut self) {
+        self.state = ReadyState::Closed;
+        self.deadline = None;
+        self.queued.clear();
+        self.in_flight.clear();
+        self.close_pending = false;
+    }
+
+    fn touch(&mut self) {
+        if self.keepalive {
+            self.deadline = Some(self.now + KA);
+            self.awaiting_pong = false;
+        }
+    }
+
+    fn connect(&mut self, conn: u64) {
+        self.end();
+        self.conn = conn;
+        self.state = ReadyState::Connecting;
+        self.deadline = Some(self.now + HS);
+    }
+
+    fn send(&self, len: usize) -> SendOutcome {
+        let bytes = |q: &[(SendId, usize)]| q.iter().map(|x| x.1).sum::<usize>();
+        match self.state {
+            ReadyState::Idle | ReadyState::Closed => SendOutcome::NotConnected,
+            ReadyState::Closing => SendOutcome::Closing,
+            ReadyState::Connecting if self.close_pending => SendOutcome::Closing,
+            ReadyState::Connecting
+                if self.queued.len() >= MAX_MSGS || bytes(&self.queued) + len > MAX_QUEUED =>
+            {
+                SendOutcome::QueueFull
+            }
+            ReadyState::Open if bytes(&self.in_flight) + len > MAX_BUFFERED => {
+                SendOutcome::BufferFull
+            }
+            _ => SendOutcome::Ok,
+        }
+    }
+
+    fn begin_close(&mut self) {
+        self.state = ReadyState::Closing;
+        self.deadline = Some(self.now + CT);
+    }
+
+    fn close(&mut self) -> Result<(), CloseError> {
+        match self.state {
+            ReadyState::Idle | ReadyState::Closed => Err(CloseError::NotConnected),
+            ReadyState::Closing => Ok(()),
+            ReadyState::Connecting => match self.policy {
+                CloseBeforeOpen::Ignore => Err(CloseError::NotOpenYet),
+                CloseBeforeOpen::AfterOpen => {
+                    self.close_pending = true;
+                    Ok(())
+                }
+                _ => {
+                    self.end();
+                    Ok(())
+                }
+            },
+            ReadyState::Open => {
+                self.begin_close();
+                Ok(())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn input(&mut self, input: &Input, written: Option<SendId>) {
+        use ReadyState::*;
+        match (self.state, input) {
+            (Connecting, Input::Opened { offered: true }) => {
+                self.state = Open;
+                self.awaiting_pong = false;
+                self.deadline = None;
+                self.touch();
+                self.in_flight = std::mem::take(&mut self.queued);
+                if self.close_pending {
+                    self.close_pending = false;
+                    self.begin_close();
+                }
+            }
+            (
+                Connecting,
+                Input::Opened { offered: false }
+                | Input::ConnectFailed
+                | Input::Error(_)
+                | Input::Closed,
+            ) => self.end(),
+            (Open, Input::Message | Input::Pong) => self.touch(),
+            (Open | Closing, Input::Written(..)) => {
+                if let Some(id) = written {
+                    self.in_flight.retain(|x| x.0 != id);
+                }
+            }
+            (Open, Input::PeerClosed(_)) => self.begin_close(),
+            (Open | Closing, Input::Error(_) | Input::Closed) => self.end(),
+            _ => {}
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        match self.state {
+            ReadyState::Connecting => self.queued.iter().map(|x| x.1).sum(),
+            ReadyState::Open | ReadyState::Closing => self.in_flight.iter().map(|x| x.1).sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// What the real session has told the world so far, checked as it goes.
+#[derive(Default)]
+struct Observed {
+    issued: BTreeMap<SendId, ConnId>,
+    completed: BTreeSet<SendId>,
+    /// Per connection: saw Connecting, saw Open, saw Close.
+    conns: BTreeMap<ConnId, (bool, bool, bool)>,
+    last_event_conn: Option<ConnId>,
+    last_send_action: BTreeMap<ConnId, SendId>,
+    /// Send actions carried out and not yet confirmed, per connection, in order.
+    written_queue: BTreeMap<ConnId, Vec<SendId>>,
+}
+
+impl Observed {
+    fn drain(&mut self, s: &mut Session) -> Result<(), TestCaseError> {
+        while let Some(a) = s.poll_action() {
+            if let Action::Send { conn, id, .. } = a {
+                if let Some(prev) = self.last_send_action.insert(conn, id) {
+                    prop_assert!(prev < id, "sends of {conn} out of order: {prev} then {id}");
+                }
+                prop_assert_eq!(self.issued.get(&id), Some(&conn));
+                self.written_queue.entry(conn).or_default().push(id);
+            }
+        }
+        while let Some(e) = s.poll_event() {
+            let conn = e.conn();
+            if let Some(last) = self.last_event_conn {
+                prop_assert!(last <= conn, "event of {conn} after an event of {last}");
+            }
+            self.last_event_conn = Some(conn);
+            let entry = self.conns.entry(conn).or_default();
+            prop_assert!(!entry.2, "event after close for {conn}: {e:?}");
+            match &e {
+                Event::Connecting { .. } => {
+                    prop_assert!(!entry.0);
+                    entry.0 = true;
+                }
+                Event::Open { .. } => {
+                    prop_assert!(entry.0 && !entry.1);
+                    entry.1 = true;
+                }
+                Event::Message { .. } => prop_assert!(entry.1),
+                Event::Close { .. } => entry.2 = true,
+                Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
+                    prop_assert_eq!(
+                        self.issued.get(id),
+                        Some(&conn),
+                        "completion on the wrong connection"
+                    );
+                    prop_assert!(self.completed.insert(*id), "{id} completed twice");
+                }
+                _ => prop_assert!(entry.0),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn config(policy: CloseBeforeOpen, keepalive: bool) -> SessionConfig {
+    let mut c = SessionConfig::default()
+        .close_before_open(policy)
+        .queue_bounds(MAX_MSGS, MAX_QUEUED)
+        .max_buffered_bytes(MAX_BUFFERED)
+        .handshake_timeout(HS)
+        .close_timeout(CT);
+    if keepalive {
+        c = c.keepalive(KA, KT);
+    }
+    c
+}
+
+fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let start = Instant::now();
+    let mut s = Session::new(config(policy, keepalive)).unwrap();
+    let mut m = Model {
+        policy,
+        keepalive,
+        state: ReadyState::Idle,
+        conn: 0,
+        deadline: None,
+        awaiting_pong: false,
+        close_pending: false,
+        queued: Vec::new(),
+        in_flight: Vec::new(),
+        now: start,
+    };
+    let mut obs = Observed::default();
+    let mut now = start;
+    let mut conns: Vec<ConnId> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Connect { valid } => {
+                let url = if valid {
+                    "ws://127.0.0.1:1/p"
+                } else {
+                    "ftp://nope"
+                };
+                let r = s.connect(&ConnectOptions::new(url).protocol("p"), now);
+                prop_assert_eq!(r.is_ok(), valid);
+                if let Ok(c) = r {
+                    m.advance(now);
+                    m.connect(c.get());
+                    conns.push(c);
+                }
+            }
+            Op::Send { len } | Op::StaleSend { len, .. } => {
+                let at = match op {
+                    Op::StaleSend { back, .. } => now
+                        .checked_sub(Duration::from_millis(back))
+                        .unwrap_or(now)
+                        .max(start),
+                    _ => now,
+                };
+                m.advance(at);
+                let expected = m.send(len);
+                let r = s.send(Message::binary(vec![7u8; len]), at);
+                let got = match &r {
+                    Ok(_) => SendOutcome::Ok,
+                    Err(SendError::NotConnected(_)) => SendOutcome::NotConnected,
+                    Err(SendError::Closing(_)) => SendOutcome::Closing,
+                    Err(SendError::QueueFull(_)) => SendOutcome::QueueFull,
+                    Err(SendError::BufferFull(_)) => SendOutcome::BufferFull,
+                    Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
+                };
+                prop_assert_eq!(&got, &expected);
+                match r {
+                    Ok(id) => {
+                        obs.issued.insert(id, s.current().unwrap());
+                        if m.state == ReadyState::Connecting {
+                            m.queued.push((id, len));
+                        } else {
+                            m.in_flight.push((id, len));
+                        }
+                    }
+                    Err(e) => prop_assert_eq!(e.into_message().len(), len, "message handed back"),
+                }
+            }
+            Op::Close { code } => {
+                let r = s.close(Some(code), "", now);
+                if code == 1001 {
+                    prop_assert_eq!(r, Err(CloseError::InvalidCode(1001)));
+                } else {
+                    m.advance(now);
+                    prop_assert_eq!(r, m.close());
+                }
+            }
+            Op::Transport(target, input) => {
+                let conn = match target {
+                    Target::Current => s.current().or(conns.last().copied()),
+                    Target::Stale => conns.iter().rev().nth(1).copied(),
+                    Target::Unknown => Some(ConnId::from_raw(1_000_000)),
+                };
+                let Some(conn) = conn else { continue };
+                m.advance(now);
+                let current = s.current() == Some(conn) && m.state != ReadyState::Closed;
+                let mut written = None;
+                let event = match &input {
+                    Input::Opened { offered } => TransportEvent::Opened(Handshake {
+                        protocol: Some(if *offered { "p" } else { "q" }.into()),
+                        ..Handshake::default()
+                    }),
+                    Input::ConnectFailed => TransportEvent::ConnectFailed(TransportError::new(
+                        TransportErrorKind::Connect,
+                        "no",
+                    )),
+                    Input::Message => TransportEvent::Message(Message::text("m")),
+                    Input::Pong => TransportEvent::Pong(Default::default()),
+                    Input::PeerClosed(code) => TransportEvent::PeerClosed(PeerClose {
+                        code: *code,
+                        reason: String::new(),
+                    }),
+                    Input::Written(oldest, raw) => {
+                        let q = obs.written_queue.entry(conn).or_default();
+                        let id = if *oldest && !q.is_empty() {
+                            q.remove(0)
+                        } else {
+                            SendId::from_raw(*raw)
+                        };
+                        if current && m.in_flight.iter().any(|x| x.0 == id) {
+                            written = Some(id);
+                        }
+                        TransportEvent::SendWritten(id)
+                    }
+                    Input::Error(k) => TransportEvent::Error(TransportError::new(*k, "e")),
+                    Input::Closed => TransportEvent::Closed,
+                };
+                s.handle(conn, event, now);
+                if current {
+                    m.input(&input, written);
+                }
+            }
+            Op::Advance(ms) => {
+                now += Duration::from_millis(ms);
+                s.handle_timeout(now);
+                m.advance(now);
+            }
+        }
+        obs.drain(&mut s)?;
+        // Invariants after every step.
+        prop_assert_eq!(s.state(), m.state, "state after step");
+        prop_assert_eq!(s.buffered_amount(), m.buffered());
+        prop_assert!(s.buffered_amount() <= MAX_BUFFERED);
+        if s.state() == ReadyState::Connecting {
+            prop_assert!(s.pending_sends() <= MAX_MSGS && s.buffered_amount() <= MAX_QUEUED);
+        }
+        if let Some(t) = s.poll_timeout() {
+            prop_assert!(t > m.now, "deadline {t:?} not after the last now");
+        }
+    }
+    // Wind down: end the current connection and let every timer run out.
+    if let Some(c) = s.current() {
+        s.handle(c, TransportEvent::Closed, now);
+    }
+    for _ in 0..4 {
+        now += Duration::from_secs(5);
+        s.handle_timeout(now);
+    }
+    obs.drain(&mut s)?;
+    prop_assert_eq!(s.poll_timeout(), None, "no timer left");
+    let missing: Vec<_> = obs
+        .issued
+        .keys()
+        .filter(|id| !obs.completed.contains(id))
+        .collect();
+    prop_assert!(missing.is_empty(), "sends never completed: {missing:?}");
+    for (conn, (connecting, _, closed)) in &obs.conns {
+        prop_assert!(
+            *connecting && *closed,
+            "{conn} lacks its connecting or close event"
+        );
+    }
+    Ok(())
+}
+
+fn policy() -> impl Strategy<Value = CloseBeforeOpen> {
+    prop_oneof![
+        Just(CloseBeforeOpen::Abort),
+        Just(CloseBeforeOpen::AfterOpen),
+        Just(CloseBeforeOpen::Ignore)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn session_matches_the_model(policy in policy(), keepalive in any::<bool>(), ops in prop::collection::vec(op(), 1..80)) {
+        run(policy, keepalive, ops)?;
+    }
+}

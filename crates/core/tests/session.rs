@@ -1,0 +1,722 @@
+//! Unit tests of the session rules of SPEC §3–4 on a simulated clock (no sleeping).
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use wxsocket_core::*;
+
+/// A session with a simulated clock and helpers to drain its outputs.
+struct Sim {
+    s: Session,
+    now: Instant,
+}
+
+impl Sim {
+    fn new(config: SessionConfig) -> Self {
+        Self {
+            s: Session::new(config).unwrap(),
+            now: Instant::now(),
+        }
+    }
+
+    fn default() -> Self {
+        Self::new(SessionConfig::default())
+    }
+
+    fn connect(&mut self) -> ConnId {
+        self.s
+            .connect(
+                &ConnectOptions::new("ws://127.0.0.1:9/x").protocol("chat"),
+                self.now,
+            )
+            .unwrap()
+    }
+
+    fn open(&mut self, conn: ConnId) {
+        self.s
+            .handle(conn, TransportEvent::Opened(Handshake::default()), self.now);
+    }
+
+    fn input(&mut self, conn: ConnId, e: TransportEvent) {
+        self.s.handle(conn, e, self.now);
+    }
+
+    fn send(&mut self, text: &str) -> Result<SendId, SendError> {
+        self.s.send(Message::text(text.to_owned()), self.now)
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.s.poll_action()).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.s.poll_event()).collect()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+    }
+
+    /// Jumps to the next deadline, as a driver's timer would.
+    fn fire(&mut self) {
+        let t = self.s.poll_timeout().expect("a deadline");
+        assert!(t >= self.now);
+        self.now = t;
+        self.s.handle_timeout(t);
+    }
+
+    fn open_conn(&mut self) -> ConnId {
+        let c = self.connect();
+        self.open(c);
+        self.actions();
+        self.events();
+        c
+    }
+}
+
+fn sent_ids(actions: &[Action]) -> Vec<SendId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn close_of(events: &[Event]) -> (u16, String, bool) {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Close {
+                code,
+                reason,
+                clean,
+                ..
+            } => Some((*code, reason.clone(), *clean)),
+            _ => None,
+        })
+        .expect("a close event")
+}
+
+#[test]
+fn full_lifecycle_idle_to_closed_and_again() {
+    let mut t = Sim::default();
+    assert_eq!(t.s.state(), ReadyState::Idle);
+    let c1 = t.connect();
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    let a = t.actions();
+    assert!(
+        matches!(&a[..], [Action::Dial { conn, request }] if *conn == c1 && request.protocols == ["chat"])
+    );
+    t.open(c1);
+    assert_eq!(t.s.state(), ReadyState::Open);
+    t.s.close(Some(4000), "done", t.now).unwrap();
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    let a = t.actions();
+    assert!(
+        matches!(&a[..], [Action::Close { frame, .. }] if frame.code() == 4000 && frame.reason() == "done")
+    );
+    t.input(
+        c1,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(4000),
+            reason: "done".into(),
+        }),
+    );
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    t.input(c1, TransportEvent::Closed);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    let e = t.events();
+    assert!(matches!(e[0], Event::Connecting { conn, .. } if conn == c1));
+    assert!(matches!(e[1], Event::Open { conn, .. } if conn == c1));
+    assert_eq!(close_of(&e), (4000, "done".into(), true));
+    assert_eq!(e.len(), 3);
+    // Closed → Connecting with a fresh, larger id.
+    let c2 = t.connect();
+    assert!(c2 > c1);
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(60)));
+}
+
+#[test]
+fn calls_in_idle_and_closed_are_refused_and_hand_the_message_back() {
+    let mut t = Sim::default();
+    let err = t.send("x").unwrap_err();
+    assert_eq!(err.to_string(), "WebSocket is not connected");
+    assert_eq!(err.into_message(), Message::text("x"));
+    assert_eq!(t.s.close(None, "", t.now), Err(CloseError::NotConnected));
+    let c = t.open_conn();
+    t.input(c, TransportEvent::Closed);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    assert!(matches!(t.send("y"), Err(SendError::NotConnected(_))));
+    assert_eq!(t.s.close(None, "", t.now), Err(CloseError::NotConnected));
+}
+
+#[test]
+fn queue_is_fifo_and_flushed_on_open_before_later_sends() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    let q: Vec<SendId> = (0..3).map(|i| t.send(&format!("q{i}")).unwrap()).collect();
+    assert_eq!(t.s.buffered_amount(), 6);
+    t.actions();
+    t.open(c);
+    let later = t.send("later").unwrap();
+    let a = t.actions();
+    assert_eq!(sent_ids(&a), [q[0], q[1], q[2], later]);
+    for id in [q[0], q[1], q[2], later] {
+        t.input(c, TransportEvent::SendWritten(id));
+    }
+    assert_eq!(t.s.buffered_amount(), 0);
+    let completed: Vec<SendId> = t
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed, [q[0], q[1], q[2], later]);
+}
+
+#[test]
+fn queue_bounds_count_and_bytes_hand_the_message_back() {
+    let mut t = Sim::new(SessionConfig::default().queue_bounds(2, 10));
+    t.connect();
+    t.send("12345").unwrap();
+    t.send("1234").unwrap();
+    let e = t.send("1").unwrap_err();
+    assert!(matches!(&e, SendError::QueueFull(m) if *m == Message::text("1")));
+    let mut t = Sim::new(SessionConfig::default().queue_bounds(10, 10));
+    t.connect();
+    t.send("123456").unwrap();
+    assert!(matches!(t.send("12345"), Err(SendError::QueueFull(_))));
+    assert!(t.send("1234").is_ok());
+    assert_eq!(t.s.buffered_amount(), 10);
+}
+
+#[test]
+fn buffered_amount_is_bounded_while_open() {
+    let mut t = Sim::new(
+        SessionConfig::default()
+            .queue_bounds(10, 8)
+            .max_buffered_bytes(8),
+    );
+    let c = t.open_conn();
+    let a = t.send("12345678").unwrap();
+    assert!(matches!(t.send("x"), Err(SendError::BufferFull(m)) if m == Message::text("x")));
+    t.input(c, TransportEvent::SendWritten(a));
+    assert_eq!(t.s.buffered_amount(), 0);
+    assert!(t.send("x").is_ok());
+}
+
+#[test]
+fn too_large_messages_are_refused() {
+    let mut t = Sim::new(SessionConfig::default().max_message_size(4));
+    t.open_conn();
+    let e = t.s.send(Message::binary(vec![0; 5]), t.now).unwrap_err();
+    assert!(matches!(e, SendError::TooLarge { len: 5, max: 4, .. }));
+}
+
+#[test]
+fn every_send_completes_exactly_once() {
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    let a = t.send("a").unwrap();
+    let b = t.send("b").unwrap();
+    t.input(c, TransportEvent::SendWritten(a));
+    t.input(c, TransportEvent::SendWritten(a)); // duplicate: ignored, counted
+    assert_eq!(t.s.stats().unexpected_inputs, 1);
+    t.input(c, TransportEvent::Closed); // b is lost
+    t.input(c, TransportEvent::SendWritten(b)); // too late: stale connection
+    let e = t.events();
+    let done: Vec<_> = e
+        .iter()
+        .filter(|e| matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. }))
+        .collect();
+    assert_eq!(done.len(), 2);
+    assert!(
+        matches!(done[1], Event::SendFailed { id, reason: SendFailure::ConnectionLost, message, .. } if *id == b && *message == Message::text("b"))
+    );
+}
+
+#[test]
+fn connect_failure_fails_the_queue_then_closes_1006() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    let q = t.send("q").unwrap();
+    t.input(
+        c,
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused")),
+    );
+    let e = t.events();
+    assert!(matches!(
+        &e[1],
+        Event::Error {
+            error: ConnectionError::ConnectFailed(_),
+            ..
+        }
+    ));
+    assert!(
+        matches!(&e[2], Event::SendFailed { id, reason: SendFailure::ConnectFailed, .. } if *id == q)
+    );
+    assert_eq!(
+        close_of(&e),
+        (1006, "connect failed: refused".into(), false)
+    );
+    assert_eq!(t.s.state(), ReadyState::Closed);
+}
+
+#[test]
+fn stale_conn_input_never_reaches_the_application() {
+    let mut t = Sim::default();
+    let c1 = t.open_conn();
+    let c2 = t.connect();
+    t.events();
+    for e in [
+        TransportEvent::Message(Message::text("old")),
+        TransportEvent::Opened(Handshake::default()),
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(1000),
+            reason: String::new(),
+        }),
+        TransportEvent::Error(TransportError::new(TransportErrorKind::Io, "x")),
+    ] {
+        t.input(c1, e);
+    }
+    assert!(t.events().is_empty());
+    assert_eq!(t.s.stats().stale_inputs, 4);
+    assert_eq!(t.s.current(), Some(c2));
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+}
+
+#[test]
+fn close_before_open_abort_is_the_default() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    let q = t.send("q").unwrap();
+    t.actions();
+    t.s.close(None, "", t.now).unwrap();
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(
+        matches!(&e[1], Event::SendFailed { id, reason: SendFailure::Cancelled, .. } if *id == q)
+    );
+    let (code, _, clean) = close_of(&e);
+    assert_eq!((code, clean), (1006, false));
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    // A late handshake result for the aborted dial is stale.
+    t.open(c);
+    assert!(t.events().is_empty());
+}
+
+#[test]
+fn close_before_open_after_open_flushes_then_closes() {
+    let mut t = Sim::new(SessionConfig::default().close_before_open(CloseBeforeOpen::AfterOpen));
+    let c = t.connect();
+    let q = t.send("q").unwrap();
+    t.s.close(Some(3001), "later", t.now).unwrap();
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    assert!(matches!(t.send("after close"), Err(SendError::Closing(_))));
+    t.actions();
+    t.open(c);
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    let a = t.actions();
+    assert!(matches!(&a[0], Action::Send { id, .. } if *id == q));
+    assert!(matches!(&a[1], Action::Close { frame, .. } if frame.code() == 3001));
+    t.input(c, TransportEvent::SendWritten(q));
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(3001),
+            reason: "later".into(),
+        }),
+    );
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(matches!(e[1], Event::Open { .. }));
+    assert!(matches!(e[2], Event::SendCompleted { id, .. } if id == q));
+    assert_eq!(close_of(&e), (3001, "later".into(), true));
+}
+
+#[test]
+fn close_before_open_ignore_mimics_the_seed() {
+    let mut t = Sim::new(SessionConfig::default().close_before_open(CloseBeforeOpen::Ignore));
+    let c = t.connect();
+    t.actions();
+    let e = t.s.close(None, "", t.now).unwrap_err();
+    assert_eq!(e, CloseError::NotOpenYet);
+    assert!(t.actions().is_empty());
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    t.open(c);
+    assert_eq!(t.s.state(), ReadyState::Open);
+}
+
+#[test]
+fn replacing_an_open_connection_closes_it_first_and_times_its_teardown() {
+    let mut t = Sim::default();
+    let c1 = t.open_conn();
+    let inflight = t.send("in flight").unwrap();
+    t.actions();
+    let c2 = t.connect();
+    let e = t.events();
+    assert!(
+        matches!(&e[0], Event::SendFailed { id, reason: SendFailure::Replaced, conn, .. } if *id == inflight && *conn == c1)
+    );
+    assert!(
+        matches!(&e[1], Event::Close { conn, code: 1000, reason, .. } if *conn == c1 && reason == REPLACED_REASON)
+    );
+    assert!(matches!(&e[2], Event::Connecting { conn, .. } if *conn == c2));
+    let a = t.actions();
+    assert!(matches!(&a[0], Action::Close { conn, frame } if *conn == c1 && frame.code() == 1000));
+    assert!(matches!(&a[1], Action::Dial { conn, .. } if *conn == c2));
+    assert_eq!(t.s.teardowns().collect::<Vec<_>>(), [c1]);
+    // The old transport never finishes: aborted at the close timeout (10 s), before the
+    // new connection's handshake timeout (60 s).
+    t.fire();
+    assert_eq!(t.actions(), [Action::Abort { conn: c1 }]);
+    assert_eq!(t.s.teardowns().count(), 0);
+    assert!(t.events().is_empty());
+}
+
+#[test]
+fn a_teardown_ends_when_the_old_transport_closes() {
+    let mut t = Sim::default();
+    let c1 = t.open_conn();
+    t.connect();
+    t.input(c1, TransportEvent::Closed);
+    assert_eq!(t.s.teardowns().count(), 0);
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(60)));
+}
+
+#[test]
+fn replacing_while_connecting_aborts_the_dial_and_fails_the_queue() {
+    let mut t = Sim::default();
+    let c1 = t.connect();
+    let q = t.send("q").unwrap();
+    t.actions();
+    let c2 = t.connect();
+    let a = t.actions();
+    assert_eq!(a[0], Action::Abort { conn: c1 });
+    assert!(matches!(&a[1], Action::Dial { conn, .. } if *conn == c2));
+    let e = t.events();
+    assert!(
+        matches!(&e[1], Event::SendFailed { id, reason: SendFailure::Replaced, .. } if *id == q)
+    );
+    assert!(matches!(&e[2], Event::Close { conn, code: 1000, .. } if *conn == c1));
+    assert!(e[3..].iter().all(|e| e.conn() == c2));
+}
+
+#[test]
+fn handshake_timeout_default_and_per_connect() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.send("q").unwrap();
+    t.actions();
+    t.advance(Duration::from_secs(59));
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(
+        matches!(&e[1], Event::Error { error: ConnectionError::HandshakeTimeout(d), .. } if *d == Duration::from_secs(60))
+    );
+    assert!(matches!(
+        &e[2],
+        Event::SendFailed {
+            reason: SendFailure::ConnectFailed,
+            ..
+        }
+    ));
+    assert_eq!(close_of(&e).0, 1006);
+
+    let mut t = Sim::default();
+    t.s.connect(
+        &ConnectOptions::new("ws://h").timeout(Duration::from_millis(250)),
+        t.now,
+    )
+    .unwrap();
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_millis(250)));
+}
+
+#[test]
+fn early_repeated_and_stale_timeouts_do_nothing() {
+    let mut t = Sim::default();
+    t.connect();
+    t.actions();
+    t.events();
+    let deadline = t.s.poll_timeout().unwrap();
+    let start = t.now;
+    t.s.handle_timeout(start + Duration::from_secs(30));
+    t.s.handle_timeout(start + Duration::from_secs(30));
+    t.s.handle_timeout(start); // stale
+    assert!(!t.s.has_output());
+    assert_eq!(t.s.poll_timeout(), Some(deadline));
+    // A stale `now` on a call is treated as the latest one seen.
+    t.s.send(Message::text("x"), start).unwrap();
+    assert_eq!(t.s.poll_timeout(), Some(deadline));
+}
+
+#[test]
+fn a_deadline_passed_before_an_input_is_honoured_first() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.now += Duration::from_secs(61);
+    t.open(c); // arrives after the deadline
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    assert!(t.events().iter().any(|e| matches!(
+        e,
+        Event::Error {
+            error: ConnectionError::HandshakeTimeout(_),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn close_timeout_aborts_and_reports_unclean() {
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.s.close(None, "", t.now).unwrap();
+    t.actions();
+    t.advance(Duration::from_secs(10));
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(matches!(
+        &e[0],
+        Event::Error {
+            error: ConnectionError::CloseTimeout(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        close_of(&e),
+        (1006, "close handshake timed out".into(), false)
+    );
+}
+
+#[test]
+fn closing_refuses_sends_and_ignores_a_second_close() {
+    let mut t = Sim::default();
+    t.open_conn();
+    t.s.close(None, "", t.now).unwrap();
+    assert!(matches!(t.send("x"), Err(SendError::Closing(_))));
+    assert_eq!(t.s.close(Some(4000), "", t.now), Ok(()));
+    assert_eq!(t.actions().len(), 1);
+}
+
+#[test]
+fn keepalive_pings_after_idle_and_declares_a_silent_peer_dead() {
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.advance(Duration::from_secs(4));
+    t.input(c, TransportEvent::Message(Message::text("alive")));
+    t.advance(Duration::from_secs(4));
+    assert!(
+        t.actions().is_empty(),
+        "activity restarts the idle interval"
+    );
+    t.advance(Duration::from_secs(1));
+    assert!(matches!(&t.actions()[..], [Action::Ping { conn, .. }] if *conn == c));
+    t.input(c, TransportEvent::Pong(Bytes::new()));
+    t.fire();
+    assert!(matches!(&t.actions()[..], [Action::Ping { .. }]));
+    t.fire(); // no pong within 2 s
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(e.iter().any(|e| matches!(
+        e,
+        Event::Error {
+            error: ConnectionError::KeepaliveTimeout(_),
+            ..
+        }
+    )));
+    assert_eq!(close_of(&e).0, 1006);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+}
+
+#[test]
+fn close_code_and_reason_are_validated_without_state_change() {
+    let mut t = Sim::default();
+    t.open_conn();
+    for code in [999, 1001, 1005, 1006, 2999, 5000] {
+        assert_eq!(
+            t.s.close(Some(code), "", t.now),
+            Err(CloseError::InvalidCode(code))
+        );
+    }
+    let long = "é".repeat(62); // 124 bytes
+    assert_eq!(
+        t.s.close(None, &long, t.now),
+        Err(CloseError::ReasonTooLong(124))
+    );
+    assert_eq!(t.s.state(), ReadyState::Open);
+    assert!(t.actions().is_empty());
+    assert!(t.s.close(Some(4999), &"a".repeat(123), t.now).is_ok());
+}
+
+#[test]
+fn peer_close_codes_1005_and_1006() {
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: None,
+            reason: String::new(),
+        }),
+    );
+    t.input(c, TransportEvent::Closed);
+    assert_eq!(close_of(&t.events()), (1005, String::new(), true));
+
+    let c = t.open_conn();
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(matches!(&e[0], Event::Error { .. }));
+    assert_eq!(close_of(&e).0, 1006);
+    assert!(!close_of(&e).2);
+}
+
+#[test]
+fn peer_initiated_close_with_code_and_reason() {
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(4001),
+            reason: "bye".into(),
+        }),
+    );
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    assert!(matches!(t.send("x"), Err(SendError::Closing(_))));
+    t.input(c, TransportEvent::Closed);
+    assert_eq!(close_of(&t.events()), (4001, "bye".into(), true));
+}
+
+#[test]
+fn protocol_failures_report_their_close_codes() {
+    for (kind, code) in [
+        (TransportErrorKind::Protocol, 1002),
+        (TransportErrorKind::InvalidUtf8, 1007),
+        (TransportErrorKind::MessageTooBig, 1009),
+        (TransportErrorKind::Io, 1006),
+    ] {
+        let mut t = Sim::default();
+        let c = t.open_conn();
+        t.input(c, TransportEvent::Error(TransportError::new(kind, "bad")));
+        let a = t.actions();
+        if code == 1006 {
+            assert_eq!(a, [Action::Abort { conn: c }]);
+        } else {
+            assert!(matches!(&a[..], [Action::Close { frame, .. }] if frame.code() == code));
+            assert_eq!(
+                t.s.teardowns().count(),
+                1,
+                "the failing transport is still timed"
+            );
+        }
+        let e = t.events();
+        assert!(matches!(e[0], Event::Error { .. }));
+        assert_eq!((close_of(&e).0, close_of(&e).2), (code, false));
+    }
+}
+
+#[test]
+fn a_sub_protocol_that_was_not_offered_fails_the_connection() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.actions();
+    t.input(
+        c,
+        TransportEvent::Opened(Handshake {
+            protocol: Some("other".into()),
+            ..Handshake::default()
+        }),
+    );
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(
+        matches!(&e[1], Event::Error { error: ConnectionError::ProtocolNotOffered(p), .. } if p == "other")
+    );
+    assert_eq!(close_of(&e).0, 1006);
+    // The one offered is reported on open; none selected is fine too.
+    let c = t.connect();
+    t.input(
+        c,
+        TransportEvent::Opened(Handshake {
+            protocol: Some("chat".into()),
+            ..Handshake::default()
+        }),
+    );
+    assert!(t.events().iter().any(|e| matches!(e, Event::Open { handshake, .. } if handshake.protocol.as_deref() == Some("chat"))));
+}
+
+#[test]
+fn invalid_options_are_rejected_before_any_dial() {
+    let mut t = Sim::default();
+    let e =
+        t.s.connect(&ConnectOptions::new("ws://h").header("Referer", "x"), t.now)
+            .unwrap_err();
+    assert!(e.to_string().starts_with("header:"));
+    assert!(t.actions().is_empty());
+    assert!(t.events().is_empty());
+    assert_eq!(t.s.state(), ReadyState::Idle);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let bad = SessionConfig::default().queue_bounds(0, 1);
+    assert_eq!(Session::new(bad).unwrap_err().field, "max_queued_messages");
+    let bad = SessionConfig::default()
+        .queue_bounds(1, 100)
+        .max_buffered_bytes(10);
+    assert_eq!(Session::new(bad).unwrap_err().field, "max_buffered_bytes");
+    let bad = SessionConfig::default().keepalive(Duration::ZERO, Duration::from_secs(1));
+    assert!(
+        Session::new(bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("keepalive.interval:")
+    );
+}
+
+#[test]
+fn pool_holds_independent_connections_up_to_its_limit() {
+    let mut p = Pool::new(SessionConfig::default().pool_limit(2)).unwrap();
+    let now = Instant::now();
+    let o = ConnectOptions::new("ws://h");
+    let a = p.connect(&o, now).unwrap();
+    let b = p.connect(&o, now).unwrap();
+    assert_eq!(
+        p.connect(&o, now).unwrap_err(),
+        ConnectError::TooManyConnections { limit: 2 }
+    );
+    p.handle(a, TransportEvent::Opened(Handshake::default()), now);
+    let sa = p.send(a, Message::text("to a"), now).unwrap();
+    let sb = p.send(b, Message::text("to b"), now).unwrap();
+    assert_ne!(sa, sb, "send ids are unique across the pool");
+    assert_eq!(p.state(a), ReadyState::Open);
+    assert_eq!(p.state(b), ReadyState::Connecting);
+    let actions: Vec<Action> = std::iter::from_fn(|| p.poll_action()).collect();
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Send { conn, id, .. } if *conn == a && *id == sa))
+    );
+    // Closing one frees a slot.
+    p.close(b, None, "", now).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Close { conn, .. } if *conn == b))
+    );
+    assert!(p.connect(&o, now).is_ok());
+    assert_eq!(p.live(), 2);
+    assert!(matches!(
+        p.send(b, Message::text("x"), now),
+        Err(SendError::NotConnected(_))
+    ));
+}
