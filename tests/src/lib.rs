@@ -1,1 +1,19 @@
-//! Shared helpers for the cross-adapter conformance suites.
+//! # wxsocket-tests
+//!
+//! Shared helpers for the cross-adapter conformance suite (`tests/conformance.rs`):
+//!
+//! - [`peer`]: a scriptable WebSocket test server on `127.0.0.1:0` that can also misbehave
+//!   on purpose (stall, refuse, never answer a close, go silent, send invalid frames, TLS
+//!   with a CA generated at test time), and records what it saw.
+//!
+//! ```
+//! use std::time::Duration;
+//! use wxsocket_tests::peer::{Mode, Peer};
+//!
+//! let peer = Peer::start(Mode::HttpStatus(403));
+//! let snapshot = peer.wait_for("nothing", Duration::from_millis(10), |s| s.accepted == 0);
+//! assert!(snapshot.connections.is_empty());
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod peer;
