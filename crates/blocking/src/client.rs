@@ -1,0 +1,342 @@
+//! The single-socket handle ([`Client`]) and the event receiver ([`Events`]).
+
+use crate::driver::{Machine, Shared, lock};
+use crate::{Config, SendFailed};
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
+    SendError, SendFailure, SendId, Session,
+};
+
+/// Keeps the driver running; the last one dropped starts a clean shutdown.
+pub(crate) struct ApiHandle<M: Machine> {
+    pub shared: Arc<Shared<M>>,
+}
+
+impl<M: Machine> Deref for ApiHandle<M> {
+    type Target = Shared<M>;
+    fn deref(&self) -> &Shared<M> {
+        &self.shared
+    }
+}
+
+impl<M: Machine> Drop for ApiHandle<M> {
+    fn drop(&mut self) {
+        self.shared.begin_shutdown();
+    }
+}
+
+impl<M: Machine> Shared<M> {
+    /// Sends through `send`, registering a waiter first when `wait` is set, and returns
+    /// the id and (when waiting) the completion.
+    pub(crate) fn send_with(
+        &self,
+        wait: bool,
+        send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
+    ) -> Result<SendId, SendFailed> {
+        let id = self.call_with(|machine, now, shared| {
+            let id = send(machine, now)?;
+            if wait {
+                // Registered before the pump runs the write, so the completion is seen.
+                lock(&shared.outbox).waiting.insert(id, None);
+            }
+            Ok::<_, SendError>(id)
+        })?;
+        if !wait {
+            return Ok(id);
+        }
+        let mut outbox = lock(&self.outbox);
+        loop {
+            match outbox.waiting.get(&id) {
+                Some(Some(result)) => {
+                    let result = *result;
+                    outbox.waiting.remove(&id);
+                    return result.map(|()| id).map_err(SendFailed::Failed);
+                }
+                _ if outbox.finished => {
+                    outbox.waiting.remove(&id);
+                    return Err(SendFailed::Failed(SendFailure::ConnectionLost));
+                }
+                _ => {
+                    outbox = self
+                        .completion_ready
+                        .wait(outbox)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+            }
+        }
+    }
+}
+
+/// The handle of one WebSocket session (the seed's single-socket model): connect, send,
+/// close and query it from any thread. Cheap to clone; all clones drive the same session.
+///
+/// Every call runs the session core under a lock with the current time and carries out
+/// what it decided at once, on the calling thread: a message sent while open is written
+/// to the socket before `send` returns (see the crate docs for the IO design).
+///
+/// Dropping the last clone closes the connection cleanly (close frame 1000, bounded by the
+/// close timeout); the [`Events`] receiver then yields the remaining events and ends.
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<ApiHandle<Session>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A session with `config`, its driver thread started, and the receiver of its events.
+    pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
+        let session = Session::new(config.session.clone())?;
+        let shared = Shared::start(session, &config, "client")?;
+        let events = Events::new(Arc::clone(&shared));
+        Ok((
+            Client {
+                handle: Arc::new(ApiHandle { shared }),
+            },
+            events,
+        ))
+    }
+
+    /// `wx.connectSocket`: validates `options` (nothing is dialled on error) and starts a
+    /// new connection, replacing the current one if there is one.
+    pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
+        let request = options.validate()?;
+        wxsocket_wire::check_supported(&request)?;
+        let request = Arc::new(request);
+        Ok(self.handle.call(|s, now| s.connect_request(request, now)))
+    }
+
+    /// `wx.sendSocketMessage`: queued while connecting, written at once while open. Returns
+    /// when the message was accepted; its completion arrives as an event.
+    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+        let message = message.into();
+        self.handle
+            .send_with(false, |s, now| s.send(message, now))
+            .map_err(|e| match e {
+                SendFailed::Refused(e) => e,
+                SendFailed::Failed(_) => unreachable!("no completion is awaited"),
+            })
+    }
+
+    /// The same as [`send_nowait`](Self::send_nowait): neither blocks on the network (the
+    /// socket is non-blocking; what it cannot take yet is written when it can).
+    pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+        self.send_nowait(message)
+    }
+
+    /// Sends and waits until the message was written to the socket (`Ok`) or will never
+    /// be (`Err(SendFailed::Failed)`), e.g. because the connection was lost. The completion
+    /// event is still delivered to [`Events`] as well.
+    pub fn send_wait(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
+        let message = message.into();
+        self.handle.send_with(true, |s, now| s.send(message, now))
+    }
+
+    /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.
+    pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        self.handle.call(|s, now| s.close(code, reason, now))
+    }
+
+    /// The state (`readyState`).
+    pub fn state(&self) -> ReadyState {
+        self.handle.read(Session::state)
+    }
+
+    /// Bytes accepted but not yet confirmed written.
+    pub fn buffered_amount(&self) -> usize {
+        self.handle.read(Session::buffered_amount)
+    }
+
+    /// The connection in progress (Connecting, Open or Closing), if any.
+    pub fn current(&self) -> Option<ConnId> {
+        self.handle.read(Session::current)
+    }
+}
+
+/// The receiving end of a [`Client`]'s (or [`crate::TaskPool`]'s) events: every
+/// [`Event`] in order. `recv` returns `None` once the driver has stopped (after the last
+/// handle was dropped and its connections closed) and every event was taken.
+///
+/// Dropping it is allowed at any time; later events are then discarded.
+pub struct Events {
+    source: Box<dyn EventSource>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+/// The outbox of a driver, whatever its machine.
+trait EventSource: Send + Sync {
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError>;
+    fn try_recv(&self) -> Result<Event, TryRecvError>;
+    fn close(&self);
+}
+
+impl<M: Machine> EventSource for Shared<M> {
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError> {
+        let mut outbox = lock(&self.outbox);
+        loop {
+            if let Some(event) = outbox.events.pop_front() {
+                return Ok(event);
+            }
+            if outbox.finished {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            outbox = match deadline {
+                None => self
+                    .event_ready
+                    .wait(outbox)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    self.event_ready
+                        .wait_timeout(outbox, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn try_recv(&self) -> Result<Event, TryRecvError> {
+        let mut outbox = lock(&self.outbox);
+        match outbox.events.pop_front() {
+            Some(event) => Ok(event),
+            None if outbox.finished => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    fn close(&self) {
+        self.events_alive.store(false, Ordering::Release);
+        lock(&self.outbox).events.clear();
+    }
+}
+
+impl Events {
+    pub(crate) fn new<M: Machine>(shared: Arc<Shared<M>>) -> Self {
+        Self {
+            source: Box::new(shared),
+        }
+    }
+
+    /// Waits for the next event; `None` once the driver has stopped and all events were
+    /// taken.
+    pub fn recv(&self) -> Option<Event> {
+        self.source.recv_deadline(None).ok()
+    }
+
+    /// Waits at most `timeout` for the next event.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Event, RecvTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.source.recv_deadline(Some(deadline)),
+            None => self.source.recv_deadline(None),
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Result<Event, TryRecvError> {
+        self.source.try_recv()
+    }
+
+    /// A blocking iterator over the events; it ends when [`recv`](Self::recv) returns
+    /// `None`.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { events: self }
+    }
+
+    /// A non-blocking iterator over the events waiting now.
+    pub fn try_iter(&self) -> TryIter<'_> {
+        TryIter { events: self }
+    }
+}
+
+impl<M: Machine> EventSource for Arc<Shared<M>> {
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError> {
+        (**self).recv_deadline(deadline)
+    }
+    fn try_recv(&self) -> Result<Event, TryRecvError> {
+        EventSource::try_recv(&**self)
+    }
+    fn close(&self) {
+        EventSource::close(&**self)
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.source.close();
+    }
+}
+
+/// Blocking iterator over [`Events`], from [`Events::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    events: &'a Events,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.events.recv()
+    }
+}
+
+/// Non-blocking iterator over [`Events`], from [`Events::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a> {
+    events: &'a Events,
+}
+
+impl Iterator for TryIter<'_> {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+}
+
+/// Owning blocking iterator, from `Events::into_iter`.
+#[derive(Debug)]
+pub struct IntoIter {
+    events: Events,
+}
+
+impl Iterator for IntoIter {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.events.recv()
+    }
+}
+
+impl IntoIterator for Events {
+    type Item = Event;
+    type IntoIter = IntoIter;
+    fn into_iter(self) -> IntoIter {
+        IntoIter { events: self }
+    }
+}
+
+impl<'a> IntoIterator for &'a Events {
+    type Item = Event;
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}

@@ -1,0 +1,428 @@
+//! One connection's transport: TCP connect, TLS and the opening handshake, then the
+//! WebSocket, all on a non-blocking socket registered with the driver's poller. Every
+//! operation runs until the socket would block and reports what happened as
+//! [`TransportEvent`]s; it never waits.
+
+use crate::stream::{Stream, TlsStream};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tungstenite::{Error as WsError, Message as WsMessage};
+use wxsocket_core::{
+    CloseRequest, ConnId, HandshakeRequest, Message, SendId, TransportError, TransportErrorKind,
+    TransportEvent,
+};
+use wxsocket_wire::ClientHandshake;
+use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+
+/// Most messages read from one connection in one pass, so one busy peer cannot starve the
+/// others; the driver comes back at once (zero poll timeout) when a pass stops early.
+const MAX_READS_PER_PASS: usize = 256;
+
+/// What every connection operation needs from the driver.
+pub(crate) struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub tls: &'a Arc<rustls::ClientConfig>,
+    pub ws_config: WebSocketConfig,
+}
+
+enum Phase {
+    /// The host name is being resolved on a helper thread.
+    Resolving,
+    /// A non-blocking TCP connect is in progress; `rest` are the addresses still to try.
+    Connecting {
+        sock: TcpStream,
+        addr: SocketAddr,
+        rest: VecDeque<SocketAddr>,
+    },
+    /// TLS (if any) and the HTTP upgrade.
+    Handshaking {
+        stream: Stream,
+        handshake: ClientHandshake,
+        written: usize,
+    },
+    Open(Box<WebSocket<Stream>>),
+    /// The transport is gone; the driver removes the connection.
+    Gone,
+}
+
+/// One connection's transport.
+pub(crate) struct Conn {
+    pub id: ConnId,
+    request: Arc<HandshakeRequest>,
+    phase: Phase,
+    /// A close frame was written (or queued) by us.
+    close_sent: bool,
+    /// Sends written into the WebSocket's buffer but not yet flushed to the socket.
+    pending: Vec<SendId>,
+    /// Stopped reading before the socket was drained (see [`MAX_READS_PER_PASS`]).
+    pub read_ready: bool,
+    /// Something was written that still needs a flush.
+    pub dirty: bool,
+}
+
+/// `u64` key of a connection, also its poller token.
+pub(crate) fn key(id: ConnId) -> u64 {
+    id.get()
+}
+
+fn token(id: ConnId) -> Token {
+    // Connection ids start at 1 and grow by one; they never reach the waker's token.
+    Token(id.get() as usize)
+}
+
+impl Conn {
+    pub fn new(id: ConnId, request: Arc<HandshakeRequest>) -> Self {
+        Self {
+            id,
+            request,
+            phase: Phase::Resolving,
+            close_sent: false,
+            pending: Vec::new(),
+            read_ready: false,
+            dirty: false,
+        }
+    }
+
+    pub fn is_gone(&self) -> bool {
+        matches!(self.phase, Phase::Gone)
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// Drops the transport at once (abort), deregistering the socket first.
+    pub fn drop_transport(&mut self, registry: &Registry) {
+        let sock = match &mut self.phase {
+            Phase::Connecting { sock, .. } => Some(sock),
+            Phase::Handshaking { stream, .. } => Some(stream.tcp()),
+            Phase::Open(ws) => Some(ws.get_mut().tcp()),
+            Phase::Resolving | Phase::Gone => None,
+        };
+        if let Some(sock) = sock {
+            let _ = registry.deregister(sock);
+        }
+        self.phase = Phase::Gone;
+        self.pending.clear();
+        self.read_ready = false;
+        self.dirty = false;
+    }
+
+    fn fail_dial(&mut self, ctx: &Ctx<'_>, error: TransportError, out: &mut Vec<TransportEvent>) {
+        self.drop_transport(ctx.registry);
+        out.push(TransportEvent::ConnectFailed(error));
+    }
+
+    /// Starts the TCP connect with the resolved addresses.
+    pub fn connect(
+        &mut self,
+        ctx: &Ctx<'_>,
+        addrs: io::Result<Vec<SocketAddr>>,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        match addrs {
+            Ok(addrs) if addrs.is_empty() => {
+                let error = TransportError::new(
+                    TransportErrorKind::Connect,
+                    format!("resolve {}: no address found", self.request.host()),
+                );
+                self.fail_dial(ctx, error, out);
+            }
+            Ok(addrs) => self.try_addresses(ctx, addrs.into(), None, out),
+            Err(e) => {
+                let error = connect_error(&e, &format!("resolve {}", self.request.host()));
+                self.fail_dial(ctx, error, out);
+            }
+        }
+    }
+
+    fn try_addresses(
+        &mut self,
+        ctx: &Ctx<'_>,
+        mut rest: VecDeque<SocketAddr>,
+        mut last: Option<(SocketAddr, io::Error)>,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        while let Some(addr) = rest.pop_front() {
+            let attempt = TcpStream::connect(addr).and_then(|mut sock| {
+                ctx.registry.register(
+                    &mut sock,
+                    token(self.id),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(sock)
+            });
+            match attempt {
+                Ok(sock) => {
+                    self.phase = Phase::Connecting { sock, addr, rest };
+                    return;
+                }
+                Err(e) => last = Some((addr, e)),
+            }
+        }
+        let error = match last {
+            Some((addr, e)) => connect_error(&e, &format!("connect to {addr}")),
+            None => TransportError::new(TransportErrorKind::Connect, "no address to connect to"),
+        };
+        self.fail_dial(ctx, error, out);
+    }
+
+    /// The socket is ready (or failed): move the connection on as far as it goes.
+    pub fn on_ready(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        match &mut self.phase {
+            Phase::Connecting { .. } => self.finish_connect(ctx, out),
+            Phase::Handshaking { .. } => self.drive_handshake(ctx, out),
+            Phase::Open(_) => {
+                self.read_pass(ctx, out);
+                self.flush(ctx, out);
+            }
+            Phase::Resolving | Phase::Gone => {}
+        }
+    }
+
+    fn finish_connect(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        let Phase::Connecting { sock, addr, .. } = &mut self.phase else {
+            return;
+        };
+        let addr = *addr;
+        let failure = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => None,
+                // Not connected yet: a spurious wake-up; wait for the next event.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Some(e),
+            },
+        };
+        let Phase::Connecting { mut sock, rest, .. } =
+            std::mem::replace(&mut self.phase, Phase::Gone)
+        else {
+            unreachable!()
+        };
+        if let Some(e) = failure {
+            let _ = ctx.registry.deregister(&mut sock);
+            drop(sock);
+            self.try_addresses(ctx, rest, Some((addr, e)), out);
+            return;
+        }
+        if self.request.tcp_no_delay {
+            if let Err(e) = sock.set_nodelay(true) {
+                let _ = ctx.registry.deregister(&mut sock);
+                self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
+                return;
+            }
+        }
+        let stream = if self.request.is_tls() {
+            let name = match rustls::pki_types::ServerName::try_from(self.request.host().to_owned())
+            {
+                Ok(name) => name,
+                Err(e) => {
+                    let _ = ctx.registry.deregister(&mut sock);
+                    let error = TransportError::new(
+                        TransportErrorKind::Tls,
+                        format!("invalid TLS server name: {e}"),
+                    );
+                    self.fail_dial(ctx, error, out);
+                    return;
+                }
+            };
+            match rustls::ClientConnection::new(Arc::clone(ctx.tls), name) {
+                Ok(conn) => Stream::Tls(Box::new(TlsStream { conn, sock })),
+                Err(e) => {
+                    let _ = ctx.registry.deregister(&mut sock);
+                    let error = TransportError::new(
+                        TransportErrorKind::Tls,
+                        format!("TLS setup failed: {e}"),
+                    );
+                    self.fail_dial(ctx, error, out);
+                    return;
+                }
+            }
+        } else {
+            Stream::Plain(sock)
+        };
+        self.phase = Phase::Handshaking {
+            stream,
+            handshake: ClientHandshake::new(&self.request),
+            written: 0,
+        };
+        self.drive_handshake(ctx, out);
+    }
+
+    fn drive_handshake(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        let Phase::Handshaking {
+            stream,
+            handshake,
+            written,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let result = (|| -> Result<Option<wxsocket_wire::HandshakeDone>, TransportError> {
+            let io_error = |e: &io::Error| connect_error(e, "handshake");
+            let request = handshake.request_bytes();
+            while *written < request.len() {
+                match stream.write(&request[*written..]) {
+                    Ok(0) => return Err(io_error(&io::ErrorKind::WriteZero.into())),
+                    Ok(n) => *written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(io_error(&e)),
+                }
+            }
+            if *written == request.len() {
+                match stream.flush() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(io_error(&e)),
+                }
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        return Err(TransportError::new(
+                            TransportErrorKind::Io,
+                            "connection closed during the handshake",
+                        ));
+                    }
+                    Ok(n) => {
+                        if let Some(done) = handshake.feed(&buf[..n])? {
+                            return Ok(Some(done));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) => return Err(io_error(&e)),
+                }
+            }
+        })();
+        match result {
+            Ok(None) => {}
+            Err(error) => self.fail_dial(ctx, error, out),
+            Ok(Some(done)) => {
+                let Phase::Handshaking { stream, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Gone)
+                else {
+                    unreachable!()
+                };
+                let ws = WebSocket::from_partially_read(
+                    stream,
+                    done.tail,
+                    Role::Client,
+                    Some(ctx.ws_config),
+                );
+                self.phase = Phase::Open(Box::new(ws));
+                out.push(TransportEvent::Opened(done.handshake));
+                // Frames may have come with the handshake response, and the socket has
+                // been drained: read them now, no further readiness event will come.
+                self.read_pass(ctx, out);
+                self.flush(ctx, out);
+            }
+        }
+    }
+
+    /// Reads messages until the socket would block (or the per-pass limit).
+    fn read_pass(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        self.read_ready = false;
+        for _ in 0..MAX_READS_PER_PASS {
+            let Phase::Open(ws) = &mut self.phase else {
+                return;
+            };
+            match ws.read() {
+                Ok(message) => {
+                    if let Some(event) = from_ws(message) {
+                        out.push(event);
+                    }
+                }
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.transport_failed(ctx, &e, out);
+                    return;
+                }
+            }
+        }
+        self.read_ready = true;
+    }
+
+    /// A read or write failed: report it, and drop the transport unless the core will
+    /// still want to send a close frame on it.
+    fn transport_failed(&mut self, ctx: &Ctx<'_>, error: &WsError, out: &mut Vec<TransportEvent>) {
+        match classify(error) {
+            None => {
+                self.drop_transport(ctx.registry);
+                out.push(TransportEvent::Closed);
+            }
+            Some(error) => {
+                let keep = error.kind.sends_close_frame() && !self.close_sent;
+                out.push(TransportEvent::Error(error));
+                if !keep {
+                    self.drop_transport(ctx.registry);
+                    out.push(TransportEvent::Closed);
+                }
+            }
+        }
+    }
+
+    /// Flushes what was written; reports every send whose bytes reached the socket.
+    pub fn flush(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        let Phase::Open(ws) = &mut self.phase else {
+            return;
+        };
+        self.dirty = false;
+        match ws.flush() {
+            Ok(()) => out.extend(self.pending.drain(..).map(TransportEvent::SendWritten)),
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.transport_failed(ctx, &e, out),
+        }
+    }
+
+    /// Buffers a message; [`Self::flush`] writes it (the driver flushes each connection
+    /// once after carrying out all queued actions).
+    pub fn send(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: SendId,
+        message: Message,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        self.write(ctx, to_ws(message), out);
+        if self.is_open() {
+            self.pending.push(id);
+        }
+    }
+
+    pub fn ping(&mut self, ctx: &Ctx<'_>, payload: bytes::Bytes, out: &mut Vec<TransportEvent>) {
+        self.write(ctx, WsMessage::Ping(payload), out);
+    }
+
+    fn write(&mut self, ctx: &Ctx<'_>, message: WsMessage, out: &mut Vec<TransportEvent>) {
+        let Phase::Open(ws) = &mut self.phase else {
+            return;
+        };
+        self.dirty = true;
+        match ws.write(message) {
+            // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.transport_failed(ctx, &e, out),
+        }
+    }
+
+    /// Queues a close frame (after everything written before it) and flushes.
+    pub fn close(&mut self, ctx: &Ctx<'_>, frame: &CloseRequest, out: &mut Vec<TransportEvent>) {
+        let Phase::Open(ws) = &mut self.phase else {
+            return;
+        };
+        self.close_sent = true;
+        self.dirty = true;
+        match ws.close(Some(close_frame(frame))) {
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.transport_failed(ctx, &e, out),
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The IO driver, written once for every [`Driven`] machine (Session, Pool, WxSocket).
+//!
+//! State shared by the handles and the driver thread: the machine and the connections
+//! behind one mutex ([`Inner`]), the application's events behind another ([`Outbox`]).
+//! Whoever changes the machine — an application thread in `send`/`close`/`connect`, or
+//! the driver thread on a readiness event or a timer — calls [`Inner::pump`] before
+//! unlocking, which carries out every queued action right there (writes go straight to
+//! the non-blocking socket), then hands the events to the application.
+
+use crate::conn::{Conn, Ctx, key};
+use crate::{Config, ConfigError};
+use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tungstenite::protocol::WebSocketConfig;
+use wxsocket_core::{
+    Action, ConnId, Driven, Event, SendFailure, SendId, TransportError, TransportErrorKind,
+    TransportEvent,
+};
+
+/// The poller token of the cross-thread waker.
+const WAKER: Token = Token(usize::MAX);
+
+/// What the driver needs from a machine besides [`Driven`].
+pub(crate) trait Machine: Driven + Send + 'static {
+    /// The next application event for the [`crate::Events`] queue (none for machines that
+    /// deliver through callbacks).
+    fn next_event(&mut self) -> Option<Event>;
+    /// Runs callbacks that are due (the wx surface); called on the driver thread only,
+    /// without any lock held. Returns whether anything ran.
+    fn dispatch(_shared: &Shared<Self>) -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
+    /// Whether callbacks wait to be dispatched.
+    fn wants_dispatch(&self) -> bool {
+        false
+    }
+    /// The last handle is gone: close every live connection cleanly.
+    fn shutdown(&mut self, live: &[ConnId], now: Instant);
+}
+
+impl Machine for wxsocket_core::Session {
+    fn next_event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
+        let _ = self.close(None, "", now);
+    }
+}
+
+impl Machine for wxsocket_core::Pool {
+    fn next_event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn shutdown(&mut self, live: &[ConnId], now: Instant) {
+        for conn in live {
+            let _ = self.close(*conn, None, "", now);
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (no invariant of ours spans a panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Events on their way to the application, and the completions `send_wait` waits for.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub events: VecDeque<Event>,
+    /// Sends someone waits for; `Some` once completed.
+    pub waiting: HashMap<SendId, Option<Result<(), SendFailure>>>,
+    /// The driver has stopped; no event will come any more.
+    pub finished: bool,
+}
+
+/// State shared by every handle and the driver thread.
+pub(crate) struct Shared<M> {
+    pub inner: Mutex<Inner<M>>,
+    pub outbox: Mutex<Outbox>,
+    pub event_ready: Condvar,
+    pub completion_ready: Condvar,
+    pub events_alive: AtomicBool,
+    waker: Arc<Waker>,
+}
+
+/// A resolver thread's answer.
+type Resolved = (u64, io::Result<Vec<SocketAddr>>);
+
+/// The machine and the transports, behind [`Shared::inner`].
+pub(crate) struct Inner<M> {
+    pub machine: M,
+    conns: BTreeMap<u64, Conn>,
+    registry: Registry,
+    tls: Arc<rustls::ClientConfig>,
+    ws_config: WebSocketConfig,
+    resolved_tx: Sender<Resolved>,
+    waker: Arc<Waker>,
+    /// The deadline the driver thread sleeps until (`None`: no timer armed).
+    armed: Option<Instant>,
+    /// Whether the driver thread is (about to be) asleep in `poll`.
+    sleeping: bool,
+    /// Set when the last API handle is dropped.
+    shutdown: Option<Instant>,
+    close_timeout: Duration,
+    /// Connections with data on the socket that a read pass left for later.
+    read_ready: bool,
+    scratch: Vec<TransportEvent>,
+}
+
+impl<M: Machine> Shared<M> {
+    /// Creates the shared state and starts the driver thread.
+    pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, ConfigError> {
+        let tls = config.tls.client_config().map_err(|_| ConfigError {
+            field: "tls",
+            problem: "a custom CA certificate could not be used",
+        })?;
+        let io_error = |_| ConfigError {
+            field: "io",
+            problem: "could not create the OS poller",
+        };
+        let poll = Poll::new().map_err(io_error)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_error)?);
+        let registry = poll.registry().try_clone().map_err(io_error)?;
+        let (resolved_tx, resolved_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                machine,
+                conns: BTreeMap::new(),
+                registry,
+                tls,
+                ws_config: wxsocket_wire::websocket_config(&config.session),
+                resolved_tx,
+                waker: Arc::clone(&waker),
+                armed: None,
+                sleeping: false,
+                shutdown: None,
+                close_timeout: config.session.close_timeout,
+                read_ready: false,
+                scratch: Vec::new(),
+            }),
+            outbox: Mutex::new(Outbox::default()),
+            event_ready: Condvar::new(),
+            completion_ready: Condvar::new(),
+            events_alive: AtomicBool::new(true),
+            waker,
+        });
+        let driver = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name(format!("wxsocket-{name}"))
+            .spawn(move || driver.run(poll, resolved_rx))
+            .map_err(|_| ConfigError {
+                field: "io",
+                problem: "could not start the driver thread",
+            })?;
+        Ok(shared)
+    }
+
+    /// Runs `f` on the machine with the current time, carries out what it asked for, and
+    /// wakes the driver thread only if its timer must be re-armed earlier.
+    pub fn call<T>(&self, f: impl FnOnce(&mut M, Instant) -> T) -> T {
+        self.call_with(|m, now, _| f(m, now))
+    }
+
+    /// Like [`Self::call`], with access to the outbox before the actions run (to register
+    /// a completion waiter that the pump may already fulfil).
+    pub fn call_with<T>(&self, f: impl FnOnce(&mut M, Instant, &Self) -> T) -> T {
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        let out = f(&mut inner.machine, now, self);
+        inner.pump(self, now);
+        let wake = inner.sleeping
+            && (inner.machine.wants_dispatch()
+                || match (inner.machine.poll_timeout(), inner.armed) {
+                    (Some(due), Some(armed)) => due < armed,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                });
+        drop(inner);
+        if wake {
+            self.wake();
+        }
+        out
+    }
+
+    /// Reads the machine without running anything.
+    pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
+        f(&lock(&self.inner).machine)
+    }
+
+    pub fn wake(&self) {
+        // Only fails if the eventfd is broken; the driver then still wakes on its timer.
+        let _ = self.waker.wake();
+    }
+
+    /// The last API handle was dropped.
+    pub fn begin_shutdown(&self) {
+        lock(&self.inner).shutdown.get_or_insert_with(Instant::now);
+        self.wake();
+    }
+
+    /// The driver thread.
+    fn run(self: Arc<Self>, mut poll: Poll, resolved_rx: Receiver<Resolved>) {
+        let mut events = MioEvents::with_capacity(256);
+        let mut shutdown_started = false;
+        loop {
+            let timeout = {
+                let mut inner = lock(&self.inner);
+                let now = Instant::now();
+                for event in events.iter() {
+                    if event.token() != WAKER {
+                        inner.on_ready(event.token().0 as u64, now);
+                    }
+                }
+                while let Ok((conn, addrs)) = resolved_rx.try_recv() {
+                    inner.on_resolved(conn, addrs, now);
+                }
+                if inner.read_ready {
+                    inner.read_ready = false;
+                    let ready: Vec<u64> = inner
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.read_ready)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for conn in ready {
+                        inner.on_ready(conn, now);
+                    }
+                }
+                inner.machine.handle_timeout(now);
+                if let Some(since) = inner.shutdown {
+                    if !shutdown_started {
+                        shutdown_started = true;
+                        let live: Vec<ConnId> = inner.conns.values().map(|c| c.id).collect();
+                        inner.machine.shutdown(&live, now);
+                        inner.pump(&self, now);
+                        // Connections that never opened cannot be closed cleanly; they are
+                        // failed now rather than kept until their handshake timeout.
+                        let dialling: Vec<u64> = inner
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| !c.is_open())
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for conn in dialling {
+                            inner.fail_dial(
+                                conn,
+                                "the handle was dropped before the connection opened",
+                                now,
+                            );
+                        }
+                    }
+                    let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
+                    if now >= hard_stop {
+                        let all: Vec<u64> = inner.conns.keys().copied().collect();
+                        for conn in all {
+                            inner.abort(conn);
+                        }
+                    }
+                }
+                inner.pump(&self, now);
+                if shutdown_started && inner.conns.is_empty() {
+                    break;
+                }
+                let mut deadline = inner.machine.poll_timeout();
+                if let Some(since) = inner.shutdown {
+                    let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
+                    deadline = Some(deadline.map_or(hard_stop, |d| d.min(hard_stop)));
+                }
+                inner.armed = deadline;
+                let dispatch = inner.machine.wants_dispatch();
+                inner.sleeping = !inner.read_ready && !dispatch;
+                if inner.read_ready || dispatch {
+                    Some(Duration::ZERO)
+                } else {
+                    deadline.map(|d| d.saturating_duration_since(now))
+                }
+            };
+            if M::dispatch(&self) {
+                // Callbacks may have called into the machine; look again at once.
+                lock(&self.inner).sleeping = false;
+                events.clear();
+                continue;
+            }
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    // The poller itself failed: nothing can be driven any more.
+                    let mut inner = lock(&self.inner);
+                    let all: Vec<u64> = inner.conns.keys().copied().collect();
+                    for conn in all {
+                        inner.abort(conn);
+                    }
+                    break;
+                }
+                events.clear();
+            }
+            lock(&self.inner).sleeping = false;
+        }
+        M::dispatch(&self);
+        let mut outbox = lock(&self.outbox);
+        outbox.finished = true;
+        drop(outbox);
+        self.event_ready.notify_all();
+        self.completion_ready.notify_all();
+    }
+}
+
+impl<M: Machine> Inner<M> {
+    /// Carries out every queued action, flushes what was written, feeds the results back,
+    /// until the machine has nothing more to do; then hands the events over.
+    pub fn pump(&mut self, shared: &Shared<M>, now: Instant) {
+        loop {
+            while let Some(action) = self.machine.poll_action() {
+                self.execute(action, now);
+            }
+            // One flush per connection for everything written above (batching).
+            let dirty: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.dirty)
+                .map(|(k, _)| *k)
+                .collect();
+            if dirty.is_empty() {
+                break;
+            }
+            for conn in dirty {
+                self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
+            }
+        }
+        self.deliver(shared);
+    }
+
+    /// Moves the machine's events to the application.
+    fn deliver(&mut self, shared: &Shared<M>) {
+        let mut outbox = None;
+        let alive = shared.events_alive.load(Ordering::Acquire);
+        let mut pushed = false;
+        let mut completed = false;
+        while let Some(event) = self.machine.next_event() {
+            let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
+            let done = match &event {
+                Event::SendCompleted { id, .. } => Some((*id, Ok(()))),
+                Event::SendFailed { id, reason, .. } => Some((*id, Err(*reason))),
+                _ => None,
+            };
+            if let Some((id, result)) = done {
+                if let Some(slot) = outbox.waiting.get_mut(&id) {
+                    *slot = Some(result);
+                    completed = true;
+                }
+            }
+            if alive {
+                outbox.events.push_back(event);
+                pushed = true;
+            }
+        }
+        drop(outbox);
+        if pushed {
+            shared.event_ready.notify_one();
+        }
+        if completed {
+            shared.completion_ready.notify_all();
+        }
+    }
+
+    /// Runs `f` on one connection and feeds what it reports to the machine; removes the
+    /// connection once its transport is gone.
+    fn with_conn(
+        &mut self,
+        conn: u64,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &Ctx<'_>, &mut Vec<TransportEvent>),
+    ) {
+        let mut out = std::mem::take(&mut self.scratch);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let ctx = Ctx {
+            registry: &self.registry,
+            tls: &self.tls,
+            ws_config: self.ws_config,
+        };
+        f(c, &ctx, &mut out);
+        let id = c.id;
+        if c.read_ready {
+            self.read_ready = true;
+        }
+        if c.is_gone() {
+            self.conns.remove(&conn);
+        }
+        for event in out.drain(..) {
+            self.machine.handle(id, event, now);
+        }
+        self.scratch = out;
+    }
+
+    fn execute(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Dial { conn, request } => {
+                let k = key(conn);
+                if let Err(error) = wxsocket_wire::check_supported(&request) {
+                    // `connect` checks this first; a machine that dials again on its own
+                    // (reconnection) gets the same answer as a failed dial.
+                    let error = TransportError::new(TransportErrorKind::Connect, error.to_string());
+                    self.machine
+                        .handle(conn, TransportEvent::ConnectFailed(error), now);
+                    return;
+                }
+                self.conns.insert(k, Conn::new(conn, Arc::clone(&request)));
+                let port = request.port();
+                let host = request
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                match host.parse::<IpAddr>() {
+                    Ok(ip) => self.with_conn(k, now, |c, ctx, out| {
+                        c.connect(ctx, Ok(vec![SocketAddr::new(ip, port)]), out)
+                    }),
+                    Err(_) => self.resolve(k, host, port, now),
+                }
+            }
+            Action::Send { conn, id, message } => {
+                self.with_conn(key(conn), now, |c, ctx, out| c.send(ctx, id, message, out));
+            }
+            Action::Ping { conn, payload } => {
+                self.with_conn(key(conn), now, |c, ctx, out| c.ping(ctx, payload, out));
+            }
+            Action::Close { conn, frame } => {
+                self.with_conn(key(conn), now, |c, ctx, out| c.close(ctx, &frame, out));
+            }
+            Action::Abort { conn } => self.abort(key(conn)),
+            // A newer core may add actions; carrying out none of them is the safe default.
+            _ => {}
+        }
+    }
+
+    /// Resolves a host name on a helper thread (the OS resolver only blocks); the answer
+    /// comes back through the channel and the waker.
+    fn resolve(&mut self, conn: u64, host: String, port: u16, now: Instant) {
+        let tx = self.resolved_tx.clone();
+        let waker = Arc::clone(&self.waker);
+        let spawned = std::thread::Builder::new()
+            .name("wxsocket-resolve".into())
+            .spawn(move || {
+                let addrs = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect);
+                if tx.send((conn, addrs)).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, Err(e), out));
+        }
+    }
+
+    fn on_resolved(&mut self, conn: u64, addrs: io::Result<Vec<SocketAddr>>, now: Instant) {
+        // An aborted dial's answer finds no connection and is dropped.
+        self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, addrs, out));
+    }
+
+    fn on_ready(&mut self, conn: u64, now: Instant) {
+        self.with_conn(conn, now, |c, ctx, out| c.on_ready(ctx, out));
+    }
+
+    fn fail_dial(&mut self, conn: u64, why: &str, now: Instant) {
+        let error = TransportError::new(TransportErrorKind::Io, why);
+        self.with_conn(conn, now, |c, ctx, out| {
+            c.drop_transport(ctx.registry);
+            out.push(TransportEvent::ConnectFailed(error));
+        });
+    }
+
+    fn abort(&mut self, conn: u64) {
+        if let Some(mut c) = self.conns.remove(&conn) {
+            c.drop_transport(&self.registry);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Several sockets at once, the `SocketTask` model ([`wxsocket_core::Pool`]).
+
+use crate::client::{ApiHandle, Events};
+use crate::driver::Shared;
+use crate::{Config, SendFailed};
+use std::sync::Arc;
+use wxsocket_core::{
+    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool, ReadyState,
+    SendError, SendId,
+};
+
+/// A set of independent connections driven by one thread, as the newer `SocketTask` API
+/// (up to `SessionConfig::pool_limit`, default 5). Cheap to clone. Events of every task
+/// arrive on the one [`Events`] receiver, tagged with their [`ConnId`].
+#[derive(Clone)]
+pub struct TaskPool {
+    handle: Arc<ApiHandle<Pool>>,
+}
+
+impl std::fmt::Debug for TaskPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskPool")
+            .field("live", &self.live())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskPool {
+    /// A pool with `config`, its driver thread started, and the receiver of its events.
+    pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
+        let pool = Pool::new(config.session.clone())?;
+        let shared = Shared::start(pool, &config, "pool")?;
+        let events = Events::new(Arc::clone(&shared));
+        Ok((
+            TaskPool {
+                handle: Arc::new(ApiHandle { shared }),
+            },
+            events,
+        ))
+    }
+
+    /// Opens a new connection next to the others; over the limit,
+    /// [`ConnectError::TooManyConnections`].
+    pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
+        let request = options.validate()?;
+        wxsocket_wire::check_supported(&request)?;
+        let id = self.handle.call(|p, now| p.connect(options, now))?;
+        Ok(SocketTask {
+            id,
+            handle: Arc::clone(&self.handle),
+        })
+    }
+
+    /// Connections not yet closed.
+    pub fn live(&self) -> usize {
+        self.handle.read(Pool::live)
+    }
+}
+
+/// One connection of a [`TaskPool`] (`SocketTask`). Dropping it does not close the
+/// connection; [`close`](Self::close) does (and dropping the last pool handle closes all).
+#[derive(Clone)]
+pub struct SocketTask {
+    id: ConnId,
+    handle: Arc<ApiHandle<Pool>>,
+}
+
+impl std::fmt::Debug for SocketTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketTask")
+            .field("id", &self.id)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketTask {
+    /// This task's connection id (the `conn` of its events).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Sends on this connection (queued while connecting); returns once accepted.
+    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+        let message = message.into();
+        let id = self.id;
+        self.handle
+            .send_with(false, |p, now| p.send(id, message, now))
+            .map_err(|e| match e {
+                SendFailed::Refused(e) => e,
+                SendFailed::Failed(_) => unreachable!("no completion is awaited"),
+            })
+    }
+
+    /// The same as [`send_nowait`](Self::send_nowait).
+    pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+        self.send_nowait(message)
+    }
+
+    /// Sends and waits for the completion (written, or failed).
+    pub fn send_wait(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
+        let message = message.into();
+        let id = self.id;
+        self.handle
+            .send_with(true, |p, now| p.send(id, message, now))
+    }
+
+    /// Closes this connection (code 1000 or 3000–4999, reason at most 123 bytes).
+    pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        let id = self.id;
+        self.handle.call(|p, now| p.close(id, code, reason, now))
+    }
+
+    /// This connection's state (`Closed` once the pool has forgotten it).
+    pub fn state(&self) -> ReadyState {
+        self.handle.read(|p| p.state(self.id))
+    }
+
+    /// Bytes accepted on this connection but not yet confirmed written.
+    pub fn buffered_amount(&self) -> usize {
+        self.handle.read(|p| p.buffered_amount(self.id))
+    }
+}

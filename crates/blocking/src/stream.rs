@@ -1,0 +1,138 @@
+//! The byte stream under one connection: a non-blocking TCP socket, plain or wrapped in
+//! rustls. Both report `WouldBlock` instead of blocking, which the connection code
+//! handles by waiting for the next readiness event.
+
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+
+/// A non-blocking client stream.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The socket, for (de)registration with the poller.
+    pub(crate) fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// rustls over a non-blocking socket.
+///
+/// `rustls::StreamOwned` is not used because it refuses to read while TLS records are
+/// waiting to be written (`complete_prior_io`), which can deadlock two peers that both
+/// write more than the socket buffers hold; here reading and writing are independent.
+pub(crate) struct TlsStream {
+    pub(crate) conn: rustls::ClientConnection,
+    pub(crate) sock: TcpStream,
+}
+
+impl TlsStream {
+    /// Writes queued TLS records until none is left or the socket would block.
+    fn write_records(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `write_records`, but a full socket is not an error (the records stay queued
+    /// and the next flush or writable event sends them).
+    fn try_write_records(&mut self) -> io::Result<()> {
+        match self.write_records() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// A TLS failure as an IO error that still carries the `rustls::Error`, so
+/// `wxsocket_wire::convert::connect_error` classifies it as a TLS failure.
+fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                // Ok(0) after close_notify: a clean end of the stream.
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // No plaintext buffered: pull TLS records from the socket. `WouldBlock` goes
+            // back to the caller; Ok(0) (TCP EOF) makes the reader above report the end.
+            self.conn.read_tls(&mut self.sock)?;
+            if let Err(error) = self.conn.process_new_packets() {
+                // Send the alert rustls queued, best effort.
+                let _ = self.try_write_records();
+                return Err(tls_error(error));
+            }
+            // Handshake messages, key updates or alerts may be waiting to go out.
+            self.try_write_records()?;
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = self.conn.writer().write(buf)?;
+        if n == 0 {
+            // rustls's buffer is at its limit: make room, then try once more.
+            self.write_records()?;
+            n = self.conn.writer().write(buf)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        self.try_write_records()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.writer().flush()?;
+        self.write_records()
+    }
+}

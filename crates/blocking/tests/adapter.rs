@@ -1,0 +1,578 @@
+//! Tests specific to the blocking adapter, over real loopback sockets. (The scenarios of
+//! SPEC §3–6 for both adapters live in the workspace's `tests/` conformance suite.)
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::time::{Duration, Instant};
+use tungstenite::Message as WsMessage;
+use wxsocket_blocking::*;
+
+fn client() -> (Client, Events) {
+    Client::new(Config::default()).unwrap()
+}
+
+fn open(client: &Client, events: &Events, url: &str) -> ConnId {
+    let conn = client
+        .connect(&ConnectOptions::new(url).tcp_no_delay(true))
+        .unwrap();
+    let seen = until(events, |e| is_open(e) || is_close(e));
+    assert!(is_open(seen.last().unwrap()), "did not open: {seen:?}");
+    conn
+}
+
+fn message_of(e: Event) -> Message {
+    match e {
+        Event::Message { message, .. } => message,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn open_and_echo_text_and_binary() {
+    let server = Server::start();
+    let (client, events) = client();
+    let conn = client
+        .connect(
+            &ConnectOptions::new(server.url())
+                .protocol("chat")
+                .header("X-Token", "t1")
+                .data("k", "v"),
+        )
+        .unwrap();
+    assert!(matches!(next(&events), Event::Connecting { conn: c, .. } if c == conn));
+    match next(&events) {
+        Event::Open { conn: c, handshake } => {
+            assert_eq!(c, conn);
+            assert_eq!(handshake.protocol.as_deref(), Some("chat"));
+        }
+        other => panic!("expected open, got {other:?}"),
+    }
+    assert_eq!(client.state(), ReadyState::Open);
+    assert_eq!(client.current(), Some(conn));
+    let Saw::Request { path, headers } = server.next() else {
+        panic!()
+    };
+    assert_eq!(path, "/echo?k=v");
+    assert!(headers.contains(&("x-token".into(), "t1".into())));
+
+    let a = client.send("héllo").unwrap();
+    let b = client.send(vec![0u8, 1, 2, 255]).unwrap();
+    let seen = until(
+        &events,
+        |e| matches!(e, Event::Message { message, .. } if !message.is_text()),
+    );
+    let completed: Vec<SendId> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        completed,
+        [a, b],
+        "both sends complete, in order, before the second echo"
+    );
+    let messages: Vec<Message> = seen
+        .into_iter()
+        .filter(is_message)
+        .map(message_of)
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            Message::text("héllo"),
+            Message::binary(vec![0u8, 1, 2, 255])
+        ]
+    );
+    assert_eq!(client.buffered_amount(), 0);
+
+    client.close(Some(4000), "bye").unwrap();
+    let seen = until(&events, is_close);
+    assert!(
+        matches!(seen.last(), Some(Event::Close { code: 4000, clean: true, reason, .. }) if reason == "bye"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        server.until(|s| matches!(s, Saw::Close(_))),
+        Saw::Close(Some((4000, "bye".into())))
+    );
+    assert_eq!(client.state(), ReadyState::Closed);
+}
+
+#[test]
+fn queued_before_open_are_flushed_in_order() {
+    let server = Server::start();
+    let (client, events) = client();
+    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    let ids: Vec<SendId> = (0..50)
+        .map(|i| client.send(format!("m{i}")).unwrap())
+        .collect();
+    assert_eq!(
+        client.buffered_amount(),
+        (0..50).map(|i| format!("m{i}").len()).sum::<usize>()
+    );
+    let seen = until(
+        &events,
+        |e| matches!(e, Event::Message { message, .. } if message.as_bytes() == b"m49"),
+    );
+    let completed: Vec<SendId> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed, ids);
+    let texts: Vec<String> = seen
+        .into_iter()
+        .filter(is_message)
+        .map(|e| String::from_utf8(message_of(e).as_bytes().to_vec()).unwrap())
+        .collect();
+    assert_eq!(texts, (0..50).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    // The server got them in the same order.
+    for i in 0..50 {
+        let saw = server.until(|s| matches!(s, Saw::Message(_)));
+        assert_eq!(saw, Saw::Message(WsMessage::text(format!("m{i}"))));
+    }
+}
+
+#[test]
+fn send_wait_waits_for_the_write_and_reports_refusals() {
+    let server = Server::start();
+    let (client, events) = client();
+    // Not connected: refused, message handed back.
+    match client.send_wait("early") {
+        Err(SendFailed::Refused(SendError::NotConnected(m))) => {
+            assert_eq!(m, Message::text("early"))
+        }
+        other => panic!("{other:?}"),
+    }
+    open(&client, &events, &server.url());
+    let id = client.send_wait(vec![9u8; 100_000]).unwrap();
+    // The completion was also delivered as an event, before the echo.
+    let seen = until(&events, is_message);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::SendCompleted { id: i, .. } if *i == id))
+    );
+    assert_eq!(message_of(seen.into_iter().last().unwrap()).len(), 100_000);
+    // From another thread, concurrently with this one.
+    let other = client.clone();
+    let t = std::thread::spawn(move || {
+        (0..20)
+            .map(|i| other.send_wait(format!("t{i}")).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let ids = t.join().unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn send_wait_fails_when_the_connection_never_opens() {
+    let mut silent = Silent::start();
+    let (client, events) = client();
+    client
+        .connect(&ConnectOptions::new(silent.url()).timeout(Duration::from_millis(300)))
+        .unwrap();
+    let _held = silent.accept();
+    let started = Instant::now();
+    assert_eq!(
+        client.send_wait("never"),
+        Err(SendFailed::Failed(SendFailure::ConnectFailed))
+    );
+    assert!(started.elapsed() < WAIT);
+    until(&events, is_close);
+}
+
+#[test]
+fn recv_variants_and_iterators() {
+    let server = Server::start();
+    let (client, events) = client();
+    // Nothing yet.
+    assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(
+        events.recv_timeout(Duration::from_millis(20)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    open(&client, &events, &server.url());
+    client.send("a").unwrap();
+    client.send("b").unwrap();
+    // Blocking iterator by reference: stops where we break.
+    let mut texts = Vec::new();
+    for event in &events {
+        if let Event::Message { message, .. } = event {
+            texts.push(message);
+            if texts.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(texts, [Message::text("a"), Message::text("b")]);
+    assert!(events.try_iter().all(|e| !is_message(&e)));
+    // Dropping the only client closes cleanly; the owning iterator then ends by itself.
+    drop(client);
+    let rest: Vec<Event> = events.into_iter().collect();
+    assert!(
+        matches!(
+            rest.last(),
+            Some(Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            })
+        ),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn recv_returns_none_after_shutdown() {
+    let (client, events) = client();
+    drop(client);
+    assert_eq!(
+        events.recv_timeout(WAIT),
+        Err(RecvTimeoutError::Disconnected)
+    );
+    assert_eq!(events.recv(), None);
+    assert_eq!(events.try_recv(), Err(TryRecvError::Disconnected));
+}
+
+#[test]
+fn replacement_while_open_closes_the_old_socket() {
+    let server = Server::start();
+    let (client, events) = client();
+    let first = open(&client, &events, &server.url());
+    let second = client.connect(&ConnectOptions::new(server.url())).unwrap();
+    assert!(second > first);
+    // At once: the old connection's close event, then the new one's connecting.
+    match events.try_recv().unwrap() {
+        Event::Close {
+            conn, code, reason, ..
+        } => {
+            assert_eq!((conn, code), (first, 1000));
+            assert_eq!(reason, REPLACED);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(events.try_recv().unwrap(), Event::Connecting { conn, .. } if conn == second));
+    let seen = until(&events, |e| is_open(e) || is_close(e));
+    assert!(matches!(seen.last(), Some(Event::Open { conn, .. }) if *conn == second));
+    // The server saw the first connection's close frame (1000).
+    assert_eq!(
+        server.until(|s| matches!(s, Saw::Close(_))),
+        Saw::Close(Some((1000, REPLACED.into())))
+    );
+    client.send("after").unwrap();
+    let seen = until(&events, is_message);
+    assert!(seen.iter().all(|e| e.conn() == second));
+}
+
+const REPLACED: &str = wxsocket_core::REPLACED_REASON;
+
+#[test]
+fn handshake_timeout_against_a_silent_listener() {
+    let mut silent = Silent::start();
+    let (client, events) = client();
+    let timeout = Duration::from_millis(250);
+    let started = Instant::now();
+    let conn = client
+        .connect(&ConnectOptions::new(silent.url()).timeout(timeout))
+        .unwrap();
+    let queued = client.send("q").unwrap();
+    let mut peer = silent.accept();
+    let seen = until(&events, is_close);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= timeout && elapsed < timeout + Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(t) } if *c == conn && *t == timeout
+    )));
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::SendFailed { id, reason: SendFailure::ConnectFailed, .. } if *id == queued
+    )));
+    assert!(matches!(
+        seen.last(),
+        Some(Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        })
+    ));
+    // The dial was aborted: the socket is closed (EOF after the request bytes).
+    let mut buf = Vec::new();
+    peer.read_to_end(&mut buf).unwrap();
+    assert!(buf.starts_with(b"GET / HTTP/1.1\r\n"));
+}
+
+#[test]
+fn close_before_open_aborts_the_dial() {
+    let mut silent = Silent::start();
+    let (client, events) = client();
+    client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let mut peer = silent.accept();
+    client.close(None, "").unwrap();
+    let seen = until(&events, is_close);
+    assert!(matches!(
+        seen.last(),
+        Some(Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        })
+    ));
+    let mut buf = Vec::new();
+    peer.read_to_end(&mut buf).unwrap();
+}
+
+#[test]
+fn connection_refused_is_an_error_event() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (client, events) = client();
+    client
+        .connect(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")))
+        .unwrap();
+    let seen = until(&events, is_close);
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: ConnectionError::ConnectFailed(TransportError {
+                    kind: TransportErrorKind::Connect,
+                    ..
+                }),
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert!(matches!(seen.last(), Some(Event::Close { code: 1006, .. })));
+}
+
+#[test]
+fn dropping_the_handles_sends_a_close_frame() {
+    let server = Server::start();
+    let (client, events) = client();
+    open(&client, &events, &server.url());
+    drop(client);
+    drop(events);
+    assert_eq!(
+        server.until(|s| matches!(s, Saw::Close(_))),
+        Saw::Close(Some((1000, String::new())))
+    );
+    assert_eq!(server.next(), Saw::Ended);
+}
+
+#[test]
+fn wss_with_a_generated_ca() {
+    let tls = tls();
+    let server = Server::start_tls(tls.server.clone());
+    let config = Config::default().tls(TlsRoots::only(vec![tls.ca_der.clone()]));
+    let (client, events) = Client::new(config).unwrap();
+    // By name (resolved on the helper thread; `localhost` may resolve to ::1 first, which
+    // refuses, then 127.0.0.1) and by IP.
+    for url in [
+        format!("wss://localhost:{}/tls", server.addr.port()),
+        format!("wss://127.0.0.1:{}/tls", server.addr.port()),
+    ] {
+        open(&client, &events, &url);
+        let big = vec![5u8; 300_000];
+        client.send("secure").unwrap();
+        client.send(big.clone()).unwrap();
+        let seen = until(
+            &events,
+            |e| matches!(e, Event::Message { message, .. } if !message.is_text()),
+        );
+        let messages: Vec<Message> = seen
+            .into_iter()
+            .filter(is_message)
+            .map(message_of)
+            .collect();
+        assert_eq!(messages, [Message::text("secure"), Message::binary(big)]);
+        client.close(None, "").unwrap();
+        let seen = until(&events, is_close);
+        assert!(
+            matches!(
+                seen.last(),
+                Some(Event::Close {
+                    code: 1000,
+                    clean: true,
+                    ..
+                })
+            ),
+            "{seen:?}"
+        );
+    }
+}
+
+#[test]
+fn wss_with_an_untrusted_certificate_fails_cleanly() {
+    let tls = tls();
+    let server = Server::start_tls(tls.server.clone());
+    // Webpki roots only: the test CA is unknown.
+    let (client, events) = client();
+    let started = Instant::now();
+    client
+        .connect(&ConnectOptions::new(format!(
+            "wss://127.0.0.1:{}/",
+            server.addr.port()
+        )))
+        .unwrap();
+    let seen = until(&events, is_close);
+    assert!(started.elapsed() < WAIT);
+    let error = seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Error {
+                error: ConnectionError::ConnectFailed(e),
+                ..
+            } => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no connect error in {seen:?}"));
+    assert_eq!(error.kind, TransportErrorKind::Tls);
+    assert!(
+        error.message.to_lowercase().contains("certificate"),
+        "{}",
+        error.message
+    );
+    assert!(matches!(
+        seen.last(),
+        Some(Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn unsupported_and_invalid_options_are_refused_before_dialling() {
+    let (client, events) = client();
+    let err = client
+        .connect(&ConnectOptions::new("ws://127.0.0.1:1/").per_message_deflate(true))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConnectError::Unsupported {
+            option: "perMessageDeflate",
+            ..
+        }
+    ));
+    assert!(matches!(
+        client.connect(&ConnectOptions::new("ftp://x/")),
+        Err(ConnectError::UnsupportedScheme { .. })
+    ));
+    assert_eq!(client.state(), ReadyState::Idle);
+    assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn task_pool_runs_several_sockets_on_one_driver() {
+    let server = Server::start();
+    let config = Config::default().session(SessionConfig::default().pool_limit(2));
+    let (pool, events) = TaskPool::new(config).unwrap();
+    let a = pool.connect(&ConnectOptions::new(server.url())).unwrap();
+    let b = pool.connect(&ConnectOptions::new(server.url())).unwrap();
+    assert!(matches!(
+        pool.connect(&ConnectOptions::new(server.url())),
+        Err(ConnectError::TooManyConnections { limit: 2 })
+    ));
+    a.send("to a").unwrap();
+    b.send("to b").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let Event::Message { conn, message } = next(&events) {
+            got.push((conn, message));
+        }
+    }
+    got.sort_by_key(|(c, _)| *c);
+    assert_eq!(
+        got,
+        [
+            (a.id(), Message::text("to a")),
+            (b.id(), Message::text("to b"))
+        ]
+    );
+    assert_eq!(a.send_wait("again").map(|_| ()), Ok(()));
+    a.close(None, "").unwrap();
+    let seen = until(&events, is_close);
+    assert_eq!(seen.last().unwrap().conn(), a.id());
+    assert_eq!(b.state(), ReadyState::Open);
+    drop((a, b, pool));
+    let rest: Vec<Event> = events.into_iter().collect();
+    assert!(
+        rest.iter().any(|e| matches!(
+            e,
+            Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            }
+        )),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_vanishes_is_reported() {
+    let mut silent = Silent::start();
+    // Accept and answer the handshake by hand, then drop the TCP connection.
+    let (client, events) = client();
+    client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let peer = silent.accept();
+    let mut ws = tungstenite::accept(peer).unwrap();
+    until(&events, is_open);
+    ws.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    let seen = until(&events, is_close);
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{seen:?}"
+    );
+    assert!(matches!(
+        seen.last(),
+        Some(Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn keepalive_pings_and_detects_a_dead_peer() {
+    let mut silent = Silent::start();
+    let config = Config::default().session(
+        SessionConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(150)),
+    );
+    let (client, events) = Client::new(config).unwrap();
+    client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let peer = silent.accept();
+    // Answer the handshake, then never read again (so no pong is ever sent).
+    let _ws = tungstenite::accept(peer).unwrap();
+    until(&events, is_open);
+    let started = Instant::now();
+    let seen = until(&events, is_close);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::Error {
+            error: ConnectionError::KeepaliveTimeout(_),
+            ..
+        }
+    )));
+    assert!(matches!(seen.last(), Some(Event::Close { code: 1006, .. })));
+}

@@ -1,0 +1,88 @@
+//! Many connect / close / drop cycles leave no thread and no file descriptor behind.
+//! Alone in its own test binary, so no other test's threads or sockets are counted.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use wxsocket_blocking::*;
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Thread exit has no signal a test can wait on (the driver's `Events` end is the last
+/// thing it does before returning), so the counts are re-read until they settle, bounded.
+fn settles_to(baseline: (usize, usize)) -> (usize, usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = (threads(), fds());
+        if (now.0 <= baseline.0 && now.1 <= baseline.1) || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn connect_close_cycles_leak_nothing() {
+    if !std::path::Path::new("/proc/self/task").exists() {
+        // Not Linux: there is nothing to count with. Say so instead of passing silently.
+        panic!("this test needs /proc (Linux)");
+    }
+    let server = Server::start();
+    // Warm up lazily-created process state (the resolver, rustls, the server's threads).
+    {
+        let (client, events) = Client::new(Config::default()).unwrap();
+        client.connect(&ConnectOptions::new(server.url())).unwrap();
+        until(&events, |e| matches!(e, Event::Open { .. }));
+        client.close(None, "").unwrap();
+        until(&events, |e| matches!(e, Event::Close { .. }));
+        drop(client);
+        assert_eq!(events.recv(), None);
+    }
+    while server.saw.try_recv().is_ok() {}
+    let baseline = settles_to((threads(), fds()));
+
+    for round in 0..30 {
+        let (client, events) = Client::new(Config::default()).unwrap();
+        // Replacement, clean close and close-by-drop in one session.
+        client.connect(&ConnectOptions::new(server.url())).unwrap();
+        until(&events, |e| matches!(e, Event::Open { .. }));
+        client.connect(&ConnectOptions::new(server.url())).unwrap();
+        until(&events, |e| matches!(e, Event::Open { .. }));
+        client.send_wait(format!("round {round}")).unwrap();
+        if round % 2 == 0 {
+            client.close(None, "").unwrap();
+            until(&events, |e| matches!(e, Event::Close { clean: true, .. }));
+        }
+        drop(client);
+        // `None` only after the driver dropped every transport.
+        let rest: Vec<Event> = events.iter().collect();
+        assert_eq!(events.recv(), None, "{rest:?}");
+        // Both server connections of the round ended (the replaced one, then this one).
+        server.until(|s| *s == Saw::Ended);
+        server.until(|s| *s == Saw::Ended);
+    }
+    let after = settles_to(baseline);
+    assert!(
+        after.0 <= baseline.0,
+        "threads: {} before, {} after",
+        baseline.0,
+        after.0
+    );
+    assert!(
+        after.1 <= baseline.1,
+        "fds: {} before, {} after",
+        baseline.1,
+        after.1
+    );
+}
