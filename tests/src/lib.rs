@@ -5,6 +5,8 @@
 //! - [`peer`]: a scriptable WebSocket test server on `127.0.0.1:0` that can also misbehave
 //!   on purpose (stall, refuse, never answer a close, go silent, send invalid frames, TLS
 //!   with a CA generated at test time), and records what it saw.
+//! - [`adapter`]: one synchronous interface ([`adapter::Adapter`]) over the tokio and the
+//!   blocking adapter, so each scenario is written once and run against both.
 //!
 //! ```
 //! use std::time::Duration;
@@ -16,4 +18,5 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod adapter;
 pub mod peer;

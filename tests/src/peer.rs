@@ -224,6 +224,8 @@ impl TestCa {
 struct State {
     snapshot: Snapshot,
     stop: bool,
+    /// Whether upgrade requests may be answered (see [`PeerBuilder::hold_handshake`]).
+    released: bool,
     /// Clones of every accepted socket, shut down when the peer is dropped.
     sockets: Vec<TcpStream>,
     handlers: Vec<JoinHandle<()>>,
@@ -257,12 +259,20 @@ impl Shared {
 pub struct PeerBuilder {
     mode: Mode,
     tls: Tls,
+    hold: bool,
 }
 
 impl PeerBuilder {
     /// Sets the TLS setup (default [`Tls::None`]).
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Holds every upgrade request unanswered until [`Peer::release_handshakes`] is called,
+    /// so a test can act while the client is certainly still connecting.
+    pub fn hold_handshake(mut self) -> Self {
+        self.hold = true;
         self
     }
 
@@ -286,6 +296,7 @@ impl PeerBuilder {
             state: Mutex::new(State {
                 snapshot: Snapshot::default(),
                 stop: false,
+                released: !self.hold,
                 sockets: Vec::new(),
                 handlers: Vec::new(),
             }),
@@ -340,11 +351,12 @@ impl Peer {
         Self::builder(mode).start()
     }
 
-    /// A builder, for TLS.
+    /// A builder, for TLS and held handshakes.
     pub fn builder(mode: Mode) -> PeerBuilder {
         PeerBuilder {
             mode,
             tls: Tls::None,
+            hold: false,
         }
     }
 
@@ -369,6 +381,12 @@ impl Peer {
     /// What the peer saw so far.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.lock().snapshot.clone()
+    }
+
+    /// Lets held upgrade requests be answered (see [`PeerBuilder::hold_handshake`]).
+    pub fn release_handshakes(&self) {
+        self.shared.lock().released = true;
+        self.shared.changed.notify_all();
     }
 
     /// Waits until `ready` holds for the record and returns it; panics after `timeout` with
@@ -615,6 +633,13 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     p
 }
 
+/// How a held handshake ended.
+enum Held {
+    Released,
+    Stopping,
+    ClientGone,
+}
+
 struct Handler {
     io: Io,
     shared: Arc<Shared>,
@@ -642,6 +667,11 @@ impl Handler {
             .to_owned();
         let offered = request.protocols.clone();
         self.record(|c| c.request = Some(request));
+        match self.wait_released() {
+            Held::Released => {}
+            Held::Stopping => return Ok(End::ByPeer),
+            Held::ClientGone => return Ok(End::ClientWentAway),
+        }
         let protocol = match &self.mode {
             Mode::HttpStatus(status) => {
                 let status = *status;
@@ -701,8 +731,9 @@ impl Handler {
             Mode::DropMidMessage => {
                 let frame = encode_frame(true, 0, opcode::BINARY, &[7; 100], None);
                 self.send(&frame[..12])?;
-                // Reset rather than a clean FIN: the connection dies mid-message.
-                let _ = socket2::SockRef::from(self.io.tcp()).set_linger(Some(Duration::ZERO));
+                // The TCP connection ends in the middle of the frame, without a close
+                // frame. (A FIN rather than a reset: a reset may discard the 101 response
+                // before the client read it, and the test would race.)
                 let _ = self.io.tcp().shutdown(Shutdown::Both);
                 return Ok(End::ByPeer);
             }
@@ -716,6 +747,36 @@ impl Handler {
             Mode::Silent => self.frames(false, false, false),
             // After misbehaving: no echo, but a polite close handshake.
             _ => self.frames(false, true, true),
+        }
+    }
+
+    /// Waits until handshakes are released, noticing meanwhile when the client goes away
+    /// (it checks the socket every few milliseconds without consuming anything).
+    fn wait_released(&self) -> Held {
+        let mut state = self.shared.lock();
+        loop {
+            if state.stop {
+                return Held::Stopping;
+            }
+            if state.released {
+                return Held::Released;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            let tcp = self.io.tcp();
+            if tcp.set_nonblocking(true).is_ok() {
+                let mut b = [0u8; 1];
+                let gone = matches!(tcp.peek(&mut b), Ok(0))
+                    || matches!(tcp.peek(&mut b), Err(e) if e.kind() != io::ErrorKind::WouldBlock);
+                let _ = tcp.set_nonblocking(false);
+                if gone {
+                    return Held::ClientGone;
+                }
+            }
         }
     }
 
@@ -883,7 +944,7 @@ impl Handler {
                     }
                     if !answered {
                         let reply = match close.code {
-                            Some(code) => close_payload(code, ""),
+                            Some(code) => close_payload(code, &close.reason),
                             None => Vec::new(),
                         };
                         // The client may already be gone (it failed the connection).

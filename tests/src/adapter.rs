@@ -1,0 +1,314 @@
+//! One interface over both adapters, so each conformance scenario is written once.
+//!
+//! [`Adapter`] is the common subset of `wxsocket_tokio::Client` and
+//! `wxsocket_blocking::Client` (plus their event receivers), driven synchronously:
+//! [`TokioAdapter`] owns a multi-thread tokio runtime and `block_on`s the async parts;
+//! [`BlockingAdapter`] calls the blocking client directly.
+
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
+    SendError, SendFailure, SendId, SessionConfig,
+};
+use wxsocket_wire::tls::TlsRoots;
+
+/// How long a scenario waits for an event it expects before it fails.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a send that waits for its completion did not complete, in one shape for both
+/// adapters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendFailed {
+    /// The send was refused at once (the message is in the error).
+    Refused(SendError),
+    /// The send was accepted and later failed.
+    Failed(SendFailure),
+}
+
+/// One adapter's client and its events, driven synchronously.
+pub trait Adapter: Sized {
+    /// The adapter's name, for messages.
+    const NAME: &'static str;
+
+    /// A client with this configuration.
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError>;
+    /// `Client::connect`.
+    fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
+    /// `Client::send_nowait`: returns at once.
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
+    /// The adapter's waiting send: returns when the message was written or failed.
+    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed>;
+    /// `Client::close`.
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
+    /// `Client::state`.
+    fn state(&self) -> ReadyState;
+    /// `Client::buffered_amount`.
+    fn buffered_amount(&self) -> usize;
+    /// `Client::current`.
+    fn current(&self) -> Option<ConnId>;
+    /// The next event, or `None` when none arrives within `timeout` (or the stream ended).
+    fn next_event(&mut self, timeout: Duration) -> Option<Event>;
+    /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
+    /// reads it back; `None` when the adapter offers no way to check (or no socket yet).
+    fn socket_nodelay(&self) -> Option<bool>;
+    /// Whether the adapter offers a way to read `TCP_NODELAY` back at all.
+    const EXPOSES_NODELAY: bool;
+    /// Drops the client handle and the events (the connection should close cleanly in the
+    /// background); the runtime, if any, keeps running until `self` is dropped.
+    fn drop_handles(&mut self);
+
+    /// The next event; panics with `what` when none arrives within [`EVENT_TIMEOUT`].
+    fn expect_event(&mut self, what: &str) -> Event {
+        match self.next_event(EVENT_TIMEOUT) {
+            Some(event) => event,
+            None => panic!(
+                "[{}] no event within {EVENT_TIMEOUT:?} while waiting for {what} (state {:?})",
+                Self::NAME,
+                self.state()
+            ),
+        }
+    }
+
+    /// Collects events up to and including the first `Close` event of `conn`; panics when
+    /// that takes longer than `timeout`, showing the events seen.
+    fn events_until_close(&mut self, conn: ConnId, timeout: Duration) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left) {
+                Some(event) => {
+                    let done = matches!(&event, Event::Close { conn: c, .. } if *c == conn);
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!(
+                    "[{}] no close event for connection {conn} within {timeout:?}; state {:?}; events seen: {seen:#?}",
+                    Self::NAME,
+                    self.state()
+                ),
+            }
+        }
+    }
+
+    /// Collects events until `done` holds for the list; panics after `timeout`.
+    fn events_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Event]) -> bool,
+    ) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left) {
+                Some(event) => seen.push(event),
+                None => panic!(
+                    "[{}] timed out after {timeout:?} waiting for {what}; state {:?}; events seen: {seen:#?}",
+                    Self::NAME,
+                    self.state()
+                ),
+            }
+        }
+        seen
+    }
+}
+
+/// `wxsocket_tokio::Client` on a private multi-thread runtime.
+pub struct TokioAdapter {
+    client: Option<wxsocket_tokio::Client>,
+    events: Option<wxsocket_tokio::Events>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TokioAdapter {
+    fn client(&self) -> &wxsocket_tokio::Client {
+        self.client.as_ref().expect("the client handle was dropped")
+    }
+
+    /// The wrapped client.
+    pub fn inner(&self) -> &wxsocket_tokio::Client {
+        self.client()
+    }
+}
+
+impl Adapter for TokioAdapter {
+    const NAME: &'static str = "tokio";
+
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("build a tokio runtime");
+        let mut config = wxsocket_tokio::Config::default();
+        config.session = session;
+        config.tls = tls;
+        let (client, events) = {
+            let _guard = runtime.enter();
+            wxsocket_tokio::Client::new(config)?
+        };
+        Ok(Self {
+            client: Some(client),
+            events: Some(events),
+            runtime,
+        })
+    }
+
+    fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
+        self.client().connect(options)
+    }
+
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
+        self.client().send_nowait(message)
+    }
+
+    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
+        let client = self.client().clone();
+        let result = self.runtime.block_on(async move {
+            tokio::time::timeout(EVENT_TIMEOUT, client.send(message))
+                .await
+                .expect("the awaitable send did not resolve within the event timeout")
+        });
+        result.map_err(|e| match e {
+            wxsocket_tokio::SendFailed::Refused(e) => SendFailed::Refused(e),
+            wxsocket_tokio::SendFailed::Failed(f) => SendFailed::Failed(f),
+            #[allow(unreachable_patterns)]
+            other => panic!("unknown send failure {other:?}"),
+        })
+    }
+
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        self.client().close(code, reason)
+    }
+
+    fn state(&self) -> ReadyState {
+        self.client().state()
+    }
+
+    fn buffered_amount(&self) -> usize {
+        self.client().buffered_amount()
+    }
+
+    fn current(&self) -> Option<ConnId> {
+        self.client().current()
+    }
+
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        let events = self.events.as_mut().expect("the events were dropped");
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, events.next())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn socket_nodelay(&self) -> Option<bool> {
+        self.client().socket_info().map(|info| info.nodelay)
+    }
+
+    const EXPOSES_NODELAY: bool = true;
+
+    fn drop_handles(&mut self) {
+        self.client = None;
+        self.events = None;
+    }
+}
+
+impl Drop for TokioAdapter {
+    fn drop(&mut self) {
+        // Handles first, so the driver sees them go; then the runtime.
+        self.client = None;
+        self.events = None;
+    }
+}
+
+/// `wxsocket_blocking::Client`.
+pub struct BlockingAdapter {
+    client: Option<wxsocket_blocking::Client>,
+    events: Option<wxsocket_blocking::Events>,
+}
+
+impl BlockingAdapter {
+    fn client(&self) -> &wxsocket_blocking::Client {
+        self.client.as_ref().expect("the client handle was dropped")
+    }
+
+    /// The wrapped client.
+    pub fn inner(&self) -> &wxsocket_blocking::Client {
+        self.client()
+    }
+}
+
+impl Adapter for BlockingAdapter {
+    const NAME: &'static str = "blocking";
+
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+        let mut config = wxsocket_blocking::Config::default();
+        config.session = session;
+        config.tls = tls;
+        let (client, events) = wxsocket_blocking::Client::new(config)?;
+        Ok(Self {
+            client: Some(client),
+            events: Some(events),
+        })
+    }
+
+    fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
+        self.client().connect(options)
+    }
+
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
+        self.client().send_nowait(message)
+    }
+
+    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
+        self.client().send_wait(message).map_err(|e| match e {
+            wxsocket_blocking::SendFailed::Refused(e) => SendFailed::Refused(e),
+            wxsocket_blocking::SendFailed::Failed(f) => SendFailed::Failed(f),
+            #[allow(unreachable_patterns)]
+            other => panic!("unknown send failure {other:?}"),
+        })
+    }
+
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        self.client().close(code, reason)
+    }
+
+    fn state(&self) -> ReadyState {
+        self.client().state()
+    }
+
+    fn buffered_amount(&self) -> usize {
+        self.client().buffered_amount()
+    }
+
+    fn current(&self) -> Option<ConnId> {
+        self.client().current()
+    }
+
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        self.events
+            .as_ref()
+            .expect("the events were dropped")
+            .recv_timeout(timeout)
+            .ok()
+    }
+
+    fn socket_nodelay(&self) -> Option<bool> {
+        // wxsocket-blocking offers no way to read socket options back (yet).
+        None
+    }
+
+    const EXPOSES_NODELAY: bool = false;
+
+    fn drop_handles(&mut self) {
+        self.client = None;
+        self.events = None;
+    }
+}

@@ -1,0 +1,1284 @@
+//! The cross-adapter conformance suite: every scenario of SPEC §3–6 is written once, as a
+//! function generic over [`Adapter`], and the `conformance!` macro instantiates it for the
+//! tokio adapter (`on_tokio::…`) and the blocking adapter (`on_blocking::…`).
+//!
+//! Every wait is bounded (events by [`EVENT_TIMEOUT`] or a scenario's own limit, the test
+//! peer by [`Peer::wait_for`]'s timeout); nothing sleeps to wait for something. Timeouts in
+//! the configurations are short (a few hundred milliseconds) so the suite stays fast.
+
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    CloseBeforeOpen, CloseError, ConnId, ConnectError, ConnectOptions, ConnectionError, Event,
+    Handshake, Message, REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig,
+    TransportError, TransportErrorKind,
+};
+use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, SendFailed};
+use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Tls, Violation};
+use wxsocket_wire::tls::TlsRoots;
+
+/// How long a scenario waits for the test peer to see something.
+const T: Duration = EVENT_TIMEOUT;
+/// A short timeout for scenarios about timeouts.
+const SHORT: Duration = Duration::from_millis(300);
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every scenario against `wxsocket-tokio`.
+        mod on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
+        }
+        /// Every scenario against `wxsocket-blocking`.
+        mod on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
+        }
+    };
+}
+
+conformance!(
+    open_and_echo_text_and_binary,
+    queued_before_open_are_flushed_in_order_first,
+    every_send_completes_exactly_once,
+    send_wait_reports_failure_of_queued_sends,
+    custom_headers_and_query_reach_the_server,
+    forbidden_headers_and_bad_options_are_rejected_before_any_io,
+    subprotocol_is_negotiated_and_reported,
+    server_selecting_no_subprotocol_opens_with_none,
+    server_selecting_an_unoffered_subprotocol_fails,
+    http_403_is_an_error_naming_the_status,
+    handshake_timeout_against_a_stalling_server,
+    close_timeout_against_a_server_that_never_answers,
+    keepalive_detects_a_silent_server,
+    keepalive_answered_keeps_the_connection_open,
+    replacement_while_connecting,
+    replacement_while_open,
+    close_before_open_abort,
+    close_before_open_after_open,
+    close_before_open_ignore,
+    client_close_with_code_and_reason,
+    server_close_with_code_and_reason,
+    abrupt_disconnect_is_1006,
+    invalid_utf8_is_1007,
+    oversized_message_is_1009,
+    reserved_opcode_is_1002,
+    reserved_bits_are_1002,
+    masked_server_frame_is_1002,
+    wss_with_a_generated_ca,
+    wss_with_an_unknown_ca_is_a_clear_tls_error,
+    invalid_close_code_or_reason_changes_nothing,
+    send_before_connect_hands_the_message_back,
+    queue_full_and_too_large_hand_the_message_back,
+    dropping_the_handle_closes_cleanly,
+);
+
+// ----- helpers -----
+
+fn config() -> SessionConfig {
+    SessionConfig::default()
+        .handshake_timeout(Duration::from_secs(3))
+        .close_timeout(Duration::from_secs(1))
+}
+
+fn client<A: Adapter>(config: SessionConfig) -> A {
+    A::new(config, TlsRoots::default())
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
+}
+
+/// Connects and expects exactly `Connecting` then `Open` of the new connection.
+fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handshake) {
+    let conn = a
+        .connect(options)
+        .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
+    expect_connecting(a, conn);
+    match a.expect_event("Open") {
+        Event::Open { conn: c, handshake } if c == conn => (conn, handshake),
+        other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
+    }
+}
+
+fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
+    match a.expect_event("Connecting") {
+        Event::Connecting { conn: c, .. } if c == conn => {}
+        other => panic!(
+            "[{}] expected Connecting of {conn}, got {other:#?}",
+            A::NAME
+        ),
+    }
+}
+
+fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
+    Event::Close {
+        conn,
+        code,
+        reason: reason.to_owned(),
+        clean,
+    }
+}
+
+/// Asserts the shape `[Error, Close{code, clean: false}]` and returns the error.
+fn expect_error_then_close(
+    name: &str,
+    conn: ConnId,
+    events: &[Event],
+    code: u16,
+) -> ConnectionError {
+    match events {
+        [
+            Event::Error { conn: c1, error },
+            Event::Close {
+                conn: c2,
+                code: got,
+                clean: false,
+                reason,
+            },
+        ] if *c1 == conn && *c2 == conn && *got == code => {
+            assert!(
+                !reason.is_empty(),
+                "[{name}] the close event should say why: {events:#?}"
+            );
+            error.clone()
+        }
+        _ => panic!(
+            "[{name}] expected exactly [Error, Close {{ code: {code}, clean: false }}] of {conn}, got {events:#?}"
+        ),
+    }
+}
+
+fn transport_error(name: &str, error: &ConnectionError) -> TransportError {
+    match error {
+        ConnectionError::Transport(e) | ConnectionError::ConnectFailed(e) => e.clone(),
+        other => panic!("[{name}] expected a transport error, got {other:?}"),
+    }
+}
+
+/// No further event within a short grace period (only used after the last expected event
+/// of a scenario, to catch duplicates; it never waits *for* something).
+fn assert_quiet<A: Adapter>(a: &mut A) {
+    if let Some(extra) = a.next_event(Duration::from_millis(50)) {
+        panic!("[{}] unexpected extra event {extra:#?}", A::NAME);
+    }
+}
+
+fn completions(events: &[Event]) -> Vec<SendId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn messages(events: &[Event]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn conn_ended(s: &Snapshot, index: usize) -> bool {
+    s.connections.get(index).is_some_and(|c| c.ended)
+}
+
+// ----- §3 lifecycle: open, send, message, close -----
+
+fn open_and_echo_text_and_binary<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    assert_eq!(a.state(), ReadyState::Idle);
+    assert_eq!(a.current(), None);
+    let (conn, handshake) = open(&mut a, &ConnectOptions::new(peer.url()));
+    assert_eq!(handshake.protocol, None);
+    assert_eq!(
+        handshake.headers.get("x-test-peer").map(|v| v.as_bytes()),
+        Some(&b"wxsocket"[..]),
+        "[{}] response headers are reported on open",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Open);
+    assert_eq!(a.current(), Some(conn));
+
+    let text = Message::text("hello 你好");
+    let binary = Message::binary(vec![0u8, 1, 2, 255]);
+    let t = a.send_nowait(text.clone()).unwrap();
+    let b = a.send_nowait(binary.clone()).unwrap();
+    let events = a.events_until("two echoes and two completions", T, |e| e.len() >= 4);
+    assert!(
+        events.iter().all(|e| e.conn() == conn),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        messages(&events),
+        [text.clone(), binary.clone()],
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(completions(&events), [t, b], "[{}] {events:#?}", A::NAME);
+    assert_eq!(a.buffered_amount(), 0);
+
+    a.close(None, "").unwrap();
+    // Closing at once; over loopback the close handshake may even be over already.
+    assert!(
+        matches!(a.state(), ReadyState::Closing | ReadyState::Closed),
+        "[{}] {:?}",
+        A::NAME,
+        a.state()
+    );
+    let events = a.events_until_close(conn, T);
+    assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
+    assert_eq!(a.state(), ReadyState::Closed);
+    assert_eq!(a.current(), None);
+    let seen = peer.wait_conn(0, "the connection to end", T, |c| c.ended);
+    assert_eq!(seen.messages, [text, binary]);
+    assert_eq!(
+        seen.closes,
+        [CloseFrame {
+            code: Some(1000),
+            reason: String::new()
+        }]
+    );
+    assert_quiet(&mut a);
+}
+
+fn queued_before_open_are_flushed_in_order_first<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let mut a: A = client(config());
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    expect_connecting(&mut a, conn);
+    peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
+    assert_eq!(a.state(), ReadyState::Connecting);
+    let queued = ["q1", "q2-longer", "q3"];
+    let ids: Vec<SendId> = queued
+        .iter()
+        .map(|m| a.send_nowait(Message::text(*m)).unwrap())
+        .collect();
+    assert_eq!(
+        a.buffered_amount(),
+        2 + 9 + 2,
+        "[{}] queued bytes count as buffered",
+        A::NAME
+    );
+    assert_eq!(peer.snapshot().connections[0].messages, []);
+
+    peer.release_handshakes();
+    match a.expect_event("Open") {
+        Event::Open { conn: c, .. } if c == conn => {}
+        other => panic!("[{}] expected Open, got {other:#?}", A::NAME),
+    }
+    let later = a.send_nowait(Message::text("after open")).unwrap();
+    let events = a.events_until("4 completions and 4 echoes", T, |e| e.len() >= 8);
+    let mut expected_ids = ids.clone();
+    expected_ids.push(later);
+    assert_eq!(
+        completions(&events),
+        expected_ids,
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    let expected: Vec<Message> = ["q1", "q2-longer", "q3", "after open"]
+        .into_iter()
+        .map(Message::text)
+        .collect();
+    assert_eq!(messages(&events), expected, "[{}] echoes in order", A::NAME);
+    let seen = peer.wait_conn(0, "4 messages", T, |c| c.messages.len() == 4);
+    assert_eq!(
+        seen.messages,
+        expected,
+        "[{}] the server got the queue first, in order",
+        A::NAME
+    );
+    assert_eq!(a.buffered_amount(), 0);
+}
+
+fn every_send_completes_exactly_once<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let m = if i % 2 == 0 {
+            Message::text(format!("m{i}"))
+        } else {
+            Message::binary(vec![i as u8; i])
+        };
+        if i == 20 {
+            let id = a
+                .send_wait(m)
+                .unwrap_or_else(|e| panic!("[{}] send_wait failed: {e:?}", A::NAME));
+            ids.push(id);
+        } else {
+            ids.push(a.send_nowait(m).unwrap());
+        }
+    }
+    a.close(Some(3001), "enough").unwrap();
+    let events = a.events_until_close(conn, T);
+    let mut outcomes: Vec<SendId> = Vec::new();
+    for e in &events {
+        match e {
+            Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => outcomes.push(*id),
+            Event::Message { .. } | Event::Close { .. } => {}
+            other => panic!("[{}] unexpected event {other:#?}", A::NAME),
+        }
+    }
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        outcomes.len(),
+        "[{}] a send completed twice: {outcomes:?}",
+        A::NAME
+    );
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        sorted,
+        want,
+        "[{}] every send completes exactly once",
+        A::NAME
+    );
+    assert_eq!(
+        completions(&events),
+        ids,
+        "[{}] all 40 were written (the close comes after them), in order",
+        A::NAME
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Close {
+                code: 3001,
+                clean: true,
+                ..
+            })
+        ),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+    let seen = peer.wait_conn(0, "the close frame", T, |c| !c.closes.is_empty());
+    assert_eq!(seen.messages.len(), 40);
+}
+
+fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
+    let peer = Peer::start(Mode::StallHandshake);
+    let mut a: A = client(config());
+    let conn = a
+        .connect(&ConnectOptions::new(peer.url()).timeout(SHORT))
+        .unwrap();
+    let q1 = a.send_nowait(Message::text("q1")).unwrap();
+    let q2 = a.send_nowait(Message::binary(vec![2])).unwrap();
+    let started = Instant::now();
+    let waited = a.send_wait(Message::text("q3"));
+    assert_eq!(
+        waited,
+        Err(SendFailed::Failed(SendFailure::ConnectFailed)),
+        "[{}] a waiting send of a connection that never opens fails",
+        A::NAME
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let events = a.events_until_close(conn, T);
+    match events.as_slice() {
+        [
+            Event::Connecting { .. },
+            Event::Error {
+                error: ConnectionError::HandshakeTimeout(_),
+                ..
+            },
+            Event::SendFailed {
+                id: i1,
+                reason: SendFailure::ConnectFailed,
+                message: m1,
+                ..
+            },
+            Event::SendFailed {
+                id: i2,
+                reason: SendFailure::ConnectFailed,
+                message: m2,
+                ..
+            },
+            Event::SendFailed {
+                reason: SendFailure::ConnectFailed,
+                message: m3,
+                ..
+            },
+            Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            },
+        ] if *i1 == q1 && *i2 == q2 => {
+            assert_eq!(
+                m1,
+                &Some(Message::text("q1")),
+                "[{}] a queued message is handed back",
+                A::NAME
+            );
+            assert_eq!(m2, &Some(Message::binary(vec![2])));
+            assert_eq!(m3, &Some(Message::text("q3")));
+        }
+        _ => panic!("[{}] unexpected events {events:#?}", A::NAME),
+    }
+    assert_quiet(&mut a);
+}
+
+// ----- §4 connect options -----
+
+fn custom_headers_and_query_reach_the_server<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let options = ConnectOptions::new(format!("{}chat", peer.url()))
+        .header("X-Token", "abc 123")
+        .header("Content-Type", "application/json")
+        .data("room", "lobby 1");
+    let (conn, _) = open(&mut a, &options);
+    let seen = peer.wait_conn(0, "the request", T, |c| c.request.is_some());
+    let request = seen.request.unwrap();
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.target, "/chat?room=lobby+1");
+    assert_eq!(
+        request.header("x-token"),
+        Some("abc 123"),
+        "[{}] {request:#?}",
+        A::NAME
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert!(!request.has_header("referer"));
+    assert!(!request.has_header("sec-websocket-protocol"));
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+}
+
+fn forbidden_headers_and_bad_options_are_rejected_before_any_io<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let a: A = client(config());
+    let base = || ConnectOptions::new(peer.url());
+    for name in [
+        "Referer",
+        "referer",
+        "Host",
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Protocol",
+    ] {
+        match a.connect(&base().header(name, "x")) {
+            Err(ConnectError::ForbiddenHeader { name: n, .. }) => assert_eq!(n, name),
+            other => panic!(
+                "[{}] header {name}: expected ForbiddenHeader, got {other:?}",
+                A::NAME
+            ),
+        }
+    }
+    assert!(matches!(
+        a.connect(&base().header("X-Bad", "a\r\nInjected: 1")),
+        Err(ConnectError::InvalidHeaderValue { .. })
+    ));
+    assert!(matches!(
+        a.connect(&base().method("POST")),
+        Err(ConnectError::UnsupportedMethod { .. })
+    ));
+    assert!(matches!(
+        a.connect(&base().protocol("a").protocol("a")),
+        Err(ConnectError::DuplicateProtocol { .. })
+    ));
+    assert!(matches!(
+        a.connect(&ConnectOptions::new("ftp://127.0.0.1/")),
+        Err(ConnectError::UnsupportedScheme { .. })
+    ));
+    assert!(matches!(
+        a.connect(&base().timeout(Duration::ZERO)),
+        Err(ConnectError::InvalidTimeout)
+    ));
+    assert!(matches!(
+        a.connect(&base().per_message_deflate(true)),
+        Err(ConnectError::Unsupported { .. })
+    ));
+    assert_eq!(a.state(), ReadyState::Idle);
+    assert_eq!(a.current(), None);
+
+    // Prove nothing was dialled: one valid connection afterwards is the first and only one
+    // the server accepts.
+    let mut a = a;
+    let (conn, _) = open(&mut a, &base());
+    let snapshot = peer.snapshot();
+    assert_eq!(
+        snapshot.accepted,
+        1,
+        "[{}] rejected connects must not open a TCP connection: {snapshot:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        conn.get(),
+        1,
+        "[{}] rejected connects use no connection id",
+        A::NAME
+    );
+}
+
+fn subprotocol_is_negotiated_and_reported<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let (conn, handshake) = open(
+        &mut a,
+        &ConnectOptions::new(peer.url())
+            .protocol("chat.v2")
+            .protocol("chat.v1"),
+    );
+    assert_eq!(
+        handshake.protocol.as_deref(),
+        Some("chat.v2"),
+        "[{}]",
+        A::NAME
+    );
+    let seen = peer.wait_conn(0, "the request", T, |c| c.request.is_some());
+    assert_eq!(seen.request.unwrap().protocols, ["chat.v2", "chat.v1"]);
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+}
+
+fn server_selecting_no_subprotocol_opens_with_none<A: Adapter>() {
+    let peer = Peer::start(Mode::SelectNone);
+    let mut a: A = client(config());
+    let (_, handshake) = open(&mut a, &ConnectOptions::new(peer.url()).protocol("chat"));
+    assert_eq!(handshake.protocol, None, "[{}]", A::NAME);
+    assert_eq!(a.state(), ReadyState::Open);
+}
+
+fn server_selecting_an_unoffered_subprotocol_fails<A: Adapter>() {
+    let peer = Peer::start(Mode::SelectProtocol("evil".into()));
+    let mut a: A = client(config());
+    let conn = a
+        .connect(&ConnectOptions::new(peer.url()).protocol("chat"))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, T);
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    assert_eq!(
+        error,
+        ConnectionError::ProtocolNotOffered("evil".into()),
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Closed);
+    peer.wait_for("the client to drop the connection", T, |s| conn_ended(s, 0));
+    assert_quiet(&mut a);
+}
+
+fn http_403_is_an_error_naming_the_status<A: Adapter>() {
+    let peer = Peer::start(Mode::HttpStatus(403));
+    let mut a: A = client(config());
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, T);
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    let ConnectionError::ConnectFailed(e) = &error else {
+        panic!("[{}] expected ConnectFailed, got {error:?}", A::NAME)
+    };
+    assert_eq!(
+        e.kind,
+        TransportErrorKind::HttpStatus(403),
+        "[{}] {e:?}",
+        A::NAME
+    );
+    assert!(
+        error.to_string().contains("403"),
+        "[{}] the error names the status: {error}",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+}
+
+// ----- §3 timeouts and liveness -----
+
+fn handshake_timeout_against_a_stalling_server<A: Adapter>() {
+    let peer = Peer::start(Mode::StallHandshake);
+    let mut a: A = client(config());
+    let started = Instant::now();
+    let conn = a
+        .connect(&ConnectOptions::new(peer.url()).timeout(SHORT))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, T);
+    let elapsed = started.elapsed();
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    assert_eq!(
+        error,
+        ConnectionError::HandshakeTimeout(SHORT),
+        "[{}]",
+        A::NAME
+    );
+    assert!(
+        elapsed >= SHORT,
+        "[{}] timed out early, after {elapsed:?}",
+        A::NAME
+    );
+    assert!(
+        elapsed < SHORT + Duration::from_secs(1),
+        "[{}] timed out late, after {elapsed:?}",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Closed);
+    let seen = peer.wait_conn(0, "the client to cancel the dial", T, |c| c.ended);
+    assert!(
+        seen.client_went_away && !seen.upgraded,
+        "[{}] {seen:#?}",
+        A::NAME
+    );
+}
+
+fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {
+    let peer = Peer::start(Mode::IgnoreClose);
+    let mut a: A = client(config().close_timeout(SHORT));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let started = Instant::now();
+    a.close(Some(4000), "bye").unwrap();
+    assert_eq!(a.state(), ReadyState::Closing);
+    assert!(
+        matches!(a.send_nowait(Message::text("late")), Err(SendError::Closing(m)) if m == Message::text("late"))
+    );
+    assert_eq!(
+        a.close(None, ""),
+        Ok(()),
+        "[{}] close while closing is a no-op",
+        A::NAME
+    );
+    let events = a.events_until_close(conn, T);
+    let elapsed = started.elapsed();
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    assert_eq!(error, ConnectionError::CloseTimeout(SHORT), "[{}]", A::NAME);
+    assert!(
+        elapsed >= SHORT && elapsed < SHORT + Duration::from_secs(1),
+        "[{}] {elapsed:?}",
+        A::NAME
+    );
+    let seen = peer.wait_conn(0, "the client to abort", T, |c| c.ended);
+    assert_eq!(
+        seen.closes,
+        [CloseFrame {
+            code: Some(4000),
+            reason: "bye".into()
+        }]
+    );
+    assert!(
+        seen.client_went_away,
+        "[{}] the client drops the transport after the close timeout",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+}
+
+fn keepalive_detects_a_silent_server<A: Adapter>() {
+    let peer = Peer::start(Mode::Silent);
+    let interval = Duration::from_millis(100);
+    let mut a: A = client(config().keepalive(interval, Duration::from_millis(200)));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let started = Instant::now();
+    let events = a.events_until_close(conn, T);
+    let elapsed = started.elapsed();
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    assert_eq!(
+        error,
+        ConnectionError::KeepaliveTimeout(Duration::from_millis(200)),
+        "[{}]",
+        A::NAME
+    );
+    assert!(
+        elapsed >= Duration::from_millis(280),
+        "[{}] declared dead too early: {elapsed:?}",
+        A::NAME
+    );
+    let seen = peer.wait_conn(0, "the client to drop the connection", T, |c| c.ended);
+    assert!(
+        seen.pings >= 1,
+        "[{}] the client pinged: {seen:#?}",
+        A::NAME
+    );
+    assert!(seen.client_went_away);
+}
+
+fn keepalive_answered_keeps_the_connection_open<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A =
+        client(config().keepalive(Duration::from_millis(40), Duration::from_millis(400)));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    peer.wait_for("three pings", T, |s| {
+        s.connections.first().is_some_and(|c| c.pings >= 3)
+    });
+    assert_eq!(
+        a.state(),
+        ReadyState::Open,
+        "[{}] pongs keep the connection alive",
+        A::NAME
+    );
+    let id = a.send_wait(Message::text("still here")).unwrap();
+    let events = a.events_until("the echo", T, |e| !messages(e).is_empty());
+    assert_eq!(completions(&events), [id]);
+    assert_eq!(messages(&events), [Message::text("still here")]);
+    a.close(None, "").unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
+}
+
+// ----- §3 single-socket replacement -----
+
+fn replacement_while_connecting<A: Adapter>() {
+    let old_peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let new_peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let old = a.connect(&ConnectOptions::new(old_peer.url())).unwrap();
+    let queued = a.send_nowait(Message::text("never sent")).unwrap();
+    old_peer.wait_conn(0, "the old upgrade request", T, |c| c.request.is_some());
+    let new = a.connect(&ConnectOptions::new(new_peer.url())).unwrap();
+    assert!(new > old);
+    let events = a.events_until("the new connection to open", T, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Open { conn, .. } if *conn == new))
+    });
+    match events.as_slice() {
+        [
+            Event::Connecting { conn: c0, .. },
+            Event::SendFailed {
+                conn: c1,
+                id,
+                reason: SendFailure::Replaced,
+                message,
+            },
+            Event::Close {
+                conn: c2,
+                code: 1000,
+                reason,
+                clean: false,
+            },
+            Event::Connecting { conn: c3, .. },
+            Event::Open { conn: c4, .. },
+        ] if [*c0, *c1, *c2] == [old; 3] && [*c3, *c4] == [new; 2] => {
+            assert_eq!(*id, queued);
+            assert_eq!(message, &Some(Message::text("never sent")));
+            assert_eq!(reason, REPLACED_REASON);
+        }
+        _ => panic!("[{}] unexpected events {events:#?}", A::NAME),
+    }
+    let seen = old_peer.wait_conn(0, "the old dial to be cancelled", T, |c| c.ended);
+    assert!(
+        seen.client_went_away && !seen.upgraded,
+        "[{}] {seen:#?}",
+        A::NAME
+    );
+    let id = a.send_nowait(Message::text("new")).unwrap();
+    let events = a.events_until("the echo", T, |e| e.len() >= 2);
+    assert!(
+        events.iter().all(|e| e.conn() == new),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(completions(&events), [id]);
+}
+
+fn replacement_while_open<A: Adapter>() {
+    let old_peer = Peer::start(Mode::Echo);
+    let new_peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let (old, _) = open(&mut a, &ConnectOptions::new(old_peer.url()));
+    let id = a.send_nowait(Message::text("old")).unwrap();
+    let events = a.events_until("the echo", T, |e| e.len() >= 2);
+    assert_eq!(completions(&events), [id]);
+    let new = a.connect(&ConnectOptions::new(new_peer.url())).unwrap();
+    assert!(
+        matches!(a.state(), ReadyState::Connecting | ReadyState::Open),
+        "[{}] {:?}",
+        A::NAME,
+        a.state()
+    );
+    assert_eq!(a.current(), Some(new));
+    let first = a.expect_event("the old connection's close");
+    assert_eq!(
+        first,
+        close_event(old, 1000, REPLACED_REASON, false),
+        "[{}]",
+        A::NAME
+    );
+    expect_connecting(&mut a, new);
+    match a.expect_event("Open") {
+        Event::Open { conn, .. } if conn == new => {}
+        other => panic!(
+            "[{}] expected Open of the new connection, got {other:#?}",
+            A::NAME
+        ),
+    }
+    // The old transport is closed in the background with a close frame.
+    let seen = old_peer.wait_conn(0, "the old transport to close", T, |c| c.ended);
+    assert_eq!(
+        seen.closes,
+        [CloseFrame {
+            code: Some(1000),
+            reason: REPLACED_REASON.into()
+        }],
+        "[{}]",
+        A::NAME
+    );
+    let id = a.send_nowait(Message::binary(vec![9; 3])).unwrap();
+    let events = a.events_until("the echo", T, |e| e.len() >= 2);
+    assert!(
+        events.iter().all(|e| e.conn() == new),
+        "[{}] nothing of the old connection after the new one's first event: {events:#?}",
+        A::NAME
+    );
+    assert_eq!(completions(&events), [id]);
+    a.close(None, "").unwrap();
+    let events = a.events_until_close(new, T);
+    assert_eq!(events, [close_event(new, 1000, "", true)], "[{}]", A::NAME);
+    assert_eq!(new_peer.snapshot().accepted, 1);
+}
+
+// ----- §3 close-before-open policies -----
+
+fn close_before_open_abort<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let mut a: A = client(config().close_before_open(CloseBeforeOpen::Abort));
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    let queued = a.send_nowait(Message::text("q")).unwrap();
+    peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
+    assert_eq!(a.close(None, ""), Ok(()));
+    assert_eq!(a.state(), ReadyState::Closed);
+    let events = a.events_until_close(conn, T);
+    match events.as_slice() {
+        [
+            Event::Connecting { .. },
+            Event::SendFailed {
+                id,
+                reason: SendFailure::Cancelled,
+                message,
+                ..
+            },
+            Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            },
+        ] => {
+            assert_eq!(*id, queued);
+            assert_eq!(message, &Some(Message::text("q")));
+        }
+        _ => panic!("[{}] unexpected events {events:#?}", A::NAME),
+    }
+    let seen = peer.wait_conn(0, "the dial to be aborted", T, |c| c.ended);
+    assert!(
+        seen.client_went_away && !seen.upgraded,
+        "[{}] {seen:#?}",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+}
+
+fn close_before_open_after_open<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let mut a: A = client(config().close_before_open(CloseBeforeOpen::AfterOpen));
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    let queued = a.send_nowait(Message::text("q")).unwrap();
+    peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
+    assert_eq!(a.close(Some(4001), "later"), Ok(()));
+    assert_eq!(
+        a.state(),
+        ReadyState::Connecting,
+        "[{}] the close waits for open",
+        A::NAME
+    );
+    peer.release_handshakes();
+    let events = a.events_until_close(conn, T);
+    match events.as_slice() {
+        [
+            Event::Connecting { .. },
+            Event::Open { .. },
+            Event::SendCompleted { id, .. },
+            Event::Close {
+                code: 4001,
+                reason,
+                clean: true,
+                ..
+            },
+        ] if *id == queued => assert_eq!(reason, "later"),
+        _ => panic!("[{}] unexpected events {events:#?}", A::NAME),
+    }
+    let seen = peer.wait_conn(0, "the close frame", T, |c| !c.closes.is_empty());
+    assert_eq!(
+        seen.messages,
+        [Message::text("q")],
+        "[{}] the queue is flushed before the close",
+        A::NAME
+    );
+    assert_eq!(
+        seen.closes,
+        [CloseFrame {
+            code: Some(4001),
+            reason: "later".into()
+        }]
+    );
+    assert_quiet(&mut a);
+}
+
+fn close_before_open_ignore<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let mut a: A = client(config().close_before_open(CloseBeforeOpen::Ignore));
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    expect_connecting(&mut a, conn);
+    peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
+    assert_eq!(
+        a.close(None, ""),
+        Err(CloseError::NotOpenYet),
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Connecting);
+    peer.release_handshakes();
+    match a.expect_event("Open") {
+        Event::Open { conn: c, .. } if c == conn => {}
+        other => panic!(
+            "[{}] the ignored close changed nothing, expected Open, got {other:#?}",
+            A::NAME
+        ),
+    }
+    a.close(None, "").unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
+}
+
+// ----- §3 close codes -----
+
+fn client_close_with_code_and_reason<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let reason = "done here, ünïcode";
+    a.close(Some(4321), reason).unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, 4321, reason, true)],
+        "[{}]",
+        A::NAME
+    );
+    let seen = peer.wait_conn(0, "the close frame", T, |c| c.ended);
+    assert_eq!(
+        seen.closes,
+        [CloseFrame {
+            code: Some(4321),
+            reason: reason.into()
+        }]
+    );
+}
+
+fn server_close_with_code_and_reason<A: Adapter>() {
+    let peer = Peer::start(Mode::CloseWith(4444, "server says bye".into()));
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, 4444, "server says bye", true)],
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Closed);
+    let seen = peer.wait_conn(0, "the client's answer", T, |c| c.ended);
+    assert_eq!(
+        seen.closes.len(),
+        1,
+        "[{}] the client answers the close frame: {seen:#?}",
+        A::NAME
+    );
+    assert_eq!(seen.closes[0].code, Some(4444));
+    assert_quiet(&mut a);
+}
+
+// ----- §6 misbehaving servers -----
+
+fn misbehaving<A: Adapter>(mode: Mode, config: SessionConfig, kind: TransportErrorKind, code: u16) {
+    let peer = Peer::start(mode.clone());
+    let mut a: A = client(config);
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let events = a.events_until_close(conn, T);
+    let error = expect_error_then_close(A::NAME, conn, &events, code);
+    let e = transport_error(A::NAME, &error);
+    assert_eq!(e.kind, kind, "[{}] {mode:?}: {e:?}", A::NAME);
+    assert_eq!(a.state(), ReadyState::Closed);
+    peer.wait_for("the connection to end", T, |s| conn_ended(s, 0));
+    assert_quiet(&mut a);
+}
+
+fn abrupt_disconnect_is_1006<A: Adapter>() {
+    misbehaving::<A>(Mode::DropMidMessage, config(), TransportErrorKind::Io, 1006);
+}
+
+fn invalid_utf8_is_1007<A: Adapter>() {
+    misbehaving::<A>(
+        Mode::InvalidUtf8,
+        config(),
+        TransportErrorKind::InvalidUtf8,
+        1007,
+    );
+}
+
+fn oversized_message_is_1009<A: Adapter>() {
+    misbehaving::<A>(
+        Mode::Oversized(4096),
+        config().max_message_size(1024),
+        TransportErrorKind::MessageTooBig,
+        1009,
+    );
+}
+
+fn reserved_opcode_is_1002<A: Adapter>() {
+    misbehaving::<A>(
+        Mode::Violation(Violation::ReservedOpcode),
+        config(),
+        TransportErrorKind::Protocol,
+        1002,
+    );
+}
+
+fn reserved_bits_are_1002<A: Adapter>() {
+    misbehaving::<A>(
+        Mode::Violation(Violation::RsvBits),
+        config(),
+        TransportErrorKind::Protocol,
+        1002,
+    );
+}
+
+fn masked_server_frame_is_1002<A: Adapter>() {
+    misbehaving::<A>(
+        Mode::Violation(Violation::MaskedFrame),
+        config(),
+        TransportErrorKind::Protocol,
+        1002,
+    );
+}
+
+// ----- §6 TLS -----
+
+fn wss_with_a_generated_ca<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
+    let mut a: A = A::new(config(), TlsRoots::only(vec![peer.ca_cert().unwrap()])).unwrap();
+    assert!(peer.url().starts_with("wss://"));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).require_tls(true));
+    let id = a.send_nowait(Message::text("secret")).unwrap();
+    let events = a.events_until("the echo", T, |e| e.len() >= 2);
+    assert_eq!(completions(&events), [id]);
+    assert_eq!(messages(&events), [Message::text("secret")]);
+    a.close(None, "").unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
+    let seen = peer.wait_conn(0, "the close", T, |c| c.ended);
+    assert_eq!(seen.messages, [Message::text("secret")]);
+}
+
+fn wss_with_an_unknown_ca_is_a_clear_tls_error<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).tls(Tls::UnknownCa).start();
+    let mut a: A = A::new(config(), TlsRoots::only(vec![peer.ca_cert().unwrap()])).unwrap();
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, T);
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    let e = transport_error(A::NAME, &error);
+    assert_eq!(e.kind, TransportErrorKind::Tls, "[{}] {e:?}", A::NAME);
+    assert!(
+        e.message.to_lowercase().contains("certificate"),
+        "[{}] the error says it is about the certificate: {e}",
+        A::NAME
+    );
+    let seen = peer.wait_conn(0, "the TLS handshake to fail", T, |c| c.ended);
+    assert!(seen.request.is_none());
+}
+
+// ----- caller misuse: clear errors, nothing changes -----
+
+fn invalid_close_code_or_reason_changes_nothing<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    assert_eq!(
+        a.close(None, ""),
+        Err(CloseError::NotConnected),
+        "[{}] close while idle",
+        A::NAME
+    );
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    for code in [999, 1001, 1005, 1006, 2999, 5000] {
+        assert_eq!(
+            a.close(Some(code), ""),
+            Err(CloseError::InvalidCode(code)),
+            "[{}]",
+            A::NAME
+        );
+    }
+    let long = "é".repeat(62); // 124 bytes
+    assert_eq!(
+        a.close(None, &long),
+        Err(CloseError::ReasonTooLong(124)),
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(
+        a.state(),
+        ReadyState::Open,
+        "[{}] a refused close changes nothing",
+        A::NAME
+    );
+    let id = a.send_nowait(Message::text("still open")).unwrap();
+    let events = a.events_until("the echo", T, |e| e.len() >= 2);
+    assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
+    assert!(
+        peer.snapshot().connections[0].closes.is_empty(),
+        "[{}] no close frame went out",
+        A::NAME
+    );
+    let ok_reason = "é".repeat(61) + "x"; // 123 bytes
+    a.close(Some(3000), &ok_reason).unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, 3000, &ok_reason, true)],
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(
+        a.close(None, ""),
+        Err(CloseError::NotConnected),
+        "[{}] close while closed",
+        A::NAME
+    );
+}
+
+fn send_before_connect_hands_the_message_back<A: Adapter>() {
+    let mut a: A = client(config());
+    let m = Message::text("too early");
+    assert_eq!(
+        a.send_nowait(m.clone()),
+        Err(SendError::NotConnected(m.clone())),
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(
+        a.send_wait(m.clone()),
+        Err(SendFailed::Refused(SendError::NotConnected(m))),
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Idle);
+    assert_eq!(a.buffered_amount(), 0);
+    assert_quiet(&mut a);
+}
+
+fn queue_full_and_too_large_hand_the_message_back<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let mut a: A = client(config().queue_bounds(2, 10).max_message_size(64));
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    let first = a.send_nowait(Message::text("12345")).unwrap();
+    let over_bytes = Message::binary(vec![0; 6]);
+    assert_eq!(
+        a.send_nowait(over_bytes.clone()),
+        Err(SendError::QueueFull(over_bytes)),
+        "[{}] the byte bound",
+        A::NAME
+    );
+    let second = a.send_nowait(Message::text("6789")).unwrap();
+    let over_count = Message::text("x");
+    assert_eq!(
+        a.send_nowait(over_count.clone()),
+        Err(SendError::QueueFull(over_count)),
+        "[{}] the count bound",
+        A::NAME
+    );
+    let huge = Message::binary(vec![1; 65]);
+    match a.send_nowait(huge.clone()) {
+        Err(SendError::TooLarge {
+            message,
+            len: 65,
+            max: 64,
+        }) => assert_eq!(message, huge),
+        other => panic!("[{}] expected TooLarge, got {other:?}", A::NAME),
+    }
+    assert_eq!(a.buffered_amount(), 9);
+    peer.release_handshakes();
+    let events = a.events_until("open and the queue flushed", T, |e| {
+        completions(e).len() == 2
+    });
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Connecting { .. }, Event::Open { .. }, ..]
+        ),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(completions(&events), [first, second]);
+    let seen = peer.wait_conn(0, "two messages", T, |c| c.messages.len() == 2);
+    assert_eq!(
+        seen.messages,
+        [Message::text("12345"), Message::text("6789")]
+    );
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+}
+
+fn dropping_the_handle_closes_cleanly<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    open(&mut a, &ConnectOptions::new(peer.url()));
+    a.drop_handles();
+    let seen = peer.wait_conn(0, "the client to close", T, |c| c.ended);
+    assert_eq!(
+        seen.closes.len(),
+        1,
+        "[{}] dropping the handle sends a close frame: {seen:#?}",
+        A::NAME
+    );
+    assert_eq!(seen.closes[0].code, Some(1000), "[{}]", A::NAME);
+    assert!(
+        seen.client_went_away,
+        "[{}] and the transport is closed",
+        A::NAME
+    );
+}
+
+// ----- §4 tcpNoDelay -----
+
+/// Only adapters that can read the socket option back run this one: `TCP_NODELAY` is a
+/// local socket option, which the server side cannot observe. `wxsocket-blocking` offers no
+/// way to read it back, so it is not instantiated there (see `Adapter::EXPOSES_NODELAY`).
+fn tcp_nodelay_is_set_when_asked<A: Adapter>() {
+    assert!(
+        A::EXPOSES_NODELAY,
+        "[{}] cannot read TCP_NODELAY back",
+        A::NAME
+    );
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).tcp_no_delay(true));
+    assert_eq!(
+        a.socket_nodelay(),
+        Some(true),
+        "[{}] tcpNoDelay: true",
+        A::NAME
+    );
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+    open(&mut a, &ConnectOptions::new(peer.url()).tcp_no_delay(false));
+    assert_eq!(
+        a.socket_nodelay(),
+        Some(false),
+        "[{}] tcpNoDelay: false (the default)",
+        A::NAME
+    );
+}
+
+/// Scenarios only some adapters can run (see each one's docs).
+mod on_tokio_only {
+    #[test]
+    fn tcp_nodelay_is_set_when_asked() {
+        super::tcp_nodelay_is_set_when_asked::<wxsocket_tests::adapter::TokioAdapter>();
+    }
+}
