@@ -26,46 +26,25 @@ pub enum SendFailed {
     Failed(SendFailure),
 }
 
-/// One adapter's client and its events, driven synchronously.
-pub trait Adapter: Sized {
+/// A receiver of [`Event`]s, with the waits every scenario uses.
+pub trait EventSource {
     /// The adapter's name, for messages.
     const NAME: &'static str;
 
-    /// A client with this configuration.
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError>;
-    /// `Client::connect`.
-    fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
-    /// `Client::send_nowait`: returns at once.
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
-    /// The adapter's waiting send: returns when the message was written or failed.
-    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed>;
-    /// `Client::close`.
-    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
-    /// `Client::state`.
-    fn state(&self) -> ReadyState;
-    /// `Client::buffered_amount`.
-    fn buffered_amount(&self) -> usize;
-    /// `Client::current`.
-    fn current(&self) -> Option<ConnId>;
     /// The next event, or `None` when none arrives within `timeout` (or the stream ended).
     fn next_event(&mut self, timeout: Duration) -> Option<Event>;
-    /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
-    /// reads it back; `None` when the adapter offers no way to check (or no socket yet).
-    fn socket_nodelay(&self) -> Option<bool>;
-    /// Whether the adapter offers a way to read `TCP_NODELAY` back at all.
-    const EXPOSES_NODELAY: bool;
-    /// Drops the client handle and the events (the connection should close cleanly in the
-    /// background); the runtime, if any, keeps running until `self` is dropped.
-    fn drop_handles(&mut self);
+
+    /// A description of the state, for failure messages.
+    fn describe(&self) -> String;
 
     /// The next event; panics with `what` when none arrives within [`EVENT_TIMEOUT`].
     fn expect_event(&mut self, what: &str) -> Event {
         match self.next_event(EVENT_TIMEOUT) {
             Some(event) => event,
             None => panic!(
-                "[{}] no event within {EVENT_TIMEOUT:?} while waiting for {what} (state {:?})",
+                "[{}] no event within {EVENT_TIMEOUT:?} while waiting for {what} ({})",
                 Self::NAME,
-                self.state()
+                self.describe()
             ),
         }
     }
@@ -86,9 +65,9 @@ pub trait Adapter: Sized {
                     }
                 }
                 None => panic!(
-                    "[{}] no close event for connection {conn} within {timeout:?}; state {:?}; events seen: {seen:#?}",
+                    "[{}] no close event for connection {conn} within {timeout:?}; {}; events seen: {seen:#?}",
                     Self::NAME,
-                    self.state()
+                    self.describe()
                 ),
             }
         }
@@ -108,14 +87,66 @@ pub trait Adapter: Sized {
             match self.next_event(left) {
                 Some(event) => seen.push(event),
                 None => panic!(
-                    "[{}] timed out after {timeout:?} waiting for {what}; state {:?}; events seen: {seen:#?}",
+                    "[{}] timed out after {timeout:?} waiting for {what}; {}; events seen: {seen:#?}",
                     Self::NAME,
-                    self.state()
+                    self.describe()
                 ),
             }
         }
         seen
     }
+}
+
+/// One adapter's client and its events, driven synchronously.
+pub trait Adapter: EventSource + Sized {
+    /// A client with this configuration.
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError>;
+    /// `Client::connect`.
+    fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
+    /// `Client::send_nowait`: returns at once.
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
+    /// The adapter's waiting send: returns when the message was written or failed.
+    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed>;
+    /// `Client::close`.
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
+    /// `Client::state`.
+    fn state(&self) -> ReadyState;
+    /// `Client::buffered_amount`.
+    fn buffered_amount(&self) -> usize;
+    /// `Client::current`.
+    fn current(&self) -> Option<ConnId>;
+    /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
+    /// reads it back; `None` when the adapter offers no way to check (or no socket yet).
+    fn socket_nodelay(&self) -> Option<bool>;
+    /// Whether the adapter offers a way to read `TCP_NODELAY` back at all.
+    const EXPOSES_NODELAY: bool;
+    /// Drops the client handle and the events (the connection should close cleanly in the
+    /// background); the runtime, if any, keeps running until `self` is dropped.
+    fn drop_handles(&mut self);
+}
+
+/// One adapter's `TaskPool` (several connections at once) and its events.
+pub trait PoolAdapter: EventSource + Sized {
+    /// The per-connection handle.
+    type Task: Task;
+    /// A pool with this configuration.
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError>;
+    /// `TaskPool::connect`.
+    fn connect(&self, options: &ConnectOptions) -> Result<Self::Task, ConnectError>;
+    /// `TaskPool::live`.
+    fn live(&self) -> usize;
+}
+
+/// One adapter's `SocketTask`.
+pub trait Task {
+    /// `SocketTask::id`.
+    fn id(&self) -> ConnId;
+    /// `SocketTask::send_nowait`.
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
+    /// `SocketTask::close`.
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
+    /// `SocketTask::state`.
+    fn state(&self) -> ReadyState;
 }
 
 /// `wxsocket_tokio::Client` on a private multi-thread runtime.
@@ -136,18 +167,31 @@ impl TokioAdapter {
     }
 }
 
-impl Adapter for TokioAdapter {
+impl EventSource for TokioAdapter {
     const NAME: &'static str = "tokio";
 
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        let events = self.events.as_mut().expect("the events were dropped");
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, events.next())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.client {
+            Some(c) => format!("state {:?}", c.state()),
+            None => "handles dropped".into(),
+        }
+    }
+}
+
+impl Adapter for TokioAdapter {
     fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("build a tokio runtime");
-        let mut config = wxsocket_tokio::Config::default();
-        config.session = session;
-        config.tls = tls;
+        let runtime = tokio_runtime();
+        let config = wxsocket_tokio::Config::new().session(session).tls(tls);
         let (client, events) = {
             let _guard = runtime.enter();
             wxsocket_tokio::Client::new(config)?
@@ -198,16 +242,6 @@ impl Adapter for TokioAdapter {
         self.client().current()
     }
 
-    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
-        let events = self.events.as_mut().expect("the events were dropped");
-        self.runtime.block_on(async {
-            tokio::time::timeout(timeout, events.next())
-                .await
-                .ok()
-                .flatten()
-        })
-    }
-
     fn socket_nodelay(&self) -> Option<bool> {
         self.client().socket_info().map(|info| info.nodelay)
     }
@@ -245,13 +279,28 @@ impl BlockingAdapter {
     }
 }
 
-impl Adapter for BlockingAdapter {
+impl EventSource for BlockingAdapter {
     const NAME: &'static str = "blocking";
 
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        self.events
+            .as_ref()
+            .expect("the events were dropped")
+            .recv_timeout(timeout)
+            .ok()
+    }
+
+    fn describe(&self) -> String {
+        match &self.client {
+            Some(c) => format!("state {:?}", c.state()),
+            None => "handles dropped".into(),
+        }
+    }
+}
+
+impl Adapter for BlockingAdapter {
     fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
-        let mut config = wxsocket_blocking::Config::default();
-        config.session = session;
-        config.tls = tls;
+        let config = wxsocket_blocking::Config::new().session(session).tls(tls);
         let (client, events) = wxsocket_blocking::Client::new(config)?;
         Ok(Self {
             client: Some(client),
@@ -292,14 +341,6 @@ impl Adapter for BlockingAdapter {
         self.client().current()
     }
 
-    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
-        self.events
-            .as_ref()
-            .expect("the events were dropped")
-            .recv_timeout(timeout)
-            .ok()
-    }
-
     fn socket_nodelay(&self) -> Option<bool> {
         // wxsocket-blocking offers no way to read socket options back (yet).
         None
@@ -310,5 +351,130 @@ impl Adapter for BlockingAdapter {
     fn drop_handles(&mut self) {
         self.client = None;
         self.events = None;
+    }
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+}
+
+/// `wxsocket_tokio::TaskPool` on a private multi-thread runtime.
+pub struct TokioPool {
+    pool: wxsocket_tokio::TaskPool,
+    events: wxsocket_tokio::Events,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl EventSource for TokioPool {
+    const NAME: &'static str = "tokio";
+
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        let events = &mut self.events;
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, events.next())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{} live", self.pool.live())
+    }
+}
+
+impl PoolAdapter for TokioPool {
+    type Task = wxsocket_tokio::SocketTask;
+
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+        let runtime = tokio_runtime();
+        let config = wxsocket_tokio::Config::new().session(session).tls(tls);
+        let (pool, events) = {
+            let _guard = runtime.enter();
+            wxsocket_tokio::TaskPool::new(config)?
+        };
+        Ok(Self {
+            pool,
+            events,
+            runtime,
+        })
+    }
+
+    fn connect(&self, options: &ConnectOptions) -> Result<Self::Task, ConnectError> {
+        self.pool.connect(options)
+    }
+
+    fn live(&self) -> usize {
+        self.pool.live()
+    }
+}
+
+impl Task for wxsocket_tokio::SocketTask {
+    fn id(&self) -> ConnId {
+        wxsocket_tokio::SocketTask::id(self)
+    }
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
+        wxsocket_tokio::SocketTask::send_nowait(self, message)
+    }
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        wxsocket_tokio::SocketTask::close(self, code, reason)
+    }
+    fn state(&self) -> ReadyState {
+        wxsocket_tokio::SocketTask::state(self)
+    }
+}
+
+/// `wxsocket_blocking::TaskPool`.
+pub struct BlockingPool {
+    pool: wxsocket_blocking::TaskPool,
+    events: wxsocket_blocking::Events,
+}
+
+impl EventSource for BlockingPool {
+    const NAME: &'static str = "blocking";
+
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} live", self.pool.live())
+    }
+}
+
+impl PoolAdapter for BlockingPool {
+    type Task = wxsocket_blocking::SocketTask;
+
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+        let config = wxsocket_blocking::Config::new().session(session).tls(tls);
+        let (pool, events) = wxsocket_blocking::TaskPool::new(config)?;
+        Ok(Self { pool, events })
+    }
+
+    fn connect(&self, options: &ConnectOptions) -> Result<Self::Task, ConnectError> {
+        self.pool.connect(options)
+    }
+
+    fn live(&self) -> usize {
+        self.pool.live()
+    }
+}
+
+impl Task for wxsocket_blocking::SocketTask {
+    fn id(&self) -> ConnId {
+        wxsocket_blocking::SocketTask::id(self)
+    }
+    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
+        wxsocket_blocking::SocketTask::send_nowait(self, message)
+    }
+    fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        wxsocket_blocking::SocketTask::close(self, code, reason)
+    }
+    fn state(&self) -> ReadyState {
+        wxsocket_blocking::SocketTask::state(self)
     }
 }

@@ -12,7 +12,7 @@ use wxsocket_core::{
     Handshake, Message, REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig,
     TransportError, TransportErrorKind,
 };
-use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, SendFailed};
+use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Tls, Violation};
 use wxsocket_wire::tls::TlsRoots;
 
@@ -1281,4 +1281,98 @@ mod on_tokio_only {
     fn tcp_nodelay_is_set_when_asked() {
         super::tcp_nodelay_is_set_when_asked::<wxsocket_tests::adapter::TokioAdapter>();
     }
+}
+
+// ----- §3 multiple sockets (SocketTask style) -----
+
+/// Each pool scenario against both adapters' `TaskPool`.
+macro_rules! pool_conformance {
+    ($($scenario:ident),* $(,)?) => {
+        /// Pool scenarios against `wxsocket-tokio`.
+        mod pool_on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioPool>(); })*
+        }
+        /// Pool scenarios against `wxsocket-blocking`.
+        mod pool_on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingPool>(); })*
+        }
+    };
+}
+
+pool_conformance!(pool_limit_and_independent_connections);
+
+fn pool_limit_and_independent_connections<P: PoolAdapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut pool = P::new(config().pool_limit(2), TlsRoots::default()).unwrap();
+    let options = ConnectOptions::new(peer.url());
+    let one = pool.connect(&options).unwrap();
+    let two = pool.connect(&options).unwrap();
+    assert_ne!(one.id(), two.id());
+    match pool.connect(&options) {
+        Err(ConnectError::TooManyConnections { limit: 2 }) => {}
+        other => panic!(
+            "[{}] expected TooManyConnections, got {:?}",
+            P::NAME,
+            other.map(|t| t.id())
+        ),
+    }
+    assert_eq!(pool.live(), 2);
+    let events = pool.events_until("both to open", T, |e| {
+        e.iter().filter(|e| matches!(e, Event::Open { .. })).count() == 2
+    });
+    for task in [&one, &two] {
+        let own: Vec<&Event> = events.iter().filter(|e| e.conn() == task.id()).collect();
+        assert!(
+            matches!(
+                own.as_slice(),
+                [Event::Connecting { .. }, Event::Open { .. }]
+            ),
+            "[{}] {events:#?}",
+            P::NAME
+        );
+        assert_eq!(task.state(), ReadyState::Open);
+    }
+    one.send_nowait(Message::text("to one")).unwrap();
+    two.send_nowait(Message::text("to two")).unwrap();
+    let events = pool.events_until("two echoes", T, |e| messages(e).len() == 2);
+    for e in &events {
+        if let Event::Message { conn, message } = e {
+            let want = if *conn == one.id() {
+                "to one"
+            } else {
+                "to two"
+            };
+            assert_eq!(
+                message,
+                &Message::text(want),
+                "[{}] each echo on its own connection",
+                P::NAME
+            );
+        }
+    }
+    one.close(Some(4000), "one").unwrap();
+    let events = pool.events_until_close(one.id(), T);
+    assert!(
+        events
+            .iter()
+            .any(|e| *e == close_event(one.id(), 4000, "one", true)),
+        "[{}] {events:#?}",
+        P::NAME
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, Event::Close { conn, .. } if *conn == two.id())),
+        "[{}] closing one task leaves the other alone",
+        P::NAME
+    );
+    assert_eq!(two.state(), ReadyState::Open);
+    assert_eq!(pool.live(), 1);
+    let three = pool.connect(&options).unwrap();
+    assert!(three.id() > two.id());
+    pool.events_until("the third to open", T, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Open { conn, .. } if *conn == three.id()))
+    });
+    assert_eq!(peer.snapshot().accepted, 3);
 }
