@@ -1,1 +1,78 @@
-fn main() {}
+//! Cost of the core per message: send → action → written → completion, and per received
+//! message. `cargo bench -p wxsocket-core`. Plain timing loop (no IO to compare against:
+//! this is the overhead the core adds to every message an adapter moves).
+
+use bytes::Bytes;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use wxsocket_core::*;
+
+fn open_session() -> (Session, ConnId, Instant) {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::default()).unwrap();
+    let conn = s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
+        .unwrap();
+    s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+    while s.poll_action().is_some() {}
+    while s.poll_event().is_some() {}
+    (s, conn, now)
+}
+
+fn measure(name: &str, iters: u64, mut f: impl FnMut()) {
+    for _ in 0..iters / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    let per = start.elapsed().as_nanos() as f64 / iters as f64;
+    println!("{name:<44} {per:>8.1} ns/msg  {:>12.0} msg/s", 1e9 / per);
+}
+
+fn main() {
+    let iters = if std::env::args().any(|a| a == "--quick") {
+        200_000
+    } else {
+        2_000_000
+    };
+    let payload = Message::Binary(Bytes::from(vec![0u8; 64]));
+
+    let (mut s, conn, now) = open_session();
+    measure("send -> action -> written -> completion", iters, || {
+        let id = s.send(black_box(payload.clone()), now).unwrap();
+        let action = s.poll_action();
+        black_box(&action);
+        s.handle(conn, TransportEvent::SendWritten(id), now);
+        black_box(s.poll_event());
+    });
+
+    let (mut s, conn, now) = open_session();
+    measure("received message -> event", iters, || {
+        s.handle(
+            conn,
+            TransportEvent::Message(black_box(payload.clone())),
+            now,
+        );
+        black_box(s.poll_event());
+    });
+
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(30), Duration::from_secs(10));
+    let mut s = Session::new(cfg).unwrap();
+    let conn = s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
+        .unwrap();
+    s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+    while s.poll_event().is_some() {}
+    let mut t = now;
+    measure(
+        "received message, keepalive on, clock moving",
+        iters,
+        || {
+            t += Duration::from_micros(1);
+            s.handle(conn, TransportEvent::Message(black_box(payload.clone())), t);
+            black_box(s.poll_event());
+        },
+    );
+}

@@ -41,7 +41,7 @@ pub enum Event {
         /// The send.
         id: SendId,
     },
-    /// A send will never be written (`sendSocketMessage` fail). The message is handed back.
+    /// A send will never be confirmed written (`sendSocketMessage` fail).
     SendFailed {
         /// The connection.
         conn: ConnId,
@@ -49,8 +49,10 @@ pub enum Event {
         id: SendId,
         /// Why.
         reason: SendFailure,
-        /// The message that was not written.
-        message: Message,
+        /// The message, handed back when it never left the session (it was still queued);
+        /// `None` when it had been handed to the driver, which may have written part or
+        /// all of it, so resending it could duplicate it.
+        message: Option<Message>,
     },
     /// The connection failed (`onSocketError`). A `Close` always follows.
     Error {

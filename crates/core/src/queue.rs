@@ -1,26 +1,62 @@
 //! A FIFO of accepted sends with a running byte total. Used twice by the session: for
-//! messages queued while connecting (bounded by count and bytes) and for messages handed to
-//! the driver but not yet confirmed written (bounded by bytes; `buffered_amount`).
+//! messages queued while connecting (bounded by count and bytes; the session still owns
+//! them) and for messages handed to the driver but not yet confirmed written (bounded by
+//! bytes; only their sizes are kept, since the payload went to the driver by move).
 
 use crate::ids::SendId;
 use crate::message::Message;
 use std::collections::VecDeque;
 
-#[derive(Debug, Default)]
-pub(crate) struct SendQueue {
-    items: VecDeque<(SendId, Message)>,
+/// What a queue entry holds: a whole message, or just the size of one handed away.
+pub(crate) trait Entry {
+    /// Bytes it counts for.
+    fn weight(&self) -> usize;
+    /// The message to hand back if the send fails, when the session still has it.
+    fn into_message(self) -> Option<Message>;
+}
+
+impl Entry for Message {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+    fn into_message(self) -> Option<Message> {
+        Some(self)
+    }
+}
+
+impl Entry for usize {
+    fn weight(&self) -> usize {
+        *self
+    }
+    fn into_message(self) -> Option<Message> {
+        None
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SendQueue<T> {
+    items: VecDeque<(SendId, T)>,
     bytes: usize,
 }
 
-impl SendQueue {
-    /// Whether a message of `len` bytes fits under both bounds.
-    pub(crate) fn fits(&self, len: usize, max_messages: usize, max_bytes: usize) -> bool {
-        self.items.len() < max_messages && self.bytes.saturating_add(len) <= max_bytes
+impl<T> Default for SendQueue<T> {
+    fn default() -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Entry> SendQueue<T> {
+    /// Whether an entry of `len` bytes fits under both bounds.
+    pub(crate) fn fits(&self, len: usize, max_entries: usize, max_bytes: usize) -> bool {
+        self.items.len() < max_entries && self.bytes.saturating_add(len) <= max_bytes
     }
 
-    pub(crate) fn push(&mut self, id: SendId, message: Message) {
-        self.bytes += message.len();
-        self.items.push_back((id, message));
+    pub(crate) fn push(&mut self, id: SendId, entry: T) {
+        self.bytes += entry.weight();
+        self.items.push_back((id, entry));
     }
 
     /// Removes `id`, which the driver reports in order in the normal case (O(1)); an
@@ -33,8 +69,8 @@ impl SendQueue {
                 None => return false,
             },
         };
-        if let Some((_, m)) = self.items.remove(index) {
-            self.bytes -= m.len();
+        if let Some((_, e)) = self.items.remove(index) {
+            self.bytes -= e.weight();
         }
         true
     }
@@ -48,7 +84,7 @@ impl SendQueue {
     }
 
     /// Empties the queue in FIFO order.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (SendId, Message)> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (SendId, T)> + '_ {
         self.bytes = 0;
         self.items.drain(..)
     }

@@ -8,7 +8,7 @@ use crate::error::{
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
 use crate::message::Message;
-use crate::queue::SendQueue;
+use crate::queue::{Entry, SendQueue};
 use crate::request::{ConnectOptions, HandshakeRequest};
 use crate::state::{ReadyState, is_allowed};
 use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
@@ -110,7 +110,7 @@ enum Conn {
 struct Connecting {
     id: ConnId,
     request: Arc<HandshakeRequest>,
-    queue: SendQueue,
+    queue: SendQueue<Message>,
     timeout: Duration,
     deadline: Instant,
     /// `AfterOpen` policy: the close asked for before open.
@@ -120,14 +120,14 @@ struct Connecting {
 #[derive(Debug)]
 struct Open {
     id: ConnId,
-    in_flight: SendQueue,
+    in_flight: SendQueue<usize>,
     liveness: Option<Liveness>,
 }
 
 #[derive(Debug)]
 struct Closing {
     id: ConnId,
-    in_flight: SendQueue,
+    in_flight: SendQueue<usize>,
     deadline: Instant,
     /// The peer's close frame, once it arrived.
     peer: Option<PeerClose>,
@@ -308,12 +308,12 @@ impl Session {
                     return Err(SendError::BufferFull(message));
                 }
                 let id = self.ids.send();
+                o.in_flight.push(id, message.len());
                 self.actions.push_back(Action::Send {
                     conn: o.id,
                     id,
-                    message: message.clone(),
+                    message,
                 });
-                o.in_flight.push(id, message);
                 Ok(id)
             }
         }
@@ -372,6 +372,23 @@ impl Session {
     /// error) for a connection being torn down ends that teardown.
     pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         let now = self.advance(now);
+        // Hot path: traffic on the open connection, without moving the state out and back.
+        let event = match (&mut self.conn, event) {
+            (Conn::Open(o), TransportEvent::Message(message)) if o.id == conn => {
+                o.touch(&self.config, now);
+                self.events.push_back(Event::Message { conn, message });
+                return;
+            }
+            (Conn::Open(o), TransportEvent::SendWritten(id)) if o.id == conn => {
+                if o.in_flight.complete(id) {
+                    self.events.push_back(Event::SendCompleted { conn, id });
+                } else {
+                    self.stats.unexpected_inputs += 1;
+                }
+                return;
+            }
+            (_, event) => event,
+        };
         if self.current() != Some(conn) {
             self.stats.stale_inputs += 1;
             if matches!(
@@ -401,17 +418,8 @@ impl Session {
                 );
                 self.connect_failed(c, ConnectionError::ConnectFailed(error));
             }
-            (Conn::Open(mut o), TransportEvent::Message(message)) => {
-                o.touch(&self.config, now);
-                self.events.push_back(Event::Message { conn, message });
-                self.conn = Conn::Open(o);
-            }
             (Conn::Open(mut o), TransportEvent::Ping(_) | TransportEvent::Pong(_)) => {
                 o.touch(&self.config, now);
-                self.conn = Conn::Open(o);
-            }
-            (Conn::Open(mut o), TransportEvent::SendWritten(id)) => {
-                self.written(conn, &mut o.in_flight, id);
                 self.conn = Conn::Open(o);
             }
             (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {
@@ -536,6 +544,9 @@ impl Session {
             _ => now,
         };
         self.now = Some(now);
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return now;
+        }
         // Teardowns: abort transports that did not finish closing in time.
         let mut i = 0;
         while i < self.teardowns.len() {
@@ -639,12 +650,12 @@ impl Session {
         // SPEC §3: the queue is flushed, in order, before anything sent after open. It fits
         // the buffer because max_queued_bytes <= max_buffered_bytes.
         for (send, message) in queue.drain() {
+            open.in_flight.push(send, message.len());
             self.actions.push_back(Action::Send {
                 conn: id,
                 id: send,
-                message: message.clone(),
+                message,
             });
-            open.in_flight.push(send, message);
         }
         self.transition(ReadyState::Connecting, Conn::Open(open));
         if let Some(request) = close_after_open {
@@ -671,7 +682,7 @@ impl Session {
         );
     }
 
-    fn written(&mut self, conn: ConnId, in_flight: &mut SendQueue, id: SendId) {
+    fn written(&mut self, conn: ConnId, in_flight: &mut SendQueue<usize>, id: SendId) {
         if in_flight.complete(id) {
             self.events.push_back(Event::SendCompleted { conn, id });
         } else {
@@ -697,7 +708,7 @@ impl Session {
 
     /// An open connection failed: error event, in-flight sends failed, close event with the
     /// failure's code; a close frame is still attempted for protocol-level failures.
-    fn fail_open(&mut self, id: ConnId, in_flight: SendQueue, error: ConnectionError) {
+    fn fail_open(&mut self, id: ConnId, in_flight: SendQueue<usize>, error: ConnectionError) {
         let code = match &error {
             ConnectionError::Transport(e) => e.kind.close_code(),
             _ => ABNORMAL,
@@ -757,22 +768,22 @@ impl Session {
     /// Every caller has just taken the connection out of Connecting, Open or Closing, each
     /// of which has an edge to Closed in the state table.
     #[allow(clippy::too_many_arguments)]
-    fn end(
+    fn end<T: Entry>(
         &mut self,
         conn: ConnId,
-        mut pending: SendQueue,
+        mut pending: SendQueue<T>,
         failure: SendFailure,
         teardown: bool,
         code: u16,
         reason: &str,
         clean: bool,
     ) {
-        for (id, message) in pending.drain() {
+        for (id, entry) in pending.drain() {
             self.events.push_back(Event::SendFailed {
                 conn,
                 id,
                 reason: failure,
-                message,
+                message: entry.into_message(),
             });
         }
         self.events.push_back(Event::Close {

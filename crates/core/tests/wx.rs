@@ -1,0 +1,189 @@
+//! The wx-style surface (SPEC §5): the seven calls, callbacks, seed-style messages.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use wxsocket_core::wx::*;
+use wxsocket_core::*;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn logger(log: &Log, prefix: &'static str) -> impl FnOnce(&CallResult) + Send + 'static {
+    let log = log.clone();
+    move |r| log.lock().unwrap().push(format!("{prefix} {}", r.err_msg))
+}
+
+fn take(log: &Log) -> Vec<String> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+#[test]
+fn seven_calls_with_callbacks_in_the_seed_order() {
+    let log: Log = Arc::default();
+    let now = Instant::now();
+    let mut wx = WxSocket::new(SessionConfig::default()).unwrap();
+    let l = log.clone();
+    wx.on_socket_open(move |r| l.lock().unwrap().push(format!("open {:?}", r.protocol)));
+    let l = log.clone();
+    wx.on_socket_message(move |r| l.lock().unwrap().push(format!("message {:?}", r.data)));
+    let l = log.clone();
+    wx.on_socket_error(move |r| l.lock().unwrap().push(format!("error {}", r.err_msg)));
+    let l = log.clone();
+    wx.on_socket_close(move |r| {
+        l.lock()
+            .unwrap()
+            .push(format!("close {} {} {}", r.code, r.reason, r.clean))
+    });
+
+    let conn = wx
+        .connect_socket(
+            ConnectSocket::new(ConnectOptions::new("wss://example.com").protocol("v1"))
+                .success(logger(&log, "success"))
+                .fail(logger(&log, "fail"))
+                .complete(logger(&log, "complete")),
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        take(&log),
+        ["success connectSocket:ok", "complete connectSocket:ok"]
+    );
+
+    // Queued before open; success only once written.
+    let id = wx
+        .send_socket_message(
+            SendSocketMessage::new("hi")
+                .success(logger(&log, "success"))
+                .complete(logger(&log, "complete")),
+            now,
+        )
+        .unwrap();
+    wx.dispatch();
+    assert!(take(&log).is_empty());
+    wx.session();
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::Opened(Handshake {
+            protocol: Some("v1".into()),
+            ..Default::default()
+        }),
+        now,
+    );
+    Driven::handle(&mut wx, conn, TransportEvent::SendWritten(id), now);
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::Message(Message::text("echo")),
+        now,
+    );
+    wx.dispatch();
+    assert_eq!(
+        take(&log),
+        [
+            "open Some(\"v1\")",
+            "success sendSocketMessage:ok",
+            "complete sendSocketMessage:ok",
+            "message Text(\"echo\")"
+        ]
+    );
+
+    wx.close_socket(
+        CloseSocket::with(4000, "bye").success(logger(&log, "success")),
+        now,
+    )
+    .unwrap();
+    assert_eq!(take(&log), ["success closeSocket:ok"]);
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(4000),
+            reason: "bye".into(),
+        }),
+        now,
+    );
+    Driven::handle(&mut wx, conn, TransportEvent::Closed, now);
+    wx.dispatch();
+    assert_eq!(take(&log), ["close 4000 bye true"]);
+}
+
+#[test]
+fn failures_use_the_seed_messages() {
+    let log: Log = Arc::default();
+    let now = Instant::now();
+    let mut wx = WxSocket::new(SessionConfig::default()).unwrap();
+    let r = wx.send_socket_message(
+        SendSocketMessage::new("x")
+            .fail(logger(&log, "fail"))
+            .complete(logger(&log, "complete")),
+        now,
+    );
+    assert_eq!(
+        r.unwrap_err().err_msg,
+        "sendSocketMessage:fail WebSocket is not connected"
+    );
+    assert_eq!(
+        take(&log),
+        [
+            "fail sendSocketMessage:fail WebSocket is not connected",
+            "complete sendSocketMessage:fail WebSocket is not connected"
+        ]
+    );
+    let r = wx.close_socket(CloseSocket::new().fail(logger(&log, "fail")), now);
+    assert_eq!(
+        r.unwrap_err().err_msg,
+        "closeSocket:fail WebSocket is not connected"
+    );
+    let r = wx.connect_socket(
+        ConnectSocket::new(ConnectOptions::new("wss://h").header("Referer", "x"))
+            .fail(logger(&log, "fail")),
+        now,
+    );
+    assert!(
+        r.unwrap_err()
+            .err_msg
+            .starts_with("connectSocket:fail header: \"Referer\" may not be set")
+    );
+    take(&log);
+
+    // A queued send that can never be written fails later, through dispatch.
+    let conn = wx
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+        .unwrap();
+    wx.send_socket_message(SendSocketMessage::new("q").fail(logger(&log, "fail")), now)
+        .unwrap();
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused")),
+        now,
+    );
+    wx.dispatch();
+    assert_eq!(
+        take(&log),
+        ["fail sendSocketMessage:fail the connection could not be established"]
+    );
+    assert_eq!(wx.session().state(), ReadyState::Closed);
+}
+
+#[test]
+fn connect_socket_replaces_the_current_socket() {
+    let log: Log = Arc::default();
+    let now = Instant::now();
+    let mut wx = WxSocket::new(SessionConfig::default()).unwrap();
+    let l = log.clone();
+    wx.on_socket_close(move |r| {
+        l.lock()
+            .unwrap()
+            .push(format!("close {} {} {}", r.conn, r.code, r.reason))
+    });
+    let a = wx
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+        .unwrap();
+    let b = wx
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+        .unwrap();
+    wx.dispatch();
+    assert_eq!(take(&log), [format!("close {a} 1000 {REPLACED_REASON}")]);
+    assert_eq!(wx.session().current(), Some(b));
+}
