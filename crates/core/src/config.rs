@@ -29,6 +29,91 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
+/// Automatic reconnection (SPEC §3 "Reconnection"; off unless set). After a connection the
+/// application did not close ends, the same request is dialled again after a delay drawn
+/// with full jitter: uniform in `[0, min(cap, base × 2^(attempt−1))]`, so the first retry
+/// comes within `base` (100 ms by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconnectPolicy {
+    /// Ceiling of the first delay; doubles per attempt. Default 100 ms.
+    pub base: Duration,
+    /// Largest ceiling. Default 30 s.
+    pub cap: Duration,
+    /// Most consecutive attempts before giving up; `None` keeps trying. Default `None`.
+    pub max_attempts: Option<u32>,
+    /// Keep messages queued while reconnecting (in order, under the queue bounds) for the
+    /// next connection; otherwise each attempt that fails fails them. Default on.
+    pub carry_queue: bool,
+    /// Peer close codes that are retried (a clean close by the peer is otherwise final).
+    /// Default 1001 (going away), 1011 (server error), 1012 (service restart), 1013 (try
+    /// again later).
+    pub retry_close_codes: Vec<u16>,
+    /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried).
+    pub retry_http_4xx: bool,
+    /// Seed of the jitter source, so runs replay exactly.
+    pub seed: u64,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(30),
+            max_attempts: None,
+            carry_queue: true,
+            retry_close_codes: vec![1001, 1011, 1012, 1013],
+            retry_http_4xx: false,
+            seed: 0,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Sets base and cap.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.base = base;
+        self.cap = cap;
+        self
+    }
+
+    /// Sets the attempt limit.
+    pub fn max_attempts(mut self, max: Option<u32>) -> Self {
+        self.max_attempts = max;
+        self
+    }
+
+    /// Sets whether queued messages carry over to the next connection.
+    pub fn carry_queue(mut self, on: bool) -> Self {
+        self.carry_queue = on;
+        self
+    }
+
+    /// Sets the peer close codes that are retried.
+    pub fn retry_close_codes(mut self, codes: Vec<u16>) -> Self {
+        self.retry_close_codes = codes;
+        self
+    }
+
+    /// Sets whether HTTP 4xx answers are retried.
+    pub fn retry_http_4xx(mut self, on: bool) -> Self {
+        self.retry_http_4xx = on;
+        self
+    }
+
+    /// Sets the jitter seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The ceiling of the delay before `attempt` (1-based).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+        self.base.saturating_mul(doubling).min(self.cap)
+    }
+}
+
 /// Configuration of a [`crate::Session`]. Checked by [`SessionConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -52,6 +137,8 @@ pub struct SessionConfig {
     pub keepalive: Option<Keepalive>,
     /// Connection limit of a [`crate::Pool`]. Default 5 (the `SocketTask` limit).
     pub pool_limit: usize,
+    /// Automatic reconnection; off by default, as in the seed.
+    pub reconnect: Option<ReconnectPolicy>,
 }
 
 impl Default for SessionConfig {
@@ -66,6 +153,7 @@ impl Default for SessionConfig {
             close_timeout: Duration::from_secs(10),
             keepalive: None,
             pool_limit: 5,
+            reconnect: None,
         }
     }
 }
@@ -120,6 +208,12 @@ impl SessionConfig {
         self
     }
 
+    /// Turns automatic reconnection on.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
     /// Checks every field; the error names the first one out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field, problem| Err(ConfigError { field, problem });
@@ -150,6 +244,20 @@ impl SessionConfig {
             }
             if k.timeout.is_zero() {
                 return fail("keepalive.timeout", "must be greater than zero");
+            }
+        }
+        if let Some(r) = &self.reconnect {
+            if r.base.is_zero() {
+                return fail("reconnect.base", "must be greater than zero");
+            }
+            if r.cap < r.base {
+                return fail("reconnect.cap", "must be at least reconnect.base");
+            }
+            if r.max_attempts == Some(0) {
+                return fail(
+                    "reconnect.max_attempts",
+                    "must be at least 1 (or None for no limit)",
+                );
             }
         }
         if self.pool_limit == 0 {

@@ -7,7 +7,8 @@ use crate::message::Message;
 use crate::transport::Handshake;
 use url::Url;
 
-/// An application event. For one connection the order is: `Connecting`, then `Open`
+/// An application event. For one connection the order is: `Reconnecting` (only for a
+/// reconnect attempt), `Connecting`, then `Open`
 /// (unless it failed), messages and send completions, at most one `Error`, exactly one
 /// `Close`. Every event of connection N comes before any event of connection N+1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,18 @@ pub enum Event {
         /// What went wrong.
         error: ConnectionError,
     },
+    /// The previous connection ended and the reconnect policy will dial again after
+    /// `delay`, as connection `conn` (its `Connecting` event follows when the delay is over).
+    Reconnecting {
+        /// The connection the next attempt will be.
+        conn: ConnId,
+        /// Consecutive attempt number, from 1.
+        attempt: u32,
+        /// The backoff before the dial.
+        delay: std::time::Duration,
+        /// Why the previous connection ended.
+        last_error: String,
+    },
     /// The connection ended (`onSocketClose`). Exactly one per connection.
     Close {
         /// The connection.
@@ -85,7 +98,8 @@ impl Event {
             | Event::SendCompleted { conn, .. }
             | Event::SendFailed { conn, .. }
             | Event::Error { conn, .. }
-            | Event::Close { conn, .. } => *conn,
+            | Event::Close { conn, .. }
+            | Event::Reconnecting { conn, .. } => *conn,
         }
     }
 }

@@ -56,6 +56,7 @@ mod driven;
 mod error;
 mod event;
 mod ids;
+mod jitter;
 mod message;
 mod pool;
 mod queue;
@@ -66,7 +67,7 @@ mod transport;
 pub mod wx;
 
 pub use close::{CloseRequest, PeerClose};
-pub use config::{CloseBeforeOpen, Keepalive, SessionConfig};
+pub use config::{CloseBeforeOpen, Keepalive, ReconnectPolicy, SessionConfig};
 pub use driven::Driven;
 pub use error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
 pub use event::Event;

@@ -1,12 +1,13 @@
 //! The single-socket session: the seed's one-WebSocket-at-a-time model (SPEC §3).
 
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
-use crate::config::{CloseBeforeOpen, SessionConfig};
+use crate::config::{CloseBeforeOpen, ReconnectPolicy, SessionConfig};
 use crate::error::{
     CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure,
 };
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
+use crate::jitter::Jitter;
 use crate::message::Message;
 use crate::queue::{Entry, SendQueue};
 use crate::request::{ConnectOptions, HandshakeRequest};
@@ -53,7 +54,10 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// | Closing | `Closing` | no-op, `Ok` | replaces it |
 /// | Closed | `NotConnected` | `NotConnected` | → Connecting |
 ///
-/// The transitions themselves are [`crate::TRANSITIONS`].
+/// The transitions themselves are [`crate::TRANSITIONS`]. With a
+/// [`ReconnectPolicy`], a connection the application did not close that ends
+/// is followed by a `Reconnecting` event and, after the backoff, a new dial; during the
+/// backoff the state is `Connecting` (sends are queued, `close` cancels).
 ///
 /// ```
 /// use std::time::Instant;
@@ -83,6 +87,7 @@ pub struct Session {
     events: VecDeque<Event>,
     now: Option<Instant>,
     stats: Stats,
+    jitter: Jitter,
 }
 
 /// Counters of input the session did not act on.
@@ -103,6 +108,8 @@ enum Conn {
     Connecting(Connecting),
     Open(Open),
     Closing(Closing),
+    /// Waiting out a reconnect delay; the application sees `Connecting`.
+    Backoff(Backoff),
     Closed,
 }
 
@@ -115,11 +122,14 @@ struct Connecting {
     deadline: Instant,
     /// `AfterOpen` policy: the close asked for before open.
     close_after_open: Option<CloseRequest>,
+    /// Which consecutive reconnect attempt this dial is (0: the application's `connect`).
+    attempt: u32,
 }
 
 #[derive(Debug)]
 struct Open {
     id: ConnId,
+    request: Arc<HandshakeRequest>,
     in_flight: SendQueue<usize>,
     liveness: Option<Liveness>,
 }
@@ -127,10 +137,23 @@ struct Open {
 #[derive(Debug)]
 struct Closing {
     id: ConnId,
+    request: Arc<HandshakeRequest>,
     in_flight: SendQueue<usize>,
     deadline: Instant,
     /// The peer's close frame, once it arrived.
     peer: Option<PeerClose>,
+    /// The application asked for this close (such a connection is never reconnected).
+    local: bool,
+}
+
+#[derive(Debug)]
+struct Backoff {
+    /// The connection the next dial will be.
+    id: ConnId,
+    request: Arc<HandshakeRequest>,
+    queue: SendQueue<Message>,
+    attempt: u32,
+    deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,10 +169,48 @@ struct Teardown {
     deadline: Instant,
 }
 
+/// The close event a connection ends with.
+struct Ending<'a> {
+    code: u16,
+    reason: &'a str,
+    clean: bool,
+}
+
+/// Why a connection ended, as the reconnect policy judges it.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// The application closed or replaced it: never retried.
+    Application,
+    /// The dial or handshake failed with this error.
+    Dial(Option<TransportErrorKind>),
+    /// The server chose a sub-protocol that was not offered: a configuration mismatch.
+    Mismatch,
+    /// The connection dropped, failed or went silent.
+    Lost,
+    /// The peer closed with this code.
+    PeerClosed(u16),
+}
+
+impl Cause {
+    fn retried_by(self, policy: &ReconnectPolicy) -> bool {
+        match self {
+            Cause::Application | Cause::Mismatch => false,
+            Cause::Dial(Some(TransportErrorKind::HttpStatus(status)))
+                if (400..500).contains(&status) =>
+            {
+                policy.retry_http_4xx
+            }
+            Cause::Dial(_) | Cause::Lost => true,
+            Cause::PeerClosed(code) => policy.retry_close_codes.contains(&code),
+        }
+    }
+}
+
 impl Session {
     /// A session in the Idle state. The configuration is checked first.
     pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let seed = config.reconnect.as_ref().map_or(0, |r| r.seed);
         Ok(Self {
             config,
             ids: IdAllocator::default(),
@@ -159,6 +220,7 @@ impl Session {
             events: VecDeque::new(),
             now: None,
             stats: Stats::default(),
+            jitter: Jitter::new(seed),
         })
     }
 
@@ -173,21 +235,28 @@ impl Session {
     pub fn state(&self) -> ReadyState {
         match self.conn {
             Conn::Idle => ReadyState::Idle,
-            Conn::Connecting(_) => ReadyState::Connecting,
+            Conn::Connecting(_) | Conn::Backoff(_) => ReadyState::Connecting,
             Conn::Open(_) => ReadyState::Open,
             Conn::Closing(_) => ReadyState::Closing,
             Conn::Closed => ReadyState::Closed,
         }
     }
 
-    /// The connection in progress (Connecting, Open or Closing), if any.
+    /// The connection in progress (Connecting, Open or Closing; during a reconnect delay,
+    /// the connection the next dial will be), if any.
     pub fn current(&self) -> Option<ConnId> {
         match &self.conn {
             Conn::Connecting(c) => Some(c.id),
+            Conn::Backoff(b) => Some(b.id),
             Conn::Open(o) => Some(o.id),
             Conn::Closing(c) => Some(c.id),
             Conn::Idle | Conn::Closed => None,
         }
+    }
+
+    /// Whether a reconnect delay is running (no dial is outstanding).
+    pub fn is_backing_off(&self) -> bool {
+        matches!(self.conn, Conn::Backoff(_))
     }
 
     /// Bytes accepted by `send` but not yet confirmed written: queued while connecting, or
@@ -195,6 +264,7 @@ impl Session {
     pub fn buffered_amount(&self) -> usize {
         match &self.conn {
             Conn::Connecting(c) => c.queue.bytes(),
+            Conn::Backoff(b) => b.queue.bytes(),
             Conn::Open(o) => o.in_flight.bytes(),
             Conn::Closing(c) => c.in_flight.bytes(),
             Conn::Idle | Conn::Closed => 0,
@@ -205,6 +275,7 @@ impl Session {
     pub fn pending_sends(&self) -> usize {
         match &self.conn {
             Conn::Connecting(c) => c.queue.len(),
+            Conn::Backoff(b) => b.queue.len(),
             Conn::Open(o) => o.in_flight.len(),
             Conn::Closing(c) => c.in_flight.len(),
             Conn::Idle | Conn::Closed => 0,
@@ -253,6 +324,19 @@ impl Session {
         let now = self.advance(now);
         let from = self.state();
         self.replace_current(now);
+        self.dial(from, id, request, SendQueue::default(), 0, now);
+    }
+
+    /// Starts connection `id`: its `Connecting` event, the `Dial` action, the handshake timer.
+    fn dial(
+        &mut self,
+        from: ReadyState,
+        id: ConnId,
+        request: Arc<HandshakeRequest>,
+        queue: SendQueue<Message>,
+        attempt: u32,
+        now: Instant,
+    ) {
         let timeout = request.timeout.unwrap_or(self.config.handshake_timeout);
         self.events.push_back(Event::Connecting {
             conn: id,
@@ -267,10 +351,11 @@ impl Session {
             Conn::Connecting(Connecting {
                 id,
                 request,
-                queue: SendQueue::default(),
+                queue,
                 timeout,
                 deadline: now + timeout,
                 close_after_open: None,
+                attempt,
             }),
         );
     }
@@ -288,8 +373,8 @@ impl Session {
             Conn::Idle | Conn::Closed => Err(SendError::NotConnected(message)),
             Conn::Closing(_) => Err(SendError::Closing(message)),
             Conn::Connecting(c) if c.close_after_open.is_some() => Err(SendError::Closing(message)),
-            Conn::Connecting(c) => {
-                if !c.queue.fits(
+            Conn::Connecting(Connecting { queue, .. }) | Conn::Backoff(Backoff { queue, .. }) => {
+                if !queue.fits(
                     message.len(),
                     self.config.max_queued_messages,
                     self.config.max_queued_bytes,
@@ -297,7 +382,7 @@ impl Session {
                     return Err(SendError::QueueFull(message));
                 }
                 let id = self.ids.send();
-                c.queue.push(id, message);
+                queue.push(id, message);
                 Ok(id)
             }
             Conn::Open(o) => {
@@ -320,7 +405,8 @@ impl Session {
     }
 
     /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (the default, `None`)
-    /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing.
+    /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing. During
+    /// a reconnect delay it cancels the reconnection.
     pub fn close(
         &mut self,
         code: Option<u16>,
@@ -343,18 +429,27 @@ impl Session {
                         unreachable!()
                     };
                     self.actions.push_back(Action::Abort { conn: c.id });
-                    self.end(
-                        c.id,
-                        c.queue,
-                        SendFailure::Cancelled,
-                        false,
-                        ABNORMAL,
-                        "closed before the connection opened",
-                        false,
-                    );
+                    let ending = Ending {
+                        code: ABNORMAL,
+                        reason: "closed before the connection opened",
+                        clean: false,
+                    };
+                    self.end(c.id, c.queue, SendFailure::Cancelled, false, ending);
                     Ok(())
                 }
             },
+            Conn::Backoff(_) => {
+                let Conn::Backoff(b) = self.take() else {
+                    unreachable!()
+                };
+                let ending = Ending {
+                    code: request.code(),
+                    reason: "reconnection cancelled",
+                    clean: false,
+                };
+                self.end(b.id, b.queue, SendFailure::Cancelled, false, ending);
+                Ok(())
+            }
             Conn::Open(_) => {
                 let Conn::Open(o) = self.take() else {
                     unreachable!()
@@ -389,7 +484,11 @@ impl Session {
             }
             (_, event) => event,
         };
-        if self.current() != Some(conn) {
+        if self.current() != Some(conn) || self.is_backing_off() {
+            if self.current() == Some(conn) {
+                self.stats.unexpected_inputs += 1; // nothing was dialled for it yet
+                return;
+            }
             self.stats.stale_inputs += 1;
             if matches!(
                 event,
@@ -409,79 +508,85 @@ impl Session {
                 Conn::Connecting(c),
                 TransportEvent::ConnectFailed(error) | TransportEvent::Error(error),
             ) => {
-                self.connect_failed(c, ConnectionError::ConnectFailed(error));
+                self.connect_failed(c, ConnectionError::ConnectFailed(error), now);
             }
             (Conn::Connecting(c), TransportEvent::Closed) => {
                 let error = TransportError::new(
                     TransportErrorKind::Io,
                     "connection closed during the handshake",
                 );
-                self.connect_failed(c, ConnectionError::ConnectFailed(error));
+                self.connect_failed(c, ConnectionError::ConnectFailed(error), now);
             }
             (Conn::Open(mut o), TransportEvent::Ping(_) | TransportEvent::Pong(_)) => {
                 o.touch(&self.config, now);
                 self.conn = Conn::Open(o);
             }
             (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {
-                self.written(conn, &mut c.in_flight, id);
+                if c.in_flight.complete(id) {
+                    self.events.push_back(Event::SendCompleted { conn, id });
+                } else {
+                    self.stats.unexpected_inputs += 1;
+                }
                 self.conn = Conn::Closing(c);
             }
             (Conn::Open(o), TransportEvent::PeerClosed(peer)) => {
                 // The driver answers the peer's close frame (RFC 6455 §5.5.1; tungstenite
                 // does so itself); the close event waits for the transport to end.
-                self.transition(
-                    ReadyState::Open,
-                    Conn::Closing(Closing {
-                        id: o.id,
-                        in_flight: o.in_flight,
-                        deadline: now + self.config.close_timeout,
-                        peer: Some(peer),
-                    }),
-                );
+                let closing = Closing {
+                    id: o.id,
+                    request: o.request,
+                    in_flight: o.in_flight,
+                    deadline: now + self.config.close_timeout,
+                    peer: Some(peer),
+                    local: false,
+                };
+                self.transition(ReadyState::Open, Conn::Closing(closing));
             }
             (Conn::Closing(mut c), TransportEvent::PeerClosed(peer)) => {
                 c.peer.get_or_insert(peer);
                 self.conn = Conn::Closing(c);
             }
             (Conn::Open(o), TransportEvent::Error(error)) => {
-                self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error))
+                self.fail_open(o, ConnectionError::Transport(error), now)
             }
             (Conn::Open(o), TransportEvent::Closed) => {
                 let error = TransportError::new(
                     TransportErrorKind::Io,
                     "connection closed without a close frame",
                 );
-                self.fail_open(o.id, o.in_flight, ConnectionError::Transport(error));
+                self.fail_open(o, ConnectionError::Transport(error), now);
             }
-            (Conn::Closing(c), TransportEvent::Closed) => self.finish_close(c),
+            (Conn::Closing(c), TransportEvent::Closed) => self.finish_close(c, true, now),
             (Conn::Closing(c), TransportEvent::Error(error)) => {
                 if c.peer.is_some() {
                     // Both close frames were exchanged; an error while the TCP connection
                     // winds down does not make the close unclean.
-                    self.finish_close(c);
+                    self.finish_close(c, true, now);
                 } else {
                     self.events.push_back(Event::Error {
                         conn,
                         error: ConnectionError::Transport(error.clone()),
                     });
+                    let ending = Ending {
+                        code: error.kind.close_code(),
+                        reason: &error.message,
+                        clean: false,
+                    };
                     self.end(
                         c.id,
                         c.in_flight,
                         SendFailure::ConnectionLost,
                         false,
-                        error.kind.close_code(),
-                        &error.message,
-                        false,
+                        ending,
                     );
                 }
             }
             (
-                Conn::Closing(mut c),
+                Conn::Closing(c),
                 TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_),
             ) => {
-                // Data after our close frame is allowed by RFC 6455 §5.5.1 but is not
-                // delivered once the application asked to close.
-                c.deadline = c.deadline.max(now);
+                // Data after our close frame is allowed by RFC 6455 §5.5.1 but, as in the
+                // WHATWG standard, not delivered once the socket is closing.
                 self.conn = Conn::Closing(c);
             }
             (other, _) => {
@@ -509,11 +614,12 @@ impl Session {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called: the earliest of
-    /// the handshake, close, keepalive and teardown deadlines. Never earlier than the
-    /// latest `now` the session has seen.
+    /// the handshake, close, keepalive, reconnect and teardown deadlines. Never earlier than
+    /// the latest `now` the session has seen.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let state = match &self.conn {
             Conn::Connecting(c) => Some(c.deadline),
+            Conn::Backoff(b) => Some(b.deadline),
             Conn::Open(o) => o.liveness.map(|l| l.deadline),
             Conn::Closing(c) => Some(c.deadline),
             Conn::Idle | Conn::Closed => None,
@@ -560,17 +666,23 @@ impl Session {
         match self.take() {
             Conn::Connecting(c) if c.deadline <= now => {
                 let timeout = c.timeout;
-                self.connect_failed(c, ConnectionError::HandshakeTimeout(timeout));
+                self.connect_failed(c, ConnectionError::HandshakeTimeout(timeout), now);
+            }
+            Conn::Backoff(b) if b.deadline <= now => {
+                self.dial(
+                    ReadyState::Connecting,
+                    b.id,
+                    b.request,
+                    b.queue,
+                    b.attempt,
+                    now,
+                );
             }
             Conn::Open(mut o) => match o.liveness {
                 Some(l) if l.deadline <= now => {
                     let k = self.config.keepalive.expect("liveness implies keepalive");
                     if l.awaiting_pong {
-                        self.fail_open(
-                            o.id,
-                            o.in_flight,
-                            ConnectionError::KeepaliveTimeout(k.timeout),
-                        );
+                        self.fail_open(o, ConnectionError::KeepaliveTimeout(k.timeout), now);
                     } else {
                         self.actions.push_back(Action::Ping {
                             conn: o.id,
@@ -586,37 +698,27 @@ impl Session {
                 _ => self.conn = Conn::Open(o),
             },
             Conn::Closing(c) if c.deadline <= now => {
-                let timeout = self.config.close_timeout;
                 self.actions.push_back(Action::Abort { conn: c.id });
-                match c.peer {
+                if c.peer.is_some() {
                     // The peer's close frame came; only the TCP shutdown lingered.
-                    Some(peer) => {
-                        let (code, reason) = (peer.reported_code(), peer.reason);
-                        self.end(
-                            c.id,
-                            c.in_flight,
-                            SendFailure::ConnectionLost,
-                            false,
-                            code,
-                            &reason,
-                            false,
-                        );
-                    }
-                    None => {
-                        self.events.push_back(Event::Error {
-                            conn: c.id,
-                            error: ConnectionError::CloseTimeout(timeout),
-                        });
-                        self.end(
-                            c.id,
-                            c.in_flight,
-                            SendFailure::ConnectionLost,
-                            false,
-                            ABNORMAL,
-                            "close handshake timed out",
-                            false,
-                        );
-                    }
+                    self.finish_close(c, false, now);
+                } else {
+                    self.events.push_back(Event::Error {
+                        conn: c.id,
+                        error: ConnectionError::CloseTimeout(self.config.close_timeout),
+                    });
+                    let ending = Ending {
+                        code: ABNORMAL,
+                        reason: "close handshake timed out",
+                        clean: false,
+                    };
+                    self.end(
+                        c.id,
+                        c.in_flight,
+                        SendFailure::ConnectionLost,
+                        false,
+                        ending,
+                    );
                 }
             }
             other => self.conn = other,
@@ -628,11 +730,12 @@ impl Session {
         if let Some(p) = &handshake.protocol
             && !c.request.protocols.contains(p)
         {
-            self.connect_failed(c, ConnectionError::ProtocolNotOffered(p.clone()));
+            self.connect_failed(c, ConnectionError::ProtocolNotOffered(p.clone()), now);
             return;
         }
         let Connecting {
             id,
+            request,
             mut queue,
             close_after_open,
             ..
@@ -643,6 +746,7 @@ impl Session {
         });
         let mut open = Open {
             id,
+            request,
             in_flight: SendQueue::default(),
             liveness: None,
         };
@@ -671,112 +775,181 @@ impl Session {
             conn: o.id,
             frame: request,
         });
-        self.transition(
-            ReadyState::Open,
-            Conn::Closing(Closing {
-                id: o.id,
-                in_flight: o.in_flight,
-                deadline: now + self.config.close_timeout,
-                peer: None,
-            }),
-        );
+        let closing = Closing {
+            id: o.id,
+            request: o.request,
+            in_flight: o.in_flight,
+            deadline: now + self.config.close_timeout,
+            peer: None,
+            local: true,
+        };
+        self.transition(ReadyState::Open, Conn::Closing(closing));
     }
 
-    fn written(&mut self, conn: ConnId, in_flight: &mut SendQueue<usize>, id: SendId) {
-        if in_flight.complete(id) {
-            self.events.push_back(Event::SendCompleted { conn, id });
-        } else {
-            self.stats.unexpected_inputs += 1;
-        }
-    }
-
-    /// A connection that never opened failed: error event, queue failed, close 1006.
-    fn connect_failed(&mut self, c: Connecting, error: ConnectionError) {
+    /// A connection that never opened failed: error event, queue failed (or kept for the
+    /// next attempt), close 1006, then a reconnect if the policy says so.
+    fn connect_failed(&mut self, c: Connecting, error: ConnectionError, now: Instant) {
+        let cause = match &error {
+            // `AfterOpen`: the application already asked to close this socket.
+            _ if c.close_after_open.is_some() => Cause::Application,
+            ConnectionError::ConnectFailed(e) => Cause::Dial(Some(e.kind)),
+            ConnectionError::ProtocolNotOffered(_) => Cause::Mismatch,
+            _ => Cause::Dial(None),
+        };
         let reason = error.to_string();
         self.events.push_back(Event::Error { conn: c.id, error });
         self.actions.push_back(Action::Abort { conn: c.id });
-        self.end(
-            c.id,
-            c.queue,
-            SendFailure::ConnectFailed,
-            false,
-            ABNORMAL,
-            &reason,
-            false,
-        );
+        let retry = self.retry(cause, c.attempt + 1);
+        let carry = retry
+            && self
+                .config
+                .reconnect
+                .as_ref()
+                .is_some_and(|r| r.carry_queue);
+        let (failed, carried) = if carry {
+            (SendQueue::default(), c.queue)
+        } else {
+            (c.queue, SendQueue::default())
+        };
+        let ending = Ending {
+            code: ABNORMAL,
+            reason: &reason,
+            clean: false,
+        };
+        self.end(c.id, failed, SendFailure::ConnectFailed, false, ending);
+        if retry {
+            self.back_off(c.request, carried, c.attempt + 1, reason, now);
+        }
     }
 
     /// An open connection failed: error event, in-flight sends failed, close event with the
-    /// failure's code; a close frame is still attempted for protocol-level failures.
-    fn fail_open(&mut self, id: ConnId, in_flight: SendQueue<usize>, error: ConnectionError) {
+    /// failure's code (a close frame is still attempted for protocol-level failures), then
+    /// a reconnect if the policy says so.
+    fn fail_open(&mut self, o: Open, error: ConnectionError, now: Instant) {
         let code = match &error {
             ConnectionError::Transport(e) => e.kind.close_code(),
             _ => ABNORMAL,
         };
         let reason = error.to_string();
-        let teardown = if code != ABNORMAL {
+        let teardown = code != ABNORMAL;
+        if teardown {
             self.actions.push_back(Action::Close {
-                conn: id,
+                conn: o.id,
                 frame: CloseRequest::internal(code, &reason),
             });
-            true
         } else {
-            self.actions.push_back(Action::Abort { conn: id });
-            false
+            self.actions.push_back(Action::Abort { conn: o.id });
+        }
+        self.events.push_back(Event::Error { conn: o.id, error });
+        let ending = Ending {
+            code,
+            reason: &reason,
+            clean: false,
         };
-        self.events.push_back(Event::Error { conn: id, error });
         self.end(
-            id,
-            in_flight,
+            o.id,
+            o.in_flight,
             SendFailure::ConnectionLost,
             teardown,
-            code,
-            &reason,
-            false,
+            ending,
         );
+        if self.retry(Cause::Lost, 1) {
+            self.back_off(o.request, SendQueue::default(), 1, reason, now);
+        }
     }
 
-    fn finish_close(&mut self, c: Closing) {
-        match c.peer {
-            Some(peer) => {
-                let (code, reason) = (peer.reported_code(), peer.reason);
-                self.end(
-                    c.id,
-                    c.in_flight,
-                    SendFailure::ConnectionLost,
-                    false,
-                    code,
-                    &reason,
-                    true,
-                );
-            }
-            None => self.end(
+    /// The close handshake is over (`clean`) or its transport was aborted after the peer's
+    /// close frame arrived: the close event carries the peer's code (1006 without one).
+    fn finish_close(&mut self, c: Closing, clean: bool, now: Instant) {
+        let Some(peer) = c.peer else {
+            let ending = Ending {
+                code: ABNORMAL,
+                reason: "connection closed without a close frame",
+                clean: false,
+            };
+            self.end(
                 c.id,
                 c.in_flight,
                 SendFailure::ConnectionLost,
                 false,
-                ABNORMAL,
-                "connection closed without a close frame",
-                false,
-            ),
+                ending,
+            );
+            return;
+        };
+        let code = peer.reported_code();
+        let ending = Ending {
+            code,
+            reason: &peer.reason,
+            clean,
+        };
+        self.end(
+            c.id,
+            c.in_flight,
+            SendFailure::ConnectionLost,
+            false,
+            ending,
+        );
+        let cause = if c.local {
+            Cause::Application
+        } else {
+            Cause::PeerClosed(code)
+        };
+        if self.retry(cause, 1) {
+            let reason = format!("peer closed the connection with code {code}");
+            self.back_off(c.request, SendQueue::default(), 1, reason, now);
         }
     }
 
+    /// Whether the reconnect policy dials again for `attempt` after an end of this cause.
+    fn retry(&self, cause: Cause, attempt: u32) -> bool {
+        self.config.reconnect.as_ref().is_some_and(|policy| {
+            cause.retried_by(policy) && policy.max_attempts.is_none_or(|max| attempt <= max)
+        })
+    }
+
+    /// SPEC §3 "Reconnection": the `Reconnecting` event, then a delay with full jitter.
+    fn back_off(
+        &mut self,
+        request: Arc<HandshakeRequest>,
+        queue: SendQueue<Message>,
+        attempt: u32,
+        last_error: String,
+        now: Instant,
+    ) {
+        let policy = self
+            .config
+            .reconnect
+            .as_ref()
+            .expect("back_off only with a policy");
+        let delay = self.jitter.up_to(policy.ceiling(attempt));
+        let id = self.ids.conn();
+        self.events.push_back(Event::Reconnecting {
+            conn: id,
+            attempt,
+            delay,
+            last_error,
+        });
+        let backoff = Backoff {
+            id,
+            request,
+            queue,
+            attempt,
+            deadline: now + delay,
+        };
+        self.transition(ReadyState::Closed, Conn::Backoff(backoff));
+    }
+
     /// Ends the current connection from the application's view: fails every pending send,
-    /// emits the one close event, moves to Closed and, if `teardown` names the connection,
-    /// keeps timing its transport's shutdown.
-    /// Every caller has just taken the connection out of Connecting, Open or Closing, each
-    /// of which has an edge to Closed in the state table.
-    #[allow(clippy::too_many_arguments)]
+    /// emits the one close event, moves to Closed and, with `teardown`, keeps timing the
+    /// transport's shutdown. Every caller has just taken the connection out of Connecting,
+    /// Open, Closing or a backoff, each of which has an edge to Closed in the state table.
     fn end<T: Entry>(
         &mut self,
         conn: ConnId,
         mut pending: SendQueue<T>,
         failure: SendFailure,
         teardown: bool,
-        code: u16,
-        reason: &str,
-        clean: bool,
+        ending: Ending<'_>,
     ) {
         for (id, entry) in pending.drain() {
             self.events.push_back(Event::SendFailed {
@@ -788,9 +961,9 @@ impl Session {
         }
         self.events.push_back(Event::Close {
             conn,
-            code,
-            reason: reason.to_owned(),
-            clean,
+            code: ending.code,
+            reason: ending.reason.to_owned(),
+            clean: ending.clean,
         });
         if teardown {
             let deadline = self.now.expect("time is set before any connection exists")
@@ -804,47 +977,29 @@ impl Session {
     /// replaced) comes at once, its sends fail, and its transport is closed in the
     /// background under the close timeout.
     fn replace_current(&mut self, now: Instant) {
+        let replaced = Ending {
+            code: NORMAL,
+            reason: REPLACED_REASON,
+            clean: false,
+        };
         match self.take() {
             Conn::Idle => self.conn = Conn::Idle,
             Conn::Closed => self.conn = Conn::Closed,
             Conn::Connecting(c) => {
                 self.actions.push_back(Action::Abort { conn: c.id });
-                self.end(
-                    c.id,
-                    c.queue,
-                    SendFailure::Replaced,
-                    false,
-                    NORMAL,
-                    REPLACED_REASON,
-                    false,
-                );
+                self.end(c.id, c.queue, SendFailure::Replaced, false, replaced);
             }
+            Conn::Backoff(b) => self.end(b.id, b.queue, SendFailure::Replaced, false, replaced),
             Conn::Open(o) => {
                 self.actions.push_back(Action::Close {
                     conn: o.id,
                     frame: CloseRequest::internal(NORMAL, REPLACED_REASON),
                 });
-                self.end(
-                    o.id,
-                    o.in_flight,
-                    SendFailure::Replaced,
-                    true,
-                    NORMAL,
-                    REPLACED_REASON,
-                    false,
-                );
+                self.end(o.id, o.in_flight, SendFailure::Replaced, true, replaced);
             }
             Conn::Closing(c) => {
                 // Its close handshake is already under way: keep its own deadline.
-                self.end(
-                    c.id,
-                    c.in_flight,
-                    SendFailure::Replaced,
-                    false,
-                    NORMAL,
-                    REPLACED_REASON,
-                    false,
-                );
+                self.end(c.id, c.in_flight, SendFailure::Replaced, false, replaced);
                 self.teardowns.push(Teardown {
                     id: c.id,
                     deadline: c.deadline.max(now),

@@ -74,13 +74,17 @@ pub const TRANSITIONS: &[Transition] = &[
         Closed,
         "dial failed / handshake timeout / close (Abort)",
     ),
-    t(Connecting, Connecting, "connect (replaces)"),
+    t(
+        Connecting,
+        Connecting,
+        "connect (replaces) / reconnect delay over (dial)",
+    ),
     t(Open, Closing, "close / peer close"),
     t(Open, Closed, "transport error / keepalive timeout"),
     t(Open, Connecting, "connect (replaces)"),
     t(Closing, Closed, "transport closed / close timeout"),
     t(Closing, Connecting, "connect (replaces)"),
-    t(Closed, Connecting, "connect"),
+    t(Closed, Connecting, "connect / reconnect policy (back off)"),
 ];
 
 /// Whether `from → to` is an edge of [`TRANSITIONS`].

@@ -424,7 +424,7 @@ impl WxSocket {
                     cbs.finish(&CallResult::fail(SEND, reason));
                 }
             }
-            Event::Connecting { .. } => {}
+            Event::Connecting { .. } | Event::Reconnecting { .. } => {}
         }
     }
 }

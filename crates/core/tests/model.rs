@@ -243,6 +243,11 @@ impl Model {
 /// What the real session has told the world so far, checked as it goes.
 #[derive(Default)]
 struct Observed {
+    /// With reconnection on, queued sends carry over to later connections.
+    carry: bool,
+    policy: Option<ReconnectPolicy>,
+    /// Connections announced by `Reconnecting`: (attempt, earliest dial time).
+    backoffs: BTreeMap<ConnId, (u32, Instant)>,
     issued: BTreeMap<SendId, ConnId>,
     completed: BTreeSet<SendId>,
     /// Per connection: saw Connecting, saw Open, saw Close.
@@ -254,13 +259,26 @@ struct Observed {
 }
 
 impl Observed {
-    fn drain(&mut self, s: &mut Session) -> Result<(), TestCaseError> {
+    fn drain(&mut self, s: &mut Session, now: Instant) -> Result<(), TestCaseError> {
         while let Some(a) = s.poll_action() {
+            if let Action::Dial { conn, .. } = &a {
+                prop_assert!(
+                    !(s.is_backing_off() && s.current() == Some(*conn)),
+                    "dial during a backoff"
+                );
+                if let Some((_, earliest)) = self.backoffs.get(conn) {
+                    prop_assert!(
+                        now >= *earliest,
+                        "{conn} dialled before its backoff was over"
+                    );
+                }
+            }
             if let Action::Send { conn, id, .. } = a {
                 if let Some(prev) = self.last_send_action.insert(conn, id) {
                     prop_assert!(prev < id, "sends of {conn} out of order: {prev} then {id}");
                 }
-                prop_assert_eq!(self.issued.get(&id), Some(&conn));
+                let issued = *self.issued.get(&id).expect("an issued id");
+                prop_assert!(issued == conn || (self.carry && issued < conn));
                 self.written_queue.entry(conn).or_default().push(id);
             }
         }
@@ -273,6 +291,20 @@ impl Observed {
             let entry = self.conns.entry(conn).or_default();
             prop_assert!(!entry.2, "event after close for {conn}: {e:?}");
             match &e {
+                Event::Reconnecting { attempt, delay, .. } => {
+                    prop_assert!(!entry.0, "reconnecting after connecting");
+                    let policy = self.policy.as_ref().expect("reconnecting without a policy");
+                    prop_assert!(
+                        *delay <= policy.ceiling(*attempt),
+                        "delay {delay:?} over the ceiling"
+                    );
+                    prop_assert!(policy.max_attempts.is_none_or(|m| *attempt <= m));
+                    prop_assert!(
+                        self.backoffs
+                            .insert(conn, (*attempt, now + *delay))
+                            .is_none()
+                    );
+                }
                 Event::Connecting { .. } => {
                     prop_assert!(!entry.0);
                     entry.0 = true;
@@ -284,12 +316,15 @@ impl Observed {
                 Event::Message { .. } => prop_assert!(entry.1),
                 Event::Close { .. } => entry.2 = true,
                 Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
-                    prop_assert_eq!(
-                        self.issued.get(id),
-                        Some(&conn),
+                    let issued = *self.issued.get(id).expect("an issued id");
+                    prop_assert!(
+                        issued == conn || (self.carry && issued < conn),
                         "completion on the wrong connection"
                     );
                     prop_assert!(self.completed.insert(*id), "{id} completed twice");
+                }
+                _ if self.backoffs.contains_key(&conn) && !entry.0 => {
+                    prop_assert!(false, "{e:?} before connecting")
                 }
                 _ => prop_assert!(entry.0),
             }
@@ -298,7 +333,11 @@ impl Observed {
     }
 }
 
-fn config(policy: CloseBeforeOpen, keepalive: bool) -> SessionConfig {
+fn config(
+    policy: CloseBeforeOpen,
+    keepalive: bool,
+    reconnect: Option<ReconnectPolicy>,
+) -> SessionConfig {
     let mut c = SessionConfig::default()
         .close_before_open(policy)
         .queue_bounds(MAX_MSGS, MAX_QUEUED)
@@ -308,12 +347,23 @@ fn config(policy: CloseBeforeOpen, keepalive: bool) -> SessionConfig {
     if keepalive {
         c = c.keepalive(KA, KT);
     }
+    if let Some(r) = reconnect {
+        c = c.reconnect(r);
+    }
     c
 }
 
-fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops`. Without a reconnect policy the model predicts every state and call result;
+/// with one, the invariants are checked (the model does not know reconnection).
+fn run(
+    policy: CloseBeforeOpen,
+    keepalive: bool,
+    reconnect: Option<ReconnectPolicy>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let modelled = reconnect.is_none();
     let start = Instant::now();
-    let mut s = Session::new(config(policy, keepalive)).unwrap();
+    let mut s = Session::new(config(policy, keepalive, reconnect.clone())).unwrap();
     let mut m = Model {
         policy,
         keepalive,
@@ -326,7 +376,11 @@ fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), Tes
         in_flight: Vec::new(),
         now: start,
     };
-    let mut obs = Observed::default();
+    let mut obs = Observed {
+        carry: reconnect.as_ref().is_some_and(|r| r.carry_queue),
+        policy: reconnect,
+        ..Observed::default()
+    };
     let mut now = start;
     let mut conns: Vec<ConnId> = Vec::new();
     for op in ops {
@@ -356,6 +410,13 @@ fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), Tes
                 m.advance(at);
                 let expected = m.send(len);
                 let r = s.send(Message::binary(vec![7u8; len]), at);
+                if !modelled {
+                    if let Ok(id) = r {
+                        obs.issued.insert(id, s.current().unwrap());
+                    }
+                    obs.drain(&mut s, now)?;
+                    continue;
+                }
                 let got = match &r {
                     Ok(_) => SendOutcome::Ok,
                     Err(SendError::NotConnected(_)) => SendOutcome::NotConnected,
@@ -381,7 +442,7 @@ fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), Tes
                 let r = s.close(Some(code), "", now);
                 if code == 1001 {
                     prop_assert_eq!(r, Err(CloseError::InvalidCode(1001)));
-                } else {
+                } else if modelled {
                     m.advance(now);
                     prop_assert_eq!(r, m.close());
                 }
@@ -437,10 +498,12 @@ fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), Tes
                 m.advance(now);
             }
         }
-        obs.drain(&mut s)?;
+        obs.drain(&mut s, now)?;
         // Invariants after every step.
-        prop_assert_eq!(s.state(), m.state, "state after step");
-        prop_assert_eq!(s.buffered_amount(), m.buffered());
+        if modelled {
+            prop_assert_eq!(s.state(), m.state, "state after step");
+            prop_assert_eq!(s.buffered_amount(), m.buffered());
+        }
         prop_assert!(s.buffered_amount() <= MAX_BUFFERED);
         if s.state() == ReadyState::Connecting {
             prop_assert!(s.pending_sends() <= MAX_MSGS && s.buffered_amount() <= MAX_QUEUED);
@@ -449,15 +512,19 @@ fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), Tes
             prop_assert!(t > m.now, "deadline {t:?} not after the last now");
         }
     }
-    // Wind down: end the current connection and let every timer run out.
-    if let Some(c) = s.current() {
-        s.handle(c, TransportEvent::Closed, now);
-    }
+    // Wind down: close (cancels a backoff; refused while connecting under `Ignore`), fail
+    // any dial for good (HTTP 404 is not retried), end the transport, let timers run out.
+    let refused = TransportError::new(TransportErrorKind::HttpStatus(404), "gone");
     for _ in 0..4 {
-        now += Duration::from_secs(5);
+        let _ = s.close(None, "", now);
+        if let Some(c) = s.current() {
+            s.handle(c, TransportEvent::ConnectFailed(refused.clone()), now);
+            s.handle(c, TransportEvent::Closed, now);
+        }
+        now += Duration::from_secs(60);
         s.handle_timeout(now);
+        obs.drain(&mut s, now)?;
     }
-    obs.drain(&mut s)?;
     prop_assert_eq!(s.poll_timeout(), None, "no timer left");
     let missing: Vec<_> = obs
         .issued
@@ -466,9 +533,10 @@ fn run(policy: CloseBeforeOpen, keepalive: bool, ops: Vec<Op>) -> Result<(), Tes
         .collect();
     prop_assert!(missing.is_empty(), "sends never completed: {missing:?}");
     for (conn, (connecting, _, closed)) in &obs.conns {
+        prop_assert!(*closed, "{conn} lacks its close event");
         prop_assert!(
-            *connecting && *closed,
-            "{conn} lacks its connecting or close event"
+            *connecting || obs.backoffs.contains_key(conn),
+            "{conn} lacks its connecting event"
         );
     }
     Ok(())
@@ -487,6 +555,23 @@ proptest! {
 
     #[test]
     fn session_matches_the_model(policy in policy(), keepalive in any::<bool>(), ops in prop::collection::vec(op(), 1..80)) {
-        run(policy, keepalive, ops)?;
+        run(policy, keepalive, None, ops)?;
+    }
+
+    #[test]
+    fn reconnection_keeps_the_invariants(
+        policy in policy(),
+        keepalive in any::<bool>(),
+        carry in any::<bool>(),
+        max_attempts in prop::option::of(1..4u32),
+        seed in any::<u64>(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let reconnect = ReconnectPolicy::default()
+            .backoff(Duration::from_millis(50), Duration::from_millis(400))
+            .max_attempts(max_attempts)
+            .carry_queue(carry)
+            .seed(seed);
+        run(policy, keepalive, Some(reconnect), ops)?;
     }
 }

@@ -1,0 +1,27 @@
+//! The seedable source of reconnect jitter (SplitMix64): small, fast, and the same sequence
+//! for the same seed on every platform, so property tests and fuzz runs replay exactly.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, ceiling]` at nanosecond resolution.
+    pub(crate) fn up_to(&mut self, ceiling: Duration) -> Duration {
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.next() % nanos.saturating_add(1).max(1))
+    }
+}

@@ -1,0 +1,319 @@
+//! SPEC §3 "Reconnection" on a simulated clock.
+
+use std::time::{Duration, Instant};
+use wxsocket_core::*;
+
+struct Sim {
+    s: Session,
+    now: Instant,
+}
+
+impl Sim {
+    fn new(policy: ReconnectPolicy) -> Self {
+        let config = SessionConfig::default()
+            .keepalive(Duration::from_secs(5), Duration::from_secs(1))
+            .reconnect(policy);
+        Self {
+            s: Session::new(config).unwrap(),
+            now: Instant::now(),
+        }
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.s.poll_event()).collect()
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.s.poll_action()).collect()
+    }
+
+    fn input(&mut self, conn: ConnId, e: TransportEvent) {
+        self.s.handle(conn, e, self.now);
+    }
+
+    fn open(&mut self, conn: ConnId) {
+        self.input(conn, TransportEvent::Opened(Handshake::default()));
+    }
+
+    /// Waits out the backoff; returns the new connection from its Dial.
+    fn fire_backoff(&mut self) -> ConnId {
+        assert!(self.s.is_backing_off());
+        self.now = self.s.poll_timeout().unwrap();
+        self.s.handle_timeout(self.now);
+        let a = self.actions();
+        match a.last() {
+            Some(Action::Dial { conn, .. }) => *conn,
+            other => panic!("expected a dial, got {other:?}"),
+        }
+    }
+}
+
+fn reconnecting(events: &[Event]) -> Option<(ConnId, u32, Duration)> {
+    events.iter().find_map(|e| match e {
+        Event::Reconnecting {
+            conn,
+            attempt,
+            delay,
+            ..
+        } => Some((*conn, *attempt, *delay)),
+        _ => None,
+    })
+}
+
+fn drop_tcp() -> TransportEvent {
+    TransportEvent::Closed
+}
+
+#[test]
+fn an_abrupt_drop_is_retried_almost_at_once_and_open_resets_the_backoff() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(7));
+    let c1 =
+        t.s.connect(&ConnectOptions::new("ws://h/chat"), t.now)
+            .unwrap();
+    t.open(c1);
+    t.events();
+    t.actions();
+    t.input(c1, drop_tcp());
+    let e = t.events();
+    assert!(
+        matches!(e[0], Event::Error { .. }),
+        "a drop is an error, not a normal close"
+    );
+    assert!(matches!(
+        e[1],
+        Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        }
+    ));
+    let (c2, attempt, delay) = reconnecting(&e).unwrap();
+    assert_eq!(attempt, 1);
+    assert!(
+        delay <= Duration::from_millis(100),
+        "first retry almost immediate: {delay:?}"
+    );
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    assert_eq!(
+        t.actions(),
+        [Action::Abort { conn: c1 }],
+        "no dial during the backoff"
+    );
+    assert_eq!(t.fire_backoff(), c2);
+    t.open(c2);
+    assert_eq!(t.s.state(), ReadyState::Open);
+    // A later drop starts again from attempt 1.
+    t.events();
+    t.input(c2, drop_tcp());
+    assert_eq!(reconnecting(&t.events()).unwrap().1, 1);
+}
+
+#[test]
+fn delays_grow_to_the_cap_and_attempts_stop_at_the_limit() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(100), Duration::from_millis(800))
+        .max_attempts(Some(6))
+        .seed(1);
+    let mut t = Sim::new(policy.clone());
+    let mut conn = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    let refused = || {
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused"))
+    };
+    for attempt in 1..=6 {
+        t.input(conn, refused());
+        let (next, n, delay) = reconnecting(&t.events()).expect("a retry");
+        assert_eq!(n, attempt);
+        assert!(delay <= policy.ceiling(attempt));
+        conn = t.fire_backoff();
+        assert_eq!(conn, next);
+    }
+    assert_eq!(policy.ceiling(5), Duration::from_millis(800));
+    t.input(conn, refused());
+    let e = t.events();
+    assert!(reconnecting(&e).is_none(), "the seventh failure is final");
+    assert!(matches!(e.last(), Some(Event::Close { .. })));
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    assert_eq!(t.s.poll_timeout(), None);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_delays() {
+    let delays = |seed| {
+        let mut t = Sim::new(ReconnectPolicy::default().seed(seed));
+        let mut conn = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            t.input(conn, TransportEvent::Closed);
+            out.push(reconnecting(&t.events()).unwrap().2);
+            conn = t.fire_backoff();
+        }
+        out
+    };
+    assert_eq!(delays(42), delays(42));
+    assert_ne!(delays(42), delays(43));
+}
+
+#[test]
+fn peer_close_codes_decide() {
+    for (code, retried) in [(1000, false), (1001, true), (1012, true), (4000, false)] {
+        let mut t = Sim::new(ReconnectPolicy::default());
+        let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+        t.open(c);
+        t.events();
+        t.input(
+            c,
+            TransportEvent::PeerClosed(PeerClose {
+                code: Some(code),
+                reason: "restart".into(),
+            }),
+        );
+        t.input(c, TransportEvent::Closed);
+        let e = t.events();
+        assert!(matches!(e[0], Event::Close { code: c2, clean: true, .. } if c2 == code));
+        assert_eq!(reconnecting(&e).is_some(), retried, "code {code}");
+    }
+    let mut t = Sim::new(ReconnectPolicy::default().retry_close_codes(vec![1000]));
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c);
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(1000),
+            reason: String::new(),
+        }),
+    );
+    t.input(c, TransportEvent::Closed);
+    assert!(
+        reconnecting(&t.events()).is_some(),
+        "the policy can retry a normal close"
+    );
+}
+
+#[test]
+fn http_4xx_is_final_unless_the_policy_says_so_and_5xx_is_retried() {
+    let status = |s| {
+        TransportEvent::ConnectFailed(TransportError::new(
+            TransportErrorKind::HttpStatus(s),
+            "status",
+        ))
+    };
+    for (policy, code, retried) in [
+        (ReconnectPolicy::default(), 403, false),
+        (ReconnectPolicy::default().retry_http_4xx(true), 403, true),
+        (ReconnectPolicy::default(), 503, true),
+    ] {
+        let mut t = Sim::new(policy);
+        let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+        t.input(c, status(code));
+        assert_eq!(reconnecting(&t.events()).is_some(), retried, "{code}");
+    }
+}
+
+#[test]
+fn the_application_closing_is_never_retried_and_close_cancels_a_backoff() {
+    let mut t = Sim::new(ReconnectPolicy::default());
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c);
+    t.s.close(None, "", t.now).unwrap();
+    t.input(c, TransportEvent::Closed);
+    assert!(reconnecting(&t.events()).is_none());
+
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c);
+    t.events();
+    t.actions();
+    t.input(c, TransportEvent::Closed);
+    let (next, ..) = reconnecting(&t.events()).unwrap();
+    let queued = t.s.send(Message::text("while away"), t.now).unwrap();
+    t.actions();
+    t.s.close(None, "", t.now).unwrap();
+    let e = t.events();
+    assert!(
+        matches!(&e[0], Event::SendFailed { id, reason: SendFailure::Cancelled, message: Some(_), .. } if *id == queued)
+    );
+    assert!(matches!(&e[1], Event::Close { conn, .. } if *conn == next));
+    assert_eq!(e.len(), 2, "one close event");
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    assert_eq!(t.s.poll_timeout(), None, "no further dial");
+    t.now += Duration::from_secs(60);
+    t.s.handle_timeout(t.now);
+    assert!(t.actions().is_empty());
+}
+
+#[test]
+fn a_keepalive_failure_is_an_error_and_is_retried() {
+    let mut t = Sim::new(ReconnectPolicy::default());
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c);
+    t.events();
+    for _ in 0..2 {
+        t.now = t.s.poll_timeout().unwrap();
+        t.s.handle_timeout(t.now);
+    }
+    let e = t.events();
+    assert!(matches!(
+        &e[0],
+        Event::Error {
+            error: ConnectionError::KeepaliveTimeout(_),
+            ..
+        }
+    ));
+    assert!(matches!(&e[1], Event::Close { code: 1006, .. }));
+    assert!(reconnecting(&e).is_some());
+}
+
+#[test]
+fn queued_messages_carry_over_in_order_or_fail_with_the_reason() {
+    // carry_queue on: kept across failed attempts and flushed, in order, on the open.
+    let mut t = Sim::new(ReconnectPolicy::default());
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    let a = t.s.send(Message::text("a"), t.now).unwrap();
+    t.input(c, TransportEvent::Closed);
+    let b = t.s.send(Message::text("b"), t.now).unwrap();
+    let c2 = t.fire_backoff();
+    let cc = t.s.send(Message::text("c"), t.now).unwrap();
+    t.input(
+        c2,
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "no")),
+    );
+    let c3 = t.fire_backoff();
+    t.actions();
+    t.open(c3);
+    let sends: Vec<SendId> = t
+        .actions()
+        .into_iter()
+        .filter_map(|x| match x {
+            Action::Send { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends, [a, b, cc]);
+    assert!(
+        !t.events()
+            .iter()
+            .any(|e| matches!(e, Event::SendFailed { .. })),
+        "nothing failed"
+    );
+
+    // carry_queue off: each failed attempt fails what was queued, with the reason.
+    let mut t = Sim::new(ReconnectPolicy::default().carry_queue(false));
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    let a = t.s.send(Message::text("a"), t.now).unwrap();
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(e.iter().any(|e| matches!(e, Event::SendFailed { id, reason: SendFailure::ConnectFailed, message: Some(_), .. } if *id == a)));
+    assert!(reconnecting(&e).is_some());
+}
+
+#[test]
+fn reconnect_config_is_validated() {
+    let bad = SessionConfig::default().reconnect(
+        ReconnectPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1)),
+    );
+    assert_eq!(Session::new(bad).unwrap_err().field, "reconnect.cap");
+    let bad = SessionConfig::default().reconnect(ReconnectPolicy::default().max_attempts(Some(0)));
+    assert_eq!(
+        Session::new(bad).unwrap_err().field,
+        "reconnect.max_attempts"
+    );
+}
