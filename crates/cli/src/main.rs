@@ -1,0 +1,2 @@
+//! The `wxsocket` command (being written).
+fn main() {}
