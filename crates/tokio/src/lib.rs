@@ -1,1 +1,169 @@
-//! wxsocket over tokio (in progress).
+//! # wxsocket-tokio
+//!
+//! The WeChat mini-program WebSocket session model (connect, open, send, message, error,
+//! close) for async Rust: [`wxsocket_core`]'s sans-IO state machine driven over tokio and
+//! tokio-tungstenite. Every lifecycle decision (queueing before open, flushing, timeouts,
+//! replacement, the close-before-open policy, keepalive, exactly-once send completion) is
+//! the core's; this crate moves bytes and keeps one timer.
+//!
+//! Three surfaces, one driver:
+//!
+//! - [`Client`] + [`Events`]: one socket at a time (the seed's `wx.connectSocket` model),
+//!   with awaitable and non-waiting sends and a [`Stream`](futures_core::Stream) of every
+//!   [`Event`];
+//! - [`TaskPool`] + [`SocketTask`]: several sockets at once (the `SocketTask` model, limit
+//!   from [`SessionConfig::pool_limit`]);
+//! - [`wx::WxSocket`]: the seven seed calls by their snake_case names, with `success` /
+//!   `fail` / `complete` callbacks.
+//!
+//! ## Example
+//!
+//! ```
+//! use wxsocket_tokio::{Client, Config, ConnectOptions, Event, Message};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     # // A local echo server stands in for "wss://example.com/ws" so the example runs.
+//!     # let server = wxsocket_tokio::bench::EchoServer::start()?;
+//!     # let url = server.url();
+//!     let (client, mut events) = Client::new(Config::default())?;
+//!     client.connect(&ConnectOptions::new(url).tcp_no_delay(true))?;
+//!
+//!     // Sent before the socket opened: queued, then written right after the handshake.
+//!     client.send_nowait("hello")?;
+//!
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             Event::Open { handshake, .. } => {
+//!                 println!("open, protocol {:?}", handshake.protocol);
+//!                 // Resolves once the message is written to the socket.
+//!                 client.send(Message::binary(vec![1, 2, 3])).await?;
+//!             }
+//!             Event::Message { message, .. } if message.is_text() => {
+//!                 assert_eq!(message.as_bytes(), b"hello");
+//!             }
+//!             Event::Message { message, .. } => {
+//!                 assert_eq!(message.as_bytes(), [1, 2, 3]);
+//!                 client.close(None, "done")?;
+//!             }
+//!             Event::Error { error, .. } => eprintln!("error: {error}"),
+//!             Event::Close { code, clean, .. } => {
+//!                 assert_eq!((code, clean), (1000, true));
+//!                 break;
+//!             }
+//!             _ => {} // Connecting, SendCompleted, SendFailed
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `wss://` works the same way; trust a private CA with
+//! `Config::default().tls(TlsRoots::default().with_ca(cert))`.
+//!
+//! ## IO design
+//!
+//! - **No hop through a driver for the hot path.** The core sits in an
+//!   `Arc<std::sync::Mutex<..>>`. Whoever touches it — an application call, a connection
+//!   task reporting what it read, or the driver task when a deadline passes — drains the
+//!   core's actions and events under that lock and carries them out at once. Carrying out
+//!   never blocks: spawn a connection task (`Dial`), push a command onto that task's
+//!   channel (`Send`, `Ping`, `Close`), or abort it (`Abort`). Events go to the [`Events`]
+//!   channel and to the waiters of awaitable sends, in order. The lock is never held across
+//!   an `.await` and no user code runs under it.
+//! - **One task per connection.** It dials (TCP, `TCP_NODELAY` when asked, rustls when
+//!   `wss`, the opening handshake from [`wxsocket_wire::ClientHandshake`]), builds the
+//!   tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
+//!   reads and writes together in one hand-written future: a blocked write never stops
+//!   reading, so an echoing peer cannot deadlock it.
+//! - **Write batching.** The connection task feeds every command already waiting into
+//!   tungstenite's buffer, flushes once, and only then reports `SendWritten` for each, in
+//!   order. Messages queued before open are all in the channel when the handshake is
+//!   reported, so they go out in one write right after it; pipelined sends coalesce the
+//!   same way. Reads are reported in batches too (one lock per batch).
+//! - **One timer.** The driver task sleeps until the core's `poll_timeout()`; a call that
+//!   makes the deadline earlier wakes it through a [`tokio::sync::Notify`]. Handshake,
+//!   close and keepalive timeouts all come out of the core as `Abort`/`Ping`/`Close`.
+//! - **Shutdown.** When the last handle is dropped the driver asks the core to close every
+//!   connection (close frame 1000), keeps driving until every transport is gone (bounded by
+//!   the close timeout, after which transports are dropped), ends the event stream, and
+//!   exits. No task, socket or timer outlives it.
+//! - The wx-style callbacks are queued by the core's listeners and run by the driver task
+//!   outside the lock, so they may call back into the socket.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+mod client;
+mod conn;
+mod driver;
+mod pool;
+pub mod wx;
+
+pub use client::{Client, Events};
+pub use pool::{SocketTask, TaskPool};
+pub use wxsocket_core::{
+    CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
+    ConnectionError, Event, Handshake, Message, ReadyState, SendError, SendFailure, SendId,
+    SessionConfig,
+};
+pub use wxsocket_wire::tls::TlsRoots;
+
+use std::net::SocketAddr;
+
+/// Configuration of a [`Client`], [`TaskPool`] or [`wx::WxSocket`]: the session's policies
+/// and bounds, and the certificate authorities `wss` trusts.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// Close-before-open policy, queue and buffer bounds, timeouts, keepalive, maximum
+    /// message size, pool limit.
+    pub session: SessionConfig,
+    /// Trusted CAs for `wss` (webpki roots by default, plus any custom ones).
+    pub tls: TlsRoots,
+}
+
+impl Config {
+    /// The defaults: [`SessionConfig::default`] and the webpki roots.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the session configuration.
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Sets the trusted certificate authorities.
+    pub fn tls(mut self, tls: TlsRoots) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+/// Why an awaitable send did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailed {
+    /// The send was refused at once (not connected, closing, queue or buffer full, too
+    /// large); the message is in the error.
+    #[error(transparent)]
+    Refused(#[from] SendError),
+    /// The message was accepted but will never be written.
+    #[error(transparent)]
+    Failed(SendFailure),
+}
+
+/// Details of a connection's TCP socket, read back from the socket after the dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketInfo {
+    /// The local address.
+    pub local_addr: SocketAddr,
+    /// The server's address.
+    pub peer_addr: SocketAddr,
+    /// Whether `TCP_NODELAY` is set (as the socket reports it).
+    pub nodelay: bool,
+    /// Whether the connection uses TLS.
+    pub tls: bool,
+}

@@ -1,0 +1,362 @@
+//! One connection task: dial (TCP, optional TLS, the opening handshake), then move bytes
+//! both ways until the transport ends, reporting everything to the core.
+
+use crate::SocketInfo;
+use crate::driver::{Machine, Shared};
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use wxsocket_core::{
+    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, SendId, TransportError,
+    TransportErrorKind, TransportEvent,
+};
+use wxsocket_wire::ClientHandshake;
+use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+
+/// Work for a connection task, from the core's actions.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(SendId, Message),
+    Ping(Bytes),
+    Close(CloseRequest),
+}
+
+/// Most messages read before the batch is reported (keeps batches and lock holds short).
+const READ_BATCH: usize = 256;
+
+/// The task of connection `conn`. Dropping it (abort) drops the transport at once.
+pub(crate) async fn run<M: Machine>(
+    shared: Arc<Shared<M>>,
+    conn: ConnId,
+    request: Arc<HandshakeRequest>,
+    commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let (ws, handshake, socket) = match dial(&shared, &request).await {
+        Ok(done) => done,
+        Err(error) => {
+            tracing::debug!(%conn, %error, "dial failed");
+            shared.report(conn, [TransportEvent::ConnectFailed(error)], true);
+            return;
+        }
+    };
+    tracing::debug!(%conn, local = %socket.local_addr, nodelay = socket.nodelay, "open");
+    // Reporting the handshake makes the core flush its queue: every queued message is in
+    // `commands` before the loop below starts, so they go out in one write.
+    shared.opened(conn, socket, handshake);
+    let mut io = Io {
+        ws,
+        commands,
+        unflushed: Vec::new(),
+        needs_flush: false,
+        reading: true,
+        close_sent: false,
+        batch: Vec::new(),
+    };
+    std::future::poll_fn(|cx| io.poll(cx, &shared, conn)).await;
+    tracing::debug!(%conn, "transport gone");
+}
+
+async fn dial<M: Machine>(
+    shared: &Shared<M>,
+    request: &HandshakeRequest,
+) -> Result<(WebSocketStream<Transport>, Handshake, SocketInfo), TransportError> {
+    let host = request.host().trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((host, request.port()))
+        .await
+        .map_err(|e| connect_error(&e, "connect"))?;
+    let io_error = |e: io::Error| connect_error(&e, "socket");
+    if request.tcp_no_delay {
+        tcp.set_nodelay(true).map_err(io_error)?;
+    }
+    let socket = SocketInfo {
+        local_addr: tcp.local_addr().map_err(io_error)?,
+        peer_addr: tcp.peer_addr().map_err(io_error)?,
+        nodelay: tcp.nodelay().map_err(io_error)?,
+        tls: request.is_tls(),
+    };
+    let mut stream = if request.is_tls() {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Tls,
+                format!("tls: invalid server name {host:?}: {e}"),
+            )
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&shared.tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| connect_error(&e, "tls"))?;
+        Transport::Tls(Box::new(tls))
+    } else {
+        Transport::Plain(tcp)
+    };
+    let mut handshake = ClientHandshake::new(request);
+    let handshake_io =
+        |e: io::Error| TransportError::new(TransportErrorKind::Io, format!("handshake: {e}"));
+    stream
+        .write_all(handshake.request_bytes())
+        .await
+        .map_err(handshake_io)?;
+    stream.flush().await.map_err(handshake_io)?;
+    let mut buf = vec![0u8; 4096];
+    let done = loop {
+        let n = stream.read(&mut buf).await.map_err(handshake_io)?;
+        if n == 0 {
+            return Err(TransportError::new(
+                TransportErrorKind::Io,
+                "handshake: the server closed the connection before answering",
+            ));
+        }
+        if let Some(done) = handshake.feed(&buf[..n])? {
+            break done;
+        }
+    };
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        done.tail,
+        Role::Client,
+        Some(shared.ws_config),
+    )
+    .await;
+    Ok((ws, done.handshake, socket))
+}
+
+/// The open connection's state between polls.
+struct Io {
+    ws: WebSocketStream<Transport>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Sends fed to the socket but not yet flushed.
+    unflushed: Vec<SendId>,
+    needs_flush: bool,
+    /// False after a read error (the stream is no longer in sync).
+    reading: bool,
+    close_sent: bool,
+    /// Input for the core, reported once per round under one lock.
+    batch: Vec<TransportEvent>,
+}
+
+enum Flow {
+    Go,
+    /// The transport is gone: `batch` holds the final input (if any) for the core.
+    Finished,
+    /// The core no longer wants this connection (its command channel closed).
+    Dropped,
+}
+
+impl Io {
+    /// One connection's whole life after the handshake, as a hand-written future so
+    /// reading and writing are driven together (a blocked write never stops reads, so a
+    /// peer that only writes back when read from cannot deadlock us) and every command
+    /// already waiting is written with one flush.
+    fn poll<M: Machine>(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Arc<Shared<M>>,
+        conn: ConnId,
+    ) -> Poll<()> {
+        loop {
+            let mut progress = false;
+            let flow = self.poll_write(cx, &mut progress);
+            let flow = match flow {
+                Flow::Go if self.reading => self.poll_read(cx, &mut progress),
+                other => other,
+            };
+            match flow {
+                Flow::Go => {
+                    if !self.batch.is_empty() {
+                        shared.report(conn, self.batch.drain(..), false);
+                        progress = true;
+                    }
+                    if !progress {
+                        return Poll::Pending;
+                    }
+                }
+                Flow::Finished => {
+                    shared.report(conn, self.batch.drain(..), true);
+                    return Poll::Ready(());
+                }
+                Flow::Dropped => return Poll::Ready(()),
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
+        // Feed every command already waiting, while the socket takes them.
+        loop {
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return self.fail(&e),
+                Poll::Pending => break,
+            }
+            let command = match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(command)) => command,
+                Poll::Ready(None) => return Flow::Dropped,
+                Poll::Pending => {
+                    if !self.reading && !self.close_sent && self.unflushed.is_empty() {
+                        // A read error the core did not answer with a close frame: done.
+                        return self.finish();
+                    }
+                    break;
+                }
+            };
+            *progress = true;
+            let item = match command {
+                Command::Send(id, message) => {
+                    self.unflushed.push(id);
+                    to_ws(message)
+                }
+                Command::Ping(payload) => WsMessage::Ping(payload),
+                Command::Close(frame) => {
+                    self.close_sent = true;
+                    WsMessage::Close(Some(close_frame(&frame)))
+                }
+            };
+            if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
+                return self.fail(&e);
+            }
+            self.needs_flush = true;
+        }
+        // Then one flush for all of them.
+        if self.needs_flush {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    self.batch
+                        .extend(self.unflushed.drain(..).map(TransportEvent::SendWritten));
+                    if self.close_sent && !self.reading {
+                        // The close frame after a read error is out; nothing more to read.
+                        return self.finish();
+                    }
+                }
+                Poll::Ready(Err(e)) => return self.fail(&e),
+                Poll::Pending => {}
+            }
+        }
+        Flow::Go
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
+        for _ in 0..READ_BATCH {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    *progress = true;
+                    // tungstenite queues pong and close replies; the next flush sends them.
+                    self.needs_flush = true;
+                    if let Some(event) = from_ws(message) {
+                        self.batch.push(event);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    *progress = true;
+                    return match classify(&e) {
+                        Some(error) if error.kind.sends_close_frame() => {
+                            // The core answers with a close frame (1002 / 1007 / 1009); keep
+                            // the write side for it, but the stream is no longer readable.
+                            tracing::debug!(%error, "read failed; close frame follows");
+                            self.reading = false;
+                            self.batch.push(TransportEvent::Error(error));
+                            Flow::Go
+                        }
+                        Some(error) => {
+                            self.batch.push(TransportEvent::Error(error));
+                            Flow::Finished
+                        }
+                        None => self.finish(),
+                    };
+                }
+                Poll::Ready(None) => return self.finish(),
+                Poll::Pending => break,
+            }
+        }
+        Flow::Go
+    }
+
+    fn fail(&mut self, e: &tokio_tungstenite::tungstenite::Error) -> Flow {
+        match classify(e) {
+            Some(error) => {
+                tracing::debug!(%error, "write failed");
+                self.batch.push(TransportEvent::Error(error));
+                Flow::Finished
+            }
+            None => self.finish(),
+        }
+    }
+
+    fn finish(&mut self) -> Flow {
+        self.batch.push(TransportEvent::Closed);
+        Flow::Finished
+    }
+}
+
+/// A TCP stream, with or without TLS.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The IO driver, written once for every [`Driven`] machine (`Session`, `Pool`, `WxSocket`).
+//!
+//! Whoever touches the core carries out what it asks for, under the same lock: an
+//! application call, a connection task reporting transport input, or the driver task when
+//! a deadline passes. Carrying out an action never blocks (spawn a task, push a command to a
+//! connection's channel, abort a task), so the lock is only held for core calls. The driver
+//! task owns the one timer, runs the wx-style callbacks outside the lock, and shuts
+//! everything down when the last handle is dropped.
+
+use crate::conn::{self, Command};
+use crate::{Config, SocketInfo};
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wxsocket_core::{Action, ConfigError, ConnId, Driven, Event, SendFailure, SendId};
+
+/// A machine the driver can run: the [`Driven`] side plus how its application events are
+/// delivered and how it is shut down when every handle is gone.
+pub(crate) trait Machine: Driven + Send + 'static {
+    /// Hands every ready application event on. Returns whether the driver task must run
+    /// (deferred callbacks are waiting).
+    fn deliver(&mut self, out: &mut Outbox) -> bool;
+    /// Asks for a clean close of every connection (called on each turn while shutting
+    /// down; a refused or repeated close is a no-op in the core).
+    fn shutdown(&mut self, live: &[ConnId], now: Instant);
+}
+
+impl Machine for wxsocket_core::Session {
+    fn deliver(&mut self, out: &mut Outbox) -> bool {
+        while let Some(event) = self.poll_event() {
+            out.deliver(event);
+        }
+        false
+    }
+
+    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
+        let _ = self.close(None, "", now);
+    }
+}
+
+impl Machine for wxsocket_core::Pool {
+    fn deliver(&mut self, out: &mut Outbox) -> bool {
+        while let Some(event) = self.poll_event() {
+            out.deliver(event);
+        }
+        false
+    }
+
+    fn shutdown(&mut self, live: &[ConnId], now: Instant) {
+        for conn in live {
+            let _ = self.close(*conn, None, "", now);
+        }
+    }
+}
+
+impl Machine for wxsocket_core::wx::WxSocket {
+    fn deliver(&mut self, _out: &mut Outbox) -> bool {
+        // The listeners registered by the adapter only queue jobs; the driver runs them.
+        self.dispatch() > 0
+    }
+
+    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
+        let _ = self.close_socket(wxsocket_core::wx::CloseSocket::new(), now);
+    }
+}
+
+/// Completion of an awaitable send.
+pub(crate) type SendResult = Result<(), SendFailure>;
+
+/// Where application events go: the [`crate::Events`] channel, and the waiters of
+/// awaitable sends.
+pub(crate) struct Outbox {
+    events: Option<mpsc::UnboundedSender<Event>>,
+    pub(crate) waiters: HashMap<SendId, oneshot::Sender<SendResult>>,
+}
+
+impl Outbox {
+    fn deliver(&mut self, event: Event) {
+        match &event {
+            Event::SendCompleted { id, .. } => {
+                if let Some(waiter) = self.waiters.remove(id) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Event::SendFailed { id, reason, .. } => {
+                if let Some(waiter) = self.waiters.remove(id) {
+                    let _ = waiter.send(Err(*reason));
+                }
+            }
+            _ => {}
+        }
+        if let Some(tx) = &self.events
+            && tx.send(event).is_err()
+        {
+            // The application dropped its `Events`: stop producing them.
+            self.events = None;
+        }
+    }
+}
+
+/// One live connection task.
+struct ConnEntry {
+    commands: mpsc::UnboundedSender<Command>,
+    task: AbortHandle,
+    socket: Option<SocketInfo>,
+}
+
+/// Everything behind the lock.
+pub(crate) struct Core<M> {
+    pub(crate) machine: M,
+    pub(crate) out: Outbox,
+    conns: HashMap<ConnId, ConnEntry>,
+    /// The deadline the driver task sleeps until.
+    armed: Option<Instant>,
+    /// Set when the last handle is gone: the latest time to drop every transport.
+    shutdown: Option<Instant>,
+}
+
+impl<M: Machine> Core<M> {
+    /// Carries out every action and delivers every event. Returns whether the driver task
+    /// must look (earlier deadline, callbacks to run, shutdown progress).
+    pub(crate) fn turn(&mut self, shared: &Arc<Shared<M>>, now: Instant) -> bool {
+        if self.shutdown.is_some() && !self.conns.is_empty() {
+            let live: Vec<ConnId> = self.conns.keys().copied().collect();
+            self.machine.shutdown(&live, now);
+        }
+        while let Some(action) = self.machine.poll_action() {
+            self.execute(shared, action);
+        }
+        let mut wake = self.machine.deliver(&mut self.out);
+        if let Some(deadline) = self.machine.poll_timeout() {
+            wake |= self.armed.is_none_or(|armed| deadline < armed);
+        }
+        wake | (self.shutdown.is_some() && self.conns.is_empty())
+    }
+
+    fn execute(&mut self, shared: &Arc<Shared<M>>, action: Action) {
+        let conn = action.conn();
+        let command = match action {
+            Action::Dial { conn, request } => {
+                tracing::debug!(%conn, url = %request.url, "dial");
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = shared
+                    .runtime
+                    .spawn(conn::run(Arc::clone(shared), conn, request, rx));
+                self.conns.insert(
+                    conn,
+                    ConnEntry {
+                        commands: tx,
+                        task: task.abort_handle(),
+                        socket: None,
+                    },
+                );
+                return;
+            }
+            Action::Abort { conn } => {
+                tracing::debug!(%conn, "abort");
+                if let Some(entry) = self.conns.remove(&conn) {
+                    entry.task.abort();
+                }
+                return;
+            }
+            Action::Send { id, message, .. } => Command::Send(id, message),
+            Action::Ping { payload, .. } => Command::Ping(payload),
+            Action::Close { frame, .. } => {
+                tracing::debug!(%conn, code = frame.code(), "close");
+                Command::Close(frame)
+            }
+            other => {
+                tracing::debug!(?other, "action not understood by this driver");
+                return;
+            }
+        };
+        match self.conns.get(&conn) {
+            Some(entry) => {
+                let _ = entry.commands.send(command);
+            }
+            // The transport already ended and said so; the core knows.
+            None => tracing::debug!(%conn, "action for a finished connection"),
+        }
+    }
+
+    /// The socket details of a connection, once it is dialled.
+    pub(crate) fn socket_info(&self, conn: ConnId) -> Option<SocketInfo> {
+        self.conns.get(&conn).and_then(|e| e.socket)
+    }
+}
+
+/// Callbacks of the wx-style surface, run by the driver task outside the lock.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// What the handles, the connection tasks and the driver task share.
+pub(crate) struct Shared<M> {
+    core: Mutex<Core<M>>,
+    wake: Notify,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) ws_config: WebSocketConfig,
+    close_timeout: Duration,
+    pub(crate) jobs: Mutex<VecDeque<Job>>,
+}
+
+impl<M: Machine> Shared<M> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core<M>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the core with the current time, then carries out what it produced.
+    pub(crate) fn call<R>(self: &Arc<Self>, f: impl FnOnce(&mut Core<M>, Instant) -> R) -> R {
+        let now = Instant::now();
+        let (result, wake) = {
+            let mut core = self.lock();
+            let result = f(&mut core, now);
+            let wake = core.turn(self, now);
+            (result, wake)
+        };
+        if wake {
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    /// Transport input from a connection task. `finished`: the task ends after this, so
+    /// its entry goes (and actions still aimed at it are dropped).
+    pub(crate) fn report(
+        self: &Arc<Self>,
+        conn: ConnId,
+        events: impl IntoIterator<Item = wxsocket_core::TransportEvent>,
+        finished: bool,
+    ) {
+        self.call(|core, now| {
+            if finished {
+                core.conns.remove(&conn);
+            }
+            for event in events {
+                core.machine.handle(conn, event, now);
+            }
+        });
+    }
+
+    /// The dial succeeded: record the socket details, then report the handshake.
+    pub(crate) fn opened(
+        self: &Arc<Self>,
+        conn: ConnId,
+        socket: SocketInfo,
+        handshake: wxsocket_core::Handshake,
+    ) {
+        self.call(|core, now| {
+            if let Some(entry) = core.conns.get_mut(&conn) {
+                entry.socket = Some(socket);
+            }
+            core.machine
+                .handle(conn, wxsocket_core::TransportEvent::Opened(handshake), now);
+        });
+    }
+
+    /// Queues a callback for the driver task.
+    pub(crate) fn defer(&self, job: Job) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+    }
+
+    /// Wakes the driver task.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn run_jobs(&self) {
+        loop {
+            let job = self
+                .jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(job) = job else { break };
+            if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                tracing::debug!("a wx-style callback panicked; the driver goes on");
+            }
+        }
+    }
+
+    fn begin_shutdown(&self) {
+        {
+            let mut core = self.lock();
+            core.shutdown
+                .get_or_insert(Instant::now() + self.close_timeout);
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Keeps the driver alive: every handle (`Client` clones, `TaskPool`, `SocketTask`s,
+/// `WxSocket` clones) holds one `Arc` of it; when the last goes, the driver closes every
+/// connection and ends (the event stream then ends too).
+pub(crate) struct Handle<M: Machine> {
+    pub(crate) shared: Arc<Shared<M>>,
+}
+
+impl<M: Machine> Drop for Handle<M> {
+    fn drop(&mut self) {
+        self.shared.begin_shutdown();
+    }
+}
+
+/// Starts the driver task for `machine` on the current tokio runtime.
+pub(crate) fn start<M: Machine>(
+    machine: M,
+    config: &Config,
+    events: bool,
+) -> Result<(Arc<Handle<M>>, mpsc::UnboundedReceiver<Event>), ConfigError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError {
+        field: "runtime",
+        problem: "must be called from inside a tokio runtime",
+    })?;
+    let tls = config.tls.client_config().map_err(|_| ConfigError {
+        field: "tls",
+        problem: "a custom root certificate was rejected by rustls",
+    })?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tx = events.then_some(tx);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Core {
+            machine,
+            out: Outbox {
+                events: tx,
+                waiters: HashMap::new(),
+            },
+            conns: HashMap::new(),
+            armed: None,
+            shutdown: None,
+        }),
+        wake: Notify::new(),
+        runtime: runtime.clone(),
+        tls,
+        ws_config: wxsocket_wire::websocket_config(&config.session),
+        close_timeout: config.session.close_timeout,
+        jobs: Mutex::new(VecDeque::new()),
+    });
+    runtime.spawn(drive(Arc::clone(&shared)));
+    Ok((Arc::new(Handle { shared }), rx))
+}
+
+/// The driver task: the one timer, the wx-style callbacks, and shutdown.
+async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    loop {
+        let armed = {
+            let mut core = shared.lock();
+            let now = Instant::now();
+            if core.shutdown.is_some_and(|hard| hard <= now) {
+                for (conn, entry) in core.conns.drain() {
+                    tracing::debug!(%conn, "shutdown: transport dropped after the close timeout");
+                    entry.task.abort();
+                }
+            }
+            if core.machine.poll_timeout().is_some_and(|t| t <= now) {
+                core.machine.handle_timeout(now);
+            }
+            core.turn(&shared, now);
+            if core.shutdown.is_some() && core.conns.is_empty() {
+                break;
+            }
+            let mut next = core.machine.poll_timeout();
+            if let Some(hard) = core.shutdown {
+                next = Some(next.map_or(hard, |t| t.min(hard)));
+            }
+            core.armed = next;
+            next
+        };
+        shared.run_jobs();
+        if let Some(deadline) = armed {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+        }
+        tokio::select! {
+            biased;
+            _ = shared.wake.notified() => {}
+            _ = &mut sleep, if armed.is_some() => {}
+        }
+    }
+    shared.lock().out.events = None;
+    shared.run_jobs();
+    // Break the cycles (queued callbacks may hold handles) and free the machine's memory.
+    shared
+        .jobs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    tracing::debug!("driver finished");
+}

@@ -1,0 +1,125 @@
+//! Several sockets at once, as the newer `SocketTask` API allows: [`TaskPool`] and its
+//! per-connection [`SocketTask`] handles, over the core's [`Pool`].
+
+use crate::client::{connect_checked, wait_send};
+use crate::driver::{self, Handle};
+use crate::{Config, Events, SendFailed, SocketInfo};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use wxsocket_core::{
+    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool, ReadyState,
+    SendError, SendId,
+};
+
+/// A set of independent connections (default limit 5, `SessionConfig::pool_limit`); each
+/// [`connect`](Self::connect) opens one more instead of replacing one.
+///
+/// Cheap to clone, `Send + Sync`. The events of every connection arrive, tagged with their
+/// [`ConnId`], on the one [`Events`] stream. When the pool and every [`SocketTask`] are
+/// dropped, every connection is closed cleanly.
+#[derive(Clone)]
+pub struct TaskPool {
+    inner: Arc<Handle<Pool>>,
+}
+
+impl std::fmt::Debug for TaskPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskPool")
+            .field("live", &self.inner.shared.lock().machine.live())
+            .finish()
+    }
+}
+
+impl TaskPool {
+    /// A pool driven on the current tokio runtime (call it inside one).
+    pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
+        let pool = Pool::new(config.session.clone())?;
+        let (inner, rx) = driver::start(pool, &config, true)?;
+        Ok((TaskPool { inner }, Events::new(rx)))
+    }
+
+    /// `wx.connectSocket` returning a `SocketTask`. Over the limit:
+    /// [`ConnectError::TooManyConnections`].
+    pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
+        connect_checked(options)?;
+        let id = self
+            .inner
+            .shared
+            .call(|core, now| core.machine.connect(options, now))?;
+        Ok(SocketTask {
+            id,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Connections not yet closed (the ones that count toward the limit).
+    pub fn live(&self) -> usize {
+        self.inner.shared.lock().machine.live()
+    }
+}
+
+/// One connection of a [`TaskPool`] (`SocketTask`). Cheap to clone. Dropping it does not
+/// close the connection (use [`close`](Self::close)); dropping the pool and every task does.
+#[derive(Clone)]
+pub struct SocketTask {
+    id: ConnId,
+    inner: Arc<Handle<Pool>>,
+}
+
+impl std::fmt::Debug for SocketTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketTask")
+            .field("id", &self.id)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl SocketTask {
+    /// The connection's id (every event of it carries this id).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// `SocketTask.send` without waiting; see [`crate::Client::send_nowait`].
+    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+        let message = message.into();
+        self.inner
+            .shared
+            .call(|core, now| core.machine.send(self.id, message, now))
+    }
+
+    /// Sends and waits until the message is written; see [`crate::Client::send`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
+        let message = message.into();
+        let (id, done) = self.inner.shared.call(|core, now| {
+            let id = core.machine.send(self.id, message, now)?;
+            let (tx, rx) = oneshot::channel();
+            core.out.waiters.insert(id, tx);
+            Ok::<_, SendError>((id, rx))
+        })?;
+        wait_send(id, done).await
+    }
+
+    /// `SocketTask.close(code, reason)`.
+    pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        self.inner
+            .shared
+            .call(|core, now| core.machine.close(self.id, code, reason, now))
+    }
+
+    /// The connection's state (`Closed` once the pool has forgotten it).
+    pub fn state(&self) -> ReadyState {
+        self.inner.shared.lock().machine.state(self.id)
+    }
+
+    /// Bytes accepted but not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.shared.lock().machine.buffered_amount(self.id)
+    }
+
+    /// Addresses and options of the connection's socket, once it is dialled.
+    pub fn socket_info(&self) -> Option<SocketInfo> {
+        self.inner.shared.lock().socket_info(self.id)
+    }
+}
