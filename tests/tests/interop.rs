@@ -1,0 +1,975 @@
+//! Interop against WebSocket servers nobody here wrote: the Python `websockets` library and
+//! Node's `ws` package, each driven by a small scripted server in `tests/peers/`
+//! (`python_server.py`, `node_server.js`; pinned in `requirements.txt` and
+//! `package-lock.json`, installed by `scripts/install-peers`).
+//!
+//! Every scenario is written once, generic over [`Adapter`], and the `interop!` macro
+//! instantiates it for each peer × adapter: `python_tokio::…`, `python_blocking::…`,
+//! `node_tokio::…`, `node_blocking::…`.
+//!
+//! Each test starts its own server process ([`Server`]), reads the port from its first line
+//! of output, and kills the process when the guard is dropped. The server reports what it
+//! saw as lines on stdout (`open PATH`, `ping`, `pong PAYLOAD`, `closed CODE REASON`), which
+//! [`Server::wait_line`] waits for with a timeout. Every wait is bounded.
+//!
+//! A peer that is not installed fails the test when `WXSOCKET_INTEROP=require` (set by
+//! `scripts/test` after it installed the peers); otherwise the test prints
+//! `interop: skipped …` to stderr and returns.
+//!
+//! Environment: `WXSOCKET_PEERS_DIR` (default `tests/peers`), `WXSOCKET_PYTHON` (default
+//! `$WXSOCKET_PEERS_DIR/.venv/bin/python`), `WXSOCKET_NODE` (default `node`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::CertificateDer;
+use wxsocket_core::{
+    ConnId, ConnectOptions, ConnectionError, Event, Handshake, Message, ReadyState, SendId,
+    SessionConfig, TransportErrorKind,
+};
+use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
+use wxsocket_wire::tls::TlsRoots;
+
+/// How long a scenario waits for the server to report something.
+const T: Duration = EVENT_TIMEOUT;
+/// How long a server process may take to print its port (a cold Python start on a busy
+/// machine is the slow case).
+const STARTUP: Duration = Duration::from_secs(20);
+
+macro_rules! interop {
+    ($($scenario:ident),* $(,)?) => {
+        interop!(@cell python_tokio, Python, TokioAdapter; $($scenario),*);
+        interop!(@cell python_blocking, Python, BlockingAdapter; $($scenario),*);
+        interop!(@cell node_tokio, Node, TokioAdapter; $($scenario),*);
+        interop!(@cell node_blocking, Node, BlockingAdapter; $($scenario),*);
+    };
+    (@cell $module:ident, $peer:ident, $adapter:ident; $($scenario:ident),*) => {
+        /// Every interop scenario for one peer × adapter.
+        mod $module {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::run(
+                        super::PeerKind::$peer,
+                        concat!(stringify!($module), "::", stringify!($scenario)),
+                        super::$scenario::<wxsocket_tests::adapter::$adapter>,
+                    );
+                }
+            )*
+        }
+    };
+}
+
+interop!(
+    text_and_binary_echo,
+    one_mib_messages,
+    fragmented_messages_from_the_peer,
+    peer_ping_is_answered,
+    keepalive_kept_alive_by_the_peer,
+    keepalive_detects_a_silent_peer,
+    subprotocol_selected_by_the_peer,
+    subprotocol_offered_but_none_selected,
+    custom_headers_seen_by_the_peer,
+    client_close_with_code_and_reason,
+    peer_close_4000_with_reason,
+    peer_close_1001,
+    peer_close_1011_with_reason,
+    peer_drops_tcp_mid_message,
+    wss_with_a_generated_ca,
+);
+
+// ----- the peers -----
+
+/// One independent WebSocket implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerKind {
+    /// Python `websockets` (tests/peers/python_server.py).
+    Python,
+    /// Node `ws` (tests/peers/node_server.js).
+    Node,
+}
+
+impl PeerKind {
+    fn name(self) -> &'static str {
+        match self {
+            PeerKind::Python => "python",
+            PeerKind::Node => "node",
+        }
+    }
+
+    /// The command that runs this peer's server script, or why it cannot run here.
+    fn command(self) -> Result<Command, String> {
+        let dir = peers_dir();
+        match self {
+            PeerKind::Python => {
+                let python = std::env::var_os("WXSOCKET_PYTHON")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| dir.join(".venv/bin/python"));
+                if !python.is_file() {
+                    return Err(format!("{} does not exist", python.display()));
+                }
+                let mut command = Command::new(python);
+                command.arg(dir.join("python_server.py"));
+                // No stale bytecode next to the script, no user site packages.
+                command
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .env("PYTHONNOUSERSITE", "1");
+                Ok(command)
+            }
+            PeerKind::Node => {
+                if !dir.join("node_modules/ws/package.json").is_file() {
+                    return Err(format!("{} has no node_modules/ws", dir.display()));
+                }
+                let node = node_binary()?;
+                let mut command = Command::new(node);
+                command.arg(dir.join("node_server.js"));
+                Ok(command)
+            }
+        }
+    }
+}
+
+fn peers_dir() -> PathBuf {
+    std::env::var_os("WXSOCKET_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("peers"))
+}
+
+/// The `node` binary, checked once to run at all.
+fn node_binary() -> Result<PathBuf, String> {
+    static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let node = std::env::var_os("WXSOCKET_NODE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("node"));
+        match Command::new(&node)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(status) if status.success() => Ok(node),
+            Ok(status) => Err(format!("`{} --version` failed: {status}", node.display())),
+            Err(e) => Err(format!("cannot run {}: {e}", node.display())),
+        }
+    })
+    .clone()
+}
+
+/// Runs one cell of the matrix, or reports that its peer is not installed: a failure when
+/// `WXSOCKET_INTEROP=require`, a skip line on stderr otherwise.
+fn run(kind: PeerKind, test: &str, scenario: fn(PeerKind)) {
+    if let Err(why) = kind.command() {
+        let required = std::env::var("WXSOCKET_INTEROP").is_ok_and(|v| v == "require");
+        assert!(
+            !required,
+            "interop: {test}: the {} peer is not installed ({why}) but WXSOCKET_INTEROP=require; run scripts/install-peers",
+            kind.name()
+        );
+        // Straight to the process's stderr: the test harness captures `eprintln!` of
+        // passing tests, and this line must be seen.
+        let line = format!(
+            "interop: skipped {test} ({} peer not installed; run scripts/install-peers)\n",
+            kind.name()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        return;
+    }
+    scenario(kind);
+}
+
+/// What a server printed after its port, and whether its output ended.
+#[derive(Default)]
+struct Output {
+    lines: Vec<String>,
+    ended: bool,
+}
+
+#[derive(Default)]
+struct Log {
+    output: Mutex<Output>,
+    changed: Condvar,
+}
+
+impl Log {
+    fn lock(&self) -> MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running peer server process; killed (and its output threads joined) on drop.
+struct Server {
+    kind: PeerKind,
+    child: Child,
+    /// Kept open so the server sees EOF (and exits by itself) if this process dies.
+    stdin: Option<ChildStdin>,
+    port: u16,
+    tls: bool,
+    stdout: Arc<Log>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<JoinHandle<()>>,
+    /// The certificate files of a wss server, removed on drop.
+    files: Option<PathBuf>,
+}
+
+/// A CA generated at test time, the server certificate it signed, and its key.
+struct GeneratedCa {
+    ca: CertificateDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn generate_ca() -> GeneratedCa {
+    let ca_key = rcgen::KeyPair::generate().expect("generate CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wxsocket interop test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign CA");
+    let leaf_key = rcgen::KeyPair::generate().expect("generate server key");
+    let mut leaf_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+    leaf_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wxsocket interop server");
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &ca)
+        .expect("sign server cert");
+    GeneratedCa {
+        ca: ca.der().clone(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+impl Server {
+    /// Starts a plain `ws://` server of this peer.
+    fn start(kind: PeerKind) -> Server {
+        Self::spawn(kind, None)
+    }
+
+    /// Starts a `wss://` server with a certificate from a freshly generated CA; returns the
+    /// CA to trust.
+    fn start_tls(kind: PeerKind) -> (Server, CertificateDer<'static>) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let ca = generate_ca();
+        let dir = std::env::temp_dir().join(format!(
+            "wxsocket-interop-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        std::fs::write(&cert, &ca.cert_pem).expect("write the server certificate");
+        std::fs::write(&key, &ca.key_pem).expect("write the server key");
+        let server = Self::spawn(kind, Some((dir, cert, key)));
+        (server, ca.ca)
+    }
+
+    fn spawn(kind: PeerKind, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Server {
+        let mut command = kind
+            .command()
+            .unwrap_or_else(|why| panic!("the {} peer cannot run: {why}", kind.name()));
+        if let Some((_, cert, key)) = &tls {
+            command.arg("--tls").arg(cert).arg(key);
+        }
+        command.arg("--lifetime").arg("120");
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the {} peer: {e}", kind.name()));
+        let stdout = Arc::new(Log::default());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut threads = Vec::new();
+        {
+            let out = child.stdout.take().expect("piped stdout");
+            let log = Arc::clone(&stdout);
+            threads.push(std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().lines.push(line);
+                    log.changed.notify_all();
+                }
+                log.lock().ended = true;
+                log.changed.notify_all();
+            }));
+        }
+        {
+            let mut err = child.stderr.take().expect("piped stderr");
+            let buffer = Arc::clone(&stderr);
+            threads.push(std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = err.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                    buffer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&text);
+                }
+            }));
+        }
+        let mut server = Server {
+            kind,
+            stdin: child.stdin.take(),
+            child,
+            port: 0,
+            tls: tls.is_some(),
+            stdout,
+            stderr,
+            threads,
+            files: tls.map(|(dir, _, _)| dir),
+        };
+        let first = server.wait_output("its port", STARTUP, |lines| lines.first().cloned());
+        server.port = first.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "{}: expected the port as the first line, got {first:?}; {}",
+                kind.name(),
+                server.describe()
+            )
+        });
+        server
+    }
+
+    /// `ws://127.0.0.1:PORT/PATH` (or `wss://`).
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// The event lines printed so far (everything after the port).
+    fn lines(&self) -> Vec<String> {
+        self.stdout.lock().lines.iter().skip(1).cloned().collect()
+    }
+
+    fn describe(&self) -> String {
+        let output = self.stdout.lock();
+        format!(
+            "the {} peer printed {:?}{} and on stderr: {:?}",
+            self.kind.name(),
+            output.lines,
+            if output.ended { " (then ended)" } else { "" },
+            self.stderr.lock().unwrap_or_else(|e| e.into_inner())
+        )
+    }
+
+    /// Waits until `found` returns something for the output lines; panics after `timeout`
+    /// or when the output ended first.
+    fn wait_output<R>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        found: impl Fn(&[String]) -> Option<R>,
+    ) -> R {
+        let deadline = Instant::now() + timeout;
+        let mut output = self.stdout.lock();
+        loop {
+            if let Some(r) = found(&output.lines) {
+                return r;
+            }
+            let now = Instant::now();
+            if output.ended || now >= deadline {
+                drop(output);
+                panic!(
+                    "{} peer: {} while waiting for {what}; {}",
+                    self.kind.name(),
+                    if now >= deadline {
+                        format!("timed out after {timeout:?}")
+                    } else {
+                        "its output ended".to_owned()
+                    },
+                    self.describe()
+                );
+            }
+            output = self
+                .stdout
+                .changed
+                .wait_timeout(output, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for the first event line (after the port) satisfying `matches`.
+    fn wait_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_output(what, T, |lines| {
+            lines.iter().skip(1).find(|l| matches(l)).cloned()
+        })
+    }
+
+    /// Waits for `count` event lines equal to `line`.
+    fn wait_count(&self, what: &str, line: &str, count: usize) {
+        self.wait_output(what, T, |lines| {
+            (lines.iter().skip(1).filter(|l| *l == line).count() >= count).then_some(())
+        })
+    }
+
+    /// Waits for the `closed` line: the client's close frame as the peer got it (`None`
+    /// when the client sent none).
+    fn wait_closed(&self) -> Option<(u16, String)> {
+        let line = self.wait_line("the connection to end", |l| {
+            l == "closed" || l.starts_with("closed ")
+        });
+        let rest = line.strip_prefix("closed ").unwrap_or("");
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        if code == "none" {
+            return None;
+        }
+        let code = code
+            .parse()
+            .unwrap_or_else(|_| panic!("bad closed line {line:?}"));
+        Some((code, reason.to_owned()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Some(dir) = self.files.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+// ----- helpers -----
+
+fn config() -> SessionConfig {
+    SessionConfig::default()
+        .handshake_timeout(Duration::from_secs(5))
+        .close_timeout(Duration::from_secs(2))
+}
+
+fn client<A: Adapter>(config: SessionConfig) -> A {
+    A::new(config, TlsRoots::default())
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
+}
+
+/// Connects and expects exactly `Connecting` then `Open` of the new connection.
+fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handshake) {
+    let conn = a
+        .connect(options)
+        .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
+    match a.expect_event("Connecting") {
+        Event::Connecting { conn: c, .. } if c == conn => {}
+        other => panic!(
+            "[{}] expected Connecting of {conn}, got {other:#?}",
+            A::NAME
+        ),
+    }
+    match a.expect_event("Open") {
+        Event::Open { conn: c, handshake } if c == conn => (conn, handshake),
+        other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
+    }
+}
+
+fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
+    Event::Close {
+        conn,
+        code,
+        reason: reason.to_owned(),
+        clean,
+    }
+}
+
+fn completions(events: &[Event]) -> Vec<SendId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn messages(events: &[Event]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// No further event within a short grace period (only after the last expected event, to
+/// catch duplicates; it never waits *for* something).
+fn assert_quiet<A: Adapter>(a: &mut A) {
+    if let Some(extra) = a.next_event(Duration::from_millis(50)) {
+        panic!("[{}] unexpected extra event {extra:#?}", A::NAME);
+    }
+}
+
+/// Sends `message`, expects it echoed and its completion, nothing else.
+fn echo_once<A: Adapter>(a: &mut A, conn: ConnId, message: Message) {
+    let id = a.send_nowait(message.clone()).unwrap();
+    let events = a.events_until("the echo", T, |e| e.len() >= 2);
+    assert!(
+        events.iter().all(|e| e.conn() == conn),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
+    assert_eq!(messages(&events), [message], "[{}]", A::NAME);
+}
+
+/// Closes with 1000 and expects a clean close, and the peer to have got that close frame.
+fn close_normally<A: Adapter>(a: &mut A, server: &Server, conn: ConnId) {
+    a.close(None, "").unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
+    assert_eq!(a.state(), ReadyState::Closed);
+    assert_eq!(
+        server.wait_closed(),
+        Some((1000, String::new())),
+        "[{}] {}",
+        A::NAME,
+        server.describe()
+    );
+    assert_quiet(a);
+}
+
+/// Expects exactly `[Error, Close { code, clean: false }]` of `conn`; returns the error.
+fn expect_error_then_close<A: Adapter>(
+    a: &mut A,
+    conn: ConnId,
+    code: u16,
+    timeout: Duration,
+) -> ConnectionError {
+    let events = a.events_until_close(conn, timeout);
+    match events.as_slice() {
+        [
+            Event::Error { conn: c1, error },
+            Event::Close {
+                conn: c2,
+                code: got,
+                clean: false,
+                reason,
+            },
+        ] if *c1 == conn && *c2 == conn && *got == code => {
+            assert!(
+                !reason.is_empty(),
+                "[{}] the close event should say why: {events:#?}",
+                A::NAME
+            );
+            error.clone()
+        }
+        _ => panic!(
+            "[{}] expected exactly [Error, Close {{ code: {code}, clean: false }}] of {conn}, got {events:#?}",
+            A::NAME
+        ),
+    }
+}
+
+/// A flat JSON object of strings (what the peers' `/headers` route sends), parsed.
+fn parse_flat_json(text: &str) -> BTreeMap<String, String> {
+    fn string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut out = String::new();
+        loop {
+            match chars.next()? {
+                '"' => return Some(out),
+                '\\' => match chars.next()? {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    'b' => out.push('\u{8}'),
+                    'f' => out.push('\u{c}'),
+                    'u' => {
+                        let hex: String = (0..4).filter_map(|_| chars.next()).collect();
+                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    c => out.push(c),
+                },
+                c => out.push(c),
+            }
+        }
+    }
+    let parse = || -> Option<BTreeMap<String, String>> {
+        let mut chars = text.trim().chars().peekable();
+        let mut map = BTreeMap::new();
+        if chars.next()? != '{' {
+            return None;
+        }
+        if chars.peek() == Some(&'}') {
+            return Some(map);
+        }
+        loop {
+            let key = string(&mut chars)?;
+            if chars.next()? != ':' {
+                return None;
+            }
+            let value = string(&mut chars)?;
+            map.insert(key, value);
+            match chars.next()? {
+                ',' => {}
+                '}' => return chars.next().is_none().then_some(map),
+                _ => return None,
+            }
+        }
+    };
+    parse().unwrap_or_else(|| panic!("not a flat JSON object of strings: {text}"))
+}
+
+// ----- scenarios -----
+
+fn text_and_binary_echo<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let (conn, handshake) = open(&mut a, &ConnectOptions::new(server.url("echo")));
+    assert_eq!(handshake.protocol, None);
+    assert_eq!(handshake.extensions, None, "[{}] no extension", A::NAME);
+    let text = Message::text("hello 你好 🌍");
+    let empty = Message::text("");
+    let binary = Message::binary(vec![0u8, 1, 2, 127, 128, 255]);
+    let ids = [
+        a.send_nowait(text.clone()).unwrap(),
+        a.send_nowait(empty.clone()).unwrap(),
+        a.send_nowait(binary.clone()).unwrap(),
+    ];
+    let events = a.events_until("three echoes and completions", T, |e| e.len() >= 6);
+    assert!(
+        events.iter().all(|e| e.conn() == conn),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(completions(&events), ids, "[{}] {events:#?}", A::NAME);
+    assert_eq!(
+        messages(&events),
+        [text, empty, binary],
+        "[{}] echoed in order, text as text and binary as binary",
+        A::NAME
+    );
+    assert_eq!(
+        server.lines().first().map(String::as_str),
+        Some("open /echo")
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+fn one_mib_messages<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("echo")));
+    const MIB: usize = 1 << 20;
+    let binary = Message::binary((0..MIB).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
+    let text: String = (0..MIB)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let text = Message::text(text);
+    assert_eq!((binary.len(), text.len()), (MIB, MIB));
+    let b = a
+        .send_wait(binary.clone())
+        .unwrap_or_else(|e| panic!("[{}] 1 MiB binary send failed: {e:?}", A::NAME));
+    let t = a
+        .send_wait(text.clone())
+        .unwrap_or_else(|e| panic!("[{}] 1 MiB text send failed: {e:?}", A::NAME));
+    let events = a.events_until("two 1 MiB echoes", T, |e| messages(e).len() >= 2);
+    let echoed = messages(&events);
+    assert!(
+        echoed[0] == binary && echoed[1] == text,
+        "[{}] the 1 MiB messages came back changed (lengths {} and {})",
+        A::NAME,
+        echoed[0].len(),
+        echoed[1].len()
+    );
+    assert!(b < t);
+    close_normally(&mut a, &server, conn);
+}
+
+fn fragmented_messages_from_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("fragmented")));
+    let events = a.events_until("two reassembled messages", T, |e| messages(e).len() >= 2);
+    assert_eq!(
+        messages(&events),
+        [
+            Message::text("fragment one, fragment two, fragment three"),
+            Message::binary(vec![0u8, 1, 2, 3, 255]),
+        ],
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(events.len(), 2, "[{}] {events:#?}", A::NAME);
+    if kind == PeerKind::Node {
+        // Node's server pings between two fragments of the text (control frames may
+        // interleave); the client's pong must reach it.
+        server.wait_line("the pong to the ping between fragments", |l| {
+            l == "pong between fragments"
+        });
+    }
+    // Still in sync afterwards.
+    echo_once(&mut a, conn, Message::text("after the fragments"));
+    close_normally(&mut a, &server, conn);
+}
+
+fn peer_ping_is_answered<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("ping")));
+    server.wait_line("the client's pong", |l| l == "pong are you there");
+    assert_eq!(a.state(), ReadyState::Open);
+    echo_once(&mut a, conn, Message::text("pinged"));
+    close_normally(&mut a, &server, conn);
+}
+
+fn keepalive_kept_alive_by_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A =
+        client(config().keepalive(Duration::from_millis(40), Duration::from_millis(400)));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("echo")));
+    server.wait_count("three keepalive pings", "ping", 3);
+    assert_eq!(
+        a.state(),
+        ReadyState::Open,
+        "[{}] the peer's pongs keep the connection alive",
+        A::NAME
+    );
+    let id = a.send_wait(Message::text("still here")).unwrap();
+    let events = a.events_until("the echo", T, |e| !messages(e).is_empty());
+    assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
+    assert_eq!(messages(&events), [Message::text("still here")]);
+    close_normally(&mut a, &server, conn);
+}
+
+fn keepalive_detects_a_silent_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A =
+        client(config().keepalive(Duration::from_millis(100), Duration::from_millis(200)));
+    let started = Instant::now();
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("silent")));
+    let error = expect_error_then_close(&mut a, conn, 1006, T);
+    let elapsed = started.elapsed();
+    assert_eq!(
+        error,
+        ConnectionError::KeepaliveTimeout(Duration::from_millis(200)),
+        "[{}]",
+        A::NAME
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "[{}] declared dead too early: {elapsed:?}",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Closed);
+    // The peer saw the ping it did not answer, then the client drop the connection
+    // without a close frame.
+    server.wait_line("the unanswered ping", |l| l == "ping");
+    assert_eq!(server.wait_closed(), None, "[{}]", A::NAME);
+    assert_quiet(&mut a);
+}
+
+fn subprotocol_selected_by_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let options = ConnectOptions::new(server.url("protocol/chat.v2"))
+        .protocol("chat.v1")
+        .protocol("chat.v2");
+    let (conn, handshake) = open(&mut a, &options);
+    assert_eq!(
+        handshake.protocol.as_deref(),
+        Some("chat.v2"),
+        "[{}] the peer's choice (not the first offered) is reported",
+        A::NAME
+    );
+    echo_once(&mut a, conn, Message::text("over chat.v2"));
+    close_normally(&mut a, &server, conn);
+}
+
+fn subprotocol_offered_but_none_selected<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    // The peer selects a protocol only when its name is in the path.
+    let options = ConnectOptions::new(server.url("protocol/other"))
+        .protocol("chat.v1")
+        .protocol("chat.v2");
+    let (conn, handshake) = open(&mut a, &options);
+    assert_eq!(handshake.protocol, None, "[{}]", A::NAME);
+    assert_eq!(a.state(), ReadyState::Open);
+    echo_once(&mut a, conn, Message::binary(vec![9u8; 3]));
+    close_normally(&mut a, &server, conn);
+}
+
+fn custom_headers_seen_by_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let options = ConnectOptions::new(server.url("headers"))
+        .header("X-Token", "abc 123")
+        .header("X-Trace-Id", "t-42")
+        .header("Content-Type", "application/json")
+        .data("room", "lobby 1");
+    let (conn, _) = open(&mut a, &options);
+    let event = a.expect_event("the headers message");
+    let Event::Message {
+        conn: c,
+        message: Message::Text(json),
+    } = event
+    else {
+        panic!("[{}] expected a text message, got {event:#?}", A::NAME);
+    };
+    assert_eq!(c, conn);
+    let headers = parse_flat_json(json.as_str());
+    let get = |name: &str| headers.get(name).map(String::as_str);
+    assert_eq!(
+        get("x-token"),
+        Some("abc 123"),
+        "[{}] {headers:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        get("x-trace-id"),
+        Some("t-42"),
+        "[{}] {headers:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        get("content-type"),
+        Some("application/json"),
+        "[{}] {headers:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        get("host"),
+        Some(format!("127.0.0.1:{}", server.port).as_str()),
+        "[{}] {headers:#?}",
+        A::NAME
+    );
+    assert_eq!(get("sec-websocket-version"), Some("13"));
+    assert!(
+        get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "[{}] {headers:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        get("sec-websocket-protocol"),
+        None,
+        "[{}] none offered",
+        A::NAME
+    );
+    assert_eq!(
+        get("sec-websocket-extensions"),
+        None,
+        "[{}] no extension offered",
+        A::NAME
+    );
+    server.wait_line("the request line", |l| l == "open /headers?room=lobby+1");
+    close_normally(&mut a, &server, conn);
+}
+
+fn client_close_with_code_and_reason<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("echo")));
+    let reason = "done here, ünïcode";
+    a.close(Some(4321), reason).unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, 4321, reason, true)],
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(
+        server.wait_closed(),
+        Some((4321, reason.to_owned())),
+        "[{}] what the peer got",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+}
+
+/// The peer closes at once with `code` and `reason`: a clean close event with both, and
+/// the client answered the close frame (the peer reports the echoed code).
+fn peer_closes<A: Adapter>(kind: PeerKind, code: u16, reason: &str) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let path = if reason.is_empty() {
+        format!("close/{code}")
+    } else {
+        format!("close/{code}/{}", reason.replace(' ', "%20"))
+    };
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url(&path)));
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, code, reason, true)],
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Closed);
+    let answered = server.wait_closed();
+    assert_eq!(
+        answered.map(|(c, _)| c),
+        Some(code),
+        "[{}] the client answers the close frame (echoing the code)",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+}
+
+fn peer_close_4000_with_reason<A: Adapter>(kind: PeerKind) {
+    peer_closes::<A>(kind, 4000, "server says bye");
+}
+
+fn peer_close_1001<A: Adapter>(kind: PeerKind) {
+    peer_closes::<A>(kind, 1001, "");
+}
+
+fn peer_close_1011_with_reason<A: Adapter>(kind: PeerKind) {
+    peer_closes::<A>(kind, 1011, "internal error");
+}
+
+fn peer_drops_tcp_mid_message<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("drop-mid-message")));
+    let error = expect_error_then_close(&mut a, conn, 1006, T);
+    match &error {
+        ConnectionError::Transport(e) => {
+            assert_eq!(e.kind, TransportErrorKind::Io, "[{}] {e:?}", A::NAME)
+        }
+        other => panic!("[{}] expected a transport error, got {other:?}", A::NAME),
+    }
+    assert_eq!(a.state(), ReadyState::Closed);
+    assert_eq!(server.wait_closed(), None, "[{}]", A::NAME);
+    assert_quiet(&mut a);
+}
+
+fn wss_with_a_generated_ca<A: Adapter>(kind: PeerKind) {
+    let (server, ca) = Server::start_tls(kind);
+    let mut a: A = A::new(config(), TlsRoots::only(vec![ca]))
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME));
+    let url = server.url("echo");
+    assert!(url.starts_with("wss://"));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url).require_tls(true));
+    echo_once(&mut a, conn, Message::text("secret"));
+    echo_once(&mut a, conn, Message::binary(vec![7u8; 70_000]));
+    close_normally(&mut a, &server, conn);
+}
