@@ -1,2 +1,226 @@
-//! The `wxsocket` command (being written).
-fn main() {}
+//! `wxsocket`: the WeChat mini-program WebSocket session model on the command line.
+//!
+//! - `wxsocket` / `wxsocket demo [--blocking]`: a timeline of the session model against an
+//!   embedded echo server;
+//! - `wxsocket connect URL [options]`: an interactive client (`--json` for scripts);
+//! - `wxsocket serve [--addr ADDR]`: an echo server;
+//! - `wxsocket bench [--quick] [--json FILE]`: the adapters' echo benchmarks in one table.
+//!
+//! Invalid command-line options exit with status 2 and a one-line error naming the option.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod bench;
+mod connect;
+mod demo;
+mod output;
+mod server;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The WeChat mini-program WebSocket session model (connect, open, send, message, error,
+/// close), as a demo, an interactive client, an echo server and a benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "wxsocket", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Play the mini-program page flow against an embedded echo server, as a timeline
+    /// (the default command).
+    Demo(DemoArgs),
+    /// Connect to a WebSocket server and send what standard input says.
+    Connect(Box<ConnectArgs>),
+    /// Run an echo server (text and binary), printing each connection and close.
+    Serve(ServeArgs),
+    /// Run the tokio and blocking echo benchmarks against plain (tokio-)tungstenite.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args, Default)]
+struct DemoArgs {
+    /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
+    #[arg(long)]
+    blocking: bool,
+}
+
+/// What `close` does before the socket opened.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Policy {
+    /// Abort the dial; queued messages fail; close event 1006 (the default, as browsers).
+    Abort,
+    /// Remember the close and carry it out right after open (the seed's workaround).
+    AfterOpen,
+    /// Refuse the close while connecting (the seed's documented race).
+    Ignore,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = connect::STDIN_HELP)]
+struct ConnectArgs {
+    /// The server: ws://host[:port]/path or wss://… (http/https are mapped to ws/wss).
+    #[arg(value_name = "URL")]
+    url: String,
+    /// A handshake header, 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// A sub-protocol to offer (repeatable, in preference order).
+    #[arg(short = 'p', long = "protocol", value_name = "P")]
+    protocols: Vec<String>,
+    /// A key=value pair appended to the URL query, percent-encoded (repeatable).
+    #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_data)]
+    data: Vec<(String, String)>,
+    /// Handshake timeout in milliseconds (default 60000).
+    #[arg(long, value_name = "MS", value_parser = parse_positive)]
+    timeout: Option<u64>,
+    /// Set TCP_NODELAY on the socket.
+    #[arg(long)]
+    nodelay: bool,
+    /// Offer permessage-deflate compression.
+    #[arg(long)]
+    deflate: bool,
+    /// What /close does while the socket is still connecting.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "abort")]
+    close_before_open: Policy,
+    /// Ping after SECS seconds with nothing received; give up if nothing arrives within
+    /// another SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive)]
+    keepalive: Option<u64>,
+    /// Trust the CA certificates of this PEM file (in addition to the webpki roots).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Refuse any URL that is not wss.
+    #[arg(long)]
+    require_tls: bool,
+    /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    /// Reconnect automatically after an unclean end (exponential backoff with jitter).
+    #[arg(long)]
+    reconnect: bool,
+    /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
+    #[arg(long)]
+    blocking: bool,
+    /// Print one JSON object per line (the event contract of the README).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the URL is printed first).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Fewer messages and runs (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected 'Name: value', got {text:?}"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("empty header name in {text:?}"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+fn parse_positive(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn parse_data(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Prints a usage error on one line (clap's message up to its first blank line, joined)
+/// and returns exit status 2.
+fn usage_error(message: &str) -> ExitCode {
+    let line = message
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    };
+    eprintln!("wxsocket: {line}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            return usage_error(&e.render().to_string());
+        }
+    };
+    match cli.command {
+        None => demo::run(&DemoArgs::default()),
+        Some(Command::Demo(args)) => demo::run(&args),
+        Some(Command::Connect(args)) => match connect::Settings::from_args(&args) {
+            Ok(settings) => connect::run(settings),
+            Err(message) => usage_error(&message),
+        },
+        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Bench(args)) => bench::run(args.quick, args.json.as_deref()),
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let rt = backend::runtime();
+    let listener = match rt.block_on(tokio::net::TcpListener::bind(args.addr)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
+            return ExitCode::from(1);
+        }
+    };
+    let out = std::sync::Arc::new(output::Out::new(false));
+    match listener.local_addr() {
+        Ok(addr) => out.line(&format!(
+            "wxsocket echo server listening on ws://{addr}/ (text and binary are echoed; Ctrl-C stops)"
+        )),
+        Err(e) => {
+            eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
+            return ExitCode::from(1);
+        }
+    }
+    rt.block_on(server::serve(
+        listener,
+        server::Options {
+            handshake_delay: std::time::Duration::ZERO,
+            log: Some(out),
+        },
+    ));
+    ExitCode::SUCCESS
+}

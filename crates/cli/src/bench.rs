@@ -1,0 +1,178 @@
+//! `wxsocket bench`: the echo benchmarks of both adapters (their `bench` modules) in one
+//! table, optionally written as JSON.
+
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// One line of the combined table.
+struct Row {
+    adapter: &'static str,
+    baseline: &'static str,
+    case: String,
+    messages: usize,
+    size: usize,
+    ours: f64,
+    plain: f64,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.ours / self.plain
+    }
+}
+
+fn collect(quick: bool) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let tokio_rows = crate::backend::runtime()
+        .block_on(wxsocket_tokio::bench::run_echo_bench(quick))
+        .map_err(|e| format!("tokio: {e}"))?;
+    rows.extend(tokio_rows.into_iter().map(|r| Row {
+        adapter: "wxsocket-tokio",
+        baseline: "tokio-tungstenite",
+        case: r.case.clone(),
+        messages: r.messages,
+        size: r.size,
+        ours: r.adapter_per_sec,
+        plain: r.plain_per_sec,
+    }));
+    let blocking_rows = wxsocket_blocking::bench::run_echo_bench(quick)
+        .map_err(|e| format!("blocking: echo benchmark: {e}"))?;
+    rows.extend(blocking_rows.into_iter().map(|r| Row {
+        adapter: "wxsocket-blocking",
+        baseline: "tungstenite",
+        case: r.name.to_owned(),
+        messages: r.messages,
+        size: r.size,
+        ours: r.adapter_msgs_per_sec,
+        plain: r.plain_msgs_per_sec,
+    }));
+    Ok(rows)
+}
+
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 && bytes % 1024 == 0 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let header = [
+        "adapter",
+        "case",
+        "messages",
+        "size",
+        "wxsocket msg/s",
+        "plain client",
+        "plain msg/s",
+        "ratio",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.adapter.to_owned(),
+                r.case.clone(),
+                r.messages.to_string(),
+                size(r.size),
+                format!("{:.0}", r.ours),
+                r.baseline.to_owned(),
+                format!("{:.0}", r.plain),
+                format!("{:.2}", r.ratio()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // Text columns left-aligned, numbers right-aligned.
+    let numeric = [false, false, true, true, true, false, true, true];
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .zip(numeric)
+            .map(|((c, w), right)| {
+                if right {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        format!("| {} |", parts.join(" | "))
+    };
+    let mut out = line(&header.map(str::to_owned));
+    out.push('\n');
+    let rule: Vec<String> = widths
+        .iter()
+        .zip(numeric)
+        .map(|(w, right)| {
+            if right {
+                format!("{}:", "-".repeat(w.saturating_sub(1).max(1)))
+            } else {
+                "-".repeat(*w)
+            }
+        })
+        .collect();
+    out.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in &cells {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs both benchmarks and prints one table; `json` also writes the rows there.
+pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
+    let started = Instant::now();
+    eprintln!(
+        "wxsocket bench{}: echo round trips over 127.0.0.1, each adapter against the plain client it is built on{}",
+        if quick { " --quick" } else { "" },
+        if cfg!(debug_assertions) {
+            " (debug build: use `cargo run --release -p wxsocket-cli -- bench` for real numbers)"
+        } else {
+            ""
+        }
+    );
+    let rows = match collect(quick) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("wxsocket: bench failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", table(&rows));
+    println!(
+        "ratio = wxsocket msg/s / plain msg/s (above 1.00: wxsocket was faster); {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = json_file {
+        let value = json!({
+            "quick": quick,
+            "seconds": started.elapsed().as_secs_f64(),
+            "rows": rows.iter().map(|r| json!({
+                "adapter": r.adapter,
+                "case": r.case,
+                "messages": r.messages,
+                "size_bytes": r.size,
+                "wxsocket_msgs_per_sec": r.ours,
+                "plain_client": r.baseline,
+                "plain_msgs_per_sec": r.plain,
+                "ratio": r.ratio(),
+            })).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("wxsocket: error: --json {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}

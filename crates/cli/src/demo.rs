@@ -1,0 +1,426 @@
+//! `wxsocket` / `wxsocket demo`: the mini-program page flow against an embedded echo
+//! server, printed as a timeline that explains the session model.
+//!
+//! Every expectation is checked as it goes: if the library ever behaved differently, the
+//! demo says what it expected and exits with status 1.
+
+use crate::DemoArgs;
+use crate::backend::{Backend, Kind};
+use crate::output::{Out, show_message};
+use crate::server;
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    CloseBeforeOpen, ConnId, Event, Message, REPLACED_REASON, ReadyState, SendFailure,
+    SessionConfig,
+};
+use wxsocket_tokio::TlsRoots;
+
+/// How long the embedded server waits before answering a handshake.
+const HANDSHAKE_DELAY: Duration = Duration::from_millis(100);
+/// The longest any step may wait for an event.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the demo; exit status 0 when every step behaved as the session model says.
+pub fn run(args: &DemoArgs) -> ExitCode {
+    let kind = if args.blocking {
+        Kind::Blocking
+    } else {
+        Kind::Tokio
+    };
+    match play(kind) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxsocket demo: unexpected behaviour: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One session (one `wx` object) of the demo, with its letter and its events.
+struct Stage {
+    letter: char,
+    backend: Backend,
+    events: Receiver<Event>,
+    /// The last connection started, named when the session has none in progress.
+    last: Cell<Option<ConnId>>,
+}
+
+struct Timeline {
+    out: Out,
+    kind: Kind,
+}
+
+fn upper(state: ReadyState) -> String {
+    state.name().to_uppercase()
+}
+
+impl Timeline {
+    fn stage(&self, letter: char, policy: CloseBeforeOpen) -> Result<Stage, String> {
+        let (tx, events) = mpsc::channel();
+        let session = SessionConfig::default().close_before_open(policy);
+        let backend = Backend::start(self.kind, session, TlsRoots::default(), tx, |e| e)
+            .map_err(|e| e.to_string())?;
+        Ok(Stage {
+            letter,
+            backend,
+            events,
+            last: Cell::new(None),
+        })
+    }
+
+    fn row(&self, who: &str, text: &str) {
+        self.out.line(&format!(
+            "{:>8.1} ms  {who:<15} {text}",
+            self.out.elapsed_ms_f64()
+        ));
+    }
+
+    /// A call the page makes, with the session's state right after it.
+    fn call(&self, stage: &Stage, text: &str) {
+        let who = match stage.backend.current().or(stage.last.get()) {
+            Some(conn) => format!("{}#{conn} {}", stage.letter, upper(stage.backend.state())),
+            None => format!("{} {}", stage.letter, upper(stage.backend.state())),
+        };
+        self.row(&who, &format!("-> {text}"));
+    }
+
+    fn note(&self, text: &str) {
+        self.out.line(&format!("{:29}// {text}", ""));
+    }
+
+    fn heading(&self, text: &str) {
+        self.out.line("");
+        self.out.line(&format!("== {text}"));
+    }
+
+    fn event(&self, stage: &Stage, event: &Event) {
+        let conn = event.conn();
+        let state = match event {
+            Event::Connecting { .. } | Event::Reconnecting { .. } => ReadyState::Connecting,
+            Event::Open { .. } => ReadyState::Open,
+            Event::Close { .. } => ReadyState::Closed,
+            _ if stage.backend.current() == Some(conn) => stage.backend.state(),
+            _ => ReadyState::Closed,
+        };
+        let text = match event {
+            Event::Connecting { url, .. } => format!("connecting to {url}"),
+            Event::Open { handshake, .. } => format!(
+                "onSocketOpen (protocol: {})",
+                handshake.protocol.as_deref().unwrap_or("none")
+            ),
+            Event::Message { message, .. } => format!("onSocketMessage {}", show_message(message)),
+            Event::SendCompleted { id, .. } => {
+                format!("send {id} written (sendSocketMessage success)")
+            }
+            Event::SendFailed { id, reason, .. } => {
+                format!("send {id} failed: {reason} (sendSocketMessage fail)")
+            }
+            Event::Error { error, .. } => format!("onSocketError: {error}"),
+            Event::Close {
+                code,
+                reason,
+                clean,
+                ..
+            } => format!("onSocketClose code {code} reason {reason:?} clean={clean}"),
+            other => format!("{other:?}"),
+        };
+        self.row(
+            &format!("{}#{conn} {}", stage.letter, upper(state)),
+            &format!("<- {text}"),
+        );
+    }
+
+    /// Prints the stage's events until one matches; fails after [`STEP_TIMEOUT`].
+    fn until(
+        &self,
+        stage: &Stage,
+        what: &str,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Event, String> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stage.events.recv_timeout(left) {
+                Ok(event) => {
+                    self.event(stage, &event);
+                    if pred(&event) {
+                        return Ok(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("no {what} within {STEP_TIMEOUT:?}"));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("the event stream ended before {what}"));
+                }
+            }
+        }
+    }
+
+    fn send(&self, stage: &Stage, message: Message) -> Result<(), String> {
+        let shown = show_message(&message);
+        match stage.backend.send(message) {
+            Ok(id) => {
+                let how = if stage.backend.state() == ReadyState::Connecting {
+                    format!("ok, queued as send {id}")
+                } else {
+                    format!("ok, handed to the socket as send {id}")
+                };
+                self.call(stage, &format!("sendSocketMessage({shown})  => {how}"));
+                Ok(())
+            }
+            Err(e) => Err(format!("sendSocketMessage({shown}) was refused: {e}")),
+        }
+    }
+
+    fn connect(&self, stage: &Stage, url: &str) -> Result<ConnId, String> {
+        let conn = stage
+            .backend
+            .connect(&wxsocket_core::ConnectOptions::new(url))
+            .map_err(|e| format!("connectSocket:fail {e}"))?;
+        stage.last.set(Some(conn));
+        self.call(
+            stage,
+            &format!("connectSocket({url:?})  => connectSocket:ok"),
+        );
+        Ok(conn)
+    }
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.to_owned()) }
+}
+
+fn is_close(event: &Event, conn: ConnId) -> bool {
+    matches!(event, Event::Close { conn: c, .. } if *c == conn)
+}
+
+fn play(kind: Kind) -> Result<(), String> {
+    let url = server::start_background(server::Options {
+        handshake_delay: HANDSHAKE_DELAY,
+        log: None,
+    })
+    .map_err(|e| format!("cannot start the echo server: {e}"))?;
+    let t = Timeline {
+        out: Out::new(false),
+        kind,
+    };
+    t.out.line(&format!(
+        "wxsocket demo: the WeChat mini-program socket model (wx.connectSocket, onSocketOpen, \
+         sendSocketMessage, onSocketMessage, closeSocket, onSocketClose) on {}",
+        kind.crate_name()
+    ));
+    t.out.line(&format!(
+        "Embedded echo server: {url} (it answers each handshake after {} ms, like a distant server).",
+        HANDSHAKE_DELAY.as_millis()
+    ));
+    t.out.line(
+        "Columns: time since start, session letter#connection and its readyState, then \
+         -> a call the page makes, <- an event delivered to it, // what the model does.",
+    );
+
+    // 1. Connect, and send before open.
+    t.heading("1. connectSocket, and three messages sent before the socket is open");
+    let a = t.stage('A', CloseBeforeOpen::Abort)?;
+    let first = t.connect(&a, &url)?;
+    t.note("\"ok\" only means the call was accepted: the dial has started, nothing is open yet");
+    t.until(&a, "connecting event", |e| {
+        matches!(e, Event::Connecting { .. })
+    })?;
+    for text in ["one", "two", "three"] {
+        t.send(&a, Message::text(text))?;
+    }
+    t.note("the socket is still CONNECTING, so the session queues them (in order, bounded); the");
+    t.note("seed's page had to keep this queue itself and flush it in onSocketOpen");
+    t.until(&a, "open", |e| matches!(e, Event::Open { .. }))?;
+    t.note("open: the queue is flushed now, in order, before anything sent later");
+    let mut echoes = Vec::new();
+    t.until(&a, "three echoes", |e| {
+        if let Event::Message { message, .. } = e {
+            echoes.push(String::from_utf8_lossy(message.as_bytes()).into_owned());
+        }
+        echoes.len() == 3
+    })?;
+    check(
+        echoes == ["one", "two", "three"],
+        &format!("echoes out of order: {echoes:?}"),
+    )?;
+    t.note("every send got exactly one completion (written), and the echoes came back in order");
+    t.send(&a, Message::binary(vec![0xde, 0xad, 0xbe, 0xef]))?;
+    t.until(
+        &a,
+        "binary echo",
+        |e| matches!(e, Event::Message { message, .. } if !message.is_text()),
+    )?;
+
+    // 2. Close before open, under each policy.
+    t.heading("2. closeSocket before onSocketOpen, under the three close-before-open policies");
+    t.out.line(
+        "   (in the seed, a closeSocket before onSocketOpen does not close the socket; wxsocket makes\n    this a policy, set per session: one session each)",
+    );
+
+    t.heading("2a. session B, policy Abort (the default, what browsers do)");
+    let b = t.stage('B', CloseBeforeOpen::Abort)?;
+    let conn = t.connect(&b, &url)?;
+    t.until(&b, "connecting event", |e| {
+        matches!(e, Event::Connecting { .. })
+    })?;
+    t.send(&b, Message::text("never sent"))?;
+    b.backend
+        .close(None, "too early")
+        .map_err(|e| format!("closeSocket under Abort failed: {e}"))?;
+    t.call(&b, "closeSocket()  => closeSocket:ok");
+    let mut cancelled = false;
+    let close = t.until(&b, "close event", |e| {
+        if matches!(
+            e,
+            Event::SendFailed {
+                reason: SendFailure::Cancelled,
+                ..
+            }
+        ) {
+            cancelled = true;
+        }
+        is_close(e, conn)
+    })?;
+    check(
+        matches!(
+            close,
+            Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            }
+        ) && cancelled,
+        "Abort: expected the queued send to fail and close 1006, clean=false",
+    )?;
+    t.note("the dial was cancelled: the queued message failed (never lost silently), close 1006");
+    drop(b);
+
+    t.heading("2b. session C, policy AfterOpen (the seed's workaround, built in)");
+    let c = t.stage('C', CloseBeforeOpen::AfterOpen)?;
+    let conn = t.connect(&c, &url)?;
+    t.until(&c, "connecting event", |e| {
+        matches!(e, Event::Connecting { .. })
+    })?;
+    t.send(&c, Message::text("flushed, then closed"))?;
+    c.backend
+        .close(None, "after open")
+        .map_err(|e| format!("closeSocket under AfterOpen failed: {e}"))?;
+    t.call(&c, "closeSocket()  => closeSocket:ok");
+    t.note("the close is remembered: on open the queue is flushed, then the close frame goes out");
+    let close = t.until(&c, "close event", |e| is_close(e, conn))?;
+    check(
+        matches!(
+            close,
+            Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            }
+        ),
+        "AfterOpen: expected a clean close 1000 after open",
+    )?;
+    t.note(
+        "a clean close; replies arriving after our close frame are not delivered (as in browsers)",
+    );
+    drop(c);
+
+    t.heading("2c. session D, policy Ignore (the seed's documented race, faithfully)");
+    let d = t.stage('D', CloseBeforeOpen::Ignore)?;
+    let conn = t.connect(&d, &url)?;
+    t.until(&d, "connecting event", |e| {
+        matches!(e, Event::Connecting { .. })
+    })?;
+    t.send(&d, Message::text("still sent"))?;
+    match d.backend.close(None, "") {
+        Err(e) => t.call(&d, &format!("closeSocket()  => closeSocket:fail {e}")),
+        Ok(()) => return Err("Ignore: closeSocket before open should fail".into()),
+    }
+    t.note("nothing changed: the socket will open anyway");
+    t.until(&d, "open", |e| matches!(e, Event::Open { .. }))?;
+    d.backend
+        .close(None, "closed in onSocketOpen")
+        .map_err(|e| format!("closeSocket after open failed: {e}"))?;
+    t.call(&d, "closeSocket() inside onSocketOpen  => closeSocket:ok");
+    t.note("so the page closes inside onSocketOpen, as the seed's workaround says");
+    let close = t.until(&d, "close event", |e| is_close(e, conn))?;
+    check(
+        matches!(
+            close,
+            Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            }
+        ),
+        "Ignore: expected a clean close 1000 after the workaround",
+    )?;
+    drop(d);
+
+    // 3. Replacement.
+    t.heading("3. a second connectSocket on session A replaces the first (one socket at a time)");
+    let second = t.connect(&a, &url)?;
+    let mut replaced = false;
+    t.until(&a, "connecting event of the new socket", |e| {
+        if let Event::Close {
+            conn,
+            code: 1000,
+            reason,
+            ..
+        } = e
+        {
+            replaced |= *conn == first && reason == REPLACED_REASON;
+        }
+        matches!(e, Event::Connecting { conn, .. } if *conn == second)
+    })?;
+    check(
+        replaced,
+        "replacement: expected the old socket's close event (1000, replaced) first",
+    )?;
+    t.note(&format!(
+        "#{first} got its close event at once; every event of #{first} comes before any of #{second}"
+    ));
+    t.send(&a, Message::text("hello from the new socket"))?;
+    t.until(
+        &a,
+        "echo on the new socket",
+        |e| matches!(e, Event::Message { conn, .. } if *conn == second),
+    )?;
+
+    // 4. Clean close.
+    t.heading("4. closeSocket with a code and a reason");
+    a.backend
+        .close(Some(4000), "demo finished")
+        .map_err(|e| format!("closeSocket(4000) failed: {e}"))?;
+    t.call(
+        &a,
+        "closeSocket({code: 4000, reason: \"demo finished\"})  => closeSocket:ok",
+    );
+    t.note("CLOSING: the close frame is sent; the session waits (bounded) for the server's answer");
+    let close = t.until(&a, "close event", |e| is_close(e, second))?;
+    check(
+        matches!(&close, Event::Close { code: 4000, clean: true, reason, .. } if reason == "demo finished"),
+        "expected a clean close 4000 \"demo finished\"",
+    )?;
+    t.note("the server answered with the same code and reason: a clean close");
+    match a.backend.send(Message::text("too late")) {
+        Err(e) => t.call(
+            &a,
+            &format!("sendSocketMessage(\"too late\")  => sendSocketMessage:fail {e}"),
+        ),
+        Ok(_) => return Err("a send after close should fail".into()),
+    }
+    t.note("calls on a closed socket fail at once, in the seed's words");
+
+    t.out.line("");
+    t.out.line(&format!(
+        "Done in {:.0} ms. Next: `wxsocket serve` in one terminal, `wxsocket connect ws://127.0.0.1:9001/` \
+         in another (add --json for scripts, --help for options).",
+        t.out.elapsed_ms_f64()
+    ));
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Printing events: human-readable lines or the `--json` contract (one object per line).
+
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+use wxsocket_core::{ConnId, Event, Message};
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// Parses hex (upper or lower case, optional spaces between bytes).
+pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits in {text:?}"));
+    }
+    let value = |d: u8| match d {
+        b'0'..=b'9' => Ok(d - b'0'),
+        b'a'..=b'f' => Ok(d - b'a' + 10),
+        b'A'..=b'F' => Ok(d - b'A' + 10),
+        _ => Err(format!("{:?} is not a hex digit", d as char)),
+    };
+    digits
+        .chunks(2)
+        .map(|pair| Ok((value(pair[0])? << 4) | value(pair[1])?))
+        .collect()
+}
+
+/// How a message is shown to a person: text as a quoted string, binary as size and hex.
+pub fn show_message(message: &Message) -> String {
+    match message {
+        Message::Text(text) => format!("{:?}", text.as_str()),
+        other => {
+            let bytes = other.as_bytes();
+            let shown = if bytes.len() > 64 {
+                format!("{}…", hex(&bytes[..64]))
+            } else {
+                hex(bytes)
+            };
+            format!("binary {} B {shown}", bytes.len())
+        }
+    }
+}
+
+/// The `--json` object of an event (without `"t"`), or `None` for an event the contract
+/// does not cover.
+pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
+    let conn = |c: &ConnId| Value::from(c.get());
+    let value = match event {
+        Event::Connecting { conn: c, url } => {
+            json!({"event": "connecting", "conn": conn(c), "url": url.as_str()})
+        }
+        Event::Open { conn: c, handshake } => {
+            let mut headers = Map::new();
+            for name in handshake.headers.keys() {
+                let values: Vec<String> = handshake
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                headers.insert(name.as_str().to_owned(), Value::from(values.join(", ")));
+            }
+            json!({"event": "open", "conn": conn(c), "protocol": handshake.protocol, "headers": headers})
+        }
+        Event::Message { conn: c, message } => {
+            let (kind, data) = match message {
+                Message::Text(t) => ("text", t.as_str().to_owned()),
+                other => ("binary", hex(other.as_bytes())),
+            };
+            json!({"event": "message", "conn": conn(c), "type": kind, "data": data})
+        }
+        Event::SendCompleted { conn: c, id } => {
+            json!({"event": "sent", "conn": conn(c), "id": id.get()})
+        }
+        Event::SendFailed {
+            conn: c,
+            id,
+            reason,
+            ..
+        } => {
+            json!({"event": "send_failed", "conn": conn(c), "id": id.get(), "error": reason.to_string()})
+        }
+        Event::Error { conn: c, error } => {
+            json!({"event": "error", "conn": conn(c), "error": error.to_string()})
+        }
+        Event::Close {
+            conn: c,
+            code,
+            reason,
+            clean,
+        } => {
+            json!({"event": "close", "conn": conn(c), "code": code, "reason": reason, "clean": clean})
+        }
+        Event::Reconnecting {
+            conn: c,
+            attempt,
+            delay,
+            last_error,
+        } => json!({
+            "event": "reconnecting",
+            "conn": conn(c),
+            "attempt": attempt,
+            "delay_ms": delay.as_millis() as u64,
+            "error": last_error,
+        }),
+        _ => return None,
+    };
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// One human-readable line for an event.
+pub fn event_human(event: &Event) -> String {
+    match event {
+        Event::Connecting { conn, url } => format!("#{conn} connecting to {url}"),
+        Event::Open { conn, handshake } => {
+            let protocol = handshake.protocol.as_deref().unwrap_or("none");
+            format!("#{conn} open (protocol: {protocol})")
+        }
+        Event::Message { conn, message } => format!("#{conn} < {}", show_message(message)),
+        Event::SendCompleted { conn, id } => format!("#{conn} send {id} written"),
+        Event::SendFailed {
+            conn, id, reason, ..
+        } => format!("#{conn} send {id} failed: {reason}"),
+        Event::Error { conn, error } => format!("#{conn} error: {error}"),
+        Event::Close {
+            conn,
+            code,
+            reason,
+            clean,
+        } => format!(
+            "#{conn} closed: {code} {reason:?} ({})",
+            if *clean { "clean" } else { "not clean" }
+        ),
+        Event::Reconnecting {
+            conn,
+            attempt,
+            delay,
+            last_error,
+        } => format!(
+            "#{conn} reconnecting in {} ms (attempt {attempt}) after: {last_error}",
+            delay.as_millis()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Writes lines to stdout, stamped with the time since start; one lock per line, so lines
+/// from several threads never interleave.
+#[derive(Debug)]
+pub struct Out {
+    start: Instant,
+    json: bool,
+    lock: Mutex<()>,
+}
+
+impl Out {
+    /// A printer whose clock starts now.
+    pub fn new(json: bool) -> Self {
+        Self {
+            start: Instant::now(),
+            json,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Milliseconds since start.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Milliseconds since start, with fractions (for the demo's timeline).
+    pub fn elapsed_ms_f64(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// Prints a line as is.
+    pub fn line(&self, text: &str) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{text}");
+        let _ = stdout.flush();
+    }
+
+    /// Prints a human line with the elapsed time in front.
+    pub fn stamped(&self, text: &str) {
+        self.line(&format!("[{:>7} ms] {text}", self.elapsed_ms()));
+    }
+
+    /// Prints a JSON object with `"event"` first and `"t"` second.
+    pub fn json(&self, mut object: Map<String, Value>) {
+        let mut ordered = Map::new();
+        if let Some(event) = object.shift_remove("event") {
+            ordered.insert("event".into(), event);
+        }
+        ordered.insert("t".into(), Value::from(self.elapsed_ms()));
+        ordered.extend(object);
+        self.line(&Value::Object(ordered).to_string());
+    }
+
+    /// Prints an event in the chosen format.
+    pub fn event(&self, event: &Event) {
+        if self.json {
+            if let Some(object) = event_json(event) {
+                self.json(object);
+            }
+        } else {
+            self.stamped(&event_human(event));
+        }
+    }
+
+    /// Prints a call rejected at once (`call_failed`); `err_msg` is the seed-style message.
+    pub fn call_failed(&self, api: &str, err_msg: &str) {
+        if self.json {
+            let Value::Object(object) =
+                json!({"event": "call_failed", "api": api, "errMsg": err_msg})
+            else {
+                return;
+            };
+            self.json(object);
+        } else {
+            self.stamped(&format!("call failed: {err_msg}"));
+        }
+    }
+
+    /// Prints a human-only note (nothing in JSON mode).
+    pub fn note(&self, text: &str) {
+        if !self.json {
+            self.stamped(text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(hex(&[0xde, 0xad, 0x00, 0x0f]), "dead000f");
+        assert_eq!(parse_hex("DE ad 00 0f").unwrap(), vec![0xde, 0xad, 0, 0x0f]);
+        assert!(parse_hex("abc").is_err());
+        assert!(parse_hex("zz").is_err());
+        assert_eq!(parse_hex("").unwrap(), Vec::<u8>::new());
+    }
+}
