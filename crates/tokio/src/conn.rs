@@ -94,9 +94,9 @@ async fn dial<M: Machine>(
             .connect(name, tcp)
             .await
             .map_err(|e| connect_error(&e, "tls"))?;
-        Transport::Tls(Box::new(tls))
+        Inner::Tls(Box::new(tls))
     } else {
-        Transport::Plain(tcp)
+        Inner::Plain(tcp)
     };
     let mut handshake = ClientHandshake::new(request);
     let handshake_io =
@@ -119,13 +119,14 @@ async fn dial<M: Machine>(
             break done;
         }
     };
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        done.tail,
-        Role::Client,
-        Some(shared.ws_config),
-    )
-    .await;
+    // The bytes after the response head are served first by the transport. (tungstenite's
+    // `from_partially_read` would size its read buffer from them: with an empty tail, every
+    // later read would be a few bytes, one syscall per message.)
+    let stream = Transport {
+        tail: Bytes::from(done.tail),
+        inner: stream,
+    };
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
     Ok((ws, done.handshake, socket))
 }
 
@@ -298,9 +299,31 @@ impl Io {
 
 /// A TCP stream, with or without TLS.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Transport {
+enum Inner {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// The connection's byte stream: first the bytes read past the handshake response, then
+/// the socket.
+pub(crate) struct Transport {
+    tail: Bytes,
+    inner: Inner,
+}
+
+macro_rules! inner {
+    ($self:expr, $s:ident => $e:expr) => {
+        match &mut $self.inner {
+            Inner::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Inner::Tls($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncRead for Transport {
@@ -309,9 +332,52 @@ impl AsyncRead for Transport {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.tail.is_empty() {
+            let n = this.tail.len().min(buf.remaining());
+            buf.put_slice(&this.tail.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        inner!(this, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncRead for Inner {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Inner {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -322,10 +388,7 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        inner!(self.get_mut(), s => s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -333,30 +396,21 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Transport::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        inner!(self.get_mut(), s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Transport::Plain(s) => s.is_write_vectored(),
-            Transport::Tls(s) => s.is_write_vectored(),
+        match &self.inner {
+            Inner::Plain(s) => s.is_write_vectored(),
+            Inner::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
+        inner!(self.get_mut(), s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        inner!(self.get_mut(), s => s.poll_shutdown(cx))
     }
 }

@@ -81,6 +81,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     fn deliver(&mut self, event: Event) {
         match &event {
+            _ if self.waiters.is_empty() => {}
             Event::SendCompleted { id, .. } => {
                 if let Some(waiter) = self.waiters.remove(id) {
                     let _ = waiter.send(Ok(()));

@@ -132,6 +132,43 @@ async fn queued_messages_are_flushed_in_order_in_one_write() {
     assert_eq!(client.buffered_amount(), 0);
 }
 
+/// A server that sends its first frames in the same write as the 101 answer: they are
+/// read from the handshake's leftover bytes, then reading goes on from the socket.
+#[tokio::test]
+async fn frames_in_the_same_packet_as_the_handshake_answer_are_delivered() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        raw_accept_then(&mut tcp, b"\x81\x05early\x82\x02\x01\x02").await;
+        tcp.write_all(b"\x81\x05later").await.unwrap();
+        let mut buf = [0u8; 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let (client, mut events) = Client::new(Config::default()).unwrap();
+    client.connect(&ConnectOptions::new(&url)).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Event::Message { message, .. } = next(&mut events).await {
+            got.push(message);
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            Message::text("early"),
+            Message::binary(vec![1u8, 2]),
+            Message::text("later")
+        ]
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn awaitable_send_resolves_when_written_and_reports_refusals() {
     let server = Server::start(echo()).await;

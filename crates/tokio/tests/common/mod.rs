@@ -209,6 +209,11 @@ pub async fn silent_server() -> (String, JoinHandle<()>) {
 
 /// Reads a raw HTTP request head from `tcp` and answers 101 for it.
 pub async fn raw_accept(tcp: &mut TcpStream) -> Vec<u8> {
+    raw_accept_then(tcp, &[]).await
+}
+
+/// Like [`raw_accept`], with `after` in the same write as the 101 answer.
+pub async fn raw_accept_then(tcp: &mut TcpStream, after: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -231,7 +236,9 @@ pub async fn raw_accept(tcp: &mut TcpStream) -> Vec<u8> {
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    tcp.write_all(response.as_bytes()).await.unwrap();
+    let mut bytes = response.into_bytes();
+    bytes.extend_from_slice(after);
+    tcp.write_all(&bytes).await.unwrap();
     head
 }
 
