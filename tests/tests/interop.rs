@@ -357,11 +357,6 @@ impl Server {
         format!("{scheme}://127.0.0.1:{}/{path}", self.port)
     }
 
-    /// The event lines printed so far (everything after the port).
-    fn lines(&self) -> Vec<String> {
-        self.stdout.lock().lines.iter().skip(1).cloned().collect()
-    }
-
     fn describe(&self) -> String {
         let output = self.stdout.lock();
         format!(
@@ -667,8 +662,8 @@ fn text_and_binary_echo<A: Adapter>(kind: PeerKind) {
         A::NAME
     );
     assert_eq!(
-        server.lines().first().map(String::as_str),
-        Some("open /echo")
+        server.wait_line("the open line", |l| l.starts_with("open ")),
+        "open /echo"
     );
     close_normally(&mut a, &server, conn);
 }
