@@ -52,7 +52,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
 }
 
 fn size(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} B")

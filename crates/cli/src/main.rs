@@ -76,7 +76,7 @@ struct ConnectArgs {
     #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_data)]
     data: Vec<(String, String)>,
     /// Handshake timeout in milliseconds (default 60000).
-    #[arg(long, value_name = "MS", value_parser = parse_positive)]
+    #[arg(long, value_name = "MS", value_parser = parse_positive, allow_hyphen_values = true)]
     timeout: Option<u64>,
     /// Set TCP_NODELAY on the socket.
     #[arg(long)]
@@ -89,7 +89,7 @@ struct ConnectArgs {
     close_before_open: Policy,
     /// Ping after SECS seconds with nothing received; give up if nothing arrives within
     /// another SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_positive)]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive, allow_hyphen_values = true)]
     keepalive: Option<u64>,
     /// Trust the CA certificates of this PEM file (in addition to the webpki roots).
     #[arg(long, value_name = "PEM")]

@@ -20,7 +20,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Parses hex (upper or lower case, optional spaces between bytes).
 pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits in {text:?}"));
     }
     let value = |d: u8| match d {

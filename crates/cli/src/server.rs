@@ -59,6 +59,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
     let seen: Arc<Mutex<(String, Option<String>)>> = Arc::default();
     let record = Arc::clone(&seen);
     // Answer with the first sub-protocol the client offers, so `connect -p NAME` works.
+    #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
     let callback = move |request: &Request, mut response: Response| {
         let offered = request
             .headers()

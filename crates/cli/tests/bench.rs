@@ -1,0 +1,52 @@
+//! `wxsocket bench --quick --json FILE`: one table with both adapters, and the same rows
+//! as JSON.
+
+mod common;
+
+use common::Proc;
+use std::time::Duration;
+
+#[test]
+fn quick_bench_prints_one_table_and_writes_json() {
+    let file = std::env::temp_dir().join(format!("wxsocket-bench-{}.json", std::process::id()));
+    let path = file.to_str().unwrap().to_owned();
+    // A debug build on a shared machine is slow; the 60 s promise is for release builds.
+    let proc = Proc::spawn_waiting(
+        &["bench", "--quick", "--json", &path],
+        Duration::from_secs(240),
+    );
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("| wxsocket-"))
+        .collect();
+    assert!(
+        lines[0].contains("wxsocket msg/s")
+            && lines[0].contains("plain msg/s")
+            && lines[0].contains("ratio")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("wxsocket-tokio") && r.contains("tokio-tungstenite"))
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("wxsocket-blocking") && r.contains("| tungstenite"))
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(json["quick"], true);
+    let json_rows = json["rows"].as_array().unwrap();
+    assert_eq!(json_rows.len(), rows.len());
+    for row in json_rows {
+        let ours = row["wxsocket_msgs_per_sec"].as_f64().unwrap();
+        let plain = row["plain_msgs_per_sec"].as_f64().unwrap();
+        assert!(ours > 0.0 && plain > 0.0, "{row}");
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!((ratio - ours / plain).abs() < 1e-9, "{row}");
+        assert!(row["case"].is_string() && row["messages"].as_u64().unwrap() > 0);
+    }
+}

@@ -1,0 +1,363 @@
+//! Shared by the process-level tests: running the built `wxsocket` binary with bounded
+//! waits, and an in-process WebSocket server (tokio-tungstenite) that records what it saw.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The longest any single wait of a test may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wxsocket")
+}
+
+/// A running `wxsocket` process: stdin to write, stdout lines to expect, killed on drop.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Option<String>>,
+    stdout_done: bool,
+    /// The longest wait for one line of output.
+    wait: Duration,
+    /// Every stdout line seen so far.
+    pub seen: Vec<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Proc {
+    /// Starts `wxsocket ARGS`.
+    pub fn spawn(args: &[&str]) -> Proc {
+        Self::spawn_waiting(args, WAIT)
+    }
+
+    /// Starts `wxsocket ARGS`, allowing `wait` for each line of output.
+    pub fn spawn_waiting(args: &[&str], wait: Duration) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wxsocket");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(Some(line)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(None);
+        });
+        let mut pipe = child.stderr.take().expect("stderr");
+        let stderr = Some(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        }));
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            stdout_done: false,
+            wait,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Writes one line to the process's standard input.
+    pub fn write(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to wxsocket");
+        stdin.flush().expect("flush");
+    }
+
+    /// Ends the process's standard input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn context(&mut self) -> String {
+        // Stop the process so its stderr can be read in full.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        format!(
+            "stdout so far:\n{}\nstderr:\n{stderr}",
+            self.seen.join("\n")
+        )
+    }
+
+    /// The next stdout line, or `None` at end of output; panics after [`WAIT`].
+    pub fn next_line(&mut self) -> Option<String> {
+        if self.stdout_done {
+            return None;
+        }
+        match self.lines.recv_timeout(self.wait) {
+            Ok(Some(line)) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => {
+                self.stdout_done = true;
+                None
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let wait = self.wait;
+                panic!(
+                    "no output from wxsocket within {wait:?}\n{}",
+                    self.context()
+                )
+            }
+        }
+    }
+
+    /// Reads stdout lines until one matches; panics at end of output or after [`WAIT`].
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match self.next_line() {
+                Some(line) if pred(&line) => return line,
+                Some(_) => {}
+                None => panic!("output ended before {what}\n{}", self.context()),
+            }
+        }
+        panic!("no {what} within {WAIT:?}\n{}", self.context())
+    }
+
+    /// Reads JSON lines until one matches; every line must be a JSON object.
+    pub fn expect_json(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let line = self.expect(what, |line| {
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            pred(&value)
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Closes stdin, reads the rest of stdout and waits for the exit (bounded).
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        self.close_stdin();
+        while self.next_line().is_some() {}
+        // stdout is closed: the process is exiting.
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wxsocket did not exit\n{}",
+                self.context()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The process has exited, so its stderr pipe is closed and the reader ends.
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (status, std::mem::take(&mut self.seen), stderr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `wxsocket ARGS` with `input` on stdin to the end: exit status, stdout lines, stderr.
+pub fn run(args: &[&str], input: &str) -> (ExitStatus, Vec<String>, String) {
+    let mut proc = Proc::spawn(args);
+    for line in input.lines() {
+        proc.write(line);
+    }
+    proc.finish()
+}
+
+/// What the test server does with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Echo text and binary, answer the close.
+    Echo,
+    /// Close the first connection with this code right after the handshake; echo later ones.
+    CloseFirstWith(u16),
+}
+
+/// One handshake the server saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Path and query.
+    pub target: String,
+    /// Request headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// What the client's close frame said (code, reason), once it arrived.
+    pub close: Option<(u16, String)>,
+}
+
+/// An in-process WebSocket server on 127.0.0.1 (its own runtime), stopped on drop.
+pub struct TestServer {
+    url: String,
+    release: watch::Sender<bool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// Starts a server; with `hold`, handshakes wait until [`release`](Self::release).
+    pub fn start(mode: Mode, hold: bool) -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let (release, released) = watch::channel(!hold);
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        runtime.spawn(async move {
+            let mut n = 0usize;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                n += 1;
+                let mut released = released.clone();
+                let record = Arc::clone(&record);
+                let first = n == 1;
+                tokio::spawn(async move {
+                    if released.wait_for(|r| *r).await.is_err() {
+                        return;
+                    }
+                    let index = Arc::new(Mutex::new(None::<usize>));
+                    let at = Arc::clone(&index);
+                    let rec = Arc::clone(&record);
+                    #[allow(clippy::result_large_err)] // the type tungstenite asks for
+                    let callback = move |req: &Request, mut resp: Response| {
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                            })
+                            .collect();
+                        let offered = req
+                            .headers()
+                            .get("sec-websocket-protocol")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.split(',').next())
+                            .map(|p| p.trim().to_owned());
+                        if let Some(p) = offered {
+                            resp.headers_mut().insert(
+                                "sec-websocket-protocol",
+                                HeaderValue::from_str(&p).unwrap(),
+                            );
+                        }
+                        let mut all = rec.lock().unwrap();
+                        all.push(Seen {
+                            target: req.uri().to_string(),
+                            headers,
+                            close: None,
+                        });
+                        *at.lock().unwrap() = Some(all.len() - 1);
+                        Ok::<Response, ErrorResponse>(resp)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
+                    else {
+                        return;
+                    };
+                    if let (Mode::CloseFirstWith(code), true) = (mode, first) {
+                        let _ = ws
+                            .close(Some(CloseFrame {
+                                code: CloseCode::from(code),
+                                reason: "restarting".into(),
+                            }))
+                            .await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                        return;
+                    }
+                    while let Some(Ok(message)) = ws.next().await {
+                        match message {
+                            WsMessage::Text(_) | WsMessage::Binary(_) => {
+                                let Ok(()) = ws.send(message).await else {
+                                    return;
+                                };
+                            }
+                            WsMessage::Close(frame) => {
+                                let close = frame
+                                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                    .unwrap_or((1005, String::new()));
+                                if let Some(i) = *index.lock().unwrap() {
+                                    record.lock().unwrap()[i].close = Some(close);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        TestServer {
+            url,
+            release,
+            seen,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `ws://127.0.0.1:PORT/`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Lets held handshakes (and later ones) complete.
+    pub fn release(&self) {
+        let _ = self.release.send(true);
+    }
+
+    /// The handshakes seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A port on 127.0.0.1 nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

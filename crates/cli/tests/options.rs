@@ -1,0 +1,115 @@
+//! Invalid command-line options exit with status 2 and one line on stderr naming the option.
+
+mod common;
+
+#[test]
+fn invalid_options_exit_2_naming_the_option() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["connect"], "<URL>"),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--timeout", "abc"],
+            "--timeout",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--timeout", "0"],
+            "--timeout",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--keepalive", "-1"],
+            "--keepalive",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--close-before-open",
+                "sometimes",
+            ],
+            "--close-before-open",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "-H", "no colon"],
+            "--header",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "-H", "Referer: x"],
+            "--header",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "-H", "Bad Name: x"],
+            "--header",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--data", "novalue"],
+            "--data",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "-p", "a", "-p", "a"],
+            "--protocol",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "-p", "no spaces"],
+            "--protocol",
+        ),
+        (&["connect", "ws://127.0.0.1:9/", "--bogus"], "--bogus"),
+        (&["connect", "ftp://127.0.0.1:9/"], "URL"),
+        (&["connect", "not a url"], "URL"),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--require-tls"],
+            "--require-tls",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--allow-host",
+                "example.com",
+            ],
+            "--allow-host",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "--ca-file",
+        ),
+        (&["serve", "--addr", "nowhere"], "--addr"),
+        (&["bench", "--json"], "--json"),
+        (&["demo", "--fast"], "--fast"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, option) in cases {
+        let (status, stdout, stderr) = common::run(args, "");
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
+        assert!(
+            lines[0].contains(option) && lines[0].contains("error"),
+            "{args:?}: {:?} does not name {option}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let (status, stdout, _) = common::run(&["connect", "--help"], "");
+    assert!(status.success());
+    let text = stdout.join("\n");
+    for needle in [
+        "--close-before-open",
+        "--json",
+        "/binary HEX",
+        "/close [CODE [REASON]]",
+        "/quit",
+    ] {
+        assert!(text.contains(needle), "help lacks {needle}");
+    }
+    let (status, stdout, _) = common::run(&["--version"], "");
+    assert!(status.success());
+    assert!(stdout[0].starts_with("wxsocket "));
+}
