@@ -80,8 +80,12 @@ pub struct EchoServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>,
+    conns: Conns,
 }
+
+/// Per connection: a clone of its socket (emptied by the connection's thread when it
+/// ends) to shut it down when the server stops, and the thread.
+type Conns = Arc<Mutex<Vec<(Arc<Mutex<Option<TcpStream>>>, JoinHandle<()>)>>>;
 
 impl EchoServer {
     /// Binds 127.0.0.1 on a free port and starts accepting.
@@ -89,7 +93,7 @@ impl EchoServer {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>> = Arc::default();
+        let conns: Conns = Arc::default();
         let accept = {
             let stop = Arc::clone(&stop);
             let conns = Arc::clone(&conns);
@@ -104,14 +108,20 @@ impl EchoServer {
                         let Ok(peer) = stream.try_clone() else {
                             continue;
                         };
-                        let handle = std::thread::Builder::new()
-                            .name("echo-conn".into())
-                            .spawn(move || echo(stream));
+                        let slot = Arc::new(Mutex::new(Some(peer)));
+                        let mine = Arc::clone(&slot);
+                        let handle =
+                            std::thread::Builder::new()
+                                .name("echo-conn".into())
+                                .spawn(move || {
+                                    echo(stream);
+                                    mine.lock().unwrap_or_else(|e| e.into_inner()).take();
+                                });
                         if let Ok(handle) = handle {
                             let mut conns = conns.lock().unwrap_or_else(|e| e.into_inner());
                             // Forget connections that have ended.
                             conns.retain(|(_, h)| !h.is_finished());
-                            conns.push((peer, handle));
+                            conns.push((slot, handle));
                         }
                     }
                 })?
@@ -144,8 +154,10 @@ impl Drop for EchoServer {
             let _ = accept.join();
         }
         let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
-        for (stream, handle) in conns {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+        for (slot, handle) in conns {
+            if let Some(stream) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
             let _ = handle.join();
         }
     }

@@ -196,22 +196,35 @@ impl<M: Machine> EventSource for Shared<M> {
             if outbox.finished {
                 return Err(RecvTimeoutError::Disconnected);
             }
+            // One waiting thread sleeps on the sockets themselves and reads on its own
+            // thread (no hand-over from the driver thread); any others park below.
+            if let Some(mut receiver) = self.receiver_poll.as_ref().and_then(|m| m.try_lock().ok())
+            {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(RecvTimeoutError::Timeout);
+                }
+                outbox.receiver_polling = true;
+                outbox = self.receive_io(&mut receiver, outbox, deadline);
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            outbox.receivers += 1;
             outbox = match deadline {
                 None => self
                     .event_ready
                     .wait(outbox)
                     .unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(RecvTimeoutError::Timeout);
-                    }
                     self.event_ready
                         .wait_timeout(outbox, deadline - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
             };
+            outbox.receivers -= 1;
         }
     }
 

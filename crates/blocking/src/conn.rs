@@ -25,9 +25,41 @@ const MAX_READS_PER_PASS: usize = 256;
 
 /// What every connection operation needs from the driver.
 pub(crate) struct Ctx<'a> {
+    /// The driver thread's poller: every socket, readable and writable.
     pub registry: &'a Registry,
+    /// The receivers' poller: every socket, readable only (see `driver`).
+    pub receivers: Option<&'a Registry>,
     pub tls: &'a Arc<rustls::ClientConfig>,
     pub ws_config: WebSocketConfig,
+}
+
+impl Ctx<'_> {
+    fn register(&self, sock: &mut TcpStream, token: Token) -> io::Result<()> {
+        self.registry
+            .register(sock, token, Interest::READABLE | Interest::WRITABLE)?;
+        #[cfg(unix)]
+        if let Some(receivers) = self.receivers {
+            use std::os::fd::AsRawFd;
+            let fd = sock.as_raw_fd();
+            if let Err(e) =
+                receivers.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
+            {
+                let _ = self.registry.deregister(sock);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn deregister(&self, sock: &mut TcpStream) {
+        #[cfg(unix)]
+        if let Some(receivers) = self.receivers {
+            use std::os::fd::AsRawFd;
+            let fd = sock.as_raw_fd();
+            let _ = receivers.deregister(&mut mio::unix::SourceFd(&fd));
+        }
+        let _ = self.registry.deregister(sock);
+    }
 }
 
 enum Phase {
@@ -63,6 +95,8 @@ pub(crate) struct Conn {
     pub read_ready: bool,
     /// Something was written that still needs a flush.
     pub dirty: bool,
+    /// A flush stopped at a full socket: bytes wait for the next writable event.
+    pub wants_write: bool,
 }
 
 /// `u64` key of a connection, also its poller token.
@@ -85,6 +119,7 @@ impl Conn {
             pending: Vec::new(),
             read_ready: false,
             dirty: false,
+            wants_write: false,
         }
     }
 
@@ -96,8 +131,14 @@ impl Conn {
         matches!(self.phase, Phase::Open(_))
     }
 
+    /// Whether a readiness event for this connection only matters for reading (open, and
+    /// nothing waits to be written), so a thread reading elsewhere may take it.
+    pub fn read_only(&self) -> bool {
+        self.is_open() && !self.wants_write && !self.dirty
+    }
+
     /// Drops the transport at once (abort), deregistering the socket first.
-    pub fn drop_transport(&mut self, registry: &Registry) {
+    pub fn drop_transport(&mut self, ctx: &Ctx<'_>) {
         let sock = match &mut self.phase {
             Phase::Connecting { sock, .. } => Some(sock),
             Phase::Handshaking { stream, .. } => Some(stream.tcp()),
@@ -105,7 +146,7 @@ impl Conn {
             Phase::Resolving | Phase::Gone => None,
         };
         if let Some(sock) = sock {
-            let _ = registry.deregister(sock);
+            ctx.deregister(sock);
         }
         self.phase = Phase::Gone;
         self.pending.clear();
@@ -114,7 +155,7 @@ impl Conn {
     }
 
     fn fail_dial(&mut self, ctx: &Ctx<'_>, error: TransportError, out: &mut Vec<TransportEvent>) {
-        self.drop_transport(ctx.registry);
+        self.drop_transport(ctx);
         out.push(TransportEvent::ConnectFailed(error));
     }
 
@@ -150,11 +191,7 @@ impl Conn {
     ) {
         while let Some(addr) = rest.pop_front() {
             let attempt = TcpStream::connect(addr).and_then(|mut sock| {
-                ctx.registry.register(
-                    &mut sock,
-                    token(self.id),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
+                ctx.register(&mut sock, token(self.id))?;
                 Ok(sock)
             });
             match attempt {
@@ -205,24 +242,24 @@ impl Conn {
             unreachable!()
         };
         if let Some(e) = failure {
-            let _ = ctx.registry.deregister(&mut sock);
+            ctx.deregister(&mut sock);
             drop(sock);
             self.try_addresses(ctx, rest, Some((addr, e)), out);
             return;
         }
-        if self.request.tcp_no_delay {
-            if let Err(e) = sock.set_nodelay(true) {
-                let _ = ctx.registry.deregister(&mut sock);
-                self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
-                return;
-            }
+        if self.request.tcp_no_delay
+            && let Err(e) = sock.set_nodelay(true)
+        {
+            ctx.deregister(&mut sock);
+            self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
+            return;
         }
         let stream = if self.request.is_tls() {
             let name = match rustls::pki_types::ServerName::try_from(self.request.host().to_owned())
             {
                 Ok(name) => name,
                 Err(e) => {
-                    let _ = ctx.registry.deregister(&mut sock);
+                    ctx.deregister(&mut sock);
                     let error = TransportError::new(
                         TransportErrorKind::Tls,
                         format!("invalid TLS server name: {e}"),
@@ -234,7 +271,7 @@ impl Conn {
             match rustls::ClientConnection::new(Arc::clone(ctx.tls), name) {
                 Ok(conn) => Stream::Tls(Box::new(TlsStream { conn, sock })),
                 Err(e) => {
-                    let _ = ctx.registry.deregister(&mut sock);
+                    ctx.deregister(&mut sock);
                     let error = TransportError::new(
                         TransportErrorKind::Tls,
                         format!("TLS setup failed: {e}"),
@@ -353,14 +390,14 @@ impl Conn {
     fn transport_failed(&mut self, ctx: &Ctx<'_>, error: &WsError, out: &mut Vec<TransportEvent>) {
         match classify(error) {
             None => {
-                self.drop_transport(ctx.registry);
+                self.drop_transport(ctx);
                 out.push(TransportEvent::Closed);
             }
             Some(error) => {
                 let keep = error.kind.sends_close_frame() && !self.close_sent;
                 out.push(TransportEvent::Error(error));
                 if !keep {
-                    self.drop_transport(ctx.registry);
+                    self.drop_transport(ctx);
                     out.push(TransportEvent::Closed);
                 }
             }
@@ -374,8 +411,11 @@ impl Conn {
         };
         self.dirty = false;
         match ws.flush() {
-            Ok(()) => out.extend(self.pending.drain(..).map(TransportEvent::SendWritten)),
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(()) => {
+                self.wants_write = false;
+                out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
+            }
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.wants_write = true,
             Err(e) => self.transport_failed(ctx, &e, out),
         }
     }

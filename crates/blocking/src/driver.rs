@@ -80,6 +80,17 @@ pub(crate) struct Outbox {
     pub waiting: HashMap<SendId, Option<Result<(), SendFailure>>>,
     /// The driver has stopped; no event will come any more.
     pub finished: bool,
+    /// Threads parked in `recv` on the condition variable (notified only when there are).
+    pub receivers: usize,
+    /// A thread in `recv` sleeps in the receivers' poller (woken through its waker).
+    pub receiver_polling: bool,
+}
+
+/// The receivers' poller: the sockets again (readable only), so a thread waiting in
+/// `recv` is woken by the socket itself and reads the message on its own thread.
+pub(crate) struct ReceiverPoll {
+    poll: Poll,
+    events: MioEvents,
 }
 
 /// State shared by every handle and the driver thread.
@@ -89,6 +100,9 @@ pub(crate) struct Shared<M> {
     pub event_ready: Condvar,
     pub completion_ready: Condvar,
     pub events_alive: AtomicBool,
+    /// Taken by the one thread in `recv` that waits on the sockets directly.
+    pub receiver_poll: Option<Mutex<ReceiverPoll>>,
+    receiver_waker: Option<Waker>,
     waker: Arc<Waker>,
 }
 
@@ -102,6 +116,7 @@ pub(crate) struct Inner<M> {
     registry: Registry,
     tls: Arc<rustls::ClientConfig>,
     ws_config: WebSocketConfig,
+    receivers: Option<Registry>,
     resolved_tx: Sender<Resolved>,
     waker: Arc<Waker>,
     /// The deadline the driver thread sleeps until (`None`: no timer armed).
@@ -131,11 +146,28 @@ impl<M: Machine> Shared<M> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_error)?);
         let registry = poll.registry().try_clone().map_err(io_error)?;
         let (resolved_tx, resolved_rx) = mpsc::channel();
+        // The receivers' poller is an optimisation (Unix only); without it `recv` waits on
+        // the condition variable alone.
+        let receiver = if cfg!(unix) {
+            Poll::new().ok().and_then(|poll| {
+                let waker = Waker::new(poll.registry(), WAKER).ok()?;
+                let registry = poll.registry().try_clone().ok()?;
+                let events = MioEvents::with_capacity(64);
+                Some((ReceiverPoll { poll, events }, waker, registry))
+            })
+        } else {
+            None
+        };
+        let (receiver_poll, receiver_waker, receivers) = match receiver {
+            Some((p, w, r)) => (Some(Mutex::new(p)), Some(w), Some(r)),
+            None => (None, None, None),
+        };
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 machine,
                 conns: BTreeMap::new(),
                 registry,
+                receivers,
                 tls,
                 ws_config: wxsocket_wire::websocket_config(&config.session),
                 resolved_tx,
@@ -151,6 +183,8 @@ impl<M: Machine> Shared<M> {
             event_ready: Condvar::new(),
             completion_ready: Condvar::new(),
             events_alive: AtomicBool::new(true),
+            receiver_poll,
+            receiver_waker,
             waker,
         });
         let driver = Arc::clone(&shared);
@@ -177,13 +211,7 @@ impl<M: Machine> Shared<M> {
         let now = Instant::now();
         let out = f(&mut inner.machine, now, self);
         inner.pump(self, now);
-        let wake = inner.sleeping
-            && (inner.machine.wants_dispatch()
-                || match (inner.machine.poll_timeout(), inner.armed) {
-                    (Some(due), Some(armed)) => due < armed,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                });
+        let wake = inner.driver_must_look();
         drop(inner);
         if wake {
             self.wake();
@@ -215,9 +243,19 @@ impl<M: Machine> Shared<M> {
             let timeout = {
                 let mut inner = lock(&self.inner);
                 let now = Instant::now();
+                // While a thread in `recv` sleeps on the receivers' poller, it reads what
+                // arrives; the driver only handles writability and errors then. (That
+                // thread looks at its poller once more after it stops waiting, so nothing
+                // readable is left behind.)
+                let receiver_polling = !events.is_empty() && lock(&self.outbox).receiver_polling;
                 for event in events.iter() {
-                    if event.token() != WAKER {
-                        inner.on_ready(event.token().0 as u64, now);
+                    let conn = event.token().0 as u64;
+                    if event.token() == WAKER {
+                        continue;
+                    }
+                    let read_only = inner.conns.get(&conn).is_some_and(Conn::read_only);
+                    if !(receiver_polling && read_only) {
+                        inner.on_ready(conn, now);
                     }
                 }
                 while let Ok((conn, addrs)) = resolved_rx.try_recv() {
@@ -310,10 +348,80 @@ impl<M: Machine> Shared<M> {
         drop(outbox);
         self.event_ready.notify_all();
         self.completion_ready.notify_all();
+        self.wake_receiver();
+    }
+
+    fn wake_receiver(&self) {
+        if let Some(waker) = &self.receiver_waker {
+            let _ = waker.wake();
+        }
+    }
+
+    /// Called by a thread in `recv` that found no event and holds the receivers' poller
+    /// (`outbox` is locked, `receiver_polling` set by the caller): sleeps until a socket is
+    /// readable, an event is delivered, or `deadline`; reads what is readable on this
+    /// thread. Returns the outbox locked again.
+    pub fn receive_io<'a>(
+        &'a self,
+        receiver: &mut ReceiverPoll,
+        outbox: MutexGuard<'a, Outbox>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Outbox> {
+        drop(outbox);
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let ReceiverPoll { poll, events } = receiver;
+        let mut ready: Vec<u64> = Vec::new();
+        let mut collect = |events: &MioEvents| {
+            for e in events.iter().filter(|e| e.token() != WAKER) {
+                let conn = e.token().0 as u64;
+                if !ready.contains(&conn) {
+                    ready.push(conn);
+                }
+            }
+        };
+        if poll.poll(events, timeout).is_ok() {
+            collect(events);
+        }
+        lock(&self.outbox).receiver_polling = false;
+        // The driver skipped readable events while the flag was set: take every one that
+        // arrived up to now, so none is left unread.
+        if poll.poll(events, Some(Duration::ZERO)).is_ok() {
+            collect(events);
+        }
+        if !ready.is_empty() {
+            let mut inner = lock(&self.inner);
+            let now = Instant::now();
+            for conn in ready {
+                inner.on_ready(conn, now);
+            }
+            inner.pump(self, now);
+            let wake = inner.driver_must_look();
+            drop(inner);
+            if wake {
+                self.wake();
+            }
+        }
+        lock(&self.outbox)
     }
 }
 
 impl<M: Machine> Inner<M> {
+    /// After another thread ran the machine: whether the sleeping driver thread must wake
+    /// to re-arm its timer earlier, dispatch callbacks, finish a read pass, or notice that
+    /// a shutdown's last connection is gone (a socket dropped elsewhere takes its pending
+    /// readiness event with it).
+    fn driver_must_look(&self) -> bool {
+        self.sleeping
+            && (self.machine.wants_dispatch()
+                || self.read_ready
+                || self.shutdown.is_some()
+                || match (self.machine.poll_timeout(), self.armed) {
+                    (Some(due), Some(armed)) => due < armed,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                })
+    }
+
     /// Carries out every queued action, flushes what was written, feeds the results back,
     /// until the machine has nothing more to do; then hands the events over.
     pub fn pump(&mut self, shared: &Shared<M>, now: Instant) {
@@ -342,8 +450,9 @@ impl<M: Machine> Inner<M> {
     fn deliver(&mut self, shared: &Shared<M>) {
         let mut outbox = None;
         let alive = shared.events_alive.load(Ordering::Acquire);
-        let mut pushed = false;
         let mut completed = false;
+        let mut parked = false;
+        let mut polling = false;
         while let Some(event) = self.machine.next_event() {
             let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
             let done = match &event {
@@ -351,20 +460,24 @@ impl<M: Machine> Inner<M> {
                 Event::SendFailed { id, reason, .. } => Some((*id, Err(*reason))),
                 _ => None,
             };
-            if let Some((id, result)) = done {
-                if let Some(slot) = outbox.waiting.get_mut(&id) {
-                    *slot = Some(result);
-                    completed = true;
-                }
+            if let Some((id, result)) = done
+                && let Some(slot) = outbox.waiting.get_mut(&id)
+            {
+                *slot = Some(result);
+                completed = true;
             }
             if alive {
                 outbox.events.push_back(event);
-                pushed = true;
+                parked = outbox.receivers > 0;
+                polling = outbox.receiver_polling;
             }
         }
         drop(outbox);
-        if pushed {
+        if parked {
             shared.event_ready.notify_one();
+        }
+        if polling {
+            shared.wake_receiver();
         }
         if completed {
             shared.completion_ready.notify_all();
@@ -385,6 +498,7 @@ impl<M: Machine> Inner<M> {
         };
         let ctx = Ctx {
             registry: &self.registry,
+            receivers: self.receivers.as_ref(),
             tls: &self.tls,
             ws_config: self.ws_config,
         };
@@ -475,14 +589,12 @@ impl<M: Machine> Inner<M> {
     fn fail_dial(&mut self, conn: u64, why: &str, now: Instant) {
         let error = TransportError::new(TransportErrorKind::Io, why);
         self.with_conn(conn, now, |c, ctx, out| {
-            c.drop_transport(ctx.registry);
+            c.drop_transport(ctx);
             out.push(TransportEvent::ConnectFailed(error));
         });
     }
 
     fn abort(&mut self, conn: u64) {
-        if let Some(mut c) = self.conns.remove(&conn) {
-            c.drop_transport(&self.registry);
-        }
+        self.with_conn(conn, Instant::now(), |c, ctx, _| c.drop_transport(ctx));
     }
 }

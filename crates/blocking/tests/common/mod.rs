@@ -168,6 +168,7 @@ impl Drop for Server {
         if let Some(a) = self.accept.take() {
             let _ = a.join();
         }
+
         for (slot, handle) in std::mem::take(&mut *self.conns.lock().unwrap()) {
             if let Some(stream) = slot.lock().unwrap().as_ref() {
                 let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -195,6 +196,7 @@ fn serve(
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn serve_ws<S: Read + Write>(stream: S, protocol: Option<&'static str>, tx: Sender<Saw>) {
     let callback = |req: &tungstenite::handshake::server::Request,
                     mut resp: tungstenite::handshake::server::Response| {
