@@ -25,6 +25,7 @@ impl Row {
 
 fn collect(quick: bool) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
+    let started = Instant::now();
     let tokio_rows = crate::backend::runtime()
         .block_on(wxsocket_tokio::bench::run_echo_bench(quick))
         .map_err(|e| format!("tokio: {e}"))?;
@@ -37,8 +38,17 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         ours: r.adapter_per_sec,
         plain: r.plain_per_sec,
     }));
+    eprintln!(
+        "wxsocket-tokio cases done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
     let blocking_rows = wxsocket_blocking::bench::run_echo_bench(quick)
         .map_err(|e| format!("blocking: echo benchmark: {e}"))?;
+    eprintln!(
+        "wxsocket-blocking cases done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     rows.extend(blocking_rows.into_iter().map(|r| Row {
         adapter: "wxsocket-blocking",
         baseline: "tungstenite",

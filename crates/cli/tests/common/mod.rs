@@ -252,6 +252,7 @@ impl TestServer {
                 let mut released = released.clone();
                 let record = Arc::clone(&record);
                 let first = n == 1;
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
                     if released.wait_for(|r| *r).await.is_err() {
                         return;
