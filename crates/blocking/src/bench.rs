@@ -7,9 +7,12 @@
 //!   window, then read its echoes;
 //! - `16KiB pipelined`: 16 KiB binary messages in windows of [`LARGE_WINDOW`].
 //!
-//! Each workload runs [`ROUNDS`] times alternating plain / adapter, and the best rate of
-//! each is kept (the machine may be shared). `cargo bench -p wxsocket-blocking` prints the
-//! table; [`run_echo_bench`] returns it for other front ends (the CLI).
+//! Each workload is cut into [`SEGMENTS`] segments (4 when `quick`); each segment runs
+//! once with each client, alternating which goes first, so both see the same machine
+//! load. A row reports the median rate of each client over the segments and the median
+//! of the per-segment ratios, which a busy machine disturbs far less than one long run.
+//! `cargo bench -p wxsocket-blocking` prints the table; [`run_echo_bench`] returns it for
+//! other front ends (the CLI).
 //!
 //! ```no_run
 //! for row in wxsocket_blocking::bench::run_echo_bench(true).unwrap() {
@@ -31,8 +34,8 @@ use tungstenite::Message as WsMessage;
 pub const PIPELINE_WINDOW: usize = 100;
 /// Messages in flight per window in the 16 KiB workload.
 pub const LARGE_WINDOW: usize = 8;
-/// Runs of each workload per client; the best is reported.
-pub const ROUNDS: usize = 3;
+/// Segments each workload is cut into (a full run).
+pub const SEGMENTS: usize = 20;
 
 /// How long any single wait in the benchmark may take before it is declared stuck.
 const STUCK: Duration = Duration::from_secs(10);
@@ -46,16 +49,27 @@ pub struct BenchRow {
     pub messages: usize,
     /// Payload bytes per message.
     pub size: usize,
-    /// Echoed messages per second, plain blocking tungstenite client (best run).
+    /// Echoed messages per second, plain blocking tungstenite client (median segment).
     pub plain_msgs_per_sec: f64,
-    /// Echoed messages per second, this adapter (best run).
+    /// Echoed messages per second, this adapter (median segment).
     pub adapter_msgs_per_sec: f64,
+    /// Median over the segments of `adapter / plain` (1.0: as fast as the plain client).
+    pub ratio: f64,
 }
 
 impl BenchRow {
-    /// `adapter / plain`: 1.0 means as fast as the plain client.
+    /// `adapter / plain`: the median of the per-segment ratios.
     pub fn ratio(&self) -> f64 {
-        self.adapter_msgs_per_sec / self.plain_msgs_per_sec
+        self.ratio
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -182,52 +196,52 @@ fn echo(stream: TcpStream) {
 }
 
 /// Runs the three workloads against one local echo server and returns one row each.
-/// `quick` runs a tenth of the messages (a few seconds in all, for smoke tests and demos).
+/// `quick` runs a tenth of the messages in 4 segments (a few seconds in all, for smoke
+/// tests and demos); a full run takes about half a minute.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     let server = EchoServer::start()?;
-    let scale = if quick { 10 } else { 1 };
-    let small = vec![b'x'; 32];
-    let large = vec![7u8; 16 * 1024];
+    let (scale, segments) = if quick { (10, 4) } else { (1, SEGMENTS) };
+    let small = Message::text("x".repeat(32));
+    let large = Message::binary(vec![7u8; 16 * 1024]);
     let workloads: [(&'static str, usize, usize, Message); 3] = [
-        (
-            "small one-at-a-time",
-            20_000 / scale,
-            1,
-            Message::text(String::from_utf8(small.clone()).unwrap_or_default()),
-        ),
-        (
-            "small pipelined",
-            200_000 / scale,
-            PIPELINE_WINDOW,
-            Message::text(String::from_utf8(small).unwrap_or_default()),
-        ),
-        (
-            "16KiB pipelined",
-            20_000 / scale,
-            LARGE_WINDOW,
-            Message::binary(large),
-        ),
+        ("small one-at-a-time", 20_000 / scale, 1, small.clone()),
+        ("small pipelined", 200_000 / scale, PIPELINE_WINDOW, small),
+        ("16KiB pipelined", 20_000 / scale, LARGE_WINDOW, large),
     ];
     let mut plain = PlainClient::connect(&server)?;
     let adapter = AdapterClient::connect(&server)?;
     let mut rows = Vec::new();
     for (name, messages, window, message) in workloads {
-        let mut best_plain = 0f64;
-        let mut best_adapter = 0f64;
-        // A short warm-up of each, then the measured rounds.
+        // A short warm-up of each, then the measured segments.
         plain.run(&message, window.min(messages), window)?;
         adapter.run(&message, window.min(messages), window)?;
-        for _ in 0..ROUNDS {
-            best_plain = best_plain.max(rate(messages, || plain.run(&message, messages, window))?);
-            best_adapter =
-                best_adapter.max(rate(messages, || adapter.run(&message, messages, window))?);
+        let per_segment = (messages / segments).max(window);
+        let (mut plain_rates, mut adapter_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for segment in 0..segments {
+            let (p, a) = if segment % 2 == 0 {
+                let p = rate(per_segment, || plain.run(&message, per_segment, window))?;
+                (
+                    p,
+                    rate(per_segment, || adapter.run(&message, per_segment, window))?,
+                )
+            } else {
+                let a = rate(per_segment, || adapter.run(&message, per_segment, window))?;
+                (
+                    rate(per_segment, || plain.run(&message, per_segment, window))?,
+                    a,
+                )
+            };
+            plain_rates.push(p);
+            adapter_rates.push(a);
+            ratios.push(a / p);
         }
         rows.push(BenchRow {
             name,
-            messages,
+            messages: per_segment * segments,
             size: message.len(),
-            plain_msgs_per_sec: best_plain,
-            adapter_msgs_per_sec: best_adapter,
+            plain_msgs_per_sec: median(plain_rates),
+            adapter_msgs_per_sec: median(adapter_rates),
+            ratio: median(ratios),
         });
     }
     plain.close();
@@ -354,8 +368,12 @@ impl AdapterClient {
 /// Prints the rows as the benchmark's table.
 pub fn print_table(rows: &[BenchRow]) {
     println!(
-        "echo benchmark: plain blocking tungstenite vs wxsocket-blocking (best of {ROUNDS} runs)"
+        "echo benchmark: plain blocking tungstenite vs wxsocket-blocking (medians over interleaved segments)"
     );
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("load average: {}", load.join(" "));
+    }
     for row in rows {
         println!("{row}");
     }

@@ -162,6 +162,11 @@ impl Client {
     pub fn current(&self) -> Option<ConnId> {
         self.handle.read(Session::current)
     }
+
+    /// The current connection's socket (addresses, `TCP_NODELAY`, TLS), once connected.
+    pub fn socket_info(&self) -> Option<crate::SocketInfo> {
+        self.handle.socket_info(Session::current)
+    }
 }
 
 /// The receiving end of a [`Client`]'s (or [`crate::TaskPool`]'s) events: every

@@ -51,6 +51,22 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Sets the driver poller's interest: readable and writable, or (while a receiving
+    /// thread reads this socket through its own poller) writable only.
+    fn set_driver_interest(
+        &self,
+        sock: &mut TcpStream,
+        token: Token,
+        reads: bool,
+    ) -> io::Result<()> {
+        let interest = if reads {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::WRITABLE
+        };
+        self.registry.reregister(sock, token, interest)
+    }
+
     fn deregister(&self, sock: &mut TcpStream) {
         #[cfg(unix)]
         if let Some(receivers) = self.receivers {
@@ -97,6 +113,8 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// A flush stopped at a full socket: bytes wait for the next writable event.
     pub wants_write: bool,
+    /// The driver's poller reports readability (not while a receiving thread reads).
+    driver_reads: bool,
 }
 
 /// `u64` key of a connection, also its poller token.
@@ -120,6 +138,7 @@ impl Conn {
             read_ready: false,
             dirty: false,
             wants_write: false,
+            driver_reads: true,
         }
     }
 
@@ -131,10 +150,46 @@ impl Conn {
         matches!(self.phase, Phase::Open(_))
     }
 
-    /// Whether a readiness event for this connection only matters for reading (open, and
-    /// nothing waits to be written), so a thread reading elsewhere may take it.
-    pub fn read_only(&self) -> bool {
-        self.is_open() && !self.wants_write && !self.dirty
+    /// Addresses and options of the socket, once connected.
+    pub fn socket_info(&mut self) -> Option<crate::SocketInfo> {
+        let (sock, tls) = match &mut self.phase {
+            Phase::Handshaking { stream, .. } => {
+                let tls = matches!(stream, Stream::Tls(_));
+                (stream.tcp(), tls)
+            }
+            Phase::Open(ws) => {
+                let stream = ws.get_mut();
+                let tls = matches!(stream, Stream::Tls(_));
+                (stream.tcp(), tls)
+            }
+            Phase::Resolving | Phase::Connecting { .. } | Phase::Gone => return None,
+        };
+        Some(crate::SocketInfo {
+            local_addr: sock.local_addr().ok()?,
+            peer_addr: sock.peer_addr().ok()?,
+            nodelay: sock.nodelay().ok()?,
+            tls,
+        })
+    }
+
+    /// Hands reading to a receiving thread (`reads == false`: the driver's poller stops
+    /// reporting readability of an open connection) or back to the driver. Handing back
+    /// re-arms the driver's poller, which reports at once whatever is readable by then, so
+    /// nothing is left unread.
+    pub fn set_driver_reads(&mut self, ctx: &Ctx<'_>, reads: bool) {
+        if self.driver_reads == reads {
+            return;
+        }
+        let token = token(self.id);
+        let Phase::Open(ws) = &mut self.phase else {
+            return;
+        };
+        if ctx
+            .set_driver_interest(ws.get_mut().tcp(), token, reads)
+            .is_ok()
+        {
+            self.driver_reads = reads;
+        }
     }
 
     /// Drops the transport at once (abort), deregistering the socket first.

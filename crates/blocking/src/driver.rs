@@ -31,21 +31,15 @@ pub(crate) trait Machine: Driven + Send + 'static {
     /// The next application event for the [`crate::Events`] queue (none for machines that
     /// deliver through callbacks).
     fn next_event(&mut self) -> Option<Event>;
-    /// Runs callbacks that are due (the wx surface); called on the driver thread only,
-    /// without any lock held. Returns whether anything ran.
-    fn dispatch(_shared: &Shared<Self>) -> bool
-    where
-        Self: Sized,
-    {
-        false
-    }
-    /// Whether callbacks wait to be dispatched.
-    fn wants_dispatch(&self) -> bool {
-        false
-    }
+    /// Lets a callback machine hand its due callbacks to the job queue (the listeners the
+    /// adapter registers only queue jobs; the driver thread runs them outside any lock).
+    fn dispatch(&mut self) {}
     /// The last handle is gone: close every live connection cleanly.
     fn shutdown(&mut self, live: &[ConnId], now: Instant);
 }
+
+/// A callback to run on the driver thread, outside any lock.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 impl Machine for wxsocket_core::Session {
     fn next_event(&mut self) -> Option<Event> {
@@ -53,6 +47,18 @@ impl Machine for wxsocket_core::Session {
     }
     fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
         let _ = self.close(None, "", now);
+    }
+}
+
+impl Machine for wxsocket_core::wx::WxSocket {
+    fn next_event(&mut self) -> Option<Event> {
+        None
+    }
+    fn dispatch(&mut self) {
+        wxsocket_core::wx::WxSocket::dispatch(self);
+    }
+    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
+        let _ = self.close_socket(wxsocket_core::wx::CloseSocket::new(), now);
     }
 }
 
@@ -100,6 +106,8 @@ pub(crate) struct Shared<M> {
     pub event_ready: Condvar,
     pub completion_ready: Condvar,
     pub events_alive: AtomicBool,
+    /// Callbacks waiting to run on the driver thread (the wx surface).
+    jobs: Mutex<VecDeque<Job>>,
     /// Taken by the one thread in `recv` that waits on the sockets directly.
     pub receiver_poll: Option<Mutex<ReceiverPoll>>,
     receiver_waker: Option<Waker>,
@@ -183,6 +191,7 @@ impl<M: Machine> Shared<M> {
             event_ready: Condvar::new(),
             completion_ready: Condvar::new(),
             events_alive: AtomicBool::new(true),
+            jobs: Mutex::new(VecDeque::new()),
             receiver_poll,
             receiver_waker,
             waker,
@@ -219,6 +228,16 @@ impl<M: Machine> Shared<M> {
         out
     }
 
+    /// The socket of connection `conn` (`None`: the current one of a session).
+    pub fn socket_info(
+        &self,
+        conn: impl FnOnce(&M) -> Option<ConnId>,
+    ) -> Option<crate::SocketInfo> {
+        let mut inner = lock(&self.inner);
+        let conn = conn(&inner.machine)?;
+        inner.socket_info(conn)
+    }
+
     /// Reads the machine without running anything.
     pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
         f(&lock(&self.inner).machine)
@@ -243,19 +262,9 @@ impl<M: Machine> Shared<M> {
             let timeout = {
                 let mut inner = lock(&self.inner);
                 let now = Instant::now();
-                // While a thread in `recv` sleeps on the receivers' poller, it reads what
-                // arrives; the driver only handles writability and errors then. (That
-                // thread looks at its poller once more after it stops waiting, so nothing
-                // readable is left behind.)
-                let receiver_polling = !events.is_empty() && lock(&self.outbox).receiver_polling;
                 for event in events.iter() {
-                    let conn = event.token().0 as u64;
-                    if event.token() == WAKER {
-                        continue;
-                    }
-                    let read_only = inner.conns.get(&conn).is_some_and(Conn::read_only);
-                    if !(receiver_polling && read_only) {
-                        inner.on_ready(conn, now);
+                    if event.token() != WAKER {
+                        inner.on_ready(event.token().0 as u64, now);
                     }
                 }
                 while let Ok((conn, addrs)) = resolved_rx.try_recv() {
@@ -314,15 +323,14 @@ impl<M: Machine> Shared<M> {
                     deadline = Some(deadline.map_or(hard_stop, |d| d.min(hard_stop)));
                 }
                 inner.armed = deadline;
-                let dispatch = inner.machine.wants_dispatch();
-                inner.sleeping = !inner.read_ready && !dispatch;
-                if inner.read_ready || dispatch {
+                inner.sleeping = !inner.read_ready;
+                if inner.read_ready {
                     Some(Duration::ZERO)
                 } else {
                     deadline.map(|d| d.saturating_duration_since(now))
                 }
             };
-            if M::dispatch(&self) {
+            if self.run_jobs() {
                 // Callbacks may have called into the machine; look again at once.
                 lock(&self.inner).sleeping = false;
                 events.clear();
@@ -342,13 +350,39 @@ impl<M: Machine> Shared<M> {
             }
             lock(&self.inner).sleeping = false;
         }
-        M::dispatch(&self);
+        self.run_jobs();
         let mut outbox = lock(&self.outbox);
         outbox.finished = true;
         drop(outbox);
         self.event_ready.notify_all();
         self.completion_ready.notify_all();
         self.wake_receiver();
+    }
+
+    /// Queues a callback for the driver thread (the caller wakes the driver).
+    pub fn defer(&self, job: Job) {
+        lock(&self.jobs).push_back(job);
+    }
+
+    /// Whether callbacks wait for the driver thread.
+    pub fn has_jobs(&self) -> bool {
+        !lock(&self.jobs).is_empty()
+    }
+
+    /// Runs the queued callbacks, in order, with no lock held. Returns whether any ran.
+    fn run_jobs(&self) -> bool {
+        let mut ran = false;
+        loop {
+            let job = lock(&self.jobs).pop_front();
+            match job {
+                Some(job) => {
+                    ran = true;
+                    // A panicking callback must not take the driver down with it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+                None => return ran,
+            }
+        }
     }
 
     fn wake_receiver(&self) {
@@ -368,52 +402,64 @@ impl<M: Machine> Shared<M> {
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, Outbox> {
         drop(outbox);
+        // While this thread sleeps on the sockets, the driver's poller stops reporting
+        // their readability, so the driver thread is not woken for every message.
+        lock(&self.inner).set_driver_reads(false);
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let ReceiverPoll { poll, events } = receiver;
         let mut ready: Vec<u64> = Vec::new();
-        let mut collect = |events: &MioEvents| {
+        if poll.poll(events, timeout).is_ok() {
             for e in events.iter().filter(|e| e.token() != WAKER) {
                 let conn = e.token().0 as u64;
                 if !ready.contains(&conn) {
                     ready.push(conn);
                 }
             }
-        };
-        if poll.poll(events, timeout).is_ok() {
-            collect(events);
         }
         lock(&self.outbox).receiver_polling = false;
-        // The driver skipped readable events while the flag was set: take every one that
-        // arrived up to now, so none is left unread.
-        if poll.poll(events, Some(Duration::ZERO)).is_ok() {
-            collect(events);
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        for conn in ready {
+            inner.on_ready(conn, now);
         }
-        if !ready.is_empty() {
-            let mut inner = lock(&self.inner);
-            let now = Instant::now();
-            for conn in ready {
-                inner.on_ready(conn, now);
-            }
-            inner.pump(self, now);
-            let wake = inner.driver_must_look();
-            drop(inner);
-            if wake {
-                self.wake();
-            }
+        // Reading goes back to the driver (its poller reports what arrived meanwhile).
+        inner.set_driver_reads(true);
+        inner.pump(self, now);
+        let wake = inner.driver_must_look();
+        drop(inner);
+        if wake {
+            self.wake();
         }
         lock(&self.outbox)
     }
 }
 
 impl<M: Machine> Inner<M> {
+    /// The socket of connection `conn`, if it has one.
+    pub fn socket_info(&mut self, conn: ConnId) -> Option<crate::SocketInfo> {
+        self.conns.get_mut(&key(conn))?.socket_info()
+    }
+
+    /// See [`Conn::set_driver_reads`].
+    fn set_driver_reads(&mut self, reads: bool) {
+        let ctx = Ctx {
+            registry: &self.registry,
+            receivers: self.receivers.as_ref(),
+            tls: &self.tls,
+            ws_config: self.ws_config,
+        };
+        for conn in self.conns.values_mut() {
+            conn.set_driver_reads(&ctx, reads);
+        }
+    }
+
     /// After another thread ran the machine: whether the sleeping driver thread must wake
     /// to re-arm its timer earlier, dispatch callbacks, finish a read pass, or notice that
     /// a shutdown's last connection is gone (a socket dropped elsewhere takes its pending
     /// readiness event with it).
     fn driver_must_look(&self) -> bool {
         self.sleeping
-            && (self.machine.wants_dispatch()
-                || self.read_ready
+            && (self.read_ready
                 || self.shutdown.is_some()
                 || match (self.machine.poll_timeout(), self.armed) {
                     (Some(due), Some(armed)) => due < armed,
@@ -448,6 +494,7 @@ impl<M: Machine> Inner<M> {
 
     /// Moves the machine's events to the application.
     fn deliver(&mut self, shared: &Shared<M>) {
+        self.machine.dispatch();
         let mut outbox = None;
         let alive = shared.events_alive.load(Ordering::Acquire);
         let mut completed = false;

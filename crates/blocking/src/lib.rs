@@ -96,6 +96,7 @@ mod conn;
 mod driver;
 mod pool;
 mod stream;
+pub mod wx;
 
 pub use client::{Client, Events, IntoIter, Iter, TryIter};
 pub use pool::{SocketTask, TaskPool};
@@ -135,6 +136,20 @@ impl Config {
         self.tls = tls;
         self
     }
+}
+
+/// A connection's socket as the OS reports it ([`Client::socket_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketInfo {
+    /// The local address.
+    pub local_addr: std::net::SocketAddr,
+    /// The server's address.
+    pub peer_addr: std::net::SocketAddr,
+    /// Whether `TCP_NODELAY` is set (as the socket reports it).
+    pub nodelay: bool,
+    /// Whether the connection uses TLS.
+    pub tls: bool,
 }
 
 /// Why `send_wait` did not confirm a write.

@@ -116,6 +116,12 @@ impl SocketTask {
         self.handle.read(|p| p.state(self.id))
     }
 
+    /// This connection's socket (addresses, `TCP_NODELAY`, TLS), once connected.
+    pub fn socket_info(&self) -> Option<crate::SocketInfo> {
+        let id = self.id;
+        self.handle.socket_info(|_| Some(id))
+    }
+
     /// Bytes accepted on this connection but not yet confirmed written.
     pub fn buffered_amount(&self) -> usize {
         self.handle.read(|p| p.buffered_amount(self.id))

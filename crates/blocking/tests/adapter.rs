@@ -576,3 +576,138 @@ fn keepalive_pings_and_detects_a_dead_peer() {
     )));
     assert!(matches!(seen.last(), Some(Event::Close { code: 1006, .. })));
 }
+
+#[test]
+fn socket_info_reports_tcp_nodelay() {
+    let server = Server::start();
+    let (client, events) = client();
+    assert_eq!(client.socket_info(), None);
+    client
+        .connect(&ConnectOptions::new(server.url()).tcp_no_delay(true))
+        .unwrap();
+    until(&events, is_open);
+    let info = client.socket_info().unwrap();
+    assert!(info.nodelay);
+    assert!(!info.tls);
+    assert_eq!(info.peer_addr, server.addr);
+    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    until(&events, is_open);
+    assert!(!client.socket_info().unwrap().nodelay);
+}
+
+#[test]
+fn close_timeout_when_the_peer_never_closes_tcp() {
+    use std::io::Write;
+    let mut silent = Silent::start();
+    let config = Config::default()
+        .session(SessionConfig::default().close_timeout(Duration::from_millis(200)));
+    let (client, events) = Client::new(config).unwrap();
+    client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let peer = silent.accept();
+    let mut ws = tungstenite::accept(peer).unwrap();
+    until(&events, is_open);
+    // The server's close frame (code 1000, unmasked), then silence: TCP stays open.
+    ws.get_mut().write_all(&[0x88, 0x02, 0x03, 0xe8]).unwrap();
+    let started = Instant::now();
+    let seen = until(&events, is_close);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(200) && elapsed < WAIT,
+        "{elapsed:?}"
+    );
+    // The peer's code is reported; the close is not clean (TCP never ended).
+    assert!(
+        matches!(
+            seen.last(),
+            Some(Event::Close {
+                code: 1000,
+                clean: false,
+                ..
+            })
+        ),
+        "{seen:?}"
+    );
+    // Our reply went out before the abort.
+    let mut buf = [0u8; 8];
+    let n = std::io::Read::read(ws.get_mut(), &mut buf).unwrap();
+    assert_eq!(buf[0], 0x88, "{:?}", &buf[..n]);
+}
+
+#[test]
+fn wx_surface_runs_callbacks_on_the_driver_thread() {
+    use std::sync::mpsc;
+    use wxsocket_blocking::wx::{CloseSocket, ConnectSocket, SendSocketMessage, WxSocket};
+    let server = Server::start();
+    let wx = WxSocket::new(Config::default()).unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    // Sending before connecting fails in the seed's words.
+    let t = tx.clone();
+    let err = wx
+        .send_socket_message(SendSocketMessage::new("early").fail(move |r| {
+            t.send(r.err_msg.clone()).unwrap();
+        }))
+        .unwrap_err();
+    assert_eq!(
+        err.err_msg,
+        "sendSocketMessage:fail WebSocket is not connected"
+    );
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        "sendSocketMessage:fail WebSocket is not connected"
+    );
+    // The seed's pattern: send inside onSocketOpen, close on the first message.
+    let weak = wx.downgrade();
+    let t = tx.clone();
+    wx.on_socket_open(move |_| {
+        t.send(format!("open on {:?}", std::thread::current().name()))
+            .unwrap();
+        let wx = weak.upgrade().unwrap();
+        let t = t.clone();
+        wx.send_socket_message(SendSocketMessage::new("hi").success(move |r| {
+            t.send(r.err_msg.clone()).unwrap();
+        }))
+        .unwrap();
+    });
+    let weak = wx.downgrade();
+    let t = tx.clone();
+    wx.on_socket_message(move |m| {
+        t.send(format!("message {:?}", m.data)).unwrap();
+        weak.upgrade()
+            .unwrap()
+            .close_socket(CloseSocket::with(4001, "done"))
+            .unwrap();
+    });
+    let t = tx.clone();
+    wx.on_socket_close(move |c| t.send(format!("close {} {}", c.code, c.clean)).unwrap());
+    let t = tx.clone();
+    wx.connect_socket(
+        ConnectSocket::new(ConnectOptions::new(server.url())).success(move |r| {
+            t.send(r.err_msg.clone()).unwrap();
+        }),
+    )
+    .unwrap();
+    let got: Vec<String> = (0..5).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            "connectSocket:ok".to_string(),
+            "open on Some(\"wxsocket-wx\")".into(),
+            "sendSocketMessage:ok".into(),
+            format!("message {:?}", Message::text("hi")),
+            "close 4001 true".into(),
+        ]
+    );
+    assert_eq!(wx.state(), ReadyState::Closed);
+    // perMessageDeflate is refused like an invalid option.
+    let err = wx
+        .connect_socket(ConnectSocket::new(
+            ConnectOptions::new(server.url()).per_message_deflate(true),
+        ))
+        .unwrap_err();
+    assert!(
+        err.err_msg
+            .starts_with("connectSocket:fail perMessageDeflate"),
+        "{}",
+        err.err_msg
+    );
+}
