@@ -129,6 +129,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
             (None, Some(error)) => format!("ended: {error}"),
             (None, None) => "ended without a close frame".to_owned(),
         };
-        out.stamped(&format!("#{n} {peer} {how} ({echoed} messages echoed)"));
+        let plural = if echoed == 1 { "" } else { "s" };
+        out.stamped(&format!(
+            "#{n} {peer} {how} ({echoed} message{plural} echoed)"
+        ));
     }
 }
