@@ -8,86 +8,106 @@
 //! sans-IO core ([`wxsocket_core`]); this crate only moves bytes and keeps one timer, so it
 //! behaves exactly like `wxsocket-tokio`.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Message};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A local echo server stands in for the real one, so this example runs as a test.
+//! # let server = wxsocket_blocking::bench::EchoServer::start()?;
+//! # let url = server.url();
+//! # /*
+//! let url = "wss://echo.example.com/ws";
+//! # */
 //! let (client, events) = Client::new(Config::default())?;
-//! // wx.connectSocket: validated at once, dialled by the driver thread.
-//! client.connect(&ConnectOptions::new("wss://echo.example.com/ws").protocol("chat"))?;
+//! // wx.connectSocket: validated at once, dialled in the background.
+//! client.connect(&ConnectOptions::new(url).tcp_no_delay(true))?;
 //! // Sent before open: queued by the core, flushed in order on open.
 //! client.send("hello")?;
 //!
-//! for event in &events {
+//! while let Ok(event) = events.recv_timeout(Duration::from_secs(10)) {
 //!     match event {
 //!         Event::Open { handshake, .. } => {
 //!             println!("open, protocol {:?}", handshake.protocol);
-//!             // Waits until the bytes are on the socket (or the send failed).
+//!             // Returns once the bytes are on the socket (or the send failed).
 //!             client.send_wait(Message::binary(vec![1, 2, 3]))?;
 //!         }
 //!         Event::Message { message, .. } => {
 //!             println!("got {message:?}");
-//!             client.close(None, "done")?;
+//!             if !message.is_text() {
+//!                 client.close(None, "done")?; // wx.closeSocket
+//!             }
 //!         }
 //!         Event::Error { error, .. } => eprintln!("error: {error}"),
 //!         Event::Close { code, reason, .. } => {
 //!             println!("closed: {code} {reason}");
 //!             break;
 //!         }
-//!         _ => {}
+//!         _ => {} // Connecting, SendCompleted, ...
 //!     }
 //! }
-//! # let _ = events.recv_timeout(Duration::from_millis(1));
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! The same surface exists for several sockets at once ([`TaskPool`] / [`SocketTask`], the
-//! `SocketTask` model with a connection limit).
+//! `SocketTask` model with a connection limit) and as the seed's seven calls with
+//! `success` / `fail` / `complete` callbacks ([`wx::WxSocket`]).
 //!
 //! ## IO design: no polling, no tick
 //!
-//! Each [`Client`] (or [`TaskPool`]) owns one **driver thread** and one OS readiness
-//! poller ([mio]: epoll on Linux, kqueue on BSD/macOS). Every socket is non-blocking and
-//! registered with that poller (edge-triggered, readable and writable). State is shared:
-//! the core and the sockets sit behind one mutex, the application's events behind another.
+//! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) owns one **driver thread** and an
+//! OS readiness poller ([mio]: epoll on Linux, kqueue on BSD/macOS; mio is only a
+//! readiness wrapper, not an async runtime). Every socket is non-blocking and registered
+//! with that poller, edge-triggered. The session core and the sockets sit behind one
+//! mutex, the application's events behind another. Whoever changes the core — an
+//! application thread in `send` / `close` / `connect`, a thread waiting in
+//! [`Events::recv`], or the driver thread — carries out the actions the core queued
+//! before letting go of the lock. Nothing ever waits for a timer tick:
 //!
-//! - **Sending** never waits for the driver. `send` locks the core, which turns the message
-//!   into a `Send` action, and the calling thread carries that action out before `send`
-//!   returns: the frame goes through tungstenite straight into the socket, then one flush.
-//!   Everything the core queued at that moment is written first and flushed once
-//!   (batching), and `SendWritten` is reported as soon as the flush succeeded. Only if the
+//! - **Sending** never waits for another thread. `send` runs the core, which turns the
+//!   message into a `Send` action, and the calling thread writes the frame through
+//!   tungstenite straight into the socket before `send` returns. Everything the core queued
+//!   at that moment (e.g. the queue flushed on open) is written first and flushed once
+//!   (batching), and `SendWritten` is reported as soon as the flush succeeded. Only when the
 //!   kernel's socket buffer is full does the rest wait — for the poller's *writable* event,
-//!   not for a timer.
-//! - **Receiving**: the driver thread sleeps in the poller and wakes the moment a socket is
-//!   readable. It reads every complete message, feeds each to the core, and hands the
-//!   resulting events to the [`Events`] receiver, whose `recv` is woken through a
-//!   condition variable. Nothing is batched behind a timer.
-//! - **Timers** (handshake, close, keepalive deadlines) are exact: the driver's poller
-//!   sleeps until `poll_timeout()` of the core and no longer. When a call from the
-//!   application makes a deadline earlier than the one the driver sleeps until (or starts
-//!   a dial whose host name needs resolving), it wakes the driver through the poller's
-//!   waker (an eventfd); otherwise the driver is not disturbed at all.
-//! - **Dialling** is non-blocking too: TCP connect, TLS (rustls, read and write decoupled
-//!   so two busy peers cannot deadlock) and the HTTP upgrade all progress on readiness
-//!   events. An `Abort` from the core (handshake timeout, close before open, replacement)
-//!   deregisters and drops the socket at once. Host names (not IP literals) are resolved
-//!   on a short-lived helper thread, because the OS resolver only blocks; an aborted
-//!   dial's answer is dropped.
+//!   which the driver thread handles.
+//! - **Receiving** has no hand-over between threads either. A thread that calls
+//!   [`Events::recv`] and finds no event sleeps on a second poller that holds the same
+//!   sockets (readable only), so the kernel wakes *it* when data arrives; it reads the
+//!   message, runs the core, and returns the event — the same wake-up a plain blocking
+//!   `read` costs. While it sleeps there, the driver's poller stops reporting readability
+//!   (its interest is switched to writable only, and back afterwards; switching back
+//!   re-arms it, so whatever arrived meanwhile is reported at once), so the driver thread
+//!   is not woken for every message. When no thread waits in `recv`, the driver thread
+//!   reads as data arrives (answering pings, running callbacks, finishing closes) and
+//!   hands events over through a condition variable.
+//! - **Timers** (handshake, close, keepalive, reconnect backoff) are exact: the driver's
+//!   poller sleeps until `poll_timeout()` of the core and no longer. When another thread
+//!   makes a deadline earlier than the one the driver sleeps until, it wakes the driver
+//!   through the poller's waker (an eventfd); otherwise the driver is not disturbed.
+//! - **Dialling** is non-blocking too: TCP connect, TLS (rustls; reading and writing are
+//!   decoupled so two busy peers cannot deadlock) and the HTTP upgrade all progress on
+//!   readiness events. An `Abort` from the core (handshake timeout, close before open,
+//!   replacement) deregisters and drops the socket at once. Host names (not IP literals)
+//!   are resolved on a short-lived helper thread, because the OS resolver only blocks; an
+//!   aborted dial's answer is dropped.
 //!
-//! So there is no tick anywhere: the driver thread sleeps in the poller with no timeout
-//! unless the core has a deadline, and every byte moves as soon as the kernel allows it.
-//! The echo benchmark ([`bench`]) compares this adapter with a plain blocking tungstenite
-//! client doing the same work.
+//! So no thread ever sleeps for a fixed interval: the driver sleeps in the poller with no
+//! timeout unless the core has a deadline, and every byte moves as soon as the kernel
+//! allows it. The echo benchmark ([`bench`]) compares this adapter with a plain blocking
+//! tungstenite client doing the same work; a one-at-a-time round trip takes tens of
+//! microseconds, which a design with a polling tick (a millisecond at least) could not
+//! reach.
 //!
 //! ## Lifetime
 //!
-//! Dropping the last [`Client`] clone (or the last [`TaskPool`] / [`SocketTask`]) closes
-//! every connection cleanly: close frame 1000, then the transport, bounded by the close
-//! timeout; connections still dialling are failed at once. [`Events::recv`] then yields
-//! the remaining events and returns `None`, and the driver thread ends, leaving no thread
-//! or socket behind. Dropping [`Events`] early only discards later events.
+//! Dropping the last [`Client`] clone (or the last [`TaskPool`] / [`SocketTask`] /
+//! [`wx::WxSocket`]) closes every connection cleanly: close frame 1000, then the
+//! transport, bounded by the close timeout; connections still dialling are failed at once.
+//! [`Events::recv`] then yields the remaining events and returns `None`, and the driver
+//! thread ends, leaving no thread or socket behind. Dropping [`Events`] early only discards
+//! later events.
 #![forbid(unsafe_code)]
 
 pub mod bench;
