@@ -51,22 +51,6 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Sets the driver poller's interest: readable and writable, or (while a receiving
-    /// thread reads this socket through its own poller) writable only.
-    fn set_driver_interest(
-        &self,
-        sock: &mut TcpStream,
-        token: Token,
-        reads: bool,
-    ) -> io::Result<()> {
-        let interest = if reads {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::WRITABLE
-        };
-        self.registry.reregister(sock, token, interest)
-    }
-
     fn deregister(&self, sock: &mut TcpStream) {
         #[cfg(unix)]
         if let Some(receivers) = self.receivers {
@@ -113,8 +97,6 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// A flush stopped at a full socket: bytes wait for the next writable event.
     pub wants_write: bool,
-    /// The driver's poller reports readability (not while a receiving thread reads).
-    driver_reads: bool,
 }
 
 /// `u64` key of a connection, also its poller token.
@@ -138,7 +120,6 @@ impl Conn {
             read_ready: false,
             dirty: false,
             wants_write: false,
-            driver_reads: true,
         }
     }
 
@@ -170,26 +151,6 @@ impl Conn {
             nodelay: sock.nodelay().ok()?,
             tls,
         })
-    }
-
-    /// Hands reading to a receiving thread (`reads == false`: the driver's poller stops
-    /// reporting readability of an open connection) or back to the driver. Handing back
-    /// re-arms the driver's poller, which reports at once whatever is readable by then, so
-    /// nothing is left unread.
-    pub fn set_driver_reads(&mut self, ctx: &Ctx<'_>, reads: bool) {
-        if self.driver_reads == reads {
-            return;
-        }
-        let token = token(self.id);
-        let Phase::Open(ws) = &mut self.phase else {
-            return;
-        };
-        if ctx
-            .set_driver_interest(ws.get_mut().tcp(), token, reads)
-            .is_ok()
-        {
-            self.driver_reads = reads;
-        }
     }
 
     /// Drops the transport at once (abort), deregistering the socket first.

@@ -402,9 +402,6 @@ impl<M: Machine> Shared<M> {
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, Outbox> {
         drop(outbox);
-        // While this thread sleeps on the sockets, the driver's poller stops reporting
-        // their readability, so the driver thread is not woken for every message.
-        lock(&self.inner).set_driver_reads(false);
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let ReceiverPoll { poll, events } = receiver;
         let mut ready: Vec<u64> = Vec::new();
@@ -417,18 +414,18 @@ impl<M: Machine> Shared<M> {
             }
         }
         lock(&self.outbox).receiver_polling = false;
-        let mut inner = lock(&self.inner);
-        let now = Instant::now();
-        for conn in ready {
-            inner.on_ready(conn, now);
-        }
-        // Reading goes back to the driver (its poller reports what arrived meanwhile).
-        inner.set_driver_reads(true);
-        inner.pump(self, now);
-        let wake = inner.driver_must_look();
-        drop(inner);
-        if wake {
-            self.wake();
+        if !ready.is_empty() {
+            let mut inner = lock(&self.inner);
+            let now = Instant::now();
+            for conn in ready {
+                inner.on_ready(conn, now);
+            }
+            inner.pump(self, now);
+            let wake = inner.driver_must_look();
+            drop(inner);
+            if wake {
+                self.wake();
+            }
         }
         lock(&self.outbox)
     }
@@ -438,19 +435,6 @@ impl<M: Machine> Inner<M> {
     /// The socket of connection `conn`, if it has one.
     pub fn socket_info(&mut self, conn: ConnId) -> Option<crate::SocketInfo> {
         self.conns.get_mut(&key(conn))?.socket_info()
-    }
-
-    /// See [`Conn::set_driver_reads`].
-    fn set_driver_reads(&mut self, reads: bool) {
-        let ctx = Ctx {
-            registry: &self.registry,
-            receivers: self.receivers.as_ref(),
-            tls: &self.tls,
-            ws_config: self.ws_config,
-        };
-        for conn in self.conns.values_mut() {
-            conn.set_driver_reads(&ctx, reads);
-        }
     }
 
     /// After another thread ran the machine: whether the sleeping driver thread must wake

@@ -76,12 +76,12 @@
 //!   [`Events::recv`] and finds no event sleeps on a second poller that holds the same
 //!   sockets (readable only), so the kernel wakes *it* when data arrives; it reads the
 //!   message, runs the core, and returns the event — the same wake-up a plain blocking
-//!   `read` costs. While it sleeps there, the driver's poller stops reporting readability
-//!   (its interest is switched to writable only, and back afterwards; switching back
-//!   re-arms it, so whatever arrived meanwhile is reported at once), so the driver thread
-//!   is not woken for every message. When no thread waits in `recv`, the driver thread
-//!   reads as data arrives (answering pings, running callbacks, finishing closes) and
-//!   hands events over through a condition variable.
+//!   `read` costs. The driver thread is woken by the same data in parallel and whichever
+//!   takes the lock first reads; the other finds nothing left. When no thread waits in
+//!   `recv`, the driver thread reads as data arrives (answering pings, running callbacks,
+//!   finishing closes) and hands events over through a condition variable. (Switching the
+//!   driver's interest to writable-only while a thread waits in `recv` was measured too:
+//!   the two extra `epoll_ctl` calls per message cost more than the parallel wake-up.)
 //! - **Timers** (handshake, close, keepalive, reconnect backoff) are exact: the driver's
 //!   poller sleeps until `poll_timeout()` of the core and no longer. When another thread
 //!   makes a deadline earlier than the one the driver sleeps until, it wakes the driver
@@ -95,7 +95,7 @@
 //!
 //! So no thread ever sleeps for a fixed interval: the driver sleeps in the poller with no
 //! timeout unless the core has a deadline, and every byte moves as soon as the kernel
-//! allows it. The echo benchmark ([`bench`]) compares this adapter with a plain blocking
+//! allows it. The echo benchmark ([`mod@bench`]) compares this adapter with a plain blocking
 //! tungstenite client doing the same work; a one-at-a-time round trip takes tens of
 //! microseconds, which a design with a polling tick (a millisecond at least) could not
 //! reach.
