@@ -197,7 +197,7 @@ fn echo(stream: TcpStream) {
 
 /// Runs the three workloads against one local echo server and returns one row each.
 /// `quick` runs a tenth of the messages in 4 segments (a few seconds in all, for smoke
-/// tests and demos); a full run takes about half a minute.
+/// tests and demos); a full run takes about ten seconds.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     let server = EchoServer::start()?;
     let (scale, segments) = if quick { (10, 4) } else { (1, SEGMENTS) };
