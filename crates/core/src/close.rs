@@ -73,6 +73,12 @@ impl CloseRequest {
     }
 }
 
+/// Whether a peer may send `code` in a close frame (RFC 6455 §7.4): the defined codes
+/// except the ones reserved for reporting (1004, 1005, 1006, 1015), and 3000–4999.
+pub fn is_valid_from_peer(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// A close frame as the peer sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerClose {

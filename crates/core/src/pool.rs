@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A set of independent connections, each a [`Session`] that is never replaced. Ids are
-/// unique across the pool, so the driver routes by [`ConnId`] alone. The run loop is the
-/// same as a session's.
+/// unique across the pool, so the driver routes by [`ConnId`] alone. A task is named by
+/// the id of its first connection; with a reconnect policy its later connections get new
+/// ids, and calls accept either. The run loop is the same as a session's.
 ///
 /// ```
 /// use std::time::Instant;
@@ -116,14 +117,14 @@ impl Pool {
     /// Transport input for one connection; input for an unknown connection is ignored.
     pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         if let Some(index) = self.index(conn) {
-            self.tasks[index].1.handle(conn, event, now);
+            self.with_ids(index, |s| s.handle(conn, event, now));
         }
     }
 
     /// Runs every connection's due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (_, s) in &mut self.tasks {
-            s.handle_timeout(now);
+        for index in 0..self.tasks.len() {
+            self.with_ids(index, |s| s.handle_timeout(now));
         }
         self.retire();
     }
@@ -154,8 +155,12 @@ impl Pool {
         self.index(conn).map(|i| &self.tasks[i].1)
     }
 
+    /// The task `conn` belongs to: its first connection (the task's id), its current one
+    /// (after a reconnect), or one of its connections still being torn down.
     fn index(&self, conn: ConnId) -> Option<usize> {
-        self.tasks.iter().position(|(id, _)| *id == conn)
+        self.tasks.iter().position(|(id, s)| {
+            *id == conn || s.current() == Some(conn) || s.teardowns().any(|t| t == conn)
+        })
     }
 
     /// Runs `f` with the pool's id allocator lent to the session, so send ids are unique

@@ -467,6 +467,18 @@ impl Session {
     /// error) for a connection being torn down ends that teardown.
     pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         let now = self.advance(now);
+        // RFC 6455 §7.4: a close code the peer may not send is a protocol error.
+        let event = match event {
+            TransportEvent::PeerClosed(PeerClose {
+                code: Some(code), ..
+            }) if !crate::close::is_valid_from_peer(code) => {
+                TransportEvent::Error(TransportError::new(
+                    TransportErrorKind::Protocol,
+                    format!("peer sent the invalid close code {code}"),
+                ))
+            }
+            event => event,
+        };
         // Hot path: traffic on the open connection, without moving the state out and back.
         let event = match (&mut self.conn, event) {
             (Conn::Open(o), TransportEvent::Message(message)) if o.id == conn => {

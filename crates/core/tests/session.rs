@@ -720,3 +720,22 @@ fn pool_holds_independent_connections_up_to_its_limit() {
         Err(SendError::NotConnected(_))
     ));
 }
+
+#[test]
+fn an_invalid_close_code_from_the_peer_is_a_protocol_error() {
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(1005),
+            reason: String::new(),
+        }),
+    );
+    let e = t.events();
+    assert!(
+        matches!(&e[0], Event::Error { error: ConnectionError::Transport(err), .. } if err.kind == TransportErrorKind::Protocol)
+    );
+    assert_eq!(close_of(&e).0, 1002);
+    assert!(matches!(&t.actions()[..], [Action::Close { frame, .. }] if frame.code() == 1002));
+}
