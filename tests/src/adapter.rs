@@ -118,8 +118,6 @@ pub trait Adapter: EventSource + Sized {
     /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
     /// reads it back; `None` when the adapter offers no way to check (or no socket yet).
     fn socket_nodelay(&self) -> Option<bool>;
-    /// Whether the adapter offers a way to read `TCP_NODELAY` back at all.
-    const EXPOSES_NODELAY: bool;
     /// Drops the client handle and the events (the connection should close cleanly in the
     /// background); the runtime, if any, keeps running until `self` is dropped.
     fn drop_handles(&mut self);
@@ -246,8 +244,6 @@ impl Adapter for TokioAdapter {
         self.client().socket_info().map(|info| info.nodelay)
     }
 
-    const EXPOSES_NODELAY: bool = true;
-
     fn drop_handles(&mut self) {
         self.client = None;
         self.events = None;
@@ -342,11 +338,8 @@ impl Adapter for BlockingAdapter {
     }
 
     fn socket_nodelay(&self) -> Option<bool> {
-        // wxsocket-blocking offers no way to read socket options back (yet).
-        None
+        self.client().socket_info().map(|info| info.nodelay)
     }
-
-    const EXPOSES_NODELAY: bool = false;
 
     fn drop_handles(&mut self) {
         self.client = None;
