@@ -36,12 +36,13 @@ use crate::error::ConfigError;
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
 use crate::message::Message;
-use crate::request::ConnectOptions;
+use crate::request::{ConnectOptions, HandshakeRequest};
 use crate::session::Session;
 use crate::transport::{Action, TransportEvent};
-use crate::{ConnectionError, SessionConfig};
-use std::collections::HashMap;
+use crate::{ConnectError, ConnectionError, SessionConfig};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// What a `success` / `fail` / `complete` callback receives: `errMsg` as the seed writes it,
@@ -99,18 +100,44 @@ impl fmt::Debug for Callbacks {
 }
 
 impl Callbacks {
-    fn finish(self, result: &CallResult) {
+    /// `success` or `fail`, then `complete`, as one job (none when no callback is set).
+    fn finish(self, result: &CallResult) -> Option<Job> {
         let first = if result.is_ok() {
             self.success
         } else {
             self.fail
         };
-        if let Some(f) = first {
-            f(result);
+        if first.is_none() && self.complete.is_none() {
+            return None;
         }
-        if let Some(f) = self.complete {
-            f(result);
-        }
+        let result = result.clone();
+        Some(Box::new(move || {
+            if let Some(f) = first {
+                f(&result);
+            }
+            if let Some(f) = self.complete {
+                f(&result);
+            }
+        }))
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A callback that is due, handed out by a deferred [`WxSocket`]
+/// ([`WxSocket::poll_callback`]) so the driver can run it outside its lock.
+pub struct PendingCallback(Job);
+
+impl PendingCallback {
+    /// Runs the callback.
+    pub fn run(self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for PendingCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingCallback")
     }
 }
 
@@ -247,7 +274,8 @@ pub struct CloseResult {
     pub clean: bool,
 }
 
-type Listener<T> = Option<Box<dyn FnMut(&T) + Send>>;
+/// A listener, shared so a deferred call can reach it after the driver's lock is released.
+type Listener<T> = Option<Arc<Mutex<dyn FnMut(&T) + Send>>>;
 
 /// The seed's API over one [`Session`]. Calls return at once (their callbacks for an
 /// immediate result run inside the call); listeners and send callbacks run in
@@ -260,7 +288,14 @@ pub struct WxSocket {
     on_close: Listener<CloseResult>,
     /// Callbacks of sends accepted and not yet completed.
     sends: HashMap<SendId, Callbacks>,
+    /// `Some` in deferred mode: due callbacks wait here for [`WxSocket::poll_callback`].
+    deferred: Option<VecDeque<Job>>,
+    /// Options the IO driver cannot honour fail `connectSocket` like invalid ones.
+    connect_check: Option<ConnectCheck>,
 }
+
+/// A driver's check of a validated request (e.g. an option it does not implement).
+pub type ConnectCheck = fn(&HandshakeRequest) -> Result<(), ConnectError>;
 
 impl fmt::Debug for WxSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -285,7 +320,45 @@ impl WxSocket {
             on_message: None,
             on_close: None,
             sends: HashMap::new(),
+            deferred: None,
+            connect_check: None,
         })
+    }
+
+    /// A socket whose callbacks are not run in place but queued, for a driver that holds
+    /// the socket behind a lock: it takes them with [`poll_callback`](Self::poll_callback)
+    /// and runs them after releasing the lock, so a callback may call back into the socket
+    /// (the seed's pattern of sending inside `onSocketOpen`). As in JavaScript, callbacks
+    /// then run after the call that caused them has returned.
+    pub fn deferred(config: SessionConfig) -> Result<Self, ConfigError> {
+        let mut socket = Self::new(config)?;
+        socket.deferred = Some(VecDeque::new());
+        Ok(socket)
+    }
+
+    /// Makes `connect_socket` also refuse what `check` refuses, before any IO.
+    pub fn set_connect_check(&mut self, check: ConnectCheck) {
+        self.connect_check = Some(check);
+    }
+
+    /// The next due callback of a deferred socket (always `None` otherwise). Call
+    /// [`dispatch`](Self::dispatch) first so the session's events become callbacks.
+    pub fn poll_callback(&mut self) -> Option<PendingCallback> {
+        self.deferred.as_mut()?.pop_front().map(PendingCallback)
+    }
+
+    /// Whether a deferred socket has callbacks waiting.
+    pub fn has_callbacks(&self) -> bool {
+        self.deferred.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
+    /// Runs `job` now, or queues it in deferred mode.
+    fn emit(&mut self, job: Option<Job>) {
+        match (job, &mut self.deferred) {
+            (Some(job), Some(queue)) => queue.push_back(job),
+            (Some(job), None) => job(),
+            (None, _) => {}
+        }
     }
 
     /// The session underneath (state, buffered amount, …).
@@ -299,12 +372,23 @@ impl WxSocket {
         call: ConnectSocket,
         now: Instant,
     ) -> Result<ConnId, CallResult> {
-        let result = self.session.connect(&call.options, now);
+        let check = self.connect_check;
+        let result = call
+            .options
+            .validate()
+            .and_then(|request| {
+                if let Some(check) = check {
+                    check(&request)?;
+                }
+                Ok(request)
+            })
+            .map(|request| self.session.connect_request(Arc::new(request), now));
         let outcome = match &result {
             Ok(_) => CallResult::ok(CONNECT),
             Err(e) => CallResult::fail(CONNECT, e),
         };
-        call.callbacks.finish(&outcome);
+        let job = call.callbacks.finish(&outcome);
+        self.emit(job);
         result.map_err(|_| outcome)
     }
 
@@ -322,7 +406,8 @@ impl WxSocket {
             }
             Err(e) => {
                 let outcome = CallResult::fail(SEND, e);
-                call.callbacks.finish(&outcome);
+                let job = call.callbacks.finish(&outcome);
+                self.emit(job);
                 Err(outcome)
             }
         }
@@ -335,28 +420,29 @@ impl WxSocket {
             Ok(()) => CallResult::ok(CLOSE),
             Err(e) => CallResult::fail(CLOSE, e),
         };
-        call.callbacks.finish(&outcome);
+        let job = call.callbacks.finish(&outcome);
+        self.emit(job);
         result.map_err(|_| outcome)
     }
 
     /// `wx.onSocketOpen`: replaces the previous listener.
     pub fn on_socket_open(&mut self, f: impl FnMut(&OpenResult) + Send + 'static) {
-        self.on_open = Some(Box::new(f));
+        self.on_open = Some(Arc::new(Mutex::new(f)));
     }
 
     /// `wx.onSocketError`.
     pub fn on_socket_error(&mut self, f: impl FnMut(&ErrorResult) + Send + 'static) {
-        self.on_error = Some(Box::new(f));
+        self.on_error = Some(Arc::new(Mutex::new(f)));
     }
 
     /// `wx.onSocketMessage`.
     pub fn on_socket_message(&mut self, f: impl FnMut(&MessageResult) + Send + 'static) {
-        self.on_message = Some(Box::new(f));
+        self.on_message = Some(Arc::new(Mutex::new(f)));
     }
 
     /// `wx.onSocketClose`.
     pub fn on_socket_close(&mut self, f: impl FnMut(&CloseResult) + Send + 'static) {
-        self.on_close = Some(Box::new(f));
+        self.on_close = Some(Arc::new(Mutex::new(f)));
     }
 
     /// Runs the listeners and send callbacks for every event the session has produced, in
@@ -371,14 +457,15 @@ impl WxSocket {
     }
 
     fn deliver(&mut self, event: Event) {
-        fn call<T>(listener: &mut Listener<T>, value: T) {
-            if let Some(f) = listener {
-                f(&value);
-            }
+        fn call<T: Send + 'static>(listener: &Listener<T>, value: T) -> Option<Job> {
+            let f = Arc::clone(listener.as_ref()?);
+            Some(Box::new(move || {
+                (f.lock().unwrap_or_else(PoisonError::into_inner))(&value)
+            }))
         }
-        match event {
+        let job = match event {
             Event::Open { conn, handshake } => call(
-                &mut self.on_open,
+                &self.on_open,
                 OpenResult {
                     conn,
                     header: handshake.headers,
@@ -386,14 +473,14 @@ impl WxSocket {
                 },
             ),
             Event::Message { conn, message } => call(
-                &mut self.on_message,
+                &self.on_message,
                 MessageResult {
                     conn,
                     data: message,
                 },
             ),
             Event::Error { conn, error } => call(
-                &mut self.on_error,
+                &self.on_error,
                 ErrorResult {
                     conn,
                     err_msg: error.to_string(),
@@ -406,7 +493,7 @@ impl WxSocket {
                 reason,
                 clean,
             } => call(
-                &mut self.on_close,
+                &self.on_close,
                 CloseResult {
                     conn,
                     code,
@@ -414,18 +501,17 @@ impl WxSocket {
                     clean,
                 },
             ),
-            Event::SendCompleted { id, .. } => {
-                if let Some(cbs) = self.sends.remove(&id) {
-                    cbs.finish(&CallResult::ok(SEND));
-                }
-            }
-            Event::SendFailed { id, reason, .. } => {
-                if let Some(cbs) = self.sends.remove(&id) {
-                    cbs.finish(&CallResult::fail(SEND, reason));
-                }
-            }
-            Event::Connecting { .. } | Event::Reconnecting { .. } => {}
-        }
+            Event::SendCompleted { id, .. } => self
+                .sends
+                .remove(&id)
+                .and_then(|cbs| cbs.finish(&CallResult::ok(SEND))),
+            Event::SendFailed { id, reason, .. } => self
+                .sends
+                .remove(&id)
+                .and_then(|cbs| cbs.finish(&CallResult::fail(SEND, reason))),
+            Event::Connecting { .. } | Event::Reconnecting { .. } => None,
+        };
+        self.emit(job);
     }
 }
 

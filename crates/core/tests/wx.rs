@@ -187,3 +187,59 @@ fn connect_socket_replaces_the_current_socket() {
     assert_eq!(take(&log), [format!("close {a} 1000 {REPLACED_REASON}")]);
     assert_eq!(wx.session().current(), Some(b));
 }
+
+#[test]
+fn deferred_mode_queues_every_callback_for_the_driver() {
+    let log: Log = Arc::default();
+    let now = Instant::now();
+    let mut wx = WxSocket::deferred(SessionConfig::default()).unwrap();
+    wx.set_connect_check(|request| {
+        if request.per_message_deflate {
+            Err(ConnectError::Unsupported {
+                option: "perMessageDeflate",
+                why: "not here",
+            })
+        } else {
+            Ok(())
+        }
+    });
+    let l = log.clone();
+    wx.on_socket_open(move |_| l.lock().unwrap().push("open".into()));
+    let r = wx.connect_socket(
+        ConnectSocket::new(ConnectOptions::new("wss://h").per_message_deflate(true))
+            .fail(logger(&log, "fail")),
+        now,
+    );
+    assert_eq!(
+        r.unwrap_err().err_msg,
+        "connectSocket:fail perMessageDeflate: not here"
+    );
+    assert!(wx.session().current().is_none(), "refused before any dial");
+    let conn = wx
+        .connect_socket(
+            ConnectSocket::new(ConnectOptions::new("wss://h")).success(logger(&log, "success")),
+            now,
+        )
+        .unwrap();
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::Opened(Handshake::default()),
+        now,
+    );
+    wx.dispatch();
+    assert!(take(&log).is_empty(), "nothing runs in place");
+    assert!(wx.has_callbacks());
+    while let Some(cb) = wx.poll_callback() {
+        cb.run();
+    }
+    assert_eq!(
+        take(&log),
+        [
+            "fail connectSocket:fail perMessageDeflate: not here",
+            "success connectSocket:ok",
+            "open"
+        ]
+    );
+    assert!(!wx.has_callbacks());
+}
