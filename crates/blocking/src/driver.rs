@@ -18,6 +18,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
+use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{
     Action, ConnId, Driven, Event, SendFailure, SendId, TransportError, TransportErrorKind,
     TransportEvent,
@@ -31,15 +32,20 @@ pub(crate) trait Machine: Driven + Send + 'static {
     /// The next application event for the [`crate::Events`] queue (none for machines that
     /// deliver through callbacks).
     fn next_event(&mut self) -> Option<Event>;
-    /// Lets a callback machine hand its due callbacks to the job queue (the listeners the
-    /// adapter registers only queue jobs; the driver thread runs them outside any lock).
+    /// Lets a callback machine turn its events into due callbacks (queued in the machine;
+    /// the driver thread takes them with [`Machine::take_callbacks`]).
     fn dispatch(&mut self) {}
+    /// Whether due callbacks wait for the driver thread.
+    fn has_callbacks(&self) -> bool {
+        false
+    }
+    /// The due callbacks, in order, for the driver thread to run outside any lock.
+    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
+        Vec::new()
+    }
     /// The last handle is gone: close every live connection cleanly.
     fn shutdown(&mut self, live: &[ConnId], now: Instant);
 }
-
-/// A callback to run on the driver thread, outside any lock.
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 impl Machine for wxsocket_core::Session {
     fn next_event(&mut self) -> Option<Event> {
@@ -56,6 +62,12 @@ impl Machine for wxsocket_core::wx::WxSocket {
     }
     fn dispatch(&mut self) {
         wxsocket_core::wx::WxSocket::dispatch(self);
+    }
+    fn has_callbacks(&self) -> bool {
+        wxsocket_core::wx::WxSocket::has_callbacks(self)
+    }
+    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
+        std::iter::from_fn(|| self.poll_callback()).collect()
     }
     fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
         let _ = self.close_socket(wxsocket_core::wx::CloseSocket::new(), now);
@@ -106,8 +118,6 @@ pub(crate) struct Shared<M> {
     pub event_ready: Condvar,
     pub completion_ready: Condvar,
     pub events_alive: AtomicBool,
-    /// Callbacks waiting to run on the driver thread (the wx surface).
-    jobs: Mutex<VecDeque<Job>>,
     /// Taken by the one thread in `recv` that waits on the sockets directly.
     pub receiver_poll: Option<Mutex<ReceiverPoll>>,
     receiver_waker: Option<Waker>,
@@ -191,7 +201,6 @@ impl<M: Machine> Shared<M> {
             event_ready: Condvar::new(),
             completion_ready: Condvar::new(),
             events_alive: AtomicBool::new(true),
-            jobs: Mutex::new(VecDeque::new()),
             receiver_poll,
             receiver_waker,
             waker,
@@ -259,7 +268,7 @@ impl<M: Machine> Shared<M> {
         let mut events = MioEvents::with_capacity(256);
         let mut shutdown_started = false;
         loop {
-            let timeout = {
+            let (timeout, callbacks, finished) = {
                 let mut inner = lock(&self.inner);
                 let now = Instant::now();
                 for event in events.iter() {
@@ -314,9 +323,8 @@ impl<M: Machine> Shared<M> {
                     }
                 }
                 inner.pump(&self, now);
-                if shutdown_started && inner.conns.is_empty() {
-                    break;
-                }
+                let callbacks = inner.machine.take_callbacks();
+                let finished = shutdown_started && inner.conns.is_empty();
                 let mut deadline = inner.machine.poll_timeout();
                 if let Some(since) = inner.shutdown {
                     let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
@@ -324,13 +332,19 @@ impl<M: Machine> Shared<M> {
                 }
                 inner.armed = deadline;
                 inner.sleeping = !inner.read_ready;
-                if inner.read_ready {
+                let timeout = if inner.read_ready {
                     Some(Duration::ZERO)
                 } else {
                     deadline.map(|d| d.saturating_duration_since(now))
-                }
+                };
+                (timeout, callbacks, finished)
             };
-            if self.run_jobs() {
+            let ran = !callbacks.is_empty();
+            run_callbacks(callbacks);
+            if finished {
+                break;
+            }
+            if ran {
                 // Callbacks may have called into the machine; look again at once.
                 lock(&self.inner).sleeping = false;
                 events.clear();
@@ -350,39 +364,21 @@ impl<M: Machine> Shared<M> {
             }
             lock(&self.inner).sleeping = false;
         }
-        self.run_jobs();
+        // The last callbacks (e.g. `onSocketClose` of the shutdown close). Every handle is
+        // gone, so they cannot call into the machine any more and this ends.
+        loop {
+            let callbacks = lock(&self.inner).machine.take_callbacks();
+            if callbacks.is_empty() {
+                break;
+            }
+            run_callbacks(callbacks);
+        }
         let mut outbox = lock(&self.outbox);
         outbox.finished = true;
         drop(outbox);
         self.event_ready.notify_all();
         self.completion_ready.notify_all();
         self.wake_receiver();
-    }
-
-    /// Queues a callback for the driver thread (the caller wakes the driver).
-    pub fn defer(&self, job: Job) {
-        lock(&self.jobs).push_back(job);
-    }
-
-    /// Whether callbacks wait for the driver thread.
-    pub fn has_jobs(&self) -> bool {
-        !lock(&self.jobs).is_empty()
-    }
-
-    /// Runs the queued callbacks, in order, with no lock held. Returns whether any ran.
-    fn run_jobs(&self) -> bool {
-        let mut ran = false;
-        loop {
-            let job = lock(&self.jobs).pop_front();
-            match job {
-                Some(job) => {
-                    ran = true;
-                    // A panicking callback must not take the driver down with it.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-                None => return ran,
-            }
-        }
     }
 
     fn wake_receiver(&self) {
@@ -438,13 +434,14 @@ impl<M: Machine> Inner<M> {
     }
 
     /// After another thread ran the machine: whether the sleeping driver thread must wake
-    /// to re-arm its timer earlier, dispatch callbacks, finish a read pass, or notice that
+    /// to re-arm its timer earlier, run callbacks, finish a read pass, or notice that
     /// a shutdown's last connection is gone (a socket dropped elsewhere takes its pending
     /// readiness event with it).
     fn driver_must_look(&self) -> bool {
         self.sleeping
             && (self.read_ready
                 || self.shutdown.is_some()
+                || self.machine.has_callbacks()
                 || match (self.machine.poll_timeout(), self.armed) {
                     (Some(due), Some(armed)) => due < armed,
                     (Some(_), None) => true,
@@ -627,5 +624,13 @@ impl<M: Machine> Inner<M> {
 
     fn abort(&mut self, conn: u64) {
         self.with_conn(conn, Instant::now(), |c, ctx, _| c.drop_transport(ctx));
+    }
+}
+
+/// Runs callbacks in order, with no lock held; a panicking one does not take the driver
+/// thread down with it.
+fn run_callbacks(callbacks: Vec<PendingCallback>) {
+    for callback in callbacks {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
     }
 }

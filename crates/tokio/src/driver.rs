@@ -9,13 +9,14 @@
 
 use crate::conn::{self, Command};
 use crate::{Config, SocketInfo};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{Action, ConfigError, ConnId, Driven, Event, SendFailure, SendId};
 
 /// A machine the driver can run: the [`Driven`] side plus how its application events are
@@ -24,6 +25,11 @@ pub(crate) trait Machine: Driven + Send + 'static {
     /// Hands every ready application event on. Returns whether the driver task must run
     /// (deferred callbacks are waiting).
     fn deliver(&mut self, out: &mut Outbox) -> bool;
+    /// The callbacks that are due, in order, for the driver task to run outside the lock
+    /// (none for machines that deliver through [`Outbox`]).
+    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
+        Vec::new()
+    }
     /// Asks for a clean close of every connection (called on each turn while shutting
     /// down; a refused or repeated close is a no-op in the core).
     fn shutdown(&mut self, live: &[ConnId], now: Instant);
@@ -59,8 +65,13 @@ impl Machine for wxsocket_core::Pool {
 
 impl Machine for wxsocket_core::wx::WxSocket {
     fn deliver(&mut self, _out: &mut Outbox) -> bool {
-        // The listeners registered by the adapter only queue jobs; the driver runs them.
-        self.dispatch() > 0
+        // The deferred core queues listeners and send callbacks; the driver task runs them.
+        self.dispatch();
+        self.has_callbacks()
+    }
+
+    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
+        std::iter::from_fn(|| self.poll_callback()).collect()
     }
 
     fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
@@ -191,9 +202,6 @@ impl<M: Machine> Core<M> {
     }
 }
 
-/// Callbacks of the wx-style surface, run by the driver task outside the lock.
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
-
 /// What the handles, the connection tasks and the driver task share.
 pub(crate) struct Shared<M> {
     core: Mutex<Core<M>>,
@@ -202,7 +210,6 @@ pub(crate) struct Shared<M> {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) ws_config: WebSocketConfig,
     close_timeout: Duration,
-    pub(crate) jobs: Mutex<VecDeque<Job>>,
 }
 
 impl<M: Machine> Shared<M> {
@@ -259,31 +266,9 @@ impl<M: Machine> Shared<M> {
         });
     }
 
-    /// Queues a callback for the driver task.
-    pub(crate) fn defer(&self, job: Job) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(job);
-    }
-
-    /// Wakes the driver task.
-    pub(crate) fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    fn run_jobs(&self) {
-        loop {
-            let job = self
-                .jobs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            let Some(job) = job else { break };
-            if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                tracing::debug!("a wx-style callback panicked; the driver goes on");
-            }
-        }
+    /// The machine's due callbacks, taken under the lock (none for most machines).
+    fn take_callbacks(&self) -> Vec<PendingCallback> {
+        self.lock().machine.take_callbacks()
     }
 
     fn begin_shutdown(&self) {
@@ -341,7 +326,6 @@ pub(crate) fn start<M: Machine>(
         tls,
         ws_config: wxsocket_wire::websocket_config(&config.session),
         close_timeout: config.session.close_timeout,
-        jobs: Mutex::new(VecDeque::new()),
     });
     runtime.spawn(drive(Arc::clone(&shared)));
     Ok((Arc::new(Handle { shared }), rx))
@@ -352,7 +336,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     loop {
-        let armed = {
+        let (armed, callbacks, finished) = {
             let mut core = shared.lock();
             let now = Instant::now();
             if core.shutdown.is_some_and(|hard| hard <= now) {
@@ -365,17 +349,19 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
                 core.machine.handle_timeout(now);
             }
             core.turn(&shared, now);
-            if core.shutdown.is_some() && core.conns.is_empty() {
-                break;
-            }
+            let callbacks = core.machine.take_callbacks();
+            let finished = core.shutdown.is_some() && core.conns.is_empty();
             let mut next = core.machine.poll_timeout();
             if let Some(hard) = core.shutdown {
                 next = Some(next.map_or(hard, |t| t.min(hard)));
             }
             core.armed = next;
-            next
+            (next, callbacks, finished)
         };
-        shared.run_jobs();
+        run(callbacks);
+        if finished {
+            break;
+        }
         if let Some(deadline) = armed {
             sleep
                 .as_mut()
@@ -388,12 +374,24 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
         }
     }
     shared.lock().out.events = None;
-    shared.run_jobs();
-    // Break the cycles (queued callbacks may hold handles) and free the machine's memory.
-    shared
-        .jobs
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clear();
+    // The last callbacks (e.g. `onSocketClose` of the shutdown close). Every handle is gone,
+    // so they cannot call into the socket any more and this ends.
+    loop {
+        let callbacks = shared.take_callbacks();
+        if callbacks.is_empty() {
+            break;
+        }
+        run(callbacks);
+    }
     tracing::debug!("driver finished");
+}
+
+/// Runs wx-style callbacks in order, outside the lock; a panicking one does not take the
+/// driver down.
+fn run(callbacks: Vec<PendingCallback>) {
+    for callback in callbacks {
+        if catch_unwind(AssertUnwindSafe(|| callback.run())).is_err() {
+            tracing::debug!("a wx-style callback panicked; the driver goes on");
+        }
+    }
 }

@@ -88,8 +88,8 @@
 //!   connection (close frame 1000), keeps driving until every transport is gone (bounded by
 //!   the close timeout, after which transports are dropped), ends the event stream, and
 //!   exits. No task, socket or timer outlives it.
-//! - The wx-style callbacks are queued by the core's listeners and run by the driver task
-//!   outside the lock, so they may call back into the socket.
+//! - The wx-style callbacks are queued by the core ([`wxsocket_core::wx::WxSocket::deferred`])
+//!   and run by the driver task outside the lock, so they may call back into the socket.
 #![forbid(unsafe_code)]
 
 pub mod bench;
