@@ -6,8 +6,11 @@
 //! connection ended. Its frames are written by hand rather than by a WebSocket library, so
 //! it can misbehave on purpose (invalid UTF-8, reserved opcodes, RSV bits, masked server
 //! frames, oversized messages, a TCP drop in the middle of a frame, a close frame it never
-//! answers). Dropping the peer shuts every connection down, joins every thread and frees
-//! the port.
+//! answers). For reconnection tests it can also restart like a server would: close every
+//! connection with a code ([`Peer::close_all`]) or drop them ([`Peer::drop_all`]), stop
+//! listening and listen again on the same port, change its mode for later connections and
+//! hold later handshakes. Dropping the peer shuts every connection down, joins every thread
+//! and frees the port.
 //!
 //! Waiting is deterministic: [`Peer::wait_for`] blocks on a condition variable until the
 //! record satisfies a predicate, with a timeout.
@@ -226,9 +229,31 @@ struct State {
     stop: bool,
     /// Whether upgrade requests may be answered (see [`PeerBuilder::hold_handshake`]).
     released: bool,
-    /// Clones of every accepted socket, shut down when the peer is dropped.
-    sockets: Vec<TcpStream>,
+    /// The mode of connections accepted from now on (see [`Peer::set_mode`]).
+    mode: Mode,
+    /// Set by [`Peer::stop_listening`]: the accept thread closes its listener.
+    pause: bool,
+    /// Whether a listener is open (the accept thread clears it once it closed one).
+    listening: bool,
+    /// A listener bound by [`Peer::listen_again`], for the accept thread to take.
+    next_listener: Option<TcpListener>,
+    /// Clones of every accepted socket, shut down when the peer is dropped (`None` once
+    /// [`Peer::drop_all`] dropped it).
+    sockets: Vec<Option<TcpStream>>,
+    /// Per connection: the lock every frame write takes, and what was written.
+    writers: Vec<Arc<Mutex<Writer>>>,
     handlers: Vec<JoinHandle<()>>,
+}
+
+/// What the peer wrote on one connection, guarded by the lock its writes take (so a close
+/// frame from [`Peer::close_all`] never lands inside a frame of the connection's thread).
+#[derive(Default)]
+struct Writer {
+    /// The 101 response was written.
+    upgraded: bool,
+    /// The peer sent its own close frame ([`Peer::close_all`]): no data, pong or second
+    /// close frame follows.
+    closed: bool,
 }
 
 struct Shared {
@@ -297,17 +322,21 @@ impl PeerBuilder {
                 snapshot: Snapshot::default(),
                 stop: false,
                 released: !self.hold,
+                mode: self.mode.clone(),
+                pause: false,
+                listening: true,
+                next_listener: None,
                 sockets: Vec::new(),
+                writers: Vec::new(),
                 handlers: Vec::new(),
             }),
             changed: Condvar::new(),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
-            let mode = self.mode.clone();
             std::thread::Builder::new()
                 .name(format!("peer-accept-{}", addr.port()))
-                .spawn(move || accept_loop(listener, shared, mode, tls_config))
+                .spawn(move || accept_loop(listener, shared, tls_config))
                 .expect("spawn the peer's accept thread")
         };
         Peer {
@@ -389,6 +418,110 @@ impl Peer {
         self.shared.changed.notify_all();
     }
 
+    /// Holds upgrade requests arriving from now on unanswered until
+    /// [`Peer::release_handshakes`] (like [`PeerBuilder::hold_handshake`], but later).
+    pub fn hold_handshakes(&self) {
+        self.shared.lock().released = false;
+    }
+
+    /// Sets the mode of the connections accepted from now on (current ones keep theirs).
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.lock().mode = mode;
+    }
+
+    /// Closes the listening socket, so dials are refused until [`Peer::listen_again`];
+    /// current connections go on. Returns once the listener is closed. A dial that races
+    /// with this may be accepted and dropped at once without being recorded.
+    pub fn stop_listening(&self) {
+        {
+            let mut state = self.shared.lock();
+            assert!(state.listening, "peer {}: not listening", self.addr);
+            state.pause = true;
+        }
+        // Wake the accept thread, which is blocked in accept().
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut state = self.shared.lock();
+        while state.listening {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "peer {}: the listener was not closed",
+                self.addr
+            );
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Listens on the same address again (after [`Peer::stop_listening`]); dials succeed
+    /// from the moment this returns.
+    pub fn listen_again(&self) {
+        let listener = TcpListener::bind(self.addr)
+            .unwrap_or_else(|e| panic!("peer {}: cannot listen again: {e}", self.addr));
+        let mut state = self.shared.lock();
+        assert!(!state.listening, "peer {}: already listening", self.addr);
+        state.next_listener = Some(listener);
+        state.listening = true;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// Starts the close handshake on every current connection with this code and reason,
+    /// as a server restarting would (plain `ws://` only). The connections then answer the
+    /// client's close frame and end as usual; connections still in their handshake are
+    /// dropped. Returns how many close frames were sent.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        assert_eq!(self.tls, Tls::None, "close_all writes plain frames");
+        let frame = encode_frame(true, 0, opcode::CLOSE, &close_payload(code, reason), None);
+        let lines = self.lines();
+        let mut sent = 0;
+        for (mut socket, writer, ended) in lines {
+            if ended {
+                continue;
+            }
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            if !w.upgraded {
+                let _ = socket.shutdown(Shutdown::Both);
+            } else if !w.closed {
+                w.closed = true;
+                if socket.write_all(&frame).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Drops every current connection abruptly, as a server process that dies would: TCP
+    /// shut down and the socket closed (data arriving later is answered with a reset), no
+    /// close frame.
+    pub fn drop_all(&self) {
+        let sockets: Vec<TcpStream> = {
+            let mut state = self.shared.lock();
+            state.sockets.iter_mut().filter_map(Option::take).collect()
+        };
+        for socket in sockets {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Every connection's socket, writer and whether it ended.
+    fn lines(&self) -> Vec<(TcpStream, Arc<Mutex<Writer>>, bool)> {
+        let state = self.shared.lock();
+        state
+            .sockets
+            .iter()
+            .zip(&state.writers)
+            .zip(&state.snapshot.connections)
+            .filter_map(|((s, w), c)| Some((s.as_ref()?.try_clone().ok()?, Arc::clone(w), c.ended)))
+            .collect()
+    }
+
     /// Waits until `ready` holds for the record and returns it; panics after `timeout` with
     /// `what` and everything the peer saw.
     pub fn wait_for(
@@ -439,7 +572,7 @@ impl Drop for Peer {
         {
             let mut state = self.shared.lock();
             state.stop = true;
-            for socket in &state.sockets {
+            for socket in state.sockets.iter().flatten() {
                 let _ = socket.shutdown(Shutdown::Both);
             }
         }
@@ -451,7 +584,7 @@ impl Drop for Peer {
         }
         let handlers = {
             let mut state = self.shared.lock();
-            for socket in &state.sockets {
+            for socket in state.sockets.iter().flatten() {
                 let _ = socket.shutdown(Shutdown::Both);
             }
             std::mem::take(&mut state.handlers)
@@ -462,15 +595,55 @@ impl Drop for Peer {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mode: Mode,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
-    for stream in listener.incoming() {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<rustls::ServerConfig>>) {
+    let mut listener = Some(listener);
+    loop {
+        let Some(current) = listener.take() else {
+            // Not listening (see `Peer::stop_listening`): wait for a new listener.
+            let mut state = shared.lock();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if let Some(next) = state.next_listener.take() {
+                    listener = Some(next);
+                    break;
+                }
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            continue;
+        };
         if shared.stopped() {
             return;
+        }
+        accept_until_paused(&current, &shared, &tls);
+        drop(current);
+        let mut state = shared.lock();
+        if state.stop {
+            return;
+        }
+        state.pause = false;
+        state.listening = false;
+        drop(state);
+        shared.changed.notify_all();
+    }
+}
+
+/// Accepts connections until the peer stops or pauses.
+fn accept_until_paused(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tls: &Option<Arc<rustls::ServerConfig>>,
+) {
+    for stream in listener.incoming() {
+        {
+            let state = shared.lock();
+            if state.stop || state.pause {
+                return;
+            }
         }
         let Ok(stream) = stream else { continue };
         let Ok(clone) = stream.try_clone() else {
@@ -480,10 +653,12 @@ fn accept_loop(
         let index = state.snapshot.connections.len();
         state.snapshot.accepted += 1;
         state.snapshot.connections.push(Connection::default());
-        state.sockets.push(clone);
+        state.sockets.push(Some(clone));
+        let writer = Arc::new(Mutex::new(Writer::default()));
+        state.writers.push(Arc::clone(&writer));
         let handler = {
-            let shared = Arc::clone(&shared);
-            let mode = mode.clone();
+            let shared = Arc::clone(shared);
+            let mode = state.mode.clone();
             let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("peer-conn-{index}"))
@@ -506,6 +681,7 @@ fn accept_loop(
                         shared,
                         index,
                         mode,
+                        writer,
                     };
                     let outcome = handler.run();
                     let _ = handler.io.tcp().shutdown(Shutdown::Both);
@@ -645,6 +821,7 @@ struct Handler {
     shared: Arc<Shared>,
     index: usize,
     mode: Mode,
+    writer: Arc<Mutex<Writer>>,
 }
 
 impl Handler {
@@ -652,7 +829,22 @@ impl Handler {
         self.shared.update(self.index, f);
     }
 
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.io.write_all(bytes)?;
+        self.io.flush()
+    }
+
+    /// Sends a frame unless the peer already sent its close frame ([`Peer::close_all`]).
+    fn send_unless_closed(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.closed {
+            return Ok(());
+        }
         self.io.write_all(bytes)?;
         self.io.flush()
     }
@@ -692,7 +884,12 @@ impl Handler {
             response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
         }
         response.push_str("\r\n");
-        self.send(response.as_bytes())?;
+        {
+            let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            self.io.write_all(response.as_bytes())?;
+            self.io.flush()?;
+            w.upgraded = true;
+        }
         self.record(|c| c.upgraded = true);
 
         // Modes that speak first.
@@ -916,13 +1113,14 @@ impl Handler {
                     };
                     self.record(|c| c.messages.push(message));
                     if echo {
-                        self.send(&encode_frame(true, 0, op, &data, None))?;
+                        self.send_unless_closed(&encode_frame(true, 0, op, &data, None))?;
                     }
                 }
                 opcode::PING => {
                     self.record(|c| c.pings += 1);
                     if answer_ping {
-                        self.send(&encode_frame(true, 0, opcode::PONG, &frame.payload, None))?;
+                        let pong = encode_frame(true, 0, opcode::PONG, &frame.payload, None);
+                        self.send_unless_closed(&pong)?;
                     }
                 }
                 opcode::PONG => {}
@@ -937,7 +1135,7 @@ impl Handler {
                             reason: String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
                         },
                     };
-                    let answered = matches!(self.mode, Mode::CloseWith(..));
+                    let answered = matches!(self.mode, Mode::CloseWith(..)) || self.writer().closed;
                     self.record(|c| c.closes.push(close.clone()));
                     if !answer_close {
                         continue;

@@ -1,0 +1,865 @@
+//! Automatic reconnection (SPEC §3 "Reconnection", issue 8) over real sockets, on both
+//! adapters: every scenario is written once, generic over [`Adapter`], and the `scenarios!`
+//! macro instantiates it for the tokio adapter (`on_tokio::…`) and the blocking adapter
+//! (`on_blocking::…`), as in `conformance.rs`.
+//!
+//! The server is the test [`Peer`], which can close every connection with a code, drop
+//! them, stop listening and listen again on the same port, go silent and hold handshakes.
+//! Every wait is bounded and waits on an event or on the peer's record; the only fixed
+//! waits are the "nothing more happens" checks at the end of a scenario, each a few times
+//! the longest delay the policy could still produce.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    ConnId, ConnectOptions, ConnectionError, Event, Message, ReadyState, ReconnectPolicy,
+    SendError, SendFailure, SendId, SessionConfig, TransportErrorKind,
+};
+use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
+use wxsocket_tests::peer::{Mode, Peer, Snapshot};
+use wxsocket_wire::tls::TlsRoots;
+
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every scenario against `wxsocket-tokio`.
+        mod on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
+        }
+        /// Every scenario against `wxsocket-blocking`.
+        mod on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
+        }
+    };
+}
+
+scenarios!(
+    chat_survives_three_1012_restarts_and_an_abrupt_one,
+    a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail,
+    a_silent_server_is_detected_by_keepalive_and_reconnected,
+    close_during_a_backoff_cancels_it,
+    http_403_is_not_retried_by_default,
+);
+
+// ----- helpers -----
+
+fn config(policy: ReconnectPolicy) -> SessionConfig {
+    SessionConfig::default()
+        .handshake_timeout(Duration::from_secs(3))
+        .close_timeout(Duration::from_secs(1))
+        .reconnect(policy)
+}
+
+fn client<A: Adapter>(config: SessionConfig) -> A {
+    A::new(config, TlsRoots::default())
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
+}
+
+/// The payload of chat message number `n`.
+fn chat(n: u32) -> Message {
+    Message::text(format!("m{n}"))
+}
+
+/// The number of a chat message the server received.
+fn chat_number(m: &Message) -> u32 {
+    match m {
+        Message::Text(t) => t
+            .as_str()
+            .strip_prefix('m')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a chat message: {m:?}")),
+        other => panic!("not a chat message: {other:?}"),
+    }
+}
+
+/// The chat numbers the server received on each upgraded connection, in accept order.
+fn received_per_connection(s: &Snapshot) -> Vec<Vec<u32>> {
+    s.connections
+        .iter()
+        .filter(|c| c.upgraded)
+        .map(|c| c.messages.iter().map(chat_number).collect())
+        .collect()
+}
+
+fn upgraded(s: &Snapshot) -> usize {
+    s.connections.iter().filter(|c| c.upgraded).count()
+}
+
+/// No event within `quiet`; used only after the last expected event, to show that
+/// nothing further (a dial, a `Reconnecting`) happens.
+fn assert_quiet<A: Adapter>(a: &mut A, quiet: Duration, what: &str) {
+    if let Some(extra) = a.next_event(quiet) {
+        panic!("[{}] {what}: unexpected event {extra:#?}", A::NAME);
+    }
+}
+
+fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
+    match a.expect_event("Connecting") {
+        Event::Connecting { conn: c, .. } if c == conn => {}
+        other => panic!(
+            "[{}] expected Connecting of {conn}, got {other:#?}",
+            A::NAME
+        ),
+    }
+}
+
+/// A port on 127.0.0.1 on which nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+// ----- 1. the issue's "done means": a chat client across server restarts -----
+
+/// How one accepted chat message ended, from the client's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// `SendCompleted` on this connection.
+    Written(ConnId),
+    /// `SendFailed`; `handed_back` when the event returned the message (it never left the
+    /// session, so it cannot have reached the server).
+    Failed { handed_back: bool },
+}
+
+/// One chat message the client's `send_nowait` accepted.
+#[derive(Debug)]
+struct Sent {
+    number: u32,
+    id: SendId,
+    /// Opened connections the client had seen end when it sent this one.
+    ended_before: usize,
+}
+
+/// The client's record of the whole run.
+#[derive(Default, Debug)]
+struct ChatLog {
+    sent: Vec<Sent>,
+    /// Numbers `send_nowait` refused, with the refusal.
+    refused: Vec<(u32, String)>,
+    outcomes: HashMap<SendId, Vec<Outcome>>,
+    /// Every event except messages and send outcomes, in order.
+    lifecycle: Vec<Event>,
+    /// Connections that opened, in order.
+    opened: Vec<ConnId>,
+    /// Close events of opened connections, in order.
+    ended: Vec<Event>,
+}
+
+impl ChatLog {
+    fn record(&mut self, event: Event) {
+        match event {
+            Event::SendCompleted { conn, id } => {
+                self.outcomes
+                    .entry(id)
+                    .or_default()
+                    .push(Outcome::Written(conn));
+            }
+            Event::SendFailed { id, message, .. } => {
+                self.outcomes.entry(id).or_default().push(Outcome::Failed {
+                    handed_back: message.is_some(),
+                });
+            }
+            Event::Message { .. } => {}
+            other => {
+                match &other {
+                    Event::Open { conn, .. } => self.opened.push(*conn),
+                    Event::Close { conn, .. } if self.opened.contains(conn) => {
+                        self.ended.push(other.clone());
+                    }
+                    _ => {}
+                }
+                self.lifecycle.push(other);
+            }
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.sent.iter().all(|s| self.outcomes.contains_key(&s.id))
+    }
+}
+
+/// Messages the server must receive on each connection before the next restart, and after
+/// the last reconnect before the client stops sending.
+const PER_CONNECTION: usize = 10;
+/// Messages the client sends at each tick (a burst, so some are in flight when the
+/// server restarts).
+const BURST: usize = 4;
+/// The three clean restarts and the abrupt one.
+const RESTARTS: usize = 4;
+
+/// The server side of the chat scenario: waits until the current connection carried some
+/// messages, then restarts — three times closing every connection with 1012 and once
+/// dropping them — stopping to listen during each restart.
+fn restart_script(peer: &Peer) {
+    for restart in 0..RESTARTS {
+        let snap = peer.wait_for(
+            &format!("{PER_CONNECTION} messages on connection {restart}"),
+            EVENT_TIMEOUT,
+            |s| {
+                upgraded(s) == restart + 1
+                    && received_per_connection(s)[restart].len() >= PER_CONNECTION
+            },
+        );
+        let live = snap.connections.len();
+        peer.stop_listening();
+        if restart < RESTARTS - 1 {
+            assert_eq!(
+                peer.close_all(1012, "service restart"),
+                1,
+                "one connection to close"
+            );
+        } else {
+            peer.drop_all();
+        }
+        peer.wait_for("the restarted connections to end", EVENT_TIMEOUT, |s| {
+            s.connections[..live].iter().all(|c| c.ended)
+        });
+        peer.listen_again();
+    }
+}
+
+fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
+    let name = A::NAME;
+    let policy = ReconnectPolicy::default().seed(8);
+    let first_ceiling = policy.ceiling(1);
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config(policy.clone()));
+    let mut log = ChatLog::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let send_every = Duration::from_millis(2);
+
+    a.connect(&ConnectOptions::new(peer.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    let script_done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let script = scope.spawn(|| {
+            restart_script(&peer);
+            script_done.store(true, Ordering::SeqCst);
+        });
+        // The chat client: a numbered message every few milliseconds, events in between,
+        // until the script is over and the last connection carried its share.
+        let mut number = 0;
+        let mut next_send = Instant::now();
+        let mut after_last_open = 0;
+        loop {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "[{name}] the chat did not finish in time; events: {:#?}; peer saw {:#?}",
+                log.lifecycle,
+                peer.snapshot()
+            );
+            if script.is_finished() && !script_done.load(Ordering::SeqCst) {
+                // The script panicked: show why.
+                if let Err(panic) = script.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                unreachable!();
+            }
+            if now >= next_send {
+                for _ in 0..BURST {
+                    match a.send_nowait(chat(number)) {
+                        Ok(id) => log.sent.push(Sent {
+                            number,
+                            id,
+                            ended_before: log.ended.len(),
+                        }),
+                        Err(e) => {
+                            // Only while a connection is closing (the 1012 handshake) may a
+                            // send be refused; a reconnect delay queues it.
+                            assert!(
+                                matches!(e, SendError::Closing(_)),
+                                "[{name}] send {number} refused: {e:?}"
+                            );
+                            log.refused.push((number, e.to_string()));
+                        }
+                    }
+                    number += 1;
+                }
+                next_send = now + send_every;
+                if log.opened.len() == RESTARTS + 1 {
+                    after_last_open += 1;
+                }
+                if script_done.load(Ordering::SeqCst) && after_last_open >= PER_CONNECTION {
+                    break;
+                }
+                continue;
+            }
+            if let Some(event) = a.next_event(next_send - now) {
+                log.record(event);
+            }
+        }
+        script.join().expect("the restart script");
+    });
+
+    // Every accepted send completes or fails; then the client closes.
+    let last = log.sent.len();
+    while !log.settled() {
+        let event = a.next_event(EVENT_TIMEOUT).unwrap_or_else(|| {
+            panic!("[{name}] sends still pending after {EVENT_TIMEOUT:?} (of {last})")
+        });
+        log.record(event);
+    }
+    let current = a.current().expect("a connection after the chat");
+    a.close(None, "done").expect("close");
+    for event in a.events_until_close(current, EVENT_TIMEOUT) {
+        log.record(event);
+    }
+    let expected_total = upgraded(&peer.snapshot());
+    let snap = peer.wait_for("every connection to end", EVENT_TIMEOUT, |s| {
+        s.connections.iter().all(|c| c.ended)
+    });
+    assert_quiet(&mut a, Duration::from_millis(50), "after the final close");
+
+    // --- the client's side ---
+    assert_eq!(
+        log.opened.len(),
+        RESTARTS + 1,
+        "[{name}] one open per connection: {:#?}",
+        log.lifecycle
+    );
+    assert_eq!(expected_total, RESTARTS + 1, "[{name}] server connections");
+    for (id, outcomes) in &log.outcomes {
+        assert_eq!(
+            outcomes.len(),
+            1,
+            "[{name}] send {id} completed {outcomes:?}"
+        );
+    }
+    // The close events of the connections the server restarted, then the client's own.
+    for (i, close) in log.ended.iter().enumerate() {
+        let Event::Close {
+            conn, code, clean, ..
+        } = close
+        else {
+            unreachable!()
+        };
+        assert_eq!(*conn, log.opened[i], "[{name}] close order");
+        let error_before = log
+            .lifecycle
+            .iter()
+            .position(|e| matches!(e, Event::Error { conn: c, .. } if c == conn));
+        let close_at = log
+            .lifecycle
+            .iter()
+            .position(|e| e == close)
+            .expect("the close is logged");
+        match i {
+            0..3 => {
+                assert_eq!(
+                    (*code, *clean),
+                    (1012, true),
+                    "[{name}] restart {i} is a clean 1012: {close:#?}"
+                );
+                assert_eq!(error_before, None, "[{name}] no error for a clean close");
+            }
+            3 => {
+                assert_eq!(
+                    (*code, *clean),
+                    (1006, false),
+                    "[{name}] the abrupt restart is 1006: {close:#?}"
+                );
+                assert!(
+                    error_before.is_some_and(|e| e < close_at),
+                    "[{name}] an error event precedes the 1006 close: {:#?}",
+                    log.lifecycle
+                );
+            }
+            _ => assert_eq!(
+                (*code, *clean),
+                (1000, true),
+                "[{name}] the client's own close: {close:#?}"
+            ),
+        }
+        // After each restart: Reconnecting with attempt 1, a short delay, for the next
+        // connection; if the server was still down, further attempts count up.
+        if i < RESTARTS {
+            let mut expected_attempt = 1;
+            for e in &log.lifecycle[close_at + 1..] {
+                match e {
+                    Event::Reconnecting { attempt, delay, .. } => {
+                        assert_eq!(
+                            *attempt, expected_attempt,
+                            "[{name}] attempts count up after restart {i}"
+                        );
+                        assert!(
+                            *delay <= policy.ceiling(*attempt),
+                            "[{name}] delay {delay:?} over the ceiling of attempt {attempt}"
+                        );
+                        if *attempt == 1 {
+                            assert!(*delay <= first_ceiling);
+                        }
+                        expected_attempt += 1;
+                    }
+                    Event::Open { conn, .. } => {
+                        assert_eq!(*conn, log.opened[i + 1]);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            assert!(
+                expected_attempt > 1,
+                "[{name}] no Reconnecting after restart {i}: {:#?}",
+                log.lifecycle
+            );
+        }
+    }
+    assert_eq!(log.ended.len(), RESTARTS + 1);
+    let reconnectings = log
+        .lifecycle
+        .iter()
+        .filter(|e| matches!(e, Event::Reconnecting { attempt: 1, .. }))
+        .count();
+    assert_eq!(
+        reconnectings, RESTARTS,
+        "[{name}] one retry series per restart"
+    );
+
+    // --- the server's side ---
+    let per_connection = received_per_connection(&snap);
+    let received: Vec<u32> = per_connection.iter().flatten().copied().collect();
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "[{name}] the server received the messages in the order sent, each once: {received:?}"
+    );
+    let by_number: BTreeMap<u32, &Sent> = log.sent.iter().map(|s| (s.number, s)).collect();
+    let received_on: HashMap<u32, usize> = per_connection
+        .iter()
+        .enumerate()
+        .flat_map(|(k, ids)| ids.iter().map(move |n| (*n, k)))
+        .collect();
+    for n in &received {
+        assert!(
+            by_number.contains_key(n),
+            "[{name}] the server received {n}, which the client never accepted"
+        );
+    }
+    let dropped = log.opened[RESTARTS - 1];
+    for sent in &log.sent {
+        let outcome = log.outcomes[&sent.id][0];
+        let got = received_on.get(&sent.number).copied();
+        match outcome {
+            Outcome::Failed { handed_back: true } => assert_eq!(
+                got, None,
+                "[{name}] message {} failed before it left the session, yet arrived",
+                sent.number
+            ),
+            // Handed to the driver and then failed: it may have been written (the event
+            // says so), but at most once, which the order check above covers.
+            Outcome::Failed { handed_back: false } => {}
+            Outcome::Written(conn) => {
+                let k = log.opened.iter().position(|c| *c == conn).unwrap();
+                if conn == dropped {
+                    // Written into the connection the server dropped: TCP may lose what
+                    // was written after the drop and before the client saw it; what did
+                    // arrive is a prefix (checked below).
+                    if let Some(got) = got {
+                        assert_eq!(got, k, "[{name}] message {} arrived elsewhere", sent.number);
+                    }
+                } else {
+                    assert_eq!(
+                        got,
+                        Some(k),
+                        "[{name}] message {} was written on connection {k} (of {}) and must \
+                         arrive there exactly once",
+                        sent.number,
+                        RESTARTS + 1
+                    );
+                }
+            }
+        }
+    }
+    // On the dropped connection: what arrived is a prefix of what was written there.
+    let written_on_dropped: Vec<u32> = log
+        .sent
+        .iter()
+        .filter(|s| log.outcomes[&s.id][0] == Outcome::Written(dropped))
+        .map(|s| s.number)
+        .collect();
+    let arrived_on_dropped: Vec<u32> = per_connection[RESTARTS - 1]
+        .iter()
+        .copied()
+        .filter(|n| written_on_dropped.contains(n))
+        .collect();
+    assert_eq!(
+        arrived_on_dropped,
+        written_on_dropped[..arrived_on_dropped.len()],
+        "[{name}] the dropped connection delivered a prefix"
+    );
+    // Every message sent after the client saw the drop arrives, in order, after the
+    // reconnect.
+    let after_drop: Vec<u32> = log
+        .sent
+        .iter()
+        .filter(|s| s.ended_before >= RESTARTS)
+        .map(|s| s.number)
+        .collect();
+    assert!(
+        !after_drop.is_empty(),
+        "[{name}] messages were sent after the drop"
+    );
+    assert_eq!(
+        per_connection[RESTARTS]
+            .iter()
+            .copied()
+            .filter(|n| after_drop.contains(n))
+            .collect::<Vec<_>>(),
+        after_drop,
+        "[{name}] every message sent after the drop arrives on the new connection, in order"
+    );
+    let failed = log
+        .sent
+        .iter()
+        .filter(|s| matches!(log.outcomes[&s.id][0], Outcome::Failed { .. }))
+        .count();
+    eprintln!(
+        "[{name}] chat: {} sent, {} refused while closing, {failed} failed, {} received over {} \
+         connections, {} written into the dropped connection after the server dropped it",
+        log.sent.len(),
+        log.refused.len(),
+        received.len(),
+        per_connection.len(),
+        written_on_dropped.len() - arrived_on_dropped.len()
+    );
+}
+
+// ----- 2. a server that refuses -----
+
+fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Adapter>() {
+    let name = A::NAME;
+    let max = 4;
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .max_attempts(Some(max))
+        .seed(3);
+    let port = closed_port();
+    let mut a: A = client(config(policy.clone()));
+    let started = Instant::now();
+    let first = a
+        .connect(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    expect_connecting(&mut a, first);
+    let mut queued = vec![a.send_nowait(Message::text("q0")).expect("queued")];
+    let mut conn = first;
+    let mut delays = Vec::new();
+    for attempt in 1..=max + 1 {
+        // The attempt fails: error (connection refused), then its close.
+        match a.expect_event("the error of a refused dial") {
+            Event::Error {
+                conn: c,
+                error: ConnectionError::ConnectFailed(e),
+            } if c == conn => assert_eq!(e.kind, TransportErrorKind::Connect, "[{name}] {e}"),
+            other => panic!("[{name}] expected the refused dial's error, got {other:#?}"),
+        }
+        if attempt == max + 1 {
+            break;
+        }
+        match a.expect_event("the close of a refused dial") {
+            Event::Close {
+                conn: c,
+                code: 1006,
+                clean: false,
+                ..
+            } if c == conn => {}
+            other => panic!("[{name}] expected close 1006 of {conn}, got {other:#?}"),
+        }
+        match a.expect_event("Reconnecting") {
+            Event::Reconnecting {
+                conn: next,
+                attempt: n,
+                delay,
+                last_error,
+            } => {
+                assert_eq!(n, attempt, "[{name}] attempt number");
+                assert!(
+                    delay <= policy.ceiling(attempt),
+                    "[{name}] delay {delay:?} over the ceiling {:?} of attempt {attempt}",
+                    policy.ceiling(attempt)
+                );
+                assert!(!last_error.is_empty());
+                delays.push(delay);
+                conn = next;
+            }
+            other => panic!("[{name}] expected Reconnecting {attempt}, got {other:#?}"),
+        }
+        // Sent during the backoff: queued for the next attempt.
+        assert_eq!(a.state(), ReadyState::Connecting);
+        queued.push(
+            a.send_nowait(Message::text(format!("q{attempt}")))
+                .unwrap_or_else(|e| panic!("[{name}] send during the backoff refused: {e}")),
+        );
+        expect_connecting(&mut a, conn);
+    }
+    // The final failure: every queued message fails, once, handed back, then the close.
+    let rest = a.events_until_close(conn, EVENT_TIMEOUT);
+    let (close, failures) = rest.split_last().expect("the close");
+    assert!(
+        matches!(close, Event::Close { conn: c, code: 1006, clean: false, .. } if *c == conn),
+        "[{name}] final close: {close:#?}"
+    );
+    let failed: Vec<SendId> = failures
+        .iter()
+        .map(|e| match e {
+            Event::SendFailed {
+                conn: c,
+                id,
+                reason: SendFailure::ConnectFailed,
+                message: Some(_),
+            } if *c == conn => *id,
+            other => panic!("[{name}] expected the queued sends to fail, got {other:#?}"),
+        })
+        .collect();
+    assert_eq!(
+        failed, queued,
+        "[{name}] each queued message fails exactly once, in order"
+    );
+    let elapsed = started.elapsed();
+    let waited: Duration = delays.iter().sum();
+    assert!(
+        elapsed >= waited,
+        "[{name}] the backoffs were honoured: {elapsed:?} < {waited:?} ({delays:?})"
+    );
+    assert_eq!(a.state(), ReadyState::Closed);
+    assert_eq!(a.current(), None);
+    // No further attempt: nothing within several times the largest ceiling.
+    assert_quiet(
+        &mut a,
+        policy.ceiling(max + 1) * 4,
+        "after the last attempt",
+    );
+    assert_eq!(delays.len(), max as usize);
+}
+
+// ----- 3. a server that goes silent -----
+
+fn a_silent_server_is_detected_by_keepalive_and_reconnected<A: Adapter>() {
+    let name = A::NAME;
+    let interval = Duration::from_millis(100);
+    let timeout = Duration::from_millis(150);
+    let policy = ReconnectPolicy::default().seed(5);
+    let peer = Peer::start(Mode::Silent);
+    let mut a: A = client(config(policy.clone()).keepalive(interval, timeout));
+    let first = a
+        .connect(&ConnectOptions::new(peer.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    expect_connecting(&mut a, first);
+    match a.expect_event("Open") {
+        Event::Open { conn, .. } if conn == first => {}
+        other => panic!("[{name}] expected Open, got {other:#?}"),
+    }
+    // From now on the server answers again, but holds the next handshake until the test
+    // saw the client dial.
+    peer.set_mode(Mode::Echo);
+    peer.hold_handshakes();
+    let started = Instant::now();
+    let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Reconnecting { .. }))
+    });
+    let detected = started.elapsed();
+    let next = match events.as_slice() {
+        [
+            Event::Error {
+                conn: c1,
+                error: ConnectionError::KeepaliveTimeout(t),
+            },
+            Event::Close {
+                conn: c2,
+                code: 1006,
+                clean: false,
+                ..
+            },
+            Event::Reconnecting {
+                conn: next,
+                attempt: 1,
+                delay,
+                ..
+            },
+        ] if *c1 == first && *c2 == first => {
+            assert_eq!(*t, timeout);
+            assert!(
+                *delay <= policy.ceiling(1),
+                "[{name}] first delay {delay:?}"
+            );
+            *next
+        }
+        other => panic!(
+            "[{name}] expected [Error(KeepaliveTimeout), Close 1006, Reconnecting 1], got {other:#?}"
+        ),
+    };
+    assert!(
+        detected >= timeout,
+        "[{name}] declared dead after {detected:?}, before the pong timeout"
+    );
+    let silent = peer.wait_conn(0, "the client's ping", EVENT_TIMEOUT, |c| c.pings >= 1);
+    assert!(silent.messages.is_empty());
+    expect_connecting(&mut a, next);
+    peer.wait_conn(1, "the reconnect's upgrade request", EVENT_TIMEOUT, |c| {
+        c.request.is_some()
+    });
+    assert_eq!(a.state(), ReadyState::Connecting);
+    peer.release_handshakes();
+    match a.expect_event("Open after the server answers again") {
+        Event::Open { conn, .. } if conn == next => {}
+        other => panic!("[{name}] expected Open of {next}, got {other:#?}"),
+    }
+    a.send_wait(Message::text("back"))
+        .unwrap_or_else(|e| panic!("[{name}] send after the reconnect: {e:?}"));
+    let echoed = a.events_until("the echo", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Message { .. }))
+    });
+    assert!(
+        echoed
+            .iter()
+            .any(|e| matches!(e, Event::Message { conn, message } if *conn == next && *message == Message::text("back"))),
+        "[{name}] {echoed:#?}"
+    );
+    peer.wait_conn(0, "the silent connection to end", EVENT_TIMEOUT, |c| {
+        c.ended
+    });
+    a.close(None, "").expect("close");
+    let end = a.events_until_close(next, EVENT_TIMEOUT);
+    assert!(
+        matches!(
+            end.last(),
+            Some(Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            })
+        ),
+        "[{name}] {end:#?}"
+    );
+    assert_eq!(peer.snapshot().accepted, 2);
+}
+
+// ----- 4. close() during a backoff -----
+
+fn close_during_a_backoff_cancels_it<A: Adapter>() {
+    let name = A::NAME;
+    // Seed 4 draws 357 ms out of the 400 ms ceiling for the first delay, which leaves the
+    // test far more time than it needs to close during it.
+    let ceiling = Duration::from_millis(400);
+    let policy = ReconnectPolicy::default().backoff(ceiling, ceiling).seed(4);
+    let peer = Peer::start(Mode::DropMidMessage);
+    let mut a: A = client(config(policy));
+    let first = a
+        .connect(&ConnectOptions::new(peer.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Reconnecting { .. }))
+    });
+    let backoff_started = Instant::now();
+    let (pending, delay) = match events.last() {
+        Some(Event::Reconnecting {
+            conn,
+            attempt: 1,
+            delay,
+            ..
+        }) => (*conn, *delay),
+        other => panic!("[{name}] expected Reconnecting 1, got {other:#?}"),
+    };
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Close { conn, code: 1006, clean: false, .. } if *conn == first)
+        ),
+        "[{name}] {events:#?}"
+    );
+    assert!(
+        delay >= Duration::from_millis(300),
+        "[{name}] seed 4 gives a long first delay, got {delay:?}"
+    );
+    let queued = a
+        .send_nowait(Message::text("while away"))
+        .expect("queued during the backoff");
+    assert_eq!(a.current(), Some(pending));
+    a.close(None, "").expect("close during the backoff");
+    assert!(
+        backoff_started.elapsed() < delay,
+        "[{name}] the close came within the backoff"
+    );
+    let end = a.events_until_close(pending, EVENT_TIMEOUT);
+    match end.as_slice() {
+        [
+            Event::SendFailed {
+                conn: c1,
+                id,
+                reason: SendFailure::Cancelled,
+                message: Some(_),
+            },
+            Event::Close {
+                conn: c2,
+                clean: false,
+                ..
+            },
+        ] if *c1 == pending && *c2 == pending && *id == queued => {}
+        other => panic!(
+            "[{name}] expected the queued send cancelled and one close of {pending}, got {other:#?}"
+        ),
+    }
+    assert_eq!(a.state(), ReadyState::Closed);
+    // No dial: nothing happens, and the server sees no new connection, for well past the
+    // moment the cancelled backoff would have dialled.
+    assert_quiet(&mut a, ceiling * 2, "after closing during the backoff");
+    assert_eq!(
+        peer.snapshot().accepted,
+        1,
+        "[{name}] no dial after the backoff was cancelled"
+    );
+}
+
+// ----- 5. HTTP 403 -----
+
+fn http_403_is_not_retried_by_default<A: Adapter>() {
+    let name = A::NAME;
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(9);
+    let peer = Peer::start(Mode::HttpStatus(403));
+    let mut a: A = client(config(policy.clone()));
+    let conn = a
+        .connect(&ConnectOptions::new(peer.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    match events.as_slice() {
+        [
+            Event::Error {
+                conn: c,
+                error: ConnectionError::ConnectFailed(e),
+            },
+            Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            },
+        ] if *c == conn => assert_eq!(e.kind, TransportErrorKind::HttpStatus(403)),
+        other => panic!("[{name}] expected [Error(403), Close 1006], got {other:#?}"),
+    }
+    assert_quiet(&mut a, policy.cap * 4, "after a 403");
+    assert_eq!(a.state(), ReadyState::Closed);
+    assert_eq!(peer.snapshot().accepted, 1, "[{name}] one dial only");
+
+    // The same server answering 503 is retried, and so is 403 when the policy says so.
+    for (status, policy) in [
+        (503, policy.clone()),
+        (403, policy.clone().retry_http_4xx(true)),
+    ] {
+        let peer = Peer::start(Mode::HttpStatus(status));
+        let mut a: A = client(config(policy));
+        let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+        let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+            seen.iter()
+                .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. }))
+        });
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Close { conn: c, .. } if *c == conn)),
+            "[{name}] {status}: {events:#?}"
+        );
+        peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
+        a.close(None, "").expect("close");
+    }
+}
