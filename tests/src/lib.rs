@@ -20,3 +20,4 @@
 
 pub mod adapter;
 pub mod peer;
+pub mod scenario;

@@ -8,12 +8,16 @@
 
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConnId, ConnectError, ConnectOptions, ConnectionError, Event,
-    Handshake, Message, REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig,
-    TransportError, TransportErrorKind,
+    CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, Event, Message,
+    REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig, TransportError,
+    TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Tls, Violation};
+use wxsocket_tests::scenario::{
+    assert_quiet, client, close_event, completions, expect_connecting, expect_error_then_close,
+    messages, open,
+};
 use wxsocket_wire::tls::TlsRoots;
 
 /// How long a scenario waits for the test peer to see something.
@@ -79,104 +83,11 @@ fn config() -> SessionConfig {
         .close_timeout(Duration::from_secs(1))
 }
 
-fn client<A: Adapter>(config: SessionConfig) -> A {
-    A::new(config, TlsRoots::default())
-        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
-}
-
-/// Connects and expects exactly `Connecting` then `Open` of the new connection.
-fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handshake) {
-    let conn = a
-        .connect(options)
-        .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
-    expect_connecting(a, conn);
-    match a.expect_event("Open") {
-        Event::Open { conn: c, handshake } if c == conn => (conn, handshake),
-        other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
-    }
-}
-
-fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
-    match a.expect_event("Connecting") {
-        Event::Connecting { conn: c, .. } if c == conn => {}
-        other => panic!(
-            "[{}] expected Connecting of {conn}, got {other:#?}",
-            A::NAME
-        ),
-    }
-}
-
-fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
-    Event::Close {
-        conn,
-        code,
-        reason: reason.to_owned(),
-        clean,
-    }
-}
-
-/// Asserts the shape `[Error, Close{code, clean: false}]` and returns the error.
-fn expect_error_then_close(
-    name: &str,
-    conn: ConnId,
-    events: &[Event],
-    code: u16,
-) -> ConnectionError {
-    match events {
-        [
-            Event::Error { conn: c1, error },
-            Event::Close {
-                conn: c2,
-                code: got,
-                clean: false,
-                reason,
-            },
-        ] if *c1 == conn && *c2 == conn && *got == code => {
-            assert!(
-                !reason.is_empty(),
-                "[{name}] the close event should say why: {events:#?}"
-            );
-            error.clone()
-        }
-        _ => panic!(
-            "[{name}] expected exactly [Error, Close {{ code: {code}, clean: false }}] of {conn}, got {events:#?}"
-        ),
-    }
-}
-
 fn transport_error(name: &str, error: &ConnectionError) -> TransportError {
     match error {
         ConnectionError::Transport(e) | ConnectionError::ConnectFailed(e) => e.clone(),
         other => panic!("[{name}] expected a transport error, got {other:?}"),
     }
-}
-
-/// No further event within a short grace period (only used after the last expected event
-/// of a scenario, to catch duplicates; it never waits *for* something).
-fn assert_quiet<A: Adapter>(a: &mut A) {
-    if let Some(extra) = a.next_event(Duration::from_millis(50)) {
-        panic!("[{}] unexpected extra event {extra:#?}", A::NAME);
-    }
-}
-
-fn completions(events: &[Event]) -> Vec<SendId> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::SendCompleted { id, .. } => Some(*id),
-            _ => None,
-        })
-        .collect()
-}
-
-fn messages(events: &[Event]) -> Vec<Message> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn conn_ended(s: &Snapshot, index: usize) -> bool {

@@ -30,10 +30,13 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use wxsocket_core::{
-    ConnId, ConnectOptions, ConnectionError, Event, Handshake, Message, ReadyState, SendId,
-    SessionConfig, TransportErrorKind,
+    ConnId, ConnectOptions, ConnectionError, Event, Message, ReadyState, SessionConfig,
+    TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
+use wxsocket_tests::scenario::{
+    self, assert_quiet, client, close_event, completions, messages, open,
+};
 use wxsocket_wire::tls::TlsRoots;
 
 /// How long a scenario waits for the server to report something.
@@ -459,66 +462,6 @@ fn config() -> SessionConfig {
         .close_timeout(Duration::from_secs(2))
 }
 
-fn client<A: Adapter>(config: SessionConfig) -> A {
-    A::new(config, TlsRoots::default())
-        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
-}
-
-/// Connects and expects exactly `Connecting` then `Open` of the new connection.
-fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handshake) {
-    let conn = a
-        .connect(options)
-        .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
-    match a.expect_event("Connecting") {
-        Event::Connecting { conn: c, .. } if c == conn => {}
-        other => panic!(
-            "[{}] expected Connecting of {conn}, got {other:#?}",
-            A::NAME
-        ),
-    }
-    match a.expect_event("Open") {
-        Event::Open { conn: c, handshake } if c == conn => (conn, handshake),
-        other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
-    }
-}
-
-fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
-    Event::Close {
-        conn,
-        code,
-        reason: reason.to_owned(),
-        clean,
-    }
-}
-
-fn completions(events: &[Event]) -> Vec<SendId> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::SendCompleted { id, .. } => Some(*id),
-            _ => None,
-        })
-        .collect()
-}
-
-fn messages(events: &[Event]) -> Vec<Message> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// No further event within a short grace period (only after the last expected event, to
-/// catch duplicates; it never waits *for* something).
-fn assert_quiet<A: Adapter>(a: &mut A) {
-    if let Some(extra) = a.next_event(Duration::from_millis(50)) {
-        panic!("[{}] unexpected extra event {extra:#?}", A::NAME);
-    }
-}
-
 /// Sends `message`, expects it echoed and its completion, nothing else.
 fn echo_once<A: Adapter>(a: &mut A, conn: ConnId, message: Message) {
     let id = a.send_nowait(message.clone()).unwrap();
@@ -548,7 +491,7 @@ fn close_normally<A: Adapter>(a: &mut A, server: &Server, conn: ConnId) {
     assert_quiet(a);
 }
 
-/// Expects exactly `[Error, Close { code, clean: false }]` of `conn`; returns the error.
+/// Waits for `conn` to end and expects exactly `[Error, Close { code, clean: false }]`.
 fn expect_error_then_close<A: Adapter>(
     a: &mut A,
     conn: ConnId,
@@ -556,28 +499,7 @@ fn expect_error_then_close<A: Adapter>(
     timeout: Duration,
 ) -> ConnectionError {
     let events = a.events_until_close(conn, timeout);
-    match events.as_slice() {
-        [
-            Event::Error { conn: c1, error },
-            Event::Close {
-                conn: c2,
-                code: got,
-                clean: false,
-                reason,
-            },
-        ] if *c1 == conn && *c2 == conn && *got == code => {
-            assert!(
-                !reason.is_empty(),
-                "[{}] the close event should say why: {events:#?}",
-                A::NAME
-            );
-            error.clone()
-        }
-        _ => panic!(
-            "[{}] expected exactly [Error, Close {{ code: {code}, clean: false }}] of {conn}, got {events:#?}",
-            A::NAME
-        ),
-    }
+    scenario::expect_error_then_close(A::NAME, conn, &events, code)
 }
 
 /// A flat JSON object of strings (what the peers' `/headers` route sends), parsed.

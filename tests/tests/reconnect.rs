@@ -19,7 +19,7 @@ use wxsocket_core::{
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::{Mode, Peer, Snapshot};
-use wxsocket_wire::tls::TlsRoots;
+use wxsocket_tests::scenario::{assert_quiet_for, client, expect_connecting};
 
 macro_rules! scenarios {
     ($($scenario:ident),* $(,)?) => {
@@ -51,11 +51,6 @@ fn config(policy: ReconnectPolicy) -> SessionConfig {
         .reconnect(policy)
 }
 
-fn client<A: Adapter>(config: SessionConfig) -> A {
-    A::new(config, TlsRoots::default())
-        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
-}
-
 /// The payload of chat message number `n`.
 fn chat(n: u32) -> Message {
     Message::text(format!("m{n}"))
@@ -84,24 +79,6 @@ fn received_per_connection(s: &Snapshot) -> Vec<Vec<u32>> {
 
 fn upgraded(s: &Snapshot) -> usize {
     s.connections.iter().filter(|c| c.upgraded).count()
-}
-
-/// No event within `quiet`; used only after the last expected event, to show that
-/// nothing further (a dial, a `Reconnecting`) happens.
-fn assert_quiet<A: Adapter>(a: &mut A, quiet: Duration, what: &str) {
-    if let Some(extra) = a.next_event(quiet) {
-        panic!("[{}] {what}: unexpected event {extra:#?}", A::NAME);
-    }
-}
-
-fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
-    match a.expect_event("Connecting") {
-        Event::Connecting { conn: c, .. } if c == conn => {}
-        other => panic!(
-            "[{}] expected Connecting of {conn}, got {other:#?}",
-            A::NAME
-        ),
-    }
 }
 
 /// A port on 127.0.0.1 on which nothing listens (bound, then released).
@@ -310,7 +287,7 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
     let snap = peer.wait_for("every connection to end", EVENT_TIMEOUT, |s| {
         s.connections.iter().all(|c| c.ended)
     });
-    assert_quiet(&mut a, Duration::from_millis(50), "after the final close");
+    assert_quiet_for(&mut a, Duration::from_millis(50), "after the final close");
 
     // --- the client's side ---
     assert_eq!(
@@ -624,7 +601,7 @@ fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Ada
     assert_eq!(a.state(), ReadyState::Closed);
     assert_eq!(a.current(), None);
     // No further attempt: nothing within several times the largest ceiling.
-    assert_quiet(
+    assert_quiet_for(
         &mut a,
         policy.ceiling(max + 1) * 4,
         "after the last attempt",
@@ -801,7 +778,7 @@ fn close_during_a_backoff_cancels_it<A: Adapter>() {
     assert_eq!(a.state(), ReadyState::Closed);
     // No dial: nothing happens, and the server sees no new connection, for well past the
     // moment the cancelled backoff would have dialled.
-    assert_quiet(&mut a, ceiling * 2, "after closing during the backoff");
+    assert_quiet_for(&mut a, ceiling * 2, "after closing during the backoff");
     assert_eq!(
         peer.snapshot().accepted,
         1,
@@ -837,7 +814,7 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
         ] if *c == conn => assert_eq!(e.kind, TransportErrorKind::HttpStatus(403)),
         other => panic!("[{name}] expected [Error(403), Close 1006], got {other:#?}"),
     }
-    assert_quiet(&mut a, policy.cap * 4, "after a 403");
+    assert_quiet_for(&mut a, policy.cap * 4, "after a 403");
     assert_eq!(a.state(), ReadyState::Closed);
     assert_eq!(peer.snapshot().accepted, 1, "[{name}] one dial only");
 

@@ -1,0 +1,117 @@
+//! Helpers every scenario file shares (conformance, interop, reconnect): building a client,
+//! the usual event sequences, and picking events apart.
+
+use crate::adapter::Adapter;
+use std::time::Duration;
+use wxsocket_core::{
+    ConnId, ConnectOptions, ConnectionError, Event, Handshake, Message, SendId, SessionConfig,
+};
+use wxsocket_wire::tls::TlsRoots;
+
+/// An adapter client with `config` and the default roots.
+pub fn client<A: Adapter>(config: SessionConfig) -> A {
+    A::new(config, TlsRoots::default())
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
+}
+
+/// Connects and expects exactly `Connecting` then `Open` of the new connection.
+pub fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handshake) {
+    let conn = a
+        .connect(options)
+        .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
+    expect_connecting(a, conn);
+    match a.expect_event("Open") {
+        Event::Open { conn: c, handshake } if c == conn => (conn, handshake),
+        other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
+    }
+}
+
+/// Expects the `Connecting` event of `conn` next.
+pub fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
+    match a.expect_event("Connecting") {
+        Event::Connecting { conn: c, .. } if c == conn => {}
+        other => panic!(
+            "[{}] expected Connecting of {conn}, got {other:#?}",
+            A::NAME
+        ),
+    }
+}
+
+/// The close event `conn` should end with.
+pub fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
+    Event::Close {
+        conn,
+        code,
+        reason: reason.to_owned(),
+        clean,
+    }
+}
+
+/// Asserts `events` is exactly `[Error, Close { code, clean: false }]` of `conn`, the close
+/// saying why; returns the error.
+pub fn expect_error_then_close(
+    name: &str,
+    conn: ConnId,
+    events: &[Event],
+    code: u16,
+) -> ConnectionError {
+    match events {
+        [
+            Event::Error { conn: c1, error },
+            Event::Close {
+                conn: c2,
+                code: got,
+                clean: false,
+                reason,
+            },
+        ] if *c1 == conn && *c2 == conn && *got == code => {
+            assert!(
+                !reason.is_empty(),
+                "[{name}] the close event should say why: {events:#?}"
+            );
+            error.clone()
+        }
+        _ => panic!(
+            "[{name}] expected exactly [Error, Close {{ code: {code}, clean: false }}] of {conn}, got {events:#?}"
+        ),
+    }
+}
+
+/// No further event within `quiet` (only after the last expected event of a scenario, to
+/// catch duplicates or a late dial; it never waits *for* something).
+pub fn assert_quiet_for<A: Adapter>(a: &mut A, quiet: Duration, what: &str) {
+    if let Some(extra) = a.next_event(quiet) {
+        panic!("[{}] {what}: unexpected event {extra:#?}", A::NAME);
+    }
+}
+
+/// [`assert_quiet_for`] with a 50 ms grace period.
+pub fn assert_quiet<A: Adapter>(a: &mut A) {
+    assert_quiet_for(
+        a,
+        Duration::from_millis(50),
+        "after the last expected event",
+    );
+}
+
+/// The ids of the `SendCompleted` events, in order.
+pub fn completions(events: &[Event]) -> Vec<SendId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The messages of the `Message` events, in order.
+pub fn messages(events: &[Event]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
