@@ -171,15 +171,24 @@ impl Snapshot {
     }
 }
 
-/// A CA generated at test time and a server certificate it signed.
-struct TestCa {
-    ca_der: CertificateDer<'static>,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: Vec<u8>,
+/// A CA generated at test time and a server certificate it signed (for 127.0.0.1 and
+/// localhost), in DER for rustls servers and PEM for the interop peers.
+pub struct TestCa {
+    /// The CA certificate a client should trust.
+    pub ca_der: CertificateDer<'static>,
+    /// The server's certificate chain.
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// The server's private key (PKCS#8 DER).
+    pub server_key: Vec<u8>,
+    /// The server certificate, PEM.
+    pub cert_pem: String,
+    /// The server's private key, PEM.
+    pub key_pem: String,
 }
 
 impl TestCa {
-    fn generate(name: &str) -> Self {
+    /// Generates a CA named after `name` and a server certificate signed by it.
+    pub fn generate(name: &str) -> Self {
         let ca_key = rcgen::KeyPair::generate().expect("generate CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -208,6 +217,8 @@ impl TestCa {
             ca_der: ca.der().clone(),
             server_chain: vec![leaf.der().clone()],
             server_key: leaf_key.serialize_der(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
         }
     }
 

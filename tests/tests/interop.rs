@@ -34,6 +34,7 @@ use wxsocket_core::{
     TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
+use wxsocket_tests::peer::TestCa;
 use wxsocket_tests::scenario::{
     self, assert_quiet, client, close_event, completions, messages, open,
 };
@@ -222,44 +223,6 @@ struct Server {
     files: Option<PathBuf>,
 }
 
-/// A CA generated at test time, the server certificate it signed, and its key.
-struct GeneratedCa {
-    ca: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn generate_ca() -> GeneratedCa {
-    let ca_key = rcgen::KeyPair::generate().expect("generate CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "wxsocket interop test CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign CA");
-    let leaf_key = rcgen::KeyPair::generate().expect("generate server key");
-    let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("server params");
-    leaf_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "wxsocket interop server");
-    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &ca)
-        .expect("sign server cert");
-    GeneratedCa {
-        ca: ca.der().clone(),
-        cert_pem: leaf.pem(),
-        key_pem: leaf_key.serialize_pem(),
-    }
-}
-
 impl Server {
     /// Starts a plain `ws://` server of this peer.
     fn start(kind: PeerKind) -> Server {
@@ -270,7 +233,7 @@ impl Server {
     /// CA to trust.
     fn start_tls(kind: PeerKind) -> (Server, CertificateDer<'static>) {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let ca = generate_ca();
+        let ca = TestCa::generate("interop");
         let dir = std::env::temp_dir().join(format!(
             "wxsocket-interop-{}-{}",
             std::process::id(),
@@ -282,7 +245,7 @@ impl Server {
         std::fs::write(&cert, &ca.cert_pem).expect("write the server certificate");
         std::fs::write(&key, &ca.key_pem).expect("write the server key");
         let server = Self::spawn(kind, Some((dir, cert, key)));
-        (server, ca.ca)
+        (server, ca.ca_der)
     }
 
     fn spawn(kind: PeerKind, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Server {
