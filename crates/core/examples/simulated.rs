@@ -22,7 +22,7 @@ fn main() {
         .expect("queued");
 
     // One turn of the run loop: carry out actions, deliver events.
-    let mut turn = |session: &mut Session, now: Instant| {
+    let turn = |session: &mut Session, now: Instant| {
         while let Some(action) = session.poll_action() {
             println!("driver <- {action:?}");
             match action {
