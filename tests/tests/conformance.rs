@@ -409,13 +409,21 @@ fn forbidden_headers_and_bad_options_are_rejected_before_any_io<A: Adapter>() {
         a.connect(&base().per_message_deflate(true)),
         Err(ConnectError::Unsupported { .. })
     ));
+    assert!(matches!(
+        a.connect(&base().require_tls(true)),
+        Err(ConnectError::TlsRequired { .. })
+    ));
+    assert!(matches!(
+        a.connect(&base().allow_host("example.com")),
+        Err(ConnectError::HostNotAllowed { .. })
+    ));
     assert_eq!(a.state(), ReadyState::Idle);
     assert_eq!(a.current(), None);
 
     // Prove nothing was dialled: one valid connection afterwards is the first and only one
     // the server accepts.
     let mut a = a;
-    let (conn, _) = open(&mut a, &base());
+    let (conn, _) = open(&mut a, &base().allow_host("127.0.0.1"));
     let snapshot = peer.snapshot();
     assert_eq!(
         snapshot.accepted,
