@@ -63,7 +63,7 @@ enum Policy {
 #[derive(Debug, Args)]
 #[command(after_help = connect::STDIN_HELP)]
 struct ConnectArgs {
-    /// The server: ws://host[:port]/path or wss://… (http/https are mapped to ws/wss).
+    /// The server: `ws://host[:port]/path` or `wss://…` (http/https are mapped to ws/wss).
     #[arg(value_name = "URL")]
     url: String,
     /// A handshake header, 'Name: value' (repeatable).
