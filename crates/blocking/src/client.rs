@@ -125,7 +125,7 @@ impl Client {
             .send_with(false, |s, now| s.send(message, now))
             .map_err(|e| match e {
                 SendFailed::Refused(e) => e,
-                SendFailed::Failed(_) => unreachable!("no completion is awaited"),
+                _ => unreachable!("no completion is awaited"),
             })
     }
 

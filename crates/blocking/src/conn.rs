@@ -145,12 +145,12 @@ impl Conn {
             }
             Phase::Resolving | Phase::Connecting { .. } | Phase::Gone => return None,
         };
-        Some(crate::SocketInfo {
-            local_addr: sock.local_addr().ok()?,
-            peer_addr: sock.peer_addr().ok()?,
-            nodelay: sock.nodelay().ok()?,
+        Some(crate::SocketInfo::new(
+            sock.local_addr().ok()?,
+            sock.peer_addr().ok()?,
+            sock.nodelay().ok()?,
             tls,
-        })
+        ))
     }
 
     /// Drops the transport at once (abort), deregistering the socket first.

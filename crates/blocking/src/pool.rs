@@ -88,7 +88,7 @@ impl SocketTask {
             .send_with(false, |p, now| p.send(id, message, now))
             .map_err(|e| match e {
                 SendFailed::Refused(e) => e,
-                SendFailed::Failed(_) => unreachable!("no completion is awaited"),
+                _ => unreachable!("no completion is awaited"),
             })
     }
 

@@ -77,12 +77,12 @@ async fn dial<M: Machine>(
     if request.tcp_no_delay {
         tcp.set_nodelay(true).map_err(io_error)?;
     }
-    let socket = SocketInfo {
-        local_addr: tcp.local_addr().map_err(io_error)?,
-        peer_addr: tcp.peer_addr().map_err(io_error)?,
-        nodelay: tcp.nodelay().map_err(io_error)?,
-        tls: request.is_tls(),
-    };
+    let socket = SocketInfo::new(
+        tcp.local_addr().map_err(io_error)?,
+        tcp.peer_addr().map_err(io_error)?,
+        tcp.nodelay().map_err(io_error)?,
+        request.is_tls(),
+    );
     let mut stream = if request.is_tls() {
         let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
             TransportError::new(

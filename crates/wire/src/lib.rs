@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod convert;
 mod handshake;
 pub mod tls;
