@@ -8,23 +8,15 @@
 use std::time::{Duration, Instant};
 use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    SendError, SendFailure, SendId, SessionConfig,
+    SendError, SendId, SessionConfig,
 };
 use wxsocket_wire::tls::TlsRoots;
 
 /// How long a scenario waits for an event it expects before it fails.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a send that waits for its completion did not complete, in one shape for both
-/// adapters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendFailed {
-    /// The send was refused at once (the message is in the error).
-    Refused(SendError),
-    /// The send was accepted and later failed.
-    Failed(SendFailure),
-}
+/// Why a send that waits for its completion did not complete (one type for both adapters).
+pub use wxsocket_wire::client::SendFailed;
 
 /// A receiver of [`Event`]s, with the waits every scenario uses.
 pub trait EventSource {
@@ -211,16 +203,10 @@ impl Adapter for TokioAdapter {
 
     fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
         let client = self.client().clone();
-        let result = self.runtime.block_on(async move {
+        self.runtime.block_on(async move {
             tokio::time::timeout(EVENT_TIMEOUT, client.send(message))
                 .await
                 .expect("the awaitable send did not resolve within the event timeout")
-        });
-        result.map_err(|e| match e {
-            wxsocket_tokio::SendFailed::Refused(e) => SendFailed::Refused(e),
-            wxsocket_tokio::SendFailed::Failed(f) => SendFailed::Failed(f),
-            #[allow(unreachable_patterns)]
-            other => panic!("unknown send failure {other:?}"),
         })
     }
 
@@ -313,12 +299,7 @@ impl Adapter for BlockingAdapter {
     }
 
     fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
-        self.client().send_wait(message).map_err(|e| match e {
-            wxsocket_blocking::SendFailed::Refused(e) => SendFailed::Refused(e),
-            wxsocket_blocking::SendFailed::Failed(f) => SendFailed::Failed(f),
-            #[allow(unreachable_patterns)]
-            other => panic!("unknown send failure {other:?}"),
-        })
+        self.client().send_wait(message)
     }
 
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
