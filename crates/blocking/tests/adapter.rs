@@ -104,16 +104,21 @@ fn open_and_echo_text_and_binary() {
 
 #[test]
 fn queued_before_open_are_flushed_in_order() {
-    let server = Server::start();
+    // The listener accepts but does not answer the upgrade until every message is queued,
+    // so the queue is known to be full when the handshake completes.
+    let mut listener = Silent::start();
     let (client, events) = client();
-    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    client.connect(&ConnectOptions::new(listener.url())).unwrap();
+    let stream = listener.accept();
     let ids: Vec<SendId> = (0..50)
         .map(|i| client.send(format!("m{i}")).unwrap())
         .collect();
+    assert_eq!(client.state(), ReadyState::Connecting);
     assert_eq!(
         client.buffered_amount(),
         (0..50).map(|i| format!("m{i}").len()).sum::<usize>()
     );
+    let server = Held::serve(stream);
     let seen = until(
         &events,
         |e| matches!(e, Event::Message { message, .. } if message.as_bytes() == b"m49"),

@@ -282,6 +282,51 @@ impl Silent {
     }
 }
 
+/// Answers the handshake on a connection held by [`Silent`] and echoes on it, from a
+/// thread; the returned receiver sees what the server saw, and the thread is joined on drop.
+pub struct Held {
+    pub saw: Receiver<Saw>,
+    stream: TcpStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Held {
+    pub fn serve(stream: TcpStream) -> Self {
+        let (tx, saw) = mpsc::channel();
+        let theirs = stream.try_clone().unwrap();
+        let thread = std::thread::spawn(move || serve(theirs, None, Some("chat"), tx));
+        Self {
+            saw,
+            stream,
+            thread: Some(thread),
+        }
+    }
+
+    /// Skips to the first `Saw` matching `pred`, within [`WAIT`].
+    pub fn until(&self, pred: impl Fn(&Saw) -> bool) -> Saw {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let saw = self
+                .saw
+                .recv_timeout(left)
+                .expect("the server did not see it in time");
+            if pred(&saw) {
+                return saw;
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The next event within [`WAIT`].
 pub fn next(events: &Events) -> Event {
     events.recv_timeout(WAIT).expect("no event in time")
