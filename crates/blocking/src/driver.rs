@@ -548,14 +548,6 @@ impl<M: Machine> Inner<M> {
         match action {
             Action::Dial { conn, request } => {
                 let k = key(conn);
-                if let Err(error) = wxsocket_wire::check_supported(&request) {
-                    // `connect` checks this first; a machine that dials again on its own
-                    // (reconnection) gets the same answer as a failed dial.
-                    let error = TransportError::new(TransportErrorKind::Connect, error.to_string());
-                    self.machine
-                        .handle(conn, TransportEvent::ConnectFailed(error), now);
-                    return;
-                }
                 self.conns.insert(k, Conn::new(conn, Arc::clone(&request)));
                 let port = request.port();
                 let host = request

@@ -42,8 +42,6 @@ impl TaskPool {
     /// Opens a new connection next to the others; over the limit,
     /// [`ConnectError::TooManyConnections`].
     pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
-        let request = options.validate()?;
-        wxsocket_wire::check_supported(&request)?;
         let id = self.handle.call(|p, now| p.connect(options, now))?;
         Ok(SocketTask {
             id,

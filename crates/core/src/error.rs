@@ -80,6 +80,14 @@ pub enum ConnectError {
         /// The method as given.
         method: String,
     },
+    /// A `perMessageDeflate` window size is outside 8–15.
+    #[error("perMessageDeflate: {field}={bits} is not a window size from 8 to 15")]
+    InvalidDeflate {
+        /// The parameter at fault.
+        field: &'static str,
+        /// The value given.
+        bits: u8,
+    },
     /// `timeout` is zero.
     #[error("timeout: must be greater than zero")]
     InvalidTimeout,
@@ -181,6 +189,9 @@ pub enum ConnectionError {
     /// The server chose a sub-protocol the client did not offer.
     #[error("server selected sub-protocol {0:?}, which was not offered")]
     ProtocolNotOffered(String),
+    /// The driver reported permessage-deflate in force on a connection that did not offer it.
+    #[error("server accepted permessage-deflate, which was not offered")]
+    DeflateNotOffered,
     /// The transport failed while open or closing.
     #[error("{0}")]
     Transport(TransportError),

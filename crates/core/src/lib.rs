@@ -52,6 +52,7 @@
 
 pub mod close;
 mod config;
+pub mod deflate;
 mod driven;
 mod error;
 mod event;
@@ -68,6 +69,7 @@ pub mod wx;
 
 pub use close::{CloseRequest, PeerClose};
 pub use config::{CloseBeforeOpen, Keepalive, ReconnectPolicy, SessionConfig};
+pub use deflate::{DeflateOptions, DeflateParams};
 pub use driven::Driven;
 pub use error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
 pub use event::Event;

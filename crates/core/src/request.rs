@@ -2,6 +2,7 @@
 //! complete [`HandshakeRequest`] the driver dials. SPEC §4: everything is checked before
 //! any IO, and each rejection names the option at fault.
 
+use crate::deflate::DeflateOptions;
 use crate::error::ConnectError;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct ConnectOptions {
     pub tcp_no_delay: bool,
     /// Offer permessage-deflate (RFC 7692).
     pub per_message_deflate: bool,
+    /// The permessage-deflate offer's parameters, used when `per_message_deflate` is on.
+    pub deflate: DeflateOptions,
     /// Handshake timeout; `None` uses the session's default (60 s).
     pub timeout: Option<Duration>,
     /// Refuse any URL that is not `wss`.
@@ -92,6 +95,13 @@ impl ConnectOptions {
         self
     }
 
+    /// Offers permessage-deflate with these parameters (turns `per_message_deflate` on).
+    pub fn deflate(mut self, options: DeflateOptions) -> Self {
+        self.per_message_deflate = true;
+        self.deflate = options;
+        self
+    }
+
     /// Sets the handshake timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -134,6 +144,11 @@ impl ConnectOptions {
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConnectError::InvalidTimeout);
         }
+        if self.per_message_deflate
+            && let Some((field, bits)) = self.deflate.invalid_field()
+        {
+            return Err(ConnectError::InvalidDeflate { field, bits });
+        }
         let headers = validate_headers(&self.header)?;
         validate_protocols(&self.protocols)?;
         if !self.data.is_empty() {
@@ -147,7 +162,7 @@ impl ConnectOptions {
             headers,
             protocols: self.protocols.clone(),
             tcp_no_delay: self.tcp_no_delay,
-            per_message_deflate: self.per_message_deflate,
+            per_message_deflate: self.per_message_deflate.then_some(self.deflate),
             timeout: self.timeout,
         })
     }
@@ -165,8 +180,8 @@ pub struct HandshakeRequest {
     pub protocols: Vec<String>,
     /// Set `TCP_NODELAY`.
     pub tcp_no_delay: bool,
-    /// Offer permessage-deflate.
-    pub per_message_deflate: bool,
+    /// The permessage-deflate offer, when compression was asked for.
+    pub per_message_deflate: Option<DeflateOptions>,
     /// The handshake timeout asked for, if any (the session applies its default otherwise).
     pub timeout: Option<Duration>,
 }
@@ -428,5 +443,26 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(r.url.query(), Some("a=1&x=&y=a+b%26c%3Dd%2F%C3%A9"));
+    }
+
+    #[test]
+    fn deflate_offer_is_checked_only_when_compression_is_on() {
+        use crate::deflate::DeflateOptions;
+        let base = || ConnectOptions::new("ws://h");
+        let bad = DeflateOptions::default().server_max_window_bits(Some(16));
+        let e = err(base().deflate(bad));
+        assert_eq!(
+            e.to_string(),
+            "perMessageDeflate: server_max_window_bits=16 is not a window size from 8 to 15"
+        );
+        let e = err(base().deflate(DeflateOptions::default().client_max_window_bits(0)));
+        assert!(e.to_string().contains("client_max_window_bits=0"), "{e}");
+        let off = ConnectOptions {
+            deflate: bad,
+            ..base()
+        };
+        assert_eq!(off.validate().unwrap().per_message_deflate, None);
+        let on = base().per_message_deflate(true).validate().unwrap();
+        assert_eq!(on.per_message_deflate, Some(DeflateOptions::default()));
     }
 }

@@ -745,6 +745,10 @@ impl Session {
             self.connect_failed(c, ConnectionError::ProtocolNotOffered(p.clone()), now);
             return;
         }
+        if handshake.deflate.is_some() && c.request.per_message_deflate.is_none() {
+            self.connect_failed(c, ConnectionError::DeflateNotOffered, now);
+            return;
+        }
         let Connecting {
             id,
             request,
@@ -805,7 +809,9 @@ impl Session {
             // `AfterOpen`: the application already asked to close this socket.
             _ if c.close_after_open.is_some() => Cause::Application,
             ConnectionError::ConnectFailed(e) => Cause::Dial(Some(e.kind)),
-            ConnectionError::ProtocolNotOffered(_) => Cause::Mismatch,
+            ConnectionError::ProtocolNotOffered(_) | ConnectionError::DeflateNotOffered => {
+                Cause::Mismatch
+            }
             _ => Cause::Dial(None),
         };
         let reason = error.to_string();

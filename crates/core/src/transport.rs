@@ -4,6 +4,7 @@
 use crate::close::{
     ABNORMAL, CloseRequest, INVALID_PAYLOAD, MESSAGE_TOO_BIG, PROTOCOL_ERROR, PeerClose,
 };
+use crate::deflate::DeflateParams;
 use crate::ids::{ConnId, SendId};
 use crate::message::Message;
 use crate::request::HandshakeRequest;
@@ -19,6 +20,8 @@ pub struct Handshake {
     pub headers: http::HeaderMap,
     /// The `Sec-WebSocket-Extensions` the server accepted, as sent (empty when none).
     pub extensions: Option<String>,
+    /// The permessage-deflate parameters in force, when compression was negotiated.
+    pub deflate: Option<DeflateParams>,
 }
 
 /// The kind of a [`TransportError`]; decides the close code reported (SPEC §3, §6).

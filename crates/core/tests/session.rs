@@ -624,6 +624,52 @@ fn protocol_failures_report_their_close_codes() {
 }
 
 #[test]
+fn deflate_in_force_without_an_offer_fails_the_connection() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.actions();
+    t.input(
+        c,
+        TransportEvent::Opened(Handshake {
+            deflate: Some(DeflateParams::default()),
+            ..Handshake::default()
+        }),
+    );
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(matches!(
+        &e[1],
+        Event::Error {
+            error: ConnectionError::DeflateNotOffered,
+            ..
+        }
+    ));
+    assert_eq!(close_of(&e).0, 1006);
+    // Offered, and reported on open.
+    let c =
+        t.s.connect(
+            &ConnectOptions::new("ws://127.0.0.1:9/x").per_message_deflate(true),
+            t.now,
+        )
+        .unwrap();
+    let agreed = DeflateOptions::default()
+        .negotiate("permessage-deflate; server_no_context_takeover")
+        .unwrap();
+    t.input(
+        c,
+        TransportEvent::Opened(Handshake {
+            deflate: Some(agreed),
+            ..Handshake::default()
+        }),
+    );
+    assert!(
+        t.events().iter().any(
+            |e| matches!(e, Event::Open { handshake, .. } if handshake.deflate == Some(agreed))
+        )
+    );
+}
+
+#[test]
 fn a_sub_protocol_that_was_not_offered_fails_the_connection() {
     let mut t = Sim::default();
     let c = t.connect();

@@ -194,7 +194,7 @@ fn deferred_mode_queues_every_callback_for_the_driver() {
     let now = Instant::now();
     let mut wx = WxSocket::deferred(SessionConfig::default()).unwrap();
     wx.set_connect_check(|request| {
-        if request.per_message_deflate {
+        if request.per_message_deflate.is_some() {
             Err(ConnectError::Unsupported {
                 option: "perMessageDeflate",
                 why: "not here",

@@ -45,7 +45,6 @@ impl Client {
     /// `wx.connectSocket`: validates the options (nothing is dialled on error) and starts a
     /// new connection, replacing the current one (whose close event comes first).
     pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
-        connect_checked(options)?;
         self.inner
             .shared
             .call(|core, now| core.machine.connect(options, now))
@@ -104,12 +103,6 @@ impl Client {
             .current()
             .and_then(|conn| core.socket_info(conn))
     }
-}
-
-/// Refuses what this adapter cannot do, before the core sees the options.
-pub(crate) fn connect_checked(options: &ConnectOptions) -> Result<(), ConnectError> {
-    let request = options.validate()?;
-    wxsocket_wire::check_supported(&request)
 }
 
 pub(crate) async fn wait_send(

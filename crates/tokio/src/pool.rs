@@ -1,7 +1,7 @@
 //! Several sockets at once, as the newer `SocketTask` API allows: [`TaskPool`] and its
 //! per-connection [`SocketTask`] handles, over the core's [`Pool`].
 
-use crate::client::{connect_checked, wait_send};
+use crate::client::wait_send;
 use crate::driver::{self, Handle};
 use crate::{Config, Events, SendFailed, SocketInfo};
 use std::sync::Arc;
@@ -41,7 +41,6 @@ impl TaskPool {
     /// `wx.connectSocket` returning a `SocketTask`. Over the limit:
     /// [`ConnectError::TooManyConnections`].
     pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
-        connect_checked(options)?;
         let id = self
             .inner
             .shared

@@ -3,7 +3,9 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
-use wxsocket_core::{Handshake, HandshakeRequest, TransportError, TransportErrorKind};
+use wxsocket_core::{
+    DeflateOptions, Handshake, HandshakeRequest, TransportError, TransportErrorKind,
+};
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -14,6 +16,7 @@ const MAX_HEADERS: usize = 128;
 #[derive(Debug)]
 pub struct ClientHandshake {
     request: Vec<u8>,
+    deflate: Option<DeflateOptions>,
     accept: String,
     response: Vec<u8>,
 }
@@ -63,12 +66,16 @@ impl ClientHandshake {
                 request.protocols.join(", ").as_bytes(),
             );
         }
+        if let Some(offer) = &request.per_message_deflate {
+            line(b"Sec-WebSocket-Extensions", offer.offer_header().as_bytes());
+        }
         for (name, value) in &request.headers {
             line(name.as_str().as_bytes(), value.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
         Self {
             request: out,
+            deflate: request.per_message_deflate,
             accept: derive_accept_key(key.as_bytes()),
             response: Vec::new(),
         }
@@ -145,22 +152,39 @@ impl ClientHandshake {
                 ));
             }
         };
-        let extensions = map
-            .get("sec-websocket-extensions")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if extensions.is_some() {
+        let extensions = match map.get_all("sec-websocket-extensions").iter().count() {
+            0 => None,
+            // Several headers are one comma-separated list (RFC 7230 §3.2.2).
+            _ => Some(
+                map.get_all("sec-websocket-extensions")
+                    .iter()
+                    .map(|v| v.to_str())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| protocol("Sec-WebSocket-Extensions is not valid text"))?
+                    .join(", "),
+            ),
+        };
+        let deflate = match (&extensions, &self.deflate) {
+            (None, _) => None,
+            (Some(answer), Some(offer)) => Some(
+                offer
+                    .negotiate(answer)
+                    .map_err(|e| protocol(&e.to_string()))?,
+            ),
             // No extension was offered (RFC 6455 §4.1: the client must fail the connection).
-            return Err(protocol(
-                "server accepted an extension that was not offered",
-            ));
-        }
+            (Some(_), None) => {
+                return Err(protocol(
+                    "server accepted an extension that was not offered",
+                ));
+            }
+        };
         let tail = self.response[head_len..].to_vec();
         Ok(Some(HandshakeDone {
             handshake: Handshake {
                 protocol: protocol_header,
                 headers: map,
                 extensions,
+                deflate,
             },
             tail,
         }))

@@ -29,7 +29,7 @@ pub mod tls;
 
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
 
-use wxsocket_core::{ConnectError, HandshakeRequest, SessionConfig};
+use wxsocket_core::SessionConfig;
 
 /// tungstenite's configuration from the session's: the maximum message size applies to
 /// received messages and frames.
@@ -37,16 +37,4 @@ pub fn websocket_config(config: &SessionConfig) -> tungstenite::protocol::WebSoc
     tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
-}
-
-/// Options the core accepts that these adapters cannot honour yet; refused before any IO
-/// rather than ignored.
-pub fn check_supported(request: &HandshakeRequest) -> Result<(), ConnectError> {
-    if request.per_message_deflate {
-        return Err(ConnectError::Unsupported {
-            option: "perMessageDeflate",
-            why: "RFC 7692 compression is not implemented by this adapter yet",
-        });
-    }
-    Ok(())
 }

@@ -1,0 +1,445 @@
+//! permessage-deflate (RFC 7692) as data: what the client offers ([`DeflateOptions`]), the
+//! `Sec-WebSocket-Extensions` header it sends, and the parameters both sides agreed on
+//! ([`DeflateParams`]), judged from the server's answer by [`DeflateOptions::negotiate`].
+//! Compressing and inflating are the IO drivers' (see `wxsocket-wire`).
+//!
+//! ```
+//! use wxsocket_core::deflate::{DeflateOptions, DeflateParams};
+//! let offer = DeflateOptions::default().server_no_context_takeover(true);
+//! assert_eq!(
+//!     offer.offer_header(),
+//!     "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+//! );
+//! let agreed = offer
+//!     .negotiate("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+//!     .unwrap();
+//! assert_eq!(agreed.client_max_window_bits, 10);
+//! assert_eq!(agreed.server_max_window_bits, 15);
+//! assert!(agreed.server_no_context_takeover && !agreed.client_no_context_takeover);
+//! ```
+
+use std::fmt;
+
+/// The smallest LZ77 window RFC 7692 allows (2^8 bytes).
+pub const MIN_WINDOW_BITS: u8 = 8;
+/// The largest LZ77 window, and the default (2^15 bytes).
+pub const MAX_WINDOW_BITS: u8 = 15;
+
+/// The permessage-deflate offer and the client's local compression choices. Used when the
+/// connect options turn `perMessageDeflate` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateOptions {
+    /// Ask the server to reset its compression context after each message
+    /// (`server_no_context_takeover`): less memory on the server, worse compression.
+    pub server_no_context_takeover: bool,
+    /// Declare that this client resets its context after each message
+    /// (`client_no_context_takeover`).
+    pub client_no_context_takeover: bool,
+    /// Ask the server to use at most a 2^N byte window (`server_max_window_bits=N`, 8–15);
+    /// `None` asks nothing.
+    pub server_max_window_bits: Option<u8>,
+    /// The largest window this client will use, 8–15. The offer always carries
+    /// `client_max_window_bits` (so the server may lower it); with a value below 15 the
+    /// value is sent as well.
+    pub client_max_window_bits: u8,
+    /// Messages shorter than this many bytes are sent uncompressed (RSV1 clear): deflate
+    /// adds a few bytes to tiny payloads. Default 32.
+    pub threshold: usize,
+}
+
+impl Default for DeflateOptions {
+    fn default() -> Self {
+        Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: None,
+            client_max_window_bits: MAX_WINDOW_BITS,
+            threshold: 32,
+        }
+    }
+}
+
+/// The parameters in force on a connection, after negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateParams {
+    /// The server resets its context after each message: inflate each message afresh.
+    pub server_no_context_takeover: bool,
+    /// The client resets its context after each message.
+    pub client_no_context_takeover: bool,
+    /// The server's window is at most 2^N bytes.
+    pub server_max_window_bits: u8,
+    /// The client's window must be at most 2^N bytes.
+    pub client_max_window_bits: u8,
+}
+
+impl Default for DeflateParams {
+    fn default() -> Self {
+        Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: MAX_WINDOW_BITS,
+            client_max_window_bits: MAX_WINDOW_BITS,
+        }
+    }
+}
+
+impl fmt::Display for DeflateParams {
+    /// As an extension header value, with every parameter spelled out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("permessage-deflate")?;
+        if self.server_no_context_takeover {
+            f.write_str("; server_no_context_takeover")?;
+        }
+        if self.client_no_context_takeover {
+            f.write_str("; client_no_context_takeover")?;
+        }
+        write!(
+            f,
+            "; server_max_window_bits={}; client_max_window_bits={}",
+            self.server_max_window_bits, self.client_max_window_bits
+        )
+    }
+}
+
+/// Why a server's `Sec-WebSocket-Extensions` answer was refused (the connection fails).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Sec-WebSocket-Extensions: {0}")]
+pub struct NegotiationError(pub String);
+
+impl DeflateOptions {
+    /// Sets [`Self::server_no_context_takeover`].
+    pub fn server_no_context_takeover(mut self, on: bool) -> Self {
+        self.server_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`Self::client_no_context_takeover`].
+    pub fn client_no_context_takeover(mut self, on: bool) -> Self {
+        self.client_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`Self::server_max_window_bits`].
+    pub fn server_max_window_bits(mut self, bits: Option<u8>) -> Self {
+        self.server_max_window_bits = bits;
+        self
+    }
+
+    /// Sets [`Self::client_max_window_bits`].
+    pub fn client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = bits;
+        self
+    }
+
+    /// Sets [`Self::threshold`].
+    pub fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// The field at fault, if a window size is outside 8–15.
+    pub(crate) fn invalid_field(&self) -> Option<(&'static str, u8)> {
+        let ok = |b: u8| (MIN_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&b);
+        if let Some(b) = self.server_max_window_bits.filter(|b| !ok(*b)) {
+            return Some(("server_max_window_bits", b));
+        }
+        if !ok(self.client_max_window_bits) {
+            return Some(("client_max_window_bits", self.client_max_window_bits));
+        }
+        None
+    }
+
+    /// The `Sec-WebSocket-Extensions` request header value.
+    pub fn offer_header(&self) -> String {
+        let mut out = String::from("permessage-deflate");
+        if self.server_no_context_takeover {
+            out.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            out.push_str("; client_no_context_takeover");
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            out.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        out.push_str("; client_max_window_bits");
+        if self.client_max_window_bits < MAX_WINDOW_BITS {
+            out.push_str(&format!("={}", self.client_max_window_bits));
+        }
+        out
+    }
+
+    /// Judges the server's `Sec-WebSocket-Extensions` answer against this offer (RFC 7692
+    /// §7.1): exactly one `permessage-deflate` with known parameters, each at most once and
+    /// with a valid value, none the offer does not allow.
+    pub fn negotiate(&self, response: &str) -> Result<DeflateParams, NegotiationError> {
+        let fail = |why: String| Err(NegotiationError(why));
+        let mut extensions = split_outside_quotes(response, ',')
+            .into_iter()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        let Some(extension) = extensions.next() else {
+            return fail("empty answer".into());
+        };
+        if let Some(other) = extensions.next() {
+            return fail(format!(
+                "the server accepted more than the one extension offered ({other:?})"
+            ));
+        }
+        let mut parts = split_outside_quotes(extension, ';')
+            .into_iter()
+            .map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        if !name.eq_ignore_ascii_case("permessage-deflate") {
+            return fail(format!(
+                "the server accepted {name:?}, which was not offered"
+            ));
+        }
+        let mut params = DeflateParams {
+            client_no_context_takeover: self.client_no_context_takeover,
+            client_max_window_bits: self.client_max_window_bits,
+            ..DeflateParams::default()
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for part in parts {
+            let (key, value) = match part.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(unquote(v.trim()))),
+                None => (part, None),
+            };
+            let key = key.to_ascii_lowercase();
+            if seen.contains(&key) {
+                return fail(format!("parameter {key} is repeated"));
+            }
+            seen.push(key.clone());
+            match (key.as_str(), value) {
+                ("server_no_context_takeover", None) => params.server_no_context_takeover = true,
+                ("client_no_context_takeover", None) => params.client_no_context_takeover = true,
+                ("server_max_window_bits", Some(v)) => {
+                    let bits = window_bits(&key, v)?;
+                    if let Some(asked) = self.server_max_window_bits
+                        && bits > asked
+                    {
+                        return fail(format!(
+                            "server_max_window_bits={bits} is larger than the {asked} offered"
+                        ));
+                    }
+                    params.server_max_window_bits = bits;
+                }
+                ("client_max_window_bits", Some(v)) => {
+                    let bits = window_bits(&key, v)?;
+                    if bits > self.client_max_window_bits {
+                        return fail(format!(
+                            "client_max_window_bits={bits} is larger than the {} offered",
+                            self.client_max_window_bits
+                        ));
+                    }
+                    params.client_max_window_bits = bits;
+                }
+                ("server_no_context_takeover" | "client_no_context_takeover", Some(_)) => {
+                    return fail(format!("parameter {key} takes no value"));
+                }
+                ("server_max_window_bits" | "client_max_window_bits", None) => {
+                    return fail(format!("parameter {key} needs a value in the answer"));
+                }
+                _ => return fail(format!("unknown parameter {key:?}")),
+            }
+        }
+        if let Some(asked) = self.server_max_window_bits
+            && !seen.iter().any(|k| k == "server_max_window_bits")
+        {
+            return fail(format!(
+                "server_max_window_bits={asked} was offered but not accepted"
+            ));
+        }
+        Ok(params)
+    }
+}
+
+fn window_bits(key: &str, value: &str) -> Result<u8, NegotiationError> {
+    // RFC 7692 §7.1.2: 1*DIGIT, "8" to "15", no leading zero.
+    match value.parse::<u8>() {
+        Ok(b)
+            if (MIN_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&b)
+                && !value.starts_with('0')
+                && value.bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            Ok(b)
+        }
+        _ => Err(NegotiationError(format!(
+            "{key}={value:?} is not a window size from 8 to 15"
+        ))),
+    }
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+/// Splits on `sep` outside double quotes.
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                out.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(offer: DeflateOptions, answer: &str) -> DeflateParams {
+        offer.negotiate(answer).unwrap()
+    }
+
+    fn err(offer: DeflateOptions, answer: &str) -> String {
+        offer.negotiate(answer).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn offers() {
+        assert_eq!(
+            DeflateOptions::default().offer_header(),
+            "permessage-deflate; client_max_window_bits"
+        );
+        assert_eq!(
+            DeflateOptions::default()
+                .client_no_context_takeover(true)
+                .server_no_context_takeover(true)
+                .server_max_window_bits(Some(10))
+                .client_max_window_bits(9)
+                .offer_header(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=9"
+        );
+    }
+
+    #[test]
+    fn accepts_what_the_offer_allows() {
+        let d = DeflateOptions::default();
+        assert_eq!(ok(d, "permessage-deflate"), DeflateParams::default());
+        let p = ok(
+            d,
+            "Permessage-Deflate ; server_no_context_takeover;client_no_context_takeover; server_max_window_bits=\"9\"; client_max_window_bits=8",
+        );
+        assert_eq!(
+            p,
+            DeflateParams {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                server_max_window_bits: 9,
+                client_max_window_bits: 8,
+            }
+        );
+        // What the client declared holds even if the server does not repeat it.
+        let p = ok(d.client_no_context_takeover(true), "permessage-deflate");
+        assert!(p.client_no_context_takeover);
+        let p = ok(
+            d.server_max_window_bits(Some(12)),
+            "permessage-deflate; server_max_window_bits=10",
+        );
+        assert_eq!(p.server_max_window_bits, 10);
+        assert_eq!(
+            p.to_string(),
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=15"
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_offer_does_not_allow() {
+        let d = DeflateOptions::default();
+        for (offer, answer, why) in [
+            (d, "", "empty"),
+            (d, "x-webkit-deflate-frame", "not offered"),
+            (
+                d,
+                "permessage-deflate, permessage-deflate",
+                "more than the one",
+            ),
+            (d, "permessage-deflate; foo", "unknown parameter"),
+            (
+                d,
+                "permessage-deflate; server_max_window_bits=16",
+                "not a window size",
+            ),
+            (
+                d,
+                "permessage-deflate; server_max_window_bits=7",
+                "not a window size",
+            ),
+            (
+                d,
+                "permessage-deflate; server_max_window_bits=010",
+                "not a window size",
+            ),
+            (
+                d,
+                "permessage-deflate; server_max_window_bits",
+                "needs a value",
+            ),
+            (
+                d,
+                "permessage-deflate; client_max_window_bits",
+                "needs a value",
+            ),
+            (
+                d,
+                "permessage-deflate; server_no_context_takeover=1",
+                "takes no value",
+            ),
+            (
+                d,
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+                "repeated",
+            ),
+            (
+                d.server_max_window_bits(Some(10)),
+                "permessage-deflate; server_max_window_bits=11",
+                "larger than the 10 offered",
+            ),
+            (
+                d.server_max_window_bits(Some(10)),
+                "permessage-deflate",
+                "offered but not accepted",
+            ),
+            (
+                d.client_max_window_bits(10),
+                "permessage-deflate; client_max_window_bits=12",
+                "larger than the 10 offered",
+            ),
+        ] {
+            let e = err(offer, answer);
+            assert!(e.starts_with("Sec-WebSocket-Extensions: "), "{e}");
+            assert!(e.contains(why), "{answer:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn validates_window_sizes_of_the_offer() {
+        assert_eq!(DeflateOptions::default().invalid_field(), None);
+        assert_eq!(
+            DeflateOptions::default()
+                .server_max_window_bits(Some(16))
+                .invalid_field(),
+            Some(("server_max_window_bits", 16))
+        );
+        assert_eq!(
+            DeflateOptions::default()
+                .client_max_window_bits(7)
+                .invalid_field(),
+            Some(("client_max_window_bits", 7))
+        );
+    }
+}
