@@ -60,9 +60,9 @@ impl Default for DeflateOptions {
     }
 }
 
-/// The parameters in force on a connection, after negotiation.
+/// The parameters in force on a connection, after negotiation. (RFC 7692 defines exactly
+/// these four, so the struct is open for construction, e.g. by a server-side test peer.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DeflateParams {
     /// The server resets its context after each message: inflate each message afresh.
     pub server_no_context_takeover: bool,

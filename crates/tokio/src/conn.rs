@@ -20,6 +20,7 @@ use wxsocket_core::{
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
+use wxsocket_wire::deflate::{Compressor, Inflater};
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
 
 /// Work for a connection task, from the core's actions.
@@ -49,11 +50,16 @@ pub(crate) async fn run<M: Machine>(
         }
     };
     tracing::debug!(%conn, local = %socket.local_addr, nodelay = socket.nodelay, "open");
+    let compressor = handshake
+        .deflate
+        .zip(request.per_message_deflate)
+        .map(|(params, options)| Compressor::new(&params, &options));
     // Reporting the handshake makes the core flush its queue: every queued message is in
     // `commands` before the loop below starts, so they go out in one write.
     shared.opened(conn, socket, handshake);
     let mut io = Io {
         ws,
+        compressor,
         commands,
         unflushed: Vec::new(),
         needs_flush: false,
@@ -121,9 +127,23 @@ async fn dial<M: Machine>(
     };
     // The bytes after the response head are served first by the transport. (tungstenite's
     // `from_partially_read` would size its read buffer from them: with an empty tail, every
-    // later read would be a few bytes, one syscall per message.)
+    // later read would be a few bytes, one syscall per message.) With permessage-deflate,
+    // everything the server sends, the tail included, passes through the inflater.
+    let mut tail = Bytes::from(done.tail);
+    let inflater = match done.handshake.deflate {
+        Some(params) => {
+            let max = shared.ws_config.max_message_size.unwrap_or(usize::MAX);
+            let mut inflater = Box::new(Inflater::new(&params, max));
+            inflater
+                .feed(&std::mem::take(&mut tail))
+                .map_err(TransportError::from)?;
+            Some(inflater)
+        }
+        None => None,
+    };
     let stream = Transport {
-        tail: Bytes::from(done.tail),
+        tail,
+        inflater,
         inner: stream,
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
@@ -133,6 +153,8 @@ async fn dial<M: Machine>(
 /// The open connection's state between polls.
 struct Io {
     ws: WebSocketStream<Transport>,
+    /// Compresses outgoing messages when permessage-deflate was agreed.
+    compressor: Option<Compressor>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Sends fed to the socket but not yet flushed.
     unflushed: Vec<SendId>,
@@ -212,7 +234,10 @@ impl Io {
             let item = match command {
                 Command::Send(id, message) => {
                     self.unflushed.push(id);
-                    to_ws(message)
+                    match &mut self.compressor {
+                        Some(compressor) => compressor.encode(message),
+                        None => to_ws(message),
+                    }
                 }
                 Command::Ping(payload) => WsMessage::Ping(payload),
                 Command::Close(frame) => {
@@ -305,9 +330,10 @@ enum Inner {
 }
 
 /// The connection's byte stream: first the bytes read past the handshake response, then
-/// the socket.
+/// the socket; with permessage-deflate, read through the inflater.
 pub(crate) struct Transport {
     tail: Bytes,
+    inflater: Option<Box<Inflater>>,
     inner: Inner,
 }
 
@@ -338,7 +364,40 @@ impl AsyncRead for Transport {
             buf.put_slice(&this.tail.split_to(n));
             return Poll::Ready(Ok(()));
         }
-        inner!(this, s => s.poll_read(cx, buf))
+        match &mut this.inflater {
+            None => inner!(this, s => s.poll_read(cx, buf)),
+            Some(inflater) => inflate_read(inflater, &mut this.inner, cx, buf),
+        }
+    }
+}
+
+/// Reads the socket until the inflater has output for `buf` (or the socket ends, fails or
+/// is not ready).
+fn inflate_read(
+    inflater: &mut Inflater,
+    inner: &mut Inner,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        if inflater.has_output() || buf.remaining() == 0 {
+            let n = inflater.take_output(buf.initialize_unfilled());
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let mut raw = inflater.lend_buffer();
+        let mut raw_buf = ReadBuf::new(&mut raw);
+        let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
+        let n = raw_buf.filled().len();
+        let fed = match polled {
+            Poll::Ready(Ok(())) if n > 0 => inflater.feed(&raw[..n]).map_err(io::Error::from),
+            other => {
+                inflater.return_buffer(raw);
+                return other;
+            }
+        };
+        inflater.return_buffer(raw);
+        fed?;
     }
 }
 

@@ -61,7 +61,14 @@ pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
 pub fn classify(error: &WsError) -> Option<TransportError> {
     let kind = match error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => return None,
-        WsError::Io(_) => TransportErrorKind::Io,
+        WsError::Io(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::deflate::InflateError>())
+        {
+            // permessage-deflate failed under tungstenite: report it as what it is.
+            Some(inflate) => return Some(inflate.clone().into()),
+            None => TransportErrorKind::Io,
+        },
         WsError::Tls(_) => TransportErrorKind::Tls,
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             TransportErrorKind::MessageTooBig

@@ -24,6 +24,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod deflate;
 mod handshake;
 pub mod tls;
 

@@ -1,0 +1,524 @@
+//! permessage-deflate (RFC 7692) on the wire, for connections that negotiated it.
+//!
+//! tungstenite 0.30 has no extension support and fails any frame with RSV1 set, but the
+//! extension is, by its definition, a transform of data frames: a compressed message is a
+//! data frame with RSV1 set whose payload (across its fragments) is a raw DEFLATE stream
+//! ending in an empty sync-flush block, minus the block's last four bytes. So both
+//! directions are done at the frame level, around an unchanged tungstenite:
+//!
+//! - **Sending** ([`Compressor`]): a message is compressed and handed to tungstenite as a
+//!   ready-made frame with RSV1 set (`Message::Frame`), which tungstenite masks and writes
+//!   like any other. Messages shorter than the threshold go out uncompressed.
+//! - **Receiving** ([`Inflater`]): the bytes the server sends pass through the inflater
+//!   before tungstenite reads them. Uncompressed frames pass as they are; a compressed
+//!   message is inflated as its bytes arrive and re-emitted as ordinary, unmasked frames
+//!   (the first with the message's opcode, the rest as continuations), so tungstenite still
+//!   does everything else: control frames interleaved, fragmentation, UTF-8 checks, the
+//!   close handshake, limits.
+//!
+//! Connections that did not negotiate compression never touch this module: their wire
+//! behaviour and speed are exactly tungstenite's.
+//!
+//! Limits and failures: the inflated size of a message is counted while it is inflated,
+//! never past `max_message_size` + one chunk, so a decompression bomb costs at most that
+//! much memory and ends in [`TransportErrorKind::MessageTooBig`] (close 1009). RSV1 on a
+//! control or continuation frame, a masked frame and invalid DEFLATE data are
+//! [`TransportErrorKind::Protocol`] (close 1002). Errors travel through tungstenite as an
+//! IO error carrying an [`InflateError`], which [`crate::convert::classify`] turns back
+//! into its kind.
+//!
+//! ```
+//! use wxsocket_core::{DeflateOptions, DeflateParams, Message};
+//! use wxsocket_wire::deflate::{Compressor, Inflater};
+//!
+//! let params = DeflateParams::default();
+//! let mut compressor = Compressor::new(&params, &DeflateOptions::default());
+//! let text = "hello hello hello hello hello hello hello hello";
+//! let tungstenite::Message::Frame(frame) = compressor.encode(Message::text(text)) else {
+//!     panic!("long enough to be compressed");
+//! };
+//! assert!(frame.header().rsv1 && frame.payload().len() < text.len());
+//!
+//! // The same frame as a server would send it (unmasked), inflated back.
+//! let mut wire = Vec::new();
+//! frame.format(&mut wire).unwrap();
+//! let mut inflater = Inflater::new(&params, 1 << 20);
+//! inflater.feed(&wire).unwrap();
+//! let mut plain = vec![0; 256];
+//! let n = inflater.take_output(&mut plain);
+//! assert_eq!(&plain[..2], [0x81, text.len() as u8]); // FIN + text, no RSV1
+//! assert_eq!(&plain[2..n], text.as_bytes());
+//! ```
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use std::fmt;
+use std::io::{self, Read};
+use tungstenite::Message as WsMessage;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use wxsocket_core::deflate::MIN_WINDOW_BITS;
+use wxsocket_core::{DeflateOptions, DeflateParams, Message, TransportError, TransportErrorKind};
+
+use crate::convert::to_ws;
+
+/// The tail every compressed message ends with before it is stripped (RFC 7692 §7.2.1).
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// Most bytes inflated per step (bounds memory beyond the message limit).
+const CHUNK: usize = 32 * 1024;
+
+/// Compresses outgoing messages of one connection.
+pub struct Compressor {
+    compress: Compress,
+    reset_each_message: bool,
+    threshold: usize,
+    /// The server asked for a 256-byte window, which zlib cannot make: send uncompressed
+    /// (always allowed, RFC 7692 §6).
+    disabled: bool,
+}
+
+impl fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compressor")
+            .field("reset_each_message", &self.reset_each_message)
+            .field("threshold", &self.threshold)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+impl Compressor {
+    /// A compressor for the agreed `params`, with the local choices of `options`
+    /// (threshold).
+    pub fn new(params: &DeflateParams, options: &DeflateOptions) -> Self {
+        let bits = params.client_max_window_bits;
+        let disabled = bits <= MIN_WINDOW_BITS;
+        Self {
+            compress: Compress::new_with_window_bits(
+                Compression::default(),
+                false,
+                bits.clamp(MIN_WINDOW_BITS + 1, 15),
+            ),
+            reset_each_message: params.client_no_context_takeover,
+            threshold: options.threshold,
+            disabled,
+        }
+    }
+
+    /// The message as tungstenite should write it: a compressed frame with RSV1 set, or
+    /// the plain message when it is under the threshold.
+    pub fn encode(&mut self, message: Message) -> WsMessage {
+        let opcode = match &message {
+            Message::Text(_) => OpCode::Data(Data::Text),
+            Message::Binary(_) => OpCode::Data(Data::Binary),
+            _ => return to_ws(message),
+        };
+        let input = message.as_bytes();
+        if self.disabled || input.len() < self.threshold {
+            return to_ws(message);
+        }
+        let payload = self.compress_message(input);
+        let mut frame = Frame::message(payload, opcode, true);
+        frame.header_mut().rsv1 = true;
+        WsMessage::Frame(frame)
+    }
+
+    fn compress_message(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        let start = self.compress.total_in();
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(1024));
+            }
+            let done = (self.compress.total_in() - start) as usize;
+            // Compressing into a Vec with room never fails; a sync flush is complete once a
+            // call returns with output space left.
+            let _ = self
+                .compress
+                .compress_vec(&input[done..], &mut out, FlushCompress::Sync);
+            let done = (self.compress.total_in() - start) as usize;
+            if done == input.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if self.reset_each_message {
+            self.compress.reset();
+        }
+        out
+    }
+}
+
+/// Why the server's compressed data could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InflateError {
+    /// [`TransportErrorKind::Protocol`] or [`TransportErrorKind::MessageTooBig`].
+    pub kind: TransportErrorKind,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for InflateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InflateError {}
+
+impl From<InflateError> for TransportError {
+    fn from(e: InflateError) -> Self {
+        TransportError::new(e.kind, e.message)
+    }
+}
+
+impl From<InflateError> for io::Error {
+    fn from(e: InflateError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+fn protocol(message: impl Into<String>) -> InflateError {
+    InflateError {
+        kind: TransportErrorKind::Protocol,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Reading a frame header.
+    Header,
+    /// Passing this many payload bytes of an uncompressed frame through.
+    Plain { left: u64 },
+    /// Inflating this many payload bytes of a compressed message's frame.
+    Compressed { left: u64, fin: bool },
+    /// An error was reported; nothing more is read.
+    Failed,
+}
+
+/// Turns the server's byte stream into one without compressed frames (see the module
+/// docs). Sans-IO: [`feed`](Self::feed) raw bytes, [`take_output`](Self::take_output) what
+/// tungstenite should read; or let [`read_from`](Self::read_from) do both over a reader.
+pub struct Inflater {
+    decompress: Decompress,
+    reset_each_message: bool,
+    max_message_size: usize,
+    state: State,
+    header: [u8; 14],
+    header_len: usize,
+    /// Inside a compressed message (its first frame seen, not yet its last).
+    compressed_message: bool,
+    /// Inside a fragmented uncompressed message.
+    plain_message: bool,
+    /// The compressed message's opcode, until its first frame is emitted.
+    opcode: Option<u8>,
+    /// Inflated bytes of the current compressed message.
+    inflated: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+    scratch: Vec<u8>,
+    raw: Box<[u8]>,
+}
+
+impl fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inflater")
+            .field("state", &self.state)
+            .field("max_message_size", &self.max_message_size)
+            .finish()
+    }
+}
+
+impl Inflater {
+    /// An inflater for the agreed `params`; messages may inflate to `max_message_size`.
+    pub fn new(params: &DeflateParams, max_message_size: usize) -> Self {
+        Self {
+            // A 32 KiB window inflates whatever smaller window the server used.
+            decompress: Decompress::new_with_window_bits(false, 15),
+            reset_each_message: params.server_no_context_takeover,
+            max_message_size,
+            state: State::Header,
+            header: [0; 14],
+            header_len: 0,
+            compressed_message: false,
+            plain_message: false,
+            opcode: None,
+            inflated: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            scratch: Vec::new(),
+            raw: vec![0; 16 * 1024].into_boxed_slice(),
+        }
+    }
+
+    /// Whether output is waiting for [`take_output`](Self::take_output).
+    pub fn has_output(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+
+    /// Copies waiting output into `buf`; returns how much.
+    pub fn take_output(&mut self, buf: &mut [u8]) -> usize {
+        let n = (self.out.len() - self.out_pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        n
+    }
+
+    /// Reads from `inner` until there is output for `buf` (or `inner` ends or would block).
+    pub fn read_from<R: Read>(&mut self, inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.has_output() || buf.is_empty() {
+                return Ok(self.take_output(buf));
+            }
+            let mut raw = std::mem::take(&mut self.raw);
+            let read = inner.read(&mut raw);
+            let fed = match read {
+                Ok(0) => {
+                    self.raw = raw;
+                    return Ok(0);
+                }
+                Ok(n) => self.feed(&raw[..n]),
+                Err(e) => {
+                    self.raw = raw;
+                    return Err(e);
+                }
+            };
+            self.raw = raw;
+            fed?;
+        }
+    }
+
+    /// A buffer to read raw bytes into before [`feed`](Self::feed)ing them (lent, to be
+    /// given back with [`return_buffer`](Self::return_buffer)).
+    pub fn lend_buffer(&mut self) -> Box<[u8]> {
+        std::mem::take(&mut self.raw)
+    }
+
+    /// Gives back a buffer from [`lend_buffer`](Self::lend_buffer).
+    pub fn return_buffer(&mut self, raw: Box<[u8]>) {
+        self.raw = raw;
+    }
+
+    /// Feeds bytes read from the server.
+    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InflateError> {
+        while !input.is_empty() {
+            match self.state {
+                State::Failed => return Err(protocol("the compressed stream already failed")),
+                State::Header => {
+                    let need = self.header_needed();
+                    let take = (need - self.header_len).min(input.len());
+                    self.header[self.header_len..self.header_len + take]
+                        .copy_from_slice(&input[..take]);
+                    self.header_len += take;
+                    input = &input[take..];
+                    if self.header_len == self.header_needed() {
+                        if let Err(e) = self.on_header() {
+                            self.state = State::Failed;
+                            return Err(e);
+                        }
+                    }
+                }
+                State::Plain { left } => {
+                    let n = (left.min(input.len() as u64)) as usize;
+                    self.out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.state = match left - n as u64 {
+                        0 => State::Header,
+                        left => State::Plain { left },
+                    };
+                }
+                State::Compressed { left, fin } => {
+                    let n = (left.min(input.len() as u64)) as usize;
+                    let last = n as u64 == left;
+                    if let Err(e) = self.inflate(&input[..n], last && fin) {
+                        self.state = State::Failed;
+                        return Err(e);
+                    }
+                    input = &input[n..];
+                    self.state = if last {
+                        State::Header
+                    } else {
+                        State::Compressed {
+                            left: left - n as u64,
+                            fin,
+                        }
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How many header bytes the frame needs, as far as is known yet.
+    fn header_needed(&self) -> usize {
+        if self.header_len < 2 {
+            return 2;
+        }
+        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+        let ext = match self.header[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + ext + mask
+    }
+
+    fn on_header(&mut self) -> Result<(), InflateError> {
+        let h = self.header;
+        let header_len = self.header_len;
+        self.header_len = 0;
+        let fin = h[0] & 0x80 != 0;
+        let rsv1 = h[0] & 0x40 != 0;
+        let opcode = h[0] & 0x0f;
+        let masked = h[1] & 0x80 != 0;
+        let len = match h[1] & 0x7f {
+            126 => u16::from_be_bytes([h[2], h[3]]) as u64,
+            127 => u64::from_be_bytes(h[2..10].try_into().unwrap_or_default()),
+            n => n as u64,
+        };
+        let control = opcode & 0x08 != 0;
+        if rsv1 {
+            if control {
+                return Err(protocol("RSV1 set on a control frame"));
+            }
+            if opcode == 0 {
+                return Err(protocol(
+                    "RSV1 set on a continuation frame (only a message's first frame has it)",
+                ));
+            }
+            if masked {
+                return Err(protocol("the server sent a masked frame"));
+            }
+            if self.compressed_message || self.plain_message {
+                return Err(protocol(
+                    "a new message began before the previous one ended",
+                ));
+            }
+            self.compressed_message = true;
+            self.opcode = Some(opcode);
+            self.inflated = 0;
+        } else if opcode == 0 && self.compressed_message {
+            if masked {
+                return Err(protocol("the server sent a masked frame"));
+            }
+        } else {
+            // Not ours: tungstenite reads (and judges) the frame as it is.
+            if opcode == 0 && fin {
+                self.plain_message = false;
+            } else if !control && opcode != 0 {
+                if self.compressed_message {
+                    return Err(protocol(
+                        "a new message began before the compressed one ended",
+                    ));
+                }
+                self.plain_message = !fin;
+            }
+            self.out.extend_from_slice(&h[..header_len]);
+            self.state = if len == 0 {
+                State::Header
+            } else {
+                State::Plain { left: len }
+            };
+            return Ok(());
+        }
+        if len == 0 {
+            if fin {
+                self.inflate(&[], true)?;
+            }
+            self.state = State::Header;
+        } else {
+            self.state = State::Compressed { left: len, fin };
+        }
+        Ok(())
+    }
+
+    /// Inflates `input`, the next payload bytes of the compressed message, and emits what
+    /// came out as a frame; `last`: the message ends with these bytes.
+    fn inflate(&mut self, input: &[u8], last: bool) -> Result<(), InflateError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let result = self
+            .inflate_into(input, &mut scratch)
+            .and_then(|()| match last {
+                true => self.inflate_into(&TAIL, &mut scratch),
+                false => Ok(()),
+            });
+        if result.is_ok() && (last || !scratch.is_empty()) {
+            self.emit(&scratch, last);
+        }
+        if scratch.capacity() > 4 * CHUNK {
+            scratch = Vec::new();
+        }
+        self.scratch = scratch;
+        result?;
+        if last {
+            self.compressed_message = false;
+            if self.reset_each_message {
+                self.decompress.reset(false);
+            }
+        }
+        Ok(())
+    }
+
+    fn inflate_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), InflateError> {
+        let mut done = 0;
+        loop {
+            out.reserve(CHUNK);
+            let room = out.capacity() - out.len();
+            let before_in = self.decompress.total_in();
+            let before_out = out.len();
+            let status = self
+                .decompress
+                .decompress_vec(&input[done..], out, FlushDecompress::Sync)
+                .map_err(|e| protocol(format!("invalid compressed data: {e}")))?;
+            done += (self.decompress.total_in() - before_in) as usize;
+            let produced = out.len() - before_out;
+            self.inflated += produced;
+            if self.inflated > self.max_message_size {
+                return Err(InflateError {
+                    kind: TransportErrorKind::MessageTooBig,
+                    message: format!(
+                        "a compressed message inflates to more than the maximum of {} bytes",
+                        self.max_message_size
+                    ),
+                });
+            }
+            if status == Status::StreamEnd {
+                // The server ended the DEFLATE stream (BFINAL): the next data starts afresh.
+                self.decompress.reset(false);
+            }
+            let stalled = produced == 0 && done == input.len();
+            if (done == input.len() && produced < room) || stalled {
+                return Ok(());
+            }
+            if produced == 0 && self.decompress.total_in() == before_in {
+                // No progress with input and room left: the data is broken.
+                return Err(protocol("invalid compressed data: no progress"));
+            }
+        }
+    }
+
+    /// Appends an unmasked frame with `payload`.
+    fn emit(&mut self, payload: &[u8], fin: bool) {
+        let opcode = self.opcode.take().unwrap_or(0);
+        self.out.push(if fin { 0x80 } else { 0 } | opcode);
+        match payload.len() {
+            n if n < 126 => self.out.push(n as u8),
+            n if n <= u16::MAX as usize => {
+                self.out.push(126);
+                self.out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                self.out.push(127);
+                self.out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        self.out.extend_from_slice(payload);
+    }
+}

@@ -1,0 +1,420 @@
+//! permessage-deflate at the frame level: what the compressor writes, and what tungstenite
+//! reads after the inflater, for every shape of compressed traffic a server may send.
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use std::io::{self, Read, Write};
+use tungstenite::Message as WsMessage;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use wxsocket_core::{DeflateOptions, DeflateParams, Message, TransportErrorKind};
+use wxsocket_wire::convert::classify;
+use wxsocket_wire::deflate::{Compressor, InflateError, Inflater};
+
+const MAX: usize = 1 << 20;
+
+/// A frame as the server writes it (unmasked).
+fn wire(frame: Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame.format(&mut out).unwrap();
+    out
+}
+
+/// What a server's compressor would send for `message` (the same algorithm as ours).
+fn server_frame(c: &mut Compressor, message: Message) -> Vec<u8> {
+    match c.encode(message) {
+        WsMessage::Frame(f) => wire(f),
+        WsMessage::Text(t) => wire(Frame::message(t, OpCode::Data(Data::Text), true)),
+        WsMessage::Binary(b) => wire(Frame::message(b, OpCode::Data(Data::Binary), true)),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Raw compressed payload of `data` (sync flush, tail stripped), from a given compressor.
+fn deflate_raw(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1024);
+    c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn frame(opcode: OpCode, fin: bool, rsv1: bool, payload: Vec<u8>) -> Vec<u8> {
+    let mut f = Frame::message(payload, opcode, fin);
+    f.header_mut().rsv1 = rsv1;
+    wire(f)
+}
+
+/// A byte source tungstenite reads from: the inflater's output over `input`, fed in
+/// pieces of `step` bytes.
+struct Through {
+    input: Vec<u8>,
+    at: usize,
+    step: usize,
+    inflater: Inflater,
+}
+
+impl Read for Through {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut src = Slow {
+            data: &self.input[self.at..],
+            step: self.step,
+            read: 0,
+        };
+        let n = self.inflater.read_from(&mut src, buf);
+        self.at += src.read;
+        n
+    }
+}
+
+impl Write for Through {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Slow<'a> {
+    data: &'a [u8],
+    step: usize,
+    read: usize,
+}
+
+impl Read for Slow<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.step.min(buf.len()).min(self.data.len() - self.read);
+        buf[..n].copy_from_slice(&self.data[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+/// Everything tungstenite reads from `input` through an inflater, until the end or an
+/// error.
+fn read_all(
+    params: &DeflateParams,
+    input: Vec<u8>,
+    step: usize,
+) -> (Vec<WsMessage>, Option<tungstenite::Error>) {
+    let through = Through {
+        input,
+        at: 0,
+        step,
+        inflater: Inflater::new(params, MAX),
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX))
+        .max_frame_size(Some(MAX));
+    let mut ws = WebSocket::from_raw_socket(through, Role::Client, Some(config));
+    let mut out = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(m) => out.push(m),
+            // The input ran out (without a close handshake).
+            Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => return (out, None),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+fn texts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"seq\":{i},\"user\":\"alice\",\"text\":\"hello, hello, hello world {}\"}}",
+                i % 7
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn messages_round_trip_with_and_without_context_takeover_in_any_pieces() {
+    for no_takeover in [false, true] {
+        let params = DeflateParams {
+            server_no_context_takeover: no_takeover,
+            client_no_context_takeover: no_takeover,
+            ..DeflateParams::default()
+        };
+        let mut server = Compressor::new(&params, &DeflateOptions::default().threshold(0));
+        let sent = texts(60);
+        let mut input = Vec::new();
+        let mut compressed = 0;
+        for t in &sent {
+            let f = server_frame(&mut server, Message::text(t.clone()));
+            assert_eq!(f[0] & 0x40, 0x40, "RSV1 set");
+            compressed += f.len();
+            input.extend(f);
+        }
+        let plain: usize = sent.iter().map(|t| t.len() + 2).sum();
+        if no_takeover {
+            assert!(compressed < plain, "{compressed} < {plain}");
+        } else {
+            assert!(
+                compressed * 3 < plain,
+                "context takeover compresses well: {compressed} vs {plain}"
+            );
+        }
+        for step in [1, 3, 7, 64, 100_000] {
+            let (got, err) = read_all(&params, input.clone(), step);
+            assert!(err.is_none(), "{err:?}");
+            let expected: Vec<WsMessage> =
+                sent.iter().map(|t| WsMessage::text(t.clone())).collect();
+            assert_eq!(got, expected, "step {step}, no_takeover {no_takeover}");
+        }
+    }
+}
+
+#[test]
+fn uncompressed_frames_pass_through_byte_for_byte_between_compressed_ones() {
+    let params = DeflateParams::default();
+    let mut server = Compressor::new(&params, &DeflateOptions::default());
+    let mut input = Vec::new();
+    input.extend(server_frame(&mut server, Message::text("x".repeat(500))));
+    // Short: sent plain.
+    let plain = server_frame(&mut server, Message::binary(vec![1, 2, 3]));
+    assert_eq!(plain, [0x82, 3, 1, 2, 3]);
+    input.extend(&plain);
+    input.extend(wire(Frame::ping(b"p".to_vec())));
+    // A plain fragmented message with a ping inside.
+    input.extend(frame(
+        OpCode::Data(Data::Text),
+        false,
+        false,
+        b"ab".to_vec(),
+    ));
+    input.extend(wire(Frame::ping(b"q".to_vec())));
+    input.extend(frame(
+        OpCode::Data(Data::Continue),
+        true,
+        false,
+        b"cd".to_vec(),
+    ));
+    input.extend(server_frame(&mut server, Message::binary(vec![7u8; 4000])));
+    let (got, err) = read_all(&params, input, 5);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(
+        got,
+        [
+            WsMessage::text("x".repeat(500)),
+            WsMessage::binary(vec![1, 2, 3]),
+            WsMessage::Ping(b"p".to_vec().into()),
+            WsMessage::Ping(b"q".to_vec().into()),
+            WsMessage::text("abcd"),
+            WsMessage::binary(vec![7u8; 4000]),
+        ]
+    );
+}
+
+#[test]
+fn fragmented_compressed_messages_with_control_frames_between_fragments() {
+    let params = DeflateParams::default();
+    let mut c = Compress::new(Compression::default(), false);
+    let text = "fragmented and compressed, fragmented and compressed. ".repeat(40);
+    let payload = deflate_raw(&mut c, text.as_bytes());
+    let (a, rest) = payload.split_at(payload.len() / 3);
+    let (b, d) = rest.split_at(rest.len() / 2);
+    let mut input = Vec::new();
+    input.extend(frame(OpCode::Data(Data::Text), false, true, a.to_vec()));
+    input.extend(wire(Frame::ping(b"1".to_vec())));
+    input.extend(frame(
+        OpCode::Data(Data::Continue),
+        false,
+        false,
+        b.to_vec(),
+    ));
+    input.extend(wire(Frame::pong(b"2".to_vec())));
+    input.extend(frame(OpCode::Data(Data::Continue), true, false, d.to_vec()));
+    // The context carries over into the next message.
+    let second = deflate_raw(&mut c, text.as_bytes());
+    assert!(second.len() < payload.len());
+    input.extend(frame(OpCode::Data(Data::Binary), true, true, second));
+    // An empty compressed message (RFC 7692 §7.2.3.6: a single 0x00 byte).
+    input.extend(frame(OpCode::Data(Data::Text), true, true, vec![0x00]));
+    for step in [1, 2, 13, 1 << 20] {
+        let (got, err) = read_all(&params, input.clone(), step);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            got,
+            [
+                WsMessage::Ping(b"1".to_vec().into()),
+                WsMessage::Pong(b"2".to_vec().into()),
+                WsMessage::text(text.clone()),
+                WsMessage::binary(text.clone().into_bytes()),
+                WsMessage::text(""),
+            ],
+            "step {step}"
+        );
+    }
+}
+
+fn inflate_error(params: &DeflateParams, input: Vec<u8>, max: usize) -> InflateError {
+    let mut inflater = Inflater::new(params, max);
+    let mut sink = vec![0u8; 1 << 16];
+    for piece in input.chunks(4096) {
+        if let Err(e) = inflater.feed(piece) {
+            // Fails fast, and keeps failing.
+            assert!(inflater.feed(b"\x81\x00").is_err());
+            return e;
+        }
+        while inflater.take_output(&mut sink) > 0 {}
+    }
+    panic!("no error");
+}
+
+#[test]
+fn a_decompression_bomb_is_too_big_not_out_of_memory() {
+    let params = DeflateParams::default();
+    let mut c = Compress::new(Compression::best(), false);
+    // 64 MiB of zeros: about 64 KiB compressed.
+    let mut payload = Vec::new();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..63 {
+        payload.reserve(1 << 16);
+        c.compress_vec(&zeros, &mut payload, FlushCompress::None)
+            .unwrap();
+    }
+    payload.extend(deflate_raw(&mut c, &zeros));
+    assert!(payload.len() < 200_000, "{}", payload.len());
+    let input = frame(OpCode::Data(Data::Binary), true, true, payload);
+    let e = inflate_error(&params, input, MAX);
+    assert_eq!(e.kind, TransportErrorKind::MessageTooBig, "{e}");
+    assert!(e.message.contains("maximum of 1048576 bytes"), "{e}");
+    // Through tungstenite, the error keeps its kind (close 1009).
+    let tungstenite_error = tungstenite::Error::Io(e.into());
+    assert_eq!(
+        classify(&tungstenite_error).unwrap().kind,
+        TransportErrorKind::MessageTooBig
+    );
+}
+
+#[test]
+fn exactly_the_maximum_inflated_size_is_accepted() {
+    let params = DeflateParams::default();
+    let mut server = Compressor::new(&params, &DeflateOptions::default());
+    let input = server_frame(&mut server, Message::binary(vec![3u8; MAX]));
+    let (got, err) = read_all(&params, input, 1 << 16);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [WsMessage::binary(vec![3u8; MAX])]);
+    let mut server = Compressor::new(&params, &DeflateOptions::default());
+    let input = server_frame(&mut server, Message::binary(vec![3u8; MAX + 1]));
+    assert_eq!(
+        inflate_error(&params, input, MAX).kind,
+        TransportErrorKind::MessageTooBig
+    );
+}
+
+#[test]
+fn protocol_violations_are_protocol_errors() {
+    let params = DeflateParams::default();
+    let mut c = Compress::new(Compression::default(), false);
+    let good = deflate_raw(&mut c, b"hello hello hello");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("control", {
+            let mut f = Frame::ping(b"x".to_vec());
+            f.header_mut().rsv1 = true;
+            wire(f)
+        }),
+        ("continuation", {
+            let mut v = frame(OpCode::Data(Data::Text), false, true, good.clone());
+            v.extend(frame(OpCode::Data(Data::Continue), true, true, vec![0]));
+            v
+        }),
+        (
+            "invalid compressed data",
+            frame(OpCode::Data(Data::Binary), true, true, vec![0xff; 64]),
+        ),
+        ("masked", {
+            let mut f = Frame::message(good.clone(), OpCode::Data(Data::Text), true);
+            f.header_mut().rsv1 = true;
+            f.header_mut().mask = Some([1, 2, 3, 4]);
+            wire(f)
+        }),
+        ("before the previous one ended", {
+            let mut v = frame(OpCode::Data(Data::Text), false, false, b"a".to_vec());
+            v.extend(frame(OpCode::Data(Data::Text), true, true, good.clone()));
+            v
+        }),
+        ("before the compressed one ended", {
+            let mut v = frame(OpCode::Data(Data::Text), false, true, good.clone());
+            v.extend(frame(OpCode::Data(Data::Text), true, false, b"a".to_vec()));
+            v
+        }),
+    ];
+    for (why, input) in cases {
+        let e = inflate_error(&params, input, MAX);
+        assert_eq!(e.kind, TransportErrorKind::Protocol, "{why}: {e}");
+        assert!(
+            e.message.contains(why) || why == "masked" && e.message.contains("masked"),
+            "{why}: {e}"
+        );
+    }
+    // RSV2 is not ours: it passes to tungstenite, which refuses it.
+    let mut f = Frame::ping(b"x".to_vec());
+    f.header_mut().rsv2 = true;
+    let (_, err) = read_all(&params, wire(f), 1);
+    assert!(
+        matches!(err, Some(tungstenite::Error::Protocol(_))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_compressor_follows_the_agreed_parameters() {
+    let long = "abcdefgh".repeat(200);
+    // Below the threshold: plain.
+    let mut c = Compressor::new(
+        &DeflateParams::default(),
+        &DeflateOptions::default().threshold(100),
+    );
+    assert_eq!(c.encode(Message::text("short")), WsMessage::text("short"));
+    assert!(
+        matches!(c.encode(Message::text(long.clone())), WsMessage::Frame(f) if f.header().rsv1)
+    );
+    // A 256-byte window cannot be made with zlib: plain, which RFC 7692 always allows.
+    let eight = DeflateParams {
+        client_max_window_bits: 8,
+        ..DeflateParams::default()
+    };
+    let mut c = Compressor::new(&eight, &DeflateOptions::default());
+    assert_eq!(
+        c.encode(Message::text(long.clone())),
+        WsMessage::text(long.clone())
+    );
+    // A 512-byte window: what it writes inflates with a 512-byte window.
+    let nine = DeflateParams {
+        client_max_window_bits: 9,
+        ..DeflateParams::default()
+    };
+    let mut c = Compressor::new(&nine, &DeflateOptions::default());
+    let data: Vec<u8> = (0..20_000u32)
+        .map(|i| (i % 251) as u8 ^ (i / 700) as u8)
+        .collect();
+    let WsMessage::Frame(f) = c.encode(Message::binary(data.clone())) else {
+        panic!("compressed")
+    };
+    let mut d = Decompress::new_with_window_bits(false, 9);
+    let mut payload = f.payload().to_vec();
+    payload.extend([0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    d.decompress_vec(&payload, &mut out, FlushDecompress::Sync)
+        .unwrap();
+    assert_eq!(out, data);
+    // client_no_context_takeover: every message compresses the same way, from scratch.
+    let reset = DeflateParams {
+        client_no_context_takeover: true,
+        ..DeflateParams::default()
+    };
+    let mut c = Compressor::new(&reset, &DeflateOptions::default());
+    let a = c.encode(Message::text(long.clone()));
+    let b = c.encode(Message::text(long.clone()));
+    assert_eq!(a, b);
+    let mut c = Compressor::new(&DeflateParams::default(), &DeflateOptions::default());
+    let a = c.encode(Message::text(long.clone()));
+    let b = c.encode(Message::text(long));
+    assert_ne!(a, b, "with context takeover the second refers to the first");
+}
