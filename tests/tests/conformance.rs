@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, Event, Message,
-    REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig, TransportError,
-    TransportErrorKind,
+    CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
+    Event, Message, REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig,
+    TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Tls, Violation};
@@ -406,8 +406,11 @@ fn forbidden_headers_and_bad_options_are_rejected_before_any_io<A: Adapter>() {
         Err(ConnectError::InvalidTimeout)
     ));
     assert!(matches!(
-        a.connect(&base().per_message_deflate(true)),
-        Err(ConnectError::Unsupported { .. })
+        a.connect(&base().deflate(DeflateOptions::default().server_max_window_bits(Some(7)))),
+        Err(ConnectError::InvalidDeflate {
+            field: "server_max_window_bits",
+            bits: 7
+        })
     ));
     assert!(matches!(
         a.connect(&base().require_tls(true)),

@@ -3,7 +3,7 @@
 //! operation runs until the socket would block and reports what happened as
 //! [`TransportEvent`]s; it never waits.
 
-use crate::stream::{Stream, TlsStream};
+use crate::stream::{Stream, TlsStream, Wire};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
@@ -18,6 +18,7 @@ use wxsocket_core::{
 };
 use wxsocket_wire::ClientHandshake;
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
 /// others; the driver comes back at once (zero poll timeout) when a pass stops early.
@@ -77,9 +78,16 @@ enum Phase {
         handshake: ClientHandshake,
         written: usize,
     },
-    Open(Box<WebSocket<Stream>>),
+    Open(Box<Open>),
     /// The transport is gone; the driver removes the connection.
     Gone,
+}
+
+/// An open connection: the WebSocket, and the compressor when permessage-deflate was
+/// agreed.
+pub(crate) struct Open {
+    ws: WebSocket<Wire>,
+    compressor: Option<Compressor>,
 }
 
 /// One connection's transport.
@@ -138,8 +146,8 @@ impl Conn {
                 let tls = matches!(stream, Stream::Tls(_));
                 (stream.tcp(), tls)
             }
-            Phase::Open(ws) => {
-                let stream = ws.get_mut();
+            Phase::Open(open) => {
+                let stream = &mut open.ws.get_mut().stream;
                 let tls = matches!(stream, Stream::Tls(_));
                 (stream.tcp(), tls)
             }
@@ -158,7 +166,7 @@ impl Conn {
         let sock = match &mut self.phase {
             Phase::Connecting { sock, .. } => Some(sock),
             Phase::Handshaking { stream, .. } => Some(stream.tcp()),
-            Phase::Open(ws) => Some(ws.get_mut().tcp()),
+            Phase::Open(open) => Some(open.ws.get_mut().stream.tcp()),
             Phase::Resolving | Phase::Gone => None,
         };
         if let Some(sock) = sock {
@@ -357,18 +365,35 @@ impl Conn {
             Ok(None) => {}
             Err(error) => self.fail_dial(ctx, error, out),
             Ok(Some(done)) => {
+                // With permessage-deflate, the bytes past the response head are already
+                // the server's and pass through the inflater like every later byte.
+                let (tail, inflater, compressor) = match done.handshake.deflate {
+                    None => (done.tail, None, None),
+                    Some(params) => {
+                        let max = ctx.ws_config.max_message_size.unwrap_or(usize::MAX);
+                        let mut inflater = Box::new(Inflater::new(&params, max));
+                        if let Err(e) = inflater.feed(&done.tail) {
+                            return self.fail_dial(ctx, e.into(), out);
+                        }
+                        let mut tail = Vec::new();
+                        inflater.drain_output(&mut tail);
+                        let options = self.request.per_message_deflate.unwrap_or_default();
+                        let compressor = Compressor::new(&params, &options);
+                        (tail, Some(inflater), Some(compressor))
+                    }
+                };
                 let Phase::Handshaking { stream, .. } =
                     std::mem::replace(&mut self.phase, Phase::Gone)
                 else {
                     unreachable!()
                 };
                 let ws = WebSocket::from_partially_read(
-                    stream,
-                    done.tail,
+                    Wire { stream, inflater },
+                    tail,
                     Role::Client,
                     Some(ctx.ws_config),
                 );
-                self.phase = Phase::Open(Box::new(ws));
+                self.phase = Phase::Open(Box::new(Open { ws, compressor }));
                 out.push(TransportEvent::Opened(done.handshake));
                 // Frames may have come with the handshake response, and the socket has
                 // been drained: read them now, no further readiness event will come.
@@ -382,10 +407,10 @@ impl Conn {
     fn read_pass(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
         self.read_ready = false;
         for _ in 0..MAX_READS_PER_PASS {
-            let Phase::Open(ws) = &mut self.phase else {
+            let Phase::Open(open) = &mut self.phase else {
                 return;
             };
-            match ws.read() {
+            match open.ws.read() {
                 Ok(message) => {
                     if let Some(event) = from_ws(message) {
                         out.push(event);
@@ -422,11 +447,11 @@ impl Conn {
 
     /// Flushes what was written; reports every send whose bytes reached the socket.
     pub fn flush(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
-        let Phase::Open(ws) = &mut self.phase else {
+        let Phase::Open(open) = &mut self.phase else {
             return;
         };
         self.dirty = false;
-        match ws.flush() {
+        match open.ws.flush() {
             Ok(()) => {
                 self.wants_write = false;
                 out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
@@ -445,7 +470,14 @@ impl Conn {
         message: Message,
         out: &mut Vec<TransportEvent>,
     ) {
-        self.write(ctx, to_ws(message), out);
+        let message = match &mut self.phase {
+            Phase::Open(open) => match &mut open.compressor {
+                Some(compressor) => compressor.encode(message),
+                None => to_ws(message),
+            },
+            _ => return,
+        };
+        self.write(ctx, message, out);
         if self.is_open() {
             self.pending.push(id);
         }
@@ -456,11 +488,11 @@ impl Conn {
     }
 
     fn write(&mut self, ctx: &Ctx<'_>, message: WsMessage, out: &mut Vec<TransportEvent>) {
-        let Phase::Open(ws) = &mut self.phase else {
+        let Phase::Open(open) = &mut self.phase else {
             return;
         };
         self.dirty = true;
-        match ws.write(message) {
+        match open.ws.write(message) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -470,12 +502,12 @@ impl Conn {
 
     /// Queues a close frame (after everything written before it) and flushes.
     pub fn close(&mut self, ctx: &Ctx<'_>, frame: &CloseRequest, out: &mut Vec<TransportEvent>) {
-        let Phase::Open(ws) = &mut self.phase else {
+        let Phase::Open(open) = &mut self.phase else {
             return;
         };
         self.close_sent = true;
         self.dirty = true;
-        match ws.close(Some(close_frame(frame))) {
+        match open.ws.close(Some(close_frame(frame))) {
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => self.transport_failed(ctx, &e, out),

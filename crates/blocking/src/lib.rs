@@ -123,8 +123,8 @@ pub use pool::{SocketTask, TaskPool};
 pub use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 pub use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
-    ConnectionError, Event, Handshake, Message, ReadyState, SendError, SendFailure, SendId,
-    SessionConfig, TransportError, TransportErrorKind,
+    ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Message, ReadyState,
+    SendError, SendFailure, SendId, SessionConfig, TransportError, TransportErrorKind,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::tls::TlsRoots;

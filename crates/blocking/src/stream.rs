@@ -4,6 +4,37 @@
 
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
+use wxsocket_wire::deflate::Inflater;
+
+/// What tungstenite reads and writes on an open connection: the stream, and with
+/// permessage-deflate the inflater every byte from the server passes through first.
+pub(crate) struct Wire {
+    pub(crate) stream: Stream,
+    pub(crate) inflater: Option<Box<Inflater>>,
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inflater {
+            None => self.stream.read(buf),
+            Some(inflater) => inflater.read_from(&mut self.stream, buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
 
 /// A non-blocking client stream.
 pub(crate) enum Stream {

@@ -108,7 +108,9 @@ fn queued_before_open_are_flushed_in_order() {
     // so the queue is known to be full when the handshake completes.
     let mut listener = Silent::start();
     let (client, events) = client();
-    client.connect(&ConnectOptions::new(listener.url())).unwrap();
+    client
+        .connect(&ConnectOptions::new(listener.url()))
+        .unwrap();
     let stream = listener.accept();
     let ids: Vec<SendId> = (0..50)
         .map(|i| client.send(format!("m{i}")).unwrap())
@@ -464,15 +466,18 @@ fn wss_with_an_untrusted_certificate_fails_cleanly() {
 fn unsupported_and_invalid_options_are_refused_before_dialling() {
     let (client, events) = client();
     let err = client
-        .connect(&ConnectOptions::new("ws://127.0.0.1:1/").per_message_deflate(true))
+        .connect(
+            &ConnectOptions::new("ws://127.0.0.1:1/")
+                .deflate(DeflateOptions::default().server_max_window_bits(Some(16))),
+        )
         .unwrap_err();
-    assert!(matches!(
+    assert_eq!(
         err,
-        ConnectError::Unsupported {
-            option: "perMessageDeflate",
-            ..
+        ConnectError::InvalidDeflate {
+            field: "server_max_window_bits",
+            bits: 16
         }
-    ));
+    );
     assert!(matches!(
         client.connect(&ConnectOptions::new("ftp://x/")),
         Err(ConnectError::UnsupportedScheme { .. })
@@ -703,15 +708,16 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
         ]
     );
     assert_eq!(wx.state(), ReadyState::Closed);
-    // perMessageDeflate is refused like an invalid option.
+    // An invalid perMessageDeflate offer is refused like any invalid option.
     let err = wx
         .connect_socket(ConnectSocket::new(
-            ConnectOptions::new(server.url()).per_message_deflate(true),
+            ConnectOptions::new(server.url())
+                .deflate(DeflateOptions::default().client_max_window_bits(7)),
         ))
         .unwrap_err();
     assert!(
         err.err_msg
-            .starts_with("connectSocket:fail perMessageDeflate"),
+            .starts_with("connectSocket:fail perMessageDeflate: client_max_window_bits=7"),
         "{}",
         err.err_msg
     );

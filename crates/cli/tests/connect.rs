@@ -295,21 +295,17 @@ fn end_of_input_while_connecting_waits_for_open_then_closes() {
 }
 
 #[test]
-fn deflate_is_refused_as_a_failed_call() {
+fn deflate_offered_to_a_server_without_it_runs_uncompressed() {
     let server = TestServer::start(Mode::Echo, false);
-    let (status, lines, _) = common::run(&["connect", server.url(), "--json", "--deflate"], "");
-    assert!(status.success());
-    let events = check_lines(&lines);
-    assert_eq!(events.len(), 1, "{lines:?}");
-    assert_eq!(events[0]["event"], "call_failed");
-    assert_eq!(events[0]["api"], "connectSocket");
-    assert!(
-        events[0]["errMsg"]
-            .as_str()
-            .unwrap()
-            .starts_with("connectSocket:fail perMessageDeflate")
-    );
-    assert!(server.seen().is_empty());
+    let mut proc = Proc::spawn(&["connect", server.url(), "--json", "--deflate"]);
+    let open = proc.expect_json("open", |v| event(v) == "open");
+    assert!(open["headers"].get("sec-websocket-extensions").is_none());
+    proc.write("hello");
+    let echo = proc.expect_json("echo", |v| event(v) == "message");
+    assert_eq!(echo["data"], "hello");
+    proc.write("/quit");
+    let close = proc.expect_json("close", |v| event(v) == "close");
+    assert_eq!(close["clean"], true);
 }
 
 #[test]

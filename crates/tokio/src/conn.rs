@@ -20,8 +20,8 @@ use wxsocket_core::{
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
-use wxsocket_wire::deflate::{Compressor, Inflater};
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]

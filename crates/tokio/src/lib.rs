@@ -103,8 +103,8 @@ pub use client::{Client, Events};
 pub use pool::{SocketTask, TaskPool};
 pub use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
-    ConnectionError, Event, Handshake, Message, ReadyState, SendError, SendFailure, SendId,
-    SessionConfig,
+    ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Message, ReadyState,
+    SendError, SendFailure, SendId, SessionConfig,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::tls::TlsRoots;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wxsocket_tokio::{
-    Client, CloseBeforeOpen, Config, ConnectError, ConnectOptions, ConnectionError, Event, Message,
-    ReadyState, SendError, SendFailed, SendFailure, SessionConfig, TaskPool,
+    Client, CloseBeforeOpen, Config, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
+    Event, Message, ReadyState, SendError, SendFailed, SendFailure, SessionConfig, TaskPool,
 };
 
 fn echo() -> Behaviour {
@@ -498,15 +498,18 @@ async fn keepalive_pings_keep_a_live_peer_open() {
 async fn refused_options_are_errors_before_any_io() {
     let (client, _events) = Client::new(Config::default()).unwrap();
     let err = client
-        .connect(&ConnectOptions::new("ws://127.0.0.1:9/").per_message_deflate(true))
+        .connect(
+            &ConnectOptions::new("ws://127.0.0.1:9/")
+                .deflate(DeflateOptions::default().server_max_window_bits(Some(16))),
+        )
         .unwrap_err();
-    assert!(matches!(
+    assert_eq!(
         err,
-        ConnectError::Unsupported {
-            option: "perMessageDeflate",
-            ..
+        ConnectError::InvalidDeflate {
+            field: "server_max_window_bits",
+            bits: 16
         }
-    ));
+    );
     let err = client
         .connect(&ConnectOptions::new("ftp://x/"))
         .unwrap_err();

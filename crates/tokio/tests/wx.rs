@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use tokio::sync::mpsc;
 use wxsocket_tokio::wx::{CloseSocket, ConnectSocket, SendSocketMessage, WxSocket};
-use wxsocket_tokio::{Config, ConnectOptions, Message, ReadyState};
+use wxsocket_tokio::{Config, ConnectOptions, DeflateOptions, Message, ReadyState};
 
 async fn recv(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(WAIT, rx.recv())
@@ -124,13 +124,16 @@ async fn unsupported_options_fail_in_the_seed_style() {
     let (tx, mut log) = mpsc::unbounded_channel::<String>();
     let err = wx
         .connect_socket(
-            ConnectSocket::new(ConnectOptions::new("ws://127.0.0.1:9/").per_message_deflate(true))
-                .fail(move |r| tx.send(r.err_msg.clone()).unwrap()),
+            ConnectSocket::new(
+                ConnectOptions::new("ws://127.0.0.1:9/")
+                    .deflate(DeflateOptions::default().server_max_window_bits(Some(16))),
+            )
+            .fail(move |r| tx.send(r.err_msg.clone()).unwrap()),
         )
         .unwrap_err();
     assert!(
         err.err_msg
-            .starts_with("connectSocket:fail perMessageDeflate"),
+            .starts_with("connectSocket:fail perMessageDeflate: server_max_window_bits=16"),
         "{err}"
     );
     assert_eq!(recv(&mut log).await, err.err_msg);

@@ -270,6 +270,13 @@ impl Inflater {
         n
     }
 
+    /// Moves all waiting output to the end of `into`.
+    pub fn drain_output(&mut self, into: &mut Vec<u8>) {
+        into.extend_from_slice(&self.out[self.out_pos..]);
+        self.out.clear();
+        self.out_pos = 0;
+    }
+
     /// Reads from `inner` until there is output for `buf` (or `inner` ends or would block).
     pub fn read_from<R: Read>(&mut self, inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
         loop {
