@@ -256,6 +256,75 @@ impl DeflateOptions {
     }
 }
 
+/// The server's side of the negotiation, for servers and test peers: the first acceptable
+/// `permessage-deflate` offer in a client's `Sec-WebSocket-Extensions` header, accepted
+/// with everything it asks for, as the agreed parameters and the response header value.
+/// `None` when no offer is acceptable (the server then answers without the extension).
+///
+/// ```
+/// use wxsocket_core::deflate::accept_offer;
+/// let (params, answer) =
+///     accept_offer("permessage-deflate; client_max_window_bits=10; server_no_context_takeover").unwrap();
+/// assert_eq!(answer, "permessage-deflate; server_no_context_takeover; client_max_window_bits=10");
+/// assert_eq!((params.client_max_window_bits, params.server_max_window_bits), (10, 15));
+/// ```
+pub fn accept_offer(header: &str) -> Option<(DeflateParams, String)> {
+    'offers: for offer in split_outside_quotes(header, ',') {
+        let mut parts = split_outside_quotes(offer, ';').into_iter().map(str::trim);
+        if !parts
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case("permessage-deflate"))
+        {
+            continue;
+        }
+        let mut params = DeflateParams::default();
+        let mut client_bits = None;
+        let mut server_bits = None;
+        let mut seen = Vec::new();
+        for part in parts {
+            let (key, value) = match part.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(unquote(v.trim()))),
+                None => (part.to_ascii_lowercase(), None),
+            };
+            if seen.contains(&key) {
+                continue 'offers;
+            }
+            seen.push(key.clone());
+            match (key.as_str(), value) {
+                ("server_no_context_takeover", None) => params.server_no_context_takeover = true,
+                ("client_no_context_takeover", None) => params.client_no_context_takeover = true,
+                ("server_max_window_bits", Some(v)) => match window_bits(&key, v) {
+                    Ok(b) => server_bits = Some(b),
+                    Err(_) => continue 'offers,
+                },
+                ("client_max_window_bits", None) => {}
+                ("client_max_window_bits", Some(v)) => match window_bits(&key, v) {
+                    Ok(b) => client_bits = Some(b),
+                    Err(_) => continue 'offers,
+                },
+                _ => continue 'offers,
+            }
+        }
+        let mut answer = String::from("permessage-deflate");
+        if params.server_no_context_takeover {
+            answer.push_str("; server_no_context_takeover");
+        }
+        if params.client_no_context_takeover {
+            answer.push_str("; client_no_context_takeover");
+        }
+        if let Some(b) = server_bits {
+            params.server_max_window_bits = b;
+            answer.push_str(&format!("; server_max_window_bits={b}"));
+        }
+        if let Some(b) = client_bits {
+            params.client_max_window_bits = b;
+            answer.push_str(&format!("; client_max_window_bits={b}"));
+        }
+        return Some((params, answer));
+    }
+    None
+}
+
 fn window_bits(key: &str, value: &str) -> Result<u8, NegotiationError> {
     // RFC 7692 §7.1.2: 1*DIGIT, "8" to "15", no leading zero.
     match value.parse::<u8>() {
@@ -423,6 +492,31 @@ mod tests {
             let e = err(offer, answer);
             assert!(e.starts_with("Sec-WebSocket-Extensions: "), "{e}");
             assert!(e.contains(why), "{answer:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_server_accepts_the_first_valid_offer_and_the_client_agrees() {
+        assert_eq!(accept_offer("x-webkit-deflate-frame"), None);
+        assert_eq!(accept_offer("permessage-deflate; bogus"), None);
+        let (p, answer) = accept_offer(
+            "permessage-deflate; server_max_window_bits=99, permessage-deflate; server_max_window_bits=10; client_max_window_bits",
+        )
+        .unwrap();
+        assert_eq!(answer, "permessage-deflate; server_max_window_bits=10");
+        assert_eq!(p.server_max_window_bits, 10);
+        // Whatever our client offers, our server accepts, and the client agrees to it.
+        for offer in [
+            DeflateOptions::default(),
+            DeflateOptions::default()
+                .client_no_context_takeover(true)
+                .server_no_context_takeover(true),
+            DeflateOptions::default()
+                .server_max_window_bits(Some(9))
+                .client_max_window_bits(11),
+        ] {
+            let (server, answer) = accept_offer(&offer.offer_header()).unwrap();
+            assert_eq!(offer.negotiate(&answer).unwrap(), server, "{answer}");
         }
     }
 

@@ -90,7 +90,24 @@ impl Compressor {
     /// A compressor for the agreed `params`, with the local choices of `options`
     /// (threshold).
     pub fn new(params: &DeflateParams, options: &DeflateOptions) -> Self {
-        let bits = params.client_max_window_bits;
+        Self::with(
+            params.client_max_window_bits,
+            params.client_no_context_takeover,
+            options.threshold,
+        )
+    }
+
+    /// The server's side of the same agreement (for servers and test peers built on
+    /// tungstenite, which send frames unmasked).
+    pub fn server(params: &DeflateParams, threshold: usize) -> Self {
+        Self::with(
+            params.server_max_window_bits,
+            params.server_no_context_takeover,
+            threshold,
+        )
+    }
+
+    fn with(bits: u8, reset_each_message: bool, threshold: usize) -> Self {
         let disabled = bits <= MIN_WINDOW_BITS;
         Self {
             compress: Compress::new_with_window_bits(
@@ -98,8 +115,8 @@ impl Compressor {
                 false,
                 bits.clamp(MIN_WINDOW_BITS + 1, 15),
             ),
-            reset_each_message: params.client_no_context_takeover,
-            threshold: options.threshold,
+            reset_each_message,
+            threshold,
             disabled,
         }
     }
@@ -203,6 +220,12 @@ enum State {
 /// tungstenite should read; or let [`read_from`](Self::read_from) do both over a reader.
 pub struct Inflater {
     decompress: Decompress,
+    /// Server side: frames arrive masked, and are re-emitted masked (with a zero key).
+    server: bool,
+    /// The mask key of the compressed frame being read (server side) and the offset into
+    /// its payload.
+    mask: [u8; 4],
+    mask_at: usize,
     reset_each_message: bool,
     max_message_size: usize,
     state: State,
@@ -219,6 +242,7 @@ pub struct Inflater {
     out: Vec<u8>,
     out_pos: usize,
     scratch: Vec<u8>,
+    unmasked: Vec<u8>,
     raw: Box<[u8]>,
 }
 
@@ -234,10 +258,23 @@ impl fmt::Debug for Inflater {
 impl Inflater {
     /// An inflater for the agreed `params`; messages may inflate to `max_message_size`.
     pub fn new(params: &DeflateParams, max_message_size: usize) -> Self {
+        Self::with(false, params.server_no_context_takeover, max_message_size)
+    }
+
+    /// The server's side: inflates the client's (masked) compressed frames and emits
+    /// masked frames, as a tungstenite server expects.
+    pub fn server(params: &DeflateParams, max_message_size: usize) -> Self {
+        Self::with(true, params.client_no_context_takeover, max_message_size)
+    }
+
+    fn with(server: bool, reset_each_message: bool, max_message_size: usize) -> Self {
         Self {
-            // A 32 KiB window inflates whatever smaller window the server used.
+            // A 32 KiB window inflates whatever smaller window the peer used.
             decompress: Decompress::new_with_window_bits(false, 15),
-            reset_each_message: params.server_no_context_takeover,
+            server,
+            mask: [0; 4],
+            mask_at: 0,
+            reset_each_message,
             max_message_size,
             state: State::Header,
             header: [0; 14],
@@ -249,6 +286,7 @@ impl Inflater {
             out: Vec::new(),
             out_pos: 0,
             scratch: Vec::new(),
+            unmasked: Vec::new(),
             raw: vec![0; 16 * 1024].into_boxed_slice(),
         }
     }
@@ -343,7 +381,25 @@ impl Inflater {
                 State::Compressed { left, fin } => {
                     let n = (left.min(input.len() as u64)) as usize;
                     let last = n as u64 == left;
-                    if let Err(e) = self.inflate(&input[..n], last && fin) {
+                    let chunk = if self.server {
+                        let mut unmasked = std::mem::take(&mut self.unmasked);
+                        unmasked.clear();
+                        unmasked.extend(
+                            input[..n]
+                                .iter()
+                                .enumerate()
+                                .map(|(i, b)| b ^ self.mask[(self.mask_at + i) % 4]),
+                        );
+                        self.mask_at = (self.mask_at + n) % 4;
+                        Some(unmasked)
+                    } else {
+                        None
+                    };
+                    let result = self.inflate(chunk.as_deref().unwrap_or(&input[..n]), last && fin);
+                    if let Some(chunk) = chunk {
+                        self.unmasked = chunk;
+                    }
+                    if let Err(e) = result {
                         self.state = State::Failed;
                         return Err(e);
                     }
@@ -390,6 +446,18 @@ impl Inflater {
             n => n as u64,
         };
         let control = opcode & 0x08 != 0;
+        if masked != self.server && (rsv1 || (opcode == 0 && self.compressed_message)) {
+            return Err(protocol(if self.server {
+                "the client sent an unmasked frame"
+            } else {
+                "the server sent a masked frame"
+            }));
+        }
+        if masked {
+            let at = header_len - 4;
+            self.mask.copy_from_slice(&h[at..header_len]);
+            self.mask_at = 0;
+        }
         if rsv1 {
             if control {
                 return Err(protocol("RSV1 set on a control frame"));
@@ -398,9 +466,6 @@ impl Inflater {
                 return Err(protocol(
                     "RSV1 set on a continuation frame (only a message's first frame has it)",
                 ));
-            }
-            if masked {
-                return Err(protocol("the server sent a masked frame"));
             }
             if self.compressed_message || self.plain_message {
                 return Err(protocol(
@@ -411,9 +476,7 @@ impl Inflater {
             self.opcode = Some(opcode);
             self.inflated = 0;
         } else if opcode == 0 && self.compressed_message {
-            if masked {
-                return Err(protocol("the server sent a masked frame"));
-            }
+            // The next fragment of the compressed message.
         } else {
             // Not ours: tungstenite reads (and judges) the frame as it is.
             if opcode == 0 && fin {
@@ -511,20 +574,25 @@ impl Inflater {
         }
     }
 
-    /// Appends an unmasked frame with `payload`.
+    /// Appends a frame with `payload`: unmasked on the client side, masked with a zero key
+    /// (which leaves the payload as it is) on the server side.
     fn emit(&mut self, payload: &[u8], fin: bool) {
         let opcode = self.opcode.take().unwrap_or(0);
         self.out.push(if fin { 0x80 } else { 0 } | opcode);
+        let mask_bit = if self.server { 0x80 } else { 0 };
         match payload.len() {
-            n if n < 126 => self.out.push(n as u8),
+            n if n < 126 => self.out.push(mask_bit | n as u8),
             n if n <= u16::MAX as usize => {
-                self.out.push(126);
+                self.out.push(mask_bit | 126);
                 self.out.extend_from_slice(&(n as u16).to_be_bytes());
             }
             n => {
-                self.out.push(127);
+                self.out.push(mask_bit | 127);
                 self.out.extend_from_slice(&(n as u64).to_be_bytes());
             }
+        }
+        if self.server {
+            self.out.extend_from_slice(&[0; 4]);
         }
         self.out.extend_from_slice(payload);
     }

@@ -418,3 +418,86 @@ fn the_compressor_follows_the_agreed_parameters() {
     let b = c.encode(Message::text(long));
     assert_ne!(a, b, "with context takeover the second refers to the first");
 }
+
+/// A stream that collects what is written and reads from a prepared buffer.
+#[derive(Default)]
+struct Pipe {
+    read: io::Cursor<Vec<u8>>,
+    written: Vec<u8>,
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.read(buf)
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_server_side_inflates_masked_client_frames_for_a_tungstenite_server() {
+    for no_takeover in [false, true] {
+        let options = DeflateOptions::default()
+            .client_no_context_takeover(no_takeover)
+            .threshold(8);
+        let (params, answer) =
+            wxsocket_core::deflate::accept_offer(&options.offer_header()).unwrap();
+        assert_eq!(options.negotiate(&answer).unwrap(), params);
+        // The client writes (masked, through tungstenite) ...
+        let mut client = WebSocket::from_raw_socket(Pipe::default(), Role::Client, None);
+        let mut compressor = Compressor::new(&params, &options);
+        let sent = texts(20);
+        for t in &sent {
+            client
+                .send(compressor.encode(Message::text(t.clone())))
+                .unwrap();
+        }
+        client
+            .send(compressor.encode(Message::binary(vec![1, 2])))
+            .unwrap();
+        let wire = std::mem::take(&mut client.get_mut().written);
+        assert_eq!(wire[0] & 0xc0, 0xc0, "FIN + RSV1");
+        assert_eq!(wire[1] & 0x80, 0x80, "masked");
+        // ... and a tungstenite server reads it through the server-side inflater.
+        let mut inflater = Inflater::server(&params, MAX);
+        let mut plain = Vec::new();
+        for piece in wire.chunks(5) {
+            inflater.feed(piece).unwrap();
+            inflater.drain_output(&mut plain);
+        }
+        let mut server = WebSocket::from_raw_socket(
+            Pipe {
+                read: io::Cursor::new(plain),
+                written: Vec::new(),
+            },
+            Role::Server,
+            None,
+        );
+        for t in &sent {
+            assert_eq!(server.read().unwrap(), WsMessage::text(t.clone()));
+        }
+        assert_eq!(server.read().unwrap(), WsMessage::binary(vec![1u8, 2]));
+        // The server's answers, compressed on its side, inflate on the client's.
+        let mut server_compressor = Compressor::server(&params, 0);
+        let frame = server_frame(&mut server_compressor, Message::text(sent[0].clone()));
+        let (got, err) = read_all(&params, frame, 3);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, [WsMessage::text(sent[0].clone())]);
+    }
+    // An unmasked compressed frame is refused on the server side.
+    let e = {
+        let mut inflater = Inflater::server(&DeflateParams::default(), MAX);
+        inflater
+            .feed(&frame(OpCode::Data(Data::Text), true, true, vec![0]))
+            .unwrap_err()
+    };
+    assert!(e.message.contains("unmasked"), "{e}");
+}
