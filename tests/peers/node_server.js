@@ -6,6 +6,13 @@
 // that it reports what it saw, one event a line on stdout:
 //
 //   open PATH              a connection was accepted (PATH includes the query)
+//   extensions VALUE       the Sec-WebSocket-Extensions header of the server's answer
+//                          (`extensions none` without one), once the handshake is done
+//   received KIND LEN HOW  a text or binary message of LEN bytes (inflated) arrived; HOW
+//                          is `compressed` when its first frame had RSV1 set (the sender
+//                          deflated it), else `plain`
+//   sent KIND LEN HOW      the server sent a message of LEN bytes, deflated or not
+//                          (reported for the echoes and the scripted deflate messages)
 //   ping                   the client pinged
 //   pong PAYLOAD           the client answered our ping
 //   closed CODE REASON     the connection ended; CODE and REASON of the client's close frame
@@ -28,6 +35,27 @@
 //                          TCP connection
 //   /silent                answers nothing at all: no echo, no pong (it still reports the
 //                          pings it receives)
+//
+// Every other path answers a permessage-deflate offer with no extension; these accept it
+// (RFC 7692), with the library deflating what it sends (`ws` skips messages under its
+// 1 KiB threshold only when its own context is reset per message) and inflating what it
+// gets:
+//
+//   /deflate               the library's default settings (`perMessageDeflate: true`:
+//                          context takeover, the window sizes the offer asks for); echoes
+//   /deflate-no-context    serverNoContextTakeover and clientNoContextTakeover; echoes
+//   /deflate-window-bits   serverMaxWindowBits 10 and clientMaxWindowBits 10; echoes
+//   /deflate-fragmented    library defaults; sends the text "compressed one, compressed
+//                          two, compressed three" deflated in fragments with the ping
+//                          "between fragments" after the first fragment, then the binary
+//                          00 01 02 03 ff deflated in fragments, then the text "plain after
+//                          compressed" uncompressed (RSV1 clear); reports the pong to the
+//                          ping, then echoes
+//   /deflate-large/SIZE    library defaults; sends one text message of SIZE bytes "x",
+//                          deflated, then echoes
+//   /deflate-large-coalesced/SIZE
+//                          the same, the message leaving in one TCP write with the
+//                          handshake answer (so the client reads both at once)
 //
 // `--tls CERT KEY` serves wss:// with that certificate chain and key (PEM files).
 //
@@ -76,12 +104,61 @@ function handleProtocols(offered, request) {
   return false;
 }
 
+// The permessage-deflate settings of each deflate path (the first path segment); every
+// other path refuses the offer.
+const DEFLATE = {
+  deflate: true,
+  'deflate-no-context': { serverNoContextTakeover: true, clientNoContextTakeover: true },
+  'deflate-window-bits': { serverMaxWindowBits: 10, clientMaxWindowBits: 10 },
+  'deflate-fragmented': true,
+  'deflate-large': true,
+  'deflate-large-coalesced': true,
+};
+
+// Holds the socket's writes from the handshake answer on until the first frame after it has
+// been written as well, then lets them go together.
+function coalesceAnswerWithNextWrite(socket) {
+  socket.cork();
+  const write = socket.write;
+  let writes = 0;
+  socket.write = function (...args) {
+    const result = write.apply(this, args);
+    writes += 1;
+    if (writes === 2) {
+      socket.write = write;
+      // After the current tick: a frame may take two writes.
+      setImmediate(() => socket.uncork());
+    }
+    return result;
+  };
+}
+
+// Whether the message being delivered had RSV1 set on its first frame. `ws` does not tell
+// its listeners; its receiver keeps the flag of the current message until the next data
+// frame starts, and emits 'message' before parsing further.
+function arrivedCompressed(ws) {
+  return ws._receiver._compressed ? 'compressed' : 'plain';
+}
+
+// Sends a message, or the first fragment of one, and reports the whole message: LENGTH
+// bytes in all. `ws` decides on compression at the first fragment, for the whole message,
+// and keeps its decision in the sender.
+function sendReported(ws, data, options, length) {
+  ws.send(data, options);
+  const kind = options.binary ? 'binary' : 'text';
+  emit('sent', kind, length, ws._sender._compress ? 'compressed' : 'plain');
+}
+
 function echo(ws) {
-  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  ws.on('message', (data, isBinary) => {
+    emit('received', isBinary ? 'binary' : 'text', data.length, arrivedCompressed(ws));
+    sendReported(ws, data, { binary: isBinary }, data.length);
+  });
 }
 
 function onConnection(ws, request) {
   emit('open', request.url);
+  emit('extensions', request.wxExtensions || 'none');
   const route = routeOf(request);
   const name = route[0] || '';
   const silent = name === 'silent';
@@ -137,6 +214,25 @@ function onConnection(ws, request) {
     }
     case 'silent':
       break;
+    case 'deflate-fragmented': {
+      const text = 'compressed one, compressed two, compressed three';
+      sendReported(ws, 'compressed one, ', { fin: false }, text.length);
+      ws.ping('between fragments');
+      ws.send('compressed two, ', { fin: false });
+      ws.send('compressed three', { fin: true });
+      sendReported(ws, Buffer.from([0, 1]), { binary: true, fin: false }, 5);
+      ws.send(Buffer.from([2]), { binary: true, fin: false });
+      ws.send(Buffer.from([3, 255]), { binary: true, fin: true });
+      const plain = 'plain after compressed';
+      sendReported(ws, plain, { compress: false }, plain.length);
+      echo(ws);
+      break;
+    }
+    case 'deflate-large':
+    case 'deflate-large-coalesced':
+      sendReported(ws, 'x'.repeat(Number(route[1])), {}, Number(route[1]));
+      echo(ws);
+      break;
     default:
       echo(ws);
   }
@@ -150,14 +246,37 @@ function main() {
         key: fs.readFileSync(args.tls.key),
       })
     : http.createServer();
-  const wss = new WebSocketServer({
-    server,
-    autoPong: false,
-    handleProtocols,
-    perMessageDeflate: false,
-    maxPayload: 64 * 1024 * 1024,
+  // One `ws` server per compression setting (it is a per-server option), the path picking
+  // which one answers the upgrade.
+  const servers = new Map();
+  const serverFor = (name) => {
+    const perMessageDeflate = Object.hasOwn(DEFLATE, name) ? DEFLATE[name] : false;
+    const key = JSON.stringify(perMessageDeflate);
+    if (!servers.has(key)) {
+      const wss = new WebSocketServer({
+        noServer: true,
+        autoPong: false,
+        handleProtocols,
+        perMessageDeflate,
+        maxPayload: 64 * 1024 * 1024,
+      });
+      wss.on('headers', (headers, request) => {
+        const prefix = 'sec-websocket-extensions:';
+        const line = headers.find((h) => h.toLowerCase().startsWith(prefix));
+        if (line) request.wxExtensions = line.slice(prefix.length).trim();
+        if (routeOf(request)[0] === 'deflate-large-coalesced') {
+          coalesceAnswerWithNextWrite(request.socket);
+        }
+      });
+      wss.on('connection', onConnection);
+      servers.set(key, wss);
+    }
+    return servers.get(key);
+  };
+  server.on('upgrade', (request, socket, head) => {
+    const wss = serverFor(routeOf(request)[0] || '');
+    wss.handleUpgrade(request, socket, head, (ws) => wss.emit('connection', ws, request));
   });
-  wss.on('connection', onConnection);
   server.listen(0, '127.0.0.1', () => emit(server.address().port));
 
   process.stdin.on('end', () => process.exit(0));

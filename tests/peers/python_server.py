@@ -6,6 +6,13 @@ It listens on 127.0.0.1, port 0, and prints the port as the first line on stdout
 that it reports what it saw, one event a line on stdout (flushed at once):
 
     open PATH                  a connection was accepted (PATH includes the query)
+    extensions VALUE           the Sec-WebSocket-Extensions header of the server's answer
+                               (`extensions none` without one), once the handshake is done
+    received KIND LEN HOW      a text or binary message of LEN bytes (inflated) arrived;
+                               HOW is `compressed` when its first frame had RSV1 set (the
+                               sender deflated it), else `plain`
+    sent KIND LEN HOW          the server sent a message of LEN bytes, deflated or not
+                               (reported for the echoes and the scripted deflate messages)
     ping                       the client pinged
     pong PAYLOAD               the client answered our ping
     closed CODE REASON         the connection ended; CODE and REASON of the client's close
@@ -29,6 +36,31 @@ What it does is chosen by the request path:
     /silent                    answers nothing at all: no echo, no pong (it still reports
                                the pings it receives)
 
+Every other path answers a permessage-deflate offer with no extension; these accept it
+(RFC 7692), with the library deflating what it sends and inflating what it gets:
+
+    /deflate                   the library's default settings (those of
+                               `compression="deflate"`: context takeover, window bits 12
+                               both ways unless the offer asks for less); echoes
+    /deflate-no-context        server_no_context_takeover and client_no_context_takeover;
+                               echoes
+    /deflate-window-bits       server_max_window_bits=10 and client_max_window_bits=10;
+                               echoes
+    /deflate-fragmented        library defaults; sends the text "compressed one, compressed
+                               two, compressed three" deflated in fragments with the ping
+                               "between fragments" after the first fragment (the library
+                               ends it with an empty final fragment), then the binary
+                               00 01 02 03 ff deflated in fragments, then the text "plain
+                               after compressed" as one uncompressed frame (RSV1 clear,
+                               written by hand: the library deflates every message once
+                               the extension is on); reports the pong to the ping, then
+                               echoes
+    /deflate-large/SIZE        library defaults; sends one text message of SIZE bytes "x",
+                               deflated, then echoes
+    /deflate-large-coalesced/SIZE
+                               the same, the message leaving in one TCP write with the
+                               handshake answer (so the client reads both at once)
+
 `--tls CERT KEY` serves wss:// with that certificate chain and key (PEM files).
 
 The server exits when its stdin reaches end of file (the test that started it is gone) and
@@ -46,7 +78,12 @@ import urllib.parse
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Opcode
+from websockets.extensions.base import Extension, ServerExtensionFactory
+from websockets.extensions.permessage_deflate import (
+    ServerPerMessageDeflateFactory,
+    enable_server_permessage_deflate,
+)
+from websockets.frames import Frame, Opcode
 
 PEER_PING_PAYLOAD = b"are you there"
 
@@ -67,11 +104,104 @@ def select_subprotocol(connection, offered):
     return None
 
 
+def deflate_factory(name):
+    """The permessage-deflate settings of a deflate path, or None to refuse the offer."""
+    if name in ("deflate", "deflate-fragmented", "deflate-large", "deflate-large-coalesced"):
+        return enable_server_permessage_deflate(None)[0]
+    if name == "deflate-no-context":
+        return ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True, client_no_context_takeover=True
+        )
+    if name == "deflate-window-bits":
+        return ServerPerMessageDeflateFactory(
+            server_max_window_bits=10, client_max_window_bits=10
+        )
+    return None
+
+
+class Watched(Extension):
+    """Wraps the negotiated extension to note, for each data message, whether its first
+    frame had RSV1 set: as it arrived (before inflating) and as it leaves (after
+    deflating)."""
+
+    def __init__(self, inner, connection):
+        self.inner = inner
+        self.name = inner.name
+        self.connection = connection
+
+    def decode(self, frame, *, max_size=None):
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+            self.connection.wx_received_rsv1.append(frame.rsv1)
+        return self.inner.decode(frame, max_size=max_size)
+
+    def encode(self, frame):
+        frame = self.inner.encode(frame)
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+            self.connection.wx_sent_rsv1.append(frame.rsv1)
+        return frame
+
+
+class WatchedFactory(ServerExtensionFactory):
+    def __init__(self, inner, connection):
+        self.inner = inner
+        self.name = inner.name
+        self.connection = connection
+
+    def process_request_params(self, params, accepted_extensions):
+        response, extension = self.inner.process_request_params(params, accepted_extensions)
+        return response, Watched(extension, self.connection)
+
+
+def how(rsv1_queue):
+    """`compressed` or `plain` for the oldest message not reported yet."""
+    return "compressed" if rsv1_queue and rsv1_queue.pop(0) else "plain"
+
+
+def kind_and_length(message):
+    if isinstance(message, str):
+        return "text", len(message.encode())
+    return "binary", len(message)
+
+
+async def send_reported(ws, message):
+    """Sends one message (or the fragments of one) and reports it."""
+    await ws.send(message)
+    if isinstance(message, (str, bytes)):
+        kind, length = kind_and_length(message)
+    else:
+        parts = [kind_and_length(m) for m in message]
+        kind, length = parts[0][0], sum(n for _, n in parts)
+    emit("sent", kind, length, how(ws.wx_sent_rsv1))
+
+
+def coalesce_answer_with_next_write(transport):
+    """Holds the next write (the handshake answer) until the one after it, then writes both
+    at once."""
+    held = []
+
+    def write(data):
+        if not held:
+            held.append(bytes(data))
+        else:
+            del transport.write  # the transport's own method again
+            transport.write(held[0] + bytes(data))
+
+    transport.write = write
+
+
 def process_request(connection, request):
-    """Runs before the handshake is answered: reports the connection and watches pings
-    from the very first frame on."""
+    """Runs before the handshake is answered: reports the connection, picks the extensions
+    of the path and watches pings from the very first frame on."""
     emit("open", request.path)
-    silent = route_of(connection)[:1] == ["silent"]
+    name = (route_of(connection) or [""])[0]
+    silent = name == "silent"
+    connection.wx_received_rsv1 = []
+    connection.wx_sent_rsv1 = []
+    factory = deflate_factory(name)
+    if factory is not None:
+        connection.protocol.available_extensions = [WatchedFactory(factory, connection)]
+    if name == "deflate-large-coalesced":
+        coalesce_answer_with_next_write(connection.transport)
     protocol = connection.protocol
     recv_frame = protocol.recv_frame
 
@@ -89,12 +219,38 @@ def process_request(connection, request):
 
 async def echo(ws):
     async for message in ws:
-        await ws.send(message)
+        emit("received", *kind_and_length(message), how(ws.wx_received_rsv1))
+        await send_reported(ws, message)
+
+
+async def fragmented_with_a_ping(ws):
+    pong = []
+
+    async def fragments():
+        yield "compressed one, "
+        pong.append(await ws.ping(b"between fragments"))
+        yield "compressed two, "
+        yield "compressed three"
+
+    await ws.send(fragments())
+    text = "compressed one, compressed two, compressed three"
+    emit("sent", "text", len(text), how(ws.wx_sent_rsv1))
+    await send_reported(ws, [b"\x00\x01", b"\x02", b"\x03\xff"])
+    # The library deflates every message once the extension is on: the plain one is
+    # framed by the library but written past the extension (in order: the sends above
+    # are already in the transport's buffer).
+    plain = "plain after compressed"
+    frame = Frame(Opcode.TEXT, plain.encode())
+    ws.transport.write(frame.serialize(mask=False))
+    emit("sent", "text", len(plain), "plain")
+    await asyncio.wait_for(pong[0], timeout=10)
+    emit("pong", "between fragments")
 
 
 async def handle(ws):
     route = route_of(ws)
     name = route[0] if route else ""
+    emit("extensions", ws.response.headers.get("Sec-WebSocket-Extensions", "none"))
     if name == "headers":
         headers = {}
         for key, value in ws.request.headers.raw_items():
@@ -121,6 +277,12 @@ async def handle(ws):
         ws.transport.close()
     elif name == "silent":
         await ws.wait_closed()
+    elif name == "deflate-fragmented":
+        await fragmented_with_a_ping(ws)
+        await echo(ws)
+    elif name in ("deflate-large", "deflate-large-coalesced"):
+        await send_reported(ws, "x" * int(route[1]))
+        await echo(ws)
     else:
         await echo(ws)
 

@@ -12,6 +12,14 @@
 //! saw as lines on stdout (`open PATH`, `ping`, `pong PAYLOAD`, `closed CODE REASON`), which
 //! [`Server::wait_line`] waits for with a timeout. Every wait is bounded.
 //!
+//! The `deflate_*` scenarios cover permessage-deflate (RFC 7692) against the peers' own
+//! implementations, on the peers' `/deflate…` paths. The peers report the extension they
+//! answered (`extensions VALUE`) and, for each data message, whether it travelled deflated
+//! (RSV1 on its first frame): `received KIND LEN compressed|plain` for what the client
+//! sent, `sent KIND LEN compressed|plain` for what they sent. So the scenarios check both
+//! that the payloads survive exactly and that compression really happened where it
+//! should (and not where it should not).
+//!
 //! A peer that is not installed fails the test when `WXSOCKET_INTEROP=require` (set by
 //! `scripts/test` after it installed the peers); otherwise the test prints
 //! `interop: skipped …` to stderr and returns.
@@ -30,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use wxsocket_core::{
-    ConnId, ConnectOptions, ConnectionError, Event, Message, ReadyState, SessionConfig,
-    TransportErrorKind,
+    ConnId, ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event, Message,
+    ReadyState, SessionConfig, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::TestCa;
@@ -86,6 +94,16 @@ interop!(
     peer_close_1011_with_reason,
     peer_drops_tcp_mid_message,
     wss_with_a_generated_ca,
+    deflate_text_and_binary_echo,
+    deflate_one_mib_messages,
+    deflate_fragmented_from_the_peer,
+    deflate_offer_to_a_server_without_it,
+    deflate_no_context_takeover_imposed_by_the_peer,
+    deflate_no_context_takeover_asked_by_the_client,
+    deflate_window_bits_limited_by_the_peer,
+    deflate_window_bits_asked_by_the_client,
+    deflate_inflated_size_limit,
+    deflate_inflated_size_limit_in_the_handshake_read,
 );
 
 // ----- the peers -----
@@ -382,6 +400,28 @@ impl Server {
     fn wait_count(&self, what: &str, line: &str, count: usize) {
         self.wait_output(what, T, |lines| {
             (lines.iter().skip(1).filter(|l| *l == line).count() >= count).then_some(())
+        })
+    }
+
+    /// The `Sec-WebSocket-Extensions` the peer answered (its `extensions` line; `None`
+    /// when it answered none).
+    fn extensions(&self) -> Option<String> {
+        let line = self.wait_line("the extensions line", |l| l.starts_with("extensions "));
+        let value = &line["extensions ".len()..];
+        (value != "none").then(|| value.to_owned())
+    }
+
+    /// Waits for `count` lines starting with `prefix` (`"received "`, `"sent "`); returns
+    /// every such line so far, in order.
+    fn reports(&self, prefix: &str, count: usize) -> Vec<String> {
+        self.wait_output(&format!("{count} `{prefix}` lines"), T, |lines| {
+            let found: Vec<String> = lines
+                .iter()
+                .skip(1)
+                .filter(|l| l.starts_with(prefix))
+                .cloned()
+                .collect();
+            (found.len() >= count).then_some(found)
         })
     }
 
@@ -852,4 +892,553 @@ fn wss_with_a_generated_ca<A: Adapter>(kind: PeerKind) {
     echo_once(&mut a, conn, Message::text("secret"));
     echo_once(&mut a, conn, Message::binary(vec![7u8; 70_000]));
     close_normally(&mut a, &server, conn);
+}
+
+// ----- permessage-deflate -----
+
+/// The agreed parameters, spelled out.
+#[expect(
+    clippy::field_reassign_with_default,
+    reason = "DeflateParams is non_exhaustive: no struct literal outside its crate"
+)]
+fn params(
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: u8,
+    client_max_window_bits: u8,
+) -> DeflateParams {
+    let mut p = DeflateParams::default();
+    p.server_no_context_takeover = server_no_context_takeover;
+    p.client_no_context_takeover = client_no_context_takeover;
+    p.server_max_window_bits = server_max_window_bits;
+    p.client_max_window_bits = client_max_window_bits;
+    p
+}
+
+/// What each peer agrees to on `/deflate` (its library's defaults) when the client offers
+/// `permessage-deflate; client_max_window_bits` and nothing else: Python's
+/// `compression="deflate"` limits both windows to 2^12; `ws` keeps 2^15 and context
+/// takeover.
+fn library_defaults(kind: PeerKind) -> DeflateParams {
+    match kind {
+        PeerKind::Python => params(false, false, 12, 12),
+        PeerKind::Node => DeflateParams::default(),
+    }
+}
+
+/// Whether the peer deflates a message of `len` bytes it sends under `agreed`: Python's
+/// `websockets` deflates every message; `ws` skips messages under its 1024-byte threshold
+/// only when it resets its context per message (`server_no_context_takeover`).
+fn peer_deflates(kind: PeerKind, agreed: &DeflateParams, len: usize) -> bool {
+    match kind {
+        PeerKind::Python => true,
+        PeerKind::Node => !agreed.server_no_context_takeover || len >= 1024,
+    }
+}
+
+/// A peer's report line: `VERB KIND LEN compressed|plain`.
+fn report(verb: &str, message: &Message, compressed: bool) -> String {
+    format!(
+        "{verb} {} {} {}",
+        if message.is_text() { "text" } else { "binary" },
+        message.len(),
+        if compressed { "compressed" } else { "plain" }
+    )
+}
+
+/// The report lines a peer should have printed so far, to compare with what it printed.
+#[derive(Default)]
+struct Reports {
+    received: Vec<String>,
+    sent: Vec<String>,
+}
+
+impl Reports {
+    fn check<A: Adapter>(&self, server: &Server) {
+        assert_eq!(
+            server.reports("received ", self.received.len()),
+            self.received,
+            "[{}] what the peer received, and whether deflated; {}",
+            A::NAME,
+            server.describe()
+        );
+        assert_eq!(
+            server.reports("sent ", self.sent.len()),
+            self.sent,
+            "[{}] what the peer sent, and whether deflated; {}",
+            A::NAME,
+            server.describe()
+        );
+    }
+}
+
+/// Opens `path` with `options` and checks the negotiation: the agreed parameters are
+/// `expected` (`None`: no compression), and the raw extension header is the one the peer
+/// says it answered.
+fn open_deflate<A: Adapter>(
+    a: &mut A,
+    server: &Server,
+    options: &ConnectOptions,
+    expected: Option<DeflateParams>,
+) -> ConnId {
+    let (conn, handshake) = open(a, options);
+    assert_eq!(
+        handshake.deflate,
+        expected,
+        "[{}] the parameters agreed (the peer answered {:?})",
+        A::NAME,
+        handshake.extensions
+    );
+    assert_eq!(
+        handshake.extensions,
+        server.extensions(),
+        "[{}] the extension header reported on open is the one the peer sent",
+        A::NAME
+    );
+    conn
+}
+
+/// Sends `batch` at once, expects every message echoed exactly and in order with its
+/// completion, then the peer's reports: each message received deflated exactly when it is
+/// at least `threshold` bytes long (the client's choice), each echo sent deflated as the
+/// peer's library does (`agreed`: `None` when nothing was negotiated, then all plain).
+fn echo_batch<A: Adapter>(
+    a: &mut A,
+    server: &Server,
+    conn: ConnId,
+    batch: &[Message],
+    threshold: usize,
+    agreed: Option<DeflateParams>,
+    reports: &mut Reports,
+) {
+    let ids: Vec<_> = batch
+        .iter()
+        .map(|m| {
+            a.send_nowait(m.clone())
+                .unwrap_or_else(|e| panic!("[{}] send refused: {e:?}", A::NAME))
+        })
+        .collect();
+    let n = batch.len();
+    let events = a.events_until("the echoes and completions", T, |e| {
+        messages(e).len() >= n && completions(e).len() >= n
+    });
+    assert!(
+        events.iter().all(|e| e.conn() == conn),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(events.len(), 2 * n, "[{}] {events:#?}", A::NAME);
+    assert_eq!(completions(&events), ids, "[{}]", A::NAME);
+    let echoed = messages(&events);
+    for (i, (got, sent)) in echoed.iter().zip(batch).enumerate() {
+        assert!(
+            got == sent,
+            "[{}] echo {i} differs: {} {} bytes sent, {} {} bytes back",
+            A::NAME,
+            if sent.is_text() { "text" } else { "binary" },
+            sent.len(),
+            if got.is_text() { "text" } else { "binary" },
+            got.len()
+        );
+    }
+    for m in batch {
+        let deflated_by_client = agreed.is_some() && m.len() >= threshold;
+        reports
+            .received
+            .push(report("received", m, deflated_by_client));
+        let deflated_by_peer = agreed.is_some_and(|p| peer_deflates(server.kind, &p, m.len()));
+        reports.sent.push(report("sent", m, deflated_by_peer));
+    }
+    reports.check::<A>(server);
+}
+
+/// `len` bytes of JSON records, one a line: the kind of text compression is for.
+fn json_text(len: usize) -> Message {
+    let mut s = String::with_capacity(len + 128);
+    let mut i = 0;
+    while s.len() < len {
+        s.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"item {i}\",\"tags\":[\"red\",\"green\"],\"price\":{}.{:02},\"ok\":true}}\n",
+            i % 97,
+            i % 100
+        ));
+        i += 1;
+    }
+    s.truncate(len);
+    Message::text(s)
+}
+
+/// `len` bytes repeating with period 251: very compressible binary.
+fn pattern_binary(len: usize) -> Message {
+    Message::binary((0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// Text with multi-byte characters (2, 3 and 4 bytes in UTF-8), repeated to `copies`.
+fn unicode_text(copies: usize) -> Message {
+    Message::text("héllo wörld 你好 🌍 — ".repeat(copies))
+}
+
+/// A 6000-byte pseudo-random block repeated to `len` bytes: deflate finds nothing inside a
+/// block, and each repetition 6000 bytes back, farther than a 2^12 window reaches. Deflated
+/// with a larger window than agreed, it cannot be inflated by a peer holding the agreed
+/// one (zlib: "invalid distance too far back").
+fn far_repeats(len: usize) -> Message {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let block: Vec<u8> = (0..6000)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) as u8
+        })
+        .collect();
+    Message::binary(block.iter().copied().cycle().take(len).collect::<Vec<u8>>())
+}
+
+/// Default options: text and binary, large and small (under the 32-byte threshold, at it)
+/// on one connection with context takeover.
+fn deflate_text_and_binary_echo<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let agreed = library_defaults(kind);
+    let options = ConnectOptions::new(server.url("deflate")).per_message_deflate(true);
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    assert_eq!(
+        server.wait_line("the open line", |l| l.starts_with("open ")),
+        "open /deflate"
+    );
+    let batch = [
+        json_text(100 << 10),
+        Message::text("hi"),
+        Message::text("x".repeat(31)),
+        Message::text("y".repeat(32)),
+        pattern_binary(64 << 10),
+        Message::binary(vec![1u8, 2, 3]),
+        Message::text(""),
+        unicode_text(500),
+        // The same again: with context takeover both sides refer back to the first.
+        json_text(100 << 10),
+    ];
+    let mut reports = Reports::default();
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &batch,
+        32,
+        Some(agreed),
+        &mut reports,
+    );
+    // One at a time as well, after the batch.
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &[pattern_binary(10_000)],
+        32,
+        Some(agreed),
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+fn deflate_one_mib_messages<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let agreed = library_defaults(kind);
+    let options = ConnectOptions::new(server.url("deflate")).per_message_deflate(true);
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    const MIB: usize = 1 << 20;
+    let text = json_text(MIB);
+    let binary = pattern_binary(MIB);
+    assert_eq!((text.len(), binary.len()), (MIB, MIB));
+    let t = a
+        .send_wait(text.clone())
+        .unwrap_or_else(|e| panic!("[{}] 1 MiB text send failed: {e:?}", A::NAME));
+    let b = a
+        .send_wait(binary.clone())
+        .unwrap_or_else(|e| panic!("[{}] 1 MiB binary send failed: {e:?}", A::NAME));
+    assert!(t < b);
+    let events = a.events_until("two 1 MiB echoes", T, |e| messages(e).len() >= 2);
+    let echoed = messages(&events);
+    assert!(
+        echoed.len() == 2 && echoed[0] == text && echoed[1] == binary,
+        "[{}] the 1 MiB messages came back changed (lengths {:?})",
+        A::NAME,
+        echoed.iter().map(Message::len).collect::<Vec<_>>()
+    );
+    let reports = Reports {
+        received: vec![
+            report("received", &text, true),
+            report("received", &binary, true),
+        ],
+        sent: vec![report("sent", &text, true), report("sent", &binary, true)],
+    };
+    reports.check::<A>(&server);
+    close_normally(&mut a, &server, conn);
+}
+
+/// The peer deflates a text and a binary message in fragments, with a ping between two
+/// fragments of the text, then sends an uncompressed message (RSV1 clear) on the same
+/// connection; the context carries on across it.
+fn deflate_fragmented_from_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let agreed = library_defaults(kind);
+    let options = ConnectOptions::new(server.url("deflate-fragmented")).per_message_deflate(true);
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    let expected = [
+        Message::text("compressed one, compressed two, compressed three"),
+        Message::binary(vec![0u8, 1, 2, 3, 255]),
+        Message::text("plain after compressed"),
+    ];
+    let events = a.events_until("three messages", T, |e| messages(e).len() >= 3);
+    assert_eq!(messages(&events), expected, "[{}] {events:#?}", A::NAME);
+    assert_eq!(events.len(), 3, "[{}] {events:#?}", A::NAME);
+    server.wait_line("the pong to the ping between fragments", |l| {
+        l == "pong between fragments"
+    });
+    let mut reports = Reports {
+        received: Vec::new(),
+        sent: vec![
+            report("sent", &expected[0], true),
+            report("sent", &expected[1], true),
+            report("sent", &expected[2], false),
+        ],
+    };
+    // Still in sync afterwards; the first echo repeats the peer's first message, which its
+    // deflater can refer back to.
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &[expected[0].clone(), json_text(4096), expected[2].clone()],
+        32,
+        Some(agreed),
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+/// A server path that does not do permessage-deflate: the offer is sent, declined, and the
+/// connection works uncompressed.
+fn deflate_offer_to_a_server_without_it<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    // `/headers` refuses compression, shows the request headers, then echoes.
+    let options = ConnectOptions::new(server.url("headers")).per_message_deflate(true);
+    let conn = open_deflate(&mut a, &server, &options, None);
+    let event = a.expect_event("the headers message");
+    let Event::Message {
+        message: Message::Text(json),
+        ..
+    } = event
+    else {
+        panic!("[{}] expected a text message, got {event:#?}", A::NAME);
+    };
+    let headers = parse_flat_json(json.as_str());
+    assert_eq!(
+        headers.get("sec-websocket-extensions").map(String::as_str),
+        Some("permessage-deflate; client_max_window_bits"),
+        "[{}] the offer was made: {headers:#?}",
+        A::NAME
+    );
+    let mut reports = Reports::default();
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &[
+            json_text(100 << 10),
+            Message::text("small"),
+            pattern_binary(5000),
+        ],
+        32,
+        None,
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+/// The peer imposes no context takeover on both sides (the client did not ask); the
+/// client resets its context per message (the same message twice would otherwise refer
+/// back to the first, which the peer's fresh inflater cannot resolve). Threshold 0: every
+/// message deflated, the empty ones too.
+fn deflate_no_context_takeover_imposed_by_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let agreed = params(true, true, 15, 15);
+    let options = ConnectOptions::new(server.url("deflate-no-context"))
+        .deflate(DeflateOptions::default().threshold(0));
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    let same = json_text(20_000);
+    let batch = [
+        Message::text(""),
+        Message::text("a"),
+        same.clone(),
+        same.clone(),
+        pattern_binary(2000),
+        Message::binary(Vec::<u8>::new()),
+        same,
+        unicode_text(40),
+    ];
+    let mut reports = Reports::default();
+    echo_batch(&mut a, &server, conn, &batch, 0, Some(agreed), &mut reports);
+    close_normally(&mut a, &server, conn);
+}
+
+/// The client asks for no context takeover on both sides; the peer's library defaults
+/// agree to it.
+fn deflate_no_context_takeover_asked_by_the_client<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let mut agreed = library_defaults(kind);
+    agreed.server_no_context_takeover = true;
+    agreed.client_no_context_takeover = true;
+    let offer = DeflateOptions::default()
+        .server_no_context_takeover(true)
+        .client_no_context_takeover(true);
+    let options = ConnectOptions::new(server.url("deflate")).deflate(offer);
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    let same = json_text(20_000);
+    let batch = [same.clone(), same.clone(), Message::text("short"), same];
+    let mut reports = Reports::default();
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &batch,
+        32,
+        Some(agreed),
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+/// The peer limits both windows to 2^10: the client must deflate with at most that window
+/// (the peer's inflater has no more), and inflate the peer's.
+fn deflate_window_bits_limited_by_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let agreed = params(false, false, 10, 10);
+    let options = ConnectOptions::new(server.url("deflate-window-bits")).per_message_deflate(true);
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    let batch = [far_repeats(60_000), json_text(30_000), unicode_text(300)];
+    let mut reports = Reports::default();
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &batch,
+        32,
+        Some(agreed),
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+/// The client asks the peer for a 2^10 window and declares 2^12 for itself; both peers'
+/// defaults agree to exactly that.
+fn deflate_window_bits_asked_by_the_client<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let agreed = params(false, false, 10, 12);
+    let offer = DeflateOptions::default()
+        .server_max_window_bits(Some(10))
+        .client_max_window_bits(12);
+    let options = ConnectOptions::new(server.url("deflate")).deflate(offer);
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    let batch = [far_repeats(60_000), json_text(30_000), far_repeats(60_000)];
+    let mut reports = Reports::default();
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        &batch,
+        32,
+        Some(agreed),
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
+/// `max_message_size` bounds the inflated size: the peer's 1 MiB of "x" (about a
+/// kilobyte on the wire), sent as soon as the connection opens, arrives whole at a 1 MiB
+/// limit, and is refused with 1009 at one byte less.
+fn deflate_inflated_size_limit<A: Adapter>(kind: PeerKind) {
+    inflated_size_limit::<A>(kind, "deflate-large");
+}
+
+/// [`deflate_inflated_size_limit`] with the message in the same TCP write as the
+/// handshake answer: the client reads it together with the answer, and must still open
+/// first and then fail the connection with 1009 (not fail the handshake).
+fn deflate_inflated_size_limit_in_the_handshake_read<A: Adapter>(kind: PeerKind) {
+    inflated_size_limit::<A>(kind, "deflate-large-coalesced");
+}
+
+fn inflated_size_limit<A: Adapter>(kind: PeerKind, route: &str) {
+    const MIB: usize = 1 << 20;
+    let server = Server::start(kind);
+    let path = format!("{route}/{MIB}");
+    let options = ConnectOptions::new(server.url(&path)).per_message_deflate(true);
+    let agreed = library_defaults(kind);
+    let expected = Message::text("x".repeat(MIB));
+    {
+        let mut a: A = client(config().max_message_size(MIB));
+        let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+        let events = a.events_until("the 1 MiB message", T, |e| !messages(e).is_empty());
+        assert_eq!(events.len(), 1, "[{}] one event", A::NAME);
+        assert!(
+            messages(&events)[0] == expected,
+            "[{}] the 1 MiB message arrived changed",
+            A::NAME
+        );
+        assert_eq!(
+            server.reports("sent ", 1),
+            [report("sent", &expected, true)],
+            "[{}] {}",
+            A::NAME,
+            server.describe()
+        );
+        close_normally(&mut a, &server, conn);
+    }
+    {
+        let mut a: A = client(config().max_message_size(MIB - 1));
+        let (conn, handshake) = open(&mut a, &options);
+        assert_eq!(handshake.deflate, Some(agreed), "[{}]", A::NAME);
+        let error = expect_error_then_close(&mut a, conn, 1009, T);
+        match &error {
+            ConnectionError::Transport(e) => {
+                assert_eq!(
+                    e.kind,
+                    TransportErrorKind::MessageTooBig,
+                    "[{}] {e:?}",
+                    A::NAME
+                )
+            }
+            other => panic!("[{}] expected a transport error, got {other:?}", A::NAME),
+        }
+        assert_eq!(a.state(), ReadyState::Closed);
+        assert_eq!(
+            server.reports("sent ", 2),
+            [
+                report("sent", &expected, true),
+                report("sent", &expected, true)
+            ],
+            "[{}] {}",
+            A::NAME,
+            server.describe()
+        );
+        // The client failed the connection with a close frame saying 1009.
+        let closed = server.wait_line("the second connection's end", |l| {
+            l.starts_with("closed ") && !l.starts_with("closed 1000")
+        });
+        assert!(
+            closed.starts_with("closed 1009"),
+            "[{}] {closed:?}; {}",
+            A::NAME,
+            server.describe()
+        );
+        assert_quiet(&mut a);
+    }
 }
