@@ -11,14 +11,20 @@
 //!   every input is accepted or rejected with an error, and an accepted request never
 //!   carries CR/LF or a forbidden header.
 //! - [`pool`]: several connections at once in a [`Pool`].
+//! - [`inflate()`]: the permessage-deflate read path under tungstenite, on well-formed
+//!   compressed conversations followed by arbitrary bytes (see [`mod@inflate`]).
 //!
 //! ```
 //! // Any bytes are a valid input; a violated invariant panics.
 //! wxsocket_fuzz::session(b"any bytes at all");
 //! wxsocket_fuzz::connect_options(&[0xff; 64]);
 //! wxsocket_fuzz::pool(&[]);
+//! wxsocket_fuzz::inflate(b"\x01\x02compressed or not");
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod inflate;
+pub use inflate::inflate;
 
 use arbitrary::{Arbitrary, Unstructured};
 use std::collections::{BTreeMap, BTreeSet};

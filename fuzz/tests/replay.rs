@@ -31,3 +31,8 @@ fn pool_corpus() {
 fn connect_options_corpus() {
     replay("connect_options", wxsocket_fuzz::connect_options);
 }
+
+#[test]
+fn inflate_corpus() {
+    replay("inflate", wxsocket_fuzz::inflate);
+}

@@ -367,19 +367,14 @@ impl Conn {
             Ok(Some(done)) => {
                 // With permessage-deflate, the bytes past the response head are already
                 // the server's and pass through the inflater like every later byte.
-                let (tail, inflater, compressor) = match done.handshake.deflate {
-                    None => (done.tail, None, None),
+                let (tail, deflate_tail, inflater, compressor) = match done.handshake.deflate {
+                    None => (done.tail, Vec::new(), None, None),
                     Some(params) => {
                         let max = ctx.ws_config.max_message_size.unwrap_or(usize::MAX);
-                        let mut inflater = Box::new(Inflater::new(&params, max));
-                        if let Err(e) = inflater.feed(&done.tail) {
-                            return self.fail_dial(ctx, e.into(), out);
-                        }
-                        let mut tail = Vec::new();
-                        inflater.drain_output(&mut tail);
+                        let inflater = Box::new(Inflater::new(&params, max));
                         let options = self.request.per_message_deflate.unwrap_or_default();
                         let compressor = Compressor::new(&params, &options);
-                        (tail, Some(inflater), Some(compressor))
+                        (Vec::new(), done.tail, Some(inflater), Some(compressor))
                     }
                 };
                 let Phase::Handshaking { stream, .. } =
@@ -388,7 +383,11 @@ impl Conn {
                     unreachable!()
                 };
                 let ws = WebSocket::from_partially_read(
-                    Wire { stream, inflater },
+                    Wire {
+                        stream,
+                        inflater,
+                        tail: deflate_tail,
+                    },
                     tail,
                     Role::Client,
                     Some(ctx.ws_config),

@@ -11,13 +11,21 @@ use wxsocket_wire::deflate::Inflater;
 pub(crate) struct Wire {
     pub(crate) stream: Stream,
     pub(crate) inflater: Option<Box<Inflater>>,
+    /// With the inflater: bytes read past the handshake response, inflated on the first
+    /// read (so a failure in them fails the open connection, with 1002 / 1009).
+    pub(crate) tail: Vec<u8>,
 }
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inflater {
             None => self.stream.read(buf),
-            Some(inflater) => inflater.read_from(&mut self.stream, buf),
+            Some(inflater) => {
+                if !self.tail.is_empty() {
+                    inflater.feed(&std::mem::take(&mut self.tail))?;
+                }
+                inflater.read_from(&mut self.stream, buf)
+            }
         }
     }
 }

@@ -128,21 +128,14 @@ async fn dial<M: Machine>(
     // The bytes after the response head are served first by the transport. (tungstenite's
     // `from_partially_read` would size its read buffer from them: with an empty tail, every
     // later read would be a few bytes, one syscall per message.) With permessage-deflate,
-    // everything the server sends, the tail included, passes through the inflater.
-    let mut tail = Bytes::from(done.tail);
-    let inflater = match done.handshake.deflate {
-        Some(params) => {
-            let max = shared.ws_config.max_message_size.unwrap_or(usize::MAX);
-            let mut inflater = Box::new(Inflater::new(&params, max));
-            inflater
-                .feed(&std::mem::take(&mut tail))
-                .map_err(TransportError::from)?;
-            Some(inflater)
-        }
-        None => None,
-    };
+    // everything the server sends, the tail included, passes through the inflater, on the
+    // first read: a failure in it is then a failure of the open connection (1002 / 1009).
+    let inflater = done.handshake.deflate.map(|params| {
+        let max = shared.ws_config.max_message_size.unwrap_or(usize::MAX);
+        Box::new(Inflater::new(&params, max))
+    });
     let stream = Transport {
-        tail,
+        tail: Bytes::from(done.tail),
         inflater,
         inner: stream,
     };
@@ -359,14 +352,19 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.tail.is_empty() {
-            let n = this.tail.len().min(buf.remaining());
-            buf.put_slice(&this.tail.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
         match &mut this.inflater {
+            None if !this.tail.is_empty() => {
+                let n = this.tail.len().min(buf.remaining());
+                buf.put_slice(&this.tail.split_to(n));
+                Poll::Ready(Ok(()))
+            }
             None => inner!(this, s => s.poll_read(cx, buf)),
-            Some(inflater) => inflate_read(inflater, &mut this.inner, cx, buf),
+            Some(inflater) => {
+                if !this.tail.is_empty() {
+                    inflater.feed(&std::mem::take(&mut this.tail))?;
+                }
+                inflate_read(inflater, &mut this.inner, cx, buf)
+            }
         }
     }
 }

@@ -160,6 +160,12 @@ impl Compressor {
         if out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         }
+        if out.is_empty() {
+            // Nothing new since the last flush (an empty message): zlib wrote no block at
+            // all. RFC 7692 §7.2.3.6: send an empty stored block's first byte, so the
+            // receiver's appended tail completes a real block.
+            out.push(0x00);
+        }
         if self.reset_each_message {
             self.compress.reset();
         }
@@ -239,6 +245,8 @@ pub struct Inflater {
     opcode: Option<u8>,
     /// Inflated bytes of the current compressed message.
     inflated: usize,
+    /// Compressed payload bytes of the current compressed message.
+    compressed: u64,
     out: Vec<u8>,
     out_pos: usize,
     scratch: Vec<u8>,
@@ -283,6 +291,7 @@ impl Inflater {
             plain_message: false,
             opcode: None,
             inflated: 0,
+            compressed: 0,
             out: Vec::new(),
             out_pos: 0,
             scratch: Vec::new(),
@@ -362,11 +371,11 @@ impl Inflater {
                         .copy_from_slice(&input[..take]);
                     self.header_len += take;
                     input = &input[take..];
-                    if self.header_len == self.header_needed() {
-                        if let Err(e) = self.on_header() {
-                            self.state = State::Failed;
-                            return Err(e);
-                        }
+                    if self.header_len == self.header_needed()
+                        && let Err(e) = self.on_header()
+                    {
+                        self.state = State::Failed;
+                        return Err(e);
                     }
                 }
                 State::Plain { left } => {
@@ -475,6 +484,7 @@ impl Inflater {
             self.compressed_message = true;
             self.opcode = Some(opcode);
             self.inflated = 0;
+            self.compressed = 0;
         } else if opcode == 0 && self.compressed_message {
             // The next fragment of the compressed message.
         } else {
@@ -513,9 +523,14 @@ impl Inflater {
     fn inflate(&mut self, input: &[u8], last: bool) -> Result<(), InflateError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
+        self.compressed += input.len() as u64;
+        // A message with no compressed bytes at all is empty, and its sender's stream has
+        // not moved (some compressors write nothing for an empty message): appending the
+        // tail would desynchronise the context, so nothing is inflated.
+        let tail = last && self.compressed > 0;
         let result = self
             .inflate_into(input, &mut scratch)
-            .and_then(|()| match last {
+            .and_then(|()| match tail {
                 true => self.inflate_into(&TAIL, &mut scratch),
                 false => Ok(()),
             });

@@ -501,3 +501,28 @@ fn the_server_side_inflates_masked_client_frames_for_a_tungstenite_server() {
     };
     assert!(e.message.contains("unmasked"), "{e}");
 }
+
+#[test]
+fn empty_messages_keep_the_context_in_step() {
+    let params = DeflateParams::default();
+    let mut server = Compressor::server(&params, 0);
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for text in ["", "", "abc abc abc", "", "abc abc abc"] {
+        let f = server_frame(&mut server, Message::text(text));
+        // zlib writes nothing for an empty message after a flush: one 0x00 byte is sent.
+        if text.is_empty() {
+            assert_eq!(f, [0xc1, 0x01, 0x00]);
+        }
+        input.extend(f);
+        expected.push(WsMessage::text(text));
+    }
+    // Another server may send an empty payload for an empty message: also fine.
+    input.extend(frame(OpCode::Data(Data::Binary), true, true, Vec::new()));
+    expected.push(WsMessage::binary(Vec::new()));
+    input.extend(server_frame(&mut server, Message::text("abc abc abc")));
+    expected.push(WsMessage::text("abc abc abc"));
+    let (got, err) = read_all(&params, input, 1);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, expected);
+}

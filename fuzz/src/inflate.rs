@@ -1,0 +1,250 @@
+//! The `inflate` target: the permessage-deflate read path (`wxsocket_wire::deflate::Inflater`)
+//! under a tungstenite client, as the adapters run it.
+//!
+//! Each input is a well-formed compressed conversation built from arbitrary messages
+//! (compressed or not, fragmented at arbitrary points, control frames between fragments,
+//! context takeover on or off), followed by arbitrary raw bytes, fed in arbitrary pieces:
+//! - the well-formed part must come out exactly as sent, except that a message larger than
+//!   the limit must end the stream with `MessageTooBig` (never allocate its inflated size);
+//! - whatever follows must never panic or hang, every output stays within a bound of its
+//!   input and the limit, and once the inflater fails it stays failed.
+
+use arbitrary::{Arbitrary, Unstructured};
+use std::io::{self, Read, Write};
+use tungstenite::Message as WsMessage;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use wxsocket_core::{DeflateParams, Message, TransportErrorKind};
+use wxsocket_wire::convert::classify;
+use wxsocket_wire::deflate::{Compressor, Inflater};
+
+#[derive(Debug, Arbitrary)]
+struct Case {
+    no_context_takeover: bool,
+    /// The limit, in bytes (small, so the fuzzer reaches it).
+    max: u16,
+    messages: Vec<Msg>,
+    /// Piece sizes the bytes are fed in (cycled; 0 counts as 1).
+    pieces: Vec<u8>,
+    garbage: Vec<u8>,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Msg {
+    text: bool,
+    compressed: bool,
+    /// Payload: `repeat` copies of `unit` (so it compresses, sometimes far below its size).
+    unit: Vec<u8>,
+    repeat: u8,
+    /// Fragment boundaries, as fractions of the frame payload (one frame when empty).
+    cuts: Vec<u8>,
+    /// A ping between every two fragments.
+    pings: bool,
+}
+
+/// The server's frames for the case's messages, and what tungstenite must read from them,
+/// each with the index of the message it belongs to (pings belong to the message whose
+/// fragments they interrupt).
+fn conversation(case: &Case) -> (Vec<u8>, Vec<(usize, WsMessage)>) {
+    let params = DeflateParams {
+        server_no_context_takeover: case.no_context_takeover,
+        ..DeflateParams::default()
+    };
+    let mut compressor = Compressor::server(&params, 0);
+    let mut wire = Vec::new();
+    let mut expected = Vec::new();
+    for (index, m) in case.messages.iter().take(16).enumerate() {
+        let mut payload: Vec<u8> = m
+            .unit
+            .iter()
+            .copied()
+            .cycle()
+            .take(m.unit.len() * m.repeat as usize)
+            .collect();
+        let message = if m.text {
+            payload = String::from_utf8_lossy(&payload).into_owned().into_bytes();
+            Message::text(String::from_utf8(payload.clone()).unwrap_or_default())
+        } else {
+            Message::binary(payload.clone())
+        };
+        let opcode = OpCode::Data(if m.text { Data::Text } else { Data::Binary });
+        let (body, rsv1) = if m.compressed {
+            match compressor.encode(message) {
+                WsMessage::Frame(f) => (f.into_payload().to_vec(), true),
+                _ => unreachable!("threshold 0 compresses every message"),
+            }
+        } else {
+            (payload.clone(), false)
+        };
+        let mut cuts: Vec<usize> = m
+            .cuts
+            .iter()
+            .take(8)
+            .map(|c| body.len() * *c as usize / 255)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut start = 0;
+        let ends: Vec<usize> = cuts.into_iter().chain([body.len()]).collect();
+        for (i, end) in ends.iter().enumerate() {
+            let end = (*end).max(start);
+            let fin = i == ends.len() - 1;
+            let op = if i == 0 { opcode } else { OpCode::Data(Data::Continue) };
+            let mut f = Frame::message(body[start..end].to_vec(), op, fin);
+            f.header_mut().rsv1 = rsv1 && i == 0;
+            f.format(&mut wire).unwrap();
+            if !fin && m.pings {
+                Frame::ping(vec![i as u8]).format(&mut wire).unwrap();
+                expected.push((index, WsMessage::Ping(vec![i as u8].into())));
+            }
+            start = end;
+        }
+        // Pings between the fragments are read before the message they interrupt.
+        expected.push((
+            index,
+            if m.text {
+                WsMessage::text(String::from_utf8(payload).unwrap_or_default())
+            } else {
+                WsMessage::binary(payload)
+            },
+        ));
+    }
+    (wire, expected)
+}
+
+/// What tungstenite reads: the inflater's output over the input, fed in pieces.
+struct Feed {
+    input: Vec<u8>,
+    at: usize,
+    pieces: Vec<usize>,
+    turn: usize,
+    inflater: Inflater,
+    out: Vec<u8>,
+    out_at: usize,
+    /// Most output one piece may make beyond its own size (the limit plus slack).
+    bound: usize,
+    failed: Option<wxsocket_wire::deflate::InflateError>,
+}
+
+impl Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.out_at == self.out.len() {
+            if let Some(e) = self.failed.take() {
+                return Err(e.into());
+            }
+            if self.at == self.input.len() {
+                return Ok(0);
+            }
+            let step = self.pieces[self.turn % self.pieces.len()];
+            self.turn += 1;
+            let end = (self.at + step).min(self.input.len());
+            let piece = &self.input[self.at..end];
+            self.at = end;
+            self.out.clear();
+            self.out_at = 0;
+            let fed = self.inflater.feed(piece);
+            self.inflater.drain_output(&mut self.out);
+            assert!(
+                self.out.len() <= 16 * piece.len() + self.bound,
+                "{} bytes out of {} in",
+                self.out.len(),
+                piece.len()
+            );
+            if let Err(e) = fed {
+                assert!(
+                    self.inflater.feed(b"\x81\x00").is_err(),
+                    "a failed inflater stays failed"
+                );
+                if self.out.is_empty() {
+                    return Err(e.into());
+                }
+                // Serve what came before the failure first; the error comes next time.
+                self.at = self.input.len();
+                self.input.clear();
+                self.failed = Some(e);
+            }
+        }
+        let n = (self.out.len() - self.out_at).min(buf.len());
+        buf[..n].copy_from_slice(&self.out[self.out_at..self.out_at + n]);
+        self.out_at += n;
+        Ok(n)
+    }
+}
+
+impl Write for Feed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks the permessage-deflate read path on one input (see the module docs).
+pub fn inflate(data: &[u8]) {
+    let Ok(case) = Case::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let max = case.max as usize + 1;
+    let (mut wire, expected) = conversation(&case);
+    let well_formed = wire.len();
+    wire.extend_from_slice(&case.garbage);
+    let params = DeflateParams {
+        server_no_context_takeover: case.no_context_takeover,
+        ..DeflateParams::default()
+    };
+    let mut pieces: Vec<usize> = case.pieces.iter().map(|p| (*p as usize).max(1)).collect();
+    if pieces.is_empty() {
+        pieces.push(well_formed.max(1));
+    }
+    let feed = Feed {
+        input: wire,
+        at: 0,
+        pieces,
+        turn: 0,
+        inflater: Inflater::new(&params, max),
+        out: Vec::new(),
+        out_at: 0,
+        bound: max + 128 * 1024,
+        failed: None,
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let mut ws = WebSocket::from_raw_socket(feed, Role::Client, Some(config));
+    let mut read = Vec::new();
+    let error = loop {
+        match ws.read() {
+            Ok(m) => read.push(m),
+            Err(e) => break e,
+        }
+    };
+    // The well-formed part comes out as sent, up to the first message over the limit (of
+    // which nothing is certain: it may fail before or after a ping between its fragments).
+    let too_big = expected
+        .iter()
+        .find(|(_, m)| !matches!(m, WsMessage::Ping(_)) && m.len() > max)
+        .map(|(index, _)| *index);
+    let must: Vec<WsMessage> = expected
+        .into_iter()
+        .filter(|(index, _)| too_big.is_none_or(|big| *index < big))
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        read.len() >= must.len() && read[..must.len()] == must[..],
+        "read {read:?}\nexpected {must:?}"
+    );
+    if too_big.is_some() {
+        assert!(
+            read[must.len()..]
+                .iter()
+                .all(|m| matches!(m, WsMessage::Ping(_))),
+            "nothing but its pings after the message over the limit: {read:?}"
+        );
+        let kind = classify(&error).map(|e| e.kind);
+        assert_eq!(kind, Some(TransportErrorKind::MessageTooBig), "{error:?}");
+    } else if case.garbage.is_empty() {
+        assert_eq!(read.len(), must.len(), "{read:?}");
+    }
+}
