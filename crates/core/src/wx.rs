@@ -239,6 +239,8 @@ pub struct OpenResult {
     pub header: http::HeaderMap,
     /// The negotiated sub-protocol.
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters in force, when `perMessageDeflate` was agreed.
+    pub deflate: Option<crate::DeflateParams>,
 }
 
 /// What `onSocketMessage` receives.
@@ -470,6 +472,7 @@ impl WxSocket {
                     conn,
                     header: handshake.headers,
                     protocol: handshake.protocol,
+                    deflate: handshake.deflate,
                 },
             ),
             Event::Message { conn, message } => call(
