@@ -12,6 +12,15 @@
 //! hold later handshakes. Dropping the peer shuts every connection down, joins every thread
 //! and frees the port.
 //!
+//! permessage-deflate (RFC 7692): with [`PeerBuilder::deflate_answer`] the peer answers
+//! every upgrade with that `Sec-WebSocket-Extensions` value and, when it is a valid
+//! permessage-deflate answer, speaks the extension with the parameters it names (see
+//! [`deflate`]): client frames with RSV1 are inflated (each [`Received`] message says
+//! whether it arrived compressed and its size on the wire), echoes and scripted messages
+//! go out compressed. [`Mode::Script`] sends scripted frames, well-formed or not
+//! (fragmented compressed messages with a ping in between, RSV1 where it is not allowed,
+//! invalid DEFLATE data, decompression bombs).
+//!
 //! Waiting is deterministic: [`Peer::wait_for`] blocks on a condition variable until the
 //! record satisfies a predicate, with a timeout.
 
@@ -77,6 +86,56 @@ pub enum Mode {
     /// Accepts, then sends the first bytes of a 100-byte binary frame and drops the TCP
     /// connection (1006).
     DropMidMessage,
+    /// Accepts, sends these steps in order, then behaves like [`Mode::Echo`]. A step whose
+    /// write fails ends the script (recorded in [`Connection::write_error`]) and the peer
+    /// goes on reading what the client sent.
+    Script(Vec<Step>),
+}
+
+/// One scripted send of [`Mode::Script`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// A message in one frame, compressed (RSV1) when permessage-deflate was agreed.
+    Message(Message),
+    /// A message in one frame, never compressed.
+    Uncompressed(Message),
+    /// A message, compressed when permessage-deflate was agreed, split into `fragments`
+    /// frames (RSV1 on the first only); with `ping`, a ping with payload `mid-message`
+    /// goes between the first and the second fragment.
+    Fragmented {
+        /// The message.
+        message: Message,
+        /// How many frames (at least 1).
+        fragments: usize,
+        /// Whether a ping goes after the first fragment.
+        ping: bool,
+    },
+    /// A frame written exactly as given (server frames are unmasked). A compressed payload
+    /// made with [`deflate::compress`] is not known to the peer's compressor: send no
+    /// compressed [`Step::Message`] after it unless the peer resets its context.
+    Frame {
+        /// FIN bit.
+        fin: bool,
+        /// RSV1..RSV3 as a 3-bit number (RSV1 = 0b100).
+        rsv: u8,
+        /// The opcode (see [`opcode`]).
+        opcode: u8,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Waits until the client sent this many data messages on the connection (counted
+    /// from the start; they are recorded, not echoed), so what follows certainly arrives
+    /// after the client saw the handshake complete.
+    AwaitMessages(usize),
+    /// A binary message with RSV1 whose payload inflates to `zeros` zero bytes (see
+    /// [`deflate::bomb`]), split into `fragments` frames.
+    Bomb {
+        /// The inflated size.
+        zeros: usize,
+        /// How many frames (at least 1).
+        fragments: usize,
+    },
 }
 
 /// TLS setup of a peer.
@@ -137,10 +196,18 @@ pub struct Connection {
     pub request: Option<Request>,
     /// Whether the peer answered the upgrade with 101.
     pub upgraded: bool,
-    /// Data messages received, in order.
+    /// Data messages received, in order (inflated when they arrived compressed).
     pub messages: Vec<Message>,
+    /// The same messages with how they travelled.
+    pub received: Vec<Received>,
     /// Pings received.
     pub pings: usize,
+    /// The payloads of the pongs received, in order.
+    pub pongs: Vec<Vec<u8>>,
+    /// The permessage-deflate parameters the peer applied ([`PeerBuilder::deflate_answer`]).
+    pub deflate: Option<deflate::Agreed>,
+    /// Why a scripted step could not be written ([`Mode::Script`]).
+    pub write_error: Option<String>,
     /// Close frames received, in order.
     pub closes: Vec<CloseFrame>,
     /// Whether the connection is over (the client went away or the peer closed it).
@@ -150,6 +217,22 @@ pub struct Connection {
     pub client_went_away: bool,
     /// Why the connection ended, when it was an error (TLS failure, reset, bad frame).
     pub error: Option<String>,
+}
+
+/// One data message the peer received, and how it travelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The message (inflated).
+    pub message: Message,
+    /// Whether it arrived compressed (RSV1 on its first frame).
+    pub compressed: bool,
+    /// Its payload bytes on the wire, over all its frames.
+    pub wire_size: usize,
+    /// How many frames it came in.
+    pub frames: usize,
+    /// The longest LZ77 back-reference in its compressed data (0 when uncompressed): at
+    /// most the client's window, 2^`client_max_window_bits`.
+    pub max_distance: usize,
 }
 
 /// Everything the peer saw so far.
@@ -242,6 +325,8 @@ struct State {
     released: bool,
     /// The mode of connections accepted from now on (see [`Peer::set_mode`]).
     mode: Mode,
+    /// The extension answer of connections accepted from now on.
+    deflate_answer: Option<String>,
     /// Set by [`Peer::stop_listening`]: the accept thread closes its listener.
     pause: bool,
     /// Whether a listener is open (the accept thread clears it once it closed one).
@@ -296,6 +381,7 @@ pub struct PeerBuilder {
     mode: Mode,
     tls: Tls,
     hold: bool,
+    deflate_answer: Option<String>,
 }
 
 impl PeerBuilder {
@@ -309,6 +395,15 @@ impl PeerBuilder {
     /// so a test can act while the client is certainly still connecting.
     pub fn hold_handshake(mut self) -> Self {
         self.hold = true;
+        self
+    }
+
+    /// Answers every upgrade with `Sec-WebSocket-Extensions: {answer}`, offered or not
+    /// (default: no extension, whatever the client offers). When the answer is one valid
+    /// permessage-deflate, the peer applies the parameters it names ([`deflate::Agreed`]):
+    /// it inflates the client's RSV1 messages and compresses what it sends.
+    pub fn deflate_answer(mut self, answer: impl Into<String>) -> Self {
+        self.deflate_answer = Some(answer.into());
         self
     }
 
@@ -334,6 +429,7 @@ impl PeerBuilder {
                 stop: false,
                 released: !self.hold,
                 mode: self.mode.clone(),
+                deflate_answer: self.deflate_answer.clone(),
                 pause: false,
                 listening: true,
                 next_listener: None,
@@ -397,6 +493,7 @@ impl Peer {
             mode,
             tls: Tls::None,
             hold: false,
+            deflate_answer: None,
         }
     }
 
@@ -438,6 +535,12 @@ impl Peer {
     /// Sets the mode of the connections accepted from now on (current ones keep theirs).
     pub fn set_mode(&self, mode: Mode) {
         self.shared.lock().mode = mode;
+    }
+
+    /// Sets the extension answer of the connections accepted from now on (see
+    /// [`PeerBuilder::deflate_answer`]; `None`: no extension).
+    pub fn set_deflate_answer(&self, answer: Option<&str>) {
+        self.shared.lock().deflate_answer = answer.map(str::to_owned);
     }
 
     /// Closes the listening socket, so dials are refused until [`Peer::listen_again`];
@@ -670,6 +773,7 @@ fn accept_until_paused(
         let handler = {
             let shared = Arc::clone(shared);
             let mode = state.mode.clone();
+            let deflate_answer = state.deflate_answer.clone();
             let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("peer-conn-{index}"))
@@ -693,6 +797,11 @@ fn accept_until_paused(
                         index,
                         mode,
                         writer,
+                        deflate_answer,
+                        compressor: None,
+                        inflater: None,
+                        partial: None,
+                        received: 0,
                     };
                     let outcome = handler.run();
                     let _ = handler.io.tcp().shutdown(Shutdown::Both);
@@ -775,17 +884,37 @@ enum End {
 /// One received frame.
 struct Frame {
     fin: bool,
+    /// RSV1..RSV3 as a 3-bit number (RSV1 = 0b100).
+    rsv: u8,
     opcode: u8,
     payload: Vec<u8>,
 }
 
-mod opcode {
+/// Frame opcodes (RFC 6455 §5.2), for [`Step::Frame`].
+pub mod opcode {
+    /// Continuation frame.
     pub const CONTINUATION: u8 = 0x0;
+    /// Text frame.
     pub const TEXT: u8 = 0x1;
+    /// Binary frame.
     pub const BINARY: u8 = 0x2;
+    /// Close frame.
     pub const CLOSE: u8 = 0x8;
+    /// Ping frame.
     pub const PING: u8 = 0x9;
+    /// Pong frame.
     pub const PONG: u8 = 0xA;
+}
+
+/// RSV1: the message is compressed (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
+/// A message being received across frames.
+struct Partial {
+    opcode: u8,
+    data: Vec<u8>,
+    compressed: bool,
+    frames: usize,
 }
 
 /// Writes one frame as a server: unmasked unless `mask` is given.
@@ -814,6 +943,26 @@ fn encode_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: Option<[u8
     out
 }
 
+/// The opcode of a data message.
+fn message_opcode(message: &Message) -> u8 {
+    if message.is_text() {
+        opcode::TEXT
+    } else {
+        opcode::BINARY
+    }
+}
+
+/// `payload` cut into `n` (at least one) parts of nearly equal size.
+fn split(payload: &[u8], n: usize) -> Vec<&[u8]> {
+    let n = n.max(1);
+    let size = payload.len().div_ceil(n).max(1);
+    let mut parts: Vec<&[u8]> = payload.chunks(size).collect();
+    while parts.len() < n {
+        parts.push(&[]);
+    }
+    parts
+}
+
 fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut p = code.to_be_bytes().to_vec();
     p.extend_from_slice(reason.as_bytes());
@@ -833,6 +982,15 @@ struct Handler {
     index: usize,
     mode: Mode,
     writer: Arc<Mutex<Writer>>,
+    /// The `Sec-WebSocket-Extensions` answer to send.
+    deflate_answer: Option<String>,
+    /// Set once permessage-deflate was agreed.
+    compressor: Option<deflate::Compressor>,
+    inflater: Option<deflate::Inflater>,
+    /// The data message being received across frames.
+    partial: Option<Partial>,
+    /// How many data messages were received.
+    received: usize,
 }
 
 impl Handler {
@@ -894,6 +1052,17 @@ impl Handler {
         if let Some(p) = &protocol {
             response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
         }
+        let agreed = self
+            .deflate_answer
+            .as_deref()
+            .and_then(deflate::Agreed::parse);
+        if let Some(answer) = &self.deflate_answer {
+            response.push_str(&format!("Sec-WebSocket-Extensions: {answer}\r\n"));
+        }
+        if let Some(agreed) = agreed {
+            self.compressor = Some(deflate::Compressor::new(agreed));
+            self.inflater = Some(deflate::Inflater::new(agreed));
+        }
         response.push_str("\r\n");
         {
             let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -901,7 +1070,10 @@ impl Handler {
             self.io.flush()?;
             w.upgraded = true;
         }
-        self.record(|c| c.upgraded = true);
+        self.record(|c| {
+            c.upgraded = true;
+            c.deflate = agreed;
+        });
 
         // Modes that speak first.
         match self.mode.clone() {
@@ -936,6 +1108,20 @@ impl Handler {
                 // Wait for the client's answer, then close first (RFC 6455 §7.1.1).
                 return self.frames(false, true, true);
             }
+            Mode::Script(steps) => {
+                for step in &steps {
+                    if let Step::AwaitMessages(n) = step {
+                        while self.received < *n {
+                            if let Some(end) = self.frame(false, true, true)? {
+                                return Ok(end);
+                            }
+                        }
+                    } else if let Err(e) = self.play(step) {
+                        self.record(|c| c.write_error = Some(format!("{step:?}: {e}")));
+                        break;
+                    }
+                }
+            }
             Mode::DropMidMessage => {
                 let frame = encode_frame(true, 0, opcode::BINARY, &[7; 100], None);
                 self.send(&frame[..12])?;
@@ -948,7 +1134,7 @@ impl Handler {
             _ => {}
         }
         match self.mode {
-            Mode::Echo | Mode::SelectProtocol(_) | Mode::SelectNone => {
+            Mode::Echo | Mode::SelectProtocol(_) | Mode::SelectNone | Mode::Script(_) => {
                 self.frames(true, true, true)
             }
             Mode::IgnoreClose => self.frames(true, true, false),
@@ -1055,6 +1241,7 @@ impl Handler {
             Err(e) => return Err(e),
         }
         let fin = head[0] & 0x80 != 0;
+        let rsv = (head[0] >> 4) & 0x7;
         let opcode = head[0] & 0x0F;
         let masked = head[1] & 0x80 != 0;
         let len = match head[1] & 0x7F {
@@ -1088,94 +1275,1082 @@ impl Handler {
         }
         Ok(Some(Frame {
             fin,
+            rsv,
             opcode,
             payload,
         }))
     }
 
+    /// Sends one scripted step.
+    fn play(&mut self, step: &Step) -> io::Result<()> {
+        match step {
+            Step::Message(m) => self.send_message(m, true),
+            Step::Uncompressed(m) => self.send_message(m, false),
+            Step::Fragmented {
+                message,
+                fragments,
+                ping,
+            } => {
+                let (payload, rsv) = match &mut self.compressor {
+                    Some(c) => (c.message(message.as_bytes()), RSV1),
+                    None => (message.as_bytes().to_vec(), 0),
+                };
+                let frames = split(&payload, *fragments);
+                let last = frames.len() - 1;
+                for (i, part) in frames.into_iter().enumerate() {
+                    let (op, rsv) = match i {
+                        0 => (message_opcode(message), rsv),
+                        _ => (opcode::CONTINUATION, 0),
+                    };
+                    self.send_unless_closed(&encode_frame(i == last, rsv, op, part, None))?;
+                    if i == 0 && *ping {
+                        let ping = encode_frame(true, 0, opcode::PING, b"mid-message", None);
+                        self.send_unless_closed(&ping)?;
+                    }
+                }
+                Ok(())
+            }
+            Step::Frame {
+                fin,
+                rsv,
+                opcode,
+                payload,
+            } => self.send_unless_closed(&encode_frame(*fin, *rsv, *opcode, payload, None)),
+            Step::AwaitMessages(_) => unreachable!("the script loop waits itself"),
+            Step::Bomb { zeros, fragments } => {
+                let bomb = deflate::bomb(*zeros);
+                let frames = split(&bomb, *fragments);
+                let last = frames.len() - 1;
+                let mut bytes = Vec::with_capacity(bomb.len() + 14 * frames.len());
+                for (i, part) in frames.into_iter().enumerate() {
+                    let (op, rsv) = match i {
+                        0 => (opcode::BINARY, RSV1),
+                        _ => (opcode::CONTINUATION, 0),
+                    };
+                    bytes.extend(encode_frame(i == last, rsv, op, part, None));
+                }
+                self.send_unless_closed(&bytes)
+            }
+        }
+    }
+
+    /// Sends a data message in one frame, compressed when `compress` and permessage-deflate
+    /// was agreed.
+    fn send_message(&mut self, message: &Message, compress: bool) -> io::Result<()> {
+        let op = message_opcode(message);
+        let frame = match &mut self.compressor {
+            Some(c) if compress => {
+                encode_frame(true, RSV1, op, &c.message(message.as_bytes()), None)
+            }
+            _ => encode_frame(true, 0, op, message.as_bytes(), None),
+        };
+        self.send_unless_closed(&frame)
+    }
+
     /// The frame loop after the handshake.
     fn frames(&mut self, echo: bool, answer_ping: bool, answer_close: bool) -> io::Result<End> {
-        let mut partial: Option<(u8, Vec<u8>)> = None;
         loop {
-            let Some(frame) = self.read_frame()? else {
-                return Ok(End::ClientWentAway);
-            };
-            match frame.opcode {
-                opcode::TEXT | opcode::BINARY | opcode::CONTINUATION => {
-                    let (op, mut data) = match (frame.opcode, partial.take()) {
-                        (opcode::CONTINUATION, Some(p)) => p,
-                        (opcode::CONTINUATION, None) => {
-                            return Err(io::Error::other("continuation without a start"));
+            if let Some(end) = self.frame(echo, answer_ping, answer_close)? {
+                return Ok(end);
+            }
+        }
+    }
+
+    /// Reads and handles one frame; `Some` when the connection is over.
+    fn frame(
+        &mut self,
+        echo: bool,
+        answer_ping: bool,
+        answer_close: bool,
+    ) -> io::Result<Option<End>> {
+        let Some(frame) = self.read_frame()? else {
+            return Ok(Some(End::ClientWentAway));
+        };
+        let control = frame.opcode & 0x8 != 0;
+        if frame.rsv & !RSV1 != 0 || (control && frame.rsv != 0) {
+            return Err(io::Error::other(format!(
+                "client set RSV bits {:#05b} on a frame with opcode {:#x}",
+                frame.rsv, frame.opcode
+            )));
+        }
+        match frame.opcode {
+            opcode::TEXT | opcode::BINARY | opcode::CONTINUATION => {
+                let compressed = frame.rsv & RSV1 != 0;
+                let mut p = match (frame.opcode, self.partial.take()) {
+                    (opcode::CONTINUATION, _) if compressed => {
+                        return Err(io::Error::other("client set RSV1 on a continuation frame"));
+                    }
+                    (opcode::CONTINUATION, Some(p)) => p,
+                    (opcode::CONTINUATION, None) => {
+                        return Err(io::Error::other("continuation without a start"));
+                    }
+                    (_, Some(_)) => {
+                        return Err(io::Error::other(
+                            "a new message began before the previous one ended",
+                        ));
+                    }
+                    (op, None) => {
+                        if compressed && self.inflater.is_none() {
+                            return Err(io::Error::other(
+                                "client set RSV1 without permessage-deflate agreed",
+                            ));
                         }
-                        (op, _) => (op, Vec::new()),
-                    };
-                    data.extend_from_slice(&frame.payload);
-                    if !frame.fin {
-                        partial = Some((op, data));
-                        continue;
-                    }
-                    let message = if op == opcode::TEXT {
-                        match Utf8Payload::try_from(Bytes::from(data.clone())) {
-                            Ok(t) => Message::Text(t),
-                            Err(_) => return Err(io::Error::other("client sent invalid UTF-8")),
+                        Partial {
+                            opcode: op,
+                            data: Vec::new(),
+                            compressed,
+                            frames: 0,
                         }
-                    } else {
-                        Message::Binary(Bytes::from(data.clone()))
-                    };
-                    self.record(|c| c.messages.push(message));
-                    if echo {
-                        self.send_unless_closed(&encode_frame(true, 0, op, &data, None))?;
                     }
+                };
+                p.data.extend_from_slice(&frame.payload);
+                p.frames += 1;
+                if !frame.fin {
+                    self.partial = Some(p);
+                    return Ok(None);
                 }
-                opcode::PING => {
-                    self.record(|c| c.pings += 1);
-                    if answer_ping {
-                        let pong = encode_frame(true, 0, opcode::PONG, &frame.payload, None);
-                        self.send_unless_closed(&pong)?;
+                let wire_size = p.data.len();
+                let (data, max_distance) = match &mut self.inflater {
+                    Some(inflater) if p.compressed => {
+                        inflater.message(&p.data).map_err(io::Error::other)?
                     }
-                }
-                opcode::PONG => {}
-                opcode::CLOSE => {
-                    let close = match frame.payload.len() {
-                        0 | 1 => CloseFrame {
-                            code: None,
-                            reason: String::new(),
-                        },
-                        _ => CloseFrame {
-                            code: Some(u16::from_be_bytes([frame.payload[0], frame.payload[1]])),
-                            reason: String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
-                        },
-                    };
-                    let answered = matches!(self.mode, Mode::CloseWith(..)) || self.writer().closed;
-                    self.record(|c| c.closes.push(close.clone()));
-                    if !answer_close {
-                        continue;
+                    _ => (p.data, 0),
+                };
+                let message = if p.opcode == opcode::TEXT {
+                    match Utf8Payload::try_from(Bytes::from(data)) {
+                        Ok(t) => Message::Text(t),
+                        Err(_) => return Err(io::Error::other("client sent invalid UTF-8")),
                     }
-                    if !answered {
-                        let reply = match close.code {
-                            Some(code) => close_payload(code, &close.reason),
-                            None => Vec::new(),
-                        };
-                        // The client may already be gone (it failed the connection).
-                        let _ = self.send(&encode_frame(true, 0, opcode::CLOSE, &reply, None));
-                    }
-                    // The server closes the TCP connection first (RFC 6455 §7.1.1); wait a
-                    // little for the client's side so "client went away" is recorded when
-                    // it does close.
-                    self.io.shutdown_write();
-                    let _ = self.io.tcp().set_read_timeout(Some(LINGER_AFTER_CLOSE));
-                    let mut chunk = [0u8; 256];
-                    return match self.io.read(&mut chunk) {
-                        Ok(0) => Ok(End::ClientWentAway),
-                        _ => Ok(End::ByPeer),
-                    };
-                }
-                other => {
-                    return Err(io::Error::other(format!(
-                        "client sent reserved opcode {other:#x}"
-                    )));
+                } else {
+                    Message::Binary(Bytes::from(data))
+                };
+                let received = Received {
+                    message: message.clone(),
+                    compressed: p.compressed,
+                    wire_size,
+                    frames: p.frames,
+                    max_distance,
+                };
+                self.received += 1;
+                self.record(|c| {
+                    c.messages.push(received.message.clone());
+                    c.received.push(received);
+                });
+                if echo {
+                    self.send_message(&message, true)?;
                 }
             }
+            opcode::PING => {
+                self.record(|c| c.pings += 1);
+                if answer_ping {
+                    let pong = encode_frame(true, 0, opcode::PONG, &frame.payload, None);
+                    self.send_unless_closed(&pong)?;
+                }
+            }
+            opcode::PONG => self.record(|c| c.pongs.push(frame.payload)),
+            opcode::CLOSE => {
+                let close = match frame.payload.len() {
+                    0 | 1 => CloseFrame {
+                        code: None,
+                        reason: String::new(),
+                    },
+                    _ => CloseFrame {
+                        code: Some(u16::from_be_bytes([frame.payload[0], frame.payload[1]])),
+                        reason: String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
+                    },
+                };
+                let answered = matches!(self.mode, Mode::CloseWith(..)) || self.writer().closed;
+                self.record(|c| c.closes.push(close.clone()));
+                if !answer_close {
+                    return Ok(None);
+                }
+                if !answered {
+                    let reply = match close.code {
+                        Some(code) => close_payload(code, &close.reason),
+                        None => Vec::new(),
+                    };
+                    // The client may already be gone (it failed the connection).
+                    let _ = self.send(&encode_frame(true, 0, opcode::CLOSE, &reply, None));
+                }
+                // The server closes the TCP connection first (RFC 6455 §7.1.1); wait a
+                // little for the client's side so "client went away" is recorded when
+                // it does close.
+                self.io.shutdown_write();
+                let _ = self.io.tcp().set_read_timeout(Some(LINGER_AFTER_CLOSE));
+                let mut chunk = [0u8; 256];
+                return match self.io.read(&mut chunk) {
+                    Ok(0) => Ok(Some(End::ClientWentAway)),
+                    _ => Ok(Some(End::ByPeer)),
+                };
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "client sent reserved opcode {other:#x}"
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// permessage-deflate (RFC 7692) as the peer speaks it: the answer it agreed to
+/// ([`Agreed`]), one-shot helpers for scripted frames ([`compress`], [`bomb`],
+/// [`dangling_reference`]) and the per-connection codecs.
+///
+/// The peer compresses with `flate2` when its window is the full 32 KiB, and with its own
+/// small LZ77 encoder (fixed Huffman codes) when the answer limited
+/// `server_max_window_bits`: that encoder uses every distance up to exactly 2^N, so a
+/// client inflating with a smaller window than agreed fails. Client data is inflated with
+/// `flate2` and again with an independent inflater that also measures the longest
+/// back-reference, so a test can check the client honoured `client_max_window_bits`.
+///
+/// ```
+/// use wxsocket_tests::peer::deflate::{compress, inflate};
+/// let data = b"hello hello hello hello hello hello";
+/// let wire = compress(data);
+/// assert!(wire.len() < data.len());
+/// assert_eq!(inflate(&wire).unwrap(), data);
+/// ```
+pub mod deflate {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    /// What a sync flush ends with, removed from every message on the wire (RFC 7692
+    /// §7.2.1) and appended again before inflating.
+    pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+    /// The largest message the peer inflates.
+    const INFLATE_LIMIT: usize = 64 << 20;
+    /// The largest window (and the one a decompressor keeps for context takeover).
+    const MAX_WINDOW: usize = 1 << 15;
+
+    /// The permessage-deflate parameters of the peer's answer, as the peer applies them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Agreed {
+        /// The peer resets its compressor after each message.
+        pub server_no_context_takeover: bool,
+        /// The peer resets its decompressor after each message (so a client that keeps
+        /// its context fails to be understood).
+        pub client_no_context_takeover: bool,
+        /// The peer's LZ77 window is 2^N bytes (15 unless the answer says less).
+        pub server_max_window_bits: u8,
+        /// `client_max_window_bits` as the answer gave it (the peer inflates any window;
+        /// tests compare it with [`super::Received::max_distance`]).
+        pub client_max_window_bits: Option<u8>,
+    }
+
+    impl Agreed {
+        /// Reads an answer the peer sends; `None` when it is not exactly one
+        /// `permessage-deflate` with well-formed parameters (the client must then fail the
+        /// connection, and the peer does not compress).
+        pub fn parse(answer: &str) -> Option<Agreed> {
+            let mut extensions = answer.split(',').map(str::trim).filter(|e| !e.is_empty());
+            let extension = extensions.next()?;
+            if extensions.next().is_some() {
+                return None;
+            }
+            let mut parts = extension.split(';').map(str::trim);
+            if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+                return None;
+            }
+            let mut agreed = Agreed {
+                server_no_context_takeover: false,
+                client_no_context_takeover: false,
+                server_max_window_bits: 15,
+                client_max_window_bits: None,
+            };
+            let bits = |v: &str| v.parse::<u8>().ok().filter(|b| (8..=15).contains(b));
+            let mut seen = Vec::new();
+            for part in parts {
+                let (key, value) = match part.split_once('=') {
+                    Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (part, None),
+                };
+                let key = key.to_ascii_lowercase();
+                if seen.contains(&key) {
+                    return None;
+                }
+                match (key.as_str(), value) {
+                    ("server_no_context_takeover", None) => {
+                        agreed.server_no_context_takeover = true
+                    }
+                    ("client_no_context_takeover", None) => {
+                        agreed.client_no_context_takeover = true
+                    }
+                    ("server_max_window_bits", Some(v)) => agreed.server_max_window_bits = bits(v)?,
+                    ("client_max_window_bits", Some(v)) => {
+                        agreed.client_max_window_bits = Some(bits(v)?)
+                    }
+                    _ => return None,
+                }
+                seen.push(key);
+            }
+            Some(agreed)
+        }
+    }
+
+    /// `data` as one compressed message with a fresh context: raw DEFLATE, sync flush, the
+    /// 4-byte tail removed. Valid as any message of a connection (it refers to nothing
+    /// before it), but the peer's own compressor does not know it was sent.
+    pub fn compress(data: &[u8]) -> Vec<u8> {
+        let mut c = Compress::new(Compression::default(), false);
+        flate_message(&mut c, data)
+    }
+
+    /// One message through a flate2 compressor: sync flush, tail removed. An empty message
+    /// is the single byte 0x00 (RFC 7692 §7.2.3.6): zlib writes nothing at all for a flush
+    /// right after a flush, which would leave the receiver inside a stored block.
+    fn flate_message(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+        if data.is_empty() {
+            return vec![0x00];
+        }
+        strip_tail(sync_flush(c, data))
+    }
+
+    /// Inflates one compressed message with a fresh context (the tail appended).
+    pub fn inflate(data: &[u8]) -> Result<Vec<u8>, String> {
+        let mut d = Decompress::new(false);
+        flate_inflate(&mut d, data, INFLATE_LIMIT)
+    }
+
+    /// A compressed message that inflates to `zeros` zero bytes (a decompression bomb:
+    /// about 1 KiB on the wire per MiB inflated). Built once per size and cached.
+    pub fn bomb(zeros: usize) -> Arc<Vec<u8>> {
+        static CACHE: OnceLock<Mutex<HashMap<usize, Arc<Vec<u8>>>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(b) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&zeros) {
+            return Arc::clone(b);
+        }
+        // Compressing 100 MiB every time would be slow: after the first MiB the window is
+        // all zeros, so one MiB compressed in that state can be repeated as often as
+        // needed (each piece ends on a byte boundary with a sync flush and refers only to
+        // zeros).
+        const CHUNK: usize = 1 << 20;
+        let chunk = vec![0u8; CHUNK];
+        let mut c = Compress::new(Compression::best(), false);
+        let mut out = Vec::new();
+        let mut left = zeros;
+        let mut warm: Option<Vec<u8>> = None;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            if n == CHUNK
+                && let Some(piece) = &warm
+            {
+                out.extend_from_slice(piece);
+            } else {
+                let piece = sync_flush(&mut c, &chunk[..n]);
+                out.extend_from_slice(&piece);
+                if n == CHUNK && zeros - left > 0 {
+                    warm = Some(piece);
+                }
+            }
+            left -= n;
+        }
+        if zeros == 0 {
+            out = sync_flush(&mut c, &[]);
+        }
+        let bomb = Arc::new(strip_tail(out));
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(zeros, Arc::clone(&bomb));
+        bomb
+    }
+
+    /// A compressed message whose first token copies 3 bytes from 100 bytes before the
+    /// start of the stream: invalid for a fresh context ("distance too far back").
+    pub fn dangling_reference() -> Vec<u8> {
+        let mut w = BitWriter::default();
+        w.put(0, 1); // BFINAL = 0
+        w.put(1, 2); // fixed Huffman codes
+        put_match(&mut w, 3, 100);
+        put_litlen(&mut w, 256);
+        w.put(0, 3); // the empty stored block of the sync flush
+        w.finish()
+    }
+
+    fn strip_tail(mut out: Vec<u8>) -> Vec<u8> {
+        assert!(out.ends_with(&TAIL), "a sync flush ends with 00 00 ff ff");
+        out.truncate(out.len() - TAIL.len());
+        out
+    }
+
+    /// Compresses `data` and sync-flushes (the tail kept).
+    fn sync_flush(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        let start = c.total_in();
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(1024));
+            }
+            let done = (c.total_in() - start) as usize;
+            c.compress_vec(&data[done..], &mut out, FlushCompress::Sync)
+                .expect("deflate into a Vec");
+            let done = (c.total_in() - start) as usize;
+            if done == data.len() && out.len() < out.capacity() {
+                return out;
+            }
+        }
+    }
+
+    /// Inflates one message's payload (the tail appended) with `d`'s context.
+    fn flate_inflate(d: &mut Decompress, data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+        let input = [data, &TAIL[..]].concat();
+        let mut out = Vec::with_capacity(data.len() * 4 + 64);
+        let start_in = d.total_in();
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(out.capacity().max(4096));
+            }
+            let done = (d.total_in() - start_in) as usize;
+            let room = out.capacity() - out.len();
+            let before = out.len();
+            let status = d
+                .decompress_vec(&input[done..], &mut out, FlushDecompress::Sync)
+                .map_err(|e| format!("invalid compressed data: {e}"))?;
+            if out.len() > limit {
+                return Err(format!("a message inflates to more than {limit} bytes"));
+            }
+            let done_now = (d.total_in() - start_in) as usize;
+            let produced = out.len() - before;
+            if status == Status::StreamEnd {
+                // BFINAL: the rest (at least the appended tail) is outside the stream.
+                d.reset(false);
+                return Ok(out);
+            }
+            if done_now == input.len() && produced < room {
+                return Ok(out);
+            }
+            if done_now == done && produced == 0 {
+                return Err("invalid compressed data: no progress".into());
+            }
+        }
+    }
+
+    /// Compresses what the peer sends on one connection.
+    pub(super) struct Compressor {
+        agreed: Agreed,
+        flate: Compress,
+        /// The window of what was sent, for the own encoder (windows below 2^15).
+        history: Vec<u8>,
+    }
+
+    impl Compressor {
+        pub(super) fn new(agreed: Agreed) -> Self {
+            Self {
+                agreed,
+                flate: Compress::new(Compression::default(), false),
+                history: Vec::new(),
+            }
+        }
+
+        /// One message, compressed (tail removed), in this connection's context.
+        pub(super) fn message(&mut self, data: &[u8]) -> Vec<u8> {
+            let bits = self.agreed.server_max_window_bits;
+            if bits >= 15 {
+                let out = flate_message(&mut self.flate, data);
+                if self.agreed.server_no_context_takeover {
+                    self.flate.reset();
+                }
+                out
+            } else {
+                let window = 1usize << bits;
+                let out = lz77_fixed(&self.history, data, window);
+                if self.agreed.server_no_context_takeover {
+                    self.history.clear();
+                } else {
+                    self.history.extend_from_slice(data);
+                    let excess = self.history.len().saturating_sub(window);
+                    self.history.drain(..excess);
+                }
+                out
+            }
+        }
+    }
+
+    /// Inflates what the client sends on one connection.
+    pub(super) struct Inflater {
+        agreed: Agreed,
+        flate: Decompress,
+        /// The last 32 KiB inflated, for the checking inflater.
+        history: Vec<u8>,
+    }
+
+    impl Inflater {
+        pub(super) fn new(agreed: Agreed) -> Self {
+            Self {
+                agreed,
+                flate: Decompress::new(false),
+                history: Vec::new(),
+            }
+        }
+
+        /// One message's payload inflated, and the longest back-reference it used.
+        pub(super) fn message(&mut self, data: &[u8]) -> Result<(Vec<u8>, usize), String> {
+            let (checked, max_distance) = checked_inflate(&self.history, data, INFLATE_LIMIT)
+                .map_err(|e| format!("invalid compressed data from the client: {e}"))?;
+            let out = flate_inflate(&mut self.flate, data, INFLATE_LIMIT)?;
+            if out != checked {
+                return Err(format!(
+                    "test peer bug: flate2 inflated {} bytes, the checking inflater {}",
+                    out.len(),
+                    checked.len()
+                ));
+            }
+            if self.agreed.client_no_context_takeover {
+                self.flate.reset(false);
+                self.history.clear();
+            } else {
+                self.history.extend_from_slice(&out);
+                let excess = self.history.len().saturating_sub(MAX_WINDOW);
+                self.history.drain(..excess);
+            }
+            Ok((out, max_distance))
+        }
+    }
+
+    // ----- DEFLATE by hand (RFC 1951): fixed-Huffman LZ77 encoder, checking inflater -----
+
+    const LBASE: [u16; 29] = [
+        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+        131, 163, 195, 227, 258,
+    ];
+    const LEXT: [u8; 29] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+    ];
+    const DBASE: [u16; 30] = [
+        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+        2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+    ];
+    const DEXT: [u8; 30] = [
+        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12,
+        13, 13,
+    ];
+
+    #[derive(Default)]
+    struct BitWriter {
+        out: Vec<u8>,
+        acc: u64,
+        n: u32,
+    }
+
+    impl BitWriter {
+        /// `bits` bits of `v`, least significant first.
+        fn put(&mut self, v: u32, bits: u32) {
+            self.acc |= u64::from(v) << self.n;
+            self.n += bits;
+            while self.n >= 8 {
+                self.out.push(self.acc as u8);
+                self.acc >>= 8;
+                self.n -= 8;
+            }
+        }
+
+        /// A Huffman code: most significant bit first.
+        fn put_code(&mut self, code: u32, len: u32) {
+            let reversed = code.reverse_bits() >> (32 - len);
+            self.put(reversed, len);
+        }
+
+        fn finish(mut self) -> Vec<u8> {
+            if self.n > 0 {
+                self.out.push(self.acc as u8);
+            }
+            self.out
+        }
+    }
+
+    /// A literal/length symbol with the fixed code (RFC 1951 §3.2.6).
+    fn put_litlen(w: &mut BitWriter, sym: u32) {
+        match sym {
+            0..=143 => w.put_code(0x30 + sym, 8),
+            144..=255 => w.put_code(0x190 + sym - 144, 9),
+            256..=279 => w.put_code(sym - 256, 7),
+            _ => w.put_code(0xC0 + sym - 280, 8),
+        }
+    }
+
+    fn put_match(w: &mut BitWriter, len: usize, dist: usize) {
+        let li = LBASE
+            .iter()
+            .rposition(|&b| usize::from(b) <= len)
+            .expect("len >= 3");
+        put_litlen(w, 257 + li as u32);
+        w.put((len - usize::from(LBASE[li])) as u32, u32::from(LEXT[li]));
+        let di = DBASE
+            .iter()
+            .rposition(|&b| usize::from(b) <= dist)
+            .expect("dist >= 1");
+        w.put_code(di as u32, 5);
+        w.put((dist - usize::from(DBASE[di])) as u32, u32::from(DEXT[di]));
+    }
+
+    /// `data` compressed as one sync-flushed fixed-Huffman block (tail removed), matching
+    /// against `history` (what was sent before) and itself, with distances up to `window`.
+    /// Among matches of equal length the farthest wins, so distances reach the window's
+    /// edge whenever the data allows.
+    fn lz77_fixed(history: &[u8], data: &[u8], window: usize) -> Vec<u8> {
+        let buf = [history, data].concat();
+        let start = history.len();
+        let key = |p: usize| [buf[p], buf[p + 1], buf[p + 2]];
+        let mut chains: HashMap<[u8; 3], Vec<usize>> = HashMap::new();
+        let insert = |chains: &mut HashMap<[u8; 3], Vec<usize>>, p: usize| {
+            if p + 3 <= buf.len() {
+                chains.entry(key(p)).or_default().push(p);
+            }
+        };
+        for p in start.saturating_sub(window)..start {
+            insert(&mut chains, p);
+        }
+        let mut w = BitWriter::default();
+        w.put(0, 1);
+        w.put(1, 2);
+        let mut i = start;
+        while i < buf.len() {
+            let (mut best_len, mut best_dist) = (0, 0);
+            if i + 3 <= buf.len()
+                && let Some(candidates) = chains.get(&key(i))
+            {
+                for &j in candidates.iter().rev().take(128) {
+                    let dist = i - j;
+                    if dist > window {
+                        break;
+                    }
+                    let mut len = 0;
+                    while len < 258 && i + len < buf.len() && buf[j + len] == buf[i + len] {
+                        len += 1;
+                    }
+                    if len >= best_len {
+                        best_len = len;
+                        best_dist = dist;
+                    }
+                }
+            }
+            if best_len >= 3 {
+                put_match(&mut w, best_len, best_dist);
+                for p in i..i + best_len {
+                    insert(&mut chains, p);
+                }
+                i += best_len;
+            } else {
+                put_litlen(&mut w, u32::from(buf[i]));
+                insert(&mut chains, i);
+                i += 1;
+            }
+        }
+        put_litlen(&mut w, 256);
+        w.put(0, 3); // BFINAL = 0, stored: the empty block whose 00 00 ff ff is removed
+        w.finish()
+    }
+
+    struct BitReader<'a> {
+        data: &'a [u8],
+        pos: usize,
+        acc: u64,
+        n: u32,
+    }
+
+    impl BitReader<'_> {
+        fn bits(&mut self, need: u32) -> Result<u32, String> {
+            while self.n < need {
+                let b = *self
+                    .data
+                    .get(self.pos)
+                    .ok_or("the data ends inside a block")?;
+                self.pos += 1;
+                self.acc |= u64::from(b) << self.n;
+                self.n += 8;
+            }
+            let v = (self.acc & ((1u64 << need) - 1)) as u32;
+            self.acc >>= need;
+            self.n -= need;
+            Ok(v)
+        }
+
+        /// Skips to the next byte boundary.
+        fn align(&mut self) {
+            let drop = self.n % 8;
+            self.acc >>= drop;
+            self.n -= drop;
+        }
+
+        fn at_end(&self) -> bool {
+            self.pos == self.data.len() && self.n == 0
+        }
+    }
+
+    /// A canonical Huffman code: how many codes of each length, symbols in code order.
+    struct Huffman {
+        counts: [u16; 16],
+        symbols: Vec<u16>,
+    }
+
+    impl Huffman {
+        fn new(lengths: &[u8]) -> Result<Self, String> {
+            let mut counts = [0u16; 16];
+            for &l in lengths {
+                counts[usize::from(l)] += 1;
+            }
+            counts[0] = 0;
+            let mut left: i32 = 1;
+            for &c in &counts[1..] {
+                left = (left << 1) - i32::from(c);
+                if left < 0 {
+                    return Err("over-subscribed Huffman code".into());
+                }
+            }
+            let mut offsets = [0u16; 16];
+            for len in 1..15 {
+                offsets[len + 1] = offsets[len] + counts[len];
+            }
+            let mut symbols = vec![0u16; lengths.len()];
+            for (sym, &l) in lengths.iter().enumerate() {
+                if l != 0 {
+                    symbols[usize::from(offsets[usize::from(l)])] = sym as u16;
+                    offsets[usize::from(l)] += 1;
+                }
+            }
+            Ok(Self { counts, symbols })
+        }
+
+        fn decode(&self, r: &mut BitReader<'_>) -> Result<u16, String> {
+            let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
+            for len in 1..16 {
+                code |= r.bits(1)? as i32;
+                let count = i32::from(self.counts[len]);
+                if code - first < count {
+                    return Ok(self.symbols[(index + code - first) as usize]);
+                }
+                index += count;
+                first = (first + count) << 1;
+                code <<= 1;
+            }
+            Err("invalid Huffman code".into())
+        }
+    }
+
+    /// Inflates `data` (the tail appended) after `history`, independently of flate2;
+    /// returns what it inflated and the longest back-reference distance used.
+    fn checked_inflate(
+        history: &[u8],
+        data: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<u8>, usize), String> {
+        let input = [data, &TAIL[..]].concat();
+        let mut r = BitReader {
+            data: &input,
+            pos: 0,
+            acc: 0,
+            n: 0,
+        };
+        let mut out = history.to_vec();
+        let base = out.len();
+        let mut max_distance = 0;
+        loop {
+            let last = r.bits(1)? == 1;
+            match r.bits(2)? {
+                0 => {
+                    r.align();
+                    let len = r.bits(16)?;
+                    let nlen = r.bits(16)?;
+                    if len != !nlen & 0xffff {
+                        return Err("stored block length does not match its complement".into());
+                    }
+                    for _ in 0..len {
+                        out.push(r.bits(8)? as u8);
+                    }
+                }
+                1 => {
+                    let mut lengths = [0u8; 288];
+                    lengths[..144].fill(8);
+                    lengths[144..256].fill(9);
+                    lengths[256..280].fill(7);
+                    lengths[280..].fill(8);
+                    let lit = Huffman::new(&lengths)?;
+                    let dist = Huffman::new(&[5u8; 30])?;
+                    codes(
+                        &mut r,
+                        &lit,
+                        &dist,
+                        &mut out,
+                        &mut max_distance,
+                        base + limit,
+                    )?;
+                }
+                2 => {
+                    let (lit, dist) = dynamic_tables(&mut r)?;
+                    codes(
+                        &mut r,
+                        &lit,
+                        &dist,
+                        &mut out,
+                        &mut max_distance,
+                        base + limit,
+                    )?;
+                }
+                _ => return Err("reserved block type 3".into()),
+            }
+            if out.len() - base > limit {
+                return Err(format!("a message inflates to more than {limit} bytes"));
+            }
+            if last || r.at_end() {
+                break;
+            }
+        }
+        out.drain(..base);
+        Ok((out, max_distance))
+    }
+
+    fn dynamic_tables(r: &mut BitReader<'_>) -> Result<(Huffman, Huffman), String> {
+        const ORDER: [usize; 19] = [
+            16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+        ];
+        let nlen = r.bits(5)? as usize + 257;
+        let ndist = r.bits(5)? as usize + 1;
+        let ncode = r.bits(4)? as usize + 4;
+        if nlen > 286 || ndist > 30 {
+            return Err("bad dynamic block counts".into());
+        }
+        let mut code_lengths = [0u8; 19];
+        for &i in &ORDER[..ncode] {
+            code_lengths[i] = r.bits(3)? as u8;
+        }
+        let lencode = Huffman::new(&code_lengths)?;
+        let mut lengths = vec![0u8; nlen + ndist];
+        let mut i = 0;
+        while i < nlen + ndist {
+            let sym = lencode.decode(r)?;
+            if sym < 16 {
+                lengths[i] = sym as u8;
+                i += 1;
+                continue;
+            }
+            let (value, repeat) = match sym {
+                16 => {
+                    let prev = *lengths[..i]
+                        .last()
+                        .ok_or("repeat with no previous length")?;
+                    (prev, 3 + r.bits(2)? as usize)
+                }
+                17 => (0, 3 + r.bits(3)? as usize),
+                _ => (0, 11 + r.bits(7)? as usize),
+            };
+            if i + repeat > nlen + ndist {
+                return Err("too many code lengths".into());
+            }
+            lengths[i..i + repeat].fill(value);
+            i += repeat;
+        }
+        if lengths[256] == 0 {
+            return Err("no end-of-block code".into());
+        }
+        Ok((
+            Huffman::new(&lengths[..nlen])?,
+            Huffman::new(&lengths[nlen..])?,
+        ))
+    }
+
+    fn codes(
+        r: &mut BitReader<'_>,
+        lit: &Huffman,
+        dist: &Huffman,
+        out: &mut Vec<u8>,
+        max_distance: &mut usize,
+        cap: usize,
+    ) -> Result<(), String> {
+        loop {
+            let sym = usize::from(lit.decode(r)?);
+            match sym {
+                0..=255 => out.push(sym as u8),
+                256 => return Ok(()),
+                _ => {
+                    let li = sym - 257;
+                    if li >= 29 {
+                        return Err("bad length symbol".into());
+                    }
+                    let len = usize::from(LBASE[li]) + r.bits(u32::from(LEXT[li]))? as usize;
+                    let di = usize::from(dist.decode(r)?);
+                    if di >= 30 {
+                        return Err("bad distance symbol".into());
+                    }
+                    let d = usize::from(DBASE[di]) + r.bits(u32::from(DEXT[di]))? as usize;
+                    if d > out.len() {
+                        return Err(format!(
+                            "distance {d} reaches before the start of the window"
+                        ));
+                    }
+                    if d > MAX_WINDOW {
+                        return Err(format!("distance {d} is beyond a 32 KiB window"));
+                    }
+                    *max_distance = (*max_distance).max(d);
+                    for _ in 0..len {
+                        out.push(out[out.len() - d]);
+                    }
+                    if out.len() > cap {
+                        return Err("the message inflates too far".into());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Deterministic pseudo-random bytes.
+        fn noise(n: usize, seed: u32) -> Vec<u8> {
+            let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x >> 24) as u8
+                })
+                .collect()
+        }
+
+        #[test]
+        fn answers_parse_as_the_peer_applies_them() {
+            let a = Agreed::parse("permessage-deflate").unwrap();
+            assert_eq!(a.server_max_window_bits, 15);
+            assert!(!a.server_no_context_takeover && !a.client_no_context_takeover);
+            let a = Agreed::parse(
+                "Permessage-Deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=\"9\"; client_max_window_bits=8",
+            )
+            .unwrap();
+            assert!(a.server_no_context_takeover && a.client_no_context_takeover);
+            assert_eq!(a.server_max_window_bits, 9);
+            assert_eq!(a.client_max_window_bits, Some(8));
+            for bad in [
+                "",
+                "x-webkit-deflate-frame",
+                "permessage-deflate, permessage-deflate",
+                "permessage-deflate; foo",
+                "permessage-deflate; server_max_window_bits=16",
+                "permessage-deflate; server_max_window_bits",
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            ] {
+                assert_eq!(Agreed::parse(bad), None, "{bad:?}");
+            }
+        }
+
+        #[test]
+        fn one_shot_helpers_round_trip() {
+            let data = noise(5000, 1).repeat(3);
+            let wire = compress(&data);
+            assert!(wire.len() < data.len() / 2);
+            assert_eq!(inflate(&wire).unwrap(), data);
+            assert_eq!(checked_inflate(&[], &wire, 1 << 20).unwrap().0, data);
+            let err = inflate(&dangling_reference()).unwrap_err();
+            assert!(err.contains("invalid"), "{err}");
+            assert!(checked_inflate(&[], &dangling_reference(), 100).is_err());
+            assert!(inflate(&[0xff; 8]).is_err());
+        }
+
+        #[test]
+        fn empty_messages_keep_the_contexts_in_step() {
+            let agreed = Agreed::parse("permessage-deflate").unwrap();
+            let mut c = Compressor::new(agreed);
+            let mut d = Inflater::new(agreed);
+            for msg in [&b""[..], b"", b"x", b"", b"", b"hello hello hello", b""] {
+                let wire = c.message(msg);
+                assert!(!wire.is_empty());
+                assert_eq!(d.message(&wire).unwrap().0, msg);
+            }
+            assert_eq!(compress(b""), [0x00]);
+            // A compressed message with no payload at all is not a DEFLATE block sequence.
+            assert!(d.message(&[]).is_err());
+        }
+
+        #[test]
+        fn a_bomb_is_small_and_inflates_to_zeros() {
+            let zeros = 5 << 20 | 12345;
+            let b = bomb(zeros);
+            assert!(b.len() < zeros / 500, "{} bytes", b.len());
+            let out = inflate(&b).unwrap();
+            assert_eq!(out.len(), zeros);
+            assert!(out.iter().all(|&z| z == 0));
+            assert!(Arc::ptr_eq(&b, &bomb(zeros)));
+        }
+
+        #[test]
+        fn the_own_encoder_uses_the_whole_window_and_no_more() {
+            for bits in [8u8, 9, 10, 12, 14] {
+                let window = 1usize << bits;
+                let agreed = Agreed {
+                    server_no_context_takeover: false,
+                    client_no_context_takeover: false,
+                    server_max_window_bits: bits,
+                    client_max_window_bits: None,
+                };
+                let mut c = Compressor::new(agreed);
+                let mut d = Inflater::new(agreed);
+                // zlib itself, with exactly that window (it has no 256-byte one).
+                let mut zlib = (bits > 8).then(|| Decompress::new_with_window_bits(false, bits));
+                let block = noise(window, u32::from(bits));
+                let mut longest = 0;
+                for (i, msg) in [
+                    block.clone(),
+                    block.clone(),
+                    [&block[..], &block[..]].concat(),
+                    b"tiny".to_vec(),
+                    Vec::new(),
+                    noise(3 * window + 7, 99),
+                ]
+                .iter()
+                .enumerate()
+                {
+                    let wire = c.message(msg);
+                    let (out, max) = d.message(&wire).unwrap();
+                    assert_eq!(&out, msg, "bits {bits}, message {i}");
+                    assert!(max <= window, "bits {bits}: distance {max}");
+                    longest = longest.max(max);
+                    if let Some(z) = &mut zlib {
+                        assert_eq!(&flate_inflate(z, &wire, 1 << 20).unwrap(), msg);
+                    }
+                    if i == 1 {
+                        assert!(wire.len() < msg.len() / 4, "the repeat refers back");
+                    }
+                }
+                assert_eq!(longest, window, "bits {bits}: the window's edge is used");
+            }
+        }
+
+        #[test]
+        fn contexts_follow_the_agreement() {
+            let msg = noise(2000, 7);
+            for no_takeover in [false, true] {
+                let agreed = Agreed {
+                    server_no_context_takeover: no_takeover,
+                    client_no_context_takeover: no_takeover,
+                    server_max_window_bits: 15,
+                    client_max_window_bits: None,
+                };
+                let mut c = Compressor::new(agreed);
+                let mut d = Inflater::new(agreed);
+                let first = c.message(&msg);
+                let second = c.message(&msg);
+                assert_eq!(second.len() < first.len() / 4, !no_takeover);
+                assert_eq!(d.message(&first).unwrap().0, msg);
+                assert_eq!(d.message(&second).unwrap().0, msg);
+                assert_eq!(d.message(&compress(&msg)).unwrap().0, msg);
+            }
+            // A peer that resets its inflater cannot read a client that kept its context.
+            let keep = Agreed {
+                server_no_context_takeover: false,
+                client_no_context_takeover: false,
+                server_max_window_bits: 15,
+                client_max_window_bits: None,
+            };
+            let mut c = Compressor::new(keep);
+            let mut d = Inflater::new(Agreed {
+                client_no_context_takeover: true,
+                ..keep
+            });
+            d.message(&c.message(&msg)).unwrap();
+            assert!(d.message(&c.message(&msg)).is_err());
         }
     }
 }
@@ -1311,6 +2486,72 @@ mod tests {
             }
             drop(peer);
         }
+    }
+
+    /// A client speaking permessage-deflate by hand: upgrade with an offer, one compressed
+    /// and one plain message, each echoed compressed.
+    #[test]
+    fn deflate_echo_by_hand() {
+        let peer = Peer::builder(Mode::Echo)
+            .deflate_answer("permessage-deflate; server_no_context_takeover")
+            .start();
+        let mut tcp = TcpStream::connect(peer.addr()).unwrap();
+        tcp.set_read_timeout(Some(T)).unwrap();
+        tcp.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+            ),
+            "{head}"
+        );
+        let text = b"hello hello hello hello hello hello";
+        let compressed = deflate::compress(text);
+        let frames = [
+            encode_frame(true, RSV1, opcode::TEXT, &compressed, Some([1, 2, 3, 4])),
+            encode_frame(true, 0, opcode::BINARY, b"plain", Some([5, 6, 7, 8])),
+        ];
+        for frame in &frames {
+            tcp.write_all(frame).unwrap();
+        }
+        for want in [&text[..], b"plain"] {
+            let mut h = [0u8; 2];
+            tcp.read_exact(&mut h).unwrap();
+            assert_eq!(h[0] & 0x40, 0x40, "echoed compressed");
+            let mut payload = vec![0u8; usize::from(h[1])];
+            tcp.read_exact(&mut payload).unwrap();
+            // server_no_context_takeover: each echo inflates on its own.
+            assert_eq!(deflate::inflate(&payload).unwrap(), want);
+        }
+        let conn = peer.wait_conn(0, "two messages", T, |c| c.received.len() == 2);
+        assert_eq!(
+            conn.deflate,
+            deflate::Agreed::parse("permessage-deflate; server_no_context_takeover")
+        );
+        assert!(conn.received[0].compressed);
+        assert_eq!(conn.received[0].wire_size, compressed.len());
+        assert_eq!(
+            conn.received[0].message,
+            Message::text("hello hello hello hello hello hello")
+        );
+        assert!(!conn.received[1].compressed);
+        assert_eq!(conn.messages[1], Message::binary(&b"plain"[..]));
+        // RSV1 on a ping is an error the peer records.
+        tcp.write_all(&encode_frame(true, RSV1, opcode::PING, b"", Some([0; 4])))
+            .unwrap();
+        let conn = peer.wait_conn(0, "the end", T, |c| c.ended);
+        assert!(conn.error.unwrap().contains("RSV"));
     }
 
     #[test]
