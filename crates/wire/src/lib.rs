@@ -9,6 +9,10 @@
 //!   headers on failure; the session core then judges the answer (SPEC §4).
 //! - [`convert`]: messages between the core and tungstenite, and tungstenite errors
 //!   classified into [`wxsocket_core::TransportError`]s (which decide close codes).
+//! - [`deflate`]: permessage-deflate (RFC 7692) for connections that negotiated it, as a
+//!   frame-level transform around tungstenite (which has no extension support): a
+//!   [`deflate::Compressor`] for what is sent and an [`deflate::Inflater`] for what is
+//!   read. The module docs explain the choice; uncompressed connections never touch it.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
 //!
 //! ```
