@@ -1657,6 +1657,28 @@ pub mod deflate {
         bomb
     }
 
+    /// `data` compressed as one complete DEFLATE stream ending in a final block (BFINAL set)
+    /// instead of a sync flush, as RFC 7692 §7.2.3.4 allows a sender to; the receiver's
+    /// appended tail then lies after the end of the stream. Valid only where the receiver
+    /// resets its context after each message (`server_no_context_takeover`), or as a
+    /// connection's first compressed message.
+    pub fn compress_final(data: &[u8]) -> Vec<u8> {
+        let mut c = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(1024));
+            }
+            let done = c.total_in() as usize;
+            let status = c
+                .compress_vec(&data[done..], &mut out, FlushCompress::Finish)
+                .expect("deflate into a Vec");
+            if status == Status::StreamEnd {
+                return out;
+            }
+        }
+    }
+
     /// A compressed message whose first token copies 3 bytes from 100 bytes before the
     /// start of the stream: invalid for a fresh context ("distance too far back").
     pub fn dangling_reference() -> Vec<u8> {
@@ -2247,6 +2269,9 @@ pub mod deflate {
             assert!(err.contains("invalid"), "{err}");
             assert!(checked_inflate(&[], &dangling_reference(), 100).is_err());
             assert!(inflate(&[0xff; 8]).is_err());
+            let last = compress_final(&data);
+            assert_eq!(inflate(&last).unwrap(), data);
+            assert_eq!(checked_inflate(&[], &last, 1 << 20).unwrap().0, data);
         }
 
         #[test]

@@ -51,12 +51,18 @@ deflate_suite!(
     fifty_similar_messages_with_context_takeover,
     fifty_similar_messages_server_resets_its_context,
     fifty_similar_messages_client_resets_its_context,
+    fifty_similar_messages_in_512_byte_windows,
+    a_server_window_of_256_bytes_is_inflated,
+    both_directions_at_once,
+    megabytes_round_trip_compressed,
+    empty_first_fragment_and_a_final_block_from_the_server,
     compressed_and_uncompressed_on_one_connection_both_ways,
     threshold_decides_what_is_compressed,
     threshold_zero_compresses_even_empty_messages,
     fragmented_compressed_message_with_an_interleaved_ping,
     a_server_ignoring_the_offer_runs_uncompressed,
-    refused_answers_fail_with_1006_and_are_not_retried,
+    refused_answers_fail_with_1006,
+    refused_answers_are_not_retried_by_a_reconnect_policy,
     an_extension_answered_without_an_offer_fails,
     rsv1_from_a_server_that_declined_is_1002,
     rsv1_on_a_control_frame_is_1002,
@@ -617,6 +623,134 @@ fn fifty_similar_messages_client_resets_its_context<A: Adapter>() {
     );
 }
 
+fn fifty_similar_messages_in_512_byte_windows<A: Adapter>() {
+    // The peer's own encoder with a 512-byte window and context takeover: its references
+    // reach into earlier messages, up to exactly 512 bytes back.
+    fifty_similar::<A>(
+        "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+        DeflateOptions::default(),
+        params(|p| {
+            p.server_max_window_bits = 9;
+            p.client_max_window_bits = 9;
+        }),
+    );
+}
+
+fn a_server_window_of_256_bytes_is_inflated<A: Adapter>() {
+    let peer = peer_answering("permessage-deflate; server_max_window_bits=8");
+    let mut a: A = client(config());
+    let options = ConnectOptions::new(peer.url())
+        .deflate(DeflateOptions::default().server_max_window_bits(Some(8)));
+    let conn = open_with(
+        &mut a,
+        &options,
+        Some(params(|p| p.server_max_window_bits = 8)),
+    );
+    let block = noise(8, 256);
+    let sent = vec![
+        Message::binary(block.clone()),
+        Message::binary(block.clone()),
+        Message::text(prose(8, 3000)),
+        Message::binary([&block[..], &block[..], &block[..]].concat()),
+    ];
+    exchange(&mut a, &peer, conn, &sent);
+    close_cleanly(&mut a, conn, &peer, 0);
+}
+
+fn both_directions_at_once<A: Adapter>() {
+    // The peer sends 40 compressed messages of its own while the client sends 40 (echoed
+    // after the peer's): the two directions' contexts are independent.
+    let from_peer: Vec<Message> = (100..140).map(similar).collect();
+    let peer = script(
+        "permessage-deflate",
+        from_peer.iter().cloned().map(Step::Message).collect(),
+    );
+    let mut a: A = client(config());
+    let conn = open_with(&mut a, &offer(&peer), Some(DeflateParams::default()));
+    let sent: Vec<Message> = (0..40).map(similar).collect();
+    for m in &sent {
+        a.send_nowait(m.clone()).unwrap();
+    }
+    let events = a.events_until("80 messages and 40 completions", T, |e| {
+        messages(e).len() >= 80 && completions(e).len() >= 40
+    });
+    let got = messages(&events);
+    assert_messages(A::NAME, "the peer's own", &got[..40], &from_peer);
+    assert_messages(A::NAME, "echoes", &got[40..], &sent);
+    let seen = received(&peer, 0, 40);
+    assert_all_compressed(A::NAME, &seen.received, 15);
+    close_cleanly(&mut a, conn, &peer, 0);
+}
+
+fn megabytes_round_trip_compressed<A: Adapter>() {
+    let peer = peer_answering("permessage-deflate");
+    let mut a: A = client(config());
+    let conn = open_with(&mut a, &offer(&peer), Some(DeflateParams::default()));
+    let sent = vec![
+        Message::text(prose(60, 3 << 20)),
+        Message::binary(vec![0x42; 2 << 20]),
+        Message::text(prose(61, 100)),
+    ];
+    exchange(&mut a, &peer, conn, &sent);
+    let seen = received(&peer, 0, sent.len());
+    assert_all_compressed(A::NAME, &seen.received, 15);
+    assert!(
+        seen.received[1].wire_size < 10_000,
+        "[{}] {:?}",
+        A::NAME,
+        seen.received[1].wire_size
+    );
+    close_cleanly(&mut a, conn, &peer, 0);
+}
+
+fn empty_first_fragment_and_a_final_block_from_the_server<A: Adapter>() {
+    // With server_no_context_takeover every message may be built on its own: a compressed
+    // message whose first frame (with RSV1) is empty, and one ending in a final block
+    // (BFINAL, RFC 7692 §7.2.3.4) rather than a sync flush, then ordinary ones.
+    let first = prose(70, 4000);
+    let second = prose(71, 5000);
+    let peer = script(
+        "permessage-deflate; server_no_context_takeover",
+        vec![
+            Step::Frame {
+                fin: false,
+                rsv: RSV1,
+                opcode: opcode::TEXT,
+                payload: Vec::new(),
+            },
+            Step::Frame {
+                fin: true,
+                rsv: 0,
+                opcode: opcode::CONTINUATION,
+                payload: deflate::compress(first.as_bytes()),
+            },
+            Step::Frame {
+                fin: true,
+                rsv: RSV1,
+                opcode: opcode::BINARY,
+                payload: deflate::compress_final(second.as_bytes()),
+            },
+            Step::Message(Message::text(first.clone())),
+        ],
+    );
+    let mut a: A = client(config());
+    let want = params(|p| p.server_no_context_takeover = true);
+    let conn = open_with(&mut a, &offer(&peer), Some(want));
+    let events = a.events_until("three messages", T, |e| messages(e).len() >= 3);
+    assert_messages(
+        A::NAME,
+        "scripted",
+        &messages(&events),
+        &[
+            Message::text(first.clone()),
+            Message::binary(second),
+            Message::text(first),
+        ],
+    );
+    exchange(&mut a, &peer, conn, &[Message::text(prose(72, 2000))]);
+    close_cleanly(&mut a, conn, &peer, 0);
+}
+
 // ----- mixed, threshold, fragments -----
 
 fn compressed_and_uncompressed_on_one_connection_both_ways<A: Adapter>() {
@@ -860,9 +994,28 @@ fn expect_extension_refused(name: &str, conn: ConnId, events: &[Event], answer: 
     }
 }
 
-fn refused_answers_fail_with_1006_and_are_not_retried<A: Adapter>() {
-    // With a reconnect policy, to show a refused answer is final: a server that answers
-    // wrongly once answers wrongly again (like a sub-protocol it was not offered).
+fn refused_answers_fail_with_1006<A: Adapter>() {
+    for (options, answer) in refused_answers() {
+        let peer = peer_answering(answer);
+        let mut a: A = client(config());
+        let conn = a
+            .connect(&ConnectOptions::new(peer.url()).deflate(options))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, T);
+        expect_extension_refused(A::NAME, conn, &events, answer);
+        assert_eq!(a.state(), ReadyState::Closed, "[{}] {answer:?}", A::NAME);
+        assert_quiet(&mut a);
+        let snap = peer.wait_for("the connection to end", T, |s| {
+            s.connections.first().is_some_and(|c| c.ended)
+        });
+        assert_eq!(snap.accepted, 1, "[{}] {answer:?}: dialled again", A::NAME);
+    }
+}
+
+fn refused_answers_are_not_retried_by_a_reconnect_policy<A: Adapter>() {
+    // A server that answers the offer wrongly once answers it wrongly again: like a
+    // sub-protocol that was not offered, a configuration mismatch, not a dial failure.
     let policy = ReconnectPolicy::default()
         .backoff(Duration::from_millis(5), Duration::from_millis(20))
         .seed(7);
