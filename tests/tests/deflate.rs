@@ -981,7 +981,7 @@ fn expect_extension_refused(name: &str, conn: ConnId, events: &[Event], answer: 
         ConnectionError::ConnectFailed(e) => {
             assert_eq!(
                 e.kind,
-                TransportErrorKind::Protocol,
+                TransportErrorKind::Negotiation,
                 "[{name}] answer {answer:?}: {e:?}"
             );
             assert!(

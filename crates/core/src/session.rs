@@ -195,6 +195,7 @@ impl Cause {
     fn retried_by(self, policy: &ReconnectPolicy) -> bool {
         match self {
             Cause::Application | Cause::Mismatch => false,
+            Cause::Dial(Some(TransportErrorKind::Negotiation)) => false,
             Cause::Dial(Some(TransportErrorKind::HttpStatus(status)))
                 if (400..500).contains(&status) =>
             {

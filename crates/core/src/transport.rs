@@ -36,6 +36,10 @@ pub enum TransportErrorKind {
     HttpStatus(u16),
     /// The peer broke the WebSocket protocol (close code 1002).
     Protocol,
+    /// The server's handshake answer agreed to something that was not offered, or not in
+    /// the form offered (an extension or its parameters). A configuration mismatch: a
+    /// reconnect policy does not retry it.
+    Negotiation,
     /// A text message was not valid UTF-8 (close code 1007).
     InvalidUtf8,
     /// A message exceeded the maximum size (close code 1009).

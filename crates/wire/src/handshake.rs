@@ -166,15 +166,16 @@ impl ClientHandshake {
         };
         let deflate = match (&extensions, &self.deflate) {
             (None, _) => None,
-            (Some(answer), Some(offer)) => Some(
-                offer
-                    .negotiate(answer)
-                    .map_err(|e| protocol(&e.to_string()))?,
-            ),
+            (Some(answer), Some(offer)) => Some(offer.negotiate(answer).map_err(|e| {
+                TransportError::new(TransportErrorKind::Negotiation, e.to_string())
+            })?),
             // No extension was offered (RFC 6455 §4.1: the client must fail the connection).
-            (Some(_), None) => {
-                return Err(protocol(
-                    "server accepted an extension that was not offered",
+            (Some(answer), None) => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Negotiation,
+                    format!(
+                        "Sec-WebSocket-Extensions: the server accepted {answer:?}, but no extension was offered"
+                    ),
                 ));
             }
         };
