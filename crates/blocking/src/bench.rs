@@ -5,7 +5,13 @@
 //! - `small one-at-a-time`: a 32-byte text message, wait for its echo, repeat;
 //! - `small pipelined`: 32-byte text messages in windows of [`PIPELINE_WINDOW`]: send a
 //!   window, then read its echoes;
-//! - `16KiB pipelined`: 16 KiB binary messages in windows of [`LARGE_WINDOW`].
+//! - `16KiB pipelined`: 16 KiB binary messages in windows of [`LARGE_WINDOW`];
+//! - `compressed 4KiB JSON pipelined`: this adapter with permessage-deflate against the
+//!   same adapter without it (not against tungstenite, which has no compression), 4 KiB
+//!   JSON-like text messages (64 different ones, in turn; every echo is checked) in windows
+//!   of [`JSON_WINDOW`], over an echo server that accepts the offer
+//!   ([`EchoServer::start_deflate`]) and counts the bytes its socket reads and writes
+//!   ([`BenchRow::wire`]).
 //!
 //! Each workload is cut into [`SEGMENTS`] segments (4 when `quick`); each segment runs
 //! once with each client, alternating which goes first, so both see the same machine
@@ -22,20 +28,33 @@
 
 use crate::{Client, Config, ConnectOptions, Event, Events, Message};
 use std::fmt;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Message as WsMessage;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::HeaderValue;
+use wxsocket_core::{DeflateOptions, TransportEvent};
+use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// Messages in flight per window in the small pipelined workload.
 pub const PIPELINE_WINDOW: usize = 100;
 /// Messages in flight per window in the 16 KiB workload.
 pub const LARGE_WINDOW: usize = 8;
+/// Messages in flight per window in the compressed workload.
+pub const JSON_WINDOW: usize = 16;
 /// Segments each workload is cut into (a full run).
 pub const SEGMENTS: usize = 20;
+/// The compressed workload's message size.
+const JSON_SIZE: usize = 4 * 1024;
+/// Different JSON-like messages sent in turn (so no message repeats within deflate's
+/// 32 KiB window).
+const JSON_VARIANTS: u64 = 64;
+/// The largest message the echo server takes (tungstenite's default; the inflater's limit).
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// How long any single wait in the benchmark may take before it is declared stuck.
 const STUCK: Duration = Duration::from_secs(10);
@@ -49,12 +68,26 @@ pub struct BenchRow {
     pub messages: usize,
     /// Payload bytes per message.
     pub size: usize,
-    /// Echoed messages per second, plain blocking tungstenite client (median segment).
+    /// Echoed messages per second, plain blocking tungstenite client (median segment); in
+    /// the compressed workload, this adapter without compression.
     pub plain_msgs_per_sec: f64,
-    /// Echoed messages per second, this adapter (median segment).
+    /// Echoed messages per second, this adapter (median segment); in the compressed
+    /// workload, with permessage-deflate.
     pub adapter_msgs_per_sec: f64,
     /// Median over the segments of `adapter / plain` (1.0: as fast as the plain client).
     pub ratio: f64,
+    /// Set for the compressed workload: the bytes on the wire of both clients.
+    pub wire: Option<WireBytes>,
+}
+
+/// Bytes on the wire per echoed message (the message and its echo, frame headers
+/// included), as counted by the echo server's socket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WireBytes {
+    /// With permessage-deflate.
+    pub deflate: f64,
+    /// Without compression.
+    pub uncompressed: f64,
 }
 
 impl BenchRow {
@@ -75,6 +108,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 impl fmt::Display for BenchRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(wire) = self.wire {
+            return write!(
+                f,
+                "{:<20} {:>8} msgs  no deflate {:>10.0} msg/s  deflate {:>10.0} msg/s  ratio {:.3}  wire {:.0} B/msg deflate, {:.0} B/msg without",
+                self.name,
+                self.messages,
+                self.plain_msgs_per_sec,
+                self.adapter_msgs_per_sec,
+                self.ratio(),
+                wire.deflate,
+                wire.uncompressed
+            );
+        }
         write!(
             f,
             "{:<20} {:>8} msgs  plain {:>10.0} msg/s  wxsocket-blocking {:>10.0} msg/s  ratio {:.3}",
@@ -92,6 +138,7 @@ impl fmt::Display for BenchRow {
 #[derive(Debug)]
 pub struct EchoServer {
     addr: SocketAddr,
+    wire: Option<Arc<WireCounters>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
     conns: Conns,
@@ -104,6 +151,17 @@ type Conns = Arc<Mutex<Vec<(Arc<Mutex<Option<TcpStream>>>, JoinHandle<()>)>>>;
 impl EchoServer {
     /// Binds 127.0.0.1 on a free port and starts accepting.
     pub fn start() -> io::Result<Self> {
+        Self::spawn(None)
+    }
+
+    /// Like [`start`](Self::start), but the server accepts permessage-deflate offers
+    /// (compressing its echoes, inflating the client's messages) and counts the bytes its
+    /// sockets read and write ([`wire`](Self::wire)).
+    pub fn start_deflate() -> io::Result<Self> {
+        Self::spawn(Some(Arc::default()))
+    }
+
+    fn spawn(wire: Option<Arc<WireCounters>>) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -111,6 +169,7 @@ impl EchoServer {
         let accept = {
             let stop = Arc::clone(&stop);
             let conns = Arc::clone(&conns);
+            let wire = wire.clone();
             std::thread::Builder::new()
                 .name("echo-accept".into())
                 .spawn(move || {
@@ -124,11 +183,15 @@ impl EchoServer {
                         };
                         let slot = Arc::new(Mutex::new(Some(peer)));
                         let mine = Arc::clone(&slot);
+                        let wire = wire.clone();
                         let handle =
                             std::thread::Builder::new()
                                 .name("echo-conn".into())
                                 .spawn(move || {
-                                    echo(stream);
+                                    match wire {
+                                        None => echo(stream),
+                                        Some(wire) => echo_deflate(stream, wire),
+                                    }
                                     mine.lock().unwrap_or_else(|e| e.into_inner()).take();
                                 });
                         if let Ok(handle) = handle {
@@ -142,6 +205,7 @@ impl EchoServer {
         };
         Ok(Self {
             addr,
+            wire,
             stop,
             accept: Some(accept),
             conns,
@@ -156,6 +220,129 @@ impl EchoServer {
     /// `ws://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
+    }
+
+    /// The bytes all its connections read and wrote, for a server made with
+    /// [`start_deflate`](Self::start_deflate).
+    pub fn wire(&self) -> Option<&WireCounters> {
+        self.wire.as_deref()
+    }
+}
+
+/// Bytes a server socket read and wrote: raw, as on the wire (compressed where
+/// permessage-deflate is in force, frame headers and handshake included). A write is
+/// counted as it is handed to the socket, so bytes the peer has read are always counted.
+#[derive(Debug, Default)]
+pub struct WireCounters {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl WireCounters {
+    /// Bytes read from the socket so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read and written.
+    pub fn total(&self) -> u64 {
+        self.read() + self.written()
+    }
+}
+
+/// A server's socket as a tungstenite server should use it: counts the raw bytes in both
+/// directions ([`WireCounters`]) and, once permessage-deflate is agreed
+/// ([`inflate`](Self::inflate)), passes what the client sends through a server-side
+/// [`Inflater`], so the client's compressed messages reach tungstenite as plain frames.
+/// The handshake runs on it uncompressed; enable the inflater right after it (the client
+/// sends no frame before it has the server's answer).
+pub struct ServerStream<S> {
+    inner: S,
+    inflater: Option<Box<Inflater>>,
+    counters: Arc<WireCounters>,
+}
+
+impl<S> fmt::Debug for ServerStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStream")
+            .field("inflating", &self.inflater.is_some())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl<S> ServerStream<S> {
+    /// Wraps `inner`, counting into `counters`.
+    pub fn new(inner: S, counters: Arc<WireCounters>) -> Self {
+        Self {
+            inner,
+            inflater: None,
+            counters,
+        }
+    }
+
+    /// From now on, reads pass through `inflater` (made with `Inflater::server`).
+    pub fn inflate(&mut self, inflater: Inflater) {
+        self.inflater = Some(Box::new(inflater));
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Counts what `inner` reads.
+struct CountingReader<'a, R> {
+    inner: &'a mut R,
+    counters: &'a WireCounters,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<S: Read> Read for ServerStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut counting = CountingReader {
+            inner: &mut self.inner,
+            counters: &self.counters,
+        };
+        match &mut self.inflater {
+            None => counting.read(buf),
+            Some(inflater) => inflater.read_from(&mut counting, buf),
+        }
+    }
+}
+
+impl<S: Write> Write for ServerStream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Counted before the write (and corrected after), so the count is complete by the
+        // time the peer can have read the bytes.
+        let offered = buf.len() as u64;
+        self.counters.written.fetch_add(offered, Ordering::Relaxed);
+        let written = self.inner.write(buf);
+        let unwritten = match &written {
+            Ok(n) => offered - *n as u64,
+            Err(_) => offered,
+        };
+        self.counters
+            .written
+            .fetch_sub(unwritten, Ordering::Relaxed);
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -195,7 +382,114 @@ fn echo(stream: TcpStream) {
     }
 }
 
-/// Runs the three workloads against one local echo server and returns one row each.
+/// The `Sec-WebSocket-Extensions` values of a request, joined with `", "`.
+fn offered_extensions(request: &Request) -> String {
+    request
+        .headers()
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The echo of [`EchoServer::start_deflate`]: accepts a permessage-deflate offer with
+/// everything it asks for, compresses the echoes (32-byte threshold, as the client's
+/// default) and counts the socket's bytes.
+fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
+    let _ = stream.set_nodelay(true);
+    let mut agreed = None;
+    #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
+    let callback = |request: &Request, mut response: Response| {
+        if let Some((params, answer)) =
+            wxsocket_core::deflate::accept_offer(&offered_extensions(request))
+            && let Ok(value) = HeaderValue::from_str(&answer)
+        {
+            response
+                .headers_mut()
+                .insert("sec-websocket-extensions", value);
+            agreed = Some(params);
+        }
+        Ok::<Response, ErrorResponse>(response)
+    };
+    let Ok(mut ws) = tungstenite::accept_hdr(ServerStream::new(stream, counters), callback) else {
+        return;
+    };
+    let mut compressor = agreed.map(|params| {
+        ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
+        Compressor::server(&params, DeflateOptions::default().threshold)
+    });
+    loop {
+        match ws.read() {
+            Ok(message @ (WsMessage::Text(_) | WsMessage::Binary(_))) => {
+                let reply = match (
+                    &mut compressor,
+                    wxsocket_wire::convert::from_ws(message.clone()),
+                ) {
+                    (Some(c), Some(TransportEvent::Message(m))) => c.encode(m),
+                    _ => message,
+                };
+                if ws.send(reply).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A JSON-like text of exactly `size` bytes (for `size` of at least 64): an array of
+/// records (ids, names, scores, timestamps, tags) drawn from a generator seeded with
+/// `seed`, as an API might send. It compresses about as well as such messages do.
+fn json_like_payload(seed: u64, size: usize) -> String {
+    const NAMES: [&str; 8] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    const TAGS: [&str; 6] = ["new", "vip", "mobile", "web", "beta", "trial"];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut out = String::from("[");
+    loop {
+        let r = next();
+        let record = format!(
+            "{{\"id\":{},\"name\":\"{}-{}\",\"score\":{}.{:02},\"ts\":{},\"active\":{},\"tags\":[\"{}\",\"{}\"]}}",
+            r % 1_000_000,
+            NAMES[(r >> 20) as usize % NAMES.len()],
+            (r >> 24) % 10_000,
+            (r >> 32) % 1000,
+            (r >> 42) % 100,
+            1_700_000_000 + (next() % 100_000_000),
+            r & 1 == 0,
+            TAGS[(r >> 50) as usize % TAGS.len()],
+            TAGS[(r >> 54) as usize % TAGS.len()],
+        );
+        let separator = usize::from(out.len() > 1);
+        if out.len() + separator + record.len() + 1 > size {
+            break;
+        }
+        if separator == 1 {
+            out.push(',');
+        }
+        out.push_str(&record);
+    }
+    // JSON allows whitespace before the closing bracket.
+    while out.len() + 1 < size {
+        out.push(' ');
+    }
+    out.push(']');
+    out
+}
+
+/// Runs the three workloads against one local echo server and returns one row each, then
+/// the compressed workload against a server that accepts permessage-deflate (its row
+/// last, with [`BenchRow::wire`] set).
 /// `quick` runs a tenth of the messages in 4 segments (a few seconds in all, for smoke
 /// tests and demos); a full run takes about ten seconds.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
@@ -209,7 +503,7 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
         ("16KiB pipelined", 20_000 / scale, LARGE_WINDOW, large),
     ];
     let mut plain = PlainClient::connect(&server)?;
-    let adapter = AdapterClient::connect(&server)?;
+    let adapter = AdapterClient::connect(&server, false)?;
     let mut rows = Vec::new();
     for (name, messages, window, message) in workloads {
         // A short warm-up of each, then the measured segments.
@@ -242,11 +536,72 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             plain_msgs_per_sec: median(plain_rates),
             adapter_msgs_per_sec: median(adapter_rates),
             ratio: median(ratios),
+            wire: None,
         });
     }
     plain.close();
     adapter.close();
+    drop(server);
+    rows.push(compressed_workload(20_000 / scale, segments)?);
     Ok(rows)
+}
+
+/// The compressed workload: one adapter client with permessage-deflate, one without, in
+/// interleaved segments as the others; the server's byte counts over each segment give the
+/// bytes on the wire.
+fn compressed_workload(messages: usize, segments: usize) -> io::Result<BenchRow> {
+    let server = EchoServer::start_deflate()?;
+    let wire = server
+        .wire()
+        .ok_or_else(|| io::Error::other("no wire counters"))?;
+    let payloads: Vec<Message> = (0..JSON_VARIANTS)
+        .map(|seed| Message::text(json_like_payload(seed, JSON_SIZE)))
+        .collect();
+    let plain = AdapterClient::connect(&server, false)?;
+    let deflate = AdapterClient::connect(&server, true)?;
+    let window = JSON_WINDOW;
+    // Warm-up (which also starts both clients' message cycles).
+    let (mut plain_at, mut deflate_at) = (0, 0);
+    plain.run_checked(&payloads, &mut plain_at, window, window)?;
+    deflate.run_checked(&payloads, &mut deflate_at, window, window)?;
+    let per_segment = (messages / segments).max(window);
+    let (mut plain_rates, mut deflate_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_bytes, mut deflate_bytes) = (0u64, 0u64);
+    let measure = |client: &AdapterClient, at: &mut usize, bytes: &mut u64| {
+        let before = wire.total();
+        let r = rate(per_segment, || {
+            client.run_checked(&payloads, at, per_segment, window)
+        })?;
+        *bytes += wire.total() - before;
+        io::Result::Ok(r)
+    };
+    for segment in 0..segments {
+        let (p, d) = if segment % 2 == 0 {
+            let p = measure(&plain, &mut plain_at, &mut plain_bytes)?;
+            (p, measure(&deflate, &mut deflate_at, &mut deflate_bytes)?)
+        } else {
+            let d = measure(&deflate, &mut deflate_at, &mut deflate_bytes)?;
+            (measure(&plain, &mut plain_at, &mut plain_bytes)?, d)
+        };
+        plain_rates.push(p);
+        deflate_rates.push(d);
+        ratios.push(d / p);
+    }
+    plain.close();
+    deflate.close();
+    let total = (per_segment * segments) as f64;
+    Ok(BenchRow {
+        name: "compressed 4KiB JSON pipelined",
+        messages: per_segment * segments,
+        size: JSON_SIZE,
+        plain_msgs_per_sec: median(plain_rates),
+        adapter_msgs_per_sec: median(deflate_rates),
+        ratio: median(ratios),
+        wire: Some(WireBytes {
+            deflate: deflate_bytes as f64 / total,
+            uncompressed: plain_bytes as f64 / total,
+        }),
+    })
 }
 
 fn rate(messages: usize, run: impl FnOnce() -> io::Result<()>) -> io::Result<f64> {
@@ -307,16 +662,29 @@ struct AdapterClient {
 }
 
 impl AdapterClient {
-    fn connect(server: &EchoServer) -> io::Result<Self> {
+    /// Connects, offering permessage-deflate if `deflate`; fails unless compression is in
+    /// force exactly when offered.
+    fn connect(server: &EchoServer, deflate: bool) -> io::Result<Self> {
         let (client, events) = Client::new(Config::default()).map_err(io::Error::other)?;
         client
-            .connect(&ConnectOptions::new(server.url()).tcp_no_delay(true))
+            .connect(
+                &ConnectOptions::new(server.url())
+                    .tcp_no_delay(true)
+                    .per_message_deflate(deflate),
+            )
             .map_err(io::Error::other)?;
         loop {
             match events
                 .recv_timeout(STUCK)
                 .map_err(|_| stuck("no open event"))?
             {
+                Event::Open { handshake, .. } if handshake.deflate.is_some() != deflate => {
+                    return Err(io::Error::other(format!(
+                        "permessage-deflate expected {}, agreed {:?}",
+                        if deflate { "on" } else { "off" },
+                        handshake.deflate
+                    )));
+                }
                 Event::Open { .. } => return Ok(Self { client, events }),
                 Event::Close { reason, .. } => {
                     return Err(io::Error::other(format!("connect failed: {reason}")));
@@ -354,6 +722,51 @@ impl AdapterClient {
         Ok(())
     }
 
+    /// Like [`run`](Self::run), but sends `payloads` in turn from index `*at` on, and
+    /// checks that every echo is the message sent.
+    fn run_checked(
+        &self,
+        payloads: &[Message],
+        at: &mut usize,
+        messages: usize,
+        window: usize,
+    ) -> io::Result<()> {
+        let mut done = 0;
+        while done < messages {
+            let n = window.min(messages - done);
+            for i in 0..n {
+                let payload = &payloads[(*at + i) % payloads.len()];
+                self.client
+                    .send(payload.clone())
+                    .map_err(io::Error::other)?;
+            }
+            let mut got = 0;
+            while got < n {
+                match self
+                    .events
+                    .recv_timeout(STUCK)
+                    .map_err(|_| stuck("no echo"))?
+                {
+                    Event::Message { message, .. } => {
+                        if message != payloads[(*at + got) % payloads.len()] {
+                            return Err(io::Error::other(
+                                "echo benchmark: an echo differs from the message sent",
+                            ));
+                        }
+                        got += 1;
+                    }
+                    Event::Close { reason, .. } => {
+                        return Err(io::Error::other(format!("connection closed: {reason}")));
+                    }
+                    _ => {}
+                }
+            }
+            *at += n;
+            done += n;
+        }
+        Ok(())
+    }
+
     fn close(self) {
         if self.client.close(None, "").is_ok() {
             while let Ok(event) = self.events.recv_timeout(STUCK) {
@@ -374,7 +787,15 @@ pub fn print_table(rows: &[BenchRow]) {
         let load: Vec<&str> = load.split_whitespace().take(3).collect();
         println!("load average: {}", load.join(" "));
     }
-    for row in rows {
+    for row in rows.iter().filter(|r| r.wire.is_none()) {
         println!("{row}");
+    }
+    if rows.iter().any(|r| r.wire.is_some()) {
+        println!(
+            "permessage-deflate: wxsocket-blocking with compression vs without (wire = bytes the server's socket read and wrote per echoed message)"
+        );
+        for row in rows.iter().filter(|r| r.wire.is_some()) {
+            println!("{row}");
+        }
     }
 }

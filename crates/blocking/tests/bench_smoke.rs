@@ -1,13 +1,20 @@
-//! The benchmark code the CLI calls works end to end (quick variant): three rows, both
-//! clients echoed every message. Rates are not judged here (debug build, shared machine).
+//! The benchmark code the CLI calls works end to end (quick variant): three rows against
+//! tungstenite, both clients echoed every message, and the compressed workload really
+//! compressed (fewer bytes on the wire). Rates are not judged here (debug build, shared
+//! machine).
 
 #[test]
-fn quick_echo_bench_produces_three_rows() {
+fn quick_echo_bench_produces_four_rows() {
     let rows = wxsocket_blocking::bench::run_echo_bench(true).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     assert_eq!(
         names,
-        ["small one-at-a-time", "small pipelined", "16KiB pipelined"]
+        [
+            "small one-at-a-time",
+            "small pipelined",
+            "16KiB pipelined",
+            "compressed 4KiB JSON pipelined"
+        ]
     );
     for row in &rows {
         assert!(
@@ -18,4 +25,57 @@ fn quick_echo_bench_produces_three_rows() {
         assert!(row.to_string().contains(row.name));
     }
     assert_eq!(rows[2].size, 16 * 1024);
+    assert!(rows[..3].iter().all(|r| r.wire.is_none()));
+
+    let compressed = &rows[3];
+    assert_eq!(compressed.size, 4 * 1024);
+    let wire = compressed.wire.expect("the compressed row counts bytes");
+    // Uncompressed, a 4 KiB message and its echo are at least 2 x 4096 bytes on the wire
+    // (plus frame headers); compressed, the JSON-like payload takes well under half.
+    assert!(wire.uncompressed >= 2.0 * 4096.0, "{compressed}");
+    assert!(wire.deflate < wire.uncompressed / 2.0, "{compressed}");
+    assert!(compressed.to_string().contains("B/msg deflate"));
+}
+
+#[test]
+fn deflate_echo_server_counts_and_still_serves_plain_clients() {
+    use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Message};
+    let server = wxsocket_blocking::bench::EchoServer::start_deflate().unwrap();
+    let wire = server.wire().unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    for deflate in [false, true] {
+        let (client, events) = Client::new(Config::default()).unwrap();
+        client
+            .connect(&ConnectOptions::new(server.url()).per_message_deflate(deflate))
+            .unwrap();
+        loop {
+            match events.recv_timeout(wait).unwrap() {
+                Event::Open { handshake, .. } => {
+                    assert_eq!(handshake.deflate.is_some(), deflate);
+                    break;
+                }
+                Event::Close { reason, .. } => panic!("closed: {reason}"),
+                _ => {}
+            }
+        }
+        let before = (wire.read(), wire.written());
+        let text = "compress me ".repeat(100);
+        client.send(Message::text(text.clone())).unwrap();
+        loop {
+            if let Event::Message { message, .. } = events.recv_timeout(wait).unwrap() {
+                assert_eq!(message, Message::text(text.clone()));
+                break;
+            }
+        }
+        let read = wire.read() - before.0;
+        let written = wire.written() - before.1;
+        if deflate {
+            assert!(read < 100 && written < 100, "{read} {written}");
+        } else {
+            // 1200 bytes: 2 + 2 header bytes (+ 4 mask bytes from the client).
+            assert_eq!((read, written), (1208, 1204));
+        }
+        client.close(None, "").unwrap();
+        while !matches!(events.recv_timeout(wait).unwrap(), Event::Close { .. }) {}
+    }
 }

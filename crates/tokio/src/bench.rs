@@ -1,6 +1,7 @@
 //! The echo benchmark (issue 3): this adapter against a plain tokio-tungstenite client doing
-//! the same work, over one local echo server, in one run. `cargo bench -p wxsocket-tokio`
-//! prints the table; the `wxsocket bench` command calls [`run_echo_bench`] too.
+//! the same work, over one local echo server, in one run; and the adapter with
+//! permessage-deflate against itself without it. `cargo bench -p wxsocket-tokio` prints the
+//! tables; the `wxsocket bench` command calls [`run_echo_bench`] too.
 //!
 //! Cases (messages per second, best of the runs; ratio = adapter / plain):
 //!
@@ -11,6 +12,15 @@
 //! | `small, pipelined vs hand-batched` | as above, but plain feeds and flushes only when it has to wait (hand-written batching) |
 //! | `16 KiB, one at a time` | 16 KiB binary messages, one round trip each |
 //! | `16 KiB, pipelined` | 16 KiB binary messages, at most 64 in flight |
+//!
+//! The compressed case ([`BenchRow::compression`] is set) compares this adapter with
+//! permessage-deflate against the same adapter without it, over an echo server that
+//! accepts the offer ([`EchoServer::start_deflate`]) and counts the bytes its socket reads
+//! and writes:
+//!
+//! | case | what both clients do |
+//! |---|---|
+//! | `compressed, pipelined, 4 KiB JSON-like` | 4 KiB JSON-like text messages (64 different ones, in turn), at most 64 in flight; every echo is checked |
 //!
 //! Both clients set `TCP_NODELAY`; the server runs on its own thread and runtime and echoes
 //! with `StreamExt::forward` (it flushes whenever its input runs dry).
@@ -24,13 +34,22 @@
 
 use crate::{Client, Config, ConnectOptions, Event, Events, Message, SessionConfig};
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wxsocket_core::{DeflateOptions, TransportEvent};
+use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// A benchmark could not run (server, connection or protocol failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,25 +70,41 @@ pub struct BenchRow {
     pub messages: usize,
     /// Payload size in bytes.
     pub size: usize,
-    /// Messages per second through this adapter (best run).
+    /// Messages per second through this adapter (best run); with permessage-deflate in a
+    /// compressed case.
     pub adapter_per_sec: f64,
-    /// Messages per second through the plain tokio-tungstenite client (best run).
+    /// Messages per second through the plain tokio-tungstenite client (best run); in a
+    /// compressed case, through this adapter without compression.
     pub plain_per_sec: f64,
+    /// Set for a compressed case: the bytes on the wire of both runs.
+    pub compression: Option<WireBytes>,
+}
+
+/// Bytes on the wire per echoed message (the message and its echo, frame headers
+/// included), as counted by the echo server's socket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WireBytes {
+    /// With permessage-deflate.
+    pub deflate: f64,
+    /// Without compression.
+    pub uncompressed: f64,
 }
 
 impl BenchRow {
-    /// `adapter_per_sec / plain_per_sec`: above 1.0 means the adapter was faster.
+    /// `adapter_per_sec / plain_per_sec`: above 1.0 means the adapter was faster (in a
+    /// compressed case: compression was faster than none).
     pub fn ratio(&self) -> f64 {
         self.adapter_per_sec / self.plain_per_sec
     }
 }
 
-/// The rows as a Markdown table.
+/// The rows as Markdown tables: the adapter against tokio-tungstenite, then (when there
+/// are compressed cases) the adapter with permessage-deflate against itself without.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::from(
         "| case | messages | size | wxsocket-tokio msg/s | tokio-tungstenite msg/s | ratio |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    for r in rows {
+    for r in rows.iter().filter(|r| r.compression.is_none()) {
         out.push_str(&format!(
             "| {} | {} | {} B | {:.0} | {:.0} | {:.2} |\n",
             r.case,
@@ -80,7 +115,193 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.ratio()
         ));
     }
+    let compressed: Vec<(&BenchRow, WireBytes)> = rows
+        .iter()
+        .filter_map(|r| Some((r, r.compression?)))
+        .collect();
+    if !compressed.is_empty() {
+        out.push_str(
+            "\n| case | messages | size | deflate msg/s | no deflate msg/s | ratio | wire B/msg deflate | wire B/msg no deflate |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (r, wire) in compressed {
+            out.push_str(&format!(
+                "| {} | {} | {} B | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
+                r.case,
+                r.messages,
+                r.size,
+                r.adapter_per_sec,
+                r.plain_per_sec,
+                r.ratio(),
+                wire.deflate,
+                wire.uncompressed
+            ));
+        }
+    }
     out
+}
+
+/// Bytes a server socket read and wrote: raw, as on the wire (compressed where
+/// permessage-deflate is in force, frame headers and handshake included). A write is
+/// counted as it is handed to the socket, so bytes the peer has read are always counted.
+#[derive(Debug, Default)]
+pub struct WireCounters {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl WireCounters {
+    /// Bytes read from the socket so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read and written.
+    pub fn total(&self) -> u64 {
+        self.read() + self.written()
+    }
+}
+
+/// A server's socket as a tokio-tungstenite server should use it: counts the raw bytes
+/// in both directions ([`WireCounters`]) and, once permessage-deflate is agreed
+/// ([`inflate`](Self::inflate)), passes what the client sends through a server-side
+/// [`Inflater`], so the client's compressed messages reach tungstenite as plain frames.
+///
+/// The handshake runs on it uncompressed; enable the inflater right after it (the client
+/// sends no frame before it has the server's answer). Replies are compressed with
+/// `wxsocket_wire::deflate::Compressor::server`, whose frames tungstenite writes as they are.
+pub struct ServerStream<S> {
+    inner: S,
+    inflater: Option<Box<Inflater>>,
+    counters: Arc<WireCounters>,
+}
+
+impl<S> std::fmt::Debug for ServerStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerStream")
+            .field("inflating", &self.inflater.is_some())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl<S> ServerStream<S> {
+    /// Wraps `inner`, counting into `counters`.
+    pub fn new(inner: S, counters: Arc<WireCounters>) -> Self {
+        Self {
+            inner,
+            inflater: None,
+            counters,
+        }
+    }
+
+    /// From now on, reads pass through `inflater` (made with `Inflater::server`).
+    pub fn inflate(&mut self, inflater: Inflater) {
+        self.inflater = Some(Box::new(inflater));
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<WireCounters> {
+        &self.counters
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(inflater) = &mut this.inflater else {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            let n = buf.filled().len() - before;
+            this.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+            return polled;
+        };
+        loop {
+            if inflater.has_output() || buf.remaining() == 0 {
+                let n = inflater.take_output(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = inflater.lend_buffer();
+            let mut raw_buf = ReadBuf::new(&mut raw);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf);
+            let n = raw_buf.filled().len();
+            this.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+            let fed = match polled {
+                Poll::Ready(Ok(())) if n > 0 => inflater.feed(&raw[..n]).map_err(io::Error::from),
+                other => {
+                    inflater.return_buffer(raw);
+                    return other;
+                }
+            };
+            inflater.return_buffer(raw);
+            fed?;
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ServerStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Counted before the write (and corrected after), so the count is complete by the
+        // time the peer can have read the bytes.
+        let offered = buf.len() as u64;
+        this.counters.written.fetch_add(offered, Ordering::Relaxed);
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let unwritten = match &polled {
+            Poll::Ready(Ok(n)) => offered - *n as u64,
+            _ => offered,
+        };
+        this.counters
+            .written
+            .fetch_sub(unwritten, Ordering::Relaxed);
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The `Sec-WebSocket-Extensions` values of a request, joined with `", "`.
+pub fn offered_extensions(request: &Request) -> String {
+    request
+        .headers()
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A text or binary message read by a tungstenite server, as the core's message (for
+/// `Compressor::encode`); `None` for anything else.
+pub fn core_message(message: WsMessage) -> Option<Message> {
+    match wxsocket_wire::convert::from_ws(message)? {
+        TransportEvent::Message(m) => Some(m),
+        _ => None,
+    }
 }
 
 /// A WebSocket echo server on `127.0.0.1`, on its own thread and runtime; it stops when
@@ -88,6 +309,7 @@ pub fn table(rows: &[BenchRow]) -> String {
 #[derive(Debug)]
 pub struct EchoServer {
     addr: SocketAddr,
+    wire: Option<Arc<WireCounters>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -95,6 +317,17 @@ pub struct EchoServer {
 impl EchoServer {
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start() -> std::io::Result<EchoServer> {
+        Self::spawn(None)
+    }
+
+    /// Like [`start`](Self::start), but the server accepts permessage-deflate offers
+    /// (compressing its echoes, inflating the client's messages) and counts the bytes its
+    /// sockets read and write ([`wire`](Self::wire)).
+    pub fn start_deflate() -> std::io::Result<EchoServer> {
+        Self::spawn(Some(Arc::default()))
+    }
+
+    fn spawn(wire: Option<Arc<WireCounters>>) -> std::io::Result<EchoServer> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -102,6 +335,7 @@ impl EchoServer {
             .enable_all()
             .build()?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let counters = wire.clone();
         let thread = std::thread::Builder::new()
             .name("wxsocket-echo".into())
             .spawn(move || {
@@ -115,7 +349,10 @@ impl EchoServer {
                             _ = &mut stopped => break,
                             accepted = listener.accept() => {
                                 if let Ok((stream, _)) = accepted {
-                                    tokio::spawn(echo(stream));
+                                    match &counters {
+                                        None => tokio::spawn(echo(stream)),
+                                        Some(c) => tokio::spawn(echo_deflate(stream, Arc::clone(c))),
+                                    };
                                 }
                             }
                         }
@@ -124,6 +361,7 @@ impl EchoServer {
             })?;
         Ok(EchoServer {
             addr,
+            wire,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -138,6 +376,12 @@ impl EchoServer {
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
+
+    /// The bytes all its connections read and wrote, for a server made with
+    /// [`start_deflate`](Self::start_deflate).
+    pub fn wire(&self) -> Option<&WireCounters> {
+        self.wire.as_deref()
+    }
 }
 
 impl Drop for EchoServer {
@@ -151,10 +395,13 @@ impl Drop for EchoServer {
     }
 }
 
+/// The largest message the echo servers take (also the inflater's limit).
+const MAX_MESSAGE: usize = 64 << 20;
+
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(64 << 20))
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 async fn echo(stream: TcpStream) {
@@ -170,9 +417,61 @@ async fn echo(stream: TcpStream) {
         .await;
 }
 
+/// The echo of [`EchoServer::start_deflate`]: accepts a permessage-deflate offer with
+/// everything it asks for, compresses the echoes (32-byte threshold, as the client's
+/// default) and counts the socket's bytes.
+async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
+    let _ = stream.set_nodelay(true);
+    let agreed = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&agreed);
+    #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
+    let callback = move |request: &Request, mut response: Response| {
+        if let Some((params, answer)) =
+            wxsocket_core::deflate::accept_offer(&offered_extensions(request))
+            && let Ok(value) = HeaderValue::from_str(&answer)
+        {
+            response
+                .headers_mut()
+                .insert("sec-websocket-extensions", value);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(params);
+        }
+        Ok::<Response, ErrorResponse>(response)
+    };
+    let stream = ServerStream::new(stream, counters);
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
+    else {
+        return;
+    };
+    let params = agreed.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let data = |m: &WsMessage| future::ready(m.is_text() || m.is_binary());
+    let Some(params) = params else {
+        let (write, read) = ws.split();
+        let _ = read.try_filter(data).forward(write).await;
+        return;
+    };
+    ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
+    let mut compressor = Compressor::server(&params, DeflateOptions::default().threshold);
+    let (write, read) = ws.split();
+    let _ = read
+        .try_filter(data)
+        .map_ok(move |m| match core_message(m.clone()) {
+            Some(message) => compressor.encode(message),
+            None => m,
+        })
+        .forward(write)
+        .await;
+}
+
 const SMALL: usize = 32;
 const LARGE: usize = 16 * 1024;
 const LARGE_WINDOW: usize = 64;
+/// The compressed case's message size and window.
+const JSON_SIZE: usize = 4 * 1024;
+const JSON_WINDOW: usize = 64;
+/// Different JSON-like messages sent in turn (so no message repeats within deflate's
+/// 32 KiB window).
+const JSON_VARIANTS: u64 = 64;
 /// Bound on any single wait, so a broken run fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -186,7 +485,69 @@ fn payload(size: usize, text: bool) -> (Message, WsMessage) {
     }
 }
 
-/// Runs every case against a fresh local echo server and returns one row per case.
+/// A JSON-like text of exactly `size` bytes (for `size` of at least 64): an array of
+/// records (ids, names, scores, timestamps, tags) drawn from a generator seeded with
+/// `seed`, as an API might send. It compresses about as well as such messages do.
+///
+/// ```
+/// let text = wxsocket_tokio::bench::json_like_payload(7, 4096);
+/// assert_eq!(text.len(), 4096);
+/// assert!(text.starts_with("[{\"id\":") && text.ends_with(']'));
+/// ```
+pub fn json_like_payload(seed: u64, size: usize) -> String {
+    const NAMES: [&str; 8] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    const TAGS: [&str; 6] = ["new", "vip", "mobile", "web", "beta", "trial"];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut out = String::from("[");
+    loop {
+        let r = next();
+        let record = format!(
+            "{{\"id\":{},\"name\":\"{}-{}\",\"score\":{}.{:02},\"ts\":{},\"active\":{},\"tags\":[\"{}\",\"{}\"]}}",
+            r % 1_000_000,
+            NAMES[(r >> 20) as usize % NAMES.len()],
+            (r >> 24) % 10_000,
+            (r >> 32) % 1000,
+            (r >> 42) % 100,
+            1_700_000_000 + (next() % 100_000_000),
+            r & 1 == 0,
+            TAGS[(r >> 50) as usize % TAGS.len()],
+            TAGS[(r >> 54) as usize % TAGS.len()],
+        );
+        let separator = usize::from(out.len() > 1);
+        if out.len() + separator + record.len() + 1 > size {
+            break;
+        }
+        if separator == 1 {
+            out.push(',');
+        }
+        out.push_str(&record);
+    }
+    // JSON allows whitespace before the closing bracket.
+    while out.len() + 1 < size {
+        out.push(' ');
+    }
+    out.push(']');
+    out
+}
+
+/// The compressed case's messages.
+fn json_messages() -> Vec<Message> {
+    (0..JSON_VARIANTS)
+        .map(|seed| Message::text(json_like_payload(seed, JSON_SIZE)))
+        .collect()
+}
+
+/// Runs every case against a fresh local echo server and returns one row per case (the
+/// compressed case last, against a server that accepts permessage-deflate).
 /// `quick` uses fewer messages and one run per client (a few seconds in all); otherwise
 /// each client runs three times and the best run counts.
 pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
@@ -222,10 +583,11 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
     let mut rows = Vec::new();
     for (case, n, size, window, hand_batched) in cases {
         let (ours, theirs) = payload(size, size == SMALL);
+        let ours = std::slice::from_ref(&ours);
         let mut best_ours = 0f64;
         let mut best_plain = 0f64;
         for _ in 0..runs {
-            let secs = adapter_run(&url, n, &ours, window).await?;
+            let (secs, _) = adapter_run(&url, n, ours, window, None).await?;
             best_ours = best_ours.max(n as f64 / secs);
             let secs = plain_run(&url, n, &theirs, window, hand_batched).await?;
             best_plain = best_plain.max(n as f64 / secs);
@@ -236,9 +598,51 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
             size,
             adapter_per_sec: best_ours,
             plain_per_sec: best_plain,
+            compression: None,
         });
     }
+    drop(server);
+    rows.push(compressed_case(4_000 / scale, runs).await?);
     Ok(rows)
+}
+
+/// The compressed case: the adapter with and without permessage-deflate, in turn (the
+/// first run of each is the other's warm-up, so the order alternates), against one
+/// server that accepts the offer.
+async fn compressed_case(n: usize, runs: usize) -> Result<BenchRow, BenchError> {
+    let server = EchoServer::start_deflate().map_err(fail)?;
+    let url = server.url();
+    let wire = server.wire().ok_or_else(|| fail("no wire counters"))?;
+    let messages = json_messages();
+    let (mut best_deflate, mut best_plain) = (0f64, 0f64);
+    let (mut bytes_deflate, mut bytes_plain) = (0u64, 0u64);
+    for run in 0..runs {
+        for deflate in [run % 2 == 0, run % 2 != 0] {
+            let counted = Counted { deflate, wire };
+            let (secs, bytes) =
+                adapter_run(&url, n, &messages, Some(JSON_WINDOW), Some(counted)).await?;
+            let rate = n as f64 / secs;
+            if deflate {
+                best_deflate = best_deflate.max(rate);
+                bytes_deflate += bytes;
+            } else {
+                best_plain = best_plain.max(rate);
+                bytes_plain += bytes;
+            }
+        }
+    }
+    let per_message = |bytes: u64| bytes as f64 / (n * runs) as f64;
+    Ok(BenchRow {
+        case: "compressed, pipelined, 4 KiB JSON-like".to_owned(),
+        messages: n,
+        size: JSON_SIZE,
+        adapter_per_sec: best_deflate,
+        plain_per_sec: best_plain,
+        compression: Some(WireBytes {
+            deflate: per_message(bytes_deflate),
+            uncompressed: per_message(bytes_plain),
+        }),
+    })
 }
 
 async fn next_event(events: &mut Events) -> Result<Event, BenchError> {
@@ -253,37 +657,74 @@ async fn next_event(events: &mut Events) -> Result<Event, BenchError> {
     }
 }
 
-/// Seconds for `n` echoes through this adapter, at most `window` in flight (`None`: all).
+/// A run of the compressed case: with or without permessage-deflate, counting the
+/// server's bytes.
+#[derive(Clone, Copy)]
+struct Counted<'a> {
+    deflate: bool,
+    wire: &'a WireCounters,
+}
+
+/// Seconds for `n` echoes through this adapter, at most `window` in flight (`None`: all),
+/// sending `messages` in turn. With `counted`, compression is offered (or not), checked to
+/// be in force (or not), every echo is checked and the second value is the bytes the
+/// server's socket read and wrote meanwhile.
 async fn adapter_run(
     url: &str,
     n: usize,
-    message: &Message,
+    messages: &[Message],
     window: Option<usize>,
-) -> Result<f64, BenchError> {
+    counted: Option<Counted<'_>>,
+) -> Result<(f64, u64), BenchError> {
     let session = SessionConfig::default()
         .queue_bounds(1 << 20, 256 << 20)
         .max_buffered_bytes(256 << 20);
     let (client, mut events) = Client::new(Config::default().session(session)).map_err(fail)?;
+    let deflate = counted.is_some_and(|c| c.deflate);
     client
-        .connect(&ConnectOptions::new(url).tcp_no_delay(true))
+        .connect(
+            &ConnectOptions::new(url)
+                .tcp_no_delay(true)
+                .per_message_deflate(deflate),
+        )
         .map_err(fail)?;
-    while !matches!(next_event(&mut events).await?, Event::Open { .. }) {}
+    loop {
+        if let Event::Open { handshake, .. } = next_event(&mut events).await? {
+            if handshake.deflate.is_some() != deflate {
+                return Err(fail(format!(
+                    "permessage-deflate expected {}, agreed {:?}",
+                    if deflate { "on" } else { "off" },
+                    handshake.deflate
+                )));
+            }
+            break;
+        }
+    }
     let window = window.unwrap_or(n);
+    let wire_before = counted.map_or(0, |c| c.wire.total());
     let start = Instant::now();
     let (mut sent, mut received) = (0, 0);
     while received < n {
         while sent < n && sent - received < window {
-            client.send_nowait(message.clone()).map_err(fail)?;
+            client
+                .send_nowait(messages[sent % messages.len()].clone())
+                .map_err(fail)?;
             sent += 1;
         }
-        if let Event::Message { .. } = next_event(&mut events).await? {
+        if let Event::Message { message, .. } = next_event(&mut events).await? {
+            if counted.is_some() && message != messages[received % messages.len()] {
+                return Err(fail(format!(
+                    "echo {received} differs from the message sent"
+                )));
+            }
             received += 1;
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let bytes = counted.map_or(0, |c| c.wire.total() - wire_before);
     client.close(None, "").map_err(fail)?;
     while !matches!(events.next().await, Some(Event::Close { .. }) | None) {}
-    Ok(secs)
+    Ok((secs, bytes))
 }
 
 /// The same work with a plain tokio-tungstenite client.
