@@ -1,5 +1,7 @@
 //! `wxsocket bench`: the echo benchmarks of both adapters (their `bench` modules) in one
-//! table, optionally written as JSON.
+//! table against the plain clients they are built on, and a second table for the
+//! permessage-deflate cases (each adapter with compression against itself without),
+//! optionally written as JSON.
 
 use serde_json::json;
 use std::path::Path;
@@ -15,6 +17,9 @@ struct Row {
     size: usize,
     ours: f64,
     plain: f64,
+    /// A compressed case: `ours` is with permessage-deflate, `plain` the same adapter
+    /// without; bytes on the wire per message (deflate, uncompressed).
+    wire: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -37,6 +42,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         size: r.size,
         ours: r.adapter_per_sec,
         plain: r.plain_per_sec,
+        wire: r.compression.map(|w| (w.deflate, w.uncompressed)),
     }));
     eprintln!(
         "wxsocket-tokio cases done in {:.1} s",
@@ -57,6 +63,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         size: r.size,
         ours: r.adapter_msgs_per_sec,
         plain: r.plain_msgs_per_sec,
+        wire: r.wire.map(|w| (w.deflate, w.uncompressed)),
     }));
     Ok(rows)
 }
@@ -69,6 +76,7 @@ fn size(bytes: usize) -> String {
     }
 }
 
+/// The uncompressed rows: each adapter against its plain client.
 fn table(rows: &[Row]) -> String {
     let header = [
         "adapter",
@@ -82,6 +90,7 @@ fn table(rows: &[Row]) -> String {
     ];
     let cells: Vec<[String; 8]> = rows
         .iter()
+        .filter(|r| r.wire.is_none())
         .map(|r| {
             [
                 r.adapter.to_owned(),
@@ -95,14 +104,60 @@ fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
+    // Text columns left-aligned, numbers right-aligned.
+    let numeric = [false, false, true, true, true, false, true, true];
+    markdown(&header, &numeric, &cells)
+}
+
+/// The compressed rows: each adapter with permessage-deflate against itself without.
+fn compressed_table(rows: &[Row]) -> String {
+    let header = [
+        "adapter",
+        "case",
+        "messages",
+        "size",
+        "deflate msg/s",
+        "no deflate msg/s",
+        "ratio",
+        "wire B/msg deflate",
+        "wire B/msg no deflate",
+        "wire ratio",
+    ];
+    let cells: Vec<[String; 10]> = rows
+        .iter()
+        .filter_map(|r| {
+            let (deflate, uncompressed) = r.wire?;
+            Some([
+                r.adapter.to_owned(),
+                r.case.clone(),
+                r.messages.to_string(),
+                size(r.size),
+                format!("{:.0}", r.ours),
+                format!("{:.0}", r.plain),
+                format!("{:.2}", r.ratio()),
+                format!("{deflate:.0}"),
+                format!("{uncompressed:.0}"),
+                format!("{:.2}", deflate / uncompressed),
+            ])
+        })
+        .collect();
+    let numeric = [false, false, true, true, true, true, true, true, true, true];
+    markdown(&header, &numeric, &cells)
+}
+
+/// A Markdown table, columns padded to their widest cell.
+fn markdown<const N: usize>(
+    header: &[&str; N],
+    numeric: &[bool; N],
+    cells: &[[String; N]],
+) -> String {
     let mut widths = header.map(str::len);
-    for row in &cells {
+    for row in cells {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    // Text columns left-aligned, numbers right-aligned.
-    let numeric = [false, false, true, true, true, false, true, true];
+    let numeric = *numeric;
     let line = |cells: &[String]| {
         let parts: Vec<String> = cells
             .iter()
@@ -132,7 +187,7 @@ fn table(rows: &[Row]) -> String {
         })
         .collect();
     out.push_str(&format!("| {} |\n", rule.join(" | ")));
-    for row in &cells {
+    for row in cells {
         out.push_str(&line(row));
         out.push('\n');
     }
@@ -159,15 +214,23 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
         }
     };
     print!("{}", table(&rows));
-    println!(
-        "ratio = wxsocket msg/s / plain msg/s (above 1.00: wxsocket was faster); {:.1} s in all",
-        started.elapsed().as_secs_f64()
-    );
+    println!("ratio = wxsocket msg/s / plain msg/s (above 1.00: wxsocket was faster)");
+    if rows.iter().any(|r| r.wire.is_some()) {
+        println!();
+        println!(
+            "permessage-deflate: each adapter with compression against itself without, over an echo server that accepts it"
+        );
+        print!("{}", compressed_table(&rows));
+        println!(
+            "ratio = deflate msg/s / no deflate msg/s; wire = bytes the server's socket read and wrote per echoed message"
+        );
+    }
+    println!("{:.1} s in all", started.elapsed().as_secs_f64());
     if let Some(path) = json_file {
         let value = json!({
             "quick": quick,
             "seconds": started.elapsed().as_secs_f64(),
-            "rows": rows.iter().map(|r| json!({
+            "rows": rows.iter().filter(|r| r.wire.is_none()).map(|r| json!({
                 "adapter": r.adapter,
                 "case": r.case,
                 "messages": r.messages,
@@ -177,6 +240,20 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                 "plain_msgs_per_sec": r.plain,
                 "ratio": r.ratio(),
             })).collect::<Vec<_>>(),
+            "compressed_rows": rows.iter().filter_map(|r| {
+                let (deflate, uncompressed) = r.wire?;
+                Some(json!({
+                    "adapter": r.adapter,
+                    "case": r.case,
+                    "messages": r.messages,
+                    "size_bytes": r.size,
+                    "deflate_msgs_per_sec": r.ours,
+                    "uncompressed_msgs_per_sec": r.plain,
+                    "ratio": r.ratio(),
+                    "wire_bytes_per_msg_deflate": deflate,
+                    "wire_bytes_per_msg_uncompressed": uncompressed,
+                }))
+            }).collect::<Vec<_>>(),
         });
         let text = serde_json::to_string_pretty(&value).unwrap_or_default();
         if let Err(e) = std::fs::write(path, text + "\n") {

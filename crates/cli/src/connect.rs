@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    ReconnectPolicy, SessionConfig,
+    CloseBeforeOpen, CloseError, ConnId, ConnectError, ConnectOptions, DeflateOptions, Event,
+    Message, ReadyState, ReconnectPolicy, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
 
@@ -45,6 +45,9 @@ impl Settings {
             .tcp_no_delay(args.nodelay)
             .per_message_deflate(args.deflate)
             .require_tls(args.require_tls);
+        if let Some(deflate) = deflate_offer(args) {
+            options = options.deflate(deflate);
+        }
         for (name, value) in &args.headers {
             options = options.header(name, value);
         }
@@ -61,7 +64,7 @@ impl Settings {
             options = options.timeout(Duration::from_millis(ms));
         }
         // Everything the core checks, checked now: a bad option is a usage error (exit 2),
-        // not a failed call. (perMessageDeflate is refused later by the adapter, as a call.)
+        // not a failed call.
         options.validate().map_err(|e| option_error(&e))?;
 
         let policy = match args.close_before_open {
@@ -105,9 +108,38 @@ impl Settings {
     }
 }
 
+/// The permessage-deflate offer the `--deflate*` options ask for (`None`: none of them).
+fn deflate_offer(args: &ConnectArgs) -> Option<DeflateOptions> {
+    let asked = args.deflate
+        || args.deflate_server_no_context_takeover
+        || args.deflate_client_no_context_takeover
+        || args.deflate_server_window_bits.is_some()
+        || args.deflate_client_window_bits.is_some()
+        || args.deflate_threshold.is_some();
+    if !asked {
+        return None;
+    }
+    let mut offer = DeflateOptions::default()
+        .server_no_context_takeover(args.deflate_server_no_context_takeover)
+        .client_no_context_takeover(args.deflate_client_no_context_takeover)
+        .server_max_window_bits(args.deflate_server_window_bits);
+    if let Some(bits) = args.deflate_client_window_bits {
+        offer = offer.client_max_window_bits(bits);
+    }
+    if let Some(bytes) = args.deflate_threshold {
+        offer = offer.threshold(bytes);
+    }
+    Some(offer)
+}
+
 /// A connect-option error as a usage line naming the command-line option.
 fn option_error(e: &ConnectError) -> String {
     let option = match e {
+        ConnectError::InvalidDeflate {
+            field: "server_max_window_bits",
+            ..
+        } => "--deflate-server-window-bits",
+        ConnectError::InvalidDeflate { .. } => "--deflate-client-window-bits",
         ConnectError::TlsRequired { .. } => "URL (--require-tls)",
         ConnectError::HostNotAllowed { .. } => "URL (--allow-host)",
         ConnectError::InvalidHeaderName { .. }
@@ -304,11 +336,16 @@ impl Client {
                 self.live.insert(*conn);
                 self.backoff = Some(*conn);
             }
-            Event::Open { conn, .. }
-                if self.close_on_open && self.backend.current() == Some(*conn) =>
-            {
-                self.close_on_open = false;
-                let _ = self.close(None, "");
+            Event::Open { conn, handshake } => {
+                if self.options.per_message_deflate && handshake.deflate.is_none() {
+                    self.out.note(
+                        "the server did not accept permessage-deflate: messages go uncompressed",
+                    );
+                }
+                if self.close_on_open && self.backend.current() == Some(*conn) {
+                    self.close_on_open = false;
+                    let _ = self.close(None, "");
+                }
             }
             Event::Close { conn, .. } => {
                 self.live.remove(conn);

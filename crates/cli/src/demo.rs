@@ -10,13 +10,15 @@ use crate::output::{Out, show_message};
 use crate::server;
 use std::cell::Cell;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseBeforeOpen, ConnId, Event, Message, REPLACED_REASON, ReadyState, SendFailure,
-    SessionConfig,
+    CloseBeforeOpen, ConnId, ConnectOptions, DeflateParams, Event, Message, REPLACED_REASON,
+    ReadyState, SendFailure, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
+use wxsocket_tokio::bench::WireCounters;
 
 /// How long the embedded server waits before answering a handshake.
 const HANDSHAKE_DELAY: Duration = Duration::from_millis(100);
@@ -107,11 +109,16 @@ impl Timeline {
         };
         let text = match event {
             Event::Connecting { url, .. } => format!("connecting to {url}"),
-            Event::Open { handshake, .. } => format!(
-                "onSocketOpen (protocol: {})",
-                handshake.protocol.as_deref().unwrap_or("none")
-            ),
-            Event::Message { message, .. } => format!("onSocketMessage {}", show_message(message)),
+            Event::Open { handshake, .. } => {
+                let protocol = handshake.protocol.as_deref().unwrap_or("none");
+                match &handshake.deflate {
+                    Some(params) => {
+                        format!("onSocketOpen (protocol: {protocol}, compression: {params})")
+                    }
+                    None => format!("onSocketOpen (protocol: {protocol})"),
+                }
+            }
+            Event::Message { message, .. } => format!("onSocketMessage {}", brief(message)),
             Event::SendCompleted { id, .. } => {
                 format!("send {id} written (sendSocketMessage success)")
             }
@@ -161,7 +168,7 @@ impl Timeline {
     }
 
     fn send(&self, stage: &Stage, message: Message) -> Result<(), String> {
-        let shown = show_message(&message);
+        let shown = brief(&message);
         match stage.backend.send(message) {
             Ok(id) => {
                 let how = if stage.backend.state() == ReadyState::Connecting {
@@ -177,17 +184,156 @@ impl Timeline {
     }
 
     fn connect(&self, stage: &Stage, url: &str) -> Result<ConnId, String> {
+        self.connect_with(stage, &ConnectOptions::new(url), &format!("{url:?}"))
+    }
+
+    /// `connectSocket` with `options`, shown as `shown`.
+    fn connect_with(
+        &self,
+        stage: &Stage,
+        options: &ConnectOptions,
+        shown: &str,
+    ) -> Result<ConnId, String> {
         let conn = stage
             .backend
-            .connect(&wxsocket_core::ConnectOptions::new(url))
+            .connect(options)
             .map_err(|e| format!("connectSocket:fail {e}"))?;
         stage.last.set(Some(conn));
         self.call(
             stage,
-            &format!("connectSocket({url:?})  => connectSocket:ok"),
+            &format!("connectSocket({shown})  => connectSocket:ok"),
         );
         Ok(conn)
     }
+
+    /// Sends `message` and waits for its echo, checked; returns the bytes the server's
+    /// socket read and wrote meanwhile (the message and its echo on the wire).
+    fn round_trip(
+        &self,
+        stage: &Stage,
+        wire: &WireCounters,
+        message: Message,
+    ) -> Result<(u64, u64), String> {
+        let before = (wire.read(), wire.written());
+        self.send(stage, message.clone())?;
+        let echo = self.until(stage, "echo", |e| matches!(e, Event::Message { .. }))?;
+        check(
+            matches!(&echo, Event::Message { message: m, .. } if *m == message),
+            "the echo differs from the message sent",
+        )?;
+        Ok((wire.read() - before.0, wire.written() - before.1))
+    }
+}
+
+/// A message as the timeline shows it: long text cut short, with its size.
+fn brief(message: &Message) -> String {
+    match message {
+        Message::Text(text) if text.as_str().chars().count() > 48 => {
+            let start: String = text.as_str().chars().take(32).collect();
+            format!("text {} B {start}…", text.as_str().len())
+        }
+        other => show_message(other),
+    }
+}
+
+/// The size of a frame carrying `payload` bytes: 2 header bytes, 2 or 8 more for a
+/// longer payload, and the 4-byte mask key on frames from the client.
+fn frame_size(payload: usize, from_client: bool) -> u64 {
+    let length = match payload {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    };
+    (2 + length + if from_client { 4 } else { 0 } + payload) as u64
+}
+
+/// Step 5: perMessageDeflate negotiated, a compressible message and its echo, the bytes on
+/// the wire as the embedded server's socket counted them.
+fn compression(t: &Timeline, url: &str, wire: &server::WireLog) -> Result<(), String> {
+    t.heading("5. perMessageDeflate: compression agreed in the handshake (RFC 7692)");
+    let e = t.stage('E', CloseBeforeOpen::Abort)?;
+    let target = "/compressed";
+    let deflate_url = format!("{}{}", url.trim_end_matches('/'), target);
+    let conn = t.connect_with(
+        &e,
+        &ConnectOptions::new(&deflate_url).per_message_deflate(true),
+        &format!("{{url: {deflate_url:?}, perMessageDeflate: true}}"),
+    )?;
+    t.note(
+        "the handshake offers Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+    );
+    let open = t.until(&e, "open", |e| matches!(e, Event::Open { .. }))?;
+    let Event::Open { handshake, .. } = open else {
+        return Err("expected the open event".into());
+    };
+    let params = handshake
+        .deflate
+        .ok_or("the server accepts compression, but the socket opened without it")?;
+    check(
+        params == DeflateParams::default(),
+        &format!(
+            "expected the default parameters (15-bit windows, context takeover), agreed {params}"
+        ),
+    )?;
+    t.note(&format!(
+        "the server answered {:?}: both sides keep their context between messages,",
+        handshake.extensions.as_deref().unwrap_or("")
+    ));
+    t.note(
+        "with 32 KiB windows; the page sees plain messages, compression is the socket's business",
+    );
+    let counters = wire
+        .find(target)
+        .ok_or("the embedded server has no byte count for the connection")?;
+
+    let json = Message::text(wxsocket_tokio::bench::json_like_payload(1, 4096));
+    let (plain_up, plain_down) = (frame_size(4096, true), frame_size(4096, false));
+    let (up, down) = t.round_trip(&e, &counters, json.clone())?;
+    check(
+        up < plain_up / 2 && down < plain_down / 2,
+        &format!(
+            "expected the 4096-byte JSON to take under half its size on the wire, took {up} B and {down} B"
+        ),
+    )?;
+    t.note(&format!(
+        "on the wire: {up} B to the server and {down} B back, where the uncompressed frames take \
+         {plain_up} B and {plain_down} B"
+    ));
+    let (again_up, again_down) = t.round_trip(&e, &counters, json)?;
+    check(
+        again_up < up / 4 && again_down < down / 4,
+        &format!(
+            "expected the repeated message to refer back to the first, took {again_up} B and {again_down} B"
+        ),
+    )?;
+    t.note(&format!(
+        "the same message again: {again_up} B and {again_down} B, as it refers back to the previous one (context takeover)"
+    ));
+    let (small_up, small_down) = t.round_trip(&e, &counters, Message::text("hi"))?;
+    check(
+        (small_up, small_down) == (frame_size(2, true), frame_size(2, false)),
+        &format!("expected \"hi\" to go uncompressed, took {small_up} B and {small_down} B"),
+    )?;
+    t.note(&format!(
+        "\"hi\" is shorter than the 32-byte threshold: sent as is ({small_up} B and {small_down} B)"
+    ));
+    e.backend
+        .close(None, "")
+        .map_err(|e| format!("closeSocket failed: {e}"))?;
+    t.call(&e, "closeSocket()  => closeSocket:ok");
+    let close = t.until(&e, "close event", |ev| is_close(ev, conn))?;
+    check(
+        matches!(
+            close,
+            Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            }
+        ),
+        "compression: expected a clean close 1000",
+    )?;
+    Ok(())
 }
 
 fn check(ok: bool, what: &str) -> Result<(), String> {
@@ -199,9 +345,12 @@ fn is_close(event: &Event, conn: ConnId) -> bool {
 }
 
 fn play(kind: Kind) -> Result<(), String> {
+    let wire = Arc::new(server::WireLog::default());
     let url = server::start_background(server::Options {
         handshake_delay: HANDSHAKE_DELAY,
+        deflate: true,
         log: None,
+        wire: Some(Arc::clone(&wire)),
     })
     .map_err(|e| format!("cannot start the echo server: {e}"))?;
     let t = Timeline {
@@ -416,10 +565,13 @@ fn play(kind: Kind) -> Result<(), String> {
     }
     t.note("calls on a closed socket fail at once, in the seed's words");
 
+    // 5. Compression.
+    compression(&t, &url, &wire)?;
+
     t.out.line("");
     t.out.line(&format!(
         "Done in {:.0} ms. Next: `wxsocket serve` in one terminal, `wxsocket connect ws://127.0.0.1:9001/` \
-         in another (add --json for scripts, --help for options).",
+         in another (add --json for scripts, --deflate to both for compression, --help for options).",
         t.out.elapsed_ms_f64()
     ));
     Ok(())

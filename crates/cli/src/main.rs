@@ -3,7 +3,7 @@
 //! - `wxsocket` / `wxsocket demo [--blocking]`: a timeline of the session model against an
 //!   embedded echo server;
 //! - `wxsocket connect URL [options]`: an interactive client (`--json` for scripts);
-//! - `wxsocket serve [--addr ADDR]`: an echo server;
+//! - `wxsocket serve [--addr ADDR] [--deflate]`: an echo server;
 //! - `wxsocket bench [--quick] [--json FILE]`: the adapters' echo benchmarks in one table.
 //!
 //! Invalid command-line options exit with status 2 and a one-line error naming the option.
@@ -81,9 +81,44 @@ struct ConnectArgs {
     /// Set TCP_NODELAY on the socket.
     #[arg(long)]
     nodelay: bool,
-    /// Offer permessage-deflate compression.
-    #[arg(long)]
+    /// Offer permessage-deflate compression (RFC 7692); the agreed parameters are shown on
+    /// open.
+    #[arg(long, help_heading = "Compression")]
     deflate: bool,
+    /// Ask the server to reset its compression context after each message (implies
+    /// --deflate).
+    #[arg(long, help_heading = "Compression")]
+    deflate_server_no_context_takeover: bool,
+    /// Declare that this client resets its compression context after each message
+    /// (implies --deflate).
+    #[arg(long, help_heading = "Compression")]
+    deflate_client_no_context_takeover: bool,
+    /// Ask the server to compress with at most a 2^BITS-byte window, 8-15 (implies
+    /// --deflate).
+    #[arg(
+        long,
+        value_name = "BITS",
+        help_heading = "Compression",
+        allow_hyphen_values = true
+    )]
+    deflate_server_window_bits: Option<u8>,
+    /// Compress with at most a 2^BITS-byte window, 8-15 (default 15; the server may lower
+    /// it; implies --deflate).
+    #[arg(
+        long,
+        value_name = "BITS",
+        help_heading = "Compression",
+        allow_hyphen_values = true
+    )]
+    deflate_client_window_bits: Option<u8>,
+    /// Send messages shorter than BYTES uncompressed (default 32; implies --deflate).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        help_heading = "Compression",
+        allow_hyphen_values = true
+    )]
+    deflate_threshold: Option<usize>,
     /// What /close does while the socket is still connecting.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "abort")]
     close_before_open: Policy,
@@ -116,6 +151,10 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the URL is printed first).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
     addr: std::net::SocketAddr,
+    /// Accept permessage-deflate offers: inflate the client's compressed messages and
+    /// compress the echoes.
+    #[arg(long)]
+    deflate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,7 +247,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let out = std::sync::Arc::new(output::Out::new(false));
     match listener.local_addr() {
         Ok(addr) => out.line(&format!(
-            "wxsocket echo server listening on ws://{addr}/ (text and binary are echoed; Ctrl-C stops)"
+            "wxsocket echo server listening on ws://{addr}/ (text and binary are echoed{}; Ctrl-C stops)",
+            if args.deflate {
+                "; permessage-deflate accepted"
+            } else {
+                ""
+            }
         )),
         Err(e) => {
             eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
@@ -219,7 +263,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         listener,
         server::Options {
             handshake_delay: std::time::Duration::ZERO,
+            deflate: args.deflate,
             log: Some(out),
+            wire: None,
         },
     ));
     ExitCode::SUCCESS

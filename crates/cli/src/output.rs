@@ -70,7 +70,15 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
                     .collect();
                 headers.insert(name.as_str().to_owned(), Value::from(values.join(", ")));
             }
-            json!({"event": "open", "conn": conn(c), "protocol": handshake.protocol, "headers": headers})
+            let deflate = handshake.deflate.map(|p| {
+                json!({
+                    "server_no_context_takeover": p.server_no_context_takeover,
+                    "client_no_context_takeover": p.client_no_context_takeover,
+                    "server_max_window_bits": p.server_max_window_bits,
+                    "client_max_window_bits": p.client_max_window_bits,
+                })
+            });
+            json!({"event": "open", "conn": conn(c), "protocol": handshake.protocol, "headers": headers, "deflate": deflate})
         }
         Event::Message { conn: c, message } => {
             let (kind, data) = match message {
@@ -127,7 +135,12 @@ pub fn event_human(event: &Event) -> String {
         Event::Connecting { conn, url } => format!("#{conn} connecting to {url}"),
         Event::Open { conn, handshake } => {
             let protocol = handshake.protocol.as_deref().unwrap_or("none");
-            format!("#{conn} open (protocol: {protocol})")
+            match &handshake.deflate {
+                Some(params) => {
+                    format!("#{conn} open (protocol: {protocol}, compression: {params})")
+                }
+                None => format!("#{conn} open (protocol: {protocol})"),
+            }
         }
         Event::Message { conn, message } => format!("#{conn} < {}", show_message(message)),
         Event::SendCompleted { conn, id } => format!("#{conn} send {id} written"),

@@ -1,6 +1,9 @@
 //! The echo server of `wxsocket serve` and of the demo: tokio-tungstenite's server side,
 //! echoing text and binary messages and answering the client's close frame (tungstenite
-//! replies with the same code and reason).
+//! replies with the same code and reason). With `deflate` it accepts a permessage-deflate
+//! offer: the client's compressed messages are inflated before tungstenite reads them
+//! (`wxsocket_wire::deflate::Inflater::server`), the echoes are compressed
+//! (`Compressor::server`). Every connection counts the bytes its socket reads and writes.
 
 use crate::output::Out;
 use futures_util::{SinkExt, StreamExt};
@@ -13,6 +16,12 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wxsocket_core::{DeflateOptions, DeflateParams};
+use wxsocket_tokio::bench::{ServerStream, WireCounters, core_message, offered_extensions};
+use wxsocket_wire::deflate::{Compressor, Inflater};
+
+/// The largest message the server takes (tungstenite's default), inflated.
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// How the server behaves.
 #[derive(Debug, Clone, Default)]
@@ -20,8 +29,28 @@ pub struct Options {
     /// Wait this long after accepting a TCP connection before answering its handshake
     /// (the demo uses it to stand for a distant server, so the "connecting" phase is seen).
     pub handshake_delay: Duration,
+    /// Accept permessage-deflate offers.
+    pub deflate: bool,
     /// Print each connection and close on this output.
     pub log: Option<Arc<Out>>,
+    /// Record each connection's byte counters here.
+    pub wire: Option<Arc<WireLog>>,
+}
+
+/// The byte counters of the connections, by request target (path and query), recorded as
+/// each handshake is answered (so before the client sees its open event).
+#[derive(Debug, Default)]
+pub struct WireLog(Mutex<Vec<(String, Arc<WireCounters>)>>);
+
+impl WireLog {
+    /// The counters of the latest connection that asked for `target`.
+    pub fn find(&self, target: &str) -> Option<Arc<WireCounters>> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .rev()
+            .find(|(t, _)| t == target)
+            .map(|(_, c)| Arc::clone(c))
+    }
 }
 
 /// Accepts connections on `listener` forever.
@@ -50,18 +79,30 @@ pub fn start_background(options: Options) -> std::io::Result<String> {
     Ok(format!("ws://{addr}/"))
 }
 
+/// What the handshake callback saw and decided.
+#[derive(Debug, Default)]
+struct Seen {
+    target: String,
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+}
+
 async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Options>) {
     let _ = stream.set_nodelay(true);
     if !options.handshake_delay.is_zero() {
         tokio::time::sleep(options.handshake_delay).await;
     }
     let log = options.log.as_deref();
-    let seen: Arc<Mutex<(String, Option<String>)>> = Arc::default();
+    let counters = Arc::new(WireCounters::default());
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let record = Arc::clone(&seen);
+    let deflate = options.deflate;
+    let wire_log = options.wire.clone();
+    let mine = Arc::clone(&counters);
     // Answer with the first sub-protocol the client offers, so `connect -p NAME` works.
     #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
     let callback = move |request: &Request, mut response: Response| {
-        let offered = request
+        let protocol = request
             .headers()
             .get_all("sec-websocket-protocol")
             .iter()
@@ -70,21 +111,41 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
             .map(str::trim)
             .find(|p| !p.is_empty())
             .map(str::to_owned);
-        if let Some(protocol) = &offered
+        if let Some(protocol) = &protocol
             && let Ok(value) = HeaderValue::from_str(protocol)
         {
             response
                 .headers_mut()
                 .insert("sec-websocket-protocol", value);
         }
+        let mut agreed = None;
+        if deflate
+            && let Some((params, answer)) =
+                wxsocket_core::deflate::accept_offer(&offered_extensions(request))
+            && let Ok(value) = HeaderValue::from_str(&answer)
+        {
+            response
+                .headers_mut()
+                .insert("sec-websocket-extensions", value);
+            agreed = Some(params);
+        }
         let target = request
             .uri()
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        *record.lock().unwrap_or_else(|e| e.into_inner()) = (target, offered);
+        if let Some(wire) = &wire_log {
+            let mut all = wire.0.lock().unwrap_or_else(|e| e.into_inner());
+            all.push((target.clone(), Arc::clone(&mine)));
+        }
+        *record.lock().unwrap_or_else(|e| e.into_inner()) = Seen {
+            target,
+            protocol,
+            deflate: agreed,
+        };
         Ok::<Response, ErrorResponse>(response)
     };
+    let stream = ServerStream::new(stream, Arc::clone(&counters));
     let mut ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -94,11 +155,21 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
             return;
         }
     };
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    // The client sends no frame before it has the answer: inflate from here on.
+    let mut compressor = seen.deflate.map(|params| {
+        ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
+        Compressor::server(&params, DeflateOptions::default().threshold)
+    });
     if let Some(out) = log {
-        let (target, protocol) = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let protocol = protocol.as_deref().unwrap_or("none");
+        let protocol = seen.protocol.as_deref().unwrap_or("none");
+        let compression = match &seen.deflate {
+            Some(params) => format!(", compression: {params}"),
+            None => String::new(),
+        };
         out.stamped(&format!(
-            "#{n} {peer} connected: GET {target} (protocol: {protocol})"
+            "#{n} {peer} connected: GET {} (protocol: {protocol}{compression})",
+            seen.target
         ));
     }
     let mut echoed = 0u64;
@@ -106,7 +177,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
     let end = loop {
         match ws.next().await {
             Some(Ok(message @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
-                if let Err(e) = ws.send(message).await {
+                let reply = match (&mut compressor, core_message(message.clone())) {
+                    (Some(c), Some(m)) => c.encode(m),
+                    _ => message,
+                };
+                if let Err(e) = ws.send(reply).await {
                     break Some(e.to_string());
                 }
                 echoed += 1;
@@ -131,7 +206,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
         };
         let plural = if echoed == 1 { "" } else { "s" };
         out.stamped(&format!(
-            "#{n} {peer} {how} ({echoed} message{plural} echoed)"
+            "#{n} {peer} {how} ({echoed} message{plural} echoed; on the wire, handshake included: {} B read, {} B written)",
+            counters.read(),
+            counters.written()
         ));
     }
 }

@@ -1,5 +1,5 @@
-//! `wxsocket bench --quick --json FILE`: one table with both adapters, and the same rows
-//! as JSON.
+//! `wxsocket bench --quick --json FILE`: one table with both adapters, a second with the
+//! compressed cases, and the same rows as JSON.
 
 mod common;
 
@@ -17,9 +17,10 @@ fn quick_bench_prints_one_table_and_writes_json() {
     );
     let (status, lines, stderr) = proc.finish();
     assert!(status.success(), "{stderr}");
+    // The first table: each adapter against its plain client.
     let rows: Vec<&String> = lines
         .iter()
-        .filter(|l| l.starts_with("| wxsocket-"))
+        .filter(|l| l.starts_with("| wxsocket-") && !l.contains("compressed"))
         .collect();
     assert!(
         lines[0].contains("wxsocket msg/s")
@@ -34,6 +35,17 @@ fn quick_bench_prints_one_table_and_writes_json() {
         rows.iter()
             .any(|r| r.contains("wxsocket-blocking") && r.contains("| tungstenite"))
     );
+    // The second: each adapter with permessage-deflate against itself without.
+    let header = lines
+        .iter()
+        .position(|l| l.contains("deflate msg/s") && l.contains("wire B/msg deflate"))
+        .expect("the compressed table");
+    assert!(header > rows.len());
+    let compressed: Vec<&String> = lines[header..]
+        .iter()
+        .filter(|l| l.starts_with("| wxsocket-") && l.contains("compressed"))
+        .collect();
+    assert_eq!(compressed.len(), 2, "{lines:?}");
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -48,5 +60,25 @@ fn quick_bench_prints_one_table_and_writes_json() {
         let ratio = row["ratio"].as_f64().unwrap();
         assert!((ratio - ours / plain).abs() < 1e-9, "{row}");
         assert!(row["case"].is_string() && row["messages"].as_u64().unwrap() > 0);
+    }
+    let json_compressed = json["compressed_rows"].as_array().unwrap();
+    let adapters: Vec<&str> = json_compressed
+        .iter()
+        .map(|r| r["adapter"].as_str().unwrap())
+        .collect();
+    assert_eq!(adapters, ["wxsocket-tokio", "wxsocket-blocking"]);
+    for row in json_compressed {
+        let deflate = row["deflate_msgs_per_sec"].as_f64().unwrap();
+        let plain = row["uncompressed_msgs_per_sec"].as_f64().unwrap();
+        assert!(deflate > 0.0 && plain > 0.0, "{row}");
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!((ratio - deflate / plain).abs() < 1e-9, "{row}");
+        assert_eq!(row["size_bytes"], 4096);
+        // Really compressed: a 4 KiB message and its echo take at least 8 KiB on the wire
+        // uncompressed, well under half of that compressed.
+        let wire_deflate = row["wire_bytes_per_msg_deflate"].as_f64().unwrap();
+        let wire_plain = row["wire_bytes_per_msg_uncompressed"].as_f64().unwrap();
+        assert!(wire_plain >= 8192.0, "{row}");
+        assert!(wire_deflate < wire_plain / 2.0, "{row}");
     }
 }

@@ -73,6 +73,8 @@ fn json_contract(blocking: bool) {
     assert_eq!(open["protocol"], "chat");
     assert_eq!(open["headers"]["upgrade"], "websocket");
     assert_eq!(open["headers"]["sec-websocket-protocol"], "chat");
+    // No compression offered: "deflate" is there, null.
+    assert!(open.get("deflate").is_some_and(Value::is_null), "{open}");
     proc.expect_json("third echo", |v| {
         event(v) == "message" && v["type"] == "binary"
     });
@@ -300,6 +302,7 @@ fn deflate_offered_to_a_server_without_it_runs_uncompressed() {
     let mut proc = Proc::spawn(&["connect", server.url(), "--json", "--deflate"]);
     let open = proc.expect_json("open", |v| event(v) == "open");
     assert!(open["headers"].get("sec-websocket-extensions").is_none());
+    assert!(open.get("deflate").is_some_and(Value::is_null), "{open}");
     proc.write("hello");
     let echo = proc.expect_json("echo", |v| event(v) == "message");
     assert_eq!(echo["data"], "hello");

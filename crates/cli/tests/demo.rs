@@ -42,6 +42,18 @@ fn check_timeline(lines: &[String], adapter: &str) {
         "closeSocket({code: 4000, reason: \"demo finished\"})  => closeSocket:ok",
         "<- onSocketClose code 4000 reason \"demo finished\" clean=true",
         "sendSocketMessage:fail WebSocket is not connected",
+        "5. perMessageDeflate",
+        "E#1 CONNECTING  -> connectSocket({url: \"ws://127.0.0.1:",
+        "perMessageDeflate: true})  => connectSocket:ok",
+        "E#1 OPEN        <- onSocketOpen (protocol: none, compression: permessage-deflate; server_max_window_bits=15; client_max_window_bits=15)",
+        "E#1 OPEN        -> sendSocketMessage(text 4096 B [{\"id\":",
+        "E#1 OPEN        <- onSocketMessage text 4096 B [{\"id\":",
+        "// on the wire: ",
+        "where the uncompressed frames take 4104 B and 4100 B",
+        "// the same message again: ",
+        "E#1 OPEN        <- onSocketMessage \"hi\"",
+        "\"hi\" is shorter than the 32-byte threshold: sent as is (8 B and 4 B)",
+        "E#1 CLOSED      <- onSocketClose code 1000 reason \"\" clean=true",
         "Done in",
     ];
     let mut last = 0;
@@ -62,6 +74,15 @@ fn no_arguments_runs_the_tokio_demo() {
     );
     check_timeline(&lines, "on wxsocket-tokio");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The demo's own clock (a debug build on a shared machine may take longer than the
+    // release build's half second, but not several seconds).
+    let done = lines.iter().find(|l| l.starts_with("Done in ")).unwrap();
+    let ms: u64 = done["Done in ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(ms < 3000, "{done}");
 }
 
 #[test]

@@ -76,7 +76,53 @@ fn invalid_options_exit_2_naming_the_option() {
             ],
             "--ca-file",
         ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--deflate-server-window-bits",
+                "16",
+            ],
+            "--deflate-server-window-bits",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--deflate",
+                "--deflate-client-window-bits",
+                "7",
+            ],
+            "--deflate-client-window-bits",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--deflate-server-window-bits",
+                "big",
+            ],
+            "--deflate-server-window-bits",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--deflate-client-window-bits",
+                "300",
+            ],
+            "--deflate-client-window-bits",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--deflate-threshold", "-1"],
+            "--deflate-threshold",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--deflate=yes"],
+            "--deflate",
+        ),
         (&["serve", "--addr", "nowhere"], "--addr"),
+        (&["serve", "--deflate", "9"], "9"),
         (&["bench", "--json"], "--json"),
         (&["demo", "--fast"], "--fast"),
         (&["frobnicate"], "frobnicate"),
@@ -104,6 +150,12 @@ fn help_and_version_exit_0() {
         "--close-before-open",
         "--json",
         "/binary HEX",
+        "Offer permessage-deflate compression",
+        "--deflate-server-no-context-takeover",
+        "--deflate-client-no-context-takeover",
+        "--deflate-server-window-bits <BITS>",
+        "--deflate-client-window-bits <BITS>",
+        "--deflate-threshold <BYTES>",
         "/close [CODE [REASON]]",
         "/quit",
     ] {

@@ -35,7 +35,7 @@ fn serve_then_connect() {
             l.contains("connected: GET / (protocol: chat)")
         });
         server.expect("close line", |l| {
-            l.contains("closed by the client: 4001 \"done\" (2 messages echoed)")
+            l.contains("closed by the client: 4001 \"done\" (2 messages echoed; on the wire")
         });
     }
     // Dropping the Proc kills the server.
