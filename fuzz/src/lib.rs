@@ -117,13 +117,14 @@ impl Setup {
 }
 
 fn kind(k: u8) -> TransportErrorKind {
-    match k % 7 {
+    match k % 8 {
         0 => TransportErrorKind::Connect,
         1 => TransportErrorKind::Tls,
         2 => TransportErrorKind::HttpStatus(if k & 0x80 == 0 { 403 } else { 503 }),
         3 => TransportErrorKind::Protocol,
         4 => TransportErrorKind::InvalidUtf8,
         5 => TransportErrorKind::MessageTooBig,
+        6 => TransportErrorKind::Negotiation,
         _ => TransportErrorKind::Io,
     }
 }
