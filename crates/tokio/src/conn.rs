@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -29,7 +29,15 @@ pub(crate) enum Command {
     Send(SendId, Message),
     Ping(Bytes),
     Close(CloseRequest),
+    /// Frames were started in place ([`Io::start_in_place`]) and the socket did not take
+    /// them all: the task finishes the flush (and reports the sends written).
+    Wake,
 }
+
+/// An open connection's state, shared by its task and the driver: an application thread
+/// that sends while the connection is idle writes the frame itself ([`Io::start_in_place`],
+/// [`Io::flush_in_place`]), sparing the hand-over to the task and back.
+pub(crate) type SharedIo = Arc<Mutex<Io>>;
 
 /// Most messages read before the batch is reported (keeps batches and lock holds short).
 const READ_BATCH: usize = 256;
@@ -54,20 +62,28 @@ pub(crate) async fn run<M: Machine>(
         .deflate
         .zip(request.per_message_deflate)
         .map(|(params, options)| Compressor::new(&params, &options));
-    // Reporting the handshake makes the core flush its queue: every queued message is in
-    // `commands` before the loop below starts, so they go out in one write.
-    shared.opened(conn, socket, handshake);
-    let mut io = Io {
+    let io: SharedIo = Arc::new(Mutex::new(Io {
         ws,
         compressor,
         commands,
         unflushed: Vec::new(),
         needs_flush: false,
+        started_in_place: false,
+        unanswered: 0,
+        deferred: None,
         reading: true,
         close_sent: false,
         batch: Vec::new(),
-    };
-    std::future::poll_fn(|cx| io.poll(cx, &shared, conn)).await;
+    }));
+    // Reporting the handshake makes the core flush its queue: the queued messages are
+    // written in place and flushed together, in one write.
+    shared.opened(conn, socket, handshake, Arc::clone(&io));
+    std::future::poll_fn(|cx| {
+        io.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .poll(cx, &shared, conn)
+    })
+    .await;
     tracing::debug!(%conn, "transport gone");
 }
 
@@ -144,7 +160,7 @@ async fn dial<M: Machine>(
 }
 
 /// The open connection's state between polls.
-struct Io {
+pub(crate) struct Io {
     ws: WebSocketStream<Transport>,
     /// Compresses outgoing messages when permessage-deflate was agreed.
     compressor: Option<Compressor>,
@@ -152,6 +168,18 @@ struct Io {
     /// Sends fed to the socket but not yet flushed.
     unflushed: Vec<SendId>,
     needs_flush: bool,
+    /// The unflushed frames were started in place in this core turn (the task is not
+    /// waiting on a flush of its own, whose waker an in-place flush would replace).
+    started_in_place: bool,
+    /// Messages sent that the peer has not yet matched with a message of its own
+    /// (saturating at zero). At zero the application takes turns with the peer (request,
+    /// answer; or the peer talks more than it does) and its next send is written in place,
+    /// for the lowest latency. With messages outstanding (a burst, or a window of sends in
+    /// flight) sends go through the task, which batches them into few writes while the
+    /// application goes on.
+    unanswered: u32,
+    /// A write error met in place, for the task to report.
+    deferred: Option<tokio_tungstenite::tungstenite::Error>,
     /// False after a read error (the stream is no longer in sync).
     reading: bool,
     close_sent: bool,
@@ -204,7 +232,72 @@ impl Io {
         }
     }
 
+    /// Starts writing a message from the application's thread, if the connection is idle:
+    /// nothing waits in the task's command channel (order), no flush of the task's is
+    /// pending, the peer has answered every message sent (see `unanswered`), the socket
+    /// takes the frame at once. Returns the message when it is not
+    /// started; then it goes through the task as usual. Call [`Self::flush_in_place`] once
+    /// every message of the turn is started.
+    pub(crate) fn start_in_place(&mut self, id: SendId, message: Message) -> Option<Message> {
+        let idle = self.commands.is_empty()
+            && (self.unanswered == 0 || self.started_in_place)
+            && (!self.needs_flush || self.started_in_place)
+            && self.reading
+            && !self.close_sent
+            && self.deferred.is_none();
+        if !idle {
+            return Some(message);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        if !matches!(
+            Pin::new(&mut self.ws).poll_ready(&mut cx),
+            Poll::Ready(Ok(()))
+        ) {
+            return Some(message);
+        }
+        let item = match &mut self.compressor {
+            Some(compressor) => compressor.encode(message),
+            None => to_ws(message),
+        };
+        if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
+            self.deferred = Some(e);
+        }
+        self.unflushed.push(id);
+        self.needs_flush = true;
+        self.started_in_place = true;
+        self.unanswered = self.unanswered.saturating_add(1);
+        None
+    }
+
+    /// Flushes what [`Self::start_in_place`] started. Returns the sends now written, or
+    /// `None` when the task must finish (socket full, or an error it reports): send it
+    /// [`Command::Wake`].
+    pub(crate) fn flush_in_place(&mut self) -> Option<Vec<SendId>> {
+        if !self.started_in_place {
+            return Some(Vec::new());
+        }
+        self.started_in_place = false;
+        if self.deferred.is_some() {
+            return None;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut self.ws).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                self.needs_flush = false;
+                Some(std::mem::take(&mut self.unflushed))
+            }
+            Poll::Ready(Err(e)) => {
+                self.deferred = Some(e);
+                None
+            }
+            Poll::Pending => None,
+        }
+    }
+
     fn poll_write(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
+        if let Some(e) = self.deferred.take() {
+            return self.fail(&e);
+        }
         // Feed every command already waiting, while the socket takes them.
         loop {
             match Pin::new(&mut self.ws).poll_ready(cx) {
@@ -227,6 +320,7 @@ impl Io {
             let item = match command {
                 Command::Send(id, message) => {
                     self.unflushed.push(id);
+                    self.unanswered = self.unanswered.saturating_add(1);
                     match &mut self.compressor {
                         Some(compressor) => compressor.encode(message),
                         None => to_ws(message),
@@ -237,6 +331,8 @@ impl Io {
                     self.close_sent = true;
                     WsMessage::Close(Some(close_frame(&frame)))
                 }
+                // The flush below finishes what was started in place.
+                Command::Wake => continue,
             };
             if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
                 return self.fail(&e);
@@ -248,6 +344,7 @@ impl Io {
             match Pin::new(&mut self.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     self.needs_flush = false;
+                    self.started_in_place = false;
                     self.batch
                         .extend(self.unflushed.drain(..).map(TransportEvent::SendWritten));
                     if self.close_sent && !self.reading {
@@ -267,6 +364,9 @@ impl Io {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     *progress = true;
+                    if message.is_text() || message.is_binary() {
+                        self.unanswered = self.unanswered.saturating_sub(1);
+                    }
                     // tungstenite queues pong and close replies; the next flush sends them.
                     self.needs_flush = true;
                     if let Some(event) = from_ws(message) {

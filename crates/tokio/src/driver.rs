@@ -7,7 +7,7 @@
 //! task owns the one timer, runs the wx-style callbacks outside the lock, and shuts
 //! everything down when the last handle is dropped.
 
-use crate::conn::{self, Command};
+use crate::conn::{self, Command, SharedIo};
 use crate::{Config, SocketInfo};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,7 +17,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
-use wxsocket_core::{Action, ConfigError, ConnId, Driven, Event, SendFailure, SendId};
+use wxsocket_core::{
+    Action, ConfigError, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
+};
 
 /// A machine the driver can run: the [`Driven`] side plus how its application events are
 /// delivered and how it is shut down when every handle is gone.
@@ -119,6 +121,8 @@ struct ConnEntry {
     commands: mpsc::UnboundedSender<Command>,
     task: AbortHandle,
     socket: Option<SocketInfo>,
+    /// Once open: the connection's state, for writes in place.
+    io: Option<SharedIo>,
 }
 
 /// Everything behind the lock.
@@ -130,6 +134,8 @@ pub(crate) struct Core<M> {
     armed: Option<Instant>,
     /// Set when the last handle is gone: the latest time to drop every transport.
     shutdown: Option<Instant>,
+    /// Connections with frames started in place during this turn, to flush at its end.
+    in_place: Vec<ConnId>,
 }
 
 impl<M: Machine> Core<M> {
@@ -140,14 +146,47 @@ impl<M: Machine> Core<M> {
             let live: Vec<ConnId> = self.conns.keys().copied().collect();
             self.machine.shutdown(&live, now);
         }
-        while let Some(action) = self.machine.poll_action() {
-            self.execute(shared, action);
+        loop {
+            while let Some(action) = self.machine.poll_action() {
+                self.execute(shared, action);
+            }
+            if self.in_place.is_empty() {
+                break;
+            }
+            self.flush_in_place(now);
         }
         let mut wake = self.machine.deliver(&mut self.out);
         if let Some(deadline) = self.machine.poll_timeout() {
             wake |= self.armed.is_none_or(|armed| deadline < armed);
         }
         wake | (self.shutdown.is_some() && self.conns.is_empty())
+    }
+
+    /// Flushes the frames started in place this turn, one flush per connection (so a
+    /// batch of sends, e.g. the queue flushed on open, goes out in one write), and reports
+    /// the sends written; what the socket did not take, the connection's task finishes.
+    fn flush_in_place(&mut self, now: Instant) {
+        for conn in std::mem::take(&mut self.in_place) {
+            let Some(entry) = self.conns.get(&conn) else {
+                continue;
+            };
+            let flushed = entry
+                .io
+                .as_ref()
+                .and_then(|io| io.try_lock().ok().map(|mut io| io.flush_in_place()));
+            match flushed {
+                Some(Some(written)) => {
+                    for id in written {
+                        self.machine
+                            .handle(conn, TransportEvent::SendWritten(id), now);
+                    }
+                }
+                // Not taken at once, or the task holds the state: the task finishes.
+                _ => {
+                    let _ = entry.commands.send(Command::Wake);
+                }
+            }
+        }
     }
 
     fn execute(&mut self, shared: &Arc<Shared<M>>, action: Action) {
@@ -165,6 +204,7 @@ impl<M: Machine> Core<M> {
                         commands: tx,
                         task: task.abort_handle(),
                         socket: None,
+                        io: None,
                     },
                 );
                 return;
@@ -176,7 +216,25 @@ impl<M: Machine> Core<M> {
                 }
                 return;
             }
-            Action::Send { id, message, .. } => Command::Send(id, message),
+            Action::Send { id, message, .. } => {
+                let entry = self.conns.get(&conn);
+                let io = entry.and_then(|e| e.io.as_ref());
+                // The task may hold the state (it is reading or writing): then it gets the
+                // message as a command, after whatever it is doing.
+                let message = match io.map(|io| io.try_lock()) {
+                    Some(Ok(mut io)) => io.start_in_place(id, message),
+                    _ => Some(message),
+                };
+                match message {
+                    None => {
+                        if !self.in_place.contains(&conn) {
+                            self.in_place.push(conn);
+                        }
+                        return;
+                    }
+                    Some(message) => Command::Send(id, message),
+                }
+            }
             Action::Ping { payload, .. } => Command::Ping(payload),
             Action::Close { frame, .. } => {
                 tracing::debug!(%conn, code = frame.code(), "close");
@@ -256,10 +314,12 @@ impl<M: Machine> Shared<M> {
         conn: ConnId,
         socket: SocketInfo,
         handshake: wxsocket_core::Handshake,
+        io: SharedIo,
     ) {
         self.call(|core, now| {
             if let Some(entry) = core.conns.get_mut(&conn) {
                 entry.socket = Some(socket);
+                entry.io = Some(io);
             }
             core.machine
                 .handle(conn, wxsocket_core::TransportEvent::Opened(handshake), now);
@@ -320,6 +380,7 @@ pub(crate) fn start<M: Machine>(
             conns: HashMap::new(),
             armed: None,
             shutdown: None,
+            in_place: Vec::new(),
         }),
         wake: Notify::new(),
         runtime: runtime.clone(),

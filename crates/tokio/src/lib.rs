@@ -67,8 +67,8 @@
 //!   `Arc<std::sync::Mutex<..>>`. Whoever touches it — an application call, a connection
 //!   task reporting what it read, or the driver task when a deadline passes — drains the
 //!   core's actions and events under that lock and carries them out at once. Carrying out
-//!   never blocks: spawn a connection task (`Dial`), push a command onto that task's
-//!   channel (`Send`, `Ping`, `Close`), or abort it (`Abort`). Events go to the [`Events`]
+//!   never blocks: spawn a connection task (`Dial`), write in place or push a command onto
+//!   that task's channel (`Send`, `Ping`, `Close`), or abort it (`Abort`). Events go to the [`Events`]
 //!   channel and to the waiters of awaitable sends, in order. The lock is never held across
 //!   an `.await` and no user code runs under it.
 //! - **One task per connection.** It dials (TCP, `TCP_NODELAY` when asked, rustls when
@@ -76,11 +76,19 @@
 //!   tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
 //!   reads and writes together in one hand-written future: a blocked write never stops
 //!   reading, so an echoing peer cannot deadlock it.
-//! - **Write batching.** The connection task feeds every command already waiting into
-//!   tungstenite's buffer, flushes once, and only then reports `SendWritten` for each, in
-//!   order. Messages queued before open are all in the channel when the handshake is
-//!   reported, so they go out in one write right after it; pipelined sends coalesce the
-//!   same way. Reads are reported in batches too (one lock per batch).
+//! - **Writes in place when taking turns.** When the peer has answered every message sent
+//!   so far (request / answer, as most apps talk) and the connection is idle, the calling
+//!   thread writes the frame into the socket itself, under the connection's own lock, and
+//!   the send is reported written before `send` returns: no hand-over to the connection
+//!   task and back. That makes a round trip cost the same wake-ups as a plain
+//!   tokio-tungstenite client. The connection task keeps everything else: reads, pings,
+//!   close frames, and any write the socket does not take at once.
+//! - **Write batching.** With messages outstanding (a burst, or a window of sends in
+//!   flight), sends go to the connection task, which feeds every command already waiting
+//!   into tungstenite's buffer, flushes once, and only then reports `SendWritten` for
+//!   each, in order, while the application goes on. Messages queued before open are
+//!   started together when the handshake is reported and flushed once, so they go out in
+//!   one write right after it. Reads are reported in batches too (one lock per batch).
 //! - **One timer.** The driver task sleeps until the core's `poll_timeout()`; a call that
 //!   makes the deadline earlier wakes it through a [`tokio::sync::Notify`]. Handshake,
 //!   close and keepalive timeouts all come out of the core as `Abort`/`Ping`/`Close`.
