@@ -409,7 +409,8 @@ fn forbidden_headers_and_bad_options_are_rejected_before_any_io<A: Adapter>() {
         a.connect(&base().deflate(DeflateOptions::default().server_max_window_bits(Some(7)))),
         Err(ConnectError::InvalidDeflate {
             field: "server_max_window_bits",
-            bits: 7
+            value: 7,
+            ..
         })
     ));
     assert!(matches!(

@@ -475,7 +475,8 @@ fn unsupported_and_invalid_options_are_refused_before_dialling() {
         err,
         ConnectError::InvalidDeflate {
             field: "server_max_window_bits",
-            bits: 16
+            value: 16,
+            allowed: "a window size from 8 to 15",
         }
     );
     assert!(matches!(

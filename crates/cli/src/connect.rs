@@ -115,7 +115,8 @@ fn deflate_offer(args: &ConnectArgs) -> Option<DeflateOptions> {
         || args.deflate_client_no_context_takeover
         || args.deflate_server_window_bits.is_some()
         || args.deflate_client_window_bits.is_some()
-        || args.deflate_threshold.is_some();
+        || args.deflate_threshold.is_some()
+        || args.deflate_level.is_some();
     if !asked {
         return None;
     }
@@ -129,6 +130,9 @@ fn deflate_offer(args: &ConnectArgs) -> Option<DeflateOptions> {
     if let Some(bytes) = args.deflate_threshold {
         offer = offer.threshold(bytes);
     }
+    if let Some(level) = args.deflate_level {
+        offer = offer.level(level);
+    }
     Some(offer)
 }
 
@@ -139,6 +143,7 @@ fn option_error(e: &ConnectError) -> String {
             field: "server_max_window_bits",
             ..
         } => "--deflate-server-window-bits",
+        ConnectError::InvalidDeflate { field: "level", .. } => "--deflate-level",
         ConnectError::InvalidDeflate { .. } => "--deflate-client-window-bits",
         ConnectError::TlsRequired { .. } => "URL (--require-tls)",
         ConnectError::HostNotAllowed { .. } => "URL (--allow-host)",

@@ -119,6 +119,15 @@ struct ConnectArgs {
         allow_hyphen_values = true
     )]
     deflate_threshold: Option<usize>,
+    /// zlib compression level, 0-9 (default 6; 1 is several times faster, 9 the
+    /// smallest; implies --deflate).
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        help_heading = "Compression",
+        allow_hyphen_values = true
+    )]
+    deflate_level: Option<u32>,
     /// What /close does while the socket is still connecting.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "abort")]
     close_before_open: Policy,

@@ -118,6 +118,10 @@ fn invalid_options_exit_2_naming_the_option() {
             "--deflate-threshold",
         ),
         (
+            &["connect", "ws://127.0.0.1:9/", "--deflate-level", "10"],
+            "--deflate-level",
+        ),
+        (
             &["connect", "ws://127.0.0.1:9/", "--deflate=yes"],
             "--deflate",
         ),
@@ -156,6 +160,7 @@ fn help_and_version_exit_0() {
         "--deflate-server-window-bits <BITS>",
         "--deflate-client-window-bits <BITS>",
         "--deflate-threshold <BYTES>",
+        "--deflate-level <LEVEL>",
         "/close [CODE [REASON]]",
         "/quit",
     ] {

@@ -80,13 +80,16 @@ pub enum ConnectError {
         /// The method as given.
         method: String,
     },
-    /// A `perMessageDeflate` window size is outside 8–15.
-    #[error("perMessageDeflate: {field}={bits} is not a window size from 8 to 15")]
+    /// A `perMessageDeflate` parameter is out of range (a window size outside 8–15, a
+    /// compression level above 9).
+    #[error("perMessageDeflate: {field}={value} is not {allowed}")]
     InvalidDeflate {
         /// The parameter at fault.
         field: &'static str,
         /// The value given.
-        bits: u8,
+        value: u32,
+        /// What it may be.
+        allowed: &'static str,
     },
     /// `timeout` is zero.
     #[error("timeout: must be greater than zero")]

@@ -145,9 +145,9 @@ impl ConnectOptions {
             return Err(ConnectError::InvalidTimeout);
         }
         if self.per_message_deflate
-            && let Some((field, bits)) = self.deflate.invalid_field()
+            && let Some(error) = self.deflate.invalid_field()
         {
-            return Err(ConnectError::InvalidDeflate { field, bits });
+            return Err(error);
         }
         let headers = validate_headers(&self.header)?;
         validate_protocols(&self.protocols)?;
@@ -457,6 +457,11 @@ mod tests {
         );
         let e = err(base().deflate(DeflateOptions::default().client_max_window_bits(0)));
         assert!(e.to_string().contains("client_max_window_bits=0"), "{e}");
+        let e = err(base().deflate(DeflateOptions::default().level(10)));
+        assert_eq!(
+            e.to_string(),
+            "perMessageDeflate: level=10 is not a compression level from 0 to 9"
+        );
         let off = ConnectOptions {
             deflate: bad,
             ..base()

@@ -507,7 +507,8 @@ async fn refused_options_are_errors_before_any_io() {
         err,
         ConnectError::InvalidDeflate {
             field: "server_max_window_bits",
-            bits: 16
+            value: 16,
+            allowed: "a window size from 8 to 15",
         }
     );
     let err = client

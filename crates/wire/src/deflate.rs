@@ -94,6 +94,7 @@ impl Compressor {
             params.client_max_window_bits,
             params.client_no_context_takeover,
             options.threshold,
+            options.level,
         )
     }
 
@@ -104,14 +105,15 @@ impl Compressor {
             params.server_max_window_bits,
             params.server_no_context_takeover,
             threshold,
+            Compression::default().level(),
         )
     }
 
-    fn with(bits: u8, reset_each_message: bool, threshold: usize) -> Self {
+    fn with(bits: u8, reset_each_message: bool, threshold: usize, level: u32) -> Self {
         let disabled = bits <= MIN_WINDOW_BITS;
         Self {
             compress: Compress::new_with_window_bits(
-                Compression::default(),
+                Compression::new(level.min(9)),
                 false,
                 bits.clamp(MIN_WINDOW_BITS + 1, 15),
             ),

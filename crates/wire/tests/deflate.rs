@@ -526,3 +526,34 @@ fn empty_messages_keep_the_context_in_step() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, expected);
 }
+
+#[test]
+fn the_compression_level_trades_size_for_speed_and_inflates_the_same() {
+    let params = DeflateParams::default();
+    let text: String = (0..200)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"name\":\"user{}\",\"online\":{}}}",
+                i % 17,
+                i % 3 == 0
+            )
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for level in [0, 1, 6, 9] {
+        let mut c = Compressor::new(&params, &DeflateOptions::default().level(level));
+        let f = match c.encode(Message::text(text.clone())) {
+            WsMessage::Frame(f) => f,
+            other => panic!("{other:?}"),
+        };
+        sizes.push(f.payload().len());
+        let (got, err) = read_all(&params, wire(f), 1 << 16);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, [WsMessage::text(text.clone())], "level {level}");
+    }
+    assert!(sizes[0] > text.len(), "level 0 stores: {sizes:?}");
+    assert!(
+        sizes[1] < sizes[0] && sizes[2] < sizes[1] && sizes[3] <= sizes[2],
+        "{sizes:?}"
+    );
+}
