@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wxsocket_core::{DeflateOptions, DeflateParams};
-use wxsocket_tokio::bench::{ServerStream, WireCounters, core_message, offered_extensions};
+use wxsocket_tokio::bench::{ServerStream, WireCounters, core_message};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// The largest message the server takes (tungstenite's default), inflated.
@@ -119,10 +119,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
                 .insert("sec-websocket-protocol", value);
         }
         let mut agreed = None;
-        if deflate
-            && let Some((params, answer)) =
-                wxsocket_core::deflate::accept_offer(&offered_extensions(request))
-            && let Ok(value) = HeaderValue::from_str(&answer)
+        if deflate && let Some((params, value)) = wxsocket_wire::deflate::accept(request.headers())
         {
             response
                 .headers_mut()

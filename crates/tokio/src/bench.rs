@@ -46,10 +46,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{DeflateOptions, TransportEvent};
 use wxsocket_wire::deflate::{Compressor, Inflater};
+pub use wxsocket_wire::workload::json_like_payload;
 
 /// A benchmark could not run (server, connection or protocol failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -284,17 +284,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ServerStream<S> {
     }
 }
 
-/// The `Sec-WebSocket-Extensions` values of a request, joined with `", "`.
-pub fn offered_extensions(request: &Request) -> String {
-    request
-        .headers()
-        .get_all("sec-websocket-extensions")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A text or binary message read by a tungstenite server, as the core's message (for
 /// `Compressor::encode`); `None` for anything else.
 pub fn core_message(message: WsMessage) -> Option<Message> {
@@ -426,10 +415,7 @@ async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
     let slot = Arc::clone(&agreed);
     #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
     let callback = move |request: &Request, mut response: Response| {
-        if let Some((params, answer)) =
-            wxsocket_core::deflate::accept_offer(&offered_extensions(request))
-            && let Ok(value) = HeaderValue::from_str(&answer)
-        {
+        if let Some((params, value)) = wxsocket_wire::deflate::accept(request.headers()) {
             response
                 .headers_mut()
                 .insert("sec-websocket-extensions", value);
@@ -483,60 +469,6 @@ fn payload(size: usize, text: bool) -> (Message, WsMessage) {
         let b = bytes::Bytes::from(vec![0xA5u8; size]);
         (Message::binary(b.clone()), WsMessage::binary(b))
     }
-}
-
-/// A JSON-like text of exactly `size` bytes (for `size` of at least 64): an array of
-/// records (ids, names, scores, timestamps, tags) drawn from a generator seeded with
-/// `seed`, as an API might send. It compresses about as well as such messages do.
-///
-/// ```
-/// let text = wxsocket_tokio::bench::json_like_payload(7, 4096);
-/// assert_eq!(text.len(), 4096);
-/// assert!(text.starts_with("[{\"id\":") && text.ends_with(']'));
-/// ```
-pub fn json_like_payload(seed: u64, size: usize) -> String {
-    const NAMES: [&str; 8] = [
-        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-    ];
-    const TAGS: [&str; 6] = ["new", "vip", "mobile", "web", "beta", "trial"];
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        // xorshift64*
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    };
-    let mut out = String::from("[");
-    loop {
-        let r = next();
-        let record = format!(
-            "{{\"id\":{},\"name\":\"{}-{}\",\"score\":{}.{:02},\"ts\":{},\"active\":{},\"tags\":[\"{}\",\"{}\"]}}",
-            r % 1_000_000,
-            NAMES[(r >> 20) as usize % NAMES.len()],
-            (r >> 24) % 10_000,
-            (r >> 32) % 1000,
-            (r >> 42) % 100,
-            1_700_000_000 + (next() % 100_000_000),
-            r & 1 == 0,
-            TAGS[(r >> 50) as usize % TAGS.len()],
-            TAGS[(r >> 54) as usize % TAGS.len()],
-        );
-        let separator = usize::from(out.len() > 1);
-        if out.len() + separator + record.len() + 1 > size {
-            break;
-        }
-        if separator == 1 {
-            out.push(',');
-        }
-        out.push_str(&record);
-    }
-    // JSON allows whitespace before the closing bracket.
-    while out.len() + 1 < size {
-        out.push(' ');
-    }
-    out.push(']');
-    out
 }
 
 /// The compressed case's messages.

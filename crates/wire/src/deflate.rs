@@ -175,6 +175,22 @@ impl Compressor {
     }
 }
 
+/// The server's side of the negotiation over a request's headers: the first acceptable
+/// permessage-deflate offer in its `Sec-WebSocket-Extensions` (all of them, in order),
+/// accepted with everything it asks for (see [`wxsocket_core::deflate::accept_offer`]), as
+/// the agreed parameters and the response header value. For servers and test peers built
+/// on tungstenite.
+pub fn accept(headers: &http::HeaderMap) -> Option<(DeflateParams, http::HeaderValue)> {
+    let offers = headers
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (params, answer) = wxsocket_core::deflate::accept_offer(&offers)?;
+    Some((params, http::HeaderValue::from_str(&answer).ok()?))
+}
+
 /// Why the server's compressed data could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InflateError {

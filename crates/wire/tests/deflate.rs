@@ -557,3 +557,22 @@ fn the_compression_level_trades_size_for_speed_and_inflates_the_same() {
         "{sizes:?}"
     );
 }
+
+#[test]
+fn a_server_accepts_from_request_headers_across_several_lines() {
+    let mut headers = http::HeaderMap::new();
+    headers.append(
+        "sec-websocket-extensions",
+        "x-webkit-deflate-frame".parse().unwrap(),
+    );
+    headers.append(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits; server_no_context_takeover"
+            .parse()
+            .unwrap(),
+    );
+    let (params, value) = wxsocket_wire::deflate::accept(&headers).unwrap();
+    assert!(params.server_no_context_takeover);
+    assert_eq!(value, "permessage-deflate; server_no_context_takeover");
+    assert!(wxsocket_wire::deflate::accept(&http::HeaderMap::new()).is_none());
+}

@@ -1,0 +1,56 @@
+//! Workloads shared by both adapters' echo benchmarks (and the CLI demo), so the two
+//! measure the same thing.
+
+/// A JSON-like text of exactly `size` bytes (for `size` of at least 64): an array of
+/// records (ids, names, scores, timestamps, tags) drawn from a generator seeded with
+/// `seed`, as an API might send. It compresses about as well as such messages do.
+///
+/// ```
+/// let text = wxsocket_wire::workload::json_like_payload(7, 4096);
+/// assert_eq!(text.len(), 4096);
+/// assert!(text.starts_with("[{\"id\":") && text.ends_with(']'));
+/// ```
+pub fn json_like_payload(seed: u64, size: usize) -> String {
+    const NAMES: [&str; 8] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    const TAGS: [&str; 6] = ["new", "vip", "mobile", "web", "beta", "trial"];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut out = String::from("[");
+    loop {
+        let r = next();
+        let record = format!(
+            "{{\"id\":{},\"name\":\"{}-{}\",\"score\":{}.{:02},\"ts\":{},\"active\":{},\"tags\":[\"{}\",\"{}\"]}}",
+            r % 1_000_000,
+            NAMES[(r >> 20) as usize % NAMES.len()],
+            (r >> 24) % 10_000,
+            (r >> 32) % 1000,
+            (r >> 42) % 100,
+            1_700_000_000 + (next() % 100_000_000),
+            r & 1 == 0,
+            TAGS[(r >> 50) as usize % TAGS.len()],
+            TAGS[(r >> 54) as usize % TAGS.len()],
+        );
+        let separator = usize::from(out.len() > 1);
+        if out.len() + separator + record.len() + 1 > size {
+            break;
+        }
+        if separator == 1 {
+            out.push(',');
+        }
+        out.push_str(&record);
+    }
+    // JSON allows whitespace before the closing bracket.
+    while out.len() + 1 < size {
+        out.push(' ');
+    }
+    out.push(']');
+    out
+}
