@@ -1260,17 +1260,38 @@ fn deflate_offer_to_a_server_without_it<A: Adapter>(kind: PeerKind) {
     close_normally(&mut a, &server, conn);
 }
 
+/// One compressed connection to `path` with `options`: opened with `agreed` in force,
+/// `batch` echoed exactly (what the peer saw checked against `threshold`), closed cleanly.
+fn deflate_echo_case<A: Adapter>(
+    kind: PeerKind,
+    path: &str,
+    options: impl FnOnce(ConnectOptions) -> ConnectOptions,
+    agreed: DeflateParams,
+    threshold: usize,
+    batch: &[Message],
+) {
+    let server = Server::start(kind);
+    let mut a: A = client(config());
+    let options = options(ConnectOptions::new(server.url(path)));
+    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
+    let mut reports = Reports::default();
+    echo_batch(
+        &mut a,
+        &server,
+        conn,
+        batch,
+        threshold,
+        Some(agreed),
+        &mut reports,
+    );
+    close_normally(&mut a, &server, conn);
+}
+
 /// The peer imposes no context takeover on both sides (the client did not ask); the
 /// client resets its context per message (the same message twice would otherwise refer
 /// back to the first, which the peer's fresh inflater cannot resolve). Threshold 0: every
 /// message deflated, the empty ones too.
 fn deflate_no_context_takeover_imposed_by_the_peer<A: Adapter>(kind: PeerKind) {
-    let server = Server::start(kind);
-    let mut a: A = client(config());
-    let agreed = params(true, true, 15, 15);
-    let options = ConnectOptions::new(server.url("deflate-no-context"))
-        .deflate(DeflateOptions::default().threshold(0));
-    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
     let same = json_text(20_000);
     let batch = [
         Message::text(""),
@@ -1282,84 +1303,59 @@ fn deflate_no_context_takeover_imposed_by_the_peer<A: Adapter>(kind: PeerKind) {
         same,
         unicode_text(40),
     ];
-    let mut reports = Reports::default();
-    echo_batch(&mut a, &server, conn, &batch, 0, Some(agreed), &mut reports);
-    close_normally(&mut a, &server, conn);
+    deflate_echo_case::<A>(
+        kind,
+        "deflate-no-context",
+        |o| o.deflate(DeflateOptions::default().threshold(0)),
+        params(true, true, 15, 15),
+        0,
+        &batch,
+    );
 }
 
 /// The client asks for no context takeover on both sides; the peer's library defaults
 /// agree to it.
 fn deflate_no_context_takeover_asked_by_the_client<A: Adapter>(kind: PeerKind) {
-    let server = Server::start(kind);
-    let mut a: A = client(config());
     let mut agreed = library_defaults(kind);
     agreed.server_no_context_takeover = true;
     agreed.client_no_context_takeover = true;
     let offer = DeflateOptions::default()
         .server_no_context_takeover(true)
         .client_no_context_takeover(true);
-    let options = ConnectOptions::new(server.url("deflate")).deflate(offer);
-    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
     let same = json_text(20_000);
     let batch = [same.clone(), same.clone(), Message::text("short"), same];
-    let mut reports = Reports::default();
-    echo_batch(
-        &mut a,
-        &server,
-        conn,
-        &batch,
-        32,
-        Some(agreed),
-        &mut reports,
-    );
-    close_normally(&mut a, &server, conn);
+    deflate_echo_case::<A>(kind, "deflate", |o| o.deflate(offer), agreed, 32, &batch);
 }
 
 /// The peer limits both windows to 2^10: the client must deflate with at most that window
 /// (the peer's inflater has no more), and inflate the peer's.
 fn deflate_window_bits_limited_by_the_peer<A: Adapter>(kind: PeerKind) {
-    let server = Server::start(kind);
-    let mut a: A = client(config());
-    let agreed = params(false, false, 10, 10);
-    let options = ConnectOptions::new(server.url("deflate-window-bits")).per_message_deflate(true);
-    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
     let batch = [far_repeats(60_000), json_text(30_000), unicode_text(300)];
-    let mut reports = Reports::default();
-    echo_batch(
-        &mut a,
-        &server,
-        conn,
-        &batch,
+    deflate_echo_case::<A>(
+        kind,
+        "deflate-window-bits",
+        |o| o.per_message_deflate(true),
+        params(false, false, 10, 10),
         32,
-        Some(agreed),
-        &mut reports,
+        &batch,
     );
-    close_normally(&mut a, &server, conn);
 }
 
 /// The client asks the peer for a 2^10 window and declares 2^12 for itself; both peers'
 /// defaults agree to exactly that.
 fn deflate_window_bits_asked_by_the_client<A: Adapter>(kind: PeerKind) {
-    let server = Server::start(kind);
-    let mut a: A = client(config());
-    let agreed = params(false, false, 10, 12);
     let offer = DeflateOptions::default()
         .server_max_window_bits(Some(10))
         .client_max_window_bits(12);
-    let options = ConnectOptions::new(server.url("deflate")).deflate(offer);
-    let conn = open_deflate(&mut a, &server, &options, Some(agreed));
     let batch = [far_repeats(60_000), json_text(30_000), far_repeats(60_000)];
-    let mut reports = Reports::default();
-    echo_batch(
-        &mut a,
-        &server,
-        conn,
-        &batch,
+    deflate_echo_case::<A>(
+        kind,
+        "deflate",
+        |o| o.deflate(offer),
+        params(false, false, 10, 12),
         32,
-        Some(agreed),
-        &mut reports,
+        &batch,
     );
-    close_normally(&mut a, &server, conn);
 }
 
 /// `max_message_size` bounds the inflated size: the peer's 1 MiB of "x" (about a
