@@ -97,7 +97,11 @@ fn conversation(case: &Case) -> (Vec<u8>, Vec<(usize, WsMessage)>) {
         for (i, end) in ends.iter().enumerate() {
             let end = (*end).max(start);
             let fin = i == ends.len() - 1;
-            let op = if i == 0 { opcode } else { OpCode::Data(Data::Continue) };
+            let op = if i == 0 {
+                opcode
+            } else {
+                OpCode::Data(Data::Continue)
+            };
             let mut f = Frame::message(body[start..end].to_vec(), op, fin);
             f.header_mut().rsv1 = rsv1 && i == 0;
             f.format(&mut wire).unwrap();
