@@ -30,7 +30,7 @@ use crate::{Client, Config, ConnectOptions, Event, Events, Message};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use tungstenite::Message as WsMessage;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use wxsocket_core::{DeflateOptions, TransportEvent};
 use wxsocket_wire::deflate::{Compressor, Inflater};
-use wxsocket_wire::workload::json_like_payload;
+pub use wxsocket_wire::workload::{WireCounters, json_like_payload};
 
 /// Messages in flight per window in the small pipelined workload.
 pub const PIPELINE_WINDOW: usize = 100;
@@ -229,32 +229,6 @@ impl EchoServer {
     }
 }
 
-/// Bytes a server socket read and wrote: raw, as on the wire (compressed where
-/// permessage-deflate is in force, frame headers and handshake included). A write is
-/// counted as it is handed to the socket, so bytes the peer has read are always counted.
-#[derive(Debug, Default)]
-pub struct WireCounters {
-    read: AtomicU64,
-    written: AtomicU64,
-}
-
-impl WireCounters {
-    /// Bytes read from the socket so far.
-    pub fn read(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
-    }
-
-    /// Bytes written to the socket so far.
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-
-    /// Bytes read and written.
-    pub fn total(&self) -> u64 {
-        self.read() + self.written()
-    }
-}
-
 /// A server's socket as a tungstenite server should use it: counts the raw bytes in both
 /// directions ([`WireCounters`]) and, once permessage-deflate is agreed
 /// ([`inflate`](Self::inflate)), passes what the client sends through a server-side
@@ -306,7 +280,7 @@ struct CountingReader<'a, R> {
 impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.add_read(n);
         Ok(n)
     }
 }
@@ -329,15 +303,13 @@ impl<S: Write> Write for ServerStream<S> {
         // Counted before the write (and corrected after), so the count is complete by the
         // time the peer can have read the bytes.
         let offered = buf.len() as u64;
-        self.counters.written.fetch_add(offered, Ordering::Relaxed);
+        self.counters.add_written(offered);
         let written = self.inner.write(buf);
         let unwritten = match &written {
             Ok(n) => offered - *n as u64,
             Err(_) => offered,
         };
-        self.counters
-            .written
-            .fetch_sub(unwritten, Ordering::Relaxed);
+        self.counters.take_back_written(unwritten);
         written
     }
 

@@ -37,7 +37,6 @@ use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,7 +48,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{DeflateOptions, TransportEvent};
 use wxsocket_wire::deflate::{Compressor, Inflater};
-pub use wxsocket_wire::workload::json_like_payload;
+pub use wxsocket_wire::workload::{WireCounters, json_like_payload};
 
 /// A benchmark could not run (server, connection or protocol failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,32 +139,6 @@ pub fn table(rows: &[BenchRow]) -> String {
     out
 }
 
-/// Bytes a server socket read and wrote: raw, as on the wire (compressed where
-/// permessage-deflate is in force, frame headers and handshake included). A write is
-/// counted as it is handed to the socket, so bytes the peer has read are always counted.
-#[derive(Debug, Default)]
-pub struct WireCounters {
-    read: AtomicU64,
-    written: AtomicU64,
-}
-
-impl WireCounters {
-    /// Bytes read from the socket so far.
-    pub fn read(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
-    }
-
-    /// Bytes written to the socket so far.
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-
-    /// Bytes read and written.
-    pub fn total(&self) -> u64 {
-        self.read() + self.written()
-    }
-}
-
 /// A server's socket as a tokio-tungstenite server should use it: counts the raw bytes
 /// in both directions ([`WireCounters`]) and, once permessage-deflate is agreed
 /// ([`inflate`](Self::inflate)), passes what the client sends through a server-side
@@ -226,7 +199,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
             let before = buf.filled().len();
             let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
             let n = buf.filled().len() - before;
-            this.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+            this.counters.add_read(n);
             return polled;
         };
         loop {
@@ -239,7 +212,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
             let mut raw_buf = ReadBuf::new(&mut raw);
             let polled = Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf);
             let n = raw_buf.filled().len();
-            this.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+            this.counters.add_read(n);
             let fed = match polled {
                 Poll::Ready(Ok(())) if n > 0 => inflater.feed(&raw[..n]).map_err(io::Error::from),
                 other => {
@@ -263,15 +236,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ServerStream<S> {
         // Counted before the write (and corrected after), so the count is complete by the
         // time the peer can have read the bytes.
         let offered = buf.len() as u64;
-        this.counters.written.fetch_add(offered, Ordering::Relaxed);
+        this.counters.add_written(offered);
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         let unwritten = match &polled {
             Poll::Ready(Ok(n)) => offered - *n as u64,
             _ => offered,
         };
-        this.counters
-            .written
-            .fetch_sub(unwritten, Ordering::Relaxed);
+        this.counters.take_back_written(unwritten);
         polled
     }
 

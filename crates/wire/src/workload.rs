@@ -1,5 +1,7 @@
-//! Workloads shared by both adapters' echo benchmarks (and the CLI demo), so the two
-//! measure the same thing.
+//! Workloads and measures shared by both adapters' echo benchmarks (and the CLI demo and
+//! server), so the two measure the same thing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A JSON-like text of exactly `size` bytes (for `size` of at least 64): an array of
 /// records (ids, names, scores, timestamps, tags) drawn from a generator seeded with
@@ -53,4 +55,47 @@ pub fn json_like_payload(seed: u64, size: usize) -> String {
     }
     out.push(']');
     out
+}
+
+/// Bytes a server socket read and wrote: raw, as on the wire (compressed where
+/// permessage-deflate is in force, frame headers and handshake included). A write is
+/// counted as it is handed to the socket, so bytes the peer has read are always counted.
+#[derive(Debug, Default)]
+pub struct WireCounters {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl WireCounters {
+    /// Bytes read from the socket so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read and written.
+    pub fn total(&self) -> u64 {
+        self.read() + self.written()
+    }
+
+    /// Counts `n` bytes read.
+    pub fn add_read(&self, n: usize) {
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes about to be written (counted before the socket takes them, so a
+    /// peer never sees bytes not yet counted).
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes back `n` bytes counted by [`add_written`](Self::add_written) that the socket
+    /// did not take.
+    pub fn take_back_written(&self, n: u64) {
+        self.written.fetch_sub(n, Ordering::Relaxed);
+    }
 }
