@@ -536,6 +536,9 @@ struct OptionsCase {
     timeout_ms: Option<u16>,
     require_tls: bool,
     allowed_hosts: Vec<String>,
+    /// perMessageDeflate: server / client no context takeover, server and client window
+    /// bits, level.
+    deflate: Option<(bool, bool, Option<u8>, u8, u32)>,
 }
 
 /// Headers an accepted request may never carry (the handshake's own, and `Referer`).
@@ -568,13 +571,31 @@ pub fn connect_options(data: &[u8]) {
         .map(|ms| Duration::from_millis(u64::from(ms)));
     opts.require_tls = case.require_tls;
     opts.allowed_hosts = case.allowed_hosts;
+    if let Some((server_reset, client_reset, server_bits, client_bits, level)) = case.deflate {
+        opts = opts.deflate(
+            DeflateOptions::default()
+                .server_no_context_takeover(server_reset)
+                .client_no_context_takeover(client_reset)
+                .server_max_window_bits(server_bits)
+                .client_max_window_bits(client_bits)
+                .level(level % 16),
+        );
+    }
     match opts.validate() {
         Err(e) => {
             // Every rejection names its option first.
             let text = e.to_string();
             let field = text.split(':').next().unwrap_or_default();
             assert!(
-                ["url", "header", "protocols", "method", "timeout"].contains(&field),
+                [
+                    "url",
+                    "header",
+                    "protocols",
+                    "method",
+                    "timeout",
+                    "perMessageDeflate"
+                ]
+                .contains(&field),
                 "error without an option name: {text}"
             );
         }
@@ -608,6 +629,22 @@ pub fn connect_options(data: &[u8]) {
                 assert!(!request.protocols[..i].contains(p));
             }
             assert!(request.timeout.is_none_or(|t| !t.is_zero()));
+            if let Some(offer) = &request.per_message_deflate {
+                // A valid offer: a clean header, and whatever a server accepts of it, the
+                // client agrees to.
+                assert!((8..=15).contains(&offer.client_max_window_bits));
+                assert!(
+                    offer
+                        .server_max_window_bits
+                        .is_none_or(|b| (8..=15).contains(&b))
+                );
+                assert!(offer.level <= 9);
+                let header = offer.offer_header();
+                assert!(header.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+                let (server, answer) =
+                    deflate::accept_offer(&header).expect("a server accepts our own offer");
+                assert_eq!(offer.negotiate(&answer), Ok(server), "{header} / {answer}");
+            }
         }
     }
 }
