@@ -7,9 +7,10 @@
 //! - [`session`]: arbitrary sequences of application calls, transport inputs (any
 //!   `ConnId`, any order, any state) and time jumps into a [`Session`], with reconnection
 //!   on or off; after every step the invariants of SPEC §3 are checked.
-//! - [`connect_options`]: arbitrary URLs, headers, protocols, data into option validation;
-//!   every input is accepted or rejected with an error, and an accepted request never
-//!   carries CR/LF or a forbidden header.
+//! - [`connect_options`]: arbitrary URLs, headers, protocols, data and permessage-deflate
+//!   offers into option validation; every input is accepted or rejected with an error
+//!   naming its option, an accepted request never carries CR/LF or a forbidden header, and
+//!   an accepted deflate offer is one our server-side acceptance and the client agree on.
 //! - [`pool`]: several connections at once in a [`Pool`].
 //! - [`inflate()`]: the permessage-deflate read path under tungstenite, on well-formed
 //!   compressed conversations followed by arbitrary bytes (see [`mod@inflate`]).
