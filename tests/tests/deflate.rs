@@ -58,6 +58,7 @@ deflate_suite!(
     empty_first_fragment_and_a_final_block_from_the_server,
     compressed_and_uncompressed_on_one_connection_both_ways,
     threshold_decides_what_is_compressed,
+    the_compression_level_is_honoured,
     threshold_zero_compresses_even_empty_messages,
     fragmented_compressed_message_with_an_interleaved_ping,
     a_server_ignoring_the_offer_runs_uncompressed,
@@ -1413,4 +1414,53 @@ fn compressed_echo_over_wss<A: Adapter>() {
     let seen = received(&peer, 0, sent.len());
     assert_all_compressed(A::NAME, &seen.received, 15);
     close_cleanly(&mut a, conn, &peer, 0);
+}
+
+/// `level` reaches the compressor: level 0 stores (RSV1 set, no smaller), level 1 and 9
+/// compress, 9 at least as well as 1; every message arrives intact.
+fn the_compression_level_is_honoured<A: Adapter>() {
+    let text: String = (0..400)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"user\":\"user{}\",\"ok\":{}}}",
+                i % 13,
+                i % 3 == 0
+            )
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for level in [0, 1, 9] {
+        let peer = peer_answering("permessage-deflate");
+        let mut a: A = client(config());
+        let options = ConnectOptions::new(peer.url()).deflate(
+            DeflateOptions::default()
+                .client_no_context_takeover(true)
+                .level(level),
+        );
+        let conn = open_with(
+            &mut a,
+            &options,
+            Some(DeflateParams {
+                client_no_context_takeover: true,
+                ..DeflateParams::default()
+            }),
+        );
+        let sent = vec![Message::text(text.clone())];
+        exchange(&mut a, &peer, conn, &sent);
+        let seen = received(&peer, 0, 1);
+        let r = &seen.received[0];
+        assert!(r.compressed, "[{}] level {level}: RSV1 set", A::NAME);
+        sizes.push(r.wire_size);
+        close_cleanly(&mut a, conn, &peer, 0);
+    }
+    assert!(
+        sizes[0] >= text.len(),
+        "[{}] level 0 stores: {sizes:?}",
+        A::NAME
+    );
+    assert!(
+        sizes[1] < text.len() / 3 && sizes[2] <= sizes[1],
+        "[{}] levels 1 and 9 compress, 9 no worse: {sizes:?}",
+        A::NAME
+    );
 }
