@@ -234,6 +234,12 @@ impl<M: Machine> EventSource for Shared<M> {
 
     fn try_recv(&self) -> Result<Event, TryRecvError> {
         let mut outbox = lock(&self.outbox);
+        if outbox.events.is_empty() && !outbox.finished {
+            // What arrived while the reads were with a receiving thread that has left.
+            drop(outbox);
+            self.catch_up_reads(false);
+            outbox = lock(&self.outbox);
+        }
         match outbox.events.pop_front() {
             Some(event) => Ok(event),
             None if outbox.finished => Err(TryRecvError::Disconnected),
@@ -244,6 +250,8 @@ impl<M: Machine> EventSource for Shared<M> {
     fn close(&self) {
         self.events_alive.store(false, Ordering::Release);
         lock(&self.outbox).events.clear();
+        // Nobody will receive any more: the driver thread reads from now on.
+        self.catch_up_reads(true);
     }
 }
 

@@ -52,14 +52,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn deregister(&self, sock: &mut TcpStream) {
+    /// Removes the socket from the receivers' poller, and from the driver's if it is
+    /// `in_driver` (see [`Conn::sync_interest`]).
+    fn deregister(&self, sock: &mut TcpStream, in_driver: bool) {
         #[cfg(unix)]
         if let Some(receivers) = self.receivers {
             use std::os::fd::AsRawFd;
             let fd = sock.as_raw_fd();
             let _ = receivers.deregister(&mut mio::unix::SourceFd(&fd));
         }
-        let _ = self.registry.deregister(sock);
+        if in_driver {
+            let _ = self.registry.deregister(sock);
+        }
     }
 }
 
@@ -105,6 +109,12 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// A flush stopped at a full socket: bytes wait for the next writable event.
     pub wants_write: bool,
+    /// The driver thread's poller should watch the socket for reads. Off while a thread in
+    /// `recv` watches it instead (see [`Conn::set_driver_reads`]).
+    driver_reads: bool,
+    /// What the driver thread's poller watches the socket for (`None`: not registered
+    /// there); see [`Conn::sync_interest`].
+    interest: Option<Interest>,
 }
 
 /// `u64` key of a connection, also its poller token.
@@ -128,6 +138,8 @@ impl Conn {
             read_ready: false,
             dirty: false,
             wants_write: false,
+            driver_reads: true,
+            interest: None,
         }
     }
 
@@ -161,16 +173,82 @@ impl Conn {
         ))
     }
 
-    /// Drops the transport at once (abort), deregistering the socket first.
-    pub fn drop_transport(&mut self, ctx: &Ctx<'_>) {
-        let sock = match &mut self.phase {
+    /// The TCP socket, once there is one.
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
+        match &mut self.phase {
             Phase::Connecting { sock, .. } => Some(sock),
             Phase::Handshaking { stream, .. } => Some(stream.tcp()),
             Phase::Open(open) => Some(open.ws.get_mut().stream.tcp()),
             Phase::Resolving | Phase::Gone => None,
+        }
+    }
+
+    /// Lets the driver thread's poller watch this socket for reads, or not.
+    ///
+    /// A thread that sleeps in `recv` watches the sockets itself and reads what arrives;
+    /// if the driver thread's poller watched them too, every message would also wake the
+    /// driver thread, and on an otherwise idle machine that second wake-up costs more than
+    /// the rest of the round trip (see the crate docs). So the receiving thread turns the
+    /// driver's reads off while it sleeps and back on before it returns. The poller
+    /// change takes effect in [`Self::sync_interest`].
+    pub fn set_driver_reads(&mut self, on: bool) {
+        self.driver_reads = on;
+    }
+
+    /// Brings the driver poller's interest in an open connection's socket in line with
+    /// what the driver must watch: reads unless a receiving thread watches them, and
+    /// writability only while a flush waits for room. (Polling is edge-triggered, and
+    /// re-arming an interest in a socket that is ready at that moment raises an event at
+    /// once; an interest in writability, always ready but rarely needed, would wake the
+    /// driver on every re-arm.) Re-arming reads on a socket with data waiting wakes the
+    /// driver at once, so nothing that arrives while the interest is off waits.
+    ///
+    /// Connecting and handshaking sockets keep both interests, as registered.
+    pub fn sync_interest(&mut self, ctx: &Ctx<'_>) -> io::Result<()> {
+        let want = match (&self.phase, self.driver_reads, self.wants_write) {
+            (Phase::Open(_), true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (Phase::Open(_), true, false) => Some(Interest::READABLE),
+            (Phase::Open(_), false, true) => Some(Interest::WRITABLE),
+            (Phase::Open(_), false, false) => None,
+            _ => return Ok(()),
         };
-        if let Some(sock) = sock {
-            ctx.deregister(sock);
+        if want == self.interest {
+            return Ok(());
+        }
+        let (current, token) = (self.interest, token(self.id));
+        let Some(sock) = self.tcp() else {
+            return Ok(());
+        };
+        match (current, want) {
+            (None, Some(interest)) => ctx.registry.register(sock, token, interest)?,
+            (Some(_), Some(interest)) => ctx.registry.reregister(sock, token, interest)?,
+            (Some(_), None) => ctx.registry.deregister(sock)?,
+            (None, None) => {}
+        }
+        self.interest = want;
+        Ok(())
+    }
+
+    /// The driver's poller could not take the socket: the connection cannot be driven.
+    pub fn poller_failed(
+        &mut self,
+        ctx: &Ctx<'_>,
+        error: &io::Error,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        self.drop_transport(ctx);
+        out.push(TransportEvent::Error(TransportError::new(
+            TransportErrorKind::Io,
+            format!("the OS poller refused the socket: {error}"),
+        )));
+        out.push(TransportEvent::Closed);
+    }
+
+    /// Drops the transport at once (abort), deregistering the socket first.
+    pub fn drop_transport(&mut self, ctx: &Ctx<'_>) {
+        let in_driver = self.interest.take().is_some();
+        if let Some(sock) = self.tcp() {
+            ctx.deregister(sock, in_driver);
         }
         self.phase = Phase::Gone;
         self.pending.clear();
@@ -220,6 +298,7 @@ impl Conn {
             });
             match attempt {
                 Ok(sock) => {
+                    self.interest = Some(Interest::READABLE | Interest::WRITABLE);
                     self.phase = Phase::Connecting { sock, addr, rest };
                     return;
                 }
@@ -266,7 +345,7 @@ impl Conn {
             unreachable!()
         };
         if let Some(e) = failure {
-            ctx.deregister(&mut sock);
+            ctx.deregister(&mut sock, true);
             drop(sock);
             self.try_addresses(ctx, rest, Some((addr, e)), out);
             return;
@@ -274,7 +353,7 @@ impl Conn {
         if self.request.tcp_no_delay
             && let Err(e) = sock.set_nodelay(true)
         {
-            ctx.deregister(&mut sock);
+            ctx.deregister(&mut sock, true);
             self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
             return;
         }
@@ -283,7 +362,7 @@ impl Conn {
             {
                 Ok(name) => name,
                 Err(e) => {
-                    ctx.deregister(&mut sock);
+                    ctx.deregister(&mut sock, true);
                     let error = TransportError::new(
                         TransportErrorKind::Tls,
                         format!("invalid TLS server name: {e}"),
@@ -295,7 +374,7 @@ impl Conn {
             match rustls::ClientConnection::new(Arc::clone(ctx.tls), name) {
                 Ok(conn) => Stream::Tls(Box::new(TlsStream { conn, sock })),
                 Err(e) => {
-                    ctx.deregister(&mut sock);
+                    ctx.deregister(&mut sock, true);
                     let error = TransportError::new(
                         TransportErrorKind::Tls,
                         format!("TLS setup failed: {e}"),

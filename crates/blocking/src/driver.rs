@@ -27,6 +27,10 @@ use wxsocket_core::{
 /// The poller token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
 
+/// How long the sockets' reads stay with the application's receiving thread after it
+/// returned from `recv`, in case it comes back (see [`Inner::reads_handed_off`]).
+const HANDBACK_GRACE: Duration = Duration::from_millis(5);
+
 /// What the driver needs from a machine besides [`Driven`].
 pub(crate) trait Machine: Driven + Send + 'static {
     /// The next application event for the [`crate::Events`] queue (none for machines that
@@ -146,6 +150,22 @@ pub(crate) struct Inner<M> {
     close_timeout: Duration,
     /// Connections with data on the socket that a read pass left for later.
     read_ready: bool,
+    /// The sockets' reads belong to the application's receiving thread: the driver's
+    /// poller does not watch them (`Conn::set_driver_reads`), so an arriving message wakes
+    /// only the thread that waits for it. A thread in `recv` hands them off before it
+    /// sleeps on the receivers' poller. After it returns they stay with it for
+    /// [`HANDBACK_GRACE`], so that an application that receives in a loop (the usual case)
+    /// does not pay for giving them back and taking them again, and the driver thread is
+    /// not woken by messages that the application is about to read itself. Then the
+    /// driver takes them back: replies the protocol owes the peer (pong, the close
+    /// handshake) wait at most that long while nobody receives. Whenever the driver thread
+    /// runs with reads handed off and nobody watching, it reads first, so a timer never
+    /// judges a connection on stale input.
+    reads_handed_off: bool,
+    /// A thread sleeps on the receivers' poller right now.
+    watching: bool,
+    /// When the driver takes the reads back, unless a thread watches them by then.
+    handback_due: Option<Instant>,
     scratch: Vec<TransportEvent>,
 }
 
@@ -195,6 +215,9 @@ impl<M: Machine> Shared<M> {
                 shutdown: None,
                 close_timeout: config.session.close_timeout,
                 read_ready: false,
+                reads_handed_off: false,
+                watching: false,
+                handback_due: None,
                 scratch: Vec::new(),
             }),
             outbox: Mutex::new(Outbox::default()),
@@ -291,6 +314,13 @@ impl<M: Machine> Shared<M> {
                         inner.on_ready(conn, now);
                     }
                 }
+                if inner.reads_handed_off && !inner.watching {
+                    if inner.handback_due.is_none_or(|due| now >= due) {
+                        inner.take_back_reads(now);
+                    } else {
+                        inner.read_all(now);
+                    }
+                }
                 inner.machine.handle_timeout(now);
                 if let Some(since) = inner.shutdown {
                     if !shutdown_started {
@@ -329,6 +359,9 @@ impl<M: Machine> Shared<M> {
                 if let Some(since) = inner.shutdown {
                     let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
                     deadline = Some(deadline.map_or(hard_stop, |d| d.min(hard_stop)));
+                }
+                if let Some(due) = inner.handback_pending() {
+                    deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
                 inner.armed = deadline;
                 inner.sleeping = !inner.read_ready;
@@ -398,6 +431,18 @@ impl<M: Machine> Shared<M> {
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, Outbox> {
         drop(outbox);
+        // While this thread watches the sockets, the driver thread's poller does not (it
+        // would be woken by every message too; see `Conn::set_driver_reads`).
+        {
+            let mut inner = lock(&self.inner);
+            let now = Instant::now();
+            inner.watching = true;
+            inner.reads_handed_off = true;
+            inner.handback_due = None;
+            inner.set_driver_reads(false, now);
+            // (Only a poller failure produces events here; they wake this thread at once.)
+            inner.pump(self, now);
+        }
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let ReceiverPoll { poll, events } = receiver;
         let mut ready: Vec<u64> = Vec::new();
@@ -410,20 +455,46 @@ impl<M: Machine> Shared<M> {
             }
         }
         lock(&self.outbox).receiver_polling = false;
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        inner.watching = false;
+        inner.handback_due = Some(now + HANDBACK_GRACE);
+        for conn in ready.iter().copied() {
+            inner.on_ready(conn, now);
+        }
         if !ready.is_empty() {
-            let mut inner = lock(&self.inner);
-            let now = Instant::now();
-            for conn in ready {
-                inner.on_ready(conn, now);
-            }
             inner.pump(self, now);
-            let wake = inner.driver_must_look();
-            drop(inner);
-            if wake {
-                self.wake();
-            }
+        }
+        let wake = inner.driver_must_look();
+        drop(inner);
+        if wake {
+            self.wake();
         }
         lock(&self.outbox)
+    }
+}
+
+impl<M: Machine> Shared<M> {
+    /// With the reads handed off and nobody watching, reads what has arrived (for
+    /// `try_recv`, which must see it). With `take_back`, gives the reads back to the driver
+    /// thread at once (the application will not receive any more).
+    pub fn catch_up_reads(&self, take_back: bool) {
+        let mut inner = lock(&self.inner);
+        if !inner.reads_handed_off || inner.watching {
+            return;
+        }
+        let now = Instant::now();
+        if take_back {
+            inner.take_back_reads(now);
+        } else {
+            inner.read_all(now);
+        }
+        inner.pump(self, now);
+        let wake = inner.driver_must_look();
+        drop(inner);
+        if wake {
+            self.wake();
+        }
     }
 }
 
@@ -433,6 +504,45 @@ impl<M: Machine> Inner<M> {
         self.conns.get_mut(&key(conn))?.socket_info()
     }
 
+    /// When the driver thread must take the reads back (see [`Self::reads_handed_off`]).
+    fn handback_pending(&self) -> Option<Instant> {
+        if self.reads_handed_off && !self.watching {
+            self.handback_due
+        } else {
+            None
+        }
+    }
+
+    /// The driver thread takes the reads back, and reads what arrived meanwhile.
+    fn take_back_reads(&mut self, now: Instant) {
+        self.reads_handed_off = false;
+        self.handback_due = None;
+        self.set_driver_reads(true, now);
+        self.read_all(now);
+    }
+
+    /// A read pass over every open connection.
+    fn read_all(&mut self, now: Instant) {
+        let open: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in open {
+            self.on_ready(conn, now);
+        }
+    }
+
+    /// Lets the driver thread's poller watch every socket for reads, or not (see
+    /// `Conn::set_driver_reads`).
+    fn set_driver_reads(&mut self, on: bool, now: Instant) {
+        let conns: Vec<u64> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.with_conn(conn, now, |c, _, _| c.set_driver_reads(on));
+        }
+    }
+
     /// After another thread ran the machine: whether the sleeping driver thread must wake
     /// to re-arm its timer earlier, run callbacks, finish a read pass, or notice that
     /// a shutdown's last connection is gone (a socket dropped elsewhere takes its pending
@@ -440,6 +550,9 @@ impl<M: Machine> Inner<M> {
     fn driver_must_look(&self) -> bool {
         self.sleeping
             && (self.read_ready
+                || self
+                    .handback_pending()
+                    .is_some_and(|due| self.armed.is_none_or(|armed| armed > due))
                 || self.shutdown.is_some()
                 || self.machine.has_callbacks()
                 || match (self.machine.poll_timeout(), self.armed) {
@@ -531,6 +644,9 @@ impl<M: Machine> Inner<M> {
             ws_config: self.ws_config,
         };
         f(c, &ctx, &mut out);
+        if let Err(e) = c.sync_interest(&ctx) {
+            c.poller_failed(&ctx, &e, &mut out);
+        }
         let id = c.id;
         if c.read_ready {
             self.read_ready = true;

@@ -723,3 +723,126 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
         err.err_msg
     );
 }
+
+/// Opens a client against `silent`, answers the handshake by hand, and has the client
+/// receive one message while it sleeps in `recv` (so the sockets' reads are handed to the
+/// receiving thread, see the crate docs). Returns the peer's side.
+fn receive_once_then_stop(
+    silent: &mut Silent,
+    config: Config,
+) -> (Client, Events, tungstenite::WebSocket<std::net::TcpStream>) {
+    let (client, events) = Client::new(config).unwrap();
+    client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let peer = silent.accept();
+    let mut ws = tungstenite::accept(peer).unwrap();
+    until(&events, is_open);
+    let sender = std::thread::spawn(move || {
+        // Late enough that the client is asleep in `recv` by then.
+        std::thread::sleep(Duration::from_millis(100));
+        ws.send(WsMessage::text("first")).unwrap();
+        ws
+    });
+    let first = message_of(until(&events, is_message).pop().unwrap());
+    assert_eq!(first, Message::text("first"));
+    (client, events, sender.join().unwrap())
+}
+
+#[test]
+fn a_client_that_stops_receiving_still_answers_pings_and_the_close_handshake() {
+    let mut silent = Silent::start();
+    let (client, events, mut ws) = receive_once_then_stop(&mut silent, Config::default());
+    // The application does not call `recv` again; the protocol's replies still go out.
+    ws.send(WsMessage::Ping(b"are you there".to_vec().into()))
+        .unwrap();
+    let pong = match ws.read().expect("no pong in time") {
+        WsMessage::Pong(p) => p,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(&pong[..], b"are you there");
+    ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: 4000.into(),
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    let reply = match ws.read() {
+        Ok(WsMessage::Close(frame)) => frame,
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(e) => panic!("no close reply in time: {e}"),
+    };
+    assert_eq!(reply.map(|f| u16::from(f.code)), Some(4000));
+    // The server ends the TCP connection after the close handshake.
+    ws.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    // The close handshake finished without the application; its events wait for it.
+    let seen = until(&events, is_close);
+    assert!(
+        matches!(
+            seen.last(),
+            Some(Event::Close {
+                code: 4000,
+                clean: true,
+                ..
+            })
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(client.state(), ReadyState::Closed);
+}
+
+#[test]
+fn try_recv_sees_a_message_that_arrives_after_a_blocking_recv() {
+    let mut silent = Silent::start();
+    let (_client, events, mut ws) = receive_once_then_stop(&mut silent, Config::default());
+    ws.send(WsMessage::text("second")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        match events.try_recv() {
+            Ok(Event::Message { message, .. }) => break message,
+            Ok(_) => {}
+            Err(TryRecvError::Empty) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("no message in time: {e:?}"),
+        }
+    };
+    assert_eq!(message, Message::text("second"));
+}
+
+#[test]
+fn keepalive_holds_while_the_application_does_not_receive() {
+    let mut silent = Silent::start();
+    let config = Config::default().session(
+        SessionConfig::default().keepalive(Duration::from_millis(40), Duration::from_millis(80)),
+    );
+    let (client, events, mut ws) = receive_once_then_stop(&mut silent, config);
+    // The peer answers every ping (tungstenite replies while reading) for a while, and
+    // the application leaves its events alone meanwhile.
+    let peer = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_millis(600);
+        let mut pings = 0;
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        while Instant::now() < until {
+            match ws.read() {
+                Ok(WsMessage::Ping(_)) => pings += 1,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("peer: {e}"),
+            }
+        }
+        (ws, pings)
+    });
+    let (_ws, pings) = peer.join().unwrap();
+    assert!(pings >= 3, "only {pings} pings");
+    assert_eq!(client.state(), ReadyState::Open);
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, Event::Error { .. } | Event::Close { .. }),
+            "{event:?}"
+        );
+    }
+}
