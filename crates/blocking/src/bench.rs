@@ -15,7 +15,9 @@
 //!
 //! Each workload is cut into [`SEGMENTS`] segments (4 when `quick`); each segment runs
 //! once with each client, alternating which goes first, so both see the same machine
-//! load. A row reports the median rate of each client over the segments and the median
+//! load, and each client runs unmeasured for [`WARM_UP`] right before each of its
+//! segments (switching clients disturbs the machine for a while; the warm-up measures
+//! each in its steady state). A row reports the median rate of each client over the segments and the median
 //! of the per-segment ratios, which a busy machine disturbs far less than one long run.
 //! `cargo bench -p wxsocket-blocking` prints the table; [`run_echo_bench`] returns it for
 //! other front ends (the CLI).
@@ -48,6 +50,9 @@ pub const LARGE_WINDOW: usize = 8;
 pub const JSON_WINDOW: usize = 16;
 /// Segments each workload is cut into (a full run).
 pub const SEGMENTS: usize = 20;
+/// The unmeasured run of a client before each of its segments (a fifth of it when
+/// `quick`); see [`run_echo_bench`].
+pub const WARM_UP: Duration = Duration::from_millis(100);
 /// The compressed workload's message size.
 const JSON_SIZE: usize = 4 * 1024;
 /// Different JSON-like messages sent in turn (so no message repeats within deflate's
@@ -404,7 +409,11 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
 /// tests and demos); a full run takes about ten seconds.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     let server = EchoServer::start()?;
-    let (scale, segments) = if quick { (10, 4) } else { (1, SEGMENTS) };
+    let (scale, segments, warm_up) = if quick {
+        (10, 4, WARM_UP / 5)
+    } else {
+        (1, SEGMENTS, WARM_UP)
+    };
     let small = Message::text("x".repeat(32));
     let large = Message::binary(vec![7u8; 16 * 1024]);
     let workloads: [(&'static str, usize, usize, Message); 3] = [
@@ -421,19 +430,23 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
         adapter.run(&message, window.min(messages), window)?;
         let per_segment = (messages / segments).max(window);
         let (mut plain_rates, mut adapter_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut plain_rate = || {
+            measured(warm_up, window, per_segment, |n| {
+                plain.run(&message, n, window)
+            })
+        };
+        let adapter_rate = || {
+            measured(warm_up, window, per_segment, |n| {
+                adapter.run(&message, n, window)
+            })
+        };
         for segment in 0..segments {
             let (p, a) = if segment % 2 == 0 {
-                let p = rate(per_segment, || plain.run(&message, per_segment, window))?;
-                (
-                    p,
-                    rate(per_segment, || adapter.run(&message, per_segment, window))?,
-                )
+                let p = plain_rate()?;
+                (p, adapter_rate()?)
             } else {
-                let a = rate(per_segment, || adapter.run(&message, per_segment, window))?;
-                (
-                    rate(per_segment, || plain.run(&message, per_segment, window))?,
-                    a,
-                )
+                let a = adapter_rate()?;
+                (plain_rate()?, a)
             };
             plain_rates.push(p);
             adapter_rates.push(a);
@@ -512,6 +525,25 @@ fn compressed_workload(messages: usize, segments: usize) -> io::Result<BenchRow>
             uncompressed: plain_bytes as f64 / total,
         }),
     })
+}
+
+/// Runs `run(window)` unmeasured for at least `warm_up`, then returns the rate of
+/// `run(messages)`. Switching from one client to the other leaves the machine in a
+/// transient state for tens of milliseconds (on the 2-core VM this was developed on, the
+/// next client's round trips ran 4–5 times faster at first, then settled, whichever client
+/// it was); the warm-up lets each client be measured in its own steady state, as an
+/// application that uses one client would see it.
+fn measured(
+    warm_up: Duration,
+    window: usize,
+    messages: usize,
+    mut run: impl FnMut(usize) -> io::Result<()>,
+) -> io::Result<f64> {
+    let start = Instant::now();
+    while start.elapsed() < warm_up {
+        run(window)?;
+    }
+    rate(messages, || run(messages))
 }
 
 fn rate(messages: usize, run: impl FnOnce() -> io::Result<()>) -> io::Result<f64> {
