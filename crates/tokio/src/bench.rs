@@ -3,7 +3,8 @@
 //! permessage-deflate against itself without it. `cargo bench -p wxsocket-tokio` prints the
 //! tables; the `wxsocket bench` command calls [`run_echo_bench`] too.
 //!
-//! Cases (messages per second, best of the runs; ratio = adapter / plain):
+//! Cases (messages per second, each client's median over [`SEGMENTS`] segments measured in
+//! turn after a [`WARM_UP`] each, over one connection per client; ratio = adapter / plain):
 //!
 //! | case | what both clients do |
 //! |---|---|
@@ -65,15 +66,16 @@ fn fail(what: impl std::fmt::Display) -> BenchError {
 pub struct BenchRow {
     /// The case's name.
     pub case: String,
-    /// Messages echoed per run.
+    /// Messages echoed in the measured segments (per run in a compressed case).
     pub messages: usize,
     /// Payload size in bytes.
     pub size: usize,
-    /// Messages per second through this adapter (best run); with permessage-deflate in a
-    /// compressed case.
+    /// Messages per second through this adapter (median over the segments); with
+    /// permessage-deflate in a compressed case (best run).
     pub adapter_per_sec: f64,
-    /// Messages per second through the plain tokio-tungstenite client (best run); in a
-    /// compressed case, through this adapter without compression.
+    /// Messages per second through the plain tokio-tungstenite client (median over the
+    /// segments); in a compressed case, through this adapter without compression (best
+    /// run).
     pub plain_per_sec: f64,
     /// Set for a compressed case: the bytes on the wire of both runs.
     pub compression: Option<WireBytes>,
@@ -449,64 +451,128 @@ fn json_messages() -> Vec<Message> {
         .collect()
 }
 
+/// Segments each case is cut into (a full run; 2 when `quick`).
+pub const SEGMENTS: usize = 10;
+/// The unmeasured run of a client right before each of its segments (a fifth of it when
+/// `quick`).
+///
+/// Switching from one client to the other leaves the machine in a transient for tens of
+/// milliseconds (on the 2-core VM this was developed on, the next client's round trips ran
+/// several times faster at first, then settled, whichever client it was); the warm-up
+/// measures each client in its own steady state, as an application that uses one client
+/// sees it.
+pub const WARM_UP: Duration = Duration::from_millis(100);
+/// Messages per warm-up step when a case has no window.
+const WARM_CHUNK: usize = 1000;
+
 /// Runs every case against a fresh local echo server and returns one row per case (the
 /// compressed case last, against a server that accepts permessage-deflate).
-/// `quick` uses fewer messages and one run per client (a few seconds in all); otherwise
-/// each client runs three times and the best run counts.
+///
+/// Both clients connect once and are reused. Each case is cut into [`SEGMENTS`] segments;
+/// each segment runs once with each client, alternating which goes first, each right
+/// after a [`WARM_UP`] of its own; a row reports each client's median rate over the
+/// segments. `quick` uses a tenth of the messages, 2 segments and a short warm-up (a few
+/// seconds in all).
 pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
     let server = EchoServer::start().map_err(fail)?;
     let url = server.url();
-    let runs = if quick { 1 } else { 3 };
-    let scale = if quick { 4 } else { 1 };
+    let (scale, segments, warm_up) = if quick {
+        (10, 2, WARM_UP / 5)
+    } else {
+        (1, SEGMENTS, WARM_UP)
+    };
     let cases: [(&str, usize, usize, Option<usize>, bool); 5] = [
-        ("small, one at a time", 5_000 / scale, SMALL, Some(1), false),
-        ("small, pipelined", 20_000 / scale, SMALL, None, false),
+        (
+            "small, one at a time",
+            10_000 / scale,
+            SMALL,
+            Some(1),
+            false,
+        ),
+        ("small, pipelined", 400_000 / scale, SMALL, None, false),
         (
             "small, pipelined vs hand-batched",
-            20_000 / scale,
+            400_000 / scale,
             SMALL,
             None,
             true,
         ),
         (
             "16 KiB, one at a time",
-            2_000 / scale,
+            5_000 / scale,
             LARGE,
             Some(1),
             false,
         ),
         (
             "16 KiB, pipelined",
-            4_000 / scale,
+            40_000 / scale,
             LARGE,
             Some(LARGE_WINDOW),
             false,
         ),
     ];
+    let mut adapter = AdapterClient::connect(&url, false).await?;
+    let mut plain = PlainClient::connect(&url).await?;
     let mut rows = Vec::new();
     for (case, n, size, window, hand_batched) in cases {
         let (ours, theirs) = payload(size, size == SMALL);
         let ours = std::slice::from_ref(&ours);
-        let mut best_ours = 0f64;
-        let mut best_plain = 0f64;
-        for _ in 0..runs {
-            let (secs, _) = adapter_run(&url, n, ours, window, None).await?;
-            best_ours = best_ours.max(n as f64 / secs);
-            let secs = plain_run(&url, n, &theirs, window, hand_batched).await?;
-            best_plain = best_plain.max(n as f64 / secs);
+        let per_segment = (n / segments).max(1);
+        let step = window.unwrap_or(WARM_CHUNK).min(per_segment);
+        let (mut adapter_rates, mut plain_rates) = (Vec::new(), Vec::new());
+        for segment in 0..segments {
+            let order = if segment % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for ours_now in order {
+                // Without a window every message of a run is in flight at once.
+                let mut run = async |k: usize| {
+                    if ours_now {
+                        adapter.run(ours, k, window, false).await
+                    } else {
+                        plain.run(&theirs, k, window, hand_batched).await
+                    }
+                };
+                let warm = Instant::now();
+                while warm.elapsed() < warm_up {
+                    run(step).await?;
+                }
+                let start = Instant::now();
+                run(per_segment).await?;
+                let rate = per_segment as f64 / start.elapsed().as_secs_f64();
+                if ours_now {
+                    adapter_rates.push(rate);
+                } else {
+                    plain_rates.push(rate);
+                }
+            }
         }
         rows.push(BenchRow {
             case: case.to_owned(),
-            messages: n,
+            messages: per_segment * segments,
             size,
-            adapter_per_sec: best_ours,
-            plain_per_sec: best_plain,
+            adapter_per_sec: median(adapter_rates),
+            plain_per_sec: median(plain_rates),
             compression: None,
         });
     }
+    adapter.close().await;
+    plain.close().await;
     drop(server);
-    rows.push(compressed_case(4_000 / scale, runs).await?);
+    rows.push(compressed_case(4_000 / scale.min(4), if quick { 1 } else { 3 }).await?);
     Ok(rows)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// The compressed case: the adapter with and without permessage-deflate, in turn (the
@@ -568,10 +634,10 @@ struct Counted<'a> {
     wire: &'a WireCounters,
 }
 
-/// Seconds for `n` echoes through this adapter, at most `window` in flight (`None`: all),
-/// sending `messages` in turn. With `counted`, compression is offered (or not), checked to
-/// be in force (or not), every echo is checked and the second value is the bytes the
-/// server's socket read and wrote meanwhile.
+/// Seconds for `n` echoes through a fresh connection of this adapter, at most `window` in
+/// flight, sending `messages` in turn. With `counted`, compression is offered (or not),
+/// checked to be in force (or not), every echo is checked and the second value is the
+/// bytes the server's socket read and wrote meanwhile.
 async fn adapter_run(
     url: &str,
     n: usize,
@@ -579,127 +645,177 @@ async fn adapter_run(
     window: Option<usize>,
     counted: Option<Counted<'_>>,
 ) -> Result<(f64, u64), BenchError> {
-    let session = SessionConfig::default()
-        .queue_bounds(1 << 20, 256 << 20)
-        .max_buffered_bytes(256 << 20);
-    let (client, mut events) = Client::new(Config::default().session(session)).map_err(fail)?;
     let deflate = counted.is_some_and(|c| c.deflate);
-    client
-        .connect(
-            &ConnectOptions::new(url)
-                .tcp_no_delay(true)
-                .per_message_deflate(deflate),
-        )
-        .map_err(fail)?;
-    loop {
-        if let Event::Open { handshake, .. } = next_event(&mut events).await? {
-            if handshake.deflate.is_some() != deflate {
-                return Err(fail(format!(
-                    "permessage-deflate expected {}, agreed {:?}",
-                    if deflate { "on" } else { "off" },
-                    handshake.deflate
-                )));
-            }
-            break;
-        }
-    }
-    let window = window.unwrap_or(n);
+    let mut client = AdapterClient::connect(url, deflate).await?;
     let wire_before = counted.map_or(0, |c| c.wire.total());
     let start = Instant::now();
-    let (mut sent, mut received) = (0, 0);
-    while received < n {
-        while sent < n && sent - received < window {
-            client
-                .send_nowait(messages[sent % messages.len()].clone())
-                .map_err(fail)?;
-            sent += 1;
-        }
-        if let Event::Message { message, .. } = next_event(&mut events).await? {
-            if counted.is_some() && message != messages[received % messages.len()] {
-                return Err(fail(format!(
-                    "echo {received} differs from the message sent"
-                )));
-            }
-            received += 1;
-        }
-    }
+    client.run(messages, n, window, counted.is_some()).await?;
     let secs = start.elapsed().as_secs_f64();
     let bytes = counted.map_or(0, |c| c.wire.total() - wire_before);
-    client.close(None, "").map_err(fail)?;
-    while !matches!(events.next().await, Some(Event::Close { .. }) | None) {}
+    client.close().await;
     Ok((secs, bytes))
 }
 
-/// The same work with a plain tokio-tungstenite client.
-async fn plain_run(
-    url: &str,
-    n: usize,
-    message: &WsMessage,
-    window: Option<usize>,
-    hand_batched: bool,
-) -> Result<f64, BenchError> {
-    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
-    let tcp = TcpStream::connect(addr).await.map_err(fail)?;
-    tcp.set_nodelay(true).map_err(fail)?;
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config()))
-        .await
-        .map_err(fail)?;
-    let is_data = |m: &WsMessage| m.is_text() || m.is_binary();
-    if window == Some(1) {
-        let start = Instant::now();
-        for _ in 0..n {
-            ws.send(message.clone()).await.map_err(fail)?;
-            loop {
-                match tokio::time::timeout(WAIT, ws.next()).await {
-                    Ok(Some(Ok(m))) if is_data(&m) => break,
-                    Ok(Some(Ok(_))) => continue,
-                    other => return Err(fail(format!("plain client: {other:?}"))),
+/// This adapter's side of the benchmark: one client and its events.
+struct AdapterClient {
+    client: Client,
+    events: Events,
+}
+
+impl AdapterClient {
+    /// Connects, offering permessage-deflate if `deflate`; fails unless compression is in
+    /// force exactly when offered.
+    async fn connect(url: &str, deflate: bool) -> Result<Self, BenchError> {
+        let session = SessionConfig::default()
+            .queue_bounds(1 << 20, 256 << 20)
+            .max_buffered_bytes(256 << 20);
+        let (client, mut events) = Client::new(Config::default().session(session)).map_err(fail)?;
+        client
+            .connect(
+                &ConnectOptions::new(url)
+                    .tcp_no_delay(true)
+                    .per_message_deflate(deflate),
+            )
+            .map_err(fail)?;
+        loop {
+            if let Event::Open { handshake, .. } = next_event(&mut events).await? {
+                if handshake.deflate.is_some() != deflate {
+                    return Err(fail(format!(
+                        "permessage-deflate expected {}, agreed {:?}",
+                        if deflate { "on" } else { "off" },
+                        handshake.deflate
+                    )));
                 }
+                return Ok(Self { client, events });
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        let _ = ws.close(None).await;
-        return Ok(secs);
     }
-    let window = window.unwrap_or(n);
-    let credits = Arc::new(Semaphore::new(window));
-    let (mut sink, mut stream) = ws.split();
-    let start = Instant::now();
-    let reader = tokio::spawn({
-        let credits = Arc::clone(&credits);
-        async move {
-            let mut received = 0;
-            while received < n {
-                match tokio::time::timeout(WAIT, stream.next()).await {
-                    Ok(Some(Ok(m))) if is_data(&m) => {
-                        received += 1;
-                        credits.add_permits(1);
+
+    /// `n` echoes, at most `window` in flight (`None`: all), sending `messages` in turn;
+    /// with `check`, every echo must be the message sent.
+    async fn run(
+        &mut self,
+        messages: &[Message],
+        n: usize,
+        window: Option<usize>,
+        check: bool,
+    ) -> Result<(), BenchError> {
+        let window = window.unwrap_or(n);
+        let (mut sent, mut received) = (0, 0);
+        while received < n {
+            while sent < n && sent - received < window {
+                self.client
+                    .send_nowait(messages[sent % messages.len()].clone())
+                    .map_err(fail)?;
+                sent += 1;
+            }
+            if let Event::Message { message, .. } = next_event(&mut self.events).await? {
+                if check && message != messages[received % messages.len()] {
+                    return Err(fail(format!(
+                        "echo {received} differs from the message sent"
+                    )));
+                }
+                received += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) {
+        if self.client.close(None, "").is_ok() {
+            while !matches!(self.events.next().await, Some(Event::Close { .. }) | None) {}
+        }
+    }
+}
+
+/// The baseline: a plain tokio-tungstenite client.
+struct PlainClient {
+    ws: Option<tokio_tungstenite::WebSocketStream<TcpStream>>,
+}
+
+impl PlainClient {
+    async fn connect(url: &str) -> Result<Self, BenchError> {
+        let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+        let tcp = TcpStream::connect(addr).await.map_err(fail)?;
+        tcp.set_nodelay(true).map_err(fail)?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config()))
+            .await
+            .map_err(fail)?;
+        Ok(Self { ws: Some(ws) })
+    }
+
+    /// The same work as [`AdapterClient::run`]. One at a time it sends and reads in turn;
+    /// pipelined it writes from this task and reads from a second one (the usual way to
+    /// use a split tokio-tungstenite stream), with `SinkExt::send` (a flush per message)
+    /// or, `hand_batched`, feeding and flushing only when it has to wait.
+    async fn run(
+        &mut self,
+        message: &WsMessage,
+        n: usize,
+        window: Option<usize>,
+        hand_batched: bool,
+    ) -> Result<(), BenchError> {
+        let mut ws = self.ws.take().ok_or_else(|| fail("plain client broken"))?;
+        let is_data = |m: &WsMessage| m.is_text() || m.is_binary();
+        if window == Some(1) {
+            for _ in 0..n {
+                ws.send(message.clone()).await.map_err(fail)?;
+                loop {
+                    match tokio::time::timeout(WAIT, ws.next()).await {
+                        Ok(Some(Ok(m))) if is_data(&m) => break,
+                        Ok(Some(Ok(_))) => continue,
+                        other => return Err(fail(format!("plain client: {other:?}"))),
                     }
-                    Ok(Some(Ok(_))) => {}
-                    other => return Err(fail(format!("plain reader: {other:?}"))),
                 }
             }
-            Ok(start.elapsed().as_secs_f64())
+            self.ws = Some(ws);
+            return Ok(());
         }
-    });
-    for _ in 0..n {
-        match credits.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(_) => {
-                if hand_batched {
-                    sink.flush().await.map_err(fail)?;
+        let window = window.unwrap_or(n);
+        let credits = Arc::new(Semaphore::new(window));
+        let (mut sink, mut stream) = ws.split();
+        let reader = tokio::spawn({
+            let credits = Arc::clone(&credits);
+            async move {
+                let mut received = 0;
+                while received < n {
+                    match tokio::time::timeout(WAIT, stream.next()).await {
+                        Ok(Some(Ok(m))) if is_data(&m) => {
+                            received += 1;
+                            credits.add_permits(1);
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        other => return Err(fail(format!("plain reader: {other:?}"))),
+                    }
                 }
-                credits.acquire().await.map_err(fail)?.forget();
+                Ok(stream)
+            }
+        });
+        for _ in 0..n {
+            match credits.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(_) => {
+                    if hand_batched {
+                        sink.flush().await.map_err(fail)?;
+                    }
+                    credits.acquire().await.map_err(fail)?.forget();
+                }
+            }
+            if hand_batched {
+                sink.feed(message.clone()).await.map_err(fail)?;
+            } else {
+                sink.send(message.clone()).await.map_err(fail)?;
             }
         }
-        if hand_batched {
-            sink.feed(message.clone()).await.map_err(fail)?;
-        } else {
-            sink.send(message.clone()).await.map_err(fail)?;
+        sink.flush().await.map_err(fail)?;
+        let stream = reader.await.map_err(fail)??;
+        self.ws = Some(sink.reunite(stream).map_err(fail)?);
+        Ok(())
+    }
+
+    async fn close(mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
         }
     }
-    sink.flush().await.map_err(fail)?;
-    let secs = reader.await.map_err(fail)??;
-    let _ = sink.close().await;
-    Ok(secs)
 }
