@@ -31,8 +31,12 @@ impl Row {
 fn collect(quick: bool) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let started = Instant::now();
-    let tokio_rows = crate::backend::runtime()
-        .block_on(wxsocket_tokio::bench::run_echo_bench(quick))
+    // On a worker (not the thread blocked in `block_on`), as application tasks run, and
+    // as `cargo bench -p wxsocket-tokio` runs it.
+    let runtime = crate::backend::runtime();
+    let tokio_rows = runtime
+        .block_on(runtime.spawn(wxsocket_tokio::bench::run_echo_bench(quick)))
+        .map_err(|e| format!("tokio: {e}"))?
         .map_err(|e| format!("tokio: {e}"))?;
     rows.extend(tokio_rows.into_iter().map(|r| Row {
         adapter: "wxsocket-tokio",
