@@ -470,7 +470,13 @@ impl<M: Machine> Shared<M> {
         if wake {
             self.wake();
         }
-        lock(&self.outbox)
+        let outbox = lock(&self.outbox);
+        if outbox.events.is_empty() && outbox.receivers > 0 {
+            // Nothing for this thread's caller (a timeout): another thread parked in `recv`
+            // takes over watching, or the reads would wait for the driver to take them back.
+            self.event_ready.notify_one();
+        }
+        outbox
     }
 }
 

@@ -846,3 +846,47 @@ fn keepalive_holds_while_the_application_does_not_receive() {
         );
     }
 }
+
+#[test]
+fn several_threads_receiving_share_the_events_exactly_once() {
+    let server = Server::start();
+    let (client, events) = client();
+    open(&client, &events, &server.url());
+    let events = std::sync::Arc::new(events);
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    const N: usize = 300;
+    let receivers: Vec<_> = (0..3)
+        .map(|i| {
+            let (events, got) = (events.clone(), got.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + WAIT;
+                while got.lock().unwrap().len() < N && Instant::now() < deadline {
+                    // Short timeouts for one thread, so the watching thread changes often.
+                    let wait = Duration::from_millis(if i == 0 { 2 } else { 50 });
+                    if let Ok(Event::Message { message, .. }) = events.recv_timeout(wait) {
+                        got.lock().unwrap().push(message);
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..N {
+        client.send(format!("m{i}")).unwrap();
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for r in receivers {
+        r.join().unwrap();
+    }
+    let mut got: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| String::from_utf8(m.as_bytes().to_vec()).unwrap())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
