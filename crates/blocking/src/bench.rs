@@ -40,6 +40,7 @@ use tungstenite::Message as WsMessage;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use wxsocket_core::{DeflateOptions, TransportEvent};
 use wxsocket_wire::deflate::{Compressor, Inflater};
+use wxsocket_wire::workload::median;
 pub use wxsocket_wire::workload::{WireCounters, json_like_payload};
 
 /// Messages in flight per window in the small pipelined workload.
@@ -99,15 +100,6 @@ impl BenchRow {
     /// `adapter / plain`: the median of the per-segment ratios.
     pub fn ratio(&self) -> f64 {
         self.ratio
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 

@@ -49,6 +49,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{DeflateOptions, TransportEvent};
 use wxsocket_wire::deflate::{Compressor, Inflater};
+use wxsocket_wire::workload::median;
 pub use wxsocket_wire::workload::{WireCounters, json_like_payload};
 
 /// A benchmark could not run (server, connection or protocol failure).
@@ -564,15 +565,6 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
     drop(server);
     rows.push(compressed_case(4_000 / scale.min(4), if quick { 1 } else { 3 }).await?);
     Ok(rows)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 /// The compressed case: the adapter with and without permessage-deflate, in turn (the

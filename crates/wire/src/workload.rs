@@ -3,6 +3,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The median of measured rates (the mean of the middle two for an even count; 0 for
+/// none), as both benchmarks report over their segments.
+///
+/// ```
+/// use wxsocket_wire::workload::median;
+/// assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+/// assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+/// ```
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// A JSON-like text of exactly `size` bytes (for `size` of at least 64): an array of
 /// records (ids, names, scores, timestamps, tags) drawn from a generator seeded with
 /// `seed`, as an API might send. It compresses about as well as such messages do.
