@@ -124,6 +124,9 @@ pub enum Step {
         /// The payload.
         payload: Vec<u8>,
     },
+    /// Several [`Step::Frame`]s (only those) written in one write, so they reach the client
+    /// together, in one read.
+    Together(Vec<Step>),
     /// Waits until the client sent this many data messages on the connection (counted
     /// from the start; they are recorded, not echoed), so what follows certainly arrives
     /// after the client saw the handshake complete.
@@ -1316,6 +1319,22 @@ impl Handler {
                 opcode,
                 payload,
             } => self.send_unless_closed(&encode_frame(*fin, *rsv, *opcode, payload, None)),
+            Step::Together(frames) => {
+                let mut bytes = Vec::new();
+                for frame in frames {
+                    let Step::Frame {
+                        fin,
+                        rsv,
+                        opcode,
+                        payload,
+                    } = frame
+                    else {
+                        panic!("only frames go together, not {frame:?}");
+                    };
+                    bytes.extend(encode_frame(*fin, *rsv, *opcode, payload, None));
+                }
+                self.send_unless_closed(&bytes)
+            }
             Step::AwaitMessages(_) => unreachable!("the script loop waits itself"),
             Step::Bomb { zeros, fragments } => {
                 let bomb = deflate::bomb(*zeros);

@@ -75,6 +75,7 @@ deflate_suite!(
     decompression_bomb_is_1009_with_the_clients_close_frame,
     fragmented_decompression_bomb_is_1009,
     inflated_size_exactly_at_the_limit_is_accepted_one_more_byte_is_1009,
+    a_message_arriving_with_a_failing_one_is_delivered_before_the_1009,
     client_message_exactly_at_the_limit_round_trips_compressed,
     close_handshakes_are_clean_after_compressed_traffic,
     a_new_connection_starts_with_fresh_contexts,
@@ -1276,6 +1277,68 @@ fn inflated_size_exactly_at_the_limit_is_accepted_one_more_byte_is_1009<A: Adapt
         assert_eq!(seen.closes.first().and_then(|c| c.code), Some(1009));
         assert_quiet(&mut a);
     }
+}
+
+fn a_message_arriving_with_a_failing_one_is_delivered_before_the_1009<A: Adapter>() {
+    // Both in one write, so they reach the client in one read: the good message must not
+    // be lost with the one that inflates past the limit after it.
+    let limit = 8 << 10;
+    let good = prose(55, limit);
+    let frame = |text: &str| Step::Frame {
+        fin: true,
+        rsv: RSV1,
+        opcode: opcode::TEXT,
+        payload: deflate::compress(text.as_bytes()),
+    };
+    let peer = script(
+        "permessage-deflate",
+        vec![
+            Step::AwaitMessages(1),
+            Step::Together(vec![frame(&good), frame(&prose(56, limit + 1))]),
+        ],
+    );
+    let mut a: A = client(config().max_message_size(limit));
+    let conn = open_with(&mut a, &offer(&peer), Some(DeflateParams::default()));
+    a.send_nowait(Message::text("go")).unwrap();
+    let events: Vec<Event> = a
+        .events_until_close(conn, T)
+        .into_iter()
+        .filter(|e| !matches!(e, Event::SendCompleted { .. }))
+        .collect();
+    match events.as_slice() {
+        [
+            Event::Message { message, .. },
+            Event::Error {
+                error: ConnectionError::Transport(e),
+                ..
+            },
+            Event::Close {
+                code: 1009,
+                clean: false,
+                ..
+            },
+        ] => {
+            assert!(
+                message == &Message::text(good),
+                "[{}] {}",
+                A::NAME,
+                describe(message)
+            );
+            assert_eq!(e.kind, TransportErrorKind::MessageTooBig, "[{}]", A::NAME);
+        }
+        _ => panic!(
+            "[{}] expected the good message, then 1009; got {:?}",
+            A::NAME,
+            events
+                .iter()
+                .map(|e| match e {
+                    Event::Message { message, .. } => describe(message),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        ),
+    }
+    assert_quiet(&mut a);
 }
 
 fn client_message_exactly_at_the_limit_round_trips_compressed<A: Adapter>() {

@@ -22,7 +22,7 @@ impl Read for Wire {
             None => self.stream.read(buf),
             Some(inflater) => {
                 if !self.tail.is_empty() {
-                    inflater.feed(&std::mem::take(&mut self.tail))?;
+                    inflater.feed_deferred(&std::mem::take(&mut self.tail));
                 }
                 inflater.read_from(&mut self.stream, buf)
             }

@@ -205,27 +205,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
             this.counters.add_read(n);
             return polled;
         };
-        loop {
-            if inflater.has_output() || buf.remaining() == 0 {
-                let n = inflater.take_output(buf.initialize_unfilled());
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            let mut raw = inflater.lend_buffer();
-            let mut raw_buf = ReadBuf::new(&mut raw);
-            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf);
-            let n = raw_buf.filled().len();
-            this.counters.add_read(n);
-            let fed = match polled {
-                Poll::Ready(Ok(())) if n > 0 => inflater.feed(&raw[..n]).map_err(io::Error::from),
-                other => {
-                    inflater.return_buffer(raw);
-                    return other;
-                }
-            };
-            inflater.return_buffer(raw);
-            fed?;
-        }
+        let counters = &this.counters;
+        crate::conn::inflate_read(inflater, &mut this.inner, cx, buf, |n| counters.add_read(n))
     }
 }
 

@@ -461,21 +461,24 @@ impl AsyncRead for Transport {
             None => inner!(this, s => s.poll_read(cx, buf)),
             Some(inflater) => {
                 if !this.tail.is_empty() {
-                    inflater.feed(&std::mem::take(&mut this.tail))?;
+                    inflater.feed_deferred(&std::mem::take(&mut this.tail));
                 }
-                inflate_read(inflater, &mut this.inner, cx, buf)
+                inflate_read(inflater, &mut this.inner, cx, buf, |_| {})
             }
         }
     }
 }
 
 /// Reads the socket until the inflater has output for `buf` (or the socket ends, fails or
-/// is not ready).
-fn inflate_read(
+/// is not ready). An inflation failure comes after the output produced before it.
+/// `raw_read` sees the size of every read from the socket (the benchmark's server counts
+/// them).
+pub(crate) fn inflate_read<R: AsyncRead + Unpin>(
     inflater: &mut Inflater,
-    inner: &mut Inner,
+    inner: &mut R,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
+    mut raw_read: impl FnMut(usize),
 ) -> Poll<io::Result<()>> {
     loop {
         if inflater.has_output() || buf.remaining() == 0 {
@@ -483,19 +486,22 @@ fn inflate_read(
             buf.advance(n);
             return Poll::Ready(Ok(()));
         }
+        if let Some(failure) = inflater.take_failure() {
+            return Poll::Ready(Err(failure.into()));
+        }
         let mut raw = inflater.lend_buffer();
         let mut raw_buf = ReadBuf::new(&mut raw);
         let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
         let n = raw_buf.filled().len();
-        let fed = match polled {
-            Poll::Ready(Ok(())) if n > 0 => inflater.feed(&raw[..n]).map_err(io::Error::from),
+        raw_read(n);
+        match polled {
+            Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
             other => {
                 inflater.return_buffer(raw);
                 return other;
             }
-        };
+        }
         inflater.return_buffer(raw);
-        fed?;
     }
 }
 

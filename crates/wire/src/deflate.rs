@@ -267,6 +267,9 @@ pub struct Inflater {
     compressed: u64,
     out: Vec<u8>,
     out_pos: usize,
+    /// A failure met by [`Inflater::feed_deferred`], reported once the output before it
+    /// has been taken.
+    failure: Option<InflateError>,
     scratch: Vec<u8>,
     unmasked: Vec<u8>,
     raw: Box<[u8]>,
@@ -312,6 +315,7 @@ impl Inflater {
             compressed: 0,
             out: Vec::new(),
             out_pos: 0,
+            failure: None,
             scratch: Vec::new(),
             unmasked: Vec::new(),
             raw: vec![0; 16 * 1024].into_boxed_slice(),
@@ -343,26 +347,53 @@ impl Inflater {
     }
 
     /// Reads from `inner` until there is output for `buf` (or `inner` ends or would block).
+    /// A failure is returned only after the output produced before it (see
+    /// [`feed_deferred`](Self::feed_deferred)).
     pub fn read_from<R: Read>(&mut self, inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.has_output() || buf.is_empty() {
                 return Ok(self.take_output(buf));
             }
+            if let Some(failure) = self.take_failure() {
+                return Err(failure.into());
+            }
             let mut raw = std::mem::take(&mut self.raw);
             let read = inner.read(&mut raw);
-            let fed = match read {
+            match read {
                 Ok(0) => {
                     self.raw = raw;
                     return Ok(0);
                 }
-                Ok(n) => self.feed(&raw[..n]),
+                Ok(n) => self.feed_deferred(&raw[..n]),
                 Err(e) => {
                     self.raw = raw;
                     return Err(e);
                 }
-            };
+            }
             self.raw = raw;
-            fed?;
+        }
+    }
+
+    /// [`feed`](Self::feed) for a reader: a failure is kept, not returned, so that what
+    /// was inflated before it in the same bytes is still read first. One read can hold
+    /// the end of a good message and the start of a failing one (say, one that inflates
+    /// past the limit); the good one must still be delivered. Ask
+    /// [`take_failure`](Self::take_failure) whenever the output runs dry.
+    pub fn feed_deferred(&mut self, input: &[u8]) {
+        if self.failure.is_none()
+            && let Err(e) = self.feed(input)
+        {
+            self.failure = Some(e);
+        }
+    }
+
+    /// The failure kept by [`feed_deferred`](Self::feed_deferred), once every byte of
+    /// output produced before it has been taken (`None` until then).
+    pub fn take_failure(&mut self) -> Option<InflateError> {
+        if self.has_output() {
+            None
+        } else {
+            self.failure.take()
         }
     }
 

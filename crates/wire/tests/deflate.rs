@@ -309,6 +309,56 @@ fn exactly_the_maximum_inflated_size_is_accepted() {
 }
 
 #[test]
+fn a_message_read_together_with_a_failing_one_is_delivered_first() {
+    // One read holds a good message and then one that fails (too big once inflated, or
+    // invalid): the good one reaches tungstenite, then the error comes.
+    let params = DeflateParams::default();
+    let good = Message::binary(vec![3u8; MAX]);
+    let failing = [
+        (
+            Message::binary(vec![4u8; MAX + 1]),
+            TransportErrorKind::MessageTooBig,
+        ),
+        (
+            Message::text("not compressed data"),
+            TransportErrorKind::Protocol,
+        ),
+    ];
+    for (bad, kind) in failing {
+        let mut server = Compressor::new(&params, &DeflateOptions::default());
+        let mut input = server_frame(&mut server, good.clone());
+        input.extend(match kind {
+            TransportErrorKind::MessageTooBig => server_frame(&mut server, bad),
+            // RSV1 on a frame whose payload is not DEFLATE data.
+            _ => frame(
+                OpCode::Data(Data::Text),
+                true,
+                true,
+                vec![0xff, 0xff, 0xff, 0xff, 0xff],
+            ),
+        });
+        assert!(input.len() < 16 * 1024, "one read: {} bytes", input.len());
+        let (got, err) = read_all(&params, input.clone(), input.len());
+        assert!(
+            got.len() == 1 && got[0] == WsMessage::binary(vec![3u8; MAX]),
+            "{kind:?}: {} messages before the error, not the good one alone",
+            got.len()
+        );
+        let err = err.expect("the failing message fails");
+        assert_eq!(classify(&err).map(|e| e.kind), Some(kind), "{err}");
+
+        // Sans-IO: the failure waits until the output before it has been taken.
+        let mut inflater = Inflater::new(&params, MAX);
+        inflater.feed_deferred(&input);
+        assert!(inflater.has_output());
+        assert!(inflater.take_failure().is_none());
+        let mut sink = vec![0u8; 1 << 16];
+        while inflater.take_output(&mut sink) > 0 {}
+        assert_eq!(inflater.take_failure().map(|e| e.kind), Some(kind));
+    }
+}
+
+#[test]
 fn protocol_violations_are_protocol_errors() {
     let params = DeflateParams::default();
     let mut c = Compress::new(Compression::default(), false);
