@@ -189,8 +189,9 @@ impl Conn {
     /// if the driver thread's poller watched them too, every message would also wake the
     /// driver thread, and on an otherwise idle machine that second wake-up costs more than
     /// the rest of the round trip (see the crate docs). So the receiving thread turns the
-    /// driver's reads off while it sleeps and back on before it returns. The poller
-    /// change takes effect in [`Self::sync_interest`].
+    /// driver's reads off before it sleeps; the driver turns them back on once nobody has
+    /// received for a moment (`driver::HANDBACK_GRACE`). The poller change takes effect
+    /// in [`Self::sync_interest`].
     pub fn set_driver_reads(&mut self, on: bool) {
         self.driver_reads = on;
     }

@@ -314,13 +314,8 @@ impl<M: Machine> Shared<M> {
                         inner.on_ready(conn, now);
                     }
                 }
-                if inner.reads_handed_off && !inner.watching {
-                    if inner.handback_due.is_none_or(|due| now >= due) {
-                        inner.take_back_reads(now);
-                    } else {
-                        inner.read_all(now);
-                    }
-                }
+                let due = inner.handback_due.is_none_or(|due| now >= due);
+                inner.catch_up_reads(due, now);
                 inner.machine.handle_timeout(now);
                 if let Some(since) = inner.shutdown {
                     if !shutdown_started {
@@ -478,22 +473,14 @@ impl<M: Machine> Shared<M> {
         }
         outbox
     }
-}
 
-impl<M: Machine> Shared<M> {
-    /// With the reads handed off and nobody watching, reads what has arrived (for
-    /// `try_recv`, which must see it). With `take_back`, gives the reads back to the driver
-    /// thread at once (the application will not receive any more).
+    /// [`Inner::catch_up_reads`] from an application thread: for `try_recv`, which must see
+    /// what arrived, and (`take_back`) when `Events` is dropped and nobody will receive.
     pub fn catch_up_reads(&self, take_back: bool) {
         let mut inner = lock(&self.inner);
-        if !inner.reads_handed_off || inner.watching {
-            return;
-        }
         let now = Instant::now();
-        if take_back {
-            inner.take_back_reads(now);
-        } else {
-            inner.read_all(now);
+        if !inner.catch_up_reads(take_back, now) {
+            return;
         }
         inner.pump(self, now);
         let wake = inner.driver_must_look();
@@ -517,6 +504,20 @@ impl<M: Machine> Inner<M> {
         } else {
             None
         }
+    }
+
+    /// With the reads handed off and nobody watching: reads what has arrived, and with
+    /// `take_back` gives the reads back to the driver thread. Returns whether it did.
+    fn catch_up_reads(&mut self, take_back: bool, now: Instant) -> bool {
+        if !self.reads_handed_off || self.watching {
+            return false;
+        }
+        if take_back {
+            self.take_back_reads(now);
+        } else {
+            self.read_all(now);
+        }
+        true
     }
 
     /// The driver thread takes the reads back, and reads what arrived meanwhile.
