@@ -127,6 +127,9 @@ pub enum Step {
     /// Several [`Step::Frame`]s (only those) written in one write, so they reach the client
     /// together, in one read.
     Together(Vec<Step>),
+    /// Several [`Step::Frame`]s (only those) written in the same write as the 101 response,
+    /// so the client reads them together with the response head. Only as the first step.
+    WithResponse(Vec<Step>),
     /// Waits until the client sent this many data messages on the connection (counted
     /// from the start; they are recorded, not echoed), so what follows certainly arrives
     /// after the client saw the handshake complete.
@@ -921,6 +924,24 @@ struct Partial {
 }
 
 /// Writes one frame as a server: unmasked unless `mask` is given.
+/// The bytes of several [`Step::Frame`]s, for one write.
+fn frame_bytes(frames: &[Step]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for frame in frames {
+        let Step::Frame {
+            fin,
+            rsv,
+            opcode,
+            payload,
+        } = frame
+        else {
+            panic!("only frames go together, not {frame:?}");
+        };
+        bytes.extend(encode_frame(*fin, *rsv, *opcode, payload, None));
+    }
+    bytes
+}
+
 fn encode_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     out.push(if fin { 0x80 } else { 0 } | (rsv & 0x7) << 4 | (opcode & 0xF));
@@ -1067,9 +1088,15 @@ impl Handler {
             self.inflater = Some(deflate::Inflater::new(agreed));
         }
         response.push_str("\r\n");
+        let mut response = response.into_bytes();
+        if let Mode::Script(steps) = &self.mode
+            && let Some(Step::WithResponse(frames)) = steps.first()
+        {
+            response.extend(frame_bytes(frames));
+        }
         {
             let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            self.io.write_all(response.as_bytes())?;
+            self.io.write_all(&response)?;
             self.io.flush()?;
             w.upgraded = true;
         }
@@ -1319,22 +1346,9 @@ impl Handler {
                 opcode,
                 payload,
             } => self.send_unless_closed(&encode_frame(*fin, *rsv, *opcode, payload, None)),
-            Step::Together(frames) => {
-                let mut bytes = Vec::new();
-                for frame in frames {
-                    let Step::Frame {
-                        fin,
-                        rsv,
-                        opcode,
-                        payload,
-                    } = frame
-                    else {
-                        panic!("only frames go together, not {frame:?}");
-                    };
-                    bytes.extend(encode_frame(*fin, *rsv, *opcode, payload, None));
-                }
-                self.send_unless_closed(&bytes)
-            }
+            Step::Together(frames) => self.send_unless_closed(&frame_bytes(frames)),
+            // Written with the 101 response.
+            Step::WithResponse(_) => Ok(()),
             Step::AwaitMessages(_) => unreachable!("the script loop waits itself"),
             Step::Bomb { zeros, fragments } => {
                 let bomb = deflate::bomb(*zeros);

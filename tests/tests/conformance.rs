@@ -13,7 +13,7 @@ use wxsocket_core::{
     TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
-use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Tls, Violation};
+use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
 use wxsocket_tests::scenario::{
     assert_quiet, client, close_event, completions, expect_connecting, expect_error_then_close,
     messages, open,
@@ -41,6 +41,7 @@ macro_rules! conformance {
 conformance!(
     tcp_nodelay_is_set_when_asked,
     open_and_echo_text_and_binary,
+    frames_read_with_the_handshake_response_come_first,
     queued_before_open_are_flushed_in_order_first,
     every_send_completes_exactly_once,
     send_wait_reports_failure_of_queued_sends,
@@ -152,6 +153,47 @@ fn open_and_echo_text_and_binary<A: Adapter>() {
             reason: String::new()
         }]
     );
+    assert_quiet(&mut a);
+}
+
+/// Frames that reach the client in the same read as the 101 response (the bytes read past
+/// the response head) are the connection's first messages, and everything after them is
+/// read as usual: messages of every size, in order.
+fn frames_read_with_the_handshake_response_come_first<A: Adapter>() {
+    let frame = |opcode, payload: &[u8]| Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode,
+        payload: payload.to_vec(),
+    };
+    let later: Vec<Message> = (0..200usize)
+        .map(|i| match i % 3 {
+            0 => Message::text(format!("later {i}")),
+            1 => Message::binary(vec![i as u8; 1 + i * 97]),
+            _ => Message::binary(vec![7; 16 * 1024 + i]),
+        })
+        .collect();
+    let mut script = vec![Step::WithResponse(vec![
+        frame(opcode::TEXT, b"first"),
+        frame(opcode::BINARY, &[1, 2, 3]),
+        frame(opcode::TEXT, b"third"),
+    ])];
+    script.extend(later.iter().cloned().map(Step::Message));
+    let peer = Peer::start(Mode::Script(script));
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let mut expected = vec![
+        Message::text("first"),
+        Message::binary(vec![1, 2, 3]),
+        Message::text("third"),
+    ];
+    expected.extend(later);
+    let events = a.events_until("every scripted message", T, |e| {
+        messages(e).len() >= expected.len()
+    });
+    assert!(events.iter().all(|e| e.conn() == conn), "[{}]", A::NAME);
+    assert_eq!(messages(&events), expected, "[{}]", A::NAME);
+    assert_eq!(peer.snapshot().connections[0].write_error, None);
     assert_quiet(&mut a);
 }
 

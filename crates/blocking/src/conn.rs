@@ -445,16 +445,17 @@ impl Conn {
             Ok(None) => {}
             Err(error) => self.fail_dial(ctx, error, out),
             Ok(Some(done)) => {
-                // With permessage-deflate, the bytes past the response head are already
-                // the server's and pass through the inflater like every later byte.
-                let (tail, deflate_tail, inflater, compressor) = match done.handshake.deflate {
-                    None => (done.tail, Vec::new(), None, None),
+                // The bytes past the response head are the server's first bytes; the
+                // transport serves them first (with permessage-deflate, through the
+                // inflater like every later byte).
+                let (inflater, compressor) = match done.handshake.deflate {
+                    None => (None, None),
                     Some(params) => {
                         let max = ctx.ws_config.max_message_size.unwrap_or(usize::MAX);
                         let inflater = Box::new(Inflater::new(&params, max));
                         let options = self.request.per_message_deflate.unwrap_or_default();
                         let compressor = Compressor::new(&params, &options);
-                        (Vec::new(), done.tail, Some(inflater), Some(compressor))
+                        (Some(inflater), Some(compressor))
                     }
                 };
                 let Phase::Handshaking { stream, .. } =
@@ -462,13 +463,12 @@ impl Conn {
                 else {
                     unreachable!()
                 };
-                let ws = WebSocket::from_partially_read(
+                let ws = WebSocket::from_raw_socket(
                     Wire {
                         stream,
                         inflater,
-                        tail: deflate_tail,
+                        tail: done.tail.into(),
                     },
-                    tail,
                     Role::Client,
                     Some(ctx.ws_config),
                 );

@@ -11,14 +11,22 @@ use wxsocket_wire::deflate::Inflater;
 pub(crate) struct Wire {
     pub(crate) stream: Stream,
     pub(crate) inflater: Option<Box<Inflater>>,
-    /// With the inflater: bytes read past the handshake response, inflated on the first
-    /// read (so a failure in them fails the open connection, with 1002 / 1009).
-    pub(crate) tail: Vec<u8>,
+    /// Bytes read past the handshake response, served before the socket's. (Handing
+    /// them to tungstenite's `from_partially_read` instead would size its read buffer
+    /// from them: with a short tail, every later read would fetch a few bytes, one
+    /// syscall per message.) With the inflater they are inflated on the first read, so a
+    /// failure in them fails the open connection (1002 / 1009).
+    pub(crate) tail: bytes::Bytes,
 }
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inflater {
+            None if !self.tail.is_empty() => {
+                let n = self.tail.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.tail.split_to(n));
+                Ok(n)
+            }
             None => self.stream.read(buf),
             Some(inflater) => {
                 if !self.tail.is_empty() {
