@@ -29,7 +29,7 @@ const WAKER: Token = Token(usize::MAX);
 
 /// How long the sockets' reads stay with the application's receiving thread after it
 /// returned from `recv`, in case it comes back (see [`Inner::reads_handed_off`]).
-const HANDBACK_GRACE: Duration = Duration::from_millis(5);
+const HANDBACK_GRACE: Duration = Duration::from_millis(20);
 
 /// What the driver needs from a machine besides [`Driven`].
 pub(crate) trait Machine: Driven + Send + 'static {
@@ -355,7 +355,7 @@ impl<M: Machine> Shared<M> {
                     let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
                     deadline = Some(deadline.map_or(hard_stop, |d| d.min(hard_stop)));
                 }
-                if let Some(due) = inner.handback_pending() {
+                if let Some(due) = inner.handback_pending(now) {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
                 inner.armed = deadline;
@@ -497,12 +497,17 @@ impl<M: Machine> Inner<M> {
         self.conns.get_mut(&key(conn))?.socket_info()
     }
 
-    /// When the driver thread must take the reads back (see [`Self::reads_handed_off`]).
-    fn handback_pending(&self) -> Option<Instant> {
-        if self.reads_handed_off && !self.watching {
-            self.handback_due
-        } else {
+    /// When the driver thread must look at handed-off reads again (see
+    /// [`Self::reads_handed_off`]): when they are due back, or, while a thread watches
+    /// them, one grace period from `now` (it re-checks on its own timer then, so the
+    /// receiving thread never has to wake it when it stops watching).
+    fn handback_pending(&self, now: Instant) -> Option<Instant> {
+        if !self.reads_handed_off {
             None
+        } else if self.watching {
+            Some(now + HANDBACK_GRACE)
+        } else {
+            self.handback_due
         }
     }
 
@@ -557,9 +562,11 @@ impl<M: Machine> Inner<M> {
     fn driver_must_look(&self) -> bool {
         self.sleeping
             && (self.read_ready
-                || self
-                    .handback_pending()
-                    .is_some_and(|due| self.armed.is_none_or(|armed| armed > due))
+                || (self.reads_handed_off
+                    && !self.watching
+                    && self
+                        .handback_due
+                        .is_some_and(|due| self.armed.is_none_or(|armed| armed > due)))
                 || self.shutdown.is_some()
                 || self.machine.has_callbacks()
                 || match (self.machine.poll_timeout(), self.armed) {
