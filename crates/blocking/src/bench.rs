@@ -13,12 +13,13 @@
 //!   ([`EchoServer::start_deflate`]) and counts the bytes its socket reads and writes
 //!   ([`BenchRow::wire`]).
 //!
-//! Each workload is cut into [`SEGMENTS`] segments (4 when `quick`); each segment runs
-//! once with each client, alternating which goes first, so both see the same machine
-//! load, and each client runs unmeasured for [`WARM_UP`] right before each of its
-//! segments (switching clients disturbs the machine for a while; the warm-up measures
-//! each in its steady state). A row reports the median rate of each client over the segments and the median
-//! of the per-segment ratios, which a busy machine disturbs far less than one long run.
+//! Each workload runs over a fresh connection per client and is cut into [`SEGMENTS`]
+//! segments (4 when `quick`); each segment runs once with each client, alternating which
+//! goes first, so both see the same machine load, and each client runs unmeasured for
+//! [`WARM_UP`] right before each of its segments (switching clients disturbs the machine
+//! for a while; the warm-up measures each in its steady state). A row reports the median
+//! rate of each client over the segments and the median of the per-segment ratios, which
+//! a busy machine disturbs far less than one long run.
 //! `cargo bench -p wxsocket-blocking` prints the table; [`run_echo_bench`] returns it for
 //! other front ends (the CLI).
 //!
@@ -413,10 +414,12 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
         ("small pipelined", 200_000 / scale, PIPELINE_WINDOW, small),
         ("16KiB pipelined", 20_000 / scale, LARGE_WINDOW, large),
     ];
-    let mut plain = PlainClient::connect(&server)?;
-    let adapter = AdapterClient::connect(&server, false)?;
     let mut rows = Vec::new();
     for (name, messages, window, message) in workloads {
+        // Fresh connections for every workload, so what an earlier one's traffic left
+        // (kernel buffer sizes among it) cannot shape this one's figures.
+        let mut plain = PlainClient::connect(&server)?;
+        let adapter = AdapterClient::connect(&server, false)?;
         // A short warm-up of each, then the measured segments.
         plain.run(&message, window.min(messages), window)?;
         adapter.run(&message, window.min(messages), window)?;
@@ -453,9 +456,9 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             ratio: median(ratios),
             wire: None,
         });
+        plain.close();
+        adapter.close();
     }
-    plain.close();
-    adapter.close();
     drop(server);
     rows.push(compressed_workload(20_000 / scale, segments)?);
     Ok(rows)
