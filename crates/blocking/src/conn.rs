@@ -94,6 +94,28 @@ pub(crate) struct Open {
     compressor: Option<Compressor>,
 }
 
+/// How far a read pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadPass {
+    /// Until the socket reports `WouldBlock` (or the stream ends): for passes no readiness
+    /// event started, and for events that carry the peer's end of the stream.
+    ToTheEnd,
+    /// Until a read returns less than it asked for (the socket is empty): for a pass
+    /// started by a readiness event without read-closed (see `Wire::short_read_ends`).
+    UntilShortRead,
+}
+
+impl ReadPass {
+    /// The pass a readiness event calls for.
+    pub(crate) fn for_event(event: &mio::event::Event) -> Self {
+        if event.is_read_closed() || event.is_error() {
+            ReadPass::ToTheEnd
+        } else {
+            ReadPass::UntilShortRead
+        }
+    }
+}
+
 /// One connection's transport.
 pub(crate) struct Conn {
     pub id: ConnId,
@@ -314,12 +336,12 @@ impl Conn {
     }
 
     /// The socket is ready (or failed): move the connection on as far as it goes.
-    pub fn on_ready(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+    pub fn on_ready(&mut self, ctx: &Ctx<'_>, pass: ReadPass, out: &mut Vec<TransportEvent>) {
         match &mut self.phase {
             Phase::Connecting { .. } => self.finish_connect(ctx, out),
             Phase::Handshaking { .. } => self.drive_handshake(ctx, out),
             Phase::Open(_) => {
-                self.read_pass(ctx, out);
+                self.read_pass(ctx, pass, out);
                 self.flush(ctx, out);
             }
             Phase::Resolving | Phase::Gone => {}
@@ -464,11 +486,7 @@ impl Conn {
                     unreachable!()
                 };
                 let ws = WebSocket::from_raw_socket(
-                    Wire {
-                        stream,
-                        inflater,
-                        tail: done.tail.into(),
-                    },
+                    Wire::new(stream, inflater, done.tail.into()),
                     Role::Client,
                     Some(ctx.ws_config),
                 );
@@ -476,15 +494,20 @@ impl Conn {
                 out.push(TransportEvent::Opened(done.handshake));
                 // Frames may have come with the handshake response, and the socket has
                 // been drained: read them now, no further readiness event will come.
-                self.read_pass(ctx, out);
+                self.read_pass(ctx, ReadPass::ToTheEnd, out);
                 self.flush(ctx, out);
             }
         }
     }
 
     /// Reads messages until the socket would block (or the per-pass limit).
-    fn read_pass(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+    fn read_pass(&mut self, ctx: &Ctx<'_>, pass: ReadPass, out: &mut Vec<TransportEvent>) {
         self.read_ready = false;
+        if let Phase::Open(open) = &mut self.phase {
+            open.ws
+                .get_mut()
+                .begin_pass(pass == ReadPass::UntilShortRead);
+        }
         for _ in 0..MAX_READS_PER_PASS {
             let Phase::Open(open) = &mut self.phase else {
                 return;

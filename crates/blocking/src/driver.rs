@@ -7,7 +7,7 @@
 //! unlocking, which carries out every queued action right there (writes go straight to
 //! the non-blocking socket), then hands the events to the application.
 
-use crate::conn::{Conn, Ctx, key};
+use crate::conn::{Conn, Ctx, ReadPass, key};
 use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -296,7 +296,7 @@ impl<M: Machine> Shared<M> {
                 let now = Instant::now();
                 for event in events.iter() {
                     if event.token() != WAKER {
-                        inner.on_ready(event.token().0 as u64, now);
+                        inner.on_ready(event.token().0 as u64, ReadPass::for_event(event), now);
                     }
                 }
                 while let Ok((conn, addrs)) = resolved_rx.try_recv() {
@@ -311,7 +311,7 @@ impl<M: Machine> Shared<M> {
                         .map(|(k, _)| *k)
                         .collect();
                     for conn in ready {
-                        inner.on_ready(conn, now);
+                        inner.on_ready(conn, ReadPass::ToTheEnd, now);
                     }
                 }
                 let due = inner.handback_due.is_none_or(|due| now >= due);
@@ -440,12 +440,12 @@ impl<M: Machine> Shared<M> {
         }
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let ReceiverPoll { poll, events } = receiver;
-        let mut ready: Vec<u64> = Vec::new();
+        let mut ready: Vec<(u64, ReadPass)> = Vec::new();
         if poll.poll(events, timeout).is_ok() {
             for e in events.iter().filter(|e| e.token() != WAKER) {
                 let conn = e.token().0 as u64;
-                if !ready.contains(&conn) {
-                    ready.push(conn);
+                if !ready.iter().any(|(c, _)| *c == conn) {
+                    ready.push((conn, ReadPass::for_event(e)));
                 }
             }
         }
@@ -454,8 +454,8 @@ impl<M: Machine> Shared<M> {
         let now = Instant::now();
         inner.watching = false;
         inner.handback_due = Some(now + HANDBACK_GRACE);
-        for conn in ready.iter().copied() {
-            inner.on_ready(conn, now);
+        for (conn, pass) in ready.iter().copied() {
+            inner.on_ready(conn, pass, now);
         }
         if !ready.is_empty() {
             inner.pump(self, now);
@@ -542,7 +542,7 @@ impl<M: Machine> Inner<M> {
             .map(|(k, _)| *k)
             .collect();
         for conn in open {
-            self.on_ready(conn, now);
+            self.on_ready(conn, ReadPass::ToTheEnd, now);
         }
     }
 
@@ -732,8 +732,8 @@ impl<M: Machine> Inner<M> {
         self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, addrs, out));
     }
 
-    fn on_ready(&mut self, conn: u64, now: Instant) {
-        self.with_conn(conn, now, |c, ctx, out| c.on_ready(ctx, out));
+    fn on_ready(&mut self, conn: u64, pass: ReadPass, now: Instant) {
+        self.with_conn(conn, now, |c, ctx, out| c.on_ready(ctx, pass, out));
     }
 
     fn fail_dial(&mut self, conn: u64, why: &str, now: Instant) {

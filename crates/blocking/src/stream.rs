@@ -17,6 +17,34 @@ pub(crate) struct Wire {
     /// syscall per message.) With the inflater they are inflated on the first read, so a
     /// failure in them fails the open connection (1002 / 1009).
     pub(crate) tail: bytes::Bytes,
+    /// Set for a read pass that a readiness event started without the peer's end of the
+    /// stream in it: a short read from the plain socket then means the socket is empty,
+    /// and the pass ends there instead of paying one more `recv` to see `WouldBlock`.
+    /// (Edge-triggered readiness reports every later arrival, a FIN included, as a new
+    /// event; a FIN that was already there is in this event's read-closed flag, and then
+    /// the pass reads on to the end.)
+    pub(crate) short_read_ends: bool,
+    /// A short read ended this pass (see `short_read_ends`).
+    pub(crate) drained: bool,
+}
+
+impl Wire {
+    /// The transport under `stream`, serving `tail` first.
+    pub(crate) fn new(stream: Stream, inflater: Option<Box<Inflater>>, tail: bytes::Bytes) -> Self {
+        Self {
+            stream,
+            inflater,
+            tail,
+            short_read_ends: false,
+            drained: false,
+        }
+    }
+
+    /// Starts a read pass: with `short_read_ends`, one that ends at a short read.
+    pub(crate) fn begin_pass(&mut self, short_read_ends: bool) {
+        self.short_read_ends = short_read_ends;
+        self.drained = false;
+    }
 }
 
 impl Read for Wire {
@@ -27,7 +55,18 @@ impl Read for Wire {
                 buf[..n].copy_from_slice(&self.tail.split_to(n));
                 Ok(n)
             }
-            None => self.stream.read(buf),
+            None if self.drained => Err(io::ErrorKind::WouldBlock.into()),
+            None => {
+                let n = self.stream.read(buf)?;
+                if self.short_read_ends
+                    && n > 0
+                    && n < buf.len()
+                    && matches!(self.stream, Stream::Plain(_))
+                {
+                    self.drained = true;
+                }
+                Ok(n)
+            }
             Some(inflater) => {
                 if !self.tail.is_empty() {
                     inflater.feed_deferred(&std::mem::take(&mut self.tail));
