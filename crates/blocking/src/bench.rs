@@ -412,7 +412,7 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     let workloads: [(&'static str, usize, usize, Message); 3] = [
         ("small one-at-a-time", 20_000 / scale, 1, small.clone()),
         ("small pipelined", 200_000 / scale, PIPELINE_WINDOW, small),
-        ("16KiB pipelined", 20_000 / scale, LARGE_WINDOW, large),
+        ("16KiB pipelined", 100_000 / scale, LARGE_WINDOW, large),
     ];
     let mut rows = Vec::new();
     for (name, messages, window, message) in workloads {
