@@ -81,7 +81,11 @@
 //!   only the thread that waits for it. On an otherwise idle machine a second wake-up
 //!   per message costs more than the rest of a round trip: with both threads woken,
 //!   small pipelined messages ran at about 0.65 of the plain client, without it at about
-//!   0.95.
+//!   0.95. A read pass that a readiness event started ends at the first short read (the
+//!   socket is empty; any later arrival is a new edge), unless the event says the peer's
+//!   FIN is already there, and then it reads on to the end. Bytes read past the handshake
+//!   response are served by the transport itself, so tungstenite keeps its full-size read
+//!   buffer.
 //! - **Giving reads back**: after `recv` returns, the reads stay with the application for
 //!   20 ms in case it comes back to `recv` (an application that receives in a loop does),
 //!   so messages that arrive meanwhile wait in the socket for the application's own next
