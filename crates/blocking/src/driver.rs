@@ -164,6 +164,8 @@ pub(crate) struct Inner<M> {
     reads_handed_off: bool,
     /// A thread sleeps on the receivers' poller right now.
     watching: bool,
+    /// Since when (meaningful while `watching`).
+    watch_started: Instant,
     /// When the driver takes the reads back, unless a thread watches them by then.
     handback_due: Option<Instant>,
     scratch: Vec<TransportEvent>,
@@ -217,6 +219,7 @@ impl<M: Machine> Shared<M> {
                 read_ready: false,
                 reads_handed_off: false,
                 watching: false,
+                watch_started: Instant::now(),
                 handback_due: None,
                 scratch: Vec::new(),
             }),
@@ -432,6 +435,7 @@ impl<M: Machine> Shared<M> {
             let mut inner = lock(&self.inner);
             let now = Instant::now();
             inner.watching = true;
+            inner.watch_started = now;
             inner.reads_handed_off = true;
             inner.handback_due = None;
             inner.set_driver_reads(false, now);
@@ -498,14 +502,18 @@ impl<M: Machine> Inner<M> {
     }
 
     /// When the driver thread must look at handed-off reads again (see
-    /// [`Self::reads_handed_off`]): when they are due back, or, while a thread watches
-    /// them, one grace period from `now` (it re-checks on its own timer then, so the
-    /// receiving thread never has to wake it when it stops watching).
+    /// [`Self::reads_handed_off`]): when they are due back; while a thread has been
+    /// watching them for less than a grace period (a receive loop, whose watches are
+    /// short), one grace period from `now`, so the receiving thread need not wake the driver
+    /// each time a watch ends; during a longer watch (an idle connection) not at all, and
+    /// the receiving thread wakes the driver when that watch ends
+    /// ([`Self::driver_must_look`]).
     fn handback_pending(&self, now: Instant) -> Option<Instant> {
         if !self.reads_handed_off {
             None
         } else if self.watching {
-            Some(now + HANDBACK_GRACE)
+            (now.saturating_duration_since(self.watch_started) < HANDBACK_GRACE)
+                .then(|| now + HANDBACK_GRACE)
         } else {
             self.handback_due
         }

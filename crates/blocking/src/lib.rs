@@ -92,11 +92,12 @@
 //!   `recv` instead of waking the driver thread. Then the driver thread takes them back
 //!   and reads as data arrives again (answering pings, finishing closes, running
 //!   callbacks), so a peer's ping or close is answered within those 20 ms even if nobody
-//!   receives. The receiving thread never wakes the driver for this: while the reads are
-//!   handed off, the driver looks again on its own timer, once per 20 ms. (Waking it
-//!   whenever a `recv` ended, with a 5 ms grace, cost a wake-up and a contended lock every
-//!   few calls, and small pipelined messages ran at 0.92 of the plain client instead of
-//!   0.96–0.99.) [`Events::try_recv`] reads what arrived first, and the driver reads before
+//!   receives. While a receive loop runs (waits shorter than 20 ms), the driver looks
+//!   again on its own timer, once per 20 ms, so the receiving thread never has to wake it.
+//!   (Waking it whenever a `recv` ended, with a 5 ms grace, cost a wake-up and a contended
+//!   lock every few calls, and small pipelined messages ran at 0.92 of the plain client.)
+//!   During a longer wait (an idle connection) the driver sleeps without a timer, and the
+//!   receiving thread wakes it once when that wait ends. [`Events::try_recv`] reads what arrived first, and the driver reads before
 //!   it judges any timer (a keepalive never counts a pong that sits unread in the
 //!   socket as missing). Dropping [`Events`] gives the reads back at once. Callback
 //!   machines ([`wx::WxSocket`]) never hand reads off.
@@ -112,7 +113,7 @@
 //!   aborted dial's answer is dropped.
 //!
 //! So no message ever waits for a fixed interval: the driver sleeps in the poller with no
-//! timeout unless the core has a deadline or the reads are handed off, and every byte
+//! timeout unless the core has a deadline or a receive loop is running, and every byte
 //! moves as soon as the kernel allows it. The echo benchmark ([`mod@bench`]) compares this adapter with a plain blocking
 //! tungstenite client doing the same work; a one-at-a-time round trip takes tens of
 //! microseconds, which a design with a polling tick (a millisecond at least) could not
