@@ -97,10 +97,10 @@
 //!   (Waking it whenever a `recv` ended, with a 5 ms grace, cost a wake-up and a contended
 //!   lock every few calls, and small pipelined messages ran at 0.92 of the plain client.)
 //!   During a longer wait (an idle connection) the driver sleeps without a timer, and the
-//!   receiving thread wakes it once when that wait ends. [`Events::try_recv`] reads what arrived first, and the driver reads before
-//!   it judges any timer (a keepalive never counts a pong that sits unread in the
-//!   socket as missing). Dropping [`Events`] gives the reads back at once. Callback
-//!   machines ([`wx::WxSocket`]) never hand reads off.
+//!   receiving thread wakes it once when that wait ends. [`Events::try_recv`] reads what
+//!   arrived first, and the driver reads before it judges any timer (a keepalive never
+//!   counts a pong that sits unread in the socket as missing). Dropping [`Events`] gives
+//!   the reads back at once. Callback machines ([`wx::WxSocket`]) never hand reads off.
 //! - **Timers** (handshake, close, keepalive, reconnect backoff) are exact: the driver's
 //!   poller sleeps until `poll_timeout()` of the core and no longer. When another thread
 //!   makes a deadline earlier than the one the driver sleeps until, it wakes the driver
@@ -114,10 +114,10 @@
 //!
 //! So no message ever waits for a fixed interval: the driver sleeps in the poller with no
 //! timeout unless the core has a deadline or a receive loop is running, and every byte
-//! moves as soon as the kernel allows it. The echo benchmark ([`mod@bench`]) compares this adapter with a plain blocking
-//! tungstenite client doing the same work; a one-at-a-time round trip takes tens of
-//! microseconds, which a design with a polling tick (a millisecond at least) could not
-//! reach.
+//! moves as soon as the kernel allows it. The echo benchmark ([`mod@bench`]) compares this
+//! adapter with a plain blocking tungstenite client doing the same work; a one-at-a-time
+//! round trip takes tens of microseconds, which a design with a polling tick (a
+//! millisecond at least) could not reach.
 //!
 //! ## Lifetime
 //!

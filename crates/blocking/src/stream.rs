@@ -23,9 +23,9 @@ pub(crate) struct Wire {
     /// (Edge-triggered readiness reports every later arrival, a FIN included, as a new
     /// event; a FIN that was already there is in this event's read-closed flag, and then
     /// the pass reads on to the end.)
-    pub(crate) short_read_ends: bool,
+    short_read_ends: bool,
     /// A short read ended this pass (see `short_read_ends`).
-    pub(crate) drained: bool,
+    drained: bool,
 }
 
 impl Wire {
