@@ -415,6 +415,7 @@ impl PeerBuilder {
 
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start(self) -> Peer {
+        check_mode(&self.mode);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let (tls_config, ca_cert) = match self.tls {
@@ -540,6 +541,7 @@ impl Peer {
 
     /// Sets the mode of the connections accepted from now on (current ones keep theirs).
     pub fn set_mode(&self, mode: Mode) {
+        check_mode(&mode);
         self.shared.lock().mode = mode;
     }
 
@@ -924,6 +926,20 @@ struct Partial {
 }
 
 /// Writes one frame as a server: unmasked unless `mask` is given.
+/// Refuses, in the test's own thread, a script the peer could not play as written:
+/// [`Step::WithResponse`] anywhere but first would never be sent.
+fn check_mode(mode: &Mode) {
+    if let Mode::Script(steps) = mode {
+        assert!(
+            !steps
+                .iter()
+                .skip(1)
+                .any(|s| matches!(s, Step::WithResponse(_))),
+            "Step::WithResponse goes only first in a script"
+        );
+    }
+}
+
 /// The bytes of several [`Step::Frame`]s, for one write.
 fn frame_bytes(frames: &[Step]) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -1347,7 +1363,7 @@ impl Handler {
                 payload,
             } => self.send_unless_closed(&encode_frame(*fin, *rsv, *opcode, payload, None)),
             Step::Together(frames) => self.send_unless_closed(&frame_bytes(frames)),
-            // Written with the 101 response.
+            // Written with the 101 response (`check_mode`: only as the first step).
             Step::WithResponse(_) => Ok(()),
             Step::AwaitMessages(_) => unreachable!("the script loop waits itself"),
             Step::Bomb { zeros, fragments } => {

@@ -500,7 +500,8 @@ impl Conn {
         }
     }
 
-    /// Reads messages until the socket would block (or the per-pass limit).
+    /// Reads messages until the socket would block, or with [`ReadPass::UntilShortRead`]
+    /// until a short read (or the per-pass limit).
     fn read_pass(&mut self, ctx: &Ctx<'_>, pass: ReadPass, out: &mut Vec<TransportEvent>) {
         self.read_ready = false;
         if let Phase::Open(open) = &mut self.phase {
