@@ -6,6 +6,9 @@
 //! - `small pipelined`: 32-byte text messages in windows of [`PIPELINE_WINDOW`]: send a
 //!   window, then read its echoes;
 //! - `16KiB pipelined`: 16 KiB binary messages in windows of [`LARGE_WINDOW`];
+//! - the same three again with the adapter's busy-polling turned off
+//!   ([`Events::set_busy_poll`]`(Duration::ZERO)`), to show what it contributes (the
+//!   plain client never polls; these rows compare the two doing exactly the same waits);
 //! - `compressed 4KiB JSON pipelined`: this adapter with permessage-deflate against the
 //!   same adapter without it (not against tungstenite, which has no compression), 4 KiB
 //!   JSON-like text messages (64 different ones, in turn; every echo is checked) in windows
@@ -399,7 +402,7 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
 /// the compressed workload against a server that accepts permessage-deflate (its row
 /// last, with [`BenchRow::wire`] set).
 /// `quick` runs a tenth of the messages in 4 segments (a few seconds in all, for smoke
-/// tests and demos); a full run takes about ten seconds.
+/// tests and demos); a full run takes about a minute.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     let server = EchoServer::start()?;
     let (scale, segments, warm_up) = if quick {
@@ -409,30 +412,70 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     };
     let small = Message::text("x".repeat(32));
     let large = Message::binary(vec![7u8; 16 * 1024]);
-    let workloads: [(&'static str, usize, usize, Message); 3] = [
-        ("small one-at-a-time", 20_000 / scale, 1, small.clone()),
-        ("small pipelined", 200_000 / scale, PIPELINE_WINDOW, small),
-        ("16KiB pipelined", 100_000 / scale, LARGE_WINDOW, large),
+    // (name, messages, window, message, busy-polling on)
+    let workloads: [(&'static str, usize, usize, &Message, bool); 6] = [
+        ("small one-at-a-time", 20_000 / scale, 1, &small, true),
+        (
+            "small pipelined",
+            200_000 / scale,
+            PIPELINE_WINDOW,
+            &small,
+            true,
+        ),
+        (
+            "16KiB pipelined",
+            100_000 / scale,
+            LARGE_WINDOW,
+            &large,
+            true,
+        ),
+        (
+            "small one-at-a-time, busy-poll off",
+            20_000 / scale,
+            1,
+            &small,
+            false,
+        ),
+        (
+            "small pipelined, busy-poll off",
+            200_000 / scale,
+            PIPELINE_WINDOW,
+            &small,
+            false,
+        ),
+        (
+            "16KiB pipelined, busy-poll off",
+            100_000 / scale,
+            LARGE_WINDOW,
+            &large,
+            false,
+        ),
     ];
     let mut rows = Vec::new();
-    for (name, messages, window, message) in workloads {
+    for (name, messages, window, message, busy_poll) in workloads {
         // Fresh connections for every workload, so what an earlier one's traffic left
         // (kernel buffer sizes among it) cannot shape this one's figures.
         let mut plain = PlainClient::connect(&server)?;
         let adapter = AdapterClient::connect(&server, false)?;
+        if !busy_poll {
+            adapter
+                .events
+                .set_busy_poll(Duration::ZERO)
+                .map_err(io::Error::other)?;
+        }
         // A short warm-up of each, then the measured segments.
-        plain.run(&message, window.min(messages), window)?;
-        adapter.run(&message, window.min(messages), window)?;
+        plain.run(message, window.min(messages), window)?;
+        adapter.run(message, window.min(messages), window)?;
         let per_segment = (messages / segments).max(window);
         let (mut plain_rates, mut adapter_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut plain_rate = || {
             measured(warm_up, window, per_segment, |n| {
-                plain.run(&message, n, window)
+                plain.run(message, n, window)
             })
         };
         let adapter_rate = || {
             measured(warm_up, window, per_segment, |n| {
-                adapter.run(&message, n, window)
+                adapter.run(message, n, window)
             })
         };
         for segment in 0..segments {

@@ -4,7 +4,7 @@ use crate::driver::{Machine, Shared, lock};
 use crate::{Config, SendFailed};
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
@@ -188,6 +188,7 @@ trait EventSource: Send + Sync {
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError>;
     fn try_recv(&self) -> Result<Event, TryRecvError>;
     fn close(&self);
+    fn busy_poll(&self) -> &AtomicU64;
 }
 
 impl<M: Machine> EventSource for Shared<M> {
@@ -253,6 +254,10 @@ impl<M: Machine> EventSource for Shared<M> {
         // Nobody will receive any more: the driver thread reads from now on.
         self.catch_up_reads(true);
     }
+
+    fn busy_poll(&self) -> &AtomicU64 {
+        &self.busy_poll
+    }
 }
 
 impl Events {
@@ -291,6 +296,26 @@ impl Events {
     pub fn try_iter(&self) -> TryIter<'_> {
         TryIter { events: self }
     }
+
+    /// Sets how long a thread in [`recv`](Self::recv) / [`recv_timeout`](Self::recv_timeout)
+    /// that finds no event polls the sockets before it sleeps: zero turns busy-polling
+    /// off; at most [`MAX_BUSY_POLL`](crate::MAX_BUSY_POLL) (else an error naming
+    /// `busy_poll`, and nothing changes). The default is
+    /// [`DEFAULT_BUSY_POLL`](crate::DEFAULT_BUSY_POLL) on a machine with more than one
+    /// CPU and zero on one. Polling stops by itself while it does not pay (see the crate
+    /// docs, "Busy-polling"); it never makes a message wait.
+    pub fn set_busy_poll(&self, budget: Duration) -> Result<(), ConfigError> {
+        let budget = crate::busy_poll::validate(budget)?;
+        self.source
+            .busy_poll()
+            .store(budget.as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The busy-poll budget in force (see [`set_busy_poll`](Self::set_busy_poll)).
+    pub fn busy_poll(&self) -> Duration {
+        Duration::from_nanos(self.source.busy_poll().load(Ordering::Relaxed))
+    }
 }
 
 impl<M: Machine> EventSource for Arc<Shared<M>> {
@@ -302,6 +327,9 @@ impl<M: Machine> EventSource for Arc<Shared<M>> {
     }
     fn close(&self) {
         EventSource::close(&**self)
+    }
+    fn busy_poll(&self) -> &AtomicU64 {
+        EventSource::busy_poll(&**self)
     }
 }
 

@@ -7,13 +7,14 @@
 //! unlocking, which carries out every queued action right there (writes go straight to
 //! the non-blocking socket), then hands the events to the application.
 
+use crate::busy_poll::{self, BusyPoll};
 use crate::conn::{Conn, Ctx, ReadPass, key};
 use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -113,6 +114,7 @@ pub(crate) struct Outbox {
 pub(crate) struct ReceiverPoll {
     poll: Poll,
     events: MioEvents,
+    busy: BusyPoll,
 }
 
 /// State shared by every handle and the driver thread.
@@ -124,6 +126,9 @@ pub(crate) struct Shared<M> {
     pub events_alive: AtomicBool,
     /// Taken by the one thread in `recv` that waits on the sockets directly.
     pub receiver_poll: Option<Mutex<ReceiverPoll>>,
+    /// How long a thread in `recv` polls the sockets before it sleeps, in nanoseconds
+    /// (see [`crate::busy_poll`]).
+    pub busy_poll: AtomicU64,
     receiver_waker: Option<Waker>,
     waker: Arc<Waker>,
 }
@@ -193,7 +198,8 @@ impl<M: Machine> Shared<M> {
                 let waker = Waker::new(poll.registry(), WAKER).ok()?;
                 let registry = poll.registry().try_clone().ok()?;
                 let events = MioEvents::with_capacity(64);
-                Some((ReceiverPoll { poll, events }, waker, registry))
+                let busy = BusyPoll::default();
+                Some((ReceiverPoll { poll, events, busy }, waker, registry))
             })
         } else {
             None
@@ -228,6 +234,7 @@ impl<M: Machine> Shared<M> {
             completion_ready: Condvar::new(),
             events_alive: AtomicBool::new(true),
             receiver_poll,
+            busy_poll: AtomicU64::new(busy_poll::default_budget().as_nanos() as u64),
             receiver_waker,
             waker,
         });
@@ -442,10 +449,10 @@ impl<M: Machine> Shared<M> {
             // (Only a poller failure produces events here; they wake this thread at once.)
             inner.pump(self, now);
         }
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let ReceiverPoll { poll, events } = receiver;
         let mut ready: Vec<(u64, ReadPass)> = Vec::new();
-        if poll.poll(events, timeout).is_ok() {
+        let budget = Duration::from_nanos(self.busy_poll.load(Ordering::Relaxed));
+        if receiver.wait(deadline, budget).is_ok() {
+            let ReceiverPoll { events, .. } = receiver;
             for e in events.iter().filter(|e| e.token() != WAKER) {
                 let conn = e.token().0 as u64;
                 if !ready.iter().any(|(c, _)| *c == conn) {
@@ -492,6 +499,33 @@ impl<M: Machine> Shared<M> {
         if wake {
             self.wake();
         }
+    }
+}
+
+impl ReceiverPoll {
+    /// Waits until a socket is readable, the waker fires, or `deadline`; first polls for
+    /// up to `budget` without sleeping if [`BusyPoll`] says that pays (not past the
+    /// deadline).
+    fn wait(&mut self, deadline: Option<Instant>, budget: Duration) -> io::Result<()> {
+        let Self { poll, events, busy } = self;
+        if !budget.is_zero() && busy.should_poll() {
+            let start = Instant::now();
+            let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+            loop {
+                poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() {
+                    busy.caught();
+                    return Ok(());
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            busy.missed();
+        }
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        poll.poll(events, timeout)
     }
 }
 

@@ -86,6 +86,19 @@
 //!   FIN is already there, and then it reads on to the end. Bytes read past the handshake
 //!   response are served by the transport itself, so tungstenite keeps its full-size read
 //!   buffer.
+//! - **Busy-polling**: a thread in `recv` that finds no event first polls the sockets
+//!   (without sleeping) for up to 50 µs ([`DEFAULT_BUSY_POLL`]; zero on a one-CPU
+//!   machine; [`Events::set_busy_poll`] changes it, zero turns it off). On a virtual
+//!   machine, waking a sleeping thread costs tens of microseconds, more than the rest of a
+//!   loopback round trip; a reply that comes within the budget is picked up by a thread
+//!   that never slept. This trades CPU time for latency, as Linux's `SO_BUSY_POLL` and
+//!   KVM's halt polling do, so it stops by itself when it does not pay: after 8 waits in a
+//!   row that the budget did not cover (an idle connection, or messages farther apart than
+//!   the budget), it polls only before every 32nd wait, and one poll that catches a message
+//!   resumes it. A connection whose messages come slower than the budget therefore costs
+//!   at most one budget per 32 waits. In the benchmark it makes one-at-a-time round trips
+//!   about 2.7 times as fast and 16 KiB pipelined messages about 15 % faster; the
+//!   benchmark also reports every case with it turned off.
 //! - **Giving reads back**: after `recv` returns, the reads stay with the application for
 //!   20 ms in case it comes back to `recv` (an application that receives in a loop does),
 //!   so messages that arrive meanwhile wait in the socket for the application's own next
@@ -130,6 +143,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+mod busy_poll;
 mod client;
 mod conn;
 mod driver;
@@ -137,6 +151,7 @@ mod pool;
 mod stream;
 pub mod wx;
 
+pub use busy_poll::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL};
 pub use client::{Client, Events, IntoIter, Iter, TryIter};
 pub use pool::{SocketTask, TaskPool};
 pub use std::sync::mpsc::{RecvTimeoutError, TryRecvError};

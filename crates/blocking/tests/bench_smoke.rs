@@ -1,10 +1,11 @@
-//! The benchmark code the CLI calls works end to end (quick variant): three rows against
-//! tungstenite, both clients echoed every message, and the compressed workload really
+//! The benchmark code the CLI calls works end to end (quick variant): six rows against
+//! tungstenite (three cases, with busy-polling and without), both clients echoed every
+//! message, and the compressed workload really
 //! compressed (fewer bytes on the wire). Rates are not judged here (debug build, shared
 //! machine).
 
 #[test]
-fn quick_echo_bench_produces_four_rows() {
+fn quick_echo_bench_produces_seven_rows() {
     let rows = wxsocket_blocking::bench::run_echo_bench(true).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     assert_eq!(
@@ -13,6 +14,9 @@ fn quick_echo_bench_produces_four_rows() {
             "small one-at-a-time",
             "small pipelined",
             "16KiB pipelined",
+            "small one-at-a-time, busy-poll off",
+            "small pipelined, busy-poll off",
+            "16KiB pipelined, busy-poll off",
             "compressed 4KiB JSON pipelined"
         ]
     );
@@ -25,9 +29,10 @@ fn quick_echo_bench_produces_four_rows() {
         assert!(row.to_string().contains(row.name));
     }
     assert_eq!(rows[2].size, 16 * 1024);
-    assert!(rows[..3].iter().all(|r| r.wire.is_none()));
+    assert_eq!(rows[5].size, 16 * 1024);
+    assert!(rows[..6].iter().all(|r| r.wire.is_none()));
 
-    let compressed = &rows[3];
+    let compressed = &rows[6];
     assert_eq!(compressed.size, 4 * 1024);
     let wire = compressed.wire.expect("the compressed row counts bytes");
     // Uncompressed, a 4 KiB message and its echo are at least 2 x 4096 bytes on the wire

@@ -15,18 +15,9 @@ fn driver_wake_ups() -> u64 {
     for task in std::fs::read_dir("/proc/self/task").expect("/proc (Linux)") {
         let path = task.expect("task entry").path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if name.trim() != "wxsocket-client" {
-            continue;
+        if name.trim() == "wxsocket-client" {
+            found.push(voluntary_switches(&path));
         }
-        let status = std::fs::read_to_string(path.join("status")).expect("task status");
-        let switches = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .expect("voluntary_ctxt_switches in /proc status")
-            .trim()
-            .parse()
-            .expect("a number");
-        found.push(switches);
     }
     assert_eq!(found.len(), 1, "exactly one driver thread expected");
     found[0]

@@ -356,3 +356,32 @@ pub fn is_close(e: &Event) -> bool {
 pub fn is_message(e: &Event) -> bool {
     matches!(e, Event::Message { .. })
 }
+
+/// A thread's voluntary context switches so far (each sleep that ended counts one), from
+/// its `/proc/.../status` (Linux).
+pub fn voluntary_switches(task: &std::path::Path) -> u64 {
+    let status = std::fs::read_to_string(task.join("status")).expect("task status (Linux /proc)");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .expect("voluntary_ctxt_switches in /proc status")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// The CPU time a thread has used so far, from its `/proc/.../schedstat` (Linux).
+pub fn cpu_time(task: &std::path::Path) -> Duration {
+    let stat = std::fs::read_to_string(task.join("schedstat")).expect("task schedstat");
+    let nanos = stat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("time on CPU in schedstat");
+    Duration::from_nanos(nanos)
+}
+
+/// The `/proc` directory of the calling thread.
+pub fn this_thread() -> std::path::PathBuf {
+    std::path::PathBuf::from("/proc/thread-self")
+}
