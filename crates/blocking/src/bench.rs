@@ -16,13 +16,13 @@
 //!   ([`EchoServer::start_deflate`]) and counts the bytes its socket reads and writes
 //!   ([`BenchRow::wire`]).
 //!
-//! Each workload runs over a fresh connection per client and is cut into [`SEGMENTS`]
-//! segments (4 when `quick`); each segment runs once with each client, alternating which
-//! goes first, so both see the same machine load, and each client runs unmeasured for
-//! [`WARM_UP`] right before each of its segments (switching clients disturbs the machine
-//! for a while; the warm-up measures each in its steady state). A row reports the median
-//! rate of each client over the segments and the median of the per-segment ratios, which
-//! a busy machine disturbs far less than one long run.
+//! Each workload is cut into [`SEGMENTS`] segments (4 when `quick`); in each, both clients
+//! connect afresh and run once, alternating which goes first, so both see the same
+//! machine load, and each client runs unmeasured for [`WARM_UP`] right before its run
+//! (switching clients disturbs the machine for a while; the warm-up measures each in its
+//! steady state). A row reports the median rate of each client over the segments and the
+//! median of the per-segment ratios, which a busy machine disturbs far less than one long
+//! run.
 //! `cargo bench -p wxsocket-blocking` prints the table; [`run_echo_bench`] returns it for
 //! other front ends (the CLI).
 //!
@@ -453,32 +453,31 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     ];
     let mut rows = Vec::new();
     for (name, messages, window, message, busy_poll) in workloads {
-        // Fresh connections for every workload, so what an earlier one's traffic left
-        // (kernel buffer sizes among it) cannot shape this one's figures.
-        let mut plain = PlainClient::connect(&server)?;
-        let adapter = AdapterClient::connect(&server, false)?;
-        if !busy_poll {
-            adapter
-                .events
-                .set_busy_poll(Duration::ZERO)
-                .map_err(io::Error::other)?;
-        }
-        // A short warm-up of each, then the measured segments.
-        plain.run(message, window.min(messages), window)?;
-        adapter.run(message, window.min(messages), window)?;
         let per_segment = (messages / segments).max(window);
         let (mut plain_rates, mut adapter_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        let mut plain_rate = || {
-            measured(warm_up, window, per_segment, |n| {
-                plain.run(message, n, window)
-            })
-        };
-        let adapter_rate = || {
-            measured(warm_up, window, per_segment, |n| {
-                adapter.run(message, n, window)
-            })
-        };
         for segment in 0..segments {
+            // Fresh connections for every segment: what earlier traffic left (kernel
+            // buffer sizes among it) cannot shape its figures, and the rate of one
+            // connection, which on the VM this was developed on stayed 20-30 % above or
+            // below another's for its whole life, is one sample of many.
+            let mut plain = PlainClient::connect(&server)?;
+            let adapter = AdapterClient::connect(&server, false)?;
+            if !busy_poll {
+                adapter
+                    .events
+                    .set_busy_poll(Duration::ZERO)
+                    .map_err(io::Error::other)?;
+            }
+            let mut plain_rate = || {
+                measured(warm_up, window, per_segment, |n| {
+                    plain.run(message, n, window)
+                })
+            };
+            let adapter_rate = || {
+                measured(warm_up, window, per_segment, |n| {
+                    adapter.run(message, n, window)
+                })
+            };
             let (p, a) = if segment % 2 == 0 {
                 let p = plain_rate()?;
                 (p, adapter_rate()?)
@@ -489,6 +488,8 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             plain_rates.push(p);
             adapter_rates.push(a);
             ratios.push(a / p);
+            plain.close();
+            adapter.close();
         }
         rows.push(BenchRow {
             name,
@@ -499,8 +500,6 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             ratio: median(ratios),
             wire: None,
         });
-        plain.close();
-        adapter.close();
     }
     drop(server);
     rows.push(compressed_workload(20_000 / scale, segments)?);

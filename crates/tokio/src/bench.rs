@@ -3,9 +3,9 @@
 //! permessage-deflate against itself without it. `cargo bench -p wxsocket-tokio` prints the
 //! tables; the `wxsocket bench` command calls [`run_echo_bench`] too.
 //!
-//! Cases (messages per second, each client's median over [`SEGMENTS`] segments measured in
-//! turn after a [`WARM_UP`] each, over a fresh connection per client and case; ratio =
-//! adapter / plain):
+//! Cases (messages per second, each client's median over [`SEGMENTS`] segments; in each
+//! segment both clients connect afresh and run in turn, each after a [`WARM_UP`] of its
+//! own; ratio = the median over the segments of adapter / plain in that segment):
 //!
 //! | case | what both clients do |
 //! |---|---|
@@ -79,6 +79,9 @@ pub struct BenchRow {
     /// segments); in a compressed case, through this adapter without compression (best
     /// run).
     pub plain_per_sec: f64,
+    /// Median over the segments of `adapter / plain` in the same segment (1.0: as fast as
+    /// the plain client); in a compressed case, of the best runs.
+    pub ratio: f64,
     /// Set for a compressed case: the bytes on the wire of both runs.
     pub compression: Option<WireBytes>,
 }
@@ -94,10 +97,10 @@ pub struct WireBytes {
 }
 
 impl BenchRow {
-    /// `adapter_per_sec / plain_per_sec`: above 1.0 means the adapter was faster (in a
-    /// compressed case: compression was faster than none).
+    /// [`ratio`](Self::ratio): above 1.0 means the adapter was faster (in a compressed
+    /// case: compression was faster than none).
     pub fn ratio(&self) -> f64 {
-        self.adapter_per_sec / self.plain_per_sec
+        self.ratio
     }
 }
 
@@ -435,7 +438,7 @@ fn json_messages() -> Vec<Message> {
 }
 
 /// Segments each case is cut into (a full run; 2 when `quick`).
-pub const SEGMENTS: usize = 10;
+pub const SEGMENTS: usize = 20;
 /// The unmeasured run of a client right before each of its segments (a fifth of it when
 /// `quick`).
 ///
@@ -451,12 +454,12 @@ const WARM_CHUNK: usize = 1000;
 /// Runs every case against a fresh local echo server and returns one row per case (the
 /// compressed case last, against a server that accepts permessage-deflate).
 ///
-/// Both clients connect afresh for every case and keep that connection through it (an
-/// earlier case's traffic cannot shape a later one). Each case is cut into [`SEGMENTS`]
-/// segments; each segment runs once with each client, alternating which goes first, each
-/// right after a [`WARM_UP`] of its own; a row reports each client's median rate over the
-/// segments. `quick` uses a tenth of the messages, 2 segments and a short warm-up (a few
-/// seconds in all).
+/// Each case is cut into [`SEGMENTS`] segments. In each, both clients connect afresh (no
+/// earlier traffic shapes it) and run once, alternating which goes first, each right after
+/// a [`WARM_UP`] of its own. A row reports each client's median rate over the segments and
+/// the median of the per-segment ratios (the two rates of a segment were measured over the
+/// same minute of machine load). `quick` uses a tenth of the messages, 2 segments and a
+/// short warm-up (a few seconds in all).
 pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
     let server = EchoServer::start().map_err(fail)?;
     let url = server.url();
@@ -502,14 +505,18 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
         // keeps what that traffic left (kernel buffer sizes among it), and the plain
         // client's 16 KiB pipelined rate moved from ~85k to ~120k msg/s depending on
         // which cases ran before it.
-        let mut adapter = AdapterClient::connect(&url, false).await?;
-        let mut plain = PlainClient::connect(&url).await?;
         let (ours, theirs) = payload(size, size == SMALL);
         let ours = std::slice::from_ref(&ours);
         let per_segment = (n / segments).max(1);
         let step = window.unwrap_or(WARM_CHUNK).min(per_segment);
-        let (mut adapter_rates, mut plain_rates) = (Vec::new(), Vec::new());
+        let (mut adapter_rates, mut plain_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for segment in 0..segments {
+            // Fresh connections for every segment: on the VM this was developed on, the
+            // rate of one connection stayed 20-30 % above or below another's for its whole
+            // life, whichever client it was, so a case measured over one pair of
+            // connections reported that pair's luck; the median over many pairs does not.
+            let mut adapter = AdapterClient::connect(&url, false).await?;
+            let mut plain = PlainClient::connect(&url).await?;
             let order = if segment % 2 == 0 {
                 [false, true]
             } else {
@@ -537,6 +544,9 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
                     plain_rates.push(rate);
                 }
             }
+            ratios.push(adapter_rates[segment] / plain_rates[segment]);
+            adapter.close().await;
+            plain.close().await;
         }
         rows.push(BenchRow {
             case: case.to_owned(),
@@ -544,10 +554,9 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
             size,
             adapter_per_sec: median(adapter_rates),
             plain_per_sec: median(plain_rates),
+            ratio: median(ratios),
             compression: None,
         });
-        adapter.close().await;
-        plain.close().await;
     }
     drop(server);
     rows.push(compressed_case(4_000 / scale.min(4), if quick { 1 } else { 3 }).await?);
@@ -586,6 +595,7 @@ async fn compressed_case(n: usize, runs: usize) -> Result<BenchRow, BenchError> 
         size: JSON_SIZE,
         adapter_per_sec: best_deflate,
         plain_per_sec: best_plain,
+        ratio: best_deflate / best_plain,
         compression: Some(WireBytes {
             deflate: per_message(bytes_deflate),
             uncompressed: per_message(bytes_plain),
