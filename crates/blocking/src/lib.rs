@@ -97,7 +97,7 @@
 //!   the budget), it polls only before every 32nd wait, and one poll that catches a message
 //!   resumes it. A connection whose messages come slower than the budget therefore costs
 //!   at most one budget per 32 waits. In the benchmark it makes one-at-a-time round trips
-//!   about 2.7 times as fast and 16 KiB pipelined messages about 15 % faster; the
+//!   about 2.6 times as fast and 16 KiB pipelined messages about 15 % faster; the
 //!   benchmark also reports every case with it turned off.
 //! - **Giving reads back**: after `recv` returns, the reads stay with the application for
 //!   20 ms in case it comes back to `recv` (an application that receives in a loop does),
