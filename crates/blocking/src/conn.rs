@@ -550,10 +550,11 @@ impl Conn {
 
     /// Flushes what was written; reports every send whose bytes reached the socket.
     pub fn flush(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        // Cleared whatever the phase: the driver flushes until no connection is dirty.
+        self.dirty = false;
         let Phase::Open(open) = &mut self.phase else {
             return;
         };
-        self.dirty = false;
         match open.ws.flush() {
             Ok(()) => {
                 self.wants_write = false;

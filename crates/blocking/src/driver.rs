@@ -625,19 +625,13 @@ impl<M: Machine> Inner<M> {
             while let Some(action) = self.machine.poll_action() {
                 self.execute(action, now);
             }
-            // One flush per connection for everything written above (batching).
-            let dirty: Vec<u64> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.dirty)
-                .map(|(k, _)| *k)
-                .collect();
-            if dirty.is_empty() {
+            // One flush per connection for everything written above (batching). A flush
+            // clears the connection's flag (or removes the connection), so this ends; no
+            // list is collected, as this runs for every `send`.
+            let Some(conn) = self.conns.iter().find_map(|(k, c)| c.dirty.then_some(*k)) else {
                 break;
-            }
-            for conn in dirty {
-                self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
-            }
+            };
+            self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
         }
         self.deliver(shared);
     }
