@@ -16,13 +16,13 @@
 //!   ([`EchoServer::start_deflate`]) and counts the bytes its socket reads and writes
 //!   ([`BenchRow::wire`]).
 //!
-//! Each workload is cut into [`SEGMENTS`] segments (4 when `quick`); in each, both clients
-//! connect afresh and run once, alternating which goes first, so both see the same
-//! machine load, and each client runs unmeasured for [`WARM_UP`] right before its run
-//! (switching clients disturbs the machine for a while; the warm-up measures each in its
-//! steady state). A row reports the median rate of each client over the segments and the
-//! median of the per-segment ratios, which a busy machine disturbs far less than one long
-//! run.
+//! Each workload runs against a fresh echo server and is cut into [`SEGMENTS`] segments
+//! (4 when `quick`); in each, both clients connect afresh and run once, alternating which
+//! goes first, so both see the same machine load, and each client runs unmeasured for
+//! [`WARM_UP`] right before its run (switching clients disturbs the machine for a while;
+//! the warm-up measures each in its steady state). A row reports the median rate of each
+//! client over the segments and the median of the per-segment ratios, which a busy machine
+//! disturbs far less than one long run.
 //! `cargo bench -p wxsocket-blocking` prints the table; [`run_echo_bench`] returns it for
 //! other front ends (the CLI).
 //!
@@ -404,7 +404,6 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
 /// `quick` runs a tenth of the messages in 4 segments (a few seconds in all, for smoke
 /// tests and demos); a full run takes about a minute.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
-    let server = EchoServer::start()?;
     let (scale, segments, warm_up) = if quick {
         (10, 4, WARM_UP / 5)
     } else {
@@ -453,6 +452,9 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
     ];
     let mut rows = Vec::new();
     for (name, messages, window, message, busy_poll) in workloads {
+        // A fresh server for every workload, so no earlier workload's history shapes
+        // this one's figures (as in the tokio bench, where one shared server did).
+        let server = EchoServer::start()?;
         let per_segment = (messages / segments).max(window);
         let (mut plain_rates, mut adapter_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for segment in 0..segments {
@@ -501,7 +503,6 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             wire: None,
         });
     }
-    drop(server);
     rows.push(compressed_workload(20_000 / scale, segments)?);
     Ok(rows)
 }

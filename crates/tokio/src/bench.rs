@@ -1,11 +1,12 @@
 //! The echo benchmark (issue 3): this adapter against a plain tokio-tungstenite client doing
-//! the same work, over one local echo server, in one run; and the adapter with
+//! the same work, over a local echo server, in one run; and the adapter with
 //! permessage-deflate against itself without it. `cargo bench -p wxsocket-tokio` prints the
 //! tables; the `wxsocket bench` command calls [`run_echo_bench`] too.
 //!
-//! Cases (messages per second, each client's median over [`SEGMENTS`] segments; in each
-//! segment both clients connect afresh and run in turn, each after a [`WARM_UP`] of its
-//! own; ratio = the median over the segments of adapter / plain in that segment):
+//! Cases (each against a fresh echo server; messages per second, each client's median over
+//! [`SEGMENTS`] segments; in each segment both clients connect afresh and run in turn, each
+//! after a [`WARM_UP`] of its own; ratio = the median over the segments of adapter / plain
+//! in that segment):
 //!
 //! | case | what both clients do |
 //! |---|---|
@@ -454,15 +455,14 @@ const WARM_CHUNK: usize = 1000;
 /// Runs every case against a fresh local echo server and returns one row per case (the
 /// compressed case last, against a server that accepts permessage-deflate).
 ///
-/// Each case is cut into [`SEGMENTS`] segments. In each, both clients connect afresh (no
+/// Each case runs against a fresh echo server and is cut into [`SEGMENTS`] segments. In
+/// each, both clients connect afresh (no
 /// earlier traffic shapes it) and run once, alternating which goes first, each right after
 /// a [`WARM_UP`] of its own. A row reports each client's median rate over the segments and
 /// the median of the per-segment ratios (the two rates of a segment were measured over the
 /// same minute of machine load). `quick` uses a tenth of the messages, 2 segments and a
 /// short warm-up (a few seconds in all).
 pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
-    let server = EchoServer::start().map_err(fail)?;
-    let url = server.url();
     let (scale, segments, warm_up) = if quick {
         (10, 2, WARM_UP / 5)
     } else {
@@ -501,10 +501,12 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
     ];
     let mut rows = Vec::new();
     for (case, n, size, window, hand_batched) in cases {
-        // Fresh connections for every case: a connection that carried an earlier case
-        // keeps what that traffic left (kernel buffer sizes among it), and the plain
-        // client's 16 KiB pipelined rate moved from ~85k to ~120k msg/s depending on
-        // which cases ran before it.
+        // A fresh server for every case: with one server for all cases, the adapter's
+        // 16 KiB pipelined row came out at 0.88-1.07 after the other cases and 1.10-1.21
+        // run alone (the server's history shaped it), and at 1.16-1.22 with its own
+        // server. Likewise fresh connections for every segment (below).
+        let server = EchoServer::start().map_err(fail)?;
+        let url = server.url();
         let (ours, theirs) = payload(size, size == SMALL);
         let ours = std::slice::from_ref(&ours);
         let per_segment = (n / segments).max(1);
@@ -558,7 +560,6 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
             compression: None,
         });
     }
-    drop(server);
     rows.push(compressed_case(4_000 / scale.min(4), if quick { 1 } else { 3 }).await?);
     Ok(rows)
 }
