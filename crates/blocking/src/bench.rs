@@ -398,9 +398,9 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
     }
 }
 
-/// Runs the three workloads against one local echo server and returns one row each, then
-/// the compressed workload against a server that accepts permessage-deflate (its row
-/// last, with [`BenchRow::wire`] set).
+/// Runs the three workloads, each against a fresh local echo server, with busy-polling
+/// and then without it, and returns one row each; then the compressed workload against a
+/// server that accepts permessage-deflate (its row last, with [`BenchRow::wire`] set).
 /// `quick` runs a tenth of the messages in 4 segments (a few seconds in all, for smoke
 /// tests and demos); a full run takes about a minute.
 pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {

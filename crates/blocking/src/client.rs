@@ -303,7 +303,9 @@ impl Events {
     /// `busy_poll`, and nothing changes). The default is
     /// [`DEFAULT_BUSY_POLL`](crate::DEFAULT_BUSY_POLL) on a machine with more than one
     /// CPU and zero on one. Polling stops by itself while it does not pay (see the crate
-    /// docs, "Busy-polling"); it never makes a message wait.
+    /// docs, "Busy-polling"); it never makes a message wait. It applies where `recv`
+    /// waits on the sockets themselves (Unix); elsewhere `recv` waits on a condition
+    /// variable and the budget is kept but unused.
     pub fn set_busy_poll(&self, budget: Duration) -> Result<(), ConfigError> {
         let budget = crate::busy_poll::validate(budget)?;
         self.source
