@@ -418,7 +418,12 @@ impl Session {
         let now = self.advance(now);
         match &mut self.conn {
             Conn::Idle | Conn::Closed => Err(CloseError::NotConnected),
-            Conn::Closing(_) => Ok(()),
+            Conn::Closing(c) => {
+                // A close the peer began is now the application's too: it ends the session
+                // rather than being retried by a reconnect policy.
+                c.local = true;
+                Ok(())
+            }
             Conn::Connecting(c) => match self.config.close_before_open {
                 CloseBeforeOpen::Ignore => Err(CloseError::NotOpenYet),
                 CloseBeforeOpen::AfterOpen => {

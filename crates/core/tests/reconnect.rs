@@ -241,6 +241,48 @@ fn the_application_closing_is_never_retried_and_close_cancels_a_backoff() {
 }
 
 #[test]
+fn closing_during_a_close_the_peer_began_is_the_applications_close() {
+    // The peer asks for a restart (1012, retried by default); the application closes
+    // while that handshake runs: the session ends instead of reconnecting.
+    let mut t = Sim::new(ReconnectPolicy::default());
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c);
+    t.events();
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(1012),
+            reason: "restart".into(),
+        }),
+    );
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    t.actions();
+    t.s.close(None, "", t.now).unwrap();
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(
+        matches!(
+            e[..],
+            [Event::Close {
+                code: 1012,
+                clean: true,
+                ..
+            }]
+        ),
+        "{e:?}"
+    );
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    assert!(!t.s.is_backing_off());
+    assert_eq!(t.s.poll_timeout(), None, "no dial is planned");
+    t.now += Duration::from_secs(60);
+    t.s.handle_timeout(t.now);
+    assert!(
+        !t.actions().iter().any(|a| matches!(a, Action::Dial { .. })),
+        "no reconnection"
+    );
+}
+
+#[test]
 fn a_keepalive_failure_is_an_error_and_is_retried() {
     let mut t = Sim::new(ReconnectPolicy::default());
     let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
