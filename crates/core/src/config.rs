@@ -19,6 +19,12 @@ pub enum CloseBeforeOpen {
     Ignore,
 }
 
+/// The longest duration any timer setting may have: the handshake and close timeouts,
+/// keepalive's interval and timeout, and the reconnect policy's base and cap (24 hours).
+/// [`SessionConfig::validate`] and [`crate::ConnectOptions`] reject longer ones, naming the
+/// field, so every deadline the session computes is representable.
+pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Liveness checking: ping after `interval` with nothing received, declare the peer dead
 /// when nothing arrives within `timeout` of the ping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,9 @@ pub struct ReconnectPolicy {
     pub retry_close_codes: Vec<u16>,
     /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried).
     pub retry_http_4xx: bool,
-    /// Seed of the jitter source, so runs replay exactly.
+    /// Seed of the jitter source, so runs replay exactly. In a [`crate::Pool`] each task
+    /// mixes the id of its first connection into it, so tasks dropped together draw
+    /// different delays (and the same pool still replays exactly).
     pub seed: u64,
 }
 
@@ -232,26 +240,33 @@ impl SessionConfig {
         if self.max_message_size == 0 {
             return fail("max_message_size", "must be at least 1");
         }
-        if self.handshake_timeout.is_zero() {
-            return fail("handshake_timeout", "must be greater than zero");
-        }
-        if self.close_timeout.is_zero() {
-            return fail("close_timeout", "must be greater than zero");
-        }
+        let mut timers = vec![
+            ("handshake_timeout", self.handshake_timeout),
+            ("close_timeout", self.close_timeout),
+        ];
         if let Some(k) = self.keepalive {
-            if k.interval.is_zero() {
-                return fail("keepalive.interval", "must be greater than zero");
+            timers.extend([
+                ("keepalive.interval", k.interval),
+                ("keepalive.timeout", k.timeout),
+            ]);
+        }
+        if let Some(r) = &self.reconnect {
+            timers.push(("reconnect.base", r.base));
+        }
+        for (field, value) in timers {
+            if value.is_zero() {
+                return fail(field, "must be greater than zero");
             }
-            if k.timeout.is_zero() {
-                return fail("keepalive.timeout", "must be greater than zero");
+            if value > MAX_TIMER {
+                return fail(field, "must be at most 24 hours");
             }
         }
         if let Some(r) = &self.reconnect {
-            if r.base.is_zero() {
-                return fail("reconnect.base", "must be greater than zero");
-            }
             if r.cap < r.base {
                 return fail("reconnect.cap", "must be at least reconnect.base");
+            }
+            if r.cap > MAX_TIMER {
+                return fail("reconnect.cap", "must be at most 24 hours");
             }
             if r.max_attempts == Some(0) {
                 return fail(

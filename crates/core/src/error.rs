@@ -91,8 +91,8 @@ pub enum ConnectError {
         /// What it may be.
         allowed: &'static str,
     },
-    /// `timeout` is zero.
-    #[error("timeout: must be greater than zero")]
+    /// `timeout` is zero or longer than [`crate::MAX_TIMER`] (24 hours).
+    #[error("timeout: must be greater than zero and at most 24 hours")]
     InvalidTimeout,
     /// An option this IO driver cannot honour (checked before any IO).
     #[error("{option}: {why}")]

@@ -68,7 +68,7 @@ mod transport;
 pub mod wx;
 
 pub use close::{CloseRequest, PeerClose};
-pub use config::{CloseBeforeOpen, Keepalive, ReconnectPolicy, SessionConfig};
+pub use config::{CloseBeforeOpen, Keepalive, MAX_TIMER, ReconnectPolicy, SessionConfig};
 pub use deflate::{DeflateOptions, DeflateParams};
 pub use driven::Driven;
 pub use error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};

@@ -80,8 +80,14 @@ impl Pool {
                 limit: self.config.pool_limit,
             });
         }
-        let mut session = Session::new(self.config.clone()).expect("config validated in Pool::new");
         let id = self.ids.conn();
+        let mut config = self.config.clone();
+        if let Some(policy) = &mut config.reconnect {
+            // Each task draws its own jitter, so connections dropped together (a server
+            // restart) do not retry in step; the sequence still follows from the seed.
+            policy.seed ^= id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        let mut session = Session::new(config).expect("config validated in Pool::new");
         session.connect_as(id, request, now);
         self.tasks.push((id, session));
         Ok(id)

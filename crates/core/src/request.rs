@@ -141,7 +141,10 @@ impl ConnectOptions {
                 method: method.clone(),
             });
         }
-        if self.timeout == Some(Duration::ZERO) {
+        if self
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > crate::config::MAX_TIMER)
+        {
             return Err(ConnectError::InvalidTimeout);
         }
         if self.per_message_deflate

@@ -729,6 +729,84 @@ fn config_errors_name_the_field() {
 }
 
 #[test]
+fn timers_longer_than_a_day_are_rejected_and_a_day_works() {
+    let day = MAX_TIMER;
+    let long = day + Duration::from_nanos(1);
+    let second = Duration::from_secs(1);
+    let reconnect = |base, cap| ReconnectPolicy::default().backoff(base, cap);
+    for (config, field) in [
+        (
+            SessionConfig::default().handshake_timeout(long),
+            "handshake_timeout",
+        ),
+        (
+            SessionConfig::default().close_timeout(long),
+            "close_timeout",
+        ),
+        (
+            SessionConfig::default().keepalive(long, second),
+            "keepalive.interval",
+        ),
+        (
+            SessionConfig::default().keepalive(second, long),
+            "keepalive.timeout",
+        ),
+        (
+            SessionConfig::default().reconnect(reconnect(long, long)),
+            "reconnect.base",
+        ),
+        (
+            SessionConfig::default().reconnect(reconnect(second, long)),
+            "reconnect.cap",
+        ),
+        (
+            SessionConfig::default().keepalive(Duration::MAX, second),
+            "keepalive.interval",
+        ),
+    ] {
+        let e = Session::new(config).unwrap_err();
+        assert_eq!(e.field, field);
+        assert!(e.to_string().contains("at most 24 hours"), "{e}");
+    }
+    let e = ConnectOptions::new("ws://h")
+        .timeout(long)
+        .validate()
+        .unwrap_err();
+    assert_eq!(e, ConnectError::InvalidTimeout);
+    assert!(e.to_string().starts_with("timeout:"), "{e}");
+
+    // Every timer at the limit: each deadline is computed without overflow and fires.
+    let config = SessionConfig::default()
+        .handshake_timeout(day)
+        .close_timeout(day)
+        .keepalive(day, day)
+        .reconnect(reconnect(day, day));
+    let mut t = Sim::new(config);
+    let c = t.connect();
+    assert_eq!(t.s.poll_timeout(), Some(t.now + day));
+    t.open(c);
+    assert_eq!(t.s.poll_timeout(), Some(t.now + day), "keepalive ping");
+    t.now += day;
+    t.s.handle_timeout(t.now);
+    assert!(t.actions().iter().any(|a| matches!(a, Action::Ping { .. })));
+    t.now += day;
+    t.s.handle_timeout(t.now);
+    let e = t.events();
+    assert!(
+        e.iter().any(|e| matches!(e, Event::Reconnecting { .. })),
+        "{e:?}"
+    );
+    let due = t.s.poll_timeout().unwrap();
+    assert!(due <= t.now + day, "the backoff is at most the cap");
+    let c =
+        t.s.connect(&ConnectOptions::new("ws://h").timeout(day), t.now)
+            .unwrap();
+    t.open(c);
+    t.s.close(None, "", t.now).unwrap();
+    assert_eq!(t.s.poll_timeout(), Some(t.now + day), "close timeout");
+}
+
+#[test]
 fn pool_holds_independent_connections_up_to_its_limit() {
     let mut p = Pool::new(SessionConfig::default().pool_limit(2)).unwrap();
     let now = Instant::now();
@@ -765,6 +843,58 @@ fn pool_holds_independent_connections_up_to_its_limit() {
         p.send(b, Message::text("x"), now),
         Err(SendError::NotConnected(_))
     ));
+}
+
+#[test]
+fn a_pool_allows_five_by_default_and_says_so_over_the_limit() {
+    let mut p = Pool::new(SessionConfig::default()).unwrap();
+    let now = Instant::now();
+    let o = ConnectOptions::new("ws://h");
+    for _ in 0..5 {
+        p.connect(&o, now).unwrap();
+    }
+    let e = p.connect(&o, now).unwrap_err();
+    assert_eq!(e, ConnectError::TooManyConnections { limit: 5 });
+    assert_eq!(
+        e.to_string(),
+        "connect: too many connections (the limit is 5)"
+    );
+}
+
+/// The reconnect delays of every task of a pool whose connections all drop at once.
+fn pool_delays(seed: u64) -> Vec<Duration> {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_secs(10), Duration::from_secs(10))
+        .seed(seed);
+    let mut p = Pool::new(SessionConfig::default().reconnect(policy)).unwrap();
+    let now = Instant::now();
+    let tasks: Vec<ConnId> = (0..4)
+        .map(|_| p.connect(&ConnectOptions::new("ws://h"), now).unwrap())
+        .collect();
+    for &c in &tasks {
+        p.handle(c, TransportEvent::Opened(Handshake::default()), now);
+        p.handle(c, TransportEvent::Closed, now);
+    }
+    let delays: Vec<Duration> = std::iter::from_fn(|| p.poll_event())
+        .filter_map(|e| match e {
+            Event::Reconnecting { delay, .. } => Some(delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays.len(), tasks.len());
+    delays
+}
+
+#[test]
+fn pool_tasks_dropped_together_do_not_retry_in_step() {
+    let delays = pool_delays(7);
+    for (i, a) in delays.iter().enumerate() {
+        for b in &delays[i + 1..] {
+            assert_ne!(a, b, "two tasks drew the same delay: {delays:?}");
+        }
+    }
+    assert_eq!(pool_delays(7), delays, "the same seed replays");
+    assert_ne!(pool_delays(8), delays, "another seed draws others");
 }
 
 #[test]
