@@ -38,38 +38,82 @@ impl<M: Machine> Shared<M> {
         wait: bool,
         send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
     ) -> Result<SendId, SendFailed> {
+        if !wait {
+            return Ok(self.call_with(|machine, now, _| send(machine, now))?);
+        }
+        match self.send_and_wait(None, send) {
+            Ok(result) => result,
+            Err(_) => unreachable!("no deadline, no timeout"),
+        }
+    }
+
+    /// Sends through `send` with a waiter registered first, then waits for the completion
+    /// until `deadline` (`None`: for as long as it takes). When the deadline passes first,
+    /// the waiter is removed and the send stays pending ([`SendPending`]); its completion
+    /// is still delivered as an event.
+    fn send_and_wait(
+        &self,
+        deadline: Option<(Instant, Duration)>,
+        send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
+    ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let id = self.call_with(|machine, now, shared| {
             let id = send(machine, now)?;
-            if wait {
-                // Registered before the pump runs the write, so the completion is seen.
-                lock(&shared.outbox).waiting.insert(id, None);
-            }
+            // Registered before the pump runs the write, so the completion is seen.
+            lock(&shared.outbox).waiting.insert(id, None);
             Ok::<_, SendError>(id)
-        })?;
-        if !wait {
-            return Ok(id);
-        }
+        });
+        let id = match id {
+            Ok(id) => id,
+            Err(refused) => return Ok(Err(SendFailed::Refused(refused))),
+        };
         let mut outbox = lock(&self.outbox);
         loop {
             match outbox.waiting.get(&id) {
                 Some(Some(result)) => {
                     let result = *result;
                     outbox.waiting.remove(&id);
-                    return result.map(|()| id).map_err(SendFailed::Failed);
+                    return Ok(result.map(|()| id).map_err(SendFailed::Failed));
                 }
                 _ if outbox.finished => {
                     outbox.waiting.remove(&id);
-                    return Err(SendFailed::Failed(SendFailure::ConnectionLost));
+                    return Ok(Err(SendFailed::Failed(SendFailure::ConnectionLost)));
                 }
-                _ => {
-                    outbox = self
-                        .completion_ready
-                        .wait(outbox)
-                        .unwrap_or_else(|e| e.into_inner())
-                }
+                _ => {}
             }
+            outbox = match deadline {
+                None => self
+                    .completion_ready
+                    .wait(outbox)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some((deadline, timeout)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // Checked above under this same lock: no completion yet.
+                        outbox.waiting.remove(&id);
+                        return Err(SendPending { id, timeout });
+                    }
+                    self.completion_ready
+                        .wait_timeout(outbox, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
+}
+
+/// [`Client::send_wait_timeout`] ran out of time: the message was accepted and is still
+/// pending (queued while connecting, or not yet fully written). It is not cancelled: its
+/// completion — [`Event::SendCompleted`] or [`Event::SendFailed`] with this [`SendId`] —
+/// still arrives on [`Events`], exactly once, as for any send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("send {id} is still pending after {timeout:?}; its completion will arrive as an event")]
+#[non_exhaustive]
+pub struct SendPending {
+    /// The pending send, as its completion event will name it.
+    pub id: SendId,
+    /// How long the call waited.
+    pub timeout: Duration,
 }
 
 /// The handle of one WebSocket session (the seed's single-socket model): connect, send,
@@ -140,6 +184,31 @@ impl Client {
     pub fn send_wait(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         let message = message.into();
         self.handle.send_with(true, |s, now| s.send(message, now))
+    }
+
+    /// [`send_wait`](Self::send_wait) that waits at most `timeout` for the completion.
+    ///
+    /// - `Ok(Ok(id))`: the message was written to the socket within `timeout`;
+    /// - `Ok(Err(SendFailed::Refused(_)))`: refused at once, the message handed back;
+    /// - `Ok(Err(SendFailed::Failed(_)))`: accepted, but it will never be written;
+    /// - `Err(SendPending { id, .. })`: accepted, and neither written nor failed within
+    ///   `timeout` (e.g. queued while the handshake is still in progress, or the peer
+    ///   does not read and the socket buffer is full). The send goes on: its
+    ///   [`Event::SendCompleted`] or [`Event::SendFailed`] with that `id` still arrives on
+    ///   [`Events`].
+    ///
+    /// The shape mirrors wrapping an awaited send in a timeout in an async runtime: the
+    /// outer error is the wait's, the inner result the send's.
+    pub fn send_wait_timeout(
+        &self,
+        message: impl Into<Message>,
+        timeout: Duration,
+    ) -> Result<Result<SendId, SendFailed>, SendPending> {
+        let message = message.into();
+        // A timeout too long to add to now waits without a limit.
+        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
+        self.handle
+            .send_and_wait(deadline, |s, now| s.send(message, now))
     }
 
     /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.

@@ -195,6 +195,92 @@ fn send_wait_fails_when_the_connection_never_opens() {
 }
 
 #[test]
+fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arrives() {
+    let mut silent = Silent::start();
+    let (client, events) = client();
+    // Refused at once, as `send_wait` would be: the message handed back, no waiting.
+    match client.send_wait_timeout("early", WAIT) {
+        Ok(Err(SendFailed::Refused(SendError::NotConnected(m)))) => {
+            assert_eq!(m, Message::text("early"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let conn = client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    // The upgrade request arrives and is held unanswered: the send stays queued.
+    let held = silent.accept();
+    let timeout = Duration::from_millis(200);
+    let started = Instant::now();
+    let pending = match client.send_wait_timeout("queued", timeout) {
+        Err(pending) => pending,
+        other => panic!("expected the send to stay pending, got {other:?}"),
+    };
+    let waited = started.elapsed();
+    assert!(waited >= timeout && waited < WAIT, "waited {waited:?}");
+    assert_eq!(pending.timeout, timeout);
+    let said = pending.to_string();
+    assert!(
+        said.contains("still pending") && said.contains(&pending.id.to_string()),
+        "the error names the pending send: {said}"
+    );
+    assert_eq!(client.state(), ReadyState::Connecting);
+    assert_eq!(client.buffered_amount(), "queued".len());
+
+    // Now the handshake is answered: the queued message is written after all, and its
+    // completion arrives as an event, once.
+    let server = Held::serve(held);
+    let seen = until(&events, |e| {
+        matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })
+    });
+    assert!(
+        matches!(seen.last(), Some(Event::SendCompleted { conn: c, id }) if *c == conn && *id == pending.id),
+        "{seen:?}"
+    );
+    assert_eq!(
+        server.until(|s| matches!(s, Saw::Message(_))),
+        Saw::Message(WsMessage::text("queued"))
+    );
+    // A wait that is long enough returns the write.
+    let id = client
+        .send_wait_timeout("in time", WAIT)
+        .expect("written within the timeout")
+        .expect("written");
+    assert!(id > pending.id);
+    let mut seen = seen;
+    seen.extend(until(
+        &events,
+        |e| matches!(e, Event::Message { message, .. } if *message == Message::text("in time")),
+    ));
+    let completions_of_pending = seen
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } if *id == pending.id)
+        })
+        .count();
+    assert_eq!(completions_of_pending, 1, "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::SendCompleted { id: i, .. } if *i == id))
+    );
+}
+
+#[test]
+fn send_wait_timeout_reports_a_failure_that_comes_in_time() {
+    let mut silent = Silent::start();
+    let (client, events) = client();
+    client
+        .connect(&ConnectOptions::new(silent.url()).timeout(Duration::from_millis(300)))
+        .unwrap();
+    let _held = silent.accept();
+    let started = Instant::now();
+    assert_eq!(
+        client.send_wait_timeout("never", WAIT),
+        Ok(Err(SendFailed::Failed(SendFailure::ConnectFailed)))
+    );
+    assert!(started.elapsed() < WAIT);
+    until(&events, is_close);
+}
+
+#[test]
 fn recv_variants_and_iterators() {
     let server = Server::start();
     let (client, events) = client();
