@@ -97,7 +97,8 @@ pub trait Adapter: EventSource + Sized {
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
     /// `Client::send_nowait`: returns at once.
     fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
-    /// The adapter's waiting send: returns when the message was written or failed.
+    /// The adapter's waiting send: returns when the message was written or failed; panics
+    /// when neither happened within [`EVENT_TIMEOUT`].
     fn send_wait(&self, message: Message) -> Result<SendId, SendFailed>;
     /// `Client::close`.
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
@@ -299,7 +300,12 @@ impl Adapter for BlockingAdapter {
     }
 
     fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
-        self.client().send_wait(message)
+        // Bounded like the tokio side's timeout around its awaited send.
+        self.client()
+            .send_wait_timeout(message, EVENT_TIMEOUT)
+            .unwrap_or_else(|pending| {
+                panic!("the waiting send did not complete within the event timeout: {pending}")
+            })
     }
 
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
