@@ -81,6 +81,9 @@ pub struct Session {
     config: SessionConfig,
     pub(crate) ids: IdAllocator,
     conn: Conn,
+    /// The state of the connection last taken out of `conn` ([`Self::take`]), the `from`
+    /// of the transition that [`Self::end`] makes.
+    taken_from: ReadyState,
     /// Connections whose close event is out but whose transport is still being closed.
     teardowns: Vec<Teardown>,
     actions: VecDeque<Action>,
@@ -216,6 +219,7 @@ impl Session {
             config,
             ids: IdAllocator::default(),
             conn: Conn::Idle,
+            taken_from: ReadyState::Idle,
             teardowns: Vec::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -648,6 +652,7 @@ impl Session {
     // ----- internals -----
 
     fn take(&mut self) -> Conn {
+        self.taken_from = self.state();
         std::mem::replace(&mut self.conn, Conn::Closed)
     }
 
@@ -994,7 +999,7 @@ impl Session {
                 + self.config.close_timeout;
             self.teardowns.push(Teardown { id: conn, deadline });
         }
-        self.conn = Conn::Closed;
+        self.transition(self.taken_from, Conn::Closed);
     }
 
     /// SPEC §3 "Single-socket replacement": the current connection's close event (1000,

@@ -1,5 +1,7 @@
-//! The state graph of SPEC §3, kept here as data: the session checks every transition it
-//! makes against [`TRANSITIONS`], and a test checks the README's diagram against it.
+//! The state graph of SPEC §3, kept here as data: in debug builds the session checks every
+//! transition it makes against [`TRANSITIONS`] (so its unit, property and fuzz-replay
+//! tests fail on any other), the property test also checks each step's change of
+//! [`crate::Session::state`], and a test checks the README's diagram against it.
 
 use std::fmt;
 

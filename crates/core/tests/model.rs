@@ -15,6 +15,20 @@ const HS: Duration = Duration::from_millis(500);
 const CT: Duration = Duration::from_millis(300);
 const KA: Duration = Duration::from_millis(200);
 const KT: Duration = Duration::from_millis(100);
+const RECONNECT_BASE: Duration = Duration::from_millis(50);
+const RECONNECT_CAP: Duration = Duration::from_millis(400);
+
+/// Whether one step may take the session from `before` to `after`: no change, an edge of
+/// the state table, or two edges (a step can end a connection and start the next one, or
+/// open and begin the close asked for before open).
+fn step_allowed(before: ReadyState, after: ReadyState) -> bool {
+    use wxsocket_core::graph::is_allowed;
+    before == after
+        || is_allowed(before, after)
+        || ReadyState::ALL
+            .iter()
+            .any(|&mid| is_allowed(before, mid) && is_allowed(mid, after))
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Target {
@@ -28,7 +42,7 @@ enum Input {
     Opened {
         offered: bool,
     },
-    ConnectFailed,
+    ConnectFailed(TransportErrorKind),
     Message,
     Pong,
     PeerClosed(Option<u16>),
@@ -67,10 +81,17 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     let input = prop_oneof![
         4 => any::<bool>().prop_map(|offered| Input::Opened { offered }),
-        1 => Just(Input::ConnectFailed),
+        1 => prop_oneof![
+            Just(TransportErrorKind::Connect),
+            Just(TransportErrorKind::HttpStatus(403)),
+            Just(TransportErrorKind::HttpStatus(503)),
+            Just(TransportErrorKind::Negotiation),
+        ].prop_map(Input::ConnectFailed),
         3 => Just(Input::Message),
         1 => Just(Input::Pong),
-        2 => prop::option::of(prop_oneof![Just(1000u16), Just(4001)]).prop_map(Input::PeerClosed),
+        // 1001 and 1012 are retried by the default reconnect policy; 1000 and 4001 not.
+        2 => prop::option::of(prop_oneof![Just(1000u16), Just(4001), Just(1001), Just(1012)])
+            .prop_map(Input::PeerClosed),
         6 => (any::<bool>(), 0..40u64).prop_map(|(o, id)| Input::Written(o, id)),
         1 => kind.prop_map(Input::Error),
         2 => Just(Input::Closed),
@@ -215,7 +236,7 @@ impl Model {
             (
                 Connecting,
                 Input::Opened { offered: false }
-                | Input::ConnectFailed
+                | Input::ConnectFailed(_)
                 | Input::Error(_)
                 | Input::Closed,
             ) => self.end(),
@@ -256,6 +277,8 @@ struct Observed {
     last_send_action: BTreeMap<ConnId, SendId>,
     /// Send actions carried out and not yet confirmed, per connection, in order.
     written_queue: BTreeMap<ConnId, Vec<SendId>>,
+    /// The number of the last message delivered (messages are fed numbered, in order).
+    last_message: Option<u64>,
 }
 
 impl Observed {
@@ -294,10 +317,11 @@ impl Observed {
                 Event::Reconnecting { attempt, delay, .. } => {
                     prop_assert!(!entry.0, "reconnecting after connecting");
                     let policy = self.policy.as_ref().expect("reconnecting without a policy");
-                    prop_assert!(
-                        *delay <= policy.ceiling(*attempt),
-                        "delay {delay:?} over the ceiling"
-                    );
+                    // min(cap, base · 2^(attempt-1)), computed here rather than trusted.
+                    let doubling = 1u32 << (attempt - 1).min(16);
+                    let ceiling = (RECONNECT_BASE * doubling).min(RECONNECT_CAP);
+                    prop_assert!(*delay <= ceiling, "delay {delay:?} over {ceiling:?}");
+                    prop_assert_eq!(policy.ceiling(*attempt), ceiling);
                     prop_assert!(policy.max_attempts.is_none_or(|m| *attempt <= m));
                     prop_assert!(
                         self.backoffs
@@ -313,7 +337,19 @@ impl Observed {
                     prop_assert!(entry.0 && !entry.1);
                     entry.1 = true;
                 }
-                Event::Message { .. } => prop_assert!(entry.1),
+                Event::Message { message, .. } => {
+                    prop_assert!(entry.1);
+                    let n: u64 = std::str::from_utf8(message.as_bytes())
+                        .expect("text")
+                        .parse()
+                        .expect("numbered");
+                    prop_assert!(
+                        self.last_message.is_none_or(|last| last < n),
+                        "message {n} delivered after {:?}",
+                        self.last_message
+                    );
+                    self.last_message = Some(n);
+                }
                 Event::Close { .. } => entry.2 = true,
                 Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
                     let issued = *self.issued.get(id).expect("an issued id");
@@ -383,7 +419,9 @@ fn run(
     };
     let mut now = start;
     let mut conns: Vec<ConnId> = Vec::new();
+    let mut fed = 0u64;
     for op in ops {
+        let before = s.state();
         match op {
             Op::Connect { valid } => {
                 let url = if valid {
@@ -414,28 +452,29 @@ fn run(
                     if let Ok(id) = r {
                         obs.issued.insert(id, s.current().unwrap());
                     }
-                    obs.drain(&mut s, now)?;
-                    continue;
-                }
-                let got = match &r {
-                    Ok(_) => SendOutcome::Ok,
-                    Err(SendError::NotConnected(_)) => SendOutcome::NotConnected,
-                    Err(SendError::Closing(_)) => SendOutcome::Closing,
-                    Err(SendError::QueueFull(_)) => SendOutcome::QueueFull,
-                    Err(SendError::BufferFull(_)) => SendOutcome::BufferFull,
-                    Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
-                };
-                prop_assert_eq!(&got, &expected);
-                match r {
-                    Ok(id) => {
-                        obs.issued.insert(id, s.current().unwrap());
-                        if m.state == ReadyState::Connecting {
-                            m.queued.push((id, len));
-                        } else {
-                            m.in_flight.push((id, len));
+                } else {
+                    let got = match &r {
+                        Ok(_) => SendOutcome::Ok,
+                        Err(SendError::NotConnected(_)) => SendOutcome::NotConnected,
+                        Err(SendError::Closing(_)) => SendOutcome::Closing,
+                        Err(SendError::QueueFull(_)) => SendOutcome::QueueFull,
+                        Err(SendError::BufferFull(_)) => SendOutcome::BufferFull,
+                        Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
+                    };
+                    prop_assert_eq!(&got, &expected);
+                    match r {
+                        Ok(id) => {
+                            obs.issued.insert(id, s.current().unwrap());
+                            if m.state == ReadyState::Connecting {
+                                m.queued.push((id, len));
+                            } else {
+                                m.in_flight.push((id, len));
+                            }
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e.into_message().len(), len, "message handed back")
                         }
                     }
-                    Err(e) => prop_assert_eq!(e.into_message().len(), len, "message handed back"),
                 }
             }
             Op::Close { code } => {
@@ -462,11 +501,13 @@ fn run(
                         protocol: Some(if *offered { "p" } else { "q" }.into()),
                         ..Handshake::default()
                     }),
-                    Input::ConnectFailed => TransportEvent::ConnectFailed(TransportError::new(
-                        TransportErrorKind::Connect,
-                        "no",
-                    )),
-                    Input::Message => TransportEvent::Message(Message::text("m")),
+                    Input::ConnectFailed(kind) => {
+                        TransportEvent::ConnectFailed(TransportError::new(*kind, "no"))
+                    }
+                    Input::Message => {
+                        fed += 1;
+                        TransportEvent::Message(Message::text(fed.to_string()))
+                    }
                     Input::Pong => TransportEvent::Pong(Default::default()),
                     Input::PeerClosed(code) => TransportEvent::PeerClosed(PeerClose {
                         code: *code,
@@ -500,6 +541,11 @@ fn run(
         }
         obs.drain(&mut s, now)?;
         // Invariants after every step.
+        prop_assert!(
+            step_allowed(before, s.state()),
+            "{before} -> {} in one step is not in the state table",
+            s.state()
+        );
         if modelled {
             prop_assert_eq!(s.state(), m.state, "state after step");
             prop_assert_eq!(s.buffered_amount(), m.buffered());
@@ -568,7 +614,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let reconnect = ReconnectPolicy::default()
-            .backoff(Duration::from_millis(50), Duration::from_millis(400))
+            .backoff(RECONNECT_BASE, RECONNECT_CAP)
             .max_attempts(max_attempts)
             .carry_queue(carry)
             .seed(seed);
