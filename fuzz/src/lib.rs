@@ -158,7 +158,10 @@ impl Invariants {
             }
             Action::Send { conn, id, message } => {
                 let issued = self.issued[&id];
-                assert!(issued <= conn, "send {id} of {issued} written on {conn}");
+                assert!(
+                    self.carried(issued, conn),
+                    "send {id} of {issued} written on {conn}"
+                );
                 assert!(message.len() <= self.config.max_message_size);
                 let list = self.unconfirmed.entry(conn).or_default();
                 if let Some(last) = list.last() {
@@ -212,7 +215,10 @@ impl Invariants {
                     .issued
                     .get(id)
                     .expect("completion of an id never issued");
-                assert!(issued <= conn, "{id} of {issued} completed on {conn}");
+                assert!(
+                    self.carried(issued, conn),
+                    "{id} of {issued} completed on {conn}"
+                );
                 assert!(self.completed.insert(*id), "{id} completed twice");
             }
             Event::Close { code, reason, .. } => {
@@ -233,7 +239,19 @@ impl Invariants {
         assert!(missing.is_empty(), "sends never completed: {missing:?}");
         for (conn, seen) in &self.conns {
             assert!(seen[2], "{conn} never got its close event");
+            assert!(seen[0] || seen[3], "{conn} lacks its connecting event");
         }
+    }
+
+    /// Whether a send accepted on `issued` may be written or completed on `conn`: the
+    /// same connection, or a later attempt it was carried to (`carry_queue`).
+    fn carried(&self, issued: ConnId, conn: ConnId) -> bool {
+        let carry = self
+            .config
+            .reconnect
+            .as_ref()
+            .is_some_and(|r| r.carry_queue);
+        issued == conn || (carry && issued < conn)
     }
 }
 
@@ -478,7 +496,8 @@ pub fn pool(data: &[u8]) {
                 if let Some(c) = pick(&conns, conn)
                     && let Ok(id) = p.send(c, message(len, text), now)
                 {
-                    inv.issued.insert(id, c);
+                    let on = p.current(c).expect("a task that accepted a send");
+                    inv.issued.insert(id, on);
                 }
             }
             Op::Close {

@@ -146,3 +146,23 @@ impl From<Bytes> for Message {
         Message::Binary(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_always_utf8() {
+        let ok = Utf8Payload::try_from(Bytes::from_static("héllo".as_bytes())).unwrap();
+        assert_eq!(ok.as_str(), "héllo");
+        for bad in [&b"\xff"[..], b"a\xc3", b"\xed\xa0\x80", b"\xc0\xaf"] {
+            assert!(
+                Utf8Payload::try_from(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        let m = Message::text(ok.clone());
+        assert!(m.is_text());
+        assert_eq!(m.as_bytes(), "héllo".as_bytes());
+    }
+}

@@ -63,6 +63,12 @@ impl Pool {
         self.task(conn).map_or(ReadyState::Closed, Session::state)
     }
 
+    /// The connection the task named by `conn` is on now: its first connection, or a later
+    /// one after a reconnect. `None` once it is closed, or for an id the pool does not know.
+    pub fn current(&self, conn: ConnId) -> Option<ConnId> {
+        self.task(conn).and_then(Session::current)
+    }
+
     /// `buffered_amount` of one connection.
     pub fn buffered_amount(&self, conn: ConnId) -> usize {
         self.task(conn).map_or(0, Session::buffered_amount)

@@ -846,6 +846,32 @@ fn pool_holds_independent_connections_up_to_its_limit() {
 }
 
 #[test]
+fn replacing_a_closing_connection_keeps_its_close_deadline() {
+    let mut t = Sim::default();
+    let a = t.open_conn();
+    t.s.close(Some(4000), "bye", t.now).unwrap();
+    let closing_since = t.now;
+    t.actions();
+    t.advance(Duration::from_secs(4));
+    let b = t.connect();
+    let e = t.events();
+    assert!(
+        matches!(&e[0], Event::Close { conn, code: 1000, .. } if *conn == a),
+        "{e:?}"
+    );
+    // The old close handshake keeps its own deadline (10 s after it began), not a new
+    // close timeout from the replacement.
+    let teardown = closing_since + Duration::from_secs(10);
+    assert_eq!(t.s.poll_timeout(), Some(teardown));
+    t.actions();
+    t.now = teardown;
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.actions(), [Action::Abort { conn: a }]);
+    assert_eq!(t.s.current(), Some(b));
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+}
+
+#[test]
 fn a_pool_allows_five_by_default_and_says_so_over_the_limit() {
     let mut p = Pool::new(SessionConfig::default()).unwrap();
     let now = Instant::now();
@@ -859,6 +885,49 @@ fn a_pool_allows_five_by_default_and_says_so_over_the_limit() {
         e.to_string(),
         "connect: too many connections (the limit is 5)"
     );
+}
+
+#[test]
+fn a_reconnected_pool_task_answers_to_both_ids_and_ids_stay_unique() {
+    // Regressions found by the `pool` fuzz target: a task's later connections must get
+    // ids from the pool's allocator (not the session's own), and calls naming the task by
+    // its first id must reach its current connection.
+    let policy = ReconnectPolicy::default().seed(3);
+    let mut p = Pool::new(SessionConfig::default().reconnect(policy)).unwrap();
+    let mut now = Instant::now();
+    let o = ConnectOptions::new("ws://h");
+    let a = p.connect(&o, now).unwrap();
+    let b = p.connect(&o, now).unwrap();
+    p.handle(a, TransportEvent::Opened(Handshake::default()), now);
+    p.handle(a, TransportEvent::Closed, now);
+    let a2 = std::iter::from_fn(|| p.poll_event())
+        .find_map(|e| match e {
+            Event::Reconnecting { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .unwrap();
+    assert!(a2 != a && a2 != b, "a fresh id across the pool");
+    assert_eq!(p.current(a), Some(a2));
+    assert_eq!(p.current(a2), Some(a2));
+    assert_eq!(p.current(b), Some(b));
+    let c = p.connect(&o, now).unwrap();
+    assert!(c != a2 && c != b && c != a);
+    now = p.poll_timeout().unwrap();
+    p.handle_timeout(now);
+    p.handle(a2, TransportEvent::Opened(Handshake::default()), now);
+    assert_eq!(p.state(a), ReadyState::Open, "the task's first id names it");
+    let id = p.send(a, Message::text("via the first id"), now).unwrap();
+    let actions: Vec<Action> = std::iter::from_fn(|| p.poll_action()).collect();
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Send { conn, id: i, .. } if *conn == a2 && *i == id)),
+        "{actions:?}"
+    );
+    p.close(a, None, "", now).unwrap();
+    assert_eq!(p.state(a2), ReadyState::Closing);
+    p.handle(a2, TransportEvent::Closed, now);
+    assert_eq!(p.current(a), None);
 }
 
 /// The reconnect delays of every task of a pool whose connections all drop at once.

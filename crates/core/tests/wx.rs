@@ -59,7 +59,6 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
         .unwrap();
     wx.dispatch();
     assert!(take(&log).is_empty());
-    wx.session();
     Driven::handle(
         &mut wx,
         conn,
@@ -105,6 +104,35 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
     Driven::handle(&mut wx, conn, TransportEvent::Closed, now);
     wx.dispatch();
     assert_eq!(take(&log), ["close 4000 bye true"]);
+
+    // A transport failure: onSocketError, then onSocketClose (1006, unclean).
+    let conn = wx
+        .connect_socket(
+            ConnectSocket::new(ConnectOptions::new("wss://example.com")),
+            now,
+        )
+        .unwrap();
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::Opened(Handshake::default()),
+        now,
+    );
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::Error(TransportError::new(TransportErrorKind::Io, "reset by peer")),
+        now,
+    );
+    wx.dispatch();
+    assert_eq!(
+        take(&log),
+        [
+            "open None",
+            "error reset by peer",
+            "close 1006 reset by peer false"
+        ]
+    );
 }
 
 #[test]
