@@ -61,6 +61,30 @@
 //! `wss://` works the same way; trust a private CA with
 //! `Config::default().tls(TlsRoots::default().with_ca(cert))`.
 //!
+//! ## Keepalive and reconnection
+//!
+//! Both are the core's, set on the [`SessionConfig`] inside [`Config`], and work the same
+//! in [`Client`], [`TaskPool`] and [`wx::WxSocket`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use wxsocket_tokio::{Config, ReconnectPolicy, SessionConfig};
+//!
+//! let session = SessionConfig::default()
+//!     // Ping after 20 s with nothing received; the peer is dead 10 s after the ping.
+//!     .keepalive(Duration::from_secs(20), Duration::from_secs(10))
+//!     // Dial again after a drop: full-jitter backoff from 100 ms up to 30 s; messages
+//!     // sent meanwhile are queued and carried over in order.
+//!     .reconnect(ReconnectPolicy::default());
+//! let config = Config::default().session(session);
+//! # let _ = config;
+//! ```
+//!
+//! A dropped connection then ends with its `Close` event, followed by
+//! [`Event::Reconnecting`] (attempt, delay, last error), `Connecting` and `Open` of the next
+//! connection. The application's own `close` is never retried, and cancels a pending
+//! attempt.
+//!
 //! ## IO design
 //!
 //! - **No hop through a driver for the hot path.** The core sits in an
@@ -111,8 +135,8 @@ pub use client::{Client, Events};
 pub use pool::{SocketTask, TaskPool};
 pub use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
-    ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Message, ReadyState,
-    SendError, SendFailure, SendId, SessionConfig,
+    ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
+    Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::tls::TlsRoots;
