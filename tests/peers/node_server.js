@@ -6,6 +6,8 @@
 // that it reports what it saw, one event a line on stdout:
 //
 //   open PATH              a connection was accepted (PATH includes the query)
+//   protocols NAME,NAME... the sub-protocols the client offered, as the library parsed its
+//                          Sec-WebSocket-Protocol header (only when it offered some)
 //   extensions VALUE       the Sec-WebSocket-Extensions header of the server's answer
 //                          (`extensions none` without one), once the handshake is done
 //   received KIND LEN HOW  a text or binary message of LEN bytes (inflated) arrived; HOW
@@ -13,6 +15,9 @@
 //                          deflated it), else `plain`
 //   sent KIND LEN HOW      the server sent a message of LEN bytes, deflated or not
 //                          (reported for the echoes and the scripted deflate messages)
+//   frame OPCODE FIN LEN   (on /fragmented only) the server sent a frame: OPCODE text,
+//                          binary, cont, ping, pong or close; FIN 1 or 0; LEN payload bytes.
+//                          Reported as the library frames it, so the lines are in wire order
 //   ping                   the client pinged
 //   pong PAYLOAD           the client answered our ping
 //   closed CODE REASON     the connection ended; CODE and REASON of the client's close frame
@@ -97,6 +102,8 @@ function routeOf(request) {
 }
 
 function handleProtocols(offered, request) {
+  // `ws` calls this only when the client offered some.
+  emit('protocols', [...offered].join(','));
   const route = routeOf(request);
   if (route.length === 2 && route[0] === 'protocol' && offered.has(route[1])) {
     return route[1];
@@ -149,6 +156,23 @@ function sendReported(ws, data, options, length) {
   emit('sent', kind, length, ws._sender._compress ? 'compressed' : 'plain');
 }
 
+const OPCODES = { 0: 'cont', 1: 'text', 2: 'binary', 8: 'close', 9: 'ping', 10: 'pong' };
+
+// Reports every frame the library writes from now on (`frame OPCODE FIN LEN`), from the
+// header the sender built (`ws` hands each frame to `sendFrame` as [header, payload?]).
+function reportFramesSent(ws) {
+  const sender = ws._sender;
+  const sendFrame = sender.sendFrame;
+  sender.sendFrame = function (list, cb) {
+    const header = list[0];
+    let length = header[1] & 0x7f;
+    if (length === 126) length = header.readUInt16BE(2);
+    else if (length === 127) length = header.readUIntBE(4, 6);
+    emit('frame', OPCODES[header[0] & 0x0f], header[0] & 0x80 ? 1 : 0, length);
+    return sendFrame.call(this, list, cb);
+  };
+}
+
 function echo(ws) {
   ws.on('message', (data, isBinary) => {
     emit('received', isBinary ? 'binary' : 'text', data.length, arrivedCompressed(ws));
@@ -188,6 +212,7 @@ function onConnection(ws, request) {
       break;
     }
     case 'fragmented':
+      reportFramesSent(ws);
       ws.send('fragment one, ', { fin: false });
       ws.ping('between fragments');
       ws.send('fragment two, ', { fin: false });

@@ -6,6 +6,9 @@ It listens on 127.0.0.1, port 0, and prints the port as the first line on stdout
 that it reports what it saw, one event a line on stdout (flushed at once):
 
     open PATH                  a connection was accepted (PATH includes the query)
+    protocols NAME,NAME...     the sub-protocols the client offered, as the library
+                               parsed its Sec-WebSocket-Protocol header (only when it
+                               offered some)
     extensions VALUE           the Sec-WebSocket-Extensions header of the server's answer
                                (`extensions none` without one), once the handshake is done
     received KIND LEN HOW      a text or binary message of LEN bytes (inflated) arrived;
@@ -13,6 +16,10 @@ that it reports what it saw, one event a line on stdout (flushed at once):
                                sender deflated it), else `plain`
     sent KIND LEN HOW          the server sent a message of LEN bytes, deflated or not
                                (reported for the echoes and the scripted deflate messages)
+    frame OPCODE FIN LEN       (on /fragmented only) the server sent a frame: OPCODE
+                               text, binary, cont, ping, pong or close; FIN 1 or 0; LEN
+                               payload bytes. Reported as the library writes the frame,
+                               so the lines are in wire order
     ping                       the client pinged
     pong PAYLOAD               the client answered our ping
     closed CODE REASON         the connection ended; CODE and REASON of the client's close
@@ -26,8 +33,9 @@ What it does is chosen by the request path:
                                none; then echoes (every other path selects none)
     /headers                   sends the request headers as one JSON text message (names
                                lower-cased, keys sorted, compact), then echoes
-    /fragmented                sends a text and a binary message in several fragments each,
-                               then echoes
+    /fragmented                sends a text and a binary message in several fragments each
+                               (with the library's fragmenting send, a ping between two
+                               fragments of the text), reports the pong, then echoes
     /ping                      pings the client with payload "are you there" and reports
                                the pong, then echoes
     /close/CODE[/REASON]       closes at once with CODE and the URL-decoded REASON
@@ -98,6 +106,8 @@ def route_of(connection):
 
 
 def select_subprotocol(connection, offered):
+    if offered:
+        emit("protocols", ",".join(offered))
     route = route_of(connection)
     if len(route) == 2 and route[0] == "protocol" and route[1] in offered:
         return route[1]
@@ -189,6 +199,18 @@ def coalesce_answer_with_next_write(transport):
     transport.write = write
 
 
+def report_frames_sent(protocol):
+    """Reports every frame the library writes from now on (`frame OPCODE FIN LEN`)."""
+    send_frame = protocol.send_frame
+
+    def reporting_send_frame(frame):
+        opcode = "cont" if frame.opcode is Opcode.CONT else frame.opcode.name.lower()
+        emit("frame", opcode, int(frame.fin), len(frame.data))
+        send_frame(frame)
+
+    protocol.send_frame = reporting_send_frame
+
+
 def process_request(connection, request):
     """Runs before the handshake is answered: reports the connection, picks the extensions
     of the path and watches pings from the very first frame on."""
@@ -203,6 +225,8 @@ def process_request(connection, request):
     if name == "deflate-large-coalesced":
         coalesce_answer_with_next_write(connection.transport)
     protocol = connection.protocol
+    if name == "fragmented":
+        report_frames_sent(protocol)
     recv_frame = protocol.recv_frame
 
     def watching_recv_frame(frame):
@@ -259,8 +283,18 @@ async def handle(ws):
         await ws.send(json.dumps(headers, sort_keys=True, separators=(",", ":")))
         await echo(ws)
     elif name == "fragmented":
-        await ws.send(["fragment one, ", "fragment two, ", "fragment three"])
+        pong = []
+
+        async def fragments():
+            yield "fragment one, "
+            pong.append(await ws.ping(b"between fragments"))
+            yield "fragment two, "
+            yield "fragment three"
+
+        await ws.send(fragments())
         await ws.send([b"\x00\x01", b"\x02", b"\x03\xff"])
+        await asyncio.wait_for(pong[0], timeout=10)
+        emit("pong", "between fragments")
         await echo(ws)
     elif name == "ping":
         pong = await ws.ping(PEER_PING_PAYLOAD)

@@ -9,8 +9,9 @@
 //!
 //! Each test starts its own server process ([`Server`]), reads the port from its first line
 //! of output, and kills the process when the guard is dropped. The server reports what it
-//! saw as lines on stdout (`open PATH`, `ping`, `pong PAYLOAD`, `closed CODE REASON`), which
-//! [`Server::wait_line`] waits for with a timeout. Every wait is bounded.
+//! saw as lines on stdout (`open PATH`, `protocols OFFERED`, `frame OPCODE FIN LEN`, `ping`,
+//! `pong PAYLOAD`, `closed CODE REASON`), which [`Server::wait_line`] waits for with a
+//! timeout. Every wait is bounded.
 //!
 //! The `deflate_*` scenarios cover permessage-deflate (RFC 7692) against the peers' own
 //! implementations, on the peers' `/deflate…` paths. The peers report the extension they
@@ -425,6 +426,31 @@ impl Server {
         })
     }
 
+    /// The sub-protocols the client offered, as the peer's library parsed them (its
+    /// `protocols` line).
+    fn offered_protocols(&self) -> Vec<String> {
+        let line = self.wait_line("the offered sub-protocols", |l| l.starts_with("protocols "));
+        line["protocols ".len()..]
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The frames the peer wrote (its `frame OPCODE FIN LEN` lines, `/fragmented` only), up
+    /// to and including the one that ends the first binary message.
+    fn frames_through_the_binary_message(&self) -> Vec<SentFrame> {
+        self.wait_output("the frames of the binary message", T, |lines| {
+            let frames: Vec<SentFrame> = lines
+                .iter()
+                .skip(1)
+                .filter_map(|l| SentFrame::parse(l))
+                .collect();
+            let binary = frames.iter().position(|f| f.opcode == "binary")?;
+            let end = binary + frames[binary..].iter().position(|f| f.is_data() && f.fin)?;
+            Some(frames[..=end].to_vec())
+        })
+    }
+
     /// Waits for the `closed` line: the client's close frame as the peer got it (`None`
     /// when the client sent none).
     fn wait_closed(&self) -> Option<(u16, String)> {
@@ -454,6 +480,36 @@ impl Drop for Server {
         if let Some(dir) = self.files.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// One frame a peer reported writing (`frame OPCODE FIN LEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SentFrame {
+    /// `text`, `binary`, `cont`, `ping`, `pong` or `close`.
+    opcode: String,
+    fin: bool,
+    len: usize,
+}
+
+impl SentFrame {
+    fn parse(line: &str) -> Option<SentFrame> {
+        let mut parts = line.strip_prefix("frame ")?.split(' ');
+        let frame = SentFrame {
+            opcode: parts.next()?.to_owned(),
+            fin: match parts.next()? {
+                "1" => true,
+                "0" => false,
+                other => panic!("bad FIN {other:?} in {line:?}"),
+            },
+            len: parts.next()?.parse().ok()?,
+        };
+        assert!(parts.next().is_none(), "bad frame line {line:?}");
+        Some(frame)
+    }
+
+    fn is_data(&self) -> bool {
+        matches!(self.opcode.as_str(), "text" | "binary" | "cont")
     }
 }
 
@@ -638,13 +694,50 @@ fn fragmented_messages_from_the_peer<A: Adapter>(kind: PeerKind) {
         A::NAME
     );
     assert_eq!(events.len(), 2, "[{}] {events:#?}", A::NAME);
-    if kind == PeerKind::Node {
-        // Node's server pings between two fragments of the text (control frames may
-        // interleave); the client's pong must reach it.
-        server.wait_line("the pong to the ping between fragments", |l| {
-            l == "pong between fragments"
-        });
+    // The peer really fragmented them: what its library wrote, frame by frame, is each
+    // message as a first frame without FIN and continuations up to one with FIN, the
+    // route's three chunks being the non-empty ones (Python's `websockets` ends a
+    // fragmented send with an empty final frame), and a ping between two fragments of the
+    // text (control frames may interleave).
+    let frames = server.frames_through_the_binary_message();
+    let data: Vec<&SentFrame> = frames.iter().filter(|f| f.is_data()).collect();
+    let text_end = data
+        .iter()
+        .position(|f| f.fin)
+        .unwrap_or_else(|| panic!("[{}] no final text frame: {frames:#?}", A::NAME));
+    for (message, kind, chunks) in [
+        (&data[..=text_end], "text", [14, 14, 14]),
+        (&data[text_end + 1..], "binary", [2, 1, 2]),
+    ] {
+        assert!(
+            message[0].opcode == kind
+                && !message[0].fin
+                && message[1..].iter().all(|f| f.opcode == "cont")
+                && message.iter().rev().skip(1).all(|f| !f.fin)
+                && message.last().is_some_and(|f| f.fin),
+            "[{}] the {kind} message as a fragmented sequence: {frames:#?}",
+            A::NAME
+        );
+        let lengths: Vec<usize> = message.iter().map(|f| f.len).filter(|n| *n > 0).collect();
+        assert_eq!(lengths, chunks, "[{}] {kind}: {frames:#?}", A::NAME);
     }
+    let first_text = frames.iter().position(|f| f.opcode == "text").unwrap();
+    let last_text = first_text
+        + frames[first_text..]
+            .iter()
+            .position(|f| f.is_data() && f.fin)
+            .unwrap();
+    assert!(
+        frames[first_text..last_text]
+            .iter()
+            .any(|f| f.opcode == "ping" && f.len == "between fragments".len()),
+        "[{}] a ping between two fragments of the text: {frames:#?}",
+        A::NAME
+    );
+    // The client's pong to that ping reached the peer.
+    server.wait_line("the pong to the ping between fragments", |l| {
+        l == "pong between fragments"
+    });
     // Still in sync afterwards.
     echo_once(&mut a, conn, Message::text("after the fragments"));
     close_normally(&mut a, &server, conn);
@@ -719,6 +812,12 @@ fn subprotocol_selected_by_the_peer<A: Adapter>(kind: PeerKind) {
         "[{}] the peer's choice (not the first offered) is reported",
         A::NAME
     );
+    assert_eq!(
+        server.offered_protocols(),
+        ["chat.v1", "chat.v2"],
+        "[{}] the peer got both offers, in order",
+        A::NAME
+    );
     echo_once(&mut a, conn, Message::text("over chat.v2"));
     close_normally(&mut a, &server, conn);
 }
@@ -732,6 +831,13 @@ fn subprotocol_offered_but_none_selected<A: Adapter>(kind: PeerKind) {
         .protocol("chat.v2");
     let (conn, handshake) = open(&mut a, &options);
     assert_eq!(handshake.protocol, None, "[{}]", A::NAME);
+    // The peer selected none although it got the offer (not because none arrived).
+    assert_eq!(
+        server.offered_protocols(),
+        ["chat.v1", "chat.v2"],
+        "[{}] the peer got both offers, in order",
+        A::NAME
+    );
     assert_eq!(a.state(), ReadyState::Open);
     echo_once(&mut a, conn, Message::binary(vec![9u8; 3]));
     close_normally(&mut a, &server, conn);
