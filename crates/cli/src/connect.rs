@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConnId, ConnectError, ConnectOptions, DeflateOptions, Event,
-    Message, ReadyState, ReconnectPolicy, SessionConfig,
+    CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, DeflateOptions,
+    Event, Message, ReadyState, ReconnectPolicy, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
 
@@ -27,7 +27,7 @@ Standard input, one command per line:
   /quit                    close and exit once the close event arrived (end of input = /quit)
   /help                    this list
 
-Exit status: 2 for invalid options, otherwise 0.";
+Exit status: 2 for invalid options, 1 if the adapter cannot start, otherwise 0.";
 
 /// Everything `connect` needs, checked before anything starts.
 pub struct Settings {
@@ -81,16 +81,22 @@ impl Settings {
             let seed = RandomState::new().hash_one(std::process::id());
             session = session.reconnect(ReconnectPolicy::default().seed(seed));
         }
-        session
-            .validate()
-            .map_err(|e| format!("error: invalid session settings: {e}"))?;
+        session.validate().map_err(|e| config_error(&e))?;
 
         let mut tls = TlsRoots::default();
         if let Some(path) = &args.ca_file {
-            tls = tls.add_pem_file(path).map_err(|e| {
-                format!(
-                    "error: invalid value for '--ca-file <PEM>': {}: {}",
-                    e.path, e.problem
+            let ca_file_error = |path: &str, problem: &str| {
+                format!("error: invalid value for '--ca-file <PEM>': {path}: {problem}")
+            };
+            tls = tls
+                .add_pem_file(path)
+                .map_err(|e| ca_file_error(&e.path, &e.problem))?;
+            // The adapters build the rustls configuration when they start; build it now
+            // too, so a certificate rustls refuses is reported against the option.
+            tls.client_config().map_err(|e| {
+                ca_file_error(
+                    &path.display().to_string(),
+                    &format!("a certificate was rejected by rustls ({e})"),
                 )
             })?;
         }
@@ -134,6 +140,31 @@ fn deflate_offer(args: &ConnectArgs) -> Option<DeflateOptions> {
         offer = offer.level(level);
     }
     Some(offer)
+}
+
+/// The command-line option behind a session configuration field, if one is.
+fn config_option(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "tls" => "--ca-file <PEM>",
+        "handshake_timeout" => "--timeout <MS>",
+        "keepalive.interval" | "keepalive.timeout" => "--keepalive <SECS>",
+        _ => return None,
+    })
+}
+
+/// A session configuration error (from `SessionConfig::validate` or an adapter's start)
+/// as a usage line naming the command-line option where one caused it.
+fn config_error(e: &ConfigError) -> String {
+    match config_option(e.field) {
+        Some(option) => format!("error: invalid value for '{option}': {}", e.problem),
+        None => format!("error: invalid session settings: {e}"),
+    }
+}
+
+/// Whether an adapter's start error was caused by a command-line option (a usage error,
+/// exit 2) rather than by the machine (no poller, no thread: exit 1).
+fn config_error_is_usage(e: &ConfigError) -> bool {
+    config_option(e.field).is_some()
 }
 
 /// A connect-option error as a usage line naming the command-line option.
@@ -418,9 +449,16 @@ pub fn run(settings: Settings) -> ExitCode {
         Input::Event,
     ) {
         Ok(backend) => backend,
-        Err(e) => {
-            eprintln!("wxsocket: error: {e}");
+        Err(e) if config_error_is_usage(&e) => {
+            eprintln!("wxsocket: {}", config_error(&e));
             return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!(
+                "wxsocket: error: cannot start {}: {e}",
+                settings.kind.crate_name()
+            );
+            return ExitCode::from(1);
         }
     };
     let interactive = std::io::stdin().is_terminal();

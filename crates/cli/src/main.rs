@@ -75,8 +75,8 @@ struct ConnectArgs {
     /// A key=value pair appended to the URL query, percent-encoded (repeatable).
     #[arg(long = "data", value_name = "KEY=VALUE", value_parser = parse_data)]
     data: Vec<(String, String)>,
-    /// Handshake timeout in milliseconds (default 60000).
-    #[arg(long, value_name = "MS", value_parser = parse_positive, allow_hyphen_values = true)]
+    /// Handshake timeout in milliseconds, 1-86400000 (default 60000).
+    #[arg(long, value_name = "MS", value_parser = parse_millis, allow_hyphen_values = true)]
     timeout: Option<u64>,
     /// Set TCP_NODELAY on the socket.
     #[arg(long)]
@@ -132,8 +132,8 @@ struct ConnectArgs {
     #[arg(long, value_enum, value_name = "POLICY", default_value = "abort")]
     close_before_open: Policy,
     /// Ping after SECS seconds with nothing received; give up if nothing arrives within
-    /// another SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_positive, allow_hyphen_values = true)]
+    /// another SECS seconds (1-86400).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_hyphen_values = true)]
     keepalive: Option<u64>,
     /// Trust the CA certificates of this PEM file (in addition to the webpki roots).
     #[arg(long, value_name = "PEM")]
@@ -187,12 +187,34 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.trim().to_owned()))
 }
 
-fn parse_positive(text: &str) -> Result<u64, String> {
+/// The longest `--timeout`, in milliseconds: the
+/// core's bound on every timer (24 hours), checked here so a huge value is a usage error
+/// naming the option, before any IO.
+const MAX_MILLIS: u64 = wxsocket_core::MAX_TIMER.as_millis() as u64;
+
+/// The longest `--keepalive`, in seconds (see [`MAX_MILLIS`]).
+const MAX_SECS: u64 = wxsocket_core::MAX_TIMER.as_secs();
+
+/// A whole number in `1..=max`; `span` says what `max` is, for the error.
+fn parse_bounded(text: &str, max: u64, span: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > max => Err(format!("must be at most {max} ({span})")),
         Ok(n) => Ok(n),
+        // A number too large for u64 is still a number: say what the bound is.
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("must be at most {max} ({span})"))
+        }
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+fn parse_millis(text: &str) -> Result<u64, String> {
+    parse_bounded(text, MAX_MILLIS, "24 hours")
+}
+
+fn parse_secs(text: &str) -> Result<u64, String> {
+    parse_bounded(text, MAX_SECS, "24 hours")
 }
 
 fn parse_data(text: &str) -> Result<(String, String), String> {

@@ -125,6 +125,47 @@ fn invalid_options_exit_2_naming_the_option() {
             &["connect", "ws://127.0.0.1:9/", "--deflate=yes"],
             "--deflate",
         ),
+        // Timers are bounded (24 hours) before any IO: a huge one used to overflow a
+        // deadline inside the session.
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--keepalive",
+                "18446744073709551615",
+            ],
+            "--keepalive",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--keepalive", "86401"],
+            "--keepalive",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--keepalive", "0"],
+            "--keepalive",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--timeout",
+                "18446744073709551615",
+            ],
+            "--timeout",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--timeout",
+                "99999999999999999999999",
+            ],
+            "--timeout",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--timeout", "86400001"],
+            "--timeout",
+        ),
         (&["serve", "--addr", "nowhere"], "--addr"),
         (&["serve", "--deflate", "9"], "9"),
         (&["bench", "--json"], "--json"),
@@ -169,4 +210,33 @@ fn help_and_version_exit_0() {
     let (status, stdout, _) = common::run(&["--version"], "");
     assert!(status.success());
     assert!(stdout[0].starts_with("wxsocket "));
+}
+
+/// A PEM file that parses but holds a certificate rustls refuses: a usage error naming
+/// `--ca-file`, on one line, before any IO, whichever adapter.
+#[test]
+fn ca_file_rejected_by_rustls_names_the_option() {
+    // Valid PEM armour and base64 around bytes that are not a certificate.
+    let pem = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    let path = common::temp_file("not-a-cert.pem", pem);
+    let path = path.to_str().unwrap();
+    for blocking in [false, true] {
+        let mut args = vec!["connect", "ws://127.0.0.1:9/", "--ca-file", path];
+        if blocking {
+            args.push("--blocking");
+        }
+        let (status, stdout, stderr) = common::run(&args, "");
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
+        assert!(
+            lines[0].starts_with("wxsocket: error: ")
+                && lines[0].contains("--ca-file")
+                && lines[0].contains(path)
+                && lines[0].contains("rejected by rustls"),
+            "{args:?}: {:?}",
+            lines[0]
+        );
+    }
 }

@@ -357,6 +357,14 @@ impl Drop for TestServer {
     }
 }
 
+/// A file under the test target's temporary directory, unique to this process and `name`.
+pub fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("wxsocket-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).expect("write a temporary file");
+    path
+}
+
 /// A port on 127.0.0.1 nothing listens on (bound, then released).
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
