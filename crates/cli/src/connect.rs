@@ -77,9 +77,8 @@ impl Settings {
             let every = Duration::from_secs(secs);
             session = session.keepalive(every, every);
         }
-        if args.reconnect {
-            let seed = RandomState::new().hash_one(std::process::id());
-            session = session.reconnect(ReconnectPolicy::default().seed(seed));
+        if let Some(policy) = reconnect_policy(args)? {
+            session = session.reconnect(policy);
         }
         session.validate().map_err(|e| config_error(&e))?;
 
@@ -142,12 +141,62 @@ fn deflate_offer(args: &ConnectArgs) -> Option<DeflateOptions> {
     Some(offer)
 }
 
+/// The reconnect policy the `--reconnect*` options ask for (`None`: none of them). Every
+/// `--reconnect-*` option implies `--reconnect`, as the `--deflate-*` ones imply
+/// `--deflate`.
+fn reconnect_policy(args: &ConnectArgs) -> Result<Option<ReconnectPolicy>, String> {
+    let asked = args.reconnect
+        || args.reconnect_base.is_some()
+        || args.reconnect_cap.is_some()
+        || args.reconnect_max.is_some()
+        || args.reconnect_no_carry
+        || args.reconnect_on_4xx
+        || args.reconnect_codes.is_some()
+        || args.reconnect_seed.is_some();
+    if !asked {
+        return Ok(None);
+    }
+    let defaults = ReconnectPolicy::default();
+    let base = args
+        .reconnect_base
+        .map_or(defaults.base, Duration::from_millis);
+    // Without --reconnect-cap, a base above the default cap raises the cap to it (a
+    // constant delay ceiling) rather than being refused.
+    let cap = match args.reconnect_cap {
+        Some(ms) => Duration::from_millis(ms),
+        None => defaults.cap.max(base),
+    };
+    if cap < base {
+        return Err(format!(
+            "error: invalid value for '--reconnect-cap <MS>': {} is less than --reconnect-base ({})",
+            cap.as_millis(),
+            base.as_millis()
+        ));
+    }
+    let seed = args
+        .reconnect_seed
+        .unwrap_or_else(|| RandomState::new().hash_one(std::process::id()));
+    let mut policy = defaults
+        .backoff(base, cap)
+        .max_attempts(args.reconnect_max)
+        .carry_queue(!args.reconnect_no_carry)
+        .retry_http_4xx(args.reconnect_on_4xx)
+        .seed(seed);
+    if let Some(codes) = &args.reconnect_codes {
+        policy = policy.retry_close_codes(codes.0.clone());
+    }
+    Ok(Some(policy))
+}
+
 /// The command-line option behind a session configuration field, if one is.
 fn config_option(field: &str) -> Option<&'static str> {
     Some(match field {
         "tls" => "--ca-file <PEM>",
         "handshake_timeout" => "--timeout <MS>",
         "keepalive.interval" | "keepalive.timeout" => "--keepalive <SECS>",
+        "reconnect.base" => "--reconnect-base <MS>",
+        "reconnect.cap" => "--reconnect-cap <MS>",
+        "reconnect.max_attempts" => "--reconnect-max <N>",
         _ => return None,
     })
 }

@@ -144,9 +144,65 @@ struct ConnectArgs {
     /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
-    /// Reconnect automatically after an unclean end (exponential backoff with jitter).
-    #[arg(long)]
+    /// Reconnect automatically after an unclean end (exponential backoff with full
+    /// jitter; the first retry within --reconnect-base).
+    #[arg(long, help_heading = "Reconnection")]
     reconnect: bool,
+    /// Ceiling of the first retry's delay in milliseconds, doubling per attempt,
+    /// 1-86400000 (default 100; implies --reconnect).
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_millis,
+        help_heading = "Reconnection",
+        allow_hyphen_values = true
+    )]
+    reconnect_base: Option<u64>,
+    /// Largest delay ceiling in milliseconds, at least --reconnect-base, up to 86400000
+    /// (default 30000, or --reconnect-base if larger; implies --reconnect).
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_millis,
+        help_heading = "Reconnection",
+        allow_hyphen_values = true
+    )]
+    reconnect_cap: Option<u64>,
+    /// Give up after N consecutive failed attempts (default: never; implies --reconnect).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_attempts,
+        help_heading = "Reconnection",
+        allow_hyphen_values = true
+    )]
+    reconnect_max: Option<u32>,
+    /// Fail the messages queued while reconnecting when an attempt fails, instead of
+    /// keeping them for the next one (implies --reconnect).
+    #[arg(long, help_heading = "Reconnection")]
+    reconnect_no_carry: bool,
+    /// Also retry a handshake the server rejected with HTTP 4xx (implies --reconnect).
+    #[arg(long = "reconnect-on-4xx", help_heading = "Reconnection")]
+    reconnect_on_4xx: bool,
+    /// The server's close codes that are retried, comma-separated, or `none` (default
+    /// 1001,1011,1012,1013; implies --reconnect).
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_parser = parse_close_codes,
+        help_heading = "Reconnection",
+        allow_hyphen_values = true
+    )]
+    reconnect_codes: Option<CloseCodes>,
+    /// Seed of the backoff jitter, so the delays replay (default: random; implies
+    /// --reconnect).
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Reconnection",
+        allow_hyphen_values = true
+    )]
+    reconnect_seed: Option<u64>,
     /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
     #[arg(long)]
     blocking: bool,
@@ -187,7 +243,7 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.trim().to_owned()))
 }
 
-/// The longest `--timeout`, in milliseconds: the
+/// The longest `--timeout`, `--reconnect-base` and `--reconnect-cap`, in milliseconds: the
 /// core's bound on every timer (24 hours), checked here so a huge value is a usage error
 /// naming the option, before any IO.
 const MAX_MILLIS: u64 = wxsocket_core::MAX_TIMER.as_millis() as u64;
@@ -215,6 +271,39 @@ fn parse_millis(text: &str) -> Result<u64, String> {
 
 fn parse_secs(text: &str) -> Result<u64, String> {
     parse_bounded(text, MAX_SECS, "24 hours")
+}
+
+fn parse_attempts(text: &str) -> Result<u32, String> {
+    parse_bounded(text, u64::from(u32::MAX), "the largest attempt count")
+        .map(|n| u32::try_from(n).expect("bounded"))
+}
+
+/// The close codes of `--reconnect-codes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CloseCodes(Vec<u16>);
+
+/// `none`, or comma-separated close codes a server may send in a close frame (RFC 6455
+/// §7.4: 1000-1003, 1007-1014, 3000-4999; 1004-1006 and 1015 never appear on the wire).
+fn parse_close_codes(text: &str) -> Result<CloseCodes, String> {
+    if text.trim() == "none" {
+        return Ok(CloseCodes(Vec::new()));
+    }
+    let mut codes = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let code = part.parse::<u16>().map_err(|_| {
+            format!("{part:?} is not a close code (use codes like 1001,1012, or none)")
+        })?;
+        if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+            return Err(format!(
+                "{code} is not a close code a server sends (1000-1003, 1007-1014, 3000-4999)"
+            ));
+        }
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    Ok(CloseCodes(codes))
 }
 
 fn parse_data(text: &str) -> Result<(String, String), String> {

@@ -310,28 +310,3 @@ fn deflate_offered_to_a_server_without_it_runs_uncompressed() {
     let close = proc.expect_json("close", |v| event(v) == "close");
     assert_eq!(close["clean"], true);
 }
-
-#[test]
-fn reconnect_after_service_restart() {
-    let server = TestServer::start(Mode::CloseFirstWith(1012), false);
-    let mut proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
-    let close = proc.expect_json("first close", |v| event(v) == "close");
-    assert_eq!(close["conn"], 1);
-    assert_eq!(close["code"], 1012);
-    let again = proc.expect_json("reconnecting", |v| event(v) == "reconnecting");
-    assert_eq!(again["conn"], 2);
-    assert_eq!(again["attempt"], 1);
-    assert!(again["delay_ms"].as_u64().unwrap() <= 100);
-    assert!(again["error"].is_string());
-    proc.expect_json("second open", |v| event(v) == "open" && v["conn"] == 2);
-    proc.write("back");
-    proc.expect_json("echo", |v| event(v) == "message" && v["data"] == "back");
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
-    let last = events.last().unwrap();
-    assert_eq!(last["event"], "close");
-    assert_eq!(last["conn"], 2);
-    assert_eq!(last["code"], 1000);
-    assert_eq!(server.seen().len(), 2);
-}

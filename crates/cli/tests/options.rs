@@ -166,6 +166,73 @@ fn invalid_options_exit_2_naming_the_option() {
             &["connect", "ws://127.0.0.1:9/", "--timeout", "86400001"],
             "--timeout",
         ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-base", "0"],
+            "--reconnect-base",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--reconnect",
+                "--reconnect-base",
+                "86400001",
+            ],
+            "--reconnect-base",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--reconnect-base",
+                "200",
+                "--reconnect-cap",
+                "100",
+            ],
+            "--reconnect-cap",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--reconnect-cap",
+                "18446744073709551615",
+            ],
+            "--reconnect-cap",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-max", "0"],
+            "--reconnect-max",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-max", "-3"],
+            "--reconnect-max",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-codes", "1006"],
+            "--reconnect-codes",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--reconnect-codes",
+                "1001,,1012",
+            ],
+            "--reconnect-codes",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-codes", "5000"],
+            "--reconnect-codes",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-seed", "x"],
+            "--reconnect-seed",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--reconnect-no-carry=yes"],
+            "--reconnect-no-carry",
+        ),
         (&["serve", "--addr", "nowhere"], "--addr"),
         (&["serve", "--deflate", "9"], "9"),
         (&["bench", "--json"], "--json"),
@@ -204,6 +271,13 @@ fn help_and_version_exit_0() {
         "--deflate-level <LEVEL>",
         "/close [CODE [REASON]]",
         "/quit",
+        "--reconnect-base <MS>",
+        "--reconnect-cap <MS>",
+        "--reconnect-max <N>",
+        "--reconnect-no-carry",
+        "--reconnect-on-4xx",
+        "--reconnect-codes <CODES>",
+        "--reconnect-seed <N>",
     ] {
         assert!(text.contains(needle), "help lacks {needle}");
     }

@@ -208,6 +208,8 @@ pub enum Mode {
     Echo,
     /// Close the first connection with this code right after the handshake; echo later ones.
     CloseFirstWith(u16),
+    /// Refuse every handshake with this HTTP status.
+    Reject(u16),
 }
 
 /// One handshake the server saw.
@@ -288,6 +290,13 @@ impl TestServer {
                             close: None,
                         });
                         *at.lock().unwrap() = Some(all.len() - 1);
+                        if let Mode::Reject(status) = mode {
+                            let mut refusal = ErrorResponse::new(Some("refused".into()));
+                            *refusal.status_mut() =
+                                tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status)
+                                    .unwrap();
+                            return Err(refusal);
+                        }
                         Ok::<Response, ErrorResponse>(resp)
                     };
                     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await

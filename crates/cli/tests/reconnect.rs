@@ -1,0 +1,391 @@
+//! `wxsocket connect --reconnect…` over real IO: a server that restarts, one that refuses,
+//! one that rejects the handshake; the `--reconnect-*` options taking effect.
+
+mod common;
+
+use common::{Mode, Proc, TestServer};
+use serde_json::Value;
+
+fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
+fn events_of(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(event).collect()
+}
+
+fn with_adapter(mut args: Vec<&str>, blocking: bool) -> Vec<&str> {
+    if blocking {
+        args.push("--blocking");
+    }
+    args
+}
+
+/// Waits for connection `conn`'s close, then shows no reconnection is pending: a close
+/// call is refused as "not connected" (during a backoff it would cancel the backoff).
+/// Returns every event of the run.
+fn finish_after_final_close(mut proc: Proc, conn: u64) -> Vec<Value> {
+    proc.expect_json("final close", |v| event(v) == "close" && v["conn"] == conn);
+    proc.write("/close");
+    let refused = proc.expect_json("call_failed", |v| event(v) == "call_failed");
+    assert_eq!(refused["api"], "closeSocket");
+    assert_eq!(
+        refused["errMsg"],
+        "closeSocket:fail WebSocket is not connected"
+    );
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "exit {status}: {stderr}");
+    events_of(&lines)
+}
+
+fn reconnect_after_service_restart(blocking: bool) {
+    let server = TestServer::start(Mode::CloseFirstWith(1012), false);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json", "--reconnect"],
+        blocking,
+    ));
+    let close = proc.expect_json("first close", |v| event(v) == "close");
+    assert_eq!(close["conn"], 1);
+    assert_eq!(close["code"], 1012);
+    let again = proc.expect_json("reconnecting", |v| event(v) == "reconnecting");
+    assert_eq!(again["conn"], 2);
+    assert_eq!(again["attempt"], 1);
+    assert!(again["delay_ms"].as_u64().unwrap() <= 100);
+    assert!(again["error"].is_string());
+    proc.expect_json("second open", |v| event(v) == "open" && v["conn"] == 2);
+    proc.write("back");
+    proc.expect_json("echo", |v| event(v) == "message" && v["data"] == "back");
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = events_of(&lines);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "close");
+    assert_eq!(last["conn"], 2);
+    assert_eq!(last["code"], 1000);
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[test]
+fn reconnect_after_service_restart_tokio() {
+    reconnect_after_service_restart(false);
+}
+
+#[test]
+fn reconnect_after_service_restart_blocking() {
+    reconnect_after_service_restart(true);
+}
+
+/// `--reconnect-max 2` against a port that refuses: the first connection and exactly two
+/// retries, each announced by one `reconnecting`, with delays under the base and the cap;
+/// then nothing more.
+fn reconnect_max_gives_up(blocking: bool) {
+    let url = format!("ws://127.0.0.1:{}/", common::closed_port());
+    let proc = Proc::spawn(&with_adapter(
+        vec![
+            "connect",
+            &url,
+            "--json",
+            "--reconnect-max",
+            "2",
+            "--reconnect-base",
+            "10",
+            "--reconnect-cap",
+            "15",
+        ],
+        blocking,
+    ));
+    let events = finish_after_final_close(proc, 3);
+    assert_eq!(
+        kinds(&events),
+        [
+            "connecting",
+            "error",
+            "close",
+            "reconnecting",
+            "connecting",
+            "error",
+            "close",
+            "reconnecting",
+            "connecting",
+            "error",
+            "close",
+            "call_failed"
+        ]
+    );
+    let retries: Vec<&Value> = events
+        .iter()
+        .filter(|v| event(v) == "reconnecting")
+        .collect();
+    for (i, (retry, ceiling)) in retries.iter().zip([10, 15]).enumerate() {
+        assert_eq!(retry["conn"], i as u64 + 2);
+        assert_eq!(retry["attempt"], i as u64 + 1);
+        let delay = retry["delay_ms"].as_u64().unwrap();
+        assert!(delay <= ceiling, "attempt {}: {delay} ms", i + 1);
+        let error = retry["error"].as_str().unwrap();
+        assert!(error.starts_with("connect failed"), "{error}");
+    }
+    for close in events.iter().filter(|v| event(v) == "close") {
+        assert_eq!(close["code"], 1006);
+    }
+}
+
+#[test]
+fn reconnect_max_gives_up_tokio() {
+    reconnect_max_gives_up(false);
+}
+
+#[test]
+fn reconnect_max_gives_up_blocking() {
+    reconnect_max_gives_up(true);
+}
+
+/// The delays of a run against a refusing port with `--reconnect-seed SEED`.
+fn delays_with_seed(seed: &str) -> Vec<u64> {
+    let url = format!("ws://127.0.0.1:{}/", common::closed_port());
+    let proc = Proc::spawn(&[
+        "connect",
+        &url,
+        "--json",
+        "--reconnect-max",
+        "4",
+        "--reconnect-base",
+        "50",
+        "--reconnect-seed",
+        seed,
+    ]);
+    let events = finish_after_final_close(proc, 5);
+    let delays: Vec<u64> = events
+        .iter()
+        .filter(|v| event(v) == "reconnecting")
+        .map(|v| v["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays.len(), 4, "{events:?}");
+    for (delay, ceiling) in delays.iter().zip([50, 100, 200, 400]) {
+        assert!(*delay <= ceiling, "{delays:?}");
+    }
+    delays
+}
+
+/// `--reconnect-seed` makes the jittered delays replay exactly.
+#[test]
+fn reconnect_seed_replays_the_delays() {
+    assert_eq!(delays_with_seed("7"), delays_with_seed("7"));
+}
+
+/// A message queued while connecting, then a handshake the server rejects with 503 (which
+/// is retried), with one retry allowed: with `--reconnect-no-carry` the message fails when
+/// the first attempt fails; by default it is carried to the retry and fails only when that
+/// one fails too.
+fn queued_send_across_a_retry(carry: bool) -> Vec<Value> {
+    let server = TestServer::start(Mode::Reject(503), true);
+    let mut args = vec![
+        "connect",
+        server.url(),
+        "--json",
+        "--reconnect-max",
+        "1",
+        "--reconnect-base",
+        "10",
+    ];
+    if !carry {
+        args.push("--reconnect-no-carry");
+    }
+    let mut proc = Proc::spawn(&args);
+    proc.expect_json("connecting", |v| event(v) == "connecting");
+    proc.write("queued");
+    // Commands run in order: once this refusal is printed, the message was queued on
+    // connection 1, whose handshake the server is holding.
+    proc.write("/close 1001");
+    proc.expect_json("call_failed", |v| event(v) == "call_failed");
+    server.release();
+    let events = finish_after_final_close(proc, 2);
+    let error = events
+        .iter()
+        .find(|v| event(v) == "error")
+        .and_then(|v| v["error"].as_str())
+        .unwrap();
+    assert!(error.contains("503"), "{error}");
+    assert_eq!(server.seen().len(), 2);
+    events
+}
+
+#[test]
+fn reconnect_no_carry_fails_queued_sends_at_once() {
+    let events = queued_send_across_a_retry(false);
+    assert_eq!(
+        kinds(&events),
+        [
+            "connecting",
+            "call_failed",
+            "error",
+            "send_failed",
+            "close",
+            "reconnecting",
+            "connecting",
+            "error",
+            "close",
+            "call_failed"
+        ]
+    );
+    assert_eq!(events[3]["conn"], 1);
+    assert_eq!(events[3]["id"], 1);
+}
+
+#[test]
+fn reconnect_carries_queued_sends_by_default() {
+    let events = queued_send_across_a_retry(true);
+    assert_eq!(
+        kinds(&events),
+        [
+            "connecting",
+            "call_failed",
+            "error",
+            "close",
+            "reconnecting",
+            "connecting",
+            "error",
+            "send_failed",
+            "close",
+            "call_failed"
+        ]
+    );
+    assert_eq!(events[7]["conn"], 2);
+    assert_eq!(events[7]["id"], 1);
+}
+
+/// A handshake rejected with 403 is final under `--reconnect`, and retried with
+/// `--reconnect-on-4xx` (which implies `--reconnect`).
+#[test]
+fn reconnect_on_4xx() {
+    let server = TestServer::start(Mode::Reject(403), false);
+    let proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
+    let events = finish_after_final_close(proc, 1);
+    assert_eq!(
+        kinds(&events),
+        ["connecting", "error", "close", "call_failed"]
+    );
+    let error = events[1]["error"].as_str().unwrap();
+    assert!(error.contains("403"), "{error}");
+
+    let proc = Proc::spawn(&[
+        "connect",
+        server.url(),
+        "--json",
+        "--reconnect-on-4xx",
+        "--reconnect-max",
+        "1",
+    ]);
+    let events = finish_after_final_close(proc, 2);
+    assert_eq!(
+        kinds(&events),
+        [
+            "connecting",
+            "error",
+            "close",
+            "reconnecting",
+            "connecting",
+            "error",
+            "close",
+            "call_failed"
+        ]
+    );
+    assert_eq!(server.seen().len(), 3);
+}
+
+/// Which close codes from the server are retried: `--reconnect-codes 4000` (implying
+/// `--reconnect`) retries an application code the default list does not have, and
+/// `--reconnect-codes none` stops the default 1012 from being retried.
+#[test]
+fn reconnect_codes() {
+    let server = TestServer::start(Mode::CloseFirstWith(4000), false);
+    let mut proc = Proc::spawn(&[
+        "connect",
+        server.url(),
+        "--json",
+        "--reconnect-codes",
+        "4000",
+    ]);
+    let close = proc.expect_json("first close", |v| event(v) == "close");
+    assert_eq!(
+        (close["conn"].as_u64(), close["code"].as_u64()),
+        (Some(1), Some(4000))
+    );
+    let again = proc.expect_json("reconnecting", |v| event(v) == "reconnecting");
+    assert_eq!(again["conn"], 2);
+    proc.expect_json("second open", |v| event(v) == "open" && v["conn"] == 2);
+    drop(proc);
+
+    // The default list has 1001, 1011, 1012, 1013, not 4000.
+    let server = TestServer::start(Mode::CloseFirstWith(4000), false);
+    let proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
+    let events = finish_after_final_close(proc, 1);
+    assert_eq!(
+        kinds(&events),
+        ["connecting", "open", "close", "call_failed"]
+    );
+    assert_eq!(events[2]["code"], 4000);
+
+    let server = TestServer::start(Mode::CloseFirstWith(1012), false);
+    let proc = Proc::spawn(&[
+        "connect",
+        server.url(),
+        "--json",
+        "--reconnect",
+        "--reconnect-codes",
+        "none",
+    ]);
+    let events = finish_after_final_close(proc, 1);
+    assert_eq!(
+        kinds(&events),
+        ["connecting", "open", "close", "call_failed"]
+    );
+    assert_eq!(events[2]["code"], 1012);
+}
+
+/// `/close` during a backoff cancels the reconnection: the waiting connection gets one
+/// close event, the message queued for it fails, and nothing is dialled again.
+#[test]
+fn close_during_backoff_cancels_it() {
+    let url = format!("ws://127.0.0.1:{}/", common::closed_port());
+    // A delay drawn from [0, 24 h]: the backoff is certainly still running below.
+    let mut proc = Proc::spawn(&[
+        "connect",
+        &url,
+        "--json",
+        "--reconnect-base",
+        "86400000",
+        "--reconnect-seed",
+        "1",
+    ]);
+    let retry = proc.expect_json("reconnecting", |v| event(v) == "reconnecting");
+    assert!(retry["delay_ms"].as_u64().unwrap() > 60_000, "{retry}");
+    proc.write("queued");
+    proc.write("/close");
+    let close = proc.expect_json("close", |v| event(v) == "close" && v["conn"] == 2);
+    assert_eq!(close["reason"], "reconnection cancelled");
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = events_of(&lines);
+    assert_eq!(
+        kinds(&events),
+        [
+            "connecting",
+            "error",
+            "close",
+            "reconnecting",
+            "send_failed",
+            "close"
+        ]
+    );
+    assert_eq!(
+        (events[4]["conn"].as_u64(), events[4]["id"].as_u64()),
+        (Some(2), Some(1))
+    );
+}
