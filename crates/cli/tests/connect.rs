@@ -310,3 +310,354 @@ fn deflate_offered_to_a_server_without_it_runs_uncompressed() {
     let close = proc.expect_json("close", |v| event(v) == "close");
     assert_eq!(close["clean"], true);
 }
+
+fn with_adapter(mut args: Vec<&str>, blocking: bool) -> Vec<&str> {
+    if blocking {
+        args.push("--blocking");
+    }
+    args
+}
+
+/// `/connect URL` replaces the current socket: connection 1's close event (1000,
+/// "replaced", not clean) comes before connection 2's `connecting`, and the new socket
+/// works.
+fn connect_command_replaces_the_socket(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, false);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json"],
+        blocking,
+    ));
+    proc.expect_json("first open", |v| event(v) == "open" && v["conn"] == 1);
+    let second = format!("{}again", server.url());
+    proc.write(&format!("/connect {second}"));
+    proc.expect_json("second open", |v| event(v) == "open" && v["conn"] == 2);
+    proc.write("on two");
+    proc.expect_json("echo", |v| {
+        event(v) == "message" && v["conn"] == 2 && v["data"] == "on two"
+    });
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let events = check_lines(&lines);
+    let kinds: Vec<&str> = events.iter().map(event).collect();
+    assert_eq!(
+        kinds[..5],
+        ["connecting", "open", "close", "connecting", "open"],
+        "{lines:?}"
+    );
+    assert_eq!(events[2]["conn"], 1);
+    assert_eq!(events[2]["code"], 1000);
+    assert_eq!(events[2]["reason"], "replaced by a new connection");
+    assert_eq!(events[2]["clean"], false);
+    assert_eq!(events[3]["conn"], 2);
+    assert_eq!(events[3]["url"], second.as_str());
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["conn"].as_u64()),
+        (Some("close"), Some(2))
+    );
+    assert_eq!(last["code"], 1000);
+    assert_eq!(last["clean"], true);
+    // The server saw both handshakes, and the replaced socket's close frame.
+    common::wait_until("close frame of the replaced socket", || {
+        server.seen().first().is_some_and(|s| s.close.is_some())
+    });
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].target, "/again");
+    assert_eq!(
+        seen[0].close,
+        Some((1000, "replaced by a new connection".to_owned()))
+    );
+}
+
+#[test]
+fn connect_command_replaces_the_socket_tokio() {
+    connect_command_replaces_the_socket(false);
+}
+
+#[test]
+fn connect_command_replaces_the_socket_blocking() {
+    connect_command_replaces_the_socket(true);
+}
+
+/// `--allow-host` lets the allowed host connect; `/connect` to a host outside the list, or
+/// with a bad scheme, is a `call_failed` of `connectSocket` that leaves the open socket
+/// alone.
+fn allow_host_and_refused_connect(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, false);
+    let port = server.url().trim_start_matches("ws://127.0.0.1:");
+    let elsewhere = format!("ws://localhost:{port}");
+    let mut proc = Proc::spawn(&with_adapter(
+        vec![
+            "connect",
+            server.url(),
+            "--json",
+            "--allow-host",
+            "127.0.0.1",
+        ],
+        blocking,
+    ));
+    proc.expect_json("open", |v| event(v) == "open" && v["conn"] == 1);
+    proc.write(&format!("/connect {elsewhere}"));
+    let refused = proc.expect_json("call_failed", |v| event(v) == "call_failed");
+    assert_eq!(refused["api"], "connectSocket");
+    let msg = refused["errMsg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("connectSocket:fail ") && msg.contains("localhost"),
+        "{msg}"
+    );
+    proc.write("/connect ftp://127.0.0.1/");
+    let refused = proc.expect_json("call_failed", |v| event(v) == "call_failed");
+    assert_eq!(refused["api"], "connectSocket");
+    let msg = refused["errMsg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("connectSocket:fail ") && msg.contains("ftp"),
+        "{msg}"
+    );
+    proc.write("still one");
+    proc.expect_json("echo", |v| {
+        event(v) == "message" && v["data"] == "still one"
+    });
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = check_lines(&lines);
+    // Connection 1 was never replaced: its one close is the final one, clean.
+    assert!(
+        events.iter().all(|v| v["conn"].is_null() || v["conn"] == 1),
+        "{lines:?}"
+    );
+    let closes: Vec<&Value> = events.iter().filter(|v| event(v) == "close").collect();
+    assert_eq!(closes.len(), 1, "{lines:?}");
+    assert_eq!(closes[0]["code"], 1000);
+    assert_eq!(closes[0]["clean"], true);
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn allow_host_and_refused_connect_tokio() {
+    allow_host_and_refused_connect(false);
+}
+
+#[test]
+fn allow_host_and_refused_connect_blocking() {
+    allow_host_and_refused_connect(true);
+}
+
+/// `/sleep MS` pauses reading commands for MS, while events keep printing.
+#[test]
+fn sleep_pauses_commands_not_events() {
+    let server = TestServer::start(Mode::Echo, false);
+    let mut proc = Proc::spawn(&["connect", server.url(), "--json"]);
+    proc.expect_json("open", |v| event(v) == "open");
+    // A refused close is printed when its line runs: it stamps when commands ran.
+    proc.write("/close 1001");
+    proc.write("during");
+    proc.write("/sleep 1000");
+    proc.write("/close 1001");
+    let before = proc.expect_json("first call_failed", |v| event(v) == "call_failed");
+    let echo = proc.expect_json("echo or second call_failed", |v| {
+        event(v) == "call_failed" || event(v) == "message"
+    });
+    // The echo arrived during the pause and was printed then.
+    assert_eq!(echo["event"], "message", "{:?}", proc.seen);
+    assert_eq!(echo["data"], "during");
+    let after = proc.expect_json("second call_failed", |v| event(v) == "call_failed");
+    let (t0, t1) = (before["t"].as_u64().unwrap(), after["t"].as_u64().unwrap());
+    assert!(t1 >= t0 + 1000, "the pause took {} ms", t1 - t0);
+    assert!(t1 < t0 + 1000 + 10_000, "the pause took {} ms", t1 - t0);
+    let (status, _, _) = proc.finish();
+    assert!(status.success());
+}
+
+/// `--timeout` bounds the handshake: a server that accepts the TCP connection but never
+/// answers the upgrade gets an error naming the timeout and close 1006 after it.
+fn handshake_timeout_fires(blocking: bool) {
+    // Held handshakes are never released.
+    let server = TestServer::start(Mode::Echo, true);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json", "--timeout", "300"],
+        blocking,
+    ));
+    let connecting = proc.expect_json("connecting", |v| event(v) == "connecting");
+    let close = proc.expect_json("close", |v| event(v) == "close");
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = check_lines(&lines);
+    let kinds: Vec<&str> = events.iter().map(event).collect();
+    assert_eq!(kinds, ["connecting", "error", "close"], "{lines:?}");
+    let error = events[1]["error"].as_str().unwrap();
+    assert!(error.contains("timed out after 300ms"), "{error}");
+    assert_eq!(close["code"], 1006);
+    assert_eq!(close["clean"], false);
+    let took = close["t"].as_u64().unwrap() - connecting["t"].as_u64().unwrap();
+    // Whole milliseconds, truncated: the close may be stamped a millisecond early.
+    assert!((299..10_000).contains(&took), "closed after {took} ms");
+}
+
+#[test]
+fn handshake_timeout_fires_tokio() {
+    handshake_timeout_fires(false);
+}
+
+#[test]
+fn handshake_timeout_fires_blocking() {
+    handshake_timeout_fires(true);
+}
+
+/// `--close-before-open ignore`: a close while connecting is refused (the seed's race),
+/// the queued message goes out on open, and a later close works.
+fn close_before_open_ignore(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, true);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec![
+            "connect",
+            server.url(),
+            "--json",
+            "--close-before-open",
+            "ignore",
+        ],
+        blocking,
+    ));
+    proc.write("queued");
+    proc.write("/close");
+    let refused = proc.expect_json("call_failed", |v| event(v) == "call_failed");
+    assert_eq!(refused["api"], "closeSocket");
+    assert_eq!(
+        refused["errMsg"],
+        "closeSocket:fail WebSocket is not open yet; close is ignored until open"
+    );
+    server.release();
+    proc.expect_json("echo", |v| event(v) == "message" && v["data"] == "queued");
+    proc.write("/close 4002 done");
+    proc.expect_json("close", |v| event(v) == "close");
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = check_lines(&lines);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(event)
+        .filter(|k| *k != "message")
+        .collect();
+    assert_eq!(
+        kinds,
+        ["connecting", "call_failed", "open", "sent", "close"],
+        "{lines:?}"
+    );
+    let close = events.last().unwrap();
+    assert_eq!(close["code"], 4002);
+    assert_eq!(close["reason"], "done");
+    assert_eq!(close["clean"], true);
+}
+
+#[test]
+fn close_before_open_ignore_tokio() {
+    close_before_open_ignore(false);
+}
+
+#[test]
+fn close_before_open_ignore_blocking() {
+    close_before_open_ignore(true);
+}
+
+/// `--keepalive 1` against a server that never reads (so never answers a ping): after a
+/// second idle a ping, after another second the keepalive failure and close 1006.
+fn keepalive_declares_a_silent_peer_dead(blocking: bool) {
+    let server = TestServer::start(Mode::Silent, false);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json", "--keepalive", "1"],
+        blocking,
+    ));
+    let open = proc.expect_json("open", |v| event(v) == "open");
+    let close = proc.expect_json("close", |v| event(v) == "close");
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = check_lines(&lines);
+    let kinds: Vec<&str> = events.iter().map(event).collect();
+    assert_eq!(kinds, ["connecting", "open", "error", "close"], "{lines:?}");
+    let error = events[2]["error"].as_str().unwrap();
+    assert!(error.contains("no pong within 1s"), "{error}");
+    assert_eq!(close["code"], 1006);
+    assert_eq!(close["clean"], false);
+    let took = close["t"].as_u64().unwrap() - open["t"].as_u64().unwrap();
+    assert!(
+        (1999..12_000).contains(&took),
+        "declared dead after {took} ms"
+    );
+}
+
+#[test]
+fn keepalive_declares_a_silent_peer_dead_tokio() {
+    keepalive_declares_a_silent_peer_dead(false);
+}
+
+#[test]
+fn keepalive_declares_a_silent_peer_dead_blocking() {
+    keepalive_declares_a_silent_peer_dead(true);
+}
+
+/// `--keepalive 1` against a server that answers pings: the connection outlives several
+/// keepalive periods and still echoes.
+#[test]
+fn keepalive_keeps_an_answering_peer() {
+    let server = TestServer::start(Mode::Echo, false);
+    let mut proc = Proc::spawn(&["connect", server.url(), "--json", "--keepalive", "1"]);
+    proc.expect_json("open", |v| event(v) == "open");
+    // Three seconds idle: three pings answered, where an unanswered one fails at two.
+    proc.write("/sleep 3000");
+    proc.write("still here");
+    proc.expect_json("echo", |v| {
+        event(v) == "message" && v["data"] == "still here"
+    });
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let events = check_lines(&lines);
+    // No error: the one close is the one /quit asked for.
+    let kinds: Vec<&str> = events.iter().map(event).filter(|k| *k != "sent").collect();
+    assert_eq!(
+        kinds,
+        ["connecting", "open", "message", "close"],
+        "{lines:?}"
+    );
+    let close = events.last().unwrap();
+    assert_eq!(close["code"], 1000);
+    assert_eq!(close["clean"], true);
+}
+
+/// The largest timers the options accept (24 hours) work: nothing overflows.
+fn largest_timers_accepted(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, false);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec![
+            "connect",
+            server.url(),
+            "--json",
+            "--keepalive",
+            "86400",
+            "--timeout",
+            "86400000",
+            "--reconnect-base",
+            "86400000",
+            "--reconnect-cap",
+            "86400000",
+        ],
+        blocking,
+    ));
+    proc.expect_json("open", |v| event(v) == "open");
+    proc.write("hi");
+    proc.expect_json("echo", |v| event(v) == "message" && v["data"] == "hi");
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let close = check_lines(&lines).pop().unwrap();
+    assert_eq!(close["event"], "close");
+    assert_eq!(close["clean"], true);
+}
+
+#[test]
+fn largest_timers_accepted_tokio() {
+    largest_timers_accepted(false);
+}
+
+#[test]
+fn largest_timers_accepted_blocking() {
+    largest_timers_accepted(true);
+}

@@ -208,6 +208,8 @@ pub enum Mode {
     Echo,
     /// Close the first connection with this code right after the handshake; echo later ones.
     CloseFirstWith(u16),
+    /// Complete the handshake, then never read: pings go unanswered.
+    Silent,
     /// Refuse every handshake with this HTTP status.
     Reject(u16),
 }
@@ -303,6 +305,12 @@ impl TestServer {
                     else {
                         return;
                     };
+                    if mode == Mode::Silent {
+                        // Hold the socket open without reading it until the server stops.
+                        std::future::pending::<()>().await;
+                        drop(ws);
+                        return;
+                    }
                     if let (Mode::CloseFirstWith(code), true) = (mode, first) {
                         let _ = ws
                             .close(Some(CloseFrame {
@@ -366,12 +374,131 @@ impl Drop for TestServer {
     }
 }
 
+/// Waits (bounded by [`WAIT`]) until `done` holds, checking every few milliseconds; for
+/// state another process or thread changes without telling the test.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "no {what} within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A file under the test target's temporary directory, unique to this process and `name`.
 pub fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let path = dir.join(format!("wxsocket-cli-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).expect("write a temporary file");
     path
+}
+
+/// A test CA (PEM) and a rustls server configuration for a certificate it signed, for
+/// `localhost` and 127.0.0.1.
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The server side.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    /// Generates a fresh CA and server certificate.
+    pub fn generate() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        TestCa {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// A `wss://` echo server on 127.0.0.1 (a thread per connection, rustls over std IO),
+/// stopped on drop.
+pub struct TlsEchoServer {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsEchoServer {
+    /// Starts the server with `config`.
+    pub fn start(config: Arc<rustls::ServerConfig>) -> TlsEchoServer {
+        use std::sync::atomic::Ordering;
+        use tokio_tungstenite::tungstenite;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let accept = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let config = Arc::clone(&config);
+                std::thread::spawn(move || {
+                    // Bounded: a stuck connection ends its thread.
+                    let _ = stream.set_read_timeout(Some(WAIT));
+                    let Ok(tls) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let stream = rustls::StreamOwned::new(tls, stream);
+                    let Ok(mut ws) = tungstenite::accept(stream) else {
+                        return;
+                    };
+                    while let Ok(message) = ws.read() {
+                        if (message.is_text() || message.is_binary()) && ws.send(message).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TlsEchoServer {
+            port,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// `wss://HOST:PORT/` for `host` (`localhost` or `127.0.0.1`).
+    pub fn url(&self, host: &str) -> String {
+        format!("wss://{host}:{}/", self.port)
+    }
+}
+
+impl Drop for TlsEchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
 }
 
 /// A port on 127.0.0.1 nothing listens on (bound, then released).

@@ -1,0 +1,91 @@
+//! `wss://` through the binary: `--ca-file` trusting a test CA, with `--require-tls` and
+//! `--allow-host`, against an in-process rustls echo server, on both adapters.
+
+mod common;
+
+use common::{Proc, TestCa, TlsEchoServer};
+use serde_json::Value;
+
+fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
+fn wss_with_ca_file(blocking: bool) {
+    let ca = TestCa::generate();
+    let pem = common::temp_file(
+        &format!("ca-{}.pem", if blocking { "blocking" } else { "tokio" }),
+        &ca.ca_pem,
+    );
+    let server = TlsEchoServer::start(ca.server.clone());
+    let url = server.url("localhost");
+    let mut args = vec![
+        "connect",
+        url.as_str(),
+        "--json",
+        "--ca-file",
+        pem.to_str().unwrap(),
+        "--require-tls",
+        "--allow-host",
+        "localhost",
+    ];
+    if blocking {
+        args.push("--blocking");
+    }
+    let mut proc = Proc::spawn(&args);
+    let open = proc.expect_json("open", |v| matches!(event(v), "open" | "close"));
+    assert_eq!(open["event"], "open", "{:?}", proc.seen);
+    proc.write("over tls");
+    proc.write("/binary 00ff");
+    proc.expect_json("binary echo", |v| {
+        event(v) == "message" && v["type"] == "binary"
+    });
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let messages: Vec<&str> = events
+        .iter()
+        .filter(|v| event(v) == "message")
+        .map(|v| v["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["over tls", "00ff"]);
+    let close = events.last().unwrap();
+    assert_eq!(close["event"], "close");
+    assert_eq!(close["code"], 1000);
+    assert_eq!(close["clean"], true);
+    assert!(!events.iter().any(|v| event(v) == "error"), "{lines:?}");
+}
+
+#[test]
+fn wss_with_ca_file_tokio() {
+    wss_with_ca_file(false);
+}
+
+#[test]
+fn wss_with_ca_file_blocking() {
+    wss_with_ca_file(true);
+}
+
+/// Without `--ca-file` the same server's certificate is not trusted: the handshake fails
+/// (so the success above is the option's doing).
+#[test]
+fn wss_without_ca_file_fails() {
+    let ca = TestCa::generate();
+    let server = TlsEchoServer::start(ca.server.clone());
+    let url = server.url("localhost");
+    let mut proc = Proc::spawn(&["connect", &url, "--json"]);
+    let close = proc.expect_json("close", |v| matches!(event(v), "open" | "close"));
+    assert_eq!(close["event"], "close", "{:?}", proc.seen);
+    assert_eq!(close["code"], 1006);
+    let (status, lines, _) = proc.finish();
+    assert!(status.success());
+    let error = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| event(v) == "error")
+        .expect("an error event");
+    let text = error["error"].as_str().unwrap().to_lowercase();
+    assert!(text.contains("certificate"), "{text}");
+}
