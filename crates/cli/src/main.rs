@@ -144,8 +144,9 @@ struct ConnectArgs {
     /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
-    /// Reconnect automatically after an unclean end (exponential backoff with full
-    /// jitter; the first retry within --reconnect-base).
+    /// Reconnect automatically when a connection this client did not close ends (a failed
+    /// dial, a drop, a keepalive failure, a retried close code), with exponential backoff
+    /// and full jitter; the first retry within --reconnect-base.
     #[arg(long, help_heading = "Reconnection")]
     reconnect: bool,
     /// Ceiling of the first retry's delay in milliseconds, doubling per attempt,
@@ -168,7 +169,8 @@ struct ConnectArgs {
         allow_hyphen_values = true
     )]
     reconnect_cap: Option<u64>,
-    /// Give up after N consecutive failed attempts (default: never; implies --reconnect).
+    /// Retry at most N times in a row: the close after the Nth retry is final (default: no
+    /// limit; implies --reconnect).
     #[arg(
         long,
         value_name = "N",
