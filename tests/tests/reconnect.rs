@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
     ConnId, ConnectOptions, ConnectionError, Event, Message, ReadyState, ReconnectPolicy,
@@ -106,14 +107,26 @@ struct Sent {
     id: SendId,
     /// Opened connections the client had seen end when it sent this one.
     ended_before: usize,
+    /// Connections the client had seen open when it sent this one.
+    opened_before: usize,
+}
+
+impl Sent {
+    /// The restart during whose reconnect window (after the client saw connection
+    /// `restart` end, before it saw the next one open) this message was sent, if any.
+    fn window(&self) -> Option<usize> {
+        (self.ended_before >= 1 && self.ended_before == self.opened_before)
+            .then(|| self.ended_before - 1)
+    }
 }
 
 /// The client's record of the whole run.
 #[derive(Default, Debug)]
 struct ChatLog {
     sent: Vec<Sent>,
-    /// Numbers `send_nowait` refused, with the refusal.
-    refused: Vec<(u32, String)>,
+    /// Numbers `send_nowait` refused, with the refusal and how many opened connections
+    /// the client had seen end by then.
+    refused: Vec<(u32, String, usize)>,
     outcomes: HashMap<SendId, Vec<Outcome>>,
     /// Every event except messages and send outcomes, in order.
     lifecycle: Vec<Event>,
@@ -165,17 +178,79 @@ const BURST: usize = 4;
 /// The three clean restarts and the abrupt one.
 const RESTARTS: usize = 4;
 
-/// The server side of the chat scenario: waits until the current connection carried some
-/// messages, then restarts — three times closing every connection with 1012 and once
-/// dropping them — stopping to listen during each restart.
-fn restart_script(peer: &Peer) {
+/// What the chat client did, shared with the restart script as it happens, so the server
+/// restarts and comes back at points of the client's progress rather than of the clock.
+#[derive(Default)]
+struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProgressState {
+    /// Per connection: the first message the client sent after it saw that connection
+    /// open (those before were queued, and flushed first on open).
+    first_after_open: [Option<u32>; RESTARTS + 1],
+    /// Per restart: messages the client sent during its reconnect window.
+    window_sent: [usize; RESTARTS],
+    /// Per restart: the client saw a reconnect attempt fail (its dial refused) while
+    /// messages sent in the window were queued.
+    dial_failed_with_queue: [bool; RESTARTS],
+}
+
+impl Progress {
+    fn get(&self) -> ProgressState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ProgressState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.notify_all();
+    }
+
+    /// Waits (at most [`EVENT_TIMEOUT`]) until the client sent `at_least` messages in the
+    /// window of `restart` and saw an attempt fail while some of them were queued.
+    fn wait_window(&self, restart: usize, at_least: usize) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, timeout) = self
+            .changed
+            .wait_timeout_while(state, EVENT_TIMEOUT, |p| {
+                p.window_sent[restart] < at_least || !p.dial_failed_with_queue[restart]
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        assert!(
+            !timeout.timed_out(),
+            "within {EVENT_TIMEOUT:?} of restart {restart}, the client did not send \
+             {at_least} messages and see a dial fail with them queued: {state:?}"
+        );
+    }
+}
+
+/// The server side of the chat scenario: waits until the current connection carried the
+/// messages queued for it and then some more, then restarts — three times closing every
+/// connection with 1012 and once dropping them — stopping to listen during each restart,
+/// and listening again only once the client, having seen its connection end, sent a burst
+/// and saw a reconnect attempt refused while that burst was queued (so the queue had to
+/// carry over).
+fn restart_script(peer: &Peer, progress: &Progress) {
     for restart in 0..RESTARTS {
         let snap = peer.wait_for(
-            &format!("{PER_CONNECTION} messages on connection {restart}"),
+            &format!(
+                "{PER_CONNECTION} messages sent after connection {restart} opened to arrive there"
+            ),
             EVENT_TIMEOUT,
             |s| {
+                // What arrives in order after the queued ones: once one arrived, so did
+                // everything queued before it.
+                let first = progress.get().first_after_open[restart];
                 upgraded(s) == restart + 1
-                    && received_per_connection(s)[restart].len() >= PER_CONNECTION
+                    && first.is_some_and(|first| {
+                        received_per_connection(s)[restart]
+                            .iter()
+                            .filter(|n| **n >= first)
+                            .count()
+                            >= PER_CONNECTION
+                    })
             },
         );
         let live = snap.connections.len();
@@ -192,6 +267,7 @@ fn restart_script(peer: &Peer) {
         peer.wait_for("the restarted connections to end", EVENT_TIMEOUT, |s| {
             s.connections[..live].iter().all(|c| c.ended)
         });
+        progress.wait_window(restart, BURST);
         peer.listen_again();
     }
 }
@@ -201,7 +277,10 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
     let policy = ReconnectPolicy::default().seed(8);
     let first_ceiling = policy.ceiling(1);
     let peer = Peer::start(Mode::Echo);
-    let mut a: A = client(config(policy.clone()));
+    // The client sends 2000 messages a second and the server stays down for at least one
+    // refused attempt per restart, so a window can last a few backoffs (the first three
+    // ceilings add up to 700 ms): room to queue them all.
+    let mut a: A = client(config(policy.clone()).queue_bounds(1 << 14, 8 << 20));
     let mut log = ChatLog::default();
     let deadline = Instant::now() + Duration::from_secs(30);
     let send_every = Duration::from_millis(2);
@@ -209,15 +288,20 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
     a.connect(&ConnectOptions::new(peer.url()))
         .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
     let script_done = AtomicBool::new(false);
+    let progress = Progress::default();
     std::thread::scope(|scope| {
         let script = scope.spawn(|| {
-            restart_script(&peer);
+            restart_script(&peer, &progress);
             script_done.store(true, Ordering::SeqCst);
         });
         // The chat client: a numbered message every few milliseconds, events in between,
         // until the script is over and the last connection carried its share.
         let mut number = 0;
         let mut next_send = Instant::now();
+        // Per restart: the connection the session was at (dialling, or backing off
+        // before) right after the first message sent in its window; once that one's dial
+        // fails, messages sent in the window were queued when an attempt failed.
+        let mut queued_on: [Option<ConnId>; RESTARTS] = [None; RESTARTS];
         let mut after_last_open = 0;
         loop {
             let now = Instant::now();
@@ -237,11 +321,26 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
             if now >= next_send {
                 for _ in 0..BURST {
                     match a.send_nowait(chat(number)) {
-                        Ok(id) => log.sent.push(Sent {
-                            number,
-                            id,
-                            ended_before: log.ended.len(),
-                        }),
+                        Ok(id) => {
+                            let sent = Sent {
+                                number,
+                                id,
+                                ended_before: log.ended.len(),
+                                opened_before: log.opened.len(),
+                            };
+                            if let Some(restart) = sent.window() {
+                                if queued_on[restart].is_none() {
+                                    queued_on[restart] = a.current();
+                                }
+                                progress.update(|p| p.window_sent[restart] += 1);
+                            } else if sent.opened_before == sent.ended_before + 1 {
+                                let open = sent.ended_before;
+                                if progress.get().first_after_open[open].is_none() {
+                                    progress.update(|p| p.first_after_open[open] = Some(number));
+                                }
+                            }
+                            log.sent.push(sent);
+                        }
                         Err(e) => {
                             // Only while a connection is closing (the 1012 handshake) may a
                             // send be refused; a reconnect delay queues it.
@@ -249,7 +348,7 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
                                 matches!(e, SendError::Closing(_)),
                                 "[{name}] send {number} refused: {e:?}"
                             );
-                            log.refused.push((number, e.to_string()));
+                            log.refused.push((number, e.to_string(), log.ended.len()));
                         }
                     }
                     number += 1;
@@ -264,6 +363,14 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
                 continue;
             }
             if let Some(event) = a.next_event(next_send - now) {
+                // In a window nothing opens: a close there is a refused attempt.
+                if let Event::Close { conn, .. } = &event
+                    && log.ended.len() == log.opened.len()
+                    && let Some(restart) = log.ended.len().checked_sub(1)
+                    && queued_on[restart].is_some_and(|q| *conn >= q)
+                {
+                    progress.update(|p| p.dial_failed_with_queue[restart] = true);
+                }
                 log.record(event);
             }
         }
@@ -381,6 +488,12 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
                 "[{name}] no Reconnecting after restart {i}: {:#?}",
                 log.lifecycle
             );
+            // The server stayed down until an attempt was refused with messages queued.
+            assert!(
+                expected_attempt > 2,
+                "[{name}] no attempt was refused after restart {i}: {:#?}",
+                log.lifecycle
+            );
         }
     }
     assert_eq!(log.ended.len(), RESTARTS + 1);
@@ -486,14 +599,77 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
         after_drop,
         "[{name}] every message sent after the drop arrives on the new connection, in order"
     );
+    // The client kept sending while the server restarted: in each restart's reconnect
+    // window (after it saw its connection end, before it saw the next one open; the server
+    // listens again only once the client sent a burst there) the session queued what it
+    // sent and carried it to the next connection: written there, and received there in
+    // the order sent.
+    let mut window_sends = Vec::new();
+    for restart in 0..RESTARTS {
+        let during: Vec<&Sent> = log
+            .sent
+            .iter()
+            .filter(|s| s.window() == Some(restart))
+            .collect();
+        assert!(
+            during.len() >= BURST,
+            "[{name}] only {} messages sent during the reconnect window of restart {restart}",
+            during.len()
+        );
+        let next = log.opened[restart + 1];
+        for sent in &during {
+            assert_eq!(
+                log.outcomes[&sent.id],
+                [Outcome::Written(next)],
+                "[{name}] message {} was sent during restart {restart} and must be carried to \
+                 the next connection",
+                sent.number
+            );
+        }
+        let numbers: Vec<u32> = during.iter().map(|s| s.number).collect();
+        assert_eq!(
+            per_connection[restart + 1]
+                .iter()
+                .copied()
+                .filter(|n| numbers.contains(n))
+                .collect::<Vec<_>>(),
+            numbers,
+            "[{name}] the messages sent during restart {restart} arrive on the next connection, \
+             in order"
+        );
+        window_sends.push(during.len());
+    }
+    // With `carry_queue` on (the default), no message the session still held (queued) when
+    // a connection ended fails: the only messages reported failed are those `send` refused
+    // while a 1012 close handshake was under way, and those already handed to the driver
+    // (no message handed back), which may or may not have been written (at most once, in
+    // order: checked above).
+    let handed_back: Vec<(u32, usize)> = log
+        .sent
+        .iter()
+        .filter(|s| log.outcomes[&s.id][0] == Outcome::Failed { handed_back: true })
+        .map(|s| (s.number, s.ended_before))
+        .collect();
+    assert!(
+        handed_back.is_empty(),
+        "[{name}] queued messages failed although the queue carries over (number, \
+         connections ended before it was sent): {handed_back:?}"
+    );
+    for (number, why, ended_before) in &log.refused {
+        assert!(
+            *ended_before < RESTARTS - 1,
+            "[{name}] send {number} was refused ({why}) outside the three 1012 close handshakes"
+        );
+    }
     let failed = log
         .sent
         .iter()
         .filter(|s| matches!(log.outcomes[&s.id][0], Outcome::Failed { .. }))
         .count();
     eprintln!(
-        "[{name}] chat: {} sent, {} refused while closing, {failed} failed, {} received over {} \
-         connections, {} written into the dropped connection after the server dropped it",
+        "[{name}] chat: {} sent ({window_sends:?} during the reconnect windows), {} refused \
+         while closing, {failed} failed (none handed back), {} received over {} connections, \
+         {} written into the dropped connection after the server dropped it",
         log.sent.len(),
         log.refused.len(),
         received.len(),
