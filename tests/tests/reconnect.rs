@@ -18,9 +18,10 @@ use wxsocket_core::{
     ConnId, ConnectOptions, ConnectionError, Event, Message, ReadyState, ReconnectPolicy,
     SendError, SendFailure, SendId, SessionConfig, TransportErrorKind,
 };
-use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
+use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, Task};
 use wxsocket_tests::peer::{Mode, Peer, Snapshot};
-use wxsocket_tests::scenario::{assert_quiet_for, client, expect_connecting};
+use wxsocket_tests::scenario::{assert_quiet_for, client, close_event, expect_connecting};
+use wxsocket_wire::tls::TlsRoots;
 
 macro_rules! scenarios {
     ($($scenario:ident),* $(,)?) => {
@@ -42,6 +43,22 @@ scenarios!(
     close_during_a_backoff_cancels_it,
     http_403_is_not_retried_by_default,
 );
+
+/// The multi-socket form: each pool scenario against both adapters' `TaskPool`.
+macro_rules! pool_scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every pool scenario against `wxsocket-tokio`.
+        mod pool_on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioPool>(); })*
+        }
+        /// Every pool scenario against `wxsocket-blocking`.
+        mod pool_on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingPool>(); })*
+        }
+    };
+}
+
+pool_scenarios!(a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order);
 
 // ----- helpers -----
 
@@ -1015,4 +1032,176 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
         peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
         a.close(None, "").expect("close");
     }
+}
+
+// ----- 6. the multi-socket form: a pool task across a server restart -----
+
+fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: PoolAdapter>() {
+    let name = P::NAME;
+    let policy = ReconnectPolicy::default().seed(12);
+    let restarting = Peer::start(Mode::Echo);
+    let steady = Peer::start(Mode::Echo);
+    let mut pool = P::new(config(policy.clone()), TlsRoots::default())
+        .unwrap_or_else(|e| panic!("[{name}] config rejected: {e}"));
+    let task = pool
+        .connect(&ConnectOptions::new(restarting.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    let other = pool
+        .connect(&ConnectOptions::new(steady.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    let first = task.id();
+    let mut log = pool.events_until("both tasks to open", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e, Event::Open { .. }))
+            .count()
+            == 2
+    });
+    let mut sent: Vec<(u32, SendId)> = Vec::new();
+    let mut send = |n: u32| {
+        let id = task
+            .send_nowait(chat(n))
+            .unwrap_or_else(|e| panic!("[{name}] send {n} refused: {e}"));
+        sent.push((n, id));
+    };
+
+    // Before the restart, on the first connection.
+    for n in 0..5 {
+        send(n);
+    }
+    // Their echoes are back before the restart (so none races with the close frame).
+    let events = pool.events_until("the first five echoes", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e, Event::Message { .. }))
+            .count()
+            == 5
+    });
+    log.extend(events);
+    // The server restarts: it stops listening and closes with 1012.
+    restarting.stop_listening();
+    assert_eq!(restarting.close_all(1012, "service restart"), 1);
+    let events = pool.events_until("the task's Reconnecting", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Reconnecting { .. }))
+    });
+    assert!(
+        events.contains(&close_event(first, 1012, "service restart", true)),
+        "[{name}] the first connection ends with the server's clean 1012: {events:#?}"
+    );
+    let next = match events.last() {
+        Some(Event::Reconnecting {
+            conn,
+            attempt: 1,
+            delay,
+            ..
+        }) => {
+            assert!(
+                *delay <= policy.ceiling(1),
+                "[{name}] first delay {delay:?}"
+            );
+            *conn
+        }
+        other => panic!("[{name}] expected Reconnecting 1, got {other:#?}"),
+    };
+    assert!(next > first);
+    log.extend(events);
+    // While the server is down the task, still named by its first id, queues.
+    assert_eq!(task.state(), ReadyState::Connecting, "[{name}]");
+    for n in 5..10 {
+        send(n);
+    }
+    // The server stays down until an attempt was refused, then listens again.
+    let events = pool.events_until("a refused attempt", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, Event::Reconnecting { attempt: 2, .. }))
+    });
+    log.extend(events);
+    restarting.listen_again();
+    let events = pool.events_until("the task to open again", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Open { .. }))
+    });
+    let reopened = match events.last() {
+        Some(Event::Open { conn, .. }) => *conn,
+        other => panic!("[{name}] expected Open, got {other:#?}"),
+    };
+    assert!(reopened >= next, "[{name}] {events:#?}");
+    log.extend(events);
+    assert_eq!(task.state(), ReadyState::Open, "[{name}]");
+    assert_eq!(task.id(), first, "[{name}] the task keeps its name");
+    // After the reconnect, on the new connection.
+    for n in 10..15 {
+        send(n);
+    }
+    // The echo of the last one comes after all the others on that connection.
+    let events = pool.events_until("the last echo", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, Event::Message { message, .. } if *message == chat(14)))
+    });
+    log.extend(events);
+
+    // The server got the five sent before the restart on the first connection, and the
+    // five queued while it was down followed by the five sent after on the new one, each
+    // once, in order.
+    let snap = restarting.wait_for("the last message", EVENT_TIMEOUT, |s| {
+        s.all_messages().contains(&chat(14))
+    });
+    assert_eq!(
+        received_per_connection(&snap),
+        [(0..5).collect::<Vec<u32>>(), (5..15).collect()],
+        "[{name}] what the restarting server received, per connection"
+    );
+    // Every send completed once: the first five on the first connection, the others on
+    // the new one.
+    for (n, id) in &sent {
+        let outcomes: Vec<&Event> = log
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::SendCompleted { id: i, .. } | Event::SendFailed { id: i, .. } if i == id)
+            })
+            .collect();
+        let on = if *n < 5 { first } else { reopened };
+        assert!(
+            matches!(outcomes.as_slice(), [Event::SendCompleted { conn, .. }] if *conn == on),
+            "[{name}] message {n}: {outcomes:#?}"
+        );
+    }
+    // The echoes came back on the connection that carried them, in order.
+    let echoes: Vec<(ConnId, u32)> = log
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { conn, message } => Some((*conn, chat_number(message))),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(ConnId, u32)> = (0..15)
+        .map(|n| (if n < 5 { first } else { reopened }, n))
+        .collect();
+    assert_eq!(echoes, expected, "[{name}] the echoes");
+    // The other task went on undisturbed: no event of its own since it opened.
+    let other_id = other.id();
+    assert!(
+        log.iter()
+            .filter(|e| e.conn() == other_id)
+            .all(|e| matches!(e, Event::Connecting { .. } | Event::Open { .. })),
+        "[{name}] the other task saw only its own open: {log:#?}"
+    );
+    assert_eq!(other.state(), ReadyState::Open);
+    assert_eq!(
+        steady.snapshot().accepted,
+        1,
+        "[{name}] the other task never redialled"
+    );
+
+    // Closing the task by its name closes its current connection, with no reconnect.
+    task.close(None, "done")
+        .unwrap_or_else(|e| panic!("[{name}] close: {e}"));
+    let end = pool.events_until_close(reopened, EVENT_TIMEOUT);
+    assert_eq!(
+        end.last(),
+        Some(&close_event(reopened, 1000, "done", true)),
+        "[{name}] {end:#?}"
+    );
+    assert_eq!(task.state(), ReadyState::Closed);
+    if let Some(extra) = pool.next_event(policy.ceiling(1) * 2) {
+        panic!("[{name}] after the task's close: unexpected event {extra:#?}");
+    }
+    assert_eq!(pool.live(), 1, "[{name}] the other task is still there");
 }
