@@ -258,14 +258,14 @@ impl Invariants {
 /// Feeds one transport input; returns the event fed.
 fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEvent {
     match input {
-        Input::Opened { protocol } => TransportEvent::Opened(Handshake {
+        Input::Opened { protocol } => TransportEvent::Opened(Box::new(Handshake {
             protocol: match protocol % 3 {
                 0 => None,
                 1 => Some("p".into()),
                 _ => Some("other".into()),
             },
             ..Handshake::default()
-        }),
+        })),
         Input::ConnectFailed { kind: k } => {
             TransportEvent::ConnectFailed(TransportError::new(kind(*k), "fuzz"))
         }

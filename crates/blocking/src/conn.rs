@@ -491,7 +491,7 @@ impl Conn {
                     Some(ctx.ws_config),
                 );
                 self.phase = Phase::Open(Box::new(Open { ws, compressor }));
-                out.push(TransportEvent::Opened(done.handshake));
+                out.push(TransportEvent::Opened(Box::new(done.handshake)));
                 // Frames may have come with the handshake response, and the socket has
                 // been drained: read them now, no further readiness event will come.
                 self.read_pass(ctx, ReadPass::ToTheEnd, out);

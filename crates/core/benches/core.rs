@@ -13,7 +13,7 @@ fn open_session() -> (Session, ConnId, Instant) {
     let conn = s
         .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
         .unwrap();
-    s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
     while s.poll_action().is_some() {}
     while s.poll_event().is_some() {}
     (s, conn, now)
@@ -63,7 +63,7 @@ fn main() {
     let conn = s
         .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
         .unwrap();
-    s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
     while s.poll_event().is_some() {}
     let mut t = now;
     measure(

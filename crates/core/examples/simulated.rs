@@ -27,7 +27,7 @@ fn main() {
             println!("driver <- {action:?}");
             match action {
                 Action::Dial { conn, .. } => {
-                    session.handle(conn, TransportEvent::Opened(Handshake::default()), now)
+                    session.handle(conn, TransportEvent::Opened(Box::default()), now)
                 }
                 Action::Send { conn, id, message } => {
                     session.handle(conn, TransportEvent::SendWritten(id), now);

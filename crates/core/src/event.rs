@@ -18,15 +18,17 @@ pub enum Event {
     Connecting {
         /// The new connection.
         conn: ConnId,
-        /// The URL dialled (with `data` in the query).
-        url: Url,
+        /// The URL dialled (with `data` in the query). Boxed, as is the handshake of
+        /// `Open`: an event is moved several times on its way to the application, and
+        /// these rare variants would otherwise make every message's event 160 bytes.
+        url: Box<Url>,
     },
     /// The handshake completed (`onSocketOpen`).
     Open {
         /// The connection.
         conn: ConnId,
         /// What the server answered: negotiated protocol, headers, extensions.
-        handshake: Handshake,
+        handshake: Box<Handshake>,
     },
     /// A message arrived (`onSocketMessage`).
     Message {

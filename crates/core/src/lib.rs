@@ -22,7 +22,7 @@
 //! assert_eq!(request.protocols, ["chat"]);
 //! // ... and reports the handshake.
 //! let t1 = t0 + Duration::from_millis(30);
-//! session.handle(conn, TransportEvent::Opened(Handshake { protocol: Some("chat".into()), ..Default::default() }), t1);
+//! session.handle(conn, TransportEvent::Opened(Box::new(Handshake { protocol: Some("chat".into()), ..Default::default() })), t1);
 //! assert_eq!(session.state(), ReadyState::Open);
 //!
 //! // The queued message is flushed on open; the driver confirms it was written.

@@ -68,7 +68,7 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// let conn = s.connect(&ConnectOptions::new("ws://127.0.0.1:9000"), now).unwrap();
 /// let queued = s.send(Message::text("hello"), now).unwrap(); // queued until open
 /// assert!(matches!(s.poll_action(), Some(Action::Dial { .. })));
-/// s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+/// s.handle(conn, TransportEvent::Opened(Box::default()), now);
 /// // On open the queue is flushed, in order.
 /// assert!(matches!(s.poll_action(), Some(Action::Send { id, .. }) if id == queued));
 /// s.handle(conn, TransportEvent::SendWritten(queued), now);
@@ -345,7 +345,7 @@ impl Session {
         let timeout = request.timeout.unwrap_or(self.config.handshake_timeout);
         self.events.push_back(Event::Connecting {
             conn: id,
-            url: request.url.clone(),
+            url: Box::new(request.url.clone()),
         });
         self.actions.push_back(Action::Dial {
             conn: id,
@@ -749,7 +749,7 @@ impl Session {
         now
     }
 
-    fn on_opened(&mut self, c: Connecting, handshake: Handshake, now: Instant) {
+    fn on_opened(&mut self, c: Connecting, handshake: Box<Handshake>, now: Instant) {
         if let Some(p) = &handshake.protocol
             && !c.request.protocols.contains(p)
         {

@@ -90,8 +90,9 @@ impl TransportError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportEvent {
-    /// The opening handshake completed.
-    Opened(Handshake),
+    /// The opening handshake completed. (Boxed, like the other rare large payloads, so
+    /// that the events of every message stay small to move.)
+    Opened(Box<Handshake>),
     /// Dialling or the handshake failed; the transport is gone.
     ConnectFailed(TransportError),
     /// A data message arrived.

@@ -13,7 +13,7 @@ fn open_state_messages_do_not_allocate_in_the_core() {
     let conn = s
         .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
         .unwrap();
-    s.handle(conn, TransportEvent::Opened(Handshake::default()), now);
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
     while s.poll_action().is_some() {}
     while s.poll_event().is_some() {}
     // Payloads the application already owns (shared Bytes: clones are reference counts).

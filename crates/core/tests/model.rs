@@ -497,10 +497,10 @@ fn run(
                 let current = s.current() == Some(conn) && m.state != ReadyState::Closed;
                 let mut written = None;
                 let event = match &input {
-                    Input::Opened { offered } => TransportEvent::Opened(Handshake {
+                    Input::Opened { offered } => TransportEvent::Opened(Box::new(Handshake {
                         protocol: Some(if *offered { "p" } else { "q" }.into()),
                         ..Handshake::default()
-                    }),
+                    })),
                     Input::ConnectFailed(kind) => {
                         TransportEvent::ConnectFailed(TransportError::new(*kind, "no"))
                     }

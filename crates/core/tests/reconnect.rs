@@ -32,7 +32,7 @@ impl Sim {
     }
 
     fn open(&mut self, conn: ConnId) {
-        self.input(conn, TransportEvent::Opened(Handshake::default()));
+        self.input(conn, TransportEvent::Opened(Box::default()));
     }
 
     /// Waits out the backoff; returns the new connection from its Dial.

@@ -33,7 +33,7 @@ impl Sim {
 
     fn open(&mut self, conn: ConnId) {
         self.s
-            .handle(conn, TransportEvent::Opened(Handshake::default()), self.now);
+            .handle(conn, TransportEvent::Opened(Box::default()), self.now);
     }
 
     fn input(&mut self, conn: ConnId, e: TransportEvent) {
@@ -275,7 +275,7 @@ fn stale_conn_input_never_reaches_the_application() {
     t.events();
     for e in [
         TransportEvent::Message(Message::text("old")),
-        TransportEvent::Opened(Handshake::default()),
+        TransportEvent::Opened(Box::default()),
         TransportEvent::PeerClosed(PeerClose {
             code: Some(1000),
             reason: String::new(),
@@ -630,10 +630,10 @@ fn deflate_in_force_without_an_offer_fails_the_connection() {
     t.actions();
     t.input(
         c,
-        TransportEvent::Opened(Handshake {
+        TransportEvent::Opened(Box::new(Handshake {
             deflate: Some(DeflateParams::default()),
             ..Handshake::default()
-        }),
+        })),
     );
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
     let e = t.events();
@@ -657,10 +657,10 @@ fn deflate_in_force_without_an_offer_fails_the_connection() {
         .unwrap();
     t.input(
         c,
-        TransportEvent::Opened(Handshake {
+        TransportEvent::Opened(Box::new(Handshake {
             deflate: Some(agreed),
             ..Handshake::default()
-        }),
+        })),
     );
     assert!(
         t.events().iter().any(
@@ -676,10 +676,10 @@ fn a_sub_protocol_that_was_not_offered_fails_the_connection() {
     t.actions();
     t.input(
         c,
-        TransportEvent::Opened(Handshake {
+        TransportEvent::Opened(Box::new(Handshake {
             protocol: Some("other".into()),
             ..Handshake::default()
-        }),
+        })),
     );
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
     let e = t.events();
@@ -691,10 +691,10 @@ fn a_sub_protocol_that_was_not_offered_fails_the_connection() {
     let c = t.connect();
     t.input(
         c,
-        TransportEvent::Opened(Handshake {
+        TransportEvent::Opened(Box::new(Handshake {
             protocol: Some("chat".into()),
             ..Handshake::default()
-        }),
+        })),
     );
     assert!(t.events().iter().any(|e| matches!(e, Event::Open { handshake, .. } if handshake.protocol.as_deref() == Some("chat"))));
 }
@@ -817,7 +817,7 @@ fn pool_holds_independent_connections_up_to_its_limit() {
         p.connect(&o, now).unwrap_err(),
         ConnectError::TooManyConnections { limit: 2 }
     );
-    p.handle(a, TransportEvent::Opened(Handshake::default()), now);
+    p.handle(a, TransportEvent::Opened(Box::default()), now);
     let sa = p.send(a, Message::text("to a"), now).unwrap();
     let sb = p.send(b, Message::text("to b"), now).unwrap();
     assert_ne!(sa, sb, "send ids are unique across the pool");
@@ -898,7 +898,7 @@ fn a_reconnected_pool_task_answers_to_both_ids_and_ids_stay_unique() {
     let o = ConnectOptions::new("ws://h");
     let a = p.connect(&o, now).unwrap();
     let b = p.connect(&o, now).unwrap();
-    p.handle(a, TransportEvent::Opened(Handshake::default()), now);
+    p.handle(a, TransportEvent::Opened(Box::default()), now);
     p.handle(a, TransportEvent::Closed, now);
     let a2 = std::iter::from_fn(|| p.poll_event())
         .find_map(|e| match e {
@@ -914,7 +914,7 @@ fn a_reconnected_pool_task_answers_to_both_ids_and_ids_stay_unique() {
     assert!(c != a2 && c != b && c != a);
     now = p.poll_timeout().unwrap();
     p.handle_timeout(now);
-    p.handle(a2, TransportEvent::Opened(Handshake::default()), now);
+    p.handle(a2, TransportEvent::Opened(Box::default()), now);
     assert_eq!(p.state(a), ReadyState::Open, "the task's first id names it");
     let id = p.send(a, Message::text("via the first id"), now).unwrap();
     let actions: Vec<Action> = std::iter::from_fn(|| p.poll_action()).collect();
@@ -941,7 +941,7 @@ fn pool_delays(seed: u64) -> Vec<Duration> {
         .map(|_| p.connect(&ConnectOptions::new("ws://h"), now).unwrap())
         .collect();
     for &c in &tasks {
-        p.handle(c, TransportEvent::Opened(Handshake::default()), now);
+        p.handle(c, TransportEvent::Opened(Box::default()), now);
         p.handle(c, TransportEvent::Closed, now);
     }
     let delays: Vec<Duration> = std::iter::from_fn(|| p.poll_event())

@@ -62,10 +62,10 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
     Driven::handle(
         &mut wx,
         conn,
-        TransportEvent::Opened(Handshake {
+        TransportEvent::Opened(Box::new(Handshake {
             protocol: Some("v1".into()),
             ..Default::default()
-        }),
+        })),
         now,
     );
     Driven::handle(&mut wx, conn, TransportEvent::SendWritten(id), now);
@@ -115,7 +115,7 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
     Driven::handle(
         &mut wx,
         conn,
-        TransportEvent::Opened(Handshake::default()),
+        TransportEvent::Opened(Box::default()),
         now,
     );
     Driven::handle(
@@ -252,7 +252,7 @@ fn deferred_mode_queues_every_callback_for_the_driver() {
     Driven::handle(
         &mut wx,
         conn,
-        TransportEvent::Opened(Handshake::default()),
+        TransportEvent::Opened(Box::default()),
         now,
     );
     wx.dispatch();

@@ -322,7 +322,7 @@ impl<M: Machine> Shared<M> {
                 entry.io = Some(io);
             }
             core.machine
-                .handle(conn, wxsocket_core::TransportEvent::Opened(handshake), now);
+                .handle(conn, wxsocket_core::TransportEvent::Opened(Box::new(handshake)), now);
         });
     }
 
