@@ -51,7 +51,7 @@ impl<M: Machine> Shared<M> {
     /// until `deadline` (`None`: for as long as it takes). When the deadline passes first,
     /// the waiter is removed and the send stays pending ([`SendPending`]); its completion
     /// is still delivered as an event.
-    fn send_and_wait(
+    pub(crate) fn send_and_wait(
         &self,
         deadline: Option<(Instant, Duration)>,
         send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
@@ -254,15 +254,19 @@ impl std::fmt::Debug for Events {
 
 /// The outbox of a driver, whatever its machine.
 trait EventSource: Send + Sync {
-    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError>;
+    /// The next event, waiting at most `timeout` (`None`: without a limit).
+    fn recv_within(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError>;
     fn try_recv(&self) -> Result<Event, TryRecvError>;
     fn close(&self);
     fn busy_poll(&self) -> &AtomicU64;
 }
 
 impl<M: Machine> EventSource for Shared<M> {
-    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError> {
+    fn recv_within(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
         let mut outbox = lock(&self.outbox);
+        // The deadline is fixed when the call first has to wait, so taking an event that
+        // is already queued (most calls, when messages stream in) reads no clock.
+        let mut limit: Option<Option<Instant>> = None;
         loop {
             if let Some(event) = outbox.events.pop_front() {
                 return Ok(event);
@@ -270,6 +274,8 @@ impl<M: Machine> EventSource for Shared<M> {
             if outbox.finished {
                 return Err(RecvTimeoutError::Disconnected);
             }
+            let deadline =
+                *limit.get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
             // One waiting thread sleeps on the sockets themselves and reads on its own
             // thread (no hand-over from the driver thread); any others park below.
             if let Some(mut receiver) = self.receiver_poll.as_ref().and_then(|m| m.try_lock().ok())
@@ -339,15 +345,12 @@ impl Events {
     /// Waits for the next event; `None` once the driver has stopped and all events were
     /// taken.
     pub fn recv(&self) -> Option<Event> {
-        self.source.recv_deadline(None).ok()
+        self.source.recv_within(None).ok()
     }
 
     /// Waits at most `timeout` for the next event.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Event, RecvTimeoutError> {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.source.recv_deadline(Some(deadline)),
-            None => self.source.recv_deadline(None),
-        }
+        self.source.recv_within(Some(timeout))
     }
 
     /// The next event if one is waiting.
@@ -390,8 +393,8 @@ impl Events {
 }
 
 impl<M: Machine> EventSource for Arc<Shared<M>> {
-    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Event, RecvTimeoutError> {
-        (**self).recv_deadline(deadline)
+    fn recv_within(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
+        (**self).recv_within(timeout)
     }
     fn try_recv(&self) -> Result<Event, TryRecvError> {
         EventSource::try_recv(&**self)

@@ -176,7 +176,7 @@ mod stream;
 pub mod wx;
 
 pub use busy_poll::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL};
-pub use client::{Client, Events, IntoIter, Iter, TryIter};
+pub use client::{Client, Events, IntoIter, Iter, SendPending, TryIter};
 pub use pool::{SocketTask, TaskPool};
 pub use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 pub use wxsocket_core::{

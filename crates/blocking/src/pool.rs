@@ -1,9 +1,10 @@
 //! Several sockets at once, the `SocketTask` model ([`wxsocket_core::Pool`]).
 
-use crate::client::{ApiHandle, Events};
+use crate::client::{ApiHandle, Events, SendPending};
 use crate::driver::Shared;
 use crate::{Config, SendFailed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool, ReadyState,
     SendError, SendId,
@@ -101,6 +102,22 @@ impl SocketTask {
         let id = self.id;
         self.handle
             .send_with(true, |p, now| p.send(id, message, now))
+    }
+
+    /// [`send_wait`](Self::send_wait) that waits at most `timeout`, with the outcomes of
+    /// [`Client::send_wait_timeout`](crate::Client::send_wait_timeout): after the timeout
+    /// the send stays pending and its completion still arrives as an event.
+    pub fn send_wait_timeout(
+        &self,
+        message: impl Into<Message>,
+        timeout: Duration,
+    ) -> Result<Result<SendId, SendFailed>, SendPending> {
+        let message = message.into();
+        let id = self.id;
+        // A timeout too long to add to now waits without a limit.
+        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
+        self.handle
+            .send_and_wait(deadline, |p, now| p.send(id, message, now))
     }
 
     /// Closes this connection (code 1000 or 3000–4999, reason at most 123 bytes).

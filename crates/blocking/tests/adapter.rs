@@ -264,6 +264,39 @@ fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arriv
 }
 
 #[test]
+fn a_pool_task_bounds_its_waiting_send_too() {
+    let mut silent = Silent::start();
+    let (pool, events) = TaskPool::new(Config::default()).unwrap();
+    let task = pool.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let held = silent.accept();
+    let timeout = Duration::from_millis(200);
+    let started = Instant::now();
+    let pending = match task.send_wait_timeout("queued", timeout) {
+        Err(pending) => pending,
+        other => panic!("expected the send to stay pending, got {other:?}"),
+    };
+    let waited = started.elapsed();
+    assert!(waited >= timeout && waited < WAIT, "waited {waited:?}");
+    let server = Held::serve(held);
+    let seen = until(&events, |e| {
+        matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })
+    });
+    assert!(
+        matches!(seen.last(), Some(Event::SendCompleted { conn, id }) if *conn == task.id() && *id == pending.id),
+        "{seen:?}"
+    );
+    assert_eq!(
+        server.until(|s| matches!(s, Saw::Message(_))),
+        Saw::Message(WsMessage::text("queued"))
+    );
+    let id = task
+        .send_wait_timeout("in time", WAIT)
+        .expect("written within the timeout")
+        .expect("written");
+    assert!(id > pending.id);
+}
+
+#[test]
 fn send_wait_timeout_reports_a_failure_that_comes_in_time() {
     let mut silent = Silent::start();
     let (client, events) = client();
