@@ -37,8 +37,9 @@ pub struct Keepalive {
 
 /// Automatic reconnection (SPEC §3 "Reconnection"; off unless set). After a connection the
 /// application did not close ends, the same request is dialled again after a delay drawn
-/// with full jitter: uniform in `[0, min(cap, base × 2^(attempt−1))]`, so the first retry
-/// comes within `base` (100 ms by default).
+/// with full jitter: uniform in `[0, min(cap, base × 2^(attempt−1))]` (a draw of 0 counts as
+/// 1 ns, so the backoff always ends after it began), so the first retry comes within `base`
+/// (100 ms by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {

@@ -950,7 +950,12 @@ impl Session {
             .reconnect
             .as_ref()
             .expect("back_off only with a policy");
-        let delay = self.jitter.up_to(policy.ceiling(attempt));
+        // Never zero: like every other deadline, a backoff ends after the time it began
+        // (the dial then comes from the next timer), even when the jitter draws 0.
+        let delay = self
+            .jitter
+            .up_to(policy.ceiling(attempt))
+            .max(Duration::from_nanos(1));
         let id = self.ids.conn();
         self.events.push_back(Event::Reconnecting {
             conn: id,

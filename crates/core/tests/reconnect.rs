@@ -137,6 +137,22 @@ fn delays_grow_to_the_cap_and_attempts_stop_at_the_limit() {
 }
 
 #[test]
+fn a_jitter_draw_of_zero_still_ends_the_backoff_after_now() {
+    // Found by the `pool` fuzz target: this seed makes the first jitter draw 0, which gave
+    // a deadline equal to the time it was set at (poll_timeout() not after now).
+    let seed = 0u64.wrapping_sub(0x9E37_79B9_7F4A_7C15);
+    let mut t = Sim::new(ReconnectPolicy::default().seed(seed));
+    let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c);
+    t.input(c, drop_tcp());
+    let (_, attempt, delay) = reconnecting(&t.events()).unwrap();
+    assert_eq!((attempt, delay), (1, Duration::from_nanos(1)));
+    assert!(t.s.poll_timeout().unwrap() > t.now);
+    let next = t.fire_backoff();
+    assert_ne!(next, c);
+}
+
+#[test]
 fn the_same_seed_gives_the_same_delays() {
     let delays = |seed| {
         let mut t = Sim::new(ReconnectPolicy::default().seed(seed));

@@ -112,12 +112,7 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
             now,
         )
         .unwrap();
-    Driven::handle(
-        &mut wx,
-        conn,
-        TransportEvent::Opened(Box::default()),
-        now,
-    );
+    Driven::handle(&mut wx, conn, TransportEvent::Opened(Box::default()), now);
     Driven::handle(
         &mut wx,
         conn,
@@ -249,12 +244,7 @@ fn deferred_mode_queues_every_callback_for_the_driver() {
             now,
         )
         .unwrap();
-    Driven::handle(
-        &mut wx,
-        conn,
-        TransportEvent::Opened(Box::default()),
-        now,
-    );
+    Driven::handle(&mut wx, conn, TransportEvent::Opened(Box::default()), now);
     wx.dispatch();
     assert!(take(&log).is_empty(), "nothing runs in place");
     assert!(wx.has_callbacks());
