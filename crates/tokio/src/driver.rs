@@ -321,8 +321,11 @@ impl<M: Machine> Shared<M> {
                 entry.socket = Some(socket);
                 entry.io = Some(io);
             }
-            core.machine
-                .handle(conn, wxsocket_core::TransportEvent::Opened(Box::new(handshake)), now);
+            core.machine.handle(
+                conn,
+                wxsocket_core::TransportEvent::Opened(Box::new(handshake)),
+                now,
+            );
         });
     }
 
