@@ -48,14 +48,15 @@ impl<M: Machine> Shared<M> {
     }
 
     /// Sends through `send` with a waiter registered first, then waits for the completion
-    /// until `deadline` (`None`: for as long as it takes). When the deadline passes first,
-    /// the waiter is removed and the send stays pending ([`SendPending`]); its completion
-    /// is still delivered as an event.
+    /// at most `timeout` (`None`, or one too long to add to now: for as long as it takes).
+    /// When the time is up first, the waiter is removed and the send stays pending
+    /// ([`SendPending`]); its completion is still delivered as an event.
     pub(crate) fn send_and_wait(
         &self,
-        deadline: Option<(Instant, Duration)>,
+        timeout: Option<Duration>,
         send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
+        let deadline = timeout.and_then(|t| Some((Instant::now().checked_add(t)?, t)));
         let id = self.call_with(|machine, now, shared| {
             let id = send(machine, now)?;
             // Registered before the pump runs the write, so the completion is seen.
@@ -205,10 +206,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let message = message.into();
-        // A timeout too long to add to now waits without a limit.
-        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
         self.handle
-            .send_and_wait(deadline, |s, now| s.send(message, now))
+            .send_and_wait(Some(timeout), |s, now| s.send(message, now))
     }
 
     /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.

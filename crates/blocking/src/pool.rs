@@ -4,7 +4,7 @@ use crate::client::{ApiHandle, Events, SendPending};
 use crate::driver::Shared;
 use crate::{Config, SendFailed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool, ReadyState,
     SendError, SendId,
@@ -114,10 +114,8 @@ impl SocketTask {
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let message = message.into();
         let id = self.id;
-        // A timeout too long to add to now waits without a limit.
-        let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
         self.handle
-            .send_and_wait(deadline, |p, now| p.send(id, message, now))
+            .send_and_wait(Some(timeout), |p, now| p.send(id, message, now))
     }
 
     /// Closes this connection (code 1000 or 3000–4999, reason at most 123 bytes).

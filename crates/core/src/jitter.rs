@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// SplitMix64's increment (2^64 divided by the golden ratio, made odd).
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Jitter(u64);
 
@@ -11,8 +14,14 @@ impl Jitter {
         Self(seed)
     }
 
+    /// The seed of stream `stream` of a family sharing `seed` (a pool's tasks), so that
+    /// each stream draws differently and the family still replays from the one seed.
+    pub(crate) fn stream_seed(seed: u64, stream: u64) -> u64 {
+        seed ^ stream.wrapping_mul(GOLDEN_GAMMA)
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

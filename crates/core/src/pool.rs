@@ -6,6 +6,7 @@ use crate::config::SessionConfig;
 use crate::error::{CloseError, ConfigError, ConnectError, SendError};
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
+use crate::jitter::Jitter;
 use crate::message::Message;
 use crate::request::ConnectOptions;
 use crate::session::Session;
@@ -91,7 +92,7 @@ impl Pool {
         if let Some(policy) = &mut config.reconnect {
             // Each task draws its own jitter, so connections dropped together (a server
             // restart) do not retry in step; the sequence still follows from the seed.
-            policy.seed ^= id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            policy.seed = Jitter::stream_seed(policy.seed, id.get());
         }
         let mut session = Session::new(config).expect("config validated in Pool::new");
         session.connect_as(id, request, now);
