@@ -163,7 +163,9 @@
 //! transport, bounded by the close timeout; connections still dialling are failed at once.
 //! [`Events::recv`] then yields the remaining events and returns `None`, and the driver
 //! thread ends, leaving no thread or socket behind. Dropping [`Events`] early only discards
-//! later events.
+//! later events. A socket replaced by `connect` has had its `Close` event but may still be
+//! finishing its close handshake: a program about to exit drops its handles and reads
+//! [`Events`] until it ends, so no close frame is cut off.
 #![forbid(unsafe_code)]
 
 pub mod bench;

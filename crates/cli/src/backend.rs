@@ -5,7 +5,8 @@
 //! the command's own loop reads.
 
 use std::sync::OnceLock;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
@@ -54,6 +55,9 @@ enum Inner {
 /// A session handle of either adapter.
 pub struct Backend {
     inner: Inner,
+    /// Disconnected once the adapter's event stream has ended: every handle is gone and
+    /// every transport closed (the forwarder holds the sender until then).
+    finished: Receiver<()>,
 }
 
 impl Backend {
@@ -65,6 +69,14 @@ impl Backend {
         tx: Sender<T>,
         wrap: fn(Event) -> T,
     ) -> Result<Backend, ConfigError> {
+        // The forwarder keeps taking events after the receiver is gone (they are dropped),
+        // so that it ends only with the stream, when the adapter has finished.
+        let (finishing, finished) = mpsc::channel::<()>();
+        let forward = move |event: Event, tx: &mut Option<Sender<T>>| {
+            if tx.as_ref().is_some_and(|t| t.send(wrap(event)).is_err()) {
+                *tx = None;
+            }
+        };
         let inner = match kind {
             Kind::Tokio => {
                 let rt = runtime();
@@ -72,10 +84,10 @@ impl Backend {
                 let config = wxsocket_tokio::Config::default().session(session).tls(tls);
                 let (client, mut events) = wxsocket_tokio::Client::new(config)?;
                 rt.spawn(async move {
+                    let _finishing = finishing;
+                    let mut tx = Some(tx);
                     while let Some(event) = events.next().await {
-                        if tx.send(wrap(event)).is_err() {
-                            break;
-                        }
+                        forward(event, &mut tx);
                     }
                 });
                 Inner::Tokio(client)
@@ -88,10 +100,10 @@ impl Backend {
                 std::thread::Builder::new()
                     .name("wxsocket-events".into())
                     .spawn(move || {
+                        let _finishing = finishing;
+                        let mut tx = Some(tx);
                         for event in events {
-                            if tx.send(wrap(event)).is_err() {
-                                break;
-                            }
+                            forward(event, &mut tx);
                         }
                     })
                     .map_err(|_| ConfigError {
@@ -101,7 +113,21 @@ impl Backend {
                 Inner::Blocking(client)
             }
         };
-        Ok(Backend { inner })
+        Ok(Backend { inner, finished })
+    }
+
+    /// Drops the session handle, so the adapter closes what is still open, and waits at
+    /// most `limit` until it has finished: every transport closed, including sockets that
+    /// were replaced and are still finishing their close handshake in the background. A
+    /// process that exits without this can cut a close frame off. Returns whether the
+    /// adapter finished in time (its own bound is the close timeout).
+    pub fn shutdown(self, limit: Duration) -> bool {
+        let Backend { inner, finished } = self;
+        drop(inner);
+        matches!(
+            finished.recv_timeout(limit),
+            Err(RecvTimeoutError::Disconnected)
+        )
     }
 
     /// `wx.connectSocket`.

@@ -24,7 +24,8 @@ Standard input, one command per line:
   /close [CODE [REASON]]   close (CODE 1000 or 3000-4999, default 1000)
   /connect URL             connect again with the same options (replaces the current socket)
   /sleep MS                pause reading commands for MS milliseconds (events still print)
-  /quit                    close and exit once the close event arrived (end of input = /quit)
+  /quit                    close, and exit once the close event arrived and every socket
+                           finished closing (end of input = /quit)
   /help                    this list
 
 Exit status: 2 for invalid options, 1 if the adapter cannot start, otherwise 0.";
@@ -476,6 +477,27 @@ impl Client {
         }
     }
 
+    /// Before the process exits: lets the adapter finish every transport (a socket that
+    /// `/connect` replaced may still be sending its close frame), then prints the events
+    /// that came meanwhile.
+    fn shut_down(self) {
+        let Client {
+            backend,
+            out,
+            session,
+            rx,
+            ..
+        } = self;
+        if !backend.shutdown(session.close_timeout + Duration::from_secs(1)) {
+            out.note("the sockets did not finish closing in time; exiting");
+        }
+        for input in rx.try_iter() {
+            if let Input::Event(event) = input {
+                out.event(&event);
+            }
+        }
+    }
+
     fn done_quitting(&self) -> bool {
         self.quit_deadline.is_some()
             && self.live.is_empty()
@@ -607,6 +629,7 @@ pub fn run(settings: Settings) -> ExitCode {
             }
         }
     }
+    client.shut_down();
     ExitCode::SUCCESS
 }
 

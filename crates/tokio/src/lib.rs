@@ -119,7 +119,9 @@
 //! - **Shutdown.** When the last handle is dropped the driver asks the core to close every
 //!   connection (close frame 1000), keeps driving until every transport is gone (bounded by
 //!   the close timeout, after which transports are dropped), ends the event stream, and
-//!   exits. No task, socket or timer outlives it.
+//!   exits. No task, socket or timer outlives it. A socket replaced by `connect` has had its
+//!   `Close` event but may still be finishing its close handshake: a program about to exit
+//!   drops its handles and reads [`Events`] until it ends, so no close frame is cut off.
 //! - The wx-style callbacks are queued by the core ([`wxsocket_core::wx::WxSocket::deferred`])
 //!   and run by the driver task outside the lock, so they may call back into the socket.
 #![forbid(unsafe_code)]

@@ -206,6 +206,9 @@ pub fn run(args: &[&str], input: &str) -> (ExitStatus, Vec<String>, String) {
 pub enum Mode {
     /// Echo text and binary, answer the close.
     Echo,
+    /// As `Echo`, but answer the first connection's close frame only this many
+    /// milliseconds after it came.
+    LateCloseAnswerFirst(u64),
     /// Close the first connection with this code right after the handshake; echo later ones.
     CloseFirstWith(u16),
     /// Complete the handshake, then never read: pings go unanswered.
@@ -223,6 +226,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     /// What the client's close frame said (code, reason), once it arrived.
     pub close: Option<(u16, String)>,
+    /// When the server went on to send its answer to that close frame.
+    pub close_answered: Option<Instant>,
 }
 
 /// An in-process WebSocket server on 127.0.0.1 (its own runtime), stopped on drop.
@@ -290,6 +295,7 @@ impl TestServer {
                             target: req.uri().to_string(),
                             headers,
                             close: None,
+                            close_answered: None,
                         });
                         *at.lock().unwrap() = Some(all.len() - 1);
                         if let Mode::Reject(status) = mode {
@@ -332,8 +338,16 @@ impl TestServer {
                                 let close = frame
                                     .map(|f| (u16::from(f.code), f.reason.to_string()))
                                     .unwrap_or((1005, String::new()));
-                                if let Some(i) = *index.lock().unwrap() {
+                                let at = *index.lock().unwrap();
+                                if let Some(i) = at {
                                     record.lock().unwrap()[i].close = Some(close);
+                                }
+                                if let (Mode::LateCloseAnswerFirst(ms), true) = (mode, first) {
+                                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                                }
+                                // The next read sends tungstenite's queued answer.
+                                if let Some(i) = at {
+                                    record.lock().unwrap()[i].close_answered = Some(Instant::now());
                                 }
                             }
                             _ => {}
@@ -371,16 +385,6 @@ impl Drop for TestServer {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
-    }
-}
-
-/// Waits (bounded by [`WAIT`]) until `done` holds, checking every few milliseconds; for
-/// state another process or thread changes without telling the test.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "no {what} within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
