@@ -224,6 +224,9 @@ pub struct Seen {
     pub target: String,
     /// Request headers, names lowercase.
     pub headers: Vec<(String, String)>,
+    /// When the server read the request, before it answered: the client cannot have
+    /// opened before this.
+    pub at: Instant,
     /// What the client's close frame said (code, reason), once it arrived.
     pub close: Option<(u16, String)>,
     /// When the server went on to send its answer to that close frame.
@@ -294,6 +297,7 @@ impl TestServer {
                         all.push(Seen {
                             target: req.uri().to_string(),
                             headers,
+                            at: Instant::now(),
                             close: None,
                             close_answered: None,
                         });
