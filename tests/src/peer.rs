@@ -25,7 +25,7 @@
 //! record satisfies a predicate, with a timeout.
 
 use bytes::Bytes;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -260,69 +260,7 @@ impl Snapshot {
     }
 }
 
-/// A CA generated at test time and a server certificate it signed (for 127.0.0.1 and
-/// localhost), in DER for rustls servers and PEM for the interop peers.
-pub struct TestCa {
-    /// The CA certificate a client should trust.
-    pub ca_der: CertificateDer<'static>,
-    /// The server's certificate chain.
-    pub server_chain: Vec<CertificateDer<'static>>,
-    /// The server's private key (PKCS#8 DER).
-    pub server_key: Vec<u8>,
-    /// The server certificate, PEM.
-    pub cert_pem: String,
-    /// The server's private key, PEM.
-    pub key_pem: String,
-}
-
-impl TestCa {
-    /// Generates a CA named after `name` and a server certificate signed by it.
-    pub fn generate(name: &str) -> Self {
-        let ca_key = rcgen::KeyPair::generate().expect("generate CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("wxsocket test CA {name}"),
-        );
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign CA");
-        let leaf_key = rcgen::KeyPair::generate().expect("generate server key");
-        let mut leaf_params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("server params");
-        leaf_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "wxsocket test server");
-        leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = leaf_params
-            .signed_by(&leaf_key, &ca)
-            .expect("sign server cert");
-        Self {
-            ca_der: ca.der().clone(),
-            server_chain: vec![leaf.der().clone()],
-            server_key: leaf_key.serialize_der(),
-            cert_pem: leaf.pem(),
-            key_pem: leaf_key.serialize_pem(),
-        }
-    }
-
-    fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(self.server_chain.clone(), key)
-            .expect("server certificate");
-        Arc::new(config)
-    }
-}
+pub use wxsocket_test_pki::TestCa;
 
 struct State {
     snapshot: Snapshot,

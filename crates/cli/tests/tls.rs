@@ -3,20 +3,21 @@
 
 mod common;
 
-use common::{Proc, TestCa, TlsEchoServer};
+use common::{Proc, TlsEchoServer};
 use serde_json::Value;
+use wxsocket_test_pki::TestCa;
 
 fn event(v: &Value) -> &str {
     v["event"].as_str().unwrap_or("")
 }
 
 fn wss_with_ca_file(blocking: bool) {
-    let ca = TestCa::generate();
+    let ca = TestCa::generate("cli");
     let pem = common::temp_file(
         &format!("ca-{}.pem", if blocking { "blocking" } else { "tokio" }),
         &ca.ca_pem,
     );
-    let server = TlsEchoServer::start(ca.server.clone());
+    let server = TlsEchoServer::start(ca.server_config());
     let url = server.url("localhost");
     let mut args = vec![
         "connect",
@@ -72,8 +73,8 @@ fn wss_with_ca_file_blocking() {
 /// (so the success above is the option's doing).
 #[test]
 fn wss_without_ca_file_fails() {
-    let ca = TestCa::generate();
-    let server = TlsEchoServer::start(ca.server.clone());
+    let ca = TestCa::generate("cli");
+    let server = TlsEchoServer::start(ca.server_config());
     let url = server.url("localhost");
     let mut proc = Proc::spawn(&["connect", &url, "--json"]);
     let close = proc.expect_json("close", |v| matches!(event(v), "open" | "close"));

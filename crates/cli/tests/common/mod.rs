@@ -400,49 +400,6 @@ pub fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     path
 }
 
-/// A test CA (PEM) and a rustls server configuration for a certificate it signed, for
-/// `localhost` and 127.0.0.1.
-pub struct TestCa {
-    /// The CA certificate, PEM.
-    pub ca_pem: String,
-    /// The server side.
-    pub server: Arc<rustls::ServerConfig>,
-}
-
-impl TestCa {
-    /// Generates a fresh CA and server certificate.
-    pub fn generate() -> TestCa {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_params =
-            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
-        TestCa {
-            ca_pem: ca.pem(),
-            server: Arc::new(server),
-        }
-    }
-}
-
 /// A `wss://` echo server on 127.0.0.1 (a thread per connection, rustls over std IO),
 /// stopped on drop.
 pub struct TlsEchoServer {

@@ -1,0 +1,87 @@
+//! A throwaway public-key infrastructure for wxsocket's TLS tests: a CA generated for the
+//! test and a server certificate it signed for `127.0.0.1` and `localhost`. Every suite
+//! that runs a `wss` server (the adapters', the CLI's, the interop peers') uses this one.
+//!
+//! ```
+//! let ca = wxsocket_test_pki::TestCa::generate("doc");
+//! let server = ca.server_config(); // for the test's TLS server
+//! assert!(ca.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+//! assert_eq!(ca.server_chain.len(), 1);
+//! # let _ = server;
+//! ```
+#![forbid(unsafe_code)]
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
+
+/// A CA and one server certificate it signed.
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    /// The CA certificate, DER: the one root a client under test trusts.
+    pub ca_der: CertificateDer<'static>,
+    /// The CA certificate, PEM (for a `--ca-file`).
+    pub ca_pem: String,
+    /// The server's chain (its certificate alone).
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// The server's private key (PKCS#8 DER).
+    pub server_key: Vec<u8>,
+    /// The server certificate, PEM (for a peer in another language).
+    pub cert_pem: String,
+    /// The server's private key, PEM.
+    pub key_pem: String,
+}
+
+impl TestCa {
+    /// Generates a CA named after `name` and a server certificate signed by it, valid for
+    /// `127.0.0.1` and `localhost`.
+    pub fn generate(name: &str) -> TestCa {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("wxsocket test CA {name}"));
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().expect("generate the CA key");
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign the CA");
+        let mut leaf_params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("server params");
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "wxsocket test server");
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate().expect("generate the server key");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &ca)
+            .expect("sign the server certificate");
+        TestCa {
+            ca_der: ca.der().clone(),
+            ca_pem: ca.pem(),
+            server_chain: vec![leaf.der().clone()],
+            server_key: leaf_key.serialize_der(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        }
+    }
+
+    /// A rustls server configuration presenting the server certificate (ring provider).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(self.server_chain.clone(), key)
+            .expect("server certificate");
+        Arc::new(config)
+    }
+}
