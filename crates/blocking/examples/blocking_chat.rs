@@ -1,24 +1,23 @@
-//! A chat-style client on wxsocket-tokio: messages sent before the socket opens are queued
-//! and flushed in order, each send reports exactly one completion, and the close is clean.
+//! A chat-style client on wxsocket-blocking (no async runtime): the same session model as
+//! the tokio adapter, with events from an iterator.
 //!
-//! `cargo run -p wxsocket-tokio --example chat [URL]` — without a URL it starts a local
-//! echo server (try `cargo run -p wxsocket-cli -- serve` and pass its URL instead).
+//! `cargo run -p wxsocket-blocking --example blocking_chat [URL]` — without a URL it starts a
+//! local echo server.
 
-use wxsocket_tokio::{Client, Config, ConnectOptions, Event};
+use wxsocket_blocking::{Client, Config, ConnectOptions, Event};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let local = wxsocket_tokio::bench::EchoServer::start()?;
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let local = wxsocket_blocking::bench::EchoServer::start()?;
     let url = std::env::args().nth(1).unwrap_or_else(|| local.url());
 
-    let (client, mut events) = Client::new(Config::default())?;
+    let (client, events) = Client::new(Config::default())?;
     client.connect(&ConnectOptions::new(url))?;
     for line in ["hello", "from", "wxsocket"] {
-        let id = client.send_nowait(line)?; // queued: the socket is still connecting
+        let id = client.send(line)?; // queued: the socket is still connecting
         println!("queued {line:?} as send {id}");
     }
     let mut echoes = 0;
-    while let Some(event) = events.next().await {
+    for event in &events {
         match event {
             Event::Open { conn, .. } => println!("{conn}: open; the queue is flushed in order"),
             Event::SendCompleted { id, .. } => println!("send {id} written"),
