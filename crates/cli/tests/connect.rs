@@ -3,13 +3,9 @@
 
 mod common;
 
-use common::{Mode, Proc, TestServer};
+use common::{Mode, Proc, TestServer, event};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn event(v: &Value) -> &str {
-    v["event"].as_str().unwrap_or("")
-}
 
 /// Every line is one JSON object with a string "event" and a whole-number "t" that never
 /// goes backwards.
@@ -27,6 +23,15 @@ fn check_lines(lines: &[String]) -> Vec<Value> {
             v
         })
         .collect()
+}
+
+/// Ends the input, checks the process exited 0 and every line with [`check_lines`];
+/// returns the lines and their events.
+fn finish_ok(proc: Proc) -> (Vec<String>, Vec<Value>) {
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let events = check_lines(&lines);
+    (lines, events)
 }
 
 fn json_contract(blocking: bool) {
@@ -109,9 +114,7 @@ fn json_contract(blocking: bool) {
     assert_eq!(close["reason"], "bye now");
     assert_eq!(close["clean"], true);
 
-    let (status, lines, stderr) = proc.finish();
-    assert!(status.success(), "exit {status}: {stderr}");
-    let events = check_lines(&lines);
+    let (_, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     // The queued sends are flushed in order on open: open, then sent 1, 2, 3, and the
     // echoes in order.
@@ -180,9 +183,7 @@ fn unreachable_server(blocking: bool) {
     proc.expect_json("close", |v| event(v) == "close");
     proc.write("hello");
     proc.write("/close");
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (_, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(
         kinds,
@@ -226,9 +227,7 @@ fn close_before_open_abort_fails_queued_sends() {
     proc.write("queued");
     proc.write("/close");
     proc.expect_json("close", |v| event(v) == "close");
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (_, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(kinds, ["connecting", "send_failed", "close"]);
     assert_eq!(events[1]["id"], 1);
@@ -260,9 +259,7 @@ fn close_before_open_after_open_flushes_then_closes() {
     proc.expect_json("call_failed", |v| event(v) == "call_failed");
     server.release();
     proc.expect_json("close", |v| event(v) == "close");
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (_, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(
         kinds,
@@ -282,9 +279,7 @@ fn end_of_input_while_connecting_waits_for_open_then_closes() {
     proc.close_stdin();
     proc.expect_json("connecting", |v| event(v) == "connecting");
     server.release();
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (lines, events) = finish_ok(proc);
     // The echo may or may not arrive before the close frame goes out.
     let kinds: Vec<&str> = events
         .iter()
@@ -338,10 +333,8 @@ fn connect_command_replaces_the_socket(blocking: bool) {
     proc.expect_json("echo", |v| {
         event(v) == "message" && v["conn"] == 2 && v["data"] == "on two"
     });
-    let (status, lines, stderr) = proc.finish();
+    let (lines, events) = finish_ok(proc);
     let exited = Instant::now();
-    assert!(status.success(), "exit {status}: {stderr}");
-    let events = check_lines(&lines);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(
         kinds[..5],
@@ -424,9 +417,7 @@ fn allow_host_and_refused_connect(blocking: bool) {
     proc.expect_json("echo", |v| {
         event(v) == "message" && v["data"] == "still one"
     });
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (lines, events) = finish_ok(proc);
     // Connection 1 was never replaced: its one close is the final one, clean.
     assert!(
         events.iter().all(|v| v["conn"].is_null() || v["conn"] == 1),
@@ -471,8 +462,7 @@ fn sleep_pauses_commands_not_events() {
     let (t0, t1) = (before["t"].as_u64().unwrap(), after["t"].as_u64().unwrap());
     assert!(t1 >= t0 + 1000, "the pause took {} ms", t1 - t0);
     assert!(t1 < t0 + 1000 + 10_000, "the pause took {} ms", t1 - t0);
-    let (status, _, _) = proc.finish();
-    assert!(status.success());
+    finish_ok(proc);
 }
 
 /// `--timeout` bounds the handshake: a server that accepts the TCP connection but never
@@ -489,9 +479,7 @@ fn handshake_timeout_fires(blocking: bool) {
     let close = proc.expect_json("close", |v| event(v) == "close");
     // The dial began after the spawn, and the close line was printed after the close.
     let waited = spawned.elapsed();
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (lines, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(kinds, ["connecting", "error", "close"], "{lines:?}");
     let error = events[1]["error"].as_str().unwrap();
@@ -543,9 +531,7 @@ fn close_before_open_ignore(blocking: bool) {
     proc.expect_json("echo", |v| event(v) == "message" && v["data"] == "queued");
     proc.write("/close 4002 done");
     proc.expect_json("close", |v| event(v) == "close");
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (lines, events) = finish_ok(proc);
     let kinds: Vec<&str> = events
         .iter()
         .map(event)
@@ -585,9 +571,7 @@ fn keepalive_declares_a_silent_peer_dead(blocking: bool) {
     // The client opened after the server read its handshake, and the close line was
     // printed after the close.
     let waited = server.seen()[0].at.elapsed();
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (lines, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(kinds, ["connecting", "open", "error", "close"], "{lines:?}");
     let error = events[2]["error"].as_str().unwrap();
@@ -626,9 +610,7 @@ fn keepalive_keeps_an_answering_peer() {
     proc.expect_json("echo", |v| {
         event(v) == "message" && v["data"] == "still here"
     });
-    let (status, lines, _) = proc.finish();
-    assert!(status.success());
-    let events = check_lines(&lines);
+    let (lines, events) = finish_ok(proc);
     // No error: the one close is the one /quit asked for.
     let kinds: Vec<&str> = events.iter().map(event).filter(|k| *k != "sent").collect();
     assert_eq!(
@@ -663,9 +645,8 @@ fn largest_timers_accepted(blocking: bool) {
     proc.expect_json("open", |v| event(v) == "open");
     proc.write("hi");
     proc.expect_json("echo", |v| event(v) == "message" && v["data"] == "hi");
-    let (status, lines, stderr) = proc.finish();
-    assert!(status.success(), "exit {status}: {stderr}");
-    let close = check_lines(&lines).pop().unwrap();
+    let (_, mut events) = finish_ok(proc);
+    let close = events.pop().unwrap();
     assert_eq!(close["event"], "close");
     assert_eq!(close["clean"], true);
 }

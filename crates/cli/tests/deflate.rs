@@ -5,12 +5,8 @@
 
 mod common;
 
-use common::Proc;
-use serde_json::{Value, json};
-
-fn event(v: &Value) -> &str {
-    v["event"].as_str().unwrap_or("")
-}
+use common::{Proc, event};
+use serde_json::json;
 
 /// Starts `wxsocket serve --addr 127.0.0.1:0 ARGS`; returns it and its URL.
 fn serve(args: &[&str]) -> (Proc, String) {

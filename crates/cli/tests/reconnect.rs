@@ -3,12 +3,8 @@
 
 mod common;
 
-use common::{Mode, Proc, TestServer};
+use common::{Mode, Proc, TestServer, event};
 use serde_json::Value;
-
-fn event(v: &Value) -> &str {
-    v["event"].as_str().unwrap_or("")
-}
 
 fn events_of(lines: &[String]) -> Vec<Value> {
     lines

@@ -3,13 +3,9 @@
 
 mod common;
 
-use common::{Proc, TlsEchoServer};
+use common::{Proc, TlsEchoServer, event};
 use serde_json::Value;
 use wxsocket_test_pki::TestCa;
-
-fn event(v: &Value) -> &str {
-    v["event"].as_str().unwrap_or("")
-}
 
 fn wss_with_ca_file(blocking: bool) {
     let ca = TestCa::generate("cli");

@@ -192,6 +192,11 @@ impl Drop for Proc {
     }
 }
 
+/// The `"event"` of a `--json` line ("" if it has none).
+pub fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
 /// Runs `wxsocket ARGS` with `input` on stdin to the end: exit status, stdout lines, stderr.
 pub fn run(args: &[&str], input: &str) -> (ExitStatus, Vec<String>, String) {
     let mut proc = Proc::spawn(args);
