@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mode, Proc, TestServer, event};
+use common::{Mode, Proc, TestServer, event, with_adapter};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -34,11 +34,25 @@ fn finish_ok(proc: Proc) -> (Vec<String>, Vec<Value>) {
     (lines, events)
 }
 
+/// The run's events were exactly `kinds`, ending with an `error` whose text contains
+/// `error` and then a close 1006, not clean (a connection the client gave up on).
+fn assert_ended_by_error(lines: &[String], events: &[Value], kinds: &[&str], error: &str) {
+    let seen: Vec<&str> = events.iter().map(event).collect();
+    assert_eq!(seen, kinds, "{lines:?}");
+    let [.., failure, close] = events else {
+        panic!("no error and close: {lines:?}");
+    };
+    let text = failure["error"].as_str().unwrap();
+    assert!(text.contains(error), "{text}");
+    assert_eq!(close["code"], 1006);
+    assert_eq!(close["clean"], false);
+}
+
 fn json_contract(blocking: bool) {
     // The server holds the handshake until released, so the first sends are certainly
     // made while the socket is connecting.
     let server = TestServer::start(Mode::Echo, true);
-    let mut args = vec![
+    let args = vec![
         "connect",
         server.url(),
         "--json",
@@ -52,9 +66,7 @@ fn json_contract(blocking: bool) {
         "--timeout",
         "10000",
     ];
-    if blocking {
-        args.push("--blocking");
-    }
+    let args = with_adapter(args, blocking);
     let mut proc = Proc::spawn(&args);
     let connecting = proc.expect_json("connecting", |v| event(v) == "connecting");
     assert_eq!(connecting["conn"], 1);
@@ -175,11 +187,10 @@ fn json_contract_blocking() {
 
 fn unreachable_server(blocking: bool) {
     let url = format!("ws://127.0.0.1:{}/", common::closed_port());
-    let mut args = vec!["connect", url.as_str(), "--json"];
-    if blocking {
-        args.push("--blocking");
-    }
-    let mut proc = Proc::spawn(&args);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", url.as_str(), "--json"],
+        blocking,
+    ));
     proc.expect_json("close", |v| event(v) == "close");
     proc.write("hello");
     proc.write("/close");
@@ -305,13 +316,6 @@ fn deflate_offered_to_a_server_without_it_runs_uncompressed() {
     proc.write("/quit");
     let close = proc.expect_json("close", |v| event(v) == "close");
     assert_eq!(close["clean"], true);
-}
-
-fn with_adapter(mut args: Vec<&str>, blocking: bool) -> Vec<&str> {
-    if blocking {
-        args.push("--blocking");
-    }
-    args
 }
 
 /// `/connect URL` replaces the current socket: connection 1's close event (1000,
@@ -480,12 +484,12 @@ fn handshake_timeout_fires(blocking: bool) {
     // The dial began after the spawn, and the close line was printed after the close.
     let waited = spawned.elapsed();
     let (lines, events) = finish_ok(proc);
-    let kinds: Vec<&str> = events.iter().map(event).collect();
-    assert_eq!(kinds, ["connecting", "error", "close"], "{lines:?}");
-    let error = events[1]["error"].as_str().unwrap();
-    assert!(error.contains("timed out after 300ms"), "{error}");
-    assert_eq!(close["code"], 1006);
-    assert_eq!(close["clean"], false);
+    assert_ended_by_error(
+        &lines,
+        &events,
+        &["connecting", "error", "close"],
+        "timed out after 300ms",
+    );
     assert!(
         waited >= Duration::from_millis(300),
         "closed {waited:?} after the spawn"
@@ -572,12 +576,12 @@ fn keepalive_declares_a_silent_peer_dead(blocking: bool) {
     // printed after the close.
     let waited = server.seen()[0].at.elapsed();
     let (lines, events) = finish_ok(proc);
-    let kinds: Vec<&str> = events.iter().map(event).collect();
-    assert_eq!(kinds, ["connecting", "open", "error", "close"], "{lines:?}");
-    let error = events[2]["error"].as_str().unwrap();
-    assert!(error.contains("no pong within 1s"), "{error}");
-    assert_eq!(close["code"], 1006);
-    assert_eq!(close["clean"], false);
+    assert_ended_by_error(
+        &lines,
+        &events,
+        &["connecting", "open", "error", "close"],
+        "no pong within 1s",
+    );
     assert!(
         waited >= Duration::from_secs(2),
         "declared dead {waited:?} after the handshake"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proc, event};
+use common::{Proc, event, with_adapter};
 use serde_json::json;
 
 /// Starts `wxsocket serve --addr 127.0.0.1:0 ARGS`; returns it and its URL.
@@ -48,10 +48,8 @@ fn compressible(n: usize) -> String {
 
 fn connect_deflate_json(blocking: bool) {
     let (mut server, url) = serve(&["--deflate"]);
-    let mut args = vec!["connect", url.as_str(), "--json", "--deflate"];
-    if blocking {
-        args.push("--blocking");
-    }
+    let args = vec!["connect", url.as_str(), "--json", "--deflate"];
+    let args = with_adapter(args, blocking);
     let mut client = Proc::spawn(&args);
     let open = client.expect_json("open", |v| event(v) == "open");
     assert_eq!(
@@ -135,7 +133,7 @@ fn connect_deflate_against_serve_deflate_blocking() {
 fn offer_options(blocking: bool) {
     let (mut server, url) = serve(&["--deflate"]);
     // Every --deflate-* option implies --deflate.
-    let mut args = vec![
+    let args = vec![
         "connect",
         url.as_str(),
         "--json",
@@ -148,9 +146,7 @@ fn offer_options(blocking: bool) {
         "--deflate-threshold",
         "0",
     ];
-    if blocking {
-        args.push("--blocking");
-    }
+    let args = with_adapter(args, blocking);
     let mut client = Proc::spawn(&args);
     let open = client.expect_json("open", |v| event(v) == "open");
     assert_eq!(
@@ -200,10 +196,8 @@ fn offer_options_are_agreed_blocking() {
 fn human_output_shows_the_agreed_parameters() {
     let (_server, url) = serve(&["--deflate"]);
     for blocking in [false, true] {
-        let mut args = vec!["connect", url.as_str(), "--deflate"];
-        if blocking {
-            args.push("--blocking");
-        }
+        let args = vec!["connect", url.as_str(), "--deflate"];
+        let args = with_adapter(args, blocking);
         let mut client = Proc::spawn(&args);
         client.expect("open", |l| {
             l.contains(

@@ -295,10 +295,8 @@ fn ca_file_rejected_by_rustls_names_the_option() {
     let path = common::temp_file("not-a-cert.pem", pem);
     let path = path.to_str().unwrap();
     for blocking in [false, true] {
-        let mut args = vec!["connect", "ws://127.0.0.1:9/", "--ca-file", path];
-        if blocking {
-            args.push("--blocking");
-        }
+        let args = vec!["connect", "ws://127.0.0.1:9/", "--ca-file", path];
+        let args = common::with_adapter(args, blocking);
         let (status, stdout, stderr) = common::run(&args, "");
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");

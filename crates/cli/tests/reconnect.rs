@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mode, Proc, TestServer, event};
+use common::{Mode, Proc, TestServer, event, with_adapter};
 use serde_json::Value;
 
 fn events_of(lines: &[String]) -> Vec<Value> {
@@ -15,13 +15,6 @@ fn events_of(lines: &[String]) -> Vec<Value> {
 
 fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(event).collect()
-}
-
-fn with_adapter(mut args: Vec<&str>, blocking: bool) -> Vec<&str> {
-    if blocking {
-        args.push("--blocking");
-    }
-    args
 }
 
 /// Waits for connection `conn`'s close, then shows no reconnection is pending: a close

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Proc;
+use common::{Proc, with_adapter};
 
 #[test]
 fn serve_then_connect() {
@@ -16,10 +16,8 @@ fn serve_then_connect() {
 
     for blocking in [false, true] {
         // Human-readable output this time.
-        let mut args = vec!["connect", url.as_str(), "-p", "chat"];
-        if blocking {
-            args.push("--blocking");
-        }
+        let args = vec!["connect", url.as_str(), "-p", "chat"];
+        let args = with_adapter(args, blocking);
         let mut client = Proc::spawn(&args);
         client.expect("open", |l| l.contains("#1 open (protocol: chat)"));
         client.write("hello there");

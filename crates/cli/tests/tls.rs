@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Proc, TlsEchoServer, event};
+use common::{Proc, TlsEchoServer, event, with_adapter};
 use serde_json::Value;
 use wxsocket_test_pki::TestCa;
 
@@ -15,7 +15,7 @@ fn wss_with_ca_file(blocking: bool) {
     );
     let server = TlsEchoServer::start(ca.server_config());
     let url = server.url("localhost");
-    let mut args = vec![
+    let args = vec![
         "connect",
         url.as_str(),
         "--json",
@@ -25,9 +25,7 @@ fn wss_with_ca_file(blocking: bool) {
         "--allow-host",
         "localhost",
     ];
-    if blocking {
-        args.push("--blocking");
-    }
+    let args = with_adapter(args, blocking);
     let mut proc = Proc::spawn(&args);
     let open = proc.expect_json("open", |v| matches!(event(v), "open" | "close"));
     assert_eq!(open["event"], "open", "{:?}", proc.seen);

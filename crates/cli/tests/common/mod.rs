@@ -192,6 +192,14 @@ impl Drop for Proc {
     }
 }
 
+/// `args` for the blocking adapter when `blocking` (`--blocking` appended), else as they are.
+pub fn with_adapter(mut args: Vec<&str>, blocking: bool) -> Vec<&str> {
+    if blocking {
+        args.push("--blocking");
+    }
+    args
+}
+
 /// The `"event"` of a `--json` line ("" if it has none).
 pub fn event(v: &Value) -> &str {
     v["event"].as_str().unwrap_or("")
