@@ -7,7 +7,7 @@
 use wxsocket_blocking::{Client, Config, ConnectOptions, Event};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let local = wxsocket_blocking::bench::EchoServer::start()?;
+    let local = wxsocket_test_server::EchoServer::start()?;
     let url = std::env::args().nth(1).unwrap_or_else(|| local.url());
 
     let (client, events) = Client::new(Config::default())?;

@@ -14,7 +14,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # // A local echo server stands in for the real one, so this example runs as a test.
-//! # let server = wxsocket_blocking::bench::EchoServer::start()?;
+//! # let server = wxsocket_test_server::EchoServer::start()?;
 //! # let url = server.url();
 //! # /*
 //! let url = "wss://echo.example.com/ws";
@@ -151,7 +151,7 @@
 //!
 //! So no message ever waits for a fixed interval: the driver sleeps in the poller with no
 //! timeout unless the core has a deadline or a receive loop is running, and every byte
-//! moves as soon as the kernel allows it. The echo benchmark ([`mod@bench`]) compares this
+//! moves as soon as the kernel allows it. The echo benchmark (the unpublished `wxsocket-bench` crate) compares this
 //! adapter with a plain blocking tungstenite client doing the same work; a one-at-a-time
 //! round trip takes tens of microseconds, which a design with a polling tick (a
 //! millisecond at least) could not reach.
@@ -168,7 +168,6 @@
 //! [`Events`] until it ends, so no close frame is cut off.
 #![forbid(unsafe_code)]
 
-pub mod bench;
 mod busy_poll;
 mod client;
 mod conn;

@@ -8,6 +8,7 @@ use crate::DemoArgs;
 use crate::backend::{Backend, Kind};
 use crate::output::{Out, show_message};
 use crate::server;
+use crate::server_stream::WireCounters;
 use std::cell::Cell;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use wxsocket_core::{
     ReadyState, SendFailure, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
-use wxsocket_tokio::bench::WireCounters;
 
 /// How long the embedded server waits before answering a handshake.
 const HANDSHAKE_DELAY: Duration = Duration::from_millis(100);
@@ -286,7 +286,7 @@ fn compression(t: &Timeline, url: &str, wire: &server::WireLog) -> Result<(), St
         .find(target)
         .ok_or("the embedded server has no byte count for the connection")?;
 
-    let json = Message::text(wxsocket_tokio::bench::json_like_payload(1, 4096));
+    let json = Message::text(json_like(4096));
     let (plain_up, plain_down) = (frame_size(4096, true), frame_size(4096, false));
     let (up, down) = t.round_trip(&e, &counters, json.clone())?;
     check(
@@ -334,6 +334,31 @@ fn compression(t: &Timeline, url: &str, wire: &server::WireLog) -> Result<(), St
         "compression: expected a clean close 1000",
     )?;
     Ok(())
+}
+
+/// A JSON-like text of exactly `size` bytes (an array of small records, as an API might
+/// send): what the compression stage echoes.
+fn json_like(size: usize) -> String {
+    let mut out = String::from("[");
+    for i in 0.. {
+        let record = format!(
+            "{{\"id\":{},\"name\":\"user-{}\",\"score\":{},\"active\":{}}},",
+            1000 + i * 7,
+            i % 13,
+            (i * 37) % 100,
+            i % 3 == 0
+        );
+        if out.len() + record.len() + 1 > size {
+            break;
+        }
+        out.push_str(&record);
+    }
+    out.pop();
+    out.push(']');
+    while out.len() < size {
+        out.insert(out.len() - 1, ' ');
+    }
+    out
 }
 
 fn check(ok: bool, what: &str) -> Result<(), String> {

@@ -4,17 +4,16 @@
 //!   embedded echo server;
 //! - `wxsocket connect URL [options]`: an interactive client (`--json` for scripts);
 //! - `wxsocket serve [--addr ADDR] [--deflate]`: an echo server;
-//! - `wxsocket bench [--quick] [--json FILE]`: the adapters' echo benchmarks in one table.
 //!
 //! Invalid command-line options exit with status 2 and a one-line error naming the option.
 #![forbid(unsafe_code)]
 
 mod backend;
-mod bench;
 mod connect;
 mod demo;
 mod output;
 mod server;
+mod server_stream;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -38,7 +37,8 @@ enum Command {
     Connect(Box<ConnectArgs>),
     /// Run an echo server (text and binary), printing each connection and close.
     Serve(ServeArgs),
-    /// Run the tokio and blocking echo benchmarks against plain (tokio-)tungstenite.
+    /// The benchmarks are not part of this command (see `wxsocket-bench` in the repository).
+    #[command(hide = true)]
     Bench(BenchArgs),
 }
 
@@ -224,14 +224,12 @@ struct ServeArgs {
     deflate: bool,
 }
 
+/// Whatever `wxsocket bench` was given: the benchmarks moved to the unpublished
+/// `wxsocket-bench` crate, and the command only says where.
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Fewer messages and runs (under a minute).
-    #[arg(long)]
-    quick: bool,
-    /// Also write the results to FILE as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -353,7 +351,12 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         Some(Command::Serve(args)) => serve(&args),
-        Some(Command::Bench(args)) => bench::run(args.quick, args.json.as_deref()),
+        Some(Command::Bench(_)) => {
+            eprintln!(
+                "wxsocket: error: the benchmarks are not part of this command; from a checkout of wxsocket, run `cargo run --release -p wxsocket-bench -- [--quick] [--json FILE]`"
+            );
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`Compressor::server`). Every connection counts the bytes its socket reads and writes.
 
 use crate::output::Out;
+use crate::server_stream::{ServerStream, WireCounters, core_message};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,6 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wxsocket_core::{DeflateOptions, DeflateParams};
-use wxsocket_tokio::bench::{ServerStream, WireCounters, core_message};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// The largest message the server takes (tungstenite's default), inflated.

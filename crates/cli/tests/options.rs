@@ -235,7 +235,7 @@ fn invalid_options_exit_2_naming_the_option() {
         ),
         (&["serve", "--addr", "nowhere"], "--addr"),
         (&["serve", "--deflate", "9"], "9"),
-        (&["bench", "--json"], "--json"),
+        (&["bench", "--json"], "wxsocket-bench"),
         (&["demo", "--fast"], "--fast"),
         (&["frobnicate"], "frobnicate"),
     ];

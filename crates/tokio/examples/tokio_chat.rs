@@ -8,7 +8,7 @@ use wxsocket_tokio::{Client, Config, ConnectOptions, Event};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let local = wxsocket_tokio::bench::EchoServer::start()?;
+    let local = wxsocket_test_server::EchoServer::start()?;
     let url = std::env::args().nth(1).unwrap_or_else(|| local.url());
 
     let (client, mut events) = Client::new(Config::default())?;

@@ -463,7 +463,7 @@ impl AsyncRead for Transport {
                 if !this.tail.is_empty() {
                     inflater.feed_deferred(&std::mem::take(&mut this.tail));
                 }
-                inflate_read(inflater, &mut this.inner, cx, buf, |_| {})
+                inflate_read(inflater, &mut this.inner, cx, buf)
             }
         }
     }
@@ -471,14 +471,11 @@ impl AsyncRead for Transport {
 
 /// Reads the socket until the inflater has output for `buf` (or the socket ends, fails or
 /// is not ready). An inflation failure comes after the output produced before it.
-/// `raw_read` sees the size of every read from the socket (the benchmark's server counts
-/// them).
-pub(crate) fn inflate_read<R: AsyncRead + Unpin>(
+fn inflate_read<R: AsyncRead + Unpin>(
     inflater: &mut Inflater,
     inner: &mut R,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
-    mut raw_read: impl FnMut(usize),
 ) -> Poll<io::Result<()>> {
     loop {
         if inflater.has_output() || buf.remaining() == 0 {
@@ -493,7 +490,6 @@ pub(crate) fn inflate_read<R: AsyncRead + Unpin>(
         let mut raw_buf = ReadBuf::new(&mut raw);
         let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
         let n = raw_buf.filled().len();
-        raw_read(n);
         match polled {
             Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
             other => {

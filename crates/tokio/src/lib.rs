@@ -24,7 +24,7 @@
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     # // A local echo server stands in for "wss://example.com/ws" so the example runs.
-//!     # let server = wxsocket_tokio::bench::EchoServer::start()?;
+//!     # let server = wxsocket_test_server::EchoServer::start()?;
 //!     # let url = server.url();
 //!     let (client, mut events) = Client::new(Config::default())?;
 //!     client.connect(&ConnectOptions::new(url).tcp_no_delay(true))?;
@@ -126,7 +126,6 @@
 //!   and run by the driver task outside the lock, so they may call back into the socket.
 #![forbid(unsafe_code)]
 
-pub mod bench;
 mod client;
 mod conn;
 mod driver;

@@ -31,7 +31,7 @@ async fn holding_server() -> String {
 
 #[tokio::test]
 async fn connect_close_cycles_leave_no_descriptor_behind() {
-    let echo = wxsocket_tokio::bench::EchoServer::start().unwrap();
+    let echo = wxsocket_test_server::EchoServer::start().unwrap();
     let stall = holding_server().await;
     let cycle = |url: String| async move {
         let (client, mut events) = Client::new(Config::default()).unwrap();

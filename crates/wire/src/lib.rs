@@ -14,7 +14,6 @@
 //!   [`deflate::Compressor`] for what is sent and an [`deflate::Inflater`] for what is
 //!   read. The module docs explain the choice; uncompressed connections never touch it.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
-//! - [`workload`]: the benchmark payloads both adapters' echo benchmarks send.
 //!
 //! ```
 //! use wxsocket_core::ConnectOptions;
@@ -32,7 +31,6 @@ pub mod convert;
 pub mod deflate;
 mod handshake;
 pub mod tls;
-pub mod workload;
 
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
 

@@ -1,21 +1,52 @@
-//! `wxsocket bench --quick --json FILE`: one table with both adapters, a second with the
+//! `wxsocket-bench --quick --json FILE`: one table with both adapters, a second with the
 //! compressed cases, and the same rows as JSON.
 
-mod common;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::Proc;
-use std::time::Duration;
+/// Runs `wxsocket-bench ARGS` to its end (at most `wait`): status, stdout lines, stderr.
+fn run(args: &[&str], wait: Duration) -> (std::process::ExitStatus, Vec<String>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxsocket-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wxsocket-bench");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    let deadline = Instant::now() + wait;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wxsocket-bench did not finish within {wait:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap().unwrap();
+    let err = err.join().unwrap().unwrap();
+    (status, out.lines().map(str::to_owned).collect(), err)
+}
 
 #[test]
 fn quick_bench_prints_one_table_and_writes_json() {
     let file = std::env::temp_dir().join(format!("wxsocket-bench-{}.json", std::process::id()));
     let path = file.to_str().unwrap().to_owned();
     // A debug build on a shared machine is slow; the 60 s promise is for release builds.
-    let proc = Proc::spawn_waiting(
-        &["bench", "--quick", "--json", &path],
-        Duration::from_secs(240),
-    );
-    let (status, lines, stderr) = proc.finish();
+    let (status, lines, stderr) = run(&["--quick", "--json", &path], Duration::from_secs(240));
     assert!(status.success(), "{stderr}");
     // The first table: each adapter against its plain client.
     let rows: Vec<&String> = lines
@@ -98,4 +129,18 @@ fn same_ratio_as_the_table(row: &serde_json::Value, table: &[&String]) {
         line.contains(&format!(" {ratio:.2} |")),
         "table line {line} does not show ratio {ratio:.2}"
     );
+}
+
+#[test]
+fn a_bad_argument_is_a_usage_error_naming_it() {
+    for (args, named) in [(&["--json"][..], "--json"), (&["--fast"][..], "--fast")] {
+        let (status, stdout, stderr) = run(args, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(
+            stderr.contains("error") && stderr.contains(named),
+            "{stderr:?}"
+        );
+    }
 }

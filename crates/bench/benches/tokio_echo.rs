@@ -1,5 +1,5 @@
 //! Echo benchmark: wxsocket-tokio against a plain tokio-tungstenite client, one local echo
-//! server, one run. `cargo bench -p wxsocket-tokio` (add `-- --quick` for a shorter run;
+//! server, one run. `cargo bench -p wxsocket-bench --bench tokio_echo` (add `-- --quick` for a shorter run;
 //! `WXSOCKET_BENCH_RUNTIME=current_thread` to run the clients on a single-thread runtime).
 
 fn main() {
@@ -20,7 +20,9 @@ fn main() {
     let started = std::time::Instant::now();
     // Run on a worker (not the thread blocked in `block_on`), as application tasks do.
     let result = runtime
-        .block_on(async move { tokio::spawn(wxsocket_tokio::bench::run_echo_bench(quick)).await })
+        .block_on(
+            async move { tokio::spawn(wxsocket_bench::tokio_echo::run_echo_bench(quick)).await },
+        )
         .expect("benchmark task");
     match result {
         Ok(rows) => {
@@ -33,7 +35,7 @@ fn main() {
                 },
                 if quick { ", quick" } else { "" }
             );
-            print!("{}", wxsocket_tokio::bench::table(&rows));
+            print!("{}", wxsocket_bench::tokio_echo::table(&rows));
             println!("\n(total {:.1} s)", started.elapsed().as_secs_f64());
         }
         Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// none), as both benchmarks report over their segments.
 ///
 /// ```
-/// use wxsocket_wire::workload::median;
+/// use wxsocket_bench::workload::median;
 /// assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
 /// assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
 /// ```
@@ -25,7 +25,7 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 /// `seed`, as an API might send. It compresses about as well as such messages do.
 ///
 /// ```
-/// let text = wxsocket_wire::workload::json_like_payload(7, 4096);
+/// let text = wxsocket_bench::workload::json_like_payload(7, 4096);
 /// assert_eq!(text.len(), 4096);
 /// assert!(text.starts_with("[{\"id\":") && text.ends_with(']'));
 /// ```

@@ -6,7 +6,7 @@
 
 #[test]
 fn quick_echo_bench_produces_seven_rows() {
-    let rows = wxsocket_blocking::bench::run_echo_bench(true).unwrap();
+    let rows = wxsocket_bench::blocking_echo::run_echo_bench(true).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     assert_eq!(
         names,
@@ -45,7 +45,7 @@ fn quick_echo_bench_produces_seven_rows() {
 #[test]
 fn deflate_echo_server_counts_and_still_serves_plain_clients() {
     use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Message};
-    let server = wxsocket_blocking::bench::EchoServer::start_deflate().unwrap();
+    let server = wxsocket_bench::blocking_echo::EchoServer::start_deflate().unwrap();
     let wire = server.wire().unwrap();
     let wait = std::time::Duration::from_secs(10);
     for deflate in [false, true] {

@@ -1,4 +1,5 @@
-//! `wxsocket bench`: the echo benchmarks of both adapters (their `bench` modules) in one
+//! The `wxsocket-bench` command: the echo benchmarks of both adapters ([`crate::tokio_echo`],
+//! [`crate::blocking_echo`]) in one
 //! table against the plain clients they are built on, and a second table for the
 //! permessage-deflate cases (each adapter with compression against itself without),
 //! optionally written as JSON.
@@ -35,10 +36,15 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let started = Instant::now();
     // On a worker (not the thread blocked in `block_on`), as application tasks run, and
-    // as `cargo bench -p wxsocket-tokio` runs it.
-    let runtime = crate::backend::runtime();
+    // as `cargo bench -p wxsocket-bench --bench tokio_echo` runs it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wxsocket-bench-rt")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
     let tokio_rows = runtime
-        .block_on(runtime.spawn(wxsocket_tokio::bench::run_echo_bench(quick)))
+        .block_on(runtime.spawn(crate::tokio_echo::run_echo_bench(quick)))
         .map_err(|e| format!("tokio: {e}"))?
         .map_err(|e| format!("tokio: {e}"))?;
     rows.extend(tokio_rows.into_iter().map(|r| Row {
@@ -57,7 +63,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let blocking_rows = wxsocket_blocking::bench::run_echo_bench(quick)
+    let blocking_rows = crate::blocking_echo::run_echo_bench(quick)
         .map_err(|e| format!("blocking: echo benchmark: {e}"))?;
     eprintln!(
         "wxsocket-blocking cases done in {:.1} s",
@@ -207,10 +213,10 @@ fn markdown<const N: usize>(
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
     eprintln!(
-        "wxsocket bench{}: echo round trips over 127.0.0.1, each adapter against the plain client it is built on{}",
+        "wxsocket-bench{}: echo round trips over 127.0.0.1, each adapter against the plain client it is built on{}",
         if quick { " --quick" } else { "" },
         if cfg!(debug_assertions) {
-            " (debug build: use `cargo run --release -p wxsocket-cli -- bench` for real numbers)"
+            " (debug build: use `cargo run --release -p wxsocket-bench` for real numbers)"
         } else {
             ""
         }
@@ -218,7 +224,7 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let rows = match collect(quick) {
         Ok(rows) => rows,
         Err(e) => {
-            eprintln!("wxsocket: bench failed: {e}");
+            eprintln!("wxsocket-bench: failed: {e}");
             return ExitCode::from(1);
         }
     };
@@ -268,7 +274,7 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
         });
         let text = serde_json::to_string_pretty(&value).unwrap_or_default();
         if let Err(e) = std::fs::write(path, text + "\n") {
-            eprintln!("wxsocket: error: --json {}: {e}", path.display());
+            eprintln!("wxsocket-bench: error: --json {}: {e}", path.display());
             return ExitCode::from(1);
         }
     }

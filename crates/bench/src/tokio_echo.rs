@@ -1,7 +1,7 @@
 //! The echo benchmark (issue 3): this adapter against a plain tokio-tungstenite client doing
 //! the same work, over a local echo server, in one run; and the adapter with
-//! permessage-deflate against itself without it. `cargo bench -p wxsocket-tokio` prints the
-//! tables; the `wxsocket bench` command calls [`run_echo_bench`] too.
+//! permessage-deflate against itself without it. `cargo bench -p wxsocket-bench --bench tokio_echo` prints the
+//! tables; the `wxsocket-bench` command calls [`run_echo_bench`] too.
 //!
 //! Cases (each against a fresh echo server; messages per second, each client's median over
 //! [`SEGMENTS`] segments; in each segment both clients connect afresh and run in turn, each
@@ -29,13 +29,14 @@
 //! with `StreamExt::forward` (it flushes whenever its input runs dry).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), wxsocket_tokio::bench::BenchError> {
-//! let rows = wxsocket_tokio::bench::run_echo_bench(true).await?;
-//! println!("{}", wxsocket_tokio::bench::table(&rows));
+//! # async fn demo() -> Result<(), wxsocket_bench::tokio_echo::BenchError> {
+//! let rows = wxsocket_bench::tokio_echo::run_echo_bench(true).await?;
+//! println!("{}", wxsocket_bench::tokio_echo::table(&rows));
 //! # Ok(()) }
 //! ```
 
-use crate::{Client, Config, ConnectOptions, Event, Events, Message, SessionConfig};
+use crate::workload::median;
+pub use crate::workload::{WireCounters, json_like_payload};
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use std::io;
 use std::net::SocketAddr;
@@ -50,9 +51,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{DeflateOptions, TransportEvent};
+use wxsocket_tokio::{Client, Config, ConnectOptions, Event, Events, Message, SessionConfig};
 use wxsocket_wire::deflate::{Compressor, Inflater};
-use wxsocket_wire::workload::median;
-pub use wxsocket_wire::workload::{WireCounters, json_like_payload};
 
 /// A benchmark could not run (server, connection or protocol failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +147,41 @@ pub fn table(rows: &[BenchRow]) -> String {
     out
 }
 
+/// Reads the socket until the inflater has output for `buf` (or the socket ends, fails or
+/// is not ready), counting every raw read; the server-side twin of the adapter's own read
+/// path. An inflation failure comes after the output produced before it.
+fn inflate_read<R: AsyncRead + Unpin>(
+    inflater: &mut Inflater,
+    inner: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    mut raw_read: impl FnMut(usize),
+) -> Poll<io::Result<()>> {
+    loop {
+        if inflater.has_output() || buf.remaining() == 0 {
+            let n = inflater.take_output(buf.initialize_unfilled());
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = inflater.take_failure() {
+            return Poll::Ready(Err(failure.into()));
+        }
+        let mut raw = inflater.lend_buffer();
+        let mut raw_buf = ReadBuf::new(&mut raw);
+        let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
+        let n = raw_buf.filled().len();
+        raw_read(n);
+        match polled {
+            Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
+            other => {
+                inflater.return_buffer(raw);
+                return other;
+            }
+        }
+        inflater.return_buffer(raw);
+    }
+}
+
 /// A server's socket as a tokio-tungstenite server should use it: counts the raw bytes
 /// in both directions ([`WireCounters`]) and, once permessage-deflate is agreed
 /// ([`inflate`](Self::inflate)), passes what the client sends through a server-side
@@ -211,7 +246,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
             return polled;
         };
         let counters = &this.counters;
-        crate::conn::inflate_read(inflater, &mut this.inner, cx, buf, |n| counters.add_read(n))
+        inflate_read(inflater, &mut this.inner, cx, buf, |n| counters.add_read(n))
     }
 }
 

@@ -23,16 +23,17 @@
 //! the warm-up measures each in its steady state). A row reports the median rate of each
 //! client over the segments and the median of the per-segment ratios, which a busy machine
 //! disturbs far less than one long run.
-//! `cargo bench -p wxsocket-blocking` prints the table; [`run_echo_bench`] returns it for
+//! `cargo bench -p wxsocket-bench --bench blocking_echo` prints the table; [`run_echo_bench`] returns it for
 //! other front ends (the CLI).
 //!
 //! ```no_run
-//! for row in wxsocket_blocking::bench::run_echo_bench(true).unwrap() {
+//! for row in wxsocket_bench::blocking_echo::run_echo_bench(true).unwrap() {
 //!     println!("{row}");
 //! }
 //! ```
 
-use crate::{Client, Config, ConnectOptions, Event, Events, Message};
+use crate::workload::median;
+pub use crate::workload::{WireCounters, json_like_payload};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -42,10 +43,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Message as WsMessage;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Events, Message};
 use wxsocket_core::{DeflateOptions, TransportEvent};
 use wxsocket_wire::deflate::{Compressor, Inflater};
-use wxsocket_wire::workload::median;
-pub use wxsocket_wire::workload::{WireCounters, json_like_payload};
 
 /// Messages in flight per window in the small pipelined workload.
 pub const PIPELINE_WINDOW: usize = 100;

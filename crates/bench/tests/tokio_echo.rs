@@ -2,7 +2,7 @@
 //! tokio-tungstenite, and the compressed case really compressed (fewer bytes on the
 //! wire). Rates are not judged here (debug build, shared machine).
 
-use wxsocket_tokio::bench::{self, BenchRow};
+use wxsocket_bench::tokio_echo::{self as bench, BenchRow};
 use wxsocket_tokio::{Client, Config, ConnectOptions, Event, Message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,20 @@
+//! # wxsocket-bench (not published)
+//!
+//! wxsocket's benchmarks, kept out of the library crates: the echo servers, the plain
+//! tungstenite / tokio-tungstenite baseline clients, the workloads and the tables.
+//!
+//! - [`tokio_echo`]: `wxsocket-tokio` against a plain tokio-tungstenite client, and with
+//!   permessage-deflate against itself without it;
+//! - [`blocking_echo`]: `wxsocket-blocking` against a plain tungstenite client, likewise;
+//! - [`workload`]: the payloads and counters both use;
+//! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
+//!
+//! ```sh
+//! cargo run --release -p wxsocket-bench -- [--quick] [--json FILE]
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod blocking_echo;
+pub mod report;
+pub mod tokio_echo;
+pub mod workload;

@@ -1,0 +1,128 @@
+//! # wxsocket-test-server (not published)
+//!
+//! A WebSocket echo server on 127.0.0.1, for the library crates' doc tests and examples and
+//! for tests that need a well-behaved peer: plain tungstenite on std threads, so it depends
+//! on neither adapter. It echoes text and binary messages and answers close frames; every
+//! connection and thread ends when the server is dropped.
+//!
+//! ```
+//! let server = wxsocket_test_server::EchoServer::start().unwrap();
+//! assert!(server.url().starts_with("ws://127.0.0.1:"));
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tungstenite::Message;
+
+/// A running echo server; dropping it stops it (its connections are shut down and their
+/// threads joined).
+#[derive(Debug)]
+pub struct EchoServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+    conns: Conns,
+}
+
+/// Per connection: a clone of its socket (emptied by the connection's thread when it ends),
+/// to shut it down when the server stops, and the thread.
+type Conns = Arc<Mutex<Vec<(Arc<Mutex<Option<TcpStream>>>, JoinHandle<()>)>>>;
+
+impl EchoServer {
+    /// Binds 127.0.0.1 on a free port and starts accepting.
+    pub fn start() -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Conns = Arc::default();
+        let accept = {
+            let stop = Arc::clone(&stop);
+            let conns = Arc::clone(&conns);
+            std::thread::Builder::new()
+                .name("test-echo-accept".into())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let Ok(stream) = stream else { continue };
+                        let Ok(peer) = stream.try_clone() else {
+                            continue;
+                        };
+                        let slot = Arc::new(Mutex::new(Some(peer)));
+                        let mine = Arc::clone(&slot);
+                        let handle = std::thread::Builder::new()
+                            .name("test-echo-conn".into())
+                            .spawn(move || {
+                                echo(stream);
+                                mine.lock().unwrap_or_else(|e| e.into_inner()).take();
+                            });
+                        if let Ok(handle) = handle {
+                            let mut conns = conns.lock().unwrap_or_else(|e| e.into_inner());
+                            // Forget connections that have ended.
+                            conns.retain(|(_, h)| !h.is_finished());
+                            conns.push((slot, handle));
+                        }
+                    }
+                })?
+        };
+        Ok(Self {
+            addr,
+            stop,
+            accept: Some(accept),
+            conns,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Unblock `accept`.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        for (slot, handle) in conns {
+            if let Some(stream) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Echoes text and binary messages until the connection ends; tungstenite answers pings and
+/// the client's close frame (with the same code and reason) by itself.
+fn echo(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut ws) = tungstenite::accept(stream) else {
+        return;
+    };
+    loop {
+        match ws.read() {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                if ws.send(message).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
