@@ -114,6 +114,12 @@ pub trait Adapter: EventSource + Sized {
     /// Drops the client handle and the events (the connection should close cleanly in the
     /// background); the runtime, if any, keeps running until `self` is dropped.
     fn drop_handles(&mut self);
+    /// Drops the client handle but keeps the events, so the ending can be watched to the
+    /// end of the stream.
+    fn drop_client(&mut self);
+    /// `Client::shutdown`: returns once the driver has ended (panics when that takes longer
+    /// than [`EVENT_TIMEOUT`]).
+    fn shutdown(&self);
 }
 
 /// One adapter's `TaskPool` (several connections at once) and its events.
@@ -235,6 +241,19 @@ impl Adapter for TokioAdapter {
         self.client = None;
         self.events = None;
     }
+
+    fn drop_client(&mut self) {
+        self.client = None;
+    }
+
+    fn shutdown(&self) {
+        let client = self.client().clone();
+        self.runtime.block_on(async move {
+            tokio::time::timeout(EVENT_TIMEOUT, client.shutdown())
+                .await
+                .expect("shutdown did not finish within the event timeout")
+        })
+    }
 }
 
 impl Drop for TokioAdapter {
@@ -331,6 +350,23 @@ impl Adapter for BlockingAdapter {
     fn drop_handles(&mut self) {
         self.client = None;
         self.events = None;
+    }
+
+    fn drop_client(&mut self) {
+        self.client = None;
+    }
+
+    fn shutdown(&self) {
+        // Bounded like the tokio side: on a thread of its own, waited for with a timeout.
+        let client = self.client().clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            client.shutdown();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(EVENT_TIMEOUT)
+            .expect("shutdown did not finish within the event timeout");
     }
 }
 

@@ -158,7 +158,7 @@ impl Client {
     pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
         let request = options.validate()?;
         let request = Arc::new(request);
-        Ok(self.handle.call(|s, now| s.connect_request(request, now)))
+        self.handle.call(|s, now| s.connect_request(request, now))
     }
 
     /// `wx.sendSocketMessage`: queued while connecting, written at once while open. Returns
@@ -213,6 +213,17 @@ impl Client {
     /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.
     pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
         self.handle.call(|s, now| s.close(code, reason, now))
+    }
+
+    /// Shuts the whole driver down (every clone's, not only this one's) and blocks until
+    /// its thread has ended: an open connection is closed with 1000 and its close
+    /// handshake finished (bounded by the close timeout), a dial in progress is aborted
+    /// whatever the close-before-open policy (queued messages fail as cancelled, close
+    /// 1006), a reconnect delay is cancelled. The events of that ending stay receivable on
+    /// [`Events`], which then ends. Afterwards `connect` fails with
+    /// [`ConnectError::ShutDown`]. Dropping every handle does the same without waiting.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
     }
 
     /// The state (`readyState`).

@@ -20,10 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
-use wxsocket_core::{
-    Action, ConnId, Driven, Event, SendFailure, SendId, TransportError, TransportErrorKind,
-    TransportEvent,
-};
+use wxsocket_core::{Action, ConnId, Driven, Event, SendFailure, SendId, TransportEvent};
 
 /// The poller token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -48,16 +45,11 @@ pub(crate) trait Machine: Driven + Send + 'static {
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         Vec::new()
     }
-    /// The last handle is gone: close every live connection cleanly.
-    fn shutdown(&mut self, live: &[ConnId], now: Instant);
 }
 
 impl Machine for wxsocket_core::Session {
     fn next_event(&mut self) -> Option<Event> {
         self.poll_event()
-    }
-    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
-        let _ = self.close(None, "", now);
     }
 }
 
@@ -74,19 +66,11 @@ impl Machine for wxsocket_core::wx::WxSocket {
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         std::iter::from_fn(|| self.poll_callback()).collect()
     }
-    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
-        let _ = self.close_socket(wxsocket_core::wx::CloseSocket::new(), now);
-    }
 }
 
 impl Machine for wxsocket_core::Pool {
     fn next_event(&mut self) -> Option<Event> {
         self.poll_event()
-    }
-    fn shutdown(&mut self, live: &[ConnId], now: Instant) {
-        for conn in live {
-            let _ = self.close(*conn, None, "", now);
-        }
     }
 }
 
@@ -150,9 +134,8 @@ pub(crate) struct Inner<M> {
     armed: Option<Instant>,
     /// Whether the driver thread is (about to be) asleep in `poll`.
     sleeping: bool,
-    /// Set when the last API handle is dropped.
-    shutdown: Option<Instant>,
-    close_timeout: Duration,
+    /// Set once the machine was shut down (the last API handle went, or `shutdown`).
+    shutting_down: bool,
     /// Connections with data on the socket that a read pass left for later.
     read_ready: bool,
     /// The sockets' reads belong to the application's receiving thread: the driver's
@@ -220,8 +203,7 @@ impl<M: Machine> Shared<M> {
                 waker: Arc::clone(&waker),
                 armed: None,
                 sleeping: false,
-                shutdown: None,
-                close_timeout: config.session.close_timeout,
+                shutting_down: false,
                 read_ready: false,
                 reads_handed_off: false,
                 watching: false,
@@ -290,16 +272,36 @@ impl<M: Machine> Shared<M> {
         let _ = self.waker.wake();
     }
 
-    /// The last API handle was dropped.
+    /// Shuts the machine down (once): the core closes every connection and says when it
+    /// is drained; the driver thread then ends.
     pub fn begin_shutdown(&self) {
-        lock(&self.inner).shutdown.get_or_insert_with(Instant::now);
+        {
+            let mut inner = lock(&self.inner);
+            if !inner.shutting_down {
+                inner.shutting_down = true;
+                let now = Instant::now();
+                inner.machine.shutdown(now);
+                inner.pump(self, now);
+            }
+        }
         self.wake();
+    }
+
+    /// Shuts down and waits until the driver thread has ended.
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
+        let mut outbox = lock(&self.outbox);
+        while !outbox.finished {
+            outbox = self
+                .completion_ready
+                .wait(outbox)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     /// The driver thread.
     fn run(self: Arc<Self>, mut poll: Poll, resolved_rx: Receiver<Resolved>) {
         let mut events = MioEvents::with_capacity(256);
-        let mut shutdown_started = false;
         loop {
             let (timeout, callbacks, finished) = {
                 let mut inner = lock(&self.inner);
@@ -327,44 +329,18 @@ impl<M: Machine> Shared<M> {
                 let due = inner.handback_due.is_none_or(|due| now >= due);
                 inner.catch_up_reads(due, now);
                 inner.machine.handle_timeout(now);
-                if let Some(since) = inner.shutdown {
-                    if !shutdown_started {
-                        shutdown_started = true;
-                        let live: Vec<ConnId> = inner.conns.values().map(|c| c.id).collect();
-                        inner.machine.shutdown(&live, now);
-                        inner.pump(&self, now);
-                        // Connections that never opened cannot be closed cleanly; they are
-                        // failed now rather than kept until their handshake timeout.
-                        let dialling: Vec<u64> = inner
-                            .conns
-                            .iter()
-                            .filter(|(_, c)| !c.is_open())
-                            .map(|(k, _)| *k)
-                            .collect();
-                        for conn in dialling {
-                            inner.fail_dial(
-                                conn,
-                                "the handle was dropped before the connection opened",
-                                now,
-                            );
-                        }
-                    }
-                    let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
-                    if now >= hard_stop {
-                        let all: Vec<u64> = inner.conns.keys().copied().collect();
-                        for conn in all {
-                            inner.abort(conn);
-                        }
-                    }
-                }
                 inner.pump(&self, now);
                 let callbacks = inner.machine.take_callbacks();
-                let finished = shutdown_started && inner.conns.is_empty();
-                let mut deadline = inner.machine.poll_timeout();
-                if let Some(since) = inner.shutdown {
-                    let hard_stop = since + inner.close_timeout + Duration::from_secs(1);
-                    deadline = Some(deadline.map_or(hard_stop, |d| d.min(hard_stop)));
+                let finished = inner.shutting_down && inner.machine.is_drained();
+                if finished {
+                    // The core has ended every connection and asked for every abort it
+                    // wants; a transport still here has nothing left to report.
+                    let all: Vec<u64> = inner.conns.keys().copied().collect();
+                    for conn in all {
+                        inner.abort(conn);
+                    }
                 }
+                let mut deadline = inner.machine.poll_timeout();
                 if let Some(due) = inner.handback_pending(now) {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
@@ -609,7 +585,7 @@ impl<M: Machine> Inner<M> {
                     && self
                         .handback_due
                         .is_some_and(|due| self.armed.is_none_or(|armed| armed > due)))
-                || self.shutdown.is_some()
+                || (self.shutting_down && self.machine.is_drained())
                 || self.machine.has_callbacks()
                 || match (self.machine.poll_timeout(), self.armed) {
                     (Some(due), Some(armed)) => due < armed,
@@ -770,14 +746,6 @@ impl<M: Machine> Inner<M> {
 
     fn on_ready(&mut self, conn: u64, pass: ReadPass, now: Instant) {
         self.with_conn(conn, now, |c, ctx, out| c.on_ready(ctx, pass, out));
-    }
-
-    fn fail_dial(&mut self, conn: u64, why: &str, now: Instant) {
-        let error = TransportError::new(TransportErrorKind::Io, why);
-        self.with_conn(conn, now, |c, ctx, out| {
-            c.drop_transport(ctx);
-            out.push(TransportEvent::ConnectFailed(error));
-        });
     }
 
     fn abort(&mut self, conn: u64) {

@@ -159,8 +159,11 @@
 //! ## Lifetime
 //!
 //! Dropping the last [`Client`] clone (or the last [`TaskPool`] / [`SocketTask`] /
-//! [`wx::WxSocket`]) closes every connection cleanly: close frame 1000, then the
-//! transport, bounded by the close timeout; connections still dialling are failed at once.
+//! [`wx::WxSocket`]), or calling `shutdown()` on any of them (which also waits for the end),
+//! shuts the core down ([`wxsocket_core::Session::shutdown`]): every open connection is
+//! closed cleanly (close frame 1000, then the transport, bounded by the close timeout), and
+//! every dial in progress is aborted whatever the close-before-open policy (its queued
+//! messages fail as cancelled, close 1006), exactly as in `wxsocket-tokio`.
 //! [`Events::recv`] then yields the remaining events and returns `None`, and the driver
 //! thread ends, leaving no thread or socket behind. Dropping [`Events`] early only discards
 //! later events. A socket replaced by `connect` has had its `Close` event but may still be

@@ -54,6 +54,15 @@ impl TaskPool {
     pub fn live(&self) -> usize {
         self.handle.read(Pool::live)
     }
+
+    /// Shuts the pool down and blocks until its driver thread has ended: every open
+    /// connection is closed with 1000 (bounded by the close timeout), every dial in
+    /// progress is aborted whatever the close-before-open policy. The events stay
+    /// receivable; afterwards `connect` fails with `ConnectError::ShutDown`. Dropping the
+    /// pool and every [`SocketTask`] does the same without waiting.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
 }
 
 /// One connection of a [`TaskPool`] (`SocketTask`). Dropping it does not close the

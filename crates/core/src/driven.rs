@@ -17,6 +17,13 @@ pub trait Driven {
     fn poll_action(&mut self) -> Option<Action>;
     /// When `handle_timeout` must next be called.
     fn poll_timeout(&self) -> Option<Instant>;
+    /// Closes every connection and makes no new one (see [`crate::Session::shutdown`]); the
+    /// driver calls it once, when the application has let go of every handle or asked to
+    /// shut down, then keeps running until [`is_drained`](Self::is_drained).
+    fn shutdown(&mut self, now: Instant);
+    /// After [`shutdown`](Self::shutdown): every transport is finished and every action was
+    /// polled, so the driver may stop.
+    fn is_drained(&self) -> bool;
 }
 
 macro_rules! driven_by_inherent_methods {
@@ -33,6 +40,12 @@ macro_rules! driven_by_inherent_methods {
             }
             fn poll_timeout(&self) -> Option<Instant> {
                 <$ty>::poll_timeout(self)
+            }
+            fn shutdown(&mut self, now: Instant) {
+                <$ty>::shutdown(self, now)
+            }
+            fn is_drained(&self) -> bool {
+                <$ty>::is_drained(self)
             }
         }
     )*};

@@ -102,6 +102,10 @@ pub enum ConnectError {
         /// Why it cannot be used.
         why: &'static str,
     },
+    /// The machine was shut down ([`crate::Session::shutdown`]): it makes no new
+    /// connections.
+    #[error("connect: the socket was shut down")]
+    ShutDown,
     /// A [`crate::Pool`] already holds its limit of live connections.
     #[error("connect: too many connections (the limit is {limit})")]
     TooManyConnections {

@@ -38,6 +38,8 @@ pub struct Pool {
     /// One session per connection, in connect order; a session leaves once its connection
     /// is closed, its teardown is over and its output is drained.
     tasks: Vec<(ConnId, Session)>,
+    /// Set by [`Pool::shutdown`]: no new connection.
+    shut_down: bool,
 }
 
 impl Pool {
@@ -48,6 +50,7 @@ impl Pool {
             config,
             ids: IdAllocator::default(),
             tasks: Vec::new(),
+            shut_down: false,
         })
     }
 
@@ -82,6 +85,9 @@ impl Pool {
         now: Instant,
     ) -> Result<ConnId, ConnectError> {
         let request = Arc::new(options.validate()?);
+        if self.shut_down {
+            return Err(ConnectError::ShutDown);
+        }
         if self.live() >= self.config.pool_limit {
             return Err(ConnectError::TooManyConnections {
                 limit: self.config.pool_limit,
@@ -125,6 +131,21 @@ impl Pool {
             return Err(CloseError::NotConnected);
         };
         self.with_ids(index, |s| s.close(code, reason, now))
+    }
+
+    /// Shuts every connection down as [`Session::shutdown`] does; from then on `connect`
+    /// fails with `ConnectError::ShutDown`.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shut_down = true;
+        for index in 0..self.tasks.len() {
+            self.with_ids(index, |s| s.shutdown(now));
+        }
+    }
+
+    /// After [`shutdown`](Self::shutdown): every connection's transport is finished and
+    /// every action was polled.
+    pub fn is_drained(&self) -> bool {
+        self.shut_down && self.tasks.iter().all(|(_, s)| s.is_drained())
     }
 
     /// Transport input for one connection; input for an unknown connection is ignored.

@@ -91,6 +91,8 @@ pub struct Session {
     now: Option<Instant>,
     stats: Stats,
     jitter: Jitter,
+    /// Set by [`Session::shutdown`]: no new connection, no reconnection.
+    shut_down: bool,
 }
 
 /// Counters of input the session did not act on.
@@ -226,6 +228,7 @@ impl Session {
             now: None,
             stats: Stats::default(),
             jitter: Jitter::new(seed),
+            shut_down: false,
         })
     }
 
@@ -314,15 +317,22 @@ impl Session {
         now: Instant,
     ) -> Result<ConnId, ConnectError> {
         let request = options.validate()?;
-        Ok(self.connect_request(Arc::new(request), now))
+        self.connect_request(Arc::new(request), now)
     }
 
     /// Like [`connect`](Self::connect) with a request validated earlier (to dial the same
-    /// request again).
-    pub fn connect_request(&mut self, request: Arc<HandshakeRequest>, now: Instant) -> ConnId {
+    /// request again). After [`shutdown`](Self::shutdown): `ConnectError::ShutDown`.
+    pub fn connect_request(
+        &mut self,
+        request: Arc<HandshakeRequest>,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
+        if self.shut_down {
+            return Err(ConnectError::ShutDown);
+        }
         let id = self.ids.conn();
         self.connect_as(id, request, now);
-        id
+        Ok(id)
     }
 
     pub(crate) fn connect_as(&mut self, id: ConnId, request: Arc<HandshakeRequest>, now: Instant) {
@@ -468,6 +478,54 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Shuts the session down, as a driver does when its application lets go of every
+    /// handle: an open connection is closed with 1000 (close frame, then the close
+    /// timeout as for [`close`](Self::close)); a dial in progress is aborted whatever the
+    /// [`CloseBeforeOpen`] policy (its queued messages fail as cancelled, close event
+    /// 1006); a reconnect delay is cancelled; a close under way goes on and is never
+    /// retried. From then on `connect` fails with `ConnectError::ShutDown`. The driver
+    /// keeps carrying out actions and feeding input until [`is_drained`](Self::is_drained).
+    /// Calling it again does nothing.
+    pub fn shutdown(&mut self, now: Instant) {
+        let now = self.advance(now);
+        self.shut_down = true;
+        match self.take() {
+            Conn::Open(o) => self.begin_close(o, CloseRequest::internal(NORMAL, ""), now),
+            Conn::Closing(mut c) => {
+                c.local = true;
+                self.conn = Conn::Closing(c);
+            }
+            Conn::Connecting(c) => {
+                self.actions.push_back(Action::Abort { conn: c.id });
+                let ending = Ending {
+                    code: ABNORMAL,
+                    reason: "shut down before the connection opened",
+                    clean: false,
+                };
+                self.end(c.id, c.queue, SendFailure::Cancelled, false, ending);
+            }
+            Conn::Backoff(b) => {
+                let ending = Ending {
+                    code: NORMAL,
+                    reason: "reconnection cancelled",
+                    clean: false,
+                };
+                self.end(b.id, b.queue, SendFailure::Cancelled, false, ending);
+            }
+            other @ (Conn::Idle | Conn::Closed) => self.conn = other,
+        }
+    }
+
+    /// After [`shutdown`](Self::shutdown): whether every transport is finished, i.e. the
+    /// connection is closed, nothing is being torn down, and every action was polled (the
+    /// last `Abort` included). The driver may then stop; events may still be waiting.
+    pub fn is_drained(&self) -> bool {
+        self.shut_down
+            && matches!(self.conn, Conn::Idle | Conn::Closed)
+            && self.teardowns.is_empty()
+            && self.actions.is_empty()
     }
 
     // ----- inputs -----
@@ -931,9 +989,10 @@ impl Session {
 
     /// Whether the reconnect policy dials again for `attempt` after an end of this cause.
     fn retry(&self, cause: Cause, attempt: u32) -> bool {
-        self.config.reconnect.as_ref().is_some_and(|policy| {
-            cause.retried_by(policy) && policy.max_attempts.is_none_or(|max| attempt <= max)
-        })
+        !self.shut_down
+            && self.config.reconnect.as_ref().is_some_and(|policy| {
+                cause.retried_by(policy) && policy.max_attempts.is_none_or(|max| attempt <= max)
+            })
     }
 
     /// SPEC §3 "Reconnection": the `Reconnecting` event, then a delay with full jitter.

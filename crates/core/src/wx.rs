@@ -384,7 +384,7 @@ impl WxSocket {
                 }
                 Ok(request)
             })
-            .map(|request| self.session.connect_request(Arc::new(request), now));
+            .and_then(|request| self.session.connect_request(Arc::new(request), now));
         let outcome = match &result {
             Ok(_) => CallResult::ok(CONNECT),
             Err(e) => CallResult::fail(CONNECT, e),
@@ -530,5 +530,11 @@ impl Driven for WxSocket {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.session.poll_timeout()
+    }
+    fn shutdown(&mut self, now: Instant) {
+        self.session.shutdown(now);
+    }
+    fn is_drained(&self) -> bool {
+        self.session.is_drained()
     }
 }

@@ -81,6 +81,17 @@ impl Client {
             .call(|core, now| core.machine.close(code, reason, now))
     }
 
+    /// Shuts the whole driver down (every clone's, not only this one's) and waits until
+    /// it has ended: an open connection is closed with 1000 and its close handshake
+    /// finished (bounded by the close timeout), a dial in progress is aborted whatever the
+    /// close-before-open policy (queued messages fail as cancelled, close 1006), a
+    /// reconnect delay is cancelled. The events of that ending arrive on [`Events`], which
+    /// then ends. Afterwards `connect` fails with [`ConnectError::ShutDown`]. Dropping
+    /// every handle does the same without waiting.
+    pub async fn shutdown(&self) {
+        self.inner.shared.shutdown().await;
+    }
+
     /// The state (`readyState`).
     pub fn state(&self) -> ReadyState {
         self.inner.shared.lock().machine.state()

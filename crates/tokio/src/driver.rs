@@ -11,6 +11,7 @@ use crate::conn::{self, Command, SharedIo};
 use crate::{Config, SocketInfo};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -21,8 +22,8 @@ use wxsocket_core::{
     Action, ConfigError, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
 };
 
-/// A machine the driver can run: the [`Driven`] side plus how its application events are
-/// delivered and how it is shut down when every handle is gone.
+/// A machine the driver can run: the [`Driven`] side (shutdown included) plus how its
+/// application events are delivered.
 pub(crate) trait Machine: Driven + Send + 'static {
     /// Hands every ready application event on. Returns whether the driver task must run
     /// (deferred callbacks are waiting).
@@ -32,9 +33,6 @@ pub(crate) trait Machine: Driven + Send + 'static {
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         Vec::new()
     }
-    /// Asks for a clean close of every connection (called on each turn while shutting
-    /// down; a refused or repeated close is a no-op in the core).
-    fn shutdown(&mut self, live: &[ConnId], now: Instant);
 }
 
 impl Machine for wxsocket_core::Session {
@@ -44,10 +42,6 @@ impl Machine for wxsocket_core::Session {
         }
         false
     }
-
-    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
-        let _ = self.close(None, "", now);
-    }
 }
 
 impl Machine for wxsocket_core::Pool {
@@ -56,12 +50,6 @@ impl Machine for wxsocket_core::Pool {
             out.deliver(event);
         }
         false
-    }
-
-    fn shutdown(&mut self, live: &[ConnId], now: Instant) {
-        for conn in live {
-            let _ = self.close(*conn, None, "", now);
-        }
     }
 }
 
@@ -74,10 +62,6 @@ impl Machine for wxsocket_core::wx::WxSocket {
 
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         std::iter::from_fn(|| self.poll_callback()).collect()
-    }
-
-    fn shutdown(&mut self, _live: &[ConnId], now: Instant) {
-        let _ = self.close_socket(wxsocket_core::wx::CloseSocket::new(), now);
     }
 }
 
@@ -132,8 +116,8 @@ pub(crate) struct Core<M> {
     conns: HashMap<ConnId, ConnEntry>,
     /// The deadline the driver task sleeps until.
     armed: Option<Instant>,
-    /// Set when the last handle is gone: the latest time to drop every transport.
-    shutdown: Option<Instant>,
+    /// Set once the machine was shut down (the last handle went, or `shutdown` was called).
+    shutting_down: bool,
     /// Connections with frames started in place during this turn, to flush at its end.
     in_place: Vec<ConnId>,
 }
@@ -142,10 +126,6 @@ impl<M: Machine> Core<M> {
     /// Carries out every action and delivers every event. Returns whether the driver task
     /// must look (earlier deadline, callbacks to run, shutdown progress).
     pub(crate) fn turn(&mut self, shared: &Arc<Shared<M>>, now: Instant) -> bool {
-        if self.shutdown.is_some() && !self.conns.is_empty() {
-            let live: Vec<ConnId> = self.conns.keys().copied().collect();
-            self.machine.shutdown(&live, now);
-        }
         loop {
             while let Some(action) = self.machine.poll_action() {
                 self.execute(shared, action);
@@ -159,7 +139,12 @@ impl<M: Machine> Core<M> {
         if let Some(deadline) = self.machine.poll_timeout() {
             wake |= self.armed.is_none_or(|armed| deadline < armed);
         }
-        wake | (self.shutdown.is_some() && self.conns.is_empty())
+        wake | self.finished()
+    }
+
+    /// Shut down and drained: the driver task may end.
+    fn finished(&self) -> bool {
+        self.shutting_down && self.machine.is_drained()
     }
 
     /// Flushes the frames started in place this turn, one flush per connection (so a
@@ -267,7 +252,9 @@ pub(crate) struct Shared<M> {
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) ws_config: WebSocketConfig,
-    close_timeout: Duration,
+    /// Set by the driver task when it has ended; `exited` is notified then.
+    ended: AtomicBool,
+    exited: Notify,
 }
 
 impl<M: Machine> Shared<M> {
@@ -334,13 +321,28 @@ impl<M: Machine> Shared<M> {
         self.lock().machine.take_callbacks()
     }
 
-    fn begin_shutdown(&self) {
-        {
-            let mut core = self.lock();
-            core.shutdown
-                .get_or_insert(Instant::now() + self.close_timeout);
-        }
+    /// Shuts the machine down (once): the core closes every connection and says when it
+    /// is drained; the driver task then ends.
+    pub(crate) fn begin_shutdown(self: &Arc<Self>) {
+        self.call(|core, now| {
+            if !core.shutting_down {
+                core.shutting_down = true;
+                core.machine.shutdown(now);
+            }
+        });
         self.wake.notify_one();
+    }
+
+    /// Shuts down and waits until the driver task has ended.
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
+        self.begin_shutdown();
+        loop {
+            let exited = self.exited.notified();
+            if self.ended.load(Ordering::Acquire) {
+                return;
+            }
+            exited.await;
+        }
     }
 }
 
@@ -382,14 +384,15 @@ pub(crate) fn start<M: Machine>(
             },
             conns: HashMap::new(),
             armed: None,
-            shutdown: None,
+            shutting_down: false,
             in_place: Vec::new(),
         }),
         wake: Notify::new(),
         runtime: runtime.clone(),
         tls,
         ws_config: wxsocket_wire::websocket_config(&config.session),
-        close_timeout: config.session.close_timeout,
+        ended: AtomicBool::new(false),
+        exited: Notify::new(),
     });
     runtime.spawn(drive(Arc::clone(&shared)));
     Ok((Arc::new(Handle { shared }), rx))
@@ -403,22 +406,21 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
         let (armed, callbacks, finished) = {
             let mut core = shared.lock();
             let now = Instant::now();
-            if core.shutdown.is_some_and(|hard| hard <= now) {
-                for (conn, entry) in core.conns.drain() {
-                    tracing::debug!(%conn, "shutdown: transport dropped after the close timeout");
-                    entry.task.abort();
-                }
-            }
             if core.machine.poll_timeout().is_some_and(|t| t <= now) {
                 core.machine.handle_timeout(now);
             }
             core.turn(&shared, now);
             let callbacks = core.machine.take_callbacks();
-            let finished = core.shutdown.is_some() && core.conns.is_empty();
-            let mut next = core.machine.poll_timeout();
-            if let Some(hard) = core.shutdown {
-                next = Some(next.map_or(hard, |t| t.min(hard)));
+            let finished = core.finished();
+            if finished {
+                // The core has ended every connection and asked for every abort it wants;
+                // a task still here has nothing left to report.
+                for (conn, entry) in core.conns.drain() {
+                    tracing::debug!(%conn, "shutdown: connection task ended");
+                    entry.task.abort();
+                }
             }
+            let next = core.machine.poll_timeout();
             core.armed = next;
             (next, callbacks, finished)
         };
@@ -447,6 +449,8 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
         }
         run(callbacks);
     }
+    shared.ended.store(true, Ordering::Release);
+    shared.exited.notify_waiters();
     tracing::debug!("driver finished");
 }
 

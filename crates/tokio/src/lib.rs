@@ -116,12 +116,16 @@
 //! - **One timer.** The driver task sleeps until the core's `poll_timeout()`; a call that
 //!   makes the deadline earlier wakes it through a [`tokio::sync::Notify`]. Handshake,
 //!   close and keepalive timeouts all come out of the core as `Abort`/`Ping`/`Close`.
-//! - **Shutdown.** When the last handle is dropped the driver asks the core to close every
-//!   connection (close frame 1000), keeps driving until every transport is gone (bounded by
-//!   the close timeout, after which transports are dropped), ends the event stream, and
-//!   exits. No task, socket or timer outlives it. A socket replaced by `connect` has had its
-//!   `Close` event but may still be finishing its close handshake: a program about to exit
-//!   drops its handles and reads [`Events`] until it ends, so no close frame is cut off.
+//! - **Shutdown.** When the last handle is dropped, or `shutdown().await` is called on any
+//!   handle (which also waits for the end), the driver shuts the core down
+//!   ([`wxsocket_core::Session::shutdown`]): open connections are closed with 1000, dials in
+//!   progress are aborted whatever the close-before-open policy (queued messages fail as
+//!   cancelled, close 1006). It keeps driving until the core says every transport is done
+//!   (the close timeout bounds it), ends the event stream, and exits. No task, socket or
+//!   timer outlives it. A socket replaced by `connect` has had its `Close` event but may
+//!   still be finishing its close handshake; shutdown waits for it too, so a program about
+//!   to exit calls `shutdown().await` (or drops its handles and reads [`Events`] until it
+//!   ends) and no close frame is cut off.
 //! - The wx-style callbacks are queued by the core ([`wxsocket_core::wx::WxSocket::deferred`])
 //!   and run by the driver task outside the lock, so they may call back into the socket.
 #![forbid(unsafe_code)]

@@ -55,6 +55,17 @@ impl TaskPool {
     pub fn live(&self) -> usize {
         self.inner.shared.lock().machine.live()
     }
+
+    /// Shuts the whole driver down (the pool's: every connection) and waits until
+    /// it has ended: every open connection is closed with 1000 and its close handshake
+    /// finished (bounded by the close timeout), a dial in progress is aborted whatever the
+    /// close-before-open policy (queued messages fail as cancelled, close 1006), a
+    /// reconnect delay is cancelled. The events of that ending arrive on [`Events`], which
+    /// then ends. Afterwards `connect` fails with `ConnectError::ShutDown`. Dropping
+    /// every handle does the same without waiting.
+    pub async fn shutdown(&self) {
+        self.inner.shared.shutdown().await;
+    }
 }
 
 /// One connection of a [`TaskPool`] (`SocketTask`). Cheap to clone. Dropping it does not

@@ -148,4 +148,12 @@ impl WxSocket {
     pub fn buffered_amount(&self) -> usize {
         self.inner.shared.lock().machine.session().buffered_amount()
     }
+
+    /// Shuts the socket down for every clone and waits until its driver has ended: an open
+    /// connection is closed with 1000 (its `on_socket_close` listeners run), a dial in
+    /// progress is aborted whatever the close-before-open policy. Afterwards
+    /// `connect_socket` fails. Dropping every clone does the same without waiting.
+    pub async fn shutdown(&self) {
+        self.inner.shared.shutdown().await;
+    }
 }
