@@ -116,6 +116,8 @@ pub trait Adapter: EventSource + Sized {
     /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
     /// reads it back; `None` when the adapter offers no way to check (or no socket yet).
     fn socket_nodelay(&self) -> Option<bool>;
+    /// The current connection's socket as the adapter reports it (`None`: no socket yet).
+    fn socket_info(&self) -> Option<wxsocket_wire::client::SocketInfo>;
     /// Drops the client handle and the events (the connection should close cleanly in the
     /// background); the runtime, if any, keeps running until `self` is dropped.
     fn drop_handles(&mut self);
@@ -235,6 +237,10 @@ impl Adapter for TokioAdapter {
         self.client().socket_info().map(|info| info.nodelay)
     }
 
+    fn socket_info(&self) -> Option<wxsocket_wire::client::SocketInfo> {
+        self.client().socket_info()
+    }
+
     fn drop_handles(&mut self) {
         self.client = None;
         self.events = None;
@@ -329,6 +335,10 @@ impl Adapter for BlockingAdapter {
 
     fn socket_nodelay(&self) -> Option<bool> {
         self.client().socket_info().map(|info| info.nodelay)
+    }
+
+    fn socket_info(&self) -> Option<wxsocket_wire::client::SocketInfo> {
+        self.client().socket_info()
     }
 
     fn drop_handles(&mut self) {

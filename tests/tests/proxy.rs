@@ -130,6 +130,9 @@ fn ws_through_the_proxy<A: Adapter>() {
     let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
     let url = format!("{}chat?x=1", peer.url());
     let (conn, _) = open(&mut a, &ConnectOptions::new(&url).proxy(proxy.url()));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(socket.proxied, "[{name}] {socket:?}");
+    assert_eq!(socket.peer_addr.to_string(), proxy.url()["http://".len()..]);
     echo_and_close(&mut a, conn, "through the tunnel");
     let requests = proxy.requests();
     assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
@@ -157,6 +160,8 @@ fn wss_through_the_proxy_is_tls_end_to_end<A: Adapter>() {
     // certificate can match (the proxy sees ciphertext only).
     let url = format!("wss://localhost:{}/", peer.addr().port());
     let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(proxy.url()));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(socket.tls && socket.proxied, "[{name}] {socket:?}");
     echo_and_close(&mut a, conn, "secret inside TLS");
     let requests = proxy.requests();
     assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
@@ -194,6 +199,7 @@ fn basic_credentials_right_and_wrong<A: Adapter>() {
     let open = a.expect_event("Open");
     assert!(matches!(open, Event::Open { .. }), "[{name}] {open:#?}");
     assert_no_secret(&[open]);
+    assert!(a.socket_info().unwrap().proxied, "[{name}]");
     echo_and_close(&mut a, conn, "authorized");
     let expected = format!(
         "Basic {}",
@@ -350,6 +356,7 @@ fn the_environment_routes_through_the_proxy_but_not_loopback<A: Adapter>() {
 
     // Loopback goes direct whatever the environment says.
     let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    assert!(!a.socket_info().unwrap().proxied, "[{name}]");
     echo_and_close(&mut a, conn, "direct");
     assert_eq!(
         proxy.requests().len(),

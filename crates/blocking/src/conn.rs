@@ -219,12 +219,17 @@ impl Conn {
                 return None;
             }
         };
-        Some(crate::SocketInfo::new(
+        let info = crate::SocketInfo::new(
             sock.local_addr().ok()?,
             sock.peer_addr().ok()?,
             sock.nodelay().ok()?,
             tls,
-        ))
+        );
+        Some(if self.proxy.is_some() {
+            info.through_proxy()
+        } else {
+            info
+        })
     }
 
     /// The TCP socket, once there is one.

@@ -119,6 +119,11 @@ async fn dial<M: Machine>(
         tcp.nodelay().map_err(io_error)?,
         request.is_tls(),
     );
+    let socket = if proxy.is_some() {
+        socket.through_proxy()
+    } else {
+        socket
+    };
     let mut stream = if request.is_tls() {
         let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
             TransportError::new(

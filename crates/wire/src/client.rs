@@ -75,12 +75,15 @@ pub enum SendFailed {
 pub struct SocketInfo {
     /// The local address.
     pub local_addr: SocketAddr,
-    /// The server's address.
+    /// The server's address (the proxy's, through a proxy).
     pub peer_addr: SocketAddr,
     /// Whether `TCP_NODELAY` is set (as the socket reports it).
     pub nodelay: bool,
     /// Whether the connection uses TLS.
     pub tls: bool,
+    /// Whether the connection tunnels through an HTTP proxy (then `peer_addr` is the
+    /// proxy's address).
+    pub proxied: bool,
 }
 
 impl SocketInfo {
@@ -91,6 +94,13 @@ impl SocketInfo {
             peer_addr,
             nodelay,
             tls,
+            proxied: false,
         }
+    }
+
+    /// The same socket, marked as tunnelling through a proxy.
+    pub fn through_proxy(mut self) -> Self {
+        self.proxied = true;
+        self
     }
 }
