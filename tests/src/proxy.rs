@@ -33,6 +33,13 @@ pub enum ProxyMode {
     Refuse(u16),
     /// Reads the request and never answers (until the client goes away).
     Silent,
+    /// Reads the request and closes the connection without answering.
+    HangUp,
+    /// Answers with bytes that are not HTTP.
+    Garbage,
+    /// Answers `200` and then one header line that never ends (until the client goes
+    /// away), testing the bound on the answer's size.
+    EndlessHead,
 }
 
 /// One `CONNECT` request the proxy received.
@@ -268,6 +275,21 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
         ProxyMode::Silent => {
             // Holds the connection until the client or the proxy's drop ends it.
             while client.read(&mut buf)? > 0 {}
+            return Ok(());
+        }
+        ProxyMode::HangUp => return client.shutdown(Shutdown::Both),
+        ProxyMode::Garbage => {
+            client.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")?;
+            return client.shutdown(Shutdown::Write);
+        }
+        ProxyMode::EndlessHead => {
+            client.write_all(b"HTTP/1.1 200 OK\r\nX-Padding: ")?;
+            let chunk = [b'a'; 4096];
+            let mut sent = 0usize;
+            // Stops when the client gives up (or after 64 MiB, far past any bound).
+            while sent < 64 << 20 && client.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
             return Ok(());
         }
         ProxyMode::Tunnel => {}

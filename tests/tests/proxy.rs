@@ -41,6 +41,7 @@ scenarios!(
     basic_credentials_right_and_wrong,
     refusals_name_the_proxy_and_status_and_follow_the_reconnect_policy,
     a_silent_proxy_is_bounded_by_the_handshake_timeout,
+    misbehaving_proxies_fail_the_dial_with_an_error_naming_them,
     the_environment_routes_through_the_proxy_but_not_loopback,
     no_proxy_option_ignores_the_environment,
 );
@@ -329,6 +330,47 @@ fn a_silent_proxy_is_bounded_by_the_handshake_timeout<A: Adapter>() {
     let requests = proxy.wait_for("the CONNECT", EVENT_TIMEOUT, |t| !t.is_empty());
     assert_eq!(requests[0].target, "server.wxsocket.test:9");
     assert_eq!(requests[0].status, None);
+}
+
+fn misbehaving_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter>() {
+    let name = A::NAME;
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    for (mode, kind, says) in [
+        (
+            ProxyMode::HangUp,
+            TransportErrorKind::Protocol,
+            "closed the connection before answering CONNECT",
+        ),
+        (
+            ProxyMode::Garbage,
+            TransportErrorKind::Protocol,
+            "sent an invalid answer: invalid HTTP version",
+        ),
+        (
+            ProxyMode::EndlessHead,
+            TransportErrorKind::Protocol,
+            "answered CONNECT with a head longer than 16384 bytes",
+        ),
+    ] {
+        let proxy = TestProxy::start(mode.clone());
+        let started = Instant::now();
+        let conn = a
+            .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(error.kind, kind, "[{name}] {mode:?}: {error}");
+        assert_eq!(
+            error.message,
+            format!("proxy {} {says}", proxy.url()),
+            "[{name}] {mode:?}"
+        );
+        // Well inside the handshake timeout: the failure is the proxy's, seen at once.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "[{name}] {mode:?}"
+        );
+    }
 }
 
 fn the_environment_routes_through_the_proxy_but_not_loopback<A: Adapter>() {
