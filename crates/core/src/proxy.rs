@@ -184,13 +184,12 @@ impl fmt::Debug for HttpProxy {
     }
 }
 
-/// `url` with any user information replaced by `***`, for `Debug` output.
+/// `url` with any user information replaced by `***`, for `Debug` output. Everything up to
+/// the last `@` goes, even where a malformed URL has a `/` in its password (a proxy URL
+/// has no path that could hold an `@`).
 fn redact(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
+    match url[start..].rfind('@') {
         Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
         None => url.to_owned(),
     }
@@ -221,6 +220,8 @@ mod tests {
         }
         let option = ProxyOption::Url("http://user:secret@h:1/".into());
         assert_eq!(format!("{option:?}"), "Url(\"http://***@h:1/\")");
+        let option = ProxyOption::Url("u:pa/ss@h:1".into());
+        assert_eq!(format!("{option:?}"), "Url(\"***@h:1\")");
     }
 
     #[test]
