@@ -1,6 +1,6 @@
 //! One connection's transport: TCP connect, a proxy's `CONNECT` tunnel when one is in use,
-//! TLS and the opening handshake, then the
-//! WebSocket, all on a non-blocking socket registered with the driver's poller. Every
+//! TLS and the opening handshake, then the WebSocket, all on a non-blocking socket
+//! registered with the driver's poller. Every
 //! operation runs until the socket would block and reports what happened as
 //! [`TransportEvent`]s; it never waits.
 

@@ -186,9 +186,8 @@
 //!   makes a deadline earlier than the one the driver sleeps until, it wakes the driver
 //!   through the poller's waker (an eventfd); otherwise the driver is not disturbed.
 //! - **Dialling** is non-blocking too: TCP connect, a proxy's `CONNECT` exchange, TLS
-//!   (rustls; reading and writing are
-//!   decoupled so two busy peers cannot deadlock) and the HTTP upgrade all progress on
-//!   readiness events. An `Abort` from the core (handshake timeout, close before open,
+//!   (rustls; reading and writing are decoupled so two busy peers cannot deadlock) and the
+//!   HTTP upgrade all progress on readiness events. An `Abort` from the core (handshake timeout, close before open,
 //!   replacement) deregisters and drops the socket at once. Host names (not IP literals)
 //!   are resolved on a short-lived helper thread, because the OS resolver only blocks; an
 //!   aborted dial's answer is dropped.

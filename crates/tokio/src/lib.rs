@@ -139,9 +139,8 @@
 //!   channel and to the waiters of awaitable sends, in order. The lock is never held across
 //!   an `.await` and no user code runs under it.
 //! - **One task per connection.** It dials (TCP, a proxy's `CONNECT` tunnel when one is
-//!   used, `TCP_NODELAY` when asked, rustls when
-//!   `wss`, the opening handshake from [`wxsocket_wire::ClientHandshake`]), builds the
-//!   tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
+//!   used, `TCP_NODELAY` when asked, rustls when `wss`, the opening handshake from
+//!   [`wxsocket_wire::ClientHandshake`]), builds the tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
 //!   reads and writes together in one hand-written future: a blocked write never stops
 //!   reading, so an echoing peer cannot deadlock it.
 //! - **Writes in place when taking turns.** When the peer has answered every message sent
