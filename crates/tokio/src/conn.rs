@@ -1,6 +1,6 @@
 //! One connection task: dial (TCP, a proxy's `CONNECT` tunnel when one is in use, optional
-//! TLS, the opening handshake), then move bytes
-//! both ways until the transport ends, reporting everything to the core.
+//! TLS, the opening handshake), then move bytes both ways until the transport ends,
+//! reporting everything to the core.
 
 use crate::SocketInfo;
 use crate::driver::{Machine, Shared};
