@@ -44,6 +44,7 @@ scenarios!(
     misbehaving_proxies_fail_the_dial_with_an_error_naming_them,
     the_environment_routes_through_the_proxy_but_not_loopback,
     no_proxy_option_ignores_the_environment,
+    an_invalid_proxy_variable_fails_the_dial_naming_it,
 );
 
 /// The password every scenario with credentials uses: it must never show up in an event.
@@ -441,6 +442,23 @@ fn no_proxy_option_ignores_the_environment<A: Adapter>() {
     let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).proxy(proxy.url()));
     echo_and_close(&mut a, conn, "explicit");
     assert_eq!(proxy.requests().len(), 1);
+}
+
+fn an_invalid_proxy_variable_fails_the_dial_naming_it<A: Adapter>() {
+    let name = A::NAME;
+    let env = ProxyEnv::from_vars([("HTTPS_PROXY", format!("socks5://u:{SECRET}@proxy:1080"))]);
+    let mut a: A = client_with(env, session(), TlsRoots::default());
+    // Never dialled directly instead: the variable asked for a proxy.
+    let conn = a
+        .connect(&ConnectOptions::new("wss://server.wxsocket.test/"))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let error = expect_dial_failure(&mut a, conn);
+    assert_eq!(
+        error.message,
+        "proxy: the environment's HTTPS_PROXY: unsupported proxy scheme \"socks5\" (only http:// proxies)",
+        "[{name}]"
+    );
 }
 
 /// An invalid proxy URL is refused by `connect`, before any IO, naming the option and
