@@ -10,6 +10,7 @@ use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
     SendError, SendId, SessionConfig,
 };
+use wxsocket_wire::client::Config;
 use wxsocket_wire::tls::TlsRoots;
 
 /// How long a scenario waits for an event it expects before it fails.
@@ -92,7 +93,11 @@ pub trait EventSource {
 /// One adapter's client and its events, driven synchronously.
 pub trait Adapter: EventSource + Sized {
     /// A client with this configuration.
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError>;
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+        Self::with_config(Config::new().session(session).tls(tls))
+    }
+    /// A client with this whole configuration (e.g. with a proxy environment).
+    fn with_config(config: Config) -> Result<Self, ConfigError>;
     /// `Client::connect`.
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
     /// `Client::send_nowait`: returns at once.
@@ -111,6 +116,8 @@ pub trait Adapter: EventSource + Sized {
     /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
     /// reads it back; `None` when the adapter offers no way to check (or no socket yet).
     fn socket_nodelay(&self) -> Option<bool>;
+    /// The current connection's socket as the adapter reports it (`None`: no socket yet).
+    fn socket_info(&self) -> Option<wxsocket_wire::client::SocketInfo>;
     /// Drops the client handle and the events (the connection should close cleanly in the
     /// background); the runtime, if any, keeps running until `self` is dropped.
     fn drop_handles(&mut self);
@@ -186,9 +193,8 @@ impl EventSource for TokioAdapter {
 }
 
 impl Adapter for TokioAdapter {
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+    fn with_config(config: Config) -> Result<Self, ConfigError> {
         let runtime = tokio_runtime();
-        let config = wxsocket_tokio::Config::new().session(session).tls(tls);
         let (client, events) = {
             let _guard = runtime.enter();
             wxsocket_tokio::Client::new(config)?
@@ -235,6 +241,10 @@ impl Adapter for TokioAdapter {
 
     fn socket_nodelay(&self) -> Option<bool> {
         self.client().socket_info().map(|info| info.nodelay)
+    }
+
+    fn socket_info(&self) -> Option<wxsocket_wire::client::SocketInfo> {
+        self.client().socket_info()
     }
 
     fn drop_handles(&mut self) {
@@ -301,8 +311,7 @@ impl EventSource for BlockingAdapter {
 }
 
 impl Adapter for BlockingAdapter {
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
-        let config = wxsocket_blocking::Config::new().session(session).tls(tls);
+    fn with_config(config: Config) -> Result<Self, ConfigError> {
         let (client, events) = wxsocket_blocking::Client::new(config)?;
         Ok(Self {
             client: Some(client),
@@ -345,6 +354,10 @@ impl Adapter for BlockingAdapter {
 
     fn socket_nodelay(&self) -> Option<bool> {
         self.client().socket_info().map(|info| info.nodelay)
+    }
+
+    fn socket_info(&self) -> Option<wxsocket_wire::client::SocketInfo> {
+        self.client().socket_info()
     }
 
     fn drop_handles(&mut self) {

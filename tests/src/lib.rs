@@ -7,6 +7,8 @@
 //!   with a CA generated at test time), and records what it saw.
 //! - [`adapter`]: one synchronous interface ([`adapter::Adapter`]) over the tokio and the
 //!   blocking adapter, so each scenario is written once and run against both.
+//! - [`proxy`]: a small HTTP `CONNECT` proxy (tunnels, demands Basic credentials, refuses,
+//!   or stays silent) that records what it was asked.
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,4 +22,5 @@
 
 pub mod adapter;
 pub mod peer;
+pub mod proxy;
 pub mod scenario;

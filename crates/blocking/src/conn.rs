@@ -1,5 +1,6 @@
-//! One connection's transport: TCP connect, TLS and the opening handshake, then the
-//! WebSocket, all on a non-blocking socket registered with the driver's poller. Every
+//! One connection's transport: TCP connect, a proxy's `CONNECT` tunnel when one is in use,
+//! TLS and the opening handshake, then the WebSocket, all on a non-blocking socket
+//! registered with the driver's poller. Every
 //! operation runs until the socket would block and reports what happened as
 //! [`TransportEvent`]s; it never waits.
 
@@ -13,12 +14,13 @@ use std::sync::Arc;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
-    CloseRequest, ConnId, HandshakeRequest, Message, SendId, TransportError, TransportErrorKind,
-    TransportEvent,
+    CloseRequest, ConnId, HandshakeRequest, HttpProxy, Message, SendId, TransportError,
+    TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
+use wxsocket_wire::proxy::ProxyConnect;
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
 /// others; the driver comes back at once (zero poll timeout) when a pass stops early.
@@ -76,6 +78,12 @@ enum Phase {
         addr: SocketAddr,
         rest: VecDeque<SocketAddr>,
     },
+    /// Connected to a proxy: the `CONNECT` exchange that opens the tunnel.
+    Tunneling {
+        sock: TcpStream,
+        connect: ProxyConnect,
+        written: usize,
+    },
     /// TLS (if any) and the HTTP upgrade.
     Handshaking {
         stream: Stream,
@@ -120,6 +128,8 @@ impl ReadPass {
 pub(crate) struct Conn {
     pub id: ConnId,
     request: Arc<HandshakeRequest>,
+    /// The proxy the dial goes through, if any.
+    proxy: Option<HttpProxy>,
     phase: Phase,
     /// A close frame was written (or queued) by us.
     close_sent: bool,
@@ -150,10 +160,11 @@ fn token(id: ConnId) -> Token {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, request: Arc<HandshakeRequest>) -> Self {
+    pub fn new(id: ConnId, request: Arc<HandshakeRequest>, proxy: Option<HttpProxy>) -> Self {
         Self {
             id,
             request,
+            proxy,
             phase: Phase::Resolving,
             close_sent: false,
             pending: Vec::new(),
@@ -162,6 +173,25 @@ impl Conn {
             wants_write: false,
             driver_reads: true,
             interest: None,
+        }
+    }
+
+    /// The host (without brackets) and port to resolve and connect to: the proxy's, or the
+    /// server's.
+    pub fn dial_target(&self) -> (String, u16) {
+        let (host, port) = match &self.proxy {
+            Some(proxy) => (proxy.host(), proxy.port()),
+            None => (self.request.host(), self.request.port()),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (host.to_owned(), port)
+    }
+
+    /// What a dial failure names: the server's host, or the proxy.
+    fn dial_name(&self) -> String {
+        match &self.proxy {
+            Some(proxy) => format!("proxy {proxy}"),
+            None => self.request.host().to_owned(),
         }
     }
 
@@ -185,20 +215,27 @@ impl Conn {
                 let tls = matches!(stream, Stream::Tls(_));
                 (stream.tcp(), tls)
             }
-            Phase::Resolving | Phase::Connecting { .. } | Phase::Gone => return None,
+            Phase::Resolving | Phase::Connecting { .. } | Phase::Tunneling { .. } | Phase::Gone => {
+                return None;
+            }
         };
-        Some(crate::SocketInfo::new(
+        let info = crate::SocketInfo::new(
             sock.local_addr().ok()?,
             sock.peer_addr().ok()?,
             sock.nodelay().ok()?,
             tls,
-        ))
+        );
+        Some(if self.proxy.is_some() {
+            info.through_proxy()
+        } else {
+            info
+        })
     }
 
     /// The TCP socket, once there is one.
     fn tcp(&mut self) -> Option<&mut TcpStream> {
         match &mut self.phase {
-            Phase::Connecting { sock, .. } => Some(sock),
+            Phase::Connecting { sock, .. } | Phase::Tunneling { sock, .. } => Some(sock),
             Phase::Handshaking { stream, .. } => Some(stream.tcp()),
             Phase::Open(open) => Some(open.ws.get_mut().stream.tcp()),
             Phase::Resolving | Phase::Gone => None,
@@ -279,7 +316,12 @@ impl Conn {
         self.dirty = false;
     }
 
-    fn fail_dial(&mut self, ctx: &Ctx<'_>, error: TransportError, out: &mut Vec<TransportEvent>) {
+    pub fn fail_dial(
+        &mut self,
+        ctx: &Ctx<'_>,
+        error: TransportError,
+        out: &mut Vec<TransportEvent>,
+    ) {
         self.drop_transport(ctx);
         out.push(TransportEvent::ConnectFailed(error));
     }
@@ -295,13 +337,13 @@ impl Conn {
             Ok(addrs) if addrs.is_empty() => {
                 let error = TransportError::new(
                     TransportErrorKind::Connect,
-                    format!("resolve {}: no address found", self.request.host()),
+                    format!("resolve {}: no address found", self.dial_name()),
                 );
                 self.fail_dial(ctx, error, out);
             }
             Ok(addrs) => self.try_addresses(ctx, addrs.into(), None, out),
             Err(e) => {
-                let error = connect_error(&e, &format!("resolve {}", self.request.host()));
+                let error = connect_error(&e, &format!("resolve {}", self.dial_name()));
                 self.fail_dial(ctx, error, out);
             }
         }
@@ -329,6 +371,9 @@ impl Conn {
             }
         }
         let error = match last {
+            Some((addr, e)) if self.proxy.is_some() => {
+                connect_error(&e, &format!("connect to {} ({addr})", self.dial_name()))
+            }
             Some((addr, e)) => connect_error(&e, &format!("connect to {addr}")),
             None => TransportError::new(TransportErrorKind::Connect, "no address to connect to"),
         };
@@ -339,6 +384,7 @@ impl Conn {
     pub fn on_ready(&mut self, ctx: &Ctx<'_>, pass: ReadPass, out: &mut Vec<TransportEvent>) {
         match &mut self.phase {
             Phase::Connecting { .. } => self.finish_connect(ctx, out),
+            Phase::Tunneling { .. } => self.drive_tunnel(ctx, out),
             Phase::Handshaking { .. } => self.drive_handshake(ctx, out),
             Phase::Open(_) => {
                 self.read_pass(ctx, pass, out);
@@ -380,9 +426,82 @@ impl Conn {
             self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
             return;
         }
+        match &self.proxy {
+            Some(proxy) => {
+                let connect = ProxyConnect::new(proxy, self.request.host(), self.request.port());
+                self.phase = Phase::Tunneling {
+                    sock,
+                    connect,
+                    written: 0,
+                };
+                self.drive_tunnel(ctx, out);
+            }
+            None => self.start_handshake(ctx, sock, out),
+        }
+    }
+
+    /// Writes the `CONNECT` request and reads the proxy's answer as far as the socket
+    /// allows; once the tunnel is open, the server's handshake starts inside it.
+    fn drive_tunnel(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        let Phase::Tunneling {
+            sock,
+            connect,
+            written,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let result = (|| -> Result<bool, TransportError> {
+            let request = connect.request_bytes();
+            while *written < request.len() {
+                match sock.write(&request[*written..]) {
+                    Ok(0) => return Err(connect.io_error(&io::ErrorKind::WriteZero.into())),
+                    Ok(n) => *written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(connect.io_error(&e)),
+                }
+            }
+            let mut buf = [0u8; 2048];
+            loop {
+                match sock.read(&mut buf) {
+                    Ok(0) => return Err(connect.closed_early()),
+                    Ok(n) => {
+                        if connect.feed(&buf[..n])? {
+                            return Ok(true);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(connect.io_error(&e)),
+                }
+            }
+        })();
+        match result {
+            Ok(false) => {}
+            Err(error) => self.fail_dial(ctx, error, out),
+            Ok(true) => {
+                let Phase::Tunneling { sock, .. } = std::mem::replace(&mut self.phase, Phase::Gone)
+                else {
+                    unreachable!()
+                };
+                self.start_handshake(ctx, sock, out);
+            }
+        }
+    }
+
+    /// TLS (for `wss`, with the server's name, also through a tunnel) and the upgrade.
+    fn start_handshake(
+        &mut self,
+        ctx: &Ctx<'_>,
+        mut sock: TcpStream,
+        out: &mut Vec<TransportEvent>,
+    ) {
         let stream = if self.request.is_tls() {
-            let name = match rustls::pki_types::ServerName::try_from(self.request.host().to_owned())
-            {
+            let host = self
+                .request
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = match rustls::pki_types::ServerName::try_from(host.to_owned()) {
                 Ok(name) => name,
                 Err(e) => {
                     ctx.deregister(&mut sock, true);

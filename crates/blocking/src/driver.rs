@@ -126,6 +126,8 @@ pub(crate) struct Inner<M> {
     conns: BTreeMap<u64, Conn>,
     registry: Registry,
     tls: Arc<rustls::ClientConfig>,
+    /// The proxy variables, read when the client was created (`Action::Dial`).
+    proxy_env: wxsocket_wire::proxy::ProxyEnv,
     ws_config: WebSocketConfig,
     receivers: Option<Registry>,
     resolved_tx: Sender<Resolved>,
@@ -198,6 +200,7 @@ impl<M: Machine> Shared<M> {
                 registry,
                 receivers,
                 tls,
+                proxy_env: config.resolve_proxy_env(),
                 ws_config: wxsocket_wire::websocket_config(&config.session),
                 resolved_tx,
                 waker: Arc::clone(&waker),
@@ -690,13 +693,17 @@ impl<M: Machine> Inner<M> {
         match action {
             Action::Dial { conn, request } => {
                 let k = key(conn);
-                self.conns.insert(k, Conn::new(conn, Arc::clone(&request)));
-                let port = request.port();
-                let host = request
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned();
+                let proxy = match wxsocket_wire::proxy::route(&request, &self.proxy_env) {
+                    Ok(proxy) => proxy,
+                    Err(error) => {
+                        self.conns.insert(k, Conn::new(conn, request, None));
+                        self.with_conn(k, now, |c, ctx, out| c.fail_dial(ctx, error, out));
+                        return;
+                    }
+                };
+                let c = Conn::new(conn, Arc::clone(&request), proxy);
+                let (host, port) = c.dial_target();
+                self.conns.insert(k, c);
                 match host.parse::<IpAddr>() {
                     Ok(ip) => self.with_conn(k, now, |c, ctx, out| {
                         c.connect(ctx, Ok(vec![SocketAddr::new(ip, port)]), out)

@@ -78,6 +78,49 @@
 //! connection. The application's own `close` is never retried, and cancels a pending
 //! attempt.
 //!
+//! ## Proxies
+//!
+//! `ws://` and `wss://` connections can go through an HTTP proxy's `CONNECT` tunnel. TLS
+//! is end to end inside it (the server's name is the SNI and is checked against its
+//! certificate; the proxy sees ciphertext only).
+//!
+//! - [`ConnectOptions::proxy`] (`http://[user:password@]host[:port]`) names a proxy for
+//!   every host, loopback included; its credentials are sent as
+//!   `Proxy-Authorization: Basic` and never appear in `Debug` output, events or errors. An
+//!   invalid proxy URL (or an `https://` proxy, not supported) is refused by `connect`,
+//!   before any IO, with an error starting `proxy:`. [`ConnectOptions::no_proxy`] connects
+//!   directly.
+//! - Otherwise the proxy environment applies: `https_proxy` for `wss://`, `http_proxy` for
+//!   `ws://`, `all_proxy`, `no_proxy` (host suffixes, `*`, IP addresses and CIDR ranges),
+//!   lower case first, then upper case, as curl reads them. The client reads the process
+//!   environment once, when it is created; [`Config::proxy_env`] gives it a
+//!   [`ProxyEnv`] instead (`ProxyEnv::empty()` ignores the environment). Loopback hosts
+//!   (`localhost`, `127.0.0.0/8`, `::1`) always go direct, unlike curl: a proxy elsewhere
+//!   cannot reach this machine's loopback.
+//! - A proxy that refuses (`407`, `403`, `502`, …) fails the dial: `Error` with
+//!   `ConnectionError::ConnectFailed` of kind `TransportErrorKind::HttpStatus(status)`, the
+//!   message naming the proxy (without credentials) and its answer, then `Close` 1006. A
+//!   [`ReconnectPolicy`] treats it as the server's own answer would be: 4xx final (unless
+//!   `retry_http_4xx`), 5xx retried. The handshake timeout bounds the whole dial, the
+//!   `CONNECT` exchange included; the proxy's answer head is bounded (16 KiB).
+//! - [`SocketInfo::proxied`] says whether a connection went through a proxy (its
+//!   `peer_addr` is then the proxy's).
+//!
+//! ```
+//! use wxsocket_blocking::{Config, ConnectOptions, ProxyEnv};
+//!
+//! // An explicit proxy, with credentials (percent-encoded in the URL).
+//! let options = ConnectOptions::new("wss://chat.example.com/ws")
+//!     .proxy("http://alice:s%40cret@proxy.corp:3128");
+//! assert!(!format!("{options:?}").contains("cret"));
+//! // A client that ignores the machine's proxy variables and uses these instead.
+//! let config = Config::default().proxy_env(ProxyEnv::from_vars([
+//!     ("https_proxy", "http://proxy.corp:3128"),
+//!     ("no_proxy", ".internal,10.0.0.0/8"),
+//! ]));
+//! # let _ = config;
+//! ```
+//!
 //! ## IO design: no polling, no tick
 //!
 //! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) owns one **driver thread** and an
@@ -142,9 +185,9 @@
 //!   poller sleeps until `poll_timeout()` of the core and no longer. When another thread
 //!   makes a deadline earlier than the one the driver sleeps until, it wakes the driver
 //!   through the poller's waker (an eventfd); otherwise the driver is not disturbed.
-//! - **Dialling** is non-blocking too: TCP connect, TLS (rustls; reading and writing are
-//!   decoupled so two busy peers cannot deadlock) and the HTTP upgrade all progress on
-//!   readiness events. An `Abort` from the core (handshake timeout, close before open,
+//! - **Dialling** is non-blocking too: TCP connect, a proxy's `CONNECT` exchange, TLS
+//!   (rustls; reading and writing are decoupled so two busy peers cannot deadlock) and the
+//!   HTTP upgrade all progress on readiness events. An `Abort` from the core (handshake timeout, close before open,
 //!   replacement) deregisters and drops the socket at once. Host names (not IP literals)
 //!   are resolved on a short-lived helper thread, because the OS resolver only blocks; an
 //!   aborted dial's answer is dropped.
@@ -190,4 +233,5 @@ pub use wxsocket_core::{
     TransportError, TransportErrorKind,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
+pub use wxsocket_wire::proxy::ProxyEnv;
 pub use wxsocket_wire::tls::TlsRoots;

@@ -64,6 +64,12 @@ impl Settings {
         if let Some(ms) = args.timeout {
             options = options.timeout(Duration::from_millis(ms));
         }
+        if let Some(url) = &args.proxy {
+            options = options.proxy(url);
+        }
+        if args.no_proxy {
+            options = options.no_proxy();
+        }
         // Everything the core checks, checked now: a bad option is a usage error (exit 2),
         // not a failed call.
         options.validate().map_err(|e| option_error(&e))?;
@@ -235,6 +241,7 @@ fn option_error(e: &ConnectError) -> String {
             "--protocol"
         }
         ConnectError::InvalidTimeout => "--timeout",
+        ConnectError::InvalidProxy { .. } => "--proxy",
         _ => {
             let text = e.to_string();
             return match text.split_once(": ") {

@@ -144,6 +144,14 @@ struct ConnectArgs {
     /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
+    /// Tunnel through this HTTP proxy, http://[USER:PASSWORD@]HOST[:PORT], for every host
+    /// (default: the https_proxy / http_proxy / all_proxy / no_proxy environment, loopback
+    /// hosts excepted).
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long)]
+    no_proxy: bool,
     /// Reconnect automatically when a connection this client did not close ends (a failed
     /// dial, a drop, a keepalive failure, a retried close code), with exponential backoff
     /// and full jitter; the first retry within --reconnect-base.

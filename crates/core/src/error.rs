@@ -94,6 +94,13 @@ pub enum ConnectError {
     /// `timeout` is zero or longer than [`crate::MAX_TIMER`] (24 hours).
     #[error("timeout: must be greater than zero and at most 24 hours")]
     InvalidTimeout,
+    /// `proxy` is not an `http://` proxy URL this client can use. The reason never repeats
+    /// the URL (it may hold a password).
+    #[error("proxy: {reason}")]
+    InvalidProxy {
+        /// What is wrong.
+        reason: String,
+    },
     /// An option this IO driver cannot honour (checked before any IO).
     #[error("{option}: {why}")]
     Unsupported {

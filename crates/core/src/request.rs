@@ -4,6 +4,7 @@
 
 use crate::deflate::DeflateOptions;
 use crate::error::ConnectError;
+use crate::proxy::{HttpProxy, ProxyOption, ProxyRoute};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 use url::Url;
@@ -48,6 +49,9 @@ pub struct ConnectOptions {
     /// The seed's "legal domains": when non-empty, the URL's host must match an entry
     /// exactly (ASCII case-insensitive), or end with `.example.com` for an entry `*.example.com`.
     pub allowed_hosts: Vec<String>,
+    /// The HTTP proxy to tunnel through (`CONNECT`): by default the one the environment
+    /// names, as the adapter read it (see [`ProxyOption`]).
+    pub proxy: ProxyOption,
 }
 
 impl ConnectOptions {
@@ -120,6 +124,19 @@ impl ConnectOptions {
         self
     }
 
+    /// Tunnels through this HTTP proxy (`http://[user:password@]host[:port]`), for every
+    /// host, whatever the environment says.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxyOption::Url(url.into());
+        self
+    }
+
+    /// Connects directly, whatever the environment says.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxyOption::Direct;
+        self
+    }
+
     /// Checks every option and builds the request, without any IO.
     pub fn validate(&self) -> Result<HandshakeRequest, ConnectError> {
         let mut url = parse_url(&self.url)?;
@@ -152,6 +169,13 @@ impl ConnectOptions {
         {
             return Err(error);
         }
+        let proxy = match &self.proxy {
+            ProxyOption::Environment => ProxyRoute::Environment,
+            ProxyOption::Direct => ProxyRoute::Direct,
+            ProxyOption::Url(raw) => ProxyRoute::Http(
+                HttpProxy::parse(raw).map_err(|reason| ConnectError::InvalidProxy { reason })?,
+            ),
+        };
         let headers = validate_headers(&self.header)?;
         validate_protocols(&self.protocols)?;
         if !self.data.is_empty() {
@@ -167,6 +191,7 @@ impl ConnectOptions {
             tcp_no_delay: self.tcp_no_delay,
             per_message_deflate: self.per_message_deflate.then_some(self.deflate),
             timeout: self.timeout,
+            proxy,
         })
     }
 }
@@ -187,6 +212,8 @@ pub struct HandshakeRequest {
     pub per_message_deflate: Option<DeflateOptions>,
     /// The handshake timeout asked for, if any (the session applies its default otherwise).
     pub timeout: Option<Duration>,
+    /// How to reach the server: directly, through a proxy, or as the environment says.
+    pub proxy: ProxyRoute,
 }
 
 impl HandshakeRequest {
@@ -461,6 +488,25 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(r.url.query(), Some("a=1&x=&y=a+b%26c%3Dd%2F%C3%A9"));
+    }
+
+    #[test]
+    fn proxy_option() {
+        let base = || ConnectOptions::new("wss://h");
+        assert_eq!(base().validate().unwrap().proxy, ProxyRoute::Environment);
+        assert_eq!(
+            base().no_proxy().validate().unwrap().proxy,
+            ProxyRoute::Direct
+        );
+        let r = base().proxy("http://u:pw@p:3128").validate().unwrap();
+        let ProxyRoute::Http(proxy) = &r.proxy else {
+            panic!("{r:?}")
+        };
+        assert_eq!(proxy.to_string(), "http://p:3128");
+        assert!(!format!("{r:?}").contains("pw"));
+        let e = err(base().proxy("https://u:pw@p:3128"));
+        assert!(e.to_string().starts_with("proxy: https://"), "{e}");
+        assert!(!format!("{e} {e:?}").contains("pw"), "{e:?}");
     }
 
     #[test]

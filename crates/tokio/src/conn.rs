@@ -1,5 +1,6 @@
-//! One connection task: dial (TCP, optional TLS, the opening handshake), then move bytes
-//! both ways until the transport ends, reporting everything to the core.
+//! One connection task: dial (TCP, a proxy's `CONNECT` tunnel when one is in use, optional
+//! TLS, the opening handshake), then move bytes both ways until the transport ends,
+//! reporting everything to the core.
 
 use crate::SocketInfo;
 use crate::driver::{Machine, Shared};
@@ -22,6 +23,7 @@ use wxsocket_core::{
 use wxsocket_wire::ClientHandshake;
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
+use wxsocket_wire::proxy::ProxyConnect;
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]
@@ -92,12 +94,24 @@ async fn dial<M: Machine>(
     request: &HandshakeRequest,
 ) -> Result<(WebSocketStream<Transport>, Handshake, SocketInfo), TransportError> {
     let host = request.host().trim_start_matches('[').trim_end_matches(']');
-    let tcp = TcpStream::connect((host, request.port()))
-        .await
-        .map_err(|e| connect_error(&e, "connect"))?;
+    let proxy = wxsocket_wire::proxy::route(request, &shared.proxy_env)?;
+    let mut tcp = match &proxy {
+        None => TcpStream::connect((host, request.port()))
+            .await
+            .map_err(|e| connect_error(&e, "connect"))?,
+        Some(proxy) => {
+            let proxy_host = proxy.host().trim_start_matches('[').trim_end_matches(']');
+            TcpStream::connect((proxy_host, proxy.port()))
+                .await
+                .map_err(|e| connect_error(&e, &format!("connect to proxy {proxy}")))?
+        }
+    };
     let io_error = |e: io::Error| connect_error(&e, "socket");
     if request.tcp_no_delay {
         tcp.set_nodelay(true).map_err(io_error)?;
+    }
+    if let Some(proxy) = &proxy {
+        tunnel(&mut tcp, proxy, request).await?;
     }
     let socket = SocketInfo::new(
         tcp.local_addr().map_err(io_error)?,
@@ -105,6 +119,11 @@ async fn dial<M: Machine>(
         tcp.nodelay().map_err(io_error)?,
         request.is_tls(),
     );
+    let socket = if proxy.is_some() {
+        socket.through_proxy()
+    } else {
+        socket
+    };
     let mut stream = if request.is_tls() {
         let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
             TransportError::new(
@@ -157,6 +176,29 @@ async fn dial<M: Machine>(
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
     Ok((ws, done.handshake, socket))
+}
+
+/// Opens a `CONNECT` tunnel to the request's server through `proxy` (the whole exchange is
+/// bounded by the handshake timeout, which aborts this task).
+async fn tunnel(
+    tcp: &mut TcpStream,
+    proxy: &wxsocket_core::HttpProxy,
+    request: &HandshakeRequest,
+) -> Result<(), TransportError> {
+    let mut connect = ProxyConnect::new(proxy, request.host(), request.port());
+    tcp.write_all(connect.request_bytes())
+        .await
+        .map_err(|e| connect.io_error(&e))?;
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = tcp.read(&mut buf).await.map_err(|e| connect.io_error(&e))?;
+        if n == 0 {
+            return Err(connect.closed_early());
+        }
+        if connect.feed(&buf[..n])? {
+            return Ok(());
+        }
+    }
 }
 
 /// The open connection's state between polls.

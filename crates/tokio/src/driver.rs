@@ -251,6 +251,8 @@ pub(crate) struct Shared<M> {
     wake: Notify,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// The proxy variables, read when the client was created (`conn::dial`).
+    pub(crate) proxy_env: wxsocket_wire::proxy::ProxyEnv,
     pub(crate) ws_config: WebSocketConfig,
     /// Set by the driver task when it has ended; `exited` is notified then.
     ended: AtomicBool,
@@ -390,6 +392,7 @@ pub(crate) fn start<M: Machine>(
         wake: Notify::new(),
         runtime: runtime.clone(),
         tls,
+        proxy_env: config.resolve_proxy_env(),
         ws_config: wxsocket_wire::websocket_config(&config.session),
         ended: AtomicBool::new(false),
         exited: Notify::new(),

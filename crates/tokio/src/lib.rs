@@ -85,6 +85,49 @@
 //! connection. The application's own `close` is never retried, and cancels a pending
 //! attempt.
 //!
+//! ## Proxies
+//!
+//! `ws://` and `wss://` connections can go through an HTTP proxy's `CONNECT` tunnel. TLS
+//! is end to end inside it (the server's name is the SNI and is checked against its
+//! certificate; the proxy sees ciphertext only).
+//!
+//! - [`ConnectOptions::proxy`] (`http://[user:password@]host[:port]`) names a proxy for
+//!   every host, loopback included; its credentials are sent as
+//!   `Proxy-Authorization: Basic` and never appear in `Debug` output, events or errors. An
+//!   invalid proxy URL (or an `https://` proxy, not supported) is refused by `connect`,
+//!   before any IO, with an error starting `proxy:`. [`ConnectOptions::no_proxy`] connects
+//!   directly.
+//! - Otherwise the proxy environment applies: `https_proxy` for `wss://`, `http_proxy` for
+//!   `ws://`, `all_proxy`, `no_proxy` (host suffixes, `*`, IP addresses and CIDR ranges),
+//!   lower case first, then upper case, as curl reads them. The client reads the process
+//!   environment once, when it is created; [`Config::proxy_env`] gives it a
+//!   [`ProxyEnv`] instead (`ProxyEnv::empty()` ignores the environment). Loopback hosts
+//!   (`localhost`, `127.0.0.0/8`, `::1`) always go direct, unlike curl: a proxy elsewhere
+//!   cannot reach this machine's loopback.
+//! - A proxy that refuses (`407`, `403`, `502`, …) fails the dial: `Error` with
+//!   `ConnectionError::ConnectFailed` of kind `TransportErrorKind::HttpStatus(status)`, the
+//!   message naming the proxy (without credentials) and its answer, then `Close` 1006. A
+//!   [`ReconnectPolicy`] treats it as the server's own answer would be: 4xx final (unless
+//!   `retry_http_4xx`), 5xx retried. The handshake timeout bounds the whole dial, the
+//!   `CONNECT` exchange included; the proxy's answer head is bounded (16 KiB).
+//! - [`SocketInfo::proxied`] says whether a connection went through a proxy (its
+//!   `peer_addr` is then the proxy's).
+//!
+//! ```
+//! use wxsocket_tokio::{Config, ConnectOptions, ProxyEnv};
+//!
+//! // An explicit proxy, with credentials (percent-encoded in the URL).
+//! let options = ConnectOptions::new("wss://chat.example.com/ws")
+//!     .proxy("http://alice:s%40cret@proxy.corp:3128");
+//! assert!(!format!("{options:?}").contains("cret"));
+//! // A client that ignores the machine's proxy variables and uses these instead.
+//! let config = Config::default().proxy_env(ProxyEnv::from_vars([
+//!     ("https_proxy", "http://proxy.corp:3128"),
+//!     ("no_proxy", ".internal,10.0.0.0/8"),
+//! ]));
+//! # let _ = config;
+//! ```
+//!
 //! ## IO design
 //!
 //! - **No hop through a driver for the hot path.** The core sits in an
@@ -95,9 +138,9 @@
 //!   that task's channel (`Send`, `Ping`, `Close`), or abort it (`Abort`). Events go to the [`Events`]
 //!   channel and to the waiters of awaitable sends, in order. The lock is never held across
 //!   an `.await` and no user code runs under it.
-//! - **One task per connection.** It dials (TCP, `TCP_NODELAY` when asked, rustls when
-//!   `wss`, the opening handshake from [`wxsocket_wire::ClientHandshake`]), builds the
-//!   tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
+//! - **One task per connection.** It dials (TCP, a proxy's `CONNECT` tunnel when one is
+//!   used, `TCP_NODELAY` when asked, rustls when `wss`, the opening handshake from
+//!   [`wxsocket_wire::ClientHandshake`]), builds the tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
 //!   reads and writes together in one hand-written future: a blocked write never stops
 //!   reading, so an echoing peer cannot deadlock it.
 //! - **Writes in place when taking turns.** When the peer has answered every message sent
@@ -144,4 +187,5 @@ pub use wxsocket_core::{
     Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
+pub use wxsocket_wire::proxy::ProxyEnv;
 pub use wxsocket_wire::tls::TlsRoots;

@@ -1,6 +1,7 @@
 //! The public types both adapters' clients expose, defined once so `wxsocket-tokio` and
 //! `wxsocket-blocking` cannot drift apart (each re-exports them).
 
+use crate::proxy::ProxyEnv;
 use crate::tls::TlsRoots;
 use std::net::SocketAddr;
 use wxsocket_core::{SendError, SendFailure, SessionConfig};
@@ -15,6 +16,10 @@ pub struct Config {
     pub session: SessionConfig,
     /// Trusted CAs for `wss` (webpki roots by default, plus any custom ones).
     pub tls: TlsRoots,
+    /// The proxy variables for connections whose `proxy` option is the default
+    /// ([`wxsocket_core::ProxyOption::Environment`]). `None` (the default): the process
+    /// environment, read once when the client is created.
+    pub proxy_env: Option<ProxyEnv>,
 }
 
 impl Config {
@@ -33,6 +38,21 @@ impl Config {
     pub fn tls(mut self, tls: TlsRoots) -> Self {
         self.tls = tls;
         self
+    }
+
+    /// Uses these proxy variables instead of the process environment
+    /// ([`ProxyEnv::empty`]: ignore the environment).
+    pub fn proxy_env(mut self, env: ProxyEnv) -> Self {
+        self.proxy_env = Some(env);
+        self
+    }
+
+    /// The proxy variables a client created now uses: [`Self::proxy_env`], or the process
+    /// environment read at this call.
+    pub fn resolve_proxy_env(&self) -> ProxyEnv {
+        self.proxy_env
+            .clone()
+            .unwrap_or_else(ProxyEnv::from_process)
     }
 }
 
@@ -55,12 +75,15 @@ pub enum SendFailed {
 pub struct SocketInfo {
     /// The local address.
     pub local_addr: SocketAddr,
-    /// The server's address.
+    /// The server's address (the proxy's, through a proxy).
     pub peer_addr: SocketAddr,
     /// Whether `TCP_NODELAY` is set (as the socket reports it).
     pub nodelay: bool,
     /// Whether the connection uses TLS.
     pub tls: bool,
+    /// Whether the connection tunnels through an HTTP proxy (then `peer_addr` is the
+    /// proxy's address).
+    pub proxied: bool,
 }
 
 impl SocketInfo {
@@ -71,6 +94,13 @@ impl SocketInfo {
             peer_addr,
             nodelay,
             tls,
+            proxied: false,
         }
+    }
+
+    /// The same socket, marked as tunnelling through a proxy.
+    pub fn through_proxy(mut self) -> Self {
+        self.proxied = true;
+        self
     }
 }

@@ -13,6 +13,9 @@
 //!   frame-level transform around tungstenite (which has no extension support): a
 //!   [`deflate::Compressor`] for what is sent and an [`deflate::Inflater`] for what is
 //!   read. The module docs explain the choice; uncompressed connections never touch it.
+//! - [`proxy`]: HTTP proxies: which one a request goes through (the connect option, or the
+//!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
+//!   `CONNECT` exchange as a sans-IO machine.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
 //!
 //! ```
@@ -30,6 +33,7 @@ pub mod client;
 pub mod convert;
 pub mod deflate;
 mod handshake;
+pub mod proxy;
 pub mod tls;
 
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};

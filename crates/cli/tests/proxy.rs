@@ -1,0 +1,138 @@
+//! `--proxy` and `--no-proxy` through the binary, with the test `CONNECT` proxy of
+//! `wxsocket-tests` on loopback: an explicit proxy on both adapters, the proxy environment
+//! variables (set for the child process only), and the usage error for a bad proxy URL.
+
+mod common;
+
+use common::{Proc, WAIT, event, run, with_adapter};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use wxsocket_tests::peer::{Mode, Peer};
+use wxsocket_tests::proxy::{ProxyMode, TestProxy};
+
+fn through_an_explicit_proxy(blocking: bool) {
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::with_credentials("cli", "pw-9f3");
+    let proxy_url = proxy.url_with("cli", "pw-9f3");
+    let url = peer.url();
+    let args = with_adapter(
+        vec!["connect", &url, "--json", "--proxy", &proxy_url],
+        blocking,
+    );
+    let mut proc = Proc::spawn(&args);
+    let open = proc.expect_json("open", |v| matches!(event(v), "open" | "close"));
+    assert_eq!(open["event"], "open", "{:?}", proc.seen);
+    proc.write("via proxy");
+    proc.expect_json("echo", |v| event(v) == "message");
+    let (status, lines, stderr) = proc.finish();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let everything = format!("{lines:?} {stderr}");
+    assert!(!everything.contains("pw-9f3"), "the password was shown");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0].target, peer.addr().to_string());
+    assert_eq!(requests[0].status, Some(200));
+}
+
+#[test]
+fn through_an_explicit_proxy_tokio() {
+    through_an_explicit_proxy(false);
+}
+
+#[test]
+fn through_an_explicit_proxy_blocking() {
+    through_an_explicit_proxy(true);
+}
+
+/// Runs `wxsocket connect URL --json EXTRA` with `vars` added to its environment (the
+/// proxy variables of the test's own environment removed), until its first `open` or
+/// `close` line; then ends its input and waits for it. Returns that line's event.
+fn connect_with_env(url: &str, extra: &[&str], vars: &[(&str, &str)]) -> String {
+    let mut command = Command::new(common::bin());
+    command.arg("connect").arg(url).arg("--json").args(extra);
+    for name in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(vars.iter().copied());
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wxsocket");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if matches!(event(&v), "open" | "close") {
+                let _ = tx.send(event(&v).to_owned());
+            }
+        }
+    });
+    let first = rx.recv_timeout(WAIT);
+    let _ = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(b"/quit\n"));
+    let status = child.wait().expect("wait for wxsocket");
+    assert!(status.success(), "exit {status}");
+    first.expect("no open or close line in time")
+}
+
+#[test]
+fn environment_and_no_proxy() {
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    let proxy_url = proxy.url();
+    // A `.test` name only the proxy resolves (to 127.0.0.1).
+    let url = format!("ws://echo.wxsocket.test:{}/", peer.addr().port());
+    let vars = [("http_proxy", proxy_url.as_str())];
+    assert_eq!(connect_with_env(&url, &[], &vars), "open");
+    assert_eq!(proxy.requests().len(), 1);
+    // --no-proxy: the environment is ignored, so the name cannot be resolved.
+    assert_eq!(connect_with_env(&url, &["--no-proxy"], &vars), "close");
+    assert_eq!(proxy.requests().len(), 1, "--no-proxy used the proxy");
+}
+
+#[test]
+fn a_bad_proxy_url_is_a_usage_error() {
+    for (proxy, why) in [
+        (
+            "https://u:topsecret@127.0.0.1:1",
+            "https:// proxies are not supported",
+        ),
+        ("socks5://127.0.0.1:1", "unsupported proxy scheme"),
+        ("http://u:topsecret@127.0.0.1:99999", "invalid proxy URL"),
+    ] {
+        let (status, lines, stderr) = run(&["connect", "ws://127.0.0.1:9", "--proxy", proxy], "");
+        assert_eq!(status.code(), Some(2), "{proxy}: {stderr}");
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(
+            stderr.contains("'--proxy'") && stderr.contains(why),
+            "{proxy}: {stderr}"
+        );
+        assert!(!stderr.contains("topsecret"), "{stderr}");
+    }
+    let (status, _, stderr) = run(
+        &[
+            "connect",
+            "ws://127.0.0.1:9",
+            "--proxy",
+            "http://p:1",
+            "--no-proxy",
+        ],
+        "",
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--no-proxy"), "{stderr}");
+}

@@ -1,0 +1,243 @@
+//! The HTTP proxy a connection goes through: the `proxy` connect option and the validated
+//! proxy the driver dials. Credentials never appear in `Debug` or `Display` output, nor in
+//! any error.
+
+use std::fmt;
+use url::Url;
+
+/// Which proxy a connection uses ([`crate::ConnectOptions::proxy`]).
+///
+/// `Debug` hides the credentials of a proxy URL.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyOption {
+    /// The proxy the environment names (`https_proxy` for `wss://`, `http_proxy` for
+    /// `ws://`, `all_proxy`, `no_proxy`), looked up by the IO adapter, which reads the
+    /// environment when its client is created; the core itself never reads it. Default.
+    #[default]
+    Environment,
+    /// Connect directly, whatever the environment says.
+    Direct,
+    /// Through this HTTP proxy, `http://[user:password@]host[:port]` (the scheme may be
+    /// left out; the port defaults to 80). It is used for every host, loopback included.
+    Url(String),
+}
+
+impl fmt::Debug for ProxyOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyOption::Environment => f.write_str("Environment"),
+            ProxyOption::Direct => f.write_str("Direct"),
+            ProxyOption::Url(url) => f.debug_tuple("Url").field(&redact(url)).finish(),
+        }
+    }
+}
+
+/// How a validated request reaches its server ([`crate::HandshakeRequest::proxy`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyRoute {
+    /// The adapter decides from the environment it read (see [`ProxyOption::Environment`]).
+    #[default]
+    Environment,
+    /// Directly.
+    Direct,
+    /// Through this proxy.
+    Http(HttpProxy),
+}
+
+/// A validated HTTP proxy: where to dial, and the Basic credentials to present.
+///
+/// `Display` shows `http://host:port`, never the credentials; `Debug` hides them too.
+///
+/// ```
+/// use wxsocket_core::HttpProxy;
+/// let proxy = HttpProxy::parse("http://alice:s%40cret@proxy.example:3128/").unwrap();
+/// assert_eq!(proxy.to_string(), "http://proxy.example:3128");
+/// assert_eq!(proxy.credentials().unwrap().password(), "s@cret");
+/// assert!(!format!("{proxy:?}").contains("cret"));
+/// assert!(HttpProxy::parse("socks5://proxy:1080").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpProxy {
+    host: String,
+    port: u16,
+    credentials: Option<ProxyCredentials>,
+}
+
+/// The user name and password of a proxy URL (`Proxy-Authorization: Basic`). `Debug`
+/// hides both.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyCredentials {
+    username: String,
+    password: String,
+}
+
+impl ProxyCredentials {
+    /// The user name (percent-decoded).
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The password (percent-decoded; empty when the URL has none).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl fmt::Debug for ProxyCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProxyCredentials(<redacted>)")
+    }
+}
+
+impl HttpProxy {
+    /// Parses `http://[user:password@]host[:port][/]` (a value without a scheme is taken
+    /// as `http://`). Only `http://` proxies are supported. The error says why, without
+    /// repeating the URL (it may hold a password).
+    pub fn parse(raw: &str) -> Result<HttpProxy, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("the proxy URL is empty".into());
+        }
+        let with_scheme;
+        let raw = if raw.contains("://") {
+            raw
+        } else {
+            with_scheme = format!("http://{raw}");
+            &with_scheme
+        };
+        // The url crate's errors describe the problem without quoting the input.
+        let url = Url::parse(raw).map_err(|e| format!("invalid proxy URL: {e}"))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => {
+                return Err("https:// proxies are not supported; use an http:// proxy (TLS to a wss:// server still runs end to end through it)".into());
+            }
+            other => {
+                return Err(format!(
+                    "unsupported proxy scheme {other:?} (only http:// proxies)"
+                ));
+            }
+        }
+        let host = url.host_str().unwrap_or_default();
+        if host.is_empty() {
+            return Err("the proxy URL has no host".into());
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err("a proxy URL has no path, query or fragment".into());
+        }
+        let credentials = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|s| s.into_owned())
+                    .map_err(|_| "the proxy credentials are not valid UTF-8".to_owned())
+            };
+            let username = decode(url.username())?;
+            if username.contains(':') {
+                return Err("a proxy user name may not contain ':' (RFC 7617)".into());
+            }
+            Some(ProxyCredentials {
+                username,
+                password: decode(url.password().unwrap_or_default())?,
+            })
+        };
+        Ok(HttpProxy {
+            host: host.to_owned(),
+            port: url.port().unwrap_or(80),
+            credentials,
+        })
+    }
+
+    /// The proxy's host as in the URL (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The credentials, when the URL had any.
+    pub fn credentials(&self) -> Option<&ProxyCredentials> {
+        self.credentials.as_ref()
+    }
+}
+
+impl fmt::Display for HttpProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProxy")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+/// `url` with any user information replaced by `***`, for `Debug` output. Everything up to
+/// the last `@` goes, even where a malformed URL has a `/` in its password (a proxy URL
+/// has no path that could hold an `@`).
+fn redact(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_hides_credentials() {
+        let p = HttpProxy::parse("proxy.local:8080").unwrap();
+        assert_eq!(
+            (p.host(), p.port(), p.credentials()),
+            ("proxy.local", 8080, None)
+        );
+        let p = HttpProxy::parse("http://[::1]").unwrap();
+        assert_eq!(p.to_string(), "http://[::1]:80");
+        let p = HttpProxy::parse(" http://u%3Ax:p%20w@h:1/ ").unwrap_err();
+        assert!(p.contains("':'"), "{p}");
+        let p = HttpProxy::parse("http://user:pa%20ss@h:1").unwrap();
+        let c = p.credentials().unwrap();
+        assert_eq!((c.username(), c.password()), ("user", "pa ss"));
+        let p = HttpProxy::parse("http://user@h:1").unwrap();
+        assert_eq!(p.credentials().unwrap().password(), "");
+        for shown in [format!("{p:?}"), p.to_string()] {
+            assert!(!shown.contains("user"), "{shown}");
+        }
+        let option = ProxyOption::Url("http://user:secret@h:1/".into());
+        assert_eq!(format!("{option:?}"), "Url(\"http://***@h:1/\")");
+        let option = ProxyOption::Url("u:pa/ss@h:1".into());
+        assert_eq!(format!("{option:?}"), "Url(\"***@h:1\")");
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_dial() {
+        for (url, why) in [
+            ("", "empty"),
+            ("https://h:1", "https:// proxies are not supported"),
+            ("socks5://h:1", "\"socks5\""),
+            ("http://h:1/path", "no path"),
+            ("http://h:1/?q", "no path"),
+            ("http://user:secret@h:99999", "invalid proxy URL"),
+            ("http://:secret@", "invalid proxy URL"),
+        ] {
+            let e = HttpProxy::parse(url).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: {e}");
+        }
+    }
+}

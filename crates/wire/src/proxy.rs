@@ -1,0 +1,522 @@
+//! HTTP proxies: which proxy a request goes through ([`route`], with the environment
+//! snapshot [`ProxyEnv`]), and the `CONNECT` exchange that opens the tunnel
+//! ([`ProxyConnect`], sans-IO like [`crate::ClientHandshake`]). Both adapters dial with
+//! these, so they choose and talk to proxies identically.
+//!
+//! Through a proxy, the adapter connects TCP to the proxy, writes
+//! [`ProxyConnect::request_bytes`] (`CONNECT host:port`, with `Proxy-Authorization: Basic`
+//! when the proxy URL has credentials), feeds the answer to [`ProxyConnect::feed`] until the
+//! tunnel is open, and then runs TLS (for `wss://`, with the server's own name: TLS is end to
+//! end, the proxy sees only ciphertext) and the WebSocket handshake inside the tunnel, as it
+//! would on a direct connection. The core's handshake timeout bounds the whole dial, the
+//! `CONNECT` exchange included.
+//!
+//! ```
+//! use wxsocket_core::{ConnectOptions, HttpProxy};
+//! use wxsocket_wire::proxy::{ProxyConnect, ProxyEnv, route};
+//!
+//! // The environment a client read (here: given as a map, as tests do).
+//! let env = ProxyEnv::from_vars([("https_proxy", "http://proxy.corp:3128"), ("no_proxy", ".internal")]);
+//! let request = ConnectOptions::new("wss://chat.example.com/ws").validate().unwrap();
+//! let proxy = route(&request, &env).unwrap().expect("through the proxy");
+//! assert_eq!(proxy.to_string(), "http://proxy.corp:3128");
+//! let direct = ConnectOptions::new("wss://db.internal/ws").validate().unwrap();
+//! assert_eq!(route(&direct, &env).unwrap(), None);
+//!
+//! let proxy = HttpProxy::parse("http://alice:secret@proxy.corp:3128").unwrap();
+//! let mut connect = ProxyConnect::new(&proxy, "chat.example.com", 443);
+//! assert_eq!(
+//!     std::str::from_utf8(connect.request_bytes()).unwrap(),
+//!     "CONNECT chat.example.com:443 HTTP/1.1\r\nHost: chat.example.com:443\r\n\
+//!      Proxy-Authorization: Basic YWxpY2U6c2VjcmV0\r\n\r\n"
+//! );
+//! assert!(!connect.feed(b"HTTP/1.1 200 Connection established\r\n").unwrap());
+//! assert!(connect.feed(b"\r\n").unwrap()); // the tunnel is open
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use wxsocket_core::{HandshakeRequest, HttpProxy, ProxyRoute, TransportError, TransportErrorKind};
+
+/// Largest proxy answer head accepted (status line and headers).
+pub const MAX_PROXY_RESPONSE_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// The proxy variables of an environment, read once at a moment the application chooses
+/// (the adapters read the process environment when a client is created, unless
+/// [`crate::client::Config::proxy_env`] gives one).
+///
+/// Read as curl reads them: `https_proxy` for `wss://`, `http_proxy` for `ws://`,
+/// `all_proxy` when the scheme's own is unset, and `no_proxy`; each in lower case first,
+/// then upper case (`HTTPS_PROXY`, …); an empty value counts as unset. Unlike curl, upper
+/// case `HTTP_PROXY` is read too, except in a CGI program (`REQUEST_METHOD` set), where a
+/// request header could have set it ("httpoxy").
+///
+/// `no_proxy` is a list separated by commas or spaces: `*` (no proxy for any host), host
+/// names (matching the host and its subdomains, a leading dot optional), and IP addresses or
+/// CIDR ranges (`10.0.0.0/8`, `::1`) matching hosts written as IP addresses (names are not
+/// resolved to check them). Unlike curl, loopback hosts (`localhost`, `*.localhost`,
+/// `127.0.0.0/8`, `::1`) are always reached directly: a proxy elsewhere cannot reach this
+/// machine's loopback. An explicit [`wxsocket_core::ConnectOptions::proxy`] is used for
+/// every host, loopback included.
+///
+/// `Debug` hides the credentials of proxy URLs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProxyEnv {
+    /// `(variable, value)` for `ws://`, `wss://`, and both.
+    http: Option<(&'static str, String)>,
+    https: Option<(&'static str, String)>,
+    all: Option<(&'static str, String)>,
+    no_proxy: Vec<String>,
+}
+
+impl fmt::Debug for ProxyEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |v: &Option<(&'static str, String)>| match v {
+            Some((name, value)) => match HttpProxy::parse(value) {
+                Ok(proxy) => format!("{name}={proxy}"),
+                Err(_) => format!("{name}=<invalid>"),
+            },
+            None => "unset".to_owned(),
+        };
+        f.debug_struct("ProxyEnv")
+            .field("http", &shown(&self.http))
+            .field("https", &shown(&self.https))
+            .field("all", &shown(&self.all))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+impl ProxyEnv {
+    /// No proxy variables: every connection without an explicit proxy goes direct.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The process environment, now.
+    pub fn from_process() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The variables of a map (tests, or an application with its own configuration).
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let map: HashMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// The variables `lookup` returns.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |lower: &'static str, upper: &'static str| {
+            [lower, upper].into_iter().find_map(|name| {
+                let value = lookup(name)?;
+                (!value.trim().is_empty()).then(|| (name, value.trim().to_owned()))
+            })
+        };
+        let cgi = lookup("REQUEST_METHOD").is_some();
+        let http = if cgi {
+            get("http_proxy", "http_proxy")
+        } else {
+            get("http_proxy", "HTTP_PROXY")
+        };
+        let no_proxy = get("no_proxy", "NO_PROXY")
+            .map(|(_, v)| {
+                v.split([',', ' ', '\t'])
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            http,
+            https: get("https_proxy", "HTTPS_PROXY"),
+            all: get("all_proxy", "ALL_PROXY"),
+            no_proxy,
+        }
+    }
+
+    /// The proxy for a `ws://` or `wss://` URL's scheme and host, or `None` to go direct.
+    /// A variable that is not a usable proxy URL is an error naming it (never its value).
+    pub fn proxy_for(&self, scheme: &str, host: &str) -> Result<Option<HttpProxy>, TransportError> {
+        let chosen = match scheme {
+            "wss" | "https" => self.https.as_ref(),
+            _ => self.http.as_ref(),
+        }
+        .or(self.all.as_ref());
+        let Some((name, value)) = chosen else {
+            return Ok(None);
+        };
+        if is_loopback(host) || self.bypasses(host) {
+            return Ok(None);
+        }
+        HttpProxy::parse(value).map(Some).map_err(|reason| {
+            TransportError::new(
+                TransportErrorKind::Connect,
+                format!("proxy: the environment's {name}: {reason}"),
+            )
+        })
+    }
+
+    /// Whether `no_proxy` exempts `host`.
+    fn bypasses(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let ip = bare_ip(&host);
+        self.no_proxy.iter().any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            if let Some(ip) = ip {
+                return ip_matches(entry, ip);
+            }
+            let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+            let entry = entry.trim_end_matches('.');
+            !entry.is_empty()
+                && (host == entry
+                    || host
+                        .strip_suffix(entry)
+                        .is_some_and(|rest| rest.ends_with('.')))
+        })
+    }
+}
+
+/// The proxy `request` goes through, or `None` to go direct: its own
+/// [`ProxyRoute`], or for [`ProxyRoute::Environment`] what `env` says for its URL.
+pub fn route(
+    request: &HandshakeRequest,
+    env: &ProxyEnv,
+) -> Result<Option<HttpProxy>, TransportError> {
+    match &request.proxy {
+        ProxyRoute::Direct => Ok(None),
+        ProxyRoute::Http(proxy) => Ok(Some(proxy.clone())),
+        // ProxyRoute is non-exhaustive: a newer core's routes resolve as the environment.
+        _ => env.proxy_for(request.url.scheme(), request.host()),
+    }
+}
+
+/// An IP address written as a host (IPv6 in brackets or not).
+fn bare_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    match bare_ip(&host) {
+        Some(ip) => ip.is_loopback(),
+        None => host == "localhost" || host.ends_with(".localhost"),
+    }
+}
+
+/// Whether a `no_proxy` entry (an address, or a CIDR range) covers `ip`.
+fn ip_matches(entry: &str, ip: IpAddr) -> bool {
+    let (addr, bits) = match entry.split_once('/') {
+        Some((addr, bits)) => match bits.parse::<u32>() {
+            Ok(bits) => (addr, Some(bits)),
+            Err(_) => return false,
+        },
+        None => (entry, None),
+    };
+    let Some(net) = bare_ip(addr) else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            prefix_matches(&net.octets(), &ip.octets(), bits.unwrap_or(32))
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            prefix_matches(&net.octets(), &ip.octets(), bits.unwrap_or(128))
+        }
+        _ => false,
+    }
+}
+
+fn prefix_matches(net: &[u8], ip: &[u8], bits: u32) -> bool {
+    if bits as usize > net.len() * 8 {
+        return false;
+    }
+    let (whole, rest) = ((bits / 8) as usize, bits % 8);
+    net[..whole] == ip[..whole]
+        && (rest == 0 || {
+            let mask = 0xffu8 << (8 - rest);
+            net[whole] & mask == ip[whole] & mask
+        })
+}
+
+/// A `CONNECT` exchange with a proxy, without IO: write
+/// [`request_bytes`](Self::request_bytes), then [`feed`](Self::feed) what the proxy sends
+/// until it returns `true` (the tunnel is open) or an error.
+///
+/// `Debug` leaves out the request, which may carry credentials.
+pub struct ProxyConnect {
+    request: Vec<u8>,
+    response: Vec<u8>,
+    proxy: String,
+    target: String,
+}
+
+impl fmt::Debug for ProxyConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConnect")
+            .field("proxy", &self.proxy)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyConnect {
+    /// The `CONNECT` request for `host:port` (the host as a URL writes it: an IPv6 address
+    /// in brackets), through `proxy`.
+    pub fn new(proxy: &HttpProxy, host: &str, port: u16) -> Self {
+        let target = format!("{host}:{port}");
+        let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+        if let Some(credentials) = proxy.credentials() {
+            let token = data_encoding::BASE64.encode(
+                format!("{}:{}", credentials.username(), credentials.password()).as_bytes(),
+            );
+            request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        Self {
+            request: request.into_bytes(),
+            response: Vec::new(),
+            proxy: proxy.to_string(),
+            target,
+        }
+    }
+
+    /// The request to write.
+    pub fn request_bytes(&self) -> &[u8] {
+        &self.request
+    }
+
+    /// Feeds bytes from the proxy. `Ok(false)`: more are needed; `Ok(true)`: the proxy
+    /// answered 2xx and the tunnel is open. A refusal is an error of kind
+    /// [`TransportErrorKind::HttpStatus`] naming the proxy (never its credentials) and the
+    /// status, so a reconnect policy treats it like the server's own answer: 4xx final
+    /// (`407`, `403`), 5xx (`502`, `503`) retried.
+    pub fn feed(&mut self, data: &[u8]) -> Result<bool, TransportError> {
+        self.response.extend_from_slice(data);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(&self.response) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if self.response.len() > MAX_PROXY_RESPONSE_HEAD => {
+                return Err(self.protocol(&format!(
+                    "answered CONNECT with a head longer than {MAX_PROXY_RESPONSE_HEAD} bytes"
+                )));
+            }
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(e) => return Err(self.protocol(&format!("sent an invalid answer: {e}"))),
+        };
+        let status = response.code.unwrap_or(0);
+        if !(200..300).contains(&status) {
+            let reason: String = response.reason.unwrap_or("").chars().take(100).collect();
+            return Err(TransportError::new(
+                TransportErrorKind::HttpStatus(status),
+                format!(
+                    "proxy {} refused CONNECT {}: HTTP {status} {reason}",
+                    self.proxy, self.target
+                ),
+            ));
+        }
+        if head_len < self.response.len() {
+            // The server speaks only after the client (TLS ClientHello, the upgrade
+            // request), so these bytes can only come from the proxy.
+            return Err(self.protocol("sent bytes after its CONNECT answer"));
+        }
+        Ok(true)
+    }
+
+    /// The error for a proxy that closed the connection before answering.
+    pub fn closed_early(&self) -> TransportError {
+        self.protocol("closed the connection before answering CONNECT")
+    }
+
+    /// An IO error during the exchange, naming the proxy.
+    pub fn io_error(&self, error: &std::io::Error) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Io,
+            format!("proxy {}: CONNECT {}: {error}", self.proxy, self.target),
+        )
+    }
+
+    fn protocol(&self, what: &str) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("proxy {} {what}", self.proxy),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxsocket_core::ConnectOptions;
+
+    fn env(vars: &[(&str, &str)]) -> ProxyEnv {
+        ProxyEnv::from_vars(vars.iter().copied())
+    }
+
+    fn via(env: &ProxyEnv, url: &str) -> Option<String> {
+        let request = ConnectOptions::new(url).validate().unwrap();
+        route(&request, env).unwrap().map(|p| p.to_string())
+    }
+
+    #[test]
+    fn scheme_picks_the_variable() {
+        let e = env(&[
+            ("https_proxy", "http://s:1"),
+            ("http_proxy", "h:2"),
+            ("ALL_PROXY", "http://a:3"),
+        ]);
+        assert_eq!(via(&e, "wss://x.com").as_deref(), Some("http://s:1"));
+        assert_eq!(via(&e, "https://x.com").as_deref(), Some("http://s:1"));
+        assert_eq!(via(&e, "ws://x.com").as_deref(), Some("http://h:2"));
+        let e = env(&[("all_proxy", "http://a:3")]);
+        assert_eq!(via(&e, "ws://x.com").as_deref(), Some("http://a:3"));
+        assert_eq!(via(&e, "wss://x.com").as_deref(), Some("http://a:3"));
+        assert_eq!(via(&ProxyEnv::empty(), "wss://x.com"), None);
+    }
+
+    #[test]
+    fn lower_case_first_and_empty_is_unset() {
+        let e = env(&[
+            ("https_proxy", "http://lower:1"),
+            ("HTTPS_PROXY", "http://upper:2"),
+        ]);
+        assert_eq!(via(&e, "wss://x.com").as_deref(), Some("http://lower:1"));
+        let e = env(&[("https_proxy", " "), ("HTTPS_PROXY", "http://upper:2")]);
+        assert_eq!(via(&e, "wss://x.com").as_deref(), Some("http://upper:2"));
+        let e = env(&[("HTTP_PROXY", "http://upper:2")]);
+        assert_eq!(via(&e, "ws://x.com").as_deref(), Some("http://upper:2"));
+        // A CGI program's HTTP_PROXY may come from a request header (httpoxy).
+        let e = env(&[("HTTP_PROXY", "http://evil:2"), ("REQUEST_METHOD", "GET")]);
+        assert_eq!(via(&e, "ws://x.com"), None);
+    }
+
+    #[test]
+    fn no_proxy_hosts_ips_and_star() {
+        let e = |no: &str| env(&[("all_proxy", "http://p:1"), ("NO_PROXY", no)]);
+        let direct = |no: &str, url: &str| via(&e(no), url).is_none();
+        assert!(direct("example.com", "wss://example.com"));
+        assert!(direct("example.com", "wss://a.b.EXAMPLE.com:8443/x"));
+        assert!(direct(".example.com", "wss://example.com"));
+        assert!(direct("*.example.com", "wss://a.example.com"));
+        assert!(!direct("example.com", "wss://badexample.com"));
+        assert!(!direct("a.example.com", "wss://example.com"));
+        assert!(direct("other.org, example.com", "wss://example.com"));
+        assert!(direct("other.org example.com", "wss://example.com"));
+        assert!(direct("*", "wss://anything.net"));
+        assert!(!direct("*.", "wss://anything.net"));
+        assert!(direct("10.1.2.3", "ws://10.1.2.3:80"));
+        assert!(!direct("10.1.2.3", "ws://10.1.2.4"));
+        assert!(direct("10.0.0.0/8", "ws://10.200.0.1"));
+        assert!(!direct("10.0.0.0/8", "ws://11.0.0.1"));
+        assert!(direct("192.168.4.0/22", "ws://192.168.7.255"));
+        assert!(!direct("192.168.4.0/22", "ws://192.168.8.0"));
+        assert!(direct("2001:db8::/32", "ws://[2001:db8::5]"));
+        assert!(direct("[2001:db8::5]", "ws://[2001:db8::5]"));
+        assert!(!direct("2001:db8::/32", "ws://[2001:db9::5]"));
+        // An IP entry does not match a name, nor a name entry an IP.
+        assert!(!direct("10.1.2.3", "ws://ten.example"));
+        assert!(!direct("example.com", "ws://10.1.2.3"));
+        assert!(!direct("", "ws://example.com"));
+    }
+
+    #[test]
+    fn loopback_goes_direct_unless_the_proxy_is_explicit() {
+        let e = env(&[("all_proxy", "http://p:1")]);
+        for url in [
+            "ws://127.0.0.1:9",
+            "ws://127.8.9.10",
+            "ws://[::1]:9",
+            "ws://localhost:9",
+            "wss://app.localhost",
+        ] {
+            assert_eq!(via(&e, url), None, "{url}");
+        }
+        let explicit = ConnectOptions::new("ws://127.0.0.1:9")
+            .proxy("http://p:1")
+            .validate()
+            .unwrap();
+        assert!(route(&explicit, &e).unwrap().is_some());
+        let direct = ConnectOptions::new("ws://example.com")
+            .no_proxy()
+            .validate()
+            .unwrap();
+        assert_eq!(route(&direct, &e).unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_variable_is_named_without_its_value() {
+        let e = env(&[("HTTPS_PROXY", "https://user:secret@p:1")]);
+        let request = ConnectOptions::new("wss://x.com").validate().unwrap();
+        let error = route(&request, &e).unwrap_err();
+        assert!(error.message.contains("HTTPS_PROXY"), "{error}");
+        assert!(!error.message.contains("secret"), "{error}");
+        assert!(!format!("{e:?}").contains("secret"));
+        let ok = env(&[("https_proxy", "http://user:secret@p:1")]);
+        assert_eq!(
+            format!("{ok:?}"),
+            "ProxyEnv { http: \"unset\", https: \"https_proxy=http://p:1\", all: \"unset\", no_proxy: [] }"
+        );
+    }
+
+    #[test]
+    fn connect_exchange() {
+        let proxy = HttpProxy::parse("http://[::1]:3128").unwrap();
+        let mut c = ProxyConnect::new(&proxy, "[2001:db8::1]", 443);
+        assert_eq!(
+            c.request_bytes(),
+            b"CONNECT [2001:db8::1]:443 HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n\r\n"
+        );
+        for b in b"HTTP/1.0 200 OK\r\nVia: x\r\n" {
+            assert!(!c.feed(std::slice::from_ref(b)).unwrap());
+        }
+        assert!(c.feed(b"\r\n").unwrap());
+
+        let secret = HttpProxy::parse("http://u:secret@p:1").unwrap();
+        for (answer, status) in [
+            (
+                &b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"[..],
+                407,
+            ),
+            (
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!",
+                403,
+            ),
+            (b"HTTP/1.1 502 Bad Gateway\r\n\r\n", 502),
+        ] {
+            let mut c = ProxyConnect::new(&secret, "h", 80);
+            let e = c.feed(answer).unwrap_err();
+            assert_eq!(e.kind, TransportErrorKind::HttpStatus(status));
+            assert!(
+                e.message.starts_with(&format!(
+                    "proxy http://p:1 refused CONNECT h:80: HTTP {status} "
+                )),
+                "{e}"
+            );
+            assert!(!format!("{e:?} {c:?}").contains("secret"));
+        }
+        let mut c = ProxyConnect::new(&secret, "h", 80);
+        let e = c.feed(b"HTTP/1.1 200 OK\r\n\r\nextra").unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        let mut c = ProxyConnect::new(&secret, "h", 80);
+        let e = c.feed(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        let mut c = ProxyConnect::new(&secret, "h", 80);
+        let mut long = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        long.resize(MAX_PROXY_RESPONSE_HEAD + 1, b'a');
+        let e = c.feed(&long).unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+    }
+}

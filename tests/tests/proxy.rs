@@ -1,0 +1,481 @@
+//! HTTP `CONNECT` proxies over real sockets, on both adapters: every scenario is written
+//! once, generic over [`Adapter`], and the `scenarios!` macro instantiates it for the tokio
+//! adapter (`on_tokio::…`) and the blocking adapter (`on_blocking::…`), as in
+//! `conformance.rs`.
+//!
+//! The proxy is the test [`TestProxy`] on loopback; the server is the test [`Peer`]. The
+//! proxy records each request (target, `Proxy-Authorization`, its answer, the first bytes
+//! sent through the tunnel), so the scenarios check what went over the wire, not only the
+//! client's events. Every client is given its proxy environment explicitly, so no scenario
+//! depends on the variables of the machine that runs it.
+
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    ConnId, ConnectOptions, ConnectionError, Event, Message, ReconnectPolicy, SessionConfig,
+    TransportErrorKind,
+};
+use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
+use wxsocket_tests::peer::{Mode, Peer, Tls};
+use wxsocket_tests::proxy::{ProxyMode, TestProxy};
+use wxsocket_tests::scenario::{assert_quiet_for, expect_connecting, messages, open};
+use wxsocket_wire::client::Config;
+use wxsocket_wire::proxy::ProxyEnv;
+use wxsocket_wire::tls::TlsRoots;
+
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every scenario against `wxsocket-tokio`.
+        mod on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
+        }
+        /// Every scenario against `wxsocket-blocking`.
+        mod on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
+        }
+    };
+}
+
+scenarios!(
+    ws_through_the_proxy,
+    wss_through_the_proxy_is_tls_end_to_end,
+    basic_credentials_right_and_wrong,
+    refusals_name_the_proxy_and_status_and_follow_the_reconnect_policy,
+    a_silent_proxy_is_bounded_by_the_handshake_timeout,
+    misbehaving_proxies_fail_the_dial_with_an_error_naming_them,
+    the_environment_routes_through_the_proxy_but_not_loopback,
+    no_proxy_option_ignores_the_environment,
+    an_invalid_proxy_variable_fails_the_dial_naming_it,
+);
+
+/// The password every scenario with credentials uses: it must never show up in an event.
+const SECRET: &str = "s3cr3t-pw";
+
+/// A client whose proxy environment is exactly `env` (never the machine's).
+fn client_with<A: Adapter>(env: ProxyEnv, session: SessionConfig, tls: TlsRoots) -> A {
+    A::with_config(Config::new().session(session).tls(tls).proxy_env(env))
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
+}
+
+fn session() -> SessionConfig {
+    SessionConfig::default()
+        .handshake_timeout(Duration::from_secs(5))
+        .close_timeout(Duration::from_secs(2))
+}
+
+/// Sends a text message and expects it back; then closes cleanly.
+fn echo_and_close<A: Adapter>(a: &mut A, conn: ConnId, text: &str) {
+    a.send_nowait(Message::text(text))
+        .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME));
+    let events = a.events_until("the echo", EVENT_TIMEOUT, |seen| !messages(seen).is_empty());
+    assert_eq!(
+        messages(&events),
+        vec![Message::text(text)],
+        "[{}]",
+        A::NAME
+    );
+    a.close(None, "done").unwrap();
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            })
+        ),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+}
+
+/// Expects the dial of `conn` to fail: `[Error(ConnectFailed), Close 1006]`; returns the
+/// error, after checking that neither event shows the secret in `Display` or `Debug`.
+fn expect_dial_failure<A: Adapter>(a: &mut A, conn: ConnId) -> wxsocket_core::TransportError {
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    assert_no_secret(&events);
+    match events.as_slice() {
+        [
+            Event::Error {
+                error: ConnectionError::ConnectFailed(e),
+                ..
+            },
+            Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            },
+        ] => e.clone(),
+        other => panic!(
+            "[{}] expected [Error(ConnectFailed), Close 1006], got {other:#?}",
+            A::NAME
+        ),
+    }
+}
+
+fn assert_no_secret(events: &[Event]) {
+    for event in events {
+        let shown = match event {
+            Event::Error { error, .. } => format!("{error} {error:?}"),
+            other => format!("{other:?}"),
+        };
+        assert!(!shown.contains(SECRET), "the password leaked: {shown}");
+        assert!(!shown.contains("s3cr3t"), "the password leaked: {shown}");
+    }
+}
+
+fn ws_through_the_proxy<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    // The machine's environment is not consulted: an empty one is given.
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    let url = format!("{}chat?x=1", peer.url());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(&url).proxy(proxy.url()));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(socket.proxied, "[{name}] {socket:?}");
+    assert_eq!(socket.peer_addr.to_string(), proxy.url()["http://".len()..]);
+    echo_and_close(&mut a, conn, "through the tunnel");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
+    let t = &requests[0];
+    assert_eq!(t.method, "CONNECT");
+    assert_eq!(t.target, peer.addr().to_string());
+    assert_eq!((t.authorization.as_deref(), t.status), (None, Some(200)));
+    // The upgrade request went through the tunnel, as sent to a server (origin form).
+    let first = String::from_utf8_lossy(&t.first_bytes);
+    assert!(
+        first.starts_with("GET /chat?x=1 HTTP/1.1\r\n"),
+        "[{name}] {first}"
+    );
+    let snapshot = peer.snapshot();
+    assert_eq!(snapshot.accepted, 1, "[{name}]");
+}
+
+fn wss_through_the_proxy_is_tls_end_to_end<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    let roots = TlsRoots::only(vec![peer.ca_cert().unwrap()]);
+    let mut a: A = client_with(ProxyEnv::empty(), session(), roots);
+    // By name: the certificate is checked against `localhost`, which only the server's
+    // certificate can match (the proxy sees ciphertext only).
+    let url = format!("wss://localhost:{}/", peer.addr().port());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(proxy.url()));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(socket.tls && socket.proxied, "[{name}] {socket:?}");
+    echo_and_close(&mut a, conn, "secret inside TLS");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
+    let t = &requests[0];
+    assert_eq!(t.target, format!("localhost:{}", peer.addr().port()));
+    assert_eq!(
+        t.first_bytes.first(),
+        Some(&22),
+        "[{name}] a TLS record first"
+    );
+    assert_eq!(t.sni().as_deref(), Some("localhost"), "[{name}] SNI");
+    let relayed = String::from_utf8_lossy(&t.first_bytes);
+    assert!(
+        !relayed.contains("GET /") && !relayed.contains("Upgrade"),
+        "[{name}] the proxy saw the upgrade in clear"
+    );
+}
+
+fn basic_credentials_right_and_wrong<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::with_credentials("alice", SECRET);
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+
+    // Right credentials (the '@' and ':' of a password are percent-encoded in a URL).
+    let options = ConnectOptions::new(peer.url()).proxy(proxy.url_with("alice", SECRET));
+    assert!(
+        !format!("{options:?}").contains(SECRET),
+        "[{name}] Debug of the options shows the password"
+    );
+    let request = options.validate().unwrap();
+    assert!(!format!("{request:?}").contains(SECRET));
+    let conn = a.connect(&options).unwrap();
+    expect_connecting(&mut a, conn);
+    let open = a.expect_event("Open");
+    assert!(matches!(open, Event::Open { .. }), "[{name}] {open:#?}");
+    assert_no_secret(&[open]);
+    assert!(a.socket_info().unwrap().proxied, "[{name}]");
+    echo_and_close(&mut a, conn, "authorized");
+    let expected = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("alice:{SECRET}").as_bytes())
+    );
+    assert_eq!(
+        proxy.requests()[0].authorization.as_deref(),
+        Some(expected.as_str())
+    );
+
+    // Wrong password, then none at all: 407, final, the error naming the proxy.
+    for url in [proxy.url_with("alice", "s3cr3t-wrong"), proxy.url()] {
+        let conn = a
+            .connect(&ConnectOptions::new(peer.url()).proxy(url))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(error.kind, TransportErrorKind::HttpStatus(407), "[{name}]");
+        assert_eq!(
+            error.message,
+            format!(
+                "proxy {} refused CONNECT {}: HTTP 407 Proxy Authentication Required",
+                proxy.url(),
+                peer.addr()
+            ),
+            "[{name}]"
+        );
+    }
+    let statuses: Vec<_> = proxy.requests().iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [Some(200), Some(407), Some(407)], "[{name}]");
+    assert_eq!(
+        peer.snapshot().accepted,
+        1,
+        "[{name}] only the authorized one"
+    );
+}
+
+fn refusals_name_the_proxy_and_status_and_follow_the_reconnect_policy<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(3);
+    for (status, reason, retried) in [(403, "Forbidden", false), (502, "Bad Gateway", true)] {
+        let proxy = TestProxy::start(ProxyMode::Refuse(status));
+        let mut a: A = client_with(
+            ProxyEnv::empty(),
+            session().reconnect(policy.clone()),
+            TlsRoots::default(),
+        );
+        let conn = a
+            .connect(&ConnectOptions::new(peer.url()).proxy(proxy.url()))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, EVENT_TIMEOUT);
+        let error = match events.as_slice() {
+            [
+                Event::Error {
+                    error: ConnectionError::ConnectFailed(e),
+                    ..
+                },
+                Event::Close { code: 1006, .. },
+            ] => e.clone(),
+            other => panic!("[{name}] {status}: {other:#?}"),
+        };
+        assert_eq!(error.kind, TransportErrorKind::HttpStatus(status));
+        assert_eq!(
+            error.message,
+            format!(
+                "proxy {} refused CONNECT {}: HTTP {status} {reason}",
+                proxy.url(),
+                peer.addr()
+            )
+        );
+        if retried {
+            // 5xx from the proxy: retried like any failed dial, through the proxy again.
+            let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+                seen.iter()
+                    .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. }))
+            });
+            assert!(events.iter().all(|e| !matches!(e, Event::Open { .. })));
+            proxy.wait_for("a second CONNECT", EVENT_TIMEOUT, |t| t.len() >= 2);
+            a.close(None, "enough").ok();
+        } else {
+            // 4xx: final, as a server's 4xx answer to the upgrade.
+            assert_quiet_for(&mut a, policy.cap * 4, "after a 403 from the proxy");
+            assert_eq!(proxy.requests().len(), 1, "[{name}] one dial only");
+        }
+    }
+    assert_eq!(
+        peer.snapshot().accepted,
+        0,
+        "[{name}] nothing reached the server"
+    );
+}
+
+fn a_silent_proxy_is_bounded_by_the_handshake_timeout<A: Adapter>() {
+    let name = A::NAME;
+    let proxy = TestProxy::start(ProxyMode::Silent);
+    let timeout = Duration::from_millis(400);
+    let mut a: A = client_with(
+        ProxyEnv::empty(),
+        session().handshake_timeout(timeout),
+        TlsRoots::default(),
+    );
+    let started = Instant::now();
+    let conn = a
+        .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Error {
+                    error: ConnectionError::HandshakeTimeout(_),
+                    ..
+                },
+                Event::Close { code: 1006, .. }
+            ]
+        ),
+        "[{name}] {events:#?}"
+    );
+    assert!(elapsed >= timeout, "[{name}] ended after {elapsed:?}");
+    let requests = proxy.wait_for("the CONNECT", EVENT_TIMEOUT, |t| !t.is_empty());
+    assert_eq!(requests[0].target, "server.wxsocket.test:9");
+    assert_eq!(requests[0].status, None);
+}
+
+fn misbehaving_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter>() {
+    let name = A::NAME;
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    for (mode, kind, says) in [
+        (
+            ProxyMode::HangUp,
+            TransportErrorKind::Protocol,
+            "closed the connection before answering CONNECT",
+        ),
+        (
+            ProxyMode::Garbage,
+            TransportErrorKind::Protocol,
+            "sent an invalid answer: invalid HTTP version",
+        ),
+        (
+            ProxyMode::EndlessHead,
+            TransportErrorKind::Protocol,
+            "answered CONNECT with a head longer than 16384 bytes",
+        ),
+    ] {
+        let proxy = TestProxy::start(mode.clone());
+        let started = Instant::now();
+        let conn = a
+            .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(error.kind, kind, "[{name}] {mode:?}: {error}");
+        assert_eq!(
+            error.message,
+            format!("proxy {} {says}", proxy.url()),
+            "[{name}] {mode:?}"
+        );
+        // Well inside the handshake timeout: the failure is the proxy's, seen at once.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "[{name}] {mode:?}"
+        );
+    }
+}
+
+fn the_environment_routes_through_the_proxy_but_not_loopback<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::with_credentials("bob", SECRET);
+    let env = ProxyEnv::from_vars([
+        ("HTTP_PROXY", proxy.url_with("bob", SECRET)),
+        ("https_proxy", "http://127.0.0.1:1".to_owned()),
+        ("no_proxy", "example.org".to_owned()),
+    ]);
+    let mut a: A = client_with(env, session(), TlsRoots::default());
+    // A name only the proxy can resolve (`.test` goes to 127.0.0.1 there): the dial can
+    // only succeed through it, with the credentials of the variable.
+    let url = format!("ws://echo.wxsocket.test:{}/", peer.addr().port());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    echo_and_close(&mut a, conn, "via the environment");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
+    assert_eq!(
+        requests[0].target,
+        format!("echo.wxsocket.test:{}", peer.addr().port())
+    );
+    assert!(requests[0].authorization.is_some());
+
+    // Loopback goes direct whatever the environment says.
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    assert!(!a.socket_info().unwrap().proxied, "[{name}]");
+    echo_and_close(&mut a, conn, "direct");
+    assert_eq!(
+        proxy.requests().len(),
+        1,
+        "[{name}] loopback went through the proxy"
+    );
+    assert_eq!(peer.snapshot().accepted, 2);
+}
+
+fn no_proxy_option_ignores_the_environment<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    let env = ProxyEnv::from_vars([("all_proxy", proxy.url())]);
+    let session = session().handshake_timeout(Duration::from_secs(2));
+    let mut a: A = client_with(env, session, TlsRoots::default());
+    // `.test` is resolvable only at the proxy: with no proxy the dial fails at resolution
+    // (or, with a resolver that never answers, at the handshake timeout).
+    let conn = a
+        .connect(&ConnectOptions::new("ws://echo.wxsocket.test:9/").no_proxy())
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Error {
+                    error: ConnectionError::ConnectFailed(_) | ConnectionError::HandshakeTimeout(_),
+                    ..
+                },
+                Event::Close { code: 1006, .. }
+            ]
+        ),
+        "[{name}] {events:#?}"
+    );
+    assert!(proxy.requests().is_empty(), "[{name}] the proxy was used");
+
+    // An explicit proxy is used even for loopback.
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).proxy(proxy.url()));
+    echo_and_close(&mut a, conn, "explicit");
+    assert_eq!(proxy.requests().len(), 1);
+}
+
+fn an_invalid_proxy_variable_fails_the_dial_naming_it<A: Adapter>() {
+    let name = A::NAME;
+    let env = ProxyEnv::from_vars([("HTTPS_PROXY", format!("socks5://u:{SECRET}@proxy:1080"))]);
+    let mut a: A = client_with(env, session(), TlsRoots::default());
+    // Never dialled directly instead: the variable asked for a proxy.
+    let conn = a
+        .connect(&ConnectOptions::new("wss://server.wxsocket.test/"))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let error = expect_dial_failure(&mut a, conn);
+    assert_eq!(
+        error.message,
+        "proxy: the environment's HTTPS_PROXY: unsupported proxy scheme \"socks5\" (only http:// proxies)",
+        "[{name}]"
+    );
+}
+
+/// An invalid proxy URL is refused by `connect`, before any IO, naming the option and
+/// never repeating the password.
+#[test]
+fn an_invalid_proxy_url_is_refused_before_any_io() {
+    for url in [
+        format!("https://u:{SECRET}@127.0.0.1:1"),
+        format!("socks5://u:{SECRET}@127.0.0.1:1"),
+        format!("http://u:{SECRET}@127.0.0.1:1/path"),
+    ] {
+        let e = ConnectOptions::new("ws://127.0.0.1:9")
+            .proxy(url.clone())
+            .validate()
+            .unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(shown.starts_with("proxy: "), "{url}: {shown}");
+        assert!(!shown.contains(SECRET), "{url}: {shown}");
+    }
+}
