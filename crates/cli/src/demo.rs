@@ -18,7 +18,7 @@ use wxsocket_core::{
     ReadyState, SendFailure, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
-use wxsocket_tokio::bench::WireCounters;
+use crate::server::WireCounters;
 
 /// How long the embedded server waits before answering a handshake.
 const HANDSHAKE_DELAY: Duration = Duration::from_millis(100);

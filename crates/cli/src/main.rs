@@ -15,6 +15,7 @@ mod connect;
 mod demo;
 mod output;
 mod server;
+mod server_stream;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -214,15 +215,34 @@ struct ConnectArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = SERVE_HELP)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the URL is printed first).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
     addr: std::net::SocketAddr,
     /// Accept permessage-deflate offers: inflate the client's compressed messages and
-    /// compress the echoes.
+    /// compress the replies.
     #[arg(long)]
     deflate: bool,
+    /// Send every message to every connected client (the sender included) instead of
+    /// echoing it; a client more than 4096 messages behind is closed with 1008.
+    #[arg(long)]
+    broadcast: bool,
+    /// A sub-protocol the server agrees to (repeatable, in preference order); a client
+    /// offering none of them gets no sub-protocol. Default: the first one offered.
+    #[arg(short = 'p', long = "protocol", value_name = "P", value_parser = parse_token)]
+    protocols: Vec<String>,
+    /// Print one JSON object per line: listening, connection, message, close, error,
+    /// shutdown.
+    #[arg(long)]
+    json: bool,
 }
+
+/// Shown after `wxsocket serve --help`.
+const SERVE_HELP: &str = "\
+On SIGTERM or SIGINT (Ctrl-C) the server stops accepting, closes every connection with
+1001 \"server shutting down\", waits up to 3 s for the close handshakes, and exits 0.
+Exit status: 2 for invalid options, 1 if the address cannot be bound.";
 
 #[derive(Debug, Args)]
 struct BenchArgs {
@@ -357,6 +377,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// A sub-protocol name: an HTTP token (RFC 6455 §4.1).
+fn parse_token(text: &str) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if text.is_empty() || !text.bytes().all(token) {
+        return Err(format!("{text:?} is not a sub-protocol name (an HTTP token)"));
+    }
+    Ok(text.to_owned())
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
     let rt = backend::runtime();
     let listener = match rt.block_on(tokio::net::TcpListener::bind(args.addr)) {
@@ -366,29 +395,129 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = std::sync::Arc::new(output::Out::new(false));
-    match listener.local_addr() {
-        Ok(addr) => out.line(&format!(
-            "wxsocket echo server listening on ws://{addr}/ (text and binary are echoed{}; Ctrl-C stops)",
+    // The signal handlers are in place before the URL is printed: whoever reads the URL
+    // may send SIGTERM at once.
+    let signals = {
+        let _entered = rt.enter();
+        match server_signals::Signals::new() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("wxsocket: error: cannot watch for signals: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let out = std::sync::Arc::new(output::Out::new(args.json));
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        if let serde_json::Value::Object(object) = serde_json::json!({
+            "event": "listening",
+            "url": format!("ws://{addr}/"),
+            "broadcast": args.broadcast,
+            "deflate": args.deflate,
+            "protocols": args.protocols,
+        }) {
+            out.json(object);
+        }
+    } else {
+        out.line(&format!(
+            "wxsocket {} server listening on ws://{addr}/ ({}{}; Ctrl-C stops)",
+            if args.broadcast { "broadcast" } else { "echo" },
+            if args.broadcast {
+                "every message goes to every client"
+            } else {
+                "text and binary are echoed"
+            },
             if args.deflate {
                 "; permessage-deflate accepted"
             } else {
                 ""
             }
-        )),
-        Err(e) => {
-            eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
-            return ExitCode::from(1);
+        ));
+    }
+    let options = server::Options {
+        handshake_delay: std::time::Duration::ZERO,
+        deflate: args.deflate,
+        log: Some(std::sync::Arc::clone(&out)),
+        wire: None,
+    };
+    let serving = server::Serving {
+        broadcast: args.broadcast,
+        protocols: args.protocols.clone(),
+        json: args.json,
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (signal, open) = rt.block_on(async move {
+        let signal = tokio::spawn(async move {
+            let name = signals.next().await;
+            let _ = stop.send(true);
+            name
+        });
+        let open = server::serve_until(listener, options, serving, shutdown).await;
+        (signal.await.unwrap_or("a signal"), open)
+    });
+    if args.json {
+        if let serde_json::Value::Object(object) =
+            serde_json::json!({"event": "shutdown", "signal": signal, "connections": open})
+        {
+            out.json(object);
+        }
+    } else {
+        let plural = if open == 1 { "" } else { "s" };
+        out.stamped(&format!(
+            "{signal}: stopped; {open} connection{plural} closed with 1001 {:?}",
+            server::SHUTDOWN_REASON
+        ));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The signals that stop `serve`.
+mod server_signals {
+    /// SIGTERM and SIGINT (Ctrl-C elsewhere than Unix).
+    pub struct Signals {
+        #[cfg(unix)]
+        term: tokio::signal::unix::Signal,
+        #[cfg(unix)]
+        int: tokio::signal::unix::Signal,
+    }
+
+    impl Signals {
+        /// Installs the handlers (inside the runtime).
+        pub fn new() -> std::io::Result<Signals> {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                Ok(Signals {
+                    term: signal(SignalKind::terminate())?,
+                    int: signal(SignalKind::interrupt())?,
+                })
+            }
+            #[cfg(not(unix))]
+            Ok(Signals {})
+        }
+
+        /// Waits for the first signal; returns its name.
+        pub async fn next(mut self) -> &'static str {
+            #[cfg(unix)]
+            {
+                tokio::select! {
+                    _ = self.term.recv() => "SIGTERM",
+                    _ = self.int.recv() => "SIGINT",
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = &mut self;
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
-    rt.block_on(server::serve(
-        listener,
-        server::Options {
-            handshake_delay: std::time::Duration::ZERO,
-            deflate: args.deflate,
-            log: Some(out),
-            wire: None,
-        },
-    ));
-    ExitCode::SUCCESS
 }
