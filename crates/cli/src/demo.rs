@@ -8,6 +8,7 @@ use crate::DemoArgs;
 use crate::backend::{Backend, Kind};
 use crate::output::{Out, show_message};
 use crate::server;
+use crate::server::WireCounters;
 use std::cell::Cell;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use wxsocket_core::{
     ReadyState, SendFailure, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
-use crate::server::WireCounters;
 
 /// How long the embedded server waits before answering a handshake.
 const HANDSHAKE_DELAY: Duration = Duration::from_millis(100);

@@ -2,11 +2,13 @@
 //!
 //! - `wxsocket` / `wxsocket demo [--blocking]`: a timeline of the session model against an
 //!   embedded echo server;
-//! - `wxsocket connect URL [options]`: an interactive client (`--json` for scripts);
-//! - `wxsocket serve [--addr ADDR] [--deflate]`: an echo server;
+//! - `wxsocket connect URL [options]`: a client for pipes and terminals (payloads only by
+//!   default, `-v` for the annotated timeline, `--json` for scripts);
+//! - `wxsocket serve [--addr ADDR] [--deflate] [--broadcast]`: an echo or broadcast server;
 //! - `wxsocket bench [--quick] [--json FILE]`: the adapters' echo benchmarks in one table.
 //!
-//! Invalid command-line options exit with status 2 and a one-line error naming the option.
+//! Invalid command-line options exit with status 2 and a one-line error naming the option;
+//! `connect`'s other exit statuses are listed in its `--help`.
 #![forbid(unsafe_code)]
 
 mod backend;
@@ -35,9 +37,9 @@ enum Command {
     /// Play the mini-program page flow against an embedded echo server, as a timeline
     /// (the default command).
     Demo(DemoArgs),
-    /// Connect to a WebSocket server and send what standard input says.
+    /// Connect to a WebSocket server, send standard input, print what arrives.
     Connect(Box<ConnectArgs>),
-    /// Run an echo server (text and binary), printing each connection and close.
+    /// Run an echo (or broadcast) server, printing each connection and close.
     Serve(ServeArgs),
     /// Run the tokio and blocking echo benchmarks against plain (tokio-)tungstenite.
     Bench(BenchArgs),
@@ -209,9 +211,79 @@ struct ConnectArgs {
     /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
     #[arg(long)]
     blocking: bool,
+    /// Each line of standard input is a text message, and /commands work (the default).
+    #[arg(short = 't', long, help_heading = "Input and output")]
+    text: bool,
+    /// Each chunk read from standard input (at most 64 KiB) is one binary message; no
+    /// /commands.
+    #[arg(
+        short = 'b',
+        long,
+        conflicts_with = "text",
+        help_heading = "Input and output"
+    )]
+    binary: bool,
+    /// Write binary messages as their raw bytes (no newline added) instead of one line of
+    /// hex.
+    #[arg(long, help_heading = "Input and output")]
+    raw_output: bool,
+    /// Print the annotated timeline of every event instead of message payloads only.
+    #[arg(short = 'v', long, help_heading = "Input and output")]
+    verbose: bool,
+    /// Print no diagnostics on stderr (the exit status still tells what happened).
+    #[arg(short = 'q', long, help_heading = "Input and output")]
+    quiet: bool,
     /// Print one JSON object per line (the event contract of the README).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "verbose", help_heading = "Input and output")]
     json: bool,
+    /// Close and exit once N messages were received (1-4294967295).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_count,
+        help_heading = "Input and output",
+        allow_hyphen_values = true
+    )]
+    max_messages: Option<u64>,
+    /// Close and exit after the first message received (--max-messages 1).
+    #[arg(
+        short = '1',
+        conflicts_with = "max_messages",
+        help_heading = "Input and output"
+    )]
+    one_message: bool,
+    /// The largest message sent or received, in bytes, 1-1073741824 (default 67108864);
+    /// a longer line of standard input is an error.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = parse_size,
+        help_heading = "Input and output",
+        allow_hyphen_values = true
+    )]
+    max_message_size: Option<usize>,
+    /// At the end of input, wait until every send completed and nothing arrived for MS
+    /// milliseconds before closing, 0-86400000 (default 200).
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_linger,
+        help_heading = "End of input",
+        allow_hyphen_values = true
+    )]
+    linger: Option<u64>,
+    /// Wait at most MS milliseconds in all at the end of input, 0-86400000 (default 2000).
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_linger,
+        help_heading = "End of input",
+        allow_hyphen_values = true
+    )]
+    linger_max: Option<u64>,
+    /// Close as soon as the input ends (replies still on their way are then lost).
+    #[arg(long, conflicts_with_all = ["linger", "linger_max"], help_heading = "End of input")]
+    no_linger: bool,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +365,25 @@ fn parse_millis(text: &str) -> Result<u64, String> {
 
 fn parse_secs(text: &str) -> Result<u64, String> {
     parse_bounded(text, MAX_SECS, "24 hours")
+}
+
+/// The largest `--max-message-size` (1 GiB).
+const MAX_MESSAGE_SIZE: u64 = 1 << 30;
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    parse_bounded(text, MAX_MESSAGE_SIZE, "1 GiB").map(|n| usize::try_from(n).expect("bounded"))
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    parse_bounded(text, u64::from(u32::MAX), "the largest count")
+}
+
+/// A linger time in milliseconds: 0 is allowed (no quiet period, or no waiting at all).
+fn parse_linger(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    parse_bounded(text, MAX_MILLIS, "24 hours")
 }
 
 fn parse_attempts(text: &str) -> Result<u32, String> {
@@ -381,7 +472,9 @@ fn main() -> ExitCode {
 fn parse_token(text: &str) -> Result<String, String> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if text.is_empty() || !text.bytes().all(token) {
-        return Err(format!("{text:?} is not a sub-protocol name (an HTTP token)"));
+        return Err(format!(
+            "{text:?} is not a sub-protocol name (an HTTP token)"
+        ));
     }
     Ok(text.to_owned())
 }
