@@ -280,6 +280,15 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
         ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
         Compressor::server(&params, DeflateOptions::default().threshold)
     });
+    // In the broadcast before the connection is announced: whoever waits for the
+    // announcement may count on this client getting every later message.
+    let (outbox, mut inbox) = mpsc::channel::<Message>(BROADCAST_BACKLOG);
+    if shared.serving.broadcast {
+        let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.insert(n, outbox);
+    } else {
+        drop(outbox);
+    }
     shared.human(|| {
         let protocol = seen.protocol.as_deref().unwrap_or("none");
         let compression = match &seen.deflate {
@@ -301,13 +310,6 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             "deflate": seen.deflate.map(|p| p.to_string()),
         })
     });
-    let (outbox, mut inbox) = mpsc::channel::<Message>(BROADCAST_BACKLOG);
-    if shared.serving.broadcast {
-        let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.insert(n, outbox);
-    } else {
-        drop(outbox);
-    }
     let mut shutdown = shared.shutdown.clone();
     let mut watching = true;
     // The close frame this server sent, if it did.

@@ -35,7 +35,11 @@ fn finish_ok(proc: Proc) -> (Vec<String>, Vec<Value>) {
 /// --help`).
 fn finish_with(proc: Proc, code: i32) -> (Vec<String>, Vec<Value>) {
     let (status, lines, stderr) = proc.finish();
-    assert_eq!(status.code(), Some(code), "exit {status}: {stderr}\n{lines:?}");
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "exit {status}: {stderr}\n{lines:?}"
+    );
     let events = check_lines(&lines);
     (lines, events)
 }
@@ -285,7 +289,14 @@ fn close_before_open_after_open_flushes_then_closes() {
     // answered the message before the close): it is printed too (receive_while_closing).
     assert_eq!(
         kinds,
-        ["connecting", "call_failed", "open", "sent", "message", "close"]
+        [
+            "connecting",
+            "call_failed",
+            "open",
+            "sent",
+            "message",
+            "close"
+        ]
     );
     assert_eq!(events[3]["id"], 1);
     assert_eq!(events[4]["data"], "queued");

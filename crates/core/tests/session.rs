@@ -1051,5 +1051,5 @@ fn receive_while_closing_does_not_outlive_the_close_timeout() {
             .count(),
         10
     );
-    assert_eq!(close_of(&e).2, false);
+    assert!(!close_of(&e).2);
 }
