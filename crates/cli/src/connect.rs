@@ -326,7 +326,8 @@ fn option_error(e: &ConnectError) -> String {
 }
 
 enum Input {
-    Line(String),
+    /// A line of standard input and its number (from 1).
+    Line(u64, String),
     Chunk(Vec<u8>),
     /// A line of standard input that cannot be sent (its number, what is wrong); the
     /// input ends there.
@@ -337,7 +338,7 @@ enum Input {
 
 /// Standard input read but not yet run.
 enum Pending {
-    Line(String),
+    Line(u64, String),
     Chunk(Vec<u8>),
     BadLine(u64, String),
     End,
@@ -445,6 +446,8 @@ struct Client {
     opened: BTreeSet<ConnId>,
     /// Connections this client closed (by /close, /quit or the end of input).
     closed_by_us: BTreeSet<ConnId>,
+    /// Standard input ended early (a line that cannot be sent): the rest is dropped.
+    input_stopped: bool,
     /// Sends that failed, and input that could not be sent.
     send_failures: u64,
     received: u64,
@@ -707,7 +710,9 @@ impl Client {
     /// Handles one input: standard input is kept for later, an event is printed.
     fn take(&mut self, input: Input) {
         match input {
-            Input::Line(line) => self.pending.push_back(Pending::Line(line)),
+            Input::Line(..) | Input::Chunk(_) | Input::BadLine(..) | Input::End
+                if self.input_stopped => {}
+            Input::Line(n, line) => self.pending.push_back(Pending::Line(n, line)),
             Input::Chunk(bytes) => self.pending.push_back(Pending::Chunk(bytes)),
             Input::BadLine(n, problem) => self.pending.push_back(Pending::BadLine(n, problem)),
             Input::End => self.pending.push_back(Pending::End),
@@ -789,21 +794,35 @@ impl Client {
         self.quit_deadline.is_some() || self.lingering.is_some() || self.linger_on_open
     }
 
+    /// Standard input line `number` cannot be sent: says so, counts it as a failed send,
+    /// and ends the input there (what follows is not sent).
+    fn stop_input(&mut self, number: u64, problem: &str) {
+        self.send_failures += 1;
+        self.complain(&format!("error: standard input line {number} {problem}"));
+        self.input_stopped = true;
+        self.pending.clear();
+        self.end_of_input();
+    }
+
     /// Runs one item of standard input.
     fn run_input(&mut self, item: Pending, paused_until: &mut Option<Instant>) {
         // The reader may read one more item ahead (the channel has room for every credit).
         let _ = self.credits.try_send(());
-        let line = match item {
+        let (number, line) = match item {
             Pending::End => return self.end_of_input(),
-            Pending::BadLine(n, problem) => {
-                self.send_failures += 1;
-                return self.complain(&format!("error: standard input line {n} {problem}"));
-            }
+            Pending::BadLine(n, problem) => return self.stop_input(n, &problem),
             Pending::Chunk(bytes) => return self.send(Message::binary(bytes)),
-            Pending::Line(line) => line,
+            Pending::Line(number, line) => (number, line),
         };
         let line = line.strip_suffix('\r').unwrap_or(&line);
         match parse_command(line) {
+            Ok(Command::Text(text)) if text.len() > self.session.max_message_size => {
+                let problem = format!(
+                    "is longer than the largest message (--max-message-size {})",
+                    self.session.max_message_size
+                );
+                self.stop_input(number, &problem);
+            }
             Ok(Command::Text(text)) => self.send(Message::text(text)),
             Ok(Command::Binary(bytes)) => self.send(Message::binary(bytes)),
             Ok(Command::Close(code, reason)) => {
@@ -870,6 +889,8 @@ fn read_line(
 /// The standard input reader: lines (text mode) or chunks (`-b`), each after taking a
 /// credit, so it reads at most as far ahead as the credits allow.
 fn read_stdin(tx: mpsc::Sender<Input>, credits: Receiver<()>, binary: bool, limit: usize) {
+    // Room for `/binary` with the largest message in hex, spaces between the bytes.
+    let line_limit = limit.saturating_mul(3).saturating_add(64);
     let mut input = std::io::stdin().lock();
     let mut number = 0u64;
     while credits.recv().is_ok() {
@@ -892,10 +913,10 @@ fn read_stdin(tx: mpsc::Sender<Input>, credits: Receiver<()>, binary: bool, limi
             }
         } else {
             let mut line = Vec::new();
-            match read_line(&mut input, &mut line, limit) {
+            match read_line(&mut input, &mut line, line_limit) {
                 Ok(LineRead::End) => break,
                 Ok(LineRead::Line) => match String::from_utf8(line) {
-                    Ok(text) => Input::Line(text),
+                    Ok(text) => Input::Line(number, text),
                     Err(_) => Input::BadLine(
                         number,
                         "is not valid UTF-8 (-b sends standard input as binary messages)".into(),
@@ -903,7 +924,9 @@ fn read_stdin(tx: mpsc::Sender<Input>, credits: Receiver<()>, binary: bool, limi
                 },
                 Ok(LineRead::TooLong) => Input::BadLine(
                     number,
-                    format!("is longer than the largest message (--max-message-size {limit})"),
+                    format!(
+                        "is longer than the largest command line (twice --max-message-size {limit}, for /binary's hex)"
+                    ),
                 ),
                 Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
             }
@@ -955,7 +978,7 @@ pub fn run(settings: Settings) -> ExitCode {
     let item = if settings.binary {
         BINARY_CHUNK.min(limit)
     } else {
-        limit
+        limit.saturating_mul(3)
     };
     let read_ahead = ((32usize << 20) / item).clamp(2, 256);
     let (credits, credit) = mpsc::sync_channel::<()>(read_ahead);
@@ -989,6 +1012,7 @@ pub fn run(settings: Settings) -> ExitCode {
         blocked: None,
         opened: BTreeSet::new(),
         closed_by_us: BTreeSet::new(),
+        input_stopped: false,
         send_failures: 0,
         received: 0,
         max_messages: settings.max_messages,

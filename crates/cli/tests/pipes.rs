@@ -249,27 +249,44 @@ fn input_that_cannot_be_sent_is_named() {
     }
 }
 
-/// A received message over `--max-message-size` fails the connection (1009): exit 4.
+/// `--max-message-size` bounds both ways: a `/binary` over it is refused (exit 5), and a
+/// message over it from the server fails the connection with 1009 (exit 4). The limit
+/// itself is allowed.
 #[test]
-fn max_message_size_bounds_what_arrives() {
-    let (_server, url) = serve(&[]);
+fn max_message_size_bounds_both_ways() {
+    let (_server, url) = serve(&["--broadcast"]);
     for blocking in ADAPTERS {
-        // /binary is not bound by the line length: 8 bytes sent, refused as too large.
-        let (code, _, stderr) = exit_of(
-            &url,
-            &["--max-message-size", "100"],
-            b"/binary 0001020304050607\n",
-            blocking,
+        let limit = ["--max-message-size", "100"];
+        let exactly = format!("{}\n", "x".repeat(100));
+        let (code, stdout, stderr) = exit_of(&url, &limit, exactly.as_bytes(), blocking);
+        assert_eq!((code, stdout.as_str()), (0, exactly.as_str()), "{stderr}");
+        let over = format!("/binary {}\n", "ab".repeat(101));
+        let (code, _, stderr) = exit_of(&url, &limit, over.as_bytes(), blocking);
+        assert_eq!(code, 5, "{stderr}");
+        assert!(
+            stderr.contains("exceeds the maximum of 100 bytes"),
+            "{stderr}"
         );
+
+        // Received: another client's 101-byte message, through the broadcast.
+        let mut small = Proc::spawn(&with_adapter(
+            vec![
+                "connect",
+                url.as_str(),
+                "--max-message-size",
+                "100",
+                "--json",
+            ],
+            blocking,
+        ));
+        small.expect_json("open", |v| event(v) == "open");
+        let big = format!("{}\n", "y".repeat(101));
+        let (code, _, stderr) = exit_of(&url, &[], big.as_bytes(), false);
         assert_eq!(code, 0, "{stderr}");
-        let big = format!("{}\n", "x".repeat(100));
-        let (code, stdout, stderr) = exit_of(
-            &url,
-            &["--max-message-size", "100"],
-            big.as_bytes(),
-            blocking,
-        );
-        assert_eq!((code, stdout.as_str()), (0, big.as_str()), "{stderr}");
+        let close = small.expect_json("close", |v| event(v) == "close");
+        assert_eq!(close["code"], 1009, "{close}");
+        let (status, lines, stderr) = small.finish();
+        assert_eq!(status.code(), Some(4), "{stderr} {lines:?}");
     }
 }
 
