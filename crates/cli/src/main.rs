@@ -281,7 +281,8 @@ struct ConnectArgs {
         allow_hyphen_values = true
     )]
     linger_max: Option<u64>,
-    /// Close as soon as the input ends (replies still on their way are then lost).
+    /// Close as soon as the input ends (replies the server sends before it reads the close
+    /// frame are still printed).
     #[arg(long, conflicts_with_all = ["linger", "linger_max"], help_heading = "End of input")]
     no_linger: bool,
 }

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -91,7 +91,8 @@ struct Shared {
     options: Options,
     serving: Serving,
     /// The clients' outboxes (broadcast mode), by connection number.
-    clients: Mutex<BTreeMap<u64, mpsc::Sender<Message>>>,
+    /// Each with the signal that it was dropped for falling behind.
+    clients: Mutex<BTreeMap<u64, (mpsc::Sender<Message>, Arc<Notify>)>>,
     /// Turns true when the server shuts down.
     shutdown: watch::Receiver<bool>,
 }
@@ -283,9 +284,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     // In the broadcast before the connection is announced: whoever waits for the
     // announcement may count on this client getting every later message.
     let (outbox, mut inbox) = mpsc::channel::<Message>(BROADCAST_BACKLOG);
+    let dropped = Arc::new(Notify::new());
     if shared.serving.broadcast {
         let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.insert(n, outbox);
+        clients.insert(n, (outbox, Arc::clone(&dropped)));
     } else {
         drop(outbox);
     }
@@ -316,32 +318,50 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     let mut closing: Option<(u16, &'static str)> = None;
     let mut client_close: Option<(u16, String)> = None;
     let mut replied = 0u64;
+    // Once this server sent its close frame, the client has SHUTDOWN_GRACE to answer.
+    let mut answer_by: Option<tokio::time::Instant> = None;
     let failure = loop {
+        if closing.is_some() && answer_by.is_none() {
+            answer_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+        }
+        let unanswered = async {
+            match answer_by {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = unanswered => break Some("the client did not answer the close frame".to_owned()),
             stop = async { shutdown.wait_for(|stop| *stop).await.is_ok() }, if watching && closing.is_none() => {
                 watching = false;
                 if stop && client_close.is_none() {
                     closing = Some((1001, SHUTDOWN_REASON));
-                    let frame = CloseFrame { code: CloseCode::Away, reason: SHUTDOWN_REASON.into() };
-                    if let Err(e) = ws.close(Some(frame)).await {
-                        break Some(e.to_string());
+                    if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON).await {
+                        break Some(e);
                     }
                 }
             }
             outgoing = inbox.recv(), if shared.serving.broadcast && closing.is_none() && client_close.is_none() => {
-                let Some(message) = outgoing else {
-                    // Dropped from the broadcast for falling behind.
-                    closing = Some((1008, TOO_SLOW_REASON));
-                    let frame = CloseFrame { code: CloseCode::Policy, reason: TOO_SLOW_REASON.into() };
-                    if let Err(e) = ws.close(Some(frame)).await {
-                        break Some(e.to_string());
-                    }
-                    continue;
+                let sent = match outgoing {
+                    // Waiting for room on a socket the client does not read must not
+                    // outlast its place in the broadcast.
+                    Some(message) => tokio::select! {
+                        sent = ws.send(encode(&mut compressor, message)) => Some(sent),
+                        () = dropped.notified() => None,
+                    },
+                    None => None,
                 };
-                if let Err(e) = ws.send(encode(&mut compressor, message)).await {
-                    break Some(e.to_string());
+                match sent {
+                    Some(Ok(())) => replied += 1,
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => {
+                        // Dropped from the broadcast for falling behind.
+                        closing = Some((1008, TOO_SLOW_REASON));
+                        if let Err(e) = send_close(&mut ws, CloseCode::Policy, TOO_SLOW_REASON).await {
+                            break Some(e);
+                        }
+                    }
                 }
-                replied += 1;
             }
             incoming = ws.next() => match incoming {
                 Some(Ok(message @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
@@ -441,6 +461,24 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     });
 }
 
+/// Sends a close frame, giving up after [`SHUTDOWN_GRACE`] if the socket has no room
+/// (a client that does not read).
+async fn send_close(
+    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<TcpStream>>,
+    code: CloseCode,
+    reason: &'static str,
+) -> Result<(), String> {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, ws.close(Some(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the close frame could not be written: the client is not reading".into()),
+    }
+}
+
 /// A message as this connection's socket sends it (compressed when agreed).
 fn encode(compressor: &mut Option<Compressor>, message: Message) -> WsMessage {
     match compressor {
@@ -449,12 +487,18 @@ fn encode(compressor: &mut Option<Compressor>, message: Message) -> WsMessage {
     }
 }
 
-/// Hands `message` to every client's outbox; a client whose outbox is full is closed with
-/// 1008 by dropping its outbox (its task sees the channel end).
+/// Hands `message` to every client's outbox; a client whose outbox is full is dropped from
+/// the broadcast (its task sees the channel end, or the signal while it waits to write)
+/// and closed with 1008.
 fn broadcast(shared: &Shared, message: Message) {
     let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
-    clients.retain(|_, outbox| match outbox.try_send(message.clone()) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => false,
-    });
+    clients.retain(
+        |_, (outbox, dropped)| match outbox.try_send(message.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                dropped.notify_one();
+                false
+            }
+        },
+    );
 }

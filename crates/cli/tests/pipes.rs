@@ -474,3 +474,34 @@ fn serve_closes_with_1001_on_sigterm_and_sigint() {
         assert_eq!(status.code(), Some(0), "{stderr}");
     }
 }
+
+/// `serve --broadcast` bounds what waits for each client: one that never reads is dropped
+/// from the broadcast and closed with 1008 once more than 4096 messages wait for it (and
+/// its socket buffers are full), while the sender gets every message back.
+#[test]
+fn broadcast_drops_a_client_that_does_not_read() {
+    let (mut server, url) = serve(&["--broadcast"]);
+    // Completes the handshake, then never reads.
+    let (silent, _) = tokio_tungstenite::tungstenite::connect(url.as_str()).expect("connect");
+    server.expect("first connection", |l| {
+        l.contains("#1 ") && l.contains("connected")
+    });
+    // 30 MB: more than the 4096 waiting messages plus what loopback socket buffers hold.
+    let line = "z".repeat(999);
+    let input: String = (0..30_000).map(|_| format!("{line}\n")).collect();
+    let (status, stdout, stderr) = run_bytes(&["connect", url.as_str()], input.as_bytes());
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout.len(),
+        input.len(),
+        "the sender's own messages came back"
+    );
+    let dropped = server.expect("the silent client's close", |l| {
+        l.contains("#1 ") && l.contains("closed")
+    });
+    assert!(
+        dropped.contains("closed by the server: 1008 \"too slow for the broadcast\""),
+        "{dropped}"
+    );
+    drop(silent);
+}
