@@ -86,13 +86,16 @@ impl WireLog {
     }
 }
 
+/// A broadcast client's queue, and the signal that it was dropped for falling behind.
+type Outbox = (mpsc::Sender<Message>, Arc<Notify>);
+
 /// What every connection task shares.
 struct Shared {
     options: Options,
     serving: Serving,
     /// The clients' outboxes (broadcast mode), by connection number.
     /// Each with the signal that it was dropped for falling behind.
-    clients: Mutex<BTreeMap<u64, (mpsc::Sender<Message>, Arc<Notify>)>>,
+    clients: Mutex<BTreeMap<u64, Outbox>>,
     /// Turns true when the server shuts down.
     shutdown: watch::Receiver<bool>,
 }
