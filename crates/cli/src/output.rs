@@ -285,7 +285,15 @@ impl Out {
                 Event::Error { .. } | Event::SendFailed { .. } | Event::Reconnecting { .. } => {
                     self.diagnostic(&event_human(event))
                 }
-                Event::Close { code, clean, .. } if !*clean || !matches!(code, 1000 | 1001) => {
+                // A socket `/connect` replaced is not a failure worth a diagnostic.
+                Event::Close {
+                    code,
+                    clean,
+                    reason,
+                    ..
+                } if (!*clean || !matches!(code, 1000 | 1001))
+                    && reason != wxsocket_core::REPLACED_REASON =>
+                {
                     self.diagnostic(&event_human(event))
                 }
                 _ => {}
