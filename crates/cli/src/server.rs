@@ -312,7 +312,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             "peer": peer.to_string(),
             "path": seen.target,
             "protocol": seen.protocol,
-            "deflate": seen.deflate.map(|p| p.to_string()),
+            "deflate": seen.deflate.map(|p| json!({
+                "server_no_context_takeover": p.server_no_context_takeover,
+                "client_no_context_takeover": p.client_no_context_takeover,
+                "server_max_window_bits": p.server_max_window_bits,
+                "client_max_window_bits": p.client_max_window_bits,
+            })),
         })
     });
     let mut shutdown = shared.shutdown.clone();

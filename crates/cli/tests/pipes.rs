@@ -505,3 +505,63 @@ fn broadcast_drops_a_client_that_does_not_read() {
     );
     drop(silent);
 }
+
+/// `serve --json`: listening, connection, message and close events, one JSON object per
+/// line with "event" and "t", as the client's.
+#[test]
+fn serve_json_events() {
+    let mut server = Proc::spawn(&["serve", "--addr", "127.0.0.1:0", "--json", "--deflate"]);
+    let listening = server.expect_json("listening", |v| event(v) == "listening");
+    let url = listening["url"].as_str().unwrap().to_owned();
+    assert_eq!(listening["deflate"], true);
+    assert!(listening["t"].is_u64());
+    for blocking in ADAPTERS {
+        let (code, stdout, stderr) = exit_of(
+            &url,
+            &["--deflate", "-p", "chat"],
+            b"hi\n/binary 01ff\n",
+            blocking,
+        );
+        assert_eq!((code, stdout.as_str()), (0, "hi\n01ff\n"), "{stderr}");
+        let connection = server.expect_json("connection", |v| event(v) == "connection");
+        let conn = connection["conn"].as_u64().unwrap();
+        assert_eq!(connection["path"], "/");
+        assert_eq!(connection["protocol"], "chat");
+        assert!(
+            connection["peer"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+        assert_eq!(
+            connection["deflate"]["server_max_window_bits"], 15,
+            "{connection}"
+        );
+        let text = server.expect_json("text message", |v| event(v) == "message");
+        assert_eq!(
+            (
+                text["conn"].as_u64(),
+                text["type"].as_str(),
+                text["data"].as_str()
+            ),
+            (Some(conn), Some("text"), Some("hi"))
+        );
+        let binary = server.expect_json("binary message", |v| event(v) == "message");
+        assert_eq!(
+            (binary["type"].as_str(), binary["data"].as_str()),
+            (Some("binary"), Some("01ff"))
+        );
+        let close = server.expect_json("close", |v| event(v) == "close");
+        assert_eq!(close["conn"].as_u64(), Some(conn));
+        assert_eq!(
+            (
+                close["code"].as_u64(),
+                close["clean"].as_bool(),
+                close["by"].as_str()
+            ),
+            (Some(1000), Some(true), Some("client"))
+        );
+        assert_eq!(close["messages_sent"], 2);
+        assert!(close["bytes_read"].as_u64().unwrap() > 0);
+    }
+}
