@@ -5,7 +5,7 @@
 //! compressed messages are inflated before tungstenite reads them
 //! (`wxsocket_wire::deflate::Inflater::server`), the replies are compressed
 //! (`Compressor::server`). Every connection counts the bytes its socket reads and writes.
-//! On shutdown ([`Serving::shutdown`]) every client gets a close frame 1001 and the server
+//! On shutdown ([`serve_until`]'s signal) every client gets a close frame 1001 and the server
 //! waits (bounded) for the close handshakes to finish.
 
 use crate::output::{Out, hex};
