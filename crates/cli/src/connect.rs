@@ -1,34 +1,70 @@
 //! `wxsocket connect URL [options]`: an interactive client driven by standard input.
 
 use crate::backend::{Backend, Kind};
-use crate::output::{Out, parse_hex, show_message};
+use crate::output::{Mode, Out, parse_hex, show_message};
 use crate::{ConnectArgs, Policy};
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, DeflateOptions,
-    Event, Message, ReadyState, ReconnectPolicy, SessionConfig,
+    Event, Message, ReadyState, ReconnectPolicy, SendError, SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
 
-/// The standard-input commands, shown by `--help` and `/help`.
+/// The standard-input commands and the exit statuses, shown by `--help` (`/help` shows the
+/// commands).
 pub const STDIN_HELP: &str = "\
-Standard input, one command per line:
-  TEXT                     send TEXT as a text message (a line starting with // sends /…)
+Standard input (text mode, the default), one command per line:
+  TEXT                     send TEXT as a text message (a line starting with / that is not
+                           a command below is sent as it is; // sends a line starting with /)
   /binary HEX              send a binary message (hex digits, spaces allowed)
   /close [CODE [REASON]]   close (CODE 1000 or 3000-4999, default 1000)
   /connect URL             connect again with the same options (replaces the current socket)
   /sleep MS                pause reading commands for MS milliseconds (events still print)
   /quit                    close, and exit once the close event arrived and every socket
-                           finished closing (end of input = /quit)
+                           finished closing
   /help                    this list
+With -b, standard input is sent as binary messages as it is read (no commands).
+End of input waits until every send completed and nothing arrived for --linger ms (at
+most --linger-max ms; a server that closes ends it at once), then closes as /quit does.
 
-Exit status: 2 for invalid options, 1 if the adapter cannot start, otherwise 0.";
+Exit status:
+  0  the last connection closed cleanly (1000 or 1001 from either side, or the code
+     this client chose with /close) and every send completed
+  1  the adapter could not start
+  2  invalid options
+  3  the connection could not be made (refused, DNS, TLS, handshake rejected or timed out)
+  4  the connection ended abnormally (1006, a code the client failed it with, a keepalive
+     death) or the server closed with another code
+  5  it closed cleanly but some sends failed (including input that could not be sent:
+     invalid UTF-8 or a line over --max-message-size)
+With --reconnect, the status describes the last connection.";
+
+/// The `/help` text: the commands only.
+fn commands_help() -> &'static str {
+    STDIN_HELP
+        .split("With -b,")
+        .next()
+        .unwrap_or(STDIN_HELP)
+        .trim_end()
+}
+
+/// The largest binary message one read of standard input makes with `-b`.
+const BINARY_CHUNK: usize = 64 << 10;
+
+/// The end-of-input wait (`--linger`, `--linger-max`).
+#[derive(Debug, Clone, Copy)]
+struct Linger {
+    /// Close once nothing arrived (and every send completed) for this long.
+    quiet: Duration,
+    /// Close after this long in any case.
+    max: Duration,
+}
 
 /// Everything `connect` needs, checked before anything starts.
 pub struct Settings {
@@ -36,7 +72,11 @@ pub struct Settings {
     session: SessionConfig,
     tls: TlsRoots,
     kind: Kind,
-    json: bool,
+    quiet: bool,
+    mode: Mode,
+    binary: bool,
+    linger: Option<Linger>,
+    max_messages: Option<u64>,
 }
 
 impl Settings {
@@ -79,7 +119,21 @@ impl Settings {
             Policy::AfterOpen => CloseBeforeOpen::AfterOpen,
             Policy::Ignore => CloseBeforeOpen::Ignore,
         };
-        let mut session = SessionConfig::default().close_before_open(policy);
+        // Replies that arrive after our close frame (the end of input closes) are printed.
+        let mut session = SessionConfig::default()
+            .close_before_open(policy)
+            .receive_while_closing(true);
+        if let Some(bytes) = args.max_message_size {
+            // Room for one message of the largest size while connecting and in flight.
+            let defaults = SessionConfig::default();
+            session = session
+                .max_message_size(bytes)
+                .queue_bounds(
+                    defaults.max_queued_messages,
+                    defaults.max_queued_bytes.max(bytes),
+                )
+                .max_buffered_bytes(defaults.max_buffered_bytes.max(bytes));
+        }
         if let Some(secs) = args.keepalive {
             let every = Duration::from_secs(secs);
             session = session.keepalive(every, every);
@@ -115,7 +169,27 @@ impl Settings {
             } else {
                 Kind::Tokio
             },
-            json: args.json,
+            quiet: args.quiet,
+            mode: if args.json {
+                Mode::Json
+            } else if args.verbose {
+                Mode::Timeline
+            } else {
+                Mode::Payloads {
+                    raw: args.raw_output,
+                    quiet: args.quiet,
+                }
+            },
+            binary: args.binary,
+            linger: (!args.no_linger).then(|| Linger {
+                quiet: Duration::from_millis(args.linger.unwrap_or(200)),
+                max: Duration::from_millis(args.linger_max.unwrap_or(2000)),
+            }),
+            max_messages: if args.one_message {
+                Some(1)
+            } else {
+                args.max_messages
+            },
         })
     }
 }
@@ -204,6 +278,7 @@ fn config_option(field: &str) -> Option<&'static str> {
         "reconnect.base" => "--reconnect-base <MS>",
         "reconnect.cap" => "--reconnect-cap <MS>",
         "reconnect.max_attempts" => "--reconnect-max <N>",
+        "max_message_size" => "--max-message-size <BYTES>",
         _ => return None,
     })
 }
@@ -258,9 +333,22 @@ fn option_error(e: &ConnectError) -> String {
 }
 
 enum Input {
-    Line(String),
+    /// A line of standard input and its number (from 1).
+    Line(u64, String),
+    Chunk(Vec<u8>),
+    /// A line of standard input that cannot be sent (its number, what is wrong); the
+    /// input ends there.
+    BadLine(u64, String),
     End,
     Event(Event),
+}
+
+/// Standard input read but not yet run.
+enum Pending {
+    Line(u64, String),
+    Chunk(Vec<u8>),
+    BadLine(u64, String),
+    End,
 }
 
 enum Command {
@@ -309,10 +397,25 @@ fn parse_command(line: &str) -> Result<Command, String> {
             .map_err(|_| format!("/sleep: {arg:?} is not a number of milliseconds")),
         "quit" | "exit" => Ok(Command::Quit),
         "help" | "?" => Ok(Command::Help),
-        _ => Err(format!(
-            "unknown command /{name} (try /help; // sends a line starting with /)"
-        )),
+        // Not a command (`/etc/passwd`, a URL path, …): the line is text.
+        _ => Ok(Command::Text(line.to_owned())),
     }
+}
+
+/// The exit statuses of `connect` (see [`STDIN_HELP`]).
+mod status {
+    pub const CLEAN: u8 = 0;
+    pub const NOT_MADE: u8 = 3;
+    pub const ABNORMAL: u8 = 4;
+    pub const SENDS_FAILED: u8 = 5;
+}
+
+/// The end-of-input wait in progress.
+#[derive(Debug, Clone, Copy)]
+struct Lingering {
+    start: Instant,
+    /// The last message received or send completed.
+    last: Instant,
 }
 
 struct Client {
@@ -320,6 +423,7 @@ struct Client {
     out: Arc<Out>,
     options: ConnectOptions,
     session: SessionConfig,
+    quiet: bool,
     /// Connections that were started and whose close event has not been printed yet.
     live: BTreeSet<ConnId>,
     /// Quitting: waiting for the open (to close then) or for the close event, until then.
@@ -330,10 +434,33 @@ struct Client {
     backoff: Option<ConnId>,
     /// Standard input lines and events, in arrival order.
     rx: Receiver<Input>,
-    /// Lines read but not yet run (`None`: end of input).
-    pending: VecDeque<Option<String>>,
+    /// Standard input read but not yet run.
+    pending: VecDeque<Pending>,
+    /// One credit per item of standard input the reader may read ahead.
+    credits: SyncSender<()>,
     /// The last connection whose `connecting` event was printed.
     last_connecting: Option<ConnId>,
+    /// The end-of-input wait (`None`: `--no-linger`).
+    linger: Option<Linger>,
+    /// The input ended while connecting: linger once open.
+    linger_on_open: bool,
+    lingering: Option<Lingering>,
+    /// Sends accepted and not yet completed or failed.
+    in_flight: usize,
+    /// A message the session had no room for yet (sent again on the next event).
+    blocked: Option<Message>,
+    /// Connections that opened and have not closed.
+    opened: BTreeSet<ConnId>,
+    /// Connections this client closed (by /close, /quit or the end of input).
+    closed_by_us: BTreeSet<ConnId>,
+    /// Standard input ended early (a line that cannot be sent): the rest is dropped.
+    input_stopped: bool,
+    /// Sends that failed, and input that could not be sent.
+    send_failures: u64,
+    received: u64,
+    max_messages: Option<u64>,
+    /// The exit status the last connection to end asks for.
+    status: u8,
 }
 
 impl Client {
@@ -354,35 +481,69 @@ impl Client {
     }
 
     fn send(&mut self, message: Message) {
-        let shown = show_message(&message);
+        let shown = match self.blocked {
+            None if self.out_is_timeline() => Some(show_message(&message)),
+            _ => None,
+        };
         match self.backend.send(message) {
             Ok(id) => {
-                let conn = self.backend.current().map_or(0, |c| c.get());
-                let queued = if self.backend.state() == ReadyState::Connecting {
-                    " queued until open"
-                } else {
-                    ""
-                };
-                self.out
-                    .note(&format!("#{conn} > {shown} (send {id}{queued})"));
+                self.in_flight += 1;
+                if let Some(shown) = shown {
+                    let conn = self.backend.current().map_or(0, |c| c.get());
+                    let queued = if self.backend.state() == ReadyState::Connecting {
+                        " queued until open"
+                    } else {
+                        ""
+                    };
+                    self.out
+                        .note(&format!("#{conn} > {shown} (send {id}{queued})"));
+                }
             }
-            Err(e) => self
-                .out
-                .call_failed("sendSocketMessage", &format!("sendSocketMessage:fail {e}")),
+            // No room yet: standard input waits until the session has some (an open, a
+            // completed send), so piped input is never refused for going fast.
+            Err(SendError::QueueFull(message) | SendError::BufferFull(message)) => {
+                self.blocked = Some(message);
+            }
+            Err(e) => {
+                self.send_failures += 1;
+                self.out
+                    .call_failed("sendSocketMessage", &format!("sendSocketMessage:fail {e}"));
+            }
+        }
+    }
+
+    fn out_is_timeline(&self) -> bool {
+        self.out.mode() == Mode::Timeline
+    }
+
+    /// Sends the message that had no room, if any; false if it still has none.
+    fn retry_blocked(&mut self) -> bool {
+        match self.blocked.take() {
+            None => true,
+            Some(message) => {
+                self.send(message);
+                self.blocked.is_none()
+            }
         }
     }
 
     fn close(&mut self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
         let was = self.backend.state();
+        let conn = self.backend.current();
         let result = self.backend.close(code, reason);
         match &result {
             Ok(()) if was == ReadyState::Connecting => {
                 if self.session.close_before_open == CloseBeforeOpen::AfterOpen {
+                    self.closed_by_us.extend(conn);
                     self.out
                         .note("close before open: remembered, it is sent right after open");
                 }
             }
-            Ok(()) => {}
+            Ok(()) => {
+                if was == ReadyState::Open {
+                    self.closed_by_us.extend(conn);
+                }
+            }
             Err(e) => self
                 .out
                 .call_failed("closeSocket", &format!("closeSocket:fail {e}")),
@@ -392,6 +553,8 @@ impl Client {
 
     /// Starts quitting: close now if open, after the open if connecting.
     fn quit(&mut self) {
+        self.lingering = None;
+        self.linger_on_open = false;
         let timeouts = self.session.close_timeout + Duration::from_secs(1);
         let deadline = match self.backend.state() {
             ReadyState::Connecting if self.backoff.is_some() => {
@@ -417,8 +580,64 @@ impl Client {
         self.quit_deadline = Some(deadline);
     }
 
+    /// The end of standard input: linger (once open), then quit.
+    fn end_of_input(&mut self) {
+        if self.linger.is_none() {
+            return self.quit();
+        }
+        match self.backend.state() {
+            ReadyState::Open => {
+                let now = Instant::now();
+                self.lingering = Some(Lingering {
+                    start: now,
+                    last: now,
+                });
+            }
+            ReadyState::Connecting if self.backoff.is_none() => self.linger_on_open = true,
+            _ => self.quit(),
+        }
+    }
+
+    /// Ends the end-of-input wait when it is due: every send completed and nothing arrived
+    /// for the quiet time, or the longest wait passed, or the connection is no longer
+    /// open (the server closed: at once). Returns when to look again.
+    fn check_linger(&mut self) -> Option<Instant> {
+        if self.quit_deadline.is_some() {
+            return None;
+        }
+        let state = self.backend.state();
+        if self.linger_on_open {
+            if self.backoff.is_some() || !matches!(state, ReadyState::Connecting) {
+                self.quit();
+            }
+            return None;
+        }
+        let (lingering, linger) = (self.lingering?, self.linger?);
+        if state != ReadyState::Open {
+            self.quit();
+            return None;
+        }
+        let now = Instant::now();
+        let quiet_at = lingering.last + linger.quiet;
+        let max_at = lingering.start + linger.max;
+        let settled = self.in_flight == 0 && self.blocked.is_none();
+        if (settled && now >= quiet_at) || now >= max_at {
+            self.quit();
+            return None;
+        }
+        Some(if settled {
+            quiet_at.min(max_at)
+        } else {
+            max_at
+        })
+    }
+
     fn event(&mut self, event: Event) {
-        self.out.event(&event);
+        let over_limit = matches!(event, Event::Message { .. })
+            && self.max_messages.is_some_and(|max| self.received >= max);
+        if !over_limit {
+            self.out.event(&event);
+        }
         match &event {
             Event::Connecting { conn, .. } => {
                 self.live.insert(*conn);
@@ -430,31 +649,80 @@ impl Client {
                 self.backoff = Some(*conn);
             }
             Event::Open { conn, handshake } => {
+                self.opened.insert(*conn);
                 if self.options.per_message_deflate && handshake.deflate.is_none() {
                     self.out.note(
                         "the server did not accept permessage-deflate: messages go uncompressed",
                     );
                 }
-                if self.close_on_open && self.backend.current() == Some(*conn) {
-                    self.close_on_open = false;
-                    let _ = self.close(None, "");
+                if self.backend.current() == Some(*conn) {
+                    if self.close_on_open {
+                        self.close_on_open = false;
+                        let _ = self.close(None, "");
+                    } else if self.linger_on_open {
+                        self.linger_on_open = false;
+                        let now = Instant::now();
+                        self.lingering = Some(Lingering {
+                            start: now,
+                            last: now,
+                        });
+                    }
                 }
             }
-            Event::Close { conn, .. } => {
+            Event::Message { .. } => {
+                if !over_limit {
+                    self.received += 1;
+                    if self.max_messages == Some(self.received) && self.quit_deadline.is_none() {
+                        self.quit();
+                    }
+                }
+                self.touch();
+            }
+            Event::SendCompleted { .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.touch();
+            }
+            Event::SendFailed { .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.send_failures += 1;
+            }
+            Event::Close {
+                conn, code, clean, ..
+            } => {
                 self.live.remove(conn);
                 if self.backoff == Some(*conn) {
                     self.backoff = None;
                 }
+                let opened = self.opened.remove(conn);
+                let ours = self.closed_by_us.remove(conn);
+                self.status = if !opened {
+                    status::NOT_MADE
+                } else if *clean && (matches!(code, 1000 | 1001) || ours) {
+                    status::CLEAN
+                } else {
+                    status::ABNORMAL
+                };
             }
             _ => {}
         }
     }
 
-    /// Handles one input: a line is kept for later, an event is printed.
+    /// Something arrived or completed: the end-of-input wait starts its quiet time again.
+    fn touch(&mut self) {
+        if let Some(lingering) = &mut self.lingering {
+            lingering.last = Instant::now();
+        }
+    }
+
+    /// Handles one input: standard input is kept for later, an event is printed.
     fn take(&mut self, input: Input) {
         match input {
-            Input::Line(line) => self.pending.push_back(Some(line)),
-            Input::End => self.pending.push_back(None),
+            Input::Line(..) | Input::Chunk(_) | Input::BadLine(..) | Input::End
+                if self.input_stopped => {}
+            Input::Line(n, line) => self.pending.push_back(Pending::Line(n, line)),
+            Input::Chunk(bytes) => self.pending.push_back(Pending::Chunk(bytes)),
+            Input::BadLine(n, problem) => self.pending.push_back(Pending::BadLine(n, problem)),
+            Input::End => self.pending.push_back(Pending::End),
             Input::Event(event) => self.event(event),
         }
     }
@@ -467,6 +735,13 @@ impl Client {
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
+        }
+    }
+
+    /// A problem with standard input or a command, on stderr (unless `-q`).
+    fn complain(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("wxsocket: {text}");
         }
     }
 
@@ -486,13 +761,15 @@ impl Client {
 
     /// Before the process exits: lets the adapter finish every transport (a socket that
     /// `/connect` replaced may still be sending its close frame), then prints the events
-    /// that came meanwhile.
-    fn shut_down(self) {
+    /// that came meanwhile. Returns the exit status.
+    fn shut_down(self) -> u8 {
         let Client {
             backend,
             out,
             session,
             rx,
+            status,
+            send_failures,
             ..
         } = self;
         if !backend.shutdown(session.close_timeout + Duration::from_secs(1)) {
@@ -502,6 +779,11 @@ impl Client {
             if let Input::Event(event) = input {
                 out.event(&event);
             }
+        }
+        if status == status::CLEAN && send_failures > 0 {
+            status::SENDS_FAILED
+        } else {
+            status
         }
     }
 
@@ -513,11 +795,163 @@ impl Client {
                 ReadyState::Connecting | ReadyState::Open | ReadyState::Closing
             )
     }
+
+    /// Whether standard input is on hold: paused, quitting, or waiting at its end.
+    fn input_on_hold(&self) -> bool {
+        self.quit_deadline.is_some() || self.lingering.is_some() || self.linger_on_open
+    }
+
+    /// Standard input line `number` cannot be sent: says so, counts it as a failed send,
+    /// and ends the input there (what follows is not sent).
+    fn stop_input(&mut self, number: u64, problem: &str) {
+        self.send_failures += 1;
+        self.complain(&format!("error: standard input line {number} {problem}"));
+        self.input_stopped = true;
+        self.pending.clear();
+        self.end_of_input();
+    }
+
+    /// Runs one item of standard input.
+    fn run_input(&mut self, item: Pending, paused_until: &mut Option<Instant>) {
+        // The reader may read one more item ahead (the channel has room for every credit).
+        let _ = self.credits.try_send(());
+        let (number, line) = match item {
+            Pending::End => return self.end_of_input(),
+            Pending::BadLine(n, problem) => return self.stop_input(n, &problem),
+            Pending::Chunk(bytes) => return self.send(Message::binary(bytes)),
+            Pending::Line(number, line) => (number, line),
+        };
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        match parse_command(line) {
+            Ok(Command::Text(text)) if text.len() > self.session.max_message_size => {
+                let problem = format!(
+                    "is longer than the largest message (--max-message-size {})",
+                    self.session.max_message_size
+                );
+                self.stop_input(number, &problem);
+            }
+            Ok(Command::Text(text)) => self.send(Message::text(text)),
+            Ok(Command::Binary(bytes)) => self.send(Message::binary(bytes)),
+            Ok(Command::Close(code, reason)) => {
+                let _ = self.close(code, &reason);
+            }
+            Ok(Command::Connect(url)) => self.connect(Some(&url)),
+            Ok(Command::Sleep(d)) => *paused_until = Some(Instant::now() + d),
+            Ok(Command::Quit) => self.quit(),
+            Ok(Command::Help) => eprintln!("{}", commands_help()),
+            Err(message) => {
+                if message.starts_with("/binary") {
+                    self.send_failures += 1;
+                }
+                self.complain(&message);
+            }
+        }
+    }
 }
 
-/// Runs the client until `/quit` or end of input, then until the close event.
+/// How `read_line` ended.
+enum LineRead {
+    Line,
+    TooLong,
+    End,
+}
+
+/// Reads one line (without its `\n`) into `line`, refusing more than `limit` bytes (a
+/// `\r` before the `\n` not counted) without holding more than that in memory.
+fn read_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<LineRead> {
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                LineRead::End
+            } else {
+                LineRead::Line
+            });
+        }
+        let (used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (available.len(), false),
+        };
+        let room = (limit + 1).saturating_sub(line.len());
+        line.extend_from_slice(&available[..used.min(room)]);
+        input.consume(if done { used + 1 } else { used });
+        let length = line.len() - usize::from(line.last() == Some(&b'\r'));
+        if used > room || length > limit {
+            return Ok(LineRead::TooLong);
+        }
+        if done {
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+/// The standard input reader: lines (text mode) or chunks (`-b`), each after taking a
+/// credit, so it reads at most as far ahead as the credits allow.
+fn read_stdin(tx: mpsc::Sender<Input>, credits: Receiver<()>, binary: bool, limit: usize) {
+    // Room for `/binary` with the largest message in hex, spaces between the bytes.
+    let line_limit = limit.saturating_mul(3).saturating_add(64);
+    let mut input = std::io::stdin().lock();
+    let mut number = 0u64;
+    while credits.recv().is_ok() {
+        number += 1;
+        let item = if binary {
+            let mut chunk = vec![0; BINARY_CHUNK.min(limit)];
+            let n = loop {
+                match input.read(&mut chunk) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            match n {
+                Ok(0) => break,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Input::Chunk(chunk)
+                }
+                Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
+            }
+        } else {
+            let mut line = Vec::new();
+            match read_line(&mut input, &mut line, line_limit) {
+                Ok(LineRead::End) => break,
+                Ok(LineRead::Line) => match String::from_utf8(line) {
+                    Ok(text) => Input::Line(number, text),
+                    Err(_) => Input::BadLine(
+                        number,
+                        "is not valid UTF-8 (-b sends standard input as binary messages)".into(),
+                    ),
+                },
+                Ok(LineRead::TooLong) => Input::BadLine(
+                    number,
+                    format!(
+                        "is longer than the largest command line (twice --max-message-size {limit}, for /binary's hex)"
+                    ),
+                ),
+                Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
+            }
+        };
+        let last = matches!(item, Input::BadLine(..));
+        if tx.send(item).is_err() {
+            return;
+        }
+        if last {
+            break;
+        }
+    }
+    let _ = tx.send(Input::End);
+}
+
+/// Runs the client until `/quit` or the end of input, then until the close event.
 pub fn run(settings: Settings) -> ExitCode {
-    let out = Arc::new(Out::new(settings.json));
+    let out = Arc::new(Out::with_mode(settings.mode));
     let (tx, rx) = mpsc::channel::<Input>();
     let backend = match Backend::start(
         settings.kind,
@@ -540,23 +974,28 @@ pub fn run(settings: Settings) -> ExitCode {
         }
     };
     let interactive = std::io::stdin().is_terminal();
-    if interactive && !settings.json {
+    if interactive && settings.mode != Mode::Json && !settings.quiet {
         eprintln!(
             "wxsocket connect via {}: type a line to send it, /help for commands, Ctrl-D to quit",
             settings.kind.crate_name()
         );
     }
+    // Read-ahead: a few items of the largest size, up to 256 small ones.
+    let limit = settings.session.max_message_size;
+    let item = if settings.binary {
+        BINARY_CHUNK.min(limit)
+    } else {
+        limit.saturating_mul(3)
+    };
+    let read_ahead = ((32usize << 20) / item).clamp(2, 256);
+    let (credits, credit) = mpsc::sync_channel::<()>(read_ahead);
+    for _ in 0..read_ahead {
+        let _ = credits.try_send(());
+    }
+    let binary = settings.binary;
     std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if tx.send(Input::Line(line)).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Input::End);
-        })
+        .spawn(move || read_stdin(tx, credit, binary, limit))
         .expect("cannot start the stdin thread");
 
     let mut client = Client {
@@ -564,13 +1003,27 @@ pub fn run(settings: Settings) -> ExitCode {
         out,
         options: settings.options,
         session: settings.session,
+        quiet: settings.quiet,
         live: BTreeSet::new(),
         quit_deadline: None,
         close_on_open: false,
         backoff: None,
         rx,
         pending: VecDeque::new(),
+        credits,
         last_connecting: None,
+        linger: settings.linger,
+        linger_on_open: false,
+        lingering: None,
+        in_flight: 0,
+        blocked: None,
+        opened: BTreeSet::new(),
+        closed_by_us: BTreeSet::new(),
+        input_stopped: false,
+        send_failures: 0,
+        received: 0,
+        max_messages: settings.max_messages,
+        status: status::NOT_MADE,
     };
     client.connect(None);
 
@@ -579,39 +1032,24 @@ pub fn run(settings: Settings) -> ExitCode {
         if paused_until.is_some_and(|t| Instant::now() >= t) {
             paused_until = None;
         }
-        while paused_until.is_none() && client.quit_deadline.is_none() {
+        while paused_until.is_none() && !client.input_on_hold() {
             // Events that already happened are printed before the next command runs.
-            if !client.drain_ready() {
+            if !client.drain_ready() || !client.retry_blocked() {
                 break;
             }
             let Some(item) = client.pending.pop_front() else {
                 break;
             };
-            let Some(line) = item else {
-                client.quit();
-                break;
-            };
-            let line = line.strip_suffix('\r').unwrap_or(&line);
-            match parse_command(line) {
-                Ok(Command::Text(text)) => client.send(Message::text(text)),
-                Ok(Command::Binary(bytes)) => client.send(Message::binary(bytes)),
-                Ok(Command::Close(code, reason)) => {
-                    let _ = client.close(code, &reason);
-                }
-                Ok(Command::Connect(url)) => client.connect(Some(&url)),
-                Ok(Command::Sleep(d)) => paused_until = Some(Instant::now() + d),
-                Ok(Command::Quit) => client.quit(),
-                Ok(Command::Help) => eprintln!("{STDIN_HELP}"),
-                Err(message) => eprintln!("wxsocket: {message}"),
-            }
+            client.run_input(item, &mut paused_until);
         }
+        let linger_wake = client.check_linger();
         if client.done_quitting() {
             break;
         }
-        let wake = match (paused_until, client.quit_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = [paused_until, client.quit_deadline, linger_wake]
+            .into_iter()
+            .flatten()
+            .min();
         let input = match wake {
             Some(t) => match client
                 .rx
@@ -631,13 +1069,15 @@ pub fn run(settings: Settings) -> ExitCode {
             None => {
                 if client.quit_deadline.is_some_and(|t| Instant::now() >= t) {
                     client.out.note("close did not finish in time; exiting");
+                    if !client.live.is_empty() {
+                        client.status = status::ABNORMAL;
+                    }
                     break;
                 }
             }
         }
     }
-    client.shut_down();
-    ExitCode::SUCCESS
+    ExitCode::from(client.shut_down())
 }
 
 #[cfg(test)]
@@ -662,6 +1102,9 @@ mod tests {
         );
         assert!(matches!(parse_command("/sleep 20"), Ok(Command::Sleep(d)) if d.as_millis() == 20));
         assert!(matches!(parse_command("/quit"), Ok(Command::Quit)));
-        assert!(parse_command("/nope").is_err());
+        // Not a command: sent as it is.
+        assert!(matches!(parse_command("/nope"), Ok(Command::Text(t)) if t == "/nope"));
+        assert!(matches!(parse_command("/etc/passwd"), Ok(Command::Text(t)) if t == "/etc/passwd"));
+        assert!(matches!(parse_command("//quit"), Ok(Command::Text(t)) if t == "/quit"));
     }
 }

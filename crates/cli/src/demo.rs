@@ -8,7 +8,7 @@ use crate::DemoArgs;
 use crate::backend::{Backend, Kind};
 use crate::output::{Out, show_message};
 use crate::server;
-use crate::server_stream::WireCounters;
+use crate::server::WireCounters;
 use std::cell::Cell;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -2,10 +2,12 @@
 //!
 //! - `wxsocket` / `wxsocket demo [--blocking]`: a timeline of the session model against an
 //!   embedded echo server;
-//! - `wxsocket connect URL [options]`: an interactive client (`--json` for scripts);
-//! - `wxsocket serve [--addr ADDR] [--deflate]`: an echo server;
+//! - `wxsocket connect URL [options]`: a client for pipes and terminals (payloads only by
+//!   default, `-v` for the annotated timeline, `--json` for scripts);
+//! - `wxsocket serve [--addr ADDR] [--deflate] [--broadcast]`: an echo or broadcast server;
 //!
-//! Invalid command-line options exit with status 2 and a one-line error naming the option.
+//! Invalid command-line options exit with status 2 and a one-line error naming the option;
+//! `connect`'s other exit statuses are listed in its `--help`.
 #![forbid(unsafe_code)]
 
 mod backend;
@@ -33,9 +35,9 @@ enum Command {
     /// Play the mini-program page flow against an embedded echo server, as a timeline
     /// (the default command).
     Demo(DemoArgs),
-    /// Connect to a WebSocket server and send what standard input says.
+    /// Connect to a WebSocket server, send standard input, print what arrives.
     Connect(Box<ConnectArgs>),
-    /// Run an echo server (text and binary), printing each connection and close.
+    /// Run an echo (or broadcast) server, printing each connection and close.
     Serve(ServeArgs),
     /// The benchmarks are not part of this command (see `wxsocket-bench` in the repository).
     #[command(hide = true)]
@@ -216,21 +218,111 @@ struct ConnectArgs {
     /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
     #[arg(long)]
     blocking: bool,
+    /// Each line of standard input is a text message, and /commands work (the default).
+    #[arg(short = 't', long, help_heading = "Input and output")]
+    text: bool,
+    /// Each chunk read from standard input (at most 64 KiB) is one binary message; no
+    /// /commands.
+    #[arg(
+        short = 'b',
+        long,
+        conflicts_with = "text",
+        help_heading = "Input and output"
+    )]
+    binary: bool,
+    /// Write binary messages as their raw bytes (no newline added) instead of one line of
+    /// hex.
+    #[arg(long, help_heading = "Input and output")]
+    raw_output: bool,
+    /// Print the annotated timeline of every event instead of message payloads only.
+    #[arg(short = 'v', long, help_heading = "Input and output")]
+    verbose: bool,
+    /// Print no diagnostics on stderr (the exit status still tells what happened).
+    #[arg(short = 'q', long, help_heading = "Input and output")]
+    quiet: bool,
     /// Print one JSON object per line (the event contract of the README).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "verbose", help_heading = "Input and output")]
     json: bool,
+    /// Close and exit once N messages were received (1-4294967295).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_count,
+        help_heading = "Input and output",
+        allow_hyphen_values = true
+    )]
+    max_messages: Option<u64>,
+    /// Close and exit after the first message received (--max-messages 1).
+    #[arg(
+        short = '1',
+        conflicts_with = "max_messages",
+        help_heading = "Input and output"
+    )]
+    one_message: bool,
+    /// The largest message sent or received, in bytes, 1-1073741824 (default 67108864);
+    /// a longer line of standard input is an error.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = parse_size,
+        help_heading = "Input and output",
+        allow_hyphen_values = true
+    )]
+    max_message_size: Option<usize>,
+    /// At the end of input, wait until every send completed and nothing arrived for MS
+    /// milliseconds before closing, 0-86400000 (default 200).
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_linger,
+        help_heading = "End of input",
+        allow_hyphen_values = true
+    )]
+    linger: Option<u64>,
+    /// Wait at most MS milliseconds in all at the end of input, 0-86400000 (default 2000).
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_linger,
+        help_heading = "End of input",
+        allow_hyphen_values = true
+    )]
+    linger_max: Option<u64>,
+    /// Close as soon as the input ends (replies the server sends before it reads the close
+    /// frame are still printed).
+    #[arg(long, conflicts_with_all = ["linger", "linger_max"], help_heading = "End of input")]
+    no_linger: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = SERVE_HELP)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the URL is printed first).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
     addr: std::net::SocketAddr,
     /// Accept permessage-deflate offers: inflate the client's compressed messages and
-    /// compress the echoes.
+    /// compress the replies.
     #[arg(long)]
     deflate: bool,
+    /// Send every message to every connected client (the sender included) instead of
+    /// echoing it; a client more than 4096 messages behind is closed with 1008.
+    #[arg(long)]
+    broadcast: bool,
+    /// A sub-protocol the server agrees to (repeatable, in preference order); a client
+    /// offering none of them gets no sub-protocol. Default: the first one offered.
+    #[arg(short = 'p', long = "protocol", value_name = "P", value_parser = parse_token)]
+    protocols: Vec<String>,
+    /// Print one JSON object per line: listening, connection, message, close, error,
+    /// shutdown.
+    #[arg(long)]
+    json: bool,
 }
+
+/// Shown after `wxsocket serve --help`.
+const SERVE_HELP: &str = "\
+On SIGTERM or SIGINT (Ctrl-C) the server stops accepting, closes every connection with
+1001 \"server shutting down\", waits up to 3 s for the close handshakes, and exits 0.
+Exit status: 2 for invalid options, 1 if the address cannot be bound.";
 
 /// Whatever `wxsocket bench` was given: the benchmarks moved to the unpublished
 /// `wxsocket-bench` crate, and the command only says where.
@@ -279,6 +371,25 @@ fn parse_millis(text: &str) -> Result<u64, String> {
 
 fn parse_secs(text: &str) -> Result<u64, String> {
     parse_bounded(text, MAX_SECS, "24 hours")
+}
+
+/// The largest `--max-message-size` (1 GiB).
+const MAX_MESSAGE_SIZE: u64 = 1 << 30;
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    parse_bounded(text, MAX_MESSAGE_SIZE, "1 GiB").map(|n| usize::try_from(n).expect("bounded"))
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    parse_bounded(text, u64::from(u32::MAX), "the largest count")
+}
+
+/// A linger time in milliseconds: 0 is allowed (no quiet period, or no waiting at all).
+fn parse_linger(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    parse_bounded(text, MAX_MILLIS, "24 hours")
 }
 
 fn parse_attempts(text: &str) -> Result<u32, String> {
@@ -368,6 +479,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A sub-protocol name: an HTTP token (RFC 6455 §4.1).
+fn parse_token(text: &str) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if text.is_empty() || !text.bytes().all(token) {
+        return Err(format!(
+            "{text:?} is not a sub-protocol name (an HTTP token)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
     let rt = backend::runtime();
     let listener = match rt.block_on(tokio::net::TcpListener::bind(args.addr)) {
@@ -377,29 +499,129 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = std::sync::Arc::new(output::Out::new(false));
-    match listener.local_addr() {
-        Ok(addr) => out.line(&format!(
-            "wxsocket echo server listening on ws://{addr}/ (text and binary are echoed{}; Ctrl-C stops)",
+    // The signal handlers are in place before the URL is printed: whoever reads the URL
+    // may send SIGTERM at once.
+    let signals = {
+        let _entered = rt.enter();
+        match server_signals::Signals::new() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("wxsocket: error: cannot watch for signals: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let out = std::sync::Arc::new(output::Out::new(args.json));
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        if let serde_json::Value::Object(object) = serde_json::json!({
+            "event": "listening",
+            "url": format!("ws://{addr}/"),
+            "broadcast": args.broadcast,
+            "deflate": args.deflate,
+            "protocols": args.protocols,
+        }) {
+            out.json(object);
+        }
+    } else {
+        out.line(&format!(
+            "wxsocket {} server listening on ws://{addr}/ ({}{}; Ctrl-C stops)",
+            if args.broadcast { "broadcast" } else { "echo" },
+            if args.broadcast {
+                "every message goes to every client"
+            } else {
+                "text and binary are echoed"
+            },
             if args.deflate {
                 "; permessage-deflate accepted"
             } else {
                 ""
             }
-        )),
-        Err(e) => {
-            eprintln!("wxsocket: error: --addr {}: {e}", args.addr);
-            return ExitCode::from(1);
+        ));
+    }
+    let options = server::Options {
+        handshake_delay: std::time::Duration::ZERO,
+        deflate: args.deflate,
+        log: Some(std::sync::Arc::clone(&out)),
+        wire: None,
+    };
+    let serving = server::Serving {
+        broadcast: args.broadcast,
+        protocols: args.protocols.clone(),
+        json: args.json,
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (signal, open) = rt.block_on(async move {
+        let signal = tokio::spawn(async move {
+            let name = signals.next().await;
+            let _ = stop.send(true);
+            name
+        });
+        let open = server::serve_until(listener, options, serving, shutdown).await;
+        (signal.await.unwrap_or("a signal"), open)
+    });
+    if args.json {
+        if let serde_json::Value::Object(object) =
+            serde_json::json!({"event": "shutdown", "signal": signal, "connections": open})
+        {
+            out.json(object);
+        }
+    } else {
+        let plural = if open == 1 { "" } else { "s" };
+        out.stamped(&format!(
+            "{signal}: stopped; {open} connection{plural} closed with 1001 {:?}",
+            server::SHUTDOWN_REASON
+        ));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The signals that stop `serve`.
+mod server_signals {
+    /// SIGTERM and SIGINT (Ctrl-C elsewhere than Unix).
+    pub struct Signals {
+        #[cfg(unix)]
+        term: tokio::signal::unix::Signal,
+        #[cfg(unix)]
+        int: tokio::signal::unix::Signal,
+    }
+
+    impl Signals {
+        /// Installs the handlers (inside the runtime).
+        pub fn new() -> std::io::Result<Signals> {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                Ok(Signals {
+                    term: signal(SignalKind::terminate())?,
+                    int: signal(SignalKind::interrupt())?,
+                })
+            }
+            #[cfg(not(unix))]
+            Ok(Signals {})
+        }
+
+        /// Waits for the first signal; returns its name.
+        pub async fn next(mut self) -> &'static str {
+            #[cfg(unix)]
+            {
+                tokio::select! {
+                    _ = self.term.recv() => "SIGTERM",
+                    _ = self.int.recv() => "SIGINT",
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = &mut self;
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
-    rt.block_on(server::serve(
-        listener,
-        server::Options {
-            handshake_delay: std::time::Duration::ZERO,
-            deflate: args.deflate,
-            log: Some(out),
-            wire: None,
-        },
-    ));
-    ExitCode::SUCCESS
 }

@@ -170,23 +170,50 @@ pub fn event_human(event: &Event) -> String {
     }
 }
 
+/// What [`Out`] prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The annotated timeline: every event, stamped with the time since start.
+    Timeline,
+    /// One JSON object per line (the README's event contract).
+    Json,
+    /// Message payloads only, one per line (binary as hex, or as raw bytes with `raw`);
+    /// errors and unclean closes go to stderr as diagnostics unless `quiet`.
+    Payloads {
+        /// Binary payloads as raw bytes, without a newline.
+        raw: bool,
+        /// No diagnostics on stderr.
+        quiet: bool,
+    },
+}
+
 /// Writes lines to stdout, stamped with the time since start; one lock per line, so lines
 /// from several threads never interleave.
 #[derive(Debug)]
 pub struct Out {
     start: Instant,
-    json: bool,
+    mode: Mode,
     lock: Mutex<()>,
 }
 
 impl Out {
-    /// A printer whose clock starts now.
+    /// A printer whose clock starts now: JSON lines, or the timeline.
     pub fn new(json: bool) -> Self {
+        Self::with_mode(if json { Mode::Json } else { Mode::Timeline })
+    }
+
+    /// A printer of the given mode whose clock starts now.
+    pub fn with_mode(mode: Mode) -> Self {
         Self {
             start: Instant::now(),
-            json,
+            mode,
             lock: Mutex::new(()),
         }
+    }
+
+    /// What this printer prints.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Milliseconds since start.
@@ -207,6 +234,22 @@ impl Out {
         let _ = stdout.flush();
     }
 
+    /// Writes bytes as they are.
+    fn raw(&self, bytes: &[u8]) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(bytes);
+        let _ = stdout.flush();
+    }
+
+    /// Prints a diagnostic on stderr (payload mode only, unless quiet).
+    pub fn diagnostic(&self, text: &str) {
+        if let Mode::Payloads { quiet: false, .. } = self.mode {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("wxsocket: {text}");
+        }
+    }
+
     /// Prints a human line with the elapsed time in front.
     pub fn stamped(&self, text: &str) {
         self.line(&format!("[{:>7} ms] {text}", self.elapsed_ms()));
@@ -225,32 +268,58 @@ impl Out {
 
     /// Prints an event in the chosen format.
     pub fn event(&self, event: &Event) {
-        if self.json {
-            if let Some(object) = event_json(event) {
-                self.json(object);
+        match self.mode {
+            Mode::Json => {
+                if let Some(object) = event_json(event) {
+                    self.json(object);
+                }
             }
-        } else {
-            self.stamped(&event_human(event));
+            Mode::Timeline => self.stamped(&event_human(event)),
+            Mode::Payloads { raw, .. } => match event {
+                Event::Message {
+                    message: Message::Text(text),
+                    ..
+                } => self.line(text.as_str()),
+                Event::Message { message, .. } if raw => self.raw(message.as_bytes()),
+                Event::Message { message, .. } => self.line(&hex(message.as_bytes())),
+                Event::Error { .. } | Event::SendFailed { .. } | Event::Reconnecting { .. } => {
+                    self.diagnostic(&event_human(event))
+                }
+                // A socket `/connect` replaced is not a failure worth a diagnostic.
+                Event::Close {
+                    code,
+                    clean,
+                    reason,
+                    ..
+                } if (!*clean || !matches!(code, 1000 | 1001))
+                    && reason != wxsocket_core::REPLACED_REASON =>
+                {
+                    self.diagnostic(&event_human(event))
+                }
+                _ => {}
+            },
         }
     }
 
     /// Prints a call rejected at once (`call_failed`); `err_msg` is the seed-style message.
     pub fn call_failed(&self, api: &str, err_msg: &str) {
-        if self.json {
-            let Value::Object(object) =
-                json!({"event": "call_failed", "api": api, "errMsg": err_msg})
-            else {
-                return;
-            };
-            self.json(object);
-        } else {
-            self.stamped(&format!("call failed: {err_msg}"));
+        match self.mode {
+            Mode::Json => {
+                let Value::Object(object) =
+                    json!({"event": "call_failed", "api": api, "errMsg": err_msg})
+                else {
+                    return;
+                };
+                self.json(object);
+            }
+            Mode::Timeline => self.stamped(&format!("call failed: {err_msg}")),
+            Mode::Payloads { .. } => self.diagnostic(err_msg),
         }
     }
 
-    /// Prints a human-only note (nothing in JSON mode).
+    /// Prints a note on the timeline (nothing in the other modes).
     pub fn note(&self, text: &str) {
-        if !self.json {
+        if self.mode == Mode::Timeline {
             self.stamped(text);
         }
     }

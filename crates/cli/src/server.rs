@@ -1,27 +1,48 @@
-//! The echo server of `wxsocket serve` and of the demo: tokio-tungstenite's server side,
-//! echoing text and binary messages and answering the client's close frame (tungstenite
-//! replies with the same code and reason). With `deflate` it accepts a permessage-deflate
-//! offer: the client's compressed messages are inflated before tungstenite reads them
-//! (`wxsocket_wire::deflate::Inflater::server`), the echoes are compressed
+//! The server of `wxsocket serve` and of the demo: tokio-tungstenite's server side,
+//! echoing text and binary messages (or, with `broadcast`, sending each one to every
+//! client) and answering the client's close frame (tungstenite replies with the same code
+//! and reason). With `deflate` it accepts a permessage-deflate offer: the client's
+//! compressed messages are inflated before tungstenite reads them
+//! (`wxsocket_wire::deflate::Inflater::server`), the replies are compressed
 //! (`Compressor::server`). Every connection counts the bytes its socket reads and writes.
+//! On shutdown ([`serve_until`]'s signal) every client gets a close frame 1001 and the server
+//! waits (bounded) for the close handshakes to finish.
 
-use crate::output::Out;
-use crate::server_stream::{ServerStream, WireCounters, core_message};
+use crate::output::{Out, hex};
+pub use crate::server_stream::WireCounters;
+use crate::server_stream::{ServerStream, core_message};
 use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wxsocket_core::{DeflateOptions, DeflateParams};
+use wxsocket_core::{DeflateOptions, DeflateParams, Message};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// The largest message the server takes (tungstenite's default), inflated.
 const MAX_MESSAGE: usize = 64 << 20;
+
+/// Messages waiting for one client in broadcast mode; a client that falls this far behind
+/// is closed with 1008 rather than buffered without bound.
+const BROADCAST_BACKLOG: usize = 4096;
+
+/// How long the clients get to answer the shutdown close frame.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The close reason sent (with 1008) to a client too slow for the broadcast.
+const TOO_SLOW_REASON: &str = "too slow for the broadcast";
+
+/// The close reason sent to every client on shutdown.
+pub const SHUTDOWN_REASON: &str = "server shutting down";
 
 /// How the server behaves.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +56,18 @@ pub struct Options {
     pub log: Option<Arc<Out>>,
     /// Record each connection's byte counters here.
     pub wire: Option<Arc<WireLog>>,
+}
+
+/// What `wxsocket serve` adds to [`Options`].
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// Send every message to every client (the sender included) instead of echoing it.
+    pub broadcast: bool,
+    /// The sub-protocols the server agrees to, in its preference order (empty: the first
+    /// one the client offers).
+    pub protocols: Vec<String>,
+    /// `--json`: print the connection, message and close events as JSON lines.
+    pub json: bool,
 }
 
 /// The byte counters of the connections, by request target (path and query), recorded as
@@ -53,17 +86,88 @@ impl WireLog {
     }
 }
 
-/// Accepts connections on `listener` forever.
-pub async fn serve(listener: TcpListener, options: Options) {
-    let options = Arc::new(options);
-    let counter = Arc::new(AtomicU64::new(0));
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        tokio::spawn(connection(stream, peer, n, Arc::clone(&options)));
+/// A broadcast client's queue, and the signal that it was dropped for falling behind.
+type Outbox = (mpsc::Sender<Message>, Arc<Notify>);
+
+/// What every connection task shares.
+struct Shared {
+    options: Options,
+    serving: Serving,
+    /// The clients' outboxes (broadcast mode), by connection number.
+    /// Each with the signal that it was dropped for falling behind.
+    clients: Mutex<BTreeMap<u64, Outbox>>,
+    /// Turns true when the server shuts down.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn log(&self) -> Option<&Out> {
+        self.options.log.as_deref()
     }
+
+    /// A human line (nothing in JSON mode).
+    fn human(&self, text: impl FnOnce() -> String) {
+        if let Some(out) = self.log()
+            && !self.serving.json
+        {
+            out.stamped(&text());
+        }
+    }
+
+    /// A JSON event (nothing in human mode).
+    fn json(&self, value: impl FnOnce() -> Value) {
+        if let Some(out) = self.log()
+            && self.serving.json
+            && let Value::Object(object) = value()
+        {
+            out.json(object);
+        }
+    }
+}
+
+/// Accepts connections on `listener` forever (the demo's echo server).
+pub async fn serve(listener: TcpListener, options: Options) {
+    let (_stop, shutdown) = watch::channel(false);
+    serve_until(listener, options, Serving::default(), shutdown).await;
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true (or its sender is
+/// dropped), then closes every connection with 1001 and waits at most [`SHUTDOWN_GRACE`]
+/// for them to finish. Returns how many connections were still open at shutdown.
+pub async fn serve_until(
+    listener: TcpListener,
+    options: Options,
+    serving: Serving,
+    mut shutdown: watch::Receiver<bool>,
+) -> usize {
+    let shared = Arc::new(Shared {
+        options,
+        serving,
+        clients: Mutex::default(),
+        shutdown: shutdown.clone(),
+    });
+    let mut tasks = JoinSet::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                n += 1;
+                tasks.spawn(connection(stream, peer, n, Arc::clone(&shared)));
+                // Reap the finished ones, so the set stays as large as the open connections.
+                while tasks.try_join_next().is_some() {}
+            }
+            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
+        }
+    }
+    drop(listener);
+    while tasks.try_join_next().is_some() {}
+    let open = tasks.len();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    open
 }
 
 /// Binds `127.0.0.1:0` and serves in the background on the shared runtime; returns the
@@ -87,30 +191,53 @@ struct Seen {
     deflate: Option<DeflateParams>,
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Options>) {
-    let _ = stream.set_nodelay(true);
-    if !options.handshake_delay.is_zero() {
-        tokio::time::sleep(options.handshake_delay).await;
+/// The sub-protocol to answer with: the first the client offers that the server accepts
+/// (any, when `accepted` is empty).
+fn pick_protocol(request: &Request, accepted: &[String]) -> Option<String> {
+    let offered: Vec<&str> = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if accepted.is_empty() {
+        return offered.first().map(|p| (*p).to_owned());
     }
-    let log = options.log.as_deref();
+    accepted
+        .iter()
+        .find(|a| offered.contains(&a.as_str()))
+        .cloned()
+}
+
+/// How a connection ended.
+enum End {
+    /// The client closed (code, reason); clean once the stream ended after it.
+    ByClient(u16, String),
+    /// The server closed with 1001 on shutdown, or 1008 for a client too slow for the
+    /// broadcast (the client's answer arrived when `answered`).
+    ByServer(u16, &'static str, bool),
+    /// An error, or the TCP connection ended without a close frame (`None`).
+    Abnormal(Option<String>),
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    if !shared.options.handshake_delay.is_zero() {
+        tokio::time::sleep(shared.options.handshake_delay).await;
+    }
     let counters = Arc::new(WireCounters::default());
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let record = Arc::clone(&seen);
-    let deflate = options.deflate;
-    let wire_log = options.wire.clone();
+    let deflate = shared.options.deflate;
+    let wire_log = shared.options.wire.clone();
+    let accepted = shared.serving.protocols.clone();
     let mine = Arc::clone(&counters);
-    // Answer with the first sub-protocol the client offers, so `connect -p NAME` works.
     #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
     let callback = move |request: &Request, mut response: Response| {
-        let protocol = request
-            .headers()
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .find(|p| !p.is_empty())
-            .map(str::to_owned);
+        let protocol = pick_protocol(request, &accepted);
         if let Some(protocol) = &protocol
             && let Ok(value) = HeaderValue::from_str(protocol)
         {
@@ -146,9 +273,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
     let mut ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
         Ok(ws) => ws,
         Err(e) => {
-            if let Some(out) = log {
-                out.stamped(&format!("#{n} {peer}: handshake failed: {e}"));
-            }
+            shared.human(|| format!("#{n} {peer}: handshake failed: {e}"));
+            shared.json(|| json!({"event": "error", "conn": n, "peer": peer.to_string(), "error": format!("handshake failed: {e}")}));
             return;
         }
     };
@@ -158,54 +284,229 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, options: Arc<Op
         ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
         Compressor::server(&params, DeflateOptions::default().threshold)
     });
-    if let Some(out) = log {
+    // In the broadcast before the connection is announced: whoever waits for the
+    // announcement may count on this client getting every later message.
+    let (outbox, mut inbox) = mpsc::channel::<Message>(BROADCAST_BACKLOG);
+    let dropped = Arc::new(Notify::new());
+    if shared.serving.broadcast {
+        let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.insert(n, (outbox, Arc::clone(&dropped)));
+    } else {
+        drop(outbox);
+    }
+    shared.human(|| {
         let protocol = seen.protocol.as_deref().unwrap_or("none");
         let compression = match &seen.deflate {
             Some(params) => format!(", compression: {params}"),
             None => String::new(),
         };
-        out.stamped(&format!(
+        format!(
             "#{n} {peer} connected: GET {} (protocol: {protocol}{compression})",
             seen.target
-        ));
-    }
-    let mut echoed = 0u64;
-    let mut close: Option<(u16, String)> = None;
-    let end = loop {
-        match ws.next().await {
-            Some(Ok(message @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
-                let reply = match (&mut compressor, core_message(message.clone())) {
-                    (Some(c), Some(m)) => c.encode(m),
-                    _ => message,
-                };
-                if let Err(e) = ws.send(reply).await {
-                    break Some(e.to_string());
+        )
+    });
+    shared.json(|| {
+        json!({
+            "event": "connection",
+            "conn": n,
+            "peer": peer.to_string(),
+            "path": seen.target,
+            "protocol": seen.protocol,
+            "deflate": seen.deflate.map(|p| json!({
+                "server_no_context_takeover": p.server_no_context_takeover,
+                "client_no_context_takeover": p.client_no_context_takeover,
+                "server_max_window_bits": p.server_max_window_bits,
+                "client_max_window_bits": p.client_max_window_bits,
+            })),
+        })
+    });
+    let mut shutdown = shared.shutdown.clone();
+    let mut watching = true;
+    // The close frame this server sent, if it did.
+    let mut closing: Option<(u16, &'static str)> = None;
+    let mut client_close: Option<(u16, String)> = None;
+    let mut replied = 0u64;
+    // Once this server sent its close frame, the client has SHUTDOWN_GRACE to answer.
+    let mut answer_by: Option<tokio::time::Instant> = None;
+    let failure = loop {
+        if closing.is_some() && answer_by.is_none() {
+            answer_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+        }
+        let unanswered = async {
+            match answer_by {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = unanswered => break Some("the client did not answer the close frame".to_owned()),
+            stop = async { shutdown.wait_for(|stop| *stop).await.is_ok() }, if watching && closing.is_none() => {
+                watching = false;
+                if stop && client_close.is_none() {
+                    closing = Some((1001, SHUTDOWN_REASON));
+                    if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON).await {
+                        break Some(e);
+                    }
                 }
-                echoed += 1;
             }
-            Some(Ok(WsMessage::Close(frame))) => {
-                // tungstenite queues the reply; the next read flushes it and ends the stream.
-                close = Some(match frame {
-                    Some(f) => (u16::from(f.code), f.reason.to_string()),
-                    None => (u16::from(CloseCode::Status), String::new()),
-                });
+            outgoing = inbox.recv(), if shared.serving.broadcast && closing.is_none() && client_close.is_none() => {
+                let sent = match outgoing {
+                    // Waiting for room on a socket the client does not read must not
+                    // outlast its place in the broadcast.
+                    Some(message) => tokio::select! {
+                        sent = ws.send(encode(&mut compressor, message)) => Some(sent),
+                        () = dropped.notified() => None,
+                    },
+                    None => None,
+                };
+                match sent {
+                    Some(Ok(())) => replied += 1,
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => {
+                        // Dropped from the broadcast for falling behind.
+                        closing = Some((1008, TOO_SLOW_REASON));
+                        if let Err(e) = send_close(&mut ws, CloseCode::Policy, TOO_SLOW_REASON).await {
+                            break Some(e);
+                        }
+                    }
+                }
             }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => break Some(e.to_string()),
-            None => break None,
+            incoming = ws.next() => match incoming {
+                Some(Ok(message @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
+                    let Some(message) = core_message(message) else { continue };
+                    shared.json(|| {
+                        let (kind, data) = match &message {
+                            Message::Text(t) => ("text", t.as_str().to_owned()),
+                            other => ("binary", hex(other.as_bytes())),
+                        };
+                        json!({"event": "message", "conn": n, "type": kind, "data": data})
+                    });
+                    if closing.is_some() {
+                        // Data after our close frame: read, not answered.
+                        continue;
+                    }
+                    if shared.serving.broadcast {
+                        broadcast(&shared, message);
+                    } else {
+                        if let Err(e) = ws.send(encode(&mut compressor, message)).await {
+                            break Some(e.to_string());
+                        }
+                        replied += 1;
+                    }
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    // tungstenite queues the reply; the next read flushes it and ends the
+                    // stream.
+                    if closing.is_none() {
+                        client_close = Some(match frame {
+                            Some(f) => (u16::from(f.code), f.reason.to_string()),
+                            None => (u16::from(CloseCode::Status), String::new()),
+                        });
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break None,
+            },
         }
     };
-    if let Some(out) = log {
-        let how = match (close, end) {
-            (Some((code, reason)), _) => format!("closed by the client: {code} {reason:?}"),
-            (None, Some(error)) => format!("ended: {error}"),
-            (None, None) => "ended without a close frame".to_owned(),
+    if shared.serving.broadcast {
+        let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.remove(&n);
+    }
+    let end = match (closing, client_close, failure) {
+        (Some((code, reason)), _, None) => End::ByServer(code, reason, true),
+        (Some((code, reason)), _, Some(_)) => End::ByServer(code, reason, false),
+        (None, Some((code, reason)), _) => End::ByClient(code, reason),
+        (None, None, failure) => End::Abnormal(failure),
+    };
+    let plural = if replied == 1 { "" } else { "s" };
+    let verb = if shared.serving.broadcast {
+        "sent"
+    } else {
+        "echoed"
+    };
+    shared.human(|| {
+        let how = match &end {
+            End::ByClient(code, reason) => format!("closed by the client: {code} {reason:?}"),
+            End::ByServer(code, reason, true) => format!("closed by the server: {code} {reason:?}"),
+            End::ByServer(code, reason, false) => {
+                format!("closed by the server: {code} {reason:?}, not answered")
+            }
+            End::Abnormal(Some(error)) => format!("ended: {error}"),
+            End::Abnormal(None) => "ended without a close frame".to_owned(),
         };
-        let plural = if echoed == 1 { "" } else { "s" };
-        out.stamped(&format!(
-            "#{n} {peer} {how} ({echoed} message{plural} echoed; on the wire, handshake included: {} B read, {} B written)",
+        format!(
+            "#{n} {peer} {how} ({replied} message{plural} {verb}; on the wire, handshake included: {} B read, {} B written)",
             counters.read(),
             counters.written()
-        ));
+        )
+    });
+    shared.json(|| {
+        let (code, reason, clean, by) = match &end {
+            End::ByClient(code, reason) => (*code, reason.clone(), true, "client"),
+            End::ByServer(code, reason, answered) => {
+                (*code, (*reason).to_owned(), *answered, "server")
+            }
+            End::Abnormal(_) => (1006, String::new(), false, "none"),
+        };
+        let error = match &end {
+            End::Abnormal(Some(error)) => Some(error.clone()),
+            _ => None,
+        };
+        json!({
+            "event": "close",
+            "conn": n,
+            "code": code,
+            "reason": reason,
+            "clean": clean,
+            "by": by,
+            "error": error,
+            "messages_sent": replied,
+            "bytes_read": counters.read(),
+            "bytes_written": counters.written(),
+        })
+    });
+}
+
+/// Sends a close frame, giving up after [`SHUTDOWN_GRACE`] if the socket has no room
+/// (a client that does not read).
+async fn send_close(
+    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<TcpStream>>,
+    code: CloseCode,
+    reason: &'static str,
+) -> Result<(), String> {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, ws.close(Some(frame))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the close frame could not be written: the client is not reading".into()),
     }
+}
+
+/// A message as this connection's socket sends it (compressed when agreed).
+fn encode(compressor: &mut Option<Compressor>, message: Message) -> WsMessage {
+    match compressor {
+        Some(c) => c.encode(message),
+        None => wxsocket_wire::convert::to_ws(message),
+    }
+}
+
+/// Hands `message` to every client's outbox; a client whose outbox is full is dropped from
+/// the broadcast (its task sees the channel end, or the signal while it waits to write)
+/// and closed with 1008.
+fn broadcast(shared: &Shared, message: Message) {
+    let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+    clients.retain(
+        |_, (outbox, dropped)| match outbox.try_send(message.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                dropped.notify_one();
+                false
+            }
+        },
+    );
 }

@@ -1,6 +1,6 @@
-//! The server side of a socket for `wxsocket serve` and the demo: counts the bytes the
-//! socket reads and writes ([`WireCounters`]) and, once permessage-deflate is agreed, inflates
-//! what the client sends before tungstenite reads it ([`ServerStream`]).
+//! The socket of a `wxsocket serve` connection as tokio-tungstenite's server side reads and
+//! writes it: raw bytes counted in both directions, and, once permessage-deflate is agreed,
+//! the client's compressed frames inflated before tungstenite reads them.
 
 use std::io;
 use std::pin::Pin;
@@ -32,80 +32,28 @@ impl WireCounters {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Counts `n` bytes read.
-    pub fn add_read(&self, n: usize) {
+    fn add_read(&self, n: usize) {
         self.read.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Counts `n` bytes about to be written (counted before the socket takes them, so a
-    /// peer never sees bytes not yet counted).
-    pub fn add_written(&self, n: u64) {
+    fn add_written(&self, n: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Takes back `n` bytes counted by [`add_written`](Self::add_written) that the socket
-    /// did not take.
-    pub fn take_back_written(&self, n: u64) {
+    fn take_back_written(&self, n: u64) {
         self.written.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
-/// Reads the socket until the inflater has output for `buf` (or the socket ends, fails or
-/// is not ready), counting every raw read; the server-side twin of the adapter's own read
-/// path. An inflation failure comes after the output produced before it.
-fn inflate_read<R: AsyncRead + Unpin>(
-    inflater: &mut Inflater,
-    inner: &mut R,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-    mut raw_read: impl FnMut(usize),
-) -> Poll<io::Result<()>> {
-    loop {
-        if inflater.has_output() || buf.remaining() == 0 {
-            let n = inflater.take_output(buf.initialize_unfilled());
-            buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(failure) = inflater.take_failure() {
-            return Poll::Ready(Err(failure.into()));
-        }
-        let mut raw = inflater.lend_buffer();
-        let mut raw_buf = ReadBuf::new(&mut raw);
-        let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
-        let n = raw_buf.filled().len();
-        raw_read(n);
-        match polled {
-            Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
-            other => {
-                inflater.return_buffer(raw);
-                return other;
-            }
-        }
-        inflater.return_buffer(raw);
-    }
-}
-
-/// A server's socket as a tokio-tungstenite server should use it: counts the raw bytes
-/// in both directions ([`WireCounters`]) and, once permessage-deflate is agreed
-/// ([`inflate`](Self::inflate)), passes what the client sends through a server-side
-/// [`Inflater`], so the client's compressed messages reach tungstenite as plain frames.
-///
-/// The handshake runs on it uncompressed; enable the inflater right after it (the client
-/// sends no frame before it has the server's answer). Replies are compressed with
-/// `wxsocket_wire::deflate::Compressor::server`, whose frames tungstenite writes as they are.
+/// A server's socket: counts the raw bytes ([`WireCounters`]) and, once permessage-deflate
+/// is agreed ([`inflate`](Self::inflate)), passes what the client sends through a
+/// server-side [`Inflater`], so the client's compressed messages reach tungstenite as plain
+/// frames. Replies are compressed with `wxsocket_wire::deflate::Compressor::server`, whose
+/// frames tungstenite writes as they are.
 pub struct ServerStream<S> {
     inner: S,
     inflater: Option<Box<Inflater>>,
     counters: Arc<WireCounters>,
-}
-
-impl<S> std::fmt::Debug for ServerStream<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerStream")
-            .field("inflating", &self.inflater.is_some())
-            .field("counters", &self.counters)
-            .finish()
-    }
 }
 
 impl<S> ServerStream<S> {
@@ -118,7 +66,9 @@ impl<S> ServerStream<S> {
         }
     }
 
-    /// From now on, reads pass through `inflater` (made with `Inflater::server`).
+    /// From now on, reads pass through `inflater` (made with `Inflater::server`). The
+    /// handshake runs uncompressed; call this right after it (the client sends no frame
+    /// before it has the server's answer).
     pub fn inflate(&mut self, inflater: Inflater) {
         self.inflater = Some(Box::new(inflater));
     }
@@ -134,12 +84,32 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
         let Some(inflater) = &mut this.inflater else {
             let before = buf.filled().len();
             let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-            let n = buf.filled().len() - before;
-            this.counters.add_read(n);
+            this.counters.add_read(buf.filled().len() - before);
             return polled;
         };
-        let counters = &this.counters;
-        inflate_read(inflater, &mut this.inner, cx, buf, |n| counters.add_read(n))
+        loop {
+            if inflater.has_output() || buf.remaining() == 0 {
+                let n = inflater.take_output(buf.initialize_unfilled());
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(failure) = inflater.take_failure() {
+                return Poll::Ready(Err(failure.into()));
+            }
+            let mut raw = inflater.lend_buffer();
+            let mut raw_buf = ReadBuf::new(&mut raw);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf);
+            let n = raw_buf.filled().len();
+            this.counters.add_read(n);
+            match polled {
+                Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
+                other => {
+                    inflater.return_buffer(raw);
+                    return other;
+                }
+            }
+            inflater.return_buffer(raw);
+        }
     }
 }
 

@@ -28,8 +28,18 @@ fn check_lines(lines: &[String]) -> Vec<Value> {
 /// Ends the input, checks the process exited 0 and every line with [`check_lines`];
 /// returns the lines and their events.
 fn finish_ok(proc: Proc) -> (Vec<String>, Vec<Value>) {
+    finish_with(proc, 0)
+}
+
+/// As [`finish_ok`], for a run that must exit with `code` (the statuses of `connect
+/// --help`).
+fn finish_with(proc: Proc, code: i32) -> (Vec<String>, Vec<Value>) {
     let (status, lines, stderr) = proc.finish();
-    assert!(status.success(), "exit {status}: {stderr}");
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "exit {status}: {stderr}\n{lines:?}"
+    );
     let events = check_lines(&lines);
     (lines, events)
 }
@@ -126,7 +136,8 @@ fn json_contract(blocking: bool) {
     assert_eq!(close["reason"], "bye now");
     assert_eq!(close["clean"], true);
 
-    let (_, events) = finish_ok(proc);
+    // Exit 5 (was 0 before exit statuses): closed cleanly as asked, but "too late" was refused.
+    let (_, events) = finish_with(proc, 5);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     // The queued sends are flushed in order on open: open, then sent 1, 2, 3, and the
     // echoes in order.
@@ -194,7 +205,8 @@ fn unreachable_server(blocking: bool) {
     proc.expect_json("close", |v| event(v) == "close");
     proc.write("hello");
     proc.write("/close");
-    let (_, events) = finish_ok(proc);
+    // Exit 3 (was 0 before exit statuses): the connection could not be made.
+    let (_, events) = finish_with(proc, 3);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(
         kinds,
@@ -238,7 +250,8 @@ fn close_before_open_abort_fails_queued_sends() {
     proc.write("queued");
     proc.write("/close");
     proc.expect_json("close", |v| event(v) == "close");
-    let (_, events) = finish_ok(proc);
+    // Exit 3 (was 0 before exit statuses): the socket never opened.
+    let (_, events) = finish_with(proc, 3);
     let kinds: Vec<&str> = events.iter().map(event).collect();
     assert_eq!(kinds, ["connecting", "send_failed", "close"]);
     assert_eq!(events[1]["id"], 1);
@@ -272,14 +285,24 @@ fn close_before_open_after_open_flushes_then_closes() {
     proc.expect_json("close", |v| event(v) == "close");
     let (_, events) = finish_ok(proc);
     let kinds: Vec<&str> = events.iter().map(event).collect();
+    // The echo of "queued" was on its way when the close frame went out (the server
+    // answered the message before the close): it is printed too (receive_while_closing).
     assert_eq!(
         kinds,
-        ["connecting", "call_failed", "open", "sent", "close"]
+        [
+            "connecting",
+            "call_failed",
+            "open",
+            "sent",
+            "message",
+            "close"
+        ]
     );
     assert_eq!(events[3]["id"], 1);
-    assert_eq!(events[4]["code"], 4001);
-    assert_eq!(events[4]["reason"], "later");
-    assert_eq!(events[4]["clean"], true);
+    assert_eq!(events[4]["data"], "queued");
+    assert_eq!(events[5]["code"], 4001);
+    assert_eq!(events[5]["reason"], "later");
+    assert_eq!(events[5]["clean"], true);
 }
 
 #[test]
@@ -483,7 +506,8 @@ fn handshake_timeout_fires(blocking: bool) {
     let close = proc.expect_json("close", |v| event(v) == "close");
     // The dial began after the spawn, and the close line was printed after the close.
     let waited = spawned.elapsed();
-    let (lines, events) = finish_ok(proc);
+    // Exit 3 (was 0 before exit statuses): the handshake timed out.
+    let (lines, events) = finish_with(proc, 3);
     assert_ended_by_error(
         &lines,
         &events,
@@ -575,7 +599,8 @@ fn keepalive_declares_a_silent_peer_dead(blocking: bool) {
     // The client opened after the server read its handshake, and the close line was
     // printed after the close.
     let waited = server.seen()[0].at.elapsed();
-    let (lines, events) = finish_ok(proc);
+    // Exit 4 (was 0 before exit statuses): the connection ended abnormally.
+    let (lines, events) = finish_with(proc, 4);
     assert_ended_by_error(
         &lines,
         &events,

@@ -196,7 +196,8 @@ fn offer_options_are_agreed_blocking() {
 fn human_output_shows_the_agreed_parameters() {
     let (_server, url) = serve(&["--deflate"]);
     for blocking in [false, true] {
-        let args = vec!["connect", url.as_str(), "--deflate"];
+        // The annotated timeline (-v) shows the agreed parameters.
+        let args = vec!["connect", url.as_str(), "--deflate", "-v"];
         let args = with_adapter(args, blocking);
         let mut client = Proc::spawn(&args);
         client.expect("open", |l| {
@@ -217,7 +218,7 @@ fn human_output_shows_the_agreed_parameters() {
 #[test]
 fn serve_without_deflate_declines_and_the_client_says_so() {
     let (mut server, url) = serve(&[]);
-    let mut client = Proc::spawn(&["connect", url.as_str(), "--deflate"]);
+    let mut client = Proc::spawn(&["connect", url.as_str(), "--deflate", "-v"]);
     client.expect("open", |l| l.contains("#1 open (protocol: none)"));
     client.expect("note", |l| {
         l.contains("the server did not accept permessage-deflate: messages go uncompressed")

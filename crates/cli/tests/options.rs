@@ -233,6 +233,56 @@ fn invalid_options_exit_2_naming_the_option() {
             &["connect", "ws://127.0.0.1:9/", "--reconnect-no-carry=yes"],
             "--reconnect-no-carry",
         ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--max-message-size", "0"],
+            "--max-message-size",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--max-message-size",
+                "1073741825",
+            ],
+            "--max-message-size",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--max-message-size", "1k"],
+            "--max-message-size",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--max-messages", "0"],
+            "--max-messages",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "-1", "--max-messages", "2"],
+            "--max-messages",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--linger", "-5"],
+            "--linger",
+        ),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--linger-max", "86400001"],
+            "--linger-max",
+        ),
+        (
+            &[
+                "connect",
+                "ws://127.0.0.1:9/",
+                "--no-linger",
+                "--linger",
+                "5",
+            ],
+            "--linger",
+        ),
+        (&["connect", "ws://127.0.0.1:9/", "-t", "-b"], "--binary"),
+        (
+            &["connect", "ws://127.0.0.1:9/", "--json", "-v"],
+            "--verbose",
+        ),
+        (&["serve", "--protocol", "a b"], "--protocol"),
+        (&["serve", "--broadcast=yes"], "--broadcast"),
         (&["serve", "--addr", "nowhere"], "--addr"),
         (&["serve", "--deflate", "9"], "9"),
         (&["bench", "--json"], "wxsocket-bench"),
@@ -278,8 +328,29 @@ fn help_and_version_exit_0() {
         "--reconnect-on-4xx",
         "--reconnect-codes <CODES>",
         "--reconnect-seed <N>",
+        "--text",
+        "--binary",
+        "--raw-output",
+        "--verbose",
+        "--quiet",
+        "--max-messages <N>",
+        "--max-message-size <BYTES>",
+        "--linger <MS>",
+        "--linger-max <MS>",
+        "--no-linger",
+        "Exit status:",
+        "  0  the last connection closed cleanly",
+        "  3  the connection could not be made",
+        "  4  the connection ended abnormally",
+        "  5  it closed cleanly but some sends failed",
     ] {
         assert!(text.contains(needle), "help lacks {needle}");
+    }
+    let (status, stdout, _) = common::run(&["serve", "--help"], "");
+    assert!(status.success());
+    let text = stdout.join("\n");
+    for needle in ["--broadcast", "--protocol <P>", "--json", "SIGTERM", "1001"] {
+        assert!(text.contains(needle), "serve help lacks {needle}");
     }
     let (status, stdout, _) = common::run(&["--version"], "");
     assert!(status.success());

@@ -46,8 +46,9 @@ fn through_an_explicit_proxy_blocking() {
 
 /// Runs `wxsocket connect URL --json EXTRA` with `vars` added to its environment (the
 /// proxy variables of the test's own environment removed), until its first `open` or
-/// `close` line; then ends its input and waits for it. Returns that line's event.
-fn connect_with_env(url: &str, extra: &[&str], vars: &[(&str, &str)]) -> String {
+/// `close` line; then ends its input and waits for it. Returns that line's event and the
+/// exit status.
+fn connect_with_env(url: &str, extra: &[&str], vars: &[(&str, &str)]) -> (String, Option<i32>) {
     let mut command = Command::new(common::bin());
     command.arg("connect").arg(url).arg("--json").args(extra);
     for name in [
@@ -85,8 +86,7 @@ fn connect_with_env(url: &str, extra: &[&str], vars: &[(&str, &str)]) -> String 
         .take()
         .map(|mut stdin| stdin.write_all(b"/quit\n"));
     let status = child.wait().expect("wait for wxsocket");
-    assert!(status.success(), "exit {status}");
-    first.expect("no open or close line in time")
+    (first.expect("no open or close line in time"), status.code())
 }
 
 #[test]
@@ -97,10 +97,14 @@ fn environment_and_no_proxy() {
     // A `.test` name only the proxy resolves (to 127.0.0.1).
     let url = format!("ws://echo.wxsocket.test:{}/", peer.addr().port());
     let vars = [("http_proxy", proxy_url.as_str())];
-    assert_eq!(connect_with_env(&url, &[], &vars), "open");
+    assert_eq!(connect_with_env(&url, &[], &vars), ("open".into(), Some(0)));
     assert_eq!(proxy.requests().len(), 1);
     // --no-proxy: the environment is ignored, so the name cannot be resolved.
-    assert_eq!(connect_with_env(&url, &["--no-proxy"], &vars), "close");
+    // Exit status 3: the connection could not be made.
+    assert_eq!(
+        connect_with_env(&url, &["--no-proxy"], &vars),
+        ("close".into(), Some(3))
+    );
     assert_eq!(proxy.requests().len(), 1, "--no-proxy used the proxy");
 }
 

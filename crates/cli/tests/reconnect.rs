@@ -19,8 +19,9 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 
 /// Waits for connection `conn`'s close, then shows no reconnection is pending: a close
 /// call is refused as "not connected" (during a backoff it would cancel the backoff).
-/// Returns every event of the run.
-fn finish_after_final_close(mut proc: Proc, conn: u64) -> Vec<Value> {
+/// Returns every event of the run; the process must exit with `code`, the status of the
+/// last connection (these tests asserted "always 0" before `connect` had exit statuses).
+fn finish_after_final_close(mut proc: Proc, conn: u64, code: i32) -> Vec<Value> {
     proc.expect_json("final close", |v| event(v) == "close" && v["conn"] == conn);
     proc.write("/close");
     let refused = proc.expect_json("call_failed", |v| event(v) == "call_failed");
@@ -30,7 +31,7 @@ fn finish_after_final_close(mut proc: Proc, conn: u64) -> Vec<Value> {
         "closeSocket:fail WebSocket is not connected"
     );
     let (status, lines, stderr) = proc.finish();
-    assert!(status.success(), "exit {status}: {stderr}");
+    assert_eq!(status.code(), Some(code), "exit {status}: {stderr}");
     events_of(&lines)
 }
 
@@ -90,7 +91,8 @@ fn reconnect_max_gives_up(blocking: bool) {
         ],
         blocking,
     ));
-    let events = finish_after_final_close(proc, 3);
+    // Exit 3: the last connection could not be made (refused).
+    let events = finish_after_final_close(proc, 3, 3);
     assert_eq!(
         kinds(&events),
         [
@@ -149,7 +151,7 @@ fn delays_with_seed(seed: &str) -> Vec<u64> {
         "--reconnect-seed",
         seed,
     ]);
-    let events = finish_after_final_close(proc, 5);
+    let events = finish_after_final_close(proc, 5, 3);
     let delays: Vec<u64> = events
         .iter()
         .filter(|v| event(v) == "reconnecting")
@@ -194,7 +196,8 @@ fn queued_send_across_a_retry(carry: bool) -> Vec<Value> {
     proc.write("/close 1001");
     proc.expect_json("call_failed", |v| event(v) == "call_failed");
     server.release();
-    let events = finish_after_final_close(proc, 2);
+    // Exit 3: the handshake was rejected.
+    let events = finish_after_final_close(proc, 2, 3);
     let error = events
         .iter()
         .find(|v| event(v) == "error")
@@ -255,7 +258,8 @@ fn reconnect_carries_queued_sends_by_default() {
 fn reconnect_on_4xx() {
     let server = TestServer::start(Mode::Reject(403), false);
     let proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
-    let events = finish_after_final_close(proc, 1);
+    // Exit 3: the handshake was rejected.
+    let events = finish_after_final_close(proc, 1, 3);
     assert_eq!(
         kinds(&events),
         ["connecting", "error", "close", "call_failed"]
@@ -271,7 +275,7 @@ fn reconnect_on_4xx() {
         "--reconnect-max",
         "1",
     ]);
-    let events = finish_after_final_close(proc, 2);
+    let events = finish_after_final_close(proc, 2, 3);
     assert_eq!(
         kinds(&events),
         [
@@ -314,7 +318,8 @@ fn reconnect_codes() {
     // The default list has 1001, 1011, 1012, 1013, not 4000.
     let server = TestServer::start(Mode::CloseFirstWith(4000), false);
     let proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
-    let events = finish_after_final_close(proc, 1);
+    // Exit 4: the server closed with a code other than 1000/1001.
+    let events = finish_after_final_close(proc, 1, 4);
     assert_eq!(
         kinds(&events),
         ["connecting", "open", "close", "call_failed"]
@@ -330,7 +335,7 @@ fn reconnect_codes() {
         "--reconnect-codes",
         "none",
     ]);
-    let events = finish_after_final_close(proc, 1);
+    let events = finish_after_final_close(proc, 1, 4);
     assert_eq!(
         kinds(&events),
         ["connecting", "open", "close", "call_failed"]
@@ -360,7 +365,8 @@ fn close_during_backoff_cancels_it() {
     let close = proc.expect_json("close", |v| event(v) == "close" && v["conn"] == 2);
     assert_eq!(close["reason"], "reconnection cancelled");
     let (status, lines, _) = proc.finish();
-    assert!(status.success());
+    // Exit 3 (was 0 before exit statuses): the last connection was never made.
+    assert_eq!(status.code(), Some(3));
     let events = events_of(&lines);
     assert_eq!(
         kinds(&events),

@@ -15,8 +15,8 @@ fn serve_then_connect() {
         .to_owned();
 
     for blocking in [false, true] {
-        // Human-readable output this time.
-        let args = vec!["connect", url.as_str(), "-p", "chat"];
+        // The annotated timeline (-v) this time.
+        let args = vec!["connect", url.as_str(), "-p", "chat", "-v"];
         let args = with_adapter(args, blocking);
         let mut client = Proc::spawn(&args);
         client.expect("open", |l| l.contains("#1 open (protocol: chat)"));

@@ -75,7 +75,8 @@ fn wss_without_ca_file_fails() {
     assert_eq!(close["event"], "close", "{:?}", proc.seen);
     assert_eq!(close["code"], 1006);
     let (status, lines, _) = proc.finish();
-    assert!(status.success());
+    // Exit 3 (was 0 before exit statuses): a TLS failure means no connection was made.
+    assert_eq!(status.code(), Some(3));
     let error = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -148,6 +148,12 @@ pub struct SessionConfig {
     pub pool_limit: usize,
     /// Automatic reconnection; off by default, as in the seed.
     pub reconnect: Option<ReconnectPolicy>,
+    /// Deliver the messages that arrive after this side sent its close frame and before
+    /// the peer's close frame (RFC 6455 §5.5.1 allows the peer to send them). Off by
+    /// default: the WHATWG WebSocket standard drops them once the socket is closing. A
+    /// command-line client that closes at the end of its input turns it on, so replies
+    /// already on their way are not lost.
+    pub receive_while_closing: bool,
 }
 
 impl Default for SessionConfig {
@@ -163,6 +169,7 @@ impl Default for SessionConfig {
             keepalive: None,
             pool_limit: 5,
             reconnect: None,
+            receive_while_closing: false,
         }
     }
 }
@@ -220,6 +227,13 @@ impl SessionConfig {
     /// Turns automatic reconnection on.
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = Some(policy);
+        self
+    }
+
+    /// Delivers (or, by default, drops) the messages that arrive after this side's close
+    /// frame and before the peer's.
+    pub fn receive_while_closing(mut self, on: bool) -> Self {
+        self.receive_while_closing = on;
         self
     }
 

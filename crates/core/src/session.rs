@@ -661,12 +661,21 @@ impl Session {
                     );
                 }
             }
+            (Conn::Closing(c), TransportEvent::Message(message))
+                if self.config.receive_while_closing && c.local && c.peer.is_none() =>
+            {
+                // Opted in: the peer may still send data after our close frame until it
+                // sends its own (RFC 6455 §5.5.1).
+                self.events.push_back(Event::Message { conn, message });
+                self.conn = Conn::Closing(c);
+            }
             (
                 Conn::Closing(c),
                 TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_),
             ) => {
                 // Data after our close frame is allowed by RFC 6455 §5.5.1 but, as in the
-                // WHATWG standard, not delivered once the socket is closing.
+                // WHATWG standard, not delivered once the socket is closing (unless
+                // `receive_while_closing`).
                 self.conn = Conn::Closing(c);
             }
             (other, _) => {

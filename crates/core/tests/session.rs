@@ -984,3 +984,72 @@ fn an_invalid_close_code_from_the_peer_is_a_protocol_error() {
     assert_eq!(close_of(&e).0, 1002);
     assert!(matches!(&t.actions()[..], [Action::Close { frame, .. }] if frame.code() == 1002));
 }
+
+/// A message that arrives after our close frame, before the peer's.
+fn message_while_closing(config: SessionConfig) -> (Vec<Event>, Vec<Event>) {
+    let mut t = Sim::new(config);
+    let c = t.open_conn();
+    t.s.close(None, "", t.now).unwrap();
+    t.actions();
+    t.advance(Duration::from_millis(5));
+    t.input(c, TransportEvent::Message(Message::text("late")));
+    let during = t.events();
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(1000),
+            reason: String::new(),
+        }),
+    );
+    // After the peer's close frame nothing more may come (RFC 6455 §5.5.1).
+    t.input(c, TransportEvent::Message(Message::text("after")));
+    t.input(c, TransportEvent::Closed);
+    (during, t.events())
+}
+
+#[test]
+fn messages_after_our_close_frame_are_dropped_by_default() {
+    assert!(!SessionConfig::default().receive_while_closing);
+    let (during, end) = message_while_closing(SessionConfig::default());
+    assert!(during.is_empty(), "{during:?}");
+    assert_eq!(close_of(&end), (1000, String::new(), true));
+    assert!(!end.iter().any(|e| matches!(e, Event::Message { .. })));
+}
+
+#[test]
+fn receive_while_closing_delivers_them_until_the_peer_closes() {
+    let config = SessionConfig::default().receive_while_closing(true);
+    let (during, end) = message_while_closing(config);
+    assert!(
+        matches!(&during[..], [Event::Message { message, .. }] if *message == Message::text("late")),
+        "{during:?}"
+    );
+    assert_eq!(close_of(&end), (1000, String::new(), true));
+    assert!(
+        !end.iter().any(|e| matches!(e, Event::Message { .. })),
+        "{end:?}"
+    );
+}
+
+#[test]
+fn receive_while_closing_does_not_outlive_the_close_timeout() {
+    let mut t = Sim::new(SessionConfig::default().receive_while_closing(true));
+    let c = t.open_conn();
+    t.s.close(None, "", t.now).unwrap();
+    t.actions();
+    // A peer that keeps talking but never closes is still aborted at the close timeout.
+    for _ in 0..10 {
+        t.advance(Duration::from_secs(1) - Duration::from_millis(1));
+        t.input(c, TransportEvent::Message(Message::text("chatter")));
+    }
+    t.advance(Duration::from_millis(10));
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(e, Event::Message { .. }))
+            .count(),
+        10
+    );
+    assert!(!close_of(&e).2);
+}

@@ -82,6 +82,11 @@ impl Proc {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Writes one line to the process's standard input.
     pub fn write(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
@@ -228,6 +233,46 @@ pub enum Mode {
     Silent,
     /// Refuse every handshake with this HTTP status.
     Reject(u16),
+    /// Echo the first message, then close with this code.
+    EchoThenClose(u16),
+    /// Complete the handshake, then drop the TCP connection without a close frame.
+    DropAfterHandshake,
+    /// Complete the handshake, then send a text frame that is not UTF-8 (the client fails
+    /// the connection with 1007).
+    InvalidUtf8,
+    /// Hold the echoes until the client's close frame arrives, then send them before the
+    /// close answer: every reply arrives after the client's close frame (RFC 6455 §5.5.1
+    /// allows it).
+    EchoAfterClose,
+}
+
+/// Writes `bytes` to `stream` as they are (frames built by hand).
+async fn write_raw(stream: &tokio::net::TcpStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        if stream.writable().await.is_err() {
+            return;
+        }
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// An unmasked server frame (`opcode` 1 text, 2 binary) of a payload under 64 KiB.
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(n as u8),
+        n => {
+            let n = u16::try_from(n).expect("a payload under 64 KiB");
+            frame.push(126);
+            frame.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// One handshake the server saw.
@@ -328,6 +373,47 @@ impl TestServer {
                     else {
                         return;
                     };
+                    if let Mode::EchoThenClose(code) = mode {
+                        while let Some(Ok(message)) = ws.next().await {
+                            if message.is_text() || message.is_binary() {
+                                let _ = ws.send(message).await;
+                                let _ = ws
+                                    .close(Some(CloseFrame {
+                                        code: CloseCode::from(code),
+                                        reason: "done".into(),
+                                    }))
+                                    .await;
+                            }
+                        }
+                        return;
+                    }
+                    if mode == Mode::DropAfterHandshake {
+                        drop(ws);
+                        return;
+                    }
+                    if mode == Mode::InvalidUtf8 {
+                        write_raw(ws.get_ref(), &server_frame(1, &[0xff, 0xfe])).await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                        return;
+                    }
+                    if mode == Mode::EchoAfterClose {
+                        let mut held = Vec::new();
+                        while let Some(Ok(message)) = ws.next().await {
+                            match message {
+                                WsMessage::Text(t) => held.push(server_frame(1, t.as_bytes())),
+                                WsMessage::Binary(b) => held.push(server_frame(2, &b)),
+                                WsMessage::Close(_) => {
+                                    // tungstenite has queued its answer; the held echoes go
+                                    // out first, straight on the socket.
+                                    for frame in held.drain(..) {
+                                        write_raw(ws.get_ref(), &frame).await;
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        return;
+                    }
                     if mode == Mode::Silent {
                         // Hold the socket open without reading it until the server stops.
                         std::future::pending::<()>().await;
@@ -483,4 +569,71 @@ impl Drop for TlsEchoServer {
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// Runs `program ARGS` with `stdin` (a file, `Stdio::null()`, …) to the end, killing it
+/// after [`WAIT`]: exit status, stdout as bytes, stderr.
+pub fn run_program(program: &str, args: &[&str], stdin: Stdio) -> (ExitStatus, Vec<u8>, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{program} {args:?} did not exit within {WAIT:?}; stderr:\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// Runs `wxsocket ARGS` with `input` as its whole standard input (closed after it).
+pub fn run_bytes(args: &[&str], input: &[u8]) -> (ExitStatus, Vec<u8>, String) {
+    let path = temp_file(
+        &format!("stdin-{:?}", std::thread::current().id()).replace(['(', ')'], ""),
+        "",
+    );
+    std::fs::write(&path, input).expect("write stdin");
+    let file = std::fs::File::open(&path).expect("open stdin");
+    let result = run_program(bin(), args, Stdio::from(file));
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// `wxsocket serve ARGS --addr 127.0.0.1:0` running, and its URL (from the first line).
+pub fn serve(args: &[&str]) -> (Proc, String) {
+    let mut all = vec!["serve", "--addr", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut server = Proc::spawn(&all);
+    let first = server.expect("listening line", |l| l.contains("ws://"));
+    let url = first
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .find(|w| w.starts_with("ws://"))
+        .expect("a URL")
+        .to_owned();
+    (server, url)
 }

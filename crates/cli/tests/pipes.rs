@@ -1,0 +1,567 @@
+//! `wxsocket connect` in scripts and pipes (issue 18), both adapters, over loopback: the
+//! end of input waits for the replies, every exit status from a real failing server, the
+//! input and output modes, and `serve --broadcast`, `--protocol` and its shutdown.
+
+mod common;
+
+use common::{Mode, Proc, TestServer, event, run_bytes, serve, with_adapter};
+use std::time::{Duration, Instant};
+
+const ADAPTERS: [bool; 2] = [false, true];
+
+/// `echo hello | wxsocket connect URL` against `wxsocket serve` prints `hello` and exits
+/// 0, 200 times in a row on each adapter (eight runs at a time).
+#[test]
+fn echo_hello_prints_hello_200_of_200() {
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        for _ in 0..25 {
+            let runs: Vec<_> = (0..8)
+                .map(|_| {
+                    let url = url.clone();
+                    std::thread::spawn(move || {
+                        run_bytes(
+                            &with_adapter(vec!["connect", url.as_str()], blocking),
+                            b"hello\n",
+                        )
+                    })
+                })
+                .collect();
+            for run in runs {
+                let (status, stdout, stderr) = run.join().unwrap();
+                if status.code() != Some(0) || stdout != b"hello\n" {
+                    failures.push(format!(
+                        "exit {status}, stdout {:?}, stderr {stderr}",
+                        String::from_utf8_lossy(&stdout)
+                    ));
+                }
+            }
+        }
+        let took = started.elapsed();
+        eprintln!("blocking={blocking}: 200 runs of `echo hello | wxsocket connect` took {took:?}");
+        assert!(
+            failures.is_empty(),
+            "{} of 200 failed: {failures:?}",
+            failures.len()
+        );
+    }
+}
+
+/// A 10,000-line file piped in comes back complete and in order.
+#[test]
+fn ten_thousand_lines_come_back_in_order() {
+    let (_server, url) = serve(&[]);
+    let input: String = (1..=10_000).map(|i| format!("line {i}\n")).collect();
+    for blocking in ADAPTERS {
+        let started = Instant::now();
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(vec!["connect", url.as_str()], blocking),
+            input.as_bytes(),
+        );
+        eprintln!(
+            "blocking={blocking}: 10,000 lines took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let output = String::from_utf8(stdout).unwrap();
+        assert!(
+            output == input,
+            "{} lines came back of 10000",
+            output.lines().count()
+        );
+    }
+}
+
+/// Replies the server sends after our close frame, before its own, are printed: the
+/// core's `receive_while_closing`, which the CLI turns on, on both adapters. With
+/// `--no-linger` the close goes out right after the last send, so every echo arrives
+/// after it (the server holds them until then).
+#[test]
+fn replies_after_our_close_frame_are_printed() {
+    let server = TestServer::start(Mode::EchoAfterClose, false);
+    for blocking in ADAPTERS {
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(vec!["connect", server.url(), "--no-linger"], blocking),
+            b"one\ntwo\n/binary 0aff\n",
+        );
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert_eq!(String::from_utf8(stdout).unwrap(), "one\ntwo\n0aff\n");
+    }
+    assert_eq!(server.seen().len(), 2);
+}
+
+/// The end-of-input wait: with a server that answers only after our close frame, the
+/// client waits the quiet time (nothing arrives) and then closes; `--linger` sets the
+/// quiet time, and a shorter `--linger-max` caps it.
+#[test]
+fn linger_waits_the_quiet_time_then_closes() {
+    let server = TestServer::start(Mode::EchoAfterClose, false);
+    for blocking in ADAPTERS {
+        for (args, at_least, under) in [
+            (vec!["--linger", "600"], 600, 5_000),
+            (vec!["--linger", "5000", "--linger-max", "300"], 300, 4_000),
+        ] {
+            let mut all = vec!["connect", server.url()];
+            all.extend(args.iter().copied());
+            let started = Instant::now();
+            let (status, stdout, stderr) = run_bytes(&with_adapter(all, blocking), b"x\n");
+            let took = started.elapsed();
+            assert_eq!(status.code(), Some(0), "{stderr}");
+            assert_eq!(stdout, b"x\n");
+            assert!(
+                took >= Duration::from_millis(at_least),
+                "{args:?}: exited after {took:?}"
+            );
+            assert!(took < Duration::from_millis(under), "{args:?}: {took:?}");
+        }
+    }
+}
+
+/// A server that closes during the end-of-input wait ends it at once: the 60-second
+/// linger is not waited out, and its clean 1001 is exit 0.
+#[test]
+fn a_server_that_closes_ends_the_linger_at_once() {
+    let server = TestServer::start(Mode::EchoThenClose(1001), false);
+    for blocking in ADAPTERS {
+        let started = Instant::now();
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(
+                vec![
+                    "connect",
+                    server.url(),
+                    "--linger",
+                    "60000",
+                    "--linger-max",
+                    "60000",
+                ],
+                blocking,
+            ),
+            b"last words\n",
+        );
+        let took = started.elapsed();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert_eq!(stdout, b"last words\n");
+        assert!(took < Duration::from_secs(15), "waited {took:?}");
+    }
+}
+
+/// The exit status of `wxsocket connect URL ARGS` with `input` on stdin.
+fn exit_of(url: &str, args: &[&str], input: &[u8], blocking: bool) -> (i32, String, String) {
+    let mut all = vec!["connect", url];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_bytes(&with_adapter(all, blocking), input);
+    let code = status.code().expect("exited, not killed");
+    (code, String::from_utf8_lossy(&stdout).into_owned(), stderr)
+}
+
+/// Every exit status of `connect --help`, each produced by a real server (or none).
+#[test]
+fn each_exit_status_from_a_real_failing_server() {
+    let (_serve, echo) = serve(&[]);
+    let rejecting = TestServer::start(Mode::Reject(403), false);
+    let silent_handshake = TestServer::start(Mode::Echo, true); // never released
+    let closes_4000 = TestServer::start(Mode::EchoThenClose(4000), false);
+    let drops = TestServer::start(Mode::DropAfterHandshake, false);
+    let bad_utf8 = TestServer::start(Mode::InvalidUtf8, false);
+    let refused = format!("ws://127.0.0.1:{}/", common::closed_port());
+    for blocking in ADAPTERS {
+        let check = |what: &str, (code, stdout, stderr): (i32, String, String), want: i32| {
+            assert_eq!(
+                code, want,
+                "{what} (blocking={blocking}): stdout {stdout:?}, stderr {stderr}"
+            );
+            stderr
+        };
+        check("clean", exit_of(&echo, &[], b"hi\n", blocking), 0);
+        let stderr = check("refused", exit_of(&refused, &[], b"hi\n", blocking), 3);
+        assert!(stderr.contains("connect failed"), "{stderr}");
+        let stderr = check("rejected", exit_of(rejecting.url(), &[], b"", blocking), 3);
+        assert!(stderr.contains("403"), "{stderr}");
+        let stderr = check(
+            "handshake timeout",
+            exit_of(silent_handshake.url(), &["--timeout", "300"], b"", blocking),
+            3,
+        );
+        assert!(stderr.contains("timed out"), "{stderr}");
+        let stderr = check(
+            "server closed 4000",
+            exit_of(closes_4000.url(), &[], b"x\n", blocking),
+            4,
+        );
+        assert!(stderr.contains("4000"), "{stderr}");
+        check("dropped", exit_of(drops.url(), &[], b"", blocking), 4);
+        let stderr = check(
+            "invalid UTF-8 from the server",
+            exit_of(bad_utf8.url(), &[], b"", blocking),
+            4,
+        );
+        assert!(stderr.contains("1007"), "{stderr}");
+        check(
+            "usage",
+            exit_of(&echo, &["--max-message-size", "0"], b"", blocking),
+            2,
+        );
+
+        // 5: the server closed cleanly with 1000, then a send was refused (the server
+        // closes its first connection only: one per run).
+        let closes_1000 = TestServer::start(Mode::CloseFirstWith(1000), false);
+        let mut proc = Proc::spawn(&with_adapter(
+            vec!["connect", closes_1000.url(), "--json"],
+            blocking,
+        ));
+        proc.expect_json("close", |v| event(v) == "close");
+        proc.write("too late");
+        proc.expect_json("call_failed", |v| event(v) == "call_failed");
+        let (status, lines, stderr) = proc.finish();
+        assert_eq!(status.code(), Some(5), "{stderr} {lines:?}");
+    }
+    // 4 for a keepalive death: crates/cli/tests/connect.rs, keepalive_declares_a_silent_peer_dead.
+}
+
+/// Standard input that cannot be sent is an error naming its line, and exit 5: invalid
+/// UTF-8 in text mode, a line over `--max-message-size`. What came before is sent.
+#[test]
+fn input_that_cannot_be_sent_is_named() {
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let (code, stdout, stderr) = exit_of(&url, &[], b"ok\n\xff\xfe\nnever\n", blocking);
+        assert_eq!((code, stdout.as_str()), (5, "ok\n"), "{stderr}");
+        assert!(
+            stderr.contains("standard input line 2 is not valid UTF-8"),
+            "{stderr}"
+        );
+        let (code, stdout, stderr) = exit_of(
+            &url,
+            &["--max-message-size", "4"],
+            b"four\nfive!\n",
+            blocking,
+        );
+        assert_eq!((code, stdout.as_str()), (5, "four\n"), "{stderr}");
+        assert!(
+            stderr.contains("line 2 is longer than the largest message (--max-message-size 4)"),
+            "{stderr}"
+        );
+        // -q: no diagnostics, the status still tells.
+        let (code, _, stderr) = exit_of(&url, &["-q"], b"\xff\n", blocking);
+        assert_eq!((code, stderr.as_str()), (5, ""));
+    }
+}
+
+/// `--max-message-size` bounds both ways: a `/binary` over it is refused (exit 5), and a
+/// message over it from the server fails the connection with 1009 (exit 4). The limit
+/// itself is allowed.
+#[test]
+fn max_message_size_bounds_both_ways() {
+    let (_server, url) = serve(&["--broadcast"]);
+    for blocking in ADAPTERS {
+        let limit = ["--max-message-size", "100"];
+        let exactly = format!("{}\n", "x".repeat(100));
+        let (code, stdout, stderr) = exit_of(&url, &limit, exactly.as_bytes(), blocking);
+        assert_eq!((code, stdout.as_str()), (0, exactly.as_str()), "{stderr}");
+        let over = format!("/binary {}\n", "ab".repeat(101));
+        let (code, _, stderr) = exit_of(&url, &limit, over.as_bytes(), blocking);
+        assert_eq!(code, 5, "{stderr}");
+        assert!(
+            stderr.contains("exceeds the maximum of 100 bytes"),
+            "{stderr}"
+        );
+
+        // Received: another client's 101-byte message, through the broadcast.
+        let mut small = Proc::spawn(&with_adapter(
+            vec![
+                "connect",
+                url.as_str(),
+                "--max-message-size",
+                "100",
+                "--json",
+            ],
+            blocking,
+        ));
+        small.expect_json("open", |v| event(v) == "open");
+        let big = format!("{}\n", "y".repeat(101));
+        let (code, _, stderr) = exit_of(&url, &[], big.as_bytes(), false);
+        assert_eq!(code, 0, "{stderr}");
+        let close = small.expect_json("close", |v| event(v) == "close");
+        assert_eq!(close["code"], 1009, "{close}");
+        let (status, lines, stderr) = small.finish();
+        assert_eq!(status.code(), Some(4), "{stderr} {lines:?}");
+    }
+}
+
+/// Text mode: a `/word` that is not a command is text, `//` sends a leading `/`,
+/// binary messages print as hex; `-v` shows the timeline instead.
+#[test]
+fn text_mode_and_plain_output() {
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let (code, stdout, stderr) = exit_of(
+            &url,
+            &["-t"],
+            b"/etc/passwd\n//quit\n/binary 00ff\nplain\r\n",
+            blocking,
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, "/etc/passwd\n/quit\n00ff\nplain\n");
+        let (code, stdout, stderr) = exit_of(&url, &["-v"], b"hi\n", blocking);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("#1 < \"hi\""), "{stdout}");
+        assert!(stdout.contains("#1 closed: 1000 \"\" (clean)"), "{stdout}");
+    }
+    let (code, _, stderr) = exit_of(&url, &["-t", "-b"], b"", false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--binary"), "{stderr}");
+}
+
+/// `-b`: standard input goes out as binary messages of at most 64 KiB; `--raw-output`
+/// writes the echoes back as raw bytes, so the output equals the input.
+#[test]
+fn binary_mode_round_trips_a_file() {
+    let (_server, url) = serve(&[]);
+    // 300 KiB that is not UTF-8 text.
+    let input: Vec<u8> = (0..300 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for blocking in ADAPTERS {
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(
+                vec!["connect", url.as_str(), "-b", "--raw-output"],
+                blocking,
+            ),
+            &input,
+        );
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert!(
+            stdout == input,
+            "{} bytes came back of {}",
+            stdout.len(),
+            input.len()
+        );
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(vec!["connect", url.as_str(), "-b", "--json"], blocking),
+            &input,
+        );
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let mut back = Vec::new();
+        for line in String::from_utf8(stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if event(&v) == "message" {
+                assert_eq!(v["type"], "binary");
+                let hex = v["data"].as_str().unwrap();
+                assert!(
+                    hex.len() <= 2 * 65536,
+                    "a message of {} bytes",
+                    hex.len() / 2
+                );
+                back.extend(
+                    (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()),
+                );
+            }
+        }
+        assert!(back == input);
+    }
+}
+
+/// `-1` and `--max-messages N`: exit 0 after N messages, printing only those.
+#[test]
+fn max_messages_exits_after_n() {
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let (code, stdout, stderr) = exit_of(&url, &["-1"], b"a\nb\nc\n", blocking);
+        assert_eq!((code, stdout.as_str()), (0, "a\n"), "{stderr}");
+        let (code, stdout, stderr) =
+            exit_of(&url, &["--max-messages", "2"], b"a\nb\nc\n", blocking);
+        assert_eq!((code, stdout.as_str()), (0, "a\nb\n"), "{stderr}");
+    }
+    let (code, _, stderr) = exit_of(&url, &["--max-messages", "0"], b"", false);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--max-messages"), "{stderr}");
+}
+
+/// `serve --broadcast`: one client's message reaches two others (and itself), and
+/// `serve --json` reports the connections and the message.
+#[test]
+fn broadcast_delivers_one_clients_message_to_two_others() {
+    let (mut server, url) = serve(&["--broadcast", "--json"]);
+    let mut listeners = Vec::new();
+    for (n, blocking) in ADAPTERS.into_iter().enumerate() {
+        listeners.push(Proc::spawn(&with_adapter(
+            vec!["connect", url.as_str(), "-1"],
+            blocking,
+        )));
+        // Announced once it is in the broadcast.
+        server.expect_json("connection", |v| {
+            event(v) == "connection" && v["conn"] == n as u64 + 1
+        });
+    }
+    let (code, stdout, stderr) = exit_of(&url, &[], b"to all\n", false);
+    assert_eq!((code, stdout.as_str()), (0, "to all\n"), "{stderr}");
+    for mut listener in listeners {
+        assert_eq!(listener.next_line().as_deref(), Some("to all"));
+        let (status, rest, stderr) = listener.finish();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert_eq!(rest, ["to all"]);
+    }
+    let message = server.expect_json("message", |v| event(v) == "message");
+    assert_eq!(
+        (message["conn"].as_u64(), message["data"].as_str()),
+        (Some(3), Some("to all"))
+    );
+}
+
+/// `serve --protocol`: the server agrees to the first of its own list that the client
+/// offers, and to none when the client offers none of them.
+#[test]
+fn serve_protocol_picks_from_its_list() {
+    let (_server, url) = serve(&["--protocol", "v2", "--protocol", "v1"]);
+    for blocking in ADAPTERS {
+        for (offer, agreed) in [
+            (vec!["-p", "v1", "-p", "v2"], Some("v2")),
+            (vec!["-p", "other"], None),
+        ] {
+            let mut args = vec!["connect", url.as_str(), "--json"];
+            args.extend(offer);
+            let mut proc = Proc::spawn(&with_adapter(args, blocking));
+            let open = proc.expect_json("open", |v| event(v) == "open");
+            assert_eq!(open["protocol"].as_str(), agreed);
+            let (status, _, stderr) = proc.finish();
+            assert_eq!(status.code(), Some(0), "{stderr}");
+        }
+    }
+    let (code, _, stderr) = {
+        let (status, out, err) = run_bytes(&["serve", "--protocol", "a b"], b"");
+        (status.code(), out, err)
+    };
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--protocol"), "{stderr}");
+}
+
+/// SIGTERM and SIGINT stop `serve` with a close 1001 to every client first: the client
+/// sees a clean 1001 and exits 0, the server reports it and exits 0.
+#[cfg(unix)]
+#[test]
+fn serve_closes_with_1001_on_sigterm_and_sigint() {
+    for (signal, blocking) in [("TERM", false), ("INT", true)] {
+        let (mut server, url) = serve(&["--json"]);
+        let mut client = Proc::spawn(&with_adapter(
+            vec!["connect", url.as_str(), "--json"],
+            blocking,
+        ));
+        client.expect_json("open", |v| event(v) == "open");
+        server.expect_json("connection", |v| event(v) == "connection");
+        let killed = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let close = client.expect_json("close", |v| event(v) == "close");
+        assert_eq!(close["code"], 1001);
+        assert_eq!(close["reason"], "server shutting down");
+        assert_eq!(close["clean"], true);
+        let (status, _, stderr) = client.finish();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let closed = server.expect_json("server's close", |v| event(v) == "close");
+        assert_eq!(
+            (closed["by"].as_str(), closed["clean"].as_bool()),
+            (Some("server"), Some(true))
+        );
+        let stopped = server.expect_json("shutdown", |v| event(v) == "shutdown");
+        assert_eq!(stopped["signal"], format!("SIG{signal}"));
+        let (status, _, stderr) = server.finish();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+    }
+}
+
+/// `serve --broadcast` bounds what waits for each client: one that never reads is dropped
+/// from the broadcast and closed with 1008 once more than 4096 messages wait for it (and
+/// its socket buffers are full), while the sender gets every message back.
+#[test]
+fn broadcast_drops_a_client_that_does_not_read() {
+    let (mut server, url) = serve(&["--broadcast"]);
+    // Completes the handshake, then never reads.
+    let (silent, _) = tokio_tungstenite::tungstenite::connect(url.as_str()).expect("connect");
+    server.expect("first connection", |l| {
+        l.contains("#1 ") && l.contains("connected")
+    });
+    // 30 MB: more than the 4096 waiting messages plus what loopback socket buffers hold.
+    let line = "z".repeat(999);
+    let input: String = (0..30_000).map(|_| format!("{line}\n")).collect();
+    let (status, stdout, stderr) = run_bytes(&["connect", url.as_str()], input.as_bytes());
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout.len(),
+        input.len(),
+        "the sender's own messages came back"
+    );
+    let dropped = server.expect("the silent client's close", |l| {
+        l.contains("#1 ") && l.contains("closed")
+    });
+    assert!(
+        dropped.contains("closed by the server: 1008 \"too slow for the broadcast\""),
+        "{dropped}"
+    );
+    drop(silent);
+}
+
+/// `serve --json`: listening, connection, message and close events, one JSON object per
+/// line with "event" and "t", as the client's.
+#[test]
+fn serve_json_events() {
+    let mut server = Proc::spawn(&["serve", "--addr", "127.0.0.1:0", "--json", "--deflate"]);
+    let listening = server.expect_json("listening", |v| event(v) == "listening");
+    let url = listening["url"].as_str().unwrap().to_owned();
+    assert_eq!(listening["deflate"], true);
+    assert!(listening["t"].is_u64());
+    for blocking in ADAPTERS {
+        let (code, stdout, stderr) = exit_of(
+            &url,
+            &["--deflate", "-p", "chat"],
+            b"hi\n/binary 01ff\n",
+            blocking,
+        );
+        assert_eq!((code, stdout.as_str()), (0, "hi\n01ff\n"), "{stderr}");
+        let connection = server.expect_json("connection", |v| event(v) == "connection");
+        let conn = connection["conn"].as_u64().unwrap();
+        assert_eq!(connection["path"], "/");
+        assert_eq!(connection["protocol"], "chat");
+        assert!(
+            connection["peer"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+        assert_eq!(
+            connection["deflate"]["server_max_window_bits"], 15,
+            "{connection}"
+        );
+        let text = server.expect_json("text message", |v| event(v) == "message");
+        assert_eq!(
+            (
+                text["conn"].as_u64(),
+                text["type"].as_str(),
+                text["data"].as_str()
+            ),
+            (Some(conn), Some("text"), Some("hi"))
+        );
+        let binary = server.expect_json("binary message", |v| event(v) == "message");
+        assert_eq!(
+            (binary["type"].as_str(), binary["data"].as_str()),
+            (Some("binary"), Some("01ff"))
+        );
+        let close = server.expect_json("close", |v| event(v) == "close");
+        assert_eq!(close["conn"].as_u64(), Some(conn));
+        assert_eq!(
+            (
+                close["code"].as_u64(),
+                close["clean"].as_bool(),
+                close["by"].as_str()
+            ),
+            (Some(1000), Some(true), Some("client"))
+        );
+        assert_eq!(close["messages_sent"], 2);
+        assert!(close["bytes_read"].as_u64().unwrap() > 0);
+    }
+}
