@@ -52,7 +52,9 @@ fn owned(payload: bytes::Bytes) -> bytes::Bytes {
 }
 
 /// What a message read from tungstenite means to the session; `None` for raw frames, which
-/// tungstenite never returns from `read`. Message payloads go through [`owned`].
+/// tungstenite never returns from `read`. A payload shorter than [`READ_BUFFER`](crate::READ_BUFFER)
+/// is copied out of tungstenite's read buffer, so a message the application keeps pins only
+/// its own bytes; longer payloads are passed on as they are.
 pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
     Some(match message {
         WsMessage::Text(t) => {
