@@ -81,6 +81,11 @@ pub use session::{REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, TRANSITIONS, Transition};
 pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The state graph and its Mermaid rendering (the README's diagram is checked against it).
 pub mod graph {
     pub use crate::state::{is_allowed, mermaid};

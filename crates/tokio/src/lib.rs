@@ -85,45 +85,23 @@
 //! connection. The application's own `close` is never retried, and cancels a pending
 //! attempt.
 //!
-//! ## IO design
+//! ## How it runs
 //!
-//! - **No hop through a driver for the hot path.** The core sits in an
-//!   `Arc<std::sync::Mutex<..>>`. Whoever touches it — an application call, a connection
-//!   task reporting what it read, or the driver task when a deadline passes — drains the
-//!   core's actions and events under that lock and carries them out at once. Carrying out
-//!   never blocks: spawn a connection task (`Dial`), write in place or push a command onto
-//!   that task's channel (`Send`, `Ping`, `Close`), or abort it (`Abort`). Events go to the [`Events`]
-//!   channel and to the waiters of awaitable sends, in order. The lock is never held across
-//!   an `.await` and no user code runs under it.
-//! - **One task per connection.** It dials (TCP, `TCP_NODELAY` when asked, rustls when
-//!   `wss`, the opening handshake from [`wxsocket_wire::ClientHandshake`]), builds the
-//!   tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
-//!   reads and writes together in one hand-written future: a blocked write never stops
-//!   reading, so an echoing peer cannot deadlock it.
-//! - **Writes in place when taking turns.** When the peer has answered every message sent
-//!   so far (request / answer, as most apps talk) and the connection is idle, the calling
-//!   thread writes the frame into the socket itself, under the connection's own lock, and
-//!   the send is reported written before `send` returns: no hand-over to the connection
-//!   task and back. That makes a round trip cost the same wake-ups as a plain
-//!   tokio-tungstenite client. The connection task keeps everything else: reads, pings,
-//!   close frames, and any write the socket does not take at once.
-//! - **Write batching.** With messages outstanding (a burst, or a window of sends in
-//!   flight), sends go to the connection task, which feeds every command already waiting
-//!   into tungstenite's buffer, flushes once, and only then reports `SendWritten` for
-//!   each, in order, while the application goes on. Messages queued before open are
-//!   started together when the handshake is reported and flushed once, so they go out in
-//!   one write right after it. Reads are reported in batches too (one lock per batch).
-//! - **One timer.** The driver task sleeps until the core's `poll_timeout()`; a call that
-//!   makes the deadline earlier wakes it through a [`tokio::sync::Notify`]. Handshake,
-//!   close and keepalive timeouts all come out of the core as `Abort`/`Ping`/`Close`.
-//! - **Shutdown.** When the last handle is dropped the driver asks the core to close every
-//!   connection (close frame 1000), keeps driving until every transport is gone (bounded by
-//!   the close timeout, after which transports are dropped), ends the event stream, and
-//!   exits. No task, socket or timer outlives it. A socket replaced by `connect` has had its
-//!   `Close` event but may still be finishing its close handshake: a program about to exit
-//!   drops its handles and reads [`Events`] until it ends, so no close frame is cut off.
-//! - The wx-style callbacks are queued by the core ([`wxsocket_core::wx::WxSocket::deferred`])
-//!   and run by the driver task outside the lock, so they may call back into the socket.
+//! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) spawns one driver task and one task
+//! per connection on the current tokio runtime; a `Client` must therefore be created inside
+//! a runtime with the time and IO drivers enabled. Sends never wait for another task when
+//! the connection is idle: the calling thread writes the frame itself. Bursts of sends are
+//! written in batches, one flush for every message already waiting. The wx-style callbacks
+//! run on the driver task, outside any lock, so they may call back into the socket.
+//! `DESIGN.md` in the repository explains the design and its measurements.
+//!
+//! ## Lifetime
+//!
+//! When the last handle is dropped the driver closes every connection (close frame 1000,
+//! bounded by the close timeout), ends the event stream, and exits: no task, socket or
+//! timer outlives it. A socket replaced by `connect` has had its `Close` event but may still
+//! be finishing its close handshake: a program about to exit drops its handles and reads
+//! [`Events`] until it ends, so no close frame is cut off.
 #![forbid(unsafe_code)]
 
 pub mod bench;
@@ -142,3 +120,8 @@ pub use wxsocket_core::{
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::tls::TlsRoots;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -36,17 +36,19 @@ pub mod workload;
 
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 use wxsocket_core::SessionConfig;
 
 /// How much tungstenite reads from the socket at most per read call.
 ///
 /// tungstenite zero-fills the free part of its read buffer (up to this much) before every
-/// read, including the read that only finds the socket empty. With its default of 128 KiB
-/// that was about a tenth of the CPU time a small round trip took on both adapters (two
-/// reads of 128 KiB zero-filled per message), and one-at-a-time round trips used about
-/// 3 µs more CPU each than a plain client's; with 32 KiB they use as much as the plain
-/// client's. 32 KiB still takes about a thousand small messages, or two 16 KiB ones, per
-/// read; a larger message is read in 32 KiB steps into a buffer reserved for its full size.
+/// read; 32 KiB keeps that cost small for small messages while still taking many messages
+/// per read. A larger message is read in 32 KiB steps into a buffer reserved for its full
+/// size. (`DESIGN.md` in the repository has the measurements.)
 pub const READ_BUFFER: usize = 32 * 1024;
 
 /// tungstenite's configuration from the session's: the maximum message size applies to
