@@ -31,12 +31,19 @@ type Core = core_wx::WxSocket;
 /// The seed's socket API over std threads. Cheap to clone, `Send + Sync`; every clone is the
 /// same socket. Dropping every clone closes the connection cleanly.
 ///
-/// ```no_run
+/// ```
+/// use std::time::Duration;
 /// use wxsocket_blocking::wx::{ConnectSocket, SendSocketMessage, WxSocket};
 /// use wxsocket_blocking::{Config, ConnectOptions};
 ///
-/// # fn demo() {
-/// let wx = WxSocket::new(Config::default()).unwrap();
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A local echo server stands in for the real one, so this example runs as a test.
+/// # let server = wxsocket_blocking::bench::EchoServer::start()?;
+/// # let url = server.url();
+/// # /*
+/// let url = "wss://example.com/ws";
+/// # */
+/// let wx = WxSocket::new(Config::default())?;
 /// let weak = wx.downgrade();
 /// wx.on_socket_open(move |_| {
 ///     // Runs on the driver thread; calling back into the socket is fine.
@@ -44,9 +51,15 @@ type Core = core_wx::WxSocket;
 ///         let _ = wx.send_socket_message(SendSocketMessage::new("hello"));
 ///     }
 /// });
-/// wx.on_socket_message(|res| println!("message: {:?}", res.data));
-/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new("wss://example.com/ws")))
+/// let (tx, received) = std::sync::mpsc::channel();
+/// wx.on_socket_message(move |res| {
+///     let _ = tx.send(res.data.clone());
+/// });
+/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new(url)))
 ///     .unwrap();
+/// let data = received.recv_timeout(Duration::from_secs(10))?;
+/// assert_eq!(data.as_bytes(), b"hello");
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Clone)]

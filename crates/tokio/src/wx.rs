@@ -29,12 +29,20 @@ type Core = core_wx::WxSocket;
 /// The seed's socket API over tokio. Cheap to clone, `Send + Sync`; every clone is the
 /// same socket. Dropping every clone closes the connection cleanly.
 ///
-/// ```no_run
+/// ```
+/// use std::time::Duration;
 /// use wxsocket_tokio::wx::{ConnectSocket, SendSocketMessage, WxSocket};
 /// use wxsocket_tokio::{Config, ConnectOptions};
 ///
-/// # async fn demo() {
-/// let wx = WxSocket::new(Config::default()).unwrap();
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A local echo server stands in for the real one, so this example runs as a test.
+/// # let server = wxsocket_tokio::bench::EchoServer::start()?;
+/// # let url = server.url();
+/// # /*
+/// let url = "wss://example.com/ws";
+/// # */
+/// let wx = WxSocket::new(Config::default())?;
 /// let weak = wx.downgrade();
 /// wx.on_socket_open(move |_| {
 ///     // Runs on the driver task; calling back into the socket is fine.
@@ -42,9 +50,16 @@ type Core = core_wx::WxSocket;
 ///         let _ = wx.send_socket_message(SendSocketMessage::new("hello"));
 ///     }
 /// });
-/// wx.on_socket_message(|res| println!("message: {:?}", res.data));
-/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new("wss://example.com/ws")))
+/// let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+/// wx.on_socket_message(move |res| {
+///     let _ = tx.send(res.data.clone());
+/// });
+/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new(url)))
 ///     .unwrap();
+/// let data = tokio::time::timeout(Duration::from_secs(10), received.recv()).await?;
+/// let data = data.expect("the echo");
+/// assert_eq!(data.as_bytes(), b"hello");
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Clone)]
