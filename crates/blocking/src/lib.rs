@@ -51,7 +51,7 @@
 //! ```
 //!
 //! The same surface exists for several sockets at once ([`TaskPool`] / [`SocketTask`], the
-//! `SocketTask` model with a connection limit) and as the seed's seven calls with
+//! `SocketTask` model with a connection limit) and as WeChat's seven socket calls with
 //! `success` / `fail` / `complete` callbacks ([`wx::WxSocket`]).
 //!
 //! ## Keepalive and reconnection

@@ -54,9 +54,9 @@ struct DemoArgs {
 enum Policy {
     /// Abort the dial; queued messages fail; close event 1006 (the default, as browsers).
     Abort,
-    /// Remember the close and carry it out right after open (the seed's workaround).
+    /// Remember the close and carry it out right after open (WeChat's documented workaround).
     AfterOpen,
-    /// Refuse the close while connecting (the seed's documented race).
+    /// Refuse the close while connecting (WeChat's documented race).
     Ignore,
 }
 

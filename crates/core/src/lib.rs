@@ -45,8 +45,8 @@
 //! ]));
 //! ```
 //!
-//! Modules: [`Session`] (one socket, the seed's model), [`Pool`] (several, the
-//! `SocketTask` model), [`wx`] (the seven seed calls with success / fail / complete
+//! Modules: [`Session`] (one socket, as `wx.connectSocket`), [`Pool`] (several, the
+//! `SocketTask` model), [`wx`] (WeChat's seven socket calls with success / fail / complete
 //! callbacks), and the state graph in [`TRANSITIONS`].
 #![forbid(unsafe_code)]
 

@@ -11,7 +11,7 @@ use wxsocket_core::{
     SendError, SendFailure, SendId, Session,
 };
 
-/// A handle to one WebSocket session, the seed's one-socket-at-a-time model: a new
+/// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
 /// [`connect`](Self::connect) replaces the current connection.
 ///
 /// Cheap to clone, `Send + Sync`. Every call returns at once; what happens on the network

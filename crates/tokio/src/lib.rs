@@ -8,12 +8,12 @@
 //!
 //! Three surfaces, one driver:
 //!
-//! - [`Client`] + [`Events`]: one socket at a time (the seed's `wx.connectSocket` model),
+//! - [`Client`] + [`Events`]: one socket at a time (the model of WeChat's `wx.connectSocket`),
 //!   with awaitable and non-waiting sends and a [`Stream`](futures_core::Stream) of every
 //!   [`Event`];
 //! - [`TaskPool`] + [`SocketTask`]: several sockets at once (the `SocketTask` model, limit
 //!   from [`SessionConfig::pool_limit`]);
-//! - [`wx::WxSocket`]: the seven seed calls by their snake_case names, with `success` /
+//! - [`wx::WxSocket`]: WeChat's seven socket calls by their snake_case names, with `success` /
 //!   `fail` / `complete` callbacks.
 //!
 //! ## Example

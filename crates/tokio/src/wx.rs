@@ -1,9 +1,9 @@
-//! The seed's seven calls (SPEC §5) over tokio: [`WxSocket`] with `connect_socket`,
-//! `send_socket_message`, `close_socket` and the four `on_socket_*` listeners, built on
-//! [`wxsocket_core::wx::WxSocket`] in its deferred mode.
+//! The seven socket calls of WeChat's `wx.connectSocket` API over tokio: [`WxSocket`] with
+//! `connect_socket`, `send_socket_message`, `close_socket` and the four `on_socket_*`
+//! listeners, built on [`wxsocket_core::wx::WxSocket`] in its deferred mode.
 //!
 //! Every callback (listeners and `success` / `fail` / `complete`) runs on the driver task,
-//! in order, outside any lock: a callback may call back into the socket (the seed's
+//! in order, outside any lock: a callback may call back into the socket (WeChat's
 //! pattern of sending inside `onSocketOpen`). Like JavaScript callbacks, they run after the
 //! call that caused them has returned.
 //!
@@ -26,7 +26,7 @@ pub use wxsocket_core::wx::{
 
 type Core = core_wx::WxSocket;
 
-/// The seed's socket API over tokio. Cheap to clone, `Send + Sync`; every clone is the
+/// WeChat's socket API over tokio. Cheap to clone, `Send + Sync`; every clone is the
 /// same socket. Dropping every clone closes the connection cleanly.
 ///
 /// ```
@@ -117,7 +117,7 @@ impl WxSocket {
             .call(|core, now| f(&mut core.machine, now))
     }
 
-    /// `wx.connectSocket`. Replaces a connection that exists (the seed's single-socket
+    /// `wx.connectSocket`. Replaces a connection that exists (WeChat's single-socket
     /// rule). Options this adapter cannot honour fail like invalid ones.
     pub fn connect_socket(&self, call: ConnectSocket) -> Result<ConnId, CallResult> {
         self.call(|core, now| core.connect_socket(call, now))

@@ -6,7 +6,7 @@
 //! - [`ClientHandshake`]: the RFC 6455 opening handshake as a sans-IO machine (bytes in,
 //!   bytes out). It is ours rather than tungstenite's because tungstenite fails a server that
 //!   selects no sub-protocol, which browsers and WeChat accept, and reports no response
-//!   headers on failure; the session core then judges the answer (SPEC §4).
+//!   headers on failure; the session core then judges the answer.
 //! - [`convert`]: messages between the core and tungstenite, and tungstenite errors
 //!   classified into [`wxsocket_core::TransportError`]s (which decide close codes).
 //! - [`deflate`]: permessage-deflate (RFC 7692) for connections that negotiated it, as a
