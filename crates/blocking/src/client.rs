@@ -158,6 +158,7 @@ impl Client {
     /// new connection, replacing the current one if there is one.
     pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
         let request = options.validate()?;
+        wxsocket_wire::check_request(&request)?;
         let request = Arc::new(request);
         Ok(self.handle.call(|s, now| s.connect_request(request, now)))
     }

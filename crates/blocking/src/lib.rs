@@ -78,6 +78,18 @@
 //! connection. The application's own `close` is never retried, and cancels a pending
 //! attempt.
 //!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | on | `wss://` through rustls (ring provider), trusting the webpki roots and any CA added with [`TlsRoots`] |
+//! | `deflate` | on | permessage-deflate (RFC 7692) through flate2 (zlib-rs): [`ConnectOptions::per_message_deflate`] and [`ConnectOptions::deflate`] |
+//!
+//! Both can be left out to shrink the build (`wxsocket-blocking = { version = "0.1", default-features
+//! = false }`, adding back what you need). Without `tls`, `connect` refuses a `wss://` URL,
+//! and without `deflate` a compression offer, before any IO with
+//! [`ConnectError::Unsupported`] naming the feature; nothing panics.
+//!
 //! ## How it runs
 //!
 //! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) owns one driver thread and an OS

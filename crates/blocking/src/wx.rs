@@ -98,7 +98,8 @@ impl fmt::Debug for WxSocket {
 impl WxSocket {
     /// A socket with its own driver thread.
     pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
-        let core = Core::deferred(config.session.clone())?;
+        let mut core = Core::deferred(config.session.clone())?;
+        core.set_connect_check(wxsocket_wire::check_request);
         let shared = Shared::start(core, &config, "wx")?;
         // Callbacks are the only output; no event queue is kept.
         shared.events_alive.store(false, Ordering::Release);

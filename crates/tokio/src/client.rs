@@ -45,6 +45,7 @@ impl Client {
     /// `wx.connectSocket`: validates the options (nothing is dialled on error) and starts a
     /// new connection, replacing the current one (whose close event comes first).
     pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
+        wxsocket_wire::check_options(options)?;
         self.inner
             .shared
             .call(|core, now| core.machine.connect(options, now))

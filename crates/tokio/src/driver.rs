@@ -265,7 +265,7 @@ pub(crate) struct Shared<M> {
     core: Mutex<Core<M>>,
     wake: Notify,
     pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) tls: Arc<crate::tls::ClientConfig>,
     pub(crate) ws_config: WebSocketConfig,
     close_timeout: Duration,
 }
@@ -367,10 +367,7 @@ pub(crate) fn start<M: Machine>(
         field: "runtime",
         problem: "must be called from inside a tokio runtime",
     })?;
-    let tls = config.tls.client_config().map_err(|_| ConfigError {
-        field: "tls",
-        problem: "a custom root certificate was rejected by rustls",
-    })?;
+    let tls = crate::tls::client_config(&config.tls)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let tx = events.then_some(tx);
     let shared = Arc::new(Shared {

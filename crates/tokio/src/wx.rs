@@ -98,7 +98,8 @@ impl fmt::Debug for WxSocket {
 impl WxSocket {
     /// A socket driven on the current tokio runtime (call it inside one).
     pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
-        let core = Core::deferred(config.session.clone())?;
+        let mut core = Core::deferred(config.session.clone())?;
+        core.set_connect_check(wxsocket_wire::check_request);
         let (inner, _no_events) = driver::start(core, &config, false)?;
         Ok(WxSocket { inner })
     }

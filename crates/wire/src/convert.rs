@@ -110,9 +110,14 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
 
 /// An IO error during dialling, classified.
 pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
-    let kind = match error.get_ref().map(|e| e.is::<rustls::Error>()) {
-        Some(true) => TransportErrorKind::Tls,
-        _ => TransportErrorKind::Connect,
+    #[cfg(feature = "tls")]
+    let tls = error.get_ref().is_some_and(|e| e.is::<rustls::Error>());
+    #[cfg(not(feature = "tls"))]
+    let tls = false;
+    let kind = if tls {
+        TransportErrorKind::Tls
+    } else {
+        TransportErrorKind::Connect
     };
     TransportError::new(kind, format!("{what}: {error}"))
 }

@@ -16,6 +16,17 @@
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
 //! - [`workload`]: the benchmark payloads both adapters' echo benchmarks send.
 //!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | on | [`tls::TlsRoots::client_config`]: rustls (ring provider) with the webpki roots and custom CAs |
+//! | `deflate` | on | the [`deflate`] codecs, through flate2 (zlib-rs); without it the module's types have no values and [`deflate::accept`] declines every offer |
+//!
+//! [`check_request`] refuses a request this build cannot dial (`wss://` without `tls`, a
+//! compression offer without `deflate`), naming the feature; the adapters call it on every
+//! connect.
+//!
 //! ```
 //! use wxsocket_core::ConnectOptions;
 //! use wxsocket_wire::ClientHandshake;
@@ -29,11 +40,17 @@
 
 pub mod client;
 pub mod convert;
+#[cfg(feature = "deflate")]
 pub mod deflate;
+#[cfg(not(feature = "deflate"))]
+#[path = "deflate_off.rs"]
+pub mod deflate;
+mod features;
 mod handshake;
 pub mod tls;
 pub mod workload;
 
+pub use features::{check_options, check_request};
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
 
 /// The README's examples, compiled and run as doc tests.
