@@ -6,7 +6,7 @@
 //!
 //! - [`session`]: arbitrary sequences of application calls, transport inputs (any
 //!   `ConnId`, any order, any state) and time jumps into a [`Session`], with reconnection
-//!   on or off; after every step the invariants of SPEC §3 are checked.
+//!   on or off; after every step the session's invariants are checked.
 //! - [`connect_options`]: arbitrary URLs, headers, protocols, data and permessage-deflate
 //!   offers into option validation; every input is accepted or rejected with an error
 //!   naming its option, an accepted request never carries CR/LF or a forbidden header, and
@@ -130,7 +130,7 @@ fn kind(k: u8) -> TransportErrorKind {
     }
 }
 
-/// The invariants of SPEC §3, checked on everything a session or pool emits.
+/// The session's invariants, checked on everything a session or pool emits.
 #[derive(Default)]
 struct Invariants {
     config: SessionConfig,

@@ -24,3 +24,9 @@ pub mod adapter;
 pub mod peer;
 pub mod proxy;
 pub mod scenario;
+
+/// The workspace README's Rust examples, compiled and run as doc tests (this crate depends on
+/// every adapter, and is not published, so the README outside any package can be read).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadmeDoctests;

@@ -1481,8 +1481,9 @@ impl Handler {
 }
 
 /// permessage-deflate (RFC 7692) as the peer speaks it: the answer it agreed to
-/// ([`Agreed`]), one-shot helpers for scripted frames ([`compress`], [`bomb`],
-/// [`dangling_reference`]) and the per-connection codecs.
+/// ([`Agreed`](deflate::Agreed)), one-shot helpers for scripted frames
+/// ([`compress`](deflate::compress), [`bomb`](deflate::bomb),
+/// [`dangling_reference`](deflate::dangling_reference)) and the per-connection codecs.
 ///
 /// The peer compresses with `flate2` when its window is the full 32 KiB, and with its own
 /// small LZ77 encoder (fixed Huffman codes) when the answer limited

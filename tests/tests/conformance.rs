@@ -1,4 +1,4 @@
-//! The cross-adapter conformance suite: every scenario of SPEC §3–6 is written once, as a
+//! The cross-adapter conformance suite: every scenario of the session model is written once, as a
 //! function generic over [`Adapter`], and the `conformance!` macro instantiates it for the
 //! tokio adapter (`on_tokio::…`) and the blocking adapter (`on_blocking::…`).
 //!

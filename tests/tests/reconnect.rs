@@ -1,4 +1,4 @@
-//! Automatic reconnection (SPEC §3 "Reconnection", issue 8) over real sockets, on both
+//! Automatic reconnection (issue 8) over real sockets, on both
 //! adapters: every scenario is written once, generic over [`Adapter`], and the `scenarios!`
 //! macro instantiates it for the tokio adapter (`on_tokio::…`) and the blocking adapter
 //! (`on_blocking::…`), as in `conformance.rs`.

@@ -117,12 +117,13 @@ pub struct SendPending {
     pub timeout: Duration,
 }
 
-/// The handle of one WebSocket session (the seed's single-socket model): connect, send,
-/// close and query it from any thread. Cheap to clone; all clones drive the same session.
+/// The handle of one WebSocket session (the single-socket model of WeChat's
+/// `wx.connectSocket`): connect, send, close and query it from any thread. Cheap to clone;
+/// all clones drive the same session.
 ///
 /// Every call runs the session core under a lock with the current time and carries out
 /// what it decided at once, on the calling thread: a message sent while open is written
-/// to the socket before `send` returns (see the crate docs for the IO design).
+/// to the socket before `send` returns.
 ///
 /// Dropping the last clone closes the connection cleanly (close frame 1000, bounded by the
 /// close timeout); the [`Events`] receiver then yields the remaining events and ends.
@@ -157,6 +158,7 @@ impl Client {
     /// new connection, replacing the current one if there is one.
     pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
         let request = options.validate()?;
+        wxsocket_wire::check_request(&request)?;
         let request = Arc::new(request);
         self.handle.call(|s, now| s.connect_request(request, now))
     }

@@ -4,6 +4,8 @@
 //! operation runs until the socket would block and reports what happened as
 //! [`TransportEvent`]s; it never waits.
 
+#[cfg(not(feature = "tls"))]
+use crate::stream::no_tls as rustls;
 use crate::stream::{Stream, TlsStream, Wire};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -589,6 +591,13 @@ impl Conn {
                 // The bytes past the response head are the server's first bytes; the
                 // transport serves them first (with permessage-deflate, through the
                 // inflater like every later byte).
+                // Without the `deflate` feature nothing is offered, so nothing is agreed.
+                #[cfg(not(feature = "deflate"))]
+                let (inflater, compressor): (
+                    Option<Box<Inflater>>,
+                    Option<Compressor>,
+                ) = (None, None);
+                #[cfg(feature = "deflate")]
                 let (inflater, compressor) = match done.handshake.deflate {
                     None => (None, None),
                     Some(params) => {

@@ -9,6 +9,8 @@
 
 use crate::busy_poll::{self, BusyPoll};
 use crate::conn::{Conn, Ctx, ReadPass, key};
+#[cfg(not(feature = "tls"))]
+use crate::stream::no_tls::{self as rustls, ClientConfigExt as _};
 use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, HashMap, VecDeque};

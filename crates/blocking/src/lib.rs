@@ -51,7 +51,7 @@
 //! ```
 //!
 //! The same surface exists for several sockets at once ([`TaskPool`] / [`SocketTask`], the
-//! `SocketTask` model with a connection limit) and as the seed's seven calls with
+//! `SocketTask` model with a connection limit) and as WeChat's seven socket calls with
 //! `success` / `fail` / `complete` callbacks ([`wx::WxSocket`]).
 //!
 //! ## Keepalive and reconnection
@@ -121,83 +121,38 @@
 //! # let _ = config;
 //! ```
 //!
-//! ## IO design: no polling, no tick
+//! ## Features
 //!
-//! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) owns one **driver thread** and an
-//! OS readiness poller ([mio]: epoll on Linux, kqueue on BSD/macOS; mio is only a
-//! readiness wrapper, not an async runtime). Every socket is non-blocking and registered
-//! with that poller, edge-triggered. The session core and the sockets sit behind one
-//! mutex, the application's events behind another. Whoever changes the core — an
-//! application thread in `send` / `close` / `connect`, a thread waiting in
-//! [`Events::recv`], or the driver thread — carries out the actions the core queued
-//! before letting go of the lock. Nothing ever waits for a timer tick:
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | on | `wss://` through rustls (ring provider), trusting the webpki roots and any CA added with [`TlsRoots`] |
+//! | `deflate` | on | permessage-deflate (RFC 7692) through flate2 (zlib-rs): [`ConnectOptions::per_message_deflate`] and [`ConnectOptions::deflate`] |
 //!
-//! - **Sending** never waits for another thread. `send` runs the core, which turns the
-//!   message into a `Send` action, and the calling thread writes the frame through
-//!   tungstenite straight into the socket before `send` returns. Everything the core queued
-//!   at that moment (e.g. the queue flushed on open) is written first and flushed once
-//!   (batching), and `SendWritten` is reported as soon as the flush succeeded. Only when the
-//!   kernel's socket buffer is full does the rest wait — for the poller's *writable* event,
-//!   which the driver thread handles (its poller watches writability only then).
-//! - **Receiving** has no hand-over between threads either. A thread that calls
-//!   [`Events::recv`] and finds no event sleeps on a second poller that holds the same
-//!   sockets (readable only), so the kernel wakes *it* when data arrives; it reads the
-//!   message, runs the core, and returns the event — the same wake-up a plain blocking
-//!   `read` costs. Before it sleeps it takes the sockets' reads from the driver thread
-//!   (the driver's poller stops watching them for reads), so an arriving message wakes
-//!   only the thread that waits for it. On an otherwise idle machine a second wake-up
-//!   per message costs more than the rest of a round trip: with both threads woken,
-//!   small pipelined messages ran at about 0.65 of the plain client, without it at about
-//!   0.95. A read pass that a readiness event started ends at the first short read (the
-//!   socket is empty; any later arrival is a new edge), unless the event says the peer's
-//!   FIN is already there, and then it reads on to the end. Bytes read past the handshake
-//!   response are served by the transport itself, so tungstenite keeps its full-size read
-//!   buffer.
-//! - **Busy-polling**: a thread in `recv` that finds no event first polls the sockets
-//!   (without sleeping) for up to 50 µs ([`DEFAULT_BUSY_POLL`]; zero on a one-CPU
-//!   machine; [`Events::set_busy_poll`] changes it, zero turns it off). On a virtual
-//!   machine, waking a sleeping thread costs tens of microseconds, more than the rest of a
-//!   loopback round trip; a reply that comes within the budget is picked up by a thread
-//!   that never slept. This trades CPU time for latency, as Linux's `SO_BUSY_POLL` and
-//!   KVM's halt polling do, so it stops by itself when it does not pay: after 8 waits in a
-//!   row that the budget did not cover (an idle connection, or messages farther apart than
-//!   the budget), it polls only before every 32nd wait, and one poll that catches a message
-//!   resumes it. A connection whose messages come slower than the budget therefore costs
-//!   at most one budget per 32 waits. In the benchmark it makes one-at-a-time round trips
-//!   about 2.6 times as fast and 16 KiB pipelined messages about 15 % faster; the
-//!   benchmark also reports every case with it turned off.
-//! - **Giving reads back**: after `recv` returns, the reads stay with the application for
-//!   20 ms in case it comes back to `recv` (an application that receives in a loop does),
-//!   so messages that arrive meanwhile wait in the socket for the application's own next
-//!   `recv` instead of waking the driver thread. Then the driver thread takes them back
-//!   and reads as data arrives again (answering pings, finishing closes, running
-//!   callbacks), so a peer's ping or close is answered within those 20 ms even if nobody
-//!   receives. While a receive loop runs (waits shorter than 20 ms), the driver looks
-//!   again on its own timer, once per 20 ms, so the receiving thread never has to wake it.
-//!   (Waking it whenever a `recv` ended, with a 5 ms grace, cost a wake-up and a contended
-//!   lock every few calls, and small pipelined messages ran at 0.92 of the plain client.)
-//!   During a longer wait (an idle connection) the driver sleeps without a timer, and the
-//!   receiving thread wakes it once when that wait ends. [`Events::try_recv`] reads what
-//!   arrived first, and the driver reads before it judges any timer (a keepalive never
-//!   counts a pong that sits unread in the socket as missing). Dropping [`Events`] gives
-//!   the reads back at once. Callback machines ([`wx::WxSocket`]) never hand reads off.
-//! - **Timers** (handshake, close, keepalive, reconnect backoff) are exact: the driver's
-//!   poller sleeps until `poll_timeout()` of the core and no longer. When another thread
-//!   makes a deadline earlier than the one the driver sleeps until, it wakes the driver
-//!   through the poller's waker (an eventfd); otherwise the driver is not disturbed.
-//! - **Dialling** is non-blocking too: TCP connect, a proxy's `CONNECT` exchange, TLS
-//!   (rustls; reading and writing are decoupled so two busy peers cannot deadlock) and the
-//!   HTTP upgrade all progress on readiness events. An `Abort` from the core (handshake timeout, close before open,
-//!   replacement) deregisters and drops the socket at once. Host names (not IP literals)
-//!   are resolved on a short-lived helper thread, because the OS resolver only blocks; an
-//!   aborted dial's answer is dropped.
+//! Both can be left out to shrink the build (`wxsocket-blocking = { version = "0.1", default-features
+//! = false }`, adding back what you need). Without `tls`, `connect` refuses a `wss://` URL,
+//! and without `deflate` a compression offer, before any IO with
+//! [`ConnectError::Unsupported`] naming the feature; nothing panics.
 //!
-//! So no message ever waits for a fixed interval: the driver sleeps in the poller with no
-//! timeout unless the core has a deadline or a receive loop is running, and every byte
-//! moves as soon as the kernel allows it. The echo benchmark (the unpublished `wxsocket-bench` crate) compares this
-//! adapter with a plain blocking tungstenite client doing the same work; a one-at-a-time
-//! round trip takes tens of microseconds, which a design with a polling tick (a
-//! millisecond at least) could not reach.
+//! ## How it runs
+//!
+//! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) owns one driver thread and an OS
+//! readiness poller ([mio]: epoll on Linux, kqueue on BSD/macOS; mio is a readiness
+//! wrapper, not an async runtime). Nothing waits for a timer tick: `send` writes the frame
+//! on the calling thread before it returns (only a full socket buffer leaves the rest to the
+//! driver), a thread waiting in [`Events::recv`] is woken by the kernel and reads its own
+//! message, and timers sleep exactly until the core's next deadline. Host names are resolved
+//! on a short-lived helper thread, because the OS resolver only blocks. `DESIGN.md` in the
+//! repository explains the design and its measurements.
+//!
+//! ## Busy-polling
+//!
+//! A thread in [`Events::recv`] that finds no event first polls the sockets, without
+//! sleeping, for up to [`DEFAULT_BUSY_POLL`] (50 µs; zero on a one-CPU machine), because
+//! waking a sleeping thread can cost more than the rest of a loopback round trip. It trades
+//! CPU time for latency, so it backs off by itself: after 8 waits in a row that the budget
+//! did not cover, it polls only before every 32nd wait, until a poll catches a message
+//! again. [`Events::set_busy_poll`] changes the budget (at most [`MAX_BUSY_POLL`]); zero
+//! turns it off.
 //!
 //! ## Lifetime
 //!
@@ -235,3 +190,8 @@ pub use wxsocket_core::{
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;
 pub use wxsocket_wire::tls::TlsRoots;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -43,6 +43,7 @@ impl TaskPool {
     /// Opens a new connection next to the others; over the limit,
     /// [`ConnectError::TooManyConnections`].
     pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
+        wxsocket_wire::check_options(options)?;
         let id = self.handle.call(|p, now| p.connect(options, now))?;
         Ok(SocketTask {
             id,

@@ -3,6 +3,8 @@
 //! handles by waiting for the next readiness event.
 
 use mio::net::TcpStream;
+#[cfg(not(feature = "tls"))]
+use no_tls as rustls;
 use std::io::{self, Read, Write};
 use wxsocket_wire::deflate::Inflater;
 
@@ -149,6 +151,7 @@ pub(crate) struct TlsStream {
     pub(crate) sock: TcpStream,
 }
 
+#[cfg(feature = "tls")]
 impl TlsStream {
     /// Writes queued TLS records until none is left or the socket would block.
     fn write_records(&mut self) -> io::Result<()> {
@@ -172,10 +175,12 @@ impl TlsStream {
 
 /// A TLS failure as an IO error that still carries the `rustls::Error`, so
 /// `wxsocket_wire::convert::connect_error` classifies it as a TLS failure.
+#[cfg(feature = "tls")]
 fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
+#[cfg(feature = "tls")]
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -199,6 +204,7 @@ impl Read for TlsStream {
     }
 }
 
+#[cfg(feature = "tls")]
 impl Write for TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -220,5 +226,75 @@ impl Write for TlsStream {
     fn flush(&mut self) -> io::Result<()> {
         self.conn.writer().flush()?;
         self.write_records()
+    }
+}
+
+/// Stand-ins for the rustls names the connection code uses, when the `tls` feature is off.
+/// Their types have no values, so no TLS path can run and the connection code is the same
+/// in both builds: `connect` refuses a `wss://` URL before any IO
+/// ([`wxsocket_wire::check_request`]), and a dial that got here anyway fails naming the
+/// feature.
+#[cfg(not(feature = "tls"))]
+pub(crate) mod no_tls {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use wxsocket_wire::tls::TlsRoots;
+
+    const NO_TLS: &str =
+        "wss:// needs the `tls` feature of wxsocket-blocking, which this build left out";
+
+    /// No TLS configuration exists without the feature.
+    #[derive(Debug)]
+    pub(crate) struct ClientConfig;
+
+    /// `TlsRoots::client_config` of the `tls` build.
+    pub(crate) trait ClientConfigExt {
+        fn client_config(&self) -> Result<Arc<ClientConfig>, Infallible>;
+    }
+
+    impl ClientConfigExt for TlsRoots {
+        fn client_config(&self) -> Result<Arc<ClientConfig>, Infallible> {
+            Ok(Arc::new(ClientConfig))
+        }
+    }
+
+    pub(crate) mod pki_types {
+        /// A server name; none can be made without the feature.
+        pub(crate) enum ServerName {}
+
+        impl TryFrom<String> for ServerName {
+            type Error = &'static str;
+            fn try_from(_host: String) -> Result<Self, Self::Error> {
+                Err(super::NO_TLS)
+            }
+        }
+    }
+
+    /// A TLS client connection; has no values without the feature.
+    pub(crate) enum ClientConnection {}
+
+    impl ClientConnection {
+        pub(crate) fn new(
+            _config: Arc<ClientConfig>,
+            name: pki_types::ServerName,
+        ) -> Result<Self, &'static str> {
+            match name {}
+        }
+    }
+
+    impl std::io::Read for super::TlsStream {
+        fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.conn {}
+        }
+    }
+
+    impl std::io::Write for super::TlsStream {
+        fn write(&mut self, _buf: &[u8]) -> std::io::Result<usize> {
+            match self.conn {}
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            match self.conn {}
+        }
     }
 }

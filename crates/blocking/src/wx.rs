@@ -1,9 +1,9 @@
-//! The seed's seven calls (SPEC §5) over std threads: [`WxSocket`] with `connect_socket`,
-//! `send_socket_message`, `close_socket` and the four `on_socket_*` listeners, built on
-//! [`wxsocket_core::wx::WxSocket`] in its deferred mode.
+//! The seven socket calls of WeChat's `wx.connectSocket` API over std threads:
+//! [`WxSocket`] with `connect_socket`, `send_socket_message`, `close_socket` and the four
+//! `on_socket_*` listeners, built on [`wxsocket_core::wx::WxSocket`] in its deferred mode.
 //!
 //! Every callback (listeners and `success` / `fail` / `complete`) runs on the driver thread,
-//! in order, outside any lock: a callback may call back into the socket (the seed's
+//! in order, outside any lock: a callback may call back into the socket (WeChat's
 //! pattern of sending inside `onSocketOpen`). Like JavaScript callbacks, they run after the
 //! call that caused them has returned.
 //!
@@ -28,15 +28,22 @@ pub use wxsocket_core::wx::{
 
 type Core = core_wx::WxSocket;
 
-/// The seed's socket API over std threads. Cheap to clone, `Send + Sync`; every clone is the
+/// WeChat's socket API over std threads. Cheap to clone, `Send + Sync`; every clone is the
 /// same socket. Dropping every clone closes the connection cleanly.
 ///
-/// ```no_run
+/// ```
+/// use std::time::Duration;
 /// use wxsocket_blocking::wx::{ConnectSocket, SendSocketMessage, WxSocket};
 /// use wxsocket_blocking::{Config, ConnectOptions};
 ///
-/// # fn demo() {
-/// let wx = WxSocket::new(Config::default()).unwrap();
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A local echo server stands in for the real one, so this example runs as a test.
+/// # let server = wxsocket_test_server::EchoServer::start()?;
+/// # let url = server.url();
+/// # /*
+/// let url = "wss://example.com/ws";
+/// # */
+/// let wx = WxSocket::new(Config::default())?;
 /// let weak = wx.downgrade();
 /// wx.on_socket_open(move |_| {
 ///     // Runs on the driver thread; calling back into the socket is fine.
@@ -44,9 +51,15 @@ type Core = core_wx::WxSocket;
 ///         let _ = wx.send_socket_message(SendSocketMessage::new("hello"));
 ///     }
 /// });
-/// wx.on_socket_message(|res| println!("message: {:?}", res.data));
-/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new("wss://example.com/ws")))
+/// let (tx, received) = std::sync::mpsc::channel();
+/// wx.on_socket_message(move |res| {
+///     let _ = tx.send(res.data.clone());
+/// });
+/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new(url)))
 ///     .unwrap();
+/// let data = received.recv_timeout(Duration::from_secs(10))?;
+/// assert_eq!(data.as_bytes(), b"hello");
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Clone)]
@@ -85,7 +98,8 @@ impl fmt::Debug for WxSocket {
 impl WxSocket {
     /// A socket with its own driver thread.
     pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
-        let core = Core::deferred(config.session.clone())?;
+        let mut core = Core::deferred(config.session.clone())?;
+        core.set_connect_check(wxsocket_wire::check_request);
         let shared = Shared::start(core, &config, "wx")?;
         // Callbacks are the only output; no event queue is kept.
         shared.events_alive.store(false, Ordering::Release);
@@ -110,7 +124,7 @@ impl WxSocket {
         self.shared().call(f)
     }
 
-    /// `wx.connectSocket`. Replaces a connection that exists (the seed's single-socket
+    /// `wx.connectSocket`. Replaces a connection that exists (WeChat's single-socket
     /// rule). Options this adapter cannot honour fail like invalid ones.
     pub fn connect_socket(&self, call: ConnectSocket) -> Result<ConnId, CallResult> {
         self.call(|core, now| core.connect_socket(call, now))

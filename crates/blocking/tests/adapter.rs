@@ -1,5 +1,5 @@
 //! Tests specific to the blocking adapter, over real loopback sockets. (The scenarios of
-//! SPEC §3–6 for both adapters live in the workspace's `tests/` conformance suite.)
+//! the session model for both adapters live in the workspace's `tests/` conformance suite.)
 
 mod common;
 
@@ -770,7 +770,7 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
     let server = Server::start();
     let wx = WxSocket::new(Config::default()).unwrap();
     let (tx, rx) = mpsc::channel::<String>();
-    // Sending before connecting fails in the seed's words.
+    // Sending before connecting fails in WeChat's words.
     let t = tx.clone();
     let err = wx
         .send_socket_message(SendSocketMessage::new("early").fail(move |r| {
@@ -785,7 +785,7 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
         rx.recv_timeout(WAIT).unwrap(),
         "sendSocketMessage:fail WebSocket is not connected"
     );
-    // The seed's pattern: send inside onSocketOpen, close on the first message.
+    // WeChat's pattern: send inside onSocketOpen, close on the first message.
     let weak = wx.downgrade();
     let t = tx.clone();
     wx.on_socket_open(move |_| {

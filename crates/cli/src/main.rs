@@ -56,9 +56,9 @@ struct DemoArgs {
 enum Policy {
     /// Abort the dial; queued messages fail; close event 1006 (the default, as browsers).
     Abort,
-    /// Remember the close and carry it out right after open (the seed's workaround).
+    /// Remember the close and carry it out right after open (WeChat's documented workaround).
     AfterOpen,
-    /// Refuse the close while connecting (the seed's documented race).
+    /// Refuse the close while connecting (WeChat's documented race).
     Ignore,
 }
 
@@ -146,7 +146,8 @@ struct ConnectArgs {
     /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
-    /// Tunnel through this HTTP proxy, http://[USER:PASSWORD@]HOST[:PORT], for every host
+    /// Tunnel through this HTTP proxy, http://USER:PASSWORD@HOST:PORT (credentials and port
+    /// optional), for every host
     /// (default: the https_proxy / http_proxy / all_proxy / no_proxy environment, loopback
     /// hosts excepted).
     #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]

@@ -301,7 +301,7 @@ impl Out {
         }
     }
 
-    /// Prints a call rejected at once (`call_failed`); `err_msg` is the seed-style message.
+    /// Prints a call rejected at once (`call_failed`); `err_msg` is the message in WeChat's style.
     pub fn call_failed(&self, api: &str, err_msg: &str) {
         match self.mode {
             Mode::Json => {

@@ -533,7 +533,7 @@ fn handshake_timeout_fires_blocking() {
     handshake_timeout_fires(true);
 }
 
-/// `--close-before-open ignore`: a close while connecting is refused (the seed's race),
+/// `--close-before-open ignore`: a close while connecting is refused (WeChat's documented race),
 /// the queued message goes out on open, and a later close works.
 fn close_before_open_ignore(blocking: bool) {
     let server = TestServer::start(Mode::Echo, true);

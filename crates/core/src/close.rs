@@ -1,4 +1,4 @@
-//! Close codes and reasons: what an application may send (SPEC §3 "Close codes") and what
+//! Close codes and reasons: what an application may send (RFC 6455 §7.4) and what
 //! a close event reports.
 
 use crate::error::CloseError;

@@ -3,7 +3,7 @@
 use crate::error::ConfigError;
 use std::time::Duration;
 
-/// What `close` does while the socket is still connecting (SPEC §3).
+/// What `close` does while the socket is still connecting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum CloseBeforeOpen {
@@ -11,11 +11,11 @@ pub enum CloseBeforeOpen {
     /// What the WHATWG WebSocket standard does.
     #[default]
     Abort,
-    /// Remember the close; on open, emit open, flush the queue, then close (the seed's
-    /// workaround, built in).
+    /// Remember the close; on open, emit open, flush the queue, then close (the workaround
+    /// WeChat's documentation gives, built in).
     AfterOpen,
     /// Refuse the close with [`crate::CloseError::NotOpenYet`] and change nothing (the
-    /// seed's documented race, for runtimes that must mimic it).
+    /// race WeChat's documentation describes, for runtimes that must mimic it).
     Ignore,
 }
 
@@ -35,7 +35,7 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
-/// Automatic reconnection (SPEC §3 "Reconnection"; off unless set). After a connection the
+/// Automatic reconnection (off unless set). After a connection the
 /// application did not close ends, the same request is dialled again after a delay drawn
 /// with full jitter: uniform in `[0, min(cap, base × 2^(attempt−1))]` (a draw of 0 counts as
 /// 1 ns, so the backoff always ends after it began), so the first retry comes within `base`
@@ -146,7 +146,7 @@ pub struct SessionConfig {
     pub keepalive: Option<Keepalive>,
     /// Connection limit of a [`crate::Pool`]. Default 5 (the `SocketTask` limit).
     pub pool_limit: usize,
-    /// Automatic reconnection; off by default, as in the seed.
+    /// Automatic reconnection; off by default, as in WeChat's API.
     pub reconnect: Option<ReconnectPolicy>,
     /// Deliver the messages that arrive after this side sent its close frame and before
     /// the peer's close frame (RFC 6455 §5.5.1 allows the peer to send them). Off by

@@ -1,6 +1,6 @@
 //! Errors. Caller misuse is returned from the call that made it ([`ConnectError`],
 //! [`SendError`], [`CloseError`], [`ConfigError`]); faults of a connection arrive later as
-//! events ([`ConnectionError`], [`SendFailure`]). SPEC §2.
+//! events ([`ConnectionError`], [`SendFailure`]).
 
 use crate::message::Message;
 use crate::transport::TransportError;
@@ -34,7 +34,7 @@ pub enum ConnectError {
         /// The URL as given.
         url: String,
     },
-    /// `allowed_hosts` is set and the URL's host is not on it (the seed's "legal domains").
+    /// `allowed_hosts` is set and the URL's host is not on it (WeChat's "legal domains").
     #[error("url: host {host:?} is not on the allow-list")]
     HostNotAllowed {
         /// The host of the URL.
@@ -54,7 +54,8 @@ pub enum ConnectError {
         /// The header's name.
         name: String,
     },
-    /// A `header` the application may not set: `Referer` (seed) or one the handshake owns.
+    /// A `header` the application may not set: `Referer` (as WeChat's API forbids) or one the
+    /// handshake owns.
     #[error("header: {name:?} may not be set ({why})")]
     ForbiddenHeader {
         /// The header's name.
@@ -169,7 +170,8 @@ pub enum CloseError {
     /// No connection exists (Idle or Closed).
     #[error("WebSocket is not connected")]
     NotConnected,
-    /// Connecting under the `Ignore` close-before-open policy (the seed's race).
+    /// Connecting under the `Ignore` close-before-open policy (the race WeChat's
+    /// documentation describes).
     #[error("WebSocket is not open yet; close is ignored until open")]
     NotOpenYet,
     /// The code is not 1000 or 3000–4999.

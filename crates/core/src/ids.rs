@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Identifies one connection attempt (one dial). Every `connect` gets a fresh, larger id,
-/// so transport input for an old connection can always be told apart (SPEC §3).
+/// so transport input for an old connection can always be told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub(crate) u64);
 
@@ -27,7 +27,7 @@ impl fmt::Display for ConnId {
 }
 
 /// Identifies one message accepted by `send`. Each `SendId` ever returned gets exactly one
-/// completion event: written or failed (SPEC §3 "Exactly-once completion").
+/// completion event: written or failed, exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SendId(pub(crate) u64);
 

@@ -45,8 +45,8 @@
 //! ]));
 //! ```
 //!
-//! Modules: [`Session`] (one socket, the seed's model), [`Pool`] (several, the
-//! `SocketTask` model), [`wx`] (the seven seed calls with success / fail / complete
+//! Modules: [`Session`] (one socket, as `wx.connectSocket`), [`Pool`] (several, the
+//! `SocketTask` model), [`wx`] (WeChat's seven socket calls with success / fail / complete
 //! callbacks), and the state graph in [`TRANSITIONS`].
 #![forbid(unsafe_code)]
 
@@ -82,6 +82,11 @@ pub use request::{ConnectOptions, HandshakeRequest};
 pub use session::{REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, TRANSITIONS, Transition};
 pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The state graph and its Mermaid rendering (the README's diagram is checked against it).
 pub mod graph {

@@ -1,4 +1,4 @@
-//! Several sessions at once, as the newer `SocketTask` API allows (SPEC §3 "Multiple
+//! Several sessions at once, as the newer `SocketTask` API allows ("Multiple
 //! sockets"): each `connect` opens a new connection next to the others instead of
 //! replacing one, up to a limit (default 5).
 
@@ -97,7 +97,7 @@ impl Pool {
         let mut config = self.config.clone();
         if let Some(policy) = &mut config.reconnect {
             // Each task draws its own jitter, so connections dropped together (a server
-            // restart) do not retry in step; the sequence still follows from the seed.
+            // restart) do not retry in step; the sequence still follows from the policy's seed.
             policy.seed = Jitter::stream_seed(policy.seed, id.get());
         }
         let mut session = Session::new(config).expect("config validated in Pool::new");

@@ -1,5 +1,5 @@
-//! Connect options (the seed's `wx.connectSocket` OBJECT) and their validation into the
-//! complete [`HandshakeRequest`] the driver dials. SPEC §4: everything is checked before
+//! Connect options (the OBJECT of WeChat's `wx.connectSocket`) and their validation into the
+//! complete [`HandshakeRequest`] the driver dials. Everything is checked before
 //! any IO, and each rejection names the option at fault.
 
 use crate::deflate::DeflateOptions;
@@ -25,11 +25,11 @@ use url::Url;
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// The server URL: `ws://` or `wss://` (`http://` and `https://` are accepted and mapped
-    /// to `ws://` and `wss://`, since the seed documents `url` as an HTTPS address).
+    /// to `ws://` and `wss://`, since WeChat documents `url` as an HTTPS address).
     pub url: String,
-    /// Key/value pairs appended to the URL query, percent-encoded (the seed's `data`).
+    /// Key/value pairs appended to the URL query, percent-encoded (WeChat's `data`).
     pub data: Vec<(String, String)>,
-    /// Custom handshake headers (the seed's `header`). `Referer` and the headers the
+    /// Custom handshake headers (WeChat's `header`). `Referer` and the headers the
     /// handshake owns are rejected.
     pub header: Vec<(String, String)>,
     /// HTTP method; only `GET` (any case) is valid. `None` means GET.
@@ -46,7 +46,7 @@ pub struct ConnectOptions {
     pub timeout: Option<Duration>,
     /// Refuse any URL that is not `wss`.
     pub require_tls: bool,
-    /// The seed's "legal domains": when non-empty, the URL's host must match an entry
+    /// WeChat's "legal domains": when non-empty, the URL's host must match an entry
     /// exactly (ASCII case-insensitive), or end with `.example.com` for an entry `*.example.com`.
     pub allowed_hosts: Vec<String>,
     /// The HTTP proxy to tunnel through (`CONNECT`): by default the one the environment
@@ -281,11 +281,12 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// Headers the opening handshake writes itself (RFC 6455 §4.1), plus the seed's `Referer`.
+/// Headers the opening handshake writes itself (RFC 6455 §4.1), plus `Referer`, which
+/// WeChat's API forbids.
 fn forbidden_header(name: &HeaderName) -> Option<&'static str> {
     let n = name.as_str();
     if n == "referer" {
-        return Some("the seed forbids setting Referer");
+        return Some("WeChat's API forbids setting Referer");
     }
     if matches!(
         n,

@@ -1,4 +1,4 @@
-//! The single-socket session: the seed's one-WebSocket-at-a-time model (SPEC §3).
+//! The single-socket session: the one-WebSocket-at-a-time model of `wx.connectSocket`.
 
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::{CloseBeforeOpen, ReconnectPolicy, SessionConfig};
@@ -44,7 +44,7 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// deadline that has passed is honoured even if `handle_timeout` was late; a `now` earlier
 /// than one seen before is treated as the latest one (time never goes backwards).
 ///
-/// # Calls in each state (SPEC §3)
+/// # Calls in each state
 ///
 /// | state | `send` | `close` | `connect` |
 /// |---|---|---|---|
@@ -845,7 +845,7 @@ impl Session {
             liveness: None,
         };
         open.touch(&self.config, now);
-        // SPEC §3: the queue is flushed, in order, before anything sent after open. It fits
+        // The queue is flushed, in order, before anything sent after open. It fits
         // the buffer because max_queued_bytes <= max_buffered_bytes.
         for (send, message) in queue.drain() {
             open.in_flight.push(send, message.len());
@@ -1004,7 +1004,7 @@ impl Session {
             })
     }
 
-    /// SPEC §3 "Reconnection": the `Reconnecting` event, then a delay with full jitter.
+    /// Reconnection: the `Reconnecting` event, then a delay with full jitter.
     fn back_off(
         &mut self,
         request: Arc<HandshakeRequest>,
@@ -1075,7 +1075,7 @@ impl Session {
         self.transition(self.taken_from, Conn::Closed);
     }
 
-    /// SPEC §3 "Single-socket replacement": the current connection's close event (1000,
+    /// Single-socket replacement: the current connection's close event (1000,
     /// replaced) comes at once, its sends fail, and its transport is closed in the
     /// background under the close timeout.
     fn replace_current(&mut self, now: Instant) {

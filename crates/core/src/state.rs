@@ -1,4 +1,4 @@
-//! The state graph of SPEC §3, kept here as data: in debug builds the session checks every
+//! The session's state graph, kept here as data: in debug builds the session checks every
 //! transition it makes against [`TRANSITIONS`] (so its unit, property and fuzz-replay
 //! tests fail on any other), the property test also checks each step's change of
 //! [`crate::Session::state`], and a test checks the README's diagram against it.
@@ -67,7 +67,7 @@ const fn t(from: ReadyState, to: ReadyState, on: &'static str) -> Transition {
 use ReadyState::{Closed, Closing, Connecting, Idle, Open};
 
 /// Every transition the session can make. The behaviour of `send`, `close` and `connect` in
-/// each state (SPEC §3's table) is documented on [`crate::Session`].
+/// each state is a table on [`crate::Session`].
 pub const TRANSITIONS: &[Transition] = &[
     t(Idle, Connecting, "connect"),
     t(Connecting, Open, "handshake done"),

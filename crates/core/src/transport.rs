@@ -24,7 +24,7 @@ pub struct Handshake {
     pub deflate: Option<DeflateParams>,
 }
 
-/// The kind of a [`TransportError`]; decides the close code reported (SPEC §3, §6).
+/// The kind of a [`TransportError`]; decides the close code reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportErrorKind {

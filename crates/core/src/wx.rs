@@ -1,6 +1,6 @@
-//! The seed's seven calls, by their snake_case names, with `success` / `fail` / `complete`
-//! callbacks and the seed's error messages (SPEC §5). Written once here, over
-//! [`Session`], with no IO, so both adapters expose the same surface.
+//! The seven socket calls of WeChat's `wx.connectSocket` API, by their snake_case names,
+//! with `success` / `fail` / `complete` callbacks and WeChat's error messages. Written once
+//! here, over [`Session`], with no IO, so both adapters expose the same surface.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@
 //! let l = log.clone();
 //! wx.on_socket_open(move |_| l.lock().unwrap().push("open".to_string()));
 //!
-//! // sendSocketMessage before connectSocket fails in the seed's words.
+//! // sendSocketMessage before connectSocket fails in WeChat's words.
 //! let l = log.clone();
 //! let sent = wx.send_socket_message(
 //!     SendSocketMessage::new(Message::text("hi")).fail(move |r| l.lock().unwrap().push(r.err_msg.clone())),
@@ -45,7 +45,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-/// What a `success` / `fail` / `complete` callback receives: `errMsg` as the seed writes it,
+/// What a `success` / `fail` / `complete` callback receives: `errMsg` as WeChat writes it,
 /// `"<api>:ok"` or `"<api>:fail <reason>"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallResult {
@@ -279,7 +279,7 @@ pub struct CloseResult {
 /// A listener, shared so a deferred call can reach it after the driver's lock is released.
 type Listener<T> = Option<Arc<Mutex<dyn FnMut(&T) + Send>>>;
 
-/// The seed's API over one [`Session`]. Calls return at once (their callbacks for an
+/// WeChat's socket API over one [`Session`]. Calls return at once (their callbacks for an
 /// immediate result run inside the call); listeners and send callbacks run in
 /// [`dispatch`](Self::dispatch), which the driver calls after every turn.
 pub struct WxSocket {
@@ -330,7 +330,7 @@ impl WxSocket {
     /// A socket whose callbacks are not run in place but queued, for a driver that holds
     /// the socket behind a lock: it takes them with [`poll_callback`](Self::poll_callback)
     /// and runs them after releasing the lock, so a callback may call back into the socket
-    /// (the seed's pattern of sending inside `onSocketOpen`). As in JavaScript, callbacks
+    /// (WeChat's pattern of sending inside `onSocketOpen`). As in JavaScript, callbacks
     /// then run after the call that caused them has returned.
     pub fn deferred(config: SessionConfig) -> Result<Self, ConfigError> {
         let mut socket = Self::new(config)?;
@@ -368,7 +368,7 @@ impl WxSocket {
         &self.session
     }
 
-    /// `wx.connectSocket`. Replaces a connection that exists (the seed's single-socket rule).
+    /// `wx.connectSocket`. Replaces a connection that exists (WeChat's single-socket rule).
     pub fn connect_socket(
         &mut self,
         call: ConnectSocket,

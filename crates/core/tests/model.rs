@@ -1,7 +1,7 @@
 //! Model-based property test: a small reference model and the real session are fed the same
 //! generated calls, transport inputs (current, stale and unknown `ConnId`s, any kind in any
 //! state) and time jumps (forwards and backwards). After every step the states and call
-//! results must agree and the invariants of SPEC §3 must hold.
+//! results must agree and the session's invariants must hold.
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! SPEC §3 "Reconnection" on a simulated clock.
+//! Automatic reconnection on a simulated clock.
 
 use std::time::{Duration, Instant};
 use wxsocket_core::*;

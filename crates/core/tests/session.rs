@@ -1,4 +1,4 @@
-//! Unit tests of the session rules of SPEC §3–4 on a simulated clock (no sleeping).
+//! Unit tests of the session rules and option validation on a simulated clock (no sleeping).
 
 use bytes::Bytes;
 use std::time::{Duration, Instant};

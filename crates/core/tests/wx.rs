@@ -1,4 +1,4 @@
-//! The wx-style surface (SPEC §5): the seven calls, callbacks, seed-style messages.
+//! The wx-style surface: the seven calls, callbacks, messages in WeChat's style.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

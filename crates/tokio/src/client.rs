@@ -11,7 +11,7 @@ use wxsocket_core::{
     SendError, SendFailure, SendId, Session,
 };
 
-/// A handle to one WebSocket session, the seed's one-socket-at-a-time model: a new
+/// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
 /// [`connect`](Self::connect) replaces the current connection.
 ///
 /// Cheap to clone, `Send + Sync`. Every call returns at once; what happens on the network
@@ -45,6 +45,7 @@ impl Client {
     /// `wx.connectSocket`: validates the options (nothing is dialled on error) and starts a
     /// new connection, replacing the current one (whose close event comes first).
     pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
+        wxsocket_wire::check_options(options)?;
         self.inner
             .shared
             .call(|core, now| core.machine.connect(options, now))

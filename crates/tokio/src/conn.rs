@@ -60,10 +60,14 @@ pub(crate) async fn run<M: Machine>(
         }
     };
     tracing::debug!(%conn, local = %socket.local_addr, nodelay = socket.nodelay, "open");
+    // Without the `deflate` feature nothing is offered, so nothing is agreed.
+    #[cfg(feature = "deflate")]
     let compressor = handshake
         .deflate
         .zip(request.per_message_deflate)
         .map(|(params, options)| Compressor::new(&params, &options));
+    #[cfg(not(feature = "deflate"))]
+    let compressor: Option<Compressor> = None;
     let io: SharedIo = Arc::new(Mutex::new(Io {
         ws,
         compressor,
@@ -125,17 +129,7 @@ async fn dial<M: Machine>(
         socket
     };
     let mut stream = if request.is_tls() {
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
-            TransportError::new(
-                TransportErrorKind::Tls,
-                format!("tls: invalid server name {host:?}: {e}"),
-            )
-        })?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&shared.tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| connect_error(&e, "tls"))?;
-        Inner::Tls(Box::new(tls))
+        Inner::Tls(Box::new(crate::tls::connect(&shared.tls, host, tcp).await?))
     } else {
         Inner::Plain(tcp)
     };
@@ -165,10 +159,13 @@ async fn dial<M: Machine>(
     // later read would be a few bytes, one syscall per message.) With permessage-deflate,
     // everything the server sends, the tail included, passes through the inflater, on the
     // first read: a failure in it is then a failure of the open connection (1002 / 1009).
+    #[cfg(feature = "deflate")]
     let inflater = done.handshake.deflate.map(|params| {
         let max = shared.ws_config.max_message_size.unwrap_or(usize::MAX);
         Box::new(Inflater::new(&params, max))
     });
+    #[cfg(not(feature = "deflate"))]
+    let inflater: Option<Box<Inflater>> = None;
     let stream = Transport {
         tail: Bytes::from(done.tail),
         inflater,
@@ -461,7 +458,7 @@ impl Io {
 #[allow(clippy::large_enum_variant)]
 enum Inner {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<crate::tls::TlsStream>),
 }
 
 /// The connection's byte stream: first the bytes read past the handshake response, then

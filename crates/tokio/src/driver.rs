@@ -250,7 +250,7 @@ pub(crate) struct Shared<M> {
     core: Mutex<Core<M>>,
     wake: Notify,
     pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) tls: Arc<crate::tls::ClientConfig>,
     /// The proxy variables, read when the client was created (`conn::dial`).
     pub(crate) proxy_env: wxsocket_wire::proxy::ProxyEnv,
     pub(crate) ws_config: WebSocketConfig,
@@ -371,10 +371,7 @@ pub(crate) fn start<M: Machine>(
         field: "runtime",
         problem: "must be called from inside a tokio runtime",
     })?;
-    let tls = config.tls.client_config().map_err(|_| ConfigError {
-        field: "tls",
-        problem: "a custom root certificate was rejected by rustls",
-    })?;
+    let tls = crate::tls::client_config(&config.tls)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let tx = events.then_some(tx);
     let shared = Arc::new(Shared {

@@ -8,12 +8,12 @@
 //!
 //! Three surfaces, one driver:
 //!
-//! - [`Client`] + [`Events`]: one socket at a time (the seed's `wx.connectSocket` model),
+//! - [`Client`] + [`Events`]: one socket at a time (the model of WeChat's `wx.connectSocket`),
 //!   with awaitable and non-waiting sends and a [`Stream`](futures_core::Stream) of every
 //!   [`Event`];
 //! - [`TaskPool`] + [`SocketTask`]: several sockets at once (the `SocketTask` model, limit
 //!   from [`SessionConfig::pool_limit`]);
-//! - [`wx::WxSocket`]: the seven seed calls by their snake_case names, with `success` /
+//! - [`wx::WxSocket`]: WeChat's seven socket calls by their snake_case names, with `success` /
 //!   `fail` / `complete` callbacks.
 //!
 //! ## Example
@@ -128,55 +128,47 @@
 //! # let _ = config;
 //! ```
 //!
-//! ## IO design
+//! ## Features
 //!
-//! - **No hop through a driver for the hot path.** The core sits in an
-//!   `Arc<std::sync::Mutex<..>>`. Whoever touches it — an application call, a connection
-//!   task reporting what it read, or the driver task when a deadline passes — drains the
-//!   core's actions and events under that lock and carries them out at once. Carrying out
-//!   never blocks: spawn a connection task (`Dial`), write in place or push a command onto
-//!   that task's channel (`Send`, `Ping`, `Close`), or abort it (`Abort`). Events go to the [`Events`]
-//!   channel and to the waiters of awaitable sends, in order. The lock is never held across
-//!   an `.await` and no user code runs under it.
-//! - **One task per connection.** It dials (TCP, a proxy's `CONNECT` tunnel when one is
-//!   used, `TCP_NODELAY` when asked, rustls when `wss`, the opening handshake from
-//!   [`wxsocket_wire::ClientHandshake`]), builds the tokio-tungstenite stream from the bytes already read, reports `Opened`, and then runs
-//!   reads and writes together in one hand-written future: a blocked write never stops
-//!   reading, so an echoing peer cannot deadlock it.
-//! - **Writes in place when taking turns.** When the peer has answered every message sent
-//!   so far (request / answer, as most apps talk) and the connection is idle, the calling
-//!   thread writes the frame into the socket itself, under the connection's own lock, and
-//!   the send is reported written before `send` returns: no hand-over to the connection
-//!   task and back. That makes a round trip cost the same wake-ups as a plain
-//!   tokio-tungstenite client. The connection task keeps everything else: reads, pings,
-//!   close frames, and any write the socket does not take at once.
-//! - **Write batching.** With messages outstanding (a burst, or a window of sends in
-//!   flight), sends go to the connection task, which feeds every command already waiting
-//!   into tungstenite's buffer, flushes once, and only then reports `SendWritten` for
-//!   each, in order, while the application goes on. Messages queued before open are
-//!   started together when the handshake is reported and flushed once, so they go out in
-//!   one write right after it. Reads are reported in batches too (one lock per batch).
-//! - **One timer.** The driver task sleeps until the core's `poll_timeout()`; a call that
-//!   makes the deadline earlier wakes it through a [`tokio::sync::Notify`]. Handshake,
-//!   close and keepalive timeouts all come out of the core as `Abort`/`Ping`/`Close`.
-//! - **Shutdown.** When the last handle is dropped, or `shutdown().await` is called on any
-//!   handle (which also waits for the end), the driver shuts the core down
-//!   ([`wxsocket_core::Session::shutdown`]): open connections are closed with 1000, dials in
-//!   progress are aborted whatever the close-before-open policy (queued messages fail as
-//!   cancelled, close 1006). It keeps driving until the core says every transport is done
-//!   (the close timeout bounds it), ends the event stream, and exits. No task, socket or
-//!   timer outlives it. A socket replaced by `connect` has had its `Close` event but may
-//!   still be finishing its close handshake; shutdown waits for it too, so a program about
-//!   to exit calls `shutdown().await` (or drops its handles and reads [`Events`] until it
-//!   ends) and no close frame is cut off.
-//! - The wx-style callbacks are queued by the core ([`wxsocket_core::wx::WxSocket::deferred`])
-//!   and run by the driver task outside the lock, so they may call back into the socket.
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | on | `wss://` through rustls (ring provider), trusting the webpki roots and any CA added with [`TlsRoots`] |
+//! | `deflate` | on | permessage-deflate (RFC 7692) through flate2 (zlib-rs): [`ConnectOptions::per_message_deflate`] and [`ConnectOptions::deflate`] |
+//!
+//! Both can be left out to shrink the build (`wxsocket-tokio = { version = "0.1", default-features
+//! = false }`, adding back what you need). Without `tls`, `connect` refuses a `wss://` URL,
+//! and without `deflate` a compression offer, before any IO with
+//! [`ConnectError::Unsupported`] naming the feature; nothing panics.
+//!
+//! ## How it runs
+//!
+//! Each [`Client`] (or [`TaskPool`], [`wx::WxSocket`]) spawns one driver task and one task
+//! per connection on the current tokio runtime; a `Client` must therefore be created inside
+//! a runtime with the time and IO drivers enabled. Sends never wait for another task when
+//! the connection is idle: the calling thread writes the frame itself. Bursts of sends are
+//! written in batches, one flush for every message already waiting. The wx-style callbacks
+//! run on the driver task, outside any lock, so they may call back into the socket.
+//! `DESIGN.md` in the repository explains the design and its measurements.
+//!
+//! ## Lifetime
+//!
+//! When the last handle is dropped, or `shutdown().await` is called on any handle (which
+//! also waits for the end), the driver shuts the core down
+//! ([`wxsocket_core::Session::shutdown`]): open connections are closed with 1000, dials in
+//! progress are aborted whatever the close-before-open policy (queued messages fail as
+//! cancelled, close 1006). It keeps driving until the core says every transport is done
+//! (the close timeout bounds it), ends the event stream, and exits: no task, socket or
+//! timer outlives it. A socket replaced by `connect` has had its `Close` event but may still
+//! be finishing its close handshake; shutdown waits for it too, so a program about to exit
+//! calls `shutdown().await` (or drops its handles and reads [`Events`] until it ends) and no
+//! close frame is cut off.
 #![forbid(unsafe_code)]
 
 mod client;
 mod conn;
 mod driver;
 mod pool;
+mod tls;
 pub mod wx;
 
 pub use client::{Client, Events};
@@ -189,3 +181,8 @@ pub use wxsocket_core::{
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;
 pub use wxsocket_wire::tls::TlsRoots;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

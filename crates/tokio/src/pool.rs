@@ -41,6 +41,7 @@ impl TaskPool {
     /// `wx.connectSocket` returning a `SocketTask`. Over the limit:
     /// [`ConnectError::TooManyConnections`].
     pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
+        wxsocket_wire::check_options(options)?;
         let id = self
             .inner
             .shared

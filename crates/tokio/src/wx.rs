@@ -1,9 +1,9 @@
-//! The seed's seven calls (SPEC §5) over tokio: [`WxSocket`] with `connect_socket`,
-//! `send_socket_message`, `close_socket` and the four `on_socket_*` listeners, built on
-//! [`wxsocket_core::wx::WxSocket`] in its deferred mode.
+//! The seven socket calls of WeChat's `wx.connectSocket` API over tokio: [`WxSocket`] with
+//! `connect_socket`, `send_socket_message`, `close_socket` and the four `on_socket_*`
+//! listeners, built on [`wxsocket_core::wx::WxSocket`] in its deferred mode.
 //!
 //! Every callback (listeners and `success` / `fail` / `complete`) runs on the driver task,
-//! in order, outside any lock: a callback may call back into the socket (the seed's
+//! in order, outside any lock: a callback may call back into the socket (WeChat's
 //! pattern of sending inside `onSocketOpen`). Like JavaScript callbacks, they run after the
 //! call that caused them has returned.
 //!
@@ -26,15 +26,23 @@ pub use wxsocket_core::wx::{
 
 type Core = core_wx::WxSocket;
 
-/// The seed's socket API over tokio. Cheap to clone, `Send + Sync`; every clone is the
+/// WeChat's socket API over tokio. Cheap to clone, `Send + Sync`; every clone is the
 /// same socket. Dropping every clone closes the connection cleanly.
 ///
-/// ```no_run
+/// ```
+/// use std::time::Duration;
 /// use wxsocket_tokio::wx::{ConnectSocket, SendSocketMessage, WxSocket};
 /// use wxsocket_tokio::{Config, ConnectOptions};
 ///
-/// # async fn demo() {
-/// let wx = WxSocket::new(Config::default()).unwrap();
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A local echo server stands in for the real one, so this example runs as a test.
+/// # let server = wxsocket_test_server::EchoServer::start()?;
+/// # let url = server.url();
+/// # /*
+/// let url = "wss://example.com/ws";
+/// # */
+/// let wx = WxSocket::new(Config::default())?;
 /// let weak = wx.downgrade();
 /// wx.on_socket_open(move |_| {
 ///     // Runs on the driver task; calling back into the socket is fine.
@@ -42,9 +50,16 @@ type Core = core_wx::WxSocket;
 ///         let _ = wx.send_socket_message(SendSocketMessage::new("hello"));
 ///     }
 /// });
-/// wx.on_socket_message(|res| println!("message: {:?}", res.data));
-/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new("wss://example.com/ws")))
+/// let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+/// wx.on_socket_message(move |res| {
+///     let _ = tx.send(res.data.clone());
+/// });
+/// wx.connect_socket(ConnectSocket::new(ConnectOptions::new(url)))
 ///     .unwrap();
+/// let data = tokio::time::timeout(Duration::from_secs(10), received.recv()).await?;
+/// let data = data.expect("the echo");
+/// assert_eq!(data.as_bytes(), b"hello");
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Clone)]
@@ -83,7 +98,8 @@ impl fmt::Debug for WxSocket {
 impl WxSocket {
     /// A socket driven on the current tokio runtime (call it inside one).
     pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
-        let core = Core::deferred(config.session.clone())?;
+        let mut core = Core::deferred(config.session.clone())?;
+        core.set_connect_check(wxsocket_wire::check_request);
         let (inner, _no_events) = driver::start(core, &config, false)?;
         Ok(WxSocket { inner })
     }
@@ -102,7 +118,7 @@ impl WxSocket {
             .call(|core, now| f(&mut core.machine, now))
     }
 
-    /// `wx.connectSocket`. Replaces a connection that exists (the seed's single-socket
+    /// `wx.connectSocket`. Replaces a connection that exists (WeChat's single-socket
     /// rule). Options this adapter cannot honour fail like invalid ones.
     pub fn connect_socket(&self, call: ConnectSocket) -> Result<ConnId, CallResult> {
         self.call(|core, now| core.connect_socket(call, now))

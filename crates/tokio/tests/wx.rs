@@ -1,5 +1,5 @@
-//! The wx-style surface (SPEC §5) over loopback: the seven calls, callbacks in order on the
-//! driver task, re-entrant calls from callbacks, the seed's error messages.
+//! The wx-style surface over loopback: the seven calls, callbacks in order on the
+//! driver task, re-entrant calls from callbacks, WeChat's error messages.
 
 mod common;
 
@@ -25,7 +25,7 @@ async fn seven_calls_over_a_real_socket() {
     let (tx, mut log) = mpsc::unbounded_channel::<String>();
     let wx = WxSocket::new(Config::default()).unwrap();
 
-    // Before any connect: the seed's words, through `fail` and `complete`.
+    // Before any connect: WeChat's words, through `fail` and `complete`.
     let (t1, t2) = (tx.clone(), tx.clone());
     let refused = wx
         .send_socket_message(
@@ -47,7 +47,7 @@ async fn seven_calls_over_a_real_socket() {
         "complete: sendSocketMessage:fail WebSocket is not connected"
     );
 
-    // Listeners; the open listener calls back into the socket (the seed's pattern).
+    // Listeners; the open listener calls back into the socket (WeChat's pattern).
     let weak = wx.downgrade();
     let t = tx.clone();
     wx.on_socket_open(move |res| {

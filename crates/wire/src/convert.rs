@@ -52,7 +52,9 @@ fn owned(payload: bytes::Bytes) -> bytes::Bytes {
 }
 
 /// What a message read from tungstenite means to the session; `None` for raw frames, which
-/// tungstenite never returns from `read`. Message payloads go through [`owned`].
+/// tungstenite never returns from `read`. A payload shorter than [`READ_BUFFER`](crate::READ_BUFFER)
+/// is copied out of tungstenite's read buffer, so a message the application keeps pins only
+/// its own bytes; longer payloads are passed on as they are.
 pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
     Some(match message {
         WsMessage::Text(t) => {
@@ -108,9 +110,14 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
 
 /// An IO error during dialling, classified.
 pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
-    let kind = match error.get_ref().map(|e| e.is::<rustls::Error>()) {
-        Some(true) => TransportErrorKind::Tls,
-        _ => TransportErrorKind::Connect,
+    #[cfg(feature = "tls")]
+    let tls = error.get_ref().is_some_and(|e| e.is::<rustls::Error>());
+    #[cfg(not(feature = "tls"))]
+    let tls = false;
+    let kind = if tls {
+        TransportErrorKind::Tls
+    } else {
+        TransportErrorKind::Connect
     };
     TransportError::new(kind, format!("{what}: {error}"))
 }

@@ -6,7 +6,7 @@
 //! - [`ClientHandshake`]: the RFC 6455 opening handshake as a sans-IO machine (bytes in,
 //!   bytes out). It is ours rather than tungstenite's because tungstenite fails a server that
 //!   selects no sub-protocol, which browsers and WeChat accept, and reports no response
-//!   headers on failure; the session core then judges the answer (SPEC §4).
+//!   headers on failure; the session core then judges the answer.
 //! - [`convert`]: messages between the core and tungstenite, and tungstenite errors
 //!   classified into [`wxsocket_core::TransportError`]s (which decide close codes).
 //! - [`deflate`]: permessage-deflate (RFC 7692) for connections that negotiated it, as a
@@ -17,6 +17,17 @@
 //!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
 //!   `CONNECT` exchange as a sans-IO machine.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | on | [`tls::TlsRoots::client_config`]: rustls (ring provider) with the webpki roots and custom CAs |
+//! | `deflate` | on | the [`deflate`] codecs, through flate2 (zlib-rs); without it the module's types have no values and [`deflate::accept`] declines every offer |
+//!
+//! [`check_request`] refuses a request this build cannot dial (`wss://` without `tls`, a
+//! compression offer without `deflate`), naming the feature; the adapters call it on every
+//! connect.
 //!
 //! ```
 //! use wxsocket_core::ConnectOptions;
@@ -31,24 +42,32 @@
 
 pub mod client;
 pub mod convert;
+#[cfg(feature = "deflate")]
 pub mod deflate;
+#[cfg(not(feature = "deflate"))]
+#[path = "deflate_off.rs"]
+pub mod deflate;
+mod features;
 mod handshake;
 pub mod proxy;
 pub mod tls;
 
+pub use features::{check_options, check_request};
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 use wxsocket_core::SessionConfig;
 
 /// How much tungstenite reads from the socket at most per read call.
 ///
 /// tungstenite zero-fills the free part of its read buffer (up to this much) before every
-/// read, including the read that only finds the socket empty. With its default of 128 KiB
-/// that was about a tenth of the CPU time a small round trip took on both adapters (two
-/// reads of 128 KiB zero-filled per message), and one-at-a-time round trips used about
-/// 3 µs more CPU each than a plain client's; with 32 KiB they use as much as the plain
-/// client's. 32 KiB still takes about a thousand small messages, or two 16 KiB ones, per
-/// read; a larger message is read in 32 KiB steps into a buffer reserved for its full size.
+/// read; 32 KiB keeps that cost small for small messages while still taking many messages
+/// per read. A larger message is read in 32 KiB steps into a buffer reserved for its full
+/// size. (`DESIGN.md` in the repository has the measurements.)
 pub const READ_BUFFER: usize = 32 * 1024;
 
 /// tungstenite's configuration from the session's: the maximum message size applies to

@@ -1,9 +1,12 @@
 //! rustls client configuration: webpki roots, custom CA certificates, or both.
+//!
+//! [`TlsRoots`] exists with or without the `tls` feature, so a [`crate::client::Config`] is
+//! the same type either way; [`TlsRoots::client_config`] needs the feature.
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::path::Path;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
 /// Which certificate authorities a `wss` connection trusts.
@@ -68,8 +71,9 @@ impl TlsRoots {
     }
 
     /// The rustls client configuration (ring provider, TLS 1.2 and 1.3).
+    #[cfg(feature = "tls")]
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-        let mut roots = RootCertStore::empty();
+        let mut roots = rustls::RootCertStore::empty();
         if self.webpki {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
