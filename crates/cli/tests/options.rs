@@ -403,3 +403,34 @@ fn help_command_lists_the_commands_and_sends_nothing() {
         .collect();
     assert_eq!(kinds, ["connecting", "open", "close"], "{stdout:?}");
 }
+
+/// `--blocking` runs the session on `wxsocket-blocking`: the process's threads (Linux
+/// `/proc`) are the blocking adapter's driver and event threads, and no tokio runtime; by
+/// default, the tokio runtime's workers and no blocking driver.
+#[cfg(target_os = "linux")]
+#[test]
+fn blocking_selects_the_blocking_adapter() {
+    let server = common::TestServer::start(common::Mode::Echo, false);
+    for blocking in [false, true] {
+        let args = common::with_adapter(vec!["connect", server.url(), "--json"], blocking);
+        let mut proc = common::Proc::spawn(&args);
+        proc.expect_json("open", |v| common::event(v) == "open");
+        let tasks = std::path::PathBuf::from(format!("/proc/{}/task", proc.pid()));
+        let threads: Vec<String> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        let tokio = threads.iter().any(|t| t == "wxsocket-rt");
+        let driver = threads
+            .iter()
+            .any(|t| t.starts_with("wxsocket-") && t != "wxsocket-rt" && t != "wxsocket-events");
+        assert_eq!(
+            (tokio, driver),
+            (!blocking, blocking),
+            "blocking: {blocking}, threads: {threads:?}"
+        );
+        let (status, _, stderr) = proc.finish();
+        assert!(status.success(), "{stderr}");
+    }
+}

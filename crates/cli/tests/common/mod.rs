@@ -82,6 +82,11 @@ impl Proc {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Writes one line to the process's standard input.
     pub fn write(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
