@@ -6,12 +6,16 @@
 //!
 //! - [`session`]: arbitrary sequences of application calls, transport inputs (any
 //!   `ConnId`, any order, any state) and time jumps into a [`Session`], with reconnection
-//!   on or off; after every step the session's invariants are checked.
+//!   on or off; after every step the session's invariants are checked. Text frames are
+//!   fed as bytes, valid UTF-8 or not, as a driver would: a delivered text is exactly one
+//!   that was fed, and invalid UTF-8 must end the connection with 1007.
 //! - [`connect_options`]: arbitrary URLs, headers, protocols, data and permessage-deflate
 //!   offers into option validation; every input is accepted or rejected with an error
 //!   naming its option, an accepted request never carries CR/LF or a forbidden header, and
-//!   an accepted deflate offer is one our server-side acceptance and the client agree on.
-//! - [`pool`]: several connections at once in a [`Pool`].
+//!   an accepted deflate offer is one our server-side acceptance and the client agree on;
+//!   and a generated option set that is valid by construction is accepted as given.
+//! - [`pool`]: several connections at once in a [`Pool`], every close call's result
+//!   predicted from its arguments and the task's state.
 //! - [`inflate()`]: the permessage-deflate read path under tungstenite, on well-formed
 //!   compressed conversations followed by arbitrary bytes (see [`mod@inflate`]).
 //!
@@ -64,14 +68,31 @@ enum Op {
 
 #[derive(Debug, Arbitrary)]
 enum Input {
-    Opened { protocol: u8 },
-    ConnectFailed { kind: u8 },
-    Message { len: u8 },
+    Opened {
+        protocol: u8,
+    },
+    ConnectFailed {
+        kind: u8,
+    },
+    Message {
+        len: u8,
+    },
+    /// A text frame's payload as it came off the wire: valid UTF-8 or not.
+    Text {
+        bytes: Vec<u8>,
+    },
     Ping,
     Pong,
-    PeerClosed { code: Option<u16> },
-    Written { oldest: bool, raw: u8 },
-    Error { kind: u8 },
+    PeerClosed {
+        code: Option<u16>,
+    },
+    Written {
+        oldest: bool,
+        raw: u8,
+    },
+    Error {
+        kind: u8,
+    },
     Closed,
 }
 
@@ -144,6 +165,11 @@ struct Invariants {
     unconfirmed: BTreeMap<ConnId, Vec<SendId>>,
     earliest_dial: BTreeMap<ConnId, Instant>,
     dials: BTreeSet<ConnId>,
+    /// Text payloads fed per connection, in order, not yet delivered: a delivered text
+    /// message must be the next of these (or a later one), byte for byte.
+    fed_text: BTreeMap<ConnId, std::collections::VecDeque<Vec<u8>>>,
+    /// The close code a connection must end with, from its transport error event.
+    close_code: BTreeMap<ConnId, u16>,
 }
 
 impl Invariants {
@@ -207,9 +233,29 @@ impl Invariants {
                 assert!(seen[1]);
                 if let Message::Text(t) = message {
                     assert!(std::str::from_utf8(t.as_bytes()).is_ok());
+                    // Exactly a payload that was fed as text on this connection, in order
+                    // (undelivered ones in between were fed while not open).
+                    let fed = self.fed_text.entry(conn).or_default();
+                    let at = fed
+                        .iter()
+                        .position(|b| b.as_slice() == t.as_bytes().as_ref())
+                        .unwrap_or_else(|| panic!("text {t:?} on {conn} was never fed"));
+                    fed.drain(..=at);
                 }
             }
-            Event::Error { .. } => assert!(seen[0]),
+            Event::Error { error, .. } => {
+                assert!(seen[0]);
+                if let ConnectionError::Transport(e) = error {
+                    // RFC 6455 §7.4.1, written out: the close code of a failed connection.
+                    let code = match e.kind {
+                        TransportErrorKind::Protocol => 1002,
+                        TransportErrorKind::InvalidUtf8 => 1007,
+                        TransportErrorKind::MessageTooBig => 1009,
+                        _ => 1006,
+                    };
+                    self.close_code.insert(conn, code);
+                }
+            }
             Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
                 let issued = *self
                     .issued
@@ -223,6 +269,9 @@ impl Invariants {
             }
             Event::Close { code, reason, .. } => {
                 assert!(*code >= 1000 && *code < 5000, "close code {code}");
+                if let Some(expected) = self.close_code.get(&conn) {
+                    assert_eq!(code, expected, "close code of {conn} after its error");
+                }
                 assert!(reason.len() <= 200);
                 seen[2] = true;
             }
@@ -270,6 +319,21 @@ fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> Transpo
             TransportEvent::ConnectFailed(TransportError::new(kind(*k), "fuzz"))
         }
         Input::Message { len } => TransportEvent::Message(Message::binary(bytes_of(*len))),
+        // What a driver does with a text frame: a message if it is UTF-8, otherwise the
+        // connection fails with InvalidUtf8 (and must close with 1007).
+        Input::Text { bytes } => match String::from_utf8(bytes.clone()) {
+            Ok(text) => {
+                inv.fed_text
+                    .entry(conn)
+                    .or_default()
+                    .push_back(bytes.clone());
+                TransportEvent::Message(Message::text(text))
+            }
+            Err(_) => TransportEvent::Error(TransportError::new(
+                TransportErrorKind::InvalidUtf8,
+                "invalid UTF-8 in a text frame",
+            )),
+        },
         Input::Ping => TransportEvent::Ping(Default::default()),
         Input::Pong => TransportEvent::Pong(Default::default()),
         Input::PeerClosed { code } => TransportEvent::PeerClosed(PeerClose {
@@ -507,7 +571,54 @@ pub fn pool(data: &[u8]) {
             } => {
                 if let Some(c) = pick(&conns, conn) {
                     let (code, reason) = close_args(code, reason_len);
-                    let _ = p.close(c, code, &reason, now);
+                    let before = p.state(c);
+                    // During a backoff the task's connection was announced but not dialled.
+                    let backing_off = p
+                        .current(c)
+                        .and_then(|on| inv.conns.get(&on))
+                        .is_some_and(|seen| seen[3] && !seen[0]);
+                    let result = p.close(c, code, &reason, now);
+                    let expected = match code.unwrap_or(1000) {
+                        code if code != 1000 && !(3000..=4999).contains(&code) => {
+                            Err(CloseError::InvalidCode(code))
+                        }
+                        _ if reason.len() > 123 => Err(CloseError::ReasonTooLong(reason.len())),
+                        _ => match before {
+                            ReadyState::Idle | ReadyState::Closed => Err(CloseError::NotConnected),
+                            ReadyState::Connecting
+                                if !backing_off
+                                    && config.close_before_open == CloseBeforeOpen::Ignore =>
+                            {
+                                Err(CloseError::NotOpenYet)
+                            }
+                            _ => Ok(()),
+                        },
+                    };
+                    if before == ReadyState::Closed {
+                        // A closed task the pool has already dropped answers NotConnected
+                        // whatever the arguments; one it still holds checks them first.
+                        assert!(
+                            result == expected || result == Err(CloseError::NotConnected),
+                            "close of {c} in {before}: {result:?}, expected {expected:?}"
+                        );
+                    } else {
+                        assert_eq!(result, expected, "close of {c} in {before}");
+                    }
+                    let after = p.state(c);
+                    match (&result, before) {
+                        (Err(_), _) => assert_eq!(after, before, "a refused close changes nothing"),
+                        (Ok(()), ReadyState::Open | ReadyState::Closing) => {
+                            assert_eq!(after, ReadyState::Closing)
+                        }
+                        (Ok(()), _) if backing_off => assert_eq!(after, ReadyState::Closed),
+                        (Ok(()), _) => {
+                            let expected = match config.close_before_open {
+                                CloseBeforeOpen::AfterOpen => ReadyState::Connecting,
+                                _ => ReadyState::Closed,
+                            };
+                            assert_eq!(after, expected, "close while connecting");
+                        }
+                    }
                 }
             }
             Op::Transport { target, input } => {
@@ -571,12 +682,134 @@ const FORBIDDEN: &[&str] = &[
     "transfer-encoding",
 ];
 
-/// The `connect_options` target: validation never panics; an accepted request is clean.
+/// A set of options that is valid by construction (the completeness side: a validator
+/// that refused too much would fail here).
+#[derive(Debug, Arbitrary)]
+struct ValidCase {
+    /// ws, wss, http, https.
+    scheme: u8,
+    /// Host labels (letters and digits), or an IPv4 address.
+    labels: Vec<Vec<u8>>,
+    ipv4: Option<[u8; 4]>,
+    port: Option<u16>,
+    path: Vec<u8>,
+    /// Any text: it is percent-encoded into the query.
+    data: Vec<(String, String)>,
+    /// `x-` plus a token; a value of visible ASCII and spaces.
+    header: Vec<(Vec<u8>, Vec<u8>)>,
+    protocols: Vec<Vec<u8>>,
+    get: Option<bool>,
+    timeout_ms: Option<u32>,
+    require_tls: bool,
+    allow_list: bool,
+    deflate: Option<(bool, bool, Option<u8>, u8, u8)>,
+}
+
+/// `bytes` mapped onto `alphabet` (at least one character).
+fn spelled(bytes: &[u8], alphabet: &[u8]) -> String {
+    let text: String = bytes
+        .iter()
+        .take(20)
+        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
+        .collect();
+    if text.is_empty() { "a".into() } else { text }
+}
+
+const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const TCHAR: &[u8] =
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
+
+impl ValidCase {
+    fn options(&self) -> (ConnectOptions, String, Vec<String>) {
+        let scheme = ["ws", "wss", "http", "https"][usize::from(self.scheme % 4)];
+        let tls = matches!(scheme, "wss" | "https");
+        let host = match self.ipv4 {
+            Some([a, b, c, d]) => format!("{a}.{b}.{c}.{d}"),
+            None => {
+                let labels: Vec<String> = self
+                    .labels
+                    .iter()
+                    .take(4)
+                    .map(|l| spelled(l, ALNUM))
+                    .collect();
+                if labels.is_empty() {
+                    "example.com".into()
+                } else {
+                    // A last label of digits only would be read as an IPv4 number.
+                    format!("{}.example", labels.join("."))
+                }
+            }
+        };
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let path = spelled(&self.path, b"abcXYZ019-._~/");
+        let mut opts = ConnectOptions::new(format!("{scheme}://{host}{port}/{path}"));
+        for (k, v) in self.data.iter().take(8) {
+            opts = opts.data(k, v);
+        }
+        for (name, value) in self.header.iter().take(8) {
+            let value: String = value
+                .iter()
+                .take(40)
+                .map(|b| char::from(0x20 + b % 0x5f))
+                .collect();
+            opts = opts.header(format!("x-{}", spelled(name, TCHAR)), value);
+        }
+        let mut protocols: Vec<String> = Vec::new();
+        for p in self.protocols.iter().take(6) {
+            let p = spelled(p, TCHAR);
+            if !protocols.contains(&p) {
+                protocols.push(p.clone());
+                opts = opts.protocol(p);
+            }
+        }
+        if let Some(upper) = self.get {
+            opts.method = Some(if upper { "GET" } else { "get" }.into());
+        }
+        if let Some(ms) = self.timeout_ms {
+            opts = opts.timeout(Duration::from_millis(u64::from(ms % 86_400_000) + 1));
+        }
+        opts = opts.require_tls(self.require_tls && tls);
+        if self.allow_list {
+            opts = opts.allow_host("other.example").allow_host(host.clone());
+        }
+        if let Some((server_reset, client_reset, server_bits, client_bits, level)) = self.deflate {
+            opts = opts.deflate(
+                DeflateOptions::default()
+                    .server_no_context_takeover(server_reset)
+                    .client_no_context_takeover(client_reset)
+                    .server_max_window_bits(server_bits.map(|b| 8 + b % 8))
+                    .client_max_window_bits(8 + client_bits % 8)
+                    .level(u32::from(level % 10)),
+            );
+        }
+        (opts, host, protocols)
+    }
+}
+
+/// The `connect_options` target: validation never panics; an accepted request is clean; a
+/// valid option set is accepted, as given.
 pub fn connect_options(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(case) = OptionsCase::arbitrary(&mut u) else {
         return;
     };
+    if let Ok(valid) = ValidCase::arbitrary(&mut u) {
+        let (opts, host, protocols) = valid.options();
+        let request = opts
+            .validate()
+            .unwrap_or_else(|e| panic!("valid options refused: {e}: {opts:?}"));
+        assert_eq!(request.host(), host);
+        let tls = opts.url.starts_with("wss:") || opts.url.starts_with("https:");
+        assert_eq!(request.is_tls(), tls, "{}", opts.url);
+        assert_eq!(request.protocols, protocols);
+        assert_eq!(request.headers.len(), opts.header.len());
+        let query: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+        assert_eq!(query, opts.data, "data in the query, in order");
+        assert_eq!(
+            request.per_message_deflate.is_some(),
+            opts.per_message_deflate
+        );
+    }
     let url = case.raw_url.clone().unwrap_or_else(|| {
         let scheme = ["ws", "wss", "http", "https", "ftp"][usize::from(case.scheme % 5)];
         format!("{scheme}://{}/{}", case.host, case.rest)

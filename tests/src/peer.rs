@@ -8,7 +8,7 @@
 //! frames, oversized messages, a TCP drop in the middle of a frame, a close frame it never
 //! answers). For reconnection tests it can also restart like a server would: close every
 //! connection with a code ([`Peer::close_all`]) or drop them ([`Peer::drop_all`]), stop
-//! listening and listen again on the same port, change its mode for later connections and
+//! answering dials and answer again on the same port, change its mode for later connections and
 //! hold later handshakes. Dropping the peer shuts every connection down, joins every thread
 //! and frees the port.
 //!
@@ -271,12 +271,10 @@ struct State {
     mode: Mode,
     /// The extension answer of connections accepted from now on.
     deflate_answer: Option<String>,
-    /// Set by [`Peer::stop_listening`]: the accept thread closes its listener.
+    /// Set by [`Peer::stop_listening`], cleared by [`Peer::listen_again`]: the accept
+    /// thread drops every connection it accepts. The listener itself stays open, so the
+    /// port stays ours (a port closed and bound again may meanwhile be taken).
     pause: bool,
-    /// Whether a listener is open (the accept thread clears it once it closed one).
-    listening: bool,
-    /// A listener bound by [`Peer::listen_again`], for the accept thread to take.
-    next_listener: Option<TcpListener>,
     /// Clones of every accepted socket, shut down when the peer is dropped (`None` once
     /// [`Peer::drop_all`] dropped it).
     sockets: Vec<Option<TcpStream>>,
@@ -376,8 +374,6 @@ impl PeerBuilder {
                 mode: self.mode.clone(),
                 deflate_answer: self.deflate_answer.clone(),
                 pause: false,
-                listening: true,
-                next_listener: None,
                 sockets: Vec::new(),
                 writers: Vec::new(),
                 handlers: Vec::new(),
@@ -489,46 +485,21 @@ impl Peer {
         self.shared.lock().deflate_answer = answer.map(str::to_owned);
     }
 
-    /// Closes the listening socket, so dials are refused until [`Peer::listen_again`];
-    /// current connections go on. Returns once the listener is closed. A dial that races
-    /// with this may be accepted and dropped at once without being recorded.
+    /// Stops answering: from when this returns until [`Peer::listen_again`], every dial is
+    /// accepted and dropped at once, unrecorded (the client's handshake fails); current
+    /// connections go on. The listening socket stays open, so no one else can take the
+    /// port meanwhile.
     pub fn stop_listening(&self) {
-        {
-            let mut state = self.shared.lock();
-            assert!(state.listening, "peer {}: not listening", self.addr);
-            state.pause = true;
-        }
-        // Wake the accept thread, which is blocked in accept().
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let deadline = Instant::now() + Duration::from_secs(5);
         let mut state = self.shared.lock();
-        while state.listening {
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "peer {}: the listener was not closed",
-                self.addr
-            );
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        assert!(!state.pause, "peer {}: not listening", self.addr);
+        state.pause = true;
     }
 
-    /// Listens on the same address again (after [`Peer::stop_listening`]); dials succeed
-    /// from the moment this returns.
+    /// Answers dials again (after [`Peer::stop_listening`]), from the moment this returns.
     pub fn listen_again(&self) {
-        let listener = TcpListener::bind(self.addr)
-            .unwrap_or_else(|e| panic!("peer {}: cannot listen again: {e}", self.addr));
         let mut state = self.shared.lock();
-        assert!(!state.listening, "peer {}: already listening", self.addr);
-        state.next_listener = Some(listener);
-        state.listening = true;
-        drop(state);
-        self.shared.changed.notify_all();
+        assert!(state.pause, "peer {}: already listening", self.addr);
+        state.pause = false;
     }
 
     /// Starts the close handshake on every current connection with this code and reason,
@@ -656,56 +627,30 @@ impl Drop for Peer {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<rustls::ServerConfig>>) {
-    let mut listener = Some(listener);
-    loop {
-        let Some(current) = listener.take() else {
-            // Not listening (see `Peer::stop_listening`): wait for a new listener.
-            let mut state = shared.lock();
-            loop {
-                if state.stop {
-                    return;
-                }
-                if let Some(next) = state.next_listener.take() {
-                    listener = Some(next);
-                    break;
-                }
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            continue;
-        };
-        if shared.stopped() {
-            return;
-        }
-        accept_until_paused(&current, &shared, &tls);
-        drop(current);
-        let mut state = shared.lock();
-        if state.stop {
-            return;
-        }
-        state.pause = false;
-        state.listening = false;
-        drop(state);
-        shared.changed.notify_all();
+    if !shared.stopped() {
+        accept_until_stopped(&listener, &shared, &tls);
     }
 }
 
-/// Accepts connections until the peer stops or pauses.
-fn accept_until_paused(
+/// Accepts connections until the peer stops; while it is paused, drops them.
+fn accept_until_stopped(
     listener: &TcpListener,
     shared: &Arc<Shared>,
     tls: &Option<Arc<rustls::ServerConfig>>,
 ) {
     for stream in listener.incoming() {
-        {
+        let paused = {
             let state = shared.lock();
-            if state.stop || state.pause {
+            if state.stop {
                 return;
             }
-        }
+            state.pause
+        };
         let Ok(stream) = stream else { continue };
+        if paused {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
         let Ok(clone) = stream.try_clone() else {
             continue;
         };

@@ -169,4 +169,12 @@ impl Backend {
             Inner::Blocking(c) => c.current(),
         }
     }
+
+    /// The current connection's socket as the OS reports it (addresses, `TCP_NODELAY`).
+    pub fn socket_info(&self) -> Option<wxsocket_tokio::SocketInfo> {
+        match &self.inner {
+            Inner::Tokio(c) => c.socket_info(),
+            Inner::Blocking(c) => c.socket_info(),
+        }
+    }
 }

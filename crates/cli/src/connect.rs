@@ -655,6 +655,19 @@ impl Client {
                         "the server did not accept permessage-deflate: messages go uncompressed",
                     );
                 }
+                // What the socket itself reports (read back with getsockopt), so that
+                // `--nodelay` can be seen to take effect.
+                if let Some(info) = self
+                    .backend
+                    .socket_info()
+                    .filter(|_| self.backend.current() == Some(*conn))
+                {
+                    let on = if info.nodelay { "on" } else { "off" };
+                    self.out.note(&format!(
+                        "#{conn} socket {} -> {}, TCP_NODELAY {on}",
+                        info.local_addr, info.peer_addr
+                    ));
+                }
                 if self.backend.current() == Some(*conn) {
                     if self.close_on_open {
                         self.close_on_open = false;

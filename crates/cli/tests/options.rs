@@ -383,3 +383,125 @@ fn ca_file_rejected_by_rustls_names_the_option() {
         );
     }
 }
+
+/// `--nodelay` sets `TCP_NODELAY` on the client's socket: the open is followed by the
+/// socket line, which reads the option back from the socket (getsockopt), on both adapters.
+#[test]
+fn nodelay_is_read_back_from_the_socket() {
+    let server = common::TestServer::start(common::Mode::Echo, false);
+    for blocking in [false, true] {
+        for (flag, expected) in [(Some("--nodelay"), "on"), (None, "off")] {
+            let mut args = vec!["connect", server.url()];
+            args.extend(flag);
+            let args = common::with_adapter(args, blocking);
+            let mut proc = common::Proc::spawn(&args);
+            proc.expect("open", |l| l.contains("#1 open"));
+            let socket = proc.expect("socket line", |l| l.contains("#1 socket "));
+            assert!(
+                socket.ends_with(&format!("TCP_NODELAY {expected}")),
+                "{args:?}: {socket}"
+            );
+            let port = &server.url()["ws://127.0.0.1:".len()..server.url().len() - 1];
+            assert!(
+                socket.contains(&format!("-> 127.0.0.1:{port},")),
+                "{socket}"
+            );
+            let (status, _, stderr) = proc.finish();
+            assert!(status.success(), "{stderr}");
+        }
+    }
+}
+
+/// `http://` and `https://` URLs are mapped to `ws://` and `wss://`: the dial goes to the
+/// mapped URL (an echo over plain TCP for `http`; a TLS handshake for `https`, which the
+/// plain server cannot answer).
+#[test]
+fn http_urls_are_mapped_to_websocket_urls() {
+    let server = common::TestServer::start(common::Mode::Echo, false);
+    let ws = server.url().to_owned();
+    let http = ws.replacen("ws://", "http://", 1);
+    let mut proc = common::Proc::spawn(&["connect", &http, "--json"]);
+    let connecting = proc.expect_json("connecting", |v| common::event(v) == "connecting");
+    assert_eq!(connecting["url"], ws.as_str());
+    proc.expect_json("open", |v| common::event(v) == "open");
+    proc.write("over http");
+    let echo = proc.expect_json("echo", |v| common::event(v) == "message");
+    assert_eq!(echo["data"], "over http");
+    let (status, _, stderr) = proc.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(server.seen().len(), 1);
+
+    let https = ws.replacen("ws://", "https://", 1);
+    let mut proc = common::Proc::spawn(&["connect", &https, "--json"]);
+    let connecting = proc.expect_json("connecting", |v| common::event(v) == "connecting");
+    assert_eq!(
+        connecting["url"],
+        ws.replacen("ws://", "wss://", 1).as_str()
+    );
+    let error = proc.expect_json("error", |v| common::event(v) == "error");
+    let text = error["error"].as_str().unwrap().to_lowercase();
+    assert!(text.contains("tls"), "{error}");
+    let (status, _, stderr) = proc.finish();
+    assert!(status.success(), "{stderr}");
+    // The plain server never saw an upgrade request: the client spoke TLS.
+    assert_eq!(server.seen().len(), 1);
+}
+
+/// `/help` prints the command list (on stderr, so piped output stays events only) and
+/// sends nothing.
+#[test]
+fn help_command_lists_the_commands_and_sends_nothing() {
+    let server = common::TestServer::start(common::Mode::Echo, false);
+    let (status, stdout, stderr) =
+        common::run(&["connect", server.url(), "--json"], "/help\n/sleep 300\n");
+    assert!(status.success(), "{stderr}");
+    for needle in [
+        "/binary HEX",
+        "/close [CODE [REASON]]",
+        "/connect URL",
+        "/sleep MS",
+        "/quit",
+        "/help",
+    ] {
+        assert!(stderr.contains(needle), "/help lacks {needle}: {stderr}");
+    }
+    let kinds: Vec<String> = stdout
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            common::event(&v).to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["connecting", "open", "close"], "{stdout:?}");
+}
+
+/// `--blocking` runs the session on `wxsocket-blocking`: the process's threads (Linux
+/// `/proc`) are the blocking adapter's driver and event threads, and no tokio runtime; by
+/// default, the tokio runtime's workers and no blocking driver.
+#[cfg(target_os = "linux")]
+#[test]
+fn blocking_selects_the_blocking_adapter() {
+    let server = common::TestServer::start(common::Mode::Echo, false);
+    for blocking in [false, true] {
+        let args = common::with_adapter(vec!["connect", server.url(), "--json"], blocking);
+        let mut proc = common::Proc::spawn(&args);
+        proc.expect_json("open", |v| common::event(v) == "open");
+        let tasks = std::path::PathBuf::from(format!("/proc/{}/task", proc.pid()));
+        let threads: Vec<String> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        let tokio = threads.iter().any(|t| t == "wxsocket-rt");
+        let driver = threads
+            .iter()
+            .any(|t| t.starts_with("wxsocket-") && t != "wxsocket-rt" && t != "wxsocket-events");
+        assert_eq!(
+            (tokio, driver),
+            (!blocking, blocking),
+            "blocking: {blocking}, threads: {threads:?}"
+        );
+        let (status, _, stderr) = proc.finish();
+        assert!(status.success(), "{stderr}");
+    }
+}

@@ -137,37 +137,80 @@ fn reconnect_max_gives_up_blocking() {
     reconnect_max_gives_up(true);
 }
 
-/// The delays of a run against a refusing port with `--reconnect-seed SEED`.
-fn delays_with_seed(seed: &str) -> Vec<u64> {
+/// The delays (`delay_ms`) of a run against a refusing port with these extra options and
+/// `--reconnect-max N`.
+fn delays_of(extra: &[&str], n: usize) -> Vec<u64> {
     let url = format!("ws://127.0.0.1:{}/", common::closed_port());
-    let proc = Proc::spawn(&[
-        "connect",
-        &url,
-        "--json",
-        "--reconnect-max",
-        "4",
-        "--reconnect-base",
-        "50",
-        "--reconnect-seed",
-        seed,
-    ]);
-    let events = finish_after_final_close(proc, 5, 3);
+    let max = n.to_string();
+    let mut args = vec!["connect", &url, "--json", "--reconnect-max", &max];
+    args.extend_from_slice(extra);
+    let proc = Proc::spawn(&args);
+    let events = finish_after_final_close(proc, n as u64 + 1, 3);
     let delays: Vec<u64> = events
         .iter()
         .filter(|v| event(v) == "reconnecting")
         .map(|v| v["delay_ms"].as_u64().unwrap())
         .collect();
-    assert_eq!(delays.len(), 4, "{events:?}");
-    for (delay, ceiling) in delays.iter().zip([50, 100, 200, 400]) {
-        assert!(*delay <= ceiling, "{delays:?}");
-    }
+    assert_eq!(delays.len(), n, "{events:?}");
     delays
 }
 
-/// `--reconnect-seed` makes the jittered delays replay exactly.
+/// The jitter the core documents, written out here rather than taken from it: SplitMix64
+/// from the seed, attempt N's delay uniform in `[0, ceiling(N)]` nanoseconds (a draw of 0
+/// counts as 1 ns), shown in whole milliseconds.
+fn expected_delays(seed: u64, ceilings_ms: &[u64]) -> Vec<u64> {
+    let mut state = seed;
+    ceilings_ms
+        .iter()
+        .map(|ceiling| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let nanos = (z % (ceiling * 1_000_000 + 1)).max(1);
+            nanos / 1_000_000
+        })
+        .collect()
+}
+
+/// `--reconnect-seed` fixes the jitter: the delays are exactly the ones the documented
+/// generator draws from that seed under `min(cap, base × 2^(N−1))` (default cap: 30 s, far
+/// above these), and another seed draws others.
 #[test]
-fn reconnect_seed_replays_the_delays() {
-    assert_eq!(delays_with_seed("7"), delays_with_seed("7"));
+fn reconnect_seed_fixes_the_delays() {
+    let ceilings = [50, 100, 200, 400];
+    let seven = delays_of(&["--reconnect-base", "50", "--reconnect-seed", "7"], 4);
+    assert_eq!(seven, expected_delays(7, &ceilings));
+    let eight = delays_of(&["--reconnect-base", "50", "--reconnect-seed", "8"], 4);
+    assert_eq!(eight, expected_delays(8, &ceilings));
+    assert_ne!(seven, eight);
+}
+
+/// `--reconnect-cap` bounds the ceiling: with base 100 and cap 150 the ceilings are 100,
+/// 150, 150, 150 ms (without the cap: 100, 200, 400, 800), and with the seed fixed the
+/// delays are exactly the ones drawn under those ceilings.
+#[test]
+fn reconnect_cap_bounds_the_ceiling() {
+    let capped = [100, 150, 150, 150];
+    let uncapped = [100, 200, 400, 800];
+    for blocking in [false, true] {
+        let args = with_adapter(
+            vec![
+                "--reconnect-base",
+                "100",
+                "--reconnect-cap",
+                "150",
+                "--reconnect-seed",
+                "3",
+            ],
+            blocking,
+        );
+        let delays = delays_of(&args, 4);
+        assert_eq!(delays, expected_delays(3, &capped), "blocking: {blocking}");
+        // The seed tells the two apart: the cap is what made the difference.
+        assert_ne!(delays, expected_delays(3, &uncapped));
+    }
 }
 
 /// A message queued while connecting, then a handshake the server rejects with 503 (which

@@ -1,7 +1,12 @@
 //! Model-based property test: a small reference model and the real session are fed the same
-//! generated calls, transport inputs (current, stale and unknown `ConnId`s, any kind in any
-//! state) and time jumps (forwards and backwards). After every step the states and call
-//! results must agree and the session's invariants must hold.
+//! generated calls, transport inputs (for the model's current connection, an earlier one, or
+//! an unknown `ConnId`; any kind in any state) and time jumps (forwards and backwards). The
+//! model keeps its own connection numbers and routes every input itself, and predicts, after
+//! every step, the state, the call results, the buffered amount and every event in order:
+//! connection ids, close codes and `clean`, error kinds, send failures, and, with a reconnect
+//! policy, each `Reconnecting` (attempt number, and the delay drawn from the seeded jitter
+//! under a ceiling computed here) and which queued messages carry over. The session's
+//! invariants are checked on top.
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,20 +113,154 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The reference model: what state the session must be in and what each call must return.
+/// An event as the model predicts it (the parts the model decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Connecting(u64),
+    Open(u64),
+    Message(u64, u64),
+    Completed(u64, SendId),
+    Failed(u64, SendId, SendFailure),
+    Error(u64, Fault),
+    Close {
+        conn: u64,
+        code: u16,
+        clean: bool,
+    },
+    Reconnecting {
+        conn: u64,
+        attempt: u32,
+        delay: Duration,
+    },
+    Other(String),
+}
+
+/// The kind of a connection error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Connect(TransportErrorKind),
+    HandshakeTimeout,
+    ProtocolNotOffered,
+    Transport(TransportErrorKind),
+    KeepaliveTimeout,
+    CloseTimeout,
+    Other,
+}
+
+fn observed(e: &Event) -> Ev {
+    match e {
+        Event::Connecting { conn, .. } => Ev::Connecting(conn.get()),
+        Event::Open { conn, .. } => Ev::Open(conn.get()),
+        Event::Message { conn, message } => Ev::Message(
+            conn.get(),
+            std::str::from_utf8(message.as_bytes())
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(u64::MAX),
+        ),
+        Event::SendCompleted { conn, id } => Ev::Completed(conn.get(), *id),
+        Event::SendFailed {
+            conn, id, reason, ..
+        } => Ev::Failed(conn.get(), *id, *reason),
+        Event::Error { conn, error } => Ev::Error(
+            conn.get(),
+            match error {
+                ConnectionError::ConnectFailed(e) => Fault::Connect(e.kind),
+                ConnectionError::HandshakeTimeout(_) => Fault::HandshakeTimeout,
+                ConnectionError::ProtocolNotOffered(_) => Fault::ProtocolNotOffered,
+                ConnectionError::Transport(e) => Fault::Transport(e.kind),
+                ConnectionError::KeepaliveTimeout(_) => Fault::KeepaliveTimeout,
+                ConnectionError::CloseTimeout(_) => Fault::CloseTimeout,
+                _ => Fault::Other,
+            },
+        ),
+        Event::Close {
+            conn, code, clean, ..
+        } => Ev::Close {
+            conn: conn.get(),
+            code: *code,
+            clean: *clean,
+        },
+        Event::Reconnecting {
+            conn,
+            attempt,
+            delay,
+            ..
+        } => Ev::Reconnecting {
+            conn: conn.get(),
+            attempt: *attempt,
+            delay: *delay,
+        },
+        other => Ev::Other(format!("{other:?}")),
+    }
+}
+
+/// The close code the session reports for a transport failure of this kind (RFC 6455
+/// §7.4.1), written out here.
+fn failure_code(kind: TransportErrorKind) -> u16 {
+    match kind {
+        TransportErrorKind::Protocol => 1002,
+        TransportErrorKind::InvalidUtf8 => 1007,
+        TransportErrorKind::MessageTooBig => 1009,
+        _ => 1006,
+    }
+}
+
+/// Where the model's current connection is.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Idle,
+    /// Dialled; `attempt` 0 for a connect call, N for the Nth retry.
+    Connecting {
+        attempt: u32,
+        close_after_open: bool,
+    },
+    /// Waiting to dial retry `attempt`.
+    Backoff {
+        attempt: u32,
+    },
+    Open {
+        awaiting_pong: bool,
+    },
+    /// `peer`: the peer's close frame (its code) once it came; `local`: the application
+    /// asked to close.
+    Closing {
+        peer: Option<Option<u16>>,
+        local: bool,
+    },
+    Closed,
+}
+
+/// Why a connection ended, as the reconnect policy judges it.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    Application,
+    Dial(Option<TransportErrorKind>),
+    Mismatch,
+    Lost,
+    PeerClosed(u16),
+}
+
+/// The reference model: its own connection numbering and routing, the state, what each
+/// call returns, and the events each step must produce.
 #[derive(Debug)]
 struct Model {
     policy: CloseBeforeOpen,
     keepalive: bool,
-    state: ReadyState,
+    reconnect: Option<ReconnectPolicy>,
+    phase: Phase,
+    /// The current connection (0 before the first), and the last id handed out.
     conn: u64,
-    /// Deadline of the current state's timer (handshake, keepalive or close).
+    last_conn: u64,
+    last_send: u64,
+    /// Deadline of the current phase's timer (handshake, backoff, keepalive or close).
     deadline: Option<Instant>,
-    awaiting_pong: bool,
-    close_pending: bool,
     queued: Vec<(SendId, usize)>,
     in_flight: Vec<(SendId, usize)>,
     now: Instant,
+    /// SplitMix64 state of the reconnect jitter.
+    jitter: u64,
+    expected: Vec<Ev>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -134,128 +273,390 @@ enum SendOutcome {
 }
 
 impl Model {
+    fn new(
+        policy: CloseBeforeOpen,
+        keepalive: bool,
+        reconnect: Option<ReconnectPolicy>,
+        now: Instant,
+    ) -> Self {
+        let jitter = reconnect.as_ref().map_or(0, |r| r.seed);
+        Model {
+            policy,
+            keepalive,
+            reconnect,
+            phase: Phase::Idle,
+            conn: 0,
+            last_conn: 0,
+            last_send: 0,
+            deadline: None,
+            queued: Vec::new(),
+            in_flight: Vec::new(),
+            now,
+            jitter,
+            expected: Vec::new(),
+        }
+    }
+
+    fn state(&self) -> ReadyState {
+        match self.phase {
+            Phase::Idle => ReadyState::Idle,
+            Phase::Connecting { .. } | Phase::Backoff { .. } => ReadyState::Connecting,
+            Phase::Open { .. } => ReadyState::Open,
+            Phase::Closing { .. } => ReadyState::Closing,
+            Phase::Closed => ReadyState::Closed,
+        }
+    }
+
+    /// Whether transport input for `conn` reaches the state machine: it is the model's
+    /// current connection and one with a transport (not waiting to be dialled).
+    fn routes(&self, conn: u64) -> bool {
+        conn == self.conn
+            && matches!(
+                self.phase,
+                Phase::Connecting { .. } | Phase::Open { .. } | Phase::Closing { .. }
+            )
+    }
+
+    fn next_jitter(&mut self) -> u64 {
+        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Whether the policy retries attempt `attempt` after an end of this cause.
+    fn retries(&self, cause: Cause, attempt: u32) -> bool {
+        let Some(p) = &self.reconnect else {
+            return false;
+        };
+        let by_cause = match cause {
+            Cause::Application | Cause::Mismatch => false,
+            Cause::Dial(Some(TransportErrorKind::Negotiation)) => false,
+            Cause::Dial(Some(TransportErrorKind::HttpStatus(s))) if (400..500).contains(&s) => {
+                p.retry_http_4xx
+            }
+            Cause::Dial(_) | Cause::Lost => true,
+            Cause::PeerClosed(code) => [1001, 1011, 1012, 1013].contains(&code),
+        };
+        by_cause && p.max_attempts.is_none_or(|m| attempt <= m)
+    }
+
+    /// Fails `pending` with `reason`, then the close event; the model is Closed.
+    fn end(&mut self, pending: Vec<(SendId, usize)>, reason: SendFailure, code: u16, clean: bool) {
+        for (id, _) in pending {
+            self.expected.push(Ev::Failed(self.conn, id, reason));
+        }
+        self.expected.push(Ev::Close {
+            conn: self.conn,
+            code,
+            clean,
+        });
+        self.phase = Phase::Closed;
+        self.deadline = None;
+    }
+
+    fn back_off(&mut self, attempt: u32, queue: Vec<(SendId, usize)>) {
+        // min(cap, base · 2^(attempt−1)), full jitter in nanoseconds, never 0.
+        let doubling = 1u32 << (attempt - 1).min(20);
+        let ceiling = (RECONNECT_BASE * doubling).min(RECONNECT_CAP);
+        let nanos = self.next_jitter() % (ceiling.as_nanos() as u64 + 1);
+        let delay = Duration::from_nanos(nanos.max(1));
+        self.last_conn += 1;
+        self.conn = self.last_conn;
+        self.expected.push(Ev::Reconnecting {
+            conn: self.conn,
+            attempt,
+            delay,
+        });
+        self.phase = Phase::Backoff { attempt };
+        self.queued = queue;
+        self.deadline = Some(self.now + delay);
+    }
+
+    fn dial(&mut self, attempt: u32) {
+        self.expected.push(Ev::Connecting(self.conn));
+        self.phase = Phase::Connecting {
+            attempt,
+            close_after_open: false,
+        };
+        self.deadline = Some(self.now + HS);
+    }
+
+    fn connect_failed(&mut self, fault: Fault, cause: Cause) {
+        let Phase::Connecting {
+            attempt,
+            close_after_open,
+        } = self.phase
+        else {
+            unreachable!()
+        };
+        let cause = if close_after_open {
+            Cause::Application
+        } else {
+            cause
+        };
+        self.expected.push(Ev::Error(self.conn, fault));
+        let retry = self.retries(cause, attempt + 1);
+        let carry = retry && self.reconnect.as_ref().is_some_and(|r| r.carry_queue);
+        let queue = std::mem::take(&mut self.queued);
+        let (failed, carried) = if carry {
+            (Vec::new(), queue)
+        } else {
+            (queue, Vec::new())
+        };
+        self.end(failed, SendFailure::ConnectFailed, 1006, false);
+        if retry {
+            self.back_off(attempt + 1, carried);
+        }
+    }
+
+    fn fail_open(&mut self, fault: Fault, code: u16) {
+        self.expected.push(Ev::Error(self.conn, fault));
+        let pending = std::mem::take(&mut self.in_flight);
+        self.end(pending, SendFailure::ConnectionLost, code, false);
+        if self.retries(Cause::Lost, 1) {
+            self.back_off(1, Vec::new());
+        }
+    }
+
+    fn finish_close(&mut self, clean: bool) {
+        let Phase::Closing { peer, local } = self.phase else {
+            unreachable!()
+        };
+        let pending = std::mem::take(&mut self.in_flight);
+        let Some(code) = peer else {
+            self.end(pending, SendFailure::ConnectionLost, 1006, false);
+            return;
+        };
+        let code = code.unwrap_or(1005);
+        self.end(pending, SendFailure::ConnectionLost, code, clean);
+        let cause = if local {
+            Cause::Application
+        } else {
+            Cause::PeerClosed(code)
+        };
+        if self.retries(cause, 1) {
+            self.back_off(1, Vec::new());
+        }
+    }
+
+    /// Time moves to `now` (never backwards); the one timer due, if any, fires.
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
         let Some(d) = self.deadline else { return };
         if d > self.now {
             return;
         }
-        match self.state {
-            ReadyState::Connecting | ReadyState::Closing => self.end(),
-            ReadyState::Open if self.awaiting_pong => self.end(),
-            ReadyState::Open => {
-                self.awaiting_pong = true;
+        match self.phase {
+            Phase::Connecting { .. } => {
+                self.connect_failed(Fault::HandshakeTimeout, Cause::Dial(None))
+            }
+            Phase::Backoff { attempt } => self.dial(attempt),
+            Phase::Open {
+                awaiting_pong: true,
+            } => self.fail_open(Fault::KeepaliveTimeout, 1006),
+            Phase::Open { .. } => {
+                self.phase = Phase::Open {
+                    awaiting_pong: true,
+                };
                 self.deadline = Some(self.now + KT);
             }
-            _ => unreachable!(),
+            Phase::Closing { peer: Some(_), .. } => self.finish_close(false),
+            Phase::Closing { .. } => {
+                self.expected
+                    .push(Ev::Error(self.conn, Fault::CloseTimeout));
+                let pending = std::mem::take(&mut self.in_flight);
+                self.end(pending, SendFailure::ConnectionLost, 1006, false);
+            }
+            Phase::Idle | Phase::Closed => unreachable!(),
         }
-    }
-
-    fn end(&mut self) {
-        self.state = ReadyState::Closed;
-        self.deadline = None;
-        self.queued.clear();
-        self.in_flight.clear();
-        self.close_pending = false;
     }
 
     fn touch(&mut self) {
-        if self.keepalive {
-            self.deadline = Some(self.now + KA);
-            self.awaiting_pong = false;
+        self.phase = Phase::Open {
+            awaiting_pong: false,
+        };
+        self.deadline = self.keepalive.then(|| self.now + KA);
+    }
+
+    /// `connect` with a valid URL: the current connection is replaced, a new id dialled.
+    fn connect(&mut self) -> u64 {
+        let (pending, closing) = match self.phase {
+            Phase::Connecting { .. } | Phase::Backoff { .. } => {
+                (std::mem::take(&mut self.queued), true)
+            }
+            Phase::Open { .. } | Phase::Closing { .. } => {
+                (std::mem::take(&mut self.in_flight), true)
+            }
+            Phase::Idle | Phase::Closed => (Vec::new(), false),
+        };
+        if closing {
+            self.end(pending, SendFailure::Replaced, 1000, false);
         }
+        self.last_conn += 1;
+        self.conn = self.last_conn;
+        self.queued.clear();
+        self.in_flight.clear();
+        self.dial(0);
+        self.conn
     }
 
-    fn connect(&mut self, conn: u64) {
-        self.end();
-        self.conn = conn;
-        self.state = ReadyState::Connecting;
-        self.deadline = Some(self.now + HS);
-    }
-
-    fn send(&self, len: usize) -> SendOutcome {
+    fn send(&mut self, len: usize) -> SendOutcome {
         let bytes = |q: &[(SendId, usize)]| q.iter().map(|x| x.1).sum::<usize>();
-        match self.state {
-            ReadyState::Idle | ReadyState::Closed => SendOutcome::NotConnected,
-            ReadyState::Closing => SendOutcome::Closing,
-            ReadyState::Connecting if self.close_pending => SendOutcome::Closing,
-            ReadyState::Connecting
+        let outcome = match self.phase {
+            Phase::Idle | Phase::Closed => SendOutcome::NotConnected,
+            Phase::Closing { .. } => SendOutcome::Closing,
+            Phase::Connecting {
+                close_after_open: true,
+                ..
+            } => SendOutcome::Closing,
+            Phase::Connecting { .. } | Phase::Backoff { .. }
                 if self.queued.len() >= MAX_MSGS || bytes(&self.queued) + len > MAX_QUEUED =>
             {
                 SendOutcome::QueueFull
             }
-            ReadyState::Open if bytes(&self.in_flight) + len > MAX_BUFFERED => {
+            Phase::Open { .. } if bytes(&self.in_flight) + len > MAX_BUFFERED => {
                 SendOutcome::BufferFull
             }
             _ => SendOutcome::Ok,
+        };
+        if outcome == SendOutcome::Ok {
+            self.last_send += 1;
+            let id = SendId::from_raw(self.last_send);
+            if matches!(self.phase, Phase::Open { .. }) {
+                self.in_flight.push((id, len));
+            } else {
+                self.queued.push((id, len));
+            }
         }
+        outcome
     }
 
     fn begin_close(&mut self) {
-        self.state = ReadyState::Closing;
+        self.phase = Phase::Closing {
+            peer: None,
+            local: true,
+        };
         self.deadline = Some(self.now + CT);
     }
 
-    fn close(&mut self) -> Result<(), CloseError> {
-        match self.state {
-            ReadyState::Idle | ReadyState::Closed => Err(CloseError::NotConnected),
-            ReadyState::Closing => Ok(()),
-            ReadyState::Connecting => match self.policy {
+    /// `close(code)` with a valid code.
+    fn close(&mut self, code: u16) -> Result<(), CloseError> {
+        match self.phase {
+            Phase::Idle | Phase::Closed => Err(CloseError::NotConnected),
+            Phase::Closing { peer, .. } => {
+                self.phase = Phase::Closing { peer, local: true };
+                Ok(())
+            }
+            Phase::Connecting { attempt, .. } => match self.policy {
                 CloseBeforeOpen::Ignore => Err(CloseError::NotOpenYet),
                 CloseBeforeOpen::AfterOpen => {
-                    self.close_pending = true;
+                    self.phase = Phase::Connecting {
+                        attempt,
+                        close_after_open: true,
+                    };
                     Ok(())
                 }
                 _ => {
-                    self.end();
+                    let queue = std::mem::take(&mut self.queued);
+                    self.end(queue, SendFailure::Cancelled, 1006, false);
                     Ok(())
                 }
             },
-            ReadyState::Open => {
+            Phase::Backoff { .. } => {
+                let queue = std::mem::take(&mut self.queued);
+                self.end(queue, SendFailure::Cancelled, code, false);
+                Ok(())
+            }
+            Phase::Open { .. } => {
                 self.begin_close();
                 Ok(())
             }
-            _ => unreachable!(),
         }
     }
 
-    fn input(&mut self, input: &Input, written: Option<SendId>) {
-        use ReadyState::*;
-        match (self.state, input) {
-            (Connecting, Input::Opened { offered: true }) => {
-                self.state = Open;
-                self.awaiting_pong = false;
-                self.deadline = None;
-                self.touch();
+    /// Transport input for `conn` (time already advanced).
+    fn input(&mut self, conn: u64, input: &Input, written: Option<SendId>, fed: u64) {
+        if !self.routes(conn) {
+            return;
+        }
+        match (self.phase.clone(), input) {
+            (
+                Phase::Connecting {
+                    close_after_open, ..
+                },
+                Input::Opened { offered: true },
+            ) => {
+                self.expected.push(Ev::Open(conn));
                 self.in_flight = std::mem::take(&mut self.queued);
-                if self.close_pending {
-                    self.close_pending = false;
+                self.touch();
+                if close_after_open {
                     self.begin_close();
                 }
             }
-            (
-                Connecting,
-                Input::Opened { offered: false }
-                | Input::ConnectFailed(_)
-                | Input::Error(_)
-                | Input::Closed,
-            ) => self.end(),
-            (Open, Input::Message | Input::Pong) => self.touch(),
-            (Open | Closing, Input::Written(..)) => {
-                if let Some(id) = written {
+            (Phase::Connecting { .. }, Input::Opened { offered: false }) => {
+                self.connect_failed(Fault::ProtocolNotOffered, Cause::Mismatch)
+            }
+            (Phase::Connecting { .. }, Input::ConnectFailed(k) | Input::Error(k)) => {
+                self.connect_failed(Fault::Connect(*k), Cause::Dial(Some(*k)))
+            }
+            (Phase::Connecting { .. }, Input::Closed) => self.connect_failed(
+                Fault::Connect(TransportErrorKind::Io),
+                Cause::Dial(Some(TransportErrorKind::Io)),
+            ),
+            (Phase::Open { .. }, Input::Message) => {
+                self.expected.push(Ev::Message(conn, fed));
+                self.touch();
+            }
+            (Phase::Open { .. }, Input::Pong) => self.touch(),
+            (Phase::Open { .. } | Phase::Closing { .. }, Input::Written(..)) => {
+                if let Some(id) = written.filter(|id| self.in_flight.iter().any(|x| x.0 == *id)) {
                     self.in_flight.retain(|x| x.0 != id);
+                    self.expected.push(Ev::Completed(conn, id));
                 }
             }
-            (Open, Input::PeerClosed(_)) => self.begin_close(),
-            (Open | Closing, Input::Error(_) | Input::Closed) => self.end(),
+            (Phase::Open { .. }, Input::PeerClosed(code)) => {
+                self.phase = Phase::Closing {
+                    peer: Some(*code),
+                    local: false,
+                };
+                self.deadline = Some(self.now + CT);
+            }
+            (Phase::Closing { peer, local }, Input::PeerClosed(code)) => {
+                self.phase = Phase::Closing {
+                    peer: Some(peer.unwrap_or(*code)),
+                    local,
+                };
+            }
+            (Phase::Open { .. }, Input::Error(k)) => {
+                self.fail_open(Fault::Transport(*k), failure_code(*k))
+            }
+            (Phase::Open { .. }, Input::Closed) => {
+                self.fail_open(Fault::Transport(TransportErrorKind::Io), 1006)
+            }
+            (Phase::Closing { .. }, Input::Closed) => self.finish_close(true),
+            (Phase::Closing { peer: Some(_), .. }, Input::Error(_)) => self.finish_close(true),
+            (Phase::Closing { .. }, Input::Error(k)) => {
+                self.expected.push(Ev::Error(conn, Fault::Transport(*k)));
+                let pending = std::mem::take(&mut self.in_flight);
+                self.end(
+                    pending,
+                    SendFailure::ConnectionLost,
+                    failure_code(*k),
+                    false,
+                );
+            }
             _ => {}
         }
     }
 
     fn buffered(&self) -> usize {
-        match self.state {
-            ReadyState::Connecting => self.queued.iter().map(|x| x.1).sum(),
-            ReadyState::Open | ReadyState::Closing => self.in_flight.iter().map(|x| x.1).sum(),
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Backoff { .. } => {
+                self.queued.iter().map(|x| x.1).sum()
+            }
+            Phase::Open { .. } | Phase::Closing { .. } => self.in_flight.iter().map(|x| x.1).sum(),
             _ => 0,
         }
     }
@@ -266,9 +667,8 @@ impl Model {
 struct Observed {
     /// With reconnection on, queued sends carry over to later connections.
     carry: bool,
-    policy: Option<ReconnectPolicy>,
-    /// Connections announced by `Reconnecting`: (attempt, earliest dial time).
-    backoffs: BTreeMap<ConnId, (u32, Instant)>,
+    /// Connections announced by `Reconnecting`: earliest dial time.
+    backoffs: BTreeMap<ConnId, Instant>,
     issued: BTreeMap<SendId, ConnId>,
     completed: BTreeSet<SendId>,
     /// Per connection: saw Connecting, saw Open, saw Close.
@@ -277,24 +677,20 @@ struct Observed {
     last_send_action: BTreeMap<ConnId, SendId>,
     /// Send actions carried out and not yet confirmed, per connection, in order.
     written_queue: BTreeMap<ConnId, Vec<SendId>>,
-    /// The number of the last message delivered (messages are fed numbered, in order).
-    last_message: Option<u64>,
 }
 
 impl Observed {
-    fn drain(&mut self, s: &mut Session, now: Instant) -> Result<(), TestCaseError> {
+    /// Drains the session's actions and events, checks the invariants, and returns the
+    /// events.
+    fn drain(&mut self, s: &mut Session, now: Instant) -> Result<Vec<Ev>, TestCaseError> {
         while let Some(a) = s.poll_action() {
-            if let Action::Dial { conn, .. } = &a {
+            if let Action::Dial { conn, .. } = &a
+                && let Some(earliest) = self.backoffs.get(conn)
+            {
                 prop_assert!(
-                    !(s.is_backing_off() && s.current() == Some(*conn)),
-                    "dial during a backoff"
+                    now >= *earliest,
+                    "{conn} dialled before its backoff was over"
                 );
-                if let Some((_, earliest)) = self.backoffs.get(conn) {
-                    prop_assert!(
-                        now >= *earliest,
-                        "{conn} dialled before its backoff was over"
-                    );
-                }
             }
             if let Action::Send { conn, id, .. } = a {
                 if let Some(prev) = self.last_send_action.insert(conn, id) {
@@ -305,6 +701,7 @@ impl Observed {
                 self.written_queue.entry(conn).or_default().push(id);
             }
         }
+        let mut seen = Vec::new();
         while let Some(e) = s.poll_event() {
             let conn = e.conn();
             if let Some(last) = self.last_event_conn {
@@ -314,20 +711,9 @@ impl Observed {
             let entry = self.conns.entry(conn).or_default();
             prop_assert!(!entry.2, "event after close for {conn}: {e:?}");
             match &e {
-                Event::Reconnecting { attempt, delay, .. } => {
+                Event::Reconnecting { delay, .. } => {
                     prop_assert!(!entry.0, "reconnecting after connecting");
-                    let policy = self.policy.as_ref().expect("reconnecting without a policy");
-                    // min(cap, base · 2^(attempt-1)), computed here rather than trusted.
-                    let doubling = 1u32 << (attempt - 1).min(16);
-                    let ceiling = (RECONNECT_BASE * doubling).min(RECONNECT_CAP);
-                    prop_assert!(*delay <= ceiling, "delay {delay:?} over {ceiling:?}");
-                    prop_assert_eq!(policy.ceiling(*attempt), ceiling);
-                    prop_assert!(policy.max_attempts.is_none_or(|m| *attempt <= m));
-                    prop_assert!(
-                        self.backoffs
-                            .insert(conn, (*attempt, now + *delay))
-                            .is_none()
-                    );
+                    prop_assert!(self.backoffs.insert(conn, now + *delay).is_none());
                 }
                 Event::Connecting { .. } => {
                     prop_assert!(!entry.0);
@@ -337,19 +723,7 @@ impl Observed {
                     prop_assert!(entry.0 && !entry.1);
                     entry.1 = true;
                 }
-                Event::Message { message, .. } => {
-                    prop_assert!(entry.1);
-                    let n: u64 = std::str::from_utf8(message.as_bytes())
-                        .expect("text")
-                        .parse()
-                        .expect("numbered");
-                    prop_assert!(
-                        self.last_message.is_none_or(|last| last < n),
-                        "message {n} delivered after {:?}",
-                        self.last_message
-                    );
-                    self.last_message = Some(n);
-                }
+                Event::Message { .. } => prop_assert!(entry.1),
                 Event::Close { .. } => entry.2 = true,
                 Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
                     let issued = *self.issued.get(id).expect("an issued id");
@@ -364,8 +738,9 @@ impl Observed {
                 }
                 _ => prop_assert!(entry.0),
             }
+            seen.push(observed(&e));
         }
-        Ok(())
+        Ok(seen)
     }
 }
 
@@ -389,38 +764,36 @@ fn config(
     c
 }
 
-/// Runs `ops`. Without a reconnect policy the model predicts every state and call result;
-/// with one, the invariants are checked (the model does not know reconnection).
+/// Runs `ops`, then a wind-down (close, a final dial failure, the transport's end, time),
+/// with the model predicting every step.
 fn run(
     policy: CloseBeforeOpen,
     keepalive: bool,
     reconnect: Option<ReconnectPolicy>,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
-    let modelled = reconnect.is_none();
     let start = Instant::now();
     let mut s = Session::new(config(policy, keepalive, reconnect.clone())).unwrap();
-    let mut m = Model {
-        policy,
-        keepalive,
-        state: ReadyState::Idle,
-        conn: 0,
-        deadline: None,
-        awaiting_pong: false,
-        close_pending: false,
-        queued: Vec::new(),
-        in_flight: Vec::new(),
-        now: start,
-    };
     let mut obs = Observed {
         carry: reconnect.as_ref().is_some_and(|r| r.carry_queue),
-        policy: reconnect,
         ..Observed::default()
     };
+    let mut m = Model::new(policy, keepalive, reconnect, start);
     let mut now = start;
-    let mut conns: Vec<ConnId> = Vec::new();
     let mut fed = 0u64;
-    for op in ops {
+    // Wind down: close (cancels a backoff; refused while connecting under `Ignore`), fail
+    // any dial for good (HTTP 404 is not retried), end the transport, let timers run out.
+    let wind_down = [
+        Op::Close { code: 1000 },
+        Op::Transport(
+            Target::Current,
+            Input::ConnectFailed(TransportErrorKind::HttpStatus(404)),
+        ),
+        Op::Transport(Target::Current, Input::Closed),
+        Op::Advance(60_000),
+    ];
+    let wind_down = wind_down.iter().cycle().take(16).cloned();
+    for op in ops.into_iter().chain(wind_down) {
         let before = s.state();
         match op {
             Op::Connect { valid } => {
@@ -431,10 +804,10 @@ fn run(
                 };
                 let r = s.connect(&ConnectOptions::new(url).protocol("p"), now);
                 prop_assert_eq!(r.is_ok(), valid);
-                if let Ok(c) = r {
+                if valid {
                     m.advance(now);
-                    m.connect(c.get());
-                    conns.push(c);
+                    let expected = m.connect();
+                    prop_assert_eq!(r.unwrap().get(), expected, "the new connection's id");
                 }
             }
             Op::Send { len } | Op::StaleSend { len, .. } => {
@@ -448,32 +821,22 @@ fn run(
                 m.advance(at);
                 let expected = m.send(len);
                 let r = s.send(Message::binary(vec![7u8; len]), at);
-                if !modelled {
-                    if let Ok(id) = r {
-                        obs.issued.insert(id, s.current().unwrap());
+                let got = match &r {
+                    Ok(_) => SendOutcome::Ok,
+                    Err(SendError::NotConnected(_)) => SendOutcome::NotConnected,
+                    Err(SendError::Closing(_)) => SendOutcome::Closing,
+                    Err(SendError::QueueFull(_)) => SendOutcome::QueueFull,
+                    Err(SendError::BufferFull(_)) => SendOutcome::BufferFull,
+                    Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
+                };
+                prop_assert_eq!(&got, &expected);
+                match r {
+                    Ok(id) => {
+                        prop_assert_eq!(id.get(), m.last_send, "the send's id");
+                        obs.issued.insert(id, ConnId::from_raw(m.conn));
                     }
-                } else {
-                    let got = match &r {
-                        Ok(_) => SendOutcome::Ok,
-                        Err(SendError::NotConnected(_)) => SendOutcome::NotConnected,
-                        Err(SendError::Closing(_)) => SendOutcome::Closing,
-                        Err(SendError::QueueFull(_)) => SendOutcome::QueueFull,
-                        Err(SendError::BufferFull(_)) => SendOutcome::BufferFull,
-                        Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
-                    };
-                    prop_assert_eq!(&got, &expected);
-                    match r {
-                        Ok(id) => {
-                            obs.issued.insert(id, s.current().unwrap());
-                            if m.state == ReadyState::Connecting {
-                                m.queued.push((id, len));
-                            } else {
-                                m.in_flight.push((id, len));
-                            }
-                        }
-                        Err(e) => {
-                            prop_assert_eq!(e.into_message().len(), len, "message handed back")
-                        }
+                    Err(e) => {
+                        prop_assert_eq!(e.into_message().len(), len, "message handed back")
                     }
                 }
             }
@@ -481,20 +844,20 @@ fn run(
                 let r = s.close(Some(code), "", now);
                 if code == 1001 {
                     prop_assert_eq!(r, Err(CloseError::InvalidCode(1001)));
-                } else if modelled {
+                } else {
                     m.advance(now);
-                    prop_assert_eq!(r, m.close());
+                    prop_assert_eq!(r, m.close(code));
                 }
             }
             Op::Transport(target, input) => {
+                // The model decides which connection the input belongs to.
                 let conn = match target {
-                    Target::Current => s.current().or(conns.last().copied()),
-                    Target::Stale => conns.iter().rev().nth(1).copied(),
-                    Target::Unknown => Some(ConnId::from_raw(1_000_000)),
+                    Target::Current if m.conn > 0 => m.conn,
+                    Target::Stale if m.conn > 1 => m.conn - 1,
+                    Target::Unknown => 1_000_000,
+                    _ => continue,
                 };
-                let Some(conn) = conn else { continue };
                 m.advance(now);
-                let current = s.current() == Some(conn) && m.state != ReadyState::Closed;
                 let mut written = None;
                 let event = match &input {
                     Input::Opened { offered } => TransportEvent::Opened(Box::new(Handshake {
@@ -514,24 +877,20 @@ fn run(
                         reason: String::new(),
                     }),
                     Input::Written(oldest, raw) => {
-                        let q = obs.written_queue.entry(conn).or_default();
+                        let q = obs.written_queue.entry(ConnId::from_raw(conn)).or_default();
                         let id = if *oldest && !q.is_empty() {
                             q.remove(0)
                         } else {
                             SendId::from_raw(*raw)
                         };
-                        if current && m.in_flight.iter().any(|x| x.0 == id) {
-                            written = Some(id);
-                        }
+                        written = Some(id);
                         TransportEvent::SendWritten(id)
                     }
                     Input::Error(k) => TransportEvent::Error(TransportError::new(*k, "e")),
                     Input::Closed => TransportEvent::Closed,
                 };
-                s.handle(conn, event, now);
-                if current {
-                    m.input(&input, written);
-                }
+                s.handle(ConnId::from_raw(conn), event, now);
+                m.input(conn, &input, written, fed);
             }
             Op::Advance(ms) => {
                 now += Duration::from_millis(ms);
@@ -539,17 +898,20 @@ fn run(
                 m.advance(now);
             }
         }
-        obs.drain(&mut s, now)?;
-        // Invariants after every step.
+        let seen = obs.drain(&mut s, now)?;
+        let expected = std::mem::take(&mut m.expected);
+        prop_assert_eq!(seen, expected, "events of the step");
         prop_assert!(
             step_allowed(before, s.state()),
             "{before} -> {} in one step is not in the state table",
             s.state()
         );
-        if modelled {
-            prop_assert_eq!(s.state(), m.state, "state after step");
-            prop_assert_eq!(s.buffered_amount(), m.buffered());
-        }
+        prop_assert_eq!(s.state(), m.state(), "state after step");
+        prop_assert_eq!(
+            s.current().map(ConnId::get),
+            (m.conn > 0 && !matches!(m.phase, Phase::Idle | Phase::Closed)).then_some(m.conn)
+        );
+        prop_assert_eq!(s.buffered_amount(), m.buffered());
         prop_assert!(s.buffered_amount() <= MAX_BUFFERED);
         if s.state() == ReadyState::Connecting {
             prop_assert!(s.pending_sends() <= MAX_MSGS && s.buffered_amount() <= MAX_QUEUED);
@@ -557,19 +919,6 @@ fn run(
         if let Some(t) = s.poll_timeout() {
             prop_assert!(t > m.now, "deadline {t:?} not after the last now");
         }
-    }
-    // Wind down: close (cancels a backoff; refused while connecting under `Ignore`), fail
-    // any dial for good (HTTP 404 is not retried), end the transport, let timers run out.
-    let refused = TransportError::new(TransportErrorKind::HttpStatus(404), "gone");
-    for _ in 0..4 {
-        let _ = s.close(None, "", now);
-        if let Some(c) = s.current() {
-            s.handle(c, TransportEvent::ConnectFailed(refused.clone()), now);
-            s.handle(c, TransportEvent::Closed, now);
-        }
-        now += Duration::from_secs(60);
-        s.handle_timeout(now);
-        obs.drain(&mut s, now)?;
     }
     prop_assert_eq!(s.poll_timeout(), None, "no timer left");
     let missing: Vec<_> = obs
@@ -605,7 +954,7 @@ proptest! {
     }
 
     #[test]
-    fn reconnection_keeps_the_invariants(
+    fn reconnection_matches_the_model(
         policy in policy(),
         keepalive in any::<bool>(),
         carry in any::<bool>(),

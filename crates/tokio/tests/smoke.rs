@@ -213,9 +213,13 @@ async fn awaitable_send_fails_when_closed_before_open() {
         tokio::spawn(async move { client.send("never written").await })
     };
     // Wait until the send is queued, then close before open.
-    while client.buffered_amount() == 0 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(WAIT, async {
+        while client.buffered_amount() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the send was queued");
     client.close(None, "").unwrap();
     let result = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert_eq!(
@@ -477,21 +481,56 @@ async fn keepalive_declares_a_silent_peer_dead() {
     assert!(matches!(seen.last(), Some(Event::Close { code: 1006, .. })));
 }
 
+/// A server that answers every ping (tungstenite does) keeps a keepalive client open for
+/// well beyond the pong timeout, and the pings really went out: the server counts them,
+/// and they keep coming after the first timeout would have passed.
 #[tokio::test]
 async fn keepalive_pings_keep_a_live_peer_open() {
-    let server = Server::start(echo()).await;
-    let session =
-        SessionConfig::default().keepalive(Duration::from_millis(50), Duration::from_millis(500));
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let pings: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = Arc::clone(&pings);
+    let _server = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // Reading sends tungstenite's queued pong for each ping.
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_ping() {
+                seen.lock().unwrap().push(Instant::now());
+            }
+        }
+    });
+    let interval = Duration::from_millis(100);
+    let timeout = Duration::from_secs(1);
+    let session = SessionConfig::default().keepalive(interval, timeout);
     let (client, mut events) = Client::new(Config::default().session(session)).unwrap();
-    client.connect(&ConnectOptions::new(&server.url)).unwrap();
+    client.connect(&ConnectOptions::new(&url)).unwrap();
     until_open(&mut events).await;
-    // Several keepalive intervals pass with pings answered by the server.
-    let quiet = tokio::time::timeout(Duration::from_millis(400), events.next()).await;
+    let opened = Instant::now();
+    // Three pong timeouts: a client that sent no ping, or ignored the pongs, would be
+    // declared dead (or silent) within this window.
+    let watch = 3 * timeout;
+    let quiet = tokio::time::timeout(watch, events.next()).await;
     assert!(
         quiet.is_err(),
         "no event while the peer answers pings: {quiet:?}"
     );
     assert_eq!(client.state(), ReadyState::Open);
+    let pings = pings.lock().unwrap().clone();
+    assert!(
+        pings.len() >= 3,
+        "{} pings in {watch:?} at a {interval:?} keepalive",
+        pings.len()
+    );
+    // Pings still came after a whole pong timeout had passed: each answer kept it alive.
+    let last = *pings.last().unwrap();
+    assert!(
+        last >= opened + timeout + interval,
+        "last ping {:?} after open",
+        last - opened
+    );
 }
 
 #[tokio::test]
@@ -520,10 +559,11 @@ async fn refused_options_are_errors_before_any_io() {
 
 #[tokio::test]
 async fn connection_refused_is_an_error_event_and_close_1006() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // The local port of a connected client socket, held for the test: nothing listens on
+    // it, so the dial is refused, and no other test can bind it meanwhile.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let (client, mut events) = Client::new(Config::default()).unwrap();
     client
         .connect(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")))

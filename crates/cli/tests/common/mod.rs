@@ -565,10 +565,17 @@ impl Drop for TlsEchoServer {
     }
 }
 
-/// A port on 127.0.0.1 nothing listens on (bound, then released).
+/// A port on 127.0.0.1 that refuses connections and that no other test can take: the
+/// local port of a connected client socket, held (with its peer) until the process exits.
+/// Nothing listens on it, so a dial is refused; being bound, it is never handed out again
+/// (a port bound and released could be, to a listener of a test running alongside).
 pub fn closed_port() -> u16 {
+    static HELD: Mutex<Vec<(std::net::TcpListener, std::net::TcpStream)>> = Mutex::new(Vec::new());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let port = client.local_addr().unwrap().port();
+    HELD.lock().unwrap().push((listener, client));
+    port
 }
 
 /// Runs `program ARGS` with `stdin` (a file, `Stdio::null()`, …) to the end, killing it
