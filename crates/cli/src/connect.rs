@@ -1047,7 +1047,12 @@ pub fn run(settings: Settings) -> ExitCode {
         }
         while paused_until.is_none() && !client.input_on_hold() {
             // Events that already happened are printed before the next command runs.
-            if !client.drain_ready() || !client.retry_blocked() {
+            if !client.drain_ready() {
+                break;
+            }
+            // The events just taken may have ended the input (`--max-messages` reached):
+            // what was not sent by then is not sent, and is no failure.
+            if client.input_on_hold() || !client.retry_blocked() {
                 break;
             }
             let Some(item) = client.pending.pop_front() else {

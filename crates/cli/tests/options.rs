@@ -391,7 +391,8 @@ fn nodelay_is_read_back_from_the_socket() {
     let server = common::TestServer::start(common::Mode::Echo, false);
     for blocking in [false, true] {
         for (flag, expected) in [(Some("--nodelay"), "on"), (None, "off")] {
-            let mut args = vec!["connect", server.url()];
+            // The annotated timeline (`-v`) shows the socket line.
+            let mut args = vec!["connect", server.url(), "-v"];
             args.extend(flag);
             let args = common::with_adapter(args, blocking);
             let mut proc = common::Proc::spawn(&args);
@@ -442,7 +443,8 @@ fn http_urls_are_mapped_to_websocket_urls() {
     let text = error["error"].as_str().unwrap().to_lowercase();
     assert!(text.contains("tls"), "{error}");
     let (status, _, stderr) = proc.finish();
-    assert!(status.success(), "{stderr}");
+    // Exit status 3: the connection could not be made.
+    assert_eq!(status.code(), Some(3), "{stderr}");
     // The plain server never saw an upgrade request: the client spoke TLS.
     assert_eq!(server.seen().len(), 1);
 }
