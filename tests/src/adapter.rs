@@ -100,11 +100,11 @@ pub trait Adapter: EventSource + Sized {
     fn with_config(config: Config) -> Result<Self, ConfigError>;
     /// `Client::connect`.
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
-    /// `Client::send_nowait`: returns at once.
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
+    /// `Client::try_send`: returns at once.
+    fn try_send(&self, message: Message) -> Result<SendId, SendError>;
     /// The adapter's waiting send: returns when the message was written or failed; panics
     /// when neither happened within [`EVENT_TIMEOUT`].
-    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed>;
+    fn send(&self, message: Message) -> Result<SendId, SendFailed>;
     /// `Client::close`.
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
     /// `Client::state`.
@@ -145,8 +145,8 @@ pub trait PoolAdapter: EventSource + Sized {
 pub trait Task {
     /// `SocketTask::id`.
     fn id(&self) -> ConnId;
-    /// `SocketTask::send_nowait`.
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError>;
+    /// `SocketTask::try_send`.
+    fn try_send(&self, message: Message) -> Result<SendId, SendError>;
     /// `SocketTask::close`.
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
     /// `SocketTask::state`.
@@ -210,11 +210,11 @@ impl Adapter for TokioAdapter {
         self.client().connect(options)
     }
 
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
-        self.client().send_nowait(message)
+    fn try_send(&self, message: Message) -> Result<SendId, SendError> {
+        self.client().try_send(message)
     }
 
-    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
+    fn send(&self, message: Message) -> Result<SendId, SendFailed> {
         let client = self.client().clone();
         self.runtime.block_on(async move {
             tokio::time::timeout(EVENT_TIMEOUT, client.send(message))
@@ -323,14 +323,14 @@ impl Adapter for BlockingAdapter {
         self.client().connect(options)
     }
 
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
-        self.client().send_nowait(message)
+    fn try_send(&self, message: Message) -> Result<SendId, SendError> {
+        self.client().try_send(message)
     }
 
-    fn send_wait(&self, message: Message) -> Result<SendId, SendFailed> {
+    fn send(&self, message: Message) -> Result<SendId, SendFailed> {
         // Bounded like the tokio side's timeout around its awaited send.
         self.client()
-            .send_wait_timeout(message, EVENT_TIMEOUT)
+            .send_timeout(message, EVENT_TIMEOUT)
             .unwrap_or_else(|pending| {
                 panic!("the waiting send did not complete within the event timeout: {pending}")
             })
@@ -446,8 +446,8 @@ impl Task for wxsocket_tokio::SocketTask {
     fn id(&self) -> ConnId {
         wxsocket_tokio::SocketTask::id(self)
     }
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
-        wxsocket_tokio::SocketTask::send_nowait(self, message)
+    fn try_send(&self, message: Message) -> Result<SendId, SendError> {
+        wxsocket_tokio::SocketTask::try_send(self, message)
     }
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
         wxsocket_tokio::SocketTask::close(self, code, reason)
@@ -497,8 +497,8 @@ impl Task for wxsocket_blocking::SocketTask {
     fn id(&self) -> ConnId {
         wxsocket_blocking::SocketTask::id(self)
     }
-    fn send_nowait(&self, message: Message) -> Result<SendId, SendError> {
-        wxsocket_blocking::SocketTask::send_nowait(self, message)
+    fn try_send(&self, message: Message) -> Result<SendId, SendError> {
+        wxsocket_blocking::SocketTask::try_send(self, message)
     }
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
         wxsocket_blocking::SocketTask::close(self, code, reason)

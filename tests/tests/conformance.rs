@@ -118,8 +118,8 @@ fn open_and_echo_text_and_binary<A: Adapter>() {
 
     let text = Message::text("hello 你好");
     let binary = Message::binary(vec![0u8, 1, 2, 255]);
-    let t = a.send_nowait(text.clone()).unwrap();
-    let b = a.send_nowait(binary.clone()).unwrap();
+    let t = a.try_send(text.clone()).unwrap();
+    let b = a.try_send(binary.clone()).unwrap();
     let events = a.events_until("two echoes and two completions", T, |e| e.len() >= 4);
     assert!(
         events.iter().all(|e| e.conn() == conn),
@@ -210,7 +210,7 @@ fn queued_before_open_are_flushed_in_order_first<A: Adapter>() {
     let queued = ["q1", "q2-longer", "q3"];
     let ids: Vec<SendId> = queued
         .iter()
-        .map(|m| a.send_nowait(Message::text(*m)).unwrap())
+        .map(|m| a.try_send(Message::text(*m)).unwrap())
         .collect();
     assert_eq!(
         a.buffered_amount(),
@@ -225,7 +225,7 @@ fn queued_before_open_are_flushed_in_order_first<A: Adapter>() {
         Event::Open { conn: c, .. } if c == conn => {}
         other => panic!("[{}] expected Open, got {other:#?}", A::NAME),
     }
-    let later = a.send_nowait(Message::text("after open")).unwrap();
+    let later = a.try_send(Message::text("after open")).unwrap();
     let events = a.events_until("4 completions and 4 echoes", T, |e| e.len() >= 8);
     let mut expected_ids = ids.clone();
     expected_ids.push(later);
@@ -263,11 +263,11 @@ fn every_send_completes_exactly_once<A: Adapter>() {
         };
         if i == 20 {
             let id = a
-                .send_wait(m)
-                .unwrap_or_else(|e| panic!("[{}] send_wait failed: {e:?}", A::NAME));
+                .send(m)
+                .unwrap_or_else(|e| panic!("[{}] send failed: {e:?}", A::NAME));
             ids.push(id);
         } else {
-            ids.push(a.send_nowait(m).unwrap());
+            ids.push(a.try_send(m).unwrap());
         }
     }
     a.close(Some(3001), "enough").unwrap();
@@ -326,10 +326,10 @@ fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
     let conn = a
         .connect(&ConnectOptions::new(peer.url()).timeout(SHORT))
         .unwrap();
-    let q1 = a.send_nowait(Message::text("q1")).unwrap();
-    let q2 = a.send_nowait(Message::binary(vec![2])).unwrap();
+    let q1 = a.try_send(Message::text("q1")).unwrap();
+    let q2 = a.try_send(Message::binary(vec![2])).unwrap();
     let started = Instant::now();
-    let waited = a.send_wait(Message::text("q3"));
+    let waited = a.send(Message::text("q3"));
     assert_eq!(
         waited,
         Err(SendFailed::Failed(SendFailure::ConnectFailed)),
@@ -608,7 +608,7 @@ fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {
     a.close(Some(4000), "bye").unwrap();
     assert_eq!(a.state(), ReadyState::Closing);
     assert!(
-        matches!(a.send_nowait(Message::text("late")), Err(SendError::Closing(m)) if m == Message::text("late"))
+        matches!(a.try_send(Message::text("late")), Err(SendError::Closing(m)) if m == Message::text("late"))
     );
     assert_eq!(
         a.close(None, ""),
@@ -684,7 +684,7 @@ fn keepalive_answered_keeps_the_connection_open<A: Adapter>() {
         "[{}] pongs keep the connection alive",
         A::NAME
     );
-    let id = a.send_wait(Message::text("still here")).unwrap();
+    let id = a.send(Message::text("still here")).unwrap();
     let events = a.events_until("the echo", T, |e| !messages(e).is_empty());
     assert_eq!(completions(&events), [id]);
     assert_eq!(messages(&events), [Message::text("still here")]);
@@ -700,7 +700,7 @@ fn replacement_while_connecting<A: Adapter>() {
     let new_peer = Peer::start(Mode::Echo);
     let mut a: A = client(config());
     let old = a.connect(&ConnectOptions::new(old_peer.url())).unwrap();
-    let queued = a.send_nowait(Message::text("never sent")).unwrap();
+    let queued = a.try_send(Message::text("never sent")).unwrap();
     old_peer.wait_conn(0, "the old upgrade request", T, |c| c.request.is_some());
     let new = a.connect(&ConnectOptions::new(new_peer.url())).unwrap();
     assert!(new > old);
@@ -738,7 +738,7 @@ fn replacement_while_connecting<A: Adapter>() {
         "[{}] {seen:#?}",
         A::NAME
     );
-    let id = a.send_nowait(Message::text("new")).unwrap();
+    let id = a.try_send(Message::text("new")).unwrap();
     let events = a.events_until("the echo", T, |e| e.len() >= 2);
     assert!(
         events.iter().all(|e| e.conn() == new),
@@ -753,7 +753,7 @@ fn replacement_while_open<A: Adapter>() {
     let new_peer = Peer::start(Mode::Echo);
     let mut a: A = client(config());
     let (old, _) = open(&mut a, &ConnectOptions::new(old_peer.url()));
-    let id = a.send_nowait(Message::text("old")).unwrap();
+    let id = a.try_send(Message::text("old")).unwrap();
     let events = a.events_until("the echo", T, |e| e.len() >= 2);
     assert_eq!(completions(&events), [id]);
     let new = a.connect(&ConnectOptions::new(new_peer.url())).unwrap();
@@ -790,7 +790,7 @@ fn replacement_while_open<A: Adapter>() {
         "[{}]",
         A::NAME
     );
-    let id = a.send_nowait(Message::binary(vec![9; 3])).unwrap();
+    let id = a.try_send(Message::binary(vec![9; 3])).unwrap();
     let events = a.events_until("the echo", T, |e| e.len() >= 2);
     assert!(
         events.iter().all(|e| e.conn() == new),
@@ -810,7 +810,7 @@ fn close_before_open_abort<A: Adapter>() {
     let peer = Peer::builder(Mode::Echo).hold_handshake().start();
     let mut a: A = client(config().close_before_open(CloseBeforeOpen::Abort));
     let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    let queued = a.send_nowait(Message::text("q")).unwrap();
+    let queued = a.try_send(Message::text("q")).unwrap();
     peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
     assert_eq!(a.close(None, ""), Ok(()));
     assert_eq!(a.state(), ReadyState::Closed);
@@ -848,7 +848,7 @@ fn close_before_open_after_open<A: Adapter>() {
     let peer = Peer::builder(Mode::Echo).hold_handshake().start();
     let mut a: A = client(config().close_before_open(CloseBeforeOpen::AfterOpen));
     let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    let queued = a.send_nowait(Message::text("q")).unwrap();
+    let queued = a.try_send(Message::text("q")).unwrap();
     peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
     assert_eq!(a.close(Some(4001), "later"), Ok(()));
     assert_eq!(
@@ -1035,7 +1035,7 @@ fn wss_with_a_generated_ca<A: Adapter>() {
     let mut a: A = A::new(config(), TlsRoots::only(vec![peer.ca_cert().unwrap()])).unwrap();
     assert!(peer.url().starts_with("wss://"));
     let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).require_tls(true));
-    let id = a.send_nowait(Message::text("secret")).unwrap();
+    let id = a.try_send(Message::text("secret")).unwrap();
     let events = a.events_until("the echo", T, |e| e.len() >= 2);
     assert_eq!(completions(&events), [id]);
     assert_eq!(messages(&events), [Message::text("secret")]);
@@ -1097,7 +1097,7 @@ fn invalid_close_code_or_reason_changes_nothing<A: Adapter>() {
         "[{}] a refused close changes nothing",
         A::NAME
     );
-    let id = a.send_nowait(Message::text("still open")).unwrap();
+    let id = a.try_send(Message::text("still open")).unwrap();
     let events = a.events_until("the echo", T, |e| e.len() >= 2);
     assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
     assert!(
@@ -1126,13 +1126,13 @@ fn send_before_connect_hands_the_message_back<A: Adapter>() {
     let mut a: A = client(config());
     let m = Message::text("too early");
     assert_eq!(
-        a.send_nowait(m.clone()),
+        a.try_send(m.clone()),
         Err(SendError::NotConnected(m.clone())),
         "[{}]",
         A::NAME
     );
     assert_eq!(
-        a.send_wait(m.clone()),
+        a.send(m.clone()),
         Err(SendFailed::Refused(SendError::NotConnected(m))),
         "[{}]",
         A::NAME
@@ -1146,24 +1146,24 @@ fn queue_full_and_too_large_hand_the_message_back<A: Adapter>() {
     let peer = Peer::builder(Mode::Echo).hold_handshake().start();
     let mut a: A = client(config().queue_bounds(2, 10).max_message_size(64));
     let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    let first = a.send_nowait(Message::text("12345")).unwrap();
+    let first = a.try_send(Message::text("12345")).unwrap();
     let over_bytes = Message::binary(vec![0; 6]);
     assert_eq!(
-        a.send_nowait(over_bytes.clone()),
+        a.try_send(over_bytes.clone()),
         Err(SendError::QueueFull(over_bytes)),
         "[{}] the byte bound",
         A::NAME
     );
-    let second = a.send_nowait(Message::text("6789")).unwrap();
+    let second = a.try_send(Message::text("6789")).unwrap();
     let over_count = Message::text("x");
     assert_eq!(
-        a.send_nowait(over_count.clone()),
+        a.try_send(over_count.clone()),
         Err(SendError::QueueFull(over_count)),
         "[{}] the count bound",
         A::NAME
     );
     let huge = Message::binary(vec![1; 65]);
-    match a.send_nowait(huge.clone()) {
+    match a.try_send(huge.clone()) {
         Err(SendError::TooLarge {
             message,
             len: 65,
@@ -1288,8 +1288,8 @@ fn pool_limit_and_independent_connections<P: PoolAdapter>() {
         );
         assert_eq!(task.state(), ReadyState::Open);
     }
-    one.send_nowait(Message::text("to one")).unwrap();
-    two.send_nowait(Message::text("to two")).unwrap();
+    one.try_send(Message::text("to one")).unwrap();
+    two.try_send(Message::text("to two")).unwrap();
     let events = pool.events_until("two echoes", T, |e| messages(e).len() == 2);
     for e in &events {
         if let Event::Message { conn, message } = e {

@@ -207,7 +207,7 @@ fn exchange<A: Adapter>(a: &mut A, peer: &Peer, conn: ConnId, sent: &[Message]) 
     let ids: Vec<SendId> = sent
         .iter()
         .map(|m| {
-            a.send_nowait(m.clone())
+            a.try_send(m.clone())
                 .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME))
         })
         .collect();
@@ -341,7 +341,7 @@ fn misbehaving<A: Adapter>(
             ),
         }
         if later {
-            a.send_nowait(Message::text("go")).unwrap();
+            a.try_send(Message::text("go")).unwrap();
         }
         let events: Vec<Event> = a
             .events_until_close(conn, T)
@@ -671,7 +671,7 @@ fn both_directions_at_once<A: Adapter>() {
     let conn = open_with(&mut a, &offer(&peer), Some(DeflateParams::default()));
     let sent: Vec<Message> = (0..40).map(similar).collect();
     for m in &sent {
-        a.send_nowait(m.clone()).unwrap();
+        a.try_send(m.clone()).unwrap();
     }
     let events = a.events_until("80 messages and 40 completions", T, |e| {
         messages(e).len() >= 80 && completions(e).len() >= 40
@@ -1292,7 +1292,7 @@ fn inflated_size_exactly_at_the_limit_is_accepted_one_more_byte_is_1009<A: Adapt
         let mut a: A = client(config().max_message_size(limit));
         let conn = open_with(&mut a, &offer(&peer), Some(DeflateParams::default()));
         if later {
-            a.send_nowait(Message::text("go")).unwrap();
+            a.try_send(Message::text("go")).unwrap();
         }
         let got = messages_then_1009(
             &mut a,
@@ -1331,7 +1331,7 @@ fn a_message_arriving_with_a_failing_one_is_delivered_before_the_1009<A: Adapter
     );
     let mut a: A = client(config().max_message_size(limit));
     let conn = open_with(&mut a, &offer(&peer), Some(DeflateParams::default()));
-    a.send_nowait(Message::text("go")).unwrap();
+    a.try_send(Message::text("go")).unwrap();
     let got = messages_then_1009(&mut a, conn, "both in one read");
     assert!(
         got == [Message::text(good)],

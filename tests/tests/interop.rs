@@ -523,7 +523,7 @@ fn config() -> SessionConfig {
 
 /// Sends `message`, expects it echoed and its completion, nothing else.
 fn echo_once<A: Adapter>(a: &mut A, conn: ConnId, message: Message) {
-    let id = a.send_nowait(message.clone()).unwrap();
+    let id = a.try_send(message.clone()).unwrap();
     let events = a.events_until("the echo", T, |e| e.len() >= 2);
     assert!(
         events.iter().all(|e| e.conn() == conn),
@@ -625,9 +625,9 @@ fn text_and_binary_echo<A: Adapter>(kind: PeerKind) {
     let empty = Message::text("");
     let binary = Message::binary(vec![0u8, 1, 2, 127, 128, 255]);
     let ids = [
-        a.send_nowait(text.clone()).unwrap(),
-        a.send_nowait(empty.clone()).unwrap(),
-        a.send_nowait(binary.clone()).unwrap(),
+        a.try_send(text.clone()).unwrap(),
+        a.try_send(empty.clone()).unwrap(),
+        a.try_send(binary.clone()).unwrap(),
     ];
     let events = a.events_until("three echoes and completions", T, |e| e.len() >= 6);
     assert!(
@@ -661,10 +661,10 @@ fn one_mib_messages<A: Adapter>(kind: PeerKind) {
     let text = Message::text(text);
     assert_eq!((binary.len(), text.len()), (MIB, MIB));
     let b = a
-        .send_wait(binary.clone())
+        .send(binary.clone())
         .unwrap_or_else(|e| panic!("[{}] 1 MiB binary send failed: {e:?}", A::NAME));
     let t = a
-        .send_wait(text.clone())
+        .send(text.clone())
         .unwrap_or_else(|e| panic!("[{}] 1 MiB text send failed: {e:?}", A::NAME));
     let events = a.events_until("two 1 MiB echoes", T, |e| messages(e).len() >= 2);
     let echoed = messages(&events);
@@ -765,7 +765,7 @@ fn keepalive_kept_alive_by_the_peer<A: Adapter>(kind: PeerKind) {
         "[{}] the peer's pongs keep the connection alive",
         A::NAME
     );
-    let id = a.send_wait(Message::text("still here")).unwrap();
+    let id = a.send(Message::text("still here")).unwrap();
     let events = a.events_until("the echo", T, |e| !messages(e).is_empty());
     assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
     assert_eq!(messages(&events), [Message::text("still here")]);
@@ -1120,7 +1120,7 @@ fn echo_batch<A: Adapter>(
     let ids: Vec<_> = batch
         .iter()
         .map(|m| {
-            a.send_nowait(m.clone())
+            a.try_send(m.clone())
                 .unwrap_or_else(|e| panic!("[{}] send refused: {e:?}", A::NAME))
         })
         .collect();
@@ -1259,10 +1259,10 @@ fn deflate_one_mib_messages<A: Adapter>(kind: PeerKind) {
     let binary = pattern_binary(MIB);
     assert_eq!((text.len(), binary.len()), (MIB, MIB));
     let t = a
-        .send_wait(text.clone())
+        .send(text.clone())
         .unwrap_or_else(|e| panic!("[{}] 1 MiB text send failed: {e:?}", A::NAME));
     let b = a
-        .send_wait(binary.clone())
+        .send(binary.clone())
         .unwrap_or_else(|e| panic!("[{}] 1 MiB binary send failed: {e:?}", A::NAME));
     assert!(t < b);
     let events = a.events_until("two 1 MiB echoes", T, |e| messages(e).len() >= 2);

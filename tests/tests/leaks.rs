@@ -37,7 +37,7 @@ fn cycles<A: Adapter>(url: &str) {
     for i in 0..CYCLES {
         let mut a = A::new(config(), TlsRoots::default()).unwrap();
         let conn = open(&mut a, url);
-        a.send_nowait(Message::text(format!("cycle {i}"))).unwrap();
+        a.try_send(Message::text(format!("cycle {i}"))).unwrap();
         a.events_until("the echo", EVENT_TIMEOUT, |e| {
             e.iter().any(|e| matches!(e, Event::Message { .. }))
         });

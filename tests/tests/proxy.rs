@@ -64,7 +64,7 @@ fn session() -> SessionConfig {
 
 /// Sends a text message and expects it back; then closes cleanly.
 fn echo_and_close<A: Adapter>(a: &mut A, conn: ConnId, text: &str) {
-    a.send_nowait(Message::text(text))
+    a.try_send(Message::text(text))
         .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME));
     let events = a.events_until("the echo", EVENT_TIMEOUT, |seen| !messages(seen).is_empty());
     assert_eq!(

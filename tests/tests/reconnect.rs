@@ -126,7 +126,7 @@ enum Outcome {
     Failed { handed_back: bool },
 }
 
-/// One chat message the client's `send_nowait` accepted.
+/// One chat message the client's `try_send` accepted.
 #[derive(Debug)]
 struct Sent {
     number: u32,
@@ -150,7 +150,7 @@ impl Sent {
 #[derive(Default, Debug)]
 struct ChatLog {
     sent: Vec<Sent>,
-    /// Numbers `send_nowait` refused, with the refusal and how many opened connections
+    /// Numbers `try_send` refused, with the refusal and how many opened connections
     /// the client had seen end by then.
     refused: Vec<(u32, String, usize)>,
     outcomes: HashMap<SendId, Vec<Outcome>>,
@@ -346,7 +346,7 @@ fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
             }
             if now >= next_send {
                 for _ in 0..BURST {
-                    match a.send_nowait(chat(number)) {
+                    match a.try_send(chat(number)) {
                         Ok(id) => {
                             let sent = Sent {
                                 number,
@@ -720,7 +720,7 @@ fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Ada
         .connect(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")))
         .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
     expect_connecting(&mut a, first);
-    let mut queued = vec![a.send_nowait(Message::text("q0")).expect("queued")];
+    let mut queued = vec![a.try_send(Message::text("q0")).expect("queued")];
     let mut conn = first;
     let mut delays = Vec::new();
     for attempt in 1..=max + 1 {
@@ -766,7 +766,7 @@ fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Ada
         // Sent during the backoff: queued for the next attempt.
         assert_eq!(a.state(), ReadyState::Connecting);
         queued.push(
-            a.send_nowait(Message::text(format!("q{attempt}")))
+            a.try_send(Message::text(format!("q{attempt}")))
                 .unwrap_or_else(|e| panic!("[{name}] send during the backoff refused: {e}")),
         );
         expect_connecting(&mut a, conn);
@@ -885,7 +885,7 @@ fn a_silent_server_is_detected_by_keepalive_and_reconnected<A: Adapter>() {
         Event::Open { conn, .. } if conn == next => {}
         other => panic!("[{name}] expected Open of {next}, got {other:#?}"),
     }
-    a.send_wait(Message::text("back"))
+    a.send(Message::text("back"))
         .unwrap_or_else(|e| panic!("[{name}] send after the reconnect: {e:?}"));
     let echoed = a.events_until("the echo", EVENT_TIMEOUT, |seen| {
         seen.iter().any(|e| matches!(e, Event::Message { .. }))
@@ -952,7 +952,7 @@ fn close_during_a_backoff_cancels_it<A: Adapter>() {
         "[{name}] seed 1 gives a long first delay, got {delay:?}"
     );
     let queued = a
-        .send_nowait(Message::text("while away"))
+        .try_send(Message::text("while away"))
         .expect("queued during the backoff");
     assert_eq!(a.current(), Some(pending));
     a.close(None, "").expect("close during the backoff");
@@ -1070,7 +1070,7 @@ fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: Poo
     let mut sent: Vec<(u32, SendId)> = Vec::new();
     let mut send = |n: u32| {
         let id = task
-            .send_nowait(chat(n))
+            .try_send(chat(n))
             .unwrap_or_else(|e| panic!("[{name}] send {n} refused: {e}"));
         sent.push((n, id));
     };

@@ -68,7 +68,7 @@ fn ending_while_dialling<A: Adapter>(policy: CloseBeforeOpen, explicit: bool) {
     let mut a: A = client(config(policy));
     let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
     expect_connecting(&mut a, conn);
-    let queued = a.send_nowait(Message::text("queued")).unwrap();
+    let queued = a.try_send(Message::text("queued")).unwrap();
     peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
     if explicit {
         a.shutdown();

@@ -680,7 +680,7 @@ impl AdapterClient {
             let n = window.min(messages - done);
             for _ in 0..n {
                 self.client
-                    .send(message.clone())
+                    .try_send(message.clone())
                     .map_err(io::Error::other)?;
             }
             let mut got = 0;
@@ -717,7 +717,7 @@ impl AdapterClient {
             for i in 0..n {
                 let payload = &payloads[(*at + i) % payloads.len()];
                 self.client
-                    .send(payload.clone())
+                    .try_send(payload.clone())
                     .map_err(io::Error::other)?;
             }
             let mut got = 0;

@@ -730,7 +730,7 @@ impl AdapterClient {
         while received < n {
             while sent < n && sent - received < window {
                 self.client
-                    .send_nowait(messages[sent % messages.len()].clone())
+                    .try_send(messages[sent % messages.len()].clone())
                     .map_err(fail)?;
                 sent += 1;
             }

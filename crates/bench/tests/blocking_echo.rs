@@ -65,7 +65,7 @@ fn deflate_echo_server_counts_and_still_serves_plain_clients() {
         }
         let before = (wire.read(), wire.written());
         let text = "compress me ".repeat(100);
-        client.send(Message::text(text.clone())).unwrap();
+        client.try_send(Message::text(text.clone())).unwrap();
         loop {
             if let Event::Message { message, .. } = events.recv_timeout(wait).unwrap() {
                 assert_eq!(message, Message::text(text.clone()));

@@ -71,7 +71,7 @@ async fn deflate_echo_server_counts_and_still_serves_plain_clients() {
         }
         let before = (wire.read(), wire.written());
         let text = bench::json_like_payload(1, 2000);
-        client.send_nowait(Message::text(text.clone())).unwrap();
+        client.try_send(Message::text(text.clone())).unwrap();
         loop {
             if let Event::Message { message, .. } = next(&mut events).await {
                 assert_eq!(message, Message::text(text.clone()));

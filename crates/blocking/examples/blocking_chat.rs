@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (client, events) = Client::new(Config::default())?;
     client.connect(&ConnectOptions::new(url))?;
     for line in ["hello", "from", "wxsocket"] {
-        let id = client.send(line)?; // queued: the socket is still connecting
+        let id = client.try_send(line)?; // queued: the socket is still connecting
         println!("queued {line:?} as send {id}");
     }
     let mut echoes = 0;

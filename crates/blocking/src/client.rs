@@ -103,7 +103,7 @@ impl<M: Machine> Shared<M> {
     }
 }
 
-/// [`Client::send_wait_timeout`] ran out of time: the message was accepted and is still
+/// [`Client::send_timeout`] ran out of time: the message was accepted and is still
 /// pending (queued while connecting, or not yet fully written). It is not cancelled: its
 /// completion — [`Event::SendCompleted`] or [`Event::SendFailed`] with this [`SendId`] —
 /// still arrives on [`Events`], exactly once, as for any send.
@@ -163,9 +163,11 @@ impl Client {
         self.handle.call(|s, now| s.connect_request(request, now))
     }
 
-    /// `wx.sendSocketMessage`: queued while connecting, written at once while open. Returns
-    /// when the message was accepted; its completion arrives as an event.
-    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+    /// `wx.sendSocketMessage` without waiting for the write: queued while connecting,
+    /// handed to the socket while open. Returns as soon as the message was accepted (or
+    /// refused, the message handed back); its completion arrives as an event. [`send`](Self::send)
+    /// is the same but waits for the completion, as `send(..).await` does in `wxsocket-tokio`.
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let message = message.into();
         self.handle
             .send_with(false, |s, now| s.send(message, now))
@@ -175,21 +177,15 @@ impl Client {
             })
     }
 
-    /// The same as [`send_nowait`](Self::send_nowait): neither blocks on the network (the
-    /// socket is non-blocking; what it cannot take yet is written when it can).
-    pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
-        self.send_nowait(message)
-    }
-
     /// Sends and waits until the message was written to the socket (`Ok`) or will never
     /// be (`Err(SendFailed::Failed)`), e.g. because the connection was lost. The completion
     /// event is still delivered to [`Events`] as well.
-    pub fn send_wait(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
+    pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         let message = message.into();
         self.handle.send_with(true, |s, now| s.send(message, now))
     }
 
-    /// [`send_wait`](Self::send_wait) that waits at most `timeout` for the completion.
+    /// [`send`](Self::send) that waits at most `timeout` for the completion.
     ///
     /// - `Ok(Ok(id))`: the message was written to the socket within `timeout`;
     /// - `Ok(Err(SendFailed::Refused(_)))`: refused at once, the message handed back;
@@ -202,7 +198,7 @@ impl Client {
     ///
     /// The shape mirrors wrapping an awaited send in a timeout in an async runtime: the
     /// outer error is the wait's, the inner result the send's.
-    pub fn send_wait_timeout(
+    pub fn send_timeout(
         &self,
         message: impl Into<Message>,
         timeout: Duration,

@@ -81,7 +81,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Events on their way to the application, and the completions `send_wait` waits for.
+/// Events on their way to the application, and the completions `send` waits for.
 #[derive(Default)]
 pub(crate) struct Outbox {
     pub events: VecDeque<Event>,

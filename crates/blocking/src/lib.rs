@@ -23,14 +23,14 @@
 //! // wx.connectSocket: validated at once, dialled in the background.
 //! client.connect(&ConnectOptions::new(url).tcp_no_delay(true))?;
 //! // Sent before open: queued by the core, flushed in order on open.
-//! client.send("hello")?;
+//! client.try_send("hello")?;
 //!
 //! while let Ok(event) = events.recv_timeout(Duration::from_secs(10)) {
 //!     match event {
 //!         Event::Open { handshake, .. } => {
 //!             println!("open, protocol {:?}", handshake.protocol);
 //!             // Returns once the bytes are on the socket (or the send failed).
-//!             client.send_wait(Message::binary(vec![1, 2, 3]))?;
+//!             client.send(Message::binary(vec![1, 2, 3]))?;
 //!         }
 //!         Event::Message { message, .. } => {
 //!             println!("got {message:?}");

@@ -90,7 +90,7 @@ impl SocketTask {
     }
 
     /// Sends on this connection (queued while connecting); returns once accepted.
-    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let message = message.into();
         let id = self.id;
         self.handle
@@ -101,23 +101,18 @@ impl SocketTask {
             })
     }
 
-    /// The same as [`send_nowait`](Self::send_nowait).
-    pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
-        self.send_nowait(message)
-    }
-
     /// Sends and waits for the completion (written, or failed).
-    pub fn send_wait(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
+    pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         let message = message.into();
         let id = self.id;
         self.handle
             .send_with(true, |p, now| p.send(id, message, now))
     }
 
-    /// [`send_wait`](Self::send_wait) that waits at most `timeout`, with the outcomes of
-    /// [`Client::send_wait_timeout`](crate::Client::send_wait_timeout): after the timeout
+    /// [`send`](Self::send) that waits at most `timeout`, with the outcomes of
+    /// [`Client::send_timeout`](crate::Client::send_timeout): after the timeout
     /// the send stays pending and its completion still arrives as an event.
-    pub fn send_wait_timeout(
+    pub fn send_timeout(
         &self,
         message: impl Into<Message>,
         timeout: Duration,

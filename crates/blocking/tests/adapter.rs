@@ -57,8 +57,8 @@ fn open_and_echo_text_and_binary() {
     assert_eq!(path, "/echo?k=v");
     assert!(headers.contains(&("x-token".into(), "t1".into())));
 
-    let a = client.send("héllo").unwrap();
-    let b = client.send(vec![0u8, 1, 2, 255]).unwrap();
+    let a = client.try_send("héllo").unwrap();
+    let b = client.try_send(vec![0u8, 1, 2, 255]).unwrap();
     let seen = until(
         &events,
         |e| matches!(e, Event::Message { message, .. } if !message.is_text()),
@@ -113,7 +113,7 @@ fn queued_before_open_are_flushed_in_order() {
         .unwrap();
     let stream = listener.accept();
     let ids: Vec<SendId> = (0..50)
-        .map(|i| client.send(format!("m{i}")).unwrap())
+        .map(|i| client.try_send(format!("m{i}")).unwrap())
         .collect();
     assert_eq!(client.state(), ReadyState::Connecting);
     assert_eq!(
@@ -151,14 +151,14 @@ fn send_wait_waits_for_the_write_and_reports_refusals() {
     let server = Server::start();
     let (client, events) = client();
     // Not connected: refused, message handed back.
-    match client.send_wait("early") {
+    match client.send("early") {
         Err(SendFailed::Refused(SendError::NotConnected(m))) => {
             assert_eq!(m, Message::text("early"))
         }
         other => panic!("{other:?}"),
     }
     open(&client, &events, &server.url());
-    let id = client.send_wait(vec![9u8; 100_000]).unwrap();
+    let id = client.send(vec![9u8; 100_000]).unwrap();
     // The completion was also delivered as an event, before the echo.
     let seen = until(&events, is_message);
     assert!(
@@ -170,7 +170,7 @@ fn send_wait_waits_for_the_write_and_reports_refusals() {
     let other = client.clone();
     let t = std::thread::spawn(move || {
         (0..20)
-            .map(|i| other.send_wait(format!("t{i}")).unwrap())
+            .map(|i| other.send(format!("t{i}")).unwrap())
             .collect::<Vec<_>>()
     });
     let ids = t.join().unwrap();
@@ -187,7 +187,7 @@ fn send_wait_fails_when_the_connection_never_opens() {
     let _held = silent.accept();
     let started = Instant::now();
     assert_eq!(
-        client.send_wait("never"),
+        client.send("never"),
         Err(SendFailed::Failed(SendFailure::ConnectFailed))
     );
     assert!(started.elapsed() < WAIT);
@@ -198,8 +198,8 @@ fn send_wait_fails_when_the_connection_never_opens() {
 fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arrives() {
     let mut silent = Silent::start();
     let (client, events) = client();
-    // Refused at once, as `send_wait` would be: the message handed back, no waiting.
-    match client.send_wait_timeout("early", WAIT) {
+    // Refused at once, as `send` would be: the message handed back, no waiting.
+    match client.send_timeout("early", WAIT) {
         Ok(Err(SendFailed::Refused(SendError::NotConnected(m)))) => {
             assert_eq!(m, Message::text("early"))
         }
@@ -210,7 +210,7 @@ fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arriv
     let held = silent.accept();
     let timeout = Duration::from_millis(200);
     let started = Instant::now();
-    let pending = match client.send_wait_timeout("queued", timeout) {
+    let pending = match client.send_timeout("queued", timeout) {
         Err(pending) => pending,
         other => panic!("expected the send to stay pending, got {other:?}"),
     };
@@ -241,7 +241,7 @@ fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arriv
     );
     // A wait that is long enough returns the write.
     let id = client
-        .send_wait_timeout("in time", WAIT)
+        .send_timeout("in time", WAIT)
         .expect("written within the timeout")
         .expect("written");
     assert!(id > pending.id);
@@ -271,7 +271,7 @@ fn a_pool_task_bounds_its_waiting_send_too() {
     let held = silent.accept();
     let timeout = Duration::from_millis(200);
     let started = Instant::now();
-    let pending = match task.send_wait_timeout("queued", timeout) {
+    let pending = match task.send_timeout("queued", timeout) {
         Err(pending) => pending,
         other => panic!("expected the send to stay pending, got {other:?}"),
     };
@@ -290,7 +290,7 @@ fn a_pool_task_bounds_its_waiting_send_too() {
         Saw::Message(WsMessage::text("queued"))
     );
     let id = task
-        .send_wait_timeout("in time", WAIT)
+        .send_timeout("in time", WAIT)
         .expect("written within the timeout")
         .expect("written");
     assert!(id > pending.id);
@@ -306,7 +306,7 @@ fn send_wait_timeout_reports_a_failure_that_comes_in_time() {
     let _held = silent.accept();
     let started = Instant::now();
     assert_eq!(
-        client.send_wait_timeout("never", WAIT),
+        client.send_timeout("never", WAIT),
         Ok(Err(SendFailed::Failed(SendFailure::ConnectFailed)))
     );
     assert!(started.elapsed() < WAIT);
@@ -324,8 +324,8 @@ fn recv_variants_and_iterators() {
         Err(RecvTimeoutError::Timeout)
     );
     open(&client, &events, &server.url());
-    client.send("a").unwrap();
-    client.send("b").unwrap();
+    client.try_send("a").unwrap();
+    client.try_send("b").unwrap();
     // Blocking iterator by reference: stops where we break.
     let mut texts = Vec::new();
     for event in &events {
@@ -391,7 +391,7 @@ fn replacement_while_open_closes_the_old_socket() {
         server.until(|s| matches!(s, Saw::Close(_))),
         Saw::Close(Some((1000, REPLACED.into())))
     );
-    client.send("after").unwrap();
+    client.try_send("after").unwrap();
     let seen = until(&events, is_message);
     assert!(seen.iter().all(|e| e.conn() == second));
 }
@@ -407,7 +407,7 @@ fn handshake_timeout_against_a_silent_listener() {
     let conn = client
         .connect(&ConnectOptions::new(silent.url()).timeout(timeout))
         .unwrap();
-    let queued = client.send("q").unwrap();
+    let queued = client.try_send("q").unwrap();
     let mut peer = silent.accept();
     let seen = until(&events, is_close);
     let elapsed = started.elapsed();
@@ -514,8 +514,8 @@ fn wss_with_a_generated_ca() {
     ] {
         open(&client, &events, &url);
         let big = vec![5u8; 300_000];
-        client.send("secure").unwrap();
-        client.send(big.clone()).unwrap();
+        client.try_send("secure").unwrap();
+        client.try_send(big.clone()).unwrap();
         let seen = until(
             &events,
             |e| matches!(e, Event::Message { message, .. } if !message.is_text()),
@@ -619,8 +619,8 @@ fn task_pool_runs_several_sockets_on_one_driver() {
         pool.connect(&ConnectOptions::new(server.url())),
         Err(ConnectError::TooManyConnections { limit: 2 })
     ));
-    a.send("to a").unwrap();
-    b.send("to b").unwrap();
+    a.try_send("to a").unwrap();
+    b.try_send("to b").unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
         if let Event::Message { conn, message } = next(&events) {
@@ -635,7 +635,7 @@ fn task_pool_runs_several_sockets_on_one_driver() {
             (b.id(), Message::text("to b"))
         ]
     );
-    assert_eq!(a.send_wait("again").map(|_| ()), Ok(()));
+    assert_eq!(a.send("again").map(|_| ()), Ok(()));
     a.close(None, "").unwrap();
     let seen = until(&events, is_close);
     assert_eq!(seen.last().unwrap().conn(), a.id());
@@ -1038,7 +1038,7 @@ fn several_threads_receiving_share_the_events_exactly_once() {
         })
         .collect();
     for i in 0..N {
-        client.send(format!("m{i}")).unwrap();
+        client.try_send(format!("m{i}")).unwrap();
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(5));
         }

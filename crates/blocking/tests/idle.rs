@@ -31,7 +31,7 @@ fn waiting_in_recv_on_an_idle_connection_does_not_wake_the_driver() {
     until(&events, is_open);
     // A round trip first, so the reads are with this thread (handed off) as in a receive
     // loop.
-    client.send(Message::text("hello")).unwrap();
+    client.try_send(Message::text("hello")).unwrap();
     until(&events, is_message);
 
     let before = driver_wake_ups();
@@ -49,7 +49,7 @@ fn waiting_in_recv_on_an_idle_connection_does_not_wake_the_driver() {
     );
 
     // Still working afterwards.
-    client.send(Message::text("again")).unwrap();
+    client.try_send(Message::text("again")).unwrap();
     let echoed = until(&events, is_message);
     assert!(
         matches!(echoed.last(), Some(Event::Message { message, .. }) if *message == Message::text("again"))

@@ -59,7 +59,7 @@ fn connect_close_cycles_leak_nothing() {
         until(&events, |e| matches!(e, Event::Open { .. }));
         client.connect(&ConnectOptions::new(server.url())).unwrap();
         until(&events, |e| matches!(e, Event::Open { .. }));
-        client.send_wait(format!("round {round}")).unwrap();
+        client.send(format!("round {round}")).unwrap();
         if round % 2 == 0 {
             client.close(None, "").unwrap();
             until(&events, |e| matches!(e, Event::Close { clean: true, .. }));

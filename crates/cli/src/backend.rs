@@ -141,8 +141,8 @@ impl Backend {
     /// `wx.sendSocketMessage` (completion arrives as an event).
     pub fn send(&self, message: Message) -> Result<SendId, SendError> {
         match &self.inner {
-            Inner::Tokio(c) => c.send_nowait(message),
-            Inner::Blocking(c) => c.send_nowait(message),
+            Inner::Tokio(c) => c.try_send(message),
+            Inner::Blocking(c) => c.try_send(message),
         }
     }
 

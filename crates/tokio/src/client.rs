@@ -54,7 +54,7 @@ impl Client {
     /// `wx.sendSocketMessage` without waiting: the message is queued (while connecting) or
     /// handed to the connection. Its completion arrives later as
     /// [`Event::SendCompleted`] or [`Event::SendFailed`] with the returned id.
-    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let message = message.into();
         self.inner
             .shared

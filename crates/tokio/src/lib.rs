@@ -30,7 +30,7 @@
 //!     client.connect(&ConnectOptions::new(url).tcp_no_delay(true))?;
 //!
 //!     // Sent before the socket opened: queued, then written right after the handshake.
-//!     client.send_nowait("hello")?;
+//!     client.try_send("hello")?;
 //!
 //!     while let Some(event) = events.next().await {
 //!         match event {
@@ -177,6 +177,7 @@ pub use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
     ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
     Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
+    TransportError, TransportErrorKind,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;

@@ -92,8 +92,8 @@ impl SocketTask {
         self.id
     }
 
-    /// `SocketTask.send` without waiting; see [`crate::Client::send_nowait`].
-    pub fn send_nowait(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
+    /// `SocketTask.send` without waiting; see [`crate::Client::try_send`].
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let message = message.into();
         self.inner
             .shared

@@ -29,8 +29,8 @@ async fn echoes_text_and_binary() {
     assert_eq!(client.state(), ReadyState::Open);
     assert_eq!(client.current(), Some(conn));
 
-    client.send_nowait("héllo").unwrap();
-    client.send_nowait(vec![0u8, 1, 2, 255]).unwrap();
+    client.try_send("héllo").unwrap();
+    client.try_send(vec![0u8, 1, 2, 255]).unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
         if let Event::Message { conn: c, message } = next(&mut events).await {
@@ -70,7 +70,7 @@ async fn queued_messages_are_flushed_in_order_in_one_write() {
         .connect(&ConnectOptions::new(&url).tcp_no_delay(true))
         .unwrap();
     let ids: Vec<_> = (0..20)
-        .map(|i| client.send_nowait(format!("queued {i}")).unwrap())
+        .map(|i| client.try_send(format!("queued {i}")).unwrap())
         .collect();
     assert!(client.buffered_amount() > 0);
 
@@ -252,7 +252,7 @@ async fn replacement_while_open_closes_the_old_connection_first() {
     let frame = server.next_close().await.expect("close frame with a code");
     assert_eq!(u16::from(frame.code), 1000);
     // The new one works.
-    client.send_nowait("on the new one").unwrap();
+    client.try_send("on the new one").unwrap();
     let echoed = until(&mut events, |e| matches!(e, Event::Message { .. })).await;
     assert!(echoed.iter().all(|e| e.conn() == second));
 }
@@ -375,7 +375,7 @@ async fn server_close_with_code_and_reason_and_abrupt_disconnect() {
     let (client, mut events) = Client::new(Config::default()).unwrap();
     client.connect(&ConnectOptions::new(&url)).unwrap();
     until_open(&mut events).await;
-    client.send_nowait("hi").unwrap();
+    client.try_send("hi").unwrap();
     let close = until_close(&mut events).await;
     assert!(
         matches!(close, Event::Close { code: 4001, ref reason, clean: true, .. } if reason == "go away"),
@@ -384,7 +384,7 @@ async fn server_close_with_code_and_reason_and_abrupt_disconnect() {
 
     client.connect(&ConnectOptions::new(&url)).unwrap();
     until_open(&mut events).await;
-    client.send_nowait("hi").unwrap();
+    client.try_send("hi").unwrap();
     let seen = until(&mut events, |e| matches!(e, Event::Close { .. })).await;
     assert!(
         seen.iter().any(|e| matches!(e, Event::Error { .. })),
@@ -643,7 +643,7 @@ async fn pipelined_sends_on_a_multi_thread_runtime_complete_in_order() {
     until_open(&mut events).await;
     let n = 5_000;
     let ids: Vec<_> = (0..n)
-        .map(|i| client.send_nowait(format!("m{i}")).unwrap())
+        .map(|i| client.try_send(format!("m{i}")).unwrap())
         .collect();
     let mut completed = Vec::new();
     let mut echoed = Vec::new();

@@ -23,7 +23,7 @@ async fn wss_with_a_custom_ca_echoes() {
     until_open(&mut events).await;
     assert!(client.socket_info().unwrap().tls);
     for i in 0..10 {
-        client.send_nowait(format!("secure {i}")).unwrap();
+        client.try_send(format!("secure {i}")).unwrap();
     }
     let mut got = Vec::new();
     while got.len() < 10 {

@@ -1,0 +1,49 @@
+//! Both adapters re-export the same core and wire types, so a program moves between them by
+//! adding or removing `.await` (and the types it names stay the same).
+
+use std::any::TypeId;
+
+macro_rules! same_types {
+    ($($name:ident),* $(,)?) => {
+        $(
+            assert_eq!(
+                TypeId::of::<wxsocket_tokio::$name>(),
+                TypeId::of::<wxsocket_blocking::$name>(),
+                stringify!($name)
+            );
+        )*
+    };
+}
+
+#[test]
+fn both_adapters_re_export_the_same_types() {
+    same_types!(
+        CloseBeforeOpen,
+        CloseError,
+        ConfigError,
+        ConnId,
+        ConnectError,
+        ConnectOptions,
+        ConnectionError,
+        DeflateOptions,
+        DeflateParams,
+        Event,
+        Handshake,
+        Keepalive,
+        Message,
+        ReadyState,
+        ReconnectPolicy,
+        SendError,
+        SendFailure,
+        SendId,
+        SessionConfig,
+        TransportError,
+        TransportErrorKind,
+        Config,
+        SendFailed,
+        SocketInfo,
+        ProxyEnv,
+        TlsRoots,
+    );
+    assert_eq!(wxsocket_tokio::MAX_TIMER, wxsocket_blocking::MAX_TIMER);
+}
