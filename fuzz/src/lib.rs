@@ -64,6 +64,8 @@ enum Op {
         back_ms: u16,
         len: u8,
     },
+    /// The driver shuts the machine down (every handle was dropped).
+    Shutdown,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -414,6 +416,7 @@ pub fn session(data: &[u8]) {
     let mut now = start;
     let mut last_now = start;
     let mut dialled: Vec<ConnId> = Vec::new();
+    let mut shut_down = false;
     let drain = |s: &mut Session, inv: &mut Invariants, now: Instant, dialled: &mut Vec<ConnId>| {
         while let Some(a) = s.poll_action() {
             if let Action::Dial { conn, .. } = &a {
@@ -442,7 +445,19 @@ pub fn session(data: &[u8]) {
                     "ftp://x"
                 };
                 let r = s.connect(&ConnectOptions::new(url).protocol("p"), now);
-                assert_eq!(r.is_ok(), valid);
+                assert_eq!(r.is_ok(), valid && !shut_down);
+                if valid && shut_down {
+                    assert_eq!(r, Err(ConnectError::ShutDown));
+                }
+            }
+            Op::Shutdown => {
+                s.shutdown(now);
+                shut_down = true;
+                assert!(
+                    !matches!(s.state(), ReadyState::Open | ReadyState::Connecting),
+                    "shutdown leaves nothing open or dialling: {}",
+                    s.state()
+                );
             }
             Op::Send { len, text, .. } => {
                 let m = message(len, text);
@@ -505,6 +520,9 @@ pub fn session(data: &[u8]) {
     let mut s = s.into_inner();
     drain(&mut s, &mut inv, now, &mut dialled);
     assert_eq!(s.poll_timeout(), None, "a timer left after winding down");
+    if shut_down {
+        assert!(s.is_drained(), "shut down and wound down, but not drained");
+    }
     inv.finish();
 }
 
@@ -522,6 +540,7 @@ pub fn pool(data: &[u8]) {
     };
     let mut now = Instant::now();
     let mut conns: Vec<ConnId> = Vec::new();
+    let mut shut_down = false;
     let pick =
         |conns: &[ConnId], i: u8| (!conns.is_empty()).then(|| conns[usize::from(i) % conns.len()]);
     let drain = |p: &mut Pool, inv: &mut Invariants, now: Instant| {
@@ -549,9 +568,13 @@ pub fn pool(data: &[u8]) {
                 };
                 let live = p.live();
                 match p.connect(&ConnectOptions::new(url).protocol("p"), now) {
-                    Ok(c) => conns.push(c),
+                    Ok(c) => {
+                        assert!(!shut_down, "a connection after shutdown");
+                        conns.push(c);
+                    }
+                    Err(ConnectError::ShutDown) => assert!(valid && shut_down),
                     Err(ConnectError::TooManyConnections { limit }) => {
-                        assert!(valid && live >= limit);
+                        assert!(valid && live >= limit && !shut_down);
                     }
                     Err(_) => assert!(!valid),
                 }
@@ -631,6 +654,17 @@ pub fn pool(data: &[u8]) {
                 p.handle_timeout(now);
             }
             Op::StaleSend { .. } => {}
+            Op::Shutdown => {
+                p.shutdown(now);
+                shut_down = true;
+                for c in &conns {
+                    assert!(
+                        !matches!(p.state(*c), ReadyState::Open | ReadyState::Connecting),
+                        "shutdown leaves nothing open or dialling: {c} {}",
+                        p.state(*c)
+                    );
+                }
+            }
         }
         drain(&mut p, &mut inv, now);
     }
@@ -651,6 +685,9 @@ pub fn pool(data: &[u8]) {
     drain(&mut p, &mut inv, now);
     assert_eq!(p.poll_timeout(), None);
     assert_eq!(p.live(), 0);
+    if shut_down {
+        assert!(p.is_drained(), "shut down and wound down, but not drained");
+    }
     inv.finish();
 }
 
