@@ -327,6 +327,8 @@ impl Session {
         request: Arc<HandshakeRequest>,
         now: Instant,
     ) -> Result<ConnId, ConnectError> {
+        // Like every call, a refused one still runs the timers due at `now`.
+        self.advance(now);
         if self.shut_down {
             return Err(ConnectError::ShutDown);
         }

@@ -75,6 +75,8 @@ enum Op {
         back: u64,
         len: usize,
     },
+    /// The driver shuts the session down (every handle was dropped).
+    Shutdown,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -110,6 +112,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (target, input).prop_map(|(t, i)| Op::Transport(t, i)).boxed(),
         4 => (0..700u64).prop_map(Op::Advance).boxed(),
         1 => (1..500u64, 0..10usize).prop_map(|(back, len)| Op::StaleSend { back, len }).boxed(),
+        1 => Just(Op::Shutdown).boxed(),
     ]
 }
 
@@ -261,6 +264,8 @@ struct Model {
     /// SplitMix64 state of the reconnect jitter.
     jitter: u64,
     expected: Vec<Ev>,
+    /// `shutdown` was called: no connect, no reconnection.
+    shut_down: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -294,6 +299,7 @@ impl Model {
             now,
             jitter,
             expected: Vec::new(),
+            shut_down: false,
         }
     }
 
@@ -327,7 +333,7 @@ impl Model {
 
     /// Whether the policy retries attempt `attempt` after an end of this cause.
     fn retries(&self, cause: Cause, attempt: u32) -> bool {
-        let Some(p) = &self.reconnect else {
+        let Some(p) = self.reconnect.as_ref().filter(|_| !self.shut_down) else {
             return false;
         };
         let by_cause = match cause {
@@ -576,6 +582,26 @@ impl Model {
         }
     }
 
+    /// `shutdown`: an open connection closes with 1000, a dial is aborted whatever the
+    /// policy (queued sends cancelled, close 1006), a backoff is cancelled, a close under
+    /// way becomes the application's.
+    fn shutdown(&mut self) {
+        self.shut_down = true;
+        match self.phase {
+            Phase::Open { .. } => self.begin_close(),
+            Phase::Closing { peer, .. } => self.phase = Phase::Closing { peer, local: true },
+            Phase::Connecting { .. } => {
+                let queue = std::mem::take(&mut self.queued);
+                self.end(queue, SendFailure::Cancelled, 1006, false);
+            }
+            Phase::Backoff { .. } => {
+                let queue = std::mem::take(&mut self.queued);
+                self.end(queue, SendFailure::Cancelled, 1000, false);
+            }
+            Phase::Idle | Phase::Closed => {}
+        }
+    }
+
     /// Transport input for `conn` (time already advanced).
     fn input(&mut self, conn: u64, input: &Input, written: Option<SendId>, fed: u64) {
         if !self.routes(conn) {
@@ -803,11 +829,15 @@ fn run(
                     "ftp://nope"
                 };
                 let r = s.connect(&ConnectOptions::new(url).protocol("p"), now);
-                prop_assert_eq!(r.is_ok(), valid);
-                if valid {
+                if valid && m.shut_down {
+                    prop_assert_eq!(r, Err(ConnectError::ShutDown));
+                    m.advance(now);
+                } else if valid {
                     m.advance(now);
                     let expected = m.connect();
                     prop_assert_eq!(r.unwrap().get(), expected, "the new connection's id");
+                } else {
+                    prop_assert!(r.is_err(), "an invalid URL is refused");
                 }
             }
             Op::Send { len } | Op::StaleSend { len, .. } => {
@@ -897,6 +927,11 @@ fn run(
                 s.handle_timeout(now);
                 m.advance(now);
             }
+            Op::Shutdown => {
+                s.shutdown(now);
+                m.advance(now);
+                m.shutdown();
+            }
         }
         let seen = obs.drain(&mut s, now)?;
         let expected = std::mem::take(&mut m.expected);
@@ -921,6 +956,9 @@ fn run(
         }
     }
     prop_assert_eq!(s.poll_timeout(), None, "no timer left");
+    if m.shut_down {
+        prop_assert!(s.is_drained(), "shut down and wound down, but not drained");
+    }
     let missing: Vec<_> = obs
         .issued
         .keys()
