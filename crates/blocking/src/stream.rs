@@ -4,6 +4,7 @@
 
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
+use wxsocket_wire::convert::CloseWatch;
 use wxsocket_wire::deflate::Inflater;
 
 /// What tungstenite reads and writes on an open connection: the stream, and with
@@ -26,6 +27,8 @@ pub(crate) struct Wire {
     short_read_ends: bool,
     /// A short read ended this pass (see `short_read_ends`).
     drained: bool,
+    /// Sees everything tungstenite reads, for the peer's close frame as it was sent.
+    pub(crate) close_watch: CloseWatch,
 }
 
 impl Wire {
@@ -37,6 +40,7 @@ impl Wire {
             tail,
             short_read_ends: false,
             drained: false,
+            close_watch: CloseWatch::default(),
         }
     }
 
@@ -49,6 +53,15 @@ impl Wire {
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_plain(buf)?;
+        self.close_watch.scan(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Wire {
+    /// The next bytes for tungstenite: the tail, then the socket (through the inflater).
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inflater {
             None if !self.tail.is_empty() => {
                 let n = self.tail.len().min(buf.len());

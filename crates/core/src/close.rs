@@ -201,7 +201,10 @@ mod tests {
         t.peer_close(None, "");
         t.advance(short);
         assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
-        assert_eq!(close_of(&t.events()), Some((NO_STATUS, String::new(), true)));
+        assert_eq!(
+            close_of(&t.events()),
+            Some((NO_STATUS, String::new(), true))
+        );
 
         // Without the peer's close frame the close timeout still reports an unclean close.
         let mut t = Sim::open(SessionConfig::default());
@@ -225,7 +228,19 @@ mod tests {
     /// protocol failure: an error event, a close frame 1002 sent, close 1002 not clean.
     #[test]
     fn an_invalid_peer_close_code_is_a_protocol_failure() {
-        for code in [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+        for code in [
+            0,
+            1,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            2999,
+            5000,
+            u16::MAX,
+        ] {
             let mut t = Sim::open(SessionConfig::default());
             t.peer_close(Some(code), "x");
             let actions = t.actions();
@@ -255,10 +270,7 @@ mod tests {
             t.peer_close(Some(1014), "bad gateway");
             t.input(TransportEvent::Closed);
             let events = t.events();
-            assert_eq!(
-                close_of(&events),
-                Some((1014, "bad gateway".into(), true))
-            );
+            assert_eq!(close_of(&events), Some((1014, "bad gateway".into(), true)));
             assert_eq!(
                 events
                     .iter()

@@ -20,7 +20,7 @@ use wxsocket_core::{
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
-use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+use wxsocket_wire::convert::{CloseWatch, classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// Work for a connection task, from the core's actions.
@@ -153,6 +153,7 @@ async fn dial<M: Machine>(
     let stream = Transport {
         tail: Bytes::from(done.tail),
         inflater,
+        close_watch: CloseWatch::default(),
         inner: stream,
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
@@ -370,7 +371,9 @@ impl Io {
                     // tungstenite queues pong and close replies; the next flush sends them.
                     self.needs_flush = true;
                     if let Some(event) = from_ws(message) {
-                        self.batch.push(event);
+                        // A close frame's code and reason as the peer sent them.
+                        self.batch
+                            .push(self.ws.get_ref().close_watch.correct(event));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -423,10 +426,12 @@ enum Inner {
 }
 
 /// The connection's byte stream: first the bytes read past the handshake response, then
-/// the socket; with permessage-deflate, read through the inflater.
+/// the socket; with permessage-deflate, read through the inflater. Everything tungstenite
+/// reads passes the close watch.
 pub(crate) struct Transport {
     tail: Bytes,
     inflater: Option<Box<Inflater>>,
+    close_watch: CloseWatch,
     inner: Inner,
 }
 
@@ -452,7 +457,8 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match &mut this.inflater {
+        let start = buf.filled().len();
+        let polled = match &mut this.inflater {
             None if !this.tail.is_empty() => {
                 let n = this.tail.len().min(buf.remaining());
                 buf.put_slice(&this.tail.split_to(n));
@@ -465,7 +471,9 @@ impl AsyncRead for Transport {
                 }
                 inflate_read(inflater, &mut this.inner, cx, buf, |_| {})
             }
-        }
+        };
+        this.close_watch.scan(&buf.filled()[start..]);
+        polled
     }
 }
 
