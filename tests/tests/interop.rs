@@ -1359,7 +1359,9 @@ fn deflate_offer_to_a_server_without_it<A: Adapter>(kind: PeerKind) {
     let headers = parse_flat_json(json.as_str());
     assert_eq!(
         headers.get("sec-websocket-extensions").map(String::as_str),
-        Some("permessage-deflate; client_max_window_bits"),
+        Some(
+            "permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; client_max_window_bits"
+        ),
         "[{}] the offer was made: {headers:#?}",
         A::NAME
     );
