@@ -52,22 +52,44 @@ def case_key(case_id):
     return tuple(int(p) for p in case_id.split("."))
 
 
+# Longest whole run (the full suite takes minutes): past it the run fails instead of hanging.
+RUN_LIMIT = 40 * 60
+# How long the server may take to hand over the results once the client is done.
+RESULT_GRACE = 60
+
+
 async def run(client, adapter, include):
+    """Returns (results, the client's exit status, seconds); results is None when the
+    server gave none (the client died, or a limit passed)."""
     async with run_fuzzingserver(include, EXCLUDED or None, host="127.0.0.1", port=0) as server:
         url = f"ws://{server.address}:{server.port}"
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(client, adapter, url)
-        try:
+
+        async def result():
             try:
-                results = await server.get_result()
+                return await server.get_result()
             except FailureError as failure:
-                results = failure.results
-            code = await proc.wait()
+                return failure.results
+
+        results_task = asyncio.ensure_future(result())
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {results_task, exited}, timeout=RUN_LIMIT, return_when=asyncio.FIRST_COMPLETED
+            )
+            if results_task not in done and exited in done:
+                # The client is done (or died): the results follow at once, or never.
+                await asyncio.wait({results_task}, timeout=RESULT_GRACE)
+            results = results_task.result() if results_task.done() else None
+            if results is not None:
+                await asyncio.wait_for(exited, timeout=RESULT_GRACE)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-        return results, code, time.monotonic() - started
+            results_task.cancel()
+        return results, proc.returncode, time.monotonic() - started
 
 
 def main():
@@ -88,6 +110,14 @@ def main():
             for case in QUICK_COMPRESSION_CASES
         ]
     results, client_code, seconds = asyncio.run(run(args.client, args.adapter, include))
+    agent = f"wxsocket-{args.adapter}"
+    if results is None:
+        print(
+            f"autobahn: {agent}: no results after {seconds:.0f} s "
+            f"(the echo client exited with status {client_code})",
+            file=sys.stderr,
+        )
+        return 1
     results = sorted(results, key=lambda r: case_key(r.case_id))
     counts = collections.Counter(r.behavior.value for r in results)
     problems = []
@@ -105,7 +135,6 @@ def main():
     if client_code != 0:
         problems.append(f"the echo client exited with status {client_code}")
 
-    agent = f"wxsocket-{args.adapter}"
     summary = " / ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS)
     cpu = {
         who: resource.getrusage(which).ru_utime + resource.getrusage(which).ru_stime
