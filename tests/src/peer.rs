@@ -271,6 +271,7 @@ struct State {
     mode: Mode,
     /// The extension answer of connections accepted from now on.
     deflate_answer: Option<String>,
+    quirks: Quirks,
     /// Set by [`Peer::stop_listening`], cleared by [`Peer::listen_again`]: the accept
     /// thread drops every connection it accepts. The listener itself stays open, so the
     /// port stays ours (a port closed and bound again may meanwhile be taken).
@@ -324,6 +325,16 @@ pub struct PeerBuilder {
     tls: Tls,
     hold: bool,
     deflate_answer: Option<String>,
+    quirks: Quirks,
+}
+
+/// Ways the peer departs from an ordinary server, set on the [`PeerBuilder`].
+#[derive(Debug, Clone, Default)]
+struct Quirks {
+    /// Header lines added to every 101 response (`{accept}` is the right accept value).
+    response_headers: Vec<String>,
+    /// After the close handshake, keep the TCP connection open until the client closes it.
+    keep_tcp_after_close: bool,
 }
 
 impl PeerBuilder {
@@ -346,6 +357,21 @@ impl PeerBuilder {
     /// it inflates the client's RSV1 messages and compresses what it sends.
     pub fn deflate_answer(mut self, answer: impl Into<String>) -> Self {
         self.deflate_answer = Some(answer.into());
+        self
+    }
+
+    /// Adds the header line `line` (without CRLF) to every 101 response; `{accept}` in it
+    /// is replaced by the right `Sec-WebSocket-Accept` value (to repeat that header).
+    pub fn response_header(mut self, line: impl Into<String>) -> Self {
+        self.quirks.response_headers.push(line.into());
+        self
+    }
+
+    /// After the close handshake (whoever began it) the peer keeps the TCP connection open
+    /// until the client closes it, instead of closing it first (RFC 6455 §7.1.1 asks the
+    /// server to); [`Connection::client_went_away`] records that the client did.
+    pub fn keep_tcp_after_close(mut self) -> Self {
+        self.quirks.keep_tcp_after_close = true;
         self
     }
 
@@ -373,6 +399,7 @@ impl PeerBuilder {
                 released: !self.hold,
                 mode: self.mode.clone(),
                 deflate_answer: self.deflate_answer.clone(),
+                quirks: self.quirks.clone(),
                 pause: false,
                 sockets: Vec::new(),
                 writers: Vec::new(),
@@ -435,6 +462,7 @@ impl Peer {
             tls: Tls::None,
             hold: false,
             deflate_answer: None,
+            quirks: Quirks::default(),
         }
     }
 
@@ -665,6 +693,7 @@ fn accept_until_stopped(
             let shared = Arc::clone(shared);
             let mode = state.mode.clone();
             let deflate_answer = state.deflate_answer.clone();
+            let quirks = state.quirks.clone();
             let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("peer-conn-{index}"))
@@ -689,6 +718,7 @@ fn accept_until_stopped(
                         mode,
                         writer,
                         deflate_answer,
+                        quirks,
                         compressor: None,
                         inflater: None,
                         partial: None,
@@ -907,6 +937,7 @@ struct Handler {
     writer: Arc<Mutex<Writer>>,
     /// The `Sec-WebSocket-Extensions` answer to send.
     deflate_answer: Option<String>,
+    quirks: Quirks,
     /// Set once permessage-deflate was agreed.
     compressor: Option<deflate::Compressor>,
     inflater: Option<deflate::Inflater>,
@@ -974,6 +1005,10 @@ impl Handler {
         );
         if let Some(p) = &protocol {
             response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        for line in &self.quirks.response_headers {
+            response.push_str(&line.replace("{accept}", &accept));
+            response.push_str("\r\n");
         }
         let agreed = self
             .deflate_answer
@@ -1403,6 +1438,10 @@ impl Handler {
                     };
                     // The client may already be gone (it failed the connection).
                     let _ = self.send(&encode_frame(true, 0, opcode::CLOSE, &reply, None));
+                }
+                if self.quirks.keep_tcp_after_close {
+                    // Only the client can end it now (or the peer's drop).
+                    return self.drain_until_eof().map(Some);
                 }
                 // The server closes the TCP connection first (RFC 6455 §7.1.1); wait a
                 // little for the client's side so "client went away" is recorded when

@@ -7,10 +7,11 @@
 //! the configurations are short (a few hundred milliseconds) so the suite stays fast.
 
 use std::time::{Duration, Instant};
+use wxsocket_core::close::CLOSE_LINGER;
 use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
-    Event, Message, REPLACED_REASON, ReadyState, SendError, SendFailure, SendId, SessionConfig,
-    TransportError, TransportErrorKind,
+    Event, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId,
+    SessionConfig, TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
@@ -77,6 +78,11 @@ conformance!(
     send_before_connect_hands_the_message_back,
     queue_full_and_too_large_hand_the_message_back,
     dropping_the_handle_closes_cleanly,
+    close_code_1014_is_reported_and_retried_when_configured,
+    a_repeated_sec_websocket_accept_fails_the_connection,
+    both_close_frames_exchanged_is_clean_when_the_server_keeps_tcp_open,
+    a_close_the_server_began_is_clean_when_it_keeps_tcp_open,
+    invalid_peer_close_codes_are_protocol_failures,
 );
 
 // ----- helpers -----
@@ -1331,4 +1337,153 @@ fn pool_limit_and_independent_connections<P: PoolAdapter>() {
             .any(|e| matches!(e, Event::Open { conn, .. } if *conn == three.id()))
     });
     assert_eq!(peer.snapshot().accepted, 3);
+}
+
+// ----- edge cases found by an independent peer (issue 23, items 1–5) -----
+
+/// Item 1: 1014 (Bad Gateway, RFC 6455 §7.4.2) is a code a peer may send: it is reported
+/// as received (tungstenite 0.30 alone turns it into 1002), and a reconnect policy that
+/// lists it retries.
+fn close_code_1014_is_reported_and_retried_when_configured<A: Adapter>() {
+    let peer = Peer::start(Mode::CloseWith(1014, "bad gateway".into()));
+    // Not listed (the default codes): reported, final.
+    let mut a: A = client(config().reconnect(ReconnectPolicy::default()));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, 1014, "bad gateway", true)],
+        "[{}]",
+        A::NAME
+    );
+    assert_quiet(&mut a);
+
+    // Listed: the same close is retried; the next connection finds an echo server.
+    let policy = ReconnectPolicy::default()
+        .retry_close_codes(vec![1014])
+        .backoff(Duration::from_millis(10), Duration::from_millis(10));
+    let mut a: A = client(config().reconnect(policy));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    peer.set_mode(Mode::Echo);
+    let events = a.events_until("the reconnection to open", T, |e| {
+        e.iter().any(|e| matches!(e, Event::Open { .. }))
+    });
+    assert_eq!(
+        events[0],
+        close_event(conn, 1014, "bad gateway", true),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert!(
+        matches!(events[1], Event::Reconnecting { attempt: 1, .. }),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    a.close(None, "").unwrap();
+    let next = a.current().expect("the new connection");
+    a.events_until_close(next, T);
+}
+
+/// Item 2: RFC 6455 §11.3.3, `Sec-WebSocket-Accept` "MUST NOT appear more than once in
+/// an HTTP response": the connection fails even when the right value comes first.
+fn a_repeated_sec_websocket_accept_fails_the_connection<A: Adapter>() {
+    for second in ["{accept}", "wrong"] {
+        let peer = Peer::builder(Mode::Echo)
+            .response_header(format!("Sec-WebSocket-Accept: {second}"))
+            .start();
+        let mut a: A = client(config());
+        let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, T);
+        let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+        let e = transport_error(A::NAME, &error);
+        assert_eq!(e.kind, TransportErrorKind::Protocol, "[{}] {e:?}", A::NAME);
+        assert!(
+            e.message.contains("repeats Sec-WebSocket-Accept"),
+            "[{}] {e}",
+            A::NAME
+        );
+        assert_quiet(&mut a);
+    }
+}
+
+/// Item 3, the client began: RFC 6455 §7.1.4, once both close frames were exchanged the
+/// close is clean; the client closes TCP itself after `CLOSE_LINGER` (§7.1.1) instead of
+/// waiting out the close timeout and calling the close unclean.
+fn both_close_frames_exchanged_is_clean_when_the_server_keeps_tcp_open<A: Adapter>() {
+    let close_timeout = Duration::from_secs(10);
+    let peer = Peer::builder(Mode::Echo).keep_tcp_after_close().start();
+    let mut a: A = client(config().close_timeout(close_timeout));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let started = Instant::now();
+    a.close(Some(4000), "bye").unwrap();
+    let events = a.events_until_close(conn, close_timeout + T);
+    let elapsed = started.elapsed();
+    assert_eq!(
+        events,
+        [close_event(conn, 4000, "bye", true)],
+        "[{}]",
+        A::NAME
+    );
+    assert!(
+        elapsed >= CLOSE_LINGER && elapsed < close_timeout,
+        "[{}] {elapsed:?}",
+        A::NAME
+    );
+    let seen = peer.wait_conn(0, "the client to close TCP", T, |c| c.ended);
+    assert!(seen.client_went_away, "[{}] {seen:#?}", A::NAME);
+    assert_quiet(&mut a);
+}
+
+/// Item 3, the server began: the client answers the close frame, waits `CLOSE_LINGER` for
+/// the server to close TCP, then closes it itself; the close is clean.
+fn a_close_the_server_began_is_clean_when_it_keeps_tcp_open<A: Adapter>() {
+    let close_timeout = Duration::from_secs(10);
+    let peer = Peer::builder(Mode::CloseWith(4444, "server says bye".into()))
+        .keep_tcp_after_close()
+        .start();
+    let mut a: A = client(config().close_timeout(close_timeout));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let started = Instant::now();
+    let events = a.events_until_close(conn, close_timeout + T);
+    let elapsed = started.elapsed();
+    assert_eq!(
+        events,
+        [close_event(conn, 4444, "server says bye", true)],
+        "[{}]",
+        A::NAME
+    );
+    assert!(elapsed < close_timeout, "[{}] {elapsed:?}", A::NAME);
+    let seen = peer.wait_conn(0, "the client to close TCP", T, |c| c.ended);
+    assert_eq!(seen.closes.len(), 1, "[{}] {seen:#?}", A::NAME);
+    assert!(seen.client_went_away, "[{}] {seen:#?}", A::NAME);
+    assert_quiet(&mut a);
+}
+
+/// Item 5: a close code the peer may not send (RFC 6455 §7.4.1–2) ends like every other
+/// protocol failure: an error event, a close event 1002 that is not clean, and a close
+/// frame 1002 to the peer.
+fn invalid_peer_close_codes_are_protocol_failures<A: Adapter>() {
+    for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+        let peer = Peer::start(Mode::CloseWith(code, "odd".into()));
+        let mut a: A = client(config());
+        let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+        let events = a.events_until_close(conn, T);
+        let error = expect_error_then_close(A::NAME, conn, &events, 1002);
+        let e = transport_error(A::NAME, &error);
+        assert_eq!(e.kind, TransportErrorKind::Protocol, "[{}] {code}", A::NAME);
+        assert!(
+            e.message.contains(&format!("invalid close code {code}")),
+            "[{}] {e}",
+            A::NAME
+        );
+        let seen = peer.wait_conn(0, "the client's close frame", T, |c| c.ended);
+        assert_eq!(
+            seen.closes.first().and_then(|c| c.code),
+            Some(1002),
+            "[{}] {code}: {seen:#?}",
+            A::NAME
+        );
+        assert_quiet(&mut a);
+    }
 }

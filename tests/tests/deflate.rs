@@ -395,8 +395,10 @@ fn default_offer_and_answer_are_reported_on_open<A: Adapter>() {
         .unwrap();
     assert_eq!(
         request.header("sec-websocket-extensions"),
-        Some("permessage-deflate; client_max_window_bits"),
-        "[{}] the default offer",
+        Some(
+            "permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; client_max_window_bits"
+        ),
+        "[{}] the default offer, then the same declaring client_no_context_takeover",
         A::NAME
     );
     let sent = [
@@ -474,7 +476,9 @@ fn window_bits_are_reported_and_honoured_both_ways<A: Adapter>() {
     let request = peer.snapshot().connections[0].request.clone().unwrap();
     assert_eq!(
         request.header("sec-websocket-extensions"),
-        Some("permessage-deflate; server_max_window_bits=10; client_max_window_bits=12"),
+        Some(
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12, permessage-deflate; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=12"
+        ),
         "[{}]",
         A::NAME
     );

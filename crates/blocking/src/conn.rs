@@ -644,7 +644,8 @@ impl Conn {
             match open.ws.read() {
                 Ok(message) => {
                     if let Some(event) = from_ws(message) {
-                        out.push(event);
+                        // A close frame's code and reason as the peer sent them.
+                        out.push(open.ws.get_ref().close_watch.correct(event));
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,

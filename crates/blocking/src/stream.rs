@@ -6,6 +6,7 @@ use mio::net::TcpStream;
 #[cfg(not(feature = "tls"))]
 use no_tls as rustls;
 use std::io::{self, Read, Write};
+use wxsocket_wire::convert::CloseWatch;
 use wxsocket_wire::deflate::Inflater;
 
 /// What tungstenite reads and writes on an open connection: the stream, and with
@@ -28,6 +29,8 @@ pub(crate) struct Wire {
     short_read_ends: bool,
     /// A short read ended this pass (see `short_read_ends`).
     drained: bool,
+    /// Sees everything tungstenite reads, for the peer's close frame as it was sent.
+    pub(crate) close_watch: CloseWatch,
 }
 
 impl Wire {
@@ -39,6 +42,7 @@ impl Wire {
             tail,
             short_read_ends: false,
             drained: false,
+            close_watch: CloseWatch::default(),
         }
     }
 
@@ -51,6 +55,15 @@ impl Wire {
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_plain(buf)?;
+        self.close_watch.scan(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Wire {
+    /// The next bytes for tungstenite: the tail, then the socket (through the inflater).
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inflater {
             None if !self.tail.is_empty() => {
                 let n = self.tail.len().min(buf.len());

@@ -260,7 +260,7 @@ fn compression(t: &Timeline, url: &str, wire: &server::WireLog) -> Result<(), St
         &format!("{{url: {deflate_url:?}, perMessageDeflate: true}}"),
     )?;
     t.note(
-        "the handshake offers Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+        "the handshake offers Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, then the same with client_no_context_takeover",
     );
     let open = t.until(&e, "open", |e| matches!(e, Event::Open { .. }))?;
     let Event::Open { handshake, .. } = open else {

@@ -337,11 +337,17 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once(':')
         .ok_or_else(|| format!("expected 'Name: value', got {text:?}"))?;
-    let name = name.trim();
+    // Only spaces and tabs are optional whitespace (RFC 9110 §5.6.3); a CR or LF, even at
+    // an edge, is refused rather than trimmed away.
+    if text.contains(['\r', '\n']) {
+        return Err(format!("a header may not contain CR or LF: {text:?}"));
+    }
+    let is_blank = |c: char| c == ' ' || c == '\t';
+    let name = name.trim_matches(is_blank);
     if name.is_empty() {
         return Err(format!("empty header name in {text:?}"));
     }
-    Ok((name.to_owned(), value.trim().to_owned()))
+    Ok((name.to_owned(), value.trim_matches(is_blank).to_owned()))
 }
 
 /// The longest `--timeout`, `--reconnect-base` and `--reconnect-cap`, in milliseconds: the

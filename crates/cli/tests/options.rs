@@ -507,3 +507,29 @@ fn blocking_selects_the_blocking_adapter() {
         assert!(status.success(), "{stderr}");
     }
 }
+
+/// A CR or LF in `-H`, even at the edge of the name or the value, is a usage error (it
+/// used to be trimmed away); spaces and tabs around them are still optional whitespace.
+#[test]
+fn header_with_cr_or_lf_at_an_edge_exits_2() {
+    for header in [
+        "X-A: v\r",
+        "X-A: v\n",
+        "X-A:\r\nv",
+        "\nX-A: v",
+        "X-A\r: v",
+        "X-A: v\r\n",
+    ] {
+        let args = ["connect", "ws://127.0.0.1:9/", "-H", header];
+        let (status, stdout, stderr) = common::run(&args, "");
+        assert_eq!(status.code(), Some(2), "{header:?}: {stderr}");
+        assert!(stdout.is_empty(), "{header:?} printed {stdout:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{header:?}: not one line: {stderr:?}");
+        assert!(
+            lines[0].contains("--header") && lines[0].contains("CR or LF"),
+            "{header:?}: {:?}",
+            lines[0]
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! a close event reports.
 
 use crate::error::CloseError;
+use std::time::Duration;
 
 /// Normal closure.
 pub const NORMAL: u16 = 1000;
@@ -17,6 +18,12 @@ pub const ABNORMAL: u16 = 1006;
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// A message exceeded the maximum size.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// How long the client waits, once both close frames were exchanged, for the server to
+/// close the TCP connection before it closes it itself (RFC 6455 §7.1.1 lets the client
+/// do so "if it has not received a TCP Close from the server in a reasonable time
+/// period"; browsers wait 2 s as well). Capped by the session's close timeout. The close
+/// is clean either way (RFC 6455 §7.1.4).
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Longest close reason in UTF-8 bytes (a control frame holds 125 bytes, 2 are the code).
 pub const MAX_REASON_BYTES: usize = 123;
 
@@ -86,4 +93,190 @@ pub struct PeerClose {
     pub code: Option<u16>,
     /// The reason, empty when none.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The close rules that live in the session, on a simulated clock.
+
+    use super::*;
+    use crate::{
+        Action, ConnId, ConnectOptions, ConnectionError, Event, ReconnectPolicy, Session,
+        SessionConfig, TransportErrorKind, TransportEvent,
+    };
+    use std::time::Instant;
+
+    struct Sim {
+        s: Session,
+        now: Instant,
+        conn: ConnId,
+    }
+
+    impl Sim {
+        /// A session with one open connection, its outputs drained.
+        fn open(config: SessionConfig) -> Self {
+            let now = Instant::now();
+            let mut s = Session::new(config).unwrap();
+            let conn = s
+                .connect(&ConnectOptions::new("ws://127.0.0.1:9/"), now)
+                .unwrap();
+            s.handle(conn, TransportEvent::Opened(Box::default()), now);
+            let mut sim = Self { s, now, conn };
+            sim.actions();
+            sim.events();
+            sim
+        }
+
+        fn input(&mut self, event: TransportEvent) {
+            self.s.handle(self.conn, event, self.now);
+        }
+
+        fn peer_close(&mut self, code: Option<u16>, reason: &str) {
+            self.input(TransportEvent::PeerClosed(PeerClose {
+                code,
+                reason: reason.to_owned(),
+            }));
+        }
+
+        fn advance(&mut self, by: Duration) {
+            self.now += by;
+            self.s.handle_timeout(self.now);
+        }
+
+        fn actions(&mut self) -> Vec<Action> {
+            std::iter::from_fn(|| self.s.poll_action()).collect()
+        }
+
+        fn events(&mut self) -> Vec<Event> {
+            std::iter::from_fn(|| self.s.poll_event()).collect()
+        }
+    }
+
+    fn close_of(events: &[Event]) -> Option<(u16, String, bool)> {
+        events.iter().find_map(|e| match e {
+            Event::Close {
+                code,
+                reason,
+                clean,
+                ..
+            } => Some((*code, reason.clone(), *clean)),
+            _ => None,
+        })
+    }
+
+    /// RFC 6455 §7.1.4 / SPEC §3: once both close frames were exchanged the close is clean,
+    /// even when the server keeps TCP open; the client closes TCP itself after
+    /// [`CLOSE_LINGER`] instead of waiting out the close timeout.
+    #[test]
+    fn both_close_frames_exchanged_is_clean_when_the_server_keeps_tcp_open() {
+        let mut t = Sim::open(SessionConfig::default());
+        t.s.close(Some(4000), "bye", t.now).unwrap();
+        assert!(matches!(&t.actions()[..], [Action::Close { .. }]));
+        t.advance(Duration::from_millis(300));
+        t.peer_close(Some(4000), "ok");
+        assert_eq!(t.s.poll_timeout(), Some(t.now + CLOSE_LINGER));
+        t.advance(CLOSE_LINGER - Duration::from_millis(1));
+        assert!(t.actions().is_empty() && t.events().is_empty());
+        t.advance(Duration::from_millis(1));
+        assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
+        let events = t.events();
+        assert!(!events.iter().any(|e| matches!(e, Event::Error { .. })));
+        assert_eq!(close_of(&events), Some((4000, "ok".into(), true)));
+    }
+
+    #[test]
+    fn a_close_the_peer_began_is_clean_after_the_linger_too() {
+        let mut t = Sim::open(SessionConfig::default());
+        t.peer_close(Some(1001), "going");
+        assert!(t.actions().is_empty(), "the driver answers the close frame");
+        t.advance(CLOSE_LINGER);
+        assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
+        assert_eq!(close_of(&t.events()), Some((1001, "going".into(), true)));
+    }
+
+    #[test]
+    fn the_linger_is_capped_by_the_close_timeout_and_a_missing_answer_is_unclean() {
+        let short = Duration::from_millis(500);
+        let mut t = Sim::open(SessionConfig::default().close_timeout(short));
+        t.peer_close(None, "");
+        t.advance(short);
+        assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
+        assert_eq!(
+            close_of(&t.events()),
+            Some((NO_STATUS, String::new(), true))
+        );
+
+        // Without the peer's close frame the close timeout still reports an unclean close.
+        let mut t = Sim::open(SessionConfig::default());
+        t.s.close(None, "", t.now).unwrap();
+        t.actions();
+        t.advance(CLOSE_LINGER);
+        assert!(t.events().is_empty(), "no linger before the answer");
+        t.advance(Duration::from_secs(8));
+        let events = t.events();
+        assert!(matches!(
+            events[0],
+            Event::Error {
+                error: ConnectionError::CloseTimeout(_),
+                ..
+            }
+        ));
+        assert_eq!(close_of(&events).map(|c| c.2), Some(false));
+    }
+
+    /// Item 5 of the edge cases: an invalid code from the peer ends like every other
+    /// protocol failure: an error event, a close frame 1002 sent, close 1002 not clean.
+    #[test]
+    fn an_invalid_peer_close_code_is_a_protocol_failure() {
+        for code in [
+            0,
+            1,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            2999,
+            5000,
+            u16::MAX,
+        ] {
+            let mut t = Sim::open(SessionConfig::default());
+            t.peer_close(Some(code), "x");
+            let actions = t.actions();
+            assert!(
+                matches!(&actions[..], [Action::Close { frame, .. }] if frame.code() == PROTOCOL_ERROR),
+                "{code}: {actions:?}"
+            );
+            let events = t.events();
+            assert!(
+                matches!(&events[0], Event::Error { error: ConnectionError::Transport(e), .. }
+                    if e.kind == TransportErrorKind::Protocol && e.message.contains(&code.to_string())),
+                "{code}: {events:?}"
+            );
+            let (got, _, clean) = close_of(&events).unwrap();
+            assert_eq!((got, clean), (PROTOCOL_ERROR, false), "{code}");
+        }
+    }
+
+    /// Item 1: 1014 (Bad Gateway, RFC 6455 §7.4.2, IANA-registered) is reported as received
+    /// and retried when the reconnect policy lists it.
+    #[test]
+    fn close_code_1014_is_reported_and_retried_when_configured() {
+        assert!(is_valid_from_peer(1014));
+        for (codes, retried) in [(vec![1014], true), (vec![1001], false)] {
+            let policy = ReconnectPolicy::default().retry_close_codes(codes);
+            let mut t = Sim::open(SessionConfig::default().reconnect(policy));
+            t.peer_close(Some(1014), "bad gateway");
+            t.input(TransportEvent::Closed);
+            let events = t.events();
+            assert_eq!(close_of(&events), Some((1014, "bad gateway".into(), true)));
+            assert_eq!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::Reconnecting { .. })),
+                retried
+            );
+        }
+    }
 }

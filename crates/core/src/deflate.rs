@@ -8,7 +8,8 @@
 //! let offer = DeflateOptions::default().server_no_context_takeover(true);
 //! assert_eq!(
 //!     offer.offer_header(),
-//!     "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+//!     "permessage-deflate; server_no_context_takeover; client_max_window_bits, \
+//!      permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits"
 //! );
 //! let agreed = offer
 //!     .negotiate("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
@@ -178,13 +179,28 @@ impl DeflateOptions {
         None
     }
 
-    /// The `Sec-WebSocket-Extensions` request header value.
+    /// The `Sec-WebSocket-Extensions` request header value: the offer, then (unless it
+    /// already declares `client_no_context_takeover`) the same offer declaring it, as a
+    /// second choice (RFC 7692 §5: offers in order of preference). A server that accepts
+    /// compression only when the client resets its context after each message takes the
+    /// second; every other server takes the first, as with a single offer. Which one was
+    /// taken shows in the answer: `client_no_context_takeover` in it puts the client's
+    /// reset in force (a server may also ask it of the first offer, RFC 7692 §7.1.1.2).
     pub fn offer_header(&self) -> String {
+        let first = self.single_offer(self.client_no_context_takeover);
+        if self.client_no_context_takeover {
+            return first;
+        }
+        format!("{first}, {}", self.single_offer(true))
+    }
+
+    /// One `permessage-deflate` offer with these options.
+    fn single_offer(&self, client_no_context_takeover: bool) -> String {
         let mut out = String::from("permessage-deflate");
         if self.server_no_context_takeover {
             out.push_str("; server_no_context_takeover");
         }
-        if self.client_no_context_takeover {
+        if client_no_context_takeover {
             out.push_str("; client_no_context_takeover");
         }
         if let Some(bits) = self.server_max_window_bits {
@@ -407,10 +423,18 @@ mod tests {
 
     #[test]
     fn offers() {
+        // The offer, then the same declaring client_no_context_takeover (RFC 7692 §5).
         assert_eq!(
             DeflateOptions::default().offer_header(),
-            "permessage-deflate; client_max_window_bits"
+            "permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; client_max_window_bits"
         );
+        // Either answer is understood: the second offer's puts the client's reset in force.
+        let d = DeflateOptions::default();
+        assert!(!ok(d, "permessage-deflate").client_no_context_takeover);
+        assert!(ok(d, "permessage-deflate; client_no_context_takeover").client_no_context_takeover);
+        // A server taking the first acceptable offer takes the first.
+        let (_, answer) = accept_offer(&d.offer_header()).unwrap();
+        assert_eq!(answer, "permessage-deflate");
         assert_eq!(
             DeflateOptions::default()
                 .client_no_context_takeover(true)

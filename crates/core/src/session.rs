@@ -618,14 +618,19 @@ impl Session {
                     id: o.id,
                     request: o.request,
                     in_flight: o.in_flight,
-                    deadline: now + self.config.close_timeout,
+                    deadline: now + self.linger(),
                     peer: Some(peer),
                     local: false,
                 };
                 self.transition(ReadyState::Open, Conn::Closing(closing));
             }
             (Conn::Closing(mut c), TransportEvent::PeerClosed(peer)) => {
-                c.peer.get_or_insert(peer);
+                if c.peer.is_none() {
+                    // The answer to our close frame: both were exchanged, the server
+                    // has a short while left to close TCP.
+                    c.peer = Some(peer);
+                    c.deadline = c.deadline.min(now + self.linger());
+                }
                 self.conn = Conn::Closing(c);
             }
             (Conn::Open(o), TransportEvent::Error(error)) => {
@@ -638,12 +643,12 @@ impl Session {
                 );
                 self.fail_open(o, ConnectionError::Transport(error), now);
             }
-            (Conn::Closing(c), TransportEvent::Closed) => self.finish_close(c, true, now),
+            (Conn::Closing(c), TransportEvent::Closed) => self.finish_close(c, now),
             (Conn::Closing(c), TransportEvent::Error(error)) => {
                 if c.peer.is_some() {
                     // Both close frames were exchanged; an error while the TCP connection
                     // winds down does not make the close unclean.
-                    self.finish_close(c, true, now);
+                    self.finish_close(c, now);
                 } else {
                     self.events.push_back(Event::Error {
                         conn,
@@ -792,8 +797,10 @@ impl Session {
             Conn::Closing(c) if c.deadline <= now => {
                 self.actions.push_back(Action::Abort { conn: c.id });
                 if c.peer.is_some() {
-                    // The peer's close frame came; only the TCP shutdown lingered.
-                    self.finish_close(c, false, now);
+                    // Both close frames were exchanged and only the server's TCP close is
+                    // missing: the close is clean (RFC 6455 §7.1.4, SPEC §3); the
+                    // client closes TCP itself (§7.1.1).
+                    self.finish_close(c, now);
                 } else {
                     self.events.push_back(Event::Error {
                         conn: c.id,
@@ -956,9 +963,10 @@ impl Session {
         }
     }
 
-    /// The close handshake is over (`clean`) or its transport was aborted after the peer's
-    /// close frame arrived: the close event carries the peer's code (1006 without one).
-    fn finish_close(&mut self, c: Closing, clean: bool, now: Instant) {
+    /// The transport of a closing connection ended, or was aborted once both close frames
+    /// were exchanged: the close event carries the peer's code, clean (RFC 6455 §7.1.4);
+    /// without the peer's close frame, 1006 and not clean.
+    fn finish_close(&mut self, c: Closing, now: Instant) {
         let Some(peer) = c.peer else {
             let ending = Ending {
                 code: ABNORMAL,
@@ -978,7 +986,7 @@ impl Session {
         let ending = Ending {
             code,
             reason: &peer.reason,
-            clean,
+            clean: true,
         };
         self.end(
             c.id,
@@ -996,6 +1004,12 @@ impl Session {
             let reason = format!("peer closed the connection with code {code}");
             self.back_off(c.request, SendQueue::default(), 1, reason, now);
         }
+    }
+
+    /// How long a connection whose close frames were both exchanged waits for the server
+    /// to close TCP: [`crate::close::CLOSE_LINGER`], at most the close timeout.
+    fn linger(&self) -> Duration {
+        crate::close::CLOSE_LINGER.min(self.config.close_timeout)
     }
 
     /// Whether the reconnect policy dials again for `attempt` after an end of this cause.

@@ -11,6 +11,7 @@
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+use wxsocket_core::close::CLOSE_LINGER;
 use wxsocket_core::*;
 
 const MAX_MSGS: usize = 4;
@@ -468,7 +469,9 @@ impl Model {
                 };
                 self.deadline = Some(self.now + KT);
             }
-            Phase::Closing { peer: Some(_), .. } => self.finish_close(false),
+            // Both close frames were exchanged and the linger ran out: the client closes
+            // TCP itself, and the close is clean.
+            Phase::Closing { peer: Some(_), .. } => self.finish_close(true),
             Phase::Closing { .. } => {
                 self.expected
                     .push(Ev::Error(self.conn, Fault::CloseTimeout));
@@ -647,9 +650,15 @@ impl Model {
                     peer: Some(*code),
                     local: false,
                 };
-                self.deadline = Some(self.now + CT);
+                self.deadline = Some(self.now + CLOSE_LINGER.min(CT));
             }
             (Phase::Closing { peer, local }, Input::PeerClosed(code)) => {
+                if peer.is_none() {
+                    // The answer to our close frame: the server has the linger left to
+                    // close TCP.
+                    let linger = self.now + CLOSE_LINGER.min(CT);
+                    self.deadline = self.deadline.map(|d| d.min(linger));
+                }
                 self.phase = Phase::Closing {
                     peer: Some(peer.unwrap_or(*code)),
                     local,

@@ -21,7 +21,7 @@ use wxsocket_core::{
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
-use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+use wxsocket_wire::convert::{CloseWatch, classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 use wxsocket_wire::proxy::ProxyConnect;
 
@@ -169,6 +169,7 @@ async fn dial<M: Machine>(
     let stream = Transport {
         tail: Bytes::from(done.tail),
         inflater,
+        close_watch: CloseWatch::default(),
         inner: stream,
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
@@ -409,7 +410,9 @@ impl Io {
                     // tungstenite queues pong and close replies; the next flush sends them.
                     self.needs_flush = true;
                     if let Some(event) = from_ws(message) {
-                        self.batch.push(event);
+                        // A close frame's code and reason as the peer sent them.
+                        self.batch
+                            .push(self.ws.get_ref().close_watch.correct(event));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -462,10 +465,12 @@ enum Inner {
 }
 
 /// The connection's byte stream: first the bytes read past the handshake response, then
-/// the socket; with permessage-deflate, read through the inflater.
+/// the socket; with permessage-deflate, read through the inflater. Everything tungstenite
+/// reads passes the close watch.
 pub(crate) struct Transport {
     tail: Bytes,
     inflater: Option<Box<Inflater>>,
+    close_watch: CloseWatch,
     inner: Inner,
 }
 
@@ -491,7 +496,8 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match &mut this.inflater {
+        let start = buf.filled().len();
+        let polled = match &mut this.inflater {
             None if !this.tail.is_empty() => {
                 let n = this.tail.len().min(buf.remaining());
                 buf.put_slice(&this.tail.split_to(n));
@@ -504,7 +510,9 @@ impl AsyncRead for Transport {
                 }
                 inflate_read(inflater, &mut this.inner, cx, buf)
             }
-        }
+        };
+        this.close_watch.scan(&buf.filled()[start..]);
+        polled
     }
 }
 

@@ -78,6 +78,130 @@ pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
     })
 }
 
+/// Longest payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Watches the bytes tungstenite reads for the peer's first close frame, to report its code
+/// and reason as they were on the wire.
+///
+/// tungstenite 0.30 hands a received close frame to the application with the code 1002
+/// and the reason "Protocol violation" whenever it does not know the code as one a peer
+/// may send: the invalid codes (0–999, 1004–1006, 1015, 1016–2999, 5000 and above) but
+/// also 1014 (Bad Gateway, RFC 6455 §7.4.2, registered with IANA since). The session
+/// then could neither report 1014 (nor retry it when the reconnect policy lists it) nor
+/// tell an invalid code, which is a protocol failure (error event, close 1002 not
+/// clean), from a peer's own 1002. The watch follows the frame headers of the stream
+/// (a few bytes per frame; payloads are skipped, not read) and keeps the payload of the
+/// first close frame, the one tungstenite acts on, after which it stops looking.
+/// [`CloseWatch::correct`] puts the wire's code and reason back into the session's
+/// input.
+///
+/// ```
+/// use wxsocket_core::{PeerClose, TransportEvent};
+/// use wxsocket_wire::convert::{CloseWatch, from_ws};
+///
+/// let mut watch = CloseWatch::default();
+/// // A text frame, then a close frame with code 1014 and the reason "gw", in two reads.
+/// watch.scan(b"\x81\x02hi\x88\x04\x03");
+/// watch.scan(b"\xf6gw");
+/// // What tungstenite 0.30 returns for it.
+/// let read = tungstenite::Message::Close(Some(tungstenite::protocol::CloseFrame {
+///     code: 1002.into(),
+///     reason: "Protocol violation".into(),
+/// }));
+/// let event = watch.correct(from_ws(read).unwrap());
+/// let expected = PeerClose { code: Some(1014), reason: "gw".into() };
+/// assert_eq!(event, TransportEvent::PeerClosed(expected));
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct CloseWatch {
+    /// The header of the frame being read (at most 14 bytes: 2, 8 of length, 4 of mask).
+    header: [u8; 14],
+    header_len: usize,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// The payload of the first close frame, while and after it is read.
+    close: Option<Vec<u8>>,
+    /// The first close frame was read whole: nothing more to watch.
+    done: bool,
+}
+
+impl CloseWatch {
+    /// Follows `bytes`, the next bytes of the stream tungstenite reads (after the
+    /// handshake response; with permessage-deflate, the inflater's output).
+    pub fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.done {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining).map_or(bytes.len(), |r| r.min(bytes.len()));
+                if let Some(payload) = &mut self.close {
+                    let room = MAX_CONTROL_PAYLOAD.saturating_sub(payload.len());
+                    payload.extend_from_slice(&bytes[..n.min(room)]);
+                }
+                self.remaining -= n as u64;
+                bytes = &bytes[n..];
+                self.done = self.remaining == 0 && self.close.is_some();
+                continue;
+            }
+            // A header: two bytes, then as many more as they announce.
+            while self.header_len < self.header_needed() && !bytes.is_empty() {
+                let n = (self.header_needed() - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                self.header_len += n;
+                bytes = &bytes[n..];
+            }
+            if self.header_len < self.header_needed() {
+                return; // the rest of the header comes with the next bytes
+            }
+            self.header_len = 0;
+            self.remaining = match self.header[1] & 0x7f {
+                126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                127 => u64::from_be_bytes(self.header[2..10].try_into().expect("8 bytes")),
+                short => u64::from(short),
+            };
+            if self.header[0] & 0x0f == 0x8 {
+                let capacity = usize::try_from(self.remaining).map_or(0, |n| n.min(125));
+                self.close = Some(Vec::with_capacity(capacity));
+                self.done = self.remaining == 0;
+            }
+        }
+    }
+
+    /// Length of the current frame's header, as far as its first two bytes tell.
+    fn header_needed(&self) -> usize {
+        if self.header_len < 2 {
+            return 2;
+        }
+        let extended = match self.header[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+        2 + extended + mask
+    }
+
+    /// `event` with the close frame's code and reason as the peer sent them, once the
+    /// watch has read the whole frame; anything else is returned as it is.
+    pub fn correct(&self, event: TransportEvent) -> TransportEvent {
+        match (event, &self.close) {
+            (TransportEvent::PeerClosed(_), Some(payload)) if self.done => {
+                TransportEvent::PeerClosed(match payload.as_slice() {
+                    [hi, lo, reason @ ..] => PeerClose {
+                        code: Some(u16::from_be_bytes([*hi, *lo])),
+                        // tungstenite has checked that the reason is UTF-8.
+                        reason: String::from_utf8_lossy(reason).into_owned(),
+                    },
+                    _ => PeerClose {
+                        code: None,
+                        reason: String::new(),
+                    },
+                })
+            }
+            (event, _) => event,
+        }
+    }
+}
+
 /// A tungstenite error classified for the session; `None` when it means the connection
 /// ended normally (`ConnectionClosed`, `AlreadyClosed`), which the driver reports as
 /// [`TransportEvent::Closed`].
@@ -191,6 +315,99 @@ mod tests {
             long.as_ptr(),
             "a long payload is passed on as it is"
         );
+    }
+
+    /// Frames as a server writes them (unmasked unless `mask`).
+    fn frame(opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+        let mut out = vec![0x80 | opcode];
+        let bit = if mask { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(bit | n as u8),
+            n if n <= 0xffff => {
+                out.push(bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if mask {
+            out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as it is
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn tungstenite_close() -> TransportEvent {
+        from_ws(WsMessage::Close(Some(CloseFrame {
+            code: CloseCode::Protocol,
+            reason: "Protocol violation".into(),
+        })))
+        .unwrap()
+    }
+
+    #[test]
+    fn close_watch_finds_the_first_close_frame_however_the_bytes_are_split() {
+        let mut stream = Vec::new();
+        stream.extend(frame(0x1, b"hi", false));
+        stream.extend(frame(0x9, b"ping", false));
+        stream.extend(frame(0x2, &[7; 300], false)); // 16-bit length
+        stream.extend(frame(0x2, &vec![8; 70_000], false)); // 64-bit length
+        stream.extend(frame(0x0, b"", true));
+        let mut close = 1014u16.to_be_bytes().to_vec();
+        close.extend_from_slice("bad gateway é".as_bytes());
+        stream.extend(frame(0x8, &close, false));
+        stream.extend(frame(0x8, &1000u16.to_be_bytes(), false)); // a second one is ignored
+        let expected = TransportEvent::PeerClosed(PeerClose {
+            code: Some(1014),
+            reason: "bad gateway é".into(),
+        });
+        for chunk in [1, 2, 3, 7, 125, 4096, stream.len()] {
+            let mut watch = CloseWatch::default();
+            let before_end = stream.len() - 4 - close.len() - 1;
+            for piece in stream[..before_end].chunks(chunk) {
+                watch.scan(piece);
+            }
+            // Until the frame was read whole, the event is left as it is.
+            assert_eq!(watch.correct(tungstenite_close()), tungstenite_close());
+            for piece in stream[before_end..].chunks(chunk) {
+                watch.scan(piece);
+            }
+            assert_eq!(
+                watch.correct(tungstenite_close()),
+                expected,
+                "chunk {chunk}"
+            );
+            // Other input passes unchanged.
+            let text = TransportEvent::Message(Message::text("x"));
+            assert_eq!(watch.correct(text.clone()), text);
+        }
+    }
+
+    #[test]
+    fn close_watch_reports_a_close_frame_without_a_body_as_no_code() {
+        let mut watch = CloseWatch::default();
+        watch.scan(&frame(0x8, b"", false));
+        assert_eq!(
+            watch.correct(tungstenite_close()),
+            TransportEvent::PeerClosed(PeerClose {
+                code: None,
+                reason: String::new()
+            })
+        );
+        // Codes outside every range come through as they were sent.
+        for code in [0u16, 999, 1004, 1015, 2999, 5000, u16::MAX] {
+            let mut watch = CloseWatch::default();
+            watch.scan(&frame(0x8, &code.to_be_bytes(), false));
+            assert_eq!(
+                watch.correct(tungstenite_close()),
+                TransportEvent::PeerClosed(PeerClose {
+                    code: Some(code),
+                    reason: String::new()
+                })
+            );
+        }
     }
 
     #[test]

@@ -131,12 +131,23 @@ impl ClientHandshake {
         if !has_token("connection", "upgrade") {
             return Err(protocol("handshake response lacks \"Connection: Upgrade\""));
         }
-        if map.get("sec-websocket-accept").map(HeaderValue::as_bytes)
-            != Some(self.accept.as_bytes())
-        {
-            return Err(protocol(
-                "handshake response has a wrong Sec-WebSocket-Accept",
-            ));
+        // RFC 6455 §11.3.3: Sec-WebSocket-Accept "MUST NOT appear more than once in an HTTP
+        // response". Counted on the raw head, so a copy that is not a valid header value
+        // counts too.
+        let mut accepts = response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"));
+        match (accepts.next(), accepts.next()) {
+            (_, Some(_)) => {
+                return Err(protocol("handshake response repeats Sec-WebSocket-Accept"));
+            }
+            (Some(h), None) if h.value == self.accept.as_bytes() => {}
+            _ => {
+                return Err(protocol(
+                    "handshake response has a wrong Sec-WebSocket-Accept",
+                ));
+            }
         }
         let protocol_header = match map.get_all("sec-websocket-protocol").iter().count() {
             0 => None,
@@ -265,6 +276,17 @@ mod tests {
             .is_err()
         );
         assert!(run("garbage\r\n\r\n".into()).is_err());
+        // RFC 6455 §11.3.3: the header must not appear more than once, whichever comes first.
+        for extra in [
+            format!("Sec-WebSocket-Accept: {good}\r\n"),
+            "Sec-WebSocket-Accept: wrong\r\n".to_owned(),
+            "sec-websocket-accept: \r\n".to_owned(),
+        ] {
+            let e = run(response(good, &extra)).unwrap_err();
+            assert_eq!(e.kind, TransportErrorKind::Protocol);
+            assert!(e.message.contains("repeats Sec-WebSocket-Accept"), "{e}");
+        }
+        assert!(run(response(good, "")).is_ok());
         // No sub-protocol selected is fine (browsers accept it); the core judges the rest.
         assert_eq!(
             run(response(good, "")).unwrap().unwrap().handshake.protocol,
