@@ -408,7 +408,7 @@ fn play(kind: Kind) -> Result<(), String> {
         t.send(&a, Message::text(text))?;
     }
     t.note("the socket is still CONNECTING, so the session queues them (in order, bounded); the");
-    t.note("seed's page had to keep this queue itself and flush it in onSocketOpen");
+    t.note("page WeChat documents had to keep this queue itself and flush it in onSocketOpen");
     t.until(&a, "open", |e| matches!(e, Event::Open { .. }))?;
     t.note("open: the queue is flushed now, in order, before anything sent later");
     let mut echoes = Vec::new();
@@ -433,7 +433,7 @@ fn play(kind: Kind) -> Result<(), String> {
     // 2. Close before open, under each policy.
     t.heading("2. closeSocket before onSocketOpen, under the three close-before-open policies");
     t.out.line(
-        "   (in the seed, a closeSocket before onSocketOpen does not close the socket; wxsocket makes\n    this a policy, set per session: one session each)",
+        "   (in WeChat's documents, a closeSocket before onSocketOpen does not close the socket; wxsocket\n    makes this a policy, set per session: one session each)",
     );
 
     t.heading("2a. session B, policy Abort (the default, what browsers do)");
@@ -474,7 +474,7 @@ fn play(kind: Kind) -> Result<(), String> {
     t.note("the dial was cancelled: the queued message failed (never lost silently), close 1006");
     drop(b);
 
-    t.heading("2b. session C, policy AfterOpen (the seed's workaround, built in)");
+    t.heading("2b. session C, policy AfterOpen (WeChat's documented workaround, built in)");
     let c = t.stage('C', CloseBeforeOpen::AfterOpen)?;
     let conn = t.connect(&c, &url)?;
     t.until(&c, "connecting event", |e| {
@@ -503,7 +503,7 @@ fn play(kind: Kind) -> Result<(), String> {
     );
     drop(c);
 
-    t.heading("2c. session D, policy Ignore (the seed's documented race, faithfully)");
+    t.heading("2c. session D, policy Ignore (WeChat's documented race, faithfully)");
     let d = t.stage('D', CloseBeforeOpen::Ignore)?;
     let conn = t.connect(&d, &url)?;
     t.until(&d, "connecting event", |e| {
@@ -520,7 +520,7 @@ fn play(kind: Kind) -> Result<(), String> {
         .close(None, "closed in onSocketOpen")
         .map_err(|e| format!("closeSocket after open failed: {e}"))?;
     t.call(&d, "closeSocket() inside onSocketOpen  => closeSocket:ok");
-    t.note("so the page closes inside onSocketOpen, as the seed's workaround says");
+    t.note("so the page closes inside onSocketOpen, as WeChat's documented workaround says");
     let close = t.until(&d, "close event", |e| is_close(e, conn))?;
     check(
         matches!(
@@ -588,7 +588,7 @@ fn play(kind: Kind) -> Result<(), String> {
         ),
         Ok(_) => return Err("a send after close should fail".into()),
     }
-    t.note("calls on a closed socket fail at once, in the seed's words");
+    t.note("calls on a closed socket fail at once, in WeChat's words");
 
     // 5. Compression.
     compression(&t, &url, &wire)?;
