@@ -164,7 +164,7 @@ mod tests {
         })
     }
 
-    /// RFC 6455 §7.1.4 / SPEC §3: once both close frames were exchanged the close is clean,
+    /// RFC 6455 §7.1.4: once both close frames were exchanged the close is clean,
     /// even when the server keeps TCP open; the client closes TCP itself after
     /// [`CLOSE_LINGER`] instead of waiting out the close timeout.
     #[test]

@@ -798,7 +798,7 @@ impl Session {
                 self.actions.push_back(Action::Abort { conn: c.id });
                 if c.peer.is_some() {
                     // Both close frames were exchanged and only the server's TCP close is
-                    // missing: the close is clean (RFC 6455 §7.1.4, SPEC §3); the
+                    // missing: the close is clean (RFC 6455 §7.1.4); the
                     // client closes TCP itself (§7.1.1).
                     self.finish_close(c, now);
                 } else {
