@@ -5,13 +5,14 @@ use crate::error::{ConnectionError, SendFailure};
 use crate::ids::{ConnId, SendId};
 use crate::message::Message;
 use crate::transport::Handshake;
+use std::fmt;
 use url::Url;
 
 /// An application event. For one connection the order is: `Reconnecting` (only for a
 /// reconnect attempt), `Connecting`, then `Open`
 /// (unless it failed), messages and send completions, at most one `Error`, exactly one
 /// `Close`. Every event of connection N comes before any event of connection N+1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// A dial started.
@@ -102,6 +103,126 @@ impl Event {
             | Event::Error { conn, .. }
             | Event::Close { conn, .. }
             | Event::Reconnecting { conn, .. } => *conn,
+        }
+    }
+}
+
+/// Like the derived `Debug`, but a URL prints as the URL it is, not as its parsed parts.
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Connecting { conn, url } => f
+                .debug_struct("Connecting")
+                .field("conn", conn)
+                .field("url", &url.as_str())
+                .finish(),
+            Event::Open { conn, handshake } => f
+                .debug_struct("Open")
+                .field("conn", conn)
+                .field("handshake", handshake)
+                .finish(),
+            Event::Message { conn, message } => f
+                .debug_struct("Message")
+                .field("conn", conn)
+                .field("message", message)
+                .finish(),
+            Event::SendCompleted { conn, id } => f
+                .debug_struct("SendCompleted")
+                .field("conn", conn)
+                .field("id", id)
+                .finish(),
+            Event::SendFailed {
+                conn,
+                id,
+                reason,
+                message,
+            } => f
+                .debug_struct("SendFailed")
+                .field("conn", conn)
+                .field("id", id)
+                .field("reason", reason)
+                .field("message", message)
+                .finish(),
+            Event::Error { conn, error } => f
+                .debug_struct("Error")
+                .field("conn", conn)
+                .field("error", error)
+                .finish(),
+            Event::Reconnecting {
+                conn,
+                attempt,
+                delay,
+                last_error,
+            } => f
+                .debug_struct("Reconnecting")
+                .field("conn", conn)
+                .field("attempt", attempt)
+                .field("delay", delay)
+                .field("last_error", last_error)
+                .finish(),
+            Event::Close {
+                conn,
+                code,
+                reason,
+                clean,
+            } => f
+                .debug_struct("Close")
+                .field("conn", conn)
+                .field("code", code)
+                .field("reason", reason)
+                .field("clean", clean)
+                .finish(),
+        }
+    }
+}
+
+/// One readable line: the connection, what happened, and its details.
+///
+/// ```
+/// use wxsocket_core::{ConnId, Event, Message};
+/// let event = Event::Message { conn: ConnId::from_raw(1), message: Message::text("hi") };
+/// assert_eq!(event.to_string(), "#1 message: hi");
+/// let event = Event::Close { conn: ConnId::from_raw(1), code: 1000, reason: "bye".into(), clean: true };
+/// assert_eq!(event.to_string(), "#1 closed: 1000 \"bye\" (clean)");
+/// ```
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conn = self.conn().get();
+        match self {
+            Event::Connecting { url, .. } => write!(f, "#{conn} connecting to {url}"),
+            Event::Open { handshake, .. } => {
+                write!(f, "#{conn} open")?;
+                if let Some(p) = &handshake.protocol {
+                    write!(f, ", protocol {p}")?;
+                }
+                if handshake.deflate.is_some() {
+                    f.write_str(", permessage-deflate")?;
+                }
+                Ok(())
+            }
+            Event::Message { message, .. } => write!(f, "#{conn} message: {message}"),
+            Event::SendCompleted { id, .. } => write!(f, "#{conn} send {id} written"),
+            Event::SendFailed { id, reason, .. } => write!(f, "#{conn} send {id} failed: {reason}"),
+            Event::Error { error, .. } => write!(f, "#{conn} error: {error}"),
+            Event::Reconnecting {
+                attempt,
+                delay,
+                last_error,
+                ..
+            } => write!(
+                f,
+                "#{conn} reconnecting (attempt {attempt}, in {delay:?}) after: {last_error}"
+            ),
+            Event::Close {
+                code,
+                reason,
+                clean,
+                ..
+            } => write!(
+                f,
+                "#{conn} closed: {code} {reason:?} ({})",
+                if *clean { "clean" } else { "not clean" }
+            ),
         }
     }
 }

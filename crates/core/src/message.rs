@@ -121,6 +121,61 @@ impl Message {
     pub fn is_text(&self) -> bool {
         matches!(self, Message::Text(_))
     }
+
+    /// The text of a text message; `None` for a binary one.
+    ///
+    /// ```
+    /// use wxsocket_core::Message;
+    /// assert_eq!(Message::text("hi").as_text(), Some("hi"));
+    /// assert_eq!(Message::binary(vec![1, 2]).as_text(), None);
+    /// ```
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(t) => Some(t.as_str()),
+            Message::Binary(_) => None,
+        }
+    }
+
+    /// The text of a text message as a `String` (one copy of the payload); `None` for a
+    /// binary one.
+    ///
+    /// ```
+    /// use wxsocket_core::Message;
+    /// assert_eq!(Message::text("hi").into_text().as_deref(), Some("hi"));
+    /// assert_eq!(Message::binary(vec![1, 2]).into_text(), None);
+    /// ```
+    pub fn into_text(self) -> Option<String> {
+        self.as_text().map(str::to_owned)
+    }
+}
+
+/// Text as it is; binary summarised as its length and (up to 16) first bytes in hex, so a
+/// message can be printed whatever it holds.
+///
+/// ```
+/// use wxsocket_core::Message;
+/// assert_eq!(Message::text("hello").to_string(), "hello");
+/// assert_eq!(Message::binary(vec![0xde, 0xad]).to_string(), "<binary, 2 bytes: dead>");
+/// ```
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Text(t) => f.write_str(t.as_str()),
+            Message::Binary(b) => {
+                write!(f, "<binary, {} bytes", b.len())?;
+                if !b.is_empty() {
+                    f.write_str(": ")?;
+                    for byte in b.iter().take(16) {
+                        write!(f, "{byte:02x}")?;
+                    }
+                    if b.len() > 16 {
+                        f.write_str("…")?;
+                    }
+                }
+                f.write_str(">")
+            }
+        }
+    }
 }
 
 impl From<String> for Message {
