@@ -80,7 +80,7 @@ pub use pool::Pool;
 pub use proxy::{HttpProxy, ProxyCredentials, ProxyOption, ProxyRoute};
 pub use request::{ConnectOptions, HandshakeRequest};
 pub use session::{REPLACED_REASON, Session, Stats};
-pub use state::{ReadyState, TRANSITIONS, Transition};
+pub use state::{ReadyState, State, TRANSITIONS, Transition};
 pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 
 /// The README's examples, compiled and run as doc tests.
@@ -90,5 +90,5 @@ pub struct ReadmeDoctests;
 
 /// The state graph and its Mermaid rendering (the README's diagram is checked against it).
 pub mod graph {
-    pub use crate::state::{is_allowed, mermaid};
+    pub use crate::state::{is_allowed, is_allowed_ready, mermaid};
 }

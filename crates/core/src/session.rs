@@ -11,7 +11,7 @@ use crate::jitter::Jitter;
 use crate::message::Message;
 use crate::queue::{Entry, SendQueue};
 use crate::request::{ConnectOptions, HandshakeRequest};
-use crate::state::{ReadyState, is_allowed};
+use crate::state::{ReadyState, State, is_allowed};
 use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -83,7 +83,7 @@ pub struct Session {
     conn: Conn,
     /// The state of the connection last taken out of `conn` ([`Self::take`]), the `from`
     /// of the transition that [`Self::end`] makes.
-    taken_from: ReadyState,
+    taken_from: State,
     /// Connections whose close event is out but whose transport is still being closed.
     teardowns: Vec<Teardown>,
     actions: VecDeque<Action>,
@@ -221,7 +221,7 @@ impl Session {
             config,
             ids: IdAllocator::default(),
             conn: Conn::Idle,
-            taken_from: ReadyState::Idle,
+            taken_from: State::Idle,
             teardowns: Vec::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -339,7 +339,7 @@ impl Session {
 
     pub(crate) fn connect_as(&mut self, id: ConnId, request: Arc<HandshakeRequest>, now: Instant) {
         let now = self.advance(now);
-        let from = self.state();
+        let from = self.graph_state();
         self.replace_current(now);
         self.dial(from, id, request, SendQueue::default(), 0, now);
     }
@@ -347,7 +347,7 @@ impl Session {
     /// Starts connection `id`: its `Connecting` event, the `Dial` action, the handshake timer.
     fn dial(
         &mut self,
-        from: ReadyState,
+        from: State,
         id: ConnId,
         request: Arc<HandshakeRequest>,
         queue: SendQueue<Message>,
@@ -622,7 +622,7 @@ impl Session {
                     peer: Some(peer),
                     local: false,
                 };
-                self.transition(ReadyState::Open, Conn::Closing(closing));
+                self.transition(State::Open, Conn::Closing(closing));
             }
             (Conn::Closing(mut c), TransportEvent::PeerClosed(peer)) => {
                 if c.peer.is_none() {
@@ -726,18 +726,31 @@ impl Session {
     // ----- internals -----
 
     fn take(&mut self) -> Conn {
-        self.taken_from = self.state();
+        self.taken_from = self.graph_state();
         std::mem::replace(&mut self.conn, Conn::Closed)
     }
 
     /// Moves from `from` to `next`, checking the edge against the state table.
-    fn transition(&mut self, from: ReadyState, next: Conn) {
+    fn transition(&mut self, from: State, next: Conn) {
         self.conn = next;
         debug_assert!(
-            is_allowed(from, self.state()),
+            is_allowed(from, self.graph_state()),
             "{from} -> {} is not in TRANSITIONS",
-            self.state()
+            self.graph_state()
         );
+    }
+
+    /// The state in the graph's terms ([`State`]): like [`state`](Self::state), with the
+    /// reconnect delay as a state of its own.
+    fn graph_state(&self) -> State {
+        match self.conn {
+            Conn::Idle => State::Idle,
+            Conn::Connecting(_) => State::Connecting,
+            Conn::Backoff(_) => State::Backoff,
+            Conn::Open(_) => State::Open,
+            Conn::Closing(_) => State::Closing,
+            Conn::Closed => State::Closed,
+        }
     }
 
     /// Records `now`, runs every timer due, and returns the effective time.
@@ -766,14 +779,7 @@ impl Session {
                 self.connect_failed(c, ConnectionError::HandshakeTimeout(timeout), now);
             }
             Conn::Backoff(b) if b.deadline <= now => {
-                self.dial(
-                    ReadyState::Connecting,
-                    b.id,
-                    b.request,
-                    b.queue,
-                    b.attempt,
-                    now,
-                );
+                self.dial(State::Backoff, b.id, b.request, b.queue, b.attempt, now);
             }
             Conn::Open(mut o) => match o.liveness {
                 Some(l) if l.deadline <= now => {
@@ -864,7 +870,7 @@ impl Session {
                 message,
             });
         }
-        self.transition(ReadyState::Connecting, Conn::Open(open));
+        self.transition(State::Connecting, Conn::Open(open));
         if let Some(request) = close_after_open {
             let Conn::Open(o) = self.take() else {
                 unreachable!()
@@ -886,7 +892,7 @@ impl Session {
             peer: None,
             local: true,
         };
-        self.transition(ReadyState::Open, Conn::Closing(closing));
+        self.transition(State::Open, Conn::Closing(closing));
     }
 
     /// A connection that never opened failed: error event, queue failed (or kept for the
@@ -1054,7 +1060,7 @@ impl Session {
             attempt,
             deadline: now + delay,
         };
-        self.transition(ReadyState::Closed, Conn::Backoff(backoff));
+        self.transition(State::Closed, Conn::Backoff(backoff));
     }
 
     /// Ends the current connection from the application's view: fails every pending send,

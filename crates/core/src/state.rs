@@ -49,49 +49,125 @@ impl fmt::Display for ReadyState {
     }
 }
 
+/// A state of the graph: the application's [`ReadyState`]s, plus `Backoff`, the wait before
+/// a reconnect attempt, which the application sees as `Connecting` (sends are queued,
+/// `close` cancels it) but which has no transport and its own edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// No connection has been made yet.
+    Idle,
+    /// Dialling or in the opening handshake.
+    Connecting,
+    /// Waiting out a reconnect delay (`ReadyState::Connecting` to the application).
+    Backoff,
+    /// Open.
+    Open,
+    /// A close handshake is under way.
+    Closing,
+    /// The last connection ended.
+    Closed,
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 6] = [
+        State::Idle,
+        State::Connecting,
+        State::Backoff,
+        State::Open,
+        State::Closing,
+        State::Closed,
+    ];
+
+    /// The state's name as the README's diagram writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "Idle",
+            State::Connecting => "Connecting",
+            State::Backoff => "Backoff",
+            State::Open => "Open",
+            State::Closing => "Closing",
+            State::Closed => "Closed",
+        }
+    }
+
+    /// What the application sees in this state.
+    pub fn ready_state(self) -> ReadyState {
+        match self {
+            State::Idle => ReadyState::Idle,
+            State::Connecting | State::Backoff => ReadyState::Connecting,
+            State::Open => ReadyState::Open,
+            State::Closing => ReadyState::Closing,
+            State::Closed => ReadyState::Closed,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One allowed edge of the state graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
     /// State before.
-    pub from: ReadyState,
+    pub from: State,
     /// State after.
-    pub to: ReadyState,
+    pub to: State,
     /// What causes it.
     pub on: &'static str,
 }
 
-const fn t(from: ReadyState, to: ReadyState, on: &'static str) -> Transition {
+const fn t(from: State, to: State, on: &'static str) -> Transition {
     Transition { from, to, on }
 }
 
-use ReadyState::{Closed, Closing, Connecting, Idle, Open};
+use State::{Backoff, Closed, Closing, Connecting, Idle, Open};
 
 /// Every transition the session can make. The behaviour of `send`, `close` and `connect` in
-/// each state is a table on [`crate::Session`].
+/// each state (the table in the README) is documented on [`crate::Session`].
 pub const TRANSITIONS: &[Transition] = &[
     t(Idle, Connecting, "connect"),
     t(Connecting, Open, "handshake done"),
     t(
         Connecting,
         Closed,
-        "dial failed / handshake timeout / close (Abort)",
+        "dial failed / handshake timeout / close (Abort) / shutdown",
     ),
-    t(
-        Connecting,
-        Connecting,
-        "connect (replaces) / reconnect delay over (dial)",
-    ),
-    t(Open, Closing, "close / peer close"),
+    t(Connecting, Connecting, "connect (replaces)"),
+    t(Open, Closing, "close / peer close / shutdown"),
     t(Open, Closed, "transport error / keepalive timeout"),
     t(Open, Connecting, "connect (replaces)"),
-    t(Closing, Closed, "transport closed / close timeout"),
+    t(
+        Closing,
+        Closed,
+        "transport closed / close timeout / linger over",
+    ),
     t(Closing, Connecting, "connect (replaces)"),
-    t(Closed, Connecting, "connect / reconnect policy (back off)"),
+    t(Closed, Connecting, "connect"),
+    t(Closed, Backoff, "reconnect policy"),
+    t(
+        Backoff,
+        Connecting,
+        "delay over (dial) / connect (replaces)",
+    ),
+    t(Backoff, Closed, "close / shutdown (cancelled)"),
 ];
 
 /// Whether `from → to` is an edge of [`TRANSITIONS`].
-pub fn is_allowed(from: ReadyState, to: ReadyState) -> bool {
+pub fn is_allowed(from: State, to: State) -> bool {
     TRANSITIONS.iter().any(|t| t.from == from && t.to == to)
+}
+
+/// Whether the application can see its `readyState` go from `from` to `to` in one
+/// transition: some edge of [`TRANSITIONS`] joins states it sees that way.
+pub fn is_allowed_ready(from: ReadyState, to: ReadyState) -> bool {
+    TRANSITIONS
+        .iter()
+        .any(|t| t.from.ready_state() == from && t.to.ready_state() == to)
 }
 
 /// The graph as a Mermaid `stateDiagram-v2`, as the README shows it.

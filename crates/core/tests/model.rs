@@ -28,7 +28,7 @@ const RECONNECT_CAP: Duration = Duration::from_millis(400);
 /// the state table, or two edges (a step can end a connection and start the next one, or
 /// open and begin the close asked for before open).
 fn step_allowed(before: ReadyState, after: ReadyState) -> bool {
-    use wxsocket_core::graph::is_allowed;
+    use wxsocket_core::graph::is_allowed_ready as is_allowed;
     before == after
         || is_allowed(before, after)
         || ReadyState::ALL
