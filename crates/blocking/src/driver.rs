@@ -117,6 +117,8 @@ pub(crate) struct Shared<M> {
     pub busy_poll: AtomicU64,
     receiver_waker: Option<Waker>,
     waker: Arc<Waker>,
+    /// The driver thread, set when it starts (callbacks run on it).
+    driver_thread: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 /// A resolver thread's answer.
@@ -224,6 +226,7 @@ impl<M: Machine> Shared<M> {
             busy_poll: AtomicU64::new(busy_poll::default_budget().as_nanos() as u64),
             receiver_waker,
             waker,
+            driver_thread: std::sync::OnceLock::new(),
         });
         let driver = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -292,9 +295,14 @@ impl<M: Machine> Shared<M> {
         self.wake();
     }
 
-    /// Shuts down and waits until the driver thread has ended.
+    /// Shuts down and waits until the driver thread has ended; called from a callback
+    /// (which runs on the driver thread) it only starts the shutdown, as the driver
+    /// cannot wait for itself.
     pub fn shutdown(&self) {
         self.begin_shutdown();
+        if self.driver_thread.get() == Some(&std::thread::current().id()) {
+            return;
+        }
         let mut outbox = lock(&self.outbox);
         while !outbox.finished {
             outbox = self
@@ -306,6 +314,7 @@ impl<M: Machine> Shared<M> {
 
     /// The driver thread.
     fn run(self: Arc<Self>, mut poll: Poll, resolved_rx: Receiver<Resolved>) {
+        let _ = self.driver_thread.set(std::thread::current().id());
         let mut events = MioEvents::with_capacity(256);
         loop {
             let (timeout, callbacks, finished) = {

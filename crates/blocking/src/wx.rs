@@ -174,7 +174,9 @@ impl WxSocket {
     /// Shuts the socket down for every clone and blocks until its driver thread has ended:
     /// an open connection is closed with 1000 (its `on_socket_close` listeners run), a dial
     /// in progress is aborted whatever the close-before-open policy. Afterwards
-    /// `connect_socket` fails. Dropping every clone does the same without waiting.
+    /// `connect_socket` fails. Dropping every clone does the same without waiting. Called
+    /// from a callback, which runs on the driver thread, it starts the shutdown and returns
+    /// at once (the driver cannot wait for itself).
     pub fn shutdown(&self) {
         self.shared().shutdown();
     }

@@ -1058,3 +1058,26 @@ fn several_threads_receiving_share_the_events_exactly_once() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// `shutdown()` called inside a callback (on the driver thread) starts the shutdown and
+/// returns instead of waiting for its own thread: the connection still closes with 1000.
+#[test]
+fn wx_shutdown_inside_a_callback_does_not_wait_for_itself() {
+    use std::sync::mpsc;
+    use wxsocket_blocking::wx::{ConnectSocket, WxSocket};
+    let server = Server::start();
+    let wx = WxSocket::new(Config::default()).unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let weak = wx.downgrade();
+    let t = tx.clone();
+    wx.on_socket_open(move |_| {
+        weak.upgrade().unwrap().shutdown();
+        t.send("shutdown returned".into()).unwrap();
+    });
+    let t = tx.clone();
+    wx.on_socket_close(move |c| t.send(format!("close {} {}", c.code, c.clean)).unwrap());
+    wx.connect_socket(ConnectSocket::new(ConnectOptions::new(server.url())))
+        .unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "shutdown returned");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "close 1000 true");
+}
