@@ -154,6 +154,28 @@ pub struct SessionConfig {
     /// command-line client that closes at the end of its input turns it on, so replies
     /// already on their way are not lost.
     pub receive_while_closing: bool,
+    /// Most received messages the application has not taken yet; at this bound (or
+    /// `max_received_bytes`) the session pauses reading until half of them are taken, and
+    /// TCP pushes back on the peer. Default 1024.
+    pub max_received_messages: usize,
+    /// Most payload bytes of received messages not yet taken (one message larger than
+    /// this is still delivered whole; reading pauses after it). Default 16 MiB.
+    pub max_received_bytes: usize,
+    /// A [`crate::Pool`]'s bound on received messages not yet taken, over all its
+    /// connections (each also has its own, above). Default 4096.
+    pub max_pool_received_messages: usize,
+    /// A [`crate::Pool`]'s bound on their bytes. Default 64 MiB.
+    pub max_pool_received_bytes: usize,
+    /// Most send completions (`SendCompleted`, `SendFailed`) the application has not
+    /// taken yet; at the bound a new send is refused with
+    /// [`crate::SendError::CompletionsFull`] (an awaitable send waits) until some are
+    /// taken. Default 4096.
+    pub max_untaken_completions: usize,
+    /// Queue an [`crate::Event::SendCompleted`] for every message written. On by default;
+    /// an application that does not look at them turns it off, and then they are not
+    /// queued at all (`SendFailed` always is: a message that was not delivered is never
+    /// dropped silently).
+    pub send_completions: bool,
 }
 
 impl Default for SessionConfig {
@@ -170,6 +192,12 @@ impl Default for SessionConfig {
             pool_limit: 5,
             reconnect: None,
             receive_while_closing: false,
+            max_received_messages: 1024,
+            max_received_bytes: 16 << 20,
+            max_pool_received_messages: 4096,
+            max_pool_received_bytes: 64 << 20,
+            max_untaken_completions: 4096,
+            send_completions: true,
         }
     }
 }
@@ -237,6 +265,33 @@ impl SessionConfig {
         self
     }
 
+    /// Sets the bounds on received messages not yet taken by the application (messages,
+    /// bytes).
+    pub fn receive_bounds(mut self, messages: usize, bytes: usize) -> Self {
+        self.max_received_messages = messages;
+        self.max_received_bytes = bytes;
+        self
+    }
+
+    /// Sets a pool's bounds on received messages not yet taken, over all its connections.
+    pub fn pool_receive_bounds(mut self, messages: usize, bytes: usize) -> Self {
+        self.max_pool_received_messages = messages;
+        self.max_pool_received_bytes = bytes;
+        self
+    }
+
+    /// Sets the bound on send completions not yet taken.
+    pub fn max_untaken_completions(mut self, completions: usize) -> Self {
+        self.max_untaken_completions = completions;
+        self
+    }
+
+    /// Queues `SendCompleted` events (the default), or not.
+    pub fn send_completions(mut self, on: bool) -> Self {
+        self.send_completions = on;
+        self
+    }
+
     /// Checks every field; the error names the first one out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field, problem| Err(ConfigError { field, problem });
@@ -292,6 +347,20 @@ impl SessionConfig {
         }
         if self.pool_limit == 0 {
             return fail("pool_limit", "must be at least 1");
+        }
+        for (field, value) in [
+            ("max_received_messages", self.max_received_messages),
+            ("max_received_bytes", self.max_received_bytes),
+            (
+                "max_pool_received_messages",
+                self.max_pool_received_messages,
+            ),
+            ("max_pool_received_bytes", self.max_pool_received_bytes),
+            ("max_untaken_completions", self.max_untaken_completions),
+        ] {
+            if value == 0 {
+                return fail(field, "must be at least 1");
+            }
         }
         Ok(())
     }

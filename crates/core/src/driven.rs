@@ -1,6 +1,7 @@
 //! The side of a state machine that an IO driver sees. [`crate::Session`], [`crate::Pool`]
 //! and [`crate::wx::WxSocket`] all implement it, so an adapter writes its IO loop once.
 
+use crate::backlog::ReadCredit;
 use crate::ids::ConnId;
 use crate::transport::{Action, TransportEvent};
 use std::time::Instant;
@@ -24,6 +25,9 @@ pub trait Driven {
     /// After [`shutdown`](Self::shutdown): every transport is finished and every action was
     /// polled, so the driver may stop.
     fn is_drained(&self) -> bool;
+    /// How much the driver may read from `conn` before it asks again; zero: reading is
+    /// paused until [`Action::ResumeReading`] (flow control, see [`ReadCredit`]).
+    fn read_credit(&self, conn: ConnId) -> ReadCredit;
 }
 
 macro_rules! driven_by_inherent_methods {
@@ -46,6 +50,9 @@ macro_rules! driven_by_inherent_methods {
             }
             fn is_drained(&self) -> bool {
                 <$ty>::is_drained(self)
+            }
+            fn read_credit(&self, conn: ConnId) -> ReadCredit {
+                <$ty>::read_credit(self, conn)
             }
         }
     )*};

@@ -138,6 +138,10 @@ pub enum SendError {
     /// Open, and the bytes accepted but not yet written would exceed the buffer bound.
     #[error("send buffer is full")]
     BufferFull(Message),
+    /// The application has not taken `max_untaken_completions` send completions yet; a
+    /// send is accepted again once it takes some of its events.
+    #[error("too many send completions not yet taken by the application")]
+    CompletionsFull(Message),
     /// The message is larger than the configured maximum message size.
     #[error("message of {len} bytes exceeds the maximum of {max} bytes")]
     TooLarge {
@@ -151,6 +155,15 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// Whether the refusal is for lack of room (queue, buffer or untaken completions): a
+    /// send that waits for room retries it; any other refusal is final.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            SendError::QueueFull(_) | SendError::BufferFull(_) | SendError::CompletionsFull(_)
+        )
+    }
+
     /// Takes back the message that was not accepted.
     pub fn into_message(self) -> Message {
         match self {
@@ -158,6 +171,7 @@ impl SendError {
             | SendError::Closing(m)
             | SendError::QueueFull(m)
             | SendError::BufferFull(m)
+            | SendError::CompletionsFull(m)
             | SendError::TooLarge { message: m, .. } => m,
         }
     }

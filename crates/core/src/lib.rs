@@ -50,6 +50,7 @@
 //! callbacks), and the state graph in [`TRANSITIONS`].
 #![forbid(unsafe_code)]
 
+mod backlog;
 pub mod close;
 mod config;
 pub mod deflate;
@@ -68,6 +69,7 @@ mod state;
 mod transport;
 pub mod wx;
 
+pub use backlog::{Backlog, ReadCredit};
 pub use close::{CloseRequest, PeerClose};
 pub use config::{CloseBeforeOpen, Keepalive, MAX_TIMER, ReconnectPolicy, SessionConfig};
 pub use deflate::{DeflateOptions, DeflateParams};
@@ -79,7 +81,7 @@ pub use message::{Message, Utf8Payload};
 pub use pool::Pool;
 pub use proxy::{HttpProxy, ProxyCredentials, ProxyOption, ProxyRoute};
 pub use request::{ConnectOptions, HandshakeRequest};
-pub use session::{REPLACED_REASON, Session, Stats};
+pub use session::{Completion, REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, State, TRANSITIONS, Transition};
 pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 

@@ -2,6 +2,7 @@
 //! sockets"): each `connect` opens a new connection next to the others instead of
 //! replacing one, up to a limit (default 5).
 
+use crate::backlog::{Backlog, ReadCredit};
 use crate::config::SessionConfig;
 use crate::error::{CloseError, ConfigError, ConnectError, SendError};
 use crate::event::Event;
@@ -9,9 +10,10 @@ use crate::ids::{ConnId, IdAllocator, SendId};
 use crate::jitter::Jitter;
 use crate::message::Message;
 use crate::request::ConnectOptions;
-use crate::session::Session;
+use crate::session::{Completion, Session};
 use crate::state::ReadyState;
 use crate::transport::{Action, TransportEvent};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +42,15 @@ pub struct Pool {
     tasks: Vec<(ConnId, Session)>,
     /// Set by [`Pool::shutdown`]: no new connection.
     shut_down: bool,
+    /// Received messages and completions waiting, over every task.
+    backlog: Backlog,
+    /// Reading is paused on every connection: the pool's backlog reached its bound
+    /// (`max_pool_received_*`) and has not come down to half of it.
+    reading_paused: bool,
+    /// The pool's own actions (resuming every connection), before the tasks'.
+    actions: VecDeque<Action>,
+    /// Sessions keep send outcomes for `poll_completion`.
+    track_completions: bool,
 }
 
 impl Pool {
@@ -51,6 +62,10 @@ impl Pool {
             ids: IdAllocator::default(),
             tasks: Vec::new(),
             shut_down: false,
+            backlog: Backlog::default(),
+            reading_paused: false,
+            actions: VecDeque::new(),
+            track_completions: false,
         })
     }
 
@@ -101,6 +116,7 @@ impl Pool {
             policy.seed = Jitter::stream_seed(policy.seed, id.get());
         }
         let mut session = Session::new(config).expect("config validated in Pool::new");
+        session.track_completions(self.track_completions);
         session.connect_as(id, request, now);
         self.tasks.push((id, session));
         Ok(id)
@@ -145,7 +161,50 @@ impl Pool {
     /// After [`shutdown`](Self::shutdown): every connection's transport is finished and
     /// every action was polled.
     pub fn is_drained(&self) -> bool {
-        self.shut_down && self.tasks.iter().all(|(_, s)| s.is_drained())
+        self.shut_down && self.actions.is_empty() && self.tasks.iter().all(|(_, s)| s.is_drained())
+    }
+
+    /// Received messages and send completions waiting, over every connection.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog
+    }
+
+    /// How much the driver may read from `conn` now: its task's credit
+    /// ([`Session::read_credit`]), within what is left under the pool's own bounds.
+    pub fn read_credit(&self, conn: ConnId) -> ReadCredit {
+        let Some(task) = self.task(conn) else {
+            return ReadCredit::UNLIMITED;
+        };
+        let own = task.read_credit(conn);
+        if own == ReadCredit::UNLIMITED {
+            return own;
+        }
+        if self.reading_paused {
+            return ReadCredit::PAUSED;
+        }
+        let pool = self.backlog.credit(
+            self.config.max_pool_received_messages,
+            self.config.max_pool_received_bytes,
+        );
+        ReadCredit::new(own.messages.min(pool.messages), own.bytes.min(pool.bytes))
+    }
+
+    /// See [`Session::track_completions`]; applies to every connection, present and future.
+    pub fn track_completions(&mut self, on: bool) {
+        self.track_completions = on;
+        for (_, s) in &mut self.tasks {
+            s.track_completions(on);
+        }
+    }
+
+    /// The next send outcome of any connection (see [`Session::poll_completion`]).
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        self.tasks.iter_mut().find_map(|(_, s)| s.poll_completion())
+    }
+
+    /// Whether events wait for the application.
+    pub fn has_events(&self) -> bool {
+        self.tasks.iter().any(|(_, s)| s.has_events())
     }
 
     /// Transport input for one connection; input for an unknown connection is ignored.
@@ -171,8 +230,11 @@ impl Pool {
             .min()
     }
 
-    /// The next action of any connection (connections in connect order).
+    /// The next action: the pool's own, then each connection's (in connect order).
     pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(action) = self.actions.pop_front() {
+            return Some(action);
+        }
         let action = self.tasks.iter_mut().find_map(|(_, s)| s.poll_action());
         self.retire();
         action
@@ -180,7 +242,21 @@ impl Pool {
 
     /// The next event of any connection; each connection's events stay in order.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.tasks.iter_mut().find_map(|(_, s)| s.poll_event());
+        let index = self.tasks.iter().position(|(_, s)| s.has_events())?;
+        let event = self.with_ids(index, Session::poll_event);
+        if self.reading_paused
+            && self.backlog.is_low(
+                self.config.max_pool_received_messages,
+                self.config.max_pool_received_bytes,
+            )
+        {
+            self.reading_paused = false;
+            for (_, s) in &self.tasks {
+                if let Some(conn) = s.current() {
+                    self.actions.push_back(Action::ResumeReading { conn });
+                }
+            }
+        }
         self.retire();
         event
     }
@@ -198,12 +274,27 @@ impl Pool {
     }
 
     /// Runs `f` with the pool's id allocator lent to the session, so send ids are unique
-    /// across the pool.
+    /// across the pool; keeps the pool's backlog in step with the session's, and pauses
+    /// reading everywhere when it reaches the pool's bound.
     fn with_ids<T>(&mut self, index: usize, f: impl FnOnce(&mut Session) -> T) -> T {
         let session = &mut self.tasks[index].1;
+        let before = session.backlog();
         std::mem::swap(&mut session.ids, &mut self.ids);
         let out = f(session);
         std::mem::swap(&mut session.ids, &mut self.ids);
+        let after = session.backlog();
+        let b = &mut self.backlog;
+        b.messages = b.messages + after.messages - before.messages;
+        b.bytes = b.bytes + after.bytes - before.bytes;
+        b.completions = b.completions + after.completions - before.completions;
+        if !self.reading_paused
+            && b.is_full(
+                self.config.max_pool_received_messages,
+                self.config.max_pool_received_bytes,
+            )
+        {
+            self.reading_paused = true;
+        }
         out
     }
 

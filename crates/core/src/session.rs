@@ -1,5 +1,6 @@
 //! The single-socket session: the one-WebSocket-at-a-time model of `wx.connectSocket`.
 
+use crate::backlog::{Backlog, ReadCredit};
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::{CloseBeforeOpen, ReconnectPolicy, SessionConfig};
 use crate::error::{
@@ -93,7 +94,21 @@ pub struct Session {
     jitter: Jitter,
     /// Set by [`Session::shutdown`]: no new connection, no reconnection.
     shut_down: bool,
+    /// Received messages and completions waiting in `events`.
+    backlog: Backlog,
+    /// Reading is paused: the backlog reached its bound and has not yet come down to
+    /// half of it.
+    reading_paused: bool,
+    /// When reading last paused, until the pause is accounted in `stats`.
+    paused_since: Option<Instant>,
+    /// Reading resumed; the pause's length is added at the next input (which has a time).
+    resumed: bool,
+    /// `Some` when a driver takes send outcomes with [`Session::poll_completion`].
+    completions: Option<VecDeque<Completion>>,
 }
+
+/// A send's outcome as a driver sees it ([`Session::poll_completion`]).
+pub type Completion = (SendId, Result<(), SendFailure>);
 
 /// Counters of input the session did not act on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -103,6 +118,11 @@ pub struct Stats {
     /// Transport input for the current connection that makes no sense in its state
     /// (a message before open, an unknown `SendId`, …).
     pub unexpected_inputs: u64,
+    /// How many times reading paused because the application had not taken the received
+    /// messages (flow control, [`crate::ReadCredit`]).
+    pub read_pauses: u64,
+    /// How long reading was paused in all, up to the last input after the latest resume.
+    pub read_paused_for: Duration,
 }
 
 /// Per-state data: what only exists in a state lives only in that state's struct, and a
@@ -229,6 +249,11 @@ impl Session {
             stats: Stats::default(),
             jitter: Jitter::new(seed),
             shut_down: false,
+            backlog: Backlog::default(),
+            reading_paused: false,
+            paused_since: None,
+            resumed: false,
+            completions: None,
         })
     }
 
@@ -296,7 +321,35 @@ impl Session {
         self.teardowns.iter().map(|t| t.id)
     }
 
-    /// Counters of ignored input.
+    /// Received messages and send completions waiting for the application.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog
+    }
+
+    /// How much the driver may read from `conn` now (see [`ReadCredit`]): for the
+    /// connection whose messages reach the application, what is left under
+    /// `max_received_messages` / `max_received_bytes`, and nothing while reading is paused;
+    /// unlimited for any other (its data is discarded, and reading it lets its close
+    /// handshake finish).
+    pub fn read_credit(&self, conn: ConnId) -> ReadCredit {
+        if self.reading_conn() != Some(conn) {
+            return ReadCredit::UNLIMITED;
+        }
+        if self.reading_paused {
+            return ReadCredit::PAUSED;
+        }
+        self.backlog.credit(
+            self.config.max_received_messages,
+            self.config.max_received_bytes,
+        )
+    }
+
+    /// Whether reading is paused for the application (see [`read_credit`](Self::read_credit)).
+    pub fn is_reading_paused(&self) -> bool {
+        self.reading_paused
+    }
+
+    /// Counters, and the time reading spent paused.
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -355,7 +408,7 @@ impl Session {
         now: Instant,
     ) {
         let timeout = request.timeout.unwrap_or(self.config.handshake_timeout);
-        self.events.push_back(Event::Connecting {
+        self.emit(Event::Connecting {
             conn: id,
             url: Box::new(request.url.clone()),
         });
@@ -386,9 +439,11 @@ impl Session {
             let len = message.len();
             return Err(SendError::TooLarge { message, len, max });
         }
+        let completions_full = self.backlog.completions >= self.config.max_untaken_completions;
         match &mut self.conn {
             Conn::Idle | Conn::Closed => Err(SendError::NotConnected(message)),
             Conn::Closing(_) => Err(SendError::Closing(message)),
+            _ if completions_full => Err(SendError::CompletionsFull(message)),
             Conn::Connecting(c) if c.close_after_open.is_some() => Err(SendError::Closing(message)),
             Conn::Connecting(Connecting { queue, .. }) | Conn::Backoff(Backoff { queue, .. }) => {
                 if !queue.fits(
@@ -553,12 +608,12 @@ impl Session {
         let event = match (&mut self.conn, event) {
             (Conn::Open(o), TransportEvent::Message(message)) if o.id == conn => {
                 o.touch(&self.config, now);
-                self.events.push_back(Event::Message { conn, message });
+                self.emit(Event::Message { conn, message });
                 return;
             }
             (Conn::Open(o), TransportEvent::SendWritten(id)) if o.id == conn => {
                 if o.in_flight.complete(id) {
-                    self.events.push_back(Event::SendCompleted { conn, id });
+                    self.emit(Event::SendCompleted { conn, id });
                 } else {
                     self.stats.unexpected_inputs += 1;
                 }
@@ -605,7 +660,7 @@ impl Session {
             }
             (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {
                 if c.in_flight.complete(id) {
-                    self.events.push_back(Event::SendCompleted { conn, id });
+                    self.emit(Event::SendCompleted { conn, id });
                 } else {
                     self.stats.unexpected_inputs += 1;
                 }
@@ -650,7 +705,7 @@ impl Session {
                     // winds down does not make the close unclean.
                     self.finish_close(c, now);
                 } else {
-                    self.events.push_back(Event::Error {
+                    self.emit(Event::Error {
                         conn,
                         error: ConnectionError::Transport(error.clone()),
                     });
@@ -673,7 +728,7 @@ impl Session {
             {
                 // Opted in: the peer may still send data after our close frame until it
                 // sends its own (RFC 6455 §5.5.1).
-                self.events.push_back(Event::Message { conn, message });
+                self.emit(Event::Message { conn, message });
                 self.conn = Conn::Closing(c);
             }
             (
@@ -704,9 +759,51 @@ impl Session {
         self.actions.pop_front()
     }
 
-    /// The next event for the application.
+    /// The next event for the application. Taking a received message frees room under
+    /// the receive bounds: once half of them is free, a paused connection gets
+    /// [`Action::ResumeReading`].
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        match &event {
+            Event::Message { message, .. } => {
+                self.backlog.messages -= 1;
+                self.backlog.bytes -= message.len();
+                if self.reading_paused
+                    && self.backlog.is_low(
+                        self.config.max_received_messages,
+                        self.config.max_received_bytes,
+                    )
+                {
+                    self.reading_paused = false;
+                    self.resumed = true;
+                    if let Some(conn) = self.reading_conn() {
+                        self.actions.push_back(Action::ResumeReading { conn });
+                    }
+                }
+            }
+            Event::SendCompleted { .. } | Event::SendFailed { .. } => {
+                self.backlog.completions -= 1;
+            }
+            _ => {}
+        }
+        Some(event)
+    }
+
+    /// Makes the session keep every send's outcome for [`poll_completion`](Self::poll_completion)
+    /// (whether or not `SendCompleted` events are queued): for a driver whose sends can be
+    /// awaited. The driver must then drain them after every call.
+    pub fn track_completions(&mut self, on: bool) {
+        self.completions = on.then(VecDeque::new);
+    }
+
+    /// The next send outcome, with [`track_completions`](Self::track_completions) on.
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.as_mut()?.pop_front()
+    }
+
+    /// Whether events wait for the application.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called: the earliest of
@@ -724,6 +821,67 @@ impl Session {
     }
 
     // ----- internals -----
+
+    /// Queues an event for the application, counting it in the backlog; pauses reading
+    /// when the received messages reach their bound.
+    fn emit(&mut self, event: Event) {
+        match &event {
+            Event::Message { message, .. } => {
+                self.backlog.messages += 1;
+                self.backlog.bytes += message.len();
+                if !self.reading_paused
+                    && self.backlog.is_full(
+                        self.config.max_received_messages,
+                        self.config.max_received_bytes,
+                    )
+                {
+                    self.reading_paused = true;
+                    self.resumed = false;
+                    self.stats.read_pauses += 1;
+                    self.paused_since = self.paused_since.or(self.now);
+                }
+            }
+            Event::SendCompleted { id, .. } => {
+                if let Some(completions) = &mut self.completions {
+                    completions.push_back((*id, Ok(())));
+                }
+                if !self.config.send_completions {
+                    return;
+                }
+                self.backlog.completions += 1;
+            }
+            Event::SendFailed { id, reason, .. } => {
+                if let Some(completions) = &mut self.completions {
+                    completions.push_back((*id, Err(*reason)));
+                }
+                self.backlog.completions += 1;
+            }
+            _ => {}
+        }
+        self.events.push_back(event);
+    }
+
+    /// The connection whose messages reach the application, and so are flow-controlled:
+    /// the open one, or one closing by our close frame under `receive_while_closing`.
+    fn reading_conn(&self) -> Option<ConnId> {
+        match &self.conn {
+            Conn::Open(o) => Some(o.id),
+            Conn::Closing(c)
+                if self.config.receive_while_closing && c.local && c.peer.is_none() =>
+            {
+                Some(c.id)
+            }
+            _ => None,
+        }
+    }
+
+    /// `conn` stops being the reading connection (its data is discarded from now on): if
+    /// reading was paused, the driver reads it again, so its close handshake can finish.
+    fn release_reads(&mut self, conn: ConnId) {
+        if self.reading_paused && self.reading_conn() != Some(conn) {
+            self.actions.push_back(Action::ResumeReading { conn });
+        }
+    }
 
     fn take(&mut self) -> Conn {
         self.taken_from = self.graph_state();
@@ -760,6 +918,12 @@ impl Session {
             _ => now,
         };
         self.now = Some(now);
+        if self.resumed {
+            self.resumed = false;
+            if let Some(since) = self.paused_since.take() {
+                self.stats.read_paused_for += now.saturating_duration_since(since);
+            }
+        }
         if self.poll_timeout().is_none_or(|t| t > now) {
             return now;
         }
@@ -784,7 +948,15 @@ impl Session {
             Conn::Open(mut o) => match o.liveness {
                 Some(l) if l.deadline <= now => {
                     let k = self.config.keepalive.expect("liveness implies keepalive");
-                    if l.awaiting_pong {
+                    if self.reading_paused {
+                        // Reading is paused for the application: a pong would wait behind
+                        // the backlog, which itself proves the peer alive.
+                        o.liveness = Some(Liveness {
+                            deadline: now + k.interval,
+                            awaiting_pong: false,
+                        });
+                        self.conn = Conn::Open(o);
+                    } else if l.awaiting_pong {
                         self.fail_open(o, ConnectionError::KeepaliveTimeout(k.timeout), now);
                     } else {
                         self.actions.push_back(Action::Ping {
@@ -808,7 +980,7 @@ impl Session {
                     // client closes TCP itself (§7.1.1).
                     self.finish_close(c, now);
                 } else {
-                    self.events.push_back(Event::Error {
+                    self.emit(Event::Error {
                         conn: c.id,
                         error: ConnectionError::CloseTimeout(self.config.close_timeout),
                     });
@@ -849,7 +1021,7 @@ impl Session {
             close_after_open,
             ..
         } = c;
-        self.events.push_back(Event::Open {
+        self.emit(Event::Open {
             conn: id,
             handshake,
         });
@@ -892,7 +1064,9 @@ impl Session {
             peer: None,
             local: true,
         };
+        let conn = closing.id;
         self.transition(State::Open, Conn::Closing(closing));
+        self.release_reads(conn);
     }
 
     /// A connection that never opened failed: error event, queue failed (or kept for the
@@ -908,7 +1082,7 @@ impl Session {
             _ => Cause::Dial(None),
         };
         let reason = error.to_string();
-        self.events.push_back(Event::Error { conn: c.id, error });
+        self.emit(Event::Error { conn: c.id, error });
         self.actions.push_back(Action::Abort { conn: c.id });
         let retry = self.retry(cause, c.attempt + 1);
         let carry = retry
@@ -951,7 +1125,7 @@ impl Session {
         } else {
             self.actions.push_back(Action::Abort { conn: o.id });
         }
-        self.events.push_back(Event::Error { conn: o.id, error });
+        self.emit(Event::Error { conn: o.id, error });
         let ending = Ending {
             code,
             reason: &reason,
@@ -1047,7 +1221,7 @@ impl Session {
             .up_to(policy.ceiling(attempt))
             .max(Duration::from_nanos(1));
         let id = self.ids.conn();
-        self.events.push_back(Event::Reconnecting {
+        self.emit(Event::Reconnecting {
             conn: id,
             attempt,
             delay,
@@ -1076,14 +1250,14 @@ impl Session {
         ending: Ending<'_>,
     ) {
         for (id, entry) in pending.drain() {
-            self.events.push_back(Event::SendFailed {
+            self.emit(Event::SendFailed {
                 conn,
                 id,
                 reason: failure,
                 message: entry.into_message(),
             });
         }
-        self.events.push_back(Event::Close {
+        self.emit(Event::Close {
             conn,
             code: ending.code,
             reason: ending.reason.to_owned(),
@@ -1119,11 +1293,15 @@ impl Session {
                     conn: o.id,
                     frame: CloseRequest::internal(NORMAL, REPLACED_REASON),
                 });
+                let conn = o.id;
                 self.end(o.id, o.in_flight, SendFailure::Replaced, true, replaced);
+                self.release_reads(conn);
             }
             Conn::Closing(c) => {
                 // Its close handshake is already under way: keep its own deadline.
+                let conn = c.id;
                 self.end(c.id, c.in_flight, SendFailure::Replaced, false, replaced);
+                self.release_reads(conn);
                 self.teardowns.push(Teardown {
                     id: c.id,
                     deadline: c.deadline.max(now),

@@ -152,6 +152,12 @@ pub enum Action {
         /// The connection.
         conn: ConnId,
     },
+    /// Reading this connection was paused (its [`crate::ReadCredit`] was used up) and may
+    /// go on: ask for the credit again and read. Harmless when not paused.
+    ResumeReading {
+        /// The connection.
+        conn: ConnId,
+    },
 }
 
 impl Action {
@@ -162,7 +168,8 @@ impl Action {
             | Action::Send { conn, .. }
             | Action::Ping { conn, .. }
             | Action::Close { conn, .. }
-            | Action::Abort { conn } => *conn,
+            | Action::Abort { conn }
+            | Action::ResumeReading { conn } => *conn,
         }
     }
 }

@@ -296,6 +296,9 @@ pub struct WxSocket {
     connect_check: Option<ConnectCheck>,
 }
 
+/// Most callbacks waiting for the driver in deferred mode ([`WxSocket::dispatch`]).
+pub const MAX_DUE_CALLBACKS: usize = 256;
+
 /// A driver's check of a validated request (e.g. an option it does not implement).
 pub type ConnectCheck = fn(&HandshakeRequest) -> Result<(), ConnectError>;
 
@@ -451,7 +454,15 @@ impl WxSocket {
     /// order. Returns how many events were handled.
     pub fn dispatch(&mut self) -> usize {
         let mut n = 0;
-        while let Some(event) = self.session.poll_event() {
+        // In deferred mode, at most `MAX_DUE_CALLBACKS` wait: the rest of the events stay
+        // in the session, whose receive bounds then pause reading (flow control); the
+        // driver dispatches again after running the callbacks.
+        while self
+            .deferred
+            .as_ref()
+            .is_none_or(|q| q.len() < MAX_DUE_CALLBACKS)
+            && let Some(event) = self.session.poll_event()
+        {
             n += 1;
             self.deliver(event);
         }
@@ -536,5 +547,8 @@ impl Driven for WxSocket {
     }
     fn is_drained(&self) -> bool {
         self.session.is_drained()
+    }
+    fn read_credit(&self, conn: ConnId) -> crate::ReadCredit {
+        self.session.read_credit(conn)
     }
 }
