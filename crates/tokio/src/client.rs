@@ -1,14 +1,17 @@
 //! The single-socket handle ([`Client`]) and the event stream ([`Events`]).
 
-use crate::driver::{self, Handle, Machine};
+use crate::driver::{self, Handle, Machine, Shared};
 use crate::{Config, SendFailed, SocketInfo};
+use futures_util::Sink;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::sync::{mpsc, oneshot};
+use std::task::{Context, Poll, Waker, ready};
+use tokio::sync::oneshot;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    SendError, SendFailure, SendId, Session,
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
+    ReadyState, SendError, SendFailure, SendId, Session, Stats,
 };
 
 /// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
@@ -18,9 +21,20 @@ use wxsocket_core::{
 /// arrives as [`Event`]s on the [`Events`] stream returned with it. When every clone and the
 /// `Events` are dropped, the connection is closed cleanly (close frame 1000, bounded by the
 /// close timeout) and every task and socket is released.
-#[derive(Clone)]
 pub struct Client {
     inner: Arc<Handle<Session>>,
+    /// This handle's state as a [`Sink`].
+    sink: SinkState,
+}
+
+impl Clone for Client {
+    /// Another handle to the same session; as a [`Sink`] it starts empty.
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            sink: SinkState::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -37,9 +51,13 @@ impl Client {
     /// one). The configuration is checked first.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
         let session = Session::new(config.session.clone())?;
-        let (inner, rx) = driver::start(session, &config, true)?;
-        let events = Events::new(rx);
-        Ok((Client { inner }, events))
+        let inner = driver::start(session, &config, true)?;
+        let events = Events::new(Box::new(Arc::clone(&inner.shared)));
+        let client = Client {
+            inner,
+            sink: SinkState::default(),
+        };
+        Ok((client, events))
     }
 
     /// `wx.connectSocket`: validates the options (nothing is dialled on error) and starts a
@@ -62,16 +80,23 @@ impl Client {
     }
 
     /// Sends and waits until the message is written to the socket, or for the reason it
-    /// never will be. The completion event is still delivered on [`Events`].
+    /// never will be. When the core has no room for it (the queue while connecting, the
+    /// send buffer, or the bound on completions the application has not taken), it first
+    /// waits for room, so a fast sender is paced by the network instead of refused. The
+    /// completion event is still delivered on [`Events`] (unless
+    /// `SessionConfig::send_completions` is off).
+    ///
+    /// Cancel safety: dropping the future while it waits for room drops the message
+    /// unsent (it was never accepted); once accepted, the message is written whatever
+    /// happens to the future, and its completion event says how it ended.
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        let message = message.into();
-        let (id, done) = self.inner.shared.call(|core, now| {
-            let id = core.machine.send(message, now)?;
-            let (tx, rx) = oneshot::channel();
-            core.out.waiters.insert(id, tx);
-            Ok::<_, SendError>((id, rx))
-        })?;
-        wait_send(id, done).await
+        let mut slot = Some(message.into());
+        let shared = &self.inner.shared;
+        let (id, done) = std::future::poll_fn(|cx| {
+            shared.poll_send(cx, &mut slot, true, |s, m, now| s.send(m, now))
+        })
+        .await?;
+        wait_send(id, done.expect("a waiter was asked for")).await
     }
 
     /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (`None`) or
@@ -103,6 +128,19 @@ impl Client {
         self.inner.shared.lock().machine.buffered_amount()
     }
 
+    /// Received messages and send completions waiting for the application to take them
+    /// from [`Events`] (bounded by `SessionConfig::receive_bounds` and
+    /// `max_untaken_completions`; at the bound reading pauses, or sends wait).
+    pub fn backlog(&self) -> Backlog {
+        self.inner.shared.lock().machine.backlog()
+    }
+
+    /// The session's counters, among them how often and how long reading was paused
+    /// because the application did not take its messages.
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.lock().machine.stats()
+    }
+
     /// The current connection (Connecting, Open or Closing), if any.
     pub fn current(&self) -> Option<ConnId> {
         self.inner.shared.lock().machine.current()
@@ -129,37 +167,128 @@ pub(crate) async fn wait_send(
     }
 }
 
+/// Most events [`Events`] takes from the core at once (it holds them until they are
+/// handed out); the rest stay in the core, under its bounds.
+const TAKE_EVENTS: usize = 64;
+/// Most message bytes taken at once (at least one event is always taken).
+const TAKE_BYTES: usize = 256 << 10;
+
 /// Every [`Event`] of a [`Client`] or [`crate::TaskPool`], in order: a
 /// [`Stream`](futures_core::Stream), or [`next`](Self::next).
 ///
-/// Dropping it while handles live only stops the events (they are no longer produced).
-/// When the last handle is dropped, the connections are closed; the stream delivers their
-/// last events (each `Close`) and then ends with `None`.
+/// Events wait in the core until taken here, and the core bounds them: when the received
+/// messages not yet taken reach `SessionConfig::receive_bounds` (default 1024 messages or
+/// 16 MiB), the connection stops reading until the application takes half of them, and
+/// TCP pushes back on the server. Nothing is dropped; a slow consumer slows the peer.
+///
+/// Dropping it while handles live only stops the events (they are taken and dropped as
+/// they come, so nothing accumulates). When the last handle is dropped, the connections
+/// are closed; the stream delivers their last events (each `Close`) and then ends with
+/// `None`.
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<Event>,
+    source: Box<dyn EventSource>,
+    /// Taken from the core, not yet handed out (at most one batch).
+    ready: VecDeque<Event>,
 }
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
-            .field("ready", &self.rx.len())
+            .field("ready", &self.ready.len())
             .finish()
     }
 }
 
-impl Events {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
-        Self { rx }
+/// What a batch take found.
+enum Taken {
+    Some,
+    /// Nothing now; the waker (if any) is registered.
+    Empty,
+    /// Nothing, ever again.
+    Ended,
+}
+
+/// The core behind an [`Events`], whatever its machine.
+trait EventSource: Send + Sync {
+    /// Moves up to one batch of events into `into`; with none, registers `waker`.
+    fn take(&self, waker: Option<&Waker>, into: &mut VecDeque<Event>) -> Taken;
+    /// The application let go of its events: from now on they are dropped as they come.
+    fn detach(&self);
+}
+
+impl<M: Machine> EventSource for Arc<Shared<M>> {
+    fn take(&self, waker: Option<&Waker>, into: &mut VecDeque<Event>) -> Taken {
+        self.call(|core, _| {
+            let mut bytes = 0;
+            while into.len() < TAKE_EVENTS && bytes < TAKE_BYTES {
+                let Some(event) = core.machine.next_event() else {
+                    break;
+                };
+                if let Event::Message { message, .. } = &event {
+                    bytes += message.len();
+                }
+                into.push_back(event);
+            }
+            if !into.is_empty() {
+                // Completions taken leave room for sends that wait for it.
+                core.out.room_freed = true;
+                return Taken::Some;
+            }
+            if self.has_ended() {
+                return Taken::Ended;
+            }
+            if let Some(waker) = waker {
+                core.out.event_waker = Some(waker.clone());
+            }
+            Taken::Empty
+        })
     }
 
-    /// The next event; `None` when the stream has ended.
+    fn detach(&self) {
+        self.call(|core, _| core.out.events_alive = false);
+    }
+}
+
+impl Events {
+    fn new(source: Box<dyn EventSource>) -> Self {
+        Self {
+            source,
+            ready: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn of<M: Machine>(shared: &Arc<Shared<M>>) -> Self {
+        Self::new(Box::new(Arc::clone(shared)))
+    }
+
+    /// The next event; `None` when the stream has ended. Cancel safe.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(Some(cx))).await
     }
 
     /// The next event if one is ready, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        match self.poll_event(None) {
+            Poll::Ready(event) => event,
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_event(&mut self, cx: Option<&mut Context<'_>>) -> Poll<Option<Event>> {
+        if self.ready.is_empty() {
+            match self.source.take(cx.map(|cx| cx.waker()), &mut self.ready) {
+                Taken::Some => {}
+                Taken::Empty => return Poll::Pending,
+                Taken::Ended => return Poll::Ready(None),
+            }
+        }
+        Poll::Ready(self.ready.pop_front())
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.source.detach();
     }
 }
 
@@ -167,13 +296,87 @@ impl futures_core::Stream for Events {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+        self.poll_event(Some(cx))
+    }
+}
+
+/// A [`Client`]'s state as a [`Sink`]: the message `start_send` took, and the completion
+/// of the last one accepted (what `poll_flush` waits for).
+#[derive(Default)]
+struct SinkState {
+    pending: Option<Message>,
+    last: Option<oneshot::Receiver<driver::SendResult>>,
+}
+
+impl Client {
+    /// Hands the pending message to the core, waiting for room.
+    fn push_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        if self.sink.pending.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let shared = &self.inner.shared;
+        match shared.poll_send(cx, &mut self.sink.pending, true, |s, m, now| s.send(m, now)) {
+            Poll::Ready(Ok((_, done))) => {
+                self.sink.last = done;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(refused)) => Poll::Ready(Err(SendFailed::Refused(refused))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A `Client` is a [`Sink`] of messages (e.g. `SinkExt::send_all` from a stream):
+/// `poll_ready` waits for room in the core's bounds, so a fast producer is paced by the
+/// network; `poll_flush` waits until every message sent through this handle is written.
+/// Closing the sink only flushes it: the connection stays open (other clones may use it;
+/// close it with [`Client::close`]). A message the core refuses for good (not connected,
+/// closing, too large) fails the sink with [`SendFailed::Refused`], which hands it back.
+///
+/// Cancel safety: a message given to `start_send` is either accepted by the core (then it
+/// is written, and its completion event says how it ended) or still held by this handle,
+/// to be pushed by the next `poll_ready`/`poll_flush`; dropping the handle drops it unsent.
+impl Sink<Message> for Client {
+    type Error = SendFailed;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        self.get_mut().push_pending(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), SendFailed> {
+        let this = self.get_mut();
+        debug_assert!(this.sink.pending.is_none(), "start_send without poll_ready");
+        this.sink.pending = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        let this = self.get_mut();
+        ready!(this.push_pending(cx))?;
+        if let Some(done) = &mut this.sink.last {
+            let result = ready!(Pin::new(done).poll(cx));
+            this.sink.last = None;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Poll::Ready(Err(SendFailed::Failed(reason))),
+                Err(_) => {
+                    return Poll::Ready(Err(SendFailed::Failed(SendFailure::ConnectionLost)));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        self.poll_flush(cx)
     }
 }
 
 const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Client>();
+    fn is_sink<T: Sink<Message>>() {}
+    is_sink::<Client>();
     assert_send_sync::<Events>();
     fn is_machine<M: Machine>() {}
     is_machine::<Session>();

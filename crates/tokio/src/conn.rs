@@ -5,6 +5,7 @@
 use crate::SocketInfo;
 use crate::driver::{Machine, Shared};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use std::io;
 use std::pin::Pin;
@@ -17,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use wxsocket_core::{
-    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, SendId, TransportError,
+    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
@@ -50,6 +51,7 @@ pub(crate) async fn run<M: Machine>(
     conn: ConnId,
     request: Arc<HandshakeRequest>,
     commands: mpsc::UnboundedReceiver<Command>,
+    resume: Arc<AtomicWaker>,
 ) {
     let (ws, handshake, socket) = match dial(&shared, &request).await {
         Ok(done) => done,
@@ -80,6 +82,8 @@ pub(crate) async fn run<M: Machine>(
         reading: true,
         close_sent: false,
         batch: Vec::new(),
+        credit: ReadCredit::PAUSED,
+        resume,
     }));
     // Reporting the handshake makes the core flush its queue: the queued messages are
     // written in place and flushed together, in one write.
@@ -225,6 +229,11 @@ pub(crate) struct Io {
     close_sent: bool,
     /// Input for the core, reported once per round under one lock.
     batch: Vec<TransportEvent>,
+    /// How many more messages (and bytes) the core takes before reading pauses (flow
+    /// control); refreshed at every report.
+    credit: ReadCredit,
+    /// Woken by the driver when reading may resume after a pause.
+    resume: Arc<AtomicWaker>,
 }
 
 enum Flow {
@@ -250,13 +259,15 @@ impl Io {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
             let flow = match flow {
-                Flow::Go if self.reading => self.poll_read(cx, &mut progress),
+                Flow::Go if self.reading && self.may_read(cx, shared, conn) => {
+                    self.poll_read(cx, &mut progress)
+                }
                 other => other,
             };
             match flow {
                 Flow::Go => {
                     if !self.batch.is_empty() {
-                        shared.report(conn, self.batch.drain(..), false);
+                        self.credit = shared.report(conn, self.batch.drain(..), false);
                         progress = true;
                     }
                     if !progress {
@@ -399,8 +410,33 @@ impl Io {
         Flow::Go
     }
 
+    /// Whether the core takes more messages now. When its credit is used up, the task
+    /// asks again (the application may have taken events since), and otherwise waits for
+    /// the driver's resume: the socket is not read, so TCP pushes back on the peer.
+    fn may_read<M: Machine>(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Arc<Shared<M>>,
+        conn: ConnId,
+    ) -> bool {
+        if !self.credit.is_paused() {
+            return true;
+        }
+        // Registered before asking, so a resume in between is not missed.
+        self.resume.register(cx.waker());
+        self.credit = shared.read_credit(conn);
+        if self.credit.is_paused() {
+            tracing::trace!(%conn, "reading paused: the application has not taken its messages");
+            return false;
+        }
+        true
+    }
+
     fn poll_read(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
         for _ in 0..READ_BATCH {
+            if self.credit.is_paused() {
+                break;
+            }
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     *progress = true;
@@ -410,6 +446,9 @@ impl Io {
                     // tungstenite queues pong and close replies; the next flush sends them.
                     self.needs_flush = true;
                     if let Some(event) = from_ws(message) {
+                        if let TransportEvent::Message(message) = &event {
+                            self.credit.take(message.len());
+                        }
                         // A close frame's code and reason as the peer sent them.
                         self.batch
                             .push(self.ws.get_ref().close_watch.correct(event));

@@ -9,53 +9,78 @@
 
 use crate::conn::{self, Command, SharedIo};
 use crate::{Config, SocketInfo};
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{
-    Action, ConfigError, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
+    Action, Completion, ConfigError, ConnId, Driven, Event, ReadCredit, SendFailure, SendId,
+    TransportEvent,
 };
 
 /// A machine the driver can run: the [`Driven`] side (shutdown included) plus how its
 /// application events are delivered.
 pub(crate) trait Machine: Driven + Send + 'static {
-    /// Hands every ready application event on. Returns whether the driver task must run
-    /// (deferred callbacks are waiting).
-    fn deliver(&mut self, out: &mut Outbox) -> bool;
+    /// Lets a callback machine turn its events into due callbacks; returns whether the
+    /// driver task must run (callbacks are waiting). Event machines keep their events for
+    /// the [`crate::Events`] stream, which takes them from the core itself.
+    fn deliver(&mut self) -> bool {
+        false
+    }
     /// The callbacks that are due, in order, for the driver task to run outside the lock
-    /// (none for machines that deliver through [`Outbox`]).
+    /// (none for machines that deliver through [`crate::Events`]).
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         Vec::new()
     }
-}
-
-impl Machine for wxsocket_core::Session {
-    fn deliver(&mut self, out: &mut Outbox) -> bool {
-        while let Some(event) = self.poll_event() {
-            out.deliver(event);
-        }
+    /// The next event for the application (none for callback machines).
+    fn next_event(&mut self) -> Option<Event> {
+        None
+    }
+    /// Whether events wait for the application.
+    fn has_events(&self) -> bool {
         false
     }
+    /// The next send outcome (see `Session::track_completions`).
+    fn poll_completion(&mut self) -> Option<Completion> {
+        None
+    }
+    /// Makes the machine keep send outcomes for [`Machine::poll_completion`].
+    fn track_completions(&mut self) {}
 }
 
-impl Machine for wxsocket_core::Pool {
-    fn deliver(&mut self, out: &mut Outbox) -> bool {
-        while let Some(event) = self.poll_event() {
-            out.deliver(event);
+macro_rules! event_machine {
+    ($($ty:ty),*) => {$(
+        impl Machine for $ty {
+            fn next_event(&mut self) -> Option<Event> {
+                self.poll_event()
+            }
+            fn has_events(&self) -> bool {
+                <$ty>::has_events(self)
+            }
+            fn poll_completion(&mut self) -> Option<Completion> {
+                <$ty>::poll_completion(self)
+            }
+            fn track_completions(&mut self) {
+                <$ty>::track_completions(self, true)
+            }
         }
-        false
-    }
+    )*};
 }
+
+event_machine!(wxsocket_core::Session, wxsocket_core::Pool);
 
 impl Machine for wxsocket_core::wx::WxSocket {
-    fn deliver(&mut self, _out: &mut Outbox) -> bool {
-        // The deferred core queues listeners and send callbacks; the driver task runs them.
+    fn deliver(&mut self) -> bool {
+        // The deferred core queues listeners and send callbacks (a bounded number; the
+        // rest of the events wait in the session, under its receive bounds); the driver
+        // task runs them.
         self.dispatch();
         self.has_callbacks()
     }
@@ -68,34 +93,29 @@ impl Machine for wxsocket_core::wx::WxSocket {
 /// Completion of an awaitable send.
 pub(crate) type SendResult = Result<(), SendFailure>;
 
-/// Where application events go: the [`crate::Events`] channel, and the waiters of
-/// awaitable sends.
+/// A send the core accepted, with the receiver of its completion when one was asked for.
+pub(crate) type Accepted = (SendId, Option<oneshot::Receiver<SendResult>>);
+
+/// Who waits for what the core produces: the [`crate::Events`] stream, awaitable sends,
+/// and sends waiting for room.
 pub(crate) struct Outbox {
-    events: Option<mpsc::UnboundedSender<Event>>,
+    /// An [`crate::Events`] exists; without one, events are taken and dropped at once.
+    pub(crate) events_alive: bool,
+    /// The task waiting in [`crate::Events`] for an event.
+    pub(crate) event_waker: Option<Waker>,
     pub(crate) waiters: HashMap<SendId, oneshot::Sender<SendResult>>,
+    /// Sends waiting for room in the core's bounds (queue, buffer, untaken completions).
+    room_wakers: Vec<Waker>,
+    /// Room may have been freed in this turn (a send finished, events were taken, the
+    /// transport reported something): wake the sends waiting for it.
+    pub(crate) room_freed: bool,
 }
 
 impl Outbox {
-    fn deliver(&mut self, event: Event) {
-        match &event {
-            _ if self.waiters.is_empty() => {}
-            Event::SendCompleted { id, .. } => {
-                if let Some(waiter) = self.waiters.remove(id) {
-                    let _ = waiter.send(Ok(()));
-                }
-            }
-            Event::SendFailed { id, reason, .. } => {
-                if let Some(waiter) = self.waiters.remove(id) {
-                    let _ = waiter.send(Err(*reason));
-                }
-            }
-            _ => {}
-        }
-        if let Some(tx) = &self.events
-            && tx.send(event).is_err()
-        {
-            // The application dropped its `Events`: stop producing them.
-            self.events = None;
+    /// Registers a send that found no room; it is woken when room may have been freed.
+    pub(crate) fn wait_for_room(&mut self, waker: &Waker) {
+        if !self.room_wakers.iter().any(|w| w.will_wake(waker)) {
+            self.room_wakers.push(waker.clone());
         }
     }
 }
@@ -103,6 +123,8 @@ impl Outbox {
 /// One live connection task.
 struct ConnEntry {
     commands: mpsc::UnboundedSender<Command>,
+    /// Woken when reading may resume after a pause (flow control).
+    resume: Arc<AtomicWaker>,
     task: AbortHandle,
     socket: Option<SocketInfo>,
     /// Once open: the connection's state, for writes in place.
@@ -123,19 +145,49 @@ pub(crate) struct Core<M> {
 }
 
 impl<M: Machine> Core<M> {
-    /// Carries out every action and delivers every event. Returns whether the driver task
-    /// must look (earlier deadline, callbacks to run, shutdown progress).
+    /// Carries out every action, settles awaited sends and wakes whoever waits for the
+    /// core's output. Returns whether the driver task must look (earlier deadline,
+    /// callbacks to run, shutdown progress).
     pub(crate) fn turn(&mut self, shared: &Arc<Shared<M>>, now: Instant) -> bool {
+        let mut wake = false;
         loop {
+            let mut acted = false;
             while let Some(action) = self.machine.poll_action() {
+                acted = true;
                 self.execute(shared, action);
             }
-            if self.in_place.is_empty() {
+            if !self.in_place.is_empty() {
+                acted = true;
+                self.flush_in_place(now);
+            }
+            while let Some((id, result)) = self.machine.poll_completion() {
+                self.out.room_freed = true;
+                if let Some(waiter) = self.out.waiters.remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            wake |= self.machine.deliver();
+            if !self.out.events_alive {
+                // Nobody takes the events: drop them, which frees room in the core (and
+                // may resume reading: the actions of that come round the loop).
+                while self.machine.next_event().is_some() {
+                    acted = true;
+                }
+            }
+            if !acted {
                 break;
             }
-            self.flush_in_place(now);
         }
-        let mut wake = self.machine.deliver(&mut self.out);
+        if self.machine.has_events()
+            && let Some(waker) = self.out.event_waker.take()
+        {
+            waker.wake();
+        }
+        if std::mem::take(&mut self.out.room_freed) {
+            for waker in self.out.room_wakers.drain(..) {
+                waker.wake();
+            }
+        }
         if let Some(deadline) = self.machine.poll_timeout() {
             wake |= self.armed.is_none_or(|armed| deadline < armed);
         }
@@ -180,13 +232,19 @@ impl<M: Machine> Core<M> {
             Action::Dial { conn, request } => {
                 tracing::debug!(%conn, url = %request.url, "dial");
                 let (tx, rx) = mpsc::unbounded_channel();
-                let task = shared
-                    .runtime
-                    .spawn(conn::run(Arc::clone(shared), conn, request, rx));
+                let resume = Arc::new(AtomicWaker::new());
+                let task = shared.runtime.spawn(conn::run(
+                    Arc::clone(shared),
+                    conn,
+                    request,
+                    rx,
+                    Arc::clone(&resume),
+                ));
                 self.conns.insert(
                     conn,
                     ConnEntry {
                         commands: tx,
+                        resume,
                         task: task.abort_handle(),
                         socket: None,
                         io: None,
@@ -219,6 +277,13 @@ impl<M: Machine> Core<M> {
                     }
                     Some(message) => Command::Send(id, message),
                 }
+            }
+            Action::ResumeReading { conn } => {
+                tracing::debug!(%conn, "reading resumes");
+                if let Some(entry) = self.conns.get(&conn) {
+                    entry.resume.wake();
+                }
+                return;
             }
             Action::Ping { payload, .. } => Command::Ping(payload),
             Action::Close { frame, .. } => {
@@ -281,12 +346,13 @@ impl<M: Machine> Shared<M> {
 
     /// Transport input from a connection task. `finished`: the task ends after this, so
     /// its entry goes (and actions still aimed at it are dropped).
+    /// Returns how much the task may read next (flow control).
     pub(crate) fn report(
         self: &Arc<Self>,
         conn: ConnId,
         events: impl IntoIterator<Item = wxsocket_core::TransportEvent>,
         finished: bool,
-    ) {
+    ) -> ReadCredit {
         self.call(|core, now| {
             if finished {
                 core.conns.remove(&conn);
@@ -294,7 +360,14 @@ impl<M: Machine> Shared<M> {
             for event in events {
                 core.machine.handle(conn, event, now);
             }
-        });
+            core.out.room_freed = true;
+            core.machine.read_credit(conn)
+        })
+    }
+
+    /// How much connection `conn` may read now.
+    pub(crate) fn read_credit(&self, conn: ConnId) -> ReadCredit {
+        self.lock().machine.read_credit(conn)
     }
 
     /// The dial succeeded: record the socket details, then report the handshake.
@@ -315,6 +388,7 @@ impl<M: Machine> Shared<M> {
                 wxsocket_core::TransportEvent::Opened(Box::new(handshake)),
                 now,
             );
+            core.out.room_freed = true;
         });
     }
 
@@ -333,6 +407,47 @@ impl<M: Machine> Shared<M> {
             }
         });
         self.wake.notify_one();
+    }
+
+    /// Whether the driver task has ended (no event will be produced any more).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Tries to send `message` (taken from the slot): accepted, with a waiter for its
+    /// completion when `wait`; refused for good; or, when the core has no room, handed back
+    /// into the slot with the task registered to be woken when room may have been freed.
+    pub(crate) fn poll_send(
+        self: &Arc<Self>,
+        cx: &mut std::task::Context<'_>,
+        slot: &mut Option<wxsocket_core::Message>,
+        wait: bool,
+        send: impl FnOnce(
+            &mut M,
+            wxsocket_core::Message,
+            Instant,
+        ) -> Result<SendId, wxsocket_core::SendError>,
+    ) -> std::task::Poll<Result<Accepted, wxsocket_core::SendError>> {
+        use std::task::Poll;
+        self.call(|core, now| {
+            let message = slot.take().expect("a message to send");
+            match send(&mut core.machine, message, now) {
+                Ok(id) => {
+                    let done = wait.then(|| {
+                        let (tx, rx) = oneshot::channel();
+                        core.out.waiters.insert(id, tx);
+                        rx
+                    });
+                    Poll::Ready(Ok((id, done)))
+                }
+                Err(refused) if refused.is_full() => {
+                    *slot = Some(refused.into_message());
+                    core.out.wait_for_room(cx.waker());
+                    Poll::Pending
+                }
+                Err(refused) => Poll::Ready(Err(refused)),
+            }
+        })
     }
 
     /// Shuts down and waits until the driver task has ended.
@@ -362,24 +477,27 @@ impl<M: Machine> Drop for Handle<M> {
 }
 
 /// Starts the driver task for `machine` on the current tokio runtime.
+/// `events`: the application takes the machine's events through [`crate::Events`].
 pub(crate) fn start<M: Machine>(
-    machine: M,
+    mut machine: M,
     config: &Config,
     events: bool,
-) -> Result<(Arc<Handle<M>>, mpsc::UnboundedReceiver<Event>), ConfigError> {
+) -> Result<Arc<Handle<M>>, ConfigError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError {
         field: "runtime",
         problem: "must be called from inside a tokio runtime",
     })?;
     let tls = crate::tls::client_config(&config.tls)?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let tx = events.then_some(tx);
+    machine.track_completions();
     let shared = Arc::new(Shared {
         core: Mutex::new(Core {
             machine,
             out: Outbox {
-                events: tx,
+                events_alive: events,
+                event_waker: None,
                 waiters: HashMap::new(),
+                room_wakers: Vec::new(),
+                room_freed: false,
             },
             conns: HashMap::new(),
             armed: None,
@@ -395,7 +513,7 @@ pub(crate) fn start<M: Machine>(
         exited: Notify::new(),
     });
     runtime.spawn(drive(Arc::clone(&shared)));
-    Ok((Arc::new(Handle { shared }), rx))
+    Ok(Arc::new(Handle { shared }))
 }
 
 /// The driver task: the one timer, the wx-style callbacks, and shutdown.
@@ -424,9 +542,15 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
             core.armed = next;
             (next, callbacks, finished)
         };
+        let ran = !callbacks.is_empty();
         run(callbacks);
         if finished {
             break;
+        }
+        if ran {
+            // The callbacks may have freed room (more events to dispatch) or called into
+            // the socket: look again before sleeping.
+            continue;
         }
         if let Some(deadline) = armed {
             sleep
@@ -439,7 +563,6 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
             _ = &mut sleep, if armed.is_some() => {}
         }
     }
-    shared.lock().out.events = None;
     // The last callbacks (e.g. `onSocketClose` of the shutdown close). Every handle is gone,
     // so they cannot call into the socket any more and this ends.
     loop {
@@ -451,6 +574,11 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
     }
     shared.ended.store(true, Ordering::Release);
     shared.exited.notify_waiters();
+    // The stream ends once its last events are taken ([`Shared::has_ended`] under the lock).
+    let waker = shared.lock().out.event_waker.take();
+    if let Some(waker) = waker {
+        waker.wake();
+    }
     tracing::debug!("driver finished");
 }
 

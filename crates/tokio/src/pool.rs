@@ -5,10 +5,9 @@ use crate::client::wait_send;
 use crate::driver::{self, Handle};
 use crate::{Config, Events, SendFailed, SocketInfo};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool, ReadyState,
-    SendError, SendId,
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool,
+    ReadyState, SendError, SendId,
 };
 
 /// A set of independent connections (default limit 5, `SessionConfig::pool_limit`); each
@@ -34,8 +33,9 @@ impl TaskPool {
     /// A pool driven on the current tokio runtime (call it inside one).
     pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
         let pool = Pool::new(config.session.clone())?;
-        let (inner, rx) = driver::start(pool, &config, true)?;
-        Ok((TaskPool { inner }, Events::new(rx)))
+        let inner = driver::start(pool, &config, true)?;
+        let events = Events::of(&inner.shared);
+        Ok((TaskPool { inner }, events))
     }
 
     /// `wx.connectSocket` returning a `SocketTask`. Over the limit:
@@ -55,6 +55,12 @@ impl TaskPool {
     /// Connections not yet closed (the ones that count toward the limit).
     pub fn live(&self) -> usize {
         self.inner.shared.lock().machine.live()
+    }
+
+    /// Received messages and send completions waiting for the application, over every
+    /// connection (bounded per connection and in total, see `SessionConfig`).
+    pub fn backlog(&self) -> Backlog {
+        self.inner.shared.lock().machine.backlog()
     }
 
     /// Shuts the whole driver down (the pool's: every connection) and waits until
@@ -100,16 +106,16 @@ impl SocketTask {
             .call(|core, now| core.machine.send(self.id, message, now))
     }
 
-    /// Sends and waits until the message is written; see [`crate::Client::send`].
+    /// Sends and waits until the message is written, waiting first for room when there
+    /// is none; see [`crate::Client::send`] (the same cancel safety).
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        let message = message.into();
-        let (id, done) = self.inner.shared.call(|core, now| {
-            let id = core.machine.send(self.id, message, now)?;
-            let (tx, rx) = oneshot::channel();
-            core.out.waiters.insert(id, tx);
-            Ok::<_, SendError>((id, rx))
-        })?;
-        wait_send(id, done).await
+        let mut slot = Some(message.into());
+        let shared = &self.inner.shared;
+        let (id, done) = std::future::poll_fn(|cx| {
+            shared.poll_send(cx, &mut slot, true, |p, m, now| p.send(self.id, m, now))
+        })
+        .await?;
+        wait_send(id, done.expect("a waiter was asked for")).await
     }
 
     /// `SocketTask.close(code, reason)`.

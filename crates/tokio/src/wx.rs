@@ -100,7 +100,7 @@ impl WxSocket {
     pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
         let mut core = Core::deferred(config.session.clone())?;
         core.set_connect_check(wxsocket_wire::check_request);
-        let (inner, _no_events) = driver::start(core, &config, false)?;
+        let inner = driver::start(core, &config, false)?;
         Ok(WxSocket { inner })
     }
 
