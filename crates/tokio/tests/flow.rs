@@ -1,0 +1,343 @@
+//! Flow control over loopback (SPEC §7): a flooding server is paced by an application that
+//! does not take its events, nothing is lost or reordered, and senders wait for room
+//! instead of being refused. Every wait is bounded.
+
+mod common;
+
+use common::{WAIT, next, until_open};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use wxsocket_tokio::{
+    Client, Config, ConnectOptions, Event, Events, Message, ReadyState, SendError, SessionConfig,
+};
+
+/// A server that writes `total` numbered messages of `len` bytes as fast as the client
+/// takes them, counting how many it got out; it reads (and so answers pings and a close)
+/// all along, and keeps the connection open afterwards.
+struct Flood {
+    url: String,
+    /// Messages written so far.
+    sent: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Flood {
+    async fn start(total: u64, len: usize) -> Flood {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let sent = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (s, d) = (Arc::clone(&sent), Arc::clone(&done));
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let (mut tx, mut rx) = ws.split();
+            let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+            for n in 0..total {
+                let mut payload = format!("{n:08}").into_bytes();
+                payload.resize(len.max(8), b'.');
+                if tx.feed(WsMessage::binary(payload)).await.is_err() {
+                    break;
+                }
+                if n % 64 == 63 && tx.flush().await.is_err() {
+                    break;
+                }
+                s.store(n + 1, Ordering::Release);
+            }
+            let _ = tx.flush().await;
+            d.store(true, Ordering::Release);
+            let _ = reader.await;
+        });
+        Flood {
+            url,
+            sent,
+            done,
+            task,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// Waits until the server's writes have made no progress for `quiet` (it is blocked
+    /// on a full socket), or it finished; returns whether it is blocked.
+    async fn until_blocked(&self, quiet: Duration) -> bool {
+        let deadline = Instant::now() + WAIT;
+        let mut last = self.sent();
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.done.load(Ordering::Acquire) {
+                return false;
+            }
+            let now = self.sent();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= quiet {
+                return true;
+            }
+        }
+        panic!("the server neither finished nor blocked within {WAIT:?}");
+    }
+}
+
+fn number(message: &Message) -> u64 {
+    std::str::from_utf8(&message.as_bytes()[..8])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Takes events until `count` messages arrived, checking they are 0, 1, 2, … in order.
+async fn read_in_order(events: &mut Events, count: u64) {
+    let mut expected = 0;
+    while expected < count {
+        match next(events).await {
+            Event::Message { message, .. } => {
+                assert_eq!(number(&message), expected, "lost or reordered");
+                expected += 1;
+            }
+            Event::Error { error, .. } => panic!("error while reading: {error}"),
+            Event::Close { code, reason, .. } => panic!("closed while reading: {code} {reason}"),
+            _ => {}
+        }
+    }
+}
+
+async fn connect(session: SessionConfig, url: &str) -> (Client, Events) {
+    let (client, mut events) = Client::new(Config::new().session(session)).unwrap();
+    client.connect(&ConnectOptions::new(url)).unwrap();
+    until_open(&mut events).await;
+    (client, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_pauses_reading_at_the_bound_and_loses_nothing() {
+    // 20 000 × 1 KiB = 20 MiB, far more than the loopback socket buffers hold.
+    let total = 20_000;
+    let flood = Flood::start(total, 1024).await;
+    let session = SessionConfig::default().receive_bounds(100, 64 << 10);
+    let (client, mut events) = connect(session, &flood.url).await;
+    assert!(
+        flood.until_blocked(Duration::from_millis(300)).await,
+        "the server's writes never blocked"
+    );
+    let backlog = client.backlog();
+    assert!(backlog.messages <= 100, "{backlog:?}");
+    // The byte bound may be crossed by the one message that reached it.
+    assert!(backlog.bytes < (64 << 10) + 1024, "{backlog:?}");
+    assert!(client.stats().read_pauses >= 1);
+    assert!(
+        flood.sent() < total,
+        "the server wrote everything: no backpressure"
+    );
+    read_in_order(&mut events, total).await;
+    assert_eq!(flood.sent(), total);
+    assert_eq!(client.state(), ReadyState::Open);
+    assert!(client.stats().read_pauses >= 2, "{:?}", client.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_does_not_end_a_connection_paused_for_the_application() {
+    let total = 20_000;
+    let flood = Flood::start(total, 1024).await;
+    let session = SessionConfig::default()
+        .receive_bounds(100, 64 << 10)
+        .keepalive(Duration::from_millis(30), Duration::from_millis(60));
+    let (client, mut events) = connect(session, &flood.url).await;
+    assert!(flood.until_blocked(Duration::from_millis(300)).await);
+    // The application stays away for many keepalive periods.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.state(), ReadyState::Open);
+    read_in_order(&mut events, total).await;
+    assert_eq!(client.state(), ReadyState::Open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_while_paused_finishes_the_close_handshake() {
+    let flood = Flood::start(20_000, 1024).await;
+    let session = SessionConfig::default().receive_bounds(100, 64 << 10);
+    let (client, mut events) = connect(session, &flood.url).await;
+    assert!(flood.until_blocked(Duration::from_millis(300)).await);
+    client.close(None, "enough").unwrap();
+    // The messages received before the close are still delivered, then a clean close.
+    let mut messages = 0;
+    loop {
+        match next(&mut events).await {
+            Event::Message { message, .. } => {
+                assert_eq!(number(&message), messages);
+                messages += 1;
+            }
+            Event::Close { clean, code, .. } => {
+                assert!(clean, "close not clean ({code})");
+                break;
+            }
+            Event::Error { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert!(messages >= 100, "only {messages} delivered");
+}
+
+/// A server that reads slowly: `delay` per message, then reports every payload's first
+/// byte and length.
+async fn slow_reader(delay: Duration) -> (String, JoinHandle<Vec<(u8, usize)>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                WsMessage::Binary(b) => {
+                    seen.push((b[0], b.len()));
+                    tokio::time::sleep(delay).await;
+                }
+                WsMessage::Close(_) => break,
+                _ => {}
+            }
+        }
+        seen
+    });
+    (url, task)
+}
+
+/// Samples the client's `buffered_amount` until stopped; returns the largest seen.
+fn sample_buffered(client: &Client, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut max = 0;
+        while !stop.load(Ordering::Acquire) {
+            max = max.max(client.buffered_amount());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        max
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_all_through_the_sink_paces_a_fast_producer() {
+    let (url, server) = slow_reader(Duration::from_millis(3)).await;
+    let bound = 4 << 20;
+    let session = SessionConfig::default()
+        .queue_bounds(1024, bound)
+        .max_buffered_bytes(bound);
+    let (mut client, mut events) = connect(session, &url).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_buffered(&client, Arc::clone(&stop));
+    let mut messages =
+        futures_util::stream::iter((0..100u8).map(|i| Ok(Message::binary(vec![i; 1 << 20]))));
+    tokio::time::timeout(WAIT, client.send_all(&mut messages))
+        .await
+        .expect("send_all did not finish")
+        .expect("a message was refused");
+    stop.store(true, Ordering::Release);
+    let max = sampler.await.unwrap();
+    assert!(max <= bound, "buffered_amount reached {max} > {bound}");
+    client.close(None, "").unwrap();
+    let seen = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    assert_eq!(seen.len(), 100);
+    for (i, (first, len)) in seen.into_iter().enumerate() {
+        assert_eq!((first, len), (i as u8, 1 << 20));
+    }
+    // Every completion was delivered too, once.
+    let completed = common::until(&mut events, |e| matches!(e, Event::Close { .. }))
+        .await
+        .iter()
+        .filter(|e| matches!(e, Event::SendCompleted { .. }))
+        .count();
+    assert_eq!(completed, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_wait_for_room_instead_of_failing() {
+    let (url, server) = slow_reader(Duration::from_millis(1)).await;
+    let bound = 4 << 20;
+    let session = SessionConfig::default()
+        .queue_bounds(1024, bound)
+        .max_buffered_bytes(bound);
+    let (client, _events) = connect(session, &url).await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let sends: Vec<_> = (0..100u8)
+        .map(|i| {
+            let (client, refused) = (client.clone(), Arc::clone(&refused));
+            tokio::spawn(async move {
+                if client
+                    .send(Message::binary(vec![i; 1 << 20]))
+                    .await
+                    .is_err()
+                {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for send in sends {
+        tokio::time::timeout(WAIT, send).await.unwrap().unwrap();
+    }
+    assert_eq!(refused.load(Ordering::Relaxed), 0);
+    client.close(None, "").unwrap();
+    let seen = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    assert_eq!(seen.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untaken_completions_make_try_send_refuse_and_send_wait() {
+    let (url, _server) = slow_reader(Duration::ZERO).await;
+    let session = SessionConfig::default().max_untaken_completions(10);
+    let (client, mut events) = connect(session, &url).await;
+    // Ten sends complete, and nobody takes their completions.
+    for i in 0..10u8 {
+        client.send(Message::binary(vec![i])).await.unwrap();
+    }
+    match client.try_send(Message::binary(vec![10])) {
+        Err(SendError::CompletionsFull(m)) => assert_eq!(m.as_bytes(), [10]),
+        other => panic!("expected CompletionsFull, got {other:?}"),
+    }
+    // An awaited send waits until the application takes its events.
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send(Message::binary(vec![11])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "send did not wait for room");
+    let mut completed = 0;
+    while completed < 11 {
+        if let Event::SendCompleted { .. } = next(&mut events).await {
+            completed += 1;
+        }
+    }
+    tokio::time::timeout(WAIT, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_completion_events_nothing_queues_for_senders() {
+    let (url, _server) = slow_reader(Duration::ZERO).await;
+    let session = SessionConfig::default()
+        .max_untaken_completions(10)
+        .send_completions(false);
+    let (client, mut events) = connect(session, &url).await;
+    for i in 0..100u8 {
+        client.send(Message::binary(vec![i])).await.unwrap();
+    }
+    assert_eq!(client.backlog().completions, 0);
+    assert!(events.try_next().is_none(), "a completion event was queued");
+}
