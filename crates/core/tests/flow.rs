@@ -1,0 +1,304 @@
+//! Flow control in the core (SPEC §7), on a simulated clock: the receive bounds, the read
+//! credit a driver follows, resuming at half, keepalive and close while paused, the bound on
+//! untaken completions, and a pool's per-task and total bounds.
+
+use std::time::{Duration, Instant};
+use wxsocket_core::wx::{MAX_DUE_CALLBACKS, WxSocket};
+use wxsocket_core::*;
+
+fn options() -> ConnectOptions {
+    ConnectOptions::new("ws://127.0.0.1:9/x")
+}
+
+fn actions<D: Driven>(d: &mut D) -> Vec<Action> {
+    std::iter::from_fn(|| d.poll_action()).collect()
+}
+
+fn open(s: &mut Session, now: Instant) -> ConnId {
+    let conn = s.connect(&options(), now).unwrap();
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
+    actions(s);
+    while s.poll_event().is_some() {}
+    conn
+}
+
+fn msg(n: usize, len: usize) -> TransportEvent {
+    let mut bytes = format!("{n:08}").into_bytes();
+    bytes.resize(len.max(8), b'.');
+    TransportEvent::Message(Message::binary(bytes))
+}
+
+/// Feeds messages the way a driver must: only while the credit lasts. Returns how many.
+fn read_while_allowed<D: Driven>(d: &mut D, conn: ConnId, next: &mut usize, len: usize) -> usize {
+    let now = Instant::now();
+    let mut credit = d.read_credit(conn);
+    let mut fed = 0;
+    while !credit.is_paused() {
+        d.handle(conn, msg(*next, len), now);
+        *next += 1;
+        fed += 1;
+        credit.take(len.max(8));
+    }
+    fed
+}
+
+fn number(event: &Event) -> Option<usize> {
+    match event {
+        Event::Message { message, .. } => std::str::from_utf8(&message.as_bytes()[..8])
+            .ok()?
+            .parse()
+            .ok(),
+        _ => None,
+    }
+}
+
+#[test]
+fn reading_pauses_at_the_message_bound_and_resumes_at_half() {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::default().receive_bounds(10, 1 << 20)).unwrap();
+    let conn = open(&mut s, now);
+    assert_eq!(s.read_credit(conn), ReadCredit::new(10, 1 << 20));
+    let mut next = 0;
+    assert_eq!(read_while_allowed(&mut s, conn, &mut next, 8), 10);
+    assert!(s.is_reading_paused());
+    assert_eq!(s.read_credit(conn), ReadCredit::PAUSED);
+    assert_eq!(s.backlog().messages, 10);
+    assert_eq!(s.stats().read_pauses, 1);
+    // Taking four leaves six: above half, still paused, nothing asked of the driver.
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        taken.push(number(&s.poll_event().unwrap()).unwrap());
+    }
+    assert!(actions(&mut s).is_empty());
+    assert_eq!(s.read_credit(conn), ReadCredit::PAUSED);
+    // The fifth brings it to half: the driver is told to read again.
+    taken.push(number(&s.poll_event().unwrap()).unwrap());
+    assert_eq!(actions(&mut s), [Action::ResumeReading { conn }]);
+    assert_eq!(s.read_credit(conn).messages, 5);
+    assert_eq!(read_while_allowed(&mut s, conn, &mut next, 8), 5);
+    while let Some(e) = s.poll_event() {
+        taken.push(number(&e).unwrap());
+    }
+    assert_eq!(taken, (0..15).collect::<Vec<_>>(), "lost or reordered");
+    assert_eq!(s.stats().read_pauses, 2);
+    assert_eq!(s.backlog(), Backlog::default());
+}
+
+#[test]
+fn one_message_larger_than_the_byte_bound_is_delivered_whole_then_reading_pauses() {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::default().receive_bounds(100, 1000)).unwrap();
+    let conn = open(&mut s, now);
+    let mut next = 0;
+    assert_eq!(read_while_allowed(&mut s, conn, &mut next, 400), 3);
+    // 400 + 400 + 400: the third crossed 1000 and was taken whole.
+    assert_eq!(s.backlog().bytes, 1200);
+    assert!(s.is_reading_paused());
+    let mut t = Session::new(SessionConfig::default().receive_bounds(100, 1000)).unwrap();
+    let conn = open(&mut t, now);
+    assert_eq!(read_while_allowed(&mut t, conn, &mut 0, 5000), 1);
+    assert_eq!(t.backlog().bytes, 5000);
+    assert!(t.poll_event().is_some());
+    assert_eq!(actions(&mut t), [Action::ResumeReading { conn }]);
+}
+
+#[test]
+fn a_paused_connection_is_not_declared_dead_by_keepalive() {
+    let start = Instant::now();
+    let config = SessionConfig::default()
+        .receive_bounds(2, 1 << 20)
+        .keepalive(Duration::from_secs(1), Duration::from_secs(1));
+    let mut s = Session::new(config).unwrap();
+    let conn = open(&mut s, start);
+    read_while_allowed(&mut s, conn, &mut 0, 8);
+    assert!(s.is_reading_paused());
+    // A minute of timers while the application takes nothing: no ping, no failure.
+    for secs in 1..=60 {
+        let now = start + Duration::from_secs(secs);
+        s.handle_timeout(now);
+        assert!(actions(&mut s).is_empty(), "at {secs} s");
+    }
+    assert_eq!(s.state(), ReadyState::Open);
+    // Once reading resumes, keepalive works as before: ping, then death without a pong.
+    while s.poll_event().is_some() {}
+    assert_eq!(actions(&mut s), [Action::ResumeReading { conn }]);
+    let mut now = start + Duration::from_secs(60);
+    for _ in 0..4 {
+        now += Duration::from_secs(1);
+        s.handle_timeout(now);
+    }
+    assert!(
+        actions(&mut s)
+            .iter()
+            .any(|a| matches!(a, Action::Ping { .. }))
+    );
+    assert_eq!(s.state(), ReadyState::Closed);
+    assert!(s.stats().read_paused_for >= Duration::from_secs(60));
+}
+
+#[test]
+fn close_resumes_reading_and_delivers_what_arrived_before_it() {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::default().receive_bounds(4, 1 << 20)).unwrap();
+    let conn = open(&mut s, now);
+    read_while_allowed(&mut s, conn, &mut 0, 8);
+    s.close(None, "", now).unwrap();
+    let acts = actions(&mut s);
+    assert!(matches!(acts[0], Action::Close { .. }));
+    assert_eq!(acts[1], Action::ResumeReading { conn });
+    assert_eq!(s.read_credit(conn), ReadCredit::UNLIMITED);
+    // Data after our close frame is discarded, as without flow control.
+    s.handle(conn, msg(99, 8), now);
+    let got: Vec<_> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| number(&e))
+        .collect();
+    assert_eq!(got, [0, 1, 2, 3]);
+}
+
+#[test]
+fn with_receive_while_closing_the_closing_connection_stays_bounded() {
+    let now = Instant::now();
+    let config = SessionConfig::default()
+        .receive_bounds(4, 1 << 20)
+        .receive_while_closing(true);
+    let mut s = Session::new(config).unwrap();
+    let conn = open(&mut s, now);
+    s.close(None, "", now).unwrap();
+    actions(&mut s);
+    assert_eq!(read_while_allowed(&mut s, conn, &mut 0, 8), 4);
+    assert_eq!(s.read_credit(conn), ReadCredit::PAUSED);
+    // The close timeout still ends it.
+    s.handle_timeout(now + SessionConfig::default().close_timeout);
+    assert_eq!(s.state(), ReadyState::Closed);
+}
+
+#[test]
+fn untaken_completions_are_bounded_and_can_be_turned_off() {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::default().max_untaken_completions(3)).unwrap();
+    let conn = open(&mut s, now);
+    for i in 0..3u8 {
+        let id = s.send(Message::binary(vec![i]), now).unwrap();
+        s.handle(conn, TransportEvent::SendWritten(id), now);
+    }
+    assert_eq!(s.backlog().completions, 3);
+    match s.send(Message::binary(vec![3]), now) {
+        Err(e @ SendError::CompletionsFull(_)) => {
+            assert!(e.is_full());
+            assert_eq!(e.into_message().as_bytes(), [3]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(s.poll_event(), Some(Event::SendCompleted { .. })));
+    assert!(s.send(Message::binary(vec![3]), now).is_ok());
+
+    let mut t = Session::new(
+        SessionConfig::default()
+            .max_untaken_completions(3)
+            .send_completions(false),
+    )
+    .unwrap();
+    t.track_completions(true);
+    let conn = open(&mut t, now);
+    for i in 0..100u8 {
+        let id = t.send(Message::binary(vec![i]), now).unwrap();
+        t.handle(conn, TransportEvent::SendWritten(id), now);
+        // The driver still learns every outcome.
+        assert_eq!(t.poll_completion(), Some((id, Ok(()))));
+    }
+    assert_eq!(t.backlog().completions, 0);
+    assert!(t.poll_event().is_none());
+    // A failure is always an event: nothing is dropped without a report.
+    let id = t.send(Message::binary(vec![0]), now).unwrap();
+    t.handle(conn, TransportEvent::Closed, now);
+    assert!(
+        std::iter::from_fn(|| t.poll_event())
+            .any(|e| matches!(e, Event::SendFailed { id: failed, .. } if failed == id))
+    );
+}
+
+#[test]
+fn a_pool_bounds_each_task_and_the_total() {
+    let now = Instant::now();
+    let config = SessionConfig::default()
+        .receive_bounds(10, 1 << 20)
+        .pool_receive_bounds(15, 1 << 20);
+    let mut pool = Pool::new(config).unwrap();
+    let a = pool.connect(&options(), now).unwrap();
+    let b = pool.connect(&options(), now).unwrap();
+    for conn in [a, b] {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    // Task a reaches its own bound.
+    assert_eq!(read_while_allowed(&mut pool, a, &mut 0, 8), 10);
+    assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
+    // Task b gets only what is left of the total.
+    assert_eq!(pool.read_credit(b).messages, 5);
+    assert_eq!(read_while_allowed(&mut pool, b, &mut 100, 8), 5);
+    assert_eq!(pool.read_credit(b), ReadCredit::PAUSED);
+    assert_eq!(pool.backlog().messages, 15);
+    // Taking events (a's first) brings the total to half: every connection resumes.
+    let mut resumed = Vec::new();
+    for _ in 0..8 {
+        pool.poll_event().unwrap();
+        resumed.extend(actions(&mut pool));
+    }
+    assert!(resumed.contains(&Action::ResumeReading { conn: b }));
+    assert!(resumed.contains(&Action::ResumeReading { conn: a }));
+    assert!(!pool.read_credit(b).is_paused());
+}
+
+#[test]
+fn a_deferred_wx_socket_dispatches_a_bounded_number_of_callbacks() {
+    let now = Instant::now();
+    let mut wx =
+        WxSocket::deferred(SessionConfig::default().receive_bounds(10_000, 1 << 30)).unwrap();
+    wx.on_socket_message(|_| {});
+    let _ = wx.connect_socket(wxsocket_core::wx::ConnectSocket::new(options()), now);
+    let conn = wx.session().current().unwrap();
+    wx.handle(conn, TransportEvent::Opened(Box::default()), now);
+    for n in 0..1000 {
+        wx.handle(conn, msg(n, 8), now);
+    }
+    wx.dispatch();
+    let mut ran = 0;
+    while let Some(callback) = wx.poll_callback() {
+        callback.run();
+        ran += 1;
+    }
+    assert!(
+        ran <= MAX_DUE_CALLBACKS + 2,
+        "{ran} callbacks queued at once"
+    );
+    assert!(wx.session().backlog().messages >= 1000 - MAX_DUE_CALLBACKS);
+}
+
+#[test]
+fn invalid_bounds_are_rejected_naming_the_field() {
+    for (config, field) in [
+        (
+            SessionConfig::default().receive_bounds(0, 1),
+            "max_received_messages",
+        ),
+        (
+            SessionConfig::default().receive_bounds(1, 0),
+            "max_received_bytes",
+        ),
+        (
+            SessionConfig::default().pool_receive_bounds(0, 1),
+            "max_pool_received_messages",
+        ),
+        (
+            SessionConfig::default().pool_receive_bounds(1, 0),
+            "max_pool_received_bytes",
+        ),
+        (
+            SessionConfig::default().max_untaken_completions(0),
+            "max_untaken_completions",
+        ),
+    ] {
+        assert_eq!(Session::new(config).unwrap_err().field, field);
+    }
+}
