@@ -6,6 +6,8 @@
 //! - [`tokio_echo`]: `wxsocket-tokio` against a plain tokio-tungstenite client, and with
 //!   permessage-deflate against itself without it;
 //! - [`blocking_echo`]: `wxsocket-blocking` against a plain tungstenite client, likewise;
+//! - [`flood`]: a server flooding a reading application, `wxsocket-tokio` against plain
+//!   tokio-tungstenite, each client's throughput and peak memory (flow control);
 //! - [`workload`]: the payloads and counters both use;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
 //!
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking_echo;
+pub mod flood;
 pub mod report;
 pub mod tokio_echo;
 pub mod workload;

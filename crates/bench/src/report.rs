@@ -209,6 +209,35 @@ fn markdown<const N: usize>(
     out
 }
 
+/// The flood rows.
+fn flood_table(rows: &[crate::flood::FloodRow]) -> String {
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                format!("flood {}", size(r.size)),
+                r.messages.to_string(),
+                format!("{:.0}", r.per_sec[0]),
+                format!("{:.0}", r.per_sec[1]),
+                format!("{:.2}", r.ratio()),
+                format!("{:.1} MiB", r.peak_rss_kib[0] as f64 / 1024.0),
+                format!("{:.1} MiB", r.peak_rss_kib[1] as f64 / 1024.0),
+            ]
+        })
+        .collect();
+    let header = [
+        "case",
+        "messages",
+        "wxsocket-tokio msg/s",
+        "tokio-tungstenite msg/s",
+        "ratio",
+        "wxsocket-tokio peak RSS",
+        "tokio-tungstenite peak RSS",
+    ];
+    let numeric = [false, true, true, true, true, true, true];
+    markdown(&header, &numeric, &cells)
+}
+
 /// Runs both benchmarks and prints one table; `json` also writes the rows there.
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
@@ -242,6 +271,21 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
             "ratio = deflate against no deflate, as each adapter's benchmark measures it; wire = bytes the server's socket read and wrote per echoed message"
         );
     }
+    let flood = match crate::flood::run_flood_bench(quick) {
+        Ok(flood) => flood,
+        Err(e) => {
+            eprintln!("wxsocket-bench: flood failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!();
+    println!(
+        "flood: a server writes as fast as the client reads; each client in its own process (peak RSS = its VmHWM)"
+    );
+    print!("{}", flood_table(&flood));
+    println!(
+        "msg/s = median over the rounds; ratio = wxsocket-tokio / tokio-tungstenite; RSS = the largest peak over the rounds"
+    );
     println!("{:.1} s in all", started.elapsed().as_secs_f64());
     if let Some(path) = json_file {
         let value = json!({
@@ -271,6 +315,15 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                     "wire_bytes_per_msg_uncompressed": uncompressed,
                 }))
             }).collect::<Vec<_>>(),
+            "flood_rows": flood.iter().map(|r| json!({
+                "messages": r.messages,
+                "size_bytes": r.size,
+                "wxsocket_tokio_msgs_per_sec": r.per_sec[0],
+                "tokio_tungstenite_msgs_per_sec": r.per_sec[1],
+                "ratio": r.ratio(),
+                "wxsocket_tokio_peak_rss_kib": r.peak_rss_kib[0],
+                "tokio_tungstenite_peak_rss_kib": r.peak_rss_kib[1],
+            })).collect::<Vec<_>>(),
         });
         let text = serde_json::to_string_pretty(&value).unwrap_or_default();
         if let Err(e) = std::fs::write(path, text + "\n") {

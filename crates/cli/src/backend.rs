@@ -1,12 +1,11 @@
 //! One synchronous face over the two adapters, so the demo and `connect` are written once.
 //!
 //! Both `wxsocket_tokio::Client` and `wxsocket_blocking::Client` have the same calls; their
-//! events are forwarded (a tokio task, or a thread) into a `std::sync::mpsc` channel that
-//! the command's own loop reads.
+//! events are forwarded (by a thread) into a bounded `std::sync::mpsc` channel that the
+//! command's own loop reads.
 
 use std::sync::OnceLock;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::sync::mpsc::SyncSender;
 use tokio::runtime::Runtime;
 use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
@@ -52,30 +51,45 @@ enum Inner {
     Blocking(wxsocket_blocking::Client),
 }
 
-/// A session handle of either adapter.
+/// A session handle of either adapter. Dropping it lets the adapter close what is still
+/// open; the forwarder then sends the `end` item given to [`Backend::start`].
 pub struct Backend {
     inner: Inner,
-    /// Disconnected once the adapter's event stream has ended: every handle is gone and
-    /// every transport closed (the forwarder holds the sender until then).
-    finished: Receiver<()>,
 }
 
+/// Events waiting in the channel to the command's loop: a bounded channel, so a command
+/// that cannot write its output fast enough (stdout is a pipe nobody reads) stops taking
+/// events, the adapter's own bounds fill, and reading from the server pauses.
+pub const EVENT_CHANNEL: usize = 64;
+
 impl Backend {
-    /// Starts a session; every event is passed through `wrap` and sent on `tx`, in order.
+    /// Starts a session; every event is passed through `wrap` and sent on `tx`, in order,
+    /// waiting while the channel is full; when the adapter has finished (every handle gone,
+    /// every transport closed), `end` follows.
     pub fn start<T: Send + 'static>(
         kind: Kind,
         session: SessionConfig,
         tls: TlsRoots,
-        tx: Sender<T>,
+        tx: SyncSender<T>,
         wrap: fn(Event) -> T,
+        end: Option<T>,
     ) -> Result<Backend, ConfigError> {
         // The forwarder keeps taking events after the receiver is gone (they are dropped),
         // so that it ends only with the stream, when the adapter has finished.
-        let (finishing, finished) = mpsc::channel::<()>();
-        let forward = move |event: Event, tx: &mut Option<Sender<T>>| {
-            if tx.as_ref().is_some_and(|t| t.send(wrap(event)).is_err()) {
-                *tx = None;
+        let forward = move |next: &mut dyn FnMut() -> Option<Event>| {
+            let mut tx = Some(tx);
+            while let Some(event) = next() {
+                if tx.as_ref().is_some_and(|t| t.send(wrap(event)).is_err()) {
+                    tx = None;
+                }
             }
+            if let (Some(tx), Some(end)) = (tx, end) {
+                let _ = tx.send(end);
+            }
+        };
+        let thread_error = |_| ConfigError {
+            field: "thread",
+            problem: "cannot start the event thread",
         };
         let inner = match kind {
             Kind::Tokio => {
@@ -83,13 +97,11 @@ impl Backend {
                 let _entered = rt.enter();
                 let config = wxsocket_tokio::Config::default().session(session).tls(tls);
                 let (client, mut events) = wxsocket_tokio::Client::new(config)?;
-                rt.spawn(async move {
-                    let _finishing = finishing;
-                    let mut tx = Some(tx);
-                    while let Some(event) = events.next().await {
-                        forward(event, &mut tx);
-                    }
-                });
+                // A thread of its own, as sending waits while the channel is full.
+                std::thread::Builder::new()
+                    .name("wxsocket-events".into())
+                    .spawn(move || forward(&mut || rt.block_on(events.next())))
+                    .map_err(thread_error)?;
                 Inner::Tokio(client)
             }
             Kind::Blocking => {
@@ -99,35 +111,12 @@ impl Backend {
                 let (client, events) = wxsocket_blocking::Client::new(config)?;
                 std::thread::Builder::new()
                     .name("wxsocket-events".into())
-                    .spawn(move || {
-                        let _finishing = finishing;
-                        let mut tx = Some(tx);
-                        for event in events {
-                            forward(event, &mut tx);
-                        }
-                    })
-                    .map_err(|_| ConfigError {
-                        field: "thread",
-                        problem: "cannot start the event thread",
-                    })?;
+                    .spawn(move || forward(&mut || events.recv()))
+                    .map_err(thread_error)?;
                 Inner::Blocking(client)
             }
         };
-        Ok(Backend { inner, finished })
-    }
-
-    /// Drops the session handle, so the adapter closes what is still open, and waits at
-    /// most `limit` until it has finished: every transport closed, including sockets that
-    /// were replaced and are still finishing their close handshake in the background. A
-    /// process that exits without this can cut a close frame off. Returns whether the
-    /// adapter finished in time (its own bound is the close timeout).
-    pub fn shutdown(self, limit: Duration) -> bool {
-        let Backend { inner, finished } = self;
-        drop(inner);
-        matches!(
-            finished.recv_timeout(limit),
-            Err(RecvTimeoutError::Disconnected)
-        )
+        Ok(Backend { inner })
     }
 
     /// `wx.connectSocket`.

@@ -341,6 +341,8 @@ enum Input {
     BadLine(u64, String),
     End,
     Event(Event),
+    /// The adapter has finished: every transport is closed (after the session was let go).
+    Finished,
 }
 
 /// Standard input read but not yet run.
@@ -737,6 +739,8 @@ impl Client {
             Input::BadLine(n, problem) => self.pending.push_back(Pending::BadLine(n, problem)),
             Input::End => self.pending.push_back(Pending::End),
             Input::Event(event) => self.event(event),
+            // Sent only after the session is let go (`shut_down`).
+            Input::Finished => {}
         }
     }
 
@@ -785,12 +789,20 @@ impl Client {
             send_failures,
             ..
         } = self;
-        if !backend.shutdown(session.close_timeout + Duration::from_secs(1)) {
-            out.note("the sockets did not finish closing in time; exiting");
-        }
-        for input in rx.try_iter() {
-            if let Input::Event(event) = input {
-                out.event(&event);
+        // Let the adapter close what is still open (a socket that `/connect` replaced may
+        // still be sending its close frame), printing its last events until it has finished.
+        drop(backend);
+        let deadline = Instant::now() + session.close_timeout + Duration::from_secs(1);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Input::Event(event)) => out.event(&event),
+                Ok(Input::Finished) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    out.note("the sockets did not finish closing in time; exiting");
+                    break;
+                }
             }
         }
         if status == status::CLEAN && send_failures > 0 {
@@ -908,7 +920,7 @@ fn read_line(
 
 /// The standard input reader: lines (text mode) or chunks (`-b`), each after taking a
 /// credit, so it reads at most as far ahead as the credits allow.
-fn read_stdin(tx: mpsc::Sender<Input>, credits: Receiver<()>, binary: bool, limit: usize) {
+fn read_stdin(tx: SyncSender<Input>, credits: Receiver<()>, binary: bool, limit: usize) {
     // Room for `/binary` with the largest message in hex, spaces between the bytes.
     let line_limit = limit.saturating_mul(3).saturating_add(64);
     let mut input = std::io::stdin().lock();
@@ -965,13 +977,16 @@ fn read_stdin(tx: mpsc::Sender<Input>, credits: Receiver<()>, binary: bool, limi
 /// Runs the client until `/quit` or the end of input, then until the close event.
 pub fn run(settings: Settings) -> ExitCode {
     let out = Arc::new(Out::with_mode(settings.mode));
-    let (tx, rx) = mpsc::channel::<Input>();
+    // Bounded: while stdout is slow this loop takes no events, and the adapter stops
+    // reading from the server (flow control). Standard input has its own credits.
+    let (tx, rx) = mpsc::sync_channel::<Input>(crate::backend::EVENT_CHANNEL);
     let backend = match Backend::start(
         settings.kind,
         settings.session.clone(),
         settings.tls,
         tx.clone(),
         Input::Event,
+        Some(Input::Finished),
     ) {
         Ok(backend) => backend,
         Err(e) if config_error_is_usage(&e) => {

@@ -61,9 +61,9 @@ fn upper(state: ReadyState) -> String {
 
 impl Timeline {
     fn stage(&self, letter: char, policy: CloseBeforeOpen) -> Result<Stage, String> {
-        let (tx, events) = mpsc::channel();
+        let (tx, events) = mpsc::sync_channel(crate::backend::EVENT_CHANNEL);
         let session = SessionConfig::default().close_before_open(policy);
-        let backend = Backend::start(self.kind, session, TlsRoots::default(), tx, |e| e)
+        let backend = Backend::start(self.kind, session, TlsRoots::default(), tx, |e| e, None)
             .map_err(|e| e.to_string())?;
         Ok(Stage {
             letter,
