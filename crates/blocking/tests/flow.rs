@@ -417,6 +417,26 @@ fn close_while_paused_finishes_the_close_handshake() {
 }
 
 #[test]
+fn dropping_events_while_paused_discards_the_backlog_and_reads_on() {
+    let server = Flood::start(SIZE);
+    let session = SessionConfig::default().receive_bounds(100, 1 << 20);
+    let (client, events) = Client::new(config(session)).unwrap();
+    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    until_open(&events);
+    let sent = server.blocked();
+    assert!(client.stats().read_pauses >= 1);
+    drop(events);
+    // Nobody will take the events: they are discarded, and reading goes on, so the
+    // server writes everything.
+    let total = server.finish(sent, sent + 2000);
+    assert_eq!(server.report(), Report::Finished { total });
+    assert_eq!(client.backlog().messages, 0);
+    assert_eq!(client.state(), ReadyState::Open);
+    client.close(None, "done").unwrap();
+    assert_eq!(server.report(), Report::Ended);
+}
+
+#[test]
 fn a_task_pool_pauses_each_task_at_its_bound() {
     let server = Flood::start(SIZE);
     let session = SessionConfig::default().receive_bounds(50, 1 << 20);
