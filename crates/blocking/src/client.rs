@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    SendError, SendFailure, SendId, Session,
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
+    ReadyState, SendError, SendFailure, SendId, Session, Stats,
 };
 
 /// Keeps the driver running; the last one dropped starts a clean shutdown.
@@ -31,41 +31,75 @@ impl<M: Machine> Drop for ApiHandle<M> {
 }
 
 impl<M: Machine> Shared<M> {
-    /// Sends through `send`, registering a waiter first when `wait` is set, and returns
-    /// the id and (when waiting) the completion.
+    /// Sends `message` through `send`: at once (`wait` unset; a refusal hands the message
+    /// back), or waiting for room and then for the completion ([`Self::send_and_wait`]
+    /// without a deadline).
     pub(crate) fn send_with(
         &self,
         wait: bool,
-        send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
+        message: Message,
+        send: impl FnMut(&mut M, Message, Instant) -> Result<SendId, SendError>,
     ) -> Result<SendId, SendFailed> {
         if !wait {
-            return Ok(self.call_with(|machine, now, _| send(machine, now))?);
+            let mut send = send;
+            return Ok(self.call_with(|machine, now, _| send(machine, message, now))?);
         }
-        match self.send_and_wait(None, send) {
+        match self.send_and_wait(None, message, send) {
             Ok(result) => result,
             Err(_) => unreachable!("no deadline, no timeout"),
         }
     }
 
-    /// Sends through `send` with a waiter registered first, then waits for the completion
-    /// at most `timeout` (`None`, or one too long to add to now: for as long as it takes).
-    /// When the time is up first, the waiter is removed and the send stays pending
-    /// ([`SendPending`]); its completion is still delivered as an event.
+    /// Sends `message` through `send`, waiting first for room while the machine refuses it
+    /// for lack of room ([`SendError::is_full`]: queue, buffer or untaken completions
+    /// full), then for its completion, all within `timeout` (`None`, or one too long to
+    /// add to now: for as long as it takes).
+    ///
+    /// - Still refused for lack of room when the time is up, or refused for any other
+    ///   reason: `Ok(Err(SendFailed::Refused(_)))`, the message handed back in the error
+    ///   and nothing sent.
+    /// - Accepted, and the time is up before its completion: the waiter is removed and the
+    ///   send stays pending ([`SendPending`]); its completion is still delivered as an
+    ///   event.
+    ///
+    /// A refused send is retried only after something happened that may have freed room
+    /// (transport input handled, an action carried out, events taken by the application:
+    /// see [`Shared::room_waiters`]); the thread sleeps in between.
     pub(crate) fn send_and_wait(
         &self,
         timeout: Option<Duration>,
-        send: impl FnOnce(&mut M, Instant) -> Result<SendId, SendError>,
+        mut message: Message,
+        mut send: impl FnMut(&mut M, Message, Instant) -> Result<SendId, SendError>,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let deadline = timeout.and_then(|t| Some((Instant::now().checked_add(t)?, t)));
-        let id = self.call_with(|machine, now, shared| {
-            let id = send(machine, now)?;
-            // Registered before the pump runs the write, so the completion is seen.
-            lock(&shared.outbox).waiting.insert(id, None);
-            Ok::<_, SendError>(id)
-        });
-        let id = match id {
-            Ok(id) => id,
-            Err(refused) => return Ok(Err(SendFailed::Refused(refused))),
+        let id = loop {
+            let attempt =
+                self.call_with(|machine, now, shared| match send(machine, message, now) {
+                    Ok(id) => {
+                        // Registered before the pump runs the write, so the completion is seen.
+                        lock(&shared.outbox).waiting.insert(id, None);
+                        Ok(id)
+                    }
+                    Err(refused) if refused.is_full() => {
+                        // Counted under the machine's lock, before anything can free room.
+                        shared.room_waiters.fetch_add(1, Ordering::SeqCst);
+                        let epoch = lock(&shared.outbox).room_epoch;
+                        Err((refused, Some(epoch)))
+                    }
+                    Err(refused) => Err((refused, None)),
+                });
+            match attempt {
+                Ok(id) => break id,
+                Err((refused, None)) => return Ok(Err(SendFailed::Refused(refused))),
+                Err((refused, Some(epoch))) => {
+                    let room = self.wait_for_room(epoch, deadline.map(|(d, _)| d));
+                    self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+                    if !room {
+                        return Ok(Err(SendFailed::Refused(refused)));
+                    }
+                    message = refused.into_message();
+                }
+            }
         };
         let mut outbox = lock(&self.outbox);
         loop {
@@ -94,6 +128,37 @@ impl<M: Machine> Shared<M> {
                         return Err(SendPending { id, timeout });
                     }
                     self.completion_ready
+                        .wait_timeout(outbox, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Sleeps until the room epoch moves on from `epoch` (room may have freed: retry) or
+    /// `deadline` passes; returns whether to retry. Once the driver has stopped nothing
+    /// will free room: no retry.
+    fn wait_for_room(&self, epoch: u64, deadline: Option<Instant>) -> bool {
+        let mut outbox = lock(&self.outbox);
+        loop {
+            if outbox.finished {
+                return false;
+            }
+            if outbox.room_epoch != epoch {
+                return true;
+            }
+            outbox = match deadline {
+                None => self
+                    .room_ready
+                    .wait(outbox)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    self.room_ready
                         .wait_timeout(outbox, deadline - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
@@ -143,7 +208,10 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A session with `config`, its driver thread started, and the receiver of its events.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
-        let session = Session::new(config.session.clone())?;
+        let mut session = Session::new(config.session.clone())?;
+        // Threads waiting in `send` learn the outcome from the session directly, whether
+        // or not the application has taken the events yet.
+        session.track_completions(true);
         let shared = Shared::start(session, &config, "client")?;
         let events = Events::new(Arc::clone(&shared));
         Ok((
@@ -163,32 +231,48 @@ impl Client {
         self.handle.call(|s, now| s.connect_request(request, now))
     }
 
-    /// `wx.sendSocketMessage` without waiting for the write: queued while connecting,
-    /// handed to the socket while open. Returns as soon as the message was accepted (or
-    /// refused, the message handed back); its completion arrives as an event. [`send`](Self::send)
-    /// is the same but waits for the completion, as `send(..).await` does in `wxsocket-tokio`.
+    /// `wx.sendSocketMessage` without waiting: queued while connecting, handed to the
+    /// socket while open. Returns as soon as the message was accepted, its completion
+    /// arriving later as an event, or refused: then nothing was sent and the error hands
+    /// the message back, also when the refusal is only for lack of room
+    /// ([`SendError::is_full`]: the send buffer, the queue before open, or
+    /// `max_untaken_completions` completions not yet taken from [`Events`]).
+    /// [`send`](Self::send) waits for room instead, and for the write, as `send(..).await`
+    /// does in `wxsocket-tokio`.
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
-        let message = message.into();
         self.handle
-            .send_with(false, |s, now| s.send(message, now))
+            .send_with(false, message.into(), |s, message, now| {
+                s.send(message, now)
+            })
             .map_err(|e| match e {
                 SendFailed::Refused(e) => e,
                 _ => unreachable!("no completion is awaited"),
             })
     }
 
-    /// Sends and waits until the message was written to the socket (`Ok`) or will never
-    /// be (`Err(SendFailed::Failed)`), e.g. because the connection was lost. The completion
-    /// event is still delivered to [`Events`] as well.
+    /// Sends, waiting as long as it takes: first for room while the session refuses the
+    /// message for lack of it (a full send buffer, a full queue before open, or too many
+    /// send completions not yet taken from [`Events`] — then only the application taking
+    /// its events makes room, so a thread that both sends and receives must not wait here
+    /// for that; see [`SessionConfig::send_completions`](wxsocket_core::SessionConfig::send_completions)),
+    /// then until the message was written to the socket (`Ok`)
+    /// or will never be (`Err(SendFailed::Failed)`, e.g. the connection was lost). A
+    /// refusal for any other reason (not connected, closing, too large) returns at once as
+    /// `Err(SendFailed::Refused(_))`, the message handed back and nothing sent. The
+    /// completion event is still delivered to [`Events`] as well.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        let message = message.into();
-        self.handle.send_with(true, |s, now| s.send(message, now))
+        self.handle
+            .send_with(true, message.into(), |s, message, now| s.send(message, now))
     }
 
-    /// [`send`](Self::send) that waits at most `timeout` for the completion.
+    /// [`send`](Self::send) whose whole wait — for room, then for the write — lasts at most
+    /// `timeout`.
     ///
     /// - `Ok(Ok(id))`: the message was written to the socket within `timeout`;
-    /// - `Ok(Err(SendFailed::Refused(_)))`: refused at once, the message handed back;
+    /// - `Ok(Err(SendFailed::Refused(_)))`: not accepted — refused for good (not
+    ///   connected, closing, too large), or still no room when `timeout` ran out (e.g.
+    ///   `SendError::BufferFull`). Nothing was sent; the message is handed back in the
+    ///   error ([`SendError::into_message`]);
     /// - `Ok(Err(SendFailed::Failed(_)))`: accepted, but it will never be written;
     /// - `Err(SendPending { id, .. })`: accepted, and neither written nor failed within
     ///   `timeout` (e.g. queued while the handshake is still in progress, or the peer
@@ -203,9 +287,10 @@ impl Client {
         message: impl Into<Message>,
         timeout: Duration,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
-        let message = message.into();
         self.handle
-            .send_and_wait(Some(timeout), |s, now| s.send(message, now))
+            .send_and_wait(Some(timeout), message.into(), |s, message, now| {
+                s.send(message, now)
+            })
     }
 
     /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.
@@ -243,13 +328,37 @@ impl Client {
     pub fn socket_info(&self) -> Option<crate::SocketInfo> {
         self.handle.socket_info(Session::current)
     }
+
+    /// The session's counters: input it did not act on, and how often and how long
+    /// reading paused because the application had not taken its events (flow control;
+    /// `read_paused_for` counts a pause once reading has resumed).
+    pub fn stats(&self) -> Stats {
+        self.handle.read(Session::stats)
+    }
+
+    /// The received messages (count, payload bytes) and send completions waiting in the
+    /// session for the application; the messages stay within
+    /// [`SessionConfig::receive_bounds`](wxsocket_core::SessionConfig::receive_bounds) (one
+    /// larger message excepted), as reading pauses at the bound. Events already moved to
+    /// [`Events`]' own small batch (at most 64 events) are not counted.
+    pub fn backlog(&self) -> Backlog {
+        self.handle.read(Session::backlog)
+    }
 }
 
 /// The receiving end of a [`Client`]'s (or [`crate::TaskPool`]'s) events: every
 /// [`Event`] in order. `recv` returns `None` once the driver has stopped (after the last
 /// handle was dropped and its connections closed) and every event was taken.
 ///
-/// Dropping it is allowed at any time; later events are then discarded.
+/// Events wait in the session core, which bounds the received messages
+/// ([`SessionConfig::receive_bounds`](wxsocket_core::SessionConfig::receive_bounds)):
+/// while the application does not take them, the client stops reading the socket, and
+/// taking them lets it read again. This receiver holds only a small batch itself (64
+/// events, 256 KiB of messages, or one larger message) and takes the next one from the
+/// core when it has handed those out; `recv` never waits while events sit in the core.
+///
+/// Dropping it is allowed at any time; waiting and later events are then discarded (and
+/// reading never pauses for them).
 pub struct Events {
     source: Box<dyn EventSource>,
 }
@@ -276,8 +385,15 @@ impl<M: Machine> EventSource for Shared<M> {
         // is already queued (most calls, when messages stream in) reads no clock.
         let mut limit: Option<Option<Instant>> = None;
         loop {
-            if let Some(event) = outbox.events.pop_front() {
+            if let Some(event) = outbox.pop() {
                 return Ok(event);
+            }
+            if outbox.more {
+                // The next batch waits in the machine: take it, never wait for it.
+                drop(outbox);
+                self.refill(false);
+                outbox = lock(&self.outbox);
+                continue;
             }
             if outbox.finished {
                 return Err(RecvTimeoutError::Disconnected);
@@ -318,24 +434,23 @@ impl<M: Machine> EventSource for Shared<M> {
 
     fn try_recv(&self) -> Result<Event, TryRecvError> {
         let mut outbox = lock(&self.outbox);
-        if outbox.events.is_empty() && !outbox.finished {
-            // What arrived while the reads were with a receiving thread that has left.
+        if outbox.is_empty() && (outbox.more || !outbox.finished) {
+            // The next batch from the machine, with what arrived while the reads were with
+            // a receiving thread that has left.
             drop(outbox);
-            self.catch_up_reads(false);
+            self.refill(true);
             outbox = lock(&self.outbox);
         }
-        match outbox.events.pop_front() {
+        match outbox.pop() {
             Some(event) => Ok(event),
-            None if outbox.finished => Err(TryRecvError::Disconnected),
+            None if outbox.finished && !outbox.more => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
     }
 
     fn close(&self) {
         self.events_alive.store(false, Ordering::Release);
-        lock(&self.outbox).events.clear();
-        // Nobody will receive any more: the driver thread reads from now on.
-        self.catch_up_reads(true);
+        self.discard_events();
     }
 
     fn busy_poll(&self) -> &AtomicU64 {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
-    CloseRequest, ConnId, HandshakeRequest, HttpProxy, Message, SendId, TransportError,
+    CloseRequest, ConnId, HandshakeRequest, HttpProxy, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::ClientHandshake;
@@ -56,14 +56,36 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Removes the socket from the receivers' poller, and from the driver's if it is
-    /// `in_driver` (see [`Conn::sync_interest`]).
-    fn deregister(&self, sock: &mut TcpStream, in_driver: bool) {
+    /// Adds the socket to the receivers' poller again (readable only), after a pause in
+    /// reading took it out. Returns whether it is registered there now.
+    fn register_receiver(&self, sock: &mut TcpStream, token: Token) -> io::Result<bool> {
+        #[cfg(unix)]
+        if let Some(receivers) = self.receivers {
+            use std::os::fd::AsRawFd;
+            let fd = sock.as_raw_fd();
+            receivers.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)?;
+            return Ok(true);
+        }
+        let _ = (sock, token);
+        Ok(false)
+    }
+
+    /// Removes the socket from the receivers' poller.
+    fn deregister_receiver(&self, sock: &mut TcpStream) {
         #[cfg(unix)]
         if let Some(receivers) = self.receivers {
             use std::os::fd::AsRawFd;
             let fd = sock.as_raw_fd();
             let _ = receivers.deregister(&mut mio::unix::SourceFd(&fd));
+        }
+        let _ = sock;
+    }
+
+    /// Removes the socket from the receivers' poller if it is `in_receivers`, and from the
+    /// driver's if it is `in_driver` (see [`Conn::sync_interest`]).
+    fn deregister(&self, sock: &mut TcpStream, in_driver: bool, in_receivers: bool) {
+        if in_receivers {
+            self.deregister_receiver(sock);
         }
         if in_driver {
             let _ = self.registry.deregister(sock);
@@ -137,8 +159,14 @@ pub(crate) struct Conn {
     close_sent: bool,
     /// Sends written into the WebSocket's buffer but not yet flushed to the socket.
     pending: Vec<SendId>,
-    /// Stopped reading before the socket was drained (see [`MAX_READS_PER_PASS`]).
+    /// Stopped reading before the socket was drained (see [`MAX_READS_PER_PASS`]), or
+    /// reading resumed after a pause: the driver comes back for another pass at once.
     pub read_ready: bool,
+    /// The machine's read credit ran out (flow control, [`ReadCredit`]): nothing is read
+    /// and neither poller watches the socket for reads until [`Conn::resume_reads`].
+    read_paused: bool,
+    /// The socket is registered with the receivers' poller (see [`Ctx::register`]).
+    in_receivers: bool,
     /// Something was written that still needs a flush.
     pub dirty: bool,
     /// A flush stopped at a full socket: bytes wait for the next writable event.
@@ -171,6 +199,8 @@ impl Conn {
             close_sent: false,
             pending: Vec::new(),
             read_ready: false,
+            read_paused: false,
+            in_receivers: false,
             dirty: false,
             wants_write: false,
             driver_reads: true,
@@ -203,6 +233,24 @@ impl Conn {
 
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open(_))
+    }
+
+    /// Whether reading is paused because the machine's read credit ran out.
+    pub fn is_read_paused(&self) -> bool {
+        self.read_paused
+    }
+
+    /// Ends a pause in reading (`Action::ResumeReading`): both pollers watch the socket
+    /// again (from [`Self::sync_interest`]) and, as data may already wait on the socket or
+    /// in the WebSocket's buffer where no new readiness event would announce it, the
+    /// driver makes a pass at once ([`Self::read_ready`]). Returns whether it was paused.
+    pub fn resume_reads(&mut self) -> bool {
+        if !self.read_paused {
+            return false;
+        }
+        self.read_paused = false;
+        self.read_ready = self.is_open();
+        true
     }
 
     /// Addresses and options of the socket, once connected.
@@ -257,27 +305,43 @@ impl Conn {
         self.driver_reads = on;
     }
 
-    /// Brings the driver poller's interest in an open connection's socket in line with
-    /// what the driver must watch: reads unless a receiving thread watches them, and
-    /// writability only while a flush waits for room. (Polling is edge-triggered, and
-    /// re-arming an interest in a socket that is ready at that moment raises an event at
-    /// once; an interest in writability, always ready but rarely needed, would wake the
-    /// driver on every re-arm.) Re-arming reads on a socket with data waiting wakes the
-    /// driver at once, so nothing that arrives while the interest is off waits.
+    /// Brings the pollers' interest in an open connection's socket in line with what the
+    /// driver must watch: the driver's poller watches reads unless a receiving thread
+    /// watches them or reading is paused, and writability only while a flush waits for
+    /// room; the receivers' poller watches reads unless reading is paused. (Polling is
+    /// edge-triggered, and re-arming an interest in a socket that is ready at that moment
+    /// raises an event at once; an interest in writability, always ready but rarely
+    /// needed, would wake the driver on every re-arm.) Re-arming reads on a socket with
+    /// data waiting wakes the driver at once, so nothing that arrives while the interest
+    /// is off waits. A paused socket is in neither poller for reads, so a peer that keeps
+    /// sending to it wakes nobody.
     ///
     /// Connecting and handshaking sockets keep both interests, as registered.
     pub fn sync_interest(&mut self, ctx: &Ctx<'_>) -> io::Result<()> {
-        let want = match (&self.phase, self.driver_reads, self.wants_write) {
+        let reads = !self.read_paused;
+        let want = match (&self.phase, self.driver_reads && reads, self.wants_write) {
             (Phase::Open(_), true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (Phase::Open(_), true, false) => Some(Interest::READABLE),
             (Phase::Open(_), false, true) => Some(Interest::WRITABLE),
             (Phase::Open(_), false, false) => None,
             _ => return Ok(()),
         };
-        if want == self.interest {
+        let want_receivers = reads && ctx.receivers.is_some();
+        if want == self.interest && want_receivers == self.in_receivers {
             return Ok(());
         }
-        let (current, token) = (self.interest, token(self.id));
+        let (current, token, in_receivers) = (self.interest, token(self.id), self.in_receivers);
+        let Some(sock) = self.tcp() else {
+            return Ok(());
+        };
+        match (in_receivers, want_receivers) {
+            (true, false) => ctx.deregister_receiver(sock),
+            (false, true) => {
+                ctx.register_receiver(sock, token)?;
+            }
+            _ => {}
+        }
+        self.in_receivers = want_receivers;
         let Some(sock) = self.tcp() else {
             return Ok(());
         };
@@ -309,12 +373,14 @@ impl Conn {
     /// Drops the transport at once (abort), deregistering the socket first.
     pub fn drop_transport(&mut self, ctx: &Ctx<'_>) {
         let in_driver = self.interest.take().is_some();
+        let in_receivers = std::mem::take(&mut self.in_receivers);
         if let Some(sock) = self.tcp() {
-            ctx.deregister(sock, in_driver);
+            ctx.deregister(sock, in_driver, in_receivers);
         }
         self.phase = Phase::Gone;
         self.pending.clear();
         self.read_ready = false;
+        self.read_paused = false;
         self.dirty = false;
     }
 
@@ -366,6 +432,7 @@ impl Conn {
             match attempt {
                 Ok(sock) => {
                     self.interest = Some(Interest::READABLE | Interest::WRITABLE);
+                    self.in_receivers = ctx.receivers.is_some();
                     self.phase = Phase::Connecting { sock, addr, rest };
                     return;
                 }
@@ -382,14 +449,21 @@ impl Conn {
         self.fail_dial(ctx, error, out);
     }
 
-    /// The socket is ready (or failed): move the connection on as far as it goes.
-    pub fn on_ready(&mut self, ctx: &Ctx<'_>, pass: ReadPass, out: &mut Vec<TransportEvent>) {
+    /// The socket is ready (or failed): move the connection on as far as it goes, reading
+    /// an open connection within `credit` (the machine's [`ReadCredit`] for it).
+    pub fn on_ready(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pass: ReadPass,
+        credit: ReadCredit,
+        out: &mut Vec<TransportEvent>,
+    ) {
         match &mut self.phase {
             Phase::Connecting { .. } => self.finish_connect(ctx, out),
             Phase::Tunneling { .. } => self.drive_tunnel(ctx, out),
             Phase::Handshaking { .. } => self.drive_handshake(ctx, out),
             Phase::Open(_) => {
-                self.read_pass(ctx, pass, out);
+                self.read_pass(ctx, pass, credit, out);
                 self.flush(ctx, out);
             }
             Phase::Resolving | Phase::Gone => {}
@@ -416,7 +490,7 @@ impl Conn {
             unreachable!()
         };
         if let Some(e) = failure {
-            ctx.deregister(&mut sock, true);
+            ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
             drop(sock);
             self.try_addresses(ctx, rest, Some((addr, e)), out);
             return;
@@ -424,7 +498,7 @@ impl Conn {
         if self.request.tcp_no_delay
             && let Err(e) = sock.set_nodelay(true)
         {
-            ctx.deregister(&mut sock, true);
+            ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
             self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
             return;
         }
@@ -506,7 +580,7 @@ impl Conn {
             let name = match rustls::pki_types::ServerName::try_from(host.to_owned()) {
                 Ok(name) => name,
                 Err(e) => {
-                    ctx.deregister(&mut sock, true);
+                    ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
                     let error = TransportError::new(
                         TransportErrorKind::Tls,
                         format!("invalid TLS server name: {e}"),
@@ -518,7 +592,7 @@ impl Conn {
             match rustls::ClientConnection::new(Arc::clone(ctx.tls), name) {
                 Ok(conn) => Stream::Tls(Box::new(TlsStream { conn, sock })),
                 Err(e) => {
-                    ctx.deregister(&mut sock, true);
+                    ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
                     let error = TransportError::new(
                         TransportErrorKind::Tls,
                         format!("TLS setup failed: {e}"),
@@ -621,17 +695,34 @@ impl Conn {
                 self.phase = Phase::Open(Box::new(Open { ws, compressor }));
                 out.push(TransportEvent::Opened(Box::new(done.handshake)));
                 // Frames may have come with the handshake response, and the socket has
-                // been drained: read them now, no further readiness event will come.
-                self.read_pass(ctx, ReadPass::ToTheEnd, out);
-                self.flush(ctx, out);
+                // been drained: no further readiness event will come for them. The driver
+                // reads them as soon as the machine has seen `Opened` (only then does it
+                // know the connection's read credit).
+                self.read_ready = true;
             }
         }
     }
 
     /// Reads messages until the socket would block, or with [`ReadPass::UntilShortRead`]
-    /// until a short read (or the per-pass limit).
-    fn read_pass(&mut self, ctx: &Ctx<'_>, pass: ReadPass, out: &mut Vec<TransportEvent>) {
+    /// until a short read (or the per-pass limit), and never more than `credit` allows:
+    /// once the messages read use it up (control frames are free), reading pauses until
+    /// [`Self::resume_reads`], leaving the rest on the socket so that TCP pushes back on
+    /// the peer. A pass that starts without credit reads nothing and pauses.
+    fn read_pass(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pass: ReadPass,
+        mut credit: ReadCredit,
+        out: &mut Vec<TransportEvent>,
+    ) {
         self.read_ready = false;
+        if self.read_paused {
+            return;
+        }
+        if credit.is_paused() {
+            self.read_paused = true;
+            return;
+        }
         if let Phase::Open(open) = &mut self.phase {
             open.ws
                 .get_mut()
@@ -645,7 +736,16 @@ impl Conn {
                 Ok(message) => {
                     if let Some(event) = from_ws(message) {
                         // A close frame's code and reason as the peer sent them.
-                        out.push(open.ws.get_ref().close_watch.correct(event));
+                        let event = open.ws.get_ref().close_watch.correct(event);
+                        let more = match &event {
+                            TransportEvent::Message(message) => credit.take(message.len()),
+                            _ => true,
+                        };
+                        out.push(event);
+                        if !more {
+                            self.read_paused = true;
+                            return;
+                        }
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -6,6 +6,13 @@
 //! the driver thread on a readiness event or a timer — calls [`Inner::pump`] before
 //! unlocking, which carries out every queued action right there (writes go straight to
 //! the non-blocking socket), then hands the events to the application.
+//!
+//! Flow control (SPEC §7): the driver reads a connection only within the read credit the
+//! machine gives it ([`Driven::read_credit`]); when the credit is used up the socket is
+//! taken out of both pollers for reads until the machine says `ResumeReading`, so the
+//! peer meets TCP's backpressure. The outbox holds a small batch of events
+//! ([`BATCH_EVENTS`], [`BATCH_BYTES`]); the rest stay in the machine, which bounds them,
+//! and [`crate::Events`] takes the next batch when it has handed out the last one.
 
 use crate::busy_poll::{self, BusyPoll};
 use crate::conn::{Conn, Ctx, ReadPass, key};
@@ -16,13 +23,15 @@ use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
-use wxsocket_core::{Action, ConnId, Driven, Event, SendFailure, SendId, TransportEvent};
+use wxsocket_core::{
+    Action, Backlog, Completion, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
+};
 
 /// The poller token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -30,6 +39,15 @@ const WAKER: Token = Token(usize::MAX);
 /// How long the sockets' reads stay with the application's receiving thread after it
 /// returned from `recv`, in case it comes back (see [`Inner::reads_handed_off`]).
 const HANDBACK_GRACE: Duration = Duration::from_millis(20);
+
+/// Most events the outbox holds for the application; the rest wait in the machine, whose
+/// receive bounds then pause reading (flow control). Large enough that taking the next
+/// batch (one lock of the machine) costs little per event.
+pub(crate) const BATCH_EVENTS: usize = 64;
+
+/// Most message payload bytes the outbox holds (it always takes at least one event, so a
+/// larger message still gets through).
+pub(crate) const BATCH_BYTES: usize = 256 << 10;
 
 /// What the driver needs from a machine besides [`Driven`].
 pub(crate) trait Machine: Driven + Send + 'static {
@@ -47,11 +65,36 @@ pub(crate) trait Machine: Driven + Send + 'static {
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         Vec::new()
     }
+    /// Whether a callback machine still holds events that [`Machine::dispatch`] has not
+    /// turned into callbacks yet (it turns a bounded number at a time).
+    fn needs_dispatch(&self) -> bool {
+        false
+    }
+    /// Whether events for the [`crate::Events`] queue wait in the machine.
+    fn has_events(&self) -> bool {
+        false
+    }
+    /// The next send outcome, for the sends a thread waits for (the machine keeps them
+    /// with `track_completions` on, whether or not the application takes its events).
+    fn poll_completion(&mut self) -> Option<Completion> {
+        None
+    }
+    /// What waits in the machine for the application (for the pause/resume traces).
+    fn backlog(&self) -> Backlog;
 }
 
 impl Machine for wxsocket_core::Session {
     fn next_event(&mut self) -> Option<Event> {
         self.poll_event()
+    }
+    fn has_events(&self) -> bool {
+        wxsocket_core::Session::has_events(self)
+    }
+    fn poll_completion(&mut self) -> Option<Completion> {
+        wxsocket_core::Session::poll_completion(self)
+    }
+    fn backlog(&self) -> Backlog {
+        wxsocket_core::Session::backlog(self)
     }
 }
 
@@ -68,11 +111,26 @@ impl Machine for wxsocket_core::wx::WxSocket {
     fn take_callbacks(&mut self) -> Vec<PendingCallback> {
         std::iter::from_fn(|| self.poll_callback()).collect()
     }
+    fn needs_dispatch(&self) -> bool {
+        self.session().has_events()
+    }
+    fn backlog(&self) -> Backlog {
+        self.session().backlog()
+    }
 }
 
 impl Machine for wxsocket_core::Pool {
     fn next_event(&mut self) -> Option<Event> {
         self.poll_event()
+    }
+    fn has_events(&self) -> bool {
+        wxsocket_core::Pool::has_events(self)
+    }
+    fn poll_completion(&mut self) -> Option<Completion> {
+        wxsocket_core::Pool::poll_completion(self)
+    }
+    fn backlog(&self) -> Backlog {
+        wxsocket_core::Pool::backlog(self)
     }
 }
 
@@ -81,18 +139,62 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Events on their way to the application, and the completions `send` waits for.
+/// Events on their way to the application (a bounded batch), and the completions `send`
+/// waits for.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    pub events: VecDeque<Event>,
+    /// At most [`BATCH_EVENTS`] events (and [`BATCH_BYTES`] of messages, or one message).
+    events: VecDeque<Event>,
+    /// Payload bytes of the messages in `events`.
+    bytes: usize,
+    /// More events wait in the machine: whoever empties `events` takes the next batch
+    /// ([`Shared::refill`]) instead of waiting.
+    pub more: bool,
     /// Sends someone waits for; `Some` once completed.
     pub waiting: HashMap<SendId, Option<Result<(), SendFailure>>>,
+    /// Counts the moments when room for a refused send may have freed (see
+    /// [`Shared::room_waiters`]); a sender waits for it to change.
+    pub room_epoch: u64,
     /// The driver has stopped; no event will come any more.
     pub finished: bool,
     /// Threads parked in `recv` on the condition variable (notified only when there are).
     pub receivers: usize,
     /// A thread in `recv` sleeps in the receivers' poller (woken through its waker).
     pub receiver_polling: bool,
+}
+
+impl Outbox {
+    /// Takes the next event.
+    pub fn pop(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        if let Event::Message { message, .. } = &event {
+            self.bytes -= message.len();
+        }
+        Some(event)
+    }
+
+    /// Whether no event is waiting here.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Drops every event.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+
+    fn push(&mut self, event: Event) {
+        if let Event::Message { message, .. } = &event {
+            self.bytes += message.len();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Whether the batch is complete (an empty outbox never is).
+    fn is_full(&self) -> bool {
+        self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
+    }
 }
 
 /// The receivers' poller: the sockets again (readable only), so a thread waiting in
@@ -109,6 +211,12 @@ pub(crate) struct Shared<M> {
     pub outbox: Mutex<Outbox>,
     pub event_ready: Condvar,
     pub completion_ready: Condvar,
+    /// Notified (with [`Outbox::room_epoch`] moved on) when a refused send may fit now.
+    pub room_ready: Condvar,
+    /// Threads waiting for room to send. A waiter counts itself under the `inner` lock, in
+    /// the same call whose send was refused, so that any later change to the machine
+    /// sees it and moves `room_epoch` on.
+    pub room_waiters: AtomicUsize,
     pub events_alive: AtomicBool,
     /// Taken by the one thread in `recv` that waits on the sockets directly.
     pub receiver_poll: Option<Mutex<ReceiverPoll>>,
@@ -162,6 +270,11 @@ pub(crate) struct Inner<M> {
     watch_started: Instant,
     /// When the driver takes the reads back, unless a thread watches them by then.
     handback_due: Option<Instant>,
+    /// Something happened since the last delivery that may have freed room for a refused
+    /// send: transport input, an action carried out, events or completions taken.
+    progress: bool,
+    /// The outbox's `more` as last set (so a delivery with nothing to do need not lock it).
+    more: bool,
     scratch: Vec<TransportEvent>,
 }
 
@@ -216,11 +329,15 @@ impl<M: Machine> Shared<M> {
                 watching: false,
                 watch_started: Instant::now(),
                 handback_due: None,
+                progress: false,
+                more: false,
                 scratch: Vec::new(),
             }),
             outbox: Mutex::new(Outbox::default()),
             event_ready: Condvar::new(),
             completion_ready: Condvar::new(),
+            room_ready: Condvar::new(),
+            room_waiters: AtomicUsize::new(0),
             events_alive: AtomicBool::new(true),
             receiver_poll,
             busy_poll: AtomicU64::new(busy_poll::default_budget().as_nanos() as u64),
@@ -317,7 +434,7 @@ impl<M: Machine> Shared<M> {
         let _ = self.driver_thread.set(std::thread::current().id());
         let mut events = MioEvents::with_capacity(256);
         loop {
-            let (timeout, callbacks, finished) = {
+            let (timeout, callbacks, finished, dispatch_more) = {
                 let mut inner = lock(&self.inner);
                 let now = Instant::now();
                 for event in events.iter() {
@@ -345,6 +462,9 @@ impl<M: Machine> Shared<M> {
                 inner.machine.handle_timeout(now);
                 inner.pump(&self, now);
                 let callbacks = inner.machine.take_callbacks();
+                // A callback machine turns a bounded number of events into callbacks at
+                // a time; once these have run, the next ones are dispatched.
+                let dispatch_more = inner.machine.needs_dispatch();
                 let finished = inner.shutting_down && inner.machine.is_drained();
                 if finished {
                     // The core has ended every connection and asked for every abort it
@@ -365,15 +485,16 @@ impl<M: Machine> Shared<M> {
                 } else {
                     deadline.map(|d| d.saturating_duration_since(now))
                 };
-                (timeout, callbacks, finished)
+                (timeout, callbacks, finished, dispatch_more)
             };
             let ran = !callbacks.is_empty();
             run_callbacks(callbacks);
             if finished {
                 break;
             }
-            if ran {
-                // Callbacks may have called into the machine; look again at once.
+            if ran || dispatch_more {
+                // Callbacks may have called into the machine, and more events may wait
+                // to be dispatched; look again at once.
                 lock(&self.inner).sleeping = false;
                 events.clear();
                 continue;
@@ -406,6 +527,7 @@ impl<M: Machine> Shared<M> {
         drop(outbox);
         self.event_ready.notify_all();
         self.completion_ready.notify_all();
+        self.room_ready.notify_all();
         self.wake_receiver();
     }
 
@@ -467,7 +589,7 @@ impl<M: Machine> Shared<M> {
             self.wake();
         }
         let outbox = lock(&self.outbox);
-        if outbox.events.is_empty() && outbox.receivers > 0 {
+        if outbox.is_empty() && !outbox.more && outbox.receivers > 0 {
             // Nothing for this thread's caller (a timeout): another thread parked in `recv`
             // takes over watching, or the reads would wait for the driver to take them back.
             self.event_ready.notify_one();
@@ -475,14 +597,33 @@ impl<M: Machine> Shared<M> {
         outbox
     }
 
-    /// [`Inner::catch_up_reads`] from an application thread: for `try_recv`, which must see
-    /// what arrived, and (`take_back`) when `Events` is dropped and nobody will receive.
-    pub fn catch_up_reads(&self, take_back: bool) {
+    /// Moves the next batch of events from the machine to the outbox, for a receiving
+    /// thread that emptied it (taking events from the machine frees room under its receive
+    /// bounds; the pump carries out the `ResumeReading` that may follow). With `catch_up`,
+    /// first reads what arrived while the reads were with a receiving thread that has left
+    /// ([`Inner::catch_up_reads`]): `try_recv` must see it.
+    pub fn refill(&self, catch_up: bool) {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
-        if !inner.catch_up_reads(take_back, now) {
-            return;
+        if catch_up {
+            inner.catch_up_reads(false, now);
         }
+        inner.pump(self, now);
+        let wake = inner.driver_must_look();
+        drop(inner);
+        if wake {
+            self.wake();
+        }
+    }
+
+    /// `Events` was dropped (`events_alive` is already false): nobody will receive any
+    /// more, so the driver thread takes the reads back, and the events waiting in the
+    /// machine are taken and discarded (which resumes a paused connection).
+    pub fn discard_events(&self) {
+        lock(&self.outbox).clear();
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        inner.catch_up_reads(true, now);
         inner.pump(self, now);
         let wake = inner.driver_must_look();
         drop(inner);
@@ -609,7 +750,8 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Carries out every queued action, flushes what was written, feeds the results back,
-    /// until the machine has nothing more to do; then hands the events over.
+    /// until the machine has nothing more to do; then hands the events over (and carries
+    /// out what taking them asked for: resuming a paused connection).
     pub fn pump(&mut self, shared: &Shared<M>, now: Instant) {
         loop {
             while let Some(action) = self.machine.poll_action() {
@@ -618,40 +760,63 @@ impl<M: Machine> Inner<M> {
             // One flush per connection for everything written above (batching). A flush
             // clears the connection's flag (or removes the connection), so this ends; no
             // list is collected, as this runs for every `send`.
-            let Some(conn) = self.conns.iter().find_map(|(k, c)| c.dirty.then_some(*k)) else {
+            if let Some(conn) = self.conns.iter().find_map(|(k, c)| c.dirty.then_some(*k)) {
+                self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
+                continue;
+            }
+            self.deliver(shared);
+            let Some(action) = self.machine.poll_action() else {
                 break;
             };
-            self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
+            self.execute(action, now);
         }
-        self.deliver(shared);
     }
 
-    /// Moves the machine's events to the application.
+    /// Hands the machine's send outcomes to the threads waiting for them, and moves its
+    /// events to the outbox, at most a batch ([`Outbox::is_full`]; all of them, discarded,
+    /// once `Events` is gone); tells a sender waiting for room when some may have freed.
     fn deliver(&mut self, shared: &Shared<M>) {
         self.machine.dispatch();
         let mut outbox = None;
-        let alive = shared.events_alive.load(Ordering::Acquire);
         let mut completed = false;
-        let mut parked = false;
-        let mut polling = false;
-        while let Some(event) = self.machine.next_event() {
+        while let Some((id, result)) = self.machine.poll_completion() {
+            self.progress = true;
             let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
-            let done = match &event {
-                Event::SendCompleted { id, .. } => Some((*id, Ok(()))),
-                Event::SendFailed { id, reason, .. } => Some((*id, Err(*reason))),
-                _ => None,
-            };
-            if let Some((id, result)) = done
-                && let Some(slot) = outbox.waiting.get_mut(&id)
-            {
+            if let Some(slot) = outbox.waiting.get_mut(&id) {
                 *slot = Some(result);
                 completed = true;
             }
-            if alive {
-                outbox.events.push_back(event);
-                parked = outbox.receivers > 0;
-                polling = outbox.receiver_polling;
+        }
+        let mut parked = false;
+        let mut polling = false;
+        let has_events = self.machine.has_events();
+        if has_events || self.more {
+            let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
+            let alive = shared.events_alive.load(Ordering::Acquire);
+            let mut moved = false;
+            while !(alive && outbox.is_full()) {
+                let Some(event) = self.machine.next_event() else {
+                    break;
+                };
+                moved = true;
+                if alive {
+                    outbox.push(event);
+                }
             }
+            if moved {
+                self.progress = true;
+                parked = alive && outbox.receivers > 0;
+                polling = alive && outbox.receiver_polling;
+            }
+            self.more = self.machine.has_events();
+            outbox.more = self.more;
+        }
+        let room =
+            std::mem::take(&mut self.progress) && shared.room_waiters.load(Ordering::SeqCst) > 0;
+        if room {
+            outbox
+                .get_or_insert_with(|| lock(&shared.outbox))
+                .room_epoch += 1;
         }
         drop(outbox);
         if parked {
@@ -662,6 +827,9 @@ impl<M: Machine> Inner<M> {
         }
         if completed {
             shared.completion_ready.notify_all();
+        }
+        if room {
+            shared.room_ready.notify_all();
         }
     }
 
@@ -687,6 +855,9 @@ impl<M: Machine> Inner<M> {
         if let Err(e) = c.sync_interest(&ctx) {
             c.poller_failed(&ctx, &e, &mut out);
         }
+        if !out.is_empty() {
+            self.progress = true;
+        }
         let id = c.id;
         if c.read_ready {
             self.read_ready = true;
@@ -701,6 +872,7 @@ impl<M: Machine> Inner<M> {
     }
 
     fn execute(&mut self, action: Action, now: Instant) {
+        self.progress = true;
         match action {
             Action::Dial { conn, request } => {
                 let k = key(conn);
@@ -729,9 +901,28 @@ impl<M: Machine> Inner<M> {
                 self.with_conn(key(conn), now, |c, ctx, out| c.ping(ctx, payload, out));
             }
             Action::Close { conn, frame } => {
-                self.with_conn(key(conn), now, |c, ctx, out| c.close(ctx, &frame, out));
+                let credit = self.machine.read_credit(conn);
+                self.with_conn(key(conn), now, |c, ctx, out| {
+                    c.close(ctx, &frame, out);
+                    // The close handshake needs the peer's close frame: if the machine
+                    // reads this connection again now (it no longer delivers its data),
+                    // a pause ends here even without a `ResumeReading`.
+                    if c.is_read_paused() && !credit.is_paused() {
+                        c.resume_reads();
+                    }
+                });
             }
             Action::Abort { conn } => self.abort(key(conn)),
+            Action::ResumeReading { conn } => {
+                let mut resumed = false;
+                self.with_conn(key(conn), now, |c, _, _| resumed = c.resume_reads());
+                if resumed {
+                    // The pass itself is the driver thread's (`read_ready`), so a peer that
+                    // floods a connection cannot keep this call, often an application's
+                    // `recv`, reading.
+                    tracing::debug!(%conn, backlog = ?self.machine.backlog(), "reading resumed");
+                }
+            }
             // A newer core may add actions; carrying out none of them is the safe default.
             _ => {}
         }
@@ -762,8 +953,43 @@ impl<M: Machine> Inner<M> {
         self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, addrs, out));
     }
 
+    /// The socket of `conn` is ready (or a pass is due): moves the connection on, reading
+    /// within the machine's read credit for it. A connection that has just opened reads
+    /// at once what came with the handshake response, within the credit the machine gives
+    /// it now that it knows the connection is open.
     fn on_ready(&mut self, conn: u64, pass: ReadPass, now: Instant) {
-        self.with_conn(conn, now, |c, ctx, out| c.on_ready(ctx, pass, out));
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let was_open = c.is_open();
+        self.read_within_credit(conn, pass, now);
+        if !was_open
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.is_open() && c.read_ready)
+        {
+            self.read_within_credit(conn, ReadPass::ToTheEnd, now);
+        }
+    }
+
+    fn read_within_credit(&mut self, conn: u64, pass: ReadPass, now: Instant) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (id, was_paused) = (c.id, c.is_read_paused());
+        let credit = self.machine.read_credit(id);
+        self.with_conn(conn, now, |c, ctx, out| {
+            if was_paused && !credit.is_paused() {
+                // The machine reads this connection again (e.g. it no longer delivers
+                // its data); its `ResumeReading` may still be queued.
+                c.resume_reads();
+            }
+            c.on_ready(ctx, pass, credit, out);
+        });
+        if !was_paused && self.conns.get(&conn).is_some_and(Conn::is_read_paused) {
+            tracing::debug!(conn = %id, backlog = ?self.machine.backlog(), "reading paused");
+        }
     }
 
     fn abort(&mut self, conn: u64) {

@@ -78,6 +78,32 @@
 //! connection. The application's own `close` is never retried, and cancels a pending
 //! attempt.
 //!
+//! ## Flow control
+//!
+//! Memory stays bounded whatever the peer or the application does (the core's rules,
+//! carried out here exactly as in `wxsocket-tokio`):
+//!
+//! - **Receiving.** Received messages the application has not taken from [`Events`] yet
+//!   are bounded by [`SessionConfig::receive_bounds`] (default 1024 messages / 16 MiB; a
+//!   [`TaskPool`] also bounds all its tasks together). At the bound the driver stops
+//!   reading that socket (and stops watching it, so a flooding peer wakes nobody): TCP
+//!   then pushes back on the peer. Once the application has taken half of them, reading
+//!   resumes. Nothing is dropped or reordered; one message larger than the byte bound is
+//!   still delivered whole. Keepalive does not end a paused connection (the backlog
+//!   proves the peer alive), and `close` still finishes its handshake. [`Events`] itself
+//!   holds only a small batch (64 events or 256 KiB of messages, or one larger message)
+//!   and takes the next from the core when it has handed those out.
+//!   [`Client::stats`] counts the pauses and their length ([`Stats::read_pauses`],
+//!   [`Stats::read_paused_for`]); [`Client::backlog`] shows what waits; the `tracing`
+//!   debug events `reading paused` / `reading resumed` name the connection and backlog.
+//! - **Send completions** not taken yet are bounded too
+//!   ([`SessionConfig::max_untaken_completions`], default 4096); an application that does
+//!   not look at `SendCompleted` turns them off with [`SessionConfig::send_completions`].
+//! - **Sending.** [`Client::send`] waits for room while the send buffer (or the queue
+//!   before open, or the untaken completions) is full, then for the write;
+//!   [`Client::send_timeout`] bounds the whole wait and hands the message back if no room
+//!   came; [`Client::try_send`] never waits and hands the message back at once.
+//!
 //! ## Proxies
 //!
 //! `ws://` and `wss://` connections can go through an HTTP proxy's `CONNECT` tunnel. TLS
@@ -182,9 +208,9 @@ pub use client::{Client, Events, IntoIter, Iter, SendPending, TryIter};
 pub use pool::{SocketTask, TaskPool};
 pub use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 pub use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
+    Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
     ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
-    Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
+    Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig, Stats,
     TransportError, TransportErrorKind,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};

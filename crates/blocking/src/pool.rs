@@ -6,8 +6,8 @@ use crate::{Config, SendFailed};
 use std::sync::Arc;
 use std::time::Duration;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool, ReadyState,
-    SendError, SendId,
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool,
+    ReadyState, SendError, SendId,
 };
 
 /// A set of independent connections driven by one thread, as the newer `SocketTask` API
@@ -29,7 +29,9 @@ impl std::fmt::Debug for TaskPool {
 impl TaskPool {
     /// A pool with `config`, its driver thread started, and the receiver of its events.
     pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
-        let pool = Pool::new(config.session.clone())?;
+        let mut pool = Pool::new(config.session.clone())?;
+        // Threads waiting in `send` learn the outcome from the pool directly.
+        pool.track_completions(true);
         let shared = Shared::start(pool, &config, "pool")?;
         let events = Events::new(Arc::clone(&shared));
         Ok((
@@ -54,6 +56,16 @@ impl TaskPool {
     /// Connections not yet closed.
     pub fn live(&self) -> usize {
         self.handle.read(Pool::live)
+    }
+
+    /// The received messages (count, payload bytes) and send completions waiting in the
+    /// pool for the application, over every task. Reading pauses when a task reaches its
+    /// own [`SessionConfig::receive_bounds`](wxsocket_core::SessionConfig::receive_bounds),
+    /// and every task pauses when the pool reaches
+    /// [`SessionConfig::pool_receive_bounds`](wxsocket_core::SessionConfig::pool_receive_bounds).
+    /// Events already moved to [`Events`]' own small batch (at most 64) are not counted.
+    pub fn backlog(&self) -> Backlog {
+        self.handle.read(Pool::backlog)
     }
 
     /// Shuts the pool down and blocks until its driver thread has ended: every open
@@ -89,38 +101,49 @@ impl SocketTask {
         self.id
     }
 
-    /// Sends on this connection (queued while connecting); returns once accepted.
+    /// Sends on this connection (queued while connecting) without waiting; returns once
+    /// accepted. A refusal, also one for lack of room ([`SendError::is_full`]), sends
+    /// nothing and hands the message back in the error, as
+    /// [`Client::try_send`](crate::Client::try_send).
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
-        let message = message.into();
         let id = self.id;
         self.handle
-            .send_with(false, |p, now| p.send(id, message, now))
+            .send_with(false, message.into(), |p, message, now| {
+                p.send(id, message, now)
+            })
             .map_err(|e| match e {
                 SendFailed::Refused(e) => e,
                 _ => unreachable!("no completion is awaited"),
             })
     }
 
-    /// Sends and waits for the completion (written, or failed).
+    /// Sends, waiting for room while the connection refuses the message for lack of it,
+    /// then for the completion (written, or failed), as
+    /// [`Client::send`](crate::Client::send): any other refusal returns at once with the
+    /// message handed back in `SendFailed::Refused`.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        let message = message.into();
         let id = self.id;
         self.handle
-            .send_with(true, |p, now| p.send(id, message, now))
+            .send_with(true, message.into(), |p, message, now| {
+                p.send(id, message, now)
+            })
     }
 
-    /// [`send`](Self::send) that waits at most `timeout`, with the outcomes of
-    /// [`Client::send_timeout`](crate::Client::send_timeout): after the timeout
-    /// the send stays pending and its completion still arrives as an event.
+    /// [`send`](Self::send) whose whole wait lasts at most `timeout`, with the outcomes of
+    /// [`Client::send_timeout`](crate::Client::send_timeout): still no room when the time
+    /// is up hands the message back (`Ok(Err(SendFailed::Refused(_)))`, nothing sent);
+    /// accepted but not yet written leaves the send pending, its completion still
+    /// arriving as an event.
     pub fn send_timeout(
         &self,
         message: impl Into<Message>,
         timeout: Duration,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
-        let message = message.into();
         let id = self.id;
         self.handle
-            .send_and_wait(Some(timeout), |p, now| p.send(id, message, now))
+            .send_and_wait(Some(timeout), message.into(), |p, message, now| {
+                p.send(id, message, now)
+            })
     }
 
     /// Closes this connection (code 1000 or 3000–4999, reason at most 123 bytes).

@@ -689,10 +689,13 @@ fn keepalive_pings_and_detects_a_dead_peer() {
     let (client, events) = Client::new(config).unwrap();
     client.connect(&ConnectOptions::new(silent.url())).unwrap();
     let peer = silent.accept();
+    // The keepalive interval starts when the client opens, which may be before this
+    // thread sees the handshake answered (and well before it takes the Open event under
+    // load): timed from here, the close can come no earlier than interval + timeout.
+    let started = Instant::now();
     // Answer the handshake, then never read again (so no pong is ever sent).
     let _ws = tungstenite::accept(peer).unwrap();
     until(&events, is_open);
-    let started = Instant::now();
     let seen = until(&events, is_close);
     assert!(
         started.elapsed() >= Duration::from_millis(250),
