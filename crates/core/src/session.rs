@@ -103,6 +103,9 @@ pub struct Session {
     paused_since: Option<Instant>,
     /// Reading resumed; the pause's length is added at the next input (which has a time).
     resumed: bool,
+    /// Reading is paused by the [`crate::Pool`] this session belongs to (its total bound):
+    /// keepalive waits, and a close releases the reads, as for a pause of its own.
+    pub(crate) pool_paused: bool,
     /// `Some` when a driver takes send outcomes with [`Session::poll_completion`].
     completions: Option<VecDeque<Completion>>,
 }
@@ -253,6 +256,7 @@ impl Session {
             reading_paused: false,
             paused_since: None,
             resumed: false,
+            pool_paused: false,
             completions: None,
         })
     }
@@ -356,7 +360,9 @@ impl Session {
 
     /// Whether an action or event is waiting to be polled.
     pub fn has_output(&self) -> bool {
-        !self.actions.is_empty() || !self.events.is_empty()
+        !self.actions.is_empty()
+            || !self.events.is_empty()
+            || self.completions.as_ref().is_some_and(|c| !c.is_empty())
     }
 
     // ----- calls -----
@@ -878,7 +884,7 @@ impl Session {
     /// `conn` stops being the reading connection (its data is discarded from now on): if
     /// reading was paused, the driver reads it again, so its close handshake can finish.
     fn release_reads(&mut self, conn: ConnId) {
-        if self.reading_paused && self.reading_conn() != Some(conn) {
+        if (self.reading_paused || self.pool_paused) && self.reading_conn() != Some(conn) {
             self.actions.push_back(Action::ResumeReading { conn });
         }
     }
@@ -948,7 +954,7 @@ impl Session {
             Conn::Open(mut o) => match o.liveness {
                 Some(l) if l.deadline <= now => {
                     let k = self.config.keepalive.expect("liveness implies keepalive");
-                    if self.reading_paused {
+                    if self.reading_paused || self.pool_paused {
                         // Reading is paused for the application: a pong would wait behind
                         // the backlog, which itself proves the peer alive.
                         o.liveness = Some(Liveness {

@@ -302,3 +302,42 @@ fn invalid_bounds_are_rejected_naming_the_field() {
         assert_eq!(Session::new(config).unwrap_err().field, field);
     }
 }
+
+#[test]
+fn a_pool_wide_pause_holds_keepalive_and_a_close_releases_the_reads() {
+    let start = Instant::now();
+    let config = SessionConfig::default()
+        .receive_bounds(10, 1 << 20)
+        .pool_receive_bounds(12, 1 << 20)
+        .keepalive(Duration::from_secs(1), Duration::from_secs(1));
+    let mut pool = Pool::new(config).unwrap();
+    let a = pool.connect(&options(), start).unwrap();
+    let b = pool.connect(&options(), start).unwrap();
+    for conn in [a, b] {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), start);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    // Six each: under each task's bound, at the pool's.
+    for (conn, first) in [(a, 0), (b, 100)] {
+        for n in 0..6 {
+            pool.handle(conn, msg(first + n, 8), start);
+        }
+    }
+    assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
+    assert_eq!(pool.read_credit(b), ReadCredit::PAUSED);
+    for secs in 1..=30 {
+        pool.handle_timeout(start + Duration::from_secs(secs));
+        assert!(actions(&mut pool).is_empty(), "at {secs} s");
+    }
+    assert_eq!(pool.state(a), ReadyState::Open);
+    assert_eq!(pool.state(b), ReadyState::Open);
+    pool.close(b, None, "", start + Duration::from_secs(30))
+        .unwrap();
+    let acts = actions(&mut pool);
+    assert!(
+        acts.contains(&Action::ResumeReading { conn: b }),
+        "{acts:?}"
+    );
+    assert_eq!(pool.read_credit(b), ReadCredit::UNLIMITED);
+}

@@ -174,9 +174,9 @@ pub mod wx;
 pub use client::{Client, Events};
 pub use pool::{SocketTask, TaskPool};
 pub use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
+    Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
     ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
-    Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
+    Message, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig, Stats,
     TransportError, TransportErrorKind,
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
