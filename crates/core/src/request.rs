@@ -54,6 +54,25 @@ pub struct ConnectOptions {
     pub proxy: ProxyOption,
 }
 
+/// A URL is the whole of the simplest options: `connect("ws://…")`.
+impl From<&str> for ConnectOptions {
+    fn from(url: &str) -> Self {
+        ConnectOptions::new(url)
+    }
+}
+
+impl From<String> for ConnectOptions {
+    fn from(url: String) -> Self {
+        ConnectOptions::new(url)
+    }
+}
+
+impl From<&ConnectOptions> for ConnectOptions {
+    fn from(options: &ConnectOptions) -> Self {
+        options.clone()
+    }
+}
+
 impl ConnectOptions {
     /// Options for `url` with every other option at its default.
     pub fn new(url: impl Into<String>) -> Self {

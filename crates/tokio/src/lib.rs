@@ -169,10 +169,12 @@ mod conn;
 mod driver;
 mod pool;
 mod tls;
+mod websocket;
 pub mod wx;
 
 pub use client::{Client, Events};
 pub use pool::{SocketTask, TaskPool};
+pub use websocket::{WebSocket, connect, connect_with};
 pub use wxsocket_core::{
     Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
     ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
@@ -181,6 +183,7 @@ pub use wxsocket_core::{
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;
+pub use wxsocket_wire::simple::{Closed, Error, ErrorKind};
 pub use wxsocket_wire::tls::TlsRoots;
 
 /// The README's examples, compiled and run as doc tests.

@@ -50,6 +50,7 @@ pub mod deflate;
 mod features;
 mod handshake;
 pub mod proxy;
+pub mod simple;
 pub mod tls;
 
 pub use features::{check_options, check_request};

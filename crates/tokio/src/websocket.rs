@@ -1,0 +1,223 @@
+//! The simple path: [`connect`] waits for open and returns a [`WebSocket`] whose stream
+//! yields received messages only; its sends wait for room and for the write; its
+//! [`close`](WebSocket::close) waits for the close handshake. Built on [`Client`] and
+//! [`Events`], which stay one call away ([`WebSocket::into_parts`]).
+
+use crate::{Client, Config, Events};
+use futures_core::Stream;
+use futures_util::Sink;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Event, Message, ReadyState};
+use wxsocket_wire::client::SendFailed;
+use wxsocket_wire::simple::{Closed, Error};
+
+/// Connects and waits until the socket is open (or fails with why it never opened).
+/// Dropping the future cancels the dial and releases everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), wxsocket_tokio::Error> {
+/// # let server = wxsocket_test_server::EchoServer::start().unwrap();
+/// # let url = server.url();
+/// let mut ws = wxsocket_tokio::connect(url.as_str()).await?;
+/// for text in ["one", "two", "three"] {
+///     ws.send(text).await?;
+///     println!("{}", ws.next().await.expect("an echo"));
+/// }
+/// ws.close().await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(options: impl Into<ConnectOptions>) -> Result<WebSocket, Error> {
+    connect_with(Config::default(), options).await
+}
+
+/// [`connect`] with a configuration (TLS roots, bounds, keepalive, a reconnect policy…).
+/// Send completions are not queued as events on this path (`send` returns when written).
+pub async fn connect_with(
+    mut config: Config,
+    options: impl Into<ConnectOptions>,
+) -> Result<WebSocket, Error> {
+    config.session.send_completions = false;
+    let (client, mut events) = Client::new(config)?;
+    client.connect(&options.into())?;
+    let mut failure: Option<ConnectionError> = None;
+    loop {
+        match events.next().await {
+            Some(Event::Open { .. }) => break,
+            Some(Event::Error { error, .. }) => failure = Some(error),
+            // A reconnect policy dials again: keep waiting for an open.
+            Some(Event::Reconnecting { .. }) => failure = None,
+            Some(event @ Event::Close { .. }) if client.state() == ReadyState::Closed => {
+                let closed = Closed::of(&event).expect("a close event");
+                return Err(failure.map_or(Error::Closed(closed), Error::Connection));
+            }
+            Some(_) => {}
+            None => return Err(Error::Closed(gone())),
+        }
+    }
+    Ok(WebSocket {
+        client,
+        events,
+        closed: None,
+        error: None,
+    })
+}
+
+/// The close reported when the driver is gone without a close event (the runtime shut
+/// down).
+fn gone() -> Closed {
+    Closed::new(1006, "the client's driver has ended", false)
+}
+
+/// An open WebSocket (from [`connect`]): a [`Stream`](futures_core::Stream) of the
+/// messages it receives, a [`Sink`] of messages, and `send` / `close` that wait.
+///
+/// The stream ends (`None`) when the connection has closed for good: the close is then in
+/// [`closed`](Self::closed), and the failure that caused it, if any, in
+/// [`error`](Self::error). With a reconnect policy it goes on across reconnections.
+/// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
+/// reading from the server.
+pub struct WebSocket {
+    client: Client,
+    events: Events,
+    closed: Option<Closed>,
+    error: Option<ConnectionError>,
+}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("state", &self.client.state())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocket {
+    /// Sends a message and waits until it is written to the socket; when the send buffer
+    /// is full it first waits for room. Fails if the connection is closed or goes away
+    /// before the message is written.
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        match self.client.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.send_error(e)),
+        }
+    }
+
+    /// A send error, as "closed" once the connection has closed.
+    fn send_error(&self, e: SendFailed) -> Error {
+        match (&self.closed, &e) {
+            (Some(closed), SendFailed::Refused(r)) if !r.is_full() => Error::Closed(closed.clone()),
+            _ => Error::Send(e),
+        }
+    }
+
+    /// The next received message; `None` once the connection has closed for good. Cancel
+    /// safe.
+    pub async fn next(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// Closes with code 1000 and waits for the close handshake (bounded by the close
+    /// timeout); returns how the connection closed. Messages that arrive meanwhile are
+    /// dropped. Closing a socket that is already closed returns its close.
+    pub async fn close(mut self) -> Result<Closed, Error> {
+        self.close_with(1000, "").await
+    }
+
+    /// [`close`](Self::close) with a code (1000, or 3000–4999) and a reason (at most 123
+    /// bytes).
+    pub async fn close_with(&mut self, code: u16, reason: &str) -> Result<Closed, Error> {
+        if self.closed.is_none() {
+            match self.client.close(Some(code), reason) {
+                // Already closed: the close event is still to be taken below.
+                Ok(()) | Err(CloseError::NotConnected) => {}
+                Err(e) => return Err(e.into()),
+            }
+            while self.next().await.is_some() {}
+        }
+        Ok(self.closed.clone().unwrap_or_else(gone))
+    }
+
+    /// How the connection closed, once the stream has ended.
+    pub fn closed(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
+    /// The failure that ended the connection, if one did.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, socket details.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The full event model: the [`Client`] and its [`Events`] (every lifecycle event).
+    pub fn into_parts(self) -> (Client, Events) {
+        (self.client, self.events)
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            if self.closed.is_some() {
+                // Closed for good; what was still queued has been taken below.
+                return match self.events.try_next() {
+                    Some(Event::Message { message, .. }) => Poll::Ready(Some(message)),
+                    Some(_) => continue,
+                    None => Poll::Ready(None),
+                };
+            }
+            let event = match Pin::new(&mut self.events).poll_next(cx) {
+                Poll::Ready(Some(event)) => event,
+                Poll::Ready(None) => {
+                    self.closed = Some(gone());
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            match event {
+                Event::Message { message, .. } => return Poll::Ready(Some(message)),
+                Event::Error { error, .. } => self.error = Some(error),
+                Event::Close { .. } if self.client.state() == ReadyState::Closed => {
+                    // Closed is final (this path never connects again): every later event
+                    // is already queued, and the loop above takes them.
+                    self.closed = Closed::of(&event);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl futures_core::Stream for WebSocket {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.poll_message(cx)
+    }
+}
+
+/// The same [`Sink`] as [`Client`]'s: `poll_ready` waits for room, `poll_flush` for the
+/// writes.
+impl Sink<Message> for WebSocket {
+    type Error = SendFailed;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        Pin::new(&mut self.client).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), SendFailed> {
+        Pin::new(&mut self.client).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        Pin::new(&mut self.client).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        Pin::new(&mut self.client).poll_close(cx)
+    }
+}
