@@ -16,15 +16,17 @@
 //! checking each number and payload, and reports its memory.
 //!
 //! The `harness_*` tests check the harness itself: with the receive bounds set out of
-//! reach, the same floods make the child grow past twice the bound (so the measurement
+//! reach, the megabyte floods make the child grow past twice the bound (so the measurement
 //! sees growth when there is some; the flood then ends), and every message still arrives
 //! once, in order. They pass with and without flow control in the adapters.
 //!
-//! In a debug build a client without flow control takes in 32-byte messages at only
-//! 250–400 k/s (about 25–35 MiB/s of resident memory), so 5 s of them grow it past the
-//! bound, but not by the gigabytes the issue measured in release; the server's writes
-//! are then stalled in short bursts, not continuously, which the backpressure check tells
-//! apart. Floods run one at a time ([`ALONE`]) so that these rates hold.
+//! Small messages in a debug build: a client without flow control takes in 32-byte
+//! messages at only 250–400 k/s (25–35 MiB/s of resident memory) on an idle machine and
+//! at a fifth of that under `scripts/test --stress`, so 5 s of them may not carry it past
+//! 64 MiB (the issue's gigabytes were measured in release), and no short harness test on
+//! them can be sure to see growth. What tells such a client apart is the backpressure
+//! check: it keeps reading, so the server's writes stall only in bursts of tens of
+//! milliseconds, never for most of the flood.
 //!
 //! Linux only (`/proc`).
 
@@ -62,9 +64,9 @@ const SAMPLE: Duration = Duration::from_millis(20);
 const CEILING: u64 = 4 * BOUND;
 /// How far past the bound the harness tests must see the unbounded client grow.
 const UNBOUNDED_GROWTH: u64 = 2 * BOUND;
-/// How long the harness tests flood at most: they end as soon as the growth is seen
-/// (in a debug build after about 4 s of small messages, well under 1 s of large ones).
-const HARNESS_FLOOD: Duration = Duration::from_secs(8);
+/// How long the harness tests flood at most: they end as soon as the growth is seen, in a
+/// debug build within 0.5 s.
+const HARNESS_FLOOD: Duration = Duration::from_secs(3);
 /// How long the child may take to read everything the server sent.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,7 +95,6 @@ flow_suite!(
     small_messages_flooding_an_application_that_does_not_read,
     megabyte_messages_flooding_an_application_that_does_not_read,
     compressed_megabyte_messages_flooding_an_application_that_does_not_read,
-    harness_sees_an_unbounded_client_grow_with_small_messages,
     harness_sees_an_unbounded_client_grow_with_megabyte_messages,
     harness_sees_an_unbounded_client_grow_with_compressed_messages,
 );
@@ -119,13 +120,8 @@ fn compressed_megabyte_messages_flooding_an_application_that_does_not_read<A: Ad
     run::<A>(test, &Spec::bounded(1 << 20, true));
 }
 
-/// The small-message flood with the receive bounds out of reach: the client grows past
-/// twice the bound (then the flood ends), and every message still arrives in order.
-fn harness_sees_an_unbounded_client_grow_with_small_messages<A: Adapter>(test: &str) {
-    run::<A>(test, &Spec::unbounded(32, false));
-}
-
-/// The megabyte flood with the receive bounds out of reach.
+/// The megabyte flood with the receive bounds out of reach: the client grows past twice
+/// the bound (then the flood ends), and every message still arrives once, in order.
 fn harness_sees_an_unbounded_client_grow_with_megabyte_messages<A: Adapter>(test: &str) {
     run::<A>(test, &Spec::unbounded(1 << 20, false));
 }
@@ -582,9 +578,9 @@ fn watch(server: &FloodServer, child: &mut ChildClient, spec: &Spec) -> (FloodRe
     }
 }
 
-/// One flood at a time in this process: a flood keeps a client and the server busy, and in
-/// a debug build on two cores two floods at once halve each other's rates (a client without
-/// flow control then grows too slowly for the harness tests, and is slower to drain).
+/// One flood at a time in this process: a flood keeps a client and the server busy, and on
+/// two cores two floods at once halve each other's rates, so a client without flow control
+/// would grow more slowly, and every backlog take longer to read.
 static ALONE: Mutex<()> = Mutex::new(());
 
 fn parent<A: Adapter>(test: &str, spec: &Spec) {
