@@ -27,6 +27,10 @@ pub trait EventSource {
     /// The next event, or `None` when none arrives within `timeout` (or the stream ended).
     fn next_event(&mut self, timeout: Duration) -> Option<Event>;
 
+    /// The next event if one is ready, without waiting (`Events::try_next` /
+    /// `Events::try_recv`): an application taking a backlog as fast as it can.
+    fn try_event(&mut self) -> Option<Event>;
+
     /// A description of the state, for failure messages.
     fn describe(&self) -> String;
 
@@ -184,6 +188,13 @@ impl EventSource for TokioAdapter {
         })
     }
 
+    fn try_event(&mut self) -> Option<Event> {
+        self.events
+            .as_mut()
+            .expect("the events were dropped")
+            .try_next()
+    }
+
     fn describe(&self) -> String {
         match &self.client {
             Some(c) => format!("state {:?}", c.state()),
@@ -302,6 +313,14 @@ impl EventSource for BlockingAdapter {
             .ok()
     }
 
+    fn try_event(&mut self) -> Option<Event> {
+        self.events
+            .as_ref()
+            .expect("the events were dropped")
+            .try_recv()
+            .ok()
+    }
+
     fn describe(&self) -> String {
         match &self.client {
             Some(c) => format!("state {:?}", c.state()),
@@ -411,6 +430,10 @@ impl EventSource for TokioPool {
         })
     }
 
+    fn try_event(&mut self) -> Option<Event> {
+        self.events.try_next()
+    }
+
     fn describe(&self) -> String {
         format!("{} live", self.pool.live())
     }
@@ -468,6 +491,10 @@ impl EventSource for BlockingPool {
 
     fn next_event(&mut self, timeout: Duration) -> Option<Event> {
         self.events.recv_timeout(timeout).ok()
+    }
+
+    fn try_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
     }
 
     fn describe(&self) -> String {

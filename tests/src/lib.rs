@@ -7,6 +7,9 @@
 //!   with a CA generated at test time), and records what it saw.
 //! - [`adapter`]: one synchronous interface ([`adapter::Adapter`]) over the tokio and the
 //!   blocking adapter, so each scenario is written once and run against both.
+//! - [`flood`]: a server that floods its one client with numbered messages as fast as TCP
+//!   lets it, and reports how long its writes were blocked (the flow-control suite,
+//!   `tests/flow.rs`).
 //! - [`proxy`]: a small HTTP `CONNECT` proxy (tunnels, demands Basic credentials, refuses,
 //!   or stays silent) that records what it was asked.
 //!
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+pub mod flood;
 pub mod peer;
 pub mod proxy;
 pub mod scenario;
