@@ -101,6 +101,9 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
         Event::Error { conn: c, error } => {
             json!({"event": "error", "conn": conn(c), "error": error.to_string()})
         }
+        Event::Pong { conn: c, payload } => {
+            json!({"event": "pong", "conn": conn(c), "data": hex(payload)})
+        }
         Event::Close {
             conn: c,
             code,
@@ -148,6 +151,7 @@ pub fn event_human(event: &Event) -> String {
             conn, id, reason, ..
         } => format!("#{conn} send {id} failed: {reason}"),
         Event::Error { conn, error } => format!("#{conn} error: {error}"),
+        Event::Pong { conn, payload } => format!("#{conn} pong {}", hex(payload)),
         Event::Close {
             conn,
             code,

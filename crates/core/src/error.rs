@@ -177,6 +177,25 @@ impl SendError {
     }
 }
 
+/// A ping was refused; nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// The connection is not open.
+    #[error("WebSocket is not open")]
+    NotOpen,
+    /// A ping's payload is at most 125 bytes (RFC 6455 §5.5).
+    #[error("ping payload of {len} bytes exceeds 125 bytes")]
+    TooLong {
+        /// The payload's size.
+        len: usize,
+    },
+    /// `MAX_PINGS` pings are already waiting for their pong, or the application has not
+    /// taken its completions and pongs (`max_untaken_completions`).
+    #[error("too many pings waiting for a pong")]
+    Full,
+}
+
 /// A close call was refused; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

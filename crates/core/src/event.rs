@@ -77,6 +77,14 @@ pub enum Event {
         /// Why the previous connection ended.
         last_error: String,
     },
+    /// The peer answered a ping the application sent (`Session::ping`) with this payload
+    /// (a pong answering a later ping answers the earlier ones too, RFC 6455 §5.5.3).
+    Pong {
+        /// The connection.
+        conn: ConnId,
+        /// The pong's payload, as the ping's.
+        payload: bytes::Bytes,
+    },
     /// The connection ended (`onSocketClose`). Exactly one per connection.
     Close {
         /// The connection.
@@ -102,6 +110,7 @@ impl Event {
             | Event::SendFailed { conn, .. }
             | Event::Error { conn, .. }
             | Event::Close { conn, .. }
+            | Event::Pong { conn, .. }
             | Event::Reconnecting { conn, .. } => *conn,
         }
     }
@@ -160,6 +169,11 @@ impl fmt::Debug for Event {
                 .field("delay", delay)
                 .field("last_error", last_error)
                 .finish(),
+            Event::Pong { conn, payload } => f
+                .debug_struct("Pong")
+                .field("conn", conn)
+                .field("payload", payload)
+                .finish(),
             Event::Close {
                 conn,
                 code,
@@ -204,6 +218,7 @@ impl fmt::Display for Event {
             Event::SendCompleted { id, .. } => write!(f, "#{conn} send {id} written"),
             Event::SendFailed { id, reason, .. } => write!(f, "#{conn} send {id} failed: {reason}"),
             Event::Error { error, .. } => write!(f, "#{conn} error: {error}"),
+            Event::Pong { payload, .. } => write!(f, "#{conn} pong ({} bytes)", payload.len()),
             Event::Reconnecting {
                 attempt,
                 delay,

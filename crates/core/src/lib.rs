@@ -74,14 +74,16 @@ pub use close::{CloseRequest, PeerClose};
 pub use config::{CloseBeforeOpen, Keepalive, MAX_TIMER, ReconnectPolicy, SessionConfig};
 pub use deflate::{DeflateOptions, DeflateParams};
 pub use driven::Driven;
-pub use error::{CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure};
+pub use error::{
+    CloseError, ConfigError, ConnectError, ConnectionError, PingError, SendError, SendFailure,
+};
 pub use event::Event;
 pub use ids::{ConnId, SendId};
 pub use message::{Message, Utf8Payload};
 pub use pool::Pool;
 pub use proxy::{HttpProxy, ProxyCredentials, ProxyOption, ProxyRoute};
 pub use request::{ConnectOptions, HandshakeRequest};
-pub use session::{Completion, REPLACED_REASON, Session, Stats};
+pub use session::{Completion, MAX_PINGS, REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, State, TRANSITIONS, Transition};
 pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 

@@ -4,7 +4,7 @@
 
 use crate::backlog::{Backlog, ReadCredit};
 use crate::config::SessionConfig;
-use crate::error::{CloseError, ConfigError, ConnectError, SendError};
+use crate::error::{CloseError, ConfigError, ConnectError, PingError, SendError};
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
 use crate::jitter::Jitter;
@@ -134,6 +134,19 @@ impl Pool {
             return Err(SendError::NotConnected(message));
         };
         self.with_ids(index, |s| s.send(message, now))
+    }
+
+    /// Pings on one connection (same rules as [`Session::ping`]).
+    pub fn ping(
+        &mut self,
+        conn: ConnId,
+        payload: impl Into<bytes::Bytes>,
+        now: Instant,
+    ) -> Result<(), PingError> {
+        let Some(index) = self.index(conn) else {
+            return Err(PingError::NotOpen);
+        };
+        self.with_ids(index, |s| s.ping(payload, now))
     }
 
     /// Closes one connection (same rules as [`Session::close`]).

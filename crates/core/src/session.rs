@@ -4,7 +4,7 @@ use crate::backlog::{Backlog, ReadCredit};
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::{CloseBeforeOpen, ReconnectPolicy, SessionConfig};
 use crate::error::{
-    CloseError, ConfigError, ConnectError, ConnectionError, SendError, SendFailure,
+    CloseError, ConfigError, ConnectError, ConnectionError, PingError, SendError, SendFailure,
 };
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
@@ -160,7 +160,12 @@ struct Open {
     request: Arc<HandshakeRequest>,
     in_flight: SendQueue<usize>,
     liveness: Option<Liveness>,
+    /// Payloads of the application's pings not yet answered, oldest first.
+    pings: VecDeque<Bytes>,
 }
+
+/// Most application pings waiting for their pong ([`Session::ping`]).
+pub const MAX_PINGS: usize = 16;
 
 #[derive(Debug)]
 struct Closing {
@@ -482,6 +487,30 @@ impl Session {
         }
     }
 
+    /// Sends a ping with `payload` (at most 125 bytes) on the open connection; the peer's
+    /// pong comes back as [`Event::Pong`] with the same payload. At most [`MAX_PINGS`] may
+    /// wait for their pong; a pong counts toward `max_untaken_completions` until taken.
+    pub fn ping(&mut self, payload: impl Into<Bytes>, now: Instant) -> Result<(), PingError> {
+        self.advance(now);
+        let payload = payload.into();
+        if payload.len() > 125 {
+            return Err(PingError::TooLong { len: payload.len() });
+        }
+        let full = self.backlog.completions >= self.config.max_untaken_completions;
+        let Conn::Open(o) = &mut self.conn else {
+            return Err(PingError::NotOpen);
+        };
+        if full || o.pings.len() >= MAX_PINGS {
+            return Err(PingError::Full);
+        }
+        o.pings.push_back(payload.clone());
+        self.actions.push_back(Action::Ping {
+            conn: o.id,
+            payload,
+        });
+        Ok(())
+    }
+
     /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (the default, `None`)
     /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing. During
     /// a reconnect delay it cancels the reconnection.
@@ -660,7 +689,18 @@ impl Session {
                 );
                 self.connect_failed(c, ConnectionError::ConnectFailed(error), now);
             }
-            (Conn::Open(mut o), TransportEvent::Ping(_) | TransportEvent::Pong(_)) => {
+            (Conn::Open(mut o), TransportEvent::Pong(payload)) => {
+                o.touch(&self.config, now);
+                // The answer to one of the application's pings (and to every earlier one).
+                if let Some(at) = o.pings.iter().position(|p| *p == payload) {
+                    o.pings.drain(..=at);
+                    self.conn = Conn::Open(o);
+                    self.emit(Event::Pong { conn, payload });
+                } else {
+                    self.conn = Conn::Open(o);
+                }
+            }
+            (Conn::Open(mut o), TransportEvent::Ping(_)) => {
                 o.touch(&self.config, now);
                 self.conn = Conn::Open(o);
             }
@@ -787,7 +827,7 @@ impl Session {
                     }
                 }
             }
-            Event::SendCompleted { .. } | Event::SendFailed { .. } => {
+            Event::SendCompleted { .. } | Event::SendFailed { .. } | Event::Pong { .. } => {
                 self.backlog.completions -= 1;
             }
             _ => {}
@@ -862,6 +902,7 @@ impl Session {
                 }
                 self.backlog.completions += 1;
             }
+            Event::Pong { .. } => self.backlog.completions += 1,
             _ => {}
         }
         self.events.push_back(event);
@@ -1036,6 +1077,7 @@ impl Session {
             request,
             in_flight: SendQueue::default(),
             liveness: None,
+            pings: VecDeque::new(),
         };
         open.touch(&self.config, now);
         // The queue is flushed, in order, before anything sent after open. It fits

@@ -523,7 +523,7 @@ impl WxSocket {
                 .sends
                 .remove(&id)
                 .and_then(|cbs| cbs.finish(&CallResult::fail(SEND, reason))),
-            Event::Connecting { .. } | Event::Reconnecting { .. } => None,
+            Event::Connecting { .. } | Event::Reconnecting { .. } | Event::Pong { .. } => None,
         };
         self.emit(job);
     }

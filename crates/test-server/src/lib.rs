@@ -83,6 +83,14 @@ impl EchoServer {
         self.addr
     }
 
+    /// The URL, with the server left running until the process ends (for an example that
+    /// only wants a URL to connect to).
+    pub fn leak_url(self) -> String {
+        let url = self.url();
+        std::mem::forget(self);
+        url
+    }
+
     /// `ws://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker, ready};
 use tokio::sync::oneshot;
 use wxsocket_core::{
     Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
-    ReadyState, SendError, SendFailure, SendId, Session, Stats,
+    PingError, ReadyState, SendError, SendFailure, SendId, Session, Stats,
 };
 
 /// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
@@ -97,6 +97,15 @@ impl Client {
         })
         .await?;
         wait_send(id, done.expect("a waiter was asked for")).await
+    }
+
+    /// Sends a ping (payload at most 125 bytes) on the open connection; the peer's answer
+    /// arrives as [`Event::Pong`] with the same payload.
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), PingError> {
+        let payload = payload.into();
+        self.inner
+            .shared
+            .call(|core, now| core.machine.ping(payload, now))
     }
 
     /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (`None`) or

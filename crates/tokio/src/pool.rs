@@ -6,8 +6,8 @@ use crate::driver::{self, Handle};
 use crate::{Config, Events, SendFailed, SocketInfo};
 use std::sync::Arc;
 use wxsocket_core::{
-    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, Pool,
-    ReadyState, SendError, SendId,
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, PingError,
+    Pool, ReadyState, SendError, SendId,
 };
 
 /// A set of independent connections (default limit 5, `SessionConfig::pool_limit`); each
@@ -116,6 +116,14 @@ impl SocketTask {
         })
         .await?;
         wait_send(id, done.expect("a waiter was asked for")).await
+    }
+
+    /// Sends a ping on this connection; see [`crate::Client::ping`].
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), PingError> {
+        let payload = payload.into();
+        self.inner
+            .shared
+            .call(|core, now| core.machine.ping(self.id, payload, now))
     }
 
     /// `SocketTask.close(code, reason)`.

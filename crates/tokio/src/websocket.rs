@@ -61,6 +61,7 @@ pub async fn connect_with(
         events,
         closed: None,
         error: None,
+        last_pong: None,
     })
 }
 
@@ -83,6 +84,8 @@ pub struct WebSocket {
     events: Events,
     closed: Option<Closed>,
     error: Option<ConnectionError>,
+    /// The payload of the last pong that answered a [`WebSocket::ping`].
+    last_pong: Option<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -140,6 +143,17 @@ impl WebSocket {
         Ok(self.closed.clone().unwrap_or_else(gone))
     }
 
+    /// Sends a ping (payload at most 125 bytes); the pong is seen by [`last_pong`](Self::last_pong)
+    /// once the stream has gone past it.
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        Ok(self.client.ping(payload)?)
+    }
+
+    /// The payload of the latest pong answering [`ping`](Self::ping).
+    pub fn last_pong(&self) -> Option<&bytes::Bytes> {
+        self.last_pong.as_ref()
+    }
+
     /// How the connection closed, once the stream has ended.
     pub fn closed(&self) -> Option<&Closed> {
         self.closed.as_ref()
@@ -181,6 +195,7 @@ impl WebSocket {
             match event {
                 Event::Message { message, .. } => return Poll::Ready(Some(message)),
                 Event::Error { error, .. } => self.error = Some(error),
+                Event::Pong { payload, .. } => self.last_pong = Some(payload),
                 Event::Close { .. } if self.client.state() == ReadyState::Closed => {
                     // Closed is final (this path never connects again): every later event
                     // is already queued, and the loop above takes them.

@@ -181,3 +181,25 @@ async fn the_sink_and_the_stream_carry_many_messages_in_order() {
     let ws = sink.reunite(stream).unwrap();
     assert_eq!(within(ws.close()).await.unwrap().code, 1000);
 }
+
+#[tokio::test]
+async fn a_ping_is_answered_by_a_pong_with_its_payload() {
+    let server = wxsocket_test_server::EchoServer::start().unwrap();
+    let mut ws = within(connect(server.url().as_str())).await.unwrap();
+    ws.ping("are you there").unwrap();
+    ws.send("after").await.unwrap();
+    // The pong came before the echo sent after it.
+    assert_eq!(within(ws.next()).await.unwrap().as_text(), Some("after"));
+    assert_eq!(ws.last_pong().map(|p| &p[..]), Some(&b"are you there"[..]));
+    let err = ws.ping(vec![0u8; 126]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    let (client, mut events) = ws.into_parts();
+    client.ping("raw").unwrap();
+    let pong = common::until(&mut events, |e| {
+        matches!(e, wxsocket_tokio::Event::Pong { .. })
+    })
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(pong.to_string(), format!("#{} pong (3 bytes)", pong.conn()));
+}

@@ -3,7 +3,8 @@
 
 use crate::client::SendFailed;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnectError, ConnectionError, Event, SendError, SendFailure,
+    CloseError, ConfigError, ConnectError, ConnectionError, Event, PingError, SendError,
+    SendFailure,
 };
 
 /// How a connection ended: the close event's code, reason and whether the close handshake
@@ -72,6 +73,9 @@ pub enum Error {
     /// A close code or reason was invalid (1000 or 3000–4999; at most 123 bytes).
     #[error("invalid close: {0}")]
     Close(#[from] CloseError),
+    /// A ping was refused (not open, payload over 125 bytes, too many waiting).
+    #[error("ping refused: {0}")]
+    Ping(#[from] PingError),
     /// The connection failed: it never opened (DNS, TCP, TLS, the HTTP upgrade, the
     /// handshake timeout), or it failed while open (protocol error, keepalive, I/O).
     #[error("connection failed: {0}")]
@@ -107,7 +111,9 @@ impl Error {
         match self {
             Error::Config(_) | Error::Options(_) | Error::Close(_) => ErrorKind::Invalid,
             Error::Connection(_) => ErrorKind::Connection,
-            Error::Closed(_) => ErrorKind::Closed,
+            Error::Closed(_) | Error::Ping(PingError::NotOpen) => ErrorKind::Closed,
+            Error::Ping(PingError::Full) => ErrorKind::Full,
+            Error::Ping(_) => ErrorKind::Invalid,
             Error::Send(SendFailed::Refused(e)) if e.is_full() => ErrorKind::Full,
             Error::Send(SendFailed::Refused(
                 SendError::NotConnected(_) | SendError::Closing(_),
