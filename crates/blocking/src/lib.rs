@@ -8,6 +8,66 @@
 //! sans-IO core ([`wxsocket_core`]); this crate only moves bytes and keeps one timer, so it
 //! behaves exactly like `wxsocket-tokio`.
 //!
+//! ## The simple path
+//!
+//! [`connect`] blocks until the socket is open and returns a [`WebSocket`]: `send` returns
+//! once the message is written, `recv` (and `for message in &mut ws`) yields received
+//! messages only, and `close` waits for the close handshake. The whole echo client:
+//!
+//! ```
+//! fn main() -> Result<(), wxsocket_blocking::Error> {
+//!     # let server = wxsocket_test_server::EchoServer::start().unwrap();
+//!     # let mut ws = wxsocket_blocking::connect(server.url())?;
+//!     # /*
+//!     let mut ws = wxsocket_blocking::connect("ws://127.0.0.1:9001")?;
+//!     # */
+//!     for text in ["one", "two", "three"] {
+//!         ws.send(text)?;
+//!         println!("{}", ws.recv().expect("an echo"));
+//!     }
+//!     ws.close()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Every call of this path fails with one [`Error`]; [`Error::kind`] says which part failed
+//! ([`ErrorKind`]), and [`WebSocket::closed`] how the connection ended ([`Closed`]). With a
+//! [`ReconnectPolicy`] ([`connect_with`]), `recv` goes on across reconnections and sends
+//! made meanwhile wait for the next connection:
+//!
+//! ```
+//! use std::time::Duration;
+//! use wxsocket_blocking::{Config, ReconnectPolicy, SessionConfig};
+//!
+//! fn main() -> Result<(), wxsocket_blocking::Error> {
+//!     # let server = wxsocket_test_server::EchoServer::start().unwrap();
+//!     # let url = server.url();
+//!     # /*
+//!     let url = "ws://127.0.0.1:9001";
+//!     # */
+//!     let policy =
+//!         ReconnectPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(5));
+//!     let config = Config::default().session(SessionConfig::default().reconnect(policy));
+//!     let mut ws = wxsocket_blocking::connect_with(config, url)?;
+//!     ws.send("subscribe")?;
+//!     // Ends only when the connection closes for good (or the loop breaks).
+//!     for message in &mut ws {
+//!         println!("{message}");
+//!         if message.as_text() == Some("subscribe") {
+//!             break;
+//!         }
+//!     }
+//!     println!("closed: {}", ws.close()?);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`WebSocket::into_parts`] hands over the full event model underneath.
+//!
+//! ## The event model
+//!
+//! [`Client`] and [`Events`] give every lifecycle event, as WeChat's callbacks do:
+//!
 //! ```
 //! use std::time::Duration;
 //! use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Message};
@@ -201,12 +261,14 @@ mod conn;
 mod driver;
 mod pool;
 mod stream;
+mod websocket;
 pub mod wx;
 
 pub use busy_poll::{DEFAULT_BUSY_POLL, MAX_BUSY_POLL};
 pub use client::{Client, Events, IntoIter, Iter, SendPending, TryIter};
 pub use pool::{SocketTask, TaskPool};
 pub use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+pub use websocket::{Messages, WebSocket, connect, connect_with};
 pub use wxsocket_core::{
     Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
     ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
@@ -215,6 +277,7 @@ pub use wxsocket_core::{
 };
 pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;
+pub use wxsocket_wire::simple::{Closed, Error, ErrorKind};
 pub use wxsocket_wire::tls::TlsRoots;
 
 /// The README's examples, compiled and run as doc tests.

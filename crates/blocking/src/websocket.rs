@@ -1,0 +1,281 @@
+//! The simple path: [`connect`] blocks until the socket is open and returns a
+//! [`WebSocket`] whose [`recv`](WebSocket::recv) and iterator yield received messages only;
+//! its sends wait for room and for the write; its [`close`](WebSocket::close) waits for the
+//! close handshake. Built on [`Client`] and [`Events`], which stay one call away
+//! ([`WebSocket::into_parts`]). The same names and meanings as `wxsocket-tokio`'s, without
+//! the `.await`.
+
+use crate::{Client, Config, Events};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Event, Message, ReadyState};
+use wxsocket_wire::client::SendFailed;
+use wxsocket_wire::simple::{Closed, Error};
+
+/// Connects and blocks until the socket is open, or fails with why it never opened:
+/// [`Error::Connection`] with the dial's error (DNS, TCP, TLS, the HTTP upgrade, the
+/// handshake timeout, 60 s by default), or [`Error::Options`] / [`Error::Config`] before
+/// anything is dialled. `options` is a URL (`&str`, `String`) or a [`ConnectOptions`].
+///
+/// ```
+/// # let server = wxsocket_test_server::EchoServer::start().unwrap();
+/// # let url = server.url();
+/// let mut ws = wxsocket_blocking::connect(url.as_str())?;
+/// for text in ["one", "two", "three"] {
+///     ws.send(text)?;
+///     println!("{}", ws.recv().expect("an echo"));
+/// }
+/// ws.close()?;
+/// # Ok::<(), wxsocket_blocking::Error>(())
+/// ```
+pub fn connect(options: impl Into<ConnectOptions>) -> Result<WebSocket, Error> {
+    connect_with(Config::default(), options)
+}
+
+/// [`connect`] with a configuration (TLS roots, bounds, keepalive, a reconnect policy…).
+/// Send completions are not queued as events on this path (`send` returns when written).
+///
+/// With a [`ReconnectPolicy`](wxsocket_core::ReconnectPolicy) a failed dial is retried
+/// as the policy says, and this call keeps waiting until one opens; it fails only when
+/// the policy gives up (with the last attempt's error). A policy without
+/// `max_attempts` may therefore wait for as long as the server stays unreachable.
+pub fn connect_with(
+    mut config: Config,
+    options: impl Into<ConnectOptions>,
+) -> Result<WebSocket, Error> {
+    config.session.send_completions = false;
+    let (client, events) = Client::new(config)?;
+    client.connect(&options.into())?;
+    let mut failure: Option<ConnectionError> = None;
+    loop {
+        match events.recv() {
+            Some(Event::Open { .. }) => break,
+            Some(Event::Error { error, .. }) => failure = Some(error),
+            // A reconnect policy dials again: keep waiting for an open.
+            Some(Event::Reconnecting { .. }) => failure = None,
+            Some(event @ Event::Close { .. }) if client.state() == ReadyState::Closed => {
+                let closed = Closed::of(&event).expect("a close event");
+                return Err(failure.map_or(Error::Closed(closed), Error::Connection));
+            }
+            Some(_) => {}
+            None => return Err(Error::Closed(gone())),
+        }
+    }
+    Ok(WebSocket {
+        client,
+        events,
+        closed: None,
+        error: None,
+    })
+}
+
+/// The close reported when the driver ended without a close event.
+fn gone() -> Closed {
+    Closed::new(1006, "the client's driver has ended", false)
+}
+
+/// An open WebSocket (from [`connect`]): [`recv`](Self::recv) and the iterator give the
+/// messages it receives, [`send`](Self::send) and [`close`](Self::close) block until done.
+///
+/// `recv` returns `None` when the connection has closed for good: the close is then in
+/// [`closed`](Self::closed), and the failure that caused it, if any, in
+/// [`error`](Self::error); messages that arrived before the close are all handed out
+/// first. With a reconnect policy it goes on across reconnections (lifecycle events are
+/// skipped; [`into_parts`](Self::into_parts) gives them all).
+///
+/// Iterating takes `&mut`, so the socket is still there after the loop:
+///
+/// ```
+/// # let server = wxsocket_test_server::EchoServer::start().unwrap();
+/// # let mut ws = wxsocket_blocking::connect(server.url())?;
+/// ws.send("ping")?;
+/// ws.send("bye")?;
+/// // Or `ws.iter()`; ends when the connection closes for good.
+/// for message in &mut ws {
+///     println!("{message}");
+///     if message.as_text() == Some("bye") {
+///         break;
+///     }
+/// }
+/// ws.close()?;
+/// # Ok::<(), wxsocket_blocking::Error>(())
+/// ```
+///
+/// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
+/// reading from the server, and a server that then stops reading leaves `send` waiting
+/// for room. To send from another thread while this one receives, clone
+/// [`client`](Self::client) (`Client` is `Clone + Send + Sync`); its
+/// [`send_timeout`](Client::send_timeout) bounds the wait.
+pub struct WebSocket {
+    client: Client,
+    events: Events,
+    closed: Option<Closed>,
+    error: Option<ConnectionError>,
+}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("state", &self.client.state())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocket {
+    /// Sends a message and blocks until it is written to the socket; when the send buffer
+    /// is full it first waits for room. Fails if the connection is closed (an error whose
+    /// [`kind`](Error::kind) is [`ErrorKind::Closed`](crate::ErrorKind::Closed)) or goes
+    /// away before the message is written. While reconnecting, the message is queued for
+    /// the next connection and this waits until it is written there.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+        match self.client.send(message) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.send_error(e)),
+        }
+    }
+
+    /// A send error, as "closed" once the connection has closed.
+    fn send_error(&self, e: SendFailed) -> Error {
+        match (&self.closed, &e) {
+            (Some(closed), SendFailed::Refused(r)) if !r.is_full() => Error::Closed(closed.clone()),
+            _ => Error::Send(e),
+        }
+    }
+
+    /// Blocks until the next received message; `None` once the connection has closed for
+    /// good (and every message received before the close was handed out).
+    pub fn recv(&mut self) -> Option<Message> {
+        self.next_message(None).ok()
+    }
+
+    /// [`recv`](Self::recv) waiting at most `timeout`:
+    /// [`RecvTimeoutError::Timeout`] if no message came in time (the socket is still
+    /// usable), [`RecvTimeoutError::Disconnected`] once the connection has closed for good.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
+        self.next_message(Some(timeout))
+    }
+
+    /// A blocking iterator over the received messages (each step is
+    /// [`recv`](Self::recv)); it ends when the connection has closed for good. `for
+    /// message in &mut ws` is the same.
+    pub fn iter(&mut self) -> Messages<'_> {
+        Messages { ws: self }
+    }
+
+    /// Closes with code 1000 and blocks until the close handshake is done (bounded by the
+    /// close timeout, 10 s by default); returns how the connection closed. Messages that
+    /// arrive meanwhile are dropped. Closing a socket that is already closed returns its
+    /// close.
+    pub fn close(mut self) -> Result<Closed, Error> {
+        self.close_with(1000, "")
+    }
+
+    /// [`close`](Self::close) with a code (1000, or 3000–4999) and a reason (at most 123
+    /// bytes); an invalid one is [`Error::Close`] and nothing is closed.
+    pub fn close_with(&mut self, code: u16, reason: &str) -> Result<Closed, Error> {
+        if self.closed.is_none() {
+            match self.client.close(Some(code), reason) {
+                // Already closed: the close event is still to be taken below.
+                Ok(()) | Err(CloseError::NotConnected) => {}
+                Err(e) => return Err(e.into()),
+            }
+            while self.recv().is_some() {}
+        }
+        Ok(self.closed.clone().unwrap_or_else(gone))
+    }
+
+    /// How the connection closed, once [`recv`](Self::recv) has returned `None` (or
+    /// [`close_with`](Self::close_with) has returned).
+    pub fn closed(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
+    /// The failure that ended the connection, if one did (the last one reported, with a
+    /// reconnect policy).
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, `send_timeout`,
+    /// socket details; a clone of it sends from another thread.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The full event model: the [`Client`] and its [`Events`] (every lifecycle event).
+    pub fn into_parts(self) -> (Client, Events) {
+        (self.client, self.events)
+    }
+
+    /// The next message, waiting at most `timeout` (`None`: without a limit).
+    fn next_message(&mut self, timeout: Option<Duration>) -> Result<Message, RecvTimeoutError> {
+        let deadline = timeout.map(|t| Instant::now().checked_add(t));
+        loop {
+            if self.closed.is_some() {
+                // Closed for good: hand out what was still queued, never wait.
+                match self.events.try_recv() {
+                    Ok(Event::Message { message, .. }) => return Ok(message),
+                    Ok(event) => self.note(event),
+                    Err(_) => return Err(RecvTimeoutError::Disconnected),
+                }
+                continue;
+            }
+            let event = match deadline {
+                None | Some(None) => self.events.recv().ok_or(RecvTimeoutError::Disconnected),
+                Some(Some(deadline)) => self
+                    .events
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            };
+            match event {
+                Ok(Event::Message { message, .. }) => return Ok(message),
+                Ok(event) => self.note(event),
+                Err(RecvTimeoutError::Timeout) => return Err(RecvTimeoutError::Timeout),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.closed.get_or_insert_with(gone);
+                    return Err(RecvTimeoutError::Disconnected);
+                }
+            }
+        }
+    }
+
+    /// Records what a lifecycle event says about the end of the connection.
+    fn note(&mut self, event: Event) {
+        match event {
+            Event::Error { error, .. } => self.error = Some(error),
+            // Closed is final (this path never connects again): every later event is
+            // already queued and is taken without waiting. A later close among them (the
+            // state was read after a reconnection had ended too) is the one that counts.
+            Event::Close { .. }
+                if self.closed.is_some() || self.client.state() == ReadyState::Closed =>
+            {
+                self.closed = Closed::of(&event);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The blocking iterator over a [`WebSocket`]'s messages, from [`WebSocket::iter`] or
+/// `&mut ws`: each step is [`WebSocket::recv`].
+#[derive(Debug)]
+pub struct Messages<'a> {
+    ws: &'a mut WebSocket,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        self.ws.recv()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut WebSocket {
+    type Item = Message;
+    type IntoIter = Messages<'a>;
+
+    fn into_iter(self) -> Messages<'a> {
+        self.iter()
+    }
+}
