@@ -293,6 +293,13 @@ impl Client {
             })
     }
 
+    /// Sends a ping (payload at most 125 bytes) on the open connection; the peer's answer
+    /// arrives as [`Event::Pong`] with the same payload.
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), wxsocket_core::PingError> {
+        let payload = payload.into();
+        self.handle.call(|s, now| s.ping(payload, now))
+    }
+
     /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.
     pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
         self.handle.call(|s, now| s.close(code, reason, now))

@@ -146,6 +146,12 @@ impl SocketTask {
             })
     }
 
+    /// Sends a ping on this connection; see [`crate::Client::ping`].
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), wxsocket_core::PingError> {
+        let (id, payload) = (self.id, payload.into());
+        self.handle.call(|p, now| p.ping(id, payload, now))
+    }
+
     /// Closes this connection (code 1000 or 3000–4999, reason at most 123 bytes).
     pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
         let id = self.id;

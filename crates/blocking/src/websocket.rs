@@ -66,6 +66,7 @@ pub fn connect_with(
         events,
         closed: None,
         error: None,
+        last_pong: None,
     })
 }
 
@@ -111,6 +112,8 @@ pub struct WebSocket {
     events: Events,
     closed: Option<Closed>,
     error: Option<ConnectionError>,
+    /// The payload of the last pong that answered a [`WebSocket::ping`].
+    last_pong: Option<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -185,6 +188,17 @@ impl WebSocket {
         Ok(self.closed.clone().unwrap_or_else(gone))
     }
 
+    /// Sends a ping (payload at most 125 bytes); the pong is seen by
+    /// [`last_pong`](Self::last_pong) once `recv` has gone past it.
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        Ok(self.client.ping(payload)?)
+    }
+
+    /// The payload of the latest pong answering [`ping`](Self::ping).
+    pub fn last_pong(&self) -> Option<&bytes::Bytes> {
+        self.last_pong.as_ref()
+    }
+
     /// How the connection closed, once [`recv`](Self::recv) has returned `None` (or
     /// [`close_with`](Self::close_with) has returned).
     pub fn closed(&self) -> Option<&Closed> {
@@ -243,6 +257,7 @@ impl WebSocket {
     fn note(&mut self, event: Event) {
         match event {
             Event::Error { error, .. } => self.error = Some(error),
+            Event::Pong { payload, .. } => self.last_pong = Some(payload),
             // Closed is final (this path never connects again): every later event is
             // already queued and is taken without waiting. A later close among them (the
             // state was read after a reconnection had ended too) is the one that counts.

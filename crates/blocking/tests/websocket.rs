@@ -497,3 +497,25 @@ fn a_websocket_moves_to_and_is_shared_with_other_threads() {
     send_sync::<wxsocket_blocking::WebSocket>();
     send_sync::<wxsocket_blocking::Messages<'static>>();
 }
+
+#[test]
+fn a_ping_is_answered_by_a_pong_with_its_payload() {
+    bounded(|| {
+        let server = EchoServer::start().unwrap();
+        let mut ws = wxsocket_blocking::connect(server.url()).unwrap();
+        ws.ping("are you there").unwrap();
+        ws.send("after").unwrap();
+        // The pong came before the echo sent after it.
+        assert_eq!(ws.recv().unwrap().as_text(), Some("after"));
+        assert_eq!(ws.last_pong().map(|p| &p[..]), Some(&b"are you there"[..]));
+        let err = ws.ping(vec![0u8; 126]).unwrap_err();
+        assert_eq!(err.kind(), wxsocket_blocking::ErrorKind::Invalid);
+        let (client, events) = ws.into_parts();
+        client.ping("raw").unwrap();
+        let pong = events
+            .iter()
+            .find(|e| matches!(e, wxsocket_blocking::Event::Pong { .. }))
+            .unwrap();
+        assert_eq!(pong.to_string(), format!("#{} pong (3 bytes)", pong.conn()));
+    });
+}

@@ -180,7 +180,10 @@ impl WebSocket {
                 // Closed for good; what was still queued has been taken below.
                 return match self.events.try_next() {
                     Some(Event::Message { message, .. }) => Poll::Ready(Some(message)),
-                    Some(_) => continue,
+                    Some(event) => {
+                        self.note_late(event);
+                        continue;
+                    }
                     None => Poll::Ready(None),
                 };
             }
@@ -203,6 +206,18 @@ impl WebSocket {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A lifecycle event taken after the final close (see `poll_message`): a later close
+    /// (a reconnection that also ended before the application read the first) is the one
+    /// that counts; errors and pongs are recorded as before.
+    fn note_late(&mut self, event: Event) {
+        match event {
+            Event::Error { error, .. } => self.error = Some(error),
+            Event::Pong { payload, .. } => self.last_pong = Some(payload),
+            Event::Close { .. } => self.closed = Closed::of(&event),
+            _ => {}
         }
     }
 }
