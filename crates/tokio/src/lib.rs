@@ -6,8 +6,29 @@
 //! replacement, the close-before-open policy, keepalive, exactly-once send completion) is
 //! the core's; this crate moves bytes and keeps one timer.
 //!
-//! Three surfaces, one driver:
+//! The whole echo client, on the simple path ([`connect`] waits for open; [`WebSocket`]
+//! yields received messages only; `send` and `close` wait):
 //!
+//! ```
+//! #[tokio::main]
+//! async fn main() -> Result<(), wxsocket_tokio::Error> {
+//!     # let server = wxsocket_test_server::EchoServer::start().unwrap();
+//!     # let mut ws = wxsocket_tokio::connect(server.url()).await?;
+//!     # /*
+//!     let mut ws = wxsocket_tokio::connect("ws://127.0.0.1:9001").await?;
+//!     # */
+//!     for text in ["one", "two", "three"] {
+//!         ws.send(text).await?;
+//!         println!("{}", ws.next().await.expect("an echo"));
+//!     }
+//!     ws.close().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Underneath, three surfaces, one driver:
+//!
+//! - [`WebSocket`] ([`connect`], [`connect_with`]): the simple path above, over a [`Client`];
 //! - [`Client`] + [`Events`]: one socket at a time (the model of WeChat's `wx.connectSocket`),
 //!   with awaitable and non-waiting sends and a [`Stream`](futures_core::Stream) of every
 //!   [`Event`];
