@@ -65,10 +65,10 @@ impl std::fmt::Display for Closed {
 #[non_exhaustive]
 pub enum Error {
     /// The configuration was invalid (the field is named); nothing was dialled.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration: {0} (fix that field; nothing was dialled)")]
     Config(#[from] ConfigError),
     /// The connect options were invalid (the field is named); nothing was dialled.
-    #[error("invalid connect options: {0}")]
+    #[error("invalid connect options: {0} (fix that option; nothing was dialled)")]
     Options(#[from] ConnectError),
     /// A close code or reason was invalid (1000 or 3000–4999; at most 123 bytes).
     #[error("invalid close: {0}")]
@@ -78,14 +78,14 @@ pub enum Error {
     Ping(#[from] PingError),
     /// The connection failed: it never opened (DNS, TCP, TLS, the HTTP upgrade, the
     /// handshake timeout), or it failed while open (protocol error, keepalive, I/O).
-    #[error("connection failed: {0}")]
+    #[error("connection failed: {0} (connect again, or use a reconnect policy)")]
     Connection(ConnectionError),
     /// The connection is closed (by the peer, or by this side): nothing more can be sent.
-    #[error("connection closed: {0}")]
+    #[error("connection closed: {0} (connect again to go on)")]
     Closed(Closed),
     /// A send was refused at once (the message is in the error) or accepted but never
     /// written.
-    #[error("send failed: {0}")]
+    #[error("send failed: {0} (the message was not written)")]
     Send(#[from] SendFailed),
 }
 
