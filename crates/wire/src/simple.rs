@@ -85,7 +85,7 @@ pub enum Error {
     Closed(Closed),
     /// A send was refused at once (the message is in the error) or accepted but never
     /// written.
-    #[error("send failed: {0} (the message was not written)")]
+    #[error("send failed: {0} (the message was not confirmed written)")]
     Send(#[from] SendFailed),
 }
 
