@@ -502,8 +502,13 @@ impl Client {
                 }
             }
             // No room yet: standard input waits until the session has some (an open, a
-            // completed send), so piped input is never refused for going fast.
-            Err(SendError::QueueFull(message) | SendError::BufferFull(message)) => {
+            // completed send, completions taken), so piped input is never refused for going
+            // fast.
+            Err(
+                SendError::QueueFull(message)
+                | SendError::BufferFull(message)
+                | SendError::CompletionsFull(message),
+            ) => {
                 self.blocked = Some(message);
             }
             Err(e) => {

@@ -27,6 +27,19 @@ pub struct Client {
     sink: SinkState,
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(message) = self.sink.pending.take()
+            && let Err(refused) = self.try_send(message)
+        {
+            tracing::warn!(
+                error = %refused,
+                "a message given to the Sink was dropped unsent: the sink was not flushed"
+            );
+        }
+    }
+}
+
 impl Clone for Client {
     /// Another handle to the same session; as a [`Sink`] it starts empty.
     fn clone(&self) -> Self {
@@ -342,9 +355,11 @@ impl Client {
 /// close it with [`Client::close`]). A message the core refuses for good (not connected,
 /// closing, too large) fails the sink with [`SendFailed::Refused`], which hands it back.
 ///
-/// Cancel safety: a message given to `start_send` is either accepted by the core (then it
-/// is written, and its completion event says how it ended) or still held by this handle,
-/// to be pushed by the next `poll_ready`/`poll_flush`; dropping the handle drops it unsent.
+/// Cancel safety: a message given to `start_send` is accepted by the core at once when
+/// there is room (then it is written, and its completion event says how it ended);
+/// otherwise this handle holds it until `poll_ready` / `poll_flush` find room. A handle
+/// dropped while it holds one makes a last attempt to send it and, if that is refused,
+/// reports the loss with a `tracing` warning: flush a sink before dropping it.
 impl Sink<Message> for Client {
     type Error = SendFailed;
 
@@ -355,7 +370,20 @@ impl Sink<Message> for Client {
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), SendFailed> {
         let this = self.get_mut();
         debug_assert!(this.sink.pending.is_none(), "start_send without poll_ready");
-        this.sink.pending = Some(item);
+        // Handed to the core at once when it has room; otherwise held until the next
+        // `poll_ready` / `poll_flush` finds room.
+        let shared = &this.inner.shared;
+        let result = shared.call(|core, now| {
+            let id = core.machine.send(item, now)?;
+            let (tx, rx) = oneshot::channel();
+            core.out.waiters.insert(id, tx);
+            Ok::<_, SendError>(rx)
+        });
+        match result {
+            Ok(done) => this.sink.last = Some(done),
+            Err(refused) if refused.is_full() => this.sink.pending = Some(refused.into_message()),
+            Err(refused) => return Err(SendFailed::Refused(refused)),
+        }
         Ok(())
     }
 
