@@ -117,6 +117,7 @@ impl Pool {
         }
         let mut session = Session::new(config).expect("config validated in Pool::new");
         session.track_completions(self.track_completions);
+        session.held = self.reading_paused;
         session.connect_as(id, request, now);
         self.tasks.push((id, session));
         Ok(id)
@@ -251,7 +252,8 @@ impl Pool {
             )
         {
             self.reading_paused = false;
-            for (_, s) in &self.tasks {
+            for (_, s) in &mut self.tasks {
+                s.held = false;
                 if let Some(conn) = s.current() {
                     self.actions.push_back(Action::ResumeReading { conn });
                 }
@@ -294,6 +296,11 @@ impl Pool {
             )
         {
             self.reading_paused = true;
+            // Each session keeps its keepalive off and resumes a connection it stops
+            // reading (its close), as under its own pause.
+            for (_, s) in &mut self.tasks {
+                s.held = true;
+            }
         }
         out
     }

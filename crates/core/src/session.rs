@@ -99,6 +99,9 @@ pub struct Session {
     /// Reading is paused: the backlog reached its bound and has not yet come down to
     /// half of it.
     reading_paused: bool,
+    /// Reading is paused from outside, by a [`crate::Pool`]'s total bound: keepalive holds
+    /// off, and a connection that stops being read is resumed, as under `reading_paused`.
+    pub(crate) held: bool,
     /// When reading last paused, until the pause is accounted in `stats`.
     paused_since: Option<Instant>,
     /// Reading resumed; the pause's length is added at the next input (which has a time).
@@ -251,6 +254,7 @@ impl Session {
             shut_down: false,
             backlog: Backlog::default(),
             reading_paused: false,
+            held: false,
             paused_since: None,
             resumed: false,
             completions: None,
@@ -878,7 +882,7 @@ impl Session {
     /// `conn` stops being the reading connection (its data is discarded from now on): if
     /// reading was paused, the driver reads it again, so its close handshake can finish.
     fn release_reads(&mut self, conn: ConnId) {
-        if self.reading_paused && self.reading_conn() != Some(conn) {
+        if (self.reading_paused || self.held) && self.reading_conn() != Some(conn) {
             self.actions.push_back(Action::ResumeReading { conn });
         }
     }
@@ -948,7 +952,7 @@ impl Session {
             Conn::Open(mut o) => match o.liveness {
                 Some(l) if l.deadline <= now => {
                     let k = self.config.keepalive.expect("liveness implies keepalive");
-                    if self.reading_paused {
+                    if self.reading_paused || self.held {
                         // Reading is paused for the application: a pong would wait behind
                         // the backlog, which itself proves the peer alive.
                         o.liveness = Some(Liveness {
