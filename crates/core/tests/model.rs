@@ -1525,8 +1525,16 @@ fn policy() -> impl Strategy<Value = CloseBeforeOpen> {
     ]
 }
 
+/// Cases per test: 2000, or `PROPTEST_CASES` when set (for a longer run).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn session_matches_the_model(
