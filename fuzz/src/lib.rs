@@ -7,15 +7,31 @@
 //! - [`session`]: arbitrary sequences of application calls, transport inputs (any
 //!   `ConnId`, any order, any state) and time jumps into a [`Session`], with reconnection
 //!   on or off; after every step the session's invariants are checked. Text frames are
-//!   fed as bytes, valid UTF-8 or not, as a driver would: a delivered text is exactly one
-//!   that was fed, and invalid UTF-8 must end the connection with 1007.
+//!   fed as bytes, valid UTF-8 or not, as a driver would: invalid UTF-8 must end the
+//!   connection with 1007.
+//!
+//!   Flow control (SPEC §7): the receive and completion bounds are small; the
+//!   application takes every event after every step, or only as many as `Take` steps say.
+//!   The peer's frames wait in a socket that the driver reads only within the credit
+//!   `read_credit` gives, spent with `ReadCredit::take`. Checked after every step: the
+//!   untaken messages equal the ones handed over and not taken, at most
+//!   `max_received_messages`, and less than `max_received_bytes + max_message_size` bytes;
+//!   reading is paused exactly from reaching a bound until the application has taken them
+//!   down to half of both (so full ⇒ paused, paused ⇒ above half), and the credit is what
+//!   is left under the bounds; a connection the driver waits on is not readable without a
+//!   `ResumeReading` (no lost wake-up) and is not declared dead by keepalive; every message
+//!   handed over while the session reads that connection is delivered once, in order
+//!   (binary ones are numbered); `CompletionsFull` exactly at the completion bound; each
+//!   send completes exactly once (its outcome for the driver, and its event unless it
+//!   succeeded without `send_completions`).
 //! - [`connect_options`]: arbitrary URLs, headers, protocols, data and permessage-deflate
 //!   offers into option validation; every input is accepted or rejected with an error
 //!   naming its option, an accepted request never carries CR/LF or a forbidden header, and
 //!   an accepted deflate offer is one our server-side acceptance and the client agree on;
 //!   and a generated option set that is valid by construction is accepted as given.
 //! - [`pool`]: several connections at once in a [`Pool`], every close call's result
-//!   predicted from its arguments and the task's state.
+//!   predicted from its arguments and the task's state; the same flow-control checks per
+//!   task and for the pool's totals (`pool_receive_bounds`).
 //! - [`inflate()`]: the permessage-deflate read path under tungstenite, on well-formed
 //!   compressed conversations followed by arbitrary bytes (see [`mod@inflate`]).
 //!
@@ -32,7 +48,7 @@ pub mod inflate;
 pub use inflate::inflate;
 
 use arbitrary::{Arbitrary, Unstructured};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use wxsocket_core::*;
 
@@ -66,6 +82,18 @@ enum Op {
     },
     /// The driver shuts the machine down (every handle was dropped).
     Shutdown,
+    /// The application takes up to `n` events (when it does not take every event after
+    /// every step).
+    Take {
+        n: u8,
+    },
+    /// The peer sends `count` binary messages of `len` bytes on a connection (the
+    /// session's current one; the pool task `conn`'s).
+    Burst {
+        count: u8,
+        len: u8,
+        conn: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -106,6 +134,16 @@ struct Setup {
     queue_messages: u8,
     queue_bytes: u8,
     extra_buffer: u8,
+    /// `receive_bounds` (messages, bytes), small unless the first is 255 (the default).
+    receive: (u8, u8),
+    /// `pool_receive_bounds` (messages, bytes), small.
+    pool_receive: (u8, u8),
+    completions: u8,
+    send_completions: bool,
+    receive_while_closing: bool,
+    /// The application takes events only when a `Take` step says (otherwise every event
+    /// after every step, as before flow control).
+    lazy: bool,
 }
 
 impl Setup {
@@ -123,7 +161,22 @@ impl Setup {
             .max_message_size(200)
             .handshake_timeout(Duration::from_millis(500))
             .close_timeout(Duration::from_millis(300))
-            .pool_limit(3);
+            .pool_limit(3)
+            .receive_bounds(
+                if self.receive.0 == u8::MAX {
+                    1024
+                } else {
+                    usize::from(self.receive.0 % 8) + 1
+                },
+                usize::from(self.receive.1) * 4 + 1,
+            )
+            .pool_receive_bounds(
+                usize::from(self.pool_receive.0 % 16) + 1,
+                usize::from(self.pool_receive.1) * 8 + 1,
+            )
+            .max_untaken_completions(usize::from(self.completions % 8) + 1)
+            .send_completions(self.send_completions)
+            .receive_while_closing(self.receive_while_closing);
         if self.keepalive {
             c = c.keepalive(Duration::from_millis(200), Duration::from_millis(100));
         }
@@ -167,14 +220,146 @@ struct Invariants {
     unconfirmed: BTreeMap<ConnId, Vec<SendId>>,
     earliest_dial: BTreeMap<ConnId, Instant>,
     dials: BTreeSet<ConnId>,
-    /// Text payloads fed per connection, in order, not yet delivered: a delivered text
-    /// message must be the next of these (or a later one), byte for byte.
-    fed_text: BTreeMap<ConnId, std::collections::VecDeque<Vec<u8>>>,
     /// The close code a connection must end with, from its transport error event.
     close_code: BTreeMap<ConnId, u16>,
+    /// Every send's outcome as the driver learns it (`poll_completion`): succeeded or not.
+    outcomes: BTreeMap<SendId, bool>,
+    /// Per connection, the messages handed over while the machine read that connection
+    /// for the application, not yet taken: each is delivered once, in this order.
+    expect: BTreeMap<ConnId, VecDeque<Message>>,
+    /// The task each such connection belongs to (a session is one task, `ConnId` 0).
+    task_of: BTreeMap<ConnId, ConnId>,
+    /// Untaken messages per task, and over all tasks (a pool's total).
+    tasks: BTreeMap<ConnId, Untaken>,
+    total: Untaken,
+    /// The last message number the peer sent.
+    sent: u64,
+}
+
+/// Received messages not yet taken, and whether they hold reading paused: from reaching
+/// a bound (count or bytes) until taken down to half of both.
+#[derive(Debug, Default, Clone, Copy)]
+struct Untaken {
+    messages: usize,
+    bytes: usize,
+    paused: bool,
+}
+
+impl Untaken {
+    fn is_full(&self, (messages, bytes): (usize, usize)) -> bool {
+        self.messages >= messages || self.bytes >= bytes
+    }
+
+    fn is_low(&self, (messages, bytes): (usize, usize)) -> bool {
+        self.messages <= messages / 2 && self.bytes <= bytes / 2
+    }
+
+    fn add(&mut self, len: usize, bounds: (usize, usize)) {
+        self.messages += 1;
+        self.bytes += len;
+        if self.is_full(bounds) {
+            self.paused = true;
+        }
+    }
+
+    fn take(&mut self, len: usize, bounds: (usize, usize)) {
+        self.messages -= 1;
+        self.bytes -= len;
+        if self.paused && self.is_low(bounds) {
+            self.paused = false;
+        }
+    }
+
+    /// The credit these bounds leave.
+    fn credit(&self, (messages, bytes): (usize, usize)) -> ReadCredit {
+        if self.paused {
+            ReadCredit::PAUSED
+        } else {
+            ReadCredit::new(messages - self.messages, bytes - self.bytes)
+        }
+    }
+
+    /// At most the bound of messages; bytes under the bound but for the one message
+    /// that crossed it (at most `max_message_size`); paused exactly as derived.
+    fn check(&self, what: &str, (messages, bytes): (usize, usize), max_message: usize) {
+        assert!(
+            self.messages <= messages,
+            "{what}: {} messages untaken, bound {messages}",
+            self.messages
+        );
+        assert!(
+            self.bytes < bytes + max_message,
+            "{what}: {} bytes untaken, bound {bytes}",
+            self.bytes
+        );
+        if self.is_full((messages, bytes)) {
+            assert!(self.paused, "{what}: at the bound but reading");
+        }
+        if self.paused {
+            assert!(
+                !self.is_low((messages, bytes)),
+                "{what}: paused at half of both bounds"
+            );
+        }
+    }
 }
 
 impl Invariants {
+    fn bounds(&self) -> (usize, usize) {
+        (
+            self.config.max_received_messages,
+            self.config.max_received_bytes,
+        )
+    }
+
+    fn pool_bounds(&self) -> (usize, usize) {
+        (
+            self.config.max_pool_received_messages,
+            self.config.max_pool_received_bytes,
+        )
+    }
+
+    /// A message handed to the machine while it read `conn` (of `task`) for the
+    /// application.
+    fn handed_over(&mut self, conn: ConnId, task: ConnId, message: Message) {
+        let (bounds, pool_bounds) = (self.bounds(), self.pool_bounds());
+        self.tasks
+            .entry(task)
+            .or_default()
+            .add(message.len(), bounds);
+        self.total.add(message.len(), pool_bounds);
+        self.task_of.insert(conn, task);
+        self.expect.entry(conn).or_default().push_back(message);
+    }
+
+    /// The credit a reading connection of `task` must have: its task's, within the pool's
+    /// total (`pool`).
+    fn credit(&self, task: ConnId, pool: bool) -> ReadCredit {
+        let own = self
+            .tasks
+            .get(&task)
+            .copied()
+            .unwrap_or_default()
+            .credit(self.bounds());
+        if !pool || own.is_paused() {
+            return own;
+        }
+        let total = self.total.credit(self.pool_bounds());
+        if total.is_paused() {
+            return total;
+        }
+        ReadCredit::new(own.messages.min(total.messages), own.bytes.min(total.bytes))
+    }
+
+    /// A send's outcome, as the driver learns it: exactly once per issued send.
+    fn outcome(&mut self, id: SendId, ok: bool) {
+        assert!(
+            self.issued.contains_key(&id),
+            "outcome of {id} never issued"
+        );
+        assert!(self.outcomes.insert(id, ok).is_none(), "{id}: two outcomes");
+    }
+
     fn action(&mut self, action: Action, now: Instant) {
         match action {
             Action::Dial { conn, request } => {
@@ -204,7 +389,9 @@ impl Invariants {
         }
     }
 
-    fn event(&mut self, event: Event, now: Instant, single: bool) {
+    /// An event the application takes; `waiting`: connections the driver does not read
+    /// because their credit was used up.
+    fn event(&mut self, event: Event, now: Instant, single: bool, waiting: &BTreeSet<ConnId>) {
         let conn = event.conn();
         if single {
             if let Some(last) = self.last_conn {
@@ -235,18 +422,28 @@ impl Invariants {
                 assert!(seen[1]);
                 if let Message::Text(t) = message {
                     assert!(std::str::from_utf8(t.as_bytes()).is_ok());
-                    // Exactly a payload that was fed as text on this connection, in order
-                    // (undelivered ones in between were fed while not open).
-                    let fed = self.fed_text.entry(conn).or_default();
-                    let at = fed
-                        .iter()
-                        .position(|b| b.as_slice() == t.as_bytes().as_ref())
-                        .unwrap_or_else(|| panic!("text {t:?} on {conn} was never fed"));
-                    fed.drain(..=at);
                 }
+                // Exactly the next message handed over on this connection.
+                let next = self.expect.get_mut(&conn).and_then(VecDeque::pop_front);
+                assert_eq!(
+                    next.as_ref(),
+                    Some(message),
+                    "message on {conn} lost, repeated or out of order"
+                );
+                let (bounds, pool_bounds) = (self.bounds(), self.pool_bounds());
+                let task = self.task_of[&conn];
+                let untaken = self.tasks.get_mut(&task).expect("a task with messages");
+                untaken.take(message.len(), bounds);
+                self.total.take(message.len(), pool_bounds);
             }
             Event::Error { error, .. } => {
                 assert!(seen[0]);
+                if let ConnectionError::KeepaliveTimeout(_) = error {
+                    assert!(
+                        !waiting.contains(&conn),
+                        "{conn} declared dead while its reading was paused"
+                    );
+                }
                 if let ConnectionError::Transport(e) = error {
                     // RFC 6455 §7.4.1, written out: the close code of a failed connection.
                     let code = match e.kind {
@@ -268,6 +465,8 @@ impl Invariants {
                     "{id} of {issued} completed on {conn}"
                 );
                 assert!(self.completed.insert(*id), "{id} completed twice");
+                let ok = matches!(event, Event::SendCompleted { .. });
+                assert_eq!(self.outcomes.get(id), Some(&ok), "{id}'s event and outcome");
             }
             Event::Close { code, reason, .. } => {
                 assert!(*code >= 1000 && *code < 5000, "close code {code}");
@@ -282,12 +481,23 @@ impl Invariants {
     }
 
     fn finish(&self) {
+        // Every send completes exactly once: an outcome for the driver, and an event
+        // unless it succeeded without `send_completions`.
         let missing: Vec<_> = self
             .issued
             .keys()
-            .filter(|id| !self.completed.contains(id))
+            .filter(|id| {
+                let reported = self.completed.contains(id);
+                match self.outcomes.get(id) {
+                    None => true,
+                    Some(true) => reported != self.config.send_completions,
+                    Some(false) => !reported,
+                }
+            })
             .collect();
         assert!(missing.is_empty(), "sends never completed: {missing:?}");
+        let lost: Vec<_> = self.expect.iter().filter(|(_, q)| !q.is_empty()).collect();
+        assert!(lost.is_empty(), "messages never delivered: {lost:?}");
         for (conn, seen) in &self.conns {
             assert!(seen[2], "{conn} never got its close event");
             assert!(seen[0] || seen[3], "{conn} lacks its connecting event");
@@ -306,8 +516,23 @@ impl Invariants {
     }
 }
 
-/// Feeds one transport input; returns the event fed.
+/// The transport event a driver makes of one input (a message larger than
+/// `max_message_size` fails the connection with `MessageTooBig`, as the driver's reader
+/// refuses it).
 fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEvent {
+    let event = raw_event(input, conn, inv);
+    match event {
+        TransportEvent::Message(m) if m.len() > inv.config.max_message_size => {
+            TransportEvent::Error(TransportError::new(
+                TransportErrorKind::MessageTooBig,
+                "message too big",
+            ))
+        }
+        event => event,
+    }
+}
+
+fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEvent {
     match input {
         Input::Opened { protocol } => TransportEvent::Opened(Box::new(Handshake {
             protocol: match protocol % 3 {
@@ -320,17 +545,11 @@ fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> Transpo
         Input::ConnectFailed { kind: k } => {
             TransportEvent::ConnectFailed(TransportError::new(kind(*k), "fuzz"))
         }
-        Input::Message { len } => TransportEvent::Message(Message::binary(bytes_of(*len))),
+        Input::Message { len } => TransportEvent::Message(numbered(inv, *len)),
         // What a driver does with a text frame: a message if it is UTF-8, otherwise the
         // connection fails with InvalidUtf8 (and must close with 1007).
         Input::Text { bytes } => match String::from_utf8(bytes.clone()) {
-            Ok(text) => {
-                inv.fed_text
-                    .entry(conn)
-                    .or_default()
-                    .push_back(bytes.clone());
-                TransportEvent::Message(Message::text(text))
-            }
+            Ok(text) => TransportEvent::Message(Message::text(text)),
             Err(_) => TransportEvent::Error(TransportError::new(
                 TransportErrorKind::InvalidUtf8,
                 "invalid UTF-8 in a text frame",
@@ -358,6 +577,211 @@ fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> Transpo
 
 fn bytes_of(len: u8) -> Vec<u8> {
     vec![b'x'; usize::from(len)]
+}
+
+/// The peer's next binary message: its number, padded to `len` bytes.
+fn numbered(inv: &mut Invariants, len: u8) -> Message {
+    inv.sent += 1;
+    let mut bytes = inv.sent.to_string().into_bytes();
+    bytes.resize(bytes.len().max(usize::from(len)), b'x');
+    Message::binary(bytes)
+}
+
+/// Whether a driver only gets this by reading the socket, so not while reading is paused:
+/// data and control frames, read errors (those answered with a close frame) and the end
+/// of the stream.
+fn is_read(event: &TransportEvent) -> bool {
+    match event {
+        TransportEvent::Message(_)
+        | TransportEvent::Ping(_)
+        | TransportEvent::Pong(_)
+        | TransportEvent::PeerClosed(_)
+        | TransportEvent::Closed => true,
+        TransportEvent::Error(e) => e.kind.sends_close_frame(),
+        _ => false,
+    }
+}
+
+/// What the fuzz targets drive: a session or a pool.
+trait Machine: Driven {
+    fn next_event(&mut self) -> Option<Event>;
+    fn next_completion(&mut self) -> Option<Completion>;
+}
+
+impl Machine for Session {
+    fn next_event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn next_completion(&mut self) -> Option<Completion> {
+        self.poll_completion()
+    }
+}
+
+impl Machine for Pool {
+    fn next_event(&mut self) -> Option<Event> {
+        self.poll_event()
+    }
+    fn next_completion(&mut self) -> Option<Completion> {
+        self.poll_completion()
+    }
+}
+
+/// The IO driver: the peer's frames wait in a socket per connection and are read only
+/// within the machine's credit; actions are carried out; the application takes events.
+#[derive(Default)]
+struct Driver {
+    /// Frames the peer sent and the driver has not read, per connection, in TCP's order.
+    socket: BTreeMap<ConnId, VecDeque<TransportEvent>>,
+    /// Connections whose credit the driver found used up: not read until
+    /// `ResumeReading`.
+    waiting: BTreeSet<ConnId>,
+    /// Connections whose transport the driver knows is over (aborted, failed, ended).
+    finished: BTreeSet<ConnId>,
+    /// Connections dialled, in order.
+    dialled: Vec<ConnId>,
+    /// The application takes events only on `Take` steps.
+    lazy: bool,
+}
+
+impl Driver {
+    /// Transport input for `conn`: a read goes through the socket, anything else to the
+    /// machine at once.
+    fn input<M: Machine>(&mut self, m: &mut M, conn: ConnId, event: TransportEvent, now: Instant) {
+        if is_read(&event) {
+            self.socket.entry(conn).or_default().push_back(event);
+            return;
+        }
+        if matches!(
+            event,
+            TransportEvent::Error(_) | TransportEvent::ConnectFailed(_)
+        ) {
+            self.finished.insert(conn);
+        }
+        m.handle(conn, event, now);
+    }
+
+    /// After a step: the driver takes the send outcomes and carries out the actions, the
+    /// application takes up to `quota` events, the driver reads what its credit allows;
+    /// again until nothing more is read. `live`: the connections the driver reads;
+    /// `task`: the task a reading connection belongs to.
+    #[allow(clippy::too_many_arguments)]
+    fn settle<M: Machine>(
+        &mut self,
+        m: &mut M,
+        inv: &mut Invariants,
+        now: Instant,
+        mut quota: usize,
+        single: bool,
+        live: &dyn Fn(&M) -> Vec<ConnId>,
+        task: &dyn Fn(&M, ConnId) -> ConnId,
+    ) {
+        loop {
+            while let Some((id, outcome)) = m.next_completion() {
+                inv.outcome(id, outcome.is_ok());
+            }
+            while quota > 0 {
+                let Some(e) = m.next_event() else { break };
+                quota -= 1;
+                inv.event(e, now, single, &self.waiting);
+            }
+            while let Some(a) = m.poll_action() {
+                match &a {
+                    Action::Dial { conn, .. } => self.dialled.push(*conn),
+                    Action::ResumeReading { conn } => {
+                        self.waiting.remove(conn);
+                    }
+                    Action::Abort { conn } => {
+                        self.finished.insert(*conn);
+                    }
+                    _ => {}
+                }
+                inv.action(a, now);
+            }
+            if !self.read(m, inv, now, live, task) {
+                return;
+            }
+        }
+    }
+
+    /// Reads each connection while its credit lasts (a credit taken, spent message by
+    /// message, asked again when used up). Returns whether anything was fed.
+    fn read<M: Machine>(
+        &mut self,
+        m: &mut M,
+        inv: &mut Invariants,
+        now: Instant,
+        live: &dyn Fn(&M) -> Vec<ConnId>,
+        task: &dyn Fn(&M, ConnId) -> ConnId,
+    ) -> bool {
+        let mut fed = false;
+        let mut conns: BTreeSet<ConnId> = live(m).into_iter().collect();
+        conns.extend(
+            self.socket
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(c, _)| *c),
+        );
+        for conn in conns {
+            let mut credit = m.read_credit(conn);
+            if credit.is_paused() {
+                if !self.finished.contains(&conn) {
+                    self.waiting.insert(conn);
+                }
+                continue;
+            }
+            while !credit.is_paused() {
+                let Some(event) = self.socket.get_mut(&conn).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                fed = true;
+                if let TransportEvent::Message(message) = &event {
+                    if m.read_credit(conn) != ReadCredit::UNLIMITED {
+                        inv.handed_over(conn, task(m, conn), message.clone());
+                    }
+                    credit.take(message.len());
+                }
+                if matches!(event, TransportEvent::Closed | TransportEvent::Error(_)) {
+                    self.finished.insert(conn);
+                }
+                m.handle(conn, event, now);
+                // The credit the driver holds is never more than the machine gives now,
+                // and is used up exactly when the machine pauses.
+                let now_credit = m.read_credit(conn);
+                if now_credit != ReadCredit::UNLIMITED {
+                    assert_eq!(
+                        credit.is_paused(),
+                        now_credit.is_paused(),
+                        "credit of {conn}"
+                    );
+                    if !credit.is_paused() {
+                        assert_eq!(credit, now_credit, "credit of {conn}");
+                    }
+                }
+            }
+        }
+        fed
+    }
+
+    /// No lost wake-up: a connection the driver waits on is not readable until it is told.
+    fn check_waiting<M: Machine>(&self, m: &M) {
+        for conn in &self.waiting {
+            if !self.finished.contains(conn) {
+                assert!(
+                    m.read_credit(*conn).is_paused(),
+                    "{conn} may be read again but got no ResumeReading"
+                );
+            }
+        }
+    }
+
+    /// Events the application takes after a step.
+    fn quota(&self, op: &Op) -> usize {
+        match op {
+            _ if !self.lazy => usize::MAX,
+            Op::Take { n } => usize::from(*n),
+            _ => 0,
+        }
+    }
 }
 
 fn message(len: u8, text: bool) -> Message {
@@ -408,25 +832,24 @@ pub fn session(data: &[u8]) {
     };
     let config = setup.config();
     let mut s = Session::new(config.clone()).expect("a valid config");
+    s.track_completions(true);
     let mut inv = Invariants {
         config: config.clone(),
         ..Invariants::default()
     };
+    let mut d = Driver {
+        lazy: setup.lazy,
+        ..Driver::default()
+    };
     let start = Instant::now();
     let mut now = start;
     let mut last_now = start;
-    let mut dialled: Vec<ConnId> = Vec::new();
     let mut shut_down = false;
-    let drain = |s: &mut Session, inv: &mut Invariants, now: Instant, dialled: &mut Vec<ConnId>| {
-        while let Some(a) = s.poll_action() {
-            if let Action::Dial { conn, .. } = &a {
-                dialled.push(*conn);
-            }
-            inv.action(a, now);
-        }
-        while let Some(e) = s.poll_event() {
-            inv.event(e, now, true);
-        }
+    // A session is one task.
+    let one = ConnId::from_raw(0);
+    let live = |s: &Session| s.current().into_iter().collect::<Vec<_>>();
+    let task = |_: &Session, _: ConnId| one;
+    let check = |s: &Session, inv: &Invariants, d: &Driver, now: Instant| {
         assert!(s.buffered_amount() <= config.max_buffered_bytes);
         if s.state() == ReadyState::Connecting {
             assert!(s.pending_sends() <= config.max_queued_messages);
@@ -435,8 +858,31 @@ pub fn session(data: &[u8]) {
         if let Some(t) = s.poll_timeout() {
             assert!(t > now, "a deadline not after the latest now");
         }
+        // Flow control: the session's count is the messages handed over and not taken.
+        let b = s.backlog();
+        let untaken = inv.tasks.get(&one).copied().unwrap_or_default();
+        assert_eq!(
+            (b.messages, b.bytes),
+            (untaken.messages, untaken.bytes),
+            "untaken messages"
+        );
+        untaken.check("session", inv.bounds(), config.max_message_size);
+        assert_eq!(s.is_reading_paused(), untaken.paused, "reading paused");
+        if let Some(conn) = s.current() {
+            let credit = s.read_credit(conn);
+            match s.state() {
+                ReadyState::Open => assert_eq!(credit, inv.credit(one, false)),
+                ReadyState::Closing if credit != ReadCredit::UNLIMITED => {
+                    assert!(config.receive_while_closing);
+                    assert_eq!(credit, inv.credit(one, false));
+                }
+                _ => assert_eq!(credit, ReadCredit::UNLIMITED, "{conn} is not read"),
+            }
+        }
+        d.check_waiting(s);
     };
     while let (false, Ok(op)) = (u.is_empty(), Op::arbitrary(&mut u)) {
+        let quota = d.quota(&op);
         match op {
             Op::Connect { valid } => {
                 let url = if valid {
@@ -462,11 +908,23 @@ pub fn session(data: &[u8]) {
             Op::Send { len, text, .. } => {
                 let m = message(len, text);
                 let n = m.len();
-                match s.send(m, now) {
+                let r = s.send(m, now);
+                let completions = s.backlog().completions;
+                let bound = config.max_untaken_completions;
+                match r {
                     Ok(id) => {
+                        assert!(
+                            completions < bound,
+                            "a send accepted at the completion bound"
+                        );
                         inv.issued.insert(id, s.current().expect("a connection"));
                     }
-                    Err(e) => assert_eq!(e.into_message().len(), n, "message handed back"),
+                    Err(e) => {
+                        if let SendError::CompletionsFull(_) = e {
+                            assert!(completions >= bound, "CompletionsFull under the bound");
+                        }
+                        assert_eq!(e.into_message().len(), n, "message handed back")
+                    }
                 }
             }
             Op::StaleSend { back_ms, len } => {
@@ -489,22 +947,37 @@ pub fn session(data: &[u8]) {
             }
             Op::Transport { target, input } => {
                 let conn = match target % 4 {
-                    0 | 1 => s.current().or(dialled.last().copied()),
-                    2 => dialled.iter().rev().nth(1).copied(),
+                    0 | 1 => s.current().or(d.dialled.last().copied()),
+                    2 => d.dialled.iter().rev().nth(1).copied(),
                     _ => Some(ConnId::from_raw(u64::from(target))),
                 };
-                let Some(conn) = conn else { continue };
-                let event = transport_event(&input, conn, &mut inv);
-                s.handle(conn, event, now);
+                if let Some(conn) = conn {
+                    let event = transport_event(&input, conn, &mut inv);
+                    d.input(&mut s, conn, event, now);
+                }
+            }
+            Op::Burst { count, len, .. } => {
+                if let Some(conn) = s.current() {
+                    for _ in 0..count % 16 {
+                        let event = transport_event(&Input::Message { len }, conn, &mut inv);
+                        d.input(&mut s, conn, event, now);
+                    }
+                }
             }
             Op::Advance { ms } => {
                 now += Duration::from_millis(u64::from(ms));
                 s.handle_timeout(now);
             }
+            Op::Take { .. } => {}
         }
         last_now = last_now.max(now);
-        drain(&mut s, &mut inv, last_now, &mut dialled);
+        d.settle(&mut s, &mut inv, last_now, quota, true, &live, &task);
+        check(&s, &inv, &d, last_now);
     }
+    // The application takes everything; the driver reads what it may.
+    d.settle(&mut s, &mut inv, now, usize::MAX, true, &live, &task);
+    // The wind-down feeds each transport's end directly, waited on or not.
+    d.waiting.clear();
     let s = std::cell::RefCell::new(s);
     wind_down(
         &mut now,
@@ -518,8 +991,10 @@ pub fn session(data: &[u8]) {
         |t| s.borrow_mut().handle_timeout(t),
     );
     let mut s = s.into_inner();
-    drain(&mut s, &mut inv, now, &mut dialled);
+    d.settle(&mut s, &mut inv, now, usize::MAX, true, &live, &task);
+    check(&s, &inv, &d, now);
     assert_eq!(s.poll_timeout(), None, "a timer left after winding down");
+    assert_eq!(s.backlog(), Backlog::default(), "events left untaken");
     if shut_down {
         assert!(s.is_drained(), "shut down and wound down, but not drained");
     }
@@ -534,22 +1009,37 @@ pub fn pool(data: &[u8]) {
     };
     let config = setup.config();
     let mut p = Pool::new(config.clone()).expect("a valid config");
+    p.track_completions(true);
     let mut inv = Invariants {
         config: config.clone(),
         ..Invariants::default()
     };
+    let mut d = Driver {
+        lazy: setup.lazy,
+        ..Driver::default()
+    };
     let mut now = Instant::now();
-    let mut conns: Vec<ConnId> = Vec::new();
+    // Each task by the id of its first connection.
+    let tasks = std::cell::RefCell::new(Vec::<ConnId>::new());
     let mut shut_down = false;
     let pick =
         |conns: &[ConnId], i: u8| (!conns.is_empty()).then(|| conns[usize::from(i) % conns.len()]);
-    let drain = |p: &mut Pool, inv: &mut Invariants, now: Instant| {
-        while let Some(a) = p.poll_action() {
-            inv.action(a, now);
-        }
-        while let Some(e) = p.poll_event() {
-            inv.event(e, now, false);
-        }
+    let live = |p: &Pool| {
+        tasks
+            .borrow()
+            .iter()
+            .filter_map(|t| p.current(*t))
+            .collect::<Vec<_>>()
+    };
+    let task = |p: &Pool, conn: ConnId| {
+        tasks
+            .borrow()
+            .iter()
+            .copied()
+            .find(|t| p.current(*t) == Some(conn))
+            .expect("a reading connection is its task's current one")
+    };
+    let check = |p: &Pool, inv: &Invariants, d: &Driver, now: Instant| {
         assert!(
             p.live() <= config.pool_limit,
             "more live connections than the limit"
@@ -557,8 +1047,33 @@ pub fn pool(data: &[u8]) {
         if let Some(t) = p.poll_timeout() {
             assert!(t > now);
         }
+        // Flow control: per task, and the pool's total.
+        let b = p.backlog();
+        assert_eq!(
+            (b.messages, b.bytes),
+            (inv.total.messages, inv.total.bytes),
+            "untaken messages over the pool"
+        );
+        inv.total
+            .check("pool", inv.pool_bounds(), config.max_message_size);
+        for (t, untaken) in &inv.tasks {
+            untaken.check(&format!("task {t}"), inv.bounds(), config.max_message_size);
+        }
+        for t in tasks.borrow().iter() {
+            if let Some(conn) = p.current(*t) {
+                let credit = p.read_credit(conn);
+                if credit != ReadCredit::UNLIMITED {
+                    assert_eq!(credit, inv.credit(*t, true), "credit of {conn}");
+                } else {
+                    assert_ne!(p.state(conn), ReadyState::Open, "{conn} open but not read");
+                }
+            }
+        }
+        d.check_waiting(p);
     };
     while let (false, Ok(op)) = (u.is_empty(), Op::arbitrary(&mut u)) {
+        let quota = d.quota(&op);
+        let conns = tasks.borrow().clone();
         match op {
             Op::Connect { valid } => {
                 let url = if valid {
@@ -570,7 +1085,7 @@ pub fn pool(data: &[u8]) {
                 match p.connect(&ConnectOptions::new(url).protocol("p"), now) {
                     Ok(c) => {
                         assert!(!shut_down, "a connection after shutdown");
-                        conns.push(c);
+                        tasks.borrow_mut().push(c);
                     }
                     Err(ConnectError::ShutDown) => assert!(valid && shut_down),
                     Err(ConnectError::TooManyConnections { limit }) => {
@@ -580,11 +1095,19 @@ pub fn pool(data: &[u8]) {
                 }
             }
             Op::Send { len, text, conn } => {
-                if let Some(c) = pick(&conns, conn)
-                    && let Ok(id) = p.send(c, message(len, text), now)
-                {
-                    let on = p.current(c).expect("a task that accepted a send");
-                    inv.issued.insert(id, on);
+                if let Some(c) = pick(&conns, conn) {
+                    let r = p.send(c, message(len, text), now);
+                    let completions = p.backlog().completions;
+                    match r {
+                        Ok(id) => {
+                            let on = p.current(c).expect("a task that accepted a send");
+                            inv.issued.insert(id, on);
+                        }
+                        Err(SendError::CompletionsFull(_)) => {
+                            assert!(completions >= config.max_untaken_completions);
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
             Op::Close {
@@ -595,11 +1118,8 @@ pub fn pool(data: &[u8]) {
                 if let Some(c) = pick(&conns, conn) {
                     let (code, reason) = close_args(code, reason_len);
                     let before = p.state(c);
-                    // During a backoff the task's connection was announced but not dialled.
-                    let backing_off = p
-                        .current(c)
-                        .and_then(|on| inv.conns.get(&on))
-                        .is_some_and(|seen| seen[3] && !seen[0]);
+                    // During a backoff the task's connection is announced but not dialled.
+                    let backing_off = p.current(c).is_some_and(|on| !d.dialled.contains(&on));
                     let result = p.close(c, code, &reason, now);
                     let expected = match code.unwrap_or(1000) {
                         code if code != 1000 && !(3000..=4999).contains(&code) => {
@@ -647,13 +1167,21 @@ pub fn pool(data: &[u8]) {
             Op::Transport { target, input } => {
                 let c = pick(&conns, target).unwrap_or(ConnId::from_raw(99));
                 let event = transport_event(&input, c, &mut inv);
-                p.handle(c, event, now);
+                d.input(&mut p, c, event, now);
+            }
+            Op::Burst { count, len, conn } => {
+                if let Some(c) = pick(&conns, conn).and_then(|t| p.current(t)) {
+                    for _ in 0..count % 16 {
+                        let event = transport_event(&Input::Message { len }, c, &mut inv);
+                        d.input(&mut p, c, event, now);
+                    }
+                }
             }
             Op::Advance { ms } => {
                 now += Duration::from_millis(u64::from(ms));
                 p.handle_timeout(now);
             }
-            Op::StaleSend { .. } => {}
+            Op::StaleSend { .. } | Op::Take { .. } => {}
             Op::Shutdown => {
                 p.shutdown(now);
                 shut_down = true;
@@ -666,10 +1194,14 @@ pub fn pool(data: &[u8]) {
                 }
             }
         }
-        drain(&mut p, &mut inv, now);
+        d.settle(&mut p, &mut inv, now, quota, false, &live, &task);
+        check(&p, &inv, &d, now);
     }
+    d.settle(&mut p, &mut inv, now, usize::MAX, false, &live, &task);
+    // The wind-down feeds each transport's end directly, waited on or not.
+    d.waiting.clear();
     let p = std::cell::RefCell::new(p);
-    let all = conns.clone();
+    let all = tasks.borrow().clone();
     wind_down(
         &mut now,
         || all.clone(),
@@ -682,9 +1214,11 @@ pub fn pool(data: &[u8]) {
         |t| p.borrow_mut().handle_timeout(t),
     );
     let mut p = p.into_inner();
-    drain(&mut p, &mut inv, now);
+    d.settle(&mut p, &mut inv, now, usize::MAX, false, &live, &task);
+    check(&p, &inv, &d, now);
     assert_eq!(p.poll_timeout(), None);
     assert_eq!(p.live(), 0);
+    assert_eq!(p.backlog(), Backlog::default(), "events left untaken");
     if shut_down {
         assert!(p.is_drained(), "shut down and wound down, but not drained");
     }

@@ -7,9 +7,19 @@
 //! policy, each `Reconnecting` (attempt number, and the delay drawn from the seeded jitter
 //! under a ceiling computed here) and which queued messages carry over. The session's
 //! invariants are checked on top.
+//!
+//! Flow control (SPEC §7): the receive and completion bounds are small, and the application
+//! either takes every event after every step (as before flow control) or only as many as a
+//! `Take` step says. The peer's frames go through a socket the driver reads only while the
+//! session's read credit allows (a driver that respects `read_credit`, spending it with
+//! `ReadCredit::take`). The model predicts the untaken messages, bytes and completions, when
+//! reading pauses, each `ResumeReading` (when, and for which connection), the keepalive pings
+//! (none while paused, and no keepalive failure), `CompletionsFull`, and the credit itself;
+//! every message is numbered, and each one handed to the session while it reads that
+//! connection is delivered once, in order.
 
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use wxsocket_core::close::CLOSE_LINGER;
 use wxsocket_core::*;
@@ -23,6 +33,8 @@ const KA: Duration = Duration::from_millis(200);
 const KT: Duration = Duration::from_millis(100);
 const RECONNECT_BASE: Duration = Duration::from_millis(50);
 const RECONNECT_CAP: Duration = Duration::from_millis(400);
+/// Largest received message generated (a message's number may not be longer).
+const MAX_LEN: usize = 40;
 
 /// Whether one step may take the session from `before` to `after`: no change, an edge of
 /// the state table, or two edges (a step can end a connection and start the next one, or
@@ -49,13 +61,31 @@ enum Input {
         offered: bool,
     },
     ConnectFailed(TransportErrorKind),
-    Message,
+    /// A data message of `len` bytes (at least its number's digits), text or binary.
+    Message {
+        len: usize,
+        binary: bool,
+    },
     Pong,
     PeerClosed(Option<u16>),
     /// Write-confirm the oldest in-flight send (`true`) or a random id.
     Written(bool, u64),
     Error(TransportErrorKind),
     Closed,
+}
+
+impl Input {
+    /// Whether the driver only gets this by reading the socket, so not while reading is
+    /// paused: data and control frames, the read errors and the end of the stream. (An `Io`
+    /// error may come from writing; the handshake's outcome and write confirmations are
+    /// not reads of the WebSocket stream.)
+    fn is_read(&self) -> bool {
+        match self {
+            Input::Message { .. } | Input::Pong | Input::PeerClosed(_) | Input::Closed => true,
+            Input::Error(kind) => *kind != TransportErrorKind::Io,
+            Input::Opened { .. } | Input::ConnectFailed(_) | Input::Written(..) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +108,15 @@ enum Op {
     },
     /// The driver shuts the session down (every handle was dropped).
     Shutdown,
+    /// The application takes up to this many events (when it does not take every event
+    /// after every step).
+    Take(usize),
+    /// The peer sends `count` messages of `len` bytes on the current connection.
+    Burst {
+        count: usize,
+        len: usize,
+        binary: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -95,7 +134,7 @@ fn op() -> impl Strategy<Value = Op> {
             Just(TransportErrorKind::HttpStatus(503)),
             Just(TransportErrorKind::Negotiation),
         ].prop_map(Input::ConnectFailed),
-        3 => Just(Input::Message),
+        4 => (1..=MAX_LEN, any::<bool>()).prop_map(|(len, binary)| Input::Message { len, binary }),
         1 => Just(Input::Pong),
         // 1001 and 1012 are retried by the default reconnect policy; 1000 and 4001 not.
         2 => prop::option::of(prop_oneof![Just(1000u16), Just(4001), Just(1001), Just(1012)])
@@ -114,7 +153,48 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..700u64).prop_map(Op::Advance).boxed(),
         1 => (1..500u64, 0..10usize).prop_map(|(back, len)| Op::StaleSend { back, len }).boxed(),
         1 => Just(Op::Shutdown).boxed(),
+        4 => (0..6usize).prop_map(Op::Take).boxed(),
+        4 => (1..8usize, 1..=MAX_LEN, any::<bool>())
+            .prop_map(|(count, len, binary)| Op::Burst { count, len, binary })
+            .boxed(),
     ]
+}
+
+/// Flow-control settings of a run.
+#[derive(Debug, Clone)]
+struct Flow {
+    /// `receive_bounds`.
+    messages: usize,
+    bytes: usize,
+    /// `max_untaken_completions`.
+    completions: usize,
+    send_completions: bool,
+    receive_while_closing: bool,
+    /// The application takes every event after every step (`Take` does nothing), as
+    /// before flow control; otherwise only what `Take` steps say (and everything in the
+    /// wind-down).
+    eager: bool,
+}
+
+fn flow() -> impl Strategy<Value = Flow> {
+    (
+        prop_oneof![3 => 1..=6usize, 1 => Just(1024)],
+        prop_oneof![3 => 1..=100usize, 1 => Just(16 << 20)],
+        prop_oneof![2 => 1..=6usize, 1 => Just(4096)],
+        prop::bool::weighted(0.75),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(messages, bytes, completions, send_completions, receive_while_closing, eager)| Flow {
+                messages,
+                bytes,
+                completions,
+                send_completions,
+                receive_while_closing,
+                eager,
+            },
+        )
 }
 
 /// An event as the model predicts it (the parts the model decides).
@@ -122,7 +202,8 @@ fn op() -> impl Strategy<Value = Op> {
 enum Ev {
     Connecting(u64),
     Open(u64),
-    Message(u64, u64),
+    /// Connection, the message's number, its length.
+    Message(u64, u64, usize),
     Completed(u64, SendId),
     Failed(u64, SendId, SendFailure),
     Error(u64, Fault),
@@ -157,10 +238,8 @@ fn observed(e: &Event) -> Ev {
         Event::Open { conn, .. } => Ev::Open(conn.get()),
         Event::Message { conn, message } => Ev::Message(
             conn.get(),
-            std::str::from_utf8(message.as_bytes())
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(u64::MAX),
+            number(message).unwrap_or(u64::MAX),
+            message.len(),
         ),
         Event::SendCompleted { conn, id } => Ev::Completed(conn.get(), *id),
         Event::SendFailed {
@@ -197,6 +276,39 @@ fn observed(e: &Event) -> Ev {
         },
         other => Ev::Other(format!("{other:?}")),
     }
+}
+
+/// The number a message payload starts with.
+fn number(message: &Message) -> Option<u64> {
+    let digits: Vec<u8> = message
+        .as_bytes()
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// Message number `n`, padded to `len` bytes; and its length.
+fn payload(n: u64, len: usize, binary: bool) -> (Message, usize) {
+    let mut text = n.to_string();
+    while text.len() < len {
+        text.push('.');
+    }
+    let len = text.len();
+    let message = if binary {
+        Message::binary(text.into_bytes())
+    } else {
+        Message::text(text)
+    };
+    (message, len)
+}
+
+/// An action the model predicts (the others it does not decide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Act {
+    ResumeReading(u64),
+    Ping(u64),
 }
 
 /// The close code the session reports for a transport failure of this kind (RFC 6455
@@ -264,9 +376,20 @@ struct Model {
     now: Instant,
     /// SplitMix64 state of the reconnect jitter.
     jitter: u64,
-    expected: Vec<Ev>,
+    /// Events emitted and not yet taken by the application, in order.
+    pending: VecDeque<Ev>,
+    /// Flow-control and keepalive actions of the step, in order.
+    actions: Vec<Act>,
     /// `shutdown` was called: no connect, no reconnection.
     shut_down: bool,
+    flow: Flow,
+    /// Untaken received messages, their bytes, and untaken completions.
+    messages: usize,
+    bytes: usize,
+    completions: usize,
+    /// Reading is paused: the received messages reached a bound and have not come down
+    /// to half of both since.
+    paused: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -276,6 +399,7 @@ enum SendOutcome {
     Closing,
     QueueFull,
     BufferFull,
+    CompletionsFull,
 }
 
 impl Model {
@@ -283,6 +407,7 @@ impl Model {
         policy: CloseBeforeOpen,
         keepalive: bool,
         reconnect: Option<ReconnectPolicy>,
+        flow: Flow,
         now: Instant,
     ) -> Self {
         let jitter = reconnect.as_ref().map_or(0, |r| r.seed);
@@ -299,8 +424,92 @@ impl Model {
             in_flight: Vec::new(),
             now,
             jitter,
-            expected: Vec::new(),
+            pending: VecDeque::new(),
+            actions: Vec::new(),
             shut_down: false,
+            flow,
+            messages: 0,
+            bytes: 0,
+            completions: 0,
+            paused: false,
+        }
+    }
+
+    /// Queues an event for the application and counts it: a message may fill the receive
+    /// bounds (reading pauses); a `SendCompleted` is not queued at all without
+    /// `send_completions`.
+    fn emit(&mut self, ev: Ev) {
+        match ev {
+            Ev::Message(_, _, len) => {
+                self.messages += 1;
+                self.bytes += len;
+                if self.messages >= self.flow.messages || self.bytes >= self.flow.bytes {
+                    self.paused = true;
+                }
+            }
+            Ev::Completed(..) if !self.flow.send_completions => return,
+            Ev::Completed(..) | Ev::Failed(..) => self.completions += 1,
+            _ => {}
+        }
+        self.pending.push_back(ev);
+    }
+
+    /// The application takes the next event. Down to half of both receive bounds, a
+    /// paused session reads again: `ResumeReading` for the connection it reads, if any.
+    fn take(&mut self) -> Option<Ev> {
+        let ev = self.pending.pop_front()?;
+        match ev {
+            Ev::Message(_, _, len) => {
+                self.messages -= 1;
+                self.bytes -= len;
+                if self.paused
+                    && self.messages <= self.flow.messages / 2
+                    && self.bytes <= self.flow.bytes / 2
+                {
+                    self.paused = false;
+                    if let Some(conn) = self.reading() {
+                        self.actions.push(Act::ResumeReading(conn));
+                    }
+                }
+            }
+            Ev::Completed(..) | Ev::Failed(..) => self.completions -= 1,
+            _ => {}
+        }
+        Some(ev)
+    }
+
+    /// The connection whose messages reach the application: the open one, or one closing
+    /// by our close frame under `receive_while_closing` until the peer's close frame.
+    fn reading(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Open { .. } => Some(self.conn),
+            Phase::Closing {
+                peer: None,
+                local: true,
+            } if self.flow.receive_while_closing => Some(self.conn),
+            _ => None,
+        }
+    }
+
+    /// What the session lets the driver read from `conn` now.
+    fn read_credit(&self, conn: u64) -> ReadCredit {
+        if self.reading() != Some(conn) {
+            ReadCredit::UNLIMITED
+        } else if self.paused {
+            ReadCredit::PAUSED
+        } else {
+            ReadCredit::new(
+                self.flow.messages - self.messages,
+                self.flow.bytes - self.bytes,
+            )
+        }
+    }
+
+    /// `conn` stopped being read for the application (closed by us or replaced): if
+    /// reading was paused, the driver reads it again so its close can finish.
+    fn release_reads(&mut self, conn: u64) {
+        if self.paused && self.reading() != Some(conn) {
+            self.actions.push(Act::ResumeReading(conn));
         }
     }
 
@@ -352,9 +561,9 @@ impl Model {
     /// Fails `pending` with `reason`, then the close event; the model is Closed.
     fn end(&mut self, pending: Vec<(SendId, usize)>, reason: SendFailure, code: u16, clean: bool) {
         for (id, _) in pending {
-            self.expected.push(Ev::Failed(self.conn, id, reason));
+            self.emit(Ev::Failed(self.conn, id, reason));
         }
-        self.expected.push(Ev::Close {
+        self.emit(Ev::Close {
             conn: self.conn,
             code,
             clean,
@@ -371,7 +580,7 @@ impl Model {
         let delay = Duration::from_nanos(nanos.max(1));
         self.last_conn += 1;
         self.conn = self.last_conn;
-        self.expected.push(Ev::Reconnecting {
+        self.emit(Ev::Reconnecting {
             conn: self.conn,
             attempt,
             delay,
@@ -382,7 +591,7 @@ impl Model {
     }
 
     fn dial(&mut self, attempt: u32) {
-        self.expected.push(Ev::Connecting(self.conn));
+        self.emit(Ev::Connecting(self.conn));
         self.phase = Phase::Connecting {
             attempt,
             close_after_open: false,
@@ -403,7 +612,7 @@ impl Model {
         } else {
             cause
         };
-        self.expected.push(Ev::Error(self.conn, fault));
+        self.emit(Ev::Error(self.conn, fault));
         let retry = self.retries(cause, attempt + 1);
         let carry = retry && self.reconnect.as_ref().is_some_and(|r| r.carry_queue);
         let queue = std::mem::take(&mut self.queued);
@@ -419,7 +628,7 @@ impl Model {
     }
 
     fn fail_open(&mut self, fault: Fault, code: u16) {
-        self.expected.push(Ev::Error(self.conn, fault));
+        self.emit(Ev::Error(self.conn, fault));
         let pending = std::mem::take(&mut self.in_flight);
         self.end(pending, SendFailure::ConnectionLost, code, false);
         if self.retries(Cause::Lost, 1) {
@@ -460,10 +669,19 @@ impl Model {
                 self.connect_failed(Fault::HandshakeTimeout, Cause::Dial(None))
             }
             Phase::Backoff { attempt } => self.dial(attempt),
+            // Reading is paused for the application: no ping (its pong could not be read),
+            // no failure (the backlog proves the peer alive); the next check an interval on.
+            Phase::Open { .. } if self.paused => {
+                self.phase = Phase::Open {
+                    awaiting_pong: false,
+                };
+                self.deadline = Some(self.now + KA);
+            }
             Phase::Open {
                 awaiting_pong: true,
             } => self.fail_open(Fault::KeepaliveTimeout, 1006),
             Phase::Open { .. } => {
+                self.actions.push(Act::Ping(self.conn));
                 self.phase = Phase::Open {
                     awaiting_pong: true,
                 };
@@ -473,8 +691,7 @@ impl Model {
             // TCP itself, and the close is clean.
             Phase::Closing { peer: Some(_), .. } => self.finish_close(true),
             Phase::Closing { .. } => {
-                self.expected
-                    .push(Ev::Error(self.conn, Fault::CloseTimeout));
+                self.emit(Ev::Error(self.conn, Fault::CloseTimeout));
                 let pending = std::mem::take(&mut self.in_flight);
                 self.end(pending, SendFailure::ConnectionLost, 1006, false);
             }
@@ -491,17 +708,21 @@ impl Model {
 
     /// `connect` with a valid URL: the current connection is replaced, a new id dialled.
     fn connect(&mut self) -> u64 {
-        let (pending, closing) = match self.phase {
+        let (pending, closing, transport) = match self.phase {
             Phase::Connecting { .. } | Phase::Backoff { .. } => {
-                (std::mem::take(&mut self.queued), true)
+                (std::mem::take(&mut self.queued), true, false)
             }
             Phase::Open { .. } | Phase::Closing { .. } => {
-                (std::mem::take(&mut self.in_flight), true)
+                (std::mem::take(&mut self.in_flight), true, true)
             }
-            Phase::Idle | Phase::Closed => (Vec::new(), false),
+            Phase::Idle | Phase::Closed => (Vec::new(), false, false),
         };
         if closing {
             self.end(pending, SendFailure::Replaced, 1000, false);
+        }
+        if transport {
+            // Its transport is closed in the background: read it, paused or not.
+            self.release_reads(self.conn);
         }
         self.last_conn += 1;
         self.conn = self.last_conn;
@@ -516,6 +737,7 @@ impl Model {
         let outcome = match self.phase {
             Phase::Idle | Phase::Closed => SendOutcome::NotConnected,
             Phase::Closing { .. } => SendOutcome::Closing,
+            _ if self.completions >= self.flow.completions => SendOutcome::CompletionsFull,
             Phase::Connecting {
                 close_after_open: true,
                 ..
@@ -548,6 +770,7 @@ impl Model {
             local: true,
         };
         self.deadline = Some(self.now + CT);
+        self.release_reads(self.conn);
     }
 
     /// `close(code)` with a valid code.
@@ -606,7 +829,15 @@ impl Model {
     }
 
     /// Transport input for `conn` (time already advanced).
-    fn input(&mut self, conn: u64, input: &Input, written: Option<SendId>, fed: u64) {
+    /// `number` and `len`: the message's, for a message.
+    fn input(
+        &mut self,
+        conn: u64,
+        input: &Input,
+        written: Option<SendId>,
+        number: u64,
+        len: usize,
+    ) {
         if !self.routes(conn) {
             return;
         }
@@ -617,7 +848,7 @@ impl Model {
                 },
                 Input::Opened { offered: true },
             ) => {
-                self.expected.push(Ev::Open(conn));
+                self.emit(Ev::Open(conn));
                 self.in_flight = std::mem::take(&mut self.queued);
                 self.touch();
                 if close_after_open {
@@ -634,15 +865,22 @@ impl Model {
                 Fault::Connect(TransportErrorKind::Io),
                 Cause::Dial(Some(TransportErrorKind::Io)),
             ),
-            (Phase::Open { .. }, Input::Message) => {
-                self.expected.push(Ev::Message(conn, fed));
+            (Phase::Open { .. }, Input::Message { .. }) => {
+                self.emit(Ev::Message(conn, number, len));
                 self.touch();
             }
+            (
+                Phase::Closing {
+                    peer: None,
+                    local: true,
+                },
+                Input::Message { .. },
+            ) if self.flow.receive_while_closing => self.emit(Ev::Message(conn, number, len)),
             (Phase::Open { .. }, Input::Pong) => self.touch(),
             (Phase::Open { .. } | Phase::Closing { .. }, Input::Written(..)) => {
                 if let Some(id) = written.filter(|id| self.in_flight.iter().any(|x| x.0 == *id)) {
                     self.in_flight.retain(|x| x.0 != id);
-                    self.expected.push(Ev::Completed(conn, id));
+                    self.emit(Ev::Completed(conn, id));
                 }
             }
             (Phase::Open { .. }, Input::PeerClosed(code)) => {
@@ -673,7 +911,7 @@ impl Model {
             (Phase::Closing { .. }, Input::Closed) => self.finish_close(true),
             (Phase::Closing { peer: Some(_), .. }, Input::Error(_)) => self.finish_close(true),
             (Phase::Closing { .. }, Input::Error(k)) => {
-                self.expected.push(Ev::Error(conn, Fault::Transport(*k)));
+                self.emit(Ev::Error(conn, Fault::Transport(*k)));
                 let pending = std::mem::take(&mut self.in_flight);
                 self.end(
                     pending,
@@ -702,80 +940,308 @@ impl Model {
 struct Observed {
     /// With reconnection on, queued sends carry over to later connections.
     carry: bool,
-    /// Connections announced by `Reconnecting`: earliest dial time.
-    backoffs: BTreeMap<ConnId, Instant>,
+    /// Connections announced by `Reconnecting` (when each is dialled, the model predicts:
+    /// see `is_backing_off` after every step).
+    backoffs: BTreeSet<ConnId>,
     issued: BTreeMap<SendId, ConnId>,
+    /// Sends whose completion event the application took.
     completed: BTreeSet<SendId>,
+    /// Every send's outcome as the driver learns it (`poll_completion`): succeeded or not.
+    outcomes: BTreeMap<SendId, bool>,
     /// Per connection: saw Connecting, saw Open, saw Close.
     conns: BTreeMap<ConnId, (bool, bool, bool)>,
     last_event_conn: Option<ConnId>,
     last_send_action: BTreeMap<ConnId, SendId>,
     /// Send actions carried out and not yet confirmed, per connection, in order.
     written_queue: BTreeMap<ConnId, Vec<SendId>>,
+    /// Per connection, the numbers of the messages handed to the session while it read
+    /// that connection for the application (a limited credit), not yet delivered: each
+    /// must be delivered once, in this order.
+    delivery: BTreeMap<ConnId, VecDeque<u64>>,
 }
 
 impl Observed {
-    /// Drains the session's actions and events, checks the invariants, and returns the
-    /// events.
-    fn drain(&mut self, s: &mut Session, now: Instant) -> Result<Vec<Ev>, TestCaseError> {
-        while let Some(a) = s.poll_action() {
-            if let Action::Dial { conn, .. } = &a
-                && let Some(earliest) = self.backoffs.get(conn)
-            {
-                prop_assert!(
-                    now >= *earliest,
-                    "{conn} dialled before its backoff was over"
+    /// Checks an action the driver carries out.
+    fn action(&mut self, a: &Action) -> Result<(), TestCaseError> {
+        if let Action::Send { conn, id, .. } = *a {
+            if let Some(prev) = self.last_send_action.insert(conn, id) {
+                prop_assert!(prev < id, "sends of {conn} out of order: {prev} then {id}");
+            }
+            let issued = *self.issued.get(&id).expect("an issued id");
+            prop_assert!(issued == conn || (self.carry && issued < conn));
+            self.written_queue.entry(conn).or_default().push(id);
+        }
+        Ok(())
+    }
+
+    /// Checks an event the application takes; `waiting`: connections the driver does not
+    /// read because their credit was used up.
+    fn event(&mut self, e: &Event, waiting: &BTreeSet<u64>) -> Result<(), TestCaseError> {
+        let conn = e.conn();
+        if let Some(last) = self.last_event_conn {
+            prop_assert!(last <= conn, "event of {conn} after an event of {last}");
+        }
+        self.last_event_conn = Some(conn);
+        let entry = self.conns.entry(conn).or_default();
+        prop_assert!(!entry.2, "event after close for {conn}: {e:?}");
+        match e {
+            Event::Reconnecting { .. } => {
+                prop_assert!(!entry.0, "reconnecting after connecting");
+                prop_assert!(self.backoffs.insert(conn));
+            }
+            Event::Connecting { .. } => {
+                prop_assert!(!entry.0);
+                entry.0 = true;
+            }
+            Event::Open { .. } => {
+                prop_assert!(entry.0 && !entry.1);
+                entry.1 = true;
+            }
+            Event::Message { message, .. } => {
+                prop_assert!(entry.1);
+                let n = number(message);
+                let next = self.delivery.entry(conn).or_default().pop_front();
+                prop_assert_eq!(
+                    n,
+                    next,
+                    "message on {} lost, repeated or out of order",
+                    conn
                 );
             }
-            if let Action::Send { conn, id, .. } = a {
-                if let Some(prev) = self.last_send_action.insert(conn, id) {
-                    prop_assert!(prev < id, "sends of {conn} out of order: {prev} then {id}");
+            Event::Close { .. } => entry.2 = true,
+            Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
+                let issued = *self.issued.get(id).expect("an issued id");
+                prop_assert!(
+                    issued == conn || (self.carry && issued < conn),
+                    "completion on the wrong connection"
+                );
+                prop_assert!(self.completed.insert(*id), "{id} completed twice");
+                let ok = matches!(e, Event::SendCompleted { .. });
+                prop_assert_eq!(
+                    self.outcomes.get(id),
+                    Some(&ok),
+                    "{}'s event and outcome",
+                    id
+                );
+            }
+            Event::Error {
+                error: ConnectionError::KeepaliveTimeout(_),
+                ..
+            } => {
+                prop_assert!(
+                    !waiting.contains(&conn.get()),
+                    "{conn} declared dead while its reading was paused"
+                );
+                prop_assert!(entry.0)
+            }
+            _ if self.backoffs.contains(&conn) && !entry.0 => {
+                prop_assert!(false, "{e:?} before connecting")
+            }
+            _ => prop_assert!(entry.0),
+        }
+        Ok(())
+    }
+}
+
+/// The driver: the peer's frames wait in a socket per connection, read only while the
+/// session's credit allows.
+#[derive(Default)]
+struct Driver {
+    /// Frames the peer sent and the driver has not read, per connection, in TCP's order;
+    /// with each message's number.
+    socket: BTreeMap<u64, VecDeque<(Input, u64)>>,
+    /// Connections whose credit the driver found used up: not read until
+    /// `ResumeReading`.
+    waiting: BTreeSet<u64>,
+    /// Connections whose transport the driver knows is over (aborted, failed, ended).
+    finished: BTreeSet<u64>,
+    /// The last message number the peer sent.
+    sent: u64,
+}
+
+/// The transport event for an input, and a message's length.
+fn transport_event(input: &Input, number: u64, written: Option<SendId>) -> (TransportEvent, usize) {
+    let event = match input {
+        Input::Opened { offered } => TransportEvent::Opened(Box::new(Handshake {
+            protocol: Some(if *offered { "p" } else { "q" }.into()),
+            ..Handshake::default()
+        })),
+        Input::ConnectFailed(kind) => {
+            TransportEvent::ConnectFailed(TransportError::new(*kind, "no"))
+        }
+        Input::Message { len, binary } => {
+            let (message, len) = payload(number, *len, *binary);
+            return (TransportEvent::Message(message), len);
+        }
+        Input::Pong => TransportEvent::Pong(Default::default()),
+        Input::PeerClosed(code) => TransportEvent::PeerClosed(PeerClose {
+            code: *code,
+            reason: String::new(),
+        }),
+        Input::Written(_, raw) => {
+            TransportEvent::SendWritten(written.unwrap_or(SendId::from_raw(*raw)))
+        }
+        Input::Error(k) => TransportEvent::Error(TransportError::new(*k, "e")),
+        Input::Closed => TransportEvent::Closed,
+    };
+    (event, 0)
+}
+
+/// One run: the session, the model predicting it, the checks, the driver, the clock.
+struct Run {
+    s: Session,
+    m: Model,
+    obs: Observed,
+    d: Driver,
+    now: Instant,
+}
+
+impl Run {
+    /// After a step: the application takes up to `quota` events (each one predicted), the
+    /// driver carries out the actions (the flow and keepalive ones predicted) and reads
+    /// every connection its credit allows; again until nothing more is read.
+    fn settle(&mut self, mut quota: usize) -> Result<(), TestCaseError> {
+        loop {
+            while let Some((id, outcome)) = self.s.poll_completion() {
+                prop_assert!(
+                    self.obs.issued.contains_key(&id),
+                    "outcome of {id} never issued"
+                );
+                prop_assert!(
+                    self.obs.outcomes.insert(id, outcome.is_ok()).is_none(),
+                    "{id} completed twice"
+                );
+            }
+            while quota > 0 {
+                let Some(e) = self.s.poll_event() else { break };
+                quota -= 1;
+                self.obs.event(&e, &self.d.waiting)?;
+                prop_assert_eq!(Some(observed(&e)), self.m.take(), "the next event");
+            }
+            if quota > 0 {
+                prop_assert!(
+                    self.m.pending.is_empty(),
+                    "events predicted but not emitted: {:?}",
+                    self.m.pending
+                );
+            }
+            let mut acts = Vec::new();
+            while let Some(a) = self.s.poll_action() {
+                match a {
+                    Action::ResumeReading { conn } => {
+                        acts.push(Act::ResumeReading(conn.get()));
+                        self.d.waiting.remove(&conn.get());
+                    }
+                    Action::Ping { conn, .. } => acts.push(Act::Ping(conn.get())),
+                    Action::Abort { conn } => {
+                        self.d.finished.insert(conn.get());
+                    }
+                    _ => {}
                 }
-                let issued = *self.issued.get(&id).expect("an issued id");
-                prop_assert!(issued == conn || (self.carry && issued < conn));
-                self.written_queue.entry(conn).or_default().push(id);
+                self.obs.action(&a)?;
+            }
+            let expected = std::mem::take(&mut self.m.actions);
+            prop_assert_eq!(acts, expected, "flow-control and keepalive actions");
+            if !self.read()? {
+                return Ok(());
             }
         }
-        let mut seen = Vec::new();
-        while let Some(e) = s.poll_event() {
-            let conn = e.conn();
-            if let Some(last) = self.last_event_conn {
-                prop_assert!(last <= conn, "event of {conn} after an event of {last}");
-            }
-            self.last_event_conn = Some(conn);
-            let entry = self.conns.entry(conn).or_default();
-            prop_assert!(!entry.2, "event after close for {conn}: {e:?}");
-            match &e {
-                Event::Reconnecting { delay, .. } => {
-                    prop_assert!(!entry.0, "reconnecting after connecting");
-                    prop_assert!(self.backoffs.insert(conn, now + *delay).is_none());
-                }
-                Event::Connecting { .. } => {
-                    prop_assert!(!entry.0);
-                    entry.0 = true;
-                }
-                Event::Open { .. } => {
-                    prop_assert!(entry.0 && !entry.1);
-                    entry.1 = true;
-                }
-                Event::Message { .. } => prop_assert!(entry.1),
-                Event::Close { .. } => entry.2 = true,
-                Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
-                    let issued = *self.issued.get(id).expect("an issued id");
-                    prop_assert!(
-                        issued == conn || (self.carry && issued < conn),
-                        "completion on the wrong connection"
-                    );
-                    prop_assert!(self.completed.insert(*id), "{id} completed twice");
-                }
-                _ if self.backoffs.contains_key(&conn) && !entry.0 => {
-                    prop_assert!(false, "{e:?} before connecting")
-                }
-                _ => prop_assert!(entry.0),
-            }
-            seen.push(observed(&e));
+    }
+
+    /// The driver reads each connection while its credit lasts (taking a credit, spending
+    /// it message by message, asking again when it is used up). Returns whether it fed
+    /// anything.
+    fn read(&mut self) -> Result<bool, TestCaseError> {
+        let mut fed = false;
+        let mut conns: BTreeSet<u64> = self
+            .d
+            .socket
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(c, _)| *c)
+            .collect();
+        if self.m.conn > 0 {
+            conns.insert(self.m.conn);
         }
-        Ok(seen)
+        for conn in conns {
+            let id = ConnId::from_raw(conn);
+            let mut credit = self.s.read_credit(id);
+            prop_assert_eq!(credit, self.m.read_credit(conn), "read credit of {}", conn);
+            if credit.is_paused() {
+                if !self.d.finished.contains(&conn) {
+                    self.d.waiting.insert(conn);
+                }
+                continue;
+            }
+            while !credit.is_paused() {
+                let Some((input, n)) = self.d.socket.get_mut(&conn).and_then(VecDeque::pop_front)
+                else {
+                    break;
+                };
+                fed = true;
+                self.m.advance(self.now);
+                let (event, len) = transport_event(&input, n, None);
+                if matches!(input, Input::Message { .. }) {
+                    if self.s.read_credit(id) != ReadCredit::UNLIMITED {
+                        self.obs.delivery.entry(id).or_default().push_back(n);
+                    }
+                    credit.take(len);
+                }
+                self.s.handle(id, event, self.now);
+                self.m.input(conn, &input, None, n, len);
+                if matches!(input, Input::Closed | Input::Error(_)) {
+                    self.d.finished.insert(conn);
+                }
+                // The credit the driver holds is never more than the session gives now,
+                // and runs out exactly when the session pauses.
+                let now_credit = self.s.read_credit(id);
+                if now_credit != ReadCredit::UNLIMITED {
+                    prop_assert_eq!(credit.is_paused(), now_credit.is_paused());
+                    if !credit.is_paused() {
+                        prop_assert_eq!(credit, now_credit);
+                    }
+                }
+            }
+        }
+        Ok(fed)
+    }
+
+    /// The session's flow-control state against the model's, and the bounds.
+    fn check_flow(&self) -> Result<(), TestCaseError> {
+        let (s, m, f) = (&self.s, &self.m, &self.m.flow);
+        let b = s.backlog();
+        prop_assert_eq!(
+            (b.messages, b.bytes, b.completions),
+            (m.messages, m.bytes, m.completions),
+            "backlog"
+        );
+        prop_assert_eq!(s.is_reading_paused(), m.paused, "reading paused");
+        prop_assert!(b.messages <= f.messages, "{} messages untaken", b.messages);
+        // At most the one message that crossed the byte bound beyond it.
+        prop_assert!(b.bytes < f.bytes + MAX_LEN, "{} bytes untaken", b.bytes);
+        if b.messages >= f.messages || b.bytes >= f.bytes {
+            prop_assert!(s.is_reading_paused(), "at the bound but reading");
+        }
+        if s.is_reading_paused() {
+            prop_assert!(
+                b.messages > f.messages / 2 || b.bytes > f.bytes / 2,
+                "paused at or below half of both bounds"
+            );
+        }
+        if m.conn > 0 {
+            let conn = ConnId::from_raw(m.conn);
+            prop_assert_eq!(s.read_credit(conn), m.read_credit(m.conn));
+        }
+        // No lost wake-up: a connection the driver waits on stays paused until it is told.
+        for conn in &self.d.waiting {
+            if !self.d.finished.contains(conn) {
+                prop_assert!(
+                    s.read_credit(ConnId::from_raw(*conn)).is_paused(),
+                    "{conn} may be read again but got no ResumeReading"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -783,13 +1249,18 @@ fn config(
     policy: CloseBeforeOpen,
     keepalive: bool,
     reconnect: Option<ReconnectPolicy>,
+    flow: &Flow,
 ) -> SessionConfig {
     let mut c = SessionConfig::default()
         .close_before_open(policy)
         .queue_bounds(MAX_MSGS, MAX_QUEUED)
         .max_buffered_bytes(MAX_BUFFERED)
         .handshake_timeout(HS)
-        .close_timeout(CT);
+        .close_timeout(CT)
+        .receive_bounds(flow.messages, flow.bytes)
+        .max_untaken_completions(flow.completions)
+        .send_completions(flow.send_completions)
+        .receive_while_closing(flow.receive_while_closing);
     if keepalive {
         c = c.keepalive(KA, KT);
     }
@@ -799,23 +1270,31 @@ fn config(
     c
 }
 
-/// Runs `ops`, then a wind-down (close, a final dial failure, the transport's end, time),
-/// with the model predicting every step.
+/// Runs `ops`, then a wind-down (close, a final dial failure, the transport's end, time,
+/// every event taken), with the model predicting every step.
 fn run(
     policy: CloseBeforeOpen,
     keepalive: bool,
     reconnect: Option<ReconnectPolicy>,
+    flow: Flow,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
     let start = Instant::now();
-    let mut s = Session::new(config(policy, keepalive, reconnect.clone())).unwrap();
-    let mut obs = Observed {
-        carry: reconnect.as_ref().is_some_and(|r| r.carry_queue),
-        ..Observed::default()
+    let eager = flow.eager;
+    let mut r = Run {
+        s: {
+            let mut s = Session::new(config(policy, keepalive, reconnect.clone(), &flow)).unwrap();
+            s.track_completions(true);
+            s
+        },
+        obs: Observed {
+            carry: reconnect.as_ref().is_some_and(|r| r.carry_queue),
+            ..Observed::default()
+        },
+        m: Model::new(policy, keepalive, reconnect, flow, start),
+        d: Driver::default(),
+        now: start,
     };
-    let mut m = Model::new(policy, keepalive, reconnect, start);
-    let mut now = start;
-    let mut fed = 0u64;
     // Wind down: close (cancels a backoff; refused while connecting under `Ignore`), fail
     // any dial for good (HTTP 404 is not retried), end the transport, let timers run out.
     let wind_down = [
@@ -827,9 +1306,18 @@ fn run(
         Op::Transport(Target::Current, Input::Closed),
         Op::Advance(60_000),
     ];
+    let steps = ops.len();
     let wind_down = wind_down.iter().cycle().take(16).cloned();
-    for op in ops.into_iter().chain(wind_down) {
+    for (step, op) in ops.into_iter().chain(wind_down).enumerate() {
+        let Run { s, m, obs, d, now } = &mut r;
+        let now = *now;
         let before = s.state();
+        // Events the application takes after this step.
+        let mut quota = if eager || step >= steps {
+            usize::MAX
+        } else {
+            0
+        };
         match op {
             Op::Connect { valid } => {
                 let url = if valid {
@@ -866,6 +1354,7 @@ fn run(
                     Err(SendError::Closing(_)) => SendOutcome::Closing,
                     Err(SendError::QueueFull(_)) => SendOutcome::QueueFull,
                     Err(SendError::BufferFull(_)) => SendOutcome::BufferFull,
+                    Err(SendError::CompletionsFull(_)) => SendOutcome::CompletionsFull,
                     Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
                 };
                 prop_assert_eq!(&got, &expected);
@@ -891,66 +1380,76 @@ fn run(
             Op::Transport(target, input) => {
                 // The model decides which connection the input belongs to.
                 let conn = match target {
-                    Target::Current if m.conn > 0 => m.conn,
-                    Target::Stale if m.conn > 1 => m.conn - 1,
-                    Target::Unknown => 1_000_000,
-                    _ => continue,
+                    Target::Current if m.conn > 0 => Some(m.conn),
+                    Target::Stale if m.conn > 1 => Some(m.conn - 1),
+                    Target::Unknown => Some(1_000_000),
+                    _ => None,
                 };
-                m.advance(now);
-                let mut written = None;
-                let event = match &input {
-                    Input::Opened { offered } => TransportEvent::Opened(Box::new(Handshake {
-                        protocol: Some(if *offered { "p" } else { "q" }.into()),
-                        ..Handshake::default()
-                    })),
-                    Input::ConnectFailed(kind) => {
-                        TransportEvent::ConnectFailed(TransportError::new(*kind, "no"))
-                    }
-                    Input::Message => {
-                        fed += 1;
-                        TransportEvent::Message(Message::text(fed.to_string()))
-                    }
-                    Input::Pong => TransportEvent::Pong(Default::default()),
-                    Input::PeerClosed(code) => TransportEvent::PeerClosed(PeerClose {
-                        code: *code,
-                        reason: String::new(),
-                    }),
-                    Input::Written(oldest, raw) => {
-                        let q = obs.written_queue.entry(ConnId::from_raw(conn)).or_default();
-                        let id = if *oldest && !q.is_empty() {
-                            q.remove(0)
-                        } else {
-                            SendId::from_raw(*raw)
+                if let Some(conn) = conn {
+                    if input.is_read() {
+                        // Into the socket: the driver reads it when its credit allows.
+                        if matches!(input, Input::Message { .. }) {
+                            d.sent += 1;
+                        }
+                        d.socket.entry(conn).or_default().push_back((input, d.sent));
+                    } else {
+                        m.advance(now);
+                        let written = match &input {
+                            Input::Written(oldest, _) => {
+                                let q =
+                                    obs.written_queue.entry(ConnId::from_raw(conn)).or_default();
+                                (*oldest && !q.is_empty()).then(|| q.remove(0))
+                            }
+                            _ => None,
                         };
-                        written = Some(id);
-                        TransportEvent::SendWritten(id)
+                        let (event, _) = transport_event(&input, 0, written);
+                        let written = match event {
+                            TransportEvent::SendWritten(id) => Some(id),
+                            _ => None,
+                        };
+                        s.handle(ConnId::from_raw(conn), event, now);
+                        m.input(conn, &input, written, 0, 0);
+                        if matches!(input, Input::Error(_) | Input::ConnectFailed(_)) {
+                            d.finished.insert(conn);
+                        }
                     }
-                    Input::Error(k) => TransportEvent::Error(TransportError::new(*k, "e")),
-                    Input::Closed => TransportEvent::Closed,
-                };
-                s.handle(ConnId::from_raw(conn), event, now);
-                m.input(conn, &input, written, fed);
+                }
             }
             Op::Advance(ms) => {
-                now += Duration::from_millis(ms);
-                s.handle_timeout(now);
-                m.advance(now);
+                r.now += Duration::from_millis(ms);
+                let now = r.now;
+                r.s.handle_timeout(now);
+                r.m.advance(now);
             }
             Op::Shutdown => {
                 s.shutdown(now);
                 m.advance(now);
                 m.shutdown();
             }
+            Op::Take(n) => quota = quota.max(n),
+            Op::Burst { count, len, binary } => {
+                if m.conn > 0 {
+                    for _ in 0..count {
+                        d.sent += 1;
+                        let frame = (Input::Message { len, binary }, d.sent);
+                        d.socket.entry(m.conn).or_default().push_back(frame);
+                    }
+                }
+            }
         }
-        let seen = obs.drain(&mut s, now)?;
-        let expected = std::mem::take(&mut m.expected);
-        prop_assert_eq!(seen, expected, "events of the step");
+        r.settle(quota)?;
+        let Run { s, m, .. } = &r;
         prop_assert!(
             step_allowed(before, s.state()),
             "{before} -> {} in one step is not in the state table",
             s.state()
         );
         prop_assert_eq!(s.state(), m.state(), "state after step");
+        prop_assert_eq!(
+            s.is_backing_off(),
+            matches!(m.phase, Phase::Backoff { .. }),
+            "backing off"
+        );
         prop_assert_eq!(
             s.current().map(ConnId::get),
             (m.conn > 0 && !matches!(m.phase, Phase::Idle | Phase::Closed)).then_some(m.conn)
@@ -963,25 +1462,59 @@ fn run(
         if let Some(t) = s.poll_timeout() {
             prop_assert!(t > m.now, "deadline {t:?} not after the last now");
         }
+        r.check_flow()?;
     }
+    let Run { s, m, obs, d, .. } = &r;
     prop_assert_eq!(s.poll_timeout(), None, "no timer left");
     if m.shut_down {
         prop_assert!(s.is_drained(), "shut down and wound down, but not drained");
     }
+    prop_assert!(!s.has_events() && m.pending.is_empty(), "every event taken");
+    prop_assert_eq!(s.backlog(), Backlog::default());
+    prop_assert!(
+        d.socket.values().all(VecDeque::is_empty),
+        "every frame read"
+    );
+    prop_assert!(
+        obs.delivery.values().all(VecDeque::is_empty),
+        "messages never delivered: {:?}",
+        obs.delivery
+    );
+    // Every send completes exactly once: an outcome for the driver, and an event unless
+    // it succeeded without `send_completions`.
+    let send_completions = m.flow.send_completions;
     let missing: Vec<_> = obs
         .issued
         .keys()
-        .filter(|id| !obs.completed.contains(id))
+        .filter(|id| {
+            let reported = obs.completed.contains(id);
+            match obs.outcomes.get(id) {
+                None => true,
+                Some(true) => reported != send_completions,
+                Some(false) => !reported,
+            }
+        })
         .collect();
     prop_assert!(missing.is_empty(), "sends never completed: {missing:?}");
     for (conn, (connecting, _, closed)) in &obs.conns {
         prop_assert!(*closed, "{conn} lacks its close event");
         prop_assert!(
-            *connecting || obs.backoffs.contains_key(conn),
+            *connecting || obs.backoffs.contains(conn),
             "{conn} lacks its connecting event"
         );
     }
     Ok(())
+}
+
+/// Generated steps; half the runs start with an open connection (flow control needs one).
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    (any::<bool>(), prop::collection::vec(op(), 1..80)).prop_map(|(open, mut ops)| {
+        if open {
+            let opened = Op::Transport(Target::Current, Input::Opened { offered: true });
+            ops.splice(0..0, [Op::Connect { valid: true }, opened]);
+        }
+        ops
+    })
 }
 
 fn policy() -> impl Strategy<Value = CloseBeforeOpen> {
@@ -992,28 +1525,42 @@ fn policy() -> impl Strategy<Value = CloseBeforeOpen> {
     ]
 }
 
+/// Cases per test: 2000, or `PROPTEST_CASES` when set (for a longer run).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn session_matches_the_model(policy in policy(), keepalive in any::<bool>(), ops in prop::collection::vec(op(), 1..80)) {
-        run(policy, keepalive, None, ops)?;
+    fn session_matches_the_model(
+        policy in policy(),
+        keepalive in any::<bool>(),
+        flow in flow(),
+        ops in ops(),
+    ) {
+        run(policy, keepalive, None, flow, ops)?;
     }
 
     #[test]
     fn reconnection_matches_the_model(
         policy in policy(),
         keepalive in any::<bool>(),
+        flow in flow(),
         carry in any::<bool>(),
         max_attempts in prop::option::of(1..4u32),
         seed in any::<u64>(),
-        ops in prop::collection::vec(op(), 1..80),
+        ops in ops(),
     ) {
         let reconnect = ReconnectPolicy::default()
             .backoff(RECONNECT_BASE, RECONNECT_CAP)
             .max_attempts(max_attempts)
             .carry_queue(carry)
             .seed(seed);
-        run(policy, keepalive, Some(reconnect), ops)?;
+        run(policy, keepalive, Some(reconnect), flow, ops)?;
     }
 }
