@@ -134,7 +134,9 @@ pub struct SessionConfig {
     /// Most payload bytes queued while connecting. Default 8 MiB.
     pub max_queued_bytes: usize,
     /// Most bytes accepted but not yet confirmed written ([`crate::Session::buffered_amount`]).
-    /// Must be at least `max_queued_bytes`. Default 16 MiB.
+    /// Must be at least `max_queued_bytes`. Default 16 MiB. It also bounds how many
+    /// messages may be in flight: one per 64 bytes of it (262,144 by default; at least
+    /// `max_queued_messages`), so that empty messages are bounded too.
     pub max_buffered_bytes: usize,
     /// Largest message, sent or received. Default 64 MiB (tungstenite's default).
     pub max_message_size: usize,

@@ -164,6 +164,11 @@ struct Open {
     pings: VecDeque<Bytes>,
 }
 
+/// The bytes of `max_buffered_bytes` each message in flight counts for in the bound on their
+/// number (the memory a message costs besides its payload: its id, its frame, the driver's
+/// command); 262,144 messages under the default 16 MiB.
+const IN_FLIGHT_WEIGHT: usize = 64;
+
 /// Most application pings waiting for their pong ([`Session::ping`]).
 pub const MAX_PINGS: usize = 16;
 
@@ -469,9 +474,15 @@ impl Session {
                 Ok(id)
             }
             Conn::Open(o) => {
+                // Bytes bound the buffer, and so does the count: one message per
+                // `IN_FLIGHT_WEIGHT` bytes of the bound (at least the queue's count, which
+                // is flushed into it on open), so empty messages cannot grow memory without
+                // limit either.
+                let max_in_flight = (self.config.max_buffered_bytes / IN_FLIGHT_WEIGHT)
+                    .max(self.config.max_queued_messages);
                 if !o
                     .in_flight
-                    .fits(message.len(), usize::MAX, self.config.max_buffered_bytes)
+                    .fits(message.len(), max_in_flight, self.config.max_buffered_bytes)
                 {
                     return Err(SendError::BufferFull(message));
                 }

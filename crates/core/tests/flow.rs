@@ -341,3 +341,28 @@ fn a_pool_wide_pause_holds_keepalive_and_a_close_releases_the_reads() {
     );
     assert_eq!(pool.read_credit(b), ReadCredit::UNLIMITED);
 }
+
+#[test]
+fn empty_messages_in_flight_are_bounded_by_count() {
+    let now = Instant::now();
+    let mut s = Session::new(
+        SessionConfig::default()
+            .queue_bounds(4, 640)
+            .max_buffered_bytes(640),
+    )
+    .unwrap();
+    open(&mut s, now);
+    let mut accepted = 0;
+    while s.send(Message::binary(Vec::new()), now).is_ok() {
+        accepted += 1;
+        assert!(
+            accepted <= 10,
+            "more than 640 / 64 empty messages in flight"
+        );
+    }
+    assert_eq!(accepted, 10);
+    assert!(matches!(
+        s.send(Message::binary(Vec::new()), now),
+        Err(SendError::BufferFull(_))
+    ));
+}

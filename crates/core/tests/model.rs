@@ -747,7 +747,11 @@ impl Model {
             {
                 SendOutcome::QueueFull
             }
-            Phase::Open { .. } if bytes(&self.in_flight) + len > MAX_BUFFERED => {
+            Phase::Open { .. }
+                if bytes(&self.in_flight) + len > MAX_BUFFERED
+                    // The count bound: max(MAX_BUFFERED / 64, MAX_MSGS), which is MAX_MSGS here.
+                    || self.in_flight.len() >= MAX_MSGS =>
+            {
                 SendOutcome::BufferFull
             }
             _ => SendOutcome::Ok,
