@@ -103,13 +103,10 @@ impl Client {
     /// unsent (it was never accepted); once accepted, the message is written whatever
     /// happens to the future, and its completion event says how it ended.
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        let mut slot = Some(message.into());
-        let shared = &self.inner.shared;
-        let (id, done) = std::future::poll_fn(|cx| {
-            shared.poll_send(cx, &mut slot, true, |s, m, now| s.send(m, now))
+        send_waiting(&self.inner.shared, message.into(), |s, m, now| {
+            s.send(m, now)
         })
-        .await?;
-        wait_send(id, done.expect("a waiter was asked for")).await
+        .await
     }
 
     /// Sends a ping (payload at most 125 bytes) on the open connection; the peer's answer
@@ -177,7 +174,19 @@ impl Client {
     }
 }
 
-pub(crate) async fn wait_send(
+/// The awaitable send of every handle: waits for room in the core, then for the write.
+pub(crate) async fn send_waiting<M: Machine>(
+    shared: &Arc<Shared<M>>,
+    message: Message,
+    mut send: impl FnMut(&mut M, Message, std::time::Instant) -> Result<SendId, SendError>,
+) -> Result<SendId, SendFailed> {
+    let mut slot = Some(message);
+    let (id, done) =
+        std::future::poll_fn(|cx| shared.poll_send(cx, &mut slot, true, &mut send)).await?;
+    wait_send(id, done.expect("a waiter was asked for")).await
+}
+
+async fn wait_send(
     id: SendId,
     done: oneshot::Receiver<driver::SendResult>,
 ) -> Result<SendId, SendFailed> {

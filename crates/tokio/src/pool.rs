@@ -1,7 +1,7 @@
 //! Several sockets at once, as the newer `SocketTask` API allows: [`TaskPool`] and its
 //! per-connection [`SocketTask`] handles, over the core's [`Pool`].
 
-use crate::client::wait_send;
+use crate::client::send_waiting;
 use crate::driver::{self, Handle};
 use crate::{Config, Events, SendFailed, SocketInfo};
 use std::sync::Arc;
@@ -109,13 +109,11 @@ impl SocketTask {
     /// Sends and waits until the message is written, waiting first for room when there
     /// is none; see [`crate::Client::send`] (the same cancel safety).
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        let mut slot = Some(message.into());
-        let shared = &self.inner.shared;
-        let (id, done) = std::future::poll_fn(|cx| {
-            shared.poll_send(cx, &mut slot, true, |p, m, now| p.send(self.id, m, now))
+        let id = self.id;
+        send_waiting(&self.inner.shared, message.into(), |p, m, now| {
+            p.send(id, m, now)
         })
-        .await?;
-        wait_send(id, done.expect("a waiter was asked for")).await
+        .await
     }
 
     /// Sends a ping on this connection; see [`crate::Client::ping`].
