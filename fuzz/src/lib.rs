@@ -641,6 +641,9 @@ struct Driver {
     dialled: Vec<ConnId>,
     /// The application takes events only on `Take` steps.
     lazy: bool,
+    /// The last time the application found no event waiting: every event it takes was
+    /// produced at this time or later (with lazy taking, possibly well before it is taken).
+    drained_at: Option<Instant>,
 }
 
 impl Driver {
@@ -680,9 +683,15 @@ impl Driver {
                 inv.outcome(id, outcome.is_ok());
             }
             while quota > 0 {
-                let Some(e) = m.next_event() else { break };
+                let Some(e) = m.next_event() else {
+                    self.drained_at = Some(now);
+                    break;
+                };
                 quota -= 1;
-                inv.event(e, now, single, &self.waiting);
+                // Judged at the earliest time it can have been produced (a reconnect
+                // delay counts from then).
+                let produced = self.drained_at.map_or(now, |t| t.min(now));
+                inv.event(e, produced, single, &self.waiting);
             }
             while let Some(a) = m.poll_action() {
                 match &a {
@@ -837,11 +846,12 @@ pub fn session(data: &[u8]) {
         config: config.clone(),
         ..Invariants::default()
     };
+    let start = Instant::now();
     let mut d = Driver {
         lazy: setup.lazy,
+        drained_at: Some(start),
         ..Driver::default()
     };
-    let start = Instant::now();
     let mut now = start;
     let mut last_now = start;
     let mut shut_down = false;
@@ -1014,11 +1024,12 @@ pub fn pool(data: &[u8]) {
         config: config.clone(),
         ..Invariants::default()
     };
+    let mut now = Instant::now();
     let mut d = Driver {
         lazy: setup.lazy,
+        drained_at: Some(now),
         ..Driver::default()
     };
-    let mut now = Instant::now();
     // Each task by the id of its first connection.
     let tasks = std::cell::RefCell::new(Vec::<ConnId>::new());
     let mut shut_down = false;
