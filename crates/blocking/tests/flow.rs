@@ -19,6 +19,9 @@ use wxsocket_blocking::{
 /// How long any wait in a test may take.
 const WAIT: Duration = Duration::from_secs(20);
 
+/// How long the flooding server's writes must stay refused before it reports `Blocked`.
+const STALLED: Duration = Duration::from_millis(300);
+
 /// What the flooding server is told to do once its writes block.
 enum Cmd {
     /// Write again until the socket refuses, and say how many more messages it took.
@@ -31,7 +34,7 @@ enum Cmd {
 /// What the flooding server reports.
 #[derive(Debug, PartialEq)]
 enum Report {
-    /// A non-blocking write hit `WouldBlock` after `sent` whole messages.
+    /// Non-blocking writes were refused for `STALLED` after `sent` whole messages.
     Blocked { sent: u64 },
     /// The socket refused again after `more` messages (a few at most, if the client's
     /// kernel compacted its receive queue; many if the client read on).
@@ -43,8 +46,8 @@ enum Report {
 }
 
 /// A server that floods numbered binary messages of `size` bytes (the number first, 8
-/// bytes big-endian) as fast as the socket takes them, on a non-blocking socket, until a
-/// write would block.
+/// bytes big-endian) as fast as the socket takes them, on a non-blocking socket, until its
+/// writes stay refused (`STALLED`).
 struct Flood {
     addr: SocketAddr,
     cmd: Sender<Cmd>,
@@ -151,19 +154,28 @@ fn flood(listener: TcpListener, size: usize, cmd: Receiver<Cmd>, report: Sender<
     let mut sent = 0u64;
     let mut pending = frame(sent, size);
     let mut at = 0;
-    // Flood until the socket refuses.
+    // Flood until the socket has refused for `STALLED` without a break: one refusal
+    // only says the client is slower than this loop for a moment (seen on a loaded CI
+    // machine), a refusal that lasts says the client stopped reading.
+    let mut refused_since: Option<Instant> = None;
     loop {
         match stream.write(&pending[at..]) {
             Ok(n) => {
+                refused_since = None;
                 at += n;
                 if at == pending.len() {
                     sent += 1;
-
                     pending = frame(sent, size);
                     at = 0;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STALLED {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Err(_) => return,
         }
     }
