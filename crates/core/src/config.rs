@@ -35,6 +35,89 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
+/// Delivery acknowledged by the peer (SPEC §8; off unless set with
+/// [`SessionConfig::acknowledge`]).
+///
+/// A little while (`delay`) after messages are handed to the driver, the session sends a
+/// ping; a pong answering it — or any later ping, since a peer may answer only the latest
+/// (RFC 6455 §5.5.3) — proves that the peer's WebSocket stack read every message sent
+/// before that ping, and each of them ends in [`crate::Event::SendDelivered`] instead of
+/// `SendCompleted`. A completed close handshake that this side began acknowledges every
+/// message sent before its close frame. Messages not acknowledged when the connection
+/// drops are sent again first on the next connection when the reconnect policy carries
+/// the queue (marked `duplicate`: they may arrive twice), or fail with
+/// [`crate::SendFailure::MaybeDelivered`], the message handed back. Unacknowledged messages
+/// count toward `buffered_amount`, so a peer that stops answering makes sends wait.
+///
+/// What a pong proves is that the peer's WebSocket implementation read the message, not
+/// that its application handled it.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use wxsocket_core::*;
+///
+/// let ack = Acknowledgement::new().delay(Duration::from_millis(2));
+/// let mut s = Session::new(SessionConfig::default().acknowledge(ack)).unwrap();
+/// let now = Instant::now();
+/// let conn = s.connect(&ConnectOptions::new("ws://127.0.0.1:9000"), now).unwrap();
+/// s.handle(conn, TransportEvent::Opened(Box::default()), now);
+/// let id = s.send(Message::text("order 17"), now).unwrap();
+/// s.handle(conn, TransportEvent::SendWritten(id), now); // written: not delivered yet
+/// s.handle_timeout(now + Duration::from_millis(2)); // the barrier ping goes out
+/// let ping = std::iter::from_fn(|| s.poll_action())
+///     .find_map(|a| match a {
+///         Action::Ping { payload, .. } => Some(payload),
+///         _ => None,
+///     })
+///     .unwrap();
+/// s.handle(conn, TransportEvent::Pong(ping), now + Duration::from_millis(3));
+/// assert!(std::iter::from_fn(|| s.poll_event()).any(|e| matches!(
+///     e,
+///     Event::SendDelivered { id: d, duplicate: false, .. } if d == id
+/// )));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Acknowledgement {
+    /// How long after a message is handed to the driver the barrier ping follows, so that
+    /// one ping covers a batch; at most one barrier waits for its pong at a time. Default
+    /// 1 ms; zero sends it at the next timer call.
+    pub delay: Duration,
+    /// How long a ping covering unacknowledged messages may wait for its pong before the
+    /// peer is considered dead: an [`crate::ConnectionError::AckTimeout`] error ends the
+    /// connection (then as for any drop). Suspended while reading is paused for the
+    /// application (the pong may be waiting unread). Default 10 s.
+    pub timeout: Duration,
+}
+
+impl Default for Acknowledgement {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Acknowledgement {
+    /// The defaults: 1 ms batching delay, 10 s timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the batching delay before the barrier ping.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets how long a barrier ping may wait for its pong.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
 /// Automatic reconnection (off unless set). After a connection the
 /// application did not close ends, the same request is dialled again after a delay drawn
 /// with full jitter: uniform in `[0, min(cap, base × 2^(attempt−1))]` (a draw of 0 counts as
@@ -178,6 +261,9 @@ pub struct SessionConfig {
     /// queued at all (`SendFailed` always is: a message that was not delivered is never
     /// dropped silently).
     pub send_completions: bool,
+    /// Delivery acknowledgement ([`Acknowledgement`]). Default `None`: off, a send's success
+    /// is `SendCompleted` (written to the socket).
+    pub acknowledge: Option<Acknowledgement>,
 }
 
 impl Default for SessionConfig {
@@ -200,6 +286,7 @@ impl Default for SessionConfig {
             max_pool_received_bytes: 64 << 20,
             max_untaken_completions: 4096,
             send_completions: true,
+            acknowledge: None,
         }
     }
 }
@@ -294,6 +381,12 @@ impl SessionConfig {
         self
     }
 
+    /// Turns delivery acknowledgement on ([`Acknowledgement`]).
+    pub fn acknowledge(mut self, ack: Acknowledgement) -> Self {
+        self.acknowledge = Some(ack);
+        self
+    }
+
     /// Checks every field; the error names the first one out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field, problem| Err(ConfigError { field, problem });
@@ -324,6 +417,12 @@ impl SessionConfig {
         }
         if let Some(r) = &self.reconnect {
             timers.push(("reconnect.base", r.base));
+        }
+        if let Some(a) = self.acknowledge {
+            timers.push(("acknowledge.timeout", a.timeout));
+            if a.delay > MAX_TIMER {
+                return fail("acknowledge.delay", "must be at most 24 hours");
+            }
         }
         for (field, value) in timers {
             if value.is_zero() {

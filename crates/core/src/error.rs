@@ -250,6 +250,11 @@ pub enum ConnectionError {
     /// The close handshake did not finish within the close timeout.
     #[error("close handshake timed out after {0:?}")]
     CloseTimeout(Duration),
+    /// Delivery acknowledgement is on and no pong answered a ping covering unacknowledged
+    /// messages within this timeout ([`crate::Acknowledgement::timeout`]); the peer is
+    /// considered dead.
+    #[error("no pong acknowledged the messages sent within {0:?}; peer considered dead")]
+    AckTimeout(Duration),
 }
 
 /// Why an accepted message was not written; delivered in [`crate::Event::SendFailed`].
@@ -268,4 +273,11 @@ pub enum SendFailure {
     /// The connection ended before the message was confirmed written.
     #[error("the connection was lost before the message was written")]
     ConnectionLost,
+    /// Delivery acknowledgement is on: the connection ended after the message was handed to
+    /// the driver and before the peer acknowledged it, and it is not being sent again. It
+    /// may or may not have arrived; the message is handed back.
+    #[error(
+        "the connection was lost before the peer acknowledged the message: it may or may not have arrived"
+    )]
+    MaybeDelivered,
 }

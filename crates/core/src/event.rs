@@ -45,7 +45,22 @@ pub enum Event {
         /// The send.
         id: SendId,
     },
-    /// A send will never be confirmed written (`sendSocketMessage` fail).
+    /// With delivery acknowledgement on ([`crate::Acknowledgement`]): the peer acknowledged
+    /// the send (a pong answering a ping sent after it, or the close handshake this side
+    /// began). In that mode it replaces `SendCompleted` as the send's one successful outcome
+    /// (`sendSocketMessage` success).
+    SendDelivered {
+        /// The connection that delivered it (for a resent message, not the one it was
+        /// first sent on).
+        conn: ConnId,
+        /// The send.
+        id: SendId,
+        /// The message was sent again after a connection dropped before acknowledging it:
+        /// the peer may have received it twice.
+        duplicate: bool,
+    },
+    /// A send will never be confirmed written (`sendSocketMessage` fail); with delivery
+    /// acknowledgement on, never acknowledged.
     SendFailed {
         /// The connection.
         conn: ConnId,
@@ -107,6 +122,7 @@ impl Event {
             | Event::Open { conn, .. }
             | Event::Message { conn, .. }
             | Event::SendCompleted { conn, .. }
+            | Event::SendDelivered { conn, .. }
             | Event::SendFailed { conn, .. }
             | Event::Error { conn, .. }
             | Event::Close { conn, .. }
@@ -139,6 +155,16 @@ impl fmt::Debug for Event {
                 .debug_struct("SendCompleted")
                 .field("conn", conn)
                 .field("id", id)
+                .finish(),
+            Event::SendDelivered {
+                conn,
+                id,
+                duplicate,
+            } => f
+                .debug_struct("SendDelivered")
+                .field("conn", conn)
+                .field("id", id)
+                .field("duplicate", duplicate)
                 .finish(),
             Event::SendFailed {
                 conn,
@@ -216,6 +242,13 @@ impl fmt::Display for Event {
             }
             Event::Message { message, .. } => write!(f, "#{conn} message: {message}"),
             Event::SendCompleted { id, .. } => write!(f, "#{conn} send {id} written"),
+            Event::SendDelivered { id, duplicate, .. } => {
+                write!(f, "#{conn} send {id} delivered")?;
+                if *duplicate {
+                    f.write_str(" (resent: possibly a duplicate)")?;
+                }
+                Ok(())
+            }
             Event::SendFailed { id, reason, .. } => write!(f, "#{conn} send {id} failed: {reason}"),
             Event::Error { error, .. } => write!(f, "#{conn} error: {error}"),
             Event::Pong { payload, .. } => write!(f, "#{conn} pong ({} bytes)", payload.len()),

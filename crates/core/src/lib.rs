@@ -50,6 +50,7 @@
 //! callbacks), and the state graph in [`TRANSITIONS`].
 #![forbid(unsafe_code)]
 
+mod ack;
 mod backlog;
 pub mod close;
 mod config;
@@ -71,7 +72,9 @@ pub mod wx;
 
 pub use backlog::{Backlog, ReadCredit};
 pub use close::{CloseRequest, PeerClose};
-pub use config::{CloseBeforeOpen, Keepalive, MAX_TIMER, ReconnectPolicy, SessionConfig};
+pub use config::{
+    Acknowledgement, CloseBeforeOpen, Keepalive, MAX_TIMER, ReconnectPolicy, SessionConfig,
+};
 pub use deflate::{DeflateOptions, DeflateParams};
 pub use driven::Driven;
 pub use error::{

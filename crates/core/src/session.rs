@@ -1,5 +1,6 @@
 //! The single-socket session: the one-WebSocket-at-a-time model of `wx.connectSocket`.
 
+use crate::ack::{AckTimer, Acks};
 use crate::backlog::{Backlog, ReadCredit};
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::{CloseBeforeOpen, ReconnectPolicy, SessionConfig};
@@ -15,7 +16,7 @@ use crate::request::{ConnectOptions, HandshakeRequest};
 use crate::state::{ReadyState, State, is_allowed};
 use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,8 @@ pub struct Session {
     pub(crate) pool_paused: bool,
     /// `Some` when a driver takes send outcomes with [`Session::poll_completion`].
     completions: Option<VecDeque<Completion>>,
+    /// Sends resent after a drop (delivery acknowledgement), until their outcome.
+    duplicates: BTreeSet<SendId>,
 }
 
 /// A send's outcome as a driver sees it ([`Session::poll_completion`]).
@@ -162,6 +165,8 @@ struct Open {
     liveness: Option<Liveness>,
     /// Payloads of the application's pings not yet answered, oldest first.
     pings: VecDeque<Bytes>,
+    /// With delivery acknowledgement on: what the peer has not acknowledged yet.
+    acks: Option<Acks>,
 }
 
 /// The bytes of `max_buffered_bytes` each message in flight counts for in the bound on their
@@ -182,6 +187,11 @@ struct Closing {
     peer: Option<PeerClose>,
     /// The application asked for this close (such a connection is never reconnected).
     local: bool,
+    /// This side's close frame went first: the peer's answer acknowledges every message
+    /// before it.
+    began: bool,
+    /// With delivery acknowledgement on: what the peer has not acknowledged yet.
+    acks: Option<Acks>,
 }
 
 #[derive(Debug)]
@@ -268,6 +278,7 @@ impl Session {
             resumed: false,
             pool_paused: false,
             completions: None,
+            duplicates: BTreeSet::new(),
         })
     }
 
@@ -449,7 +460,7 @@ impl Session {
     /// `wx.sendSocketMessage`: queues the message while connecting, hands it to the driver
     /// when open. A refused message is handed back in the error.
     pub fn send(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
-        self.advance(now);
+        let now = self.advance(now);
         let max = self.config.max_message_size;
         if message.len() > max {
             let len = message.len();
@@ -488,6 +499,9 @@ impl Session {
                 }
                 let id = self.ids.send();
                 o.in_flight.push(id, message.len());
+                if let Some(acks) = &mut o.acks {
+                    acks.on_send(id, message.clone(), now);
+                }
                 self.actions.push_back(Action::Send {
                     conn: o.id,
                     id,
@@ -502,7 +516,7 @@ impl Session {
     /// pong comes back as [`Event::Pong`] with the same payload. At most [`MAX_PINGS`] may
     /// wait for their pong; a pong counts toward `max_untaken_completions` until taken.
     pub fn ping(&mut self, payload: impl Into<Bytes>, now: Instant) -> Result<(), PingError> {
-        self.advance(now);
+        let now = self.advance(now);
         let payload = payload.into();
         if payload.len() > 125 {
             return Err(PingError::TooLong { len: payload.len() });
@@ -515,6 +529,9 @@ impl Session {
             return Err(PingError::Full);
         }
         o.pings.push_back(payload.clone());
+        if let Some(acks) = &mut o.acks {
+            acks.on_ping(payload.clone(), now);
+        }
         self.actions.push_back(Action::Ping {
             conn: o.id,
             payload,
@@ -658,9 +675,16 @@ impl Session {
                 return;
             }
             (Conn::Open(o), TransportEvent::SendWritten(id)) if o.id == conn => {
-                if o.in_flight.complete(id) {
-                    self.emit(Event::SendCompleted { conn, id });
-                } else {
+                let known = match &mut o.acks {
+                    // Written is progress; the send completes when it is acknowledged.
+                    Some(acks) => acks.on_written(id),
+                    None if o.in_flight.complete(id) => {
+                        self.emit(Event::SendCompleted { conn, id });
+                        true
+                    }
+                    None => false,
+                };
+                if !known {
                     self.stats.unexpected_inputs += 1;
                 }
                 return;
@@ -702,6 +726,10 @@ impl Session {
             }
             (Conn::Open(mut o), TransportEvent::Pong(payload)) => {
                 o.touch(&self.config, now);
+                if let Some(acks) = &mut o.acks {
+                    let acked = acks.on_pong(&payload, now);
+                    self.deliver(conn, &mut o.in_flight, acked);
+                }
                 // The answer to one of the application's pings (and to every earlier one).
                 if let Some(at) = o.pings.iter().position(|p| *p == payload) {
                     o.pings.drain(..=at);
@@ -716,10 +744,24 @@ impl Session {
                 self.conn = Conn::Open(o);
             }
             (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {
-                if c.in_flight.complete(id) {
-                    self.emit(Event::SendCompleted { conn, id });
-                } else {
+                let known = match &mut c.acks {
+                    Some(acks) => acks.on_written(id),
+                    None if c.in_flight.complete(id) => {
+                        self.emit(Event::SendCompleted { conn, id });
+                        true
+                    }
+                    None => false,
+                };
+                if !known {
                     self.stats.unexpected_inputs += 1;
+                }
+                self.conn = Conn::Closing(c);
+            }
+            (Conn::Closing(mut c), TransportEvent::Pong(payload)) if c.acks.is_some() => {
+                // Control frames still count while closing: a pong acknowledges.
+                if let Some(acks) = &mut c.acks {
+                    let acked = acks.on_pong(&payload, now);
+                    self.deliver(conn, &mut c.in_flight, acked);
                 }
                 self.conn = Conn::Closing(c);
             }
@@ -733,6 +775,8 @@ impl Session {
                     deadline: now + self.linger(),
                     peer: Some(peer),
                     local: false,
+                    began: false,
+                    acks: o.acks,
                 };
                 self.transition(State::Open, Conn::Closing(closing));
             }
@@ -771,13 +815,8 @@ impl Session {
                         reason: &error.message,
                         clean: false,
                     };
-                    self.end(
-                        c.id,
-                        c.in_flight,
-                        SendFailure::ConnectionLost,
-                        false,
-                        ending,
-                    );
+                    let (in_flight, _) = self.settle(c.id, c.in_flight, c.acks, false);
+                    self.end(c.id, in_flight, SendFailure::ConnectionLost, false, ending);
                 }
             }
             (Conn::Closing(c), TransportEvent::Message(message))
@@ -838,7 +877,10 @@ impl Session {
                     }
                 }
             }
-            Event::SendCompleted { .. } | Event::SendFailed { .. } | Event::Pong { .. } => {
+            Event::SendCompleted { .. }
+            | Event::SendDelivered { .. }
+            | Event::SendFailed { .. }
+            | Event::Pong { .. } => {
                 self.backlog.completions -= 1;
             }
             _ => {}
@@ -870,7 +912,13 @@ impl Session {
         let state = match &self.conn {
             Conn::Connecting(c) => Some(c.deadline),
             Conn::Backoff(b) => Some(b.deadline),
-            Conn::Open(o) => o.liveness.map(|l| l.deadline),
+            Conn::Open(o) => {
+                let ack = o.acks.as_ref().and_then(Acks::poll_timeout);
+                match (o.liveness.map(|l| l.deadline), ack) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             Conn::Closing(c) => Some(c.deadline),
             Conn::Idle | Conn::Closed => None,
         };
@@ -898,7 +946,7 @@ impl Session {
                     self.paused_since = self.paused_since.or(self.now);
                 }
             }
-            Event::SendCompleted { id, .. } => {
+            Event::SendCompleted { id, .. } | Event::SendDelivered { id, .. } => {
                 if let Some(completions) = &mut self.completions {
                     completions.push_back((*id, Ok(())));
                 }
@@ -1003,33 +1051,7 @@ impl Session {
             Conn::Backoff(b) if b.deadline <= now => {
                 self.dial(State::Backoff, b.id, b.request, b.queue, b.attempt, now);
             }
-            Conn::Open(mut o) => match o.liveness {
-                Some(l) if l.deadline <= now => {
-                    let k = self.config.keepalive.expect("liveness implies keepalive");
-                    if self.reading_paused || self.pool_paused {
-                        // Reading is paused for the application: a pong would wait behind
-                        // the backlog, which itself proves the peer alive.
-                        o.liveness = Some(Liveness {
-                            deadline: now + k.interval,
-                            awaiting_pong: false,
-                        });
-                        self.conn = Conn::Open(o);
-                    } else if l.awaiting_pong {
-                        self.fail_open(o, ConnectionError::KeepaliveTimeout(k.timeout), now);
-                    } else {
-                        self.actions.push_back(Action::Ping {
-                            conn: o.id,
-                            payload: Bytes::new(),
-                        });
-                        o.liveness = Some(Liveness {
-                            deadline: now + k.timeout,
-                            awaiting_pong: true,
-                        });
-                        self.conn = Conn::Open(o);
-                    }
-                }
-                _ => self.conn = Conn::Open(o),
-            },
+            Conn::Open(o) => self.open_timers(o, now),
             Conn::Closing(c) if c.deadline <= now => {
                 self.actions.push_back(Action::Abort { conn: c.id });
                 if c.peer.is_some() {
@@ -1047,18 +1069,127 @@ impl Session {
                         reason: "close handshake timed out",
                         clean: false,
                     };
-                    self.end(
-                        c.id,
-                        c.in_flight,
-                        SendFailure::ConnectionLost,
-                        false,
-                        ending,
-                    );
+                    let (in_flight, _) = self.settle(c.id, c.in_flight, c.acks, false);
+                    self.end(c.id, in_flight, SendFailure::ConnectionLost, false, ending);
                 }
             }
             other => self.conn = other,
         }
         now
+    }
+
+    /// The open connection's timers due at `now`: keepalive, then the acknowledgement
+    /// barrier and timeout.
+    fn open_timers(&mut self, mut o: Open, now: Instant) {
+        let paused = self.reading_paused || self.pool_paused;
+        if let Some(l) = o.liveness
+            && l.deadline <= now
+        {
+            let k = self.config.keepalive.expect("liveness implies keepalive");
+            if paused {
+                // Reading is paused for the application: a pong would wait behind the
+                // backlog, which itself proves the peer alive.
+                o.liveness = Some(Liveness {
+                    deadline: now + k.interval,
+                    awaiting_pong: false,
+                });
+            } else if l.awaiting_pong {
+                self.fail_open(o, ConnectionError::KeepaliveTimeout(k.timeout), now);
+                return;
+            } else {
+                self.actions.push_back(Action::Ping {
+                    conn: o.id,
+                    payload: Bytes::new(),
+                });
+                if let Some(acks) = &mut o.acks {
+                    // Keepalive's ping is a barrier too.
+                    acks.on_ping(Bytes::new(), now);
+                }
+                o.liveness = Some(Liveness {
+                    deadline: now + k.timeout,
+                    awaiting_pong: true,
+                });
+            }
+        }
+        let timer = o.acks.as_mut().and_then(|a| a.poll_timer(now, paused));
+        match timer {
+            Some(AckTimer::Ping(payload)) => {
+                self.actions.push_back(Action::Ping {
+                    conn: o.id,
+                    payload,
+                });
+                self.conn = Conn::Open(o);
+            }
+            Some(AckTimer::TimedOut) => {
+                let timeout = self
+                    .config
+                    .acknowledge
+                    .map(|a| a.timeout)
+                    .unwrap_or_default();
+                self.fail_open(o, ConnectionError::AckTimeout(timeout), now);
+            }
+            None => self.conn = Conn::Open(o),
+        }
+    }
+
+    /// The peer acknowledged these sends: each completes as delivered.
+    fn deliver(
+        &mut self,
+        conn: ConnId,
+        in_flight: &mut SendQueue<usize>,
+        acked: Vec<(SendId, Message)>,
+    ) {
+        for (id, _) in acked {
+            in_flight.complete(id);
+            let duplicate = self.duplicates.remove(&id);
+            self.emit(Event::SendDelivered {
+                conn,
+                id,
+                duplicate,
+            });
+        }
+    }
+
+    /// A connection ends with messages the peer has not acknowledged (delivery
+    /// acknowledgement on): with `carry` they are returned, in order and marked as
+    /// possible duplicates, to be sent first on the next connection; otherwise each fails
+    /// as [`SendFailure::MaybeDelivered`], handed back. Returns what is left of
+    /// `in_flight` for [`end`](Self::end) to fail (all of it when acknowledgement is off)
+    /// and the carried messages.
+    fn settle(
+        &mut self,
+        conn: ConnId,
+        in_flight: SendQueue<usize>,
+        acks: Option<Acks>,
+        carry: bool,
+    ) -> (SendQueue<usize>, SendQueue<Message>) {
+        let Some(acks) = acks else {
+            return (in_flight, SendQueue::default());
+        };
+        let mut carried = SendQueue::default();
+        for (id, message) in acks.into_unacked() {
+            if carry {
+                self.duplicates.insert(id);
+                carried.push(id, message);
+            } else {
+                self.duplicates.remove(&id);
+                self.emit(Event::SendFailed {
+                    conn,
+                    id,
+                    reason: SendFailure::MaybeDelivered,
+                    message: Some(message),
+                });
+            }
+        }
+        (SendQueue::default(), carried)
+    }
+
+    /// Whether the reconnect policy carries queued messages to the next connection.
+    fn carries_queue(&self) -> bool {
+        self.config
+            .reconnect
+            .as_ref()
+            .is_some_and(|r| r.carry_queue)
     }
 
     fn on_opened(&mut self, c: Connecting, handshake: Box<Handshake>, now: Instant) {
@@ -1089,12 +1220,17 @@ impl Session {
             in_flight: SendQueue::default(),
             liveness: None,
             pings: VecDeque::new(),
+            acks: self.config.acknowledge.map(Acks::new),
         };
         open.touch(&self.config, now);
-        // The queue is flushed, in order, before anything sent after open. It fits
-        // the buffer because max_queued_bytes <= max_buffered_bytes.
+        // The queue is flushed, in order, before anything sent after open (messages resent
+        // after a drop first). It fits the buffer because max_queued_bytes <=
+        // max_buffered_bytes, and resent ones fitted the previous connection's buffer.
         for (send, message) in queue.drain() {
             open.in_flight.push(send, message.len());
+            if let Some(acks) = &mut open.acks {
+                acks.on_send(send, message.clone(), now);
+            }
             self.actions.push_back(Action::Send {
                 conn: id,
                 id: send,
@@ -1122,6 +1258,8 @@ impl Session {
             deadline: now + self.config.close_timeout,
             peer: None,
             local: true,
+            began: true,
+            acks: o.acks,
         };
         let conn = closing.id;
         self.transition(State::Open, Conn::Closing(closing));
@@ -1190,58 +1328,60 @@ impl Session {
             reason: &reason,
             clean: false,
         };
+        let retry = self.retry(Cause::Lost, 1);
+        let carry = retry && self.carries_queue();
+        let (in_flight, carried) = self.settle(o.id, o.in_flight, o.acks, carry);
         self.end(
             o.id,
-            o.in_flight,
+            in_flight,
             SendFailure::ConnectionLost,
             teardown,
             ending,
         );
-        if self.retry(Cause::Lost, 1) {
-            self.back_off(o.request, SendQueue::default(), 1, reason, now);
+        if retry {
+            self.back_off(o.request, carried, 1, reason, now);
         }
     }
 
     /// The transport of a closing connection ended, or was aborted once both close frames
     /// were exchanged: the close event carries the peer's code, clean (RFC 6455 §7.1.4);
     /// without the peer's close frame, 1006 and not clean.
-    fn finish_close(&mut self, c: Closing, now: Instant) {
+    fn finish_close(&mut self, mut c: Closing, now: Instant) {
         let Some(peer) = c.peer else {
             let ending = Ending {
                 code: ABNORMAL,
                 reason: "connection closed without a close frame",
                 clean: false,
             };
-            self.end(
-                c.id,
-                c.in_flight,
-                SendFailure::ConnectionLost,
-                false,
-                ending,
-            );
+            let (in_flight, _) = self.settle(c.id, c.in_flight, c.acks, false);
+            self.end(c.id, in_flight, SendFailure::ConnectionLost, false, ending);
             return;
         };
+        if c.began
+            && let Some(acks) = &mut c.acks
+        {
+            // The peer answered our close frame: it read every message before it.
+            let acked = acks.ack_all();
+            self.deliver(c.id, &mut c.in_flight, acked);
+        }
         let code = peer.reported_code();
         let ending = Ending {
             code,
             reason: &peer.reason,
             clean: true,
         };
-        self.end(
-            c.id,
-            c.in_flight,
-            SendFailure::ConnectionLost,
-            false,
-            ending,
-        );
         let cause = if c.local {
             Cause::Application
         } else {
             Cause::PeerClosed(code)
         };
-        if self.retry(cause, 1) {
+        let retry = self.retry(cause, 1);
+        let carry = retry && self.carries_queue();
+        let (in_flight, carried) = self.settle(c.id, c.in_flight, c.acks, carry);
+        self.end(c.id, in_flight, SendFailure::ConnectionLost, false, ending);
+        if retry {
             let reason = format!("peer closed the connection with code {code}");
-            self.back_off(c.request, SendQueue::default(), 1, reason, now);
+            self.back_off(c.request, carried, 1, reason, now);
         }
     }
 
@@ -1309,6 +1449,7 @@ impl Session {
         ending: Ending<'_>,
     ) {
         for (id, entry) in pending.drain() {
+            self.duplicates.remove(&id);
             self.emit(Event::SendFailed {
                 conn,
                 id,
@@ -1353,13 +1494,15 @@ impl Session {
                     frame: CloseRequest::internal(NORMAL, REPLACED_REASON),
                 });
                 let conn = o.id;
-                self.end(o.id, o.in_flight, SendFailure::Replaced, true, replaced);
+                let (in_flight, _) = self.settle(o.id, o.in_flight, o.acks, false);
+                self.end(o.id, in_flight, SendFailure::Replaced, true, replaced);
                 self.release_reads(conn);
             }
             Conn::Closing(c) => {
                 // Its close handshake is already under way: keep its own deadline.
                 let conn = c.id;
-                self.end(c.id, c.in_flight, SendFailure::Replaced, false, replaced);
+                let (in_flight, _) = self.settle(c.id, c.in_flight, c.acks, false);
+                self.end(c.id, in_flight, SendFailure::Replaced, false, replaced);
                 self.release_reads(conn);
                 self.teardowns.push(Teardown {
                     id: c.id,

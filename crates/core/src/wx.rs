@@ -397,8 +397,9 @@ impl WxSocket {
         result.map_err(|_| outcome)
     }
 
-    /// `wx.sendSocketMessage`. Queued while connecting; `success` once written; `fail` at
-    /// once when refused, or later when the message can no longer be written.
+    /// `wx.sendSocketMessage`. Queued while connecting; `success` once written (with
+    /// delivery acknowledgement on, [`crate::Acknowledgement`], once the peer acknowledged
+    /// it); `fail` at once when refused, or later when the message can no longer be written.
     pub fn send_socket_message(
         &mut self,
         call: SendSocketMessage,
@@ -515,7 +516,8 @@ impl WxSocket {
                     clean,
                 },
             ),
-            Event::SendCompleted { id, .. } => self
+            // With delivery acknowledgement on, `success` means acknowledged by the peer.
+            Event::SendCompleted { id, .. } | Event::SendDelivered { id, .. } => self
                 .sends
                 .remove(&id)
                 .and_then(|cbs| cbs.finish(&CallResult::ok(SEND))),

@@ -1,0 +1,318 @@
+//! Delivery acknowledgement of one open connection (SPEC §8): which messages the peer has
+//! not yet acknowledged, the pings that can acknowledge them, and the barrier ping's timers.
+//!
+//! Messages and pings go out in the order their actions are queued, and a driver carries
+//! out one connection's actions in order, so "the peer answered a ping queued after message
+//! M" proves it read M (RFC 6455 §5.5.2: a pong answers a ping; §5.5.3: it may answer only
+//! the latest). Each ping therefore remembers how many messages were handed to the driver
+//! before it (`covers`); its pong acknowledges that many.
+
+use crate::config::Acknowledgement;
+use crate::ids::SendId;
+use crate::message::Message;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// The prefix of a barrier ping's payload (a counter follows), so a capture shows what it is.
+const BARRIER_PREFIX: &[u8] = b"wxsocket-ack ";
+
+/// A ping sent on the connection and not yet answered.
+#[derive(Debug)]
+struct SentPing {
+    payload: Bytes,
+    /// Messages handed to the driver before it (the connection's count).
+    covers: u64,
+    /// The session's own barrier (not the application's or keepalive's ping).
+    barrier: bool,
+}
+
+/// Acknowledgement state of an open (or closing) connection.
+#[derive(Debug)]
+pub(crate) struct Acks {
+    config: Acknowledgement,
+    /// Messages handed to the driver and not yet acknowledged, oldest first, kept to be sent
+    /// again after a drop.
+    unacked: VecDeque<(SendId, Message)>,
+    /// How many of `unacked`, from the front, the driver confirmed written.
+    written: usize,
+    /// Messages acknowledged before the driver confirmed them written (their
+    /// `SendWritten` is still to come and is not unexpected).
+    acked_unwritten: usize,
+    /// Messages handed to the driver on this connection, and how many of them are
+    /// acknowledged (`issued - acked == unacked.len()`).
+    issued: u64,
+    acked: u64,
+    /// Pings sent and not answered, oldest first.
+    pings: VecDeque<SentPing>,
+    /// When the next barrier ping goes out, when one is due.
+    barrier_at: Option<Instant>,
+    /// Barrier pings sent so far (their payload's counter).
+    barriers: u64,
+    /// When the oldest ping covering unacknowledged messages is considered unanswered.
+    deadline: Option<Instant>,
+}
+
+/// What [`Acks::poll_timer`] asks the session to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AckTimer {
+    /// Send this barrier ping.
+    Ping(Bytes),
+    /// The peer did not answer in time.
+    TimedOut,
+}
+
+impl Acks {
+    pub(crate) fn new(config: Acknowledgement) -> Self {
+        Self {
+            config,
+            unacked: VecDeque::new(),
+            written: 0,
+            acked_unwritten: 0,
+            issued: 0,
+            acked: 0,
+            pings: VecDeque::new(),
+            barrier_at: None,
+            barriers: 0,
+            deadline: None,
+        }
+    }
+
+    /// `message` was handed to the driver as send `id`.
+    pub(crate) fn on_send(&mut self, id: SendId, message: Message, now: Instant) {
+        self.unacked.push_back((id, message));
+        self.issued += 1;
+        self.schedule(now);
+    }
+
+    /// The driver wrote send `id`; `false` when no message of this connection waits for it.
+    pub(crate) fn on_written(&mut self, id: SendId) -> bool {
+        if let Some((next, _)) = self.unacked.get(self.written)
+            && *next == id
+        {
+            self.written += 1;
+            return true;
+        }
+        if self.acked_unwritten > 0 {
+            self.acked_unwritten -= 1;
+            return true;
+        }
+        // Written out of order (no driver does, but it is not wrong): look it up.
+        match self
+            .unacked
+            .iter()
+            .skip(self.written)
+            .position(|(i, _)| *i == id)
+        {
+            Some(_) => {
+                self.written += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A ping with `payload` was queued for the driver (the application's, keepalive's or a
+    /// barrier): its pong acknowledges every message handed over before it.
+    pub(crate) fn on_ping(&mut self, payload: Bytes, now: Instant) {
+        self.push_ping(payload, false, now);
+    }
+
+    fn push_ping(&mut self, payload: Bytes, barrier: bool, now: Instant) {
+        self.pings.push_back(SentPing {
+            payload,
+            covers: self.issued,
+            barrier,
+        });
+        if self.issued > self.acked && self.deadline.is_none() {
+            self.deadline = Some(now + self.config.timeout);
+        }
+    }
+
+    /// A pong arrived: the messages the oldest ping with its payload covers are
+    /// acknowledged, and returned oldest first. A pong that answers nothing changes nothing.
+    pub(crate) fn on_pong(&mut self, payload: &[u8], now: Instant) -> Vec<(SendId, Message)> {
+        let Some(at) = self.pings.iter().position(|p| p.payload == payload) else {
+            return Vec::new();
+        };
+        let covers = self.pings[at].covers;
+        self.pings.drain(..=at);
+        let count = covers.saturating_sub(self.acked) as usize;
+        let acked = self.take_front(count);
+        if !acked.is_empty() {
+            // Progress: the peer answers; a fresh timeout for what is still unanswered.
+            self.deadline = None;
+        }
+        if self.issued > self.acked {
+            if self.pings.iter().any(|p| p.covers > self.acked) {
+                self.deadline.get_or_insert(now + self.config.timeout);
+            } else {
+                self.deadline = None;
+            }
+        } else {
+            self.deadline = None;
+        }
+        self.schedule(now);
+        acked
+    }
+
+    /// Every message still unacknowledged, acknowledged at once (a close handshake this side
+    /// began completed).
+    pub(crate) fn ack_all(&mut self) -> Vec<(SendId, Message)> {
+        let count = self.unacked.len();
+        self.deadline = None;
+        self.barrier_at = None;
+        self.take_front(count)
+    }
+
+    /// The connection ends: its unacknowledged messages, oldest first.
+    pub(crate) fn into_unacked(self) -> VecDeque<(SendId, Message)> {
+        self.unacked
+    }
+
+    fn take_front(&mut self, count: usize) -> Vec<(SendId, Message)> {
+        let count = count.min(self.unacked.len());
+        let unwritten = count.saturating_sub(self.written);
+        self.written -= count - unwritten;
+        self.acked_unwritten += unwritten;
+        self.acked += count as u64;
+        self.unacked.drain(..count).collect()
+    }
+
+    /// Arms the barrier timer when messages are not covered by any ping and no barrier
+    /// waits for its pong.
+    fn schedule(&mut self, now: Instant) {
+        let covered = self.pings.back().map_or(self.acked, |p| p.covers);
+        if self.barrier_at.is_none()
+            && self.issued > covered
+            && !self.pings.iter().any(|p| p.barrier)
+        {
+            self.barrier_at = Some(now + self.config.delay);
+        }
+    }
+
+    /// The earliest of the barrier and timeout deadlines.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match (self.barrier_at, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the timers due at `now`. `paused`: reading is paused for the application, so a
+    /// pong may be waiting unread; the timeout starts again instead of firing.
+    pub(crate) fn poll_timer(&mut self, now: Instant, paused: bool) -> Option<AckTimer> {
+        if self.deadline.is_some_and(|d| d <= now) {
+            if !paused {
+                self.deadline = None;
+                return Some(AckTimer::TimedOut);
+            }
+            self.deadline = Some(now + self.config.timeout);
+        }
+        if self.barrier_at.is_some_and(|b| b <= now) {
+            self.barrier_at = None;
+            let covered = self.pings.back().map_or(self.acked, |p| p.covers);
+            if self.issued > covered {
+                self.barriers += 1;
+                let mut payload = BARRIER_PREFIX.to_vec();
+                payload.extend_from_slice(self.barriers.to_string().as_bytes());
+                let payload = Bytes::from(payload);
+                self.push_ping(payload.clone(), true, now);
+                return Some(AckTimer::Ping(payload));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::IdAllocator;
+    use std::time::Duration;
+
+    fn acks() -> (Acks, IdAllocator, Instant) {
+        let config = Acknowledgement::new()
+            .delay(Duration::from_millis(5))
+            .timeout(Duration::from_secs(1));
+        (Acks::new(config), IdAllocator::default(), Instant::now())
+    }
+
+    #[test]
+    fn one_barrier_covers_a_batch_and_its_pong_acknowledges_it() {
+        let (mut a, mut ids, t0) = acks();
+        let sends: Vec<_> = (0..3).map(|_| ids.send()).collect();
+        for id in &sends {
+            a.on_send(*id, Message::text("m"), t0);
+        }
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_millis(5)));
+        assert_eq!(a.poll_timer(t0, false), None);
+        let t1 = t0 + Duration::from_millis(5);
+        let Some(AckTimer::Ping(payload)) = a.poll_timer(t1, false) else {
+            panic!("no barrier")
+        };
+        assert!(payload.starts_with(BARRIER_PREFIX));
+        // A message sent after the barrier is not covered by it, and waits for its answer
+        // (one barrier at a time).
+        let later = ids.send();
+        a.on_send(later, Message::text("late"), t1);
+        assert_eq!(a.poll_timeout(), Some(t1 + Duration::from_secs(1)));
+        let acked: Vec<_> = a
+            .on_pong(&payload, t1)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(acked, sends);
+        // Then the next barrier covers the late one.
+        assert_eq!(a.poll_timeout(), Some(t1 + Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_pong_for_a_later_ping_acknowledges_what_earlier_ones_cover() {
+        let (mut a, mut ids, t0) = acks();
+        let first = ids.send();
+        a.on_send(first, Message::text("1"), t0);
+        a.on_ping(Bytes::from_static(b"app"), t0);
+        let second = ids.send();
+        a.on_send(second, Message::text("2"), t0);
+        a.on_ping(Bytes::from_static(b"app2"), t0);
+        let acked: Vec<_> = a.on_pong(b"app2", t0).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(acked, [first, second]);
+        // The earlier ping was answered by the later pong: nothing matches it any more.
+        assert!(a.on_pong(b"app", t0).is_empty());
+    }
+
+    #[test]
+    fn a_pong_that_answers_nothing_changes_nothing() {
+        let (mut a, mut ids, t0) = acks();
+        a.on_send(ids.send(), Message::text("1"), t0);
+        assert!(a.on_pong(b"stray", t0).is_empty());
+        assert_eq!(a.into_unacked().len(), 1);
+    }
+
+    #[test]
+    fn the_timeout_waits_while_reading_is_paused() {
+        let (mut a, mut ids, t0) = acks();
+        a.on_send(ids.send(), Message::text("1"), t0);
+        let t1 = t0 + Duration::from_millis(5);
+        assert!(matches!(a.poll_timer(t1, false), Some(AckTimer::Ping(_))));
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(a.poll_timer(t2, true), None);
+        assert_eq!(a.poll_timeout(), Some(t2 + Duration::from_secs(1)));
+        assert_eq!(
+            a.poll_timer(t2 + Duration::from_secs(1), false),
+            Some(AckTimer::TimedOut)
+        );
+    }
+
+    #[test]
+    fn a_message_acknowledged_before_its_write_was_confirmed_is_not_unexpected() {
+        let (mut a, mut ids, t0) = acks();
+        let id = ids.send();
+        a.on_send(id, Message::text("1"), t0);
+        a.on_ping(Bytes::new(), t0);
+        assert_eq!(a.on_pong(b"", t0).len(), 1);
+        assert!(a.on_written(id));
+        assert!(!a.on_written(id));
+    }
+}

@@ -1,0 +1,528 @@
+//! Delivery acknowledged by the peer (SPEC §8), on a simulated clock: the barrier ping
+//! after a batch, pongs of later pings, the close handshake, resending after a drop with
+//! the duplicate mark, failing with `MaybeDelivered`, the timeout and its suspension while
+//! reading is paused, and exactly one final outcome per send.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use wxsocket_core::*;
+
+const DELAY: Duration = Duration::from_millis(5);
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn config() -> SessionConfig {
+    SessionConfig::default().acknowledge(Acknowledgement::new().delay(DELAY).timeout(TIMEOUT))
+}
+
+fn options() -> ConnectOptions {
+    ConnectOptions::new("ws://127.0.0.1:9/x")
+}
+
+fn actions(s: &mut Session) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn open(s: &mut Session, now: Instant) -> ConnId {
+    let conn = s.connect(&options(), now).unwrap();
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
+    actions(s);
+    events(s);
+    conn
+}
+
+/// Sends `n` text messages and confirms each written; returns their ids.
+fn send_written(s: &mut Session, conn: ConnId, n: usize, now: Instant) -> Vec<SendId> {
+    let ids: Vec<_> = (0..n)
+        .map(|i| s.send(Message::text(format!("m{i}")), now).unwrap())
+        .collect();
+    for id in &ids {
+        s.handle(conn, TransportEvent::SendWritten(*id), now);
+    }
+    ids
+}
+
+/// The payload of the one ping among `actions`.
+fn ping_payload(actions: &[Action]) -> Bytes {
+    let pings: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Ping { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pings.len(), 1, "expected one ping in {actions:?}");
+    pings[0].clone()
+}
+
+fn peer_close(reason: &str) -> PeerClose {
+    PeerClose {
+        code: Some(1000),
+        reason: reason.into(),
+    }
+}
+
+fn delivered(events: &[Event]) -> Vec<(SendId, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendDelivered { id, duplicate, .. } => Some((*id, *duplicate)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_barrier_ping_follows_a_batch_and_its_pong_delivers_it() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 3, t0);
+    // Written is progress only: no completion yet, and the bytes still count as buffered.
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.buffered_amount(), 6);
+    // One ping for the batch, after the delay.
+    assert_eq!(s.poll_timeout(), Some(t0 + DELAY));
+    let sends = actions(&mut s);
+    assert_eq!(sends.len(), 3);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(conn, TransportEvent::Pong(payload), t0 + DELAY);
+    let got = events(&mut s);
+    assert_eq!(
+        delivered(&got),
+        ids.iter().map(|i| (*i, false)).collect::<Vec<_>>()
+    );
+    assert!(
+        !got.iter().any(|e| matches!(e, Event::SendCompleted { .. })),
+        "{got:?}"
+    );
+    assert_eq!(s.buffered_amount(), 0);
+    // Nothing is unacknowledged: no more barrier pings.
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_pong_to_the_applications_later_ping_acknowledges_too() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 2, t0);
+    s.ping(Bytes::from_static(b"app"), t0).unwrap();
+    actions(&mut s);
+    // The application's ping already covers the batch: no barrier of our own.
+    s.handle_timeout(t0 + DELAY);
+    assert!(actions(&mut s).is_empty());
+    s.handle(conn, TransportEvent::Pong(Bytes::from_static(b"app")), t0);
+    let got = events(&mut s);
+    assert_eq!(delivered(&got), [(ids[0], false), (ids[1], false)]);
+    assert!(got.iter().any(|e| matches!(e, Event::Pong { .. })));
+}
+
+#[test]
+fn a_pong_that_answers_nothing_acknowledges_nothing() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    send_written(&mut s, conn, 1, t0);
+    s.handle(conn, TransportEvent::Pong(Bytes::from_static(b"stray")), t0);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.buffered_amount(), 2);
+}
+
+#[test]
+fn a_message_sent_after_the_ping_is_not_acknowledged_by_its_pong() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let first = send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    let later = send_written(&mut s, conn, 1, t0 + DELAY);
+    s.handle(conn, TransportEvent::Pong(payload), t0 + DELAY);
+    assert_eq!(delivered(&events(&mut s)), [(first[0], false)]);
+    // The next barrier covers the later one.
+    let t1 = t0 + DELAY * 2;
+    s.handle_timeout(t1);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(conn, TransportEvent::Pong(payload), t1);
+    assert_eq!(delivered(&events(&mut s)), [(later[0], false)]);
+}
+
+#[test]
+fn the_close_handshake_this_side_began_acknowledges_everything_before_it() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 2, t0);
+    s.close(None, "bye", t0).unwrap();
+    s.handle(conn, TransportEvent::PeerClosed(peer_close("bye")), t0);
+    s.handle(conn, TransportEvent::Closed, t0);
+    let got = events(&mut s);
+    assert_eq!(delivered(&got), [(ids[0], false), (ids[1], false)]);
+    assert!(matches!(got.last(), Some(Event::Close { clean: true, .. })));
+}
+
+#[test]
+fn a_close_the_peer_began_acknowledges_nothing_the_peer_may_have_discarded() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 1, t0);
+    s.handle(conn, TransportEvent::PeerClosed(peer_close("")), t0);
+    s.handle(conn, TransportEvent::Closed, t0);
+    let got = events(&mut s);
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            Event::SendFailed { id, reason: SendFailure::MaybeDelivered, message: Some(_), .. }
+                if *id == ids[0]
+        )),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_drop_without_reconnection_fails_unacknowledged_messages_as_maybe_delivered() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 2, t0);
+    let unwritten = s.send(Message::text("late"), t0).unwrap();
+    s.handle(conn, TransportEvent::Closed, t0);
+    let got = events(&mut s);
+    let failed: Vec<_> = got
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendFailed {
+                id,
+                reason,
+                message,
+                ..
+            } => Some((*id, *reason, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (
+                ids[0],
+                SendFailure::MaybeDelivered,
+                Some(Message::text("m0"))
+            ),
+            (
+                ids[1],
+                SendFailure::MaybeDelivered,
+                Some(Message::text("m1"))
+            ),
+            (
+                unwritten,
+                SendFailure::MaybeDelivered,
+                Some(Message::text("late"))
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_drop_with_reconnection_resends_first_marked_as_duplicates() {
+    let t0 = Instant::now();
+    let policy = ReconnectPolicy::default().seed(7);
+    let mut s = Session::new(config().reconnect(policy)).unwrap();
+    let first = open(&mut s, t0);
+    let ids = send_written(&mut s, first, 2, t0);
+    actions(&mut s);
+    s.handle(first, TransportEvent::Closed, t0);
+    let got = events(&mut s);
+    assert!(
+        !got.iter().any(|e| matches!(e, Event::SendFailed { .. })),
+        "{got:?}"
+    );
+    // Sent during the backoff: queued behind the resent ones.
+    let queued = s.send(Message::text("new"), t0).unwrap();
+    let dial_at = s.poll_timeout().unwrap();
+    s.handle_timeout(dial_at);
+    let second = match actions(&mut s).as_slice() {
+        [.., Action::Dial { conn, .. }] => *conn,
+        other => panic!("no dial: {other:?}"),
+    };
+    s.handle(second, TransportEvent::Opened(Box::default()), dial_at);
+    let resent: Vec<_> = actions(&mut s)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send { conn, id, message } => Some((conn, id, message)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resent,
+        [
+            (second, ids[0], Message::text("m0")),
+            (second, ids[1], Message::text("m1")),
+            (second, queued, Message::text("new")),
+        ]
+    );
+    for (_, id, _) in &resent {
+        s.handle(second, TransportEvent::SendWritten(*id), dial_at);
+    }
+    s.handle_timeout(dial_at + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(second, TransportEvent::Pong(payload), dial_at + DELAY);
+    assert_eq!(
+        delivered(&events(&mut s)),
+        [(ids[0], true), (ids[1], true), (queued, false)]
+    );
+}
+
+#[test]
+fn a_peer_that_never_answers_times_out_and_the_messages_fail() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    ping_payload(&actions(&mut s));
+    assert_eq!(s.poll_timeout(), Some(t0 + DELAY + TIMEOUT));
+    s.handle_timeout(t0 + DELAY + TIMEOUT);
+    let got = events(&mut s);
+    assert!(
+        matches!(
+            &got[0],
+            Event::Error { error: ConnectionError::AckTimeout(t), .. } if *t == TIMEOUT
+        ),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|e| matches!(
+        e,
+        Event::SendFailed { id, reason: SendFailure::MaybeDelivered, .. } if *id == ids[0]
+    )));
+    assert!(matches!(
+        got.last(),
+        Some(Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        })
+    ));
+    assert!(actions(&mut s).contains(&Action::Abort { conn }));
+}
+
+#[test]
+fn the_timeout_is_suspended_while_reading_is_paused() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config().receive_bounds(1, 1 << 20)).unwrap();
+    let conn = open(&mut s, t0);
+    send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    // The application stops taking messages: reading pauses, the pong may wait unread.
+    s.handle(
+        conn,
+        TransportEvent::Message(Message::text("x")),
+        t0 + DELAY,
+    );
+    assert!(s.is_reading_paused());
+    let late = t0 + DELAY + TIMEOUT * 3;
+    s.handle_timeout(late);
+    assert_eq!(s.state(), ReadyState::Open);
+    // The application reads again; the pong arrives; delivered.
+    assert!(matches!(s.poll_event(), Some(Event::Message { .. })));
+    s.handle(conn, TransportEvent::Pong(payload), late);
+    assert_eq!(delivered(&events(&mut s)).len(), 1);
+}
+
+#[test]
+fn awaiting_drivers_see_the_outcome_on_delivery_not_on_write() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    s.track_completions(true);
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 1, t0);
+    assert_eq!(s.poll_completion(), None);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(conn, TransportEvent::Pong(payload), t0 + DELAY);
+    assert_eq!(s.poll_completion(), Some((ids[0], Ok(()))));
+}
+
+#[test]
+fn unacknowledged_messages_fill_the_buffer_so_sends_wait() {
+    let t0 = Instant::now();
+    let bounds = |c: SessionConfig| c.queue_bounds(4, 16).max_buffered_bytes(16);
+    // Without acknowledgement, written messages leave the buffer.
+    let mut plain = Session::new(bounds(SessionConfig::default())).unwrap();
+    let conn = open(&mut plain, t0);
+    send_written(&mut plain, conn, 4, t0);
+    assert!(plain.send(Message::text("x"), t0).is_ok());
+    // With it, they stay until acknowledged: a peer that stops answering makes sends wait.
+    let mut s = Session::new(bounds(config())).unwrap();
+    let conn = open(&mut s, t0);
+    send_written(&mut s, conn, 4, t0);
+    assert_eq!(s.buffered_amount(), 8);
+    assert!(matches!(
+        s.send(Message::text("x"), t0),
+        Err(SendError::BufferFull(_))
+    ));
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(conn, TransportEvent::Pong(payload), t0 + DELAY);
+    assert_eq!(s.buffered_amount(), 0);
+    assert!(s.send(Message::text("x"), t0 + DELAY).is_ok());
+}
+
+#[test]
+fn an_invalid_acknowledgement_timeout_is_rejected_naming_the_field() {
+    let config =
+        SessionConfig::default().acknowledge(Acknowledgement::new().timeout(Duration::ZERO));
+    assert_eq!(
+        Session::new(config).unwrap_err().field,
+        "acknowledge.timeout"
+    );
+    let config = SessionConfig::default()
+        .acknowledge(Acknowledgement::new().delay(MAX_TIMER + Duration::from_secs(1)));
+    assert_eq!(Session::new(config).unwrap_err().field, "acknowledge.delay");
+}
+
+/// A random walk of sends, writes, pongs (right, stale and stray), drops and reconnects:
+/// every send ends in exactly one final outcome, a delivered message was sent before a
+/// ping whose pong arrived, and only resent messages are marked duplicates.
+#[test]
+fn every_send_ends_exactly_once_under_random_input() {
+    let (mut delivered_total, mut duplicates_total, mut failed_total) = (0, 0, 0);
+    for seed in 0..200u64 {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Odd seeds do not carry the queue: unacknowledged messages fail at a drop.
+        let policy = ReconnectPolicy::default()
+            .seed(seed)
+            .max_attempts(Some(3))
+            .carry_queue(seed % 2 == 0);
+        let mut s = Session::new(config().reconnect(policy)).unwrap();
+        let mut now = Instant::now();
+        let mut conn = open(&mut s, now);
+        let mut outcomes: BTreeMap<SendId, u32> = BTreeMap::new();
+        let mut accepted = Vec::new();
+        let mut resent = std::collections::BTreeSet::new();
+        // Per connection: pings and sends in the order the driver carries them out.
+        // Each ping with how many of the connection's sends went out before it.
+        let mut pending_pings: Vec<(Bytes, usize)> = Vec::new();
+        let mut conn_sends: Vec<SendId> = Vec::new();
+        // What the pongs fed so far (and a clean close) prove the peer read.
+        let mut provable = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            match next() % 10 {
+                0..=3 => {
+                    if let Ok(id) = s.send(Message::text("x"), now) {
+                        accepted.push(id);
+                    }
+                }
+                4 => now += DELAY,
+                5 if !pending_pings.is_empty() => {
+                    let at = (next() as usize) % pending_pings.len();
+                    let (payload, before) = pending_pings.remove(at);
+                    pending_pings.drain(..at);
+                    provable.extend(conn_sends[..before].iter().copied());
+                    s.handle(conn, TransportEvent::Pong(payload), now);
+                }
+                6 => s.handle(conn, TransportEvent::Pong(Bytes::from_static(b"?")), now),
+                7 if next() % 8 == 0 => {
+                    s.handle(conn, TransportEvent::Closed, now);
+                    pending_pings.clear();
+                }
+                8 => now += TIMEOUT / 3,
+                _ => {}
+            }
+            s.handle_timeout(now);
+            for a in actions(&mut s) {
+                match a {
+                    Action::Send { conn: c, id, .. } => {
+                        if outcomes.contains_key(&id) {
+                            panic!("{id:?} sent again after its outcome");
+                        }
+                        s.handle(c, TransportEvent::SendWritten(id), now);
+                        if c != conn {
+                            panic!("a send for {c:?}, not the current {conn:?}");
+                        }
+                        conn_sends.push(id);
+                    }
+                    Action::Ping { payload, .. } => pending_pings.push((payload, conn_sends.len())),
+                    Action::Dial { conn: c, .. } => {
+                        conn = c;
+                        pending_pings.clear();
+                        conn_sends.clear();
+                        s.handle(c, TransportEvent::Opened(Box::default()), now);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(e) = s.poll_event() {
+                match e {
+                    Event::SendDelivered { id, duplicate, .. } => {
+                        *outcomes.entry(id).or_default() += 1;
+                        delivered_total += 1;
+                        assert!(
+                            provable.contains(&id),
+                            "seed {seed}: {id:?} delivered unproven"
+                        );
+                        if duplicate {
+                            duplicates_total += 1;
+                            assert!(resent.contains(&id), "{id:?} marked but never resent");
+                        }
+                    }
+                    Event::SendFailed { id, .. } => {
+                        *outcomes.entry(id).or_default() += 1;
+                        failed_total += 1;
+                    }
+                    Event::SendCompleted { .. } => panic!("SendCompleted with acknowledgement on"),
+                    Event::Reconnecting { .. } => {
+                        for id in &accepted {
+                            if !outcomes.contains_key(id) {
+                                resent.insert(*id);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if s.state() == ReadyState::Closed {
+                break;
+            }
+        }
+        // Close cleanly (or let it end) and account for every send.
+        if s.state() == ReadyState::Open {
+            s.close(None, "", now).unwrap();
+            s.handle(conn, TransportEvent::PeerClosed(peer_close("")), now);
+            s.handle(conn, TransportEvent::Closed, now);
+        } else if s.state() == ReadyState::Connecting {
+            s.close(None, "", now).unwrap();
+        }
+        while let Some(e) = s.poll_event() {
+            if let Event::SendDelivered { id, .. } | Event::SendFailed { id, .. } = e {
+                *outcomes.entry(id).or_default() += 1;
+            }
+        }
+        for id in &accepted {
+            assert_eq!(
+                outcomes.get(id),
+                Some(&1),
+                "seed {seed}: {id:?} had {:?} outcomes",
+                outcomes.get(id)
+            );
+        }
+    }
+    // The walk reached every outcome.
+    assert!(
+        delivered_total > 1000 && duplicates_total > 10 && failed_total > 10,
+        "delivered {delivered_total}, duplicates {duplicates_total}, failed {failed_total}"
+    );
+}
