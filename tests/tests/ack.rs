@@ -1,0 +1,295 @@
+//! Delivery acknowledged by the peer (SPEC §8, issue 19) over real sockets, on both
+//! adapters: a client sends a numbered message every 2 ms while its server process is
+//! killed with SIGKILL and started again three times. The server (`record_server`) prints
+//! each message before it reads the next frame, so what it printed is what it read.
+//!
+//! With acknowledgement on, the record holds every number at least once, every number the
+//! client saw delivered is in it, and every number in it twice is one the client marked as
+//! a possible duplicate. With it off, the test shows what can be lost: messages reported
+//! written (`SendCompleted`) that the server never read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    Acknowledgement, ConnectOptions, Event, Message, ReconnectPolicy, SendError, SendFailure,
+    SendId, SessionConfig,
+};
+use wxsocket_tests::adapter::Adapter;
+use wxsocket_wire::tls::TlsRoots;
+
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every scenario against `wxsocket-tokio`.
+        mod on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
+        }
+        /// Every scenario against `wxsocket-blocking`.
+        mod on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
+        }
+    };
+}
+
+scenarios!(
+    acknowledged_messages_survive_three_sigkills,
+    without_acknowledgement_written_messages_can_be_lost,
+);
+
+/// Messages sent, one every [`PACE`].
+const MESSAGES: u64 = 1200;
+const PACE: Duration = Duration::from_millis(2);
+/// The server is killed after these many messages were sent.
+const KILLS: [u64; 3] = [300, 600, 900];
+/// How long the server stays down.
+const DOWN: Duration = Duration::from_millis(50);
+/// How long everything may take after the last send.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// The recording server: a child process serving the test's listening socket.
+struct Recorder {
+    listener: TcpListener,
+    child: Option<Child>,
+    reader: Option<JoinHandle<()>>,
+    record: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Recorder {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut recorder = Self {
+            listener,
+            child: None,
+            reader: None,
+            record: Arc::default(),
+        };
+        recorder.spawn();
+        recorder
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/record", self.listener.local_addr().unwrap())
+    }
+
+    fn spawn(&mut self) {
+        let socket = OwnedFd::from(self.listener.try_clone().unwrap());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_record_server"))
+            .stdin(Stdio::from(socket))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("record_server did not start");
+        let stdout = child.stdout.take().unwrap();
+        let record = Arc::clone(&self.record);
+        self.reader = Some(std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                record.lock().unwrap().push(line.parse().expect("a number"));
+            }
+        }));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the process gets no chance to close anything; what it printed stays printed.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+    }
+
+    fn record(&self) -> Vec<u64> {
+        self.record.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the client saw of its sends.
+#[derive(Default)]
+struct Outcomes {
+    number: BTreeMap<SendId, u64>,
+    delivered: BTreeMap<u64, bool>,
+    written: BTreeSet<u64>,
+    failed: BTreeMap<u64, SendFailure>,
+    /// Final outcomes per send (must end at exactly one each).
+    count: BTreeMap<SendId, u32>,
+}
+
+impl Outcomes {
+    fn take(&mut self, event: Event) {
+        match event {
+            Event::SendDelivered { id, duplicate, .. } => {
+                *self.count.entry(id).or_default() += 1;
+                self.delivered.insert(self.number[&id], duplicate);
+            }
+            Event::SendCompleted { id, .. } => {
+                *self.count.entry(id).or_default() += 1;
+                self.written.insert(self.number[&id]);
+            }
+            Event::SendFailed { id, reason, .. } => {
+                *self.count.entry(id).or_default() += 1;
+                self.failed.insert(self.number[&id], reason);
+            }
+            _ => {}
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.count.len() == self.number.len()
+    }
+}
+
+/// Sends [`MESSAGES`] numbered messages through the kills and restarts, then waits until
+/// every send has its outcome; returns the outcomes and the server's record.
+fn run<A: Adapter>(session: SessionConfig) -> (Outcomes, Vec<u64>) {
+    let mut server = Recorder::start();
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .seed(19);
+    let mut client = A::new(session.reconnect(policy), TlsRoots::default()).unwrap();
+    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    let mut outcomes = Outcomes::default();
+    for n in 0..MESSAGES {
+        if KILLS.contains(&n) {
+            server.kill();
+            std::thread::sleep(DOWN);
+            server.spawn();
+        }
+        let mut message = Message::text(n.to_string());
+        loop {
+            match client.try_send(message) {
+                Ok(id) => {
+                    outcomes.number.insert(id, n);
+                    break;
+                }
+                // Bounded buffer: wait for room, taking events meanwhile.
+                Err(
+                    SendError::QueueFull(m)
+                    | SendError::BufferFull(m)
+                    | SendError::CompletionsFull(m),
+                ) => {
+                    message = m;
+                    if let Some(event) = client.next_event(PACE) {
+                        outcomes.take(event);
+                    }
+                }
+                Err(e) => panic!("[{}] send {n} refused: {e}", A::NAME),
+            }
+        }
+        while let Some(event) = client.try_event() {
+            outcomes.take(event);
+        }
+        std::thread::sleep(PACE);
+    }
+    let deadline = Instant::now() + SETTLE;
+    while !outcomes.settled() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.next_event(left) {
+            Some(event) => outcomes.take(event),
+            None => panic!(
+                "[{}] {} of {} sends have no outcome after {SETTLE:?}",
+                A::NAME,
+                outcomes.number.len() - outcomes.count.len(),
+                outcomes.number.len()
+            ),
+        }
+    }
+    client.close(None, "done").unwrap();
+    for (id, count) in &outcomes.count {
+        assert_eq!(*count, 1, "[{}] {id:?} had {count} outcomes", A::NAME);
+    }
+    drop(client);
+    server.kill();
+    (outcomes, server.record())
+}
+
+fn acknowledged_messages_survive_three_sigkills<A: Adapter>() {
+    let ack = Acknowledgement::new().timeout(Duration::from_secs(2));
+    let (outcomes, record) = run::<A>(SessionConfig::default().acknowledge(ack));
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for n in &record {
+        *seen.entry(*n).or_default() += 1;
+    }
+    assert!(
+        outcomes.written.is_empty(),
+        "SendCompleted with acknowledgement on"
+    );
+    assert!(
+        outcomes.failed.is_empty(),
+        "[{}] failed sends: {:?}",
+        A::NAME,
+        outcomes.failed
+    );
+    for n in 0..MESSAGES {
+        assert!(
+            seen.contains_key(&n),
+            "[{}] {n} never reached the server",
+            A::NAME
+        );
+        assert!(
+            outcomes.delivered.contains_key(&n),
+            "[{}] {n} not delivered",
+            A::NAME
+        );
+    }
+    let twice: Vec<_> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    for n in &twice {
+        assert_eq!(
+            outcomes.delivered.get(n),
+            Some(&true),
+            "[{}] {n} arrived twice but was not marked as a possible duplicate",
+            A::NAME
+        );
+    }
+    let marked = outcomes.delivered.values().filter(|d| **d).count();
+    assert!(
+        marked > 0,
+        "[{}] three kills and nothing was resent",
+        A::NAME
+    );
+    eprintln!(
+        "[{}] acknowledgement on: {MESSAGES} sent, all delivered, {marked} resent (marked), {} arrived twice",
+        A::NAME,
+        twice.len()
+    );
+}
+
+fn without_acknowledgement_written_messages_can_be_lost<A: Adapter>() {
+    let (outcomes, record) = run::<A>(SessionConfig::default());
+    let recorded: BTreeSet<u64> = record.iter().copied().collect();
+    assert!(outcomes.delivered.is_empty());
+    // Nothing is resent without acknowledgement: no number arrives twice.
+    assert_eq!(recorded.len(), record.len(), "a message arrived twice");
+    // What a written message is worth: the ones the server never read.
+    let lost: Vec<_> = outcomes.written.difference(&recorded).collect();
+    for n in &recorded {
+        assert!(
+            outcomes.written.contains(n),
+            "[{}] {n} arrived but was not reported written",
+            A::NAME
+        );
+    }
+    eprintln!(
+        "[{}] acknowledgement off: {} written, {} failed, {} written but never read by the server: {lost:?}",
+        A::NAME,
+        outcomes.written.len(),
+        outcomes.failed.len(),
+        lost.len()
+    );
+}
