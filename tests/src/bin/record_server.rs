@@ -33,13 +33,12 @@ fn main() {
             continue;
         };
         while let Ok(message) = ws.read() {
-            if let Message::Text(text) = message {
-                if writeln!(out, "{}", text.as_str())
+            if let Message::Text(text) = message
+                && writeln!(out, "{}", text.as_str())
                     .and_then(|()| out.flush())
                     .is_err()
-                {
-                    return;
-                }
+            {
+                return;
             }
         }
     }
