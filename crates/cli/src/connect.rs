@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, DeflateOptions,
-    Event, Message, ReadyState, ReconnectPolicy, SendError, SessionConfig,
+    Acknowledgement, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError,
+    ConnectOptions, DeflateOptions, Event, Message, ReadyState, ReconnectPolicy, SendError,
+    SessionConfig,
 };
 use wxsocket_tokio::TlsRoots;
 
@@ -140,6 +141,9 @@ impl Settings {
         }
         if let Some(policy) = reconnect_policy(args)? {
             session = session.reconnect(policy);
+        }
+        if args.ack {
+            session = session.acknowledge(Acknowledgement::new());
         }
         session.validate().map_err(|e| config_error(&e))?;
 
@@ -698,7 +702,7 @@ impl Client {
                 }
                 self.touch();
             }
-            Event::SendCompleted { .. } => {
+            Event::SendCompleted { .. } | Event::SendDelivered { .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.touch();
             }

@@ -197,6 +197,14 @@ struct ConnectArgs {
     /// Also retry a handshake the server rejected with HTTP 4xx (implies --reconnect).
     #[arg(long = "reconnect-on-4xx", help_heading = "Reconnection")]
     reconnect_on_4xx: bool,
+    /// Delivery acknowledgement: a ping follows each batch of messages, and each message is
+    /// reported delivered (`delivered` in --json) once the server's pong proves its
+    /// WebSocket stack read it, instead of written. With --reconnect, messages not yet
+    /// acknowledged when a connection drops are sent again first on the next one, marked
+    /// `"duplicate": true` (they may arrive twice); otherwise they fail, as possibly
+    /// delivered. A server that answers no ping for 10 s is given up as dead.
+    #[arg(long)]
+    ack: bool,
     /// The server's close codes that are retried, comma-separated, or `none` (default
     /// 1001,1011,1012,1013; implies --reconnect).
     #[arg(

@@ -90,6 +90,13 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
         Event::SendCompleted { conn: c, id } => {
             json!({"event": "sent", "conn": conn(c), "id": id.get()})
         }
+        Event::SendDelivered {
+            conn: c,
+            id,
+            duplicate,
+        } => {
+            json!({"event": "delivered", "conn": conn(c), "id": id.get(), "duplicate": duplicate})
+        }
         Event::SendFailed {
             conn: c,
             id,
@@ -147,6 +154,18 @@ pub fn event_human(event: &Event) -> String {
         }
         Event::Message { conn, message } => format!("#{conn} < {}", show_message(message)),
         Event::SendCompleted { conn, id } => format!("#{conn} send {id} written"),
+        Event::SendDelivered {
+            conn,
+            id,
+            duplicate,
+        } => {
+            let resent = if *duplicate {
+                " (resent: possibly a duplicate)"
+            } else {
+                ""
+            };
+            format!("#{conn} send {id} delivered{resent}")
+        }
         Event::SendFailed {
             conn, id, reason, ..
         } => format!("#{conn} send {id} failed: {reason}"),
