@@ -259,7 +259,9 @@ impl Client {
     /// or will never be (`Err(SendFailed::Failed)`, e.g. the connection was lost). A
     /// refusal for any other reason (not connected, closing, too large) returns at once as
     /// `Err(SendFailed::Refused(_))`, the message handed back and nothing sent. The
-    /// completion event is still delivered to [`Events`] as well.
+    /// completion event is still delivered to [`Events`] as well. With delivery
+    /// acknowledgement on (`SessionConfig::acknowledge`), `Ok` means the peer acknowledged
+    /// the message (`Event::SendDelivered`), not only that it was written.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         self.handle
             .send_with(true, message.into(), |s, message, now| s.send(message, now))

@@ -97,7 +97,9 @@ impl Client {
     /// send buffer, or the bound on completions the application has not taken), it first
     /// waits for room, so a fast sender is paced by the network instead of refused. The
     /// completion event is still delivered on [`Events`] (unless
-    /// `SessionConfig::send_completions` is off).
+    /// `SessionConfig::send_completions` is off). With delivery acknowledgement on
+    /// (`SessionConfig::acknowledge`), it waits until the peer acknowledged the message
+    /// (`Event::SendDelivered`) instead of until it was written.
     ///
     /// Cancel safety: dropping the future while it waits for room drops the message
     /// unsent (it was never accepted); once accepted, the message is written whatever
