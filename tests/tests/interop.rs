@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use wxsocket_core::{
-    ConnId, ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event, Message,
-    ReadyState, SessionConfig, TransportErrorKind,
+    Acknowledgement, ConnId, ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event,
+    Message, ReadyState, SendFailure, SessionConfig, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::TestCa;
@@ -106,6 +106,8 @@ interop!(
     deflate_window_bits_asked_by_the_client,
     deflate_inflated_size_limit,
     deflate_inflated_size_limit_in_the_handshake_read,
+    ack_barrier_pings_are_answered_by_the_peer,
+    ack_times_out_against_a_silent_peer,
 );
 
 // ----- the peers -----
@@ -1559,4 +1561,83 @@ fn inflated_size_limit<A: Adapter>(kind: PeerKind, route: &str) {
         );
         assert_quiet(&mut a);
     }
+}
+
+/// Delivery acknowledgement against the peer's own ping handling: 50 pipelined messages
+/// are echoed, and each is delivered once a pong answers a barrier ping sent after it. What
+/// the peer's pong proves is that its WebSocket stack read the message (its application, a
+/// scripted echo here, handled it independently).
+fn ack_barrier_pings_are_answered_by_the_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let mut a: A = client(config().acknowledge(Acknowledgement::new()));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("echo")));
+    let sent: Vec<_> = (0..50)
+        .map(|i| a.try_send(Message::text(format!("m{i}"))).unwrap())
+        .collect();
+    let delivered = |e: &[Event]| {
+        e.iter()
+            .filter_map(|e| match e {
+                Event::SendDelivered { id, duplicate, .. } => Some((*id, *duplicate)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let events = a.events_until("50 echoes and deliveries", T, |e| e.len() >= 100);
+    assert_eq!(
+        delivered(&events),
+        sent.iter().map(|id| (*id, false)).collect::<Vec<_>>(),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(messages(&events).len(), 50, "[{}]", A::NAME);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::SendCompleted { .. })),
+        "[{}]",
+        A::NAME
+    );
+    server.wait_line("the barrier ping", |l| l == "ping");
+    close_normally(&mut a, &server, conn);
+}
+
+/// A peer that answers no ping: the acknowledgement timeout ends the connection, and the
+/// unacknowledged message fails as possibly delivered, handed back.
+fn ack_times_out_against_a_silent_peer<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let timeout = Duration::from_millis(300);
+    let mut a: A = client(config().acknowledge(Acknowledgement::new().timeout(timeout)));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("silent")));
+    let id = a.try_send(Message::text("anyone?")).unwrap();
+    let events = a.events_until_close(conn, T);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Error { error: ConnectionError::AckTimeout(t), .. } if *t == timeout
+        )),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::SendFailed { id: i, reason: SendFailure::MaybeDelivered, message: Some(m), .. }
+                if *i == id && *m == Message::text("anyone?")
+        )),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            })
+        ),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    server.wait_line("the unanswered ping", |l| l == "ping");
 }
