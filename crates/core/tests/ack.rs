@@ -526,3 +526,44 @@ fn every_send_ends_exactly_once_under_random_input() {
         "delivered {delivered_total}, duplicates {duplicates_total}, failed {failed_total}"
     );
 }
+
+/// The wx surface: with acknowledgement on, `sendSocketMessage`'s `success` fires on
+/// delivery, not on the write.
+#[test]
+fn wx_send_success_fires_on_delivery() {
+    use std::sync::{Arc, Mutex};
+    use wxsocket_core::wx::{ConnectSocket, SendSocketMessage, WxSocket};
+    let t0 = Instant::now();
+    let mut wx = WxSocket::new(config()).unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let conn = wx
+        .connect_socket(ConnectSocket::new(options()), t0)
+        .unwrap();
+    Driven::handle(&mut wx, conn, TransportEvent::Opened(Box::default()), t0);
+    let l = Arc::clone(&log);
+    let id = wx
+        .send_socket_message(
+            SendSocketMessage::new("hi")
+                .success(move |r| l.lock().unwrap().push(r.err_msg.clone())),
+            t0,
+        )
+        .unwrap();
+    Driven::handle(&mut wx, conn, TransportEvent::SendWritten(id), t0);
+    wx.dispatch();
+    assert!(log.lock().unwrap().is_empty(), "success on the write");
+    Driven::handle_timeout(&mut wx, t0 + DELAY);
+    let pings: Vec<_> = std::iter::from_fn(|| Driven::poll_action(&mut wx))
+        .filter_map(|a| match a {
+            Action::Ping { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .collect();
+    Driven::handle(
+        &mut wx,
+        conn,
+        TransportEvent::Pong(pings[0].clone()),
+        t0 + DELAY,
+    );
+    wx.dispatch();
+    assert_eq!(*log.lock().unwrap(), ["sendSocketMessage:ok"]);
+}
