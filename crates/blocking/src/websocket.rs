@@ -8,9 +8,8 @@
 use crate::{Client, Config, Events};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
-use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Event, Message, ReadyState};
-use wxsocket_wire::client::SendFailed;
-use wxsocket_wire::simple::{Closed, Error};
+use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Message};
+use wxsocket_wire::simple::{Closed, Error, Lifecycle, Opening};
 
 /// Connects and blocks until the socket is open, or fails with why it never opened:
 /// [`Error::Connection`] with the dial's error (DNS, TCP, TLS, the HTTP upgrade, the
@@ -46,33 +45,21 @@ pub fn connect_with(
     config.session.send_completions = false;
     let (client, events) = Client::new(config)?;
     client.connect(&options.into())?;
-    let mut failure: Option<ConnectionError> = None;
+    let mut opening = Opening::default();
     loop {
-        match events.recv() {
-            Some(Event::Open { .. }) => break,
-            Some(Event::Error { error, .. }) => failure = Some(error),
-            // A reconnect policy dials again: keep waiting for an open.
-            Some(Event::Reconnecting { .. }) => failure = None,
-            Some(event @ Event::Close { .. }) if client.state() == ReadyState::Closed => {
-                let closed = Closed::of(&event).expect("a close event");
-                return Err(failure.map_or(Error::Closed(closed), Error::Connection));
-            }
-            Some(_) => {}
-            None => return Err(Error::Closed(gone())),
+        let Some(event) = events.recv() else {
+            return Err(opening.driver_gone());
+        };
+        if let Some(opened) = opening.on_event(event, client.state()) {
+            opened?;
+            break;
         }
     }
     Ok(WebSocket {
         client,
         events,
-        closed: None,
-        error: None,
-        last_pong: None,
+        lifecycle: Lifecycle::default(),
     })
-}
-
-/// The close reported when the driver ended without a close event.
-fn gone() -> Closed {
-    Closed::new(1006, "the client's driver has ended", false)
 }
 
 /// An open WebSocket (from [`connect`]): [`recv`](Self::recv) and the iterator give the
@@ -110,17 +97,15 @@ fn gone() -> Closed {
 pub struct WebSocket {
     client: Client,
     events: Events,
-    closed: Option<Closed>,
-    error: Option<ConnectionError>,
-    /// The payload of the last pong that answered a [`WebSocket::ping`].
-    last_pong: Option<bytes::Bytes>,
+    /// The final close, the last error and pong, as the stream has seen them.
+    lifecycle: Lifecycle,
 }
 
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
             .field("state", &self.client.state())
-            .field("closed", &self.closed)
+            .field("closed", &self.lifecycle.closed())
             .finish_non_exhaustive()
     }
 }
@@ -134,15 +119,7 @@ impl WebSocket {
     pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         match self.client.send(message) {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.send_error(e)),
-        }
-    }
-
-    /// A send error, as "closed" once the connection has closed.
-    fn send_error(&self, e: SendFailed) -> Error {
-        match (&self.closed, &e) {
-            (Some(closed), SendFailed::Refused(r)) if !r.is_full() => Error::Closed(closed.clone()),
-            _ => Error::Send(e),
+            Err(e) => Err(self.lifecycle.send_error(e)),
         }
     }
 
@@ -177,7 +154,7 @@ impl WebSocket {
     /// [`close`](Self::close) with a code (1000, or 3000–4999) and a reason (at most 123
     /// bytes); an invalid one is [`Error::Close`] and nothing is closed.
     pub fn close_with(&mut self, code: u16, reason: &str) -> Result<Closed, Error> {
-        if self.closed.is_none() {
+        if !self.lifecycle.is_closed() {
             match self.client.close(Some(code), reason) {
                 // Already closed: the close event is still to be taken below.
                 Ok(()) | Err(CloseError::NotConnected) => {}
@@ -185,7 +162,11 @@ impl WebSocket {
             }
             while self.recv().is_some() {}
         }
-        Ok(self.closed.clone().unwrap_or_else(gone))
+        Ok(self
+            .lifecycle
+            .closed()
+            .cloned()
+            .unwrap_or_else(Closed::driver_gone))
     }
 
     /// Sends a ping (payload at most 125 bytes); the pong is seen by
@@ -196,19 +177,19 @@ impl WebSocket {
 
     /// The payload of the latest pong answering [`ping`](Self::ping).
     pub fn last_pong(&self) -> Option<&bytes::Bytes> {
-        self.last_pong.as_ref()
+        self.lifecycle.last_pong()
     }
 
     /// How the connection closed, once [`recv`](Self::recv) has returned `None` (or
     /// [`close_with`](Self::close_with) has returned).
     pub fn closed(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.lifecycle.closed()
     }
 
     /// The failure that ended the connection, if one did (the last one reported, with a
     /// reconnect policy).
     pub fn error(&self) -> Option<&ConnectionError> {
-        self.error.as_ref()
+        self.lifecycle.error()
     }
 
     /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, `send_timeout`,
@@ -226,47 +207,31 @@ impl WebSocket {
     fn next_message(&mut self, timeout: Option<Duration>) -> Result<Message, RecvTimeoutError> {
         let deadline = timeout.map(|t| Instant::now().checked_add(t));
         loop {
-            if self.closed.is_some() {
+            let event = if self.lifecycle.is_closed() {
                 // Closed for good: hand out what was still queued, never wait.
-                match self.events.try_recv() {
-                    Ok(Event::Message { message, .. }) => return Ok(message),
-                    Ok(event) => self.note(event),
-                    Err(_) => return Err(RecvTimeoutError::Disconnected),
+                self.events
+                    .try_recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                match deadline {
+                    None | Some(None) => self.events.recv().ok_or(RecvTimeoutError::Disconnected),
+                    Some(Some(deadline)) => self
+                        .events
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now())),
                 }
-                continue;
-            }
-            let event = match deadline {
-                None | Some(None) => self.events.recv().ok_or(RecvTimeoutError::Disconnected),
-                Some(Some(deadline)) => self
-                    .events
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
             };
             match event {
-                Ok(Event::Message { message, .. }) => return Ok(message),
-                Ok(event) => self.note(event),
+                Ok(event) => {
+                    if let Some(message) = self.lifecycle.take(event, self.client.state()) {
+                        return Ok(message);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => return Err(RecvTimeoutError::Timeout),
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.closed.get_or_insert_with(gone);
+                    self.lifecycle.driver_gone();
                     return Err(RecvTimeoutError::Disconnected);
                 }
             }
-        }
-    }
-
-    /// Records what a lifecycle event says about the end of the connection.
-    fn note(&mut self, event: Event) {
-        match event {
-            Event::Error { error, .. } => self.error = Some(error),
-            Event::Pong { payload, .. } => self.last_pong = Some(payload),
-            // Closed is final (this path never connects again): every later event is
-            // already queued and is taken without waiting. A later close among them (the
-            // state was read after a reconnection had ended too) is the one that counts.
-            Event::Close { .. }
-                if self.closed.is_some() || self.client.state() == ReadyState::Closed =>
-            {
-                self.closed = Closed::of(&event);
-            }
-            _ => {}
         }
     }
 }

@@ -8,9 +8,9 @@ use futures_core::Stream;
 use futures_util::Sink;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Event, Message, ReadyState};
+use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Message};
 use wxsocket_wire::client::SendFailed;
-use wxsocket_wire::simple::{Closed, Error};
+use wxsocket_wire::simple::{Closed, Error, Lifecycle, Opening};
 
 /// Connects and waits until the socket is open (or fails with why it never opened).
 /// Dropping the future cancels the dial and releases everything.
@@ -41,34 +41,21 @@ pub async fn connect_with(
     config.session.send_completions = false;
     let (client, mut events) = Client::new(config)?;
     client.connect(&options.into())?;
-    let mut failure: Option<ConnectionError> = None;
+    let mut opening = Opening::default();
     loop {
-        match events.next().await {
-            Some(Event::Open { .. }) => break,
-            Some(Event::Error { error, .. }) => failure = Some(error),
-            // A reconnect policy dials again: keep waiting for an open.
-            Some(Event::Reconnecting { .. }) => failure = None,
-            Some(event @ Event::Close { .. }) if client.state() == ReadyState::Closed => {
-                let closed = Closed::of(&event).expect("a close event");
-                return Err(failure.map_or(Error::Closed(closed), Error::Connection));
-            }
-            Some(_) => {}
-            None => return Err(Error::Closed(gone())),
+        let Some(event) = events.next().await else {
+            return Err(opening.driver_gone());
+        };
+        if let Some(opened) = opening.on_event(event, client.state()) {
+            opened?;
+            break;
         }
     }
     Ok(WebSocket {
         client,
         events,
-        closed: None,
-        error: None,
-        last_pong: None,
+        lifecycle: Lifecycle::default(),
     })
-}
-
-/// The close reported when the driver is gone without a close event (the runtime shut
-/// down).
-fn gone() -> Closed {
-    Closed::new(1006, "the client's driver has ended", false)
 }
 
 /// An open WebSocket (from [`connect`]): a [`Stream`](futures_core::Stream) of the
@@ -82,17 +69,15 @@ fn gone() -> Closed {
 pub struct WebSocket {
     client: Client,
     events: Events,
-    closed: Option<Closed>,
-    error: Option<ConnectionError>,
-    /// The payload of the last pong that answered a [`WebSocket::ping`].
-    last_pong: Option<bytes::Bytes>,
+    /// The final close, the last error and pong, as the stream has seen them.
+    lifecycle: Lifecycle,
 }
 
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
             .field("state", &self.client.state())
-            .field("closed", &self.closed)
+            .field("closed", &self.lifecycle.closed())
             .finish_non_exhaustive()
     }
 }
@@ -104,15 +89,7 @@ impl WebSocket {
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         match self.client.send(message).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.send_error(e)),
-        }
-    }
-
-    /// A send error, as "closed" once the connection has closed.
-    fn send_error(&self, e: SendFailed) -> Error {
-        match (&self.closed, &e) {
-            (Some(closed), SendFailed::Refused(r)) if !r.is_full() => Error::Closed(closed.clone()),
-            _ => Error::Send(e),
+            Err(e) => Err(self.lifecycle.send_error(e)),
         }
     }
 
@@ -132,7 +109,7 @@ impl WebSocket {
     /// [`close`](Self::close) with a code (1000, or 3000–4999) and a reason (at most 123
     /// bytes).
     pub async fn close_with(&mut self, code: u16, reason: &str) -> Result<Closed, Error> {
-        if self.closed.is_none() {
+        if !self.lifecycle.is_closed() {
             match self.client.close(Some(code), reason) {
                 // Already closed: the close event is still to be taken below.
                 Ok(()) | Err(CloseError::NotConnected) => {}
@@ -140,7 +117,11 @@ impl WebSocket {
             }
             while self.next().await.is_some() {}
         }
-        Ok(self.closed.clone().unwrap_or_else(gone))
+        Ok(self
+            .lifecycle
+            .closed()
+            .cloned()
+            .unwrap_or_else(Closed::driver_gone))
     }
 
     /// Sends a ping (payload at most 125 bytes); the pong is seen by [`last_pong`](Self::last_pong)
@@ -151,17 +132,17 @@ impl WebSocket {
 
     /// The payload of the latest pong answering [`ping`](Self::ping).
     pub fn last_pong(&self) -> Option<&bytes::Bytes> {
-        self.last_pong.as_ref()
+        self.lifecycle.last_pong()
     }
 
     /// How the connection closed, once the stream has ended.
     pub fn closed(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.lifecycle.closed()
     }
 
     /// The failure that ended the connection, if one did.
     pub fn error(&self) -> Option<&ConnectionError> {
-        self.error.as_ref()
+        self.lifecycle.error()
     }
 
     /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, socket details.
@@ -176,48 +157,25 @@ impl WebSocket {
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         loop {
-            if self.closed.is_some() {
-                // Closed for good; what was still queued has been taken below.
-                return match self.events.try_next() {
-                    Some(Event::Message { message, .. }) => Poll::Ready(Some(message)),
-                    Some(event) => {
-                        self.note_late(event);
-                        continue;
+            let event = if self.lifecycle.is_closed() {
+                // Closed for good: hand out what was still queued, never wait.
+                match self.events.try_next() {
+                    Some(event) => event,
+                    None => return Poll::Ready(None),
+                }
+            } else {
+                match Pin::new(&mut self.events).poll_next(cx) {
+                    Poll::Ready(Some(event)) => event,
+                    Poll::Ready(None) => {
+                        self.lifecycle.driver_gone();
+                        return Poll::Ready(None);
                     }
-                    None => Poll::Ready(None),
-                };
-            }
-            let event = match Pin::new(&mut self.events).poll_next(cx) {
-                Poll::Ready(Some(event)) => event,
-                Poll::Ready(None) => {
-                    self.closed = Some(gone());
-                    return Poll::Ready(None);
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Pending => return Poll::Pending,
             };
-            match event {
-                Event::Message { message, .. } => return Poll::Ready(Some(message)),
-                Event::Error { error, .. } => self.error = Some(error),
-                Event::Pong { payload, .. } => self.last_pong = Some(payload),
-                Event::Close { .. } if self.client.state() == ReadyState::Closed => {
-                    // Closed is final (this path never connects again): every later event
-                    // is already queued, and the loop above takes them.
-                    self.closed = Closed::of(&event);
-                }
-                _ => {}
+            if let Some(message) = self.lifecycle.take(event, self.client.state()) {
+                return Poll::Ready(Some(message));
             }
-        }
-    }
-
-    /// A lifecycle event taken after the final close (see `poll_message`): a later close
-    /// (a reconnection that also ended before the application read the first) is the one
-    /// that counts; errors and pongs are recorded as before.
-    fn note_late(&mut self, event: Event) {
-        match event {
-            Event::Error { error, .. } => self.error = Some(error),
-            Event::Pong { payload, .. } => self.last_pong = Some(payload),
-            Event::Close { .. } => self.closed = Closed::of(&event),
-            _ => {}
         }
     }
 }

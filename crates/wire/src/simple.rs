@@ -1,10 +1,13 @@
-//! What the adapters' simple path (`connect`, `WebSocket`) reports, defined once for both:
-//! one error type for everything a call can end in, and how a connection closed.
+//! The adapters' simple path (`connect`, `WebSocket`), defined once for both: one error
+//! type for everything a call can end in, how a connection closed, and the two small
+//! machines that turn the event model into it ([`Opening`] waits for the first open,
+//! [`Lifecycle`] follows a `WebSocket`'s stream of messages to the final close).
 
 use crate::client::SendFailed;
+use bytes::Bytes;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnectError, ConnectionError, Event, PingError, SendError,
-    SendFailure,
+    CloseError, ConfigError, ConnectError, ConnectionError, Event, Message, PingError, ReadyState,
+    SendError, SendFailure,
 };
 
 /// How a connection ended: the close event's code, reason and whether the close handshake
@@ -29,6 +32,12 @@ impl Closed {
             reason: reason.into(),
             clean,
         }
+    }
+
+    /// The close reported when the client's driver ended without a close event (its
+    /// runtime shut down).
+    pub fn driver_gone() -> Self {
+        Self::new(1006, "the client's driver has ended", false)
     }
 
     /// The `Closed` of a close event (`None` for any other event).
@@ -120,9 +129,184 @@ impl Error {
             )) => ErrorKind::Closed,
             Error::Send(SendFailed::Refused(SendError::TooLarge { .. })) => ErrorKind::Invalid,
             Error::Send(SendFailed::Failed(
-                SendFailure::ConnectionLost | SendFailure::ConnectFailed,
+                SendFailure::ConnectionLost
+                | SendFailure::ConnectFailed
+                | SendFailure::MaybeDelivered,
             )) => ErrorKind::Connection,
             Error::Send(_) => ErrorKind::Send,
         }
+    }
+}
+
+/// Waiting for the first open (`connect_with`): errors are remembered, a reconnection keeps
+/// waiting (a policy dials again), and the close that leaves the client Closed ends the
+/// wait with the last error, or with the close itself when there was none.
+#[derive(Debug, Default)]
+pub struct Opening {
+    failure: Option<ConnectionError>,
+}
+
+impl Opening {
+    /// Takes the next event; `state` is the client's state read after taking it. `None`:
+    /// keep waiting; `Some(Ok(()))`: open; `Some(Err(_))`: it never will be.
+    pub fn on_event(&mut self, event: Event, state: ReadyState) -> Option<Result<(), Error>> {
+        match event {
+            Event::Open { .. } => Some(Ok(())),
+            Event::Error { error, .. } => {
+                self.failure = Some(error);
+                None
+            }
+            Event::Reconnecting { .. } => {
+                self.failure = None;
+                None
+            }
+            Event::Close { .. } if state == ReadyState::Closed => {
+                let closed = Closed::of(&event).expect("a close event");
+                Some(Err(self
+                    .failure
+                    .take()
+                    .map_or(Error::Closed(closed), Error::Connection)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The events ended before an open (the driver is gone).
+    pub fn driver_gone(&mut self) -> Error {
+        Error::Closed(Closed::driver_gone())
+    }
+}
+
+/// What a `WebSocket`'s stream of messages has seen of the connection: the final close,
+/// the last error and the last pong. Closed is final on the simple path (it never
+/// connects again), so once the close that leaves the client Closed was taken, every later
+/// event is already queued: the stream takes those without waiting, and a later close
+/// among them (a reconnection that ended too before the application read the first) is
+/// the one that counts.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    closed: Option<Closed>,
+    error: Option<ConnectionError>,
+    last_pong: Option<Bytes>,
+}
+
+impl Lifecycle {
+    /// Takes the next event; `state` is the client's state read after taking it. Returns
+    /// the message to hand out, if it is one; records the rest.
+    pub fn take(&mut self, event: Event, state: ReadyState) -> Option<Message> {
+        match event {
+            Event::Message { message, .. } => return Some(message),
+            Event::Error { error, .. } => self.error = Some(error),
+            Event::Pong { payload, .. } => self.last_pong = Some(payload),
+            Event::Close { .. } if self.closed.is_some() || state == ReadyState::Closed => {
+                self.closed = Closed::of(&event);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The events ended without a close event: the driver is gone.
+    pub fn driver_gone(&mut self) {
+        self.closed.get_or_insert_with(Closed::driver_gone);
+    }
+
+    /// Whether the connection has closed for good: the stream then only hands out what is
+    /// already queued.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// How the connection closed, once it has.
+    pub fn closed(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
+    /// The failure that ended the connection, if one did (the last one reported).
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// The payload of the latest pong answering one of the application's pings.
+    pub fn last_pong(&self) -> Option<&Bytes> {
+        self.last_pong.as_ref()
+    }
+
+    /// A send's error as the simple path reports it: once the connection has closed, a
+    /// refusal for anything but room is "closed".
+    pub fn send_error(&self, e: SendFailed) -> Error {
+        match (&self.closed, &e) {
+            (Some(closed), SendFailed::Refused(r)) if !r.is_full() => Error::Closed(closed.clone()),
+            _ => Error::Send(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxsocket_core::{ConnId, TransportError, TransportErrorKind};
+
+    fn close(conn: u64, code: u16) -> Event {
+        Event::Close {
+            conn: ConnId::from_raw(conn),
+            code,
+            reason: String::new(),
+            clean: false,
+        }
+    }
+
+    fn error(conn: u64) -> Event {
+        Event::Error {
+            conn: ConnId::from_raw(conn),
+            error: ConnectionError::ConnectFailed(TransportError::new(
+                TransportErrorKind::Io,
+                "refused",
+            )),
+        }
+    }
+
+    #[test]
+    fn opening_waits_across_a_reconnection_and_reports_the_last_error() {
+        let mut o = Opening::default();
+        assert!(o.on_event(error(1), ReadyState::Connecting).is_none());
+        // Not final: a reconnection follows.
+        assert!(o.on_event(close(1, 1006), ReadyState::Connecting).is_none());
+        let again = Event::Reconnecting {
+            conn: ConnId::from_raw(2),
+            attempt: 1,
+            delay: std::time::Duration::from_millis(1),
+            last_error: String::new(),
+        };
+        assert!(o.on_event(again, ReadyState::Connecting).is_none());
+        assert!(o.on_event(error(2), ReadyState::Closed).is_none());
+        let failed = o.on_event(close(2, 1006), ReadyState::Closed);
+        assert!(
+            matches!(failed, Some(Err(Error::Connection(_)))),
+            "{failed:?}"
+        );
+    }
+
+    #[test]
+    fn the_lifecycle_takes_a_later_close_once_closed() {
+        let mut l = Lifecycle::default();
+        assert!(l.take(close(1, 1000), ReadyState::Open).is_none());
+        assert!(
+            !l.is_closed(),
+            "a close while the client is not Closed is not final"
+        );
+        l.take(close(1, 1000), ReadyState::Closed);
+        assert_eq!(l.closed().map(|c| c.code), Some(1000));
+        // Queued after it: a later close is the one that counts.
+        l.take(close(2, 1006), ReadyState::Closed);
+        assert_eq!(l.closed().map(|c| c.code), Some(1006));
+        let message = Event::Message {
+            conn: ConnId::from_raw(2),
+            message: Message::text("late"),
+        };
+        assert_eq!(
+            l.take(message, ReadyState::Closed),
+            Some(Message::text("late"))
+        );
     }
 }
