@@ -94,6 +94,7 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
             conn: c,
             id,
             duplicate,
+            ..
         } => {
             json!({"event": "delivered", "conn": conn(c), "id": id.get(), "duplicate": duplicate})
         }
@@ -158,6 +159,7 @@ pub fn event_human(event: &Event) -> String {
             conn,
             id,
             duplicate,
+            ..
         } => {
             let resent = if *duplicate {
                 " (resent: possibly a duplicate)"

@@ -48,7 +48,8 @@ pub enum Event {
     /// With delivery acknowledgement on ([`crate::Acknowledgement`]): the peer acknowledged
     /// the send (a pong answering a ping sent after it, or the close handshake this side
     /// began). In that mode it replaces `SendCompleted` as the send's one successful outcome
-    /// (`sendSocketMessage` success).
+    /// (`sendSocketMessage` success). Match it with `..`: fields may be added.
+    #[non_exhaustive]
     SendDelivered {
         /// The connection that delivered it (for a resent message, not the one it was
         /// first sent on).
