@@ -8,6 +8,7 @@
 //! - [`blocking_echo`]: `wxsocket-blocking` against a plain tungstenite client, likewise;
 //! - [`flood`]: a server flooding a reading application, `wxsocket-tokio` against plain
 //!   tokio-tungstenite, each client's throughput and peak memory (flow control);
+//! - [`ack`]: delivery acknowledgement on against off, pipelined, on both adapters;
 //! - [`workload`]: the payloads and counters both use;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
 //!
@@ -16,6 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod blocking_echo;
 pub mod flood;
 pub mod report;

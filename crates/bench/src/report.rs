@@ -238,6 +238,25 @@ fn flood_table(rows: &[crate::flood::FloodRow]) -> String {
     markdown(&header, &numeric, &cells)
 }
 
+/// The delivery acknowledgement rows as a markdown table.
+fn ack_table(rows: &[crate::ack::AckRow]) -> String {
+    let mut out = String::from(
+        "| adapter | messages | size | off msg/s | on msg/s | ratio |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} |\n",
+            r.adapter,
+            r.messages,
+            size(r.size),
+            r.off_per_sec,
+            r.on_per_sec,
+            r.ratio
+        ));
+    }
+    out
+}
+
 /// Runs both benchmarks and prints one table; `json` also writes the rows there.
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
@@ -286,6 +305,20 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     println!(
         "msg/s = median over the rounds; ratio = wxsocket-tokio / tokio-tungstenite; RSS = the largest peak over the rounds"
     );
+    let ack = match crate::ack::run_ack_bench(quick) {
+        Ok(ack) => ack,
+        Err(e) => {
+            eprintln!("wxsocket-bench: acknowledgement failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!();
+    println!(
+        "delivery acknowledgement: pipelined echo (at most {} in flight) with it on against the same adapter with it off; a round ends when every echo and every outcome arrived",
+        crate::ack::WINDOW
+    );
+    print!("{}", ack_table(&ack));
+    println!("msg/s = median over the rounds; ratio = median of on / off over pairs of rounds");
     println!("{:.1} s in all", started.elapsed().as_secs_f64());
     if let Some(path) = json_file {
         let value = json!({
@@ -315,6 +348,14 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                     "wire_bytes_per_msg_uncompressed": uncompressed,
                 }))
             }).collect::<Vec<_>>(),
+            "ack_rows": ack.iter().map(|r| json!({
+                "adapter": r.adapter,
+                "messages": r.messages,
+                "size_bytes": r.size,
+                "ack_off_msgs_per_sec": r.off_per_sec,
+                "ack_on_msgs_per_sec": r.on_per_sec,
+                "ratio": r.ratio,
+            })).collect::<Vec<_>>(),
             "flood_rows": flood.iter().map(|r| json!({
                 "messages": r.messages,
                 "size_bytes": r.size,
