@@ -675,18 +675,8 @@ impl Session {
                 return;
             }
             (Conn::Open(o), TransportEvent::SendWritten(id)) if o.id == conn => {
-                let known = match &mut o.acks {
-                    // Written is progress; the send completes when it is acknowledged.
-                    Some(acks) => acks.on_written(id),
-                    None if o.in_flight.complete(id) => {
-                        self.emit(Event::SendCompleted { conn, id });
-                        true
-                    }
-                    None => false,
-                };
-                if !known {
-                    self.stats.unexpected_inputs += 1;
-                }
+                let written = written(&mut o.in_flight, o.acks.as_mut(), id);
+                self.on_written(conn, id, written);
                 return;
             }
             (_, event) => event,
@@ -744,17 +734,8 @@ impl Session {
                 self.conn = Conn::Open(o);
             }
             (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {
-                let known = match &mut c.acks {
-                    Some(acks) => acks.on_written(id),
-                    None if c.in_flight.complete(id) => {
-                        self.emit(Event::SendCompleted { conn, id });
-                        true
-                    }
-                    None => false,
-                };
-                if !known {
-                    self.stats.unexpected_inputs += 1;
-                }
+                let written = written(&mut c.in_flight, c.acks.as_mut(), id);
+                self.on_written(conn, id, written);
                 self.conn = Conn::Closing(c);
             }
             (Conn::Closing(mut c), TransportEvent::Pong(payload)) if c.acks.is_some() => {
@@ -1129,6 +1110,15 @@ impl Session {
                 self.fail_open(o, ConnectionError::AckTimeout(timeout), now);
             }
             None => self.conn = Conn::Open(o),
+        }
+    }
+
+    /// Reports what [`written`] found.
+    fn on_written(&mut self, conn: ConnId, id: SendId, written: Written) {
+        match written {
+            Written::Completed => self.emit(Event::SendCompleted { conn, id }),
+            Written::Progress => {}
+            Written::Unknown => self.stats.unexpected_inputs += 1,
         }
     }
 
@@ -1510,6 +1500,35 @@ impl Session {
                 });
             }
         }
+    }
+}
+
+/// What the driver's report that it wrote a send means.
+enum Written {
+    /// The send is complete (delivery acknowledgement off).
+    Completed,
+    /// Progress only: with acknowledgement on, the send completes when acknowledged.
+    Progress,
+    /// No send of the connection waits for it.
+    Unknown,
+}
+
+/// The driver wrote send `id` of a connection with these sends in flight.
+fn written(in_flight: &mut SendQueue<usize>, acks: Option<&mut Acks>, id: SendId) -> Written {
+    let known = match acks {
+        // Written is progress; the send completes when it is acknowledged.
+        Some(acks) => {
+            if acks.on_written(id) {
+                return Written::Progress;
+            }
+            false
+        }
+        None => in_flight.complete(id),
+    };
+    if known {
+        Written::Completed
+    } else {
+        Written::Unknown
     }
 }
 
