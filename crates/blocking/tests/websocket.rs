@@ -126,9 +126,19 @@ fn send_then_close(
     })
 }
 
+/// An address on 127.0.0.1 that refuses connections and that no other test can take: the
+/// local address of a connected client socket, held (with its peer) until the process
+/// exits. Nothing listens on it, so a dial is refused; being bound, it is not handed out
+/// again (a port bound and released could be, to a listener of a test running alongside,
+/// and the dial would then reach that test's server).
 fn closed_port() -> SocketAddr {
+    static HELD: std::sync::Mutex<Vec<(TcpListener, TcpStream)>> =
+        std::sync::Mutex::new(Vec::new());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let addr = client.local_addr().unwrap();
+    HELD.lock().unwrap().push((listener, client));
+    addr
 }
 
 #[test]
