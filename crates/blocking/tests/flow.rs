@@ -363,18 +363,21 @@ fn a_flood_of_large_messages_pauses_reading_at_the_byte_bound() {
 #[test]
 fn keepalive_does_not_end_a_paused_connection() {
     let server = Flood::start(SIZE);
+    // A short interval, and a pong timeout a loaded machine's scheduling cannot run past
+    // (once reading resumes, the server's pongs must be read in time).
     let interval = Duration::from_millis(50);
+    let timeout = Duration::from_millis(300);
     let session = SessionConfig::default()
         .receive_bounds(100, 1 << 20)
-        .keepalive(interval, interval);
+        .keepalive(interval, timeout);
     let (client, events) = Client::new(config(session)).unwrap();
     client.connect(&ConnectOptions::new(server.url())).unwrap();
     until_open(&events);
     let mut sent = server.blocked();
     let (backlog, pauses) = (client.backlog(), client.stats().read_pauses);
-    // The paused connection outlives several keepalive intervals and timeouts, although
-    // no pong could be read meanwhile.
-    std::thread::sleep(interval * 10);
+    // The paused connection outlives three keepalive intervals and timeouts, although no
+    // pong could be read meanwhile.
+    std::thread::sleep((interval + timeout) * 3);
     assert_eq!(client.state(), ReadyState::Open);
     // It stayed paused all along.
     assert_eq!(client.backlog(), backlog);
@@ -385,8 +388,8 @@ fn keepalive_does_not_end_a_paused_connection() {
     let total = server.finish(sent, sent + 500);
     read_numbered(&events, 0, total, || 0);
     assert_eq!(client.state(), ReadyState::Open);
-    // Alive after reading: the server answers the keepalive pings now.
-    std::thread::sleep(interval * 4);
+    // Alive after reading: the server answers the keepalive pings now (two periods).
+    std::thread::sleep((interval + timeout) * 2);
     assert_eq!(client.state(), ReadyState::Open);
     client.close(None, "done").unwrap();
     until_clean_close(&events);

@@ -6,7 +6,7 @@
 use std::io::{self, ErrorKind as IoErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -126,9 +126,19 @@ fn send_then_close(
     })
 }
 
+/// An address on 127.0.0.1 that refuses connections and that no other test can take: the
+/// local address of a connected client socket, held (with its peer) until the process
+/// exits. Nothing listens on it, so a dial is refused; being bound, it is not handed out
+/// again (a port bound and released could be, to a listener of a test running alongside,
+/// and the dial would then reach that test's server).
 fn closed_port() -> SocketAddr {
+    static HELD: std::sync::Mutex<Vec<(TcpListener, TcpStream)>> =
+        std::sync::Mutex::new(Vec::new());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let addr = client.local_addr().unwrap();
+    HELD.lock().unwrap().push((listener, client));
+    addr
 }
 
 #[test]
@@ -196,17 +206,66 @@ fn connect_to_a_closed_port_fails_with_the_connection_error() {
     });
 }
 
+/// Accepts every dial and drops it before answering the handshake (a failed attempt, which
+/// a reconnect policy retries), counting the dials; stops on drop.
+struct Dropping {
+    addr: SocketAddr,
+    dials: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Dropping {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dials = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counted, stopped) = (Arc::clone(&dials), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while let Ok((stream, _)) = listener.accept() {
+                if stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                counted.fetch_add(1, Ordering::AcqRel);
+                drop(stream);
+            }
+        });
+        Self {
+            addr,
+            dials,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Dropping {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Unblocks the accept.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `connect_with` a policy of two retries against a server that drops every dial: the
+/// dial and exactly two retries reach the server (each counted before the client can see
+/// it fail), then the connection error.
 #[test]
 fn connect_with_a_policy_fails_once_the_policy_gives_up() {
     bounded(|| {
-        let addr = closed_port();
+        let server = Dropping::start();
         let policy = ReconnectPolicy::default()
             .backoff(Duration::from_millis(1), Duration::from_millis(5))
             .max_attempts(Some(2));
         let config = Config::default().session(SessionConfig::default().reconnect(policy));
-        let error = connect_with(config, format!("ws://{addr}/")).unwrap_err();
+        let error = connect_with(config, format!("ws://{}/", server.addr)).unwrap_err();
         assert!(matches!(error, Error::Connection(_)), "{error:?}");
         assert_eq!(error.kind(), ErrorKind::Connection);
+        assert_eq!(server.dials.load(Ordering::Acquire), 3, "dials");
     });
 }
 

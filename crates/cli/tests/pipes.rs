@@ -92,6 +92,49 @@ fn replies_after_our_close_frame_are_printed() {
     assert_eq!(server.seen().len(), 2);
 }
 
+/// `--no-linger` closes as soon as the input ends. The server is never quiet (a message
+/// every 20 ms), so the end-of-input wait could only end at `--linger-max` (2 s by
+/// default, shown below by a run without the option): with `--no-linger` the close frame
+/// reaches the server well before that (within 1.5 s of the handshake, a margin of more
+/// than a second on a loaded machine for a client that closes at once).
+#[test]
+fn no_linger_closes_when_the_input_ends() {
+    let server = TestServer::start(Mode::Ticker, false);
+    let waited_for = |seen: &common::Seen| {
+        let closed = seen.close_answered.expect("the client's close frame");
+        assert_eq!(seen.close, Some((1000, String::new())));
+        closed - seen.at
+    };
+    // Without the option: the end-of-input wait runs to its 2-second cap.
+    let (status, stdout, stderr) = run_bytes(&["connect", server.url()], b"x\n");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8(stdout).unwrap();
+    assert!(stdout.lines().any(|l| l == "x"), "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("tick ")).count() >= 10,
+        "{stdout}"
+    );
+    let lingered = waited_for(&server.seen()[0]);
+    assert!(lingered >= Duration::from_secs(2), "{lingered:?}");
+    for (i, blocking) in ADAPTERS.into_iter().enumerate() {
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(vec!["connect", server.url(), "--no-linger"], blocking),
+            b"x\n",
+        );
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let stdout = String::from_utf8(stdout).unwrap();
+        assert!(
+            stdout.lines().all(|l| l == "x" || l.starts_with("tick ")),
+            "{stdout}"
+        );
+        let waited = waited_for(&server.seen()[i + 1]);
+        assert!(
+            waited < Duration::from_millis(1500),
+            "--no-linger closed {waited:?} after the handshake (blocking: {blocking})"
+        );
+    }
+}
+
 /// The end-of-input wait: with a server that answers only after our close frame, the
 /// client waits the quiet time (nothing arrives) and then closes; `--linger` sets the
 /// quiet time, and a shorter `--linger-max` caps it.

@@ -151,17 +151,23 @@ async fn a_flood_pauses_reading_at_the_bound_and_loses_nothing() {
     assert!(client.stats().read_pauses >= 2, "{:?}", client.stats());
 }
 
+/// The keepalive of the test below: a short interval, and a pong timeout a loaded machine's
+/// scheduling cannot run past (once reading resumes, the pongs must be read in time).
+const KEEPALIVE: Duration = Duration::from_millis(30);
+const PONG_TIMEOUT: Duration = Duration::from_millis(300);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_does_not_end_a_connection_paused_for_the_application() {
     let total = 20_000;
     let flood = Flood::start(total, 1024).await;
     let session = SessionConfig::default()
         .receive_bounds(100, 64 << 10)
-        .keepalive(Duration::from_millis(30), Duration::from_millis(60));
+        .keepalive(KEEPALIVE, PONG_TIMEOUT);
     let (client, mut events) = connect(session, &flood.url).await;
     assert!(flood.until_blocked(Duration::from_millis(300)).await);
-    // The application stays away for many keepalive periods.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The application stays away for three keepalive periods (a ping and its timeout): a
+    // session that pinged while paused could not read the pong and would be dead by now.
+    tokio::time::sleep(3 * (KEEPALIVE + PONG_TIMEOUT)).await;
     assert_eq!(client.state(), ReadyState::Open);
     read_in_order(&mut events, total).await;
     assert_eq!(client.state(), ReadyState::Open);

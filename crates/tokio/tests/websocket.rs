@@ -73,10 +73,12 @@ async fn the_echo_client() {
 
 #[tokio::test]
 async fn a_socket_that_never_opens_is_a_connection_error() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // The local port of a connected client socket, held for the test: nothing listens on
+    // it, so the dial is refused, and no other test can bind it meanwhile (a port bound and
+    // released could be taken by a listener of a test running alongside).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let err = within(connect(format!("ws://127.0.0.1:{port}/")))
         .await
         .unwrap_err();

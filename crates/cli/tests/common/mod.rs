@@ -244,6 +244,10 @@ pub enum Mode {
     /// close answer: every reply arrives after the client's close frame (RFC 6455 §5.5.1
     /// allows it).
     EchoAfterClose,
+    /// Never quiet: a text message `tick N` every 20 ms from the handshake on, and echoes;
+    /// the client's close frame is recorded (`close`, and `close_answered` when it came)
+    /// and answered.
+    Ticker,
 }
 
 /// Writes `bytes` to `stream` as they are (frames built by hand).
@@ -413,6 +417,43 @@ impl TestServer {
                             }
                         }
                         return;
+                    }
+                    if mode == Mode::Ticker {
+                        let mut ticks = tokio::time::interval(Duration::from_millis(20));
+                        let mut n = 0u64;
+                        loop {
+                            tokio::select! {
+                                _ = ticks.tick() => {
+                                    n += 1;
+                                    let tick = WsMessage::text(format!("tick {n}"));
+                                    if ws.send(tick).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                message = ws.next() => match message {
+                                    Some(Ok(WsMessage::Close(frame))) => {
+                                        let close = frame
+                                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                            .unwrap_or((1005, String::new()));
+                                        if let Some(i) = *index.lock().unwrap() {
+                                            let mut all = record.lock().unwrap();
+                                            all[i].close = Some(close);
+                                            all[i].close_answered = Some(Instant::now());
+                                        }
+                                        // Reading on sends tungstenite's queued answer.
+                                        while let Some(Ok(_)) = ws.next().await {}
+                                        return;
+                                    }
+                                    Some(Ok(message)) if message.is_text() || message.is_binary() => {
+                                        if ws.send(message).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    _ => return,
+                                },
+                            }
+                        }
                     }
                     if mode == Mode::Silent {
                         // Hold the socket open without reading it until the server stops.
