@@ -48,6 +48,7 @@ pub mod inflate;
 pub use inflate::inflate;
 
 use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use wxsocket_core::*;
@@ -138,6 +139,9 @@ struct Setup {
     receive: (u8, u8),
     /// `pool_receive_bounds` (messages, bytes), small.
     pool_receive: (u8, u8),
+    /// `% 8`: `max_untaken_completions`; 128 and above: delivery acknowledgement on, with a
+    /// barrier delay of `% 16` ms (the high bit was unused, so the committed corpus keeps
+    /// what it meant and half of it now runs with acknowledgement).
     completions: u8,
     send_completions: bool,
     receive_while_closing: bool,
@@ -179,6 +183,13 @@ impl Setup {
             .receive_while_closing(self.receive_while_closing);
         if self.keepalive {
             c = c.keepalive(Duration::from_millis(200), Duration::from_millis(100));
+        }
+        if self.completions >= 128 {
+            c = c.acknowledge(
+                Acknowledgement::new()
+                    .delay(Duration::from_millis(u64::from(self.completions % 16)))
+                    .timeout(Duration::from_millis(400)),
+            );
         }
         if let Some((carry, max, seed)) = self.reconnect {
             c = c.reconnect(
@@ -234,6 +245,21 @@ struct Invariants {
     total: Untaken,
     /// The last message number the peer sent.
     sent: u64,
+    /// Delivery acknowledgement: per connection, the sends in the order they were handed
+    /// to the driver, and each ping with how many sends went before it.
+    sent_order: BTreeMap<ConnId, Vec<SendId>>,
+    pings: BTreeMap<ConnId, Vec<(Bytes, usize)>>,
+    /// Per connection, for each pong the peer sent (in order): how many of its sends the
+    /// ping it answers proves read (`None`: it answers nothing).
+    answers: BTreeMap<ConnId, VecDeque<Option<usize>>>,
+    /// Sends a pong fed to the machine proved read, per connection.
+    provable: BTreeMap<ConnId, BTreeSet<SendId>>,
+    /// Connections our close frame went to, and those where the peer's close frame was fed
+    /// after it: a close handshake we began.
+    close_sent: BTreeSet<ConnId>,
+    close_answered: BTreeSet<ConnId>,
+    /// The connections each send was handed to the driver on.
+    sent_on: BTreeMap<SendId, BTreeSet<ConnId>>,
 }
 
 /// Received messages not yet taken, and whether they hold reading paused: from reaching
@@ -351,6 +377,27 @@ impl Invariants {
         ReadCredit::new(own.messages.min(total.messages), own.bytes.min(total.bytes))
     }
 
+    /// A frame read from `conn`'s socket is handed to the machine: a pong proves the
+    /// sends before the ping it answers read; the peer's close frame is recorded.
+    fn fed(&mut self, conn: ConnId, event: &TransportEvent) {
+        match event {
+            TransportEvent::Pong(_) => {
+                let answered = self.answers.get_mut(&conn).and_then(VecDeque::pop_front);
+                if let Some(Some(before)) = answered {
+                    let sent = self.sent_order.get(&conn).map_or(&[][..], |s| &s[..before]);
+                    self.provable
+                        .entry(conn)
+                        .or_default()
+                        .extend(sent.iter().copied());
+                }
+            }
+            TransportEvent::PeerClosed(_) if self.close_sent.contains(&conn) => {
+                self.close_answered.insert(conn);
+            }
+            _ => {}
+        }
+    }
+
     /// A send's outcome, as the driver learns it: exactly once per issued send.
     fn outcome(&mut self, id: SendId, ok: bool) {
         assert!(
@@ -381,9 +428,16 @@ impl Invariants {
                     assert!(*last < id, "sends out of order on {conn}");
                 }
                 list.push(id);
+                self.sent_order.entry(conn).or_default().push(id);
+                self.sent_on.entry(id).or_default().insert(conn);
             }
-            Action::Close { frame, .. } => {
+            Action::Ping { conn, payload } => {
+                let before = self.sent_order.get(&conn).map_or(0, Vec::len);
+                self.pings.entry(conn).or_default().push((payload, before));
+            }
+            Action::Close { conn, frame } => {
                 assert!(frame.reason().len() <= close::MAX_REASON_BYTES);
+                self.close_sent.insert(conn);
             }
             _ => {}
         }
@@ -455,7 +509,44 @@ impl Invariants {
                     self.close_code.insert(conn, code);
                 }
             }
-            Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
+            Event::SendDelivered { id, duplicate, .. } => {
+                assert!(
+                    self.config.acknowledge.is_some(),
+                    "delivered without acknowledgement"
+                );
+                let proven = self.provable.get(&conn).is_some_and(|p| p.contains(id))
+                    || self.close_answered.contains(&conn);
+                assert!(
+                    proven,
+                    "{id} delivered on {conn} before anything proved it read"
+                );
+                let resent = self.sent_on[id].iter().any(|c| *c != conn);
+                assert_eq!(*duplicate, resent, "{id}'s duplicate mark");
+            }
+            _ => {}
+        }
+        match &event {
+            Event::SendCompleted { id, .. }
+            | Event::SendDelivered { id, .. }
+            | Event::SendFailed { id, .. } => {
+                if let Event::SendCompleted { .. } = &event {
+                    assert!(
+                        self.config.acknowledge.is_none(),
+                        "written reported as a final outcome with acknowledgement on"
+                    );
+                }
+                if let Event::SendFailed {
+                    reason: SendFailure::MaybeDelivered,
+                    message,
+                    ..
+                } = &event
+                {
+                    assert!(self.config.acknowledge.is_some());
+                    assert!(
+                        message.is_some(),
+                        "a MaybeDelivered message not handed back"
+                    );
+                }
                 let issued = *self
                     .issued
                     .get(id)
@@ -465,7 +556,7 @@ impl Invariants {
                     "{id} of {issued} completed on {conn}"
                 );
                 assert!(self.completed.insert(*id), "{id} completed twice");
-                let ok = matches!(event, Event::SendCompleted { .. });
+                let ok = !matches!(event, Event::SendFailed { .. });
                 assert_eq!(self.outcomes.get(id), Some(&ok), "{id}'s event and outcome");
             }
             Event::Close { code, reason, .. } => {
@@ -474,7 +565,7 @@ impl Invariants {
                     assert_eq!(code, expected, "close code of {conn} after its error");
                 }
                 assert!(reason.len() <= 200);
-                seen[2] = true;
+                self.conns.entry(conn).or_default()[2] = true;
             }
             _ => {}
         }
@@ -556,7 +647,16 @@ fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEven
             )),
         },
         Input::Ping => TransportEvent::Ping(Default::default()),
-        Input::Pong => TransportEvent::Pong(Default::default()),
+        // The peer answers the latest ping of the connection (RFC 6455 §5.5.3 allows it),
+        // or sends an unsolicited pong when there is none.
+        Input::Pong => {
+            let ping = inv.pings.get(&conn).and_then(|p| p.last().cloned());
+            inv.answers
+                .entry(conn)
+                .or_default()
+                .push_back(ping.as_ref().map(|(_, before)| *before));
+            TransportEvent::Pong(ping.map(|(payload, _)| payload).unwrap_or_default())
+        }
         Input::PeerClosed { code } => TransportEvent::PeerClosed(PeerClose {
             code: *code,
             reason: "fuzz".into(),
@@ -752,6 +852,7 @@ impl Driver {
                 if matches!(event, TransportEvent::Closed | TransportEvent::Error(_)) {
                     self.finished.insert(conn);
                 }
+                inv.fed(conn, &event);
                 m.handle(conn, event, now);
                 // The credit the driver holds is never more than the machine gives now,
                 // and is used up exactly when the machine pauses.
@@ -862,8 +963,15 @@ pub fn session(data: &[u8]) {
     let check = |s: &Session, inv: &Invariants, d: &Driver, now: Instant| {
         assert!(s.buffered_amount() <= config.max_buffered_bytes);
         if s.state() == ReadyState::Connecting {
-            assert!(s.pending_sends() <= config.max_queued_messages);
-            assert!(s.buffered_amount() <= config.max_queued_bytes);
+            if config.acknowledge.is_none() {
+                assert!(s.pending_sends() <= config.max_queued_messages);
+                assert!(s.buffered_amount() <= config.max_queued_bytes);
+            } else {
+                // Messages resent after a drop come from the send buffer, and may hold the
+                // queue above its own bounds (never above the buffer's).
+                let in_flight = (config.max_buffered_bytes / 64).max(config.max_queued_messages);
+                assert!(s.pending_sends() <= in_flight);
+            }
         }
         if let Some(t) = s.poll_timeout() {
             assert!(t > now, "a deadline not after the latest now");

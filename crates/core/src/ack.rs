@@ -12,7 +12,7 @@ use crate::ids::SendId;
 use crate::message::Message;
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The prefix of a barrier ping's payload (a counter follows), so a capture shows what it is.
 const BARRIER_PREFIX: &[u8] = b"wxsocket-ack ";
@@ -187,7 +187,9 @@ impl Acks {
             && self.issued > covered
             && !self.pings.iter().any(|p| p.barrier)
         {
-            self.barrier_at = Some(now + self.config.delay);
+            // Never at `now` itself: like every deadline, after the time it was set (a zero
+            // delay sends the barrier at the next timer call).
+            self.barrier_at = Some(now + self.config.delay.max(Duration::from_nanos(1)));
         }
     }
 
@@ -229,7 +231,6 @@ impl Acks {
 mod tests {
     use super::*;
     use crate::ids::IdAllocator;
-    use std::time::Duration;
 
     fn acks() -> (Acks, IdAllocator, Instant) {
         let config = Acknowledgement::new()

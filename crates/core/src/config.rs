@@ -47,7 +47,10 @@ pub struct Keepalive {
 /// drops are sent again first on the next connection when the reconnect policy carries
 /// the queue (marked `duplicate`: they may arrive twice), or fail with
 /// [`crate::SendFailure::MaybeDelivered`], the message handed back. Unacknowledged messages
-/// count toward `buffered_amount`, so a peer that stops answering makes sends wait.
+/// count toward `buffered_amount`, so a peer that stops answering makes sends wait. The
+/// messages resent after a drop come from the send buffer: while reconnecting they may hold
+/// the queue above [`SessionConfig::queue_bounds`] (never above the buffer's bounds), and new
+/// sends are refused with `QueueFull` until it is back under them.
 ///
 /// What a pong proves is that the peer's WebSocket implementation read the message, not
 /// that its application handled it.
