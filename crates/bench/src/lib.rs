@@ -9,6 +9,7 @@
 //! - [`flood`]: a server flooding a reading application, `wxsocket-tokio` against plain
 //!   tokio-tungstenite, each client's throughput and peak memory (flow control);
 //! - [`workload`]: the payloads and counters both use;
+//! - [`zlib`]: the zlib limit the compressed cases are measured against;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
 //!
 //! ```sh
@@ -21,3 +22,4 @@ pub mod flood;
 pub mod report;
 pub mod tokio_echo;
 pub mod workload;
+pub mod zlib;
