@@ -11,10 +11,14 @@
 //!   plain client never polls; these rows compare the two doing exactly the same waits);
 //! - `compressed 4KiB JSON pipelined`: this adapter with permessage-deflate against the
 //!   same adapter without it (not against tungstenite, which has no compression), 4 KiB
-//!   JSON-like text messages (64 different ones, in turn; every echo is checked) in windows
-//!   of [`JSON_WINDOW`], over an echo server that accepts the offer
-//!   ([`EchoServer::start_deflate`]) and counts the bytes its socket reads and writes
-//!   ([`BenchRow::wire`]).
+//!   JSON-like text messages (64 different ones, in turn; every echo is checked), at most
+//!   [`JSON_WINDOW`] in flight (a sliding window, as the tokio benchmark's), over an echo
+//!   server that accepts the offer ([`EchoServer::start_deflate_at_level`]), writes each
+//!   echo as it is produced and counts the bytes its socket reads and writes
+//!   ([`BenchRow::wire`]); with the zlib limit measured in the same segments and the
+//!   share of it reached ([`BenchRow::zlib`], see [`crate::zlib`]);
+//! - `compressed 4KiB JSON pipelined, level 1`: the same at compression level 1 (the
+//!   fast option).
 //!
 //! Each workload runs against a fresh echo server and is cut into [`SEGMENTS`] segments
 //! (4 when `quick`); in each, both clients connect afresh and run once, alternating which

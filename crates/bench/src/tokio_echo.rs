@@ -16,14 +16,17 @@
 //! | `16 KiB, one at a time` | 16 KiB binary messages, one round trip each |
 //! | `16 KiB, pipelined` | 16 KiB binary messages, at most 64 in flight |
 //!
-//! The compressed case ([`BenchRow::compression`] is set) compares this adapter with
+//! The compressed cases ([`BenchRow::compression`] is set) compare this adapter with
 //! permessage-deflate against the same adapter without it, over an echo server that
-//! accepts the offer ([`EchoServer::start_deflate`]) and counts the bytes its socket reads
-//! and writes:
+//! accepts the offer ([`EchoServer::start_deflate_at_level`], compressing its echoes at
+//! the client's level) and counts the bytes its socket reads and writes; each also reports
+//! the zlib limit measured in the same segments and the share of it the adapter reached
+//! ([`BenchRow::zlib`], see [`crate::zlib`]):
 //!
 //! | case | what both clients do |
 //! |---|---|
-//! | `compressed, pipelined, 4 KiB JSON-like` | 4 KiB JSON-like text messages (64 different ones, in turn), at most 64 in flight; every echo is checked |
+//! | `compressed, pipelined, 4 KiB JSON-like` | 4 KiB JSON-like text messages (64 different ones, in turn), at most 64 in flight, level 6 (the default), window 15, context takeover; every echo is checked |
+//! | `compressed, pipelined, 4 KiB JSON-like, level 1` | the same at compression level 1 (the fast option) |
 //!
 //! Both clients set `TCP_NODELAY`; the server runs on its own thread and runtime. The plain
 //! server echoes with `StreamExt::forward` (it flushes whenever its input runs dry); the
