@@ -11,10 +11,14 @@
 //!   plain client never polls; these rows compare the two doing exactly the same waits);
 //! - `compressed 4KiB JSON pipelined`: this adapter with permessage-deflate against the
 //!   same adapter without it (not against tungstenite, which has no compression), 4 KiB
-//!   JSON-like text messages (64 different ones, in turn; every echo is checked) in windows
-//!   of [`JSON_WINDOW`], over an echo server that accepts the offer
-//!   ([`EchoServer::start_deflate`]) and counts the bytes its socket reads and writes
-//!   ([`BenchRow::wire`]).
+//!   JSON-like text messages (64 different ones, in turn; every echo is checked), at most
+//!   [`JSON_WINDOW`] in flight (a sliding window, as the tokio benchmark's), over an echo
+//!   server that accepts the offer ([`EchoServer::start_deflate_at_level`]), writes each
+//!   echo as it is produced and counts the bytes its socket reads and writes
+//!   ([`BenchRow::wire`]); with the zlib limit measured in the same segments and the
+//!   share of it reached ([`BenchRow::zlib`], see [`crate::zlib`]);
+//! - `compressed 4KiB JSON pipelined, level 1`: the same at compression level 1 (the
+//!   fast option).
 //!
 //! Each workload runs against a fresh echo server and is cut into [`SEGMENTS`] segments
 //! (4 when `quick`); in each, both clients connect afresh and run once, alternating which
@@ -34,6 +38,7 @@
 
 use crate::workload::median;
 pub use crate::workload::{WireCounters, json_like_payload};
+use crate::zlib::{Limit, LimitShare};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,16 +48,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Message as WsMessage;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Events, Message};
-use wxsocket_core::{DeflateOptions, TransportEvent};
+use wxsocket_blocking::{Client, Config, ConnectOptions, DeflateOptions, Event, Events, Message};
+use wxsocket_core::TransportEvent;
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// Messages in flight per window in the small pipelined workload.
 pub const PIPELINE_WINDOW: usize = 100;
 /// Messages in flight per window in the 16 KiB workload.
 pub const LARGE_WINDOW: usize = 8;
-/// Messages in flight per window in the compressed workload.
-pub const JSON_WINDOW: usize = 16;
+/// Most messages in flight in the compressed workload (a sliding window: a message is
+/// sent as soon as an echo frees room).
+pub const JSON_WINDOW: usize = 64;
 /// Segments each workload is cut into (a full run).
 pub const SEGMENTS: usize = 20;
 /// The unmeasured run of a client before each of its segments (a fifth of it when
@@ -88,6 +94,9 @@ pub struct BenchRow {
     pub ratio: f64,
     /// Set for the compressed workload: the bytes on the wire of both clients.
     pub wire: Option<WireBytes>,
+    /// Set for the compressed workload: the zlib limit measured in the same segments, and
+    /// the share of it the adapter reached.
+    pub zlib: Option<LimitShare>,
 }
 
 /// Bytes on the wire per echoed message (the message and its echo, frame headers
@@ -110,7 +119,7 @@ impl BenchRow {
 impl fmt::Display for BenchRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(wire) = self.wire {
-            return write!(
+            write!(
                 f,
                 "{:<20} {:>8} msgs  no deflate {:>10.0} msg/s  deflate {:>10.0} msg/s  ratio {:.3}  wire {:.0} B/msg deflate, {:.0} B/msg without",
                 self.name,
@@ -120,7 +129,17 @@ impl fmt::Display for BenchRow {
                 self.ratio(),
                 wire.deflate,
                 wire.uncompressed
-            );
+            )?;
+            if let Some(zlib) = self.zlib {
+                write!(
+                    f,
+                    "  {:.0} % of the zlib limit ({:.0} msg/s at level {})",
+                    zlib.share * 100.0,
+                    zlib.limit_per_sec,
+                    zlib.level
+                )?;
+            }
+            return Ok(());
         }
         write!(
             f,
@@ -159,10 +178,17 @@ impl EchoServer {
     /// (compressing its echoes, inflating the client's messages) and counts the bytes its
     /// sockets read and write ([`wire`](Self::wire)).
     pub fn start_deflate() -> io::Result<Self> {
-        Self::spawn(Some(Arc::default()))
+        Self::start_deflate_at_level(6)
     }
 
-    fn spawn(wire: Option<Arc<WireCounters>>) -> io::Result<Self> {
+    /// [`start_deflate`](Self::start_deflate) compressing the echoes at zlib `level`
+    /// (6 there), as a client at that level compresses its messages.
+    pub fn start_deflate_at_level(level: u32) -> io::Result<Self> {
+        Self::spawn(Some((Arc::default(), level)))
+    }
+
+    fn spawn(deflate: Option<(Arc<WireCounters>, u32)>) -> io::Result<Self> {
+        let wire = deflate.as_ref().map(|(wire, _)| Arc::clone(wire));
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -170,7 +196,6 @@ impl EchoServer {
         let accept = {
             let stop = Arc::clone(&stop);
             let conns = Arc::clone(&conns);
-            let wire = wire.clone();
             std::thread::Builder::new()
                 .name("echo-accept".into())
                 .spawn(move || {
@@ -184,14 +209,14 @@ impl EchoServer {
                         };
                         let slot = Arc::new(Mutex::new(Some(peer)));
                         let mine = Arc::clone(&slot);
-                        let wire = wire.clone();
+                        let deflate = deflate.clone();
                         let handle =
                             std::thread::Builder::new()
                                 .name("echo-conn".into())
                                 .spawn(move || {
-                                    match wire {
+                                    match deflate {
                                         None => echo(stream),
-                                        Some(wire) => echo_deflate(stream, wire),
+                                        Some((wire, level)) => echo_deflate(stream, wire, level),
                                     }
                                     mine.lock().unwrap_or_else(|e| e.into_inner()).take();
                                 });
@@ -358,7 +383,7 @@ fn echo(stream: TcpStream) {
 /// The echo of [`EchoServer::start_deflate`]: accepts a permessage-deflate offer with
 /// everything it asks for, compresses the echoes (32-byte threshold, as the client's
 /// default) and counts the socket's bytes.
-fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
+fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>, level: u32) {
     let _ = stream.set_nodelay(true);
     let mut agreed = None;
     #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
@@ -376,7 +401,7 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
     };
     let mut compressor = agreed.map(|params| {
         ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
-        Compressor::server(&params, DeflateOptions::default().threshold)
+        Compressor::server_at_level(&params, DeflateOptions::default().threshold, level)
     });
     loop {
         match ws.read() {
@@ -463,7 +488,7 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             // connection, which on the VM this was developed on stayed 20-30 % above or
             // below another's for its whole life, is one sample of many.
             let mut plain = PlainClient::connect(&server)?;
-            let adapter = AdapterClient::connect(&server, false)?;
+            let adapter = AdapterClient::connect(&server, None)?;
             if !busy_poll {
                 adapter
                     .events
@@ -501,32 +526,42 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             adapter_msgs_per_sec: median(adapter_rates),
             ratio: median(ratios),
             wire: None,
+            zlib: None,
         });
     }
-    rows.push(compressed_workload(20_000 / scale, segments)?);
+    rows.push(compressed_workload(20_000 / scale, segments, 6)?);
+    // Level 1 compresses several times faster: more messages for as long a segment.
+    rows.push(compressed_workload(60_000 / scale, segments, 1)?);
     Ok(rows)
 }
 
-/// The compressed workload: one adapter client with permessage-deflate, one without, in
-/// interleaved segments as the others; the server's byte counts over each segment give the
-/// bytes on the wire.
-fn compressed_workload(messages: usize, segments: usize) -> io::Result<BenchRow> {
-    let server = EchoServer::start_deflate()?;
+/// The compressed workload at compression `level`: one adapter client with
+/// permessage-deflate, one without, in interleaved segments as the others, each segment
+/// after the zlib limit ([`Limit`], on this thread, over a quarter as many messages); the
+/// server's byte counts over each segment give the bytes on the wire. The share of the
+/// limit is the median over the segments of the compressed rate / the limit.
+fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Result<BenchRow> {
+    let server = EchoServer::start_deflate_at_level(level)?;
     let wire = server
         .wire()
         .ok_or_else(|| io::Error::other("no wire counters"))?;
     let payloads: Vec<Message> = (0..JSON_VARIANTS)
         .map(|seed| Message::text(json_like_payload(seed, JSON_SIZE)))
         .collect();
-    let plain = AdapterClient::connect(&server, false)?;
-    let deflate = AdapterClient::connect(&server, true)?;
+    let raw: Vec<Vec<u8>> = payloads.iter().map(|m| m.as_bytes().to_vec()).collect();
+    let mut limit = Limit::new(level);
+    let plain = AdapterClient::connect(&server, None)?;
+    let deflate = AdapterClient::connect(&server, Some(level))?;
     let window = JSON_WINDOW;
-    // Warm-up (which also starts both clients' message cycles).
+    // Warm-up (which also starts both clients' message cycles, and fills the limit's
+    // window).
     let (mut plain_at, mut deflate_at) = (0, 0);
     plain.run_checked(&payloads, &mut plain_at, window, window)?;
     deflate.run_checked(&payloads, &mut deflate_at, window, window)?;
+    limit.rate(&raw, raw.len());
     let per_segment = (messages / segments).max(window);
     let (mut plain_rates, mut deflate_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut limits, mut shares) = (Vec::new(), Vec::new());
     let (mut plain_bytes, mut deflate_bytes) = (0u64, 0u64);
     let measure = |client: &AdapterClient, at: &mut usize, bytes: &mut u64| {
         let before = wire.total();
@@ -537,6 +572,7 @@ fn compressed_workload(messages: usize, segments: usize) -> io::Result<BenchRow>
         io::Result::Ok(r)
     };
     for segment in 0..segments {
+        let zlib = limit.rate(&raw, (per_segment / 4).max(raw.len()));
         let (p, d) = if segment % 2 == 0 {
             let p = measure(&plain, &mut plain_at, &mut plain_bytes)?;
             (p, measure(&deflate, &mut deflate_at, &mut deflate_bytes)?)
@@ -547,12 +583,17 @@ fn compressed_workload(messages: usize, segments: usize) -> io::Result<BenchRow>
         plain_rates.push(p);
         deflate_rates.push(d);
         ratios.push(d / p);
+        limits.push(zlib);
+        shares.push(d / zlib);
     }
     plain.close();
     deflate.close();
     let total = (per_segment * segments) as f64;
     Ok(BenchRow {
-        name: "compressed 4KiB JSON pipelined",
+        name: match level {
+            6 => "compressed 4KiB JSON pipelined",
+            _ => "compressed 4KiB JSON pipelined, level 1",
+        },
         messages: per_segment * segments,
         size: JSON_SIZE,
         plain_msgs_per_sec: median(plain_rates),
@@ -561,6 +602,11 @@ fn compressed_workload(messages: usize, segments: usize) -> io::Result<BenchRow>
         wire: Some(WireBytes {
             deflate: deflate_bytes as f64 / total,
             uncompressed: plain_bytes as f64 / total,
+        }),
+        zlib: Some(LimitShare {
+            level,
+            limit_per_sec: median(limits),
+            share: median(shares),
         }),
     })
 }
@@ -642,26 +688,26 @@ struct AdapterClient {
 }
 
 impl AdapterClient {
-    /// Connects, offering permessage-deflate if `deflate`; fails unless compression is in
-    /// force exactly when offered.
-    fn connect(server: &EchoServer, deflate: bool) -> io::Result<Self> {
+    /// Connects, offering permessage-deflate at this compression level if `deflate` is
+    /// set; fails unless compression is in force exactly when offered.
+    fn connect(server: &EchoServer, deflate: Option<u32>) -> io::Result<Self> {
         let (client, events) = Client::new(Config::default()).map_err(io::Error::other)?;
-        client
-            .connect(
-                &ConnectOptions::new(server.url())
-                    .tcp_no_delay(true)
-                    .per_message_deflate(deflate),
-            )
-            .map_err(io::Error::other)?;
+        let mut options = ConnectOptions::new(server.url()).tcp_no_delay(true);
+        if let Some(level) = deflate {
+            options = options.deflate(DeflateOptions::default().level(level));
+        }
+        client.connect(&options).map_err(io::Error::other)?;
         loop {
             match events
                 .recv_timeout(STUCK)
                 .map_err(|_| stuck("no open event"))?
             {
-                Event::Open { handshake, .. } if handshake.deflate.is_some() != deflate => {
+                Event::Open { handshake, .. }
+                    if handshake.deflate.is_some() != deflate.is_some() =>
+                {
                     return Err(io::Error::other(format!(
                         "permessage-deflate expected {}, agreed {:?}",
-                        if deflate { "on" } else { "off" },
+                        if deflate.is_some() { "on" } else { "off" },
                         handshake.deflate
                     )));
                 }
@@ -702,8 +748,9 @@ impl AdapterClient {
         Ok(())
     }
 
-    /// Like [`run`](Self::run), but sends `payloads` in turn from index `*at` on, and
-    /// checks that every echo is the message sent.
+    /// `messages` echoes with at most `window` in flight (a sliding window: another
+    /// message goes out as soon as an echo frees room), sending `payloads` in turn from
+    /// index `*at` on; checks that every echo is the message sent.
     fn run_checked(
         &self,
         payloads: &[Message],
@@ -711,39 +758,38 @@ impl AdapterClient {
         messages: usize,
         window: usize,
     ) -> io::Result<()> {
-        let mut done = 0;
-        while done < messages {
-            let n = window.min(messages - done);
-            for i in 0..n {
-                let payload = &payloads[(*at + i) % payloads.len()];
-                self.client
-                    .try_send(payload.clone())
-                    .map_err(io::Error::other)?;
-            }
-            let mut got = 0;
-            while got < n {
-                match self
-                    .events
-                    .recv_timeout(STUCK)
-                    .map_err(|_| stuck("no echo"))?
-                {
-                    Event::Message { message, .. } => {
-                        if message != payloads[(*at + got) % payloads.len()] {
-                            return Err(io::Error::other(
-                                "echo benchmark: an echo differs from the message sent",
-                            ));
-                        }
-                        got += 1;
-                    }
-                    Event::Close { reason, .. } => {
-                        return Err(io::Error::other(format!("connection closed: {reason}")));
-                    }
-                    _ => {}
+        let (mut sent, mut got) = (0, 0);
+        while got < messages {
+            while sent < messages && sent - got < window {
+                let payload = &payloads[(*at + sent) % payloads.len()];
+                match self.client.try_send(payload.clone()) {
+                    Ok(_) => sent += 1,
+                    // No room (the send buffer, or completions not taken yet): take
+                    // events first, as a pipelining application does.
+                    Err(e) if e.is_full() => break,
+                    Err(e) => return Err(io::Error::other(e)),
                 }
             }
-            *at += n;
-            done += n;
+            match self
+                .events
+                .recv_timeout(STUCK)
+                .map_err(|_| stuck("no echo"))?
+            {
+                Event::Message { message, .. } => {
+                    if message != payloads[(*at + got) % payloads.len()] {
+                        return Err(io::Error::other(
+                            "echo benchmark: an echo differs from the message sent",
+                        ));
+                    }
+                    got += 1;
+                }
+                Event::Close { reason, .. } => {
+                    return Err(io::Error::other(format!("connection closed: {reason}")));
+                }
+                _ => {}
+            }
         }
+        *at += messages;
         Ok(())
     }
 

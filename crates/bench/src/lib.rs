@@ -10,6 +10,7 @@
 //!   tokio-tungstenite, each client's throughput and peak memory (flow control);
 //! - [`ack`]: delivery acknowledgement on against off, pipelined, on both adapters;
 //! - [`workload`]: the payloads and counters both use;
+//! - [`zlib`]: the zlib limit the compressed cases are measured against;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
 //!
 //! ```sh
@@ -23,3 +24,4 @@ pub mod flood;
 pub mod report;
 pub mod tokio_echo;
 pub mod workload;
+pub mod zlib;

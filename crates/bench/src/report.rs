@@ -24,6 +24,8 @@ struct Row {
     /// A compressed case: `ours` is with permessage-deflate, `plain` the same adapter
     /// without; bytes on the wire per message (deflate, uncompressed).
     wire: Option<(f64, f64)>,
+    /// A compressed case: the zlib limit of the same run and the share of it reached.
+    zlib: Option<crate::zlib::LimitShare>,
 }
 
 impl Row {
@@ -57,6 +59,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         plain: r.plain_per_sec,
         ratio: r.ratio(),
         wire: r.compression.map(|w| (w.deflate, w.uncompressed)),
+        zlib: r.zlib,
     }));
     eprintln!(
         "wxsocket-tokio cases done in {:.1} s",
@@ -79,6 +82,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         plain: r.plain_msgs_per_sec,
         ratio: r.ratio(),
         wire: r.wire.map(|w| (w.deflate, w.uncompressed)),
+        zlib: r.zlib,
     }));
     Ok(rows)
 }
@@ -137,8 +141,10 @@ fn compressed_table(rows: &[Row]) -> String {
         "wire B/msg deflate",
         "wire B/msg no deflate",
         "wire ratio",
+        "zlib limit msg/s",
+        "share of limit",
     ];
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<[String; 12]> = rows
         .iter()
         .filter_map(|r| {
             let (deflate, uncompressed) = r.wire?;
@@ -153,10 +159,16 @@ fn compressed_table(rows: &[Row]) -> String {
                 format!("{deflate:.0}"),
                 format!("{uncompressed:.0}"),
                 format!("{:.2}", deflate / uncompressed),
+                r.zlib
+                    .map_or("-".to_owned(), |z| format!("{:.0}", z.limit_per_sec)),
+                r.zlib
+                    .map_or("-".to_owned(), |z| format!("{:.0} %", z.share * 100.0)),
             ])
         })
         .collect();
-    let numeric = [false, false, true, true, true, true, true, true, true, true];
+    let numeric = [
+        false, false, true, true, true, true, true, true, true, true, true, true,
+    ];
     markdown(&header, &numeric, &cells)
 }
 
@@ -289,6 +301,9 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
         println!(
             "ratio = deflate against no deflate, as each adapter's benchmark measures it; wire = bytes the server's socket read and wrote per echoed message"
         );
+        println!(
+            "zlib limit = messages per second one thread compresses and inflates at the case's level (zlib alone, same payloads, measured in the same segments); share = median over the segments of deflate msg/s / the limit"
+        );
     }
     let flood = match crate::flood::run_flood_bench(quick) {
         Ok(flood) => flood,
@@ -346,6 +361,9 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                     "ratio": r.ratio(),
                     "wire_bytes_per_msg_deflate": deflate,
                     "wire_bytes_per_msg_uncompressed": uncompressed,
+                    "level": r.zlib.map(|z| z.level),
+                    "zlib_limit_msgs_per_sec": r.zlib.map(|z| z.limit_per_sec),
+                    "zlib_limit_share": r.zlib.map(|z| z.share),
                 }))
             }).collect::<Vec<_>>(),
             "ack_rows": ack.iter().map(|r| json!({

@@ -16,17 +16,22 @@
 //! | `16 KiB, one at a time` | 16 KiB binary messages, one round trip each |
 //! | `16 KiB, pipelined` | 16 KiB binary messages, at most 64 in flight |
 //!
-//! The compressed case ([`BenchRow::compression`] is set) compares this adapter with
+//! The compressed cases ([`BenchRow::compression`] is set) compare this adapter with
 //! permessage-deflate against the same adapter without it, over an echo server that
-//! accepts the offer ([`EchoServer::start_deflate`]) and counts the bytes its socket reads
-//! and writes:
+//! accepts the offer ([`EchoServer::start_deflate_at_level`], compressing its echoes at
+//! the client's level) and counts the bytes its socket reads and writes; each also reports
+//! the zlib limit measured in the same segments and the share of it the adapter reached
+//! ([`BenchRow::zlib`], see [`crate::zlib`]):
 //!
 //! | case | what both clients do |
 //! |---|---|
-//! | `compressed, pipelined, 4 KiB JSON-like` | 4 KiB JSON-like text messages (64 different ones, in turn), at most 64 in flight; every echo is checked |
+//! | `compressed, pipelined, 4 KiB JSON-like` | 4 KiB JSON-like text messages (64 different ones, in turn), at most 64 in flight, level 6 (the default), window 15, context takeover; every echo is checked |
+//! | `compressed, pipelined, 4 KiB JSON-like, level 1` | the same at compression level 1 (the fast option) |
 //!
-//! Both clients set `TCP_NODELAY`; the server runs on its own thread and runtime and echoes
-//! with `StreamExt::forward` (it flushes whenever its input runs dry).
+//! Both clients set `TCP_NODELAY`; the server runs on its own thread and runtime. The plain
+//! server echoes with `StreamExt::forward` (it flushes whenever its input runs dry); the
+//! compressing one writes each echo as soon as it is compressed, so the compressed case
+//! measures how the client feeds its connection, not how the server batches.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), wxsocket_bench::tokio_echo::BenchError> {
@@ -37,6 +42,7 @@
 
 use crate::workload::median;
 pub use crate::workload::{WireCounters, json_like_payload};
+use crate::zlib::{Limit, LimitShare};
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
 use std::io;
 use std::net::SocketAddr;
@@ -85,6 +91,9 @@ pub struct BenchRow {
     pub ratio: f64,
     /// Set for a compressed case: the bytes on the wire of both runs.
     pub compression: Option<WireBytes>,
+    /// Set for a compressed case: the zlib limit measured in the same segments, and the
+    /// share of it the adapter reached.
+    pub zlib: Option<LimitShare>,
 }
 
 /// Bytes on the wire per echoed message (the message and its echo, frame headers
@@ -128,11 +137,17 @@ pub fn table(rows: &[BenchRow]) -> String {
         .collect();
     if !compressed.is_empty() {
         out.push_str(
-            "\n| case | messages | size | deflate msg/s | no deflate msg/s | ratio | wire B/msg deflate | wire B/msg no deflate |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "\n| case | messages | size | deflate msg/s | no deflate msg/s | ratio | wire B/msg deflate | wire B/msg no deflate | zlib limit msg/s | share of limit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for (r, wire) in compressed {
+            let (limit, share) = r.zlib.map_or(("-".to_owned(), "-".to_owned()), |z| {
+                (
+                    format!("{:.0}", z.limit_per_sec),
+                    format!("{:.0} %", z.share * 100.0),
+                )
+            });
             out.push_str(&format!(
-                "| {} | {} | {} B | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
+                "| {} | {} | {} B | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {limit} | {share} |\n",
                 r.case,
                 r.messages,
                 r.size,
@@ -308,10 +323,17 @@ impl EchoServer {
     /// (compressing its echoes, inflating the client's messages) and counts the bytes its
     /// sockets read and write ([`wire`](Self::wire)).
     pub fn start_deflate() -> std::io::Result<EchoServer> {
-        Self::spawn(Some(Arc::default()))
+        Self::start_deflate_at_level(6)
     }
 
-    fn spawn(wire: Option<Arc<WireCounters>>) -> std::io::Result<EchoServer> {
+    /// [`start_deflate`](Self::start_deflate) compressing the echoes at zlib `level`
+    /// (6 there), as a client at that level compresses its messages.
+    pub fn start_deflate_at_level(level: u32) -> std::io::Result<EchoServer> {
+        Self::spawn(Some((Arc::default(), level)))
+    }
+
+    fn spawn(deflate: Option<(Arc<WireCounters>, u32)>) -> std::io::Result<EchoServer> {
+        let wire = deflate.as_ref().map(|(wire, _)| Arc::clone(wire));
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -319,7 +341,7 @@ impl EchoServer {
             .enable_all()
             .build()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let counters = wire.clone();
+        let counters = deflate;
         let thread = std::thread::Builder::new()
             .name("wxsocket-echo".into())
             .spawn(move || {
@@ -335,7 +357,7 @@ impl EchoServer {
                                 if let Ok((stream, _)) = accepted {
                                     match &counters {
                                         None => tokio::spawn(echo(stream)),
-                                        Some(c) => tokio::spawn(echo_deflate(stream, Arc::clone(c))),
+                                        Some((c, level)) => tokio::spawn(echo_deflate(stream, Arc::clone(c), *level)),
                                     };
                                 }
                             }
@@ -404,7 +426,7 @@ async fn echo(stream: TcpStream) {
 /// The echo of [`EchoServer::start_deflate`]: accepts a permessage-deflate offer with
 /// everything it asks for, compresses the echoes (32-byte threshold, as the client's
 /// default) and counts the socket's bytes.
-async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
+async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>, level: u32) {
     let _ = stream.set_nodelay(true);
     let agreed = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&agreed);
@@ -432,16 +454,24 @@ async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>) {
         return;
     };
     ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
-    let mut compressor = Compressor::server(&params, DeflateOptions::default().threshold);
-    let (write, read) = ws.split();
-    let _ = read
-        .try_filter(data)
-        .map_ok(move |m| match core_message(m.clone()) {
+    let mut compressor =
+        Compressor::server_at_level(&params, DeflateOptions::default().threshold, level);
+    // Each echo is written (flushed) as soon as it is compressed, not when the input runs
+    // dry as `forward` would: a server that holds echoes back while it compresses the
+    // next ones would make any client wait in turns, and hide how the client itself
+    // feeds the connection.
+    while let Some(Ok(m)) = ws.next().await {
+        if !(m.is_text() || m.is_binary()) {
+            continue;
+        }
+        let reply = match core_message(m.clone()) {
             Some(message) => compressor.encode(message),
             None => m,
-        })
-        .forward(write)
-        .await;
+        };
+        if ws.send(reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 const SMALL: usize = 32;
@@ -552,7 +582,7 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
             // rate of one connection stayed 20-30 % above or below another's for its whole
             // life, whichever client it was, so a case measured over one pair of
             // connections reported that pair's luck; the median over many pairs does not.
-            let mut adapter = AdapterClient::connect(&url, false).await?;
+            let mut adapter = AdapterClient::connect(&url, None).await?;
             let mut plain = PlainClient::connect(&url).await?;
             let order = if segment % 2 == 0 {
                 [false, true]
@@ -593,48 +623,81 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
             plain_per_sec: median(plain_rates),
             ratio: median(ratios),
             compression: None,
+            zlib: None,
         });
     }
-    rows.push(compressed_case(4_000 / scale.min(4), if quick { 1 } else { 3 }).await?);
+    let segments = if quick { 2 } else { COMPRESSED_SEGMENTS };
+    let per_segment = if quick { 400 } else { 1_500 };
+    rows.push(compressed_case(per_segment, segments, 6).await?);
+    // Level 1 compresses several times faster: more messages for as long a segment.
+    rows.push(compressed_case(per_segment * 3, segments, 1).await?);
     Ok(rows)
 }
 
-/// The compressed case: the adapter with and without permessage-deflate, in turn (the
-/// first run of each is the other's warm-up, so the order alternates), against one
-/// server that accepts the offer.
-async fn compressed_case(n: usize, runs: usize) -> Result<BenchRow, BenchError> {
-    let server = EchoServer::start_deflate().map_err(fail)?;
+/// Segments of a compressed case (a full run; 2 when `quick`).
+pub const COMPRESSED_SEGMENTS: usize = 6;
+
+/// A compressed case at compression `level`: in each of `segments` segments, the zlib
+/// limit ([`Limit`], on this thread, over a quarter as many messages), then the adapter
+/// with and without permessage-deflate (the order alternating from segment to segment),
+/// each on a fresh connection for `n` echoes, against one server that accepts the offer.
+/// Rates are medians over the segments; the ratio and the share of the limit are medians
+/// of the per-segment quotients.
+async fn compressed_case(n: usize, segments: usize, level: u32) -> Result<BenchRow, BenchError> {
+    let server = EchoServer::start_deflate_at_level(level).map_err(fail)?;
     let url = server.url();
     let wire = server.wire().ok_or_else(|| fail("no wire counters"))?;
     let messages = json_messages();
-    let (mut best_deflate, mut best_plain) = (0f64, 0f64);
+    let payloads: Vec<Vec<u8>> = messages.iter().map(|m| m.as_bytes().to_vec()).collect();
+    let mut limit = Limit::new(level);
+    // The limit's contexts warmed up (a full window of history) before it is measured.
+    limit.rate(&payloads, payloads.len());
+    let (mut deflate_rates, mut plain_rates, mut limits) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut shares) = (Vec::new(), Vec::new());
     let (mut bytes_deflate, mut bytes_plain) = (0u64, 0u64);
-    for run in 0..runs {
-        for deflate in [run % 2 == 0, run % 2 != 0] {
-            let counted = Counted { deflate, wire };
+    for segment in 0..segments {
+        let zlib = limit.rate(&payloads, (n / 4).max(payloads.len()));
+        let (mut deflate_rate, mut plain_rate) = (0.0, 0.0);
+        for deflate in [segment % 2 == 0, segment % 2 != 0] {
+            let counted = Counted {
+                deflate: deflate.then_some(level),
+                wire,
+            };
             let (secs, bytes) =
                 adapter_run(&url, n, &messages, Some(JSON_WINDOW), Some(counted)).await?;
-            let rate = n as f64 / secs;
             if deflate {
-                best_deflate = best_deflate.max(rate);
+                deflate_rate = n as f64 / secs;
                 bytes_deflate += bytes;
             } else {
-                best_plain = best_plain.max(rate);
+                plain_rate = n as f64 / secs;
                 bytes_plain += bytes;
             }
         }
+        deflate_rates.push(deflate_rate);
+        plain_rates.push(plain_rate);
+        limits.push(zlib);
+        ratios.push(deflate_rate / plain_rate);
+        shares.push(deflate_rate / zlib);
     }
-    let per_message = |bytes: u64| bytes as f64 / (n * runs) as f64;
+    let per_message = |bytes: u64| bytes as f64 / (n * segments) as f64;
     Ok(BenchRow {
-        case: "compressed, pipelined, 4 KiB JSON-like".to_owned(),
-        messages: n,
+        case: match level {
+            6 => "compressed, pipelined, 4 KiB JSON-like".to_owned(),
+            level => format!("compressed, pipelined, 4 KiB JSON-like, level {level}"),
+        },
+        messages: n * segments,
         size: JSON_SIZE,
-        adapter_per_sec: best_deflate,
-        plain_per_sec: best_plain,
-        ratio: best_deflate / best_plain,
+        adapter_per_sec: median(deflate_rates),
+        plain_per_sec: median(plain_rates),
+        ratio: median(ratios),
         compression: Some(WireBytes {
             deflate: per_message(bytes_deflate),
             uncompressed: per_message(bytes_plain),
+        }),
+        zlib: Some(LimitShare {
+            level,
+            limit_per_sec: median(limits),
+            share: median(shares),
         }),
     })
 }
@@ -651,11 +714,11 @@ async fn next_event(events: &mut Events) -> Result<Event, BenchError> {
     }
 }
 
-/// A run of the compressed case: with or without permessage-deflate, counting the
-/// server's bytes.
+/// A run of the compressed case: with permessage-deflate at this level or without,
+/// counting the server's bytes.
 #[derive(Clone, Copy)]
 struct Counted<'a> {
-    deflate: bool,
+    deflate: Option<u32>,
     wire: &'a WireCounters,
 }
 
@@ -670,7 +733,7 @@ async fn adapter_run(
     window: Option<usize>,
     counted: Option<Counted<'_>>,
 ) -> Result<(f64, u64), BenchError> {
-    let deflate = counted.is_some_and(|c| c.deflate);
+    let deflate = counted.and_then(|c| c.deflate);
     let mut client = AdapterClient::connect(url, deflate).await?;
     let wire_before = counted.map_or(0, |c| c.wire.total());
     let start = Instant::now();
@@ -688,26 +751,24 @@ struct AdapterClient {
 }
 
 impl AdapterClient {
-    /// Connects, offering permessage-deflate if `deflate`; fails unless compression is in
-    /// force exactly when offered.
-    async fn connect(url: &str, deflate: bool) -> Result<Self, BenchError> {
+    /// Connects, offering permessage-deflate at this compression level if `deflate` is
+    /// set; fails unless compression is in force exactly when offered.
+    async fn connect(url: &str, deflate: Option<u32>) -> Result<Self, BenchError> {
         let session = SessionConfig::default()
             .queue_bounds(1 << 20, 256 << 20)
             .max_buffered_bytes(256 << 20);
         let (client, mut events) = Client::new(Config::default().session(session)).map_err(fail)?;
-        client
-            .connect(
-                &ConnectOptions::new(url)
-                    .tcp_no_delay(true)
-                    .per_message_deflate(deflate),
-            )
-            .map_err(fail)?;
+        let mut options = ConnectOptions::new(url).tcp_no_delay(true);
+        if let Some(level) = deflate {
+            options = options.deflate(DeflateOptions::default().level(level));
+        }
+        client.connect(&options).map_err(fail)?;
         loop {
             if let Event::Open { handshake, .. } = next_event(&mut events).await? {
-                if handshake.deflate.is_some() != deflate {
+                if handshake.deflate.is_some() != deflate.is_some() {
                     return Err(fail(format!(
                         "permessage-deflate expected {}, agreed {:?}",
-                        if deflate { "on" } else { "off" },
+                        if deflate.is_some() { "on" } else { "off" },
                         handshake.deflate
                     )));
                 }

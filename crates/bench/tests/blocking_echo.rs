@@ -5,7 +5,7 @@
 //! machine).
 
 #[test]
-fn quick_echo_bench_produces_seven_rows() {
+fn quick_echo_bench_produces_eight_rows() {
     let rows = wxsocket_bench::blocking_echo::run_echo_bench(true).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     assert_eq!(
@@ -17,7 +17,8 @@ fn quick_echo_bench_produces_seven_rows() {
             "small one-at-a-time, busy-poll off",
             "small pipelined, busy-poll off",
             "16KiB pipelined, busy-poll off",
-            "compressed 4KiB JSON pipelined"
+            "compressed 4KiB JSON pipelined",
+            "compressed 4KiB JSON pipelined, level 1",
         ]
     );
     for row in &rows {
@@ -30,16 +31,30 @@ fn quick_echo_bench_produces_seven_rows() {
     }
     assert_eq!(rows[2].size, 16 * 1024);
     assert_eq!(rows[5].size, 16 * 1024);
-    assert!(rows[..6].iter().all(|r| r.wire.is_none()));
+    assert!(
+        rows[..6]
+            .iter()
+            .all(|r| r.wire.is_none() && r.zlib.is_none())
+    );
 
-    let compressed = &rows[6];
-    assert_eq!(compressed.size, 4 * 1024);
-    let wire = compressed.wire.expect("the compressed row counts bytes");
-    // Uncompressed, a 4 KiB message and its echo are at least 2 x 4096 bytes on the wire
-    // (plus frame headers); compressed, the JSON-like payload takes well under half.
-    assert!(wire.uncompressed >= 2.0 * 4096.0, "{compressed}");
-    assert!(wire.deflate < wire.uncompressed / 2.0, "{compressed}");
-    assert!(compressed.to_string().contains("B/msg deflate"));
+    for (compressed, level) in rows[6..].iter().zip([6, 1]) {
+        assert_eq!(compressed.size, 4 * 1024);
+        let wire = compressed.wire.expect("the compressed row counts bytes");
+        // Uncompressed, a 4 KiB message and its echo are at least 2 x 4096 bytes on the
+        // wire (plus frame headers); compressed, the JSON-like payload takes well under
+        // half.
+        assert!(wire.uncompressed >= 2.0 * 4096.0, "{compressed}");
+        assert!(wire.deflate < wire.uncompressed / 2.0, "{compressed}");
+        assert!(compressed.to_string().contains("B/msg deflate"));
+        assert!(compressed.to_string().contains("of the zlib limit"));
+        let zlib = compressed
+            .zlib
+            .expect("the zlib limit of the compressed row");
+        assert_eq!(zlib.level, level);
+        assert!(zlib.limit_per_sec > 0.0 && zlib.share > 0.0, "{compressed}");
+    }
+    // Level 1 trades bytes for speed: more bytes on the wire than level 6.
+    assert!(rows[7].wire.unwrap().deflate > rows[6].wire.unwrap().deflate);
 }
 
 #[test]

@@ -76,7 +76,8 @@ fn quick_bench_prints_one_table_and_writes_json() {
         .iter()
         .filter(|l| l.starts_with("| wxsocket-") && l.contains("compressed"))
         .collect();
-    assert_eq!(compressed.len(), 2, "{lines:?}");
+    assert_eq!(compressed.len(), 4, "{lines:?}");
+    assert!(lines[header].contains("zlib limit msg/s") && lines[header].contains("share of limit"));
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -96,7 +97,20 @@ fn quick_bench_prints_one_table_and_writes_json() {
         .iter()
         .map(|r| r["adapter"].as_str().unwrap())
         .collect();
-    assert_eq!(adapters, ["wxsocket-tokio", "wxsocket-blocking"]);
+    assert_eq!(
+        adapters,
+        [
+            "wxsocket-tokio",
+            "wxsocket-tokio",
+            "wxsocket-blocking",
+            "wxsocket-blocking"
+        ]
+    );
+    let levels: Vec<u64> = json_compressed
+        .iter()
+        .map(|r| r["level"].as_u64().unwrap())
+        .collect();
+    assert_eq!(levels, [6, 1, 6, 1]);
     for row in json_compressed {
         let deflate = row["deflate_msgs_per_sec"].as_f64().unwrap();
         let plain = row["uncompressed_msgs_per_sec"].as_f64().unwrap();
@@ -109,6 +123,15 @@ fn quick_bench_prints_one_table_and_writes_json() {
         let wire_plain = row["wire_bytes_per_msg_uncompressed"].as_f64().unwrap();
         assert!(wire_plain >= 8192.0, "{row}");
         assert!(wire_deflate < wire_plain / 2.0, "{row}");
+        // The zlib limit of the same run, and the share of it reached (a share, so
+        // above 0; a busy machine can push it past 1 only by slowing the limit's own
+        // segment, so it is not bounded above here).
+        let share = row["zlib_limit_share"].as_f64().unwrap();
+        assert!(share.is_finite() && share > 0.0, "{row}");
+        assert!(
+            row["zlib_limit_msgs_per_sec"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
     }
 }
 

@@ -18,6 +18,7 @@ async fn quick_echo_bench_has_the_compressed_case() {
             "16 KiB, one at a time",
             "16 KiB, pipelined",
             "compressed, pipelined, 4 KiB JSON-like",
+            "compressed, pipelined, 4 KiB JSON-like, level 1",
         ]
     );
     for row in &rows {
@@ -27,21 +28,36 @@ async fn quick_echo_bench_has_the_compressed_case() {
         );
         assert!(row.ratio().is_finite(), "{row:?}");
     }
-    assert!(rows[..5].iter().all(|r| r.compression.is_none()));
-    let compressed = &rows[5];
-    assert_eq!(compressed.size, 4096);
-    let wire = compressed
-        .compression
-        .expect("wire bytes of the compressed case");
-    // Uncompressed, a 4 KiB message and its echo are at least 2 x 4096 bytes on the wire
-    // (plus frame headers); compressed, the JSON-like payload takes well under half.
-    assert!(wire.uncompressed >= 2.0 * 4096.0, "{wire:?}");
-    assert!(wire.deflate < wire.uncompressed / 2.0, "{wire:?}");
+    assert!(
+        rows[..5]
+            .iter()
+            .all(|r| r.compression.is_none() && r.zlib.is_none())
+    );
+    for (compressed, level) in rows[5..].iter().zip([6, 1]) {
+        assert_eq!(compressed.size, 4096);
+        let wire = compressed
+            .compression
+            .expect("wire bytes of the compressed case");
+        // Uncompressed, a 4 KiB message and its echo are at least 2 x 4096 bytes on the
+        // wire (plus frame headers); compressed, the JSON-like payload takes well under
+        // half.
+        assert!(wire.uncompressed >= 2.0 * 4096.0, "{wire:?}");
+        assert!(wire.deflate < wire.uncompressed / 2.0, "{wire:?}");
+        let zlib = compressed
+            .zlib
+            .expect("the zlib limit of the compressed case");
+        assert_eq!(zlib.level, level);
+        assert!(zlib.limit_per_sec > 0.0 && zlib.share > 0.0, "{zlib:?}");
+    }
+    // Level 1 trades bytes for speed: more bytes on the wire than level 6.
+    let bytes = |r: &BenchRow| r.compression.unwrap().deflate;
+    assert!(bytes(&rows[6]) > bytes(&rows[5]), "{rows:?}");
 
     let table = bench::table(&rows);
     assert!(table.contains("| 16 KiB, pipelined |"));
     assert!(table.contains("wire B/msg deflate"));
     assert!(table.contains("| compressed, pipelined, 4 KiB JSON-like |"));
+    assert!(table.contains("| compressed, pipelined, 4 KiB JSON-like, level 1 |"));
 }
 
 #[tokio::test]

@@ -28,6 +28,15 @@ use wxsocket_wire::proxy::ProxyConnect;
 /// others; the driver comes back at once (zero poll timeout) when a pass stops early.
 const MAX_READS_PER_PASS: usize = 256;
 
+/// Uncompressed bytes of compressed messages written into the WebSocket's buffer after
+/// which it is flushed at once, before the next message is compressed: compression costs
+/// far more than a write (level 6: about 14 µs per KiB of JSON-like text), so the peer
+/// should start on one frame while the next is compressed rather than wait for a whole
+/// batch. Uncompressed and small messages are still flushed once per batch of actions.
+/// (The tokio adapter's `FLUSH_AFTER_COMPRESSED`; see DESIGN.md, "Deflate at the zlib
+/// limit".)
+const FLUSH_AFTER_COMPRESSED: usize = 4096;
+
 /// What every connection operation needs from the driver.
 pub(crate) struct Ctx<'a> {
     /// The driver thread's poller: every socket, readable and writable.
@@ -124,6 +133,9 @@ enum Phase {
 pub(crate) struct Open {
     ws: WebSocket<Wire>,
     compressor: Option<Compressor>,
+    /// Uncompressed bytes of the compressed messages written since the last flush (see
+    /// [`FLUSH_AFTER_COMPRESSED`]).
+    compressed_unflushed: usize,
 }
 
 /// How far a read pass reads.
@@ -692,7 +704,11 @@ impl Conn {
                     Role::Client,
                     Some(ctx.ws_config),
                 );
-                self.phase = Phase::Open(Box::new(Open { ws, compressor }));
+                self.phase = Phase::Open(Box::new(Open {
+                    ws,
+                    compressor,
+                    compressed_unflushed: 0,
+                }));
                 out.push(TransportEvent::Opened(Box::new(done.handshake)));
                 // Frames may have come with the handshake response, and the socket has
                 // been drained: no further readiness event will come for them. The driver
@@ -786,6 +802,7 @@ impl Conn {
         };
         match open.ws.flush() {
             Ok(()) => {
+                open.compressed_unflushed = 0;
                 self.wants_write = false;
                 out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
             }
@@ -795,7 +812,8 @@ impl Conn {
     }
 
     /// Buffers a message; [`Self::flush`] writes it (the driver flushes each connection
-    /// once after carrying out all queued actions).
+    /// once after carrying out all queued actions), or at once when compressing it took
+    /// that write past [`FLUSH_AFTER_COMPRESSED`].
     pub fn send(
         &mut self,
         ctx: &Ctx<'_>,
@@ -803,16 +821,27 @@ impl Conn {
         message: Message,
         out: &mut Vec<TransportEvent>,
     ) {
-        let message = match &mut self.phase {
+        let (message, flush_now) = match &mut self.phase {
             Phase::Open(open) => match &mut open.compressor {
-                Some(compressor) => compressor.encode(message),
-                None => to_ws(message),
+                Some(compressor) => {
+                    let len = message.len();
+                    let message = compressor.encode(message);
+                    if matches!(message, WsMessage::Frame(_)) {
+                        open.compressed_unflushed += len;
+                    }
+                    (message, open.compressed_unflushed >= FLUSH_AFTER_COMPRESSED)
+                }
+                None => (to_ws(message), false),
             },
             _ => return,
         };
         self.write(ctx, message, out);
         if self.is_open() {
             self.pending.push(id);
+            // Not while a flush already waits for room: the socket would refuse it.
+            if flush_now && !self.wants_write {
+                self.flush(ctx, out);
+            }
         }
     }
 

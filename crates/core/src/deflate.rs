@@ -49,8 +49,12 @@ pub struct DeflateOptions {
     /// adds a few bytes to tiny payloads. Default 32.
     pub threshold: usize,
     /// The zlib compression level, 0 (store) to 9 (smallest, slowest). Default 6, zlib's
-    /// default and what browsers, Node `ws` and Python `websockets` use; 1 compresses
-    /// several times faster and about a third less well on JSON-like text.
+    /// default and what browsers, Node `ws` and Python `websockets` use.
+    ///
+    /// Level 1 is the fast option when compression, not the network, limits throughput:
+    /// on 4 KiB JSON-like text zlib compresses and inflates about 4× as many messages per
+    /// second as at level 6, for about 1.7× the bytes (1,460 compressed bytes a message
+    /// instead of 880; `wxsocket-bench`'s level-1 rows measure both adapters).
     pub level: u32,
 }
 

@@ -45,6 +45,18 @@ pub(crate) type SharedIo = Arc<Mutex<Io>>;
 /// Most messages read before the batch is reported (keeps batches and lock holds short).
 const READ_BATCH: usize = 256;
 
+/// Uncompressed bytes of compressed messages fed to the socket's buffer after which it is
+/// flushed at once, before the next waiting send is compressed.
+///
+/// Compression costs tens of microseconds per kilobyte (level 6: about 14 µs per KiB of
+/// JSON-like text with zlib-rs), a write a few: holding a window of 64 compressed 4 KiB
+/// messages back for one write kept the peer idle for the ~4 ms it took to compress them,
+/// and then this side idle while the peer caught up (48 % of the zlib limit in issue 17's
+/// measurement). Flushed once this much was compressed, the peer works on one frame while
+/// this side compresses the next; uncompressed and small messages still go out in batches
+/// (their encoding costs less than the write).
+pub(crate) const FLUSH_AFTER_COMPRESSED: usize = 4096;
+
 /// The task of connection `conn`. Dropping it (abort) drops the transport at once.
 pub(crate) async fn run<M: Machine>(
     shared: Arc<Shared<M>>,
@@ -76,6 +88,7 @@ pub(crate) async fn run<M: Machine>(
         commands,
         unflushed: Vec::new(),
         needs_flush: false,
+        compressed_unflushed: 0,
         started_in_place: false,
         unanswered: 0,
         deferred: None,
@@ -212,6 +225,9 @@ pub(crate) struct Io {
     /// Sends fed to the socket but not yet flushed.
     unflushed: Vec<SendId>,
     needs_flush: bool,
+    /// Uncompressed bytes of the compressed messages fed since the last flush (see
+    /// [`FLUSH_AFTER_COMPRESSED`]).
+    compressed_unflushed: usize,
     /// The unflushed frames were started in place in this core turn (the task is not
     /// waiting on a flush of its own, whose waker an in-place flush would replace).
     started_in_place: bool,
@@ -306,10 +322,7 @@ impl Io {
         ) {
             return Some(message);
         }
-        let item = match &mut self.compressor {
-            Some(compressor) => compressor.encode(message),
-            None => to_ws(message),
-        };
+        let item = self.encode(message);
         if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
             self.deferred = Some(e);
         }
@@ -317,7 +330,32 @@ impl Io {
         self.needs_flush = true;
         self.started_in_place = true;
         self.unanswered = self.unanswered.saturating_add(1);
+        if self.deferred.is_none() && self.compressed_unflushed >= FLUSH_AFTER_COMPRESSED {
+            // Out at once (see `FLUSH_AFTER_COMPRESSED`); the sends are still reported by
+            // `flush_in_place`, whose flush then finds little or nothing left to write.
+            match Pin::new(&mut self.ws).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => self.compressed_unflushed = 0,
+                Poll::Ready(Err(e)) => self.deferred = Some(e),
+                Poll::Pending => {}
+            }
+        }
         None
+    }
+
+    /// The message as tungstenite should write it: compressed when permessage-deflate is
+    /// in force and the message is long enough, counted in `compressed_unflushed` then.
+    fn encode(&mut self, message: Message) -> WsMessage {
+        match &mut self.compressor {
+            Some(compressor) => {
+                let len = message.len();
+                let item = compressor.encode(message);
+                if matches!(item, WsMessage::Frame(_)) {
+                    self.compressed_unflushed += len;
+                }
+                item
+            }
+            None => to_ws(message),
+        }
     }
 
     /// Flushes what [`Self::start_in_place`] started. Returns the sends now written, or
@@ -335,6 +373,7 @@ impl Io {
         match Pin::new(&mut self.ws).poll_flush(&mut cx) {
             Poll::Ready(Ok(())) => {
                 self.needs_flush = false;
+                self.compressed_unflushed = 0;
                 Some(std::mem::take(&mut self.unflushed))
             }
             Poll::Ready(Err(e)) => {
@@ -372,10 +411,7 @@ impl Io {
                 Command::Send(id, message) => {
                     self.unflushed.push(id);
                     self.unanswered = self.unanswered.saturating_add(1);
-                    match &mut self.compressor {
-                        Some(compressor) => compressor.encode(message),
-                        None => to_ws(message),
-                    }
+                    self.encode(message)
                 }
                 Command::Ping(payload) => WsMessage::Ping(payload),
                 Command::Close(frame) => {
@@ -389,25 +425,44 @@ impl Io {
                 return self.fail(&e);
             }
             self.needs_flush = true;
+            if self.compressed_unflushed >= FLUSH_AFTER_COMPRESSED {
+                // Out before the next message is compressed (see
+                // `FLUSH_AFTER_COMPRESSED`); a full socket ends the feeding for now.
+                match self.flush(cx) {
+                    Poll::Ready(Flow::Go) => {}
+                    Poll::Ready(flow) => return flow,
+                    Poll::Pending => break,
+                }
+            }
         }
         // Then one flush for all of them.
         if self.needs_flush {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.needs_flush = false;
-                    self.started_in_place = false;
-                    self.batch
-                        .extend(self.unflushed.drain(..).map(TransportEvent::SendWritten));
-                    if self.close_sent && !self.reading {
-                        // The close frame after a read error is out; nothing more to read.
-                        return self.finish();
-                    }
-                }
-                Poll::Ready(Err(e)) => return self.fail(&e),
+            match self.flush(cx) {
+                Poll::Ready(flow) => return flow,
                 Poll::Pending => {}
             }
         }
         Flow::Go
+    }
+
+    /// Flushes what was fed; once written, the sends are reported to the core.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<Flow> {
+        match Pin::new(&mut self.ws).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.needs_flush = false;
+                self.started_in_place = false;
+                self.compressed_unflushed = 0;
+                self.batch
+                    .extend(self.unflushed.drain(..).map(TransportEvent::SendWritten));
+                if self.close_sent && !self.reading {
+                    // The close frame after a read error is out; nothing more to read.
+                    return Poll::Ready(self.finish());
+                }
+                Poll::Ready(Flow::Go)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(self.fail(&e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Whether the core takes more messages now. When its credit is used up, the task

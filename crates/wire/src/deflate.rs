@@ -101,11 +101,18 @@ impl Compressor {
     /// The server's side of the same agreement (for servers and test peers built on
     /// tungstenite, which send frames unmasked).
     pub fn server(params: &DeflateParams, threshold: usize) -> Self {
+        Self::server_at_level(params, threshold, Compression::default().level())
+    }
+
+    /// [`server`](Self::server) compressing at zlib `level` (0-9; the default is 6): a
+    /// benchmark's server matches the level its client compresses at, which the
+    /// negotiation does not carry.
+    pub fn server_at_level(params: &DeflateParams, threshold: usize, level: u32) -> Self {
         Self::with(
             params.server_max_window_bits,
             params.server_no_context_takeover,
             threshold,
-            Compression::default().level(),
+            level,
         )
     }
 
