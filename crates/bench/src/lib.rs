@@ -8,6 +8,8 @@
 //! - [`blocking_echo`]: `wxsocket-blocking` against a plain tungstenite client, likewise;
 //! - [`flood`]: a server flooding a reading application, `wxsocket-tokio` against plain
 //!   tokio-tungstenite, each client's throughput and peak memory (flow control);
+//! - [`scale`]: many idle connections in one process, each adapter's pool against plain
+//!   tokio-tungstenite: memory and CPU per connection;
 //! - [`workload`]: the payloads and counters both use;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
 //!
@@ -19,5 +21,6 @@
 pub mod blocking_echo;
 pub mod flood;
 pub mod report;
+pub mod scale;
 pub mod tokio_echo;
 pub mod workload;
