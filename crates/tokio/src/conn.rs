@@ -54,7 +54,9 @@ pub(crate) async fn run<M: Machine>(
     commands: mpsc::UnboundedReceiver<Command>,
     resume: Arc<AtomicWaker>,
 ) {
-    let (ws, handshake, socket) = match dial(&shared, &request).await {
+    // Boxed: the dial's future (TLS, proxy, handshake) is large, and a task's future is
+    // allocated once at its largest; boxed, it is freed when the connection is open.
+    let (ws, handshake, socket) = match Box::pin(dial(&shared, &request)).await {
         Ok(done) => done,
         Err(error) => {
             tracing::debug!(%conn, %error, "dial failed");
