@@ -239,6 +239,9 @@ pub(crate) struct Inner<M> {
     /// The connections whose `dirty` flag was set (written to, not yet flushed), so a
     /// `pump` finds them without scanning every connection.
     dirty: BTreeSet<u64>,
+    /// Whether the driver thread's poller watches the sockets for reads (set on every
+    /// connection by `set_driver_reads`, and on each new one as it is dialled).
+    driver_reads: bool,
     registry: Registry,
     tls: Arc<rustls::ClientConfig>,
     /// The proxy variables, read when the client was created (`Action::Dial`).
@@ -318,6 +321,7 @@ impl<M: Machine> Shared<M> {
                 machine,
                 conns: BTreeMap::new(),
                 dirty: BTreeSet::new(),
+                driver_reads: true,
                 registry,
                 receivers,
                 tls,
@@ -724,8 +728,13 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Lets the driver thread's poller watch every socket for reads, or not (see
-    /// `Conn::set_driver_reads`).
+    /// `Conn::set_driver_reads`). Visits every connection only when that changes (a `recv`
+    /// that finds no event asks for it each time it waits).
     fn set_driver_reads(&mut self, on: bool, now: Instant) {
+        if self.driver_reads == on {
+            return;
+        }
+        self.driver_reads = on;
         let conns: Vec<u64> = self.conns.keys().copied().collect();
         for conn in conns {
             self.with_conn(conn, now, |c, _, _| c.set_driver_reads(on));
@@ -894,7 +903,8 @@ impl<M: Machine> Inner<M> {
                         return;
                     }
                 };
-                let c = Conn::new(conn, Arc::clone(&request), proxy);
+                let mut c = Conn::new(conn, Arc::clone(&request), proxy);
+                c.set_driver_reads(self.driver_reads);
                 let (host, port) = c.dial_target();
                 self.conns.insert(k, c);
                 match host.parse::<IpAddr>() {
