@@ -247,8 +247,8 @@ pub const SCALE_QUICK: usize = 1_000;
 
 fn scale_table(rows: &[crate::scale::ScaleRow]) -> String {
     let header = [
+        "case",
         "client",
-        "connections",
         "RSS per conn",
         "CPU to open, per conn",
         "CPU per event",
@@ -257,15 +257,15 @@ fn scale_table(rows: &[crate::scale::ScaleRow]) -> String {
         .iter()
         .map(|r| {
             [
+                format!("{} idle", r.connections),
                 r.adapter.to_owned(),
-                r.connections.to_string(),
                 format!("{:.1} KiB", r.rss_per_conn_kib),
                 format!("{:.1} µs", r.cpu_us_per_conn_open),
                 format!("{:.1} µs", r.cpu_us_per_conn_event),
             ]
         })
         .collect();
-    markdown(&header, &[false, true, true, true, true], &cells)
+    markdown(&header, &[false, false, true, true, true], &cells)
 }
 
 fn scale_json(rows: &[crate::scale::ScaleRow]) -> serde_json::Value {
