@@ -9,6 +9,8 @@
 //! - [`flood`]: a server flooding a reading application, `wxsocket-tokio` against plain
 //!   tokio-tungstenite, each client's throughput and peak memory (flow control);
 //! - [`ack`]: delivery acknowledgement on against off, pipelined, on both adapters;
+//! - [`scale`]: many idle connections in one process, each adapter's pool against plain
+//!   tokio-tungstenite: memory and CPU per connection;
 //! - [`workload`]: the payloads and counters both use;
 //! - [`zlib`]: the zlib limit the compressed cases are measured against;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
@@ -22,6 +24,7 @@ pub mod ack;
 pub mod blocking_echo;
 pub mod flood;
 pub mod report;
+pub mod scale;
 pub mod tokio_echo;
 pub mod workload;
 pub mod zlib;

@@ -1,10 +1,11 @@
 //! `wxsocket-bench [--quick] [--json FILE]`: both adapters' echo benchmarks in one table
-//! (see [`wxsocket_bench::report`]).
+//! (see [`wxsocket_bench::report`]); `--scale [N]`: only the scale family
+//! ([`wxsocket_bench::scale`]), at 1,000 and N connections.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: wxsocket-bench [--quick] [--json FILE]";
+const USAGE: &str = "usage: wxsocket-bench [--quick] [--json FILE] [--scale [N]]";
 
 fn main() -> ExitCode {
     let mut quick = false;
@@ -24,6 +25,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The child processes of the scale benchmark (see `wxsocket_bench::scale`).
+    match all.as_slice() {
+        [flag, n] if flag == "--scale-server" => {
+            return child(wxsocket_bench::scale::server_main(n.parse().unwrap_or(0)));
+        }
+        [flag, kind, n, addrs] if flag == "--scale-client" => {
+            let n = n.parse().unwrap_or(1);
+            return child(wxsocket_bench::scale::client_main(kind, n, addrs));
+        }
+        _ => {}
+    }
+    let mut scale: Option<usize> = None;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--quick") => quick = true,
@@ -34,6 +47,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            Some("--scale") => {
+                let n = all
+                    .iter()
+                    .skip_while(|a| *a != "--scale")
+                    .nth(1)
+                    .and_then(|n| n.parse().ok());
+                if n.is_some() {
+                    args.next();
+                }
+                scale = Some(n.unwrap_or(wxsocket_bench::report::SCALE_CONNECTIONS));
+            }
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -44,5 +68,18 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Some(n) = scale {
+        return wxsocket_bench::report::run_scale(n, quick, json.as_deref());
+    }
     wxsocket_bench::report::run(quick, json.as_deref())
+}
+
+fn child(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxsocket-bench: scale: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -269,6 +269,94 @@ fn ack_table(rows: &[crate::ack::AckRow]) -> String {
     out
 }
 
+/// Connections of the scale rows of a full run (and `--scale` without a number); a quick
+/// run uses [`SCALE_QUICK`].
+pub const SCALE_CONNECTIONS: usize = 10_000;
+
+/// Connections of the scale rows of a `--quick` run.
+pub const SCALE_QUICK: usize = 1_000;
+
+fn scale_table(rows: &[crate::scale::ScaleRow]) -> String {
+    let header = [
+        "case",
+        "client",
+        "RSS per conn",
+        "CPU to open, per conn",
+        "CPU per event",
+    ];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                format!("{} idle", r.connections),
+                r.adapter.to_owned(),
+                format!("{:.1} KiB", r.rss_per_conn_kib),
+                format!("{:.1} µs", r.cpu_us_per_conn_open),
+                format!("{:.1} µs", r.cpu_us_per_conn_event),
+            ]
+        })
+        .collect();
+    markdown(&header, &[false, false, true, true, true], &cells)
+}
+
+fn scale_json(rows: &[crate::scale::ScaleRow]) -> serde_json::Value {
+    rows.iter()
+        .map(|r| {
+            json!({
+                "adapter": r.adapter,
+                "connections": r.connections,
+                "rss_per_conn_kib": r.rss_per_conn_kib,
+                "cpu_us_per_conn_open": r.cpu_us_per_conn_open,
+                "cpu_us_per_conn_event": r.cpu_us_per_conn_event,
+            })
+        })
+        .collect()
+}
+
+/// The scale family: runs it at `counts` and prints its table.
+fn scale_rows(counts: &[usize], quick: bool) -> Result<Vec<crate::scale::ScaleRow>, String> {
+    let rows = crate::scale::run_scale_bench(counts, if quick { 1 } else { 3 })?;
+    println!();
+    println!(
+        "scale: N idle connections from one process, after {} small echoes each; each client and the echo server in processes of their own",
+        crate::scale::ROUNDS
+    );
+    print!("{}", scale_table(&rows));
+    println!(
+        "RSS per conn = VmRSS growth over N; CPU = all the client's threads (schedstat), to open N connections over N, and per echo (a send and its echo received); medians over the runs"
+    );
+    Ok(rows)
+}
+
+/// Only the scale family (`--scale N`): at 1,000 connections and at `n`, so the cost per
+/// connection at `n` can be set against 1,000 from the same run.
+pub fn run_scale(n: usize, quick: bool, json_file: Option<&Path>) -> ExitCode {
+    let started = Instant::now();
+    let mut counts = vec![SCALE_QUICK.min(n), n];
+    counts.dedup();
+    let rows = match scale_rows(&counts, quick) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("wxsocket-bench: scale failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{:.1} s in all", started.elapsed().as_secs_f64());
+    if let Some(path) = json_file {
+        let value = json!({
+            "quick": quick,
+            "seconds": started.elapsed().as_secs_f64(),
+            "scale_rows": scale_json(&rows),
+        });
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("wxsocket-bench: error: --json {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// Runs both benchmarks and prints one table; `json` also writes the rows there.
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
@@ -334,6 +422,18 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     );
     print!("{}", ack_table(&ack));
     println!("msg/s = median over the rounds; ratio = median of on / off over pairs of rounds");
+    let scale_counts: &[usize] = if quick {
+        &[SCALE_QUICK]
+    } else {
+        &[SCALE_QUICK, SCALE_CONNECTIONS]
+    };
+    let scale = match scale_rows(scale_counts, quick) {
+        Ok(scale) => scale,
+        Err(e) => {
+            eprintln!("wxsocket-bench: scale failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!("{:.1} s in all", started.elapsed().as_secs_f64());
     if let Some(path) = json_file {
         let value = json!({
@@ -383,6 +483,7 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                 "wxsocket_tokio_peak_rss_kib": r.peak_rss_kib[0],
                 "tokio_tungstenite_peak_rss_kib": r.peak_rss_kib[1],
             })).collect::<Vec<_>>(),
+            "scale_rows": scale_json(&scale),
         });
         let text = serde_json::to_string_pretty(&value).unwrap_or_default();
         if let Err(e) = std::fs::write(path, text + "\n") {

@@ -133,6 +133,41 @@ fn quick_bench_prints_one_table_and_writes_json() {
             "{row}"
         );
     }
+    // The scale family: each client at 1,000 idle connections, in the table and as JSON.
+    let scale: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("| 1000 idle "))
+        .collect();
+    assert_eq!(scale.len(), 3, "{lines:?}");
+    let json_scale = json["scale_rows"].as_array().unwrap();
+    let clients: Vec<&str> = json_scale
+        .iter()
+        .map(|r| r["adapter"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        clients,
+        [
+            "wxsocket-tokio TaskPool",
+            "wxsocket-blocking TaskPool",
+            "tokio-tungstenite"
+        ]
+    );
+    for row in json_scale {
+        assert_eq!(row["connections"], 1000, "{row}");
+        for field in [
+            "rss_per_conn_kib",
+            "cpu_us_per_conn_open",
+            "cpu_us_per_conn_event",
+        ] {
+            let v = row[field].as_f64().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{field}: {row}");
+        }
+        let client = row["adapter"].as_str().unwrap();
+        assert!(
+            scale.iter().any(|l| l.contains(&format!(" {client} "))),
+            "no table line for {client}"
+        );
+    }
 }
 
 /// The JSON row's ratio (the benchmark's median of per-segment ratios, not the quotient of

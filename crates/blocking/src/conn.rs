@@ -186,6 +186,12 @@ pub(crate) struct Conn {
     /// The driver thread's poller should watch the socket for reads. Off while a thread in
     /// `recv` watches it instead (see [`Conn::set_driver_reads`]).
     driver_reads: bool,
+    /// A read failed with an error answered by a close frame (1002 / 1007 / 1009): the
+    /// stream is out of step, so nothing more is read, and once the close frame is flushed
+    /// the transport ends (as in the tokio adapter). tungstenite must not be read again
+    /// after refusing a frame: with the frame's bytes filling its buffer it would read into
+    /// an empty slice (a failed debug assertion in tungstenite 0.30).
+    read_failed: bool,
     /// What the driver thread's poller watches the socket for (`None`: not registered
     /// there); see [`Conn::sync_interest`].
     interest: Option<Interest>,
@@ -216,6 +222,7 @@ impl Conn {
             dirty: false,
             wants_write: false,
             driver_reads: true,
+            read_failed: false,
             interest: None,
         }
     }
@@ -732,7 +739,7 @@ impl Conn {
         out: &mut Vec<TransportEvent>,
     ) {
         self.read_ready = false;
-        if self.read_paused {
+        if self.read_paused || self.read_failed {
             return;
         }
         if credit.is_paused() {
@@ -766,6 +773,7 @@ impl Conn {
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
+                    self.read_failed = true;
                     self.transport_failed(ctx, &e, out);
                     return;
                 }
@@ -805,6 +813,11 @@ impl Conn {
                 open.compressed_unflushed = 0;
                 self.wants_write = false;
                 out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
+                if self.read_failed && self.close_sent {
+                    // The close frame after a read error is out; nothing more to read.
+                    self.drop_transport(ctx);
+                    out.push(TransportEvent::Closed);
+                }
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.wants_write = true,
             Err(e) => self.transport_failed(ctx, &e, out),

@@ -20,7 +20,7 @@ use crate::conn::{Conn, Ctx, ReadPass, key};
 use crate::stream::no_tls::{self as rustls, ClientConfigExt as _};
 use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -236,6 +236,12 @@ type Resolved = (u64, io::Result<Vec<SocketAddr>>);
 pub(crate) struct Inner<M> {
     pub machine: M,
     conns: BTreeMap<u64, Conn>,
+    /// The connections whose `dirty` flag was set (written to, not yet flushed), so a
+    /// `pump` finds them without scanning every connection.
+    dirty: BTreeSet<u64>,
+    /// Whether the driver thread's poller watches the sockets for reads (set on every
+    /// connection by `set_driver_reads`, and on each new one as it is dialled).
+    driver_reads: bool,
     registry: Registry,
     tls: Arc<rustls::ClientConfig>,
     /// The proxy variables, read when the client was created (`Action::Dial`).
@@ -314,6 +320,8 @@ impl<M: Machine> Shared<M> {
             inner: Mutex::new(Inner {
                 machine,
                 conns: BTreeMap::new(),
+                dirty: BTreeSet::new(),
+                driver_reads: true,
                 registry,
                 receivers,
                 tls,
@@ -720,8 +728,13 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Lets the driver thread's poller watch every socket for reads, or not (see
-    /// `Conn::set_driver_reads`).
+    /// `Conn::set_driver_reads`). Visits every connection only when that changes (a `recv`
+    /// that finds no event asks for it each time it waits).
     fn set_driver_reads(&mut self, on: bool, now: Instant) {
+        if self.driver_reads == on {
+            return;
+        }
+        self.driver_reads = on;
         let conns: Vec<u64> = self.conns.keys().copied().collect();
         for conn in conns {
             self.with_conn(conn, now, |c, _, _| c.set_driver_reads(on));
@@ -757,11 +770,14 @@ impl<M: Machine> Inner<M> {
             while let Some(action) = self.machine.poll_action() {
                 self.execute(action, now);
             }
-            // One flush per connection for everything written above (batching). A flush
-            // clears the connection's flag (or removes the connection), so this ends; no
-            // list is collected, as this runs for every `send`.
-            if let Some(conn) = self.conns.iter().find_map(|(k, c)| c.dirty.then_some(*k)) {
-                self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
+            // One flush per connection for everything written above (batching), lowest
+            // key first. A flush clears the connection's flag (or removes the
+            // connection), so this ends; the dirty set spares a scan of every connection
+            // (this runs for every `send`).
+            if let Some(conn) = self.dirty.pop_first() {
+                if self.conns.get(&conn).is_some_and(|c| c.dirty) {
+                    self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
+                }
                 continue;
             }
             self.deliver(shared);
@@ -862,6 +878,9 @@ impl<M: Machine> Inner<M> {
         if c.read_ready {
             self.read_ready = true;
         }
+        if c.dirty {
+            self.dirty.insert(conn);
+        }
         if c.is_gone() {
             self.conns.remove(&conn);
         }
@@ -884,7 +903,8 @@ impl<M: Machine> Inner<M> {
                         return;
                     }
                 };
-                let c = Conn::new(conn, Arc::clone(&request), proxy);
+                let mut c = Conn::new(conn, Arc::clone(&request), proxy);
+                c.set_driver_reads(self.driver_reads);
                 let (host, port) = c.dial_target();
                 self.conns.insert(k, c);
                 match host.parse::<IpAddr>() {

@@ -6,8 +6,10 @@ use mio::net::TcpStream;
 #[cfg(not(feature = "tls"))]
 use no_tls as rustls;
 use std::io::{self, Read, Write};
+use std::task::Poll;
 use wxsocket_wire::convert::CloseWatch;
 use wxsocket_wire::deflate::Inflater;
+use wxsocket_wire::read_ahead::ReadAhead;
 
 /// What tungstenite reads and writes on an open connection: the stream, and with
 /// permessage-deflate the inflater every byte from the server passes through first.
@@ -31,6 +33,8 @@ pub(crate) struct Wire {
     drained: bool,
     /// Sees everything tungstenite reads, for the peer's close frame as it was sent.
     pub(crate) close_watch: CloseWatch,
+    /// The socket's bytes while they stream in (tungstenite's own reads are small).
+    ahead: ReadAhead,
 }
 
 impl Wire {
@@ -43,6 +47,7 @@ impl Wire {
             short_read_ends: false,
             drained: false,
             close_watch: CloseWatch::default(),
+            ahead: ReadAhead::default(),
         }
     }
 
@@ -70,17 +75,32 @@ impl Wire {
                 buf[..n].copy_from_slice(&self.tail.split_to(n));
                 Ok(n)
             }
-            None if self.drained => Err(io::ErrorKind::WouldBlock.into()),
+            // Through the adaptive read-ahead (`wxsocket_wire::read_ahead`), which calls
+            // the socket only once what it read ahead is served.
             None => {
-                let n = self.stream.read(buf)?;
-                if self.short_read_ends
-                    && n > 0
-                    && n < buf.len()
-                    && matches!(self.stream, Stream::Plain(_))
-                {
-                    self.drained = true;
+                let (stream, drained) = (&mut self.stream, &mut self.drained);
+                let short_read_ends = self.short_read_ends;
+                let polled = self.ahead.poll_read(buf, |buf| {
+                    if *drained {
+                        return Poll::Ready(Err(io::ErrorKind::WouldBlock.into()));
+                    }
+                    let n = match stream.read(buf) {
+                        Ok(n) => n,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
+                    if short_read_ends
+                        && n > 0
+                        && n < buf.len()
+                        && matches!(stream, Stream::Plain(_))
+                    {
+                        *drained = true;
+                    }
+                    Poll::Ready(Ok(n))
+                });
+                match polled {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
                 }
-                Ok(n)
             }
             Some(inflater) => {
                 if !self.tail.is_empty() {

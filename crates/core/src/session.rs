@@ -886,6 +886,16 @@ impl Session {
         !self.events.is_empty()
     }
 
+    /// Whether an action waits for the driver (the [`crate::Pool`] keeps a ready-queue).
+    pub(crate) fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    /// Whether a send outcome waits for [`poll_completion`](Self::poll_completion).
+    pub(crate) fn has_completions(&self) -> bool {
+        self.completions.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called: the earliest of
     /// the handshake, close, keepalive, reconnect and teardown deadlines. Never earlier than
     /// the latest `now` the session has seen.

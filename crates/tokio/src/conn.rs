@@ -25,6 +25,7 @@ use wxsocket_wire::ClientHandshake;
 use wxsocket_wire::convert::{CloseWatch, classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 use wxsocket_wire::proxy::ProxyConnect;
+use wxsocket_wire::read_ahead::ReadAhead;
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]
@@ -65,7 +66,9 @@ pub(crate) async fn run<M: Machine>(
     commands: mpsc::UnboundedReceiver<Command>,
     resume: Arc<AtomicWaker>,
 ) {
-    let (ws, handshake, socket) = match dial(&shared, &request).await {
+    // Boxed: the dial's future (TLS, proxy, handshake) is large, and a task's future is
+    // allocated once at its largest; boxed, it is freed when the connection is open.
+    let (ws, handshake, socket) = match Box::pin(dial(&shared, &request)).await {
         Ok(done) => done,
         Err(error) => {
             tracing::debug!(%conn, %error, "dial failed");
@@ -187,6 +190,7 @@ async fn dial<M: Machine>(
         tail: Bytes::from(done.tail),
         inflater,
         close_watch: CloseWatch::default(),
+        ahead: ReadAhead::default(),
         inner: stream,
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
@@ -565,6 +569,7 @@ pub(crate) struct Transport {
     tail: Bytes,
     inflater: Option<Box<Inflater>>,
     close_watch: CloseWatch,
+    ahead: ReadAhead,
     inner: Inner,
 }
 
@@ -597,7 +602,18 @@ impl AsyncRead for Transport {
                 buf.put_slice(&this.tail.split_to(n));
                 Poll::Ready(Ok(()))
             }
-            None => inner!(this, s => s.poll_read(cx, buf)),
+            None => {
+                // Through the adaptive read-ahead (`wxsocket_wire::read_ahead`).
+                let inner = &mut this.inner;
+                let out = buf.initialize_unfilled();
+                let polled = this.ahead.poll_read(out, |b| {
+                    let mut b = ReadBuf::new(b);
+                    Pin::new(&mut *inner)
+                        .poll_read(cx, &mut b)
+                        .map_ok(|()| b.filled().len())
+                });
+                polled.map_ok(|n| buf.advance(n))
+            }
             Some(inflater) => {
                 if !this.tail.is_empty() {
                     inflater.feed_deferred(&std::mem::take(&mut this.tail));

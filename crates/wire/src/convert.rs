@@ -30,7 +30,7 @@ pub fn close_frame(request: &CloseRequest) -> CloseFrame {
     }
 }
 
-/// A received payload as the application gets it: one shorter than [`crate::READ_BUFFER`]
+/// A received payload as the application gets it: one shorter than [`crate::COPY_BELOW`]
 /// is copied into its own allocation; a longer one is passed on as it is.
 ///
 /// tungstenite hands out each payload as a slice of its read buffer, which holds the
@@ -41,10 +41,10 @@ pub fn close_frame(request: &CloseRequest) -> CloseFrame {
 /// page fault per two messages while the allocator shrank and regrew its heap, and the
 /// benchmark row ran at 0.89–0.99 of the plain client (which drops each message at once);
 /// with the copy, 1.04–1.24 in the same paired runs. Copying 16 KiB costs well under a
-/// microsecond. A payload as long as the read buffer or longer was read into a buffer
+/// microsecond. A payload as long as `COPY_BELOW` or longer was read into a buffer
 /// reserved for its frame, so it pins little besides itself.
 fn owned(payload: bytes::Bytes) -> bytes::Bytes {
-    if payload.len() < crate::READ_BUFFER {
+    if payload.len() < crate::COPY_BELOW {
         bytes::Bytes::copy_from_slice(&payload)
     } else {
         payload
@@ -52,7 +52,7 @@ fn owned(payload: bytes::Bytes) -> bytes::Bytes {
 }
 
 /// What a message read from tungstenite means to the session; `None` for raw frames, which
-/// tungstenite never returns from `read`. A payload shorter than [`READ_BUFFER`](crate::READ_BUFFER)
+/// tungstenite never returns from `read`. A payload shorter than [`COPY_BELOW`](crate::COPY_BELOW)
 /// is copied out of tungstenite's read buffer, so a message the application keeps pins only
 /// its own bytes; longer payloads are passed on as they are.
 pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn short_payloads_are_copied_out_of_the_read_buffer_long_ones_are_not() {
         // A read buffer holding several frames, as tungstenite hands them out.
-        let buffer = bytes::Bytes::from(vec![b'x'; 4 * crate::READ_BUFFER]);
+        let buffer = bytes::Bytes::from(vec![b'x'; 4 * crate::COPY_BELOW]);
         let short = buffer.slice(10..10 + 16 * 1024);
         let Some(TransportEvent::Message(Message::Binary(got))) =
             from_ws(WsMessage::Binary(short.clone()))
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(text, Message::text("x".repeat(32)));
         assert!(!within(text.as_bytes(), &buffer));
 
-        let long = buffer.slice(0..crate::READ_BUFFER);
+        let long = buffer.slice(0..crate::COPY_BELOW);
         let Some(TransportEvent::Message(Message::Binary(got))) =
             from_ws(WsMessage::Binary(long.clone()))
         else {

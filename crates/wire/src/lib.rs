@@ -50,6 +50,7 @@ pub mod deflate;
 mod features;
 mod handshake;
 pub mod proxy;
+pub mod read_ahead;
 pub mod simple;
 pub mod tls;
 
@@ -63,13 +64,23 @@ pub struct ReadmeDoctests;
 
 use wxsocket_core::SessionConfig;
 
-/// How much tungstenite reads from the socket at most per read call.
+/// tungstenite's read size, and so the read buffer every connection keeps while idle.
 ///
 /// tungstenite zero-fills the free part of its read buffer (up to this much) before every
-/// read; 32 KiB keeps that cost small for small messages while still taking many messages
-/// per read. A larger message is read in 32 KiB steps into a buffer reserved for its full
-/// size. (`DESIGN.md` in the repository has the measurements.)
-pub const READ_BUFFER: usize = 32 * 1024;
+/// read, so all of it stays resident once a connection has read at all: at 32 KiB that was
+/// most of an idle connection's 39 KiB. While data streams in, the adapters read the socket
+/// [`READ_AHEAD`] bytes at a time through a [`read_ahead::ReadAhead`] and serve tungstenite
+/// from it. (`DESIGN.md` in the repository has the measurements.)
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// How much a busy connection reads from the socket per read call (see
+/// [`read_ahead`]); the buffer is given back when the socket runs dry.
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// Received payloads shorter than this are copied out of tungstenite's buffer (see
+/// [`convert::from_ws`]); longer ones were read into a buffer reserved for their frame and
+/// are passed on as they are.
+pub const COPY_BELOW: usize = 32 * 1024;
 
 /// tungstenite's configuration from the session's: the maximum message size applies to
 /// received messages and frames; reads take at most [`READ_BUFFER`] at a time.
