@@ -168,6 +168,32 @@ fn quick_bench_prints_one_table_and_writes_json() {
             "no table line for {client}"
         );
     }
+    check_ack_rows(&lines, &json);
+}
+
+/// The delivery acknowledgement rows: each adapter, small and 16 KiB messages, in the table
+/// and as JSON.
+fn check_ack_rows(lines: &[String], json: &serde_json::Value) {
+    let table: Vec<&String> = lines.iter().filter(|l| l.starts_with("| ack ")).collect();
+    assert_eq!(table.len(), 4, "{lines:?}");
+    let rows = json["ack_rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        let (off, on) = (
+            row["ack_off_msgs_per_sec"].as_f64().unwrap(),
+            row["ack_on_msgs_per_sec"].as_f64().unwrap(),
+        );
+        assert!(off > 0.0 && on > 0.0, "{row}");
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!(ratio.is_finite() && ratio > 0.0, "{row}");
+        let adapter = row["adapter"].as_str().unwrap();
+        assert!(
+            table
+                .iter()
+                .any(|l| l.contains(adapter) && l.contains(&format!("{ratio:.2}"))),
+            "no table line for {row}"
+        );
+    }
 }
 
 /// The JSON row's ratio (the benchmark's median of per-segment ratios, not the quotient of
