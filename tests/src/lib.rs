@@ -34,3 +34,36 @@ pub mod scenario;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct WorkspaceReadmeDoctests;
+
+/// Instantiates each generic scenario `fn name<A: Adapter>()` as a test for both adapters:
+/// `on_tokio::name` against `wxsocket-tokio` and `on_blocking::name` against
+/// `wxsocket-blocking` (the scenarios are written once, in the calling file).
+#[macro_export]
+macro_rules! on_both_adapters {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every scenario against `wxsocket-tokio`.
+        mod on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
+        }
+        /// Every scenario against `wxsocket-blocking`.
+        mod on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
+        }
+    };
+}
+
+/// Instantiates each generic pool scenario `fn name<P: PoolAdapter>()` for both adapters'
+/// `TaskPool`: `pool_on_tokio::name` and `pool_on_blocking::name`.
+#[macro_export]
+macro_rules! on_both_pools {
+    ($($scenario:ident),* $(,)?) => {
+        /// Every pool scenario against `wxsocket-tokio`.
+        mod pool_on_tokio {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioPool>(); })*
+        }
+        /// Every pool scenario against `wxsocket-blocking`.
+        mod pool_on_blocking {
+            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingPool>(); })*
+        }
+    };
+}

@@ -23,20 +23,7 @@ use wxsocket_core::{
 use wxsocket_tests::adapter::Adapter;
 use wxsocket_wire::tls::TlsRoots;
 
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every scenario against `wxsocket-tokio`.
-        mod on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
-        }
-        /// Every scenario against `wxsocket-blocking`.
-        mod on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
-        }
-    };
-}
-
-scenarios!(
+wxsocket_tests::on_both_adapters!(
     acknowledged_messages_survive_three_sigkills,
     without_acknowledgement_written_messages_can_be_lost,
 );

@@ -29,20 +29,7 @@ const SHORT: Duration = Duration::from_millis(300);
 /// defaults (handshake 60 s, close 10 s) that a timer ignoring its option would use.
 const LATE: Duration = Duration::from_secs(5);
 
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every scenario against `wxsocket-tokio`.
-        mod on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
-        }
-        /// Every scenario against `wxsocket-blocking`.
-        mod on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
-        }
-    };
-}
-
-conformance!(
+wxsocket_tests::on_both_adapters!(
     tcp_nodelay_is_set_when_asked,
     open_and_echo_text_and_binary,
     frames_read_with_the_handshake_response_come_first,
@@ -1247,21 +1234,7 @@ fn tcp_nodelay_is_set_when_asked<A: Adapter>() {
 
 // ----- §3 multiple sockets (SocketTask style) -----
 
-/// Each pool scenario against both adapters' `TaskPool`.
-macro_rules! pool_conformance {
-    ($($scenario:ident),* $(,)?) => {
-        /// Pool scenarios against `wxsocket-tokio`.
-        mod pool_on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioPool>(); })*
-        }
-        /// Pool scenarios against `wxsocket-blocking`.
-        mod pool_on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingPool>(); })*
-        }
-    };
-}
-
-pool_conformance!(pool_limit_and_independent_connections);
+wxsocket_tests::on_both_pools!(pool_limit_and_independent_connections);
 
 fn pool_limit_and_independent_connections<P: PoolAdapter>() {
     let peer = Peer::start(Mode::Echo);

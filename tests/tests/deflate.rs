@@ -29,20 +29,7 @@ const T: Duration = EVENT_TIMEOUT;
 /// RSV1 as the peer's `Step::Frame` takes it.
 const RSV1: u8 = 0b100;
 
-macro_rules! deflate_suite {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every scenario against `wxsocket-tokio`.
-        mod on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
-        }
-        /// Every scenario against `wxsocket-blocking`.
-        mod on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
-        }
-    };
-}
-
-deflate_suite!(
+wxsocket_tests::on_both_adapters!(
     default_offer_and_answer_are_reported_on_open,
     no_context_takeover_both_ways_is_reported_and_honoured,
     window_bits_are_reported_and_honoured_both_ways,

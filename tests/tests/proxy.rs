@@ -22,20 +22,7 @@ use wxsocket_wire::client::Config;
 use wxsocket_wire::proxy::ProxyEnv;
 use wxsocket_wire::tls::TlsRoots;
 
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every scenario against `wxsocket-tokio`.
-        mod on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
-        }
-        /// Every scenario against `wxsocket-blocking`.
-        mod on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
-        }
-    };
-}
-
-scenarios!(
+wxsocket_tests::on_both_adapters!(
     ws_through_the_proxy,
     wss_through_the_proxy_is_tls_end_to_end,
     basic_credentials_right_and_wrong,

@@ -23,20 +23,7 @@ use wxsocket_tests::peer::{Mode, Peer, Snapshot};
 use wxsocket_tests::scenario::{assert_quiet_for, client, close_event, expect_connecting};
 use wxsocket_wire::tls::TlsRoots;
 
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every scenario against `wxsocket-tokio`.
-        mod on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
-        }
-        /// Every scenario against `wxsocket-blocking`.
-        mod on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
-        }
-    };
-}
-
-scenarios!(
+wxsocket_tests::on_both_adapters!(
     chat_survives_three_1012_restarts_and_an_abrupt_one,
     a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail,
     a_silent_server_is_detected_by_keepalive_and_reconnected,
@@ -44,21 +31,9 @@ scenarios!(
     http_403_is_not_retried_by_default,
 );
 
-/// The multi-socket form: each pool scenario against both adapters' `TaskPool`.
-macro_rules! pool_scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every pool scenario against `wxsocket-tokio`.
-        mod pool_on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioPool>(); })*
-        }
-        /// Every pool scenario against `wxsocket-blocking`.
-        mod pool_on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingPool>(); })*
-        }
-    };
-}
-
-pool_scenarios!(a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order);
+wxsocket_tests::on_both_pools!(
+    a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order
+);
 
 // ----- helpers -----
 

@@ -12,20 +12,7 @@ use wxsocket_tests::scenario::{client, expect_connecting, open};
 
 const T: Duration = EVENT_TIMEOUT;
 
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        /// Every scenario against `wxsocket-tokio`.
-        mod on_tokio {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::TokioAdapter>(); })*
-        }
-        /// Every scenario against `wxsocket-blocking`.
-        mod on_blocking {
-            $(#[test] fn $scenario() { super::$scenario::<wxsocket_tests::adapter::BlockingAdapter>(); })*
-        }
-    };
-}
-
-on_both!(
+wxsocket_tests::on_both_adapters!(
     shutdown_while_dialling_abort,
     shutdown_while_dialling_after_open,
     shutdown_while_dialling_ignore,
