@@ -336,6 +336,18 @@ fn scale_rows(counts: &[usize], quick: bool) -> Result<Vec<crate::scale::ScaleRo
     Ok(rows)
 }
 
+/// Writes the `--json` file; failure to write is the command's failure.
+fn write_json(path: &Path, value: &serde_json::Value) -> ExitCode {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    match std::fs::write(path, text + "\n") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxsocket-bench: error: --json {}: {e}", path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Only the scale family (`--scale N`): at 1,000 connections and at `n`, so the cost per
 /// connection at `n` can be set against 1,000 from the same run.
 pub fn run_scale(n: usize, quick: bool, json_file: Option<&Path>) -> ExitCode {
@@ -356,11 +368,7 @@ pub fn run_scale(n: usize, quick: bool, json_file: Option<&Path>) -> ExitCode {
             "seconds": started.elapsed().as_secs_f64(),
             "scale_rows": scale_json(&rows),
         });
-        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text + "\n") {
-            eprintln!("wxsocket-bench: error: --json {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
+        return write_json(path, &value);
     }
     ExitCode::SUCCESS
 }
@@ -493,11 +501,7 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
             })).collect::<Vec<_>>(),
             "scale_rows": scale_json(&scale),
         });
-        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text + "\n") {
-            eprintln!("wxsocket-bench: error: --json {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
+        return write_json(path, &value);
     }
     ExitCode::SUCCESS
 }
