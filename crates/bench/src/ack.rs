@@ -2,7 +2,7 @@
 //! with acknowledgement on against the same adapter with it off, in the same run.
 //!
 //! A client keeps up to [`WINDOW`] messages in flight (sent, not yet echoed) and sends
-//! [`MESSAGES`] of each size; a round ends once every echo and every send's outcome
+//! a fixed number of messages of each size; a round ends once every echo and every send's outcome
 //! (`SendCompleted` off, `SendDelivered` on) arrived, so the cost of waiting for the last
 //! acknowledgement is included. Rounds alternate off and on against one echo server; the
 //! ratio is the median of the per-pair ratios.
