@@ -67,6 +67,7 @@ mod queue;
 mod request;
 mod session;
 mod state;
+pub mod transcript;
 mod transport;
 pub mod wx;
 

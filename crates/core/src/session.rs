@@ -14,6 +14,7 @@ use crate::message::Message;
 use crate::queue::{Entry, SendQueue};
 use crate::request::{ConnectOptions, HandshakeRequest};
 use crate::state::{ReadyState, State, is_allowed};
+use crate::transcript::{Input, Output, Recorder, Redaction};
 use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
 use bytes::Bytes;
 use std::collections::{BTreeSet, VecDeque};
@@ -111,6 +112,8 @@ pub struct Session {
     completions: Option<VecDeque<Completion>>,
     /// Sends resent after a drop (delivery acknowledgement), until their outcome.
     duplicates: BTreeSet<SendId>,
+    /// `Some` while recording a transcript ([`Session::start_recording`]).
+    recorder: Option<Box<Recorder>>,
 }
 
 /// A send's outcome as a driver sees it ([`Session::poll_completion`]).
@@ -279,6 +282,7 @@ impl Session {
             pool_paused: false,
             completions: None,
             duplicates: BTreeSet::new(),
+            recorder: None,
         })
     }
 
@@ -407,6 +411,20 @@ impl Session {
         request: Arc<HandshakeRequest>,
         now: Instant,
     ) -> Result<ConnId, ConnectError> {
+        if self.recorder.is_none() {
+            return self.connect_request_unrecorded(request, now);
+        }
+        let input = Input::Connect(Arc::clone(&request));
+        let result = self.connect_request_unrecorded(request, now);
+        self.record(&input, Output::Debug(&result));
+        result
+    }
+
+    fn connect_request_unrecorded(
+        &mut self,
+        request: Arc<HandshakeRequest>,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
         // Like every call, a refused one still runs the timers due at `now`.
         self.advance(now);
         if self.shut_down {
@@ -460,6 +478,16 @@ impl Session {
     /// `wx.sendSocketMessage`: queues the message while connecting, hands it to the driver
     /// when open. A refused message is handed back in the error.
     pub fn send(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
+        if self.recorder.is_none() {
+            return self.send_unrecorded(message, now);
+        }
+        let input = Input::Send(message.clone());
+        let result = self.send_unrecorded(message, now);
+        self.record(&input, Output::Debug(&result));
+        result
+    }
+
+    fn send_unrecorded(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
         let now = self.advance(now);
         let max = self.config.max_message_size;
         if message.len() > max {
@@ -516,8 +544,18 @@ impl Session {
     /// pong comes back as [`Event::Pong`] with the same payload. At most [`MAX_PINGS`] may
     /// wait for their pong; a pong counts toward `max_untaken_completions` until taken.
     pub fn ping(&mut self, payload: impl Into<Bytes>, now: Instant) -> Result<(), PingError> {
-        let now = self.advance(now);
         let payload = payload.into();
+        if self.recorder.is_none() {
+            return self.ping_unrecorded(payload, now);
+        }
+        let input = Input::Ping(payload.clone());
+        let result = self.ping_unrecorded(payload, now);
+        self.record(&input, Output::Debug(&result));
+        result
+    }
+
+    fn ping_unrecorded(&mut self, payload: Bytes, now: Instant) -> Result<(), PingError> {
+        let now = self.advance(now);
         if payload.len() > 125 {
             return Err(PingError::TooLong { len: payload.len() });
         }
@@ -543,6 +581,23 @@ impl Session {
     /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing. During
     /// a reconnect delay it cancels the reconnection.
     pub fn close(
+        &mut self,
+        code: Option<u16>,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), CloseError> {
+        if self.recorder.is_none() {
+            return self.close_unrecorded(code, reason, now);
+        }
+        let result = self.close_unrecorded(code, reason, now);
+        self.record(
+            &Input::Close(code, reason.to_owned()),
+            Output::Debug(&result),
+        );
+        result
+    }
+
+    fn close_unrecorded(
         &mut self,
         code: Option<u16>,
         reason: &str,
@@ -609,6 +664,11 @@ impl Session {
     /// keeps carrying out actions and feeding input until [`is_drained`](Self::is_drained).
     /// Calling it again does nothing.
     pub fn shutdown(&mut self, now: Instant) {
+        self.shutdown_unrecorded(now);
+        self.record(&Input::Shutdown, Output::None);
+    }
+
+    fn shutdown_unrecorded(&mut self, now: Instant) {
         let now = self.advance(now);
         self.shut_down = true;
         match self.take() {
@@ -654,6 +714,15 @@ impl Session {
     /// the current one never reaches the application; it is counted, and `Closed` (or an
     /// error) for a connection being torn down ends that teardown.
     pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
+        if self.recorder.is_none() {
+            return self.handle_unrecorded(conn, event, now);
+        }
+        let input = Input::Handle(conn, event.clone());
+        self.handle_unrecorded(conn, event, now);
+        self.record(&input, Output::None);
+    }
+
+    fn handle_unrecorded(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         let now = self.advance(now);
         // RFC 6455 §7.4: a close code the peer may not send is a protocol error.
         let event = match event {
@@ -827,19 +896,32 @@ impl Session {
     /// Runs the timers due at `now`. Early, repeated or stale calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        self.record(&Input::Timeout, Output::None);
     }
 
     // ----- outputs -----
 
     /// The next action for the IO driver.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if let (Some(a), Some(_)) = (&action, &self.recorder) {
+            self.record(&Input::PollAction, Output::Action(a));
+        }
+        action
     }
 
     /// The next event for the application. Taking a received message frees room under
     /// the receive bounds: once half of them is free, a paused connection gets
     /// [`Action::ResumeReading`].
     pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.poll_event_unrecorded();
+        if let (Some(e), Some(_)) = (&event, &self.recorder) {
+            self.record(&Input::PollEvent, Output::Event(e));
+        }
+        event
+    }
+
+    fn poll_event_unrecorded(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         match &event {
             Event::Message { message, .. } => {
@@ -874,11 +956,56 @@ impl Session {
     /// awaited. The driver must then drain them after every call.
     pub fn track_completions(&mut self, on: bool) {
         self.completions = on.then(VecDeque::new);
+        self.record(&Input::TrackCompletions(on), Output::None);
     }
 
     /// The next send outcome, with [`track_completions`](Self::track_completions) on.
     pub fn poll_completion(&mut self) -> Option<Completion> {
-        self.completions.as_mut()?.pop_front()
+        let completion = self.completions.as_mut()?.pop_front();
+        if let (Some(c), Some(_)) = (&completion, &self.recorder) {
+            self.record(&Input::PollCompletion, Output::Debug(c));
+        }
+        completion
+    }
+
+    // ----- recording -----
+
+    /// Starts recording a transcript of this session (see [`crate::transcript`]): `sink`
+    /// gets the header line (the configuration, the reconnect seed, the redacted header
+    /// names) at once, then one line per input as the input is taken, each without its
+    /// line break. Call it before the first input, right after [`new`](Self::new): a
+    /// transcript replays from a fresh session. Header values named in `redaction` never
+    /// reach the sink. Starting again replaces the sink (and writes a new header).
+    ///
+    /// The sink runs inside the call that took the input, so it should be quick (append
+    /// to a buffer or a buffered file); the core itself does no IO.
+    pub fn start_recording(
+        &mut self,
+        redaction: Redaction,
+        sink: impl FnMut(&str) + Send + 'static,
+    ) {
+        self.recorder = Some(Box::new(Recorder::new(
+            &self.config,
+            redaction,
+            Box::new(sink),
+        )));
+    }
+
+    /// Stops recording; the sink is dropped.
+    pub fn stop_recording(&mut self) {
+        self.recorder = None;
+    }
+
+    /// Whether a transcript is being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    fn record(&mut self, input: &Input, output: Output<'_>) {
+        let now = self.now;
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(now, input, output);
+        }
     }
 
     /// Whether events wait for the application.

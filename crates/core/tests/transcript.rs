@@ -1,0 +1,290 @@
+//! Transcripts on a simulated clock: a recorded session replays exactly in a fresh one,
+//! secrets stay out, and a changed transcript is caught.
+
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wxsocket_core::transcript::{self, Redaction};
+use wxsocket_core::*;
+
+/// A session recording into a shared buffer, on a simulated clock.
+struct Sim {
+    s: Session,
+    now: Instant,
+    lines: Arc<Mutex<String>>,
+}
+
+impl Sim {
+    fn new(config: SessionConfig, redaction: Redaction) -> Self {
+        let lines = Arc::new(Mutex::new(String::new()));
+        let mut s = Session::new(config).unwrap();
+        let sink = Arc::clone(&lines);
+        s.start_recording(redaction, move |line| {
+            let mut out = sink.lock().unwrap();
+            out.push_str(line);
+            out.push('\n');
+        });
+        Self {
+            s,
+            now: Instant::now(),
+            lines,
+        }
+    }
+
+    fn later(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+    }
+
+    /// Drains actions and events, as a driver does after every input.
+    fn drain(&mut self) -> (Vec<Action>, Vec<Event>) {
+        let a = std::iter::from_fn(|| self.s.poll_action()).collect();
+        let e = std::iter::from_fn(|| self.s.poll_event()).collect();
+        (a, e)
+    }
+
+    fn input(&mut self, conn: ConnId, e: TransportEvent) -> (Vec<Action>, Vec<Event>) {
+        self.s.handle(conn, e, self.now);
+        self.drain()
+    }
+
+    fn fire(&mut self) -> (Vec<Action>, Vec<Event>) {
+        self.now = self.s.poll_timeout().expect("a timer");
+        self.s.handle_timeout(self.now);
+        self.drain()
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+fn assert_exact(text: &str, events: &[Event]) {
+    let replay = transcript::replay(text).unwrap();
+    assert!(replay.is_exact(), "mismatches: {:#?}", replay.mismatches);
+    let replayed: Vec<Event> = replay.events.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(replayed, events, "the replay's events");
+}
+
+#[test]
+fn a_reconnecting_session_with_a_misbehaving_peer_replays_exactly() {
+    let config = SessionConfig::default()
+        .keepalive(Duration::from_secs(5), Duration::from_secs(1))
+        .receive_bounds(2, 1 << 20)
+        .reconnect(ReconnectPolicy::default().seed(0xfeed));
+    let mut sim = Sim::new(config, Redaction::default());
+    let mut events = Vec::new();
+    let options = ConnectOptions::new("ws://127.0.0.1:9/chat")
+        .protocol("chat")
+        .header("Authorization", "Bearer top-secret")
+        .header("X-Trace", "abc");
+    let c1 = sim.s.connect(&options, sim.now).unwrap();
+    let queued = sim.s.send(Message::text("early"), sim.now).unwrap();
+    events.extend(sim.drain().1);
+    sim.later(30);
+    let mut handshake = Handshake {
+        protocol: Some("chat".into()),
+        ..Default::default()
+    };
+    handshake
+        .headers
+        .insert("set-cookie", "sid=also-secret".parse().unwrap());
+    events.extend(sim.input(c1, TransportEvent::Opened(Box::new(handshake))).1);
+    events.extend(sim.input(c1, TransportEvent::SendWritten(queued)).1);
+    // Flow control: three messages against a bound of two, taken late.
+    for i in 0..3u8 {
+        sim.s.handle(
+            c1,
+            TransportEvent::Message(Message::binary(vec![i; 3])),
+            sim.now,
+        );
+    }
+    events.extend(sim.drain().1);
+    sim.s.ping(Bytes::from_static(b"p"), sim.now).unwrap();
+    events.extend(
+        sim.input(c1, TransportEvent::Pong(Bytes::from_static(b"p")))
+            .1,
+    );
+    // The peer closes with a code it may not send: a protocol error, then a reconnect.
+    sim.later(10);
+    events.extend(
+        sim.input(
+            c1,
+            TransportEvent::PeerClosed(PeerClose {
+                code: Some(1005),
+                reason: "bad".into(),
+            }),
+        )
+        .1,
+    );
+    events.extend(sim.input(c1, TransportEvent::Closed).1);
+    assert!(sim.s.is_backing_off());
+    let (actions, more) = sim.fire();
+    events.extend(more);
+    let Some(Action::Dial { conn: c2, .. }) = actions.last().cloned() else {
+        panic!("expected a dial: {actions:?}")
+    };
+    // The second dial fails, then the third opens and the application closes it.
+    events.extend(
+        sim.input(
+            c2,
+            TransportEvent::ConnectFailed(TransportError::new(
+                TransportErrorKind::HttpStatus(503),
+                "503 Service Unavailable",
+            )),
+        )
+        .1,
+    );
+    let (actions, more) = sim.fire();
+    events.extend(more);
+    let Some(Action::Dial { conn: c3, .. }) = actions.last().cloned() else {
+        panic!("expected a dial: {actions:?}")
+    };
+    events.extend(sim.input(c3, TransportEvent::Opened(Box::default())).1);
+    // Keepalive: a ping goes out after 5 s of silence, the pong comes back.
+    let (actions, _) = sim.fire();
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Ping { .. })),
+        "{actions:?}"
+    );
+    sim.s.close(Some(4000), "done", sim.now).unwrap();
+    events.extend(sim.drain().1);
+    events.extend(
+        sim.input(
+            c3,
+            TransportEvent::PeerClosed(PeerClose {
+                code: Some(4000),
+                reason: "done".into(),
+            }),
+        )
+        .1,
+    );
+    events.extend(sim.input(c3, TransportEvent::Closed).1);
+    assert!(matches!(
+        events.last(),
+        Some(Event::Close { code: 4000, .. })
+    ));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Reconnecting { .. }))
+    );
+    assert!(events.iter().any(|e| matches!(e, Event::Error { .. })));
+
+    let text = sim.text();
+    assert!(
+        !text.contains("top-secret") && !text.contains("also-secret"),
+        "{text}"
+    );
+    assert!(text.contains(transcript::REDACTED));
+    assert!(
+        text.contains("\"X-Trace\"") || text.contains("\"x-trace\",\"abc\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"seed\":65261"),
+        "the jitter seed is in the header"
+    );
+    // The replay sees the handshake as recorded: with the secret redacted.
+    let Event::Open { handshake, .. } = &mut events[1] else {
+        panic!("{:?}", events[1])
+    };
+    handshake
+        .headers
+        .insert("set-cookie", transcript::REDACTED.parse().unwrap());
+    assert_exact(&text, &events);
+}
+
+#[test]
+fn application_named_headers_are_redacted_and_recording_off_writes_nothing() {
+    let mut sim = Sim::new(
+        SessionConfig::default(),
+        Redaction::default().header("x-api-key".parse().unwrap()),
+    );
+    let options = ConnectOptions::new("ws://127.0.0.1:9").header("X-Api-Key", "k-123");
+    let conn = sim.s.connect(&options, sim.now).unwrap();
+    let (_, mut events) = sim.drain();
+    sim.later(5);
+    events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+    sim.s.stop_recording();
+    assert!(!sim.s.is_recording());
+    let before = sim.text();
+    sim.s.send(Message::text("not recorded"), sim.now).unwrap();
+    sim.drain();
+    assert_eq!(sim.text(), before);
+    assert!(!before.contains("k-123"));
+    assert_exact(&before, &events);
+}
+
+#[test]
+fn completions_and_shutdown_replay_exactly() {
+    let config = SessionConfig::default()
+        .send_completions(false)
+        .acknowledge(Acknowledgement::new());
+    let mut sim = Sim::new(config, Redaction::none());
+    sim.s.track_completions(true);
+    let conn = sim
+        .s
+        .connect(&ConnectOptions::new("wss://example.com/x?q=1"), sim.now)
+        .unwrap();
+    let (_, mut events) = sim.drain();
+    events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+    let id = sim.s.send(Message::text("ack me"), sim.now).unwrap();
+    events.extend(sim.input(conn, TransportEvent::SendWritten(id)).1);
+    let (actions, more) = sim.fire();
+    events.extend(more);
+    for a in actions {
+        if let Action::Ping { payload, .. } = a {
+            events.extend(sim.input(conn, TransportEvent::Pong(payload)).1);
+        }
+    }
+    let completions: Vec<_> = std::iter::from_fn(|| sim.s.poll_completion()).collect();
+    assert_eq!(completions, [(id, Ok(()))]);
+    // Refused calls are inputs too (they run the timers).
+    assert!(sim.s.close(Some(1), "bad code", sim.now).is_err());
+    assert!(sim.s.ping(vec![0; 200], sim.now).is_err());
+    sim.s.shutdown(sim.now);
+    events.extend(sim.drain().1);
+    events.extend(sim.input(conn, TransportEvent::Closed).1);
+    assert!(sim.s.is_drained());
+    assert_exact(&sim.text(), &events);
+}
+
+#[test]
+fn a_changed_transcript_is_caught() {
+    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+    let conn = sim
+        .s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
+        .unwrap();
+    sim.drain();
+    sim.later(1);
+    sim.input(
+        conn,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(1000),
+            reason: "x".into(),
+        }),
+    );
+    sim.input(conn, TransportEvent::Opened(Box::default()));
+    let text = sim.text();
+    assert!(transcript::replay(&text).unwrap().is_exact());
+    // The same inputs with the handshake's outcome changed: the outputs differ.
+    let changed = text.replace(
+        r#"{"opened":{"protocol":null,"headers":[],"extensions":null,"deflate":null}}"#,
+        r#""closed""#,
+    );
+    assert_ne!(changed, text);
+    let replay = transcript::replay(&changed).unwrap();
+    assert!(!replay.is_exact());
+    assert!(
+        replay.mismatches[0]
+            .recorded
+            .as_deref()
+            .unwrap()
+            .contains("Open")
+    );
+    // Unreadable input is an error naming the line.
+    let err = transcript::replay(&format!("{text}{{\"at\":0,\"in\":\"dance\"}}\n")).unwrap_err();
+    assert!(err.message.contains("dance"), "{err}");
+    assert!(transcript::replay("{\"wxsocket_transcript\":99}").is_err());
+}
