@@ -209,6 +209,9 @@ impl Client {
     /// A session with `config`, its driver thread started, and the receiver of its events.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
         let mut session = Session::new(config.session.clone())?;
+        if let Some(recording) = &config.record {
+            recording.attach(&mut session);
+        }
         // Threads waiting in `send` learn the outcome from the session directly, whether
         // or not the application has taken the events yet.
         session.track_completions(true);

@@ -1,5 +1,6 @@
 //! Transcripts on a simulated clock: a recorded session replays exactly in a fresh one,
-//! secrets stay out, and a changed transcript is caught.
+//! secrets stay out, a changed transcript is caught, and the committed transcripts in
+//! `tests/transcripts/` (regressions as files) replay exactly.
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -287,4 +288,32 @@ fn a_changed_transcript_is_caught() {
     let err = transcript::replay(&format!("{text}{{\"at\":0,\"in\":\"dance\"}}\n")).unwrap_err();
     assert!(err.message.contains("dance"), "{err}");
     assert!(transcript::replay("{\"wxsocket_transcript\":99}").is_err());
+}
+/// Regressions as files: every transcript under `tests/transcripts/` replays exactly.
+#[test]
+fn committed_transcripts_replay_exactly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let replay =
+            transcript::replay(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(replay.inputs > 0, "{}: no inputs", path.display());
+        assert!(
+            replay.is_exact(),
+            "{}: {:#?}",
+            path.display(),
+            replay.mismatches
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= 2,
+        "expected committed transcripts in {}",
+        dir.display()
+    );
 }

@@ -63,7 +63,10 @@ impl Client {
     /// A client over a new session, driven on the current tokio runtime (call it inside
     /// one). The configuration is checked first.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
-        let session = Session::new(config.session.clone())?;
+        let mut session = Session::new(config.session.clone())?;
+        if let Some(recording) = &config.record {
+            recording.attach(&mut session);
+        }
         let inner = driver::start(session, &config, true)?;
         let events = Events::new(Box::new(Arc::clone(&inner.shared)));
         let client = Client {

@@ -202,7 +202,7 @@ pub use wxsocket_core::{
     Message, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
     Stats, TransportError, TransportErrorKind,
 };
-pub use wxsocket_wire::client::{Config, SendFailed, SocketInfo};
+pub use wxsocket_wire::client::{Config, Recording, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;
 pub use wxsocket_wire::simple::{Closed, Error, ErrorKind};
 pub use wxsocket_wire::tls::TlsRoots;

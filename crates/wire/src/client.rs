@@ -3,8 +3,13 @@
 
 use crate::proxy::ProxyEnv;
 use crate::tls::TlsRoots;
+use std::fmt;
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use wxsocket_core::{SendError, SendFailure, SessionConfig};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use wxsocket_core::transcript::Redaction;
+use wxsocket_core::{SendError, SendFailure, Session, SessionConfig};
 
 /// Configuration of a client, task pool or wx socket: the session's policies and bounds,
 /// and the certificate authorities `wss` trusts.
@@ -20,6 +25,11 @@ pub struct Config {
     /// ([`wxsocket_core::ProxyOption::Environment`]). `None` (the default): the process
     /// environment, read once when the client is created.
     pub proxy_env: Option<ProxyEnv>,
+    /// Record a transcript of the client's session here
+    /// ([`wxsocket_core::transcript`]): every input, replayable exactly. `None` (the
+    /// default): no recording. Only the `Client` of each adapter records; a task pool
+    /// and the wx surface ignore it.
+    pub record: Option<Recording>,
 }
 
 impl Config {
@@ -47,12 +57,115 @@ impl Config {
         self
     }
 
+    /// Records a transcript of the client's session to `recording` (one client per
+    /// recording: two clients writing to one would interleave their lines).
+    pub fn record(mut self, recording: Recording) -> Self {
+        self.record = Some(recording);
+        self
+    }
+
     /// The proxy variables a client created now uses: [`Self::proxy_env`], or the process
     /// environment read at this call.
     pub fn resolve_proxy_env(&self) -> ProxyEnv {
         self.proxy_env
             .clone()
             .unwrap_or_else(ProxyEnv::from_process)
+    }
+}
+
+/// Where a client writes its transcript ([`Config::record`]): a writer shared by the
+/// session's recording sink, one line per input. Write errors do not disturb the session:
+/// the first one stops the recording and is kept for [`error`](Self::error).
+///
+/// ```no_run
+/// use wxsocket_wire::client::{Config, Recording};
+/// let recording = Recording::to_file("bug.jsonl")?
+///     .redact(http::HeaderName::from_static("x-api-key"));
+/// let config = Config::new().record(recording);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Recording {
+    out: Arc<Mutex<Out>>,
+    redaction: Redaction,
+}
+
+struct Out {
+    writer: Box<dyn Write + Send>,
+    error: Option<io::Error>,
+}
+
+impl fmt::Debug for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recording")
+            .field("redaction", &self.redaction)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recording {
+    /// Records to `writer`, line by line as inputs arrive (wrap a file in a
+    /// [`io::LineWriter`] so that a crash loses nothing, or use [`to_file`](Self::to_file)).
+    /// Secrets are redacted as [`Redaction::default`] says.
+    pub fn to_writer(writer: impl Write + Send + 'static) -> Self {
+        Self {
+            out: Arc::new(Mutex::new(Out {
+                writer: Box::new(writer),
+                error: None,
+            })),
+            redaction: Redaction::default(),
+        }
+    }
+
+    /// Creates (or truncates) the file at `path` and records to it, each line written
+    /// through as it is recorded.
+    pub fn to_file(path: impl AsRef<Path>) -> io::Result<Self> {
+        let file = std::fs::File::create(path)?;
+        Ok(Self::to_writer(io::LineWriter::new(file)))
+    }
+
+    /// Also redacts the values of header `name` (besides `Authorization`, `Cookie`,
+    /// `Proxy-Authorization` and `Set-Cookie`).
+    pub fn redact(mut self, name: http::HeaderName) -> Self {
+        self.redaction = self.redaction.header(name);
+        self
+    }
+
+    /// Replaces the redaction list.
+    pub fn redaction(mut self, redaction: Redaction) -> Self {
+        self.redaction = redaction;
+        self
+    }
+
+    /// Starts `session` recording here (adapters call it right after creating the
+    /// session, before its first input).
+    pub fn attach(&self, session: &mut Session) {
+        let out = Arc::clone(&self.out);
+        session.start_recording(self.redaction.clone(), move |line| {
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+            if out.error.is_some() {
+                return;
+            }
+            let written = out
+                .writer
+                .write_all(line.as_bytes())
+                .and_then(|()| out.writer.write_all(b"\n"));
+            if let Err(e) = written {
+                out.error = Some(e);
+            }
+        });
+    }
+
+    /// Flushes the writer (a client's session flushes nothing itself).
+    pub fn flush(&self) -> io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.writer.flush()
+    }
+
+    /// The write error that stopped the recording, if one did.
+    pub fn error(&self) -> Option<String> {
+        let out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.error.as_ref().map(ToString::to_string)
     }
 }
 
