@@ -11,7 +11,7 @@ use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
     SendError, SendId, SessionConfig,
 };
-use wxsocket_tokio::TlsRoots;
+use wxsocket_tokio::{Recording, TlsRoots};
 
 /// The process-wide tokio runtime (two worker threads), created on first use. The tokio
 /// adapter, the forwarders and the embedded echo server run on it.
@@ -70,6 +70,7 @@ impl Backend {
         kind: Kind,
         session: SessionConfig,
         tls: TlsRoots,
+        record: Option<Recording>,
         tx: SyncSender<T>,
         wrap: fn(Event) -> T,
         end: Option<T>,
@@ -95,7 +96,8 @@ impl Backend {
             Kind::Tokio => {
                 let rt = runtime();
                 let _entered = rt.enter();
-                let config = wxsocket_tokio::Config::default().session(session).tls(tls);
+                let mut config = wxsocket_tokio::Config::default().session(session).tls(tls);
+                config.record = record;
                 let (client, mut events) = wxsocket_tokio::Client::new(config)?;
                 // A thread of its own, as sending waits while the channel is full.
                 std::thread::Builder::new()
@@ -105,9 +107,10 @@ impl Backend {
                 Inner::Tokio(client)
             }
             Kind::Blocking => {
-                let config = wxsocket_blocking::Config::default()
+                let mut config = wxsocket_blocking::Config::default()
                     .session(session)
                     .tls(tls);
+                config.record = record;
                 let (client, events) = wxsocket_blocking::Client::new(config)?;
                 std::thread::Builder::new()
                     .name("wxsocket-events".into())

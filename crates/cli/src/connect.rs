@@ -15,7 +15,7 @@ use wxsocket_core::{
     ConnectOptions, DeflateOptions, Event, Message, ReadyState, ReconnectPolicy, SendError,
     SessionConfig,
 };
-use wxsocket_tokio::TlsRoots;
+use wxsocket_tokio::{Recording, TlsRoots};
 
 /// The standard-input commands and the exit statuses, shown by `--help` (`/help` shows the
 /// commands).
@@ -78,6 +78,7 @@ pub struct Settings {
     binary: bool,
     linger: Option<Linger>,
     max_messages: Option<u64>,
+    record: Option<Recording>,
 }
 
 impl Settings {
@@ -164,7 +165,25 @@ impl Settings {
                 )
             })?;
         }
+        let record = match &args.record {
+            None => None,
+            Some(path) => {
+                let mut recording = Recording::to_file(path).map_err(|e| {
+                    format!(
+                        "error: invalid value for '--record <FILE>': {}: {e}",
+                        path.display()
+                    )
+                })?;
+                for name in &args.record_redact {
+                    let name = http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|e| format!("error: invalid value for '--record-redact': {e}"))?;
+                    recording = recording.redact(name);
+                }
+                Some(recording)
+            }
+        };
         Ok(Settings {
+            record,
             options,
             session,
             tls,
@@ -993,6 +1012,7 @@ pub fn run(settings: Settings) -> ExitCode {
         settings.kind,
         settings.session.clone(),
         settings.tls,
+        settings.record,
         tx.clone(),
         Input::Event,
         Some(Input::Finished),

@@ -63,8 +63,16 @@ impl Timeline {
     fn stage(&self, letter: char, policy: CloseBeforeOpen) -> Result<Stage, String> {
         let (tx, events) = mpsc::sync_channel(crate::backend::EVENT_CHANNEL);
         let session = SessionConfig::default().close_before_open(policy);
-        let backend = Backend::start(self.kind, session, TlsRoots::default(), tx, |e| e, None)
-            .map_err(|e| e.to_string())?;
+        let backend = Backend::start(
+            self.kind,
+            session,
+            TlsRoots::default(),
+            None,
+            tx,
+            |e| e,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Stage {
             letter,
             backend,

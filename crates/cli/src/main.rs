@@ -5,6 +5,8 @@
 //! - `wxsocket connect URL [options]`: a client for pipes and terminals (payloads only by
 //!   default, `-v` for the annotated timeline, `--json` for scripts);
 //! - `wxsocket serve [--addr ADDR] [--deflate] [--broadcast]`: an echo or broadcast server;
+//! - `wxsocket replay FILE`: replays a transcript `connect --record FILE` wrote, printing
+//!   the events in the `--json` contract, and tells whether they are the recorded ones;
 //!
 //! Invalid command-line options exit with status 2 and a one-line error naming the option;
 //! `connect`'s other exit statuses are listed in its `--help`.
@@ -14,6 +16,7 @@ mod backend;
 mod connect;
 mod demo;
 mod output;
+mod replay;
 mod server;
 mod server_stream;
 
@@ -39,6 +42,9 @@ enum Command {
     Connect(Box<ConnectArgs>),
     /// Run an echo (or broadcast) server, printing each connection and close.
     Serve(ServeArgs),
+    /// Replay a transcript (`connect --record FILE`) in a fresh session: print its events
+    /// as JSON lines and check that every action and event is the recorded one.
+    Replay(ReplayArgs),
     /// The benchmarks are not part of this command (see `wxsocket-bench` in the repository).
     #[command(hide = true)]
     Bench(BenchArgs),
@@ -301,6 +307,22 @@ struct ConnectArgs {
     /// frame are still printed).
     #[arg(long, conflicts_with_all = ["linger", "linger_max"], help_heading = "End of input")]
     no_linger: bool,
+    /// Record a transcript of the session to FILE (created or truncated): every input the
+    /// core took, replayable with `wxsocket replay FILE`. The values of Authorization,
+    /// Cookie, Proxy-Authorization and Set-Cookie headers are left out.
+    #[arg(long, value_name = "FILE", help_heading = "Transcript")]
+    record: Option<PathBuf>,
+    /// Also leave the values of this header out of the transcript (repeatable).
+    #[arg(long, value_name = "NAME", requires = "record", value_parser = parse_header_name, help_heading = "Transcript")]
+    record_redact: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = replay::HELP)]
+struct ReplayArgs {
+    /// The transcript file (JSON lines, as `connect --record` writes it).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -485,6 +507,7 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Replay(args)) => replay::run(&args.file),
         Some(Command::Bench(_)) => {
             eprintln!(
                 "wxsocket: error: the benchmarks are not part of this command; from a checkout of wxsocket, run `cargo run --release -p wxsocket-bench -- [--quick] [--json FILE]`"
@@ -492,6 +515,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A header name for `--record-redact`.
+fn parse_header_name(text: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(text.as_bytes())
+        .map(|n| n.as_str().to_owned())
+        .map_err(|_| format!("'{text}' is not a header name"))
 }
 
 /// A sub-protocol name: an HTTP token (RFC 6455 §4.1).

@@ -281,12 +281,17 @@ impl Out {
     }
 
     /// Prints a JSON object with `"event"` first and `"t"` second.
-    pub fn json(&self, mut object: Map<String, Value>) {
+    pub fn json(&self, object: Map<String, Value>) {
+        self.json_at(object, self.elapsed_ms());
+    }
+
+    /// Prints a JSON object with `"event"` first and `"t"` (given, in milliseconds) second.
+    pub fn json_at(&self, mut object: Map<String, Value>, t: u64) {
         let mut ordered = Map::new();
         if let Some(event) = object.shift_remove("event") {
             ordered.insert("event".into(), event);
         }
-        ordered.insert("t".into(), Value::from(self.elapsed_ms()));
+        ordered.insert("t".into(), Value::from(t));
         ordered.extend(object);
         self.line(&Value::Object(ordered).to_string());
     }

@@ -1,0 +1,66 @@
+//! `wxsocket replay FILE`: feeds a transcript that `connect --record` wrote into a fresh
+//! session (`wxsocket_core::transcript::replay`), prints the events that session produced
+//! as JSON lines (the `--json` contract of `connect`, `"t"` being the recorded time), and
+//! exits with a status that says whether every action and event is the recorded one.
+
+use crate::output::{Mode, Out, event_json};
+use std::path::Path;
+use std::process::ExitCode;
+use wxsocket_core::transcript;
+
+/// Shown after `wxsocket replay --help`.
+pub const HELP: &str = "\
+Exit status:
+  0  the replay produced exactly the actions and events recorded in the transcript
+  1  it did not: each difference is printed on stderr (line, recorded, replayed)
+  2  invalid command-line options
+  3  the file cannot be read, or is not a transcript this build reads";
+
+mod status {
+    pub const IDENTICAL: u8 = 0;
+    pub const DIFFERENT: u8 = 1;
+    pub const UNREADABLE: u8 = 3;
+}
+
+/// Replays the transcript at `path`.
+pub fn run(path: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("wxsocket: error: {}: {e}", path.display());
+            return ExitCode::from(status::UNREADABLE);
+        }
+    };
+    let replay = match transcript::replay(&text) {
+        Ok(replay) => replay,
+        Err(e) => {
+            eprintln!("wxsocket: error: {}: {e}", path.display());
+            return ExitCode::from(status::UNREADABLE);
+        }
+    };
+    let out = Out::with_mode(Mode::Json);
+    for (at, event) in &replay.events {
+        if let Some(object) = event_json(event) {
+            out.json_at(object, u64::try_from(at.as_millis()).unwrap_or(u64::MAX));
+        }
+    }
+    if replay.is_exact() {
+        return ExitCode::from(status::IDENTICAL);
+    }
+    let show = |o: &Option<String>| o.as_deref().unwrap_or("nothing").to_owned();
+    for m in &replay.mismatches {
+        eprintln!(
+            "wxsocket: {}: line {}: recorded {}, replayed {}",
+            path.display(),
+            m.line,
+            show(&m.recorded),
+            show(&m.replayed)
+        );
+    }
+    eprintln!(
+        "wxsocket: the replay differs from the recording in {} of {} inputs",
+        replay.mismatches.len(),
+        replay.inputs
+    );
+    ExitCode::from(status::DIFFERENT)
+}

@@ -1,0 +1,165 @@
+//! `connect --record FILE` and `replay FILE` through the binary, over loopback: a run
+//! against a misbehaving server (the test peer sends a close frame with the reserved code
+//! 1005) and a run with a reconnection are recorded, then replayed in a fresh process,
+//! which prints the same `--json` events and exits 0; a changed transcript exits 1, an
+//! unreadable one 3.
+
+mod common;
+
+use common::{Proc, event, run, temp_file, with_adapter};
+use serde_json::Value;
+use wxsocket_core::Message;
+use wxsocket_tests::peer::{Mode, Peer, Step, opcode};
+
+/// The `--json` lines of an output that are events, without their `"t"` (the replay's
+/// times are the recorded ones, the run's were measured by the command).
+fn events_without_time(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| !event(v).is_empty())
+        .map(|mut v| {
+            v.as_object_mut().unwrap().remove("t");
+            v
+        })
+        .collect()
+}
+
+/// Runs `connect --json --record FILE` driven by `drive`, then `replay FILE` in a fresh
+/// process: exit 0 and the same events.
+fn record_then_replay(
+    blocking: bool,
+    url: &str,
+    extra: &[&str],
+    drive: impl FnOnce(&mut Proc),
+) -> (String, Vec<Value>) {
+    let file = temp_file(&format!("transcript-{blocking}-{}.jsonl", extra.len()), "");
+    let file = file.to_str().unwrap().to_owned();
+    let mut args = vec![
+        "connect",
+        url,
+        "--json",
+        "--record",
+        &file,
+        "-H",
+        "Authorization: Bearer t0ken",
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn(&with_adapter(args, blocking));
+    drive(&mut proc);
+    let (_, lines, stderr) = proc.finish();
+    let recorded = events_without_time(&lines);
+    assert!(!recorded.is_empty(), "no events: {lines:?} {stderr}");
+
+    // A fresh process replays the file.
+    let (status, replay_lines, replay_stderr) = run(&["replay", &file], "");
+    assert_eq!(status.code(), Some(0), "{replay_stderr}\n{replay_lines:#?}");
+    let replayed = events_without_time(&replay_lines);
+    assert_eq!(replayed, recorded, "the replay's events are the run's");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains("t0ken"),
+        "the Authorization value was recorded"
+    );
+    if let Ok(dir) = std::env::var("WXSOCKET_TRANSCRIPT_DIR") {
+        // How crates/core/tests/transcripts/cli-*.jsonl were made.
+        let name = std::path::Path::new(&file)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("cli-{name}")),
+            &text,
+        )
+        .unwrap();
+    }
+    (file, recorded)
+}
+
+fn an_invalid_close_code_replays_in_a_fresh_process(blocking: bool) {
+    let peer = Peer::start(Mode::Script(vec![
+        Step::AwaitMessages(1),
+        Step::Message(Message::text("one more")),
+        Step::Frame {
+            fin: true,
+            rsv: 0,
+            opcode: opcode::CLOSE,
+            payload: vec![0x03, 0xED],
+        },
+    ]));
+    let (file, recorded) = record_then_replay(blocking, &peer.url(), &["--linger", "5000"], |p| {
+        p.write("hello")
+    });
+    let close = recorded.last().unwrap();
+    assert_eq!(close["event"], "close", "{recorded:#?}");
+    assert_eq!(close["code"], 1002, "{recorded:#?}");
+
+    // A transcript whose inputs changed replays to other outputs: exit 1, the line named.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let changed = text.replace("\"code\":1005", "\"code\":1000");
+    assert_ne!(changed, text);
+    let changed_file = temp_file(&format!("changed-{blocking}.jsonl"), &changed);
+    let (status, _, stderr) = run(&["replay", changed_file.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line "), "{stderr}");
+
+    let garbage = temp_file(&format!("garbage-{blocking}.jsonl"), "not json\n");
+    let (status, _, stderr) = run(&["replay", garbage.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(3), "{stderr}");
+}
+
+#[test]
+fn an_invalid_close_code_replays_in_a_fresh_process_tokio() {
+    an_invalid_close_code_replays_in_a_fresh_process(false);
+}
+
+#[test]
+fn an_invalid_close_code_replays_in_a_fresh_process_blocking() {
+    an_invalid_close_code_replays_in_a_fresh_process(true);
+}
+
+/// The server refuses the first handshake (503, retried); the client reconnects after a
+/// seeded backoff and the run goes on: the backoff replays exactly from the seed.
+#[test]
+fn a_reconnection_replays_in_a_fresh_process() {
+    let peer = Peer::start(Mode::HttpStatus(503));
+    let url = peer.url();
+    let switch = std::thread::spawn({
+        let deadline = std::time::Instant::now() + common::WAIT;
+        move || {
+            while peer.snapshot().connections.is_empty() {
+                assert!(std::time::Instant::now() < deadline, "no connection");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peer.set_mode(Mode::Echo);
+            peer
+        }
+    });
+    let (_, recorded) = record_then_replay(
+        false,
+        &url,
+        &[
+            "--reconnect-base",
+            "300",
+            "--reconnect-seed",
+            "11",
+            "--reconnect-max",
+            "5",
+        ],
+        |p| {
+            p.expect_json("the reconnection's open", |v| event(v) == "open");
+            p.write("hi");
+            p.expect_json("the echo", |v| event(v) == "message");
+        },
+    );
+    let _peer = switch.join().unwrap();
+    assert!(
+        recorded.iter().any(|v| event(v) == "reconnecting"),
+        "{recorded:#?}"
+    );
+    assert!(
+        recorded.iter().any(|v| event(v) == "message"),
+        "{recorded:#?}"
+    );
+}
