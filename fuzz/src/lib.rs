@@ -936,12 +936,52 @@ fn wind_down(
 
 /// The `session` target. Panics when an invariant breaks.
 pub fn session(data: &[u8]) {
+    session_recorded(data, None);
+}
+
+/// The [`session`] target's run of `data`, recorded as a transcript
+/// ([`wxsocket_core::transcript`]): a crash input becomes a file that `wxsocket replay` and
+/// the core's committed-transcripts test replay, without the fuzzer. Returns the transcript
+/// (empty when `data` is too short to set a session up) and, when an invariant failed, the
+/// panic's message (the transcript then ends at the failing step).
+///
+/// `cargo run -p wxsocket-fuzz --bin session_transcript -- CRASH_FILE > bug.jsonl`
+pub fn session_transcript(data: &[u8]) -> (String, Option<String>) {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        session_recorded(
+            data,
+            Some(Box::new(move |line: &str| {
+                let mut t = sink.lock().unwrap_or_else(|e| e.into_inner());
+                t.push_str(line);
+                t.push('\n');
+            })),
+        )
+    }));
+    let failure = outcome.err().map(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic".into())
+    });
+    let text = text.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (text, failure)
+}
+
+/// Where [`session_recorded`] writes its transcript's lines.
+type Sink = Box<dyn FnMut(&str) + Send>;
+
+fn session_recorded(data: &[u8], record: Option<Sink>) {
     let mut u = Unstructured::new(data);
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return;
     };
     let config = setup.config();
     let mut s = Session::new(config.clone()).expect("a valid config");
+    if let Some(sink) = record {
+        s.start_recording(wxsocket_core::transcript::Redaction::none(), sink);
+    }
     s.track_completions(true);
     let mut inv = Invariants {
         config: config.clone(),

@@ -36,3 +36,35 @@ fn connect_options_corpus() {
 fn inflate_corpus() {
     replay("inflate", wxsocket_fuzz::inflate);
 }
+
+/// Every fourth `session` corpus input (in name order; all 1312 of 2026-12-03 passed once,
+/// the sample keeps `cargo test` quick), recorded as a transcript, replays exactly in a
+/// fresh session: the conversion of a crash input into a transcript is exact.
+#[test]
+fn session_corpus_as_transcripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/session");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let mut replayed = 0;
+    for path in paths.into_iter().step_by(4) {
+        let (text, failure) = wxsocket_fuzz::session_transcript(&std::fs::read(&path).unwrap());
+        assert_eq!(failure, None, "{}", path.display());
+        if text.is_empty() {
+            continue; // too short to set a session up
+        }
+        let replay = wxsocket_core::transcript::replay(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            replay.is_exact(),
+            "{}: {:#?}",
+            path.display(),
+            replay.mismatches
+        );
+        replayed += 1;
+    }
+    assert!(replayed >= 8, "only {replayed} transcripts");
+    eprintln!("fuzz corpus as transcripts: {replayed} replayed exactly");
+}

@@ -1274,8 +1274,10 @@ fn config(
     c
 }
 
-/// Runs `ops`, then a wind-down (close, a final dial failure, the transport's end, time,
-/// every event taken), with the model predicting every step.
+/// Runs one case with the session recording a transcript; a failing case's transcript is
+/// written to `$CARGO_TARGET_TMPDIR/model-failure-<test>.jsonl` and named in the failure
+/// (each failure while shrinking overwrites it, so it ends as the minimal case's), ready
+/// for `wxsocket replay` or `tests/transcripts/`.
 fn run(
     policy: CloseBeforeOpen,
     keepalive: bool,
@@ -1283,11 +1285,49 @@ fn run(
     flow: Flow,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    let record = move |line: &str| {
+        let mut t = sink.lock().unwrap();
+        t.push_str(line);
+        t.push('\n');
+    };
+    let result = run_case(policy, keepalive, reconnect, flow, ops, record);
+    if let Err(e) = result {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("model")
+            .replace("::", "-");
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("model-failure-{name}.jsonl"));
+        let written = std::fs::write(&path, text.lock().unwrap().as_bytes());
+        return Err(TestCaseError::fail(match written {
+            Ok(()) => format!("{e}\ntranscript of this case: {}", path.display()),
+            Err(w) => format!(
+                "{e}\n(cannot write its transcript to {}: {w})",
+                path.display()
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// Runs `ops`, then a wind-down (close, a final dial failure, the transport's end, time,
+/// every event taken), with the model predicting every step.
+fn run_case(
+    policy: CloseBeforeOpen,
+    keepalive: bool,
+    reconnect: Option<ReconnectPolicy>,
+    flow: Flow,
+    ops: Vec<Op>,
+    record: impl FnMut(&str) + Send + 'static,
+) -> Result<(), TestCaseError> {
     let start = Instant::now();
     let eager = flow.eager;
     let mut r = Run {
         s: {
             let mut s = Session::new(config(policy, keepalive, reconnect.clone(), &flow)).unwrap();
+            s.start_recording(wxsocket_core::transcript::Redaction::none(), record);
             s.track_completions(true);
             s
         },
