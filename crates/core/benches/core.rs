@@ -1,6 +1,9 @@
 //! Cost of the core per message: send → action → written → completion, and per received
 //! message. `cargo bench -p wxsocket-core`. Plain timing loop (no IO to compare against:
-//! this is the overhead the core adds to every message an adapter moves).
+//! this is the overhead the core adds to every message an adapter moves). The last two rows
+//! repeat the first two with a transcript being recorded (`Session::start_recording`) into
+//! an in-memory buffer: the send row is 4 inputs per message (send, poll_action, handle,
+//! poll_event), the receive row 2.
 
 use bytes::Bytes;
 use std::hint::black_box;
@@ -10,6 +13,29 @@ use wxsocket_core::*;
 fn open_session() -> (Session, ConnId, Instant) {
     let now = Instant::now();
     let mut s = Session::new(SessionConfig::default()).unwrap();
+    let conn = s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
+        .unwrap();
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
+    while s.poll_action().is_some() {}
+    while s.poll_event().is_some() {}
+    (s, conn, now)
+}
+
+/// An open session recording its transcript into a buffer that is emptied every 1 MiB (as
+/// a driver writing it out would).
+fn recording_session() -> (Session, ConnId, Instant) {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::default()).unwrap();
+    let mut buffer = String::new();
+    s.start_recording(transcript::Redaction::default(), move |line| {
+        if buffer.len() > 1 << 20 {
+            black_box(&buffer);
+            buffer.clear();
+        }
+        buffer.push_str(line);
+        buffer.push('\n');
+    });
     let conn = s
         .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
         .unwrap();
@@ -75,4 +101,24 @@ fn main() {
             black_box(s.poll_event());
         },
     );
+
+    let iters = iters / 10;
+    let (mut s, conn, now) = recording_session();
+    measure("recording: send -> ... -> completion", iters, || {
+        let id = s.send(black_box(payload.clone()), now).unwrap();
+        let action = s.poll_action();
+        black_box(&action);
+        s.handle(conn, TransportEvent::SendWritten(id), now);
+        black_box(s.poll_event());
+    });
+
+    let (mut s, conn, now) = recording_session();
+    measure("recording: received message -> event", iters, || {
+        s.handle(
+            conn,
+            TransportEvent::Message(black_box(payload.clone())),
+            now,
+        );
+        black_box(s.poll_event());
+    });
 }

@@ -478,15 +478,22 @@ impl Session {
     /// `wx.sendSocketMessage`: queues the message while connecting, hands it to the driver
     /// when open. A refused message is handed back in the error.
     pub fn send(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
-        if self.recorder.is_none() {
-            return self.send_unrecorded(message, now);
+        if self.recorder.is_some() {
+            return self.send_recorded(message, now);
         }
+        self.send_unrecorded(message, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_recorded(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
         let input = Input::Send(message.clone());
         let result = self.send_unrecorded(message, now);
         self.record(&input, Output::Debug(&result));
         result
     }
 
+    #[inline(always)]
     fn send_unrecorded(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
         let now = self.advance(now);
         let max = self.config.max_message_size;
@@ -714,14 +721,21 @@ impl Session {
     /// the current one never reaches the application; it is counted, and `Closed` (or an
     /// error) for a connection being torn down ends that teardown.
     pub fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
-        if self.recorder.is_none() {
-            return self.handle_unrecorded(conn, event, now);
+        if self.recorder.is_some() {
+            return self.handle_recorded(conn, event, now);
         }
+        self.handle_unrecorded(conn, event, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn handle_recorded(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         let input = Input::Handle(conn, event.clone());
         self.handle_unrecorded(conn, event, now);
         self.record(&input, Output::None);
     }
 
+    #[inline(always)]
     fn handle_unrecorded(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         let now = self.advance(now);
         // RFC 6455 §7.4: a close code the peer may not send is a protocol error.
@@ -904,8 +918,8 @@ impl Session {
     /// The next action for the IO driver.
     pub fn poll_action(&mut self) -> Option<Action> {
         let action = self.actions.pop_front();
-        if let (Some(a), Some(_)) = (&action, &self.recorder) {
-            self.record(&Input::PollAction, Output::Action(a));
+        if self.recorder.is_some() {
+            self.record_polled(&Input::PollAction, action.as_ref().map(Output::Action));
         }
         action
     }
@@ -915,12 +929,13 @@ impl Session {
     /// [`Action::ResumeReading`].
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.poll_event_unrecorded();
-        if let (Some(e), Some(_)) = (&event, &self.recorder) {
-            self.record(&Input::PollEvent, Output::Event(e));
+        if self.recorder.is_some() {
+            self.record_polled(&Input::PollEvent, event.as_ref().map(Output::Event));
         }
         event
     }
 
+    #[inline(always)]
     fn poll_event_unrecorded(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         match &event {
@@ -962,8 +977,9 @@ impl Session {
     /// The next send outcome, with [`track_completions`](Self::track_completions) on.
     pub fn poll_completion(&mut self) -> Option<Completion> {
         let completion = self.completions.as_mut()?.pop_front();
-        if let (Some(c), Some(_)) = (&completion, &self.recorder) {
-            self.record(&Input::PollCompletion, Output::Debug(c));
+        if self.recorder.is_some() {
+            let output = completion.as_ref().map(|c| Output::Debug(c));
+            self.record_polled(&Input::PollCompletion, output);
         }
         completion
     }
@@ -999,6 +1015,15 @@ impl Session {
     /// Whether a transcript is being recorded.
     pub fn is_recording(&self) -> bool {
         self.recorder.is_some()
+    }
+
+    /// Records a poll that took something (one that took nothing changed nothing).
+    #[cold]
+    #[inline(never)]
+    fn record_polled(&mut self, input: &Input, output: Option<Output<'_>>) {
+        if let Some(output) = output {
+            self.record(input, output);
+        }
     }
 
     fn record(&mut self, input: &Input, output: Output<'_>) {
