@@ -411,20 +411,9 @@ impl Session {
         request: Arc<HandshakeRequest>,
         now: Instant,
     ) -> Result<ConnId, ConnectError> {
-        if self.recorder.is_none() {
-            return self.connect_request_unrecorded(request, now);
+        if self.recorder.is_some() {
+            return self.connect_recorded(request, now);
         }
-        let input = Input::Connect(Arc::clone(&request));
-        let result = self.connect_request_unrecorded(request, now);
-        self.record(&input, Output::Debug(&result));
-        result
-    }
-
-    fn connect_request_unrecorded(
-        &mut self,
-        request: Arc<HandshakeRequest>,
-        now: Instant,
-    ) -> Result<ConnId, ConnectError> {
         // Like every call, a refused one still runs the timers due at `now`.
         self.advance(now);
         if self.shut_down {
@@ -481,20 +470,6 @@ impl Session {
         if self.recorder.is_some() {
             return self.send_recorded(message, now);
         }
-        self.send_unrecorded(message, now)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn send_recorded(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
-        let input = Input::Send(message.clone());
-        let result = self.send_unrecorded(message, now);
-        self.record(&input, Output::Debug(&result));
-        result
-    }
-
-    #[inline(always)]
-    fn send_unrecorded(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
         let now = self.advance(now);
         let max = self.config.max_message_size;
         if message.len() > max {
@@ -552,16 +527,9 @@ impl Session {
     /// wait for their pong; a pong counts toward `max_untaken_completions` until taken.
     pub fn ping(&mut self, payload: impl Into<Bytes>, now: Instant) -> Result<(), PingError> {
         let payload = payload.into();
-        if self.recorder.is_none() {
-            return self.ping_unrecorded(payload, now);
+        if self.recorder.is_some() {
+            return self.ping_recorded(payload, now);
         }
-        let input = Input::Ping(payload.clone());
-        let result = self.ping_unrecorded(payload, now);
-        self.record(&input, Output::Debug(&result));
-        result
-    }
-
-    fn ping_unrecorded(&mut self, payload: Bytes, now: Instant) -> Result<(), PingError> {
         let now = self.advance(now);
         if payload.len() > 125 {
             return Err(PingError::TooLong { len: payload.len() });
@@ -593,23 +561,9 @@ impl Session {
         reason: &str,
         now: Instant,
     ) -> Result<(), CloseError> {
-        if self.recorder.is_none() {
-            return self.close_unrecorded(code, reason, now);
+        if self.recorder.is_some() {
+            return self.close_recorded(code, reason, now);
         }
-        let result = self.close_unrecorded(code, reason, now);
-        self.record(
-            &Input::Close(code, reason.to_owned()),
-            Output::Debug(&result),
-        );
-        result
-    }
-
-    fn close_unrecorded(
-        &mut self,
-        code: Option<u16>,
-        reason: &str,
-        now: Instant,
-    ) -> Result<(), CloseError> {
         let request = CloseRequest::new(code, reason)?;
         let now = self.advance(now);
         match &mut self.conn {
@@ -671,11 +625,9 @@ impl Session {
     /// keeps carrying out actions and feeding input until [`is_drained`](Self::is_drained).
     /// Calling it again does nothing.
     pub fn shutdown(&mut self, now: Instant) {
-        self.shutdown_unrecorded(now);
-        self.record(&Input::Shutdown, Output::None);
-    }
-
-    fn shutdown_unrecorded(&mut self, now: Instant) {
+        if self.recorder.is_some() {
+            return self.recorded(Input::Shutdown, |s| s.shutdown(now));
+        }
         let now = self.advance(now);
         self.shut_down = true;
         match self.take() {
@@ -724,19 +676,6 @@ impl Session {
         if self.recorder.is_some() {
             return self.handle_recorded(conn, event, now);
         }
-        self.handle_unrecorded(conn, event, now)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn handle_recorded(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
-        let input = Input::Handle(conn, event.clone());
-        self.handle_unrecorded(conn, event, now);
-        self.record(&input, Output::None);
-    }
-
-    #[inline(always)]
-    fn handle_unrecorded(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
         let now = self.advance(now);
         // RFC 6455 §7.4: a close code the peer may not send is a protocol error.
         let event = match event {
@@ -909,34 +848,29 @@ impl Session {
 
     /// Runs the timers due at `now`. Early, repeated or stale calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.recorder.is_some() {
+            return self.recorded(Input::Timeout, |s| s.handle_timeout(now));
+        }
         self.advance(now);
-        self.record(&Input::Timeout, Output::None);
     }
 
     // ----- outputs -----
 
     /// The next action for the IO driver.
     pub fn poll_action(&mut self) -> Option<Action> {
-        let action = self.actions.pop_front();
         if self.recorder.is_some() {
-            self.record_polled(&Input::PollAction, action.as_ref().map(Output::Action));
+            return self.poll_action_recorded();
         }
-        action
+        self.actions.pop_front()
     }
 
     /// The next event for the application. Taking a received message frees room under
     /// the receive bounds: once half of them is free, a paused connection gets
     /// [`Action::ResumeReading`].
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.poll_event_unrecorded();
         if self.recorder.is_some() {
-            self.record_polled(&Input::PollEvent, event.as_ref().map(Output::Event));
+            return self.poll_event_recorded();
         }
-        event
-    }
-
-    #[inline(always)]
-    fn poll_event_unrecorded(&mut self) -> Option<Event> {
         let event = self.events.pop_front()?;
         match &event {
             Event::Message { message, .. } => {
@@ -977,9 +911,8 @@ impl Session {
     /// The next send outcome, with [`track_completions`](Self::track_completions) on.
     pub fn poll_completion(&mut self) -> Option<Completion> {
         let completion = self.completions.as_mut()?.pop_front();
-        if self.recorder.is_some() {
-            let output = completion.as_ref().map(|c| Output::Debug(c));
-            self.record_polled(&Input::PollCompletion, output);
+        if let (true, Some(c)) = (self.recorder.is_some(), &completion) {
+            self.record(&Input::PollCompletion, Output::Debug(c));
         }
         completion
     }
@@ -1017,13 +950,91 @@ impl Session {
         self.recorder.is_some()
     }
 
-    /// Records a poll that took something (one that took nothing changed nothing).
+    // The recorded paths run the call itself with the recorder taken out (so the hot,
+    // unrecorded body is the only copy of each call and pays one branch), then write the
+    // input and what came out.
+
+    /// Runs `call` unrecorded, then records `input` with `call`'s result as its output.
     #[cold]
     #[inline(never)]
-    fn record_polled(&mut self, input: &Input, output: Option<Output<'_>>) {
-        if let Some(output) = output {
-            self.record(input, output);
+    fn recorded_with<T: std::fmt::Debug>(
+        &mut self,
+        input: Input,
+        call: impl FnOnce(&mut Self) -> T,
+    ) -> T {
+        let recorder = self.recorder.take();
+        let result = call(self);
+        self.recorder = recorder;
+        self.record(&input, Output::Debug(&result));
+        result
+    }
+
+    /// Runs `call` unrecorded, then records `input` (no output).
+    #[cold]
+    #[inline(never)]
+    fn recorded(&mut self, input: Input, call: impl FnOnce(&mut Self)) {
+        let recorder = self.recorder.take();
+        call(self);
+        self.recorder = recorder;
+        self.record(&input, Output::None);
+    }
+
+    fn connect_recorded(
+        &mut self,
+        request: Arc<HandshakeRequest>,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
+        let input = Input::Connect(Arc::clone(&request));
+        self.recorded_with(input, |s| s.connect_request(request, now))
+    }
+
+    fn send_recorded(&mut self, message: Message, now: Instant) -> Result<SendId, SendError> {
+        let input = Input::Send(message.clone());
+        self.recorded_with(input, |s| s.send(message, now))
+    }
+
+    fn ping_recorded(&mut self, payload: Bytes, now: Instant) -> Result<(), PingError> {
+        let input = Input::Ping(payload.clone());
+        self.recorded_with(input, |s| s.ping(payload, now))
+    }
+
+    fn close_recorded(
+        &mut self,
+        code: Option<u16>,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), CloseError> {
+        let input = Input::Close(code, reason.to_owned());
+        self.recorded_with(input, |s| s.close(code, reason, now))
+    }
+
+    fn handle_recorded(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
+        let input = Input::Handle(conn, event.clone());
+        self.recorded(input, |s| s.handle(conn, event, now));
+    }
+
+    /// `poll_action` while recording: a poll that took something is written.
+    #[cold]
+    #[inline(never)]
+    fn poll_action_recorded(&mut self) -> Option<Action> {
+        let action = self.actions.pop_front();
+        if let Some(a) = &action {
+            self.record(&Input::PollAction, Output::Action(a));
         }
+        action
+    }
+
+    /// `poll_event` while recording: a poll that took something is written.
+    #[cold]
+    #[inline(never)]
+    fn poll_event_recorded(&mut self) -> Option<Event> {
+        let recorder = self.recorder.take();
+        let event = self.poll_event();
+        self.recorder = recorder;
+        if let Some(e) = &event {
+            self.record(&Input::PollEvent, Output::Event(e));
+        }
+        event
     }
 
     fn record(&mut self, input: &Input, output: Output<'_>) {

@@ -3,6 +3,7 @@
 //! nanosecond offset), which keeps the reader exact and small; the core has no JSON
 //! dependency.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// A JSON value of the transcript subset.
@@ -13,7 +14,8 @@ pub(crate) enum Value {
     Num(u64),
     Str(String),
     Arr(Vec<Value>),
-    Obj(Vec<(String, Value)>),
+    /// Members in order; keys written by the transcript are static, read ones owned.
+    Obj(Vec<(Cow<'static, str>, Value)>),
 }
 
 impl Value {
@@ -22,9 +24,9 @@ impl Value {
     }
 
     /// Adds a member (objects only).
-    pub(crate) fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+    pub(crate) fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
         if let Value::Obj(members) = &mut self {
-            members.push((key.to_owned(), value.into()));
+            members.push((Cow::Borrowed(key), value.into()));
         }
         self
     }
@@ -291,7 +293,7 @@ impl Parser<'_> {
             if !self.eat(":") {
                 return Err(self.err("expected ':'"));
             }
-            members.push((key, self.value()?));
+            members.push((Cow::Owned(key), self.value()?));
             self.ws();
             if self.eat("}") {
                 return Ok(Value::Obj(members));

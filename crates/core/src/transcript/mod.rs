@@ -166,27 +166,30 @@ impl Redaction {
     /// The `Debug` text of an action, redacted.
     fn action(&self, action: &Action) -> String {
         match action {
-            Action::Dial { conn, request } => format!(
-                "{:?}",
-                Action::Dial {
-                    conn: *conn,
-                    request: self.request(request).into_owned(),
+            Action::Dial { request, .. } if matches!(self.request(request), Cow::Owned(_)) => {
+                let mut redacted = action.clone();
+                if let Action::Dial { request, .. } = &mut redacted {
+                    *request = self.request(request).into_owned();
                 }
-            ),
+                format!("{redacted:?}")
+            }
             other => format!("{other:?}"),
         }
     }
 
-    /// The `Debug` text of an event, redacted.
+    /// The `Debug` text of an event, redacted (the handshake of `Open` may carry secrets in
+    /// its response headers).
     fn event(&self, event: &Event) -> String {
         match event {
-            Event::Open { conn, handshake } => format!(
-                "{:?}",
-                Event::Open {
-                    conn: *conn,
-                    handshake: Box::new(self.handshake(handshake)),
+            Event::Open { handshake, .. }
+                if matches!(self.headers(&handshake.headers), Cow::Owned(_)) =>
+            {
+                let mut redacted = event.clone();
+                if let Event::Open { handshake, .. } = &mut redacted {
+                    **handshake = self.handshake(handshake);
                 }
-            ),
+                format!("{redacted:?}")
+            }
             other => format!("{other:?}"),
         }
     }
@@ -400,7 +403,7 @@ fn error_json(e: &TransportError) -> Value {
 }
 
 fn transport_json(e: &TransportEvent, redaction: &Redaction) -> Value {
-    let one = |k: &str, v: Value| Value::obj().with(k, v);
+    let one = |k: &'static str, v: Value| Value::obj().with(k, v);
     match e {
         TransportEvent::Opened(h) => one("opened", handshake_json(h, redaction)),
         TransportEvent::ConnectFailed(err) => one("connect_failed", error_json(err)),
@@ -688,7 +691,7 @@ fn transport_from(v: &Value) -> Read<TransportEvent> {
         return Err("a transport event has one member".into());
     };
     let wrap = Value::obj().with("x", body.clone());
-    Ok(match kind.as_str() {
+    Ok(match kind.as_ref() {
         "opened" => TransportEvent::Opened(Box::new(handshake_from(body)?)),
         "connect_failed" => TransportEvent::ConnectFailed(error_from(body)?),
         "message" => TransportEvent::Message(message_from(body)?),
