@@ -24,6 +24,10 @@
 //!   (binary ones are numbered); `CompletionsFull` exactly at the completion bound; each
 //!   send completes exactly once (its outcome for the driver, and its event unless it
 //!   succeeded without `send_completions`).
+//!
+//!   [`session_transcript`] runs the same on an input with the session recording a
+//!   transcript ([`wxsocket_core::transcript`]): a crash file becomes a file `wxsocket
+//!   replay` reads (`cargo run -p wxsocket-fuzz --bin session_transcript -- CRASH`).
 //! - [`connect_options`]: arbitrary URLs, headers, protocols, data and permessage-deflate
 //!   offers into option validation; every input is accepted or rejected with an error
 //!   naming its option, an accepted request never carries CR/LF or a forbidden header, and

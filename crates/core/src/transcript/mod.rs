@@ -8,7 +8,8 @@
 //! # The format (version [`FORMAT_VERSION`])
 //!
 //! JSON lines. The first line is the header:
-//! `{"wxsocket_transcript":1,"config":{…},"redacted":["authorization",…]}` — the whole
+//! `{"wxsocket_transcript":1,"recorded_by":"wxsocket-core 0.1.0","config":{…},"redacted":["authorization",…]}`
+//! — the version of the core that recorded it (for the report; not checked), the whole
 //! [`SessionConfig`] (the reconnect jitter seed included, so the backoff delays replay
 //! exactly) and the header names whose values were replaced by [`REDACTED`]. Then one line
 //! per input, in order:
@@ -255,6 +256,10 @@ impl Recorder {
     ) -> Self {
         let header = Value::obj()
             .with("wxsocket_transcript", FORMAT_VERSION)
+            .with(
+                "recorded_by",
+                concat!("wxsocket-core ", env!("CARGO_PKG_VERSION")),
+            )
             .with("config", config_json(config))
             .with(
                 "redacted",
