@@ -43,6 +43,10 @@ fn record_then_replay(
         &file,
         "-H",
         "Authorization: Bearer t0ken",
+        "-H",
+        "X-Api-Key: k3y-9",
+        "--record-redact",
+        "x-api-key",
     ];
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn(&with_adapter(args, blocking));
@@ -61,6 +65,11 @@ fn record_then_replay(
         !text.contains("t0ken"),
         "the Authorization value was recorded"
     );
+    assert!(
+        !text.contains("k3y-9"),
+        "the --record-redact header was recorded"
+    );
+    assert!(text.contains("\"x-api-key\",\"<redacted>\""), "{text}");
     if let Ok(dir) = std::env::var("WXSOCKET_TRANSCRIPT_DIR") {
         // How crates/core/tests/transcripts/cli-*.jsonl were made.
         let name = std::path::Path::new(&file)

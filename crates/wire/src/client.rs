@@ -217,3 +217,45 @@ impl SocketInfo {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use wxsocket_core::{ConnectOptions, Session};
+
+    /// A writer that fails after `ok` writes.
+    struct Failing {
+        ok: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            self.ok -= 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_error_stops_the_recording_not_the_session() {
+        let recording = Recording::to_writer(Failing { ok: 3 });
+        let mut session = Session::new(SessionConfig::default()).unwrap();
+        recording.attach(&mut session);
+        let now = Instant::now();
+        for _ in 0..3 {
+            session
+                .connect(&ConnectOptions::new("ws://127.0.0.1:9"), now)
+                .unwrap();
+            while session.poll_action().is_some() {}
+            while session.poll_event().is_some() {}
+        }
+        assert_eq!(recording.error().as_deref(), Some("disk full"));
+        assert_eq!(session.current().map(|c| c.get()), Some(3));
+    }
+}
