@@ -27,7 +27,7 @@
 //!
 //!   [`session_transcript`] runs the same on an input with the session recording a
 //!   transcript ([`wxsocket_core::transcript`]): a crash file becomes a file `wxsocket
-//!   replay` reads (`cargo run -p wxsocket-fuzz --bin session_transcript -- CRASH`).
+//!   replay` reads (`cargo run -p wxsocket-fuzz --example session_transcript -- CRASH`).
 //! - [`connect_options`]: arbitrary URLs, headers, protocols, data and permessage-deflate
 //!   offers into option validation; every input is accepted or rejected with an error
 //!   naming its option, an accepted request never carries CR/LF or a forbidden header, and
@@ -949,7 +949,7 @@ pub fn session(data: &[u8]) {
 /// (empty when `data` is too short to set a session up) and, when an invariant failed, the
 /// panic's message (the transcript then ends at the failing step).
 ///
-/// `cargo run -p wxsocket-fuzz --bin session_transcript -- CRASH_FILE > bug.jsonl`
+/// `cargo run -p wxsocket-fuzz --example session_transcript -- CRASH_FILE > bug.jsonl`
 pub fn session_transcript(data: &[u8]) -> (String, Option<String>) {
     let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = std::sync::Arc::clone(&text);

@@ -1,4 +1,4 @@
-//! `cargo run -p wxsocket-fuzz --bin session_transcript -- INPUT > bug.jsonl`: the `session`
+//! `cargo run -p wxsocket-fuzz --example session_transcript -- INPUT > bug.jsonl`: the `session`
 //! fuzz target's run of INPUT (a crash file, a corpus entry) as a transcript on stdout, for
 //! `wxsocket replay` or `crates/core/tests/transcripts/`. Exit status 1 (after writing the
 //! transcript up to the failing step) when the input breaks an invariant, 2 on a usage
