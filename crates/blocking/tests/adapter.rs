@@ -43,7 +43,9 @@ fn open_and_echo_text_and_binary() {
         .unwrap();
     assert!(matches!(next(&events), Event::Connecting { conn: c, .. } if c == conn));
     match next(&events) {
-        Event::Open { conn: c, handshake } => {
+        Event::Open {
+            conn: c, handshake, ..
+        } => {
             assert_eq!(c, conn);
             assert_eq!(handshake.protocol.as_deref(), Some("chat"));
         }
