@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 use wxsocket_core::{ConnectOptions, Handshake, OpenProfile, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::{Mode, Peer, Tls};
+use wxsocket_tests::proxy::{ProxyMode, TestProxy};
 use wxsocket_tests::scenario::{client, open};
+use wxsocket_wire::client::Config;
+use wxsocket_wire::proxy::ProxyEnv;
 use wxsocket_wire::tls::TlsRoots;
 
 wxsocket_tests::on_both_adapters!(
     ws_profile_is_ordered_and_has_no_tls,
     wss_profile_has_the_tls_phase,
     a_late_101_shows_in_the_response_phase,
+    through_a_proxy_the_tunnel_precedes_tls,
 );
 
 /// How late the slow server answers.
@@ -93,4 +97,23 @@ fn a_late_101_shows_in_the_response_phase<A: Adapter>() {
         "[{}] the server's {DELAY:?} is in the response phase ({response:?}): {p:?}",
         A::NAME
     );
+}
+
+fn through_a_proxy_the_tunnel_precedes_tls<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    let config = Config::new()
+        .session(config())
+        .tls(TlsRoots::only(vec![peer.ca_cert().unwrap()]))
+        .proxy_env(ProxyEnv::empty());
+    let mut a = A::with_config(config).unwrap();
+    let url = format!("wss://localhost:{}/", peer.addr().port());
+    let (handshake, wall) = timed_open(&mut a, &ConnectOptions::new(url).proxy(proxy.url()));
+    let p = handshake.profile;
+    assert_plausible(A::NAME, &p, wall);
+    // `connected` is the TCP connect to the proxy; the `CONNECT` exchange and the TLS
+    // handshake with the server (both round trips) make up the TLS phase.
+    let tls = p.tls.unwrap_or_else(|| panic!("[{}] {p:?}", A::NAME));
+    assert!(tls > p.connected, "[{}] {p:?}", A::NAME);
+    assert_eq!(proxy.requests().len(), 1, "[{}] through the proxy", A::NAME);
 }
