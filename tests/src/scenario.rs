@@ -21,7 +21,9 @@ pub fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handsha
         .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
     expect_connecting(a, conn);
     match a.expect_event("Open") {
-        Event::Open { conn: c, handshake } if c == conn => (conn, *handshake),
+        Event::Open {
+            conn: c, handshake, ..
+        } if c == conn => (conn, *handshake),
         other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
     }
 }

@@ -43,7 +43,9 @@ fn open_and_echo_text_and_binary() {
         .unwrap();
     assert!(matches!(next(&events), Event::Connecting { conn: c, .. } if c == conn));
     match next(&events) {
-        Event::Open { conn: c, handshake } => {
+        Event::Open {
+            conn: c, handshake, ..
+        } => {
             assert_eq!(c, conn);
             assert_eq!(handshake.protocol.as_deref(), Some("chat"));
         }
@@ -794,9 +796,15 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
     // WeChat's pattern: send inside onSocketOpen, close on the first message.
     let weak = wx.downgrade();
     let t = tx.clone();
-    wx.on_socket_open(move |_| {
-        t.send(format!("open on {:?}", std::thread::current().name()))
-            .unwrap();
+    wx.on_socket_open(move |res| {
+        // The dial's timing, measured over the real socket (`res.profile`): no TLS for ws://.
+        let p = res.profile;
+        let measured = p.response_received > p.request_written && p.tls.is_none();
+        t.send(format!(
+            "open on {:?}, profile measured: {measured}",
+            std::thread::current().name()
+        ))
+        .unwrap();
         let wx = weak.upgrade().unwrap();
         let t = t.clone();
         wx.send_socket_message(SendSocketMessage::new("hi").success(move |r| {
@@ -827,7 +835,7 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
         got,
         [
             "connectSocket:ok".to_string(),
-            "open on Some(\"wxsocket-wx\")".into(),
+            "open on Some(\"wxsocket-wx\"), profile measured: true".into(),
             "sendSocketMessage:ok".into(),
             format!("message {:?}", Message::text("hi")),
             "close 4001 true".into(),

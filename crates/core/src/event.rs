@@ -12,6 +12,11 @@ use url::Url;
 /// reconnect attempt), `Connecting`, then `Open`
 /// (unless it failed), messages and send completions, at most one `Error`, exactly one
 /// `Close`. Every event of connection N comes before any event of connection N+1.
+///
+/// The enum is `#[non_exhaustive]`, and so are the variants that grow: `Open` (its data is
+/// the `#[non_exhaustive]` [`Handshake`], which gained [`Handshake::profile`]) and
+/// `SendDelivered`. Match them with `..` (`Event::Open { handshake, .. }`); new fields there
+/// break no one.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -25,10 +30,12 @@ pub enum Event {
         url: Box<Url>,
     },
     /// The handshake completed (`onSocketOpen`).
+    #[non_exhaustive]
     Open {
         /// The connection.
         conn: ConnId,
-        /// What the server answered: negotiated protocol, headers, extensions.
+        /// What the server answered (negotiated protocol, headers, extensions) and the
+        /// dial's timing ([`Handshake::profile`]).
         handshake: Box<Handshake>,
     },
     /// A message arrived (`onSocketMessage`).

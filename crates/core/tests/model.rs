@@ -1066,10 +1066,9 @@ struct Driver {
 /// The transport event for an input, and a message's length.
 fn transport_event(input: &Input, number: u64, written: Option<SendId>) -> (TransportEvent, usize) {
     let event = match input {
-        Input::Opened { offered } => TransportEvent::Opened(Box::new(Handshake {
-            protocol: Some(if *offered { "p" } else { "q" }.into()),
-            ..Handshake::default()
-        })),
+        Input::Opened { offered } => TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(Some(if *offered { "p" } else { "q" }.into())),
+        )),
         Input::ConnectFailed(kind) => {
             TransportEvent::ConnectFailed(TransportError::new(*kind, "no"))
         }
