@@ -41,12 +41,7 @@ pub fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
 
 /// The close event `conn` should end with.
 pub fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
-    Event::Close {
-        conn,
-        code,
-        reason: reason.to_owned(),
-        clean,
-    }
+    Event::close(conn, code, reason, clean)
 }
 
 /// Asserts `events` is exactly `[Error, Close { code, clean: false }]` of `conn`, the close
@@ -59,12 +54,15 @@ pub fn expect_error_then_close(
 ) -> ConnectionError {
     match events {
         [
-            Event::Error { conn: c1, error },
+            Event::Error {
+                conn: c1, error, ..
+            },
             Event::Close {
                 conn: c2,
                 code: got,
                 clean: false,
                 reason,
+                ..
             },
         ] if *c1 == conn && *c2 == conn && *got == code => {
             assert!(

@@ -234,7 +234,7 @@ fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arriv
         matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })
     });
     assert!(
-        matches!(seen.last(), Some(Event::SendCompleted { conn: c, id }) if *c == conn && *id == pending.id),
+        matches!(seen.last(), Some(Event::SendCompleted { conn: c, id , .. }) if *c == conn && *id == pending.id),
         "{seen:?}"
     );
     assert_eq!(
@@ -284,7 +284,7 @@ fn a_pool_task_bounds_its_waiting_send_too() {
         matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })
     });
     assert!(
-        matches!(seen.last(), Some(Event::SendCompleted { conn, id }) if *conn == task.id() && *id == pending.id),
+        matches!(seen.last(), Some(Event::SendCompleted { conn, id , .. }) if *conn == task.id() && *id == pending.id),
         "{seen:?}"
     );
     assert_eq!(
@@ -420,7 +420,7 @@ fn handshake_timeout_against_a_silent_listener() {
     );
     assert!(seen.iter().any(|e| matches!(
         e,
-        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(t) } if *c == conn && *t == timeout
+        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(t) , .. } if *c == conn && *t == timeout
     )));
     assert!(seen.iter().any(|e| matches!(
         e,
@@ -625,7 +625,7 @@ fn task_pool_runs_several_sockets_on_one_driver() {
     b.try_send("to b").unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
-        if let Event::Message { conn, message } = next(&events) {
+        if let Event::Message { conn, message, .. } = next(&events) {
             got.push((conn, message));
         }
     }

@@ -236,16 +236,16 @@ fn observed(e: &Event) -> Ev {
     match e {
         Event::Connecting { conn, .. } => Ev::Connecting(conn.get()),
         Event::Open { conn, .. } => Ev::Open(conn.get()),
-        Event::Message { conn, message } => Ev::Message(
+        Event::Message { conn, message, .. } => Ev::Message(
             conn.get(),
             number(message).unwrap_or(u64::MAX),
             message.len(),
         ),
-        Event::SendCompleted { conn, id } => Ev::Completed(conn.get(), *id),
+        Event::SendCompleted { conn, id, .. } => Ev::Completed(conn.get(), *id),
         Event::SendFailed {
             conn, id, reason, ..
         } => Ev::Failed(conn.get(), *id, *reason),
-        Event::Error { conn, error } => Ev::Error(
+        Event::Error { conn, error, .. } => Ev::Error(
             conn.get(),
             match error {
                 ConnectionError::ConnectFailed(e) => Fault::Connect(e.kind),
