@@ -629,14 +629,13 @@ fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> Transpo
 
 fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEvent {
     match input {
-        Input::Opened { protocol } => TransportEvent::Opened(Box::new(Handshake {
-            protocol: match protocol % 3 {
+        Input::Opened { protocol } => TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(match protocol % 3 {
                 0 => None,
                 1 => Some("p".into()),
                 _ => Some("other".into()),
-            },
-            ..Handshake::default()
-        })),
+            }),
+        )),
         Input::ConnectFailed { kind: k } => {
             TransportEvent::ConnectFailed(TransportError::new(kind(*k), "fuzz"))
         }

@@ -335,6 +335,9 @@ struct Quirks {
     response_headers: Vec<String>,
     /// After the close handshake, keep the TCP connection open until the client closes it.
     keep_tcp_after_close: bool,
+    /// Wait this long after reading an upgrade request (and its release, when held)
+    /// before answering it.
+    delay_response: Option<Duration>,
 }
 
 impl PeerBuilder {
@@ -364,6 +367,13 @@ impl PeerBuilder {
     /// is replaced by the right `Sec-WebSocket-Accept` value (to repeat that header).
     pub fn response_header(mut self, line: impl Into<String>) -> Self {
         self.quirks.response_headers.push(line.into());
+        self
+    }
+
+    /// Answers every upgrade request `delay` after reading it (after its release, when
+    /// held): a slow server, for the open event's timing profile.
+    pub fn delay_response(mut self, delay: Duration) -> Self {
+        self.quirks.delay_response = Some(delay);
         self
     }
 
@@ -986,6 +996,10 @@ impl Handler {
             Held::Released => {}
             Held::Stopping => return Ok(End::ByPeer),
             Held::ClientGone => return Ok(End::ClientWentAway),
+        }
+        if let Some(delay) = self.quirks.delay_response {
+            // The behaviour under test (a slow server), not a wait for something.
+            std::thread::sleep(delay);
         }
         let protocol = match &self.mode {
             Mode::HttpStatus(status) => {

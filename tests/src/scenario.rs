@@ -21,7 +21,9 @@ pub fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handsha
         .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
     expect_connecting(a, conn);
     match a.expect_event("Open") {
-        Event::Open { conn: c, handshake } if c == conn => (conn, *handshake),
+        Event::Open {
+            conn: c, handshake, ..
+        } if c == conn => (conn, *handshake),
         other => panic!("[{}] expected Open of {conn}, got {other:#?}", A::NAME),
     }
 }
@@ -39,12 +41,7 @@ pub fn expect_connecting<A: Adapter>(a: &mut A, conn: ConnId) {
 
 /// The close event `conn` should end with.
 pub fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event {
-    Event::Close {
-        conn,
-        code,
-        reason: reason.to_owned(),
-        clean,
-    }
+    Event::close(conn, code, reason, clean)
 }
 
 /// Asserts `events` is exactly `[Error, Close { code, clean: false }]` of `conn`, the close
@@ -57,12 +54,15 @@ pub fn expect_error_then_close(
 ) -> ConnectionError {
     match events {
         [
-            Event::Error { conn: c1, error },
+            Event::Error {
+                conn: c1, error, ..
+            },
             Event::Close {
                 conn: c2,
                 code: got,
                 clean: false,
                 reason,
+                ..
             },
         ] if *c1 == conn && *c2 == conn && *got == code => {
             assert!(

@@ -709,12 +709,14 @@ fn replacement_while_connecting<A: Adapter>() {
                 id,
                 reason: SendFailure::Replaced,
                 message,
+                ..
             },
             Event::Close {
                 conn: c2,
                 code: 1000,
                 reason,
                 clean: false,
+                ..
             },
             Event::Connecting { conn: c3, .. },
             Event::Open { conn: c4, .. },
@@ -1271,7 +1273,7 @@ fn pool_limit_and_independent_connections<P: PoolAdapter>() {
     two.try_send(Message::text("to two")).unwrap();
     let events = pool.events_until("two echoes", T, |e| messages(e).len() == 2);
     for e in &events {
-        if let Event::Message { conn, message } = e {
+        if let Event::Message { conn, message, .. } = e {
             let want = if *conn == one.id() {
                 "to one"
             } else {

@@ -1445,7 +1445,9 @@ fn a_reconnection_negotiates_again_with_fresh_contexts<A: Adapter>() {
             },
             Event::Reconnecting { conn: r, .. },
             Event::Connecting { conn: c2, .. },
-            Event::Open { conn: o, handshake },
+            Event::Open {
+                conn: o, handshake, ..
+            },
         ] if *c == first && r == c2 && c2 == o => (*o, handshake.clone()),
         _ => panic!("[{}] {events:#?}", A::NAME),
     };

@@ -276,6 +276,7 @@ fn child<A: Adapter>(url: &str, spec: &Spec) {
             Some(Event::Message {
                 conn: c,
                 message: Message::Binary(bytes),
+                ..
             }) if c == conn => {
                 if let Err(e) = flood::check(seq, spec.size, &bytes) {
                     panic!("[{}] {e} (of {count} sent)", A::NAME);
@@ -313,7 +314,7 @@ fn child<A: Adapter>(url: &str, spec: &Spec) {
 /// An event for a failure message, without megabytes of payload.
 fn describe(event: &Event) -> String {
     match event {
-        Event::Message { conn, message } => format!(
+        Event::Message { conn, message, .. } => format!(
             "{} message of {} bytes on {conn}",
             if message.is_text() {
                 "a text"

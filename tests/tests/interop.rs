@@ -859,6 +859,7 @@ fn custom_headers_seen_by_the_peer<A: Adapter>(kind: PeerKind) {
     let Event::Message {
         conn: c,
         message: Message::Text(json),
+        ..
     } = event
     else {
         panic!("[{}] expected a text message, got {event:#?}", A::NAME);

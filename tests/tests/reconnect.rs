@@ -140,7 +140,7 @@ struct ChatLog {
 impl ChatLog {
     fn record(&mut self, event: Event) {
         match event {
-            Event::SendCompleted { conn, id } => {
+            Event::SendCompleted { conn, id, .. } => {
                 self.outcomes
                     .entry(id)
                     .or_default()
@@ -704,6 +704,7 @@ fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Ada
             Event::Error {
                 conn: c,
                 error: ConnectionError::ConnectFailed(e),
+                ..
             } if c == conn => assert_eq!(e.kind, TransportErrorKind::Connect, "[{name}] {e}"),
             other => panic!("[{name}] expected the refused dial's error, got {other:#?}"),
         }
@@ -725,6 +726,7 @@ fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Ada
                 attempt: n,
                 delay,
                 last_error,
+                ..
             } => {
                 assert_eq!(n, attempt, "[{name}] attempt number");
                 assert!(
@@ -761,6 +763,7 @@ fn a_refusing_server_is_retried_up_to_max_attempts_then_queued_sends_fail<A: Ada
                 id,
                 reason: SendFailure::ConnectFailed,
                 message: Some(_),
+                ..
             } if *c == conn => *id,
             other => panic!("[{name}] expected the queued sends to fail, got {other:#?}"),
         })
@@ -819,6 +822,7 @@ fn a_silent_server_is_detected_by_keepalive_and_reconnected<A: Adapter>() {
             Event::Error {
                 conn: c1,
                 error: ConnectionError::KeepaliveTimeout(t),
+                ..
             },
             Event::Close {
                 conn: c2,
@@ -868,7 +872,7 @@ fn a_silent_server_is_detected_by_keepalive_and_reconnected<A: Adapter>() {
     assert!(
         echoed
             .iter()
-            .any(|e| matches!(e, Event::Message { conn, message } if *conn == next && *message == Message::text("back"))),
+            .any(|e| matches!(e, Event::Message { conn, message , .. } if *conn == next && *message == Message::text("back"))),
         "[{name}] {echoed:#?}"
     );
     peer.wait_conn(0, "the silent connection to end", EVENT_TIMEOUT, |c| {
@@ -939,6 +943,7 @@ fn close_during_a_backoff_cancels_it<A: Adapter>() {
                 id,
                 reason: SendFailure::Cancelled,
                 message: Some(_),
+                ..
             },
             Event::Close {
                 conn: c2,
@@ -984,6 +989,7 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
             Event::Error {
                 conn: c,
                 error: ConnectionError::ConnectFailed(e),
+                ..
             },
             Event::Close {
                 code: 1006,
@@ -1153,7 +1159,7 @@ fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: Poo
     let echoes: Vec<(ConnId, u32)> = log
         .iter()
         .filter_map(|e| match e {
-            Event::Message { conn, message } => Some((*conn, chat_number(message))),
+            Event::Message { conn, message, .. } => Some((*conn, chat_number(message))),
             _ => None,
         })
         .collect();

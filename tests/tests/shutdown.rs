@@ -76,6 +76,7 @@ fn ending_while_dialling<A: Adapter>(policy: CloseBeforeOpen, explicit: bool) {
                 id,
                 reason: SendFailure::Cancelled,
                 message: Some(message),
+                ..
             },
             Event::Close {
                 conn: c2,

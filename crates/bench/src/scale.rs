@@ -361,7 +361,7 @@ fn seen(event: wxsocket_core::Event) -> Result<Seen, String> {
     match event {
         Event::Open { .. } => Ok(Seen::Open),
         Event::Message { .. } => Ok(Seen::Echo),
-        Event::Error { conn, error } => Err(format!("connection {conn}: {error}")),
+        Event::Error { conn, error, .. } => Err(format!("connection {conn}: {error}")),
         Event::Close { conn, code, .. } => Err(format!("connection {conn} closed ({code})")),
         _ => Ok(Seen::Other),
     }

@@ -19,10 +19,10 @@ use wxsocket_core::{
     CloseRequest, ConnId, HandshakeRequest, HttpProxy, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
-use wxsocket_wire::ClientHandshake;
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 use wxsocket_wire::proxy::ProxyConnect;
+use wxsocket_wire::{ClientHandshake, DialTimer};
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
 /// others; the driver comes back at once (zero poll timeout) when a pass stops early.
@@ -195,6 +195,9 @@ pub(crate) struct Conn {
     /// What the driver thread's poller watches the socket for (`None`: not registered
     /// there); see [`Conn::sync_interest`].
     interest: Option<Interest>,
+    /// The dial's phases, for the open event's profile; started with the connection (the
+    /// driver creates it when it carries out the dial).
+    timer: DialTimer,
 }
 
 /// `u64` key of a connection, also its poller token.
@@ -224,6 +227,7 @@ impl Conn {
             driver_reads: true,
             read_failed: false,
             interest: None,
+            timer: DialTimer::start(),
         }
     }
 
@@ -428,7 +432,10 @@ impl Conn {
                 );
                 self.fail_dial(ctx, error, out);
             }
-            Ok(addrs) => self.try_addresses(ctx, addrs.into(), None, out),
+            Ok(addrs) => {
+                self.timer.resolved();
+                self.try_addresses(ctx, addrs.into(), None, out);
+            }
             Err(e) => {
                 let error = connect_error(&e, &format!("resolve {}", self.dial_name()));
                 self.fail_dial(ctx, error, out);
@@ -514,6 +521,7 @@ impl Conn {
             self.try_addresses(ctx, rest, Some((addr, e)), out);
             return;
         }
+        self.timer.connected();
         if self.request.tcp_no_delay
             && let Err(e) = sock.set_nodelay(true)
         {
@@ -640,7 +648,25 @@ impl Conn {
         else {
             return;
         };
+        let timer = &mut self.timer;
         let result = (|| -> Result<Option<wxsocket_wire::HandshakeDone>, TransportError> {
+            // TLS first, on its own, so that its end is known; the request follows in the
+            // same pass, right behind the client's `Finished`.
+            match stream.complete_tls() {
+                Ok(true) => {
+                    if matches!(stream, Stream::Tls(_)) {
+                        timer.tls_done();
+                    }
+                }
+                Ok(false) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(TransportError::new(
+                        TransportErrorKind::Io,
+                        "connection closed during the TLS handshake",
+                    ));
+                }
+                Err(e) => return Err(connect_error(&e, "tls")),
+            }
             let io_error = |e: &io::Error| connect_error(e, "handshake");
             let request = handshake.request_bytes();
             while *written < request.len() {
@@ -653,7 +679,7 @@ impl Conn {
             }
             if *written == request.len() {
                 match stream.flush() {
-                    Ok(()) => {}
+                    Ok(()) => timer.request_written(),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(io_error(&e)),
                 }
@@ -680,7 +706,8 @@ impl Conn {
         match result {
             Ok(None) => {}
             Err(error) => self.fail_dial(ctx, error, out),
-            Ok(Some(done)) => {
+            Ok(Some(mut done)) => {
+                done.handshake.profile = self.timer.finish();
                 // The bytes past the response head are the server's first bytes; the
                 // transport serves them first (with permessage-deflate, through the
                 // inflater like every later byte).

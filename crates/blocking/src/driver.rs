@@ -256,8 +256,10 @@ pub(crate) struct Inner<M> {
     sleeping: bool,
     /// Set once the machine was shut down (the last API handle went, or `shutdown`).
     shutting_down: bool,
-    /// Connections with data on the socket that a read pass left for later.
-    read_ready: bool,
+    /// Connections with data on the socket that a read pass left for later (or that have
+    /// just opened): the driver thread makes a pass over exactly these, lowest key first,
+    /// so that this costs what the traffic costs, not a scan of every connection.
+    read_ready: BTreeSet<u64>,
     /// The sockets' reads belong to the application's receiving thread: the driver's
     /// poller does not watch them (`Conn::set_driver_reads`), so an arriving message wakes
     /// only the thread that waits for it. A thread in `recv` hands them off before it
@@ -332,7 +334,7 @@ impl<M: Machine> Shared<M> {
                 armed: None,
                 sleeping: false,
                 shutting_down: false,
-                read_ready: false,
+                read_ready: BTreeSet::new(),
                 reads_handed_off: false,
                 watching: false,
                 watch_started: Instant::now(),
@@ -453,15 +455,8 @@ impl<M: Machine> Shared<M> {
                 while let Ok((conn, addrs)) = resolved_rx.try_recv() {
                     inner.on_resolved(conn, addrs, now);
                 }
-                if inner.read_ready {
-                    inner.read_ready = false;
-                    let ready: Vec<u64> = inner
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.read_ready)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for conn in ready {
+                for conn in std::mem::take(&mut inner.read_ready) {
+                    if inner.conns.get(&conn).is_some_and(|c| c.read_ready) {
                         inner.on_ready(conn, ReadPass::ToTheEnd, now);
                     }
                 }
@@ -487,8 +482,8 @@ impl<M: Machine> Shared<M> {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
                 inner.armed = deadline;
-                inner.sleeping = !inner.read_ready;
-                let timeout = if inner.read_ready {
+                inner.sleeping = inner.read_ready.is_empty();
+                let timeout = if !inner.read_ready.is_empty() {
                     Some(Duration::ZERO)
                 } else {
                     deadline.map(|d| d.saturating_duration_since(now))
@@ -747,7 +742,7 @@ impl<M: Machine> Inner<M> {
     /// readiness event with it).
     fn driver_must_look(&self) -> bool {
         self.sleeping
-            && (self.read_ready
+            && (!self.read_ready.is_empty()
                 || (self.reads_handed_off
                     && !self.watching
                     && self
@@ -876,7 +871,7 @@ impl<M: Machine> Inner<M> {
         }
         let id = c.id;
         if c.read_ready {
-            self.read_ready = true;
+            self.read_ready.insert(conn);
         }
         if c.dirty {
             self.dirty.insert(conn);

@@ -272,8 +272,8 @@ pub use websocket::{Messages, WebSocket, connect, connect_with};
 pub use wxsocket_core::{
     Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
     ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
-    Message, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig,
-    Stats, TransportError, TransportErrorKind,
+    Message, OpenProfile, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId,
+    SessionConfig, Stats, TransportError, TransportErrorKind,
 };
 pub use wxsocket_wire::client::{Config, Recording, SendFailed, SocketInfo};
 pub use wxsocket_wire::proxy::ProxyEnv;

@@ -140,6 +140,19 @@ impl Stream {
             Stream::Tls(t) => &mut t.sock,
         }
     }
+
+    /// Moves the TLS handshake on as far as the socket allows, without application data:
+    /// `Ok(true)` once it is complete (at once for a plain socket), `Ok(false)` when the
+    /// socket would block. The end of the stream is `UnexpectedEof`.
+    pub(crate) fn complete_tls(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Plain(_) => Ok(true),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.complete_handshake(),
+            #[cfg(not(feature = "tls"))]
+            Stream::Tls(t) => match t.conn {},
+        }
+    }
 }
 
 impl Read for Stream {
@@ -194,6 +207,31 @@ impl TlsStream {
             }
         }
         Ok(())
+    }
+
+    /// The handshake part of [`Stream::complete_tls`].
+    fn complete_handshake(&mut self) -> io::Result<bool> {
+        loop {
+            self.try_write_records()?;
+            if !self.conn.is_handshaking() {
+                return Ok(true);
+            }
+            if self.conn.wants_write() {
+                // The socket is full: the next writable event comes back here.
+                return Ok(false);
+            }
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {
+                    if let Err(error) = self.conn.process_new_packets() {
+                        let _ = self.try_write_records();
+                        return Err(tls_error(error));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Like `write_records`, but a full socket is not an error (the records stay queued

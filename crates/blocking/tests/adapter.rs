@@ -43,7 +43,9 @@ fn open_and_echo_text_and_binary() {
         .unwrap();
     assert!(matches!(next(&events), Event::Connecting { conn: c, .. } if c == conn));
     match next(&events) {
-        Event::Open { conn: c, handshake } => {
+        Event::Open {
+            conn: c, handshake, ..
+        } => {
             assert_eq!(c, conn);
             assert_eq!(handshake.protocol.as_deref(), Some("chat"));
         }
@@ -232,7 +234,7 @@ fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arriv
         matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })
     });
     assert!(
-        matches!(seen.last(), Some(Event::SendCompleted { conn: c, id }) if *c == conn && *id == pending.id),
+        matches!(seen.last(), Some(Event::SendCompleted { conn: c, id , .. }) if *c == conn && *id == pending.id),
         "{seen:?}"
     );
     assert_eq!(
@@ -282,7 +284,7 @@ fn a_pool_task_bounds_its_waiting_send_too() {
         matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })
     });
     assert!(
-        matches!(seen.last(), Some(Event::SendCompleted { conn, id }) if *conn == task.id() && *id == pending.id),
+        matches!(seen.last(), Some(Event::SendCompleted { conn, id , .. }) if *conn == task.id() && *id == pending.id),
         "{seen:?}"
     );
     assert_eq!(
@@ -418,7 +420,7 @@ fn handshake_timeout_against_a_silent_listener() {
     );
     assert!(seen.iter().any(|e| matches!(
         e,
-        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(t) } if *c == conn && *t == timeout
+        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(t) , .. } if *c == conn && *t == timeout
     )));
     assert!(seen.iter().any(|e| matches!(
         e,
@@ -623,7 +625,7 @@ fn task_pool_runs_several_sockets_on_one_driver() {
     b.try_send("to b").unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
-        if let Event::Message { conn, message } = next(&events) {
+        if let Event::Message { conn, message, .. } = next(&events) {
             got.push((conn, message));
         }
     }
@@ -794,9 +796,15 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
     // WeChat's pattern: send inside onSocketOpen, close on the first message.
     let weak = wx.downgrade();
     let t = tx.clone();
-    wx.on_socket_open(move |_| {
-        t.send(format!("open on {:?}", std::thread::current().name()))
-            .unwrap();
+    wx.on_socket_open(move |res| {
+        // The dial's timing, measured over the real socket (`res.profile`): no TLS for ws://.
+        let p = res.profile;
+        let measured = p.response_received > p.request_written && p.tls.is_none();
+        t.send(format!(
+            "open on {:?}, profile measured: {measured}",
+            std::thread::current().name()
+        ))
+        .unwrap();
         let wx = weak.upgrade().unwrap();
         let t = t.clone();
         wx.send_socket_message(SendSocketMessage::new("hi").success(move |r| {
@@ -827,7 +835,7 @@ fn wx_surface_runs_callbacks_on_the_driver_thread() {
         got,
         [
             "connectSocket:ok".to_string(),
-            "open on Some(\"wxsocket-wx\")".into(),
+            "open on Some(\"wxsocket-wx\"), profile measured: true".into(),
             "sendSocketMessage:ok".into(),
             format!("message {:?}", Message::text("hi")),
             "close 4001 true".into(),

@@ -678,8 +678,12 @@ impl Client {
                 self.live.insert(*conn);
                 self.backoff = Some(*conn);
             }
-            Event::Open { conn, handshake } => {
+            Event::Open {
+                conn, handshake, ..
+            } => {
                 self.opened.insert(*conn);
+                self.out
+                    .note(&crate::output::profile_human(*conn, &handshake.profile));
                 if self.options.per_message_deflate && handshake.deflate.is_none() {
                     self.out.note(
                         "the server did not accept permessage-deflate: messages go uncompressed",

@@ -4,7 +4,7 @@ use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
-use wxsocket_core::{ConnId, Event, Message};
+use wxsocket_core::{ConnId, Event, Message, OpenProfile};
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -56,10 +56,12 @@ pub fn show_message(message: &Message) -> String {
 pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
     let conn = |c: &ConnId| Value::from(c.get());
     let value = match event {
-        Event::Connecting { conn: c, url } => {
+        Event::Connecting { conn: c, url, .. } => {
             json!({"event": "connecting", "conn": conn(c), "url": url.as_str()})
         }
-        Event::Open { conn: c, handshake } => {
+        Event::Open {
+            conn: c, handshake, ..
+        } => {
             let mut headers = Map::new();
             for name in handshake.headers.keys() {
                 let values: Vec<String> = handshake
@@ -78,16 +80,18 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
                     "client_max_window_bits": p.client_max_window_bits,
                 })
             });
-            json!({"event": "open", "conn": conn(c), "protocol": handshake.protocol, "headers": headers, "deflate": deflate})
+            json!({"event": "open", "conn": conn(c), "protocol": handshake.protocol, "headers": headers, "deflate": deflate, "profile": profile_json(&handshake.profile)})
         }
-        Event::Message { conn: c, message } => {
+        Event::Message {
+            conn: c, message, ..
+        } => {
             let (kind, data) = match message {
                 Message::Text(t) => ("text", t.as_str().to_owned()),
                 other => ("binary", hex(other.as_bytes())),
             };
             json!({"event": "message", "conn": conn(c), "type": kind, "data": data})
         }
-        Event::SendCompleted { conn: c, id } => {
+        Event::SendCompleted { conn: c, id, .. } => {
             json!({"event": "sent", "conn": conn(c), "id": id.get()})
         }
         Event::SendDelivered {
@@ -106,10 +110,12 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
         } => {
             json!({"event": "send_failed", "conn": conn(c), "id": id.get(), "error": reason.to_string()})
         }
-        Event::Error { conn: c, error } => {
+        Event::Error { conn: c, error, .. } => {
             json!({"event": "error", "conn": conn(c), "error": error.to_string()})
         }
-        Event::Pong { conn: c, payload } => {
+        Event::Pong {
+            conn: c, payload, ..
+        } => {
             json!({"event": "pong", "conn": conn(c), "data": hex(payload)})
         }
         Event::Close {
@@ -117,6 +123,7 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
             code,
             reason,
             clean,
+            ..
         } => {
             json!({"event": "close", "conn": conn(c), "code": code, "reason": reason, "clean": clean})
         }
@@ -125,6 +132,7 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
             attempt,
             delay,
             last_error,
+            ..
         } => json!({
             "event": "reconnecting",
             "conn": conn(c),
@@ -140,11 +148,43 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
     }
 }
 
+/// Milliseconds, with fractions to the microsecond (the `--json` contract's durations).
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// The `profile` object of the `open` event: when each phase of the dial ended, in
+/// milliseconds from its start (`tls` is `null` for `ws://`).
+pub fn profile_json(profile: &OpenProfile) -> Value {
+    json!({
+        "resolved_ms": ms(profile.resolved),
+        "connected_ms": ms(profile.connected),
+        "tls_ms": profile.tls.map(ms),
+        "request_written_ms": ms(profile.request_written),
+        "response_received_ms": ms(profile.response_received),
+    })
+}
+
+/// The timeline's line for a dial's profile: how long each phase took.
+pub fn profile_human(conn: ConnId, profile: &OpenProfile) -> String {
+    let phases: Vec<String> = profile
+        .phases()
+        .map(|(name, took)| format!("{name} {:.1}", ms(took)))
+        .collect();
+    format!(
+        "#{conn} dial took {:.1} ms: {} ms",
+        ms(profile.response_received),
+        phases.join(", ")
+    )
+}
+
 /// One human-readable line for an event.
 pub fn event_human(event: &Event) -> String {
     match event {
-        Event::Connecting { conn, url } => format!("#{conn} connecting to {url}"),
-        Event::Open { conn, handshake } => {
+        Event::Connecting { conn, url, .. } => format!("#{conn} connecting to {url}"),
+        Event::Open {
+            conn, handshake, ..
+        } => {
             let protocol = handshake.protocol.as_deref().unwrap_or("none");
             match &handshake.deflate {
                 Some(params) => {
@@ -153,8 +193,10 @@ pub fn event_human(event: &Event) -> String {
                 None => format!("#{conn} open (protocol: {protocol})"),
             }
         }
-        Event::Message { conn, message } => format!("#{conn} < {}", show_message(message)),
-        Event::SendCompleted { conn, id } => format!("#{conn} send {id} written"),
+        Event::Message { conn, message, .. } => {
+            format!("#{conn} < {}", show_message(message))
+        }
+        Event::SendCompleted { conn, id, .. } => format!("#{conn} send {id} written"),
         Event::SendDelivered {
             conn,
             id,
@@ -171,13 +213,14 @@ pub fn event_human(event: &Event) -> String {
         Event::SendFailed {
             conn, id, reason, ..
         } => format!("#{conn} send {id} failed: {reason}"),
-        Event::Error { conn, error } => format!("#{conn} error: {error}"),
-        Event::Pong { conn, payload } => format!("#{conn} pong {}", hex(payload)),
+        Event::Error { conn, error, .. } => format!("#{conn} error: {error}"),
+        Event::Pong { conn, payload, .. } => format!("#{conn} pong {}", hex(payload)),
         Event::Close {
             conn,
             code,
             reason,
             clean,
+            ..
         } => format!(
             "#{conn} closed: {code} {reason:?} ({})",
             if *clean { "clean" } else { "not clean" }
@@ -187,6 +230,7 @@ pub fn event_human(event: &Event) -> String {
             attempt,
             delay,
             last_error,
+            ..
         } => format!(
             "#{conn} reconnecting in {} ms (attempt {attempt}) after: {last_error}",
             delay.as_millis()

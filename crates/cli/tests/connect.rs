@@ -103,6 +103,7 @@ fn json_contract(blocking: bool) {
     assert_eq!(open["headers"]["sec-websocket-protocol"], "chat");
     // No compression offered: "deflate" is there, null.
     assert!(open.get("deflate").is_some_and(Value::is_null), "{open}");
+    common::assert_plausible_profile(&open, false);
     proc.expect_json("third echo", |v| {
         event(v) == "message" && v["type"] == "binary"
     });

@@ -65,7 +65,7 @@ fn connect_deflate_json(blocking: bool) {
         open["headers"]["sec-websocket-extensions"],
         "permessage-deflate"
     );
-    // The existing fields are still there, in their place.
+    // The existing fields are still there, in their place; `profile` came later, after them.
     let keys: Vec<&str> = open
         .as_object()
         .unwrap()
@@ -74,7 +74,9 @@ fn connect_deflate_json(blocking: bool) {
         .collect();
     assert_eq!(
         keys,
-        ["event", "t", "conn", "protocol", "headers", "deflate"]
+        [
+            "event", "t", "conn", "protocol", "headers", "deflate", "profile"
+        ]
     );
 
     let big = compressible(3000);

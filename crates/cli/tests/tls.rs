@@ -29,6 +29,7 @@ fn wss_with_ca_file(blocking: bool) {
     let mut proc = Proc::spawn(&args);
     let open = proc.expect_json("open", |v| matches!(event(v), "open" | "close"));
     assert_eq!(open["event"], "open", "{:?}", proc.seen);
+    common::assert_plausible_profile(&open, true);
     proc.write("over tls");
     proc.write("/binary 00ff");
     proc.expect_json("binary echo", |v| {

@@ -12,10 +12,16 @@ use url::Url;
 /// reconnect attempt), `Connecting`, then `Open`
 /// (unless it failed), messages and send completions, at most one `Error`, exactly one
 /// `Close`. Every event of connection N comes before any event of connection N+1.
+///
+/// The enum is `#[non_exhaustive]`, and so is every variant: match them with `..`
+/// (`Event::Open { handshake, .. }`, `Event::Close { code, .. }`), so that a field added
+/// later (as [`Handshake::profile`] was) breaks no one. Outside this crate, events are
+/// built with [`Event::message`], [`Event::close`] and their siblings.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// A dial started.
+    #[non_exhaustive]
     Connecting {
         /// The new connection.
         conn: ConnId,
@@ -25,13 +31,16 @@ pub enum Event {
         url: Box<Url>,
     },
     /// The handshake completed (`onSocketOpen`).
+    #[non_exhaustive]
     Open {
         /// The connection.
         conn: ConnId,
-        /// What the server answered: negotiated protocol, headers, extensions.
+        /// What the server answered (negotiated protocol, headers, extensions) and the
+        /// dial's timing ([`Handshake::profile`]).
         handshake: Box<Handshake>,
     },
     /// A message arrived (`onSocketMessage`).
+    #[non_exhaustive]
     Message {
         /// The connection.
         conn: ConnId,
@@ -39,6 +48,7 @@ pub enum Event {
         message: Message,
     },
     /// A send was written to the socket (`sendSocketMessage` success).
+    #[non_exhaustive]
     SendCompleted {
         /// The connection.
         conn: ConnId,
@@ -62,6 +72,7 @@ pub enum Event {
     },
     /// A send will never be confirmed written (`sendSocketMessage` fail); with delivery
     /// acknowledgement on, never acknowledged.
+    #[non_exhaustive]
     SendFailed {
         /// The connection.
         conn: ConnId,
@@ -75,6 +86,7 @@ pub enum Event {
         message: Option<Message>,
     },
     /// The connection failed (`onSocketError`). A `Close` always follows.
+    #[non_exhaustive]
     Error {
         /// The connection.
         conn: ConnId,
@@ -83,6 +95,7 @@ pub enum Event {
     },
     /// The previous connection ended and the reconnect policy will dial again after
     /// `delay`, as connection `conn` (its `Connecting` event follows when the delay is over).
+    #[non_exhaustive]
     Reconnecting {
         /// The connection the next attempt will be.
         conn: ConnId,
@@ -95,6 +108,7 @@ pub enum Event {
     },
     /// The peer answered a ping the application sent (`Session::ping`) with this payload
     /// (a pong answering a later ping answers the earlier ones too, RFC 6455 §5.5.3).
+    #[non_exhaustive]
     Pong {
         /// The connection.
         conn: ConnId,
@@ -102,6 +116,7 @@ pub enum Event {
         payload: bytes::Bytes,
     },
     /// The connection ended (`onSocketClose`). Exactly one per connection.
+    #[non_exhaustive]
     Close {
         /// The connection.
         conn: ConnId,
@@ -129,6 +144,58 @@ impl Event {
             | Event::Close { conn, .. }
             | Event::Pong { conn, .. }
             | Event::Reconnecting { conn, .. } => *conn,
+        }
+    }
+
+    /// A `Message` event, as the session reports one. Every variant is
+    /// `#[non_exhaustive]` (fields may be added), so outside this crate events are built
+    /// with these functions: for tests of the code that handles them, or a stand-in peer.
+    ///
+    /// ```
+    /// use wxsocket_core::{ConnId, Event, Message};
+    ///
+    /// let event = Event::message(ConnId::from_raw(1), Message::text("hi"));
+    /// assert!(matches!(&event, Event::Message { message, .. } if message.as_text() == Some("hi")));
+    /// ```
+    pub fn message(conn: ConnId, message: Message) -> Event {
+        Event::Message { conn, message }
+    }
+
+    /// A `Close` event (see [`Event::message`] for why these functions exist).
+    pub fn close(conn: ConnId, code: u16, reason: impl Into<String>, clean: bool) -> Event {
+        Event::Close {
+            conn,
+            code,
+            reason: reason.into(),
+            clean,
+        }
+    }
+
+    /// An `Error` event (see [`Event::message`]).
+    pub fn error(conn: ConnId, error: ConnectionError) -> Event {
+        Event::Error { conn, error }
+    }
+
+    /// A `Pong` event (see [`Event::message`]).
+    pub fn pong(conn: ConnId, payload: impl Into<bytes::Bytes>) -> Event {
+        Event::Pong {
+            conn,
+            payload: payload.into(),
+        }
+    }
+
+    /// A `Reconnecting` event (see [`Event::message`]).
+    pub fn reconnecting(
+        conn: ConnId,
+        attempt: u32,
+        delay: std::time::Duration,
+        last_error: impl Into<String>,
+    ) -> Event {
+        Event::Reconnecting {
+            conn,
+            attempt,
+            delay,
+            last_error: last_error.into(),
         }
     }
 }
@@ -221,9 +288,9 @@ impl fmt::Debug for Event {
 ///
 /// ```
 /// use wxsocket_core::{ConnId, Event, Message};
-/// let event = Event::Message { conn: ConnId::from_raw(1), message: Message::text("hi") };
+/// let event = Event::message(ConnId::from_raw(1), Message::text("hi"));
 /// assert_eq!(event.to_string(), "#1 message: hi");
-/// let event = Event::Close { conn: ConnId::from_raw(1), code: 1000, reason: "bye".into(), clean: true };
+/// let event = Event::close(ConnId::from_raw(1), 1000, "bye", true);
 /// assert_eq!(event.to_string(), "#1 closed: 1000 \"bye\" (clean)");
 /// ```
 impl fmt::Display for Event {

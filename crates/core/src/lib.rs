@@ -22,7 +22,7 @@
 //! assert_eq!(request.protocols, ["chat"]);
 //! // ... and reports the handshake.
 //! let t1 = t0 + Duration::from_millis(30);
-//! session.handle(conn, TransportEvent::Opened(Box::new(Handshake { protocol: Some("chat".into()), ..Default::default() })), t1);
+//! session.handle(conn, TransportEvent::Opened(Box::new(Handshake::default().with_protocol(Some("chat".into())))), t1);
 //! assert_eq!(session.state(), ReadyState::Open);
 //!
 //! // The queued message is flushed on open; the driver confirms it was written.
@@ -89,7 +89,9 @@ pub use proxy::{HttpProxy, ProxyCredentials, ProxyOption, ProxyRoute};
 pub use request::{ConnectOptions, HandshakeRequest};
 pub use session::{Completion, MAX_PINGS, REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, State, TRANSITIONS, Transition};
-pub use transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
+pub use transport::{
+    Action, Handshake, OpenProfile, TransportError, TransportErrorKind, TransportEvent,
+};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -10,9 +10,26 @@ use crate::message::Message;
 use crate::request::HandshakeRequest;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// What the server answered in a successful handshake.
+/// What the server answered in a successful handshake, and how long the dial took.
+///
+/// It reaches the application on [`crate::Event::Open`]. Fields may be added (it is
+/// `#[non_exhaustive]`): read them by name; a driver or test builds one with
+/// [`Handshake::default`] and the `with_*` methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use wxsocket_core::{Handshake, OpenProfile};
+/// let ms = Duration::from_millis;
+/// let handshake = Handshake::default()
+///     .with_protocol(Some("chat".into()))
+///     .with_profile(OpenProfile::new(ms(1), ms(3), None, ms(3), ms(5)));
+/// assert_eq!(handshake.protocol.as_deref(), Some("chat"));
+/// assert_eq!(handshake.profile.response_received, ms(5));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Handshake {
     /// The sub-protocol the server selected, if any.
     pub protocol: Option<String>,
@@ -22,6 +39,127 @@ pub struct Handshake {
     pub extensions: Option<String>,
     /// The permessage-deflate parameters in force, when compression was negotiated.
     pub deflate: Option<DeflateParams>,
+    /// When each phase of the dial ended, as the driver measured it (all zero when the
+    /// driver measured nothing, as in a simulation).
+    pub profile: OpenProfile,
+}
+
+impl Handshake {
+    /// With this selected sub-protocol.
+    #[must_use]
+    pub fn with_protocol(mut self, protocol: Option<String>) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// With these response headers.
+    #[must_use]
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// With this accepted `Sec-WebSocket-Extensions` value.
+    #[must_use]
+    pub fn with_extensions(mut self, extensions: Option<String>) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// With these permessage-deflate parameters in force.
+    #[must_use]
+    pub fn with_deflate(mut self, deflate: Option<DeflateParams>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// With this timing profile of the dial.
+    #[must_use]
+    pub fn with_profile(mut self, profile: OpenProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+}
+
+/// How long each phase of a dial took: when each ended, as an offset from the moment the
+/// driver began the dial (it received [`Action::Dial`]), on a monotonic clock. The newer
+/// WeChat `SocketTask.onOpen` reports the same as `res.profile`.
+///
+/// The phases follow one another, so the offsets never decrease: `resolved ≤ connected ≤
+/// tls (when present) ≤ request_written ≤ response_received`. The duration of a phase is
+/// the difference between its offset and the previous one (see [`Self::phases`]).
+///
+/// The driver measures (the core has no clock), with `std::time::Instant`; both adapters
+/// measure the same points (`wxsocket_wire::DialTimer`). Through an HTTP proxy, `resolved`
+/// and `connected` are the proxy's name resolution and TCP connect, and the `CONNECT`
+/// exchange falls in the next phase (`tls`, or `request_written` for `ws://`).
+///
+/// In WeChat's terms, with `fetchStart` as zero: `domainLookUpEnd` is `resolved`,
+/// `connectEnd` (which includes TLS) is `tls` or else `connected`, and `cost` is about
+/// `response_received`.
+///
+/// Fields may be added (it is `#[non_exhaustive]`): build one with [`Self::new`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OpenProfile {
+    /// The host name was resolved to addresses (zero for an IP address).
+    pub resolved: Duration,
+    /// The TCP connection was established (to the proxy, through one).
+    pub connected: Duration,
+    /// The TLS handshake completed: only for `wss://`.
+    pub tls: Option<Duration>,
+    /// The HTTP upgrade request was written and flushed to the socket.
+    pub request_written: Duration,
+    /// The server's `101 Switching Protocols` response head was read and checked.
+    pub response_received: Duration,
+}
+
+impl OpenProfile {
+    /// A profile from the end of each phase, as offsets from the start of the dial.
+    pub fn new(
+        resolved: Duration,
+        connected: Duration,
+        tls: Option<Duration>,
+        request_written: Duration,
+        response_received: Duration,
+    ) -> Self {
+        Self {
+            resolved,
+            connected,
+            tls,
+            request_written,
+            response_received,
+        }
+    }
+
+    /// How long each phase took, in order: `("dns", ..)`, `("tcp", ..)`, `("tls", ..)`
+    /// (only when present), `("request", ..)`, `("response", ..)`. Each is the difference
+    /// to the previous phase's end (saturating at zero), so they add up to
+    /// [`Self::response_received`] when the offsets are ordered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wxsocket_core::OpenProfile;
+    /// let ms = Duration::from_millis;
+    /// let profile = OpenProfile::new(ms(2), ms(5), Some(ms(9)), ms(9), ms(310));
+    /// let phases: Vec<_> = profile.phases().collect();
+    /// assert_eq!(phases, [("dns", ms(2)), ("tcp", ms(3)), ("tls", ms(4)), ("request", ms(0)), ("response", ms(301))]);
+    /// ```
+    pub fn phases(&self) -> impl Iterator<Item = (&'static str, Duration)> + use<> {
+        let ends = [
+            Some(("dns", self.resolved)),
+            Some(("tcp", self.connected)),
+            self.tls.map(|t| ("tls", t)),
+            Some(("request", self.request_written)),
+            Some(("response", self.response_received)),
+        ];
+        let mut previous = Duration::ZERO;
+        ends.into_iter().flatten().map(move |(name, end)| {
+            let took = end.saturating_sub(previous);
+            previous = previous.max(end);
+            (name, took)
+        })
+    }
 }
 
 /// The kind of a [`TransportError`]; decides the close code reported.

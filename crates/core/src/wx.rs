@@ -230,8 +230,9 @@ impl CloseSocket {
 }
 with_callbacks!(CloseSocket);
 
-/// What `onSocketOpen` receives.
+/// What `onSocketOpen` receives. Fields may be added (it is `#[non_exhaustive]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OpenResult {
     /// The connection.
     pub conn: ConnId,
@@ -241,6 +242,9 @@ pub struct OpenResult {
     pub protocol: Option<String>,
     /// The permessage-deflate parameters in force, when `perMessageDeflate` was agreed.
     pub deflate: Option<crate::DeflateParams>,
+    /// How long each phase of the dial took (`res.profile`, as the newer
+    /// `SocketTask.onOpen` reports it; see [`crate::OpenProfile`] for WeChat's names).
+    pub profile: crate::OpenProfile,
 }
 
 /// What `onSocketMessage` receives.
@@ -485,6 +489,7 @@ impl WxSocket {
                     header: handshake.headers,
                     protocol: handshake.protocol,
                     deflate: handshake.deflate,
+                    profile: handshake.profile,
                 },
             ),
             Event::Message { conn, message } => call(

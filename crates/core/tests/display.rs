@@ -31,10 +31,9 @@ fn every_event_of_a_session_prints_on_one_line() {
     let id = s.send(Message::text("queued"), now).unwrap();
     s.handle(
         conn,
-        TransportEvent::Opened(Box::new(Handshake {
-            protocol: Some("v1".into()),
-            ..Default::default()
-        })),
+        TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(Some("v1".into())),
+        )),
         now,
     );
     s.handle(conn, TransportEvent::SendWritten(id), now);

@@ -236,16 +236,16 @@ fn observed(e: &Event) -> Ev {
     match e {
         Event::Connecting { conn, .. } => Ev::Connecting(conn.get()),
         Event::Open { conn, .. } => Ev::Open(conn.get()),
-        Event::Message { conn, message } => Ev::Message(
+        Event::Message { conn, message, .. } => Ev::Message(
             conn.get(),
             number(message).unwrap_or(u64::MAX),
             message.len(),
         ),
-        Event::SendCompleted { conn, id } => Ev::Completed(conn.get(), *id),
+        Event::SendCompleted { conn, id, .. } => Ev::Completed(conn.get(), *id),
         Event::SendFailed {
             conn, id, reason, ..
         } => Ev::Failed(conn.get(), *id, *reason),
-        Event::Error { conn, error } => Ev::Error(
+        Event::Error { conn, error, .. } => Ev::Error(
             conn.get(),
             match error {
                 ConnectionError::ConnectFailed(e) => Fault::Connect(e.kind),
@@ -1066,10 +1066,9 @@ struct Driver {
 /// The transport event for an input, and a message's length.
 fn transport_event(input: &Input, number: u64, written: Option<SendId>) -> (TransportEvent, usize) {
     let event = match input {
-        Input::Opened { offered } => TransportEvent::Opened(Box::new(Handshake {
-            protocol: Some(if *offered { "p" } else { "q" }.into()),
-            ..Handshake::default()
-        })),
+        Input::Opened { offered } => TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(Some(if *offered { "p" } else { "q" }.into())),
+        )),
         Input::ConnectFailed(kind) => {
             TransportEvent::ConnectFailed(TransportError::new(*kind, "no"))
         }

@@ -32,13 +32,7 @@ fn a_pong_answering_a_ping_is_reported_with_its_payload() {
     s.handle(conn, TransportEvent::Pong(Bytes::from("other")), now);
     assert!(s.poll_event().is_none());
     s.handle(conn, TransportEvent::Pong(Bytes::from("a")), now);
-    assert_eq!(
-        s.poll_event(),
-        Some(Event::Pong {
-            conn,
-            payload: Bytes::from("a")
-        })
-    );
+    assert_eq!(s.poll_event(), Some(Event::pong(conn, Bytes::from("a"))));
     // Answered once only.
     s.handle(conn, TransportEvent::Pong(Bytes::from("a")), now);
     assert!(s.poll_event().is_none());

@@ -630,10 +630,9 @@ fn deflate_in_force_without_an_offer_fails_the_connection() {
     t.actions();
     t.input(
         c,
-        TransportEvent::Opened(Box::new(Handshake {
-            deflate: Some(DeflateParams::default()),
-            ..Handshake::default()
-        })),
+        TransportEvent::Opened(Box::new(
+            Handshake::default().with_deflate(Some(DeflateParams::default())),
+        )),
     );
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
     let e = t.events();
@@ -657,10 +656,7 @@ fn deflate_in_force_without_an_offer_fails_the_connection() {
         .unwrap();
     t.input(
         c,
-        TransportEvent::Opened(Box::new(Handshake {
-            deflate: Some(agreed),
-            ..Handshake::default()
-        })),
+        TransportEvent::Opened(Box::new(Handshake::default().with_deflate(Some(agreed)))),
     );
     assert!(
         t.events().iter().any(
@@ -676,10 +672,9 @@ fn a_sub_protocol_that_was_not_offered_fails_the_connection() {
     t.actions();
     t.input(
         c,
-        TransportEvent::Opened(Box::new(Handshake {
-            protocol: Some("other".into()),
-            ..Handshake::default()
-        })),
+        TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(Some("other".into())),
+        )),
     );
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
     let e = t.events();
@@ -691,10 +686,9 @@ fn a_sub_protocol_that_was_not_offered_fails_the_connection() {
     let c = t.connect();
     t.input(
         c,
-        TransportEvent::Opened(Box::new(Handshake {
-            protocol: Some("chat".into()),
-            ..Handshake::default()
-        })),
+        TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(Some("chat".into())),
+        )),
     );
     assert!(t.events().iter().any(|e| matches!(e, Event::Open { handshake, .. } if handshake.protocol.as_deref() == Some("chat"))));
 }

@@ -82,10 +82,10 @@ fn a_reconnecting_session_with_a_misbehaving_peer_replays_exactly() {
     let queued = sim.s.send(Message::text("early"), sim.now).unwrap();
     events.extend(sim.drain().1);
     sim.later(30);
-    let mut handshake = Handshake {
-        protocol: Some("chat".into()),
-        ..Default::default()
-    };
+    let ms = Duration::from_millis;
+    let mut handshake = Handshake::default()
+        .with_protocol(Some("chat".into()))
+        .with_profile(OpenProfile::new(ms(1), ms(2), Some(ms(9)), ms(10), ms(30)));
     handshake
         .headers
         .insert("set-cookie", "sid=also-secret".parse().unwrap());
@@ -271,7 +271,11 @@ fn a_changed_transcript_is_caught() {
     assert!(transcript::replay(&text).unwrap().is_exact());
     // The same inputs with the handshake's outcome changed: the outputs differ.
     let changed = text.replace(
-        r#"{"opened":{"protocol":null,"headers":[],"extensions":null,"deflate":null}}"#,
+        concat!(
+            r#"{"opened":{"protocol":null,"headers":[],"extensions":null,"deflate":null,"#,
+            r#""profile":{"resolved":0,"connected":0,"tls":null,"request_written":0,"#,
+            r#""response_received":0}}}"#
+        ),
         r#""closed""#,
     );
     assert_ne!(changed, text);

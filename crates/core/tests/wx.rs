@@ -62,10 +62,9 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
     Driven::handle(
         &mut wx,
         conn,
-        TransportEvent::Opened(Box::new(Handshake {
-            protocol: Some("v1".into()),
-            ..Default::default()
-        })),
+        TransportEvent::Opened(Box::new(
+            Handshake::default().with_protocol(Some("v1".into())),
+        )),
         now,
     );
     Driven::handle(&mut wx, conn, TransportEvent::SendWritten(id), now);

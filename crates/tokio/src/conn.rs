@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -21,11 +22,11 @@ use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
-use wxsocket_wire::ClientHandshake;
 use wxsocket_wire::convert::{CloseWatch, classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 use wxsocket_wire::proxy::ProxyConnect;
 use wxsocket_wire::read_ahead::ReadAhead;
+use wxsocket_wire::{ClientHandshake, DialTimer};
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]
@@ -117,17 +118,15 @@ async fn dial<M: Machine>(
     shared: &Shared<M>,
     request: &HandshakeRequest,
 ) -> Result<(WebSocketStream<Transport>, Handshake, SocketInfo), TransportError> {
+    let mut timer = DialTimer::start();
     let host = request.host().trim_start_matches('[').trim_end_matches(']');
     let proxy = wxsocket_wire::proxy::route(request, &shared.proxy_env)?;
     let mut tcp = match &proxy {
-        None => TcpStream::connect((host, request.port()))
-            .await
-            .map_err(|e| connect_error(&e, "connect"))?,
+        None => connect_tcp(host, request.port(), host, &mut timer).await?,
         Some(proxy) => {
             let proxy_host = proxy.host().trim_start_matches('[').trim_end_matches(']');
-            TcpStream::connect((proxy_host, proxy.port()))
-                .await
-                .map_err(|e| connect_error(&e, &format!("connect to proxy {proxy}")))?
+            let name = format!("proxy {proxy}");
+            connect_tcp(proxy_host, proxy.port(), &name, &mut timer).await?
         }
     };
     let io_error = |e: io::Error| connect_error(&e, "socket");
@@ -149,7 +148,9 @@ async fn dial<M: Machine>(
         socket
     };
     let mut stream = if request.is_tls() {
-        Inner::Tls(Box::new(crate::tls::connect(&shared.tls, host, tcp).await?))
+        let tls = crate::tls::connect(&shared.tls, host, tcp).await?;
+        timer.tls_done();
+        Inner::Tls(Box::new(tls))
     } else {
         Inner::Plain(tcp)
     };
@@ -161,8 +162,9 @@ async fn dial<M: Machine>(
         .await
         .map_err(handshake_io)?;
     stream.flush().await.map_err(handshake_io)?;
+    timer.request_written();
     let mut buf = vec![0u8; 4096];
-    let done = loop {
+    let mut done = loop {
         let n = stream.read(&mut buf).await.map_err(handshake_io)?;
         if n == 0 {
             return Err(TransportError::new(
@@ -174,6 +176,7 @@ async fn dial<M: Machine>(
             break done;
         }
     };
+    done.handshake.profile = timer.finish();
     // The bytes after the response head are served first by the transport. (tungstenite's
     // `from_partially_read` would size its read buffer from them: with an empty tail, every
     // later read would be a few bytes, one syscall per message.) With permessage-deflate,
@@ -195,6 +198,42 @@ async fn dial<M: Machine>(
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
     Ok((ws, done.handshake, socket))
+}
+
+/// Resolves `host` (unless it is an IP address) and connects to its addresses in order,
+/// as `TcpStream::connect` would, but marking the end of resolution and of the connect on
+/// `timer` apart. `name` is what a failure names (the host, or the proxy).
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    name: &str,
+    timer: &mut DialTimer,
+) -> Result<TcpStream, TransportError> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| connect_error(&e, &format!("resolve {name}")))?
+            .collect(),
+    };
+    timer.resolved();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                timer.connected();
+                return Ok(tcp);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) => connect_error(&e, &format!("connect to {name} ({addr})")),
+        None => TransportError::new(
+            TransportErrorKind::Connect,
+            format!("resolve {name}: no address found"),
+        ),
+    })
 }
 
 /// Opens a `CONNECT` tunnel to the request's server through `proxy` (the whole exchange is

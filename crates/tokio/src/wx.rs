@@ -135,7 +135,9 @@ impl WxSocket {
         self.call(|core, now| core.close_socket(call, now))
     }
 
-    /// `wx.onSocketOpen`: replaces the previous listener.
+    /// `wx.onSocketOpen`: replaces the previous listener. The result has the response
+    /// headers and, as `profile`, how long each phase of the dial took, as this adapter
+    /// measured it ([`wxsocket_core::OpenProfile`]).
     pub fn on_socket_open(&self, f: impl FnMut(&OpenResult) + Send + 'static) {
         self.call(|core, _| core.on_socket_open(f));
     }

@@ -33,7 +33,10 @@ async fn echoes_text_and_binary() {
     client.try_send(vec![0u8, 1, 2, 255]).unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
-        if let Event::Message { conn: c, message } = next(&mut events).await {
+        if let Event::Message {
+            conn: c, message, ..
+        } = next(&mut events).await
+        {
             assert_eq!(c, conn);
             got.push(message);
         }
@@ -49,12 +52,7 @@ async fn echoes_text_and_binary() {
     client.close(None, "bye").unwrap();
     assert_eq!(
         until_close(&mut events).await,
-        Event::Close {
-            conn,
-            code: 1000,
-            reason: "bye".into(),
-            clean: true
-        }
+        Event::close(conn, 1000, "bye", true)
     );
     assert_eq!(client.state(), ReadyState::Closed);
 }
@@ -246,7 +244,7 @@ async fn replacement_while_open_closes_the_old_connection_first() {
     assert!(conns[first_new..].iter().all(|c| *c == second), "{seen:?}");
     assert!(matches!(
         &seen[0],
-        Event::Close { conn, code: 1000, clean: false, reason } if *conn == first && reason == wxsocket_core::REPLACED_REASON
+        Event::Close { conn, code: 1000, clean: false, reason , .. } if *conn == first && reason == wxsocket_core::REPLACED_REASON
     ));
     // The server sees the old connection closed with a close frame.
     let frame = server.next_close().await.expect("close frame with a code");
@@ -271,7 +269,7 @@ async fn handshake_timeout_against_a_server_that_never_answers() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert!(seen.iter().any(|e| matches!(
         e,
-        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(_) } if *c == conn
+        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(_) , .. } if *c == conn
     )));
     assert!(matches!(
         seen.last(),
@@ -611,7 +609,7 @@ async fn task_pool_holds_independent_connections_up_to_its_limit() {
         .unwrap();
     let mut echoes = Vec::new();
     while echoes.len() < 2 {
-        if let Event::Message { conn, message } = next(&mut events).await {
+        if let Event::Message { conn, message, .. } = next(&mut events).await {
             echoes.push((conn, message));
         }
     }

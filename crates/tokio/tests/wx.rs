@@ -51,7 +51,14 @@ async fn seven_calls_over_a_real_socket() {
     let weak = wx.downgrade();
     let t = tx.clone();
     wx.on_socket_open(move |res| {
-        t.send(format!("open {:?}", res.protocol)).unwrap();
+        // The dial's timing, measured over the real socket (`res.profile`): no TLS for ws://.
+        let p = res.profile;
+        let measured = p.response_received > p.request_written && p.tls.is_none();
+        t.send(format!(
+            "open {:?}, profile measured: {measured}",
+            res.protocol
+        ))
+        .unwrap();
         let wx = weak.upgrade().expect("socket alive");
         let t = t.clone();
         wx.send_socket_message(
@@ -105,7 +112,7 @@ async fn seven_calls_over_a_real_socket() {
     };
     // Call results and listeners in causal order (sends complete before their echoes).
     assert_eq!(at("connect: connectSocket:ok"), 0);
-    assert_eq!(at("open None"), 1);
+    assert_eq!(at("open None, profile measured: true"), 1);
     assert!(at("sent queued: sendSocketMessage:ok") < at("message Text(\"queued\")"));
     assert!(
         at("sent from open: sendSocketMessage:ok") < at("message Binary(b\"\\x01\\x02\\x03\")")

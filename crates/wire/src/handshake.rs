@@ -192,12 +192,12 @@ impl ClientHandshake {
         };
         let tail = self.response[head_len..].to_vec();
         Ok(Some(HandshakeDone {
-            handshake: Handshake {
-                protocol: protocol_header,
-                headers: map,
-                extensions,
-                deflate,
-            },
+            // The driver adds the dial's timing profile (`DialTimer`).
+            handshake: Handshake::default()
+                .with_protocol(protocol_header)
+                .with_headers(map)
+                .with_extensions(extensions)
+                .with_deflate(deflate),
             tail,
         }))
     }

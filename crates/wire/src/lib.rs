@@ -17,6 +17,8 @@
 //!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
 //!   `CONNECT` exchange as a sans-IO machine.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//! - [`DialTimer`]: the points of a dial both adapters time for the open event's
+//!   [`wxsocket_core::OpenProfile`].
 //!
 //! ## Features
 //!
@@ -52,10 +54,12 @@ mod handshake;
 pub mod proxy;
 pub mod read_ahead;
 pub mod simple;
+mod timing;
 pub mod tls;
 
 pub use features::{check_options, check_request};
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
+pub use timing::DialTimer;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

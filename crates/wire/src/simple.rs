@@ -248,22 +248,14 @@ mod tests {
     use wxsocket_core::{ConnId, TransportError, TransportErrorKind};
 
     fn close(conn: u64, code: u16) -> Event {
-        Event::Close {
-            conn: ConnId::from_raw(conn),
-            code,
-            reason: String::new(),
-            clean: false,
-        }
+        Event::close(ConnId::from_raw(conn), code, "", false)
     }
 
     fn error(conn: u64) -> Event {
-        Event::Error {
-            conn: ConnId::from_raw(conn),
-            error: ConnectionError::ConnectFailed(TransportError::new(
-                TransportErrorKind::Io,
-                "refused",
-            )),
-        }
+        Event::error(
+            ConnId::from_raw(conn),
+            ConnectionError::ConnectFailed(TransportError::new(TransportErrorKind::Io, "refused")),
+        )
     }
 
     #[test]
@@ -272,12 +264,12 @@ mod tests {
         assert!(o.on_event(error(1), ReadyState::Connecting).is_none());
         // Not final: a reconnection follows.
         assert!(o.on_event(close(1, 1006), ReadyState::Connecting).is_none());
-        let again = Event::Reconnecting {
-            conn: ConnId::from_raw(2),
-            attempt: 1,
-            delay: std::time::Duration::from_millis(1),
-            last_error: String::new(),
-        };
+        let again = Event::reconnecting(
+            ConnId::from_raw(2),
+            1,
+            std::time::Duration::from_millis(1),
+            "",
+        );
         assert!(o.on_event(again, ReadyState::Connecting).is_none());
         assert!(o.on_event(error(2), ReadyState::Closed).is_none());
         let failed = o.on_event(close(2, 1006), ReadyState::Closed);
@@ -300,10 +292,7 @@ mod tests {
         // Queued after it: a later close is the one that counts.
         l.take(close(2, 1006), ReadyState::Closed);
         assert_eq!(l.closed().map(|c| c.code), Some(1006));
-        let message = Event::Message {
-            conn: ConnId::from_raw(2),
-            message: Message::text("late"),
-        };
+        let message = Event::message(ConnId::from_raw(2), Message::text("late"));
         assert_eq!(
             l.take(message, ReadyState::Closed),
             Some(Message::text("late"))

@@ -96,7 +96,9 @@ fn session<A: Adapter>(a: &mut A, url: &str, echo: bool) -> Result<Vec<Message>,
     let mut received = Vec::new();
     loop {
         match a.next_event(EVENT_LIMIT) {
-            Some(Event::Message { conn: c, message }) if c == conn => {
+            Some(Event::Message {
+                conn: c, message, ..
+            }) if c == conn => {
                 if echo {
                     // Refused only once the connection is closing: nothing to echo then.
                     let _ = a.try_send(message.clone());

@@ -685,3 +685,33 @@ pub fn serve(args: &[&str]) -> (Proc, String) {
         .to_owned();
     (server, url)
 }
+
+/// The `open` event's `profile`: every phase's end in milliseconds from the dial, in
+/// order, TLS present exactly for `wss://`, and the last no later than the event's own
+/// time since the command started (`t`, whole milliseconds, rounded down).
+pub fn assert_plausible_profile(open: &Value, tls: bool) {
+    let profile = &open["profile"];
+    let at = |key: &str| {
+        profile[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is a number: {open}"))
+    };
+    let mut ends = vec![at("resolved_ms"), at("connected_ms")];
+    if tls {
+        ends.push(at("tls_ms"));
+    } else {
+        assert!(profile["tls_ms"].is_null(), "no TLS for ws://: {open}");
+    }
+    ends.extend([at("request_written_ms"), at("response_received_ms")]);
+    assert!(ends[0] >= 0.0, "{open}");
+    assert!(ends.windows(2).all(|w| w[0] <= w[1]), "in order: {open}");
+    let t = open["t"].as_f64().unwrap();
+    assert!(
+        ends[ends.len() - 1] <= t + 1.0,
+        "within the run so far: {open}"
+    );
+    if tls {
+        // A TLS handshake takes at least one round trip after the TCP connect.
+        assert!(at("tls_ms") > at("connected_ms"), "{open}");
+    }
+}

@@ -77,7 +77,9 @@ use crate::message::{Message, Utf8Payload};
 use crate::proxy::{HttpProxy, ProxyRoute};
 use crate::request::HandshakeRequest;
 use crate::session::Session;
-use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
+use crate::transport::{
+    Action, Handshake, OpenProfile, TransportError, TransportErrorKind, TransportEvent,
+};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use json::Value;
@@ -379,6 +381,17 @@ fn handshake_json(h: &Handshake, redaction: &Redaction) -> Value {
             "deflate",
             h.deflate.as_ref().map_or(Value::Null, deflate_params_json),
         )
+        .with("profile", profile_json(&h.profile))
+}
+
+/// The dial's timing as the driver measured it, in nanoseconds after the dial began.
+fn profile_json(p: &OpenProfile) -> Value {
+    Value::obj()
+        .with("resolved", nanos(p.resolved))
+        .with("connected", nanos(p.connected))
+        .with("tls", p.tls.map(nanos))
+        .with("request_written", nanos(p.request_written))
+        .with("response_received", nanos(p.response_received))
 }
 
 fn message_json(m: &Message) -> Value {
@@ -659,7 +672,22 @@ fn handshake_from(v: &Value) -> Read<Handshake> {
             Value::Null => None,
             d => Some(deflate_params_from(d)?),
         },
+        profile: profile_from(field(v, "profile")?)?,
     })
+}
+
+fn profile_from(v: &Value) -> Read<OpenProfile> {
+    let tls = match field(v, "tls")? {
+        Value::Null => None,
+        _ => Some(duration_of(v, "tls")?),
+    };
+    Ok(OpenProfile::new(
+        duration_of(v, "resolved")?,
+        duration_of(v, "connected")?,
+        tls,
+        duration_of(v, "request_written")?,
+        duration_of(v, "response_received")?,
+    ))
 }
 
 fn message_from(v: &Value) -> Read<Message> {

@@ -1,0 +1,389 @@
+//! A third driver for the sans-IO core: one thread, no async runtime, no poller — the
+//! standard library's non-blocking sockets and a `turn(now)` to call once per frame of a
+//! game loop or engine tick. It uses only the public API of `wxsocket-core` and
+//! `wxsocket-wire`; copy it and change what your runtime does differently.
+//!
+//! What it leaves out, to stay short: `wss://` (wrap the stream in `rustls::StreamOwned`,
+//! configured from `wxsocket_wire::tls`), permessage-deflate (`wxsocket_wire::deflate`),
+//! proxies, and a non-blocking dial (name resolution and the TCP connect block the turn
+//! that dials, bounded by the handshake timeout; fine on a LAN, not for a frame budget).
+//!
+//! Run it against any echo server:
+//! `cargo run -p wxsocket-wire --example poll_loop -- ws://127.0.0.1:9001`
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+use tungstenite::protocol::{Role, WebSocket};
+use tungstenite::{Error as WsError, Message as WsMessage};
+use wxsocket_core::{
+    Action, ConfigError, ConnId, ConnectError, ConnectOptions, Event, HandshakeRequest, SendId,
+    Session, SessionConfig, TransportError, TransportErrorKind, TransportEvent,
+};
+use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+use wxsocket_wire::{ClientHandshake, DialTimer};
+
+/// One connection's transport.
+enum Conn {
+    /// Writing the upgrade request and reading the response.
+    Handshaking {
+        stream: TcpStream,
+        handshake: ClientHandshake,
+        written: usize,
+        timer: DialTimer,
+    },
+    /// The WebSocket; `unflushed` are sends written to it whose flush has not completed.
+    Open {
+        ws: Box<WebSocket<TcpStream>>,
+        unflushed: Vec<SendId>,
+        paused: bool,
+    },
+}
+
+/// The driver: the session plus a transport per connection. The application connects with
+/// [`PollLoop::connect`], calls the session's other methods through [`PollLoop::session`], calls
+/// [`PollLoop::turn`] every frame, and takes events with [`PollLoop::poll_event`].
+pub struct PollLoop {
+    session: Session,
+    conns: BTreeMap<ConnId, Conn>,
+    ws_config: tungstenite::protocol::WebSocketConfig,
+}
+
+impl PollLoop {
+    /// A driver for a session with this configuration.
+    pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
+        let ws_config = wxsocket_wire::websocket_config(&config);
+        let session = Session::new(config)?;
+        Ok(Self {
+            session,
+            conns: BTreeMap::new(),
+            ws_config,
+        })
+    }
+
+    /// Dials `options` (the session validates them first). Refuses before any IO what
+    /// this driver leaves out: `wss://` and permessage-deflate.
+    pub fn connect(
+        &mut self,
+        options: &ConnectOptions,
+        now: Instant,
+    ) -> Result<ConnId, ConnectError> {
+        let request = options.validate()?;
+        let unsupported = |option, why| Err(ConnectError::Unsupported { option, why });
+        if request.is_tls() {
+            return unsupported("url", "this example driver speaks ws:// only");
+        }
+        if request.per_message_deflate.is_some() {
+            return unsupported("perMessageDeflate", "this example driver does not compress");
+        }
+        self.session
+            .connect_request(std::sync::Arc::new(request), now)
+    }
+
+    /// The session, for the application's other calls (`send`, `close`, …; pass them the
+    /// same `now` as `turn`).
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.session.poll_event()
+    }
+
+    /// When the next turn is due at the latest, if the loop wants to sleep between frames
+    /// (a socket may have data sooner; a game loop turns every frame anyway).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// One turn: carries out what the session asked for, moves the bytes that can move
+    /// without blocking, and fires the timers that are due.
+    pub fn turn(&mut self, now: Instant) {
+        if self.session.poll_timeout().is_some_and(|due| due <= now) {
+            self.session.handle_timeout(now);
+        }
+        self.carry_out(now);
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            let inputs = match self.conns.get_mut(&conn) {
+                Some(c) => c.make_progress(&self.session, conn, self.ws_config),
+                None => continue,
+            };
+            let gone = inputs
+                .iter()
+                .any(|e| matches!(e, TransportEvent::Closed | TransportEvent::ConnectFailed(_)));
+            if gone {
+                self.conns.remove(&conn);
+            }
+            for input in inputs {
+                self.session.handle(conn, input, now);
+            }
+            // What the inputs asked for (a pong, the close reply, resumed reading).
+            self.carry_out(now);
+        }
+    }
+
+    fn carry_out(&mut self, now: Instant) {
+        while let Some(action) = self.session.poll_action() {
+            let conn = action.conn();
+            let mut inputs = Vec::new();
+            match action {
+                Action::Dial { request, .. } => match dial(&request) {
+                    Ok(c) => {
+                        self.conns.insert(conn, c);
+                    }
+                    Err(e) => inputs.push(TransportEvent::ConnectFailed(e)),
+                },
+                Action::Send { id, message, .. } => {
+                    if let Some(Conn::Open { ws, unflushed, .. }) = self.conns.get_mut(&conn) {
+                        match ws.write(to_ws(message)) {
+                            Ok(()) => unflushed.push(id),
+                            Err(e) => inputs.extend(failed(&e)),
+                        }
+                    }
+                }
+                Action::Ping { payload, .. } => {
+                    if let Some(Conn::Open { ws, .. }) = self.conns.get_mut(&conn)
+                        && let Err(e) = ws.write(WsMessage::Ping(payload))
+                    {
+                        inputs.extend(failed(&e));
+                    }
+                }
+                Action::Close { frame, .. } => match self.conns.get_mut(&conn) {
+                    Some(Conn::Open { ws, paused, .. }) => {
+                        // The peer's close frame must be read, whatever the backlog.
+                        *paused = false;
+                        if let Err(e) = ws.close(Some(close_frame(&frame))) {
+                            inputs.extend(failed(&e));
+                        }
+                    }
+                    // Not open yet: nothing to say goodbye on.
+                    Some(Conn::Handshaking { .. }) => {
+                        self.conns.remove(&conn);
+                        inputs.push(TransportEvent::Closed);
+                    }
+                    None => {}
+                },
+                Action::Abort { .. } => {
+                    self.conns.remove(&conn);
+                }
+                Action::ResumeReading { .. } => {
+                    if let Some(Conn::Open { paused, .. }) = self.conns.get_mut(&conn) {
+                        *paused = false;
+                    }
+                }
+                // A newer core may ask for more; doing nothing is the safe default.
+                _ => {}
+            }
+            if inputs
+                .iter()
+                .any(|e| matches!(e, TransportEvent::Closed | TransportEvent::Error(_)))
+            {
+                self.conns.remove(&conn);
+            }
+            for input in inputs {
+                self.session.handle(conn, input, now);
+            }
+        }
+    }
+}
+
+/// Resolves and connects (blocking, see the module docs), then starts the handshake.
+fn dial(request: &HandshakeRequest) -> Result<Conn, TransportError> {
+    let mut timer = DialTimer::start();
+    let target = format!("{}:{}", request.host(), request.port());
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| connect_error(&e, &target))?
+        .collect();
+    timer.resolved();
+    let timeout = request.timeout.unwrap_or(Duration::from_secs(60));
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => {
+                timer.connected();
+                let nonblocking = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| stream.set_nodelay(request.tcp_no_delay));
+                nonblocking.map_err(|e| connect_error(&e, &target))?;
+                let handshake = ClientHandshake::new(request);
+                return Ok(Conn::Handshaking {
+                    stream,
+                    handshake,
+                    written: 0,
+                    timer,
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(connect_error(&last, &target))
+}
+
+/// The inputs a failed write or flush gives the session: the error, then the end.
+fn failed(error: &WsError) -> Vec<TransportEvent> {
+    match classify(error) {
+        Some(e) => vec![TransportEvent::Error(e), TransportEvent::Closed],
+        None => vec![TransportEvent::Closed],
+    }
+}
+
+impl Conn {
+    /// Moves this connection on as far as it goes without blocking; returns the session's
+    /// inputs.
+    fn make_progress(
+        &mut self,
+        session: &Session,
+        conn: ConnId,
+        ws_config: tungstenite::protocol::WebSocketConfig,
+    ) -> Vec<TransportEvent> {
+        let mut inputs = Vec::new();
+        if let Conn::Handshaking {
+            stream,
+            handshake,
+            written,
+            timer,
+        } = self
+        {
+            match progress_handshake(stream, handshake, written, timer) {
+                Ok(None) => return inputs,
+                Ok(Some(done)) => {
+                    let mut handshake = done.handshake;
+                    handshake.profile = timer.finish();
+                    let stream = stream.try_clone().expect("a socket clone");
+                    let ws = WebSocket::from_partially_read(
+                        stream,
+                        done.tail,
+                        Role::Client,
+                        Some(ws_config),
+                    );
+                    *self = Conn::Open {
+                        ws: Box::new(ws),
+                        unflushed: Vec::new(),
+                        paused: false,
+                    };
+                    // Frames that came with the response are read on the next turn, once
+                    // the session knows the connection is open (and its read credit).
+                    inputs.push(TransportEvent::Opened(Box::new(handshake)));
+                    return inputs;
+                }
+                Err(e) => {
+                    inputs.push(TransportEvent::ConnectFailed(e));
+                    return inputs;
+                }
+            }
+        }
+        let Conn::Open {
+            ws,
+            unflushed,
+            paused,
+        } = self
+        else {
+            return inputs;
+        };
+        // Write: one flush for everything written since the last turn.
+        match ws.flush() {
+            Ok(()) => inputs.extend(unflushed.drain(..).map(TransportEvent::SendWritten)),
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                inputs.extend(failed(&e));
+                return inputs;
+            }
+        }
+        // Read, within the credit the session gives (flow control: at the bound, leave the
+        // rest on the socket so that TCP pushes back on the peer).
+        let mut credit = session.read_credit(conn);
+        while !*paused {
+            if credit.is_paused() {
+                *paused = true;
+                break;
+            }
+            match ws.read() {
+                Ok(message) => {
+                    if let Some(input) = from_ws(message) {
+                        if let TransportEvent::Message(m) = &input {
+                            *paused = !credit.take(m.len());
+                        }
+                        inputs.push(input);
+                    }
+                }
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    inputs.extend(failed(&e));
+                    break;
+                }
+            }
+        }
+        inputs
+    }
+}
+
+/// Writes the upgrade request and reads the response head, without blocking.
+fn progress_handshake(
+    stream: &mut TcpStream,
+    handshake: &mut ClientHandshake,
+    written: &mut usize,
+    timer: &mut DialTimer,
+) -> Result<Option<wxsocket_wire::HandshakeDone>, TransportError> {
+    let io_error = |e: io::Error| TransportError::new(TransportErrorKind::Io, e.to_string());
+    while *written < handshake.request_bytes().len() {
+        match stream.write(&handshake.request_bytes()[*written..]) {
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        }
+        if *written == handshake.request_bytes().len() {
+            timer.request_written();
+        }
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(io_error(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => {
+                if let Some(done) = handshake.feed(&buf[..n])? {
+                    return Ok(Some(done));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+}
+
+/// Echo three messages and close: the loop a game would run once per frame.
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or("ws://127.0.0.1:9001".into());
+    let mut driver = PollLoop::new(SessionConfig::default())?;
+    driver.connect(&ConnectOptions::new(url), Instant::now())?;
+    let mut echoes = 0;
+    loop {
+        let now = Instant::now();
+        driver.turn(now);
+        while let Some(event) = driver.poll_event() {
+            println!("{event}");
+            match event {
+                Event::Open { .. } => {
+                    for text in ["one", "two", "three"] {
+                        driver.session().send(text.into(), now)?;
+                    }
+                }
+                Event::Message { .. } => {
+                    echoes += 1;
+                    if echoes == 3 {
+                        driver.session().close(None, "", now)?;
+                    }
+                }
+                Event::Close { .. } => return Ok(()),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1)); // the rest of the frame
+    }
+}
