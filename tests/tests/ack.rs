@@ -27,6 +27,7 @@ wxsocket_tests::on_both_adapters!(
     acknowledged_messages_survive_three_sigkills,
     without_acknowledgement_written_messages_can_be_lost,
     a_peer_that_never_pongs_fills_the_send_buffer_and_no_more,
+    the_ack_timeout_waits_while_reading_is_paused,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -363,6 +364,52 @@ fn a_peer_that_never_pongs_fills_the_send_buffer_and_no_more<A: Adapter>() {
     assert_eq!(client.state(), ReadyState::Closed);
     assert_eq!(client.buffered_amount(), 0);
     let _ = conn;
+}
+
+/// While the application leaves its messages untaken, reading pauses at the receive bound
+/// and the peer's pong waits on the socket behind the backlog: the ack timeout must not end
+/// the connection for it. The peer floods 1,000 messages before it reads the client's one
+/// (then echoes it and answers the barrier ping); the application is busy for three ack
+/// timeouts, then takes everything.
+fn the_ack_timeout_waits_while_reading_is_paused<A: Adapter>() {
+    use wxsocket_tests::peer::{Mode, Peer, Step};
+    const FLOOD: usize = 1000;
+    let timeout = Duration::from_millis(500);
+    let script = (0..FLOOD)
+        .map(|i| Step::Message(Message::text(i.to_string())))
+        .collect();
+    let peer = Peer::start(Mode::Script(script));
+    let session = SessionConfig::default()
+        .receive_bounds(10, 1 << 20)
+        .acknowledge(Acknowledgement::new().timeout(timeout));
+    let mut client = A::new(session, TlsRoots::default()).unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    let id = client.try_send(Message::text("mine")).unwrap();
+    // The application is busy: it takes no events for three ack timeouts.
+    std::thread::sleep(3 * timeout);
+    let (mut received, mut delivered) = (Vec::new(), false);
+    let deadline = Instant::now() + EVENT_WAIT;
+    while !(delivered && received.len() == FLOOD + 1) && Instant::now() < deadline {
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::Message { message, .. }) => received.push(message),
+            Some(Event::SendDelivered { id: got, .. }) if got == id => delivered = true,
+            Some(
+                event @ (Event::Error { .. } | Event::Close { .. } | Event::SendFailed { .. }),
+            ) => {
+                panic!("[{}] {event:?} after {} messages", A::NAME, received.len())
+            }
+            _ => {}
+        }
+    }
+    let mut expected: Vec<_> = (0..FLOOD).map(|i| Message::text(i.to_string())).collect();
+    expected.push(Message::text("mine"));
+    assert_eq!(
+        received,
+        expected,
+        "[{}] messages lost or reordered",
+        A::NAME
+    );
+    assert!(delivered, "[{}] the send was not delivered", A::NAME);
 }
 
 /// How long the peer or the client may take to do what is awaited.
