@@ -26,6 +26,8 @@ use wxsocket_wire::tls::TlsRoots;
 wxsocket_tests::on_both_adapters!(
     acknowledged_messages_survive_three_sigkills,
     without_acknowledgement_written_messages_can_be_lost,
+    a_peer_that_never_pongs_fills_the_send_buffer_and_no_more,
+    the_ack_timeout_waits_while_reading_is_paused,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -280,3 +282,135 @@ fn without_acknowledgement_written_messages_can_be_lost<A: Adapter>() {
         lost.len()
     );
 }
+
+/// A peer that reads everything and answers nothing: the messages it read stay
+/// unacknowledged, so they keep their room in the send buffer. Sends are refused at the
+/// buffer's bound (nothing grows past it, however long the peer stays quiet), and at the
+/// ack timeout every one of them fails as `MaybeDelivered`, handed back.
+fn a_peer_that_never_pongs_fills_the_send_buffer_and_no_more<A: Adapter>() {
+    use wxsocket_core::{ConnectionError, ReadyState};
+    use wxsocket_tests::peer::{Mode, Peer};
+    const BOUND: usize = 64 << 10;
+    const SIZE: usize = 1 << 10;
+    let timeout = Duration::from_secs(2);
+    let peer = Peer::start(Mode::Silent);
+    let session = SessionConfig::default()
+        .queue_bounds(64, BOUND)
+        .max_buffered_bytes(BOUND)
+        .acknowledge(Acknowledgement::new().timeout(timeout));
+    let mut client = A::new(session, TlsRoots::default()).unwrap();
+    let (conn, _) = wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    let mut accepted = 0;
+    loop {
+        match client.try_send(Message::binary(vec![accepted as u8; SIZE])) {
+            Ok(_) => accepted += 1,
+            Err(e) if e.is_full() => break,
+            Err(e) => panic!("[{}] refused: {e}", A::NAME),
+        }
+        assert!(
+            client.buffered_amount() <= BOUND,
+            "[{}] past the bound",
+            A::NAME
+        );
+    }
+    assert!(
+        accepted * SIZE <= BOUND,
+        "[{}] {accepted} KiB accepted",
+        A::NAME
+    );
+    assert!(
+        accepted >= BOUND / SIZE - 1,
+        "[{}] only {accepted} accepted",
+        A::NAME
+    );
+    // The peer reads them all: written, and still holding their room.
+    peer.wait_for("every message read", EVENT_WAIT, |s| {
+        s.connections
+            .first()
+            .is_some_and(|c| c.messages.len() == accepted)
+    });
+    assert!(
+        client.buffered_amount() > BOUND - SIZE,
+        "[{}] room came back",
+        A::NAME
+    );
+    assert!(
+        matches!(client.try_send(Message::text("more")), Err(e) if e.is_full()),
+        "[{}] a send was accepted past the bound",
+        A::NAME
+    );
+    // No pong ever comes: every message fails, handed back, then the connection ends.
+    let (mut failed, mut ack_timeout, mut close) = (0, false, None);
+    let deadline = Instant::now() + timeout + EVENT_WAIT;
+    while close.is_none() && Instant::now() < deadline {
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::SendFailed {
+                reason: SendFailure::MaybeDelivered,
+                message: Some(_),
+                ..
+            }) => failed += 1,
+            Some(Event::SendDelivered { .. }) => panic!("[{}] delivered without a pong", A::NAME),
+            Some(Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }) => ack_timeout = true,
+            Some(Event::Close { code, .. }) => close = Some(code),
+            _ => {}
+        }
+    }
+    assert!(ack_timeout, "[{}] no AckTimeout", A::NAME);
+    assert_eq!(failed, accepted, "[{}] not every message failed", A::NAME);
+    assert!(close.is_some(), "[{}] the connection did not end", A::NAME);
+    assert_eq!(client.state(), ReadyState::Closed);
+    assert_eq!(client.buffered_amount(), 0);
+    let _ = conn;
+}
+
+/// While the application leaves its messages untaken, reading pauses at the receive bound
+/// and the peer's pong waits on the socket behind the backlog: the ack timeout must not end
+/// the connection for it. The peer floods 1,000 messages before it reads the client's one
+/// (then echoes it and answers the barrier ping); the application is busy for three ack
+/// timeouts, then takes everything.
+fn the_ack_timeout_waits_while_reading_is_paused<A: Adapter>() {
+    use wxsocket_tests::peer::{Mode, Peer, Step};
+    const FLOOD: usize = 1000;
+    let timeout = Duration::from_millis(500);
+    let script = (0..FLOOD)
+        .map(|i| Step::Message(Message::text(i.to_string())))
+        .collect();
+    let peer = Peer::start(Mode::Script(script));
+    let session = SessionConfig::default()
+        .receive_bounds(10, 1 << 20)
+        .acknowledge(Acknowledgement::new().timeout(timeout));
+    let mut client = A::new(session, TlsRoots::default()).unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    let id = client.try_send(Message::text("mine")).unwrap();
+    // The application is busy: it takes no events for three ack timeouts.
+    std::thread::sleep(3 * timeout);
+    let (mut received, mut delivered) = (Vec::new(), false);
+    let deadline = Instant::now() + EVENT_WAIT;
+    while !(delivered && received.len() == FLOOD + 1) && Instant::now() < deadline {
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::Message { message, .. }) => received.push(message),
+            Some(Event::SendDelivered { id: got, .. }) if got == id => delivered = true,
+            Some(
+                event @ (Event::Error { .. } | Event::Close { .. } | Event::SendFailed { .. }),
+            ) => {
+                panic!("[{}] {event:?} after {} messages", A::NAME, received.len())
+            }
+            _ => {}
+        }
+    }
+    let mut expected: Vec<_> = (0..FLOOD).map(|i| Message::text(i.to_string())).collect();
+    expected.push(Message::text("mine"));
+    assert_eq!(
+        received,
+        expected,
+        "[{}] messages lost or reordered",
+        A::NAME
+    );
+    assert!(delivered, "[{}] the send was not delivered", A::NAME);
+}
+
+/// How long the peer or the client may take to do what is awaited.
+const EVENT_WAIT: Duration = Duration::from_secs(10);

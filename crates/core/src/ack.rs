@@ -129,6 +129,15 @@ impl Acks {
         }
     }
 
+    /// Something else arrived from the peer while a ping waits for its pong: the pong may
+    /// be queued behind it (a peer sends its pong after the data it had already queued), so
+    /// the timeout counts from here. The timeout is the peer's silence, as keepalive's is.
+    pub(crate) fn on_input(&mut self, now: Instant) {
+        if self.deadline.is_some() {
+            self.deadline = Some(now + self.config.timeout);
+        }
+    }
+
     /// A pong arrived: the messages the oldest ping with its payload covers are
     /// acknowledged, and returned oldest first. A pong that answers nothing changes nothing.
     pub(crate) fn on_pong(&mut self, payload: &[u8], now: Instant) -> Vec<(SendId, Message)> {

@@ -114,7 +114,10 @@ impl Acknowledgement {
         self
     }
 
-    /// Sets how long a barrier ping may wait for its pong.
+    /// Sets how long a barrier ping may wait for its pong while nothing else arrives: a
+    /// message or ping from the peer restarts the wait (the pong may be queued behind
+    /// them), and so does reading paused for the application. At the timeout the
+    /// connection fails with `AckTimeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -693,6 +693,9 @@ impl Session {
         let event = match (&mut self.conn, event) {
             (Conn::Open(o), TransportEvent::Message(message)) if o.id == conn => {
                 o.touch(&self.config, now);
+                if let Some(acks) = &mut o.acks {
+                    acks.on_input(now);
+                }
                 self.emit(Event::Message { conn, message });
                 return;
             }
@@ -753,6 +756,9 @@ impl Session {
             }
             (Conn::Open(mut o), TransportEvent::Ping(_)) => {
                 o.touch(&self.config, now);
+                if let Some(acks) = &mut o.acks {
+                    acks.on_input(now);
+                }
                 self.conn = Conn::Open(o);
             }
             (Conn::Closing(mut c), TransportEvent::SendWritten(id)) => {

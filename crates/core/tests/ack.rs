@@ -337,6 +337,51 @@ fn the_timeout_is_suspended_while_reading_is_paused() {
 }
 
 #[test]
+fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    assert_eq!(s.poll_timeout(), Some(t0 + DELAY + TIMEOUT));
+    // The peer streams data it had queued before our ping, one message every half timeout,
+    // for four timeouts: each restarts the wait, so the timeout never comes.
+    let mut now = t0 + DELAY;
+    for _ in 0..8 {
+        now += TIMEOUT / 2;
+        s.handle_timeout(now);
+        s.handle(conn, TransportEvent::Message(Message::text("queued")), now);
+        assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
+    }
+    assert_eq!(s.state(), ReadyState::Open);
+    s.handle(conn, TransportEvent::Pong(payload), now);
+    assert_eq!(delivered(&events(&mut s)).len(), 1);
+    // Then silence with a message unanswered: the timeout counts from the last input.
+    send_written(&mut s, conn, 1, now);
+    s.handle_timeout(now + DELAY);
+    ping_payload(&actions(&mut s));
+    s.handle(
+        conn,
+        TransportEvent::Message(Message::text("last")),
+        now + DELAY,
+    );
+    s.handle_timeout(now + DELAY + TIMEOUT - Duration::from_millis(1));
+    assert_eq!(s.state(), ReadyState::Open);
+    s.handle_timeout(now + DELAY + TIMEOUT);
+    assert!(
+        events(&mut s).iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }
+        )),
+        "no AckTimeout after the peer went silent"
+    );
+}
+
+#[test]
 fn awaiting_drivers_see_the_outcome_on_delivery_not_on_write() {
     let t0 = Instant::now();
     let mut s = Session::new(config()).unwrap();
