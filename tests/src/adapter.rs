@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    SendError, SendId, SessionConfig,
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
+    ReadyState, SendError, SendId, SessionConfig,
 };
 use wxsocket_wire::client::Config;
 use wxsocket_wire::tls::TlsRoots;
@@ -115,6 +115,8 @@ pub trait Adapter: EventSource + Sized {
     fn state(&self) -> ReadyState;
     /// `Client::buffered_amount`.
     fn buffered_amount(&self) -> usize;
+    /// `Client::backlog`.
+    fn backlog(&self) -> Backlog;
     /// `Client::current`.
     fn current(&self) -> Option<ConnId>;
     /// Whether `TCP_NODELAY` is set on the current connection's socket, as the adapter
@@ -246,6 +248,10 @@ impl Adapter for TokioAdapter {
         self.client().buffered_amount()
     }
 
+    fn backlog(&self) -> Backlog {
+        self.client().backlog()
+    }
+
     fn current(&self) -> Option<ConnId> {
         self.client().current()
     }
@@ -365,6 +371,10 @@ impl Adapter for BlockingAdapter {
 
     fn buffered_amount(&self) -> usize {
         self.client().buffered_amount()
+    }
+
+    fn backlog(&self) -> Backlog {
+        self.client().backlog()
     }
 
     fn current(&self) -> Option<ConnId> {
@@ -532,5 +542,33 @@ impl Task for wxsocket_blocking::SocketTask {
     }
     fn state(&self) -> ReadyState {
         wxsocket_blocking::SocketTask::state(self)
+    }
+}
+
+/// An adapter as a driver of the published test kit ([`wxsocket_testkit::Driver`]), so that
+/// both adapters pass the kit's scenarios as any other driver must.
+pub struct Kit<A>(pub A);
+
+impl<A: Adapter> wxsocket_testkit::Driver for Kit<A> {
+    fn start(config: SessionConfig) -> Result<Self, ConfigError> {
+        A::new(config, TlsRoots::default()).map(Kit)
+    }
+    fn connect(&mut self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
+        self.0.connect(options)
+    }
+    fn send(&mut self, message: Message) -> Result<SendId, SendError> {
+        self.0.try_send(message)
+    }
+    fn close(&mut self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
+        self.0.close(code, reason)
+    }
+    fn state(&mut self) -> ReadyState {
+        self.0.state()
+    }
+    fn backlog(&mut self) -> Backlog {
+        self.0.backlog()
+    }
+    fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        self.0.next_event(timeout)
     }
 }

@@ -25,7 +25,8 @@
 
 pub mod adapter;
 pub mod flood;
-pub mod peer;
+/// The scriptable peer, from the published test kit.
+pub use wxsocket_testkit::peer;
 pub mod proxy;
 pub mod scenario;
 

@@ -437,7 +437,7 @@ impl PeerBuilder {
 /// A scriptable WebSocket server on `127.0.0.1:0`; see the module docs.
 ///
 /// ```
-/// use wxsocket_tests::peer::{Mode, Peer};
+/// use wxsocket_testkit::peer::{Mode, Peer};
 /// let peer = Peer::start(Mode::Echo);
 /// assert!(peer.url().starts_with("ws://127.0.0.1:"));
 /// assert_eq!(peer.snapshot().accepted, 0);
@@ -1491,7 +1491,7 @@ impl Handler {
 /// back-reference, so a test can check the client honoured `client_max_window_bits`.
 ///
 /// ```
-/// use wxsocket_tests::peer::deflate::{compress, inflate};
+/// use wxsocket_testkit::peer::deflate::{compress, inflate};
 /// let data = b"hello hello hello hello hello hello";
 /// let wire = compress(data);
 /// assert!(wire.len() < data.len());

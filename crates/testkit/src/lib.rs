@@ -1,0 +1,454 @@
+//! # wxsocket-testkit
+//!
+//! Conformance scenarios for a driver of [`wxsocket_core`], and the scriptable peer they run
+//! against. Whoever drives the sans-IO core over their own runtime (a game loop, an engine,
+//! a simulator) implements [`Driver`] for it, and gets the checks the two published adapters
+//! pass: the session model's outcomes over real loopback sockets, against a peer that also
+//! misbehaves on purpose (protocol violations, a refused upgrade, a close it never answers,
+//! a flood, a dropped connection).
+//!
+//! One test per scenario, with the scenario's name:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use wxsocket_core::*;
+//! # struct MyDriver;
+//! # impl wxsocket_testkit::Driver for MyDriver {
+//! #     fn start(_: SessionConfig) -> Result<Self, ConfigError> { Ok(MyDriver) }
+//! #     fn connect(&mut self, _: &ConnectOptions) -> Result<ConnId, ConnectError> { unimplemented!() }
+//! #     fn send(&mut self, _: Message) -> Result<SendId, SendError> { unimplemented!() }
+//! #     fn close(&mut self, _: Option<u16>, _: &str) -> Result<(), CloseError> { unimplemented!() }
+//! #     fn state(&mut self) -> ReadyState { unimplemented!() }
+//! #     fn backlog(&mut self) -> Backlog { unimplemented!() }
+//! #     fn next_event(&mut self, _: Duration) -> Option<Event> { unimplemented!() }
+//! # }
+//! // In `tests/conformance.rs` of the driver's crate:
+//! wxsocket_testkit::scenarios!(MyDriver);
+//! ```
+//!
+//! or every scenario in one test: `wxsocket_testkit::run_all::<MyDriver>()`.
+//!
+//! The peer ([`peer::Peer`]) is usable on its own, for scenarios of your own.
+
+#![forbid(unsafe_code)]
+
+pub mod peer;
+
+use peer::{Mode, Peer, Step, Violation};
+use std::time::{Duration, Instant};
+use wxsocket_core::{
+    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, ConnectionError, Event,
+    Message, ReadyState, ReconnectPolicy, SendError, SendId, SessionConfig,
+};
+
+/// A driver under test: a session of [`wxsocket_core`] driven over real sockets. The
+/// methods are the session's calls as the driver's application makes them; the kit calls
+/// them from one thread.
+pub trait Driver: Sized {
+    /// A driver for a session with this configuration (`ws://` is enough: the scenarios
+    /// use no TLS, no compression and no proxy).
+    fn start(config: SessionConfig) -> Result<Self, ConfigError>;
+    /// Dials (the session's `connect`).
+    fn connect(&mut self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
+    /// Sends without waiting (the session's `send`; a full queue refuses at once).
+    fn send(&mut self, message: Message) -> Result<SendId, SendError>;
+    /// Closes (the session's `close`).
+    fn close(&mut self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
+    /// The session's `readyState`.
+    fn state(&mut self) -> ReadyState;
+    /// What the application has not taken yet (the session's `backlog`).
+    fn backlog(&mut self) -> Backlog;
+    /// The next event, waiting at most `timeout` for it while the driver works (a driver
+    /// that is turned by its caller turns itself meanwhile). `None` when none came.
+    fn next_event(&mut self, timeout: Duration) -> Option<Event>;
+}
+
+/// How long a scenario waits for what it expects before it fails (a loaded machine meets
+/// it by far).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Every scenario, by name, in the order [`run_all`] runs them.
+pub const SCENARIOS: &[&str] = &[
+    "echoes_in_order_and_closes_cleanly",
+    "reports_the_peers_close_code_and_reason",
+    "fails_the_connection_on_protocol_violations",
+    "reports_a_refused_upgrade_as_a_connect_failure",
+    "times_out_a_handshake_that_never_completes",
+    "drops_a_peer_that_never_answers_the_close",
+    "delivers_frames_that_come_with_the_handshake_response",
+    "pauses_reading_at_the_receive_bound_and_loses_nothing",
+    "dials_again_after_a_drop_and_sends_what_was_queued",
+    "refuses_invalid_options_before_any_io",
+];
+
+/// Runs every scenario against `D`, panicking with the scenario's name at the first that
+/// fails.
+pub fn run_all<D: Driver>() {
+    for name in SCENARIOS {
+        eprintln!("wxsocket-testkit: {name}");
+        run::<D>(name);
+    }
+}
+
+/// Runs the scenario called `name` (one of [`SCENARIOS`]) against `D`.
+///
+/// # Panics
+/// When the scenario fails, or the name is unknown.
+pub fn run<D: Driver>(name: &str) {
+    match name {
+        "echoes_in_order_and_closes_cleanly" => echoes_in_order_and_closes_cleanly::<D>(),
+        "reports_the_peers_close_code_and_reason" => reports_the_peers_close_code_and_reason::<D>(),
+        "fails_the_connection_on_protocol_violations" => {
+            fails_the_connection_on_protocol_violations::<D>()
+        }
+        "reports_a_refused_upgrade_as_a_connect_failure" => {
+            reports_a_refused_upgrade_as_a_connect_failure::<D>()
+        }
+        "times_out_a_handshake_that_never_completes" => {
+            times_out_a_handshake_that_never_completes::<D>()
+        }
+        "drops_a_peer_that_never_answers_the_close" => {
+            drops_a_peer_that_never_answers_the_close::<D>()
+        }
+        "delivers_frames_that_come_with_the_handshake_response" => {
+            delivers_frames_that_come_with_the_handshake_response::<D>()
+        }
+        "pauses_reading_at_the_receive_bound_and_loses_nothing" => {
+            pauses_reading_at_the_receive_bound_and_loses_nothing::<D>()
+        }
+        "dials_again_after_a_drop_and_sends_what_was_queued" => {
+            dials_again_after_a_drop_and_sends_what_was_queued::<D>()
+        }
+        "refuses_invalid_options_before_any_io" => refuses_invalid_options_before_any_io::<D>(),
+        other => panic!("wxsocket-testkit: no scenario {other:?}"),
+    }
+}
+
+/// One `#[test]` per scenario for the driver type given, named after the scenario.
+#[macro_export]
+macro_rules! scenarios {
+    ($driver:ty) => {
+        $crate::scenarios!(@each $driver;
+            echoes_in_order_and_closes_cleanly,
+            reports_the_peers_close_code_and_reason,
+            fails_the_connection_on_protocol_violations,
+            reports_a_refused_upgrade_as_a_connect_failure,
+            times_out_a_handshake_that_never_completes,
+            drops_a_peer_that_never_answers_the_close,
+            delivers_frames_that_come_with_the_handshake_response,
+            pauses_reading_at_the_receive_bound_and_loses_nothing,
+            dials_again_after_a_drop_and_sends_what_was_queued,
+            refuses_invalid_options_before_any_io,
+        );
+    };
+    (@each $driver:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run::<$driver>(stringify!($name));
+            }
+        )*
+    };
+}
+
+// ----- helpers -----
+
+/// Takes events until `done` holds for what was taken; fails at [`DEADLINE`].
+fn until<D: Driver>(driver: &mut D, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let start = Instant::now();
+    let mut events = Vec::new();
+    while !done(&events) {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        assert!(
+            !left.is_zero(),
+            "not there in {DEADLINE:?}; events: {events:#?}"
+        );
+        if let Some(event) = driver.next_event(left.min(Duration::from_millis(50))) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+fn closed(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::Close { .. }))
+}
+
+fn opened(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::Open { .. }))
+}
+
+fn messages(events: &[Event]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_close(events: &[Event]) -> (u16, bool) {
+    match events
+        .iter()
+        .rev()
+        .find(|e| matches!(e, Event::Close { .. }))
+    {
+        Some(Event::Close { code, clean, .. }) => (*code, *clean),
+        _ => panic!("no close event in {events:#?}"),
+    }
+}
+
+fn connected<D: Driver>(config: SessionConfig, peer: &Peer) -> (D, ConnId) {
+    let mut driver = D::start(config).expect("a valid configuration");
+    let conn = driver
+        .connect(&ConnectOptions::new(peer.url()))
+        .expect("a valid request");
+    (driver, conn)
+}
+
+/// Asserts the connection ended with an `Error` of its own, then `Close { code, clean:
+/// false }` with a reason.
+fn failed_with(events: &[Event], conn: ConnId, code: u16, what: &str) {
+    let error = events
+        .iter()
+        .position(|e| matches!(e, Event::Error { conn: c, .. } if *c == conn));
+    let close = events
+        .iter()
+        .position(|e| matches!(e, Event::Close { conn: c, .. } if *c == conn));
+    match (error, close) {
+        (Some(e), Some(c)) if e < c => {}
+        _ => panic!("{what}: expected Error then Close: {events:#?}"),
+    }
+    let Some(Event::Close {
+        code: got,
+        clean,
+        reason,
+        ..
+    }) = close.map(|c| &events[c])
+    else {
+        unreachable!()
+    };
+    assert_eq!((*got, *clean), (code, false), "{what}: {events:#?}");
+    assert!(!reason.is_empty(), "{what}: the close should say why");
+}
+
+// ----- scenarios -----
+
+/// Messages sent while connecting are queued and flushed in order on open; each is
+/// echoed once, in order, each send completes once; `close` ends with a clean 1000, and
+/// the peer saw the close frame.
+fn echoes_in_order_and_closes_cleanly<D: Driver>() {
+    let peer = Peer::start(Mode::Echo);
+    let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+    let texts = ["one", "two", "three"];
+    let ids: Vec<SendId> = texts
+        .iter()
+        .map(|t| {
+            driver
+                .send(Message::text(*t))
+                .expect("queued while connecting")
+        })
+        .collect();
+    let mut events = until(&mut driver, |e| messages(e).len() == texts.len());
+    assert!(
+        matches!(&events[..2], [Event::Connecting { .. }, Event::Open { .. }]),
+        "{events:#?}"
+    );
+    assert_eq!(messages(&events), texts.map(Message::text).to_vec());
+    assert_eq!(driver.state(), ReadyState::Open);
+    driver.close(None, "done").expect("close while open");
+    events.extend(until(&mut driver, closed));
+    let completed: Vec<SendId> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendCompleted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed, ids, "every send completes once, in order");
+    assert_eq!(last_close(&events), (1000, true));
+    assert_eq!(driver.state(), ReadyState::Closed);
+    let seen = peer.wait_conn(0, "the close frame", DEADLINE, |c| !c.closes.is_empty());
+    assert_eq!(seen.closes[0].code, Some(1000));
+    assert_eq!(seen.messages, texts.map(Message::text).to_vec());
+    let _ = conn;
+}
+
+/// The peer closes with 4001 "bye": the close event carries them, clean.
+fn reports_the_peers_close_code_and_reason<D: Driver>() {
+    let peer = Peer::start(Mode::CloseWith(4001, "bye".into()));
+    let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+    let events = until(&mut driver, closed);
+    assert!(opened(&events), "{events:#?}");
+    assert_eq!(events.last(), Some(&Event::close(conn, 4001, "bye", true)));
+}
+
+/// A reserved opcode or a masked server frame fails the connection with 1002, invalid
+/// UTF-8 with 1007, a message over `max_message_size` with 1009: an `Error`, then an
+/// unclean `Close` with that code.
+fn fails_the_connection_on_protocol_violations<D: Driver>() {
+    for (mode, code) in [
+        (Mode::Violation(Violation::ReservedOpcode), 1002),
+        (Mode::Violation(Violation::MaskedFrame), 1002),
+        (Mode::InvalidUtf8, 1007),
+        (Mode::Oversized(64 << 10), 1009),
+    ] {
+        let peer = Peer::start(mode.clone());
+        let config = SessionConfig::default().max_message_size(16 << 10);
+        let (mut driver, conn) = connected::<D>(config, &peer);
+        let events = until(&mut driver, closed);
+        failed_with(&events, conn, code, &format!("{mode:?}"));
+    }
+}
+
+/// HTTP 403 instead of 101: the connection never opens; `Error` then `Close` 1006.
+fn reports_a_refused_upgrade_as_a_connect_failure<D: Driver>() {
+    let peer = Peer::start(Mode::HttpStatus(403));
+    let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+    let events = until(&mut driver, closed);
+    assert!(!opened(&events), "{events:#?}");
+    failed_with(&events, conn, 1006, "HTTP 403");
+    match events.iter().find(|e| matches!(e, Event::Error { .. })) {
+        Some(Event::Error {
+            error: ConnectionError::ConnectFailed(e),
+            ..
+        }) => assert_eq!(e.kind, wxsocket_core::TransportErrorKind::HttpStatus(403)),
+        other => panic!("expected ConnectFailed(403): {other:?}"),
+    }
+}
+
+/// A peer that reads the upgrade request and never answers: the handshake timeout ends
+/// the dial (not earlier than it), `Error` then `Close` 1006.
+fn times_out_a_handshake_that_never_completes<D: Driver>() {
+    let peer = Peer::start(Mode::StallHandshake);
+    let timeout = Duration::from_millis(300);
+    let config = SessionConfig::default().handshake_timeout(timeout);
+    let started = Instant::now();
+    let (mut driver, conn) = connected::<D>(config, &peer);
+    let events = until(&mut driver, closed);
+    assert!(started.elapsed() >= timeout, "ended before the timeout");
+    assert!(!opened(&events));
+    failed_with(&events, conn, 1006, "a stalled handshake");
+}
+
+/// A peer that never answers our close frame: the close timeout drops the connection,
+/// unclean 1006, not earlier than the timeout; the peer sees the TCP connection go.
+fn drops_a_peer_that_never_answers_the_close<D: Driver>() {
+    let peer = Peer::start(Mode::IgnoreClose);
+    let timeout = Duration::from_millis(300);
+    let (mut driver, _) = connected::<D>(SessionConfig::default().close_timeout(timeout), &peer);
+    until(&mut driver, opened);
+    let asked = Instant::now();
+    driver.close(None, "").expect("close while open");
+    let events = until(&mut driver, closed);
+    assert!(
+        asked.elapsed() >= timeout,
+        "closed before the close timeout"
+    );
+    assert_eq!(last_close(&events), (1006, false));
+    peer.wait_conn(0, "the client to drop the TCP connection", DEADLINE, |c| {
+        c.client_went_away
+    });
+}
+
+/// Frames written in the same write as the 101 response (read together with its head) are
+/// delivered, in order, after `Open`.
+fn delivers_frames_that_come_with_the_handshake_response<D: Driver>() {
+    let frame = |text: &str| Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode: peer::opcode::TEXT,
+        payload: text.as_bytes().to_vec(),
+    };
+    let peer = Peer::start(Mode::Script(vec![Step::WithResponse(vec![
+        frame("early"),
+        frame("bird"),
+    ])]));
+    let (mut driver, _) = connected::<D>(SessionConfig::default(), &peer);
+    let events = until(&mut driver, |e| messages(e).len() == 2);
+    let open = events.iter().position(|e| matches!(e, Event::Open { .. }));
+    let first = events
+        .iter()
+        .position(|e| matches!(e, Event::Message { .. }));
+    assert!(open < first, "a message before Open: {events:#?}");
+    assert_eq!(
+        messages(&events),
+        ["early", "bird"].map(Message::text).to_vec()
+    );
+}
+
+/// 200 messages against a receive bound of 10 while the application takes nothing: the
+/// backlog stops at the bound; then every message arrives once, in order.
+fn pauses_reading_at_the_receive_bound_and_loses_nothing<D: Driver>() {
+    const COUNT: usize = 200;
+    let script = (0..COUNT)
+        .map(|i| Step::Message(Message::text(i.to_string())))
+        .collect();
+    let peer = Peer::start(Mode::Script(script));
+    let config = SessionConfig::default().receive_bounds(10, 1 << 20);
+    let (mut driver, _) = connected::<D>(config, &peer);
+    // Take the lifecycle events up to Open, then nothing for a while.
+    let mut events = until(&mut driver, opened);
+    let start = Instant::now();
+    let mut most = 0;
+    while start.elapsed() < Duration::from_millis(300) {
+        // Waiting for an event would take one: let the driver work by asking for its
+        // backlog instead (a driver turned by its caller turns itself here).
+        most = most.max(driver.backlog().messages);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        most <= 10,
+        "the backlog reached {most} messages, past the bound of 10"
+    );
+    assert!(
+        most >= 1,
+        "nothing arrived while the application did not read"
+    );
+    events.extend(until(&mut driver, |e| messages(e).len() == COUNT));
+    let expected: Vec<Message> = (0..COUNT).map(|i| Message::text(i.to_string())).collect();
+    assert_eq!(messages(&events), expected);
+}
+
+/// With a reconnect policy, a dropped connection reports `Close` 1006 and `Reconnecting`,
+/// is dialled again, and a message sent meanwhile is delivered on the new connection.
+fn dials_again_after_a_drop_and_sends_what_was_queued<D: Driver>() {
+    let peer = Peer::start(Mode::Echo);
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .seed(7);
+    let config = SessionConfig::default().reconnect(policy);
+    let (mut driver, _) = connected::<D>(config, &peer);
+    until(&mut driver, opened);
+    peer.drop_all();
+    let events = until(&mut driver, |e| {
+        e.iter().any(|e| matches!(e, Event::Reconnecting { .. }))
+    });
+    assert_eq!(last_close(&events), (1006, false));
+    driver
+        .send(Message::text("after"))
+        .expect("queued while reconnecting");
+    let events = until(&mut driver, |e| messages(e).len() == 1);
+    assert!(opened(&events), "{events:#?}");
+    assert_eq!(messages(&events), vec![Message::text("after")]);
+    assert_eq!(peer.snapshot().accepted, 2);
+}
+
+/// An invalid URL is refused by `connect` with an error naming it, and nothing is dialled.
+fn refuses_invalid_options_before_any_io<D: Driver>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut driver = D::start(SessionConfig::default()).expect("a valid configuration");
+    let bad = format!("{}#fragment", peer.url());
+    assert!(matches!(
+        driver.connect(&ConnectOptions::new(bad)),
+        Err(ConnectError::FragmentInUrl)
+    ));
+    assert!(matches!(
+        driver.connect(&ConnectOptions::new("ftp://127.0.0.1/")),
+        Err(ConnectError::UnsupportedScheme { .. })
+    ));
+    assert_eq!(driver.state(), ReadyState::Idle);
+    assert!(driver.next_event(Duration::from_millis(50)).is_none());
+    assert_eq!(peer.snapshot().accepted, 0, "a refused request was dialled");
+}
