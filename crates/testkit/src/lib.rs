@@ -37,8 +37,9 @@ pub mod peer;
 use peer::{Mode, Peer, Step, Violation};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, ConnectionError, Event,
-    Message, ReadyState, ReconnectPolicy, SendError, SendId, SessionConfig,
+    Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
+    ConnectionError, Event, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError,
+    SendFailure, SendId, SessionConfig,
 };
 
 /// A driver under test: a session of [`wxsocket_core`] driven over real sockets. The
@@ -79,6 +80,10 @@ pub const SCENARIOS: &[&str] = &[
     "pauses_reading_at_the_receive_bound_and_loses_nothing",
     "dials_again_after_a_drop_and_sends_what_was_queued",
     "refuses_invalid_options_before_any_io",
+    "detects_a_silent_peer_by_keepalive",
+    "cancels_queued_sends_when_closed_before_open",
+    "replaces_the_connection_on_a_second_connect",
+    "hands_back_a_message_sent_before_connect",
 ];
 
 /// Runs every scenario against `D`, panicking with the scenario's name at the first that
@@ -120,6 +125,16 @@ pub fn run<D: Driver>(name: &str) {
             dials_again_after_a_drop_and_sends_what_was_queued::<D>()
         }
         "refuses_invalid_options_before_any_io" => refuses_invalid_options_before_any_io::<D>(),
+        "detects_a_silent_peer_by_keepalive" => detects_a_silent_peer_by_keepalive::<D>(),
+        "cancels_queued_sends_when_closed_before_open" => {
+            cancels_queued_sends_when_closed_before_open::<D>()
+        }
+        "replaces_the_connection_on_a_second_connect" => {
+            replaces_the_connection_on_a_second_connect::<D>()
+        }
+        "hands_back_a_message_sent_before_connect" => {
+            hands_back_a_message_sent_before_connect::<D>()
+        }
         other => panic!("wxsocket-testkit: no scenario {other:?}"),
     }
 }
@@ -139,6 +154,10 @@ macro_rules! scenarios {
             pauses_reading_at_the_receive_bound_and_loses_nothing,
             dials_again_after_a_drop_and_sends_what_was_queued,
             refuses_invalid_options_before_any_io,
+            detects_a_silent_peer_by_keepalive,
+            cancels_queued_sends_when_closed_before_open,
+            replaces_the_connection_on_a_second_connect,
+            hands_back_a_message_sent_before_connect,
         );
     };
     (@each $driver:ty; $($name:ident),* $(,)?) => {
@@ -451,4 +470,135 @@ fn refuses_invalid_options_before_any_io<D: Driver>() {
     assert_eq!(driver.state(), ReadyState::Idle);
     assert!(driver.next_event(Duration::from_millis(50)).is_none());
     assert_eq!(peer.snapshot().accepted, 0, "a refused request was dialled");
+}
+
+/// A peer that answers nothing (no pong): keepalive (100 ms, 200 ms) declares it dead, not
+/// earlier than interval + timeout: `Error(KeepaliveTimeout)` then `Close` 1006; the peer
+/// was pinged and saw the TCP connection go.
+fn detects_a_silent_peer_by_keepalive<D: Driver>() {
+    let peer = Peer::start(Mode::Silent);
+    let timeout = Duration::from_millis(200);
+    let config = SessionConfig::default().keepalive(Duration::from_millis(100), timeout);
+    let started = Instant::now();
+    let (mut driver, conn) = connected::<D>(config, &peer);
+    let events = until(&mut driver, closed);
+    assert!(opened(&events), "{events:#?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "declared dead too early"
+    );
+    failed_with(&events, conn, 1006, "a silent peer");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Error { error: ConnectionError::KeepaliveTimeout(t), .. } if *t == timeout
+        )),
+        "{events:#?}"
+    );
+    let seen = peer.wait_conn(0, "the client to drop the connection", DEADLINE, |c| {
+        c.ended
+    });
+    assert!(seen.pings >= 1 && seen.client_went_away, "{seen:#?}");
+}
+
+/// `close()` while the handshake is held, under `CloseBeforeOpen::Abort` (the default):
+/// Closed at once; the queued send fails as `Cancelled` with its message handed back;
+/// `Close` 1006; the peer never upgraded and saw the client go.
+fn cancels_queued_sends_when_closed_before_open<D: Driver>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let config = SessionConfig::default().close_before_open(CloseBeforeOpen::Abort);
+    let (mut driver, _) = connected::<D>(config, &peer);
+    let queued = driver
+        .send(Message::text("q"))
+        .expect("queued while connecting");
+    // Let the driver dial until the peer holds the upgrade request.
+    let start = Instant::now();
+    while peer
+        .snapshot()
+        .connections
+        .first()
+        .is_none_or(|c| c.request.is_none())
+    {
+        assert!(start.elapsed() < DEADLINE, "the upgrade request never came");
+        driver.backlog();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    driver.close(None, "").expect("close while connecting");
+    assert_eq!(driver.state(), ReadyState::Closed);
+    let events = until(&mut driver, closed);
+    match events.as_slice() {
+        [
+            Event::Connecting { .. },
+            Event::SendFailed {
+                id,
+                reason: SendFailure::Cancelled,
+                message,
+                ..
+            },
+            Event::Close {
+                code: 1006,
+                clean: false,
+                ..
+            },
+        ] => {
+            assert_eq!(*id, queued);
+            assert_eq!(message, &Some(Message::text("q")));
+        }
+        _ => panic!("unexpected events {events:#?}"),
+    }
+    let start = Instant::now();
+    while !peer.snapshot().connections[0].ended {
+        assert!(start.elapsed() < DEADLINE, "the dial was never aborted");
+        driver.backlog();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen = peer.snapshot().connections[0].clone();
+    assert!(seen.client_went_away && !seen.upgraded, "{seen:#?}");
+}
+
+/// A second `connect` while open replaces the first: the old connection's `Close` (1000,
+/// [`REPLACED_REASON`], not clean) comes before the new one's `Connecting` and `Open`, and
+/// the old peer receives the close frame.
+fn replaces_the_connection_on_a_second_connect<D: Driver>() {
+    let old_peer = Peer::start(Mode::Echo);
+    let new_peer = Peer::start(Mode::Echo);
+    let (mut driver, old) = connected::<D>(SessionConfig::default(), &old_peer);
+    until(&mut driver, opened);
+    let new = driver
+        .connect(&ConnectOptions::new(new_peer.url()))
+        .expect("a valid request");
+    let events = until(&mut driver, opened);
+    match events.as_slice() {
+        [
+            first,
+            Event::Connecting { conn: c, .. },
+            Event::Open { conn: o, .. },
+        ] if *c == new && *o == new => {
+            assert_eq!(first, &Event::close(old, 1000, REPLACED_REASON, false));
+        }
+        _ => panic!("unexpected events {events:#?}"),
+    }
+    let start = Instant::now();
+    while !old_peer.snapshot().connections[0].ended {
+        assert!(start.elapsed() < DEADLINE, "the old transport never closed");
+        driver.backlog();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let closes = &old_peer.snapshot().connections[0].closes;
+    assert_eq!(
+        closes.first().and_then(|c| c.code),
+        Some(1000),
+        "{closes:?}"
+    );
+}
+
+/// A send before any `connect` is refused with the message handed back, and nothing
+/// changes.
+fn hands_back_a_message_sent_before_connect<D: Driver>() {
+    let mut driver = D::start(SessionConfig::default()).expect("a valid configuration");
+    let m = Message::text("too early");
+    assert_eq!(driver.send(m.clone()), Err(SendError::NotConnected(m)));
+    assert_eq!(driver.state(), ReadyState::Idle);
+    assert_eq!(driver.backlog(), Backlog::default());
+    assert!(driver.next_event(Duration::from_millis(50)).is_none());
 }
