@@ -2,6 +2,10 @@
 //! function generic over [`Adapter`], and the `conformance!` macro instantiates it for the
 //! tokio adapter (`on_tokio::…`) and the blocking adapter (`on_blocking::…`).
 //!
+//! Scenarios that need nothing beyond a minimal driver's calls live in the published test
+//! kit (`wxsocket-testkit`), which `kit.rs` runs on both adapters: keepalive against a silent
+//! peer and close before open under `Abort` moved there from here.
+//!
 //! Every wait is bounded (events by [`EVENT_TIMEOUT`] or a scenario's own limit, the test
 //! peer by [`Peer::wait_for`]'s timeout); nothing sleeps to wait for something. Timeouts in
 //! the configurations are short (a few hundred milliseconds) so the suite stays fast.
@@ -44,11 +48,9 @@ wxsocket_tests::on_both_adapters!(
     http_403_is_an_error_naming_the_status,
     handshake_timeout_against_a_stalling_server,
     close_timeout_against_a_server_that_never_answers,
-    keepalive_detects_a_silent_server,
     keepalive_answered_keeps_the_connection_open,
     replacement_while_connecting,
     replacement_while_open,
-    close_before_open_abort,
     close_before_open_after_open,
     close_before_open_ignore,
     client_close_with_code_and_reason,
@@ -634,35 +636,6 @@ fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {
     assert_quiet(&mut a);
 }
 
-fn keepalive_detects_a_silent_server<A: Adapter>() {
-    let peer = Peer::start(Mode::Silent);
-    let interval = Duration::from_millis(100);
-    let mut a: A = client(config().keepalive(interval, Duration::from_millis(200)));
-    let started = Instant::now();
-    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
-    let events = a.events_until_close(conn, T);
-    let elapsed = started.elapsed();
-    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
-    assert_eq!(
-        error,
-        ConnectionError::KeepaliveTimeout(Duration::from_millis(200)),
-        "[{}]",
-        A::NAME
-    );
-    assert!(
-        elapsed >= Duration::from_millis(300),
-        "[{}] declared dead too early: {elapsed:?}",
-        A::NAME
-    );
-    let seen = peer.wait_conn(0, "the client to drop the connection", T, |c| c.ended);
-    assert!(
-        seen.pings >= 1,
-        "[{}] the client pinged: {seen:#?}",
-        A::NAME
-    );
-    assert!(seen.client_went_away);
-}
-
 fn keepalive_answered_keeps_the_connection_open<A: Adapter>() {
     let peer = Peer::start(Mode::Echo);
     let mut a: A =
@@ -800,44 +773,6 @@ fn replacement_while_open<A: Adapter>() {
 }
 
 // ----- §3 close-before-open policies -----
-
-fn close_before_open_abort<A: Adapter>() {
-    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
-    let mut a: A = client(config().close_before_open(CloseBeforeOpen::Abort));
-    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    let queued = a.try_send(Message::text("q")).unwrap();
-    peer.wait_conn(0, "the upgrade request", T, |c| c.request.is_some());
-    assert_eq!(a.close(None, ""), Ok(()));
-    assert_eq!(a.state(), ReadyState::Closed);
-    let events = a.events_until_close(conn, T);
-    match events.as_slice() {
-        [
-            Event::Connecting { .. },
-            Event::SendFailed {
-                id,
-                reason: SendFailure::Cancelled,
-                message,
-                ..
-            },
-            Event::Close {
-                code: 1006,
-                clean: false,
-                ..
-            },
-        ] => {
-            assert_eq!(*id, queued);
-            assert_eq!(message, &Some(Message::text("q")));
-        }
-        _ => panic!("[{}] unexpected events {events:#?}", A::NAME),
-    }
-    let seen = peer.wait_conn(0, "the dial to be aborted", T, |c| c.ended);
-    assert!(
-        seen.client_went_away && !seen.upgraded,
-        "[{}] {seen:#?}",
-        A::NAME
-    );
-    assert_quiet(&mut a);
-}
 
 fn close_before_open_after_open<A: Adapter>() {
     let peer = Peer::builder(Mode::Echo).hold_handshake().start();
