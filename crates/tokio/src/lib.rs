@@ -196,16 +196,7 @@ pub mod wx;
 pub use client::{Client, Events};
 pub use pool::{SocketTask, TaskPool};
 pub use websocket::{WebSocket, connect, connect_with};
-pub use wxsocket_core::{
-    Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
-    ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
-    Message, OpenProfile, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId,
-    SessionConfig, Stats, TransportError, TransportErrorKind,
-};
-pub use wxsocket_wire::client::{Config, Recording, SendFailed, SocketInfo};
-pub use wxsocket_wire::proxy::ProxyEnv;
-pub use wxsocket_wire::simple::{Closed, Error, ErrorKind};
-pub use wxsocket_wire::tls::TlsRoots;
+pub use wxsocket_wire::reexports::*;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -57,6 +57,22 @@ pub mod simple;
 mod timing;
 pub mod tls;
 
+/// What both adapters (`wxsocket-tokio`, `wxsocket-blocking`) re-export at their root, from
+/// the core and from this crate: one list, so that a program moves between them by adding or
+/// removing `.await`, with the same types.
+pub mod reexports {
+    pub use crate::client::{Config, Recording, SendFailed, SocketInfo};
+    pub use crate::proxy::ProxyEnv;
+    pub use crate::simple::{Closed, Error, ErrorKind};
+    pub use crate::tls::TlsRoots;
+    pub use wxsocket_core::{
+        Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
+        ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
+        Message, OpenProfile, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure,
+        SendId, SessionConfig, Stats, TransportError, TransportErrorKind,
+    };
+}
+
 pub use features::{check_options, check_request};
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
 pub use timing::DialTimer;
