@@ -10,9 +10,22 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use wxsocket_core::*;
 
-fn open_session() -> (Session, ConnId, Instant) {
+/// An open session with its actions and events drained; with `record`, recording its
+/// transcript into a buffer that is emptied every 1 MiB (as a driver writing it out would).
+fn open_session(record: bool) -> (Session, ConnId, Instant) {
     let now = Instant::now();
     let mut s = Session::new(SessionConfig::default()).unwrap();
+    if record {
+        let mut buffer = String::new();
+        s.start_recording(transcript::Redaction::default(), move |line| {
+            if buffer.len() > 1 << 20 {
+                black_box(&buffer);
+                buffer.clear();
+            }
+            buffer.push_str(line);
+            buffer.push('\n');
+        });
+    }
     let conn = s
         .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
         .unwrap();
@@ -22,27 +35,30 @@ fn open_session() -> (Session, ConnId, Instant) {
     (s, conn, now)
 }
 
-/// An open session recording its transcript into a buffer that is emptied every 1 MiB (as
-/// a driver writing it out would).
-fn recording_session() -> (Session, ConnId, Instant) {
-    let now = Instant::now();
-    let mut s = Session::new(SessionConfig::default()).unwrap();
-    let mut buffer = String::new();
-    s.start_recording(transcript::Redaction::default(), move |line| {
-        if buffer.len() > 1 << 20 {
-            black_box(&buffer);
-            buffer.clear();
-        }
-        buffer.push_str(line);
-        buffer.push('\n');
+/// The two per-message rows (a send to its completion; a received message to its event),
+/// named with `prefix`.
+fn message_rows(prefix: &str, record: bool, iters: u64, payload: &Message) {
+    let (mut s, conn, now) = open_session(record);
+    measure(
+        &format!("{prefix}send -> action -> written -> completion"),
+        iters,
+        || {
+            let id = s.send(black_box(payload.clone()), now).unwrap();
+            let action = s.poll_action();
+            black_box(&action);
+            s.handle(conn, TransportEvent::SendWritten(id), now);
+            black_box(s.poll_event());
+        },
+    );
+    let (mut s, conn, now) = open_session(record);
+    measure(&format!("{prefix}received message -> event"), iters, || {
+        s.handle(
+            conn,
+            TransportEvent::Message(black_box(payload.clone())),
+            now,
+        );
+        black_box(s.poll_event());
     });
-    let conn = s
-        .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
-        .unwrap();
-    s.handle(conn, TransportEvent::Opened(Box::default()), now);
-    while s.poll_action().is_some() {}
-    while s.poll_event().is_some() {}
-    (s, conn, now)
 }
 
 fn measure(name: &str, iters: u64, mut f: impl FnMut()) {
@@ -65,26 +81,10 @@ fn main() {
     };
     let payload = Message::Binary(Bytes::from(vec![0u8; 64]));
 
-    let (mut s, conn, now) = open_session();
-    measure("send -> action -> written -> completion", iters, || {
-        let id = s.send(black_box(payload.clone()), now).unwrap();
-        let action = s.poll_action();
-        black_box(&action);
-        s.handle(conn, TransportEvent::SendWritten(id), now);
-        black_box(s.poll_event());
-    });
-
-    let (mut s, conn, now) = open_session();
-    measure("received message -> event", iters, || {
-        s.handle(
-            conn,
-            TransportEvent::Message(black_box(payload.clone())),
-            now,
-        );
-        black_box(s.poll_event());
-    });
+    message_rows("", false, iters, &payload);
 
     let cfg = SessionConfig::default().keepalive(Duration::from_secs(30), Duration::from_secs(10));
+    let now = Instant::now();
     let mut s = Session::new(cfg).unwrap();
     let conn = s
         .connect(&ConnectOptions::new("ws://127.0.0.1:1"), now)
@@ -102,23 +102,5 @@ fn main() {
         },
     );
 
-    let iters = iters / 10;
-    let (mut s, conn, now) = recording_session();
-    measure("recording: send -> ... -> completion", iters, || {
-        let id = s.send(black_box(payload.clone()), now).unwrap();
-        let action = s.poll_action();
-        black_box(&action);
-        s.handle(conn, TransportEvent::SendWritten(id), now);
-        black_box(s.poll_event());
-    });
-
-    let (mut s, conn, now) = recording_session();
-    measure("recording: received message -> event", iters, || {
-        s.handle(
-            conn,
-            TransportEvent::Message(black_box(payload.clone())),
-            now,
-        );
-        black_box(s.poll_event());
-    });
+    message_rows("recording: ", true, iters / 10, &payload);
 }
