@@ -55,7 +55,7 @@ fn session_corpus_as_transcripts() {
         if text.is_empty() {
             continue; // too short to set a session up
         }
-        let replay = wxsocket_core::transcript::replay(&text)
+        let replay = wxsocket_core::transcript::replay(&text, std::time::Instant::now())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             replay.is_exact(),

@@ -50,7 +50,7 @@ fn replay_after<A: Adapter>(a: &mut A, buffer: &Buffer, recording: &Recording, s
     a.shutdown();
     assert_eq!(recording.error(), None);
     let text = buffer.text();
-    let replay = transcript::replay(&text)
+    let replay = transcript::replay(&text, std::time::Instant::now())
         .unwrap_or_else(|e| panic!("[{}] unreadable transcript: {e}\n{text}", A::NAME));
     assert!(
         replay.is_exact(),

@@ -31,7 +31,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(status::UNREADABLE);
         }
     };
-    let replay = match transcript::replay(&text) {
+    let replay = match transcript::replay(&text, std::time::Instant::now()) {
         Ok(replay) => replay,
         Err(e) => {
             eprintln!("wxsocket: error: {}: {e}", path.display());

@@ -60,7 +60,7 @@ impl Sim {
 }
 
 fn assert_exact(text: &str, events: &[Event]) {
-    let replay = transcript::replay(text).unwrap();
+    let replay = transcript::replay(text, std::time::Instant::now()).unwrap();
     assert!(replay.is_exact(), "mismatches: {:#?}", replay.mismatches);
     let replayed: Vec<Event> = replay.events.into_iter().map(|(_, e)| e).collect();
     assert_eq!(replayed, events, "the replay's events");
@@ -268,7 +268,11 @@ fn a_changed_transcript_is_caught() {
     );
     sim.input(conn, TransportEvent::Opened(Box::default()));
     let text = sim.text();
-    assert!(transcript::replay(&text).unwrap().is_exact());
+    assert!(
+        transcript::replay(&text, std::time::Instant::now())
+            .unwrap()
+            .is_exact()
+    );
     // The same inputs with the handshake's outcome changed: the outputs differ.
     let changed = text.replace(
         concat!(
@@ -279,7 +283,7 @@ fn a_changed_transcript_is_caught() {
         r#""closed""#,
     );
     assert_ne!(changed, text);
-    let replay = transcript::replay(&changed).unwrap();
+    let replay = transcript::replay(&changed, std::time::Instant::now()).unwrap();
     assert!(!replay.is_exact());
     assert!(
         replay.mismatches[0]
@@ -289,9 +293,13 @@ fn a_changed_transcript_is_caught() {
             .contains("Open")
     );
     // Unreadable input is an error naming the line.
-    let err = transcript::replay(&format!("{text}{{\"at\":0,\"in\":\"dance\"}}\n")).unwrap_err();
+    let err = transcript::replay(
+        &format!("{text}{{\"at\":0,\"in\":\"dance\"}}\n"),
+        std::time::Instant::now(),
+    )
+    .unwrap_err();
     assert!(err.message.contains("dance"), "{err}");
-    assert!(transcript::replay("{\"wxsocket_transcript\":99}").is_err());
+    assert!(transcript::replay("{\"wxsocket_transcript\":99}", std::time::Instant::now()).is_err());
 }
 /// Regressions as files: every transcript under `tests/transcripts/` replays exactly.
 #[test]
@@ -304,8 +312,8 @@ fn committed_transcripts_replay_exactly() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let replay =
-            transcript::replay(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let replay = transcript::replay(&text, std::time::Instant::now())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(replay.inputs > 0, "{}: no inputs", path.display());
         assert!(
             replay.is_exact(),

@@ -61,7 +61,7 @@
 //!
 //! let text = lines.lock().unwrap().clone();
 //! assert!(!text.contains("s3cret"));
-//! let replay = transcript::replay(&text).unwrap();
+//! let replay = transcript::replay(&text, std::time::Instant::now()).unwrap();
 //! assert!(replay.is_exact(), "{:?}", replay.mismatches);
 //! assert!(matches!(replay.events[1].1, Event::Open { .. }));
 //! ```
@@ -861,8 +861,9 @@ impl Replay {
 /// Feeds a transcript into a fresh [`Session`] (the header's configuration), input by
 /// input at its recorded time, and compares every output with the one recorded alongside.
 /// Mismatches do not stop the replay; a line that cannot be read does. Empty lines are
-/// skipped.
-pub fn replay(text: &str) -> Result<Replay, TranscriptError> {
+/// skipped. `base` stands for the time of the first input: any `Instant` will do (the core
+/// reads no clock; only the recorded offsets matter), e.g. `Instant::now()`.
+pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -898,7 +899,6 @@ pub fn replay(text: &str) -> Result<Replay, TranscriptError> {
         redaction = redaction.header(name);
     }
     let mut session = Session::new(config.clone()).map_err(|e| bad(n)(e.to_string()))?;
-    let base = Instant::now();
     let mut out = Replay {
         config,
         inputs: 0,
