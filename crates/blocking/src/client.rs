@@ -7,26 +7,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
-use wxsocket_core::{
-    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
-    ReadyState, SendError, SendFailure, SendId, Session, Stats,
-};
+use wxsocket_core::{ConfigError, ConnId, Event, Message, SendError, SendFailure, SendId, Session};
+use wxsocket_wire::handle::DriverHandle;
 
 /// Keeps the driver running; the last one dropped starts a clean shutdown.
-pub(crate) struct ApiHandle<M: Machine> {
+pub(crate) struct Handle<M: Machine> {
     pub shared: Arc<Shared<M>>,
 }
 
-impl<M: Machine> Deref for ApiHandle<M> {
+impl<M: Machine> Deref for Handle<M> {
     type Target = Shared<M>;
     fn deref(&self) -> &Shared<M> {
         &self.shared
     }
 }
 
-impl<M: Machine> Drop for ApiHandle<M> {
+impl<M: Machine> Drop for Handle<M> {
     fn drop(&mut self) {
         self.shared.begin_shutdown();
+    }
+}
+
+impl<M: Machine> DriverHandle<M> for Handle<M> {
+    fn call<R>(&self, f: impl FnOnce(&mut M, Instant) -> R) -> R {
+        self.shared.call(f)
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
+        self.shared.read(f)
+    }
+
+    fn socket_info(&self, conn: ConnId) -> Option<crate::SocketInfo> {
+        self.shared.socket_info(|_| Some(conn))
     }
 }
 
@@ -194,7 +206,7 @@ pub struct SendPending {
 /// close timeout); the [`Events`] receiver then yields the remaining events and ends.
 #[derive(Clone)]
 pub struct Client {
-    handle: Arc<ApiHandle<Session>>,
+    handle: Arc<Handle<Session>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -208,10 +220,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A session with `config`, its driver thread started, and the receiver of its events.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
-        let mut session = Session::new(config.session.clone())?;
-        if let Some(recording) = &config.record {
-            recording.attach(&mut session);
-        }
+        let mut session = config.client_session()?;
         // Threads waiting in `send` learn the outcome from the session directly, whether
         // or not the application has taken the events yet.
         session.track_completions(true);
@@ -219,19 +228,10 @@ impl Client {
         let events = Events::new(Arc::clone(&shared));
         Ok((
             Client {
-                handle: Arc::new(ApiHandle { shared }),
+                handle: Arc::new(Handle { shared }),
             },
             events,
         ))
-    }
-
-    /// `wx.connectSocket`: validates `options` (nothing is dialled on error) and starts a
-    /// new connection, replacing the current one if there is one.
-    pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
-        let request = options.validate()?;
-        wxsocket_wire::check_request(&request)?;
-        let request = Arc::new(request);
-        self.handle.call(|s, now| s.connect_request(request, now))
     }
 
     /// `wx.sendSocketMessage` without waiting: queued while connecting, handed to the
@@ -298,64 +298,18 @@ impl Client {
             })
     }
 
-    /// Sends a ping (payload at most 125 bytes) on the open connection; the peer's answer
-    /// arrives as [`Event::Pong`] with the same payload.
-    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), wxsocket_core::PingError> {
-        let payload = payload.into();
-        self.handle.call(|s, now| s.ping(payload, now))
-    }
-
-    /// `wx.closeSocket`: code 1000 (`None`) or 3000–4999, reason at most 123 bytes.
-    pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
-        self.handle.call(|s, now| s.close(code, reason, now))
-    }
-
     /// Shuts the whole driver down (every clone's, not only this one's) and blocks until
     /// its thread has ended: an open connection is closed with 1000 and its close
     /// handshake finished (bounded by the close timeout), a dial in progress is aborted
     /// whatever the close-before-open policy (queued messages fail as cancelled, close
     /// 1006), a reconnect delay is cancelled. The events of that ending stay receivable on
     /// [`Events`], which then ends. Afterwards `connect` fails with
-    /// [`ConnectError::ShutDown`]. Dropping every handle does the same without waiting.
+    /// [`ConnectError::ShutDown`](crate::ConnectError::ShutDown). Dropping every handle does the same without waiting.
     pub fn shutdown(&self) {
         self.handle.shutdown();
     }
 
-    /// The state (`readyState`).
-    pub fn state(&self) -> ReadyState {
-        self.handle.read(Session::state)
-    }
-
-    /// Bytes accepted but not yet confirmed written.
-    pub fn buffered_amount(&self) -> usize {
-        self.handle.read(Session::buffered_amount)
-    }
-
-    /// The connection in progress (Connecting, Open or Closing), if any.
-    pub fn current(&self) -> Option<ConnId> {
-        self.handle.read(Session::current)
-    }
-
-    /// The current connection's socket (addresses, `TCP_NODELAY`, TLS), once connected.
-    pub fn socket_info(&self) -> Option<crate::SocketInfo> {
-        self.handle.socket_info(Session::current)
-    }
-
-    /// The session's counters: input it did not act on, and how often and how long
-    /// reading paused because the application had not taken its events (flow control;
-    /// `read_paused_for` counts a pause once reading has resumed).
-    pub fn stats(&self) -> Stats {
-        self.handle.read(Session::stats)
-    }
-
-    /// The received messages (count, payload bytes) and send completions waiting in the
-    /// session for the application; the messages stay within
-    /// [`SessionConfig::receive_bounds`](wxsocket_core::SessionConfig::receive_bounds) (one
-    /// larger message excepted), as reading pauses at the bound. Events already moved to
-    /// [`Events`]' own small batch (at most 64 events) are not counted.
-    pub fn backlog(&self) -> Backlog {
-        self.handle.read(Session::backlog)
-    }
+    wxsocket_wire::client_calls!();
 }
 
 /// The receiving end of a [`Client`]'s (or [`crate::TaskPool`]'s) events: every

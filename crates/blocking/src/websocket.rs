@@ -8,8 +8,8 @@
 use crate::{Client, Config, Events};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
-use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Message};
-use wxsocket_wire::simple::{Closed, Error, Lifecycle, Opening};
+use wxsocket_core::{ConnectOptions, Message};
+use wxsocket_wire::simple::{Closed, Error, Opening};
 
 /// Connects and blocks until the socket is open, or fails with why it never opened:
 /// [`Error::Connection`] with the dial's error (DNS, TCP, TLS, the HTTP upgrade, the
@@ -46,68 +46,48 @@ pub fn connect_with(
     let (client, events) = Client::new(config)?;
     client.connect(&options.into())?;
     let mut opening = Opening::default();
-    loop {
-        let Some(event) = events.recv() else {
-            return Err(opening.driver_gone());
-        };
-        if let Some(opened) = opening.on_event(event, client.state()) {
-            opened?;
-            break;
-        }
-    }
-    Ok(WebSocket {
-        client,
-        events,
-        lifecycle: Lifecycle::default(),
-    })
+    // Lifecycle events before the open are taken here; an error or a close ends the wait.
+    while opening
+        .next(events.recv(), client.state())
+        .transpose()?
+        .is_none()
+    {}
+    Ok(WebSocket::opened(client, events))
 }
 
-/// An open WebSocket (from [`connect`]): [`recv`](Self::recv) and the iterator give the
-/// messages it receives, [`send`](Self::send) and [`close`](Self::close) block until done.
-///
-/// `recv` returns `None` when the connection has closed for good: the close is then in
-/// [`closed`](Self::closed), and the failure that caused it, if any, in
-/// [`error`](Self::error); messages that arrived before the close are all handed out
-/// first. With a reconnect policy it goes on across reconnections (lifecycle events are
-/// skipped; [`into_parts`](Self::into_parts) gives them all).
-///
-/// Iterating takes `&mut`, so the socket is still there after the loop:
-///
-/// ```
-/// # let server = wxsocket_test_server::EchoServer::start().unwrap();
-/// # let mut ws = wxsocket_blocking::connect(server.url())?;
-/// ws.send("ping")?;
-/// ws.send("bye")?;
-/// // Or `ws.iter()`; ends when the connection closes for good.
-/// for message in &mut ws {
-///     println!("{message}");
-///     if message.as_text() == Some("bye") {
-///         break;
-///     }
-/// }
-/// ws.close()?;
-/// # Ok::<(), wxsocket_blocking::Error>(())
-/// ```
-///
-/// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
-/// reading from the server, and a server that then stops reading leaves `send` waiting
-/// for room. To send from another thread while this one receives, clone
-/// [`client`](Self::client) (`Client` is `Clone + Send + Sync`); its
-/// [`send_timeout`](Client::send_timeout) bounds the wait.
-pub struct WebSocket {
-    client: Client,
-    events: Events,
-    /// The final close, the last error and pong, as the stream has seen them.
-    lifecycle: Lifecycle,
-}
-
-impl std::fmt::Debug for WebSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebSocket")
-            .field("state", &self.client.state())
-            .field("closed", &self.lifecycle.closed())
-            .finish_non_exhaustive()
-    }
+wxsocket_wire::websocket! {
+    /// An open WebSocket (from [`connect`]): [`recv`](Self::recv) and the iterator give the
+    /// messages it receives, [`send`](Self::send) and [`close`](Self::close) block until done.
+    ///
+    /// `recv` returns `None` when the connection has closed for good: the close is then in
+    /// [`closed`](Self::closed), and the failure that caused it, if any, in
+    /// [`error`](Self::error); messages that arrived before the close are all handed out
+    /// first. With a reconnect policy it goes on across reconnections (lifecycle events are
+    /// skipped; [`into_parts`](Self::into_parts) gives them all).
+    ///
+    /// Iterating takes `&mut`, so the socket is still there after the loop:
+    ///
+    /// ```
+    /// # let server = wxsocket_test_server::EchoServer::start().unwrap();
+    /// # let mut ws = wxsocket_blocking::connect(server.url())?;
+    /// ws.send("ping")?;
+    /// ws.send("bye")?;
+    /// // Or `ws.iter()`; ends when the connection closes for good.
+    /// for message in &mut ws {
+    ///     println!("{message}");
+    ///     if message.as_text() == Some("bye") {
+    ///         break;
+    ///     }
+    /// }
+    /// ws.close()?;
+    /// # Ok::<(), wxsocket_blocking::Error>(())
+    /// ```
+    ///
+    /// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
+    /// reading from the server, and a server that then stops reading leaves `send` waiting
+    /// for room. To send from another thread while this one receives, clone
+    /// [`client`](Self::client) (`Client` is `Clone + Send + Sync`); its
+    /// [`send_timeout`](Client::send_timeout) bounds the wait.
 }
 
 impl WebSocket {
@@ -154,53 +134,10 @@ impl WebSocket {
     /// [`close`](Self::close) with a code (1000, or 3000–4999) and a reason (at most 123
     /// bytes); an invalid one is [`Error::Close`] and nothing is closed.
     pub fn close_with(&mut self, code: u16, reason: &str) -> Result<Closed, Error> {
-        if !self.lifecycle.is_closed() {
-            match self.client.close(Some(code), reason) {
-                // Already closed: the close event is still to be taken below.
-                Ok(()) | Err(CloseError::NotConnected) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if self.start_close(code, reason)? {
             while self.recv().is_some() {}
         }
-        Ok(self
-            .lifecycle
-            .closed()
-            .cloned()
-            .unwrap_or_else(Closed::driver_gone))
-    }
-
-    /// Sends a ping (payload at most 125 bytes); the pong is seen by
-    /// [`last_pong`](Self::last_pong) once `recv` has gone past it.
-    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), Error> {
-        Ok(self.client.ping(payload)?)
-    }
-
-    /// The payload of the latest pong answering [`ping`](Self::ping).
-    pub fn last_pong(&self) -> Option<&bytes::Bytes> {
-        self.lifecycle.last_pong()
-    }
-
-    /// How the connection closed, once [`recv`](Self::recv) has returned `None` (or
-    /// [`close_with`](Self::close_with) has returned).
-    pub fn closed(&self) -> Option<&Closed> {
-        self.lifecycle.closed()
-    }
-
-    /// The failure that ended the connection, if one did (the last one reported, with a
-    /// reconnect policy).
-    pub fn error(&self) -> Option<&ConnectionError> {
-        self.lifecycle.error()
-    }
-
-    /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, `send_timeout`,
-    /// socket details; a clone of it sends from another thread.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The full event model: the [`Client`] and its [`Events`] (every lifecycle event).
-    pub fn into_parts(self) -> (Client, Events) {
-        (self.client, self.events)
+        Ok(self.final_close())
     }
 
     /// The next message, waiting at most `timeout` (`None`: without a limit).

@@ -1,7 +1,7 @@
 //! The single-socket handle ([`Client`]) and the event stream ([`Events`]).
 
 use crate::driver::{self, Handle, Machine, Shared};
-use crate::{Config, SendFailed, SocketInfo};
+use crate::{Config, SendFailed};
 use futures_util::Sink;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,10 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::sync::oneshot;
-use wxsocket_core::{
-    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
-    PingError, ReadyState, SendError, SendFailure, SendId, Session, Stats,
-};
+use wxsocket_core::{ConfigError, Event, Message, SendError, SendFailure, SendId, Session};
 
 /// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
 /// [`connect`](Self::connect) replaces the current connection.
@@ -22,7 +19,7 @@ use wxsocket_core::{
 /// `Events` are dropped, the connection is closed cleanly (close frame 1000, bounded by the
 /// close timeout) and every task and socket is released.
 pub struct Client {
-    inner: Arc<Handle<Session>>,
+    handle: Arc<Handle<Session>>,
     /// This handle's state as a [`Sink`].
     sink: SinkState,
 }
@@ -44,7 +41,7 @@ impl Clone for Client {
     /// Another handle to the same session; as a [`Sink`] it starts empty.
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            handle: Arc::clone(&self.handle),
             sink: SinkState::default(),
         }
     }
@@ -63,26 +60,14 @@ impl Client {
     /// A client over a new session, driven on the current tokio runtime (call it inside
     /// one). The configuration is checked first.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
-        let mut session = Session::new(config.session.clone())?;
-        if let Some(recording) = &config.record {
-            recording.attach(&mut session);
-        }
-        let inner = driver::start(session, &config, true)?;
-        let events = Events::new(Box::new(Arc::clone(&inner.shared)));
+        let session = config.client_session()?;
+        let handle = driver::start(session, &config, true)?;
+        let events = Events::new(Box::new(Arc::clone(&handle.shared)));
         let client = Client {
-            inner,
+            handle,
             sink: SinkState::default(),
         };
         Ok((client, events))
-    }
-
-    /// `wx.connectSocket`: validates the options (nothing is dialled on error) and starts a
-    /// new connection, replacing the current one (whose close event comes first).
-    pub fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
-        wxsocket_wire::check_options(options)?;
-        self.inner
-            .shared
-            .call(|core, now| core.machine.connect(options, now))
     }
 
     /// `wx.sendSocketMessage` without waiting: the message is queued (while connecting) or
@@ -90,7 +75,7 @@ impl Client {
     /// [`Event::SendCompleted`] or [`Event::SendFailed`] with the returned id.
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let message = message.into();
-        self.inner
+        self.handle
             .shared
             .call(|core, now| core.machine.send(message, now))
     }
@@ -108,27 +93,10 @@ impl Client {
     /// unsent (it was never accepted); once accepted, the message is written whatever
     /// happens to the future, and its completion event says how it ended.
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        send_waiting(&self.inner.shared, message.into(), |s, m, now| {
+        send_waiting(&self.handle.shared, message.into(), |s, m, now| {
             s.send(m, now)
         })
         .await
-    }
-
-    /// Sends a ping (payload at most 125 bytes) on the open connection; the peer's answer
-    /// arrives as [`Event::Pong`] with the same payload.
-    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), PingError> {
-        let payload = payload.into();
-        self.inner
-            .shared
-            .call(|core, now| core.machine.ping(payload, now))
-    }
-
-    /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (`None`) or
-    /// 3000–4999, reason at most 123 UTF-8 bytes.
-    pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
-        self.inner
-            .shared
-            .call(|core, now| core.machine.close(code, reason, now))
     }
 
     /// Shuts the whole driver down (every clone's, not only this one's) and waits until
@@ -136,47 +104,13 @@ impl Client {
     /// finished (bounded by the close timeout), a dial in progress is aborted whatever the
     /// close-before-open policy (queued messages fail as cancelled, close 1006), a
     /// reconnect delay is cancelled. The events of that ending arrive on [`Events`], which
-    /// then ends. Afterwards `connect` fails with [`ConnectError::ShutDown`]. Dropping
+    /// then ends. Afterwards `connect` fails with [`ConnectError::ShutDown`](crate::ConnectError::ShutDown). Dropping
     /// every handle does the same without waiting.
     pub async fn shutdown(&self) {
-        self.inner.shared.shutdown().await;
+        self.handle.shared.shutdown().await;
     }
 
-    /// The state (`readyState`).
-    pub fn state(&self) -> ReadyState {
-        self.inner.shared.lock().machine.state()
-    }
-
-    /// Bytes accepted by `send` but not yet written.
-    pub fn buffered_amount(&self) -> usize {
-        self.inner.shared.lock().machine.buffered_amount()
-    }
-
-    /// Received messages and send completions waiting for the application to take them
-    /// from [`Events`] (bounded by `SessionConfig::receive_bounds` and
-    /// `max_untaken_completions`; at the bound reading pauses, or sends wait).
-    pub fn backlog(&self) -> Backlog {
-        self.inner.shared.lock().machine.backlog()
-    }
-
-    /// The session's counters, among them how often and how long reading was paused
-    /// because the application did not take its messages.
-    pub fn stats(&self) -> Stats {
-        self.inner.shared.lock().machine.stats()
-    }
-
-    /// The current connection (Connecting, Open or Closing), if any.
-    pub fn current(&self) -> Option<ConnId> {
-        self.inner.shared.lock().machine.current()
-    }
-
-    /// Addresses and options of the current connection's socket, once it is dialled.
-    pub fn socket_info(&self) -> Option<SocketInfo> {
-        let core = self.inner.shared.lock();
-        core.machine
-            .current()
-            .and_then(|conn| core.socket_info(conn))
-    }
+    wxsocket_wire::client_calls!();
 }
 
 /// The awaitable send of every handle: waits for room in the core, then for the write.
@@ -350,7 +284,7 @@ impl Client {
         if self.sink.pending.is_none() {
             return Poll::Ready(Ok(()));
         }
-        let shared = &self.inner.shared;
+        let shared = &self.handle.shared;
         match shared.poll_send(cx, &mut self.sink.pending, true, |s, m, now| s.send(m, now)) {
             Poll::Ready(Ok((_, done))) => {
                 self.sink.last = done;
@@ -386,7 +320,7 @@ impl Sink<Message> for Client {
         debug_assert!(this.sink.pending.is_none(), "start_send without poll_ready");
         // Handed to the core at once when it has room; otherwise held until the next
         // `poll_ready` / `poll_flush` finds room.
-        let shared = &this.inner.shared;
+        let shared = &this.handle.shared;
         let result = shared.call(|core, now| {
             let id = core.machine.send(item, now)?;
             let (tx, rx) = oneshot::channel();

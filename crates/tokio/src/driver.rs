@@ -24,6 +24,7 @@ use wxsocket_core::{
     Action, Completion, ConfigError, ConnId, Driven, Event, ReadCredit, SendFailure, SendId,
     TransportEvent,
 };
+use wxsocket_wire::handle::DriverHandle;
 
 /// A machine the driver can run: the [`Driven`] side (shutdown included) plus how its
 /// application events are delivered.
@@ -473,6 +474,20 @@ pub(crate) struct Handle<M: Machine> {
 impl<M: Machine> Drop for Handle<M> {
     fn drop(&mut self) {
         self.shared.begin_shutdown();
+    }
+}
+
+impl<M: Machine> DriverHandle<M> for Handle<M> {
+    fn call<R>(&self, f: impl FnOnce(&mut M, Instant) -> R) -> R {
+        self.shared.call(|core, now| f(&mut core.machine, now))
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
+        f(&self.shared.lock().machine)
+    }
+
+    fn socket_info(&self, conn: ConnId) -> Option<SocketInfo> {
+        self.shared.lock().socket_info(conn)
     }
 }
 

@@ -3,64 +3,26 @@
 
 use crate::client::send_waiting;
 use crate::driver::{self, Handle};
-use crate::{Config, Events, SendFailed, SocketInfo};
-use std::sync::Arc;
-use wxsocket_core::{
-    Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Message, PingError,
-    Pool, ReadyState, SendError, SendId,
-};
+use crate::{Config, Events, SendFailed};
+use wxsocket_core::{ConfigError, Message, Pool, SendError, SendId};
 
-/// A set of independent connections (default limit 5, `SessionConfig::pool_limit`); each
-/// [`connect`](Self::connect) opens one more instead of replacing one.
-///
-/// Cheap to clone, `Send + Sync`. The events of every connection arrive, tagged with their
-/// [`ConnId`], on the one [`Events`] stream. When the pool and every [`SocketTask`] are
-/// dropped, every connection is closed cleanly.
-#[derive(Clone)]
-pub struct TaskPool {
-    inner: Arc<Handle<Pool>>,
-}
-
-impl std::fmt::Debug for TaskPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskPool")
-            .field("live", &self.inner.shared.lock().machine.live())
-            .finish()
-    }
+wxsocket_wire::task_pool! {
+    /// A set of independent connections (default limit 5, `SessionConfig::pool_limit`); each
+    /// [`connect`](Self::connect) opens one more instead of replacing one.
+    ///
+    /// Cheap to clone, `Send + Sync`. The events of every connection arrive, tagged with their
+    /// [`ConnId`], on the one [`Events`] stream. When the pool and every [`SocketTask`] are
+    /// dropped, every connection is closed cleanly.
+    handle: Handle<Pool>,
 }
 
 impl TaskPool {
     /// A pool driven on the current tokio runtime (call it inside one).
     pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
         let pool = Pool::new(config.session.clone())?;
-        let inner = driver::start(pool, &config, true)?;
-        let events = Events::of(&inner.shared);
-        Ok((TaskPool { inner }, events))
-    }
-
-    /// `wx.connectSocket` returning a `SocketTask`. Over the limit:
-    /// [`ConnectError::TooManyConnections`].
-    pub fn connect(&self, options: &ConnectOptions) -> Result<SocketTask, ConnectError> {
-        wxsocket_wire::check_options(options)?;
-        let id = self
-            .inner
-            .shared
-            .call(|core, now| core.machine.connect(options, now))?;
-        Ok(SocketTask {
-            id,
-            inner: Arc::clone(&self.inner),
-        })
-    }
-
-    /// Connections not yet closed (the ones that count toward the limit).
-    pub fn live(&self) -> usize {
-        self.inner.shared.lock().machine.live()
-    }
-
-    /// Received messages and send completions waiting for the application, over every
-    /// connection (bounded per connection and in total, see `SessionConfig`).
-    pub fn backlog(&self) -> Backlog {
-        self.inner.shared.lock().machine.backlog()
+        let handle = driver::start(pool, &config, true)?;
+        let events = Events::of(&handle.shared);
+        Ok((TaskPool { handle }, events))
     }
 
     /// Shuts the whole driver down (the pool's: every connection) and waits until
@@ -71,37 +33,15 @@ impl TaskPool {
     /// then ends. Afterwards `connect` fails with `ConnectError::ShutDown`. Dropping
     /// every handle does the same without waiting.
     pub async fn shutdown(&self) {
-        self.inner.shared.shutdown().await;
-    }
-}
-
-/// One connection of a [`TaskPool`] (`SocketTask`). Cheap to clone. Dropping it does not
-/// close the connection (use [`close`](Self::close)); dropping the pool and every task does.
-#[derive(Clone)]
-pub struct SocketTask {
-    id: ConnId,
-    inner: Arc<Handle<Pool>>,
-}
-
-impl std::fmt::Debug for SocketTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketTask")
-            .field("id", &self.id)
-            .field("state", &self.state())
-            .finish()
+        self.handle.shared.shutdown().await;
     }
 }
 
 impl SocketTask {
-    /// The connection's id (every event of it carries this id).
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
     /// `SocketTask.send` without waiting; see [`crate::Client::try_send`].
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let message = message.into();
-        self.inner
+        self.handle
             .shared
             .call(|core, now| core.machine.send(self.id, message, now))
     }
@@ -110,39 +50,9 @@ impl SocketTask {
     /// is none; see [`crate::Client::send`] (the same cancel safety).
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         let id = self.id;
-        send_waiting(&self.inner.shared, message.into(), |p, m, now| {
+        send_waiting(&self.handle.shared, message.into(), |p, m, now| {
             p.send(id, m, now)
         })
         .await
-    }
-
-    /// Sends a ping on this connection; see [`crate::Client::ping`].
-    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), PingError> {
-        let payload = payload.into();
-        self.inner
-            .shared
-            .call(|core, now| core.machine.ping(self.id, payload, now))
-    }
-
-    /// `SocketTask.close(code, reason)`.
-    pub fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError> {
-        self.inner
-            .shared
-            .call(|core, now| core.machine.close(self.id, code, reason, now))
-    }
-
-    /// The connection's state (`Closed` once the pool has forgotten it).
-    pub fn state(&self) -> ReadyState {
-        self.inner.shared.lock().machine.state(self.id)
-    }
-
-    /// Bytes accepted but not yet written.
-    pub fn buffered_amount(&self) -> usize {
-        self.inner.shared.lock().machine.buffered_amount(self.id)
-    }
-
-    /// Addresses and options of the connection's socket, once it is dialled.
-    pub fn socket_info(&self) -> Option<SocketInfo> {
-        self.inner.shared.lock().socket_info(self.id)
     }
 }

@@ -8,9 +8,9 @@ use futures_core::Stream;
 use futures_util::Sink;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use wxsocket_core::{CloseError, ConnectOptions, ConnectionError, Message};
+use wxsocket_core::{ConnectOptions, Message};
 use wxsocket_wire::client::SendFailed;
-use wxsocket_wire::simple::{Closed, Error, Lifecycle, Opening};
+use wxsocket_wire::simple::{Closed, Error, Opening};
 
 /// Connects and waits until the socket is open (or fails with why it never opened).
 /// Dropping the future cancels the dial and releases everything.
@@ -42,44 +42,24 @@ pub async fn connect_with(
     let (client, mut events) = Client::new(config)?;
     client.connect(&options.into())?;
     let mut opening = Opening::default();
-    loop {
-        let Some(event) = events.next().await else {
-            return Err(opening.driver_gone());
-        };
-        if let Some(opened) = opening.on_event(event, client.state()) {
-            opened?;
-            break;
-        }
-    }
-    Ok(WebSocket {
-        client,
-        events,
-        lifecycle: Lifecycle::default(),
-    })
+    // Lifecycle events before the open are taken here; an error or a close ends the wait.
+    while opening
+        .next(events.next().await, client.state())
+        .transpose()?
+        .is_none()
+    {}
+    Ok(WebSocket::opened(client, events))
 }
 
-/// An open WebSocket (from [`connect`]): a [`Stream`](futures_core::Stream) of the
-/// messages it receives, a [`Sink`] of messages, and `send` / `close` that wait.
-///
-/// The stream ends (`None`) when the connection has closed for good: the close is then in
-/// [`closed`](Self::closed), and the failure that caused it, if any, in
-/// [`error`](Self::error). With a reconnect policy it goes on across reconnections.
-/// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
-/// reading from the server.
-pub struct WebSocket {
-    client: Client,
-    events: Events,
-    /// The final close, the last error and pong, as the stream has seen them.
-    lifecycle: Lifecycle,
-}
-
-impl std::fmt::Debug for WebSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebSocket")
-            .field("state", &self.client.state())
-            .field("closed", &self.lifecycle.closed())
-            .finish_non_exhaustive()
-    }
+wxsocket_wire::websocket! {
+    /// An open WebSocket (from [`connect`]): a [`Stream`](futures_core::Stream) of the
+    /// messages it receives, a [`Sink`] of messages, and `send` / `close` that wait.
+    ///
+    /// The stream ends (`None`) when the connection has closed for good: the close is then in
+    /// [`closed`](Self::closed), and the failure that caused it, if any, in
+    /// [`error`](Self::error). With a reconnect policy it goes on across reconnections.
+    /// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
+    /// reading from the server.
 }
 
 impl WebSocket {
@@ -109,50 +89,10 @@ impl WebSocket {
     /// [`close`](Self::close) with a code (1000, or 3000–4999) and a reason (at most 123
     /// bytes).
     pub async fn close_with(&mut self, code: u16, reason: &str) -> Result<Closed, Error> {
-        if !self.lifecycle.is_closed() {
-            match self.client.close(Some(code), reason) {
-                // Already closed: the close event is still to be taken below.
-                Ok(()) | Err(CloseError::NotConnected) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if self.start_close(code, reason)? {
             while self.next().await.is_some() {}
         }
-        Ok(self
-            .lifecycle
-            .closed()
-            .cloned()
-            .unwrap_or_else(Closed::driver_gone))
-    }
-
-    /// Sends a ping (payload at most 125 bytes); the pong is seen by [`last_pong`](Self::last_pong)
-    /// once the stream has gone past it.
-    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), Error> {
-        Ok(self.client.ping(payload)?)
-    }
-
-    /// The payload of the latest pong answering [`ping`](Self::ping).
-    pub fn last_pong(&self) -> Option<&bytes::Bytes> {
-        self.lifecycle.last_pong()
-    }
-
-    /// How the connection closed, once the stream has ended.
-    pub fn closed(&self) -> Option<&Closed> {
-        self.lifecycle.closed()
-    }
-
-    /// The failure that ended the connection, if one did.
-    pub fn error(&self) -> Option<&ConnectionError> {
-        self.lifecycle.error()
-    }
-
-    /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, socket details.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The full event model: the [`Client`] and its [`Events`] (every lifecycle event).
-    pub fn into_parts(self) -> (Client, Events) {
-        (self.client, self.events)
+        Ok(self.final_close())
     }
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {

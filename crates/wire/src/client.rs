@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use wxsocket_core::transcript::Redaction;
-use wxsocket_core::{SendError, SendFailure, Session, SessionConfig};
+use wxsocket_core::{ConfigError, SendError, SendFailure, Session, SessionConfig};
 
 /// Configuration of a client, task pool or wx socket: the session's policies and bounds,
 /// and the certificate authorities `wss` trusts.
@@ -62,6 +62,16 @@ impl Config {
     pub fn record(mut self, recording: Recording) -> Self {
         self.record = Some(recording);
         self
+    }
+
+    /// The session a `Client` runs: [`Self::session`] checked, with the transcript
+    /// recording of [`Self::record`] attached before its first input.
+    pub fn client_session(&self) -> Result<Session, ConfigError> {
+        let mut session = Session::new(self.session.clone())?;
+        if let Some(recording) = &self.record {
+            recording.attach(&mut session);
+        }
+        Ok(session)
     }
 
     /// The proxy variables a client created now uses: [`Self::proxy_env`], or the process

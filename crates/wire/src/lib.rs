@@ -17,6 +17,9 @@
 //!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
 //!   `CONNECT` exchange as a sans-IO machine.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//! - [`handle`]: the calls of the adapters' `Client`, `TaskPool` and `SocketTask` that do
+//!   not wait, written once over a [`handle::DriverHandle`].
+//! - [`wx`]: the WeChat socket surface (`WxSocket`) both adapters define with one macro.
 //! - [`DialTimer`]: the points of a dial both adapters time for the open event's
 //!   [`wxsocket_core::OpenProfile`].
 //!
@@ -50,12 +53,14 @@ pub mod deflate;
 #[path = "deflate_off.rs"]
 pub mod deflate;
 mod features;
+pub mod handle;
 mod handshake;
 pub mod proxy;
 pub mod read_ahead;
 pub mod simple;
 mod timing;
 pub mod tls;
+pub mod wx;
 
 /// What both adapters (`wxsocket-tokio`, `wxsocket-blocking`) re-export at their root, from
 /// the core and from this crate: one list, so that a program moves between them by adding or
@@ -71,6 +76,14 @@ pub mod reexports {
         Message, OpenProfile, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure,
         SendId, SessionConfig, Stats, TransportError, TransportErrorKind,
     };
+}
+
+/// What the handle macros ([`handle`], [`wx`]) name, reachable through `$crate` from the
+/// adapter crates that expand them.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes::Bytes;
+    pub use wxsocket_core::{Pool, Session};
 }
 
 pub use features::{check_options, check_request};

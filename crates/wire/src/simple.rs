@@ -175,6 +175,15 @@ impl Opening {
     pub fn driver_gone(&mut self) -> Error {
         Error::Closed(Closed::driver_gone())
     }
+
+    /// Takes the next event as [`Self::on_event`] does, or the end of the events (`None`:
+    /// the driver is gone, which ends the wait with an error).
+    pub fn next(&mut self, event: Option<Event>, state: ReadyState) -> Option<Result<(), Error>> {
+        match event {
+            Some(event) => self.on_event(event, state),
+            None => Some(Err(self.driver_gone())),
+        }
+    }
 }
 
 /// What a `WebSocket`'s stream of messages has seen of the connection: the final close,
@@ -217,6 +226,18 @@ impl Lifecycle {
         self.closed.is_some()
     }
 
+    /// The `Debug` of a `WebSocket` whose client is in `state`.
+    pub fn fmt_websocket(
+        &self,
+        state: ReadyState,
+        f: &mut std::fmt::Formatter<'_>,
+    ) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("state", &state)
+            .field("closed", &self.closed())
+            .finish_non_exhaustive()
+    }
+
     /// How the connection closed, once it has.
     pub fn closed(&self) -> Option<&Closed> {
         self.closed.as_ref()
@@ -240,6 +261,101 @@ impl Lifecycle {
             _ => Error::Send(e),
         }
     }
+}
+
+/// Defines an adapter's `WebSocket` (over its `Client` and `Events`) with the calls that do
+/// not wait: `ping`, `last_pong`, `closed`, `error`, `client`, `into_parts`, and the
+/// private `opened` (a socket whose client has just opened) and `start_close` (the first
+/// half of `close_with`: `Ok(true)` when the close event is still to be read). The
+/// attributes given go on `WebSocket`. The adapter adds `send`, receiving and `close`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! websocket {
+    ($(#[$meta:meta])* $(,)?) => {
+        $(#[$meta])*
+        pub struct WebSocket {
+            client: Client,
+            events: Events,
+            /// The final close, the last error and pong, as the stream has seen them.
+            lifecycle: $crate::simple::Lifecycle,
+        }
+
+        impl ::std::fmt::Debug for WebSocket {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.lifecycle.fmt_websocket(self.client.state(), f)
+            }
+        }
+
+        impl WebSocket {
+            /// Sends a ping (payload at most 125 bytes); the pong is seen by
+            /// [`last_pong`](Self::last_pong) once the messages have been read past it.
+            pub fn ping(
+                &self,
+                payload: impl Into<$crate::__private::Bytes>,
+            ) -> Result<(), $crate::simple::Error> {
+                Ok(self.client.ping(payload)?)
+            }
+
+            /// The payload of the latest pong answering [`ping`](Self::ping).
+            pub fn last_pong(&self) -> Option<&$crate::__private::Bytes> {
+                self.lifecycle.last_pong()
+            }
+
+            /// How the connection closed, once the messages have ended (or
+            /// [`close_with`](Self::close_with) has returned).
+            pub fn closed(&self) -> Option<&$crate::simple::Closed> {
+                self.lifecycle.closed()
+            }
+
+            /// The failure that ended the connection, if one did (the last one reported,
+            /// with a reconnect policy).
+            pub fn error(&self) -> Option<&$crate::reexports::ConnectionError> {
+                self.lifecycle.error()
+            }
+
+            /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, socket
+            /// details; a clone of it sends from elsewhere.
+            pub fn client(&self) -> &Client {
+                &self.client
+            }
+
+            /// The full event model: the [`Client`] and its [`Events`] (every lifecycle
+            /// event).
+            pub fn into_parts(self) -> (Client, Events) {
+                (self.client, self.events)
+            }
+
+            /// The socket of a client that has just opened.
+            fn opened(client: Client, events: Events) -> Self {
+                WebSocket {
+                    client,
+                    events,
+                    lifecycle: $crate::simple::Lifecycle::default(),
+                }
+            }
+
+            /// Starts `close_with`: `Ok(true)` when the close event is still to be read,
+            /// `Ok(false)` when the socket has already closed for good.
+            fn start_close(&self, code: u16, reason: &str) -> Result<bool, $crate::simple::Error> {
+                if self.lifecycle.is_closed() {
+                    return Ok(false);
+                }
+                match self.client.close(Some(code), reason) {
+                    // Already closed: the close event is still to be read.
+                    Ok(()) | Err($crate::reexports::CloseError::NotConnected) => Ok(true),
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            /// How the connection closed, once `close_with` has read its close event.
+            fn final_close(&self) -> $crate::simple::Closed {
+                self.lifecycle
+                    .closed()
+                    .cloned()
+                    .unwrap_or_else($crate::simple::Closed::driver_gone)
+            }
+        }
+    };
 }
 
 #[cfg(test)]
