@@ -198,6 +198,9 @@ pub(crate) struct Conn {
     /// The dial's phases, for the open event's profile; started with the connection (the
     /// driver creates it when it carries out the dial).
     timer: DialTimer,
+    /// The connection's `tracing` span; the driver enters it whenever it works on the
+    /// connection.
+    pub span: tracing::Span,
 }
 
 /// `u64` key of a connection, also its poller token.
@@ -214,7 +217,6 @@ impl Conn {
     pub fn new(id: ConnId, request: Arc<HandshakeRequest>, proxy: Option<HttpProxy>) -> Self {
         Self {
             id,
-            request,
             proxy,
             phase: Phase::Resolving,
             close_sent: false,
@@ -228,6 +230,8 @@ impl Conn {
             read_failed: false,
             interest: None,
             timer: DialTimer::start(),
+            span: wxsocket_wire::trace::connection_span(id, &request.url),
+            request,
         }
     }
 
@@ -395,6 +399,9 @@ impl Conn {
 
     /// Drops the transport at once (abort), deregistering the socket first.
     pub fn drop_transport(&mut self, ctx: &Ctx<'_>) {
+        if matches!(self.phase, Phase::Open(_)) {
+            wxsocket_wire::trace::transport_gone(self.id);
+        }
         let in_driver = self.interest.take().is_some();
         let in_receivers = std::mem::take(&mut self.in_receivers);
         if let Some(sock) = self.tcp() {
@@ -413,6 +420,7 @@ impl Conn {
         error: TransportError,
         out: &mut Vec<TransportEvent>,
     ) {
+        wxsocket_wire::trace::dial_failed(self.id, &error);
         self.drop_transport(ctx);
         out.push(TransportEvent::ConnectFailed(error));
     }
@@ -744,6 +752,11 @@ impl Conn {
                     compressed_unflushed: 0,
                 }));
                 out.push(TransportEvent::Opened(Box::new(done.handshake)));
+                if tracing::enabled!(target: wxsocket_wire::trace::TARGET, tracing::Level::DEBUG)
+                    && let Some(socket) = self.socket_info()
+                {
+                    wxsocket_wire::trace::opened(self.id, &socket);
+                }
                 // Frames may have come with the handshake response, and the socket has
                 // been drained: no further readiness event will come for them. The driver
                 // reads them as soon as the machine has seen `Opened` (only then does it
@@ -801,7 +814,7 @@ impl Conn {
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     self.read_failed = true;
-                    self.transport_failed(ctx, &e, out);
+                    self.transport_failed(ctx, &e, true, out);
                     return;
                 }
             }
@@ -811,13 +824,24 @@ impl Conn {
 
     /// A read or write failed: report it, and drop the transport unless the core will
     /// still want to send a close frame on it.
-    fn transport_failed(&mut self, ctx: &Ctx<'_>, error: &WsError, out: &mut Vec<TransportEvent>) {
+    fn transport_failed(
+        &mut self,
+        ctx: &Ctx<'_>,
+        error: &WsError,
+        reading: bool,
+        out: &mut Vec<TransportEvent>,
+    ) {
         match classify(error) {
             None => {
                 self.drop_transport(ctx);
                 out.push(TransportEvent::Closed);
             }
             Some(error) => {
+                if reading {
+                    wxsocket_wire::trace::read_failed(self.id, &error);
+                } else {
+                    wxsocket_wire::trace::write_failed(self.id, &error);
+                }
                 let keep = error.kind.sends_close_frame() && !self.close_sent;
                 out.push(TransportEvent::Error(error));
                 if !keep {
@@ -847,7 +871,7 @@ impl Conn {
                 }
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.wants_write = true,
-            Err(e) => self.transport_failed(ctx, &e, out),
+            Err(e) => self.transport_failed(ctx, &e, false, out),
         }
     }
 
@@ -898,7 +922,7 @@ impl Conn {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.transport_failed(ctx, &e, out),
+            Err(e) => self.transport_failed(ctx, &e, false, out),
         }
     }
 
@@ -912,7 +936,7 @@ impl Conn {
         match open.ws.close(Some(close_frame(frame))) {
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.transport_failed(ctx, &e, out),
+            Err(e) => self.transport_failed(ctx, &e, false, out),
         }
     }
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{
-    Action, Backlog, Completion, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
+    Action, Completion, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
 };
 
 /// The poller token of the cross-thread waker.
@@ -79,8 +79,6 @@ pub(crate) trait Machine: Driven + Send + 'static {
     fn poll_completion(&mut self) -> Option<Completion> {
         None
     }
-    /// What waits in the machine for the application (for the pause/resume traces).
-    fn backlog(&self) -> Backlog;
 }
 
 impl Machine for wxsocket_core::Session {
@@ -92,9 +90,6 @@ impl Machine for wxsocket_core::Session {
     }
     fn poll_completion(&mut self) -> Option<Completion> {
         wxsocket_core::Session::poll_completion(self)
-    }
-    fn backlog(&self) -> Backlog {
-        wxsocket_core::Session::backlog(self)
     }
 }
 
@@ -114,9 +109,6 @@ impl Machine for wxsocket_core::wx::WxSocket {
     fn needs_dispatch(&self) -> bool {
         self.session().has_events()
     }
-    fn backlog(&self) -> Backlog {
-        self.session().backlog()
-    }
 }
 
 impl Machine for wxsocket_core::Pool {
@@ -128,9 +120,6 @@ impl Machine for wxsocket_core::Pool {
     }
     fn poll_completion(&mut self) -> Option<Completion> {
         wxsocket_core::Pool::poll_completion(self)
-    }
-    fn backlog(&self) -> Backlog {
-        wxsocket_core::Pool::backlog(self)
     }
 }
 
@@ -862,6 +851,8 @@ impl<M: Machine> Inner<M> {
             tls: &self.tls,
             ws_config: self.ws_config,
         };
+        let span = c.span.clone();
+        let _entered = span.enter();
         f(c, &ctx, &mut out);
         if let Err(e) = c.sync_interest(&ctx) {
             c.poller_failed(&ctx, &e, &mut out);
@@ -887,6 +878,7 @@ impl<M: Machine> Inner<M> {
 
     fn execute(&mut self, action: Action, now: Instant) {
         self.progress = true;
+        wxsocket_wire::trace::action(&action);
         match action {
             Action::Dial { conn, request } => {
                 let k = key(conn);
@@ -929,14 +921,12 @@ impl<M: Machine> Inner<M> {
             }
             Action::Abort { conn } => self.abort(key(conn)),
             Action::ResumeReading { conn } => {
-                let mut resumed = false;
-                self.with_conn(key(conn), now, |c, _, _| resumed = c.resume_reads());
-                if resumed {
-                    // The pass itself is the driver thread's (`read_ready`), so a peer that
-                    // floods a connection cannot keep this call, often an application's
-                    // `recv`, reading.
-                    tracing::debug!(%conn, backlog = ?self.machine.backlog(), "reading resumed");
-                }
+                // The pass itself is the driver thread's (`read_ready`), so a peer that
+                // floods a connection cannot keep this call, often an application's `recv`,
+                // reading.
+                self.with_conn(key(conn), now, |c, _, _| {
+                    c.resume_reads();
+                })
             }
             // A newer core may add actions; carrying out none of them is the safe default.
             _ => {}
@@ -1003,7 +993,7 @@ impl<M: Machine> Inner<M> {
             c.on_ready(ctx, pass, credit, out);
         });
         if !was_paused && self.conns.get(&conn).is_some_and(Conn::is_read_paused) {
-            tracing::debug!(conn = %id, backlog = ?self.machine.backlog(), "reading paused");
+            wxsocket_wire::trace::reading_paused(id);
         }
     }
 

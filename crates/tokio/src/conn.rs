@@ -72,12 +72,12 @@ pub(crate) async fn run<M: Machine>(
     let (ws, handshake, socket) = match Box::pin(dial(&shared, &request)).await {
         Ok(done) => done,
         Err(error) => {
-            tracing::debug!(%conn, %error, "dial failed");
+            wxsocket_wire::trace::dial_failed(conn, &error);
             shared.report(conn, [TransportEvent::ConnectFailed(error)], true);
             return;
         }
     };
-    tracing::debug!(%conn, local = %socket.local_addr, nodelay = socket.nodelay, "open");
+    wxsocket_wire::trace::opened(conn, &socket);
     // Without the `deflate` feature nothing is offered, so nothing is agreed.
     #[cfg(feature = "deflate")]
     let compressor = handshake
@@ -87,6 +87,7 @@ pub(crate) async fn run<M: Machine>(
     #[cfg(not(feature = "deflate"))]
     let compressor: Option<Compressor> = None;
     let io: SharedIo = Arc::new(Mutex::new(Io {
+        conn,
         ws,
         compressor,
         commands,
@@ -111,7 +112,7 @@ pub(crate) async fn run<M: Machine>(
             .poll(cx, &shared, conn)
     })
     .await;
-    tracing::debug!(%conn, "transport gone");
+    wxsocket_wire::trace::transport_gone(conn);
 }
 
 async fn dial<M: Machine>(
@@ -261,6 +262,8 @@ async fn tunnel(
 
 /// The open connection's state between polls.
 pub(crate) struct Io {
+    /// The connection's id, for the log.
+    conn: ConnId,
     ws: WebSocketStream<Transport>,
     /// Compresses outgoing messages when permessage-deflate was agreed.
     compressor: Option<Compressor>,
@@ -524,7 +527,6 @@ impl Io {
         self.resume.register(cx.waker());
         self.credit = shared.read_credit(conn);
         if self.credit.is_paused() {
-            tracing::trace!(%conn, "reading paused: the application has not taken its messages");
             return false;
         }
         true
@@ -546,6 +548,9 @@ impl Io {
                     if let Some(event) = from_ws(message) {
                         if let TransportEvent::Message(message) = &event {
                             self.credit.take(message.len());
+                            if self.credit.is_paused() {
+                                wxsocket_wire::trace::reading_paused(self.conn);
+                            }
                         }
                         // A close frame's code and reason as the peer sent them.
                         self.batch
@@ -554,11 +559,14 @@ impl Io {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     *progress = true;
-                    return match classify(&e) {
+                    let error = classify(&e);
+                    if let Some(error) = &error {
+                        wxsocket_wire::trace::read_failed(self.conn, error);
+                    }
+                    return match error {
                         Some(error) if error.kind.sends_close_frame() => {
                             // The core answers with a close frame (1002 / 1007 / 1009); keep
                             // the write side for it, but the stream is no longer readable.
-                            tracing::debug!(%error, "read failed; close frame follows");
                             self.reading = false;
                             self.batch.push(TransportEvent::Error(error));
                             Flow::Go
@@ -580,7 +588,7 @@ impl Io {
     fn fail(&mut self, e: &tokio_tungstenite::tungstenite::Error) -> Flow {
         match classify(e) {
             Some(error) => {
-                tracing::debug!(%error, "write failed");
+                wxsocket_wire::trace::write_failed(self.conn, &error);
                 self.batch.push(TransportEvent::Error(error));
                 Flow::Finished
             }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::Instrument;
 use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{
     Action, Completion, ConfigError, ConnId, Driven, Event, ReadCredit, SendFailure, SendId,
@@ -229,18 +230,16 @@ impl<M: Machine> Core<M> {
 
     fn execute(&mut self, shared: &Arc<Shared<M>>, action: Action) {
         let conn = action.conn();
+        wxsocket_wire::trace::action(&action);
         let command = match action {
             Action::Dial { conn, request } => {
-                tracing::debug!(%conn, url = %request.url, "dial");
                 let (tx, rx) = mpsc::unbounded_channel();
                 let resume = Arc::new(AtomicWaker::new());
-                let task = shared.runtime.spawn(conn::run(
-                    Arc::clone(shared),
-                    conn,
-                    request,
-                    rx,
-                    Arc::clone(&resume),
-                ));
+                let span = wxsocket_wire::trace::connection_span(conn, &request.url);
+                let task = shared.runtime.spawn(
+                    conn::run(Arc::clone(shared), conn, request, rx, Arc::clone(&resume))
+                        .instrument(span),
+                );
                 self.conns.insert(
                     conn,
                     ConnEntry {
@@ -254,7 +253,6 @@ impl<M: Machine> Core<M> {
                 return;
             }
             Action::Abort { conn } => {
-                tracing::debug!(%conn, "abort");
                 if let Some(entry) = self.conns.remove(&conn) {
                     entry.task.abort();
                 }
@@ -280,21 +278,15 @@ impl<M: Machine> Core<M> {
                 }
             }
             Action::ResumeReading { conn } => {
-                tracing::debug!(%conn, "reading resumes");
                 if let Some(entry) = self.conns.get(&conn) {
                     entry.resume.wake();
                 }
                 return;
             }
             Action::Ping { payload, .. } => Command::Ping(payload),
-            Action::Close { frame, .. } => {
-                tracing::debug!(%conn, code = frame.code(), "close");
-                Command::Close(frame)
-            }
-            other => {
-                tracing::debug!(?other, "action not understood by this driver");
-                return;
-            }
+            Action::Close { frame, .. } => Command::Close(frame),
+            // Logged above; a newer core may add actions, carrying out none is safe.
+            _ => return,
         };
         match self.conns.get(&conn) {
             Some(entry) => {

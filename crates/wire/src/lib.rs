@@ -60,6 +60,7 @@ pub mod read_ahead;
 pub mod simple;
 mod timing;
 pub mod tls;
+pub mod trace;
 pub mod wx;
 
 /// What both adapters (`wxsocket-tokio`, `wxsocket-blocking`) re-export at their root, from
