@@ -16,26 +16,17 @@ use std::sync::Arc;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
-    CloseRequest, ConnId, HandshakeRequest, HttpProxy, Message, ReadCredit, SendId, TransportError,
+    CloseRequest, ConnId, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
-use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
-use wxsocket_wire::deflate::{Compressor, Inflater};
+use wxsocket_wire::convert::{classify, close_frame, from_ws};
+use wxsocket_wire::dial::{self, DialPlan, Encoder};
 use wxsocket_wire::proxy::ProxyConnect;
 use wxsocket_wire::{ClientHandshake, DialTimer};
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
 /// others; the driver comes back at once (zero poll timeout) when a pass stops early.
 const MAX_READS_PER_PASS: usize = 256;
-
-/// Uncompressed bytes of compressed messages written into the WebSocket's buffer after
-/// which it is flushed at once, before the next message is compressed: compression costs
-/// far more than a write (level 6: about 14 µs per KiB of JSON-like text), so the peer
-/// should start on one frame while the next is compressed rather than wait for a whole
-/// batch. Uncompressed and small messages are still flushed once per batch of actions.
-/// (The tokio adapter's `FLUSH_AFTER_COMPRESSED`; see DESIGN.md, "Deflate at the zlib
-/// limit".)
-const FLUSH_AFTER_COMPRESSED: usize = 4096;
 
 /// What every connection operation needs from the driver.
 pub(crate) struct Ctx<'a> {
@@ -128,14 +119,11 @@ enum Phase {
     Gone,
 }
 
-/// An open connection: the WebSocket, and the compressor when permessage-deflate was
-/// agreed.
+/// An open connection: the WebSocket, and how messages become frames (compressed when
+/// permessage-deflate was agreed).
 pub(crate) struct Open {
     ws: WebSocket<Wire>,
-    compressor: Option<Compressor>,
-    /// Uncompressed bytes of the compressed messages written since the last flush (see
-    /// [`FLUSH_AFTER_COMPRESSED`]).
-    compressed_unflushed: usize,
+    encoder: Encoder,
 }
 
 /// How far a read pass reads.
@@ -164,8 +152,8 @@ impl ReadPass {
 pub(crate) struct Conn {
     pub id: ConnId,
     request: Arc<HandshakeRequest>,
-    /// The proxy the dial goes through, if any.
-    proxy: Option<HttpProxy>,
+    /// Where the dial goes (the server, or a proxy) and what its failures are called.
+    plan: DialPlan,
     phase: Phase,
     /// A close frame was written (or queued) by us.
     close_sent: bool,
@@ -214,10 +202,10 @@ fn token(id: ConnId) -> Token {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, request: Arc<HandshakeRequest>, proxy: Option<HttpProxy>) -> Self {
+    pub fn new(id: ConnId, request: Arc<HandshakeRequest>, plan: DialPlan) -> Self {
         Self {
             id,
-            proxy,
+            plan,
             phase: Phase::Resolving,
             close_sent: false,
             pending: Vec::new(),
@@ -238,20 +226,8 @@ impl Conn {
     /// The host (without brackets) and port to resolve and connect to: the proxy's, or the
     /// server's.
     pub fn dial_target(&self) -> (String, u16) {
-        let (host, port) = match &self.proxy {
-            Some(proxy) => (proxy.host(), proxy.port()),
-            None => (self.request.host(), self.request.port()),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (host, port) = self.plan.tcp_target();
         (host.to_owned(), port)
-    }
-
-    /// What a dial failure names: the server's host, or the proxy.
-    fn dial_name(&self) -> String {
-        match &self.proxy {
-            Some(proxy) => format!("proxy {proxy}"),
-            None => self.request.host().to_owned(),
-        }
     }
 
     pub fn is_gone(&self) -> bool {
@@ -302,7 +278,7 @@ impl Conn {
             sock.nodelay().ok()?,
             tls,
         );
-        Some(if self.proxy.is_some() {
+        Some(if self.plan.is_proxied() {
             info.through_proxy()
         } else {
             info
@@ -434,10 +410,7 @@ impl Conn {
     ) {
         match addrs {
             Ok(addrs) if addrs.is_empty() => {
-                let error = TransportError::new(
-                    TransportErrorKind::Connect,
-                    format!("resolve {}: no address found", self.dial_name()),
-                );
+                let error = self.plan.no_address();
                 self.fail_dial(ctx, error, out);
             }
             Ok(addrs) => {
@@ -445,7 +418,7 @@ impl Conn {
                 self.try_addresses(ctx, addrs.into(), None, out);
             }
             Err(e) => {
-                let error = connect_error(&e, &format!("resolve {}", self.dial_name()));
+                let error = self.plan.resolve_failed(&e);
                 self.fail_dial(ctx, error, out);
             }
         }
@@ -474,11 +447,8 @@ impl Conn {
             }
         }
         let error = match last {
-            Some((addr, e)) if self.proxy.is_some() => {
-                connect_error(&e, &format!("connect to {} ({addr})", self.dial_name()))
-            }
-            Some((addr, e)) => connect_error(&e, &format!("connect to {addr}")),
-            None => TransportError::new(TransportErrorKind::Connect, "no address to connect to"),
+            Some((addr, e)) => self.plan.connect_failed(addr, &e),
+            None => self.plan.no_address(),
         };
         self.fail_dial(ctx, error, out);
     }
@@ -534,12 +504,11 @@ impl Conn {
             && let Err(e) = sock.set_nodelay(true)
         {
             ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
-            self.fail_dial(ctx, connect_error(&e, "set TCP_NODELAY"), out);
+            self.fail_dial(ctx, DialPlan::socket_failed(&e), out);
             return;
         }
-        match &self.proxy {
-            Some(proxy) => {
-                let connect = ProxyConnect::new(proxy, self.request.host(), self.request.port());
+        match self.plan.tunnel() {
+            Some(connect) => {
                 self.phase = Phase::Tunneling {
                     sock,
                     connect,
@@ -607,19 +576,10 @@ impl Conn {
         out: &mut Vec<TransportEvent>,
     ) {
         let stream = if self.request.is_tls() {
-            let host = self
-                .request
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let name = match rustls::pki_types::ServerName::try_from(host.to_owned()) {
+            let name = match self.plan.tls_server_name() {
                 Ok(name) => name,
-                Err(e) => {
+                Err(error) => {
                     ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
-                    let error = TransportError::new(
-                        TransportErrorKind::Tls,
-                        format!("invalid TLS server name: {e}"),
-                    );
                     self.fail_dial(ctx, error, out);
                     return;
                 }
@@ -667,15 +627,9 @@ impl Conn {
                     }
                 }
                 Ok(false) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(TransportError::new(
-                        TransportErrorKind::Io,
-                        "connection closed during the TLS handshake",
-                    ));
-                }
-                Err(e) => return Err(connect_error(&e, "tls")),
+                Err(e) => return Err(dial::handshake_failed(&e, "tls")),
             }
-            let io_error = |e: &io::Error| connect_error(e, "handshake");
+            let io_error = |e: &io::Error| dial::handshake_failed(e, "handshake");
             let request = handshake.request_bytes();
             while *written < request.len() {
                 match stream.write(&request[*written..]) {
@@ -695,12 +649,7 @@ impl Conn {
             let mut buf = [0u8; 4096];
             loop {
                 match stream.read(&mut buf) {
-                    Ok(0) => {
-                        return Err(TransportError::new(
-                            TransportErrorKind::Io,
-                            "connection closed during the handshake",
-                        ));
-                    }
+                    Ok(0) => return Err(dial::handshake_closed("handshake")),
                     Ok(n) => {
                         if let Some(done) = handshake.feed(&buf[..n])? {
                             return Ok(Some(done));
@@ -719,23 +668,11 @@ impl Conn {
                 // The bytes past the response head are the server's first bytes; the
                 // transport serves them first (with permessage-deflate, through the
                 // inflater like every later byte).
-                // Without the `deflate` feature nothing is offered, so nothing is agreed.
-                #[cfg(not(feature = "deflate"))]
-                let (inflater, compressor): (
-                    Option<Box<Inflater>>,
-                    Option<Compressor>,
-                ) = (None, None);
-                #[cfg(feature = "deflate")]
-                let (inflater, compressor) = match done.handshake.deflate {
-                    None => (None, None),
-                    Some(params) => {
-                        let max = ctx.ws_config.max_message_size.unwrap_or(usize::MAX);
-                        let inflater = Box::new(Inflater::new(&params, max));
-                        let options = self.request.per_message_deflate.unwrap_or_default();
-                        let compressor = Compressor::new(&params, &options);
-                        (Some(inflater), Some(compressor))
-                    }
-                };
+                let (inflater, encoder) = dial::codecs(
+                    &done.handshake,
+                    &self.request,
+                    ctx.ws_config.max_message_size,
+                );
                 let Phase::Handshaking { stream, .. } =
                     std::mem::replace(&mut self.phase, Phase::Gone)
                 else {
@@ -746,11 +683,7 @@ impl Conn {
                     Role::Client,
                     Some(ctx.ws_config),
                 );
-                self.phase = Phase::Open(Box::new(Open {
-                    ws,
-                    compressor,
-                    compressed_unflushed: 0,
-                }));
+                self.phase = Phase::Open(Box::new(Open { ws, encoder }));
                 out.push(TransportEvent::Opened(Box::new(done.handshake)));
                 if tracing::enabled!(target: wxsocket_wire::trace::TARGET, tracing::Level::DEBUG)
                     && let Some(socket) = self.socket_info()
@@ -861,7 +794,7 @@ impl Conn {
         };
         match open.ws.flush() {
             Ok(()) => {
-                open.compressed_unflushed = 0;
+                open.encoder.flushed();
                 self.wants_write = false;
                 out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
                 if self.read_failed && self.close_sent {
@@ -877,7 +810,7 @@ impl Conn {
 
     /// Buffers a message; [`Self::flush`] writes it (the driver flushes each connection
     /// once after carrying out all queued actions), or at once when compressing it took
-    /// that write past [`FLUSH_AFTER_COMPRESSED`].
+    /// that write past [`FLUSH_AFTER_COMPRESSED`](wxsocket_wire::dial::FLUSH_AFTER_COMPRESSED).
     pub fn send(
         &mut self,
         ctx: &Ctx<'_>,
@@ -886,17 +819,10 @@ impl Conn {
         out: &mut Vec<TransportEvent>,
     ) {
         let (message, flush_now) = match &mut self.phase {
-            Phase::Open(open) => match &mut open.compressor {
-                Some(compressor) => {
-                    let len = message.len();
-                    let message = compressor.encode(message);
-                    if matches!(message, WsMessage::Frame(_)) {
-                        open.compressed_unflushed += len;
-                    }
-                    (message, open.compressed_unflushed >= FLUSH_AFTER_COMPRESSED)
-                }
-                None => (to_ws(message), false),
-            },
+            Phase::Open(open) => {
+                let message = open.encoder.encode(message);
+                (message, open.encoder.flush_due())
+            }
             _ => return,
         };
         self.write(ctx, message, out);

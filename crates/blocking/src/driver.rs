@@ -32,6 +32,7 @@ use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{
     Action, Completion, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
 };
+use wxsocket_wire::dial::DialPlan;
 
 /// The poller token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -882,15 +883,16 @@ impl<M: Machine> Inner<M> {
         match action {
             Action::Dial { conn, request } => {
                 let k = key(conn);
-                let proxy = match wxsocket_wire::proxy::route(&request, &self.proxy_env) {
-                    Ok(proxy) => proxy,
+                let plan = match DialPlan::new(&request, &self.proxy_env) {
+                    Ok(plan) => plan,
                     Err(error) => {
-                        self.conns.insert(k, Conn::new(conn, request, None));
-                        self.with_conn(k, now, |c, ctx, out| c.fail_dial(ctx, error, out));
+                        wxsocket_wire::trace::dial_failed(conn, &error);
+                        self.machine
+                            .handle(conn, TransportEvent::ConnectFailed(error), now);
                         return;
                     }
                 };
-                let mut c = Conn::new(conn, Arc::clone(&request), proxy);
+                let mut c = Conn::new(conn, Arc::clone(&request), plan);
                 c.set_driver_reads(self.driver_reads);
                 let (host, port) = c.dial_target();
                 self.conns.insert(k, c);

@@ -329,27 +329,15 @@ pub(crate) mod no_tls {
         }
     }
 
-    pub(crate) mod pki_types {
-        /// A server name; none can be made without the feature.
-        pub(crate) enum ServerName {}
-
-        impl TryFrom<String> for ServerName {
-            type Error = &'static str;
-            fn try_from(_host: String) -> Result<Self, Self::Error> {
-                Err(super::NO_TLS)
-            }
-        }
-    }
-
     /// A TLS client connection; has no values without the feature.
     pub(crate) enum ClientConnection {}
 
     impl ClientConnection {
         pub(crate) fn new(
             _config: Arc<ClientConfig>,
-            name: pki_types::ServerName,
+            _name: wxsocket_wire::dial::ServerName<'static>,
         ) -> Result<Self, &'static str> {
-            match name {}
+            Err(NO_TLS)
         }
     }
 

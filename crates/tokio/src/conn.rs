@@ -20,10 +20,11 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
-    TransportErrorKind, TransportEvent,
+    TransportEvent,
 };
-use wxsocket_wire::convert::{CloseWatch, classify, close_frame, connect_error, from_ws, to_ws};
-use wxsocket_wire::deflate::{Compressor, Inflater};
+use wxsocket_wire::convert::{CloseWatch, classify, close_frame, from_ws};
+use wxsocket_wire::deflate::Inflater;
+use wxsocket_wire::dial::{self, DialPlan, Encoder};
 use wxsocket_wire::proxy::ProxyConnect;
 use wxsocket_wire::read_ahead::ReadAhead;
 use wxsocket_wire::{ClientHandshake, DialTimer};
@@ -47,18 +48,6 @@ pub(crate) type SharedIo = Arc<Mutex<Io>>;
 /// Most messages read before the batch is reported (keeps batches and lock holds short).
 const READ_BATCH: usize = 256;
 
-/// Uncompressed bytes of compressed messages fed to the socket's buffer after which it is
-/// flushed at once, before the next waiting send is compressed.
-///
-/// Compression costs tens of microseconds per kilobyte (level 6: about 14 µs per KiB of
-/// JSON-like text with zlib-rs), a write a few: holding a window of 64 compressed 4 KiB
-/// messages back for one write kept the peer idle for the ~4 ms it took to compress them,
-/// and then this side idle while the peer caught up (48 % of the zlib limit in issue 17's
-/// measurement). Flushed once this much was compressed, the peer works on one frame while
-/// this side compresses the next; uncompressed and small messages still go out in batches
-/// (their encoding costs less than the write).
-pub(crate) const FLUSH_AFTER_COMPRESSED: usize = 4096;
-
 /// The task of connection `conn`. Dropping it (abort) drops the transport at once.
 pub(crate) async fn run<M: Machine>(
     shared: Arc<Shared<M>>,
@@ -69,7 +58,7 @@ pub(crate) async fn run<M: Machine>(
 ) {
     // Boxed: the dial's future (TLS, proxy, handshake) is large, and a task's future is
     // allocated once at its largest; boxed, it is freed when the connection is open.
-    let (ws, handshake, socket) = match Box::pin(dial(&shared, &request)).await {
+    let (ws, handshake, socket, encoder) = match Box::pin(dial(&shared, &request)).await {
         Ok(done) => done,
         Err(error) => {
             wxsocket_wire::trace::dial_failed(conn, &error);
@@ -78,22 +67,13 @@ pub(crate) async fn run<M: Machine>(
         }
     };
     wxsocket_wire::trace::opened(conn, &socket);
-    // Without the `deflate` feature nothing is offered, so nothing is agreed.
-    #[cfg(feature = "deflate")]
-    let compressor = handshake
-        .deflate
-        .zip(request.per_message_deflate)
-        .map(|(params, options)| Compressor::new(&params, &options));
-    #[cfg(not(feature = "deflate"))]
-    let compressor: Option<Compressor> = None;
     let io: SharedIo = Arc::new(Mutex::new(Io {
         conn,
         ws,
-        compressor,
+        encoder,
         commands,
         unflushed: Vec::new(),
         needs_flush: false,
-        compressed_unflushed: 0,
         started_in_place: false,
         unanswered: 0,
         deferred: None,
@@ -118,60 +98,48 @@ pub(crate) async fn run<M: Machine>(
 async fn dial<M: Machine>(
     shared: &Shared<M>,
     request: &HandshakeRequest,
-) -> Result<(WebSocketStream<Transport>, Handshake, SocketInfo), TransportError> {
+) -> Result<(WebSocketStream<Transport>, Handshake, SocketInfo, Encoder), TransportError> {
     let mut timer = DialTimer::start();
-    let host = request.host().trim_start_matches('[').trim_end_matches(']');
-    let proxy = wxsocket_wire::proxy::route(request, &shared.proxy_env)?;
-    let mut tcp = match &proxy {
-        None => connect_tcp(host, request.port(), host, &mut timer).await?,
-        Some(proxy) => {
-            let proxy_host = proxy.host().trim_start_matches('[').trim_end_matches(']');
-            let name = format!("proxy {proxy}");
-            connect_tcp(proxy_host, proxy.port(), &name, &mut timer).await?
-        }
-    };
-    let io_error = |e: io::Error| connect_error(&e, "socket");
+    let plan = DialPlan::new(request, &shared.proxy_env)?;
+    let mut tcp = connect_tcp(&plan, &mut timer).await?;
+    let socket_failed = |e: io::Error| DialPlan::socket_failed(&e);
     if request.tcp_no_delay {
-        tcp.set_nodelay(true).map_err(io_error)?;
+        tcp.set_nodelay(true).map_err(socket_failed)?;
     }
-    if let Some(proxy) = &proxy {
-        tunnel(&mut tcp, proxy, request).await?;
+    if let Some(connect) = plan.tunnel() {
+        tunnel(&mut tcp, connect).await?;
     }
     let socket = SocketInfo::new(
-        tcp.local_addr().map_err(io_error)?,
-        tcp.peer_addr().map_err(io_error)?,
-        tcp.nodelay().map_err(io_error)?,
+        tcp.local_addr().map_err(socket_failed)?,
+        tcp.peer_addr().map_err(socket_failed)?,
+        tcp.nodelay().map_err(socket_failed)?,
         request.is_tls(),
     );
-    let socket = if proxy.is_some() {
+    let socket = if plan.is_proxied() {
         socket.through_proxy()
     } else {
         socket
     };
     let mut stream = if request.is_tls() {
-        let tls = crate::tls::connect(&shared.tls, host, tcp).await?;
+        let tls = crate::tls::connect(&shared.tls, &plan, tcp).await?;
         timer.tls_done();
         Inner::Tls(Box::new(tls))
     } else {
         Inner::Plain(tcp)
     };
     let mut handshake = ClientHandshake::new(request);
-    let handshake_io =
-        |e: io::Error| TransportError::new(TransportErrorKind::Io, format!("handshake: {e}"));
+    let failed = |e: io::Error| dial::handshake_failed(&e, "handshake");
     stream
         .write_all(handshake.request_bytes())
         .await
-        .map_err(handshake_io)?;
-    stream.flush().await.map_err(handshake_io)?;
+        .map_err(failed)?;
+    stream.flush().await.map_err(failed)?;
     timer.request_written();
     let mut buf = vec![0u8; 4096];
     let mut done = loop {
-        let n = stream.read(&mut buf).await.map_err(handshake_io)?;
+        let n = stream.read(&mut buf).await.map_err(failed)?;
         if n == 0 {
-            return Err(TransportError::new(
-                TransportErrorKind::Io,
-                "handshake: the server closed the connection before answering",
-            ));
+            return Err(dial::handshake_closed("handshake"));
         }
         if let Some(done) = handshake.feed(&buf[..n])? {
             break done;
@@ -183,13 +151,8 @@ async fn dial<M: Machine>(
     // later read would be a few bytes, one syscall per message.) With permessage-deflate,
     // everything the server sends, the tail included, passes through the inflater, on the
     // first read: a failure in it is then a failure of the open connection (1002 / 1009).
-    #[cfg(feature = "deflate")]
-    let inflater = done.handshake.deflate.map(|params| {
-        let max = shared.ws_config.max_message_size.unwrap_or(usize::MAX);
-        Box::new(Inflater::new(&params, max))
-    });
-    #[cfg(not(feature = "deflate"))]
-    let inflater: Option<Box<Inflater>> = None;
+    let (inflater, encoder) =
+        dial::codecs(&done.handshake, request, shared.ws_config.max_message_size);
     let stream = Transport {
         tail: Bytes::from(done.tail),
         inflater,
@@ -198,23 +161,19 @@ async fn dial<M: Machine>(
         inner: stream,
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
-    Ok((ws, done.handshake, socket))
+    Ok((ws, done.handshake, socket, encoder))
 }
 
-/// Resolves `host` (unless it is an IP address) and connects to its addresses in order,
-/// as `TcpStream::connect` would, but marking the end of resolution and of the connect on
-/// `timer` apart. `name` is what a failure names (the host, or the proxy).
-async fn connect_tcp(
-    host: &str,
-    port: u16,
-    name: &str,
-    timer: &mut DialTimer,
-) -> Result<TcpStream, TransportError> {
+/// Resolves the plan's TCP target (unless it is an IP address) and connects to its
+/// addresses in order, as `TcpStream::connect` would, but marking the end of resolution and
+/// of the connect on `timer` apart.
+async fn connect_tcp(plan: &DialPlan, timer: &mut DialTimer) -> Result<TcpStream, TransportError> {
+    let (host, port) = plan.tcp_target();
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| connect_error(&e, &format!("resolve {name}")))?
+            .map_err(|e| plan.resolve_failed(&e))?
             .collect(),
     };
     timer.resolved();
@@ -229,22 +188,14 @@ async fn connect_tcp(
         }
     }
     Err(match last {
-        Some((addr, e)) => connect_error(&e, &format!("connect to {name} ({addr})")),
-        None => TransportError::new(
-            TransportErrorKind::Connect,
-            format!("resolve {name}: no address found"),
-        ),
+        Some((addr, e)) => plan.connect_failed(addr, &e),
+        None => plan.no_address(),
     })
 }
 
-/// Opens a `CONNECT` tunnel to the request's server through `proxy` (the whole exchange is
+/// Opens the `CONNECT` tunnel to the server through the proxy (the whole exchange is
 /// bounded by the handshake timeout, which aborts this task).
-async fn tunnel(
-    tcp: &mut TcpStream,
-    proxy: &wxsocket_core::HttpProxy,
-    request: &HandshakeRequest,
-) -> Result<(), TransportError> {
-    let mut connect = ProxyConnect::new(proxy, request.host(), request.port());
+async fn tunnel(tcp: &mut TcpStream, mut connect: ProxyConnect) -> Result<(), TransportError> {
     tcp.write_all(connect.request_bytes())
         .await
         .map_err(|e| connect.io_error(&e))?;
@@ -266,14 +217,11 @@ pub(crate) struct Io {
     conn: ConnId,
     ws: WebSocketStream<Transport>,
     /// Compresses outgoing messages when permessage-deflate was agreed.
-    compressor: Option<Compressor>,
+    encoder: Encoder,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Sends fed to the socket but not yet flushed.
     unflushed: Vec<SendId>,
     needs_flush: bool,
-    /// Uncompressed bytes of the compressed messages fed since the last flush (see
-    /// [`FLUSH_AFTER_COMPRESSED`]).
-    compressed_unflushed: usize,
     /// The unflushed frames were started in place in this core turn (the task is not
     /// waiting on a flush of its own, whose waker an in-place flush would replace).
     started_in_place: bool,
@@ -368,7 +316,7 @@ impl Io {
         ) {
             return Some(message);
         }
-        let item = self.encode(message);
+        let item = self.encoder.encode(message);
         if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
             self.deferred = Some(e);
         }
@@ -376,32 +324,16 @@ impl Io {
         self.needs_flush = true;
         self.started_in_place = true;
         self.unanswered = self.unanswered.saturating_add(1);
-        if self.deferred.is_none() && self.compressed_unflushed >= FLUSH_AFTER_COMPRESSED {
+        if self.deferred.is_none() && self.encoder.flush_due() {
             // Out at once (see `FLUSH_AFTER_COMPRESSED`); the sends are still reported by
             // `flush_in_place`, whose flush then finds little or nothing left to write.
             match Pin::new(&mut self.ws).poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => self.compressed_unflushed = 0,
+                Poll::Ready(Ok(())) => self.encoder.flushed(),
                 Poll::Ready(Err(e)) => self.deferred = Some(e),
                 Poll::Pending => {}
             }
         }
         None
-    }
-
-    /// The message as tungstenite should write it: compressed when permessage-deflate is
-    /// in force and the message is long enough, counted in `compressed_unflushed` then.
-    fn encode(&mut self, message: Message) -> WsMessage {
-        match &mut self.compressor {
-            Some(compressor) => {
-                let len = message.len();
-                let item = compressor.encode(message);
-                if matches!(item, WsMessage::Frame(_)) {
-                    self.compressed_unflushed += len;
-                }
-                item
-            }
-            None => to_ws(message),
-        }
     }
 
     /// Flushes what [`Self::start_in_place`] started. Returns the sends now written, or
@@ -419,7 +351,7 @@ impl Io {
         match Pin::new(&mut self.ws).poll_flush(&mut cx) {
             Poll::Ready(Ok(())) => {
                 self.needs_flush = false;
-                self.compressed_unflushed = 0;
+                self.encoder.flushed();
                 Some(std::mem::take(&mut self.unflushed))
             }
             Poll::Ready(Err(e)) => {
@@ -457,7 +389,7 @@ impl Io {
                 Command::Send(id, message) => {
                     self.unflushed.push(id);
                     self.unanswered = self.unanswered.saturating_add(1);
-                    self.encode(message)
+                    self.encoder.encode(message)
                 }
                 Command::Ping(payload) => WsMessage::Ping(payload),
                 Command::Close(frame) => {
@@ -471,7 +403,7 @@ impl Io {
                 return self.fail(&e);
             }
             self.needs_flush = true;
-            if self.compressed_unflushed >= FLUSH_AFTER_COMPRESSED {
+            if self.encoder.flush_due() {
                 // Out before the next message is compressed (see
                 // `FLUSH_AFTER_COMPRESSED`); a full socket ends the feeding for now.
                 match self.flush(cx) {
@@ -497,7 +429,7 @@ impl Io {
             Poll::Ready(Ok(())) => {
                 self.needs_flush = false;
                 self.started_in_place = false;
-                self.compressed_unflushed = 0;
+                self.encoder.flushed();
                 self.batch
                     .extend(self.unflushed.drain(..).map(TransportEvent::SendWritten));
                 if self.close_sent && !self.reading {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use wxsocket_core::{ConfigError, TransportError};
+use wxsocket_wire::dial::DialPlan;
 use wxsocket_wire::tls::TlsRoots;
 
 #[cfg(feature = "tls")]
@@ -27,23 +28,15 @@ pub(crate) fn client_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>, Confi
 #[cfg(feature = "tls")]
 pub(crate) async fn connect(
     config: &Arc<ClientConfig>,
-    host: &str,
+    plan: &DialPlan,
     tcp: TcpStream,
 ) -> Result<TlsStream, TransportError> {
-    use wxsocket_core::TransportErrorKind;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
-        TransportError::new(
-            TransportErrorKind::Tls,
-            format!("tls: invalid server name {host:?}: {e}"),
-        )
-    })?;
     tokio_rustls::TlsConnector::from(Arc::clone(config))
-        .connect(name, tcp)
+        .connect(plan.tls_server_name()?, tcp)
         .await
-        .map_err(|e| wxsocket_wire::convert::connect_error(&e, "tls"))
+        .map_err(|e| wxsocket_wire::dial::handshake_failed(&e, "tls"))
 }
 
-/// No TLS configuration exists without the `tls` feature.
 #[cfg(not(feature = "tls"))]
 #[derive(Debug)]
 pub(crate) struct ClientConfig;
@@ -60,7 +53,7 @@ pub(crate) fn client_config(_roots: &TlsRoots) -> Result<Arc<ClientConfig>, Conf
 #[cfg(not(feature = "tls"))]
 pub(crate) async fn connect(
     _config: &Arc<ClientConfig>,
-    _host: &str,
+    _plan: &DialPlan,
     _tcp: TcpStream,
 ) -> Result<TlsStream, TransportError> {
     Err(TransportError::new(

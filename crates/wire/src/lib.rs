@@ -17,6 +17,8 @@
 //!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
 //!   `CONNECT` exchange as a sans-IO machine.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//! - [`dial`]: the dial plan (where the TCP connection goes, what each failure is called,
+//!   the TLS server name) and a connection's codecs once open ([`dial::Encoder`]).
 //! - [`handle`]: the calls of the adapters' `Client`, `TaskPool` and `SocketTask` that do
 //!   not wait, written once over a [`handle::DriverHandle`].
 //! - [`wx`]: the WeChat socket surface (`WxSocket`) both adapters define with one macro.
@@ -52,6 +54,7 @@ pub mod deflate;
 #[cfg(not(feature = "deflate"))]
 #[path = "deflate_off.rs"]
 pub mod deflate;
+pub mod dial;
 mod features;
 pub mod handle;
 mod handshake;

@@ -1,0 +1,204 @@
+//! The dial both adapters follow, written once: where the TCP connection goes (the server,
+//! or the HTTP proxy the request is routed through), what a failure at each step is called,
+//! the TLS server name, and the codecs of a connection once its handshake is done. The
+//! adapters keep only how they wait for a socket.
+//!
+//! The steps: resolve [`DialPlan::tcp_target`] (unless it is an IP address), connect to its
+//! addresses in order, set `TCP_NODELAY` if asked, open the proxy's tunnel
+//! ([`DialPlan::tunnel`]) if there is one, TLS for `wss` with
+//! [`DialPlan::tls_server_name`], then the upgrade ([`crate::ClientHandshake`]). Each
+//! failure is a [`TransportError`] made here, so both adapters report the same text.
+
+use crate::convert::connect_error;
+use crate::deflate::{Compressor, Inflater};
+use crate::proxy::{ProxyConnect, ProxyEnv};
+use std::io;
+use std::net::SocketAddr;
+use tungstenite::Message as WsMessage;
+
+pub use rustls_pki_types::ServerName;
+use wxsocket_core::{
+    Handshake, HandshakeRequest, HttpProxy, Message, TransportError, TransportErrorKind,
+};
+
+/// Where one connection's TCP connection goes and how its failures are named.
+#[derive(Debug, Clone)]
+pub struct DialPlan {
+    /// The server's host as in the URL (an IPv6 address in brackets) and port.
+    host: String,
+    port: u16,
+    /// The proxy the request goes through, if any.
+    proxy: Option<HttpProxy>,
+}
+
+/// `host` without the brackets of an IPv6 address, as resolvers and TLS take it.
+fn bare(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl DialPlan {
+    /// The plan for `request`, its proxy chosen by [`crate::proxy::route`] from `env`.
+    pub fn new(request: &HandshakeRequest, env: &ProxyEnv) -> Result<DialPlan, TransportError> {
+        Ok(DialPlan {
+            host: request.host().to_owned(),
+            port: request.port(),
+            proxy: crate::proxy::route(request, env)?,
+        })
+    }
+
+    /// The host (without brackets) and port the TCP connection goes to: the proxy's, or
+    /// the server's.
+    pub fn tcp_target(&self) -> (&str, u16) {
+        match &self.proxy {
+            Some(proxy) => (bare(proxy.host()), proxy.port()),
+            None => (bare(&self.host), self.port),
+        }
+    }
+
+    /// Whether the connection goes through an HTTP proxy.
+    pub fn is_proxied(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// What a failure to reach the TCP target names: the server's host, or the proxy.
+    fn target_name(&self) -> String {
+        match &self.proxy {
+            Some(proxy) => format!("proxy {proxy}"),
+            None => self.host.clone(),
+        }
+    }
+
+    /// Resolving the TCP target failed.
+    pub fn resolve_failed(&self, error: &io::Error) -> TransportError {
+        connect_error(error, &format!("resolve {}", self.target_name()))
+    }
+
+    /// The TCP target resolved to no address.
+    pub fn no_address(&self) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Connect,
+            format!("resolve {}: no address found", self.target_name()),
+        )
+    }
+
+    /// Connecting to `addr`, the last address tried, failed.
+    pub fn connect_failed(&self, addr: SocketAddr, error: &io::Error) -> TransportError {
+        connect_error(
+            error,
+            &format!("connect to {} ({addr})", self.target_name()),
+        )
+    }
+
+    /// Setting up the connected socket (`TCP_NODELAY`, reading its addresses) failed.
+    pub fn socket_failed(error: &io::Error) -> TransportError {
+        connect_error(error, "socket")
+    }
+
+    /// The `CONNECT` exchange that opens the tunnel to the server, when there is a proxy.
+    pub fn tunnel(&self) -> Option<ProxyConnect> {
+        self.proxy
+            .as_ref()
+            .map(|proxy| ProxyConnect::new(proxy, &self.host, self.port))
+    }
+
+    /// The name TLS checks the server's certificate against: the server's host (also
+    /// through a tunnel).
+    pub fn tls_server_name(&self) -> Result<ServerName<'static>, TransportError> {
+        let host = bare(&self.host);
+        ServerName::try_from(host.to_owned()).map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Tls,
+                format!("tls: invalid server name {host:?}: {e}"),
+            )
+        })
+    }
+}
+
+/// Reading or writing failed during TLS (`what` = `"tls"`) or the upgrade (`"handshake"`).
+pub fn handshake_failed(error: &io::Error, what: &str) -> TransportError {
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        return handshake_closed(what);
+    }
+    connect_error(error, what)
+}
+
+/// The server closed the connection before its TLS (`what` = `"tls"`) or upgrade
+/// (`"handshake"`) answer was complete.
+pub fn handshake_closed(what: &str) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Io,
+        format!("{what}: the server closed the connection before answering"),
+    )
+}
+
+/// The codecs of a connection whose handshake is `handshake`: an inflater for what it reads
+/// and a compressor for what it sends when permessage-deflate was agreed (none without the
+/// `deflate` feature, which offers nothing). `max_message_size` bounds an inflated message.
+pub fn codecs(
+    handshake: &Handshake,
+    request: &HandshakeRequest,
+    max_message_size: Option<usize>,
+) -> (Option<Box<Inflater>>, Encoder) {
+    #[cfg(feature = "deflate")]
+    if let Some(params) = handshake.deflate {
+        let max = max_message_size.unwrap_or(usize::MAX);
+        let options = request.per_message_deflate.unwrap_or_default();
+        return (
+            Some(Box::new(Inflater::new(&params, max))),
+            Encoder {
+                compressor: Some(Compressor::new(&params, &options)),
+                compressed_unflushed: 0,
+            },
+        );
+    }
+    let _ = (handshake, request, max_message_size);
+    (None, Encoder::default())
+}
+
+/// Once this many bytes of messages were compressed since the last flush, the frames go to
+/// the socket before the next message is compressed.
+///
+/// Compression costs far more than a write (~14 µs per KiB at level 6 with zlib-rs on the
+/// development machine, against a few µs for a write). Compressing a whole window of
+/// messages before one write kept the peer idle while this side compressed, then this side
+/// idle while the peer caught up (48 % of the zlib limit in issue 17's measurement).
+/// Flushed at this point, the peer works on one frame while this side compresses the next;
+/// uncompressed and small messages still go out in batches.
+pub const FLUSH_AFTER_COMPRESSED: usize = 4096;
+
+/// How a connection's messages become frames: compressed when permessage-deflate is in
+/// force (and the message is long enough), plain otherwise; and when the compressed ones
+/// should be flushed ([`FLUSH_AFTER_COMPRESSED`]).
+#[derive(Debug, Default)]
+pub struct Encoder {
+    compressor: Option<Compressor>,
+    /// Uncompressed bytes of the messages compressed since the last flush.
+    compressed_unflushed: usize,
+}
+
+impl Encoder {
+    /// The message as tungstenite should write it.
+    pub fn encode(&mut self, message: Message) -> WsMessage {
+        match &mut self.compressor {
+            Some(compressor) => {
+                let len = message.len();
+                let item = compressor.encode(message);
+                if matches!(item, WsMessage::Frame(_)) {
+                    self.compressed_unflushed += len;
+                }
+                item
+            }
+            None => crate::convert::to_ws(message),
+        }
+    }
+
+    /// Whether enough was compressed since the last flush that the frames should go out now.
+    pub fn flush_due(&self) -> bool {
+        self.compressed_unflushed >= FLUSH_AFTER_COMPRESSED
+    }
+
+    /// Everything encoded so far was flushed.
+    pub fn flushed(&mut self) {
+        self.compressed_unflushed = 0;
+    }
+}
