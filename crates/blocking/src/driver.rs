@@ -29,10 +29,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
-use wxsocket_core::{
-    Action, Completion, ConnId, Driven, Event, SendFailure, SendId, TransportEvent,
-};
+use wxsocket_core::{Action, ConnId, Event, SendFailure, SendId, TransportEvent};
 use wxsocket_wire::dial::DialPlan;
+pub(crate) use wxsocket_wire::machine::Machine;
 
 /// The poller token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -49,80 +48,6 @@ pub(crate) const BATCH_EVENTS: usize = 64;
 /// Most message payload bytes the outbox holds (it always takes at least one event, so a
 /// larger message still gets through).
 pub(crate) const BATCH_BYTES: usize = 256 << 10;
-
-/// What the driver needs from a machine besides [`Driven`].
-pub(crate) trait Machine: Driven + Send + 'static {
-    /// The next application event for the [`crate::Events`] queue (none for machines that
-    /// deliver through callbacks).
-    fn next_event(&mut self) -> Option<Event>;
-    /// Lets a callback machine turn its events into due callbacks (queued in the machine;
-    /// the driver thread takes them with [`Machine::take_callbacks`]).
-    fn dispatch(&mut self) {}
-    /// Whether due callbacks wait for the driver thread.
-    fn has_callbacks(&self) -> bool {
-        false
-    }
-    /// The due callbacks, in order, for the driver thread to run outside any lock.
-    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
-        Vec::new()
-    }
-    /// Whether a callback machine still holds events that [`Machine::dispatch`] has not
-    /// turned into callbacks yet (it turns a bounded number at a time).
-    fn needs_dispatch(&self) -> bool {
-        false
-    }
-    /// Whether events for the [`crate::Events`] queue wait in the machine.
-    fn has_events(&self) -> bool {
-        false
-    }
-    /// The next send outcome, for the sends a thread waits for (the machine keeps them
-    /// with `track_completions` on, whether or not the application takes its events).
-    fn poll_completion(&mut self) -> Option<Completion> {
-        None
-    }
-}
-
-impl Machine for wxsocket_core::Session {
-    fn next_event(&mut self) -> Option<Event> {
-        self.poll_event()
-    }
-    fn has_events(&self) -> bool {
-        wxsocket_core::Session::has_events(self)
-    }
-    fn poll_completion(&mut self) -> Option<Completion> {
-        wxsocket_core::Session::poll_completion(self)
-    }
-}
-
-impl Machine for wxsocket_core::wx::WxSocket {
-    fn next_event(&mut self) -> Option<Event> {
-        None
-    }
-    fn dispatch(&mut self) {
-        wxsocket_core::wx::WxSocket::dispatch(self);
-    }
-    fn has_callbacks(&self) -> bool {
-        wxsocket_core::wx::WxSocket::has_callbacks(self)
-    }
-    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
-        std::iter::from_fn(|| self.poll_callback()).collect()
-    }
-    fn needs_dispatch(&self) -> bool {
-        self.session().has_events()
-    }
-}
-
-impl Machine for wxsocket_core::Pool {
-    fn next_event(&mut self) -> Option<Event> {
-        self.poll_event()
-    }
-    fn has_events(&self) -> bool {
-        wxsocket_core::Pool::has_events(self)
-    }
-    fn poll_completion(&mut self) -> Option<Completion> {
-        wxsocket_core::Pool::poll_completion(self)
-    }
-}
 
 /// Locks a mutex, ignoring poisoning (no invariant of ours spans a panic).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

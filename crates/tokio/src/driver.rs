@@ -21,76 +21,9 @@ use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::Instrument;
 use wxsocket_core::wx::PendingCallback;
-use wxsocket_core::{
-    Action, Completion, ConfigError, ConnId, Driven, Event, ReadCredit, SendFailure, SendId,
-    TransportEvent,
-};
+use wxsocket_core::{Action, ConfigError, ConnId, ReadCredit, SendFailure, SendId, TransportEvent};
 use wxsocket_wire::handle::DriverHandle;
-
-/// A machine the driver can run: the [`Driven`] side (shutdown included) plus how its
-/// application events are delivered.
-pub(crate) trait Machine: Driven + Send + 'static {
-    /// Lets a callback machine turn its events into due callbacks; returns whether the
-    /// driver task must run (callbacks are waiting). Event machines keep their events for
-    /// the [`crate::Events`] stream, which takes them from the core itself.
-    fn deliver(&mut self) -> bool {
-        false
-    }
-    /// The callbacks that are due, in order, for the driver task to run outside the lock
-    /// (none for machines that deliver through [`crate::Events`]).
-    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
-        Vec::new()
-    }
-    /// The next event for the application (none for callback machines).
-    fn next_event(&mut self) -> Option<Event> {
-        None
-    }
-    /// Whether events wait for the application.
-    fn has_events(&self) -> bool {
-        false
-    }
-    /// The next send outcome (see `Session::track_completions`).
-    fn poll_completion(&mut self) -> Option<Completion> {
-        None
-    }
-    /// Makes the machine keep send outcomes for [`Machine::poll_completion`].
-    fn track_completions(&mut self) {}
-}
-
-macro_rules! event_machine {
-    ($($ty:ty),*) => {$(
-        impl Machine for $ty {
-            fn next_event(&mut self) -> Option<Event> {
-                self.poll_event()
-            }
-            fn has_events(&self) -> bool {
-                <$ty>::has_events(self)
-            }
-            fn poll_completion(&mut self) -> Option<Completion> {
-                <$ty>::poll_completion(self)
-            }
-            fn track_completions(&mut self) {
-                <$ty>::track_completions(self, true)
-            }
-        }
-    )*};
-}
-
-event_machine!(wxsocket_core::Session, wxsocket_core::Pool);
-
-impl Machine for wxsocket_core::wx::WxSocket {
-    fn deliver(&mut self) -> bool {
-        // The deferred core queues listeners and send callbacks (a bounded number; the
-        // rest of the events wait in the session, under its receive bounds); the driver
-        // task runs them.
-        self.dispatch();
-        self.has_callbacks()
-    }
-
-    fn take_callbacks(&mut self) -> Vec<PendingCallback> {
-        std::iter::from_fn(|| self.poll_callback()).collect()
-    }
-}
+pub(crate) use wxsocket_wire::machine::Machine;
 
 /// Completion of an awaitable send.
 pub(crate) type SendResult = Result<(), SendFailure>;
@@ -168,7 +101,8 @@ impl<M: Machine> Core<M> {
                     let _ = waiter.send(result);
                 }
             }
-            wake |= self.machine.deliver();
+            self.machine.dispatch();
+            wake |= self.machine.has_callbacks();
             if !self.out.events_alive {
                 // Nobody takes the events: drop them, which frees room in the core (and
                 // may resume reading: the actions of that come round the loop).

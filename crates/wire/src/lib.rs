@@ -21,6 +21,8 @@
 //!   the TLS server name) and a connection's codecs once open ([`dial::Encoder`]).
 //! - [`handle`]: the calls of the adapters' `Client`, `TaskPool` and `SocketTask` that do
 //!   not wait, written once over a [`handle::DriverHandle`].
+//! - [`machine::Machine`]: what a driver needs from the core's `Session`, `Pool` and wx
+//!   socket besides `Driven`, implemented once for the three.
 //! - [`wx`]: the WeChat socket surface (`WxSocket`) both adapters define with one macro.
 //! - [`DialTimer`]: the points of a dial both adapters time for the open event's
 //!   [`wxsocket_core::OpenProfile`].
@@ -58,6 +60,7 @@ pub mod dial;
 mod features;
 pub mod handle;
 mod handshake;
+pub mod machine;
 pub mod proxy;
 pub mod read_ahead;
 pub mod simple;
