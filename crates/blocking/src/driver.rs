@@ -28,7 +28,6 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
-use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{Action, ConnId, Event, SendFailure, SendId, TransportEvent};
 use wxsocket_wire::dial::DialPlan;
 pub(crate) use wxsocket_wire::machine::Machine;
@@ -406,7 +405,7 @@ impl<M: Machine> Shared<M> {
                 (timeout, callbacks, finished, dispatch_more)
             };
             let ran = !callbacks.is_empty();
-            run_callbacks(callbacks);
+            wxsocket_wire::machine::run_callbacks(callbacks);
             if finished {
                 break;
             }
@@ -438,7 +437,7 @@ impl<M: Machine> Shared<M> {
             if callbacks.is_empty() {
                 break;
             }
-            run_callbacks(callbacks);
+            wxsocket_wire::machine::run_callbacks(callbacks);
         }
         let mut outbox = lock(&self.outbox);
         outbox.finished = true;
@@ -926,13 +925,5 @@ impl<M: Machine> Inner<M> {
 
     fn abort(&mut self, conn: u64) {
         self.with_conn(conn, Instant::now(), |c, ctx, _| c.drop_transport(ctx));
-    }
-}
-
-/// Runs callbacks in order, with no lock held; a panicking one does not take the driver
-/// thread down with it.
-fn run_callbacks(callbacks: Vec<PendingCallback>) {
-    for callback in callbacks {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
     }
 }

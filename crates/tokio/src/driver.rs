@@ -11,7 +11,6 @@ use crate::conn::{self, Command, SharedIo};
 use crate::{Config, SocketInfo};
 use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -484,7 +483,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
             (next, callbacks, finished)
         };
         let ran = !callbacks.is_empty();
-        run(callbacks);
+        wxsocket_wire::machine::run_callbacks(callbacks);
         if finished {
             break;
         }
@@ -511,7 +510,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
         if callbacks.is_empty() {
             break;
         }
-        run(callbacks);
+        wxsocket_wire::machine::run_callbacks(callbacks);
     }
     shared.ended.store(true, Ordering::Release);
     shared.exited.notify_waiters();
@@ -521,14 +520,4 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
         waker.wake();
     }
     tracing::debug!("driver finished");
-}
-
-/// Runs wx-style callbacks in order, outside the lock; a panicking one does not take the
-/// driver down.
-fn run(callbacks: Vec<PendingCallback>) {
-    for callback in callbacks {
-        if catch_unwind(AssertUnwindSafe(|| callback.run())).is_err() {
-            tracing::debug!("a wx-style callback panicked; the driver goes on");
-        }
-    }
 }

@@ -87,3 +87,14 @@ impl Machine for WxSocket {
         self.session().has_events()
     }
 }
+
+/// Runs due callbacks in order, outside any lock. A callback that panics is logged and the
+/// next runs: one bad listener does not take the driver down with it.
+pub fn run_callbacks(callbacks: Vec<PendingCallback>) {
+    for callback in callbacks {
+        let run = std::panic::AssertUnwindSafe(|| callback.run());
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::debug!(target: crate::trace::TARGET, "a callback panicked; the driver goes on");
+        }
+    }
+}
