@@ -8,12 +8,14 @@
 //!   the error, `transport gone`.
 //! - `trace`: each send and ping handed to a connection.
 //!
-//! Every record carries `conn`, the connection's id, as its events do. Filter on the
+//! Every record carries `conn`, the connection's id, as its events do. A password in a URL
+//! is logged as `***`. Filter on the
 //! target, e.g. `RUST_LOG=wxsocket=debug` with `tracing-subscriber`'s env filter.
 
 use crate::client::SocketInfo;
 use std::fmt::Display;
 use tracing::Span;
+use url::Url;
 use wxsocket_core::{Action, ConnId};
 
 /// The target of every record in this module.
@@ -22,15 +24,30 @@ pub const TARGET: &str = "wxsocket";
 /// The span of connection `conn` to `url` (level `debug`): the adapters run everything
 /// they do for the connection inside it, so a subscriber that shows spans puts the URL on
 /// every record of the connection.
-pub fn connection_span(conn: ConnId, url: &impl Display) -> Span {
-    tracing::debug_span!(target: TARGET, "connection", %conn, %url)
+pub fn connection_span(conn: ConnId, url: &Url) -> Span {
+    tracing::debug_span!(target: TARGET, "connection", %conn, url = %Logged(url))
+}
+
+/// A URL as the log shows it: a password in it is replaced by `***` (the query is kept; a
+/// token there is the application's to keep out of debug logs).
+struct Logged<'a>(&'a Url);
+
+impl Display for Logged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.password().is_none() {
+            return Display::fmt(self.0, f);
+        }
+        let mut url = self.0.clone();
+        let _ = url.set_password(Some("***"));
+        Display::fmt(&url, f)
+    }
 }
 
 /// An action the driver is about to carry out.
 pub fn action(action: &Action) {
     match action {
         Action::Dial { conn, request } => {
-            tracing::debug!(target: TARGET, %conn, url = %request.url, "dial");
+            tracing::debug!(target: TARGET, %conn, url = %Logged(&request.url), "dial");
         }
         Action::Send { conn, id, message } => {
             tracing::trace!(target: TARGET, %conn, %id, len = message.len(), "send");
@@ -84,4 +101,20 @@ pub fn write_failed(conn: ConnId, error: &impl Display) {
 /// `conn`'s socket is closed and released.
 pub fn transport_gone(conn: ConnId) {
     tracing::debug!(target: TARGET, %conn, "transport gone");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_logged_url_is_hidden() {
+        let url = Url::parse("wss://ann:s3cret@example.com:8443/chat?room=1").unwrap();
+        assert_eq!(
+            Logged(&url).to_string(),
+            "wss://ann:***@example.com:8443/chat?room=1"
+        );
+        let url = Url::parse("ws://example.com/chat").unwrap();
+        assert_eq!(Logged(&url).to_string(), "ws://example.com/chat");
+    }
 }
