@@ -1,0 +1,103 @@
+//! A dial that fails is reported in the same words by both adapters, since both follow one
+//! dial plan (`wxsocket_wire::dial`): the same error kind and the same text for a refused
+//! connection, a refused connection to the proxy, and a server that closes before it
+//! answers the upgrade.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+use wxsocket_core::{ConnectOptions, ConnectionError, SessionConfig, TransportErrorKind};
+use wxsocket_tests::adapter::{Adapter, BlockingAdapter, EVENT_TIMEOUT, TokioAdapter};
+use wxsocket_tests::scenario::{client, expect_connecting, expect_error_then_close};
+
+/// The local port of a connected client socket, held until the process exits: nothing
+/// listens on it, so a dial is refused, and being bound it is not handed out again.
+fn closed_port() -> u16 {
+    static HELD: std::sync::Mutex<Vec<(TcpListener, std::net::TcpStream)>> =
+        std::sync::Mutex::new(Vec::new());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let client = std::net::TcpStream::connect(listener.local_addr().expect("local address"))
+        .expect("connect to our own listener");
+    let port = client.local_addr().expect("local address").port();
+    HELD.lock().unwrap().push((listener, client));
+    port
+}
+
+/// The error a dial of `options` ends with on adapter `A` (then a close 1006).
+fn dial_error<A: Adapter>(options: &ConnectOptions) -> ConnectionError {
+    let mut a: A = client(SessionConfig::default().handshake_timeout(Duration::from_secs(10)));
+    let conn = a.connect(options).expect("valid options");
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    expect_error_then_close(A::NAME, conn, &events, 1006)
+}
+
+/// The transport error inside a dial's error, as (kind, text).
+fn transport(error: ConnectionError) -> (TransportErrorKind, String) {
+    match error {
+        ConnectionError::ConnectFailed(e) => (e.kind, e.message),
+        other => panic!("expected a failed dial, got {other:?}"),
+    }
+}
+
+/// Both adapters' errors for `options`: equal, and returned for the caller's checks.
+fn both(options: &ConnectOptions) -> (TransportErrorKind, String) {
+    let tokio = transport(dial_error::<TokioAdapter>(options));
+    let blocking = transport(dial_error::<BlockingAdapter>(options));
+    assert_eq!(
+        tokio, blocking,
+        "the two adapters report the dial's failure alike"
+    );
+    tokio
+}
+
+#[test]
+fn a_refused_connection_reads_the_same_on_both_adapters() {
+    let port = closed_port();
+    let (kind, text) = both(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).no_proxy());
+    assert_eq!(kind, TransportErrorKind::Connect);
+    assert!(
+        text.starts_with(&format!("connect to 127.0.0.1 (127.0.0.1:{port}): ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_refused_proxy_reads_the_same_on_both_adapters() {
+    let port = closed_port();
+    let options =
+        ConnectOptions::new("ws://example.invalid/").proxy(format!("http://127.0.0.1:{port}"));
+    let (kind, text) = both(&options);
+    assert_eq!(kind, TransportErrorKind::Connect);
+    assert!(
+        text.starts_with(&format!("connect to proxy http://127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("(127.0.0.1:{port}): ")), "{text}");
+}
+
+#[test]
+fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
+    // Reads each upgrade request to its end, then closes without a word.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = sock.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed first");
+                request.extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let (kind, text) = both(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).no_proxy());
+    server.join().unwrap();
+    assert_eq!(kind, TransportErrorKind::Io);
+    assert_eq!(
+        text,
+        "handshake: the server closed the connection before answering"
+    );
+}
