@@ -172,29 +172,14 @@ fn inflate_read<R: AsyncRead + Unpin>(
     buf: &mut ReadBuf<'_>,
     mut raw_read: impl FnMut(usize),
 ) -> Poll<io::Result<()>> {
-    loop {
-        if inflater.has_output() || buf.remaining() == 0 {
-            let n = inflater.take_output(buf.initialize_unfilled());
-            buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(failure) = inflater.take_failure() {
-            return Poll::Ready(Err(failure.into()));
-        }
-        let mut raw = inflater.lend_buffer();
-        let mut raw_buf = ReadBuf::new(&mut raw);
-        let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
-        let n = raw_buf.filled().len();
+    let polled = inflater.poll_read_from(buf.initialize_unfilled(), |raw| {
+        let mut raw = ReadBuf::new(raw);
+        let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw);
+        let n = raw.filled().len();
         raw_read(n);
-        match polled {
-            Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
-            other => {
-                inflater.return_buffer(raw);
-                return other;
-            }
-        }
-        inflater.return_buffer(raw);
-    }
+        polled.map_ok(|()| n)
+    });
+    polled.map_ok(|n| buf.advance(n))
 }
 
 /// A server's socket as a tokio-tungstenite server should use it: counts the raw bytes

@@ -21,6 +21,7 @@ use wxsocket_core::{
 };
 use wxsocket_wire::convert::{classify, close_frame, from_ws};
 use wxsocket_wire::dial::{self, DialPlan, Encoder};
+use wxsocket_wire::incoming::Incoming;
 use wxsocket_wire::proxy::ProxyConnect;
 use wxsocket_wire::{ClientHandshake, DialTimer};
 
@@ -679,7 +680,7 @@ impl Conn {
                     unreachable!()
                 };
                 let ws = WebSocket::from_raw_socket(
-                    Wire::new(stream, inflater, done.tail.into()),
+                    Wire::new(stream, Incoming::new(done.tail.into(), inflater)),
                     Role::Client,
                     Some(ctx.ws_config),
                 );
@@ -732,7 +733,7 @@ impl Conn {
                 Ok(message) => {
                     if let Some(event) = from_ws(message) {
                         // A close frame's code and reason as the peer sent them.
-                        let event = open.ws.get_ref().close_watch.correct(event);
+                        let event = open.ws.get_ref().incoming.close_watch().correct(event);
                         let more = match &event {
                             TransportEvent::Message(message) => credit.take(message.len()),
                             _ => true,

@@ -7,47 +7,34 @@ use mio::net::TcpStream;
 use no_tls as rustls;
 use std::io::{self, Read, Write};
 use std::task::Poll;
-use wxsocket_wire::convert::CloseWatch;
-use wxsocket_wire::deflate::Inflater;
-use wxsocket_wire::read_ahead::ReadAhead;
+use wxsocket_wire::incoming::Incoming;
 
-/// What tungstenite reads and writes on an open connection: the stream, and with
-/// permessage-deflate the inflater every byte from the server passes through first.
+/// What tungstenite reads and writes on an open connection: the stream, read through
+/// [`Incoming`] (the handshake's tail first, the inflater with permessage-deflate, the close
+/// watch).
 pub(crate) struct Wire {
     pub(crate) stream: Stream,
-    pub(crate) inflater: Option<Box<Inflater>>,
-    /// Bytes read past the handshake response, served before the socket's. (Handing
-    /// them to tungstenite's `from_partially_read` instead would size its read buffer
-    /// from them: with a short tail, every later read would fetch a few bytes, one
-    /// syscall per message.) With the inflater they are inflated on the first read, so a
-    /// failure in them fails the open connection (1002 / 1009).
-    pub(crate) tail: bytes::Bytes,
+    pub(crate) incoming: Incoming,
     /// Set for a read pass that a readiness event started without the peer's end of the
     /// stream in it: a short read from the plain socket then means the socket is empty,
     /// and the pass ends there instead of paying one more `recv` to see `WouldBlock`.
     /// (Edge-triggered readiness reports every later arrival, a FIN included, as a new
     /// event; a FIN that was already there is in this event's read-closed flag, and then
-    /// the pass reads on to the end.)
+    /// the pass reads on to the end.) Not with permessage-deflate, whose reads fill the
+    /// inflater's buffer rather than tungstenite's.
     short_read_ends: bool,
     /// A short read ended this pass (see `short_read_ends`).
     drained: bool,
-    /// Sees everything tungstenite reads, for the peer's close frame as it was sent.
-    pub(crate) close_watch: CloseWatch,
-    /// The socket's bytes while they stream in (tungstenite's own reads are small).
-    ahead: ReadAhead,
 }
 
 impl Wire {
-    /// The transport under `stream`, serving `tail` first.
-    pub(crate) fn new(stream: Stream, inflater: Option<Box<Inflater>>, tail: bytes::Bytes) -> Self {
+    /// The transport under `stream`, reading through `incoming`.
+    pub(crate) fn new(stream: Stream, incoming: Incoming) -> Self {
         Self {
             stream,
-            inflater,
-            tail,
+            incoming,
             short_read_ends: false,
             drained: false,
-            close_watch: CloseWatch::default(),
-            ahead: ReadAhead::default(),
         }
     }
 
@@ -60,54 +47,26 @@ impl Wire {
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.read_plain(buf)?;
-        self.close_watch.scan(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl Wire {
-    /// The next bytes for tungstenite: the tail, then the socket (through the inflater).
-    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inflater {
-            None if !self.tail.is_empty() => {
-                let n = self.tail.len().min(buf.len());
-                buf[..n].copy_from_slice(&self.tail.split_to(n));
-                Ok(n)
+        let (stream, drained) = (&mut self.stream, &mut self.drained);
+        let short_read_ends = self.short_read_ends && !self.incoming.is_inflating();
+        // The read-ahead and the inflater call the socket only once what they hold is
+        // served.
+        let polled = self.incoming.poll_read(buf, |buf| {
+            if *drained {
+                return Poll::Ready(Err(io::ErrorKind::WouldBlock.into()));
             }
-            // Through the adaptive read-ahead (`wxsocket_wire::read_ahead`), which calls
-            // the socket only once what it read ahead is served.
-            None => {
-                let (stream, drained) = (&mut self.stream, &mut self.drained);
-                let short_read_ends = self.short_read_ends;
-                let polled = self.ahead.poll_read(buf, |buf| {
-                    if *drained {
-                        return Poll::Ready(Err(io::ErrorKind::WouldBlock.into()));
-                    }
-                    let n = match stream.read(buf) {
-                        Ok(n) => n,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    };
-                    if short_read_ends
-                        && n > 0
-                        && n < buf.len()
-                        && matches!(stream, Stream::Plain(_))
-                    {
-                        *drained = true;
-                    }
-                    Poll::Ready(Ok(n))
-                });
-                match polled {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-                }
+            let n = match stream.read(buf) {
+                Ok(n) => n,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            if short_read_ends && n > 0 && n < buf.len() && matches!(stream, Stream::Plain(_)) {
+                *drained = true;
             }
-            Some(inflater) => {
-                if !self.tail.is_empty() {
-                    inflater.feed_deferred(&std::mem::take(&mut self.tail));
-                }
-                inflater.read_from(&mut self.stream, buf)
-            }
+            Poll::Ready(Ok(n))
+        });
+        match polled {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }

@@ -87,29 +87,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
             this.counters.add_read(buf.filled().len() - before);
             return polled;
         };
-        loop {
-            if inflater.has_output() || buf.remaining() == 0 {
-                let n = inflater.take_output(buf.initialize_unfilled());
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(failure) = inflater.take_failure() {
-                return Poll::Ready(Err(failure.into()));
-            }
-            let mut raw = inflater.lend_buffer();
-            let mut raw_buf = ReadBuf::new(&mut raw);
-            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf);
-            let n = raw_buf.filled().len();
-            this.counters.add_read(n);
-            match polled {
-                Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
-                other => {
-                    inflater.return_buffer(raw);
-                    return other;
-                }
-            }
-            inflater.return_buffer(raw);
-        }
+        let (inner, counters) = (&mut this.inner, &this.counters);
+        let polled = inflater.poll_read_from(buf.initialize_unfilled(), |raw| {
+            let mut raw = ReadBuf::new(raw);
+            let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw);
+            let n = raw.filled().len();
+            counters.add_read(n);
+            polled.map_ok(|()| n)
+        });
+        polled.map_ok(|n| buf.advance(n))
     }
 }
 

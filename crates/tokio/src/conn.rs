@@ -22,11 +22,10 @@ use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportEvent,
 };
-use wxsocket_wire::convert::{CloseWatch, classify, close_frame, from_ws};
-use wxsocket_wire::deflate::Inflater;
+use wxsocket_wire::convert::{classify, close_frame, from_ws};
 use wxsocket_wire::dial::{self, DialPlan, Encoder};
+use wxsocket_wire::incoming::Incoming;
 use wxsocket_wire::proxy::ProxyConnect;
-use wxsocket_wire::read_ahead::ReadAhead;
 use wxsocket_wire::{ClientHandshake, DialTimer};
 
 /// Work for a connection task, from the core's actions.
@@ -154,10 +153,7 @@ async fn dial<M: Machine>(
     let (inflater, encoder) =
         dial::codecs(&done.handshake, request, shared.ws_config.max_message_size);
     let stream = Transport {
-        tail: Bytes::from(done.tail),
-        inflater,
-        close_watch: CloseWatch::default(),
-        ahead: ReadAhead::default(),
+        incoming: Incoming::new(Bytes::from(done.tail), inflater),
         inner: stream,
     };
     let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
@@ -486,7 +482,7 @@ impl Io {
                         }
                         // A close frame's code and reason as the peer sent them.
                         self.batch
-                            .push(self.ws.get_ref().close_watch.correct(event));
+                            .push(self.ws.get_ref().incoming.close_watch().correct(event));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -541,14 +537,10 @@ enum Inner {
     Tls(Box<crate::tls::TlsStream>),
 }
 
-/// The connection's byte stream: first the bytes read past the handshake response, then
-/// the socket; with permessage-deflate, read through the inflater. Everything tungstenite
-/// reads passes the close watch.
+/// The connection's byte stream: the socket, read through [`Incoming`] (the handshake's
+/// tail first, the inflater with permessage-deflate, the close watch).
 pub(crate) struct Transport {
-    tail: Bytes,
-    inflater: Option<Box<Inflater>>,
-    close_watch: CloseWatch,
-    ahead: ReadAhead,
+    incoming: Incoming,
     inner: Inner,
 }
 
@@ -574,66 +566,15 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let start = buf.filled().len();
-        let polled = match &mut this.inflater {
-            None if !this.tail.is_empty() => {
-                let n = this.tail.len().min(buf.remaining());
-                buf.put_slice(&this.tail.split_to(n));
-                Poll::Ready(Ok(()))
-            }
-            None => {
-                // Through the adaptive read-ahead (`wxsocket_wire::read_ahead`).
-                let inner = &mut this.inner;
-                let out = buf.initialize_unfilled();
-                let polled = this.ahead.poll_read(out, |b| {
-                    let mut b = ReadBuf::new(b);
-                    Pin::new(&mut *inner)
-                        .poll_read(cx, &mut b)
-                        .map_ok(|()| b.filled().len())
-                });
-                polled.map_ok(|n| buf.advance(n))
-            }
-            Some(inflater) => {
-                if !this.tail.is_empty() {
-                    inflater.feed_deferred(&std::mem::take(&mut this.tail));
-                }
-                inflate_read(inflater, &mut this.inner, cx, buf)
-            }
-        };
-        this.close_watch.scan(&buf.filled()[start..]);
-        polled
-    }
-}
-
-/// Reads the socket until the inflater has output for `buf` (or the socket ends, fails or
-/// is not ready). An inflation failure comes after the output produced before it.
-fn inflate_read<R: AsyncRead + Unpin>(
-    inflater: &mut Inflater,
-    inner: &mut R,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        if inflater.has_output() || buf.remaining() == 0 {
-            let n = inflater.take_output(buf.initialize_unfilled());
-            buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(failure) = inflater.take_failure() {
-            return Poll::Ready(Err(failure.into()));
-        }
-        let mut raw = inflater.lend_buffer();
-        let mut raw_buf = ReadBuf::new(&mut raw);
-        let polled = Pin::new(&mut *inner).poll_read(cx, &mut raw_buf);
-        let n = raw_buf.filled().len();
-        match polled {
-            Poll::Ready(Ok(())) if n > 0 => inflater.feed_deferred(&raw[..n]),
-            other => {
-                inflater.return_buffer(raw);
-                return other;
-            }
-        }
-        inflater.return_buffer(raw);
+        let inner = &mut this.inner;
+        let out = buf.initialize_unfilled();
+        let polled = this.incoming.poll_read(out, |b| {
+            let mut b = ReadBuf::new(b);
+            Pin::new(&mut *inner)
+                .poll_read(cx, &mut b)
+                .map_ok(|()| b.filled().len())
+        });
+        polled.map_ok(|n| buf.advance(n))
     }
 }
 

@@ -53,6 +53,7 @@
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::fmt;
 use std::io::{self, Read};
+use std::task::Poll;
 use tungstenite::Message as WsMessage;
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -357,24 +358,34 @@ impl Inflater {
     /// A failure is returned only after the output produced before it (see
     /// [`feed_deferred`](Self::feed_deferred)).
     pub fn read_from<R: Read>(&mut self, inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+        match self.poll_read_from(buf, |raw| Poll::Ready(inner.read(raw))) {
+            Poll::Ready(result) => result,
+            Poll::Pending => unreachable!("a `Read` is never pending"),
+        }
+    }
+
+    /// [`read_from`](Self::read_from) through `read`, which reads the socket (or polls it:
+    /// its `Pending`, its errors and the end of the stream are passed on once no output is
+    /// waiting).
+    pub fn poll_read_from(
+        &mut self,
+        buf: &mut [u8],
+        mut read: impl FnMut(&mut [u8]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         loop {
             if self.has_output() || buf.is_empty() {
-                return Ok(self.take_output(buf));
+                return Poll::Ready(Ok(self.take_output(buf)));
             }
             if let Some(failure) = self.take_failure() {
-                return Err(failure.into());
+                return Poll::Ready(Err(failure.into()));
             }
             let mut raw = std::mem::take(&mut self.raw);
-            let read = inner.read(&mut raw);
-            match read {
-                Ok(0) => {
+            let polled = read(&mut raw);
+            match polled {
+                Poll::Ready(Ok(n)) if n > 0 => self.feed_deferred(&raw[..n]),
+                other => {
                     self.raw = raw;
-                    return Ok(0);
-                }
-                Ok(n) => self.feed_deferred(&raw[..n]),
-                Err(e) => {
-                    self.raw = raw;
-                    return Err(e);
+                    return other;
                 }
             }
             self.raw = raw;
@@ -402,17 +413,6 @@ impl Inflater {
         } else {
             self.failure.take()
         }
-    }
-
-    /// A buffer to read raw bytes into before [`feed`](Self::feed)ing them (lent, to be
-    /// given back with [`return_buffer`](Self::return_buffer)).
-    pub fn lend_buffer(&mut self) -> Box<[u8]> {
-        std::mem::take(&mut self.raw)
-    }
-
-    /// Gives back a buffer from [`lend_buffer`](Self::lend_buffer).
-    pub fn return_buffer(&mut self, raw: Box<[u8]>) {
-        self.raw = raw;
     }
 
     /// Feeds bytes read from the server.

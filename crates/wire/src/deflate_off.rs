@@ -104,6 +104,15 @@ impl Inflater {
         match *self {}
     }
 
+    /// [`read_from`](Self::read_from) through a reading (or polling) function.
+    pub fn poll_read_from(
+        &mut self,
+        _buf: &mut [u8],
+        _read: impl FnMut(&mut [u8]) -> std::task::Poll<io::Result<usize>>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        match *self {}
+    }
+
     /// Feeds bytes read from the server, keeping a failure for later.
     pub fn feed_deferred(&mut self, _input: &[u8]) {
         match *self {}
@@ -111,17 +120,6 @@ impl Inflater {
 
     /// The failure kept by [`feed_deferred`](Self::feed_deferred).
     pub fn take_failure(&mut self) -> Option<InflateError> {
-        match *self {}
-    }
-
-    /// A buffer to read raw bytes into.
-    pub fn lend_buffer(&mut self) -> Box<[u8]> {
-        match *self {}
-    }
-
-    /// Gives back a buffer from [`lend_buffer`](Self::lend_buffer).
-    #[allow(clippy::boxed_local)] // the signature of the `deflate` build
-    pub fn return_buffer(&mut self, _raw: Box<[u8]>) {
         match *self {}
     }
 

@@ -21,6 +21,8 @@
 //!   the TLS server name) and a connection's codecs once open ([`dial::Encoder`]).
 //! - [`handle`]: the calls of the adapters' `Client`, `TaskPool` and `SocketTask` that do
 //!   not wait, written once over a [`handle::DriverHandle`].
+//! - [`incoming::Incoming`]: the read side of an open connection (the handshake's tail,
+//!   the read-ahead or the inflater, the close watch).
 //! - [`machine::Machine`]: what a driver needs from the core's `Session`, `Pool` and wx
 //!   socket besides `Driven`, implemented once for the three.
 //! - [`wx`]: the WeChat socket surface (`WxSocket`) both adapters define with one macro.
@@ -60,6 +62,7 @@ pub mod dial;
 mod features;
 pub mod handle;
 mod handshake;
+pub mod incoming;
 pub mod machine;
 pub mod proxy;
 pub mod read_ahead;
