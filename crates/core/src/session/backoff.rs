@@ -114,6 +114,6 @@ impl Backoff {
             clean: false,
         };
         cx.end(id, queue, failure, false, ending);
-        Next::ended(None)
+        Conn::Closed.into()
     }
 }

@@ -190,7 +190,7 @@ impl Closing {
         } = *self;
         let (in_flight, _) = cx.settle(id, in_flight, acks, false);
         cx.end(id, in_flight, SendFailure::ConnectionLost, false, ending);
-        Next::ended(None)
+        Conn::Closed.into()
     }
 
     /// The transport ended, or was aborted once both close frames were exchanged: the

@@ -144,7 +144,7 @@ impl Connecting {
             clean: false,
         };
         cx.end(self.id, self.queue, SendFailure::Cancelled, false, ending);
-        Next::ended(None)
+        Conn::Closed.into()
     }
 
     fn on_opened(

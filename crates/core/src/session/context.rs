@@ -73,20 +73,6 @@ impl From<Conn> for Next {
     }
 }
 
-impl Next {
-    /// The connection ended (its close event is out): Closed, or with `reconnect`, the
-    /// reconnect delay by way of Closed.
-    pub(super) fn ended(reconnect: Option<Box<Backoff>>) -> Self {
-        match reconnect {
-            Some(backoff) => Next {
-                via: Some(State::Closed),
-                conn: Conn::Backoff(backoff),
-            },
-            None => Conn::Closed.into(),
-        }
-    }
-}
-
 /// The close event a connection ends with.
 pub(super) struct Ending<'a> {
     pub(super) code: u16,
@@ -355,7 +341,8 @@ impl Context {
         }
     }
 
-    /// After [`end`](Self::end), with `retry`: the reconnect delay for `attempt`.
+    /// What follows [`end`](Self::end): Closed, or with `retry`, the reconnect delay for
+    /// `attempt` by way of Closed.
     pub(super) fn reconnect(
         &mut self,
         retry: bool,
@@ -365,6 +352,13 @@ impl Context {
         last_error: impl FnOnce() -> String,
         now: Instant,
     ) -> Next {
-        Next::ended(retry.then(|| Backoff::start(self, request, queue, attempt, last_error(), now)))
+        if !retry {
+            return Conn::Closed.into();
+        }
+        let backoff = Backoff::start(self, request, queue, attempt, last_error(), now);
+        Next {
+            via: Some(State::Closed),
+            conn: Conn::Backoff(backoff),
+        }
     }
 }
