@@ -20,7 +20,7 @@ use self::connecting::Connecting;
 use self::context::{Context, Next};
 use self::open::Open;
 use crate::backlog::{Backlog, ReadCredit};
-use crate::close::CloseRequest;
+use crate::close::{CloseRequest, PeerClose};
 use crate::config::SessionConfig;
 use crate::error::{CloseError, ConfigError, ConnectError, PingError, SendError, SendFailure};
 use crate::event::Event;
@@ -425,7 +425,7 @@ impl Session {
         let now = self.advance(now);
         // RFC 6455 §7.4: a close code the peer may not send is a protocol error.
         let event = match event {
-            TransportEvent::PeerClosed(crate::close::PeerClose {
+            TransportEvent::PeerClosed(PeerClose {
                 code: Some(code), ..
             }) if !crate::close::is_valid_from_peer(code) => {
                 TransportEvent::Error(TransportError::new(
