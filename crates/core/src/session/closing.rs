@@ -64,6 +64,7 @@ impl Closing {
     }
 
     /// Input from the driver for this connection.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     pub(super) fn on_event(
         mut self: Box<Self>,
         cx: &mut Context,

@@ -66,6 +66,7 @@ impl Connecting {
     }
 
     /// Input from the driver for this connection.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     pub(super) fn on_event(
         self: Box<Self>,
         cx: &mut Context,
@@ -147,6 +148,7 @@ impl Connecting {
         Conn::Closed.into()
     }
 
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     fn on_opened(
         self: Box<Self>,
         cx: &mut Context,
@@ -192,6 +194,7 @@ impl Connecting {
 
     /// A connection that never opened failed: error event, queue failed (or kept for the
     /// next attempt), close 1006, then a reconnect if the policy says so.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     fn fail(self: Box<Self>, cx: &mut Context, error: ConnectionError, now: Instant) -> Next {
         let cause = match &error {
             // `AfterOpen`: the application already asked to close this socket.

@@ -14,7 +14,7 @@ use crate::message::Message;
 use crate::queue::{Entry, SendQueue};
 use crate::request::HandshakeRequest;
 use crate::state::State;
-use crate::transport::{Action, TransportErrorKind};
+use crate::transport::{Action, TransportErrorKind, TransportEvent};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,6 +201,18 @@ impl Context {
             _ => {}
         }
         self.events.push_back(event);
+    }
+
+    /// Transport input for `conn`, which is not the current connection: counted, and
+    /// `Closed` (or an error) for a connection being torn down ends that teardown.
+    pub(super) fn stale_input(&mut self, conn: ConnId, event: &TransportEvent) {
+        self.stats.stale_inputs += 1;
+        if matches!(
+            event,
+            TransportEvent::Closed | TransportEvent::ConnectFailed(_) | TransportEvent::Error(_)
+        ) {
+            self.teardowns.retain(|t| t.id != conn);
+        }
     }
 
     /// Whether reading is paused, for the application or by the pool.

@@ -435,28 +435,20 @@ impl Session {
             }
             event => event,
         };
-        if self.current() != Some(conn) || self.is_backing_off() {
-            if self.current() == Some(conn) {
-                self.cx.stats.unexpected_inputs += 1; // nothing was dialled for it yet
-                return;
-            }
-            self.cx.stats.stale_inputs += 1;
-            if matches!(
-                event,
-                TransportEvent::Closed
-                    | TransportEvent::ConnectFailed(_)
-                    | TransportEvent::Error(_)
-            ) {
-                self.cx.teardowns.retain(|t| t.id != conn);
-            }
-            return;
-        }
+        // One match: the current connection's state handles the input; anything else is
+        // input the session does not act on.
         self.step(|state, cx| match state {
-            Conn::Connecting(c) => c.on_event(cx, event, now),
-            Conn::Open(o) => o.on_event(cx, event, now),
-            Conn::Closing(c) => c.on_event(cx, event, now),
-            // Left out above: no transport input reaches these states.
-            Conn::Idle | Conn::Backoff(_) | Conn::Closed => state.into(),
+            Conn::Connecting(c) if c.id == conn => c.on_event(cx, event, now),
+            Conn::Open(o) if o.id == conn => o.on_event(cx, event, now),
+            Conn::Closing(c) if c.id == conn => c.on_event(cx, event, now),
+            Conn::Backoff(ref b) if b.id == conn => {
+                cx.stats.unexpected_inputs += 1; // nothing was dialled for it yet
+                state.into()
+            }
+            _ => {
+                cx.stale_input(conn, &event);
+                state.into()
+            }
         });
     }
 
@@ -726,7 +718,9 @@ impl Session {
             "{from} -> {}{to} is not in TRANSITIONS",
             via.map_or(String::new(), |v| format!("{v} -> "))
         );
-        self.conn = conn;
+        // What it replaces is the `Closed` put there above (the handler cannot reach
+        // `self.conn`): nothing to drop, and no drop glue on the per-message path.
+        std::mem::forget(std::mem::replace(&mut self.conn, conn));
         result
     }
 

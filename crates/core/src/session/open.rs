@@ -309,6 +309,7 @@ impl Open {
 
     /// The peer's close frame: the driver answers it (RFC 6455 §5.5.1; tungstenite does so
     /// itself); the close event waits for the transport to end.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     fn on_peer_close(self: Box<Self>, cx: &mut Context, peer: PeerClose, now: Instant) -> Next {
         let Open {
             id,
@@ -324,6 +325,7 @@ impl Open {
     /// The connection failed: error event, in-flight sends failed, close event with the
     /// failure's code (a close frame is still attempted for protocol-level failures), then
     /// a reconnect if the policy says so.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     fn fail(self: Box<Self>, cx: &mut Context, error: ConnectionError, now: Instant) -> Next {
         let Open {
             id,
