@@ -178,7 +178,7 @@ impl Pool {
         }
         let mut session = Session::new(config).expect("config validated in Pool::new");
         session.track_completions(self.track_completions);
-        session.pool_paused = self.reading_paused;
+        session.cx.pool_paused = self.reading_paused;
         session.connect_as(id, request, now);
         let task = Task {
             id,
@@ -415,11 +415,11 @@ impl Pool {
         let paused = self.reading_paused;
         let task = self.slots[slot].as_mut().expect("an occupied slot");
         let session = &mut task.session;
-        session.pool_paused = paused;
+        session.cx.pool_paused = paused;
         let before = session.backlog();
-        std::mem::swap(&mut session.ids, &mut self.ids);
+        std::mem::swap(&mut session.cx.ids, &mut self.ids);
         let out = f(session);
-        std::mem::swap(&mut session.ids, &mut self.ids);
+        std::mem::swap(&mut session.cx.ids, &mut self.ids);
         let after = session.backlog();
         let b = &mut self.backlog;
         b.messages = b.messages + after.messages - before.messages;
@@ -434,7 +434,7 @@ impl Pool {
             // Every session learns it the next time the pool works on it; until then
             // none of them reads its `pool_paused`.
             self.reading_paused = true;
-            session.pool_paused = true;
+            session.cx.pool_paused = true;
         }
         self.sync(slot);
         out

@@ -1,0 +1,119 @@
+//! Backoff: waiting out a reconnect delay. No transport exists; the application sees
+//! `Connecting` (sends are queued). Its timer dials; `close`, `shutdown` and `connect`
+//! cancel it. Transport input never reaches it (nothing was dialled for its connection).
+
+use super::Conn;
+use super::connecting::Connecting;
+use super::context::{Context, Ending, Next};
+use crate::close::{CloseRequest, NORMAL};
+use crate::error::SendFailure;
+use crate::event::Event;
+use crate::ids::ConnId;
+use crate::message::Message;
+use crate::queue::SendQueue;
+use crate::request::HandshakeRequest;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub(super) struct Backoff {
+    /// The connection the next dial will be.
+    pub(super) id: ConnId,
+    request: Arc<HandshakeRequest>,
+    pub(super) queue: SendQueue<Message>,
+    attempt: u32,
+    pub(super) deadline: Instant,
+}
+
+// Every state's handlers take the state boxed, as the session keeps it (one pointer moves
+// per input); clippy's lint only weighs this struct's size.
+#[allow(clippy::boxed_local)]
+impl Backoff {
+    /// Reconnection: the `Reconnecting` event, then a delay with full jitter.
+    pub(super) fn start(
+        cx: &mut Context,
+        request: Arc<HandshakeRequest>,
+        queue: SendQueue<Message>,
+        attempt: u32,
+        last_error: String,
+        now: Instant,
+    ) -> Box<Self> {
+        let policy = cx
+            .config
+            .reconnect
+            .as_ref()
+            .expect("a reconnect delay only with a policy");
+        // Never zero: like every other deadline, a backoff ends after the time it began
+        // (the dial then comes from the next timer), even when the jitter draws 0.
+        let delay = cx
+            .jitter
+            .up_to(policy.ceiling(attempt))
+            .max(Duration::from_nanos(1));
+        let id = cx.ids.conn();
+        cx.emit(Event::Reconnecting {
+            conn: id,
+            attempt,
+            delay,
+            last_error,
+        });
+        Box::new(Backoff {
+            id,
+            request,
+            queue,
+            attempt,
+            deadline: now + delay,
+        })
+    }
+
+    /// The delay is over: dial.
+    pub(super) fn on_timeout(self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+        if self.deadline > now {
+            return Conn::Backoff(self).into();
+        }
+        let Backoff {
+            id,
+            request,
+            queue,
+            attempt,
+            ..
+        } = *self;
+        Conn::Connecting(Connecting::dial(cx, id, request, queue, attempt, now)).into()
+    }
+
+    /// `close`: the reconnection is cancelled, with the application's code.
+    pub(super) fn close(self: Box<Self>, cx: &mut Context, request: &CloseRequest) -> Next {
+        self.cancel(
+            cx,
+            request.code(),
+            SendFailure::Cancelled,
+            "reconnection cancelled",
+        )
+    }
+
+    /// `shutdown`: the reconnection is cancelled.
+    pub(super) fn shutdown(self: Box<Self>, cx: &mut Context) -> Next {
+        self.cancel(cx, NORMAL, SendFailure::Cancelled, "reconnection cancelled")
+    }
+
+    /// `connect`: a new connection replaces the one this delay would dial.
+    pub(super) fn replace(self: Box<Self>, cx: &mut Context) {
+        self.cancel(cx, NORMAL, SendFailure::Replaced, super::REPLACED_REASON);
+    }
+
+    fn cancel(
+        self: Box<Self>,
+        cx: &mut Context,
+        code: u16,
+        failure: SendFailure,
+        reason: &str,
+    ) -> Next {
+        let Backoff { id, queue, .. } = *self;
+        let ending = Ending {
+            code,
+            reason,
+            clean: false,
+        };
+        cx.end(id, queue, failure, false, ending);
+        Conn::Closed.into()
+    }
+}

@@ -1,0 +1,242 @@
+//! Closing: a close handshake is under way, begun by this side (`close`, `shutdown`) or by
+//! the peer. Sends are refused; writes still complete. It ends when the transport ends,
+//! when the close timeout passes, or, once both close frames were exchanged, after a short
+//! linger; the close event carries the peer's code when its close frame arrived.
+
+use super::Conn;
+use super::context::{Cause, Context, Ending, Next, Teardown};
+use crate::ack::Acks;
+use crate::close::{ABNORMAL, NORMAL, PeerClose};
+use crate::config::SessionConfig;
+use crate::error::{ConnectionError, SendFailure};
+use crate::event::Event;
+use crate::ids::ConnId;
+use crate::queue::SendQueue;
+use crate::request::HandshakeRequest;
+use crate::transport::{Action, TransportEvent};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug)]
+pub(super) struct Closing {
+    pub(super) id: ConnId,
+    request: Arc<HandshakeRequest>,
+    pub(super) in_flight: SendQueue<usize>,
+    pub(super) deadline: Instant,
+    /// The peer's close frame, once it arrived.
+    peer: Option<PeerClose>,
+    /// The application asked for this close (such a connection is never reconnected).
+    local: bool,
+    /// This side's close frame went first: the peer's answer acknowledges every message
+    /// before it.
+    began: bool,
+    /// With delivery acknowledgement on: what the peer has not acknowledged yet.
+    acks: Option<Acks>,
+}
+
+impl Closing {
+    /// From Open: with `peer`, the peer's close frame began it; without, this side's.
+    pub(super) fn new(
+        id: ConnId,
+        request: Arc<HandshakeRequest>,
+        in_flight: SendQueue<usize>,
+        acks: Option<Acks>,
+        deadline: Instant,
+        peer: Option<PeerClose>,
+    ) -> Box<Self> {
+        let began = peer.is_none();
+        Box::new(Closing {
+            id,
+            request,
+            in_flight,
+            deadline,
+            peer,
+            local: began,
+            began,
+            acks,
+        })
+    }
+
+    /// Whether its messages still reach the application (and so are flow-controlled): when
+    /// opted in with `receive_while_closing`, after our close frame and until the peer's.
+    pub(super) fn is_reading(&self, config: &SessionConfig) -> bool {
+        config.receive_while_closing && self.local && self.peer.is_none()
+    }
+
+    /// Input from the driver for this connection.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
+    pub(super) fn on_event(
+        mut self: Box<Self>,
+        cx: &mut Context,
+        event: TransportEvent,
+        now: Instant,
+    ) -> Next {
+        let conn = self.id;
+        match event {
+            TransportEvent::SendWritten(id) => {
+                cx.on_written(conn, &mut self.in_flight, self.acks.as_mut(), id);
+            }
+            TransportEvent::Pong(payload) if self.acks.is_some() => {
+                // Control frames still count while closing: a pong acknowledges.
+                if let Some(acks) = &mut self.acks {
+                    let acked = acks.on_pong(&payload, now);
+                    cx.deliver(conn, &mut self.in_flight, acked);
+                }
+            }
+            TransportEvent::PeerClosed(peer) => {
+                if self.peer.is_none() {
+                    // The answer to our close frame: both were exchanged, the server
+                    // has a short while left to close TCP.
+                    self.peer = Some(peer);
+                    self.deadline = self.deadline.min(now + cx.linger());
+                }
+            }
+            TransportEvent::Closed => return self.finish(cx, now),
+            TransportEvent::Error(error) => {
+                if self.peer.is_some() {
+                    // Both close frames were exchanged; an error while the TCP connection
+                    // winds down does not make the close unclean.
+                    return self.finish(cx, now);
+                }
+                cx.emit(Event::Error {
+                    conn,
+                    error: ConnectionError::Transport(error.clone()),
+                });
+                let ending = Ending {
+                    code: error.kind.close_code(),
+                    reason: &error.message,
+                    clean: false,
+                };
+                return self.lost(cx, ending);
+            }
+            TransportEvent::Message(message) if self.is_reading(&cx.config) => {
+                // Opted in: the peer may still send data after our close frame until it
+                // sends its own (RFC 6455 §5.5.1).
+                cx.emit(Event::Message { conn, message });
+            }
+            TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_) => {
+                // Data after our close frame is allowed by RFC 6455 §5.5.1 but, as in the
+                // WHATWG standard, not delivered once the socket is closing (unless
+                // `receive_while_closing`).
+            }
+            _ => cx.stats.unexpected_inputs += 1,
+        }
+        Conn::Closing(self).into()
+    }
+
+    /// The close timer: the close timeout, or the linger after both close frames.
+    pub(super) fn on_timeout(self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+        if self.deadline > now {
+            return Conn::Closing(self).into();
+        }
+        cx.actions.push_back(Action::Abort { conn: self.id });
+        if self.peer.is_some() {
+            // Both close frames were exchanged and only the server's TCP close is
+            // missing: the close is clean (RFC 6455 §7.1.4); the client closes TCP
+            // itself (§7.1.1).
+            return self.finish(cx, now);
+        }
+        cx.emit(Event::Error {
+            conn: self.id,
+            error: ConnectionError::CloseTimeout(cx.config.close_timeout),
+        });
+        let ending = Ending {
+            code: ABNORMAL,
+            reason: "close handshake timed out",
+            clean: false,
+        };
+        self.lost(cx, ending)
+    }
+
+    /// `close` or `shutdown`: a close the peer began is now the application's too: it ends
+    /// the session rather than being retried by a reconnect policy.
+    pub(super) fn close(mut self: Box<Self>) -> Next {
+        self.local = true;
+        Conn::Closing(self).into()
+    }
+
+    /// `connect`: a new connection replaces this one; its close event (1000, replaced)
+    /// comes at once, and its close handshake goes on in the background under its own
+    /// deadline.
+    pub(super) fn replace(self: Box<Self>, cx: &mut Context, now: Instant) {
+        let Closing {
+            id,
+            in_flight,
+            deadline,
+            acks,
+            ..
+        } = *self;
+        let (in_flight, _) = cx.settle(id, in_flight, acks, false);
+        let replaced = Ending {
+            code: NORMAL,
+            reason: super::REPLACED_REASON,
+            clean: false,
+        };
+        cx.end(id, in_flight, SendFailure::Replaced, false, replaced);
+        cx.release_reads(id, false);
+        cx.teardowns.push(Teardown {
+            id,
+            deadline: deadline.max(now),
+        });
+    }
+
+    /// The connection ended without the close handshake finishing: its unacknowledged
+    /// sends fail, then `ending`.
+    fn lost(self: Box<Self>, cx: &mut Context, ending: Ending<'_>) -> Next {
+        let Closing {
+            id,
+            in_flight,
+            acks,
+            ..
+        } = *self;
+        let (in_flight, _) = cx.settle(id, in_flight, acks, false);
+        cx.end(id, in_flight, SendFailure::ConnectionLost, false, ending);
+        Conn::Closed.into()
+    }
+
+    /// The transport ended, or was aborted once both close frames were exchanged: the
+    /// close event carries the peer's code, clean (RFC 6455 §7.1.4); without the peer's
+    /// close frame, 1006 and not clean.
+    fn finish(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+        let Some(peer) = self.peer.take() else {
+            let ending = Ending {
+                code: ABNORMAL,
+                reason: "connection closed without a close frame",
+                clean: false,
+            };
+            return self.lost(cx, ending);
+        };
+        if self.began
+            && let Some(acks) = &mut self.acks
+        {
+            // The peer answered our close frame: it read every message before it.
+            let acked = acks.ack_all();
+            cx.deliver(self.id, &mut self.in_flight, acked);
+        }
+        let Closing {
+            id,
+            request,
+            in_flight,
+            local,
+            acks,
+            ..
+        } = *self;
+        let code = peer.reported_code();
+        let ending = Ending {
+            code,
+            reason: &peer.reason,
+            clean: true,
+        };
+        let cause = if local {
+            Cause::Application
+        } else {
+            Cause::PeerClosed(code)
+        };
+        let retry = cx.retry(cause, 1);
+        let carry = retry && cx.carries_queue();
+        let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);
+        cx.end(id, in_flight, SendFailure::ConnectionLost, false, ending);
+        let reason = || format!("peer closed the connection with code {code}");
+        cx.reconnect(retry, request, carried, 1, reason, now)
+    }
+}

@@ -1,0 +1,376 @@
+//! What every state reads or writes besides its own data: the configuration, the output
+//! queues, the counters, the receive backlog, the teardowns. A state's handler takes
+//! `&mut Context` and its own struct by value, and returns the next state.
+
+use super::{Completion, Conn, Stats, backoff::Backoff};
+use crate::ack::Acks;
+use crate::backlog::Backlog;
+use crate::config::{ReconnectPolicy, SessionConfig};
+use crate::error::SendFailure;
+use crate::event::Event;
+use crate::ids::{ConnId, IdAllocator, SendId};
+use crate::jitter::Jitter;
+use crate::message::Message;
+use crate::queue::{Entry, SendQueue};
+use crate::request::HandshakeRequest;
+use crate::state::State;
+use crate::transport::{Action, TransportErrorKind, TransportEvent};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The session minus its current state (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(super) config: SessionConfig,
+    pub(crate) ids: IdAllocator,
+    /// Connections whose close event is out but whose transport is still being closed.
+    pub(super) teardowns: Vec<Teardown>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) events: VecDeque<Event>,
+    pub(super) now: Option<Instant>,
+    pub(super) stats: Stats,
+    pub(super) jitter: Jitter,
+    /// Set by [`super::Session::shutdown`]: no new connection, no reconnection.
+    pub(super) shut_down: bool,
+    /// Received messages and completions waiting in `events`.
+    pub(super) backlog: Backlog,
+    /// Reading is paused: the backlog reached its bound and has not yet come down to
+    /// half of it.
+    pub(super) reading_paused: bool,
+    /// When reading last paused, until the pause is accounted in `stats`.
+    pub(super) paused_since: Option<Instant>,
+    /// Reading resumed; the pause's length is added at the next input (which has a time).
+    pub(super) resumed: bool,
+    /// Reading is paused by the [`crate::Pool`] this session belongs to (its total bound):
+    /// keepalive waits, and a close releases the reads, as for a pause of its own.
+    pub(crate) pool_paused: bool,
+    /// `Some` when a driver takes send outcomes with [`super::Session::poll_completion`].
+    pub(super) completions: Option<VecDeque<Completion>>,
+    /// Sends resent after a drop (delivery acknowledgement), until their outcome.
+    pub(super) duplicates: BTreeSet<SendId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Teardown {
+    pub(super) id: ConnId,
+    pub(super) deadline: Instant,
+}
+
+/// What a state's handler returns: the state the session is in after the input.
+#[derive(Debug)]
+pub(super) struct Next {
+    /// A state the input went through on the way, whose two edges are checked too: Open,
+    /// when a close asked for before open goes out as soon as it opens; Closed, before a
+    /// reconnect delay.
+    pub(super) via: Option<State>,
+    pub(super) conn: Conn,
+}
+
+impl From<Conn> for Next {
+    fn from(conn: Conn) -> Self {
+        Next { via: None, conn }
+    }
+}
+
+/// The close event a connection ends with.
+pub(super) struct Ending<'a> {
+    pub(super) code: u16,
+    pub(super) reason: &'a str,
+    pub(super) clean: bool,
+}
+
+/// Why a connection ended, as the reconnect policy judges it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Cause {
+    /// The application closed or replaced it: never retried.
+    Application,
+    /// The dial or handshake failed with this error.
+    Dial(Option<TransportErrorKind>),
+    /// The server chose a sub-protocol that was not offered: a configuration mismatch.
+    Mismatch,
+    /// The connection dropped, failed or went silent.
+    Lost,
+    /// The peer closed with this code.
+    PeerClosed(u16),
+}
+
+impl Cause {
+    fn retried_by(self, policy: &ReconnectPolicy) -> bool {
+        match self {
+            Cause::Application | Cause::Mismatch => false,
+            Cause::Dial(Some(TransportErrorKind::Negotiation)) => false,
+            Cause::Dial(Some(TransportErrorKind::HttpStatus(status)))
+                if (400..500).contains(&status) =>
+            {
+                policy.retry_http_4xx
+            }
+            Cause::Dial(_) | Cause::Lost => true,
+            Cause::PeerClosed(code) => policy.retry_close_codes.contains(&code),
+        }
+    }
+}
+
+/// What the driver's report that it wrote a send means.
+enum Written {
+    /// The send is complete (delivery acknowledgement off).
+    Completed,
+    /// Progress only: with acknowledgement on, the send completes when acknowledged.
+    Progress,
+    /// No send of the connection waits for it.
+    Unknown,
+}
+
+/// The driver wrote send `id` of a connection with these sends in flight.
+fn written(in_flight: &mut SendQueue<usize>, acks: Option<&mut Acks>, id: SendId) -> Written {
+    let known = match acks {
+        // Written is progress; the send completes when it is acknowledged.
+        Some(acks) => {
+            if acks.on_written(id) {
+                return Written::Progress;
+            }
+            false
+        }
+        None => in_flight.complete(id),
+    };
+    if known {
+        Written::Completed
+    } else {
+        Written::Unknown
+    }
+}
+
+impl Context {
+    pub(super) fn new(config: SessionConfig) -> Self {
+        let seed = config.reconnect.as_ref().map_or(0, |r| r.seed);
+        Self {
+            config,
+            ids: IdAllocator::default(),
+            teardowns: Vec::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            now: None,
+            stats: Stats::default(),
+            jitter: Jitter::new(seed),
+            shut_down: false,
+            backlog: Backlog::default(),
+            reading_paused: false,
+            paused_since: None,
+            resumed: false,
+            pool_paused: false,
+            completions: None,
+            duplicates: BTreeSet::new(),
+        }
+    }
+
+    /// Queues an event for the application, counting it in the backlog; pauses reading
+    /// when the received messages reach their bound.
+    pub(super) fn emit(&mut self, event: Event) {
+        match &event {
+            Event::Message { message, .. } => {
+                self.backlog.messages += 1;
+                self.backlog.bytes += message.len();
+                if !self.reading_paused
+                    && self.backlog.is_full(
+                        self.config.max_received_messages,
+                        self.config.max_received_bytes,
+                    )
+                {
+                    self.reading_paused = true;
+                    self.resumed = false;
+                    self.stats.read_pauses += 1;
+                    self.paused_since = self.paused_since.or(self.now);
+                }
+            }
+            Event::SendCompleted { id, .. } | Event::SendDelivered { id, .. } => {
+                if let Some(completions) = &mut self.completions {
+                    completions.push_back((*id, Ok(())));
+                }
+                if !self.config.send_completions {
+                    return;
+                }
+                self.backlog.completions += 1;
+            }
+            Event::SendFailed { id, reason, .. } => {
+                if let Some(completions) = &mut self.completions {
+                    completions.push_back((*id, Err(*reason)));
+                }
+                self.backlog.completions += 1;
+            }
+            Event::Pong { .. } => self.backlog.completions += 1,
+            _ => {}
+        }
+        self.events.push_back(event);
+    }
+
+    /// Transport input for `conn`, which is not the current connection: counted, and
+    /// `Closed` (or an error) for a connection being torn down ends that teardown.
+    pub(super) fn stale_input(&mut self, conn: ConnId, event: &TransportEvent) {
+        self.stats.stale_inputs += 1;
+        if matches!(
+            event,
+            TransportEvent::Closed | TransportEvent::ConnectFailed(_) | TransportEvent::Error(_)
+        ) {
+            self.teardowns.retain(|t| t.id != conn);
+        }
+    }
+
+    /// Whether reading is paused, for the application or by the pool.
+    pub(super) fn is_paused(&self) -> bool {
+        self.reading_paused || self.pool_paused
+    }
+
+    /// `conn` stops being the reading connection (`still_reading`: unless the state it
+    /// enters still delivers its messages): if reading was paused, the driver reads it
+    /// again, so its close handshake can finish.
+    pub(super) fn release_reads(&mut self, conn: ConnId, still_reading: bool) {
+        if self.is_paused() && !still_reading {
+            self.actions.push_back(Action::ResumeReading { conn });
+        }
+    }
+
+    /// The driver wrote send `id` of connection `conn`: a completion, progress (delivery
+    /// acknowledgement on), or an unexpected input.
+    pub(super) fn on_written(
+        &mut self,
+        conn: ConnId,
+        in_flight: &mut SendQueue<usize>,
+        acks: Option<&mut Acks>,
+        id: SendId,
+    ) {
+        match written(in_flight, acks, id) {
+            Written::Completed => self.emit(Event::SendCompleted { conn, id }),
+            Written::Progress => {}
+            Written::Unknown => self.stats.unexpected_inputs += 1,
+        }
+    }
+
+    /// The peer acknowledged these sends: each completes as delivered.
+    pub(super) fn deliver(
+        &mut self,
+        conn: ConnId,
+        in_flight: &mut SendQueue<usize>,
+        acked: Vec<(SendId, Message)>,
+    ) {
+        for (id, _) in acked {
+            in_flight.complete(id);
+            let duplicate = self.duplicates.remove(&id);
+            self.emit(Event::SendDelivered {
+                conn,
+                id,
+                duplicate,
+            });
+        }
+    }
+
+    /// A connection ends with messages the peer has not acknowledged (delivery
+    /// acknowledgement on): with `carry` they are returned, in order and marked as
+    /// possible duplicates, to be sent first on the next connection; otherwise each fails
+    /// as [`SendFailure::MaybeDelivered`], handed back. Returns what is left of
+    /// `in_flight` for [`end`](Self::end) to fail (all of it when acknowledgement is off)
+    /// and the carried messages.
+    pub(super) fn settle(
+        &mut self,
+        conn: ConnId,
+        in_flight: SendQueue<usize>,
+        acks: Option<Acks>,
+        carry: bool,
+    ) -> (SendQueue<usize>, SendQueue<Message>) {
+        let Some(acks) = acks else {
+            return (in_flight, SendQueue::default());
+        };
+        let mut carried = SendQueue::default();
+        for (id, message) in acks.into_unacked() {
+            if carry {
+                self.duplicates.insert(id);
+                carried.push(id, message);
+            } else {
+                self.duplicates.remove(&id);
+                self.emit(Event::SendFailed {
+                    conn,
+                    id,
+                    reason: SendFailure::MaybeDelivered,
+                    message: Some(message),
+                });
+            }
+        }
+        (SendQueue::default(), carried)
+    }
+
+    /// Whether the reconnect policy carries queued messages to the next connection.
+    pub(super) fn carries_queue(&self) -> bool {
+        self.config
+            .reconnect
+            .as_ref()
+            .is_some_and(|r| r.carry_queue)
+    }
+
+    /// How long a connection whose close frames were both exchanged waits for the server
+    /// to close TCP: [`crate::close::CLOSE_LINGER`], at most the close timeout.
+    pub(super) fn linger(&self) -> Duration {
+        crate::close::CLOSE_LINGER.min(self.config.close_timeout)
+    }
+
+    /// Whether the reconnect policy dials again for `attempt` after an end of this cause.
+    pub(super) fn retry(&self, cause: Cause, attempt: u32) -> bool {
+        !self.shut_down
+            && self.config.reconnect.as_ref().is_some_and(|policy| {
+                cause.retried_by(policy) && policy.max_attempts.is_none_or(|max| attempt <= max)
+            })
+    }
+
+    /// Ends the current connection from the application's view: fails every pending send,
+    /// emits the one close event and, with `teardown`, keeps timing the transport's
+    /// shutdown. The caller's state is over: it returns Closed (or a reconnect delay by way
+    /// of Closed), and every state that ends has an edge to Closed in the state table.
+    pub(super) fn end<T: Entry>(
+        &mut self,
+        conn: ConnId,
+        mut pending: SendQueue<T>,
+        failure: SendFailure,
+        teardown: bool,
+        ending: Ending<'_>,
+    ) {
+        for (id, entry) in pending.drain() {
+            self.duplicates.remove(&id);
+            self.emit(Event::SendFailed {
+                conn,
+                id,
+                reason: failure,
+                message: entry.into_message(),
+            });
+        }
+        self.emit(Event::Close {
+            conn,
+            code: ending.code,
+            reason: ending.reason.to_owned(),
+            clean: ending.clean,
+        });
+        if teardown {
+            let deadline = self.now.expect("time is set before any connection exists")
+                + self.config.close_timeout;
+            self.teardowns.push(Teardown { id: conn, deadline });
+        }
+    }
+
+    /// What follows [`end`](Self::end): Closed, or with `retry`, the reconnect delay for
+    /// `attempt` by way of Closed.
+    pub(super) fn reconnect(
+        &mut self,
+        retry: bool,
+        request: Arc<HandshakeRequest>,
+        queue: SendQueue<Message>,
+        attempt: u32,
+        last_error: impl FnOnce() -> String,
+        now: Instant,
+    ) -> Next {
+        if !retry {
+            return Conn::Closed.into();
+        }
+        let backoff = Backoff::start(self, request, queue, attempt, last_error(), now);
+        Next {
+            via: Some(State::Closed),
+            conn: Conn::Backoff(backoff),
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Open: messages flow both ways. The peer's close frame, a local `close` or `shutdown`
+//! lead to Closing; a transport error, a silent peer (keepalive) or an unacknowledged send
+//! (delivery acknowledgement) end it at once, then a reconnect delay if the policy says so.
+
+use super::Conn;
+use super::closing::Closing;
+use super::context::{Cause, Context, Ending, Next};
+use crate::ack::{AckTimer, Acks};
+use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
+use crate::config::SessionConfig;
+use crate::error::{ConnectionError, PingError, SendError, SendFailure};
+use crate::event::Event;
+use crate::ids::{ConnId, SendId};
+use crate::message::Message;
+use crate::queue::SendQueue;
+use crate::request::HandshakeRequest;
+use crate::transport::{Action, TransportError, TransportErrorKind, TransportEvent};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The bytes of `max_buffered_bytes` each message in flight counts for in the bound on their
+/// number (the memory a message costs besides its payload: its id, its frame, the driver's
+/// command); 262,144 messages under the default 16 MiB.
+const IN_FLIGHT_WEIGHT: usize = 64;
+
+#[derive(Debug)]
+pub(super) struct Open {
+    pub(super) id: ConnId,
+    request: Arc<HandshakeRequest>,
+    pub(super) in_flight: SendQueue<usize>,
+    liveness: Option<Liveness>,
+    /// Payloads of the application's pings not yet answered, oldest first.
+    pings: VecDeque<Bytes>,
+    /// With delivery acknowledgement on: what the peer has not acknowledged yet.
+    acks: Option<Acks>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// When to ping, or, with a ping outstanding, when the peer is declared dead.
+    deadline: Instant,
+    awaiting_pong: bool,
+}
+
+impl Open {
+    pub(super) fn new(id: ConnId, request: Arc<HandshakeRequest>, acks: Option<Acks>) -> Box<Self> {
+        Box::new(Open {
+            id,
+            request,
+            in_flight: SendQueue::default(),
+            liveness: None,
+            pings: VecDeque::new(),
+            acks,
+        })
+    }
+
+    /// Something arrived: the peer is alive; restart the idle interval.
+    pub(super) fn touch(&mut self, config: &SessionConfig, now: Instant) {
+        self.liveness = config.keepalive.map(|k| Liveness {
+            deadline: now + k.interval,
+            awaiting_pong: false,
+        });
+    }
+
+    /// The earliest of the keepalive and acknowledgement timers.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        let ack = self.acks.as_ref().and_then(Acks::poll_timeout);
+        match (self.liveness.map(|l| l.deadline), ack) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands send `id` to the driver.
+    pub(super) fn hand_over(
+        &mut self,
+        cx: &mut Context,
+        id: SendId,
+        message: Message,
+        now: Instant,
+    ) {
+        self.in_flight.push(id, message.len());
+        if let Some(acks) = &mut self.acks {
+            acks.on_send(id, message.clone(), now);
+        }
+        cx.actions.push_back(Action::Send {
+            conn: self.id,
+            id,
+            message,
+        });
+    }
+
+    /// `send`: to the driver, within the buffer's bounds.
+    pub(super) fn send(
+        &mut self,
+        cx: &mut Context,
+        message: Message,
+        now: Instant,
+    ) -> Result<SendId, SendError> {
+        // Bytes bound the buffer, and so does the count: one message per
+        // `IN_FLIGHT_WEIGHT` bytes of the bound (at least the queue's count, which
+        // is flushed into it on open), so empty messages cannot grow memory without
+        // limit either.
+        let max_in_flight =
+            (cx.config.max_buffered_bytes / IN_FLIGHT_WEIGHT).max(cx.config.max_queued_messages);
+        if !self
+            .in_flight
+            .fits(message.len(), max_in_flight, cx.config.max_buffered_bytes)
+        {
+            return Err(SendError::BufferFull(message));
+        }
+        let id = cx.ids.send();
+        self.hand_over(cx, id, message, now);
+        Ok(id)
+    }
+
+    /// `ping`: the application's ping, answered by an [`Event::Pong`].
+    pub(super) fn ping(
+        &mut self,
+        cx: &mut Context,
+        payload: Bytes,
+        full: bool,
+        now: Instant,
+    ) -> Result<(), PingError> {
+        if full || self.pings.len() >= super::MAX_PINGS {
+            return Err(PingError::Full);
+        }
+        self.pings.push_back(payload.clone());
+        if let Some(acks) = &mut self.acks {
+            acks.on_ping(payload.clone(), now);
+        }
+        cx.actions.push_back(Action::Ping {
+            conn: self.id,
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Input from the driver for this connection.
+    pub(super) fn on_event(
+        mut self: Box<Self>,
+        cx: &mut Context,
+        event: TransportEvent,
+        now: Instant,
+    ) -> Next {
+        let conn = self.id;
+        match event {
+            TransportEvent::Message(message) => {
+                self.touch(&cx.config, now);
+                if let Some(acks) = &mut self.acks {
+                    acks.on_input(now);
+                }
+                cx.emit(Event::Message { conn, message });
+            }
+            TransportEvent::SendWritten(id) => {
+                cx.on_written(conn, &mut self.in_flight, self.acks.as_mut(), id);
+            }
+            TransportEvent::Pong(payload) => {
+                self.touch(&cx.config, now);
+                if let Some(acks) = &mut self.acks {
+                    let acked = acks.on_pong(&payload, now);
+                    cx.deliver(conn, &mut self.in_flight, acked);
+                }
+                // The answer to one of the application's pings (and to every earlier one).
+                if let Some(at) = self.pings.iter().position(|p| *p == payload) {
+                    self.pings.drain(..=at);
+                    cx.emit(Event::Pong { conn, payload });
+                }
+            }
+            TransportEvent::Ping(_) => {
+                self.touch(&cx.config, now);
+                if let Some(acks) = &mut self.acks {
+                    acks.on_input(now);
+                }
+            }
+            TransportEvent::PeerClosed(peer) => return self.on_peer_close(cx, peer, now),
+            TransportEvent::Error(error) => {
+                return self.fail(cx, ConnectionError::Transport(error), now);
+            }
+            TransportEvent::Closed => {
+                let error = TransportError::new(
+                    TransportErrorKind::Io,
+                    "connection closed without a close frame",
+                );
+                return self.fail(cx, ConnectionError::Transport(error), now);
+            }
+            _ => cx.stats.unexpected_inputs += 1,
+        }
+        Conn::Open(self).into()
+    }
+
+    /// The keepalive timer, then the acknowledgement barrier and timeout.
+    pub(super) fn on_timeout(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+        let paused = cx.is_paused();
+        if let Some(l) = self.liveness
+            && l.deadline <= now
+        {
+            let k = cx.config.keepalive.expect("liveness implies keepalive");
+            if paused {
+                // Reading is paused for the application: a pong would wait behind the
+                // backlog, which itself proves the peer alive.
+                self.liveness = Some(Liveness {
+                    deadline: now + k.interval,
+                    awaiting_pong: false,
+                });
+            } else if l.awaiting_pong {
+                return self.fail(cx, ConnectionError::KeepaliveTimeout(k.timeout), now);
+            } else {
+                cx.actions.push_back(Action::Ping {
+                    conn: self.id,
+                    payload: Bytes::new(),
+                });
+                if let Some(acks) = &mut self.acks {
+                    // Keepalive's ping is a barrier too.
+                    acks.on_ping(Bytes::new(), now);
+                }
+                self.liveness = Some(Liveness {
+                    deadline: now + k.timeout,
+                    awaiting_pong: true,
+                });
+            }
+        }
+        let timer = self.acks.as_mut().and_then(|a| a.poll_timer(now, paused));
+        match timer {
+            Some(AckTimer::Ping(payload)) => {
+                cx.actions.push_back(Action::Ping {
+                    conn: self.id,
+                    payload,
+                });
+            }
+            Some(AckTimer::TimedOut) => {
+                let timeout = cx.config.acknowledge.map(|a| a.timeout).unwrap_or_default();
+                return self.fail(cx, ConnectionError::AckTimeout(timeout), now);
+            }
+            None => {}
+        }
+        Conn::Open(self).into()
+    }
+
+    /// `close`: this side's close frame goes first.
+    pub(super) fn close(
+        self: Box<Self>,
+        cx: &mut Context,
+        request: CloseRequest,
+        now: Instant,
+    ) -> Next {
+        Conn::Closing(self.begin_close(cx, request, now)).into()
+    }
+
+    /// `shutdown`: closed with 1000.
+    pub(super) fn shutdown(self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+        self.close(cx, CloseRequest::internal(NORMAL, ""), now)
+    }
+
+    /// `connect`: a new connection replaces this one; its close event (1000, replaced)
+    /// comes at once, and its transport is closed in the background.
+    pub(super) fn replace(self: Box<Self>, cx: &mut Context) {
+        let Open {
+            id,
+            in_flight,
+            acks,
+            ..
+        } = *self;
+        cx.actions.push_back(Action::Close {
+            conn: id,
+            frame: CloseRequest::internal(NORMAL, super::REPLACED_REASON),
+        });
+        let (in_flight, _) = cx.settle(id, in_flight, acks, false);
+        let replaced = Ending {
+            code: NORMAL,
+            reason: super::REPLACED_REASON,
+            clean: false,
+        };
+        cx.end(id, in_flight, SendFailure::Replaced, true, replaced);
+        cx.release_reads(id, false);
+    }
+
+    /// Sends this side's close frame: Closing, under the close timeout.
+    pub(super) fn begin_close(
+        self: Box<Self>,
+        cx: &mut Context,
+        request: CloseRequest,
+        now: Instant,
+    ) -> Box<Closing> {
+        let Open {
+            id,
+            request: handshake,
+            in_flight,
+            acks,
+            ..
+        } = *self;
+        cx.actions.push_back(Action::Close {
+            conn: id,
+            frame: request,
+        });
+        let closing = Closing::new(
+            id,
+            handshake,
+            in_flight,
+            acks,
+            now + cx.config.close_timeout,
+            None,
+        );
+        cx.release_reads(id, closing.is_reading(&cx.config));
+        closing
+    }
+
+    /// The peer's close frame: the driver answers it (RFC 6455 §5.5.1; tungstenite does so
+    /// itself); the close event waits for the transport to end.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
+    fn on_peer_close(self: Box<Self>, cx: &mut Context, peer: PeerClose, now: Instant) -> Next {
+        let Open {
+            id,
+            request,
+            in_flight,
+            acks,
+            ..
+        } = *self;
+        let closing = Closing::new(id, request, in_flight, acks, now + cx.linger(), Some(peer));
+        Conn::Closing(closing).into()
+    }
+
+    /// The connection failed: error event, in-flight sends failed, close event with the
+    /// failure's code (a close frame is still attempted for protocol-level failures), then
+    /// a reconnect if the policy says so.
+    #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
+    fn fail(self: Box<Self>, cx: &mut Context, error: ConnectionError, now: Instant) -> Next {
+        let Open {
+            id,
+            request,
+            in_flight,
+            acks,
+            ..
+        } = *self;
+        let code = match &error {
+            ConnectionError::Transport(e) => e.kind.close_code(),
+            _ => ABNORMAL,
+        };
+        let reason = error.to_string();
+        let teardown = code != ABNORMAL;
+        if teardown {
+            cx.actions.push_back(Action::Close {
+                conn: id,
+                frame: CloseRequest::internal(code, &reason),
+            });
+        } else {
+            cx.actions.push_back(Action::Abort { conn: id });
+        }
+        cx.emit(Event::Error { conn: id, error });
+        let ending = Ending {
+            code,
+            reason: &reason,
+            clean: false,
+        };
+        let retry = cx.retry(Cause::Lost, 1);
+        let carry = retry && cx.carries_queue();
+        let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);
+        cx.end(id, in_flight, SendFailure::ConnectionLost, teardown, ending);
+        cx.reconnect(retry, request, carried, 1, || reason, now)
+    }
+}
