@@ -299,6 +299,10 @@ pub(crate) struct Inner<M> {
     /// The outbox's `more` as last set (so a delivery with nothing to do need not lock it).
     more: bool,
     scratch: Vec<TransportEvent>,
+    /// Every connection worked on ([`Inner::with_conn`]), in order (for the tests that
+    /// count them).
+    #[cfg(test)]
+    visited: Vec<u64>,
 }
 
 impl<M: Machine> Shared<M> {
@@ -354,6 +358,8 @@ impl<M: Machine> Shared<M> {
                 progress: false,
                 more: false,
                 scratch: Vec::new(),
+                #[cfg(test)]
+                visited: Vec::new(),
             }),
             outbox: Mutex::new(Outbox::default()),
             event_ready: Condvar::new(),
@@ -855,6 +861,8 @@ impl<M: Machine> Inner<M> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        #[cfg(test)]
+        self.visited.push(conn);
         let ctx = Ctx {
             registry: &self.registry,
             receivers: self.receivers.as_ref(),
@@ -1016,5 +1024,104 @@ impl<M: Machine> Inner<M> {
 fn run_callbacks(callbacks: Vec<PendingCallback>) {
     for callback in callbacks {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxsocket_core::{ConnectOptions, Message, Pool, SessionConfig};
+
+    /// How long any wait in these tests may take.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// The next event, taken as `Events::recv` takes it: from the outbox, the next batch
+    /// from the machine, or by watching the sockets on this thread (the reads' hand-off).
+    fn next_event(shared: &Shared<Pool>) -> Event {
+        let deadline = Instant::now() + LIMIT;
+        let mut outbox = lock(&shared.outbox);
+        loop {
+            if let Some(event) = outbox.pop() {
+                return event;
+            }
+            if outbox.more {
+                drop(outbox);
+                shared.refill(false);
+                outbox = lock(&shared.outbox);
+                continue;
+            }
+            assert!(Instant::now() < deadline, "no event within {LIMIT:?}");
+            let receiver = shared
+                .receiver_poll
+                .as_ref()
+                .expect("the receivers' poller");
+            let mut receiver = lock(receiver);
+            outbox.receiver_polling = true;
+            outbox = shared.receive_io(&mut receiver, outbox, Some(deadline));
+        }
+    }
+
+    /// Waits (bounded) until the driver thread has the reads again.
+    fn wait_for_take_back(shared: &Shared<Pool>) {
+        let deadline = Instant::now() + LIMIT;
+        while lock(&shared.inner).reads != Reads::Driver {
+            assert!(Instant::now() < deadline, "reads not taken back");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Traffic on one connection works on that connection only, however many are open:
+    /// handing the reads to a receiving thread, the driver stopping to watch the socket
+    /// that has input, catching up and taking the reads back visit no other connection
+    /// (they used to visit every one, twice or more per hand-off).
+    #[cfg(unix)]
+    #[test]
+    fn reads_hand_off_visits_only_the_connection_with_traffic() {
+        const CONNS: usize = 40;
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let config = Config::default().session(SessionConfig::default().pool_limit(CONNS));
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        let options = ConnectOptions::new(server.url());
+        let conns: Vec<ConnId> = (0..CONNS)
+            .map(|_| {
+                shared
+                    .call(|p, now| p.connect(&options, now))
+                    .expect("connect")
+            })
+            .collect();
+        let mut opened = 0;
+        while opened < CONNS {
+            if let Event::Open { .. } = next_event(&shared) {
+                opened += 1;
+            }
+        }
+        wait_for_take_back(&shared);
+        let busy = conns[CONNS / 2];
+        lock(&shared.inner).visited.clear();
+        for round in 0..3 {
+            let text = format!("echo {round}");
+            shared
+                .call(|p, now| p.send(busy, Message::text(text.clone()), now))
+                .expect("send");
+            // This thread waits for the echo on the sockets (the reads are handed to it),
+            // then leaves them: the driver takes them back after the grace period.
+            loop {
+                if let Event::Message { conn, message, .. } = next_event(&shared) {
+                    assert_eq!(conn, busy);
+                    assert_eq!(message, Message::text(text));
+                    break;
+                }
+            }
+            wait_for_take_back(&shared);
+        }
+        let visited = std::mem::take(&mut lock(&shared.inner).visited);
+        assert!(
+            visited.contains(&key(busy)),
+            "the busy connection was worked on"
+        );
+        let others: BTreeSet<u64> = visited.into_iter().filter(|&c| c != key(busy)).collect();
+        assert!(others.is_empty(), "other connections visited: {others:?}");
+        shared.shutdown();
     }
 }
