@@ -320,12 +320,12 @@ impl Conn {
     /// A thread that sleeps in `recv` watches the sockets itself and reads what arrives;
     /// if the driver thread's poller watched them too, every message would also wake the
     /// driver thread, and on an otherwise idle machine that second wake-up costs more than
-    /// the rest of the round trip (see the crate docs). So while a thread receives, the
-    /// driver turns its reads off on each socket that has input (woken once for it), and
-    /// turns them back on when it catches up after the receiving thread has left `recv`
-    /// (at the latest once nobody has received for `driver::HANDBACK_GRACE`). Only the
-    /// sockets that had input change, whatever the number of connections. The poller
-    /// change takes effect in [`Self::sync_interest`].
+    /// the rest of the round trip (see the crate docs). So while the reads are handed to a
+    /// receiving thread, the driver turns its reads off on each socket that has input
+    /// (woken once for it), and turns them back on when it takes the reads back, once
+    /// nobody has received for `driver::HANDBACK_GRACE` (or catches up earlier, before a
+    /// due timer or for `try_recv`). Only the sockets that had input change, whatever the
+    /// number of connections. The poller change takes effect in [`Self::sync_interest`].
     pub fn set_driver_reads(&mut self, on: bool) {
         self.driver_reads = on;
     }

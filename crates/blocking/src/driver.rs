@@ -215,9 +215,9 @@ enum Reads {
     /// Input on a socket the driver still watches disarms it (the driver stops watching it
     /// for reads and leaves the input to the receiving thread).
     Watched { since: Instant },
-    /// Handed off, but the receiving thread has left `recv`: nobody watches the disarmed
-    /// sockets until the driver catches up, at `due` at the latest (then the reads are the
-    /// driver's again).
+    /// Handed off, and the receiving thread has left `recv`, probably to come back: input
+    /// still disarms a socket and waits for it, until `due`, when the driver takes the
+    /// reads back (or catches up earlier, before a due timer or for `try_recv`).
     Unwatched { due: Instant },
 }
 
@@ -279,19 +279,22 @@ pub(crate) struct Inner<M> {
     read_ready: BTreeSet<u64>,
     /// Who reads the sockets. A thread in `recv` hands the reads off to itself before it
     /// sleeps on the receivers' poller ([`Reads::Watched`]), so that an arriving message
-    /// wakes only the thread that waits for it and is read on that thread. The hand-off
-    /// itself touches no socket: the driver's poller still watches every socket, and the
-    /// first input on one while a thread watches wakes the driver once, which then stops
-    /// watching that socket for reads (`disarmed`) and leaves the input to the receiving
-    /// thread; so what the hand-off costs is proportional to the connections with input,
-    /// not to the connections held. After the receiving thread returns the reads stay with
-    /// it for [`HANDBACK_GRACE`] ([`Reads::Unwatched`]), so that an application that
-    /// receives in a loop (the usual case) is not interrupted by the driver thread; then
-    /// the driver takes them back: replies the protocol owes the peer (pong, the close
-    /// handshake) wait at most that long while nobody receives. Whenever the driver thread
-    /// runs with reads handed off and nobody watching, it catches up first (reads every
-    /// disarmed connection and watches it again; input on the others wakes it as usual),
-    /// so a timer never judges a connection on stale input.
+    /// wakes only the thread that waits for it and is read on that thread. After it
+    /// returns the reads stay with it for [`HANDBACK_GRACE`] ([`Reads::Unwatched`]), so
+    /// that an application that receives in a loop (the usual case) neither pays for
+    /// giving them back and taking them again nor has the driver thread read messages it
+    /// is about to read itself; then the driver takes them back: replies the protocol owes
+    /// the peer (pong, the close handshake) wait at most that long while nobody receives.
+    ///
+    /// Neither the hand-off nor taking the reads back visits every connection: the
+    /// driver's poller keeps watching every socket, and the first input on one while the
+    /// reads are handed off wakes the driver once, which then stops watching that socket
+    /// for reads (`disarmed`) and leaves the input to the receiving thread (the receivers'
+    /// poller has it too). Taking the reads back watches and reads the disarmed sockets
+    /// only. So what the hand-off costs is proportional to the connections with input, not
+    /// to the connections held. Before the driver runs a due timer with the reads handed
+    /// off and nobody watching, it catches up the same way, so a timer never judges a
+    /// connection on stale input.
     reads: Reads,
     /// Something happened since the last delivery that may have freed room for a refused
     /// send: transport input, an action carried out, events or completions taken.
@@ -479,7 +482,9 @@ impl<M: Machine> Shared<M> {
                     }
                 }
                 let due = matches!(inner.reads, Reads::Unwatched { due } if now >= due);
-                inner.catch_up_reads(due, now);
+                if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
+                    inner.catch_up_reads(due, now);
+                }
                 inner.machine.handle_timeout(now);
                 inner.pump(&self, now);
                 let callbacks = inner.machine.take_callbacks();
@@ -705,10 +710,10 @@ impl<M: Machine> Inner<M> {
     /// `take_back` gives the reads back to the driver thread. Returns whether it did.
     ///
     /// Visits only the disarmed connections (those with input since the hand-off): every
-    /// other socket is still watched by the driver's poller, whose events are read as they
-    /// come. Each is watched again and read to the end (the input that disarmed it may
-    /// still wait, on the socket or in the WebSocket's buffer; re-arming a socket that has
-    /// data raises an event too). Whatever comes later wakes the driver thread.
+    /// other socket is still watched by the driver's poller, so input on it would have
+    /// disarmed it. Each is watched again and read to the end (the input that disarmed it
+    /// may still wait, on the socket or in the WebSocket's buffer; re-arming a socket that
+    /// has data raises an event too). Whatever comes later wakes the driver thread.
     fn catch_up_reads(&mut self, take_back: bool, now: Instant) -> bool {
         if !matches!(self.reads, Reads::Unwatched { .. }) {
             return false;
@@ -725,15 +730,13 @@ impl<M: Machine> Inner<M> {
         true
     }
 
-    /// A readiness event from the driver thread's poller. While a receiving thread watches
-    /// the sockets, input on an open connection is that thread's: the driver stops
-    /// watching the socket for reads (it wakes for that connection once per hand-off) and
-    /// reads nothing; it still flushes on writability and reports errors.
+    /// A readiness event from the driver thread's poller. While the reads are handed off,
+    /// input on an open connection is the receiving thread's: the driver stops watching
+    /// the socket for reads (it wakes for that connection once per hand-off) and reads
+    /// nothing; it still flushes on writability and reports errors.
     fn on_event(&mut self, event: &mio::event::Event, now: Instant) {
         let conn = event.token().0 as u64;
-        if matches!(self.reads, Reads::Watched { .. })
-            && self.conns.get(&conn).is_some_and(Conn::is_open)
-        {
+        if self.reads != Reads::Driver && self.conns.get(&conn).is_some_and(Conn::is_open) {
             if self.disarmed.insert(conn) {
                 self.with_conn(conn, now, |c, _, _| c.set_driver_reads(false));
             }
