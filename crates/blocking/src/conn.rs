@@ -184,7 +184,7 @@ pub(crate) struct Conn {
     /// A flush stopped at a full socket: bytes wait for the next writable event.
     pub wants_write: bool,
     /// The driver thread's poller should watch the socket for reads. Off once input came
-    /// while a thread in `recv` watches it instead (see [`Conn::set_driver_reads`]).
+    /// while the reads were handed to a thread in `recv` (see [`Conn::set_driver_reads`]).
     driver_reads: bool,
     /// A read failed with an error answered by a close frame (1002 / 1007 / 1009): the
     /// stream is out of step, so nothing more is read, and once the close frame is flushed

@@ -256,8 +256,8 @@ pub(crate) struct Inner<M> {
     /// `pump` finds them without scanning every connection.
     dirty: BTreeSet<u64>,
     /// The open connections whose socket the driver thread's poller does not watch for
-    /// reads (`Conn::set_driver_reads`): those that had input while a receiving thread
-    /// watched (see [`Self::reads`]). Empty while the driver thread owns the reads.
+    /// reads (`Conn::set_driver_reads`): those that had input while the reads were handed
+    /// off (see [`Self::reads`]). Empty while the driver thread owns the reads.
     disarmed: BTreeSet<u64>,
     registry: Registry,
     tls: Arc<rustls::ClientConfig>,
@@ -691,7 +691,7 @@ impl<M: Machine> Inner<M> {
     }
 
     /// When the driver thread must look at handed-off reads again (see
-    /// [`Self::reads_handed_off`]): when they are due back; while a thread has been
+    /// [`Self::reads`]): when they are due back; while a thread has been
     /// watching them for less than a grace period (a receive loop, whose watches are
     /// short), one grace period from `now`, so the receiving thread need not wake the driver
     /// each time a watch ends; during a longer watch (an idle connection) not at all, and
