@@ -172,8 +172,8 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// A flush stopped at a full socket: bytes wait for the next writable event.
     pub wants_write: bool,
-    /// The driver thread's poller should watch the socket for reads. Off while a thread in
-    /// `recv` watches it instead (see [`Conn::set_driver_reads`]).
+    /// The driver thread's poller should watch the socket for reads. Off once input came
+    /// while the reads were handed to a thread in `recv` (see [`Conn::set_driver_reads`]).
     driver_reads: bool,
     /// A read failed with an error answered by a close frame (1002 / 1007 / 1009): the
     /// stream is out of step, so nothing more is read, and once the close frame is flushed
@@ -301,10 +301,12 @@ impl Conn {
     /// A thread that sleeps in `recv` watches the sockets itself and reads what arrives;
     /// if the driver thread's poller watched them too, every message would also wake the
     /// driver thread, and on an otherwise idle machine that second wake-up costs more than
-    /// the rest of the round trip (see the crate docs). So the receiving thread turns the
-    /// driver's reads off before it sleeps; the driver turns them back on once nobody has
-    /// received for a moment (`driver::HANDBACK_GRACE`). The poller change takes effect
-    /// in [`Self::sync_interest`].
+    /// the rest of the round trip (see the crate docs). So while the reads are handed to a
+    /// receiving thread, the driver turns its reads off on each socket that has input
+    /// (woken once for it), and turns them back on when it takes the reads back, once
+    /// nobody has received for `driver::HANDBACK_GRACE` (or catches up earlier, before a
+    /// due timer or for `try_recv`). Only the sockets that had input change, whatever the
+    /// number of connections. The poller change takes effect in [`Self::sync_interest`].
     pub fn set_driver_reads(&mut self, on: bool) {
         self.driver_reads = on;
     }

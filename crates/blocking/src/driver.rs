@@ -36,7 +36,7 @@ pub(crate) use wxsocket_wire::machine::Machine;
 const WAKER: Token = Token(usize::MAX);
 
 /// How long the sockets' reads stay with the application's receiving thread after it
-/// returned from `recv`, in case it comes back (see [`Inner::reads_handed_off`]).
+/// returned from `recv`, in case it comes back (see [`Inner::reads`]).
 const HANDBACK_GRACE: Duration = Duration::from_millis(20);
 
 /// Most events the outbox holds for the application; the rest wait in the machine, whose
@@ -119,6 +119,22 @@ pub(crate) struct ReceiverPoll {
     busy: BusyPoll,
 }
 
+/// Who reads the sockets (see [`Inner::reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// The driver thread: its poller watches every open socket for reads (unless reading
+    /// is paused), and nothing is disarmed.
+    Driver,
+    /// Handed off to a thread in `recv` that sleeps on the receivers' poller, `since` then.
+    /// Input on a socket the driver still watches disarms it (the driver stops watching it
+    /// for reads and leaves the input to the receiving thread).
+    Watched { since: Instant },
+    /// Handed off, and the receiving thread has left `recv`, probably to come back: input
+    /// still disarms a socket and waits for it, until `due`, when the driver takes the
+    /// reads back (or catches up earlier, before a due timer or for `try_recv`).
+    Unwatched { due: Instant },
+}
+
 /// State shared by every handle and the driver thread.
 pub(crate) struct Shared<M> {
     pub inner: Mutex<Inner<M>>,
@@ -153,9 +169,10 @@ pub(crate) struct Inner<M> {
     /// The connections whose `dirty` flag was set (written to, not yet flushed), so a
     /// `pump` finds them without scanning every connection.
     dirty: BTreeSet<u64>,
-    /// Whether the driver thread's poller watches the sockets for reads (set on every
-    /// connection by `set_driver_reads`, and on each new one as it is dialled).
-    driver_reads: bool,
+    /// The open connections whose socket the driver thread's poller does not watch for
+    /// reads (`Conn::set_driver_reads`): those that had input while the reads were handed
+    /// off (see [`Self::reads`]). Empty while the driver thread owns the reads.
+    disarmed: BTreeSet<u64>,
     registry: Registry,
     tls: Arc<rustls::ClientConfig>,
     /// The proxy variables, read when the client was created (`Action::Dial`).
@@ -174,30 +191,35 @@ pub(crate) struct Inner<M> {
     /// just opened): the driver thread makes a pass over exactly these, lowest key first,
     /// so that this costs what the traffic costs, not a scan of every connection.
     read_ready: BTreeSet<u64>,
-    /// The sockets' reads belong to the application's receiving thread: the driver's
-    /// poller does not watch them (`Conn::set_driver_reads`), so an arriving message wakes
-    /// only the thread that waits for it. A thread in `recv` hands them off before it
-    /// sleeps on the receivers' poller. After it returns they stay with it for
-    /// [`HANDBACK_GRACE`], so that an application that receives in a loop (the usual case)
-    /// does not pay for giving them back and taking them again, and the driver thread is
-    /// not woken by messages that the application is about to read itself. Then the
-    /// driver takes them back: replies the protocol owes the peer (pong, the close
-    /// handshake) wait at most that long while nobody receives. Whenever the driver thread
-    /// runs with reads handed off and nobody watching, it reads first, so a timer never
-    /// judges a connection on stale input.
-    reads_handed_off: bool,
-    /// A thread sleeps on the receivers' poller right now.
-    watching: bool,
-    /// Since when (meaningful while `watching`).
-    watch_started: Instant,
-    /// When the driver takes the reads back, unless a thread watches them by then.
-    handback_due: Option<Instant>,
+    /// Who reads the sockets. A thread in `recv` hands the reads off to itself before it
+    /// sleeps on the receivers' poller ([`Reads::Watched`]), so that an arriving message
+    /// wakes only the thread that waits for it and is read on that thread. After it
+    /// returns the reads stay with it for [`HANDBACK_GRACE`] ([`Reads::Unwatched`]), so
+    /// that an application that receives in a loop (the usual case) neither pays for
+    /// giving them back and taking them again nor has the driver thread read messages it
+    /// is about to read itself; then the driver takes them back: replies the protocol owes
+    /// the peer (pong, the close handshake) wait at most that long while nobody receives.
+    ///
+    /// Neither the hand-off nor taking the reads back visits every connection: the
+    /// driver's poller keeps watching every socket, and the first input on one while the
+    /// reads are handed off wakes the driver once, which then stops watching that socket
+    /// for reads (`disarmed`) and leaves the input to the receiving thread (the receivers'
+    /// poller has it too). Taking the reads back watches and reads the disarmed sockets
+    /// only. So what the hand-off costs is proportional to the connections with input, not
+    /// to the connections held. Before the driver runs a due timer with the reads handed
+    /// off and nobody watching, it catches up the same way, so a timer never judges a
+    /// connection on stale input.
+    reads: Reads,
     /// Something happened since the last delivery that may have freed room for a refused
     /// send: transport input, an action carried out, events or completions taken.
     progress: bool,
     /// The outbox's `more` as last set (so a delivery with nothing to do need not lock it).
     more: bool,
     scratch: Vec<TransportEvent>,
+    /// Every connection worked on ([`Inner::with_conn`]), in order (for the tests that
+    /// count them).
+    #[cfg(test)]
+    visited: Vec<u64>,
 }
 
 impl<M: Machine> Shared<M> {
@@ -237,7 +259,7 @@ impl<M: Machine> Shared<M> {
                 machine,
                 conns: BTreeMap::new(),
                 dirty: BTreeSet::new(),
-                driver_reads: true,
+                disarmed: BTreeSet::new(),
                 registry,
                 receivers,
                 tls,
@@ -249,13 +271,12 @@ impl<M: Machine> Shared<M> {
                 sleeping: false,
                 shutting_down: false,
                 read_ready: BTreeSet::new(),
-                reads_handed_off: false,
-                watching: false,
-                watch_started: Instant::now(),
-                handback_due: None,
+                reads: Reads::Driver,
                 progress: false,
                 more: false,
                 scratch: Vec::new(),
+                #[cfg(test)]
+                visited: Vec::new(),
             }),
             outbox: Mutex::new(Outbox::default()),
             event_ready: Condvar::new(),
@@ -363,7 +384,7 @@ impl<M: Machine> Shared<M> {
                 let now = Instant::now();
                 for event in events.iter() {
                     if event.token() != WAKER {
-                        inner.on_ready(event.token().0 as u64, ReadPass::for_event(event), now);
+                        inner.on_event(event, now);
                     }
                 }
                 while let Ok((conn, addrs)) = resolved_rx.try_recv() {
@@ -374,8 +395,10 @@ impl<M: Machine> Shared<M> {
                         inner.on_ready(conn, ReadPass::ToTheEnd, now);
                     }
                 }
-                let due = inner.handback_due.is_none_or(|due| now >= due);
-                inner.catch_up_reads(due, now);
+                let due = matches!(inner.reads, Reads::Unwatched { due } if now >= due);
+                if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
+                    inner.catch_up_reads(due, now);
+                }
                 inner.machine.handle_timeout(now);
                 inner.pump(&self, now);
                 let callbacks = inner.machine.take_callbacks();
@@ -465,17 +488,14 @@ impl<M: Machine> Shared<M> {
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, Outbox> {
         drop(outbox);
-        // While this thread watches the sockets, the driver thread's poller does not (it
-        // would be woken by every message too; see `Conn::set_driver_reads`).
+        // While this thread watches the sockets, the driver thread leaves their input to it
+        // (it would be woken by every message too; see `Conn::set_driver_reads`). The
+        // hand-off touches no socket (see `Inner::reads`): the sockets the driver's poller
+        // still watches are disarmed one by one as input comes.
         {
             let mut inner = lock(&self.inner);
             let now = Instant::now();
-            inner.watching = true;
-            inner.watch_started = now;
-            inner.reads_handed_off = true;
-            inner.handback_due = None;
-            inner.set_driver_reads(false, now);
-            // (Only a poller failure produces events here; they wake this thread at once.)
+            inner.reads = Reads::Watched { since: now };
             inner.pump(self, now);
         }
         let mut ready: Vec<(u64, ReadPass)> = Vec::new();
@@ -492,8 +512,9 @@ impl<M: Machine> Shared<M> {
         lock(&self.outbox).receiver_polling = false;
         let mut inner = lock(&self.inner);
         let now = Instant::now();
-        inner.watching = false;
-        inner.handback_due = Some(now + HANDBACK_GRACE);
+        inner.reads = Reads::Unwatched {
+            due: now + HANDBACK_GRACE,
+        };
         for (conn, pass) in ready.iter().copied() {
             inner.on_ready(conn, pass, now);
         }
@@ -584,70 +605,60 @@ impl<M: Machine> Inner<M> {
     }
 
     /// When the driver thread must look at handed-off reads again (see
-    /// [`Self::reads_handed_off`]): when they are due back; while a thread has been
+    /// [`Self::reads`]): when they are due back; while a thread has been
     /// watching them for less than a grace period (a receive loop, whose watches are
     /// short), one grace period from `now`, so the receiving thread need not wake the driver
     /// each time a watch ends; during a longer watch (an idle connection) not at all, and
     /// the receiving thread wakes the driver when that watch ends
     /// ([`Self::driver_must_look`]).
     fn handback_pending(&self, now: Instant) -> Option<Instant> {
-        if !self.reads_handed_off {
-            None
-        } else if self.watching {
-            (now.saturating_duration_since(self.watch_started) < HANDBACK_GRACE)
-                .then(|| now + HANDBACK_GRACE)
-        } else {
-            self.handback_due
+        match self.reads {
+            Reads::Driver => None,
+            Reads::Watched { since } => (now.saturating_duration_since(since) < HANDBACK_GRACE)
+                .then(|| now + HANDBACK_GRACE),
+            Reads::Unwatched { due } => Some(due),
         }
     }
 
     /// With the reads handed off and nobody watching: reads what has arrived, and with
     /// `take_back` gives the reads back to the driver thread. Returns whether it did.
+    ///
+    /// Visits only the disarmed connections (those with input since the hand-off): every
+    /// other socket is still watched by the driver's poller, so input on it would have
+    /// disarmed it. Each is watched again and read to the end (the input that disarmed it
+    /// may still wait, on the socket or in the WebSocket's buffer; re-arming a socket that
+    /// has data raises an event too). Whatever comes later wakes the driver thread.
     fn catch_up_reads(&mut self, take_back: bool, now: Instant) -> bool {
-        if !self.reads_handed_off || self.watching {
+        if !matches!(self.reads, Reads::Unwatched { .. }) {
             return false;
         }
         if take_back {
-            self.take_back_reads(now);
-        } else {
-            self.read_all(now);
+            self.reads = Reads::Driver;
+        }
+        for conn in std::mem::take(&mut self.disarmed) {
+            self.with_conn(conn, now, |c, _, _| c.set_driver_reads(true));
+            if self.conns.get(&conn).is_some_and(Conn::is_open) {
+                self.on_ready(conn, ReadPass::ToTheEnd, now);
+            }
         }
         true
     }
 
-    /// The driver thread takes the reads back, and reads what arrived meanwhile.
-    fn take_back_reads(&mut self, now: Instant) {
-        self.reads_handed_off = false;
-        self.handback_due = None;
-        self.set_driver_reads(true, now);
-        self.read_all(now);
-    }
-
-    /// A read pass over every open connection.
-    fn read_all(&mut self, now: Instant) {
-        let open: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_open())
-            .map(|(k, _)| *k)
-            .collect();
-        for conn in open {
-            self.on_ready(conn, ReadPass::ToTheEnd, now);
+    /// A readiness event from the driver thread's poller. While the reads are handed off,
+    /// input on an open connection is the receiving thread's: the driver stops watching
+    /// the socket for reads (it wakes for that connection once per hand-off) and reads
+    /// nothing; it still flushes on writability and reports errors.
+    fn on_event(&mut self, event: &mio::event::Event, now: Instant) {
+        let conn = event.token().0 as u64;
+        if self.reads != Reads::Driver && self.conns.get(&conn).is_some_and(Conn::is_open) {
+            if self.disarmed.insert(conn) {
+                self.with_conn(conn, now, |c, _, _| c.set_driver_reads(false));
+            }
+            if !(event.is_writable() || event.is_error()) {
+                return;
+            }
         }
-    }
-
-    /// Lets the driver thread's poller watch every socket for reads, or not (see
-    /// `Conn::set_driver_reads`). Visits every connection only when that changes (a `recv`
-    /// that finds no event asks for it each time it waits).
-    fn set_driver_reads(&mut self, on: bool, now: Instant) {
-        if self.driver_reads == on {
-            return;
-        }
-        self.driver_reads = on;
-        let conns: Vec<u64> = self.conns.keys().copied().collect();
-        for conn in conns {
-            self.with_conn(conn, now, |c, _, _| c.set_driver_reads(on));
-        }
+        self.on_ready(conn, ReadPass::for_event(event), now);
     }
 
     /// After another thread ran the machine: whether the sleeping driver thread must wake
@@ -657,11 +668,8 @@ impl<M: Machine> Inner<M> {
     fn driver_must_look(&self) -> bool {
         self.sleeping
             && (!self.read_ready.is_empty()
-                || (self.reads_handed_off
-                    && !self.watching
-                    && self
-                        .handback_due
-                        .is_some_and(|due| self.armed.is_none_or(|armed| armed > due)))
+                || matches!(self.reads,
+                    Reads::Unwatched { due } if self.armed.is_none_or(|armed| armed > due))
                 || (self.shutting_down && self.machine.is_drained())
                 || self.machine.has_callbacks()
                 || match (self.machine.poll_timeout(), self.armed) {
@@ -770,6 +778,8 @@ impl<M: Machine> Inner<M> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        #[cfg(test)]
+        self.visited.push(conn);
         let ctx = Ctx {
             registry: &self.registry,
             receivers: self.receivers.as_ref(),
@@ -794,6 +804,7 @@ impl<M: Machine> Inner<M> {
         }
         if c.is_gone() {
             self.conns.remove(&conn);
+            self.disarmed.remove(&conn);
         }
         for event in out.drain(..) {
             self.machine.handle(id, event, now);
@@ -816,8 +827,7 @@ impl<M: Machine> Inner<M> {
                         return;
                     }
                 };
-                let mut c = Conn::new(conn, Arc::clone(&request), plan);
-                c.set_driver_reads(self.driver_reads);
+                let c = Conn::new(conn, Arc::clone(&request), plan);
                 let (host, port) = c.dial_target();
                 self.conns.insert(k, c);
                 match host.parse::<IpAddr>() {
@@ -925,5 +935,104 @@ impl<M: Machine> Inner<M> {
 
     fn abort(&mut self, conn: u64) {
         self.with_conn(conn, Instant::now(), |c, ctx, _| c.drop_transport(ctx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxsocket_core::{ConnectOptions, Message, Pool, SessionConfig};
+
+    /// How long any wait in these tests may take.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// The next event, taken as `Events::recv` takes it: from the outbox, the next batch
+    /// from the machine, or by watching the sockets on this thread (the reads' hand-off).
+    fn next_event(shared: &Shared<Pool>) -> Event {
+        let deadline = Instant::now() + LIMIT;
+        let mut outbox = lock(&shared.outbox);
+        loop {
+            if let Some(event) = outbox.pop() {
+                return event;
+            }
+            if outbox.more {
+                drop(outbox);
+                shared.refill(false);
+                outbox = lock(&shared.outbox);
+                continue;
+            }
+            assert!(Instant::now() < deadline, "no event within {LIMIT:?}");
+            let receiver = shared
+                .receiver_poll
+                .as_ref()
+                .expect("the receivers' poller");
+            let mut receiver = lock(receiver);
+            outbox.receiver_polling = true;
+            outbox = shared.receive_io(&mut receiver, outbox, Some(deadline));
+        }
+    }
+
+    /// Waits (bounded) until the driver thread has the reads again.
+    fn wait_for_take_back(shared: &Shared<Pool>) {
+        let deadline = Instant::now() + LIMIT;
+        while lock(&shared.inner).reads != Reads::Driver {
+            assert!(Instant::now() < deadline, "reads not taken back");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Traffic on one connection works on that connection only, however many are open:
+    /// handing the reads to a receiving thread, the driver stopping to watch the socket
+    /// that has input, catching up and taking the reads back visit no other connection
+    /// (they used to visit every one, twice or more per hand-off).
+    #[cfg(unix)]
+    #[test]
+    fn reads_hand_off_visits_only_the_connection_with_traffic() {
+        const CONNS: usize = 40;
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let config = Config::default().session(SessionConfig::default().pool_limit(CONNS));
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        let options = ConnectOptions::new(server.url());
+        let conns: Vec<ConnId> = (0..CONNS)
+            .map(|_| {
+                shared
+                    .call(|p, now| p.connect(&options, now))
+                    .expect("connect")
+            })
+            .collect();
+        let mut opened = 0;
+        while opened < CONNS {
+            if let Event::Open { .. } = next_event(&shared) {
+                opened += 1;
+            }
+        }
+        wait_for_take_back(&shared);
+        let busy = conns[CONNS / 2];
+        lock(&shared.inner).visited.clear();
+        for round in 0..3 {
+            let text = format!("echo {round}");
+            shared
+                .call(|p, now| p.send(busy, Message::text(text.clone()), now))
+                .expect("send");
+            // This thread waits for the echo on the sockets (the reads are handed to it),
+            // then leaves them: the driver takes them back after the grace period.
+            loop {
+                if let Event::Message { conn, message, .. } = next_event(&shared) {
+                    assert_eq!(conn, busy);
+                    assert_eq!(message, Message::text(text));
+                    break;
+                }
+            }
+            wait_for_take_back(&shared);
+        }
+        let visited = std::mem::take(&mut lock(&shared.inner).visited);
+        assert!(
+            visited.contains(&key(busy)),
+            "the busy connection was worked on"
+        );
+        let others: BTreeSet<u64> = visited.into_iter().filter(|&c| c != key(busy)).collect();
+        assert!(others.is_empty(), "other connections visited: {others:?}");
+        shared.shutdown();
     }
 }
