@@ -43,7 +43,7 @@ impl Flood {
         let (s, d) = (Arc::clone(&sent), Arc::clone(&done));
         let task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let ws = common::accept(tcp).await.unwrap();
             let (mut tx, mut rx) = ws.split();
             let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
             for n in 0..total {
@@ -208,7 +208,7 @@ async fn slow_reader(delay: Duration) -> (String, JoinHandle<Vec<(u8, usize)>>) 
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut ws = common::accept(tcp).await.unwrap();
         let mut seen = Vec::new();
         while let Some(Ok(message)) = ws.next().await {
             match message {
@@ -359,7 +359,7 @@ async fn held_reader() -> (String, Arc<AtomicBool>, JoinHandle<Vec<u8>>) {
     let release = Arc::clone(&go);
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut ws = common::accept(tcp).await.unwrap();
         while !release.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -354,7 +354,7 @@ async fn server_close_with_code_and_reason_and_abrupt_disconnect() {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut ws = common::accept(tcp).await.unwrap();
         let _ = ws.next().await;
         ws.send(WsMessage::Close(Some(CloseFrame {
             code: CloseCode::from(4001),
@@ -366,7 +366,7 @@ async fn server_close_with_code_and_reason_and_abrupt_disconnect() {
         drop(ws);
         // The second connection is dropped without a close handshake.
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut ws = common::accept(tcp).await.unwrap();
         let _ = ws.next().await;
         drop(ws);
     });
@@ -492,7 +492,7 @@ async fn keepalive_pings_keep_a_live_peer_open() {
     let _server = tokio::spawn(async move {
         use futures_util::StreamExt;
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut ws = common::accept(tcp).await.unwrap();
         // Reading sends tungstenite's queued pong for each ping.
         while let Some(Ok(message)) = ws.next().await {
             if message.is_ping() {

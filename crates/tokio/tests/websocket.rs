@@ -34,7 +34,7 @@ async fn scripted(script: fn(usize) -> Script) -> (String, JoinHandle<()>) {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            let Ok(mut ws) = common::accept(tcp).await else {
                 continue;
             };
             let (messages, close) = script(i);

@@ -7,9 +7,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use wxsocket_tokio::{Event, Events};
 
 /// Longest any single wait in a test may take.
@@ -158,21 +159,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     behaviour: Behaviour,
     tx: mpsc::UnboundedSender<Seen>,
 ) {
-    let protocol = behaviour.protocol.clone();
-    let report = tx.clone();
-    let callback = move |request: &Request, mut response: Response| {
-        let _ = report.send(Seen::Connected(request.headers().clone()));
-        response
-            .headers_mut()
-            .insert("x-server", "wxsocket-test".parse().unwrap());
-        if let Some(p) = &protocol {
-            response
-                .headers_mut()
-                .insert("sec-websocket-protocol", p.parse().unwrap());
-        }
-        Ok(response)
+    let mut extra = vec![("x-server", "wxsocket-test".to_owned())];
+    if let Some(p) = &behaviour.protocol {
+        extra.push(("sec-websocket-protocol", p.clone()));
+    }
+    let mut stream = stream;
+    let Ok(request) = read_request(&mut stream).await else {
+        return;
     };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    let _ = tx.send(Seen::Connected(request.clone()));
+    let Ok(mut ws) = answer(stream, &request, &extra).await else {
         return;
     };
     while let Some(message) = ws.next().await {
@@ -191,6 +187,67 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = tx.send(Seen::Gone);
+}
+
+/// The server side of the opening handshake, by hand (the adapter's tests need no server
+/// handshake from tokio-tungstenite, so its `handshake` feature stays out of this crate's
+/// dependency tree): reads the request head and returns its headers.
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<http::HeaderMap> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut headers = http::HeaderMap::new();
+    for line in text.lines().skip(1) {
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.trim().as_bytes()),
+                http::HeaderValue::from_str(value.trim()),
+            )
+        {
+            headers.append(name, value);
+        }
+    }
+    Ok(headers)
+}
+
+/// Answers the request [`read_request`] read with 101 and `extra` headers; returns the
+/// server's WebSocket.
+pub async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &http::HeaderMap,
+    extra: &[(&str, String)],
+) -> std::io::Result<WebSocketStream<S>> {
+    use tokio::io::AsyncWriteExt;
+    let key = request
+        .get("sec-websocket-key")
+        .ok_or_else(|| std::io::Error::other("no Sec-WebSocket-Key"))?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    for (name, value) in extra {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str("\r\n");
+    stream.write_all(response.as_bytes()).await?;
+    Ok(WebSocketStream::from_raw_socket(stream, Role::Server, None).await)
+}
+
+/// The whole server handshake ([`read_request`], then [`answer`]) without extra headers.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+) -> std::io::Result<WebSocketStream<S>> {
+    let request = read_request(&mut stream).await?;
+    answer(stream, &request, &[]).await
 }
 
 /// A TCP listener that accepts and then never answers (a stalled handshake).
