@@ -131,6 +131,7 @@ fn a_reconnection_replays_exactly<A: Adapter>() {
     a.connect(&ConnectOptions::new(peer.url())).unwrap();
     let deadline = Instant::now() + 4 * EVENT_TIMEOUT;
     let mut seen = Vec::new();
+    let mut closing = false;
     loop {
         assert!(Instant::now() < deadline, "[{}] {seen:#?}", A::NAME);
         let event = a.expect_event("the next event of the reconnection");
@@ -141,7 +142,12 @@ fn a_reconnection_replays_exactly<A: Adapter>() {
                 // Refused only if this connection is already closing (the 1012 restart).
                 let _ = a.try_send(Message::text("hello again"));
             }
-            Event::Message { .. } => a.close(None, "bye").unwrap(),
+            // Closed at the first echo. A second may follow: a message the first
+            // connection accepted just before the restart goes to the next one too.
+            Event::Message { .. } if !closing => {
+                a.close(None, "bye").unwrap();
+                closing = true;
+            }
             Event::Close { code: 1000, .. } => break,
             _ => {}
         }
