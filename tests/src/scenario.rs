@@ -115,3 +115,18 @@ pub fn messages(events: &[Event]) -> Vec<Message> {
         })
         .collect()
 }
+
+/// A port on 127.0.0.1 that refuses connections and that no other test can take: the
+/// local port of a connected client socket, held (with its peer) until the process exits.
+/// Nothing listens on it, so a dial is refused; being bound, it is not handed out again
+/// (a port bound and released could be, to a listener of a test running alongside).
+pub fn closed_port() -> u16 {
+    static HELD: std::sync::Mutex<Vec<(std::net::TcpListener, std::net::TcpStream)>> =
+        std::sync::Mutex::new(Vec::new());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let client = std::net::TcpStream::connect(listener.local_addr().expect("local address"))
+        .expect("connect to our own listener");
+    let port = client.local_addr().expect("local address").port();
+    HELD.lock().unwrap().push((listener, client));
+    port
+}

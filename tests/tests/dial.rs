@@ -8,20 +8,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 use wxsocket_core::{ConnectOptions, ConnectionError, SessionConfig, TransportErrorKind};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, EVENT_TIMEOUT, TokioAdapter};
-use wxsocket_tests::scenario::{client, expect_connecting, expect_error_then_close};
-
-/// The local port of a connected client socket, held until the process exits: nothing
-/// listens on it, so a dial is refused, and being bound it is not handed out again.
-fn closed_port() -> u16 {
-    static HELD: std::sync::Mutex<Vec<(TcpListener, std::net::TcpStream)>> =
-        std::sync::Mutex::new(Vec::new());
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let client = std::net::TcpStream::connect(listener.local_addr().expect("local address"))
-        .expect("connect to our own listener");
-    let port = client.local_addr().expect("local address").port();
-    HELD.lock().unwrap().push((listener, client));
-    port
-}
+use wxsocket_tests::scenario::{client, closed_port, expect_connecting, expect_error_then_close};
 
 /// The error a dial of `options` ends with on adapter `A` (then a close 1006).
 fn dial_error<A: Adapter>(options: &ConnectOptions) -> ConnectionError {

@@ -10,7 +10,6 @@
 //! the longest delay the policy could still produce.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +19,9 @@ use wxsocket_core::{
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, Task};
 use wxsocket_tests::peer::{Mode, Peer, Snapshot};
-use wxsocket_tests::scenario::{assert_quiet_for, client, close_event, expect_connecting};
+use wxsocket_tests::scenario::{
+    assert_quiet_for, client, close_event, closed_port, expect_connecting,
+};
 use wxsocket_wire::tls::TlsRoots;
 
 wxsocket_tests::on_both_adapters!(
@@ -72,21 +73,6 @@ fn received_per_connection(s: &Snapshot) -> Vec<Vec<u32>> {
 
 fn upgraded(s: &Snapshot) -> usize {
     s.connections.iter().filter(|c| c.upgraded).count()
-}
-
-/// A port on 127.0.0.1 that refuses connections and that no other test can take: the
-/// local port of a connected client socket, held (with its peer) until the process exits.
-/// Nothing listens on it, so a dial is refused; being bound, it is not handed out again
-/// (a port bound and released could be, to a listener of a test running alongside).
-fn closed_port() -> u16 {
-    static HELD: std::sync::Mutex<Vec<(TcpListener, std::net::TcpStream)>> =
-        std::sync::Mutex::new(Vec::new());
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let client = std::net::TcpStream::connect(listener.local_addr().expect("local address"))
-        .expect("connect to our own listener");
-    let port = client.local_addr().expect("local address").port();
-    HELD.lock().unwrap().push((listener, client));
-    port
 }
 
 // ----- 1. the "done means": a chat client across server restarts -----
