@@ -36,8 +36,15 @@ pub(crate) use wxsocket_wire::machine::Machine;
 const WAKER: Token = Token(usize::MAX);
 
 /// How long the sockets' reads stay with the application's receiving thread after it
-/// returned from `recv`, in case it comes back (see [`Inner::reads`]).
+/// returned from `recv`, in case it comes back (see [`Inner::reads`]); each call the
+/// application makes into the machine meanwhile (a send, say) extends it, up to
+/// [`HANDBACK_LIMIT`].
 const HANDBACK_GRACE: Duration = Duration::from_millis(20);
+
+/// The longest the reads stay with a receiving thread that has left `recv` while the
+/// application keeps calling into the machine: what an owed reply (a pong, the close
+/// handshake) waits at most while nobody receives.
+const HANDBACK_LIMIT: Duration = Duration::from_millis(250);
 
 /// Most events the outbox holds for the application; the rest wait in the machine, whose
 /// receive bounds then pause reading (flow control). Large enough that taking the next
@@ -129,10 +136,34 @@ enum Reads {
     /// Input on a socket the driver still watches disarms it (the driver stops watching it
     /// for reads and leaves the input to the receiving thread).
     Watched { since: Instant },
-    /// Handed off, and the receiving thread has left `recv`, probably to come back: input
-    /// still disarms a socket and waits for it, until `due`, when the driver takes the
-    /// reads back (or catches up earlier, before a due timer or for `try_recv`).
-    Unwatched { due: Instant },
+    /// Handed off, and the receiving thread has left `recv` (at `left`), probably to come
+    /// back: input still disarms a socket and waits for it, until `due`, when the driver
+    /// takes the reads back (or catches up earlier, before a due timer or for `try_recv`).
+    Unwatched { left: Instant, due: Instant },
+}
+
+impl Reads {
+    /// The receiving thread left `recv` at `now`.
+    fn left(now: Instant) -> Self {
+        Reads::Unwatched {
+            left: now,
+            due: now + HANDBACK_GRACE,
+        }
+    }
+
+    /// The application called into the machine at `now`: it is busy (sending, say), not
+    /// gone, and the reads stay with it one more grace period, but at most
+    /// [`HANDBACK_LIMIT`] after it left `recv`. An application that sends a burst longer
+    /// than the grace before it receives again (one message to each of 10,000
+    /// connections) then reads the replies on its own thread, as one with a shorter burst
+    /// does, instead of having the driver take the reads back in every round and hand
+    /// each reply over between two threads.
+    fn busy(&mut self, now: Instant) {
+        if let Reads::Unwatched { left, due } = self {
+            let extended = (now + HANDBACK_GRACE).min(*left + HANDBACK_LIMIT);
+            *due = (*due).max(extended);
+        }
+    }
 }
 
 /// State shared by every handle and the driver thread.
@@ -194,11 +225,12 @@ pub(crate) struct Inner<M> {
     /// Who reads the sockets. A thread in `recv` hands the reads off to itself before it
     /// sleeps on the receivers' poller ([`Reads::Watched`]), so that an arriving message
     /// wakes only the thread that waits for it and is read on that thread. After it
-    /// returns the reads stay with it for [`HANDBACK_GRACE`] ([`Reads::Unwatched`]), so
-    /// that an application that receives in a loop (the usual case) neither pays for
-    /// giving them back and taking them again nor has the driver thread read messages it
-    /// is about to read itself; then the driver takes them back: replies the protocol owes
-    /// the peer (pong, the close handshake) wait at most that long while nobody receives.
+    /// returns the reads stay with it for [`HANDBACK_GRACE`] ([`Reads::Unwatched`]), longer
+    /// while the application keeps calling into the machine ([`Reads::busy`]), so that an
+    /// application that receives in a loop (the usual case) neither pays for giving them
+    /// back and taking them again nor has the driver thread read messages it is about to
+    /// read itself; then the driver takes them back: replies the protocol owes the peer
+    /// (pong, the close handshake) wait at most [`HANDBACK_LIMIT`] while nobody receives.
     ///
     /// Neither the hand-off nor taking the reads back visits every connection: the
     /// driver's poller keeps watching every socket, and the first input on one while the
@@ -313,6 +345,7 @@ impl<M: Machine> Shared<M> {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
         let out = f(&mut inner.machine, now, self);
+        inner.reads.busy(now);
         inner.pump(self, now);
         let wake = inner.driver_must_look();
         drop(inner);
@@ -395,7 +428,7 @@ impl<M: Machine> Shared<M> {
                         inner.on_ready(conn, ReadPass::ToTheEnd, now);
                     }
                 }
-                let due = matches!(inner.reads, Reads::Unwatched { due } if now >= due);
+                let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
                 if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
                     inner.catch_up_reads(due, now);
                 }
@@ -512,9 +545,7 @@ impl<M: Machine> Shared<M> {
         lock(&self.outbox).receiver_polling = false;
         let mut inner = lock(&self.inner);
         let now = Instant::now();
-        inner.reads = Reads::Unwatched {
-            due: now + HANDBACK_GRACE,
-        };
+        inner.reads = Reads::left(now);
         for (conn, pass) in ready.iter().copied() {
             inner.on_ready(conn, pass, now);
         }
@@ -616,7 +647,7 @@ impl<M: Machine> Inner<M> {
             Reads::Driver => None,
             Reads::Watched { since } => (now.saturating_duration_since(since) < HANDBACK_GRACE)
                 .then(|| now + HANDBACK_GRACE),
-            Reads::Unwatched { due } => Some(due),
+            Reads::Unwatched { due, .. } => Some(due),
         }
     }
 
@@ -669,7 +700,7 @@ impl<M: Machine> Inner<M> {
         self.sleeping
             && (!self.read_ready.is_empty()
                 || matches!(self.reads,
-                    Reads::Unwatched { due } if self.armed.is_none_or(|armed| armed > due))
+                    Reads::Unwatched { due, .. } if self.armed.is_none_or(|armed| armed > due))
                 || (self.shutting_down && self.machine.is_drained())
                 || self.machine.has_callbacks()
                 || match (self.machine.poll_timeout(), self.armed) {
@@ -969,6 +1000,55 @@ mod tests {
             let mut receiver = lock(receiver);
             outbox.receiver_polling = true;
             outbox = shared.receive_io(&mut receiver, outbox, Some(deadline));
+        }
+    }
+
+    /// The reads stay with an application that left `recv` as long as it keeps calling
+    /// into the machine, one grace period after each call, but never past the limit after
+    /// it left; nothing extends reads the driver owns or a thread watches.
+    #[test]
+    fn calls_into_the_machine_keep_the_reads_up_to_the_limit() {
+        let left = Instant::now();
+        let mut reads = Reads::left(left);
+        assert_eq!(
+            reads,
+            Reads::Unwatched {
+                left,
+                due: left + HANDBACK_GRACE
+            }
+        );
+        // A burst of sends, each within the grace of the one before.
+        let mut now = left;
+        while now + HANDBACK_GRACE <= left + HANDBACK_LIMIT {
+            now += HANDBACK_GRACE / 2;
+            reads.busy(now);
+            let Reads::Unwatched { due, .. } = reads else {
+                panic!("still handed off");
+            };
+            assert_eq!(due, (now + HANDBACK_GRACE).min(left + HANDBACK_LIMIT));
+        }
+        // Past the limit nothing extends it any more.
+        reads.busy(left + HANDBACK_LIMIT * 3);
+        assert_eq!(
+            reads,
+            Reads::Unwatched {
+                left,
+                due: left + HANDBACK_LIMIT
+            }
+        );
+        // A call earlier than the last one does not move it back.
+        reads.busy(left);
+        assert_eq!(
+            reads,
+            Reads::Unwatched {
+                left,
+                due: left + HANDBACK_LIMIT
+            }
+        );
+        for mut other in [Reads::Driver, Reads::Watched { since: left }] {
+            let before = other;
+            other.busy(left + HANDBACK_GRACE);
+            assert_eq!(other, before);
         }
     }
 
