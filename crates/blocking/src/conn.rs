@@ -14,14 +14,13 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
-use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
     CloseRequest, ConnId, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
-use wxsocket_wire::convert::{classify, close_frame, from_ws};
-use wxsocket_wire::dial::{self, DialPlan, Encoder};
+use wxsocket_wire::dial::{self, DialPlan};
 use wxsocket_wire::incoming::Incoming;
+use wxsocket_wire::link::{Link, ReadEnd};
 use wxsocket_wire::proxy::ProxyConnect;
 use wxsocket_wire::{ClientHandshake, DialTimer};
 
@@ -115,16 +114,10 @@ enum Phase {
         handshake: ClientHandshake,
         written: usize,
     },
-    Open(Box<Open>),
+    /// The WebSocket (see [`Link`]).
+    Open(Box<Link<Wire>>),
     /// The transport is gone; the driver removes the connection.
     Gone,
-}
-
-/// An open connection: the WebSocket, and how messages become frames (compressed when
-/// permessage-deflate was agreed).
-pub(crate) struct Open {
-    ws: WebSocket<Wire>,
-    encoder: Encoder,
 }
 
 /// How far a read pass reads.
@@ -156,10 +149,6 @@ pub(crate) struct Conn {
     /// Where the dial goes (the server, or a proxy) and what its failures are called.
     plan: DialPlan,
     phase: Phase,
-    /// A close frame was written (or queued) by us.
-    close_sent: bool,
-    /// Sends written into the WebSocket's buffer but not yet flushed to the socket.
-    pending: Vec<SendId>,
     /// Stopped reading before the socket was drained (see [`MAX_READS_PER_PASS`]), or
     /// reading resumed after a pause: the driver comes back for another pass at once.
     pub read_ready: bool,
@@ -170,17 +159,9 @@ pub(crate) struct Conn {
     in_receivers: bool,
     /// Something was written that still needs a flush.
     pub dirty: bool,
-    /// A flush stopped at a full socket: bytes wait for the next writable event.
-    pub wants_write: bool,
     /// The driver thread's poller should watch the socket for reads. Off once input came
     /// while the reads were handed to a thread in `recv` (see [`Conn::set_driver_reads`]).
     driver_reads: bool,
-    /// A read failed with an error answered by a close frame (1002 / 1007 / 1009): the
-    /// stream is out of step, so nothing more is read, and once the close frame is flushed
-    /// the transport ends (as in the tokio adapter). tungstenite must not be read again
-    /// after refusing a frame: with the frame's bytes filling its buffer it would read into
-    /// an empty slice (a failed debug assertion in tungstenite 0.30).
-    read_failed: bool,
     /// What the driver thread's poller watches the socket for (`None`: not registered
     /// there); see [`Conn::sync_interest`].
     interest: Option<Interest>,
@@ -208,15 +189,11 @@ impl Conn {
             id,
             plan,
             phase: Phase::Resolving,
-            close_sent: false,
-            pending: Vec::new(),
             read_ready: false,
             read_paused: false,
             in_receivers: false,
             dirty: false,
-            wants_write: false,
             driver_reads: true,
-            read_failed: false,
             interest: None,
             timer: DialTimer::start(),
             span: wxsocket_wire::trace::connection_span(id, &request.url),
@@ -264,8 +241,8 @@ impl Conn {
                 let tls = matches!(stream, Stream::Tls(_));
                 (stream.tcp(), tls)
             }
-            Phase::Open(open) => {
-                let stream = &mut open.ws.get_mut().stream;
+            Phase::Open(link) => {
+                let stream = &mut link.stream_mut().stream;
                 let tls = matches!(stream, Stream::Tls(_));
                 (stream.tcp(), tls)
             }
@@ -291,7 +268,7 @@ impl Conn {
         match &mut self.phase {
             Phase::Connecting { sock, .. } | Phase::Tunneling { sock, .. } => Some(sock),
             Phase::Handshaking { stream, .. } => Some(stream.tcp()),
-            Phase::Open(open) => Some(open.ws.get_mut().stream.tcp()),
+            Phase::Open(link) => Some(link.stream_mut().stream.tcp()),
             Phase::Resolving | Phase::Gone => None,
         }
     }
@@ -325,7 +302,8 @@ impl Conn {
     /// Connecting and handshaking sockets keep both interests, as registered.
     pub fn sync_interest(&mut self, ctx: &Ctx<'_>) -> io::Result<()> {
         let reads = !self.read_paused;
-        let want = match (&self.phase, self.driver_reads && reads, self.wants_write) {
+        let wants_write = matches!(&self.phase, Phase::Open(link) if link.wants_write());
+        let want = match (&self.phase, self.driver_reads && reads, wants_write) {
             (Phase::Open(_), true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (Phase::Open(_), true, false) => Some(Interest::READABLE),
             (Phase::Open(_), false, true) => Some(Interest::WRITABLE),
@@ -387,7 +365,6 @@ impl Conn {
             ctx.deregister(sock, in_driver, in_receivers);
         }
         self.phase = Phase::Gone;
-        self.pending.clear();
         self.read_ready = false;
         self.read_paused = false;
         self.dirty = false;
@@ -686,7 +663,7 @@ impl Conn {
                     Role::Client,
                     Some(ctx.ws_config),
                 );
-                self.phase = Phase::Open(Box::new(Open { ws, encoder }));
+                self.phase = Phase::Open(Box::new(Link::new(self.id, ws, encoder)));
                 out.push(TransportEvent::Opened(Box::new(done.handshake)));
                 if tracing::enabled!(target: wxsocket_wire::trace::TARGET, tracing::Level::DEBUG)
                     && let Some(socket) = self.socket_info()
@@ -715,76 +692,30 @@ impl Conn {
         out: &mut Vec<TransportEvent>,
     ) {
         self.read_ready = false;
-        if self.read_paused || self.read_failed {
+        let Phase::Open(link) = &mut self.phase else {
+            return;
+        };
+        if self.read_paused || !link.is_readable() {
             return;
         }
         if credit.is_paused() {
             self.read_paused = true;
             return;
         }
-        if let Phase::Open(open) = &mut self.phase {
-            open.ws
-                .get_mut()
-                .begin_pass(pass == ReadPass::UntilShortRead);
+        link.stream_mut()
+            .begin_pass(pass == ReadPass::UntilShortRead);
+        match link.read(&mut credit, MAX_READS_PER_PASS, out) {
+            ReadEnd::Paused => self.read_paused = true,
+            ReadEnd::Limit => self.read_ready = true,
+            _ => {}
         }
-        for _ in 0..MAX_READS_PER_PASS {
-            let Phase::Open(open) = &mut self.phase else {
-                return;
-            };
-            match open.ws.read() {
-                Ok(message) => {
-                    if let Some(event) = from_ws(message) {
-                        // A close frame's code and reason as the peer sent them.
-                        let event = open.ws.get_ref().incoming.close_watch().correct(event);
-                        let more = match &event {
-                            TransportEvent::Message(message) => credit.take(message.len()),
-                            _ => true,
-                        };
-                        out.push(event);
-                        if !more {
-                            self.read_paused = true;
-                            return;
-                        }
-                    }
-                }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    self.read_failed = true;
-                    self.transport_failed(ctx, &e, true, out);
-                    return;
-                }
-            }
-        }
-        self.read_ready = true;
+        self.drop_if_gone(ctx);
     }
 
-    /// A read or write failed: report it, and drop the transport unless the core will
-    /// still want to send a close frame on it.
-    fn transport_failed(
-        &mut self,
-        ctx: &Ctx<'_>,
-        error: &WsError,
-        reading: bool,
-        out: &mut Vec<TransportEvent>,
-    ) {
-        match classify(error) {
-            None => {
-                self.drop_transport(ctx);
-                out.push(TransportEvent::Closed);
-            }
-            Some(error) => {
-                if reading {
-                    wxsocket_wire::trace::read_failed(self.id, &error);
-                } else {
-                    wxsocket_wire::trace::write_failed(self.id, &error);
-                }
-                let keep = error.kind.sends_close_frame() && !self.close_sent;
-                out.push(TransportEvent::Error(error));
-                if !keep {
-                    self.drop_transport(ctx);
-                    out.push(TransportEvent::Closed);
-                }
-            }
+    /// Drops the transport once the link has ended it (its last events are out).
+    fn drop_if_gone(&mut self, ctx: &Ctx<'_>) {
+        if matches!(&self.phase, Phase::Open(link) if link.is_gone()) {
+            self.drop_transport(ctx);
         }
     }
 
@@ -792,28 +723,30 @@ impl Conn {
     pub fn flush(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
         // Cleared whatever the phase: the driver flushes until no connection is dirty.
         self.dirty = false;
-        let Phase::Open(open) = &mut self.phase else {
+        let Phase::Open(link) = &mut self.phase else {
             return;
         };
-        match open.ws.flush() {
-            Ok(()) => {
-                open.encoder.flushed();
-                self.wants_write = false;
-                out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
-                if self.read_failed && self.close_sent {
-                    // The close frame after a read error is out; nothing more to read.
-                    self.drop_transport(ctx);
-                    out.push(TransportEvent::Closed);
-                }
-            }
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.wants_write = true,
-            Err(e) => self.transport_failed(ctx, &e, false, out),
-        }
+        link.flush(out);
+        self.drop_if_gone(ctx);
     }
 
-    /// Buffers a message; [`Self::flush`] writes it (the driver flushes each connection
-    /// once after carrying out all queued actions), or at once when compressing it took
-    /// that write past [`FLUSH_AFTER_COMPRESSED`](wxsocket_wire::dial::FLUSH_AFTER_COMPRESSED).
+    /// Runs `f` on the open connection's link (nothing before it is open): what it writes
+    /// is flushed by the driver once it has carried out every queued action (batching).
+    fn with_link(
+        &mut self,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<TransportEvent>,
+        f: impl FnOnce(&mut Link<Wire>, &mut Vec<TransportEvent>),
+    ) {
+        let Phase::Open(link) = &mut self.phase else {
+            return;
+        };
+        f(link, out);
+        self.dirty = link.needs_flush();
+        self.drop_if_gone(ctx);
+    }
+
+    /// Buffers a message ([`Link::send`]).
     pub fn send(
         &mut self,
         ctx: &Ctx<'_>,
@@ -821,51 +754,15 @@ impl Conn {
         message: Message,
         out: &mut Vec<TransportEvent>,
     ) {
-        let (message, flush_now) = match &mut self.phase {
-            Phase::Open(open) => {
-                let message = open.encoder.encode(message);
-                (message, open.encoder.flush_due())
-            }
-            _ => return,
-        };
-        self.write(ctx, message, out);
-        if self.is_open() {
-            self.pending.push(id);
-            // Not while a flush already waits for room: the socket would refuse it.
-            if flush_now && !self.wants_write {
-                self.flush(ctx, out);
-            }
-        }
+        self.with_link(ctx, out, |link, out| link.send(id, message, out));
     }
 
     pub fn ping(&mut self, ctx: &Ctx<'_>, payload: bytes::Bytes, out: &mut Vec<TransportEvent>) {
-        self.write(ctx, WsMessage::Ping(payload), out);
+        self.with_link(ctx, out, |link, out| link.ping(payload, out));
     }
 
-    fn write(&mut self, ctx: &Ctx<'_>, message: WsMessage, out: &mut Vec<TransportEvent>) {
-        let Phase::Open(open) = &mut self.phase else {
-            return;
-        };
-        self.dirty = true;
-        match open.ws.write(message) {
-            // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.transport_failed(ctx, &e, false, out),
-        }
-    }
-
-    /// Queues a close frame (after everything written before it) and flushes.
+    /// Queues a close frame (after everything written before it).
     pub fn close(&mut self, ctx: &Ctx<'_>, frame: &CloseRequest, out: &mut Vec<TransportEvent>) {
-        let Phase::Open(open) = &mut self.phase else {
-            return;
-        };
-        self.close_sent = true;
-        self.dirty = true;
-        match open.ws.close(Some(close_frame(frame))) {
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.transport_failed(ctx, &e, false, out),
-        }
+        self.with_link(ctx, out, |link, out| link.close(frame, out));
     }
 }

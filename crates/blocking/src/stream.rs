@@ -45,6 +45,12 @@ impl Wire {
     }
 }
 
+impl wxsocket_wire::link::Watched for Wire {
+    fn close_watch(&self) -> &wxsocket_wire::convert::CloseWatch {
+        self.incoming.close_watch()
+    }
+}
+
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let (stream, drained) = (&mut self.stream, &mut self.drained);

@@ -6,8 +6,7 @@ use crate::SocketInfo;
 use crate::driver::{Machine, Shared};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use futures_util::{Sink, Stream};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,16 +14,14 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tungstenite::protocol::{Role, WebSocket};
 use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportEvent,
 };
-use wxsocket_wire::convert::{classify, close_frame, from_ws};
 use wxsocket_wire::dial::{self, DialPlan, Encoder};
 use wxsocket_wire::incoming::Incoming;
+use wxsocket_wire::link::{Link, ReadEnd};
 use wxsocket_wire::proxy::ProxyConnect;
 use wxsocket_wire::{ClientHandshake, DialTimer};
 
@@ -68,16 +65,10 @@ pub(crate) async fn run<M: Machine>(
     wxsocket_wire::trace::opened(conn, &socket);
     let io: SharedIo = Arc::new(Mutex::new(Io {
         conn,
-        ws,
-        encoder,
+        link: Link::new(conn, ws, encoder),
         commands,
-        unflushed: Vec::new(),
-        needs_flush: false,
         started_in_place: false,
         unanswered: 0,
-        deferred: None,
-        reading: true,
-        close_sent: false,
         batch: Vec::new(),
         credit: ReadCredit::PAUSED,
         resume,
@@ -97,7 +88,7 @@ pub(crate) async fn run<M: Machine>(
 async fn dial<M: Machine>(
     shared: &Shared<M>,
     request: &HandshakeRequest,
-) -> Result<(WebSocketStream<Transport>, Handshake, SocketInfo, Encoder), TransportError> {
+) -> Result<(WebSocket<Transport>, Handshake, SocketInfo, Encoder), TransportError> {
     let mut timer = DialTimer::start();
     let plan = DialPlan::new(request, &shared.proxy_env)?;
     let mut tcp = connect_tcp(&plan, &mut timer).await?;
@@ -155,8 +146,9 @@ async fn dial<M: Machine>(
     let stream = Transport {
         incoming: Incoming::new(Bytes::from(done.tail), inflater),
         inner: stream,
+        waker: Waker::noop().clone(),
     };
-    let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(shared.ws_config)).await;
+    let ws = WebSocket::from_raw_socket(stream, Role::Client, Some(shared.ws_config));
     Ok((ws, done.handshake, socket, encoder))
 }
 
@@ -211,13 +203,10 @@ async fn tunnel(tcp: &mut TcpStream, mut connect: ProxyConnect) -> Result<(), Tr
 pub(crate) struct Io {
     /// The connection's id, for the log.
     conn: ConnId,
-    ws: WebSocketStream<Transport>,
-    /// Compresses outgoing messages when permessage-deflate was agreed.
-    encoder: Encoder,
+    /// The WebSocket: frames written and flushed, messages read (written once for both
+    /// adapters, see [`Link`]).
+    link: Link<Transport>,
     commands: mpsc::UnboundedReceiver<Command>,
-    /// Sends fed to the socket but not yet flushed.
-    unflushed: Vec<SendId>,
-    needs_flush: bool,
     /// The unflushed frames were started in place in this core turn (the task is not
     /// waiting on a flush of its own, whose waker an in-place flush would replace).
     started_in_place: bool,
@@ -228,11 +217,6 @@ pub(crate) struct Io {
     /// flight) sends go through the task, which batches them into few writes while the
     /// application goes on.
     unanswered: u32,
-    /// A write error met in place, for the task to report.
-    deferred: Option<tokio_tungstenite::tungstenite::Error>,
-    /// False after a read error (the stream is no longer in sync).
-    reading: bool,
-    close_sent: bool,
     /// Input for the core, reported once per round under one lock.
     batch: Vec<TransportEvent>,
     /// How many more messages (and bytes) the core takes before reading pauses (flow
@@ -261,12 +245,13 @@ impl Io {
         shared: &Arc<Shared<M>>,
         conn: ConnId,
     ) -> Poll<()> {
+        self.link.stream_mut().waker.clone_from(cx.waker());
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
             let flow = match flow {
-                Flow::Go if self.reading && self.may_read(cx, shared, conn) => {
-                    self.poll_read(cx, &mut progress)
+                Flow::Go if self.link.is_readable() && self.may_read(cx, shared, conn) => {
+                    self.poll_read(&mut progress)
                 }
                 other => other,
             };
@@ -292,150 +277,93 @@ impl Io {
     /// Starts writing a message from the application's thread, if the connection is idle:
     /// nothing waits in the task's command channel (order), no flush of the task's is
     /// pending, the peer has answered every message sent (see `unanswered`), the socket
-    /// takes the frame at once. Returns the message when it is not
-    /// started; then it goes through the task as usual. Call [`Self::flush_in_place`] once
-    /// every message of the turn is started.
+    /// takes more. Returns the message when it is not started; then it goes through the
+    /// task as usual. Call [`Self::flush_in_place`] once every message of the turn is
+    /// started.
     pub(crate) fn start_in_place(&mut self, id: SendId, message: Message) -> Option<Message> {
         let idle = self.commands.is_empty()
             && (self.unanswered == 0 || self.started_in_place)
-            && (!self.needs_flush || self.started_in_place)
-            && self.reading
-            && !self.close_sent
-            && self.deferred.is_none();
+            && (!self.link.needs_flush() || self.started_in_place)
+            && self.link.is_readable()
+            && !self.link.close_sent()
+            && !self.link.wants_write()
+            && self.batch.is_empty();
         if !idle {
             return Some(message);
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        if !matches!(
-            Pin::new(&mut self.ws).poll_ready(&mut cx),
-            Poll::Ready(Ok(()))
-        ) {
-            return Some(message);
-        }
-        let item = self.encoder.encode(message);
-        if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
-            self.deferred = Some(e);
-        }
-        self.unflushed.push(id);
-        self.needs_flush = true;
+        self.link.send(id, message, &mut self.batch);
         self.started_in_place = true;
         self.unanswered = self.unanswered.saturating_add(1);
-        if self.deferred.is_none() && self.encoder.flush_due() {
-            // Out at once (see `FLUSH_AFTER_COMPRESSED`); the sends are still reported by
-            // `flush_in_place`, whose flush then finds little or nothing left to write.
-            match Pin::new(&mut self.ws).poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => self.encoder.flushed(),
-                Poll::Ready(Err(e)) => self.deferred = Some(e),
-                Poll::Pending => {}
-            }
-        }
         None
     }
 
     /// Flushes what [`Self::start_in_place`] started. Returns the sends now written, or
-    /// `None` when the task must finish (socket full, or an error it reports): send it
+    /// `None` when the task must finish (socket full, or a failure it reports): send it
     /// [`Command::Wake`].
     pub(crate) fn flush_in_place(&mut self) -> Option<Vec<SendId>> {
         if !self.started_in_place {
             return Some(Vec::new());
         }
         self.started_in_place = false;
-        if self.deferred.is_some() {
+        self.link.flush(&mut self.batch);
+        let only_written = self
+            .batch
+            .iter()
+            .all(|e| matches!(e, TransportEvent::SendWritten(_)));
+        if self.link.needs_flush() || !only_written {
+            // The task reports everything in order (the sends written before a failure
+            // first) and finishes the flush.
             return None;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.ws).poll_flush(&mut cx) {
-            Poll::Ready(Ok(())) => {
-                self.needs_flush = false;
-                self.encoder.flushed();
-                Some(std::mem::take(&mut self.unflushed))
-            }
-            Poll::Ready(Err(e)) => {
-                self.deferred = Some(e);
-                None
-            }
-            Poll::Pending => None,
-        }
+        Some(
+            self.batch
+                .drain(..)
+                .filter_map(|e| match e {
+                    TransportEvent::SendWritten(id) => Some(id),
+                    _ => None,
+                })
+                .collect(),
+        )
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
-        if let Some(e) = self.deferred.take() {
-            return self.fail(&e);
-        }
         // Feed every command already waiting, while the socket takes them.
-        loop {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return self.fail(&e),
-                Poll::Pending => break,
-            }
+        while !self.link.is_gone() && !self.link.wants_write() {
             let command = match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => command,
                 Poll::Ready(None) => return Flow::Dropped,
                 Poll::Pending => {
-                    if !self.reading && !self.close_sent && self.unflushed.is_empty() {
+                    if !self.link.is_readable()
+                        && !self.link.close_sent()
+                        && !self.link.has_unflushed_sends()
+                    {
                         // A read error the core did not answer with a close frame: done.
-                        return self.finish();
+                        self.link.end(&mut self.batch);
                     }
                     break;
                 }
             };
             *progress = true;
-            let item = match command {
+            match command {
                 Command::Send(id, message) => {
-                    self.unflushed.push(id);
                     self.unanswered = self.unanswered.saturating_add(1);
-                    self.encoder.encode(message)
+                    self.link.send(id, message, &mut self.batch);
                 }
-                Command::Ping(payload) => WsMessage::Ping(payload),
-                Command::Close(frame) => {
-                    self.close_sent = true;
-                    WsMessage::Close(Some(close_frame(&frame)))
-                }
+                Command::Ping(payload) => self.link.ping(payload, &mut self.batch),
+                Command::Close(frame) => self.link.close(&frame, &mut self.batch),
                 // The flush below finishes what was started in place.
-                Command::Wake => continue,
-            };
-            if let Err(e) = Pin::new(&mut self.ws).start_send(item) {
-                return self.fail(&e);
-            }
-            self.needs_flush = true;
-            if self.encoder.flush_due() {
-                // Out before the next message is compressed (see
-                // `FLUSH_AFTER_COMPRESSED`); a full socket ends the feeding for now.
-                match self.flush(cx) {
-                    Poll::Ready(Flow::Go) => {}
-                    Poll::Ready(flow) => return flow,
-                    Poll::Pending => break,
-                }
+                Command::Wake => {}
             }
         }
-        // Then one flush for all of them.
-        if self.needs_flush {
-            match self.flush(cx) {
-                Poll::Ready(flow) => return flow,
-                Poll::Pending => {}
-            }
+        // Then one flush for all of them (a full socket wakes this task when it drains).
+        if self.link.needs_flush() && !self.link.is_gone() {
+            self.started_in_place = false;
+            self.link.flush(&mut self.batch);
         }
-        Flow::Go
-    }
-
-    /// Flushes what was fed; once written, the sends are reported to the core.
-    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<Flow> {
-        match Pin::new(&mut self.ws).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {
-                self.needs_flush = false;
-                self.started_in_place = false;
-                self.encoder.flushed();
-                self.batch
-                    .extend(self.unflushed.drain(..).map(TransportEvent::SendWritten));
-                if self.close_sent && !self.reading {
-                    // The close frame after a read error is out; nothing more to read.
-                    return Poll::Ready(self.finish());
-                }
-                Poll::Ready(Flow::Go)
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(self.fail(&e)),
-            Poll::Pending => Poll::Pending,
+        if self.link.is_gone() {
+            Flow::Finished
+        } else {
+            Flow::Go
         }
     }
 
@@ -460,73 +388,33 @@ impl Io {
         true
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
-        for _ in 0..READ_BATCH {
-            if self.credit.is_paused() {
-                break;
-            }
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => {
-                    *progress = true;
-                    if message.is_text() || message.is_binary() {
-                        self.unanswered = self.unanswered.saturating_sub(1);
-                    }
-                    // tungstenite queues pong and close replies; the next flush sends them.
-                    self.needs_flush = true;
-                    if let Some(event) = from_ws(message) {
-                        if let TransportEvent::Message(message) = &event {
-                            self.credit.take(message.len());
-                            if self.credit.is_paused() {
-                                wxsocket_wire::trace::reading_paused(self.conn);
-                            }
-                        }
-                        // A close frame's code and reason as the peer sent them.
-                        self.batch
-                            .push(self.ws.get_ref().incoming.close_watch().correct(event));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    *progress = true;
-                    let error = classify(&e);
-                    if let Some(error) = &error {
-                        wxsocket_wire::trace::read_failed(self.conn, error);
-                    }
-                    return match error {
-                        Some(error) if error.kind.sends_close_frame() => {
-                            // The core answers with a close frame (1002 / 1007 / 1009); keep
-                            // the write side for it, but the stream is no longer readable.
-                            self.reading = false;
-                            self.batch.push(TransportEvent::Error(error));
-                            Flow::Go
-                        }
-                        Some(error) => {
-                            self.batch.push(TransportEvent::Error(error));
-                            Flow::Finished
-                        }
-                        None => self.finish(),
-                    };
-                }
-                Poll::Ready(None) => return self.finish(),
-                Poll::Pending => break,
-            }
+    fn poll_read(&mut self, progress: &mut bool) -> Flow {
+        let before = self.batch.len();
+        let end = self
+            .link
+            .read(&mut self.credit, READ_BATCH, &mut self.batch);
+        let read = &self.batch[before..];
+        if !read.is_empty() {
+            *progress = true;
         }
-        Flow::Go
-    }
-
-    fn fail(&mut self, e: &tokio_tungstenite::tungstenite::Error) -> Flow {
-        match classify(e) {
-            Some(error) => {
-                wxsocket_wire::trace::write_failed(self.conn, &error);
-                self.batch.push(TransportEvent::Error(error));
-                Flow::Finished
-            }
-            None => self.finish(),
+        let messages = read
+            .iter()
+            .filter(|e| matches!(e, TransportEvent::Message(_)))
+            .count();
+        self.unanswered = self
+            .unanswered
+            .saturating_sub(u32::try_from(messages).unwrap_or(u32::MAX));
+        match end {
+            ReadEnd::Paused => wxsocket_wire::trace::reading_paused(self.conn),
+            // More may wait: the loop comes back, as this made progress.
+            ReadEnd::Limit => *progress = true,
+            _ => {}
         }
-    }
-
-    fn finish(&mut self) -> Flow {
-        self.batch.push(TransportEvent::Closed);
-        Flow::Finished
+        if self.link.is_gone() {
+            Flow::Finished
+        } else {
+            Flow::Go
+        }
     }
 }
 
@@ -538,43 +426,64 @@ enum Inner {
 }
 
 /// The connection's byte stream: the socket, read through [`Incoming`] (the handshake's
-/// tail first, the inflater with permessage-deflate, the close watch).
+/// tail first, the inflater with permessage-deflate, the close watch), polled with the
+/// waker of the connection's task, so that "not ready" is `WouldBlock` and wakes the task
+/// when the socket is ready again.
 pub(crate) struct Transport {
     incoming: Incoming,
     inner: Inner,
+    /// The connection task's waker (set at every poll of the task).
+    waker: Waker,
 }
 
-macro_rules! inner {
-    ($self:expr, $s:ident => $e:expr) => {
-        match &mut $self.inner {
-            Inner::Plain($s) => {
-                let $s = Pin::new($s);
-                $e
-            }
-            Inner::Tls($s) => {
-                let $s = Pin::new($s);
-                $e
-            }
+impl Transport {
+    /// One poll of the socket with the task's waker, `Pending` as `WouldBlock`.
+    fn poll<R>(
+        &mut self,
+        f: impl FnOnce(Pin<&mut Inner>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> io::Result<R> {
+        let mut cx = Context::from_waker(&self.waker);
+        match f(Pin::new(&mut self.inner), &mut cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
-    };
+    }
 }
 
-impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let inner = &mut this.inner;
-        let out = buf.initialize_unfilled();
-        let polled = this.incoming.poll_read(out, |b| {
+impl wxsocket_wire::link::Watched for Transport {
+    fn close_watch(&self) -> &wxsocket_wire::convert::CloseWatch {
+        self.incoming.close_watch()
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Self {
+            incoming,
+            inner,
+            waker,
+        } = self;
+        let mut cx = Context::from_waker(waker);
+        let polled = incoming.poll_read(buf, |b| {
             let mut b = ReadBuf::new(b);
             Pin::new(&mut *inner)
-                .poll_read(cx, &mut b)
+                .poll_read(&mut cx, &mut b)
                 .map_ok(|()| b.filled().len())
         });
-        polled.map_ok(|n| buf.advance(n))
+        match polled {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.poll(|s, cx| s.poll_write(cx, buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.poll(|s, cx| s.poll_flush(cx))
     }
 }
 
@@ -615,38 +524,5 @@ impl AsyncWrite for Inner {
             Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        inner!(self.get_mut(), s => s.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        inner!(self.get_mut(), s => s.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            Inner::Plain(s) => s.is_write_vectored(),
-            Inner::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        inner!(self.get_mut(), s => s.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        inner!(self.get_mut(), s => s.poll_shutdown(cx))
     }
 }

@@ -63,6 +63,7 @@ mod features;
 pub mod handle;
 mod handshake;
 pub mod incoming;
+pub mod link;
 pub mod machine;
 pub mod proxy;
 pub mod read_ahead;

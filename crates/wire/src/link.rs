@@ -1,0 +1,280 @@
+//! An open connection's WebSocket over a non-blocking byte stream, written once for both
+//! adapters: messages become frames (compressed when permessage-deflate was agreed),
+//! frames are flushed and each send reported written, messages are read within the core's
+//! read credit, and every failure becomes the [`TransportEvent`]s the core expects.
+//!
+//! The stream is anything `Read + Write` that says `WouldBlock` instead of waiting: a
+//! non-blocking socket (the blocking adapter's mio socket), or an async stream polled with
+//! the waker of the task that drives the connection (the tokio adapter). The adapter keeps
+//! only how it waits for the socket to be ready again.
+
+use crate::convert::{classify, close_frame, from_ws};
+use crate::dial::Encoder;
+use bytes::Bytes;
+use std::io::{self, Read, Write};
+use tungstenite::protocol::WebSocket;
+use tungstenite::{Error as WsError, Message as WsMessage};
+use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
+
+/// Where a [`Link::read`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadEnd {
+    /// The stream has nothing more now (`WouldBlock`).
+    Drained,
+    /// The credit is used up: reading pauses until the core gives more.
+    Paused,
+    /// The most messages one read may take were read; more may wait.
+    Limit,
+    /// Reading failed or the stream ended: the events say how, and nothing more is read.
+    /// The transport is gone too unless the core still sends a close frame on it
+    /// ([`Link::is_gone`]).
+    Stopped,
+}
+
+/// An open connection: the WebSocket over the stream `S`, and what was written on it.
+pub struct Link<S> {
+    conn: ConnId,
+    ws: WebSocket<S>,
+    /// Compresses outgoing messages when permessage-deflate was agreed.
+    encoder: Encoder,
+    /// Sends written into the WebSocket's buffer but not yet flushed to the stream.
+    pending: Vec<SendId>,
+    /// Something was written that still needs a flush.
+    needs_flush: bool,
+    /// A flush stopped at a full stream: bytes wait until it can be written again.
+    wants_write: bool,
+    /// A close frame was written (or queued) by us.
+    close_sent: bool,
+    /// A read failed with an error answered by a close frame (1002 / 1007 / 1009): the
+    /// stream is out of step, so nothing more is read, and once the close frame is flushed
+    /// the transport ends. tungstenite must not be read again after refusing a frame: with
+    /// the frame's bytes filling its buffer it would read into an empty slice (a failed
+    /// debug assertion in tungstenite 0.30).
+    read_failed: bool,
+    /// The transport is gone (its last events were reported).
+    gone: bool,
+}
+
+impl<S: Read + Write + Watched> Link<S> {
+    /// The open connection `conn` over `ws`, writing messages through `encoder`.
+    pub fn new(conn: ConnId, ws: WebSocket<S>, encoder: Encoder) -> Self {
+        Self {
+            conn,
+            ws,
+            encoder,
+            pending: Vec::new(),
+            needs_flush: false,
+            wants_write: false,
+            close_sent: false,
+            read_failed: false,
+            gone: false,
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &S {
+        self.ws.get_ref()
+    }
+
+    /// The stream, mutably (to set it up for the next operation).
+    pub fn stream_mut(&mut self) -> &mut S {
+        self.ws.get_mut()
+    }
+
+    /// Whether the transport is gone: nothing more can be written or read.
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// Whether messages can still be read (no read failed, the transport is there).
+    pub fn is_readable(&self) -> bool {
+        !self.read_failed && !self.gone
+    }
+
+    /// Whether something written waits for a flush.
+    pub fn needs_flush(&self) -> bool {
+        self.needs_flush
+    }
+
+    /// Whether a flush stopped at a full stream (wait until it is writable).
+    pub fn wants_write(&self) -> bool {
+        self.wants_write
+    }
+
+    /// Whether we wrote a close frame.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Whether sends wait for a flush to be reported written.
+    pub fn has_unflushed_sends(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes a message into the WebSocket's buffer; [`Self::flush`] writes it out, or this
+    /// does at once when compressing it took the buffer past
+    /// [`FLUSH_AFTER_COMPRESSED`](crate::dial::FLUSH_AFTER_COMPRESSED) (and the stream
+    /// takes more).
+    pub fn send(&mut self, id: SendId, message: Message, out: &mut Vec<TransportEvent>) {
+        if self.gone {
+            return;
+        }
+        let item = self.encoder.encode(message);
+        self.write(item, out);
+        if self.gone {
+            return;
+        }
+        self.pending.push(id);
+        if self.encoder.flush_due() && !self.wants_write {
+            self.flush(out);
+        }
+    }
+
+    /// Writes a ping into the WebSocket's buffer.
+    pub fn ping(&mut self, payload: Bytes, out: &mut Vec<TransportEvent>) {
+        self.write(WsMessage::Ping(payload), out);
+    }
+
+    /// Queues a close frame, after everything written before it.
+    pub fn close(&mut self, frame: &CloseRequest, out: &mut Vec<TransportEvent>) {
+        if self.gone {
+            return;
+        }
+        self.close_sent = true;
+        self.needs_flush = true;
+        match self.ws.close(Some(close_frame(frame))) {
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.failed(&e, false, out),
+        }
+    }
+
+    fn write(&mut self, item: WsMessage, out: &mut Vec<TransportEvent>) {
+        if self.gone {
+            return;
+        }
+        self.needs_flush = true;
+        match self.ws.write(item) {
+            // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.failed(&e, false, out),
+        }
+    }
+
+    /// Flushes what was written (and the replies tungstenite queued, pong and close).
+    /// Once it is all out, every send written is reported ([`TransportEvent::SendWritten`]);
+    /// a full stream leaves the rest for the next flush ([`Self::wants_write`]). Returns
+    /// whether everything is out.
+    pub fn flush(&mut self, out: &mut Vec<TransportEvent>) -> bool {
+        if self.gone {
+            return false;
+        }
+        match self.ws.flush() {
+            Ok(()) => {
+                self.encoder.flushed();
+                self.needs_flush = false;
+                self.wants_write = false;
+                out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
+                if self.read_failed && self.close_sent {
+                    // The close frame after a read error is out; nothing more to read.
+                    self.end(out);
+                    return false;
+                }
+                true
+            }
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.wants_write = true;
+                false
+            }
+            Err(e) => {
+                self.failed(&e, false, out);
+                false
+            }
+        }
+    }
+
+    /// Reads at most `max` messages, and never more than `credit` allows: once the messages
+    /// read use it up (control frames are free), reading stops ([`ReadEnd::Paused`]) and
+    /// the rest stays on the stream, so that TCP pushes back on the peer. A read that starts
+    /// without credit reads nothing. Replies tungstenite queues while reading (pong, close)
+    /// go out with the next flush.
+    pub fn read(
+        &mut self,
+        credit: &mut ReadCredit,
+        max: usize,
+        out: &mut Vec<TransportEvent>,
+    ) -> ReadEnd {
+        if !self.is_readable() {
+            return ReadEnd::Stopped;
+        }
+        for _ in 0..max {
+            if credit.is_paused() {
+                return ReadEnd::Paused;
+            }
+            match self.ws.read() {
+                Ok(message) => {
+                    // tungstenite queues pong and close replies; the next flush sends them.
+                    self.needs_flush = true;
+                    if let Some(event) = from_ws(message) {
+                        if let TransportEvent::Message(message) = &event {
+                            credit.take(message.len());
+                        }
+                        // A close frame's code and reason as the peer sent them.
+                        out.push(self.ws.get_ref().close_watch().correct(event));
+                    }
+                }
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return ReadEnd::Drained;
+                }
+                Err(e) => {
+                    self.read_failed = true;
+                    self.failed(&e, true, out);
+                    return ReadEnd::Stopped;
+                }
+            }
+        }
+        if credit.is_paused() {
+            ReadEnd::Paused
+        } else {
+            ReadEnd::Limit
+        }
+    }
+
+    /// A read or write failed: report it, and end the transport unless the core will still
+    /// want to send a close frame on it.
+    fn failed(&mut self, error: &WsError, reading: bool, out: &mut Vec<TransportEvent>) {
+        match classify(error) {
+            None => self.end(out),
+            Some(error) => {
+                if reading {
+                    crate::trace::read_failed(self.conn, &error);
+                } else {
+                    crate::trace::write_failed(self.conn, &error);
+                }
+                let keep = error.kind.sends_close_frame() && !self.close_sent;
+                out.push(TransportEvent::Error(error));
+                if !keep {
+                    self.end(out);
+                }
+            }
+        }
+    }
+
+    /// The transport ends: the last event says so.
+    pub fn end(&mut self, out: &mut Vec<TransportEvent>) {
+        if !self.gone {
+            self.gone = true;
+            self.pending.clear();
+            out.push(TransportEvent::Closed);
+        }
+    }
+}
+
+/// What a [`Link`]'s stream needs to say besides `Read + Write`: where the close watch is
+/// (see [`crate::incoming::Incoming`]).
+pub trait Watched {
+    /// The watch over the bytes read, which keeps a close frame's code and reason as sent.
+    fn close_watch(&self) -> &crate::convert::CloseWatch;
+}
