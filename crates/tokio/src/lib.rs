@@ -2,7 +2,7 @@
 //!
 //! The WeChat mini-program WebSocket session model (connect, open, send, message, error,
 //! close) for async Rust: [`wxsocket_core`]'s sans-IO state machine driven over tokio and
-//! tokio-tungstenite. Every lifecycle decision (queueing before open, flushing, timeouts,
+//! tungstenite. Every lifecycle decision (queueing before open, flushing, timeouts,
 //! replacement, the close-before-open policy, keepalive, exactly-once send completion) is
 //! the core's; this crate moves bytes and keeps one timer.
 //!
