@@ -62,6 +62,7 @@ wxsocket_tests::on_both_adapters!(
     reserved_bits_are_1002,
     masked_server_frame_is_1002,
     wss_with_a_generated_ca,
+    wss_carries_more_than_the_sockets_hold,
     wss_with_an_unknown_ca_is_a_clear_tls_error,
     invalid_close_code_or_reason_changes_nothing,
     send_before_connect_hands_the_message_back,
@@ -974,6 +975,37 @@ fn wss_with_a_generated_ca<A: Adapter>() {
     assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
     let seen = peer.wait_conn(0, "the close", T, |c| c.ended);
     assert_eq!(seen.messages, [Message::text("secret")]);
+}
+
+/// Enough pipelined data over TLS that the socket fills up on the way out (records wait
+/// for it to drain) while the echoes come back: every message arrives whole and in order,
+/// every send completes once.
+fn wss_carries_more_than_the_sockets_hold<A: Adapter>() {
+    const COUNT: usize = 48;
+    const SIZE: usize = 256 << 10;
+    let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
+    let mut a: A = A::new(config(), TlsRoots::only(vec![peer.ca_cert().unwrap()])).unwrap();
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).require_tls(true));
+    let sent: Vec<Message> = (0..COUNT)
+        .map(|i| Message::binary(vec![i as u8; SIZE]))
+        .collect();
+    let ids: Vec<_> = sent
+        .iter()
+        .map(|m| a.try_send(m.clone()).unwrap())
+        .collect();
+    let events = a.events_until("every echo", T * 4, |e| messages(e).len() >= COUNT);
+    assert_eq!(messages(&events), sent, "[{}]", A::NAME);
+    let mut done = completions(&events);
+    if done.len() < COUNT {
+        let more = a.events_until("every completion", T, |e| {
+            done.len() + completions(e).len() >= COUNT
+        });
+        done.extend(completions(&more));
+    }
+    assert_eq!(done, ids, "[{}]", A::NAME);
+    a.close(None, "").unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
 }
 
 fn wss_with_an_unknown_ca_is_a_clear_tls_error<A: Adapter>() {

@@ -4,25 +4,24 @@
 //! operation runs until the socket would block and reports what happened as
 //! [`TransportEvent`]s; it never waits.
 
-#[cfg(not(feature = "tls"))]
-use crate::stream::no_tls as rustls;
-use crate::stream::{Stream, TlsStream, Wire};
+use crate::stream::Wire;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use wxsocket_core::{
     CloseRequest, ConnId, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
+use wxsocket_wire::DialTimer;
 use wxsocket_wire::dial::{self, DialPlan};
 use wxsocket_wire::incoming::Incoming;
 use wxsocket_wire::link::{Link, ReadEnd};
-use wxsocket_wire::proxy::ProxyConnect;
-use wxsocket_wire::{ClientHandshake, DialTimer};
+use wxsocket_wire::upgrade::{ClientConfig, Upgrade};
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
 /// others; the driver comes back at once (zero poll timeout) when a pass stops early.
@@ -34,7 +33,7 @@ pub(crate) struct Ctx<'a> {
     pub registry: &'a Registry,
     /// The receivers' poller: every socket, readable only (see `driver`).
     pub receivers: Option<&'a Registry>,
-    pub tls: &'a Arc<rustls::ClientConfig>,
+    pub tls: &'a Arc<ClientConfig>,
     pub ws_config: WebSocketConfig,
 }
 
@@ -102,18 +101,8 @@ enum Phase {
         addr: SocketAddr,
         rest: VecDeque<SocketAddr>,
     },
-    /// Connected to a proxy: the `CONNECT` exchange that opens the tunnel.
-    Tunneling {
-        sock: TcpStream,
-        connect: ProxyConnect,
-        written: usize,
-    },
-    /// TLS (if any) and the HTTP upgrade.
-    Handshaking {
-        stream: Stream,
-        handshake: ClientHandshake,
-        written: usize,
-    },
+    /// Connected: a proxy's tunnel, TLS and the HTTP upgrade (see [`Upgrade`]).
+    Upgrading(Box<Upgrade<TcpStream>>),
     /// The WebSocket (see [`Link`]).
     Open(Box<Link<Wire>>),
     /// The transport is gone; the driver removes the connection.
@@ -237,16 +226,17 @@ impl Conn {
     /// Addresses and options of the socket, once connected.
     pub fn socket_info(&mut self) -> Option<crate::SocketInfo> {
         let (sock, tls) = match &mut self.phase {
-            Phase::Handshaking { stream, .. } => {
-                let tls = matches!(stream, Stream::Tls(_));
-                (stream.tcp(), tls)
+            Phase::Upgrading(upgrade) => {
+                // None while still in the proxy's tunnel.
+                let tls = upgrade.stream()?.is_tls();
+                (upgrade.socket_mut()?, tls)
             }
             Phase::Open(link) => {
                 let stream = &mut link.stream_mut().stream;
-                let tls = matches!(stream, Stream::Tls(_));
-                (stream.tcp(), tls)
+                let tls = stream.is_tls();
+                (stream.socket_mut(), tls)
             }
-            Phase::Resolving | Phase::Connecting { .. } | Phase::Tunneling { .. } | Phase::Gone => {
+            Phase::Resolving | Phase::Connecting { .. } | Phase::Gone => {
                 return None;
             }
         };
@@ -266,9 +256,9 @@ impl Conn {
     /// The TCP socket, once there is one.
     fn tcp(&mut self) -> Option<&mut TcpStream> {
         match &mut self.phase {
-            Phase::Connecting { sock, .. } | Phase::Tunneling { sock, .. } => Some(sock),
-            Phase::Handshaking { stream, .. } => Some(stream.tcp()),
-            Phase::Open(link) => Some(link.stream_mut().stream.tcp()),
+            Phase::Connecting { sock, .. } => Some(sock),
+            Phase::Upgrading(upgrade) => upgrade.socket_mut(),
+            Phase::Open(link) => Some(link.stream_mut().stream.socket_mut()),
             Phase::Resolving | Phase::Gone => None,
         }
     }
@@ -444,8 +434,7 @@ impl Conn {
     ) {
         match &mut self.phase {
             Phase::Connecting { .. } => self.finish_connect(ctx, out),
-            Phase::Tunneling { .. } => self.drive_tunnel(ctx, out),
-            Phase::Handshaking { .. } => self.drive_handshake(ctx, out),
+            Phase::Upgrading(_) => self.drive_upgrade(ctx, out),
             Phase::Open(_) => {
                 self.read_pass(ctx, pass, credit, out);
                 self.flush(ctx, out);
@@ -487,196 +476,50 @@ impl Conn {
             self.fail_dial(ctx, DialPlan::socket_failed(&e), out);
             return;
         }
-        match self.plan.tunnel() {
-            Some(connect) => {
-                self.phase = Phase::Tunneling {
-                    sock,
-                    connect,
-                    written: 0,
-                };
-                self.drive_tunnel(ctx, out);
-            }
-            None => self.start_handshake(ctx, sock, out),
-        }
+        let upgrade = Upgrade::new(sock, &self.plan, &self.request, ctx.tls);
+        self.phase = Phase::Upgrading(Box::new(upgrade));
+        self.drive_upgrade(ctx, out);
     }
 
-    /// Writes the `CONNECT` request and reads the proxy's answer as far as the socket
-    /// allows; once the tunnel is open, the server's handshake starts inside it.
-    fn drive_tunnel(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
-        let Phase::Tunneling {
-            sock,
-            connect,
-            written,
-        } = &mut self.phase
-        else {
+    /// Moves the tunnel, TLS and the upgrade on as far as the socket allows; once the
+    /// server has answered, the connection is open.
+    fn drive_upgrade(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
+        let Phase::Upgrading(upgrade) = &mut self.phase else {
             return;
         };
-        let result = (|| -> Result<bool, TransportError> {
-            let request = connect.request_bytes();
-            while *written < request.len() {
-                match sock.write(&request[*written..]) {
-                    Ok(0) => return Err(connect.io_error(&io::ErrorKind::WriteZero.into())),
-                    Ok(n) => *written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) => return Err(connect.io_error(&e)),
-                }
+        let (stream, done) = match upgrade.drive(&mut self.timer) {
+            Poll::Pending => return,
+            Poll::Ready(Err(error)) => {
+                self.fail_dial(ctx, error, out);
+                return;
             }
-            let mut buf = [0u8; 2048];
-            loop {
-                match sock.read(&mut buf) {
-                    Ok(0) => return Err(connect.closed_early()),
-                    Ok(n) => {
-                        if connect.feed(&buf[..n])? {
-                            return Ok(true);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) => return Err(connect.io_error(&e)),
-                }
-            }
-        })();
-        match result {
-            Ok(false) => {}
-            Err(error) => self.fail_dial(ctx, error, out),
-            Ok(true) => {
-                let Phase::Tunneling { sock, .. } = std::mem::replace(&mut self.phase, Phase::Gone)
-                else {
-                    unreachable!()
-                };
-                self.start_handshake(ctx, sock, out);
-            }
+            Poll::Ready(Ok(done)) => done,
+        };
+        // The bytes past the response head are the server's first bytes; the transport
+        // serves them first (with permessage-deflate, through the inflater like every later
+        // byte).
+        let (inflater, encoder) = dial::codecs(
+            &done.handshake,
+            &self.request,
+            ctx.ws_config.max_message_size,
+        );
+        let ws = WebSocket::from_raw_socket(
+            Wire::new(stream, Incoming::new(done.tail.into(), inflater)),
+            Role::Client,
+            Some(ctx.ws_config),
+        );
+        self.phase = Phase::Open(Box::new(Link::new(self.id, ws, encoder)));
+        out.push(TransportEvent::Opened(Box::new(done.handshake)));
+        if tracing::enabled!(target: wxsocket_wire::trace::TARGET, tracing::Level::DEBUG)
+            && let Some(socket) = self.socket_info()
+        {
+            wxsocket_wire::trace::opened(self.id, &socket);
         }
-    }
-
-    /// TLS (for `wss`, with the server's name, also through a tunnel) and the upgrade.
-    fn start_handshake(
-        &mut self,
-        ctx: &Ctx<'_>,
-        mut sock: TcpStream,
-        out: &mut Vec<TransportEvent>,
-    ) {
-        let stream = if self.request.is_tls() {
-            let name = match self.plan.tls_server_name() {
-                Ok(name) => name,
-                Err(error) => {
-                    ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
-                    self.fail_dial(ctx, error, out);
-                    return;
-                }
-            };
-            match rustls::ClientConnection::new(Arc::clone(ctx.tls), name) {
-                Ok(conn) => Stream::Tls(Box::new(TlsStream { conn, sock })),
-                Err(e) => {
-                    ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
-                    let error = TransportError::new(
-                        TransportErrorKind::Tls,
-                        format!("TLS setup failed: {e}"),
-                    );
-                    self.fail_dial(ctx, error, out);
-                    return;
-                }
-            }
-        } else {
-            Stream::Plain(sock)
-        };
-        self.phase = Phase::Handshaking {
-            stream,
-            handshake: ClientHandshake::new(&self.request),
-            written: 0,
-        };
-        self.drive_handshake(ctx, out);
-    }
-
-    fn drive_handshake(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
-        let Phase::Handshaking {
-            stream,
-            handshake,
-            written,
-        } = &mut self.phase
-        else {
-            return;
-        };
-        let timer = &mut self.timer;
-        let result = (|| -> Result<Option<wxsocket_wire::HandshakeDone>, TransportError> {
-            // TLS first, on its own, so that its end is known; the request follows in the
-            // same pass, right behind the client's `Finished`.
-            match stream.complete_tls() {
-                Ok(true) => {
-                    if matches!(stream, Stream::Tls(_)) {
-                        timer.tls_done();
-                    }
-                }
-                Ok(false) => return Ok(None),
-                Err(e) => return Err(dial::handshake_failed(&e, "tls")),
-            }
-            let io_error = |e: &io::Error| dial::handshake_failed(e, "handshake");
-            let request = handshake.request_bytes();
-            while *written < request.len() {
-                match stream.write(&request[*written..]) {
-                    Ok(0) => return Err(io_error(&io::ErrorKind::WriteZero.into())),
-                    Ok(n) => *written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(io_error(&e)),
-                }
-            }
-            if *written == request.len() {
-                match stream.flush() {
-                    Ok(()) => timer.request_written(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(io_error(&e)),
-                }
-            }
-            let mut buf = [0u8; 4096];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => return Err(dial::handshake_closed("handshake")),
-                    Ok(n) => {
-                        if let Some(done) = handshake.feed(&buf[..n])? {
-                            return Ok(Some(done));
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                    Err(e) => return Err(io_error(&e)),
-                }
-            }
-        })();
-        match result {
-            Ok(None) => {}
-            Err(error) => self.fail_dial(ctx, error, out),
-            Ok(Some(mut done)) => {
-                done.handshake.profile = self.timer.finish();
-                // The bytes past the response head are the server's first bytes; the
-                // transport serves them first (with permessage-deflate, through the
-                // inflater like every later byte).
-                let (inflater, encoder) = dial::codecs(
-                    &done.handshake,
-                    &self.request,
-                    ctx.ws_config.max_message_size,
-                );
-                let Phase::Handshaking { stream, .. } =
-                    std::mem::replace(&mut self.phase, Phase::Gone)
-                else {
-                    unreachable!()
-                };
-                let ws = WebSocket::from_raw_socket(
-                    Wire::new(stream, Incoming::new(done.tail.into(), inflater)),
-                    Role::Client,
-                    Some(ctx.ws_config),
-                );
-                self.phase = Phase::Open(Box::new(Link::new(self.id, ws, encoder)));
-                out.push(TransportEvent::Opened(Box::new(done.handshake)));
-                if tracing::enabled!(target: wxsocket_wire::trace::TARGET, tracing::Level::DEBUG)
-                    && let Some(socket) = self.socket_info()
-                {
-                    wxsocket_wire::trace::opened(self.id, &socket);
-                }
-                // Frames may have come with the handshake response, and the socket has
-                // been drained: no further readiness event will come for them. The driver
-                // reads them as soon as the machine has seen `Opened` (only then does it
-                // know the connection's read credit).
-                self.read_ready = true;
-            }
-        }
+        // Frames may have come with the handshake response, and the socket has been
+        // drained: no further readiness event will come for them. The driver reads them as
+        // soon as the machine has seen `Opened` (only then does it know the connection's
+        // read credit).
+        self.read_ready = true;
     }
 
     /// Reads messages until the socket would block, or with [`ReadPass::UntilShortRead`]

@@ -16,8 +16,6 @@
 
 use crate::busy_poll::{self, BusyPoll};
 use crate::conn::{Conn, Ctx, ReadPass, key};
-#[cfg(not(feature = "tls"))]
-use crate::stream::no_tls::{self as rustls, ClientConfigExt as _};
 use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -205,7 +203,7 @@ pub(crate) struct Inner<M> {
     /// off (see [`Self::reads`]). Empty while the driver thread owns the reads.
     disarmed: BTreeSet<u64>,
     registry: Registry,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Arc<wxsocket_wire::upgrade::ClientConfig>,
     /// The proxy variables, read when the client was created (`Action::Dial`).
     proxy_env: wxsocket_wire::proxy::ProxyEnv,
     ws_config: WebSocketConfig,
@@ -257,7 +255,7 @@ pub(crate) struct Inner<M> {
 impl<M: Machine> Shared<M> {
     /// Creates the shared state and starts the driver thread.
     pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, ConfigError> {
-        let tls = config.tls.client_config().map_err(|_| ConfigError {
+        let tls = wxsocket_wire::upgrade::client_config(&config.tls).map_err(|_| ConfigError {
             field: "tls",
             problem: "a custom CA certificate could not be used",
         })?;

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tungstenite::protocol::{Role, WebSocket};
@@ -19,11 +19,11 @@ use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportEvent,
 };
+use wxsocket_wire::DialTimer;
 use wxsocket_wire::dial::{self, DialPlan, Encoder};
 use wxsocket_wire::incoming::Incoming;
 use wxsocket_wire::link::{Link, ReadEnd};
-use wxsocket_wire::proxy::ProxyConnect;
-use wxsocket_wire::{ClientHandshake, DialTimer};
+use wxsocket_wire::upgrade::{Stream, Upgrade};
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]
@@ -87,17 +87,14 @@ pub(crate) async fn run<M: Machine>(
 
 async fn dial<M: Machine>(
     shared: &Shared<M>,
-    request: &HandshakeRequest,
+    request: &Arc<HandshakeRequest>,
 ) -> Result<(WebSocket<Transport>, Handshake, SocketInfo, Encoder), TransportError> {
     let mut timer = DialTimer::start();
     let plan = DialPlan::new(request, &shared.proxy_env)?;
-    let mut tcp = connect_tcp(&plan, &mut timer).await?;
+    let tcp = connect_tcp(&plan, &mut timer).await?;
     let socket_failed = |e: io::Error| DialPlan::socket_failed(&e);
     if request.tcp_no_delay {
         tcp.set_nodelay(true).map_err(socket_failed)?;
-    }
-    if let Some(connect) = plan.tunnel() {
-        tunnel(&mut tcp, connect).await?;
     }
     let socket = SocketInfo::new(
         tcp.local_addr().map_err(socket_failed)?,
@@ -110,32 +107,16 @@ async fn dial<M: Machine>(
     } else {
         socket
     };
-    let mut stream = if request.is_tls() {
-        let tls = crate::tls::connect(&shared.tls, &plan, tcp).await?;
-        timer.tls_done();
-        Inner::Tls(Box::new(tls))
-    } else {
-        Inner::Plain(tcp)
-    };
-    let mut handshake = ClientHandshake::new(request);
-    let failed = |e: io::Error| dial::handshake_failed(&e, "handshake");
-    stream
-        .write_all(handshake.request_bytes())
-        .await
-        .map_err(failed)?;
-    stream.flush().await.map_err(failed)?;
-    timer.request_written();
-    let mut buf = vec![0u8; 4096];
-    let mut done = loop {
-        let n = stream.read(&mut buf).await.map_err(failed)?;
-        if n == 0 {
-            return Err(dial::handshake_closed("handshake"));
+    // The tunnel, TLS and the upgrade, as the blocking adapter does them (see
+    // `wxsocket_wire::upgrade`), each time the socket is ready.
+    let mut upgrade = Upgrade::new(Socket::new(tcp), &plan, request, &shared.tls);
+    let (stream, done) = std::future::poll_fn(|cx| {
+        if let Some(socket) = upgrade.socket_mut() {
+            socket.set_waker(cx.waker());
         }
-        if let Some(done) = handshake.feed(&buf[..n])? {
-            break done;
-        }
-    };
-    done.handshake.profile = timer.finish();
+        upgrade.drive(&mut timer)
+    })
+    .await?;
     // The bytes after the response head are served first by the transport. (tungstenite's
     // `from_partially_read` would size its read buffer from them: with an empty tail, every
     // later read would be a few bytes, one syscall per message.) With permessage-deflate,
@@ -143,12 +124,11 @@ async fn dial<M: Machine>(
     // first read: a failure in it is then a failure of the open connection (1002 / 1009).
     let (inflater, encoder) =
         dial::codecs(&done.handshake, request, shared.ws_config.max_message_size);
-    let stream = Transport {
+    let transport = Transport {
         incoming: Incoming::new(Bytes::from(done.tail), inflater),
-        inner: stream,
-        waker: Waker::noop().clone(),
+        stream,
     };
-    let ws = WebSocket::from_raw_socket(stream, Role::Client, Some(shared.ws_config));
+    let ws = WebSocket::from_raw_socket(transport, Role::Client, Some(shared.ws_config));
     Ok((ws, done.handshake, socket, encoder))
 }
 
@@ -179,24 +159,6 @@ async fn connect_tcp(plan: &DialPlan, timer: &mut DialTimer) -> Result<TcpStream
         Some((addr, e)) => plan.connect_failed(addr, &e),
         None => plan.no_address(),
     })
-}
-
-/// Opens the `CONNECT` tunnel to the server through the proxy (the whole exchange is
-/// bounded by the handshake timeout, which aborts this task).
-async fn tunnel(tcp: &mut TcpStream, mut connect: ProxyConnect) -> Result<(), TransportError> {
-    tcp.write_all(connect.request_bytes())
-        .await
-        .map_err(|e| connect.io_error(&e))?;
-    let mut buf = [0u8; 2048];
-    loop {
-        let n = tcp.read(&mut buf).await.map_err(|e| connect.io_error(&e))?;
-        if n == 0 {
-            return Err(connect.closed_early());
-        }
-        if connect.feed(&buf[..n])? {
-            return Ok(());
-        }
-    }
 }
 
 /// The open connection's state between polls.
@@ -245,7 +207,7 @@ impl Io {
         shared: &Arc<Shared<M>>,
         conn: ConnId,
     ) -> Poll<()> {
-        self.link.stream_mut().waker.clone_from(cx.waker());
+        self.link.stream_mut().set_waker(cx.waker());
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
@@ -355,8 +317,10 @@ impl Io {
                 Command::Wake => {}
             }
         }
-        // Then one flush for all of them (a full socket wakes this task when it drains).
-        if self.link.needs_flush() && !self.link.is_gone() {
+        // Then one flush for all of them (a full socket wakes this task when it drains),
+        // which also writes what TLS queued while reading.
+        let tls_pending = self.link.stream().stream.wants_write();
+        if (self.link.needs_flush() || tls_pending) && !self.link.is_gone() {
             self.started_in_place = false;
             self.link.flush(&mut self.batch);
         }
@@ -418,35 +382,76 @@ impl Io {
     }
 }
 
-/// A TCP stream, with or without TLS.
-#[allow(clippy::large_enum_variant)]
-enum Inner {
-    Plain(TcpStream),
-    Tls(Box<crate::tls::TlsStream>),
-}
-
-/// The connection's byte stream: the socket, read through [`Incoming`] (the handshake's
-/// tail first, the inflater with permessage-deflate, the close watch), polled with the
-/// waker of the connection's task, so that "not ready" is `WouldBlock` and wakes the task
-/// when the socket is ready again.
-pub(crate) struct Transport {
-    incoming: Incoming,
-    inner: Inner,
+/// The connection's socket as a non-blocking `Read + Write`: each call polls the tokio socket
+/// once with the waker of the connection's task, so that "not ready" is `WouldBlock` and wakes
+/// the task when the socket is ready again.
+pub(crate) struct Socket {
+    tcp: TcpStream,
     /// The connection task's waker (set at every poll of the task).
     waker: Waker,
 }
 
-impl Transport {
+impl Socket {
+    fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            waker: Waker::noop().clone(),
+        }
+    }
+
+    /// The waker of the task that polls this socket.
+    fn set_waker(&mut self, waker: &Waker) {
+        self.waker.clone_from(waker);
+    }
+
     /// One poll of the socket with the task's waker, `Pending` as `WouldBlock`.
     fn poll<R>(
         &mut self,
-        f: impl FnOnce(Pin<&mut Inner>, &mut Context<'_>) -> Poll<io::Result<R>>,
+        f: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> io::Result<R> {
         let mut cx = Context::from_waker(&self.waker);
-        match f(Pin::new(&mut self.inner), &mut cx) {
+        match f(Pin::new(&mut self.tcp), &mut cx) {
             Poll::Ready(result) => result,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.poll(|s, cx| {
+            let mut b = ReadBuf::new(buf);
+            s.poll_read(cx, &mut b).map_ok(|()| b.filled().len())
+        })
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.poll(|s, cx| s.poll_write(cx, buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.poll(|s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.poll(|s, cx| s.poll_flush(cx))
+    }
+}
+
+/// The open connection's byte stream: the socket (with or without TLS), read through
+/// [`Incoming`] (the handshake's tail first, the inflater with permessage-deflate, the close
+/// watch).
+pub(crate) struct Transport {
+    incoming: Incoming,
+    stream: Stream<Socket>,
+}
+
+impl Transport {
+    /// The waker of the task that polls this transport.
+    fn set_waker(&mut self, waker: &Waker) {
+        self.stream.socket_mut().set_waker(waker);
     }
 }
 
@@ -458,17 +463,10 @@ impl wxsocket_wire::link::Watched for Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Self {
-            incoming,
-            inner,
-            waker,
-        } = self;
-        let mut cx = Context::from_waker(waker);
-        let polled = incoming.poll_read(buf, |b| {
-            let mut b = ReadBuf::new(b);
-            Pin::new(&mut *inner)
-                .poll_read(&mut cx, &mut b)
-                .map_ok(|()| b.filled().len())
+        let stream = &mut self.stream;
+        let polled = self.incoming.poll_read(buf, |b| match stream.read(b) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            result => Poll::Ready(result),
         });
         match polled {
             Poll::Ready(result) => result,
@@ -479,50 +477,14 @@ impl Read for Transport {
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.poll(|s, cx| s.poll_write(cx, buf))
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.poll(|s, cx| s.poll_flush(cx))
-    }
-}
-
-impl AsyncRead for Inner {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Inner {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Inner::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
-            Inner::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Inner::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        self.stream.flush()
     }
 }

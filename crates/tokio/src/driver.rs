@@ -241,7 +241,7 @@ pub(crate) struct Shared<M> {
     core: Mutex<Core<M>>,
     wake: Notify,
     pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) tls: Arc<crate::tls::ClientConfig>,
+    pub(crate) tls: Arc<wxsocket_wire::upgrade::ClientConfig>,
     /// The proxy variables, read when the client was created (`conn::dial`).
     pub(crate) proxy_env: wxsocket_wire::proxy::ProxyEnv,
     pub(crate) ws_config: WebSocketConfig,
@@ -427,7 +427,10 @@ pub(crate) fn start<M: Machine>(
         field: "runtime",
         problem: "must be called from inside a tokio runtime",
     })?;
-    let tls = crate::tls::client_config(&config.tls)?;
+    let tls = wxsocket_wire::upgrade::client_config(&config.tls).map_err(|_| ConfigError {
+        field: "tls",
+        problem: "a custom root certificate was rejected by rustls",
+    })?;
     machine.track_completions();
     let shared = Arc::new(Shared {
         core: Mutex::new(Core {

@@ -189,7 +189,6 @@ mod client;
 mod conn;
 mod driver;
 mod pool;
-mod tls;
 mod websocket;
 pub mod wx;
 

@@ -71,6 +71,7 @@ pub mod simple;
 mod timing;
 pub mod tls;
 pub mod trace;
+pub mod upgrade;
 pub mod wx;
 
 /// What both adapters (`wxsocket-tokio`, `wxsocket-blocking`) re-export at their root, from

@@ -1,0 +1,523 @@
+//! The dial after the TCP connect, written once for both adapters over any non-blocking
+//! socket (`Read + Write` that says `WouldBlock` instead of waiting): a proxy's `CONNECT`
+//! tunnel when one is in use, TLS for `wss://` (rustls driven by hand, so that reading and
+//! writing never wait on each other), and the HTTP upgrade ([`crate::ClientHandshake`]).
+//! [`Upgrade::drive`] goes as far as the socket allows each time the socket is ready; the
+//! adapter only waits for readiness (mio's poller in one, the task's waker in the other).
+//!
+//! What comes out is the [`Stream`] the WebSocket runs on (see [`crate::link`]) and the
+//! server's response ([`crate::HandshakeDone`]).
+
+use crate::dial::{self, DialPlan, ServerName};
+use crate::proxy::ProxyConnect;
+use crate::{ClientHandshake, DialTimer, HandshakeDone};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::task::Poll;
+use wxsocket_core::{HandshakeRequest, TransportError, TransportErrorKind};
+
+#[cfg(not(feature = "tls"))]
+pub use no_tls::ClientConfig;
+#[cfg(not(feature = "tls"))]
+use no_tls::ClientConnection;
+#[cfg(feature = "tls")]
+pub use rustls::ClientConfig;
+#[cfg(feature = "tls")]
+use rustls::ClientConnection;
+
+/// The TLS configuration every `wss` dial of one client uses (`Err` when rustls rejects a
+/// custom root certificate). Without the `tls` feature there is none to make, and no TLS
+/// dial can run (see [`crate::check_request`]).
+pub fn client_config(roots: &crate::tls::TlsRoots) -> Result<Arc<ClientConfig>, String> {
+    #[cfg(feature = "tls")]
+    return roots.client_config().map_err(|e| e.to_string());
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = roots;
+        Ok(Arc::new(ClientConfig))
+    }
+}
+
+/// A connection's byte stream: the socket, with or without TLS.
+pub enum Stream<S> {
+    /// `ws://`.
+    Plain(S),
+    /// `wss://`.
+    Tls(Box<TlsStream<S>>),
+}
+
+impl<S> Stream<S> {
+    /// The socket under the stream.
+    pub fn socket(&self) -> &S {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+
+    /// The socket under the stream, mutably.
+    pub fn socket_mut(&mut self) -> &mut S {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut t.sock,
+        }
+    }
+
+    /// Whether the stream is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Whether TLS records wait to be written (a reply rustls queued while reading, or
+    /// records a full socket did not take): a flush writes them.
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.wants_write(),
+        }
+    }
+}
+
+impl<S: Read + Write> Stream<S> {
+    /// Moves the TLS handshake on as far as the socket allows, without application data:
+    /// `Ok(true)` once it is complete (at once for a plain socket), `Ok(false)` when the
+    /// socket would block. The end of the stream is `UnexpectedEof`.
+    pub fn complete_tls(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Plain(_) => Ok(true),
+            Stream::Tls(t) => t.complete_handshake(),
+        }
+    }
+}
+
+impl<S: Read + Write> Read for Stream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl<S: Read + Write> Write for Stream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Tls(t) => t.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// rustls over a non-blocking socket.
+///
+/// `rustls::StreamOwned` is not used because it refuses to read while TLS records are
+/// waiting to be written (`complete_prior_io`), which can deadlock two peers that both
+/// write more than the socket buffers hold; here reading and writing are independent.
+pub struct TlsStream<S> {
+    conn: ClientConnection,
+    sock: S,
+}
+
+impl<S> TlsStream<S> {
+    fn wants_write(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.conn.wants_write();
+        #[cfg(not(feature = "tls"))]
+        match self.conn {}
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<S: Read + Write> TlsStream<S> {
+    /// Writes queued TLS records until none is left or the socket would block.
+    fn write_records(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The handshake part of [`Stream::complete_tls`].
+    fn complete_handshake(&mut self) -> io::Result<bool> {
+        loop {
+            self.try_write_records()?;
+            if !self.conn.is_handshaking() {
+                return Ok(true);
+            }
+            if self.conn.wants_write() {
+                // The socket is full: the next writable event comes back here.
+                return Ok(false);
+            }
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {
+                    if let Err(error) = self.conn.process_new_packets() {
+                        let _ = self.try_write_records();
+                        return Err(tls_error(error));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Like `write_records`, but a full socket is not an error (the records stay queued
+    /// and the next flush or writable event sends them).
+    fn try_write_records(&mut self) -> io::Result<()> {
+        match self.write_records() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// A TLS failure as an IO error that still carries the `rustls::Error`, so
+/// [`crate::convert::connect_error`] classifies it as a TLS failure.
+#[cfg(feature = "tls")]
+fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+#[cfg(feature = "tls")]
+impl<S: Read + Write> Read for TlsStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                // Ok(0) after close_notify: a clean end of the stream.
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // No plaintext buffered: pull TLS records from the socket. `WouldBlock` goes
+            // back to the caller; Ok(0) (TCP EOF) makes the reader above report the end.
+            self.conn.read_tls(&mut self.sock)?;
+            if let Err(error) = self.conn.process_new_packets() {
+                // Send the alert rustls queued, best effort.
+                let _ = self.try_write_records();
+                return Err(tls_error(error));
+            }
+            // Handshake messages, key updates or alerts may be waiting to go out.
+            self.try_write_records()?;
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<S: Read + Write> Write for TlsStream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = self.conn.writer().write(buf)?;
+        if n == 0 {
+            // rustls's buffer is at its limit: make room, then try once more.
+            self.write_records()?;
+            n = self.conn.writer().write(buf)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        self.try_write_records()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.writer().flush()?;
+        self.write_records()
+    }
+}
+
+/// Stand-ins for the rustls names this module uses, when the `tls` feature is off. Their
+/// types have no values, so no TLS path can run and the dial is the same in both builds:
+/// the adapters refuse a `wss://` URL before any IO ([`crate::check_request`]), and a dial
+/// that got here anyway fails naming the feature.
+#[cfg(not(feature = "tls"))]
+mod no_tls {
+    use super::{Read, TlsStream, Write, io};
+    use std::sync::Arc;
+
+    /// The message of a TLS dial in a build without TLS.
+    pub(super) const NO_TLS: &str =
+        "wss:// needs the `tls` feature of wxsocket, which this build left out";
+
+    /// No TLS configuration exists without the `tls` feature.
+    #[derive(Debug)]
+    pub struct ClientConfig;
+
+    /// A TLS client connection; has no values without the feature.
+    pub(super) enum ClientConnection {}
+
+    impl ClientConnection {
+        pub(super) fn new(
+            _config: Arc<ClientConfig>,
+            _name: crate::dial::ServerName<'static>,
+        ) -> Result<Self, &'static str> {
+            Err(NO_TLS)
+        }
+    }
+
+    impl<S> TlsStream<S> {
+        pub(super) fn complete_handshake(&mut self) -> io::Result<bool> {
+            match self.conn {}
+        }
+    }
+
+    impl<S> Read for TlsStream<S> {
+        fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+            match self.conn {}
+        }
+    }
+
+    impl<S> Write for TlsStream<S> {
+        fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+            match self.conn {}
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            match self.conn {}
+        }
+    }
+}
+
+/// Where an [`Upgrade`] is.
+enum Phase<S> {
+    /// Connected to a proxy: the `CONNECT` exchange that opens the tunnel.
+    Tunneling {
+        sock: S,
+        connect: ProxyConnect,
+        written: usize,
+    },
+    /// TLS (if any) and the HTTP upgrade.
+    Handshaking {
+        stream: Stream<S>,
+        handshake: ClientHandshake,
+        written: usize,
+    },
+    /// The dial failed before any IO (the TLS setup): reported by the first drive.
+    Failed(TransportError),
+    /// Done or failed: nothing more to drive.
+    Ended,
+}
+
+/// The dial of one connection after its TCP connect (see the module docs).
+pub struct Upgrade<S> {
+    phase: Phase<S>,
+    request: Arc<HandshakeRequest>,
+    /// The TLS configuration, for `wss://`.
+    tls: Option<Arc<ClientConfig>>,
+    /// The name the server's certificate must carry, for `wss://` (a bad name fails the
+    /// dial when TLS starts, after the tunnel, as a server would see it).
+    server_name: Option<Result<ServerName<'static>, TransportError>>,
+}
+
+impl<S: Read + Write> Upgrade<S> {
+    /// The dial over `sock`, just connected to the plan's TCP target (the server, or the
+    /// proxy), for `request`; `tls` is used for `wss://`.
+    pub fn new(
+        sock: S,
+        plan: &DialPlan,
+        request: &Arc<HandshakeRequest>,
+        tls: &Arc<ClientConfig>,
+    ) -> Self {
+        let (tls, server_name) = if request.is_tls() {
+            (Some(Arc::clone(tls)), Some(plan.tls_server_name()))
+        } else {
+            (None, None)
+        };
+        let mut upgrade = Self {
+            phase: Phase::Ended,
+            request: Arc::clone(request),
+            tls,
+            server_name,
+        };
+        upgrade.phase = match plan.tunnel() {
+            Some(connect) => Phase::Tunneling {
+                sock,
+                connect,
+                written: 0,
+            },
+            None => upgrade.start_handshake(sock).unwrap_or_else(Phase::Failed),
+        };
+        upgrade
+    }
+
+    /// The socket (`None` once the dial ended).
+    pub fn socket_mut(&mut self) -> Option<&mut S> {
+        match &mut self.phase {
+            Phase::Tunneling { sock, .. } => Some(sock),
+            Phase::Handshaking { stream, .. } => Some(stream.socket_mut()),
+            Phase::Failed(_) | Phase::Ended => None,
+        }
+    }
+
+    /// The stream of the server's handshake, once the tunnel (if any) is open.
+    pub fn stream(&self) -> Option<&Stream<S>> {
+        match &self.phase {
+            Phase::Handshaking { stream, .. } => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// Moves the dial on as far as the socket allows: `Pending` when it would block (call
+    /// again when the socket is ready), else the stream and the server's response (its
+    /// profile from `timer`), or the dial's failure.
+    pub fn drive(
+        &mut self,
+        timer: &mut DialTimer,
+    ) -> Poll<Result<(Stream<S>, HandshakeDone), TransportError>> {
+        loop {
+            let step = match &mut self.phase {
+                Phase::Tunneling {
+                    sock,
+                    connect,
+                    written,
+                } => match tunnel(sock, connect, written) {
+                    Ok(false) => return Poll::Pending,
+                    Ok(true) => None,
+                    Err(error) => Some(Err(error)),
+                },
+                Phase::Handshaking {
+                    stream,
+                    handshake,
+                    written,
+                } => match handshake_step(stream, handshake, written, timer) {
+                    Ok(None) => return Poll::Pending,
+                    Ok(Some(done)) => Some(Ok(done)),
+                    Err(error) => Some(Err(error)),
+                },
+                Phase::Failed(_) => None,
+                Phase::Ended => return Poll::Ready(Err(dial::handshake_closed("handshake"))),
+            };
+            let phase = std::mem::replace(&mut self.phase, Phase::Ended);
+            match (step, phase) {
+                (None, Phase::Failed(error)) => return Poll::Ready(Err(error)),
+                // The tunnel is open: the server's handshake starts inside it.
+                (None, Phase::Tunneling { sock, .. }) => match self.start_handshake(sock) {
+                    Ok(phase) => self.phase = phase,
+                    Err(error) => return Poll::Ready(Err(error)),
+                },
+                (Some(Ok(mut done)), Phase::Handshaking { stream, .. }) => {
+                    done.handshake.profile = timer.finish();
+                    return Poll::Ready(Ok((stream, done)));
+                }
+                (Some(Err(error)), _) => return Poll::Ready(Err(error)),
+                _ => unreachable!("a step matches its phase"),
+            }
+        }
+    }
+
+    /// TLS (for `wss`, with the server's name, also through a tunnel) and the upgrade.
+    fn start_handshake(&mut self, sock: S) -> Result<Phase<S>, TransportError> {
+        let stream = match (&self.tls, self.server_name.take()) {
+            (Some(config), Some(name)) => {
+                let conn = ClientConnection::new(Arc::clone(config), name?).map_err(|e| {
+                    TransportError::new(TransportErrorKind::Tls, format!("TLS setup failed: {e}"))
+                })?;
+                Stream::Tls(Box::new(TlsStream { conn, sock }))
+            }
+            _ => Stream::Plain(sock),
+        };
+        Ok(Phase::Handshaking {
+            stream,
+            handshake: ClientHandshake::new(&self.request),
+            written: 0,
+        })
+    }
+}
+
+/// Writes the `CONNECT` request and reads the proxy's answer as far as the socket allows:
+/// `Ok(true)` once the tunnel is open.
+fn tunnel<S: Read + Write>(
+    sock: &mut S,
+    connect: &mut ProxyConnect,
+    written: &mut usize,
+) -> Result<bool, TransportError> {
+    let request = connect.request_bytes();
+    while *written < request.len() {
+        match sock.write(&request[*written..]) {
+            Ok(0) => return Err(connect.io_error(&io::ErrorKind::WriteZero.into())),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(connect.io_error(&e)),
+        }
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return Err(connect.closed_early()),
+            Ok(n) => {
+                if connect.feed(&buf[..n])? {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(connect.io_error(&e)),
+        }
+    }
+}
+
+/// TLS first, on its own, so that its end is known; the request follows in the same pass,
+/// right behind the client's `Finished`; then the response, as far as the socket allows.
+fn handshake_step<S: Read + Write>(
+    stream: &mut Stream<S>,
+    handshake: &mut ClientHandshake,
+    written: &mut usize,
+    timer: &mut DialTimer,
+) -> Result<Option<HandshakeDone>, TransportError> {
+    match stream.complete_tls() {
+        Ok(true) => {
+            if stream.is_tls() {
+                timer.tls_done();
+            }
+        }
+        Ok(false) => return Ok(None),
+        Err(e) => return Err(dial::handshake_failed(&e, "tls")),
+    }
+    let io_error = |e: &io::Error| dial::handshake_failed(e, "handshake");
+    let request = handshake.request_bytes();
+    while *written < request.len() {
+        match stream.write(&request[*written..]) {
+            Ok(0) => return Err(io_error(&io::ErrorKind::WriteZero.into())),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(io_error(&e)),
+        }
+    }
+    if *written == request.len() {
+        match stream.flush() {
+            Ok(()) => timer.request_written(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(io_error(&e)),
+        }
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(dial::handshake_closed("handshake")),
+            Ok(n) => {
+                if let Some(done) = handshake.feed(&buf[..n])? {
+                    return Ok(Some(done));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(io_error(&e)),
+        }
+    }
+}
