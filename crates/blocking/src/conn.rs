@@ -4,7 +4,6 @@
 //! operation runs until the socket would block and reports what happened as
 //! [`TransportEvent`]s; it never waits.
 
-use crate::stream::Wire;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
@@ -20,7 +19,7 @@ use wxsocket_core::{
 use wxsocket_wire::DialTimer;
 use wxsocket_wire::dial::{self, DialPlan};
 use wxsocket_wire::incoming::Incoming;
-use wxsocket_wire::link::{Link, ReadEnd};
+use wxsocket_wire::link::{Link, ReadEnd, Wire};
 use wxsocket_wire::upgrade::{ClientConfig, Upgrade};
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
@@ -104,7 +103,7 @@ enum Phase {
     /// Connected: a proxy's tunnel, TLS and the HTTP upgrade (see [`Upgrade`]).
     Upgrading(Box<Upgrade<TcpStream>>),
     /// The WebSocket (see [`Link`]).
-    Open(Box<Link<Wire>>),
+    Open(Box<Link<TcpStream>>),
     /// The transport is gone; the driver removes the connection.
     Gone,
 }
@@ -116,7 +115,7 @@ pub(crate) enum ReadPass {
     /// event started, and for events that carry the peer's end of the stream.
     ToTheEnd,
     /// Until a read returns less than it asked for (the socket is empty): for a pass
-    /// started by a readiness event without read-closed (see `Wire::short_read_ends`).
+    /// started by a readiness event without read-closed (see `Wire::begin_pass`).
     UntilShortRead,
 }
 
@@ -232,7 +231,7 @@ impl Conn {
                 (upgrade.socket_mut()?, tls)
             }
             Phase::Open(link) => {
-                let stream = &mut link.stream_mut().stream;
+                let stream = &mut link.wire_mut().stream;
                 let tls = stream.is_tls();
                 (stream.socket_mut(), tls)
             }
@@ -258,7 +257,7 @@ impl Conn {
         match &mut self.phase {
             Phase::Connecting { sock, .. } => Some(sock),
             Phase::Upgrading(upgrade) => upgrade.socket_mut(),
-            Phase::Open(link) => Some(link.stream_mut().stream.socket_mut()),
+            Phase::Open(link) => Some(link.wire_mut().stream.socket_mut()),
             Phase::Resolving | Phase::Gone => None,
         }
     }
@@ -545,8 +544,7 @@ impl Conn {
             self.read_paused = true;
             return;
         }
-        link.stream_mut()
-            .begin_pass(pass == ReadPass::UntilShortRead);
+        link.wire_mut().begin_pass(pass == ReadPass::UntilShortRead);
         match link.read(&mut credit, MAX_READS_PER_PASS, out) {
             ReadEnd::Paused => self.read_paused = true,
             ReadEnd::Limit => self.read_ready = true,
@@ -579,7 +577,7 @@ impl Conn {
         &mut self,
         ctx: &Ctx<'_>,
         out: &mut Vec<TransportEvent>,
-        f: impl FnOnce(&mut Link<Wire>, &mut Vec<TransportEvent>),
+        f: impl FnOnce(&mut Link<TcpStream>, &mut Vec<TransportEvent>),
     ) {
         let Phase::Open(link) = &mut self.phase else {
             return;

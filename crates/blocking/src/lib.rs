@@ -260,7 +260,6 @@ mod client;
 mod conn;
 mod driver;
 mod pool;
-mod stream;
 mod websocket;
 pub mod wx;
 

@@ -22,8 +22,8 @@ use wxsocket_core::{
 use wxsocket_wire::DialTimer;
 use wxsocket_wire::dial::{self, DialPlan, Encoder};
 use wxsocket_wire::incoming::Incoming;
-use wxsocket_wire::link::{Link, ReadEnd};
-use wxsocket_wire::upgrade::{Stream, Upgrade};
+use wxsocket_wire::link::{Link, ReadEnd, Wire};
+use wxsocket_wire::upgrade::Upgrade;
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ pub(crate) async fn run<M: Machine>(
 async fn dial<M: Machine>(
     shared: &Shared<M>,
     request: &Arc<HandshakeRequest>,
-) -> Result<(WebSocket<Transport>, Handshake, SocketInfo, Encoder), TransportError> {
+) -> Result<(WebSocket<Wire<Socket>>, Handshake, SocketInfo, Encoder), TransportError> {
     let mut timer = DialTimer::start();
     let plan = DialPlan::new(request, &shared.proxy_env)?;
     let tcp = connect_tcp(&plan, &mut timer).await?;
@@ -124,11 +124,8 @@ async fn dial<M: Machine>(
     // first read: a failure in it is then a failure of the open connection (1002 / 1009).
     let (inflater, encoder) =
         dial::codecs(&done.handshake, request, shared.ws_config.max_message_size);
-    let transport = Transport {
-        incoming: Incoming::new(Bytes::from(done.tail), inflater),
-        stream,
-    };
-    let ws = WebSocket::from_raw_socket(transport, Role::Client, Some(shared.ws_config));
+    let wire = Wire::new(stream, Incoming::new(Bytes::from(done.tail), inflater));
+    let ws = WebSocket::from_raw_socket(wire, Role::Client, Some(shared.ws_config));
     Ok((ws, done.handshake, socket, encoder))
 }
 
@@ -167,7 +164,7 @@ pub(crate) struct Io {
     conn: ConnId,
     /// The WebSocket: frames written and flushed, messages read (written once for both
     /// adapters, see [`Link`]).
-    link: Link<Transport>,
+    link: Link<Socket>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// The unflushed frames were started in place in this core turn (the task is not
     /// waiting on a flush of its own, whose waker an in-place flush would replace).
@@ -207,7 +204,11 @@ impl Io {
         shared: &Arc<Shared<M>>,
         conn: ConnId,
     ) -> Poll<()> {
-        self.link.stream_mut().set_waker(cx.waker());
+        self.link
+            .wire_mut()
+            .stream
+            .socket_mut()
+            .set_waker(cx.waker());
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
@@ -319,7 +320,7 @@ impl Io {
         }
         // Then one flush for all of them (a full socket wakes this task when it drains),
         // which also writes what TLS queued while reading.
-        let tls_pending = self.link.stream().stream.wants_write();
+        let tls_pending = self.link.wire().stream.wants_write();
         if (self.link.needs_flush() || tls_pending) && !self.link.is_gone() {
             self.started_in_place = false;
             self.link.flush(&mut self.batch);
@@ -437,54 +438,5 @@ impl Write for Socket {
 
     fn flush(&mut self) -> io::Result<()> {
         self.poll(|s, cx| s.poll_flush(cx))
-    }
-}
-
-/// The open connection's byte stream: the socket (with or without TLS), read through
-/// [`Incoming`] (the handshake's tail first, the inflater with permessage-deflate, the close
-/// watch).
-pub(crate) struct Transport {
-    incoming: Incoming,
-    stream: Stream<Socket>,
-}
-
-impl Transport {
-    /// The waker of the task that polls this transport.
-    fn set_waker(&mut self, waker: &Waker) {
-        self.stream.socket_mut().set_waker(waker);
-    }
-}
-
-impl wxsocket_wire::link::Watched for Transport {
-    fn close_watch(&self) -> &wxsocket_wire::convert::CloseWatch {
-        self.incoming.close_watch()
-    }
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let stream = &mut self.stream;
-        let polled = self.incoming.poll_read(buf, |b| match stream.read(b) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
-            result => Poll::Ready(result),
-        });
-        match polled {
-            Poll::Ready(result) => result,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.stream.write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
     }
 }

@@ -10,8 +10,11 @@
 
 use crate::convert::{classify, close_frame, from_ws};
 use crate::dial::Encoder;
+use crate::incoming::Incoming;
+use crate::upgrade::Stream;
 use bytes::Bytes;
 use std::io::{self, Read, Write};
+use std::task::Poll;
 use tungstenite::protocol::WebSocket;
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
@@ -32,10 +35,10 @@ pub enum ReadEnd {
     Stopped,
 }
 
-/// An open connection: the WebSocket over the stream `S`, and what was written on it.
+/// An open connection: the WebSocket over the socket `S`, and what was written on it.
 pub struct Link<S> {
     conn: ConnId,
-    ws: WebSocket<S>,
+    ws: WebSocket<Wire<S>>,
     /// Compresses outgoing messages when permessage-deflate was agreed.
     encoder: Encoder,
     /// Sends written into the WebSocket's buffer but not yet flushed to the stream.
@@ -56,9 +59,9 @@ pub struct Link<S> {
     gone: bool,
 }
 
-impl<S: Read + Write + Watched> Link<S> {
+impl<S: Read + Write> Link<S> {
     /// The open connection `conn` over `ws`, writing messages through `encoder`.
-    pub fn new(conn: ConnId, ws: WebSocket<S>, encoder: Encoder) -> Self {
+    pub fn new(conn: ConnId, ws: WebSocket<Wire<S>>, encoder: Encoder) -> Self {
         Self {
             conn,
             ws,
@@ -72,13 +75,13 @@ impl<S: Read + Write + Watched> Link<S> {
         }
     }
 
-    /// The stream.
-    pub fn stream(&self) -> &S {
+    /// The byte stream.
+    pub fn wire(&self) -> &Wire<S> {
         self.ws.get_ref()
     }
 
-    /// The stream, mutably (to set it up for the next operation).
-    pub fn stream_mut(&mut self) -> &mut S {
+    /// The byte stream, mutably (to set it up for the next operation).
+    pub fn wire_mut(&mut self) -> &mut Wire<S> {
         self.ws.get_mut()
     }
 
@@ -222,7 +225,7 @@ impl<S: Read + Write + Watched> Link<S> {
                             credit.take(message.len());
                         }
                         // A close frame's code and reason as the peer sent them.
-                        out.push(self.ws.get_ref().close_watch().correct(event));
+                        out.push(self.ws.get_ref().incoming.close_watch().correct(event));
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -272,9 +275,83 @@ impl<S: Read + Write + Watched> Link<S> {
     }
 }
 
-/// What a [`Link`]'s stream needs to say besides `Read + Write`: where the close watch is
-/// (see [`crate::incoming::Incoming`]).
-pub trait Watched {
-    /// The watch over the bytes read, which keeps a close frame's code and reason as sent.
-    fn close_watch(&self) -> &crate::convert::CloseWatch;
+/// What tungstenite reads and writes on an open connection: the stream (with or without
+/// TLS), read through [`Incoming`] (the handshake's tail first, the inflater with
+/// permessage-deflate, the close watch).
+pub struct Wire<S> {
+    /// The socket, with or without TLS.
+    pub stream: Stream<S>,
+    /// What reads go through.
+    pub incoming: Incoming,
+    /// Set for a read pass the driver knows ends at a short read (see [`Self::begin_pass`]):
+    /// a short read from the plain socket then means the socket is empty, and the pass ends
+    /// there instead of paying one more `recv` to see `WouldBlock`. Not with
+    /// permessage-deflate, whose reads fill the inflater's buffer rather than tungstenite's.
+    short_read_ends: bool,
+    /// A short read ended this pass (see `short_read_ends`).
+    drained: bool,
+}
+
+impl<S> Wire<S> {
+    /// The transport under `stream`, reading through `incoming`.
+    pub fn new(stream: Stream<S>, incoming: Incoming) -> Self {
+        Self {
+            stream,
+            incoming,
+            short_read_ends: false,
+            drained: false,
+        }
+    }
+
+    /// Starts a read pass: with `short_read_ends`, one that ends at a short read of the
+    /// plain socket (the blocking adapter's passes started by an edge-triggered readiness
+    /// event without the peer's end of the stream in it: every later arrival raises a new
+    /// event).
+    pub fn begin_pass(&mut self, short_read_ends: bool) {
+        self.short_read_ends = short_read_ends;
+        self.drained = false;
+    }
+}
+
+impl<S: Read + Write> Read for Wire<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (stream, drained) = (&mut self.stream, &mut self.drained);
+        let short_read_ends =
+            self.short_read_ends && !self.incoming.is_inflating() && !stream.is_tls();
+        // The read-ahead and the inflater call the socket only once what they hold is
+        // served.
+        let polled = self.incoming.poll_read(buf, |buf| {
+            if *drained {
+                return Poll::Pending;
+            }
+            match stream.read(buf) {
+                Ok(n) => {
+                    if short_read_ends && n > 0 && n < buf.len() {
+                        *drained = true;
+                    }
+                    Poll::Ready(Ok(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        });
+        match polled {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl<S: Read + Write> Write for Wire<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
