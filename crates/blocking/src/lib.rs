@@ -226,7 +226,12 @@
 //! wrapper, not an async runtime). Nothing waits for a timer tick: `send` writes the frame
 //! on the calling thread before it returns (only a full socket buffer leaves the rest to the
 //! driver), a thread waiting in [`Events::recv`] is woken by the kernel and reads its own
-//! message, and timers sleep exactly until the core's next deadline. Host names are resolved
+//! message, and timers sleep exactly until the core's next deadline. The sockets' reads stay
+//! with the receiving thread for 20 ms after it returns from `recv`, longer while the
+//! application keeps calling into the client (sending a burst, say), up to 250 ms; then the
+//! driver thread reads again. So a reply the protocol owes the peer (a pong, the close
+//! handshake) waits at most 250 ms while the application sends without receiving; a due
+//! timer always sees the input that arrived before it. Host names are resolved
 //! on a short-lived helper thread, because the OS resolver only blocks. `DESIGN.md` in the
 //! repository explains the design and its measurements.
 //!
