@@ -30,8 +30,8 @@ fn main() {
                 .unwrap();
             let z = row.zlib.unwrap();
             println!(
-                "tokio {:.0} msg/s, limit {:.0}, share {:.2}",
-                row.adapter_per_sec, z.limit_per_sec, z.share
+                "tokio {:.0} msg/s, limit {:.0}, share {:.2}, python {:?}",
+                row.adapter_per_sec, z.limit_per_sec, z.share, row.python
             );
         }
         "blocking" => {
@@ -40,8 +40,8 @@ fn main() {
                     .unwrap();
             let z = row.zlib.unwrap();
             println!(
-                "blocking {:.0} msg/s, limit {:.0}, share {:.2}",
-                row.adapter_msgs_per_sec, z.limit_per_sec, z.share
+                "blocking {:.0} msg/s, limit {:.0}, share {:.2}, python {:?}",
+                row.adapter_msgs_per_sec, z.limit_per_sec, z.share, row.python
             );
         }
         "limit" => {
@@ -125,13 +125,12 @@ fn json_payloads() -> Vec<String> {
 
 fn probe_tokio(n: usize, level: u32) {
     use wxsocket_tokio::{Client, Config, ConnectOptions, Event, Message, SessionConfig};
-    let server = wxsocket_bench::tokio_echo::EchoServer::start_deflate_at_level(level).unwrap();
+    let (_tokio_server, _blocking_server, url) = server(level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let url = server.url();
     runtime
         .block_on(runtime.spawn(async move {
             let payloads: Vec<Message> = json_payloads().into_iter().map(Message::text).collect();
@@ -171,10 +170,10 @@ fn probe_tokio(n: usize, level: u32) {
 
 fn probe_blocking(n: usize, level: u32) {
     use wxsocket_blocking::{Client, Config, ConnectOptions, Event, Message};
-    let server = wxsocket_bench::blocking_echo::EchoServer::start_deflate_at_level(level).unwrap();
+    let (_tokio_server, _blocking_server, url) = server(level);
     let payloads: Vec<Message> = json_payloads().into_iter().map(Message::text).collect();
     let (client, events) = Client::new(Config::default()).unwrap();
-    let options = ConnectOptions::new(server.url())
+    let options = ConnectOptions::new(url)
         .tcp_no_delay(true)
         .deflate(wxsocket_core::DeflateOptions::default().level(level));
     client.connect(&options).unwrap();
@@ -199,5 +198,24 @@ fn probe_blocking(n: usize, level: u32) {
         let secs = start.elapsed().as_secs_f64();
         println!("blocking round {round}");
         report(&before, secs, n);
+    }
+}
+
+/// The echo server: the tokio one, or the blocking one with `SERVER=blocking`.
+fn server(
+    level: u32,
+) -> (
+    Option<wxsocket_bench::tokio_echo::EchoServer>,
+    Option<wxsocket_bench::blocking_echo::EchoServer>,
+    String,
+) {
+    if std::env::var("SERVER").is_ok_and(|s| s == "blocking") {
+        let s = wxsocket_bench::blocking_echo::EchoServer::start_deflate_at_level(level).unwrap();
+        let url = s.url();
+        (None, Some(s), url)
+    } else {
+        let s = wxsocket_bench::tokio_echo::EchoServer::start_deflate_at_level(level).unwrap();
+        let url = s.url();
+        (Some(s), None, url)
     }
 }

@@ -16,7 +16,9 @@
 //!   server that accepts the offer ([`EchoServer::start_deflate_at_level`]), writes each
 //!   echo as it is produced and counts the bytes its socket reads and writes
 //!   ([`BenchRow::wire`]); with the zlib limit measured in the same segments and the
-//!   share of it reached ([`BenchRow::zlib`], see [`crate::zlib`]);
+//!   share of it reached ([`BenchRow::zlib`], see [`crate::zlib`]), and the Python
+//!   `websockets` client on the same workload in the same segments ([`BenchRow::python`],
+//!   see [`crate::python`]);
 //! - `compressed 4KiB JSON pipelined, level 1`: the same at compression level 1 (the
 //!   fast option).
 //!
@@ -400,7 +402,15 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>, level: u32) {
         }
         Ok::<Response, ErrorResponse>(response)
     };
-    let Ok(mut ws) = tungstenite::accept_hdr(ServerStream::new(stream, counters), callback) else {
+    // A smaller read buffer than tungstenite's default (see
+    // `workload::DEFLATE_SERVER_READ_BUFFER`).
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::workload::DEFLATE_SERVER_READ_BUFFER);
+    let Ok(mut ws) = tungstenite::accept_hdr_with_config(
+        ServerStream::new(stream, counters),
+        callback,
+        Some(config),
+    ) else {
         return;
     };
     let mut compressor = agreed.map(|params| {
@@ -544,7 +554,9 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
 /// permessage-deflate, one without, in interleaved segments as the others, each segment
 /// after the zlib limit ([`Limit`], on this thread, over a quarter as many messages); the
 /// server's byte counts over each segment give the bytes on the wire. The share of the
-/// limit is the median over the segments of the compressed rate / the limit. At
+/// limit is the median over the segments of the compressed rate / the limit. Each
+/// measured run follows four windows of its client unmeasured (a warm-up, as the other
+/// workloads have). At
 /// [`PYTHON_LEVEL`], each segment then runs the Python `websockets` client for as many
 /// echoes over one connection of its own ([`crate::python`]).
 pub fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Result<BenchRow> {
@@ -579,6 +591,9 @@ pub fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::
     let (mut limits, mut shares) = (Vec::new(), Vec::new());
     let (mut plain_bytes, mut deflate_bytes) = (0u64, 0u64);
     let measure = |client: &AdapterClient, at: &mut usize, bytes: &mut u64| {
+        // Unmeasured first, as every other workload warms up before its run: switching
+        // from one client to the other leaves a transient (DESIGN.md, 2026-12-04).
+        client.run_checked(&payloads, at, 4 * window, window)?;
         let before = wire.total();
         let r = rate(per_segment, || {
             client.run_checked(&payloads, at, per_segment, window)

@@ -71,7 +71,13 @@ pub fn python() -> Result<PathBuf, String> {
         None => std::env::var_os("WXSOCKET_PEERS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/peers"))
+                // crates/bench -> the workspace root.
+                let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                bench
+                    .ancestors()
+                    .nth(2)
+                    .unwrap_or(bench)
+                    .join("tests/peers")
             })
             .join(".venv/bin/python"),
     };

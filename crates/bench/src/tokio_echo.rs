@@ -21,7 +21,9 @@
 //! accepts the offer ([`EchoServer::start_deflate_at_level`], compressing its echoes at
 //! the client's level) and counts the bytes its socket reads and writes; each also reports
 //! the zlib limit measured in the same segments and the share of it the adapter reached
-//! ([`BenchRow::zlib`], see [`crate::zlib`]):
+//! ([`BenchRow::zlib`], see [`crate::zlib`]); the level-6 case also runs the Python
+//! `websockets` client on the same workload in the same segments ([`BenchRow::python`],
+//! see [`crate::python`]):
 //!
 //! | case | what both clients do |
 //! |---|---|
@@ -399,6 +401,12 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
+/// The compressing server's configuration: [`ws_config`] with a read buffer of
+/// [`crate::workload::DEFLATE_SERVER_READ_BUFFER`] (see there).
+fn deflate_ws_config() -> WebSocketConfig {
+    ws_config().read_buffer_size(crate::workload::DEFLATE_SERVER_READ_BUFFER)
+}
+
 async fn echo(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
@@ -430,8 +438,12 @@ async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>, level: u32
         Ok::<Response, ErrorResponse>(response)
     };
     let stream = ServerStream::new(stream, counters);
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(deflate_ws_config()),
+    )
+    .await
     else {
         return;
     };
