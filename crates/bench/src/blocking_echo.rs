@@ -16,7 +16,9 @@
 //!   server that accepts the offer ([`EchoServer::start_deflate_at_level`]), writes each
 //!   echo as it is produced and counts the bytes its socket reads and writes
 //!   ([`BenchRow::wire`]); with the zlib limit measured in the same segments and the
-//!   share of it reached ([`BenchRow::zlib`], see [`crate::zlib`]);
+//!   share of it reached ([`BenchRow::zlib`], see [`crate::zlib`]), and the Python
+//!   `websockets` client on the same workload in the same segments ([`BenchRow::python`],
+//!   see [`crate::python`]);
 //! - `compressed 4KiB JSON pipelined, level 1`: the same at compression level 1 (the
 //!   fast option).
 //!
@@ -36,6 +38,7 @@
 //! }
 //! ```
 
+use crate::python::{PythonRow, PythonSegments};
 use crate::workload::median;
 pub use crate::workload::{WireCounters, json_like_payload};
 use crate::zlib::{Limit, LimitShare};
@@ -97,6 +100,9 @@ pub struct BenchRow {
     /// Set for the compressed workload: the zlib limit measured in the same segments, and
     /// the share of it the adapter reached.
     pub zlib: Option<LimitShare>,
+    /// Set for the level-6 compressed workload: the Python `websockets` client on the same
+    /// workload in the same segments, or why it was skipped.
+    pub python: Option<PythonRow>,
 }
 
 /// Bytes on the wire per echoed message (the message and its echo, frame headers
@@ -396,7 +402,15 @@ fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>, level: u32) {
         }
         Ok::<Response, ErrorResponse>(response)
     };
-    let Ok(mut ws) = tungstenite::accept_hdr(ServerStream::new(stream, counters), callback) else {
+    // A smaller read buffer than tungstenite's default (see
+    // `workload::DEFLATE_SERVER_READ_BUFFER`).
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::workload::DEFLATE_SERVER_READ_BUFFER);
+    let Ok(mut ws) = tungstenite::accept_hdr_with_config(
+        ServerStream::new(stream, counters),
+        callback,
+        Some(config),
+    ) else {
         return;
     };
     let mut compressor = agreed.map(|params| {
@@ -527,9 +541,10 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
             ratio: median(ratios),
             wire: None,
             zlib: None,
+            python: None,
         });
     }
-    rows.push(compressed_workload(20_000 / scale, segments, 6)?);
+    rows.push(compressed_workload(20_000 / scale, segments, PYTHON_LEVEL)?);
     // Level 1 compresses several times faster: more messages for as long a segment.
     rows.push(compressed_workload(60_000 / scale, segments, 1)?);
     Ok(rows)
@@ -539,8 +554,12 @@ pub fn run_echo_bench(quick: bool) -> io::Result<Vec<BenchRow>> {
 /// permessage-deflate, one without, in interleaved segments as the others, each segment
 /// after the zlib limit ([`Limit`], on this thread, over a quarter as many messages); the
 /// server's byte counts over each segment give the bytes on the wire. The share of the
-/// limit is the median over the segments of the compressed rate / the limit.
-fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Result<BenchRow> {
+/// limit is the median over the segments of the compressed rate / the limit. Each
+/// measured run follows four windows of its client unmeasured (a warm-up, as the other
+/// workloads have). At
+/// [`PYTHON_LEVEL`], each segment then runs the Python `websockets` client for as many
+/// echoes over one connection of its own ([`crate::python`]).
+pub fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Result<BenchRow> {
     let server = EchoServer::start_deflate_at_level(level)?;
     let wire = server
         .wire()
@@ -560,10 +579,21 @@ fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Resu
     deflate.run_checked(&payloads, &mut deflate_at, window, window)?;
     limit.rate(&raw, raw.len());
     let per_segment = (messages / segments).max(window);
+    // Python `websockets` on the same workload, at the issue's level (6) only.
+    let mut python = (level == PYTHON_LEVEL).then(|| {
+        let texts: Vec<&str> = payloads
+            .iter()
+            .map(|m| std::str::from_utf8(m.as_bytes()).unwrap_or_default())
+            .collect();
+        PythonSegments::start(&server.url(), level, window, &texts)
+    });
     let (mut plain_rates, mut deflate_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut limits, mut shares) = (Vec::new(), Vec::new());
     let (mut plain_bytes, mut deflate_bytes) = (0u64, 0u64);
     let measure = |client: &AdapterClient, at: &mut usize, bytes: &mut u64| {
+        // Unmeasured first, as every other workload warms up before its run: switching
+        // from one client to the other leaves a transient (DESIGN.md, 2026-12-04).
+        client.run_checked(&payloads, at, 4 * window, window)?;
         let before = wire.total();
         let r = rate(per_segment, || {
             client.run_checked(&payloads, at, per_segment, window)
@@ -580,6 +610,9 @@ fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Resu
             let d = measure(&deflate, &mut deflate_at, &mut deflate_bytes)?;
             (measure(&plain, &mut plain_at, &mut plain_bytes)?, d)
         };
+        if let Some(python) = &mut python {
+            python.segment(per_segment, d);
+        }
         plain_rates.push(p);
         deflate_rates.push(d);
         ratios.push(d / p);
@@ -608,8 +641,13 @@ fn compressed_workload(messages: usize, segments: usize, level: u32) -> io::Resu
             limit_per_sec: median(limits),
             share: median(shares),
         }),
+        python: python.map(PythonSegments::row),
     })
 }
+
+/// The compression level whose compressed workload is also run by Python `websockets`
+/// (the issue's workload).
+pub const PYTHON_LEVEL: u32 = 6;
 
 /// Runs `run(window)` unmeasured for at least `warm_up`, then returns the rate of
 /// `run(messages)`. Switching from one client to the other leaves the machine in a

@@ -13,6 +13,8 @@
 //!   tokio-tungstenite: memory and CPU per connection;
 //! - [`workload`]: the payloads and counters both use;
 //! - [`zlib`]: the zlib limit the compressed cases are measured against;
+//! - [`python`]: the Python `websockets` client the level-6 compressed rows are also set
+//!   against;
 //! - [`report`]: both in one table (and as JSON), as the `wxsocket-bench` command prints it:
 //!
 //! ```sh
@@ -23,6 +25,7 @@
 pub mod ack;
 pub mod blocking_echo;
 pub mod flood;
+pub mod python;
 pub mod report;
 pub mod scale;
 pub mod tokio_echo;

@@ -26,6 +26,8 @@ struct Row {
     wire: Option<(f64, f64)>,
     /// A compressed case: the zlib limit of the same run and the share of it reached.
     zlib: Option<crate::zlib::LimitShare>,
+    /// The level-6 compressed case: Python `websockets` on the same workload.
+    python: Option<crate::python::PythonRow>,
 }
 
 impl Row {
@@ -60,6 +62,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         ratio: r.ratio(),
         wire: r.compression.map(|w| (w.deflate, w.uncompressed)),
         zlib: r.zlib,
+        python: r.python,
     }));
     eprintln!(
         "wxsocket-tokio cases done in {:.1} s",
@@ -83,6 +86,7 @@ fn collect(quick: bool) -> Result<Vec<Row>, String> {
         ratio: r.ratio(),
         wire: r.wire.map(|w| (w.deflate, w.uncompressed)),
         zlib: r.zlib,
+        python: r.python,
     }));
     Ok(rows)
 }
@@ -143,8 +147,10 @@ fn compressed_table(rows: &[Row]) -> String {
         "wire ratio",
         "zlib limit msg/s",
         "share of limit",
+        "python msg/s",
+        "vs python",
     ];
-    let cells: Vec<[String; 12]> = rows
+    let cells: Vec<[String; 14]> = rows
         .iter()
         .filter_map(|r| {
             let (deflate, uncompressed) = r.wire?;
@@ -163,13 +169,24 @@ fn compressed_table(rows: &[Row]) -> String {
                     .map_or("-".to_owned(), |z| format!("{:.0}", z.limit_per_sec)),
                 r.zlib
                     .map_or("-".to_owned(), |z| format!("{:.0} %", z.share * 100.0)),
+                python_cell(r, |p| p.per_sec().map(|v| format!("{v:.0}"))),
+                python_cell(r, |p| p.ratio().map(|v| format!("{v:.2}"))),
             ])
         })
         .collect();
     let numeric = [
-        false, false, true, true, true, true, true, true, true, true, true, true,
+        false, false, true, true, true, true, true, true, true, true, true, true, true, true,
     ];
     markdown(&header, &numeric, &cells)
+}
+
+/// A Python cell of a compressed row: the figure, `skipped` when the row was skipped (the
+/// reason is printed under the table), `-` when the case has no Python run.
+fn python_cell(row: &Row, figure: impl Fn(&crate::python::PythonRow) -> Option<String>) -> String {
+    match &row.python {
+        Some(python) => figure(python).unwrap_or_else(|| "skipped".to_owned()),
+        None => "-".to_owned(),
+    }
 }
 
 /// A Markdown table, columns padded to their widest cell.
@@ -408,6 +425,20 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
         println!(
             "zlib limit = messages per second one thread compresses and inflates at the case's level (zlib alone, same payloads, measured in the same segments); share = median over the segments of deflate msg/s / the limit"
         );
+        for r in &rows {
+            match &r.python {
+                Some(crate::python::PythonRow::Measured { version, .. }) => println!(
+                    "python = Python {version} client on the same workload against the same echo server, in its own process, in the same segments ({}); vs python = median over the segments of deflate msg/s / python msg/s",
+                    r.adapter
+                ),
+                Some(python) => println!(
+                    "python ({}): skipped, {}",
+                    r.adapter,
+                    python.skipped().unwrap_or("not measured")
+                ),
+                None => {}
+            }
+        }
     }
     let flood = match crate::flood::run_flood_bench(quick) {
         Ok(flood) => flood,
@@ -480,6 +511,9 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                     "level": r.zlib.map(|z| z.level),
                     "zlib_limit_msgs_per_sec": r.zlib.map(|z| z.limit_per_sec),
                     "zlib_limit_share": r.zlib.map(|z| z.share),
+                    "python_msg_per_sec": r.python.as_ref().and_then(|p| p.per_sec()),
+                    "python_ratio": r.python.as_ref().and_then(|p| p.ratio()),
+                    "python_skipped": r.python.as_ref().and_then(|p| p.skipped()),
                 }))
             }).collect::<Vec<_>>(),
             "ack_rows": ack.iter().map(|r| json!({

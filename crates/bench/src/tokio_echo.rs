@@ -21,7 +21,9 @@
 //! accepts the offer ([`EchoServer::start_deflate_at_level`], compressing its echoes at
 //! the client's level) and counts the bytes its socket reads and writes; each also reports
 //! the zlib limit measured in the same segments and the share of it the adapter reached
-//! ([`BenchRow::zlib`], see [`crate::zlib`]):
+//! ([`BenchRow::zlib`], see [`crate::zlib`]); the level-6 case also runs the Python
+//! `websockets` client on the same workload in the same segments ([`BenchRow::python`],
+//! see [`crate::python`]):
 //!
 //! | case | what both clients do |
 //! |---|---|
@@ -40,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::python::{PythonRow, PythonSegments};
 use crate::workload::median;
 pub use crate::workload::{WireCounters, json_like_payload};
 use crate::zlib::{Limit, LimitShare};
@@ -94,6 +97,9 @@ pub struct BenchRow {
     /// Set for a compressed case: the zlib limit measured in the same segments, and the
     /// share of it the adapter reached.
     pub zlib: Option<LimitShare>,
+    /// Set for the level-6 compressed case: the Python `websockets` client on the same
+    /// workload in the same segments, or why it was skipped.
+    pub python: Option<PythonRow>,
 }
 
 /// Bytes on the wire per echoed message (the message and its echo, frame headers
@@ -395,6 +401,12 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
+/// The compressing server's configuration: [`ws_config`] with a read buffer of
+/// [`crate::workload::DEFLATE_SERVER_READ_BUFFER`] (see there).
+fn deflate_ws_config() -> WebSocketConfig {
+    ws_config().read_buffer_size(crate::workload::DEFLATE_SERVER_READ_BUFFER)
+}
+
 async fn echo(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
@@ -426,8 +438,12 @@ async fn echo_deflate(stream: TcpStream, counters: Arc<WireCounters>, level: u32
         Ok::<Response, ErrorResponse>(response)
     };
     let stream = ServerStream::new(stream, counters);
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(deflate_ws_config()),
+    )
+    .await
     else {
         return;
     };
@@ -609,11 +625,12 @@ pub async fn run_echo_bench(quick: bool) -> Result<Vec<BenchRow>, BenchError> {
             ratio: median(ratios),
             compression: None,
             zlib: None,
+            python: None,
         });
     }
     let segments = if quick { 2 } else { COMPRESSED_SEGMENTS };
     let per_segment = if quick { 400 } else { 1_500 };
-    rows.push(compressed_case(per_segment, segments, 6).await?);
+    rows.push(compressed_case(per_segment, segments, PYTHON_LEVEL).await?);
     // Level 1 compresses several times faster: more messages for as long a segment.
     rows.push(compressed_case(per_segment * 3, segments, 1).await?);
     Ok(rows)
@@ -626,9 +643,15 @@ pub const COMPRESSED_SEGMENTS: usize = 6;
 /// limit ([`Limit`], on this thread, over a quarter as many messages), then the adapter
 /// with and without permessage-deflate (the order alternating from segment to segment),
 /// each on a fresh connection for `n` echoes, against one server that accepts the offer.
-/// Rates are medians over the segments; the ratio and the share of the limit are medians
-/// of the per-segment quotients.
-async fn compressed_case(n: usize, segments: usize, level: u32) -> Result<BenchRow, BenchError> {
+/// At [`PYTHON_LEVEL`], each segment then runs the Python `websockets` client for `n`
+/// echoes over one connection of its own ([`crate::python`]). Rates are medians over the
+/// segments; the ratio, the share of the limit and the ratio to Python are medians of the
+/// per-segment quotients.
+pub async fn compressed_case(
+    n: usize,
+    segments: usize,
+    level: u32,
+) -> Result<BenchRow, BenchError> {
     let server = EchoServer::start_deflate_at_level(level).map_err(fail)?;
     let url = server.url();
     let wire = server.wire().ok_or_else(|| fail("no wire counters"))?;
@@ -640,6 +663,24 @@ async fn compressed_case(n: usize, segments: usize, level: u32) -> Result<BenchR
     let (mut deflate_rates, mut plain_rates, mut limits) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut shares) = (Vec::new(), Vec::new());
     let (mut bytes_deflate, mut bytes_plain) = (0u64, 0u64);
+    // Python `websockets` on the same workload, at the issue's level (6) only.
+    let mut python = match level {
+        PYTHON_LEVEL => {
+            let texts: Vec<String> = messages
+                .iter()
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                .collect();
+            let url = url.clone();
+            Some(
+                blocking(move || {
+                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    PythonSegments::start(&url, level, JSON_WINDOW, &texts)
+                })
+                .await?,
+            )
+        }
+        _ => None,
+    };
     for segment in 0..segments {
         let zlib = limit.rate(&payloads, (n / 4).max(payloads.len()));
         let (mut deflate_rate, mut plain_rate) = (0.0, 0.0);
@@ -657,6 +698,15 @@ async fn compressed_case(n: usize, segments: usize, level: u32) -> Result<BenchR
                 plain_rate = n as f64 / secs;
                 bytes_plain += bytes;
             }
+        }
+        if let Some(mut segments) = python.take() {
+            python = Some(
+                blocking(move || {
+                    segments.segment(n, deflate_rate);
+                    segments
+                })
+                .await?,
+            );
         }
         deflate_rates.push(deflate_rate);
         plain_rates.push(plain_rate);
@@ -684,7 +734,19 @@ async fn compressed_case(n: usize, segments: usize, level: u32) -> Result<BenchR
             limit_per_sec: median(limits),
             share: median(shares),
         }),
+        python: python.map(PythonSegments::row),
     })
+}
+
+/// The compression level whose compressed case is also run by Python `websockets` (the
+/// issue's workload).
+pub const PYTHON_LEVEL: u32 = 6;
+
+/// Runs `work` (which waits on a child process) off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BenchError> {
+    tokio::task::spawn_blocking(work).await.map_err(fail)
 }
 
 async fn next_event(events: &mut Events) -> Result<Event, BenchError> {

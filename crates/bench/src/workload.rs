@@ -74,6 +74,15 @@ pub fn json_like_payload(seed: u64, size: usize) -> String {
     out
 }
 
+/// The read buffer of the compressing echo servers (both adapters' benchmarks), in place
+/// of tungstenite's default of 128 KiB.
+///
+/// tungstenite zero-fills its read buffer up to that size before every read. The
+/// compressing servers read a few compressed messages at a time (inflated below
+/// tungstenite, about 4 KiB each), so a 128 KiB fill per read was ~2 % of the server's
+/// CPU, on the same two cores the client needs (DESIGN.md, 2026-12-04).
+pub const DEFLATE_SERVER_READ_BUFFER: usize = 16 * 1024;
+
 /// Bytes a server socket read and wrote: raw, as on the wire (compressed where
 /// permessage-deflate is in force, frame headers and handshake included). A write is
 /// counted as it is handed to the socket, so bytes the peer has read are always counted.

@@ -162,9 +162,16 @@ pub fn codecs(
 /// development machine, against a few µs for a write). Compressing a whole window of
 /// messages before one write kept the peer idle while this side compressed, then this side
 /// idle while the peer caught up (48 % of the zlib limit in issue 17's measurement).
-/// Flushed at this point, the peer works on one frame while this side compresses the next;
-/// uncompressed and small messages still go out in batches.
-pub const FLUSH_AFTER_COMPRESSED: usize = 4096;
+/// Flushed at this point, the peer works on the frames of one flush while this side
+/// compresses the next ones; uncompressed and small messages still go out in batches.
+///
+/// 16 KiB (about 230 µs of compression at level 6, four 4 KiB messages): a flush per 4 KiB
+/// message cost the tokio client a `sendto` per message, ~10 % of its CPU in the kernel
+/// (the loopback TCP path runs in the sender's call), and its echo server a read per
+/// message; at 16 KiB the client's kernel share fell to ~5 % and the share of the zlib limit
+/// rose from 0.79 to 0.85 (medians of 7 interleaved runs, DESIGN.md, 2026-12-04). 32 KiB
+/// gained nothing more and holds the peer idle longer at the start of a burst.
+pub const FLUSH_AFTER_COMPRESSED: usize = 16 * 1024;
 
 /// How a connection's messages become frames: compressed when permessage-deflate is in
 /// force (and the message is long enough), plain otherwise; and when the compressed ones
