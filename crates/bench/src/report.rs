@@ -394,7 +394,7 @@ pub fn run_scale(n: usize, quick: bool, json_file: Option<&Path>) -> ExitCode {
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
     eprintln!(
-        "wxsocket-bench{}: echo round trips over 127.0.0.1, each adapter against the plain client it is built on{}",
+        "wxsocket-bench{}: echo round trips over 127.0.0.1, each adapter against the plain client of its stack{}",
         if quick { " --quick" } else { "" },
         if cfg!(debug_assertions) {
             " (debug build: use `cargo run --release -p wxsocket-bench` for real numbers)"
