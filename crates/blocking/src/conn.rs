@@ -11,15 +11,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{
     CloseRequest, ConnId, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::DialTimer;
-use wxsocket_wire::dial::{self, DialPlan};
-use wxsocket_wire::incoming::Incoming;
-use wxsocket_wire::link::{Link, ReadEnd, Wire};
+use wxsocket_wire::dial::DialPlan;
+use wxsocket_wire::link::{Link, ReadEnd};
 use wxsocket_wire::upgrade::{ClientConfig, Upgrade};
 
 /// Most messages read from one connection in one pass, so one busy peer cannot starve the
@@ -494,21 +493,9 @@ impl Conn {
             }
             Poll::Ready(Ok(done)) => done,
         };
-        // The bytes past the response head are the server's first bytes; the transport
-        // serves them first (with permessage-deflate, through the inflater like every later
-        // byte).
-        let (inflater, encoder) = dial::codecs(
-            &done.handshake,
-            &self.request,
-            ctx.ws_config.max_message_size,
-        );
-        let ws = WebSocket::from_raw_socket(
-            Wire::new(stream, Incoming::new(done.tail.into(), inflater)),
-            Role::Client,
-            Some(ctx.ws_config),
-        );
-        self.phase = Phase::Open(Box::new(Link::new(self.id, ws, encoder)));
-        out.push(TransportEvent::Opened(Box::new(done.handshake)));
+        let (link, handshake) = Link::open(self.id, stream, done, &self.request, ctx.ws_config);
+        self.phase = Phase::Open(Box::new(link));
+        out.push(TransportEvent::Opened(Box::new(handshake)));
         if tracing::enabled!(target: wxsocket_wire::trace::TARGET, tracing::Level::DEBUG)
             && let Some(socket) = self.socket_info()
         {

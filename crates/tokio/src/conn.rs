@@ -14,15 +14,13 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tungstenite::protocol::{Role, WebSocket};
 use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportEvent,
 };
 use wxsocket_wire::DialTimer;
-use wxsocket_wire::dial::{self, DialPlan, Encoder};
-use wxsocket_wire::incoming::Incoming;
-use wxsocket_wire::link::{Link, ReadEnd, Wire};
+use wxsocket_wire::dial::DialPlan;
+use wxsocket_wire::link::{Link, ReadEnd};
 use wxsocket_wire::upgrade::Upgrade;
 
 /// Work for a connection task, from the core's actions.
@@ -54,7 +52,7 @@ pub(crate) async fn run<M: Machine>(
 ) {
     // Boxed: the dial's future (TLS, proxy, handshake) is large, and a task's future is
     // allocated once at its largest; boxed, it is freed when the connection is open.
-    let (ws, handshake, socket, encoder) = match Box::pin(dial(&shared, &request)).await {
+    let (link, handshake, socket) = match Box::pin(dial(&shared, conn, &request)).await {
         Ok(done) => done,
         Err(error) => {
             wxsocket_wire::trace::dial_failed(conn, &error);
@@ -65,7 +63,7 @@ pub(crate) async fn run<M: Machine>(
     wxsocket_wire::trace::opened(conn, &socket);
     let io: SharedIo = Arc::new(Mutex::new(Io {
         conn,
-        link: Link::new(conn, ws, encoder),
+        link,
         commands,
         started_in_place: false,
         unanswered: 0,
@@ -87,8 +85,9 @@ pub(crate) async fn run<M: Machine>(
 
 async fn dial<M: Machine>(
     shared: &Shared<M>,
+    conn: ConnId,
     request: &Arc<HandshakeRequest>,
-) -> Result<(WebSocket<Wire<Socket>>, Handshake, SocketInfo, Encoder), TransportError> {
+) -> Result<(Link<Socket>, Handshake, SocketInfo), TransportError> {
     let mut timer = DialTimer::start();
     let plan = DialPlan::new(request, &shared.proxy_env)?;
     let tcp = connect_tcp(&plan, &mut timer).await?;
@@ -117,16 +116,8 @@ async fn dial<M: Machine>(
         upgrade.drive(&mut timer)
     })
     .await?;
-    // The bytes after the response head are served first by the transport. (tungstenite's
-    // `from_partially_read` would size its read buffer from them: with an empty tail, every
-    // later read would be a few bytes, one syscall per message.) With permessage-deflate,
-    // everything the server sends, the tail included, passes through the inflater, on the
-    // first read: a failure in it is then a failure of the open connection (1002 / 1009).
-    let (inflater, encoder) =
-        dial::codecs(&done.handshake, request, shared.ws_config.max_message_size);
-    let wire = Wire::new(stream, Incoming::new(Bytes::from(done.tail), inflater));
-    let ws = WebSocket::from_raw_socket(wire, Role::Client, Some(shared.ws_config));
-    Ok((ws, done.handshake, socket, encoder))
+    let (link, handshake) = Link::open(conn, stream, done, request, shared.ws_config);
+    Ok((link, handshake, socket))
 }
 
 /// Resolves the plan's TCP target (unless it is an IP address) and connects to its

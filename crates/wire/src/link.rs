@@ -8,6 +8,7 @@
 //! the waker of the task that drives the connection (the tokio adapter). The adapter keeps
 //! only how it waits for the socket to be ready again.
 
+use crate::HandshakeDone;
 use crate::convert::{classify, close_frame, from_ws};
 use crate::dial::Encoder;
 use crate::incoming::Incoming;
@@ -15,9 +16,11 @@ use crate::upgrade::Stream;
 use bytes::Bytes;
 use std::io::{self, Read, Write};
 use std::task::Poll;
-use tungstenite::protocol::WebSocket;
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
-use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
+use wxsocket_core::{
+    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportEvent,
+};
 
 /// Where a [`Link::read`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +63,30 @@ pub struct Link<S> {
 }
 
 impl<S: Read + Write> Link<S> {
-    /// The open connection `conn` over `ws`, writing messages through `encoder`.
-    pub fn new(conn: ConnId, ws: WebSocket<Wire<S>>, encoder: Encoder) -> Self {
+    /// The open connection `conn` once the server accepted the upgrade of `request` over
+    /// `stream` (what [`Upgrade::drive`](crate::upgrade::Upgrade::drive) returns). The bytes
+    /// after the response head are the server's first frames and are read first (with
+    /// permessage-deflate through the inflater, like every later byte, so a failure in them
+    /// is a failure of the open connection); messages are written through the matching
+    /// encoder. Returns the link and the server's handshake, for the core's `Opened`.
+    pub fn open(
+        conn: ConnId,
+        stream: Stream<S>,
+        done: HandshakeDone,
+        request: &HandshakeRequest,
+        config: WebSocketConfig,
+    ) -> (Self, Handshake) {
+        let HandshakeDone { handshake, tail } = done;
+        let (inflater, encoder) = crate::dial::codecs(&handshake, request, config.max_message_size);
+        // The tail goes to `Incoming`, not to tungstenite's `from_partially_read`, which would
+        // size its read buffer from it: with an empty tail, every later read would be a few
+        // bytes, one syscall per message.
+        let wire = Wire::new(stream, Incoming::new(tail.into(), inflater));
+        let ws = WebSocket::from_raw_socket(wire, Role::Client, Some(config));
+        (Self::new(conn, ws, encoder), handshake)
+    }
+
+    fn new(conn: ConnId, ws: WebSocket<Wire<S>>, encoder: Encoder) -> Self {
         Self {
             conn,
             ws,
@@ -168,11 +193,10 @@ impl<S: Read + Write> Link<S> {
 
     /// Flushes what was written (and the replies tungstenite queued, pong and close).
     /// Once it is all out, every send written is reported ([`TransportEvent::SendWritten`]);
-    /// a full stream leaves the rest for the next flush ([`Self::wants_write`]). Returns
-    /// whether everything is out.
-    pub fn flush(&mut self, out: &mut Vec<TransportEvent>) -> bool {
+    /// a full stream leaves the rest for the next flush ([`Self::wants_write`]).
+    pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
         if self.gone {
-            return false;
+            return;
         }
         match self.ws.flush() {
             Ok(()) => {
@@ -183,18 +207,12 @@ impl<S: Read + Write> Link<S> {
                 if self.read_failed && self.close_sent {
                     // The close frame after a read error is out; nothing more to read.
                     self.end(out);
-                    return false;
                 }
-                true
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.wants_write = true;
-                false
             }
-            Err(e) => {
-                self.failed(&e, false, out);
-                false
-            }
+            Err(e) => self.failed(&e, false, out),
         }
     }
 

@@ -383,42 +383,52 @@ impl<S: Read + Write> Upgrade<S> {
         timer: &mut DialTimer,
     ) -> Poll<Result<(Stream<S>, HandshakeDone), TransportError>> {
         loop {
-            let step = match &mut self.phase {
+            // Taken out for the step and put back when the socket would block; a finished
+            // or failed dial leaves `Ended` behind.
+            match std::mem::replace(&mut self.phase, Phase::Ended) {
                 Phase::Tunneling {
-                    sock,
-                    connect,
-                    written,
-                } => match tunnel(sock, connect, written) {
-                    Ok(false) => return Poll::Pending,
-                    Ok(true) => None,
-                    Err(error) => Some(Err(error)),
-                },
-                Phase::Handshaking {
-                    stream,
-                    handshake,
-                    written,
-                } => match handshake_step(stream, handshake, written, timer) {
-                    Ok(None) => return Poll::Pending,
-                    Ok(Some(done)) => Some(Ok(done)),
-                    Err(error) => Some(Err(error)),
-                },
-                Phase::Failed(_) => None,
-                Phase::Ended => return Poll::Ready(Err(dial::handshake_closed("handshake"))),
-            };
-            let phase = std::mem::replace(&mut self.phase, Phase::Ended);
-            match (step, phase) {
-                (None, Phase::Failed(error)) => return Poll::Ready(Err(error)),
-                // The tunnel is open: the server's handshake starts inside it.
-                (None, Phase::Tunneling { sock, .. }) => match self.start_handshake(sock) {
-                    Ok(phase) => self.phase = phase,
+                    mut sock,
+                    mut connect,
+                    mut written,
+                } => match tunnel(&mut sock, &mut connect, &mut written) {
+                    Ok(false) => {
+                        self.phase = Phase::Tunneling {
+                            sock,
+                            connect,
+                            written,
+                        };
+                        return Poll::Pending;
+                    }
+                    // The tunnel is open: the server's handshake starts inside it.
+                    Ok(true) => match self.start_handshake(sock) {
+                        Ok(phase) => self.phase = phase,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    },
                     Err(error) => return Poll::Ready(Err(error)),
                 },
-                (Some(Ok(mut done)), Phase::Handshaking { stream, .. }) => {
-                    done.handshake.profile = timer.finish();
-                    return Poll::Ready(Ok((stream, done)));
+                Phase::Handshaking {
+                    mut stream,
+                    mut handshake,
+                    mut written,
+                } => {
+                    return match handshake_step(&mut stream, &mut handshake, &mut written, timer) {
+                        Ok(None) => {
+                            self.phase = Phase::Handshaking {
+                                stream,
+                                handshake,
+                                written,
+                            };
+                            Poll::Pending
+                        }
+                        Ok(Some(mut done)) => {
+                            done.handshake.profile = timer.finish();
+                            Poll::Ready(Ok((stream, done)))
+                        }
+                        Err(error) => Poll::Ready(Err(error)),
+                    };
                 }
-                (Some(Err(error)), _) => return Poll::Ready(Err(error)),
-                _ => unreachable!("a step matches its phase"),
+                Phase::Failed(error) => return Poll::Ready(Err(error)),
+                Phase::Ended => return Poll::Ready(Err(dial::handshake_closed("handshake"))),
             }
         }
     }
