@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{Action, ConnId, Event, SendFailure, SendId, TransportEvent};
-use wxsocket_wire::dial::DialPlan;
+use wxsocket_wire::connection::Connection;
 pub(crate) use wxsocket_wire::machine::Machine;
 
 /// The poller token of the cross-thread waker.
@@ -422,7 +422,7 @@ impl<M: Machine> Shared<M> {
                     inner.on_resolved(conn, addrs, now);
                 }
                 for conn in std::mem::take(&mut inner.read_ready) {
-                    if inner.conns.get(&conn).is_some_and(|c| c.read_ready) {
+                    if inner.conns.get(&conn).is_some_and(|c| c.has_more_to_read()) {
                         inner.on_ready(conn, ReadPass::ToTheEnd, now);
                     }
                 }
@@ -666,7 +666,7 @@ impl<M: Machine> Inner<M> {
         }
         for conn in std::mem::take(&mut self.disarmed) {
             self.with_conn(conn, now, |c, _, _| c.set_driver_reads(true));
-            if self.conns.get(&conn).is_some_and(Conn::is_open) {
+            if self.conns.get(&conn).is_some_and(|c| c.is_open()) {
                 self.on_ready(conn, ReadPass::ToTheEnd, now);
             }
         }
@@ -679,7 +679,7 @@ impl<M: Machine> Inner<M> {
     /// nothing; it still flushes on writability and reports errors.
     fn on_event(&mut self, event: &mio::event::Event, now: Instant) {
         let conn = event.token().0 as u64;
-        if self.reads != Reads::Driver && self.conns.get(&conn).is_some_and(Conn::is_open) {
+        if self.reads != Reads::Driver && self.conns.get(&conn).is_some_and(|c| c.is_open()) {
             if self.disarmed.insert(conn) {
                 self.with_conn(conn, now, |c, _, _| c.set_driver_reads(false));
             }
@@ -721,8 +721,8 @@ impl<M: Machine> Inner<M> {
             // connection), so this ends; the dirty set spares a scan of every connection
             // (this runs for every `send`).
             if let Some(conn) = self.dirty.pop_first() {
-                if self.conns.get(&conn).is_some_and(|c| c.dirty) {
-                    self.with_conn(conn, now, |c, ctx, out| c.flush(ctx, out));
+                if self.conns.get(&conn).is_some_and(|c| c.is_dirty()) {
+                    self.with_conn(conn, now, |c, _, out| c.flush(out));
                 }
                 continue;
             }
@@ -813,9 +813,8 @@ impl<M: Machine> Inner<M> {
             registry: &self.registry,
             receivers: self.receivers.as_ref(),
             tls: &self.tls,
-            ws_config: self.ws_config,
         };
-        let span = c.span.clone();
+        let span = c.span().clone();
         let _entered = span.enter();
         f(c, &ctx, &mut out);
         if let Err(e) = c.sync_interest(&ctx) {
@@ -824,11 +823,11 @@ impl<M: Machine> Inner<M> {
         if !out.is_empty() {
             self.progress = true;
         }
-        let id = c.id;
-        if c.read_ready {
+        let id = c.id();
+        if c.has_more_to_read() {
             self.read_ready.insert(conn);
         }
-        if c.dirty {
+        if c.is_dirty() {
             self.dirty.insert(conn);
         }
         if c.is_gone() {
@@ -846,18 +845,14 @@ impl<M: Machine> Inner<M> {
         wxsocket_wire::trace::action(&action);
         match action {
             Action::Dial { conn, request } => {
-                let k = key(conn);
-                let plan = match DialPlan::new(&request, &self.proxy_env) {
-                    Ok(plan) => plan,
-                    Err(error) => {
-                        wxsocket_wire::trace::dial_failed(conn, &error);
-                        self.machine
-                            .handle(conn, TransportEvent::ConnectFailed(error), now);
-                        return;
-                    }
+                let connection = Connection::new(conn, request, &self.proxy_env, self.ws_config);
+                let c = match connection {
+                    Ok(connection) => Conn::new(connection),
+                    Err(failed) => return self.machine.handle(conn, failed, now),
                 };
-                let c = Conn::new(conn, Arc::clone(&request), plan);
                 let (host, port) = c.dial_target();
+                let (host, port) = (host.to_owned(), port);
+                let k = key(conn);
                 self.conns.insert(k, c);
                 match host.parse::<IpAddr>() {
                     Ok(ip) => self.with_conn(k, now, |c, ctx, out| {
@@ -867,19 +862,19 @@ impl<M: Machine> Inner<M> {
                 }
             }
             Action::Send { conn, id, message } => {
-                self.with_conn(key(conn), now, |c, ctx, out| c.send(ctx, id, message, out));
+                self.with_conn(key(conn), now, |c, _, out| c.send(id, message, out));
             }
             Action::Ping { conn, payload } => {
-                self.with_conn(key(conn), now, |c, ctx, out| c.ping(ctx, payload, out));
+                self.with_conn(key(conn), now, |c, _, out| c.ping(payload, out));
             }
             Action::Close { conn, frame } => {
                 let credit = self.machine.read_credit(conn);
-                self.with_conn(key(conn), now, |c, ctx, out| {
-                    c.close(ctx, &frame, out);
+                self.with_conn(key(conn), now, |c, _, out| {
+                    c.close(&frame, out);
                     // The close handshake needs the peer's close frame: if the machine
                     // reads this connection again now (it no longer delivers its data),
                     // a pause ends here even without a `ResumeReading`.
-                    if c.is_read_paused() && !credit.is_paused() {
+                    if !credit.is_paused() {
                         c.resume_reads();
                     }
                 });
@@ -937,7 +932,7 @@ impl<M: Machine> Inner<M> {
             && self
                 .conns
                 .get(&conn)
-                .is_some_and(|c| c.is_open() && c.read_ready)
+                .is_some_and(|c| c.is_open() && c.has_more_to_read())
         {
             self.read_within_credit(conn, ReadPass::ToTheEnd, now);
         }
@@ -947,19 +942,15 @@ impl<M: Machine> Inner<M> {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let (id, was_paused) = (c.id, c.is_read_paused());
-        let credit = self.machine.read_credit(id);
+        let credit = self.machine.read_credit(c.id());
         self.with_conn(conn, now, |c, ctx, out| {
-            if was_paused && !credit.is_paused() {
+            if !credit.is_paused() {
                 // The machine reads this connection again (e.g. it no longer delivers
                 // its data); its `ResumeReading` may still be queued.
                 c.resume_reads();
             }
             c.on_ready(ctx, pass, credit, out);
         });
-        if !was_paused && self.conns.get(&conn).is_some_and(Conn::is_read_paused) {
-            wxsocket_wire::trace::reading_paused(id);
-        }
     }
 
     fn abort(&mut self, conn: u64) {

@@ -2,7 +2,6 @@
 //! TLS, the opening handshake), then move bytes both ways until the transport ends,
 //! reporting everything to the core.
 
-use crate::SocketInfo;
 use crate::driver::{Machine, Shared};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -14,14 +13,9 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use wxsocket_core::{
-    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
-    TransportEvent,
-};
-use wxsocket_wire::DialTimer;
-use wxsocket_wire::dial::DialPlan;
+use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
+use wxsocket_wire::connection::{Connection, TcpSocket};
 use wxsocket_wire::link::{Link, ReadEnd};
-use wxsocket_wire::upgrade::Upgrade;
 
 /// Work for a connection task, from the core's actions.
 #[derive(Debug)]
@@ -39,31 +33,24 @@ pub(crate) enum Command {
 /// [`Io::flush_in_place`]), sparing the hand-over to the task and back.
 pub(crate) type SharedIo = Arc<Mutex<Io>>;
 
-/// Most messages read before the batch is reported (keeps batches and lock holds short).
-const READ_BATCH: usize = 256;
-
-/// The task of connection `conn`. Dropping it (abort) drops the transport at once.
+/// The task of `connection`. Dropping it (abort) drops the transport at once.
 pub(crate) async fn run<M: Machine>(
     shared: Arc<Shared<M>>,
-    conn: ConnId,
-    request: Arc<HandshakeRequest>,
+    connection: Connection<Socket>,
     commands: mpsc::UnboundedReceiver<Command>,
     resume: Arc<AtomicWaker>,
 ) {
+    let conn = connection.id();
+    let mut out = Vec::new();
     // Boxed: the dial's future (TLS, proxy, handshake) is large, and a task's future is
     // allocated once at its largest; boxed, it is freed when the connection is open.
-    let (link, handshake, socket) = match Box::pin(dial(&shared, conn, &request)).await {
-        Ok(done) => done,
-        Err(error) => {
-            wxsocket_wire::trace::dial_failed(conn, &error);
-            shared.report(conn, [TransportEvent::ConnectFailed(error)], true);
-            return;
-        }
+    let connection = Box::pin(dial(&shared, connection, &mut out)).await;
+    let Some(socket) = connection.socket_info().filter(|_| connection.is_open()) else {
+        shared.report(conn, out, true);
+        return;
     };
-    wxsocket_wire::trace::opened(conn, &socket);
     let io: SharedIo = Arc::new(Mutex::new(Io {
-        conn,
-        link,
+        connection,
         commands,
         started_in_place: false,
         unanswered: 0,
@@ -73,89 +60,74 @@ pub(crate) async fn run<M: Machine>(
     }));
     // Reporting the handshake makes the core flush its queue: the queued messages are
     // written in place and flushed together, in one write.
-    shared.opened(conn, socket, handshake, Arc::clone(&io));
+    shared.opened(conn, socket, out, Arc::clone(&io));
     std::future::poll_fn(|cx| {
         io.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .poll(cx, &shared, conn)
     })
     .await;
-    wxsocket_wire::trace::transport_gone(conn);
+    let mut io = io.lock().unwrap_or_else(PoisonError::into_inner);
+    io.connection.drop_transport();
 }
 
+/// The dial: resolve and connect here, then the tunnel, TLS and the upgrade, as the
+/// blocking adapter does them (see [`Connection`]), each time the socket is ready. Returns
+/// the connection open, or gone with the failure in `out`.
 async fn dial<M: Machine>(
     shared: &Shared<M>,
-    conn: ConnId,
-    request: &Arc<HandshakeRequest>,
-) -> Result<(Link<Socket>, Handshake, SocketInfo), TransportError> {
-    let mut timer = DialTimer::start();
-    let plan = DialPlan::new(request, &shared.proxy_env)?;
-    let tcp = connect_tcp(&plan, &mut timer).await?;
-    let socket_failed = |e: io::Error| DialPlan::socket_failed(&e);
-    if request.tcp_no_delay {
-        tcp.set_nodelay(true).map_err(socket_failed)?;
-    }
-    let socket = SocketInfo::new(
-        tcp.local_addr().map_err(socket_failed)?,
-        tcp.peer_addr().map_err(socket_failed)?,
-        tcp.nodelay().map_err(socket_failed)?,
-        request.is_tls(),
-    );
-    let socket = if plan.is_proxied() {
-        socket.through_proxy()
-    } else {
-        socket
+    mut connection: Connection<Socket>,
+    out: &mut Vec<TransportEvent>,
+) -> Connection<Socket> {
+    let Some(tcp) = connect_tcp(&mut connection, out).await else {
+        return connection;
     };
-    // The tunnel, TLS and the upgrade, as the blocking adapter does them (see
-    // `wxsocket_wire::upgrade`), each time the socket is ready.
-    let mut upgrade = Upgrade::new(Socket::new(tcp), &plan, request, &shared.tls);
-    let (stream, done) = std::future::poll_fn(|cx| {
-        if let Some(socket) = upgrade.socket_mut() {
+    connection.connected(Socket::new(tcp), &shared.tls, out);
+    std::future::poll_fn(|cx| {
+        if let Some(socket) = connection.socket_mut() {
             socket.set_waker(cx.waker());
         }
-        upgrade.drive(&mut timer)
+        connection.drive(out);
+        if connection.is_open() || connection.is_gone() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     })
-    .await?;
-    let (link, handshake) = Link::open(conn, stream, done, request, shared.ws_config);
-    Ok((link, handshake, socket))
+    .await;
+    connection
 }
 
-/// Resolves the plan's TCP target (unless it is an IP address) and connects to its
-/// addresses in order, as `TcpStream::connect` would, but marking the end of resolution and
-/// of the connect on `timer` apart.
-async fn connect_tcp(plan: &DialPlan, timer: &mut DialTimer) -> Result<TcpStream, TransportError> {
-    let (host, port) = plan.tcp_target();
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
+/// Resolves the connection's TCP target (unless it is an IP address) and connects to its
+/// addresses in order, as `TcpStream::connect` would, but marking the end of resolution
+/// and of the connect apart (for the open event's profile).
+async fn connect_tcp(
+    connection: &mut Connection<Socket>,
+    out: &mut Vec<TransportEvent>,
+) -> Option<TcpStream> {
+    let (host, port) = connection.dial_target();
+    let resolved = match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+        Err(_) => tokio::net::lookup_host((host.to_owned(), port))
             .await
-            .map_err(|e| plan.resolve_failed(&e))?
-            .collect(),
+            .map(Iterator::collect),
     };
-    timer.resolved();
     let mut last = None;
-    for addr in addrs {
+    for addr in connection.resolved(resolved, out)? {
         match TcpStream::connect(addr).await {
-            Ok(tcp) => {
-                timer.connected();
-                return Ok(tcp);
-            }
+            Ok(tcp) => return Some(tcp),
             Err(e) => last = Some((addr, e)),
         }
     }
-    Err(match last {
-        Some((addr, e)) => plan.connect_failed(addr, &e),
-        None => plan.no_address(),
-    })
+    connection.connect_failed(last, out);
+    None
 }
 
 /// The open connection's state between polls.
 pub(crate) struct Io {
-    /// The connection's id, for the log.
-    conn: ConnId,
     /// The WebSocket: frames written and flushed, messages read (written once for both
-    /// adapters, see [`Link`]).
-    link: Link<Socket>,
+    /// adapters, see [`Connection`]).
+    connection: Connection<Socket>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// The unflushed frames were started in place in this core turn (the task is not
     /// waiting on a flush of its own, whose waker an in-place flush would replace).
@@ -195,16 +167,14 @@ impl Io {
         shared: &Arc<Shared<M>>,
         conn: ConnId,
     ) -> Poll<()> {
-        self.link
-            .wire_mut()
-            .stream
-            .socket_mut()
-            .set_waker(cx.waker());
+        if let Some(socket) = self.connection.socket_mut() {
+            socket.set_waker(cx.waker());
+        }
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
             let flow = match flow {
-                Flow::Go if self.link.is_readable() && self.may_read(cx, shared, conn) => {
+                Flow::Go if self.readable() && self.may_read(cx, shared, conn) => {
                     self.poll_read(&mut progress)
                 }
                 other => other,
@@ -235,17 +205,20 @@ impl Io {
     /// task as usual. Call [`Self::flush_in_place`] once every message of the turn is
     /// started.
     pub(crate) fn start_in_place(&mut self, id: SendId, message: Message) -> Option<Message> {
+        let Some(link) = self.connection.link() else {
+            return Some(message);
+        };
         let idle = self.commands.is_empty()
             && (self.unanswered == 0 || self.started_in_place)
-            && (!self.link.needs_flush() || self.started_in_place)
-            && self.link.is_readable()
-            && !self.link.close_sent()
-            && !self.link.wants_write()
+            && (!link.needs_flush() || self.started_in_place)
+            && link.is_readable()
+            && !link.close_sent()
+            && !link.wants_write()
             && self.batch.is_empty();
         if !idle {
             return Some(message);
         }
-        self.link.send(id, message, &mut self.batch);
+        self.connection.send(id, message, &mut self.batch);
         self.started_in_place = true;
         self.unanswered = self.unanswered.saturating_add(1);
         None
@@ -259,12 +232,12 @@ impl Io {
             return Some(Vec::new());
         }
         self.started_in_place = false;
-        self.link.flush(&mut self.batch);
+        self.connection.flush(&mut self.batch);
         let only_written = self
             .batch
             .iter()
             .all(|e| matches!(e, TransportEvent::SendWritten(_)));
-        if self.link.needs_flush() || !only_written {
+        if self.connection.needs_flush() || !only_written {
             // The task reports everything in order (the sends written before a failure
             // first) and finishes the flush.
             return None;
@@ -282,18 +255,16 @@ impl Io {
 
     fn poll_write(&mut self, cx: &mut Context<'_>, progress: &mut bool) -> Flow {
         // Feed every command already waiting, while the socket takes them.
-        while !self.link.is_gone() && !self.link.wants_write() {
+        while self
+            .connection
+            .link()
+            .is_some_and(|link| !link.wants_write())
+        {
             let command = match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(command)) => command,
                 Poll::Ready(None) => return Flow::Dropped,
                 Poll::Pending => {
-                    if !self.link.is_readable()
-                        && !self.link.close_sent()
-                        && !self.link.has_unflushed_sends()
-                    {
-                        // A read error the core did not answer with a close frame: done.
-                        self.link.end(&mut self.batch);
-                    }
+                    self.connection.end_if_unanswered(&mut self.batch);
                     break;
                 }
             };
@@ -301,22 +272,31 @@ impl Io {
             match command {
                 Command::Send(id, message) => {
                     self.unanswered = self.unanswered.saturating_add(1);
-                    self.link.send(id, message, &mut self.batch);
+                    self.connection.send(id, message, &mut self.batch);
                 }
-                Command::Ping(payload) => self.link.ping(payload, &mut self.batch),
-                Command::Close(frame) => self.link.close(&frame, &mut self.batch),
+                Command::Ping(payload) => self.connection.ping(payload, &mut self.batch),
+                Command::Close(frame) => self.connection.close(&frame, &mut self.batch),
                 // The flush below finishes what was started in place.
                 Command::Wake => {}
             }
         }
         // Then one flush for all of them (a full socket wakes this task when it drains),
         // which also writes what TLS queued while reading.
-        let tls_pending = self.link.wire().stream.wants_write();
-        if (self.link.needs_flush() || tls_pending) && !self.link.is_gone() {
+        if self.connection.needs_flush() {
             self.started_in_place = false;
-            self.link.flush(&mut self.batch);
+            self.connection.flush(&mut self.batch);
         }
-        if self.link.is_gone() {
+        self.flow()
+    }
+
+    /// Whether messages can still be read.
+    fn readable(&self) -> bool {
+        self.connection.link().is_some_and(Link::is_readable)
+    }
+
+    /// Whether the transport is gone (then `batch` holds its last input for the core).
+    fn flow(&self) -> Flow {
+        if self.connection.is_gone() {
             Flow::Finished
         } else {
             Flow::Go
@@ -347,8 +327,8 @@ impl Io {
     fn poll_read(&mut self, progress: &mut bool) -> Flow {
         let before = self.batch.len();
         let end = self
-            .link
-            .read(&mut self.credit, READ_BATCH, &mut self.batch);
+            .connection
+            .read(&mut self.credit, false, &mut self.batch);
         let read = &self.batch[before..];
         if !read.is_empty() {
             *progress = true;
@@ -360,17 +340,11 @@ impl Io {
         self.unanswered = self
             .unanswered
             .saturating_sub(u32::try_from(messages).unwrap_or(u32::MAX));
-        match end {
-            ReadEnd::Paused => wxsocket_wire::trace::reading_paused(self.conn),
+        if end == ReadEnd::Limit {
             // More may wait: the loop comes back, as this made progress.
-            ReadEnd::Limit => *progress = true,
-            _ => {}
+            *progress = true;
         }
-        if self.link.is_gone() {
-            Flow::Finished
-        } else {
-            Flow::Go
-        }
+        self.flow()
     }
 }
 
@@ -406,6 +380,21 @@ impl Socket {
             Poll::Ready(result) => result,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+}
+
+impl TcpSocket for Socket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+    fn nodelay(&self) -> io::Result<bool> {
+        self.tcp.nodelay()
+    }
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.tcp.set_nodelay(on)
     }
 }
 

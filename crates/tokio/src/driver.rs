@@ -21,6 +21,7 @@ use tracing::Instrument;
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{Action, ConfigError, ConnId, ReadCredit, SendFailure, SendId, TransportEvent};
+use wxsocket_wire::connection::Connection;
 use wxsocket_wire::handle::DriverHandle;
 pub(crate) use wxsocket_wire::machine::Machine;
 
@@ -88,7 +89,7 @@ impl<M: Machine> Core<M> {
             let mut acted = false;
             while let Some(action) = self.machine.poll_action() {
                 acted = true;
-                self.execute(shared, action);
+                self.execute(shared, action, now);
             }
             if !self.in_place.is_empty() {
                 acted = true;
@@ -161,16 +162,22 @@ impl<M: Machine> Core<M> {
         }
     }
 
-    fn execute(&mut self, shared: &Arc<Shared<M>>, action: Action) {
+    fn execute(&mut self, shared: &Arc<Shared<M>>, action: Action, now: Instant) {
         let conn = action.conn();
         wxsocket_wire::trace::action(&action);
         let command = match action {
             Action::Dial { conn, request } => {
+                let connection =
+                    Connection::new(conn, request, &shared.proxy_env, shared.ws_config);
+                let connection = match connection {
+                    Ok(connection) => connection,
+                    Err(failed) => return self.machine.handle(conn, failed, now),
+                };
                 let (tx, rx) = mpsc::unbounded_channel();
                 let resume = Arc::new(AtomicWaker::new());
-                let span = wxsocket_wire::trace::connection_span(conn, &request.url);
+                let span = connection.span().clone();
                 let task = shared.runtime.spawn(
-                    conn::run(Arc::clone(shared), conn, request, rx, Arc::clone(&resume))
+                    conn::run(Arc::clone(shared), connection, rx, Arc::clone(&resume))
                         .instrument(span),
                 );
                 self.conns.insert(
@@ -296,12 +303,13 @@ impl<M: Machine> Shared<M> {
         self.lock().machine.read_credit(conn)
     }
 
-    /// The dial succeeded: record the socket details, then report the handshake.
+    /// The dial succeeded: record the socket details, then report the handshake
+    /// (`events`, the connection's `Opened`).
     pub(crate) fn opened(
         self: &Arc<Self>,
         conn: ConnId,
         socket: SocketInfo,
-        handshake: wxsocket_core::Handshake,
+        events: Vec<TransportEvent>,
         io: SharedIo,
     ) {
         self.call(|core, now| {
@@ -309,11 +317,9 @@ impl<M: Machine> Shared<M> {
                 entry.socket = Some(socket);
                 entry.io = Some(io);
             }
-            core.machine.handle(
-                conn,
-                wxsocket_core::TransportEvent::Opened(Box::new(handshake)),
-                now,
-            );
+            for event in events {
+                core.machine.handle(conn, event, now);
+            }
             core.out.room_freed = true;
         });
     }

@@ -633,13 +633,16 @@ async fn task_pool_holds_independent_connections_up_to_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_sends_on_a_multi_thread_runtime_complete_in_order() {
+    let n = 5_000;
     let server = Server::start(echo()).await;
-    let (client, mut events) = Client::new(Config::default()).unwrap();
+    // Room for every completion: the sends are made before any event is taken, and the
+    // connection task may write them all first (the bound itself is tested elsewhere).
+    let session = SessionConfig::default().max_untaken_completions(n);
+    let (client, mut events) = Client::new(Config::default().session(session)).unwrap();
     client
         .connect(&ConnectOptions::new(&server.url).tcp_no_delay(true))
         .unwrap();
     until_open(&mut events).await;
-    let n = 5_000;
     let ids: Vec<_> = (0..n)
         .map(|i| client.try_send(format!("m{i}")).unwrap())
         .collect();

@@ -17,6 +17,9 @@
 //!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
 //!   `CONNECT` exchange as a sans-IO machine.
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//! - [`connection::Connection`]: one connection's transport from its dial plan to its end
+//!   (the upgrade, the open WebSocket read within the core's credit, the end), which both
+//!   adapters drive; they keep the TCP connect and how they wait for the socket.
 //! - [`dial`]: the dial plan (where the TCP connection goes, what each failure is called,
 //!   the TLS server name) and a connection's codecs once open ([`dial::Encoder`]).
 //! - [`handle`]: the calls of the adapters' `Client`, `TaskPool` and `SocketTask` that do
@@ -52,6 +55,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod connection;
 pub mod convert;
 #[cfg(feature = "deflate")]
 pub mod deflate;

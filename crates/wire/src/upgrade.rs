@@ -359,6 +359,15 @@ impl<S: Read + Write> Upgrade<S> {
     }
 
     /// The socket (`None` once the dial ended).
+    pub fn socket(&self) -> Option<&S> {
+        match &self.phase {
+            Phase::Tunneling { sock, .. } => Some(sock),
+            Phase::Handshaking { stream, .. } => Some(stream.socket()),
+            Phase::Failed(_) | Phase::Ended => None,
+        }
+    }
+
+    /// The socket, mutably (`None` once the dial ended).
     pub fn socket_mut(&mut self) -> Option<&mut S> {
         match &mut self.phase {
             Phase::Tunneling { sock, .. } => Some(sock),

@@ -1,0 +1,421 @@
+//! One connection's transport from its dial plan to its end, written once for both
+//! adapters: the dial after the TCP connect ([`Upgrade`]: a proxy's tunnel, TLS, the
+//! opening handshake), the open WebSocket ([`Link`]) read within the core's read credit and
+//! flushed in batches, and the end. Every step runs until the socket would block and
+//! reports what happened as [`TransportEvent`]s; none waits.
+//!
+//! The adapter keeps what is its runtime's: resolving the host and connecting the TCP
+//! socket (a resolver thread and mio's non-blocking connect, or tokio's), hands the
+//! connected socket to [`Connection::connected`], and calls the connection again when the
+//! socket is ready (mio's poller, or the waker of the connection's task).
+
+use crate::client::SocketInfo;
+use crate::dial::DialPlan;
+use crate::link::{Link, ReadEnd};
+use crate::proxy::ProxyEnv;
+use crate::upgrade::{ClientConfig, Upgrade};
+use crate::{DialTimer, trace};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use tungstenite::protocol::WebSocketConfig;
+use wxsocket_core::{
+    CloseRequest, ConnId, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
+    TransportEvent,
+};
+
+/// Most messages one [`Connection::read`] takes, so that one busy peer cannot starve the
+/// other connections or keep the core's lock: the adapter comes back at once
+/// ([`Connection::has_more_to_read`]).
+pub const MAX_READS: usize = 256;
+
+/// What a connection needs of its TCP socket besides non-blocking `Read + Write`
+/// (`WouldBlock` when it is not ready): its addresses and `TCP_NODELAY`.
+pub trait TcpSocket: Read + Write {
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The address connected to.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Whether `TCP_NODELAY` is set.
+    fn nodelay(&self) -> io::Result<bool>;
+    /// Sets `TCP_NODELAY`.
+    fn set_nodelay(&self, on: bool) -> io::Result<()>;
+}
+
+impl TcpSocket for mio::net::TcpStream {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        mio::net::TcpStream::local_addr(self)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        mio::net::TcpStream::peer_addr(self)
+    }
+    fn nodelay(&self) -> io::Result<bool> {
+        mio::net::TcpStream::nodelay(self)
+    }
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        mio::net::TcpStream::set_nodelay(self, on)
+    }
+}
+
+enum Phase<S> {
+    /// No socket yet: the adapter resolves the plan's target and connects.
+    Dialing,
+    /// Connected: a proxy's tunnel, TLS and the HTTP upgrade.
+    Upgrading(Box<Upgrade<S>>),
+    /// The WebSocket.
+    Open(Box<Link<S>>),
+    /// The transport is gone; the adapter forgets the connection.
+    Gone,
+}
+
+/// One connection's transport (see the module docs).
+pub struct Connection<S> {
+    id: ConnId,
+    request: Arc<HandshakeRequest>,
+    /// Where the dial goes (the server, or a proxy) and what its failures are called.
+    plan: DialPlan,
+    phase: Phase<S>,
+    /// The dial's phases, for the open event's profile; started with the connection.
+    timer: DialTimer,
+    config: WebSocketConfig,
+    span: tracing::Span,
+    /// The core's read credit ran out: nothing is read until a read is given credit again
+    /// ([`Self::read`]) or [`Self::resume_reads`].
+    read_paused: bool,
+    /// A read stopped before the socket was drained (the per-read limit), reading resumed
+    /// after a pause, or the connection has just opened (frames may have come with the
+    /// handshake response, which drained the socket): read again without waiting for the
+    /// socket.
+    more_to_read: bool,
+    /// Something was written that still needs a flush.
+    dirty: bool,
+}
+
+impl<S: TcpSocket> Connection<S> {
+    /// Connection `id` for `request`, through the proxy `env` names for it, if any. A plan
+    /// that cannot be made (a bad proxy) is the dial's failure, reported as the core's
+    /// `ConnectFailed`.
+    pub fn new(
+        id: ConnId,
+        request: Arc<HandshakeRequest>,
+        env: &ProxyEnv,
+        config: WebSocketConfig,
+    ) -> Result<Self, TransportEvent> {
+        let plan = DialPlan::new(&request, env).map_err(|error| {
+            trace::dial_failed(id, &error);
+            TransportEvent::ConnectFailed(error)
+        })?;
+        Ok(Self {
+            id,
+            span: trace::connection_span(id, &request.url),
+            request,
+            plan,
+            phase: Phase::Dialing,
+            timer: DialTimer::start(),
+            config,
+            read_paused: false,
+            more_to_read: false,
+            dirty: false,
+        })
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The connection's `tracing` span (conn id, url): enter it whenever working on it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The host (without brackets) and port to resolve and connect to: the proxy's, or the
+    /// server's.
+    pub fn dial_target(&self) -> (&str, u16) {
+        self.plan.tcp_target()
+    }
+
+    /// Whether the WebSocket is open.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// Whether the transport is gone (its last events were reported).
+    pub fn is_gone(&self) -> bool {
+        matches!(self.phase, Phase::Gone)
+    }
+
+    /// The open WebSocket.
+    pub fn link(&self) -> Option<&Link<S>> {
+        match &self.phase {
+            Phase::Open(link) => Some(link),
+            _ => None,
+        }
+    }
+
+    /// The TCP socket, once connected.
+    pub fn socket(&self) -> Option<&S> {
+        match &self.phase {
+            Phase::Upgrading(upgrade) => upgrade.socket(),
+            Phase::Open(link) => Some(link.wire().stream.socket()),
+            Phase::Dialing | Phase::Gone => None,
+        }
+    }
+
+    /// The TCP socket, mutably (to register it, or set it up for the next operation).
+    pub fn socket_mut(&mut self) -> Option<&mut S> {
+        match &mut self.phase {
+            Phase::Upgrading(upgrade) => upgrade.socket_mut(),
+            Phase::Open(link) => Some(link.wire_mut().stream.socket_mut()),
+            Phase::Dialing | Phase::Gone => None,
+        }
+    }
+
+    /// The socket's addresses and options, once connected (and, with TLS, once the tunnel
+    /// of a proxy, if any, is open).
+    pub fn socket_info(&self) -> Option<SocketInfo> {
+        let tls = match &self.phase {
+            Phase::Upgrading(upgrade) => upgrade.stream()?.is_tls(),
+            Phase::Open(link) => link.wire().stream.is_tls(),
+            Phase::Dialing | Phase::Gone => return None,
+        };
+        let sock = self.socket()?;
+        let info = SocketInfo::new(
+            sock.local_addr().ok()?,
+            sock.peer_addr().ok()?,
+            sock.nodelay().ok()?,
+            tls,
+        );
+        Some(if self.plan.is_proxied() {
+            info.through_proxy()
+        } else {
+            info
+        })
+    }
+
+    /// The host name was resolved to `addrs` (`Err`: resolving failed). Returns the
+    /// addresses to connect to in order, or `None` when the dial failed (reported in `out`).
+    pub fn resolved(
+        &mut self,
+        addrs: io::Result<Vec<SocketAddr>>,
+        out: &mut Vec<TransportEvent>,
+    ) -> Option<Vec<SocketAddr>> {
+        match addrs {
+            Ok(addrs) if addrs.is_empty() => {
+                let error = self.plan.no_address();
+                self.fail(error, out);
+                None
+            }
+            Ok(addrs) => {
+                self.timer.resolved();
+                Some(addrs)
+            }
+            Err(e) => {
+                let error = self.plan.resolve_failed(&e);
+                self.fail(error, out);
+                None
+            }
+        }
+    }
+
+    /// Every address failed to connect; `last` is the last one tried and its error.
+    pub fn connect_failed(
+        &mut self,
+        last: Option<(SocketAddr, io::Error)>,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        let error = match last {
+            Some((addr, e)) => self.plan.connect_failed(addr, &e),
+            None => self.plan.no_address(),
+        };
+        self.fail(error, out);
+    }
+
+    /// The TCP socket is connected: sets `TCP_NODELAY` if asked for, then starts the
+    /// tunnel, TLS (`tls`, for `wss://`) and the upgrade ([`Self::drive`]).
+    pub fn connected(&mut self, sock: S, tls: &Arc<ClientConfig>, out: &mut Vec<TransportEvent>) {
+        self.timer.connected();
+        if self.request.tcp_no_delay
+            && let Err(e) = sock.set_nodelay(true)
+        {
+            self.fail(DialPlan::socket_failed(&e), out);
+            return;
+        }
+        let upgrade = Upgrade::new(sock, &self.plan, &self.request, tls);
+        self.phase = Phase::Upgrading(Box::new(upgrade));
+        self.drive(out);
+    }
+
+    /// Moves the tunnel, TLS and the upgrade on as far as the socket allows; once the
+    /// server has answered, the connection is open (`Opened` in `out`), and what came with
+    /// the response waits to be read ([`Self::has_more_to_read`]): the core must have seen
+    /// `Opened` first, to give the connection its read credit.
+    pub fn drive(&mut self, out: &mut Vec<TransportEvent>) {
+        let Phase::Upgrading(upgrade) = &mut self.phase else {
+            return;
+        };
+        let (stream, done) = match upgrade.drive(&mut self.timer) {
+            Poll::Pending => return,
+            Poll::Ready(Err(error)) => return self.fail(error, out),
+            Poll::Ready(Ok(done)) => done,
+        };
+        let (link, handshake) = Link::open(self.id, stream, done, &self.request, self.config);
+        self.phase = Phase::Open(Box::new(link));
+        out.push(TransportEvent::Opened(Box::new(handshake)));
+        if tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG)
+            && let Some(socket) = self.socket_info()
+        {
+            trace::opened(self.id, &socket);
+        }
+        self.more_to_read = true;
+    }
+
+    /// The dial failed: the transport is gone.
+    fn fail(&mut self, error: TransportError, out: &mut Vec<TransportEvent>) {
+        trace::dial_failed(self.id, &error);
+        self.phase = Phase::Gone;
+        out.push(TransportEvent::ConnectFailed(error));
+    }
+
+    /// Drops the transport at once (abort).
+    pub fn drop_transport(&mut self) {
+        if self.is_open() {
+            trace::transport_gone(self.id);
+        }
+        self.phase = Phase::Gone;
+        self.more_to_read = false;
+        self.read_paused = false;
+        self.dirty = false;
+    }
+
+    /// Whether reading is paused because the core's read credit ran out.
+    pub fn is_read_paused(&self) -> bool {
+        self.read_paused
+    }
+
+    /// Whether the next read need not wait for the socket (see `more_to_read`).
+    pub fn has_more_to_read(&self) -> bool {
+        self.more_to_read
+    }
+
+    /// Ends a pause in reading (the core's `ResumeReading`). As data may already wait on
+    /// the socket or in the WebSocket's buffer, where no readiness would announce it, the
+    /// next read need not wait ([`Self::has_more_to_read`]). Returns whether it was paused.
+    pub fn resume_reads(&mut self) -> bool {
+        if !self.read_paused {
+            return false;
+        }
+        self.read_paused = false;
+        self.more_to_read = self.is_open();
+        true
+    }
+
+    /// Reads at most [`MAX_READS`] messages within `credit`, the core's [`ReadCredit`] for this
+    /// connection (see [`Link::read`]); with `short_read_ends`, only until a short read of
+    /// the plain socket (see [`crate::link::Wire::begin_pass`]). A paused connection reads
+    /// only once it is given credit again. Once the credit is used up, reading pauses and
+    /// the rest stays on the socket, so that TCP pushes back on the peer.
+    pub fn read(
+        &mut self,
+        credit: &mut ReadCredit,
+        short_read_ends: bool,
+        out: &mut Vec<TransportEvent>,
+    ) -> ReadEnd {
+        self.more_to_read = false;
+        let Phase::Open(link) = &mut self.phase else {
+            return ReadEnd::Stopped;
+        };
+        let was_paused = std::mem::replace(&mut self.read_paused, credit.is_paused());
+        if !link.is_readable() {
+            return ReadEnd::Stopped;
+        }
+        let end = if credit.is_paused() {
+            ReadEnd::Paused
+        } else {
+            link.wire_mut().begin_pass(short_read_ends);
+            link.read(credit, MAX_READS, out)
+        };
+        match end {
+            ReadEnd::Paused => self.read_paused = true,
+            ReadEnd::Limit => self.more_to_read = true,
+            _ => {}
+        }
+        if self.read_paused && !was_paused {
+            trace::reading_paused(self.id);
+        }
+        self.drop_if_gone();
+        end
+    }
+
+    /// Whether something was written since the last [`Self::flush`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Whether a flush has something to write: frames, replies queued while reading, or
+    /// the records TLS queued.
+    pub fn needs_flush(&self) -> bool {
+        self.dirty
+            || self
+                .link()
+                .is_some_and(|link| link.needs_flush() || link.wire().stream.wants_write())
+    }
+
+    /// Flushes what was written; reports every send whose bytes reached the socket.
+    pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
+        self.dirty = false;
+        if let Phase::Open(link) = &mut self.phase {
+            link.flush(out);
+            self.drop_if_gone();
+        }
+    }
+
+    /// Writes a message into the WebSocket's buffer ([`Link::send`]); [`Self::flush`]
+    /// writes it out, so that one flush carries everything a turn wrote.
+    pub fn send(&mut self, id: SendId, message: Message, out: &mut Vec<TransportEvent>) {
+        self.with_link(out, |link, out| link.send(id, message, out));
+    }
+
+    /// Writes a ping into the WebSocket's buffer.
+    pub fn ping(&mut self, payload: bytes::Bytes, out: &mut Vec<TransportEvent>) {
+        self.with_link(out, |link, out| link.ping(payload, out));
+    }
+
+    /// Queues a close frame (after everything written before it).
+    pub fn close(&mut self, frame: &CloseRequest, out: &mut Vec<TransportEvent>) {
+        self.with_link(out, |link, out| link.close(frame, out));
+    }
+
+    /// After a read error the core did not answer with a close frame, once nothing is left
+    /// to write: the transport ends.
+    pub fn end_if_unanswered(&mut self, out: &mut Vec<TransportEvent>) {
+        if let Phase::Open(link) = &mut self.phase
+            && !link.is_readable()
+            && !link.close_sent()
+            && !link.has_unflushed_sends()
+        {
+            link.end(out);
+            self.drop_if_gone();
+        }
+    }
+
+    fn with_link(
+        &mut self,
+        out: &mut Vec<TransportEvent>,
+        f: impl FnOnce(&mut Link<S>, &mut Vec<TransportEvent>),
+    ) {
+        if let Phase::Open(link) = &mut self.phase {
+            f(link, out);
+            self.dirty = link.needs_flush();
+            self.drop_if_gone();
+        }
+    }
+
+    /// Drops the transport once the link has ended it (its last events are out).
+    fn drop_if_gone(&mut self) {
+        if matches!(&self.phase, Phase::Open(link) if link.is_gone()) {
+            self.drop_transport();
+        }
+    }
+}
