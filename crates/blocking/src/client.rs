@@ -351,7 +351,7 @@ impl<M: Machine> EventSource for Shared<M> {
         // is already queued (most calls, when messages stream in) reads no clock.
         let mut limit: Option<Option<Instant>> = None;
         loop {
-            if let Some(event) = outbox.pop() {
+            if let Some(event) = outbox.events.pop() {
                 return Ok(event);
             }
             if outbox.more {
@@ -400,14 +400,14 @@ impl<M: Machine> EventSource for Shared<M> {
 
     fn try_recv(&self) -> Result<Event, TryRecvError> {
         let mut outbox = lock(&self.outbox);
-        if outbox.is_empty() && (outbox.more || !outbox.finished) {
+        if outbox.events.is_empty() && (outbox.more || !outbox.finished) {
             // The next batch from the machine, with what arrived while the reads were with
             // a receiving thread that has left.
             drop(outbox);
             self.refill(true);
             outbox = lock(&self.outbox);
         }
-        match outbox.pop() {
+        match outbox.events.pop() {
             Some(event) => Ok(event),
             None if outbox.finished && !outbox.more => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),

@@ -11,14 +11,14 @@
 //! machine gives it ([`Driven::read_credit`]); when the credit is used up the socket is
 //! taken out of both pollers for reads until the machine says `ResumeReading`, so the
 //! peer meets TCP's backpressure. The outbox holds a small batch of events
-//! ([`BATCH_EVENTS`], [`BATCH_BYTES`]); the rest stay in the machine, which bounds them,
+//! ([`EventBatch`]); the rest stay in the machine, which bounds them,
 //! and [`crate::Events`] takes the next batch when it has handed out the last one.
 
 use crate::busy_poll::{self, BusyPoll};
 use crate::conn::{Conn, Ctx, ReadPass, key};
 use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,8 +26,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
-use wxsocket_core::{Action, ConnId, Event, SendFailure, SendId, TransportEvent};
+use wxsocket_core::{Action, ConnId, SendFailure, SendId, TransportEvent};
 use wxsocket_wire::connection::Connection;
+use wxsocket_wire::events::EventBatch;
 pub(crate) use wxsocket_wire::machine::Machine;
 
 /// The poller token of the cross-thread waker.
@@ -44,15 +45,6 @@ const HANDBACK_GRACE: Duration = Duration::from_millis(20);
 /// handshake) waits at most while nobody receives.
 const HANDBACK_LIMIT: Duration = Duration::from_millis(250);
 
-/// Most events the outbox holds for the application; the rest wait in the machine, whose
-/// receive bounds then pause reading (flow control). Large enough that taking the next
-/// batch (one lock of the machine) costs little per event.
-pub(crate) const BATCH_EVENTS: usize = 64;
-
-/// Most message payload bytes the outbox holds (it always takes at least one event, so a
-/// larger message still gets through).
-pub(crate) const BATCH_BYTES: usize = 256 << 10;
-
 /// Locks a mutex, ignoring poisoning (no invariant of ours spans a panic).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -62,10 +54,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// waits for.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    /// At most [`BATCH_EVENTS`] events (and [`BATCH_BYTES`] of messages, or one message).
-    events: VecDeque<Event>,
-    /// Payload bytes of the messages in `events`.
-    bytes: usize,
+    /// The batch taken from the machine ([`EventBatch`]'s bounds).
+    pub events: EventBatch,
     /// More events wait in the machine: whoever empties `events` takes the next batch
     /// ([`Shared::refill`]) instead of waiting.
     pub more: bool,
@@ -80,40 +70,6 @@ pub(crate) struct Outbox {
     pub receivers: usize,
     /// A thread in `recv` sleeps in the receivers' poller (woken through its waker).
     pub receiver_polling: bool,
-}
-
-impl Outbox {
-    /// Takes the next event.
-    pub fn pop(&mut self) -> Option<Event> {
-        let event = self.events.pop_front()?;
-        if let Event::Message { message, .. } = &event {
-            self.bytes -= message.len();
-        }
-        Some(event)
-    }
-
-    /// Whether no event is waiting here.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    /// Drops every event.
-    pub fn clear(&mut self) {
-        self.events.clear();
-        self.bytes = 0;
-    }
-
-    fn push(&mut self, event: Event) {
-        if let Event::Message { message, .. } = &event {
-            self.bytes += message.len();
-        }
-        self.events.push_back(event);
-    }
-
-    /// Whether the batch is complete (an empty outbox never is).
-    fn is_full(&self) -> bool {
-        self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
-    }
 }
 
 /// The receivers' poller: the sockets again (readable only), so a thread waiting in
@@ -556,7 +512,7 @@ impl<M: Machine> Shared<M> {
             self.wake();
         }
         let outbox = lock(&self.outbox);
-        if outbox.is_empty() && !outbox.more && outbox.receivers > 0 {
+        if outbox.events.is_empty() && !outbox.more && outbox.receivers > 0 {
             // Nothing for this thread's caller (a timeout): another thread parked in `recv`
             // takes over watching, or the reads would wait for the driver to take them back.
             self.event_ready.notify_one();
@@ -587,7 +543,7 @@ impl<M: Machine> Shared<M> {
     /// more, so the driver thread takes the reads back, and the events waiting in the
     /// machine are taken and discarded (which resumes a paused connection).
     pub fn discard_events(&self) {
-        lock(&self.outbox).clear();
+        lock(&self.outbox).events.clear();
         let mut inner = lock(&self.inner);
         let now = Instant::now();
         inner.catch_up_reads(true, now);
@@ -755,16 +711,12 @@ impl<M: Machine> Inner<M> {
         if has_events || self.more {
             let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
             let alive = shared.events_alive.load(Ordering::Acquire);
-            let mut moved = false;
-            while !(alive && outbox.is_full()) {
-                let Some(event) = self.machine.next_event() else {
-                    break;
-                };
-                moved = true;
-                if alive {
-                    outbox.push(event);
-                }
-            }
+            let moved = if alive {
+                outbox.events.fill(|| self.machine.next_event())
+            } else {
+                // Nobody takes them: dropped, which frees room in the machine.
+                std::iter::from_fn(|| self.machine.next_event()).count() > 0
+            };
             if moved {
                 self.progress = true;
                 parked = alive && outbox.receivers > 0;
@@ -961,7 +913,7 @@ impl<M: Machine> Inner<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wxsocket_core::{ConnectOptions, Message, Pool, SessionConfig};
+    use wxsocket_core::{ConnectOptions, Event, Message, Pool, SessionConfig};
 
     /// How long any wait in these tests may take.
     const LIMIT: Duration = Duration::from_secs(10);
@@ -972,7 +924,7 @@ mod tests {
         let deadline = Instant::now() + LIMIT;
         let mut outbox = lock(&shared.outbox);
         loop {
-            if let Some(event) = outbox.pop() {
+            if let Some(event) = outbox.events.pop() {
                 return event;
             }
             if outbox.more {
@@ -1039,6 +991,37 @@ mod tests {
             other.busy(left + HANDBACK_GRACE);
             assert_eq!(other, before);
         }
+    }
+
+    /// A call into the machine (here an empty one; a send is one) made while the reads are
+    /// with a receiving thread that has left `recv` keeps them there one grace period from
+    /// the call ([`Reads::busy`] from [`Shared::call_with`]).
+    #[test]
+    fn a_call_into_the_machine_keeps_the_reads_with_the_receiving_thread() {
+        let config = Config::default();
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        // The driver thread takes the reads back once they are due; a test thread held up
+        // for the whole grace period in between sees that, and tries again.
+        let extended = (0..5).any(|_| {
+            let left = Instant::now()
+                .checked_sub(HANDBACK_GRACE / 2)
+                .expect("a clock past its start");
+            lock(&shared.inner).reads = Reads::left(left);
+            shared.call(|_, _| ());
+            match lock(&shared.inner).reads {
+                Reads::Unwatched { due, .. } => {
+                    assert!(
+                        due > left + HANDBACK_GRACE,
+                        "the call did not extend the reads"
+                    );
+                    true
+                }
+                _ => false,
+            }
+        });
+        assert!(extended, "the reads were never seen extended");
+        shared.shutdown();
     }
 
     /// Waits (bounded) until the driver thread has the reads again.

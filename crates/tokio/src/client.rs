@@ -3,13 +3,13 @@
 use crate::driver::{self, Handle, Machine, Shared};
 use crate::{Config, SendFailed};
 use futures_util::Sink;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::sync::oneshot;
 use wxsocket_core::{ConfigError, Event, Message, SendError, SendFailure, SendId, Session};
+use wxsocket_wire::events::EventBatch;
 
 /// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
 /// [`connect`](Self::connect) replaces the current connection.
@@ -137,12 +137,6 @@ async fn wait_send(
     }
 }
 
-/// Most events [`Events`] takes from the core at once (it holds them until they are
-/// handed out); the rest stay in the core, under its bounds.
-const TAKE_EVENTS: usize = 64;
-/// Most message bytes taken at once (at least one event is always taken).
-const TAKE_BYTES: usize = 256 << 10;
-
 /// Every [`Event`] of a [`Client`] or [`crate::TaskPool`], in order: a
 /// [`Stream`](futures_core::Stream), or [`next`](Self::next).
 ///
@@ -157,8 +151,9 @@ const TAKE_BYTES: usize = 256 << 10;
 /// `None`.
 pub struct Events {
     source: Box<dyn EventSource>,
-    /// Taken from the core, not yet handed out (at most one batch).
-    ready: VecDeque<Event>,
+    /// Taken from the core, not yet handed out (at most one batch; the rest stay in the
+    /// core, under its bounds).
+    ready: EventBatch,
 }
 
 impl std::fmt::Debug for Events {
@@ -181,25 +176,15 @@ enum Taken {
 /// The core behind an [`Events`], whatever its machine.
 trait EventSource: Send + Sync {
     /// Moves up to one batch of events into `into`; with none, registers `waker`.
-    fn take(&self, waker: Option<&Waker>, into: &mut VecDeque<Event>) -> Taken;
+    fn take(&self, waker: Option<&Waker>, into: &mut EventBatch) -> Taken;
     /// The application let go of its events: from now on they are dropped as they come.
     fn detach(&self);
 }
 
 impl<M: Machine> EventSource for Arc<Shared<M>> {
-    fn take(&self, waker: Option<&Waker>, into: &mut VecDeque<Event>) -> Taken {
+    fn take(&self, waker: Option<&Waker>, into: &mut EventBatch) -> Taken {
         self.call(|core, _| {
-            let mut bytes = 0;
-            while into.len() < TAKE_EVENTS && bytes < TAKE_BYTES {
-                let Some(event) = core.machine.next_event() else {
-                    break;
-                };
-                if let Event::Message { message, .. } = &event {
-                    bytes += message.len();
-                }
-                into.push_back(event);
-            }
-            if !into.is_empty() {
+            if into.fill(|| core.machine.next_event()) {
                 // Completions taken leave room for sends that wait for it.
                 core.out.room_freed = true;
                 return Taken::Some;
@@ -223,7 +208,7 @@ impl Events {
     fn new(source: Box<dyn EventSource>) -> Self {
         Self {
             source,
-            ready: VecDeque::new(),
+            ready: EventBatch::default(),
         }
     }
 
@@ -252,7 +237,7 @@ impl Events {
                 Taken::Ended => return Poll::Ready(None),
             }
         }
-        Poll::Ready(self.ready.pop_front())
+        Poll::Ready(self.ready.pop())
     }
 }
 

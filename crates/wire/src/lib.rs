@@ -22,6 +22,8 @@
 //!   adapters drive; they keep the TCP connect and how they wait for the socket.
 //! - [`dial`]: the dial plan (where the TCP connection goes, what each failure is called,
 //!   the TLS server name) and a connection's codecs once open ([`dial::Encoder`]).
+//! - [`events::EventBatch`]: the batch of events an adapter's `Events` takes from the
+//!   machine at a time, with its bounds.
 //! - [`handle`]: the calls of the adapters' `Client`, `TaskPool` and `SocketTask` that do
 //!   not wait, written once over a [`handle::DriverHandle`].
 //! - [`incoming::Incoming`]: the read side of an open connection (the handshake's tail,
@@ -63,6 +65,7 @@ pub mod deflate;
 #[path = "deflate_off.rs"]
 pub mod deflate;
 pub mod dial;
+pub mod events;
 mod features;
 pub mod handle;
 mod handshake;
