@@ -29,7 +29,7 @@ use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{Action, ConnId, SendFailure, SendId, TransportEvent};
 use wxsocket_wire::connection::Connection;
 use wxsocket_wire::events::EventBatch;
-pub(crate) use wxsocket_wire::machine::Machine;
+pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
 
 /// The poller token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -166,12 +166,10 @@ pub(crate) struct Inner<M> {
     receivers: Option<Registry>,
     resolved_tx: Sender<Resolved>,
     waker: Arc<Waker>,
-    /// The deadline the driver thread sleeps until (`None`: no timer armed).
-    armed: Option<Instant>,
+    /// The deadline the driver thread sleeps until, and whether the machine was shut down.
+    lifecycle: Lifecycle,
     /// Whether the driver thread is (about to be) asleep in `poll`.
     sleeping: bool,
-    /// Set once the machine was shut down (the last API handle went, or `shutdown`).
-    shutting_down: bool,
     /// Connections with data on the socket that a read pass left for later (or that have
     /// just opened): the driver thread makes a pass over exactly these, lowest key first,
     /// so that this costs what the traffic costs, not a scan of every connection.
@@ -253,9 +251,8 @@ impl<M: Machine> Shared<M> {
                 ws_config: wxsocket_wire::websocket_config(&config.session),
                 resolved_tx,
                 waker: Arc::clone(&waker),
-                armed: None,
+                lifecycle: Lifecycle::default(),
                 sleeping: false,
-                shutting_down: false,
                 read_ready: BTreeSet::new(),
                 reads: Reads::Driver,
                 progress: false,
@@ -333,11 +330,10 @@ impl<M: Machine> Shared<M> {
     /// is drained; the driver thread then ends.
     pub fn begin_shutdown(&self) {
         {
-            let mut inner = lock(&self.inner);
-            if !inner.shutting_down {
-                inner.shutting_down = true;
-                let now = Instant::now();
-                inner.machine.shutdown(now);
+            let mut guard = lock(&self.inner);
+            let inner = &mut *guard;
+            let now = Instant::now();
+            if inner.lifecycle.shut_down(&mut inner.machine, now) {
                 inner.pump(self, now);
             }
         }
@@ -392,7 +388,7 @@ impl<M: Machine> Shared<M> {
                 // A callback machine turns a bounded number of events into callbacks at
                 // a time; once these have run, the next ones are dispatched.
                 let dispatch_more = inner.machine.needs_dispatch();
-                let finished = inner.shutting_down && inner.machine.is_drained();
+                let finished = inner.lifecycle.finished(&inner.machine);
                 if finished {
                     // The core has ended every connection and asked for every abort it
                     // wants; a transport still here has nothing left to report.
@@ -405,7 +401,7 @@ impl<M: Machine> Shared<M> {
                 if let Some(due) = inner.handback_pending(now) {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
-                inner.armed = deadline;
+                inner.lifecycle.arm(deadline);
                 inner.sleeping = inner.read_ready.is_empty();
                 let timeout = if !inner.read_ready.is_empty() {
                     Some(Duration::ZERO)
@@ -440,15 +436,7 @@ impl<M: Machine> Shared<M> {
             }
             lock(&self.inner).sleeping = false;
         }
-        // The last callbacks (e.g. `onSocketClose` of the shutdown close). Every handle is
-        // gone, so they cannot call into the machine any more and this ends.
-        loop {
-            let callbacks = lock(&self.inner).machine.take_callbacks();
-            if callbacks.is_empty() {
-                break;
-            }
-            wxsocket_wire::machine::run_callbacks(callbacks);
-        }
+        wxsocket_wire::machine::run_last_callbacks(|| lock(&self.inner).machine.take_callbacks());
         let mut outbox = lock(&self.outbox);
         outbox.finished = true;
         drop(outbox);
@@ -653,15 +641,11 @@ impl<M: Machine> Inner<M> {
     fn driver_must_look(&self) -> bool {
         self.sleeping
             && (!self.read_ready.is_empty()
-                || matches!(self.reads,
-                    Reads::Unwatched { due, .. } if self.armed.is_none_or(|armed| armed > due))
-                || (self.shutting_down && self.machine.is_drained())
+                || matches!(self.reads, Reads::Unwatched { due, .. }
+                    if self.lifecycle.armed().is_none_or(|armed| armed > due))
+                || self.lifecycle.finished(&self.machine)
                 || self.machine.has_callbacks()
-                || match (self.machine.poll_timeout(), self.armed) {
-                    (Some(due), Some(armed)) => due < armed,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                })
+                || self.lifecycle.timer_late(&self.machine))
     }
 
     /// Carries out every queued action, flushes what was written, feeds the results back,

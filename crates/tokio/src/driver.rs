@@ -19,11 +19,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 use tungstenite::protocol::WebSocketConfig;
-use wxsocket_core::wx::PendingCallback;
 use wxsocket_core::{Action, ConfigError, ConnId, ReadCredit, SendFailure, SendId, TransportEvent};
 use wxsocket_wire::connection::Connection;
 use wxsocket_wire::handle::DriverHandle;
-pub(crate) use wxsocket_wire::machine::Machine;
+pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
 
 /// Completion of an awaitable send.
 pub(crate) type SendResult = Result<(), SendFailure>;
@@ -71,10 +70,8 @@ pub(crate) struct Core<M> {
     pub(crate) machine: M,
     pub(crate) out: Outbox,
     conns: HashMap<ConnId, ConnEntry>,
-    /// The deadline the driver task sleeps until.
-    armed: Option<Instant>,
-    /// Set once the machine was shut down (the last handle went, or `shutdown` was called).
-    shutting_down: bool,
+    /// The deadline the driver task sleeps until, and whether the machine was shut down.
+    lifecycle: Lifecycle,
     /// Connections with frames started in place during this turn, to flush at its end.
     in_place: Vec<ConnId>,
 }
@@ -124,15 +121,7 @@ impl<M: Machine> Core<M> {
                 waker.wake();
             }
         }
-        if let Some(deadline) = self.machine.poll_timeout() {
-            wake |= self.armed.is_none_or(|armed| deadline < armed);
-        }
-        wake | self.finished()
-    }
-
-    /// Shut down and drained: the driver task may end.
-    fn finished(&self) -> bool {
-        self.shutting_down && self.machine.is_drained()
+        wake | self.lifecycle.timer_late(&self.machine) | self.lifecycle.finished(&self.machine)
     }
 
     /// Flushes the frames started in place this turn, one flush per connection (so a
@@ -324,20 +313,10 @@ impl<M: Machine> Shared<M> {
         });
     }
 
-    /// The machine's due callbacks, taken under the lock (none for most machines).
-    fn take_callbacks(&self) -> Vec<PendingCallback> {
-        self.lock().machine.take_callbacks()
-    }
-
     /// Shuts the machine down (once): the core closes every connection and says when it
     /// is drained; the driver task then ends.
     pub(crate) fn begin_shutdown(self: &Arc<Self>) {
-        self.call(|core, now| {
-            if !core.shutting_down {
-                core.shutting_down = true;
-                core.machine.shutdown(now);
-            }
-        });
+        self.call(|core, now| core.lifecycle.shut_down(&mut core.machine, now));
         self.wake.notify_one();
     }
 
@@ -449,8 +428,7 @@ pub(crate) fn start<M: Machine>(
                 room_freed: false,
             },
             conns: HashMap::new(),
-            armed: None,
-            shutting_down: false,
+            lifecycle: Lifecycle::default(),
             in_place: Vec::new(),
         }),
         wake: Notify::new(),
@@ -478,7 +456,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
             }
             core.turn(&shared, now);
             let callbacks = core.machine.take_callbacks();
-            let finished = core.finished();
+            let finished = core.lifecycle.finished(&core.machine);
             if finished {
                 // The core has ended every connection and asked for every abort it wants;
                 // a task still here has nothing left to report.
@@ -488,7 +466,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
                 }
             }
             let next = core.machine.poll_timeout();
-            core.armed = next;
+            core.lifecycle.arm(next);
             (next, callbacks, finished)
         };
         let ran = !callbacks.is_empty();
@@ -512,15 +490,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
             _ = &mut sleep, if armed.is_some() => {}
         }
     }
-    // The last callbacks (e.g. `onSocketClose` of the shutdown close). Every handle is gone,
-    // so they cannot call into the socket any more and this ends.
-    loop {
-        let callbacks = shared.take_callbacks();
-        if callbacks.is_empty() {
-            break;
-        }
-        wxsocket_wire::machine::run_callbacks(callbacks);
-    }
+    wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.take_callbacks());
     shared.ended.store(true, Ordering::Release);
     shared.exited.notify_waiters();
     // The stream ends once its last events are taken ([`Shared::has_ended`] under the lock).

@@ -3,6 +3,7 @@
 //! adapter's `Events`, or callbacks the driver runs. Both adapters drive these three
 //! through this one trait.
 
+use std::time::Instant;
 use wxsocket_core::wx::{PendingCallback, WxSocket};
 use wxsocket_core::{Completion, Driven, Event, Pool, Session};
 
@@ -96,5 +97,104 @@ pub fn run_callbacks(callbacks: Vec<PendingCallback>) {
         if std::panic::catch_unwind(run).is_err() {
             tracing::debug!(target: crate::trace::TARGET, "a callback panicked; the driver goes on");
         }
+    }
+}
+
+/// Runs the callbacks left once the driver has finished (`onSocketClose` of the shutdown's
+/// close, say) until none come: every handle is gone, so they cannot call into the machine
+/// any more, and this ends.
+pub fn run_last_callbacks(mut take: impl FnMut() -> Vec<PendingCallback>) {
+    loop {
+        let callbacks = take();
+        if callbacks.is_empty() {
+            break;
+        }
+        run_callbacks(callbacks);
+    }
+}
+
+/// A driver's own state besides its connections: the deadline its one timer is armed for,
+/// and whether the machine was shut down. Both adapters' drivers decide from it when to
+/// wake, and when to end.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    armed: Option<Instant>,
+    shutting_down: bool,
+}
+
+impl Lifecycle {
+    /// Shuts `machine` down, once (the last handle went, or `shutdown` was called): the core
+    /// closes every open connection, aborts every dial and arms the teardown deadlines.
+    /// Returns whether this call did it.
+    pub fn shut_down<M: Machine>(&mut self, machine: &mut M, now: Instant) -> bool {
+        if self.shutting_down {
+            return false;
+        }
+        self.shutting_down = true;
+        machine.shutdown(now);
+        true
+    }
+
+    /// Whether the machine was shut down and is drained: the driver drops the transports
+    /// left, runs the last callbacks ([`run_last_callbacks`]) and ends.
+    pub fn finished<M: Machine>(&self, machine: &M) -> bool {
+        self.shutting_down && machine.is_drained()
+    }
+
+    /// Whether the machine's next deadline comes before the one the timer is armed for: a
+    /// sleeping driver must wake to arm it earlier.
+    pub fn timer_late<M: Machine>(&self, machine: &M) -> bool {
+        machine
+            .poll_timeout()
+            .is_some_and(|due| self.armed.is_none_or(|armed| due < armed))
+    }
+
+    /// Records the deadline the timer is armed for (`None`: none).
+    pub fn arm(&mut self, deadline: Option<Instant>) {
+        self.armed = deadline;
+    }
+
+    /// The deadline the timer is armed for.
+    pub fn armed(&self) -> Option<Instant> {
+        self.armed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use wxsocket_core::{ConnectOptions, SessionConfig};
+
+    /// The timer is late when the machine's next deadline comes before the armed one (or
+    /// none is armed); shutdown happens once, and the driver is finished only once the
+    /// machine was shut down and is drained.
+    #[test]
+    fn the_lifecycle_wakes_for_an_earlier_deadline_and_shuts_down_once() {
+        let now = Instant::now();
+        let mut session = Session::new(SessionConfig::default()).unwrap();
+        let mut lifecycle = Lifecycle::default();
+        assert!(
+            !lifecycle.timer_late(&session),
+            "no deadline, nothing to arm"
+        );
+        session
+            .connect(&ConnectOptions::new("ws://127.0.0.1:9"), now)
+            .unwrap();
+        let due = session.poll_timeout().expect("the dial's deadline");
+        assert!(lifecycle.timer_late(&session), "nothing armed");
+        lifecycle.arm(Some(due));
+        assert!(!lifecycle.timer_late(&session));
+        lifecycle.arm(Some(due + Duration::from_secs(1)));
+        assert!(lifecycle.timer_late(&session), "armed later than due");
+        assert_eq!(lifecycle.armed(), Some(due + Duration::from_secs(1)));
+
+        assert!(!lifecycle.finished(&session), "not shut down");
+        assert!(lifecycle.shut_down(&mut session, now));
+        assert!(!lifecycle.shut_down(&mut session, now), "only once");
+        while session.poll_action().is_some() {}
+        while session.poll_event().is_some() {}
+        assert!(session.is_drained(), "the dial was aborted");
+        assert!(lifecycle.finished(&session));
     }
 }
