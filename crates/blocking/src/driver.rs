@@ -786,10 +786,12 @@ impl<M: Machine> Inner<M> {
                     Ok(connection) => Conn::new(connection),
                     Err(failed) => return self.machine.handle(conn, failed, now),
                 };
-                let (host, port) = c.dial_target();
-                let (host, port) = (host.to_owned(), port);
+                let target = c.dial_target().map(|(host, port)| (host.to_owned(), port));
                 let k = key(conn);
                 self.conns.insert(k, c);
+                let Some((host, port)) = target else {
+                    return;
+                };
                 match host.parse::<IpAddr>() {
                     Ok(ip) => self.with_conn(k, now, |c, ctx, out| {
                         c.connect(ctx, Ok(vec![SocketAddr::new(ip, port)]), out)

@@ -36,31 +36,17 @@ pub(crate) type SharedIo = Arc<Mutex<Io>>;
 /// The task of `connection`. Dropping it (abort) drops the transport at once.
 pub(crate) async fn run<M: Machine>(
     shared: Arc<Shared<M>>,
-    connection: Connection<Socket>,
+    connection: Box<Connection<Socket>>,
     commands: mpsc::UnboundedReceiver<Command>,
     resume: Arc<AtomicWaker>,
 ) {
     let conn = connection.id();
-    let mut out = Vec::new();
-    // Boxed: the dial's future (TLS, proxy, handshake) is large, and a task's future is
-    // allocated once at its largest; boxed, it is freed when the connection is open.
-    let connection = Box::pin(dial(&shared, connection, &mut out)).await;
-    let Some(socket) = connection.socket_info().filter(|_| connection.is_open()) else {
-        shared.report(conn, out, true);
+    // Boxed: the dial's future (the connection, TLS, proxy, handshake) is large, and a
+    // task's future is allocated once at its largest; boxed, it is freed when the
+    // connection is open.
+    let Some(io) = Box::pin(open(&shared, connection, commands, resume)).await else {
         return;
     };
-    let io: SharedIo = Arc::new(Mutex::new(Io {
-        connection,
-        commands,
-        started_in_place: false,
-        unanswered: 0,
-        batch: Vec::new(),
-        credit: ReadCredit::PAUSED,
-        resume,
-    }));
-    // Reporting the handshake makes the core flush its queue: the queued messages are
-    // written in place and flushed together, in one write.
-    shared.opened(conn, socket, out, Arc::clone(&io));
     std::future::poll_fn(|cx| {
         io.lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -71,14 +57,44 @@ pub(crate) async fn run<M: Machine>(
     io.connection.drop_transport();
 }
 
+/// Dials `connection` and, once it is open, reports the handshake with the connection's
+/// state for writes in place; a failed dial is reported, and gives `None`.
+async fn open<M: Machine>(
+    shared: &Arc<Shared<M>>,
+    connection: Box<Connection<Socket>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    resume: Arc<AtomicWaker>,
+) -> Option<SharedIo> {
+    let conn = connection.id();
+    let mut out = Vec::new();
+    let connection = dial(shared, connection, &mut out).await;
+    let Some(socket) = connection.socket_info().filter(|_| connection.is_open()) else {
+        shared.report(conn, out, true);
+        return None;
+    };
+    let io: SharedIo = Arc::new(Mutex::new(Io {
+        connection: *connection,
+        commands,
+        started_in_place: false,
+        unanswered: 0,
+        batch: Vec::new(),
+        credit: ReadCredit::PAUSED,
+        resume,
+    }));
+    // Reporting the handshake makes the core flush its queue: the queued messages are
+    // written in place and flushed together, in one write.
+    shared.opened(conn, socket, out, Arc::clone(&io));
+    Some(io)
+}
+
 /// The dial: resolve and connect here, then the tunnel, TLS and the upgrade, as the
 /// blocking adapter does them (see [`Connection`]), each time the socket is ready. Returns
 /// the connection open, or gone with the failure in `out`.
 async fn dial<M: Machine>(
     shared: &Shared<M>,
-    mut connection: Connection<Socket>,
+    mut connection: Box<Connection<Socket>>,
     out: &mut Vec<TransportEvent>,
-) -> Connection<Socket> {
+) -> Box<Connection<Socket>> {
     let Some(tcp) = connect_tcp(&mut connection, out).await else {
         return connection;
     };
@@ -105,7 +121,7 @@ async fn connect_tcp(
     connection: &mut Connection<Socket>,
     out: &mut Vec<TransportEvent>,
 ) -> Option<TcpStream> {
-    let (host, port) = connection.dial_target();
+    let (host, port) = connection.dial_target()?;
     let resolved = match host.parse::<IpAddr>() {
         Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
         Err(_) => tokio::net::lookup_host((host.to_owned(), port))

@@ -166,8 +166,13 @@ impl<M: Machine> Core<M> {
                 let resume = Arc::new(AtomicWaker::new());
                 let span = connection.span().clone();
                 let task = shared.runtime.spawn(
-                    conn::run(Arc::clone(shared), connection, rx, Arc::clone(&resume))
-                        .instrument(span),
+                    conn::run(
+                        Arc::clone(shared),
+                        Box::new(connection),
+                        rx,
+                        Arc::clone(&resume),
+                    )
+                    .instrument(span),
                 );
                 self.conns.insert(
                     conn,

@@ -58,11 +58,18 @@ impl TcpSocket for mio::net::TcpStream {
     }
 }
 
+/// What the dial needs until the connection is open (boxed, and freed when it opens).
+struct Dial {
+    /// The dial's phases, for the open event's profile; started with the connection.
+    timer: DialTimer,
+    config: WebSocketConfig,
+}
+
 enum Phase<S> {
     /// No socket yet: the adapter resolves the plan's target and connects.
-    Dialing,
+    Dialing(Box<(DialPlan, Dial)>),
     /// Connected: a proxy's tunnel, TLS and the HTTP upgrade.
-    Upgrading(Box<Upgrade<S>>),
+    Upgrading(Box<(Upgrade<S>, Dial)>),
     /// The WebSocket.
     Open(Box<Link<S>>),
     /// The transport is gone; the adapter forgets the connection.
@@ -73,12 +80,11 @@ enum Phase<S> {
 pub struct Connection<S> {
     id: ConnId,
     request: Arc<HandshakeRequest>,
-    /// Where the dial goes (the server, or a proxy) and what its failures are called.
-    plan: DialPlan,
+    /// Where the dial goes (the server, or a proxy) and what its failures are called, while
+    /// dialling; then the tunnel, TLS and the upgrade; then the WebSocket.
     phase: Phase<S>,
-    /// The dial's phases, for the open event's profile; started with the connection.
-    timer: DialTimer,
-    config: WebSocketConfig,
+    /// The dial goes through an HTTP proxy.
+    proxied: bool,
     span: tracing::Span,
     /// The core's read credit ran out: nothing is read until a read is given credit again
     /// ([`Self::read`]) or [`Self::resume_reads`].
@@ -106,14 +112,16 @@ impl<S: TcpSocket> Connection<S> {
             trace::dial_failed(id, &error);
             TransportEvent::ConnectFailed(error)
         })?;
+        let dial = Dial {
+            timer: DialTimer::start(),
+            config,
+        };
         Ok(Self {
             id,
             span: trace::connection_span(id, &request.url),
             request,
-            plan,
-            phase: Phase::Dialing,
-            timer: DialTimer::start(),
-            config,
+            proxied: plan.is_proxied(),
+            phase: Phase::Dialing(Box::new((plan, dial))),
             read_paused: false,
             more_to_read: false,
             dirty: false,
@@ -131,9 +139,12 @@ impl<S: TcpSocket> Connection<S> {
     }
 
     /// The host (without brackets) and port to resolve and connect to: the proxy's, or the
-    /// server's.
-    pub fn dial_target(&self) -> (&str, u16) {
-        self.plan.tcp_target()
+    /// server's (`None` once connected).
+    pub fn dial_target(&self) -> Option<(&str, u16)> {
+        match &self.phase {
+            Phase::Dialing(dialing) => Some(dialing.0.tcp_target()),
+            _ => None,
+        }
     }
 
     /// Whether the WebSocket is open.
@@ -157,18 +168,18 @@ impl<S: TcpSocket> Connection<S> {
     /// The TCP socket, once connected.
     pub fn socket(&self) -> Option<&S> {
         match &self.phase {
-            Phase::Upgrading(upgrade) => upgrade.socket(),
+            Phase::Upgrading(upgrading) => upgrading.0.socket(),
             Phase::Open(link) => Some(link.wire().stream.socket()),
-            Phase::Dialing | Phase::Gone => None,
+            Phase::Dialing(_) | Phase::Gone => None,
         }
     }
 
     /// The TCP socket, mutably (to register it, or set it up for the next operation).
     pub fn socket_mut(&mut self) -> Option<&mut S> {
         match &mut self.phase {
-            Phase::Upgrading(upgrade) => upgrade.socket_mut(),
+            Phase::Upgrading(upgrading) => upgrading.0.socket_mut(),
             Phase::Open(link) => Some(link.wire_mut().stream.socket_mut()),
-            Phase::Dialing | Phase::Gone => None,
+            Phase::Dialing(_) | Phase::Gone => None,
         }
     }
 
@@ -176,9 +187,9 @@ impl<S: TcpSocket> Connection<S> {
     /// of a proxy, if any, is open).
     pub fn socket_info(&self) -> Option<SocketInfo> {
         let tls = match &self.phase {
-            Phase::Upgrading(upgrade) => upgrade.stream()?.is_tls(),
+            Phase::Upgrading(upgrading) => upgrading.0.stream()?.is_tls(),
             Phase::Open(link) => link.wire().stream.is_tls(),
-            Phase::Dialing | Phase::Gone => return None,
+            Phase::Dialing(_) | Phase::Gone => return None,
         };
         let sock = self.socket()?;
         let info = SocketInfo::new(
@@ -187,7 +198,7 @@ impl<S: TcpSocket> Connection<S> {
             sock.nodelay().ok()?,
             tls,
         );
-        Some(if self.plan.is_proxied() {
+        Some(if self.proxied {
             info.through_proxy()
         } else {
             info
@@ -201,22 +212,20 @@ impl<S: TcpSocket> Connection<S> {
         addrs: io::Result<Vec<SocketAddr>>,
         out: &mut Vec<TransportEvent>,
     ) -> Option<Vec<SocketAddr>> {
-        match addrs {
-            Ok(addrs) if addrs.is_empty() => {
-                let error = self.plan.no_address();
-                self.fail(error, out);
-                None
-            }
+        let Phase::Dialing(dialing) = &mut self.phase else {
+            return None;
+        };
+        let (plan, dial) = &mut **dialing;
+        let error = match addrs {
+            Ok(addrs) if addrs.is_empty() => plan.no_address(),
             Ok(addrs) => {
-                self.timer.resolved();
-                Some(addrs)
+                dial.timer.resolved();
+                return Some(addrs);
             }
-            Err(e) => {
-                let error = self.plan.resolve_failed(&e);
-                self.fail(error, out);
-                None
-            }
-        }
+            Err(e) => plan.resolve_failed(&e),
+        };
+        self.fail(error, out);
+        None
     }
 
     /// Every address failed to connect; `last` is the last one tried and its error.
@@ -225,9 +234,12 @@ impl<S: TcpSocket> Connection<S> {
         last: Option<(SocketAddr, io::Error)>,
         out: &mut Vec<TransportEvent>,
     ) {
+        let Phase::Dialing(dialing) = &self.phase else {
+            return;
+        };
         let error = match last {
-            Some((addr, e)) => self.plan.connect_failed(addr, &e),
-            None => self.plan.no_address(),
+            Some((addr, e)) => dialing.0.connect_failed(addr, &e),
+            None => dialing.0.no_address(),
         };
         self.fail(error, out);
     }
@@ -235,15 +247,19 @@ impl<S: TcpSocket> Connection<S> {
     /// The TCP socket is connected: sets `TCP_NODELAY` if asked for, then starts the
     /// tunnel, TLS (`tls`, for `wss://`) and the upgrade ([`Self::drive`]).
     pub fn connected(&mut self, sock: S, tls: &Arc<ClientConfig>, out: &mut Vec<TransportEvent>) {
-        self.timer.connected();
+        let Phase::Dialing(dialing) = std::mem::replace(&mut self.phase, Phase::Gone) else {
+            return;
+        };
+        let (plan, mut dial) = *dialing;
+        dial.timer.connected();
         if self.request.tcp_no_delay
             && let Err(e) = sock.set_nodelay(true)
         {
             self.fail(DialPlan::socket_failed(&e), out);
             return;
         }
-        let upgrade = Upgrade::new(sock, &self.plan, &self.request, tls);
-        self.phase = Phase::Upgrading(Box::new(upgrade));
+        let upgrade = Upgrade::new(sock, &plan, &self.request, tls);
+        self.phase = Phase::Upgrading(Box::new((upgrade, dial)));
         self.drive(out);
     }
 
@@ -252,15 +268,17 @@ impl<S: TcpSocket> Connection<S> {
     /// the response waits to be read ([`Self::has_more_to_read`]): the core must have seen
     /// `Opened` first, to give the connection its read credit.
     pub fn drive(&mut self, out: &mut Vec<TransportEvent>) {
-        let Phase::Upgrading(upgrade) = &mut self.phase else {
+        let Phase::Upgrading(upgrading) = &mut self.phase else {
             return;
         };
-        let (stream, done) = match upgrade.drive(&mut self.timer) {
+        let (upgrade, dial) = &mut **upgrading;
+        let (stream, done) = match upgrade.drive(&mut dial.timer) {
             Poll::Pending => return,
             Poll::Ready(Err(error)) => return self.fail(error, out),
             Poll::Ready(Ok(done)) => done,
         };
-        let (link, handshake) = Link::open(self.id, stream, done, &self.request, self.config);
+        let config = dial.config;
+        let (link, handshake) = Link::open(self.id, stream, done, &self.request, config);
         self.phase = Phase::Open(Box::new(link));
         out.push(TransportEvent::Opened(Box::new(handshake)));
         if tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG)
