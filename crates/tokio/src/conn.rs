@@ -68,10 +68,11 @@ async fn open<M: Machine>(
     let conn = connection.id();
     let mut out = Vec::new();
     let connection = dial(shared, connection, &mut out).await;
-    let Some(socket) = connection.socket_info().filter(|_| connection.is_open()) else {
+    if !connection.is_open() {
         shared.report(conn, out, true);
         return None;
-    };
+    }
+    let socket = connection.socket_info();
     let io: SharedIo = Arc::new(Mutex::new(Io {
         connection: *connection,
         commands,

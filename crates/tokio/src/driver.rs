@@ -297,18 +297,18 @@ impl<M: Machine> Shared<M> {
         self.lock().machine.read_credit(conn)
     }
 
-    /// The dial succeeded: record the socket details, then report the handshake
-    /// (`events`, the connection's `Opened`).
+    /// The dial succeeded: record the socket details (`None` if the OS would not say), then
+    /// report the handshake (`events`, the connection's `Opened`).
     pub(crate) fn opened(
         self: &Arc<Self>,
         conn: ConnId,
-        socket: SocketInfo,
+        socket: Option<SocketInfo>,
         events: Vec<TransportEvent>,
         io: SharedIo,
     ) {
         self.call(|core, now| {
             if let Some(entry) = core.conns.get_mut(&conn) {
-                entry.socket = Some(socket);
+                entry.socket = socket;
                 entry.io = Some(io);
             }
             for event in events {
