@@ -20,14 +20,14 @@ use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{Action, ConnId, SendFailure, SendId, TransportEvent};
-use wxsocket_wire::connection::Connection;
+use wxsocket_wire::connection::{Connection, DialTarget};
 use wxsocket_wire::events::EventBatch;
 pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
 
@@ -782,21 +782,17 @@ impl<M: Machine> Inner<M> {
         match action {
             Action::Dial { conn, request } => {
                 let connection = Connection::new(conn, request, &self.proxy_env, self.ws_config);
-                let c = match connection {
-                    Ok(connection) => Conn::new(connection),
+                let (connection, target) = match connection {
+                    Ok(dial) => dial,
                     Err(failed) => return self.machine.handle(conn, failed, now),
                 };
-                let target = c.dial_target().map(|(host, port)| (host.to_owned(), port));
                 let k = key(conn);
-                self.conns.insert(k, c);
-                let Some((host, port)) = target else {
-                    return;
-                };
-                match host.parse::<IpAddr>() {
-                    Ok(ip) => self.with_conn(k, now, |c, ctx, out| {
-                        c.connect(ctx, Ok(vec![SocketAddr::new(ip, port)]), out)
-                    }),
-                    Err(_) => self.resolve(k, host, port, now),
+                self.conns.insert(k, Conn::new(connection));
+                match target.address() {
+                    Some(addr) => {
+                        self.with_conn(k, now, |c, ctx, out| c.connect(ctx, Ok(vec![addr]), out))
+                    }
+                    None => self.resolve(k, target, now),
                 }
             }
             Action::Send { conn, id, message } => {
@@ -833,13 +829,13 @@ impl<M: Machine> Inner<M> {
 
     /// Resolves a host name on a helper thread (the OS resolver only blocks); the answer
     /// comes back through the channel and the waker.
-    fn resolve(&mut self, conn: u64, host: String, port: u16, now: Instant) {
+    fn resolve(&mut self, conn: u64, target: DialTarget, now: Instant) {
         let tx = self.resolved_tx.clone();
         let waker = Arc::clone(&self.waker);
         let spawned = std::thread::Builder::new()
             .name("wxsocket-resolve".into())
             .spawn(move || {
-                let addrs = (host.as_str(), port)
+                let addrs = (target.host.as_str(), target.port)
                     .to_socket_addrs()
                     .map(Iterator::collect);
                 if tx.send((conn, addrs)).is_ok() {

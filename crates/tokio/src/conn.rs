@@ -6,7 +6,7 @@ use crate::driver::{Machine, Shared};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
-use wxsocket_wire::connection::{Connection, TcpSocket};
+use wxsocket_wire::connection::{Connection, DialTarget, TcpSocket};
 use wxsocket_wire::link::{Link, ReadEnd};
 
 /// Work for a connection task, from the core's actions.
@@ -33,18 +33,22 @@ pub(crate) enum Command {
 /// [`Io::flush_in_place`]), sparing the hand-over to the task and back.
 pub(crate) type SharedIo = Arc<Mutex<Io>>;
 
-/// The task of `connection`. Dropping it (abort) drops the transport at once.
+/// A new connection and where its TCP connection goes ([`Connection::new`]), boxed so that
+/// the task's future does not keep them once the connection is open.
+pub(crate) type Dialing = Box<(Connection<Socket>, DialTarget)>;
+
+/// The task of connection `dialing`. Dropping it (abort) drops the transport at once.
 pub(crate) async fn run<M: Machine>(
     shared: Arc<Shared<M>>,
-    connection: Box<Connection<Socket>>,
+    dialing: Dialing,
     commands: mpsc::UnboundedReceiver<Command>,
     resume: Arc<AtomicWaker>,
 ) {
-    let conn = connection.id();
+    let conn = dialing.0.id();
     // Boxed: the dial's future (the connection, TLS, proxy, handshake) is large, and a
     // task's future is allocated once at its largest; boxed, it is freed when the
     // connection is open.
-    let Some(io) = Box::pin(open(&shared, connection, commands, resume)).await else {
+    let Some(io) = Box::pin(open(&shared, dialing, commands, resume)).await else {
         return;
     };
     std::future::poll_fn(|cx| {
@@ -61,20 +65,21 @@ pub(crate) async fn run<M: Machine>(
 /// state for writes in place; a failed dial is reported, and gives `None`.
 async fn open<M: Machine>(
     shared: &Arc<Shared<M>>,
-    connection: Box<Connection<Socket>>,
+    dialing: Dialing,
     commands: mpsc::UnboundedReceiver<Command>,
     resume: Arc<AtomicWaker>,
 ) -> Option<SharedIo> {
+    let (connection, target) = *dialing;
     let conn = connection.id();
     let mut out = Vec::new();
-    let connection = dial(shared, connection, &mut out).await;
+    let connection = dial(shared, connection, target, &mut out).await;
     if !connection.is_open() {
         shared.report(conn, out, true);
         return None;
     }
     let socket = connection.socket_info();
     let io: SharedIo = Arc::new(Mutex::new(Io {
-        connection: *connection,
+        connection,
         commands,
         started_in_place: false,
         unanswered: 0,
@@ -93,10 +98,11 @@ async fn open<M: Machine>(
 /// the connection open, or gone with the failure in `out`.
 async fn dial<M: Machine>(
     shared: &Shared<M>,
-    mut connection: Box<Connection<Socket>>,
+    mut connection: Connection<Socket>,
+    target: DialTarget,
     out: &mut Vec<TransportEvent>,
-) -> Box<Connection<Socket>> {
-    let Some(tcp) = connect_tcp(&mut connection, out).await else {
+) -> Connection<Socket> {
+    let Some(tcp) = connect_tcp(&mut connection, target, out).await else {
         return connection;
     };
     connection.connected(Socket::new(tcp), &shared.tls, out);
@@ -115,17 +121,17 @@ async fn dial<M: Machine>(
     connection
 }
 
-/// Resolves the connection's TCP target (unless it is an IP address) and connects to its
-/// addresses in order, as `TcpStream::connect` would, but marking the end of resolution
-/// and of the connect apart (for the open event's profile).
+/// Resolves the connection's TCP `target` (unless it is an IP address) and connects to
+/// its addresses in order, as `TcpStream::connect` would, but marking the end of
+/// resolution and of the connect apart (for the open event's profile).
 async fn connect_tcp(
     connection: &mut Connection<Socket>,
+    target: DialTarget,
     out: &mut Vec<TransportEvent>,
 ) -> Option<TcpStream> {
-    let (host, port) = connection.dial_target()?;
-    let resolved = match host.parse::<IpAddr>() {
-        Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
-        Err(_) => tokio::net::lookup_host((host.to_owned(), port))
+    let resolved = match target.address() {
+        Some(addr) => Ok(vec![addr]),
+        None => tokio::net::lookup_host((target.host, target.port))
             .await
             .map(Iterator::collect),
     };
@@ -435,5 +441,26 @@ impl Write for Socket {
 
     fn flush(&mut self) -> io::Result<()> {
         self.poll(|s, cx| s.poll_flush(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn returns, without calling it.
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle connection costs its task's future, allocated once at its largest: the dial
+    /// (TLS, proxy, handshake; over a kilobyte) lives in a boxed future of its own and the
+    /// dial state in the boxed `Dialing`, so neither stays for the connection's life.
+    #[test]
+    fn a_connection_task_keeps_nothing_of_its_dial() {
+        let task = future_size(run::<wxsocket_core::Pool>);
+        assert!(task <= 192, "the connection task's future is {task} bytes");
+        let connection = std::mem::size_of::<Connection<Socket>>();
+        assert!(connection <= 96, "a connection is {connection} bytes");
     }
 }

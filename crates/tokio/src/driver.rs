@@ -158,21 +158,16 @@ impl<M: Machine> Core<M> {
             Action::Dial { conn, request } => {
                 let connection =
                     Connection::new(conn, request, &shared.proxy_env, shared.ws_config);
-                let connection = match connection {
-                    Ok(connection) => connection,
+                let dialing = match connection {
+                    Ok(dialing) => Box::new(dialing),
                     Err(failed) => return self.machine.handle(conn, failed, now),
                 };
                 let (tx, rx) = mpsc::unbounded_channel();
                 let resume = Arc::new(AtomicWaker::new());
-                let span = connection.span().clone();
+                let span = dialing.0.span().clone();
                 let task = shared.runtime.spawn(
-                    conn::run(
-                        Arc::clone(shared),
-                        Box::new(connection),
-                        rx,
-                        Arc::clone(&resume),
-                    )
-                    .instrument(span),
+                    conn::run(Arc::clone(shared), dialing, rx, Arc::clone(&resume))
+                        .instrument(span),
                 );
                 self.conns.insert(
                     conn,

@@ -4,8 +4,9 @@
 //! flushed in batches, and the end. Every step runs until the socket would block and
 //! reports what happened as [`TransportEvent`]s; none waits.
 //!
-//! The adapter keeps what is its runtime's: resolving the host and connecting the TCP
-//! socket (a resolver thread and mio's non-blocking connect, or tokio's), hands the
+//! The adapter keeps what is its runtime's: resolving the [`DialTarget`] [`Connection::new`]
+//! gives it and connecting the TCP socket (a resolver thread and mio's non-blocking
+//! connect, or tokio's), hands the
 //! connected socket to [`Connection::connected`], and calls the connection again when the
 //! socket is ready (mio's poller, or the waker of the connection's task).
 
@@ -16,7 +17,7 @@ use crate::proxy::ProxyEnv;
 use crate::upgrade::{ClientConfig, Upgrade};
 use crate::{DialTimer, trace};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
 use tungstenite::protocol::WebSocketConfig;
@@ -55,6 +56,30 @@ impl TcpSocket for mio::net::TcpStream {
     }
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         mio::net::TcpStream::set_nodelay(self, on)
+    }
+}
+
+/// Where a new connection's TCP connection goes: the proxy, or the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialTarget {
+    /// The host to resolve, without the brackets of an IPv6 address.
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
+}
+
+impl DialTarget {
+    /// The address to connect to without resolving, when the host is an IP address.
+    ///
+    /// ```
+    /// use wxsocket_wire::connection::DialTarget;
+    /// let target = |host: &str| DialTarget { host: host.into(), port: 80 };
+    /// assert_eq!(target("::1").address(), Some("[::1]:80".parse().unwrap()));
+    /// assert_eq!(target("example.com").address(), None);
+    /// ```
+    pub fn address(&self) -> Option<SocketAddr> {
+        let ip = self.host.parse::<IpAddr>().ok()?;
+        Some(SocketAddr::new(ip, self.port))
     }
 }
 
@@ -99,7 +124,9 @@ pub struct Connection<S> {
 }
 
 impl<S: TcpSocket> Connection<S> {
-    /// Connection `id` for `request`, through the proxy `env` names for it, if any. A plan
+    /// Connection `id` for `request`, through the proxy `env` names for it, if any, and
+    /// where its TCP connection goes: the adapter resolves and connects to the target, then
+    /// calls [`Self::resolved`] and [`Self::connected`] or [`Self::connect_failed`]. A plan
     /// that cannot be made (a bad proxy) is the dial's failure, reported as the core's
     /// `ConnectFailed`.
     pub fn new(
@@ -107,7 +134,7 @@ impl<S: TcpSocket> Connection<S> {
         request: Arc<HandshakeRequest>,
         env: &ProxyEnv,
         config: WebSocketConfig,
-    ) -> Result<Self, TransportEvent> {
+    ) -> Result<(Self, DialTarget), TransportEvent> {
         let plan = DialPlan::new(&request, env).map_err(|error| {
             trace::dial_failed(id, &error);
             TransportEvent::ConnectFailed(error)
@@ -116,7 +143,12 @@ impl<S: TcpSocket> Connection<S> {
             timer: DialTimer::start(),
             config,
         };
-        Ok(Self {
+        let (host, port) = plan.tcp_target();
+        let target = DialTarget {
+            host: host.to_owned(),
+            port,
+        };
+        let connection = Self {
             id,
             span: trace::connection_span(id, &request.url),
             request,
@@ -125,7 +157,8 @@ impl<S: TcpSocket> Connection<S> {
             read_paused: false,
             more_to_read: false,
             dirty: false,
-        })
+        };
+        Ok((connection, target))
     }
 
     /// The connection's id.
@@ -136,15 +169,6 @@ impl<S: TcpSocket> Connection<S> {
     /// The connection's `tracing` span (conn id, url): enter it whenever working on it.
     pub fn span(&self) -> &tracing::Span {
         &self.span
-    }
-
-    /// The host (without brackets) and port to resolve and connect to: the proxy's, or the
-    /// server's (`None` once connected).
-    pub fn dial_target(&self) -> Option<(&str, u16)> {
-        match &self.phase {
-            Phase::Dialing(dialing) => Some(dialing.0.tcp_target()),
-            _ => None,
-        }
     }
 
     /// Whether the WebSocket is open.
