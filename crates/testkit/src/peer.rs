@@ -267,6 +267,8 @@ struct State {
     stop: bool,
     /// Whether upgrade requests may be answered (see [`PeerBuilder::hold_handshake`]).
     released: bool,
+    /// Whether open connections stop reading frames (see [`Peer::hold_reads`]).
+    reads_held: bool,
     /// The mode of connections accepted from now on (see [`Peer::set_mode`]).
     mode: Mode,
     /// The extension answer of connections accepted from now on.
@@ -407,6 +409,7 @@ impl PeerBuilder {
                 snapshot: Snapshot::default(),
                 stop: false,
                 released: !self.hold,
+                reads_held: false,
                 mode: self.mode.clone(),
                 deflate_answer: self.deflate_answer.clone(),
                 quirks: self.quirks.clone(),
@@ -509,6 +512,19 @@ impl Peer {
     /// [`Peer::release_handshakes`] (like [`PeerBuilder::hold_handshake`], but later).
     pub fn hold_handshakes(&self) {
         self.shared.lock().released = false;
+    }
+
+    /// Stops reading frames on every open connection (after the frame each is reading)
+    /// until [`Peer::release_reads`]: what the client writes meanwhile fills the TCP
+    /// socket, and its writes wait for room.
+    pub fn hold_reads(&self) {
+        self.shared.lock().reads_held = true;
+    }
+
+    /// Lets connections read frames again (see [`Peer::hold_reads`]).
+    pub fn release_reads(&self) {
+        self.shared.lock().reads_held = false;
+        self.shared.changed.notify_all();
     }
 
     /// Sets the mode of the connections accepted from now on (current ones keep theirs).
@@ -1122,6 +1138,18 @@ impl Handler {
         }
     }
 
+    /// Waits while reads are held ([`Peer::hold_reads`]), or until the peer stops.
+    fn wait_reads_released(&self) {
+        let mut state = self.shared.lock();
+        while state.reads_held && !state.stop {
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Waits until handshakes are released, noticing meanwhile when the client goes away
     /// (it checks the socket every few milliseconds without consuming anything).
     fn wait_released(&self) -> Held {
@@ -1331,6 +1359,7 @@ impl Handler {
     /// The frame loop after the handshake.
     fn frames(&mut self, echo: bool, answer_ping: bool, answer_close: bool) -> io::Result<End> {
         loop {
+            self.wait_reads_released();
             if let Some(end) = self.frame(echo, answer_ping, answer_close)? {
                 return Ok(end);
             }
