@@ -101,11 +101,19 @@ impl<M: Machine> Core<M> {
             self.machine.dispatch();
             wake |= self.machine.has_callbacks();
             if !self.out.events_alive {
-                // Nobody takes the events: drop them, which frees room in the core (and
-                // may resume reading: the actions of that come round the loop).
+                // Nobody takes the events: drop them, which frees room in the core for
+                // sends waiting on untaken completions (and may resume reading: the
+                // actions of that come round the loop).
                 while self.machine.next_event().is_some() {
                     acted = true;
+                    self.out.room_freed = true;
                 }
+            }
+            // Events a callback machine dispatched (or dropped, with no listener) may have
+            // resumed reading: carry that out in this turn too.
+            if let Some(action) = self.machine.poll_action() {
+                acted = true;
+                self.execute(shared, action, now);
             }
             if !acted {
                 break;

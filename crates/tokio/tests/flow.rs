@@ -337,6 +337,31 @@ async fn untaken_completions_make_try_send_refuse_and_send_wait() {
         .unwrap();
 }
 
+/// Dropping `Events` discards the completions nobody will take any more: a send waiting
+/// for room under their bound goes on at once, with no traffic needed to wake it (the
+/// server sends nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_events_lets_a_send_waiting_for_completion_room_go_on() {
+    let (url, _server) = slow_reader(Duration::ZERO).await;
+    let session = SessionConfig::default().max_untaken_completions(10);
+    let (client, events) = connect(session, &url).await;
+    for i in 0..10u8 {
+        client.send(Message::binary(vec![i])).await.unwrap();
+    }
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send(Message::binary(vec![10])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "send did not wait for room");
+    drop(events);
+    tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the send still waits for room after the events were dropped")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_completion_events_nothing_queues_for_senders() {
     let (url, _server) = slow_reader(Duration::ZERO).await;
