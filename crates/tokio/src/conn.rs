@@ -287,7 +287,11 @@ impl Io {
                 Poll::Ready(Some(command)) => command,
                 Poll::Ready(None) => return Flow::Dropped,
                 Poll::Pending => {
-                    self.connection.end_if_unanswered(&mut self.batch);
+                    // Pending with a command queued is tokio's cooperative budget, not an
+                    // empty channel: the core's close frame for a read error may be there.
+                    if self.commands.is_empty() {
+                        self.connection.end_if_unanswered(&mut self.batch);
+                    }
                     break;
                 }
             };
