@@ -1183,3 +1183,63 @@ fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: Poo
     }
     assert_eq!(pool.live(), 1, "[{name}] the other task is still there");
 }
+
+/// The tokio `Client` as a `Sink` across a reconnect: messages written into a connection
+/// that is then lost fail, and the sink says so at its flush, although the messages sent
+/// after them were written on the next connection (a flush used to wait for the last
+/// message alone).
+#[test]
+fn a_tokio_sink_reports_messages_lost_with_a_connection_although_later_ones_went_out() {
+    async fn next(events: &mut wxsocket_tokio::Events) -> Event {
+        tokio::time::timeout(EVENT_TIMEOUT * 2, events.next())
+            .await
+            .expect("no event in time")
+            .expect("events ended")
+    }
+    use futures_util::SinkExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let peer = Peer::start(Mode::Echo);
+        let config = config(ReconnectPolicy::default().seed(3));
+        let (mut client, mut events) =
+            wxsocket_tokio::Client::new(wxsocket_tokio::Config::new().session(config)).unwrap();
+        client.connect(&ConnectOptions::new(peer.url())).unwrap();
+        while !matches!(next(&mut events).await, Event::Open { .. }) {}
+        // The peer reads nothing: 8 MiB fill its socket, and part of them stays unwritten.
+        peer.hold_reads();
+        for i in 0..32u8 {
+            client
+                .feed(Message::binary(vec![i; 256 << 10]))
+                .await
+                .unwrap();
+        }
+        // The connection is lost with them; the session reconnects.
+        peer.drop_all();
+        peer.release_reads();
+        let mut lost = 0;
+        loop {
+            match next(&mut events).await {
+                Event::SendFailed { reason, .. } => {
+                    assert_eq!(reason, SendFailure::ConnectionLost);
+                    lost += 1;
+                }
+                Event::Open { .. } => break,
+                _ => {}
+            }
+        }
+        assert!(lost > 0, "no send was lost with the connection");
+        // A message on the new connection is written; the flush still reports the loss.
+        client.feed(Message::text("after")).await.unwrap();
+        match client.flush().await {
+            Err(wxsocket_tokio::SendFailed::Failed(SendFailure::ConnectionLost)) => {}
+            other => panic!("the flush hid the lost messages: {other:?}"),
+        }
+        // Reported once: the next flush waits for what is left, and succeeds.
+        client.flush().await.unwrap();
+        client.close(None, "").unwrap();
+    });
+}

@@ -3,6 +3,7 @@
 use crate::driver::{self, Handle, Machine, Shared};
 use crate::{Config, SendFailed};
 use futures_util::Sink;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -255,12 +256,44 @@ impl futures_core::Stream for Events {
     }
 }
 
-/// A [`Client`]'s state as a [`Sink`]: the message `start_send` took, and the completion
-/// of the last one accepted (what `poll_flush` waits for).
+/// A [`Client`]'s state as a [`Sink`]: the message `start_send` took, and the completions
+/// of the messages accepted and not yet known to be written (what `poll_flush` waits for).
 #[derive(Default)]
 struct SinkState {
     pending: Option<Message>,
-    last: Option<oneshot::Receiver<driver::SendResult>>,
+    /// Oldest first. Bounded by the core's send bounds, within which alone it accepts a
+    /// message; those already settled go from the front at every message accepted.
+    unsettled: VecDeque<oneshot::Receiver<driver::SendResult>>,
+    /// The first failure among the settled ones, for the next `poll_ready` or `poll_flush`.
+    failed: Option<SendFailure>,
+}
+
+impl SinkState {
+    /// A message was accepted: its completion joins the unsettled ones, and those at the
+    /// front that have settled go (the first failure among them is kept).
+    fn accepted(&mut self, done: oneshot::Receiver<driver::SendResult>) {
+        while let Some(first) = self.unsettled.front_mut() {
+            let failure = match first.try_recv() {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(oneshot::error::TryRecvError::Closed) => Some(SendFailure::ConnectionLost),
+                Err(oneshot::error::TryRecvError::Empty) => break,
+            };
+            if let Some(reason) = failure {
+                self.failed.get_or_insert(reason);
+            }
+            self.unsettled.pop_front();
+        }
+        self.unsettled.push_back(done);
+    }
+
+    /// The first failure not reported yet, as the sink's error.
+    fn take_failure(&mut self) -> Result<(), SendFailed> {
+        match self.failed.take() {
+            Some(reason) => Err(SendFailed::Failed(reason)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Client {
@@ -272,7 +305,9 @@ impl Client {
         let shared = &self.handle.shared;
         match shared.poll_send(cx, &mut self.sink.pending, true, |s, m, now| s.send(m, now)) {
             Poll::Ready(Ok((_, done))) => {
-                self.sink.last = done;
+                if let Some(done) = done {
+                    self.sink.accepted(done);
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(refused)) => Poll::Ready(Err(SendFailed::Refused(refused))),
@@ -284,6 +319,9 @@ impl Client {
 /// A `Client` is a [`Sink`] of messages (e.g. `SinkExt::send_all` from a stream):
 /// `poll_ready` waits for room in the core's bounds, so a fast producer is paced by the
 /// network; `poll_flush` waits until every message sent through this handle is written.
+/// A message that could not be written (e.g. the connection was lost, even if a reconnect
+/// sent the later ones) fails the next `poll_ready` or `poll_flush` with
+/// [`SendFailed::Failed`], once per failure seen.
 /// Closing the sink only flushes it: the connection stays open (other clones may use it;
 /// close it with [`Client::close`]). A message the core refuses for good (not connected,
 /// closing, too large) fails the sink with [`SendFailed::Refused`], which hands it back.
@@ -297,7 +335,9 @@ impl Sink<Message> for Client {
     type Error = SendFailed;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
-        self.get_mut().push_pending(cx)
+        let this = self.get_mut();
+        ready!(this.push_pending(cx))?;
+        Poll::Ready(this.sink.take_failure())
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), SendFailed> {
@@ -313,7 +353,7 @@ impl Sink<Message> for Client {
             Ok::<_, SendError>(rx)
         });
         match result {
-            Ok(done) => this.sink.last = Some(done),
+            Ok(done) => this.sink.accepted(done),
             Err(refused) if refused.is_full() => this.sink.pending = Some(refused.into_message()),
             Err(refused) => return Err(SendFailed::Refused(refused)),
         }
@@ -323,9 +363,10 @@ impl Sink<Message> for Client {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
         let this = self.get_mut();
         ready!(this.push_pending(cx))?;
-        if let Some(done) = &mut this.sink.last {
+        this.sink.take_failure()?;
+        while let Some(done) = this.sink.unsettled.front_mut() {
             let result = ready!(Pin::new(done).poll(cx));
-            this.sink.last = None;
+            this.sink.unsettled.pop_front();
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => return Poll::Ready(Err(SendFailed::Failed(reason))),
