@@ -72,6 +72,7 @@ wxsocket_tests::on_both_adapters!(
     a_repeated_sec_websocket_accept_fails_the_connection,
     both_close_frames_exchanged_is_clean_when_the_server_keeps_tcp_open,
     a_close_the_server_began_is_clean_when_it_keeps_tcp_open,
+    a_frame_after_the_servers_close_frame_still_ends_the_connection,
     invalid_peer_close_codes_are_protocol_failures,
 );
 
@@ -1417,6 +1418,39 @@ fn a_close_the_server_began_is_clean_when_it_keeps_tcp_open<A: Adapter>() {
         A::NAME
     );
     assert!(elapsed < close_timeout, "[{}] {elapsed:?}", A::NAME);
+    let seen = peer.wait_conn(0, "the client to close TCP", T, |c| c.ended);
+    assert_eq!(seen.closes.len(), 1, "[{}] {seen:#?}", A::NAME);
+    assert!(seen.client_went_away, "[{}] {seen:#?}", A::NAME);
+    assert_quiet(&mut a);
+}
+
+/// A server that sends a frame after its close frame (in the same write), and keeps TCP
+/// open: the client answers the close, reports it clean, ignores the late frame, and
+/// closes its socket (which it used to keep, open and watched, until the driver stopped).
+fn a_frame_after_the_servers_close_frame_still_ends_the_connection<A: Adapter>() {
+    let frame = |opcode, payload: Vec<u8>| Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode,
+        payload,
+    };
+    let mut close = 4000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    let peer = Peer::builder(Mode::Script(vec![Step::Together(vec![
+        frame(opcode::CLOSE, close),
+        frame(opcode::TEXT, b"late".to_vec()),
+    ])]))
+    .keep_tcp_after_close()
+    .start();
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        events,
+        [close_event(conn, 4000, "bye", true)],
+        "[{}]",
+        A::NAME
+    );
     let seen = peer.wait_conn(0, "the client to close TCP", T, |c| c.ended);
     assert_eq!(seen.closes.len(), 1, "[{}] {seen:#?}", A::NAME);
     assert!(seen.client_went_away, "[{}] {seen:#?}", A::NAME);

@@ -144,6 +144,16 @@ pub(crate) struct Shared<M> {
     driver_thread: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
+/// Marks the driver finished when the driver thread ends, also by a panic
+/// ([`Shared::finish`]).
+struct Finished<'a, M: Machine>(&'a Shared<M>);
+
+impl<M: Machine> Drop for Finished<'_, M> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 /// A resolver thread's answer.
 type Resolved = (u64, io::Result<Vec<SocketAddr>>);
 
@@ -194,6 +204,10 @@ pub(crate) struct Inner<M> {
     /// off and nobody watching, it catches up the same way, so a timer never judges a
     /// connection on stale input.
     reads: Reads,
+    /// Open connections whose reading stopped with no close frame of ours queued
+    /// ([`Connection::is_unanswered`]): once the pump has carried out the machine's actions
+    /// (a close frame, if it answers the error), those still unanswered end.
+    unanswered: BTreeSet<u64>,
     /// Something happened since the last delivery that may have freed room for a refused
     /// send: transport input, an action carried out, events or completions taken.
     progress: bool,
@@ -254,6 +268,7 @@ impl<M: Machine> Shared<M> {
                 lifecycle: Lifecycle::default(),
                 sleeping: false,
                 read_ready: BTreeSet::new(),
+                unanswered: BTreeSet::new(),
                 reads: Reads::Driver,
                 progress: false,
                 more: false,
@@ -360,6 +375,8 @@ impl<M: Machine> Shared<M> {
     /// The driver thread.
     fn run(self: Arc<Self>, mut poll: Poll, resolved_rx: Receiver<Resolved>) {
         let _ = self.driver_thread.set(std::thread::current().id());
+        // Whatever ends this thread, a panic included, every waiting thread learns it.
+        let _finished = Finished(&self);
         let mut events = MioEvents::with_capacity(256);
         loop {
             let (timeout, callbacks, finished, dispatch_more) = {
@@ -437,9 +454,11 @@ impl<M: Machine> Shared<M> {
             lock(&self.inner).sleeping = false;
         }
         wxsocket_wire::machine::run_last_callbacks(|| lock(&self.inner).machine.take_callbacks());
-        let mut outbox = lock(&self.outbox);
-        outbox.finished = true;
-        drop(outbox);
+    }
+
+    /// The driver has stopped: no event will come any more, no send will complete.
+    fn finish(&self) {
+        lock(&self.outbox).finished = true;
         self.event_ready.notify_all();
         self.completion_ready.notify_all();
         self.room_ready.notify_all();
@@ -666,6 +685,14 @@ impl<M: Machine> Inner<M> {
                 }
                 continue;
             }
+            // The machine has answered every read error it will answer (its close frames
+            // are queued above): the rest end once flushed. One still waiting for a flush
+            // comes back here from the pass that flushes it.
+            if let Some(conn) = self.unanswered.pop_first() {
+                self.with_conn(conn, now, |c, _, out| c.end_if_unanswered(out));
+                self.unanswered.remove(&conn);
+                continue;
+            }
             self.deliver(shared);
             let Some(action) = self.machine.poll_action() else {
                 break;
@@ -766,9 +793,13 @@ impl<M: Machine> Inner<M> {
         if c.is_dirty() {
             self.dirty.insert(conn);
         }
+        if c.is_unanswered() {
+            self.unanswered.insert(conn);
+        }
         if c.is_gone() {
             self.conns.remove(&conn);
             self.disarmed.remove(&conn);
+            self.unanswered.remove(&conn);
         }
         for event in out.drain(..) {
             self.machine.handle(id, event, now);

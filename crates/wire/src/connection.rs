@@ -429,12 +429,20 @@ impl<S: TcpSocket> Connection<S> {
         self.with_link(out, |link, out| link.close(frame, out));
     }
 
-    /// After a read error the core did not answer with a close frame, once nothing is left
-    /// to write: the transport ends.
+    /// Whether reading has stopped (a read error, or a frame after the peer's close) and no
+    /// close frame of ours was queued: unless the core answers with one, the adapter ends
+    /// the connection with [`Self::end_if_unanswered`] once the core has had its turn.
+    pub fn is_unanswered(&self) -> bool {
+        self.link()
+            .is_some_and(|link| !link.is_readable() && !link.close_sent())
+    }
+
+    /// After a read error the core did not answer with a close frame (call it once the
+    /// core's actions for the error have been carried out), once nothing is left to write:
+    /// the transport ends.
     pub fn end_if_unanswered(&mut self, out: &mut Vec<TransportEvent>) {
-        if let Phase::Open(link) = &mut self.phase
-            && !link.is_readable()
-            && !link.close_sent()
+        if self.is_unanswered()
+            && let Phase::Open(link) = &mut self.phase
             && !link.has_unflushed_sends()
         {
             link.end(out);
