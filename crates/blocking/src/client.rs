@@ -344,6 +344,19 @@ trait EventSource: Send + Sync {
     fn busy_poll(&self) -> &AtomicU64;
 }
 
+impl<M: Machine> Shared<M> {
+    /// The next event of the outbox. A delivery wakes one parked thread however many
+    /// events it moved: while more wait, the next parked thread is woken too, so no thread
+    /// sleeps in `recv` while an event waits for it.
+    fn take_event(&self, outbox: &mut crate::driver::Outbox) -> Option<Event> {
+        let event = outbox.events.pop()?;
+        if outbox.receivers > 0 && (!outbox.events.is_empty() || outbox.more) {
+            self.event_ready.notify_one();
+        }
+        Some(event)
+    }
+}
+
 impl<M: Machine> EventSource for Shared<M> {
     fn recv_within(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
         let mut outbox = lock(&self.outbox);
@@ -351,7 +364,7 @@ impl<M: Machine> EventSource for Shared<M> {
         // is already queued (most calls, when messages stream in) reads no clock.
         let mut limit: Option<Option<Instant>> = None;
         loop {
-            if let Some(event) = outbox.events.pop() {
+            if let Some(event) = self.take_event(&mut outbox) {
                 return Ok(event);
             }
             if outbox.more {
@@ -407,7 +420,7 @@ impl<M: Machine> EventSource for Shared<M> {
             self.refill(true);
             outbox = lock(&self.outbox);
         }
-        match outbox.events.pop() {
+        match self.take_event(&mut outbox) {
             Some(event) => Ok(event),
             None if outbox.finished && !outbox.more => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
