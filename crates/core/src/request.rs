@@ -236,6 +236,32 @@ pub struct HandshakeRequest {
 }
 
 impl HandshakeRequest {
+    /// Checks again what [`ConnectOptions::validate`] checked of the fields a caller can
+    /// change afterwards: the scheme, the timeout's range, the headers the handshake owns,
+    /// and the sub-protocols.
+    pub(crate) fn check(&self) -> Result<(), ConnectError> {
+        if !matches!(self.url.scheme(), "ws" | "wss") {
+            return Err(ConnectError::UnsupportedScheme {
+                scheme: self.url.scheme().to_owned(),
+            });
+        }
+        if self
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > crate::config::MAX_TIMER)
+        {
+            return Err(ConnectError::InvalidTimeout);
+        }
+        for name in self.headers.keys() {
+            if let Some(why) = forbidden_header(name) {
+                return Err(ConnectError::ForbiddenHeader {
+                    name: name.to_string(),
+                    why,
+                });
+            }
+        }
+        validate_protocols(&self.protocols)
+    }
+
     /// Whether the URL needs TLS.
     pub fn is_tls(&self) -> bool {
         self.url.scheme() == "wss"

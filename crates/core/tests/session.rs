@@ -1047,3 +1047,61 @@ fn receive_while_closing_does_not_outlive_the_close_timeout() {
     );
     assert!(!close_of(&e).2);
 }
+
+/// A request's public fields can be changed after validation: `connect_request` checks
+/// them again and refuses, with `connect`'s errors and nothing dialled, what `connect`
+/// refuses (a timeout past the timer's range used to panic on `Instant` overflow).
+#[test]
+fn a_request_changed_after_validation_is_checked_again() {
+    let mut sim = Sim::default();
+    let valid = ConnectOptions::new("ws://127.0.0.1:9/").validate().unwrap();
+    let refused = |change: &dyn Fn(&mut HandshakeRequest)| {
+        let mut request = valid.clone();
+        change(&mut request);
+        let mut s = Session::new(SessionConfig::default()).unwrap();
+        let result = s.connect_request(std::sync::Arc::new(request), sim.now);
+        assert_eq!(s.poll_action(), None, "dialled: {result:?}");
+        result.expect_err("a changed request was taken")
+    };
+    assert!(matches!(
+        refused(&|r| r.timeout = Some(Duration::MAX)),
+        ConnectError::InvalidTimeout
+    ));
+    assert!(matches!(
+        refused(&|r| r.timeout = Some(Duration::ZERO)),
+        ConnectError::InvalidTimeout
+    ));
+    assert!(matches!(
+        refused(&|r| {
+            r.headers.insert("sec-websocket-key", "x".parse().unwrap());
+        }),
+        ConnectError::ForbiddenHeader { .. }
+    ));
+    assert!(matches!(
+        refused(&|r| r.protocols = vec!["a b".into()]),
+        ConnectError::InvalidProtocol { .. }
+    ));
+    assert!(matches!(
+        refused(&|r| r.url.set_scheme("http").unwrap()),
+        ConnectError::UnsupportedScheme { .. }
+    ));
+    // Unchanged, it dials.
+    let conn = sim
+        .s
+        .connect_request(std::sync::Arc::new(valid), sim.now)
+        .unwrap();
+    assert!(matches!(sim.s.poll_action(), Some(Action::Dial { conn: c, .. }) if c == conn));
+}
+
+/// Turning completion tracking on again keeps the outcomes a driver has not polled yet.
+#[test]
+fn tracking_completions_again_keeps_those_not_yet_polled() {
+    let mut sim = Sim::default();
+    sim.s.track_completions(true);
+    let conn = sim.connect();
+    sim.open(conn);
+    let id = sim.s.send(Message::text("x"), sim.now).unwrap();
+    sim.input(conn, TransportEvent::SendWritten(id));
+    sim.s.track_completions(true);
+    assert_eq!(sim.s.poll_completion(), Some((id, Ok(()))));
+}

@@ -276,12 +276,15 @@ impl Session {
     }
 
     /// Like [`connect`](Self::connect) with a request validated earlier (to dial the same
-    /// request again). After [`shutdown`](Self::shutdown): `ConnectError::ShutDown`.
+    /// request again). What its public fields allow a caller to change after validation is
+    /// checked again (scheme, timeout, headers, sub-protocols), with `connect`'s errors.
+    /// After [`shutdown`](Self::shutdown): `ConnectError::ShutDown`.
     pub fn connect_request(
         &mut self,
         request: Arc<HandshakeRequest>,
         now: Instant,
     ) -> Result<ConnId, ConnectError> {
+        request.check()?;
         if self.recorder.is_some() {
             return self.connect_recorded(request, now);
         }
@@ -510,7 +513,11 @@ impl Session {
     /// (whether or not `SendCompleted` events are queued): for a driver whose sends can be
     /// awaited. The driver must then drain them after every call.
     pub fn track_completions(&mut self, on: bool) {
-        self.cx.completions = on.then(VecDeque::new);
+        // Turned on again, it keeps the outcomes not yet polled (a driver waits for them).
+        match (on, &self.cx.completions) {
+            (true, Some(_)) => {}
+            _ => self.cx.completions = on.then(VecDeque::new),
+        }
         self.record(&Input::TrackCompletions(on), Output::None);
     }
 
