@@ -40,6 +40,10 @@ impl<M: Machine> DriverHandle<M> for Handle<M> {
     fn socket_info(&self, conn: ConnId) -> Option<crate::SocketInfo> {
         self.shared.socket_info(|_| Some(conn))
     }
+
+    fn has_ended(&self) -> bool {
+        lock(&self.shared.outbox).finished
+    }
 }
 
 impl<M: Machine> Shared<M> {

@@ -453,7 +453,7 @@ impl<M: Machine> Shared<M> {
             }
             lock(&self.inner).sleeping = false;
         }
-        wxsocket_wire::machine::run_last_callbacks(|| lock(&self.inner).machine.take_callbacks());
+        wxsocket_wire::machine::run_last_callbacks(|| lock(&self.inner).machine.due_callbacks());
     }
 
     /// The driver has stopped: no event will come any more, no send will complete.

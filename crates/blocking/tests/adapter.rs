@@ -1163,3 +1163,47 @@ fn every_thread_waiting_in_recv_gets_an_event_from_one_burst() {
     );
     drop(client);
 }
+
+/// A shutdown while 300 sends wait for the connection (more than the driver turns into
+/// callbacks at a time): every send's `complete` runs before `shutdown` returns (those past
+/// the first batch were left behind). A call after the shutdown runs its own `fail` and
+/// `complete` before it returns, since no driver is left to run them.
+#[test]
+fn wx_shutdown_runs_every_callback_it_makes_due_and_later_calls_run_theirs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wxsocket_blocking::wx::{ConnectSocket, SendSocketMessage, WxSocket};
+    const SENDS: usize = 300;
+    let server = Silent::start();
+    let wx = WxSocket::new(Config::default()).unwrap();
+    wx.connect_socket(ConnectSocket::new(ConnectOptions::new(server.url())))
+        .unwrap();
+    let completed = Arc::new(AtomicUsize::new(0));
+    for i in 0..SENDS {
+        let c = Arc::clone(&completed);
+        wx.send_socket_message(SendSocketMessage::new(format!("m{i}")).complete(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+    }
+    wx.shutdown();
+    assert_eq!(completed.load(Ordering::SeqCst), SENDS);
+    let (tx, log) = std::sync::mpsc::channel::<String>();
+    let (t1, t2) = (tx.clone(), tx);
+    wx.send_socket_message(
+        SendSocketMessage::new("late")
+            .fail(move |r| t1.send(format!("fail: {r}")).unwrap())
+            .complete(move |r| t2.send(format!("complete: {r}")).unwrap()),
+    )
+    .unwrap_err();
+    let ran: Vec<String> = log.try_iter().collect();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(
+        ran[0].starts_with("fail: sendSocketMessage:fail"),
+        "{ran:?}"
+    );
+    assert!(
+        ran[1].starts_with("complete: sendSocketMessage:fail"),
+        "{ran:?}"
+    );
+}

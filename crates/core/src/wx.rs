@@ -101,13 +101,21 @@ impl fmt::Debug for Callbacks {
 
 impl Callbacks {
     /// `success` or `fail`, then `complete`, as one job (none when no callback is set).
+    /// The callback that does not run goes with the job and is dropped when it has run: a
+    /// driver runs jobs outside its lock, and dropping a callback may drop the last handle
+    /// of the socket, whose drop takes that lock.
     fn finish(self, result: &CallResult) -> Option<Job> {
-        let first = if result.is_ok() {
-            self.success
+        let Callbacks {
+            success,
+            fail,
+            complete,
+        } = self;
+        let (first, unused) = if result.is_ok() {
+            (success, fail)
         } else {
-            self.fail
+            (fail, success)
         };
-        if first.is_none() && self.complete.is_none() {
+        if first.is_none() && complete.is_none() && unused.is_none() {
             return None;
         }
         let result = result.clone();
@@ -115,9 +123,10 @@ impl Callbacks {
             if let Some(f) = first {
                 f(&result);
             }
-            if let Some(f) = self.complete {
+            if let Some(f) = complete {
                 f(&result);
             }
+            drop(unused);
         }))
     }
 }
@@ -320,8 +329,17 @@ const SEND: &str = "sendSocketMessage";
 const CLOSE: &str = "closeSocket";
 
 impl WxSocket {
-    /// A socket surface over a new session.
+    /// A socket surface over a new session. `send_completions(false)` is refused (field
+    /// `send_completions`): every send reports to its `success` / `fail` / `complete`
+    /// callbacks, which are run from the send's completion.
     pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
+        if !config.send_completions {
+            return Err(ConfigError {
+                field: "send_completions",
+                problem: "a wx socket runs every send's success/fail/complete callbacks from \
+                          its completion, so completions cannot be turned off",
+            });
+        }
         Ok(Self {
             session: Session::new(config)?,
             on_open: None,

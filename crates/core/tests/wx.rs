@@ -260,3 +260,18 @@ fn deferred_mode_queues_every_callback_for_the_driver() {
     );
     assert!(!wx.has_callbacks());
 }
+
+/// A wx socket runs every send's callbacks from its completion: a configuration that turns
+/// completions off is refused, naming the field (it used to be taken, and then `success`
+/// never ran and every send's callbacks stayed in memory).
+#[test]
+fn a_wx_socket_refuses_send_completions_off() {
+    let config = SessionConfig::default().send_completions(false);
+    for made in [
+        WxSocket::new(config.clone()),
+        WxSocket::deferred(config.clone()),
+    ] {
+        let error = made.expect_err("send_completions(false) was taken");
+        assert_eq!(error.field, "send_completions");
+    }
+}

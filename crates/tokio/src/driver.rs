@@ -407,6 +407,10 @@ impl<M: Machine> DriverHandle<M> for Handle<M> {
     fn socket_info(&self, conn: ConnId) -> Option<SocketInfo> {
         self.shared.lock().socket_info(conn)
     }
+
+    fn has_ended(&self) -> bool {
+        self.shared.has_ended()
+    }
 }
 
 /// Starts the driver task for `machine` on the current tokio runtime.
@@ -498,7 +502,7 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
             _ = &mut sleep, if armed.is_some() => {}
         }
     }
-    wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.take_callbacks());
+    wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.due_callbacks());
     shared.ended.store(true, Ordering::Release);
     shared.exited.notify_waiters();
     // The stream ends once its last events are taken ([`Shared::has_ended`] under the lock).

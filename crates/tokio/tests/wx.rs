@@ -147,3 +147,85 @@ async fn unsupported_options_fail_in_the_seed_style() {
     let err = wx.close_socket(CloseSocket::new()).unwrap_err();
     assert_eq!(err.err_msg, "closeSocket:fail WebSocket is not connected");
 }
+
+/// A queued send's `success` callback holds the last handle of the socket, and the send
+/// fails (the handshake times out): the callback that does not run is dropped outside the
+/// driver's lock, after `complete` ran. Dropped under the lock, the last handle's drop (a
+/// shutdown, which takes that lock) deadlocked the driver and, with it, the runtime's
+/// workers: this test waits on a plain channel, not on the runtime.
+#[test]
+fn a_failed_send_whose_callbacks_hold_the_last_handle_does_not_deadlock() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, done) = std::sync::mpsc::channel::<String>();
+    runtime.block_on(async {
+        // The listener task outlives its handle (dropping a JoinHandle detaches it).
+        let (url, _server) = silent_server().await;
+        let wx = WxSocket::new(Config::default()).unwrap();
+        let options = ConnectOptions::new(url).timeout(std::time::Duration::from_millis(300));
+        wx.connect_socket(ConnectSocket::new(options)).unwrap();
+        let last = wx.clone();
+        wx.send_socket_message(
+            SendSocketMessage::new("queued")
+                .success(move |_| drop(last))
+                .complete(move |r| tx.send(format!("complete: {r}")).unwrap()),
+        )
+        .unwrap();
+    });
+    let done = done.recv_timeout(WAIT);
+    // A deadlocked worker would hold up the runtime's drop.
+    runtime.shutdown_background();
+    let done = done.expect("complete did not run: the driver is stuck");
+    assert!(
+        done.starts_with("complete: sendSocketMessage:fail"),
+        "the failed send's complete callback: {done}"
+    );
+}
+
+/// A shutdown while 300 sends wait for the connection (more than the driver turns into
+/// callbacks at a time): every send's `complete` runs before `shutdown` returns (those past
+/// the first batch were left behind). A call after the shutdown runs its own `fail` and
+/// `complete` before it returns, since no driver is left to run them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_runs_every_callback_it_makes_due_and_later_calls_run_theirs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const SENDS: usize = 300;
+    let (url, _server) = silent_server().await;
+    let wx = WxSocket::new(Config::default()).unwrap();
+    wx.connect_socket(ConnectSocket::new(ConnectOptions::new(url)))
+        .unwrap();
+    let completed = Arc::new(AtomicUsize::new(0));
+    for i in 0..SENDS {
+        let c = Arc::clone(&completed);
+        wx.send_socket_message(SendSocketMessage::new(format!("m{i}")).complete(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+    }
+    tokio::time::timeout(WAIT, wx.shutdown())
+        .await
+        .expect("shutdown in time");
+    assert_eq!(completed.load(Ordering::SeqCst), SENDS);
+    let (tx, mut log) = mpsc::unbounded_channel::<String>();
+    let (t1, t2) = (tx.clone(), tx);
+    wx.send_socket_message(
+        SendSocketMessage::new("late")
+            .fail(move |r| t1.send(format!("fail: {r}")).unwrap())
+            .complete(move |r| t2.send(format!("complete: {r}")).unwrap()),
+    )
+    .unwrap_err();
+    let ran: Vec<String> = std::iter::from_fn(|| log.try_recv().ok()).collect();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(
+        ran[0].starts_with("fail: sendSocketMessage:fail"),
+        "{ran:?}"
+    );
+    assert!(
+        ran[1].starts_with("complete: sendSocketMessage:fail"),
+        "{ran:?}"
+    );
+}

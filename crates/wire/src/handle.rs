@@ -26,6 +26,10 @@ pub trait DriverHandle<M>: Send + Sync + 'static {
 
     /// The socket of connection `conn`, once it is dialled.
     fn socket_info(&self, conn: ConnId) -> Option<SocketInfo>;
+
+    /// Whether the driver has ended: nothing runs what the machine queues any more (the
+    /// callbacks of a wx call made after a shutdown, say).
+    fn has_ended(&self) -> bool;
 }
 
 /// The calls of a `Client` that return at once, for an `impl Client` block whose `handle`

@@ -102,6 +102,7 @@ pub mod reexports {
 #[doc(hidden)]
 pub mod __private {
     pub use bytes::Bytes;
+    pub use wxsocket_core::wx::WxSocket as WxCore;
     pub use wxsocket_core::{Pool, Session};
 }
 

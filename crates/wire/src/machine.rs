@@ -51,6 +51,13 @@ pub trait Machine: Driven + Send + 'static {
     fn needs_dispatch(&self) -> bool {
         false
     }
+
+    /// The callbacks due, after turning the events waiting into callbacks (a bounded
+    /// number at a time: call it again until it gives none).
+    fn due_callbacks(&mut self) -> Vec<PendingCallback> {
+        self.dispatch();
+        self.take_callbacks()
+    }
 }
 
 macro_rules! event_machine {
@@ -101,8 +108,10 @@ pub fn run_callbacks(callbacks: Vec<PendingCallback>) {
 }
 
 /// Runs the callbacks left once the driver has finished (`onSocketClose` of the shutdown's
-/// close, say) until none come: every handle is gone, so they cannot call into the machine
-/// any more, and this ends.
+/// close, the `fail` of every send it ended, say) until none come; `take` gives
+/// [`Machine::due_callbacks`], so events not yet turned into callbacks are not left behind.
+/// A callback may still call into the machine (a handle in it); what that queues is taken
+/// here too, and a call after the driver has ended runs its own callbacks.
 pub fn run_last_callbacks(mut take: impl FnMut() -> Vec<PendingCallback>) {
     loop {
         let callbacks = take();

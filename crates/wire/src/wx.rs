@@ -87,7 +87,7 @@ macro_rules! wx_socket {
                 &self,
                 call: ConnectSocket,
             ) -> Result<$crate::reexports::ConnId, CallResult> {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, now| core.connect_socket(call, now))
+                self.call(|core, now| core.connect_socket(call, now))
             }
 
             /// `wx.sendSocketMessage`. Queued while connecting; `success` once written;
@@ -96,36 +96,52 @@ macro_rules! wx_socket {
                 &self,
                 call: SendSocketMessage,
             ) -> Result<$crate::reexports::SendId, CallResult> {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, now| {
-                    core.send_socket_message(call, now)
-                })
+                self.call(|core, now| core.send_socket_message(call, now))
             }
 
             /// `wx.closeSocket`.
             pub fn close_socket(&self, call: CloseSocket) -> Result<(), CallResult> {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, now| core.close_socket(call, now))
+                self.call(|core, now| core.close_socket(call, now))
             }
 
             /// `wx.onSocketOpen`: replaces the previous listener. The result has the
             /// response headers and, as `profile`, how long each phase of the dial took, as
             /// this adapter measured it ([`OpenProfile`](crate::OpenProfile)).
             pub fn on_socket_open(&self, f: impl FnMut(&OpenResult) + Send + 'static) {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, _| core.on_socket_open(f));
+                self.call(|core, _| core.on_socket_open(f));
             }
 
             /// `wx.onSocketError`: replaces the previous listener.
             pub fn on_socket_error(&self, f: impl FnMut(&ErrorResult) + Send + 'static) {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, _| core.on_socket_error(f));
+                self.call(|core, _| core.on_socket_error(f));
             }
 
             /// `wx.onSocketMessage`: replaces the previous listener.
             pub fn on_socket_message(&self, f: impl FnMut(&MessageResult) + Send + 'static) {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, _| core.on_socket_message(f));
+                self.call(|core, _| core.on_socket_message(f));
             }
 
             /// `wx.onSocketClose`: replaces the previous listener.
             pub fn on_socket_close(&self, f: impl FnMut(&CloseResult) + Send + 'static) {
-                $crate::handle::DriverHandle::call(&*self.handle, |core, _| core.on_socket_close(f));
+                self.call(|core, _| core.on_socket_close(f));
+            }
+
+            /// Runs `f` on the wx core. Once the driver has ended (after a shutdown),
+            /// nothing else runs the callbacks the call queued (a refused call's `fail` and
+            /// `complete`): they run here, before this returns.
+            fn call<R>(
+                &self,
+                f: impl FnOnce(&mut $crate::__private::WxCore, ::std::time::Instant) -> R,
+            ) -> R {
+                let result = $crate::handle::DriverHandle::call(&*self.handle, f);
+                if $crate::handle::DriverHandle::has_ended(&*self.handle) {
+                    $crate::machine::run_last_callbacks(|| {
+                        $crate::handle::DriverHandle::call(&*self.handle, |core, _| {
+                            $crate::machine::Machine::due_callbacks(core)
+                        })
+                    });
+                }
+                result
             }
 
             /// The state (`readyState`).
