@@ -16,6 +16,7 @@ use crate::upgrade::Stream;
 use bytes::Bytes;
 use std::io::{self, Read, Write};
 use std::task::Poll;
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
@@ -149,8 +150,8 @@ impl<S: Read + Write> Link<S> {
             return;
         }
         let item = self.encoder.encode(message);
-        self.write(item, out);
-        if self.gone {
+        if !self.write(item, out) {
+            // Not taken: never reported written (the core fails it when the transport ends).
             return;
         }
         self.pending.push(id);
@@ -161,7 +162,7 @@ impl<S: Read + Write> Link<S> {
 
     /// Writes a ping into the WebSocket's buffer.
     pub fn ping(&mut self, payload: Bytes, out: &mut Vec<TransportEvent>) {
-        self.write(WsMessage::Ping(payload), out);
+        let _ = self.write(WsMessage::Ping(payload), out);
     }
 
     /// Queues a close frame, after everything written before it.
@@ -178,16 +179,23 @@ impl<S: Read + Write> Link<S> {
         }
     }
 
-    fn write(&mut self, item: WsMessage, out: &mut Vec<TransportEvent>) {
+    /// Writes a frame into the WebSocket's buffer; `false` when it was not taken: the
+    /// transport is gone or failed, or the peer's close frame came before it (the
+    /// connection is closing, nothing more goes out; that is no failure of the peer's).
+    fn write(&mut self, item: WsMessage, out: &mut Vec<TransportEvent>) -> bool {
         if self.gone {
-            return;
+            return false;
         }
         self.needs_flush = true;
         match self.ws.write(item) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.failed(&e, false, out),
+            Ok(()) => true,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => false,
+            Err(e) => {
+                self.failed(&e, false, out);
+                false
+            }
         }
     }
 
@@ -371,5 +379,70 @@ impl<S: Read + Write> Write for Wire<S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.stream.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket of scripted input (then `WouldBlock`) that keeps what is written.
+    #[derive(Default)]
+    struct Scripted {
+        input: io::Cursor<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.input.read(buf)? {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn link(input: &[u8]) -> Link<Scripted> {
+        let socket = Scripted {
+            input: io::Cursor::new(input.to_vec()),
+            written: Vec::new(),
+        };
+        let wire = Wire::new(Stream::Plain(socket), Incoming::new(Bytes::new(), None));
+        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
+        Link::new(ConnId::from_raw(1), ws, Encoder::default())
+    }
+
+    /// A message sent after the peer's close frame was read (the core did not know yet) is
+    /// not taken: it is never reported written, and it is no protocol error of the peer's.
+    #[test]
+    fn a_send_after_the_peers_close_frame_is_not_reported_written() {
+        // The server's close frame, 1000, unmasked.
+        let mut link = link(&[0x88, 0x02, 0x03, 0xE8]);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        link.read(&mut credit, 16, &mut out);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::PeerClosed(_)]),
+            "{out:?}"
+        );
+        out.clear();
+        let id = SendId::from_raw(7);
+        link.send(id, Message::text("late"), &mut out);
+        link.flush(&mut out);
+        assert!(
+            !out.iter()
+                .any(|e| matches!(e, TransportEvent::SendWritten(_) | TransportEvent::Error(_))),
+            "{out:?}"
+        );
     }
 }
