@@ -341,8 +341,7 @@ impl Inflater {
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
         self.out_pos += n;
         if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
+            self.output_taken();
         }
         n
     }
@@ -350,8 +349,26 @@ impl Inflater {
     /// Moves all waiting output to the end of `into`.
     pub fn drain_output(&mut self, into: &mut Vec<u8>) {
         into.extend_from_slice(&self.out[self.out_pos..]);
-        self.out.clear();
+        self.output_taken();
+    }
+
+    /// The output has all been taken: its buffer is kept for the next message, unless one
+    /// large message grew it (one read of a highly compressible message inflates to up to
+    /// about a thousand times its size), which would stay with the connection for its life.
+    fn output_taken(&mut self) {
         self.out_pos = 0;
+        if self.out.capacity() > 4 * CHUNK {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+    }
+
+    /// The bytes the inflater's buffers hold (its raw read buffer, its scratch and its
+    /// output), for an embedder that accounts for a connection's memory. Between messages a
+    /// client's stays below 16 KiB + 2 × 128 KiB, whatever the messages were.
+    pub fn retained(&self) -> usize {
+        self.raw.len() + self.scratch.capacity() + self.unmasked.capacity() + self.out.capacity()
     }
 
     /// Reads from `inner` until there is output for `buf` (or `inner` ends or would block).
@@ -517,6 +534,12 @@ impl Inflater {
             } else {
                 "the server sent a masked frame"
             }));
+        }
+        if h[0] & 0x30 != 0 && (rsv1 || (opcode == 0 && self.compressed_message)) {
+            // A frame this inflater takes apart itself (tungstenite judges the others).
+            return Err(protocol(
+                "RSV2 or RSV3 set, which no negotiated extension defines",
+            ));
         }
         if masked {
             let at = header_len - 4;

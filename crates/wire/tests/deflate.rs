@@ -394,6 +394,21 @@ fn protocol_violations_are_protocol_errors() {
             v.extend(frame(OpCode::Data(Data::Text), true, false, b"a".to_vec()));
             v
         }),
+        // A compressed frame is taken apart here, not by tungstenite: RSV2 and RSV3 are
+        // judged here too (they used to be dropped, and the message delivered).
+        ("RSV2 or RSV3", {
+            let mut f = Frame::message(good.clone(), OpCode::Data(Data::Text), true);
+            f.header_mut().rsv1 = true;
+            f.header_mut().rsv2 = true;
+            wire(f)
+        }),
+        ("RSV2 or RSV3", {
+            let mut v = frame(OpCode::Data(Data::Text), false, true, good[..4].to_vec());
+            let mut f = Frame::message(good[4..].to_vec(), OpCode::Data(Data::Continue), true);
+            f.header_mut().rsv3 = true;
+            v.extend(wire(f));
+            v
+        }),
     ];
     for (why, input) in cases {
         let e = inflate_error(&params, input, MAX);
@@ -625,4 +640,36 @@ fn a_server_accepts_from_request_headers_across_several_lines() {
     assert!(params.server_no_context_takeover);
     assert_eq!(value, "permessage-deflate; server_no_context_takeover");
     assert!(wxsocket_wire::deflate::accept(&http::HeaderMap::new()).is_none());
+}
+
+/// A highly compressible message (16 MiB of zeros, about 16 KiB on the wire) inflates to
+/// its full size while it is taken, and the inflater gives that memory back once it is:
+/// what it keeps between messages is bounded whatever came (its output buffer used to keep
+/// the largest message's size for the connection's life).
+#[test]
+fn the_inflater_gives_back_a_large_messages_memory() {
+    const BIG: usize = 16 << 20;
+    let params = DeflateParams::default();
+    let mut server = Compressor::new(&params, &DeflateOptions::default());
+    let input = server_frame(&mut server, Message::binary(vec![0u8; BIG]));
+    assert!(input.len() < 64 << 10, "{} bytes on the wire", input.len());
+    let mut inflater = Inflater::new(&params, BIG + 1);
+    let before = inflater.retained();
+    inflater.feed_deferred(&input);
+    let mut sink = vec![0u8; 1 << 16];
+    let mut taken = 0;
+    loop {
+        let n = inflater.take_output(&mut sink);
+        if n == 0 {
+            break;
+        }
+        taken += n;
+    }
+    assert!(taken > BIG, "the whole frame came out: {taken} bytes");
+    assert!(inflater.take_failure().is_none());
+    let after = inflater.retained();
+    assert!(
+        after <= (16 << 10) + 2 * (128 << 10),
+        "the inflater keeps {after} bytes after the message ({before} before)"
+    );
 }
