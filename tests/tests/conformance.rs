@@ -1321,6 +1321,18 @@ fn close_code_1014_is_reported_and_retried_when_configured<A: Adapter>() {
         A::NAME
     );
     assert_quiet(&mut a);
+    // The client's answer is a normal close, not "protocol violation" (1002), which
+    // tungstenite sends for a code it does not know.
+    let seen = peer.wait_conn(0, "the client's close frame", T, |c| c.ended);
+    assert_eq!(
+        seen.closes,
+        [CloseFrame {
+            code: Some(1000),
+            reason: "bad gateway".into()
+        }],
+        "[{}]",
+        A::NAME
+    );
 
     // Listed: the same close is retried; the next connection finds an echo server.
     let policy = ReconnectPolicy::default()

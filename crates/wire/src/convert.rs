@@ -102,8 +102,11 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 ///
 /// let mut watch = CloseWatch::default();
 /// // A text frame, then a close frame with code 1014 and the reason "gw", in two reads.
-/// watch.scan(b"\x81\x02hi\x88\x04\x03");
-/// watch.scan(b"\xf6gw");
+/// watch.scan(&mut b"\x81\x02hi\x88\x04\x03".to_owned());
+/// let mut second = *b"\xf6gw";
+/// watch.scan(&mut second);
+/// // tungstenite reads 1000 (and answers with it, not with 1002).
+/// assert_eq!(&second, b"\xe8gw");
 /// // What tungstenite 0.30 returns for it.
 /// let read = tungstenite::Message::Close(Some(tungstenite::protocol::CloseFrame {
 ///     code: 1002.into(),
@@ -128,17 +131,30 @@ pub struct CloseWatch {
 
 impl CloseWatch {
     /// Follows `bytes`, the next bytes of the stream tungstenite reads (after the
-    /// handshake response; with permessage-deflate, the inflater's output).
-    pub fn scan(&mut self, mut bytes: &[u8]) {
+    /// handshake response; with permessage-deflate, the inflater's output), before
+    /// tungstenite parses them.
+    ///
+    /// A close code 1014 is handed to tungstenite as 1000 (its second byte rewritten; the
+    /// first, 0x03, is the same): tungstenite 0.30 would otherwise answer the peer's close
+    /// with 1002 "Protocol violation", telling a server that closed for a bad gateway that
+    /// it broke the protocol. It answers 1000 with the peer's reason instead, and
+    /// [`Self::correct`] still reports 1014 as it was on the wire.
+    pub fn scan(&mut self, mut bytes: &mut [u8]) {
         while !bytes.is_empty() && !self.done {
             if self.remaining > 0 {
                 let n = usize::try_from(self.remaining).map_or(bytes.len(), |r| r.min(bytes.len()));
+                let unmasked = self.header[1] & 0x80 == 0;
                 if let Some(payload) = &mut self.close {
-                    let room = MAX_CONTROL_PAYLOAD.saturating_sub(payload.len());
+                    let before = payload.len();
+                    let room = MAX_CONTROL_PAYLOAD.saturating_sub(before);
                     payload.extend_from_slice(&bytes[..n.min(room)]);
+                    if unmasked && before < 2 && payload.len() >= 2 && payload[..2] == [0x03, 0xf6]
+                    {
+                        bytes[1 - before] = 0xe8;
+                    }
                 }
                 self.remaining -= n as u64;
-                bytes = &bytes[n..];
+                bytes = &mut bytes[n..];
                 self.done = self.remaining == 0 && self.close.is_some();
                 continue;
             }
@@ -147,7 +163,7 @@ impl CloseWatch {
                 let n = (self.header_needed() - self.header_len).min(bytes.len());
                 self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
                 self.header_len += n;
-                bytes = &bytes[n..];
+                bytes = &mut bytes[n..];
             }
             if self.header_len < self.header_needed() {
                 return; // the rest of the header comes with the next bytes
@@ -363,17 +379,28 @@ mod tests {
             code: Some(1014),
             reason: "bad gateway é".into(),
         });
+        let code_at = stream.len() - 4 - close.len();
         for chunk in [1, 2, 3, 7, 125, 4096, stream.len()] {
+            let mut read = stream.clone();
             let mut watch = CloseWatch::default();
             let before_end = stream.len() - 4 - close.len() - 1;
-            for piece in stream[..before_end].chunks(chunk) {
+            for piece in read[..before_end].chunks_mut(chunk) {
                 watch.scan(piece);
             }
             // Until the frame was read whole, the event is left as it is.
             assert_eq!(watch.correct(tungstenite_close()), tungstenite_close());
-            for piece in stream[before_end..].chunks(chunk) {
+            for piece in read[before_end..].chunks_mut(chunk) {
                 watch.scan(piece);
             }
+            // tungstenite reads 1000 for the first close frame's 1014, and nothing else
+            // changes.
+            assert_eq!(
+                read[code_at..code_at + 2],
+                1000u16.to_be_bytes(),
+                "chunk {chunk}"
+            );
+            read[code_at + 1] = stream[code_at + 1];
+            assert_eq!(read, stream, "chunk {chunk}");
             assert_eq!(
                 watch.correct(tungstenite_close()),
                 expected,
@@ -388,7 +415,7 @@ mod tests {
     #[test]
     fn close_watch_reports_a_close_frame_without_a_body_as_no_code() {
         let mut watch = CloseWatch::default();
-        watch.scan(&frame(0x8, b"", false));
+        watch.scan(&mut frame(0x8, b"", false));
         assert_eq!(
             watch.correct(tungstenite_close()),
             TransportEvent::PeerClosed(PeerClose {
@@ -399,7 +426,7 @@ mod tests {
         // Codes outside every range come through as they were sent.
         for code in [0u16, 999, 1004, 1015, 2999, 5000, u16::MAX] {
             let mut watch = CloseWatch::default();
-            watch.scan(&frame(0x8, &code.to_be_bytes(), false));
+            watch.scan(&mut frame(0x8, &code.to_be_bytes(), false));
             assert_eq!(
                 watch.correct(tungstenite_close()),
                 TransportEvent::PeerClosed(PeerClose {

@@ -68,7 +68,7 @@ impl Incoming {
             }
         };
         if let Poll::Ready(Ok(n)) = polled {
-            self.close_watch.scan(&out[..n]);
+            self.close_watch.scan(&mut out[..n]);
         }
         polled
     }
