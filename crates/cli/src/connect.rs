@@ -44,6 +44,8 @@ Exit status:
      death) or the server closed with another code
   5  it closed cleanly but some sends failed (including input that could not be sent:
      invalid UTF-8 or a line over --max-message-size)
+  6  standard output could not be written (a reader that went away, as `| head` does, is
+     no failure: the connection is closed and the status is as above)
 With --reconnect, the status describes the last connection.";
 
 /// The `/help` text: the commands only.
@@ -433,6 +435,7 @@ mod status {
     pub const NOT_MADE: u8 = 3;
     pub const ABNORMAL: u8 = 4;
     pub const SENDS_FAILED: u8 = 5;
+    pub const OUTPUT_FAILED: u8 = 6;
 }
 
 /// The end-of-input wait in progress.
@@ -623,7 +626,9 @@ impl Client {
                     last: now,
                 });
             }
-            ReadyState::Connecting if self.backoff.is_none() => self.linger_on_open = true,
+            // Dialling, or waiting to retry (`--reconnect`): the wait starts when it opens
+            // (`--reconnect-max` bounds the retries).
+            ReadyState::Connecting => self.linger_on_open = true,
             _ => self.quit(),
         }
     }
@@ -637,15 +642,31 @@ impl Client {
         }
         let state = self.backend.state();
         if self.linger_on_open {
-            if self.backoff.is_some() || !matches!(state, ReadyState::Connecting) {
+            // The open event starts the wait; a connection that ended with no retry to
+            // come ends it.
+            if matches!(state, ReadyState::Closed | ReadyState::Idle) {
                 self.quit();
             }
             return None;
         }
         let (lingering, linger) = (self.lingering?, self.linger?);
-        if state != ReadyState::Open {
-            self.quit();
-            return None;
+        match state {
+            ReadyState::Open => {}
+            // The server is closing: its close event comes next, and with it a retry
+            // (`--reconnect`) or the end.
+            ReadyState::Closing => return None,
+            // The connection ended and a retry follows: wait for it to open, then for the
+            // conversation again (messages queued or not acknowledged go out on it).
+            ReadyState::Connecting => {
+                self.lingering = None;
+                self.linger_on_open = true;
+                return None;
+            }
+            // Closed, or a state a newer core adds.
+            _ => {
+                self.quit();
+                return None;
+            }
         }
         let now = Instant::now();
         let quiet_at = lingering.last + linger.quiet;
@@ -790,7 +811,7 @@ impl Client {
     /// A problem with standard input or a command, on stderr (unless `-q`).
     fn complain(&self, text: &str) {
         if !self.quiet {
-            eprintln!("wxsocket: {text}");
+            crate::output::stderr_line(&format!("wxsocket: {text}"));
         }
     }
 
@@ -837,10 +858,10 @@ impl Client {
                 }
             }
         }
-        if status == status::CLEAN && send_failures > 0 {
-            status::SENDS_FAILED
-        } else {
-            status
+        match out.failure() {
+            Some(kind) if kind != std::io::ErrorKind::BrokenPipe => status::OUTPUT_FAILED,
+            _ if status == status::CLEAN && send_failures > 0 => status::SENDS_FAILED,
+            _ => status,
         }
     }
 
@@ -856,6 +877,18 @@ impl Client {
     /// Whether standard input is on hold: paused, quitting, or waiting at its end.
     fn input_on_hold(&self) -> bool {
         self.quit_deadline.is_some() || self.lingering.is_some() || self.linger_on_open
+    }
+
+    /// Stdout can no longer be written: nothing more is read from standard input or printed,
+    /// and the connection is closed as `/quit` does (a reader that went away, as `| head`
+    /// does, is said nothing of).
+    fn output_gone(&mut self, kind: std::io::ErrorKind) {
+        if kind != std::io::ErrorKind::BrokenPipe {
+            self.complain(&format!("error: standard output: {kind}"));
+        }
+        self.input_stopped = true;
+        self.pending.clear();
+        self.quit();
     }
 
     /// Standard input line `number` cannot be sent: says so, counts it as a failed send,
@@ -895,7 +928,7 @@ impl Client {
             Ok(Command::Connect(url)) => self.connect(Some(&url)),
             Ok(Command::Sleep(d)) => *paused_until = Some(Instant::now() + d),
             Ok(Command::Quit) => self.quit(),
-            Ok(Command::Help) => eprintln!("{}", commands_help()),
+            Ok(Command::Help) => crate::output::stderr_line(commands_help()),
             Err(message) => {
                 if message.starts_with("/binary") {
                     self.send_failures += 1;
@@ -1107,6 +1140,11 @@ pub fn run(settings: Settings) -> ExitCode {
                 break;
             };
             client.run_input(item, &mut paused_until);
+        }
+        if client.quit_deadline.is_none()
+            && let Some(kind) = client.out.failure()
+        {
+            client.output_gone(kind);
         }
         let linger_wake = client.check_linger();
         if client.done_quitting() {

@@ -263,6 +263,9 @@ pub struct Out {
     start: Instant,
     mode: Mode,
     lock: Mutex<()>,
+    /// The first error writing to stdout (the reader went away, the disk is full): from
+    /// then on nothing more is written, and the command winds down ([`Self::failure`]).
+    failed: std::sync::OnceLock<std::io::ErrorKind>,
 }
 
 impl Out {
@@ -277,6 +280,7 @@ impl Out {
             start: Instant::now(),
             mode,
             lock: Mutex::new(()),
+            failed: std::sync::OnceLock::new(),
         }
     }
 
@@ -297,25 +301,37 @@ impl Out {
 
     /// Prints a line as is.
     pub fn line(&self, text: &str) {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{text}");
-        let _ = stdout.flush();
+        self.write(|stdout| writeln!(stdout, "{text}"));
     }
 
     /// Writes bytes as they are.
     fn raw(&self, bytes: &[u8]) {
+        self.write(|stdout| stdout.write_all(bytes));
+    }
+
+    /// Writes to stdout and flushes, unless an earlier write failed; keeps the first error.
+    fn write(&self, f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.failed.get().is_some() {
+            return;
+        }
         let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(bytes);
-        let _ = stdout.flush();
+        if let Err(e) = f(&mut stdout).and_then(|()| stdout.flush()) {
+            let _ = self.failed.set(e.kind());
+        }
+    }
+
+    /// Why stdout could not be written, once a write failed (`BrokenPipe`: its reader went
+    /// away, as `| head` does).
+    pub fn failure(&self) -> Option<std::io::ErrorKind> {
+        self.failed.get().copied()
     }
 
     /// Prints a diagnostic on stderr (payload mode only, unless quiet).
     pub fn diagnostic(&self, text: &str) {
         if let Mode::Payloads { quiet: false, .. } = self.mode {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("wxsocket: {text}");
+            stderr_line(&format!("wxsocket: {text}"));
         }
     }
 
@@ -397,6 +413,12 @@ impl Out {
             self.stamped(text);
         }
     }
+}
+
+/// Writes a line to stderr; a stderr that cannot be written (closed, full) is ignored
+/// rather than a panic, as `eprintln!` would.
+pub fn stderr_line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 #[cfg(test)]

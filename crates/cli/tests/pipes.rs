@@ -608,3 +608,86 @@ fn serve_json_events() {
         assert!(close["bytes_read"].as_u64().unwrap() > 0);
     }
 }
+
+/// `yes | wxsocket connect URL | head -1`: once the reader of standard output has gone
+/// (after one line), the command stops, closes the connection and exits 0, so the
+/// pipeline ends (it used to go on reading and discarding for ever). Standard input never
+/// ends here: the writer keeps writing until the command exits.
+#[test]
+fn a_reader_that_goes_away_ends_the_run() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let mut child = Command::new(common::bin())
+            .args(with_adapter(vec!["connect", url.as_str()], blocking))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wxsocket");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || {
+            // `yes`: until the command is gone.
+            while stdin.write_all(b"y\n").and_then(|()| stdin.flush()).is_ok() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        // `head -1`: one line, then the reader goes away.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("a line");
+        assert_eq!(first, "y\n");
+        let deadline = Instant::now() + common::WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("blocking={blocking}: still running after its reader went away");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        writer.join().unwrap();
+        assert_eq!(status.code(), Some(0), "blocking={blocking}");
+    }
+}
+
+/// Standard output that cannot be written (a full disk: `/dev/full`) is an error, exit 6,
+/// not a run that reports success with its output lost.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_that_cannot_be_written_is_exit_6() {
+    use std::process::{Command, Stdio};
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let output = Command::new(common::bin())
+            .args(with_adapter(vec!["connect", url.as_str()], blocking))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().expect("stdin");
+                stdin.write_all(b"hello\n")?;
+                drop(stdin);
+                child.wait_with_output()
+            })
+            .expect("run wxsocket");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(6),
+            "blocking={blocking}: {stderr}"
+        );
+        assert!(stderr.contains("standard output"), "{stderr}");
+    }
+}

@@ -427,3 +427,33 @@ fn close_during_backoff_cancels_it() {
         (Some(2), Some(1))
     );
 }
+
+/// `echo hello | wxsocket connect --reconnect --ack URL` against a server that closes the
+/// first connection with 1012 right after its handshake: the end of input waits for the
+/// retry instead of giving up (which cancelled the reconnection and failed the line), the
+/// line goes out again on the next connection, its echo is printed, and the run ends
+/// cleanly.
+#[test]
+fn end_of_input_waits_for_a_reconnection() {
+    for blocking in [false, true] {
+        let server = TestServer::start(Mode::CloseFirstWith(1012), false);
+        let args = with_adapter(
+            vec![
+                "connect",
+                server.url(),
+                "--reconnect",
+                "--reconnect-base",
+                "10",
+                "--ack",
+            ],
+            blocking,
+        );
+        let (status, stdout, stderr) = common::run_bytes(&args, b"hello\n");
+        assert_eq!(
+            (status.code(), String::from_utf8_lossy(&stdout).as_ref()),
+            (Some(0), "hello\n"),
+            "blocking={blocking}: {stderr}"
+        );
+        assert!(server.seen().len() >= 2, "blocking={blocking}: no retry");
+    }
+}
