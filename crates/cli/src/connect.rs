@@ -44,8 +44,9 @@ Exit status:
      death) or the server closed with another code
   5  it closed cleanly but some sends failed (including input that could not be sent:
      invalid UTF-8 or a line over --max-message-size)
-  6  standard output could not be written (a reader that went away, as `| head` does, is
-     no failure: the connection is closed and the status is as above)
+  6  standard output or the --record transcript could not be written (a reader of
+     standard output that went away, as `| head` does, is no failure: the connection is
+     closed and the status is as above)
 With --reconnect, the status describes the last connection.";
 
 /// The `/help` text: the commands only.
@@ -901,6 +902,14 @@ impl Client {
         self.end_of_input();
     }
 
+    /// Why a line over the largest message is not sent.
+    fn too_long(&self) -> String {
+        format!(
+            "is longer than the largest message (--max-message-size {})",
+            self.session.max_message_size
+        )
+    }
+
     /// Runs one item of standard input.
     fn run_input(&mut self, item: Pending, paused_until: &mut Option<Instant>) {
         // The reader may read one more item ahead (the channel has room for every credit).
@@ -913,12 +922,12 @@ impl Client {
         };
         let line = line.strip_suffix('\r').unwrap_or(&line);
         match parse_command(line) {
+            // A message over the largest one ends the input, text or `/binary` alike.
             Ok(Command::Text(text)) if text.len() > self.session.max_message_size => {
-                let problem = format!(
-                    "is longer than the largest message (--max-message-size {})",
-                    self.session.max_message_size
-                );
-                self.stop_input(number, &problem);
+                self.stop_input(number, &self.too_long());
+            }
+            Ok(Command::Binary(bytes)) if bytes.len() > self.session.max_message_size => {
+                self.stop_input(number, &self.too_long());
             }
             Ok(Command::Text(text)) => self.send(Message::text(text)),
             Ok(Command::Binary(bytes)) => self.send(Message::binary(bytes)),
@@ -1042,6 +1051,8 @@ fn read_stdin(tx: SyncSender<Input>, credits: Receiver<()>, binary: bool, limit:
 /// Runs the client until `/quit` or the end of input, then until the close event.
 pub fn run(settings: Settings) -> ExitCode {
     let out = Arc::new(Out::with_mode(settings.mode));
+    // Kept to tell at the end whether the transcript was written whole.
+    let record = settings.record.clone();
     // Bounded: while stdout is slow this loop takes no events, and the adapter stops
     // reading from the server (flow control). Standard input has its own credits.
     let (tx, rx) = mpsc::sync_channel::<Input>(crate::backend::EVENT_CHANNEL);
@@ -1181,7 +1192,23 @@ pub fn run(settings: Settings) -> ExitCode {
             }
         }
     }
-    ExitCode::from(client.shut_down())
+    let quiet = client.quiet;
+    let status = client.shut_down();
+    let record_failed = record.and_then(|r| match r.flush() {
+        Err(e) => Some(e.to_string()),
+        Ok(()) => r.error(),
+    });
+    match record_failed {
+        Some(e) => {
+            if !quiet {
+                crate::output::stderr_line(&format!(
+                    "wxsocket: error: --record: the transcript could not be written: {e}"
+                ));
+            }
+            ExitCode::from(status::OUTPUT_FAILED)
+        }
+        None => ExitCode::from(status),
+    }
 }
 
 #[cfg(test)]

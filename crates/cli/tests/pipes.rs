@@ -303,13 +303,18 @@ fn max_message_size_bounds_both_ways() {
         let exactly = format!("{}\n", "x".repeat(100));
         let (code, stdout, stderr) = exit_of(&url, &limit, exactly.as_bytes(), blocking);
         assert_eq!((code, stdout.as_str()), (0, exactly.as_str()), "{stderr}");
-        let over = format!("/binary {}\n", "ab".repeat(101));
-        let (code, _, stderr) = exit_of(&url, &limit, over.as_bytes(), blocking);
+        // A `/binary` line over the limit ends the input like a text line over it: named,
+        // exit 5, and nothing after it is sent.
+        let over = format!("/binary {}\nafter\n", "ab".repeat(101));
+        let (code, stdout, stderr) = exit_of(&url, &limit, over.as_bytes(), blocking);
         assert_eq!(code, 5, "{stderr}");
         assert!(
-            stderr.contains("exceeds the maximum of 100 bytes"),
+            stderr.contains(
+                "standard input line 1 is longer than the largest message (--max-message-size 100)"
+            ),
             "{stderr}"
         );
+        assert_eq!(stdout, "", "sent after the line over the limit: {stderr}");
 
         // Received: another client's 101-byte message, through the broadcast.
         let mut small = Proc::spawn(&with_adapter(
@@ -689,5 +694,25 @@ fn output_that_cannot_be_written_is_exit_6() {
             "blocking={blocking}: {stderr}"
         );
         assert!(stderr.contains("standard output"), "{stderr}");
+    }
+}
+
+/// A `--record` transcript that cannot be written (`/dev/full`) is an error, exit 6, not
+/// a run that reports success with the transcript lost.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_transcript_that_cannot_be_written_is_exit_6() {
+    let (_server, url) = serve(&[]);
+    for blocking in ADAPTERS {
+        let (status, stdout, stderr) = run_bytes(
+            &with_adapter(
+                vec!["connect", url.as_str(), "--record", "/dev/full"],
+                blocking,
+            ),
+            b"hello\n",
+        );
+        assert_eq!(stdout, b"hello\n", "blocking={blocking}");
+        assert_eq!(status.code(), Some(6), "blocking={blocking}: {stderr}");
+        assert!(stderr.contains("--record"), "{stderr}");
     }
 }
