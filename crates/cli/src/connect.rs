@@ -628,8 +628,9 @@ impl Client {
                 });
             }
             // Dialling, or waiting to retry (`--reconnect`): the wait starts when it opens
-            // (`--reconnect-max` bounds the retries).
-            ReadyState::Connecting => self.linger_on_open = true,
+            // (`--reconnect-max` bounds the retries). The server closing: a retry may
+            // follow, so its end is awaited the same way.
+            ReadyState::Connecting | ReadyState::Closing => self.linger_on_open = true,
             _ => self.quit(),
         }
     }
@@ -699,6 +700,11 @@ impl Client {
             Event::Reconnecting { conn, .. } => {
                 self.live.insert(*conn);
                 self.backoff = Some(*conn);
+                if self.quit_deadline.is_some() {
+                    // Quitting: no retry (closing cancels the backoff), rather than redial
+                    // until the quit's deadline.
+                    let _ = self.close(None, "");
+                }
             }
             Event::Open {
                 conn, handshake, ..

@@ -428,16 +428,16 @@ fn close_during_backoff_cancels_it() {
     );
 }
 
-/// `echo hello | wxsocket connect --reconnect --ack URL` against a server that closes the
-/// first connection with 1012 right after its handshake: the end of input waits for the
-/// retry instead of giving up (which cancelled the reconnection and failed the line), the
-/// line goes out again on the next connection, its echo is printed, and the run ends
-/// cleanly.
+/// `wxsocket connect --reconnect --ack URL` with the line `hello` and then the end of input,
+/// against a server that closes the first connection with 1012 right after its handshake:
+/// the end of input waits for the retry instead of giving up (which cancelled the
+/// reconnection and failed the line), the line goes out again on the next connection, its
+/// echo is printed, and the run ends cleanly.
 #[test]
 fn end_of_input_waits_for_a_reconnection() {
     for blocking in [false, true] {
-        let server = TestServer::start(Mode::CloseFirstWith(1012), false);
-        let args = with_adapter(
+        let server = TestServer::start(Mode::CloseFirstWith(1012), true);
+        let mut proc = Proc::spawn(&with_adapter(
             vec![
                 "connect",
                 server.url(),
@@ -445,14 +445,30 @@ fn end_of_input_waits_for_a_reconnection() {
                 "--reconnect-base",
                 "10",
                 "--ack",
+                "--json",
             ],
             blocking,
-        );
-        let (status, stdout, stderr) = common::run_bytes(&args, b"hello\n");
+        ));
+        proc.expect_json("connecting", |v| event(v) == "connecting");
+        proc.write("hello");
+        // Commands run in order: once this refusal is printed, `hello` was queued on
+        // connection 1, whose handshake the server is holding.
+        proc.write("/close 1001");
+        proc.expect_json("call_failed", |v| event(v) == "call_failed");
+        proc.close_stdin();
+        server.release();
+        let (status, lines, stderr) = proc.finish();
         assert_eq!(
-            (status.code(), String::from_utf8_lossy(&stdout).as_ref()),
-            (Some(0), "hello\n"),
-            "blocking={blocking}: {stderr}"
+            status.code(),
+            Some(0),
+            "blocking={blocking}: {stderr} {lines:?}"
+        );
+        let events = events_of(&lines);
+        assert!(
+            events
+                .iter()
+                .any(|v| event(v) == "message" && v["conn"] == 2 && v["data"] == "hello"),
+            "blocking={blocking}: no echo on the retry: {events:?}"
         );
         assert!(server.seen().len() >= 2, "blocking={blocking}: no retry");
     }
