@@ -27,12 +27,13 @@ Standard input (text mode, the default), one command per line:
   /close [CODE [REASON]]   close (CODE 1000 or 3000-4999, default 1000)
   /connect URL             connect again with the same options (replaces the current socket)
   /sleep MS                pause reading commands for MS milliseconds (events still print)
-  /quit                    close, and exit once the close event arrived and every socket
+  /quit (or /exit)         close, and exit once the close event arrived and every socket
                            finished closing
-  /help                    this list
+  /help (or /?)            this list
 With -b, standard input is sent as binary messages as it is read (no commands).
 End of input waits until every send completed and nothing arrived for --linger ms (at
-most --linger-max ms; a server that closes ends it at once), then closes as /quit does.
+most --linger-max ms; a server that closes ends it at once, unless --reconnect retries:
+then the wait starts again once the retry opens), then closes as /quit does.
 
 Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, or the code

@@ -462,8 +462,8 @@ fn help_command_lists_the_commands_and_sends_nothing() {
         "/close [CODE [REASON]]",
         "/connect URL",
         "/sleep MS",
-        "/quit",
-        "/help",
+        "/quit (or /exit)",
+        "/help (or /?)",
     ] {
         assert!(stderr.contains(needle), "/help lacks {needle}: {stderr}");
     }
