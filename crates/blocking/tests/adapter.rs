@@ -1093,45 +1093,16 @@ fn wx_shutdown_inside_a_callback_does_not_wait_for_itself() {
     assert_eq!(rx.recv_timeout(WAIT).unwrap(), "close 1000 true");
 }
 
-/// Answers the opening handshake on `tcp` by hand (read the request head, write 101).
-fn answer_handshake(tcp: &mut std::net::TcpStream) {
-    use std::io::Write;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| value.trim().to_owned())
-        })
-        .expect("a Sec-WebSocket-Key");
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    write!(
-        tcp,
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .unwrap();
-}
-
 /// Three threads wait in `recv` on the same `Events`; three messages arrive in one read
 /// (one thread reads them all): each thread gets one, none sleeps while an event waits
 /// (a delivery used to wake one parked thread however many events it moved).
 #[test]
 fn every_thread_waiting_in_recv_gets_an_event_from_one_burst() {
-    use std::io::Write;
     const THREADS: usize = 3;
     let mut server = Silent::start();
     let (client, events) = client();
     client.connect(&ConnectOptions::new(server.url())).unwrap();
-    let mut tcp = server.accept();
-    answer_handshake(&mut tcp);
+    let mut ws = tungstenite::accept(server.accept()).expect("the handshake");
     let seen = until(&events, |e| is_open(e) || is_close(e));
     assert!(is_open(seen.last().unwrap()), "did not open: {seen:?}");
     let events = std::sync::Arc::new(events);
@@ -1143,10 +1114,11 @@ fn every_thread_waiting_in_recv_gets_an_event_from_one_burst() {
         .collect();
     // Let every thread settle in `recv` (one on the sockets, the others parked).
     std::thread::sleep(Duration::from_millis(200));
-    let burst: Vec<u8> = (0..THREADS as u8)
-        .flat_map(|i| [0x81, 1, b'a' + i])
-        .collect();
-    tcp.write_all(&burst).unwrap();
+    // Written together, with one flush: one burst on the wire.
+    for text in ["a", "b", "c"] {
+        ws.write(WsMessage::text(text)).unwrap();
+    }
+    ws.flush().unwrap();
     let sent = Instant::now();
     let mut got: Vec<Message> = threads
         .into_iter()

@@ -644,18 +644,9 @@ fn a_reader_that_goes_away_ends_the_run() {
             .read_line(&mut first)
             .expect("a line");
         assert_eq!(first, "y\n");
-        let deadline = Instant::now() + common::WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("blocking={blocking}: still running after its reader went away");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = common::wait_bounded(&mut child).unwrap_or_else(|| {
+            panic!("blocking={blocking}: still running after its reader went away")
+        });
         writer.join().unwrap();
         assert_eq!(status.code(), Some(0), "blocking={blocking}");
     }

@@ -641,22 +641,30 @@ pub fn run_program(program: &str, args: &[&str], stdin: Stdio) -> (ExitStatus, V
         let _ = stderr.read_to_string(&mut text);
         text
     });
+    let Some(status) = wait_bounded(&mut child) else {
+        panic!(
+            "{program} {args:?} did not exit within {WAIT:?}; stderr:\n{}",
+            err.join().unwrap_or_default()
+        );
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// Waits for `child` to exit, at most [`WAIT`]; past that it is killed and this gives
+/// `None`.
+pub fn wait_bounded(child: &mut Child) -> Option<ExitStatus> {
     let deadline = Instant::now() + WAIT;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return Some(status);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{program} {args:?} did not exit within {WAIT:?}; stderr:\n{}",
-                err.join().unwrap_or_default()
-            );
+            return None;
         }
         std::thread::sleep(Duration::from_millis(2));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
+    }
 }
 
 /// Runs `wxsocket ARGS` with `input` as its whole standard input (closed after it).
