@@ -11,6 +11,10 @@
 //! - the output of every piece stays within DEFLATE's maximum expansion of that piece
 //!   (1032:1, plus frame headers): the inflater never holds more than one piece's worth,
 //!   however many messages the piece completes.
+//!
+//! Every input runs twice: with the pieces handed to `feed`, and read through `read_from`
+//! (as the adapters read), where the inflater inflates what it read a frame at a time and
+//! must never hold more than its bound ([`READER_BOUND`]) however compressible the data.
 
 use arbitrary::{Arbitrary, Unstructured};
 use std::io::{self, Read, Write};
@@ -25,6 +29,9 @@ use wxsocket_wire::deflate::{Compressor, Inflater};
 /// DEFLATE's largest expansion (a 258-byte match in under 2 bits is 1032:1), with room
 /// for the frame headers the inflater writes.
 const MAX_EXPANSION: usize = 1100;
+/// What an inflater read through `read_from` holds at most, at any time: its 16 KiB read
+/// buffer, a scratch and an output buffer of at most 128 KiB each.
+const READER_BOUND: usize = (16 << 10) + 2 * (128 << 10);
 
 #[derive(Debug, Arbitrary)]
 struct Case {
@@ -124,8 +131,10 @@ fn conversation(case: &Case) -> (Vec<u8>, Vec<(usize, WsMessage)>) {
     (wire, expected)
 }
 
-/// What tungstenite reads: the inflater's output over the input, fed in pieces.
+/// What tungstenite reads: the inflater's output over the input, fed in pieces, or read
+/// through it in pieces (`reader`).
 struct Feed {
+    reader: bool,
     input: Vec<u8>,
     at: usize,
     pieces: Vec<usize>,
@@ -136,8 +145,44 @@ struct Feed {
     failed: Option<wxsocket_wire::deflate::InflateError>,
 }
 
+/// The socket under an inflater read through `read_from`: each read returns the next
+/// piece (or as much of it as fits).
+struct Pieces<'a> {
+    input: &'a [u8],
+    at: &'a mut usize,
+    pieces: &'a [usize],
+    turn: &'a mut usize,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let step = self.pieces[*self.turn % self.pieces.len()];
+        *self.turn += 1;
+        let end = (*self.at + step.min(buf.len())).min(self.input.len());
+        let n = end - *self.at;
+        buf[..n].copy_from_slice(&self.input[*self.at..end]);
+        *self.at = end;
+        Ok(n)
+    }
+}
+
 impl Read for Feed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reader {
+            let mut socket = Pieces {
+                input: &self.input,
+                at: &mut self.at,
+                pieces: &self.pieces,
+                turn: &mut self.turn,
+            };
+            let read = self.inflater.read_from(&mut socket, buf);
+            assert!(
+                self.inflater.retained() <= READER_BOUND,
+                "the inflater holds {} bytes",
+                self.inflater.retained()
+            );
+            return read;
+        }
         while self.out_at == self.out.len() {
             if let Some(e) = self.failed.take() {
                 return Err(e.into());
@@ -195,8 +240,14 @@ pub fn inflate(data: &[u8]) {
     let Ok(case) = Case::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
+    check(&case, false);
+    check(&case, true);
+}
+
+/// Checks one case, fed to the inflater or read through it (`reader`).
+fn check(case: &Case, reader: bool) {
     let max = case.max as usize + 1;
-    let (mut wire, expected) = conversation(&case);
+    let (mut wire, expected) = conversation(case);
     let well_formed = wire.len();
     wire.extend_from_slice(&case.garbage);
     let params = DeflateParams {
@@ -208,6 +259,7 @@ pub fn inflate(data: &[u8]) {
         pieces.push(well_formed.max(1));
     }
     let feed = Feed {
+        reader,
         input: wire,
         at: 0,
         pieces,

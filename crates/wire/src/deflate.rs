@@ -66,6 +66,13 @@ use crate::convert::to_ws;
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Most bytes inflated per step (bounds memory beyond the message limit).
 const CHUNK: usize = 32 * 1024;
+/// About the most inflated bytes re-emitted as one frame, and the output a reader
+/// ([`Inflater::poll_read_from`]) lets wait before it inflates more of what it read. A
+/// compressed message is handed on in frames of this size as it is inflated, never held
+/// whole: one 16 KiB read can inflate to 16 MiB, and holding that (then copying it) is
+/// several short-lived allocations of the message's size per message, which fragment the
+/// allocator's free memory when threads share it.
+const FRAGMENT: usize = CHUNK;
 
 /// Compresses outgoing messages of one connection.
 pub struct Compressor {
@@ -281,6 +288,9 @@ pub struct Inflater {
     scratch: Vec<u8>,
     unmasked: Vec<u8>,
     raw: Box<[u8]>,
+    /// The bytes of `raw` read but not yet inflated: `raw[raw_at..raw_len]`.
+    raw_at: usize,
+    raw_len: usize,
 }
 
 impl fmt::Debug for Inflater {
@@ -327,6 +337,8 @@ impl Inflater {
             scratch: Vec::new(),
             unmasked: Vec::new(),
             raw: vec![0; 16 * 1024].into_boxed_slice(),
+            raw_at: 0,
+            raw_len: 0,
         }
     }
 
@@ -365,8 +377,10 @@ impl Inflater {
     }
 
     /// The bytes the inflater's buffers hold (its raw read buffer, its scratch and its
-    /// output), for an embedder that accounts for a connection's memory. Between messages a
-    /// client's stays below 16 KiB + 2 × 128 KiB, whatever the messages were.
+    /// output), for an embedder that accounts for a connection's memory. Read through
+    /// [`poll_read_from`](Self::poll_read_from), a client's stays below
+    /// 16 KiB + 2 × 128 KiB at all times, whatever the messages are; fed with
+    /// [`feed`](Self::feed), it holds the output of what it was fed until that is taken.
     pub fn retained(&self) -> usize {
         self.raw.len() + self.scratch.capacity() + self.unmasked.capacity() + self.out.capacity()
     }
@@ -383,7 +397,8 @@ impl Inflater {
 
     /// [`read_from`](Self::read_from) through `read`, which reads the socket (or polls it:
     /// its `Pending`, its errors and the end of the stream are passed on once no output is
-    /// waiting).
+    /// waiting). What was read is inflated a frame at a time (about 32 KiB), as the output
+    /// is taken, so the inflater holds about that much output whatever the compression ratio.
     pub fn poll_read_from(
         &mut self,
         buf: &mut [u8],
@@ -396,16 +411,28 @@ impl Inflater {
             if let Some(failure) = self.take_failure() {
                 return Poll::Ready(Err(failure.into()));
             }
-            let mut raw = std::mem::take(&mut self.raw);
-            let polled = read(&mut raw);
-            match polled {
-                Poll::Ready(Ok(n)) if n > 0 => self.feed_deferred(&raw[..n]),
-                other => {
-                    self.raw = raw;
-                    return other;
+            let raw = std::mem::take(&mut self.raw);
+            if self.raw_at < self.raw_len {
+                match self.feed_until(&raw[self.raw_at..self.raw_len], FRAGMENT) {
+                    Ok(taken) => self.raw_at += taken,
+                    Err(e) => {
+                        self.failure = Some(e);
+                        self.raw_at = self.raw_len;
+                    }
                 }
+                self.raw = raw;
+                continue;
             }
+            let mut raw = raw;
+            let polled = read(&mut raw);
             self.raw = raw;
+            match polled {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.raw_at = 0;
+                    self.raw_len = n;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -433,8 +460,15 @@ impl Inflater {
     }
 
     /// Feeds bytes read from the server.
-    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InflateError> {
-        while !input.is_empty() {
+    pub fn feed(&mut self, input: &[u8]) -> Result<(), InflateError> {
+        self.feed_until(input, usize::MAX).map(|_| ())
+    }
+
+    /// Feeds bytes read from the server until `input` is used up or `output` bytes wait to
+    /// be taken; returns how many bytes of `input` it took.
+    fn feed_until(&mut self, mut input: &[u8], output: usize) -> Result<usize, InflateError> {
+        let given = input.len();
+        while !input.is_empty() && self.out.len() - self.out_pos < output {
             match self.state {
                 State::Failed => return Err(protocol("the compressed stream already failed")),
                 State::Header => {
@@ -453,6 +487,7 @@ impl Inflater {
                 }
                 State::Plain { left } => {
                     let n = (left.min(input.len() as u64)) as usize;
+                    grow(&mut self.out, n);
                     self.out.extend_from_slice(&input[..n]);
                     input = &input[n..];
                     self.state = match left - n as u64 {
@@ -462,7 +497,7 @@ impl Inflater {
                 }
                 State::Compressed { left, fin } => {
                     let n = (left.min(input.len() as u64)) as usize;
-                    let last = n as u64 == left;
+                    let frame_ends = n as u64 == left;
                     let chunk = if self.server {
                         let mut unmasked = std::mem::take(&mut self.unmasked);
                         unmasked.clear();
@@ -472,32 +507,32 @@ impl Inflater {
                                 .enumerate()
                                 .map(|(i, b)| b ^ self.mask[(self.mask_at + i) % 4]),
                         );
-                        self.mask_at = (self.mask_at + n) % 4;
                         Some(unmasked)
                     } else {
                         None
                     };
-                    let result = self.inflate(chunk.as_deref().unwrap_or(&input[..n]), last && fin);
+                    let result =
+                        self.inflate(chunk.as_deref().unwrap_or(&input[..n]), frame_ends && fin);
                     if let Some(chunk) = chunk {
                         self.unmasked = chunk;
                     }
-                    if let Err(e) = result {
-                        self.state = State::Failed;
-                        return Err(e);
-                    }
-                    input = &input[n..];
-                    self.state = if last {
-                        State::Header
-                    } else {
-                        State::Compressed {
-                            left: left - n as u64,
-                            fin,
+                    let taken = match result {
+                        Ok(taken) => taken,
+                        Err(e) => {
+                            self.state = State::Failed;
+                            return Err(e);
                         }
+                    };
+                    self.mask_at = (self.mask_at + taken) % 4;
+                    input = &input[taken..];
+                    self.state = match left - taken as u64 {
+                        0 => State::Header,
+                        left => State::Compressed { left, fin },
                     };
                 }
             }
         }
-        Ok(())
+        Ok(given - input.len())
     }
 
     /// How many header bytes the frame needs, as far as is known yet.
@@ -578,6 +613,7 @@ impl Inflater {
                 }
                 self.plain_message = !fin;
             }
+            grow(&mut self.out, header_len);
             self.out.extend_from_slice(&h[..header_len]);
             self.state = if len == 0 {
                 State::Header
@@ -597,52 +633,74 @@ impl Inflater {
         Ok(())
     }
 
-    /// Inflates `input`, the next payload bytes of the compressed message, and emits what
-    /// came out as a frame; `last`: the message ends with these bytes.
-    fn inflate(&mut self, input: &[u8], last: bool) -> Result<(), InflateError> {
+    /// Inflates the start of `input`, the next payload bytes of the compressed message, and
+    /// emits what came out as a frame: it stops once about [`FRAGMENT`] bytes came out, and
+    /// returns how many bytes of `input` it took. `last`: the message ends with `input`.
+    fn inflate(&mut self, input: &[u8], last: bool) -> Result<usize, InflateError> {
+        // `scratch` is kept initialised (zeroed once as it grows), so each step inflates
+        // into it without clearing room first; `used` of it hold this frame's bytes.
         let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        self.compressed += input.len() as u64;
+        let mut used = 0;
+        let result = self.inflate_into(input, &mut scratch, &mut used, FRAGMENT);
+        let taken = *result.as_ref().unwrap_or(&input.len());
+        self.compressed += taken as u64;
+        let last = last && taken == input.len();
         // A message with no compressed bytes at all is empty, and its sender's stream has
         // not moved (some compressors write nothing for an empty message): appending the
         // tail would desynchronise the context, so nothing is inflated.
         let tail = last && self.compressed > 0;
-        let result = self
-            .inflate_into(input, &mut scratch)
-            .and_then(|()| match tail {
-                true => self.inflate_into(&TAIL, &mut scratch),
-                false => Ok(()),
-            });
-        if result.is_ok() && (last || !scratch.is_empty()) {
-            self.emit(&scratch, last);
+        let result = result.and_then(|taken| match tail {
+            true => self
+                .inflate_into(&TAIL, &mut scratch, &mut used, usize::MAX)
+                .map(|_| taken),
+            false => Ok(taken),
+        });
+        if result.is_ok() && (last || used > 0) {
+            self.emit(&scratch[..used], last);
         }
         if scratch.capacity() > 4 * CHUNK {
             scratch = Vec::new();
         }
         self.scratch = scratch;
-        result?;
+        let taken = result?;
         if last {
             self.compressed_message = false;
             if self.reset_each_message {
                 self.decompress.reset(false);
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
-    fn inflate_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), InflateError> {
+    /// Inflates `input` into `out` after its first `used` bytes (counting them in `used`),
+    /// stopping early once `used` reaches `limit`; returns how many bytes of `input` it
+    /// took.
+    fn inflate_into(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        used: &mut usize,
+        limit: usize,
+    ) -> Result<usize, InflateError> {
         let mut done = 0;
         loop {
-            out.reserve(CHUNK);
-            let room = out.capacity() - out.len();
+            // Room for what is left to the limit (at least 1 KiB, at most a chunk), so that
+            // `out` ends near the limit instead of at whatever its capacity allows.
+            let room = limit.saturating_sub(*used).clamp(1024, CHUNK);
+            if out.len() < *used + room {
+                out.resize(*used + room, 0);
+            }
             let before_in = self.decompress.total_in();
-            let before_out = out.len();
-            let status = self
-                .decompress
-                .decompress_vec(&input[done..], out, FlushDecompress::Sync)
-                .map_err(|e| protocol(format!("invalid compressed data: {e}")))?;
+            let before_out = self.decompress.total_out();
+            let status = self.decompress.decompress(
+                &input[done..],
+                &mut out[*used..*used + room],
+                FlushDecompress::Sync,
+            );
+            let produced = (self.decompress.total_out() - before_out) as usize;
+            *used += produced;
+            let status = status.map_err(|e| protocol(format!("invalid compressed data: {e}")))?;
             done += (self.decompress.total_in() - before_in) as usize;
-            let produced = out.len() - before_out;
             self.inflated += produced;
             if self.inflated > self.max_message_size {
                 return Err(InflateError {
@@ -659,11 +717,16 @@ impl Inflater {
             }
             let stalled = produced == 0 && done == input.len();
             if (done == input.len() && produced < room) || stalled {
-                return Ok(());
+                return Ok(done);
             }
             if produced == 0 && self.decompress.total_in() == before_in {
                 // No progress with input and room left: the data is broken.
                 return Err(protocol("invalid compressed data: no progress"));
+            }
+            if *used >= limit && done < input.len() {
+                // Once the input is all taken, what the decompressor still holds is at most
+                // the end of one match: the loop goes on for it.
+                return Ok(done);
             }
         }
     }
@@ -672,6 +735,7 @@ impl Inflater {
     /// (which leaves the payload as it is) on the server side.
     fn emit(&mut self, payload: &[u8], fin: bool) {
         let opcode = self.opcode.take().unwrap_or(0);
+        grow(&mut self.out, payload.len() + 14);
         self.out.push(if fin { 0x80 } else { 0 } | opcode);
         let mask_bit = if self.server { 0x80 } else { 0 };
         match payload.len() {
@@ -689,5 +753,20 @@ impl Inflater {
             self.out.extend_from_slice(&[0; 4]);
         }
         self.out.extend_from_slice(payload);
+    }
+}
+
+/// Makes room in `v` for `more` bytes: by doubling, as a `Vec` does, except that below
+/// 4 × [`CHUNK`] the doubling stops at 4 × [`CHUNK`]. A reader's output never needs more
+/// than that, so its buffer stays within what [`Inflater::output_taken`] keeps (a `Vec`
+/// that grew from an odd size would double past it and be given back after every message).
+fn grow(v: &mut Vec<u8>, more: usize) {
+    let need = v.len() + more;
+    if need > v.capacity() {
+        let doubled = match v.capacity() {
+            cap if cap < 4 * CHUNK => (2 * cap).min(4 * CHUNK),
+            cap => 2 * cap,
+        };
+        v.reserve_exact(need.max(doubled) - v.len());
     }
 }

@@ -673,3 +673,123 @@ fn the_inflater_gives_back_a_large_messages_memory() {
         "the inflater keeps {after} bytes after the message ({before} before)"
     );
 }
+
+/// A reader is handed a large compressed message in frames as it is inflated, never the
+/// message whole: through `read_from` the inflater holds at most a frame's worth of output
+/// at any time (it used to inflate one read, up to 16 MiB here, before handing any of it
+/// on, then copy it: several short-lived allocations of the message's size per message),
+/// and the frames still make up the message exactly, in order.
+#[test]
+fn a_reader_is_handed_a_large_message_in_frames_as_it_is_inflated() {
+    const BIG: usize = 16 << 20;
+    let params = DeflateParams::default();
+    let mut server = Compressor::new(&params, &DeflateOptions::default());
+    let message: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+    let input = server_frame(&mut server, Message::binary(message.clone()));
+    assert!(input.len() < 256 << 10, "{} bytes on the wire", input.len());
+    let mut inflater = Inflater::new(&params, BIG + 1);
+    let mut socket = io::Cursor::new(input);
+    let mut read = Vec::new();
+    let mut buf = vec![0u8; 128 << 10];
+    let mut most = 0;
+    loop {
+        let n = inflater.read_from(&mut socket, &mut buf).unwrap();
+        most = most.max(inflater.retained());
+        if n == 0 {
+            break;
+        }
+        read.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        most <= (16 << 10) + 2 * (128 << 10),
+        "the inflater held {most} bytes while the message was read"
+    );
+    // The frames: binary, then continuations, the last with FIN; each about 32 KiB.
+    let mut payload = Vec::with_capacity(BIG);
+    let mut at = 0;
+    let mut frames = 0;
+    while at < read.len() {
+        let (b0, b1) = (read[at], read[at + 1]);
+        assert_eq!(b0 & 0x70, 0, "no RSV bits on a re-emitted frame");
+        assert_eq!(
+            b0 & 0x0f,
+            if frames == 0 { 2 } else { 0 },
+            "frame {frames}'s opcode"
+        );
+        assert_eq!(b1 & 0x80, 0, "unmasked");
+        let (len, header) = match b1 & 0x7f {
+            126 => (u16::from_be_bytes([read[at + 2], read[at + 3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(read[at + 2..at + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        assert!(len <= 64 << 10, "frame {frames} carries {len} bytes");
+        payload.extend_from_slice(&read[at + header..at + header + len]);
+        at += header + len;
+        frames += 1;
+        assert_eq!(
+            b0 & 0x80 != 0,
+            at == read.len(),
+            "FIN on the last frame alone"
+        );
+    }
+    assert!(payload == message, "the frames make up the message");
+    assert!(frames >= BIG / (64 << 10), "{frames} frames");
+}
+
+/// The server's side, read as the CLI's server reads (through `read_from`): a large
+/// compressed message from a client, masked, is inflated a frame at a time, the mask
+/// carried across the frames, and a tungstenite server reads it whole.
+#[test]
+fn the_server_side_reads_a_large_masked_message_a_frame_at_a_time() {
+    struct Through {
+        inflater: Inflater,
+        socket: io::Cursor<Vec<u8>>,
+        most: usize,
+    }
+    impl Read for Through {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inflater.read_from(&mut self.socket, buf)?;
+            self.most = self.most.max(self.inflater.retained());
+            Ok(n)
+        }
+    }
+    impl Write for Through {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    const BIG: usize = 4 << 20;
+    let options = DeflateOptions::default();
+    let (params, _) = wxsocket_core::deflate::accept_offer(&options.offer_header()).unwrap();
+    let mut client = WebSocket::from_raw_socket(Pipe::default(), Role::Client, None);
+    let mut compressor = Compressor::new(&params, &options);
+    let message: Vec<u8> = (0..BIG).map(|i| (i % 241) as u8).collect();
+    for _ in 0..2 {
+        client
+            .send(compressor.encode(Message::binary(message.clone())))
+            .unwrap();
+    }
+    let wire = std::mem::take(&mut client.get_mut().written);
+    assert!(wire.len() < BIG / 8, "{} bytes on the wire", wire.len());
+    let through = Through {
+        inflater: Inflater::server(&params, BIG),
+        socket: io::Cursor::new(wire),
+        most: 0,
+    };
+    let config = WebSocketConfig::default().max_message_size(Some(BIG));
+    let mut server = WebSocket::from_raw_socket(through, Role::Server, Some(config));
+    for _ in 0..2 {
+        assert!(server.read().unwrap() == WsMessage::binary(message.clone()));
+    }
+    let most = server.get_ref().most;
+    assert!(
+        most <= (16 << 10) + 2 * (128 << 10),
+        "the server's inflater held {most} bytes"
+    );
+}
