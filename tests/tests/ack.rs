@@ -28,6 +28,8 @@ wxsocket_tests::on_both_adapters!(
     without_acknowledgement_written_messages_can_be_lost,
     a_peer_that_never_pongs_fills_the_send_buffer_and_no_more,
     the_ack_timeout_waits_while_reading_is_paused,
+    a_close_right_after_sending_delivers_through_its_barrier_ping,
+    crossing_close_frames_deliver_nothing_unproven,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -410,6 +412,94 @@ fn the_ack_timeout_waits_while_reading_is_paused<A: Adapter>() {
         A::NAME
     );
     assert!(delivered, "[{}] the send was not delivered", A::NAME);
+}
+
+/// The send outcomes and the close code of a client closing, until its close event.
+fn outcomes_until_closed<A: Adapter>(client: &mut A) -> (Vec<SendId>, Vec<SendId>, u16) {
+    let (mut delivered, mut failed) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + EVENT_WAIT;
+    while Instant::now() < deadline {
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::SendDelivered { id, .. }) => delivered.push(id),
+            Some(Event::SendFailed {
+                id,
+                reason: SendFailure::MaybeDelivered,
+                message: Some(_),
+                ..
+            }) => failed.push(id),
+            Some(Event::Close { code, .. }) => return (delivered, failed, code),
+            Some(Event::SendFailed { id, reason, .. }) => {
+                panic!("[{}] {id}: {reason:?}", A::NAME)
+            }
+            _ => {}
+        }
+    }
+    panic!("[{}] no close event within {EVENT_WAIT:?}", A::NAME)
+}
+
+/// A close straight after sending, before the session's own barrier is due: the barrier
+/// ping that goes just before the close frame is answered before the close frame is, and
+/// its pong delivers every message.
+fn a_close_right_after_sending_delivers_through_its_barrier_ping<A: Adapter>() {
+    use wxsocket_tests::peer::{Mode, Peer};
+    let peer = Peer::start(Mode::Echo);
+    let ack = Acknowledgement::new()
+        .delay(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30));
+    let mut client = A::new(
+        SessionConfig::default().acknowledge(ack),
+        TlsRoots::default(),
+    )
+    .unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    let ids: Vec<SendId> = (0..3)
+        .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
+        .collect();
+    client.close(None, "bye").unwrap();
+    let (delivered, failed, code) = outcomes_until_closed(&mut client);
+    assert_eq!(delivered, ids, "[{}] delivered", A::NAME);
+    assert!(failed.is_empty(), "[{}] failed: {failed:?}", A::NAME);
+    assert_eq!(code, 1000, "[{}] close code", A::NAME);
+    let snapshot = peer.snapshot();
+    let conn = snapshot.connections.first().expect("a connection");
+    assert_eq!(conn.messages.len(), 3, "[{}] the peer read them", A::NAME);
+}
+
+/// Close frames that cross: the peer, not reading, sends its own close frame after ours
+/// went out. It is no answer to ours, and the peer, closing, answers no ping: nothing proves
+/// the messages read, so each fails as `MaybeDelivered`, handed back (they were reported
+/// delivered on the peer's close frame alone until 2026-12-04), although the peer does read
+/// them afterwards here.
+fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
+    use wxsocket_core::ReadyState;
+    use wxsocket_tests::peer::{Mode, Peer};
+    let peer = Peer::start(Mode::Echo);
+    let ack = Acknowledgement::new().timeout(Duration::from_secs(30));
+    let mut client = A::new(
+        SessionConfig::default().acknowledge(ack),
+        TlsRoots::default(),
+    )
+    .unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    peer.hold_reads();
+    let ids: Vec<SendId> = (0..3)
+        .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
+        .collect();
+    client.close(None, "bye").unwrap();
+    assert_eq!(client.state(), ReadyState::Closing);
+    assert_eq!(peer.close_all(1001, "restarting"), 1);
+    peer.release_reads();
+    let (delivered, failed, code) = outcomes_until_closed(&mut client);
+    assert!(
+        delivered.is_empty(),
+        "[{}] delivered: {delivered:?}",
+        A::NAME
+    );
+    assert_eq!(failed, ids, "[{}] failed as MaybeDelivered", A::NAME);
+    assert_eq!(code, 1001, "[{}] the peer's close code", A::NAME);
+    peer.wait_for("the peer read the messages", EVENT_WAIT, |s| {
+        s.connections.first().is_some_and(|c| c.messages.len() == 3)
+    });
 }
 
 /// How long the peer or the client may take to do what is awaited.

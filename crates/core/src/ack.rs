@@ -165,13 +165,13 @@ impl Acks {
         acked
     }
 
-    /// Every message still unacknowledged, acknowledged at once (a close handshake this side
-    /// began completed).
-    pub(crate) fn ack_all(&mut self) -> Vec<(SendId, Message)> {
-        let count = self.unacked.len();
-        self.deadline = None;
+    /// This side is about to send its close frame: the barrier ping to send first, when
+    /// messages are not yet covered by a ping. Its pong, which the peer sends before it
+    /// answers our close frame, acknowledges them. The peer's close frame itself proves
+    /// nothing: when close frames cross, the peer sent its own without reading ours.
+    pub(crate) fn barrier_before_close(&mut self, now: Instant) -> Option<Bytes> {
         self.barrier_at = None;
-        self.take_front(count)
+        self.barrier(now)
     }
 
     /// The connection ends: its unacknowledged messages, oldest first.
@@ -222,17 +222,23 @@ impl Acks {
         }
         if self.barrier_at.is_some_and(|b| b <= now) {
             self.barrier_at = None;
-            let covered = self.pings.back().map_or(self.acked, |p| p.covers);
-            if self.issued > covered {
-                self.barriers += 1;
-                let mut payload = BARRIER_PREFIX.to_vec();
-                payload.extend_from_slice(self.barriers.to_string().as_bytes());
-                let payload = Bytes::from(payload);
-                self.push_ping(payload.clone(), true, now);
-                return Some(AckTimer::Ping(payload));
-            }
+            return self.barrier(now).map(AckTimer::Ping);
         }
         None
+    }
+
+    /// A barrier ping covering every message handed over, when some are not covered yet.
+    fn barrier(&mut self, now: Instant) -> Option<Bytes> {
+        let covered = self.pings.back().map_or(self.acked, |p| p.covers);
+        if self.issued <= covered {
+            return None;
+        }
+        self.barriers += 1;
+        let mut payload = BARRIER_PREFIX.to_vec();
+        payload.extend_from_slice(self.barriers.to_string().as_bytes());
+        let payload = Bytes::from(payload);
+        self.push_ping(payload.clone(), true, now);
+        Some(payload)
     }
 }
 

@@ -42,8 +42,10 @@ pub struct Keepalive {
 /// ping; a pong answering it — or any later ping, since a peer may answer only the latest
 /// (RFC 6455 §5.5.3) — proves that the peer's WebSocket stack read every message sent
 /// before that ping, and each of them ends in [`crate::Event::SendDelivered`] instead of
-/// `SendCompleted`. A completed close handshake that this side began acknowledges every
-/// message sent before its close frame. Messages not acknowledged when the connection
+/// `SendCompleted`. When this side closes, a barrier ping goes just before its close frame
+/// (unless a ping already covers every message), so messages sent up to the close are
+/// acknowledged by its pong; the peer's close frame alone acknowledges nothing, since it may
+/// have crossed ours unread. Messages not acknowledged when the connection
 /// drops are sent again first on the next connection when the reconnect policy carries
 /// the queue (marked `duplicate`: they may arrive twice), or fail with
 /// [`crate::SendFailure::MaybeDelivered`], the message handed back. Unacknowledged messages

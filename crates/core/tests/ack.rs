@@ -154,17 +154,82 @@ fn a_message_sent_after_the_ping_is_not_acknowledged_by_its_pong() {
 }
 
 #[test]
-fn the_close_handshake_this_side_began_acknowledges_everything_before_it() {
+fn a_close_this_side_begins_sends_a_barrier_ping_first_whose_pong_acknowledges_everything() {
     let t0 = Instant::now();
     let mut s = Session::new(config()).unwrap();
     let conn = open(&mut s, t0);
     let ids = send_written(&mut s, conn, 2, t0);
     s.close(None, "bye", t0).unwrap();
+    let sent = actions(&mut s);
+    assert!(
+        matches!(&sent[..], [.., Action::Ping { .. }, Action::Close { .. }]),
+        "a barrier ping, then the close frame: {sent:?}"
+    );
+    // The peer answers the ping before it reads our close frame, then answers that.
+    s.handle(conn, TransportEvent::Pong(ping_payload(&sent)), t0);
     s.handle(conn, TransportEvent::PeerClosed(peer_close("bye")), t0);
     s.handle(conn, TransportEvent::Closed, t0);
     let got = events(&mut s);
     assert_eq!(delivered(&got), [(ids[0], false), (ids[1], false)]);
     assert!(matches!(got.last(), Some(Event::Close { clean: true, .. })));
+}
+
+/// Close frames that cross: the peer's close frame arrives after ours went, but it was
+/// sent before the peer read ours (so it is no answer to it), and the peer, closing, never
+/// answers the barrier ping. Nothing proves the messages read: they are not reported
+/// delivered (they used to be, on the peer's close frame alone).
+#[test]
+fn crossing_close_frames_acknowledge_nothing() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 2, t0);
+    s.close(None, "bye", t0).unwrap();
+    let _ = actions(&mut s);
+    s.handle(
+        conn,
+        TransportEvent::PeerClosed(peer_close("going away")),
+        t0,
+    );
+    s.handle(conn, TransportEvent::Closed, t0);
+    let got = events(&mut s);
+    assert_eq!(delivered(&got), []);
+    for id in &ids {
+        assert!(
+            got.iter().any(|e| matches!(
+                e,
+                Event::SendFailed { id: failed, reason: SendFailure::MaybeDelivered, message: Some(_), .. }
+                    if failed == id
+            )),
+            "{id}: {got:?}"
+        );
+    }
+}
+
+/// A close with every message already covered by a ping sends no barrier of its own: the
+/// earlier ping's pong, which comes first, acknowledges them.
+#[test]
+fn a_close_sends_no_barrier_when_a_ping_already_covers_every_message() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    s.close(None, "bye", t0 + DELAY).unwrap();
+    let sent = actions(&mut s);
+    assert!(
+        matches!(&sent[..], [Action::Close { .. }]),
+        "the close frame alone: {sent:?}"
+    );
+    s.handle(conn, TransportEvent::Pong(payload), t0 + DELAY);
+    s.handle(
+        conn,
+        TransportEvent::PeerClosed(peer_close("bye")),
+        t0 + DELAY,
+    );
+    s.handle(conn, TransportEvent::Closed, t0 + DELAY);
+    assert_eq!(delivered(&events(&mut s)), [(ids[0], false)]);
 }
 
 #[test]

@@ -27,10 +27,9 @@ pub(super) struct Closing {
     peer: Option<PeerClose>,
     /// The application asked for this close (such a connection is never reconnected).
     local: bool,
-    /// This side's close frame went first: the peer's answer acknowledges every message
-    /// before it.
-    began: bool,
-    /// With delivery acknowledgement on: what the peer has not acknowledged yet.
+    /// With delivery acknowledgement on: what the peer has not acknowledged yet. Only a
+    /// pong acknowledges, here as when open: when this side began the close, a barrier ping
+    /// went before its close frame (see [`Acks::barrier_before_close`]).
     acks: Option<Acks>,
 }
 
@@ -44,15 +43,13 @@ impl Closing {
         deadline: Instant,
         peer: Option<PeerClose>,
     ) -> Box<Self> {
-        let began = peer.is_none();
         Box::new(Closing {
             id,
             request,
             in_flight,
             deadline,
+            local: peer.is_none(),
             peer,
-            local: began,
-            began,
             acks,
         })
     }
@@ -206,13 +203,6 @@ impl Closing {
             };
             return self.lost(cx, ending);
         };
-        if self.began
-            && let Some(acks) = &mut self.acks
-        {
-            // The peer answered our close frame: it read every message before it.
-            let acked = acks.ack_all();
-            cx.deliver(self.id, &mut self.in_flight, acked);
-        }
         let Closing {
             id,
             request,

@@ -277,7 +277,8 @@ impl Open {
         cx.release_reads(id, false);
     }
 
-    /// Sends this side's close frame: Closing, under the close timeout.
+    /// Sends this side's close frame: Closing, under the close timeout. With delivery
+    /// acknowledgement, a barrier ping goes first when messages are not yet covered by one.
     pub(super) fn begin_close(
         self: Box<Self>,
         cx: &mut Context,
@@ -288,9 +289,12 @@ impl Open {
             id,
             request: handshake,
             in_flight,
-            acks,
+            mut acks,
             ..
         } = *self;
+        if let Some(payload) = acks.as_mut().and_then(|a| a.barrier_before_close(now)) {
+            cx.actions.push_back(Action::Ping { conn: id, payload });
+        }
         cx.actions.push_back(Action::Close {
             conn: id,
             frame: request,
