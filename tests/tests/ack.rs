@@ -30,6 +30,7 @@ wxsocket_tests::on_both_adapters!(
     the_ack_timeout_waits_while_reading_is_paused,
     a_close_right_after_sending_delivers_through_its_barrier_ping,
     crossing_close_frames_deliver_nothing_unproven,
+    a_peer_that_streams_but_never_answers_a_ping_times_out,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -500,6 +501,79 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
     peer.wait_for("the peer read the messages", EVENT_WAIT, |s| {
         s.connections.first().is_some_and(|c| c.messages.len() == 3)
     });
+}
+
+/// A peer that sends a message every 20 ms and never answers a ping (against RFC 6455
+/// §5.5.2; it reads and discards everything): each message extends the wait for the
+/// barrier's pong, but not past eight timeouts, so the connection ends in `AckTimeout`
+/// and the message fails as `MaybeDelivered`. It used to be extended for ever.
+fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
+    use std::io::{Read, Write};
+    use wxsocket_core::ConnectionError;
+    let timeout = Duration::from_millis(500);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/stream", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let ws = tungstenite::accept(tcp).unwrap();
+        let mut reader = ws.get_ref().try_clone().unwrap();
+        let mut writer = ws.get_ref().try_clone().unwrap();
+        let discard = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let until = Instant::now() + EVENT_WAIT;
+        // A text frame "data", unmasked, until the client goes away.
+        while Instant::now() < until && writer.write_all(b"\x81\x04data").is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(ws);
+        let _ = writer.shutdown(std::net::Shutdown::Both);
+        discard.join().unwrap();
+    });
+    let ack = Acknowledgement::new().timeout(timeout);
+    let mut client = A::new(
+        SessionConfig::default().acknowledge(ack),
+        TlsRoots::default(),
+    )
+    .unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(url));
+    let sent = Instant::now();
+    let id = client.try_send(Message::text("mine")).unwrap();
+    let (mut streamed, mut timed_out, mut failed) = (0, None, false);
+    let deadline = sent + EVENT_WAIT;
+    while Instant::now() < deadline {
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::Message { .. }) => streamed += 1,
+            Some(Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }) => timed_out = Some(sent.elapsed()),
+            Some(Event::SendFailed {
+                id: got,
+                reason: SendFailure::MaybeDelivered,
+                ..
+            }) if got == id => failed = true,
+            Some(Event::SendDelivered { .. }) => panic!("[{}] delivered without a pong", A::NAME),
+            Some(Event::Close { .. }) => break,
+            _ => {}
+        }
+    }
+    let timed_out = timed_out.unwrap_or_else(|| {
+        panic!(
+            "[{}] no AckTimeout within {EVENT_WAIT:?} ({streamed} messages streamed)",
+            A::NAME
+        )
+    });
+    assert!(failed, "[{}] the message did not fail", A::NAME);
+    // The stream extended the wait past one timeout (the cap is eight after the ping).
+    assert!(
+        timed_out > 2 * timeout && streamed > 20,
+        "[{}] timed out after {timed_out:?}, {streamed} messages streamed",
+        A::NAME
+    );
+    drop(client);
+    server.join().unwrap();
 }
 
 /// How long the peer or the client may take to do what is awaited.

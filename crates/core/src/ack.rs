@@ -16,6 +16,20 @@ use std::time::{Duration, Instant};
 
 /// The prefix of a barrier ping's payload (a counter follows), so a capture shows what it is.
 const BARRIER_PREFIX: &[u8] = b"wxsocket-ack ";
+/// How many timeouts what the peer sends may extend the wait for a pong, from when the wait
+/// began (or reading last resumed after a pause): a peer that keeps sending data but never
+/// answers a ping still times out.
+const MAX_EXTENDED_WAIT: u32 = 8;
+
+/// The wait for a pong covering unacknowledged messages.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    /// When the wait times out.
+    deadline: Instant,
+    /// When it began: what the peer sends extends it to `since` + [`MAX_EXTENDED_WAIT`]
+    /// timeouts at most.
+    since: Instant,
+}
 
 /// A ping sent on the connection and not yet answered.
 #[derive(Debug)]
@@ -49,8 +63,8 @@ pub(crate) struct Acks {
     barrier_at: Option<Instant>,
     /// Barrier pings sent so far (their payload's counter).
     barriers: u64,
-    /// When the oldest ping covering unacknowledged messages is considered unanswered.
-    deadline: Option<Instant>,
+    /// The wait for the oldest ping covering unacknowledged messages.
+    wait: Option<Wait>,
 }
 
 /// What [`Acks::poll_timer`] asks the session to do.
@@ -74,7 +88,7 @@ impl Acks {
             pings: VecDeque::new(),
             barrier_at: None,
             barriers: 0,
-            deadline: None,
+            wait: None,
         }
     }
 
@@ -124,17 +138,34 @@ impl Acks {
             covers: self.issued,
             barrier,
         });
-        if self.issued > self.acked && self.deadline.is_none() {
-            self.deadline = Some(now + self.config.timeout);
+        if self.issued > self.acked && self.wait.is_none() {
+            self.wait = Some(self.begin_wait(now));
+        }
+    }
+
+    fn begin_wait(&self, now: Instant) -> Wait {
+        Wait {
+            deadline: now + self.config.timeout,
+            since: now,
         }
     }
 
     /// Something else arrived from the peer while a ping waits for its pong: the pong may
     /// be queued behind it (a peer sends its pong after the data it had already queued), so
-    /// the timeout counts from here. The timeout is the peer's silence, as keepalive's is.
+    /// the timeout counts from here, up to [`MAX_EXTENDED_WAIT`] timeouts after the wait
+    /// began. The timeout is the peer's silence, as keepalive's is, but a peer that streams
+    /// data and never answers still times out.
     pub(crate) fn on_input(&mut self, now: Instant) {
-        if self.deadline.is_some() {
-            self.deadline = Some(now + self.config.timeout);
+        let timeout = self.config.timeout;
+        if let Some(wait) = &mut self.wait {
+            let restarted = now + timeout;
+            wait.deadline = match wait
+                .since
+                .checked_add(timeout.saturating_mul(MAX_EXTENDED_WAIT))
+            {
+                Some(cap) => restarted.min(cap).max(wait.deadline),
+                None => restarted,
+            };
         }
     }
 
@@ -150,16 +181,14 @@ impl Acks {
         let acked = self.take_front(count);
         if !acked.is_empty() {
             // Progress: the peer answers; a fresh timeout for what is still unanswered.
-            self.deadline = None;
+            self.wait = None;
         }
-        if self.issued > self.acked {
-            if self.pings.iter().any(|p| p.covers > self.acked) {
-                self.deadline.get_or_insert(now + self.config.timeout);
-            } else {
-                self.deadline = None;
+        if self.issued > self.acked && self.pings.iter().any(|p| p.covers > self.acked) {
+            if self.wait.is_none() {
+                self.wait = Some(self.begin_wait(now));
             }
         } else {
-            self.deadline = None;
+            self.wait = None;
         }
         self.schedule(now);
         acked
@@ -204,21 +233,21 @@ impl Acks {
 
     /// The earliest of the barrier and timeout deadlines.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match (self.barrier_at, self.deadline) {
+        match (self.barrier_at, self.wait.map(|w| w.deadline)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
     /// Runs the timers due at `now`. `paused`: reading is paused for the application, so a
-    /// pong may be waiting unread; the timeout starts again instead of firing.
+    /// pong may be waiting unread; the wait starts again instead of timing out.
     pub(crate) fn poll_timer(&mut self, now: Instant, paused: bool) -> Option<AckTimer> {
-        if self.deadline.is_some_and(|d| d <= now) {
+        if self.wait.is_some_and(|w| w.deadline <= now) {
             if !paused {
-                self.deadline = None;
+                self.wait = None;
                 return Some(AckTimer::TimedOut);
             }
-            self.deadline = Some(now + self.config.timeout);
+            self.wait = Some(self.begin_wait(now));
         }
         if self.barrier_at.is_some_and(|b| b <= now) {
             self.barrier_at = None;

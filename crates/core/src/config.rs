@@ -118,8 +118,9 @@ impl Acknowledgement {
 
     /// Sets how long a barrier ping may wait for its pong while nothing else arrives: a
     /// message or ping from the peer restarts the wait (the pong may be queued behind
-    /// them), and so does reading paused for the application. At the timeout the
-    /// connection fails with `AckTimeout`.
+    /// them), up to eight timeouts after the wait began, so a peer that keeps sending but
+    /// never answers still times out; reading paused for the application starts the wait
+    /// afresh. At the timeout the connection fails with `AckTimeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -446,6 +446,50 @@ fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
     );
 }
 
+/// A peer that keeps sending but never answers a ping (against RFC 6455 §5.5.2): what it
+/// sends extends the wait, but not past eight timeouts after the ping; then `AckTimeout`
+/// (it used to extend it for ever, and sends waited for room for ever).
+#[test]
+fn a_peer_that_streams_but_never_answers_times_out_after_eight_timeouts() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 1, t0);
+    let pinged = t0 + DELAY;
+    s.handle_timeout(pinged);
+    ping_payload(&actions(&mut s));
+    let cap = pinged + TIMEOUT * 8;
+    let mut now = pinged;
+    while now + TIMEOUT / 4 < cap {
+        now += TIMEOUT / 4;
+        s.handle_timeout(now);
+        assert_eq!(s.state(), ReadyState::Open, "at {:?}", now - pinged);
+        s.handle(conn, TransportEvent::Message(Message::text("more")), now);
+        assert_eq!(s.poll_timeout(), Some((now + TIMEOUT).min(cap)));
+    }
+    s.handle_timeout(cap - Duration::from_millis(1));
+    assert_eq!(s.state(), ReadyState::Open);
+    s.handle_timeout(cap);
+    let got = events(&mut s);
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }
+        )),
+        "no AckTimeout eight timeouts after the ping: {got:?}"
+    );
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            Event::SendFailed { id, reason: SendFailure::MaybeDelivered, .. } if *id == ids[0]
+        )),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn awaiting_drivers_see_the_outcome_on_delivery_not_on_write() {
     let t0 = Instant::now();
