@@ -15,6 +15,8 @@
 //! Every input runs twice: with the pieces handed to `feed`, and read through `read_from`
 //! (as the adapters read), where the inflater inflates what it read a frame at a time and
 //! must never hold more than its bound (16 KiB + 2 × 128 KiB) however compressible the data.
+//! There the frame watch (`wxsocket_wire::convert::FrameWatch`) follows the output too, as
+//! the adapters' read path does, and must find no invalid UTF-8 before the garbage.
 
 use arbitrary::{Arbitrary, Unstructured};
 use std::io::{self, Read, Write};
@@ -23,7 +25,7 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use wxsocket_core::{DeflateParams, Message, TransportErrorKind};
-use wxsocket_wire::convert::classify;
+use wxsocket_wire::convert::{FrameWatch, classify};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
 /// DEFLATE's largest expansion (a 258-byte match in under 2 bits is 1032:1), with room
@@ -135,6 +137,9 @@ fn conversation(case: &Case) -> (Vec<u8>, Vec<(usize, WsMessage)>) {
 /// through it in pieces (`reader`).
 struct Feed {
     reader: bool,
+    /// How many input bytes are the well-formed conversation (the garbage follows).
+    well_formed: usize,
+    watch: FrameWatch,
     input: Vec<u8>,
     at: usize,
     pieces: Vec<usize>,
@@ -181,6 +186,14 @@ impl Read for Feed {
                 "the inflater holds {} bytes",
                 self.inflater.retained()
             );
+            if let Ok(n) = read
+                && self.watch.scan(&mut buf[..n]).is_some()
+            {
+                assert!(
+                    self.at > self.well_formed,
+                    "invalid UTF-8 found in the well-formed messages"
+                );
+            }
             return read;
         }
         while self.out_at == self.out.len() {
@@ -260,6 +273,8 @@ fn check(case: &Case, reader: bool) {
     }
     let feed = Feed {
         reader,
+        well_formed,
+        watch: FrameWatch::default(),
         input: wire,
         at: 0,
         pieces,

@@ -57,6 +57,7 @@ wxsocket_tests::on_both_adapters!(
     server_close_with_code_and_reason,
     abrupt_disconnect_is_1006,
     invalid_utf8_is_1007,
+    invalid_utf8_fails_before_the_rest_of_its_frame_arrives,
     oversized_message_is_1009,
     reserved_opcode_is_1002,
     reserved_bits_are_1002,
@@ -922,6 +923,70 @@ fn invalid_utf8_is_1007<A: Adapter>() {
         TransportErrorKind::InvalidUtf8,
         1007,
     );
+}
+
+/// A text frame whose first piece holds invalid UTF-8, the rest never sent: the connection
+/// fails at once with 1007 (RFC 6455 §8.1; Autobahn 6.4.3–6.4.4), after the message that
+/// came in the same read is delivered. tungstenite alone checks the frame only once it is
+/// complete, so the client used to wait for the rest for ever.
+fn invalid_utf8_fails_before_the_rest_of_its_frame_arrives<A: Adapter>() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let ws = tungstenite::accept(tcp).unwrap();
+        let mut stream = ws.get_ref().try_clone().unwrap();
+        // "ok", then the start of a 1,000-byte text frame: "ab" and 0xF4 0x90 (above
+        // U+10FFFF), in one write.
+        let mut bytes = vec![0x81, 2, b'o', b'k', 0x81, 126];
+        bytes.extend_from_slice(&1000u16.to_be_bytes());
+        bytes.extend_from_slice(b"ab\xf4\x90");
+        stream.write_all(&bytes).unwrap();
+        // Read the client's close frame (masked), then end the connection.
+        stream.set_read_timeout(Some(T)).unwrap();
+        let mut read = Vec::new();
+        let mut buf = [0u8; 256];
+        while read.len() < 8 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+            }
+        }
+        drop(ws);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        match read[..] {
+            [0x88, len, m0, m1, _, _, c0, c1, ..] if len & 0x80 != 0 => {
+                Some(u16::from_be_bytes([c0 ^ m0, c1 ^ m1]))
+            }
+            _ => None,
+        }
+    });
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let events = a.events_until_close(conn, T);
+    let [Event::Message { message, .. }, rest @ ..] = &events[..] else {
+        panic!(
+            "[{}] expected the first message first: {events:#?}",
+            A::NAME
+        );
+    };
+    assert_eq!(message, &Message::text("ok"), "[{}]", A::NAME);
+    let error = expect_error_then_close(A::NAME, conn, rest, 1007);
+    let e = transport_error(A::NAME, &error);
+    assert_eq!(
+        e.kind,
+        TransportErrorKind::InvalidUtf8,
+        "[{}] {e:?}",
+        A::NAME
+    );
+    assert_eq!(
+        server.join().unwrap(),
+        Some(1007),
+        "[{}] the client's close frame",
+        A::NAME
+    );
+    assert_quiet(&mut a);
 }
 
 fn oversized_message_is_1009<A: Adapter>() {

@@ -81,9 +81,11 @@ pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
 /// Longest payload of a control frame (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
-/// Watches the bytes tungstenite reads for the peer's first close frame, to report its code
-/// and reason as they were on the wire.
+/// Watches the bytes tungstenite reads, frame by frame: for the peer's first close frame,
+/// to report its code and reason as they were on the wire, and for invalid UTF-8 in a text
+/// message, to fail at once rather than when the frame is complete.
 ///
+/// **Close frames.**
 /// tungstenite 0.30 hands a received close frame to the application with the code 1002
 /// and the reason "Protocol violation" whenever it does not know the code as one a peer
 /// may send: the invalid codes (0–999, 1004–1006, 1015, 1016–2999, 5000 and above) but
@@ -91,16 +93,22 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// then could neither report 1014 (nor retry it when the reconnect policy lists it) nor
 /// tell an invalid code, which is a protocol failure (error event, close 1002 not
 /// clean), from a peer's own 1002. The watch follows the frame headers of the stream
-/// (a few bytes per frame; payloads are skipped, not read) and keeps the payload of the
-/// first close frame, the one tungstenite acts on, after which it stops looking.
-/// [`CloseWatch::correct`] puts the wire's code and reason back into the session's
-/// input.
+/// and keeps the payload of the first close frame, the one tungstenite acts on, after
+/// which it stops looking. [`FrameWatch::correct`] puts the wire's code and reason back
+/// into the session's input.
+///
+/// **Text.** tungstenite checks a frame's UTF-8 only once the whole frame has arrived, so a
+/// peer that sends a text frame in pieces, the invalid byte in the first, holds the
+/// connection open until the last (RFC 6455 §8.1 asks to fail it at once; Autobahn cases
+/// 6.4.3–6.4.4). The watch checks text payloads as they pass (binary and control payloads
+/// are skipped, not read), carrying an unfinished sequence across reads and frames, and
+/// [`FrameWatch::scan`] says where the first byte is that no continuation can make valid.
 ///
 /// ```
 /// use wxsocket_core::{PeerClose, TransportEvent};
-/// use wxsocket_wire::convert::{CloseWatch, from_ws};
+/// use wxsocket_wire::convert::{FrameWatch, from_ws};
 ///
-/// let mut watch = CloseWatch::default();
+/// let mut watch = FrameWatch::default();
 /// // A text frame, then a close frame with code 1014 and the reason "gw", in two reads.
 /// watch.scan(&mut b"\x81\x02hi\x88\x04\x03".to_owned());
 /// let mut second = *b"\xf6gw";
@@ -117,7 +125,7 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// assert_eq!(event, TransportEvent::PeerClosed(expected));
 /// ```
 #[derive(Debug, Default, Clone)]
-pub struct CloseWatch {
+pub struct FrameWatch {
     /// The header of the frame being read (at most 14 bytes: 2, 8 of length, 4 of mask).
     header: [u8; 14],
     header_len: usize,
@@ -127,9 +135,58 @@ pub struct CloseWatch {
     close: Option<Vec<u8>>,
     /// The first close frame was read whole: nothing more to watch.
     done: bool,
+    /// The data message under way (its first frame seen, not yet its last): whether it is
+    /// text.
+    message: Option<bool>,
+    /// A frame tungstenite will refuse for another reason (RSV bits, a masked frame, a
+    /// message begun inside another, a continuation of none) came: no more checking, so
+    /// that the connection fails for that reason, as tungstenite reports it.
+    unchecked: bool,
+    /// The current frame's payload is text to check, and the frame ends the message.
+    text_frame: bool,
+    fin: bool,
+    /// The start of a UTF-8 sequence the bytes so far left unfinished.
+    utf8: Utf8Tail,
 }
 
-impl CloseWatch {
+/// Up to three bytes of an unfinished UTF-8 sequence.
+#[derive(Debug, Default, Clone)]
+struct Utf8Tail {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl Utf8Tail {
+    /// Follows the next bytes of a text message: `false` if they hold a byte that makes it
+    /// invalid whatever follows (an unfinished sequence at the end is kept for the next).
+    fn feed(&mut self, mut input: &[u8]) -> bool {
+        while self.len > 0 {
+            let Some((&byte, rest)) = input.split_first() else {
+                return true;
+            };
+            self.bytes[self.len] = byte;
+            self.len += 1;
+            input = rest;
+            match std::str::from_utf8(&self.bytes[..self.len]) {
+                Ok(_) => self.len = 0,
+                Err(e) if e.error_len().is_some() => return false,
+                Err(_) => {} // still unfinished (a sequence is at most four bytes)
+            }
+        }
+        match std::str::from_utf8(input) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_some() => false,
+            Err(e) => {
+                let tail = &input[e.valid_up_to()..];
+                self.bytes[..tail.len()].copy_from_slice(tail);
+                self.len = tail.len();
+                true
+            }
+        }
+    }
+}
+
+impl FrameWatch {
     /// Follows `bytes`, the next bytes of the stream tungstenite reads (after the
     /// handshake response; with permessage-deflate, the inflater's output), before
     /// tungstenite parses them.
@@ -139,10 +196,20 @@ impl CloseWatch {
     /// with 1002 "Protocol violation", telling a server that closed for a bad gateway that
     /// it broke the protocol. It answers 1000 with the peer's reason instead, and
     /// [`Self::correct`] still reports 1014 as it was on the wire.
-    pub fn scan(&mut self, mut bytes: &mut [u8]) {
+    ///
+    /// Returns where in `bytes` the payload piece starts that makes a text message invalid
+    /// UTF-8 whatever follows (at most once): the bytes before it are good to hand on, and
+    /// the connection is to fail with [`TransportErrorKind::InvalidUtf8`] instead of
+    /// handing on the rest.
+    pub fn scan(&mut self, mut bytes: &mut [u8]) -> Option<usize> {
+        let given = bytes.len();
+        let mut invalid = None;
         while !bytes.is_empty() && !self.done {
             if self.remaining > 0 {
                 let n = usize::try_from(self.remaining).map_or(bytes.len(), |r| r.min(bytes.len()));
+                if self.text_frame && invalid.is_none() && !self.utf8.feed(&bytes[..n]) {
+                    invalid = Some(given - bytes.len());
+                }
                 let unmasked = self.header[1] & 0x80 == 0;
                 if let Some(payload) = &mut self.close {
                     let before = payload.len();
@@ -156,6 +223,9 @@ impl CloseWatch {
                 self.remaining -= n as u64;
                 bytes = &mut bytes[n..];
                 self.done = self.remaining == 0 && self.close.is_some();
+                if self.remaining == 0 {
+                    self.frame_ended();
+                }
                 continue;
             }
             // A header: two bytes, then as many more as they announce.
@@ -166,7 +236,7 @@ impl CloseWatch {
                 bytes = &mut bytes[n..];
             }
             if self.header_len < self.header_needed() {
-                return; // the rest of the header comes with the next bytes
+                return invalid; // the rest of the header comes with the next bytes
             }
             self.header_len = 0;
             self.remaining = match self.header[1] & 0x7f {
@@ -174,12 +244,36 @@ impl CloseWatch {
                 127 => u64::from_be_bytes(self.header[2..10].try_into().expect("8 bytes")),
                 short => u64::from(short),
             };
-            if self.header[0] & 0x0f == 0x8 {
+            let opcode = self.header[0] & 0x0f;
+            let refused = self.header[0] & 0x70 != 0 || self.header[1] & 0x80 != 0;
+            match opcode {
+                0x1 | 0x2 if self.message.is_some() => self.unchecked = true,
+                0x1 | 0x2 => self.message = Some(opcode == 0x1),
+                0x0 if self.message.is_none() => self.unchecked = true,
+                _ => {}
+            }
+            self.unchecked |= refused && opcode <= 0x2;
+            // Control frames interleave with a message's frames and are not part of it.
+            self.text_frame = !self.unchecked && opcode <= 0x2 && self.message == Some(true);
+            self.fin = self.header[0] & 0x80 != 0;
+            if opcode == 0x8 {
                 let capacity = usize::try_from(self.remaining).map_or(0, |n| n.min(125));
                 self.close = Some(Vec::with_capacity(capacity));
                 self.done = self.remaining == 0;
+            } else if self.remaining == 0 {
+                self.frame_ended();
             }
         }
+        invalid
+    }
+
+    /// The current frame's payload has all passed: a data frame with FIN ends its message.
+    fn frame_ended(&mut self) {
+        if self.fin && self.header[0] & 0x08 == 0 {
+            self.message = None;
+            self.utf8 = Utf8Tail::default();
+        }
+        self.text_frame = false;
     }
 
     /// Length of the current frame's header, as far as its first two bytes tell.
@@ -230,7 +324,11 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
         {
             // permessage-deflate failed under tungstenite: report it as what it is.
             Some(inflate) => return Some(inflate.clone().into()),
-            None => TransportErrorKind::Io,
+            // So did what read the stream before tungstenite (the frame watch).
+            None => match e.get_ref().and_then(|i| i.downcast_ref::<TransportError>()) {
+                Some(error) => return Some(error.clone()),
+                None => TransportErrorKind::Io,
+            },
         },
         WsError::Tls(_) => TransportErrorKind::Tls,
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
@@ -334,6 +432,15 @@ mod tests {
     }
 
     /// Frames as a server writes them (unmasked unless `mask`).
+    /// An unmasked frame, FIN as given.
+    fn frame_fin(opcode: u8, payload: &[u8], fin: bool) -> Vec<u8> {
+        let mut out = frame(opcode, payload, false);
+        if !fin {
+            out[0] &= 0x7f;
+        }
+        out
+    }
+
     fn frame(opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
         let mut out = vec![0x80 | opcode];
         let bit = if mask { 0x80 } else { 0 };
@@ -364,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn close_watch_finds_the_first_close_frame_however_the_bytes_are_split() {
+    fn frame_watch_finds_the_first_close_frame_however_the_bytes_are_split() {
         let mut stream = Vec::new();
         stream.extend(frame(0x1, b"hi", false));
         stream.extend(frame(0x9, b"ping", false));
@@ -382,7 +489,7 @@ mod tests {
         let code_at = stream.len() - 4 - close.len();
         for chunk in [1, 2, 3, 7, 125, 4096, stream.len()] {
             let mut read = stream.clone();
-            let mut watch = CloseWatch::default();
+            let mut watch = FrameWatch::default();
             let before_end = stream.len() - 4 - close.len() - 1;
             for piece in read[..before_end].chunks_mut(chunk) {
                 watch.scan(piece);
@@ -412,9 +519,90 @@ mod tests {
         }
     }
 
+    /// Where the watch says a text message turned invalid, for `stream` scanned in pieces
+    /// of `chunk` bytes (an offset into the whole stream).
+    fn invalid_at(stream: &[u8], chunk: usize) -> Option<usize> {
+        let mut watch = FrameWatch::default();
+        let mut read = stream.to_vec();
+        let mut at = 0;
+        for piece in read.chunks_mut(chunk) {
+            let len = piece.len();
+            if let Some(good) = watch.scan(piece) {
+                return Some(at + good);
+            }
+            at += len;
+        }
+        None
+    }
+
     #[test]
-    fn close_watch_reports_a_close_frame_without_a_body_as_no_code() {
-        let mut watch = CloseWatch::default();
+    fn frame_watch_passes_valid_text_however_it_is_split() {
+        let text = "aé€😀 mixed ascii and ünïcödé 😀😀".as_bytes();
+        let mut stream = Vec::new();
+        stream.extend(frame(0x1, text, false));
+        // The same text in fragments cut inside sequences, a ping between two of them.
+        stream.extend(frame_fin(0x1, &text[..3], false));
+        stream.extend(frame(0x9, &[0xff, 0xfe], false)); // a control payload is not text
+        stream.extend(frame_fin(0x0, &text[3..9], false));
+        stream.extend(frame_fin(0x0, &text[9..], true));
+        stream.extend(frame(0x2, &[0xff, 0xc0, 0x80], false)); // binary is not text
+        stream.extend(frame(0x1, b"", false));
+        for chunk in [1, 2, 3, 5, 64, stream.len()] {
+            assert_eq!(invalid_at(&stream, chunk), None, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn frame_watch_finds_invalid_utf8_as_soon_as_it_arrives() {
+        // A good message, then a text frame whose third payload byte makes it invalid
+        // (0xF4 0x90: above U+10FFFF) although the frame goes on.
+        let mut stream = frame(0x1, b"ok", false);
+        let bad_frame = stream.len();
+        let mut payload = b"ab".to_vec();
+        payload.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]);
+        payload.extend_from_slice(&[b'z'; 200]);
+        stream.extend(frame(0x1, &payload, false));
+        let header = 4; // 126 + 16-bit length
+        let bad_byte = bad_frame + header + 3;
+        for chunk in [1, 2, 3, 7, 64, stream.len()] {
+            let at = invalid_at(&stream, chunk).expect("found");
+            // Reported at the start of the piece of payload holding the byte (never after
+            // it), and never before the good message's bytes.
+            assert!(at <= bad_byte && at >= bad_frame, "chunk {chunk}: at {at}");
+            assert!(at + chunk > bad_byte, "chunk {chunk}: at {at}, too early");
+        }
+        // In a continuation, the sequence begun in the frame before.
+        let mut stream = frame_fin(0x1, b"x\xe2", false);
+        stream.extend(frame_fin(0x0, b"\x82", false));
+        stream.extend(frame_fin(0x0, b"(", true)); // 0xE2 0x82 0x28: invalid at "("
+        assert!(invalid_at(&stream, stream.len()).is_some());
+        assert!(invalid_at(&stream, 1).is_some());
+        // An unfinished sequence at a message's end is tungstenite's to judge (the frame
+        // is complete); the next message starts afresh.
+        let mut stream = frame(0x1, b"\xe2\x82", false);
+        stream.extend(frame(0x1, b"ok", false));
+        assert_eq!(invalid_at(&stream, 1), None);
+    }
+
+    /// Frames tungstenite refuses for another reason are not checked, so the connection
+    /// fails for that reason (1002), not as invalid UTF-8 (1007).
+    #[test]
+    fn frame_watch_leaves_frames_tungstenite_refuses_unchecked() {
+        let bad = b"\xff\xfe not UTF-8";
+        let mut rsv1 = frame(0x1, bad, false);
+        rsv1[0] |= 0x40;
+        let mut inside = frame_fin(0x1, b"ok", false); // a message begun inside another
+        inside.extend(frame(0x1, bad, false));
+        let continuation_of_none = frame(0x0, bad, false);
+        for stream in [rsv1, inside, continuation_of_none, frame(0x1, bad, true)] {
+            assert_eq!(invalid_at(&stream, stream.len()), None, "{stream:?}");
+        }
+        assert!(invalid_at(&frame(0x1, bad, false), 3).is_some());
+    }
+
+    #[test]
+    fn frame_watch_reports_a_close_frame_without_a_body_as_no_code() {
+        let mut watch = FrameWatch::default();
         watch.scan(&mut frame(0x8, b"", false));
         assert_eq!(
             watch.correct(tungstenite_close()),
@@ -425,7 +613,7 @@ mod tests {
         );
         // Codes outside every range come through as they were sent.
         for code in [0u16, 999, 1004, 1015, 2999, 5000, u16::MAX] {
-            let mut watch = CloseWatch::default();
+            let mut watch = FrameWatch::default();
             watch.scan(&mut frame(0x8, &code.to_be_bytes(), false));
             assert_eq!(
                 watch.correct(tungstenite_close()),

@@ -1,19 +1,22 @@
 //! What tungstenite reads on an open client connection, in both adapters: first the bytes
 //! that came with the handshake response (its tail), then the socket's, through the
 //! adaptive read-ahead ([`ReadAhead`]), or through the inflater when permessage-deflate is
-//! in force; a [`CloseWatch`] sees every byte, for the peer's close frame as it was sent.
+//! in force; a [`FrameWatch`] sees every byte, for the peer's close frame as it was sent
+//! and for invalid UTF-8 in a text message, which fails the connection as soon as it
+//! arrives (after the bytes before it were read).
 //!
 //! The tail is served first rather than handed to tungstenite's `from_partially_read`,
 //! which would size its read buffer from it: with a short tail, every later read would
 //! fetch a few bytes, one syscall per message. With the inflater the tail is inflated on the
 //! first read, so a failure in it fails the open connection (1002 / 1009).
 
-use crate::convert::CloseWatch;
+use crate::convert::FrameWatch;
 use crate::deflate::Inflater;
 use crate::read_ahead::ReadAhead;
 use bytes::Bytes;
 use std::io;
 use std::task::Poll;
+use wxsocket_core::{TransportError, TransportErrorKind};
 
 /// The read side of an open connection (see the module docs).
 #[derive(Debug)]
@@ -21,7 +24,10 @@ pub struct Incoming {
     tail: Bytes,
     inflater: Option<Box<Inflater>>,
     ahead: ReadAhead,
-    close_watch: CloseWatch,
+    frame_watch: FrameWatch,
+    /// Invalid UTF-8 the frame watch found, for the next read once the bytes before it
+    /// were handed on.
+    failure: Option<io::Error>,
 }
 
 impl Incoming {
@@ -32,7 +38,8 @@ impl Incoming {
             tail,
             inflater,
             ahead: ReadAhead::default(),
-            close_watch: CloseWatch::default(),
+            frame_watch: FrameWatch::default(),
+            failure: None,
         }
     }
 
@@ -42,8 +49,8 @@ impl Incoming {
     }
 
     /// What the close watch saw of the peer's close frame.
-    pub fn close_watch(&self) -> &CloseWatch {
-        &self.close_watch
+    pub fn frame_watch(&self) -> &FrameWatch {
+        &self.frame_watch
     }
 
     /// Fills `out` with the next bytes for tungstenite; `read` reads (or polls) the socket,
@@ -53,6 +60,9 @@ impl Incoming {
         out: &mut [u8],
         mut read: impl FnMut(&mut [u8]) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
+        if let Some(failure) = self.failure.take() {
+            return Poll::Ready(Err(failure));
+        }
         let polled = match &mut self.inflater {
             None if !self.tail.is_empty() => {
                 let n = self.tail.len().min(out.len());
@@ -67,8 +77,23 @@ impl Incoming {
                 inflater.poll_read_from(out, &mut read)
             }
         };
-        if let Poll::Ready(Ok(n)) = polled {
-            self.close_watch.scan(&mut out[..n]);
+        if let Poll::Ready(Ok(n)) = polled
+            && let Some(good) = self.frame_watch.scan(&mut out[..n])
+        {
+            // Invalid UTF-8 in a text message: what came before it is read first (it may
+            // complete earlier messages), then the connection fails (1007).
+            let failure = io::Error::new(
+                io::ErrorKind::InvalidData,
+                TransportError::new(
+                    TransportErrorKind::InvalidUtf8,
+                    "invalid UTF-8 in a text message",
+                ),
+            );
+            if good == 0 {
+                return Poll::Ready(Err(failure));
+            }
+            self.failure = Some(failure);
+            return Poll::Ready(Ok(good));
         }
         polled
     }

@@ -251,7 +251,7 @@ impl<S: Read + Write> Link<S> {
                             credit.take(message.len());
                         }
                         // A close frame's code and reason as the peer sent them.
-                        out.push(self.ws.get_ref().incoming.close_watch().correct(event));
+                        out.push(self.ws.get_ref().incoming.frame_watch().correct(event));
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
