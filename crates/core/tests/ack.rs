@@ -76,6 +76,22 @@ fn delivered(events: &[Event]) -> Vec<(SendId, bool)> {
         .collect()
 }
 
+/// The sends that failed as `MaybeDelivered` with their message handed back, in order.
+fn maybe_delivered(events: &[Event]) -> Vec<SendId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SendFailed {
+                id,
+                reason: SendFailure::MaybeDelivered,
+                message: Some(_),
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_barrier_ping_follows_a_batch_and_its_pong_delivers_it() {
     let t0 = Instant::now();
@@ -194,16 +210,7 @@ fn crossing_close_frames_acknowledge_nothing() {
     s.handle(conn, TransportEvent::Closed, t0);
     let got = events(&mut s);
     assert_eq!(delivered(&got), []);
-    for id in &ids {
-        assert!(
-            got.iter().any(|e| matches!(
-                e,
-                Event::SendFailed { id: failed, reason: SendFailure::MaybeDelivered, message: Some(_), .. }
-                    if failed == id
-            )),
-            "{id}: {got:?}"
-        );
-    }
+    assert_eq!(maybe_delivered(&got), ids, "{got:?}");
 }
 
 /// A close with every message already covered by a ping sends no barrier of its own: the
@@ -241,14 +248,7 @@ fn a_close_the_peer_began_acknowledges_nothing_the_peer_may_have_discarded() {
     s.handle(conn, TransportEvent::PeerClosed(peer_close("")), t0);
     s.handle(conn, TransportEvent::Closed, t0);
     let got = events(&mut s);
-    assert!(
-        got.iter().any(|e| matches!(
-            e,
-            Event::SendFailed { id, reason: SendFailure::MaybeDelivered, message: Some(_), .. }
-                if *id == ids[0]
-        )),
-        "{got:?}"
-    );
+    assert_eq!(maybe_delivered(&got), ids, "{got:?}");
 }
 
 #[test]
@@ -481,13 +481,7 @@ fn a_peer_that_streams_but_never_answers_times_out_after_eight_timeouts() {
         )),
         "no AckTimeout eight timeouts after the ping: {got:?}"
     );
-    assert!(
-        got.iter().any(|e| matches!(
-            e,
-            Event::SendFailed { id, reason: SendFailure::MaybeDelivered, .. } if *id == ids[0]
-        )),
-        "{got:?}"
-    );
+    assert_eq!(maybe_delivered(&got), ids, "{got:?}");
 }
 
 #[test]
