@@ -169,7 +169,10 @@ impl Utf8Tail {
             input = rest;
             match std::str::from_utf8(&self.bytes[..self.len]) {
                 Ok(_) => self.len = 0,
-                Err(e) if e.error_len().is_some() => return false,
+                Err(e) if e.error_len().is_some() => {
+                    self.len = 0;
+                    return false;
+                }
                 Err(_) => {} // still unfinished (a sequence is at most four bytes)
             }
         }
@@ -207,8 +210,11 @@ impl FrameWatch {
         while !bytes.is_empty() && !self.done {
             if self.remaining > 0 {
                 let n = usize::try_from(self.remaining).map_or(bytes.len(), |r| r.min(bytes.len()));
-                if self.text_frame && invalid.is_none() && !self.utf8.feed(&bytes[..n]) {
+                if self.text_frame && !self.utf8.feed(&bytes[..n]) {
+                    // Reported once: the connection fails, nothing after it is checked.
                     invalid = Some(given - bytes.len());
+                    self.unchecked = true;
+                    self.text_frame = false;
                 }
                 let unmasked = self.header[1] & 0x80 == 0;
                 if let Some(payload) = &mut self.close {
@@ -586,6 +592,25 @@ mod tests {
 
     /// Frames tungstenite refuses for another reason are not checked, so the connection
     /// fails for that reason (1002), not as invalid UTF-8 (1007).
+    /// Invalid UTF-8 is reported once, and what follows it is not checked (it may be read
+    /// still): an unfinished sequence followed by bytes that break it, again and again,
+    /// once overflowed the watch's four-byte tail (found by the `inflate` fuzz target).
+    #[test]
+    fn frame_watch_reports_invalid_utf8_once_and_checks_nothing_after() {
+        let mut payload = vec![b'a'; 10];
+        payload.extend_from_slice(&[0xe3; 40]);
+        let stream = frame(0x1, &payload, false);
+        let mut watch = FrameWatch::default();
+        let mut read = stream.clone();
+        let reports: Vec<usize> = read
+            .chunks_mut(1)
+            .filter_map(|piece| watch.scan(piece))
+            .collect();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let mut more = frame(0x1, &[0xe3; 40], false);
+        assert_eq!(watch.scan(&mut more), None);
+    }
+
     #[test]
     fn frame_watch_leaves_frames_tungstenite_refuses_unchecked() {
         let bad = b"\xff\xfe not UTF-8";
