@@ -47,12 +47,13 @@ pub fn connect_with(
     client.connect(&options.into())?;
     let mut opening = Opening::default();
     // Lifecycle events before the open are taken here; an error or a close ends the wait.
-    while opening
-        .next(events.recv(), client.state())
-        .transpose()?
-        .is_none()
-    {}
-    Ok(WebSocket::opened(client, events))
+    loop {
+        match opening.next(events.recv(), client.state()) {
+            None => {}
+            Some(Ok(())) => return Ok(WebSocket::opened(client, events)),
+            Some(Err(error)) => return Err(opening.last_error(error, || events.try_recv().ok())),
+        }
+    }
 }
 
 wxsocket_wire::websocket! {

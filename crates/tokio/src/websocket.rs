@@ -43,12 +43,13 @@ pub async fn connect_with(
     client.connect(&options.into())?;
     let mut opening = Opening::default();
     // Lifecycle events before the open are taken here; an error or a close ends the wait.
-    while opening
-        .next(events.next().await, client.state())
-        .transpose()?
-        .is_none()
-    {}
-    Ok(WebSocket::opened(client, events))
+    loop {
+        match opening.next(events.next().await, client.state()) {
+            None => {}
+            Some(Ok(())) => return Ok(WebSocket::opened(client, events)),
+            Some(Err(error)) => return Err(opening.last_error(error, || events.try_next())),
+        }
+    }
 }
 
 wxsocket_wire::websocket! {

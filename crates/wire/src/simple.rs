@@ -171,6 +171,21 @@ impl Opening {
         }
     }
 
+    /// The wait ended in `error`: the events already queued after the close that ended it
+    /// (taken with `queued`, which does not wait) are read too, and the last attempt's
+    /// failure is returned. The client is Closed for good then, so every later event is
+    /// queued already; when all the reconnect policy's attempts failed before the
+    /// application took the first failure, it is the last one that says why.
+    pub fn last_error(&mut self, error: Error, mut queued: impl FnMut() -> Option<Event>) -> Error {
+        let mut last = error;
+        while let Some(event) = queued() {
+            if let Some(Err(later)) = self.on_event(event, ReadyState::Closed) {
+                last = later;
+            }
+        }
+        last
+    }
+
     /// The events ended before an open (the driver is gone).
     pub fn driver_gone(&mut self) -> Error {
         Error::Closed(Closed::driver_gone())
@@ -393,6 +408,47 @@ mod tests {
             matches!(failed, Some(Err(Error::Connection(_)))),
             "{failed:?}"
         );
+    }
+
+    /// Every attempt failed before the application took the first failure: the close that
+    /// ended the first attempt already finds the client Closed, and the failure reported is
+    /// the last attempt's, read from the events queued after it.
+    #[test]
+    fn opening_reports_the_last_attempts_failure_when_all_were_queued() {
+        let refused = |conn: u64, why: &str| {
+            Event::error(
+                ConnId::from_raw(conn),
+                ConnectionError::ConnectFailed(TransportError::new(TransportErrorKind::Io, why)),
+            )
+        };
+        let again = |conn: u64| {
+            Event::reconnecting(
+                ConnId::from_raw(conn),
+                1,
+                std::time::Duration::from_millis(1),
+                "",
+            )
+        };
+        let mut queued = vec![
+            refused(1, "first"),
+            close(1, 1006),
+            again(2),
+            refused(2, "second"),
+            close(2, 1006),
+            again(3),
+            refused(3, "last"),
+            close(3, 1006),
+        ]
+        .into_iter();
+        let mut o = Opening::default();
+        let first = loop {
+            if let Some(result) = o.next(queued.next(), ReadyState::Closed) {
+                break result.unwrap_err();
+            }
+        };
+        assert!(first.to_string().contains("first"), "{first}");
+        let last = o.last_error(first, || queued.next());
+        assert!(last.to_string().contains("last"), "{last}");
     }
 
     #[test]
