@@ -466,30 +466,71 @@ fn a_close_right_after_sending_delivers_through_its_barrier_ping<A: Adapter>() {
     assert_eq!(conn.messages.len(), 3, "[{}] the peer read them", A::NAME);
 }
 
-/// Close frames that cross: the peer, not reading, sends its own close frame after ours
-/// went out. It is no answer to ours, and the peer, closing, answers no ping: nothing proves
+/// Close frames that cross: the peer sends its own close frame once ours is in its socket,
+/// unread. It is no answer to ours, and the peer, closing, answers no ping: nothing proves
 /// the messages read, so each fails as `MaybeDelivered`, handed back (they were reported
 /// delivered on the peer's close frame alone until 2026-12-04), although the peer does read
-/// them afterwards here.
+/// them afterwards here. The peer is a raw server, so that it can wait (peeking) until the
+/// client's frames are all in its socket before it sends its close frame.
 fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
+    use std::io::{Read, Write};
     use wxsocket_core::ReadyState;
-    use wxsocket_tests::peer::{Mode, Peer};
-    let peer = Peer::start(Mode::Echo);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/cross", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let ws = tungstenite::accept(tcp).unwrap();
+        let mut stream = ws.get_ref().try_clone().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let deadline = Instant::now() + EVENT_WAIT;
+        let mut buf = vec![0u8; 4096];
+        // Wait until the client's close frame is in the socket, reading nothing.
+        loop {
+            let n = stream.peek(&mut buf).unwrap_or(0);
+            if client_frames(&buf[..n]).iter().any(|(op, _)| *op == 0x8) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the client's close frame never came"
+            );
+            std::thread::sleep(Duration::from_millis(1)); // a poll, not a wait for an event
+        }
+        // The server's own close frame (1001), sent without reading the client's.
+        stream.write_all(&[0x88, 0x02, 0x03, 0xE9]).unwrap();
+        // Then it reads what the client sent, and answers nothing (it is closing).
+        let mut read = Vec::new();
+        while !client_frames(&read).iter().any(|(op, _)| *op == 0x8) {
+            assert!(
+                Instant::now() < deadline,
+                "the client's frames were not read"
+            );
+            if let Ok(n) = stream.read(&mut buf) {
+                read.extend_from_slice(&buf[..n]);
+            }
+        }
+        drop(ws);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        client_frames(&read)
+            .into_iter()
+            .filter(|(op, _)| *op == 0x1)
+            .map(|(_, payload)| String::from_utf8(payload).unwrap())
+            .collect::<Vec<_>>()
+    });
     let ack = Acknowledgement::new().timeout(Duration::from_secs(30));
     let mut client = A::new(
         SessionConfig::default().acknowledge(ack),
         TlsRoots::default(),
     )
     .unwrap();
-    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
-    peer.hold_reads();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(url));
     let ids: Vec<SendId> = (0..3)
         .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
         .collect();
     client.close(None, "bye").unwrap();
     assert_eq!(client.state(), ReadyState::Closing);
-    assert_eq!(peer.close_all(1001, "restarting"), 1);
-    peer.release_reads();
     let (delivered, failed, code) = outcomes_until_closed(&mut client);
     assert!(
         delivered.is_empty(),
@@ -498,9 +539,33 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
     );
     assert_eq!(failed, ids, "[{}] failed as MaybeDelivered", A::NAME);
     assert_eq!(code, 1001, "[{}] the peer's close code", A::NAME);
-    peer.wait_for("the peer read the messages", EVENT_WAIT, |s| {
-        s.connections.first().is_some_and(|c| c.messages.len() == 3)
-    });
+    assert_eq!(
+        server.join().unwrap(),
+        ["m0", "m1", "m2"],
+        "[{}] the peer read the messages",
+        A::NAME
+    );
+}
+
+/// The complete frames a client wrote at the start of `bytes` (masked, payloads under 126
+/// bytes, as in the tests that use it): opcode and unmasked payload each.
+fn client_frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut rest = bytes;
+    while let [b0, b1, m0, m1, m2, m3, after @ ..] = rest {
+        let len = usize::from(b1 & 0x7f);
+        if len >= 126 || after.len() < len {
+            break;
+        }
+        let mask = [*m0, *m1, *m2, *m3];
+        let payload = after[..len]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4]);
+        frames.push((b0 & 0x0f, payload.collect()));
+        rest = &after[len..];
+    }
+    frames
 }
 
 /// A peer that sends a message every 20 ms and never answers a ping (against RFC 6455
@@ -510,7 +575,10 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
 fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
     use std::io::{Read, Write};
     use wxsocket_core::ConnectionError;
-    let timeout = Duration::from_millis(500);
+    // One second: only a stall of the writer or the client longer than that on a loaded
+    // machine could end the wait before the stream extends it (the cap is eight seconds).
+    let timeout = Duration::from_secs(1);
+    let wait = 2 * EVENT_WAIT;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/stream", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
@@ -522,7 +590,7 @@ fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
             let mut buf = [0u8; 4096];
             while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
         });
-        let until = Instant::now() + EVENT_WAIT;
+        let until = Instant::now() + wait;
         // A text frame "data", unmasked, until the client goes away.
         while Instant::now() < until && writer.write_all(b"\x81\x04data").is_ok() {
             std::thread::sleep(Duration::from_millis(20));
@@ -541,7 +609,7 @@ fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
     let sent = Instant::now();
     let id = client.try_send(Message::text("mine")).unwrap();
     let (mut streamed, mut timed_out, mut failed) = (0, None, false);
-    let deadline = sent + EVENT_WAIT;
+    let deadline = sent + wait;
     while Instant::now() < deadline {
         match client.next_event(Duration::from_millis(100)) {
             Some(Event::Message { .. }) => streamed += 1,
@@ -561,7 +629,7 @@ fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
     }
     let timed_out = timed_out.unwrap_or_else(|| {
         panic!(
-            "[{}] no AckTimeout within {EVENT_WAIT:?} ({streamed} messages streamed)",
+            "[{}] no AckTimeout within {wait:?} ({streamed} messages streamed)",
             A::NAME
         )
     });

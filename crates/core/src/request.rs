@@ -177,12 +177,7 @@ impl ConnectOptions {
                 method: method.clone(),
             });
         }
-        if self
-            .timeout
-            .is_some_and(|t| t.is_zero() || t > crate::config::MAX_TIMER)
-        {
-            return Err(ConnectError::InvalidTimeout);
-        }
+        check_timeout(self.timeout)?;
         if self.per_message_deflate
             && let Some(error) = self.deflate.invalid_field()
         {
@@ -215,6 +210,14 @@ impl ConnectOptions {
     }
 }
 
+/// A handshake timeout must be above zero and within the timer's range.
+fn check_timeout(timeout: Option<Duration>) -> Result<(), ConnectError> {
+    if timeout.is_some_and(|t| t.is_zero() || t > crate::config::MAX_TIMER) {
+        return Err(ConnectError::InvalidTimeout);
+    }
+    Ok(())
+}
+
 /// A validated connect request: everything the driver needs to dial.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -245,12 +248,7 @@ impl HandshakeRequest {
                 scheme: self.url.scheme().to_owned(),
             });
         }
-        if self
-            .timeout
-            .is_some_and(|t| t.is_zero() || t > crate::config::MAX_TIMER)
-        {
-            return Err(ConnectError::InvalidTimeout);
-        }
+        check_timeout(self.timeout)?;
         for name in self.headers.keys() {
             if let Some(why) = forbidden_header(name) {
                 return Err(ConnectError::ForbiddenHeader {
