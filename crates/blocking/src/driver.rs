@@ -442,11 +442,7 @@ impl<M: Machine> Shared<M> {
             if let Err(e) = poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     // The poller itself failed: nothing can be driven any more.
-                    let mut inner = lock(&self.inner);
-                    let all: Vec<u64> = inner.conns.keys().copied().collect();
-                    for conn in all {
-                        inner.abort(conn);
-                    }
+                    lock(&self.inner).driver_lost(&self, &format!("the OS poller failed: {e}"));
                     break;
                 }
                 events.clear();
@@ -591,6 +587,20 @@ impl ReceiverPoll {
 }
 
 impl<M: Machine> Inner<M> {
+    /// The driver can go on no longer (its poller failed): every transport is dropped
+    /// and every connection ends as lost ([`Lifecycle::driver_lost`]), its last events
+    /// and send outcomes handed over like any others.
+    fn driver_lost(&mut self, shared: &Shared<M>, why: &str) {
+        let conns: Vec<(ConnId, bool)> =
+            self.conns.values().map(|c| (c.id(), c.is_open())).collect();
+        for conn in self.conns.keys().copied().collect::<Vec<_>>() {
+            self.abort(conn);
+        }
+        self.lifecycle
+            .driver_lost(&mut self.machine, conns, why, Instant::now());
+        self.deliver(shared);
+    }
+
     /// The socket of connection `conn`, if it has one.
     pub fn socket_info(&mut self, conn: ConnId) -> Option<crate::SocketInfo> {
         self.conns.get_mut(&key(conn))?.socket_info()
@@ -1099,5 +1109,49 @@ mod tests {
         let others: BTreeSet<u64> = visited.into_iter().filter(|&c| c != key(busy)).collect();
         assert!(others.is_empty(), "other connections visited: {others:?}");
         shared.shutdown();
+    }
+
+    /// When the driver can go on no longer (its OS poller failed; called here as the
+    /// driver thread calls it), the open connection ends in its documented events (an
+    /// error, close 1006, the message still in flight failed) and the driver ends, instead
+    /// of dropping the transports without telling the core.
+    #[test]
+    fn a_lost_driver_reports_every_connection_ended() {
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let config = Config::default();
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        let options = ConnectOptions::new(server.url());
+        let conn = shared
+            .call(|p, now| p.connect(&options, now))
+            .expect("connect");
+        while !matches!(next_event(&shared), Event::Open { .. }) {}
+        let sent = {
+            let mut inner = lock(&shared.inner);
+            let now = Instant::now();
+            let sent = inner.machine.send(conn, Message::text("in flight"), now);
+            inner.driver_lost(&shared, "the OS poller failed: a test");
+            sent.expect("send")
+        };
+        shared.wake();
+        let mut ending = Vec::new();
+        loop {
+            let event = next_event(&shared);
+            let closed = matches!(event, Event::Close { .. });
+            ending.push(event);
+            if closed {
+                break;
+            }
+        }
+        assert!(
+            matches!(&ending[..], [
+                Event::Error { conn: c1, .. },
+                Event::SendFailed { id, .. },
+                Event::Close { conn: c2, code: 1006, clean: false, .. },
+            ] if *c1 == conn && *id == sent && *c2 == conn),
+            "{ending:#?}"
+        );
+        shared.shutdown();
+        assert!(lock(&shared.outbox).finished);
     }
 }

@@ -451,12 +451,68 @@ pub(crate) fn start<M: Machine>(
         ended: AtomicBool::new(false),
         exited: Notify::new(),
     });
-    runtime.spawn(drive(Arc::clone(&shared)));
+    // The guard is the task's argument, not a local, so that it is dropped with a task
+    // that was never polled too.
+    runtime.spawn(drive(Exit {
+        shared: Arc::clone(&shared),
+        finished: false,
+    }));
     Ok(Arc::new(Handle { shared }))
 }
 
+/// Marks the driver ended when its task ends, and wakes whoever waits for it. A task
+/// dropped unfinished means its runtime was shut down (a client made on one runtime and
+/// used from another): the connection tasks went with it, so every connection ends as
+/// lost ([`Lifecycle::driver_lost`]) and its last events and send outcomes are handed
+/// over, instead of leaving `send` and [`crate::Events`] waiting for ever.
+struct Exit<M: Machine> {
+    shared: Arc<Shared<M>>,
+    finished: bool,
+}
+
+impl<M: Machine> Drop for Exit<M> {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let mut waiting = Vec::new();
+        if !self.finished {
+            let mut guard = shared.lock();
+            let core = &mut *guard;
+            let conns: Vec<(ConnId, bool)> = core
+                .conns
+                .drain()
+                .map(|(conn, entry)| {
+                    entry.task.abort();
+                    (conn, entry.io.is_some())
+                })
+                .collect();
+            let why = "the tokio runtime driving the connection was shut down";
+            core.lifecycle
+                .driver_lost(&mut core.machine, conns, why, Instant::now());
+            while let Some((id, result)) = core.machine.poll_completion() {
+                if let Some(waiter) = core.out.waiters.remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            // Nothing will settle the rest: dropped, their senders learn the connection lost.
+            core.out.waiters.clear();
+            waiting.append(&mut core.out.room_wakers);
+            drop(guard);
+            wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.due_callbacks());
+        }
+        shared.ended.store(true, Ordering::Release);
+        shared.exited.notify_waiters();
+        // The stream ends once its last events are taken ([`Shared::has_ended`] under the
+        // lock); a send waiting for room finds the core shut down.
+        waiting.extend(shared.lock().out.event_waker.take());
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+}
+
 /// The driver task: the one timer, the wx-style callbacks, and shutdown.
-async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
+async fn drive<M: Machine>(mut exit: Exit<M>) {
+    let shared = Arc::clone(&exit.shared);
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     loop {
@@ -503,12 +559,6 @@ async fn drive<M: Machine>(shared: Arc<Shared<M>>) {
         }
     }
     wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.due_callbacks());
-    shared.ended.store(true, Ordering::Release);
-    shared.exited.notify_waiters();
-    // The stream ends once its last events are taken ([`Shared::has_ended`] under the lock).
-    let waker = shared.lock().out.event_waker.take();
-    if let Some(waker) = waker {
-        waker.wake();
-    }
+    exit.finished = true;
     tracing::debug!("driver finished");
 }

@@ -660,3 +660,54 @@ async fn pipelined_sends_on_a_multi_thread_runtime_complete_in_order() {
     assert_eq!(echoed, expected);
     assert_eq!(completed, ids);
 }
+
+/// A client made on one runtime and used from another, whose first runtime is dropped
+/// (as when a test builds a shared client on a runtime of its own): the driver and the
+/// connection tasks are gone with that runtime, so the open connection ends as lost (an
+/// error, then close 1006), a message in the queue fails, the event stream ends, and a
+/// later send is refused at once. Before, `next` and `send` waited for ever.
+#[tokio::test]
+async fn a_client_whose_runtime_is_dropped_ends_its_connections_instead_of_hanging() {
+    let server = Server::start(echo()).await;
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, mut events) = {
+        let _on_other = other.enter();
+        Client::new(Config::default()).unwrap()
+    };
+    let conn = client.connect(&ConnectOptions::new(&server.url)).unwrap();
+    until_open(&mut events).await;
+    client.send("before").await.unwrap();
+    assert!(matches!(
+        until(&mut events, |e| matches!(e, Event::Message { .. })).await.pop(),
+        Some(Event::Message { message, .. }) if message == Message::text("before")
+    ));
+
+    tokio::task::spawn_blocking(move || drop(other))
+        .await
+        .unwrap();
+
+    let ending = until(&mut events, |e| matches!(e, Event::Close { .. })).await;
+    assert!(
+        ending
+            .iter()
+            .any(|e| matches!(e, Event::Error { conn: c, .. } if *c == conn)),
+        "an error says why the connection ended: {ending:#?}"
+    );
+    assert!(
+        matches!(ending.last(), Some(Event::Close { conn: c, code: 1006, .. }) if *c == conn),
+        "{ending:#?}"
+    );
+    let after = tokio::time::timeout(WAIT, client.send("after")).await;
+    assert!(
+        matches!(after, Ok(Err(SendFailed::Refused(_)))),
+        "a send after the runtime is gone is refused at once: {after:?}"
+    );
+    assert_eq!(tokio::time::timeout(WAIT, events.next()).await, Ok(None));
+    tokio::time::timeout(WAIT, client.shutdown())
+        .await
+        .expect("shutdown returns once the driver is gone");
+}

@@ -229,3 +229,46 @@ async fn shutdown_runs_every_callback_it_makes_due_and_later_calls_run_theirs() 
         "{ran:?}"
     );
 }
+
+/// A socket made on a runtime that is dropped before it ran anything, while it dials
+/// with a message queued: the driver task goes with the runtime unpolled, and the
+/// callbacks that ending makes due still run (the send's `fail` and `complete`,
+/// `onSocketClose` with 1006). Before, they never ran and the socket stayed `Connecting`.
+#[test]
+fn a_socket_whose_runtime_is_dropped_still_runs_its_last_callbacks() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, log) = std::sync::mpsc::channel::<String>();
+    let wx = {
+        let _on_runtime = runtime.enter();
+        WxSocket::new(Config::default()).unwrap()
+    };
+    let t = tx.clone();
+    wx.on_socket_close(move |res| t.send(format!("close {}", res.code)).unwrap());
+    wx.connect_socket(ConnectSocket::new(ConnectOptions::new("ws://127.0.0.1:9/")))
+        .unwrap();
+    let (t1, t2) = (tx.clone(), tx);
+    wx.send_socket_message(
+        SendSocketMessage::new("queued")
+            .fail(move |r| t1.send(format!("fail: {r}")).unwrap())
+            .complete(move |r| t2.send(format!("complete: {r}")).unwrap()),
+    )
+    .unwrap();
+    drop(runtime);
+    let ran: Vec<String> = std::iter::from_fn(|| log.recv_timeout(WAIT).ok())
+        .take(3)
+        .collect();
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert!(
+        ran[0].starts_with("fail: sendSocketMessage:fail"),
+        "{ran:?}"
+    );
+    assert!(
+        ran[1].starts_with("complete: sendSocketMessage:fail"),
+        "{ran:?}"
+    );
+    assert_eq!(ran[2], "close 1006", "{ran:?}");
+    assert_eq!(wx.state(), ReadyState::Closed);
+}

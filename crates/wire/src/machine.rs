@@ -5,7 +5,10 @@
 
 use std::time::Instant;
 use wxsocket_core::wx::{PendingCallback, WxSocket};
-use wxsocket_core::{Completion, Driven, Event, Pool, Session};
+use wxsocket_core::{
+    Completion, ConnId, Driven, Event, Pool, Session, TransportError, TransportErrorKind,
+    TransportEvent,
+};
 
 /// A machine a driver can run: the [`Driven`] side (shutdown included) plus its output for
 /// the application. Event machines ([`Session`], [`Pool`]) keep their events for the
@@ -144,6 +147,34 @@ impl Lifecycle {
         true
     }
 
+    /// The driver can carry out nothing any more: its runtime was shut down under it, or
+    /// its OS poller failed. The machine is shut down (so nothing reconnects; a dial is
+    /// aborted as by any shutdown), then every transport in `conns` (each with whether it
+    /// is open) is reported failed with `why` (an open one: an IO error, then closed), so
+    /// each connection ends in its documented events (an error, close 1006, its unsent
+    /// messages failed) instead of waiting for IO that will never come. The actions this
+    /// produces are dropped, as nothing can carry them out; the machine is then drained.
+    pub fn driver_lost<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        conns: impl IntoIterator<Item = (ConnId, bool)>,
+        why: &str,
+        now: Instant,
+    ) {
+        self.shut_down(machine, now);
+        let error = TransportError::new(TransportErrorKind::Io, why);
+        for (conn, open) in conns {
+            if open {
+                crate::trace::transport_gone(conn);
+                machine.handle(conn, TransportEvent::Error(error.clone()), now);
+                machine.handle(conn, TransportEvent::Closed, now);
+            } else {
+                machine.handle(conn, TransportEvent::ConnectFailed(error.clone()), now);
+            }
+        }
+        while machine.poll_action().is_some() {}
+    }
+
     /// Whether the machine was shut down and is drained: the driver drops the transports
     /// left, runs the last callbacks ([`run_last_callbacks`]) and ends.
     pub fn finished<M: Machine>(&self, machine: &M) -> bool {
@@ -173,7 +204,7 @@ impl Lifecycle {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use wxsocket_core::{ConnectOptions, SessionConfig};
+    use wxsocket_core::{ConnectOptions, Message, ReconnectPolicy, SessionConfig};
 
     /// The timer is late when the machine's next deadline comes before the armed one (or
     /// none is armed); shutdown happens once, and the driver is finished only once the
@@ -205,5 +236,59 @@ mod tests {
         while session.poll_event().is_some() {}
         assert!(session.is_drained(), "the dial was aborted");
         assert!(lifecycle.finished(&session));
+    }
+
+    /// A driver that can carry out nothing more (its runtime or poller gone) ends every
+    /// connection: the open one as lost, with an error and close 1006, its unsent message
+    /// failed, no reconnect although the policy asks for one; the dial aborted, as by
+    /// shutdown. The machine is then drained, so the driver may end.
+    #[test]
+    fn a_lost_driver_ends_every_connection_as_lost_and_reconnects_none() {
+        let now = Instant::now();
+        let config = SessionConfig::default().reconnect(ReconnectPolicy::default());
+        let mut pool = Pool::new(config).unwrap();
+        let open = pool
+            .connect(&ConnectOptions::new("ws://127.0.0.1:9/a"), now)
+            .unwrap();
+        let dialling = pool
+            .connect(&ConnectOptions::new("ws://127.0.0.1:9/b"), now)
+            .unwrap();
+        pool.handle(open, TransportEvent::Opened(Box::default()), now);
+        while pool.poll_action().is_some() {}
+        let unsent = pool.send(open, Message::text("unsent"), now).unwrap();
+        while pool.poll_event().is_some() {}
+        let mut lifecycle = Lifecycle::default();
+
+        lifecycle.driver_lost(&mut pool, [(open, true), (dialling, false)], "gone", now);
+
+        let events: Vec<Event> = std::iter::from_fn(|| pool.poll_event()).collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Error { conn: c, .. } if *c == open)),
+            "{events:#?}"
+        );
+        for conn in [open, dialling] {
+            assert!(
+                events.iter().any(|e| matches!(e,
+                    Event::Close { conn: c, code: 1006, .. } if *c == conn)),
+                "{conn}: {events:#?}"
+            );
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::SendFailed { id, .. } if *id == unsent)),
+            "the unsent message is reported failed: {events:#?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::Reconnecting { .. } | Event::Connecting { .. })),
+            "{events:#?}"
+        );
+        assert!(pool.is_drained());
+        assert!(lifecycle.finished(&pool));
+        assert_eq!(pool.poll_action(), None);
     }
 }
