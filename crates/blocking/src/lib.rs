@@ -232,7 +232,9 @@
 //! driver thread reads again. So a reply the protocol owes the peer (a pong, the close
 //! handshake) waits at most 250 ms while the application sends without receiving; a due
 //! timer always sees the input that arrived before it. Host names are resolved
-//! on a short-lived helper thread, because the OS resolver only blocks. `DESIGN.md` in the
+//! on a short-lived helper thread, because the OS resolver only blocks. Should the OS poller
+//! itself fail, every open connection ends as lost (an `Error`, then `Close` 1006, its
+//! unsent messages failed) and the driver ends; nothing waits for ever. `DESIGN.md` in the
 //! repository explains the design and its measurements.
 //!
 //! ## Busy-polling

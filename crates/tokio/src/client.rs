@@ -3,8 +3,6 @@
 use crate::driver::{self, Handle, Machine, Shared};
 use crate::{Config, SendFailed};
 use futures_util::Sink;
-use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
@@ -121,9 +119,17 @@ pub(crate) async fn send_waiting<M: Machine>(
     mut send: impl FnMut(&mut M, Message, std::time::Instant) -> Result<SendId, SendError>,
 ) -> Result<SendId, SendFailed> {
     let mut slot = Some(message);
-    let (id, done) =
-        std::future::poll_fn(|cx| shared.poll_send(cx, &mut slot, true, &mut send)).await?;
-    wait_send(id, done.expect("a waiter was asked for")).await
+    let mut done = None;
+    let id = std::future::poll_fn(|cx| {
+        let waiter = || {
+            let (tx, rx) = oneshot::channel();
+            done = Some(rx);
+            driver::Waiter::Send(tx)
+        };
+        shared.poll_send(cx, &mut slot, waiter, &mut send)
+    })
+    .await?;
+    wait_send(id, done.expect("a waiter was registered")).await
 }
 
 async fn wait_send(
@@ -256,40 +262,18 @@ impl futures_core::Stream for Events {
     }
 }
 
-/// A [`Client`]'s state as a [`Sink`]: the message `start_send` took, and the completions
-/// of the messages accepted and not yet known to be written (what `poll_flush` waits for).
+/// A [`Client`]'s state as a [`Sink`]: the message `start_send` took, and the sends
+/// accepted and not yet known to be written (what `poll_flush` waits for), counted.
 #[derive(Default)]
 struct SinkState {
     pending: Option<Message>,
-    /// Oldest first. Bounded by the core's send bounds, within which alone it accepts a
-    /// message; those already settled go from the front at every message accepted.
-    unsettled: VecDeque<oneshot::Receiver<driver::SendResult>>,
-    /// The first failure among the settled ones, for the next `poll_ready` or `poll_flush`.
-    failed: Option<SendFailure>,
+    sends: Arc<driver::SinkSends>,
 }
 
 impl SinkState {
-    /// A message was accepted: its completion joins the unsettled ones, and those at the
-    /// front that have settled go (the first failure among them is kept).
-    fn accepted(&mut self, done: oneshot::Receiver<driver::SendResult>) {
-        while let Some(first) = self.unsettled.front_mut() {
-            let failure = match first.try_recv() {
-                Ok(Ok(())) => None,
-                Ok(Err(reason)) => Some(reason),
-                Err(oneshot::error::TryRecvError::Closed) => Some(SendFailure::ConnectionLost),
-                Err(oneshot::error::TryRecvError::Empty) => break,
-            };
-            if let Some(reason) = failure {
-                self.failed.get_or_insert(reason);
-            }
-            self.unsettled.pop_front();
-        }
-        self.unsettled.push_back(done);
-    }
-
     /// The first failure not reported yet, as the sink's error.
     fn take_failure(&mut self) -> Result<(), SendFailed> {
-        match self.failed.take() {
+        match self.sends.take_seen() {
             Some(reason) => Err(SendFailed::Failed(reason)),
             None => Ok(()),
         }
@@ -303,13 +287,10 @@ impl Client {
             return Poll::Ready(Ok(()));
         }
         let shared = &self.handle.shared;
-        match shared.poll_send(cx, &mut self.sink.pending, true, |s, m, now| s.send(m, now)) {
-            Poll::Ready(Ok((_, done))) => {
-                if let Some(done) = done {
-                    self.sink.accepted(done);
-                }
-                Poll::Ready(Ok(()))
-            }
+        let sink = &mut self.sink;
+        let waiter = || sink.sends.waiter();
+        match shared.poll_send(cx, &mut sink.pending, waiter, |s, m, now| s.send(m, now)) {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(refused)) => Poll::Ready(Err(SendFailed::Refused(refused))),
             Poll::Pending => Poll::Pending,
         }
@@ -320,8 +301,11 @@ impl Client {
 /// `poll_ready` waits for room in the core's bounds, so a fast producer is paced by the
 /// network; `poll_flush` waits until every message sent through this handle is written.
 /// A message that could not be written (e.g. the connection was lost, even if a reconnect
-/// sent the later ones) fails the next `poll_ready` or `poll_flush` with
-/// [`SendFailed::Failed`], once per failure seen.
+/// sent the later ones) fails the sink with [`SendFailed::Failed`] and its reason: at the
+/// next `poll_flush`, or at the next `poll_ready` once a later message was handed over; the
+/// failures until then are reported together, once. However many messages go through it, a
+/// sink holds no memory for them: each costs an entry in the driver while it is in flight,
+/// within the core's send bounds.
 /// Closing the sink only flushes it: the connection stays open (other clones may use it;
 /// close it with [`Client::close`]). A message the core refuses for good (not connected,
 /// closing, too large) fails the sink with [`SendFailed::Refused`], which hands it back.
@@ -346,14 +330,14 @@ impl Sink<Message> for Client {
         // Handed to the core at once when it has room; otherwise held until the next
         // `poll_ready` / `poll_flush` finds room.
         let shared = &this.handle.shared;
+        let sends = &this.sink.sends;
         let result = shared.call(|core, now| {
             let id = core.machine.send(item, now)?;
-            let (tx, rx) = oneshot::channel();
-            core.out.waiters.insert(id, tx);
-            Ok::<_, SendError>(rx)
+            core.out.waiters.insert(id, sends.waiter());
+            Ok::<_, SendError>(())
         });
         match result {
-            Ok(done) => this.sink.accepted(done),
+            Ok(()) => {}
             Err(refused) if refused.is_full() => this.sink.pending = Some(refused.into_message()),
             Err(refused) => return Err(SendFailed::Refused(refused)),
         }
@@ -363,19 +347,7 @@ impl Sink<Message> for Client {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
         let this = self.get_mut();
         ready!(this.push_pending(cx))?;
-        this.sink.take_failure()?;
-        while let Some(done) = this.sink.unsettled.front_mut() {
-            let result = ready!(Pin::new(done).poll(cx));
-            this.sink.unsettled.pop_front();
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(reason)) => return Poll::Ready(Err(SendFailed::Failed(reason))),
-                Err(_) => {
-                    return Poll::Ready(Err(SendFailed::Failed(SendFailure::ConnectionLost)));
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
+        Poll::Ready(ready!(this.sink.sends.poll_settled(cx)).map_err(SendFailed::Failed))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {

@@ -27,8 +27,97 @@ pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
 /// Completion of an awaitable send.
 pub(crate) type SendResult = Result<(), SendFailure>;
 
-/// A send the core accepted, with the receiver of its completion when one was asked for.
-pub(crate) type Accepted = (SendId, Option<oneshot::Receiver<SendResult>>);
+/// Who waits for the outcome of a send the core accepted.
+pub(crate) enum Waiter {
+    /// An awaited `send`.
+    Send(oneshot::Sender<SendResult>),
+    /// A `Client`'s `Sink`, which counts its sends instead of holding a channel for each.
+    Sink(Arc<SinkSends>),
+}
+
+impl Waiter {
+    fn settle(self, result: SendResult) {
+        match self {
+            Waiter::Send(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Sink(sends) => sends.settle(result),
+        }
+    }
+}
+
+/// The sends a `Client`'s `Sink` handed to the core and has not yet seen settled, and the
+/// failures among the settled ones not reported yet. Its memory does not grow with the
+/// sends: each costs one entry in the outbox's waiters while it is in flight.
+#[derive(Default)]
+pub(crate) struct SinkSends(Mutex<SinkTally>);
+
+#[derive(Default)]
+struct SinkTally {
+    unsettled: usize,
+    /// The first failure settled since the sink last handed a message over.
+    failed: Option<SendFailure>,
+    /// The first failure seen when the sink last handed a message over (what `poll_ready`
+    /// reports), not reported yet.
+    seen: Option<SendFailure>,
+    /// The task in `poll_flush`, woken when the last send settles or one fails.
+    flusher: Option<Waker>,
+}
+
+impl SinkSends {
+    fn tally(&self) -> MutexGuard<'_, SinkTally> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A send of this sink was accepted: its waiter. The failures settled before it are
+    /// seen now.
+    pub(crate) fn waiter(self: &Arc<Self>) -> Waiter {
+        let mut tally = self.tally();
+        tally.unsettled += 1;
+        if let Some(reason) = tally.failed.take() {
+            tally.seen.get_or_insert(reason);
+        }
+        Waiter::Sink(Arc::clone(self))
+    }
+
+    fn settle(&self, result: SendResult) {
+        let mut tally = self.tally();
+        tally.unsettled -= 1;
+        let failed = result.is_err();
+        if let Err(reason) = result {
+            tally.failed.get_or_insert(reason);
+        }
+        if tally.unsettled == 0 || failed {
+            let flusher = tally.flusher.take();
+            drop(tally);
+            if let Some(waker) = flusher {
+                waker.wake();
+            }
+        }
+    }
+
+    /// The failure seen when the sink last handed a message over, not reported yet (later
+    /// ones until then are folded into it).
+    pub(crate) fn take_seen(&self) -> Option<SendFailure> {
+        self.tally().seen.take()
+    }
+
+    /// Ready once every send settled, or with the first failure not reported yet.
+    pub(crate) fn poll_settled(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<SendResult> {
+        let mut tally = self.tally();
+        if let Some(reason) = tally.seen.take().or_else(|| tally.failed.take()) {
+            return std::task::Poll::Ready(Err(reason));
+        }
+        if tally.unsettled == 0 {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        tally.flusher = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}
 
 /// Who waits for what the core produces: the [`crate::Events`] stream, awaitable sends,
 /// and sends waiting for room.
@@ -37,7 +126,7 @@ pub(crate) struct Outbox {
     pub(crate) events_alive: bool,
     /// The task waiting in [`crate::Events`] for an event.
     pub(crate) event_waker: Option<Waker>,
-    pub(crate) waiters: HashMap<SendId, oneshot::Sender<SendResult>>,
+    pub(crate) waiters: HashMap<SendId, Waiter>,
     /// Sends waiting for room in the core's bounds (queue, buffer, untaken completions).
     room_wakers: Vec<Waker>,
     /// Room may have been freed in this turn (a send finished, events were taken, the
@@ -95,7 +184,7 @@ impl<M: Machine> Core<M> {
             while let Some((id, result)) = self.machine.poll_completion() {
                 self.out.room_freed = true;
                 if let Some(waiter) = self.out.waiters.remove(&id) {
-                    let _ = waiter.send(result);
+                    waiter.settle(result);
                 }
             }
             self.machine.dispatch();
@@ -333,31 +422,27 @@ impl<M: Machine> Shared<M> {
         self.ended.load(Ordering::Acquire)
     }
 
-    /// Tries to send `message` (taken from the slot): accepted, with a waiter for its
-    /// completion when `wait`; refused for good; or, when the core has no room, handed back
-    /// into the slot with the task registered to be woken when room may have been freed.
+    /// Tries to send `message` (taken from the slot): accepted, with `waiter()` registered
+    /// for its outcome; refused for good; or, when the core has no room, handed back into
+    /// the slot with the task registered to be woken when room may have been freed.
     pub(crate) fn poll_send(
         self: &Arc<Self>,
         cx: &mut std::task::Context<'_>,
         slot: &mut Option<wxsocket_core::Message>,
-        wait: bool,
+        waiter: impl FnOnce() -> Waiter,
         send: impl FnOnce(
             &mut M,
             wxsocket_core::Message,
             Instant,
         ) -> Result<SendId, wxsocket_core::SendError>,
-    ) -> std::task::Poll<Result<Accepted, wxsocket_core::SendError>> {
+    ) -> std::task::Poll<Result<SendId, wxsocket_core::SendError>> {
         use std::task::Poll;
         self.call(|core, now| {
             let message = slot.take().expect("a message to send");
             match send(&mut core.machine, message, now) {
                 Ok(id) => {
-                    let done = wait.then(|| {
-                        let (tx, rx) = oneshot::channel();
-                        core.out.waiters.insert(id, tx);
-                        rx
-                    });
-                    Poll::Ready(Ok((id, done)))
+                    core.out.waiters.insert(id, waiter());
+                    Poll::Ready(Ok(id))
                 }
                 Err(refused) if refused.is_full() => {
                     *slot = Some(refused.into_message());
@@ -490,11 +575,13 @@ impl<M: Machine> Drop for Exit<M> {
                 .driver_lost(&mut core.machine, conns, why, Instant::now());
             while let Some((id, result)) = core.machine.poll_completion() {
                 if let Some(waiter) = core.out.waiters.remove(&id) {
-                    let _ = waiter.send(result);
+                    waiter.settle(result);
                 }
             }
-            // Nothing will settle the rest: dropped, their senders learn the connection lost.
-            core.out.waiters.clear();
+            // Nothing else will settle the rest.
+            for (_, waiter) in core.out.waiters.drain() {
+                waiter.settle(Err(SendFailure::ConnectionLost));
+            }
             waiting.append(&mut core.out.room_wakers);
             drop(guard);
             wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.due_callbacks());

@@ -183,6 +183,12 @@
 //! be finishing its close handshake; shutdown waits for it too, so a program about to exit
 //! calls `shutdown().await` (or drops its handles and reads [`Events`] until it ends) and no
 //! close frame is cut off.
+//!
+//! The tasks live on the runtime the client was created on. If that runtime is shut down
+//! while the client is still used (from another runtime, say), the tasks go with it: every
+//! open connection then ends as lost (an `Error`, then `Close` 1006, its unsent messages
+//! failed), a dial is aborted as by `shutdown`, the wx-style callbacks this makes due still
+//! run, the event stream ends, and later sends are refused. Nothing waits for ever.
 #![forbid(unsafe_code)]
 
 mod client;
