@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -98,6 +99,8 @@ struct Shared {
     clients: Mutex<BTreeMap<u64, Outbox>>,
     /// Turns true when the server shuts down.
     shutdown: watch::Receiver<bool>,
+    /// The connections this server sent its shutdown close frame (1001).
+    closed_on_shutdown: AtomicUsize,
 }
 
 impl Shared {
@@ -133,7 +136,8 @@ pub async fn serve(listener: TcpListener, options: Options) {
 
 /// Accepts connections on `listener` until `shutdown` turns true (or its sender is
 /// dropped), then closes every connection with 1001 and waits at most [`SHUTDOWN_GRACE`]
-/// for them to finish. Returns how many connections were still open at shutdown.
+/// for them to finish; a handshake still in progress is dropped. Returns how many
+/// connections it closed with 1001.
 pub async fn serve_until(
     listener: TcpListener,
     options: Options,
@@ -145,6 +149,7 @@ pub async fn serve_until(
         serving,
         clients: Mutex::default(),
         shutdown: shutdown.clone(),
+        closed_on_shutdown: AtomicUsize::new(0),
     });
     let mut tasks = JoinSet::new();
     let mut n = 0u64;
@@ -161,13 +166,11 @@ pub async fn serve_until(
         }
     }
     drop(listener);
-    while tasks.try_join_next().is_some() {}
-    let open = tasks.len();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    open
+    shared.closed_on_shutdown.load(Ordering::Relaxed)
 }
 
 /// Binds `127.0.0.1:0` and serves in the background on the shared runtime; returns the
@@ -270,7 +273,13 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
         Ok::<Response, ErrorResponse>(response)
     };
     let stream = ServerStream::new(stream, Arc::clone(&counters));
-    let mut ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
+    let mut stopping = shared.shutdown.clone();
+    let handshake = tokio::select! {
+        handshake = tokio_tungstenite::accept_hdr_async(stream, callback) => handshake,
+        // A client still in its handshake when the server shuts down is dropped.
+        _ = stopping.wait_for(|stop| *stop) => return,
+    };
+    let mut ws = match handshake {
         Ok(ws) => ws,
         Err(e) => {
             shared.human(|| format!("#{n} {peer}: handshake failed: {e}"));
@@ -347,6 +356,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                     if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON).await {
                         break Some(e);
                     }
+                    shared.closed_on_shutdown.fetch_add(1, Ordering::Relaxed);
                 }
             }
             outgoing = inbox.recv(), if shared.serving.broadcast && closing.is_none() && client_close.is_none() => {

@@ -488,18 +488,27 @@ fn serve_protocol_picks_from_its_list() {
 }
 
 /// SIGTERM and SIGINT stop `serve` with a close 1001 to every client first: the client
-/// sees a clean 1001 and exits 0, the server reports it and exits 0.
+/// sees a clean 1001 and exits 0, the server reports it and exits 0. A TCP connection still
+/// in its handshake is dropped, and not counted among the connections closed with 1001
+/// (it used to be, and kept the server waiting out its grace period).
 #[cfg(unix)]
 #[test]
 fn serve_closes_with_1001_on_sigterm_and_sigint() {
     for (signal, blocking) in [("TERM", false), ("INT", true)] {
         let (mut server, url) = serve(&["--json"]);
+        // Accepted before the client (connection 1), it never sends its upgrade request.
+        let address = url.trim_start_matches("ws://").trim_end_matches('/');
+        let silent = std::net::TcpStream::connect(address).expect("a TCP connection");
         let mut client = Proc::spawn(&with_adapter(
             vec!["connect", url.as_str(), "--json"],
             blocking,
         ));
         client.expect_json("open", |v| event(v) == "open");
-        server.expect_json("connection", |v| event(v) == "connection");
+        let connection = server.expect_json("connection", |v| event(v) == "connection");
+        assert_eq!(
+            connection["conn"], 2,
+            "the silent connection was accepted first"
+        );
         let killed = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &server.pid().to_string()])
             .status()
@@ -518,8 +527,10 @@ fn serve_closes_with_1001_on_sigterm_and_sigint() {
         );
         let stopped = server.expect_json("shutdown", |v| event(v) == "shutdown");
         assert_eq!(stopped["signal"], format!("SIG{signal}"));
+        assert_eq!(stopped["connections"], 1, "{stopped}");
         let (status, _, stderr) = server.finish();
         assert_eq!(status.code(), Some(0), "{stderr}");
+        drop(silent);
     }
 }
 
