@@ -591,13 +591,17 @@ impl<M: Machine> Inner<M> {
     /// and every connection ends as lost ([`Lifecycle::driver_lost`]), its last events
     /// and send outcomes handed over like any others.
     fn driver_lost(&mut self, shared: &Shared<M>, why: &str) {
-        let conns: Vec<(ConnId, bool)> =
-            self.conns.values().map(|c| (c.id(), c.is_open())).collect();
+        let open: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.is_open())
+            .map(|c| c.id())
+            .collect();
         for conn in self.conns.keys().copied().collect::<Vec<_>>() {
             self.abort(conn);
         }
         self.lifecycle
-            .driver_lost(&mut self.machine, conns, why, Instant::now());
+            .driver_lost(&mut self.machine, open, why, Instant::now());
         self.deliver(shared);
     }
 

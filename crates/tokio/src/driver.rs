@@ -562,17 +562,16 @@ impl<M: Machine> Drop for Exit<M> {
         if !self.finished {
             let mut guard = shared.lock();
             let core = &mut *guard;
-            let conns: Vec<(ConnId, bool)> = core
-                .conns
-                .drain()
-                .map(|(conn, entry)| {
-                    entry.task.abort();
-                    (conn, entry.io.is_some())
-                })
-                .collect();
+            let mut open = Vec::new();
+            for (conn, entry) in core.conns.drain() {
+                entry.task.abort();
+                if entry.io.is_some() {
+                    open.push(conn);
+                }
+            }
             let why = "the tokio runtime driving the connection was shut down";
             core.lifecycle
-                .driver_lost(&mut core.machine, conns, why, Instant::now());
+                .driver_lost(&mut core.machine, open, why, Instant::now());
             while let Some((id, result)) = core.machine.poll_completion() {
                 if let Some(waiter) = core.out.waiters.remove(&id) {
                     waiter.settle(result);

@@ -148,29 +148,25 @@ impl Lifecycle {
     }
 
     /// The driver can carry out nothing any more: its runtime was shut down under it, or
-    /// its OS poller failed. The machine is shut down (so nothing reconnects; a dial is
-    /// aborted as by any shutdown), then every transport in `conns` (each with whether it
-    /// is open) is reported failed with `why` (an open one: an IO error, then closed), so
-    /// each connection ends in its documented events (an error, close 1006, its unsent
-    /// messages failed) instead of waiting for IO that will never come. The actions this
-    /// produces are dropped, as nothing can carry them out; the machine is then drained.
+    /// its OS poller failed. The machine is shut down (so nothing reconnects, and every dial
+    /// is aborted as by any shutdown), then each transport in `open` (those the machine was
+    /// told are open) is reported failed with `why` and closed, so each connection ends in
+    /// its documented events (an error, close 1006, its unsent messages failed) instead of
+    /// waiting for IO that will never come. The actions this produces are dropped, as
+    /// nothing can carry them out; the machine is then drained.
     pub fn driver_lost<M: Machine>(
         &mut self,
         machine: &mut M,
-        conns: impl IntoIterator<Item = (ConnId, bool)>,
+        open: impl IntoIterator<Item = ConnId>,
         why: &str,
         now: Instant,
     ) {
         self.shut_down(machine, now);
         let error = TransportError::new(TransportErrorKind::Io, why);
-        for (conn, open) in conns {
-            if open {
-                crate::trace::transport_gone(conn);
-                machine.handle(conn, TransportEvent::Error(error.clone()), now);
-                machine.handle(conn, TransportEvent::Closed, now);
-            } else {
-                machine.handle(conn, TransportEvent::ConnectFailed(error.clone()), now);
-            }
+        for conn in open {
+            crate::trace::transport_gone(conn);
+            machine.handle(conn, TransportEvent::Error(error.clone()), now);
+            machine.handle(conn, TransportEvent::Closed, now);
         }
         while machine.poll_action().is_some() {}
     }
@@ -259,7 +255,7 @@ mod tests {
         while pool.poll_event().is_some() {}
         let mut lifecycle = Lifecycle::default();
 
-        lifecycle.driver_lost(&mut pool, [(open, true), (dialling, false)], "gone", now);
+        lifecycle.driver_lost(&mut pool, [open], "gone", now);
 
         let events: Vec<Event> = std::iter::from_fn(|| pool.poll_event()).collect();
         assert!(
