@@ -447,12 +447,7 @@ fn a_close_right_after_sending_delivers_through_its_barrier_ping<A: Adapter>() {
     let ack = Acknowledgement::new()
         .delay(Duration::from_secs(30))
         .timeout(Duration::from_secs(30));
-    let mut client = A::new(
-        SessionConfig::default().acknowledge(ack),
-        TlsRoots::default(),
-    )
-    .unwrap();
-    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    let mut client: A = acknowledging_client(ack, &peer.url());
     let ids: Vec<SendId> = (0..3)
         .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
         .collect();
@@ -475,12 +470,7 @@ fn a_close_right_after_sending_delivers_through_its_barrier_ping<A: Adapter>() {
 fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
     use std::io::{Read, Write};
     use wxsocket_core::ReadyState;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/cross", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let ws = tungstenite::accept(tcp).unwrap();
-        let mut stream = ws.get_ref().try_clone().unwrap();
+    let (url, server) = raw_peer("cross", |mut stream| {
         stream
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -511,7 +501,6 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
                 read.extend_from_slice(&buf[..n]);
             }
         }
-        drop(ws);
         let _ = stream.shutdown(std::net::Shutdown::Both);
         client_frames(&read)
             .into_iter()
@@ -519,13 +508,10 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
             .map(|(_, payload)| String::from_utf8(payload).unwrap())
             .collect::<Vec<_>>()
     });
-    let ack = Acknowledgement::new().timeout(Duration::from_secs(30));
-    let mut client = A::new(
-        SessionConfig::default().acknowledge(ack),
-        TlsRoots::default(),
-    )
-    .unwrap();
-    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(url));
+    let mut client: A = acknowledging_client(
+        Acknowledgement::new().timeout(Duration::from_secs(30)),
+        &url,
+    );
     let ids: Vec<SendId> = (0..3)
         .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
         .collect();
@@ -545,6 +531,35 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
         "[{}] the peer read the messages",
         A::NAME
     );
+}
+
+/// A raw WebSocket peer on loopback at `/path`: it accepts one client, answers its
+/// handshake (tungstenite), then runs `serve` on the socket itself, so that a test can
+/// write frames and read bytes as no well-behaved peer would. Returns the URL and the
+/// peer's thread.
+fn raw_peer<T: Send + 'static>(
+    path: &str,
+    serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+) -> (String, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/{path}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let ws = tungstenite::accept(tcp).unwrap();
+        serve(ws.get_ref().try_clone().unwrap())
+    });
+    (url, server)
+}
+
+/// A client with delivery acknowledgement `ack`, open to `url`.
+fn acknowledging_client<A: Adapter>(ack: Acknowledgement, url: &str) -> A {
+    let mut client = A::new(
+        SessionConfig::default().acknowledge(ack),
+        TlsRoots::default(),
+    )
+    .unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(url));
+    client
 }
 
 /// The complete frames a client wrote at the start of `bytes` (masked, payloads under 126
@@ -579,13 +594,8 @@ fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
     // machine could end the wait before the stream extends it (the cap is eight seconds).
     let timeout = Duration::from_secs(1);
     let wait = 2 * EVENT_WAIT;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/stream", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let ws = tungstenite::accept(tcp).unwrap();
-        let mut reader = ws.get_ref().try_clone().unwrap();
-        let mut writer = ws.get_ref().try_clone().unwrap();
+    let (url, server) = raw_peer("stream", move |mut writer| {
+        let mut reader = writer.try_clone().unwrap();
         let discard = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
@@ -595,17 +605,10 @@ fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
         while Instant::now() < until && writer.write_all(b"\x81\x04data").is_ok() {
             std::thread::sleep(Duration::from_millis(20));
         }
-        drop(ws);
         let _ = writer.shutdown(std::net::Shutdown::Both);
         discard.join().unwrap();
     });
-    let ack = Acknowledgement::new().timeout(timeout);
-    let mut client = A::new(
-        SessionConfig::default().acknowledge(ack),
-        TlsRoots::default(),
-    )
-    .unwrap();
-    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(url));
+    let mut client: A = acknowledging_client(Acknowledgement::new().timeout(timeout), &url);
     let sent = Instant::now();
     let id = client.try_send(Message::text("mine")).unwrap();
     let (mut streamed, mut timed_out, mut failed) = (0, None, false);
