@@ -18,6 +18,9 @@ macro_rules! same_types {
 #[test]
 fn both_adapters_re_export_the_same_types() {
     same_types!(
+        Acknowledgement,
+        ProxyOption,
+        Utf8Payload,
         CloseBeforeOpen,
         CloseError,
         ConfigError,

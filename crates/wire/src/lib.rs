@@ -90,10 +90,11 @@ pub mod reexports {
     pub use crate::simple::{Closed, Error, ErrorKind};
     pub use crate::tls::TlsRoots;
     pub use wxsocket_core::{
-        Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions,
-        ConnectionError, DeflateOptions, DeflateParams, Event, Handshake, Keepalive, MAX_TIMER,
-        Message, OpenProfile, PingError, ReadyState, ReconnectPolicy, SendError, SendFailure,
-        SendId, SessionConfig, Stats, TransportError, TransportErrorKind,
+        Acknowledgement, Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError,
+        ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event, Handshake,
+        Keepalive, MAX_TIMER, Message, OpenProfile, PingError, ProxyOption, ReadyState,
+        ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig, Stats, TransportError,
+        TransportErrorKind, Utf8Payload,
     };
 }
 
