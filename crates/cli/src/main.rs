@@ -60,7 +60,7 @@ struct DemoArgs {
 /// What `close` does before the socket opened.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Policy {
-    /// Abort the dial; queued messages fail; close event 1006 (the default, as browsers).
+    /// Abort the dial; queued messages fail; close event 1006 (the default, as browsers, without their error event).
     Abort,
     /// Remember the close and carry it out right after open (WeChat's documented workaround).
     AfterOpen,

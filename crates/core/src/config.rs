@@ -8,7 +8,8 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum CloseBeforeOpen {
     /// Abort the dial; queued messages fail as cancelled; close event 1006, unclean.
-    /// What the WHATWG WebSocket standard does.
+    /// The WHATWG WebSocket standard's close while connecting, except that no error event
+    /// comes first: the close is the application's own choice, not a connection fault.
     #[default]
     Abort,
     /// Remember the close; on open, emit open, flush the queue, then close (the workaround
