@@ -994,11 +994,13 @@ fn session_recorded(data: &[u8], record: Option<Sink>) {
     let live = |s: &Session| s.current().into_iter().collect::<Vec<_>>();
     let task = |_: &Session, _: ConnId| one;
     let check = |s: &Session, inv: &Invariants, d: &Driver, now: Instant| {
-        assert!(s.buffered_amount() <= config.max_buffered_bytes);
+        // A message larger than a byte bound is held alone: the bytes stay within the larger
+        // of the bound and the largest message.
+        assert!(s.buffered_amount() <= config.max_buffered_bytes.max(config.max_message_size));
         if s.state() == ReadyState::Connecting {
             if config.acknowledge.is_none() {
                 assert!(s.pending_sends() <= config.max_queued_messages);
-                assert!(s.buffered_amount() <= config.max_queued_bytes);
+                assert!(s.buffered_amount() <= config.max_queued_bytes || s.pending_sends() == 1);
             } else {
                 // Messages resent after a drop come from the send buffer, and may hold the
                 // queue above its own bounds (never above the buffer's).

@@ -68,6 +68,7 @@ wxsocket_tests::on_both_adapters!(
     invalid_close_code_or_reason_changes_nothing,
     send_before_connect_hands_the_message_back,
     queue_full_and_too_large_hand_the_message_back,
+    a_message_larger_than_the_send_buffer_is_sent_alone,
     dropping_the_handle_closes_cleanly,
     close_code_1014_is_reported_and_retried_when_configured,
     a_repeated_sec_websocket_accept_fails_the_connection,
@@ -1239,6 +1240,38 @@ fn queue_full_and_too_large_hand_the_message_back<A: Adapter>() {
         seen.messages,
         [Message::text("12345"), Message::text("6789")]
     );
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+}
+
+/// A message within `max_message_size` but larger than the queue's and the send buffer's byte
+/// bounds (under the defaults: 16 to 64 MiB) is taken alone, when nothing else waits: queued
+/// while connecting, and sent once the buffer is empty by the `send` that waits for room,
+/// instead of being refused for ever (or waited on for ever).
+fn a_message_larger_than_the_send_buffer_is_sent_alone<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let session = config()
+        .queue_bounds(8, 1024)
+        .max_buffered_bytes(4096)
+        .max_message_size(1 << 20);
+    let mut a: A = client(session);
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    let big = |byte: u8| Message::binary(vec![byte; 256 << 10]);
+    let queued = a
+        .try_send(big(1))
+        .unwrap_or_else(|e| panic!("[{}] the empty queue refused it: {e:?}", A::NAME));
+    assert!(
+        matches!(a.try_send(Message::text("x")), Err(SendError::QueueFull(_))),
+        "[{}] nothing joins it in the queue",
+        A::NAME
+    );
+    peer.release_handshakes();
+    let sent = a
+        .send(big(2))
+        .unwrap_or_else(|e| panic!("[{}] the awaitable send failed: {e:?}", A::NAME));
+    let events = a.events_until("both echoes", T, |e| messages(e).len() == 2);
+    assert_eq!(messages(&events), [big(1), big(2)], "[{}]", A::NAME);
+    assert_eq!(completions(&events), [queued, sent], "[{}]", A::NAME);
     a.close(None, "").unwrap();
     a.events_until_close(conn, T);
 }

@@ -224,12 +224,15 @@ pub struct SessionConfig {
     pub close_before_open: CloseBeforeOpen,
     /// Most messages queued while connecting. Default 1024.
     pub max_queued_messages: usize,
-    /// Most payload bytes queued while connecting. Default 8 MiB.
+    /// Most payload bytes queued while connecting. Default 8 MiB. A larger message (up to
+    /// `max_message_size`) is queued alone, when nothing else is queued.
     pub max_queued_bytes: usize,
     /// Most bytes accepted but not yet confirmed written ([`crate::Session::buffered_amount`]).
-    /// Must be at least `max_queued_bytes`. Default 16 MiB. It also bounds how many
-    /// messages may be in flight: one per 64 bytes of it (262,144 by default; at least
-    /// `max_queued_messages`), so that empty messages are bounded too.
+    /// Must be at least `max_queued_bytes`. Default 16 MiB. A larger message (up to
+    /// `max_message_size`) is accepted alone, once nothing else is in flight, so the bytes
+    /// held are at most the larger of the two. It also bounds how many messages may be in
+    /// flight: one per 64 bytes of it (262,144 by default; at least `max_queued_messages`),
+    /// so that empty messages are bounded too.
     pub max_buffered_bytes: usize,
     /// Largest message, sent or received. Default 64 MiB (tungstenite's default).
     pub max_message_size: usize,

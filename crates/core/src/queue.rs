@@ -49,9 +49,13 @@ impl<T> Default for SendQueue<T> {
 }
 
 impl<T: Entry> SendQueue<T> {
-    /// Whether an entry of `len` bytes fits under both bounds.
+    /// Whether an entry of `len` bytes fits under both bounds. An entry always fits an
+    /// empty queue, whatever its size: a message larger than the byte bound (and within
+    /// `max_message_size`, checked before) goes alone, or it could never be sent and a
+    /// sender waiting for room would wait for ever.
     pub(crate) fn fits(&self, len: usize, max_entries: usize, max_bytes: usize) -> bool {
-        self.items.len() < max_entries && self.bytes.saturating_add(len) <= max_bytes
+        self.items.is_empty()
+            || (self.items.len() < max_entries && self.bytes.saturating_add(len) <= max_bytes)
     }
 
     pub(crate) fn push(&mut self, id: SendId, entry: T) {

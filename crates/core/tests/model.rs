@@ -27,6 +27,8 @@ use wxsocket_core::*;
 const MAX_MSGS: usize = 4;
 const MAX_QUEUED: usize = 40;
 const MAX_BUFFERED: usize = 60;
+/// The largest message the model sends (within `max_message_size`'s default).
+const MAX_MESSAGE: usize = 90;
 const HS: Duration = Duration::from_millis(500);
 const CT: Duration = Duration::from_millis(300);
 const KA: Duration = Duration::from_millis(200);
@@ -148,6 +150,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Connect { valid: true }).boxed(),
         1 => Just(Op::Connect { valid: false }).boxed(),
         8 => (0..25usize).prop_map(|len| Op::Send { len }).boxed(),
+        // Larger than the queue's and the buffer's byte bounds: sent alone, or refused.
+        1 => (MAX_BUFFERED + 1..=MAX_MESSAGE).prop_map(|len| Op::Send { len }).boxed(),
         2 => prop_oneof![Just(1000u16), Just(4000), Just(1001)].prop_map(|code| Op::Close { code }).boxed(),
         10 => (target, input).prop_map(|(t, i)| Op::Transport(t, i)).boxed(),
         4 => (0..700u64).prop_map(Op::Advance).boxed(),
@@ -742,15 +746,19 @@ impl Model {
                 close_after_open: true,
                 ..
             } => SendOutcome::Closing,
+            // A message larger than a byte bound goes alone: it fits an empty queue or buffer.
             Phase::Connecting { .. } | Phase::Backoff { .. }
-                if self.queued.len() >= MAX_MSGS || bytes(&self.queued) + len > MAX_QUEUED =>
+                if !self.queued.is_empty()
+                    && (self.queued.len() >= MAX_MSGS
+                        || bytes(&self.queued) + len > MAX_QUEUED) =>
             {
                 SendOutcome::QueueFull
             }
             Phase::Open { .. }
-                if bytes(&self.in_flight) + len > MAX_BUFFERED
-                    // The count bound: max(MAX_BUFFERED / 64, MAX_MSGS), which is MAX_MSGS here.
-                    || self.in_flight.len() >= MAX_MSGS =>
+                if !self.in_flight.is_empty()
+                    && (bytes(&self.in_flight) + len > MAX_BUFFERED
+                        // The count bound: max(MAX_BUFFERED / 64, MAX_MSGS), which is MAX_MSGS here.
+                        || self.in_flight.len() >= MAX_MSGS) =>
             {
                 SendOutcome::BufferFull
             }
@@ -1498,9 +1506,12 @@ fn run_case(
             (m.conn > 0 && !matches!(m.phase, Phase::Idle | Phase::Closed)).then_some(m.conn)
         );
         prop_assert_eq!(s.buffered_amount(), m.buffered());
-        prop_assert!(s.buffered_amount() <= MAX_BUFFERED);
+        // A message larger than the bound is held alone (so the bytes stay within the larger
+        // of the bound and the largest message).
+        prop_assert!(s.buffered_amount() <= MAX_BUFFERED.max(MAX_MESSAGE));
         if s.state() == ReadyState::Connecting {
-            prop_assert!(s.pending_sends() <= MAX_MSGS && s.buffered_amount() <= MAX_QUEUED);
+            prop_assert!(s.pending_sends() <= MAX_MSGS);
+            prop_assert!(s.buffered_amount() <= MAX_QUEUED || s.pending_sends() == 1);
         }
         if let Some(t) = s.poll_timeout() {
             prop_assert!(t > m.now, "deadline {t:?} not after the last now");

@@ -211,6 +211,40 @@ fn buffered_amount_is_bounded_while_open() {
 }
 
 #[test]
+fn a_message_larger_than_the_byte_bounds_is_queued_and_sent_alone() {
+    let mut t = Sim::new(
+        SessionConfig::default()
+            .queue_bounds(10, 8)
+            .max_buffered_bytes(8)
+            .max_message_size(100),
+    );
+    let c = t.connect();
+    let big = || Message::binary(vec![7; 100]);
+    let queued = t.s.send(big(), t.now).expect("an empty queue takes it");
+    assert!(matches!(t.send("x"), Err(SendError::QueueFull(_))));
+    assert_eq!(t.s.buffered_amount(), 100);
+    t.actions();
+    t.open(c);
+    assert_eq!(sent_ids(&t.actions()), [queued]);
+    assert!(matches!(
+        t.s.send(big(), t.now),
+        Err(SendError::BufferFull(_))
+    ));
+    t.input(c, TransportEvent::SendWritten(queued));
+    let sent = t.s.send(big(), t.now).expect("an empty buffer takes it");
+    assert!(matches!(t.send("x"), Err(SendError::BufferFull(_))));
+    assert_eq!(sent_ids(&t.actions()), [sent]);
+    assert!(matches!(
+        t.s.send(Message::binary(vec![7; 101]), t.now),
+        Err(SendError::TooLarge {
+            len: 101,
+            max: 100,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn too_large_messages_are_refused() {
     let mut t = Sim::new(SessionConfig::default().max_message_size(4));
     t.open_conn();
