@@ -31,6 +31,7 @@ wxsocket_tests::on_both_adapters!(
     a_close_right_after_sending_delivers_through_its_barrier_ping,
     crossing_close_frames_deliver_nothing_unproven,
     a_peer_that_streams_but_never_answers_a_ping_times_out,
+    a_peer_that_takes_100_messages_per_connection_still_gets_them_all,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -537,6 +538,88 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
 /// handshake (tungstenite), then runs `serve` on the socket itself, so that a test can
 /// write frames and read bytes as no well-behaved peer would. Returns the URL and the
 /// peer's thread.
+/// A peer that reads 100 messages per connection (answering pings as tungstenite does), then
+/// ends it (its FIN after its pongs), while the client has 300 to deliver: each barrier covers
+/// at most 64 messages, so every connection acknowledges some and the backlog shrinks. With
+/// one barrier after a whole reconnect's resent backlog, no connection acknowledged anything
+/// once the backlog was over 100, and the client resent it for ever.
+fn a_peer_that_takes_100_messages_per_connection_still_gets_them_all<A: Adapter>() {
+    const PER_CONNECTION: usize = 100;
+    const TOTAL: usize = 300;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("ws://{addr}/");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let mut connections = 0;
+            loop {
+                let (tcp, _) = listener.accept().unwrap();
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return connections;
+                }
+                connections += 1;
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let Ok(mut ws) = tungstenite::accept(tcp) else {
+                    continue;
+                };
+                let mut read = 0;
+                while read < PER_CONNECTION {
+                    match ws.read() {
+                        Ok(m) if m.is_text() || m.is_binary() => read += 1,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                    let _ = ws.flush();
+                }
+                // The pongs are out; end the connection, then read to the client's end so
+                // that nothing unread turns the close into a reset.
+                let tcp = ws.get_mut();
+                let _ = tcp.shutdown(std::net::Shutdown::Write);
+                let _ = std::io::copy(tcp, &mut std::io::sink());
+            }
+        }
+    });
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .carry_queue(true);
+    let session = SessionConfig::default()
+        .acknowledge(Acknowledgement::new())
+        .reconnect(policy);
+    let mut client = A::new(session, TlsRoots::default()).unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(&url));
+    let sent: BTreeSet<SendId> = (0..TOTAL)
+        .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
+        .collect();
+    let mut delivered = BTreeSet::new();
+    let deadline = Instant::now() + SETTLE;
+    while delivered.len() < TOTAL {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.next_event(left) {
+            Some(Event::SendDelivered { id, .. }) => {
+                delivered.insert(id);
+            }
+            Some(Event::SendFailed { id, reason, .. }) => {
+                panic!("[{}] send {id:?} failed: {reason:?}", A::NAME)
+            }
+            Some(_) => {}
+            None => panic!(
+                "[{}] {} of {TOTAL} delivered after {SETTLE:?}",
+                A::NAME,
+                delivered.len()
+            ),
+        }
+    }
+    assert_eq!(delivered, sent, "[{}]", A::NAME);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    client.shutdown();
+    // Wakes the server's accept, which then returns.
+    drop(std::net::TcpStream::connect(addr));
+    let connections = server.join().unwrap();
+    assert!(connections >= 3, "[{}] {connections} connections", A::NAME);
+}
+
 fn raw_peer<T: Send + 'static>(
     path: &str,
     serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,

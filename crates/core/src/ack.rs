@@ -20,6 +20,13 @@ const BARRIER_PREFIX: &[u8] = b"wxsocket-ack ";
 /// began (or reading last resumed after a pause): a peer that keeps sending data but never
 /// answers a ping still times out.
 const MAX_EXTENDED_WAIT: u32 = 8;
+/// A barrier ping follows at once, whatever the batching delay, when this many messages
+/// handed over are not covered by any ping yet (or [`BARRIER_EVERY_BYTES`] of them): a
+/// connection that drops partway through a large batch (a reconnect's resent backlog, say)
+/// has still acknowledged its start, so each connection makes progress.
+const BARRIER_EVERY_MESSAGES: u64 = 64;
+/// See [`BARRIER_EVERY_MESSAGES`]: the payload bytes not yet covered by a ping.
+const BARRIER_EVERY_BYTES: usize = 256 << 10;
 
 /// The wait for a pong covering unacknowledged messages.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +70,8 @@ pub(crate) struct Acks {
     barrier_at: Option<Instant>,
     /// Barrier pings sent so far (their payload's counter).
     barriers: u64,
+    /// Payload bytes handed over since the last ping.
+    uncovered_bytes: usize,
     /// The wait for the oldest ping covering unacknowledged messages.
     wait: Option<Wait>,
 }
@@ -88,15 +97,29 @@ impl Acks {
             pings: VecDeque::new(),
             barrier_at: None,
             barriers: 0,
+            uncovered_bytes: 0,
             wait: None,
         }
     }
 
-    /// `message` was handed to the driver as send `id`.
-    pub(crate) fn on_send(&mut self, id: SendId, message: Message, now: Instant) {
+    /// `message` was handed to the driver as send `id`. Returns the barrier ping to send
+    /// right after it, when [`BARRIER_EVERY_MESSAGES`] or [`BARRIER_EVERY_BYTES`] are not
+    /// covered by a ping now; otherwise the barrier timer is armed.
+    pub(crate) fn on_send(&mut self, id: SendId, message: Message, now: Instant) -> Option<Bytes> {
+        self.uncovered_bytes = self.uncovered_bytes.saturating_add(message.len());
         self.unacked.push_back((id, message));
         self.issued += 1;
+        let covered = self
+            .pings
+            .back()
+            .map_or(self.acked, |p| p.covers.max(self.acked));
+        if self.issued - covered >= BARRIER_EVERY_MESSAGES
+            || self.uncovered_bytes >= BARRIER_EVERY_BYTES
+        {
+            return self.barrier(now);
+        }
         self.schedule(now);
+        None
     }
 
     /// The driver wrote send `id`; `false` when no message of this connection waits for it.
@@ -133,6 +156,7 @@ impl Acks {
     }
 
     fn push_ping(&mut self, payload: Bytes, barrier: bool, now: Instant) {
+        self.uncovered_bytes = 0;
         self.pings.push_back(SentPing {
             payload,
             covers: self.issued,
@@ -281,6 +305,38 @@ mod tests {
             .delay(Duration::from_millis(5))
             .timeout(Duration::from_secs(1));
         (Acks::new(config), IdAllocator::default(), Instant::now())
+    }
+
+    #[test]
+    fn a_large_batch_gets_a_barrier_every_64_messages_or_256_kib() {
+        let (mut a, mut ids, t0) = acks();
+        let barriers: Vec<_> = (1..=200u64)
+            .filter_map(|n| {
+                a.on_send(ids.send(), Message::text("m"), t0)
+                    .map(|p| (n, p))
+            })
+            .collect();
+        let after: Vec<u64> = barriers.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            after,
+            [64, 128, 192],
+            "a barrier right after every 64th message"
+        );
+        // The pong of the first acknowledges its 64, though the rest are not answered.
+        assert_eq!(a.on_pong(&barriers[0].1, t0).len(), 64);
+        // The eight left over go with the timer's barrier, as a small batch does.
+        let Some(AckTimer::Ping(_)) = a.poll_timer(t0 + Duration::from_millis(5), false) else {
+            panic!("no barrier for the rest")
+        };
+        let big = Message::binary(vec![0; 100 << 10]);
+        let sent: Vec<bool> = (0..3)
+            .map(|_| a.on_send(ids.send(), big.clone(), t0).is_some())
+            .collect();
+        assert_eq!(
+            sent,
+            [false, false, true],
+            "a barrier once 256 KiB are uncovered"
+        );
     }
 
     #[test]

@@ -82,14 +82,21 @@ impl Open {
         now: Instant,
     ) {
         self.in_flight.push(id, message.len());
-        if let Some(acks) = &mut self.acks {
-            acks.on_send(id, message.clone(), now);
-        }
+        let barrier = self
+            .acks
+            .as_mut()
+            .and_then(|acks| acks.on_send(id, message.clone(), now));
         cx.actions.push_back(Action::Send {
             conn: self.id,
             id,
             message,
         });
+        if let Some(payload) = barrier {
+            cx.actions.push_back(Action::Ping {
+                conn: self.id,
+                payload,
+            });
+        }
     }
 
     /// `send`: to the driver, within the buffer's bounds.
