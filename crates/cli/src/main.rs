@@ -423,7 +423,7 @@ fn parse_count(text: &str) -> Result<u64, String> {
 
 /// A linger time in milliseconds: 0 is allowed (no quiet period, or no waiting at all).
 fn parse_linger(text: &str) -> Result<u64, String> {
-    if text == "0" {
+    if !text.is_empty() && text.bytes().all(|b| b == b'0') {
         return Ok(0);
     }
     parse_bounded(text, MAX_MILLIS, "24 hours")

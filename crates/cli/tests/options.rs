@@ -384,6 +384,22 @@ fn ca_file_rejected_by_rustls_names_the_option() {
     }
 }
 
+/// A PEM file cut short says so in words, not as the parser's bytes.
+#[test]
+fn a_truncated_ca_file_is_named_in_words() {
+    let pem = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n";
+    let path = common::temp_file("cut-short.pem", pem);
+    let path = path.to_str().unwrap();
+    let (status, _, stderr) = common::run(&["connect", "ws://127.0.0.1:9/", "--ca-file", path], "");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ca-file")
+            && stderr.contains("a CERTIFICATE section has no END line: the file is cut short")
+            && !stderr.contains("[45, 45"),
+        "{stderr:?}"
+    );
+}
+
 /// `--nodelay` sets `TCP_NODELAY` on the client's socket: the open is followed by the
 /// socket line, which reads the option back from the socket (getsockopt), on both adapters.
 #[test]
@@ -532,4 +548,21 @@ fn header_with_cr_or_lf_at_an_edge_exits_2() {
             lines[0]
         );
     }
+}
+
+/// A zero linger written with leading zeros is the documented 0, not a usage error.
+#[test]
+fn zero_lingers_may_be_written_with_leading_zeros() {
+    let url = format!("ws://127.0.0.1:{}/", common::closed_port());
+    let args = [
+        "connect",
+        url.as_str(),
+        "--linger",
+        "00",
+        "--linger-max",
+        "000",
+    ];
+    let (status, _, stderr) = common::run(&args, "");
+    // The dial fails (3): the options were accepted.
+    assert_eq!(status.code(), Some(3), "{stderr}");
 }

@@ -60,9 +60,9 @@ impl TlsRoots {
             problem,
         };
         let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(pem_problem(&e)))?
             .collect::<Result<_, _>>()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(pem_problem(&e)))?;
         if certs.is_empty() {
             return Err(fail("no certificate in the file".into()));
         }
@@ -86,5 +86,22 @@ impl TlsRoots {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Arc::new(config))
+    }
+}
+
+/// A PEM file's problem in words: the markers and lines the parser names are bytes, shown
+/// as text (rustls-pki-types prints them as lists of numbers).
+fn pem_problem(error: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a {} section has no END line: the file is cut short",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a section starts with an invalid line: {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        other => other.to_string(),
     }
 }
