@@ -61,6 +61,9 @@ fn commands_help() -> &'static str {
 
 /// The largest binary message one read of standard input makes with `-b`.
 const BINARY_CHUNK: usize = 64 << 10;
+/// Most inputs taken at a time before the main loop looks at its deadlines and at
+/// standard output again (see `Client::drain_ready`).
+const DRAIN_BATCH: usize = 256;
 
 /// The end-of-input wait (`--linger`, `--linger-max`).
 #[derive(Debug, Clone, Copy)]
@@ -370,6 +373,8 @@ enum Input {
     Event(Event),
     /// The adapter has finished: every transport is closed (after the session was let go).
     Finished,
+    /// Standard input has something in its own channel (see [`read_stdin`]).
+    Wake,
 }
 
 /// Standard input read but not yet run.
@@ -443,8 +448,7 @@ mod status {
 /// The end-of-input wait in progress.
 #[derive(Debug, Clone, Copy)]
 struct Lingering {
-    start: Instant,
-    /// The last message received or send completed.
+    /// The last message received or send completed (or when the wait began).
     last: Instant,
 }
 
@@ -464,6 +468,9 @@ struct Client {
     backoff: Option<ConnId>,
     /// Standard input lines and events, in arrival order.
     rx: Receiver<Input>,
+    /// Standard input's own channel (bounded by its credits): a flood of events, which
+    /// fills `rx`, cannot hold a line back.
+    stdin: Receiver<Input>,
     /// Standard input read but not yet run.
     pending: VecDeque<Pending>,
     /// One credit per item of standard input the reader may read ahead.
@@ -475,6 +482,10 @@ struct Client {
     /// The input ended while connecting: linger once open.
     linger_on_open: bool,
     lingering: Option<Lingering>,
+    /// When the end-of-input wait ends in any case (`--linger-max` after it first began):
+    /// kept across reconnections, so a server that closes every connection right after it
+    /// opens cannot keep the command waiting for ever.
+    linger_cap: Option<Instant>,
     /// Sends accepted and not yet completed or failed.
     in_flight: usize,
     /// A message the session had no room for yet (sent again on the next event).
@@ -621,13 +632,7 @@ impl Client {
             return self.quit();
         }
         match self.backend.state() {
-            ReadyState::Open => {
-                let now = Instant::now();
-                self.lingering = Some(Lingering {
-                    start: now,
-                    last: now,
-                });
-            }
+            ReadyState::Open => self.begin_lingering(),
             // Dialling, or waiting to retry (`--reconnect`): the wait starts when it opens
             // (`--reconnect-max` bounds the retries). The server closing: a retry may
             // follow, so its end is awaited the same way.
@@ -636,11 +641,27 @@ impl Client {
         }
     }
 
+    /// The end-of-input wait begins (the connection is open): the quiet time from now, the
+    /// longest wait from the first time it began.
+    fn begin_lingering(&mut self) {
+        let now = Instant::now();
+        self.lingering = Some(Lingering { last: now });
+        if let Some(linger) = self.linger {
+            self.linger_cap.get_or_insert(now + linger.max);
+        }
+    }
+
     /// Ends the end-of-input wait when it is due: every send completed and nothing arrived
-    /// for the quiet time, or the longest wait passed, or the connection is no longer
-    /// open (the server closed: at once). Returns when to look again.
+    /// for the quiet time, or the longest wait passed (counted from when it first began,
+    /// across reconnections), or the connection is no longer open (the server closed: at
+    /// once). Returns when to look again.
     fn check_linger(&mut self) -> Option<Instant> {
         if self.quit_deadline.is_some() {
+            return None;
+        }
+        let now = Instant::now();
+        if self.linger_cap.is_some_and(|cap| now >= cap) {
+            self.quit();
             return None;
         }
         let state = self.backend.state();
@@ -650,20 +671,20 @@ impl Client {
             if matches!(state, ReadyState::Closed | ReadyState::Idle) {
                 self.quit();
             }
-            return None;
+            return self.linger_cap;
         }
-        let (lingering, linger) = (self.lingering?, self.linger?);
+        let (lingering, linger, max_at) = (self.lingering?, self.linger?, self.linger_cap?);
         match state {
             ReadyState::Open => {}
             // The server is closing: its close event comes next, and with it a retry
             // (`--reconnect`) or the end.
-            ReadyState::Closing => return None,
+            ReadyState::Closing => return Some(max_at),
             // The connection ended and a retry follows: wait for it to open, then for the
             // conversation again (messages queued or not acknowledged go out on it).
             ReadyState::Connecting => {
                 self.lingering = None;
                 self.linger_on_open = true;
-                return None;
+                return Some(max_at);
             }
             // Closed, or a state a newer core adds.
             _ => {
@@ -671,9 +692,7 @@ impl Client {
                 return None;
             }
         }
-        let now = Instant::now();
         let quiet_at = lingering.last + linger.quiet;
-        let max_at = lingering.start + linger.max;
         let settled = self.in_flight == 0 && self.blocked.is_none();
         if (settled && now >= quiet_at) || now >= max_at {
             self.quit();
@@ -737,11 +756,7 @@ impl Client {
                         let _ = self.close(None, "");
                     } else if self.linger_on_open {
                         self.linger_on_open = false;
-                        let now = Instant::now();
-                        self.lingering = Some(Lingering {
-                            start: now,
-                            last: now,
-                        });
+                        self.begin_lingering();
                     }
                 }
             }
@@ -802,18 +817,30 @@ impl Client {
             Input::Event(event) => self.event(event),
             // Sent only after the session is let go (`shut_down`).
             Input::Finished => {}
+            // The standard input it announces is taken in `drain_ready`.
+            Input::Wake => {}
         }
     }
 
-    /// Takes every input already waiting; false if the channel is gone.
+    /// Takes the events already waiting (so they are printed before the next command runs),
+    /// then the next line (or chunk, or end) of standard input when none is pending; false
+    /// if the event channel is gone. At most [`DRAIN_BATCH`] events at a time: a server that
+    /// never stops sending keeps the channel from ever being empty, and standard input,
+    /// `/quit`, the linger and a closed standard output must still be looked at.
     fn drain_ready(&mut self) -> bool {
-        loop {
+        for _ in 0..DRAIN_BATCH {
             match self.rx.try_recv() {
                 Ok(input) => self.take(input),
-                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return false,
             }
         }
+        if self.pending.is_empty()
+            && let Ok(input) = self.stdin.try_recv()
+        {
+            self.take(input);
+        }
+        true
     }
 
     /// A problem with standard input or a command, on stderr (unless `-q`).
@@ -1001,7 +1028,22 @@ fn read_line(
 
 /// The standard input reader: lines (text mode) or chunks (`-b`), each after taking a
 /// credit, so it reads at most as far ahead as the credits allow.
-fn read_stdin(tx: SyncSender<Input>, credits: Receiver<()>, binary: bool, limit: usize) {
+///
+/// Each item goes to its own channel, `tx`, and a [`Input::Wake`] to the event channel,
+/// `wake`, so a loop waiting for events looks at standard input; when that channel is full
+/// the loop is busy and looks anyway.
+fn read_stdin(
+    tx: mpsc::Sender<Input>,
+    wake: SyncSender<Input>,
+    credits: Receiver<()>,
+    binary: bool,
+    limit: usize,
+) {
+    let send = |item: Input| {
+        let sent = tx.send(item).is_ok();
+        let _ = wake.try_send(Input::Wake);
+        sent
+    };
     // Room for `/binary` with the largest message in hex, spaces between the bytes.
     let line_limit = limit.saturating_mul(3).saturating_add(64);
     let mut input = std::io::stdin().lock();
@@ -1038,21 +1080,21 @@ fn read_stdin(tx: SyncSender<Input>, credits: Receiver<()>, binary: bool, limit:
                 Ok(LineRead::TooLong) => Input::BadLine(
                     number,
                     format!(
-                        "is longer than the largest command line (twice --max-message-size {limit}, for /binary's hex)"
+                        "is longer than the largest command line ({line_limit} bytes: three times --max-message-size {limit} and 64, for /binary's spaced hex)"
                     ),
                 ),
                 Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
             }
         };
         let last = matches!(item, Input::BadLine(..));
-        if tx.send(item).is_err() {
+        if !send(item) {
             return;
         }
         if last {
             break;
         }
     }
-    let _ = tx.send(Input::End);
+    send(Input::End);
 }
 
 /// Runs the client until `/quit` or the end of input, then until the close event.
@@ -1105,9 +1147,10 @@ pub fn run(settings: Settings) -> ExitCode {
         let _ = credits.try_send(());
     }
     let binary = settings.binary;
+    let (stdin_tx, stdin) = mpsc::channel();
     std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_stdin(tx, credit, binary, limit))
+        .spawn(move || read_stdin(stdin_tx, tx, credit, binary, limit))
         .expect("cannot start the stdin thread");
 
     let mut client = Client {
@@ -1121,12 +1164,14 @@ pub fn run(settings: Settings) -> ExitCode {
         close_on_open: false,
         backoff: None,
         rx,
+        stdin,
         pending: VecDeque::new(),
         credits,
         last_connecting: None,
         linger: settings.linger,
         linger_on_open: false,
         lingering: None,
+        linger_cap: None,
         in_flight: 0,
         blocked: None,
         opened: BTreeSet::new(),

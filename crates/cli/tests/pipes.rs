@@ -663,6 +663,35 @@ fn a_reader_that_goes_away_ends_the_run() {
     }
 }
 
+/// `wxsocket connect URL | head -1` against a server that never stops sending (8192-frame
+/// bursts), with standard input left open: once the reader has gone the command closes and
+/// exits 0, although events never stop coming in.
+#[test]
+fn a_reader_that_goes_away_ends_a_flood() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let server = TestServer::start(Mode::Flood, false);
+    for blocking in ADAPTERS {
+        let mut child = Command::new(common::bin())
+            .args(with_adapter(vec!["connect", server.url()], blocking))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wxsocket");
+        let _stdin = child.stdin.take();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("a line");
+        assert_eq!(first, "flood\n");
+        let status = common::wait_bounded(&mut child).unwrap_or_else(|| {
+            panic!("blocking={blocking}: still running after its reader went away")
+        });
+        assert_eq!(status.code(), Some(0), "blocking={blocking}");
+    }
+}
+
 /// Standard output that cannot be written (a full disk: `/dev/full`) is an error, exit 6,
 /// not a run that reports success with its output lost.
 #[cfg(target_os = "linux")]

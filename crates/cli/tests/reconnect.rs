@@ -5,6 +5,7 @@ mod common;
 
 use common::{Mode, Proc, TestServer, event, with_adapter};
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 fn events_of(lines: &[String]) -> Vec<Value> {
     lines
@@ -70,6 +71,64 @@ fn reconnect_after_service_restart_tokio() {
 #[test]
 fn reconnect_after_service_restart_blocking() {
     reconnect_after_service_restart(true);
+}
+
+/// The end of input against a server that closes every connection (1012) right after it
+/// opens: each connection opens, so `--reconnect-max` (retries in a row) never runs out, and
+/// the end-of-input wait ends at `--linger-max` counted from the first open, not from each.
+/// It used to start again at every open, and the command never exited.
+fn linger_max_ends_the_wait_across_reconnections(blocking: bool) {
+    let server = TestServer::start(Mode::CloseEachWith(1012), false);
+    let started = Instant::now();
+    let (status, stdout, stderr) = common::run_bytes(
+        &with_adapter(
+            vec![
+                "connect",
+                server.url(),
+                "--json",
+                "--reconnect-max",
+                "3",
+                "--reconnect-base",
+                "10",
+                "--linger-max",
+                "500",
+            ],
+            blocking,
+        ),
+        b"",
+    );
+    let took = started.elapsed();
+    let events = events_of(
+        &String::from_utf8(stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>(),
+    );
+    let opens = events.iter().filter(|v| event(v) == "open").count();
+    assert!(opens >= 2, "{opens} opens: {events:?}\n{stderr}");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "blocking={blocking}: exited after {took:?}"
+    );
+    // The status is the last connection's: almost always the retry the wait's end cancelled
+    // (never made: 3). Should the end fall in the instant a connection is open, it is that
+    // connection's close, 1012 (4) or our 1000 crossing it (0).
+    assert!(
+        matches!(status.code(), Some(3 | 4 | 0)),
+        "{status}: {stderr}"
+    );
+}
+
+#[test]
+fn linger_max_ends_the_wait_across_reconnections_tokio() {
+    linger_max_ends_the_wait_across_reconnections(false);
+}
+
+#[test]
+fn linger_max_ends_the_wait_across_reconnections_blocking() {
+    linger_max_ends_the_wait_across_reconnections(true);
 }
 
 /// `--reconnect-max 2` against a port that refuses: the first connection and exactly two

@@ -229,6 +229,8 @@ pub enum Mode {
     LateCloseAnswerFirst(u64),
     /// Close the first connection with this code right after the handshake; echo later ones.
     CloseFirstWith(u16),
+    /// Close every connection with this code right after the handshake.
+    CloseEachWith(u16),
     /// Complete the handshake, then never read: pings go unanswered.
     Silent,
     /// Refuse every handshake with this HTTP status.
@@ -248,6 +250,9 @@ pub enum Mode {
     /// the client's close frame is recorded (`close`, and `close_answered` when it came)
     /// and answered.
     Ticker,
+    /// As `Ticker`, but as fast as the client reads: `flood` messages written in bursts
+    /// of 8192 frames.
+    Flood,
 }
 
 /// Writes `bytes` to `stream` as they are (frames built by hand).
@@ -418,15 +423,33 @@ impl TestServer {
                         }
                         return;
                     }
-                    if mode == Mode::Ticker {
+                    if matches!(mode, Mode::Ticker | Mode::Flood) {
+                        let flood = mode == Mode::Flood;
+                        // Frames written in bulk, straight on the socket: faster than the
+                        // client prints them, so its events never stop coming.
+                        let burst: Vec<u8> = (0..8192)
+                            .flat_map(|_| server_frame(1, b"flood"))
+                            .collect();
                         let mut ticks = tokio::time::interval(Duration::from_millis(20));
                         let mut n = 0u64;
                         loop {
+                            // A flood's next message is due at once (the client's reading
+                            // paces it: a send waits while the socket is full).
+                            let pace = async {
+                                if flood {
+                                    tokio::task::yield_now().await;
+                                } else {
+                                    ticks.tick().await;
+                                }
+                            };
                             tokio::select! {
-                                _ = ticks.tick() => {
+                                _ = pace => {
                                     n += 1;
-                                    let tick = WsMessage::text(format!("tick {n}"));
-                                    if ws.send(tick).await.is_err() {
+                                    if flood {
+                                        // Whole frames: tungstenite has nothing half
+                                        // written (its sends below are flushed).
+                                        write_raw(ws.get_ref(), &burst).await;
+                                    } else if ws.send(WsMessage::text(format!("tick {n}"))).await.is_err() {
                                         return;
                                     }
                                 }
@@ -461,7 +484,12 @@ impl TestServer {
                         drop(ws);
                         return;
                     }
-                    if let (Mode::CloseFirstWith(code), true) = (mode, first) {
+                    let close_with = match mode {
+                        Mode::CloseFirstWith(code) if first => Some(code),
+                        Mode::CloseEachWith(code) => Some(code),
+                        _ => None,
+                    };
+                    if let Some(code) = close_with {
                         let _ = ws
                             .close(Some(CloseFrame {
                                 code: CloseCode::from(code),
