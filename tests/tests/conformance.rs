@@ -41,6 +41,7 @@ wxsocket_tests::on_both_adapters!(
     every_send_completes_exactly_once,
     send_wait_reports_failure_of_queued_sends,
     custom_headers_and_query_reach_the_server,
+    credentials_in_the_url_are_sent_as_basic_auth_and_never_shown,
     forbidden_headers_and_bad_options_are_rejected_before_any_io,
     subprotocol_is_negotiated_and_reported,
     server_selecting_no_subprotocol_opens_with_none,
@@ -404,6 +405,36 @@ fn custom_headers_and_query_reach_the_server<A: Adapter>() {
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert!(!request.has_header("referer"));
     assert!(!request.has_header("sec-websocket-protocol"));
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+}
+
+/// `ws://user:p%40ss@host/` sends `Authorization: Basic` (RFC 7617) and the password
+/// appears in no event: the dialled URL has no credentials. They used to be neither sent nor
+/// hidden: the server saw no `Authorization`, and the `Connecting` event showed the password.
+fn credentials_in_the_url_are_sent_as_basic_auth_and_never_shown<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config());
+    let url = peer.url().replacen("ws://", "ws://user:p%40ss@", 1);
+    let conn = a.connect(&ConnectOptions::new(&url)).unwrap();
+    match a.expect_event("Connecting") {
+        Event::Connecting { url: dialled, .. } => {
+            assert_eq!(dialled.as_str(), peer.url(), "[{}]", A::NAME);
+        }
+        other => panic!("[{}] expected Connecting, got {other:#?}", A::NAME),
+    }
+    let seen = peer.wait_conn(0, "the request", T, |c| c.request.is_some());
+    let request = seen.request.unwrap();
+    assert_eq!(
+        request.header("authorization"),
+        Some("Basic dXNlcjpwQHNz"),
+        "[{}] {request:#?}",
+        A::NAME
+    );
+    let events = a.events_until("open", T, |e| {
+        e.iter().any(|e| matches!(e, Event::Open { .. }))
+    });
+    assert!(!format!("{events:?}").contains("p%40ss"), "[{}]", A::NAME);
     a.close(None, "").unwrap();
     a.events_until_close(conn, T);
 }

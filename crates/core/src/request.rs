@@ -26,6 +26,9 @@ use url::Url;
 pub struct ConnectOptions {
     /// The server URL: `ws://` or `wss://` (`http://` and `https://` are accepted and mapped
     /// to `ws://` and `wss://`, since WeChat documents `url` as an HTTPS address).
+    /// Credentials in it (`wss://user:password@host/`) are sent as HTTP Basic
+    /// authentication (an `Authorization` header of the application's own wins) and taken
+    /// out of the request's URL, so no event, log or transcript shows the password.
     pub url: String,
     /// Key/value pairs appended to the URL query, percent-encoded (WeChat's `data`).
     pub data: Vec<(String, String)>,
@@ -190,7 +193,14 @@ impl ConnectOptions {
                 HttpProxy::parse(raw).map_err(|reason| ConnectError::InvalidProxy { reason })?,
             ),
         };
-        let headers = validate_headers(&self.header)?;
+        let mut headers = validate_headers(&self.header)?;
+        if let Some(token) = take_credentials(&mut url)?
+            && !headers.contains_key(http::header::AUTHORIZATION)
+        {
+            let value = HeaderValue::from_str(&format!("Basic {token}"))
+                .expect("base64 is a valid header value");
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
         validate_protocols(&self.protocols)?;
         if !self.data.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -313,6 +323,60 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     Ok(url)
 }
 
+/// Takes the credentials out of `url` (`ws://user:password@host/`), as the token of HTTP
+/// Basic authentication (RFC 7617: base64 of `user:password`, percent-decoded), as browsers
+/// and curl send them.
+fn take_credentials(url: &mut Url) -> Result<Option<String>, ConnectError> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let invalid = |url: &Url, reason: &str| {
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        ConnectError::InvalidUrl {
+            url: shown.to_string(),
+            reason: reason.into(),
+        }
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| invalid(url, "the credentials are not valid UTF-8"))
+    };
+    let username = decode(url.username())?;
+    if username.contains(':') {
+        return Err(invalid(url, "a user name may not contain ':' (RFC 7617)"));
+    }
+    let password = decode(url.password().unwrap_or_default())?;
+    // A URL with a host (checked before) takes an empty user name and no password.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok(Some(base64(format!("{username}:{password}").as_bytes())))
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
@@ -390,6 +454,58 @@ mod tests {
 
     fn err(opts: ConnectOptions) -> ConnectError {
         opts.validate().unwrap_err()
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_basic_authentication_and_leave_the_url() {
+        // RFC 7617's example, percent-encoded in the URL.
+        let r = ConnectOptions::new("wss://Aladdin:open%20sesame@example.com/chat")
+            .validate()
+            .unwrap();
+        assert_eq!(r.url.as_str(), "wss://example.com/chat");
+        assert_eq!(
+            r.headers[http::header::AUTHORIZATION],
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        // The application's own header wins; the URL loses its credentials all the same.
+        let r = ConnectOptions::new("ws://u:p@example.com/")
+            .header("Authorization", "Bearer t")
+            .validate()
+            .unwrap();
+        assert_eq!(r.url.as_str(), "ws://example.com/");
+        assert_eq!(r.headers[http::header::AUTHORIZATION], "Bearer t");
+        // A user name alone, and a password alone.
+        let basic = |url: &str| {
+            ConnectOptions::new(url).validate().unwrap().headers[http::header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(basic("ws://user@example.com/"), "Basic dXNlcjo=");
+        assert_eq!(basic("ws://:pw@example.com/"), "Basic OnB3");
+        match err(ConnectOptions::new("ws://a%3Ab:secret@example.com/")) {
+            ConnectError::InvalidUrl { url, reason } => {
+                assert!(reason.contains("':'"), "{reason}");
+                assert!(!url.contains("secret"), "{url}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn base64_pads_as_rfc_4648_says() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
     }
 
     #[test]
