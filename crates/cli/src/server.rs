@@ -36,8 +36,12 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// is closed with 1008 rather than buffered without bound.
 const BROADCAST_BACKLOG: usize = 4096;
 
-/// How long the clients get to answer the shutdown close frame.
+/// How long the clients get to answer the shutdown close frame (from the shutdown signal:
+/// writing the frame to a client that does not read counts too).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How much longer than [`SHUTDOWN_GRACE`] the server waits for its connections, so that
+/// one that gave up on its client at the grace's end still prints its close line.
+const LAST_LINES: Duration = Duration::from_millis(500);
 
 /// The close reason sent (with 1008) to a client too slow for the broadcast.
 const TOO_SLOW_REASON: &str = "too slow for the broadcast";
@@ -166,7 +170,7 @@ pub async fn serve_until(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE + LAST_LINES, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
@@ -352,8 +356,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             stop = async { shutdown.wait_for(|stop| *stop).await.is_ok() }, if watching && closing.is_none() => {
                 watching = false;
                 if stop && client_close.is_none() {
+                    let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                    answer_by = Some(until);
                     closing = Some((1001, SHUTDOWN_REASON));
-                    if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON).await {
+                    if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON, until).await {
                         break Some(e);
                     }
                     shared.closed_on_shutdown.fetch_add(1, Ordering::Relaxed);
@@ -375,7 +381,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                     None => {
                         // Dropped from the broadcast for falling behind.
                         closing = Some((1008, TOO_SLOW_REASON));
-                        if let Err(e) = send_close(&mut ws, CloseCode::Policy, TOO_SLOW_REASON).await {
+                        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                        if let Err(e) = send_close(&mut ws, CloseCode::Policy, TOO_SLOW_REASON, until).await {
                             break Some(e);
                         }
                     }
@@ -398,10 +405,28 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                     if shared.serving.broadcast {
                         broadcast(&shared, message);
                     } else {
-                        if let Err(e) = ws.send(encode(&mut compressor, message)).await {
-                            break Some(e.to_string());
+                        // A client that does not read leaves the echo waiting for room:
+                        // the shutdown still reaches it (the close frame queues behind the
+                        // echo, within the grace).
+                        let stop = async { shutdown.wait_for(|stop| *stop).await.is_ok() };
+                        let sent = tokio::select! {
+                            sent = ws.send(encode(&mut compressor, message)) => Some(sent),
+                            true = stop, if watching => None,
+                        };
+                        match sent {
+                            Some(Ok(())) => replied += 1,
+                            Some(Err(e)) => break Some(e.to_string()),
+                            None => {
+                                watching = false;
+                                let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                                answer_by = Some(until);
+                                closing = Some((1001, SHUTDOWN_REASON));
+                                if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON, until).await {
+                                    break Some(e);
+                                }
+                                shared.closed_on_shutdown.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
-                        replied += 1;
                     }
                 }
                 Some(Ok(WsMessage::Close(frame))) => {
@@ -479,18 +504,19 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     });
 }
 
-/// Sends a close frame, giving up after [`SHUTDOWN_GRACE`] if the socket has no room
-/// (a client that does not read).
+/// Sends a close frame, giving up at `until` if the socket has no room (a client that
+/// does not read).
 async fn send_close(
     ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<TcpStream>>,
     code: CloseCode,
     reason: &'static str,
+    until: tokio::time::Instant,
 ) -> Result<(), String> {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    match tokio::time::timeout(SHUTDOWN_GRACE, ws.close(Some(frame))).await {
+    match tokio::time::timeout_at(until, ws.close(Some(frame))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("the close frame could not be written: the client is not reading".into()),

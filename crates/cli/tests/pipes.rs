@@ -534,6 +534,85 @@ fn serve_closes_with_1001_on_sigterm_and_sigint() {
     }
 }
 
+/// A shutdown still reports the clients that do not play along, within its grace: one that
+/// never answers the close frame, and one that sends without reading, so that the echo
+/// waits for room (the close frame cannot even be written to it). Each gets its close
+/// line, unclean; only the first was sent the close frame. The first's line used to be cut
+/// off (the server's wait and the connection's ended together), and the second's echo never
+/// saw the shutdown.
+#[cfg(unix)]
+#[test]
+fn serve_shutdown_reports_clients_that_never_answer() {
+    use tokio_tungstenite::tungstenite;
+    let (mut server, url) = serve(&["--json"]);
+    let (mute, _) = tungstenite::connect(url.as_str()).expect("connect");
+    server.expect_json("the mute client", |v| {
+        event(v) == "connection" && v["conn"] == 1
+    });
+    let (mut deaf, _) = tungstenite::connect(url.as_str()).expect("connect");
+    server.expect_json("the deaf client", |v| {
+        event(v) == "connection" && v["conn"] == 2
+    });
+    // Until the server stops reading: its echoes fill the sockets, and it waits for room.
+    match deaf.get_mut() {
+        tungstenite::stream::MaybeTlsStream::Plain(tcp) => tcp
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap(),
+        _ => unreachable!("a ws:// connection"),
+    }
+    let chunk = vec![7u8; 64 << 10];
+    let mut sent = 0;
+    while deaf
+        .send(tungstenite::Message::binary(chunk.clone()))
+        .is_ok()
+    {
+        sent += 1;
+        assert!(sent < 10_000, "the server never stopped reading");
+    }
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut closes = Vec::new();
+    let stopped = loop {
+        let v = server.expect_json("close or shutdown", |v| {
+            matches!(event(v), "close" | "shutdown")
+        });
+        if event(&v) == "shutdown" {
+            break v;
+        }
+        closes.push(v);
+    };
+    closes.sort_by_key(|v| v["conn"].as_u64());
+    let ends: Vec<_> = closes
+        .iter()
+        .map(|v| {
+            (
+                v["conn"].as_u64(),
+                v["code"].as_u64(),
+                v["by"].as_str(),
+                v["clean"].as_bool(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (Some(1), Some(1001), Some("server"), Some(false)),
+            (Some(2), Some(1001), Some("server"), Some(false)),
+        ],
+        "{closes:?}"
+    );
+    assert_eq!(stopped["connections"], 1, "{stopped}");
+    let (status, _, stderr) = server.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    drop((mute, deaf));
+}
+
 /// `serve --broadcast` bounds what waits for each client: one that never reads is dropped
 /// from the broadcast and closed with 1008 once more than 4096 messages wait for it (and
 /// its socket buffers are full), while the sender gets every message back.
