@@ -539,10 +539,10 @@ fn crossing_close_frames_deliver_nothing_unproven<A: Adapter>() {
 /// write frames and read bytes as no well-behaved peer would. Returns the URL and the
 /// peer's thread.
 /// A peer that reads 100 messages per connection (answering pings as tungstenite does), then
-/// ends it (its FIN after its pongs), while the client has 300 to deliver: each barrier covers
-/// at most 64 messages, so every connection acknowledges some and the backlog shrinks. With
-/// one barrier after a whole reconnect's resent backlog, no connection acknowledged anything
-/// once the backlog was over 100, and the client resent it for ever.
+/// ends it (its FIN after its pongs), while the client has 300 to deliver: a reconnect's
+/// resent backlog gets a barrier at least every 64 messages, so every connection
+/// acknowledges some and the backlog shrinks. With one barrier after the whole backlog, no
+/// connection acknowledged anything once it was over 100, and the client resent it for ever.
 fn a_peer_that_takes_100_messages_per_connection_still_gets_them_all<A: Adapter>() {
     const PER_CONNECTION: usize = 100;
     const TOTAL: usize = 300;

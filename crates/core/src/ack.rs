@@ -20,10 +20,11 @@ const BARRIER_PREFIX: &[u8] = b"wxsocket-ack ";
 /// began (or reading last resumed after a pause): a peer that keeps sending data but never
 /// answers a ping still times out.
 const MAX_EXTENDED_WAIT: u32 = 8;
-/// A barrier ping follows at once, whatever the batching delay, when this many messages
-/// handed over are not covered by any ping yet (or [`BARRIER_EVERY_BYTES`] of them): a
-/// connection that drops partway through a large batch (a reconnect's resent backlog, say)
-/// has still acknowledged its start, so each connection makes progress.
+/// While a reconnect's unacknowledged backlog is resent, a barrier ping follows at once,
+/// whatever the batching delay, when this many messages handed over are not covered by any
+/// ping yet (or [`BARRIER_EVERY_BYTES`] of them): a connection that drops partway through
+/// the backlog has still acknowledged its start, so each connection makes progress. (New
+/// messages keep one barrier per batch: a batch lost with its connection is resent so.)
 const BARRIER_EVERY_MESSAGES: u64 = 64;
 /// See [`BARRIER_EVERY_MESSAGES`]: the payload bytes not yet covered by a ping.
 const BARRIER_EVERY_BYTES: usize = 256 << 10;
@@ -102,10 +103,17 @@ impl Acks {
         }
     }
 
-    /// `message` was handed to the driver as send `id`. Returns the barrier ping to send
-    /// right after it, when [`BARRIER_EVERY_MESSAGES`] or [`BARRIER_EVERY_BYTES`] are not
-    /// covered by a ping now; otherwise the barrier timer is armed.
-    pub(crate) fn on_send(&mut self, id: SendId, message: Message, now: Instant) -> Option<Bytes> {
+    /// `message` was handed to the driver as send `id` (`resent`: again, after a drop).
+    /// Returns the barrier ping to send right after a resent message, when
+    /// [`BARRIER_EVERY_MESSAGES`] or [`BARRIER_EVERY_BYTES`] are not covered by a ping now;
+    /// otherwise the barrier timer is armed.
+    pub(crate) fn on_send(
+        &mut self,
+        id: SendId,
+        message: Message,
+        resent: bool,
+        now: Instant,
+    ) -> Option<Bytes> {
         self.uncovered_bytes = self.uncovered_bytes.saturating_add(message.len());
         self.unacked.push_back((id, message));
         self.issued += 1;
@@ -113,8 +121,9 @@ impl Acks {
             .pings
             .back()
             .map_or(self.acked, |p| p.covers.max(self.acked));
-        if self.issued - covered >= BARRIER_EVERY_MESSAGES
-            || self.uncovered_bytes >= BARRIER_EVERY_BYTES
+        if resent
+            && (self.issued - covered >= BARRIER_EVERY_MESSAGES
+                || self.uncovered_bytes >= BARRIER_EVERY_BYTES)
         {
             return self.barrier(now);
         }
@@ -308,29 +317,29 @@ mod tests {
     }
 
     #[test]
-    fn a_large_batch_gets_a_barrier_every_64_messages_or_256_kib() {
+    fn a_resent_backlog_gets_a_barrier_every_64_messages_or_256_kib() {
         let (mut a, mut ids, t0) = acks();
+        // New messages: one barrier for the batch, at the timer.
+        let fresh = (0..200).filter_map(|_| a.on_send(ids.send(), Message::text("m"), false, t0));
+        assert_eq!(fresh.count(), 0, "no barrier before the timer");
+        let Some(AckTimer::Ping(first)) = a.poll_timer(t0 + Duration::from_millis(5), false) else {
+            panic!("no barrier for the batch")
+        };
+        assert_eq!(a.on_pong(&first, t0).len(), 200);
+        // Resent after a drop: a barrier right after every 64th.
         let barriers: Vec<_> = (1..=200u64)
             .filter_map(|n| {
-                a.on_send(ids.send(), Message::text("m"), t0)
+                a.on_send(ids.send(), Message::text("m"), true, t0)
                     .map(|p| (n, p))
             })
             .collect();
         let after: Vec<u64> = barriers.iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            after,
-            [64, 128, 192],
-            "a barrier right after every 64th message"
-        );
+        assert_eq!(after, [64, 128, 192]);
         // The pong of the first acknowledges its 64, though the rest are not answered.
         assert_eq!(a.on_pong(&barriers[0].1, t0).len(), 64);
-        // The eight left over go with the timer's barrier, as a small batch does.
-        let Some(AckTimer::Ping(_)) = a.poll_timer(t0 + Duration::from_millis(5), false) else {
-            panic!("no barrier for the rest")
-        };
         let big = Message::binary(vec![0; 100 << 10]);
         let sent: Vec<bool> = (0..3)
-            .map(|_| a.on_send(ids.send(), big.clone(), t0).is_some())
+            .map(|_| a.on_send(ids.send(), big.clone(), true, t0).is_some())
             .collect();
         assert_eq!(
             sent,
@@ -344,7 +353,7 @@ mod tests {
         let (mut a, mut ids, t0) = acks();
         let sends: Vec<_> = (0..3).map(|_| ids.send()).collect();
         for id in &sends {
-            a.on_send(*id, Message::text("m"), t0);
+            a.on_send(*id, Message::text("m"), false, t0);
         }
         assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_millis(5)));
         assert_eq!(a.poll_timer(t0, false), None);
@@ -356,7 +365,7 @@ mod tests {
         // A message sent after the barrier is not covered by it, and waits for its answer
         // (one barrier at a time).
         let later = ids.send();
-        a.on_send(later, Message::text("late"), t1);
+        a.on_send(later, Message::text("late"), false, t1);
         assert_eq!(a.poll_timeout(), Some(t1 + Duration::from_secs(1)));
         let acked: Vec<_> = a
             .on_pong(&payload, t1)
@@ -372,10 +381,10 @@ mod tests {
     fn a_pong_for_a_later_ping_acknowledges_what_earlier_ones_cover() {
         let (mut a, mut ids, t0) = acks();
         let first = ids.send();
-        a.on_send(first, Message::text("1"), t0);
+        a.on_send(first, Message::text("1"), false, t0);
         a.on_ping(Bytes::from_static(b"app"), t0);
         let second = ids.send();
-        a.on_send(second, Message::text("2"), t0);
+        a.on_send(second, Message::text("2"), false, t0);
         a.on_ping(Bytes::from_static(b"app2"), t0);
         let acked: Vec<_> = a.on_pong(b"app2", t0).into_iter().map(|(i, _)| i).collect();
         assert_eq!(acked, [first, second]);
@@ -386,7 +395,7 @@ mod tests {
     #[test]
     fn a_pong_that_answers_nothing_changes_nothing() {
         let (mut a, mut ids, t0) = acks();
-        a.on_send(ids.send(), Message::text("1"), t0);
+        a.on_send(ids.send(), Message::text("1"), false, t0);
         assert!(a.on_pong(b"stray", t0).is_empty());
         assert_eq!(a.into_unacked().len(), 1);
     }
@@ -394,7 +403,7 @@ mod tests {
     #[test]
     fn the_timeout_waits_while_reading_is_paused() {
         let (mut a, mut ids, t0) = acks();
-        a.on_send(ids.send(), Message::text("1"), t0);
+        a.on_send(ids.send(), Message::text("1"), false, t0);
         let t1 = t0 + Duration::from_millis(5);
         assert!(matches!(a.poll_timer(t1, false), Some(AckTimer::Ping(_))));
         let t2 = t1 + Duration::from_secs(1);
@@ -410,7 +419,7 @@ mod tests {
     fn a_message_acknowledged_before_its_write_was_confirmed_is_not_unexpected() {
         let (mut a, mut ids, t0) = acks();
         let id = ids.send();
-        a.on_send(id, Message::text("1"), t0);
+        a.on_send(id, Message::text("1"), false, t0);
         a.on_ping(Bytes::new(), t0);
         assert_eq!(a.on_pong(b"", t0).len(), 1);
         assert!(a.on_written(id));

@@ -87,10 +87,11 @@ pub struct Keepalive {
 pub struct Acknowledgement {
     /// How long after a message is handed to the driver the barrier ping follows, so that
     /// one ping covers a batch; at most one such timed barrier waits for its pong at a
-    /// time. Default 1 ms; zero sends it at the next timer call. A batch is at most 64
-    /// messages or 256 KiB: a barrier follows at once when that many are not covered by a
-    /// ping, so a connection that drops partway through a large batch (a reconnect's resent
-    /// backlog, say) has still acknowledged its start.
+    /// time. Default 1 ms; zero sends it at the next timer call. The messages a reconnect
+    /// sends again get a barrier at least every 64 messages or 256 KiB, so that a
+    /// connection that drops partway through that backlog has still acknowledged its start
+    /// (one barrier after all of it, against a peer that ends every connection sooner, was
+    /// never answered, and the backlog was resent for ever).
     pub delay: Duration,
     /// How long a ping covering unacknowledged messages may wait for its pong before the
     /// peer is considered dead: an [`crate::ConnectionError::AckTimeout`] error ends the

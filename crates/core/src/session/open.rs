@@ -82,10 +82,11 @@ impl Open {
         now: Instant,
     ) {
         self.in_flight.push(id, message.len());
+        let resent = cx.duplicates.contains(&id);
         let barrier = self
             .acks
             .as_mut()
-            .and_then(|acks| acks.on_send(id, message.clone(), now));
+            .and_then(|acks| acks.on_send(id, message.clone(), resent, now));
         cx.actions.push_back(Action::Send {
             conn: self.id,
             id,
