@@ -356,13 +356,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             stop = async { shutdown.wait_for(|stop| *stop).await.is_ok() }, if watching && closing.is_none() => {
                 watching = false;
                 if stop && client_close.is_none() {
-                    let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-                    answer_by = Some(until);
                     closing = Some((1001, SHUTDOWN_REASON));
-                    if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON, until).await {
-                        break Some(e);
+                    match close_on_shutdown(&mut ws, &shared).await {
+                        Ok(until) => answer_by = Some(until),
+                        Err(e) => break Some(e),
                     }
-                    shared.closed_on_shutdown.fetch_add(1, Ordering::Relaxed);
                 }
             }
             outgoing = inbox.recv(), if shared.serving.broadcast && closing.is_none() && client_close.is_none() => {
@@ -418,13 +416,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                             Some(Err(e)) => break Some(e.to_string()),
                             None => {
                                 watching = false;
-                                let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-                                answer_by = Some(until);
                                 closing = Some((1001, SHUTDOWN_REASON));
-                                if let Err(e) = send_close(&mut ws, CloseCode::Away, SHUTDOWN_REASON, until).await {
-                                    break Some(e);
+                                match close_on_shutdown(&mut ws, &shared).await {
+                                    Ok(until) => answer_by = Some(until),
+                                    Err(e) => break Some(e),
                                 }
-                                shared.closed_on_shutdown.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
@@ -502,6 +498,18 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             "bytes_written": counters.written(),
         })
     });
+}
+
+/// Sends the shutdown's close frame (1001) within the grace from now, and counts it once
+/// written. Returns when the client's answer is due, or why the frame was not sent.
+async fn close_on_shutdown(
+    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<TcpStream>>,
+    shared: &Shared,
+) -> Result<tokio::time::Instant, String> {
+    let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    send_close(ws, CloseCode::Away, SHUTDOWN_REASON, until).await?;
+    shared.closed_on_shutdown.fetch_add(1, Ordering::Relaxed);
+    Ok(until)
 }
 
 /// Sends a close frame, giving up at `until` if the socket has no room (a client that
