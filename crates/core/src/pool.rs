@@ -280,7 +280,10 @@ impl Pool {
             return ReadCredit::UNLIMITED;
         };
         let own = task.read_credit(conn);
-        if own == ReadCredit::UNLIMITED {
+        // A connection whose data is discarded (not the task's reading one) reads freely.
+        // Asked of the task, not read off `own`: the reading connection's own credit is
+        // unlimited too when its bounds are `usize::MAX`, and the pool's bound still holds.
+        if task.reading_conn() != Some(conn) {
             return own;
         }
         if self.reading_paused {

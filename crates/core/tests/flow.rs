@@ -250,6 +250,31 @@ fn a_pool_bounds_each_task_and_the_total() {
     assert!(!pool.read_credit(b).is_paused());
 }
 
+/// Per-connection bounds at `usize::MAX` (which validation accepts) leave the pool's own
+/// bound in force: the reading connection's credit is unlimited then, and was taken for a
+/// connection whose data is discarded, so the pool never paused the others.
+#[test]
+fn the_pool_bound_holds_when_the_per_connection_bounds_are_unlimited() {
+    let now = Instant::now();
+    let config = SessionConfig::default()
+        .receive_bounds(usize::MAX, usize::MAX)
+        .pool_receive_bounds(4, 1 << 20);
+    let mut pool = Pool::new(config).unwrap();
+    let a = pool.connect(&options(), now).unwrap();
+    let b = pool.connect(&options(), now).unwrap();
+    for conn in [a, b] {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    assert_eq!(pool.read_credit(b).messages, 4);
+    assert_eq!(read_while_allowed(&mut pool, a, &mut 0, 8), 4);
+    assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
+    assert_eq!(pool.read_credit(b), ReadCredit::PAUSED);
+    assert_eq!(read_while_allowed(&mut pool, b, &mut 100, 8), 0);
+    assert_eq!(pool.backlog().messages, 4);
+}
+
 #[test]
 fn a_deferred_wx_socket_dispatches_a_bounded_number_of_callbacks() {
     let now = Instant::now();

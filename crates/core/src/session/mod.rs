@@ -695,7 +695,7 @@ impl Session {
 
     /// The connection whose messages reach the application, and so are flow-controlled:
     /// the open one, or one closing by our close frame under `receive_while_closing`.
-    fn reading_conn(&self) -> Option<ConnId> {
+    pub(crate) fn reading_conn(&self) -> Option<ConnId> {
         match &self.conn {
             Conn::Open(o) => Some(o.id),
             Conn::Closing(c) if c.is_reading(&self.cx.config) => Some(c.id),
