@@ -274,8 +274,10 @@ pub enum SendFailure {
     #[error("the connection was lost before the message was written")]
     ConnectionLost,
     /// Delivery acknowledgement is on: the connection ended after the message was handed to
-    /// the driver and before the peer acknowledged it, and it is not being sent again. It
-    /// may or may not have arrived; the message is handed back.
+    /// the driver and before the peer acknowledged it, and it is not being sent again (or,
+    /// carried to the next connection to be sent again, it failed there, before it was
+    /// acknowledged: whatever ended that connection). It may or may not have arrived; the
+    /// message is handed back.
     #[error(
         "the connection was lost before the peer acknowledged the message: it may or may not have arrived"
     )]

@@ -344,6 +344,70 @@ fn a_drop_with_reconnection_resends_first_marked_as_duplicates() {
     );
 }
 
+/// Messages carried to the next connection after a drop may have arrived on the first:
+/// however that next connection fails (its dial, a close or shutdown during the backoff, a
+/// replacing connect), they fail as `MaybeDelivered`, never as not sent. A message first
+/// sent during the backoff keeps the ending's own reason.
+#[test]
+fn carried_messages_that_fail_before_the_next_open_may_have_been_delivered() {
+    type Ending = fn(&mut Session, Instant);
+    let endings: [(&str, Ending, SendFailure); 4] = [
+        (
+            "close",
+            |s, now| s.close(None, "", now).unwrap(),
+            SendFailure::Cancelled,
+        ),
+        ("shutdown", |s, now| s.shutdown(now), SendFailure::Cancelled),
+        (
+            "connect",
+            |s, now| {
+                s.connect(&options(), now).unwrap();
+            },
+            SendFailure::Replaced,
+        ),
+        (
+            "failed dial",
+            |s, now| {
+                let dial_at = s.poll_timeout().unwrap().max(now);
+                s.handle_timeout(dial_at);
+                let conn = s.current().unwrap();
+                let error = TransportError::new(TransportErrorKind::Connect, "refused");
+                s.handle(conn, TransportEvent::ConnectFailed(error), dial_at);
+            },
+            SendFailure::ConnectFailed,
+        ),
+    ];
+    for (name, end, own) in endings {
+        let t0 = Instant::now();
+        let policy = ReconnectPolicy::default().seed(7).max_attempts(Some(1));
+        let mut s = Session::new(config().reconnect(policy)).unwrap();
+        let first = open(&mut s, t0);
+        let carried = send_written(&mut s, first, 1, t0)[0];
+        s.handle(first, TransportEvent::Closed, t0);
+        let fresh = s.send(Message::text("new"), t0).unwrap();
+        actions(&mut s);
+        events(&mut s);
+        end(&mut s, t0);
+        let failed: Vec<_> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::SendFailed {
+                    id,
+                    reason,
+                    message: Some(_),
+                    ..
+                } => Some((id, reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            failed,
+            [(carried, SendFailure::MaybeDelivered), (fresh, own)],
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn a_peer_that_never_answers_times_out_and_the_messages_fail() {
     let t0 = Instant::now();

@@ -332,11 +332,18 @@ impl Context {
         ending: Ending<'_>,
     ) {
         for (id, entry) in pending.drain() {
-            self.duplicates.remove(&id);
+            // A message carried to this connection after an earlier one ended without
+            // acknowledging it may have arrived there: whatever ends this one, it is not
+            // "never sent".
+            let reason = if self.duplicates.remove(&id) {
+                SendFailure::MaybeDelivered
+            } else {
+                failure
+            };
             self.emit(Event::SendFailed {
                 conn,
                 id,
-                reason: failure,
+                reason,
                 message: entry.into_message(),
             });
         }
