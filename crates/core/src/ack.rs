@@ -204,12 +204,18 @@ impl Acks {
 
     /// A pong arrived: the messages the oldest ping with its payload covers are
     /// acknowledged, and returned oldest first. A pong that answers nothing changes nothing.
+    ///
+    /// Later pings with the same payload (the application's, or keepalive's empty one) are
+    /// given up: this pong may have answered one of them (a peer may answer only the latest,
+    /// RFC 6455 §5.5.3), so none of them may have a pong of its own to come. What they
+    /// covered is left to a barrier ping, whose payload is unique.
     pub(crate) fn on_pong(&mut self, payload: &[u8], now: Instant) -> Vec<(SendId, Message)> {
         let Some(at) = self.pings.iter().position(|p| p.payload == payload) else {
             return Vec::new();
         };
         let covers = self.pings[at].covers;
         self.pings.drain(..=at);
+        self.pings.retain(|p| p.payload != payload);
         let count = covers.saturating_sub(self.acked) as usize;
         let acked = self.take_front(count);
         if !acked.is_empty() {

@@ -139,6 +139,44 @@ fn a_pong_to_the_applications_later_ping_acknowledges_too() {
     assert!(got.iter().any(|e| matches!(e, Event::Pong { .. })));
 }
 
+/// Two pings with the same payload, and a peer that answers only the latest (RFC 6455
+/// §5.5.3 allows it): the one pong acknowledges what the first covered, and a barrier
+/// ping (its payload unique) covers the rest, instead of a wait for a pong that never
+/// comes and an `AckTimeout` on a healthy connection.
+#[test]
+fn pings_with_one_payload_answered_once_leave_the_rest_to_a_barrier() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let first = send_written(&mut s, conn, 1, t0)[0];
+    s.ping(Bytes::new(), t0).unwrap();
+    let second = s.send(Message::text("second"), t0).unwrap();
+    s.handle(conn, TransportEvent::SendWritten(second), t0);
+    s.ping(Bytes::new(), t0).unwrap();
+    actions(&mut s);
+    s.handle_timeout(t0 + DELAY);
+    assert!(actions(&mut s).is_empty(), "the pings cover both");
+    s.handle(conn, TransportEvent::Pong(Bytes::new()), t0 + DELAY);
+    assert_eq!(delivered(&events(&mut s)), [(first, false)]);
+    // The second is left to a barrier.
+    let at = s.poll_timeout().unwrap();
+    assert!(at <= t0 + DELAY * 2, "{at:?}");
+    s.handle_timeout(at);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(conn, TransportEvent::Pong(payload), at);
+    assert_eq!(delivered(&events(&mut s)), [(second, false)]);
+    // Nothing fails at the timeout.
+    s.handle_timeout(at + TIMEOUT * 2);
+    let later = events(&mut s);
+    assert!(
+        !later
+            .iter()
+            .any(|e| matches!(e, Event::Error { .. } | Event::SendFailed { .. })),
+        "{later:?}"
+    );
+    assert_eq!(s.state(), ReadyState::Open);
+}
+
 #[test]
 fn a_pong_that_answers_nothing_acknowledges_nothing() {
     let t0 = Instant::now();
