@@ -92,6 +92,16 @@ impl fmt::Debug for ProxyCredentials {
 }
 
 impl HttpProxy {
+    /// This proxy with placeholder credentials: what a transcript's replay dials, the
+    /// credentials themselves never being written.
+    pub(crate) fn with_redacted_credentials(mut self) -> Self {
+        self.credentials = Some(ProxyCredentials {
+            username: crate::transcript::REDACTED.to_owned(),
+            password: crate::transcript::REDACTED.to_owned(),
+        });
+        self
+    }
+
     /// Parses `http://[user:password@]host[:port][/]` (a value without a scheme is taken
     /// as `http://`). Only `http://` proxies are supported. The error says why, without
     /// repeating the URL (it may hold a password).

@@ -216,6 +216,25 @@ fn application_named_headers_are_redacted_and_recording_off_writes_nothing() {
     assert_exact(&before, &events);
 }
 
+/// A proxy's credentials are never written, and the request still replays exactly (the
+/// replay dials with placeholders; it used to dial with none, and every `Dial` differed).
+#[test]
+fn an_authenticated_proxy_stays_out_and_replays_exactly() {
+    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+    let options =
+        ConnectOptions::new("ws://example.com/").proxy("http://user:s3cret@proxy.local:8080");
+    let conn = sim.s.connect(&options, sim.now).unwrap();
+    let (_, mut events) = sim.drain();
+    sim.later(5);
+    events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+    let text = sim.text();
+    assert!(
+        !text.contains("s3cret") && !text.contains("user:"),
+        "{text}"
+    );
+    assert_exact(&text, &events);
+}
+
 #[test]
 fn completions_and_shutdown_replay_exactly() {
     let config = SessionConfig::default()

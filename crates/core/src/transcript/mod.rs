@@ -34,8 +34,9 @@
 //!
 //! Header values named in the [`Redaction`] (by default `Authorization`, `Cookie`,
 //! `Proxy-Authorization` and `Set-Cookie`) are written as [`REDACTED`], in the requests and
-//! in the handshake answers; proxy credentials are never written. The session's behaviour
-//! does not depend on either, so a redacted transcript still replays exactly.
+//! in the handshake answers; proxy credentials are never written (only whether there are
+//! any: the replay dials with [`REDACTED`] in their place). The session's behaviour does not
+//! depend on either, so a redacted transcript still replays exactly.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -352,8 +353,11 @@ fn request_json(r: &HandshakeRequest, redaction: &Redaction) -> Value {
     let proxy = match &r.proxy {
         ProxyRoute::Environment => Value::from("environment"),
         ProxyRoute::Direct => Value::from("direct"),
-        // `Display` leaves the credentials out.
-        ProxyRoute::Http(p) => Value::obj().with("http", p.to_string()),
+        // `Display` leaves the credentials out; only whether there are any is written (the
+        // replay stands in placeholders, so the requests compare equal).
+        ProxyRoute::Http(p) => Value::obj()
+            .with("http", p.to_string())
+            .with("credentials", p.credentials().is_some()),
     };
     Value::obj()
         .with("url", r.url.as_str())
@@ -641,7 +645,15 @@ fn request_from(v: &Value) -> Read<HandshakeRequest> {
     let proxy = match field(v, "proxy")? {
         Value::Str(s) if s == "environment" => ProxyRoute::Environment,
         Value::Str(s) if s == "direct" => ProxyRoute::Direct,
-        other => ProxyRoute::Http(HttpProxy::parse(str_of(other, "http")?)?),
+        other => {
+            let proxy = HttpProxy::parse(str_of(other, "http")?)?;
+            let credentials = matches!(other.get("credentials"), Some(Value::Bool(true)));
+            ProxyRoute::Http(if credentials {
+                proxy.with_redacted_credentials()
+            } else {
+                proxy
+            })
+        }
     };
     let deflate = match field(v, "deflate")? {
         Value::Null => None,
