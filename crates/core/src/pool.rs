@@ -14,6 +14,7 @@ use crate::session::{Completion, Session};
 use crate::state::ReadyState;
 use crate::transport::{Action, TransportEvent};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +56,9 @@ pub struct Pool {
     /// pool has always served them in).
     ready_actions: BTreeSet<Key>,
     ready_events: BTreeSet<Key>,
+    /// The task whose event [`Pool::poll_event`] gave last: the next comes from the next
+    /// task with events after it, so that no busy connection starves the others.
+    last_event: Option<Key>,
     ready_completions: BTreeSet<Key>,
     /// Tasks that may have nothing left to do, for [`Pool::retire`].
     retiring: Vec<usize>,
@@ -117,6 +121,7 @@ impl Pool {
             timers: BTreeSet::new(),
             ready_actions: BTreeSet::new(),
             ready_events: BTreeSet::new(),
+            last_event: None,
             ready_completions: BTreeSet::new(),
             retiring: Vec::new(),
             live: 0,
@@ -361,10 +366,19 @@ impl Pool {
         action
     }
 
-    /// The next event of any connection (the first connected's first); each connection's
-    /// events stay in order.
+    /// The next event of any connection: one from each connection with events in turn (in
+    /// connect order, round robin), so a connection with steady traffic cannot hold back
+    /// another's open, messages or close; each connection's events stay in order.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let &(_, slot) = self.ready_events.first()?;
+        let next = self.last_event.and_then(|last| {
+            self.ready_events
+                .range((Bound::Excluded(last), Bound::Unbounded))
+                .next()
+                .copied()
+        });
+        let key = next.or_else(|| self.ready_events.first().copied())?;
+        self.last_event = Some(key);
+        let (_, slot) = key;
         let event = self.with_ids(slot, Session::poll_event);
         if self.reading_paused
             && self.backlog.is_low(

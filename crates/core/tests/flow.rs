@@ -250,6 +250,38 @@ fn a_pool_bounds_each_task_and_the_total() {
     assert!(!pool.read_credit(b).is_paused());
 }
 
+/// A connection with steady traffic does not hold back another's events: the pool serves
+/// one event of each connection with events in turn. It used to serve the first connected
+/// while it had any, so a second socket's open and messages waited for a pause in the
+/// first's traffic that might never come.
+#[test]
+fn a_busy_connection_does_not_starve_the_others() {
+    let now = Instant::now();
+    let mut pool = Pool::new(SessionConfig::default()).unwrap();
+    let a = pool.connect(&options(), now).unwrap();
+    pool.handle(a, TransportEvent::Opened(Box::default()), now);
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    for n in 0..100 {
+        pool.handle(a, msg(n, 8), now);
+    }
+    let b = pool.connect(&options(), now).unwrap();
+    pool.handle(b, TransportEvent::Opened(Box::default()), now);
+    pool.handle(b, msg(1000, 8), now);
+    let first: Vec<ConnId> = std::iter::from_fn(|| pool.poll_event())
+        .take(6)
+        .map(|e| e.conn())
+        .collect();
+    // b's Connecting, Open and message come in turns with a's messages (the turn after
+    // the last event taken, a's, is b's).
+    assert_eq!(first, [b, a, b, a, b, a]);
+    // Each connection's own events stay in order.
+    let rest: Vec<usize> = std::iter::from_fn(|| pool.poll_event())
+        .filter_map(|e| number(&e))
+        .collect();
+    assert_eq!(rest, (3..100).collect::<Vec<_>>());
+}
+
 /// Per-connection bounds at `usize::MAX` (which validation accepts) leave the pool's own
 /// bound in force: the reading connection's credit is unlimited then, and was taken for a
 /// connection whose data is discarded, so the pool never paused the others.
