@@ -272,6 +272,16 @@ impl fmt::Debug for ProxyConnect {
     }
 }
 
+/// What the proxy's answer so far says.
+enum Answer {
+    /// Not all of its head yet.
+    Partial,
+    /// An interim 1xx answer, this many bytes long: the final one follows.
+    Interim(usize),
+    /// 2xx: the tunnel is open.
+    Open,
+}
+
 impl ProxyConnect {
     /// The `CONNECT` request for `host:port` (the host as a URL writes it: an IPv6 address
     /// in brackets), through `proxy`.
@@ -299,12 +309,26 @@ impl ProxyConnect {
     }
 
     /// Feeds bytes from the proxy. `Ok(false)`: more are needed; `Ok(true)`: the proxy
-    /// answered 2xx and the tunnel is open. A refusal is an error of kind
+    /// answered 2xx and the tunnel is open. Interim 1xx answers before the final one are
+    /// skipped (RFC 9110 §15.2). A refusal is an error of kind
     /// [`TransportErrorKind::HttpStatus`] naming the proxy (never its credentials) and the
     /// status, so a reconnect policy treats it like the server's own answer: 4xx final
     /// (`407`, `403`), 5xx (`502`, `503`) retried.
     pub fn feed(&mut self, data: &[u8]) -> Result<bool, TransportError> {
         self.response.extend_from_slice(data);
+        loop {
+            match self.answer()? {
+                Answer::Partial => return Ok(false),
+                Answer::Interim(head_len) => {
+                    self.response.drain(..head_len);
+                }
+                Answer::Open => return Ok(true),
+            }
+        }
+    }
+
+    /// Reads the answer at the start of what the proxy sent.
+    fn answer(&self) -> Result<Answer, TransportError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         let head_len = match response.parse(&self.response) {
@@ -314,10 +338,13 @@ impl ProxyConnect {
                     "answered CONNECT with a head longer than {MAX_PROXY_RESPONSE_HEAD} bytes"
                 )));
             }
-            Ok(httparse::Status::Partial) => return Ok(false),
+            Ok(httparse::Status::Partial) => return Ok(Answer::Partial),
             Err(e) => return Err(self.protocol(&format!("sent an invalid answer: {e}"))),
         };
         let status = response.code.unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            return Ok(Answer::Interim(head_len));
+        }
         if !(200..300).contains(&status) {
             let reason: String = response.reason.unwrap_or("").chars().take(100).collect();
             return Err(TransportError::new(
@@ -333,7 +360,7 @@ impl ProxyConnect {
             // request), so these bytes can only come from the proxy.
             return Err(self.protocol("sent bytes after its CONNECT answer"));
         }
-        Ok(true)
+        Ok(Answer::Open)
     }
 
     /// The error for a proxy that closed the connection before answering.
@@ -518,5 +545,27 @@ mod tests {
         long.resize(MAX_PROXY_RESPONSE_HEAD + 1, b'a');
         let e = c.feed(&long).unwrap_err();
         assert!(e.message.contains("longer than"), "{e}");
+    }
+
+    /// Interim answers (`100 Continue`, `102 Processing`) come before the final one, in one
+    /// read or split across several; the tunnel opens on the final 2xx.
+    #[test]
+    fn interim_answers_before_the_final_one_are_skipped() {
+        let proxy = HttpProxy::parse("http://p:1").unwrap();
+        let mut c = ProxyConnect::new(&proxy, "h", 80);
+        assert!(
+            c.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n")
+                .unwrap()
+        );
+        let mut c = ProxyConnect::new(&proxy, "h", 80);
+        assert!(!c.feed(b"HTTP/1.1 102 Processing\r\n\r\n").unwrap());
+        assert!(!c.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 20").unwrap());
+        assert!(c.feed(b"0 Connection established\r\n\r\n").unwrap());
+        // The final answer decides, as before.
+        let mut c = ProxyConnect::new(&proxy, "h", 80);
+        let e = c
+            .feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 407 Auth\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(407));
     }
 }
