@@ -264,7 +264,10 @@ pub struct SessionConfig {
     /// this is still delivered whole; reading pauses after it). Default 16 MiB.
     pub max_received_bytes: usize,
     /// A [`crate::Pool`]'s bound on received messages not yet taken, over all its
-    /// connections (each also has its own, above). Default 4096.
+    /// connections (each also has its own, above). Default 4096. Each connection's read
+    /// credit is what was left when it asked, so connections reading at the same moment can
+    /// together pass it by what each of the others was granted (at most the bound once per
+    /// connection); every connection then pauses until half the backlog is taken.
     pub max_pool_received_messages: usize,
     /// A [`crate::Pool`]'s bound on their bytes. Default 64 MiB.
     pub max_pool_received_bytes: usize,
