@@ -58,9 +58,12 @@ pub(crate) struct Acks {
     unacked: VecDeque<(SendId, Message)>,
     /// How many of `unacked`, from the front, the driver confirmed written.
     written: usize,
-    /// Messages acknowledged before the driver confirmed them written (their
+    /// Messages of `unacked` past the written prefix that the driver confirmed written out
+    /// of order (no driver does, but it is not wrong); empty on the usual path.
+    written_ahead: Vec<SendId>,
+    /// Messages acknowledged before the driver confirmed them written, oldest first (their
     /// `SendWritten` is still to come and is not unexpected).
-    acked_unwritten: usize,
+    acked_unwritten: VecDeque<SendId>,
     /// Messages handed to the driver on this connection, and how many of them are
     /// acknowledged (`issued - acked == unacked.len()`).
     issued: u64,
@@ -92,7 +95,8 @@ impl Acks {
             config,
             unacked: VecDeque::new(),
             written: 0,
-            acked_unwritten: 0,
+            written_ahead: Vec::new(),
+            acked_unwritten: VecDeque::new(),
             issued: 0,
             acked: 0,
             pings: VecDeque::new(),
@@ -131,30 +135,52 @@ impl Acks {
         None
     }
 
-    /// The driver wrote send `id`; `false` when no message of this connection waits for it.
+    /// The driver wrote send `id`; `false` when no message of this connection waits for it
+    /// (never handed over, or its write already confirmed).
     pub(crate) fn on_written(&mut self, id: SendId) -> bool {
         if let Some((next, _)) = self.unacked.get(self.written)
             && *next == id
         {
             self.written += 1;
+            self.extend_written();
             return true;
         }
-        if self.acked_unwritten > 0 {
-            self.acked_unwritten -= 1;
+        if self.acked_unwritten.front() == Some(&id) {
+            self.acked_unwritten.pop_front();
             return true;
         }
-        // Written out of order (no driver does, but it is not wrong): look it up.
-        match self
+        self.on_written_out_of_order(id)
+    }
+
+    #[cold]
+    fn on_written_out_of_order(&mut self, id: SendId) -> bool {
+        if let Some(at) = self.acked_unwritten.iter().position(|i| *i == id) {
+            self.acked_unwritten.remove(at);
+            return true;
+        }
+        let waiting = self
             .unacked
             .iter()
             .skip(self.written)
-            .position(|(i, _)| *i == id)
-        {
-            Some(_) => {
-                self.written += 1;
-                true
-            }
-            None => false,
+            .any(|(i, _)| *i == id);
+        if waiting && !self.written_ahead.contains(&id) {
+            self.written_ahead.push(id);
+            return true;
+        }
+        false
+    }
+
+    /// Moves the written prefix over the messages confirmed written out of order.
+    fn extend_written(&mut self) {
+        while !self.written_ahead.is_empty() {
+            let Some((next, _)) = self.unacked.get(self.written) else {
+                return;
+            };
+            let Some(at) = self.written_ahead.iter().position(|i| i == next) else {
+                return;
+            };
+            self.written_ahead.swap_remove(at);
+            self.written += 1;
         }
     }
 
@@ -249,11 +275,20 @@ impl Acks {
 
     fn take_front(&mut self, count: usize) -> Vec<(SendId, Message)> {
         let count = count.min(self.unacked.len());
-        let unwritten = count.saturating_sub(self.written);
-        self.written -= count - unwritten;
-        self.acked_unwritten += unwritten;
+        // Past the written prefix, a message is either written out of order or still to be.
+        for (id, _) in self.unacked.range(self.written.min(count)..count) {
+            match self.written_ahead.iter().position(|i| i == id) {
+                Some(at) => {
+                    self.written_ahead.swap_remove(at);
+                }
+                None => self.acked_unwritten.push_back(*id),
+            }
+        }
+        self.written = self.written.saturating_sub(count);
         self.acked += count as u64;
-        self.unacked.drain(..count).collect()
+        let taken = self.unacked.drain(..count).collect();
+        self.extend_written();
+        taken
     }
 
     /// Arms the barrier timer when messages are not covered by any ping and no barrier
@@ -430,5 +465,55 @@ mod tests {
         assert_eq!(a.on_pong(b"", t0).len(), 1);
         assert!(a.on_written(id));
         assert!(!a.on_written(id));
+    }
+
+    /// Each write is confirmed once: a second report of a send already written is
+    /// unexpected, whether or not later sends are still unwritten, and whether or not the
+    /// send was acknowledged in between.
+    #[test]
+    fn a_write_reported_twice_is_unexpected_the_second_time() {
+        let (mut a, mut ids, t0) = acks();
+        let sent: Vec<_> = (0..3)
+            .map(|i| {
+                let id = ids.send();
+                a.on_send(id, Message::text(i.to_string()), false, t0);
+                id
+            })
+            .collect();
+        assert!(a.on_written(sent[0]));
+        assert!(
+            !a.on_written(sent[0]),
+            "the first again, the second still unwritten"
+        );
+        assert!(a.on_written(sent[1]));
+        assert!(
+            !a.on_written(sent[1]),
+            "the second again, the third still unwritten"
+        );
+        // The first two are acknowledged, the third before its write was confirmed.
+        a.on_ping(Bytes::from_static(b"p"), t0);
+        assert_eq!(a.on_pong(b"p", t0).len(), 3);
+        assert!(!a.on_written(sent[1]), "acknowledged after its write");
+        assert!(a.on_written(sent[2]));
+        assert!(!a.on_written(sent[2]));
+    }
+
+    /// A write confirmed out of order is known, and so is the one it overtook.
+    #[test]
+    fn writes_confirmed_out_of_order_are_each_known_once() {
+        let (mut a, mut ids, t0) = acks();
+        let sent: Vec<_> = (0..3)
+            .map(|i| {
+                let id = ids.send();
+                a.on_send(id, Message::text(i.to_string()), false, t0);
+                id
+            })
+            .collect();
+        assert!(a.on_written(sent[1]));
+        assert!(!a.on_written(sent[1]));
+        assert!(a.on_written(sent[0]));
+        assert!(a.on_written(sent[2]));
+        assert!(!a.on_written(sent[0]));
+        assert!(!a.on_written(sent[2]));
     }
 }
