@@ -125,7 +125,9 @@ impl Acknowledgement {
     /// message or ping from the peer restarts the wait (the pong may be queued behind
     /// them), up to eight timeouts after the wait began, so a peer that keeps sending but
     /// never answers still times out; reading paused for the application starts the wait
-    /// afresh. At the timeout the connection fails with `AckTimeout`.
+    /// afresh, and so does a pong that acknowledges some messages, for the rest. Messages
+    /// sent after the last ping wait from the barrier ping that covers them. At the timeout
+    /// the connection fails with `AckTimeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

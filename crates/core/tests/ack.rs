@@ -479,6 +479,104 @@ fn a_peer_that_never_answers_times_out_and_the_messages_fail() {
     assert!(actions(&mut s).contains(&Action::Abort { conn }));
 }
 
+/// A pong that acknowledges some messages is progress: the wait for the rest starts again
+/// from it, and times out a full timeout later if the ping covering them is not answered.
+#[test]
+fn a_partial_acknowledgement_starts_the_wait_for_the_rest_afresh() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let first = send_written(&mut s, conn, 1, t0)[0];
+    s.ping(Bytes::from_static(b"a"), t0).unwrap();
+    let second = send_written(&mut s, conn, 1, t0)[0];
+    s.ping(Bytes::from_static(b"b"), t0).unwrap();
+    actions(&mut s);
+    // The pings cover both: no barrier.
+    s.handle_timeout(t0 + DELAY);
+    assert!(actions(&mut s).is_empty());
+    assert_eq!(s.poll_timeout(), Some(t0 + TIMEOUT));
+    let answered = t0 + TIMEOUT / 2;
+    s.handle(
+        conn,
+        TransportEvent::Pong(Bytes::from_static(b"a")),
+        answered,
+    );
+    assert_eq!(delivered(&events(&mut s)), [(first, false)]);
+    assert_eq!(s.poll_timeout(), Some(answered + TIMEOUT));
+    s.handle_timeout(t0 + TIMEOUT);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.state(), ReadyState::Open);
+    // "b" is never answered: the second message times out a timeout after the pong.
+    s.handle_timeout(answered + TIMEOUT);
+    let got = events(&mut s);
+    assert!(
+        matches!(
+            &got[0],
+            Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    assert_eq!(maybe_delivered(&got), [second]);
+}
+
+/// The wait is for a ping covering unacknowledged messages: the application's ping with
+/// nothing to acknowledge, left unanswered, is not an acknowledgement timeout (keepalive,
+/// when on, judges the peer's silence).
+#[test]
+fn an_unanswered_ping_with_nothing_to_acknowledge_does_not_time_out() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    s.ping(Bytes::from_static(b"idle"), t0).unwrap();
+    actions(&mut s);
+    assert_eq!(s.poll_timeout(), None);
+    // Also after everything sent so far was acknowledged.
+    let ids = send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    s.handle(conn, TransportEvent::Pong(payload), t0 + DELAY);
+    assert_eq!(delivered(&events(&mut s)), [(ids[0], false)]);
+    s.ping(Bytes::from_static(b"idle again"), t0 + DELAY)
+        .unwrap();
+    actions(&mut s);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(t0 + TIMEOUT * 10);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.state(), ReadyState::Open);
+}
+
+/// Messages sent after the last ping wait for the barrier ping that covers them, and their
+/// timeout counts from that ping, not from the pong of an earlier one (nor from an earlier
+/// ping that covers nothing of theirs).
+#[test]
+fn messages_after_the_last_ping_time_out_from_their_barrier_not_from_an_earlier_pong() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let first = send_written(&mut s, conn, 1, t0)[0];
+    s.ping(Bytes::from_static(b"a"), t0).unwrap();
+    s.ping(Bytes::from_static(b"b"), t0).unwrap();
+    actions(&mut s);
+    let t1 = t0 + TIMEOUT / 2;
+    let second = send_written(&mut s, conn, 1, t1)[0];
+    s.handle(conn, TransportEvent::Pong(Bytes::from_static(b"a")), t1);
+    assert_eq!(delivered(&events(&mut s)), [(first, false)]);
+    // "b" covers only the first: nothing waits for a pong until the barrier goes out.
+    assert_eq!(s.poll_timeout(), Some(t1 + DELAY));
+    s.handle_timeout(t1 + DELAY);
+    let barrier = ping_payload(&actions(&mut s));
+    assert_eq!(s.poll_timeout(), Some(t1 + DELAY + TIMEOUT));
+    s.handle_timeout(t1 + TIMEOUT);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.state(), ReadyState::Open);
+    s.handle(conn, TransportEvent::Pong(barrier), t1 + TIMEOUT);
+    assert_eq!(delivered(&events(&mut s)), [(second, false)]);
+    assert_eq!(s.poll_timeout(), None);
+}
+
 #[test]
 fn the_timeout_is_suspended_while_reading_is_paused() {
     let t0 = Instant::now();
