@@ -945,6 +945,15 @@ impl Model {
             _ => 0,
         }
     }
+
+    /// Messages queued or in flight for the current connection (`pending_sends`).
+    fn pending_sends(&self) -> usize {
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Backoff { .. } => self.queued.len(),
+            Phase::Open { .. } | Phase::Closing { .. } => self.in_flight.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// What the real session has told the world so far, checked as it goes.
@@ -1506,6 +1515,7 @@ fn run_case(
             (m.conn > 0 && !matches!(m.phase, Phase::Idle | Phase::Closed)).then_some(m.conn)
         );
         prop_assert_eq!(s.buffered_amount(), m.buffered());
+        prop_assert_eq!(s.pending_sends(), m.pending_sends());
         // A message larger than the bound is held alone (so the bytes stay within the larger
         // of the bound and the largest message).
         prop_assert!(s.buffered_amount() <= MAX_BUFFERED.max(MAX_MESSAGE));
