@@ -514,6 +514,9 @@ mod tests {
         assert!(a.on_written(sent[0]));
         assert!(a.on_written(sent[2]));
         assert!(!a.on_written(sent[0]));
+        assert!(!a.on_written(sent[1]));
         assert!(!a.on_written(sent[2]));
+        // The written prefix closed over the gap: nothing is left aside.
+        assert_eq!((a.written, a.written_ahead.len()), (3, 0));
     }
 }
