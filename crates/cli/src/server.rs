@@ -226,8 +226,23 @@ enum End {
     /// The server closed with 1001 on shutdown, or 1008 for a client too slow for the
     /// broadcast (the client's answer arrived when `answered`).
     ByServer(u16, &'static str, bool),
+    /// The client broke the protocol (the error): the server sent this close frame and
+    /// ended the connection (RFC 6455 §7.1.7).
+    Failed(u16, &'static str, String),
     /// An error, or the TCP connection ended without a close frame (`None`).
     Abnormal(Option<String>),
+}
+
+/// The close frame that fails a client for `error`, when the error is the client's breach
+/// of the protocol (rather than the connection's end).
+fn violation(error: &tokio_tungstenite::tungstenite::Error) -> Option<(CloseCode, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        Error::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
+        Error::Capacity(_) => Some((CloseCode::Size, "message too big")),
+        _ => None,
+    }
 }
 
 async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Shared>) {
@@ -339,6 +354,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     let mut closing: Option<(u16, &'static str)> = None;
     let mut client_close: Option<(u16, String)> = None;
     let mut replied = 0u64;
+    // The close frame sent to a client that broke the protocol.
+    let mut violated: Option<(u16, &'static str)> = None;
     // Once this server sent its close frame, the client has SHUTDOWN_GRACE to answer.
     let mut answer_by: Option<tokio::time::Instant> = None;
     let failure = loop {
@@ -436,7 +453,19 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => break Some(e.to_string()),
+                Some(Err(e)) => {
+                    if let Some((code, reason)) = violation(&e)
+                        && closing.is_none()
+                        && client_close.is_none()
+                    {
+                        // Best effort: the client learns why, unless it does not read.
+                        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                        if send_close(&mut ws, code, reason, until).await.is_ok() {
+                            violated = Some((u16::from(code), reason));
+                        }
+                    }
+                    break Some(e.to_string());
+                }
                 None => break None,
             },
         }
@@ -445,11 +474,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
         let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients.remove(&n);
     }
-    let end = match (closing, client_close, failure) {
-        (Some((code, reason)), _, None) => End::ByServer(code, reason, true),
-        (Some((code, reason)), _, Some(_)) => End::ByServer(code, reason, false),
-        (None, Some((code, reason)), _) => End::ByClient(code, reason),
-        (None, None, failure) => End::Abnormal(failure),
+    let end = match (closing, client_close, failure, violated) {
+        (Some((code, reason)), _, None, _) => End::ByServer(code, reason, true),
+        (Some((code, reason)), _, Some(_), _) => End::ByServer(code, reason, false),
+        (None, Some((code, reason)), _, _) => End::ByClient(code, reason),
+        (None, None, Some(error), Some((code, reason))) => End::Failed(code, reason, error),
+        (None, None, failure, _) => End::Abnormal(failure),
     };
     let plural = if replied == 1 { "" } else { "s" };
     let verb = if shared.serving.broadcast {
@@ -463,6 +493,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             End::ByServer(code, reason, true) => format!("closed by the server: {code} {reason:?}"),
             End::ByServer(code, reason, false) => {
                 format!("closed by the server: {code} {reason:?}, not answered")
+            }
+            End::Failed(code, reason, error) => {
+                format!("failed: {error}; closed by the server: {code} {reason:?}")
             }
             End::Abnormal(Some(error)) => format!("ended: {error}"),
             End::Abnormal(None) => "ended without a close frame".to_owned(),
@@ -479,10 +512,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
             End::ByServer(code, reason, answered) => {
                 (*code, (*reason).to_owned(), *answered, "server")
             }
+            End::Failed(code, reason, _) => (*code, (*reason).to_owned(), false, "server"),
             End::Abnormal(_) => (1006, String::new(), false, "none"),
         };
         let error = match &end {
-            End::Abnormal(Some(error)) => Some(error.clone()),
+            End::Abnormal(Some(error)) | End::Failed(_, _, error) => Some(error.clone()),
             _ => None,
         };
         json!({

@@ -613,6 +613,71 @@ fn serve_shutdown_reports_clients_that_never_answer() {
     drop((mute, deaf));
 }
 
+/// A client that breaks the protocol is failed as RFC 6455 §7.1.7 says, with the close
+/// frame that names why (1002 for an unmasked frame, 1007 for invalid UTF-8), and `serve`
+/// reports that close and the error. It used to drop the TCP connection without a close
+/// frame, so the client could not tell a protocol error from a crash.
+#[test]
+fn serve_fails_a_client_that_breaks_the_protocol_with_the_close_frame_that_says_why() {
+    use std::io::{Read, Write};
+    let (mut server, url) = serve(&["--json"]);
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    // (frame, expected close code): an unmasked text frame; a masked text frame whose
+    // payload is not UTF-8 (mask 0: the payload is sent as is).
+    let cases: [(&[u8], u16); 2] = [
+        (&[0x81, 0x02, b'h', b'i'], 1002),
+        (&[0x81, 0x82, 0, 0, 0, 0, 0xC3, 0x28], 1007),
+    ];
+    for (conn, (frame, code)) in cases.into_iter().enumerate() {
+        let conn = conn as u64 + 1;
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        tcp.write_all(frame).unwrap();
+        // The close frame, then the end of the connection.
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer)
+            .expect("the server ends the connection");
+        assert!(
+            answer.len() >= 4 && answer[0] == 0x88,
+            "no close frame: {answer:?}"
+        );
+        assert_eq!(
+            u16::from_be_bytes([answer[2], answer[3]]),
+            code,
+            "{answer:?}"
+        );
+        let close = server.expect_json("the close event", |v| {
+            event(v) == "close" && v["conn"] == conn
+        });
+        assert_eq!(close["code"], code, "{close}");
+        assert_eq!(close["by"], "server", "{close}");
+        assert_eq!(close["clean"], false, "{close}");
+        assert!(
+            close["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{close}"
+        );
+    }
+}
+
 /// `serve --broadcast` bounds what waits for each client: one that never reads is dropped
 /// from the broadcast and closed with 1008 once more than 4096 messages wait for it (and
 /// its socket buffers are full), while the sender gets every message back.
