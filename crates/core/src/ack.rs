@@ -519,4 +519,26 @@ mod tests {
         // The written prefix closed over the gap: nothing is left aside.
         assert_eq!((a.written, a.written_ahead.len()), (3, 0));
     }
+
+    /// Acknowledged while a write confirmed out of order is still ahead of the gap: the
+    /// ones not yet confirmed are still expected, the one confirmed is not expected again.
+    #[test]
+    fn an_acknowledgement_across_a_gap_in_the_writes_keeps_each_write_known_once() {
+        let (mut a, mut ids, t0) = acks();
+        let sent: Vec<_> = (0..3)
+            .map(|i| {
+                let id = ids.send();
+                a.on_send(id, Message::text(i.to_string()), false, t0);
+                id
+            })
+            .collect();
+        assert!(a.on_written(sent[1]));
+        a.on_ping(Bytes::from_static(b"p"), t0);
+        assert_eq!(a.on_pong(b"p", t0).len(), 3);
+        assert!(!a.on_written(sent[1]));
+        assert!(a.on_written(sent[0]));
+        assert!(a.on_written(sent[2]));
+        assert!(!a.on_written(sent[0]));
+        assert!(!a.on_written(sent[2]));
+    }
 }
