@@ -873,6 +873,48 @@ fn pool_holds_independent_connections_up_to_its_limit() {
     ));
 }
 
+/// The pool's per-connection calls reach the connection they name, and its pool-wide
+/// queues (events, completions) hold what every connection produced.
+#[test]
+fn pool_calls_reach_the_connection_they_name() {
+    let mut p = Pool::new(SessionConfig::default()).unwrap();
+    let now = Instant::now();
+    let o = ConnectOptions::new("ws://h");
+    let a = p.connect(&o, now).unwrap();
+    let b = p.connect(&o, now).unwrap();
+    p.track_completions(true);
+    for conn in [a, b] {
+        p.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    assert!(p.has_events());
+    while p.poll_event().is_some() {}
+    assert!(!p.has_events());
+    let sa = p.send(a, Message::text("abc"), now).unwrap();
+    let sb = p.send(b, Message::text("de"), now).unwrap();
+    assert_eq!((p.buffered_amount(a), p.buffered_amount(b)), (3, 2));
+    p.ping(b, "pb", now).unwrap();
+    assert_eq!(
+        p.ping(ConnId::from_raw(99), "x", now),
+        Err(PingError::NotOpen)
+    );
+    let actions: Vec<Action> = std::iter::from_fn(|| p.poll_action()).collect();
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Ping { conn, payload } if *conn == b && payload == "pb")),
+        "{actions:?}"
+    );
+    // Completions from both connections, whether or not events were taken.
+    p.handle(b, TransportEvent::SendWritten(sb), now);
+    p.handle(a, TransportEvent::SendWritten(sa), now);
+    assert_eq!((p.buffered_amount(a), p.buffered_amount(b)), (0, 0));
+    // (In order per connection; across connections in no promised order.)
+    let mut completions: Vec<_> = std::iter::from_fn(|| p.poll_completion()).collect();
+    completions.sort_by_key(|c| c.0.get());
+    assert_eq!(completions, [(sa, Ok(())), (sb, Ok(()))]);
+    assert!(p.has_events());
+}
+
 #[test]
 fn replacing_a_closing_connection_keeps_its_close_deadline() {
     let mut t = Sim::default();
