@@ -913,6 +913,16 @@ fn pool_calls_reach_the_connection_they_name() {
     completions.sort_by_key(|c| c.0.get());
     assert_eq!(completions, [(sa, Ok(())), (sb, Ok(()))]);
     assert!(p.has_events());
+    // The pool's backlog counts what waits on every connection, and what was taken.
+    p.handle(b, TransportEvent::Message(Message::text("hello")), now);
+    let backlog = p.backlog();
+    assert_eq!(
+        (backlog.messages, backlog.bytes, backlog.completions),
+        (1, 5, 2)
+    );
+    let taken: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    assert_eq!(p.backlog(), Backlog::default());
 }
 
 #[test]
@@ -998,6 +1008,49 @@ fn a_reconnected_pool_task_answers_to_both_ids_and_ids_stay_unique() {
     assert_eq!(p.state(a2), ReadyState::Closing);
     p.handle(a2, TransportEvent::Closed, now);
     assert_eq!(p.current(a), None);
+}
+
+/// A task's later connection still sending its close frame after the task moved on is
+/// routed too: the driver's report that its TCP connection ended reaches it, so its
+/// teardown finishes then, not at the close timeout with an `Abort`.
+#[test]
+fn a_pool_routes_the_end_of_a_later_connections_close_handshake() {
+    let policy = ReconnectPolicy::default().seed(5);
+    let mut p = Pool::new(SessionConfig::default().reconnect(policy)).unwrap();
+    let mut now = Instant::now();
+    let a = p.connect(&ConnectOptions::new("ws://h"), now).unwrap();
+    // A protocol error: the connection ends for the application (and is retried) while its
+    // close frame 1002 goes out and the TCP connection winds down.
+    let away = || {
+        TransportEvent::Error(TransportError::new(
+            TransportErrorKind::Protocol,
+            "a masked frame from the server",
+        ))
+    };
+    let mut conn = a;
+    for round in 0..2 {
+        p.handle(conn, TransportEvent::Opened(Box::default()), now);
+        p.handle(conn, away(), now);
+        let next = std::iter::from_fn(|| p.poll_event())
+            .find_map(|e| match e {
+                Event::Reconnecting { conn, .. } => Some(conn),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("round {round}: no reconnect"));
+        // The old connection's TCP end comes now, after the task moved on.
+        p.handle(conn, TransportEvent::Closed, now);
+        now = p.poll_timeout().unwrap();
+        p.handle_timeout(now);
+        conn = next;
+    }
+    p.handle(conn, TransportEvent::Opened(Box::default()), now);
+    // No teardown is left to time out.
+    assert_eq!(p.poll_timeout(), None);
+    let actions: Vec<Action> = std::iter::from_fn(|| p.poll_action()).collect();
+    assert!(
+        !actions.iter().any(|x| matches!(x, Action::Abort { .. })),
+        "{actions:?}"
+    );
 }
 
 /// The reconnect delays of every task of a pool whose connections all drop at once.
