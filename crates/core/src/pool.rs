@@ -638,6 +638,36 @@ mod tests {
         }
     }
 
+    /// A task whose connection ended and whose output was taken is dropped: over many
+    /// connections opened and closed one after another, the pool keeps one slot and no
+    /// route, timer or ready-queue entry of the ended ones.
+    #[test]
+    fn ended_tasks_are_retired_and_their_slot_reused() {
+        let mut pool = Pool::new(SessionConfig::default()).unwrap();
+        pool.track_completions(true);
+        let t0 = Instant::now();
+        let options = ConnectOptions::new("ws://127.0.0.1:1/x");
+        for i in 0..1000u64 {
+            let now = t0 + Duration::from_millis(i);
+            let c = pool.connect(&options, now).unwrap();
+            pool.handle(c, TransportEvent::Opened(Box::default()), now);
+            let id = pool.send(c, Message::text("m"), now).unwrap();
+            pool.handle(c, TransportEvent::SendWritten(id), now);
+            pool.close(c, None, "", now).unwrap();
+            pool.handle(c, TransportEvent::Closed, now);
+            while pool.poll_action().is_some() {}
+            while pool.poll_completion().is_some() {}
+            while pool.poll_event().is_some() {}
+            assert_eq!(pool.live(), 0);
+        }
+        assert_eq!(pool.slots.len(), 1);
+        assert!(pool.slots.iter().all(Option::is_none));
+        assert!(pool.routes.is_empty() && pool.order.is_empty() && pool.timers.is_empty());
+        assert_eq!(pool.poll_timeout(), None);
+        pool.shutdown(t0 + Duration::from_secs(1));
+        assert!(pool.is_drained());
+    }
+
     #[test]
     fn due_timers_visit_only_their_own_sessions() {
         let config = SessionConfig::default()
