@@ -57,11 +57,15 @@ fn pings_are_refused_when_not_open_too_long_or_too_many() {
     let now = Instant::now();
     let mut idle = Session::new(SessionConfig::default()).unwrap();
     assert_eq!(idle.ping("x", now), Err(PingError::NotOpen));
-    let (mut s, _, now) = open();
+    let (mut s, conn, now) = open();
     assert_eq!(
         s.ping(vec![0u8; 126], now),
         Err(PingError::TooLong { len: 126 })
     );
+    // 125 bytes, a control frame's largest payload, is allowed.
+    s.ping(vec![0u8; 125], now).unwrap();
+    s.handle(conn, TransportEvent::Pong(vec![0u8; 125].into()), now);
+    assert!(matches!(s.poll_event(), Some(Event::Pong { payload, .. }) if payload.len() == 125));
     for i in 0..MAX_PINGS {
         s.ping(i.to_string(), now).unwrap();
     }

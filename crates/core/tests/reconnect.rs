@@ -64,6 +64,30 @@ fn drop_tcp() -> TransportEvent {
     TransportEvent::Closed
 }
 
+/// During the backoff, input for the connection not dialled yet cannot come from a correct
+/// driver (unexpected), while a late report from the connection that dropped is stale; both
+/// are ignored, and the backoff goes on.
+#[test]
+fn input_during_the_backoff_is_ignored_and_counted_by_its_kind() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(7));
+    let c1 =
+        t.s.connect(&ConnectOptions::new("ws://h/chat"), t.now)
+            .unwrap();
+    t.open(c1);
+    t.input(c1, drop_tcp());
+    let (c2, _, _) = reconnecting(&t.events()).unwrap();
+    t.actions();
+    let before = t.s.stats();
+    t.input(c2, TransportEvent::Opened(Box::default()));
+    t.input(c1, TransportEvent::Closed);
+    let after = t.s.stats();
+    assert_eq!(after.unexpected_inputs - before.unexpected_inputs, 1);
+    assert_eq!(after.stale_inputs - before.stale_inputs, 1);
+    assert!(t.s.is_backing_off());
+    assert!(t.events().is_empty() && t.actions().is_empty());
+    assert_eq!(t.fire_backoff(), c2);
+}
+
 #[test]
 fn an_abrupt_drop_is_retried_almost_at_once_and_open_resets_the_backoff() {
     let mut t = Sim::new(ReconnectPolicy::default().seed(7));

@@ -206,6 +206,7 @@ fn application_named_headers_are_redacted_and_recording_off_writes_nothing() {
     let (_, mut events) = sim.drain();
     sim.later(5);
     events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+    assert!(sim.s.is_recording());
     sim.s.stop_recording();
     assert!(!sim.s.is_recording());
     let before = sim.text();
