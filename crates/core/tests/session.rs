@@ -925,6 +925,28 @@ fn pool_calls_reach_the_connection_they_name() {
     assert_eq!(p.backlog(), Backlog::default());
 }
 
+/// A call given a time earlier than one the session already saw takes the later one (a
+/// driver's clocks may disagree by a little): deadlines never move back.
+#[test]
+fn a_time_earlier_than_the_last_one_seen_counts_as_the_last() {
+    let mut t = Sim::default();
+    let early = t.now;
+    t.now += Duration::from_secs(60);
+    let c = t.open_conn();
+    t.s.close(None, "", early).unwrap();
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(10)));
+    assert_eq!(t.actions().len(), 1);
+    // Data after our close frame is not delivered and is not unexpected; `Opened` is.
+    t.input(c, TransportEvent::Message(Message::text("late")));
+    t.input(c, TransportEvent::Ping(Bytes::new()));
+    assert!(t.events().is_empty());
+    assert_eq!(t.s.stats().unexpected_inputs, 0);
+    t.input(c, TransportEvent::Opened(Box::default()));
+    t.input(c, TransportEvent::Opened(Box::default()));
+    assert_eq!(t.s.stats().unexpected_inputs, 2);
+    assert_eq!(t.s.state(), ReadyState::Closing);
+}
+
 #[test]
 fn replacing_a_closing_connection_keeps_its_close_deadline() {
     let mut t = Sim::default();
