@@ -570,6 +570,31 @@ fn keepalive_pings_after_idle_and_declares_a_silent_peer_dead() {
     assert_eq!(t.s.state(), ReadyState::Closed);
 }
 
+/// A ping from the peer is activity too, like a message or a pong: it restarts the idle
+/// interval (and is not an unexpected input).
+#[test]
+fn a_ping_from_the_peer_restarts_the_keepalive_interval() {
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.advance(Duration::from_secs(4));
+    t.input(
+        c,
+        TransportEvent::Ping(Bytes::from_static(b"are you there")),
+    );
+    t.advance(Duration::from_secs(4));
+    assert!(
+        t.actions().is_empty(),
+        "the ping restarted the idle interval"
+    );
+    t.advance(Duration::from_secs(1));
+    assert!(matches!(&t.actions()[..], [Action::Ping { conn, .. }] if *conn == c));
+    assert_eq!(t.s.stats().unexpected_inputs, 0);
+    t.input(c, TransportEvent::Opened(Box::default()));
+    assert_eq!(t.s.stats().unexpected_inputs, 1);
+    assert_eq!(t.s.state(), ReadyState::Open);
+}
+
 #[test]
 fn close_code_and_reason_are_validated_without_state_change() {
     let mut t = Sim::default();
@@ -945,6 +970,25 @@ fn a_time_earlier_than_the_last_one_seen_counts_as_the_last() {
     t.input(c, TransportEvent::Opened(Box::default()));
     assert_eq!(t.s.stats().unexpected_inputs, 2);
     assert_eq!(t.s.state(), ReadyState::Closing);
+}
+
+/// Data before the handshake completed cannot come from a correct driver: ignored,
+/// counted, and the dial goes on.
+#[test]
+fn data_before_the_handshake_is_ignored_and_counted() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.actions();
+    t.events();
+    t.input(c, TransportEvent::Message(Message::text("early")));
+    t.input(c, TransportEvent::Pong(Bytes::new()));
+    assert_eq!(t.s.stats().unexpected_inputs, 2);
+    assert!(t.events().is_empty());
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    t.open(c);
+    assert_eq!(t.s.state(), ReadyState::Open);
+    // The session keeps the configuration it was made with.
+    assert_eq!(t.s.config(), &SessionConfig::default());
 }
 
 #[test]
