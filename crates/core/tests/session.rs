@@ -976,7 +976,8 @@ fn a_time_earlier_than_the_last_one_seen_counts_as_the_last() {
 /// counted, and the dial goes on.
 #[test]
 fn data_before_the_handshake_is_ignored_and_counted() {
-    let mut t = Sim::default();
+    let config = SessionConfig::default().pool_limit(7);
+    let mut t = Sim::new(config.clone());
     let c = t.connect();
     t.actions();
     t.events();
@@ -988,7 +989,7 @@ fn data_before_the_handshake_is_ignored_and_counted() {
     t.open(c);
     assert_eq!(t.s.state(), ReadyState::Open);
     // The session keeps the configuration it was made with.
-    assert_eq!(t.s.config(), &SessionConfig::default());
+    assert_eq!(t.s.config(), &config);
 }
 
 #[test]
