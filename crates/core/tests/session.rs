@@ -784,6 +784,7 @@ fn config_errors_name_the_field() {
 #[test]
 fn timers_longer_than_a_day_are_rejected_and_a_day_works() {
     let day = MAX_TIMER;
+    assert_eq!(day, Duration::from_secs(86_400), "a day, as documented");
     let long = day + Duration::from_nanos(1);
     let second = Duration::from_secs(1);
     let reconnect = |base, cap| ReconnectPolicy::default().backoff(base, cap);
@@ -990,6 +991,35 @@ fn data_before_the_handshake_is_ignored_and_counted() {
     assert_eq!(t.s.state(), ReadyState::Open);
     // The session keeps the configuration it was made with.
     assert_eq!(t.s.config(), &config);
+}
+
+/// The close frame the session sends when the transport fails carries the error as its
+/// reason, cut to the 123 bytes a close frame allows, at a character boundary.
+#[test]
+fn a_long_failure_reason_is_cut_to_fit_the_close_frame_at_a_character_boundary() {
+    // With one or two bytes before the two-byte characters, the 123rd byte is the first
+    // half of one in one of the two cases, whatever the error's text adds in front.
+    for prefix in ["x", "xx"] {
+        let mut t = Sim::default();
+        let c = t.open_conn();
+        let message = format!("{prefix}{}", "é".repeat(80));
+        t.input(
+            c,
+            TransportEvent::Error(TransportError::new(TransportErrorKind::Protocol, message)),
+        );
+        let frame = t
+            .actions()
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Close { frame, .. } => Some(frame),
+                _ => None,
+            })
+            .expect("a close frame");
+        assert_eq!(frame.code(), 1002);
+        let len = frame.reason().len();
+        assert!((122..=123).contains(&len), "{prefix:?}: {len}");
+        assert!(frame.reason().ends_with('é'), "{:?}", frame.reason());
+    }
 }
 
 #[test]
