@@ -425,6 +425,32 @@ mod tests {
         offer.negotiate(answer).unwrap_err().to_string()
     }
 
+    /// The client's own window limit holds when the server's answer does not mention it,
+    /// and the setters set what they name.
+    #[test]
+    fn the_clients_window_limit_holds_when_the_answer_is_silent_about_it() {
+        let offer = DeflateOptions::default()
+            .client_max_window_bits(10)
+            .threshold(100);
+        assert_eq!(offer.threshold, 100);
+        let agreed = ok(offer, "permessage-deflate");
+        assert_eq!(agreed.client_max_window_bits, 10);
+        assert_eq!(agreed.server_max_window_bits, 15);
+    }
+
+    /// Separators inside a quoted value do not split (RFC 7230 quoted-string).
+    #[test]
+    fn separators_inside_quotes_do_not_split() {
+        assert_eq!(
+            split_outside_quotes(r#"a; b="x;y"; c"#, ';'),
+            ["a", r#" b="x;y""#, " c"]
+        );
+        assert_eq!(
+            split_outside_quotes(r#"p; q="1,2", r"#, ','),
+            [r#"p; q="1,2""#, " r"]
+        );
+    }
+
     #[test]
     fn offers() {
         // The offer, then the same declaring client_no_context_takeover (RFC 7692 §5).

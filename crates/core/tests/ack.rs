@@ -734,6 +734,9 @@ fn an_invalid_acknowledgement_timeout_is_rejected_naming_the_field() {
     let config = SessionConfig::default()
         .acknowledge(Acknowledgement::new().delay(MAX_TIMER + Duration::from_secs(1)));
     assert_eq!(Session::new(config).unwrap_err().field, "acknowledge.delay");
+    // A day is allowed, as for every timer.
+    let config = SessionConfig::default().acknowledge(Acknowledgement::new().delay(MAX_TIMER));
+    assert!(Session::new(config).is_ok());
 }
 
 /// A random walk of sends, writes, pongs (right, stale and stray), drops and reconnects:
