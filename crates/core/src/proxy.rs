@@ -56,7 +56,8 @@ pub enum ProxyRoute {
 /// assert_eq!(proxy.to_string(), "http://proxy.example:3128");
 /// assert_eq!(proxy.credentials().unwrap().password(), "s@cret");
 /// assert!(!format!("{proxy:?}").contains("cret"));
-/// // Debug says there are credentials, without them.
+/// // Debug shows the proxy, and that there are credentials, without them.
+/// assert!(format!("{proxy:?}").contains("proxy.example"));
 /// assert!(format!("{:?}", proxy.credentials().unwrap()).contains("<redacted>"));
 /// assert!(HttpProxy::parse("socks5://proxy:1080").is_err());
 /// ```

@@ -456,6 +456,29 @@ mod tests {
         opts.validate().unwrap_err()
     }
 
+    /// What a driver dials: TLS or not, the host and the port (the scheme's default when
+    /// the URL has none), and `TCP_NODELAY`; a URL converts to the default options for it.
+    #[test]
+    fn the_request_says_what_to_dial() {
+        let r = ConnectOptions::new("wss://Example.COM:8443/x")
+            .tcp_no_delay(true)
+            .validate()
+            .unwrap();
+        assert!(r.is_tls() && r.tcp_no_delay);
+        assert_eq!((r.host(), r.port()), ("example.com", 8443));
+        let r = ConnectOptions::new("ws://[::1]/x").validate().unwrap();
+        assert!(!r.is_tls() && !r.tcp_no_delay);
+        assert_eq!((r.host(), r.port()), ("[::1]", 80));
+        assert_eq!(
+            ConnectOptions::new("wss://h/").validate().unwrap().port(),
+            443
+        );
+        let options = ConnectOptions::new("ws://h/chat");
+        assert_eq!(ConnectOptions::from("ws://h/chat"), options);
+        assert_eq!(ConnectOptions::from("ws://h/chat".to_owned()), options);
+        assert_eq!(ConnectOptions::from(&options), options);
+    }
+
     #[test]
     fn credentials_in_the_url_become_basic_authentication_and_leave_the_url() {
         // RFC 7617's example, percent-encoded in the URL.
