@@ -47,3 +47,41 @@ fn workspace_readme_diagram_matches_the_state_table() {
         mermaid()
     );
 }
+
+/// The table is a check only if it refuses something: what it does not draw is not
+/// allowed, state by state and as the application sees it (`readyState`).
+#[test]
+fn the_graph_refuses_what_it_does_not_draw() {
+    use wxsocket_core::graph::{is_allowed, is_allowed_ready};
+    use wxsocket_core::{ReadyState, State, TRANSITIONS};
+    let mut allowed = 0;
+    for from in State::ALL {
+        for to in State::ALL {
+            let drawn = TRANSITIONS.iter().any(|t| t.from == from && t.to == to);
+            assert_eq!(is_allowed(from, to), drawn, "{from} -> {to}");
+            allowed += usize::from(drawn);
+        }
+    }
+    assert!(allowed < State::ALL.len() * State::ALL.len());
+    // Nothing returns to Idle, and only a dial opens.
+    for from in State::ALL {
+        assert!(!is_allowed(from, State::Idle), "{from} -> Idle");
+        assert_eq!(
+            is_allowed(from, State::Open),
+            from == State::Connecting,
+            "{from} -> Open"
+        );
+    }
+    for from in ReadyState::ALL {
+        assert!(!is_allowed_ready(from, ReadyState::Idle), "{from} -> Idle");
+        assert_eq!(
+            is_allowed_ready(from, ReadyState::Open),
+            from == ReadyState::Connecting,
+            "{from} -> Open"
+        );
+    }
+    assert!(is_allowed_ready(ReadyState::Open, ReadyState::Closing));
+    assert!(!is_allowed_ready(ReadyState::Closing, ReadyState::Open));
+    let names: Vec<String> = ReadyState::ALL.iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, ["Idle", "Connecting", "Open", "Closing", "Closed"]);
+}

@@ -91,6 +91,13 @@ fn seven_calls_with_callbacks_in_the_seed_order() {
     )
     .unwrap();
     assert_eq!(take(&log), ["success closeSocket:ok"]);
+    let frame = std::iter::from_fn(|| Driven::poll_action(&mut wx))
+        .find_map(|a| match a {
+            Action::Close { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .expect("a close frame");
+    assert_eq!((frame.code(), frame.reason()), (4000, "bye"));
     Driven::handle(
         &mut wx,
         conn,
