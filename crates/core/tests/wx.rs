@@ -147,10 +147,14 @@ fn failures_use_the_seed_messages() {
             .complete(logger(&log, "complete")),
         now,
     );
+    let failed = r.unwrap_err();
     assert_eq!(
-        r.unwrap_err().err_msg,
+        failed.err_msg,
         "sendSocketMessage:fail WebSocket is not connected"
     );
+    // Shown as WeChat's errMsg.
+    assert_eq!(failed.to_string(), failed.err_msg);
+    assert!(!failed.is_ok());
     assert_eq!(
         take(&log),
         [
