@@ -286,3 +286,49 @@ fn a_wx_socket_refuses_send_completions_off() {
         assert_eq!(error.field, "send_completions");
     }
 }
+
+/// `WxSocket` as a driver drives it: the handshake's deadline, the count `dispatch`
+/// returns, and a shutdown that aborts the dial, fails the queued message and is drained
+/// once the transport is gone.
+#[test]
+fn a_driver_sees_the_deadline_the_dispatch_count_and_the_shutdown() {
+    let log: Log = Arc::default();
+    let now = Instant::now();
+    let handshake = std::time::Duration::from_secs(5);
+    let mut wx = WxSocket::new(SessionConfig::default().handshake_timeout(handshake)).unwrap();
+    let l = log.clone();
+    wx.on_socket_close(move |r| l.lock().unwrap().push(format!("close {}", r.code)));
+    let conn = wx
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("ws://h/")), now)
+        .unwrap();
+    assert_eq!(
+        Driven::poll_timeout(&wx),
+        Some(now + handshake),
+        "the handshake timeout"
+    );
+    wx.send_socket_message(
+        SendSocketMessage::new(Message::text("queued")).fail(logger(&log, "fail")),
+        now,
+    )
+    .unwrap();
+    assert_eq!(wx.dispatch(), 1, "Connecting");
+    while Driven::poll_action(&mut wx).is_some() {}
+    assert!(!Driven::is_drained(&wx));
+    Driven::shutdown(&mut wx, now);
+    let actions: Vec<Action> = std::iter::from_fn(|| Driven::poll_action(&mut wx)).collect();
+    assert_eq!(actions, [Action::Abort { conn }]);
+    assert_eq!(
+        wx.dispatch(),
+        2,
+        "SendFailed, Close (no error: the end is our own)"
+    );
+    assert_eq!(
+        take(&log),
+        [
+            "fail sendSocketMessage:fail cancelled: the socket was closed before it opened",
+            "close 1006"
+        ]
+    );
+    Driven::handle(&mut wx, conn, TransportEvent::Closed, now);
+    assert!(Driven::is_drained(&wx));
+}
