@@ -69,3 +69,15 @@ impl IdAllocator {
         SendId(self.next_send)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids print as their number (the command's `#1` lines, the `--json` `conn` and `id`).
+    #[test]
+    fn ids_display_as_their_number() {
+        assert_eq!(ConnId::from_raw(7).to_string(), "7");
+        assert_eq!(SendId::from_raw(42).to_string(), "42");
+    }
+}
