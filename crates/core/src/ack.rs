@@ -467,19 +467,25 @@ mod tests {
         assert!(!a.on_written(id));
     }
 
-    /// Each write is confirmed once: a second report of a send already written is
-    /// unexpected, whether or not later sends are still unwritten, and whether or not the
-    /// send was acknowledged in between.
-    #[test]
-    fn a_write_reported_twice_is_unexpected_the_second_time() {
+    /// Three messages handed over, none confirmed written yet.
+    fn three_sent() -> (Acks, Instant, Vec<SendId>) {
         let (mut a, mut ids, t0) = acks();
-        let sent: Vec<_> = (0..3)
+        let sent = (0..3)
             .map(|i| {
                 let id = ids.send();
                 a.on_send(id, Message::text(i.to_string()), false, t0);
                 id
             })
             .collect();
+        (a, t0, sent)
+    }
+
+    /// Each write is confirmed once: a second report of a send already written is
+    /// unexpected, whether or not later sends are still unwritten, and whether or not the
+    /// send was acknowledged in between.
+    #[test]
+    fn a_write_reported_twice_is_unexpected_the_second_time() {
+        let (mut a, t0, sent) = three_sent();
         assert!(a.on_written(sent[0]));
         assert!(
             !a.on_written(sent[0]),
@@ -501,14 +507,7 @@ mod tests {
     /// A write confirmed out of order is known, and so is the one it overtook.
     #[test]
     fn writes_confirmed_out_of_order_are_each_known_once() {
-        let (mut a, mut ids, t0) = acks();
-        let sent: Vec<_> = (0..3)
-            .map(|i| {
-                let id = ids.send();
-                a.on_send(id, Message::text(i.to_string()), false, t0);
-                id
-            })
-            .collect();
+        let (mut a, _, sent) = three_sent();
         assert!(a.on_written(sent[1]));
         assert!(!a.on_written(sent[1]));
         assert!(a.on_written(sent[0]));
@@ -524,14 +523,7 @@ mod tests {
     /// ones not yet confirmed are still expected, the one confirmed is not expected again.
     #[test]
     fn an_acknowledgement_across_a_gap_in_the_writes_keeps_each_write_known_once() {
-        let (mut a, mut ids, t0) = acks();
-        let sent: Vec<_> = (0..3)
-            .map(|i| {
-                let id = ids.send();
-                a.on_send(id, Message::text(i.to_string()), false, t0);
-                id
-            })
-            .collect();
+        let (mut a, t0, sent) = three_sent();
         assert!(a.on_written(sent[1]));
         a.on_ping(Bytes::from_static(b"p"), t0);
         assert_eq!(a.on_pong(b"p", t0).len(), 3);
