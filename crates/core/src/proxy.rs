@@ -86,6 +86,19 @@ impl ProxyCredentials {
     pub fn password(&self) -> &str {
         &self.password
     }
+
+    /// The value of the `Proxy-Authorization` header that sends these credentials: HTTP
+    /// Basic (RFC 7617), `Basic` and the base64 of `user:password`.
+    ///
+    /// ```
+    /// use wxsocket_core::HttpProxy;
+    /// let proxy = HttpProxy::parse("http://Aladdin:open%20sesame@proxy:3128").unwrap();
+    /// let credentials = proxy.credentials().unwrap();
+    /// assert_eq!(credentials.basic_authorization(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+    /// ```
+    pub fn basic_authorization(&self) -> String {
+        crate::request::basic_authorization(&self.username, &self.password)
+    }
 }
 
 impl fmt::Debug for ProxyCredentials {

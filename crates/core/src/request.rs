@@ -194,11 +194,11 @@ impl ConnectOptions {
             ),
         };
         let mut headers = validate_headers(&self.header)?;
-        if let Some(token) = take_credentials(&mut url)?
+        if let Some(credentials) = take_credentials(&mut url)?
             && !headers.contains_key(http::header::AUTHORIZATION)
         {
-            let value = HeaderValue::from_str(&format!("Basic {token}"))
-                .expect("base64 is a valid header value");
+            let value =
+                HeaderValue::from_str(&credentials).expect("base64 is a valid header value");
             headers.insert(http::header::AUTHORIZATION, value);
         }
         validate_protocols(&self.protocols)?;
@@ -323,9 +323,8 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     Ok(url)
 }
 
-/// Takes the credentials out of `url` (`ws://user:password@host/`), as the token of HTTP
-/// Basic authentication (RFC 7617: base64 of `user:password`, percent-decoded), as browsers
-/// and curl send them.
+/// Takes the credentials out of `url` (`ws://user:password@host/`), as the value of an HTTP
+/// Basic `Authorization` header (percent-decoded), as browsers and curl send them.
 fn take_credentials(url: &mut Url) -> Result<Option<String>, ConnectError> {
     if url.username().is_empty() && url.password().is_none() {
         return Ok(None);
@@ -354,7 +353,16 @@ fn take_credentials(url: &mut Url) -> Result<Option<String>, ConnectError> {
     // A URL with a host (checked before) takes an empty user name and no password.
     let _ = url.set_username("");
     let _ = url.set_password(None);
-    Ok(Some(base64(format!("{username}:{password}").as_bytes())))
+    Ok(Some(basic_authorization(&username, &password)))
+}
+
+/// HTTP Basic credentials (RFC 7617): `Basic` and the base64 of `user:password`, the value
+/// of an `Authorization` or `Proxy-Authorization` header.
+pub(crate) fn basic_authorization(username: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64(format!("{username}:{password}").as_bytes())
+    )
 }
 
 /// Standard base64 with padding (RFC 4648 §4).

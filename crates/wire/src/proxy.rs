@@ -289,10 +289,8 @@ impl ProxyConnect {
         let target = format!("{host}:{port}");
         let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
         if let Some(credentials) = proxy.credentials() {
-            let token = data_encoding::BASE64.encode(
-                format!("{}:{}", credentials.username(), credentials.password()).as_bytes(),
-            );
-            request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+            let value = credentials.basic_authorization();
+            request.push_str(&format!("Proxy-Authorization: {value}\r\n"));
         }
         request.push_str("\r\n");
         Self {
