@@ -1,16 +1,22 @@
 //! `wxsocket connect --json` is a consumer like any other (issue 16): when its stdout is a
 //! pipe read slowly, it stops taking events, the adapter stops reading, and TCP pushes
 //! back on a flooding server; its memory stays bounded and every message is printed, once,
-//! in order. Both adapters, over loopback; the client's memory is read from
-//! `/proc/PID/status` while it runs.
+//! in order. The other direction too: when the server does not read, the command stops
+//! reading standard input, so a producer piping more than the bound into it waits, and
+//! every line still arrives, once, in order. Both adapters, over loopback; the client's
+//! memory is read from `/proc/PID/status` while it runs.
 
 mod common;
 
 use common::{bin, with_adapter};
 use serde_json::Value;
+use std::io::Write;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Messages the server sends, and their size: 80 MiB in all, more than the bound.
@@ -133,6 +139,154 @@ fn a_slow_stdout_pauses_reading_and_every_message_is_printed_in_order() {
         assert!(
             hwm < MAX_RSS_KIB,
             "blocking={blocking}: peak RSS {hwm} KiB over {MAX_RSS_KIB} KiB"
+        );
+    }
+}
+
+/// Accepts one client and does not read until `go` says so; then reads every message until
+/// the client's close and returns them (text: their first 8 bytes, the line number, and
+/// their length; binary: the bytes, which must add up to standard input).
+fn sink_server() -> (
+    String,
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<Vec<tungstenite::Message>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (go, held) = mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut ws = tungstenite::accept(tcp).unwrap();
+        let _ = held.recv();
+        let mut got = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(m) if m.is_text() || m.is_binary() => got.push(m),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    (url, go, server)
+}
+
+/// Samples the peak resident memory (`VmHWM`, KiB) of `pid` every 20 ms until the process
+/// is gone; returns the largest seen.
+fn watch_peak(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut hwm = 0;
+        while let Some((_, peak)) = memory(pid) {
+            hwm = hwm.max(peak);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hwm
+    })
+}
+
+#[test]
+fn a_server_that_does_not_read_stops_standard_input_and_every_line_arrives_in_order() {
+    for (binary, blocking) in [(false, false), (false, true), (true, false), (true, true)] {
+        let (url, go, server) = sink_server();
+        let mut args = vec!["connect", "--no-linger", url.as_str()];
+        if binary {
+            args.push("--binary");
+        }
+        let mut child = Command::new(bin())
+            .args(with_adapter(args, blocking))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let peak = watch_peak(pid);
+        let mut stderr = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        // 80 MiB of input, more than the memory bound: lines of SIZE bytes in text mode,
+        // the same bytes as one stream in binary mode.
+        let written = Arc::new(AtomicU64::new(0));
+        let progress = Arc::clone(&written);
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            for n in 0..COUNT {
+                let mut line = format!("{n:08}");
+                line.extend(std::iter::repeat_n('.', SIZE - 9));
+                line.push('\n');
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return false;
+                }
+                progress.fetch_add(line.len() as u64, Ordering::Relaxed);
+            }
+            true
+        });
+        // While the server reads nothing, the command must stop reading standard input:
+        // the writer stalls (no progress for 500 ms) well before the end.
+        let total = COUNT * SIZE as u64;
+        let started = Instant::now();
+        let (mut last, mut since) = (0, Instant::now());
+        let stalled_at = loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = written.load(Ordering::Relaxed);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_millis(500) {
+                break now;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "binary={binary} blocking={blocking}: standard input never stopped ({now} of {total} bytes taken)"
+            );
+        };
+        let (_, held_hwm) = memory(pid).expect("the command runs while the server holds");
+        go.send(()).unwrap();
+        assert!(
+            writer.join().unwrap(),
+            "the command closed standard input early"
+        );
+        let Some(status) = common::wait_bounded(&mut child) else {
+            panic!("binary={binary} blocking={blocking}: the command did not exit");
+        };
+        let stderr = err.join().unwrap();
+        let got = server.join().unwrap();
+        let hwm = peak.join().unwrap().max(held_hwm);
+        eprintln!(
+            "binary={binary} blocking={blocking}: standard input stopped at {} KiB of {} KiB while the server held (peak RSS {held_hwm} KiB then); peak RSS {hwm} KiB (VmHWM)",
+            stalled_at >> 10,
+            total >> 10
+        );
+        assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+        assert!(
+            stalled_at < total / 2,
+            "binary={binary} blocking={blocking}: {stalled_at} of {total} bytes taken while the server read nothing"
+        );
+        if binary {
+            let bytes: Vec<u8> = got.into_iter().flat_map(|m| m.into_data()).collect();
+            assert_eq!(bytes.len() as u64, total, "stderr:\n{stderr}");
+            for (n, line) in bytes.chunks(SIZE).enumerate() {
+                assert_eq!(
+                    line[..8],
+                    *format!("{n:08}").as_bytes(),
+                    "lost or reordered"
+                );
+                assert_eq!(line[SIZE - 1], b'\n');
+            }
+        } else {
+            assert_eq!(got.len() as u64, COUNT, "stderr:\n{stderr}");
+            for (n, m) in got.iter().enumerate() {
+                let text = m.to_text().unwrap();
+                assert_eq!(text[..8], format!("{n:08}"), "lost or reordered");
+                assert_eq!(text.len(), SIZE - 1);
+            }
+        }
+        assert!(
+            hwm < MAX_RSS_KIB,
+            "binary={binary} blocking={blocking}: peak RSS {hwm} KiB over {MAX_RSS_KIB} KiB"
         );
     }
 }
