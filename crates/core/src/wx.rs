@@ -290,11 +290,88 @@ pub struct CloseResult {
 }
 
 /// A listener, shared so a deferred call can reach it after the driver's lock is released.
-type Listener<T> = Option<Arc<Mutex<dyn FnMut(&T) + Send>>>;
+type Listener<T> = Option<Arc<ListenerCell<T>>>;
+
+type ListenerFn<T> = Box<dyn FnMut(&T) + Send>;
+
+/// One listener, whose calls never nest and never wait: a call that comes while the
+/// listener runs (from inside it, when the listener makes its driver run the due
+/// callbacks, or from another thread) is queued, and the running call makes it when the
+/// listener returns, in order. The calls queued are jobs the socket had already made, so
+/// this holds no more than they did.
+struct ListenerCell<T> {
+    state: Mutex<ListenerState<T>>,
+}
+
+struct ListenerState<T> {
+    /// `None` while the listener runs.
+    f: Option<ListenerFn<T>>,
+    later: VecDeque<T>,
+}
+
+/// Puts the listener back when its call ends, by a panic too.
+struct Running<'a, T> {
+    cell: &'a ListenerCell<T>,
+    f: Option<ListenerFn<T>>,
+}
+
+impl<T> Drop for Running<'_, T> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            self.cell.lock().f = Some(f);
+        }
+    }
+}
+
+impl<T> ListenerCell<T> {
+    fn new(f: impl FnMut(&T) + Send + 'static) -> Listener<T> {
+        Some(Arc::new(Self {
+            state: Mutex::new(ListenerState {
+                f: Some(Box::new(f)),
+                later: VecDeque::new(),
+            }),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ListenerState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn call(&self, mut value: T) {
+        let f = {
+            let mut state = self.lock();
+            match state.f.take() {
+                Some(f) => f,
+                None => return state.later.push_back(value),
+            }
+        };
+        let mut running = Running {
+            cell: self,
+            f: Some(f),
+        };
+        loop {
+            if let Some(f) = running.f.as_mut() {
+                f(&value);
+            }
+            let mut state = self.lock();
+            match state.later.pop_front() {
+                Some(next) => value = next,
+                None => {
+                    state.f = running.f.take();
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// WeChat's socket API over one [`Session`]. Calls return at once (their callbacks for an
 /// immediate result run inside the call); listeners and send callbacks run in
 /// [`dispatch`](Self::dispatch), which the driver calls after every turn.
+///
+/// A listener's calls never nest and never wait, as in JavaScript: an event due while its
+/// listener runs (a driver that runs due callbacks from inside a listener, or on another
+/// thread) is handed to the listener when the running call returns, in order.
 pub struct WxSocket {
     session: Session,
     on_open: Listener<OpenResult>,
@@ -455,22 +532,22 @@ impl WxSocket {
 
     /// `wx.onSocketOpen`: replaces the previous listener.
     pub fn on_socket_open(&mut self, f: impl FnMut(&OpenResult) + Send + 'static) {
-        self.on_open = Some(Arc::new(Mutex::new(f)));
+        self.on_open = ListenerCell::new(f);
     }
 
     /// `wx.onSocketError`.
     pub fn on_socket_error(&mut self, f: impl FnMut(&ErrorResult) + Send + 'static) {
-        self.on_error = Some(Arc::new(Mutex::new(f)));
+        self.on_error = ListenerCell::new(f);
     }
 
     /// `wx.onSocketMessage`.
     pub fn on_socket_message(&mut self, f: impl FnMut(&MessageResult) + Send + 'static) {
-        self.on_message = Some(Arc::new(Mutex::new(f)));
+        self.on_message = ListenerCell::new(f);
     }
 
     /// `wx.onSocketClose`.
     pub fn on_socket_close(&mut self, f: impl FnMut(&CloseResult) + Send + 'static) {
-        self.on_close = Some(Arc::new(Mutex::new(f)));
+        self.on_close = ListenerCell::new(f);
     }
 
     /// Runs the listeners and send callbacks for every event the session has produced, in
@@ -495,9 +572,7 @@ impl WxSocket {
     fn deliver(&mut self, event: Event) {
         fn call<T: Send + 'static>(listener: &Listener<T>, value: T) -> Option<Job> {
             let f = Arc::clone(listener.as_ref()?);
-            Some(Box::new(move || {
-                (f.lock().unwrap_or_else(PoisonError::into_inner))(&value)
-            }))
+            Some(Box::new(move || f.call(value)))
         }
         let job = match event {
             Event::Open { conn, handshake } => call(

@@ -332,3 +332,107 @@ fn a_driver_sees_the_deadline_the_dispatch_count_and_the_shutdown() {
     Driven::handle(&mut wx, conn, TransportEvent::Closed, now);
     assert!(Driven::is_drained(&wx));
 }
+
+/// An embedder that runs the due callbacks whenever it has called into the socket (its
+/// `sendSocketMessage` does), so a listener that sends runs callbacks inside itself: one
+/// due for the same listener waits until the running call returns, as in JavaScript, instead of
+/// deadlocking on the listener. Every message is seen once, in order.
+#[test]
+fn a_listener_that_runs_due_callbacks_inside_itself_does_not_deadlock() {
+    type Shared = Arc<Mutex<WxSocket>>;
+    fn pump(wx: &Shared) {
+        // One at a time, the lock released while each runs.
+        loop {
+            let due = {
+                let mut wx = wx.lock().unwrap();
+                wx.dispatch();
+                wx.poll_callback()
+            };
+            match due {
+                Some(callback) => callback.run(),
+                None => return,
+            }
+        }
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let now = Instant::now();
+        let wx: Shared = Arc::new(Mutex::new(
+            WxSocket::deferred(SessionConfig::default()).unwrap(),
+        ));
+        let log: Log = Arc::default();
+        let (l, weak) = (log.clone(), Arc::downgrade(&wx));
+        wx.lock().unwrap().on_socket_message(move |r| {
+            let text = r.data.as_text().unwrap_or_default().to_owned();
+            l.lock().unwrap().push(format!("{text} begins"));
+            let wx = weak.upgrade().unwrap();
+            let echo = SendSocketMessage::new(format!("echo {text}"));
+            wx.lock().unwrap().send_socket_message(echo, now).unwrap();
+            pump(&wx);
+            l.lock().unwrap().push(format!("{text} ends"));
+        });
+        let conn = wx
+            .lock()
+            .unwrap()
+            .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+            .unwrap();
+        {
+            let mut wx = wx.lock().unwrap();
+            Driven::handle(&mut *wx, conn, TransportEvent::Opened(Box::default()), now);
+            for text in ["a", "b", "c"] {
+                Driven::handle(
+                    &mut *wx,
+                    conn,
+                    TransportEvent::Message(Message::text(text)),
+                    now,
+                );
+            }
+        }
+        pump(&wx);
+        let _ = done.send(take(&log));
+    });
+    let log = finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the nested callback deadlocked on its listener");
+    assert_eq!(
+        log,
+        [
+            "a begins", "a ends", "b begins", "b ends", "c begins", "c ends"
+        ]
+    );
+}
+
+/// A listener that panics is still there for the next event (a driver catches the panic of
+/// a callback and goes on).
+#[test]
+fn a_listener_that_panicked_still_hears_the_next_event() {
+    let now = Instant::now();
+    let mut wx = WxSocket::deferred(SessionConfig::default()).unwrap();
+    let log: Log = Arc::default();
+    let l = log.clone();
+    wx.on_socket_message(move |r| {
+        let text = r.data.as_text().unwrap_or_default().to_owned();
+        assert_ne!(text, "boom", "the listener fails on this one");
+        l.lock().unwrap().push(text);
+    });
+    let conn = wx
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+        .unwrap();
+    Driven::handle(&mut wx, conn, TransportEvent::Opened(Box::default()), now);
+    for text in ["boom", "after"] {
+        Driven::handle(
+            &mut wx,
+            conn,
+            TransportEvent::Message(Message::text(text)),
+            now,
+        );
+    }
+    wx.dispatch();
+    let mut panicked = 0;
+    while let Some(callback) = wx.poll_callback() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
+        panicked += usize::from(ran.is_err());
+    }
+    assert_eq!(panicked, 1);
+    assert_eq!(take(&log), ["after"]);
+}
