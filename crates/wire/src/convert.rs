@@ -355,15 +355,23 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
 /// An IO error during dialling, classified.
 pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
     #[cfg(feature = "tls")]
-    let tls = error.get_ref().is_some_and(|e| e.is::<rustls::Error>());
-    #[cfg(not(feature = "tls"))]
-    let tls = false;
-    let kind = if tls {
-        TransportErrorKind::Tls
-    } else {
-        TransportErrorKind::Connect
-    };
-    TransportError::new(kind, format!("{what}: {error}"))
+    if let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        // Under TLS 1.3 the server judges the client's certificate after the client has
+        // finished its side, so its refusal arrives while the upgrade is read: still TLS's.
+        let what = if what == "handshake" { "tls" } else { what };
+        let text = match tls {
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => format!(
+                "{what}: the server requires a client certificate, which the WeChat socket \
+                 API has no option for and wxsocket does not send ({tls})"
+            ),
+            _ => format!("{what}: {tls}"),
+        };
+        return TransportError::new(TransportErrorKind::Tls, text);
+    }
+    TransportError::new(TransportErrorKind::Connect, format!("{what}: {error}"))
 }
 
 #[cfg(test)]
