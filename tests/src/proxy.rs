@@ -40,6 +40,9 @@ pub enum ProxyMode {
     /// Answers `200` and then one header line that never ends (until the client goes
     /// away), testing the bound on the answer's size.
     EndlessHead,
+    /// Answers `200`, reads what the client sends first through the tunnel, and closes it
+    /// (a proxy that cannot reach the server after all).
+    DropAfterOk,
 }
 
 /// One `CONNECT` request the proxy received.
@@ -290,6 +293,14 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
             while sent < 64 << 20 && client.write_all(&chunk).is_ok() {
                 sent += chunk.len();
             }
+            return Ok(());
+        }
+        ProxyMode::DropAfterOk => {
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+            // Read first, so that closing sends a FIN, not a reset for unread bytes.
+            let _ = client.read(&mut buf)?;
+            client.shutdown(Shutdown::Write)?;
+            while client.read(&mut buf)? > 0 {}
             return Ok(());
         }
         ProxyMode::Tunnel => {}

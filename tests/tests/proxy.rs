@@ -29,6 +29,7 @@ wxsocket_tests::on_both_adapters!(
     refusals_name_the_proxy_and_status_and_follow_the_reconnect_policy,
     a_silent_proxy_is_bounded_by_the_handshake_timeout,
     misbehaving_proxies_fail_the_dial_with_an_error_naming_them,
+    a_tunnel_that_closes_before_the_server_answers_names_the_proxy,
     the_environment_routes_through_the_proxy_but_not_loopback,
     no_proxy_option_ignores_the_environment,
     an_invalid_proxy_variable_fails_the_dial_naming_it,
@@ -357,6 +358,36 @@ fn misbehaving_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter>() {
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "[{name}] {mode:?}"
+        );
+    }
+}
+
+/// A proxy that answers `200` and then closes the tunnel: the client cannot tell whether
+/// the proxy or the server closed it, and its error says so, naming the proxy, for `ws` (the
+/// upgrade) and `wss` (TLS).
+fn a_tunnel_that_closes_before_the_server_answers_names_the_proxy<A: Adapter>() {
+    let name = A::NAME;
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    for (scheme, what) in [("ws", "handshake"), ("wss", "tls")] {
+        let proxy = TestProxy::start(ProxyMode::DropAfterOk);
+        let url = format!("{scheme}://server.wxsocket.test:9/");
+        let conn = a
+            .connect(&ConnectOptions::new(url).proxy(proxy.url()))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(
+            error.kind,
+            TransportErrorKind::Io,
+            "[{name}] {scheme}: {error}"
+        );
+        assert_eq!(
+            error.message,
+            format!(
+                "{what}: the tunnel through proxy {} closed before the server answered",
+                proxy.url()
+            ),
+            "[{name}] {scheme}"
         );
     }
 }

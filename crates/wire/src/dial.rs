@@ -114,21 +114,26 @@ impl DialPlan {
     }
 }
 
-/// Reading or writing failed during TLS (`what` = `"tls"`) or the upgrade (`"handshake"`).
-pub fn handshake_failed(error: &io::Error, what: &str) -> TransportError {
+/// Reading or writing failed during TLS (`what` = `"tls"`) or the upgrade (`"handshake"`),
+/// `via` the tunnel of this proxy if there is one.
+pub fn handshake_failed(error: &io::Error, what: &str, via: Option<&str>) -> TransportError {
     if error.kind() == io::ErrorKind::UnexpectedEof {
-        return handshake_closed(what);
+        return handshake_closed(what, via);
     }
     connect_error(error, what)
 }
 
-/// The server closed the connection before its TLS (`what` = `"tls"`) or upgrade
-/// (`"handshake"`) answer was complete.
-pub fn handshake_closed(what: &str) -> TransportError {
-    TransportError::new(
-        TransportErrorKind::Io,
-        format!("{what}: the server closed the connection before answering"),
-    )
+/// The connection closed before the server's TLS (`what` = `"tls"`) or upgrade
+/// (`"handshake"`) answer was complete. Through a proxy's tunnel (`via`, the proxy as its
+/// errors name it) the client cannot tell whether the proxy or the server closed it.
+pub fn handshake_closed(what: &str, via: Option<&str>) -> TransportError {
+    let message = match via {
+        None => format!("{what}: the server closed the connection before answering"),
+        Some(proxy) => {
+            format!("{what}: the tunnel through proxy {proxy} closed before the server answered")
+        }
+    };
+    TransportError::new(TransportErrorKind::Io, message)
 }
 
 /// The codecs of a connection whose handshake is `handshake`: an inflater for what it reads

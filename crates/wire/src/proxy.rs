@@ -361,6 +361,11 @@ impl ProxyConnect {
         Ok(Answer::Open)
     }
 
+    /// The proxy, as its errors name it (its URL, credentials left out).
+    pub fn proxy(&self) -> &str {
+        &self.proxy
+    }
+
     /// The error for a proxy that closed the connection before answering.
     pub fn closed_early(&self) -> TransportError {
         self.protocol("closed the connection before answering CONNECT")

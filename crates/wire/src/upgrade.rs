@@ -325,6 +325,8 @@ pub struct Upgrade<S> {
     /// The name the server's certificate must carry, for `wss://` (a bad name fails the
     /// dial when TLS starts, after the tunnel, as a server would see it).
     server_name: Option<Result<ServerName<'static>, TransportError>>,
+    /// The proxy whose tunnel the dial goes through, as its errors name it.
+    via: Option<String>,
 }
 
 impl<S: Read + Write> Upgrade<S> {
@@ -346,6 +348,7 @@ impl<S: Read + Write> Upgrade<S> {
             request: Arc::clone(request),
             tls,
             server_name,
+            via: None,
         };
         upgrade.phase = match plan.tunnel() {
             Some(connect) => Phase::Tunneling {
@@ -409,10 +412,13 @@ impl<S: Read + Write> Upgrade<S> {
                         return Poll::Pending;
                     }
                     // The tunnel is open: the server's handshake starts inside it.
-                    Ok(true) => match self.start_handshake(sock) {
-                        Ok(phase) => self.phase = phase,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    },
+                    Ok(true) => {
+                        self.via = Some(connect.proxy().to_owned());
+                        match self.start_handshake(sock) {
+                            Ok(phase) => self.phase = phase,
+                            Err(error) => return Poll::Ready(Err(error)),
+                        }
+                    }
                     Err(error) => return Poll::Ready(Err(error)),
                 },
                 Phase::Handshaking {
@@ -420,7 +426,14 @@ impl<S: Read + Write> Upgrade<S> {
                     mut handshake,
                     mut written,
                 } => {
-                    return match handshake_step(&mut stream, &mut handshake, &mut written, timer) {
+                    let via = self.via.as_deref();
+                    return match handshake_step(
+                        &mut stream,
+                        &mut handshake,
+                        &mut written,
+                        timer,
+                        via,
+                    ) {
                         Ok(None) => {
                             self.phase = Phase::Handshaking {
                                 stream,
@@ -437,7 +450,10 @@ impl<S: Read + Write> Upgrade<S> {
                     };
                 }
                 Phase::Failed(error) => return Poll::Ready(Err(error)),
-                Phase::Ended => return Poll::Ready(Err(dial::handshake_closed("handshake"))),
+                Phase::Ended => {
+                    let closed = dial::handshake_closed("handshake", self.via.as_deref());
+                    return Poll::Ready(Err(closed));
+                }
             }
         }
     }
@@ -499,6 +515,7 @@ fn handshake_step<S: Read + Write>(
     handshake: &mut ClientHandshake,
     written: &mut usize,
     timer: &mut DialTimer,
+    via: Option<&str>,
 ) -> Result<Option<HandshakeDone>, TransportError> {
     match stream.complete_tls() {
         Ok(true) => {
@@ -507,9 +524,9 @@ fn handshake_step<S: Read + Write>(
             }
         }
         Ok(false) => return Ok(None),
-        Err(e) => return Err(dial::handshake_failed(&e, "tls")),
+        Err(e) => return Err(dial::handshake_failed(&e, "tls", via)),
     }
-    let io_error = |e: &io::Error| dial::handshake_failed(e, "handshake");
+    let io_error = |e: &io::Error| dial::handshake_failed(e, "handshake", via);
     let request = handshake.request_bytes();
     while *written < request.len() {
         match stream.write(&request[*written..]) {
@@ -529,7 +546,7 @@ fn handshake_step<S: Read + Write>(
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return Err(dial::handshake_closed("handshake")),
+            Ok(0) => return Err(dial::handshake_closed("handshake", via)),
             Ok(n) => {
                 if let Some(done) = handshake.feed(&buf[..n])? {
                     return Ok(Some(done));
