@@ -283,3 +283,32 @@ pub enum SendFailure {
     )]
     MaybeDelivered,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_for_room_is_worth_waiting_for() {
+        let m = || Message::text("x");
+        for full in [
+            SendError::QueueFull(m()),
+            SendError::BufferFull(m()),
+            SendError::CompletionsFull(m()),
+        ] {
+            assert!(full.is_full(), "{full:?}");
+        }
+        let too_large = SendError::TooLarge {
+            message: m(),
+            len: 2,
+            max: 1,
+        };
+        for last in [
+            SendError::NotConnected(m()),
+            SendError::Closing(m()),
+            too_large,
+        ] {
+            assert!(!last.is_full(), "{last:?}");
+        }
+    }
+}

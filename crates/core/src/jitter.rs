@@ -34,3 +34,26 @@ impl Jitter {
         Duration::from_nanos(self.next() % nanos.saturating_add(1).max(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two families with different seeds never share a stream's seed: for a given stream
+    /// the map from the family's seed is one to one (two pools seeded differently do not
+    /// draw the same jitter for the same task).
+    #[test]
+    fn different_seeds_give_every_stream_a_different_seed() {
+        for stream in [1u64, 2, 7, 1 << 40] {
+            let mask = stream.wrapping_mul(GOLDEN_GAMMA);
+            for (a, b) in [(0, mask), (mask, u64::MAX), (0, u64::MAX), (1, 2)] {
+                assert_ne!(
+                    Jitter::stream_seed(a, stream),
+                    Jitter::stream_seed(b, stream),
+                    "stream {stream}: seeds {a:#x} and {b:#x}"
+                );
+            }
+        }
+        assert_ne!(Jitter::stream_seed(9, 1), Jitter::stream_seed(9, 2));
+    }
+}

@@ -220,4 +220,28 @@ mod tests {
         assert!(m.is_text());
         assert_eq!(m.as_bytes(), "héllo".as_bytes());
     }
+
+    #[test]
+    fn the_small_accessors_say_what_they_hold() {
+        let text = Utf8Payload::from("héllo");
+        assert!(!text.is_empty());
+        assert!(Utf8Payload::default().is_empty());
+        assert_eq!(text.to_string(), "héllo");
+        assert_eq!(Bytes::from(text), Bytes::from_static("héllo".as_bytes()));
+        assert!(Message::text("").is_empty() && Message::binary(vec![]).is_empty());
+        assert!(!Message::text("x").is_empty() && !Message::binary(vec![0]).is_empty());
+        assert!(!Message::binary(vec![1]).is_text());
+    }
+
+    #[test]
+    fn a_binary_message_prints_its_first_16_bytes_and_marks_the_rest() {
+        let sixteen = Message::binary(vec![0xab; 16]).to_string();
+        assert_eq!(sixteen, format!("<binary, 16 bytes: {}>", "ab".repeat(16)));
+        let seventeen = Message::binary(vec![0xab; 17]).to_string();
+        assert_eq!(
+            seventeen,
+            format!("<binary, 17 bytes: {}…>", "ab".repeat(16))
+        );
+        assert_eq!(Message::binary(vec![]).to_string(), "<binary, 0 bytes>");
+    }
 }
