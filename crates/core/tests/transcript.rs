@@ -217,6 +217,62 @@ fn application_named_headers_are_redacted_and_recording_off_writes_nothing() {
     assert_exact(&before, &events);
 }
 
+/// The server's response headers are redacted too (a `Set-Cookie` in the `Open` event),
+/// and what is not secret stays as it was (the protocol, other headers); `Redaction::none`
+/// writes every value.
+#[test]
+fn the_responses_secrets_are_redacted_and_none_writes_every_value() {
+    assert!(Redaction::none().names().is_empty());
+    let default = Redaction::default();
+    assert_eq!(default.names().len(), 4);
+    assert_eq!(default.clone().header(http::header::COOKIE), default);
+    let mut response = http::HeaderMap::new();
+    response.insert("set-cookie", "sid=abc123".parse().unwrap());
+    response.insert("x-server", "kept-value".parse().unwrap());
+    let handshake = Handshake::default()
+        .with_protocol(Some("chat.v2".into()))
+        .with_headers(response);
+    for (redaction, secrets_written) in [(Redaction::default(), false), (Redaction::none(), true)] {
+        let mut sim = Sim::new(SessionConfig::default(), redaction);
+        let options = ConnectOptions::new("ws://127.0.0.1:9")
+            .protocol("chat.v2")
+            .header("Authorization", "Bearer t-777");
+        let conn = sim.s.connect(&options, sim.now).unwrap();
+        let (_, mut events) = sim.drain();
+        sim.later(5);
+        let opened = TransportEvent::Opened(Box::new(handshake.clone()));
+        events.extend(sim.input(conn, opened).1);
+        let text = sim.text();
+        // The `Open` event as written (the output of `poll_event`), not only the input.
+        let open = text
+            .lines()
+            .find(|l| l.contains(r#""in":"poll_event","out":"Open"#))
+            .expect("the Open event is written");
+        for kept in ["kept-value", "chat.v2"] {
+            assert!(open.contains(kept), "{kept} missing from:\n{open}");
+        }
+        for secret in ["sid=abc123", "t-777"] {
+            assert_eq!(
+                text.contains(secret),
+                secrets_written,
+                "{secret} in:\n{text}"
+            );
+        }
+        assert_eq!(open.contains("sid=abc123"), secrets_written, "{open}");
+        assert_eq!(text.contains(transcript::REDACTED), !secrets_written);
+        // The replay sees the response as written: the cookie's value redacted.
+        if !secrets_written {
+            for event in &mut events {
+                if let Event::Open { handshake, .. } = event {
+                    let redacted = http::HeaderValue::from_static(transcript::REDACTED);
+                    handshake.headers.insert("set-cookie", redacted);
+                }
+            }
+        }
+        assert_exact(&text, &events);
+    }
+}
+
 /// A proxy's credentials are never written, and the request still replays exactly (the
 /// replay dials with placeholders; it used to dial with none, and every `Dial` differed).
 #[test]
