@@ -375,8 +375,31 @@ fn a_changed_transcript_is_caught() {
     )
     .unwrap_err();
     assert!(err.message.contains("dance"), "{err}");
+    // Lines are counted from 1, empty ones included.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(1, "");
+    lines.insert(3, "{\"at\":0,\"in\":\"dance\"}");
+    let err = transcript::replay(&lines.join("\n"), std::time::Instant::now()).unwrap_err();
+    assert_eq!(err.line, 4, "{err}");
     assert!(transcript::replay("{\"wxsocket_transcript\":99}", std::time::Instant::now()).is_err());
 }
+/// Each way a connection can be routed (the proxy environment, no proxy, a given proxy)
+/// is written and read back as it was: the replayed `Dial` equals the recorded one.
+#[test]
+fn every_proxy_route_replays_exactly() {
+    for options in [
+        ConnectOptions::new("ws://example.com/"),
+        ConnectOptions::new("ws://example.com/").no_proxy(),
+        ConnectOptions::new("ws://example.com/").proxy("http://proxy.local:8080"),
+    ] {
+        let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+        let conn = sim.s.connect(&options, sim.now).unwrap();
+        let (_, mut events) = sim.drain();
+        events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+        assert_exact(&sim.text(), &events);
+    }
+}
+
 /// Regressions as files: every transcript under `tests/transcripts/` replays exactly.
 #[test]
 fn committed_transcripts_replay_exactly() {
