@@ -32,6 +32,7 @@ wxsocket_tests::on_both_adapters!(
     crossing_close_frames_deliver_nothing_unproven,
     a_peer_that_streams_but_never_answers_a_ping_times_out,
     a_peer_that_takes_100_messages_per_connection_still_gets_them_all,
+    a_peer_that_never_acknowledges_is_given_up_after_max_attempts,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -368,6 +369,70 @@ fn a_peer_that_never_pongs_fills_the_send_buffer_and_no_more<A: Adapter>() {
     assert_eq!(client.state(), ReadyState::Closed);
     assert_eq!(client.buffered_amount(), 0);
     let _ = conn;
+}
+
+/// A peer that accepts every connection, reads every message and answers no ping: each
+/// connection ends at the ack timeout and the messages are resent to the next one. Those
+/// connections acknowledged nothing, so they do not end the run of reconnect attempts, and
+/// `max_attempts` ends it: two retries, three connections, then every message fails as
+/// `MaybeDelivered`, once. (Each open used to start the count afresh, and the messages went
+/// round for ever with no outcome.)
+fn a_peer_that_never_acknowledges_is_given_up_after_max_attempts<A: Adapter>() {
+    use wxsocket_tests::peer::{Mode, Peer};
+    let peer = Peer::start(Mode::Silent);
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .max_attempts(Some(2));
+    let session = SessionConfig::default()
+        .acknowledge(Acknowledgement::new().timeout(Duration::from_millis(300)))
+        .reconnect(policy);
+    let mut client = A::new(session, TlsRoots::default()).unwrap();
+    wxsocket_tests::scenario::open(&mut client, &ConnectOptions::new(peer.url()));
+    let ids: Vec<SendId> = (0..3)
+        .map(|i| client.try_send(Message::text(format!("m{i}"))).unwrap())
+        .collect();
+    let (mut failed, mut attempts, mut closes) = (Vec::new(), Vec::new(), 0);
+    let deadline = Instant::now() + EVENT_WAIT;
+    while failed.len() < ids.len() || closes < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "[{}] still going after {EVENT_WAIT:?}: {closes} closes, retries {attempts:?}",
+            A::NAME
+        );
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::SendFailed {
+                id,
+                reason: SendFailure::MaybeDelivered,
+                ..
+            }) => failed.push(id),
+            Some(Event::SendFailed { id, reason, .. }) => {
+                panic!("[{}] {id:?} failed as {reason:?}", A::NAME)
+            }
+            Some(Event::SendDelivered { .. }) => panic!("[{}] delivered without a pong", A::NAME),
+            Some(Event::Reconnecting { attempt, .. }) => attempts.push(attempt),
+            Some(Event::Close { .. }) => closes += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        failed,
+        ids,
+        "[{}] each message fails once, in order",
+        A::NAME
+    );
+    assert_eq!(attempts, [1, 2], "[{}]", A::NAME);
+    // Nothing more: no fourth connection.
+    assert!(client.next_event(Duration::from_millis(300)).is_none());
+    let seen = peer.snapshot();
+    assert_eq!(seen.connections.len(), 3, "[{}]", A::NAME);
+    for c in &seen.connections {
+        assert_eq!(
+            c.messages.len(),
+            3,
+            "[{}] each connection read them",
+            A::NAME
+        );
+    }
 }
 
 /// While the application leaves its messages untaken, reading pauses at the receive bound

@@ -269,6 +269,13 @@ impl Acks {
     }
 
     /// The connection ends: its unacknowledged messages, oldest first.
+    /// Whether this connection was handed messages and acknowledged none of them: it did
+    /// not carry the delivery forward, so it does not end a run of reconnect attempts
+    /// ([`crate::ReconnectPolicy::max_attempts`]).
+    pub(crate) fn acknowledged_none(&self) -> bool {
+        self.issued > 0 && self.acked == 0
+    }
+
     pub(crate) fn into_unacked(self) -> VecDeque<(SendId, Message)> {
         self.unacked
     }

@@ -147,6 +147,10 @@ pub struct ReconnectPolicy {
     /// Largest ceiling. Default 30 s.
     pub cap: Duration,
     /// Most consecutive attempts before giving up; `None` keeps trying. Default `None`.
+    /// A connection that opens ends the run of attempts, except with delivery
+    /// acknowledgement on, when one that was handed messages and acknowledged none of them
+    /// continues it: a peer that accepts connections and never acknowledges is given up on
+    /// after this many, and the messages fail as `MaybeDelivered`.
     pub max_attempts: Option<u32>,
     /// Keep messages queued while reconnecting (in order, under the queue bounds) for the
     /// next connection; otherwise each attempt that fails fails them. Default on.

@@ -479,6 +479,113 @@ fn a_peer_that_never_answers_times_out_and_the_messages_fail() {
     assert!(actions(&mut s).contains(&Action::Abort { conn }));
 }
 
+/// A peer that accepts every connection and never answers a ping: each connection is handed
+/// the unacknowledged messages again and acknowledges none, so it does not end the run of
+/// reconnect attempts, and `max_attempts` ends the resending (it used to start the count
+/// afresh at every open, and the messages went round for ever with no outcome). A
+/// connection that acknowledges something starts the count afresh.
+#[test]
+fn connections_that_acknowledge_nothing_count_toward_max_attempts() {
+    let mut now = Instant::now();
+    let policy = ReconnectPolicy::default().seed(7).max_attempts(Some(2));
+    let mut s = Session::new(config().reconnect(policy)).unwrap();
+    let mut conn = open(&mut s, now);
+    let ids = send_written(&mut s, conn, 3, now);
+    let mut attempts = Vec::new();
+    let mut connections = 1;
+    let got = loop {
+        assert!(
+            connections <= 10,
+            "still resending after {connections} connections"
+        );
+        // The barrier ping goes unanswered; the wait for its pong times out.
+        while let Some(due) = s.poll_timeout() {
+            now = due;
+            s.handle_timeout(now);
+            if actions(&mut s).contains(&Action::Abort { conn }) {
+                break;
+            }
+        }
+        let got = events(&mut s);
+        assert!(
+            got.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    error: ConnectionError::AckTimeout(_),
+                    ..
+                }
+            )),
+            "{got:?}"
+        );
+        let Some(attempt) = got.iter().find_map(|e| match e {
+            Event::Reconnecting { attempt, .. } => Some(*attempt),
+            _ => None,
+        }) else {
+            break got;
+        };
+        attempts.push(attempt);
+        s.handle(conn, TransportEvent::Closed, now);
+        now = s.poll_timeout().expect("the backoff");
+        s.handle_timeout(now);
+        conn = match actions(&mut s).as_slice() {
+            [.., Action::Dial { conn, .. }] => *conn,
+            other => panic!("no dial: {other:?}"),
+        };
+        s.handle(conn, TransportEvent::Opened(Box::default()), now);
+        for action in actions(&mut s) {
+            if let Action::Send { id, .. } = action {
+                s.handle(conn, TransportEvent::SendWritten(id), now);
+            }
+        }
+        events(&mut s);
+        connections += 1;
+    };
+    assert_eq!(attempts, [1, 2], "the count goes on across connections");
+    assert_eq!(maybe_delivered(&got), ids, "{got:?}");
+    assert!(matches!(got.last(), Some(Event::Close { code: 1006, .. })));
+    assert_eq!(s.state(), ReadyState::Closed);
+    assert_eq!(s.poll_timeout(), None, "no further dial");
+}
+
+/// A connection that acknowledges something carried the delivery forward: the next drop
+/// starts the reconnect count afresh, however many such connections came before.
+#[test]
+fn a_connection_that_acknowledges_something_starts_the_count_afresh() {
+    let mut now = Instant::now();
+    let policy = ReconnectPolicy::default().seed(7).max_attempts(Some(1));
+    let mut s = Session::new(config().reconnect(policy)).unwrap();
+    let mut conn = open(&mut s, now);
+    for round in 0..3 {
+        // One message acknowledged, one written after the barrier, then the drop.
+        send_written(&mut s, conn, 1, now);
+        now += DELAY;
+        s.handle_timeout(now);
+        let payload = ping_payload(&actions(&mut s));
+        s.handle(conn, TransportEvent::Pong(payload), now);
+        send_written(&mut s, conn, 1, now);
+        s.handle(conn, TransportEvent::Closed, now);
+        let got = events(&mut s);
+        assert!(
+            got.iter()
+                .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. })),
+            "round {round}: {got:?}"
+        );
+        now = s.poll_timeout().expect("the backoff");
+        s.handle_timeout(now);
+        conn = match actions(&mut s).as_slice() {
+            [.., Action::Dial { conn, .. }] => *conn,
+            other => panic!("round {round}: no dial: {other:?}"),
+        };
+        s.handle(conn, TransportEvent::Opened(Box::default()), now);
+        for action in actions(&mut s) {
+            if let Action::Send { id, .. } = action {
+                s.handle(conn, TransportEvent::SendWritten(id), now);
+            }
+        }
+        events(&mut s);
+    }
+}
+
 /// A pong that acknowledges some messages is progress: the wait for the rest starts again
 /// from it, and times out a full timeout later if the ping covering them is not answered.
 #[test]

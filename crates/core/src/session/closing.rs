@@ -31,6 +31,8 @@ pub(super) struct Closing {
     /// pong acknowledges, here as when open: when this side began the close, a barrier ping
     /// went before its close frame (see [`Acks::barrier_before_close`]).
     acks: Option<Acks>,
+    /// The reconnect attempt whose dial opened this connection (0: the application's).
+    attempt: u32,
 }
 
 impl Closing {
@@ -40,6 +42,7 @@ impl Closing {
         request: Arc<HandshakeRequest>,
         in_flight: SendQueue<usize>,
         acks: Option<Acks>,
+        attempt: u32,
         deadline: Instant,
         peer: Option<PeerClose>,
     ) -> Box<Self> {
@@ -51,6 +54,7 @@ impl Closing {
             local: peer.is_none(),
             peer,
             acks,
+            attempt,
         })
     }
 
@@ -209,6 +213,7 @@ impl Closing {
             in_flight,
             local,
             acks,
+            attempt,
             ..
         } = *self;
         let code = peer.reported_code();
@@ -222,11 +227,12 @@ impl Closing {
         } else {
             Cause::PeerClosed(code)
         };
-        let retry = cx.retry(cause, 1);
+        let attempt = Context::attempt_after(attempt, acks.as_ref());
+        let retry = cx.retry(cause, attempt);
         let carry = retry && cx.carries_queue();
         let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);
         cx.end(id, in_flight, SendFailure::ConnectionLost, false, ending);
         let reason = || format!("peer closed the connection with code {code}");
-        cx.reconnect(retry, request, carried, 1, reason, now)
+        cx.reconnect(retry, request, carried, attempt, reason, now)
     }
 }

@@ -169,13 +169,15 @@ impl Connecting {
             request,
             mut queue,
             close_after_open,
+            attempt,
             ..
         } = *self;
         cx.emit(Event::Open {
             conn: id,
             handshake,
         });
-        let mut open = Open::new(id, request, cx.config.acknowledge.map(Acks::new));
+        let acks = cx.config.acknowledge.map(Acks::new);
+        let mut open = Open::new(id, request, acks, attempt);
         open.touch(&cx.config, now);
         // The queue is flushed, in order, before anything sent after open (messages resent
         // after a drop first). It fits the buffer because max_queued_bytes <=

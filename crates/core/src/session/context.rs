@@ -311,6 +311,19 @@ impl Context {
         crate::close::CLOSE_LINGER.min(self.config.close_timeout)
     }
 
+    /// The reconnect attempt after the end of a connection that opened from dial `attempt`
+    /// (0: the application's `connect`): the first again, as it opened; but with delivery
+    /// acknowledgement on, a connection that was handed messages and acknowledged none
+    /// continues the count, so that `max_attempts` ends a peer that accepts connections and
+    /// never acknowledges (the unacknowledged messages are resent to each one).
+    pub(super) fn attempt_after(attempt: u32, acks: Option<&Acks>) -> u32 {
+        if acks.is_some_and(Acks::acknowledged_none) {
+            attempt + 1
+        } else {
+            1
+        }
+    }
+
     /// Whether the reconnect policy dials again for `attempt` after an end of this cause.
     pub(super) fn retry(&self, cause: Cause, attempt: u32) -> bool {
         !self.shut_down

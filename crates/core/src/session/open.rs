@@ -35,6 +35,8 @@ pub(super) struct Open {
     pings: VecDeque<Bytes>,
     /// With delivery acknowledgement on: what the peer has not acknowledged yet.
     acks: Option<Acks>,
+    /// The reconnect attempt whose dial opened this connection (0: the application's).
+    attempt: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +47,12 @@ struct Liveness {
 }
 
 impl Open {
-    pub(super) fn new(id: ConnId, request: Arc<HandshakeRequest>, acks: Option<Acks>) -> Box<Self> {
+    pub(super) fn new(
+        id: ConnId,
+        request: Arc<HandshakeRequest>,
+        acks: Option<Acks>,
+        attempt: u32,
+    ) -> Box<Self> {
         Box::new(Open {
             id,
             request,
@@ -53,6 +60,7 @@ impl Open {
             liveness: None,
             pings: VecDeque::new(),
             acks,
+            attempt,
         })
     }
 
@@ -298,6 +306,7 @@ impl Open {
             request: handshake,
             in_flight,
             mut acks,
+            attempt,
             ..
         } = *self;
         if let Some(payload) = acks.as_mut().and_then(|a| a.barrier_before_close(now)) {
@@ -312,6 +321,7 @@ impl Open {
             handshake,
             in_flight,
             acks,
+            attempt,
             now + cx.config.close_timeout,
             None,
         );
@@ -328,9 +338,11 @@ impl Open {
             request,
             in_flight,
             acks,
+            attempt,
             ..
         } = *self;
-        let closing = Closing::new(id, request, in_flight, acks, now + cx.linger(), Some(peer));
+        let deadline = now + cx.linger();
+        let closing = Closing::new(id, request, in_flight, acks, attempt, deadline, Some(peer));
         Conn::Closing(closing).into()
     }
 
@@ -344,6 +356,7 @@ impl Open {
             request,
             in_flight,
             acks,
+            attempt,
             ..
         } = *self;
         let code = match &error {
@@ -366,10 +379,11 @@ impl Open {
             reason: &reason,
             clean: false,
         };
-        let retry = cx.retry(Cause::Lost, 1);
+        let attempt = Context::attempt_after(attempt, acks.as_ref());
+        let retry = cx.retry(Cause::Lost, attempt);
         let carry = retry && cx.carries_queue();
         let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);
         cx.end(id, in_flight, SendFailure::ConnectionLost, teardown, ending);
-        cx.reconnect(retry, request, carried, 1, || reason, now)
+        cx.reconnect(retry, request, carried, attempt, || reason, now)
     }
 }
