@@ -4,7 +4,6 @@ use crate::backend::{Backend, Kind};
 use crate::output::{Mode, Out, parse_hex, show_message};
 use crate::{ConnectArgs, Policy};
 use std::collections::{BTreeSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -284,15 +283,15 @@ fn reconnect_policy(args: &ConnectArgs) -> Result<Option<ReconnectPolicy>, Strin
             base.as_millis()
         ));
     }
-    let seed = args
-        .reconnect_seed
-        .unwrap_or_else(|| RandomState::new().hash_one(std::process::id()));
     let mut policy = defaults
         .backoff(base, cap)
         .max_attempts(args.reconnect_max)
         .carry_queue(!args.reconnect_no_carry)
-        .retry_http_4xx(args.reconnect_on_4xx)
-        .seed(seed);
+        .retry_http_4xx(args.reconnect_on_4xx);
+    // Without one, the policy's own random seed.
+    if let Some(seed) = args.reconnect_seed {
+        policy = policy.seed(seed);
+    }
     if let Some(codes) = &args.reconnect_codes {
         policy = policy.retry_close_codes(codes.0.clone());
     }

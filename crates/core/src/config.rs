@@ -161,10 +161,20 @@ pub struct ReconnectPolicy {
     pub retry_close_codes: Vec<u16>,
     /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried).
     pub retry_http_4xx: bool,
-    /// Seed of the jitter source, so runs replay exactly. In a [`crate::Pool`] each task
-    /// mixes the id of its first connection into it, so tasks dropped together draw
-    /// different delays (and the same pool still replays exactly).
+    /// Seed of the jitter source. The default is drawn at random for each policy made
+    /// (std's `RandomState`, no IO of the core's), so that clients that lose their server
+    /// together, in one process or in many, do not retry in lockstep; set one to make runs
+    /// replay exactly (a transcript records the seed used, whichever it is). In a
+    /// [`crate::Pool`] each task mixes the id of its first connection into it, so tasks
+    /// dropped together draw different delays (and the same pool still replays exactly).
     pub seed: u64,
+}
+
+/// A seed that differs from one call to the next and from one process to another: std's
+/// hasher keys are random per thread and move on with every `RandomState` made.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
 
 impl Default for ReconnectPolicy {
@@ -176,7 +186,7 @@ impl Default for ReconnectPolicy {
             carry_queue: true,
             retry_close_codes: vec![1001, 1011, 1012, 1013],
             retry_http_4xx: false,
-            seed: 0,
+            seed: random_seed(),
         }
     }
 }

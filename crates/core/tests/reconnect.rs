@@ -399,3 +399,33 @@ fn reconnect_config_is_validated() {
         "reconnect.max_attempts"
     );
 }
+
+/// Clients that lose their server together must not retry in lockstep: each default
+/// policy has a seed of its own (it used to be 0 for every client in every process, and
+/// all of them drew the same delays), and a set seed still replays exactly.
+#[test]
+fn default_policies_draw_their_own_delays_and_a_set_seed_replays() {
+    let seeds: std::collections::BTreeSet<u64> =
+        (0..16).map(|_| ReconnectPolicy::default().seed).collect();
+    assert_eq!(seeds.len(), 16, "default seeds repeat: {seeds:?}");
+    let first_delay = |policy: ReconnectPolicy| {
+        let mut t = Sim::new(policy);
+        let conn = t.s.connect(&ConnectOptions::new("ws://h/"), t.now).unwrap();
+        t.actions();
+        t.open(conn);
+        t.input(conn, TransportEvent::Closed);
+        t.events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Reconnecting { delay, .. } => Some(delay),
+                _ => None,
+            })
+            .expect("a reconnect")
+    };
+    let delays: std::collections::BTreeSet<Duration> = (0..8)
+        .map(|_| first_delay(ReconnectPolicy::default()))
+        .collect();
+    assert!(delays.len() > 1, "eight clients drew one delay: {delays:?}");
+    let seeded = ReconnectPolicy::default().seed(42);
+    assert_eq!(first_delay(seeded.clone()), first_delay(seeded));
+}
