@@ -311,3 +311,33 @@ impl Action {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_sends_a_close_frame_only_with_a_code_to_send() {
+        for kind in [
+            TransportErrorKind::Protocol,
+            TransportErrorKind::MessageTooBig,
+        ] {
+            assert!(kind.sends_close_frame(), "{kind:?}");
+        }
+        for kind in [TransportErrorKind::Io, TransportErrorKind::Connect] {
+            assert!(!kind.sends_close_frame(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn the_builders_set_what_they_name() {
+        let h = Handshake::default().with_extensions(Some("permessage-deflate".into()));
+        assert_eq!(h.extensions.as_deref(), Some("permessage-deflate"));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-a", "1".parse().unwrap());
+        assert_eq!(
+            Handshake::default().with_headers(headers.clone()).headers,
+            headers
+        );
+    }
+}

@@ -385,4 +385,13 @@ mod tests {
         assert!(parse(&"[".repeat(100)).is_err());
         assert!(parse("\"abc").is_err());
     }
+
+    /// Control characters are escaped, as JSON requires (other readers, `jq` or Python,
+    /// refuse them raw); the space after them is not.
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        write_str("\u{0}\u{1}\u{1f} \u{7f}", &mut out);
+        assert_eq!(out, "\"\\u0000\\u0001\\u001f \u{7f}\"");
+    }
 }
