@@ -2,10 +2,12 @@
 //!
 //! Conformance scenarios for a driver of [`wxsocket_core`], and the scriptable peer they run
 //! against. Whoever drives the sans-IO core over their own runtime (a game loop, an engine,
-//! a simulator) implements [`Driver`] for it, and gets the checks the two published adapters
-//! pass: the session model's outcomes over real loopback sockets, against a peer that also
-//! misbehaves on purpose (protocol violations, a refused upgrade, a close it never answers,
-//! a flood, a dropped connection).
+//! a simulator) implements [`Driver`] for it, and gets the scenarios of the session model
+//! that the two published adapters also pass ([`SCENARIOS`]), over real loopback sockets,
+//! against a peer that also misbehaves on purpose (protocol violations, close codes it may
+//! and may not send, a refused upgrade, a close it never answers, a flood, a dropped
+//! connection). They need nothing but `ws://`; what the adapters' own suite checks beyond
+//! them needs TLS, proxies, compression or pools, which a driver may not have.
 //!
 //! One test per scenario, with the scenario's name:
 //!
@@ -57,7 +59,9 @@ pub trait Driver: Sized {
     fn close(&mut self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
     /// The session's `readyState`.
     fn state(&mut self) -> ReadyState;
-    /// What the application has not taken yet (the session's `backlog`).
+    /// What the application has not taken yet (the session's `backlog`). The scenarios
+    /// also call it in a loop while they wait for the peer without taking events, so a
+    /// driver that is turned by its caller must turn itself here too.
     fn backlog(&mut self) -> Backlog;
     /// The next event, waiting at most `timeout` for it while the driver works (a driver
     /// that is turned by its caller turns itself meanwhile). `None` when none came.
@@ -84,6 +88,12 @@ pub const SCENARIOS: &[&str] = &[
     "cancels_queued_sends_when_closed_before_open",
     "replaces_the_connection_on_a_second_connect",
     "hands_back_a_message_sent_before_connect",
+    "keeps_a_connection_whose_peer_answers_keepalive",
+    "reports_close_code_1014_as_the_peer_sent_it",
+    "fails_on_close_codes_the_peer_may_not_send",
+    "reports_an_abrupt_disconnect_as_1006",
+    "closes_after_open_when_closed_while_connecting",
+    "refuses_a_close_while_connecting_when_told_to_ignore_it",
 ];
 
 /// Runs every scenario against `D`, panicking with the scenario's name at the first that
@@ -135,6 +145,23 @@ pub fn run<D: Driver>(name: &str) {
         "hands_back_a_message_sent_before_connect" => {
             hands_back_a_message_sent_before_connect::<D>()
         }
+        "keeps_a_connection_whose_peer_answers_keepalive" => {
+            keeps_a_connection_whose_peer_answers_keepalive::<D>()
+        }
+        "reports_close_code_1014_as_the_peer_sent_it" => {
+            reports_close_code_1014_as_the_peer_sent_it::<D>()
+        }
+        "fails_on_close_codes_the_peer_may_not_send" => {
+            fails_on_close_codes_the_peer_may_not_send::<D>()
+        }
+        "reports_an_abrupt_disconnect_as_1006" => reports_an_abrupt_disconnect_as_1006::<D>(),
+        "closes_after_open_when_closed_while_connecting" => {
+            closes_after_open_when_closed_while_connecting::<D>()
+        }
+        "refuses_a_close_while_connecting_when_told_to_ignore_it" => {
+            refuses_a_close_while_connecting_when_told_to_ignore_it::<D>()
+        }
+
         other => panic!("wxsocket-testkit: no scenario {other:?}"),
     }
 }
@@ -158,6 +185,12 @@ macro_rules! scenarios {
             cancels_queued_sends_when_closed_before_open,
             replaces_the_connection_on_a_second_connect,
             hands_back_a_message_sent_before_connect,
+            keeps_a_connection_whose_peer_answers_keepalive,
+            reports_close_code_1014_as_the_peer_sent_it,
+            fails_on_close_codes_the_peer_may_not_send,
+            reports_an_abrupt_disconnect_as_1006,
+            closes_after_open_when_closed_while_connecting,
+            refuses_a_close_while_connecting_when_told_to_ignore_it,
         );
     };
     (@each $driver:ty; $($name:ident),* $(,)?) => {
@@ -518,18 +551,7 @@ fn cancels_queued_sends_when_closed_before_open<D: Driver>() {
     let queued = driver
         .send(Message::text("q"))
         .expect("queued while connecting");
-    // Let the driver dial until the peer holds the upgrade request.
-    let start = Instant::now();
-    while peer
-        .snapshot()
-        .connections
-        .first()
-        .is_none_or(|c| c.request.is_none())
-    {
-        assert!(start.elapsed() < DEADLINE, "the upgrade request never came");
-        driver.backlog();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    until_the_upgrade_request_is_held(&mut driver, &peer);
     driver.close(None, "").expect("close while connecting");
     assert_eq!(driver.state(), ReadyState::Closed);
     let events = until(&mut driver, closed);
@@ -608,4 +630,163 @@ fn hands_back_a_message_sent_before_connect<D: Driver>() {
     assert_eq!(driver.state(), ReadyState::Idle);
     assert_eq!(driver.backlog(), Backlog::default());
     assert!(driver.next_event(Duration::from_millis(50)).is_none());
+}
+
+/// A peer that answers every ping (an echo server): keepalive (40 ms, 400 ms) keeps the
+/// connection open through many intervals, and messages still flow. (A driver that drops
+/// the peer's pongs fails here: keepalive then ends every healthy connection.)
+fn keeps_a_connection_whose_peer_answers_keepalive<D: Driver>() {
+    let peer = Peer::start(Mode::Echo);
+    let config =
+        SessionConfig::default().keepalive(Duration::from_millis(40), Duration::from_millis(400));
+    let (mut driver, _) = connected::<D>(config, &peer);
+    until(&mut driver, opened);
+    // Wait for six pings while the driver works (taking no event, in case one came).
+    let start = Instant::now();
+    while peer
+        .snapshot()
+        .connections
+        .first()
+        .is_none_or(|c| c.pings < 6)
+    {
+        assert!(start.elapsed() < DEADLINE, "fewer than six pings came");
+        driver.backlog();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(driver.state(), ReadyState::Open, "pongs keep it open");
+    driver.send(Message::text("still here")).expect("open");
+    let events = until(&mut driver, |e| !messages(e).is_empty() || closed(e));
+    assert_eq!(
+        messages(&events),
+        [Message::text("still here")],
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{events:#?}"
+    );
+}
+
+/// The peer closes with 1014 (Bad Gateway, which a server may send): the close event
+/// carries 1014 and the reason, clean, and the client answers with 1000, not a protocol
+/// error (tungstenite 0.30 turns 1014 into 1002 unless the driver reads the code as sent,
+/// as `wxsocket_wire::incoming::Incoming` does).
+fn reports_close_code_1014_as_the_peer_sent_it<D: Driver>() {
+    let peer = Peer::start(Mode::CloseWith(1014, "bad gateway".into()));
+    let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+    let events = until(&mut driver, closed);
+    assert_eq!(
+        events.last(),
+        Some(&Event::close(conn, 1014, "bad gateway", true)),
+        "{events:#?}"
+    );
+    let seen = peer.wait_conn(0, "the client's close frame", DEADLINE, |c| c.ended);
+    assert_eq!(
+        seen.closes.first().and_then(|c| c.code),
+        Some(1000),
+        "{seen:#?}"
+    );
+}
+
+/// A close code no peer may send (RFC 6455 §7.4: 0–999, 1004–1006, 1015, 5000 and up)
+/// fails the connection as a protocol error: `Error`, then `Close` 1002 not clean, and the
+/// client's close frame says 1002.
+fn fails_on_close_codes_the_peer_may_not_send<D: Driver>() {
+    for code in [999, 1005, 1006, 1015, 5000] {
+        let peer = Peer::start(Mode::CloseWith(code, "odd".into()));
+        let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+        let events = until(&mut driver, closed);
+        failed_with(&events, conn, 1002, &format!("close code {code}"));
+        let seen = peer.wait_conn(0, "the client's close frame", DEADLINE, |c| c.ended);
+        assert_eq!(
+            seen.closes.first().and_then(|c| c.code),
+            Some(1002),
+            "{code}: {seen:#?}"
+        );
+    }
+}
+
+/// The peer drops the TCP connection in the middle of a message: `Error`, then `Close`
+/// 1006 not clean.
+fn reports_an_abrupt_disconnect_as_1006<D: Driver>() {
+    let peer = Peer::start(Mode::DropMidMessage);
+    let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+    let events = until(&mut driver, closed);
+    assert!(opened(&events), "{events:#?}");
+    failed_with(&events, conn, 1006, "a dropped connection");
+    assert_eq!(driver.state(), ReadyState::Closed);
+}
+
+/// Lets the driver dial until the peer holds the upgrade request.
+fn until_the_upgrade_request_is_held<D: Driver>(driver: &mut D, peer: &Peer) {
+    let start = Instant::now();
+    while peer
+        .snapshot()
+        .connections
+        .first()
+        .is_none_or(|c| c.request.is_none())
+    {
+        assert!(start.elapsed() < DEADLINE, "the upgrade request never came");
+        driver.backlog();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `close(4001, "later")` while connecting under `CloseBeforeOpen::AfterOpen`: still
+/// Connecting; once the peer answers, `Open`, the queued message is written, then the close
+/// handshake with 4001: `Close` 4001 clean, and the peer read the message before the close.
+fn closes_after_open_when_closed_while_connecting<D: Driver>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let config = SessionConfig::default().close_before_open(CloseBeforeOpen::AfterOpen);
+    let (mut driver, conn) = connected::<D>(config, &peer);
+    let queued = driver
+        .send(Message::text("q"))
+        .expect("queued while connecting");
+    until_the_upgrade_request_is_held(&mut driver, &peer);
+    driver
+        .close(Some(4001), "later")
+        .expect("close while connecting");
+    assert_eq!(
+        driver.state(),
+        ReadyState::Connecting,
+        "the close waits for open"
+    );
+    peer.release_handshakes();
+    let events = until(&mut driver, closed);
+    match events.as_slice() {
+        [
+            Event::Connecting { .. },
+            Event::Open { .. },
+            Event::SendCompleted { id, .. },
+            Event::Close { .. },
+        ] => assert_eq!(*id, queued),
+        _ => panic!("unexpected events {events:#?}"),
+    }
+    assert_eq!(
+        events.last(),
+        Some(&Event::close(conn, 4001, "later", true))
+    );
+    let seen = peer.wait_conn(0, "the close frame", DEADLINE, |c| !c.closes.is_empty());
+    assert_eq!(seen.messages, [Message::text("q")], "the queue goes first");
+    assert_eq!(seen.closes[0].code, Some(4001));
+}
+
+/// `close()` while connecting under `CloseBeforeOpen::Ignore`: refused with `NotOpenYet`,
+/// nothing changes, and the connection opens when the peer answers.
+fn refuses_a_close_while_connecting_when_told_to_ignore_it<D: Driver>() {
+    let peer = Peer::builder(Mode::Echo).hold_handshake().start();
+    let config = SessionConfig::default().close_before_open(CloseBeforeOpen::Ignore);
+    let (mut driver, conn) = connected::<D>(config, &peer);
+    until_the_upgrade_request_is_held(&mut driver, &peer);
+    assert_eq!(driver.close(None, ""), Err(CloseError::NotOpenYet));
+    assert_eq!(driver.state(), ReadyState::Connecting);
+    peer.release_handshakes();
+    let events = until(&mut driver, opened);
+    assert!(
+        matches!(events.last(), Some(Event::Open { conn: c, .. }) if *c == conn),
+        "{events:#?}"
+    );
+    driver.close(None, "").expect("close while open");
+    let events = until(&mut driver, closed);
+    assert_eq!(events.last(), Some(&Event::close(conn, 1000, "", true)));
 }

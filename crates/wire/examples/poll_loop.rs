@@ -22,6 +22,7 @@ use wxsocket_core::{
     Session, SessionConfig, TransportError, TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
+use wxsocket_wire::incoming::Incoming;
 use wxsocket_wire::{ClientHandshake, DialTimer};
 
 /// One connection's transport.
@@ -35,10 +36,43 @@ enum Conn {
     },
     /// The WebSocket; `unflushed` are sends written to it whose flush has not completed.
     Open {
-        ws: Box<WebSocket<TcpStream>>,
+        ws: Box<WebSocket<Stream>>,
         unflushed: Vec<SendId>,
         paused: bool,
     },
+}
+
+/// What tungstenite reads and writes: the socket, read through [`Incoming`], which serves
+/// the bytes that came with the handshake response first and watches every frame, so that
+/// a peer's close code reaches the session as it was sent (tungstenite 0.30 turns 1014 and
+/// the codes a peer may not send into 1002) and invalid UTF-8 fails at once.
+struct Stream {
+    sock: TcpStream,
+    incoming: Incoming,
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let sock = &mut self.sock;
+        let polled = self.incoming.poll_read(buf, |out| match sock.read(out) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::task::Poll::Pending,
+            other => std::task::Poll::Ready(other),
+        });
+        match polled {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
 }
 
 /// The driver: the session plus a transport per connection. The application connects with
@@ -253,13 +287,11 @@ impl Conn {
                 Ok(Some(done)) => {
                     let mut handshake = done.handshake;
                     handshake.profile = timer.finish();
-                    let stream = stream.try_clone().expect("a socket clone");
-                    let ws = WebSocket::from_partially_read(
-                        stream,
-                        done.tail,
-                        Role::Client,
-                        Some(ws_config),
-                    );
+                    let stream = Stream {
+                        sock: stream.try_clone().expect("a socket clone"),
+                        incoming: Incoming::new(done.tail.into(), None),
+                    };
+                    let ws = WebSocket::from_raw_socket(stream, Role::Client, Some(ws_config));
                     *self = Conn::Open {
                         ws: Box::new(ws),
                         unflushed: Vec::new(),
@@ -303,7 +335,9 @@ impl Conn {
             }
             match ws.read() {
                 Ok(message) => {
-                    if let Some(input) = from_ws(message) {
+                    // The close code as the peer sent it (see `Stream`).
+                    let watch = ws.get_ref().incoming.frame_watch();
+                    if let Some(input) = from_ws(message).map(|input| watch.correct(input)) {
                         if let TransportEvent::Message(m) = &input {
                             *paused = !credit.take(m.len());
                         }
