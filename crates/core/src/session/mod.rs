@@ -57,8 +57,11 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// After every call or input: drain `poll_action` until `None` and carry each action out
 /// (in order: a `Send` after a `Dial` of the same connection must wait for the handshake);
 /// drain `poll_event` until `None` and deliver the events; then arm one timer for
-/// `poll_timeout`. Actions and events are independent queues, so either may be drained
-/// first. Every input that takes `now` first runs the timers that are due at `now`, so a
+/// `poll_timeout`. Actions and events are separate queues, so either may be drained first,
+/// but not once for all: taking events frees room under the receive bounds, which can
+/// queue a `ResumeReading` for a paused connection, so repeat while
+/// [`has_output`](Self::has_output) (a driver that sleeps until a socket is ready would
+/// otherwise never read that connection again). Every input that takes `now` first runs the timers that are due at `now`, so a
 /// deadline that has passed is honoured even if `handle_timeout` was late; a `now` earlier
 /// than one seen before is treated as the latest one (time never goes backwards).
 ///
