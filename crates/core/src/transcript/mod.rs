@@ -36,7 +36,17 @@
 //! `Proxy-Authorization` and `Set-Cookie`) are written as [`REDACTED`], in the requests and
 //! in the handshake answers; proxy credentials are never written (only whether there are
 //! any: the replay dials with [`REDACTED`] in their place). The session's behaviour does not
-//! depend on either, so a redacted transcript still replays exactly.
+//! depend on either, so a redacted transcript still replays exactly. The URL is written as
+//! it was, path and query included (credentials in it are sent as `Authorization` and so
+//! redacted), and so are the messages: a token carried in the query string, or in a
+//! message, is in the transcript.
+//!
+//! # Size
+//!
+//! A message is written twice, in its input (sent or received) and in the output that
+//! reports it (the `Send` action, the `Message` event), binary payloads as hex or escaped
+//! bytes: a transcript takes about four times the bytes of the text it carried, and up to
+//! about ten times those of binary messages.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
