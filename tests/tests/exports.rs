@@ -54,6 +54,9 @@ fn both_adapters_re_export_the_same_types() {
         SocketInfo,
         ProxyEnv,
         TlsRoots,
+        Recording,
+        Redaction,
+        HeaderName,
     );
     assert_eq!(wxsocket_tokio::MAX_TIMER, wxsocket_blocking::MAX_TIMER);
 }

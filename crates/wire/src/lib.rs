@@ -89,6 +89,9 @@ pub mod reexports {
     pub use crate::proxy::ProxyEnv;
     pub use crate::simple::{Closed, Error, ErrorKind};
     pub use crate::tls::TlsRoots;
+    /// A header's name, for [`Recording::redact`] (and whatever else names one).
+    pub use http::HeaderName;
+    pub use wxsocket_core::transcript::Redaction;
     pub use wxsocket_core::{
         Acknowledgement, Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError,
         ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event, Handshake,
