@@ -386,6 +386,26 @@ mod tests {
         assert!(parse("\"abc").is_err());
     }
 
+    /// What other writers produce reads back: every escape, a number that ends the text,
+    /// nesting up to the limit (siblings do not add up), and errors that say where.
+    #[test]
+    fn reads_what_others_write_and_says_where_it_cannot() {
+        assert_eq!(
+            parse(r#""\r\t\b\f\n""#).unwrap(),
+            Value::Str("\r\t\u{8}\u{c}\n".into())
+        );
+        assert_eq!(parse("12").unwrap(), Value::Num(12));
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse(&deep(MAX_DEPTH)).is_ok());
+        assert!(parse(&deep(MAX_DEPTH + 1)).is_err());
+        let siblings = format!("[{}]", vec![deep(MAX_DEPTH - 1); 3].join(","));
+        assert!(parse(&siblings).is_ok(), "siblings count as one level");
+        assert_eq!(
+            parse("[1, x]").unwrap_err(),
+            "unexpected character at byte 4"
+        );
+    }
+
     /// Control characters are escaped, as JSON requires (other readers, `jq` or Python,
     /// refuse them raw); the space after them is not.
     #[test]
