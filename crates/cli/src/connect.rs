@@ -185,6 +185,9 @@ impl Settings {
                         .map_err(|e| format!("error: invalid value for '--record-redact': {e}"))?;
                     recording = recording.redact(name);
                 }
+                for name in &args.record_redact_query {
+                    recording = recording.redact_query(name);
+                }
                 Some(recording)
             }
         };

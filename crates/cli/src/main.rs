@@ -309,12 +309,22 @@ struct ConnectArgs {
     no_linger: bool,
     /// Record a transcript of the session to FILE (created or truncated): every input the
     /// core took, replayable with `wxsocket replay FILE`. The values of Authorization,
-    /// Cookie, Proxy-Authorization and Set-Cookie headers are left out.
+    /// Cookie, Proxy-Authorization and Set-Cookie headers are left out, and those of the URL
+    /// query parameters access_token, api_key, apikey, auth, key, password, secret, sig,
+    /// signature and token.
     #[arg(long, value_name = "FILE", help_heading = "Transcript")]
     record: Option<PathBuf>,
     /// Also leave the values of this header out of the transcript (repeatable).
     #[arg(long, value_name = "NAME", requires = "record", value_parser = parse_header_name, help_heading = "Transcript")]
     record_redact: Vec<String>,
+    /// Also leave the value of this URL query parameter out of the transcript (repeatable).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "record",
+        help_heading = "Transcript"
+    )]
+    record_redact_query: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -35,9 +35,11 @@ fn record_then_replay(
 ) -> (String, Vec<Value>) {
     let file = temp_file(&format!("transcript-{blocking}-{}.jsonl", extra.len()), "");
     let file = file.to_str().unwrap().to_owned();
+    // A token under a usual name and one under a name given with --record-redact-query.
+    let url = format!("{url}?room=5&token=tq-1&session=sq-2");
     let mut args = vec![
         "connect",
-        url,
+        &url,
         "--json",
         "--record",
         &file,
@@ -47,6 +49,8 @@ fn record_then_replay(
         "X-Api-Key: k3y-9",
         "--record-redact",
         "x-api-key",
+        "--record-redact-query",
+        "session",
     ];
     args.extend_from_slice(extra);
     let mut proc = Proc::spawn(&with_adapter(args, blocking));
@@ -59,8 +63,23 @@ fn record_then_replay(
     let (status, replay_lines, replay_stderr) = run(&["replay", &file], "");
     assert_eq!(status.code(), Some(0), "{replay_stderr}\n{replay_lines:#?}");
     let replayed = events_without_time(&replay_lines);
-    assert_eq!(replayed, recorded, "the replay's events are the run's");
+    // The replay dials the URL as written: the redacted values in place of the tokens.
+    let as_written = |events: &[Value]| -> Vec<Value> {
+        let text = serde_json::to_string(events).unwrap();
+        let text = text.replace("tq-1", "%3Credacted%3E");
+        serde_json::from_str(&text.replace("sq-2", "%3Credacted%3E")).unwrap()
+    };
+    assert_eq!(
+        replayed,
+        as_written(&recorded),
+        "the replay's events are the run's"
+    );
     let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains("tq-1") && !text.contains("sq-2"),
+        "a query token was recorded: {text}"
+    );
+    assert!(text.contains("room=5"), "{text}");
     assert!(
         !text.contains("t0ken"),
         "the Authorization value was recorded"

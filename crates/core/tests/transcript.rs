@@ -383,6 +383,53 @@ fn a_changed_transcript_is_caught() {
     assert_eq!(err.line, 4, "{err}");
     assert!(transcript::replay("{\"wxsocket_transcript\":99}", std::time::Instant::now()).is_err());
 }
+/// Tokens in the URL's query are redacted in the request, the `Dial` and the `Connecting`
+/// event (the usual names by default, others when named, none with `Redaction::none`), the
+/// other parameters kept, and the transcript still replays exactly: the replay dials the URL
+/// as written.
+#[test]
+fn query_tokens_are_redacted_and_the_replay_dials_the_url_as_written() {
+    let url = "wss://example.com/ws?room=5&Token=tq-1&session=sq-2";
+    for (redaction, hidden, shown) in [
+        (Redaction::default(), &["tq-1"][..], &["room=5", "sq-2"][..]),
+        (
+            Redaction::default().query("SESSION"),
+            &["tq-1", "sq-2"][..],
+            &["room=5"][..],
+        ),
+        (Redaction::none(), &[][..], &["room=5", "tq-1", "sq-2"][..]),
+    ] {
+        let mut sim = Sim::new(SessionConfig::default(), redaction.clone());
+        let conn = sim.s.connect(&ConnectOptions::new(url), sim.now).unwrap();
+        let (_, mut events) = sim.drain();
+        events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+        let text = sim.text();
+        for secret in hidden {
+            assert!(!text.contains(secret), "{secret} in:\n{text}");
+        }
+        for kept in shown {
+            assert!(text.contains(kept), "{kept} missing from:\n{text}");
+        }
+        let replay = transcript::replay(&text, Instant::now()).unwrap();
+        assert!(replay.is_exact(), "{:#?}", replay.mismatches);
+        let Some((_, Event::Connecting { url: dialled, .. })) = replay.events.first() else {
+            panic!("{:#?}", replay.events);
+        };
+        let query = dialled.query().unwrap_or_default();
+        assert_eq!(
+            query.contains("%3Credacted%3E"),
+            !hidden.is_empty(),
+            "{query}"
+        );
+        assert_eq!(events.len(), replay.events.len());
+    }
+    assert!(Redaction::none().query_names().is_empty());
+    assert_eq!(
+        Redaction::default().query("Token").query_names().len(),
+        transcript::QUERY_DEFAULTS.len()
+    );
+}
+
 /// Each way a connection can be routed (the proxy environment, no proxy, a given proxy)
 /// is written and read back as it was: the replayed `Dial` equals the recorded one.
 #[test]

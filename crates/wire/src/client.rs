@@ -141,6 +141,13 @@ impl Recording {
         self
     }
 
+    /// Also redacts the value of URL query parameter `name` (besides
+    /// [`QUERY_DEFAULTS`](wxsocket_core::transcript::QUERY_DEFAULTS)).
+    pub fn redact_query(mut self, name: &str) -> Self {
+        self.redaction = self.redaction.query(name);
+        self
+    }
+
     /// Replaces the redaction list.
     pub fn redaction(mut self, redaction: Redaction) -> Self {
         self.redaction = redaction;

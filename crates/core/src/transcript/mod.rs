@@ -8,10 +8,12 @@
 //! # The format (version [`FORMAT_VERSION`])
 //!
 //! JSON lines. The first line is the header:
-//! `{"wxsocket_transcript":1,"recorded_by":"wxsocket-core 0.1.0","config":{…},"redacted":["authorization",…]}`
+//! `{"wxsocket_transcript":1,"recorded_by":"wxsocket-core 0.1.0","config":{…},"redacted":["authorization",…],"redacted_query":["access_token",…]}`
 //! — the version of the core that recorded it (for the report; not checked), the whole
 //! [`SessionConfig`] (the reconnect jitter seed included, so the backoff delays replay
-//! exactly) and the header names whose values were replaced by [`REDACTED`]. Then one line
+//! exactly), the header names and the URL query parameters whose values were replaced by
+//! [`REDACTED`] (`redacted_query` is absent from transcripts of versions that did not
+//! redact the query). Then one line
 //! per input, in order:
 //!
 //! ```text
@@ -34,12 +36,14 @@
 //!
 //! Header values named in the [`Redaction`] (by default `Authorization`, `Cookie`,
 //! `Proxy-Authorization` and `Set-Cookie`) are written as [`REDACTED`], in the requests and
-//! in the handshake answers; proxy credentials are never written (only whether there are
-//! any: the replay dials with [`REDACTED`] in their place). The session's behaviour does not
-//! depend on either, so a redacted transcript still replays exactly. The URL is written as
-//! it was, path and query included (credentials in it are sent as `Authorization` and so
-//! redacted), and so are the messages: a token carried in the query string, or in a
-//! message, is in the transcript.
+//! in the handshake answers, and so are the values of the URL query parameters it names (by
+//! default [`QUERY_DEFAULTS`]: `token`, `access_token`, `key`, …), in the requests and the
+//! `Connecting` events; proxy credentials are never written (only whether there are any:
+//! the replay dials with [`REDACTED`] in their place). The session's behaviour does not
+//! depend on any of them, so a redacted transcript still replays exactly. The rest of the
+//! URL is written as it was (credentials in it are sent as `Authorization` and so
+//! redacted), and so are the messages: a token under another query parameter than those
+//! named, or in a message, is in the transcript.
 //!
 //! # Size
 //!
@@ -105,13 +109,33 @@ pub const FORMAT_VERSION: u64 = 1;
 /// What a redacted header value is written as.
 pub const REDACTED: &str = "<redacted>";
 
-/// The header names whose values a transcript does not contain. The default names
-/// `Authorization`, `Cookie`, `Proxy-Authorization` and `Set-Cookie`; add the application's
-/// own (an API key header, a session token) with [`header`](Self::header).
+/// The header names, and the URL query parameters, whose values a transcript does not
+/// contain. The default names the headers `Authorization`, `Cookie`, `Proxy-Authorization`
+/// and `Set-Cookie` and the query parameters in [`QUERY_DEFAULTS`]; add the application's
+/// own (an API key header, a session token) with [`header`](Self::header) and
+/// [`query`](Self::query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redaction {
     names: Vec<HeaderName>,
+    /// Lowercase.
+    query: Vec<String>,
 }
+
+/// The URL query parameters redacted by default (compared without regard to ASCII case):
+/// the names tokens and keys usually travel under when a WebSocket authenticates in its
+/// URL, as browsers, which cannot set headers on one, make it do.
+pub const QUERY_DEFAULTS: &[&str] = &[
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "key",
+    "password",
+    "secret",
+    "sig",
+    "signature",
+    "token",
+];
 
 impl Default for Redaction {
     fn default() -> Self {
@@ -122,14 +146,60 @@ impl Default for Redaction {
                 http::header::PROXY_AUTHORIZATION,
                 http::header::SET_COOKIE,
             ],
+            query: QUERY_DEFAULTS.iter().map(|q| (*q).to_owned()).collect(),
         }
     }
 }
 
 impl Redaction {
-    /// Redacts nothing (every header value is written as it was).
+    /// Redacts nothing (every header value and the URL are written as they were).
     pub fn none() -> Self {
-        Self { names: Vec::new() }
+        Self {
+            names: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+
+    /// Also redacts the value of URL query parameter `name` (compared without regard to
+    /// ASCII case): `wss://host/ws?session=abc` is written as
+    /// `wss://host/ws?session=%3Credacted%3E`.
+    pub fn query(mut self, name: &str) -> Self {
+        let name = name.to_ascii_lowercase();
+        if !self.query.contains(&name) {
+            self.query.push(name);
+        }
+        self
+    }
+
+    /// The query parameters redacted, lowercase.
+    pub fn query_names(&self) -> &[String] {
+        &self.query
+    }
+
+    fn redacts_query(&self, name: &str) -> bool {
+        self.query.iter().any(|q| q.eq_ignore_ascii_case(name))
+    }
+
+    /// `url` with the values of the redacted query parameters replaced (the query is
+    /// written again, form-encoded).
+    fn url<'a>(&self, url: &'a url::Url) -> Cow<'a, url::Url> {
+        if !url.query_pairs().any(|(k, _)| self.redacts_query(&k)) {
+            return Cow::Borrowed(url);
+        }
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if self.redacts_query(&k) {
+                    REDACTED.to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        let mut out = url.clone();
+        out.query_pairs_mut().clear().extend_pairs(pairs);
+        Cow::Owned(out)
     }
 
     /// Also redacts the values of header `name`.
@@ -161,11 +231,12 @@ impl Redaction {
     }
 
     fn request<'a>(&self, request: &'a Arc<HandshakeRequest>) -> Cow<'a, Arc<HandshakeRequest>> {
-        match self.headers(&request.headers) {
-            Cow::Borrowed(_) => Cow::Borrowed(request),
-            Cow::Owned(headers) => {
+        match (self.headers(&request.headers), self.url(&request.url)) {
+            (Cow::Borrowed(_), Cow::Borrowed(_)) => Cow::Borrowed(request),
+            (headers, url) => {
                 let mut r = HandshakeRequest::clone(request);
-                r.headers = headers;
+                r.headers = headers.into_owned();
+                r.url = url.into_owned();
                 Cow::Owned(Arc::new(r))
             }
         }
@@ -195,6 +266,13 @@ impl Redaction {
     /// its response headers).
     fn event(&self, event: &Event) -> String {
         match event {
+            Event::Connecting { url, .. } if matches!(self.url(url), Cow::Owned(_)) => {
+                let mut redacted = event.clone();
+                if let Event::Connecting { url, .. } = &mut redacted {
+                    **url = self.url(url).into_owned();
+                }
+                format!("{redacted:?}")
+            }
             Event::Open { handshake, .. }
                 if matches!(self.headers(&handshake.headers), Cow::Owned(_)) =>
             {
@@ -283,7 +361,8 @@ impl Recorder {
                         .map(|n| Value::from(n.as_str()))
                         .collect(),
                 ),
-            );
+            )
+            .with("redacted_query", redaction.query.clone());
         sink(&header.to_line());
         Self {
             redaction,
@@ -370,7 +449,7 @@ fn request_json(r: &HandshakeRequest, redaction: &Redaction) -> Value {
             .with("credentials", p.credentials().is_some()),
     };
     Value::obj()
-        .with("url", r.url.as_str())
+        .with("url", redaction.url(&r.url).as_str())
         .with("headers", headers_json(&r.headers, redaction))
         .with("protocols", r.protocols.clone())
         .with("tcp_no_delay", r.tcp_no_delay)
