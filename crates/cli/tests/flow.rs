@@ -54,6 +54,17 @@ fn flood_server() -> (String, std::thread::JoinHandle<u64>) {
     (url, server)
 }
 
+/// Reads the child's stderr to its end on a thread of its own (so the child never blocks
+/// on it); join for the text.
+fn read_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    })
+}
+
 /// The `VmRSS` and `VmHWM` (peak) of process `pid`, in KiB.
 fn memory(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -80,12 +91,7 @@ fn a_slow_stdout_pauses_reading_and_every_message_is_printed_in_order() {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let mut stderr = child.stderr.take().unwrap();
-        let err = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
+        let err = read_stderr(&mut child);
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let started = Instant::now();
         let (mut peak_rss, mut hwm) = (0, 0);
@@ -202,12 +208,7 @@ fn a_server_that_does_not_read_stops_standard_input_and_every_line_arrives_in_or
             .unwrap();
         let pid = child.id();
         let peak = watch_peak(pid);
-        let mut stderr = child.stderr.take().unwrap();
-        let err = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
+        let err = read_stderr(&mut child);
         // 80 MiB of input, more than the memory bound: lines of SIZE bytes in text mode,
         // the same bytes as one stream in binary mode.
         let written = Arc::new(AtomicU64::new(0));

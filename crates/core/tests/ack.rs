@@ -525,19 +525,7 @@ fn connections_that_acknowledge_nothing_count_toward_max_attempts() {
         };
         attempts.push(attempt);
         s.handle(conn, TransportEvent::Closed, now);
-        now = s.poll_timeout().expect("the backoff");
-        s.handle_timeout(now);
-        conn = match actions(&mut s).as_slice() {
-            [.., Action::Dial { conn, .. }] => *conn,
-            other => panic!("no dial: {other:?}"),
-        };
-        s.handle(conn, TransportEvent::Opened(Box::default()), now);
-        for action in actions(&mut s) {
-            if let Action::Send { id, .. } = action {
-                s.handle(conn, TransportEvent::SendWritten(id), now);
-            }
-        }
-        events(&mut s);
+        conn = redial(&mut s, &mut now);
         connections += 1;
     };
     assert_eq!(attempts, [1, 2], "the count goes on across connections");
@@ -570,20 +558,27 @@ fn a_connection_that_acknowledges_something_starts_the_count_afresh() {
                 .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. })),
             "round {round}: {got:?}"
         );
-        now = s.poll_timeout().expect("the backoff");
-        s.handle_timeout(now);
-        conn = match actions(&mut s).as_slice() {
-            [.., Action::Dial { conn, .. }] => *conn,
-            other => panic!("round {round}: no dial: {other:?}"),
-        };
-        s.handle(conn, TransportEvent::Opened(Box::default()), now);
-        for action in actions(&mut s) {
-            if let Action::Send { id, .. } = action {
-                s.handle(conn, TransportEvent::SendWritten(id), now);
-            }
-        }
-        events(&mut s);
+        conn = redial(&mut s, &mut now);
     }
+}
+
+/// After a drop: the backoff ends, the next connection is dialled and opens, and the driver
+/// confirms written what was resent on it. Returns that connection.
+fn redial(s: &mut Session, now: &mut Instant) -> ConnId {
+    *now = s.poll_timeout().expect("the backoff");
+    s.handle_timeout(*now);
+    let conn = match actions(s).as_slice() {
+        [.., Action::Dial { conn, .. }] => *conn,
+        other => panic!("no dial: {other:?}"),
+    };
+    s.handle(conn, TransportEvent::Opened(Box::default()), *now);
+    for action in actions(s) {
+        if let Action::Send { id, .. } = action {
+            s.handle(conn, TransportEvent::SendWritten(id), *now);
+        }
+    }
+    events(s);
+    conn
 }
 
 /// A pong that acknowledges some messages is progress: the wait for the rest starts again

@@ -680,10 +680,15 @@ fn reports_close_code_1014_as_the_peer_sent_it<D: Driver>() {
         Some(&Event::close(conn, 1014, "bad gateway", true)),
         "{events:#?}"
     );
+    assert_client_closed_with(&peer, 1000);
+}
+
+/// Waits for the client to end the peer's first connection; asserts its close frame's code.
+fn assert_client_closed_with(peer: &Peer, code: u16) {
     let seen = peer.wait_conn(0, "the client's close frame", DEADLINE, |c| c.ended);
     assert_eq!(
         seen.closes.first().and_then(|c| c.code),
-        Some(1000),
+        Some(code),
         "{seen:#?}"
     );
 }
@@ -697,12 +702,7 @@ fn fails_on_close_codes_the_peer_may_not_send<D: Driver>() {
         let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
         let events = until(&mut driver, closed);
         failed_with(&events, conn, 1002, &format!("close code {code}"));
-        let seen = peer.wait_conn(0, "the client's close frame", DEADLINE, |c| c.ended);
-        assert_eq!(
-            seen.closes.first().and_then(|c| c.code),
-            Some(1002),
-            "{code}: {seen:#?}"
-        );
+        assert_client_closed_with(&peer, 1002);
     }
 }
 
