@@ -6,7 +6,7 @@
 use crate::output::{Mode, Out, event_json};
 use std::path::Path;
 use std::process::ExitCode;
-use wxsocket_core::transcript;
+use wxsocket_core::{ReadyState, transcript};
 
 /// Shown after `wxsocket replay --help`.
 pub const HELP: &str = "\
@@ -43,6 +43,16 @@ pub fn run(path: &Path) -> ExitCode {
         if let Some(object) = event_json(event) {
             out.json_at(object, u64::try_from(at.as_millis()).unwrap_or(u64::MAX));
         }
+    }
+    if matches!(
+        replay.final_state,
+        ReadyState::Connecting | ReadyState::Open | ReadyState::Closing
+    ) {
+        eprintln!(
+            "wxsocket: {}: the transcript ends with the socket {} (cut short, or copied while the session ran)",
+            path.display(),
+            replay.final_state.name().to_lowercase()
+        );
     }
     if replay.is_exact() {
         return ExitCode::from(status::IDENTICAL);

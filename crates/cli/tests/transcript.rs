@@ -132,6 +132,26 @@ fn an_invalid_close_code_replays_in_a_fresh_process(blocking: bool) {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("line "), "{stderr}");
 
+    // Cut short where the socket was open: exact as far as it goes, and said so.
+    let open_line = text
+        .lines()
+        .position(|l| l.contains(r#""out":"Open"#))
+        .expect("the Open event");
+    let cut: String = text
+        .lines()
+        .take(open_line + 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let cut_file = temp_file(&format!("cut-{blocking}.jsonl"), &cut);
+    let (status, _, stderr) = run(&["replay", cut_file.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the transcript ends with the socket open"),
+        "{stderr}"
+    );
+    let (_, _, whole) = run(&["replay", &file], "");
+    assert!(!whole.contains("the transcript ends"), "{whole}");
+
     let garbage = temp_file(&format!("garbage-{blocking}.jsonl"), "not json\n");
     let (status, _, stderr) = run(&["replay", garbage.to_str().unwrap()], "");
     assert_eq!(status.code(), Some(3), "{stderr}");

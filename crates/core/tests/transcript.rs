@@ -430,6 +430,26 @@ fn query_tokens_are_redacted_and_the_replay_dials_the_url_as_written() {
     );
 }
 
+/// A transcript cut short (the process crashed while the session ran) replays exactly as
+/// far as it goes, and says where the session was left; a whole one ends Closed.
+#[test]
+fn a_transcript_cut_short_says_where_the_session_was_left() {
+    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+    let conn = sim
+        .s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
+        .unwrap();
+    sim.drain();
+    sim.input(conn, TransportEvent::Opened(Box::default()));
+    let open = sim.text();
+    let replay = transcript::replay(&open, Instant::now()).unwrap();
+    assert!(replay.is_exact());
+    assert_eq!(replay.final_state, ReadyState::Open);
+    sim.input(conn, TransportEvent::Closed);
+    let whole = transcript::replay(&sim.text(), Instant::now()).unwrap();
+    assert_eq!(whole.final_state, ReadyState::Closed);
+}
+
 /// Each way a connection can be routed (the proxy environment, no proxy, a given proxy)
 /// is written and read back as it was: the replayed `Dial` equals the recorded one.
 #[test]

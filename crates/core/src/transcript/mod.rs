@@ -950,6 +950,10 @@ pub struct Replay {
     pub events: Vec<(Duration, Event)>,
     /// Where the replay's outputs differ from the recorded ones; empty when it is exact.
     pub mismatches: Vec<Mismatch>,
+    /// The replayed session's state after the last input: `Connecting`, `Open` or `Closing`
+    /// when the transcript ends before the session did (a recording cut short by a crash,
+    /// or copied while the session ran). The replay is then exact as far as it goes.
+    pub final_state: crate::state::ReadyState,
 }
 
 impl Replay {
@@ -1005,6 +1009,7 @@ pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
         inputs: 0,
         events: Vec::new(),
         mismatches: Vec::new(),
+        final_state: crate::state::ReadyState::Idle,
     };
     for (n, line) in lines {
         let value = json::parse(line).map_err(bad(n))?;
@@ -1056,5 +1061,6 @@ pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
             });
         }
     }
+    out.final_state = session.state();
     Ok(out)
 }
