@@ -268,7 +268,6 @@ impl Acks {
         self.barrier(now)
     }
 
-    /// The connection ends: its unacknowledged messages, oldest first.
     /// Whether this connection was handed messages and acknowledged none of them: it did
     /// not carry the delivery forward, so it does not end a run of reconnect attempts
     /// ([`crate::ReconnectPolicy::max_attempts`]).
@@ -276,6 +275,7 @@ impl Acks {
         self.issued > 0 && self.acked == 0
     }
 
+    /// The connection ends: its unacknowledged messages, oldest first.
     pub(crate) fn into_unacked(self) -> VecDeque<(SendId, Message)> {
         self.unacked
     }

@@ -61,9 +61,10 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// but not once for all: taking events frees room under the receive bounds, which can
 /// queue a `ResumeReading` for a paused connection, so repeat while
 /// [`has_output`](Self::has_output) (a driver that sleeps until a socket is ready would
-/// otherwise never read that connection again). Every input that takes `now` first runs the timers that are due at `now`, so a
-/// deadline that has passed is honoured even if `handle_timeout` was late; a `now` earlier
-/// than one seen before is treated as the latest one (time never goes backwards).
+/// otherwise never read that connection again). Every input that takes `now` first runs
+/// the timers that are due at `now`, so a deadline that has passed is honoured even if
+/// `handle_timeout` was late; a `now` earlier than one seen before is treated as the latest
+/// one (time never goes backwards).
 ///
 /// # Calls in each state
 ///
