@@ -330,7 +330,7 @@ impl Client {
 /// Dropping it is allowed at any time; waiting and later events are then discarded (and
 /// reading never pauses for them).
 pub struct Events {
-    source: Box<dyn EventSource>,
+    source: Arc<dyn EventSource>,
 }
 
 impl std::fmt::Debug for Events {
@@ -443,9 +443,7 @@ impl<M: Machine> EventSource for Shared<M> {
 
 impl Events {
     pub(crate) fn new<M: Machine>(shared: Arc<Shared<M>>) -> Self {
-        Self {
-            source: Box::new(shared),
-        }
+        Self { source: shared }
     }
 
     /// Waits for the next event; `None` once the driver has stopped and all events were
@@ -495,21 +493,6 @@ impl Events {
     /// The busy-poll budget in force (see [`set_busy_poll`](Self::set_busy_poll)).
     pub fn busy_poll(&self) -> Duration {
         Duration::from_nanos(self.source.busy_poll().load(Ordering::Relaxed))
-    }
-}
-
-impl<M: Machine> EventSource for Arc<Shared<M>> {
-    fn recv_within(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
-        (**self).recv_within(timeout)
-    }
-    fn try_recv(&self) -> Result<Event, TryRecvError> {
-        EventSource::try_recv(&**self)
-    }
-    fn close(&self) {
-        EventSource::close(&**self)
-    }
-    fn busy_poll(&self) -> &AtomicU64 {
-        EventSource::busy_poll(&**self)
     }
 }
 
