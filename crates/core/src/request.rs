@@ -250,12 +250,28 @@ pub struct HandshakeRequest {
 
 impl HandshakeRequest {
     /// Checks again what [`ConnectOptions::validate`] checked of the fields a caller can
-    /// change afterwards: the scheme, the timeout's range, the headers the handshake owns,
-    /// and the sub-protocols.
+    /// change afterwards (or a hand-edited transcript line sets): the URL's scheme, that it
+    /// has no fragment and no credentials (validation moved those to the `Authorization`
+    /// header; in the URL they would not be sent), the timeout's range, the headers the
+    /// handshake owns, and the sub-protocols.
     pub(crate) fn check(&self) -> Result<(), ConnectError> {
         if !matches!(self.url.scheme(), "ws" | "wss") {
             return Err(ConnectError::UnsupportedScheme {
                 scheme: self.url.scheme().to_owned(),
+            });
+        }
+        if self.url.fragment().is_some() {
+            return Err(ConnectError::FragmentInUrl);
+        }
+        if !self.url.username().is_empty() || self.url.password().is_some() {
+            let mut shown = self.url.clone();
+            let _ = shown.set_username("***");
+            let _ = shown.set_password(None);
+            return Err(ConnectError::InvalidUrl {
+                url: shown.to_string(),
+                reason: "credentials in a validated request's URL would not be sent; give them \
+                         to ConnectOptions, which moves them to the Authorization header"
+                    .into(),
             });
         }
         check_timeout(self.timeout)?;

@@ -1311,6 +1311,20 @@ fn a_request_changed_after_validation_is_checked_again() {
         refused(&|r| r.url.set_scheme("http").unwrap()),
         ConnectError::UnsupportedScheme { .. }
     ));
+    assert!(matches!(
+        refused(&|r| r.url.set_fragment(Some("top"))),
+        ConnectError::FragmentInUrl
+    ));
+    let credentials = refused(&|r| {
+        r.url.set_username("alice").unwrap();
+        r.url.set_password(Some("s3cret")).unwrap();
+    });
+    assert!(
+        matches!(&credentials, ConnectError::InvalidUrl { reason, .. } if reason.contains("Authorization")),
+        "{credentials:?}"
+    );
+    assert!(!credentials.to_string().contains("s3cret"), "{credentials}");
+    assert!(!credentials.to_string().contains("alice"), "{credentials}");
     // Unchanged, it dials.
     let conn = sim
         .s

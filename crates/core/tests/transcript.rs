@@ -368,6 +368,17 @@ fn a_changed_transcript_is_caught() {
             .unwrap()
             .contains("Open")
     );
+    // A connect line edited to a URL `connect` refuses is refused by the replay too, as
+    // `connect_request` refuses it, not dialled.
+    let edited = text.replace("ws://127.0.0.1:9/", "ws://127.0.0.1:9/#top");
+    assert_ne!(edited, text);
+    let replay = transcript::replay(&edited, std::time::Instant::now()).unwrap();
+    let first = &replay.mismatches[0];
+    assert_eq!(
+        first.replayed.as_deref(),
+        Some("Err(FragmentInUrl)"),
+        "{first:?}"
+    );
     // Unreadable input is an error naming the line.
     let err = transcript::replay(
         &format!("{text}{{\"at\":0,\"in\":\"dance\"}}\n"),
