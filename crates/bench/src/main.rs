@@ -1,11 +1,12 @@
 //! `wxsocket-bench [--quick] [--json FILE]`: both adapters' echo benchmarks in one table
 //! (see [`wxsocket_bench::report`]); `--scale [N]`: only the scale family
-//! ([`wxsocket_bench::scale`]), at 1,000 and N connections.
+//! ([`wxsocket_bench::scale`]), at 1,000 and N connections; `--ack`: only the delivery
+//! acknowledgement family ([`wxsocket_bench::ack`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: wxsocket-bench [--quick] [--json FILE] [--scale [N]]";
+const USAGE: &str = "usage: wxsocket-bench [--quick] [--json FILE] [--scale [N] | --ack]";
 
 fn main() -> ExitCode {
     let mut quick = false;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let mut scale: Option<usize> = None;
+    let mut ack = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--quick") => quick = true,
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
                 }
                 scale = Some(n.unwrap_or(wxsocket_bench::report::SCALE_CONNECTIONS));
             }
+            Some("--ack") => ack = true,
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -67,6 +70,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if ack {
+        if json.is_some() || scale.is_some() {
+            eprintln!(
+                "wxsocket-bench: error: --ack runs alone, without --json or --scale ({USAGE})"
+            );
+            return ExitCode::from(2);
+        }
+        return wxsocket_bench::report::run_ack(quick);
     }
     if let Some(n) = scale {
         return wxsocket_bench::report::run_scale(n, quick, json.as_deref());

@@ -390,6 +390,34 @@ pub fn run_scale(n: usize, quick: bool, json_file: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs the delivery acknowledgement family and prints its table; `None` (said on stderr)
+/// when it failed.
+fn ack_rows(quick: bool) -> Option<Vec<crate::ack::AckRow>> {
+    let ack = match crate::ack::run_ack_bench(quick) {
+        Ok(ack) => ack,
+        Err(e) => {
+            eprintln!("wxsocket-bench: acknowledgement failed: {e}");
+            return None;
+        }
+    };
+    println!();
+    println!(
+        "delivery acknowledgement: pipelined echo (at most {} in flight) with it on against the same adapter with it off; a round ends when every echo and every outcome arrived",
+        crate::ack::WINDOW
+    );
+    print!("{}", ack_table(&ack));
+    println!("msg/s = median over the rounds; ratio = median of on / off over pairs of rounds");
+    Some(ack)
+}
+
+/// Runs only the delivery acknowledgement family (`wxsocket-bench --ack`).
+pub fn run_ack(quick: bool) -> ExitCode {
+    match ack_rows(quick) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
+    }
+}
+
 /// Runs both benchmarks and prints one table; `json` also writes the rows there.
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
@@ -455,20 +483,9 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     println!(
         "msg/s = median over the rounds; ratio = wxsocket-tokio / tokio-tungstenite; RSS = the largest peak over the rounds"
     );
-    let ack = match crate::ack::run_ack_bench(quick) {
-        Ok(ack) => ack,
-        Err(e) => {
-            eprintln!("wxsocket-bench: acknowledgement failed: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(ack) = ack_rows(quick) else {
+        return ExitCode::from(1);
     };
-    println!();
-    println!(
-        "delivery acknowledgement: pipelined echo (at most {} in flight) with it on against the same adapter with it off; a round ends when every echo and every outcome arrived",
-        crate::ack::WINDOW
-    );
-    print!("{}", ack_table(&ack));
-    println!("msg/s = median over the rounds; ratio = median of on / off over pairs of rounds");
     let scale_counts: &[usize] = if quick {
         &[SCALE_QUICK]
     } else {
