@@ -4,8 +4,12 @@
 //!
 //! Every callback (listeners and `success` / `fail` / `complete`) runs on the driver thread,
 //! in order, outside any lock: a callback may call back into the socket (WeChat's
-//! pattern of sending inside `onSocketOpen`). Like JavaScript callbacks, they run after the
-//! call that caused them has returned.
+//! pattern of sending inside `onSocketOpen`). Like JavaScript callbacks, they never run
+//! inside the call that caused them; but the driver thread may run them before that call has
+//! returned to its caller, so store what a callback needs (a returned `SendId`, say) before
+//! the call. A listener set with `on_socket_*` takes every event from the moment it is set,
+//! those already due included: the listener it replaced is not called again. A send's
+//! `complete` runs even when its `success` or `fail` panics.
 //!
 //! A callback that keeps a clone of the socket keeps the socket alive (a reference
 //! cycle); capture a [`WeakWxSocket`] from [`WxSocket::downgrade`] instead when the socket

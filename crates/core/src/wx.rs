@@ -120,13 +120,17 @@ impl Callbacks {
         }
         let result = result.clone();
         Some(Box::new(move || {
-            if let Some(f) = first {
-                f(&result);
-            }
+            // `complete` runs whatever `success` or `fail` did, a panic included; the panic
+            // then goes on to whoever runs the job (a driver logs it and runs the next).
+            let first = first
+                .map(|f| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&result))));
             if let Some(f) = complete {
                 f(&result);
             }
             drop(unused);
+            if let Some(Err(panic)) = first {
+                std::panic::resume_unwind(panic);
+            }
         }))
     }
 }
@@ -289,7 +293,10 @@ pub struct CloseResult {
     pub clean: bool,
 }
 
-/// A listener, shared so a deferred call can reach it after the driver's lock is released.
+/// A listener slot, shared so a deferred call can reach it after the driver's lock is
+/// released. Once a listener is set the slot stays, and setting another replaces the function
+/// in it: a call queued before the replacement reaches the listener set when it runs, so
+/// after `on_socket_message(new)` returns the old listener is never called again.
 type Listener<T> = Option<Arc<ListenerCell<T>>>;
 
 type ListenerFn<T> = Box<dyn FnMut(&T) + Send>;
@@ -304,12 +311,15 @@ struct ListenerCell<T> {
 }
 
 struct ListenerState<T> {
-    /// `None` while the listener runs.
+    /// The listener. While a call runs it is out of here (with the call), and what is here
+    /// is a listener set meanwhile, which replaces it when the call returns.
     f: Option<ListenerFn<T>>,
+    running: bool,
     later: VecDeque<T>,
 }
 
-/// Puts the listener back when its call ends, by a panic too.
+/// A running call's listener, put back when the call ends (by a panic too) unless another
+/// was set meanwhile.
 struct Running<'a, T> {
     cell: &'a ListenerCell<T>,
     f: Option<ListenerFn<T>>,
@@ -317,33 +327,63 @@ struct Running<'a, T> {
 
 impl<T> Drop for Running<'_, T> {
     fn drop(&mut self) {
-        if let Some(f) = self.f.take() {
-            self.cell.lock().f = Some(f);
-        }
+        // Only after a panic: a call that returns hands its listener back itself.
+        let Some(f) = self.f.take() else {
+            return;
+        };
+        let mut state = self.cell.lock();
+        state.running = false;
+        let old = match state.f {
+            Some(_) => Some(f),
+            None => state.f.replace(f),
+        };
+        drop(state);
+        // A replaced listener is dropped outside the lock.
+        drop(old);
     }
 }
 
 impl<T> ListenerCell<T> {
-    fn new(f: impl FnMut(&T) + Send + 'static) -> Listener<T> {
-        Some(Arc::new(Self {
-            state: Mutex::new(ListenerState {
-                f: Some(Box::new(f)),
-                later: VecDeque::new(),
-            }),
-        }))
+    /// Sets the listener of `slot`: a new slot the first time, the function replaced after.
+    fn set(slot: &mut Listener<T>, f: impl FnMut(&T) + Send + 'static) {
+        let f: ListenerFn<T> = Box::new(f);
+        match slot {
+            Some(cell) => {
+                let old = cell.lock().f.replace(f);
+                // Dropped outside the lock: a listener's captures may hold anything.
+                drop(old);
+            }
+            None => {
+                *slot = Some(Arc::new(Self {
+                    state: Mutex::new(ListenerState {
+                        f: Some(f),
+                        running: false,
+                        later: VecDeque::new(),
+                    }),
+                }));
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ListenerState<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn call(&self, mut value: T) {
-        let f = {
+    /// Calls the listener with `value`, after the calls queued before it (one left queued by
+    /// a call that panicked included); while another call runs, queues it for that one.
+    fn call(&self, value: T) {
+        let (f, mut value) = {
             let mut state = self.lock();
-            match state.f.take() {
-                Some(f) => f,
-                None => return state.later.push_back(value),
+            state.later.push_back(value);
+            if state.running {
+                return;
             }
+            let Some(f) = state.f.take() else {
+                return state.later.clear();
+            };
+            state.running = true;
+            let value = state.later.pop_front().expect("the value just queued");
+            (f, value)
         };
         let mut running = Running {
             cell: self,
@@ -354,12 +394,20 @@ impl<T> ListenerCell<T> {
                 f(&value);
             }
             let mut state = self.lock();
-            match state.later.pop_front() {
+            // A listener set while this call ran takes the next calls.
+            let old = state.f.take().and_then(|new| running.f.replace(new));
+            let next = state.later.pop_front();
+            if next.is_none() {
+                // Handed back under the same lock that found nothing queued, so a call
+                // queued after this one's last look is not left behind.
+                state.f = running.f.take();
+                state.running = false;
+            }
+            drop(state);
+            drop(old);
+            match next {
                 Some(next) => value = next,
-                None => {
-                    state.f = running.f.take();
-                    return;
-                }
+                None => return,
             }
         }
     }
@@ -433,7 +481,9 @@ impl WxSocket {
     /// the socket behind a lock: it takes them with [`poll_callback`](Self::poll_callback)
     /// and runs them after releasing the lock, so a callback may call back into the socket
     /// (WeChat's pattern of sending inside `onSocketOpen`). As in JavaScript, callbacks
-    /// then run after the call that caused them has returned.
+    /// then never run inside the call that caused them. A driver that runs them on another
+    /// thread may run them before that call has returned to its caller, though: a `success`
+    /// may run before the caller's next statement (store what it needs before the call).
     pub fn deferred(config: SessionConfig) -> Result<Self, ConfigError> {
         let mut socket = Self::new(config)?;
         socket.deferred = Some(VecDeque::new());
@@ -530,28 +580,35 @@ impl WxSocket {
         result.map_err(|_| outcome)
     }
 
-    /// `wx.onSocketOpen`: replaces the previous listener.
+    /// `wx.onSocketOpen`: replaces the previous listener, for every event from now on,
+    /// those already dispatched and not yet run included (the replaced one is not called
+    /// again; a call of it running now finishes).
     pub fn on_socket_open(&mut self, f: impl FnMut(&OpenResult) + Send + 'static) {
-        self.on_open = ListenerCell::new(f);
+        ListenerCell::set(&mut self.on_open, f);
     }
 
     /// `wx.onSocketError`.
     pub fn on_socket_error(&mut self, f: impl FnMut(&ErrorResult) + Send + 'static) {
-        self.on_error = ListenerCell::new(f);
+        ListenerCell::set(&mut self.on_error, f);
     }
 
     /// `wx.onSocketMessage`.
     pub fn on_socket_message(&mut self, f: impl FnMut(&MessageResult) + Send + 'static) {
-        self.on_message = ListenerCell::new(f);
+        ListenerCell::set(&mut self.on_message, f);
     }
 
     /// `wx.onSocketClose`.
     pub fn on_socket_close(&mut self, f: impl FnMut(&CloseResult) + Send + 'static) {
-        self.on_close = ListenerCell::new(f);
+        ListenerCell::set(&mut self.on_close, f);
     }
 
     /// Runs the listeners and send callbacks for every event the session has produced, in
     /// order. Returns how many events were handled.
+    ///
+    /// A callback run in place (a socket not [`deferred`](Self::deferred)) that panics
+    /// unwinds out of `dispatch` (or out of the call that ran it); the events after it stay in
+    /// the session, and the next `dispatch` goes on from there. A send's `complete` still
+    /// runs when its `success` or `fail` panics.
     pub fn dispatch(&mut self) -> usize {
         let mut n = 0;
         // In deferred mode, at most `MAX_DUE_CALLBACKS` wait: the rest of the events stay

@@ -436,3 +436,119 @@ fn a_listener_that_panicked_still_hears_the_next_event() {
     assert_eq!(panicked, 1);
     assert_eq!(take(&log), ["after"]);
 }
+
+/// A deferred socket with an open connection and `texts` received and dispatched: their
+/// listener calls are due, not run.
+fn due_messages(wx: &mut WxSocket, texts: &[&str], now: Instant) {
+    let conn = wx
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+        .unwrap();
+    Driven::handle(wx, conn, TransportEvent::Opened(Box::default()), now);
+    for text in texts {
+        Driven::handle(wx, conn, TransportEvent::Message(Message::text(*text)), now);
+    }
+    wx.dispatch();
+}
+
+fn run_due(wx: &mut WxSocket) {
+    while let Some(callback) = wx.poll_callback() {
+        callback.run();
+    }
+}
+
+/// `on_socket_message` replaces the listener for every event not yet handed to it, those
+/// already due included: the old listener is not called again once the call returns (a
+/// page that re-registers its listener stops hearing the old page's handler), also when
+/// the listener replaces itself while it runs.
+#[test]
+fn a_replaced_listener_is_not_called_again_even_for_events_already_due() {
+    let now = Instant::now();
+    let log: Log = Arc::default();
+    let mut wx = WxSocket::deferred(SessionConfig::default()).unwrap();
+    let l = log.clone();
+    wx.on_socket_message(move |r| l.lock().unwrap().push(format!("old {:?}", r.data)));
+    due_messages(&mut wx, &["1", "2"], now);
+    let l = log.clone();
+    wx.on_socket_message(move |r| l.lock().unwrap().push(format!("new {:?}", r.data)));
+    run_due(&mut wx);
+    assert_eq!(take(&log), [r#"new Text("1")"#, r#"new Text("2")"#]);
+
+    // From inside: the listener that sees "a" sets another, which takes "b" and "c" (due
+    // with "a", and queued on the running call when the driver runs them from inside it).
+    let wx = Arc::new(Mutex::new(
+        WxSocket::deferred(SessionConfig::default()).unwrap(),
+    ));
+    let (l, socket) = (log.clone(), Arc::clone(&wx));
+    let mut guard = wx.lock().unwrap();
+    guard.on_socket_message(move |r| {
+        l.lock().unwrap().push(format!("first {:?}", r.data));
+        let l = l.clone();
+        // The listener runs outside the socket's lock, as a driver runs it.
+        socket
+            .lock()
+            .unwrap()
+            .on_socket_message(move |r| l.lock().unwrap().push(format!("second {:?}", r.data)));
+    });
+    due_messages(&mut guard, &["a", "b", "c"], now);
+    let due: Vec<_> = std::iter::from_fn(|| guard.poll_callback()).collect();
+    drop(guard);
+    for callback in due {
+        callback.run();
+    }
+    assert_eq!(
+        take(&log),
+        [
+            r#"first Text("a")"#,
+            r#"second Text("b")"#,
+            r#"second Text("c")"#
+        ]
+    );
+}
+
+/// A send's `complete` runs when its `success` (or `fail`) panics, as WeChat runs it
+/// whatever the outcome; the panic still reaches whoever runs the callback.
+#[test]
+fn complete_runs_when_success_or_fail_panics() {
+    let now = Instant::now();
+    let log: Log = Arc::default();
+    let mut wx = WxSocket::deferred(SessionConfig::default()).unwrap();
+    due_messages(&mut wx, &[], now);
+    let conn = wx.session().current().expect("a connection");
+    let id = wx
+        .send_socket_message(
+            SendSocketMessage::new("m")
+                .success(|_| panic!("success fails"))
+                .complete(logger(&log, "complete")),
+            now,
+        )
+        .unwrap();
+    // Written: `success` panics.
+    Driven::handle(&mut wx, conn, TransportEvent::SendWritten(id), now);
+    wx.dispatch();
+    let mut panicked = 0;
+    while let Some(callback) = wx.poll_callback() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
+        panicked += usize::from(ran.is_err());
+    }
+    assert_eq!(panicked, 1);
+    assert_eq!(take(&log), ["complete sendSocketMessage:ok"]);
+
+    // In place, a refused send's `fail` panics out of the call, after `complete` ran.
+    let mut direct = WxSocket::new(SessionConfig::default()).unwrap();
+    let l = log.clone();
+    let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        direct.send_socket_message(
+            SendSocketMessage::new("m")
+                .fail(|_| panic!("fail fails"))
+                .complete(move |r| l.lock().unwrap().push(format!("complete {}", r.err_msg))),
+            now,
+        )
+    }));
+    assert!(call.is_err(), "the panic reaches the caller");
+    let logged = take(&log);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0].starts_with("complete sendSocketMessage:fail"),
+        "{logged:?}"
+    );
+}

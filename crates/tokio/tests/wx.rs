@@ -268,3 +268,75 @@ fn a_socket_whose_runtime_is_dropped_still_runs_its_last_callbacks() {
     assert_eq!(ran[2], "close 1006", "{ran:?}");
     assert_eq!(wx.state(), ReadyState::Closed);
 }
+
+/// A listener replaced while a burst of echoes is due (the old one slow, so callbacks queue
+/// up behind it) is not called again once `on_socket_message` returns; the new one takes
+/// the rest, and every message is seen once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_listener_hears_nothing_after_the_call_returns() {
+    use std::sync::{Arc, Mutex};
+    const COUNT: usize = 200;
+    let server = Server::start(Behaviour {
+        echo: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let wx = WxSocket::new(Config::default()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<(bool, String)>::new()));
+    let s = seen.clone();
+    wx.on_socket_message(move |res| {
+        s.lock()
+            .unwrap()
+            .push((false, res.data.as_text().unwrap().to_owned()));
+        // Slow, so the echoes queue up as due callbacks behind this one.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    });
+    let (tx, mut opened) = mpsc::unbounded_channel::<String>();
+    wx.on_socket_open(move |_| tx.send("open".into()).unwrap());
+    wx.connect_socket(ConnectSocket::new(ConnectOptions::new(&server.url)))
+        .unwrap();
+    assert_eq!(recv(&mut opened).await, "open");
+    for i in 0..COUNT {
+        wx.send_socket_message(SendSocketMessage::new(i.to_string()))
+            .unwrap();
+    }
+    // The replacement comes from a thread of its own, while the driver task runs the old
+    // listener's queued calls.
+    let (s, socket) = (seen.clone(), wx.clone());
+    let replacer = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while s.lock().unwrap().len() < 5 {
+            assert!(start.elapsed() < WAIT, "no echoes");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let s2 = s.clone();
+        socket.on_socket_message(move |res| {
+            s2.lock()
+                .unwrap()
+                .push((true, res.data.as_text().unwrap().to_owned()));
+        });
+        // What the old listener had seen when the call returned: one call of it may have
+        // begun before and logged after this.
+        s.lock().unwrap().len()
+    });
+    let at_return = tokio::task::spawn_blocking(move || replacer.join().unwrap())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while seen.lock().unwrap().len() < COUNT {
+        assert!(start.elapsed() < WAIT, "the echoes stopped");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let texts: Vec<String> = seen.iter().map(|(_, t)| t.clone()).collect();
+    let expected: Vec<String> = (0..COUNT).map(|i| i.to_string()).collect();
+    assert_eq!(texts, expected, "every echo once, in order");
+    let old = seen.iter().filter(|(new, _)| !new).count();
+    assert!(
+        old <= at_return + 1,
+        "the old listener was called {} times after the replacement returned",
+        old - at_return
+    );
+    // The old listener's calls all come first.
+    assert!(seen.iter().skip_while(|(new, _)| !new).all(|(new, _)| *new));
+}

@@ -81,7 +81,8 @@ macro_rules! wx_socket {
             #[doc = concat!(
                 "`wx.connectSocket`. Replaces a connection that exists (WeChat's single-socket ",
                 "rule). Options this adapter cannot honour fail like invalid ones. Callbacks run ",
-                "on the driver ", $driver, ", after this call has returned."
+                "on the driver ", $driver, ", never inside this call (but maybe before it has returned ",
+                "to its caller)."
             )]
             pub fn connect_socket(
                 &self,
