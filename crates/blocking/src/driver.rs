@@ -142,6 +142,8 @@ pub(crate) struct Shared<M> {
     waker: Arc<Waker>,
     /// The driver thread, set when it starts (callbacks run on it).
     driver_thread: std::sync::OnceLock<std::thread::ThreadId>,
+    /// The driver thread's handle, taken by the first [`Shared::shutdown`] to join it.
+    joiner: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Marks the driver finished when the driver thread ends, also by a panic
@@ -287,15 +289,17 @@ impl<M: Machine> Shared<M> {
             receiver_waker,
             waker,
             driver_thread: std::sync::OnceLock::new(),
+            joiner: Mutex::new(None),
         });
         let driver = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("wxsocket-{name}"))
             .spawn(move || driver.run(poll, resolved_rx))
             .map_err(|_| ConfigError {
                 field: "io",
                 problem: "could not start the driver thread",
             })?;
+        *lock(&shared.joiner) = Some(thread);
         Ok(shared)
     }
 
@@ -349,6 +353,9 @@ impl<M: Machine> Shared<M> {
             let inner = &mut *guard;
             let now = Instant::now();
             if inner.lifecycle.shut_down(&mut inner.machine, now) {
+                // Reads still with a thread that has left `recv` come back to the driver
+                // now: the peers' close frames must not wait for the hand-back.
+                inner.catch_up_reads(true, now);
                 inner.pump(self, now);
             }
         }
@@ -369,6 +376,14 @@ impl<M: Machine> Shared<M> {
                 .completion_ready
                 .wait(outbox)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(outbox);
+        // The driver says it finished before the thread has quite ended (its poller is
+        // dropped after): join it, so no thread of this client is left when this returns.
+        // Held while joining, so a second `shutdown` returns no earlier.
+        let mut joiner = lock(&self.joiner);
+        if let Some(thread) = joiner.take() {
+            let _ = thread.join();
         }
     }
 

@@ -13,6 +13,21 @@ fn threads() -> usize {
         .unwrap_or(0)
 }
 
+/// This process's driver threads (named `wxsocket-client`; the kernel keeps 15 bytes of a
+/// thread's name).
+fn driver_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|name| name.trim_end() == "wxsocket-client")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
@@ -70,6 +85,18 @@ fn connect_close_cycles_leak_nothing() {
         assert_eq!(events.recv(), None, "{rest:?}");
         // Both server connections of the round ended (the replaced one, then this one).
         server.until(|s| *s == Saw::Ended);
+        server.until(|s| *s == Saw::Ended);
+    }
+    // `shutdown` returns once the driver thread has ended, not only finished its work: no
+    // driver thread is left at that moment, without waiting for anything to settle.
+    for _ in 0..100 {
+        let (client, events) = Client::new(Config::default()).unwrap();
+        client.connect(&ConnectOptions::new(server.url())).unwrap();
+        until(&events, |e| matches!(e, Event::Open { .. }));
+        assert_eq!(driver_threads(), 1);
+        client.shutdown();
+        assert_eq!(driver_threads(), 0, "a driver thread outlived shutdown()");
+        drop((client, events));
         server.until(|s| *s == Saw::Ended);
     }
     let after = settles_to(baseline);
