@@ -246,6 +246,12 @@ impl Client {
     /// `max_untaken_completions` completions not yet taken from [`Events`]).
     /// [`send`](Self::send) waits for room instead, and for the write, as `send(..).await`
     /// does in `wxsocket-tokio`.
+    ///
+    /// It never waits for room or for the peer, but it is not free of IO: on an open, idle
+    /// connection it writes the frame on the calling thread before it returns (as much as
+    /// the socket takes; the driver thread writes the rest), so its cost grows with the
+    /// message (a frame loop that sends megabytes per frame pays for the copy and the
+    /// write there).
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         self.handle
             .send_with(false, message.into(), |s, message, now| {

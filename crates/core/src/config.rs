@@ -274,7 +274,9 @@ pub struct SessionConfig {
     pub receive_while_closing: bool,
     /// Most received messages the application has not taken yet; at this bound (or
     /// `max_received_bytes`) the session pauses reading until half of them are taken, and
-    /// TCP pushes back on the peer. Default 1024.
+    /// TCP pushes back on the peer. Default 1024. While reading is paused the peer's pings
+    /// are not read either, so they are answered only once reading resumes: a server with
+    /// a keepalive of its own may drop a client that stops taking its events for longer.
     pub max_received_messages: usize,
     /// Most payload bytes of received messages not yet taken (one message larger than
     /// this is still delivered whole; reading pauses after it). Default 16 MiB.
