@@ -338,7 +338,7 @@ impl<S: TcpSocket> Connection<S> {
 
     /// Whether the next read need not wait for the socket (see `more_to_read`).
     pub fn has_more_to_read(&self) -> bool {
-        self.more_to_read
+        self.more_to_read || self.link().is_some_and(Link::reads_unblocked)
     }
 
     /// Ends a pause in reading (the core's `ResumeReading`). As data may already wait on

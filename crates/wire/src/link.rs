@@ -33,11 +33,22 @@ pub enum ReadEnd {
     Paused,
     /// The most messages one read may take were read; more may wait.
     Limit,
+    /// The replies owed to the peer (pongs to its pings) that wait unflushed reached
+    /// [`MAX_OWED_REPLIES`]: reading stops until a flush gets them out, so a peer that pings
+    /// and does not read cannot grow this side's memory. Once a flush has got them out,
+    /// reading goes on ([`Link::reads_unblocked`]).
+    RepliesOwed,
     /// Reading failed or the stream ended: the events say how, and nothing more is read.
     /// The transport is gone too unless the core still sends a close frame on it
     /// ([`Link::is_gone`]).
     Stopped,
 }
+
+/// The most bytes of replies (pongs, frame headers included) a connection owes the peer
+/// without a flush that got them out, before it stops reading ([`ReadEnd::RepliesOwed`]).
+/// One read pass answers at most [`MAX_READS`](crate::connection::MAX_READS) pings of 131
+/// bytes at most (33.5 KiB), so a peer that reads what it is sent never meets it.
+pub const MAX_OWED_REPLIES: usize = 64 * 1024;
 
 /// An open connection: the WebSocket over the socket `S`, and what was written on it.
 pub struct Link<S> {
@@ -61,6 +72,11 @@ pub struct Link<S> {
     read_failed: bool,
     /// The transport is gone (its last events were reported).
     gone: bool,
+    /// Bytes of the replies tungstenite queued for the pings read since the last flush that
+    /// got everything out (see [`MAX_OWED_REPLIES`]).
+    owed: usize,
+    /// The last read stopped at [`ReadEnd::RepliesOwed`].
+    owing: bool,
 }
 
 impl<S: Read + Write> Link<S> {
@@ -98,6 +114,8 @@ impl<S: Read + Write> Link<S> {
             close_sent: false,
             read_failed: false,
             gone: false,
+            owed: 0,
+            owing: false,
         }
     }
 
@@ -124,6 +142,13 @@ impl<S: Read + Write> Link<S> {
     /// Whether something written waits for a flush.
     pub fn needs_flush(&self) -> bool {
         self.needs_flush
+    }
+
+    /// Whether reading stopped at [`ReadEnd::RepliesOwed`] and a flush has since got the
+    /// replies out: the next read need not wait for the socket (its data is still there,
+    /// and no readiness will announce it).
+    pub fn reads_unblocked(&self) -> bool {
+        self.owing && self.owed == 0
     }
 
     /// Whether a flush stopped at a full stream (wait until it is writable).
@@ -211,6 +236,7 @@ impl<S: Read + Write> Link<S> {
                 self.encoder.flushed();
                 self.needs_flush = false;
                 self.wants_write = false;
+                self.owed = 0;
                 out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
                 if self.read_failed && self.close_sent {
                     // The close frame after a read error is out; nothing more to read.
@@ -238,14 +264,23 @@ impl<S: Read + Write> Link<S> {
         if !self.is_readable() {
             return ReadEnd::Stopped;
         }
+        self.owing = false;
         for _ in 0..max {
             if credit.is_paused() {
                 return ReadEnd::Paused;
+            }
+            if self.owed >= MAX_OWED_REPLIES {
+                self.owing = true;
+                return ReadEnd::RepliesOwed;
             }
             match self.ws.read() {
                 Ok(message) => {
                     // tungstenite queues pong and close replies; the next flush sends them.
                     self.needs_flush = true;
+                    if let WsMessage::Ping(payload) = &message {
+                        // A masked pong: its payload, a two-byte header and the mask.
+                        self.owed += payload.len() + 6;
+                    }
                     if let Some(event) = from_ws(message) {
                         if let TransportEvent::Message(message) = &event {
                             credit.take(message.len());
@@ -386,11 +421,13 @@ impl<S: Read + Write> Write for Wire<S> {
 mod tests {
     use super::*;
 
-    /// A socket of scripted input (then `WouldBlock`) that keeps what is written.
+    /// A socket of scripted input (then `WouldBlock`) that keeps what is written, or, while
+    /// `full`, takes nothing (`WouldBlock`).
     #[derive(Default)]
     struct Scripted {
         input: io::Cursor<Vec<u8>>,
         written: Vec<u8>,
+        full: bool,
     }
 
     impl Read for Scripted {
@@ -404,6 +441,9 @@ mod tests {
 
     impl Write for Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.full {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             self.written.extend_from_slice(buf);
             Ok(buf.len())
         }
@@ -415,7 +455,7 @@ mod tests {
     fn link(input: &[u8]) -> Link<Scripted> {
         let socket = Scripted {
             input: io::Cursor::new(input.to_vec()),
-            written: Vec::new(),
+            ..Scripted::default()
         };
         let wire = Wire::new(Stream::Plain(socket), Incoming::new(Bytes::new(), None));
         let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
@@ -444,5 +484,66 @@ mod tests {
                 .any(|e| matches!(e, TransportEvent::SendWritten(_) | TransportEvent::Error(_))),
             "{out:?}"
         );
+    }
+
+    fn socket(link: &mut Link<Scripted>) -> &mut Scripted {
+        match &mut link.wire_mut().stream {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(_) => unreachable!("a plain test socket"),
+        }
+    }
+
+    /// A peer that pings and does not read: the pongs owed wait in the WebSocket's buffer
+    /// behind a full socket, and reading stops once they reach [`MAX_OWED_REPLIES`] (it did
+    /// not: a ping flood grew the client by 20 MiB a second). A flush that gets them out
+    /// lets reading go on, and every ping is answered.
+    #[test]
+    fn reading_stops_while_the_pongs_owed_cannot_be_written() {
+        const PINGS: usize = 2_000;
+        // The server's pings, unmasked, 125 bytes each.
+        let ping: Vec<u8> = [0x89, 125].into_iter().chain([b'p'; 125]).collect();
+        let mut link = link(&ping.repeat(PINGS));
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        let mut end = ReadEnd::Limit;
+        for _ in 0..PINGS {
+            end = link.read(&mut credit, crate::connection::MAX_READS, &mut out);
+            link.flush(&mut out);
+            if end == ReadEnd::RepliesOwed {
+                break;
+            }
+        }
+        assert_eq!(end, ReadEnd::RepliesOwed);
+        // Checked before every frame: it stops at the first ping past the bound.
+        assert!(
+            (MAX_OWED_REPLIES..MAX_OWED_REPLIES + 131).contains(&link.owed),
+            "{} bytes of pongs owed",
+            link.owed
+        );
+        assert!(!link.reads_unblocked());
+        // Still full: nothing more is read.
+        let before = socket(&mut link).input.position();
+        assert_eq!(
+            link.read(&mut credit, crate::connection::MAX_READS, &mut out),
+            ReadEnd::RepliesOwed
+        );
+        assert_eq!(socket(&mut link).input.position(), before);
+        // The socket drains: the flush gets the pongs out, and reading goes on to the end.
+        socket(&mut link).full = false;
+        link.flush(&mut out);
+        assert!(link.reads_unblocked());
+        while link.read(&mut credit, crate::connection::MAX_READS, &mut out) != ReadEnd::Drained {
+            link.flush(&mut out);
+        }
+        link.flush(&mut out);
+        let written = &socket(&mut link).written;
+        // Each pong: masked, 125 bytes of payload.
+        let answered = written.len() / 131;
+        assert!(
+            out.iter().all(|e| !matches!(e, TransportEvent::Error(_))),
+            "{out:?}"
+        );
+        assert_eq!(answered, PINGS, "every ping answered");
     }
 }
