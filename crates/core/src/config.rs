@@ -254,7 +254,11 @@ pub struct SessionConfig {
     /// flight: one per 64 bytes of it (262,144 by default; at least `max_queued_messages`),
     /// so that empty messages are bounded too.
     pub max_buffered_bytes: usize,
-    /// Largest message, sent or received. Default 64 MiB (tungstenite's default).
+    /// Largest message, sent or received. Default 64 MiB (tungstenite's default). It is
+    /// also what one connection may hold of a message still arriving, which the receive
+    /// bounds do not count (they count messages received whole): a [`crate::Pool`] holds
+    /// at most its pool bound plus, per live connection, one message in progress of up to
+    /// this size. A pool of many connections whose peers may not be trusted sets it lower.
     pub max_message_size: usize,
     /// Handshake timeout when the connect options give none. Default 60 s.
     pub handshake_timeout: Duration,
@@ -262,7 +266,9 @@ pub struct SessionConfig {
     pub close_timeout: Duration,
     /// Keepalive; off by default.
     pub keepalive: Option<Keepalive>,
-    /// Connection limit of a [`crate::Pool`]. Default 5 (the `SocketTask` limit).
+    /// Connection limit of a [`crate::Pool`]. Default 5 (the `SocketTask` limit). A
+    /// connection counts until its `Close` event, not from its `close` call: at the limit,
+    /// a `connect` right after a `close` is refused while that close handshake goes on.
     pub pool_limit: usize,
     /// Automatic reconnection; off by default, as in WeChat's API.
     pub reconnect: Option<ReconnectPolicy>,
@@ -285,7 +291,8 @@ pub struct SessionConfig {
     /// connections (each also has its own, above). Default 4096. Each connection's read
     /// credit is what was left when it asked, so connections reading at the same moment can
     /// together pass it by what each of the others was granted (at most the bound once per
-    /// connection); every connection then pauses until half the backlog is taken.
+    /// connection); every connection then pauses until half the backlog is taken. A message
+    /// still arriving is not counted until it is whole (see `max_message_size`).
     pub max_pool_received_messages: usize,
     /// A [`crate::Pool`]'s bound on their bytes. Default 64 MiB.
     pub max_pool_received_bytes: usize,

@@ -56,8 +56,9 @@ pub enum Event {
         id: SendId,
     },
     /// With delivery acknowledgement on ([`crate::Acknowledgement`]): the peer acknowledged
-    /// the send (a pong answering a ping sent after it, or the close handshake this side
-    /// began). In that mode it replaces `SendCompleted` as the send's one successful outcome
+    /// the send (a pong answering a ping sent after it; a close this side begins sends such
+    /// a ping before its close frame, and the peer's close frame alone acknowledges
+    /// nothing). In that mode it replaces `SendCompleted` as the send's one successful outcome
     /// (`sendSocketMessage` success). Match it with `..`: fields may be added.
     #[non_exhaustive]
     SendDelivered {
