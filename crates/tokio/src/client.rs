@@ -25,6 +25,7 @@ pub struct Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        self.handle.shared.forget_room(&mut self.sink.room);
         if let Some(message) = self.sink.pending.take()
             && let Err(refused) = self.try_send(message)
         {
@@ -118,17 +119,26 @@ pub(crate) async fn send_waiting<M: Machine>(
     message: Message,
     mut send: impl FnMut(&mut M, Message, std::time::Instant) -> Result<SendId, SendError>,
 ) -> Result<SendId, SendFailed> {
+    /// Gives the ticket back when the send is dropped while it waits for room.
+    struct Waiting<'a, M: Machine>(&'a Shared<M>, driver::RoomTicket);
+    impl<M: Machine> Drop for Waiting<'_, M> {
+        fn drop(&mut self) {
+            self.0.forget_room(&mut self.1);
+        }
+    }
     let mut slot = Some(message);
     let mut done = None;
+    let mut waiting = Waiting(shared, driver::RoomTicket::default());
     let id = std::future::poll_fn(|cx| {
         let waiter = || {
             let (tx, rx) = oneshot::channel();
             done = Some(rx);
             driver::Waiter::Send(tx)
         };
-        shared.poll_send(cx, &mut slot, waiter, &mut send)
+        shared.poll_send(cx, &mut waiting.1, &mut slot, waiter, &mut send)
     })
     .await?;
+    drop(waiting);
     wait_send(id, done.expect("a waiter was registered")).await
 }
 
@@ -268,6 +278,8 @@ impl futures_core::Stream for Events {
 struct SinkState {
     pending: Option<Message>,
     sends: Arc<driver::SinkSends>,
+    /// The pending message's place among the sends waiting for room.
+    room: driver::RoomTicket,
 }
 
 impl SinkState {
@@ -289,7 +301,14 @@ impl Client {
         let shared = &self.handle.shared;
         let sink = &mut self.sink;
         let waiter = || sink.sends.waiter();
-        match shared.poll_send(cx, &mut sink.pending, waiter, |s, m, now| s.send(m, now)) {
+        let sent = shared.poll_send(
+            cx,
+            &mut sink.room,
+            &mut sink.pending,
+            waiter,
+            |s, m, now| s.send(m, now),
+        );
+        match sent {
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(refused)) => Poll::Ready(Err(SendFailed::Refused(refused))),
             Poll::Pending => Poll::Pending,
@@ -364,3 +383,53 @@ const _: fn() = || {
     fn is_machine<M: Machine>() {}
     is_machine::<Session>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectOptions, SessionConfig};
+    use std::time::Duration;
+
+    /// Sends cancelled while they wait for room leave nothing behind in the driver: each
+    /// takes its waker out as it is dropped (20,000 of them used to stay, each keeping its
+    /// task's memory, until room freed, which a peer that never reads never frees).
+    #[test]
+    fn sends_cancelled_while_waiting_for_room_leave_nothing_behind() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Accepts TCP and never answers the upgrade: the queue before open stays full.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("ws://{}/", listener.local_addr().unwrap());
+            let config = Config::default().session(SessionConfig::default().queue_bounds(1, 1024));
+            let (client, _events) = Client::new(config).unwrap();
+            client.connect(&ConnectOptions::new(url)).unwrap();
+            client.try_send("fills the queue").unwrap();
+            let waiting = || client.handle.shared.lock().out.waiting_for_room();
+            // Each in a task of its own, with a waker of its own.
+            for _ in 0..200 {
+                let client = client.clone();
+                let cancelled = tokio::spawn(async move {
+                    tokio::time::timeout(Duration::ZERO, client.send("no room"))
+                        .await
+                        .is_err()
+                });
+                assert!(cancelled.await.unwrap(), "the send was not waiting");
+            }
+            assert_eq!(waiting(), 0, "cancelled sends left their wakers");
+            // A sink's pending message waits under one ticket, given back with the handle.
+            let mut sink = client.clone();
+            futures_util::SinkExt::feed(&mut sink, Message::text("pending"))
+                .await
+                .unwrap();
+            let flush = futures_util::SinkExt::flush(&mut sink);
+            assert!(tokio::time::timeout(Duration::ZERO, flush).await.is_err());
+            assert_eq!(waiting(), 1, "the sink waits for room");
+            drop(sink);
+            assert_eq!(waiting(), 0, "a dropped sink left its waker");
+            drop(listener);
+        });
+    }
+}

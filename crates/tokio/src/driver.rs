@@ -127,19 +127,49 @@ pub(crate) struct Outbox {
     /// The task waiting in [`crate::Events`] for an event.
     pub(crate) event_waker: Option<Waker>,
     pub(crate) waiters: HashMap<SendId, Waiter>,
-    /// Sends waiting for room in the core's bounds (queue, buffer, untaken completions).
-    room_wakers: Vec<Waker>,
+    /// Sends waiting for room in the core's bounds (queue, buffer, untaken completions), by
+    /// their ticket. A waiting send that is dropped takes its entry out ([`RoomTicket`]), so
+    /// cancelled sends leave nothing behind.
+    room_wakers: HashMap<u64, Waker>,
+    /// The last ticket handed out.
+    last_ticket: u64,
     /// Room may have been freed in this turn (a send finished, events were taken, the
     /// transport reported something): wake the sends waiting for it.
     pub(crate) room_freed: bool,
 }
 
 impl Outbox {
-    /// Registers a send that found no room; it is woken when room may have been freed.
-    pub(crate) fn wait_for_room(&mut self, waker: &Waker) {
-        if !self.room_wakers.iter().any(|w| w.will_wake(waker)) {
-            self.room_wakers.push(waker.clone());
+    /// How many sends wait for room now.
+    #[cfg(test)]
+    pub(crate) fn waiting_for_room(&self) -> usize {
+        self.room_wakers.len()
+    }
+
+    /// Registers a send that found no room under its `ticket` (given one the first time);
+    /// it is woken when room may have been freed.
+    pub(crate) fn wait_for_room(&mut self, ticket: &mut RoomTicket, waker: &Waker) {
+        let id = *ticket.0.get_or_insert_with(|| {
+            self.last_ticket += 1;
+            self.last_ticket
+        });
+        match self.room_wakers.get_mut(&id) {
+            Some(w) => w.clone_from(waker),
+            None => {
+                self.room_wakers.insert(id, waker.clone());
+            }
         }
+    }
+}
+
+/// A send's place among those waiting for room. Whoever holds one gives it back with
+/// [`Shared::forget_room`] when the send is accepted, refused, or dropped while waiting.
+#[derive(Debug, Default)]
+pub(crate) struct RoomTicket(Option<u64>);
+
+impl RoomTicket {
+    /// Takes the ticket out, to give back.
+    pub(crate) fn take(&mut self) -> Option<u64> {
+        self.0.take()
     }
 }
 
@@ -214,7 +244,7 @@ impl<M: Machine> Core<M> {
             waker.wake();
         }
         if std::mem::take(&mut self.out.room_freed) {
-            for waker in self.out.room_wakers.drain(..) {
+            for (_, waker) in self.out.room_wakers.drain() {
                 waker.wake();
             }
         }
@@ -428,6 +458,7 @@ impl<M: Machine> Shared<M> {
     pub(crate) fn poll_send(
         self: &Arc<Self>,
         cx: &mut std::task::Context<'_>,
+        ticket: &mut RoomTicket,
         slot: &mut Option<wxsocket_core::Message>,
         waiter: impl FnOnce() -> Waiter,
         send: impl FnOnce(
@@ -439,19 +470,31 @@ impl<M: Machine> Shared<M> {
         use std::task::Poll;
         self.call(|core, now| {
             let message = slot.take().expect("a message to send");
-            match send(&mut core.machine, message, now) {
+            let result = match send(&mut core.machine, message, now) {
                 Ok(id) => {
                     core.out.waiters.insert(id, waiter());
-                    Poll::Ready(Ok(id))
+                    Ok(id)
                 }
                 Err(refused) if refused.is_full() => {
                     *slot = Some(refused.into_message());
-                    core.out.wait_for_room(cx.waker());
-                    Poll::Pending
+                    core.out.wait_for_room(ticket, cx.waker());
+                    return Poll::Pending;
                 }
-                Err(refused) => Poll::Ready(Err(refused)),
+                Err(refused) => Err(refused),
+            };
+            if let Some(id) = ticket.take() {
+                core.out.room_wakers.remove(&id);
             }
+            Poll::Ready(result)
         })
+    }
+
+    /// Gives a send's ticket back: it no longer waits for room (accepted, refused, or its
+    /// future dropped).
+    pub(crate) fn forget_room(&self, ticket: &mut RoomTicket) {
+        if let Some(id) = ticket.take() {
+            self.lock().out.room_wakers.remove(&id);
+        }
     }
 
     /// Shuts down and waits until the driver task has ended.
@@ -521,7 +564,8 @@ pub(crate) fn start<M: Machine>(
                 events_alive: events,
                 event_waker: None,
                 waiters: HashMap::new(),
-                room_wakers: Vec::new(),
+                room_wakers: HashMap::new(),
+                last_ticket: 0,
                 room_freed: false,
             },
             conns: HashMap::new(),
@@ -581,7 +625,7 @@ impl<M: Machine> Drop for Exit<M> {
             for (_, waiter) in core.out.waiters.drain() {
                 waiter.settle(Err(SendFailure::ConnectionLost));
             }
-            waiting.append(&mut core.out.room_wakers);
+            waiting.extend(core.out.room_wakers.drain().map(|(_, waker)| waker));
             drop(guard);
             wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.due_callbacks());
         }
