@@ -24,6 +24,14 @@ use wxsocket_wire::connection::Connection;
 use wxsocket_wire::handle::DriverHandle;
 pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
 
+/// The time the core is told: tokio's clock, the one the driver's timer sleeps on, so that
+/// a runtime whose clock is paused (`tokio::time::pause`, `start_paused` in tests) sees its
+/// deadlines pass when its timers fire (the std clock made the driver wake for a deadline
+/// the core did not see as due, over and over). Without tokio's `test-util` it is std's.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Completion of an awaitable send.
 pub(crate) type SendResult = Result<(), SendFailure>;
 
@@ -380,7 +388,7 @@ impl<M: Machine> Shared<M> {
 
     /// Runs `f` on the core with the current time, then carries out what it produced.
     pub(crate) fn call<R>(self: &Arc<Self>, f: impl FnOnce(&mut Core<M>, Instant) -> R) -> R {
-        let now = Instant::now();
+        let now = now();
         let (result, wake) = {
             let mut core = self.lock();
             let result = f(&mut core, now);
@@ -615,7 +623,7 @@ impl<M: Machine> Drop for Exit<M> {
             }
             let why = "the tokio runtime driving the connection was shut down";
             core.lifecycle
-                .driver_lost(&mut core.machine, open, why, Instant::now());
+                .driver_lost(&mut core.machine, open, why, now());
             while let Some((id, result)) = core.machine.poll_completion() {
                 if let Some(waiter) = core.out.waiters.remove(&id) {
                     waiter.settle(result);
@@ -648,7 +656,7 @@ async fn drive<M: Machine>(mut exit: Exit<M>) {
     loop {
         let (armed, callbacks, finished) = {
             let mut core = shared.lock();
-            let now = Instant::now();
+            let now = now();
             if core.machine.poll_timeout().is_some_and(|t| t <= now) {
                 core.machine.handle_timeout(now);
             }
