@@ -129,7 +129,8 @@ pub enum SendError {
     /// No connection exists (Idle or Closed).
     #[error("WebSocket is not connected")]
     NotConnected(Message),
-    /// The connection is closing.
+    /// The connection is closing (when the peer began the close with a code the reconnect
+    /// policy retries, sends are queued for the next connection instead).
     #[error("WebSocket is closing")]
     Closing(Message),
     /// Connecting, and the outbound queue is at its message-count or byte bound.

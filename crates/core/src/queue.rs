@@ -63,6 +63,12 @@ impl<T: Entry> SendQueue<T> {
         self.items.push_back((id, entry));
     }
 
+    /// Moves every entry of `other` to the back of this queue, in order.
+    pub(crate) fn append(&mut self, other: &mut Self) {
+        self.bytes += std::mem::take(&mut other.bytes);
+        self.items.append(&mut other.items);
+    }
+
     /// Removes `id`, which the driver reports in order in the normal case (O(1)); an
     /// out-of-order report is searched for. Returns false for an unknown id.
     pub(crate) fn complete(&mut self, id: SendId) -> bool {

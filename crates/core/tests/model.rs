@@ -650,14 +650,22 @@ impl Model {
             return;
         };
         let code = code.unwrap_or(1005);
-        self.end(pending, SendFailure::ConnectionLost, code, clean);
         let cause = if local {
             Cause::Application
         } else {
             Cause::PeerClosed(code)
         };
-        if self.retries(cause, 1) {
-            self.back_off(1, Vec::new());
+        let retry = self.retries(cause, 1);
+        for (id, _) in pending {
+            self.emit(Ev::Failed(self.conn, id, SendFailure::ConnectionLost));
+        }
+        // Sent while the close went on: for the next connection, or cancelled with it.
+        let next = std::mem::take(&mut self.queued);
+        if retry {
+            self.end(Vec::new(), SendFailure::Cancelled, code, clean);
+            self.back_off(1, next);
+        } else {
+            self.end(next, SendFailure::Cancelled, code, clean);
         }
     }
 
@@ -717,7 +725,10 @@ impl Model {
                 (std::mem::take(&mut self.queued), true, false)
             }
             Phase::Open { .. } | Phase::Closing { .. } => {
-                (std::mem::take(&mut self.in_flight), true, true)
+                // In flight, then what waited for a reconnect after the close under way.
+                let mut pending = std::mem::take(&mut self.in_flight);
+                pending.append(&mut self.queued);
+                (pending, true, true)
             }
             Phase::Idle | Phase::Closed => (Vec::new(), false, false),
         };
@@ -738,16 +749,18 @@ impl Model {
 
     fn send(&mut self, len: usize) -> SendOutcome {
         let bytes = |q: &[(SendId, usize)]| q.iter().map(|x| x.1).sum::<usize>();
+        let reconnecting = self.closing_reconnects();
         let outcome = match self.phase {
             Phase::Idle | Phase::Closed => SendOutcome::NotConnected,
-            Phase::Closing { .. } => SendOutcome::Closing,
+            Phase::Closing { .. } if !reconnecting => SendOutcome::Closing,
             _ if self.completions >= self.flow.completions => SendOutcome::CompletionsFull,
             Phase::Connecting {
                 close_after_open: true,
                 ..
             } => SendOutcome::Closing,
             // A message larger than a byte bound goes alone: it fits an empty queue or buffer.
-            Phase::Connecting { .. } | Phase::Backoff { .. }
+            // A close the peer began that will be retried queues for the next connection.
+            Phase::Connecting { .. } | Phase::Backoff { .. } | Phase::Closing { .. }
                 if !self.queued.is_empty()
                     && (self.queued.len() >= MAX_MSGS
                         || bytes(&self.queued) + len > MAX_QUEUED) =>
@@ -774,6 +787,18 @@ impl Model {
             }
         }
         outcome
+    }
+
+    /// Whether the close under way will be followed by a reconnect: the peer began it with
+    /// a code the policy retries, and the application has not closed since.
+    fn closing_reconnects(&self) -> bool {
+        match self.phase {
+            Phase::Closing {
+                peer: Some(code),
+                local: false,
+            } => self.retries(Cause::PeerClosed(code.unwrap_or(1005)), 1),
+            _ => false,
+        }
     }
 
     fn begin_close(&mut self) {
@@ -941,7 +966,8 @@ impl Model {
             Phase::Connecting { .. } | Phase::Backoff { .. } => {
                 self.queued.iter().map(|x| x.1).sum()
             }
-            Phase::Open { .. } | Phase::Closing { .. } => self.in_flight.iter().map(|x| x.1).sum(),
+            Phase::Open { .. } => self.in_flight.iter().map(|x| x.1).sum(),
+            Phase::Closing { .. } => self.in_flight.iter().chain(&self.queued).map(|x| x.1).sum(),
             _ => 0,
         }
     }
@@ -950,7 +976,8 @@ impl Model {
     fn pending_sends(&self) -> usize {
         match self.phase {
             Phase::Connecting { .. } | Phase::Backoff { .. } => self.queued.len(),
-            Phase::Open { .. } | Phase::Closing { .. } => self.in_flight.len(),
+            Phase::Open { .. } => self.in_flight.len(),
+            Phase::Closing { .. } => self.in_flight.len() + self.queued.len(),
             _ => 0,
         }
     }
@@ -965,6 +992,9 @@ struct Observed {
     /// see `is_backing_off` after every step).
     backoffs: BTreeSet<ConnId>,
     issued: BTreeMap<SendId, ConnId>,
+    /// Sends made while a close the peer began was to be followed by a reconnect: they wait
+    /// for the next connection, and complete there.
+    for_next: BTreeSet<SendId>,
     /// Sends whose completion event the application took.
     completed: BTreeSet<SendId>,
     /// Every send's outcome as the driver learns it (`poll_completion`): succeeded or not.
@@ -1032,8 +1062,9 @@ impl Observed {
             Event::Close { .. } => entry.2 = true,
             Event::SendCompleted { id, .. } | Event::SendFailed { id, .. } => {
                 let issued = *self.issued.get(id).expect("an issued id");
+                let carried = self.carry || self.for_next.contains(id);
                 prop_assert!(
-                    issued == conn || (self.carry && issued < conn),
+                    issued == conn || (carried && issued < conn),
                     "completion on the wrong connection"
                 );
                 prop_assert!(self.completed.insert(*id), "{id} completed twice");
@@ -1406,6 +1437,7 @@ fn run_case(
                     _ => now,
                 };
                 m.advance(at);
+                let for_next = m.closing_reconnects();
                 let expected = m.send(len);
                 let r = s.send(Message::binary(vec![7u8; len]), at);
                 let got = match &r {
@@ -1422,6 +1454,9 @@ fn run_case(
                     Ok(id) => {
                         prop_assert_eq!(id.get(), m.last_send, "the send's id");
                         obs.issued.insert(id, ConnId::from_raw(m.conn));
+                        if for_next {
+                            obs.for_next.insert(id);
+                        }
                     }
                     Err(e) => {
                         prop_assert_eq!(e.into_message().len(), len, "message handed back")

@@ -280,6 +280,96 @@ fn the_application_closing_is_never_retried_and_close_cancels_a_backoff() {
     assert!(t.actions().is_empty());
 }
 
+/// A server restarting (1012, retried) closes first: what the application sends while that
+/// close goes on waits for the next connection, as during the delay that follows, and is
+/// sent there in order (it was refused as "closing", although the reconnect was certain:
+/// 20 of 40 sends, for a user whose server kept TCP open for the linger). If the
+/// application closes meanwhile, those sends fail as cancelled, with the reconnect; a
+/// close that will not be retried still refuses them.
+#[test]
+fn sends_during_a_close_the_policy_retries_wait_for_the_next_connection() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(3));
+    let c1 = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c1);
+    t.events();
+    let restart = |code| {
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(code),
+            reason: "restart".into(),
+        })
+    };
+    t.input(c1, restart(1012));
+    t.actions();
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    let ids: Vec<SendId> = ["a", "b"]
+        .iter()
+        .map(|m| {
+            t.s.send(Message::text(*m), t.now)
+                .expect("queued for the next connection")
+        })
+        .collect();
+    assert_eq!(t.s.pending_sends(), 2);
+    assert_eq!(t.s.buffered_amount(), 2);
+    assert!(
+        !t.actions().iter().any(|a| matches!(a, Action::Send { .. })),
+        "nothing is written on the closing connection"
+    );
+    t.input(c1, TransportEvent::Closed);
+    let e = t.events();
+    assert!(
+        !e.iter().any(|e| matches!(e, Event::SendFailed { .. })),
+        "{e:?}"
+    );
+    let c2 = t.fire_backoff();
+    t.open(c2);
+    let sent: Vec<(ConnId, SendId)> = t
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send { conn, id, .. } => Some((conn, id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [(c2, ids[0]), (c2, ids[1])],
+        "sent on the next connection, in order"
+    );
+
+    // The application closes while such a close goes on: no reconnect, and what waited
+    // for it fails as cancelled (before the close event).
+    for id in ids {
+        t.input(c2, TransportEvent::SendWritten(id));
+    }
+    t.events();
+    t.input(c2, restart(1012));
+    t.actions();
+    let waiting = t.s.send(Message::text("c"), t.now).unwrap();
+    t.s.close(None, "", t.now).unwrap();
+    t.input(c2, TransportEvent::Closed);
+    let e = t.events();
+    assert!(
+        matches!(
+            &e[..],
+            [
+                Event::SendFailed { id, reason: SendFailure::Cancelled, .. },
+                Event::Close { code: 1012, .. },
+            ] if *id == waiting
+        ),
+        "{e:?}"
+    );
+    assert!(!t.s.is_backing_off());
+
+    // A close the policy does not retry (1000) still refuses sends.
+    let c3 = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.open(c3);
+    t.input(c3, restart(1000));
+    assert!(matches!(
+        t.s.send(Message::text("d"), t.now),
+        Err(SendError::Closing(_))
+    ));
+}
+
 #[test]
 fn closing_during_a_close_the_peer_began_is_the_applications_close() {
     // The peer asks for a restart (1012, retried by default); the application closes

@@ -1,5 +1,7 @@
 //! Closing: a close handshake is under way, begun by this side (`close`, `shutdown`) or by
-//! the peer. Sends are refused; writes still complete. It ends when the transport ends,
+//! the peer. Sends are refused, unless the peer began it with a code the reconnect policy
+//! retries: then they wait for the next connection, as during the reconnect delay that
+//! follows. Writes still complete. It ends when the transport ends,
 //! when the close timeout passes, or, once both close frames were exchanged, after a short
 //! linger; the close event carries the peer's code when its close frame arrived.
 
@@ -11,6 +13,7 @@ use crate::config::SessionConfig;
 use crate::error::{ConnectionError, SendFailure};
 use crate::event::Event;
 use crate::ids::ConnId;
+use crate::message::Message;
 use crate::queue::SendQueue;
 use crate::request::HandshakeRequest;
 use crate::transport::{Action, TransportEvent};
@@ -33,6 +36,9 @@ pub(super) struct Closing {
     acks: Option<Acks>,
     /// The reconnect attempt whose dial opened this connection (0: the application's).
     attempt: u32,
+    /// Sends made while a reconnect is to follow ([`Closing::will_reconnect`]), for the next
+    /// connection.
+    pub(super) next: SendQueue<Message>,
 }
 
 impl Closing {
@@ -55,7 +61,19 @@ impl Closing {
             peer,
             acks,
             attempt,
+            next: SendQueue::default(),
         })
+    }
+
+    /// Whether the reconnect policy will dial again when this close ends: the peer began
+    /// it with a code the policy retries, attempts are left, and the application has not
+    /// closed (or shut down) since.
+    pub(super) fn will_reconnect(&self, cx: &Context) -> bool {
+        let Some(peer) = self.peer.as_ref().filter(|_| !self.local) else {
+            return false;
+        };
+        let attempt = Context::attempt_after(self.attempt, self.acks.as_ref());
+        cx.retry(Cause::PeerClosed(peer.reported_code()), attempt)
     }
 
     /// Whether its messages still reach the application (and so are flow-controlled): when
@@ -165,9 +183,13 @@ impl Closing {
             in_flight,
             deadline,
             acks,
+            next,
             ..
         } = *self;
         let (in_flight, _) = cx.settle(id, in_flight, acks, false);
+        cx.fail(id, in_flight, SendFailure::Replaced);
+        cx.fail(id, next, SendFailure::Replaced);
+        let in_flight = SendQueue::<usize>::default();
         let replaced = Ending {
             code: NORMAL,
             reason: super::REPLACED_REASON,
@@ -188,10 +210,12 @@ impl Closing {
             id,
             in_flight,
             acks,
+            next,
             ..
         } = *self;
         let (in_flight, _) = cx.settle(id, in_flight, acks, false);
-        cx.end(id, in_flight, SendFailure::ConnectionLost, false, ending);
+        cx.fail(id, in_flight, SendFailure::ConnectionLost);
+        cx.end(id, next, SendFailure::ConnectionLost, false, ending);
         Conn::Closed.into()
     }
 
@@ -214,6 +238,7 @@ impl Closing {
             local,
             acks,
             attempt,
+            mut next,
             ..
         } = *self;
         let code = peer.reported_code();
@@ -230,8 +255,15 @@ impl Closing {
         let attempt = Context::attempt_after(attempt, acks.as_ref());
         let retry = cx.retry(cause, attempt);
         let carry = retry && cx.carries_queue();
-        let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);
-        cx.end(id, in_flight, SendFailure::ConnectionLost, false, ending);
+        let (in_flight, mut carried) = cx.settle(id, in_flight, acks, carry);
+        cx.fail(id, in_flight, SendFailure::ConnectionLost);
+        if retry {
+            // Sent while the close went on, after everything carried.
+            carried.append(&mut next);
+        }
+        // Otherwise they waited for a reconnect the application's close (or shutdown)
+        // cancelled.
+        cx.end(id, next, SendFailure::Cancelled, false, ending);
         let reason = || format!("peer closed the connection with code {code}");
         cx.reconnect(retry, request, carried, attempt, reason, now)
     }

@@ -339,10 +339,32 @@ impl Context {
     pub(super) fn end<T: Entry>(
         &mut self,
         conn: ConnId,
-        mut pending: SendQueue<T>,
+        pending: SendQueue<T>,
         failure: SendFailure,
         teardown: bool,
         ending: Ending<'_>,
+    ) {
+        self.fail(conn, pending, failure);
+        self.emit(Event::Close {
+            conn,
+            code: ending.code,
+            reason: ending.reason.to_owned(),
+            clean: ending.clean,
+        });
+        if teardown {
+            let deadline = self.now.expect("time is set before any connection exists")
+                + self.config.close_timeout;
+            self.teardowns.push(Teardown { id: conn, deadline });
+        }
+    }
+
+    /// Fails every send of `pending` with `failure` (a resent one as maybe delivered), in
+    /// order.
+    pub(super) fn fail<T: Entry>(
+        &mut self,
+        conn: ConnId,
+        mut pending: SendQueue<T>,
+        failure: SendFailure,
     ) {
         for (id, entry) in pending.drain() {
             // A message carried to this connection after an earlier one ended without
@@ -359,17 +381,6 @@ impl Context {
                 reason,
                 message: entry.into_message(),
             });
-        }
-        self.emit(Event::Close {
-            conn,
-            code: ending.code,
-            reason: ending.reason.to_owned(),
-            clean: ending.clean,
-        });
-        if teardown {
-            let deadline = self.now.expect("time is set before any connection exists")
-                + self.config.close_timeout;
-            self.teardowns.push(Teardown { id: conn, deadline });
         }
     }
 

@@ -203,7 +203,7 @@ impl Session {
             Conn::Connecting(c) => c.queue.bytes(),
             Conn::Backoff(b) => b.queue.bytes(),
             Conn::Open(o) => o.in_flight.bytes(),
-            Conn::Closing(c) => c.in_flight.bytes(),
+            Conn::Closing(c) => c.in_flight.bytes() + c.next.bytes(),
             Conn::Idle | Conn::Closed => 0,
         }
     }
@@ -214,7 +214,7 @@ impl Session {
             Conn::Connecting(c) => c.queue.len(),
             Conn::Backoff(b) => b.queue.len(),
             Conn::Open(o) => o.in_flight.len(),
-            Conn::Closing(c) => c.in_flight.len(),
+            Conn::Closing(c) => c.in_flight.len() + c.next.len(),
             Conn::Idle | Conn::Closed => 0,
         }
     }
@@ -336,8 +336,9 @@ impl Session {
         let completions_full = cx.backlog.completions >= cx.config.max_untaken_completions;
         match &mut self.conn {
             Conn::Idle | Conn::Closed => Err(SendError::NotConnected(message)),
-            Conn::Closing(_) => Err(SendError::Closing(message)),
+            Conn::Closing(c) if !c.will_reconnect(cx) => Err(SendError::Closing(message)),
             _ if completions_full => Err(SendError::CompletionsFull(message)),
+            Conn::Closing(c) => queue(cx, &mut c.next, message),
             Conn::Connecting(c) if c.close_after_open.is_some() => Err(SendError::Closing(message)),
             Conn::Connecting(c) => queue(cx, &mut c.queue, message),
             Conn::Backoff(b) => queue(cx, &mut b.queue, message),
