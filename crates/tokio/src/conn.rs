@@ -13,7 +13,10 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
+use wxsocket_core::{
+    CloseRequest, ConnId, Message, ReadCredit, SendId, TransportError, TransportErrorKind,
+    TransportEvent,
+};
 use wxsocket_wire::connection::{Connection, DialTarget, TcpSocket};
 use wxsocket_wire::link::{Link, ReadEnd};
 
@@ -39,6 +42,34 @@ pub(crate) type Dialing = Box<(Connection<Socket>, DialTarget)>;
 
 /// The task of connection `dialing`. Dropping it (abort) drops the transport at once.
 pub(crate) async fn run<M: Machine>(
+    shared: Arc<Shared<M>>,
+    dialing: Dialing,
+    commands: mpsc::UnboundedReceiver<Command>,
+    resume: Arc<AtomicWaker>,
+) {
+    let conn = dialing.0.id();
+    let report = Arc::clone(&shared);
+    let task = std::panic::AssertUnwindSafe(drive(shared, dialing, commands, resume));
+    // A panic (a runtime without its IO driver panics at the first socket) ends the
+    // connection as a failure that names it, instead of leaving it to its timeout.
+    if let Err(panic) = futures_util::FutureExt::catch_unwind(task).await {
+        let error = TransportError::new(
+            TransportErrorKind::Io,
+            format!(
+                "the connection's task panicked: {}",
+                crate::driver::panic_message(&*panic)
+            ),
+        );
+        report.report(
+            conn,
+            [TransportEvent::Error(error), TransportEvent::Closed],
+            true,
+        );
+    }
+}
+
+/// The connection task's work: the dial, then the open connection until it ends.
+async fn drive<M: Machine>(
     shared: Arc<Shared<M>>,
     dialing: Dialing,
     commands: mpsc::UnboundedReceiver<Command>,

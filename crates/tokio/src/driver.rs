@@ -564,6 +564,14 @@ pub(crate) fn start<M: Machine>(
         field: "tls",
         problem: "a custom root certificate was rejected by rustls",
     })?;
+    // The driver's one timer, made here so that a runtime without its time driver is
+    // refused now (tokio panics on the first timer; its panic hook still prints that)
+    // rather than ending every connection later.
+    let sleep = std::panic::catch_unwind(|| tokio::time::sleep(Duration::from_secs(3600)))
+        .map_err(|_| ConfigError {
+            field: "runtime",
+            problem: "the tokio runtime has no timers: build it with enable_time() or enable_all()",
+        })?;
     machine.track_completions();
     let shared = Arc::new(Shared {
         core: Mutex::new(Core {
@@ -590,10 +598,12 @@ pub(crate) fn start<M: Machine>(
     });
     // The guard is the task's argument, not a local, so that it is dropped with a task
     // that was never polled too.
-    runtime.spawn(drive(Exit {
+    let exit = Exit {
         shared: Arc::clone(&shared),
         finished: false,
-    }));
+        why: None,
+    };
+    runtime.spawn(drive(exit, sleep));
     Ok(Arc::new(Handle { shared }))
 }
 
@@ -605,6 +615,18 @@ pub(crate) fn start<M: Machine>(
 struct Exit<M: Machine> {
     shared: Arc<Shared<M>>,
     finished: bool,
+    /// Why the task ended unfinished, when it knows (it panicked); otherwise its runtime
+    /// was shut down.
+    why: Option<String>,
+}
+
+/// What a panic said, when it said it with a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 impl<M: Machine> Drop for Exit<M> {
@@ -621,7 +643,10 @@ impl<M: Machine> Drop for Exit<M> {
                     open.push(conn);
                 }
             }
-            let why = "the tokio runtime driving the connection was shut down";
+            let why = self
+                .why
+                .as_deref()
+                .unwrap_or("the tokio runtime driving the connection was shut down");
             core.lifecycle
                 .driver_lost(&mut core.machine, open, why, now());
             while let Some((id, result)) = core.machine.poll_completion() {
@@ -649,9 +674,24 @@ impl<M: Machine> Drop for Exit<M> {
 }
 
 /// The driver task: the one timer, the wx-style callbacks, and shutdown.
-async fn drive<M: Machine>(mut exit: Exit<M>) {
+async fn drive<M: Machine>(mut exit: Exit<M>, sleep: tokio::time::Sleep) {
     let shared = Arc::clone(&exit.shared);
-    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    let turns = std::panic::AssertUnwindSafe(turn_until_finished(shared, sleep));
+    match futures_util::FutureExt::catch_unwind(turns).await {
+        Ok(()) => exit.finished = true,
+        // A runtime without its time driver panics at the first timer: every connection
+        // then ends as lost, saying so ([`Exit`]).
+        Err(panic) => {
+            exit.why = Some(format!(
+                "the driver task panicked: {}",
+                panic_message(&*panic)
+            ))
+        }
+    }
+}
+
+/// The driver task's work, until the core has shut down and is drained.
+async fn turn_until_finished<M: Machine>(shared: Arc<Shared<M>>, sleep: tokio::time::Sleep) {
     tokio::pin!(sleep);
     loop {
         let (armed, callbacks, finished) = {
@@ -697,6 +737,5 @@ async fn drive<M: Machine>(mut exit: Exit<M>) {
         }
     }
     wxsocket_wire::machine::run_last_callbacks(|| shared.lock().machine.due_callbacks());
-    exit.finished = true;
     tracing::debug!("driver finished");
 }
