@@ -149,3 +149,37 @@ fn a_server_that_requires_a_client_certificate_is_named() {
         );
     }
 }
+
+/// The simple path on both adapters: a server that answers the upgrade with 404 (or 403) is
+/// a refusal, its own error kind, whose message does not say to connect again (the same
+/// request meets the same answer; a reconnect policy does not retry a 4xx either). A 503 is
+/// a connection error, which connecting again may mend.
+#[test]
+fn a_4xx_answer_on_the_simple_path_is_a_refusal_on_both_adapters() {
+    use wxsocket_testkit::peer::{Mode, Peer};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (status, refused) in [(404, true), (403, true), (503, false)] {
+        let peer = Peer::start(Mode::HttpStatus(status));
+        let blocking = wxsocket_blocking::connect(peer.url()).unwrap_err();
+        let tokio = runtime
+            .block_on(wxsocket_tokio::connect(peer.url()))
+            .unwrap_err();
+        for (kind, message) in [
+            (
+                blocking.kind() == wxsocket_blocking::ErrorKind::Refused,
+                blocking.to_string(),
+            ),
+            (
+                tokio.kind() == wxsocket_tokio::ErrorKind::Refused,
+                tokio.to_string(),
+            ),
+        ] {
+            assert_eq!(kind, refused, "HTTP {status}: {message}");
+            assert_eq!(message.contains("connect again"), !refused, "{message}");
+        }
+    }
+}

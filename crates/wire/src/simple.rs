@@ -7,7 +7,7 @@ use crate::client::SendFailed;
 use bytes::Bytes;
 use wxsocket_core::{
     CloseError, ConfigError, ConnectError, ConnectionError, Event, Message, PingError, ReadyState,
-    SendError, SendFailure,
+    SendError, SendFailure, TransportErrorKind,
 };
 
 /// How a connection ended: the close event's code, reason and whether the close handshake
@@ -74,7 +74,7 @@ impl std::fmt::Display for Closed {
 #[non_exhaustive]
 pub enum Error {
     /// The configuration was invalid (the field is named); nothing was dialled.
-    #[error("invalid configuration: {0} (fix that field; nothing was dialled)")]
+    #[error("invalid configuration: {0} (nothing was dialled)")]
     Config(#[from] ConfigError),
     /// The connect options were invalid (the field is named); nothing was dialled.
     #[error("invalid connect options: {0} (fix that option; nothing was dialled)")]
@@ -87,15 +87,45 @@ pub enum Error {
     Ping(#[from] PingError),
     /// The connection failed: it never opened (DNS, TCP, TLS, the HTTP upgrade, the
     /// handshake timeout), or it failed while open (protocol error, keepalive, I/O).
-    #[error("connection failed: {0} (connect again, or use a reconnect policy)")]
+    #[error("connection failed: {0} ({hint})", hint = connection_hint(.0))]
     Connection(ConnectionError),
     /// The connection is closed (by the peer, or by this side): nothing more can be sent.
     #[error("connection closed: {0} (connect again to go on)")]
     Closed(Closed),
     /// A send was refused at once (the message is in the error) or accepted but never
     /// written.
-    #[error("send failed: {0} (the message was not confirmed written)")]
+    #[error("send failed: {0} ({hint})", hint = send_hint(.0))]
     Send(#[from] SendFailed),
+}
+
+/// Whether the server refused the connection in a way that the same request meets again:
+/// an HTTP 4xx answer to the upgrade, or an extension or sub-protocol it would not agree
+/// to. A reconnect policy does not retry these (4xx unless told to).
+fn refused(error: &ConnectionError) -> bool {
+    match error {
+        ConnectionError::ConnectFailed(e) => match e.kind {
+            TransportErrorKind::HttpStatus(status) => (400..500).contains(&status),
+            TransportErrorKind::Negotiation => true,
+            _ => false,
+        },
+        ConnectionError::ProtocolNotOffered(_) | ConnectionError::DeflateNotOffered => true,
+        _ => false,
+    }
+}
+
+fn connection_hint(error: &ConnectionError) -> &'static str {
+    if refused(error) {
+        "the server refused this request: it fails the same way until the request or the server changes"
+    } else {
+        "connect again, or use a reconnect policy"
+    }
+}
+
+fn send_hint(failed: &SendFailed) -> &'static str {
+    match failed {
+        SendFailed::Refused(_) => "not sent; the message is handed back",
+        SendFailed::Failed(_) => "the message was not confirmed written",
+    }
 }
 
 /// Which part of the simple path an [`Error`] comes from.
@@ -106,6 +136,11 @@ pub enum ErrorKind {
     Invalid,
     /// The network or the peer: a new connection may succeed.
     Connection,
+    /// The server refused the connection (an HTTP 4xx answer to the upgrade, or an
+    /// extension or sub-protocol it would not agree to): the same request fails the same
+    /// way until it or the server changes. A reconnect policy does not retry it (a 4xx
+    /// only with `retry_http_4xx`).
+    Refused,
     /// The connection is closed; connect again to go on.
     Closed,
     /// A send was refused for lack of room (`try_send`); it may succeed later.
@@ -119,6 +154,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config(_) | Error::Options(_) | Error::Close(_) => ErrorKind::Invalid,
+            Error::Connection(e) if refused(e) => ErrorKind::Refused,
             Error::Connection(_) => ErrorKind::Connection,
             Error::Closed(_) | Error::Ping(PingError::NotOpen) => ErrorKind::Closed,
             Error::Ping(PingError::Full) => ErrorKind::Full,
@@ -221,6 +257,8 @@ impl Lifecycle {
         match event {
             Event::Message { message, .. } => return Some(message),
             Event::Error { error, .. } => self.error = Some(error),
+            // A reconnection opened: the failure before it no longer ends anything.
+            Event::Open { .. } => self.error = None,
             Event::Pong { payload, .. } => self.last_pong = Some(payload),
             Event::Close { .. } if self.closed.is_some() || state == ReadyState::Closed => {
                 self.closed = Closed::of(&event);
@@ -258,7 +296,8 @@ impl Lifecycle {
         self.closed.as_ref()
     }
 
-    /// The failure that ended the connection, if one did (the last one reported).
+    /// The failure that ended the connection, if one did (the last one reported; none
+    /// once a reconnection opened).
     pub fn error(&self) -> Option<&ConnectionError> {
         self.error.as_ref()
     }
@@ -323,7 +362,7 @@ macro_rules! websocket {
             }
 
             /// The failure that ended the connection, if one did (the last one reported,
-            /// with a reconnect policy).
+            /// with a reconnect policy; none once a reconnection opened).
             pub fn error(&self) -> Option<&$crate::reexports::ConnectionError> {
                 self.lifecycle.error()
             }
@@ -376,7 +415,7 @@ macro_rules! websocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wxsocket_core::{ConnId, TransportError, TransportErrorKind};
+    use wxsocket_core::{ConnId, TransportError};
 
     fn close(conn: u64, code: u16) -> Event {
         Event::close(ConnId::from_raw(conn), code, "", false)
@@ -468,6 +507,72 @@ mod tests {
         assert_eq!(
             l.take(message, ReadyState::Closed),
             Some(Message::text("late"))
+        );
+    }
+
+    /// A server's refusal (HTTP 4xx, a negotiation it rejects) is its own kind, and its
+    /// hint does not say to connect again; a refused send says it was not sent; a
+    /// reconnection that opened clears the failure before it.
+    #[test]
+    fn refusals_and_hints_say_what_to_do() {
+        let status = |code| {
+            Error::Connection(ConnectionError::ConnectFailed(TransportError::new(
+                TransportErrorKind::HttpStatus(code),
+                format!("HTTP {code}"),
+            )))
+        };
+        for code in [401, 403, 404] {
+            let refused = status(code);
+            assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
+            assert!(
+                refused.to_string().contains("refused this request"),
+                "{refused}"
+            );
+        }
+        let unavailable = status(503);
+        assert_eq!(unavailable.kind(), ErrorKind::Connection);
+        assert!(
+            unavailable.to_string().contains("connect again"),
+            "{unavailable}"
+        );
+        let mismatch = Error::Connection(ConnectionError::ProtocolNotOffered("v9".into()));
+        assert_eq!(mismatch.kind(), ErrorKind::Refused);
+
+        let too_large = Error::Send(SendFailed::Refused(SendError::TooLarge {
+            message: Message::text("x"),
+            len: 1,
+            max: 0,
+        }));
+        assert!(too_large.to_string().contains("not sent"), "{too_large}");
+        let lost = Error::Send(SendFailed::Failed(SendFailure::ConnectionLost));
+        assert!(lost.to_string().contains("not confirmed written"), "{lost}");
+        let config = Error::Config(ConfigError {
+            field: "runtime",
+            problem: "must be called from inside a tokio runtime",
+        });
+        assert!(!config.to_string().contains("field"), "{config}");
+
+        let mut lifecycle = Lifecycle::default();
+        lifecycle.take(error(1), ReadyState::Connecting);
+        assert!(lifecycle.error().is_some());
+        // An Open event as a session makes it.
+        let now = std::time::Instant::now();
+        let mut session = wxsocket_core::Session::new(Default::default()).unwrap();
+        let conn = session
+            .connect(&wxsocket_core::ConnectOptions::new("ws://127.0.0.1:9"), now)
+            .unwrap();
+        session.handle(
+            conn,
+            wxsocket_core::TransportEvent::Opened(Box::default()),
+            now,
+        );
+        let open = std::iter::from_fn(|| session.poll_event())
+            .find(|e| matches!(e, Event::Open { .. }))
+            .expect("an Open event");
+        lifecycle.take(open, ReadyState::Open);
+        assert!(
+            lifecycle.error().is_none(),
+            "a stale failure after the reconnection"
         );
     }
 }
