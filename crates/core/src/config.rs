@@ -56,7 +56,15 @@ pub struct Keepalive {
 /// sends are refused with `QueueFull` until it is back under them.
 ///
 /// What a pong proves is that the peer's WebSocket implementation read the message, not
-/// that its application handled it.
+/// that its application handled it (a server library may read a whole socket buffer's
+/// worth before its application sees the first; a crash then loses what it read).
+///
+/// The pongs are read like every other input: while reading is paused because the
+/// application does not take its received messages ([`SessionConfig::receive_bounds`]),
+/// no pong is read, nothing is acknowledged, and sends waiting for acknowledgement (and a
+/// tokio `Sink`'s flush) wait too, without the ack timeout running (the backlog proves the
+/// peer alive). An application that splits a socket into a sending and a receiving half
+/// keeps the receiving half read.
 ///
 /// ```
 /// use std::time::{Duration, Instant};

@@ -67,6 +67,13 @@ impl WebSocket {
     /// Sends a message and waits until it is written to the socket; when the send buffer
     /// is full it first waits for room. Fails if the connection is closed or goes away
     /// before the message is written.
+    ///
+    /// Cancelling it (dropping the future, a `select!` or `timeout` that fires first) is
+    /// safe but not undoing: cancelled while it waits for room, the message is not sent;
+    /// cancelled once the message was accepted, it is still written (or fails), and nothing
+    /// reports that to this path. So a "time out and send again" loop may send a message
+    /// twice; [`Client::send`] returns the send's id and its outcome arrives as an event
+    /// there ([`into_parts`](Self::into_parts)), and `try_send` never waits.
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         match self.client.send(message).await {
             Ok(_) => Ok(()),
@@ -130,7 +137,10 @@ impl futures_core::Stream for WebSocket {
 }
 
 /// The same [`Sink`] as [`Client`]'s: `poll_ready` waits for room, `poll_flush` for the
-/// writes.
+/// writes. Closing the sink (`SinkExt::close`, the end of `forward` or `send_all`'s
+/// caller) only flushes it: unlike tokio-tungstenite, it sends no close frame and the
+/// connection stays open; close it with [`close`](WebSocket::close) (after `split`,
+/// `reunite` the halves first).
 impl Sink<Message> for WebSocket {
     type Error = SendFailed;
 
