@@ -428,12 +428,7 @@ fn a_listener_that_panicked_still_hears_the_next_event() {
         );
     }
     wx.dispatch();
-    let mut panicked = 0;
-    while let Some(callback) = wx.poll_callback() {
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
-        panicked += usize::from(ran.is_err());
-    }
-    assert_eq!(panicked, 1);
+    assert_eq!(run_due_catching(&mut wx), 1);
     assert_eq!(take(&log), ["after"]);
 }
 
@@ -448,6 +443,17 @@ fn due_messages(wx: &mut WxSocket, texts: &[&str], now: Instant) {
         Driven::handle(wx, conn, TransportEvent::Message(Message::text(*text)), now);
     }
     wx.dispatch();
+}
+
+/// Runs the due callbacks as a driver does, going on past one that panics; returns how
+/// many panicked.
+fn run_due_catching(wx: &mut WxSocket) -> usize {
+    let mut panicked = 0;
+    while let Some(callback) = wx.poll_callback() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
+        panicked += usize::from(ran.is_err());
+    }
+    panicked
 }
 
 fn run_due(wx: &mut WxSocket) {
@@ -525,12 +531,7 @@ fn complete_runs_when_success_or_fail_panics() {
     // Written: `success` panics.
     Driven::handle(&mut wx, conn, TransportEvent::SendWritten(id), now);
     wx.dispatch();
-    let mut panicked = 0;
-    while let Some(callback) = wx.poll_callback() {
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.run()));
-        panicked += usize::from(ran.is_err());
-    }
-    assert_eq!(panicked, 1);
+    assert_eq!(run_due_catching(&mut wx), 1);
     assert_eq!(take(&log), ["complete sendSocketMessage:ok"]);
 
     // In place, a refused send's `fail` panics out of the call, after `complete` ran.
