@@ -257,8 +257,6 @@ impl Lifecycle {
         match event {
             Event::Message { message, .. } => return Some(message),
             Event::Error { error, .. } => self.error = Some(error),
-            // A reconnection opened: the failure before it no longer ends anything.
-            Event::Open { .. } => self.error = None,
             Event::Pong { payload, .. } => self.last_pong = Some(payload),
             Event::Close { .. } if self.closed.is_some() || state == ReadyState::Closed => {
                 self.closed = Closed::of(&event);
@@ -296,8 +294,9 @@ impl Lifecycle {
         self.closed.as_ref()
     }
 
-    /// The failure that ended the connection, if one did (the last one reported; none
-    /// once a reconnection opened).
+    /// The last failure reported: the one that ended the connection, if one did. With a
+    /// reconnect policy it stays after a reconnection opened (the drop that caused it), so
+    /// an application that only reads messages can still see that one happened.
     pub fn error(&self) -> Option<&ConnectionError> {
         self.error.as_ref()
     }
@@ -361,8 +360,10 @@ macro_rules! websocket {
                 self.lifecycle.closed()
             }
 
-            /// The failure that ended the connection, if one did (the last one reported,
-            /// with a reconnect policy; none once a reconnection opened).
+            /// The last failure reported: the one that ended the connection, if one did.
+            /// With a reconnect policy it stays after a reconnection opened (the drop that
+            /// caused it), so an application that only reads messages can still see that
+            /// one happened; [`closed`](Self::closed) is `None` while the socket is open.
             pub fn error(&self) -> Option<&$crate::reexports::ConnectionError> {
                 self.lifecycle.error()
             }
@@ -511,8 +512,8 @@ mod tests {
     }
 
     /// A server's refusal (HTTP 4xx, a negotiation it rejects) is its own kind, and its
-    /// hint does not say to connect again; a refused send says it was not sent; a
-    /// reconnection that opened clears the failure before it.
+    /// hint does not say to connect again; a refused send says it was not sent; the failure
+    /// before a reconnection stays visible once it opened.
     #[test]
     fn refusals_and_hints_say_what_to_do() {
         let status = |code| {
@@ -571,8 +572,8 @@ mod tests {
             .expect("an Open event");
         lifecycle.take(open, ReadyState::Open);
         assert!(
-            lifecycle.error().is_none(),
-            "a stale failure after the reconnection"
+            lifecycle.error().is_some(),
+            "the drop before the reconnection is still there to see"
         );
     }
 }
