@@ -210,12 +210,15 @@ impl fmt::Debug for HttpProxy {
     }
 }
 
-/// `url` with any user information replaced by `***`, for `Debug` output. Everything up to
-/// the last `@` goes, even where a malformed URL has a `/` in its password (a proxy URL
-/// has no path that could hold an `@`).
-fn redact(url: &str) -> String {
+/// `url` as written, with any user information replaced by `***`, for errors and `Debug`
+/// output. Everything after the scheme up to the last `@` before the query goes, even where
+/// a malformed URL has a `/` in its password (an `@` in a path only hides a little more).
+pub(crate) fn redact(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    match url[start..].rfind('@') {
+    let end = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
         Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
         None => url.to_owned(),
     }

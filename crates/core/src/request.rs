@@ -21,7 +21,7 @@ use url::Url;
 /// let request = opts.validate().unwrap();
 /// assert_eq!(request.url.as_str(), "wss://example.com/chat?room=lobby+1");
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// The server URL: `ws://` or `wss://` (`http://` and `https://` are accepted and mapped
@@ -55,6 +55,37 @@ pub struct ConnectOptions {
     /// The HTTP proxy to tunnel through (`CONNECT`): by default the one the environment
     /// names, as the adapter read it (see [`ProxyOption`]).
     pub proxy: ProxyOption,
+}
+
+/// The URL's password shows as `***`; so do the values of the credential headers
+/// (`Authorization`, `Proxy-Authorization`, `Cookie`).
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header: Vec<(&str, &str)> = self
+            .header
+            .iter()
+            .map(|(name, value)| {
+                let secret = ["authorization", "proxy-authorization", "cookie"]
+                    .iter()
+                    .any(|s| name.eq_ignore_ascii_case(s));
+                (name.as_str(), if secret { "***" } else { value.as_str() })
+            })
+            .collect();
+        f.debug_struct("ConnectOptions")
+            .field("url", &crate::proxy::redact(&self.url))
+            .field("data", &self.data)
+            .field("header", &header)
+            .field("method", &self.method)
+            .field("protocols", &self.protocols)
+            .field("tcp_no_delay", &self.tcp_no_delay)
+            .field("per_message_deflate", &self.per_message_deflate)
+            .field("deflate", &self.deflate)
+            .field("timeout", &self.timeout)
+            .field("require_tls", &self.require_tls)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("proxy", &self.proxy)
+            .finish()
+    }
 }
 
 /// A URL is the whole of the simplest options: `connect("ws://…")`.
@@ -164,7 +195,7 @@ impl ConnectOptions {
         let mut url = parse_url(&self.url)?;
         if self.require_tls && url.scheme() != "wss" {
             return Err(ConnectError::TlsRequired {
-                url: self.url.clone(),
+                url: crate::proxy::redact(&self.url),
             });
         }
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -197,8 +228,9 @@ impl ConnectOptions {
         if let Some(credentials) = take_credentials(&mut url)?
             && !headers.contains_key(http::header::AUTHORIZATION)
         {
-            let value =
+            let mut value =
                 HeaderValue::from_str(&credentials).expect("base64 is a valid header value");
+            value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
         validate_protocols(&self.protocols)?;
@@ -306,7 +338,7 @@ impl HandshakeRequest {
 
 fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     let mut url = Url::parse(raw).map_err(|e| ConnectError::InvalidUrl {
-        url: raw.to_owned(),
+        url: crate::proxy::redact(raw),
         reason: e.to_string(),
     })?;
     let mapped = match url.scheme() {
@@ -323,7 +355,7 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
         // http(s) and ws(s) are both "special" schemes, so this cannot fail; rebuild to be sure.
         let rest = &raw[raw.find(':').unwrap_or(0)..];
         url = Url::parse(&format!("{scheme}{rest}")).map_err(|e| ConnectError::InvalidUrl {
-            url: raw.to_owned(),
+            url: crate::proxy::redact(raw),
             reason: e.to_string(),
         })?;
     }
@@ -332,7 +364,7 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConnectError::InvalidUrl {
-            url: raw.to_owned(),
+            url: crate::proxy::redact(raw),
             reason: "no host".into(),
         });
     }
@@ -442,8 +474,18 @@ fn validate_headers(header: &[(String, String)]) -> Result<HeaderMap, ConnectErr
                 why,
             });
         }
-        let value = HeaderValue::from_bytes(value.as_bytes())
+        let mut value = HeaderValue::from_bytes(value.as_bytes())
             .map_err(|_| ConnectError::InvalidHeaderValue { name: name.clone() })?;
+        // Credentials show as `Sensitive` in `Debug` output (of the request, the `Dial`).
+        if [
+            http::header::AUTHORIZATION,
+            http::header::PROXY_AUTHORIZATION,
+            http::header::COOKIE,
+        ]
+        .contains(&parsed)
+        {
+            value.set_sensitive(true);
+        }
         map.append(parsed, value);
     }
     Ok(map)

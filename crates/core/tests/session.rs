@@ -1345,3 +1345,47 @@ fn tracking_completions_again_keeps_those_not_yet_polled() {
     sim.s.track_completions(true);
     assert_eq!(sim.s.poll_completion(), Some((id, Ok(()))));
 }
+
+/// A password in the URL never shows: not in the errors that quote the URL (TLS required,
+/// an invalid port, no host), not in `Debug` of the options, the request or the `Dial`
+/// (whose `Authorization` value is its base64). Nor do credential headers' values.
+#[test]
+fn url_passwords_and_credential_headers_never_show() {
+    let secret = "S3CRET";
+    let base64 = "YWxpY2U6UzNDUkVU"; // alice:S3CRET
+    let refused = [
+        ConnectOptions::new(format!("ws://alice:{secret}@h/")).require_tls(true),
+        ConnectOptions::new(format!("ws://alice:{secret}@h:99999/")),
+        ConnectOptions::new(format!("ws://alice:{secret}@:1/")),
+    ];
+    for options in refused {
+        let error = options.validate().expect_err("refused");
+        for shown in [error.to_string(), format!("{error:?}")] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+    let options = ConnectOptions::new(format!("ws://alice:{secret}@127.0.0.1:9/"))
+        .header("Cookie", "session=c00kie")
+        .header("X-Trace", "visible");
+    let shown = format!("{options:?}");
+    assert!(
+        !shown.contains(secret) && !shown.contains("c00kie"),
+        "{shown}"
+    );
+    assert!(shown.contains("visible"), "{shown}");
+    let request = options.validate().unwrap();
+    assert_eq!(
+        request.headers[http::header::AUTHORIZATION],
+        format!("Basic {base64}"),
+        "still sent"
+    );
+    let shown = format!("{request:?}");
+    assert!(
+        !shown.contains(base64) && !shown.contains("c00kie"),
+        "{shown}"
+    );
+    let mut s = Session::new(SessionConfig::default()).unwrap();
+    s.connect(&options, Instant::now()).unwrap();
+    let dial = format!("{:?}", s.poll_action().expect("the dial"));
+    assert!(!dial.contains(base64) && !dial.contains(secret), "{dial}");
+}
