@@ -758,9 +758,19 @@ impl Model {
                 close_after_open: true,
                 ..
             } => SendOutcome::Closing,
+            // A close the peer began that will be retried queues for the next connection,
+            // within the queue's bounds and, with what is in flight, the buffer's.
+            Phase::Closing { .. }
+                if !(self.queued.is_empty() && self.in_flight.is_empty())
+                    && (self.queued.len() >= MAX_MSGS
+                        || bytes(&self.queued) + len > MAX_QUEUED
+                        || self.in_flight.len() + self.queued.len() >= MAX_MSGS
+                        || bytes(&self.in_flight) + bytes(&self.queued) + len > MAX_BUFFERED) =>
+            {
+                SendOutcome::QueueFull
+            }
             // A message larger than a byte bound goes alone: it fits an empty queue or buffer.
-            // A close the peer began that will be retried queues for the next connection.
-            Phase::Connecting { .. } | Phase::Backoff { .. } | Phase::Closing { .. }
+            Phase::Connecting { .. } | Phase::Backoff { .. }
                 if !self.queued.is_empty()
                     && (self.queued.len() >= MAX_MSGS
                         || bytes(&self.queued) + len > MAX_QUEUED) =>

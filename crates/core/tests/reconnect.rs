@@ -519,3 +519,39 @@ fn default_policies_draw_their_own_delays_and_a_set_seed_replays() {
     let seeded = ReconnectPolicy::default().seed(42);
     assert_eq!(first_delay(seeded.clone()), first_delay(seeded));
 }
+
+/// Sends queued for the next connection during a retried close count in `buffered_amount`
+/// with what is still in flight, so they stay within the send buffer's bound (the model test
+/// found the sum going past it): at the bound they are refused as `QueueFull` (room comes
+/// when the writes complete), and they go alone, whatever their size, once nothing else is
+/// pending.
+#[test]
+fn sends_queued_during_a_retried_close_stay_within_the_buffer() {
+    let config = SessionConfig::default()
+        .queue_bounds(4, 40)
+        .max_buffered_bytes(60)
+        .reconnect(ReconnectPolicy::default().seed(1));
+    let mut s = Session::new(config).unwrap();
+    let now = Instant::now();
+    let c = s.connect(&ConnectOptions::new("ws://h"), now).unwrap();
+    s.handle(c, TransportEvent::Opened(Box::default()), now);
+    let written: Vec<SendId> = (0..3)
+        .map(|_| s.send(Message::binary(vec![0; 20]), now).unwrap())
+        .collect();
+    let restart = PeerClose {
+        code: Some(1012),
+        reason: String::new(),
+    };
+    s.handle(c, TransportEvent::PeerClosed(restart), now);
+    assert_eq!(s.buffered_amount(), 60);
+    assert!(matches!(
+        s.send(Message::binary(vec![0; 1]), now),
+        Err(SendError::QueueFull(_))
+    ));
+    for id in written {
+        s.handle(c, TransportEvent::SendWritten(id), now);
+    }
+    s.send(Message::binary(vec![0; 100]), now)
+        .expect("alone, whatever its size");
+    assert_eq!(s.buffered_amount(), 100);
+}

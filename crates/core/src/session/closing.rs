@@ -10,9 +10,9 @@ use super::context::{Cause, Context, Ending, Next, Teardown};
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, NORMAL, PeerClose};
 use crate::config::SessionConfig;
-use crate::error::{ConnectionError, SendFailure};
+use crate::error::{ConnectionError, SendError, SendFailure};
 use crate::event::Event;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, SendId};
 use crate::message::Message;
 use crate::queue::SendQueue;
 use crate::request::HandshakeRequest;
@@ -63,6 +63,34 @@ impl Closing {
             attempt,
             next: SendQueue::default(),
         })
+    }
+
+    /// A send while a reconnect is to follow ([`Self::will_reconnect`]): queued for the next
+    /// connection within the queue's bounds, and, with what is still in flight here, within
+    /// the send buffer's (`buffered_amount` counts both). A message goes alone when nothing
+    /// else is pending, whatever its size, as into an empty queue.
+    pub(super) fn queue_for_next(
+        &mut self,
+        cx: &mut Context,
+        message: Message,
+    ) -> Result<SendId, SendError> {
+        let config = &cx.config;
+        let len = message.len();
+        let max_in_flight = (config.max_buffered_bytes / super::open::IN_FLIGHT_WEIGHT)
+            .max(config.max_queued_messages);
+        let pending = self.in_flight.len() + self.next.len();
+        let fits = pending == 0
+            || (self.next.len() < config.max_queued_messages
+                && self.next.bytes().saturating_add(len) <= config.max_queued_bytes
+                && pending < max_in_flight
+                && (self.in_flight.bytes() + self.next.bytes()).saturating_add(len)
+                    <= config.max_buffered_bytes);
+        if !fits {
+            return Err(SendError::QueueFull(message));
+        }
+        let id = cx.ids.send();
+        self.next.push(id, message);
+        Ok(id)
     }
 
     /// Whether the reconnect policy will dial again when this close ends: the peer began

@@ -338,7 +338,7 @@ impl Session {
             Conn::Idle | Conn::Closed => Err(SendError::NotConnected(message)),
             Conn::Closing(c) if !c.will_reconnect(cx) => Err(SendError::Closing(message)),
             _ if completions_full => Err(SendError::CompletionsFull(message)),
-            Conn::Closing(c) => queue(cx, &mut c.next, message),
+            Conn::Closing(c) => c.queue_for_next(cx, message),
             Conn::Connecting(c) if c.close_after_open.is_some() => Err(SendError::Closing(message)),
             Conn::Connecting(c) => queue(cx, &mut c.queue, message),
             Conn::Backoff(b) => queue(cx, &mut b.queue, message),

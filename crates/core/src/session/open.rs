@@ -23,7 +23,7 @@ use std::time::Instant;
 /// The bytes of `max_buffered_bytes` each message in flight counts for in the bound on their
 /// number (the memory a message costs besides its payload: its id, its frame, the driver's
 /// command); 262,144 messages under the default 16 MiB.
-const IN_FLIGHT_WEIGHT: usize = 64;
+pub(super) const IN_FLIGHT_WEIGHT: usize = 64;
 
 #[derive(Debug)]
 pub(super) struct Open {
