@@ -228,10 +228,10 @@ impl ConnectOptions {
         if let Some(credentials) = take_credentials(&mut url)?
             && !headers.contains_key(http::header::AUTHORIZATION)
         {
-            let mut value =
+            let value =
                 HeaderValue::from_str(&credentials).expect("base64 is a valid header value");
-            value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
+            mark_credentials(&mut headers);
         }
         validate_protocols(&self.protocols)?;
         if !self.data.is_empty() {
@@ -474,21 +474,29 @@ fn validate_headers(header: &[(String, String)]) -> Result<HeaderMap, ConnectErr
                 why,
             });
         }
-        let mut value = HeaderValue::from_bytes(value.as_bytes())
+        let value = HeaderValue::from_bytes(value.as_bytes())
             .map_err(|_| ConnectError::InvalidHeaderValue { name: name.clone() })?;
-        // Credentials show as `Sensitive` in `Debug` output (of the request, the `Dial`).
-        if [
-            http::header::AUTHORIZATION,
-            http::header::PROXY_AUTHORIZATION,
-            http::header::COOKIE,
-        ]
-        .contains(&parsed)
-        {
-            value.set_sensitive(true);
-        }
         map.append(parsed, value);
     }
+    mark_credentials(&mut map);
     Ok(map)
+}
+
+/// Marks the values of the credential headers (`Authorization`, `Proxy-Authorization`,
+/// `Cookie`) sensitive, so they show as `Sensitive` in `Debug` output (of the request, the
+/// `Dial`); they are still sent.
+pub(crate) fn mark_credentials(headers: &mut HeaderMap) {
+    for name in [
+        http::header::AUTHORIZATION,
+        http::header::PROXY_AUTHORIZATION,
+        http::header::COOKIE,
+    ] {
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
 }
 
 /// RFC 7230 `tchar`.

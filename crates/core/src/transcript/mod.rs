@@ -754,7 +754,12 @@ fn request_from(v: &Value) -> Read<HandshakeRequest> {
     };
     Ok(HandshakeRequest {
         url,
-        headers: headers_from(field(v, "headers")?)?,
+        headers: {
+            // As validation marks them, so that the `Dial` replays as it was recorded.
+            let mut headers = headers_from(field(v, "headers")?)?;
+            crate::request::mark_credentials(&mut headers);
+            headers
+        },
         protocols,
         tcp_no_delay: bool_of(v, "tcp_no_delay")?,
         per_message_deflate: deflate,
