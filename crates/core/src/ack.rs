@@ -4,8 +4,14 @@
 //! Messages and pings go out in the order their actions are queued, and a driver carries
 //! out one connection's actions in order, so "the peer answered a ping queued after message
 //! M" proves it read M (RFC 6455 §5.5.2: a pong answers a ping; §5.5.3: it may answer only
-//! the latest). Each ping therefore remembers how many messages were handed to the driver
-//! before it (`covers`); its pong acknowledges that many.
+//! the latest). Each barrier ping therefore remembers how many messages were handed to the
+//! driver before it (`covers`); its pong acknowledges that many.
+//!
+//! Only the session's own barrier pings acknowledge, each with a payload of its own: a peer
+//! may send pongs nobody asked for (§5.5.3 allows unsolicited pongs, as heartbeats), and one
+//! with the payload of the application's ping or keepalive's empty one would prove nothing
+//! about what the peer read. A peer that has not read the barrier ping cannot know its
+//! payload.
 
 use crate::config::Acknowledgement;
 use crate::ids::SendId;
@@ -45,8 +51,6 @@ struct SentPing {
     payload: Bytes,
     /// Messages handed to the driver before it (the connection's count).
     covers: u64,
-    /// The session's own barrier (not the application's or keepalive's ping).
-    barrier: bool,
 }
 
 /// Acknowledgement state of an open (or closing) connection.
@@ -184,18 +188,11 @@ impl Acks {
         }
     }
 
-    /// A ping with `payload` was queued for the driver (the application's, keepalive's or a
-    /// barrier): its pong acknowledges every message handed over before it.
-    pub(crate) fn on_ping(&mut self, payload: Bytes, now: Instant) {
-        self.push_ping(payload, false, now);
-    }
-
-    fn push_ping(&mut self, payload: Bytes, barrier: bool, now: Instant) {
+    fn push_ping(&mut self, payload: Bytes, now: Instant) {
         self.uncovered_bytes = 0;
         self.pings.push_back(SentPing {
             payload,
             covers: self.issued,
-            barrier,
         });
         if self.issued > self.acked && self.wait.is_none() {
             self.wait = Some(self.begin_wait(now));
@@ -231,10 +228,8 @@ impl Acks {
     /// A pong arrived: the messages the oldest ping with its payload covers are
     /// acknowledged, and returned oldest first. A pong that answers nothing changes nothing.
     ///
-    /// Later pings with the same payload (the application's, or keepalive's empty one) are
-    /// given up: this pong may have answered one of them (a peer may answer only the latest,
-    /// RFC 6455 §5.5.3), so none of them may have a pong of its own to come. What they
-    /// covered is left to a barrier ping, whose payload is unique.
+    /// Barrier payloads are unique, so a pong matches at most one ping; the older ones it
+    /// passes are given up, as a peer may answer only the latest (RFC 6455 §5.5.3).
     pub(crate) fn on_pong(&mut self, payload: &[u8], now: Instant) -> Vec<(SendId, Message)> {
         let Some(at) = self.pings.iter().position(|p| p.payload == payload) else {
             return Vec::new();
@@ -302,10 +297,7 @@ impl Acks {
     /// waits for its pong.
     fn schedule(&mut self, now: Instant) {
         let covered = self.pings.back().map_or(self.acked, |p| p.covers);
-        if self.barrier_at.is_none()
-            && self.issued > covered
-            && !self.pings.iter().any(|p| p.barrier)
-        {
+        if self.barrier_at.is_none() && self.issued > covered && self.pings.is_empty() {
             // Never at `now` itself: like every deadline, after the time it was set (a zero
             // delay sends the barrier at the next timer call).
             self.barrier_at = Some(now + self.config.delay.max(Duration::from_nanos(1)));
@@ -343,12 +335,28 @@ impl Acks {
         if self.issued <= covered {
             return None;
         }
+        Some(self.new_barrier(now))
+    }
+
+    /// A ping of the application's or keepalive's was queued. It acknowledges nothing, but a
+    /// peer may answer only the latest ping (RFC 6455 §5.5.3), which would leave the barriers
+    /// already sent without their pong and time a healthy connection out. So while barriers
+    /// wait, a fresh one follows at once (covering everything handed over), the latest again.
+    pub(crate) fn after_other_ping(&mut self, now: Instant) -> Option<Bytes> {
+        if self.pings.is_empty() {
+            return None;
+        }
+        self.barrier_at = None;
+        Some(self.new_barrier(now))
+    }
+
+    fn new_barrier(&mut self, now: Instant) -> Bytes {
         self.barriers += 1;
         let mut payload = BARRIER_PREFIX.to_vec();
         payload.extend_from_slice(self.barriers.to_string().as_bytes());
         let payload = Bytes::from(payload);
-        self.push_ping(payload.clone(), true, now);
-        Some(payload)
+        self.push_ping(payload.clone(), now);
+        payload
     }
 }
 
@@ -426,18 +434,26 @@ mod tests {
     }
 
     #[test]
-    fn a_pong_for_a_later_ping_acknowledges_what_earlier_ones_cover() {
+    fn a_pong_for_a_later_barrier_acknowledges_what_earlier_ones_cover() {
         let (mut a, mut ids, t0) = acks();
         let first = ids.send();
         a.on_send(first, Message::text("1"), false, t0);
-        a.on_ping(Bytes::from_static(b"app"), t0);
+        let t1 = t0 + Duration::from_millis(5);
+        let Some(AckTimer::Ping(b1)) = a.poll_timer(t1, false) else {
+            panic!("no barrier for the first")
+        };
         let second = ids.send();
-        a.on_send(second, Message::text("2"), false, t0);
-        a.on_ping(Bytes::from_static(b"app2"), t0);
-        let acked: Vec<_> = a.on_pong(b"app2", t0).into_iter().map(|(i, _)| i).collect();
+        a.on_send(second, Message::text("2"), false, t1);
+        // Another ping of the application's or keepalive's goes out: a barrier follows it.
+        let b2 = a
+            .after_other_ping(t1)
+            .expect("a barrier after the other ping");
+        let acked: Vec<_> = a.on_pong(&b2, t1).into_iter().map(|(i, _)| i).collect();
         assert_eq!(acked, [first, second]);
-        // The earlier ping was answered by the later pong: nothing matches it any more.
-        assert!(a.on_pong(b"app", t0).is_empty());
+        // The earlier barrier was answered by the later pong: nothing matches it any more.
+        assert!(a.on_pong(&b1, t1).is_empty());
+        // Nothing waits now: no barrier follows another ping.
+        assert_eq!(a.after_other_ping(t1), None);
     }
 
     #[test]
@@ -468,10 +484,15 @@ mod tests {
         let (mut a, mut ids, t0) = acks();
         let id = ids.send();
         a.on_send(id, Message::text("1"), false, t0);
-        a.on_ping(Bytes::new(), t0);
-        assert_eq!(a.on_pong(b"", t0).len(), 1);
+        let b = barrier(&mut a, t0);
+        assert_eq!(a.on_pong(&b, t0).len(), 1);
         assert!(a.on_written(id));
         assert!(!a.on_written(id));
+    }
+
+    /// A barrier covering everything handed over, sent now.
+    fn barrier(a: &mut Acks, now: Instant) -> Bytes {
+        a.barrier_before_close(now).expect("something to cover")
     }
 
     /// Three messages handed over, none confirmed written yet.
@@ -504,8 +525,8 @@ mod tests {
             "the second again, the third still unwritten"
         );
         // The first two are acknowledged, the third before its write was confirmed.
-        a.on_ping(Bytes::from_static(b"p"), t0);
-        assert_eq!(a.on_pong(b"p", t0).len(), 3);
+        let b = barrier(&mut a, t0);
+        assert_eq!(a.on_pong(&b, t0).len(), 3);
         assert!(!a.on_written(sent[1]), "acknowledged after its write");
         assert!(a.on_written(sent[2]));
         assert!(!a.on_written(sent[2]));
@@ -532,8 +553,8 @@ mod tests {
     fn an_acknowledgement_across_a_gap_in_the_writes_keeps_each_write_known_once() {
         let (mut a, t0, sent) = three_sent();
         assert!(a.on_written(sent[1]));
-        a.on_ping(Bytes::from_static(b"p"), t0);
-        assert_eq!(a.on_pong(b"p", t0).len(), 3);
+        let b = barrier(&mut a, t0);
+        assert_eq!(a.on_pong(&b, t0).len(), 3);
         assert!(!a.on_written(sent[1]));
         assert!(a.on_written(sent[0]));
         assert!(a.on_written(sent[2]));

@@ -40,10 +40,13 @@ pub struct Keepalive {
 /// [`SessionConfig::acknowledge`]).
 ///
 /// A little while (`delay`) after messages are handed to the driver, the session sends a
-/// ping; a pong answering it — or any later ping, since a peer may answer only the latest
-/// (RFC 6455 §5.5.3) — proves that the peer's WebSocket stack read every message sent
-/// before that ping, and each of them ends in [`crate::Event::SendDelivered`] instead of
-/// `SendCompleted`. When this side closes, a barrier ping goes just before its close frame
+/// barrier ping with a payload of its own; a pong answering it — or a later barrier, since a
+/// peer may answer only the latest (RFC 6455 §5.5.3) — proves that the peer's WebSocket
+/// stack read every message sent before that ping, and each of them ends in
+/// [`crate::Event::SendDelivered`] instead of `SendCompleted`. The application's pings and
+/// keepalive's acknowledge nothing: a peer may send pongs nobody asked for (§5.5.3 allows
+/// them as heartbeats), and one with their payload proves nothing. While a barrier waits, a
+/// fresh one follows each of those pings, so that the latest ping is a barrier. When this side closes, a barrier ping goes just before its close frame
 /// (unless a ping already covers every message), so messages sent up to the close are
 /// acknowledged by its pong; the peer's close frame alone acknowledges nothing, since it may
 /// have crossed ours unread. Messages not acknowledged when the connection

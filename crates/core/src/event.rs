@@ -56,10 +56,12 @@ pub enum Event {
         id: SendId,
     },
     /// With delivery acknowledgement on ([`crate::Acknowledgement`]): the peer acknowledged
-    /// the send (a pong answering a ping sent after it; a close this side begins sends such
-    /// a ping before its close frame, and the peer's close frame alone acknowledges
-    /// nothing). In that mode it replaces `SendCompleted` as the send's one successful outcome
-    /// (`sendSocketMessage` success). Match it with `..`: fields may be added.
+    /// the send (a pong answering a barrier ping of the session's sent after it, each with a
+    /// payload of its own; the application's and keepalive's pings acknowledge nothing; a
+    /// close this side begins sends a barrier before its close frame, and the peer's close
+    /// frame alone acknowledges nothing). In that mode it replaces `SendCompleted` as the
+    /// send's one successful outcome (`sendSocketMessage` success). Match it with `..`:
+    /// fields may be added.
     #[non_exhaustive]
     SendDelivered {
         /// The connection that delivered it (for a resent message, not the one it was

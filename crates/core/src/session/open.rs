@@ -132,6 +132,17 @@ impl Open {
         Ok(id)
     }
 
+    /// With acknowledgement on, the barrier that follows a ping of the application's or
+    /// keepalive's while barriers wait ([`Acks::after_other_ping`]).
+    fn barrier_after_other_ping(&mut self, cx: &mut Context, now: Instant) {
+        if let Some(payload) = self.acks.as_mut().and_then(|a| a.after_other_ping(now)) {
+            cx.actions.push_back(Action::Ping {
+                conn: self.id,
+                payload,
+            });
+        }
+    }
+
     /// `ping`: the application's ping, answered by an [`Event::Pong`].
     pub(super) fn ping(
         &mut self,
@@ -144,13 +155,11 @@ impl Open {
             return Err(PingError::Full);
         }
         self.pings.push_back(payload.clone());
-        if let Some(acks) = &mut self.acks {
-            acks.on_ping(payload.clone(), now);
-        }
         cx.actions.push_back(Action::Ping {
             conn: self.id,
             payload,
         });
+        self.barrier_after_other_ping(cx, now);
         Ok(())
     }
 
@@ -228,10 +237,7 @@ impl Open {
                     conn: self.id,
                     payload: Bytes::new(),
                 });
-                if let Some(acks) = &mut self.acks {
-                    // Keepalive's ping is a barrier too.
-                    acks.on_ping(Bytes::new(), now);
-                }
+                self.barrier_after_other_ping(cx, now);
                 self.liveness = Some(Liveness {
                     deadline: now + k.timeout,
                     awaiting_pong: true,
