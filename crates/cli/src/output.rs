@@ -36,6 +36,27 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// How a message is shown to a person: text as a quoted string, binary as size and hex.
+/// A received text as one line that cannot drive a terminal: line breaks and the other
+/// control characters (tab aside) are written as escapes (`\n`, `\r`, `\u{1b}`), so one
+/// message is one line for a script reading the output, and a server cannot clear the
+/// screen or fake lines. Text without them (nearly all) is written as it is.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c == '\t' || !c.is_control();
+    if text.chars().all(plain) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            c if !plain(c) => line.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => line.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 pub fn show_message(message: &Message) -> String {
     match message {
         Message::Text(text) => format!("{:?}", text.as_str()),
@@ -369,7 +390,7 @@ impl Out {
                 Event::Message {
                     message: Message::Text(text),
                     ..
-                } => self.line(text.as_str()),
+                } => self.line(&one_line(text.as_str())),
                 Event::Message { message, .. } if raw => self.raw(message.as_bytes()),
                 Event::Message { message, .. } => self.line(&hex(message.as_bytes())),
                 Event::Error { .. } | Event::SendFailed { .. } | Event::Reconnecting { .. } => {
@@ -424,6 +445,15 @@ pub fn stderr_line(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_received_text_is_one_line_without_control_characters() {
+        assert_eq!(one_line("plain \t text, ünïcode"), "plain \t text, ünïcode");
+        assert_eq!(
+            one_line("one\ntwo\r\u{1b}[2J\u{1b}]0;pwned\u{7}\u{7f}\u{9b}"),
+            "one\\ntwo\\r\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{7f}\\u{9b}"
+        );
+    }
 
     #[test]
     fn hex_round_trip() {

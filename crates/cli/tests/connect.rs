@@ -690,3 +690,35 @@ fn largest_timers_accepted_tokio() {
 fn largest_timers_accepted_blocking() {
     largest_timers_accepted(true);
 }
+
+/// A text message with line breaks and terminal escapes prints as one line with them
+/// escaped, on both adapters: a server cannot fake message boundaries for a script reading
+/// the output, nor clear the user's screen or set the window title. `--json` keeps the
+/// exact text.
+#[test]
+fn a_hostile_text_prints_as_one_line_without_terminal_escapes() {
+    use wxsocket_tests::peer::{Mode as PeerMode, Peer, Step};
+    let hostile = "one\ntwo\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    for blocking in [false, true] {
+        let peer = Peer::start(PeerMode::Script(vec![Step::Message(
+            wxsocket_core::Message::text(hostile),
+        )]));
+        let url = peer.url();
+        let args = with_adapter(vec!["connect", "-1", &url], blocking);
+        let (status, lines, stderr) = common::run(&args, "");
+        assert!(status.success(), "{stderr}");
+        assert_eq!(
+            lines,
+            [r"one\ntwo\u{1b}[2J\u{1b}]0;pwned\u{7}"],
+            "blocking: {blocking}"
+        );
+        let args = with_adapter(vec!["connect", "--json", "-1", &url], blocking);
+        let (_, lines, stderr) = common::run(&args, "");
+        let message = lines
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| event(v) == "message")
+            .unwrap_or_else(|| panic!("a message event: {lines:?} {stderr}"));
+        assert_eq!(message["data"], hostile);
+    }
+}
