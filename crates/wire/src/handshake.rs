@@ -89,6 +89,26 @@ impl ClientHandshake {
     /// Feeds bytes from the server. `Ok(None)`: more are needed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<HandshakeDone>, TransportError> {
         self.response.extend_from_slice(data);
+        // Interim answers before the final one (`100 Continue`, `103 Early Hints`, which a
+        // CDN may send) are read and passed over (RFC 9110 §15.2); `101` is the final one.
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let interim = match response.parse(&self.response) {
+                Ok(httparse::Status::Complete(n))
+                    if response
+                        .code
+                        .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
+                {
+                    Some(n)
+                }
+                _ => None,
+            };
+            match interim {
+                Some(head_len) => drop(self.response.drain(..head_len)),
+                None => break,
+            }
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         let head_len = match response.parse(&self.response) {
@@ -112,10 +132,21 @@ impl ClientHandshake {
             }
         }
         if status != 101 {
-            let reason = response.reason.unwrap_or("").to_owned();
+            // The server's words, cut short: they go into errors and close reasons.
+            let reason: String = response.reason.unwrap_or("").chars().take(100).collect();
+            let mut message = format!("server answered the upgrade with HTTP {status} {reason}");
+            if (300..400).contains(&status)
+                && let Some(location) = map.get(http::header::LOCATION)
+            {
+                let location: String = String::from_utf8_lossy(location.as_bytes())
+                    .chars()
+                    .take(200)
+                    .collect();
+                message.push_str(&format!(" (a redirect to {location}, not followed)"));
+            }
             return Err(TransportError::new(
                 TransportErrorKind::HttpStatus(status),
-                format!("server answered the upgrade with HTTP {status} {reason}"),
+                message,
             ));
         }
         let has_token = |name: &str, token: &str| {
@@ -292,5 +323,43 @@ mod tests {
             run(response(good, "")).unwrap().unwrap().handshake.protocol,
             None
         );
+    }
+
+    /// Interim answers before the 101 (`100 Continue`, `103 Early Hints` from a CDN) are
+    /// passed over, also when they come in pieces, and the 101 after them opens (they
+    /// failed the handshake: RFC 9110 §15.2 says a client must take them).
+    #[test]
+    fn interim_answers_before_the_101_are_passed_over() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n";
+        let bytes = format!(
+            "{interim}{}",
+            response(good, "Sec-WebSocket-Protocol: p1\r\n")
+        )
+        .into_bytes();
+        let mut h = ClientHandshake::with_key(&req(), key);
+        let (last, head) = bytes.split_last().unwrap();
+        for b in head {
+            assert!(h.feed(std::slice::from_ref(b)).unwrap().is_none());
+        }
+        let done = h.feed(std::slice::from_ref(last)).unwrap().expect("open");
+        assert_eq!(done.handshake.protocol.as_deref(), Some("p1"));
+    }
+
+    /// A refusal's reason phrase is cut short (it goes into errors and close reasons), and
+    /// a redirect says where to, and that it is not followed.
+    #[test]
+    fn a_refusal_says_little_and_a_redirect_where_to() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let run = |resp: String| ClientHandshake::with_key(&req(), key).feed(resp.as_bytes());
+        let long = "x".repeat(60_000);
+        let e = run(format!("HTTP/1.1 400 {long}\r\n\r\n")).unwrap_err();
+        assert!(e.message.len() < 200, "{} bytes", e.message.len());
+        let e =
+            run("HTTP/1.1 302 Found\r\nLocation: wss://elsewhere/ws\r\n\r\n".into()).unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(302));
+        assert!(e.message.contains("wss://elsewhere/ws"), "{e}");
+        assert!(e.message.contains("not followed"), "{e}");
     }
 }
