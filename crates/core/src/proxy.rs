@@ -126,6 +126,10 @@ impl HttpProxy {
         if raw.is_empty() {
             return Err("the proxy URL is empty".into());
         }
+        // The URL parser would drop tabs and line breaks and go on: refuse them instead.
+        if raw.chars().any(char::is_control) {
+            return Err("the proxy URL contains a control character".into());
+        }
         let with_scheme;
         let raw = if raw.contains("://") {
             raw

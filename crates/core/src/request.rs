@@ -337,6 +337,14 @@ impl HandshakeRequest {
 }
 
 fn parse_url(raw: &str) -> Result<Url, ConnectError> {
+    // The URL parser drops tabs and line breaks anywhere (WHATWG URL) and goes on, so
+    // `ws://ev\r\nil.com/` would dial `evil.com`: a control character is refused instead.
+    if raw.chars().any(char::is_control) {
+        return Err(ConnectError::InvalidUrl {
+            url: crate::proxy::redact(&raw.escape_debug().to_string()),
+            reason: "a control character (a line break, say) in the URL".into(),
+        });
+    }
     let mut url = Url::parse(raw).map_err(|e| ConnectError::InvalidUrl {
         url: crate::proxy::redact(raw),
         reason: e.to_string(),

@@ -1389,3 +1389,28 @@ fn url_passwords_and_credential_headers_never_show() {
     let dial = format!("{:?}", s.poll_action().expect("the dial"));
     assert!(!dial.contains(base64) && !dial.contains(secret), "{dial}");
 }
+
+/// A URL with a line break or another control character is refused, naming the field,
+/// before any IO: the URL parser drops tabs and line breaks and goes on, so
+/// `ws://ev\r\nil.com/` dialled `evil.com`. A proxy URL likewise.
+#[test]
+fn control_characters_in_a_url_are_refused_not_dropped() {
+    for url in [
+        "ws://ev\r\nil.com/",
+        "ws://h/a\r\nX-Injected: 1",
+        "ws://h/\tx",
+        "ws://h/\0",
+    ] {
+        let error = ConnectOptions::new(url).validate().expect_err(url);
+        assert!(
+            matches!(error, ConnectError::InvalidUrl { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().starts_with("url:"), "{error}");
+    }
+    let error = ConnectOptions::new("ws://h/")
+        .proxy("http://pro\nxy:3128")
+        .validate()
+        .expect_err("a proxy URL with a line break");
+    assert!(error.to_string().starts_with("proxy:"), "{error}");
+}
