@@ -170,7 +170,9 @@ pub struct ReconnectPolicy {
     /// Default 1001 (going away), 1011 (server error), 1012 (service restart), 1013 (try
     /// again later).
     pub retry_close_codes: Vec<u16>,
-    /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried).
+    /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried,
+    /// and so is a 3xx: a redirect is not followed, its error names the `Location`, and a
+    /// temporary one may end; set `max_attempts` for a server that keeps redirecting).
     pub retry_http_4xx: bool,
     /// Seed of the jitter source. The default is drawn at random for each policy made
     /// (std's `RandomState`, no IO of the core's), so that clients that lose their server

@@ -51,6 +51,10 @@ pub struct ConnectOptions {
     pub require_tls: bool,
     /// WeChat's "legal domains": when non-empty, the URL's host must match an entry
     /// exactly (ASCII case-insensitive), or end with `.example.com` for an entry `*.example.com`.
+    /// The host is compared as the URL parser normalises it: an international domain as its
+    /// punycode (`xn--…`), an IPv6 address in brackets (`[::1]`), an IPv4 address in its
+    /// dotted form (`127.0.0.1`, not `127.1`); write entries so. A host with a trailing dot
+    /// matches no entry.
     pub allowed_hosts: Vec<String>,
     /// The HTTP proxy to tunnel through (`CONNECT`): by default the one the environment
     /// names, as the adapter read it (see [`ProxyOption`]).
