@@ -46,15 +46,20 @@ fn send_written(s: &mut Session, conn: ConnId, n: usize, now: Instant) -> Vec<Se
     ids
 }
 
-/// The payload of the one ping among `actions`.
-fn ping_payload(actions: &[Action]) -> Bytes {
-    let pings: Vec<_> = actions
+/// The payloads of the pings among `actions`, in order.
+fn ping_payloads(actions: &[Action]) -> Vec<Bytes> {
+    actions
         .iter()
         .filter_map(|a| match a {
             Action::Ping { payload, .. } => Some(payload.clone()),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The payload of the one ping among `actions`.
+fn ping_payload(actions: &[Action]) -> Bytes {
+    let pings = ping_payloads(actions);
     assert_eq!(pings.len(), 1, "expected one ping in {actions:?}");
     pings[0].clone()
 }
@@ -650,14 +655,9 @@ fn messages_after_the_last_ping_time_out_from_their_barrier_not_from_an_earlier_
     let first = send_written(&mut s, conn, 1, t0)[0];
     s.ping(Bytes::from_static(b"a"), t0).unwrap();
     s.handle_timeout(t0 + DELAY);
-    let covers_first = actions(&mut s)
-        .into_iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::Ping { payload, .. } => Some(payload),
-            _ => None,
-        })
-        .expect("the barrier");
+    let covers_first = ping_payloads(&actions(&mut s))
+        .pop()
+        .expect("the barrier, after the application's ping");
     let t1 = t0 + TIMEOUT / 2;
     let second = send_written(&mut s, conn, 1, t1)[0];
     s.handle(conn, TransportEvent::Pong(Bytes::from_static(b"a")), t1);
@@ -1037,13 +1037,7 @@ fn a_ping_of_the_applications_while_a_barrier_waits_is_followed_by_a_fresh_barri
     let first = ping_payload(&actions(&mut s));
     s.ping(Bytes::from_static(b"app"), t0 + DELAY).unwrap();
     let sent = actions(&mut s);
-    let pings: Vec<Bytes> = sent
-        .iter()
-        .filter_map(|a| match a {
-            Action::Ping { payload, .. } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect();
+    let pings = ping_payloads(&sent);
     assert_eq!(pings.len(), 2, "{sent:?}");
     assert_eq!(pings[0], Bytes::from_static(b"app"));
     let latest = pings[1].clone();
