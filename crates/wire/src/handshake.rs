@@ -174,7 +174,10 @@ impl ClientHandshake {
                 return Err(protocol("handshake response repeats Sec-WebSocket-Accept"));
             }
             (Some(h), None) if h.value == self.accept.as_bytes() => {}
-            _ => {
+            (None, None) => {
+                return Err(protocol("handshake response lacks Sec-WebSocket-Accept"));
+            }
+            (Some(_), None) => {
                 return Err(protocol(
                     "handshake response has a wrong Sec-WebSocket-Accept",
                 ));
@@ -299,6 +302,10 @@ mod tests {
             run(response("wrong", "")).unwrap_err().kind,
             TransportErrorKind::Protocol
         );
+        let missing =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let e = run(missing.into()).unwrap_err();
+        assert!(e.message.contains("lacks Sec-WebSocket-Accept"), "{e}");
         assert!(
             run(response(
                 good,
