@@ -32,8 +32,9 @@ pub struct ConnectOptions {
     pub url: String,
     /// Key/value pairs appended to the URL query, percent-encoded (WeChat's `data`).
     pub data: Vec<(String, String)>,
-    /// Custom handshake headers (WeChat's `header`). `Referer` and the headers the
-    /// handshake owns are rejected.
+    /// Custom handshake headers (WeChat's `header`). `Referer`, the headers the handshake
+    /// owns and `Proxy-Authorization` (it would reach the server, not the proxy: the proxy's
+    /// credentials go in its URL) are rejected.
     pub header: Vec<(String, String)>,
     /// HTTP method; only `GET` (any case) is valid. `None` means GET.
     pub method: Option<String>,
@@ -457,11 +458,18 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 /// Headers the opening handshake writes itself (RFC 6455 §4.1), plus `Referer`, which
-/// WeChat's API forbids.
+/// WeChat's API forbids, and `Proxy-Authorization`, which would reach the server.
 fn forbidden_header(name: &HeaderName) -> Option<&'static str> {
     let n = name.as_str();
     if n == "referer" {
         return Some("WeChat's API forbids setting Referer");
+    }
+    if n == "proxy-authorization" {
+        // Handshake headers go to the WebSocket server, through the tunnel: the proxy's
+        // credentials would reach the server, and never the proxy.
+        return Some(
+            "it would go to the server, not the proxy; put the credentials in the proxy URL",
+        );
     }
     if matches!(
         n,

@@ -1414,3 +1414,18 @@ fn control_characters_in_a_url_are_refused_not_dropped() {
         .expect_err("a proxy URL with a line break");
     assert!(error.to_string().starts_with("proxy:"), "{error}");
 }
+
+/// A `Proxy-Authorization` header among the handshake's would go through the tunnel to the
+/// WebSocket server, never to the proxy: refused, saying where the credentials go.
+#[test]
+fn a_proxy_authorization_header_is_refused() {
+    let error = ConnectOptions::new("ws://h/")
+        .header("Proxy-Authorization", "Basic YTpi")
+        .validate()
+        .expect_err("a proxy credential among the server's headers");
+    assert!(
+        matches!(&error, ConnectError::ForbiddenHeader { name, why }
+            if name == "Proxy-Authorization" && why.contains("proxy URL")),
+        "{error:?}"
+    );
+}
