@@ -381,6 +381,12 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
             reason: "no host".into(),
         });
     }
+    if url.port() == Some(0) {
+        return Err(ConnectError::InvalidUrl {
+            url: crate::proxy::redact(raw),
+            reason: "port 0 cannot be dialled".into(),
+        });
+    }
     Ok(url)
 }
 

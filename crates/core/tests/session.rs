@@ -1438,3 +1438,14 @@ fn a_request_without_headers_allocates_no_header_table() {
     let request = ConnectOptions::new("ws://h/").validate().unwrap();
     assert_eq!(request.headers.capacity(), 0);
 }
+
+/// Port 0 cannot be dialled: refused before any IO, naming the field (it was dialled and
+/// refused by the OS).
+#[test]
+fn port_zero_is_refused() {
+    let error = ConnectOptions::new("ws://h:0/")
+        .validate()
+        .expect_err("port 0");
+    assert!(error.to_string().starts_with("url:"), "{error}");
+    assert!(error.to_string().contains("port 0"), "{error}");
+}

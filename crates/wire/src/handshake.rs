@@ -122,6 +122,11 @@ impl ClientHandshake {
             Err(e) => return Err(protocol(&format!("invalid handshake response: {e}"))),
         };
         let status = response.code.unwrap_or(0);
+        // RFC 6455 §4.1: the handshake is HTTP/1.1 (or later); a `101` from HTTP/1.0, which
+        // has no upgrade, is not one.
+        if status == 101 && response.version != Some(1) {
+            return Err(protocol("handshake response is not HTTP/1.1"));
+        }
         let mut map = HeaderMap::with_capacity(response.headers.len());
         for h in response.headers.iter() {
             if let (Ok(name), Ok(value)) = (
@@ -302,6 +307,9 @@ mod tests {
             run(response("wrong", "")).unwrap_err().kind,
             TransportErrorKind::Protocol
         );
+        let old = response(good, "").replacen("HTTP/1.1", "HTTP/1.0", 1);
+        let e = run(old).unwrap_err();
+        assert!(e.message.contains("not HTTP/1.1"), "{e}");
         let missing =
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
         let e = run(missing.into()).unwrap_err();
