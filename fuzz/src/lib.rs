@@ -1465,7 +1465,11 @@ impl ValidCase {
                 }
             }
         };
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        // Port 0 cannot be dialled, and is refused: a valid case uses 1 in its place.
+        let port = self
+            .port
+            .map(|p| format!(":{}", p.max(1)))
+            .unwrap_or_default();
         let path = spelled(&self.path, b"abcXYZ019-._~/");
         let mut opts = ConnectOptions::new(format!("{scheme}://{host}{port}/{path}"));
         for (k, v) in self.data.iter().take(8) {
