@@ -191,7 +191,7 @@ impl Read for Feed {
             {
                 assert!(
                     self.at > self.well_formed,
-                    "invalid UTF-8 found in the well-formed messages"
+                    "a fault (invalid UTF-8, a bad frame length) found in the well-formed messages"
                 );
             }
             return read;

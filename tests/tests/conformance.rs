@@ -63,6 +63,7 @@ wxsocket_tests::on_both_adapters!(
     reserved_opcode_is_1002,
     reserved_bits_are_1002,
     masked_server_frame_is_1002,
+    a_frame_length_with_its_top_bit_set_is_1002,
     wss_with_a_generated_ca,
     wss_carries_more_than_the_sockets_hold,
     wss_with_an_unknown_ca_is_a_clear_tls_error,
@@ -1042,6 +1043,17 @@ fn reserved_opcode_is_1002<A: Adapter>() {
 fn reserved_bits_are_1002<A: Adapter>() {
     misbehaving::<A>(
         Mode::Violation(Violation::RsvBits),
+        config(),
+        TransportErrorKind::Protocol,
+        1002,
+    );
+}
+
+/// RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0. tungstenite
+/// alone reads such a length as a message too large (1009); it is a protocol error.
+fn a_frame_length_with_its_top_bit_set_is_1002<A: Adapter>() {
+    misbehaving::<A>(
+        Mode::Violation(Violation::TopBitLength),
         config(),
         TransportErrorKind::Protocol,
         1002,

@@ -50,6 +50,10 @@ pub enum Violation {
     RsvBits,
     /// A frame masked by the server (RFC 6455 §5.1: a client must fail the connection).
     MaskedFrame,
+    /// A binary frame whose 64-bit length has its most significant bit set (RFC 6455
+    /// §5.2 requires it to be 0); one payload byte follows. tungstenite alone takes it for
+    /// a message too large.
+    TopBitLength,
 }
 
 /// What the peer does with each connection.
@@ -1087,6 +1091,12 @@ impl Handler {
                     Violation::RsvBits => encode_frame(true, 0b111, opcode::TEXT, b"rsv", None),
                     Violation::MaskedFrame => {
                         encode_frame(true, 0, opcode::TEXT, b"masked", Some([1, 2, 3, 4]))
+                    }
+                    Violation::TopBitLength => {
+                        let mut frame = vec![0x80 | opcode::BINARY, 127];
+                        frame.extend_from_slice(&(1u64 << 63 | 1).to_be_bytes());
+                        frame.push(0xaa);
+                        frame
                     }
                 };
                 self.send(&frame)?;
@@ -2482,6 +2492,7 @@ mod tests {
             (Mode::Violation(Violation::ReservedOpcode), "Protocol"),
             (Mode::Violation(Violation::RsvBits), "Protocol"),
             (Mode::Violation(Violation::MaskedFrame), "Protocol"),
+            (Mode::Violation(Violation::TopBitLength), "Capacity"),
             (Mode::DropMidMessage, ""),
         ] {
             let peer = Peer::start(mode.clone());

@@ -149,6 +149,15 @@ pub struct FrameWatch {
     utf8: Utf8Tail,
 }
 
+/// What [`FrameWatch::scan`] found wrong in the bytes it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// How many of the bytes are good to hand on (they may complete earlier messages).
+    pub at: usize,
+    /// What the connection fails with once those are read.
+    pub error: TransportError,
+}
+
 /// Up to three bytes of an unfinished UTF-8 sequence.
 #[derive(Debug, Default, Clone)]
 struct Utf8Tail {
@@ -200,11 +209,13 @@ impl FrameWatch {
     /// it broke the protocol. It answers 1000 with the peer's reason instead, and
     /// [`Self::correct`] still reports 1014 as it was on the wire.
     ///
-    /// Returns where in `bytes` the payload piece starts that makes a text message invalid
-    /// UTF-8 whatever follows (at most once): the bytes before it are good to hand on, and
-    /// the connection is to fail with [`TransportErrorKind::InvalidUtf8`] instead of
-    /// handing on the rest.
-    pub fn scan(&mut self, mut bytes: &mut [u8]) -> Option<usize> {
+    /// Returns, at most once, a [`Fault`]: where in `bytes` the input stops being good to
+    /// hand on, and the error the connection is to fail with instead of handing on the
+    /// rest. That is [`TransportErrorKind::InvalidUtf8`] at the payload piece that makes a
+    /// text message invalid whatever follows, or [`TransportErrorKind::Protocol`] at a
+    /// frame header whose 64-bit length has its most significant bit set (RFC 6455 §5.2;
+    /// tungstenite reports that as a message too large, which would close with 1009).
+    pub fn scan(&mut self, mut bytes: &mut [u8]) -> Option<Fault> {
         let given = bytes.len();
         let mut invalid = None;
         while !bytes.is_empty() && !self.done {
@@ -212,7 +223,13 @@ impl FrameWatch {
                 let n = usize::try_from(self.remaining).map_or(bytes.len(), |r| r.min(bytes.len()));
                 if self.text_frame && !self.utf8.feed(&bytes[..n]) {
                     // Reported once: the connection fails, nothing after it is checked.
-                    invalid = Some(given - bytes.len());
+                    invalid = Some(Fault {
+                        at: given - bytes.len(),
+                        error: TransportError::new(
+                            TransportErrorKind::InvalidUtf8,
+                            "invalid UTF-8 in a text message",
+                        ),
+                    });
                     self.unchecked = true;
                     self.text_frame = false;
                 }
@@ -241,10 +258,23 @@ impl FrameWatch {
                 self.header_len += n;
                 bytes = &mut bytes[n..];
             }
-            if self.header_len < self.header_needed() {
+            let header_len = self.header_needed();
+            if self.header_len < header_len {
                 return invalid; // the rest of the header comes with the next bytes
             }
             self.header_len = 0;
+            if self.header[1] & 0x7f == 127 && self.header[2] & 0x80 != 0 && invalid.is_none() {
+                // The header may have begun in an earlier read: what came before it is good.
+                let at = (given - bytes.len()).saturating_sub(header_len);
+                self.done = true;
+                return Some(Fault {
+                    at,
+                    error: TransportError::new(
+                        TransportErrorKind::Protocol,
+                        "a frame length with its most significant bit set",
+                    ),
+                });
+            }
             self.remaining = match self.header[1] & 0x7f {
                 126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
                 127 => u64::from_be_bytes(self.header[2..10].try_into().expect("8 bytes")),
@@ -541,8 +571,8 @@ mod tests {
         let mut at = 0;
         for piece in read.chunks_mut(chunk) {
             let len = piece.len();
-            if let Some(good) = watch.scan(piece) {
-                return Some(at + good);
+            if let Some(fault) = watch.scan(piece) {
+                return Some(at + fault.at);
             }
             at += len;
         }
@@ -610,7 +640,7 @@ mod tests {
         let stream = frame(0x1, &payload, false);
         let mut watch = FrameWatch::default();
         let mut read = stream.clone();
-        let reports: Vec<usize> = read
+        let reports: Vec<Fault> = read
             .chunks_mut(1)
             .filter_map(|piece| watch.scan(piece))
             .collect();
@@ -631,6 +661,40 @@ mod tests {
             assert_eq!(invalid_at(&stream, stream.len()), None, "{stream:?}");
         }
         assert!(invalid_at(&frame(0x1, bad, false), 3).is_some());
+    }
+
+    /// RFC 6455 §5.2: a 64-bit length's most significant bit must be 0. tungstenite takes
+    /// such a length for a message too large (1009); the watch reports it as the protocol
+    /// error it is (1002), after the messages before it, however the header is split.
+    #[test]
+    fn frame_watch_refuses_a_length_with_its_top_bit_set() {
+        let mut stream = frame(0x1, b"ok", false);
+        let before = stream.len();
+        stream.extend_from_slice(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 0xaa]);
+        for chunk in 1..=stream.len() {
+            let mut watch = FrameWatch::default();
+            let mut read = stream.clone();
+            let mut at = 0;
+            let mut found = None;
+            for piece in read.chunks_mut(chunk) {
+                let len = piece.len();
+                if let Some(fault) = watch.scan(piece) {
+                    found = Some((at + fault.at, fault.error.kind));
+                    break;
+                }
+                at += len;
+            }
+            // Where the header begins, or the start of the read it ends in.
+            let header_end = before + 10;
+            let read_start = (header_end - 1) / chunk * chunk;
+            let (at, kind) = found.unwrap_or_else(|| panic!("chunk {chunk}: not found"));
+            assert_eq!(at, before.max(read_start), "chunk {chunk}");
+            assert_eq!(kind, TransportErrorKind::Protocol, "chunk {chunk}");
+        }
+        // The largest length a peer may send is not a fault.
+        let mut watch = FrameWatch::default();
+        let mut largest = vec![0x82, 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1];
+        assert_eq!(watch.scan(&mut largest), None);
     }
 
     #[test]

@@ -562,6 +562,10 @@ impl Inflater {
             127 => u64::from_be_bytes(h[2..10].try_into().unwrap_or_default()),
             n => n as u64,
         };
+        if len >> 63 != 0 {
+            // RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0.
+            return Err(protocol("a frame length with its most significant bit set"));
+        }
         let control = opcode & 0x08 != 0;
         if masked != self.server && (rsv1 || (opcode == 0 && self.compressed_message)) {
             return Err(protocol(if self.server {

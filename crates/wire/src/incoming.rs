@@ -16,7 +16,6 @@ use crate::read_ahead::ReadAhead;
 use bytes::Bytes;
 use std::io;
 use std::task::Poll;
-use wxsocket_core::{TransportError, TransportErrorKind};
 
 /// The read side of an open connection (see the module docs).
 #[derive(Debug)]
@@ -78,22 +77,17 @@ impl Incoming {
             }
         };
         if let Poll::Ready(Ok(n)) = polled
-            && let Some(good) = self.frame_watch.scan(&mut out[..n])
+            && let Some(fault) = self.frame_watch.scan(&mut out[..n])
         {
-            // Invalid UTF-8 in a text message: what came before it is read first (it may
-            // complete earlier messages), then the connection fails (1007).
-            let failure = io::Error::new(
-                io::ErrorKind::InvalidData,
-                TransportError::new(
-                    TransportErrorKind::InvalidUtf8,
-                    "invalid UTF-8 in a text message",
-                ),
-            );
-            if good == 0 {
+            // Invalid UTF-8 in a text message (1007) or a frame length no peer may send
+            // (1002): what came before it is read first (it may complete earlier
+            // messages), then the connection fails.
+            let failure = io::Error::new(io::ErrorKind::InvalidData, fault.error);
+            if fault.at == 0 {
                 return Poll::Ready(Err(failure));
             }
             self.failure = Some(failure);
-            return Poll::Ready(Ok(good));
+            return Poll::Ready(Ok(fault.at));
         }
         polled
     }

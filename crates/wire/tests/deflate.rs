@@ -409,6 +409,14 @@ fn protocol_violations_are_protocol_errors() {
             v.extend(wire(f));
             v
         }),
+        // RFC 6455 §5.2: a 64-bit length's most significant bit is 0. Compressed or not,
+        // such a frame is a protocol error (1002), not a message too large (1009).
+        ("most significant bit", {
+            vec![0xc1, 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 0xaa]
+        }),
+        ("most significant bit", {
+            vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 0xaa]
+        }),
     ];
     for (why, input) in cases {
         let e = inflate_error(&params, input, MAX);
