@@ -74,6 +74,7 @@ wxsocket_tests::on_both_adapters!(
     dropping_the_handle_closes_cleanly,
     close_code_1014_is_reported_and_retried_when_configured,
     a_repeated_sec_websocket_accept_fails_the_connection,
+    interim_answers_and_folded_headers_open_and_http_1_0_does_not,
     both_close_frames_exchanged_is_clean_when_the_server_keeps_tcp_open,
     a_close_the_server_began_is_clean_when_it_keeps_tcp_open,
     a_frame_after_the_servers_close_frame_still_ends_the_connection,
@@ -1522,6 +1523,46 @@ fn a_repeated_sec_websocket_accept_fails_the_connection<A: Adapter>() {
         );
         assert_quiet(&mut a);
     }
+}
+
+/// Answers a real server or CDN may give that are still a handshake: interim `1xx` answers
+/// before the `101` (RFC 9110 §15.2: a client takes them) and a header folded over two lines
+/// (RFC 9112 §5.2: read as spaces). Both failed the dial. A `101` in HTTP/1.0 is not an
+/// upgrade (RFC 6455 §4.1) and fails it.
+fn interim_answers_and_folded_headers_open_and_http_1_0_does_not<A: Adapter>() {
+    let peer = Peer::builder(Mode::Echo)
+        .interim_answer("HTTP/1.1 100 Continue\r\n\r\n")
+        .interim_answer("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+        .response_header("X-Folded: first\r\n second")
+        .start();
+    let mut a: A = client(config());
+    let (conn, handshake) = open(&mut a, &ConnectOptions::new(peer.url()));
+    let folded = handshake.headers.get("x-folded").map(|v| v.as_bytes());
+    assert_eq!(folded, Some(&b"first   second"[..]), "[{}]", A::NAME);
+    a.send(Message::text("after the interim answers")).unwrap();
+    let events = a.events_until("the echo", T, |e| !messages(e).is_empty());
+    let echoed = messages(&events);
+    assert_eq!(
+        echoed,
+        [Message::text("after the interim answers")],
+        "[{}]",
+        A::NAME
+    );
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+
+    let peer = Peer::builder(Mode::Echo)
+        .status_line("HTTP/1.0 101 Switching Protocols")
+        .start();
+    let mut a: A = client(config());
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, T);
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    let e = transport_error(A::NAME, &error);
+    assert_eq!(e.kind, TransportErrorKind::Protocol, "[{}] {e:?}", A::NAME);
+    assert!(e.message.contains("not HTTP/1.1"), "[{}] {e}", A::NAME);
+    assert_quiet(&mut a);
 }
 
 /// Item 3, the client began: RFC 6455 §7.1.4, once both close frames were exchanged the

@@ -339,6 +339,10 @@ pub struct PeerBuilder {
 struct Quirks {
     /// Header lines added to every 101 response (`{accept}` is the right accept value).
     response_headers: Vec<String>,
+    /// Interim answers (whole heads) written before the 101.
+    interim_answers: Vec<String>,
+    /// The 101 response's status line, when not the usual one.
+    status_line: Option<String>,
     /// After the close handshake, keep the TCP connection open until the client closes it.
     keep_tcp_after_close: bool,
     /// Wait this long after reading an upgrade request (and its release, when held)
@@ -373,6 +377,20 @@ impl PeerBuilder {
     /// is replaced by the right `Sec-WebSocket-Accept` value (to repeat that header).
     pub fn response_header(mut self, line: impl Into<String>) -> Self {
         self.quirks.response_headers.push(line.into());
+        self
+    }
+
+    /// Writes `head` (a whole interim answer such as `"HTTP/1.1 100 Continue\r\n\r\n"`)
+    /// before every 101 response, in the same write.
+    pub fn interim_answer(mut self, head: impl Into<String>) -> Self {
+        self.quirks.interim_answers.push(head.into());
+        self
+    }
+
+    /// Starts every 101 response with `line` (without CRLF) instead of
+    /// `HTTP/1.1 101 Switching Protocols`.
+    pub fn status_line(mut self, line: impl Into<String>) -> Self {
+        self.quirks.status_line = Some(line.into());
         self
     }
 
@@ -1034,9 +1052,12 @@ impl Handler {
             _ => offered.first().cloned(),
         };
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let mut response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nX-Test-Peer: wxsocket\r\n"
-        );
+        let mut response = self.quirks.interim_answers.concat();
+        let status = self.quirks.status_line.as_deref();
+        response.push_str(status.unwrap_or("HTTP/1.1 101 Switching Protocols"));
+        response.push_str(&format!(
+            "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nX-Test-Peer: wxsocket\r\n"
+        ));
         if let Some(p) = &protocol {
             response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
         }

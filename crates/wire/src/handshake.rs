@@ -9,6 +9,30 @@ use wxsocket_core::{
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Parses an HTTP response head. Obsolete line folding (a header continued on a line that
+/// starts with a space or tab) is accepted, as RFC 9112 §5.2 allows a user agent to do, the
+/// folds read as spaces ([`unfolded`]): some old servers and proxies still fold.
+pub(crate) fn parse_response<'b>(
+    response: &mut httparse::Response<'_, 'b>,
+    bytes: &'b [u8],
+) -> httparse::Result<usize> {
+    httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .parse_response(response, bytes)
+}
+
+/// A header value with each obsolete line fold's CR and LF read as spaces.
+fn unfolded(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if value.contains(&b'\n') {
+        let spaced = value
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b });
+        std::borrow::Cow::Owned(spaced.collect())
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
 const MAX_HEADERS: usize = 128;
 
 /// A handshake in progress: write [`request_bytes`](Self::request_bytes), then
@@ -94,7 +118,7 @@ impl ClientHandshake {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
-            let interim = match response.parse(&self.response) {
+            let interim = match parse_response(&mut response, &self.response) {
                 Ok(httparse::Status::Complete(n))
                     if response
                         .code
@@ -111,7 +135,7 @@ impl ClientHandshake {
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(&self.response) {
+        let head_len = match parse_response(&mut response, &self.response) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if self.response.len() > MAX_RESPONSE_HEAD {
@@ -131,7 +155,7 @@ impl ClientHandshake {
         for h in response.headers.iter() {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(h.value),
+                HeaderValue::from_bytes(&unfolded(h.value)),
             ) {
                 map.append(name, value);
             }
@@ -360,6 +384,26 @@ mod tests {
         }
         let done = h.feed(std::slice::from_ref(last)).unwrap().expect("open");
         assert_eq!(done.handshake.protocol.as_deref(), Some("p1"));
+    }
+
+    /// A header folded over two lines (obsolete, but still sent by some servers and
+    /// proxies) is read with the fold as spaces; it failed the handshake as an invalid
+    /// header name.
+    #[test]
+    fn a_folded_header_is_read_unfolded() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let bytes = response(
+            good,
+            "X-Folded: first\r\n\tsecond\r\nSec-WebSocket-Protocol: p1\r\n",
+        );
+        let done = ClientHandshake::with_key(&req(), key)
+            .feed(bytes.as_bytes())
+            .unwrap()
+            .expect("open");
+        assert_eq!(done.handshake.protocol.as_deref(), Some("p1"));
+        let folded = done.handshake.headers.get("x-folded").expect("the header");
+        assert_eq!(folded.as_bytes(), b"first  \tsecond");
     }
 
     /// A refusal's reason phrase is cut short (it goes into errors and close reasons), and

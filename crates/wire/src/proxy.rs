@@ -329,7 +329,7 @@ impl ProxyConnect {
     fn answer(&self) -> Result<Answer, TransportError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(&self.response) {
+        let head_len = match crate::handshake::parse_response(&mut response, &self.response) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if self.response.len() > MAX_PROXY_RESPONSE_HEAD => {
                 return Err(self.protocol(&format!(
@@ -570,5 +570,16 @@ mod tests {
             .feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 407 Auth\r\n\r\n")
             .unwrap_err();
         assert_eq!(e.kind, TransportErrorKind::HttpStatus(407));
+    }
+
+    /// A header folded over two lines does not fail the tunnel (it was an invalid answer).
+    #[test]
+    fn a_folded_header_in_the_answer_is_accepted() {
+        let proxy = HttpProxy::parse("http://p:1").unwrap();
+        let mut c = ProxyConnect::new(&proxy, "h", 80);
+        assert!(
+            c.feed(b"HTTP/1.1 200 OK\r\nVia: 1.1 old\r\n proxy\r\n\r\n")
+                .unwrap()
+        );
     }
 }
