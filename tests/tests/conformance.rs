@@ -73,6 +73,7 @@ wxsocket_tests::on_both_adapters!(
     a_message_larger_than_the_send_buffer_is_sent_alone,
     dropping_the_handle_closes_cleanly,
     close_code_1014_is_reported_and_retried_when_configured,
+    sends_during_a_close_the_policy_retries_go_to_the_next_connection,
     a_repeated_sec_websocket_accept_fails_the_connection,
     interim_answers_and_folded_headers_open_and_http_1_0_does_not,
     both_close_frames_exchanged_is_clean_when_the_server_keeps_tcp_open,
@@ -1450,6 +1451,70 @@ fn pool_limit_and_independent_connections<P: PoolAdapter>() {
 /// Item 1: 1014 (Bad Gateway, RFC 6455 §7.4.2) is a code a peer may send: it is reported
 /// as received (tungstenite 0.30 alone turns it into 1002), and a reconnect policy that
 /// lists it retries.
+/// A server restarting closes with 1001 and keeps TCP open (as a proxy in front of it may):
+/// the client has answered and waits for TCP's end, up to [`CLOSE_LINGER`]. Sends in that
+/// window, with a reconnect policy that will retry the close, are accepted and go out first
+/// on the next connection, in order; they were refused as "closing".
+fn sends_during_a_close_the_policy_retries_go_to_the_next_connection<A: Adapter>() {
+    let peer = Peer::builder(Mode::CloseWith(1001, "restarting".into()))
+        .keep_tcp_after_close()
+        .start();
+    let policy =
+        ReconnectPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(10));
+    // The close timeout caps the linger: long enough that the window is certainly open.
+    let mut a: A = client(
+        config()
+            .close_timeout(Duration::from_secs(10))
+            .reconnect(policy),
+    );
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    peer.set_mode(Mode::Echo);
+    // The client's answer reached the peer: the close goes on until TCP ends.
+    peer.wait_conn(0, "the client's answer", T, |c| !c.closes.is_empty());
+    assert_eq!(a.state(), ReadyState::Closing, "[{}]", A::NAME);
+    let texts: Vec<Message> = (0..3)
+        .map(|i| Message::text(format!("during the close {i}")))
+        .collect();
+    let ids: Vec<SendId> = texts
+        .iter()
+        .map(|m| {
+            a.try_send(m.clone())
+                .unwrap_or_else(|e| panic!("[{}] refused: {e:?}", A::NAME))
+        })
+        .collect();
+    let events = a.events_until("the three echoes", T, |e| messages(e).len() >= 3);
+    assert_eq!(messages(&events), texts, "[{}] {events:#?}", A::NAME);
+    assert_eq!(
+        events[0],
+        close_event(conn, 1001, "restarting", true),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    let next = a.current().expect("the new connection");
+    assert_ne!(next, conn);
+    let opened = events.iter().position(|e| matches!(e, Event::Open { .. }));
+    let first_echo = events
+        .iter()
+        .position(|e| matches!(e, Event::Message { .. }));
+    assert!(opened < first_echo, "[{}] {events:#?}", A::NAME);
+    let mut completed = completions(&events);
+    if completed.len() < 3 {
+        let left = 3 - completed.len();
+        let more = a.events_until("the completions", T, |e| completions(e).len() >= left);
+        completed.extend(completions(&more));
+    }
+    assert_eq!(
+        completed,
+        ids,
+        "[{}] every send completed, in order",
+        A::NAME
+    );
+    let seen = peer.wait_conn(1, "the three messages", T, |c| c.messages.len() >= 3);
+    assert_eq!(seen.messages, texts, "[{}]", A::NAME);
+    a.close(None, "").unwrap();
+    a.events_until_close(next, T);
+}
+
 fn close_code_1014_is_reported_and_retried_when_configured<A: Adapter>() {
     let peer = Peer::start(Mode::CloseWith(1014, "bad gateway".into()));
     // Not listed (the default codes): reported, final.
