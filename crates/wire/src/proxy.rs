@@ -313,7 +313,13 @@ impl ProxyConnect {
     /// status, so a reconnect policy treats it like the server's own answer: 4xx final
     /// (`407`, `403`), 5xx (`502`, `503`) retried.
     pub fn feed(&mut self, data: &[u8]) -> Result<bool, TransportError> {
+        let first = self.response.is_empty();
         self.response.extend_from_slice(data);
+        // Parsed again only when a line ended, as the upgrade's answer is
+        // ([`crate::ClientHandshake::feed`]).
+        if !first && !data.contains(&b'\n') && self.response.len() <= MAX_PROXY_RESPONSE_HEAD {
+            return Ok(false);
+        }
         loop {
             match self.answer()? {
                 Answer::Partial => return Ok(false),
