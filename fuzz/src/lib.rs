@@ -129,6 +129,8 @@ enum Input {
         kind: u8,
     },
     Closed,
+    /// Part of a frame arrived, completing nothing.
+    Receiving,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -665,6 +667,7 @@ fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEven
         }
         Input::Error { kind: k } => TransportEvent::Error(TransportError::new(kind(*k), "fuzz")),
         Input::Closed => TransportEvent::Closed,
+        Input::Receiving => TransportEvent::Receiving,
     }
 }
 
@@ -689,6 +692,7 @@ fn is_read(event: &TransportEvent) -> bool {
         | TransportEvent::Ping(_)
         | TransportEvent::Pong(_)
         | TransportEvent::PeerClosed(_)
+        | TransportEvent::Receiving
         | TransportEvent::Closed => true,
         TransportEvent::Error(e) => e.kind.sends_close_frame(),
         _ => false,

@@ -50,6 +50,7 @@ wxsocket_tests::on_both_adapters!(
     handshake_timeout_against_a_stalling_server,
     close_timeout_against_a_server_that_never_answers,
     keepalive_answered_keeps_the_connection_open,
+    keepalive_counts_part_of_a_message_as_a_sign_of_life,
     replacement_while_connecting,
     replacement_while_open,
     close_before_open_after_open,
@@ -695,6 +696,59 @@ fn keepalive_answered_keeps_the_connection_open<A: Adapter>() {
     a.close(None, "").unwrap();
     let events = a.events_until_close(conn, T);
     assert_eq!(events, [close_event(conn, 1000, "", true)], "[{}]", A::NAME);
+}
+
+/// A peer that sends one large message slowly and answers no ping meanwhile (a pong would
+/// wait behind the rest of the frame anyway): keepalive declares a peer dead when nothing
+/// arrives, and the message's bytes are arriving, so it is delivered whole. It used to end
+/// the connection with `KeepaliveTimeout` partway through (a user saw a 200 KB message over
+/// a 20 KB/s link never arrive). Once the peer falls silent, keepalive still ends it.
+fn keepalive_counts_part_of_a_message_as_a_sign_of_life<A: Adapter>() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 60_000;
+    const PIECES: usize = 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let ws = tungstenite::accept(tcp).unwrap();
+        let mut stream = ws.get_ref().try_clone().unwrap();
+        // Everything the client sends is read and dropped: its pings are never answered.
+        let mut reader = stream.try_clone().unwrap();
+        let discard = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let mut frame = vec![0x82, 127];
+        frame.extend_from_slice(&(SIZE as u64).to_be_bytes());
+        frame.extend_from_slice(&[7; SIZE]);
+        // Two seconds in all, more than three times keepalive's interval and timeout.
+        for piece in frame.chunks(frame.len().div_ceil(PIECES)) {
+            if stream.write_all(piece).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Then silence, until the client ends the connection.
+        discard.join().unwrap();
+        drop(ws);
+    });
+    let keepalive = Duration::from_millis(300);
+    let mut a: A = client(config().keepalive(keepalive, keepalive));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let events = a.events_until_close(conn, T);
+    let [Event::Message { message, .. }, rest @ ..] = &events[..] else {
+        panic!("[{}] expected the message first: {events:#?}", A::NAME);
+    };
+    assert_eq!(message.len(), SIZE, "[{}]", A::NAME);
+    let error = expect_error_then_close(A::NAME, conn, rest, 1006);
+    assert_eq!(
+        error,
+        ConnectionError::KeepaliveTimeout(keepalive),
+        "[{}]",
+        A::NAME
+    );
+    server.join().unwrap();
 }
 
 // ----- §3 single-socket replacement -----
@@ -1469,9 +1523,14 @@ fn sends_during_a_close_the_policy_retries_go_to_the_next_connection<A: Adapter>
     );
     let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
     peer.set_mode(Mode::Echo);
-    // The client's answer reached the peer: the close goes on until TCP ends.
+    // The client's answer reached the peer (tungstenite writes it before the session has
+    // seen the close frame), and the session is closing: the close goes on until TCP ends.
     peer.wait_conn(0, "the client's answer", T, |c| !c.closes.is_empty());
-    assert_eq!(a.state(), ReadyState::Closing, "[{}]", A::NAME);
+    let deadline = Instant::now() + T;
+    while a.state() != ReadyState::Closing {
+        assert!(Instant::now() < deadline, "[{}] {:?}", A::NAME, a.state());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let texts: Vec<Message> = (0..3)
         .map(|i| Message::text(format!("during the close {i}")))
         .collect();

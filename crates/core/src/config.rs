@@ -27,7 +27,8 @@ pub enum CloseBeforeOpen {
 pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Liveness checking: ping after `interval` with nothing received, declare the peer dead
-/// when nothing arrives within `timeout` of the ping.
+/// when nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or
+/// pong, or part of a large message still arriving ([`crate::TransportEvent::Receiving`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
     /// Idle time (nothing received) before a ping is sent.
@@ -133,8 +134,8 @@ impl Acknowledgement {
     }
 
     /// Sets how long a barrier ping may wait for its pong while nothing else arrives: a
-    /// message or ping from the peer restarts the wait (the pong may be queued behind
-    /// them), up to eight timeouts after the wait began, so a peer that keeps sending but
+    /// message or ping from the peer, or part of a message, restarts the wait (the pong
+    /// may be queued behind them), up to eight timeouts after the wait began, so a peer that keeps sending but
     /// never answers still times out; reading paused for the application starts the wait
     /// afresh, and so does a pong that acknowledges some messages, for the rest. Messages
     /// sent after the last ping wait from the barrier ping that covers them. At the timeout

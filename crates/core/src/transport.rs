@@ -247,6 +247,13 @@ pub enum TransportEvent {
     Error(TransportError),
     /// The transport is fully closed (TCP gone).
     Closed,
+    /// Bytes arrived on an open connection that complete nothing yet (part of a large
+    /// frame still coming): the peer is alive. Like a message, it restarts keepalive's
+    /// idle interval and the acknowledgement timeout's wait (a pong waits behind the rest
+    /// of the frame). A driver reports it at most once per read that produced no other
+    /// input. One that never reports it lets keepalive end a connection whose peer sends
+    /// one message more slowly than the keepalive timeout allows.
+    Receiving,
 }
 
 /// Work for the IO driver. Drain with [`crate::Session::poll_action`] after every input.

@@ -595,6 +595,39 @@ fn a_ping_from_the_peer_restarts_the_keepalive_interval() {
     assert_eq!(t.s.state(), ReadyState::Open);
 }
 
+/// Part of a large frame arriving ([`TransportEvent::Receiving`]) is activity too: it
+/// restarts the idle interval, also while keepalive's ping waits for its pong (which waits
+/// behind the rest of the frame), so a message slower than the keepalive timeout is not
+/// taken for a dead peer. Silence after it still is.
+#[test]
+fn part_of_a_message_arriving_restarts_the_keepalive_interval() {
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.advance(Duration::from_secs(4));
+    t.input(c, TransportEvent::Receiving);
+    t.advance(Duration::from_secs(4));
+    assert!(t.actions().is_empty(), "it restarted the idle interval");
+    t.advance(Duration::from_secs(1));
+    assert!(matches!(&t.actions()[..], [Action::Ping { conn, .. }] if *conn == c));
+    // The ping waits; the frame keeps arriving, slower than the timeout allows in all.
+    for _ in 0..4 {
+        t.advance(Duration::from_secs(1));
+        t.input(c, TransportEvent::Receiving);
+    }
+    t.input(
+        c,
+        TransportEvent::Message(Message::binary(vec![7; 100_000])),
+    );
+    assert_eq!(t.s.state(), ReadyState::Open);
+    assert_eq!(t.s.stats().unexpected_inputs, 0);
+    t.fire(); // idle again: a ping
+    assert!(matches!(&t.actions()[..], [Action::Ping { .. }]));
+    t.fire(); // no pong, nothing arriving
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+}
+
 #[test]
 fn close_code_and_reason_are_validated_without_state_change() {
     let mut t = Sim::default();

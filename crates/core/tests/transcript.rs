@@ -100,6 +100,7 @@ fn a_reconnecting_session_with_a_misbehaving_peer_replays_exactly() {
         );
     }
     events.extend(sim.drain().1);
+    events.extend(sim.input(c1, TransportEvent::Receiving).1);
     sim.s.ping(Bytes::from_static(b"p"), sim.now).unwrap();
     events.extend(
         sim.input(c1, TransportEvent::Pong(Bytes::from_static(b"p")))

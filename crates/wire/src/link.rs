@@ -254,7 +254,8 @@ impl<S: Read + Write> Link<S> {
     /// read use it up (control frames are free), reading stops ([`ReadEnd::Paused`]) and
     /// the rest stays on the stream, so that TCP pushes back on the peer. A read that starts
     /// without credit reads nothing. Replies tungstenite queues while reading (pong, close)
-    /// go out with the next flush.
+    /// go out with the next flush. A read that took bytes from the stream and completed
+    /// nothing reports [`TransportEvent::Receiving`].
     pub fn read(
         &mut self,
         credit: &mut ReadCredit,
@@ -265,6 +266,8 @@ impl<S: Read + Write> Link<S> {
             return ReadEnd::Stopped;
         }
         self.owing = false;
+        let reported = out.len();
+        self.ws.get_mut().received = false;
         for _ in 0..max {
             if credit.is_paused() {
                 return ReadEnd::Paused;
@@ -290,6 +293,11 @@ impl<S: Read + Write> Link<S> {
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Part of a frame came and nothing completed: the peer is alive (a
+                    // large message on a slow link must not look like silence).
+                    if out.len() == reported && self.ws.get_ref().received {
+                        out.push(TransportEvent::Receiving);
+                    }
                     return ReadEnd::Drained;
                 }
                 Err(e) => {
@@ -351,6 +359,8 @@ pub struct Wire<S> {
     short_read_ends: bool,
     /// A short read ended this pass (see `short_read_ends`).
     drained: bool,
+    /// The socket gave bytes since [`Link::read`] began (see [`TransportEvent::Receiving`]).
+    received: bool,
 }
 
 impl<S> Wire<S> {
@@ -361,6 +371,7 @@ impl<S> Wire<S> {
             incoming,
             short_read_ends: false,
             drained: false,
+            received: false,
         }
     }
 
@@ -376,7 +387,7 @@ impl<S> Wire<S> {
 
 impl<S: Read + Write> Read for Wire<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (stream, drained) = (&mut self.stream, &mut self.drained);
+        let (stream, drained, received) = (&mut self.stream, &mut self.drained, &mut self.received);
         let short_read_ends =
             self.short_read_ends && !self.incoming.is_inflating() && !stream.is_tls();
         // The read-ahead and the inflater call the socket only once what they hold is
@@ -390,6 +401,7 @@ impl<S: Read + Write> Read for Wire<S> {
                     if short_read_ends && n > 0 && n < buf.len() {
                         *drained = true;
                     }
+                    *received |= n > 0;
                     Poll::Ready(Ok(n))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
@@ -491,6 +503,33 @@ mod tests {
             Stream::Plain(socket) => socket,
             Stream::Tls(_) => unreachable!("a plain test socket"),
         }
+    }
+
+    /// Part of a frame is a sign of life ([`TransportEvent::Receiving`], once a read), so
+    /// keepalive does not end a connection whose peer sends a large message slowly; a read
+    /// that completes the message reports only the message, and one that finds nothing
+    /// reports nothing.
+    #[test]
+    fn part_of_a_frame_is_reported_as_receiving() {
+        let mut frame = vec![0x82, 126, 0x03, 0xe8]; // binary, 1,000 bytes
+        frame.extend_from_slice(&[7; 1000]);
+        let mut link = link(&frame[..300]);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert_eq!(out, [TransportEvent::Receiving]);
+        out.clear();
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert_eq!(out, [], "nothing came");
+        socket(&mut link)
+            .input
+            .get_mut()
+            .extend_from_slice(&frame[300..]);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Message(m)] if m.len() == 1000),
+            "{out:?}"
+        );
     }
 
     /// A peer that pings and does not read: the pongs owed wait in the WebSocket's buffer

@@ -161,7 +161,10 @@ impl Closing {
                 // sends its own (RFC 6455 §5.5.1).
                 cx.emit(Event::Message { conn, message });
             }
-            TransportEvent::Ping(_) | TransportEvent::Pong(_) | TransportEvent::Message(_) => {
+            TransportEvent::Ping(_)
+            | TransportEvent::Pong(_)
+            | TransportEvent::Message(_)
+            | TransportEvent::Receiving => {
                 // Data after our close frame is allowed by RFC 6455 §5.5.1 but, as in the
                 // WHATWG standard, not delivered once the socket is closing (unless
                 // `receive_while_closing`).

@@ -194,7 +194,7 @@ impl Open {
                     cx.emit(Event::Pong { conn, payload });
                 }
             }
-            TransportEvent::Ping(_) => {
+            TransportEvent::Ping(_) | TransportEvent::Receiving => {
                 self.touch(&cx.config, now);
                 if let Some(acks) = &mut self.acks {
                     acks.on_input(now);

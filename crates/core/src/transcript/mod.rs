@@ -530,6 +530,7 @@ fn transport_json(e: &TransportEvent, redaction: &Redaction) -> Value {
         TransportEvent::SendWritten(id) => one("send_written", Value::Num(id.get())),
         TransportEvent::Error(err) => one("error", error_json(err)),
         TransportEvent::Closed => Value::from("closed"),
+        TransportEvent::Receiving => Value::from("receiving"),
     }
 }
 
@@ -820,8 +821,10 @@ fn error_from(v: &Value) -> Read<TransportError> {
 }
 
 fn transport_from(v: &Value) -> Read<TransportEvent> {
-    if v.as_str() == Some("closed") {
-        return Ok(TransportEvent::Closed);
+    match v.as_str() {
+        Some("closed") => return Ok(TransportEvent::Closed),
+        Some("receiving") => return Ok(TransportEvent::Receiving),
+        _ => {}
     }
     let Value::Obj(members) = v else {
         return Err("a transport event is not an object".into());
