@@ -60,3 +60,25 @@ fn both_adapters_re_export_the_same_types() {
     );
     assert_eq!(wxsocket_tokio::MAX_TIMER, wxsocket_blocking::MAX_TIMER);
 }
+
+/// A custom root certificate rustls rejects is refused by `Client::new` in the same words in
+/// both adapters (they differed).
+#[test]
+fn both_adapters_refuse_a_bad_root_certificate_alike() {
+    let garbage = rustls::pki_types::CertificateDer::from(b"not a certificate".to_vec());
+    let roots = wxsocket_tokio::TlsRoots::default().with_ca(garbage);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tokio = runtime.block_on(async {
+        wxsocket_tokio::Client::new(wxsocket_tokio::Config::new().tls(roots.clone()))
+            .map(|_| ())
+            .unwrap_err()
+    });
+    let blocking = wxsocket_blocking::Client::new(wxsocket_blocking::Config::new().tls(roots))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(tokio, blocking);
+    assert_eq!(tokio.field, "tls");
+}

@@ -225,10 +225,7 @@ pub(crate) struct Inner<M> {
 impl<M: Machine> Shared<M> {
     /// Creates the shared state and starts the driver thread.
     pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, ConfigError> {
-        let tls = wxsocket_wire::upgrade::client_config(&config.tls).map_err(|_| ConfigError {
-            field: "tls",
-            problem: "a custom CA certificate could not be used",
-        })?;
+        let tls = wxsocket_wire::upgrade::client_config(&config.tls)?;
         let io_error = |_| ConfigError {
             field: "io",
             problem: "could not create the OS poller",

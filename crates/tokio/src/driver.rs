@@ -560,10 +560,7 @@ pub(crate) fn start<M: Machine>(
         field: "runtime",
         problem: "must be called from inside a tokio runtime",
     })?;
-    let tls = wxsocket_wire::upgrade::client_config(&config.tls).map_err(|_| ConfigError {
-        field: "tls",
-        problem: "a custom root certificate was rejected by rustls",
-    })?;
+    let tls = wxsocket_wire::upgrade::client_config(&config.tls)?;
     // The driver's one timer, made here so that a runtime without its time driver is
     // refused now (tokio panics on the first timer; its panic hook still prints that)
     // rather than ending every connection later.

@@ -115,7 +115,14 @@ fn refused(error: &ConnectionError) -> bool {
 
 fn connection_hint(error: &ConnectionError) -> &'static str {
     if refused(error) {
-        "the server refused this request: it fails the same way until the request or the server changes"
+        // The message says whether the server or a proxy on the way answered.
+        "refused: the same request fails the same way until it, the server or the proxy changes"
+    } else if matches!(error, ConnectionError::ConnectFailed(e) if e.kind == TransportErrorKind::Tls)
+    {
+        // A certificate the roots do not vouch for fails again too, unless what answered
+        // changes (a captive portal, a certificate being replaced), which is why a reconnect
+        // policy still retries it.
+        "check the server's certificate and the trusted roots; connecting again helps only if the server's answer changes"
     } else {
         "connect again, or use a reconnect policy"
     }
@@ -525,10 +532,8 @@ mod tests {
         for code in [401, 403, 404] {
             let refused = status(code);
             assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
-            assert!(
-                refused.to_string().contains("refused this request"),
-                "{refused}"
-            );
+            assert!(refused.to_string().contains("refused: "), "{refused}");
+            assert!(!refused.to_string().contains("connect again"), "{refused}");
         }
         let unavailable = status(503);
         assert_eq!(unavailable.kind(), ErrorKind::Connection);
@@ -536,6 +541,13 @@ mod tests {
             unavailable.to_string().contains("connect again"),
             "{unavailable}"
         );
+        // A certificate failure does not say to just connect again.
+        let tls = Error::Connection(ConnectionError::ConnectFailed(TransportError::new(
+            TransportErrorKind::Tls,
+            "invalid peer certificate: UnknownIssuer",
+        )));
+        assert_eq!(tls.kind(), ErrorKind::Connection);
+        assert!(tls.to_string().contains("trusted roots"), "{tls}");
         let mismatch = Error::Connection(ConnectionError::ProtocolNotOffered("v9".into()));
         assert_eq!(mismatch.kind(), ErrorKind::Refused);
 

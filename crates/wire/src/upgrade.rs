@@ -25,12 +25,18 @@ pub use rustls::ClientConfig;
 #[cfg(feature = "tls")]
 use rustls::ClientConnection;
 
-/// The TLS configuration every `wss` dial of one client uses (`Err` when rustls rejects a
-/// custom root certificate). Without the `tls` feature there is none to make, and no TLS
-/// dial can run (see [`crate::check_request`]).
-pub fn client_config(roots: &crate::tls::TlsRoots) -> Result<Arc<ClientConfig>, String> {
+/// The TLS configuration every `wss` dial of one client uses; a custom root certificate
+/// rustls rejects is a [`ConfigError`] of the field `tls` (the same words in both adapters).
+/// Without the `tls` feature there is none to make, and no TLS dial can run (see
+/// [`crate::check_request`]).
+pub fn client_config(
+    roots: &crate::tls::TlsRoots,
+) -> Result<Arc<ClientConfig>, wxsocket_core::ConfigError> {
     #[cfg(feature = "tls")]
-    return roots.client_config().map_err(|e| e.to_string());
+    return roots.client_config().map_err(|_| wxsocket_core::ConfigError {
+        field: "tls",
+        problem: "a custom root certificate was rejected by rustls (not a valid X.509 CA certificate)",
+    });
     #[cfg(not(feature = "tls"))]
     {
         let _ = roots;
