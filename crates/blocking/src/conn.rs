@@ -5,13 +5,14 @@
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Instant;
 use wxsocket_core::{ConnId, ReadCredit, TransportError, TransportErrorKind, TransportEvent};
 use wxsocket_wire::connection::Connection;
+use wxsocket_wire::dial::Attempts;
 use wxsocket_wire::upgrade::ClientConfig;
 
 /// What every connection operation needs from the driver.
@@ -24,23 +25,6 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn register(&self, sock: &mut TcpStream, token: Token) -> io::Result<()> {
-        self.registry
-            .register(sock, token, Interest::READABLE | Interest::WRITABLE)?;
-        #[cfg(unix)]
-        if let Some(receivers) = self.receivers {
-            use std::os::fd::AsRawFd;
-            let fd = sock.as_raw_fd();
-            if let Err(e) =
-                receivers.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
-            {
-                let _ = self.registry.deregister(sock);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
     /// Adds the socket to the receivers' poller again (readable only), after a pause in
     /// reading took it out. Returns whether it is registered there now.
     fn register_receiver(&self, sock: &mut TcpStream, token: Token) -> io::Result<bool> {
@@ -78,12 +62,11 @@ impl Ctx<'_> {
     }
 }
 
-/// A non-blocking TCP connect in progress.
+/// The non-blocking TCP connects in progress, paced by [`Attempts`]: each socket is in the
+/// driver's poller (only), under the connection's token.
 struct Connecting {
-    sock: TcpStream,
-    addr: SocketAddr,
-    /// The addresses still to try.
-    rest: VecDeque<SocketAddr>,
+    socks: Vec<(TcpStream, SocketAddr)>,
+    attempts: Attempts,
 }
 
 /// How far a read pass reads.
@@ -158,12 +141,14 @@ impl Conn {
         }
     }
 
-    /// The TCP socket, once there is one.
+    /// The TCP socket, once connected.
     fn tcp(&mut self) -> Option<&mut TcpStream> {
-        match &mut self.connecting {
-            Some(connecting) => Some(&mut connecting.sock),
-            None => self.connection.socket_mut(),
-        }
+        self.connection.socket_mut()
+    }
+
+    /// When the next connection attempt is due, while the TCP connect goes on.
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.connecting.as_ref()?.attempts.deadline()
     }
 
     /// Lets the driver thread's poller watch this socket for reads, or not.
@@ -262,7 +247,9 @@ impl Conn {
         if let Some(sock) = self.tcp() {
             ctx.deregister(sock, in_driver, in_receivers);
         }
-        self.connecting = None;
+        for (mut sock, _) in self.connecting.take().into_iter().flat_map(|c| c.socks) {
+            let _ = ctx.registry.deregister(&mut sock);
+        }
         self.connection.drop_transport();
     }
 
@@ -274,33 +261,38 @@ impl Conn {
         out: &mut Vec<TransportEvent>,
     ) {
         if let Some(addrs) = self.connection.resolved(addrs, out) {
-            self.try_addresses(ctx, addrs.into(), None, out);
+            let now = Instant::now();
+            let attempts = Attempts::new(addrs, now);
+            self.connecting = Some(Connecting {
+                socks: Vec::new(),
+                attempts,
+            });
+            self.start_attempts(ctx, now, out);
         }
     }
 
-    fn try_addresses(
-        &mut self,
-        ctx: &Ctx<'_>,
-        mut rest: VecDeque<SocketAddr>,
-        mut last: Option<(SocketAddr, io::Error)>,
-        out: &mut Vec<TransportEvent>,
-    ) {
-        while let Some(addr) = rest.pop_front() {
+    /// Starts the connection attempts that are due (see [`Attempts`]); fails the dial once
+    /// every attempt failed.
+    pub fn start_attempts(&mut self, ctx: &Ctx<'_>, now: Instant, out: &mut Vec<TransportEvent>) {
+        let token = token(self.id());
+        let Some(connecting) = &mut self.connecting else {
+            return;
+        };
+        while let Some(addr) = connecting.attempts.next_due(now) {
             let attempt = TcpStream::connect(addr).and_then(|mut sock| {
-                ctx.register(&mut sock, token(self.id()))?;
+                ctx.registry
+                    .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
                 Ok(sock)
             });
             match attempt {
-                Ok(sock) => {
-                    self.interest = Some(Interest::READABLE | Interest::WRITABLE);
-                    self.in_receivers = ctx.receivers.is_some();
-                    self.connecting = Some(Connecting { sock, addr, rest });
-                    return;
-                }
-                Err(e) => last = Some((addr, e)),
+                Ok(sock) => connecting.socks.push((sock, addr)),
+                Err(e) => connecting.attempts.failed(addr, e, now),
             }
         }
-        self.connection.connect_failed(last, out);
+        if let Some(failure) = connecting.attempts.exhausted() {
+            self.connecting = None;
+            self.connection.connect_failed(failure, out);
+        }
     }
 
     /// The socket is ready (or failed): move the connection on as far as it goes, reading
@@ -325,31 +317,102 @@ impl Conn {
         }
     }
 
+    /// One of the connect attempts' sockets is ready (the event does not say which): the
+    /// first connected wins and the others are dropped; the failed ones make room for the
+    /// next address.
     fn finish_connect(&mut self, ctx: &Ctx<'_>, out: &mut Vec<TransportEvent>) {
-        let Some(Connecting { sock, addr, .. }) = &mut self.connecting else {
+        let Some(connecting) = &mut self.connecting else {
             return;
         };
-        let addr = *addr;
-        let failure = match sock.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match sock.peer_addr() {
-                Ok(_) => None,
-                // Not connected yet: a spurious wake-up; wait for the next event.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Some(e),
-            },
-        };
-        let Some(Connecting { mut sock, rest, .. }) = self.connecting.take() else {
-            return;
-        };
-        match failure {
-            Some(e) => {
-                ctx.deregister(&mut sock, true, std::mem::take(&mut self.in_receivers));
-                self.interest = None;
-                drop(sock);
-                self.try_addresses(ctx, rest, Some((addr, e)), out);
-            }
-            None => self.connection.connected(sock, ctx.tls, out),
+        let now = Instant::now();
+        let mut at = 0;
+        while at < connecting.socks.len() {
+            let sock = &connecting.socks[at].0;
+            let failure = match sock.take_error() {
+                Ok(Some(e)) | Err(e) => e,
+                Ok(None) => match sock.peer_addr() {
+                    Ok(_) => {
+                        let (sock, _) = connecting.socks.swap_remove(at);
+                        for (mut other, _) in
+                            self.connecting.take().into_iter().flat_map(|c| c.socks)
+                        {
+                            let _ = ctx.registry.deregister(&mut other);
+                        }
+                        // Registered with the driver's poller, for reads and writes, as an
+                        // open connection's socket starts (see `sync_interest`).
+                        self.interest = Some(Interest::READABLE | Interest::WRITABLE);
+                        return self.connection.connected(sock, ctx.tls, out);
+                    }
+                    // Not connected yet (or a wake-up for another socket).
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        at += 1;
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+            };
+            let (mut sock, addr) = connecting.socks.swap_remove(at);
+            let _ = ctx.registry.deregister(&mut sock);
+            connecting.attempts.failed(addr, failure, now);
         }
+        self.start_attempts(ctx, now, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// An address that drops the connect (a broken route) does not hold the dial up: the
+    /// next address is tried beside it after `ATTEMPT_DELAY` (the driver's timer calls
+    /// `start_attempts`) and connects. The dial used to wait on the first until the
+    /// handshake timeout.
+    #[test]
+    fn an_address_that_drops_the_connect_does_not_hold_up_the_next() {
+        let hole = wxsocket_test_server::Blackhole::start().unwrap();
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = server.local_addr().unwrap();
+        let request = wxsocket_core::ConnectOptions::new(format!("ws://{good}/"))
+            .validate()
+            .unwrap();
+        let env = wxsocket_wire::proxy::ProxyEnv::empty();
+        let (connection, _) = Connection::new(
+            ConnId::from_raw(1),
+            Arc::new(request),
+            &env,
+            Default::default(),
+        )
+        .unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let registry = poll.registry().try_clone().unwrap();
+        let tls = wxsocket_wire::upgrade::client_config(&Default::default()).unwrap();
+        let ctx = Ctx {
+            registry: &registry,
+            receivers: None,
+            tls: &tls,
+        };
+        let mut conn = Conn::new(connection);
+        let mut out = Vec::new();
+        conn.connect(&ctx, Ok(vec![hole.addr(), good]), &mut out);
+        let limit = Instant::now() + Duration::from_secs(10);
+        let mut events = mio::Events::with_capacity(8);
+        while conn.connecting.is_some() {
+            assert!(Instant::now() < limit, "not connected within the limit");
+            let timeout = conn
+                .next_attempt()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            poll.poll(&mut events, timeout.or(Some(Duration::from_millis(100))))
+                .unwrap();
+            if events.is_empty() {
+                conn.start_attempts(&ctx, Instant::now(), &mut out);
+            } else {
+                conn.on_ready(&ctx, ReadPass::ToTheEnd, ReadCredit::UNLIMITED, &mut out);
+            }
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let peer = conn.connection.socket().map(|s| s.peer_addr().unwrap());
+        assert_eq!(peer, Some(good));
+        conn.drop_transport(&ctx);
     }
 }

@@ -182,6 +182,9 @@ pub(crate) struct Inner<M> {
     lifecycle: Lifecycle,
     /// Whether the driver thread is (about to be) asleep in `poll`.
     sleeping: bool,
+    /// When the dials' next connection attempts are due ([`Conn::next_attempt`]), by
+    /// connection; an entry for a connection that has connected since does nothing.
+    attempts_due: BTreeSet<(Instant, u64)>,
     /// Connections with data on the socket that a read pass left for later (or that have
     /// just opened): the driver thread makes a pass over exactly these, lowest key first,
     /// so that this costs what the traffic costs, not a scan of every connection.
@@ -267,6 +270,7 @@ impl<M: Machine> Shared<M> {
                 lifecycle: Lifecycle::default(),
                 sleeping: false,
                 read_ready: BTreeSet::new(),
+                attempts_due: BTreeSet::new(),
                 unanswered: BTreeSet::new(),
                 reads: Reads::Driver,
                 progress: false,
@@ -402,6 +406,12 @@ impl<M: Machine> Shared<M> {
                 while let Ok((conn, addrs)) = resolved_rx.try_recv() {
                     inner.on_resolved(conn, addrs, now);
                 }
+                while let Some(&(at, conn)) = inner.attempts_due.first()
+                    && at <= now
+                {
+                    inner.attempts_due.pop_first();
+                    inner.with_conn(conn, now, |c, ctx, out| c.start_attempts(ctx, now, out));
+                }
                 for conn in std::mem::take(&mut inner.read_ready) {
                     if inner.conns.get(&conn).is_some_and(|c| c.has_more_to_read()) {
                         inner.on_ready(conn, ReadPass::ToTheEnd, now);
@@ -427,7 +437,8 @@ impl<M: Machine> Shared<M> {
                     }
                 }
                 let mut deadline = inner.machine.poll_timeout();
-                if let Some(due) = inner.handback_pending(now) {
+                let attempt = inner.attempts_due.first().map(|&(at, _)| at);
+                for due in [inner.handback_pending(now), attempt].into_iter().flatten() {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
                 inner.lifecycle.arm(deadline);
@@ -684,10 +695,14 @@ impl<M: Machine> Inner<M> {
     /// a shutdown's last connection is gone (a socket dropped elsewhere takes its pending
     /// readiness event with it).
     fn driver_must_look(&self) -> bool {
+        let earlier = |due: Instant| self.lifecycle.armed().is_none_or(|armed| armed > due);
         self.sleeping
             && (!self.read_ready.is_empty()
-                || matches!(self.reads, Reads::Unwatched { due, .. }
-                    if self.lifecycle.armed().is_none_or(|armed| armed > due))
+                || matches!(self.reads, Reads::Unwatched { due, .. } if earlier(due))
+                || self
+                    .attempts_due
+                    .first()
+                    .is_some_and(|&(at, _)| earlier(at))
                 || self.lifecycle.finished(&self.machine)
                 || self.machine.has_callbacks()
                 || self.lifecycle.timer_late(&self.machine))
@@ -818,6 +833,9 @@ impl<M: Machine> Inner<M> {
         }
         if c.is_dirty() {
             self.dirty.insert(conn);
+        }
+        if let Some(at) = c.next_attempt() {
+            self.attempts_due.insert((at, conn));
         }
         if c.is_unanswered() {
             self.unanswered.insert(conn);
@@ -953,6 +971,55 @@ impl<M: Machine> Inner<M> {
 mod tests {
     use super::*;
     use wxsocket_core::{ConnectOptions, Event, Message, Pool, SessionConfig};
+
+    /// The driver thread wakes for a dial's next connection attempt
+    /// ([`Inner::attempts_due`]): with the first address dropping the connect, the second
+    /// is connected to a quarter of a second later, while the driver thread sleeps.
+    #[test]
+    fn the_driver_thread_starts_the_next_connection_attempt_when_due() {
+        let hole = wxsocket_test_server::Blackhole::start().unwrap();
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = server.local_addr().unwrap();
+        let config = Config::default();
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        let request = ConnectOptions::new(format!("ws://{good}/"))
+            .validate()
+            .unwrap();
+        let env = wxsocket_wire::proxy::ProxyEnv::empty();
+        // A connection the pool does not know: what it reports is stale input there.
+        let id = ConnId::from_raw(1_000);
+        let (connection, _) =
+            Connection::new(id, Arc::new(request), &env, WebSocketConfig::default()).unwrap();
+        {
+            let mut inner = lock(&shared.inner);
+            inner.conns.insert(key(id), Conn::new(connection));
+            inner.on_resolved(key(id), Ok(vec![hole.addr(), good]), Instant::now());
+            assert!(
+                inner.attempts_due.first().is_some(),
+                "the next attempt is due later"
+            );
+            let wake = inner.driver_must_look();
+            drop(inner);
+            if wake {
+                shared.wake();
+            }
+        }
+        server.set_nonblocking(true).unwrap();
+        let limit = Instant::now() + LIMIT;
+        let accepted = loop {
+            match server.accept() {
+                Ok((tcp, _)) => break tcp,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < limit, "no connection within {LIMIT:?}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(accepted.local_addr().unwrap(), good);
+        shared.shutdown();
+    }
 
     /// How long any wait in these tests may take.
     const LIMIT: Duration = Duration::from_secs(10);

@@ -134,3 +134,57 @@ fn echo(stream: TcpStream) {
         }
     }
 }
+
+/// A loopback address that drops connection attempts, as a host behind a broken route (or
+/// a firewall that drops packets) does: a listener with a backlog of 0 whose accept queue
+/// its own connections fill, so the kernel drops the SYN of every later connect, which then
+/// waits (retransmitting) until its caller gives up. Dropping it closes everything.
+///
+/// ```
+/// let hole = wxsocket_test_server::Blackhole::start().unwrap();
+/// let attempt = std::net::TcpStream::connect_timeout(&hole.addr(), std::time::Duration::from_millis(50));
+/// assert_eq!(attempt.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// ```
+#[derive(Debug)]
+pub struct Blackhole {
+    addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl Blackhole {
+    /// Binds 127.0.0.1 on a free port and fills the accept queue; fails unless a connect
+    /// to it then times out.
+    pub fn start() -> io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        listener.listen(0)?;
+        let addr = listener
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP address"))?;
+        let mut fillers = Vec::new();
+        // Connects until one times out: the queue is full from then on.
+        for _ in 0..8 {
+            let filler = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            match filler.connect_timeout(&addr.into(), std::time::Duration::from_millis(100)) {
+                Ok(()) => fillers.push(filler),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Ok(Blackhole {
+                        addr,
+                        _listener: listener,
+                        _fillers: fillers,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("the listener kept accepting connections"))
+    }
+
+    /// The address connects to which are dropped.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}

@@ -18,6 +18,7 @@ use wxsocket_core::{
     TransportEvent,
 };
 use wxsocket_wire::connection::{Connection, DialTarget, TcpSocket};
+use wxsocket_wire::dial::Attempts;
 use wxsocket_wire::link::{Link, ReadEnd};
 
 /// Work for a connection task, from the core's actions.
@@ -153,8 +154,9 @@ async fn dial<M: Machine>(
 }
 
 /// Resolves the connection's TCP `target` (unless it is an IP address) and connects to
-/// its addresses in order, as `TcpStream::connect` would, but marking the end of
-/// resolution and of the connect apart (for the open event's profile).
+/// one of its addresses, the attempts paced by [`Attempts`] (an address that drops the
+/// attempt does not hold the dial up), marking the end of resolution and of the connect
+/// apart (for the open event's profile).
 async fn connect_tcp(
     connection: &mut Connection<Socket>,
     target: DialTarget,
@@ -166,15 +168,39 @@ async fn connect_tcp(
             .await
             .map(Iterator::collect),
     };
-    let mut last = None;
-    for addr in connection.resolved(resolved, out)? {
-        match TcpStream::connect(addr).await {
-            Ok(tcp) => return Some(tcp),
-            Err(e) => last = Some((addr, e)),
+    let addrs = connection.resolved(resolved, out)?;
+    connect_any(connection, addrs, out).await
+}
+
+/// Connects to one of `addrs`, the attempts paced by [`Attempts`]; `None` when every one
+/// failed (reported in `out`).
+async fn connect_any(
+    connection: &mut Connection<Socket>,
+    addrs: Vec<SocketAddr>,
+    out: &mut Vec<TransportEvent>,
+) -> Option<TcpStream> {
+    use futures_util::StreamExt;
+    let now = || tokio::time::Instant::now().into_std();
+    let mut attempts = Attempts::new(addrs, now());
+    // The attempts in progress; those still here when one connects are dropped.
+    let mut connecting = futures_util::stream::FuturesUnordered::new();
+    loop {
+        while let Some(addr) = attempts.next_due(now()) {
+            connecting.push(async move { (addr, TcpStream::connect(addr).await) });
+        }
+        if let Some(failure) = attempts.exhausted() {
+            connection.connect_failed(failure, out);
+            return None;
+        }
+        let next = attempts.deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            Some((addr, result)) = connecting.next() => match result {
+                Ok(tcp) => return Some(tcp),
+                Err(e) => attempts.failed(addr, e, now()),
+            },
+            () = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {}
         }
     }
-    connection.connect_failed(last, out);
-    None
 }
 
 /// The open connection's state between polls.
@@ -497,5 +523,35 @@ mod tests {
         assert!(task <= 192, "the connection task's future is {task} bytes");
         let connection = std::mem::size_of::<Connection<Socket>>();
         assert!(connection <= 96, "a connection is {connection} bytes");
+    }
+
+    /// An address that drops the connect (a broken route) does not hold the dial up: the
+    /// next address is tried beside it after `ATTEMPT_DELAY` and connects. The dial used to
+    /// wait on the first until the handshake timeout.
+    #[tokio::test]
+    async fn an_address_that_drops_the_connect_does_not_hold_up_the_next() {
+        let hole = wxsocket_test_server::Blackhole::start().unwrap();
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = server.local_addr().unwrap();
+        let request = wxsocket_core::ConnectOptions::new(format!("ws://{good}/"))
+            .validate()
+            .unwrap();
+        let env = wxsocket_wire::proxy::ProxyEnv::empty();
+        let (mut connection, _) = Connection::<Socket>::new(
+            ConnId::from_raw(1),
+            Arc::new(request),
+            &env,
+            Default::default(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let dial = connect_any(&mut connection, vec![hole.addr(), good], &mut out);
+        let limit = std::time::Duration::from_secs(10);
+        let tcp = tokio::time::timeout(limit, dial)
+            .await
+            .expect("connected before the limit")
+            .expect("connected");
+        assert_eq!(tcp.peer_addr().unwrap(), good);
+        assert!(out.is_empty(), "{out:?}");
     }
 }

@@ -4,7 +4,7 @@
 //! adapters keep only how they wait for a socket.
 //!
 //! The steps: resolve [`DialPlan::tcp_target`] (unless it is an IP address), connect to its
-//! addresses in order, set `TCP_NODELAY` if asked, open the proxy's tunnel
+//! addresses as [`Attempts`] paces them, set `TCP_NODELAY` if asked, open the proxy's tunnel
 //! ([`DialPlan::tunnel`]) if there is one, TLS for `wss` with
 //! [`DialPlan::tls_server_name`], then the upgrade ([`crate::ClientHandshake`]). Each
 //! failure is a [`TransportError`] made here, so both adapters report the same text.
@@ -12,14 +12,112 @@
 use crate::convert::connect_error;
 use crate::deflate::{Compressor, Inflater};
 use crate::proxy::{ProxyConnect, ProxyEnv};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tungstenite::Message as WsMessage;
 
 pub use rustls_pki_types::ServerName;
 use wxsocket_core::{
     Handshake, HandshakeRequest, HttpProxy, Message, TransportError, TransportErrorKind,
 };
+
+/// How long a TCP connection attempt has before the next address is tried beside it (RFC
+/// 8305 §5's recommended Connection Attempt Delay).
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// The TCP connection attempts of one dial, paced as RFC 8305 (Happy Eyeballs v2) §4–5 asks:
+/// the resolved addresses are tried with their families interleaved (the first address's
+/// family first), the next attempt starts when one fails or [`ATTEMPT_DELAY`] after the
+/// last one began, whichever comes first, and earlier attempts go on beside it; the first to
+/// connect wins. So a host whose first address drops the connection attempts (a broken IPv6
+/// route, a firewall) is reached on its next address a quarter of a second later, instead
+/// of the dial waiting out the handshake timeout on the first.
+///
+/// Sans-IO: the adapter starts an attempt to each address [`Attempts::next_due`] gives,
+/// wakes at [`Attempts::deadline`], reports each failed attempt, and drops the others when
+/// one connects.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use wxsocket_wire::dial::{ATTEMPT_DELAY, Attempts};
+/// let (v6, v4a, v4b) = ("[::1]:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap(), "127.0.0.2:80".parse().unwrap());
+/// let start = Instant::now();
+/// let mut attempts = Attempts::new(vec![v4a, v4b, v6], start);
+/// assert_eq!(attempts.next_due(start), Some(v4a));
+/// assert_eq!(attempts.next_due(start), None, "the first attempt has its delay");
+/// assert_eq!(attempts.deadline(), Some(start + ATTEMPT_DELAY));
+/// // The families alternate: the IPv6 address comes second.
+/// assert_eq!(attempts.next_due(start + ATTEMPT_DELAY), Some(v6));
+/// // A failure starts the next attempt at once.
+/// let later = start + ATTEMPT_DELAY + Duration::from_millis(1);
+/// attempts.failed(v6, std::io::ErrorKind::ConnectionRefused.into(), later);
+/// assert_eq!(attempts.next_due(later), Some(v4b));
+/// ```
+#[derive(Debug)]
+pub struct Attempts {
+    /// The addresses not tried yet, in the order they will be.
+    rest: VecDeque<SocketAddr>,
+    /// When the next address is due while attempts are in progress.
+    next_at: Instant,
+    in_progress: usize,
+    /// The last attempt that failed, and how.
+    last_failure: Option<(SocketAddr, io::Error)>,
+}
+
+impl Attempts {
+    /// The attempts for the resolved `addrs`, starting at `now`.
+    pub fn new(addrs: Vec<SocketAddr>, now: Instant) -> Self {
+        let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+        let (mut same, mut other): (VecDeque<_>, VecDeque<_>) =
+            addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+        let mut rest = VecDeque::with_capacity(same.len() + other.len());
+        loop {
+            match (same.pop_front(), other.pop_front()) {
+                (None, None) => break,
+                (a, b) => rest.extend(a.into_iter().chain(b)),
+            }
+        }
+        Attempts {
+            rest,
+            next_at: now,
+            in_progress: 0,
+            last_failure: None,
+        }
+    }
+
+    /// The address to start an attempt to now, if one is due (counted in progress from
+    /// then on).
+    pub fn next_due(&mut self, now: Instant) -> Option<SocketAddr> {
+        if self.in_progress > 0 && now < self.next_at {
+            return None;
+        }
+        let addr = self.rest.pop_front()?;
+        self.in_progress += 1;
+        self.next_at = now + ATTEMPT_DELAY;
+        Some(addr)
+    }
+
+    /// When the next address is due, while one is left and attempts are in progress.
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.in_progress > 0 && !self.rest.is_empty()).then_some(self.next_at)
+    }
+
+    /// The attempt to `addr` failed (also one that could not start): the next address is
+    /// due at once.
+    pub fn failed(&mut self, addr: SocketAddr, error: io::Error, now: Instant) {
+        self.in_progress = self.in_progress.saturating_sub(1);
+        self.last_failure = Some((addr, error));
+        self.next_at = now;
+    }
+
+    /// Every attempt failed and no address is left: the dial failed, with the last failure
+    /// (`None` when there was no address), for [`crate::connection::Connection::connect_failed`].
+    pub fn exhausted(&mut self) -> Option<Option<(SocketAddr, io::Error)>> {
+        (self.in_progress == 0 && self.rest.is_empty()).then(|| self.last_failure.take())
+    }
+}
 
 /// Where one connection's TCP connection goes and how its failures are named.
 #[derive(Debug, Clone)]
@@ -212,5 +310,46 @@ impl Encoder {
     /// Everything encoded so far was flushed.
     pub fn flushed(&mut self) {
         self.compressed_unflushed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Families alternate from the first address's; the attempts are paced by the delay
+    /// and by failures; the dial fails once every attempt failed and none is left.
+    #[test]
+    fn attempts_interleave_families_and_pace_themselves() {
+        let given = ["[::1]:1", "[::2]:1", "[::3]:1", "10.0.0.1:1", "10.0.0.2:1"].map(addr);
+        let start = Instant::now();
+        let mut attempts = Attempts::new(given.to_vec(), start);
+        let mut order = Vec::new();
+        let mut now = start;
+        while let Some(a) = attempts.next_due(now) {
+            order.push(a);
+            assert_eq!(attempts.next_due(now), None);
+            if let Some(at) = attempts.deadline() {
+                assert_eq!(at, now + ATTEMPT_DELAY);
+                now = at;
+            }
+        }
+        let expected = ["[::1]:1", "10.0.0.1:1", "[::2]:1", "10.0.0.2:1", "[::3]:1"].map(addr);
+        assert_eq!(order, expected);
+        assert_eq!(attempts.deadline(), None, "none left");
+        assert!(attempts.exhausted().is_none(), "five in progress");
+        for a in order {
+            attempts.failed(a, io::ErrorKind::ConnectionRefused.into(), now);
+        }
+        let (last, _) = attempts.exhausted().expect("failed").expect("a failure");
+        assert_eq!(last, addr("[::3]:1"));
+        // Nothing resolved: failed at once, with no address to name.
+        let mut none = Attempts::new(Vec::new(), start);
+        assert_eq!(none.next_due(start), None);
+        assert!(matches!(none.exhausted(), Some(None)));
     }
 }

@@ -26,7 +26,7 @@ pub use rustls::ClientConfig;
 use rustls::ClientConnection;
 
 /// The TLS configuration every `wss` dial of one client uses; a custom root certificate
-/// rustls rejects is a [`ConfigError`] of the field `tls` (the same words in both adapters).
+/// rustls rejects is a [`wxsocket_core::ConfigError`] of the field `tls` (the same words in both adapters).
 /// Without the `tls` feature there is none to make, and no TLS dial can run (see
 /// [`crate::check_request`]).
 pub fn client_config(
