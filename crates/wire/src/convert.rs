@@ -397,6 +397,11 @@ pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
                 "{what}: the server requires a client certificate, which the WeChat socket \
                  API has no option for and wxsocket does not send ({tls})"
             ),
+            // The first byte the server sent is no TLS record: plain HTTP or WebSocket.
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(
+                "{what}: the server did not answer in TLS; is it a plain ws:// or HTTP server? \
+                 ({tls})"
+            ),
             _ => format!("{what}: {tls}"),
         };
         return TransportError::new(TransportErrorKind::Tls, text);
@@ -720,6 +725,21 @@ mod tests {
                 })
             );
         }
+    }
+
+    /// A `wss://` URL whose server answers in plain HTTP or WebSocket: the error says so,
+    /// not only rustls's "corrupt message of type InvalidContentType".
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_server_that_does_not_answer_in_tls_is_named() {
+        let rustls = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        let e = connect_error(
+            &std::io::Error::new(std::io::ErrorKind::InvalidData, rustls),
+            "tls",
+        );
+        assert_eq!(e.kind, TransportErrorKind::Tls);
+        assert!(e.message.contains("did not answer in TLS"), "{e}");
+        assert!(e.message.contains("InvalidContentType"), "{e}");
     }
 
     #[test]
