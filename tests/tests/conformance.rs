@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use wxsocket_core::close::CLOSE_LINGER;
 use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
-    Event, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError, SendFailure, SendId,
-    SessionConfig, TransportError, TransportErrorKind,
+    Event, FailedSend, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError,
+    SendFailure, SendId, SessionConfig, TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
@@ -334,9 +334,11 @@ fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
     let q2 = a.try_send(Message::binary(vec![2])).unwrap();
     let started = Instant::now();
     let waited = a.send(Message::text("q3"));
+    // It fails, and the message comes back to whoever waited (it never left the queue).
+    let q3 = FailedSend::new(SendFailure::ConnectFailed, Some(Message::text("q3")));
     assert_eq!(
         waited,
-        Err(SendFailed::Failed(SendFailure::ConnectFailed)),
+        Err(SendFailed::Failed(q3)),
         "[{}] a waiting send of a connection that never opens fails",
         A::NAME
     );

@@ -31,6 +31,7 @@ fn both_adapters_re_export_the_same_types() {
         DeflateOptions,
         DeflateParams,
         Event,
+        FailedSend,
         Handshake,
         Keepalive,
         Message,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
-use wxsocket_core::{ConfigError, ConnId, Event, Message, SendError, SendFailure, SendId, Session};
+use wxsocket_core::{
+    ConfigError, ConnId, Event, FailedSend, Message, SendError, SendFailure, SendId, Session,
+};
 use wxsocket_wire::handle::DriverHandle;
 
 /// Keeps the driver running; the last one dropped starts a clean shutdown.
@@ -120,14 +122,14 @@ impl<M: Machine> Shared<M> {
         let mut outbox = lock(&self.outbox);
         loop {
             match outbox.waiting.get(&id) {
-                Some(Some(result)) => {
-                    let result = *result;
-                    outbox.waiting.remove(&id);
+                Some(Some(_)) => {
+                    let result = outbox.waiting.remove(&id).flatten().expect("settled");
                     return Ok(result.map(|()| id).map_err(SendFailed::Failed));
                 }
                 _ if outbox.finished => {
                     outbox.waiting.remove(&id);
-                    return Ok(Err(SendFailed::Failed(SendFailure::ConnectionLost)));
+                    let lost = FailedSend::new(SendFailure::ConnectionLost, None);
+                    return Ok(Err(SendFailed::Failed(lost)));
                 }
                 _ => {}
             }

@@ -26,7 +26,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
-use wxsocket_core::{Action, ConnId, SendFailure, SendId, TransportEvent};
+use wxsocket_core::{Action, ConnId, FailedSend, SendId, TransportEvent};
 use wxsocket_wire::connection::{Connection, DialTarget};
 use wxsocket_wire::events::EventBatch;
 pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
@@ -60,7 +60,7 @@ pub(crate) struct Outbox {
     /// ([`Shared::refill`]) instead of waiting.
     pub more: bool,
     /// Sends someone waits for; `Some` once completed.
-    pub waiting: HashMap<SendId, Option<Result<(), SendFailure>>>,
+    pub waiting: HashMap<SendId, Option<Result<(), FailedSend>>>,
     /// Counts the moments when room for a refused send may have freed (see
     /// [`Shared::room_waiters`]); a sender waits for it to change.
     pub room_epoch: u64,

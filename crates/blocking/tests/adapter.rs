@@ -188,9 +188,14 @@ fn send_wait_fails_when_the_connection_never_opens() {
         .unwrap();
     let _held = silent.accept();
     let started = Instant::now();
+    // The queued message is handed back to whoever waited for it.
+    let never = Some(Message::text("never"));
     assert_eq!(
         client.send("never"),
-        Err(SendFailed::Failed(SendFailure::ConnectFailed))
+        Err(SendFailed::Failed(FailedSend::new(
+            SendFailure::ConnectFailed,
+            never
+        )))
     );
     assert!(started.elapsed() < WAIT);
     until(&events, is_close);
@@ -307,9 +312,13 @@ fn send_wait_timeout_reports_a_failure_that_comes_in_time() {
         .unwrap();
     let _held = silent.accept();
     let started = Instant::now();
+    let never = Some(Message::text("never"));
     assert_eq!(
         client.send_timeout("never", WAIT),
-        Ok(Err(SendFailed::Failed(SendFailure::ConnectFailed)))
+        Ok(Err(SendFailed::Failed(FailedSend::new(
+            SendFailure::ConnectFailed,
+            never
+        ))))
     );
     assert!(started.elapsed() < WAIT);
     until(&events, is_close);

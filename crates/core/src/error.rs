@@ -285,6 +285,29 @@ pub enum SendFailure {
     MaybeDelivered,
 }
 
+/// An accepted send that failed, as a driver that waits for it sees it
+/// ([`crate::Completion`]): why, and the message when it never left the session (as in
+/// [`crate::Event::SendFailed`], whose message this is a copy of), so whoever waited for the
+/// send gets it back too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+#[non_exhaustive]
+pub struct FailedSend {
+    /// Why it failed.
+    pub reason: SendFailure,
+    /// The message, when it was never handed to the driver (queued, or failed before it
+    /// was written) or, with delivery acknowledgement, never acknowledged; `None` once the
+    /// driver had it and might have written part of it.
+    pub message: Option<Message>,
+}
+
+impl FailedSend {
+    /// A failed send's outcome.
+    pub fn new(reason: SendFailure, message: Option<Message>) -> Self {
+        FailedSend { reason, message }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,7 +79,8 @@ pub use config::{
 pub use deflate::{DeflateOptions, DeflateParams};
 pub use driven::Driven;
 pub use error::{
-    CloseError, ConfigError, ConnectError, ConnectionError, PingError, SendError, SendFailure,
+    CloseError, ConfigError, ConnectError, ConnectionError, FailedSend, PingError, SendError,
+    SendFailure,
 };
 pub use event::Event;
 pub use ids::{ConnId, SendId};

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::sync::oneshot;
-use wxsocket_core::{ConfigError, Event, Message, SendError, SendFailure, SendId, Session};
+use wxsocket_core::{
+    ConfigError, Event, FailedSend, Message, SendError, SendFailure, SendId, Session,
+};
 use wxsocket_wire::events::EventBatch;
 
 /// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
@@ -148,9 +150,12 @@ async fn wait_send(
 ) -> Result<SendId, SendFailed> {
     match done.await {
         Ok(Ok(())) => Ok(id),
-        Ok(Err(reason)) => Err(SendFailed::Failed(reason)),
+        Ok(Err(failed)) => Err(SendFailed::Failed(failed)),
         // The driver is gone (runtime shut down): the message was not confirmed written.
-        Err(_) => Err(SendFailed::Failed(SendFailure::ConnectionLost)),
+        Err(_) => Err(SendFailed::Failed(FailedSend::new(
+            SendFailure::ConnectionLost,
+            None,
+        ))),
     }
 }
 
@@ -286,7 +291,7 @@ impl SinkState {
     /// The first failure not reported yet, as the sink's error.
     fn take_failure(&mut self) -> Result<(), SendFailed> {
         match self.sends.take_seen() {
-            Some(reason) => Err(SendFailed::Failed(reason)),
+            Some(reason) => Err(SendFailed::Failed(FailedSend::new(reason, None))),
             None => Ok(()),
         }
     }
@@ -366,7 +371,8 @@ impl Sink<Message> for Client {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
         let this = self.get_mut();
         ready!(this.push_pending(cx))?;
-        Poll::Ready(ready!(this.sink.sends.poll_settled(cx)).map_err(SendFailed::Failed))
+        let settled = ready!(this.sink.sends.poll_settled(cx));
+        Poll::Ready(settled.map_err(|reason| SendFailed::Failed(FailedSend::new(reason, None))))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {

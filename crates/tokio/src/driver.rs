@@ -19,7 +19,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 use tungstenite::protocol::WebSocketConfig;
-use wxsocket_core::{Action, ConfigError, ConnId, ReadCredit, SendFailure, SendId, TransportEvent};
+use wxsocket_core::{
+    Action, ConfigError, ConnId, FailedSend, ReadCredit, SendFailure, SendId, TransportEvent,
+};
 use wxsocket_wire::connection::Connection;
 use wxsocket_wire::handle::DriverHandle;
 pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
@@ -33,7 +35,7 @@ fn now() -> Instant {
 }
 
 /// Completion of an awaitable send.
-pub(crate) type SendResult = Result<(), SendFailure>;
+pub(crate) type SendResult = Result<(), FailedSend>;
 
 /// Who waits for the outcome of a send the core accepted.
 pub(crate) enum Waiter {
@@ -92,8 +94,8 @@ impl SinkSends {
         let mut tally = self.tally();
         tally.unsettled -= 1;
         let failed = result.is_err();
-        if let Err(reason) = result {
-            tally.failed.get_or_insert(reason);
+        if let Err(failed) = result {
+            tally.failed.get_or_insert(failed.reason);
         }
         if tally.unsettled == 0 || failed {
             let flusher = tally.flusher.take();
@@ -114,7 +116,7 @@ impl SinkSends {
     pub(crate) fn poll_settled(
         &self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<SendResult> {
+    ) -> std::task::Poll<Result<(), SendFailure>> {
         let mut tally = self.tally();
         if let Some(reason) = tally.seen.take().or_else(|| tally.failed.take()) {
             return std::task::Poll::Ready(Err(reason));
@@ -653,7 +655,7 @@ impl<M: Machine> Drop for Exit<M> {
             }
             // Nothing else will settle the rest.
             for (_, waiter) in core.out.waiters.drain() {
-                waiter.settle(Err(SendFailure::ConnectionLost));
+                waiter.settle(Err(FailedSend::new(SendFailure::ConnectionLost, None)));
             }
             waiting.extend(core.out.room_wakers.drain().map(|(_, waker)| waker));
             drop(guard);

@@ -8,7 +8,8 @@ use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wxsocket_tokio::{
     Client, CloseBeforeOpen, Config, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
-    Event, Message, ReadyState, SendError, SendFailed, SendFailure, SessionConfig, TaskPool,
+    Event, FailedSend, Message, ReadyState, SendError, SendFailed, SendFailure, SessionConfig,
+    TaskPool,
 };
 
 fn echo() -> Behaviour {
@@ -220,9 +221,13 @@ async fn awaitable_send_fails_when_closed_before_open() {
     .expect("the send was queued");
     client.close(None, "").unwrap();
     let result = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
+    // The queued message is handed back to whoever waited for it.
     assert_eq!(
         result.unwrap_err(),
-        SendFailed::Failed(SendFailure::Cancelled)
+        SendFailed::Failed(FailedSend::new(
+            SendFailure::Cancelled,
+            Some(Message::text("never written"))
+        ))
     );
     let close = until_close(&mut events).await;
     assert!(matches!(close, Event::Close { conn: c, code: 1006, clean: false, .. } if c == conn));

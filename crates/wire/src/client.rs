@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use wxsocket_core::transcript::Redaction;
-use wxsocket_core::{ConfigError, SendError, SendFailure, Session, SessionConfig};
+use wxsocket_core::{
+    ConfigError, FailedSend, Message, SendError, SendFailure, Session, SessionConfig,
+};
 
 /// Configuration of a client, task pool or wx socket: the session's policies and bounds,
 /// and the certificate authorities `wss` trusts.
@@ -194,9 +196,30 @@ pub enum SendFailed {
     /// large); the message is in the error.
     #[error(transparent)]
     Refused(#[from] SendError),
-    /// The message was accepted but will never be written (connection lost, replaced, …).
+    /// The message was accepted but will never be written (connection lost, replaced, …):
+    /// why, and the message when it never left the session, as in the `SendFailed` event.
+    /// (A tokio `Sink` reports its failures together, without their messages.)
     #[error(transparent)]
-    Failed(SendFailure),
+    Failed(FailedSend),
+}
+
+impl SendFailed {
+    /// The message handed back: a refused one always, a failed one when it never left the
+    /// session.
+    pub fn into_message(self) -> Option<Message> {
+        match self {
+            SendFailed::Refused(refused) => Some(refused.into_message()),
+            SendFailed::Failed(failed) => failed.message,
+        }
+    }
+
+    /// Why an accepted send failed (`None` for a refusal).
+    pub fn failure(&self) -> Option<SendFailure> {
+        match self {
+            SendFailed::Refused(_) => None,
+            SendFailed::Failed(failed) => Some(failed.reason),
+        }
+    }
 }
 
 /// A connection's TCP socket as the OS reports it, read back after the dial.

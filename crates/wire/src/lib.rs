@@ -94,8 +94,8 @@ pub mod reexports {
     pub use wxsocket_core::transcript::Redaction;
     pub use wxsocket_core::{
         Acknowledgement, Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError,
-        ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event, Handshake,
-        Keepalive, MAX_TIMER, Message, OpenProfile, PingError, ProxyOption, ReadyState,
+        ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event, FailedSend,
+        Handshake, Keepalive, MAX_TIMER, Message, OpenProfile, PingError, ProxyOption, ReadyState,
         ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig, Stats, TransportError,
         TransportErrorKind, Utf8Payload,
     };

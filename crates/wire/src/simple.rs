@@ -171,11 +171,16 @@ impl Error {
                 SendError::NotConnected(_) | SendError::Closing(_),
             )) => ErrorKind::Closed,
             Error::Send(SendFailed::Refused(SendError::TooLarge { .. })) => ErrorKind::Invalid,
-            Error::Send(SendFailed::Failed(
-                SendFailure::ConnectionLost
-                | SendFailure::ConnectFailed
-                | SendFailure::MaybeDelivered,
-            )) => ErrorKind::Connection,
+            Error::Send(SendFailed::Failed(failed))
+                if matches!(
+                    failed.reason,
+                    SendFailure::ConnectionLost
+                        | SendFailure::ConnectFailed
+                        | SendFailure::MaybeDelivered
+                ) =>
+            {
+                ErrorKind::Connection
+            }
             Error::Send(_) => ErrorKind::Send,
         }
     }
@@ -557,7 +562,10 @@ mod tests {
             max: 0,
         }));
         assert!(too_large.to_string().contains("not sent"), "{too_large}");
-        let lost = Error::Send(SendFailed::Failed(SendFailure::ConnectionLost));
+        let lost = Error::Send(SendFailed::Failed(wxsocket_core::FailedSend::new(
+            SendFailure::ConnectionLost,
+            None,
+        )));
         assert!(lost.to_string().contains("not confirmed written"), "{lost}");
         let config = Error::Config(ConfigError {
             field: "runtime",

@@ -6,7 +6,7 @@ use super::{Completion, Conn, Stats, backoff::Backoff};
 use crate::ack::Acks;
 use crate::backlog::Backlog;
 use crate::config::{ReconnectPolicy, SessionConfig};
-use crate::error::SendFailure;
+use crate::error::{FailedSend, SendFailure};
 use crate::event::Event;
 use crate::ids::{ConnId, IdAllocator, SendId};
 use crate::jitter::Jitter;
@@ -191,9 +191,15 @@ impl Context {
                 }
                 self.backlog.completions += 1;
             }
-            Event::SendFailed { id, reason, .. } => {
+            Event::SendFailed {
+                id,
+                reason,
+                message,
+                ..
+            } => {
                 if let Some(completions) = &mut self.completions {
-                    completions.push_back((*id, Err(*reason)));
+                    let failed = FailedSend::new(*reason, message.clone());
+                    completions.push_back((*id, Err(failed)));
                 }
                 self.backlog.completions += 1;
             }

@@ -22,7 +22,7 @@ use self::open::Open;
 use crate::backlog::{Backlog, ReadCredit};
 use crate::close::{CloseRequest, PeerClose};
 use crate::config::SessionConfig;
-use crate::error::{CloseError, ConfigError, ConnectError, PingError, SendError, SendFailure};
+use crate::error::{CloseError, ConfigError, ConnectError, FailedSend, PingError, SendError};
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
 use crate::message::Message;
@@ -108,7 +108,7 @@ pub struct Session {
 }
 
 /// A send's outcome as a driver sees it ([`Session::poll_completion`]).
-pub type Completion = (SendId, Result<(), SendFailure>);
+pub type Completion = (SendId, Result<(), FailedSend>);
 
 /// Counters of input the session did not act on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
