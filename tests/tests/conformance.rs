@@ -1635,20 +1635,22 @@ fn a_repeated_sec_websocket_accept_fails_the_connection<A: Adapter>() {
         let peer = Peer::builder(Mode::Echo)
             .response_header(format!("Sec-WebSocket-Accept: {second}"))
             .start();
-        let mut a: A = client(config());
-        let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-        expect_connecting(&mut a, conn);
-        let events = a.events_until_close(conn, T);
-        let error = expect_error_then_close(A::NAME, conn, &events, 1006);
-        let e = transport_error(A::NAME, &error);
-        assert_eq!(e.kind, TransportErrorKind::Protocol, "[{}] {e:?}", A::NAME);
-        assert!(
-            e.message.contains("repeats Sec-WebSocket-Accept"),
-            "[{}] {e}",
-            A::NAME
-        );
-        assert_quiet(&mut a);
+        dial_fails_as_a_protocol_error::<A>(&peer, "repeats Sec-WebSocket-Accept");
     }
+}
+
+/// A dial to `peer` fails in the handshake as a protocol error whose message holds `words`:
+/// `Error`, then `Close` 1006, and nothing after.
+fn dial_fails_as_a_protocol_error<A: Adapter>(peer: &Peer, words: &str) {
+    let mut a: A = client(config());
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, T);
+    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+    let e = transport_error(A::NAME, &error);
+    assert_eq!(e.kind, TransportErrorKind::Protocol, "[{}] {e:?}", A::NAME);
+    assert!(e.message.contains(words), "[{}] {e}", A::NAME);
+    assert_quiet(&mut a);
 }
 
 /// Answers a real server or CDN may give that are still a handshake: interim `1xx` answers
@@ -1680,15 +1682,7 @@ fn interim_answers_and_folded_headers_open_and_http_1_0_does_not<A: Adapter>() {
     let peer = Peer::builder(Mode::Echo)
         .status_line("HTTP/1.0 101 Switching Protocols")
         .start();
-    let mut a: A = client(config());
-    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    expect_connecting(&mut a, conn);
-    let events = a.events_until_close(conn, T);
-    let error = expect_error_then_close(A::NAME, conn, &events, 1006);
-    let e = transport_error(A::NAME, &error);
-    assert_eq!(e.kind, TransportErrorKind::Protocol, "[{}] {e:?}", A::NAME);
-    assert!(e.message.contains("not HTTP/1.1"), "[{}] {e}", A::NAME);
-    assert_quiet(&mut a);
+    dial_fails_as_a_protocol_error::<A>(&peer, "not HTTP/1.1");
 }
 
 /// Item 3, the client began: RFC 6455 §7.1.4, once both close frames were exchanged the
