@@ -96,7 +96,8 @@ impl ReadPass {
 pub(crate) struct Conn {
     connection: Connection<TcpStream>,
     /// The TCP connect in progress (none while resolving, and once connected).
-    connecting: Option<Connecting>,
+    /// Boxed: an open connection keeps only the pointer's room.
+    connecting: Option<Box<Connecting>>,
     /// The socket is registered with the receivers' poller (see [`Ctx::register`]).
     in_receivers: bool,
     /// The driver thread's poller should watch the socket for reads. Off once input came
@@ -263,10 +264,10 @@ impl Conn {
         if let Some(addrs) = self.connection.resolved(addrs, out) {
             let now = Instant::now();
             let attempts = Attempts::new(addrs, now);
-            self.connecting = Some(Connecting {
+            self.connecting = Some(Box::new(Connecting {
                 socks: Vec::new(),
                 attempts,
-            });
+            }));
             self.start_attempts(ctx, now, out);
         }
     }
@@ -363,6 +364,14 @@ impl Conn {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// An open connection keeps nothing of its dial but a pointer's room (the dial's state
+    /// inline made every connection 208 bytes).
+    #[test]
+    fn a_connection_keeps_little_of_its_dial() {
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 96, "a connection is {size} bytes");
+    }
 
     /// An address that drops the connect (a broken route) does not hold the dial up: the
     /// next address is tried beside it after `ATTEMPT_DELAY` (the driver's timer calls
