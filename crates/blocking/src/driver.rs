@@ -753,7 +753,7 @@ impl<M: Machine> Inner<M> {
             self.progress = true;
             let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
             if let Some(slot) = outbox.waiting.get_mut(&id) {
-                *slot = Some(result);
+                *slot = Some(result.map_err(|failed| *failed));
                 completed = true;
             }
         }

@@ -224,7 +224,7 @@ impl<M: Machine> Core<M> {
             while let Some((id, result)) = self.machine.poll_completion() {
                 self.out.room_freed = true;
                 if let Some(waiter) = self.out.waiters.remove(&id) {
-                    waiter.settle(result);
+                    waiter.settle(result.map_err(|failed| *failed));
                 }
             }
             self.machine.dispatch();
@@ -650,7 +650,7 @@ impl<M: Machine> Drop for Exit<M> {
                 .driver_lost(&mut core.machine, open, why, now());
             while let Some((id, result)) = core.machine.poll_completion() {
                 if let Some(waiter) = core.out.waiters.remove(&id) {
-                    waiter.settle(result);
+                    waiter.settle(result.map_err(|failed| *failed));
                 }
             }
             // Nothing else will settle the rest.

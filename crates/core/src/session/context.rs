@@ -198,7 +198,7 @@ impl Context {
                 ..
             } => {
                 if let Some(completions) = &mut self.completions {
-                    let failed = FailedSend::new(*reason, message.clone());
+                    let failed = Box::new(FailedSend::new(*reason, message.clone()));
                     completions.push_back((*id, Err(failed)));
                 }
                 self.backlog.completions += 1;

@@ -107,8 +107,9 @@ pub struct Session {
     recorder: Option<Box<Recorder>>,
 }
 
-/// A send's outcome as a driver sees it ([`Session::poll_completion`]).
-pub type Completion = (SendId, Result<(), FailedSend>);
+/// A send's outcome as a driver sees it ([`Session::poll_completion`]). A failure is boxed:
+/// every connection of a pool keeps a queue of these, and failures are rare.
+pub type Completion = (SendId, Result<(), Box<FailedSend>>);
 
 /// Counters of input the session did not act on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
