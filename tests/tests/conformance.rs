@@ -68,6 +68,7 @@ wxsocket_tests::on_both_adapters!(
     wss_with_a_generated_ca,
     wss_carries_more_than_the_sockets_hold,
     wss_with_an_unknown_ca_is_a_clear_tls_error,
+    the_wrong_scheme_either_way_is_named,
     invalid_close_code_or_reason_changes_nothing,
     send_before_connect_hands_the_message_back,
     queue_full_and_too_large_hand_the_message_back,
@@ -1213,6 +1214,38 @@ fn wss_with_an_unknown_ca_is_a_clear_tls_error<A: Adapter>() {
     );
     let seen = peer.wait_conn(0, "the TLS handshake to fail", T, |c| c.ended);
     assert!(seen.request.is_none());
+}
+
+/// `ws://` for a server that speaks only TLS, and `wss://` for one that speaks only plain
+/// HTTP: each error says which way the scheme is wrong (they read as an invalid HTTP version
+/// and as rustls's "corrupt message of type InvalidContentType").
+fn the_wrong_scheme_either_way_is_named<A: Adapter>() {
+    use std::io::{Read, Write};
+    let tls = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
+    let plain_url = tls.url().replacen("wss://", "ws://", 1);
+    // A plain HTTP server answers what it cannot parse (the TLS hello) with a 400.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls_url = format!("wss://{}/", listener.local_addr().unwrap());
+    let plain = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 512];
+        let _ = tcp.read(&mut hello);
+        let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    for (url, kind, words) in [
+        (plain_url, TransportErrorKind::Protocol, "answered in TLS"),
+        (tls_url, TransportErrorKind::Tls, "did not answer in TLS"),
+    ] {
+        let mut a: A = A::new(config(), TlsRoots::only(vec![tls.ca_cert().unwrap()])).unwrap();
+        let conn = a.connect(&ConnectOptions::new(url)).unwrap();
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, T);
+        let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+        let e = transport_error(A::NAME, &error);
+        assert_eq!(e.kind, kind, "[{}] {e:?}", A::NAME);
+        assert!(e.message.contains(words), "[{}] {e}", A::NAME);
+    }
+    plain.join().unwrap();
 }
 
 // ----- caller misuse: clear errors, nothing changes -----

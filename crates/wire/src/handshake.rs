@@ -118,6 +118,13 @@ impl ClientHandshake {
     /// Feeds bytes from the server. `Ok(None)`: more are needed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<HandshakeDone>, TransportError> {
         let first = self.response.is_empty();
+        // A TLS record (an alert or a handshake, version 3.x) where HTTP was expected: a
+        // `ws://` URL for a server that speaks only TLS.
+        if first && matches!(data, [0x15 | 0x16, 0x03, ..]) {
+            return Err(protocol(
+                "the server answered in TLS, not HTTP: is the URL's scheme wss://?",
+            ));
+        }
         self.response.extend_from_slice(data);
         // The head is parsed from its start: parsed again only when a line ended (or on
         // the first bytes, which show a server that is not speaking HTTP), a server writing
@@ -420,6 +427,17 @@ mod tests {
         assert_eq!(done.handshake.protocol.as_deref(), Some("p1"));
         let folded = done.handshake.headers.get("x-folded").expect("the header");
         assert_eq!(folded.as_bytes(), b"first  \tsecond");
+    }
+
+    /// A TLS server behind a `ws://` URL answers the plain request with a TLS alert: the
+    /// error says so (it read as an invalid HTTP version).
+    #[test]
+    fn a_tls_answer_to_a_plain_request_is_named() {
+        let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46];
+        let e = ClientHandshake::with_key(&req(), "dGhlIHNhbXBsZSBub25jZQ==")
+            .feed(&alert)
+            .unwrap_err();
+        assert!(e.message.contains("answered in TLS"), "{e}");
     }
 
     /// A head written a byte at a time is parsed once per line, not once per byte.
