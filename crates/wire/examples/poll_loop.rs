@@ -49,13 +49,19 @@ enum Conn {
 struct Stream {
     sock: TcpStream,
     incoming: Incoming,
+    /// The socket gave bytes since the turn's read began (see `TransportEvent::Receiving`).
+    received: bool,
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let sock = &mut self.sock;
+        let (sock, received) = (&mut self.sock, &mut self.received);
         let polled = self.incoming.poll_read(buf, |out| match sock.read(out) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::task::Poll::Pending,
+            Ok(n) => {
+                *received |= n > 0;
+                std::task::Poll::Ready(Ok(n))
+            }
             other => std::task::Poll::Ready(other),
         });
         match polled {
@@ -290,6 +296,7 @@ impl Conn {
                     let stream = Stream {
                         sock: stream.try_clone().expect("a socket clone"),
                         incoming: Incoming::new(done.tail.into(), None),
+                        received: false,
                     };
                     let ws = WebSocket::from_raw_socket(stream, Role::Client, Some(ws_config));
                     *self = Conn::Open {
@@ -328,6 +335,8 @@ impl Conn {
         // Read, within the credit the session gives (flow control: at the bound, leave the
         // rest on the socket so that TCP pushes back on the peer).
         let mut credit = session.read_credit(conn);
+        let reported = inputs.len();
+        ws.get_mut().received = false;
         while !*paused {
             if credit.is_paused() {
                 *paused = true;
@@ -344,7 +353,13 @@ impl Conn {
                         inputs.push(input);
                     }
                 }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Part of a large message came: the peer is alive (for keepalive).
+                    if inputs.len() == reported && ws.get_ref().received {
+                        inputs.push(TransportEvent::Receiving);
+                    }
+                    break;
+                }
                 Err(e) => {
                     inputs.extend(failed(&e));
                     break;
