@@ -51,6 +51,7 @@ wxsocket_tests::on_both_adapters!(
     close_timeout_against_a_server_that_never_answers,
     keepalive_answered_keeps_the_connection_open,
     keepalive_counts_part_of_a_message_as_a_sign_of_life,
+    keepalive_counts_part_of_a_tls_record_as_a_sign_of_life,
     replacement_while_connecting,
     replacement_while_open,
     close_before_open_after_open,
@@ -752,6 +753,74 @@ fn keepalive_counts_part_of_a_message_as_a_sign_of_life<A: Adapter>() {
         A::NAME
     );
     server.join().unwrap();
+}
+
+/// The same over `wss://`, where the message's frame is one TLS record that arrives slowly:
+/// a record gives no plaintext until it is whole, so the bytes of one still arriving must
+/// count too (a user's probe: keepalive ended the connection). A relay passes the peer's
+/// bytes on in pieces of 800, every 100 ms.
+fn keepalive_counts_part_of_a_tls_record_as_a_sign_of_life<A: Adapter>() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 12_000;
+    let peer = Peer::builder(Mode::Script(vec![Step::Message(Message::binary(vec![
+        7;
+        SIZE
+    ]))]))
+    .tls(Tls::Trusted)
+    .start();
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = peer.url().replace(
+        &peer.addr().to_string(),
+        &relay.local_addr().unwrap().to_string(),
+    );
+    let target = peer.addr();
+    let relaying = std::thread::spawn(move || {
+        let (client, _) = relay.accept().unwrap();
+        let server = std::net::TcpStream::connect(target).unwrap();
+        let (mut from_client, mut to_server) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let upstream = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_client, &mut to_server);
+            let _ = to_server.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut from_server, mut to_client) = (server, client);
+        let mut piece = [0u8; 800];
+        loop {
+            match from_server.read(&mut piece) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_client.write_all(&piece[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+        upstream.join().unwrap();
+    });
+    let keepalive = Duration::from_millis(300);
+    let config = config()
+        .handshake_timeout(Duration::from_secs(20))
+        .keepalive(keepalive, keepalive);
+    let mut a: A = A::new(config, TlsRoots::only(vec![peer.ca_cert().unwrap()])).unwrap();
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let events = a.events_until("the message", 3 * T, |e| {
+        !messages(e).is_empty() || e.iter().any(|e| matches!(e, Event::Close { .. }))
+    });
+    assert_eq!(
+        messages(&events)
+            .iter()
+            .map(Message::len)
+            .collect::<Vec<_>>(),
+        [SIZE],
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+    drop(peer);
+    relaying.join().unwrap();
 }
 
 // ----- §3 single-socket replacement -----

@@ -117,18 +117,24 @@ impl ClientHandshake {
 
     /// Feeds bytes from the server. `Ok(None)`: more are needed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<HandshakeDone>, TransportError> {
-        let first = self.response.is_empty();
-        // A TLS record (an alert or a handshake, version 3.x) where HTTP was expected: a
-        // `ws://` URL for a server that speaks only TLS.
-        if first && matches!(data, [0x15 | 0x16, 0x03, ..]) {
-            return Err(protocol(
-                "the server answered in TLS, not HTTP: is the URL's scheme wss://?",
-            ));
-        }
+        let before = self.response.len();
         self.response.extend_from_slice(data);
+        // A TLS record (an alert or a handshake, version 3.x) where HTTP was expected: a
+        // `ws://` URL for a server that speaks only TLS. One byte cannot tell yet.
+        match self.response[..] {
+            [0x15 | 0x16] => return Ok(None),
+            [0x15 | 0x16, 0x03, ..] if before < 2 => {
+                return Err(protocol(
+                    "the server answered in TLS, not HTTP: is the URL's scheme wss://?",
+                ));
+            }
+            _ => {}
+        }
         // The head is parsed from its start: parsed again only when a line ended (or on
         // the first bytes, which show a server that is not speaking HTTP), a server writing
         // it a byte at a time would cost a parse per byte (a 64 KiB head took 0.3 s of CPU).
+        // (A first byte held back above is parsed with the next.)
+        let first = before == 0 || before == 1 && matches!(self.response[0], 0x15 | 0x16);
         if !first && !data.contains(&b'\n') && self.response.len() <= MAX_RESPONSE_HEAD {
             return Ok(None);
         }
@@ -437,6 +443,11 @@ mod tests {
         let e = ClientHandshake::with_key(&req(), "dGhlIHNhbXBsZSBub25jZQ==")
             .feed(&alert)
             .unwrap_err();
+        assert!(e.message.contains("answered in TLS"), "{e}");
+        // Also when the first read holds one byte.
+        let mut h = ClientHandshake::with_key(&req(), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert!(h.feed(&alert[..1]).unwrap().is_none());
+        let e = h.feed(&alert[1..]).unwrap_err();
         assert!(e.message.contains("answered in TLS"), "{e}");
     }
 

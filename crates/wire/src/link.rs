@@ -267,7 +267,9 @@ impl<S: Read + Write> Link<S> {
         }
         self.owing = false;
         let reported = out.len();
-        self.ws.get_mut().received = false;
+        let wire = self.ws.get_mut();
+        wire.received = false;
+        wire.stream.took_bytes();
         for _ in 0..max {
             if credit.is_paused() {
                 return ReadEnd::Paused;
@@ -396,12 +398,14 @@ impl<S: Read + Write> Read for Wire<S> {
             if *drained {
                 return Poll::Pending;
             }
-            match stream.read(buf) {
+            let read = stream.read(buf);
+            // Over TLS, part of a record counts too (it gives no plaintext yet).
+            *received |= matches!(read, Ok(n) if n > 0) || stream.took_bytes();
+            match read {
                 Ok(n) => {
                     if short_read_ends && n > 0 && n < buf.len() {
                         *drained = true;
                     }
-                    *received |= n > 0;
                     Poll::Ready(Ok(n))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,

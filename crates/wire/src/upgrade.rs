@@ -74,6 +74,16 @@ impl<S> Stream<S> {
         matches!(self, Stream::Tls(_))
     }
 
+    /// Whether a TLS stream took bytes off the socket since the last call, plaintext or not
+    /// (a record still arriving gives none); always `false` for a plain socket, whose reads
+    /// say so themselves.
+    pub fn took_bytes(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => std::mem::take(&mut t.took_ciphertext),
+        }
+    }
+
     /// Whether TLS records wait to be written (a reply rustls queued while reading, or
     /// records a full socket did not take): a flush writes them.
     pub fn wants_write(&self) -> bool {
@@ -136,6 +146,9 @@ impl<S: Read + Write> Write for Stream<S> {
 pub struct TlsStream<S> {
     conn: ClientConnection,
     sock: S,
+    /// Ciphertext came off the socket since [`Stream::took_bytes`] last looked: part of a
+    /// record may have arrived without plaintext yet.
+    took_ciphertext: bool,
 }
 
 impl<S> TlsStream<S> {
@@ -213,7 +226,7 @@ impl<S: Read + Write> Read for TlsStream<S> {
             }
             // No plaintext buffered: pull TLS records from the socket. `WouldBlock` goes
             // back to the caller; Ok(0) (TCP EOF) makes the reader above report the end.
-            self.conn.read_tls(&mut self.sock)?;
+            self.took_ciphertext |= self.conn.read_tls(&mut self.sock)? > 0;
             if let Err(error) = self.conn.process_new_packets() {
                 // Send the alert rustls queued, best effort.
                 let _ = self.try_write_records();
@@ -471,7 +484,11 @@ impl<S: Read + Write> Upgrade<S> {
                 let conn = ClientConnection::new(Arc::clone(config), name?).map_err(|e| {
                     TransportError::new(TransportErrorKind::Tls, format!("TLS setup failed: {e}"))
                 })?;
-                Stream::Tls(Box::new(TlsStream { conn, sock }))
+                Stream::Tls(Box::new(TlsStream {
+                    conn,
+                    sock,
+                    took_ciphertext: false,
+                }))
             }
             _ => Stream::Plain(sock),
         };
