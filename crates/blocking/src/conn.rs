@@ -379,20 +379,15 @@ mod tests {
     /// handshake timeout.
     #[test]
     fn an_address_that_drops_the_connect_does_not_hold_up_the_next() {
-        let hole = wxsocket_test_server::Blackhole::start().unwrap();
-        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let good = server.local_addr().unwrap();
-        let request = wxsocket_core::ConnectOptions::new(format!("ws://{good}/"))
-            .validate()
-            .unwrap();
+        let host = wxsocket_test_server::DeadThenLive::start().unwrap();
+        let request = Arc::new(
+            wxsocket_core::ConnectOptions::new(host.url())
+                .validate()
+                .unwrap(),
+        );
         let env = wxsocket_wire::proxy::ProxyEnv::empty();
-        let (connection, _) = Connection::new(
-            ConnId::from_raw(1),
-            Arc::new(request),
-            &env,
-            Default::default(),
-        )
-        .unwrap();
+        let (connection, _) =
+            Connection::new(ConnId::from_raw(1), request, &env, Default::default()).unwrap();
         let mut poll = mio::Poll::new().unwrap();
         let registry = poll.registry().try_clone().unwrap();
         let tls = wxsocket_wire::upgrade::client_config(&Default::default()).unwrap();
@@ -403,7 +398,7 @@ mod tests {
         };
         let mut conn = Conn::new(connection);
         let mut out = Vec::new();
-        conn.connect(&ctx, Ok(vec![hole.addr(), good]), &mut out);
+        conn.connect(&ctx, Ok(host.addrs()), &mut out);
         let limit = Instant::now() + Duration::from_secs(10);
         let mut events = mio::Events::with_capacity(8);
         while conn.connecting.is_some() {
@@ -421,7 +416,7 @@ mod tests {
         }
         assert!(out.is_empty(), "{out:?}");
         let peer = conn.connection.socket().map(|s| s.peer_addr().unwrap());
-        assert_eq!(peer, Some(good));
+        assert_eq!(peer, Some(host.addrs()[1]));
         conn.drop_transport(&ctx);
     }
 }

@@ -977,15 +977,11 @@ mod tests {
     /// is connected to a quarter of a second later, while the driver thread sleeps.
     #[test]
     fn the_driver_thread_starts_the_next_connection_attempt_when_due() {
-        let hole = wxsocket_test_server::Blackhole::start().unwrap();
-        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let good = server.local_addr().unwrap();
+        let host = wxsocket_test_server::DeadThenLive::start().unwrap();
         let config = Config::default();
         let pool = Pool::new(config.session.clone()).expect("pool");
         let shared = Shared::start(pool, &config, "test").expect("driver");
-        let request = ConnectOptions::new(format!("ws://{good}/"))
-            .validate()
-            .unwrap();
+        let request = ConnectOptions::new(host.url()).validate().unwrap();
         let env = wxsocket_wire::proxy::ProxyEnv::empty();
         // A connection the pool does not know: what it reports is stale input there.
         let id = ConnId::from_raw(1_000);
@@ -994,7 +990,7 @@ mod tests {
         {
             let mut inner = lock(&shared.inner);
             inner.conns.insert(key(id), Conn::new(connection));
-            inner.on_resolved(key(id), Ok(vec![hole.addr(), good]), Instant::now());
+            inner.on_resolved(key(id), Ok(host.addrs()), Instant::now());
             assert!(
                 inner.attempts_due.first().is_some(),
                 "the next attempt is due later"
@@ -1005,10 +1001,10 @@ mod tests {
                 shared.wake();
             }
         }
-        server.set_nonblocking(true).unwrap();
+        host.live.set_nonblocking(true).unwrap();
         let limit = Instant::now() + LIMIT;
         let accepted = loop {
-            match server.accept() {
+            match host.live.accept() {
                 Ok((tcp, _)) => break tcp,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     assert!(Instant::now() < limit, "no connection within {LIMIT:?}");
@@ -1017,7 +1013,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         };
-        assert_eq!(accepted.local_addr().unwrap(), good);
+        assert_eq!(accepted.local_addr().unwrap(), host.addrs()[1]);
         shared.shutdown();
     }
 

@@ -188,3 +188,35 @@ impl Blackhole {
         self.addr
     }
 }
+
+/// A host with a dead address and a live one after it, as a name that resolves to a broken
+/// IPv6 route and a working IPv4 address looks to a client: a [`Blackhole`], then a listener
+/// that accepts (and reads nothing).
+#[derive(Debug)]
+pub struct DeadThenLive {
+    /// The dead address's listener.
+    pub dead: Blackhole,
+    /// The live address's listener.
+    pub live: TcpListener,
+}
+
+impl DeadThenLive {
+    /// Starts both on 127.0.0.1.
+    pub fn start() -> io::Result<Self> {
+        Ok(DeadThenLive {
+            dead: Blackhole::start()?,
+            live: TcpListener::bind("127.0.0.1:0")?,
+        })
+    }
+
+    /// The addresses in the order a resolver would give them: the dead one first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let live = self.live.local_addr().expect("a bound listener");
+        vec![self.dead.addr(), live]
+    }
+
+    /// A `ws://` URL of the live address.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addrs()[1])
+    }
+}

@@ -530,28 +530,23 @@ mod tests {
     /// wait on the first until the handshake timeout.
     #[tokio::test]
     async fn an_address_that_drops_the_connect_does_not_hold_up_the_next() {
-        let hole = wxsocket_test_server::Blackhole::start().unwrap();
-        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let good = server.local_addr().unwrap();
-        let request = wxsocket_core::ConnectOptions::new(format!("ws://{good}/"))
-            .validate()
-            .unwrap();
-        let env = wxsocket_wire::proxy::ProxyEnv::empty();
-        let (mut connection, _) = Connection::<Socket>::new(
+        let host = wxsocket_test_server::DeadThenLive::start().unwrap();
+        let request = wxsocket_core::ConnectOptions::new(host.url());
+        let dialing = Connection::<Socket>::new(
             ConnId::from_raw(1),
-            Arc::new(request),
-            &env,
+            Arc::new(request.validate().unwrap()),
+            &wxsocket_wire::proxy::ProxyEnv::empty(),
             Default::default(),
-        )
-        .unwrap();
+        );
+        let (mut connection, _) = dialing.unwrap();
         let mut out = Vec::new();
-        let dial = connect_any(&mut connection, vec![hole.addr(), good], &mut out);
+        let dial = connect_any(&mut connection, host.addrs(), &mut out);
         let limit = std::time::Duration::from_secs(10);
         let tcp = tokio::time::timeout(limit, dial)
             .await
             .expect("connected before the limit")
             .expect("connected");
-        assert_eq!(tcp.peer_addr().unwrap(), good);
+        assert_eq!(tcp.peer_addr().unwrap(), host.addrs()[1]);
         assert!(out.is_empty(), "{out:?}");
     }
 }
