@@ -130,3 +130,20 @@ pub fn closed_port() -> u16 {
     HELD.lock().unwrap().push((listener, client));
     port
 }
+
+/// A WebSocket server of one connection on 127.0.0.1 that does whatever `serve` does with
+/// the socket once the upgrade is done (tungstenite's), for scenarios that write raw frames:
+/// its URL (with `path`), and its thread, whose result `serve` returns.
+pub fn raw_peer<T: Send + 'static>(
+    path: &str,
+    serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+) -> (String, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/{path}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let ws = tungstenite::accept(tcp).unwrap();
+        serve(ws.get_ref().try_clone().unwrap())
+    });
+    (url, server)
+}

@@ -21,6 +21,7 @@ use wxsocket_core::{
     SendId, SessionConfig,
 };
 use wxsocket_tests::adapter::Adapter;
+use wxsocket_tests::scenario::raw_peer;
 use wxsocket_wire::tls::TlsRoots;
 
 wxsocket_tests::on_both_adapters!(
@@ -683,20 +684,6 @@ fn a_peer_that_takes_100_messages_per_connection_still_gets_them_all<A: Adapter>
     drop(std::net::TcpStream::connect(addr));
     let connections = server.join().unwrap();
     assert!(connections >= 3, "[{}] {connections} connections", A::NAME);
-}
-
-fn raw_peer<T: Send + 'static>(
-    path: &str,
-    serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
-) -> (String, JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/{path}", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let ws = tungstenite::accept(tcp).unwrap();
-        serve(ws.get_ref().try_clone().unwrap())
-    });
-    (url, server)
 }
 
 /// A client with delivery acknowledgement `ack`, open to `url`.

@@ -21,7 +21,7 @@ use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, T
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
 use wxsocket_tests::scenario::{
     assert_quiet, client, close_event, completions, expect_connecting, expect_error_then_close,
-    messages, open,
+    messages, open, raw_peer,
 };
 use wxsocket_wire::tls::TlsRoots;
 
@@ -711,12 +711,7 @@ fn keepalive_counts_part_of_a_message_as_a_sign_of_life<A: Adapter>() {
     use std::io::{Read, Write};
     const SIZE: usize = 60_000;
     const PIECES: usize = 20;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let ws = tungstenite::accept(tcp).unwrap();
-        let mut stream = ws.get_ref().try_clone().unwrap();
+    let (url, server) = raw_peer("", |mut stream| {
         // Everything the client sends is read and dropped: its pings are never answered.
         let mut reader = stream.try_clone().unwrap();
         let discard = std::thread::spawn(move || {
@@ -735,7 +730,6 @@ fn keepalive_counts_part_of_a_message_as_a_sign_of_life<A: Adapter>() {
         }
         // Then silence, until the client ends the connection.
         discard.join().unwrap();
-        drop(ws);
     });
     let keepalive = Duration::from_millis(300);
     let mut a: A = client(config().keepalive(keepalive, keepalive));
@@ -1092,12 +1086,7 @@ fn invalid_utf8_is_1007<A: Adapter>() {
 /// complete, so the client used to wait for the rest for ever.
 fn invalid_utf8_fails_before_the_rest_of_its_frame_arrives<A: Adapter>() {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let ws = tungstenite::accept(tcp).unwrap();
-        let mut stream = ws.get_ref().try_clone().unwrap();
+    let (url, server) = raw_peer("", |mut stream| {
         // "ok", then the start of a 1,000-byte text frame: "ab" and 0xF4 0x90 (above
         // U+10FFFF), in one write.
         let mut bytes = vec![0x81, 2, b'o', b'k', 0x81, 126];
@@ -1114,7 +1103,6 @@ fn invalid_utf8_fails_before_the_rest_of_its_frame_arrives<A: Adapter>() {
                 Ok(n) => read.extend_from_slice(&buf[..n]),
             }
         }
-        drop(ws);
         let _ = stream.shutdown(std::net::Shutdown::Both);
         match read[..] {
             [0x88, len, m0, m1, _, _, c0, c1, ..] if len & 0x80 != 0 => {
