@@ -98,7 +98,7 @@ pub(crate) struct Conn {
     /// The TCP connect in progress (none while resolving, and once connected).
     /// Boxed: an open connection keeps only the pointer's room.
     connecting: Option<Box<Connecting>>,
-    /// The socket is registered with the receivers' poller (see [`Ctx::register`]).
+    /// The socket is registered with the receivers' poller (see [`Conn::sync_interest`]).
     in_receivers: bool,
     /// The driver thread's poller should watch the socket for reads. Off once input came
     /// while the reads were handed to a thread in `recv` (see [`Conn::set_driver_reads`]).

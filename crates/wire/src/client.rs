@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use wxsocket_core::transcript::Redaction;
-use wxsocket_core::{
-    ConfigError, FailedSend, Message, SendError, SendFailure, Session, SessionConfig,
-};
+use wxsocket_core::{ConfigError, FailedSend, Message, SendError, Session, SessionConfig};
 
 /// Configuration of a client, task pool or wx socket: the session's policies and bounds,
 /// and the certificate authorities `wss` trusts.
@@ -206,18 +204,21 @@ pub enum SendFailed {
 impl SendFailed {
     /// The message handed back: a refused one always, a failed one when it never left the
     /// session.
+    ///
+    /// ```
+    /// use wxsocket_core::{FailedSend, Message, SendError, SendFailure};
+    /// use wxsocket_wire::client::SendFailed;
+    /// let refused = SendFailed::Refused(SendError::NotConnected(Message::text("a")));
+    /// assert_eq!(refused.into_message(), Some(Message::text("a")));
+    /// let queued = FailedSend::new(SendFailure::ConnectFailed, Some(Message::text("b")));
+    /// assert_eq!(SendFailed::Failed(queued).into_message(), Some(Message::text("b")));
+    /// let written = FailedSend::new(SendFailure::ConnectionLost, None);
+    /// assert_eq!(SendFailed::Failed(written).into_message(), None);
+    /// ```
     pub fn into_message(self) -> Option<Message> {
         match self {
             SendFailed::Refused(refused) => Some(refused.into_message()),
             SendFailed::Failed(failed) => failed.message,
-        }
-    }
-
-    /// Why an accepted send failed (`None` for a refusal).
-    pub fn failure(&self) -> Option<SendFailure> {
-        match self {
-            SendFailed::Refused(_) => None,
-            SendFailed::Failed(failed) => Some(failed.reason),
         }
     }
 }
