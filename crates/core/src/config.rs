@@ -47,7 +47,8 @@ pub struct Keepalive {
 /// [`crate::Event::SendDelivered`] instead of `SendCompleted`. The application's pings and
 /// keepalive's acknowledge nothing: a peer may send pongs nobody asked for (§5.5.3 allows
 /// them as heartbeats), and one with their payload proves nothing. While a barrier waits, a
-/// fresh one follows each of those pings, so that the latest ping is a barrier. When this side closes, a barrier ping goes just before its close frame
+/// fresh one follows each of those pings, so that the latest ping is a barrier. When this
+/// side closes, a barrier ping goes just before its close frame
 /// (unless a ping already covers every message), so messages sent up to the close are
 /// acknowledged by its pong; the peer's close frame alone acknowledges nothing, since it may
 /// have crossed ours unread. Messages not acknowledged when the connection
@@ -135,7 +136,8 @@ impl Acknowledgement {
 
     /// Sets how long a barrier ping may wait for its pong while nothing else arrives: a
     /// message or ping from the peer, or part of a message, restarts the wait (the pong
-    /// may be queued behind them), up to eight timeouts after the wait began, so a peer that keeps sending but
+    /// may be queued behind them), up to eight timeouts after the wait began, so a peer
+    /// that keeps sending but
     /// never answers still times out; reading paused for the application starts the wait
     /// afresh, and so does a pong that acknowledges some messages, for the rest. Messages
     /// sent after the last ping wait from the barrier ping that covers them. At the timeout

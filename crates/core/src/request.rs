@@ -70,9 +70,9 @@ impl std::fmt::Debug for ConnectOptions {
             .header
             .iter()
             .map(|(name, value)| {
-                let secret = ["authorization", "proxy-authorization", "cookie"]
+                let secret = CREDENTIALS
                     .iter()
-                    .any(|s| name.eq_ignore_ascii_case(s));
+                    .any(|c| name.eq_ignore_ascii_case(c.as_str()));
                 (name.as_str(), if secret { "***" } else { value.as_str() })
             })
             .collect();
@@ -508,20 +508,20 @@ fn validate_headers(header: &[(String, String)]) -> Result<HeaderMap, ConnectErr
     Ok(map)
 }
 
-/// Marks the values of the credential headers (`Authorization`, `Proxy-Authorization`,
-/// `Cookie`) sensitive, so they show as `Sensitive` in `Debug` output (of the request, the
-/// `Dial`); they are still sent.
+/// The headers whose values are credentials: never shown in `Debug` output.
+const CREDENTIALS: [http::HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
+/// Marks the values of the credential headers ([`CREDENTIALS`]) sensitive, so they show as
+/// `Sensitive` in `Debug` output (of the request, the `Dial`); they are still sent.
 pub(crate) fn mark_credentials(headers: &mut HeaderMap) {
     // Walked, not looked up with `entry`: that allocates the map's table even when the
     // header is absent, and every connection keeps its request (0.7 KiB each, measured).
     for (name, value) in headers.iter_mut() {
-        if [
-            http::header::AUTHORIZATION,
-            http::header::PROXY_AUTHORIZATION,
-            http::header::COOKIE,
-        ]
-        .contains(name)
-        {
+        if CREDENTIALS.contains(name) {
             value.set_sensitive(true);
         }
     }

@@ -749,6 +749,28 @@ fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
     );
 }
 
+/// Part of a large message still arriving ([`TransportEvent::Receiving`]) restarts the wait
+/// as a whole message does: the pong is behind the rest of the frame.
+#[test]
+fn part_of_a_message_arriving_restarts_the_timeout() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let payload = ping_payload(&actions(&mut s));
+    let mut now = t0 + DELAY;
+    for _ in 0..4 {
+        now += TIMEOUT / 2;
+        s.handle_timeout(now);
+        s.handle(conn, TransportEvent::Receiving, now);
+        assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
+    }
+    assert_eq!(s.state(), ReadyState::Open);
+    s.handle(conn, TransportEvent::Pong(payload), now);
+    assert_eq!(delivered(&events(&mut s)).len(), 1);
+}
+
 /// A peer that keeps sending but never answers a ping (against RFC 6455 §5.5.2): what it
 /// sends extends the wait, but not past eight timeouts after the ping; then `AckTimeout`
 /// (it used to extend it for ever, and sends waited for room for ever).
