@@ -131,6 +131,10 @@ enum Input {
     Closed,
     /// Part of a frame arrived, completing nothing.
     Receiving,
+    /// The dial entered a stage (any connection state: a stale or misplaced one is counted).
+    Dialing {
+        stage: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -668,6 +672,13 @@ fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEven
         Input::Error { kind: k } => TransportEvent::Error(TransportError::new(kind(*k), "fuzz")),
         Input::Closed => TransportEvent::Closed,
         Input::Receiving => TransportEvent::Receiving,
+        Input::Dialing { stage } => TransportEvent::Dialing(match stage % 5 {
+            0 => DialStage::Resolving,
+            1 => DialStage::Connecting,
+            2 => DialStage::Tunnel,
+            3 => DialStage::Tls,
+            _ => DialStage::Upgrade,
+        }),
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use wxsocket_core::close::CLOSE_LINGER;
 use wxsocket_core::{
     CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
-    Event, FailedSend, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError,
+    DialStage, Event, FailedSend, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError,
     SendFailure, SendId, SessionConfig, TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
@@ -48,6 +48,7 @@ wxsocket_tests::on_both_adapters!(
     server_selecting_an_unoffered_subprotocol_fails,
     http_403_is_an_error_naming_the_status,
     handshake_timeout_against_a_stalling_server,
+    a_handshake_timeout_says_where_the_dial_stood,
     close_timeout_against_a_server_that_never_answers,
     keepalive_answered_keeps_the_connection_open,
     keepalive_counts_part_of_a_message_as_a_sign_of_life,
@@ -350,7 +351,7 @@ fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
         [
             Event::Connecting { .. },
             Event::Error {
-                error: ConnectionError::HandshakeTimeout(_),
+                error: ConnectionError::HandshakeTimeout { .. },
                 ..
             },
             Event::SendFailed {
@@ -612,10 +613,17 @@ fn handshake_timeout_against_a_stalling_server<A: Adapter>() {
     let events = a.events_until_close(conn, T);
     let elapsed = started.elapsed();
     let error = expect_error_then_close(A::NAME, conn, &events, 1006);
-    assert_eq!(
-        error,
-        ConnectionError::HandshakeTimeout(SHORT),
-        "[{}]",
+    // The server took the connection and never answered the upgrade: the error says so.
+    assert!(
+        matches!(
+            error,
+            ConnectionError::HandshakeTimeout {
+                after: SHORT,
+                stage: Some(DialStage::Upgrade),
+                ..
+            }
+        ),
+        "[{}] {error}",
         A::NAME
     );
     assert!(
@@ -636,6 +644,43 @@ fn handshake_timeout_against_a_stalling_server<A: Adapter>() {
         "[{}] {seen:#?}",
         A::NAME
     );
+}
+
+/// The stages a real dial reports (the stalled upgrade above; the proxy's tunnel in
+/// `proxy.rs`): a dial whose TCP connect is never answered, and a `wss://` dial to a server
+/// that takes the connection and never answers TLS.
+fn a_handshake_timeout_says_where_the_dial_stood<A: Adapter>() {
+    let hole = wxsocket_test_server::Blackhole::start().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cases = [
+        (format!("ws://{}/", hole.addr()), DialStage::Connecting),
+        (
+            format!("wss://{}/", silent.local_addr().unwrap()),
+            DialStage::Tls,
+        ),
+    ];
+    for (url, stage) in cases {
+        let mut a: A = client(config());
+        let conn = a
+            .connect(&ConnectOptions::new(&url).timeout(SHORT))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, T);
+        let error = expect_error_then_close(A::NAME, conn, &events, 1006);
+        assert!(
+            matches!(
+                error,
+                ConnectionError::HandshakeTimeout { after: SHORT, stage: Some(s), .. } if s == stage
+            ),
+            "[{}] {url}: {error}",
+            A::NAME
+        );
+        assert!(
+            error.to_string().ends_with(&format!(": {stage}")),
+            "[{}] {error}",
+            A::NAME
+        );
+    }
 }
 
 fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 use wxsocket_core::{
-    ConnId, ConnectOptions, ConnectionError, Event, Message, ReconnectPolicy, SessionConfig,
-    TransportErrorKind,
+    ConnId, ConnectOptions, ConnectionError, DialStage, Event, Message, ReconnectPolicy,
+    SessionConfig, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::{Mode, Peer, Tls};
@@ -307,7 +307,10 @@ fn a_silent_proxy_is_bounded_by_the_handshake_timeout<A: Adapter>() {
             events.as_slice(),
             [
                 Event::Error {
-                    error: ConnectionError::HandshakeTimeout(_),
+                    error: ConnectionError::HandshakeTimeout {
+                        stage: Some(DialStage::Tunnel),
+                        ..
+                    },
                     ..
                 },
                 Event::Close { code: 1006, .. }
@@ -446,7 +449,8 @@ fn no_proxy_option_ignores_the_environment<A: Adapter>() {
             events.as_slice(),
             [
                 Event::Error {
-                    error: ConnectionError::ConnectFailed(_) | ConnectionError::HandshakeTimeout(_),
+                    error: ConnectionError::ConnectFailed(_)
+                        | ConnectionError::HandshakeTimeout { .. },
                     ..
                 },
                 Event::Close { code: 1006, .. }

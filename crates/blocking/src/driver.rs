@@ -905,6 +905,7 @@ impl<M: Machine> Inner<M> {
     /// Resolves a host name on a helper thread (the OS resolver only blocks); the answer
     /// comes back through the channel and the waker.
     fn resolve(&mut self, conn: u64, target: DialTarget, now: Instant) {
+        self.with_conn(conn, now, |c, _, out| c.resolving(out));
         let tx = self.resolved_tx.clone();
         let waker = Arc::clone(&self.waker);
         let spawned = std::thread::Builder::new()

@@ -429,7 +429,7 @@ fn handshake_timeout_against_a_silent_listener() {
     );
     assert!(seen.iter().any(|e| matches!(
         e,
-        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout(t) , .. } if *c == conn && *t == timeout
+        Event::Error { conn: c, error: ConnectionError::HandshakeTimeout { after, .. }, .. } if *c == conn && *after == timeout
     )));
     assert!(seen.iter().any(|e| matches!(
         e,

@@ -3,7 +3,7 @@
 //! events ([`ConnectionError`], [`SendFailure`]).
 
 use crate::message::Message;
-use crate::transport::TransportError;
+use crate::transport::{DialStage, TransportError};
 use std::time::Duration;
 
 /// A connect call was rejected before anything was dialled. Each variant names the option
@@ -230,9 +230,15 @@ pub struct ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
-    /// The handshake did not finish within the timeout.
-    #[error("handshake timed out after {0:?}")]
-    HandshakeTimeout(Duration),
+    /// The dial and the opening handshake did not finish within the timeout.
+    #[error("handshake timed out after {after:?}{}", stage_suffix(*.stage))]
+    #[non_exhaustive]
+    HandshakeTimeout {
+        /// The timeout.
+        after: Duration,
+        /// Where the dial stood, when the driver reported it ([`crate::TransportEvent::Dialing`]).
+        stage: Option<DialStage>,
+    },
     /// Dialling or the handshake failed.
     #[error("connect failed: {0}")]
     ConnectFailed(TransportError),
@@ -256,6 +262,11 @@ pub enum ConnectionError {
     /// considered dead.
     #[error("no pong acknowledged the messages sent within {0:?}; peer considered dead")]
     AckTimeout(Duration),
+}
+
+/// The end of a handshake timeout's message: where the dial stood, when known.
+fn stage_suffix(stage: Option<DialStage>) -> String {
+    stage.map_or_else(String::new, |stage| format!(": {stage}"))
 }
 
 /// Why an accepted message was not written; delivered in [`crate::Event::SendFailed`].

@@ -91,7 +91,7 @@ pub use request::{ConnectOptions, HandshakeRequest};
 pub use session::{Completion, MAX_PINGS, REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, State, TRANSITIONS, Transition};
 pub use transport::{
-    Action, Handshake, OpenProfile, TransportError, TransportErrorKind, TransportEvent,
+    Action, DialStage, Handshake, OpenProfile, TransportError, TransportErrorKind, TransportEvent,
 };
 
 /// The README's examples, compiled and run as doc tests.

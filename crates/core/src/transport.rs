@@ -254,6 +254,73 @@ pub enum TransportEvent {
     /// input. One that never reports it lets keepalive end a connection whose peer sends
     /// one message more slowly than the keepalive timeout allows.
     Receiving,
+    /// The dial entered this stage (reported as it moves on): a handshake timeout then says
+    /// where the dial stood ([`crate::ConnectionError::HandshakeTimeout`]). Optional: a
+    /// driver that never reports it gets the timeout without the stage.
+    Dialing(DialStage),
+}
+
+/// Where a dial stands, as a driver reports it with [`TransportEvent::Dialing`]. The
+/// stages come in this order; a dial without a proxy has no `Tunnel`, one to `ws://` no
+/// `Tls`.
+///
+/// ```
+/// use wxsocket_core::DialStage;
+/// assert_eq!(DialStage::Connecting.to_string(), "no TCP connection yet");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DialStage {
+    /// Resolving the host name (of the server, or of the proxy).
+    Resolving,
+    /// Connecting TCP to one of the addresses (the server's, or the proxy's).
+    Connecting,
+    /// Connected to an HTTP proxy; its `CONNECT` tunnel is not open yet.
+    Tunnel,
+    /// In the TLS handshake with the server.
+    Tls,
+    /// The upgrade request is going out; the server's answer has not come.
+    Upgrade,
+}
+
+impl DialStage {
+    /// The stage's name in transcripts: `resolving`, `connecting`, `tunnel`, `tls`,
+    /// `upgrade`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialStage::Resolving => "resolving",
+            DialStage::Connecting => "connecting",
+            DialStage::Tunnel => "tunnel",
+            DialStage::Tls => "tls",
+            DialStage::Upgrade => "upgrade",
+        }
+    }
+
+    /// The stage named `name` ([`Self::as_str`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            DialStage::Resolving,
+            DialStage::Connecting,
+            DialStage::Tunnel,
+            DialStage::Tls,
+            DialStage::Upgrade,
+        ]
+        .into_iter()
+        .find(|stage| stage.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for DialStage {
+    /// What had not happened when the dial timed out in this stage.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DialStage::Resolving => "the host name was still being resolved",
+            DialStage::Connecting => "no TCP connection yet",
+            DialStage::Tunnel => "the proxy had not opened its tunnel",
+            DialStage::Tls => "the TLS handshake had not finished",
+            DialStage::Upgrade => "the server had not answered the upgrade request",
+        })
+    }
 }
 
 /// Work for the IO driver. Drain with [`crate::Session::poll_action`] after every input.

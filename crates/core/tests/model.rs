@@ -253,7 +253,7 @@ fn observed(e: &Event) -> Ev {
             conn.get(),
             match error {
                 ConnectionError::ConnectFailed(e) => Fault::Connect(e.kind),
-                ConnectionError::HandshakeTimeout(_) => Fault::HandshakeTimeout,
+                ConnectionError::HandshakeTimeout { .. } => Fault::HandshakeTimeout,
                 ConnectionError::ProtocolNotOffered(_) => Fault::ProtocolNotOffered,
                 ConnectionError::Transport(e) => Fault::Transport(e.kind),
                 ConnectionError::KeepaliveTimeout(_) => Fault::KeepaliveTimeout,

@@ -442,6 +442,42 @@ fn replacing_while_connecting_aborts_the_dial_and_fails_the_queue() {
 }
 
 #[test]
+fn a_handshake_timeout_names_the_dial_stage_the_driver_reported_last() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.actions();
+    t.input(c, TransportEvent::Dialing(DialStage::Resolving));
+    t.input(c, TransportEvent::Dialing(DialStage::Connecting));
+    t.advance(Duration::from_secs(60));
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    let Event::Error { error, .. } = &e[1] else {
+        panic!("{e:?}")
+    };
+    assert!(matches!(
+        error,
+        ConnectionError::HandshakeTimeout {
+            stage: Some(DialStage::Connecting),
+            ..
+        }
+    ));
+    assert_eq!(
+        error.to_string(),
+        "handshake timed out after 60s: no TCP connection yet"
+    );
+    assert_eq!(t.s.stats().unexpected_inputs, 0);
+
+    // Once open, a stage is out of place: counted, and nothing else changes.
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.input(c, TransportEvent::Dialing(DialStage::Upgrade));
+    t.input(c, TransportEvent::Opened(Box::default()));
+    t.input(c, TransportEvent::Dialing(DialStage::Tls));
+    assert_eq!(t.s.state(), ReadyState::Open);
+    assert_eq!(t.s.stats().unexpected_inputs, 1);
+}
+
+#[test]
 fn handshake_timeout_default_and_per_connect() {
     let mut t = Sim::default();
     let c = t.connect();
@@ -453,7 +489,7 @@ fn handshake_timeout_default_and_per_connect() {
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
     let e = t.events();
     assert!(
-        matches!(&e[1], Event::Error { error: ConnectionError::HandshakeTimeout(d), .. } if *d == Duration::from_secs(60))
+        matches!(&e[1], Event::Error { error: ConnectionError::HandshakeTimeout { after, stage: None, .. }, .. } if *after == Duration::from_secs(60))
     );
     assert!(matches!(
         &e[2],
@@ -501,7 +537,7 @@ fn a_deadline_passed_before_an_input_is_honoured_first() {
     assert!(t.events().iter().any(|e| matches!(
         e,
         Event::Error {
-            error: ConnectionError::HandshakeTimeout(_),
+            error: ConnectionError::HandshakeTimeout { .. },
             ..
         }
     )));

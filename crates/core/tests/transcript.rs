@@ -81,6 +81,9 @@ fn a_reconnecting_session_with_a_misbehaving_peer_replays_exactly() {
     let c1 = sim.s.connect(&options, sim.now).unwrap();
     let queued = sim.s.send(Message::text("early"), sim.now).unwrap();
     events.extend(sim.drain().1);
+    for stage in [DialStage::Resolving, DialStage::Connecting, DialStage::Tls] {
+        events.extend(sim.input(c1, TransportEvent::Dialing(stage)).1);
+    }
     sim.later(30);
     let ms = Duration::from_millis;
     let mut handshake = Handshake::default()

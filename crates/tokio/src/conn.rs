@@ -129,12 +129,12 @@ async fn open<M: Machine>(
 /// blocking adapter does them (see [`Connection`]), each time the socket is ready. Returns
 /// the connection open, or gone with the failure in `out`.
 async fn dial<M: Machine>(
-    shared: &Shared<M>,
+    shared: &Arc<Shared<M>>,
     mut connection: Connection<Socket>,
     target: DialTarget,
     out: &mut Vec<TransportEvent>,
 ) -> Connection<Socket> {
-    let Some(tcp) = connect_tcp(&mut connection, target, out).await else {
+    let Some(tcp) = connect_tcp(shared, &mut connection, target, out).await else {
         return connection;
     };
     connection.connected(Socket::new(tcp), &shared.tls, out);
@@ -146,6 +146,7 @@ async fn dial<M: Machine>(
         if connection.is_open() || connection.is_gone() {
             Poll::Ready(())
         } else {
+            report_stage(shared, &connection, out);
             Poll::Pending
         }
     })
@@ -153,22 +154,40 @@ async fn dial<M: Machine>(
     connection
 }
 
+/// Reports the stages the dial entered ([`TransportEvent::Dialing`]) while it goes on; the
+/// rest of `out` (its outcome) is reported when the dial ends.
+fn report_stage<M: Machine>(
+    shared: &Arc<Shared<M>>,
+    connection: &Connection<Socket>,
+    out: &mut Vec<TransportEvent>,
+) {
+    if !out.is_empty() && out.iter().all(|e| matches!(e, TransportEvent::Dialing(_))) {
+        shared.report(connection.id(), out.drain(..), false);
+    }
+}
+
 /// Resolves the connection's TCP `target` (unless it is an IP address) and connects to
 /// one of its addresses, the attempts paced by [`Attempts`] (an address that drops the
 /// attempt does not hold the dial up), marking the end of resolution and of the connect
 /// apart (for the open event's profile).
-async fn connect_tcp(
+async fn connect_tcp<M: Machine>(
+    shared: &Arc<Shared<M>>,
     connection: &mut Connection<Socket>,
     target: DialTarget,
     out: &mut Vec<TransportEvent>,
 ) -> Option<TcpStream> {
     let resolved = match target.address() {
         Some(addr) => Ok(vec![addr]),
-        None => tokio::net::lookup_host((target.host, target.port))
-            .await
-            .map(Iterator::collect),
+        None => {
+            connection.resolving(out);
+            report_stage(shared, connection, out);
+            tokio::net::lookup_host((target.host, target.port))
+                .await
+                .map(Iterator::collect)
+        }
     };
     let addrs = connection.resolved(resolved, out)?;
+    report_stage(shared, connection, out);
     connect_any(connection, addrs, out).await
 }
 

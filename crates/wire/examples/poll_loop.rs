@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::{Role, WebSocket};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
-    Action, ConfigError, ConnId, ConnectError, ConnectOptions, Event, HandshakeRequest, SendId,
-    Session, SessionConfig, TransportError, TransportErrorKind, TransportEvent,
+    Action, ConfigError, ConnId, ConnectError, ConnectOptions, DialStage, Event, HandshakeRequest,
+    SendId, Session, SessionConfig, TransportError, TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::incoming::Incoming;
@@ -173,6 +173,8 @@ impl PollLoop {
                 Action::Dial { request, .. } => match dial(&request) {
                     Ok(c) => {
                         self.conns.insert(conn, c);
+                        // So that a handshake timeout says where the dial stood.
+                        inputs.push(TransportEvent::Dialing(DialStage::Upgrade));
                     }
                     Err(e) => inputs.push(TransportEvent::ConnectFailed(e)),
                 },

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{
-    CloseRequest, ConnId, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
+    CloseRequest, ConnId, DialStage, HandshakeRequest, Message, ReadCredit, SendId, TransportError,
     TransportEvent,
 };
 
@@ -88,6 +88,20 @@ struct Dial {
     /// The dial's phases, for the open event's profile; started with the connection.
     timer: DialTimer,
     config: WebSocketConfig,
+    /// The stage last reported to the core ([`TransportEvent::Dialing`]).
+    stage: Option<DialStage>,
+}
+
+impl Dial {
+    /// Reports that the dial entered `stage`, unless it was reported already.
+    fn enter(&mut self, stage: Option<DialStage>, out: &mut Vec<TransportEvent>) {
+        if let Some(stage) = stage
+            && self.stage != Some(stage)
+        {
+            self.stage = Some(stage);
+            out.push(TransportEvent::Dialing(stage));
+        }
+    }
 }
 
 enum Phase<S> {
@@ -142,6 +156,7 @@ impl<S: TcpSocket> Connection<S> {
         let dial = Dial {
             timer: DialTimer::start(),
             config,
+            stage: None,
         };
         let (host, port) = plan.tcp_target();
         let target = DialTarget {
@@ -229,6 +244,14 @@ impl<S: TcpSocket> Connection<S> {
         })
     }
 
+    /// The adapter starts resolving the target's host name (not called for an IP
+    /// address): the core learns the dial's stage, for a handshake timeout's message.
+    pub fn resolving(&mut self, out: &mut Vec<TransportEvent>) {
+        if let Phase::Dialing(dialing) = &mut self.phase {
+            dialing.1.enter(Some(DialStage::Resolving), out);
+        }
+    }
+
     /// The host name was resolved to `addrs` (`Err`: resolving failed). Returns the
     /// addresses to connect to in order, or `None` when the dial failed (reported in `out`).
     pub fn resolved(
@@ -244,6 +267,7 @@ impl<S: TcpSocket> Connection<S> {
             Ok(addrs) if addrs.is_empty() => plan.no_address(),
             Ok(addrs) => {
                 dial.timer.resolved();
+                dial.enter(Some(DialStage::Connecting), out);
                 return Some(addrs);
             }
             Err(e) => plan.resolve_failed(&e),
@@ -297,7 +321,7 @@ impl<S: TcpSocket> Connection<S> {
         };
         let (upgrade, dial) = &mut **upgrading;
         let (stream, done) = match upgrade.drive(&mut dial.timer) {
-            Poll::Pending => return,
+            Poll::Pending => return dial.enter(upgrade.stage(), out),
             Poll::Ready(Err(error)) => return self.fail(error, out),
             Poll::Ready(Ok(done)) => done,
         };
@@ -467,5 +491,34 @@ impl<S: TcpSocket> Connection<S> {
         if matches!(&self.phase, Phase::Open(link) if link.is_gone()) {
             self.drop_transport();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::net::TcpStream;
+
+    /// A dial reports each stage it enters once, in order, for a handshake timeout's
+    /// message (the later stages are tested over real IO in the conformance suite).
+    #[test]
+    fn a_dial_reports_resolving_then_connecting_once_each() {
+        let request = wxsocket_core::ConnectOptions::new("ws://example.test/")
+            .validate()
+            .unwrap();
+        let id = ConnId::from_raw(1);
+        let config = WebSocketConfig::default();
+        let (mut c, target) =
+            Connection::<TcpStream>::new(id, Arc::new(request), &ProxyEnv::empty(), config)
+                .unwrap();
+        assert_eq!(target.address(), None);
+        let mut out = Vec::new();
+        c.resolving(&mut out);
+        c.resolving(&mut out);
+        assert_eq!(out, [TransportEvent::Dialing(DialStage::Resolving)]);
+        out.clear();
+        let addrs = c.resolved(Ok(vec!["127.0.0.1:9".parse().unwrap()]), &mut out);
+        assert_eq!(addrs.map(|a| a.len()), Some(1));
+        assert_eq!(out, [TransportEvent::Dialing(DialStage::Connecting)]);
     }
 }

@@ -14,7 +14,7 @@ use crate::{ClientHandshake, DialTimer, HandshakeDone};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::task::Poll;
-use wxsocket_core::{HandshakeRequest, TransportError, TransportErrorKind};
+use wxsocket_core::{DialStage, HandshakeRequest, TransportError, TransportErrorKind};
 
 #[cfg(not(feature = "tls"))]
 pub use no_tls::ClientConfig;
@@ -155,6 +155,13 @@ impl<S> TlsStream<S> {
     fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]
         return self.conn.wants_write();
+        #[cfg(not(feature = "tls"))]
+        match self.conn {}
+    }
+
+    fn is_handshaking(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.conn.is_handshaking();
         #[cfg(not(feature = "tls"))]
         match self.conn {}
     }
@@ -394,6 +401,20 @@ impl<S: Read + Write> Upgrade<S> {
         match &mut self.phase {
             Phase::Tunneling { sock, .. } => Some(sock),
             Phase::Handshaking { stream, .. } => Some(stream.socket_mut()),
+            Phase::Failed(_) | Phase::Ended => None,
+        }
+    }
+
+    /// Where the dial stands: the proxy's tunnel, TLS, or the upgrade (`None` once it
+    /// ended).
+    pub fn stage(&self) -> Option<DialStage> {
+        match &self.phase {
+            Phase::Tunneling { .. } => Some(DialStage::Tunnel),
+            Phase::Handshaking {
+                stream: Stream::Tls(tls),
+                ..
+            } if tls.is_handshaking() => Some(DialStage::Tls),
+            Phase::Handshaking { .. } => Some(DialStage::Upgrade),
             Phase::Failed(_) | Phase::Ended => None,
         }
     }

@@ -15,7 +15,9 @@ use crate::message::Message;
 use crate::queue::SendQueue;
 use crate::request::HandshakeRequest;
 use crate::state::State;
-use crate::transport::{Action, Handshake, TransportError, TransportErrorKind, TransportEvent};
+use crate::transport::{
+    Action, DialStage, Handshake, TransportError, TransportErrorKind, TransportEvent,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,8 @@ pub(super) struct Connecting {
     pub(super) close_after_open: Option<CloseRequest>,
     /// Which consecutive reconnect attempt this dial is (0: the application's `connect`).
     attempt: u32,
+    /// Where the dial stands, as the driver last reported it.
+    stage: Option<DialStage>,
 }
 
 // Every state's handlers take the state boxed, as the session keeps it (one pointer moves
@@ -62,6 +66,7 @@ impl Connecting {
             deadline: now + timeout,
             close_after_open: None,
             attempt,
+            stage: None,
         })
     }
 
@@ -85,6 +90,11 @@ impl Connecting {
                 );
                 self.fail(cx, ConnectionError::ConnectFailed(error), now)
             }
+            TransportEvent::Dialing(stage) => {
+                let mut this = self;
+                this.stage = Some(stage);
+                Conn::Connecting(this).into()
+            }
             _ => {
                 cx.stats.unexpected_inputs += 1;
                 Conn::Connecting(self).into()
@@ -97,8 +107,11 @@ impl Connecting {
         if self.deadline > now {
             return Conn::Connecting(self).into();
         }
-        let timeout = self.timeout;
-        self.fail(cx, ConnectionError::HandshakeTimeout(timeout), now)
+        let timeout = ConnectionError::HandshakeTimeout {
+            after: self.timeout,
+            stage: self.stage,
+        };
+        self.fail(cx, timeout, now)
     }
 
     /// `close` before open, as the [`CloseBeforeOpen`] policy says.

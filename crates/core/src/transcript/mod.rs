@@ -93,7 +93,7 @@ use crate::proxy::{HttpProxy, ProxyRoute};
 use crate::request::HandshakeRequest;
 use crate::session::Session;
 use crate::transport::{
-    Action, Handshake, OpenProfile, TransportError, TransportErrorKind, TransportEvent,
+    Action, DialStage, Handshake, OpenProfile, TransportError, TransportErrorKind, TransportEvent,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -531,6 +531,7 @@ fn transport_json(e: &TransportEvent, redaction: &Redaction) -> Value {
         TransportEvent::Error(err) => one("error", error_json(err)),
         TransportEvent::Closed => Value::from("closed"),
         TransportEvent::Receiving => Value::from("receiving"),
+        TransportEvent::Dialing(stage) => one("dialing", Value::from(stage.as_str())),
     }
 }
 
@@ -845,6 +846,12 @@ fn transport_from(v: &Value) -> Read<TransportEvent> {
         }),
         "send_written" => TransportEvent::SendWritten(SendId::from_raw(u64_of(&wrap, "x")?)),
         "error" => TransportEvent::Error(error_from(body)?),
+        "dialing" => {
+            let name = body.as_str().ok_or("a dial stage is a string")?;
+            let stage = DialStage::from_name(name)
+                .ok_or_else(|| format!("unknown dial stage \"{name}\""))?;
+            TransportEvent::Dialing(stage)
+        }
         other => return Err(format!("unknown transport event \"{other}\"")),
     })
 }
