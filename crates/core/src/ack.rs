@@ -93,6 +93,12 @@ pub(crate) enum AckTimer {
     TimedOut,
 }
 
+/// Whether a ping with `payload` could be taken for a barrier ping (its pong would
+/// acknowledge messages): the application may not send one while acknowledgement is on.
+pub(crate) fn is_barrier_payload(payload: &[u8]) -> bool {
+    payload.starts_with(BARRIER_PREFIX)
+}
+
 impl Acks {
     pub(crate) fn new(config: Acknowledgement) -> Self {
         Self {

@@ -195,6 +195,11 @@ pub enum PingError {
     /// taken its completions and pongs (`max_untaken_completions`).
     #[error("too many pings waiting for a pong")]
     Full,
+    /// Delivery acknowledgement is on and the payload begins with `wxsocket-ack `, the
+    /// prefix of its own pings: a pong answering the application's ping would look like
+    /// the answer to one of them and acknowledge messages the peer may not have read.
+    #[error("ping payloads beginning with \"wxsocket-ack \" are delivery acknowledgement's own")]
+    Reserved,
 }
 
 /// A close call was refused; nothing changed.

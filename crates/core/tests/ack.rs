@@ -153,6 +153,37 @@ fn a_pong_to_the_applications_ping_acknowledges_nothing() {
     );
 }
 
+/// The application's ping may not look like a barrier: an embedder's probe pinged with
+/// `wxsocket-ack 1` before sending, the barrier after the message had the same payload, and
+/// the peer's answer to the application's ping (sent before the message) delivered it.
+#[test]
+fn the_application_may_not_ping_with_a_barriers_payload() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let spoof = Bytes::from_static(b"wxsocket-ack 1");
+    assert_eq!(s.ping(spoof.clone(), t0), Err(PingError::Reserved));
+    assert!(actions(&mut s).is_empty(), "nothing is sent");
+    let ids = send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let barrier = ping_payload(&actions(&mut s));
+    assert_eq!(barrier, spoof, "the payload the application tried");
+    s.handle(conn, TransportEvent::Pong(barrier), t0 + DELAY);
+    assert_eq!(delivered(&events(&mut s)), [(ids[0], false)]);
+
+    // Without acknowledgement the payload is the application's to choose.
+    let mut s = Session::new(SessionConfig::default()).unwrap();
+    let conn = open(&mut s, t0);
+    s.ping(spoof.clone(), t0).unwrap();
+    assert_eq!(ping_payload(&actions(&mut s)), spoof);
+    s.handle(conn, TransportEvent::Pong(spoof), t0);
+    assert!(
+        events(&mut s)
+            .iter()
+            .any(|e| matches!(e, Event::Pong { .. }))
+    );
+}
+
 /// A server that never reads and sends an empty pong as a heartbeat, while the application's
 /// empty ping (or keepalive's) waits: nothing is acknowledged (a user's probe saw three
 /// messages reported delivered that the server never read, then lost with the connection).

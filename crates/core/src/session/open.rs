@@ -154,6 +154,9 @@ impl Open {
         if full || self.pings.len() >= super::MAX_PINGS {
             return Err(PingError::Full);
         }
+        if self.acks.is_some() && crate::ack::is_barrier_payload(&payload) {
+            return Err(PingError::Reserved);
+        }
         self.pings.push_back(payload.clone());
         cx.actions.push_back(Action::Ping {
             conn: self.id,
