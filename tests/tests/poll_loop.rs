@@ -87,3 +87,39 @@ fn what_the_driver_leaves_out_is_refused_before_any_io() {
         "no dial was asked for"
     );
 }
+
+/// The blocking dial is bounded by the session's handshake timeout: a user's probe with
+/// `handshake_timeout(1 s)` against an address that drops connects waited 60 s (the dial
+/// used only the per-connect timeout, or 60 s).
+#[test]
+fn a_dial_nobody_answers_ends_at_the_sessions_handshake_timeout() {
+    let hole = wxsocket_test_server::Blackhole::start().unwrap();
+    let timeout = Duration::from_millis(300);
+    let config = SessionConfig::default().handshake_timeout(timeout);
+    let mut driver = <Turned as wxsocket_testkit::Driver>::start(config).unwrap();
+    let started = Instant::now();
+    let url = format!("ws://{}/", hole.addr());
+    let conn = wxsocket_testkit::Driver::connect(&mut driver, &ConnectOptions::new(url)).unwrap();
+    let mut events = Vec::new();
+    while let Some(event) =
+        wxsocket_testkit::Driver::next_event(&mut driver, Duration::from_secs(10))
+    {
+        let closed = matches!(event, Event::Close { .. });
+        events.push(event);
+        if closed {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?} {events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Error { conn: c, .. } if *c == conn)),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Close { code: 1006, .. })),
+        "{events:?}"
+    );
+}

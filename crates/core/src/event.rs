@@ -85,7 +85,9 @@ pub enum Event {
         reason: SendFailure,
         /// The message, handed back when it never left the session (it was still queued);
         /// `None` when it had been handed to the driver, which may have written part or
-        /// all of it, so resending it could duplicate it.
+        /// all of it, so resending it could duplicate it. With delivery acknowledgement on,
+        /// a message never acknowledged is handed back whatever the driver did with it
+        /// ([`SendFailure::MaybeDelivered`]: it may or may not have arrived).
         message: Option<Message>,
     },
     /// The connection failed (`onSocketError`). A `Close` always follows.

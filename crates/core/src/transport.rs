@@ -359,7 +359,9 @@ pub enum Action {
         /// Code and reason for the close frame.
         frame: CloseRequest,
     },
-    /// Drop the transport (or cancel the dial) now, without a handshake.
+    /// Drop the transport (or cancel the dial) now, without a handshake. The session has
+    /// already ended the connection: report nothing more for it (a `Closed` after this is
+    /// harmless, counted in [`crate::Stats::stale_inputs`]).
     Abort {
         /// The connection.
         conn: ConnId,

@@ -6,7 +6,9 @@
 //! What it leaves out, to stay short: `wss://` (wrap the stream in `rustls::StreamOwned`,
 //! configured from `wxsocket_wire::tls`), permessage-deflate (`wxsocket_wire::deflate`),
 //! proxies, and a non-blocking dial (name resolution and the TCP connect block the turn
-//! that dials, bounded by the handshake timeout; fine on a LAN, not for a frame budget).
+//! that dials: each connect bounded by the handshake timeout, resolution by the system
+//! resolver's own; fine on a LAN, not for a frame budget — `wxsocket_wire::connection`
+//! dials without blocking, and does TLS, deflate and proxies too).
 //!
 //! Run it against any echo server:
 //! `cargo run -p wxsocket-wire --example poll_loop -- ws://127.0.0.1:9001`
@@ -170,14 +172,19 @@ impl PollLoop {
             let conn = action.conn();
             let mut inputs = Vec::new();
             match action {
-                Action::Dial { request, .. } => match dial(&request) {
-                    Ok(c) => {
-                        self.conns.insert(conn, c);
-                        // So that a handshake timeout says where the dial stood.
-                        inputs.push(TransportEvent::Dialing(DialStage::Upgrade));
+                Action::Dial { request, .. } => {
+                    let timeout = request
+                        .timeout
+                        .unwrap_or(self.session.config().handshake_timeout);
+                    match dial(&request, timeout) {
+                        Ok(c) => {
+                            self.conns.insert(conn, c);
+                            // So that a handshake timeout says where the dial stood.
+                            inputs.push(TransportEvent::Dialing(DialStage::Upgrade));
+                        }
+                        Err(e) => inputs.push(TransportEvent::ConnectFailed(e)),
                     }
-                    Err(e) => inputs.push(TransportEvent::ConnectFailed(e)),
-                },
+                }
                 Action::Send { id, message, .. } => {
                     if let Some(Conn::Open { ws, unflushed, .. }) = self.conns.get_mut(&conn) {
                         match ws.write(to_ws(message)) {
@@ -232,8 +239,9 @@ impl PollLoop {
     }
 }
 
-/// Resolves and connects (blocking, see the module docs), then starts the handshake.
-fn dial(request: &HandshakeRequest) -> Result<Conn, TransportError> {
+/// Resolves and connects (blocking, see the module docs; each connect within `timeout`),
+/// then starts the handshake.
+fn dial(request: &HandshakeRequest, timeout: Duration) -> Result<Conn, TransportError> {
     let mut timer = DialTimer::start();
     let target = format!("{}:{}", request.host(), request.port());
     let addrs: Vec<_> = target
@@ -241,7 +249,6 @@ fn dial(request: &HandshakeRequest) -> Result<Conn, TransportError> {
         .map_err(|e| connect_error(&e, &target))?
         .collect();
     timer.resolved();
-    let timeout = request.timeout.unwrap_or(Duration::from_secs(60));
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {

@@ -9,6 +9,26 @@
 //! connect, or tokio's), hands the
 //! connected socket to [`Connection::connected`], and calls the connection again when the
 //! socket is ready (mio's poller, or the waker of the connection's task).
+//!
+//! A driver of one's own over any non-blocking socket ([`TcpSocket`]) uses it the same way;
+//! every call appends the core's inputs to `out`, to hand to `Session::handle` in order:
+//!
+//! 1. On `Action::Dial`: [`Connection::new`]; [`Connection::resolving`] if the target is a
+//!    name, then [`Connection::resolved`] with the addresses (try them in the order
+//!    [`crate::dial::Attempts`] paces) and [`Connection::connected`] with the socket, or
+//!    [`Connection::connect_failed`].
+//! 2. While dialling, whenever the socket is ready: [`Connection::drive`], until
+//!    [`Connection::is_open`] (the `Opened` input is in `out`) or [`Connection::is_gone`].
+//! 3. Open: `Action::Send` / `Ping` / `Close` map to [`Connection::send`],
+//!    [`Connection::ping`] and [`Connection::close`]; after each batch of actions,
+//!    [`Connection::flush`] while [`Connection::needs_flush`]. When the socket is readable
+//!    (or [`Connection::has_more_to_read`] says bytes wait already),
+//!    [`Connection::read`] within `Session::read_credit`; on `Action::ResumeReading`,
+//!    [`Connection::resume_reads`] and read again. Once the actions the inputs caused are
+//!    carried out, [`Connection::end_if_unanswered`] ends a connection whose reading failed
+//!    with no close frame of the core's to send first.
+//! 4. On `Action::Abort`, [`Connection::drop_transport`]. Once [`Connection::is_gone`], its
+//!    last inputs are in `out` and the connection can be forgotten.
 
 use crate::client::SocketInfo;
 use crate::dial::DialPlan;
