@@ -94,6 +94,8 @@ pub const SCENARIOS: &[&str] = &[
     "reports_an_abrupt_disconnect_as_1006",
     "closes_after_open_when_closed_while_connecting",
     "refuses_a_close_while_connecting_when_told_to_ignore_it",
+    "keeps_a_connection_whose_peer_sends_a_large_message_slowly",
+    "reports_delivery_when_acknowledgement_is_on",
 ];
 
 /// Runs every scenario against `D`, panicking with the scenario's name at the first that
@@ -161,6 +163,12 @@ pub fn run<D: Driver>(name: &str) {
         "refuses_a_close_while_connecting_when_told_to_ignore_it" => {
             refuses_a_close_while_connecting_when_told_to_ignore_it::<D>()
         }
+        "keeps_a_connection_whose_peer_sends_a_large_message_slowly" => {
+            keeps_a_connection_whose_peer_sends_a_large_message_slowly::<D>()
+        }
+        "reports_delivery_when_acknowledgement_is_on" => {
+            reports_delivery_when_acknowledgement_is_on::<D>()
+        }
 
         other => panic!("wxsocket-testkit: no scenario {other:?}"),
     }
@@ -191,6 +199,8 @@ macro_rules! scenarios {
             reports_an_abrupt_disconnect_as_1006,
             closes_after_open_when_closed_while_connecting,
             refuses_a_close_while_connecting_when_told_to_ignore_it,
+            keeps_a_connection_whose_peer_sends_a_large_message_slowly,
+            reports_delivery_when_acknowledgement_is_on,
         );
     };
     (@each $driver:ty; $($name:ident),* $(,)?) => {
@@ -211,10 +221,15 @@ fn until<D: Driver>(driver: &mut D, done: impl Fn(&[Event]) -> bool) -> Vec<Even
     let mut events = Vec::new();
     while !done(&events) {
         let left = DEADLINE.saturating_sub(start.elapsed());
-        assert!(
-            !left.is_zero(),
-            "not there in {DEADLINE:?}; events: {events:#?}"
-        );
+        if left.is_zero() {
+            // What the session says may point at the driver's fault: a backlog that stays
+            // at the receive bound (reading never resumed), a state whose timer never ran.
+            let (state, backlog) = (driver.state(), driver.backlog());
+            panic!(
+                "not there in {DEADLINE:?}; the session is {state:?} with {backlog:?} untaken; \
+                 events: {events:#?}"
+            );
+        }
         if let Some(event) = driver.next_event(left.min(Duration::from_millis(50))) {
             events.push(event);
         }
@@ -665,6 +680,70 @@ fn keeps_a_connection_whose_peer_answers_keepalive<D: Driver>() {
         !events.iter().any(|e| matches!(e, Event::Error { .. })),
         "{events:#?}"
     );
+}
+
+/// The peer sends a 60 KB message in 20 parts over 2 s, twice keepalive's interval plus
+/// its timeout, and answers no ping meanwhile (its pong could not overtake the frame
+/// anyway): the bytes still arriving are a sign of life, so the message is delivered whole
+/// and the connection stays open. A driver that does not report
+/// `TransportEvent::Receiving` for a read that completed nothing fails this.
+fn keeps_a_connection_whose_peer_sends_a_large_message_slowly<D: Driver>() {
+    const SIZE: usize = 60_000;
+    let message = Message::binary(vec![7u8; SIZE]);
+    let peer = Peer::start(Mode::Script(vec![Step::Trickle {
+        message: message.clone(),
+        pieces: 20,
+        pause: Duration::from_millis(100),
+    }]));
+    // A second of silence ends it: ten times the pause between the parts, so a peer thread
+    // held up on a loaded machine is not taken for silence.
+    let keepalive = Duration::from_millis(500);
+    let config = SessionConfig::default().keepalive(keepalive, keepalive);
+    let (mut driver, _) = connected::<D>(config, &peer);
+    let events = until(&mut driver, |e| !messages(e).is_empty() || closed(e));
+    assert_eq!(messages(&events), [message], "{events:#?}");
+    assert_eq!(driver.state(), ReadyState::Open);
+    driver.close(None, "").expect("open");
+    let events = until(&mut driver, closed);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{events:#?}"
+    );
+}
+
+/// Delivery acknowledgement (SPEC §8): each message the echoing peer read is reported
+/// `SendDelivered` once, after a pong proves it (the peer answers pings), and never
+/// `SendCompleted`. A driver that does not carry out `Ping` actions or report pongs
+/// leaves the messages unacknowledged.
+fn reports_delivery_when_acknowledgement_is_on<D: Driver>() {
+    let peer = Peer::start(Mode::Echo);
+    let ack = wxsocket_core::Acknowledgement::new().timeout(Duration::from_secs(10));
+    let config = SessionConfig::default().acknowledge(ack);
+    let (mut driver, _) = connected::<D>(config, &peer);
+    let sent: Vec<SendId> = (0..5)
+        .map(|i| driver.send(Message::text(format!("m{i}"))).expect("queued"))
+        .collect();
+    let delivered = |events: &[Event]| -> Vec<SendId> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::SendDelivered { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    let events = until(&mut driver, |e| {
+        (delivered(e).len() == sent.len() && messages(e).len() == sent.len()) || closed(e)
+    });
+    assert_eq!(delivered(&events), sent, "{events:#?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::SendCompleted { .. } | Event::SendFailed { .. })),
+        "{events:#?}"
+    );
+    driver.close(None, "").expect("open");
+    until(&mut driver, closed);
 }
 
 /// The peer closes with 1014 (Bad Gateway, which a server may send): the close event

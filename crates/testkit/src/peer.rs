@@ -138,6 +138,16 @@ pub enum Step {
     /// from the start; they are recorded, not echoed), so what follows certainly arrives
     /// after the client saw the handshake complete.
     AwaitMessages(usize),
+    /// A message in one uncompressed frame, written in `pieces` parts with `pause` after
+    /// each: a peer that sends a large message slowly, as over a slow link.
+    Trickle {
+        /// The message.
+        message: Message,
+        /// How many parts (at least 1).
+        pieces: usize,
+        /// The pause after each part.
+        pause: Duration,
+    },
     /// A binary message with RSV1 whose payload inflates to `zeros` zero bytes (see
     /// [`deflate::bomb`]), split into `fragments` frames.
     Bomb {
@@ -1357,6 +1367,19 @@ impl Handler {
             // Written with the 101 response (`check_mode`: only as the first step).
             Step::WithResponse(_) => Ok(()),
             Step::AwaitMessages(_) => unreachable!("the script loop waits itself"),
+            Step::Trickle {
+                message,
+                pieces,
+                pause,
+            } => {
+                let frame =
+                    encode_frame(true, 0, message_opcode(message), message.as_bytes(), None);
+                for part in split(&frame, *pieces) {
+                    self.send_unless_closed(part)?;
+                    std::thread::sleep(*pause);
+                }
+                Ok(())
+            }
             Step::Bomb { zeros, fragments } => {
                 let bomb = deflate::bomb(*zeros);
                 let frames = split(&bomb, *fragments);
