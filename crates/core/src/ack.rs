@@ -14,6 +14,7 @@
 //! payload.
 
 use crate::config::Acknowledgement;
+use crate::deadline::after;
 use crate::ids::SendId;
 use crate::message::Message;
 use bytes::Bytes;
@@ -207,7 +208,7 @@ impl Acks {
 
     fn begin_wait(&self, now: Instant) -> Wait {
         Wait {
-            deadline: now + self.config.timeout,
+            deadline: after(now, self.config.timeout),
             since: now,
         }
     }
@@ -220,7 +221,7 @@ impl Acks {
     pub(crate) fn on_input(&mut self, now: Instant) {
         let timeout = self.config.timeout;
         if let Some(wait) = &mut self.wait {
-            let restarted = now + timeout;
+            let restarted = after(now, timeout);
             wait.deadline = match wait
                 .since
                 .checked_add(timeout.saturating_mul(MAX_EXTENDED_WAIT))
@@ -306,7 +307,7 @@ impl Acks {
         if self.barrier_at.is_none() && self.issued > covered && self.pings.is_empty() {
             // Never at `now` itself: like every deadline, after the time it was set (a zero
             // delay sends the barrier at the next timer call).
-            self.barrier_at = Some(now + self.config.delay.max(Duration::from_nanos(1)));
+            self.barrier_at = Some(after(now, self.config.delay.max(Duration::from_nanos(1))));
         }
     }
 

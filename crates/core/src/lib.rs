@@ -54,6 +54,7 @@ mod ack;
 mod backlog;
 pub mod close;
 mod config;
+mod deadline;
 pub mod deflate;
 mod driven;
 mod error;

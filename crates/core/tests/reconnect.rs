@@ -555,3 +555,56 @@ fn sends_queued_during_a_retried_close_stay_within_the_buffer() {
         .expect("alone, whatever its size");
     assert_eq!(s.buffered_amount(), 100);
 }
+
+/// The latest `Instant` there is on this platform.
+fn last_instant() -> Instant {
+    let mut at = Instant::now();
+    let mut step = Duration::MAX;
+    while !step.is_zero() {
+        match at.checked_add(step) {
+            Some(later) => at = later,
+            None => step /= 2,
+        }
+    }
+    at
+}
+
+/// A clock near its end (an embedder's simulated clock may start anywhere): every timer
+/// the session arms — handshake, keepalive, acknowledgement, close, reconnect backoff —
+/// is past the last instant, and none panics (an embedder's probe: `connect` at the last
+/// instant minus 5 s panicked with "overflow when adding duration to instant"). Those
+/// deadlines never pass, as the clock cannot reach them.
+#[test]
+fn timers_past_the_end_of_the_clock_do_not_panic() {
+    let config = SessionConfig::default()
+        .keepalive(Duration::from_secs(30), Duration::from_secs(10))
+        .acknowledge(Acknowledgement::new())
+        .reconnect(ReconnectPolicy::default().seed(1));
+    let mut s = Session::new(config).unwrap();
+    let now = last_instant() - Duration::from_secs(5);
+    let conn = s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:9/"), now)
+        .unwrap();
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
+    let id = s.send(Message::text("m"), now).unwrap();
+    s.handle(conn, TransportEvent::SendWritten(id), now);
+    s.handle_timeout(now);
+    s.handle(conn, TransportEvent::Message(Message::text("in")), now);
+    s.close(None, "", now).unwrap();
+    s.handle(conn, drop_tcp(), now);
+    s.handle_timeout(now + Duration::from_secs(4));
+    while s.poll_action().is_some() {}
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Close { .. })),
+        "{events:?}"
+    );
+    // A dial whose handshake timer is past the end, then a drop the policy retries.
+    let conn = s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:9/"), now)
+        .unwrap();
+    s.handle(conn, TransportEvent::Opened(Box::default()), now);
+    s.handle(conn, drop_tcp(), now);
+    assert!(s.is_backing_off());
+    assert!(s.poll_timeout().is_some());
+}

@@ -6,6 +6,7 @@ use super::Conn;
 use super::connecting::Connecting;
 use super::context::{Context, Ending, Next};
 use crate::close::{CloseRequest, NORMAL};
+use crate::deadline::after;
 use crate::error::SendFailure;
 use crate::event::Event;
 use crate::ids::ConnId;
@@ -61,7 +62,7 @@ impl Backoff {
             request,
             queue,
             attempt,
-            deadline: now + delay,
+            deadline: after(now, delay),
         })
     }
 

@@ -10,6 +10,7 @@ use super::context::{Cause, Context, Ending, Next, Teardown};
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, NORMAL, PeerClose};
 use crate::config::SessionConfig;
+use crate::deadline::after;
 use crate::error::{ConnectionError, SendError, SendFailure};
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
@@ -135,7 +136,7 @@ impl Closing {
                     // The answer to our close frame: both were exchanged, the server
                     // has a short while left to close TCP.
                     self.peer = Some(peer);
-                    self.deadline = self.deadline.min(now + cx.linger());
+                    self.deadline = self.deadline.min(after(now, cx.linger()));
                 }
             }
             TransportEvent::Closed => return self.finish(cx, now),

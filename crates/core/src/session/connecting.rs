@@ -8,6 +8,7 @@ use super::open::Open;
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, CloseRequest, NORMAL};
 use crate::config::CloseBeforeOpen;
+use crate::deadline::after;
 use crate::error::{CloseError, ConnectionError, SendFailure};
 use crate::event::Event;
 use crate::ids::ConnId;
@@ -63,7 +64,7 @@ impl Connecting {
             request,
             queue,
             timeout,
-            deadline: now + timeout,
+            deadline: after(now, timeout),
             close_after_open: None,
             attempt,
             stage: None,

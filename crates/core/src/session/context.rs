@@ -358,8 +358,8 @@ impl Context {
             clean: ending.clean,
         });
         if teardown {
-            let deadline = self.now.expect("time is set before any connection exists")
-                + self.config.close_timeout;
+            let now = self.now.expect("time is set before any connection exists");
+            let deadline = crate::deadline::after(now, self.config.close_timeout);
             self.teardowns.push(Teardown { id: conn, deadline });
         }
     }

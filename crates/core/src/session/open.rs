@@ -8,6 +8,7 @@ use super::context::{Cause, Context, Ending, Next};
 use crate::ack::{AckTimer, Acks};
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::SessionConfig;
+use crate::deadline::after;
 use crate::error::{ConnectionError, PingError, SendError, SendFailure};
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
@@ -67,7 +68,7 @@ impl Open {
     /// Something arrived: the peer is alive; restart the idle interval.
     pub(super) fn touch(&mut self, config: &SessionConfig, now: Instant) {
         self.liveness = config.keepalive.map(|k| Liveness {
-            deadline: now + k.interval,
+            deadline: after(now, k.interval),
             awaiting_pong: false,
         });
     }
@@ -230,7 +231,7 @@ impl Open {
                 // Reading is paused for the application: a pong would wait behind the
                 // backlog, which itself proves the peer alive.
                 self.liveness = Some(Liveness {
-                    deadline: now + k.interval,
+                    deadline: after(now, k.interval),
                     awaiting_pong: false,
                 });
             } else if l.awaiting_pong {
@@ -242,7 +243,7 @@ impl Open {
                 });
                 self.barrier_after_other_ping(cx, now);
                 self.liveness = Some(Liveness {
-                    deadline: now + k.timeout,
+                    deadline: after(now, k.timeout),
                     awaiting_pong: true,
                 });
             }
@@ -331,7 +332,7 @@ impl Open {
             in_flight,
             acks,
             attempt,
-            now + cx.config.close_timeout,
+            after(now, cx.config.close_timeout),
             None,
         );
         cx.release_reads(id, closing.is_reading(&cx.config));
@@ -350,7 +351,7 @@ impl Open {
             attempt,
             ..
         } = *self;
-        let deadline = now + cx.linger();
+        let deadline = after(now, cx.linger());
         let closing = Closing::new(id, request, in_flight, acks, attempt, deadline, Some(peer));
         Conn::Closing(closing).into()
     }

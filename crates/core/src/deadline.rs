@@ -1,0 +1,44 @@
+//! Deadlines: a time plus a duration, without the panic of `Instant + Duration` on a clock
+//! near its end (an embedder's simulated clock may start anywhere).
+
+use std::time::{Duration, Instant};
+
+/// `now + wait`, or the latest instant there is when that does not exist: the deadline
+/// then never passes, where the addition would panic.
+pub(crate) fn after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait).unwrap_or_else(|| latest(now))
+}
+
+/// The latest instant after `now` (found by halving steps: `Instant`'s range is the
+/// platform's).
+#[cold]
+fn latest(now: Instant) -> Instant {
+    let mut at = now;
+    let mut step = Duration::MAX;
+    while !step.is_zero() {
+        match at.checked_add(step) {
+            Some(later) => at = later,
+            None => step /= 2,
+        }
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_the_end_of_the_clock_is_its_last_instant() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let last = latest(now);
+        assert!(last > now);
+        assert_eq!(last.checked_add(Duration::from_nanos(1)), None);
+        let near = last - Duration::from_secs(1);
+        assert_eq!(after(near, Duration::from_secs(60)), last);
+    }
+}
