@@ -14,7 +14,7 @@
 //! payload.
 
 use crate::config::Acknowledgement;
-use crate::deadline::after;
+use crate::deadline::{after, late};
 use crate::ids::SendId;
 use crate::message::Message;
 use bytes::Bytes;
@@ -44,6 +44,8 @@ struct Wait {
     /// When it began: what the peer sends extends it to `since` + [`MAX_EXTENDED_WAIT`]
     /// timeouts at most.
     since: Instant,
+    /// It was restarted once because its timer ran late (see [`Acks::poll_timer`]).
+    restarted: bool,
 }
 
 /// A ping sent on the connection and not yet answered.
@@ -210,6 +212,7 @@ impl Acks {
         Wait {
             deadline: after(now, self.config.timeout),
             since: now,
+            restarted: false,
         }
     }
 
@@ -322,6 +325,17 @@ impl Acks {
     /// Runs the timers due at `now`. `paused`: reading is paused for the application, so a
     /// pong may be waiting unread; the wait starts again instead of timing out.
     pub(crate) fn poll_timer(&mut self, now: Instant, paused: bool) -> Option<AckTimer> {
+        if let Some(wait) = &mut self.wait
+            && wait.deadline <= now
+            && !paused
+            && !wait.restarted
+            && late(wait.deadline, now, self.config.timeout)
+        {
+            // The driver was not running when the timeout passed: the pong may be waiting
+            // unread, so one more timeout from now (once, as keepalive does).
+            wait.deadline = after(now, self.config.timeout);
+            wait.restarted = true;
+        }
         if self.wait.is_some_and(|w| w.deadline <= now) {
             if !paused {
                 self.wait = None;

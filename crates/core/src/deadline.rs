@@ -9,6 +9,14 @@ pub(crate) fn after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait).unwrap_or_else(|| latest(now))
 }
 
+/// Whether a timer due at `deadline` runs at `now` late by `wait` or more: the driver was
+/// not running for as long as a liveness check gives the peer (a suspended process, a
+/// stalled loop), so an answer may be waiting unread, and the check waits once more
+/// instead of failing the peer.
+pub(crate) fn late(deadline: Instant, now: Instant, wait: Duration) -> bool {
+    now.saturating_duration_since(deadline) >= wait
+}
+
 /// The latest instant after `now` (found by halving steps: `Instant`'s range is the
 /// platform's).
 #[cold]

@@ -184,6 +184,35 @@ fn the_application_may_not_ping_with_a_barriers_payload() {
     );
 }
 
+/// The driver away past the acknowledgement timeout (an embedder's probe: a process stopped
+/// for 3 h) with the barrier's pong waiting unread: read on resume, it delivers the message,
+/// instead of the timer that ran first failing it as maybe delivered. Once: a peer that
+/// never answers still times out a timeout after the late timer.
+#[test]
+fn a_late_acknowledgement_timer_gives_the_pong_one_more_timeout() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config()).unwrap();
+    let conn = open(&mut s, t0);
+    let ids = send_written(&mut s, conn, 1, t0);
+    s.handle_timeout(t0 + DELAY);
+    let barrier = ping_payload(&actions(&mut s));
+    let resumed = t0 + Duration::from_secs(3 * 3600);
+    s.handle(conn, TransportEvent::Pong(barrier), resumed);
+    let got = events(&mut s);
+    assert_eq!(delivered(&got), [(ids[0], false)], "{got:?}");
+    assert_eq!(s.state(), ReadyState::Open);
+
+    let ids = send_written(&mut s, conn, 1, resumed);
+    s.handle_timeout(resumed + DELAY);
+    ping_payload(&actions(&mut s));
+    let late = resumed + Duration::from_secs(3600);
+    s.handle_timeout(late);
+    assert_eq!(s.state(), ReadyState::Open, "one more timeout");
+    s.handle_timeout(late + TIMEOUT);
+    assert_eq!(maybe_delivered(&events(&mut s)), ids);
+    assert_eq!(s.state(), ReadyState::Closed);
+}
+
 /// A server that never reads and sends an empty pong as a heartbeat, while the application's
 /// empty ping (or keepalive's) waits: nothing is acknowledged (a user's probe saw three
 /// messages reported delivered that the server never read, then lost with the connection).

@@ -339,8 +339,11 @@ enum Phase {
     Backoff {
         attempt: u32,
     },
+    /// `restarted`: the wait for the pong was restarted once because its timer ran late
+    /// by a whole timeout.
     Open {
         awaiting_pong: bool,
+        restarted: bool,
     },
     /// `peer`: the peer's close frame (its code) once it came; `local`: the application
     /// asked to close.
@@ -686,16 +689,31 @@ impl Model {
             Phase::Open { .. } if self.paused => {
                 self.phase = Phase::Open {
                     awaiting_pong: false,
+                    restarted: false,
                 };
                 self.deadline = Some(self.now + KA);
             }
+            // The timer ran a whole timeout late (the driver was away): the pong may be
+            // waiting unread, so the wait restarts, once.
             Phase::Open {
                 awaiting_pong: true,
+                restarted: false,
+            } if self.now.saturating_duration_since(d) >= KT => {
+                self.phase = Phase::Open {
+                    awaiting_pong: true,
+                    restarted: true,
+                };
+                self.deadline = Some(self.now + KT);
+            }
+            Phase::Open {
+                awaiting_pong: true,
+                ..
             } => self.fail_open(Fault::KeepaliveTimeout, 1006),
             Phase::Open { .. } => {
                 self.actions.push(Act::Ping(self.conn));
                 self.phase = Phase::Open {
                     awaiting_pong: true,
+                    restarted: false,
                 };
                 self.deadline = Some(self.now + KT);
             }
@@ -714,6 +732,7 @@ impl Model {
     fn touch(&mut self) {
         self.phase = Phase::Open {
             awaiting_pong: false,
+            restarted: false,
         };
         self.deadline = self.keepalive.then(|| self.now + KA);
     }

@@ -606,6 +606,52 @@ fn keepalive_pings_after_idle_and_declares_a_silent_peer_dead() {
     assert_eq!(t.s.state(), ReadyState::Closed);
 }
 
+/// A driver that was not running when the pong's timeout passed (an embedder's probe: the
+/// process stopped for 3 h, the pong read on resume) lost the connection although the pong
+/// had come: every input runs the timers due first. A timer a whole timeout late now gives
+/// the peer one more timeout from then, once; a dead peer still ends.
+#[test]
+fn keepalive_gives_a_peer_one_more_timeout_when_its_timer_ran_late() {
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.fire();
+    assert!(matches!(&t.actions()[..], [Action::Ping { .. }]));
+    // Three hours with the driver away; then the pong that waited is read.
+    t.now += Duration::from_secs(3 * 3600);
+    t.input(c, TransportEvent::Pong(Bytes::new()));
+    assert_eq!(t.s.state(), ReadyState::Open);
+    assert!(t.actions().is_empty(), "{:?}", t.events());
+    // The next ping goes an interval after the pong.
+    t.advance(Duration::from_secs(5));
+    assert!(matches!(&t.actions()[..], [Action::Ping { .. }]));
+
+    // Away again, and nothing waited: the peer gets one more timeout from the late timer,
+    // then ends; a second late timer for the same ping is not given another.
+    t.now += Duration::from_secs(3600);
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.s.state(), ReadyState::Open);
+    t.now += Duration::from_secs(3600);
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    assert!(t.events().iter().any(|e| matches!(
+        e,
+        Event::Error {
+            error: ConnectionError::KeepaliveTimeout(_),
+            ..
+        }
+    )));
+
+    // On time (late by less than the timeout), silence ends the connection as before.
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.fire();
+    t.actions();
+    t.advance(Duration::from_millis(3_999));
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+}
+
 /// A ping from the peer is activity too, like a message or a pong: it restarts the idle
 /// interval (and is not an unexpected input).
 #[test]

@@ -8,7 +8,7 @@ use super::context::{Cause, Context, Ending, Next};
 use crate::ack::{AckTimer, Acks};
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::SessionConfig;
-use crate::deadline::after;
+use crate::deadline::{after, late};
 use crate::error::{ConnectionError, PingError, SendError, SendFailure};
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
@@ -45,6 +45,9 @@ struct Liveness {
     /// When to ping, or, with a ping outstanding, when the peer is declared dead.
     deadline: Instant,
     awaiting_pong: bool,
+    /// The wait for the pong was restarted once because its timer ran late (see
+    /// [`Open::on_timeout`]).
+    restarted: bool,
 }
 
 impl Open {
@@ -70,6 +73,7 @@ impl Open {
         self.liveness = config.keepalive.map(|k| Liveness {
             deadline: after(now, k.interval),
             awaiting_pong: false,
+            restarted: false,
         });
     }
 
@@ -233,6 +237,17 @@ impl Open {
                 self.liveness = Some(Liveness {
                     deadline: after(now, k.interval),
                     awaiting_pong: false,
+                    restarted: false,
+                });
+            } else if l.awaiting_pong && !l.restarted && late(l.deadline, now, k.timeout) {
+                // The driver was not running when the timeout passed (a suspended process,
+                // a stalled loop): the pong may be waiting unread, so it gets one more
+                // timeout from now. Once: a driver that is always this late still ends a
+                // dead peer, a timeout later.
+                self.liveness = Some(Liveness {
+                    deadline: after(now, k.timeout),
+                    awaiting_pong: true,
+                    restarted: true,
                 });
             } else if l.awaiting_pong {
                 return self.fail(cx, ConnectionError::KeepaliveTimeout(k.timeout), now);
@@ -245,6 +260,7 @@ impl Open {
                 self.liveness = Some(Liveness {
                     deadline: after(now, k.timeout),
                     awaiting_pong: true,
+                    restarted: false,
                 });
             }
         }
