@@ -90,6 +90,8 @@ impl<M: Machine> Shared<M> {
         mut send: impl FnMut(&mut M, Message, Instant) -> Result<SendId, SendError>,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let deadline = timeout.and_then(|t| Some((Instant::now().checked_add(t)?, t)));
+        // Whether the send was tried again after the driver stopped while it waited.
+        let mut tried_after_end = false;
         let id = loop {
             let attempt =
                 self.call_with(|machine, now, shared| match send(machine, message, now) {
@@ -113,7 +115,12 @@ impl<M: Machine> Shared<M> {
                     let room = self.wait_for_room(epoch, deadline.map(|(d, _)| d));
                     self.room_waiters.fetch_sub(1, Ordering::SeqCst);
                     if !room {
-                        return Ok(Err(SendFailed::Refused(refused)));
+                        // The driver stopped (a shutdown): tried once more, so that the
+                        // refusal says why now (not connected), not the lack of room.
+                        let ended = lock(&self.outbox).finished;
+                        if !ended || std::mem::replace(&mut tried_after_end, true) {
+                            return Ok(Err(SendFailed::Refused(refused)));
+                        }
                     }
                     message = refused.into_message();
                 }

@@ -201,6 +201,39 @@ fn send_wait_fails_when_the_connection_never_opens() {
     until(&events, is_close);
 }
 
+/// Sends waiting for room when the client shuts down are refused for what holds then (the
+/// session is shut down: not connected), never with the stale "queue full" (a user's probe
+/// saw 13 of 15 waiting sends return `QueueFull`, whose `kind()` says "may succeed later").
+#[test]
+fn sends_waiting_for_room_are_refused_as_not_connected_at_shutdown() {
+    let mut silent = Silent::start();
+    let config = Config::new().session(SessionConfig::default().queue_bounds(2, 1 << 20));
+    let (client, events) = Client::new(config).unwrap();
+    client.connect(&ConnectOptions::new(silent.url())).unwrap();
+    let _held = silent.accept();
+    client.try_send("a").unwrap();
+    client.try_send("b").unwrap();
+    let waiters: Vec<_> = (0..24)
+        .map(|i| {
+            let client = client.clone();
+            std::thread::spawn(move || client.send(format!("w{i}")))
+        })
+        .collect();
+    // Every waiter has been refused for room and sleeps (the queue stays full).
+    std::thread::sleep(Duration::from_millis(200));
+    client.shutdown();
+    for waiter in waiters {
+        match waiter.join().unwrap() {
+            Err(SendFailed::Refused(refused)) => {
+                assert!(!refused.is_full(), "{refused}");
+                assert!(refused.into_message().as_text().is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(events);
+}
+
 #[test]
 fn send_wait_timeout_gives_up_on_a_held_handshake_and_the_completion_still_arrives() {
     let mut silent = Silent::start();
