@@ -30,6 +30,7 @@ wxsocket_tests::on_both_adapters!(
     a_silent_server_is_detected_by_keepalive_and_reconnected,
     close_during_a_backoff_cancels_it,
     http_403_is_not_retried_by_default,
+    a_server_that_closes_each_connection_at_once_is_given_up_on,
 );
 
 wxsocket_tests::on_both_pools!(
@@ -261,7 +262,13 @@ fn restart_script(peer: &Peer, progress: &Progress) {
 
 fn chat_survives_three_1012_restarts_and_an_abrupt_one<A: Adapter>() {
     let name = A::NAME;
-    let policy = ReconnectPolicy::default().seed(8);
+    // The server restarts four times within seconds, each connection open well under the
+    // default `min_uptime`, which would continue the run of attempts across them (a
+    // flapping server) and grow the delays past this scenario's window: here every open
+    // ends the run, as a server that restarts now and then does.
+    let policy = ReconnectPolicy::default()
+        .seed(8)
+        .min_uptime(Duration::ZERO);
     let first_ceiling = policy.ceiling(1);
     let peer = Peer::start(Mode::Echo);
     // The client sends 2000 messages a second and the server stays down for at least one
@@ -1010,6 +1017,38 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
         peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
         a.close(None, "").expect("close");
     }
+}
+
+/// A server that accepts and at once closes with 1013 (try again later): each connection
+/// ends within the policy's `min_uptime`, so the run of attempts goes on and `max_attempts`
+/// ends it (a user's probe saw 58 opens in 5 s, every one announced as attempt 1).
+fn a_server_that_closes_each_connection_at_once_is_given_up_on<A: Adapter>() {
+    let name = A::NAME;
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_millis(80))
+        .max_attempts(Some(3))
+        .seed(5);
+    let peer = Peer::start(Mode::CloseWith(1013, "try again later".into()));
+    let mut a: A = client(config(policy.clone()));
+    a.connect(&ConnectOptions::new(peer.url()))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    let closes = |seen: &[Event]| {
+        seen.iter()
+            .filter(|e| matches!(e, Event::Close { .. }))
+            .count()
+    };
+    let events = a.events_until("four closes", EVENT_TIMEOUT, |seen| closes(seen) == 4);
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Reconnecting { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "[{name}] {events:#?}");
+    assert_quiet_for(&mut a, policy.cap * 4, "after the last attempt");
+    assert_eq!(a.state(), ReadyState::Closed);
+    assert_eq!(upgraded(&peer.snapshot()), 4, "[{name}] four connections");
 }
 
 // ----- 6. the multi-socket form: a pool task across a server restart -----

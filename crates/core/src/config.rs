@@ -166,11 +166,17 @@ pub struct ReconnectPolicy {
     /// Largest ceiling. Default 30 s.
     pub cap: Duration,
     /// Most consecutive attempts before giving up; `None` keeps trying. Default `None`.
-    /// A connection that opens ends the run of attempts, except with delivery
-    /// acknowledgement on, when one that was handed messages and acknowledged none of them
-    /// continues it: a peer that accepts connections and never acknowledges is given up on
-    /// after this many, and the messages fail as `MaybeDelivered`.
+    /// A connection that stays open [`Self::min_uptime`] ends the run of attempts (the next
+    /// drop starts again from the first delay); one that ends sooner continues it, and so
+    /// does, with delivery acknowledgement on, one that was handed messages and
+    /// acknowledged none of them: a peer that accepts connections and drops them at once,
+    /// or never acknowledges, is given up on after this many, and the messages fail.
     pub max_attempts: Option<u32>,
+    /// How long a connection must stay open to end the run of attempts. Default 5 s. A
+    /// server that accepts and at once closes (with 1013, "try again later", say) or drops
+    /// every connection is then dialled with growing delays, as one that refuses is, not
+    /// again within milliseconds each time. Zero: every connection that opens ends the run.
+    pub min_uptime: Duration,
     /// Keep messages queued while reconnecting (in order, under the queue bounds) for the
     /// next connection; otherwise each attempt that fails fails them. Default on.
     pub carry_queue: bool,
@@ -204,6 +210,7 @@ impl Default for ReconnectPolicy {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(30),
             max_attempts: None,
+            min_uptime: Duration::from_secs(5),
             carry_queue: true,
             retry_close_codes: vec![1001, 1011, 1012, 1013],
             retry_http_4xx: false,
@@ -223,6 +230,12 @@ impl ReconnectPolicy {
     /// Sets the attempt limit.
     pub fn max_attempts(mut self, max: Option<u32>) -> Self {
         self.max_attempts = max;
+        self
+    }
+
+    /// Sets how long a connection must stay open to end the run of attempts.
+    pub fn min_uptime(mut self, uptime: Duration) -> Self {
+        self.min_uptime = uptime;
         self
     }
 
@@ -504,6 +517,9 @@ impl SessionConfig {
             }
             if r.cap > MAX_TIMER {
                 return fail("reconnect.cap", "must be at most 24 hours");
+            }
+            if r.min_uptime > MAX_TIMER {
+                return fail("reconnect.min_uptime", "must be at most 24 hours");
             }
             if r.max_attempts == Some(0) {
                 return fail(

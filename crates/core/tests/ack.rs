@@ -609,6 +609,8 @@ fn a_connection_that_acknowledges_something_starts_the_count_afresh() {
         let payload = ping_payload(&actions(&mut s));
         s.handle(conn, TransportEvent::Pong(payload), now);
         send_written(&mut s, conn, 1, now);
+        // Open long enough to end a run of attempts (the policy's `min_uptime`).
+        now += ReconnectPolicy::default().min_uptime;
         s.handle(conn, TransportEvent::Closed, now);
         let got = events(&mut s);
         assert!(

@@ -381,6 +381,9 @@ struct Model {
     queued: Vec<(SendId, usize)>,
     in_flight: Vec<(SendId, usize)>,
     now: Instant,
+    /// The open connection's dial attempt (0: the application's) and when it opened: a
+    /// drop before the policy's `min_uptime` continues the run of attempts.
+    run: (u32, Instant),
     /// SplitMix64 state of the reconnect jitter.
     jitter: u64,
     /// Events emitted and not yet taken by the application, in order.
@@ -430,6 +433,7 @@ impl Model {
             queued: Vec::new(),
             in_flight: Vec::new(),
             now,
+            run: (0, now),
             jitter,
             pending: VecDeque::new(),
             actions: Vec::new(),
@@ -638,8 +642,24 @@ impl Model {
         self.emit(Ev::Error(self.conn, fault));
         let pending = std::mem::take(&mut self.in_flight);
         self.end(pending, SendFailure::ConnectionLost, code, false);
-        if self.retries(Cause::Lost, 1) {
-            self.back_off(1, Vec::new());
+        let attempt = self.attempt_after();
+        if self.retries(Cause::Lost, attempt) {
+            self.back_off(attempt, Vec::new());
+        }
+    }
+
+    /// The attempt after the open connection ends now: the first again once it stayed open
+    /// the policy's `min_uptime`, the count continued before.
+    fn attempt_after(&self) -> u32 {
+        let (attempt, opened) = self.run;
+        let min = self
+            .reconnect
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.min_uptime);
+        if self.now.saturating_duration_since(opened) < min {
+            attempt + 1
+        } else {
+            1
         }
     }
 
@@ -658,7 +678,8 @@ impl Model {
         } else {
             Cause::PeerClosed(code)
         };
-        let retry = self.retries(cause, 1);
+        let attempt = self.attempt_after();
+        let retry = self.retries(cause, attempt);
         for (id, _) in pending {
             self.emit(Ev::Failed(self.conn, id, SendFailure::ConnectionLost));
         }
@@ -666,7 +687,7 @@ impl Model {
         let next = std::mem::take(&mut self.queued);
         if retry {
             self.end(Vec::new(), SendFailure::Cancelled, code, clean);
-            self.back_off(1, next);
+            self.back_off(attempt, next);
         } else {
             self.end(next, SendFailure::Cancelled, code, clean);
         }
@@ -825,7 +846,10 @@ impl Model {
             Phase::Closing {
                 peer: Some(code),
                 local: false,
-            } => self.retries(Cause::PeerClosed(code.unwrap_or(1005)), 1),
+            } => self.retries(
+                Cause::PeerClosed(code.unwrap_or(1005)),
+                self.attempt_after(),
+            ),
             _ => false,
         }
     }
@@ -910,10 +934,12 @@ impl Model {
         match (self.phase.clone(), input) {
             (
                 Phase::Connecting {
-                    close_after_open, ..
+                    close_after_open,
+                    attempt,
                 },
                 Input::Opened { offered: true },
             ) => {
+                self.run = (attempt, self.now);
                 self.emit(Ev::Open(conn));
                 self.in_flight = std::mem::take(&mut self.queued);
                 self.touch();

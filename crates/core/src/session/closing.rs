@@ -6,7 +6,7 @@
 //! linger; the close event carries the peer's code when its close frame arrived.
 
 use super::Conn;
-use super::context::{Cause, Context, Ending, Next, Teardown};
+use super::context::{Cause, Context, Ending, Next, Run, Teardown};
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, NORMAL, PeerClose};
 use crate::config::SessionConfig;
@@ -35,8 +35,8 @@ pub(super) struct Closing {
     /// pong acknowledges, here as when open: when this side began the close, a barrier ping
     /// went before its close frame (see [`Acks::barrier_before_close`]).
     acks: Option<Acks>,
-    /// The reconnect attempt whose dial opened this connection (0: the application's).
-    attempt: u32,
+    /// Where it stands in the run of reconnect attempts.
+    run: Run,
     /// Sends made while a reconnect is to follow ([`Closing::will_reconnect`]), for the next
     /// connection.
     pub(super) next: SendQueue<Message>,
@@ -49,7 +49,7 @@ impl Closing {
         request: Arc<HandshakeRequest>,
         in_flight: SendQueue<usize>,
         acks: Option<Acks>,
-        attempt: u32,
+        run: Run,
         deadline: Instant,
         peer: Option<PeerClose>,
     ) -> Box<Self> {
@@ -61,7 +61,7 @@ impl Closing {
             local: peer.is_none(),
             peer,
             acks,
-            attempt,
+            run,
             next: SendQueue::default(),
         })
     }
@@ -101,7 +101,7 @@ impl Closing {
         let Some(peer) = self.peer.as_ref().filter(|_| !self.local) else {
             return false;
         };
-        let attempt = Context::attempt_after(self.attempt, self.acks.as_ref());
+        let attempt = cx.attempt_after(self.run, self.acks.as_ref());
         cx.retry(Cause::PeerClosed(peer.reported_code()), attempt)
     }
 
@@ -269,7 +269,7 @@ impl Closing {
             in_flight,
             local,
             acks,
-            attempt,
+            run,
             mut next,
             ..
         } = *self;
@@ -284,7 +284,7 @@ impl Closing {
         } else {
             Cause::PeerClosed(code)
         };
-        let attempt = Context::attempt_after(attempt, acks.as_ref());
+        let attempt = cx.attempt_after(run, acks.as_ref());
         let retry = cx.retry(cause, attempt);
         let carry = retry && cx.carries_queue();
         let (in_flight, mut carried) = cx.settle(id, in_flight, acks, carry);

@@ -3,7 +3,7 @@
 //! `close` follows the close-before-open policy.
 
 use super::Conn;
-use super::context::{Cause, Context, Ending, Next};
+use super::context::{Cause, Context, Ending, Next, Run};
 use super::open::Open;
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, CloseRequest, NORMAL};
@@ -191,7 +191,11 @@ impl Connecting {
             handshake,
         });
         let acks = cx.config.acknowledge.map(Acks::new);
-        let mut open = Open::new(id, request, acks, attempt);
+        let run = Run {
+            attempt,
+            opened: now,
+        };
+        let mut open = Open::new(id, request, acks, run);
         open.touch(&cx.config, now);
         // The queue is flushed, in order, before anything sent after open (messages resent
         // after a drop first). It fits the buffer because max_queued_bytes <=

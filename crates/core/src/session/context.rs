@@ -51,6 +51,16 @@ pub(crate) struct Context {
     pub(super) duplicates: BTreeSet<SendId>,
 }
 
+/// Where an open connection stands in the run of reconnect attempts
+/// ([`Context::attempt_after`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Run {
+    /// The attempt whose dial opened it (0: the application's `connect`).
+    pub(super) attempt: u32,
+    /// When it opened.
+    pub(super) opened: Instant,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Teardown {
     pub(super) id: ConnId,
@@ -317,14 +327,21 @@ impl Context {
         crate::close::CLOSE_LINGER.min(self.config.close_timeout)
     }
 
-    /// The reconnect attempt after the end of a connection that opened from dial `attempt`
-    /// (0: the application's `connect`): the first again, as it opened; but with delivery
-    /// acknowledgement on, a connection that was handed messages and acknowledged none
-    /// continues the count, so that `max_attempts` ends a peer that accepts connections and
-    /// never acknowledges (the unacknowledged messages are resent to each one).
-    pub(super) fn attempt_after(attempt: u32, acks: Option<&Acks>) -> u32 {
-        if acks.is_some_and(Acks::acknowledged_none) {
-            attempt + 1
+    /// The reconnect attempt after the end, now, of a connection in `run`: the first again
+    /// when it stayed open the policy's `min_uptime`; otherwise it continues the count (a
+    /// server that accepts and at once drops or closes is dialled with growing delays, and
+    /// `max_attempts` ends it), and so does, with delivery acknowledgement on, a connection
+    /// that was handed messages and acknowledged none (the unacknowledged messages are
+    /// resent to each one).
+    pub(super) fn attempt_after(&self, run: Run, acks: Option<&Acks>) -> u32 {
+        let now = self.now.unwrap_or(run.opened);
+        let brief = self
+            .config
+            .reconnect
+            .as_ref()
+            .is_some_and(|p| now.saturating_duration_since(run.opened) < p.min_uptime);
+        if brief || acks.is_some_and(Acks::acknowledged_none) {
+            run.attempt + 1
         } else {
             1
         }

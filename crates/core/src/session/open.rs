@@ -4,7 +4,7 @@
 
 use super::Conn;
 use super::closing::Closing;
-use super::context::{Cause, Context, Ending, Next};
+use super::context::{Cause, Context, Ending, Next, Run};
 use crate::ack::{AckTimer, Acks};
 use crate::close::{ABNORMAL, CloseRequest, NORMAL, PeerClose};
 use crate::config::SessionConfig;
@@ -36,8 +36,8 @@ pub(super) struct Open {
     pings: VecDeque<Bytes>,
     /// With delivery acknowledgement on: what the peer has not acknowledged yet.
     acks: Option<Acks>,
-    /// The reconnect attempt whose dial opened this connection (0: the application's).
-    attempt: u32,
+    /// Where it stands in the run of reconnect attempts.
+    run: Run,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,7 @@ impl Open {
         id: ConnId,
         request: Arc<HandshakeRequest>,
         acks: Option<Acks>,
-        attempt: u32,
+        run: Run,
     ) -> Box<Self> {
         Box::new(Open {
             id,
@@ -64,7 +64,7 @@ impl Open {
             liveness: None,
             pings: VecDeque::new(),
             acks,
-            attempt,
+            run,
         })
     }
 
@@ -332,7 +332,7 @@ impl Open {
             request: handshake,
             in_flight,
             mut acks,
-            attempt,
+            run,
             ..
         } = *self;
         if let Some(payload) = acks.as_mut().and_then(|a| a.barrier_before_close(now)) {
@@ -347,7 +347,7 @@ impl Open {
             handshake,
             in_flight,
             acks,
-            attempt,
+            run,
             after(now, cx.config.close_timeout),
             None,
         );
@@ -364,11 +364,11 @@ impl Open {
             request,
             in_flight,
             acks,
-            attempt,
+            run,
             ..
         } = *self;
         let deadline = after(now, cx.linger());
-        let closing = Closing::new(id, request, in_flight, acks, attempt, deadline, Some(peer));
+        let closing = Closing::new(id, request, in_flight, acks, run, deadline, Some(peer));
         Conn::Closing(closing).into()
     }
 
@@ -382,7 +382,7 @@ impl Open {
             request,
             in_flight,
             acks,
-            attempt,
+            run,
             ..
         } = *self;
         let code = match &error {
@@ -405,7 +405,7 @@ impl Open {
             reason: &reason,
             clean: false,
         };
-        let attempt = Context::attempt_after(attempt, acks.as_ref());
+        let attempt = cx.attempt_after(run, acks.as_ref());
         let retry = cx.retry(Cause::Lost, attempt);
         let carry = retry && cx.carries_queue();
         let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);

@@ -576,6 +576,7 @@ fn config_json(c: &SessionConfig) -> Value {
             .with("base", nanos(r.base))
             .with("cap", nanos(r.cap))
             .with("max_attempts", r.max_attempts)
+            .with("min_uptime", nanos(r.min_uptime))
             .with("carry_queue", r.carry_queue)
             .with("retry_close_codes", r.retry_close_codes.clone())
             .with("retry_http_4xx", r.retry_http_4xx)
@@ -914,6 +915,11 @@ fn config_from(v: &Value) -> Read<SessionConfig> {
                 ReconnectPolicy::default()
                     .backoff(duration_of(r, "base")?, duration_of(r, "cap")?)
                     .max_attempts(opt_int_of(r, "max_attempts")?)
+                    // Transcripts from before it was a setting: every open ended the run.
+                    .min_uptime(match r.get("min_uptime") {
+                        None => Duration::ZERO,
+                        Some(_) => duration_of(r, "min_uptime")?,
+                    })
                     .carry_queue(bool_of(r, "carry_queue")?)
                     .retry_close_codes(codes)
                     .retry_http_4xx(bool_of(r, "retry_http_4xx")?)
