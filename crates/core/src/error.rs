@@ -278,8 +278,10 @@ fn stage_suffix(stage: Option<DialStage>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendFailure {
-    /// The application closed the connection before it opened (`Abort` policy).
-    #[error("cancelled: the socket was closed before it opened")]
+    /// The application closed (or shut down) the socket before the message was handed to
+    /// the driver: before the connection opened (`Abort` policy), or while it waited for a
+    /// reconnect.
+    #[error("cancelled: the socket was closed before the message was sent")]
     Cancelled,
     /// A new `connect` replaced the connection.
     #[error("the socket was replaced by a new connection")]

@@ -10,8 +10,9 @@ use url::Url;
 
 /// An application event. For one connection the order is: `Reconnecting` (only for a
 /// reconnect attempt), `Connecting`, then `Open`
-/// (unless it failed), messages and send completions, at most one `Error`, exactly one
-/// `Close`. Every event of connection N comes before any event of connection N+1.
+/// (unless it failed), messages and send completions, at most one `Error`, the
+/// `SendFailed` of every send still pending when it ended, exactly one `Close`. Every
+/// event of connection N comes before any event of connection N+1.
 ///
 /// The enum is `#[non_exhaustive]`, and so is every variant: match them with `..`
 /// (`Event::Open { handshake, .. }`, `Event::Close { code, .. }`), so that a field added

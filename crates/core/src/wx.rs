@@ -2,6 +2,12 @@
 //! with `success` / `fail` / `complete` callbacks and WeChat's error messages. Written once
 //! here, over [`Session`], with no IO, so both adapters expose the same surface.
 //!
+//! WeChat's surface has no word for what it lacks: with a reconnect policy, each connection
+//! that ends calls `onSocketError` (when it failed) and `onSocketClose`, and the next dial
+//! is not announced (there is no `Reconnecting` callback); a `fail` callback gets WeChat's
+//! `errMsg` only, not the message that was not sent. An application that needs either uses
+//! the session's events ([`Session`], or an adapter's `Client`) instead.
+//!
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Instant;

@@ -325,7 +325,7 @@ fn a_driver_sees_the_deadline_the_dispatch_count_and_the_shutdown() {
     assert_eq!(
         take(&log),
         [
-            "fail sendSocketMessage:fail cancelled: the socket was closed before it opened",
+            "fail sendSocketMessage:fail cancelled: the socket was closed before the message was sent",
             "close 1006"
         ]
     );
