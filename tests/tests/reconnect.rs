@@ -31,6 +31,7 @@ wxsocket_tests::on_both_adapters!(
     close_during_a_backoff_cancels_it,
     http_403_is_not_retried_by_default,
     a_server_that_closes_each_connection_at_once_is_given_up_on,
+    a_busy_servers_retry_after_is_waited_out,
 );
 
 wxsocket_tests::on_both_pools!(
@@ -999,6 +1000,7 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
     // The same server answering 503 is retried, and so is 403 when the policy says so.
     for (status, policy) in [
         (503, policy.clone()),
+        (429, policy.clone()),
         (403, policy.clone().retry_http_4xx(true)),
     ] {
         let peer = Peer::start(Mode::HttpStatus(status));
@@ -1049,6 +1051,55 @@ fn a_server_that_closes_each_connection_at_once_is_given_up_on<A: Adapter>() {
     assert_quiet_for(&mut a, policy.cap * 4, "after the last attempt");
     assert_eq!(a.state(), ReadyState::Closed);
     assert_eq!(upgraded(&peer.snapshot()), 4, "[{name}] four connections");
+}
+
+/// A server that answers the upgrade with 429 and `Retry-After: 1`: the retry comes a
+/// second later at the earliest, although the policy's first delay is at most 10 ms (a
+/// user's probe: a 503 with `Retry-After: 1` was retried after 137 ms).
+fn a_busy_servers_retry_after_is_waited_out<A: Adapter>() {
+    use std::io::{Read, Write};
+    let name = A::NAME;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut accepted = Vec::new();
+        for _ in 0..2 {
+            let (mut tcp, _) = listener.accept().unwrap();
+            accepted.push(Instant::now());
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tcp.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n\
+                          Content-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = tcp.write_all(answer.as_bytes());
+        }
+        accepted
+    });
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_secs(5))
+        .seed(2);
+    let mut a: A = client(config(policy));
+    a.connect(&ConnectOptions::new(&url)).unwrap();
+    let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Reconnecting { .. }))
+    });
+    let delay = events.iter().find_map(|e| match e {
+        Event::Reconnecting { delay, .. } => Some(*delay),
+        _ => None,
+    });
+    assert_eq!(delay, Some(Duration::from_secs(1)), "[{name}] {events:#?}");
+    let accepted = server.join().unwrap();
+    assert!(
+        accepted[1] - accepted[0] >= Duration::from_secs(1),
+        "[{name}] retried after {:?}",
+        accepted[1] - accepted[0]
+    );
+    a.close(None, "").expect("close");
 }
 
 // ----- 6. the multi-socket form: a pool task across a server restart -----

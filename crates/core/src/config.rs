@@ -190,6 +190,8 @@ pub struct ReconnectPolicy {
     /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried,
     /// and so is a 3xx: a redirect is not followed, its error names the `Location`, and a
     /// temporary one may end; set `max_attempts` for a server that keeps redirecting).
+    /// 429 (Too Many Requests) is always retried, as 503 is; with either, the delay is at
+    /// least the server's `Retry-After` in seconds, up to `cap`.
     pub retry_http_4xx: bool,
     /// Seed of the jitter source. The default is drawn at random for each policy made
     /// (std's `RandomState`, no IO of the core's), so that clients that lose their server

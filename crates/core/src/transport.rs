@@ -205,13 +205,30 @@ impl TransportErrorKind {
 }
 
 /// A failure the IO driver observed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TransportError {
     /// What kind of failure.
     pub kind: TransportErrorKind,
     /// A readable description from the IO layer.
     pub message: String,
+    /// How long the server asked the client to wait before it tries again (HTTP
+    /// `Retry-After` in seconds, with a 429 or 503 answer to the upgrade): a reconnect
+    /// waits at least this long, up to the policy's cap.
+    pub retry_after: Option<Duration>,
+}
+
+/// Shows `retry_after` only when set, so the `Debug` text of every other error (which
+/// transcripts compare) is what it was before the field existed.
+impl std::fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("TransportError");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(wait) = self.retry_after {
+            d.field("retry_after", &wait);
+        }
+        d.finish()
+    }
 }
 
 impl TransportError {
@@ -220,7 +237,14 @@ impl TransportError {
         Self {
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error with the server's `Retry-After`.
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 

@@ -295,11 +295,36 @@ fn http_4xx_is_final_unless_the_policy_says_so_and_5xx_is_retried() {
         (ReconnectPolicy::default(), 403, false),
         (ReconnectPolicy::default().retry_http_4xx(true), 403, true),
         (ReconnectPolicy::default(), 503, true),
+        // Too Many Requests: come back later, as with 503 (a user's probe: a server that
+        // limits reconnects made every client give up for good).
+        (ReconnectPolicy::default(), 429, true),
     ] {
         let mut t = Sim::new(policy);
         let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
         t.input(c, status(code));
         assert_eq!(reconnecting(&t.events()).is_some(), retried, "{code}");
+    }
+}
+
+/// The server's `Retry-After` sets the least delay before the retry, up to the policy's
+/// cap (a 503 with `Retry-After: 1` was retried after 137 ms).
+#[test]
+fn a_retry_waits_at_least_the_servers_retry_after_up_to_the_cap() {
+    let busy = |wait: u64| {
+        let error = TransportError::new(TransportErrorKind::HttpStatus(429), "busy")
+            .with_retry_after(Duration::from_secs(wait));
+        TransportEvent::ConnectFailed(error)
+    };
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(100), Duration::from_secs(30))
+        .seed(4);
+    for (wait, least) in [(3, 3), (3600, 30)] {
+        let mut t = Sim::new(policy.clone());
+        let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+        t.input(c, busy(wait));
+        let (_, _, delay) = reconnecting(&t.events()).expect("retried");
+        assert_eq!(delay, Duration::from_secs(least), "Retry-After: {wait}");
+        assert_eq!(t.s.poll_timeout(), Some(t.now + delay));
     }
 }
 

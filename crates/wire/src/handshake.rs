@@ -1,6 +1,7 @@
 //! The client side of the RFC 6455 §4.1 opening handshake, without IO.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
 use wxsocket_core::{
@@ -202,10 +203,22 @@ impl ClientHandshake {
                     .collect();
                 message.push_str(&format!(" (a redirect to {location}, not followed)"));
             }
-            return Err(TransportError::new(
-                TransportErrorKind::HttpStatus(status),
-                message,
-            ));
+            // How long a server that is busy or limiting clients asks them to wait, in
+            // seconds (the HTTP-date form is not read): the reconnect policy waits that long.
+            let retry_after = map
+                .get(http::header::RETRY_AFTER)
+                .filter(|_| matches!(status, 429 | 503))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .map(|secs| Duration::from_secs(u64::from(secs)));
+            if let Some(wait) = retry_after {
+                message.push_str(&format!(" (retry after {} s)", wait.as_secs()));
+            }
+            let error = TransportError::new(TransportErrorKind::HttpStatus(status), message);
+            return Err(match retry_after {
+                Some(wait) => error.with_retry_after(wait),
+                None => error,
+            });
         }
         let has_token = |name: &str, token: &str| {
             map.get_all(name)
@@ -491,5 +504,26 @@ mod tests {
         assert_eq!(e.kind, TransportErrorKind::HttpStatus(302));
         assert!(e.message.contains("wss://elsewhere/ws"), "{e}");
         assert!(e.message.contains("not followed"), "{e}");
+    }
+
+    /// A busy or limiting server's `Retry-After` (seconds) is read with 429 and 503, for the
+    /// reconnect policy; not with other statuses, nor in the HTTP-date form.
+    #[test]
+    fn retry_after_is_read_from_429_and_503() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let run = |resp: &str| {
+            ClientHandshake::with_key(&req(), key)
+                .feed(resp.as_bytes())
+                .unwrap_err()
+        };
+        let e = run("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n\r\n");
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert!(e.message.contains("retry after 7 s"), "{e}");
+        let e = run("HTTP/1.1 503 Busy\r\nRetry-After:  2 \r\n\r\n");
+        assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
+        let e = run("HTTP/1.1 403 No\r\nRetry-After: 7\r\n\r\n");
+        assert_eq!(e.retry_after, None);
+        let e = run("HTTP/1.1 503 Busy\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n");
+        assert_eq!(e.retry_after, None);
     }
 }

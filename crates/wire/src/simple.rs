@@ -99,12 +99,13 @@ pub enum Error {
 }
 
 /// Whether the server refused the connection in a way that the same request meets again:
-/// an HTTP 4xx answer to the upgrade, or an extension or sub-protocol it would not agree
-/// to. A reconnect policy does not retry these (4xx unless told to).
+/// an HTTP 4xx answer to the upgrade (but 429, "too many requests": later it may not), or
+/// an extension or sub-protocol it would not agree to. A reconnect policy does not retry
+/// these (4xx unless told to).
 fn refused(error: &ConnectionError) -> bool {
     match error {
         ConnectionError::ConnectFailed(e) => match e.kind {
-            TransportErrorKind::HttpStatus(status) => (400..500).contains(&status),
+            TransportErrorKind::HttpStatus(status) => (400..500).contains(&status) && status != 429,
             TransportErrorKind::Negotiation => true,
             _ => false,
         },
@@ -143,7 +144,7 @@ pub enum ErrorKind {
     Invalid,
     /// The network or the peer: a new connection may succeed.
     Connection,
-    /// The server refused the connection (an HTTP 4xx answer to the upgrade, or an
+    /// The server refused the connection (an HTTP 4xx answer to the upgrade but 429, or an
     /// extension or sub-protocol it would not agree to): the same request fails the same
     /// way until it or the server changes. A reconnect policy does not retry it (a 4xx
     /// only with `retry_http_4xx`).
@@ -540,12 +541,14 @@ mod tests {
             assert!(refused.to_string().contains("refused: "), "{refused}");
             assert!(!refused.to_string().contains("connect again"), "{refused}");
         }
-        let unavailable = status(503);
-        assert_eq!(unavailable.kind(), ErrorKind::Connection);
-        assert!(
-            unavailable.to_string().contains("connect again"),
-            "{unavailable}"
-        );
+        for code in [503, 429] {
+            let unavailable = status(code);
+            assert_eq!(unavailable.kind(), ErrorKind::Connection);
+            assert!(
+                unavailable.to_string().contains("connect again"),
+                "{unavailable}"
+            );
+        }
         // A certificate failure does not say to just connect again.
         let tls = Error::Connection(ConnectionError::ConnectFailed(TransportError::new(
             TransportErrorKind::Tls,

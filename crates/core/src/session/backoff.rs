@@ -37,6 +37,7 @@ impl Backoff {
         queue: SendQueue<Message>,
         attempt: u32,
         last_error: String,
+        not_before: Option<Duration>,
         now: Instant,
     ) -> Box<Self> {
         let policy = cx
@@ -49,6 +50,7 @@ impl Backoff {
         let delay = cx
             .jitter
             .up_to(policy.ceiling(attempt))
+            .max(not_before.unwrap_or_default().min(policy.cap))
             .max(Duration::from_nanos(1));
         let id = cx.ids.conn();
         cx.emit(Event::Reconnecting {

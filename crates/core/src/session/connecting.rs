@@ -236,6 +236,10 @@ impl Connecting {
             }
             _ => Cause::Dial(None),
         };
+        let not_before = match &error {
+            ConnectionError::ConnectFailed(e) => e.retry_after,
+            _ => None,
+        };
         let Connecting {
             id,
             request,
@@ -259,6 +263,15 @@ impl Connecting {
             clean: false,
         };
         cx.end(id, failed, SendFailure::ConnectFailed, false, ending);
-        cx.reconnect(retry, request, carried, attempt + 1, || reason, now)
+        let last_error = || reason;
+        cx.reconnect_after(
+            retry,
+            request,
+            carried,
+            attempt + 1,
+            last_error,
+            not_before,
+            now,
+        )
     }
 }

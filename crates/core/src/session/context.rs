@@ -110,8 +110,9 @@ impl Cause {
         match self {
             Cause::Application | Cause::Mismatch => false,
             Cause::Dial(Some(TransportErrorKind::Negotiation)) => false,
+            // 429 Too Many Requests asks the client to come back later, as 503 does.
             Cause::Dial(Some(TransportErrorKind::HttpStatus(status)))
-                if (400..500).contains(&status) =>
+                if (400..500).contains(&status) && status != 429 =>
             {
                 policy.retry_http_4xx
             }
@@ -418,10 +419,26 @@ impl Context {
         last_error: impl FnOnce() -> String,
         now: Instant,
     ) -> Next {
+        self.reconnect_after(retry, request, queue, attempt, last_error, None, now)
+    }
+
+    /// [`Self::reconnect`], the delay at least `not_before` (the server's `Retry-After`),
+    /// up to the policy's cap.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reconnect_after(
+        &mut self,
+        retry: bool,
+        request: Arc<HandshakeRequest>,
+        queue: SendQueue<Message>,
+        attempt: u32,
+        last_error: impl FnOnce() -> String,
+        not_before: Option<Duration>,
+        now: Instant,
+    ) -> Next {
         if !retry {
             return Conn::Closed.into();
         }
-        let backoff = Backoff::start(self, request, queue, attempt, last_error(), now);
+        let backoff = Backoff::start(self, request, queue, attempt, last_error(), not_before, now);
         Next {
             via: Some(State::Closed),
             conn: Conn::Backoff(backoff),

@@ -510,7 +510,11 @@ fn error_json(e: &TransportError) -> Value {
         Some(s) => v.with("status", s),
         None => v,
     };
-    v.with("message", e.message.as_str())
+    let v = v.with("message", e.message.as_str());
+    match e.retry_after {
+        Some(wait) => v.with("retry_after", nanos(wait)),
+        None => v,
+    }
 }
 
 fn transport_json(e: &TransportEvent, redaction: &Redaction) -> Value {
@@ -819,7 +823,11 @@ fn error_from(v: &Value) -> Read<TransportError> {
         "io" => TransportErrorKind::Io,
         other => return Err(format!("unknown error kind \"{other}\"")),
     };
-    Ok(TransportError::new(kind, str_of(v, "message")?))
+    let error = TransportError::new(kind, str_of(v, "message")?);
+    Ok(match v.get("retry_after") {
+        None => error,
+        Some(_) => error.with_retry_after(duration_of(v, "retry_after")?),
+    })
 }
 
 fn transport_from(v: &Value) -> Read<TransportEvent> {
