@@ -145,12 +145,16 @@ pub trait PoolAdapter: EventSource + Sized {
     fn connect(&self, options: &ConnectOptions) -> Result<Self::Task, ConnectError>;
     /// `TaskPool::live`.
     fn live(&self) -> usize;
+    /// `TaskPool::task_of`.
+    fn task_of(&self, conn: ConnId) -> Option<ConnId>;
 }
 
 /// One adapter's `SocketTask`.
 pub trait Task {
     /// `SocketTask::id`.
     fn id(&self) -> ConnId;
+    /// `SocketTask::current`.
+    fn current(&self) -> Option<ConnId>;
     /// `SocketTask::try_send`.
     fn try_send(&self, message: Message) -> Result<SendId, SendError>;
     /// `SocketTask::close`.
@@ -473,11 +477,17 @@ impl PoolAdapter for TokioPool {
     fn live(&self) -> usize {
         self.pool.live()
     }
+    fn task_of(&self, conn: ConnId) -> Option<ConnId> {
+        self.pool.task_of(conn)
+    }
 }
 
 impl Task for wxsocket_tokio::SocketTask {
     fn id(&self) -> ConnId {
         wxsocket_tokio::SocketTask::id(self)
+    }
+    fn current(&self) -> Option<ConnId> {
+        wxsocket_tokio::SocketTask::current(self)
     }
     fn try_send(&self, message: Message) -> Result<SendId, SendError> {
         wxsocket_tokio::SocketTask::try_send(self, message)
@@ -528,11 +538,17 @@ impl PoolAdapter for BlockingPool {
     fn live(&self) -> usize {
         self.pool.live()
     }
+    fn task_of(&self, conn: ConnId) -> Option<ConnId> {
+        self.pool.task_of(conn)
+    }
 }
 
 impl Task for wxsocket_blocking::SocketTask {
     fn id(&self) -> ConnId {
         wxsocket_blocking::SocketTask::id(self)
+    }
+    fn current(&self) -> Option<ConnId> {
+        wxsocket_blocking::SocketTask::current(self)
     }
     fn try_send(&self, message: Message) -> Result<SendId, SendError> {
         wxsocket_blocking::SocketTask::try_send(self, message)

@@ -1194,6 +1194,11 @@ fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: Poo
     log.extend(events);
     assert_eq!(task.state(), ReadyState::Open, "[{name}]");
     assert_eq!(task.id(), first, "[{name}] the task keeps its name");
+    // The later connection's events map back to the task (a user's probe could only guess
+    // which task an event with a new id was for).
+    assert_eq!(task.current(), Some(reopened), "[{name}]");
+    assert_eq!(pool.task_of(reopened), Some(first), "[{name}]");
+    assert_eq!(pool.task_of(first), Some(first), "[{name}]");
     // After the reconnect, on the new connection.
     for n in 10..15 {
         send(n);

@@ -153,6 +153,16 @@ impl Pool {
         self.task(conn).and_then(Session::current)
     }
 
+    /// The task connection `conn` belongs to, by its name (the id of its first
+    /// connection): for the events of a task's later connections after a reconnect, which
+    /// carry their own ids. `None` for an id the pool no longer routes (the task closed and
+    /// its connections are gone).
+    pub fn task_of(&self, conn: ConnId) -> Option<ConnId> {
+        self.index(conn)
+            .and_then(|slot| self.slots[slot].as_ref())
+            .map(|t| t.id)
+    }
+
     /// `buffered_amount` of one connection.
     pub fn buffered_amount(&self, conn: ConnId) -> usize {
         self.task(conn).map_or(0, Session::buffered_amount)

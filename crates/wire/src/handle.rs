@@ -163,6 +163,18 @@ macro_rules! task_pool {
                 })
             }
 
+            /// The task connection `conn` belongs to ([`SocketTask::id`]): the events of a
+            /// task's later connections, after a reconnect, carry their own ids, and this
+            /// maps them back. `None` once the pool no longer knows the connection.
+            pub fn task_of(
+                &self,
+                conn: $crate::reexports::ConnId,
+            ) -> Option<$crate::reexports::ConnId> {
+                $crate::handle::DriverHandle::read(&*self.handle, |p: &$crate::__private::Pool| {
+                    p.task_of(conn)
+                })
+            }
+
             /// Connections not yet closed (the ones that count toward the limit).
             pub fn live(&self) -> usize {
                 $crate::handle::DriverHandle::read(&*self.handle, $crate::__private::Pool::live)
@@ -200,9 +212,20 @@ macro_rules! task_pool {
         }
 
         impl SocketTask {
-            /// This task's connection id (the `conn` of its events).
+            /// This task's id: the id of its first connection, the `conn` of its events
+            /// until a reconnect; the events of later connections carry theirs
+            /// ([`Self::current`], [`TaskPool::task_of`]). Every call accepts either.
             pub fn id(&self) -> $crate::reexports::ConnId {
                 self.id
+            }
+
+            /// The connection this task is on now (its first, or a later one after a
+            /// reconnect); `None` once it is closed.
+            pub fn current(&self) -> Option<$crate::reexports::ConnId> {
+                let id = self.id;
+                $crate::handle::DriverHandle::read(&*self.handle, |p: &$crate::__private::Pool| {
+                    p.current(id)
+                })
             }
 
             /// Sends a ping on this connection; see [`Client::ping`](crate::Client::ping).
