@@ -30,9 +30,10 @@ pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 /// when nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or
 /// pong, or part of a large message still arriving ([`crate::TransportEvent::Receiving`]).
 ///
-/// A timeout whose timer runs a whole `timeout` late (the driver was not running: a
-/// suspended process, a stalled loop) waits once more from then, since the peer's answer
-/// may be waiting unread; the next input, read after the timers, then keeps the connection.
+/// A timeout whose timer runs more than a second late (or more than `timeout`, when that is
+/// shorter: the driver was not running, a suspended process or a stalled loop) waits once
+/// more from then, since the peer's answer may be waiting unread; the next input, read
+/// after the timers, then keeps the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
     /// Idle time (nothing received) before a ping is sent.
@@ -117,7 +118,7 @@ pub struct Acknowledgement {
     /// peer is considered dead: an [`crate::ConnectionError::AckTimeout`] error ends the
     /// connection (then as for any drop). Suspended while reading is paused for the
     /// application (the pong may be waiting unread), and given once more when its timer
-    /// runs a whole timeout late (as [`Keepalive`]'s). Default 10 s.
+    /// runs late (as [`Keepalive`]'s). Default 10 s.
     pub timeout: Duration,
 }
 

@@ -9,12 +9,17 @@ pub(crate) fn after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait).unwrap_or_else(|| latest(now))
 }
 
-/// Whether a timer due at `deadline` runs at `now` late by `wait` or more: the driver was
-/// not running for as long as a liveness check gives the peer (a suspended process, a
-/// stalled loop), so an answer may be waiting unread, and the check waits once more
-/// instead of failing the peer.
+/// How late a timer may run and still be taken as on time (a loaded machine, a loop that
+/// turns ten times a second): past it, or past the timer's own wait when that is shorter,
+/// the driver was not running when the timer was due (see [`late`]).
+pub(crate) const LATE: Duration = Duration::from_secs(1);
+
+/// Whether a liveness check's timer due at `deadline` (its wait `wait`) runs at `now` late:
+/// the driver was not running when it was due (a suspended process, a stalled loop), so the
+/// peer's answer may be waiting unread, however short or long the stall, and the check
+/// waits once more instead of failing the peer.
 pub(crate) fn late(deadline: Instant, now: Instant, wait: Duration) -> bool {
-    now.saturating_duration_since(deadline) >= wait
+    now.saturating_duration_since(deadline) > wait.min(LATE)
 }
 
 /// The latest instant after `now` (found by halving steps: `Instant`'s range is the

@@ -714,12 +714,12 @@ impl Model {
                 };
                 self.deadline = Some(self.now + KA);
             }
-            // The timer ran a whole timeout late (the driver was away): the pong may be
-            // waiting unread, so the wait restarts, once.
+            // The timer ran late by more than its timeout (under a second) or a second (the
+            // driver was away): the pong may be waiting unread, so the wait restarts, once.
             Phase::Open {
                 awaiting_pong: true,
                 restarted: false,
-            } if self.now.saturating_duration_since(d) >= KT => {
+            } if self.now.saturating_duration_since(d) > KT.min(Duration::from_secs(1)) => {
                 self.phase = Phase::Open {
                     awaiting_pong: true,
                     restarted: true,

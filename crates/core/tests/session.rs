@@ -642,13 +642,24 @@ fn keepalive_gives_a_peer_one_more_timeout_when_its_timer_ran_late() {
         }
     )));
 
-    // On time (late by less than the timeout), silence ends the connection as before.
+    // A stall shorter than the timeout counts too (a reviewer: a 15 s stall killed what a
+    // 3 h one spared): late by more than a second, the pong read next still keeps it.
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(10));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.fire();
+    t.actions();
+    t.now += Duration::from_secs(12);
+    t.input(c, TransportEvent::Pong(Bytes::new()));
+    assert_eq!(t.s.state(), ReadyState::Open);
+
+    // On time (late by a second or less), silence ends the connection as before.
     let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
     let mut t = Sim::new(cfg);
     let c = t.open_conn();
     t.fire();
     t.actions();
-    t.advance(Duration::from_millis(3_999));
+    t.advance(Duration::from_millis(3_000));
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
 }
 
