@@ -134,6 +134,51 @@ fn an_abrupt_drop_is_retried_almost_at_once_and_open_resets_the_backoff() {
     assert_eq!(reconnecting(&t.events()).unwrap().1, 1);
 }
 
+/// Uptime ends when the close begins, not when it finishes (a reviewer: the same peer close
+/// 4 s after open was final or retried depending on how soon the server closed TCP, and a
+/// send refused as `Closing`, "no reconnect to follow", was followed by one).
+#[test]
+fn uptime_ends_when_the_close_begins() {
+    for server_keeps_tcp in [false, true] {
+        let mut t = Sim::new(ReconnectPolicy::default().seed(5).max_attempts(Some(1)));
+        let c0 =
+            t.s.connect(&ConnectOptions::new("ws://h/chat"), t.now)
+                .unwrap();
+        t.open(c0);
+        t.input(c0, drop_tcp());
+        assert_eq!(reconnecting(&t.events()).map(|r| r.1), Some(1));
+        let c1 = t.fire_backoff();
+        t.open(c1);
+        t.events();
+        t.actions();
+        t.now += Duration::from_secs(4);
+        let close = PeerClose {
+            code: Some(1012),
+            reason: "service restart".into(),
+        };
+        t.input(c1, TransportEvent::PeerClosed(close));
+        let refused = t.s.send(Message::text("x"), t.now);
+        assert!(
+            matches!(refused, Err(SendError::Closing(_))),
+            "no reconnect is to follow: {refused:?}"
+        );
+        if server_keeps_tcp {
+            // The close linger runs out two seconds on: past `min_uptime` since the open.
+            t.now += Duration::from_secs(3);
+            t.s.handle_timeout(t.now);
+        } else {
+            t.input(c1, drop_tcp());
+        }
+        let events = t.events();
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Close { .. })),
+            "{events:?}"
+        );
+        assert_eq!(reconnecting(&events), None, "keeps TCP: {server_keeps_tcp}");
+        assert_eq!(t.s.state(), ReadyState::Closed);
+    }
+}
+
 /// A server that accepts and at once closes with 1013 (try again later): each such
 /// connection continues the run of attempts, so the delays grow and `max_attempts` ends it
 /// (a user's probe saw 58 opens in 5 s, each announced as attempt 1, and no end).

@@ -205,6 +205,7 @@ impl Connecting {
         let run = Run {
             attempt,
             opened: now,
+            closing_since: None,
         };
         let mut open = Open::new(id, request, acks, run);
         open.touch(&cx.config, now);

@@ -59,6 +59,18 @@ pub(super) struct Run {
     pub(super) attempt: u32,
     /// When it opened.
     pub(super) opened: Instant,
+    /// When it stopped being open (its close began), once it did: how long it was up.
+    pub(super) closing_since: Option<Instant>,
+}
+
+impl Run {
+    /// The connection's close began at `now` (the close handshake's time is not uptime).
+    pub(super) fn closing(self, now: Instant) -> Run {
+        Run {
+            closing_since: Some(self.closing_since.unwrap_or(now)),
+            ..self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -335,7 +347,7 @@ impl Context {
     /// that was handed messages and acknowledged none (the unacknowledged messages are
     /// resent to each one).
     pub(super) fn attempt_after(&self, run: Run, acks: Option<&Acks>) -> u32 {
-        let now = self.now.unwrap_or(run.opened);
+        let now = run.closing_since.or(self.now).unwrap_or(run.opened);
         let brief = self
             .config
             .reconnect

@@ -347,7 +347,7 @@ impl Open {
             handshake,
             in_flight,
             acks,
-            run,
+            run.closing(now),
             after(now, cx.config.close_timeout),
             None,
         );
@@ -368,6 +368,7 @@ impl Open {
             ..
         } = *self;
         let deadline = after(now, cx.linger());
+        let run = run.closing(now);
         let closing = Closing::new(id, request, in_flight, acks, run, deadline, Some(peer));
         Conn::Closing(closing).into()
     }
