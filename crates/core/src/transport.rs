@@ -241,9 +241,10 @@ impl TransportError {
         }
     }
 
-    /// The same error with the server's `Retry-After`.
+    /// The same error with the server's `Retry-After`, at most [`crate::MAX_TIMER`] (no
+    /// policy waits longer).
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
-        self.retry_after = Some(wait);
+        self.retry_after = Some(wait.min(crate::MAX_TIMER));
         self
     }
 }

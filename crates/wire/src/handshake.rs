@@ -209,8 +209,10 @@ impl ClientHandshake {
                 .get(http::header::RETRY_AFTER)
                 .filter(|_| matches!(status, 429 | 503))
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .map(|secs| Duration::from_secs(u64::from(secs)));
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                // More digits than a u64 holds is only longer than any cap.
+                .map(|v| Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)));
             if let Some(wait) = retry_after {
                 message.push_str(&format!(" (retry after {} s)", wait.as_secs()));
             }
@@ -524,6 +526,12 @@ mod tests {
         let e = run("HTTP/1.1 403 No\r\nRetry-After: 7\r\n\r\n");
         assert_eq!(e.retry_after, None);
         let e = run("HTTP/1.1 503 Busy\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n");
+        assert_eq!(e.retry_after, None);
+        // Too large for any integer: the longest wait there is, not none (a reviewer:
+        // 4294967296 was ignored, and the client retried within the first delay).
+        let e = run("HTTP/1.1 429 Slow down\r\nRetry-After: 99999999999999999999999\r\n\r\n");
+        assert_eq!(e.retry_after, Some(wxsocket_core::MAX_TIMER));
+        let e = run("HTTP/1.1 429 Slow down\r\nRetry-After: -5\r\n\r\n");
         assert_eq!(e.retry_after, None);
     }
 }
