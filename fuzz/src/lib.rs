@@ -131,10 +131,6 @@ enum Input {
     Closed,
     /// Part of a frame arrived, completing nothing.
     Receiving,
-    /// The dial entered a stage (any connection state: a stale or misplaced one is counted).
-    Dialing {
-        stage: u8,
-    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -623,6 +619,24 @@ fn transport_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> Transpo
     }
 }
 
+/// The dial stage a driver reports before it reports `Opened`, drawn from the open's
+/// protocol byte (not an input of its own: a new variant of [`Input`] would change how the
+/// committed corpus decodes). Sent to whatever connection the open goes to, so a stale or
+/// misplaced stage is exercised too.
+fn stage_before(input: &Input) -> Option<TransportEvent> {
+    let Input::Opened { protocol } = input else {
+        return None;
+    };
+    let stage = match (protocol / 3) % 5 {
+        0 => DialStage::Resolving,
+        1 => DialStage::Connecting,
+        2 => DialStage::Tunnel,
+        3 => DialStage::Tls,
+        _ => DialStage::Upgrade,
+    };
+    Some(TransportEvent::Dialing(stage))
+}
+
 fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEvent {
     match input {
         Input::Opened { protocol } => TransportEvent::Opened(Box::new(
@@ -672,13 +686,6 @@ fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEven
         Input::Error { kind: k } => TransportEvent::Error(TransportError::new(kind(*k), "fuzz")),
         Input::Closed => TransportEvent::Closed,
         Input::Receiving => TransportEvent::Receiving,
-        Input::Dialing { stage } => TransportEvent::Dialing(match stage % 5 {
-            0 => DialStage::Resolving,
-            1 => DialStage::Connecting,
-            2 => DialStage::Tunnel,
-            3 => DialStage::Tls,
-            _ => DialStage::Upgrade,
-        }),
     }
 }
 
@@ -1120,6 +1127,9 @@ fn session_recorded(data: &[u8], record: Option<Sink>) {
                     _ => Some(ConnId::from_raw(u64::from(target))),
                 };
                 if let Some(conn) = conn {
+                    if let Some(stage) = stage_before(&input) {
+                        d.input(&mut s, conn, stage, now);
+                    }
                     let event = transport_event(&input, conn, &mut inv);
                     d.input(&mut s, conn, event, now);
                 }
@@ -1335,6 +1345,9 @@ pub fn pool(data: &[u8]) {
             }
             Op::Transport { target, input } => {
                 let c = pick(&conns, target).unwrap_or(ConnId::from_raw(99));
+                if let Some(stage) = stage_before(&input) {
+                    d.input(&mut p, c, stage, now);
+                }
                 let event = transport_event(&input, c, &mut inv);
                 d.input(&mut p, c, event, now);
             }
