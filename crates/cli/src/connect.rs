@@ -262,6 +262,7 @@ fn reconnect_policy(args: &ConnectArgs) -> Result<Option<ReconnectPolicy>, Strin
         || args.reconnect_base.is_some()
         || args.reconnect_cap.is_some()
         || args.reconnect_max.is_some()
+        || args.reconnect_min_uptime.is_some()
         || args.reconnect_no_carry
         || args.reconnect_on_4xx
         || args.reconnect_codes.is_some()
@@ -295,6 +296,9 @@ fn reconnect_policy(args: &ConnectArgs) -> Result<Option<ReconnectPolicy>, Strin
     if let Some(seed) = args.reconnect_seed {
         policy = policy.seed(seed);
     }
+    if let Some(ms) = args.reconnect_min_uptime {
+        policy = policy.min_uptime(Duration::from_millis(ms));
+    }
     if let Some(codes) = &args.reconnect_codes {
         policy = policy.retry_close_codes(codes.0.clone());
     }
@@ -310,6 +314,7 @@ fn config_option(field: &str) -> Option<&'static str> {
         "reconnect.base" => "--reconnect-base <MS>",
         "reconnect.cap" => "--reconnect-cap <MS>",
         "reconnect.max_attempts" => "--reconnect-max <N>",
+        "reconnect.min_uptime" => "--reconnect-min-uptime <MS>",
         "max_message_size" => "--max-message-size <BYTES>",
         _ => return None,
     })

@@ -187,7 +187,8 @@ struct ConnectArgs {
     )]
     reconnect_cap: Option<u64>,
     /// Retry at most N times in a row: the close after the Nth retry is final (default: no
-    /// limit; implies --reconnect).
+    /// limit; implies --reconnect). A connection that stays open --reconnect-min-uptime
+    /// ends the row; one that ends sooner continues it.
     #[arg(
         long,
         value_name = "N",
@@ -196,6 +197,18 @@ struct ConnectArgs {
         allow_hyphen_values = true
     )]
     reconnect_max: Option<u32>,
+    /// How long a connection must stay open to end a row of retries, in milliseconds,
+    /// 0-86400000 (default 5000; 0: every connection that opens ends it; implies
+    /// --reconnect). A server that accepts and at once closes is then retried with growing
+    /// delays, and --reconnect-max ends it.
+    #[arg(
+        long,
+        value_name = "MS",
+        value_parser = parse_millis_or_zero,
+        help_heading = "Reconnection",
+        allow_hyphen_values = true
+    )]
+    reconnect_min_uptime: Option<u64>,
     /// Fail the messages queued while reconnecting when an attempt fails, instead of
     /// keeping them for the next one (implies --reconnect).
     #[arg(long, help_heading = "Reconnection")]
@@ -414,6 +427,13 @@ fn parse_bounded(text: &str, max: u64, span: &str) -> Result<u64, String> {
 
 fn parse_millis(text: &str) -> Result<u64, String> {
     parse_bounded(text, MAX_MILLIS, "24 hours")
+}
+
+fn parse_millis_or_zero(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    parse_millis(text)
 }
 
 fn parse_secs(text: &str) -> Result<u64, String> {

@@ -122,6 +122,61 @@ fn linger_max_ends_the_wait_across_reconnections(blocking: bool) {
     );
 }
 
+/// A server that closes every connection (1012) right after it opens: each connection
+/// ends within `--reconnect-min-uptime` (default 5 s), so it continues the row of retries and
+/// `--reconnect-max 2` ends it after three connections; with 0 every open ends the row and
+/// only the end-of-input wait (`--linger-max`) stops the command.
+fn min_uptime_decides_whether_a_brief_connection_ends_the_row(blocking: bool) {
+    for (min_uptime, max_opens) in [(None, Some(3)), (Some("0"), None)] {
+        let server = TestServer::start(Mode::CloseEachWith(1012), false);
+        let mut args = vec![
+            "connect",
+            server.url(),
+            "--json",
+            "--reconnect-max",
+            "2",
+            "--reconnect-base",
+            "10",
+            "--linger-max",
+            "1500",
+        ];
+        if let Some(ms) = min_uptime {
+            args.extend(["--reconnect-min-uptime", ms]);
+        }
+        let started = Instant::now();
+        let (_, stdout, stderr) = common::run_bytes(&with_adapter(args, blocking), b"");
+        let took = started.elapsed();
+        let events = events_of(
+            &String::from_utf8(stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
+        let opens = events.iter().filter(|v| event(v) == "open").count();
+        match max_opens {
+            Some(n) => {
+                assert_eq!(opens, n, "blocking={blocking}: {events:?}\n{stderr}");
+                assert!(took < Duration::from_millis(1500), "{took:?}");
+            }
+            None => {
+                assert!(opens > 3, "blocking={blocking}: {opens} opens\n{stderr}");
+                assert!(took >= Duration::from_millis(1500), "{took:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn min_uptime_decides_whether_a_brief_connection_ends_the_row_tokio() {
+    min_uptime_decides_whether_a_brief_connection_ends_the_row(false);
+}
+
+#[test]
+fn min_uptime_decides_whether_a_brief_connection_ends_the_row_blocking() {
+    min_uptime_decides_whether_a_brief_connection_ends_the_row(true);
+}
+
 #[test]
 fn linger_max_ends_the_wait_across_reconnections_tokio() {
     linger_max_ends_the_wait_across_reconnections(false);
