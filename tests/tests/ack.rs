@@ -212,8 +212,9 @@ fn run<A: Adapter>(session: SessionConfig) -> (Outcomes, Vec<u64>) {
 
 fn acknowledged_messages_survive_three_sigkills<A: Adapter>() {
     // Barriers 100 ms apart, so that each kill finds messages unacknowledged (dozens, at
-    // a message every 2 ms) and their resending is exercised: with the default 1 ms and
-    // TCP_NODELAY, the last message before a kill is often acknowledged already.
+    // a message every 2 ms) and their resending is exercised: with the default 1 ms, and
+    // barrier pings no longer held by Nagle's algorithm, the last message before a kill is
+    // often acknowledged already.
     let ack = Acknowledgement::new()
         .delay(Duration::from_millis(100))
         .timeout(Duration::from_secs(2));

@@ -1557,16 +1557,6 @@ fn tcp_nodelay_is_set_when_asked<A: Adapter>() {
         "[{}] tcpNoDelay: false (the default)",
         A::NAME
     );
-    // With delivery acknowledgement on, always: a barrier ping behind a message otherwise
-    // waits for the peer's delayed ACK (a user's probe: 44 ms per awaited send).
-    let mut a: A = client(config().acknowledge(wxsocket_core::Acknowledgement::new()));
-    open(&mut a, &ConnectOptions::new(peer.url()).tcp_no_delay(false));
-    assert_eq!(
-        a.socket_nodelay(),
-        Some(true),
-        "[{}] acknowledgement sets tcpNoDelay",
-        A::NAME
-    );
 }
 
 // ----- §3 multiple sockets (SocketTask style) -----

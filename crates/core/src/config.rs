@@ -43,10 +43,7 @@ pub struct Keepalive {
 }
 
 /// Delivery acknowledged by the peer (SPEC §8; off unless set with
-/// [`SessionConfig::acknowledge`]). With it on, every connection is dialled with
-/// `TCP_NODELAY` ([`crate::ConnectOptions::tcp_no_delay`] or not): a barrier ping is a small
-/// write behind a message, which Nagle's algorithm would hold until the peer's delayed ACK
-/// (40 ms on Linux) for every awaited send.
+/// [`SessionConfig::acknowledge`]).
 ///
 /// A little while (`delay`) after messages are handed to the driver, the session sends a
 /// barrier ping with a payload of its own; a pong answering it — or a later barrier, since a

@@ -155,6 +155,8 @@ pub struct Connection<S> {
     more_to_read: bool,
     /// Something was written that still needs a flush.
     dirty: bool,
+    /// A ping was written and not yet pushed out past Nagle's algorithm ([`Self::flush`]).
+    ping_to_push: bool,
 }
 
 impl<S: TcpSocket> Connection<S> {
@@ -192,6 +194,7 @@ impl<S: TcpSocket> Connection<S> {
             read_paused: false,
             more_to_read: false,
             dirty: false,
+            ping_to_push: false,
         };
         Ok((connection, target))
     }
@@ -449,10 +452,23 @@ impl<S: TcpSocket> Connection<S> {
     }
 
     /// Flushes what was written; reports every send whose bytes reached the socket.
+    ///
+    /// A ping, once on the socket, is pushed out at once even without `TCP_NODELAY`: it is a
+    /// small write behind data the peer has not acknowledged yet, which Nagle's algorithm
+    /// holds until the peer's (delayed) ACK, 40 ms on Linux. Delivery acknowledgement waits
+    /// for the pong, so every awaited send took 44 ms. Setting `TCP_NODELAY` pushes what is
+    /// pending (Linux), and clearing it again keeps Nagle for the data.
     pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
         self.dirty = false;
         if let Phase::Open(link) = &mut self.phase {
             link.flush(out);
+            if self.ping_to_push && !link.needs_flush() && !link.wire().stream.wants_write() {
+                self.ping_to_push = false;
+                let sock = link.wire().stream.socket();
+                if !self.request.tcp_no_delay && sock.set_nodelay(true).is_ok() {
+                    let _ = sock.set_nodelay(false);
+                }
+            }
             self.drop_if_gone();
         }
     }
@@ -463,8 +479,9 @@ impl<S: TcpSocket> Connection<S> {
         self.with_link(out, |link, out| link.send(id, message, out));
     }
 
-    /// Writes a ping into the WebSocket's buffer.
+    /// Writes a ping into the WebSocket's buffer ([`Self::flush`] pushes it out).
     pub fn ping(&mut self, payload: bytes::Bytes, out: &mut Vec<TransportEvent>) {
+        self.ping_to_push = true;
         self.with_link(out, |link, out| link.ping(payload, out));
     }
 
@@ -540,5 +557,95 @@ mod tests {
         let addrs = c.resolved(Ok(vec!["127.0.0.1:9".parse().unwrap()]), &mut out);
         assert_eq!(addrs.map(|a| a.len()), Some(1));
         assert_eq!(out, [TransportEvent::Dialing(DialStage::Connecting)]);
+    }
+
+    /// A socket that takes every write and records `TCP_NODELAY` changes.
+    #[derive(Default)]
+    struct Recording {
+        nodelay: std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
+    }
+
+    impl Read for Recording {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Write for Recording {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl TcpSocket for Recording {
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Ok("127.0.0.1:1".parse().unwrap())
+        }
+        fn peer_addr(&self) -> io::Result<SocketAddr> {
+            Ok("127.0.0.1:2".parse().unwrap())
+        }
+        fn nodelay(&self) -> io::Result<bool> {
+            Ok(false)
+        }
+        fn set_nodelay(&self, on: bool) -> io::Result<()> {
+            self.nodelay.borrow_mut().push(on);
+            Ok(())
+        }
+    }
+
+    /// An open connection over a [`Recording`] socket, and its record of `TCP_NODELAY`.
+    fn open(
+        tcp_no_delay: bool,
+    ) -> (
+        Connection<Recording>,
+        std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
+    ) {
+        use tungstenite::protocol::{Role, WebSocket};
+        let options =
+            wxsocket_core::ConnectOptions::new("ws://example.test/").tcp_no_delay(tcp_no_delay);
+        let request = Arc::new(options.validate().unwrap());
+        let id = ConnId::from_raw(1);
+        let (mut c, _) = Connection::<Recording>::new(
+            id,
+            request,
+            &ProxyEnv::empty(),
+            WebSocketConfig::default(),
+        )
+        .unwrap();
+        let socket = Recording::default();
+        let record = std::rc::Rc::clone(&socket.nodelay);
+        let wire = crate::link::Wire::new(
+            crate::upgrade::Stream::Plain(socket),
+            crate::incoming::Incoming::new(bytes::Bytes::new(), None),
+        );
+        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
+        c.phase = Phase::Open(Box::new(Link::new(id, ws, Default::default())));
+        (c, record)
+    }
+
+    /// A ping is pushed past Nagle's algorithm once flushed (`TCP_NODELAY` set and cleared:
+    /// with delivery acknowledgement, a user's probe waited 44 ms for each awaited send);
+    /// data is not, and a connection with `TCP_NODELAY` on needs no push.
+    #[test]
+    fn a_flushed_ping_is_pushed_out_without_nodelay() {
+        let (mut c, record) = open(false);
+        let mut out = Vec::new();
+        c.send(SendId::from_raw(1), Message::text("m"), &mut out);
+        c.flush(&mut out);
+        assert!(record.borrow().is_empty(), "data keeps Nagle");
+        c.send(SendId::from_raw(2), Message::text("m"), &mut out);
+        c.ping(bytes::Bytes::from_static(b"p"), &mut out);
+        c.flush(&mut out);
+        assert_eq!(*record.borrow(), [true, false]);
+        c.flush(&mut out);
+        assert_eq!(record.borrow().len(), 2, "once a ping");
+
+        let (mut c, record) = open(true);
+        c.ping(bytes::Bytes::from_static(b"p"), &mut out);
+        c.flush(&mut out);
+        assert!(record.borrow().is_empty(), "TCP_NODELAY is on already");
     }
 }

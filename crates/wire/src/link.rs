@@ -103,7 +103,7 @@ impl<S: Read + Write> Link<S> {
         (Self::new(conn, ws, encoder), handshake)
     }
 
-    fn new(conn: ConnId, ws: WebSocket<Wire<S>>, encoder: Encoder) -> Self {
+    pub(crate) fn new(conn: ConnId, ws: WebSocket<Wire<S>>, encoder: Encoder) -> Self {
         Self {
             conn,
             ws,

@@ -50,17 +50,6 @@ impl Connecting {
         attempt: u32,
         now: Instant,
     ) -> Box<Self> {
-        // With delivery acknowledgement, a barrier ping is a small write right behind a
-        // message: Nagle's algorithm holds it until the peer ACKs the message, which a peer
-        // that delays its ACKs does 40 ms later, for every awaited send. So TCP_NODELAY.
-        let request = if cx.config.acknowledge.is_some() && !request.tcp_no_delay {
-            Arc::new(HandshakeRequest {
-                tcp_no_delay: true,
-                ..(*request).clone()
-            })
-        } else {
-            request
-        };
         let timeout = request.timeout.unwrap_or(cx.config.handshake_timeout);
         cx.emit(Event::Connecting {
             conn: id,
