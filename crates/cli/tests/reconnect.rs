@@ -14,6 +14,24 @@ fn events_of(lines: &[String]) -> Vec<Value> {
         .collect()
 }
 
+/// Runs the command with `args` and no input to its end: its exit code, its `--json` events,
+/// its stderr, how long it took.
+fn run_to_end(args: Vec<&str>, blocking: bool) -> (Option<i32>, Vec<Value>, String, Duration) {
+    let started = Instant::now();
+    let (status, stdout, stderr) = common::run_bytes(&with_adapter(args, blocking), b"");
+    let took = started.elapsed();
+    let lines: Vec<String> = String::from_utf8(stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (status.code(), events_of(&lines), stderr, took)
+}
+
+fn opens(events: &[Value]) -> usize {
+    events.iter().filter(|v| event(v) == "open").count()
+}
+
 fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(event).collect()
 }
@@ -80,33 +98,19 @@ fn reconnect_after_service_restart_blocking() {
 /// connection ends well within the policy's `min_uptime`, so the run of attempts goes on.)
 fn linger_max_ends_the_wait_across_reconnections(blocking: bool) {
     let server = TestServer::start(Mode::CloseEachWith(1012), false);
-    let started = Instant::now();
-    let (status, stdout, stderr) = common::run_bytes(
-        &with_adapter(
-            vec![
-                "connect",
-                server.url(),
-                "--json",
-                "--reconnect-max",
-                "1000",
-                "--reconnect-base",
-                "10",
-                "--linger-max",
-                "500",
-            ],
-            blocking,
-        ),
-        b"",
-    );
-    let took = started.elapsed();
-    let events = events_of(
-        &String::from_utf8(stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect::<Vec<_>>(),
-    );
-    let opens = events.iter().filter(|v| event(v) == "open").count();
+    let args = vec![
+        "connect",
+        server.url(),
+        "--json",
+        "--reconnect-max",
+        "1000",
+        "--reconnect-base",
+        "10",
+        "--linger-max",
+        "500",
+    ];
+    let (status, events, stderr, took) = run_to_end(args, blocking);
+    let opens = opens(&events);
     assert!(opens >= 2, "{opens} opens: {events:?}\n{stderr}");
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(
@@ -116,10 +120,7 @@ fn linger_max_ends_the_wait_across_reconnections(blocking: bool) {
     // The status is the last connection's: almost always the retry the wait's end cancelled
     // (never made: 3). Should the end fall in the instant a connection is open, it is that
     // connection's close, 1012 (4) or our 1000 crossing it (0).
-    assert!(
-        matches!(status.code(), Some(3 | 4 | 0)),
-        "{status}: {stderr}"
-    );
+    assert!(matches!(status, Some(3 | 4 | 0)), "{status:?}: {stderr}");
 }
 
 /// A server that closes every connection (1012) right after it opens: each connection
@@ -143,17 +144,8 @@ fn min_uptime_decides_whether_a_brief_connection_ends_the_row(blocking: bool) {
         if let Some(ms) = min_uptime {
             args.extend(["--reconnect-min-uptime", ms]);
         }
-        let started = Instant::now();
-        let (_, stdout, stderr) = common::run_bytes(&with_adapter(args, blocking), b"");
-        let took = started.elapsed();
-        let events = events_of(
-            &String::from_utf8(stdout)
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
-        );
-        let opens = events.iter().filter(|v| event(v) == "open").count();
+        let (_, events, stderr, took) = run_to_end(args, blocking);
+        let opens = opens(&events);
         match max_opens {
             Some(n) => {
                 assert_eq!(opens, n, "blocking={blocking}: {events:?}\n{stderr}");

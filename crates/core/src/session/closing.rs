@@ -297,6 +297,6 @@ impl Closing {
         // cancelled.
         cx.end(id, next, SendFailure::Cancelled, false, ending);
         let reason = || format!("peer closed the connection with code {code}");
-        cx.reconnect(retry, request, carried, attempt, reason, now)
+        cx.reconnect(retry, request, carried, attempt, reason, None, now)
     }
 }

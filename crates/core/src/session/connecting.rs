@@ -254,7 +254,7 @@ impl Connecting {
         };
         cx.end(id, failed, SendFailure::ConnectFailed, false, ending);
         let last_error = || reason;
-        cx.reconnect_after(
+        cx.reconnect(
             retry,
             request,
             carried,

@@ -421,23 +421,10 @@ impl Context {
     }
 
     /// What follows [`end`](Self::end): Closed, or with `retry`, the reconnect delay for
-    /// `attempt` by way of Closed.
-    pub(super) fn reconnect(
-        &mut self,
-        retry: bool,
-        request: Arc<HandshakeRequest>,
-        queue: SendQueue<Message>,
-        attempt: u32,
-        last_error: impl FnOnce() -> String,
-        now: Instant,
-    ) -> Next {
-        self.reconnect_after(retry, request, queue, attempt, last_error, None, now)
-    }
-
-    /// [`Self::reconnect`], the delay at least `not_before` (the server's `Retry-After`),
-    /// up to the policy's cap.
+    /// `attempt` by way of Closed, at least `not_before` (the server's `Retry-After`) up to
+    /// the policy's cap.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn reconnect_after(
+    pub(super) fn reconnect(
         &mut self,
         retry: bool,
         request: Arc<HandshakeRequest>,

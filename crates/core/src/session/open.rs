@@ -411,6 +411,6 @@ impl Open {
         let carry = retry && cx.carries_queue();
         let (in_flight, carried) = cx.settle(id, in_flight, acks, carry);
         cx.end(id, in_flight, SendFailure::ConnectionLost, teardown, ending);
-        cx.reconnect(retry, request, carried, attempt, || reason, now)
+        cx.reconnect(retry, request, carried, attempt, || reason, None, now)
     }
 }
