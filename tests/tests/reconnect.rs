@@ -1061,10 +1061,23 @@ fn a_busy_servers_retry_after_is_waited_out<A: Adapter>() {
     let name = A::NAME;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
         let mut accepted = Vec::new();
+        let limit = Instant::now() + EVENT_TIMEOUT;
         for _ in 0..2 {
-            let (mut tcp, _) = listener.accept().unwrap();
+            // Bounded: a client that never comes back fails the test, not hangs it.
+            let mut tcp = loop {
+                match listener.accept() {
+                    Ok((tcp, _)) => break tcp,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < limit, "no connection within the limit");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            tcp.set_nonblocking(false).unwrap();
             accepted.push(Instant::now());
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];

@@ -766,8 +766,13 @@ fn the_timeout_is_suspended_while_reading_is_paused() {
     assert_eq!(delivered(&events(&mut s)).len(), 1);
 }
 
-#[test]
-fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
+/// A barrier waits for its pong while the peer sends `input` every half timeout, `rounds`
+/// times: each restarts the wait, so the timeout never comes; then the pong delivers the
+/// message. Returns the session, its connection and the time reached.
+fn input_restarts_the_wait(
+    input: impl Fn() -> TransportEvent,
+    rounds: u32,
+) -> (Session, ConnId, Instant) {
     let t0 = Instant::now();
     let mut s = Session::new(config()).unwrap();
     let conn = open(&mut s, t0);
@@ -775,18 +780,25 @@ fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
     s.handle_timeout(t0 + DELAY);
     let payload = ping_payload(&actions(&mut s));
     assert_eq!(s.poll_timeout(), Some(t0 + DELAY + TIMEOUT));
-    // The peer streams data it had queued before our ping, one message every half timeout,
-    // for four timeouts: each restarts the wait, so the timeout never comes.
     let mut now = t0 + DELAY;
-    for _ in 0..8 {
+    for _ in 0..rounds {
         now += TIMEOUT / 2;
         s.handle_timeout(now);
-        s.handle(conn, TransportEvent::Message(Message::text("queued")), now);
+        s.handle(conn, input(), now);
         assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
     }
     assert_eq!(s.state(), ReadyState::Open);
     s.handle(conn, TransportEvent::Pong(payload), now);
     assert_eq!(delivered(&events(&mut s)).len(), 1);
+    (s, conn, now)
+}
+
+#[test]
+fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
+    // The peer streams data it had queued before our ping, one message every half timeout,
+    // for four timeouts.
+    let queued = || TransportEvent::Message(Message::text("queued"));
+    let (mut s, conn, now) = input_restarts_the_wait(queued, 8);
     // Then silence with a message unanswered: the timeout counts from the last input.
     send_written(&mut s, conn, 1, now);
     s.handle_timeout(now + DELAY);
@@ -815,22 +827,7 @@ fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
 /// as a whole message does: the pong is behind the rest of the frame.
 #[test]
 fn part_of_a_message_arriving_restarts_the_timeout() {
-    let t0 = Instant::now();
-    let mut s = Session::new(config()).unwrap();
-    let conn = open(&mut s, t0);
-    send_written(&mut s, conn, 1, t0);
-    s.handle_timeout(t0 + DELAY);
-    let payload = ping_payload(&actions(&mut s));
-    let mut now = t0 + DELAY;
-    for _ in 0..4 {
-        now += TIMEOUT / 2;
-        s.handle_timeout(now);
-        s.handle(conn, TransportEvent::Receiving, now);
-        assert_eq!(s.poll_timeout(), Some(now + TIMEOUT));
-    }
-    assert_eq!(s.state(), ReadyState::Open);
-    s.handle(conn, TransportEvent::Pong(payload), now);
-    assert_eq!(delivered(&events(&mut s)).len(), 1);
+    input_restarts_the_wait(|| TransportEvent::Receiving, 4);
 }
 
 /// A peer that keeps sending but never answers a ping (against RFC 6455 §5.5.2): what it

@@ -74,7 +74,7 @@ impl Connecting {
     /// Input from the driver for this connection.
     #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     pub(super) fn on_event(
-        self: Box<Self>,
+        mut self: Box<Self>,
         cx: &mut Context,
         event: TransportEvent,
         now: Instant,
@@ -92,9 +92,8 @@ impl Connecting {
                 self.fail(cx, ConnectionError::ConnectFailed(error), now)
             }
             TransportEvent::Dialing(stage) => {
-                let mut this = self;
-                this.stage = Some(stage);
-                Conn::Connecting(this).into()
+                self.stage = Some(stage);
+                Conn::Connecting(self).into()
             }
             _ => {
                 cx.stats.unexpected_inputs += 1;

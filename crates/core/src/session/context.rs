@@ -347,12 +347,12 @@ impl Context {
     /// that was handed messages and acknowledged none (the unacknowledged messages are
     /// resent to each one).
     pub(super) fn attempt_after(&self, run: Run, acks: Option<&Acks>) -> u32 {
-        let now = run.closing_since.or(self.now).unwrap_or(run.opened);
+        let ended = run.closing_since.or(self.now).unwrap_or(run.opened);
         let brief = self
             .config
             .reconnect
             .as_ref()
-            .is_some_and(|p| now.saturating_duration_since(run.opened) < p.min_uptime);
+            .is_some_and(|p| ended.saturating_duration_since(run.opened) < p.min_uptime);
         if brief || acks.is_some_and(Acks::acknowledged_none) {
             run.attempt + 1
         } else {
