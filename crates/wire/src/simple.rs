@@ -87,7 +87,7 @@ pub enum Error {
     Ping(#[from] PingError),
     /// The connection failed: it never opened (DNS, TCP, TLS, the HTTP upgrade, the
     /// handshake timeout), or it failed while open (protocol error, keepalive, I/O).
-    #[error("connection failed: {0} ({hint})", hint = connection_hint(.0))]
+    #[error("connection failed: {} ({hint})", failure(.0), hint = connection_hint(.0))]
     Connection(ConnectionError),
     /// The connection is closed (by the peer, or by this side): nothing more can be sent.
     #[error("connection closed: {0} (connect again to go on)")]
@@ -111,6 +111,14 @@ fn refused(error: &ConnectionError) -> bool {
         },
         ConnectionError::ProtocolNotOffered(_) | ConnectionError::DeflateNotOffered => true,
         _ => false,
+    }
+}
+
+/// What failed, without the core's "connect failed: " after "connection failed: ".
+fn failure(error: &ConnectionError) -> &dyn std::fmt::Display {
+    match error {
+        ConnectionError::ConnectFailed(e) => e,
+        other => other,
     }
 }
 
@@ -440,6 +448,29 @@ mod tests {
             ConnId::from_raw(conn),
             ConnectionError::ConnectFailed(TransportError::new(TransportErrorKind::Io, "refused")),
         )
+    }
+
+    /// A dial that failed says so once ("connection failed: connect failed: connect to …"
+    /// said it three times).
+    #[test]
+    fn a_failed_dial_says_connection_failed_once() {
+        let refused =
+            TransportError::new(TransportErrorKind::Io, "connect to h (1.2.3.4:1): refused");
+        let message = Error::Connection(ConnectionError::ConnectFailed(refused)).to_string();
+        assert_eq!(
+            message,
+            "connection failed: connect to h (1.2.3.4:1): refused \
+             (connect again, or use a reconnect policy)"
+        );
+        let timeout = Error::Connection(ConnectionError::KeepaliveTimeout(
+            std::time::Duration::from_secs(1),
+        ));
+        assert!(
+            timeout
+                .to_string()
+                .starts_with("connection failed: no pong within 1s"),
+            "{timeout}"
+        );
     }
 
     #[test]
