@@ -304,7 +304,8 @@ fn failed_with(events: &[Event], conn: ConnId, code: u16, what: &str) {
 
 /// Messages sent while connecting are queued and flushed in order on open; each is
 /// echoed once, in order, each send completes once; `close` ends with a clean 1000, and
-/// the peer saw the close frame.
+/// the peer saw the close frame. The open carries the dial's timing (a driver that never
+/// set it reports every phase as zero).
 fn echoes_in_order_and_closes_cleanly<D: Driver>() {
     let peer = Peer::start(Mode::Echo);
     let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
@@ -318,9 +319,19 @@ fn echoes_in_order_and_closes_cleanly<D: Driver>() {
         })
         .collect();
     let mut events = until(&mut driver, |e| messages(e).len() == texts.len());
+    let [Event::Connecting { .. }, Event::Open { handshake, .. }] = &events[..2] else {
+        panic!("connecting, then open: {events:#?}");
+    };
+    let profile = &handshake.profile;
+    let ends = [
+        profile.resolved,
+        profile.connected,
+        profile.request_written,
+        profile.response_received,
+    ];
     assert!(
-        matches!(&events[..2], [Event::Connecting { .. }, Event::Open { .. }]),
-        "{events:#?}"
+        ends.is_sorted() && profile.response_received > Duration::ZERO && profile.tls.is_none(),
+        "the dial's timing, in order, ending when the response came: {profile:?}"
     );
     assert_eq!(messages(&events), texts.map(Message::text).to_vec());
     assert_eq!(driver.state(), ReadyState::Open);
