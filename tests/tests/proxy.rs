@@ -32,7 +32,7 @@ wxsocket_tests::on_both_adapters!(
     a_tunnel_that_closes_before_the_server_answers_names_the_proxy,
     the_environment_routes_through_the_proxy_but_not_loopback,
     no_proxy_option_ignores_the_environment,
-    an_invalid_proxy_variable_fails_the_dial_naming_it,
+    an_invalid_proxy_variable_is_refused_before_any_io_naming_it,
 );
 
 /// The password every scenario with credentials uses: it must never show up in an event.
@@ -466,21 +466,89 @@ fn no_proxy_option_ignores_the_environment<A: Adapter>() {
     assert_eq!(proxy.requests().len(), 1);
 }
 
-fn an_invalid_proxy_variable_fails_the_dial_naming_it<A: Adapter>() {
+/// A proxy variable that is not a usable proxy URL (a desktop's `ALL_PROXY=socks5://…`) is
+/// refused by `connect` before any IO, naming the variable and never its password: the
+/// environment is read once, so every dial, and every reconnection, would fail the same way
+/// (they used to, retried for ever). A connection with its own route is not affected.
+fn an_invalid_proxy_variable_is_refused_before_any_io_naming_it<A: Adapter>() {
     let name = A::NAME;
     let env = ProxyEnv::from_vars([("HTTPS_PROXY", format!("socks5://u:{SECRET}@proxy:1080"))]);
-    let mut a: A = client_with(env, session(), TlsRoots::default());
-    // Never dialled directly instead: the variable asked for a proxy.
-    let conn = a
+    let session = session().reconnect(ReconnectPolicy::default());
+    let mut a: A = client_with(env, session, TlsRoots::default());
+    let refused = a
         .connect(&ConnectOptions::new("wss://server.wxsocket.test/"))
-        .unwrap();
-    expect_connecting(&mut a, conn);
-    let error = expect_dial_failure(&mut a, conn);
+        .unwrap_err();
     assert_eq!(
-        error.message,
-        "proxy: the environment's HTTPS_PROXY: unsupported proxy scheme \"socks5\" (only http:// proxies)",
+        refused.to_string(),
+        "HTTPS_PROXY (from the environment): unsupported proxy scheme \"socks5\" (only http:// \
+         proxies); unset it, exempt the host in no_proxy, or choose the connection's proxy in \
+         its options",
         "[{name}]"
     );
+    assert!(!format!("{refused:?}").contains(SECRET), "[{name}]");
+    assert_quiet_for(
+        &mut a,
+        Duration::from_millis(100),
+        "after the refused connect",
+    );
+    // Its own route, or loopback (always direct), dials as usual.
+    let peer = Peer::start(Mode::Echo);
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    echo_and_close(&mut a, conn, "loopback goes direct");
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    let own = ConnectOptions::new(peer.url()).proxy(proxy.url());
+    let (conn, _) = open(&mut a, &own);
+    echo_and_close(&mut a, conn, "through its own proxy");
+    assert_eq!(proxy.requests().len(), 1, "[{name}]");
+}
+
+/// The same check on the other connect calls: a pool's `connect` and `wx.connectSocket`
+/// (whose `fail` callback gets the reason), on both adapters.
+#[test]
+fn an_invalid_proxy_variable_is_refused_by_pools_and_wx_sockets_too() {
+    use wxsocket_core::wx::ConnectSocket;
+    let env = || ProxyEnv::from_vars([("all_proxy", "socks5://127.0.0.1:1080")]);
+    let config = || Config::new().proxy_env(env());
+    let options = || ConnectOptions::new("ws://server.wxsocket.test/");
+    let refused = |e: wxsocket_core::ConnectError| {
+        assert!(
+            matches!(
+                e,
+                wxsocket_core::ConnectError::ProxyEnvironment {
+                    variable: "all_proxy",
+                    ..
+                }
+            ),
+            "{e:?}"
+        )
+    };
+    let wx_failed = |result: Result<ConnId, wxsocket_core::wx::CallResult>| {
+        let failed = result.unwrap_err();
+        assert!(
+            failed
+                .err_msg
+                .starts_with("connectSocket:fail all_proxy (from the environment)"),
+            "{failed:?}"
+        );
+    };
+
+    let (pool, _events) = wxsocket_blocking::TaskPool::new(config()).unwrap();
+    refused(pool.connect(&options()).unwrap_err());
+    assert_eq!(pool.live(), 0);
+    let wx = wxsocket_blocking::wx::WxSocket::new(config()).unwrap();
+    wx_failed(wx.connect_socket(ConnectSocket::new(options())));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (pool, _events) = wxsocket_tokio::TaskPool::new(config()).unwrap();
+        refused(pool.connect(&options()).unwrap_err());
+        assert_eq!(pool.live(), 0);
+        let wx = wxsocket_tokio::wx::WxSocket::new(config()).unwrap();
+        wx_failed(wx.connect_socket(ConnectSocket::new(options())));
+    });
 }
 
 /// An invalid proxy URL is refused by `connect`, before any IO, naming the option and

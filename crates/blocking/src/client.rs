@@ -46,6 +46,10 @@ impl<M: Machine> DriverHandle<M> for Handle<M> {
     fn has_ended(&self) -> bool {
         lock(&self.shared.outbox).finished
     }
+
+    fn proxy_env(&self) -> &wxsocket_wire::proxy::ProxyEnv {
+        &self.shared.proxy_env
+    }
 }
 
 impl<M: Machine> Shared<M> {

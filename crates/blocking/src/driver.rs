@@ -133,6 +133,9 @@ pub(crate) struct Shared<M> {
     /// sees it and moves `room_epoch` on.
     pub room_waiters: AtomicUsize,
     pub events_alive: AtomicBool,
+    /// The proxy variables read when the client was created (the dials' copy is in
+    /// [`Inner`]), for the connect calls' check.
+    pub proxy_env: wxsocket_wire::proxy::ProxyEnv,
     /// Taken by the one thread in `recv` that waits on the sockets directly.
     pub receiver_poll: Option<Mutex<ReceiverPoll>>,
     /// How long a thread in `recv` polls the sockets before it sleeps, in nanoseconds
@@ -254,6 +257,7 @@ impl<M: Machine> Shared<M> {
             Some((p, w, r)) => (Some(Mutex::new(p)), Some(w), Some(r)),
             None => (None, None, None),
         };
+        let proxy_env = config.resolve_proxy_env();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 machine,
@@ -263,7 +267,7 @@ impl<M: Machine> Shared<M> {
                 registry,
                 receivers,
                 tls,
-                proxy_env: config.resolve_proxy_env(),
+                proxy_env: proxy_env.clone(),
                 ws_config: wxsocket_wire::websocket_config(&config.session),
                 resolved_tx,
                 waker: Arc::clone(&waker),
@@ -285,6 +289,7 @@ impl<M: Machine> Shared<M> {
             room_ready: Condvar::new(),
             room_waiters: AtomicUsize::new(0),
             events_alive: AtomicBool::new(true),
+            proxy_env,
             receiver_poll,
             busy_poll: AtomicU64::new(busy_poll::default_budget().as_nanos() as u64),
             receiver_waker,

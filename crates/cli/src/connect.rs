@@ -14,7 +14,7 @@ use wxsocket_core::{
     ConnectOptions, DeflateOptions, Event, Message, ReadyState, ReconnectPolicy, SendError,
     SessionConfig,
 };
-use wxsocket_tokio::{Recording, TlsRoots};
+use wxsocket_tokio::{ProxyEnv, Recording, TlsRoots};
 
 /// The standard-input commands and the exit statuses, shown by `--help` (`/help` shows the
 /// commands).
@@ -38,7 +38,7 @@ Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, or the code
      this client chose with /close) and every send completed
   1  the adapter could not start
-  2  invalid options
+  2  invalid options, or a proxy variable of the environment that is no usable proxy URL
   3  the connection could not be made (refused, DNS, TLS, handshake rejected or timed out)
   4  the connection ended abnormally (1006, a code the client failed it with, a keepalive
      death) or the server closed with another code
@@ -120,7 +120,12 @@ impl Settings {
         }
         // Everything the core checks, checked now: a bad option is a usage error (exit 2),
         // not a failed call.
-        options.validate().map_err(|e| option_error(&e))?;
+        let request = options.validate().map_err(|e| option_error(&e))?;
+        // So is a proxy variable of the environment that this URL would go through and that
+        // is no usable proxy URL (the client reads the environment as it starts, just after).
+        ProxyEnv::from_process()
+            .check(&request)
+            .map_err(|e| option_error(&e))?;
 
         let policy = match args.close_before_open {
             Policy::Abort => CloseBeforeOpen::Abort,

@@ -140,3 +140,39 @@ fn a_bad_proxy_url_is_a_usage_error() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--no-proxy"), "{stderr}");
 }
+
+/// A proxy variable the URL would go through that is no usable proxy URL (a desktop's
+/// `ALL_PROXY=socks5://…`) is a usage error as a bad `--proxy` is, naming the variable and
+/// never its password (it used to fail every dial, and retry for ever with --reconnect); with
+/// `--no-proxy` the variable does not matter.
+#[test]
+fn a_bad_proxy_variable_is_a_usage_error() {
+    for blocking in [false, true] {
+        let args = with_adapter(vec!["connect", "ws://echo.wxsocket.test:9/"], blocking);
+        let output = Command::new(common::bin())
+            .args(&args)
+            .env("ALL_PROXY", "socks5://u:topsecret@127.0.0.1:1080")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wxsocket");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+        assert!(
+            stderr.contains("error: ALL_PROXY (from the environment): unsupported proxy scheme"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("topsecret"), "{stderr}");
+    }
+    let peer = Peer::start(Mode::Echo);
+    let vars = [("all_proxy", "socks5://127.0.0.1:1080")];
+    assert_eq!(
+        connect_with_env(&peer.url().replace("127.0.0.1", "localhost"), &[], &vars),
+        ("open".into(), Some(0)),
+        "loopback goes direct"
+    );
+    let url = format!("ws://127.0.0.2:{}/", peer.addr().port());
+    let (event, status) = connect_with_env(&url, &["--no-proxy"], &vars);
+    assert_eq!(event, "close", "nothing listens on 127.0.0.2");
+    assert_eq!(status, Some(3), "--no-proxy dials, and fails as a dial");
+}

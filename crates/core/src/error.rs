@@ -102,6 +102,20 @@ pub enum ConnectError {
         /// What is wrong.
         reason: String,
     },
+    /// The proxy the environment gives the URL (a variable such as `https_proxy` or
+    /// `all_proxy`, read when the client was created) is not an `http://` proxy URL this
+    /// client can use: every dial would fail the same way. The reason never repeats the
+    /// value (it may hold a password).
+    #[error(
+        "{variable} (from the environment): {reason}; unset it, exempt the host in no_proxy, \
+         or choose the connection's proxy in its options"
+    )]
+    ProxyEnvironment {
+        /// The variable, as it is spelt in the environment.
+        variable: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// An option this IO driver cannot honour (checked before any IO).
     #[error("{option}: {why}")]
     Unsupported {

@@ -443,8 +443,9 @@ pub struct WxSocket {
 /// Most callbacks waiting for the driver in deferred mode ([`WxSocket::dispatch`]).
 pub const MAX_DUE_CALLBACKS: usize = 256;
 
-/// A driver's check of a validated request (e.g. an option it does not implement).
-pub type ConnectCheck = fn(&HandshakeRequest) -> Result<(), ConnectError>;
+/// A driver's check of a validated request (e.g. an option it does not implement, a proxy
+/// it cannot use).
+pub type ConnectCheck = Box<dyn Fn(&HandshakeRequest) -> Result<(), ConnectError> + Send>;
 
 impl fmt::Debug for WxSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -497,8 +498,11 @@ impl WxSocket {
     }
 
     /// Makes `connect_socket` also refuse what `check` refuses, before any IO.
-    pub fn set_connect_check(&mut self, check: ConnectCheck) {
-        self.connect_check = Some(check);
+    pub fn set_connect_check(
+        &mut self,
+        check: impl Fn(&HandshakeRequest) -> Result<(), ConnectError> + Send + 'static,
+    ) {
+        self.connect_check = Some(Box::new(check));
     }
 
     /// The next due callback of a deferred socket (always `None` otherwise). Call
@@ -532,7 +536,7 @@ impl WxSocket {
         call: ConnectSocket,
         now: Instant,
     ) -> Result<ConnId, CallResult> {
-        let check = self.connect_check;
+        let check = &self.connect_check;
         let result = call
             .options
             .validate()

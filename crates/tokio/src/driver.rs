@@ -549,6 +549,10 @@ impl<M: Machine> DriverHandle<M> for Handle<M> {
     fn has_ended(&self) -> bool {
         self.shared.has_ended()
     }
+
+    fn proxy_env(&self) -> &wxsocket_wire::proxy::ProxyEnv {
+        &self.shared.proxy_env
+    }
 }
 
 /// Starts the driver task for `machine` on the current tokio runtime.

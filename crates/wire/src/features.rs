@@ -2,7 +2,7 @@
 //! `deflate` feature. The adapters check every connect with these before any IO, so a
 //! request the build cannot honour fails at once with an error naming the feature.
 
-use wxsocket_core::{ConnectError, ConnectOptions, HandshakeRequest};
+use wxsocket_core::{ConnectError, HandshakeRequest};
 
 /// Refuses a validated request that needs a feature this build of `wxsocket-wire` lacks:
 /// a `wss://` URL without `tls`, a permessage-deflate offer without `deflate`. Always `Ok`
@@ -27,13 +27,4 @@ pub fn check_request(request: &HandshakeRequest) -> Result<(), ConnectError> {
         });
     }
     Ok(())
-}
-
-/// [`check_request`] for options not yet validated: options that are invalid pass here, so
-/// that validation reports them as it always does.
-pub fn check_options(options: &ConnectOptions) -> Result<(), ConnectError> {
-    match options.validate() {
-        Ok(request) => check_request(&request),
-        Err(_) => Ok(()),
-    }
 }

@@ -10,8 +10,9 @@
 //! adapter's) and the constructors stay in the adapter.
 
 use crate::client::SocketInfo;
+use crate::proxy::ProxyEnv;
 use std::time::Instant;
-use wxsocket_core::ConnId;
+use wxsocket_core::{ConnId, ConnectError, HandshakeRequest};
 
 /// How an adapter's handle reaches the machine its driver runs (a `Session`, a `Pool` or
 /// a wx socket). Every handle keeps the driver alive; when the last is dropped, the driver
@@ -30,6 +31,17 @@ pub trait DriverHandle<M>: Send + Sync + 'static {
     /// Whether the driver has ended: nothing runs what the machine queues any more (the
     /// callbacks of a wx call made after a shutdown, say).
     fn has_ended(&self) -> bool;
+
+    /// The proxy variables the driver dials with, read when it started.
+    fn proxy_env(&self) -> &ProxyEnv;
+}
+
+/// Refuses, before any IO, a request the driver could not dial however often it tried: one
+/// that needs a feature this build lacks ([`crate::check_request`]), or one whose proxy
+/// from the environment is not usable ([`ProxyEnv::check`]).
+pub fn check_dial(request: &HandshakeRequest, env: &ProxyEnv) -> Result<(), ConnectError> {
+    crate::check_request(request)?;
+    env.check(request)
 }
 
 /// The calls of a `Client` that return at once, for an `impl Client` block whose `handle`
@@ -45,7 +57,8 @@ macro_rules! client_calls {
             options: &$crate::reexports::ConnectOptions,
         ) -> Result<$crate::reexports::ConnId, $crate::reexports::ConnectError> {
             let request = options.validate()?;
-            $crate::check_request(&request)?;
+            let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
+            $crate::handle::check_dial(&request, env)?;
             let request = ::std::sync::Arc::new(request);
             $crate::handle::DriverHandle::call(
                 &*self.handle,
@@ -152,7 +165,11 @@ macro_rules! task_pool {
                 &self,
                 options: &$crate::reexports::ConnectOptions,
             ) -> Result<SocketTask, $crate::reexports::ConnectError> {
-                $crate::check_options(options)?;
+                // Invalid options pass here, for the pool to refuse as it always does.
+                if let Ok(request) = options.validate() {
+                    let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
+                    $crate::handle::check_dial(&request, env)?;
+                }
                 let id = $crate::handle::DriverHandle::call(
                     &*self.handle,
                     |p: &mut $crate::__private::Pool, now| p.connect(options, now),

@@ -110,7 +110,7 @@ pub mod __private {
     pub use wxsocket_core::{Pool, Session};
 }
 
-pub use features::{check_options, check_request};
+pub use features::check_request;
 pub use handshake::{ClientHandshake, HandshakeDone, MAX_RESPONSE_HEAD};
 pub use timing::DialTimer;
 

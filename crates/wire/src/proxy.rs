@@ -37,7 +37,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use wxsocket_core::{HandshakeRequest, HttpProxy, ProxyRoute, TransportError, TransportErrorKind};
+use wxsocket_core::{
+    ConnectError, HandshakeRequest, HttpProxy, ProxyRoute, TransportError, TransportErrorKind,
+};
 
 /// Largest proxy answer head accepted (status line and headers).
 pub const MAX_PROXY_RESPONSE_HEAD: usize = 16 * 1024;
@@ -145,6 +147,45 @@ impl ProxyEnv {
     /// The proxy for a `ws://` or `wss://` URL's scheme and host, or `None` to go direct.
     /// A variable that is not a usable proxy URL is an error naming it (never its value).
     pub fn proxy_for(&self, scheme: &str, host: &str) -> Result<Option<HttpProxy>, TransportError> {
+        self.chosen(scheme, host).map_err(|(name, reason)| {
+            TransportError::new(
+                TransportErrorKind::Connect,
+                format!("proxy: the environment's {name}: {reason}"),
+            )
+        })
+    }
+
+    /// Refuses, before any IO, a request whose proxy from this environment is not usable
+    /// ([`ConnectError::ProxyEnvironment`], naming the variable): the adapters check every
+    /// connect with it, since the environment is read once and every dial would fail alike.
+    /// A request with its own proxy or going direct is not checked.
+    ///
+    /// ```
+    /// use wxsocket_core::{ConnectError, ConnectOptions};
+    /// use wxsocket_wire::proxy::ProxyEnv;
+    /// let env = ProxyEnv::from_vars([("ALL_PROXY", "socks5://127.0.0.1:1080")]);
+    /// let request = ConnectOptions::new("wss://chat.example.com/").validate().unwrap();
+    /// let refused = env.check(&request).unwrap_err();
+    /// assert!(matches!(refused, ConnectError::ProxyEnvironment { variable: "ALL_PROXY", .. }));
+    /// let direct = ConnectOptions::new("wss://chat.example.com/").no_proxy().validate().unwrap();
+    /// assert!(env.check(&direct).is_ok());
+    /// ```
+    pub fn check(&self, request: &HandshakeRequest) -> Result<(), ConnectError> {
+        match &request.proxy {
+            ProxyRoute::Direct | ProxyRoute::Http(_) => Ok(()),
+            _ => self
+                .chosen(request.url.scheme(), request.host())
+                .map(|_| ())
+                .map_err(|(variable, reason)| ConnectError::ProxyEnvironment { variable, reason }),
+        }
+    }
+
+    /// [`Self::proxy_for`], with a failure as the variable and what is wrong with it.
+    fn chosen(
+        &self,
+        scheme: &str,
+        host: &str,
+    ) -> Result<Option<HttpProxy>, (&'static str, String)> {
         let chosen = match scheme {
             "wss" | "https" => self.https.as_ref(),
             _ => self.http.as_ref(),
@@ -156,12 +197,9 @@ impl ProxyEnv {
         if is_loopback(host) || self.bypasses(host) {
             return Ok(None);
         }
-        HttpProxy::parse(value).map(Some).map_err(|reason| {
-            TransportError::new(
-                TransportErrorKind::Connect,
-                format!("proxy: the environment's {name}: {reason}"),
-            )
-        })
+        HttpProxy::parse(value)
+            .map(Some)
+            .map_err(|reason| (*name, reason))
     }
 
     /// Whether `no_proxy` exempts `host`.

@@ -17,10 +17,12 @@ pub use wxsocket_core::wx::{
 };
 
 /// The wx core an adapter drives: deferred callbacks (they run on the driver, outside the
-/// lock) and this build's connect check ([`crate::check_request`]).
+/// lock) and the driver's connect check ([`crate::handle::check_dial`], with the proxy
+/// variables `config` gives).
 pub fn core(config: &Config) -> Result<WxSocket, ConfigError> {
     let mut core = WxSocket::deferred(config.session.clone())?;
-    core.set_connect_check(crate::check_request);
+    let env = config.resolve_proxy_env();
+    core.set_connect_check(move |request| crate::handle::check_dial(request, &env));
     Ok(core)
 }
 
