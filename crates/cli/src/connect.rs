@@ -33,6 +33,9 @@ With -b, standard input is sent as binary messages as it is read (no commands).
 End of input waits until every send completed and nothing arrived for --linger ms (at
 most --linger-max ms; a server that closes ends it at once, unless --reconnect retries:
 then the wait starts again once the retry opens), then closes as /quit does.
+A connection that ends without a /close (the server closed it, the dial failed, the
+network broke, after --reconnect's retries) ends the command too, whatever standard input
+still holds; after a /close the command waits for a /connect or the end of input.
 
 Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, or the code
@@ -514,10 +517,17 @@ struct Client {
     max_messages: Option<u64>,
     /// The exit status the last connection to end asks for.
     status: u8,
+    /// A `/close` (or the end of input) asked the current connection to close: its end
+    /// leaves the command waiting for a `/connect`. Any other end ends the command.
+    close_asked: bool,
+    /// The last connection ended without this client asking (the server closed it, the
+    /// dial failed, the network broke), with no retry to come.
+    ended_unasked: bool,
 }
 
 impl Client {
     fn connect(&mut self, url: Option<&str>) {
+        self.close_asked = false;
         let mut options = self.options.clone();
         if let Some(url) = url {
             options.url = url.to_owned();
@@ -589,6 +599,7 @@ impl Client {
         let was = self.backend.state();
         let conn = self.backend.current();
         let result = self.backend.close(code, reason);
+        self.close_asked |= result.is_ok();
         match &result {
             Ok(()) if was == ReadyState::Connecting => {
                 if self.session.close_before_open == CloseBeforeOpen::AfterOpen {
@@ -798,6 +809,12 @@ impl Client {
                 }
                 let opened = self.opened.remove(conn);
                 let ours = self.closed_by_us.remove(conn);
+                // The end of the last connection, for good (no retry: the session is
+                // closed), that nobody here asked for ends the command, as the end of
+                // input would; one after a `/close` waits for a `/connect`.
+                self.ended_unasked = !self.close_asked
+                    && self.live.is_empty()
+                    && matches!(self.backend.state(), ReadyState::Closed | ReadyState::Idle);
                 self.status = if !opened {
                     status::NOT_MADE
                 } else if *clean && (matches!(code, 1000 | 1001) || ours) {
@@ -1193,6 +1210,8 @@ pub fn run(settings: Settings) -> ExitCode {
         received: 0,
         max_messages: settings.max_messages,
         status: status::NOT_MADE,
+        close_asked: false,
+        ended_unasked: false,
     };
     client.connect(None);
 
@@ -1222,6 +1241,12 @@ pub fn run(settings: Settings) -> ExitCode {
             client.output_gone(kind);
         }
         let linger_wake = client.check_linger();
+        if client.quit_deadline.is_none() && client.ended_unasked {
+            // What standard input still holds is not sent: there is nothing to send it on.
+            client.input_stopped = true;
+            client.pending.clear();
+            client.quit();
+        }
         if client.done_quitting() {
             break;
         }

@@ -197,6 +197,8 @@ fn json_contract_blocking() {
     json_contract(true);
 }
 
+/// A dial that fails ends the command on its own, with exit 3, whatever standard input
+/// still holds (`tail -f log | wxsocket connect URL` used to run until its input ended).
 fn unreachable_server(blocking: bool) {
     let url = format!("ws://127.0.0.1:{}/", common::closed_port());
     let mut proc = Proc::spawn(&with_adapter(
@@ -204,15 +206,11 @@ fn unreachable_server(blocking: bool) {
         blocking,
     ));
     proc.expect_json("close", |v| event(v) == "close");
-    proc.write("hello");
-    proc.write("/close");
-    // Exit 3 (was 0 before exit statuses): the connection could not be made.
-    let (_, events) = finish_with(proc, 3);
+    let (status, lines, stderr) = proc.exit();
+    assert_eq!(status.code(), Some(3), "exit {status}: {stderr}\n{lines:?}");
+    let events = check_lines(&lines);
     let kinds: Vec<&str> = events.iter().map(event).collect();
-    assert_eq!(
-        kinds,
-        ["connecting", "error", "close", "call_failed", "call_failed"]
-    );
+    assert_eq!(kinds, ["connecting", "error", "close"]);
     assert!(
         events[1]["error"]
             .as_str()
@@ -221,6 +219,28 @@ fn unreachable_server(blocking: bool) {
     );
     assert_eq!(events[2]["code"], 1006);
     assert_eq!(events[2]["clean"], false);
+}
+
+/// After a `/close` the command waits for a `/connect`: what needs a connection meanwhile
+/// fails as WeChat's calls do, and the end of input ends it (exit 5: a line was not sent).
+fn calls_after_a_close_fail_as_not_connected(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, false);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json"],
+        blocking,
+    ));
+    proc.expect_json("open", |v| event(v) == "open");
+    proc.write("/close");
+    proc.expect_json("close", |v| event(v) == "close");
+    proc.write("hello");
+    proc.write("/close");
+    // Exit 5: closed cleanly, but a line could not be sent.
+    let (_, events) = finish_with(proc, 5);
+    let kinds: Vec<&str> = events.iter().map(event).collect();
+    assert_eq!(
+        kinds,
+        ["connecting", "open", "close", "call_failed", "call_failed"]
+    );
     assert_eq!(events[3]["api"], "sendSocketMessage");
     assert_eq!(
         events[3]["errMsg"],
@@ -231,6 +251,16 @@ fn unreachable_server(blocking: bool) {
         events[4]["errMsg"],
         "closeSocket:fail WebSocket is not connected"
     );
+}
+
+#[test]
+fn calls_after_a_close_fail_as_not_connected_tokio() {
+    calls_after_a_close_fail_as_not_connected(false);
+}
+
+#[test]
+fn calls_after_a_close_fail_as_not_connected_blocking() {
+    calls_after_a_close_fail_as_not_connected(true);
 }
 
 #[test]

@@ -36,20 +36,14 @@ fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().map(event).collect()
 }
 
-/// Waits for connection `conn`'s close, then shows no reconnection is pending: a close
-/// call is refused as "not connected" (during a backoff it would cancel the backoff).
+/// Waits for connection `conn`'s close, then shows no reconnection is pending: the command
+/// ends on its own, with its input still open (during a backoff it would wait to retry).
 /// Returns every event of the run; the process must exit with `code`, the status of the
 /// last connection (these tests asserted "always 0" before `connect` had exit statuses).
 fn finish_after_final_close(mut proc: Proc, conn: u64, code: i32) -> Vec<Value> {
     proc.expect_json("final close", |v| event(v) == "close" && v["conn"] == conn);
-    proc.write("/close");
-    let refused = proc.expect_json("call_failed", |v| event(v) == "call_failed");
-    assert_eq!(refused["api"], "closeSocket");
-    assert_eq!(
-        refused["errMsg"],
-        "closeSocket:fail WebSocket is not connected"
-    );
-    let (status, lines, stderr) = proc.finish();
+    // No retry is left: the command ends on its own, its input still open.
+    let (status, lines, stderr) = proc.exit();
     assert_eq!(status.code(), Some(code), "exit {status}: {stderr}");
     events_of(&lines)
 }
@@ -213,8 +207,7 @@ fn reconnect_max_gives_up(blocking: bool) {
             "reconnecting",
             "connecting",
             "error",
-            "close",
-            "call_failed"
+            "close"
         ]
     );
     let retries: Vec<&Value> = events
@@ -372,8 +365,7 @@ fn reconnect_no_carry_fails_queued_sends_at_once() {
             "reconnecting",
             "connecting",
             "error",
-            "close",
-            "call_failed"
+            "close"
         ]
     );
     assert_eq!(events[3]["conn"], 1);
@@ -394,8 +386,7 @@ fn reconnect_carries_queued_sends_by_default() {
             "connecting",
             "error",
             "send_failed",
-            "close",
-            "call_failed"
+            "close"
         ]
     );
     assert_eq!(events[7]["conn"], 2);
@@ -410,10 +401,7 @@ fn reconnect_on_4xx() {
     let proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
     // Exit 3: the handshake was rejected.
     let events = finish_after_final_close(proc, 1, 3);
-    assert_eq!(
-        kinds(&events),
-        ["connecting", "error", "close", "call_failed"]
-    );
+    assert_eq!(kinds(&events), ["connecting", "error", "close"]);
     let error = events[1]["error"].as_str().unwrap();
     assert!(error.contains("403"), "{error}");
 
@@ -435,8 +423,7 @@ fn reconnect_on_4xx() {
             "reconnecting",
             "connecting",
             "error",
-            "close",
-            "call_failed"
+            "close"
         ]
     );
     assert_eq!(server.seen().len(), 3);
@@ -470,10 +457,7 @@ fn reconnect_codes() {
     let proc = Proc::spawn(&["connect", server.url(), "--json", "--reconnect"]);
     // Exit 4: the server closed with a code other than 1000/1001.
     let events = finish_after_final_close(proc, 1, 4);
-    assert_eq!(
-        kinds(&events),
-        ["connecting", "open", "close", "call_failed"]
-    );
+    assert_eq!(kinds(&events), ["connecting", "open", "close"]);
     assert_eq!(events[2]["code"], 4000);
 
     let server = TestServer::start(Mode::CloseFirstWith(1012), false);
@@ -486,10 +470,7 @@ fn reconnect_codes() {
         "none",
     ]);
     let events = finish_after_final_close(proc, 1, 4);
-    assert_eq!(
-        kinds(&events),
-        ["connecting", "open", "close", "call_failed"]
-    );
+    assert_eq!(kinds(&events), ["connecting", "open", "close"]);
     assert_eq!(events[2]["code"], 1012);
 }
 

@@ -164,6 +164,12 @@ impl Proc {
     /// Closes stdin, reads the rest of stdout and waits for the exit (bounded).
     pub fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
         self.close_stdin();
+        self.exit()
+    }
+
+    /// With stdin still open, reads the rest of stdout and waits for the exit (bounded):
+    /// the process must end on its own.
+    pub fn exit(mut self) -> (ExitStatus, Vec<String>, String) {
         while self.next_line().is_some() {}
         // stdout is closed: the process is exiting.
         let deadline = Instant::now() + WAIT;
