@@ -60,7 +60,8 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client over a new session, driven on the current tokio runtime (call it inside
-    /// one). The configuration is checked first.
+    /// one, built with its time and IO drivers: otherwise `ConfigError` field `runtime`).
+    /// The configuration is checked first.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
         let session = config.client_session()?;
         let handle = driver::start(session, &config, true)?;

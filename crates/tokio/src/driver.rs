@@ -575,6 +575,20 @@ pub(crate) fn start<M: Machine>(
             field: "runtime",
             problem: "the tokio runtime has no timers: build it with enable_time() or enable_all()",
         })?;
+    // Likewise the IO driver, which the first socket would need: registering one without it
+    // panics in the connection's task, and every dial failed as a network error that a
+    // reconnect policy retried for ever. (A socket that cannot be made leaves it to the
+    // dial to say.)
+    let io = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|sock| sock.set_nonblocking(true).map(|()| sock));
+    if let Ok(sock) = io
+        && std::panic::catch_unwind(|| tokio::net::UdpSocket::from_std(sock)).is_err()
+    {
+        return Err(ConfigError {
+            field: "runtime",
+            problem: "the tokio runtime has no IO driver: build it with enable_io() or enable_all()",
+        });
+    }
     machine.track_completions();
     let shared = Arc::new(Shared {
         core: Mutex::new(Core {
