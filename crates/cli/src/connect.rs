@@ -23,7 +23,9 @@ Standard input (text mode, the default), one command per line:
   TEXT                     send TEXT as a text message (a line starting with / that is not
                            a command below is sent as it is; // sends a line starting with /)
   /binary HEX              send a binary message (hex digits, spaces allowed)
-  /close [CODE [REASON]]   close (CODE 1000 or 3000-4999, default 1000)
+  /close [CODE [REASON]]   close (CODE 1000 or 3000-4999, default 1000); while connecting,
+                           as --close-before-open says (abort, the default, fails the
+                           lines queued before it: a script waits for the open, /sleep MS)
   /connect URL             connect again with the same options (replaces the current socket)
   /sleep MS                pause reading commands for MS milliseconds (events still print)
   /quit (or /exit)         close, and exit once the close event arrived and every socket

@@ -20,7 +20,7 @@ pub enum ConnectError {
         reason: String,
     },
     /// `url` has a scheme other than ws, wss, http or https.
-    #[error("url: unsupported scheme {scheme:?} (expected ws or wss)")]
+    #[error("url: unsupported scheme {scheme:?} (expected ws, wss, http or https)")]
     UnsupportedScheme {
         /// The scheme found.
         scheme: String,

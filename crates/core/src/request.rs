@@ -477,14 +477,20 @@ fn forbidden_header(name: &HeaderName) -> Option<&'static str> {
             "it would go to the server, not the proxy; put the credentials in the proxy URL",
         );
     }
-    if matches!(
-        n,
-        "host" | "upgrade" | "connection" | "content-length" | "transfer-encoding"
-    ) || n.starts_with("sec-websocket-")
-    {
+    if n == "host" {
+        return Some("the handshake sets it from the URL's host and port");
+    }
+    if n == "sec-websocket-protocol" || n == "sec-websocket-extensions" {
         return Some(
             "the WebSocket handshake sets it; use the protocols / perMessageDeflate options",
         );
+    }
+    if matches!(
+        n,
+        "upgrade" | "connection" | "content-length" | "transfer-encoding"
+    ) || n.starts_with("sec-websocket-")
+    {
+        return Some("the WebSocket handshake sets it");
     }
     None
 }
@@ -709,6 +715,14 @@ mod tests {
             assert!(matches!(e, ConnectError::ForbiddenHeader { .. }), "{name}");
             assert!(e.to_string().starts_with("header:"));
         }
+        // Each says what to do instead, where there is something to do.
+        let why = |name| match err(base().header(name, "v")) {
+            ConnectError::ForbiddenHeader { why, .. } => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why("Host").contains("from the URL's host"));
+        assert!(why("Sec-WebSocket-Protocol").contains("protocols"));
+        assert_eq!(why("Upgrade"), "the WebSocket handshake sets it");
         assert!(matches!(
             err(base().header("bad name", "v")),
             ConnectError::InvalidHeaderName { .. }

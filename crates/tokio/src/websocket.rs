@@ -34,6 +34,12 @@ pub async fn connect(options: impl Into<ConnectOptions>) -> Result<WebSocket, Er
 
 /// [`connect`] with a configuration (TLS roots, bounds, keepalive, a reconnect policy…).
 /// Send completions are not queued as events on this path (`send` returns when written).
+///
+/// With a [`ReconnectPolicy`](wxsocket_core::ReconnectPolicy) a failed dial is retried
+/// as the policy says, and this call keeps waiting until one opens; it fails only when
+/// the policy gives up (with the last attempt's error). A policy without
+/// `max_attempts` may therefore wait for as long as the server stays unreachable (bound
+/// it with `tokio::time::timeout` if need be).
 pub async fn connect_with(
     mut config: Config,
     options: impl Into<ConnectOptions>,

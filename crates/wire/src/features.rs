@@ -17,13 +17,13 @@ pub fn check_request(request: &HandshakeRequest) -> Result<(), ConnectError> {
     if request.is_tls() && !cfg!(feature = "tls") {
         return Err(ConnectError::Unsupported {
             option: "url",
-            why: "wss:// needs the `tls` feature of wxsocket, which this build left out",
+            why: "wss:// needs the `tls` feature of wxsocket-tokio / wxsocket-blocking (wxsocket-wire), which this build left out",
         });
     }
     if request.per_message_deflate.is_some() && !cfg!(feature = "deflate") {
         return Err(ConnectError::Unsupported {
             option: "perMessageDeflate",
-            why: "compression needs the `deflate` feature of wxsocket, which this build left out",
+            why: "compression needs the `deflate` feature of wxsocket-tokio / wxsocket-blocking (wxsocket-wire), which this build left out",
         });
     }
     Ok(())

@@ -280,8 +280,7 @@ mod no_tls {
     use std::sync::Arc;
 
     /// The message of a TLS dial in a build without TLS.
-    pub(super) const NO_TLS: &str =
-        "wss:// needs the `tls` feature of wxsocket, which this build left out";
+    pub(super) const NO_TLS: &str = "wss:// needs the `tls` feature of wxsocket-tokio / wxsocket-blocking (wxsocket-wire), which this build left out";
 
     /// No TLS configuration exists without the `tls` feature.
     #[derive(Debug)]
