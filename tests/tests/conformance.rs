@@ -1316,6 +1316,11 @@ fn wss_with_an_unknown_ca_is_a_clear_tls_error<A: Adapter>() {
         "[{}] the error says it is about the certificate: {e}",
         A::NAME
     );
+    assert!(
+        e.message.contains("not signed by a trusted root"),
+        "[{}] the error says why in plain words: {e}",
+        A::NAME
+    );
     let seen = peer.wait_conn(0, "the TLS handshake to fail", T, |c| c.ended);
     assert!(seen.request.is_none());
 }

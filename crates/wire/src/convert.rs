@@ -354,6 +354,18 @@ impl FrameWatch {
 pub fn classify(error: &WsError) -> Option<TransportError> {
     let kind = match error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => return None,
+        // rustls's text for this ends with a link into its manual, which has no place in
+        // a close reason.
+        WsError::Io(e)
+            if e.kind() == std::io::ErrorKind::UnexpectedEof
+                && e.to_string().contains("close_notify") =>
+        {
+            return Some(TransportError::new(
+                TransportErrorKind::Io,
+                "IO error: the peer closed the TLS connection without close_notify and \
+                 without the closing handshake",
+            ));
+        }
         WsError::Io(e) => match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<crate::deflate::InflateError>())
@@ -402,6 +414,23 @@ pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
                 "{what}: the server did not answer in TLS; is it a plain ws:// or HTTP server? \
                  ({tls})"
             ),
+            // webpki's names, in plain words: the usual ways a test or private server's
+            // certificate is not trusted.
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                format!(
+                    "{what}: the server's certificate is not signed by a trusted root \
+                     (self-signed, or from a private CA: add its root to the trusted roots) \
+                     ({tls})"
+                )
+            }
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+                if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+            {
+                format!(
+                    "{what}: the server's certificate is a CA certificate (a self-signed one \
+                     made as a CA?), which may not identify a server ({tls})"
+                )
+            }
             _ => format!("{what}: {tls}"),
         };
         return TransportError::new(TransportErrorKind::Tls, text);
@@ -412,6 +441,53 @@ pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS stream that ends without close_notify is reported without rustls's link into
+    /// its manual (a user's probe found it in a close reason).
+    #[test]
+    fn a_tls_end_without_close_notify_reads_plainly() {
+        let rustls_text = "peer closed connection without sending TLS close_notify: \
+                           https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html";
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, rustls_text);
+        let error = classify(&WsError::Io(eof)).expect("an error");
+        assert_eq!(error.kind, TransportErrorKind::Io);
+        assert!(!error.message.contains("https://"), "{error}");
+        assert!(error.message.contains("without close_notify"), "{error}");
+    }
+
+    /// The certificate failures a test or private server meets say what they mean.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn untrusted_certificates_say_why_in_plain_words() {
+        let failed = |tls: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+            connect_error(&io, "tls").message
+        };
+        let unknown = failed(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(
+            unknown.contains("not signed by a trusted root"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("UnknownIssuer"), "{unknown}");
+        // webpki's error for a CA certificate presented as the server's, as rustls wraps it
+        // (`Other(OtherError(CaUsedAsEndEntity))`, seen in a user's probe with openssl's
+        // default self-signed certificate).
+        #[derive(Debug)]
+        struct CaUsedAsEndEntity;
+        impl std::fmt::Display for CaUsedAsEndEntity {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("CaUsedAsEndEntity")
+            }
+        }
+        impl std::error::Error for CaUsedAsEndEntity {}
+        let other = rustls::OtherError(std::sync::Arc::new(CaUsedAsEndEntity));
+        let ca = failed(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(other),
+        ));
+        assert!(ca.contains("is a CA certificate"), "{ca}");
+    }
 
     #[test]
     fn round_trips() {

@@ -213,12 +213,21 @@ impl DialPlan {
 }
 
 /// Reading or writing failed during TLS (`what` = `"tls"`) or the upgrade (`"handshake"`),
-/// `via` the tunnel of this proxy if there is one.
+/// `via` the tunnel of this proxy if there is one. Through a tunnel, a reset names the
+/// proxy as its end does (the client cannot tell which of the two broke it).
 pub fn handshake_failed(error: &io::Error, what: &str, via: Option<&str>) -> TransportError {
-    if error.kind() == io::ErrorKind::UnexpectedEof {
-        return handshake_closed(what, via);
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match (error.kind(), via) {
+        (UnexpectedEof, _) => handshake_closed(what, via),
+        (ConnectionReset | ConnectionAborted | BrokenPipe, Some(proxy)) => TransportError::new(
+            TransportErrorKind::Io,
+            format!(
+                "{what}: the tunnel through proxy {proxy} was broken before the server \
+                 answered ({error})"
+            ),
+        ),
+        _ => connect_error(error, what),
     }
-    connect_error(error, what)
 }
 
 /// The connection closed before the server's TLS (`what` = `"tls"`) or upgrade
@@ -316,6 +325,28 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Through a proxy's tunnel, a reset during the handshake names the proxy as an early
+    /// end does (a user's probe saw "handshake: Connection reset by peer" in some runs and
+    /// the proxy named in the others, for the same proxy).
+    #[test]
+    fn a_reset_tunnel_names_the_proxy() {
+        let via = Some("http://proxy:3128");
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let closed = io::Error::from(io::ErrorKind::UnexpectedEof);
+        for error in [&reset, &closed] {
+            let failed = handshake_failed(error, "handshake", via);
+            assert_eq!(failed.kind, TransportErrorKind::Io);
+            assert!(
+                failed
+                    .message
+                    .starts_with("handshake: the tunnel through proxy http://proxy:3128"),
+                "{failed}"
+            );
+        }
+        let direct = handshake_failed(&reset, "handshake", None);
+        assert!(!direct.message.contains("proxy"), "{direct}");
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
