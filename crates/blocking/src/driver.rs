@@ -20,7 +20,7 @@ use crate::{Config, ConfigError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 use wxsocket_core::{Action, ConnId, FailedSend, SendId, TransportEvent};
 use wxsocket_wire::connection::{Connection, DialTarget};
+use wxsocket_wire::dial::Lookups;
 use wxsocket_wire::events::EventBatch;
 pub(crate) use wxsocket_wire::machine::{Lifecycle, Machine};
 
@@ -160,7 +161,7 @@ impl<M: Machine> Drop for Finished<'_, M> {
 }
 
 /// A resolver thread's answer.
-type Resolved = (u64, io::Result<Vec<SocketAddr>>);
+type Resolved = (DialTarget, io::Result<Vec<SocketAddr>>);
 
 /// The machine and the transports, behind [`Shared::inner`].
 pub(crate) struct Inner<M> {
@@ -180,6 +181,12 @@ pub(crate) struct Inner<M> {
     ws_config: WebSocketConfig,
     receivers: Option<Registry>,
     resolved_tx: Sender<Resolved>,
+    /// The name lookups on resolver threads, each with the dials waiting for it (one
+    /// thread per host and port, however often a dial is retried while the resolver is
+    /// slow).
+    lookups: Lookups<u64>,
+    /// What the resolver threads call (the OS resolver; in tests, a slow one).
+    resolver: wxsocket_wire::dial::Resolver,
     waker: Arc<Waker>,
     /// The deadline the driver thread sleeps until, and whether the machine was shut down.
     lifecycle: Lifecycle,
@@ -270,6 +277,8 @@ impl<M: Machine> Shared<M> {
                 proxy_env: proxy_env.clone(),
                 ws_config: wxsocket_wire::websocket_config(&config.session),
                 resolved_tx,
+                lookups: Lookups::default(),
+                resolver: wxsocket_wire::dial::resolve,
                 waker: Arc::clone(&waker),
                 lifecycle: Lifecycle::default(),
                 sleeping: false,
@@ -408,8 +417,8 @@ impl<M: Machine> Shared<M> {
                         inner.on_event(event, now);
                     }
                 }
-                while let Ok((conn, addrs)) = resolved_rx.try_recv() {
-                    inner.on_resolved(conn, addrs, now);
+                while let Ok((target, addrs)) = resolved_rx.try_recv() {
+                    inner.on_resolved(&target, addrs, now);
                 }
                 while let Some(&(at, conn)) = inner.attempts_due.first()
                     && at <= now
@@ -907,30 +916,45 @@ impl<M: Machine> Inner<M> {
         }
     }
 
-    /// Resolves a host name on a helper thread (the OS resolver only blocks); the answer
-    /// comes back through the channel and the waker.
+    /// Resolves a host name on a helper thread (the OS resolver only blocks), unless a
+    /// lookup of the same host and port is in flight: the dial then waits for that one. The
+    /// answer comes back through the channel and the waker.
     fn resolve(&mut self, conn: u64, target: DialTarget, now: Instant) {
         self.with_conn(conn, now, |c, _, out| c.resolving(out));
+        // Aborted dials wait no more.
+        let conns = &self.conns;
+        self.lookups.retain(|waiting| conns.contains_key(waiting));
+        if !self.lookups.join(&target, conn) {
+            return;
+        }
         let tx = self.resolved_tx.clone();
         let waker = Arc::clone(&self.waker);
+        let asked = target.clone();
+        let resolver = self.resolver;
         let spawned = std::thread::Builder::new()
             .name("wxsocket-resolve".into())
             .spawn(move || {
-                let addrs = (target.host.as_str(), target.port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect);
-                if tx.send((conn, addrs)).is_ok() {
+                let addrs = resolver(&asked);
+                if tx.send((asked, addrs)).is_ok() {
                     let _ = waker.wake();
                 }
             });
         if let Err(e) = spawned {
-            self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, Err(e), out));
+            self.on_resolved(&target, Err(e), now);
         }
     }
 
-    fn on_resolved(&mut self, conn: u64, addrs: io::Result<Vec<SocketAddr>>, now: Instant) {
+    fn on_resolved(
+        &mut self,
+        target: &DialTarget,
+        addrs: io::Result<Vec<SocketAddr>>,
+        now: Instant,
+    ) {
         // An aborted dial's answer finds no connection and is dropped.
-        self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, addrs, out));
+        for conn in self.lookups.finish(target) {
+            let addrs = wxsocket_wire::dial::share(&addrs);
+            self.with_conn(conn, now, |c, ctx, out| c.connect(ctx, addrs, out));
+        }
     }
 
     /// The socket of `conn` is ready (or a pass is due): moves the connection on, reading
@@ -996,7 +1020,13 @@ mod tests {
         {
             let mut inner = lock(&shared.inner);
             inner.conns.insert(key(id), Conn::new(connection));
-            inner.on_resolved(key(id), Ok(host.addrs()), Instant::now());
+            // As a lookup's answer comes back for the dial that waits for it.
+            let target = DialTarget {
+                host: "dead-then-live.test".into(),
+                port: host.addrs()[0].port(),
+            };
+            assert!(inner.lookups.join(&target, key(id)));
+            inner.on_resolved(&target, Ok(host.addrs()), Instant::now());
             assert!(
                 inner.attempts_due.first().is_some(),
                 "the next attempt is due later"
@@ -1025,6 +1055,67 @@ mod tests {
 
     /// How long any wait in these tests may take.
     const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Dials of one host while its lookup takes its time share that lookup, over real
+    /// sockets: five connections of a pool, one call of the resolver (one thread), and
+    /// every connection opens on the shared answer (a thread per dial piled up, a thousand
+    /// for twenty clients retrying a host whose lookups took 10 s).
+    #[test]
+    fn dials_of_one_host_share_its_lookup() {
+        use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        static RELEASED: AtomicBool = AtomicBool::new(false);
+        static PORT: AtomicU16 = AtomicU16::new(0);
+        fn slow(_: &DialTarget) -> io::Result<Vec<SocketAddr>> {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            let limit = Instant::now() + LIMIT;
+            while !RELEASED.load(Ordering::SeqCst) && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let port = PORT.load(Ordering::SeqCst);
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        }
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let port = server
+            .url()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        PORT.store(port, Ordering::SeqCst);
+        let config = Config::default()
+            .proxy_env(wxsocket_wire::proxy::ProxyEnv::empty())
+            .session(SessionConfig::default().pool_limit(5));
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        lock(&shared.inner).resolver = slow;
+        let options = ConnectOptions::new(format!("ws://slow.test:{port}/"));
+        for _ in 0..5 {
+            shared
+                .call(|p, now| p.connect(&options, now))
+                .expect("connect");
+        }
+        let limit = Instant::now() + LIMIT;
+        while lock(&shared.inner).lookups.waiting() < 5 {
+            assert!(
+                Instant::now() < limit,
+                "the dials never waited for the lookup"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1, "one lookup for every dial");
+        RELEASED.store(true, Ordering::SeqCst);
+        let mut opened = 0;
+        while opened < 5 {
+            if let Event::Open { .. } = next_event(&shared) {
+                opened += 1;
+            }
+        }
+        assert!(lock(&shared.inner).lookups.is_empty());
+        shared.shutdown();
+    }
 
     /// The next event, taken as `Events::recv` takes it: from the outbox, the next batch
     /// from the machine, or by watching the sockets on this thread (the reads' hand-off).

@@ -18,7 +18,7 @@ use wxsocket_core::{
     TransportEvent,
 };
 use wxsocket_wire::connection::{Connection, DialTarget, TcpSocket};
-use wxsocket_wire::dial::Attempts;
+use wxsocket_wire::dial::{Attempts, Lookups};
 use wxsocket_wire::link::{Link, ReadEnd};
 
 /// Work for a connection task, from the core's actions.
@@ -181,14 +181,75 @@ async fn connect_tcp<M: Machine>(
         None => {
             connection.resolving(out);
             report_stage(shared, connection, out);
-            tokio::net::lookup_host((target.host, target.port))
-                .await
-                .map(Iterator::collect)
+            lookup(&shared.lookups, target, wxsocket_wire::dial::resolve).await
         }
     };
     let addrs = connection.resolved(resolved, out)?;
     report_stage(shared, connection, out);
     connect_any(connection, addrs, out).await
+}
+
+/// A dial waiting for a name lookup: gets its answer.
+pub(crate) type LookupWaiter = tokio::sync::oneshot::Sender<io::Result<Vec<SocketAddr>>>;
+
+/// The name lookups a driver has in flight ([`Lookups`]): one per host and port, on the
+/// runtime's blocking pool, however often a dial is retried while the resolver is slow (a
+/// lookup per dial, as `tokio::net::lookup_host` does, filled the pool with lookups of
+/// dials long given up, and every other user of the pool waited behind them).
+pub(crate) type SharedLookups = Arc<Mutex<Lookups<LookupWaiter>>>;
+
+/// Resolves `target` with `resolver` on the blocking pool, sharing a lookup of the same
+/// host and port already in flight.
+async fn lookup(
+    lookups: &SharedLookups,
+    target: DialTarget,
+    resolver: wxsocket_wire::dial::Resolver,
+) -> io::Result<Vec<SocketAddr>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let start = {
+        let mut in_flight = lookups.lock().unwrap_or_else(PoisonError::into_inner);
+        // Dials that were aborted wait no more.
+        in_flight.retain(|waiter| !waiter.is_closed());
+        in_flight.join(&target, tx)
+    };
+    if start {
+        let answer = Answer {
+            lookups: Arc::clone(lookups),
+            target,
+            addrs: None,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut answer = answer;
+            answer.addrs = Some(resolver(&answer.target));
+        });
+    }
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("the name lookup ended without an answer")))
+}
+
+/// Hands a lookup's answer to its waiters when dropped: after the lookup, or unanswered if
+/// its task never ran (its runtime shutting down), so that no later dial waits for it.
+struct Answer {
+    lookups: SharedLookups,
+    target: DialTarget,
+    addrs: Option<io::Result<Vec<SocketAddr>>>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let waiters = self
+            .lookups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finish(&self.target);
+        let addrs = self
+            .addrs
+            .take()
+            .unwrap_or_else(|| Err(io::Error::other("the name lookup did not run")));
+        for waiter in waiters {
+            let _ = waiter.send(wxsocket_wire::dial::share(&addrs));
+        }
+    }
 }
 
 /// Connects to one of `addrs`, the attempts paced by [`Attempts`]; `None` when every one
@@ -527,6 +588,60 @@ impl Write for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Twenty dials of one host while its lookup takes its time share that lookup: one
+    /// call of the resolver, one answer for each (a lookup per dial piled up on the blocking
+    /// pool while the resolver was slow); a dial given up waits no more, and the next
+    /// lookup of the host starts afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dials_of_one_host_share_its_lookup() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        static RELEASED: AtomicBool = AtomicBool::new(false);
+        fn slow(_: &DialTarget) -> io::Result<Vec<SocketAddr>> {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !RELEASED.load(Ordering::SeqCst) && std::time::Instant::now() < limit {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Ok(vec!["127.0.0.1:9".parse().unwrap()])
+        }
+        let lookups = SharedLookups::default();
+        let target = DialTarget {
+            host: "slow.test".into(),
+            port: 9,
+        };
+        let given_up = tokio::spawn({
+            let (lookups, target) = (Arc::clone(&lookups), target.clone());
+            async move { lookup(&lookups, target, slow).await }
+        });
+        let dials: Vec<_> = (0..20)
+            .map(|_| {
+                let (lookups, target) = (Arc::clone(&lookups), target.clone());
+                tokio::spawn(async move { lookup(&lookups, target, slow).await })
+            })
+            .collect();
+        let waiting = || lookups.lock().unwrap().waiting();
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while waiting() < 21 {
+            assert!(std::time::Instant::now() < limit, "{} waiting", waiting());
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        given_up.abort();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1, "one lookup for every dial");
+        RELEASED.store(true, Ordering::SeqCst);
+        for dial in dials {
+            let addrs = dial.await.unwrap().expect("the shared answer");
+            assert_eq!(addrs, ["127.0.0.1:9".parse().unwrap()]);
+        }
+        assert!(lookups.lock().unwrap().is_empty());
+        lookup(&lookups, target, slow).await.unwrap();
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst),
+            2,
+            "a later dial looks up afresh"
+        );
+    }
 
     /// The size of the future an async fn returns, without calling it.
     fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {

@@ -378,6 +378,8 @@ pub(crate) struct Shared<M> {
     /// The proxy variables, read when the client was created (`conn::dial`).
     pub(crate) proxy_env: wxsocket_wire::proxy::ProxyEnv,
     pub(crate) ws_config: WebSocketConfig,
+    /// The connections' name lookups in flight.
+    pub(crate) lookups: conn::SharedLookups,
     /// Set by the driver task when it has ended; `exited` is notified then.
     ended: AtomicBool,
     exited: Notify,
@@ -610,6 +612,7 @@ pub(crate) fn start<M: Machine>(
         tls,
         proxy_env: config.resolve_proxy_env(),
         ws_config: wxsocket_wire::websocket_config(&config.session),
+        lookups: conn::SharedLookups::default(),
         ended: AtomicBool::new(false),
         exited: Notify::new(),
     });

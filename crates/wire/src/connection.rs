@@ -80,7 +80,7 @@ impl TcpSocket for mio::net::TcpStream {
 }
 
 /// Where a new connection's TCP connection goes: the proxy, or the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialTarget {
     /// The host to resolve, without the brackets of an IPv6 address.
     pub host: String,

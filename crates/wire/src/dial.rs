@@ -23,6 +23,106 @@ use wxsocket_core::{
     Handshake, HandshakeRequest, HttpProxy, Message, TransportError, TransportErrorKind,
 };
 
+/// The name lookups a driver has in flight, each with the dials waiting for it, so that
+/// dials of the same host and port share one. The OS resolver only blocks, and a lookup
+/// cannot be cancelled: a dial that gave up (its handshake timeout) leaves its lookup
+/// running, and one lookup per dial piled up threads while the resolver was slow (a user's
+/// probe: 1,000 resolver threads for 20 clients retrying a host whose lookups took 10 s).
+/// With this, a driver runs at most one lookup per host and port at a time.
+///
+/// Sans-IO: the adapter calls [`Lookups::join`] for a dial that needs a lookup and starts
+/// one only when told to; when it ends, [`Lookups::finish`] hands back the waiters, each of
+/// which gets [`share`] of the answer. Waiters that no longer wait (their dial was aborted)
+/// are dropped with [`Lookups::retain`].
+///
+/// ```
+/// use wxsocket_wire::connection::DialTarget;
+/// use wxsocket_wire::dial::Lookups;
+/// let host = DialTarget { host: "example.com".into(), port: 443 };
+/// let mut lookups = Lookups::default();
+/// assert!(lookups.join(&host, 1), "the first dial starts the lookup");
+/// assert!(!lookups.join(&host, 2), "the second waits for it");
+/// lookups.retain(|&dial| dial != 1); // dial 1 was aborted
+/// assert_eq!(lookups.finish(&host), [2]);
+/// assert!(lookups.join(&host, 3), "a later dial starts a new one");
+/// ```
+#[derive(Debug)]
+pub struct Lookups<W> {
+    in_flight: std::collections::HashMap<crate::connection::DialTarget, Vec<W>>,
+}
+
+impl<W> Default for Lookups<W> {
+    fn default() -> Self {
+        Self {
+            in_flight: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<W> Lookups<W> {
+    /// Adds `waiter` to the lookup of `target`; `true` when none is in flight, and the
+    /// caller must start it.
+    pub fn join(&mut self, target: &crate::connection::DialTarget, waiter: W) -> bool {
+        match self.in_flight.get_mut(target) {
+            Some(waiters) => {
+                waiters.push(waiter);
+                false
+            }
+            None => {
+                self.in_flight.insert(target.clone(), vec![waiter]);
+                true
+            }
+        }
+    }
+
+    /// The lookup of `target` ended: its waiters, in the order they joined.
+    pub fn finish(&mut self, target: &crate::connection::DialTarget) -> Vec<W> {
+        self.in_flight.remove(target).unwrap_or_default()
+    }
+
+    /// Keeps only the waiters for which `wait` holds (the lookups stay in flight).
+    pub fn retain(&mut self, mut wait: impl FnMut(&W) -> bool) {
+        for waiters in self.in_flight.values_mut() {
+            waiters.retain(&mut wait);
+        }
+    }
+
+    /// How many dials wait for a lookup, over every lookup in flight.
+    pub fn waiting(&self) -> usize {
+        self.in_flight.values().map(Vec::len).sum()
+    }
+
+    /// How many lookups are in flight.
+    pub fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+}
+
+/// What a name lookup calls: the OS resolver, or in tests one that takes its time.
+pub type Resolver = fn(&crate::connection::DialTarget) -> io::Result<Vec<SocketAddr>>;
+
+/// The OS resolver (`getaddrinfo` on Unix), which blocks until it answers.
+pub fn resolve(target: &crate::connection::DialTarget) -> io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+}
+
+/// A lookup's answer for one of its waiters (an `io::Error` cannot be cloned: its kind and
+/// text are).
+pub fn share(answer: &io::Result<Vec<SocketAddr>>) -> io::Result<Vec<SocketAddr>> {
+    match answer {
+        Ok(addrs) => Ok(addrs.clone()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
 /// How long a TCP connection attempt has before the next address is tried beside it (RFC
 /// 8305 §5's recommended Connection Attempt Delay).
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
