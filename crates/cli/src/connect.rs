@@ -529,7 +529,9 @@ struct Client {
 
 impl Client {
     fn connect(&mut self, url: Option<&str>) {
+        // A `/connect` run before the end of the last connection was looked at goes on.
         self.close_asked = false;
+        self.ended_unasked = false;
         let mut options = self.options.clone();
         if let Some(url) = url {
             options.url = url.to_owned();

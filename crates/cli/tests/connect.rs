@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mode, Proc, TestServer, event, with_adapter};
+use common::{Mode, Proc, TestServer, event, run, with_adapter};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -251,6 +251,38 @@ fn calls_after_a_close_fail_as_not_connected(blocking: bool) {
         events[4]["errMsg"],
         "closeSocket:fail WebSocket is not connected"
     );
+}
+
+/// A script that dials again at once (`/connect` on its first line) goes on when the first
+/// dial fails: the new connection is not ended with the old one. (The command also forgets a
+/// failed dial's end when a `/connect` runs between that end's event and the check that
+/// would end the command, a window no test reaches reliably.)
+fn a_connect_read_before_a_failed_dial_ends_goes_on(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, false);
+    let refused = format!("ws://127.0.0.1:{}/", common::closed_port());
+    let connect = format!("/connect {}", server.url());
+    let (status, lines, stderr) = run(
+        &with_adapter(vec!["connect", refused.as_str(), "--json"], blocking),
+        &format!("{connect}\nhello\n"),
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:?}");
+    let events = check_lines(&lines);
+    assert!(
+        events
+            .iter()
+            .any(|v| event(v) == "message" && v["data"] == "hello"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_connect_read_before_a_failed_dial_ends_goes_on_tokio() {
+    a_connect_read_before_a_failed_dial_ends_goes_on(false);
+}
+
+#[test]
+fn a_connect_read_before_a_failed_dial_ends_goes_on_blocking() {
+    a_connect_read_before_a_failed_dial_ends_goes_on(true);
 }
 
 #[test]
