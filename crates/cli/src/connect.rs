@@ -529,15 +529,15 @@ struct Client {
 
 impl Client {
     fn connect(&mut self, url: Option<&str>) {
-        // A `/connect` run before the end of the last connection was looked at goes on.
-        self.close_asked = false;
-        self.ended_unasked = false;
         let mut options = self.options.clone();
         if let Some(url) = url {
             options.url = url.to_owned();
         }
         match self.backend.connect(&options) {
             Ok(conn) => {
+                // A new connection: its end is what counts now (a `/connect` refused at
+                // once leaves a `/close` before it standing).
+                self.close_asked = false;
                 self.live.insert(conn);
                 self.wait_connecting(conn);
             }
@@ -942,9 +942,13 @@ impl Client {
             )
     }
 
-    /// Whether standard input is on hold: paused, quitting, or waiting at its end.
+    /// Whether standard input is on hold: paused, quitting, waiting at its end, or the
+    /// connection ended without a `/close` (nothing more is run: the command ends).
     fn input_on_hold(&self) -> bool {
-        self.quit_deadline.is_some() || self.lingering.is_some() || self.linger_on_open
+        self.quit_deadline.is_some()
+            || self.lingering.is_some()
+            || self.linger_on_open
+            || self.ended_unasked
     }
 
     /// Stdout can no longer be written: nothing more is read from standard input or printed,

@@ -253,16 +253,15 @@ fn calls_after_a_close_fail_as_not_connected(blocking: bool) {
     );
 }
 
-/// A script that dials again at once (`/connect` on its first line) goes on when the first
-/// dial fails: the new connection is not ended with the old one. (The command also forgets a
-/// failed dial's end when a `/connect` runs between that end's event and the check that
-/// would end the command, a window no test reaches reliably.)
-fn a_connect_read_before_a_failed_dial_ends_goes_on(blocking: bool) {
+/// A `/connect` that runs while the first dial is still under way replaces it and goes on:
+/// the replaced connection's end does not end the command (deterministic: the first
+/// server holds its handshake, so the `/connect` always runs first).
+fn a_connect_during_a_dial_goes_on(blocking: bool) {
+    let held = TestServer::start(Mode::Echo, true);
     let server = TestServer::start(Mode::Echo, false);
-    let refused = format!("ws://127.0.0.1:{}/", common::closed_port());
     let connect = format!("/connect {}", server.url());
     let (status, lines, stderr) = run(
-        &with_adapter(vec!["connect", refused.as_str(), "--json"], blocking),
+        &with_adapter(vec!["connect", held.url(), "--json"], blocking),
         &format!("{connect}\nhello\n"),
     );
     assert_eq!(status.code(), Some(0), "{stderr}\n{lines:?}");
@@ -276,13 +275,99 @@ fn a_connect_read_before_a_failed_dial_ends_goes_on(blocking: bool) {
 }
 
 #[test]
-fn a_connect_read_before_a_failed_dial_ends_goes_on_tokio() {
-    a_connect_read_before_a_failed_dial_ends_goes_on(false);
+fn a_connect_during_a_dial_goes_on_tokio() {
+    a_connect_during_a_dial_goes_on(false);
 }
 
 #[test]
-fn a_connect_read_before_a_failed_dial_ends_goes_on_blocking() {
-    a_connect_read_before_a_failed_dial_ends_goes_on(true);
+fn a_connect_during_a_dial_goes_on_blocking() {
+    a_connect_during_a_dial_goes_on(true);
+}
+
+/// After a `/close`, a `/connect` refused at once (an invalid URL) leaves the `/close`
+/// standing: the closed connection's end does not end the command, and a later `/connect`
+/// opens (a review found the refused one taken for a new connection, and the command gone).
+/// The pause only gives a wrongful exit the time to happen.
+fn a_refused_connect_after_a_close_leaves_the_command_waiting(blocking: bool) {
+    let server = TestServer::start(Mode::Echo, false);
+    let url = server.url().to_owned();
+    let mut proc = Proc::spawn(&with_adapter(vec!["connect", &url, "--json"], blocking));
+    proc.expect_json("open", |v| event(v) == "open");
+    proc.write("/close");
+    proc.write("/connect nota://typo");
+    proc.expect_json("call_failed", |v| event(v) == "call_failed");
+    proc.expect_json("close", |v| event(v) == "close");
+    std::thread::sleep(Duration::from_millis(300));
+    proc.write(&format!("/connect {url}"));
+    proc.expect_json("open of #2", |v| event(v) == "open" && v["conn"] == 2);
+    let (status, _, stderr) = proc.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_refused_connect_after_a_close_leaves_the_command_waiting_tokio() {
+    a_refused_connect_after_a_close_leaves_the_command_waiting(false);
+}
+
+#[test]
+fn a_refused_connect_after_a_close_leaves_the_command_waiting_blocking() {
+    a_refused_connect_after_a_close_leaves_the_command_waiting(true);
+}
+
+/// Once the connection's end is seen, no more input runs, however much is waiting (a review
+/// saw up to 711 lines of `yes` run and refused after the server's close).
+fn nothing_runs_after_the_connection_ended(blocking: bool) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let server = TestServer::start(Mode::EchoThenClose(4000), false);
+    let mut child = Command::new(common::bin())
+        .args(with_adapter(
+            vec!["connect", server.url(), "--json"],
+            blocking,
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wxsocket");
+    let mut stdin = child.stdin.take().unwrap();
+    // As `yes` would: until the command stops reading (it exits, the pipe breaks), or a
+    // bound.
+    let writer = std::thread::spawn(move || {
+        for _ in 0..200_000 {
+            if stdin.write_all(b"line\n").is_err() {
+                return;
+            }
+        }
+    });
+    let output = child.wait_with_output().expect("wait for wxsocket");
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let events = check_lines(&lines);
+    let close = events
+        .iter()
+        .position(|v| event(v) == "close")
+        .expect("the server's close");
+    let after: Vec<&str> = events[close + 1..].iter().map(event).collect();
+    assert!(
+        !after.contains(&"call_failed"),
+        "input ran after the close: {after:?}"
+    );
+}
+
+#[test]
+fn nothing_runs_after_the_connection_ended_tokio() {
+    nothing_runs_after_the_connection_ended(false);
+}
+
+#[test]
+fn nothing_runs_after_the_connection_ended_blocking() {
+    nothing_runs_after_the_connection_ended(true);
 }
 
 #[test]

@@ -77,7 +77,7 @@ pub enum Error {
     #[error("invalid configuration: {0} (nothing was dialled)")]
     Config(#[from] ConfigError),
     /// The connect options were invalid (the field is named); nothing was dialled.
-    #[error("invalid connect options: {0} (fix that option; nothing was dialled)")]
+    #[error("{}", options_message(.0))]
     Options(#[from] ConnectError),
     /// A close code or reason was invalid (1000 or 3000–4999; at most 123 bytes).
     #[error("invalid close: {0}")]
@@ -111,6 +111,16 @@ fn refused(error: &ConnectionError) -> bool {
         },
         ConnectionError::ProtocolNotOffered(_) | ConnectionError::DeflateNotOffered => true,
         _ => false,
+    }
+}
+
+/// Refused connect options; a proxy variable of the environment is no option to fix.
+fn options_message(error: &ConnectError) -> String {
+    match error {
+        ConnectError::ProxyEnvironment { .. } => {
+            format!("cannot connect: {error} (nothing was dialled)")
+        }
+        _ => format!("invalid connect options: {error} (fix that option; nothing was dialled)"),
     }
 }
 
@@ -471,6 +481,22 @@ mod tests {
                 .starts_with("connection failed: no pong within 1s"),
             "{timeout}"
         );
+    }
+
+    /// A proxy variable refused is not called an option to fix.
+    #[test]
+    fn a_refused_proxy_variable_is_no_option() {
+        let refused = Error::Options(ConnectError::ProxyEnvironment {
+            variable: "ALL_PROXY",
+            reason: "unsupported proxy scheme \"socks5\"".into(),
+        });
+        let message = refused.to_string();
+        assert!(
+            message.starts_with("cannot connect: ALL_PROXY"),
+            "{message}"
+        );
+        assert!(!message.contains("fix that option"), "{message}");
+        assert_eq!(refused.kind(), ErrorKind::Invalid);
     }
 
     #[test]
