@@ -934,7 +934,10 @@ impl<M: Machine> Inner<M> {
         let spawned = std::thread::Builder::new()
             .name("wxsocket-resolve".into())
             .spawn(move || {
-                let addrs = resolver(&asked);
+                // Answered whatever happens, so that no later dial of the host waits for
+                // a lookup that is gone.
+                let addrs = std::panic::catch_unwind(|| resolver(&asked))
+                    .unwrap_or_else(|_| Err(io::Error::other("the name lookup panicked")));
                 if tx.send((asked, addrs)).is_ok() {
                     let _ = waker.wake();
                 }
@@ -1055,6 +1058,31 @@ mod tests {
 
     /// How long any wait in these tests may take.
     const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A lookup that panics still answers its dial (which fails saying so) and leaves
+    /// nothing in flight for the next dial of the host to wait on.
+    #[test]
+    fn a_lookup_that_panics_answers_its_dial() {
+        fn panics(_: &DialTarget) -> io::Result<Vec<SocketAddr>> {
+            panic!("a resolver that panics (expected by this test)")
+        }
+        let config = Config::default().proxy_env(wxsocket_wire::proxy::ProxyEnv::empty());
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        lock(&shared.inner).resolver = panics;
+        let options = ConnectOptions::new("ws://panics.test:9/");
+        shared
+            .call(|p, now| p.connect(&options, now))
+            .expect("connect");
+        let error = loop {
+            if let Event::Error { error, .. } = next_event(&shared) {
+                break error.to_string();
+            }
+        };
+        assert!(error.contains("the name lookup panicked"), "{error}");
+        assert!(lock(&shared.inner).lookups.is_empty());
+        shared.shutdown();
+    }
 
     /// Dials of one host while its lookup takes its time share that lookup, over real
     /// sockets: five connections of a pool, one call of the resolver (one thread), and
