@@ -300,10 +300,10 @@ pub struct CloseResult {
 }
 
 /// A listener slot, shared so a deferred call can reach it after the driver's lock is
-/// released. Once a listener is set the slot stays, and setting another replaces the function
-/// in it: a call queued before the replacement reaches the listener set when it runs, so
-/// after `on_socket_message(new)` returns the old listener is never called again.
-type Listener<T> = Option<Arc<ListenerCell<T>>>;
+/// released. The slot exists from the start, empty, and setting a listener puts the function
+/// in it: a call queued before that reaches the listener set when it runs (the first one
+/// too), so after `on_socket_message(new)` returns the old listener is never called again.
+type Listener<T> = Arc<ListenerCell<T>>;
 
 type ListenerFn<T> = Box<dyn FnMut(&T) + Send>;
 
@@ -350,25 +350,22 @@ impl<T> Drop for Running<'_, T> {
 }
 
 impl<T> ListenerCell<T> {
-    /// Sets the listener of `slot`: a new slot the first time, the function replaced after.
-    fn set(slot: &mut Listener<T>, f: impl FnMut(&T) + Send + 'static) {
-        let f: ListenerFn<T> = Box::new(f);
-        match slot {
-            Some(cell) => {
-                let old = cell.lock().f.replace(f);
-                // Dropped outside the lock: a listener's captures may hold anything.
-                drop(old);
-            }
-            None => {
-                *slot = Some(Arc::new(Self {
-                    state: Mutex::new(ListenerState {
-                        f: Some(f),
-                        running: false,
-                        later: VecDeque::new(),
-                    }),
-                }));
-            }
-        }
+    /// An empty slot: calls made before a listener is set are dropped when they run.
+    fn empty() -> Listener<T> {
+        Arc::new(Self {
+            state: Mutex::new(ListenerState {
+                f: None,
+                running: false,
+                later: VecDeque::new(),
+            }),
+        })
+    }
+
+    /// Sets the listener, replacing the one before (if any).
+    fn set(&self, f: impl FnMut(&T) + Send + 'static) {
+        let old = self.lock().f.replace(Box::new(f));
+        // Dropped outside the lock: a listener's captures may hold anything.
+        drop(old);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ListenerState<T>> {
@@ -474,10 +471,10 @@ impl WxSocket {
         }
         Ok(Self {
             session: Session::new(config)?,
-            on_open: None,
-            on_error: None,
-            on_message: None,
-            on_close: None,
+            on_open: ListenerCell::empty(),
+            on_error: ListenerCell::empty(),
+            on_message: ListenerCell::empty(),
+            on_close: ListenerCell::empty(),
             sends: HashMap::new(),
             deferred: None,
             connect_check: None,
@@ -594,22 +591,22 @@ impl WxSocket {
     /// those already dispatched and not yet run included (the replaced one is not called
     /// again; a call of it running now finishes).
     pub fn on_socket_open(&mut self, f: impl FnMut(&OpenResult) + Send + 'static) {
-        ListenerCell::set(&mut self.on_open, f);
+        self.on_open.set(f);
     }
 
     /// `wx.onSocketError`.
     pub fn on_socket_error(&mut self, f: impl FnMut(&ErrorResult) + Send + 'static) {
-        ListenerCell::set(&mut self.on_error, f);
+        self.on_error.set(f);
     }
 
     /// `wx.onSocketMessage`.
     pub fn on_socket_message(&mut self, f: impl FnMut(&MessageResult) + Send + 'static) {
-        ListenerCell::set(&mut self.on_message, f);
+        self.on_message.set(f);
     }
 
     /// `wx.onSocketClose`.
     pub fn on_socket_close(&mut self, f: impl FnMut(&CloseResult) + Send + 'static) {
-        ListenerCell::set(&mut self.on_close, f);
+        self.on_close.set(f);
     }
 
     /// Runs the listeners and send callbacks for every event the session has produced, in
@@ -637,8 +634,11 @@ impl WxSocket {
     }
 
     fn deliver(&mut self, event: Event) {
+        // A job even while no listener is set: one set before the job runs (from inside
+        // another callback, say) takes the event, as a listener registered while an earlier
+        // event is handled in JavaScript hears the next.
         fn call<T: Send + 'static>(listener: &Listener<T>, value: T) -> Option<Job> {
-            let f = Arc::clone(listener.as_ref()?);
+            let f = Arc::clone(listener);
             Some(Box::new(move || f.call(value)))
         }
         let job = match event {

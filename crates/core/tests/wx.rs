@@ -511,6 +511,67 @@ fn a_replaced_listener_is_not_called_again_even_for_events_already_due() {
     );
 }
 
+/// A listener set for the first time while another callback runs hears the events already
+/// due after it, as one set while an earlier event is handled in JavaScript hears the next
+/// (WeChat's own sample sets `onSocketClose` after calling `closeSocket`); before, an event
+/// dispatched while its slot had never been set was dropped, unlike one whose listener was
+/// only replaced.
+#[test]
+fn a_listener_set_for_the_first_time_inside_a_callback_hears_the_events_already_due() {
+    let now = Instant::now();
+    let log: Log = Arc::default();
+    let wx = Arc::new(Mutex::new(
+        WxSocket::deferred(SessionConfig::default()).unwrap(),
+    ));
+    let (l, socket) = (log.clone(), Arc::clone(&wx));
+    let mut guard = wx.lock().unwrap();
+    guard.on_socket_message(move |r| {
+        l.lock().unwrap().push(format!("message {:?}", r.data));
+        let l = l.clone();
+        socket
+            .lock()
+            .unwrap()
+            .on_socket_close(move |r| l.lock().unwrap().push(format!("close {}", r.code)));
+    });
+    let conn = guard
+        .connect_socket(ConnectSocket::new(ConnectOptions::new("wss://h")), now)
+        .unwrap();
+    Driven::handle(
+        &mut *guard,
+        conn,
+        TransportEvent::Opened(Box::default()),
+        now,
+    );
+    Driven::handle(
+        &mut *guard,
+        conn,
+        TransportEvent::Message(Message::text("bye")),
+        now,
+    );
+    let close = PeerClose {
+        code: Some(4000),
+        reason: String::new(),
+    };
+    Driven::handle(&mut *guard, conn, TransportEvent::PeerClosed(close), now);
+    Driven::handle(&mut *guard, conn, TransportEvent::Closed, now);
+    guard.dispatch();
+    let due: Vec<_> = std::iter::from_fn(|| guard.poll_callback()).collect();
+    drop(guard);
+    for callback in due {
+        callback.run();
+    }
+    assert_eq!(take(&log), [r#"message Text("bye")"#, "close 4000"]);
+
+    // An event due while no listener is set, and none is set before it runs, calls nothing.
+    let mut wx = WxSocket::deferred(SessionConfig::default()).unwrap();
+    due_messages(&mut wx, &["unheard"], now);
+    run_due(&mut wx);
+    let l = log.clone();
+    wx.on_socket_message(move |r| l.lock().unwrap().push(format!("late {:?}", r.data)));
+    run_due(&mut wx);
+    assert!(take(&log).is_empty());
+}
+
 /// A send's `complete` runs when its `success` (or `fail`) panics, as WeChat runs it
 /// whatever the outcome; the panic still reaches whoever runs the callback.
 #[test]
