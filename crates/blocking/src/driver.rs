@@ -1126,13 +1126,16 @@ mod tests {
                 .expect("connect");
         }
         let limit = Instant::now() + LIMIT;
-        while lock(&shared.inner).lookups.waiting() < 5 {
+        // Until every dial waits and the lookup's thread is in the resolver (it may start
+        // after the dials joined).
+        while lock(&shared.inner).lookups.waiting() < 5 || CALLS.load(Ordering::SeqCst) == 0 {
             assert!(
                 Instant::now() < limit,
                 "the dials never waited for the lookup"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+        assert_eq!(lock(&shared.inner).lookups.len(), 1, "one lookup in flight");
         assert_eq!(CALLS.load(Ordering::SeqCst), 1, "one lookup for every dial");
         RELEASED.store(true, Ordering::SeqCst);
         let mut opened = 0;

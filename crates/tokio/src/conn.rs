@@ -623,11 +623,14 @@ mod tests {
             .collect();
         let waiting = || lookups.lock().unwrap().waiting();
         let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while waiting() < 21 {
+        // Until every dial waits and the lookup's thread is in the resolver (it may start
+        // after the dials joined).
+        while waiting() < 21 || CALLS.load(Ordering::SeqCst) == 0 {
             assert!(std::time::Instant::now() < limit, "{} waiting", waiting());
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         given_up.abort();
+        assert_eq!(lookups.lock().unwrap().len(), 1, "one lookup in flight");
         assert_eq!(CALLS.load(Ordering::SeqCst), 1, "one lookup for every dial");
         RELEASED.store(true, Ordering::SeqCst);
         for dial in dials {
