@@ -217,20 +217,63 @@ impl fmt::Debug for HttpProxy {
 /// `url` as written, with any user information replaced by `***`, for errors and `Debug`
 /// output. Everything after the scheme up to the last `@` before the query goes, even where
 /// a malformed URL has a `/` in its password (an `@` in a path only hides a little more).
+/// The values of the usual token query parameters
+/// ([`QUERY_DEFAULTS`](crate::transcript::QUERY_DEFAULTS)) show as `***` too.
 pub(crate) fn redact(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let end = url[start..]
         .find(['?', '#'])
         .map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
-        None => url.to_owned(),
+    let mut out = match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..end]),
+        None => url[..end].to_owned(),
+    };
+    let rest = &url[end..];
+    let (query, fragment) = match rest.strip_prefix('?') {
+        Some(query) => query.split_at(query.find('#').unwrap_or(query.len())),
+        None => return out + rest,
+    };
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((key, _)) if is_token(key) => {
+                out.push_str(key);
+                out.push_str("=***");
+            }
+            _ => out.push_str(pair),
+        }
     }
+    out + fragment
+}
+
+/// Whether query parameter `key` (or a `data` entry's) usually carries a credential.
+pub(crate) fn is_token(key: &str) -> bool {
+    crate::transcript::QUERY_DEFAULTS
+        .iter()
+        .any(|q| q.eq_ignore_ascii_case(key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_user_information_and_the_usual_tokens() {
+        for (url, shown) in [
+            ("ws://h/ws", "ws://h/ws"),
+            ("ws://a:b@h/x?room=1#f", "ws://***@h/x?room=1#f"),
+            (
+                "wss://h/?Token=abc&room=5&sig=&x&api_key=k#frag&token=y",
+                "wss://h/?Token=***&room=5&sig=***&x&api_key=***#frag&token=y",
+            ),
+            ("h?", "h?"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
+    }
 
     #[test]
     fn parses_and_hides_credentials() {

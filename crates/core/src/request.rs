@@ -63,7 +63,17 @@ pub struct ConnectOptions {
 }
 
 /// The URL's password shows as `***`; so do the values of the credential headers
-/// (`Authorization`, `Proxy-Authorization`, `Cookie`).
+/// (`Authorization`, `Proxy-Authorization`, `Cookie`) and of the usual token query
+/// parameters and `data` entries (`token`, `access_token`, `key`, …
+/// [`QUERY_DEFAULTS`](crate::transcript::QUERY_DEFAULTS)).
+///
+/// ```
+/// use wxsocket_core::ConnectOptions;
+/// let options = ConnectOptions::new("wss://ann:pw@h/ws?room=5&token=abc").data("sig", "xyz");
+/// let shown = format!("{options:?}");
+/// assert!(shown.contains(r#""wss://***@h/ws?room=5&token=***""#), "{shown}");
+/// assert!(!shown.contains("abc") && !shown.contains("xyz") && !shown.contains("pw"), "{shown}");
+/// ```
 impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let header: Vec<(&str, &str)> = self
@@ -76,9 +86,17 @@ impl std::fmt::Debug for ConnectOptions {
                 (name.as_str(), if secret { "***" } else { value.as_str() })
             })
             .collect();
+        let data: Vec<(&str, &str)> = self
+            .data
+            .iter()
+            .map(|(k, v)| {
+                let secret = crate::proxy::is_token(k);
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
         f.debug_struct("ConnectOptions")
             .field("url", &crate::proxy::redact(&self.url))
-            .field("data", &self.data)
+            .field("data", &data)
             .field("header", &header)
             .field("method", &self.method)
             .field("protocols", &self.protocols)

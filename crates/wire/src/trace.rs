@@ -9,13 +9,17 @@
 //! - `trace`: each send and ping handed to a connection.
 //!
 //! Every record carries `conn`, the connection's id, as its events do. A password in a URL
-//! is logged as `***`. Filter on the
+//! is logged as `***`, and the values of the query parameters a transcript leaves out by
+//! default (`token`, `access_token`, `key`, …
+//! [`QUERY_DEFAULTS`](wxsocket_core::transcript::QUERY_DEFAULTS)) as `<redacted>`, so a
+//! debug log shipped elsewhere carries no credential of the URL. Filter on the
 //! target, e.g. `RUST_LOG=wxsocket=debug` with `tracing-subscriber`'s env filter.
 
 use crate::client::SocketInfo;
 use std::fmt::Display;
 use tracing::Span;
 use url::Url;
+use wxsocket_core::transcript::Redaction;
 use wxsocket_core::{Action, ConnId};
 
 /// The target of every record in this module.
@@ -28,17 +32,16 @@ pub fn connection_span(conn: ConnId, url: &Url) -> Span {
     tracing::debug_span!(target: TARGET, "connection", %conn, url = %Logged(url))
 }
 
-/// A URL as the log shows it: a password in it is replaced by `***` (the query is kept; a
-/// token there is the application's to keep out of debug logs).
+/// A URL as the log shows it: a password in it is replaced by `***`, and the values of the
+/// usual token query parameters by `<redacted>` (as a transcript writes them by default).
 struct Logged<'a>(&'a Url);
 
 impl Display for Logged<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.password().is_none() {
-            return Display::fmt(self.0, f);
+        let mut url = Redaction::default().url(self.0);
+        if url.password().is_some() {
+            let _ = url.to_mut().set_password(Some("***"));
         }
-        let mut url = self.0.clone();
-        let _ = url.set_password(Some("***"));
         Display::fmt(&url, f)
     }
 }
@@ -108,7 +111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_password_in_a_logged_url_is_hidden() {
+    fn a_password_and_the_usual_tokens_in_a_logged_url_are_hidden() {
         let url = Url::parse("wss://ann:s3cret@example.com:8443/chat?room=1").unwrap();
         assert_eq!(
             Logged(&url).to_string(),
@@ -116,5 +119,10 @@ mod tests {
         );
         let url = Url::parse("ws://example.com/chat").unwrap();
         assert_eq!(Logged(&url).to_string(), "ws://example.com/chat");
+        let url = Url::parse("wss://ann:s3cret@h/ws?Access_Token=abc&room=1&sig=x").unwrap();
+        assert_eq!(
+            Logged(&url).to_string(),
+            "wss://ann:***@h/ws?Access_Token=%3Credacted%3E&room=1&sig=%3Credacted%3E"
+        );
     }
 }

@@ -180,9 +180,16 @@ impl Redaction {
         self.query.iter().any(|q| q.eq_ignore_ascii_case(name))
     }
 
-    /// `url` with the values of the redacted query parameters replaced (the query is
-    /// written again, form-encoded).
-    fn url<'a>(&self, url: &'a url::Url) -> Cow<'a, url::Url> {
+    /// `url` with the values of the redacted query parameters replaced by
+    /// [`REDACTED`] (the query is written again, form-encoded); `url` itself when it has
+    /// none of them.
+    ///
+    /// ```
+    /// use wxsocket_core::transcript::Redaction;
+    /// let url = url::Url::parse("wss://h/ws?room=5&token=abc").unwrap();
+    /// assert_eq!(Redaction::default().url(&url).as_str(), "wss://h/ws?room=5&token=%3Credacted%3E");
+    /// ```
+    pub fn url<'a>(&self, url: &'a url::Url) -> Cow<'a, url::Url> {
         if !url.query_pairs().any(|(k, _)| self.redacts_query(&k)) {
             return Cow::Borrowed(url);
         }
