@@ -38,6 +38,8 @@ then the wait starts again once the retry opens), then closes as /quit does.
 A connection that ends without a /close (the server closed it, the dial failed, the
 network broke, after --reconnect's retries) ends the command too, whatever standard input
 still holds; after a /close the command waits for a /connect or the end of input.
+SIGTERM and SIGINT (Ctrl-C) close as /quit does, waiting at most 11 s for the close (a
+dial in progress is given up at once); a second one exits at once, with 128 and its number.
 
 Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, or the code
@@ -392,6 +394,8 @@ enum Input {
     Finished,
     /// Standard input has something in its own channel (see [`read_stdin`]).
     Wake,
+    /// SIGTERM or SIGINT (its name) came.
+    Signal(&'static str),
 }
 
 /// Standard input read but not yet run.
@@ -525,6 +529,10 @@ struct Client {
     /// The last connection ended without this client asking (the server closed it, the
     /// dial failed, the network broke), with no retry to come.
     ended_unasked: bool,
+    /// A signal asked the command to end (it closes as `/quit` does).
+    signalled: bool,
+    /// A second signal came (its name): the command exits at once.
+    forced: Option<&'static str>,
 }
 
 impl Client {
@@ -852,6 +860,7 @@ impl Client {
             Input::Finished => {}
             // The standard input it announces is taken in `drain_ready`.
             Input::Wake => {}
+            Input::Signal(name) => self.signalled(name),
         }
     }
 
@@ -931,6 +940,33 @@ impl Client {
             _ if status == status::CLEAN && send_failures > 0 => status::SENDS_FAILED,
             _ => status,
         }
+    }
+
+    /// SIGTERM or SIGINT: the first closes as `/quit` does, but gives up a dial in progress
+    /// at once and waits no longer than the close timeout; the second ends the command.
+    fn signalled(&mut self, name: &'static str) {
+        if self.signalled {
+            self.complain(&format!(
+                "{name} again: exiting without waiting for the close"
+            ));
+            self.forced = Some(name);
+            return;
+        }
+        self.signalled = true;
+        self.out.note(&format!(
+            "{name}: closing as /quit does ({name} again exits at once)"
+        ));
+        self.input_stopped = true;
+        self.pending.clear();
+        if self.backend.state() == ReadyState::Connecting && self.backoff.is_none() {
+            // Waiting for the open (up to the handshake timeout) is not what a signal asks.
+            self.close_on_open = false;
+            let _ = self.close(None, "");
+        } else if self.quit_deadline.is_none() {
+            self.quit();
+        }
+        let cap = Instant::now() + self.session.close_timeout + Duration::from_secs(1);
+        self.quit_deadline = Some(self.quit_deadline.map_or(cap, |t| t.min(cap)));
     }
 
     fn done_quitting(&self) -> bool {
@@ -1183,6 +1219,15 @@ pub fn run(settings: Settings) -> ExitCode {
     for _ in 0..read_ahead {
         let _ = credits.try_send(());
     }
+    // SIGTERM and SIGINT close the connection first (`signalled`).
+    let signal_tx = tx.clone();
+    if let Err(e) = crate::signals::watch(move |name| signal_tx.send(Input::Signal(name)).is_ok())
+        && !settings.quiet
+    {
+        eprintln!(
+            "wxsocket: warning: cannot watch for signals ({e}): they end the command without a close"
+        );
+    }
     let binary = settings.binary;
     let (stdin_tx, stdin) = mpsc::channel();
     std::thread::Builder::new()
@@ -1220,6 +1265,8 @@ pub fn run(settings: Settings) -> ExitCode {
         status: status::NOT_MADE,
         close_asked: false,
         ended_unasked: false,
+        signalled: false,
+        forced: None,
     };
     client.connect(None);
 
@@ -1255,7 +1302,7 @@ pub fn run(settings: Settings) -> ExitCode {
             client.pending.clear();
             client.quit();
         }
-        if client.done_quitting() {
+        if client.done_quitting() || client.forced.is_some() {
             break;
         }
         let wake = [paused_until, client.quit_deadline, linger_wake]
@@ -1290,7 +1337,11 @@ pub fn run(settings: Settings) -> ExitCode {
         }
     }
     let quiet = client.quiet;
-    let status = client.shut_down();
+    let status = match client.forced {
+        // Nothing more is waited for; the process ends with the threads in it.
+        Some(name) => crate::signals::exit_status(name),
+        None => client.shut_down(),
+    };
     let record_failed = record.and_then(|r| match r.flush() {
         Err(e) => Some(e.to_string()),
         Ok(()) => r.error(),

@@ -19,6 +19,7 @@ mod output;
 mod replay;
 mod server;
 mod server_stream;
+mod signals;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -578,7 +579,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     // may send SIGTERM at once.
     let signals = {
         let _entered = rt.enter();
-        match server_signals::Signals::new() {
+        match signals::Signals::new() {
             Ok(signals) => signals,
             Err(e) => {
                 eprintln!("wxsocket: error: cannot watch for signals: {e}");
@@ -633,6 +634,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let (signal, open) = rt.block_on(async move {
+        let mut signals = signals;
         let signal = tokio::spawn(async move {
             let name = signals.next().await;
             let _ = stop.send(true);
@@ -655,48 +657,4 @@ fn serve(args: &ServeArgs) -> ExitCode {
         ));
     }
     ExitCode::SUCCESS
-}
-
-/// The signals that stop `serve`.
-mod server_signals {
-    /// SIGTERM and SIGINT (Ctrl-C elsewhere than Unix).
-    pub struct Signals {
-        #[cfg(unix)]
-        term: tokio::signal::unix::Signal,
-        #[cfg(unix)]
-        int: tokio::signal::unix::Signal,
-    }
-
-    impl Signals {
-        /// Installs the handlers (inside the runtime).
-        pub fn new() -> std::io::Result<Signals> {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{SignalKind, signal};
-                Ok(Signals {
-                    term: signal(SignalKind::terminate())?,
-                    int: signal(SignalKind::interrupt())?,
-                })
-            }
-            #[cfg(not(unix))]
-            Ok(Signals {})
-        }
-
-        /// Waits for the first signal; returns its name.
-        pub async fn next(mut self) -> &'static str {
-            #[cfg(unix)]
-            {
-                tokio::select! {
-                    _ = self.term.recv() => "SIGTERM",
-                    _ = self.int.recv() => "SIGINT",
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = &mut self;
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
 }

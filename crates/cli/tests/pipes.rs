@@ -895,3 +895,105 @@ fn a_transcript_that_cannot_be_written_is_exit_6() {
         assert!(stderr.contains("--record"), "{stderr}");
     }
 }
+
+/// Sends `signal` (`TERM`, `INT`) to process `pid`.
+#[cfg(unix)]
+fn kill(signal: &str, pid: u32) {
+    let killed = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// SIGTERM and SIGINT close `connect`'s connection as `/quit` does: the server gets a close
+/// frame (1000) and the command exits 0 after the clean close, as systemd, Docker or a
+/// terminal's Ctrl-C ask. They used to kill it: the server saw the TCP connection reset.
+#[cfg(unix)]
+#[test]
+fn connect_closes_as_quit_does_on_sigterm_and_sigint() {
+    for (signal, blocking) in [("TERM", false), ("INT", true)] {
+        let server = TestServer::start(Mode::Echo, false);
+        let mut client = Proc::spawn(&with_adapter(
+            vec!["connect", server.url(), "--json"],
+            blocking,
+        ));
+        client.expect_json("open", |v| event(v) == "open");
+        kill(signal, client.pid());
+        let close = client.expect_json("close", |v| event(v) == "close");
+        assert_eq!(
+            (close["code"].as_u64(), close["clean"].as_bool()),
+            (Some(1000), Some(true))
+        );
+        let (status, _, stderr) = client.exit();
+        assert_eq!(status.code(), Some(0), "SIG{signal}: {stderr}");
+        let seen = server.seen();
+        assert_eq!(seen[0].close, Some((1000, String::new())), "SIG{signal}");
+    }
+}
+
+/// A second signal ends the command at once, with 128 and the signal's number, while the
+/// first one's close waits for a server that takes 20 s to answer it.
+#[cfg(unix)]
+#[test]
+fn a_second_signal_exits_connect_at_once() {
+    for (signal, status, blocking) in [("INT", 130, false), ("TERM", 143, true)] {
+        let server = TestServer::start(Mode::LateCloseAnswerFirst(20_000), false);
+        let mut client = Proc::spawn(&with_adapter(
+            vec!["connect", server.url(), "--json"],
+            blocking,
+        ));
+        client.expect_json("open", |v| event(v) == "open");
+        kill(signal, client.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.seen().first().is_none_or(|s| s.close.is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "no close frame after the first signal"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let started = Instant::now();
+        kill(signal, client.pid());
+        let (exit, _, stderr) = client.exit();
+        assert_eq!(exit.code(), Some(status), "SIG{signal}: {stderr}");
+        assert!(stderr.contains("again: exiting"), "{stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A signal while the dial waits for the server's answer gives the dial up at once
+/// (exit 3: the connection was not made), rather than waiting up to the handshake timeout
+/// to close after the open.
+#[cfg(unix)]
+#[test]
+fn a_signal_while_dialling_gives_the_dial_up() {
+    for blocking in [false, true] {
+        let server = TestServer::start(Mode::Echo, true);
+        let mut client = Proc::spawn(&with_adapter(
+            vec!["connect", server.url(), "--json"],
+            blocking,
+        ));
+        // The server holds the handshake: the dial is in progress from here.
+        client.expect_json("connecting", |v| event(v) == "connecting");
+        let started = Instant::now();
+        kill("TERM", client.pid());
+        let (exit, lines, stderr) = client.exit();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let close: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(
+            (event(&close), close["code"].as_u64()),
+            ("close", Some(1006)),
+            "{lines:?}"
+        );
+        assert_eq!(exit.code(), Some(3), "not made: {stderr}");
+    }
+}
