@@ -476,7 +476,14 @@ impl Events {
         self.source.recv_within(Some(timeout))
     }
 
-    /// The next event if one is waiting.
+    /// The next event if one is waiting. It never waits for one, but while the sockets'
+    /// reads are with the application (see the crate docs, "How it runs": up to 250 ms
+    /// after a `recv` while the application keeps calling in), it reads what the
+    /// connections that have input hold, on the calling thread, so that the event is there
+    /// without a trip through the driver thread: about 10 µs per connection with input
+    /// (measured at 100 connections, 1 ms per call). A loop that must never spend that on
+    /// its own thread (a game's frame) takes events with `try_recv` only, never `recv`:
+    /// the driver thread then does every read.
     pub fn try_recv(&self) -> Result<Event, TryRecvError> {
         self.source.try_recv()
     }
