@@ -347,6 +347,54 @@ impl Invariants {
         )
     }
 
+    /// What each task of a pool holds for itself: half the pool's bounds divided by the
+    /// connection limit (the tasks share the rest).
+    fn share(&self) -> (usize, usize) {
+        let limit = self.config.pool_limit.max(1) * 2;
+        let (messages, bytes) = self.pool_bounds();
+        (messages / limit, bytes / limit)
+    }
+
+    /// A pool's total stays within its bounds (bytes but for the messages that crossed
+    /// the shared room's end and each task's share).
+    fn check_pool_total(&self) {
+        let c = &self.config;
+        let t = self.total;
+        assert!(
+            t.messages <= c.max_pool_received_messages,
+            "pool: {} messages untaken, bound {}",
+            t.messages,
+            c.max_pool_received_messages
+        );
+        let slack = (c.pool_limit + 1).saturating_mul(c.max_message_size);
+        assert!(
+            t.bytes < c.max_pool_received_bytes.saturating_add(slack),
+            "pool: {} bytes untaken, bound {}",
+            t.bytes,
+            c.max_pool_received_bytes
+        );
+    }
+
+    /// The credit a pool gives a reading connection of `task`: never more than the task's
+    /// own bounds leave, and never paused while the task holds half its share or less and
+    /// its own bounds leave room (what the others hold does not pause it then).
+    fn check_pool_credit(&self, task: ConnId, credit: ReadCredit, conn: ConnId) {
+        let own = self.credit(task);
+        assert!(
+            credit.messages <= own.messages && credit.bytes <= own.bytes,
+            "credit of {conn}: {credit:?}, more than its task's own {own:?}"
+        );
+        let b = self.tasks.get(&task).copied().unwrap_or_default();
+        let (messages, bytes) = self.share();
+        let has_share = messages > 0 && bytes > 0;
+        if has_share && !own.is_paused() && b.messages <= messages / 2 && b.bytes <= bytes / 2 {
+            assert!(
+                !credit.is_paused(),
+                "{conn} paused by the pool while it holds {b:?}, at most half its share"
+            );
+        }
+    }
+
     /// A message handed to the machine while it read `conn` (of `task`) for the
     /// application.
     fn handed_over(&mut self, conn: ConnId, task: ConnId, message: Message) {
@@ -360,23 +408,13 @@ impl Invariants {
         self.expect.entry(conn).or_default().push_back(message);
     }
 
-    /// The credit a reading connection of `task` must have: its task's, within the pool's
-    /// total (`pool`).
-    fn credit(&self, task: ConnId, pool: bool) -> ReadCredit {
-        let own = self
-            .tasks
+    /// The credit a reading connection of `task` must have under its task's own bounds.
+    fn credit(&self, task: ConnId) -> ReadCredit {
+        self.tasks
             .get(&task)
             .copied()
             .unwrap_or_default()
-            .credit(self.bounds());
-        if !pool || own.is_paused() {
-            return own;
-        }
-        let total = self.total.credit(self.pool_bounds());
-        if total.is_paused() {
-            return total;
-        }
-        ReadCredit::new(own.messages.min(total.messages), own.bytes.min(total.bytes))
+            .credit(self.bounds())
     }
 
     /// A frame read from `conn`'s socket is handed to the machine: a pong proves the
@@ -1046,10 +1084,10 @@ fn session_recorded(data: &[u8], record: Option<Sink>) {
         if let Some(conn) = s.current() {
             let credit = s.read_credit(conn);
             match s.state() {
-                ReadyState::Open => assert_eq!(credit, inv.credit(one, false)),
+                ReadyState::Open => assert_eq!(credit, inv.credit(one)),
                 ReadyState::Closing if credit != ReadCredit::UNLIMITED => {
                     assert!(config.receive_while_closing);
-                    assert_eq!(credit, inv.credit(one, false));
+                    assert_eq!(credit, inv.credit(one));
                 }
                 _ => assert_eq!(credit, ReadCredit::UNLIMITED, "{conn} is not read"),
             }
@@ -1233,8 +1271,7 @@ pub fn pool(data: &[u8]) {
             (inv.total.messages, inv.total.bytes),
             "untaken messages over the pool"
         );
-        inv.total
-            .check("pool", inv.pool_bounds(), config.max_message_size);
+        inv.check_pool_total();
         for (t, untaken) in &inv.tasks {
             untaken.check(&format!("task {t}"), inv.bounds(), config.max_message_size);
         }
@@ -1242,7 +1279,7 @@ pub fn pool(data: &[u8]) {
             if let Some(conn) = p.current(*t) {
                 let credit = p.read_credit(conn);
                 if credit != ReadCredit::UNLIMITED {
-                    assert_eq!(credit, inv.credit(*t, true), "credit of {conn}");
+                    inv.check_pool_credit(*t, credit, conn);
                 } else {
                     assert_ne!(p.state(conn), ReadyState::Open, "{conn} open but not read");
                 }

@@ -147,6 +147,8 @@ pub trait PoolAdapter: EventSource + Sized {
     fn live(&self) -> usize;
     /// `TaskPool::task_of`.
     fn task_of(&self, conn: ConnId) -> Option<ConnId>;
+    /// `TaskPool::backlog`.
+    fn backlog(&self) -> wxsocket_core::Backlog;
 }
 
 /// One adapter's `SocketTask`.
@@ -477,6 +479,9 @@ impl PoolAdapter for TokioPool {
     fn live(&self) -> usize {
         self.pool.live()
     }
+    fn backlog(&self) -> wxsocket_core::Backlog {
+        self.pool.backlog()
+    }
     fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.pool.task_of(conn)
     }
@@ -537,6 +542,9 @@ impl PoolAdapter for BlockingPool {
 
     fn live(&self) -> usize {
         self.pool.live()
+    }
+    fn backlog(&self) -> wxsocket_core::Backlog {
+        self.pool.backlog()
     }
     fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.pool.task_of(conn)

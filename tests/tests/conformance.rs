@@ -1566,7 +1566,84 @@ fn tcp_nodelay_is_set_when_asked<A: Adapter>() {
 
 // ----- §3 multiple sockets (SocketTask style) -----
 
-wxsocket_tests::on_both_pools!(pool_limit_and_independent_connections);
+/// Two tasks whose peers flood them while the application takes nothing fill the pool
+/// (receive bounds 20 per task, 40 for the pool: each task's share is 40 / 2 / 5 = 4, the
+/// shared room 20), and a third task still reads: its peer's ping is answered. (The code
+/// before the fix fails it whenever the pool is paused when the ping comes, which the wait
+/// for a steady count makes nearly always.) A user's
+/// multi-service client lost its quiet connection this way: its server's keepalive pings
+/// sat unread while the pool paused every connection for the others' backlog.
+fn a_quiet_task_reads_on_while_others_fill_the_pool<P: PoolAdapter>() {
+    let flood: Vec<Step> = (0..100)
+        .map(|n| Step::Message(Message::text(format!("flood {n}"))))
+        .collect();
+    let busy_peers = [(); 2].map(|_| Peer::start(Mode::Script(flood.clone())));
+    let ping = Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode: opcode::PING,
+        payload: b"still there?".to_vec(),
+    };
+    let quiet_peer = Peer::start(Mode::Script(vec![ping]));
+    let config = config()
+        .receive_bounds(20, 1 << 20)
+        .pool_receive_bounds(40, 1 << 20);
+    let mut pool = P::new(config, TlsRoots::default()).unwrap();
+    let busy = busy_peers
+        .each_ref()
+        .map(|peer| pool.connect(&ConnectOptions::new(peer.url())).unwrap());
+    // Until the busy tasks have filled the pool and the adapter's batch of events (64)
+    // and stopped reading: the pool's count stays the same for 50 ms, above what the
+    // shared room's resume leaves (10 beyond the two shares).
+    let deadline = Instant::now() + T;
+    let (mut last, mut since) = (pool.backlog(), Instant::now());
+    while last.messages <= 10 || since.elapsed() < Duration::from_millis(50) {
+        assert!(
+            Instant::now() < deadline,
+            "[{}] the busy tasks never filled the pool: {last:?}",
+            P::NAME
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        let now = pool.backlog();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    let quiet = pool
+        .connect(&ConnectOptions::new(quiet_peer.url()))
+        .unwrap();
+    let seen = quiet_peer.wait_for("the pong", T, |s| {
+        s.connections.first().is_some_and(|c| !c.pongs.is_empty())
+    });
+    assert_eq!(seen.connections[0].pongs, [b"still there?".to_vec()]);
+    assert!(
+        pool.backlog().messages <= 40,
+        "[{}] {:?}",
+        P::NAME,
+        pool.backlog()
+    );
+    // Taking the events resumes the busy tasks: every flooded message arrives, in order.
+    let events = pool.events_until("every flooded message", T, |e| messages(e).len() == 200);
+    for task in &busy {
+        let got: Vec<Message> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { conn, message, .. } if *conn == task.id() => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<Message> = (0..100)
+            .map(|n| Message::text(format!("flood {n}")))
+            .collect();
+        assert_eq!(got, want, "[{}]", P::NAME);
+    }
+    assert_eq!(quiet.state(), ReadyState::Open, "[{}]", P::NAME);
+}
+
+wxsocket_tests::on_both_pools!(
+    pool_limit_and_independent_connections,
+    a_quiet_task_reads_on_while_others_fill_the_pool
+);
 
 fn pool_limit_and_independent_connections<P: PoolAdapter>() {
     let peer = Peer::start(Mode::Echo);

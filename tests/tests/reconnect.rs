@@ -1212,6 +1212,10 @@ fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: Poo
     assert_eq!(task.current(), Some(reopened), "[{name}]");
     assert_eq!(pool.task_of(reopened), Some(first), "[{name}]");
     assert_eq!(pool.task_of(first), Some(first), "[{name}]");
+    // So do the events of the attempt that was refused, which has ended: an application
+    // taking its events late still learns whose they were (they mapped to no task once
+    // the connection was gone).
+    assert_eq!(pool.task_of(next), Some(first), "[{name}]");
     // After the reconnect, on the new connection.
     for n in 10..15 {
         send(n);

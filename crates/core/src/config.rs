@@ -325,13 +325,21 @@ pub struct SessionConfig {
     /// this is still delivered whole; reading pauses after it). Default 16 MiB.
     pub max_received_bytes: usize,
     /// A [`crate::Pool`]'s bound on received messages not yet taken, over all its
-    /// connections (each also has its own, above). Default 4096. Each connection's read
-    /// credit is what was left when it asked, so connections reading at the same moment can
-    /// together pass it by what each of the others was granted (at most the bound once per
-    /// connection); every connection then pauses until half the backlog is taken. A message
-    /// still arriving is not counted until it is whole (see `max_message_size`).
+    /// connections (each also has its own, above). Default 4096. Each task holds a share of
+    /// it for itself, whatever the others hold: half the bound divided by `pool_limit` (409
+    /// by default); the tasks share the other half. When the shared half is used up, the
+    /// tasks at their share or over it pause (each until it is down to half its share, or
+    /// until half the shared room is free again) while the others go on reading up to their
+    /// share: a connection whose messages the application takes as they come is not paused
+    /// (nor its peer's pings left unanswered) because another's pile up. (With a
+    /// `pool_limit` over half the bound the share is zero: raise the bound with the limit.)
+    /// Each connection's
+    /// read credit is what was left when it asked, so connections reading at the same
+    /// moment can together pass the bound by what each of the others was granted (at most
+    /// the bound once per connection). A message still arriving is not counted until it is
+    /// whole (see `max_message_size`).
     pub max_pool_received_messages: usize,
-    /// A [`crate::Pool`]'s bound on their bytes. Default 64 MiB.
+    /// A [`crate::Pool`]'s bound on their bytes, shared the same way. Default 64 MiB.
     pub max_pool_received_bytes: usize,
     /// Most send completions (`SendCompleted`, `SendFailed`) the application has not
     /// taken yet; at the bound a new send is refused with

@@ -72,10 +72,20 @@ pub struct Pool {
     shut_down: bool,
     /// Received messages and completions waiting, over every task.
     backlog: Backlog,
-    /// Reading is paused on every connection: the pool's backlog reached its bound
-    /// (`max_pool_received_*`) and has not come down to half of it. Each session is told
-    /// when the pool next works on it.
+    /// The room the tasks share is used up (`common` reached [`Pool::common_room`]'s
+    /// bound) and has not come down to half of it: a task at its share or over it does not
+    /// read (each session is told when the pool next works on it), one under it reads up
+    /// to its share, so a quiet connection is not paused by another's backlog.
     reading_paused: bool,
+    /// The received messages and bytes of the tasks beyond their share (all of them for a
+    /// task without a connection reading), over every task: what the tasks hold of the
+    /// room they share.
+    common: (usize, usize),
+    /// Ended connections of tasks (torn down, or of a task retired) → the task's id, for
+    /// [`Pool::task_of`] on events the application takes late; the oldest go first past
+    /// `ENDED_ROUTES`.
+    ended: HashMap<ConnId, ConnId>,
+    ended_order: VecDeque<ConnId>,
     /// The pool's own actions (resuming every connection), before the tasks'.
     actions: VecDeque<Action>,
     /// Sessions keep send outcomes for `poll_completion`.
@@ -88,6 +98,9 @@ pub struct Pool {
 
 /// A task in the pool's ordered indexes: its id (connect order), then its slot.
 type Key = (ConnId, usize);
+
+/// How many ended connections [`Pool::task_of`] still maps to their task.
+const ENDED_ROUTES: usize = 1024;
 
 /// One task and what the pool's indexes hold about it, as of the last time the pool
 /// worked on it ([`Pool::sync`]).
@@ -105,6 +118,12 @@ struct Task {
     drained: bool,
     /// In `Pool::retiring`.
     retiring: bool,
+    /// Its reading is held by the pool: the shared room was used up and this task held its
+    /// share or more (the driver may have been told it has no credit), until it is down to
+    /// half its share or the pool resumes everyone.
+    held: bool,
+    /// What it holds of the shared room, as counted in `Pool::common`.
+    common: (usize, usize),
 }
 
 impl Pool {
@@ -130,6 +149,9 @@ impl Pool {
             shut_down: false,
             backlog: Backlog::default(),
             reading_paused: false,
+            common: (0, 0),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
             actions: VecDeque::new(),
             track_completions: false,
             #[cfg(test)]
@@ -155,12 +177,96 @@ impl Pool {
 
     /// The task connection `conn` belongs to, by its name (the id of its first
     /// connection): for the events of a task's later connections after a reconnect, which
-    /// carry their own ids. `None` for an id the pool no longer routes (the task closed and
-    /// its connections are gone).
+    /// carry their own ids. A connection that ended (replaced by a reconnect, or its task
+    /// closed) is still mapped, for the events an application takes late, until 1,024
+    /// connections have ended after it; `None` for an id the pool never gave or no longer
+    /// maps.
     pub fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.index(conn)
             .and_then(|slot| self.slots[slot].as_ref())
             .map(|t| t.id)
+            .or_else(|| self.ended.get(&conn).copied())
+    }
+
+    /// The share of the pool's bounds each task holds for itself, whatever the others
+    /// hold: half the bounds divided by the connection limit. The tasks share the rest.
+    fn share(&self) -> (usize, usize) {
+        let limit = self.config.pool_limit.max(1).saturating_mul(2);
+        (
+            self.config.max_pool_received_messages / limit,
+            self.config.max_pool_received_bytes / limit,
+        )
+    }
+
+    /// Whether a task with backlog `b` holds its share or more.
+    fn over_share(&self, b: Backlog) -> bool {
+        let (messages, bytes) = self.share();
+        b.messages >= messages || b.bytes >= bytes
+    }
+
+    /// Whether a held task with backlog `b` is down to half its share.
+    fn low_share(&self, b: Backlog) -> bool {
+        let (messages, bytes) = self.share();
+        b.messages <= messages / 2 && b.bytes <= bytes / 2
+    }
+
+    /// The room the tasks share: the pool's bounds but a share for each task the limit
+    /// allows (a task that connects later finds its share free).
+    fn common_room(&self) -> (usize, usize) {
+        let (messages, bytes) = self.share();
+        let limit = self.config.pool_limit;
+        (
+            self.config
+                .max_pool_received_messages
+                .saturating_sub(messages.saturating_mul(limit)),
+            self.config
+                .max_pool_received_bytes
+                .saturating_sub(bytes.saturating_mul(limit)),
+        )
+    }
+
+    /// What a task with backlog `b` holds of the shared room: beyond its share if it holds
+    /// one (`reserving`), else all of it.
+    fn common_of(&self, b: Backlog, reserving: bool) -> (usize, usize) {
+        if !reserving {
+            return (b.messages, b.bytes);
+        }
+        let (messages, bytes) = self.share();
+        (
+            b.messages.saturating_sub(messages),
+            b.bytes.saturating_sub(bytes),
+        )
+    }
+
+    /// Brings `Pool::common` up to date with one task.
+    fn account(&mut self, slot: usize) {
+        let task = self.slots[slot].as_ref().expect("an occupied slot");
+        let old = task.common;
+        // A task whose connection does not read (connecting, or closed with messages
+        // untaken) holds no share: its messages count against the shared room.
+        let new = self.common_of(
+            task.session.backlog(),
+            task.session.reading_conn().is_some(),
+        );
+        self.common = (self.common.0 - old.0 + new.0, self.common.1 - old.1 + new.1);
+        self.slots[slot].as_mut().expect("an occupied slot").common = new;
+    }
+
+    /// Remembers that connection `conn` of task `task` ended.
+    fn route_ended(&mut self, conn: ConnId, task: ConnId) {
+        if self.ended.insert(conn, task).is_none() {
+            self.ended_order.push_back(conn);
+        }
+        self.trim_ended();
+    }
+
+    /// Forgets the oldest ended connections past [`ENDED_ROUTES`].
+    fn trim_ended(&mut self) {
+        while self.ended_order.len() > ENDED_ROUTES {
+            if let Some(oldest) = self.ended_order.pop_front() {
+                self.ended.remove(&oldest);
+            }
+        }
     }
 
     /// `buffered_amount` of one connection.
@@ -193,7 +299,8 @@ impl Pool {
         }
         let mut session = Session::new(config).expect("config validated in Pool::new");
         session.track_completions(self.track_completions);
-        session.cx.pool_paused = self.reading_paused;
+        let held = self.reading_paused && self.over_share(Backlog::default());
+        session.cx.pool_paused = held;
         session.connect_as(id, request, now);
         let task = Task {
             id,
@@ -206,6 +313,8 @@ impl Pool {
             live: false,
             drained: false,
             retiring: false,
+            held,
+            common: (0, 0),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -220,6 +329,7 @@ impl Pool {
         self.routes.insert(id, slot);
         self.order.insert((id, slot));
         self.undrained += 1;
+        self.account(slot);
         self.sync(slot);
         Ok(id)
     }
@@ -290,25 +400,42 @@ impl Pool {
 
     /// How much the driver may read from `conn` now: its task's credit
     /// ([`Session::read_credit`]), within what is left under the pool's own bounds.
+    ///
+    /// Each task holds a share of the pool's bounds for itself (half the bounds divided by
+    /// `pool_limit`), whatever the others hold, and the tasks share the rest: a task's
+    /// credit is what is left of its share and of the shared room. Once the shared room is
+    /// used up (until half of it is free again), a task at its share or over it has none
+    /// (until it is down to half its share), and the others read up to their share. So a
+    /// quiet connection goes on reading (and answering its peer's pings) while others wait
+    /// for the application, and the total stays within the bounds.
     pub fn read_credit(&self, conn: ConnId) -> ReadCredit {
-        let Some(task) = self.task(conn) else {
+        let Some(task) = self.index(conn).and_then(|slot| self.slots[slot].as_ref()) else {
             return ReadCredit::UNLIMITED;
         };
-        let own = task.read_credit(conn);
+        let session = &task.session;
+        let own = session.read_credit(conn);
         // A connection whose data is discarded (not the task's reading one) reads freely.
         // Asked of the task, not read off `own`: the reading connection's own credit is
         // unlimited too when its bounds are `usize::MAX`, and the pool's bound still holds.
-        if task.reading_conn() != Some(conn) {
+        if session.reading_conn() != Some(conn) {
             return own;
         }
-        if self.reading_paused {
+        let b = session.backlog();
+        if self.reading_paused && (task.held || self.over_share(b)) {
             return ReadCredit::PAUSED;
         }
-        let pool = self.backlog.credit(
-            self.config.max_pool_received_messages,
-            self.config.max_pool_received_bytes,
+        // What is left of the task's share, and of the shared room unless it is used up.
+        let (share_messages, share_bytes) = self.share();
+        let (mut messages, mut bytes) = (
+            share_messages.saturating_sub(b.messages),
+            share_bytes.saturating_sub(b.bytes),
         );
-        ReadCredit::new(own.messages.min(pool.messages), own.bytes.min(pool.bytes))
+        if !self.reading_paused {
+            let (room_messages, room_bytes) = self.common_room();
+            messages = messages.saturating_add(room_messages.saturating_sub(self.common.0));
+            bytes = bytes.saturating_add(room_bytes.saturating_sub(self.common.1));
+        }
+        ReadCredit::new(own.messages.min(messages), own.bytes.min(bytes))
     }
 
     /// See [`Session::track_completions`]; applies to every connection, present and future.
@@ -390,17 +517,17 @@ impl Pool {
         self.last_event = Some(key);
         let (_, slot) = key;
         let event = self.with_ids(slot, Session::poll_event);
+        let (room_messages, room_bytes) = self.common_room();
         if self.reading_paused
-            && self.backlog.is_low(
-                self.config.max_pool_received_messages,
-                self.config.max_pool_received_bytes,
-            )
+            && self.common.0 <= room_messages / 2
+            && self.common.1 <= room_bytes / 2
         {
             self.reading_paused = false;
             // Every connection resumes (each session learns it the next time the pool
             // works on it, see `with_ids`).
             for &(_, slot) in &self.order {
-                let task = self.slots[slot].as_ref().expect("ordered tasks exist");
+                let task = self.slots[slot].as_mut().expect("ordered tasks exist");
+                task.held = false;
                 if let Some(conn) = task.session.current() {
                     self.actions.push_back(Action::ResumeReading { conn });
                 }
@@ -436,14 +563,22 @@ impl Pool {
     }
 
     /// Runs `f` with the pool's id allocator lent to the session, so send ids are unique
-    /// across the pool; keeps the pool's backlog in step with the session's, and pauses
-    /// reading everywhere when it reaches the pool's bound.
+    /// across the pool; keeps the pool's backlog in step with the session's, pauses the
+    /// tasks over their share when the shared room is used up, and resumes this task when
+    /// it is down to half its share.
     fn with_ids<T>(&mut self, slot: usize, f: impl FnOnce(&mut Session) -> T) -> T {
         let paused = self.reading_paused;
+        let before = self.slots[slot]
+            .as_ref()
+            .expect("an occupied slot")
+            .session
+            .backlog();
+        // The driver may have been told this task has no credit (`read_credit`).
+        let over = paused && self.over_share(before);
         let task = self.slots[slot].as_mut().expect("an occupied slot");
+        task.held |= over;
         let session = &mut task.session;
-        session.cx.pool_paused = paused;
-        let before = session.backlog();
+        session.cx.pool_paused = task.held;
         std::mem::swap(&mut session.cx.ids, &mut self.ids);
         let out = f(session);
         std::mem::swap(&mut session.cx.ids, &mut self.ids);
@@ -452,17 +587,27 @@ impl Pool {
         b.messages = b.messages + after.messages - before.messages;
         b.bytes = b.bytes + after.bytes - before.bytes;
         b.completions = b.completions + after.completions - before.completions;
-        if !self.reading_paused
-            && b.is_full(
-                self.config.max_pool_received_messages,
-                self.config.max_pool_received_bytes,
-            )
-        {
-            // Every session learns it the next time the pool works on it; until then
-            // none of them reads its `pool_paused`.
+        self.account(slot);
+        let (room_messages, room_bytes) = self.common_room();
+        if !self.reading_paused && (self.common.0 >= room_messages || self.common.1 >= room_bytes) {
+            // Every session over its share learns it the next time the pool works on it;
+            // until then none of them reads its `pool_paused`.
             self.reading_paused = true;
-            session.cx.pool_paused = true;
         }
+        let (over, low) = (
+            self.reading_paused && self.over_share(after),
+            self.reading_paused && self.low_share(after),
+        );
+        let task = self.slots[slot].as_mut().expect("an occupied slot");
+        if over {
+            task.held = true;
+        } else if task.held && low {
+            task.held = false;
+            if let Some(conn) = task.session.reading_conn() {
+                self.actions.push_back(Action::ResumeReading { conn });
+            }
+        }
+        task.session.cx.pool_paused = task.held;
         self.sync(slot);
         out
     }
@@ -485,12 +630,24 @@ impl Pool {
                 .chain(s.teardowns().filter(|c| *c != task.id))
         };
         if !wanted().eq(task.routes.iter().copied()) {
-            for old in task.routes.drain(..) {
-                self.routes.remove(&old);
-            }
+            let id = task.id;
+            let old = std::mem::take(&mut task.routes);
             task.routes.extend(wanted());
             for &new in &task.routes {
                 self.routes.insert(new, slot);
+            }
+            for conn in old {
+                if !task.routes.contains(&conn) {
+                    self.routes.remove(&conn);
+                    if self.ended.insert(conn, id).is_none() {
+                        self.ended_order.push_back(conn);
+                    }
+                }
+            }
+            while self.ended_order.len() > ENDED_ROUTES {
+                if let Some(oldest) = self.ended_order.pop_front() {
+                    self.ended.remove(&oldest);
+                }
             }
         }
         let deadline = s.poll_timeout();
@@ -571,9 +728,13 @@ impl Pool {
             }
             let task = self.slots[slot].take().expect("an occupied slot");
             let key = (task.id, slot);
+            self.common.0 -= task.common.0;
+            self.common.1 -= task.common.1;
             self.routes.remove(&task.id);
-            for id in &task.routes {
-                self.routes.remove(id);
+            self.route_ended(task.id, task.id);
+            for &id in &task.routes {
+                self.routes.remove(&id);
+                self.route_ended(id, task.id);
             }
             self.order.remove(&key);
             if let Some(deadline) = task.deadline {
@@ -657,7 +818,7 @@ mod tests {
         pool.track_completions(true);
         let t0 = Instant::now();
         let options = ConnectOptions::new("ws://127.0.0.1:1/x");
-        for i in 0..1000u64 {
+        for i in 0..1100u64 {
             let now = t0 + Duration::from_millis(i);
             let c = pool.connect(&options, now).unwrap();
             pool.handle(c, TransportEvent::Opened(Box::default()), now);
@@ -674,6 +835,17 @@ mod tests {
         assert!(pool.slots.iter().all(Option::is_none));
         assert!(pool.routes.is_empty() && pool.order.is_empty() && pool.timers.is_empty());
         assert_eq!(pool.poll_timeout(), None);
+        // The ended connections still map to their tasks, the last `ENDED_ROUTES` of them.
+        assert_eq!(pool.ended.len(), ENDED_ROUTES);
+        assert_eq!(pool.ended_order.len(), ENDED_ROUTES);
+        let last = ConnId::from_raw(1100);
+        assert_eq!(pool.task_of(last), Some(last));
+        let oldest = 1100 - ENDED_ROUTES as u64 + 1;
+        assert_eq!(
+            pool.task_of(ConnId::from_raw(oldest)),
+            Some(ConnId::from_raw(oldest))
+        );
+        assert_eq!(pool.task_of(ConnId::from_raw(oldest - 1)), None);
         pool.shutdown(t0 + Duration::from_secs(1));
         assert!(pool.is_drained());
     }

@@ -217,37 +217,128 @@ fn untaken_completions_are_bounded_and_can_be_turned_off() {
     );
 }
 
+/// A pool bounds each task and the total. Each task holds a share of the pool's bounds
+/// for itself (half the bounds divided by `pool_limit`: 40 / 2 / 5 = 4 messages here) and
+/// the tasks share the rest (40 but five shares: 20). Once the shared room is used up, the tasks at their share or
+/// over it pause and the others read up to their share, so the total stays within the
+/// bounds. A task held at its share resumes alone once down to half of it; everyone
+/// resumes once half the shared room is free.
 #[test]
 fn a_pool_bounds_each_task_and_the_total() {
     let now = Instant::now();
     let config = SessionConfig::default()
-        .receive_bounds(10, 1 << 20)
-        .pool_receive_bounds(15, 1 << 20);
+        .receive_bounds(20, 1 << 20)
+        .pool_receive_bounds(40, 1 << 20);
     let mut pool = Pool::new(config).unwrap();
-    let a = pool.connect(&options(), now).unwrap();
-    let b = pool.connect(&options(), now).unwrap();
-    for conn in [a, b] {
+    let [a, b, c] = [(); 3].map(|_| pool.connect(&options(), now).unwrap());
+    for conn in [a, b, c] {
         pool.handle(conn, TransportEvent::Opened(Box::default()), now);
     }
     actions(&mut pool);
     while pool.poll_event().is_some() {}
-    // Task a reaches its own bound.
-    assert_eq!(read_while_allowed(&mut pool, a, &mut 0, 8), 10);
+    // Task a reaches its own bound: its share and 16 of the 20 shared.
+    assert_eq!(read_while_allowed(&mut pool, a, &mut 0, 8), 20);
     assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
-    // Task b gets only what is left of the total.
-    assert_eq!(pool.read_credit(b).messages, 5);
-    assert_eq!(read_while_allowed(&mut pool, b, &mut 100, 8), 5);
+    // Task b gets its share and what is left of the shared room.
+    assert_eq!(pool.read_credit(b).messages, 8);
+    assert_eq!(read_while_allowed(&mut pool, b, &mut 100, 8), 8);
     assert_eq!(pool.read_credit(b), ReadCredit::PAUSED);
-    assert_eq!(pool.backlog().messages, 15);
-    // Taking events (a's first) brings the total to half: every connection resumes.
+    assert_eq!(pool.backlog().messages, 28);
+    // Task c, holding nothing, still reads its share.
+    assert_eq!(pool.read_credit(c).messages, 4);
+    assert_eq!(read_while_allowed(&mut pool, c, &mut 200, 8), 4);
+    assert_eq!(pool.read_credit(c), ReadCredit::PAUSED);
+    assert_eq!(pool.backlog().messages, 32);
+    // Events are served round robin (a, b, c, ...): c is down to half its share after
+    // its second event is taken, and resumes alone.
     let mut resumed = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..6 {
         pool.poll_event().unwrap();
         resumed.extend(actions(&mut pool));
     }
-    assert!(resumed.contains(&Action::ResumeReading { conn: b }));
-    assert!(resumed.contains(&Action::ResumeReading { conn: a }));
+    assert_eq!(resumed, [Action::ResumeReading { conn: c }]);
+    assert_eq!(pool.read_credit(c).messages, 2);
+    assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
+    // Half the shared room free (10 of 20 held beyond the shares): every connection resumes.
+    resumed.clear();
+    for _ in 0..30 {
+        if resumed.contains(&Action::ResumeReading { conn: b }) {
+            break;
+        }
+        pool.poll_event().unwrap();
+        resumed.extend(actions(&mut pool));
+    }
+    for conn in [a, b, c] {
+        assert!(
+            resumed.contains(&Action::ResumeReading { conn }),
+            "{resumed:?}"
+        );
+    }
     assert!(!pool.read_credit(b).is_paused());
+    assert!(!pool.read_credit(c).is_paused());
+    // a is still over half its own bound (20): it reads again at 10, as a session does.
+    assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
+    while pool.backlog().messages > 0 && pool.read_credit(a).is_paused() {
+        pool.poll_event().unwrap();
+    }
+    assert!(!pool.read_credit(a).is_paused());
+}
+
+/// What the probe of a multi-service client found: four connections whose messages the
+/// application takes slowly held a fifth, quiet one's reads, so its peer's keepalive pings
+/// went unanswered and the server dropped it. With the default bounds, the quiet task goes
+/// on reading (its keepalive too) while the others are paused, the total stays within the
+/// pool's bound, and nothing is lost.
+#[test]
+fn a_quiet_task_reads_on_while_others_fill_the_pool() {
+    let start = Instant::now();
+    let config = SessionConfig::default().keepalive(Duration::from_secs(1), Duration::from_secs(1));
+    let bound = config.max_pool_received_messages;
+    let mut pool = Pool::new(config).unwrap();
+    let busy: Vec<ConnId> = (0..4)
+        .map(|_| pool.connect(&options(), start).unwrap())
+        .collect();
+    let quiet = pool.connect(&options(), start).unwrap();
+    for &conn in busy.iter().chain([&quiet]) {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), start);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    let mut next = 0;
+    for &conn in &busy {
+        read_while_allowed(&mut pool, conn, &mut next, 8);
+        assert_eq!(pool.read_credit(conn), ReadCredit::PAUSED);
+    }
+    assert!(pool.backlog().messages <= bound);
+    // The quiet task reads a message a second for a minute; its keepalive goes on.
+    let mut pings = 0;
+    for (quiet_next, secs) in (1_000_000..).zip(1..=60) {
+        let now = start + Duration::from_secs(secs);
+        assert!(!pool.read_credit(quiet).is_paused(), "at {secs} s");
+        pool.handle(quiet, msg(quiet_next, 8), now);
+        // The application takes the quiet task's message (events come round robin, so
+        // the busy tasks' are taken too, a few at a time).
+        while let Some(event) = pool.poll_event() {
+            if event.conn() == quiet {
+                break;
+            }
+        }
+        pool.handle_timeout(now + Duration::from_millis(1500));
+        for action in actions(&mut pool) {
+            if let Action::Ping { conn, payload } = action {
+                assert_eq!(conn, quiet, "a paused task's keepalive is held");
+                pings += 1;
+                pool.handle(
+                    conn,
+                    TransportEvent::Pong(payload),
+                    now + Duration::from_millis(1500),
+                );
+            }
+        }
+        assert!(pool.backlog().messages <= bound);
+    }
+    assert!(pings > 0, "the quiet task's keepalive never pinged");
+    assert_eq!(pool.state(quiet), ReadyState::Open);
 }
 
 /// A connection with steady traffic does not hold back another's events: the pool serves
@@ -290,7 +381,7 @@ fn the_pool_bound_holds_when_the_per_connection_bounds_are_unlimited() {
     let now = Instant::now();
     let config = SessionConfig::default()
         .receive_bounds(usize::MAX, usize::MAX)
-        .pool_receive_bounds(4, 1 << 20);
+        .pool_receive_bounds(40, 1 << 20);
     let mut pool = Pool::new(config).unwrap();
     let a = pool.connect(&options(), now).unwrap();
     let b = pool.connect(&options(), now).unwrap();
@@ -299,12 +390,14 @@ fn the_pool_bound_holds_when_the_per_connection_bounds_are_unlimited() {
     }
     actions(&mut pool);
     while pool.poll_event().is_some() {}
-    assert_eq!(pool.read_credit(b).messages, 4);
-    assert_eq!(read_while_allowed(&mut pool, a, &mut 0, 8), 4);
+    // Its share (40 / 2 / 5) and the shared room (40 but five shares).
+    assert_eq!(pool.read_credit(b).messages, 24);
+    assert_eq!(read_while_allowed(&mut pool, a, &mut 0, 8), 24);
     assert_eq!(pool.read_credit(a), ReadCredit::PAUSED);
+    // b still has its share, no more.
+    assert_eq!(read_while_allowed(&mut pool, b, &mut 100, 8), 4);
     assert_eq!(pool.read_credit(b), ReadCredit::PAUSED);
-    assert_eq!(read_while_allowed(&mut pool, b, &mut 100, 8), 0);
-    assert_eq!(pool.backlog().messages, 4);
+    assert_eq!(pool.backlog().messages, 28);
 }
 
 #[test]

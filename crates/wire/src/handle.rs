@@ -182,7 +182,9 @@ macro_rules! task_pool {
 
             /// The task connection `conn` belongs to ([`SocketTask::id`]): the events of a
             /// task's later connections, after a reconnect, carry their own ids, and this
-            /// maps them back. `None` once the pool no longer knows the connection.
+            /// maps them back, also for a connection that has ended (until 1,024 more have
+            /// ended), so the events taken late map too. `None` for an id the pool never
+            /// gave or no longer maps.
             pub fn task_of(
                 &self,
                 conn: $crate::reexports::ConnId,
@@ -201,8 +203,9 @@ macro_rules! task_pool {
             /// in the pool for the application, over every task. Reading pauses when a
             /// task reaches its own
             /// [`SessionConfig::receive_bounds`](crate::SessionConfig::receive_bounds),
-            /// and every task pauses when the pool reaches
-            /// [`SessionConfig::pool_receive_bounds`](crate::SessionConfig::pool_receive_bounds).
+            /// and the tasks holding more than their share pause when the pool reaches
+            /// [`SessionConfig::pool_receive_bounds`](crate::SessionConfig::pool_receive_bounds)
+            /// (the others read on, up to their share).
             /// Events already moved to the [`Events`](crate::Events)' own small batch (at
             /// most 64) are not counted.
             pub fn backlog(&self) -> $crate::reexports::Backlog {
