@@ -249,6 +249,10 @@ struct Invariants {
     /// Untaken messages per task, and over all tasks (a pool's total).
     tasks: BTreeMap<ConnId, Untaken>,
     total: Untaken,
+    /// A pool's total reached its bound (a task closed holding messages): from then on
+    /// every task may be paused until the pool resumes everyone, which the model does not
+    /// see, so a quiet task's credit is no longer checked.
+    pool_was_full: bool,
     /// The last message number the peer sent.
     sent: u64,
     /// Delivery acknowledgement: per connection, the sends in the order they were handed
@@ -377,7 +381,8 @@ impl Invariants {
 
     /// The credit a pool gives a reading connection of `task`: never more than the task's
     /// own bounds leave, and never paused while the task holds half its share or less and
-    /// its own bounds leave room (what the others hold does not pause it then).
+    /// its own bounds leave room (what the others hold does not pause it then), unless the
+    /// pool's total reached its bound.
     fn check_pool_credit(&self, task: ConnId, credit: ReadCredit, conn: ConnId) {
         let own = self.credit(task);
         assert!(
@@ -386,7 +391,7 @@ impl Invariants {
         );
         let b = self.tasks.get(&task).copied().unwrap_or_default();
         let (messages, bytes) = self.share();
-        let has_share = messages > 0 && bytes > 0;
+        let has_share = messages > 0 && bytes > 0 && !self.pool_was_full;
         if has_share && !own.is_paused() && b.messages <= messages / 2 && b.bytes <= bytes / 2 {
             assert!(
                 !credit.is_paused(),
@@ -404,6 +409,8 @@ impl Invariants {
             .or_default()
             .add(message.len(), bounds);
         self.total.add(message.len(), pool_bounds);
+        let (messages, bytes) = pool_bounds;
+        self.pool_was_full |= self.total.messages >= messages || self.total.bytes >= bytes;
         self.task_of.insert(conn, task);
         self.expect.entry(conn).or_default().push_back(message);
     }

@@ -333,6 +333,9 @@ pub struct SessionConfig {
     /// share: a connection whose messages the application takes as they come is not paused
     /// (nor its peer's pings left unanswered) because another's pile up. (With a
     /// `pool_limit` over half the bound the share is zero: raise the bound with the limit.)
+    /// A task that closes with messages untaken leaves them counted while its share goes to
+    /// the task connecting in its place; should the total reach the bound that way, every
+    /// task pauses until half the shared room is free.
     /// Each connection's
     /// read credit is what was left when it asked, so connections reading at the same
     /// moment can together pass the bound by what each of the others was granted (at most
