@@ -80,17 +80,15 @@ pub struct Pool {
     /// The received messages and bytes of the tasks beyond their share (all of them for a
     /// task without a connection reading), over every task: what the tasks hold of the
     /// room they share.
-    common: (usize, usize),
+    common: Backlog,
     /// The pool's backlog reached its bounds while reading was paused: only a task that
     /// closed holding messages beyond the shared room (they stay counted, and its share
     /// goes to the task connecting in its place) gets it there. Every task pauses until the
     /// pool resumes everyone.
     full: bool,
-    /// Ended connections of tasks (torn down, or of a task retired) → the task's id, for
-    /// [`Pool::task_of`] on events the application takes late; the oldest go first past
-    /// `ENDED_ROUTES`.
-    ended: HashMap<ConnId, ConnId>,
-    ended_order: VecDeque<ConnId>,
+    /// Ended connections of tasks (torn down, or of a task retired), for [`Pool::task_of`]
+    /// on events the application takes late.
+    ended: EndedRoutes,
     /// The pool's own actions (resuming every connection), before the tasks'.
     actions: VecDeque<Action>,
     /// Sessions keep send outcomes for `poll_completion`.
@@ -106,6 +104,32 @@ type Key = (ConnId, usize);
 
 /// How many ended connections [`Pool::task_of`] still maps to their task.
 const ENDED_ROUTES: usize = 1024;
+
+/// Ended connections → their task's id, the last [`ENDED_ROUTES`] of them.
+#[derive(Debug, Default)]
+struct EndedRoutes {
+    tasks: HashMap<ConnId, ConnId>,
+    /// Oldest first.
+    order: VecDeque<ConnId>,
+}
+
+impl EndedRoutes {
+    /// Connection `conn` of task `task` ended; the oldest is forgotten past the bound.
+    fn insert(&mut self, conn: ConnId, task: ConnId) {
+        if self.tasks.insert(conn, task).is_none() {
+            self.order.push_back(conn);
+            if self.order.len() > ENDED_ROUTES
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.tasks.remove(&oldest);
+            }
+        }
+    }
+
+    fn get(&self, conn: ConnId) -> Option<ConnId> {
+        self.tasks.get(&conn).copied()
+    }
+}
 
 /// One task and what the pool's indexes hold about it, as of the last time the pool
 /// worked on it ([`Pool::sync`]).
@@ -127,8 +151,8 @@ struct Task {
     /// share or more (the driver may have been told it has no credit), until it is down to
     /// half its share or the pool resumes everyone.
     held: bool,
-    /// What it holds of the shared room, as counted in `Pool::common`.
-    common: (usize, usize),
+    /// What it holds of the shared room (messages and bytes), as counted in `Pool::common`.
+    common: Backlog,
 }
 
 impl Pool {
@@ -154,10 +178,9 @@ impl Pool {
             shut_down: false,
             backlog: Backlog::default(),
             reading_paused: false,
-            common: (0, 0),
+            common: Backlog::default(),
             full: false,
-            ended: HashMap::new(),
-            ended_order: VecDeque::new(),
+            ended: EndedRoutes::default(),
             actions: VecDeque::new(),
             track_completions: false,
             #[cfg(test)]
@@ -191,7 +214,7 @@ impl Pool {
         self.index(conn)
             .and_then(|slot| self.slots[slot].as_ref())
             .map(|t| t.id)
-            .or_else(|| self.ended.get(&conn).copied())
+            .or_else(|| self.ended.get(conn))
     }
 
     /// The share of the pool's bounds each task holds for itself, whatever the others
@@ -207,13 +230,13 @@ impl Pool {
     /// Whether a task with backlog `b` holds its share or more.
     fn over_share(&self, b: Backlog) -> bool {
         let (messages, bytes) = self.share();
-        b.messages >= messages || b.bytes >= bytes
+        b.is_full(messages, bytes)
     }
 
     /// Whether a held task with backlog `b` is down to half its share.
     fn low_share(&self, b: Backlog) -> bool {
         let (messages, bytes) = self.share();
-        b.messages <= messages / 2 && b.bytes <= bytes / 2
+        b.is_low(messages, bytes)
     }
 
     /// The room the tasks share: the pool's bounds but a share for each task the limit
@@ -232,16 +255,14 @@ impl Pool {
     }
 
     /// What a task with backlog `b` holds of the shared room: beyond its share if it holds
-    /// one (`reserving`), else all of it.
-    fn common_of(&self, b: Backlog, reserving: bool) -> (usize, usize) {
-        if !reserving {
-            return (b.messages, b.bytes);
+    /// one (`reserving`), else all of it (its completions are not counted).
+    fn common_of(&self, b: Backlog, reserving: bool) -> Backlog {
+        let (messages, bytes) = if reserving { self.share() } else { (0, 0) };
+        Backlog {
+            messages: b.messages.saturating_sub(messages),
+            bytes: b.bytes.saturating_sub(bytes),
+            completions: 0,
         }
-        let (messages, bytes) = self.share();
-        (
-            b.messages.saturating_sub(messages),
-            b.bytes.saturating_sub(bytes),
-        )
     }
 
     /// Brings `Pool::common` up to date with one task.
@@ -254,25 +275,9 @@ impl Pool {
             task.session.backlog(),
             task.session.reading_conn().is_some(),
         );
-        self.common = (self.common.0 - old.0 + new.0, self.common.1 - old.1 + new.1);
+        self.common.messages = self.common.messages - old.messages + new.messages;
+        self.common.bytes = self.common.bytes - old.bytes + new.bytes;
         self.slots[slot].as_mut().expect("an occupied slot").common = new;
-    }
-
-    /// Remembers that connection `conn` of task `task` ended.
-    fn route_ended(&mut self, conn: ConnId, task: ConnId) {
-        if self.ended.insert(conn, task).is_none() {
-            self.ended_order.push_back(conn);
-        }
-        self.trim_ended();
-    }
-
-    /// Forgets the oldest ended connections past [`ENDED_ROUTES`].
-    fn trim_ended(&mut self) {
-        while self.ended_order.len() > ENDED_ROUTES {
-            if let Some(oldest) = self.ended_order.pop_front() {
-                self.ended.remove(&oldest);
-            }
-        }
     }
 
     /// `buffered_amount` of one connection.
@@ -320,7 +325,7 @@ impl Pool {
             drained: false,
             retiring: false,
             held,
-            common: (0, 0),
+            common: Backlog::default(),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -438,8 +443,9 @@ impl Pool {
         );
         if !self.reading_paused {
             let (room_messages, room_bytes) = self.common_room();
-            messages = messages.saturating_add(room_messages.saturating_sub(self.common.0));
-            bytes = bytes.saturating_add(room_bytes.saturating_sub(self.common.1));
+            let room = self.common.credit(room_messages, room_bytes);
+            messages = messages.saturating_add(room.messages);
+            bytes = bytes.saturating_add(room.bytes);
         }
         // Never past the bounds: a task that closed holding messages leaves them counted
         // while its share goes to the next task.
@@ -533,10 +539,7 @@ impl Pool {
         let (_, slot) = key;
         let event = self.with_ids(slot, Session::poll_event);
         let (room_messages, room_bytes) = self.common_room();
-        if self.reading_paused
-            && self.common.0 <= room_messages / 2
-            && self.common.1 <= room_bytes / 2
-        {
+        if self.reading_paused && self.common.is_low(room_messages, room_bytes) {
             self.reading_paused = false;
             self.full = false;
             // Every connection resumes (each session learns it the next time the pool
@@ -606,7 +609,7 @@ impl Pool {
         b.completions = b.completions + after.completions - before.completions;
         self.account(slot);
         let (room_messages, room_bytes) = self.common_room();
-        if !self.reading_paused && (self.common.0 >= room_messages || self.common.1 >= room_bytes) {
+        if !self.reading_paused && self.common.is_full(room_messages, room_bytes) {
             // Every session over its share learns it the next time the pool works on it;
             // until then none of them reads its `pool_paused`.
             self.reading_paused = true;
@@ -665,14 +668,7 @@ impl Pool {
             for conn in old {
                 if !task.routes.contains(&conn) {
                     self.routes.remove(&conn);
-                    if self.ended.insert(conn, id).is_none() {
-                        self.ended_order.push_back(conn);
-                    }
-                }
-            }
-            while self.ended_order.len() > ENDED_ROUTES {
-                if let Some(oldest) = self.ended_order.pop_front() {
-                    self.ended.remove(&oldest);
+                    self.ended.insert(conn, id);
                 }
             }
         }
@@ -754,13 +750,13 @@ impl Pool {
             }
             let task = self.slots[slot].take().expect("an occupied slot");
             let key = (task.id, slot);
-            self.common.0 -= task.common.0;
-            self.common.1 -= task.common.1;
+            self.common.messages -= task.common.messages;
+            self.common.bytes -= task.common.bytes;
             self.routes.remove(&task.id);
-            self.route_ended(task.id, task.id);
+            self.ended.insert(task.id, task.id);
             for &id in &task.routes {
                 self.routes.remove(&id);
-                self.route_ended(id, task.id);
+                self.ended.insert(id, task.id);
             }
             self.order.remove(&key);
             if let Some(deadline) = task.deadline {
@@ -862,8 +858,8 @@ mod tests {
         assert!(pool.routes.is_empty() && pool.order.is_empty() && pool.timers.is_empty());
         assert_eq!(pool.poll_timeout(), None);
         // The ended connections still map to their tasks, the last `ENDED_ROUTES` of them.
-        assert_eq!(pool.ended.len(), ENDED_ROUTES);
-        assert_eq!(pool.ended_order.len(), ENDED_ROUTES);
+        assert_eq!(pool.ended.tasks.len(), ENDED_ROUTES);
+        assert_eq!(pool.ended.order.len(), ENDED_ROUTES);
         let last = ConnId::from_raw(1100);
         assert_eq!(pool.task_of(last), Some(last));
         let oldest = 1100 - ENDED_ROUTES as u64 + 1;
@@ -929,7 +925,7 @@ mod random {
 
     /// Checks the pool's accounting against a recount of its tasks.
     fn accounting(pool: &Pool) -> Result<(), String> {
-        let mut sum = (0, 0);
+        let mut sum = Backlog::default();
         let (mut messages, mut bytes) = (0, 0);
         for task in pool.slots.iter().flatten() {
             let b = task.session.backlog();
@@ -942,8 +938,8 @@ mod random {
                     task.id, task.common, expected
                 ));
             }
-            sum.0 += task.common.0;
-            sum.1 += task.common.1;
+            sum.messages += task.common.messages;
+            sum.bytes += task.common.bytes;
             if task.held && !pool.reading_paused {
                 return Err(format!(
                     "task {} held while the pool is not paused",
@@ -1223,7 +1219,7 @@ mod random {
             while pool.poll_completion().is_some() {}
         }
         accounting(&pool).map_err(|e| format!("seed {seed} at the end: {e}"))?;
-        if pool.common != (0, 0) || pool.backlog.messages != 0 {
+        if pool.common != Backlog::default() || pool.backlog.messages != 0 {
             return Err(format!(
                 "seed {seed}: common {:?}, backlog {:?} after everything was taken",
                 pool.common, pool.backlog
