@@ -956,8 +956,7 @@ impl Client {
         self.out.note(&format!(
             "{name}: closing as /quit does ({name} again exits at once)"
         ));
-        self.input_stopped = true;
-        self.pending.clear();
+        self.drop_input();
         if self.backend.state() == ReadyState::Connecting && self.backoff.is_none() {
             // Waiting for the open (up to the handshake timeout) is not what a signal asks.
             self.close_on_open = false;
@@ -994,9 +993,15 @@ impl Client {
         if kind != std::io::ErrorKind::BrokenPipe {
             self.complain(&format!("error: standard output: {kind}"));
         }
+        self.drop_input();
+        self.quit();
+    }
+
+    /// Nothing more of standard input is run: what was read is dropped, and what comes is
+    /// ignored.
+    fn drop_input(&mut self) {
         self.input_stopped = true;
         self.pending.clear();
-        self.quit();
     }
 
     /// Standard input line `number` cannot be sent: says so, counts it as a failed send,
@@ -1004,8 +1009,7 @@ impl Client {
     fn stop_input(&mut self, number: u64, problem: &str) {
         self.send_failures += 1;
         self.complain(&format!("error: standard input line {number} {problem}"));
-        self.input_stopped = true;
-        self.pending.clear();
+        self.drop_input();
         self.end_of_input();
     }
 
@@ -1298,8 +1302,7 @@ pub fn run(settings: Settings) -> ExitCode {
         let linger_wake = client.check_linger();
         if client.quit_deadline.is_none() && client.ended_unasked {
             // What standard input still holds is not sent: there is nothing to send it on.
-            client.input_stopped = true;
-            client.pending.clear();
+            client.drop_input();
             client.quit();
         }
         if client.done_quitting() || client.forced.is_some() {

@@ -958,8 +958,9 @@ fn a_second_signal_exits_connect_at_once() {
         let (exit, _, stderr) = client.exit();
         assert_eq!(exit.code(), Some(status), "SIG{signal}: {stderr}");
         assert!(stderr.contains("again: exiting"), "{stderr}");
+        // Well under the 11 s a close would be waited for.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(9),
             "{:?}",
             started.elapsed()
         );
@@ -983,8 +984,9 @@ fn a_signal_while_dialling_gives_the_dial_up() {
         let started = Instant::now();
         kill("TERM", client.pid());
         let (exit, lines, stderr) = client.exit();
+        // Well under the 11 s a close would be waited for.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(9),
             "{:?}",
             started.elapsed()
         );
