@@ -409,8 +409,7 @@ impl Invariants {
             .or_default()
             .add(message.len(), bounds);
         self.total.add(message.len(), pool_bounds);
-        let (messages, bytes) = pool_bounds;
-        self.pool_was_full |= self.total.messages >= messages || self.total.bytes >= bytes;
+        self.pool_was_full |= self.total.is_full(pool_bounds);
         self.task_of.insert(conn, task);
         self.expect.entry(conn).or_default().push_back(message);
     }

@@ -480,10 +480,10 @@ impl Events {
     /// reads are with the application (see the crate docs, "How it runs": up to 250 ms
     /// after a `recv` while the application keeps calling in), it reads what the
     /// connections that have input hold, on the calling thread, so that the event is there
-    /// without a trip through the driver thread: about 10 µs per connection with input
-    /// (measured at 100 connections, 1 ms per call). A loop that must never spend that on
-    /// its own thread (a game's frame) takes events with `try_recv` only, never `recv`:
-    /// the driver thread then does every read.
+    /// without a trip through the driver thread, at a cost that grows with the connections
+    /// that have input. A loop that must never spend that on its own thread (a game's
+    /// frame) takes events with `try_recv` only, never `recv`: the driver thread then does
+    /// every read.
     pub fn try_recv(&self) -> Result<Event, TryRecvError> {
         self.source.try_recv()
     }
