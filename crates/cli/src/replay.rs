@@ -44,6 +44,12 @@ pub fn run(path: &Path) -> ExitCode {
             out.json_at(object, u64::try_from(at.as_millis()).unwrap_or(u64::MAX));
         }
     }
+    if let Some(line) = replay.cut_line {
+        eprintln!(
+            "wxsocket: {}: line {line} is cut off mid-way (copied while the recorder wrote it); replayed up to the line before it",
+            path.display()
+        );
+    }
     if matches!(
         replay.final_state,
         ReadyState::Connecting | ReadyState::Open | ReadyState::Closing

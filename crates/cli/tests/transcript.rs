@@ -211,3 +211,65 @@ fn a_reconnection_replays_in_a_fresh_process() {
         "{recorded:#?}"
     );
 }
+
+/// A server that redirects names where to in the dial's error, without the credentials the
+/// redirect's URL carries: the error reaches the printed events, the diagnostics and the
+/// transcript (a prober found a `Location`'s token and password in all three), which still
+/// replays.
+fn a_redirect_s_credentials_stay_out(blocking: bool) {
+    let peer = Peer::builder(Mode::Echo)
+        .status_line("HTTP/1.1 302 Found")
+        .response_header("Location: wss://ann:pa55@elsewhere/ws?room=1&token=redir-t0k")
+        .start();
+    let file = temp_file(&format!("redirect-{blocking}.jsonl"), "");
+    let file = file.to_str().unwrap().to_owned();
+    let url = peer.url();
+    let args = with_adapter(vec!["connect", &url, "--json", "--record", &file], blocking);
+    let (status, lines, stderr) = run(&args, "");
+    assert_eq!(status.code(), Some(3), "{lines:#?}\n{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let printed = format!("{}\n{stderr}", lines.join("\n"));
+    for shown in [&text, &printed] {
+        assert!(
+            shown.contains("a redirect to wss://***@elsewhere/ws?room=1&token=***"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("redir-t0k") && !shown.contains("pa55"),
+            "{shown}"
+        );
+    }
+    let (status, _, replay_stderr) = run(&["replay", &file], "");
+    assert_eq!(status.code(), Some(0), "{replay_stderr}");
+}
+
+#[test]
+fn a_redirect_s_credentials_stay_out_tokio() {
+    a_redirect_s_credentials_stay_out(false);
+}
+
+#[test]
+fn a_redirect_s_credentials_stay_out_blocking() {
+    a_redirect_s_credentials_stay_out(true);
+}
+
+/// A transcript copied while the recorder was writing its last line replays up to that
+/// line, exit 0, and says that line was cut off (it was refused whole, exit 3).
+#[test]
+fn a_copy_cut_mid_line_replays_up_to_that_line() {
+    let peer = Peer::start(Mode::HttpStatus(403));
+    let file = temp_file("cut-mid-line.jsonl", "");
+    let file = file.to_str().unwrap().to_owned();
+    let (status, _, stderr) = run(&["connect", &peer.url(), "--json", "--record", &file], "");
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let last = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    std::fs::write(&file, &text[..last + 7]).unwrap();
+    let (status, _, stderr) = run(&["replay", &file], "");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let lines = text.lines().count();
+    assert!(
+        stderr.contains(&format!("line {lines} is cut off mid-way")),
+        "{stderr}"
+    );
+}

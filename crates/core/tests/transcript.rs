@@ -463,6 +463,26 @@ fn a_transcript_cut_short_says_where_the_session_was_left() {
     sim.input(conn, TransportEvent::Closed);
     let whole = transcript::replay(&sim.text(), Instant::now()).unwrap();
     assert_eq!(whole.final_state, ReadyState::Closed);
+    assert_eq!(whole.cut_line, None);
+
+    // A copy taken while the recorder wrote a line ends in part of it: that line is left
+    // out and named (a prober's copy was refused whole, "unterminated string"), the rest
+    // replays exactly. Only the last line, and only without its line end: a broken line
+    // anywhere else is an error.
+    let text = sim.text();
+    let lines = text.lines().count();
+    let last = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    for cut in [last + 1, last + 10, text.len() - 2] {
+        let replay = transcript::replay(&text[..cut], Instant::now()).unwrap();
+        assert_eq!(replay.cut_line, Some(lines), "cut at {cut}");
+        assert!(replay.is_exact(), "{:?}", replay.mismatches);
+        assert_eq!(replay.inputs, whole.inputs - 1);
+    }
+    let broken = format!("{}\n", &text[..last + 10]);
+    let e = transcript::replay(&broken, Instant::now()).unwrap_err();
+    assert_eq!(e.line, lines);
+    let inside = format!("{}{}", &text[..last - 5], &text[last - 1..]);
+    assert!(transcript::replay(&inside, Instant::now()).is_err());
 }
 
 /// Each way a connection can be routed (the proxy environment, no proxy, a given proxy)

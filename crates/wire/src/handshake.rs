@@ -4,6 +4,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
+use wxsocket_core::transcript::redact_url_text;
 use wxsocket_core::{
     DeflateOptions, Handshake, HandshakeRequest, TransportError, TransportErrorKind,
 };
@@ -197,10 +198,9 @@ impl ClientHandshake {
             if (300..400).contains(&status)
                 && let Some(location) = map.get(http::header::LOCATION)
             {
-                let location: String = String::from_utf8_lossy(location.as_bytes())
-                    .chars()
-                    .take(200)
-                    .collect();
+                // Without its credentials: errors reach events, logs and transcripts.
+                let location = redact_url_text(&String::from_utf8_lossy(location.as_bytes()));
+                let location: String = location.chars().take(200).collect();
                 message.push_str(&format!(" (a redirect to {location}, not followed)"));
             }
             // How long a server that is busy or limiting clients asks them to wait, in
@@ -506,6 +506,20 @@ mod tests {
         assert_eq!(e.kind, TransportErrorKind::HttpStatus(302));
         assert!(e.message.contains("wss://elsewhere/ws"), "{e}");
         assert!(e.message.contains("not followed"), "{e}");
+        // Where the redirect points may carry credentials (a prober found the token and
+        // password of one in a transcript): they are not repeated.
+        let e = run("HTTP/1.1 302 Found\r\nLocation: wss://ann:pw@elsewhere/ws?room=1&access_token=t0k\r\n\r\n".into()).unwrap_err();
+        assert!(
+            e.message
+                .contains("wss://***@elsewhere/ws?room=1&access_token=***"),
+            "{e}"
+        );
+        let e = run("HTTP/1.1 307 Moved\r\nLocation: /next?token=t0k\r\n\r\n".into()).unwrap_err();
+        assert!(
+            e.message
+                .contains("(a redirect to /next?token=***, not followed)"),
+            "{e}"
+        );
     }
 
     /// A busy or limiting server's `Retry-After` (seconds) is read with 429 and 503, for the

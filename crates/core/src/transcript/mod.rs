@@ -137,6 +137,21 @@ pub const QUERY_DEFAULTS: &[&str] = &[
     "token",
 ];
 
+/// A URL given as text (absolute or relative, well-formed or not) as errors show it: its
+/// user information replaced by `***`, and the values of the [`QUERY_DEFAULTS`] parameters
+/// by `***`. Errors reach events, logs and transcripts as they are, so a driver that puts
+/// a URL from the network into one (a redirect's `Location`) passes it through this.
+///
+/// ```
+/// use wxsocket_core::transcript::redact_url_text;
+/// let shown = redact_url_text("wss://u:pw@h/ws?room=5&token=abc");
+/// assert_eq!(shown, "wss://***@h/ws?room=5&token=***");
+/// assert_eq!(redact_url_text("/next?sig=x#top"), "/next?sig=***#top");
+/// ```
+pub fn redact_url_text(url: &str) -> String {
+    crate::proxy::redact(url)
+}
+
 impl Default for Redaction {
     fn default() -> Self {
         Self {
@@ -990,6 +1005,10 @@ pub struct Replay {
     /// when the transcript ends before the session did (a recording cut short by a crash,
     /// or copied while the session ran). The replay is then exact as far as it goes.
     pub final_state: crate::state::ReadyState,
+    /// The last line, when it was left out as cut off mid-way: it has no line end and is
+    /// not a whole JSON object (a copy taken while the recorder was writing it). Any
+    /// other line that does not parse is an error.
+    pub cut_line: Option<usize>,
 }
 
 impl Replay {
@@ -1046,9 +1065,18 @@ pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
         events: Vec::new(),
         mismatches: Vec::new(),
         final_state: crate::state::ReadyState::Idle,
+        cut_line: None,
     };
+    let unterminated = (!text.ends_with('\n')).then(|| text.lines().count());
     for (n, line) in lines {
-        let value = json::parse(line).map_err(bad(n))?;
+        let value = match json::parse(line) {
+            Ok(value) => value,
+            Err(_) if Some(n) == unterminated => {
+                out.cut_line = Some(n);
+                break;
+            }
+            Err(e) => return Err(bad(n)(e)),
+        };
         let (at, input) = input_from(&value).map_err(bad(n))?;
         let recorded = match value.get("out") {
             None | Some(Value::Null) => None,
