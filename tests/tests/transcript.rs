@@ -155,3 +155,75 @@ fn a_reconnection_replays_exactly<A: Adapter>() {
     assert!(seen.iter().any(|e| matches!(e, Event::Reconnecting { .. })));
     replay_after(&mut a, &buffer, &recording, &seen);
 }
+
+/// The wx socket of each adapter records its session (a prober's engine found its
+/// recording left an empty file): connect, a send queued before open, the echo, the close
+/// from the message listener; the transcript replays exactly, to those events.
+macro_rules! a_wx_socket_records_its_session {
+    ($name:ident, $adapter:ident, $($runtime:tt)*) => {
+        #[test]
+        fn $name() {
+            use $adapter::wx::{CloseSocket, ConnectSocket, SendSocketMessage, WxSocket};
+            $($runtime)*
+            let peer = Peer::start(Mode::Echo);
+            let buffer = Buffer::default();
+            let recording = Recording::to_writer(buffer.clone());
+            let config = $adapter::Config::new().record(recording.clone());
+            let wx = WxSocket::new(config).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            let weak = wx.downgrade();
+            let t = tx.clone();
+            wx.on_socket_message(move |res| {
+                t.send(format!("message {:?}", res.data)).unwrap();
+                let _ = weak.upgrade().unwrap().close_socket(CloseSocket::new());
+            });
+            wx.on_socket_close(move |res| tx.send(format!("close {}", res.code)).unwrap());
+            let options = ConnectOptions::new(peer.url()).header("Authorization", "Bearer sekrit");
+            wx.connect_socket(ConnectSocket::new(options)).unwrap();
+            wx.send_socket_message(SendSocketMessage::new("queued")).unwrap();
+            let heard: Vec<String> = (0..2).map(|_| rx.recv_timeout(EVENT_TIMEOUT).unwrap()).collect();
+            assert_eq!(heard, ["message Text(\"queued\")", "close 1000"]);
+            drop(wx);
+            // The driver has ended once the listeners (its last holders of `rx`'s sender)
+            // are dropped: nothing more is recorded.
+            assert_eq!(
+                rx.recv_timeout(EVENT_TIMEOUT),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            );
+            assert_eq!(recording.error(), None);
+            let text = buffer.text();
+            let replay = transcript::replay(&text, Instant::now()).unwrap();
+            assert!(replay.is_exact(), "{:#?}\n{text}", replay.mismatches);
+            let events: Vec<&Event> = replay.events.iter().map(|(_, e)| e).collect();
+            assert!(
+                matches!(events.first(), Some(Event::Connecting { .. })),
+                "{events:#?}"
+            );
+            assert!(events.iter().any(|e| matches!(e, Event::Open { .. })));
+            assert!(events.iter().any(|e| matches!(e, Event::Message { message, .. } if *message == Message::text("queued"))));
+            assert!(matches!(events.last(), Some(Event::Close { code: 1000, .. })), "{events:#?}");
+            assert!(!text.contains("sekrit"));
+        }
+    };
+}
+
+a_wx_socket_records_its_session!(a_wx_socket_records_its_session_blocking, wxsocket_blocking,);
+a_wx_socket_records_its_session!(
+    a_wx_socket_records_its_session_tokio,
+    wxsocket_tokio,
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+);
+
+/// A task pool cannot be recorded (a transcript holds one session): `record` is refused,
+/// naming the field, instead of an empty file (a prober's pool left one without a word).
+#[test]
+fn a_task_pool_refuses_a_recording() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let config = || Config::new().record(Recording::to_writer(Buffer::default()));
+    let e = wxsocket_tokio::TaskPool::new(config()).unwrap_err();
+    assert_eq!(e.field, "record", "{e}");
+    let e = wxsocket_blocking::TaskPool::new(config()).unwrap_err();
+    assert_eq!(e.field, "record", "{e}");
+}

@@ -17,7 +17,7 @@ wxsocket_wire::task_pool! {
 impl TaskPool {
     /// A pool with `config`, its driver thread started, and the receiver of its events.
     pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
-        let mut pool = Pool::new(config.session.clone())?;
+        let mut pool = config.pool()?;
         // Threads waiting in `send` learn the outcome from the pool directly.
         pool.track_completions(true);
         let shared = Shared::start(pool, &config, "pool")?;

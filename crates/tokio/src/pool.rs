@@ -19,7 +19,7 @@ wxsocket_wire::task_pool! {
 impl TaskPool {
     /// A pool driven on the current tokio runtime (call it inside one).
     pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
-        let pool = Pool::new(config.session.clone())?;
+        let pool = config.pool()?;
         let handle = driver::start(pool, &config, true)?;
         let events = Events::of(&handle.shared);
         Ok((TaskPool { handle }, events))

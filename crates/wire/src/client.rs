@@ -27,8 +27,10 @@ pub struct Config {
     pub proxy_env: Option<ProxyEnv>,
     /// Record a transcript of the client's session here
     /// ([`wxsocket_core::transcript`]): every input, replayable exactly. `None` (the
-    /// default): no recording. Only the `Client` of each adapter records; a task pool
-    /// and the wx surface ignore it.
+    /// default): no recording. The `Client` and the `wx` socket of each adapter record
+    /// (the wx socket's session: its transport input, timers and the events its callbacks
+    /// are made from); a `TaskPool` refuses it (field `record`), as a transcript holds one
+    /// session.
     pub record: Option<Recording>,
 }
 
@@ -58,10 +60,24 @@ impl Config {
     }
 
     /// Records a transcript of the client's session to `recording` (one client per
-    /// recording: two clients writing to one would interleave their lines).
+    /// recording: two clients writing to one would interleave their lines). A `TaskPool`
+    /// made with it is refused.
     pub fn record(mut self, recording: Recording) -> Self {
         self.record = Some(recording);
         self
+    }
+
+    /// The pool a `TaskPool` runs: [`Self::session`] checked, and no recording asked
+    /// for (a transcript holds one session; the pool's would be lost without a word).
+    pub fn pool(&self) -> Result<wxsocket_core::Pool, ConfigError> {
+        if self.record.is_some() {
+            return Err(ConfigError {
+                field: "record",
+                problem: "a task pool cannot be recorded (a transcript holds one session): \
+                          record a Client, or each connection's own Client",
+            });
+        }
+        wxsocket_core::Pool::new(self.session.clone())
     }
 
     /// The session a `Client` runs: [`Self::session`] checked, with the transcript
@@ -157,8 +173,18 @@ impl Recording {
     /// Starts `session` recording here (adapters call it right after creating the
     /// session, before its first input).
     pub fn attach(&self, session: &mut Session) {
+        session.start_recording(self.redaction.clone(), self.sink());
+    }
+
+    /// Starts the session of wx core `socket` recording here (as [`Self::attach`]).
+    pub fn attach_wx(&self, socket: &mut wxsocket_core::wx::WxSocket) {
+        socket.start_recording(self.redaction.clone(), self.sink());
+    }
+
+    /// The session's sink: each line to the writer, until a write fails.
+    fn sink(&self) -> impl FnMut(&str) + Send + 'static {
         let out = Arc::clone(&self.out);
-        session.start_recording(self.redaction.clone(), move |line| {
+        move |line| {
             let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
             if out.error.is_some() {
                 return;
@@ -170,7 +196,7 @@ impl Recording {
             if let Err(e) = written {
                 out.error = Some(e);
             }
-        });
+        }
     }
 
     /// Flushes the writer (a client's session flushes nothing itself).

@@ -17,10 +17,13 @@ pub use wxsocket_core::wx::{
 };
 
 /// The wx core an adapter drives: deferred callbacks (they run on the driver, outside the
-/// lock) and the driver's connect check ([`crate::handle::check_dial`], with the proxy
+/// lock), the recording of [`Config::record`], and the driver's connect check ([`crate::handle::check_dial`], with the proxy
 /// variables `config` gives).
 pub fn core(config: &Config) -> Result<WxSocket, ConfigError> {
     let mut core = WxSocket::deferred(config.session.clone())?;
+    if let Some(recording) = &config.record {
+        recording.attach_wx(&mut core);
+    }
     let env = config.resolve_proxy_env();
     core.set_connect_check(move |request| crate::handle::check_dial(request, &env));
     Ok(core)
