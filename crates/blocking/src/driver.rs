@@ -961,9 +961,12 @@ impl<M: Machine> Inner<M> {
     }
 
     /// The socket of `conn` is ready (or a pass is due): moves the connection on, reading
-    /// within the machine's read credit for it. A connection that has just opened reads
-    /// at once what came with the handshake response, within the credit the machine gives
-    /// it now that it knows the connection is open.
+    /// within the machine's read credit for it. A connection that has just opened carries
+    /// out what the open asked for first (the messages queued before it are written, as
+    /// tokio's driver writes them when told of the open), then reads at once what came
+    /// with the handshake response, within the credit the machine gives it now that it
+    /// knows the connection is open: a close frame that came with the response is then
+    /// answered after those messages, not before (which failed them).
     fn on_ready(&mut self, conn: u64, pass: ReadPass, now: Instant) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -976,6 +979,9 @@ impl<M: Machine> Inner<M> {
                 .get(&conn)
                 .is_some_and(|c| c.is_open() && c.has_more_to_read())
         {
+            while let Some(action) = self.machine.poll_action() {
+                self.execute(action, now);
+            }
             self.read_within_credit(conn, ReadPass::ToTheEnd, now);
         }
     }

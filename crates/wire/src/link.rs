@@ -286,12 +286,20 @@ impl<S: Read + Write> Link<S> {
                         // A masked pong: its payload, a two-byte header and the mask.
                         self.owed += payload.len() + 6;
                     }
+                    let replied = matches!(message, WsMessage::Ping(_) | WsMessage::Close(_));
                     if let Some(event) = from_ws(message) {
                         if let TransportEvent::Message(message) = &event {
                             credit.take(message.len());
                         }
                         // A close frame's code and reason as the peer sent them.
                         out.push(self.ws.get_ref().incoming.frame_watch().correct(event));
+                    }
+                    if replied {
+                        // tungstenite's next read writes the reply, and with it every frame
+                        // buffered before it: flushed here, so that the sends among them are
+                        // reported written before whatever that read brings (a failure
+                        // after a close frame failed messages that had gone out).
+                        self.flush(out);
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -498,6 +506,33 @@ mod tests {
         assert!(
             !out.iter()
                 .any(|e| matches!(e, TransportEvent::SendWritten(_) | TransportEvent::Error(_))),
+            "{out:?}"
+        );
+    }
+
+    /// A message buffered before the peer's close frame is read goes out with the reply to
+    /// it, and is reported written before what the next read brings: here a frame after
+    /// the close, a protocol error, which would otherwise fail a message that went out.
+    #[test]
+    fn sends_written_with_a_reply_are_reported_before_the_next_read() {
+        // The server's close frame (4000), then a text frame it may no longer send.
+        let mut link = link(&[0x88, 0x02, 0x0F, 0xA0, 0x81, 0x01, b'x']);
+        let mut out = Vec::new();
+        let id = SendId::from_raw(3);
+        link.send(id, Message::text("queued"), &mut out);
+        assert_eq!(out, []);
+        let mut credit = ReadCredit::UNLIMITED;
+        link.read(&mut credit, 16, &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [
+                    TransportEvent::PeerClosed(_),
+                    TransportEvent::SendWritten(written),
+                    TransportEvent::Error(_),
+                    ..
+                ] if *written == id
+            ),
             "{out:?}"
         );
     }
