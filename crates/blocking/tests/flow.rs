@@ -677,6 +677,45 @@ fn send_timeout_hands_the_message_back_when_no_room_comes() {
     until_clean_close(&events);
 }
 
+/// A send waiting for room when the application closes the connection is refused at once
+/// (`Closing`, its message handed back), as a new send is; no room will come for it there.
+/// (Tokio's waited out the close timeout, and said "not connected"; both now do this.)
+#[test]
+fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
+    const SIZE: usize = 256 << 10;
+    let server = GatedReader::start();
+    let (client, events) = Client::new(config(small_buffer())).unwrap();
+    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    until_open(&events);
+    let mut accepted = 0u64;
+    let refused = loop {
+        match client.try_send(numbered(accepted, SIZE)) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e.into_message(),
+        }
+        assert!(accepted < 1000, "the buffer never filled");
+    };
+    let waiting = {
+        let client = client.clone();
+        let refused = refused.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            (client.send(refused), start.elapsed())
+        })
+    };
+    // The send is waiting for room (the server reads nothing) when the close comes.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!waiting.is_finished(), "the send did not wait for room");
+    client.close(None, "done").unwrap();
+    let (result, waited) = waiting.join().unwrap();
+    match result {
+        Err(SendFailed::Refused(SendError::Closing(message))) => assert_eq!(message, refused),
+        other => panic!("expected a refusal while closing, got {other:?}"),
+    }
+    assert!(waited < Duration::from_secs(5), "refused after {waited:?}");
+    drop(server);
+}
+
 #[test]
 fn send_waits_until_completions_are_taken() {
     let mut server = GatedReader::start();

@@ -143,8 +143,9 @@ pub(crate) struct Outbox {
     room_wakers: HashMap<u64, Waker>,
     /// The last ticket handed out.
     last_ticket: u64,
-    /// Room may have been freed in this turn (a send finished, events were taken, the
-    /// transport reported something): wake the sends waiting for it.
+    /// Room may have been freed in this turn, or the answer to a waiting send changed (a
+    /// send finished, events were taken, the transport reported something, an action was
+    /// carried out): wake the sends waiting for it.
     pub(crate) room_freed: bool,
 }
 
@@ -289,6 +290,9 @@ impl<M: Machine> Core<M> {
     }
 
     fn execute(&mut self, shared: &Arc<Shared<M>>, action: Action, now: Instant) {
+        // What the machine asks for may change what it answers a send waiting for room
+        // (a close refuses it, as `Closing`): that send tries again.
+        self.out.room_freed = true;
         let conn = action.conn();
         wxsocket_wire::trace::action(&action);
         let command = match action {

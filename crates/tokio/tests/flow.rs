@@ -401,6 +401,59 @@ async fn held_reader() -> (String, Arc<AtomicBool>, JoinHandle<Vec<u8>>) {
     (url, go, task)
 }
 
+/// A send waiting for room when the application closes the connection is refused at once
+/// (`Closing`, its message handed back), as a new send is and as the blocking adapter's
+/// is; it waited out the close timeout, then said "not connected" (a prober's port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
+    let (url, _go, _server) = held_reader().await;
+    let bound = 256 << 10;
+    let session = SessionConfig::default()
+        .queue_bounds(1024, bound)
+        .max_buffered_bytes(bound);
+    let (client, _events) = connect(session, &url).await;
+    // Fill the socket and then the buffer (the server reads nothing), until nothing more
+    // is taken.
+    let mut accepted = 0u8;
+    let mut progress = Instant::now();
+    let mut refused = None;
+    while progress.elapsed() < Duration::from_millis(300) {
+        match client.try_send(Message::binary(vec![accepted; 64 << 10])) {
+            Ok(_) => {
+                accepted += 1;
+                progress = Instant::now();
+            }
+            Err(SendError::BufferFull(message)) => {
+                refused = Some(message);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(accepted < 250, "the socket never filled");
+    }
+    let refused = refused.expect("the buffer filled");
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let refused = refused.clone();
+        async move {
+            let start = Instant::now();
+            (client.send(refused).await, start.elapsed())
+        }
+    });
+    // The send is waiting for room (the server reads nothing) when the close comes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the send did not wait for room");
+    client.close(None, "done").unwrap();
+    let (result, waited) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    match result {
+        Err(wxsocket_tokio::SendFailed::Refused(SendError::Closing(message))) => {
+            assert_eq!(message, refused)
+        }
+        other => panic!("expected a refusal while closing, got {other:?}"),
+    }
+    assert!(waited < Duration::from_secs(5), "refused after {waited:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_cancelled_while_waiting_for_room_was_never_taken() {
     let (url, go, server) = held_reader().await;
