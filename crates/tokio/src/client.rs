@@ -1,7 +1,7 @@
 //! The single-socket handle ([`Client`]) and the event stream ([`Events`]).
 
 use crate::driver::{self, Handle, Machine, Shared};
-use crate::{Config, SendFailed};
+use crate::{Config, SendFailed, TryRecvError};
 use futures_util::Sink;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -244,11 +244,38 @@ impl Events {
         std::future::poll_fn(|cx| self.poll_event(Some(cx))).await
     }
 
-    /// The next event if one is ready, without waiting.
+    /// The next event if one is ready, without waiting; `None` both when none is ready
+    /// yet and when the stream has ended ([`try_recv`](Self::try_recv) tells them apart).
     pub fn try_next(&mut self) -> Option<Event> {
+        self.try_recv().ok()
+    }
+
+    /// [`next`](Self::next) under the blocking adapter's name (`Events::recv` there), so
+    /// that a program moves between the adapters by adding or removing `.await`. Cancel
+    /// safe.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.next().await
+    }
+
+    /// The next event if one is ready, without waiting: [`TryRecvError::Empty`] when none
+    /// is ready yet, [`TryRecvError::Disconnected`] when the stream has ended (the driver
+    /// has stopped and every event was taken), as the blocking adapter's `try_recv`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use wxsocket_tokio::{Client, Config, TryRecvError};
+    /// let (client, mut events) = Client::new(Config::default()).unwrap();
+    /// assert_eq!(events.try_recv(), Err(TryRecvError::Empty));
+    /// client.shutdown().await;
+    /// assert_eq!(events.try_recv(), Err(TryRecvError::Disconnected));
+    /// # }
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Event, TryRecvError> {
         match self.poll_event(None) {
-            Poll::Ready(event) => event,
-            Poll::Pending => None,
+            Poll::Ready(Some(event)) => Ok(event),
+            Poll::Ready(None) => Err(TryRecvError::Disconnected),
+            Poll::Pending => Err(TryRecvError::Empty),
         }
     }
 

@@ -11,5 +11,8 @@ pub mod wx;
 
 pub use client::{Client, Events};
 pub use pool::{SocketTask, TaskPool};
+/// What [`Events::try_recv`] says when it has no event: none yet, or none ever again (the
+/// blocking adapter's type, so that code naming it ports unchanged).
+pub use std::sync::mpsc::TryRecvError;
 pub use websocket::{WebSocket, connect, connect_with};
 pub use wxsocket_wire::reexports::*;

@@ -93,6 +93,12 @@ impl WebSocket {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
+    /// [`next`](Self::next) under the blocking adapter's name (`WebSocket::recv` there), so
+    /// that a program moves between the adapters by adding or removing `.await`.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.next().await
+    }
+
     /// Closes with code 1000 and waits for the close handshake (bounded by the close
     /// timeout); returns how the connection closed. Messages that arrive meanwhile are
     /// dropped. Closing a socket that is already closed returns its close.
