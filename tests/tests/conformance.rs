@@ -2058,4 +2058,27 @@ fn invalid_peer_close_codes_are_protocol_failures<A: Adapter>() {
         );
         assert_quiet(&mut a);
     }
+    // A peer that keeps TCP open after its close frame: the client fails the connection as
+    // it does any protocol failure, closing TCP once its close frame is out, not after the
+    // close timeout (a prober's `wxsocket connect` took the whole 10 s to exit).
+    for code in [1005, 5000] {
+        let close_timeout = Duration::from_secs(10);
+        let peer = Peer::builder(Mode::CloseWith(code, "odd".into()))
+            .keep_tcp_after_close()
+            .start();
+        let mut a: A = client(config().close_timeout(close_timeout));
+        let started = Instant::now();
+        let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+        let events = a.events_until_close(conn, T);
+        expect_error_then_close(A::NAME, conn, &events, 1002);
+        let seen = peer.wait_conn(0, "the client to close TCP", close_timeout + T, |c| {
+            c.client_went_away
+        });
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < CLOSE_LINGER,
+            "[{}] {code}: TCP closed after {elapsed:?}: {seen:#?}",
+            A::NAME
+        );
+    }
 }

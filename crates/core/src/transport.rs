@@ -343,7 +343,7 @@ impl std::fmt::Display for DialStage {
             DialStage::Connecting => "no TCP connection yet",
             DialStage::Tunnel => "the proxy had not opened its tunnel",
             DialStage::Tls => "the TLS handshake had not finished",
-            DialStage::Upgrade => "the server had not answered the upgrade request",
+            DialStage::Upgrade => "the server's answer to the upgrade request had not come in full",
         })
     }
 }

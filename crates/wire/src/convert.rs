@@ -383,7 +383,14 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
             TransportErrorKind::MessageTooBig
         }
         WsError::Capacity(_) => TransportErrorKind::Protocol,
-        WsError::Utf8(_) => TransportErrorKind::InvalidUtf8,
+        WsError::Utf8(_) => {
+            // tungstenite's text is the decoder's debug form (`Incomplete { buffer: … }`),
+            // which would also go to the peer as the close reason.
+            return Some(TransportError::new(
+                TransportErrorKind::InvalidUtf8,
+                "a text message is not valid UTF-8",
+            ));
+        }
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportErrorKind::Io,
         WsError::Protocol(_) | WsError::AttackAttempt => TransportErrorKind::Protocol,
         WsError::Http(r) => TransportErrorKind::HttpStatus(r.status().as_u16()),
@@ -825,6 +832,13 @@ mod tests {
         assert_eq!(
             k(WsError::Utf8("x".into())),
             TransportErrorKind::InvalidUtf8
+        );
+        // Not tungstenite's text, the decoder's debug form, which also goes to the peer as
+        // the close reason (a prober saw `Incomplete { buffer: [226, 130, 0, 0], … }`).
+        let debug = WsError::Utf8("Incomplete { buffer: [226, 130, 0, 0], buffer_len: 2 }".into());
+        assert_eq!(
+            classify(&debug).unwrap().message,
+            "a text message is not valid UTF-8"
         );
         assert_eq!(
             k(WsError::Capacity(CapacityError::MessageTooLong {

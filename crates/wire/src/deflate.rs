@@ -626,6 +626,20 @@ impl Inflater {
             };
             return Ok(());
         }
+        // As tungstenite refuses a plain frame longer than the limit when its header comes
+        // (a compressed one announcing 2^63 bytes waited for them instead), with room for
+        // any encoding of a message within the limit: stored blocks add 5 bytes in 65,535,
+        // fixed Huffman codes take at most 9 bits a byte.
+        let max = self.max_message_size as u64;
+        if len > max.saturating_add(max / 4).saturating_add(1024) {
+            return Err(InflateError {
+                kind: TransportErrorKind::MessageTooBig,
+                message: format!(
+                    "a compressed frame of {len} bytes, longer than any encoding of a message \
+                     within the maximum of {max} bytes"
+                ),
+            });
+        }
         if len == 0 {
             if fin {
                 self.inflate(&[], true)?;

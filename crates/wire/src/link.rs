@@ -20,7 +20,8 @@ use tungstenite::error::ProtocolError;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
-    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, ReadCredit, SendId, TransportEvent,
+    CloseRequest, ConnId, Handshake, HandshakeRequest, Message, PeerClose, ReadCredit, SendId,
+    TransportEvent,
 };
 
 /// Where a [`Link::read`] stopped.
@@ -292,7 +293,20 @@ impl<S: Read + Write> Link<S> {
                             credit.take(message.len());
                         }
                         // A close frame's code and reason as the peer sent them.
-                        out.push(self.ws.get_ref().incoming.frame_watch().correct(event));
+                        let event = self.ws.get_ref().incoming.frame_watch().correct(event);
+                        if let TransportEvent::PeerClosed(PeerClose {
+                            code: Some(code), ..
+                        }) = &event
+                            && !wxsocket_core::close::is_valid_from_peer(*code)
+                        {
+                            // A code the peer may not send fails the connection (the core
+                            // reports it as a protocol error): like a read that failed, the
+                            // transport ends once the core's close frame is out, rather
+                            // than waiting for the peer to close TCP (a prober's client
+                            // held it for the close timeout).
+                            self.read_failed = true;
+                        }
+                        out.push(event);
                     }
                     if replied {
                         // tungstenite's next read writes the reply, and with it every frame
@@ -300,6 +314,9 @@ impl<S: Read + Write> Link<S> {
                         // reported written before whatever that read brings (a failure
                         // after a close frame failed messages that had gone out).
                         self.flush(out);
+                    }
+                    if self.read_failed {
+                        return ReadEnd::Stopped;
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {

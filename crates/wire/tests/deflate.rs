@@ -292,6 +292,39 @@ fn a_decompression_bomb_is_too_big_not_out_of_memory() {
     );
 }
 
+/// A compressed frame announcing more bytes than any encoding of a message within the
+/// limit is refused when its header comes, as tungstenite refuses a plain one (a prober's
+/// server announced 2^63 − 1 bytes and stalled: the client waited for them). A message at
+/// the limit that does not compress (stored blocks, a little longer than the message)
+/// still passes.
+#[test]
+fn a_compressed_frame_announcing_too_many_bytes_is_refused_at_its_header() {
+    let params = DeflateParams::default();
+    // RSV1, FIN, binary; a 64-bit length of 2^63 − 1, and nothing after it.
+    let mut header = vec![0xC2, 127];
+    header.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+    let mut inflater = Inflater::new(&params, MAX);
+    let e = inflater.feed(&header).unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::MessageTooBig, "{e}");
+    assert!(e.message.contains("9223372036854775807 bytes"), "{e}");
+
+    let mut noise = vec![0u8; MAX];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut stored = Compress::new(Compression::none(), false);
+    let payload = deflate_raw(&mut stored, &noise);
+    assert!(payload.len() > MAX, "{} bytes", payload.len());
+    let input = frame(OpCode::Data(Data::Binary), true, true, payload);
+    let (got, err) = read_all(&params, input, 1 << 16);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [WsMessage::binary(noise)]);
+}
+
 #[test]
 fn exactly_the_maximum_inflated_size_is_accepted() {
     let params = DeflateParams::default();
