@@ -24,26 +24,27 @@ mod status {
 
 /// Replays the transcript at `path`.
 pub fn run(path: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let file = match std::fs::File::open(path) {
+        Ok(file) => std::io::BufReader::new(file),
         Err(e) => {
             eprintln!("wxsocket: error: {}: {e}", path.display());
             return ExitCode::from(status::UNREADABLE);
         }
     };
-    let replay = match transcript::replay(&text, std::time::Instant::now()) {
+    // Read and printed as it goes: a transcript of hours of traffic is never held whole.
+    let out = Out::with_mode(Mode::Json);
+    let replayed = transcript::replay_from(file, std::time::Instant::now(), |at, event| {
+        if let Some(object) = event_json(event) {
+            out.json_at(object, u64::try_from(at.as_millis()).unwrap_or(u64::MAX));
+        }
+    });
+    let replay = match replayed {
         Ok(replay) => replay,
         Err(e) => {
             eprintln!("wxsocket: error: {}: {e}", path.display());
             return ExitCode::from(status::UNREADABLE);
         }
     };
-    let out = Out::with_mode(Mode::Json);
-    for (at, event) in &replay.events {
-        if let Some(object) = event_json(event) {
-            out.json_at(object, u64::try_from(at.as_millis()).unwrap_or(u64::MAX));
-        }
-    }
     if let Some(line) = replay.cut_line {
         eprintln!(
             "wxsocket: {}: line {line} is cut off mid-way (copied while the recorder wrote it); replayed up to the line before it",

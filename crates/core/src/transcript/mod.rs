@@ -997,7 +997,8 @@ pub struct Replay {
     /// How many inputs were fed.
     pub inputs: usize,
     /// Every event the replayed session handed out, with its time after the first input,
-    /// in order (the events the transcript's `poll_event` lines took).
+    /// in order (the events the transcript's `poll_event` lines took); empty from
+    /// [`replay_from`], which hands them to its callback instead.
     pub events: Vec<(Duration, Event)>,
     /// Where the replay's outputs differ from the recorded ones; empty when it is exact.
     pub mismatches: Vec<Mismatch>,
@@ -1023,18 +1024,79 @@ impl Replay {
 /// Mismatches do not stop the replay; a line that cannot be read does. Empty lines are
 /// skipped. `base` stands for the time of the first input: any `Instant` will do (the core
 /// reads no clock; only the recorded offsets matter), e.g. `Instant::now()`.
+/// [`replay_from`] reads the transcript as it goes instead of holding it.
 pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty());
-    let bad = |line: usize| move |message: String| TranscriptError { line, message };
-    let (n, header) = lines.next().ok_or(TranscriptError {
-        line: 1,
-        message: "empty transcript".into(),
+    let mut events = Vec::new();
+    let mut out = replay_from(text.as_bytes(), base, |at, event| {
+        events.push((at, event.clone()))
     })?;
-    let header = json::parse(header).map_err(bad(n))?;
+    out.events = events;
+    Ok(out)
+}
+
+/// [`replay`] reading the transcript line by line from `reader` and handing each event the
+/// replayed session gives out to `on_event` (with its time after the first input) instead
+/// of keeping it: memory stays that of one line and the session, however long the
+/// transcript (a recording of an hour's traffic), and [`Replay::events`] is empty. An
+/// unreadable `reader` is an error naming the line it stopped at.
+///
+/// ```
+/// use std::time::Instant;
+/// use wxsocket_core::transcript::{self, Redaction};
+/// use wxsocket_core::{ConnectOptions, Session, SessionConfig};
+/// # use std::sync::{Arc, Mutex};
+/// # let lines = Arc::new(Mutex::new(String::new()));
+/// # let sink = Arc::clone(&lines);
+/// let mut session = Session::new(SessionConfig::default()).unwrap();
+/// session.start_recording(Redaction::default(), move |line| {
+///     // A file in practice; here a string.
+/// #   let mut text = sink.lock().unwrap();
+/// #   text.push_str(line);
+/// #   text.push('\n');
+/// });
+/// session.connect(&ConnectOptions::new("ws://127.0.0.1:9"), Instant::now()).unwrap();
+/// while session.poll_event().is_some() {}
+///
+/// // Any `BufRead`: a `BufReader` over a `File` in practice.
+/// let text = lines.lock().unwrap().clone();
+/// let mut seen = 0;
+/// let replay = transcript::replay_from(text.as_bytes(), Instant::now(), |_, _| seen += 1)
+///     .unwrap();
+/// assert!(replay.is_exact() && replay.events.is_empty());
+/// assert_eq!(seen, 1); // the `Connecting` event
+/// ```
+pub fn replay_from(
+    mut reader: impl std::io::BufRead,
+    base: Instant,
+    mut on_event: impl FnMut(Duration, &Event),
+) -> Result<Replay, TranscriptError> {
+    let bad = |line: usize| move |message: String| TranscriptError { line, message };
+    let mut line = String::new();
+    let mut n = 0;
+    // The next line that is not empty, its number, and whether it ended with a line end.
+    let mut next_line = |line: &mut String| -> Result<Option<(usize, bool)>, TranscriptError> {
+        loop {
+            line.clear();
+            n += 1;
+            let read = reader
+                .read_line(line)
+                .map_err(|e| bad(n)(format!("cannot be read: {e}")))?;
+            if read == 0 {
+                return Ok(None);
+            }
+            let terminated = line.ends_with('\n');
+            if !line.trim().is_empty() {
+                return Ok(Some((n, terminated)));
+            }
+        }
+    };
+    let Some((n, _)) = next_line(&mut line)? else {
+        return Err(TranscriptError {
+            line: 1,
+            message: "empty transcript".into(),
+        });
+    };
+    let header = json::parse(line.trim_end_matches(['\n', '\r'])).map_err(bad(n))?;
     match header.get("wxsocket_transcript").and_then(Value::as_u64) {
         Some(FORMAT_VERSION) => {}
         Some(v) => {
@@ -1067,11 +1129,11 @@ pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
         final_state: crate::state::ReadyState::Idle,
         cut_line: None,
     };
-    let unterminated = (!text.ends_with('\n')).then(|| text.lines().count());
-    for (n, line) in lines {
-        let value = match json::parse(line) {
+    while let Some((n, terminated)) = next_line(&mut line)? {
+        let value = match json::parse(line.trim_end_matches(['\n', '\r'])) {
             Ok(value) => value,
-            Err(_) if Some(n) == unterminated => {
+            // The last line, without its line end: cut off mid-way.
+            Err(_) if !terminated => {
                 out.cut_line = Some(n);
                 break;
             }
@@ -1108,7 +1170,7 @@ pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
             Input::PollAction => session.poll_action().map(|a| redaction.action(&a)),
             Input::PollEvent => session.poll_event().map(|e| {
                 let text = redaction.event(&e);
-                out.events.push((at, e));
+                on_event(at, &e);
                 text
             }),
             Input::PollCompletion => session.poll_completion().map(|c| format!("{c:?}")),
