@@ -230,7 +230,8 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("state", &self.state())
-            .finish_non_exhaustive()
+            .field("current", &self.current())
+            .finish()
     }
 }
 
