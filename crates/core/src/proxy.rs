@@ -218,7 +218,9 @@ impl fmt::Debug for HttpProxy {
 /// output. Everything after the scheme up to the last `@` before the query goes, even where
 /// a malformed URL has a `/` in its password (an `@` in a path only hides a little more).
 /// The values of the usual token query parameters
-/// ([`QUERY_DEFAULTS`](crate::transcript::QUERY_DEFAULTS)) show as `***` too.
+/// ([`QUERY_DEFAULTS`](crate::transcript::QUERY_DEFAULTS)) show as `***` too, in the query
+/// and in the fragment (OAuth's implicit flow puts `access_token` there), with pairs split
+/// at `&` or `;`.
 pub(crate) fn redact(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let end = url[start..]
@@ -229,15 +231,30 @@ pub(crate) fn redact(url: &str) -> String {
         None => url[..end].to_owned(),
     };
     let rest = &url[end..];
-    let (query, fragment) = match rest.strip_prefix('?') {
-        Some(query) => query.split_at(query.find('#').unwrap_or(query.len())),
-        None => return out + rest,
+    let (query, fragment) = match rest.find('#') {
+        Some(hash) => (&rest[..hash], Some(&rest[hash + 1..])),
+        None => (rest, None),
     };
-    out.push('?');
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
+    out.push_str(&redact_pairs(query));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(&redact_pairs(fragment));
+    }
+    out
+}
+
+/// `key=value` pairs (after an optional leading `?`) split at `&` or `;`, with the values
+/// of the usual token keys as `***`.
+fn redact_pairs(pairs: &str) -> String {
+    let mut out = String::with_capacity(pairs.len());
+    let mut rest = pairs;
+    if let Some(query) = rest.strip_prefix('?') {
+        out.push('?');
+        rest = query;
+    }
+    loop {
+        let split = rest.find(['&', ';']).unwrap_or(rest.len());
+        let pair = &rest[..split];
         match pair.split_once('=') {
             Some((key, _)) if is_token(key) => {
                 out.push_str(key);
@@ -245,8 +262,12 @@ pub(crate) fn redact(url: &str) -> String {
             }
             _ => out.push_str(pair),
         }
+        let Some(separator) = rest[split..].chars().next() else {
+            return out;
+        };
+        out.push(separator);
+        rest = &rest[split + 1..];
     }
-    out + fragment
 }
 
 /// Whether query parameter `key` (or a `data` entry's) usually carries a credential.
@@ -267,9 +288,16 @@ mod tests {
             ("ws://a:b@h/x?room=1#f", "ws://***@h/x?room=1#f"),
             (
                 "wss://h/?Token=abc&room=5&sig=&x&api_key=k#frag&token=y",
-                "wss://h/?Token=***&room=5&sig=***&x&api_key=***#frag&token=y",
+                "wss://h/?Token=***&room=5&sig=***&x&api_key=***#frag&token=***",
             ),
             ("h?", "h?"),
+            // A reviewer: the fragment of an OAuth redirect, and `;` between pairs.
+            (
+                "https://app/cb#access_token=t0k&state=1",
+                "https://app/cb#access_token=***&state=1",
+            ),
+            ("/ws?room=1;token=x;a=b", "/ws?room=1;token=***;a=b"),
+            ("ws://h/#", "ws://h/#"),
         ] {
             assert_eq!(redact(url), shown);
         }

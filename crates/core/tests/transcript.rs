@@ -562,7 +562,7 @@ impl std::io::Read for Repeated {
         if self.at == self.block.len() {
             self.at = 0;
             self.times -= 1;
-            if self.times % 4096 == 0 {
+            if self.times.is_multiple_of(4096) {
                 self.peak_rss_kib = self.peak_rss_kib.max(rss_kib());
             }
         }
@@ -588,7 +588,7 @@ fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
     let message = Message::text("m".repeat(1024));
     let (_, events) = sim.input(conn, TransportEvent::Message(message));
     assert_eq!(events.len(), 1);
-    let block = sim.text()[head.len()..].as_bytes().to_vec();
+    let block = sim.text().as_bytes()[head.len()..].to_vec();
     let times = 100 * 1024;
     let mut reader = std::io::BufReader::new(Repeated {
         head: std::io::Cursor::new(head.into_bytes()),
@@ -609,4 +609,31 @@ fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
     assert_eq!(reader.read(&mut [0; 1]).unwrap(), 0, "not read to the end");
     let grew = reader.get_ref().peak_rss_kib.saturating_sub(before);
     assert!(grew < 32 * 1024, "the resident set grew by {grew} KiB");
+}
+
+/// A copy cut inside a character of its last line (text is written as it is, not escaped)
+/// replays up to that line too (a reviewer's was refused, "not valid UTF-8"); a line that is
+/// not UTF-8 anywhere else is an error.
+#[test]
+fn a_copy_cut_inside_a_character_replays_up_to_that_line() {
+    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+    let conn = sim
+        .s
+        .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
+        .unwrap();
+    sim.drain();
+    sim.input(conn, TransportEvent::Opened(Box::default()));
+    sim.input(conn, TransportEvent::Message(Message::text("你好世界")));
+    let text = sim.text();
+    let last = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    let at = last + text[last..].find('你').expect("written unescaped") + 1;
+    let cut = &text.as_bytes()[..at];
+    let replay = transcript::replay_from(cut, Instant::now(), |_, _| {}).unwrap();
+    assert_eq!(replay.cut_line, Some(text.lines().count()));
+    assert!(replay.is_exact(), "{:?}", replay.mismatches);
+    let mut broken = cut.to_vec();
+    broken.push(b'\n');
+    broken.extend_from_slice(&text.as_bytes()[last..]);
+    let e = transcript::replay_from(&broken[..], Instant::now(), |_, _| {}).unwrap_err();
+    assert!(e.message.contains("not UTF-8"), "{e}");
 }

@@ -287,7 +287,21 @@ impl<S: Read + Write> Link<S> {
                         // A masked pong: its payload, a two-byte header and the mask.
                         self.owed += payload.len() + 6;
                     }
-                    let replied = matches!(message, WsMessage::Ping(_) | WsMessage::Close(_));
+                    // tungstenite's next read writes the reply, and with it every frame
+                    // buffered before it: flushed here, so that the sends among them are
+                    // reported written before the frame read (a close with a code the core
+                    // refuses fails the sends not yet written) and whatever the next read
+                    // brings (a failure after a close frame failed messages that had gone
+                    // out). A failed flush's end comes after the frame read.
+                    let mut flushed = Vec::new();
+                    if matches!(message, WsMessage::Ping(_) | WsMessage::Close(_)) {
+                        self.flush(&mut flushed);
+                        let written = flushed
+                            .iter()
+                            .take_while(|e| matches!(e, TransportEvent::SendWritten(_)))
+                            .count();
+                        out.extend(flushed.drain(..written));
+                    }
                     if let Some(event) = from_ws(message) {
                         if let TransportEvent::Message(message) = &event {
                             credit.take(message.len());
@@ -308,14 +322,8 @@ impl<S: Read + Write> Link<S> {
                         }
                         out.push(event);
                     }
-                    if replied {
-                        // tungstenite's next read writes the reply, and with it every frame
-                        // buffered before it: flushed here, so that the sends among them are
-                        // reported written before whatever that read brings (a failure
-                        // after a close frame failed messages that had gone out).
-                        self.flush(out);
-                    }
-                    if self.read_failed {
+                    out.append(&mut flushed);
+                    if self.read_failed || self.gone {
                         return ReadEnd::Stopped;
                     }
                 }
@@ -463,12 +471,13 @@ mod tests {
     use super::*;
 
     /// A socket of scripted input (then `WouldBlock`) that keeps what is written, or, while
-    /// `full`, takes nothing (`WouldBlock`).
+    /// `full`, takes nothing (`WouldBlock`), or, when `broken`, fails every write.
     #[derive(Default)]
     struct Scripted {
         input: io::Cursor<Vec<u8>>,
         written: Vec<u8>,
         full: bool,
+        broken: bool,
     }
 
     impl Read for Scripted {
@@ -482,6 +491,9 @@ mod tests {
 
     impl Write for Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.broken {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
             if self.full {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -528,7 +540,8 @@ mod tests {
     }
 
     /// A message buffered before the peer's close frame is read goes out with the reply to
-    /// it, and is reported written before what the next read brings: here a frame after
+    /// it, and is reported written before the close (whose code the core may refuse,
+    /// failing the sends not written) and what the next read brings: here a frame after
     /// the close, a protocol error, which would otherwise fail a message that went out.
     #[test]
     fn sends_written_with_a_reply_are_reported_before_the_next_read() {
@@ -544,11 +557,37 @@ mod tests {
             matches!(
                 out.as_slice(),
                 [
-                    TransportEvent::PeerClosed(_),
                     TransportEvent::SendWritten(written),
+                    TransportEvent::PeerClosed(_),
                     TransportEvent::Error(_),
                     ..
                 ] if *written == id
+            ),
+            "{out:?}"
+        );
+    }
+
+    /// A reply that cannot be written (the peer reset the connection) ends the transport
+    /// after the frame it answers, and nothing is read or reported after that end (a
+    /// reviewer saw the next messages and the close follow `Closed`).
+    #[test]
+    fn nothing_follows_the_end_when_a_reply_cannot_be_written() {
+        // ping "p", text "a", text "b", close 1000.
+        let mut link = link(&[
+            0x89, 0x01, b'p', 0x81, 0x01, b'a', 0x81, 0x01, b'b', 0x88, 0x02, 0x03, 0xE8,
+        ]);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [
+                    TransportEvent::Ping(_),
+                    TransportEvent::Error(_),
+                    TransportEvent::Closed
+                ]
             ),
             "{out:?}"
         );

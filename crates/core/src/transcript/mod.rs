@@ -1034,6 +1034,10 @@ pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
     Ok(out)
 }
 
+/// A line of a transcript being read: its number, its text without the line end (or what
+/// is wrong with it), and whether it had a line end.
+type Line = (usize, Result<String, String>, bool);
+
 /// [`replay`] reading the transcript line by line from `reader` and handing each event the
 /// replayed session gives out to `on_event` (with its time after the first input) instead
 /// of keeping it: memory stays that of one line and the session, however long the
@@ -1071,32 +1075,38 @@ pub fn replay_from(
     mut on_event: impl FnMut(Duration, &Event),
 ) -> Result<Replay, TranscriptError> {
     let bad = |line: usize| move |message: String| TranscriptError { line, message };
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     let mut n = 0;
-    // The next line that is not empty, its number, and whether it ended with a line end.
-    let mut next_line = |line: &mut String| -> Result<Option<(usize, bool)>, TranscriptError> {
+    // The next line that is not empty: its number, its text without the line end, and
+    // whether it had one. A last line without one may be cut off mid-way (inside a
+    // character too): its text is then `Err` with what was wrong, for the caller to judge.
+    let mut next_line = || -> Result<Option<Line>, TranscriptError> {
         loop {
-            line.clear();
+            bytes.clear();
             n += 1;
             let read = reader
-                .read_line(line)
+                .read_until(b'\n', &mut bytes)
                 .map_err(|e| bad(n)(format!("cannot be read: {e}")))?;
             if read == 0 {
                 return Ok(None);
             }
-            let terminated = line.ends_with('\n');
-            if !line.trim().is_empty() {
-                return Ok(Some((n, terminated)));
+            let terminated = bytes.ends_with(b"\n");
+            let text = std::str::from_utf8(&bytes)
+                .map(|t| t.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("not UTF-8: {e}"));
+            if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
+                continue;
             }
+            return Ok(Some((n, text, terminated)));
         }
     };
-    let Some((n, _)) = next_line(&mut line)? else {
+    let Some((n, header, _)) = next_line()? else {
         return Err(TranscriptError {
             line: 1,
             message: "empty transcript".into(),
         });
     };
-    let header = json::parse(line.trim_end_matches(['\n', '\r'])).map_err(bad(n))?;
+    let header = header.and_then(|h| json::parse(&h)).map_err(bad(n))?;
     match header.get("wxsocket_transcript").and_then(Value::as_u64) {
         Some(FORMAT_VERSION) => {}
         Some(v) => {
@@ -1129,8 +1139,8 @@ pub fn replay_from(
         final_state: crate::state::ReadyState::Idle,
         cut_line: None,
     };
-    while let Some((n, terminated)) = next_line(&mut line)? {
-        let value = match json::parse(line.trim_end_matches(['\n', '\r'])) {
+    while let Some((n, text, terminated)) = next_line()? {
+        let value = match text.and_then(|t| json::parse(&t)) {
             Ok(value) => value,
             // The last line, without its line end: cut off mid-way.
             Err(_) if !terminated => {
