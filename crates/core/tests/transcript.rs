@@ -57,6 +57,18 @@ impl Sim {
     fn text(&self) -> String {
         self.lines.lock().unwrap().clone()
     }
+
+    /// A recording session with its connection open (defaults, redaction by default).
+    fn open() -> (Self, ConnId) {
+        let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+        let conn = sim
+            .s
+            .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
+            .unwrap();
+        sim.drain();
+        sim.input(conn, TransportEvent::Opened(Box::default()));
+        (sim, conn)
+    }
 }
 
 fn assert_exact(text: &str, events: &[Event]) {
@@ -449,13 +461,7 @@ fn query_tokens_are_redacted_and_the_replay_dials_the_url_as_written() {
 /// far as it goes, and says where the session was left; a whole one ends Closed.
 #[test]
 fn a_transcript_cut_short_says_where_the_session_was_left() {
-    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
-    let conn = sim
-        .s
-        .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
-        .unwrap();
-    sim.drain();
-    sim.input(conn, TransportEvent::Opened(Box::default()));
+    let (mut sim, conn) = Sim::open();
     let open = sim.text();
     let replay = transcript::replay(&open, Instant::now()).unwrap();
     assert!(replay.is_exact());
@@ -576,13 +582,7 @@ impl std::io::Read for Repeated {
 #[test]
 fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
     use std::io::Read as _;
-    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
-    let conn = sim
-        .s
-        .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
-        .unwrap();
-    sim.drain();
-    sim.input(conn, TransportEvent::Opened(Box::default()));
+    let (mut sim, conn) = Sim::open();
     let head = sim.text();
     sim.later(1);
     let message = Message::text("m".repeat(1024));
@@ -616,13 +616,7 @@ fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
 /// not UTF-8 anywhere else is an error.
 #[test]
 fn a_copy_cut_inside_a_character_replays_up_to_that_line() {
-    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
-    let conn = sim
-        .s
-        .connect(&ConnectOptions::new("ws://127.0.0.1:9"), sim.now)
-        .unwrap();
-    sim.drain();
-    sim.input(conn, TransportEvent::Opened(Box::default()));
+    let (mut sim, conn) = Sim::open();
     sim.input(conn, TransportEvent::Message(Message::text("你好世界")));
     let text = sim.text();
     let last = text[..text.len() - 1].rfind('\n').unwrap() + 1;

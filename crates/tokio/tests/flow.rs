@@ -401,19 +401,16 @@ async fn held_reader() -> (String, Arc<AtomicBool>, JoinHandle<Vec<u8>>) {
     (url, go, task)
 }
 
-/// A send waiting for room when the application closes the connection is refused at once
-/// (`Closing`, its message handed back), as a new send is and as the blocking adapter's
-/// is; it waited out the close timeout, then said "not connected" (a prober's port).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
-    let (url, _go, _server) = held_reader().await;
+/// A client of `held_reader` whose socket and send buffer (256 KiB) are full: the server
+/// reads nothing, so once the kernel's buffers are full nothing more is written. Returns
+/// the client, its events, how many 64 KiB messages it accepted (numbered from 0) and the
+/// last one refused for lack of room.
+async fn filled_client(url: &str) -> (Client, Events, u8, Message) {
     let bound = 256 << 10;
     let session = SessionConfig::default()
         .queue_bounds(1024, bound)
         .max_buffered_bytes(bound);
-    let (client, _events) = connect(session, &url).await;
-    // Fill the socket and then the buffer (the server reads nothing), until nothing more
-    // is taken.
+    let (client, events) = connect(session, url).await;
     let mut accepted = 0u8;
     let mut progress = Instant::now();
     let mut refused = None;
@@ -431,7 +428,21 @@ async fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
         }
         assert!(accepted < 250, "the socket never filled");
     }
-    let refused = refused.expect("the buffer filled");
+    (
+        client,
+        events,
+        accepted,
+        refused.expect("the buffer filled"),
+    )
+}
+
+/// A send waiting for room when the application closes the connection is refused at once
+/// (`Closing`, its message handed back), as a new send is and as the blocking adapter's
+/// is; it waited out the close timeout, then said "not connected" (a prober's port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
+    let (url, _go, _server) = held_reader().await;
+    let (client, _events, _, refused) = filled_client(&url).await;
     let waiting = tokio::spawn({
         let client = client.clone();
         let refused = refused.clone();
@@ -457,26 +468,7 @@ async fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_cancelled_while_waiting_for_room_was_never_taken() {
     let (url, go, server) = held_reader().await;
-    let bound = 256 << 10;
-    let session = SessionConfig::default()
-        .queue_bounds(1024, bound)
-        .max_buffered_bytes(bound);
-    let (client, mut events) = connect(session, &url).await;
-    // Fill the socket and then the buffer: the server reads nothing, so once the kernel's
-    // buffers are full nothing more is written and the send buffer stays full.
-    let mut accepted = 0u8;
-    let mut progress = Instant::now();
-    while progress.elapsed() < Duration::from_millis(300) {
-        match client.try_send(Message::binary(vec![accepted; 64 << 10])) {
-            Ok(_) => {
-                accepted += 1;
-                progress = Instant::now();
-            }
-            Err(SendError::BufferFull(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
-            Err(e) => panic!("{e}"),
-        }
-        assert!(accepted < 250, "the socket never filled");
-    }
+    let (client, mut events, accepted, _) = filled_client(&url).await;
     // This send waits for room; it is cancelled while it waits.
     let cancelled = tokio::time::timeout(
         Duration::from_millis(50),
