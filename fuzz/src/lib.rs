@@ -180,9 +180,10 @@ impl Setup {
                 },
                 usize::from(self.receive.1) * 4 + 1,
             )
+            // At least a share of one for each of the 3 tasks (`Pool::new` refuses less).
             .pool_receive_bounds(
-                usize::from(self.pool_receive.0 % 16) + 1,
-                usize::from(self.pool_receive.1) * 8 + 1,
+                usize::from(self.pool_receive.0 % 16) + 6,
+                usize::from(self.pool_receive.1) * 8 + 6,
             )
             .max_untaken_completions(usize::from(self.completions % 8) + 1)
             .send_completions(self.send_completions)

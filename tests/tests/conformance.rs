@@ -1698,8 +1698,34 @@ fn a_quiet_task_reads_on_while_others_fill_the_pool<P: PoolAdapter>() {
 
 wxsocket_tests::on_both_pools!(
     pool_limit_and_independent_connections,
-    a_quiet_task_reads_on_while_others_fill_the_pool
+    a_quiet_task_reads_on_while_others_fill_the_pool,
+    a_pool_without_a_share_for_each_connection_is_refused
 );
+
+/// A pool whose receive bounds leave a connection no share of its own is refused before any
+/// IO, naming the bound (a prober's 5,000-connection pool on the default bounds paused every
+/// quiet connection for five flooded ones, and its server dropped 4,893 of them).
+fn a_pool_without_a_share_for_each_connection_is_refused<P: PoolAdapter>() {
+    let thousands = config().pool_limit(5000);
+    let refused = |config| match P::new(config, TlsRoots::default()) {
+        Ok(_) => panic!("[{}] accepted", P::NAME),
+        Err(e) => e.field,
+    };
+    assert_eq!(refused(thousands.clone()), "max_pool_received_messages");
+    let few_bytes = thousands.clone().pool_receive_bounds(10_000, 9_999);
+    assert_eq!(refused(few_bytes), "max_pool_received_bytes");
+    let peer = Peer::start(Mode::Echo);
+    let mut pool = P::new(
+        thousands.pool_receive_bounds(10_000, 64 << 20),
+        TlsRoots::default(),
+    )
+    .unwrap();
+    let task = pool.connect(&ConnectOptions::new(peer.url())).unwrap();
+    pool.events_until("the open", T, |e| {
+        e.iter()
+            .any(|e| matches!(e, Event::Open { conn, .. } if *conn == task.id()))
+    });
+}
 
 fn pool_limit_and_independent_connections<P: PoolAdapter>() {
     let peer = Peer::start(Mode::Echo);

@@ -345,8 +345,14 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A pool for `n` connections: the receive bounds grow with the limit, so that each
+/// connection keeps a share (256 messages and 256 KiB beyond the defaults' 16 connections'
+/// worth).
 fn session(n: usize) -> wxsocket_core::SessionConfig {
-    wxsocket_core::SessionConfig::default().pool_limit(n)
+    let bound = (n + 16) * 256;
+    wxsocket_core::SessionConfig::default()
+        .pool_limit(n)
+        .pool_receive_bounds(bound, bound << 10)
 }
 
 /// What one pool event means to the measurement.

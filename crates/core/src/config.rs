@@ -331,8 +331,9 @@ pub struct SessionConfig {
     /// tasks at their share or over it pause (each until it is down to half its share, or
     /// until half the shared room is free again) while the others go on reading up to their
     /// share: a connection whose messages the application takes as they come is not paused
-    /// (nor its peer's pings left unanswered) because another's pile up. (With a
-    /// `pool_limit` over half the bound the share is zero: raise the bound with the limit.)
+    /// (nor its peer's pings left unanswered) because another's pile up. A bound below twice
+    /// `pool_limit` (a share of zero) is refused by [`crate::Pool::new`]: raise the bound
+    /// with the limit.
     /// A task that closes with messages untaken leaves them counted while its share goes to
     /// the task connecting in its place; should the total reach the bound that way, every
     /// task pauses until half the shared room is free.
@@ -342,7 +343,8 @@ pub struct SessionConfig {
     /// the bound once per connection). A message still arriving is not counted until it is
     /// whole (see `max_message_size`).
     pub max_pool_received_messages: usize,
-    /// A [`crate::Pool`]'s bound on their bytes, shared the same way. Default 64 MiB.
+    /// A [`crate::Pool`]'s bound on their bytes, shared the same way (and at least twice
+    /// `pool_limit` as well). Default 64 MiB.
     pub max_pool_received_bytes: usize,
     /// Most send completions (`SendCompleted`, `SendFailed`) the application has not
     /// taken yet; at the bound a new send is refused with

@@ -102,23 +102,39 @@ pub struct Pool {
 /// A task in the pool's ordered indexes: its id (connect order), then its slot.
 type Key = (ConnId, usize);
 
-/// How many ended connections [`Pool::task_of`] still maps to their task.
+/// How many ended connections [`Pool::task_of`] still maps to their task at least.
 const ENDED_ROUTES: usize = 1024;
 
-/// Ended connections → their task's id, the last [`ENDED_ROUTES`] of them.
-#[derive(Debug, Default)]
+/// How many ended connections per connection the pool allows [`Pool::task_of`] still maps,
+/// when that is more than [`ENDED_ROUTES`]: a pool of thousands whose server restarts ends
+/// that many in each round of reconnect attempts (a prober's 5,000 tasks left up to 38,740
+/// events it could not map back to their task, with 1,024).
+const ENDED_ROUTES_PER_TASK: usize = 8;
+
+/// Ended connections → their task's id, the last `bound` of them.
+#[derive(Debug)]
 struct EndedRoutes {
     tasks: HashMap<ConnId, ConnId>,
     /// Oldest first.
     order: VecDeque<ConnId>,
+    bound: usize,
 }
 
 impl EndedRoutes {
+    /// The routes of a pool of `pool_limit` connections.
+    fn new(pool_limit: usize) -> Self {
+        Self {
+            tasks: HashMap::new(),
+            order: VecDeque::new(),
+            bound: ENDED_ROUTES.max(pool_limit.saturating_mul(ENDED_ROUTES_PER_TASK)),
+        }
+    }
+
     /// Connection `conn` of task `task` ended; the oldest is forgotten past the bound.
     fn insert(&mut self, conn: ConnId, task: ConnId) {
         if self.tasks.insert(conn, task).is_none() {
             self.order.push_back(conn);
-            if self.order.len() > ENDED_ROUTES
+            if self.order.len() > self.bound
                 && let Some(oldest) = self.order.pop_front()
             {
                 self.tasks.remove(&oldest);
@@ -156,9 +172,37 @@ struct Task {
 }
 
 impl Pool {
-    /// An empty pool; `config.pool_limit` is the connection limit.
+    /// An empty pool; `config.pool_limit` is the connection limit. Each connection holds a
+    /// share of the pool's receive bounds (half of each divided by the limit), which must
+    /// not be zero: `max_pool_received_messages` and `max_pool_received_bytes` below twice
+    /// the limit are refused (raise them with [`SessionConfig::pool_receive_bounds`] when
+    /// raising `pool_limit`), as a task with no share of its own would pause for the
+    /// others' backlog and its peer's pings go unanswered.
+    ///
+    /// ```
+    /// use wxsocket_core::{Pool, SessionConfig};
+    /// let thousands = SessionConfig::default().pool_limit(5000);
+    /// assert_eq!(Pool::new(thousands.clone()).unwrap_err().field, "max_pool_received_messages");
+    /// let bounded = thousands.pool_receive_bounds(50_000, 256 << 20);
+    /// assert!(Pool::new(bounded).is_ok());
+    /// ```
     pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let least = config.pool_limit.saturating_mul(2);
+        let problem = "must be at least twice pool_limit, so that each connection holds a share \
+                       of it (raise it with pool_receive_bounds when raising pool_limit)";
+        for (field, bound) in [
+            (
+                "max_pool_received_messages",
+                config.max_pool_received_messages,
+            ),
+            ("max_pool_received_bytes", config.max_pool_received_bytes),
+        ] {
+            if bound < least {
+                return Err(ConfigError { field, problem });
+            }
+        }
+        let ended = EndedRoutes::new(config.pool_limit);
         Ok(Self {
             config,
             ids: IdAllocator::default(),
@@ -180,7 +224,7 @@ impl Pool {
             reading_paused: false,
             common: Backlog::default(),
             full: false,
-            ended: EndedRoutes::default(),
+            ended,
             actions: VecDeque::new(),
             track_completions: false,
             #[cfg(test)]
@@ -208,8 +252,8 @@ impl Pool {
     /// connection): for the events of a task's later connections after a reconnect, which
     /// carry their own ids. A connection that ended (replaced by a reconnect, or its task
     /// closed) is still mapped, for the events an application takes late, until 1,024
-    /// connections have ended after it; `None` for an id the pool never gave or no longer
-    /// maps.
+    /// connections, or eight per `pool_limit` if that is more, have ended after it; `None`
+    /// for an id the pool never gave or no longer maps.
     pub fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.index(conn)
             .and_then(|slot| self.slots[slot].as_ref())
@@ -783,6 +827,7 @@ mod tests {
     fn visits_per_round(n: usize) -> u64 {
         let config = SessionConfig::default()
             .pool_limit(n)
+            .pool_receive_bounds(n * 256, n << 18)
             .keepalive(Duration::from_secs(5), Duration::from_secs(5));
         let mut pool = Pool::new(config).unwrap();
         pool.track_completions(true);
@@ -870,12 +915,18 @@ mod tests {
         assert_eq!(pool.task_of(ConnId::from_raw(oldest - 1)), None);
         pool.shutdown(t0 + Duration::from_secs(1));
         assert!(pool.is_drained());
+        // A pool of thousands keeps eight per connection it allows.
+        let thousands = SessionConfig::default()
+            .pool_limit(1000)
+            .pool_receive_bounds(1 << 20, 1 << 30);
+        assert_eq!(Pool::new(thousands).unwrap().ended.bound, 8000);
     }
 
     #[test]
     fn due_timers_visit_only_their_own_sessions() {
         let config = SessionConfig::default()
             .pool_limit(1000)
+            .pool_receive_bounds(1000 * 256, 1000 << 18)
             .keepalive(Duration::from_secs(5), Duration::from_secs(5));
         let mut pool = Pool::new(config).unwrap();
         let t0 = Instant::now();
@@ -971,11 +1022,12 @@ mod random {
         use std::collections::HashSet;
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let limit = 1 + r.below(5);
-        let pool_messages = 1 + r.below(16);
+        // At least a share of one for each task (`Pool::new` refuses less).
+        let pool_messages = 2 * limit + r.below(16);
         let pool_bytes = if r.below(2) == 0 {
             1 << 20
         } else {
-            8 * (1 + r.below(32))
+            2 * limit + 8 * r.below(32)
         };
         let own_messages = 1 + r.below(12);
         let own_bytes = if r.below(2) == 0 {
