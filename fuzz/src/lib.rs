@@ -719,6 +719,12 @@ fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEven
             code: *code,
             reason: "fuzz".into(),
         }),
+        // Our frames moving on to a full socket: drawn from an unknown id's write (255), so
+        // the committed corpus decodes as before but for that.
+        Input::Written {
+            oldest: false,
+            raw: u8::MAX,
+        } => TransportEvent::Sending,
         Input::Written { oldest, raw } => {
             let list = inv.unconfirmed.entry(conn).or_default();
             let id = if *oldest && !list.is_empty() {

@@ -39,6 +39,7 @@ wxsocket_tests::on_both_adapters!(
     frames_read_with_the_handshake_response_come_first,
     queued_before_open_are_flushed_in_order_first,
     queued_before_open_go_out_before_a_close_that_came_with_the_response,
+    a_slow_upload_is_not_a_dead_peer,
     every_send_completes_exactly_once,
     send_wait_reports_failure_of_queued_sends,
     custom_headers_and_query_reach_the_server,
@@ -261,6 +262,91 @@ fn queued_before_open_go_out_before_a_close_that_came_with_the_response<A: Adapt
         }
         peer.wait_conn(0, "the queued messages", T, |c| c.messages.len() == 2);
     }
+}
+
+/// A server whose socket takes `rate` bytes a second (it reads in 16 KiB pieces): a slow
+/// uplink. It answers pings as it reads them (tungstenite) and reports each message's
+/// length.
+fn slow_reader(rate: usize) -> (String, std::sync::mpsc::Receiver<usize>) {
+    use std::io::Read;
+    struct Throttled(std::net::TcpStream, usize);
+    impl Read for Throttled {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(16 << 10);
+            // The behaviour under test (a slow link), not a wait for something.
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / self.1 as f64));
+            self.0.read(&mut buf[..n])
+        }
+    }
+    impl std::io::Write for Throttled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let Ok(mut ws) = tungstenite::accept_with_config(Throttled(tcp, rate), Some(config)) else {
+            return;
+        };
+        while let Ok(message) = ws.read() {
+            if message.is_binary() && tx.send(message.len()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// A message going out over a slow uplink for longer than keepalive's interval and timeout,
+/// and the acknowledgement timeout, allow: keepalive's and the barrier's pings wait behind
+/// it, so the connection is not taken for dead while the socket keeps taking it (it was cut
+/// at interval + timeout, and with acknowledgement resent for ever). Delivered once,
+/// acknowledged. (A message the socket buffers take whole goes out of the driver's sight:
+/// the timeouts must cover its way out; see `Keepalive`.)
+fn a_slow_upload_is_not_a_dead_peer<A: Adapter>() {
+    // Larger than the socket buffers hold (a few MiB each side on Linux): most of it waits
+    // in the client, where the driver sees it go out.
+    const LEN: usize = 48 << 20;
+    const LIVE: Duration = Duration::from_secs(1);
+    let (url, lengths) = slow_reader(16 << 20);
+    let session = config()
+        .keepalive(LIVE, LIVE)
+        .acknowledge(wxsocket_core::Acknowledgement::new().timeout(LIVE))
+        .max_message_size(LEN);
+    let mut a: A = client(session);
+    open(&mut a, &ConnectOptions::new(url));
+    let started = Instant::now();
+    let id = a.try_send(Message::binary(vec![7; LEN])).unwrap();
+    let events = a.events_until("the message acknowledged", T, |e| {
+        e.iter().any(|e| {
+            matches!(
+                e,
+                Event::SendDelivered { .. } | Event::Error { .. } | Event::Close { .. }
+            )
+        })
+    });
+    let took = started.elapsed();
+    assert!(
+        matches!(events.last(), Some(Event::SendDelivered { id: d, duplicate: false, .. }) if *d == id),
+        "[{}] after {took:?}: {events:#?}",
+        A::NAME
+    );
+    assert!(
+        took > 2 * LIVE,
+        "[{}] the upload took only {took:?}",
+        A::NAME
+    );
+    assert_eq!(lengths.recv_timeout(T), Ok(LEN), "[{}]", A::NAME);
+    assert_eq!(a.state(), ReadyState::Open, "[{}]", A::NAME);
 }
 
 fn queued_before_open_are_flushed_in_order_first<A: Adapter>() {

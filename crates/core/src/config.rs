@@ -28,7 +28,12 @@ pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Liveness checking: ping after `interval` with nothing received, declare the peer dead
 /// when nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or
-/// pong, or part of a large message still arriving ([`crate::TransportEvent::Receiving`]).
+/// pong, or part of a large message still arriving ([`crate::TransportEvent::Receiving`]);
+/// and so does a large message of ours still going out, the socket taking more of it
+/// ([`crate::TransportEvent::Sending`]): the ping waits behind it. What the socket's own
+/// buffers have taken (a few MiB on Linux) is out of the driver's sight, so on a slow uplink
+/// the timeout must cover the time those bytes take to leave: about 300 KB on a 20 KB/s
+/// link is 15 s.
 ///
 /// A timeout whose timer runs more than a second late (or more than `timeout`, when that is
 /// shorter: the driver was not running, a suspended process or a stalled loop) waits once
@@ -145,7 +150,11 @@ impl Acknowledgement {
     /// may be queued behind them), up to eight timeouts after the wait began, so a peer
     /// that keeps sending but
     /// never answers still times out; reading paused for the application starts the wait
-    /// afresh, and so does a pong that acknowledges some messages, for the rest. Messages
+    /// afresh, and so does a pong that acknowledges some messages, for the rest, and so
+    /// does our own message still going out to a full socket that takes more of it (the
+    /// barrier ping waits behind it: a slow upload is not a dead peer; what the socket's
+    /// buffers took is out of sight, as for [`Keepalive`], so on a slow uplink the timeout
+    /// must cover the time those bytes take to leave). Messages
     /// sent after the last ping wait from the barrier ping that covers them. At the timeout
     /// the connection fails with `AckTimeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {

@@ -279,6 +279,14 @@ pub enum TransportEvent {
     /// input. One that never reports it lets keepalive end a connection whose peer sends
     /// one message more slowly than the keepalive timeout allows.
     Receiving,
+    /// Frames waiting for a full socket moved on: the socket, which had taken no more,
+    /// took some (so the peer's TCP acknowledged what it held). A ping of ours waits
+    /// behind those frames, so this restarts keepalive's idle interval and the
+    /// acknowledgement timeout's wait, as [`Self::Receiving`] does for the other direction:
+    /// a large message going out over a slow link is not taken for a dead peer. A driver
+    /// reports it at most once per flush. Optional: one that never reports it lets those
+    /// timers end a connection whose own upload takes longer than they allow.
+    Sending,
     /// The dial entered this stage (reported as it moves on): a handshake timeout then says
     /// where the dial stood ([`crate::ConnectionError::HandshakeTimeout`]). Optional: a
     /// driver that never reports it gets the timeout without the stage.

@@ -830,6 +830,32 @@ fn part_of_a_message_arriving_restarts_the_timeout() {
     input_restarts_the_wait(|| TransportEvent::Receiving, 4);
 }
 
+/// Our own large message still going out to a full socket that takes more of it
+/// ([`TransportEvent::Sending`]) restarts the wait, also past eight timeouts (its own bytes
+/// cannot keep it waiting longer than they take): a prober's 300 KB message over a 20 KB/s
+/// uplink timed out at 10 s and was resent for ever. Once nothing more goes out, silence
+/// times out as before.
+#[test]
+fn our_own_upload_going_out_restarts_the_timeout_without_the_cap() {
+    let (mut s, conn, now) = input_restarts_the_wait(|| TransportEvent::Sending, 20);
+    send_written(&mut s, conn, 1, now);
+    s.handle_timeout(now + DELAY);
+    ping_payload(&actions(&mut s));
+    s.handle_timeout(now + DELAY + TIMEOUT - Duration::from_millis(1));
+    assert_eq!(s.state(), ReadyState::Open);
+    s.handle_timeout(now + DELAY + TIMEOUT);
+    assert!(
+        events(&mut s).iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }
+        )),
+        "no AckTimeout once nothing more went out"
+    );
+}
+
 /// A peer that keeps sending but never answers a ping (against RFC 6455 §5.5.2): what it
 /// sends extends the wait, but not past eight timeouts after the ping; then `AckTimeout`
 /// (it used to extend it for ever, and sends waited for room for ever).

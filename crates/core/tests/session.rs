@@ -721,6 +721,31 @@ fn part_of_a_message_arriving_restarts_the_keepalive_interval() {
     assert_eq!(t.s.state(), ReadyState::Closed);
 }
 
+/// Our own large message going out to a full socket that takes more of it
+/// ([`TransportEvent::Sending`]) is a sign of life too: keepalive's ping waits behind it,
+/// so an upload slower than the keepalive timeout is not taken for a dead peer (a prober's
+/// 300 KB message over a 20 KB/s uplink was cut at interval + timeout). Once nothing more
+/// goes out, silence still is.
+#[test]
+fn our_own_message_going_out_restarts_the_keepalive_interval() {
+    let cfg = SessionConfig::default().keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let mut t = Sim::new(cfg);
+    let c = t.open_conn();
+    t.advance(Duration::from_secs(5));
+    assert!(matches!(&t.actions()[..], [Action::Ping { .. }]));
+    for _ in 0..20 {
+        t.advance(Duration::from_secs(1));
+        t.input(c, TransportEvent::Sending);
+    }
+    assert_eq!(t.s.state(), ReadyState::Open);
+    assert_eq!(t.s.stats().unexpected_inputs, 0);
+    t.fire(); // idle: a ping
+    assert!(matches!(&t.actions()[..], [Action::Ping { .. }]));
+    t.fire(); // no pong, nothing going out
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+}
+
 #[test]
 fn close_code_and_reason_are_validated_without_state_change() {
     let mut t = Sim::default();

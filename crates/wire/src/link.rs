@@ -232,7 +232,16 @@ impl<S: Read + Write> Link<S> {
         if self.gone {
             return;
         }
-        match self.ws.flush() {
+        // Frames had been waiting for a full socket: if it takes some now, the peer's TCP
+        // took what it held, and a ping of ours behind them is on its way (a sign of life
+        // for the core's timers, as for a slow upload).
+        let blocked = self.wants_write;
+        self.ws.get_mut().take_sent();
+        let flushed = self.ws.flush();
+        if blocked && self.ws.get_mut().take_sent() {
+            out.push(TransportEvent::Sending);
+        }
+        match flushed {
             Ok(()) => {
                 self.encoder.flushed();
                 self.needs_flush = false;
@@ -298,7 +307,12 @@ impl<S: Read + Write> Link<S> {
                         self.flush(&mut flushed);
                         let written = flushed
                             .iter()
-                            .take_while(|e| matches!(e, TransportEvent::SendWritten(_)))
+                            .take_while(|e| {
+                                matches!(
+                                    e,
+                                    TransportEvent::SendWritten(_) | TransportEvent::Sending
+                                )
+                            })
                             .count();
                         out.extend(flushed.drain(..written));
                     }
@@ -396,6 +410,8 @@ pub struct Wire<S> {
     drained: bool,
     /// The socket gave bytes since [`Link::read`] began (see [`TransportEvent::Receiving`]).
     received: bool,
+    /// The socket took bytes since [`Link::flush`] began (see [`TransportEvent::Sending`]).
+    sent: bool,
 }
 
 impl<S> Wire<S> {
@@ -407,7 +423,13 @@ impl<S> Wire<S> {
             short_read_ends: false,
             drained: false,
             received: false,
+            sent: false,
         }
+    }
+
+    /// Whether the socket took bytes since the last call (TLS: ciphertext).
+    fn take_sent(&mut self) -> bool {
+        std::mem::take(&mut self.sent) | self.stream.gave_bytes()
     }
 
     /// Starts a read pass: with `short_read_ends`, one that ends at a short read of the
@@ -454,11 +476,15 @@ impl<S: Read + Write> Read for Wire<S> {
 
 impl<S: Read + Write> Write for Wire<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
+        let written = self.stream.write(buf);
+        self.sent |= matches!(written, Ok(n) if n > 0) && !self.stream.is_tls();
+        written
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.stream.write_vectored(bufs)
+        let written = self.stream.write_vectored(bufs);
+        self.sent |= matches!(written, Ok(n) if n > 0) && !self.stream.is_tls();
+        written
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -84,6 +84,16 @@ impl<S> Stream<S> {
         }
     }
 
+    /// Whether a TLS stream wrote bytes to the socket since the last call (its writes take
+    /// plaintext into rustls, which says nothing of the socket); always `false` for a plain
+    /// socket, whose writes say so themselves.
+    pub fn gave_bytes(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => std::mem::take(&mut t.gave_ciphertext),
+        }
+    }
+
     /// Whether TLS records wait to be written (a reply rustls queued while reading, or
     /// records a full socket did not take): a flush writes them.
     pub fn wants_write(&self) -> bool {
@@ -149,6 +159,8 @@ pub struct TlsStream<S> {
     /// Ciphertext came off the socket since [`Stream::took_bytes`] last looked: part of a
     /// record may have arrived without plaintext yet.
     took_ciphertext: bool,
+    /// Ciphertext went onto the socket since [`Stream::gave_bytes`] last looked.
+    gave_ciphertext: bool,
 }
 
 impl<S> TlsStream<S> {
@@ -175,6 +187,7 @@ impl<S: Read + Write> TlsStream<S> {
             if self.conn.write_tls(&mut self.sock)? == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            self.gave_ciphertext = true;
         }
         Ok(())
     }
@@ -508,6 +521,7 @@ impl<S: Read + Write> Upgrade<S> {
                     conn,
                     sock,
                     took_ciphertext: false,
+                    gave_ciphertext: false,
                 }))
             }
             _ => Stream::Plain(sock),

@@ -165,7 +165,8 @@ impl Closing {
             TransportEvent::Ping(_)
             | TransportEvent::Pong(_)
             | TransportEvent::Message(_)
-            | TransportEvent::Receiving => {
+            | TransportEvent::Receiving
+            | TransportEvent::Sending => {
                 // Data after our close frame is allowed by RFC 6455 §5.5.1 but, as in the
                 // WHATWG standard, not delivered once the socket is closing (unless
                 // `receive_while_closing`).

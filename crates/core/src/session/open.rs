@@ -208,6 +208,12 @@ impl Open {
                     acks.on_input(now);
                 }
             }
+            TransportEvent::Sending => {
+                self.touch(&cx.config, now);
+                if let Some(acks) = &mut self.acks {
+                    acks.on_sending(now);
+                }
+            }
             TransportEvent::PeerClosed(peer) => return self.on_peer_close(cx, peer, now),
             TransportEvent::Error(error) => {
                 return self.fail(cx, ConnectionError::Transport(error), now);

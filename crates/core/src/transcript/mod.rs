@@ -557,6 +557,7 @@ fn transport_json(e: &TransportEvent, redaction: &Redaction) -> Value {
         TransportEvent::Error(err) => one("error", error_json(err)),
         TransportEvent::Closed => Value::from("closed"),
         TransportEvent::Receiving => Value::from("receiving"),
+        TransportEvent::Sending => Value::from("sending"),
         TransportEvent::Dialing(stage) => one("dialing", Value::from(stage.as_str())),
     }
 }
@@ -856,6 +857,7 @@ fn transport_from(v: &Value) -> Read<TransportEvent> {
     match v.as_str() {
         Some("closed") => return Ok(TransportEvent::Closed),
         Some("receiving") => return Ok(TransportEvent::Receiving),
+        Some("sending") => return Ok(TransportEvent::Sending),
         _ => {}
     }
     let Value::Obj(members) = v else {
