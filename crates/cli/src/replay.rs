@@ -14,7 +14,8 @@ Exit status:
   0  the replay produced exactly the actions and events recorded in the transcript
   1  it did not: each difference is printed on stderr (line, recorded, replayed)
   2  invalid command-line options
-  3  the file cannot be read, or is not a transcript this build reads";
+  3  the file cannot be read, or is not a transcript this build reads (the events of the
+     lines before one that cannot be read are already printed)";
 
 mod status {
     pub const IDENTICAL: u8 = 0;

@@ -111,6 +111,10 @@ const ENDED_ROUTES: usize = 1024;
 /// events it could not map back to their task, with 1,024).
 const ENDED_ROUTES_PER_TASK: usize = 8;
 
+/// How many ended connections [`Pool::task_of`] maps at most, whatever `pool_limit` (a
+/// reviewer: a limit of 100,000 kept 24 MB of them, one of `usize::MAX` no bound at all).
+const ENDED_ROUTES_MAX: usize = 1 << 18;
+
 /// Ended connections → their task's id, the last `bound` of them.
 #[derive(Debug)]
 struct EndedRoutes {
@@ -126,7 +130,9 @@ impl EndedRoutes {
         Self {
             tasks: HashMap::new(),
             order: VecDeque::new(),
-            bound: ENDED_ROUTES.max(pool_limit.saturating_mul(ENDED_ROUTES_PER_TASK)),
+            bound: ENDED_ROUTES
+                .max(pool_limit.saturating_mul(ENDED_ROUTES_PER_TASK))
+                .min(ENDED_ROUTES_MAX),
         }
     }
 
@@ -252,7 +258,8 @@ impl Pool {
     /// connection): for the events of a task's later connections after a reconnect, which
     /// carry their own ids. A connection that ended (replaced by a reconnect, or its task
     /// closed) is still mapped, for the events an application takes late, until 1,024
-    /// connections, or eight per `pool_limit` if that is more, have ended after it; `None`
+    /// connections, or eight per `pool_limit` if that is more (at most 262,144), have ended
+    /// after it; `None`
     /// for an id the pool never gave or no longer maps.
     pub fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.index(conn)
@@ -920,6 +927,10 @@ mod tests {
             .pool_limit(1000)
             .pool_receive_bounds(1 << 20, 1 << 30);
         assert_eq!(Pool::new(thousands).unwrap().ended.bound, 8000);
+        let unlimited = SessionConfig::default()
+            .pool_limit(usize::MAX)
+            .pool_receive_bounds(usize::MAX, usize::MAX);
+        assert_eq!(Pool::new(unlimited).unwrap().ended.bound, ENDED_ROUTES_MAX);
     }
 
     #[test]

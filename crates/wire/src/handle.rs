@@ -183,8 +183,8 @@ macro_rules! task_pool {
             /// The task connection `conn` belongs to ([`SocketTask::id`]): the events of a
             /// task's later connections, after a reconnect, carry their own ids, and this
             /// maps them back, also for a connection that has ended (until 1,024 more, or
-            /// eight per `pool_limit` if that is more, have ended), so the events taken late
-            /// map too. `None` for an id the pool never
+            /// eight per `pool_limit` if that is more, at most 262,144, have ended), so the
+            /// events taken late map too. `None` for an id the pool never
             /// gave or no longer maps.
             pub fn task_of(
                 &self,

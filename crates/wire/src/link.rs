@@ -337,6 +337,12 @@ impl<S: Read + Write> Link<S> {
                         out.push(event);
                     }
                     out.append(&mut flushed);
+                    if self.read_failed && self.close_sent && !self.gone {
+                        // Our close frame went before (with what the flush above wrote):
+                        // nothing more is to be sent or read (a reviewer: the read stopped
+                        // with the transport left for a later flush to end).
+                        self.end(out);
+                    }
                     if self.read_failed || self.gone {
                         return ReadEnd::Stopped;
                     }
@@ -614,6 +620,27 @@ mod tests {
                     TransportEvent::Error(_),
                     TransportEvent::Closed
                 ]
+            ),
+            "{out:?}"
+        );
+    }
+
+    /// Our close frame out, the peer's answer with a code it may not send ends the
+    /// transport in the same read (a reviewer found it left for a later flush to end).
+    #[test]
+    fn an_invalid_close_code_after_ours_ends_the_transport_at_once() {
+        // The server's close frame, 1004.
+        let mut link = link(&[0x88, 0x02, 0x03, 0xEC]);
+        let mut out = Vec::new();
+        link.close(&CloseRequest::new(Some(1000), "bye").unwrap(), &mut out);
+        link.flush(&mut out);
+        assert_eq!(out, []);
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::PeerClosed(_), TransportEvent::Closed]
             ),
             "{out:?}"
         );
