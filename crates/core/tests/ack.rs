@@ -808,18 +808,23 @@ fn what_the_peer_sends_restarts_the_timeout_as_its_pong_may_be_behind_it() {
         TransportEvent::Message(Message::text("last")),
         now + DELAY,
     );
-    s.handle_timeout(now + DELAY + TIMEOUT - Duration::from_millis(1));
+    times_out_at(&mut s, now + DELAY + TIMEOUT);
+}
+
+/// The session is open until `at`, and fails with `AckTimeout` then.
+fn times_out_at(s: &mut Session, at: Instant) {
+    s.handle_timeout(at - Duration::from_millis(1));
     assert_eq!(s.state(), ReadyState::Open);
-    s.handle_timeout(now + DELAY + TIMEOUT);
+    s.handle_timeout(at);
     assert!(
-        events(&mut s).iter().any(|e| matches!(
+        events(s).iter().any(|e| matches!(
             e,
             Event::Error {
                 error: ConnectionError::AckTimeout(_),
                 ..
             }
         )),
-        "no AckTimeout after the peer went silent"
+        "no AckTimeout at the timeout"
     );
 }
 
@@ -841,19 +846,7 @@ fn our_own_upload_going_out_restarts_the_timeout_without_the_cap() {
     send_written(&mut s, conn, 1, now);
     s.handle_timeout(now + DELAY);
     ping_payload(&actions(&mut s));
-    s.handle_timeout(now + DELAY + TIMEOUT - Duration::from_millis(1));
-    assert_eq!(s.state(), ReadyState::Open);
-    s.handle_timeout(now + DELAY + TIMEOUT);
-    assert!(
-        events(&mut s).iter().any(|e| matches!(
-            e,
-            Event::Error {
-                error: ConnectionError::AckTimeout(_),
-                ..
-            }
-        )),
-        "no AckTimeout once nothing more went out"
-    );
+    times_out_at(&mut s, now + DELAY + TIMEOUT);
 }
 
 /// A peer that keeps sending but never answers a ping (against RFC 6455 §5.5.2): what it
