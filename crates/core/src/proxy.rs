@@ -235,17 +235,17 @@ pub(crate) fn redact(url: &str) -> String {
         Some(hash) => (&rest[..hash], Some(&rest[hash + 1..])),
         None => (rest, None),
     };
-    out.push_str(&redact_pairs(query));
+    out.push_str(&redact_pairs(query, is_token, "***"));
     if let Some(fragment) = fragment {
         out.push('#');
-        out.push_str(&redact_pairs(fragment));
+        out.push_str(&redact_pairs(fragment, is_token, "***"));
     }
     out
 }
 
 /// `key=value` pairs (after an optional leading `?`) split at `&` or `;`, with the values
-/// of the usual token keys as `***`.
-fn redact_pairs(pairs: &str) -> String {
+/// of the keys `secret` names written as `shown`.
+pub(crate) fn redact_pairs(pairs: &str, secret: impl Fn(&str) -> bool, shown: &str) -> String {
     let mut out = String::with_capacity(pairs.len());
     let mut rest = pairs;
     if let Some(query) = rest.strip_prefix('?') {
@@ -256,9 +256,10 @@ fn redact_pairs(pairs: &str) -> String {
         let split = rest.find(['&', ';']).unwrap_or(rest.len());
         let pair = &rest[..split];
         match pair.split_once('=') {
-            Some((key, _)) if is_token(key) => {
+            Some((key, _)) if secret(key) => {
                 out.push_str(key);
-                out.push_str("=***");
+                out.push('=');
+                out.push_str(shown);
             }
             _ => out.push_str(pair),
         }

@@ -208,17 +208,12 @@ impl Redaction {
         // The url crate splits the query at `&` only; a pair may hold more split at `;`
         // (`?room=1;token=x`): their keys are looked at too (a reviewer found such a token
         // recorded in clear).
-        let hidden_key =
-            |k: &str| self.redacts_query(k) || k.split(';').any(|k| self.redacts_query(k));
-        let hidden_in = |v: &str| {
-            v.split(';').skip(1).any(|p| {
-                p.split_once('=')
-                    .is_some_and(|(k, _)| self.redacts_query(k))
-            })
-        };
+        let secret = |k: &str| self.redacts_query(k);
+        let hidden_key = |k: &str| k.split(';').any(secret);
+        let within = |v: &str| crate::proxy::redact_pairs(v, secret, REDACTED);
         if !url
             .query_pairs()
-            .any(|(k, v)| hidden_key(&k) || hidden_in(&v))
+            .any(|(k, v)| hidden_key(&k) || within(&v) != v)
         {
             return Cow::Borrowed(url);
         }
@@ -227,23 +222,8 @@ impl Redaction {
             .map(|(k, v)| {
                 let v = if hidden_key(&k) {
                     REDACTED.to_owned()
-                } else if hidden_in(&v) {
-                    let mut parts = v.split(';');
-                    let mut kept = parts.next().unwrap_or_default().to_owned();
-                    for part in parts {
-                        kept.push(';');
-                        match part.split_once('=') {
-                            Some((k, _)) if self.redacts_query(k) => {
-                                kept.push_str(k);
-                                kept.push('=');
-                                kept.push_str(REDACTED);
-                            }
-                            _ => kept.push_str(part),
-                        }
-                    }
-                    kept
                 } else {
-                    v.into_owned()
+                    within(&v)
                 };
                 (k.into_owned(), v)
             })
