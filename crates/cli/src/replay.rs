@@ -75,10 +75,17 @@ pub fn run(path: &Path) -> ExitCode {
             show(&m.replayed)
         );
     }
+    if replay.mismatched > replay.mismatches.len() {
+        eprintln!(
+            "wxsocket: {}: {} later differences not shown (the first {} are)",
+            path.display(),
+            replay.mismatched - replay.mismatches.len(),
+            replay.mismatches.len()
+        );
+    }
     eprintln!(
         "wxsocket: the replay differs from the recording in {} of {} inputs",
-        replay.mismatches.len(),
-        replay.inputs
+        replay.mismatched, replay.inputs
     );
     ExitCode::from(status::DIFFERENT)
 }

@@ -626,6 +626,42 @@ fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
     assert!(grew < 32 * 1024, "the resident set grew by {grew} KiB");
 }
 
+/// A long transcript whose replay differs on every message (recorded by another build,
+/// say) keeps the first differences and counts the rest: memory stays bounded (a prober
+/// noted that every difference was kept, twice the message each).
+#[test]
+fn a_long_transcript_that_differs_everywhere_replays_in_bounded_memory() {
+    let (mut sim, conn) = Sim::open();
+    let head = sim.text();
+    sim.later(1);
+    let message = Message::text("m".repeat(1024));
+    sim.input(conn, TransportEvent::Message(message));
+    let mut block = sim.text().as_bytes()[head.len()..].to_vec();
+    // The recorded event says something else than the replay will.
+    let last = block
+        .iter()
+        .rposition(|&b| b == b'm')
+        .expect("the recorded message");
+    block[last] = b'x';
+    let times = 100 * 1024;
+    let mut reader = std::io::BufReader::new(Repeated {
+        head: std::io::Cursor::new(head.into_bytes()),
+        block,
+        at: 0,
+        times,
+        peak_rss_kib: 0,
+    });
+    let before = rss_kib();
+    let replay = transcript::replay_from(&mut reader, Instant::now(), |_, _| {}).unwrap();
+    assert!(!replay.is_exact());
+    assert_eq!(replay.mismatched, times);
+    assert_eq!(replay.mismatches.len(), transcript::MISMATCHES_KEPT);
+    let first = &replay.mismatches[0];
+    assert!(first.recorded.as_ref().unwrap().contains("mx"), "{first:?}");
+    let grew = reader.get_ref().peak_rss_kib.saturating_sub(before);
+    assert!(grew < 32 * 1024, "the resident set grew by {grew} KiB");
+}
+
 /// A copy cut inside a character of its last line (text is written as it is, not escaped)
 /// replays up to that line too (a reviewer's was refused, "not valid UTF-8"); a line that is
 /// not UTF-8 anywhere else is an error.

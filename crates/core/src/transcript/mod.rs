@@ -1011,8 +1011,14 @@ pub struct Replay {
     /// in order (the events the transcript's `poll_event` lines took); empty from
     /// [`replay_from`], which hands them to its callback instead.
     pub events: Vec<(Duration, Event)>,
-    /// Where the replay's outputs differ from the recorded ones; empty when it is exact.
+    /// Where the replay's outputs differ from the recorded ones, the first
+    /// [`MISMATCHES_KEPT`] of them (once a replay has diverged, what follows usually
+    /// differs too, and a long transcript would otherwise be held twice over); empty when
+    /// it is exact. [`Replay::mismatched`] counts them all.
     pub mismatches: Vec<Mismatch>,
+    /// How many outputs differ from the recorded ones, those past the kept
+    /// [`Replay::mismatches`] included.
+    pub mismatched: usize,
     /// The replayed session's state after the last input: `Connecting`, `Open` or `Closing`
     /// when the transcript ends before the session did (a recording cut short by a crash,
     /// or copied while the session ran). The replay is then exact as far as it goes.
@@ -1026,9 +1032,13 @@ pub struct Replay {
 impl Replay {
     /// Whether every output matched the recorded one.
     pub fn is_exact(&self) -> bool {
-        self.mismatches.is_empty()
+        self.mismatched == 0
     }
 }
+
+/// How many [`Mismatch`]es a [`Replay`] keeps: the first ones, where a replay diverged, are
+/// the ones that explain it.
+pub const MISMATCHES_KEPT: usize = 100;
 
 /// Feeds a transcript into a fresh [`Session`] (the header's configuration), input by
 /// input at its recorded time, and compares every output with the one recorded alongside.
@@ -1147,6 +1157,7 @@ pub fn replay_from(
         inputs: 0,
         events: Vec::new(),
         mismatches: Vec::new(),
+        mismatched: 0,
         final_state: crate::state::ReadyState::Idle,
         cut_line: None,
     };
@@ -1201,11 +1212,14 @@ pub fn replay_from(
             }
         };
         if recorded != replayed {
-            out.mismatches.push(Mismatch {
-                line: n,
-                recorded,
-                replayed,
-            });
+            out.mismatched += 1;
+            if out.mismatches.len() < MISMATCHES_KEPT {
+                out.mismatches.push(Mismatch {
+                    line: n,
+                    recorded,
+                    replayed,
+                });
+            }
         }
     }
     out.final_state = session.state();
