@@ -1243,7 +1243,12 @@ fn server_close_with_code_and_reason<A: Adapter>() {
 
 // ----- §6 misbehaving servers -----
 
-fn misbehaving<A: Adapter>(mode: Mode, config: SessionConfig, kind: TransportErrorKind, code: u16) {
+fn misbehaving<A: Adapter>(
+    mode: Mode,
+    config: SessionConfig,
+    kind: TransportErrorKind,
+    code: u16,
+) -> TransportError {
     let peer = Peer::start(mode.clone());
     let mut a: A = client(config);
     let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
@@ -1254,10 +1259,19 @@ fn misbehaving<A: Adapter>(mode: Mode, config: SessionConfig, kind: TransportErr
     assert_eq!(a.state(), ReadyState::Closed);
     peer.wait_for("the connection to end", T, |s| conn_ended(s, 0));
     assert_quiet(&mut a);
+    e
 }
 
+/// The peer ends TCP (a FIN) in the middle of a message: the error says so, not "reset"
+/// (tungstenite's text for it, which reads like a TCP reset).
 fn abrupt_disconnect_is_1006<A: Adapter>() {
-    misbehaving::<A>(Mode::DropMidMessage, config(), TransportErrorKind::Io, 1006);
+    let e = misbehaving::<A>(Mode::DropMidMessage, config(), TransportErrorKind::Io, 1006);
+    assert!(
+        e.message
+            .contains("the peer closed the TCP connection without the closing handshake"),
+        "[{}] {e:?}",
+        A::NAME
+    );
 }
 
 fn invalid_utf8_is_1007<A: Adapter>() {

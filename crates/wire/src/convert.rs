@@ -391,7 +391,15 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
                 "a text message is not valid UTF-8",
             ));
         }
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportErrorKind::Io,
+        // tungstenite's name for an end of stream (the peer's FIN) before a close frame: its
+        // text says "reset", which is what a TCP reset reads as (`Io`, "Connection reset by
+        // peer"), so a user could not tell the two apart.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            return Some(TransportError::new(
+                TransportErrorKind::Io,
+                "IO error: the peer closed the TCP connection without the closing handshake",
+            ));
+        }
         WsError::Protocol(_) | WsError::AttackAttempt => TransportErrorKind::Protocol,
         WsError::Http(r) => TransportErrorKind::HttpStatus(r.status().as_u16()),
         WsError::WriteBufferFull(_) | WsError::Url(_) | WsError::HttpFormat(_) => {
@@ -851,12 +859,12 @@ mod tests {
             k(WsError::Protocol(ProtocolError::NonZeroReservedBits)),
             TransportErrorKind::Protocol
         );
-        assert_eq!(
-            k(WsError::Protocol(
-                ProtocolError::ResetWithoutClosingHandshake
-            )),
-            TransportErrorKind::Io
-        );
+        let eof = classify(&WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake,
+        ))
+        .unwrap();
+        assert_eq!(eof.kind, TransportErrorKind::Io);
+        assert!(eof.message.contains("closed the TCP connection"), "{eof:?}");
         assert_eq!(TransportErrorKind::InvalidUtf8.close_code(), 1007);
     }
 }
