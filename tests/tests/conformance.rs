@@ -40,6 +40,7 @@ wxsocket_tests::on_both_adapters!(
     queued_before_open_are_flushed_in_order_first,
     queued_before_open_go_out_before_a_close_that_came_with_the_response,
     a_slow_upload_is_not_a_dead_peer,
+    a_slow_upload_over_tls_is_not_a_dead_peer,
     every_send_completes_exactly_once,
     send_wait_reports_failure_of_queued_sends,
     custom_headers_and_query_reach_the_server,
@@ -266,8 +267,11 @@ fn queued_before_open_go_out_before_a_close_that_came_with_the_response<A: Adapt
 
 /// A server whose socket takes `rate` bytes a second (it reads in 16 KiB pieces): a slow
 /// uplink. It answers pings as it reads them (tungstenite) and reports each message's
-/// length.
-fn slow_reader(rate: usize) -> (String, std::sync::mpsc::Receiver<usize>) {
+/// length. With `tls`, it serves `wss://` with a certificate of that CA.
+fn slow_reader(
+    rate: usize,
+    tls: Option<&wxsocket_test_pki::TestCa>,
+) -> (String, std::sync::mpsc::Receiver<usize>) {
     use std::io::Read;
     struct Throttled(std::net::TcpStream, usize);
     impl Read for Throttled {
@@ -286,20 +290,32 @@ fn slow_reader(rate: usize) -> (String, std::sync::mpsc::Receiver<usize>) {
             self.0.flush()
         }
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
+    fn serve<S: std::io::Read + std::io::Write>(stream: S, tx: std::sync::mpsc::Sender<usize>) {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(None)
             .max_frame_size(None);
-        let Ok(mut ws) = tungstenite::accept_with_config(Throttled(tcp, rate), Some(config)) else {
+        let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
             return;
         };
         while let Ok(message) = ws.read() {
             if message.is_binary() && tx.send(message.len()).is_err() {
                 return;
+            }
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/", listener.local_addr().unwrap());
+    let server = tls.map(|ca| ca.server_config());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let slow = Throttled(tcp, rate);
+        match server {
+            None => serve(slow, tx),
+            Some(config) => {
+                let tls = rustls::ServerConnection::new(config).unwrap();
+                serve(rustls::StreamOwned::new(tls, slow), tx);
             }
         }
     });
@@ -313,16 +329,30 @@ fn slow_reader(rate: usize) -> (String, std::sync::mpsc::Receiver<usize>) {
 /// acknowledged. (A message the socket buffers take whole goes out of the driver's sight:
 /// the timeouts must cover its way out; see `Keepalive`.)
 fn a_slow_upload_is_not_a_dead_peer<A: Adapter>() {
+    slow_upload::<A>(None);
+}
+
+/// The same over `wss://`: what the socket takes is ciphertext, which the TLS stream
+/// reports as progress like plain bytes.
+fn a_slow_upload_over_tls_is_not_a_dead_peer<A: Adapter>() {
+    slow_upload::<A>(Some(&wxsocket_test_pki::TestCa::generate("slow upload")));
+}
+
+fn slow_upload<A: Adapter>(tls: Option<&wxsocket_test_pki::TestCa>) {
     // Larger than the socket buffers hold (a few MiB each side on Linux): most of it waits
     // in the client, where the driver sees it go out.
     const LEN: usize = 48 << 20;
     const LIVE: Duration = Duration::from_secs(1);
-    let (url, lengths) = slow_reader(16 << 20);
+    let (url, lengths) = slow_reader(16 << 20, tls);
     let session = config()
         .keepalive(LIVE, LIVE)
         .acknowledge(wxsocket_core::Acknowledgement::new().timeout(LIVE))
         .max_message_size(LEN);
-    let mut a: A = client(session);
+    let roots = match tls {
+        Some(ca) => TlsRoots::only(vec![ca.ca_der.clone()]),
+        None => TlsRoots::default(),
+    };
+    let mut a: A = A::new(session, roots).unwrap();
     open(&mut a, &ConnectOptions::new(url));
     let started = Instant::now();
     let id = a.try_send(Message::binary(vec![7; LEN])).unwrap();
