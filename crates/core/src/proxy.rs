@@ -238,7 +238,10 @@ pub(crate) fn redact(url: &str) -> String {
     out.push_str(&redact_pairs(query, is_token, "***"));
     if let Some(fragment) = fragment {
         out.push('#');
-        out.push_str(&redact_pairs(fragment, is_token, "***"));
+        // A single-page app's route (`#/login?token=…`) has its parameters after a `?`.
+        let (route, pairs) = fragment.split_at(fragment.find('?').unwrap_or(0));
+        out.push_str(route);
+        out.push_str(&redact_pairs(pairs, is_token, "***"));
     }
     out
 }
@@ -299,6 +302,12 @@ mod tests {
             ),
             ("/ws?room=1;token=x;a=b", "/ws?room=1;token=***;a=b"),
             ("ws://h/#", "ws://h/#"),
+            // A hash route's parameters.
+            (
+                "https://app/#/cb?token=t&x=1",
+                "https://app/#/cb?token=***&x=1",
+            ),
+            ("https://app/#/a?b&token=t", "https://app/#/a?b&token=***"),
         ] {
             assert_eq!(redact(url), shown);
         }
