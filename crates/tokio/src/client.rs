@@ -18,7 +18,10 @@ use wxsocket_wire::events::EventBatch;
 /// Cheap to clone, `Send + Sync`. Every call returns at once; what happens on the network
 /// arrives as [`Event`]s on the [`Events`] stream returned with it. When every clone and the
 /// `Events` are dropped, the connection is closed cleanly (close frame 1000, bounded by the
-/// close timeout) and every task and socket is released.
+/// close timeout) and every task and socket is released, on the runtime's tasks: a program
+/// that returns from `main` (so drops the runtime) right after dropping them cuts that
+/// short, the messages not yet written fail and the server sees the TCP connection reset.
+/// Await [`shutdown`](Self::shutdown) first.
 pub struct Client {
     handle: Arc<Handle<Session>>,
     /// This handle's state as a [`Sink`].
@@ -94,7 +97,10 @@ impl Client {
     ///
     /// Cancel safety: dropping the future while it waits for room drops the message
     /// unsent (it was never accepted); once accepted, the message is written whatever
-    /// happens to the future, and its completion event says how it ended.
+    /// happens to the future, and its completion event says how it ended, under an id the
+    /// dropped future never returned. To match outcomes to messages whatever is cancelled,
+    /// use [`try_send`](Self::try_send), which returns the id at once (or hands the
+    /// message back when there is no room).
     pub async fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         send_waiting(&self.handle.shared, message.into(), |s, m, now| {
             s.send(m, now)
@@ -129,6 +135,10 @@ pub(crate) async fn send_waiting<M: Machine>(
             self.0.forget_room(&mut self.1);
         }
     }
+    // A send refused at once would never yield: a loop that retries it would hold its
+    // worker for ever (and a runtime being dropped waits for that worker). Like tokio's own
+    // channels, it takes part in the task's cooperative budget.
+    tokio::task::consume_budget().await;
     let mut slot = Some(message);
     let mut done = None;
     let mut waiting = Waiting(shared, driver::RoomTicket::default());

@@ -746,3 +746,45 @@ fn a_runtime_without_io_is_refused_at_once() {
     assert_eq!(error.field, "runtime");
     assert!(error.problem.contains("enable_io"), "{error}");
 }
+
+/// A task that retries a refused `send` in a loop (`Err(_) => continue`) still yields to
+/// the runtime: `send` takes part in tokio's cooperative budget, as tokio's own channels
+/// do, so dropping the runtime ends such a task instead of waiting for it for ever (a
+/// prober's program hung at exit, a worker spinning in a refused `send`).
+#[test]
+fn a_loop_retrying_refused_sends_does_not_keep_the_runtime_from_shutting_down() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let tries = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        runtime.block_on(async {
+            // Not connected: every send is refused at once.
+            let (client, _events) = Client::new(Config::default()).unwrap();
+            for _ in 0..2 {
+                let client = client.clone();
+                let tries = std::sync::Arc::clone(&tries);
+                tokio::spawn(async move {
+                    loop {
+                        if client.send("spam").await.is_err() {
+                            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            while tries.load(std::sync::atomic::Ordering::Relaxed) < 1000 {
+                tokio::task::yield_now().await;
+            }
+        });
+        drop(runtime);
+        let _ = done_tx.send(());
+    });
+    assert_eq!(
+        done_rx.recv_timeout(Duration::from_secs(10)),
+        Ok(()),
+        "the runtime did not shut down"
+    );
+}
