@@ -220,7 +220,10 @@ pub struct SendPending {
 /// to the socket before `send` returns.
 ///
 /// Dropping the last clone closes the connection cleanly (close frame 1000, bounded by the
-/// close timeout); the [`Events`] receiver then yields the remaining events and ends.
+/// close timeout) on the driver thread; the [`Events`] receiver then yields the remaining
+/// events and ends. A process that exits right after dropping it cuts that short (the
+/// driver thread ends with the process, the server sees the TCP connection reset): call
+/// [`shutdown`](Self::shutdown) first, which returns once it is over.
 #[derive(Clone)]
 pub struct Client {
     handle: Arc<Handle<Session>>,

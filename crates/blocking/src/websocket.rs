@@ -66,6 +66,10 @@ wxsocket_wire::websocket! {
     /// first. With a reconnect policy it goes on across reconnections (lifecycle events are
     /// skipped; [`into_parts`](Self::into_parts) gives them all).
     ///
+    /// Dropping it closes the connection cleanly on the driver thread; a process that then
+    /// exits cuts that short, failing what was not yet written: call [`close`](Self::close)
+    /// first, which returns once the close handshake is over.
+    ///
     /// Iterating takes `&mut`, so the socket is still there after the loop:
     ///
     /// ```

@@ -14,6 +14,11 @@
 //! A callback that keeps a clone of the socket keeps the socket alive (a reference
 //! cycle); capture a [`WeakWxSocket`] from [`WxSocket::downgrade`] instead when the socket
 //! should close once the application drops it.
+//!
+//! A `fail` callback that calls `connect_socket` again at once retries without pause once
+//! the socket is shut down (each call fails at once, and runs `fail` again), and the
+//! shutdown then never ends: retry from a timer, or stop when the failure says the socket
+//! was shut down.
 
 use crate::Config;
 use crate::client::Handle;

@@ -67,6 +67,11 @@ wxsocket_wire::websocket! {
     /// [`error`](Self::error). With a reconnect policy it goes on across reconnections.
     /// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
     /// reading from the server.
+    ///
+    /// Dropping it closes the connection cleanly on the runtime's tasks; a program that
+    /// then returns from `main` (dropping the runtime) cuts that short, failing what was
+    /// not yet written, and the server sees the TCP connection reset: await
+    /// [`close`](Self::close) first, which returns once the close handshake is over.
 }
 
 impl WebSocket {
@@ -78,8 +83,9 @@ impl WebSocket {
     /// safe but not undoing: cancelled while it waits for room, the message is not sent;
     /// cancelled once the message was accepted, it is still written (or fails), and nothing
     /// reports that to this path. So a "time out and send again" loop may send a message
-    /// twice; [`Client::send`] returns the send's id and its outcome arrives as an event
-    /// there ([`into_parts`](Self::into_parts)), and `try_send` never waits.
+    /// twice. `try_send` never waits, and [`Client::try_send`]
+    /// ([`into_parts`](Self::into_parts)) returns the send's id at once, whose outcome
+    /// arrives as an event there.
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         match self.client.send(message).await {
             Ok(_) => Ok(()),
