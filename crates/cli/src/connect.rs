@@ -161,8 +161,15 @@ impl Settings {
         if let Some(policy) = reconnect_policy(args)? {
             session = session.reconnect(policy);
         }
-        if args.ack {
-            session = session.acknowledge(Acknowledgement::new());
+        if let Some(ms) = args.close_timeout {
+            session = session.close_timeout(Duration::from_millis(ms));
+        }
+        if args.ack || args.ack_timeout.is_some() {
+            let mut ack = Acknowledgement::new();
+            if let Some(ms) = args.ack_timeout {
+                ack = ack.timeout(Duration::from_millis(ms));
+            }
+            session = session.acknowledge(ack);
         }
         session.validate().map_err(|e| config_error(&e))?;
 
@@ -322,6 +329,8 @@ fn config_option(field: &str) -> Option<&'static str> {
     Some(match field {
         "tls" => "--ca-file <PEM>",
         "handshake_timeout" => "--timeout <MS>",
+        "close_timeout" => "--close-timeout <MS>",
+        "acknowledge.timeout" => "--ack-timeout <MS>",
         "keepalive.interval" | "keepalive.timeout" => "--keepalive <SECS>",
         "reconnect.base" => "--reconnect-base <MS>",
         "reconnect.cap" => "--reconnect-cap <MS>",

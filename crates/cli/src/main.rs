@@ -87,6 +87,11 @@ struct ConnectArgs {
     /// Handshake timeout in milliseconds, 1-86400000 (default 60000).
     #[arg(long, value_name = "MS", value_parser = parse_millis, allow_hyphen_values = true)]
     timeout: Option<u64>,
+    /// How long the close handshake may take before the connection is dropped (1006), in
+    /// milliseconds, 1-86400000 (default 10000). Raise it for a slow uplink: our close
+    /// frame waits behind what is still going out.
+    #[arg(long, value_name = "MS", value_parser = parse_millis, allow_hyphen_values = true)]
+    close_timeout: Option<u64>,
     /// Set TCP_NODELAY on the socket.
     #[arg(long)]
     nodelay: bool,
@@ -163,8 +168,10 @@ struct ConnectArgs {
     #[arg(long)]
     no_proxy: bool,
     /// Reconnect automatically when a connection this client did not close ends (a failed
-    /// dial, a drop, a keepalive failure, a retried close code), with exponential backoff
-    /// and full jitter; the first retry within --reconnect-base.
+    /// dial, a TLS failure such as an untrusted certificate included, a drop, a keepalive
+    /// failure, a retried close code), with exponential backoff and full jitter; the first
+    /// retry within --reconnect-base. An HTTP 4xx answer is final. Without
+    /// --reconnect-max, retries never end.
     #[arg(long, help_heading = "Reconnection")]
     reconnect: bool,
     /// Ceiling of the first retry's delay in milliseconds, doubling per attempt,
@@ -222,9 +229,15 @@ struct ConnectArgs {
     /// WebSocket stack read it, instead of written. With --reconnect, messages not yet
     /// acknowledged when a connection drops are sent again first on the next one, marked
     /// `"duplicate": true` (they may arrive twice); otherwise they fail, as possibly
-    /// delivered. A server that answers no ping for 10 s is given up as dead.
+    /// delivered. A server that answers no ping for 10 s (--ack-timeout) is given up as
+    /// dead.
     #[arg(long)]
     ack: bool,
+    /// How long a ping of --ack may wait for its pong while nothing arrives, in
+    /// milliseconds, 1-86400000 (default 10000; implies --ack). What the socket's buffers
+    /// hold on a slow uplink goes out before the pong can come: the timeout must cover it.
+    #[arg(long, value_name = "MS", value_parser = parse_millis, allow_hyphen_values = true)]
+    ack_timeout: Option<u64>,
     /// The server's close codes that are retried, comma-separated, or `none` (default
     /// 1001,1011,1012,1013; implies --reconnect).
     #[arg(

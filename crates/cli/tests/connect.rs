@@ -774,6 +774,58 @@ fn keepalive_declares_a_silent_peer_dead_blocking() {
     keepalive_declares_a_silent_peer_dead(true);
 }
 
+/// `--ack-timeout` and `--close-timeout` against a server that reads nothing: the message's
+/// barrier ping goes unanswered and the connection fails at the acknowledgement timeout
+/// given, not 10 s; the close handshake of a second run gives up at the close timeout
+/// given, not 10 s (a prober's script could not raise them for a slow uplink, nor lower
+/// them).
+fn ack_and_close_timeouts_are_options(blocking: bool) {
+    let server = TestServer::start(Mode::Silent, false);
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json", "--ack-timeout", "500"],
+        blocking,
+    ));
+    proc.expect_json("open", |v| event(v) == "open");
+    let sent = Instant::now();
+    proc.write("hello");
+    proc.expect_json("failed", |v| event(v) == "error");
+    let waited = sent.elapsed();
+    let (lines, events) = finish_with(proc, 4);
+    let error = events.iter().find(|v| event(v) == "error").unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("500ms"),
+        "{lines:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
+
+    let mut proc = Proc::spawn(&with_adapter(
+        vec!["connect", server.url(), "--json", "--close-timeout", "500"],
+        blocking,
+    ));
+    proc.expect_json("open", |v| event(v) == "open");
+    let closing = Instant::now();
+    proc.close_stdin();
+    let (lines, events) = finish_with(proc, 4);
+    let waited = closing.elapsed();
+    let close = events.last().unwrap();
+    assert_eq!(close["code"], 1006, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("timed out after 500ms")),
+        "{lines:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
+}
+
+#[test]
+fn ack_and_close_timeouts_are_options_tokio() {
+    ack_and_close_timeouts_are_options(false);
+}
+
+#[test]
+fn ack_and_close_timeouts_are_options_blocking() {
+    ack_and_close_timeouts_are_options(true);
+}
+
 /// `--keepalive 1` against a server that answers pings: the connection outlives several
 /// keepalive periods and still echoes.
 #[test]

@@ -168,6 +168,16 @@ impl Acknowledgement {
 /// with full jitter: uniform in `[0, min(cap, base × 2^(attempt−1))]` (a draw of 0 counts as
 /// 1 ns, so the backoff always ends after it began), so the first retry comes within `base`
 /// (100 ms by default).
+///
+/// What is retried: a dial that fails (name lookup, TCP, TLS, the handshake timing out, an
+/// HTTP 5xx, 3xx or 429 answer) and a connection that fails or drops once open. A TLS
+/// failure is retried too, an untrusted certificate included (a captive portal's goes
+/// away once the user has logged in, a mistaken deployment is rolled back): with no
+/// `max_attempts` a client whose certificate check will never pass retries for ever, each
+/// attempt's error naming the cause. Final: an HTTP 4xx answer other than 429 (unless
+/// [`Self::retry_http_4xx`]), a server answer that agrees to what was not offered (a
+/// sub-protocol or extension: a configuration mismatch), a clean close by the peer with a
+/// code not in [`Self::retry_close_codes`], and the application's own close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
