@@ -41,6 +41,7 @@ wxsocket_tests::on_both_adapters!(
     queued_before_open_go_out_before_a_close_that_came_with_the_response,
     a_slow_upload_is_not_a_dead_peer,
     a_slow_upload_over_tls_is_not_a_dead_peer,
+    a_slow_upload_the_socket_could_hold_is_not_a_dead_peer,
     every_send_completes_exactly_once,
     send_wait_reports_failure_of_queued_sends,
     custom_headers_and_query_reach_the_server,
@@ -72,6 +73,7 @@ wxsocket_tests::on_both_adapters!(
     a_frame_length_with_its_top_bit_set_is_1002,
     wss_with_a_generated_ca,
     wss_carries_more_than_the_sockets_hold,
+    wss_ends_with_close_notify,
     wss_with_an_unknown_ca_is_a_clear_tls_error,
     the_wrong_scheme_either_way_is_named,
     invalid_close_code_or_reason_changes_nothing,
@@ -338,16 +340,30 @@ fn a_slow_upload_over_tls_is_not_a_dead_peer<A: Adapter>() {
     slow_upload::<A>(Some(&wxsocket_test_pki::TestCa::generate("slow upload")));
 }
 
+/// A message the socket's send buffer could take whole (3 MiB; Linux grows it to 4 MiB)
+/// going out at 1 MiB/s under 1 s timers: the client keeps what the socket has not sent
+/// yet small (`TCP_NOTSENT_LOWAT`, Linux), so the rest waits where the driver sees it
+/// leave. It was out of sight in the kernel, and keepalive ended the connection (a
+/// prober's 6 MB to a 200 KB/s peer: "peer considered dead", the peer alive and reading).
+fn a_slow_upload_the_socket_could_hold_is_not_a_dead_peer<A: Adapter>() {
+    slow_upload_of::<A>(3 << 20, 1 << 20, None);
+}
+
 fn slow_upload<A: Adapter>(tls: Option<&wxsocket_test_pki::TestCa>) {
     // Larger than the socket buffers hold (a few MiB each side on Linux): most of it waits
     // in the client, where the driver sees it go out.
-    const LEN: usize = 48 << 20;
+    slow_upload_of::<A>(48 << 20, 16 << 20, tls);
+}
+
+/// A message of `len` bytes to a peer reading `rate` bytes a second, under 1 s keepalive
+/// and acknowledgement timeouts: delivered once, acknowledged, the connection open.
+fn slow_upload_of<A: Adapter>(len: usize, rate: usize, tls: Option<&wxsocket_test_pki::TestCa>) {
     const LIVE: Duration = Duration::from_secs(1);
-    let (url, lengths) = slow_reader(16 << 20, tls);
+    let (url, lengths) = slow_reader(rate, tls);
     let session = config()
         .keepalive(LIVE, LIVE)
         .acknowledge(wxsocket_core::Acknowledgement::new().timeout(LIVE))
-        .max_message_size(LEN);
+        .max_message_size(len);
     let roots = match tls {
         Some(ca) => TlsRoots::only(vec![ca.ca_der.clone()]),
         None => TlsRoots::default(),
@@ -355,7 +371,7 @@ fn slow_upload<A: Adapter>(tls: Option<&wxsocket_test_pki::TestCa>) {
     let mut a: A = A::new(session, roots).unwrap();
     open(&mut a, &ConnectOptions::new(url));
     let started = Instant::now();
-    let id = a.try_send(Message::binary(vec![7; LEN])).unwrap();
+    let id = a.try_send(Message::binary(vec![7; len])).unwrap();
     let events = a.events_until("the message acknowledged", T, |e| {
         e.iter().any(|e| {
             matches!(
@@ -375,7 +391,7 @@ fn slow_upload<A: Adapter>(tls: Option<&wxsocket_test_pki::TestCa>) {
         "[{}] the upload took only {took:?}",
         A::NAME
     );
-    assert_eq!(lengths.recv_timeout(T), Ok(LEN), "[{}]", A::NAME);
+    assert_eq!(lengths.recv_timeout(T), Ok(len), "[{}]", A::NAME);
     assert_eq!(a.state(), ReadyState::Open, "[{}]", A::NAME);
 }
 
@@ -1292,13 +1308,13 @@ fn misbehaving<A: Adapter>(
     e
 }
 
-/// The peer ends TCP (a FIN) in the middle of a message: the error says so, not "reset"
-/// (tungstenite's text for it, which reads like a TCP reset).
+/// The peer ends TCP (a FIN) in the middle of a message: the error says it closed the
+/// connection, not "reset" (tungstenite's text for it, which reads like a TCP reset).
 fn abrupt_disconnect_is_1006<A: Adapter>() {
     let e = misbehaving::<A>(Mode::DropMidMessage, config(), TransportErrorKind::Io, 1006);
     assert!(
         e.message
-            .contains("the peer closed the TCP connection without the closing handshake"),
+            .contains("the peer closed the connection without the closing handshake"),
         "[{}] {e:?}",
         A::NAME
     );
@@ -1441,6 +1457,54 @@ fn wss_with_a_generated_ca<A: Adapter>() {
 /// unwritten, not reported written); once the peer reads again, the records go out as the
 /// socket drains while the echoes come back: every message arrives whole and in order,
 /// every send completes once.
+/// After a clean close over `wss://` the client's last TLS record is `close_notify` (RFC
+/// 8446 §6.1), so the server can tell the end from a cut connection (a prober's server
+/// logged "EOF without close_notify" after every clean close).
+fn wss_ends_with_close_notify<A: Adapter>() {
+    use std::io::Read;
+    let ca = wxsocket_test_pki::TestCa::generate("close_notify");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("wss://{}/", listener.local_addr().unwrap());
+    let server = ca.server_config();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(T)).unwrap();
+        let tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+        let mut ws = tungstenite::accept(tls).unwrap();
+        // Read until the close handshake is over (tungstenite answers the client's close).
+        while ws.read().is_ok() {}
+        let _ = ws.flush();
+        let tls = ws.get_mut();
+        // The server ends TCP first (RFC 6455 §7.1.1); then reads what the client sent last.
+        tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let end = tls.read(&mut [0; 64]).map_err(|e| e.kind());
+        let _ = tx.send(end);
+    });
+    let mut a: A = A::new(config(), TlsRoots::only(vec![ca.ca_der.clone()])).unwrap();
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url).require_tls(true));
+    a.close(None, "bye").unwrap();
+    let events = a.events_until_close(conn, T);
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            })
+        ),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert_eq!(
+        rx.recv_timeout(T),
+        Ok(Ok(0)),
+        "[{}] the server read no close_notify (Err(UnexpectedEof): the client just closed TCP)",
+        A::NAME
+    );
+}
+
 fn wss_carries_more_than_the_sockets_hold<A: Adapter>() {
     const COUNT: usize = 48;
     const SIZE: usize = 256 << 10;

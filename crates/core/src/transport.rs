@@ -166,9 +166,11 @@ impl OpenProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
-    /// Name resolution or TCP connect failed.
+    /// The dial failed on the network: name resolution, TCP connect, or the connection
+    /// reset or closed before the server's answer (during a proxy's tunnel or the TLS
+    /// handshake too; the error names the stage).
     Connect,
-    /// TLS failed (certificate, handshake).
+    /// TLS failed (certificate, handshake, a record that does not decrypt, an alert).
     Tls,
     /// The server answered the upgrade with this HTTP status instead of 101.
     HttpStatus(u16),

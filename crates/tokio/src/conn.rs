@@ -560,6 +560,10 @@ impl TcpSocket for Socket {
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.tcp.set_nodelay(on)
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn limit_unsent(&self, bytes: u32) -> io::Result<()> {
+        wxsocket_wire::connection::limit_unsent(&self.tcp, bytes)
+    }
 }
 
 impl Read for Socket {

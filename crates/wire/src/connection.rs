@@ -51,6 +51,16 @@ use wxsocket_core::{
 /// ([`Connection::has_more_to_read`]).
 pub const MAX_READS: usize = 256;
 
+/// The most bytes a connection's socket holds that TCP has not sent yet
+/// (`TCP_NOTSENT_LOWAT`, set by [`TcpSocket::limit_unsent`]). Without it Linux takes up to
+/// 4 MiB into the socket's send buffer, where the driver cannot see them leave: on a slow
+/// uplink a large message went out of sight at once, keepalive's and the acknowledgement's
+/// pings waited behind it, and a live peer was taken for dead. With it the rest of the
+/// message waits in the connection, and its way out is reported
+/// ([`TransportEvent::Sending`]). Bytes sent and not yet acknowledged by the peer are not
+/// limited (the network's capacity stays in use).
+pub const UNSENT_LIMIT: u32 = 64 << 10;
+
 /// What a connection needs of its TCP socket besides non-blocking `Read + Write`
 /// (`WouldBlock` when it is not ready): its addresses and `TCP_NODELAY`.
 pub trait TcpSocket: Read + Write {
@@ -62,6 +72,19 @@ pub trait TcpSocket: Read + Write {
     fn nodelay(&self) -> io::Result<bool>;
     /// Sets `TCP_NODELAY`.
     fn set_nodelay(&self, on: bool) -> io::Result<()>;
+    /// Limits the bytes the socket holds unsent to `bytes` ([`UNSENT_LIMIT`]), where the
+    /// platform can (`TCP_NOTSENT_LOWAT` on Linux and Android). The default does nothing:
+    /// a message the socket's buffer takes whole is then out of the driver's sight.
+    fn limit_unsent(&self, bytes: u32) -> io::Result<()> {
+        let _ = bytes;
+        Ok(())
+    }
+}
+
+/// [`TcpSocket::limit_unsent`] for any socket with a file descriptor.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn limit_unsent(socket: &impl std::os::fd::AsFd, bytes: u32) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_tcp_notsent_lowat(bytes)
 }
 
 impl TcpSocket for mio::net::TcpStream {
@@ -76,6 +99,10 @@ impl TcpSocket for mio::net::TcpStream {
     }
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         mio::net::TcpStream::set_nodelay(self, on)
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn limit_unsent(&self, bytes: u32) -> io::Result<()> {
+        limit_unsent(self, bytes)
     }
 }
 
@@ -315,8 +342,9 @@ impl<S: TcpSocket> Connection<S> {
         self.fail(error, out);
     }
 
-    /// The TCP socket is connected: sets `TCP_NODELAY` if asked for, then starts the
-    /// tunnel, TLS (`tls`, for `wss://`) and the upgrade ([`Self::drive`]).
+    /// The TCP socket is connected: sets `TCP_NODELAY` if asked for and the limit on unsent
+    /// bytes ([`UNSENT_LIMIT`]), then starts the tunnel, TLS (`tls`, for `wss://`) and the
+    /// upgrade ([`Self::drive`]).
     pub fn connected(&mut self, sock: S, tls: &Arc<ClientConfig>, out: &mut Vec<TransportEvent>) {
         let Phase::Dialing(dialing) = std::mem::replace(&mut self.phase, Phase::Gone) else {
             return;
@@ -329,6 +357,8 @@ impl<S: TcpSocket> Connection<S> {
             self.fail(DialPlan::socket_failed(&e), out);
             return;
         }
+        // Not having it costs only sight of what the socket holds (as on other platforms).
+        let _ = sock.limit_unsent(UNSENT_LIMIT);
         let upgrade = Upgrade::new(sock, &plan, &self.request, tls);
         self.phase = Phase::Upgrading(Box::new((upgrade, dial)));
         self.drive(out);
@@ -367,9 +397,11 @@ impl<S: TcpSocket> Connection<S> {
         out.push(TransportEvent::ConnectFailed(error));
     }
 
-    /// Drops the transport at once (abort).
+    /// Drops the transport at once (abort). An open TLS connection's last record is its
+    /// `close_notify`, if the socket takes it.
     pub fn drop_transport(&mut self) {
-        if self.is_open() {
+        if let Phase::Open(link) = &mut self.phase {
+            link.wire_mut().stream.end_tls();
             trace::transport_gone(self.id);
         }
         self.phase = Phase::Gone;

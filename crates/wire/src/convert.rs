@@ -372,6 +372,19 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
         {
             // permessage-deflate failed under tungstenite: report it as what it is.
             Some(inflate) => return Some(inflate.clone().into()),
+            // So did TLS (a record that does not decrypt, an alert): the stream carries
+            // rustls's error.
+            #[cfg(feature = "tls")]
+            None if e
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+            {
+                let tls = e.get_ref().expect("checked above");
+                return Some(TransportError::new(
+                    TransportErrorKind::Tls,
+                    format!("TLS error: {tls}"),
+                ));
+            }
             // So did what read the stream before tungstenite (the frame watch).
             None => match e.get_ref().and_then(|i| i.downcast_ref::<TransportError>()) {
                 Some(error) => return Some(error.clone()),
@@ -391,13 +404,13 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
                 "a text message is not valid UTF-8",
             ));
         }
-        // tungstenite's name for an end of stream (the peer's FIN) before a close frame: its
-        // text says "reset", which is what a TCP reset reads as (`Io`, "Connection reset by
-        // peer"), so a user could not tell the two apart.
+        // tungstenite's name for an end of stream before a close frame (the peer's FIN, or
+        // its TLS close_notify): its text says "reset", which is what a TCP reset reads as
+        // (`Io`, "Connection reset by peer"), so a user could not tell the two apart.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             return Some(TransportError::new(
                 TransportErrorKind::Io,
-                "IO error: the peer closed the TCP connection without the closing handshake",
+                "IO error: the peer closed the connection without the closing handshake",
             ));
         }
         WsError::Protocol(_) | WsError::AttackAttempt => TransportErrorKind::Protocol,
@@ -468,6 +481,17 @@ mod tests {
         assert_eq!(error.kind, TransportErrorKind::Io);
         assert!(!error.message.contains("https://"), "{error}");
         assert!(error.message.contains("without close_notify"), "{error}");
+    }
+
+    /// TLS failing on an open connection (a record that does not decrypt, an alert) is a
+    /// TLS error, not an IO one (a prober's flipped bit read "IO error").
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_failing_after_open_is_a_tls_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        let error = classify(&WsError::Io(io)).expect("an error");
+        assert_eq!(error.kind, TransportErrorKind::Tls);
+        assert!(error.message.starts_with("TLS error: "), "{error}");
     }
 
     /// The certificate failures a test or private server meets say what they mean.
@@ -864,7 +888,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(eof.kind, TransportErrorKind::Io);
-        assert!(eof.message.contains("closed the TCP connection"), "{eof:?}");
+        assert!(eof.message.contains("closed the connection"), "{eof:?}");
         assert_eq!(TransportErrorKind::InvalidUtf8.close_code(), 1007);
     }
 }

@@ -105,6 +105,15 @@ impl<S> Stream<S> {
 }
 
 impl<S: Read + Write> Stream<S> {
+    /// Ends a TLS stream's writing with `close_notify` (RFC 8446 §6.1), as far as the socket
+    /// takes it without blocking: the socket is about to be closed, and without it the peer
+    /// cannot tell our end from a cut connection. Nothing for a plain socket.
+    pub fn end_tls(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.send_close_notify();
+        }
+    }
+
     /// Moves the TLS handshake on as far as the socket allows, without application data:
     /// `Ok(true)` once it is complete (at once for a plain socket), `Ok(false)` when the
     /// socket would block. The end of the stream is `UnexpectedEof`.
@@ -217,6 +226,12 @@ impl<S: Read + Write> TlsStream<S> {
         }
     }
 
+    /// Queues `close_notify` and writes what the socket takes (see [`Stream::end_tls`]).
+    fn send_close_notify(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.try_write_records();
+    }
+
     /// Like `write_records`, but a full socket is not an error (the records stay queued
     /// and the next flush or writable event sends them).
     fn try_write_records(&mut self) -> io::Result<()> {
@@ -313,6 +328,10 @@ mod no_tls {
 
     impl<S> TlsStream<S> {
         pub(super) fn complete_handshake(&mut self) -> io::Result<bool> {
+            match self.conn {}
+        }
+
+        pub(super) fn send_close_notify(&mut self) {
             match self.conn {}
         }
     }
