@@ -31,9 +31,11 @@ pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 /// pong, or part of a large message still arriving ([`crate::TransportEvent::Receiving`]);
 /// and so does a large message of ours still going out, the socket taking more of it
 /// ([`crate::TransportEvent::Sending`]): the ping waits behind it. What the socket's own
-/// buffers have taken (a few MiB on Linux) is out of the driver's sight, so on a slow uplink
-/// the timeout must cover the time those bytes take to leave: about 300 KB on a 20 KB/s
-/// link is 15 s.
+/// buffers have taken is out of the driver's sight, so on a slow uplink the timeout must
+/// cover the time those bytes take to leave. The adapters keep that small on Linux and
+/// Android (at most 64 KiB not yet sent, `TCP_NOTSENT_LOWAT`, plus what is in flight, which
+/// the peer's receive window bounds: 128 KiB on a 20 KB/s link is about 6 s); elsewhere the
+/// socket may take a few MiB.
 ///
 /// A timeout whose timer runs more than a second late (or more than `timeout`, when that is
 /// shorter: the driver was not running, a suspended process or a stalled loop) waits once
@@ -153,7 +155,7 @@ impl Acknowledgement {
     /// afresh, and so does a pong that acknowledges some messages, for the rest, and so
     /// does our own message still going out to a full socket that takes more of it (the
     /// barrier ping waits behind it: a slow upload is not a dead peer; what the socket's
-    /// buffers took is out of sight, as for [`Keepalive`], so on a slow uplink the timeout
+    /// buffers took is out of sight (see [`Keepalive`]), so on a slow uplink the timeout
     /// must cover the time those bytes take to leave). Messages
     /// sent after the last ping wait from the barrier ping that covers them. At the timeout
     /// the connection fails with `AckTimeout`.
