@@ -329,6 +329,14 @@ impl<M: Machine> Shared<M> {
     pub fn call_with<T>(&self, f: impl FnOnce(&mut M, Instant, &Self) -> T) -> T {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
+        // The machine runs its due timers in any call (a send): as before the driver
+        // thread runs them, first read what came while the reads were with a receiving
+        // thread that has left `recv`, so no timer judges a connection on stale input (a
+        // prober's keepalive of 100 ms ended a connection whose pong had come, the
+        // application sending without receiving).
+        if inner.machine.poll_timeout().is_some_and(|t| t <= now) {
+            inner.catch_up_reads(false, now);
+        }
         let out = f(&mut inner.machine, now, self);
         inner.reads.busy(now);
         inner.pump(self, now);

@@ -760,3 +760,40 @@ fn send_waits_until_completions_are_taken() {
     client.close(None, "done").unwrap();
     until_clean_close(&events);
 }
+
+/// An application that receives a little, then sends for a while without receiving (the
+/// reads stay with its thread meanwhile, up to 250 ms): a send that runs the keepalive timer
+/// first reads the pong that came, so a peer that answers every ping is never taken for
+/// dead (a prober's keepalive of 100 ms / 50 ms ended 17–24 of 42 such bursts against an
+/// echo server; the driver thread's own timer always caught up first).
+#[test]
+fn keepalive_sees_the_pong_when_the_application_sends_without_receiving() {
+    let server = wxsocket_test_server::EchoServer::start().unwrap();
+    // The pong's timeout ends within the 250 ms the reads stay with a busy sender, with
+    // room for a loaded machine's scheduling.
+    let session = SessionConfig::default()
+        .keepalive(Duration::from_millis(100), Duration::from_millis(100))
+        .send_completions(false);
+    let (client, events) = Client::new(config(session)).unwrap();
+    client.connect(&ConnectOptions::new(server.url())).unwrap();
+    until_open(&events);
+    for burst in 0..10 {
+        // Receive for a moment: the reads are handed to this thread.
+        let until = Instant::now() + Duration::from_millis(2);
+        while Instant::now() < until {
+            match events.recv_timeout(Duration::from_millis(1)) {
+                Ok(Event::Error { error, .. }) => panic!("burst {burst}: {error}"),
+                Ok(close @ Event::Close { .. }) => panic!("burst {burst}: {close:?}"),
+                _ => {}
+            }
+        }
+        // Then send without receiving for longer than interval + timeout.
+        let until = Instant::now() + Duration::from_millis(240);
+        while Instant::now() < until {
+            let _ = client.try_send("x");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(client.state(), ReadyState::Open, "burst {burst}");
+    }
+    client.close(None, "done").unwrap();
+}
