@@ -239,7 +239,7 @@ impl Connecting {
         let reason = error.to_string();
         cx.emit(Event::Error { conn: id, error });
         cx.actions.push_back(Action::Abort { conn: id });
-        let retry = cx.retry(cause, attempt + 1);
+        let retry = cx.retry(cause, attempt.saturating_add(1));
         let carry = retry && cx.carries_queue();
         let (failed, carried) = if carry {
             (SendQueue::default(), queue)
@@ -257,7 +257,7 @@ impl Connecting {
             retry,
             request,
             carried,
-            attempt + 1,
+            attempt.saturating_add(1),
             last_error,
             not_before,
             now,

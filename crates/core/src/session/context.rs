@@ -354,7 +354,7 @@ impl Context {
             .as_ref()
             .is_some_and(|p| ended.saturating_duration_since(run.opened) < p.min_uptime);
         if brief || acks.is_some_and(Acks::acknowledged_none) {
-            run.attempt + 1
+            run.attempt.saturating_add(1)
         } else {
             1
         }
