@@ -292,6 +292,10 @@ impl Client {
     /// completion event is still delivered to [`Events`] as well. With delivery
     /// acknowledgement on (`SessionConfig::acknowledge`), `Ok` means the peer acknowledged
     /// the message (`Event::SendDelivered`), not only that it was written.
+    ///
+    /// A message accepted but not yet written when another thread closes the connection
+    /// (a peer that reads nothing, say) is settled when the connection ends: after the
+    /// close handshake, or at the close timeout, as `Err(SendFailed::Failed)`.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         self.handle
             .send_with(true, message.into(), |s, message, now| s.send(message, now))
@@ -352,6 +356,12 @@ impl Client {
 ///
 /// Dropping it is allowed at any time; waiting and later events are then discarded (and
 /// reading never pauses for them).
+///
+/// Several threads may receive at once (it is `Sync`; each event goes to one of them). A
+/// connection's `Close` goes to one thread; the others go on waiting for the next event (a
+/// reconnection, a new `connect`) until the driver stops: after the last handle is dropped,
+/// or [`Client::shutdown`]. Threads that must end with the connection use `recv_timeout`, or
+/// the one that sees `Close` calls `shutdown`.
 pub struct Events {
     source: Arc<dyn EventSource>,
 }
