@@ -14,6 +14,7 @@ use crate::dial::Encoder;
 use crate::incoming::Incoming;
 use crate::upgrade::Stream;
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::task::Poll;
 use tungstenite::error::ProtocolError;
@@ -57,8 +58,16 @@ pub struct Link<S> {
     ws: WebSocket<Wire<S>>,
     /// Compresses outgoing messages when permessage-deflate was agreed.
     encoder: Encoder,
-    /// Sends written into the WebSocket's buffer but not yet flushed to the stream.
-    pending: Vec<SendId>,
+    /// Sends written into the WebSocket's buffer but not yet on the socket, each with the
+    /// stream offset its frame ends at (see [`Self::handed`]).
+    pending: VecDeque<(SendId, u64)>,
+    /// How many bytes were handed to the WebSocket's buffer to go out, as far as they are
+    /// known: our frames' exact sizes, and the pongs tungstenite queues for the pings read
+    /// (counted even when a later one replaces it: an offset can only be late, never
+    /// early). A send is reported written once the socket took the stream up to its end
+    /// ([`Wire::confirmed`]), also while later frames still wait: a pipeline into a slow or
+    /// nearly full socket never empties the buffer, and its sends waited for that.
+    handed: u64,
     /// Something was written that still needs a flush.
     needs_flush: bool,
     /// A flush stopped at a full stream: bytes wait until it can be written again.
@@ -109,7 +118,8 @@ impl<S: Read + Write> Link<S> {
             conn,
             ws,
             encoder,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            handed: 0,
             needs_flush: false,
             wants_write: false,
             close_sent: false,
@@ -180,7 +190,7 @@ impl<S: Read + Write> Link<S> {
             // Not taken: never reported written (the core fails it when the transport ends).
             return;
         }
-        self.pending.push(id);
+        self.pending.push_back((id, self.handed));
         if self.encoder.flush_due() && !self.wants_write {
             self.flush(out);
         }
@@ -198,9 +208,11 @@ impl<S: Read + Write> Link<S> {
         }
         self.close_sent = true;
         self.needs_flush = true;
-        match self.ws.close(Some(close_frame(frame))) {
-            Ok(()) => {}
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+        let frame = close_frame(frame);
+        let len = frame_len(2 + frame.reason.len());
+        match self.ws.close(Some(frame)) {
+            Ok(()) => self.handed += len,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.handed += len,
             Err(e) => self.failed(&e, false, out),
         }
     }
@@ -213,10 +225,17 @@ impl<S: Read + Write> Link<S> {
             return false;
         }
         self.needs_flush = true;
+        let len = message_len(&item);
         match self.ws.write(item) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
-            Ok(()) => true,
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Ok(()) => {
+                self.handed += len;
+                true
+            }
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.handed += len;
+                true
+            }
             Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => false,
             Err(e) => {
                 self.failed(&e, false, out);
@@ -247,7 +266,13 @@ impl<S: Read + Write> Link<S> {
                 self.needs_flush = false;
                 self.wants_write = false;
                 self.owed = 0;
-                out.extend(self.pending.drain(..).map(TransportEvent::SendWritten));
+                // Everything handed is out: the estimate of the replies is exact again.
+                self.handed = self.ws.get_ref().taken;
+                out.extend(
+                    self.pending
+                        .drain(..)
+                        .map(|(id, _)| TransportEvent::SendWritten(id)),
+                );
                 if self.read_failed && self.close_sent {
                     // The close frame after a read error is out; nothing more to read.
                     self.end(out);
@@ -255,6 +280,12 @@ impl<S: Read + Write> Link<S> {
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.wants_write = true;
+                let confirmed = self.ws.get_ref().confirmed;
+                while let Some(&(id, _)) = self.pending.front().filter(|(_, end)| *end <= confirmed)
+                {
+                    self.pending.pop_front();
+                    out.push(TransportEvent::SendWritten(id));
+                }
             }
             Err(e) => self.failed(&e, false, out),
         }
@@ -295,6 +326,8 @@ impl<S: Read + Write> Link<S> {
                     if let WsMessage::Ping(payload) = &message {
                         // A masked pong: its payload, a two-byte header and the mask.
                         self.owed += payload.len() + 6;
+                        // It goes out before the frames written after this read.
+                        self.handed += frame_len(payload.len());
                     }
                     // tungstenite's next read writes the reply, and with it every frame
                     // buffered before it: flushed here, so that the sends among them are
@@ -418,6 +451,11 @@ pub struct Wire<S> {
     received: bool,
     /// The socket took bytes since [`Link::flush`] began (see [`TransportEvent::Sending`]).
     sent: bool,
+    /// Bytes the stream took (plaintext under TLS).
+    taken: u64,
+    /// How many of them are certainly on the socket: all of them for a plain socket; under
+    /// TLS, all of them once rustls holds no ciphertext to write.
+    confirmed: u64,
 }
 
 impl<S> Wire<S> {
@@ -430,6 +468,8 @@ impl<S> Wire<S> {
             drained: false,
             received: false,
             sent: false,
+            taken: 0,
+            confirmed: 0,
         }
     }
 
@@ -480,22 +520,58 @@ impl<S: Read + Write> Read for Wire<S> {
     }
 }
 
+impl<S: Read + Write> Wire<S> {
+    /// Counts what a write took (see [`Self::taken`], [`Self::confirmed`]).
+    fn took(&mut self, written: &io::Result<usize>) {
+        if let Ok(n) = written {
+            self.taken += *n as u64;
+            self.sent |= *n > 0 && !self.stream.is_tls();
+        }
+        if !self.stream.wants_write() {
+            self.confirmed = self.taken;
+        }
+    }
+}
+
 impl<S: Read + Write> Write for Wire<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.stream.write(buf);
-        self.sent |= matches!(written, Ok(n) if n > 0) && !self.stream.is_tls();
+        self.took(&written);
         written
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let written = self.stream.write_vectored(bufs);
-        self.sent |= matches!(written, Ok(n) if n > 0) && !self.stream.is_tls();
+        self.took(&written);
         written
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        let flushed = self.stream.flush();
+        self.took(&Ok(0));
+        flushed
     }
+}
+
+/// The bytes a client's frame with `payload` bytes takes on the wire: the header, the
+/// extended length, the mask and the payload.
+fn frame_len(payload: usize) -> u64 {
+    let extended = match payload {
+        0..=125 => 0,
+        126..=0xFFFF => 2,
+        _ => 8,
+    };
+    (2 + extended + 4 + payload) as u64
+}
+
+/// [`frame_len`] of a message as tungstenite writes it (one frame).
+fn message_len(message: &WsMessage) -> u64 {
+    frame_len(match message {
+        WsMessage::Text(text) => text.len(),
+        WsMessage::Binary(data) | WsMessage::Ping(data) | WsMessage::Pong(data) => data.len(),
+        WsMessage::Close(frame) => frame.as_ref().map_or(0, |f| 2 + f.reason.len()),
+        WsMessage::Frame(frame) => frame.payload().len(),
+    })
 }
 
 #[cfg(test)]
@@ -510,6 +586,8 @@ mod tests {
         written: Vec<u8>,
         full: bool,
         broken: bool,
+        /// How many more bytes it takes, when limited.
+        room: Option<usize>,
     }
 
     impl Read for Scripted {
@@ -526,11 +604,15 @@ mod tests {
             if self.broken {
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
-            if self.full {
+            if self.full || self.room == Some(0) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
+            let n = self.room.map_or(buf.len(), |room| room.min(buf.len()));
+            if let Some(room) = &mut self.room {
+                *room -= n;
+            }
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
@@ -545,6 +627,69 @@ mod tests {
         let wire = Wire::new(Stream::Plain(socket), Incoming::new(Bytes::new(), None));
         let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
         Link::new(ConnId::from_raw(1), ws, Encoder::default())
+    }
+
+    /// A send whose frame the socket has taken is reported written while later frames
+    /// still wait for it (a pipeline into a slow socket never empties the buffer: its sends
+    /// were reported only when the sender paused, and senders met a full send buffer); one
+    /// only partly taken is not.
+    #[test]
+    fn sends_the_socket_took_are_reported_while_later_ones_wait() {
+        let mut link = link(&[]);
+        // Frames of 106 bytes (2 header, 4 mask, 100 payload): room for two and a half.
+        socket(&mut link).room = Some(250);
+        let mut out = Vec::new();
+        for id in 1..=3 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![0; 100]),
+                &mut out,
+            );
+        }
+        link.flush(&mut out);
+        let written = |out: &[TransportEvent]| -> Vec<u64> {
+            out.iter()
+                .filter_map(|e| match e {
+                    TransportEvent::SendWritten(id) => Some(id.get()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(written(&out), [1, 2], "{out:?}");
+        assert!(link.needs_flush());
+        out.clear();
+        socket(&mut link).room = Some(1000);
+        link.flush(&mut out);
+        assert_eq!(written(&out), [3], "{out:?}");
+    }
+
+    /// The pong tungstenite queues for a ping goes out before the frames written after the
+    /// ping was read: a send is not reported written until the socket took the pong too.
+    #[test]
+    fn a_queued_pong_counts_before_the_sends_after_it() {
+        // The server's ping, payload "pp": our pong is 8 bytes.
+        let mut link = link(&[0x89, 0x02, b'p', b'p']);
+        socket(&mut link).room = Some(0);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        link.read(&mut credit, 16, &mut out);
+        out.clear();
+        link.send(SendId::from_raw(1), Message::binary(vec![0; 100]), &mut out);
+        // One byte short of the pong and the 106-byte frame.
+        socket(&mut link).room = Some(8 + 106 - 1);
+        link.flush(&mut out);
+        assert!(
+            !out.iter()
+                .any(|e| matches!(e, TransportEvent::SendWritten(_))),
+            "{out:?}"
+        );
+        socket(&mut link).room = Some(1);
+        link.flush(&mut out);
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, TransportEvent::SendWritten(_))),
+            "{out:?}"
+        );
     }
 
     /// A message sent after the peer's close frame was read (the core did not know yet) is
