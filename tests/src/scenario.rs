@@ -44,6 +44,27 @@ pub fn close_event(conn: ConnId, code: u16, reason: &str, clean: bool) -> Event 
     Event::close(conn, code, reason, clean)
 }
 
+/// Closes with 1000 and expects the connection `conn` to end cleanly: `Close` 1000, clean,
+/// last. Returns the events up to it.
+pub fn close_cleanly<A: Adapter>(a: &mut A, conn: ConnId) -> Vec<Event> {
+    a.close(None, "done")
+        .unwrap_or_else(|e| panic!("[{}] close: {e}", A::NAME));
+    let events = a.events_until_close(conn, crate::adapter::EVENT_TIMEOUT);
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Close {
+                code: 1000,
+                clean: true,
+                ..
+            })
+        ),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    events
+}
+
 /// Asserts `events` is exactly `[Error, Close { code, clean: false }]` of `conn`, the close
 /// saying why; returns the error.
 pub fn expect_error_then_close(

@@ -20,8 +20,8 @@ use wxsocket_core::{
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
 use wxsocket_tests::scenario::{
-    assert_quiet, client, close_event, completions, expect_connecting, expect_error_then_close,
-    messages, open, raw_peer,
+    assert_quiet, client, close_cleanly, close_event, completions, expect_connecting,
+    expect_error_then_close, messages, open, raw_peer,
 };
 use wxsocket_wire::tls::TlsRoots;
 
@@ -1483,20 +1483,7 @@ fn wss_ends_with_close_notify<A: Adapter>() {
     });
     let mut a: A = A::new(config(), TlsRoots::only(vec![ca.ca_der.clone()])).unwrap();
     let (conn, _) = open(&mut a, &ConnectOptions::new(url).require_tls(true));
-    a.close(None, "bye").unwrap();
-    let events = a.events_until_close(conn, T);
-    assert!(
-        matches!(
-            events.last(),
-            Some(Event::Close {
-                code: 1000,
-                clean: true,
-                ..
-            })
-        ),
-        "[{}] {events:#?}",
-        A::NAME
-    );
+    close_cleanly(&mut a, conn);
     assert_eq!(
         rx.recv_timeout(T),
         Ok(Ok(0)),

@@ -17,7 +17,9 @@ use wxsocket_core::{
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::{Mode, Peer, Tls};
 use wxsocket_tests::proxy::{ProxyMode, TestProxy};
-use wxsocket_tests::scenario::{assert_quiet_for, expect_connecting, messages, open};
+use wxsocket_tests::scenario::{
+    assert_quiet_for, close_cleanly, expect_connecting, messages, open,
+};
 use wxsocket_wire::client::Config;
 use wxsocket_wire::proxy::ProxyEnv;
 use wxsocket_wire::tls::TlsRoots;
@@ -61,20 +63,7 @@ fn echo_and_close<A: Adapter>(a: &mut A, conn: ConnId, text: &str) {
         "[{}]",
         A::NAME
     );
-    a.close(None, "done").unwrap();
-    let events = a.events_until_close(conn, EVENT_TIMEOUT);
-    assert!(
-        matches!(
-            events.last(),
-            Some(Event::Close {
-                code: 1000,
-                clean: true,
-                ..
-            })
-        ),
-        "[{}] {events:#?}",
-        A::NAME
-    );
+    close_cleanly(a, conn);
 }
 
 /// Expects the dial of `conn` to fail: `[Error(ConnectFailed), Close 1006]`; returns the

@@ -20,7 +20,7 @@ use wxsocket_core::{
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, Task};
 use wxsocket_tests::peer::{Mode, Peer, Snapshot};
 use wxsocket_tests::scenario::{
-    assert_quiet_for, client, close_event, closed_port, expect_connecting,
+    assert_quiet_for, client, close_cleanly, close_event, closed_port, expect_connecting,
 };
 use wxsocket_wire::tls::TlsRoots;
 
@@ -872,19 +872,7 @@ fn a_silent_server_is_detected_by_keepalive_and_reconnected<A: Adapter>() {
     peer.wait_conn(0, "the silent connection to end", EVENT_TIMEOUT, |c| {
         c.ended
     });
-    a.close(None, "").expect("close");
-    let end = a.events_until_close(next, EVENT_TIMEOUT);
-    assert!(
-        matches!(
-            end.last(),
-            Some(Event::Close {
-                code: 1000,
-                clean: true,
-                ..
-            })
-        ),
-        "[{name}] {end:#?}"
-    );
+    close_cleanly(&mut a, next);
     assert_eq!(peer.snapshot().accepted, 2);
 }
 

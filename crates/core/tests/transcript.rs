@@ -591,27 +591,36 @@ impl std::io::Read for Repeated {
     }
 }
 
-/// A long transcript (an hour of traffic: here 100 MiB of messages) replays from a reader
-/// in the memory of one line and the session, not of the file and every event (a prober's
-/// 215 MB transcript took 417 MB to replay, and `wxsocket replay` 336 MB).
-#[test]
-fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
-    use std::io::Read as _;
+/// A transcript of 100 MiB of messages, read as it is produced: an open session, then
+/// 102,400 times the lines of one 1 KiB message received (and its event taken), as `edit`
+/// leaves them. Returns the reader and how many messages it holds.
+fn a_long_transcript(edit: impl FnOnce(&mut Vec<u8>)) -> (std::io::BufReader<Repeated>, usize) {
     let (mut sim, conn) = Sim::open();
     let head = sim.text();
     sim.later(1);
     let message = Message::text("m".repeat(1024));
     let (_, events) = sim.input(conn, TransportEvent::Message(message));
     assert_eq!(events.len(), 1);
-    let block = sim.text().as_bytes()[head.len()..].to_vec();
+    let mut block = sim.text().as_bytes()[head.len()..].to_vec();
+    edit(&mut block);
     let times = 100 * 1024;
-    let mut reader = std::io::BufReader::new(Repeated {
+    let reader = std::io::BufReader::new(Repeated {
         head: std::io::Cursor::new(head.into_bytes()),
         block,
         at: 0,
         times,
         peak_rss_kib: 0,
     });
+    (reader, times)
+}
+
+/// A long transcript (an hour of traffic: here 100 MiB of messages) replays from a reader
+/// in the memory of one line and the session, not of the file and every event (a prober's
+/// 215 MB transcript took 417 MB to replay, and `wxsocket replay` 336 MB).
+#[test]
+fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
+    use std::io::Read as _;
+    let (mut reader, times) = a_long_transcript(|_| {});
     let before = rss_kib();
     let mut messages = 0;
     let replay = transcript::replay_from(&mut reader, Instant::now(), |_, e| {
@@ -631,25 +640,13 @@ fn a_long_transcript_replays_from_a_reader_in_bounded_memory() {
 /// noted that every difference was kept, twice the message each).
 #[test]
 fn a_long_transcript_that_differs_everywhere_replays_in_bounded_memory() {
-    let (mut sim, conn) = Sim::open();
-    let head = sim.text();
-    sim.later(1);
-    let message = Message::text("m".repeat(1024));
-    sim.input(conn, TransportEvent::Message(message));
-    let mut block = sim.text().as_bytes()[head.len()..].to_vec();
-    // The recorded event says something else than the replay will.
-    let last = block
-        .iter()
-        .rposition(|&b| b == b'm')
-        .expect("the recorded message");
-    block[last] = b'x';
-    let times = 100 * 1024;
-    let mut reader = std::io::BufReader::new(Repeated {
-        head: std::io::Cursor::new(head.into_bytes()),
-        block,
-        at: 0,
-        times,
-        peak_rss_kib: 0,
+    let (mut reader, times) = a_long_transcript(|block| {
+        // The recorded event says something else than the replay will.
+        let last = block
+            .iter()
+            .rposition(|&b| b == b'm')
+            .expect("the recorded message");
+        block[last] = b'x';
     });
     let before = rss_kib();
     let replay = transcript::replay_from(&mut reader, Instant::now(), |_, _| {}).unwrap();
