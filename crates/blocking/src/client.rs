@@ -229,14 +229,7 @@ pub struct Client {
     handle: Arc<Handle<Session>>,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("state", &self.state())
-            .field("current", &self.current())
-            .finish()
-    }
-}
+wxsocket_wire::client_debug!();
 
 impl Client {
     /// A session with `config`, its driver thread started, and the receiver of its events.

@@ -52,14 +52,7 @@ impl Clone for Client {
     }
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("state", &self.state())
-            .field("current", &self.current())
-            .finish()
-    }
-}
+wxsocket_wire::client_debug!();
 
 impl Client {
     /// A client over a new session, driven on the current tokio runtime (call it inside

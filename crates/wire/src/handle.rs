@@ -136,6 +136,22 @@ macro_rules! client_calls {
     };
 }
 
+/// `Debug` for a `Client` with [`client_calls!`]: its state and current connection.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! client_debug {
+    () => {
+        impl ::std::fmt::Debug for Client {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct("Client")
+                    .field("state", &self.state())
+                    .field("current", &self.current())
+                    .finish()
+            }
+        }
+    };
+}
+
 /// Defines `TaskPool` and `SocketTask` with their calls that return at once, over an
 /// adapter's driver handle type (a [`DriverHandle`] over a `Pool`). The attributes given
 /// go on `TaskPool`.
