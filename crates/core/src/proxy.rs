@@ -238,10 +238,12 @@ pub(crate) fn redact(url: &str) -> String {
     out.push_str(&redact_pairs(query, is_token, "***"));
     if let Some(fragment) = fragment {
         out.push('#');
-        // A single-page app's route (`#/login?token=…`) has its parameters after a `?`.
-        let (route, pairs) = fragment.split_at(fragment.find('?').unwrap_or(0));
-        out.push_str(route);
-        out.push_str(&redact_pairs(pairs, is_token, "***"));
+        // A single-page app's route (`#/login?token=…`) has its parameters after a `?`; a
+        // fragment of pairs may hold a `?` in a value (`#token=…&next=/a?b`): both sides
+        // are pairs to look into.
+        let (before, after) = fragment.split_at(fragment.find('?').unwrap_or(fragment.len()));
+        out.push_str(&redact_pairs(before, is_token, "***"));
+        out.push_str(&redact_pairs(after, is_token, "***"));
     }
     out
 }
@@ -308,6 +310,12 @@ mod tests {
                 "https://app/#/cb?token=***&x=1",
             ),
             ("https://app/#/a?b&token=t", "https://app/#/a?b&token=***"),
+            // A reviewer: a `?` in a later value of a fragment of pairs.
+            (
+                "https://app/cb#access_token=S&next=/home?tab=1",
+                "https://app/cb#access_token=***&next=/home?tab=1",
+            ),
+            ("https://app/#token=S?x", "https://app/#token=***?x"),
         ] {
             assert_eq!(redact(url), shown);
         }
