@@ -374,8 +374,11 @@ impl Sink<Message> for Client {
     type Error = SendFailed;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendFailed>> {
+        // As `send`: a loop retrying a refused send through the sink must yield too.
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let this = self.get_mut();
         ready!(this.push_pending(cx))?;
+        coop.made_progress();
         Poll::Ready(this.sink.take_failure())
     }
 

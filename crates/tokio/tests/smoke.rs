@@ -747,12 +747,13 @@ fn a_runtime_without_io_is_refused_at_once() {
     assert!(error.problem.contains("enable_io"), "{error}");
 }
 
-/// A task that retries a refused `send` in a loop (`Err(_) => continue`) still yields to
-/// the runtime: `send` takes part in tokio's cooperative budget, as tokio's own channels
-/// do, so dropping the runtime ends such a task instead of waiting for it for ever (a
-/// prober's program hung at exit, a worker spinning in a refused `send`).
-#[test]
-fn a_loop_retrying_refused_sends_does_not_keep_the_runtime_from_shutting_down() {
+/// Tasks that retry a refused send in a loop (`Err(_) => continue`) still yield to the
+/// runtime: `send` and the `Sink` take part in tokio's cooperative budget, as tokio's own
+/// channels do, so dropping the runtime ends such tasks instead of waiting for them for
+/// ever (a prober's program hung at exit, a worker spinning in a refused `send`; a reviewer
+/// found the `Sink` path spinning after the first fix). Whether the runtime shut down.
+fn a_runtime_with_tasks_retrying_refused_sends_shuts_down(sink: bool) -> bool {
+    use futures_util::SinkExt;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -765,11 +766,18 @@ fn a_loop_retrying_refused_sends_does_not_keep_the_runtime_from_shutting_down() 
             // Not connected: every send is refused at once.
             let (client, _events) = Client::new(Config::default()).unwrap();
             for _ in 0..2 {
-                let client = client.clone();
+                let mut client = client.clone();
                 let tries = std::sync::Arc::clone(&tries);
                 tokio::spawn(async move {
                     loop {
-                        if client.send("spam").await.is_err() {
+                        let refused = if sink {
+                            SinkExt::send(&mut client, Message::text("spam"))
+                                .await
+                                .is_err()
+                        } else {
+                            client.send("spam").await.is_err()
+                        };
+                        if refused {
                             tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
@@ -782,9 +790,17 @@ fn a_loop_retrying_refused_sends_does_not_keep_the_runtime_from_shutting_down() 
         drop(runtime);
         let _ = done_tx.send(());
     });
-    assert_eq!(
-        done_rx.recv_timeout(Duration::from_secs(10)),
-        Ok(()),
-        "the runtime did not shut down"
-    );
+    done_rx.recv_timeout(Duration::from_secs(10)).is_ok()
+}
+
+#[test]
+fn a_loop_retrying_refused_sends_does_not_keep_the_runtime_from_shutting_down() {
+    assert!(a_runtime_with_tasks_retrying_refused_sends_shuts_down(
+        false
+    ));
+}
+
+#[test]
+fn a_loop_retrying_refused_sink_sends_does_not_keep_the_runtime_from_shutting_down() {
+    assert!(a_runtime_with_tasks_retrying_refused_sends_shuts_down(true));
 }
