@@ -396,6 +396,18 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder compressing from `threshold` bytes, with default parameters (tests).
+    #[cfg(all(test, feature = "deflate"))]
+    pub(crate) fn deflating_for_tests(threshold: usize) -> Self {
+        let params = wxsocket_core::DeflateParams::default();
+        let mut options = wxsocket_core::DeflateOptions::default();
+        options.threshold = threshold;
+        Encoder {
+            compressor: Some(Compressor::new(&params, &options)),
+            compressed_unflushed: 0,
+        }
+    }
+
     /// The message as tungstenite should write it.
     pub fn encode(&mut self, message: Message) -> WsMessage {
         match &mut self.compressor {
