@@ -512,9 +512,10 @@ struct Client {
     /// The input ended while connecting: linger once open.
     linger_on_open: bool,
     lingering: Option<Lingering>,
-    /// When the end-of-input wait ends in any case (`--linger-max` after it first began):
-    /// kept across reconnections, so a server that closes every connection right after it
-    /// opens cannot keep the command waiting for ever.
+    /// When the end-of-input wait ends in any case (`--linger-max` after it first began, or
+    /// after the last send completed since): kept across reconnections, so a server that
+    /// closes every connection right after it opens cannot keep the command waiting for
+    /// ever, and one that reads nothing cannot either.
     linger_cap: Option<Instant>,
     /// Sends accepted and not yet completed or failed.
     in_flight: usize,
@@ -816,6 +817,11 @@ impl Client {
             Event::SendCompleted { .. } | Event::SendDelivered { .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.touch();
+                // Our input still going out (a slow uplink) is no reason to give up: the
+                // longest wait counts from the last send that completed.
+                if let (Some(cap), Some(linger)) = (&mut self.linger_cap, self.linger) {
+                    *cap = (*cap).max(Instant::now() + linger.max);
+                }
             }
             Event::SendFailed { .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
