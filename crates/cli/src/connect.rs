@@ -33,7 +33,8 @@ Standard input (text mode, the default), one command per line:
   /help (or /?)            this list
 With -b, standard input is sent as binary messages as it is read (no commands).
 End of input waits until every send completed and nothing arrived for --linger ms (at
-most --linger-max ms; a server that closes ends it at once, unless --reconnect retries:
+most --linger-max ms from the first open after it or from the last send that completed,
+whichever is later; a server that closes ends it at once, unless --reconnect retries:
 then the wait starts again once the retry opens), then closes as /quit does.
 A connection that ends without a /close (the server closed it, the dial failed, the
 network broke, after --reconnect's retries) ends the command too, whatever standard input

@@ -321,8 +321,9 @@ struct ConnectArgs {
         allow_hyphen_values = true
     )]
     linger: Option<u64>,
-    /// Wait at most MS milliseconds in all at the end of input, counted from the last send
-    /// that completed (a slow upload goes on), 0-86400000 (default 2000).
+    /// Wait at most MS milliseconds at the end of input, counted from the first open after
+    /// it or from the last send that completed, whichever is later (a slow upload goes on),
+    /// 0-86400000 (default 2000).
     #[arg(
         long,
         value_name = "MS",
