@@ -168,3 +168,60 @@ pub fn raw_peer<T: Send + 'static>(
     });
     (url, server)
 }
+
+/// A server whose socket takes `rate` bytes a second (it reads in 16 KiB pieces): a slow
+/// uplink. It answers pings as it reads them (tungstenite) and reports each message's
+/// length. With `tls`, it serves `wss://` with a certificate of that CA.
+pub fn slow_reader(
+    rate: usize,
+    tls: Option<&wxsocket_test_pki::TestCa>,
+) -> (String, std::sync::mpsc::Receiver<usize>) {
+    use std::io::Read;
+    struct Throttled(std::net::TcpStream, usize);
+    impl Read for Throttled {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(16 << 10);
+            // The behaviour under test (a slow link), not a wait for something.
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / self.1 as f64));
+            self.0.read(&mut buf[..n])
+        }
+    }
+    impl std::io::Write for Throttled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    fn serve<S: std::io::Read + std::io::Write>(stream: S, tx: std::sync::mpsc::Sender<usize>) {
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
+            return;
+        };
+        while let Ok(message) = ws.read() {
+            if message.is_binary() && tx.send(message.len()).is_err() {
+                return;
+            }
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/", listener.local_addr().unwrap());
+    let server = tls.map(|ca| ca.server_config());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let slow = Throttled(tcp, rate);
+        match server {
+            None => serve(slow, tx),
+            Some(config) => {
+                let tls = rustls::ServerConnection::new(config).unwrap();
+                serve(rustls::StreamOwned::new(tls, slow), tx);
+            }
+        }
+    });
+    (url, rx)
+}

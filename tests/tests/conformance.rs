@@ -21,7 +21,7 @@ use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, T
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
 use wxsocket_tests::scenario::{
     assert_quiet, client, close_cleanly, close_event, completions, expect_connecting,
-    expect_error_then_close, messages, open, raw_peer,
+    expect_error_then_close, messages, open, raw_peer, slow_reader,
 };
 use wxsocket_wire::tls::TlsRoots;
 
@@ -265,63 +265,6 @@ fn queued_before_open_go_out_before_a_close_that_came_with_the_response<A: Adapt
         }
         peer.wait_conn(0, "the queued messages", T, |c| c.messages.len() == 2);
     }
-}
-
-/// A server whose socket takes `rate` bytes a second (it reads in 16 KiB pieces): a slow
-/// uplink. It answers pings as it reads them (tungstenite) and reports each message's
-/// length. With `tls`, it serves `wss://` with a certificate of that CA.
-fn slow_reader(
-    rate: usize,
-    tls: Option<&wxsocket_test_pki::TestCa>,
-) -> (String, std::sync::mpsc::Receiver<usize>) {
-    use std::io::Read;
-    struct Throttled(std::net::TcpStream, usize);
-    impl Read for Throttled {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(16 << 10);
-            // The behaviour under test (a slow link), not a wait for something.
-            std::thread::sleep(Duration::from_secs_f64(n as f64 / self.1 as f64));
-            self.0.read(&mut buf[..n])
-        }
-    }
-    impl std::io::Write for Throttled {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.0.flush()
-        }
-    }
-    fn serve<S: std::io::Read + std::io::Write>(stream: S, tx: std::sync::mpsc::Sender<usize>) {
-        let config = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(None)
-            .max_frame_size(None);
-        let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
-            return;
-        };
-        while let Ok(message) = ws.read() {
-            if message.is_binary() && tx.send(message.len()).is_err() {
-                return;
-            }
-        }
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let scheme = if tls.is_some() { "wss" } else { "ws" };
-    let url = format!("{scheme}://{}/", listener.local_addr().unwrap());
-    let server = tls.map(|ca| ca.server_config());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let slow = Throttled(tcp, rate);
-        match server {
-            None => serve(slow, tx),
-            Some(config) => {
-                let tls = rustls::ServerConnection::new(config).unwrap();
-                serve(rustls::StreamOwned::new(tls, slow), tx);
-            }
-        }
-    });
-    (url, rx)
 }
 
 /// A message going out over a slow uplink for longer than keepalive's interval and timeout,

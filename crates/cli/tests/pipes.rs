@@ -162,46 +162,6 @@ fn linger_waits_the_quiet_time_then_closes() {
     }
 }
 
-/// A server whose socket takes `rate` bytes a second (a slow uplink); returns its URL and
-/// the total of the binary messages it read, once the connection ended.
-fn slow_reader(rate: usize) -> (String, std::thread::JoinHandle<usize>) {
-    use std::io::Read;
-    struct Throttled(std::net::TcpStream, usize);
-    impl Read for Throttled {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(8 << 10);
-            // The behaviour under test (a slow link), not a wait for something.
-            std::thread::sleep(Duration::from_secs_f64(n as f64 / self.1 as f64));
-            self.0.read(&mut buf[..n])
-        }
-    }
-    impl std::io::Write for Throttled {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.0.flush()
-        }
-    }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let Ok(mut ws) = tungstenite::accept(Throttled(tcp, rate)) else {
-            return 0;
-        };
-        let mut total = 0;
-        while let Ok(message) = ws.read() {
-            if message.is_binary() {
-                total += message.len();
-            }
-        }
-        total
-    });
-    (url, server)
-}
-
 /// Input piped to a slow uplink goes out whole: the longest wait at the end of input
 /// counts from the last send that completed, so 1.2 MB at 128 KB/s (9 s) is not closed
 /// after `--linger-max`'s 2 s, its close frame then stuck behind the rest beyond the close
@@ -211,11 +171,12 @@ fn a_slow_upload_is_not_cut_short_at_the_end_of_input() {
     const LEN: usize = 1_200_000;
     let input: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
     for blocking in ADAPTERS {
-        let (url, server) = slow_reader(128_000);
+        let (url, lengths) = wxsocket_tests::scenario::slow_reader(128_000, None);
         let args = vec!["connect", &url, "-b", "--close-timeout", "3000"];
         let (status, _, stderr) = run_bytes(&with_adapter(args, blocking), &input);
         assert_eq!(status.code(), Some(0), "{stderr}");
-        assert_eq!(server.join().unwrap(), LEN, "{stderr}");
+        // The server's thread ends with the connection: every message it read.
+        assert_eq!(lengths.iter().sum::<usize>(), LEN, "{stderr}");
     }
 }
 

@@ -617,13 +617,13 @@ mod tests {
     /// A socket of scripted input (then `WouldBlock`) that keeps what is written, or, while
     /// `full`, takes nothing (`WouldBlock`), or, when `broken`, fails every write.
     #[derive(Default)]
-    struct Scripted {
-        input: io::Cursor<Vec<u8>>,
-        written: Vec<u8>,
+    pub(super) struct Scripted {
+        pub(super) input: io::Cursor<Vec<u8>>,
+        pub(super) written: Vec<u8>,
         full: bool,
         broken: bool,
         /// How many more bytes it takes, when limited.
-        room: Option<usize>,
+        pub(super) room: Option<usize>,
     }
 
     impl Read for Scripted {
@@ -827,7 +827,7 @@ mod tests {
         );
     }
 
-    fn socket(link: &mut Link<Scripted>) -> &mut Scripted {
+    pub(super) fn socket(link: &mut Link<Scripted>) -> &mut Scripted {
         match &mut link.wire_mut().stream {
             Stream::Plain(socket) => socket,
             Stream::Tls(_) => unreachable!("a plain test socket"),
@@ -923,50 +923,9 @@ mod tests {
 /// on the socket, nor out of order.
 #[cfg(test)]
 mod randomized_tests {
+    use super::tests::{Scripted, socket as sock};
     use super::*;
     use std::collections::HashMap;
-
-    #[derive(Default)]
-    struct Sock {
-        input: Vec<u8>,
-        at: usize,
-        written: Vec<u8>,
-        room: Option<usize>,
-    }
-    impl Read for Sock {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.input.len() - self.at);
-            if n == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-    }
-    impl Write for Sock {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.room == Some(0) {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = self.room.map_or(buf.len(), |room| room.min(buf.len()));
-            if let Some(room) = &mut self.room {
-                *room -= n;
-            }
-            self.written.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn sock(link: &mut Link<Sock>) -> &mut Sock {
-        match &mut link.wire_mut().stream {
-            Stream::Plain(s) => s,
-            Stream::Tls(_) => unreachable!(),
-        }
-    }
 
     /// Complete frames in `w`: (opcode, end offset).
     fn frames(w: &[u8]) -> Vec<(u8, usize)> {
@@ -1023,7 +982,7 @@ mod randomized_tests {
     fn run(seed: u64, encoder: Encoder) {
         let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
         let wire = Wire::new(
-            Stream::Plain(Sock::default()),
+            Stream::Plain(Scripted::default()),
             Incoming::new(Bytes::new(), None),
         );
         let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
@@ -1079,9 +1038,9 @@ mod randomized_tests {
                     for _ in 0..k {
                         let p = rng.below(126) as usize;
                         let s = sock(&mut link);
-                        s.input.push(0x89);
-                        s.input.push(p as u8);
-                        s.input.extend(std::iter::repeat_n(b'q', p));
+                        s.input.get_mut().push(0x89);
+                        s.input.get_mut().push(p as u8);
+                        s.input.get_mut().extend(std::iter::repeat_n(b'q', p));
                     }
                     let mut credit = ReadCredit::UNLIMITED;
                     link.read(&mut credit, 16, &mut out);
@@ -1092,7 +1051,9 @@ mod randomized_tests {
                         link.close(&CloseRequest::new(Some(1000), &reason).unwrap(), &mut out);
                     } else {
                         let s = sock(&mut link);
-                        s.input.extend_from_slice(&[0x88, 0x02, 0x03, 0xE8]);
+                        s.input
+                            .get_mut()
+                            .extend_from_slice(&[0x88, 0x02, 0x03, 0xE8]);
                         let mut credit = ReadCredit::UNLIMITED;
                         link.read(&mut credit, 16, &mut out);
                     }
@@ -1100,7 +1061,7 @@ mod randomized_tests {
                 _ => {
                     // The server sends a small text.
                     let s = sock(&mut link);
-                    s.input.extend_from_slice(&[0x81, 0x01, b'z']);
+                    s.input.get_mut().extend_from_slice(&[0x81, 0x01, b'z']);
                     let mut credit = ReadCredit::UNLIMITED;
                     link.read(&mut credit, 16, &mut out);
                 }
