@@ -211,10 +211,12 @@ impl<S: Read + Write> Link<S> {
         let frame = close_frame(frame);
         let len = frame_len(2 + frame.reason.len());
         match self.ws.close(Some(frame)) {
-            Ok(()) => self.handed += len,
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.handed += len,
-            Err(e) => self.failed(&e, false, out),
+            // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return self.failed(&e, false, out),
         }
+        self.handed += len;
     }
 
     /// Writes a frame into the WebSocket's buffer; `false` when it was not taken: the
@@ -228,20 +230,16 @@ impl<S: Read + Write> Link<S> {
         let len = message_len(&item);
         match self.ws.write(item) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
-            Ok(()) => {
-                self.handed += len;
-                true
-            }
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.handed += len;
-                true
-            }
-            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => false,
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => return false,
             Err(e) => {
                 self.failed(&e, false, out);
-                false
+                return false;
             }
         }
+        self.handed += len;
+        true
     }
 
     /// Flushes what was written (and the replies tungstenite queued, pong and close).
@@ -453,16 +451,16 @@ pub struct Wire<S> {
     sent: bool,
     /// Bytes the stream took (plaintext under TLS).
     taken: u64,
-    /// What tungstenite handed over beyond what the stream took, when that was a lot
-    /// ([`BACKLOG_FROM`]), from `backlog_at` on: written before anything else. tungstenite
-    /// moves the rest of its buffer to the front after every partial write, which costs the
-    /// whole message again for each piece a nearly full socket takes (quadratic: a 64 MiB
-    /// message taken 32 KiB at a time moved 64 GiB).
-    backlog: Vec<u8>,
-    backlog_at: usize,
     /// How many of them are certainly on the socket: all of them for a plain socket; under
     /// TLS, all of them once rustls holds no ciphertext to write.
     confirmed: u64,
+    /// What tungstenite handed over beyond what the stream took, when that was a lot
+    /// ([`BACKLOG_FROM`]), from `backlog_at` on: written before anything else. tungstenite
+    /// moves the rest of its buffer to the front after every partial write, which costs the
+    /// whole message again for each piece a nearly full socket takes (quadratic in the
+    /// message's size).
+    backlog: Vec<u8>,
+    backlog_at: usize,
 }
 
 impl<S> Wire<S> {
