@@ -370,7 +370,7 @@ fn a_tunnel_that_closes_before_the_server_answers_names_the_proxy<A: Adapter>() 
         let error = expect_dial_failure(&mut a, conn);
         assert_eq!(
             error.kind,
-            TransportErrorKind::Io,
+            TransportErrorKind::Connect,
             "[{name}] {scheme}: {error}"
         );
         assert_eq!(

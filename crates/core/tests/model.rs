@@ -953,9 +953,10 @@ impl Model {
             (Phase::Connecting { .. }, Input::ConnectFailed(k) | Input::Error(k)) => {
                 self.connect_failed(Fault::Connect(*k), Cause::Dial(Some(*k)))
             }
+            // The connection closed before the answer: a dial that failed on the network.
             (Phase::Connecting { .. }, Input::Closed) => self.connect_failed(
-                Fault::Connect(TransportErrorKind::Io),
-                Cause::Dial(Some(TransportErrorKind::Io)),
+                Fault::Connect(TransportErrorKind::Connect),
+                Cause::Dial(Some(TransportErrorKind::Connect)),
             ),
             (Phase::Open { .. }, Input::Message { .. }) => {
                 self.emit(Ev::Message(conn, number, len));

@@ -320,7 +320,7 @@ pub fn handshake_failed(error: &io::Error, what: &str, via: Option<&str>) -> Tra
     match (error.kind(), via) {
         (UnexpectedEof, _) => handshake_closed(what, via),
         (ConnectionReset | ConnectionAborted | BrokenPipe, Some(proxy)) => TransportError::new(
-            TransportErrorKind::Io,
+            TransportErrorKind::Connect,
             format!(
                 "{what}: the tunnel through proxy {proxy} was broken before the server \
                  answered ({error})"
@@ -331,7 +331,8 @@ pub fn handshake_failed(error: &io::Error, what: &str, via: Option<&str>) -> Tra
 }
 
 /// The connection closed before the server's TLS (`what` = `"tls"`) or upgrade
-/// (`"handshake"`) answer was complete. Through a proxy's tunnel (`via`, the proxy as its
+/// (`"handshake"`) answer was complete: a dial that failed on the network, as a reset
+/// there is ([`TransportErrorKind::Connect`]). Through a proxy's tunnel (`via`, the proxy as its
 /// errors name it) the client cannot tell whether the proxy or the server closed it.
 pub fn handshake_closed(what: &str, via: Option<&str>) -> TransportError {
     let message = match via {
@@ -340,7 +341,7 @@ pub fn handshake_closed(what: &str, via: Option<&str>) -> TransportError {
             format!("{what}: the tunnel through proxy {proxy} closed before the server answered")
         }
     };
-    TransportError::new(TransportErrorKind::Io, message)
+    TransportError::new(TransportErrorKind::Connect, message)
 }
 
 /// The codecs of a connection whose handshake is `handshake`: an inflater for what it reads

@@ -86,7 +86,7 @@ impl Connecting {
             }
             TransportEvent::Closed => {
                 let error = TransportError::new(
-                    TransportErrorKind::Io,
+                    TransportErrorKind::Connect,
                     "connection closed during the handshake",
                 );
                 self.fail(cx, ConnectionError::ConnectFailed(error), now)
