@@ -495,6 +495,7 @@ fn close_during_backoff_cancels_it() {
     proc.write("/close");
     let close = proc.expect_json("close", |v| event(v) == "close" && v["conn"] == 2);
     assert_eq!(close["reason"], "reconnection cancelled");
+    assert_eq!(close["code"], 1006, "no connection to close: {close}");
     let (status, lines, _) = proc.finish();
     // Exit 3 (was 0 before exit statuses): the last connection was never made.
     assert_eq!(status.code(), Some(3));

@@ -196,9 +196,14 @@ impl SendError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PingError {
-    /// The connection is not open.
+    /// The connection is not open: closing, closed, or never connected.
     #[error("WebSocket is not open")]
     NotOpen,
+    /// The connection is not open yet: its dial is in progress, or a reconnect policy is
+    /// dialling again after a drop. Unlike [`PingError::NotOpen`] this passes: ping again
+    /// once it has opened.
+    #[error("WebSocket is not open yet (connecting)")]
+    NotOpenYet,
     /// A ping's payload is at most 125 bytes (RFC 6455 §5.5).
     #[error("ping payload of {len} bytes exceeds 125 bytes")]
     TooLong {

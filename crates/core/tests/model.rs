@@ -863,8 +863,9 @@ impl Model {
         self.release_reads(self.conn);
     }
 
-    /// `close(code)` with a valid code.
-    fn close(&mut self, code: u16) -> Result<(), CloseError> {
+    /// `close` with a valid code (which only the close frame carries: the model does not
+    /// look at frames).
+    fn close(&mut self) -> Result<(), CloseError> {
         match self.phase {
             Phase::Idle | Phase::Closed => Err(CloseError::NotConnected),
             Phase::Closing { peer, .. } => {
@@ -886,9 +887,10 @@ impl Model {
                     Ok(())
                 }
             },
+            // No connection to close: 1006 whatever the code, as a dial's abort.
             Phase::Backoff { .. } => {
                 let queue = std::mem::take(&mut self.queued);
-                self.end(queue, SendFailure::Cancelled, code, false);
+                self.end(queue, SendFailure::Cancelled, 1006, false);
                 Ok(())
             }
             Phase::Open { .. } => {
@@ -899,7 +901,7 @@ impl Model {
     }
 
     /// `shutdown`: an open connection closes with 1000, a dial is aborted whatever the
-    /// policy (queued sends cancelled, close 1006), a backoff is cancelled, a close under
+    /// policy (queued sends cancelled, close 1006), a backoff is cancelled (1006), a close under
     /// way becomes the application's.
     fn shutdown(&mut self) {
         self.shut_down = true;
@@ -912,7 +914,7 @@ impl Model {
             }
             Phase::Backoff { .. } => {
                 let queue = std::mem::take(&mut self.queued);
-                self.end(queue, SendFailure::Cancelled, 1000, false);
+                self.end(queue, SendFailure::Cancelled, 1006, false);
             }
             Phase::Idle | Phase::Closed => {}
         }
@@ -1526,7 +1528,7 @@ fn run_case(
                     prop_assert_eq!(r, Err(CloseError::InvalidCode(1001)));
                 } else {
                     m.advance(now);
-                    prop_assert_eq!(r, m.close(code));
+                    prop_assert_eq!(r, m.close());
                 }
             }
             Op::Transport(target, input) => {

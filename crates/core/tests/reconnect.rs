@@ -390,12 +390,16 @@ fn the_application_closing_is_never_retried_and_close_cancels_a_backoff() {
     let (next, ..) = reconnecting(&t.events()).unwrap();
     let queued = t.s.send(Message::text("while away"), t.now).unwrap();
     t.actions();
-    t.s.close(None, "", t.now).unwrap();
+    t.s.close(Some(4001), "bye", t.now).unwrap();
     let e = t.events();
     assert!(
         matches!(&e[0], Event::SendFailed { id, reason: SendFailure::Cancelled, message: Some(_), .. } if *id == queued)
     );
-    assert!(matches!(&e[1], Event::Close { conn, .. } if *conn == next));
+    // No connection to close: 1006 whatever the application's code, as a dial's abort.
+    assert!(
+        matches!(&e[1], Event::Close { conn, code: 1006, reason, clean: false, .. } if *conn == next && reason == "reconnection cancelled"),
+        "{e:?}"
+    );
     assert_eq!(e.len(), 2, "one close event");
     assert_eq!(t.s.state(), ReadyState::Closed);
     assert_eq!(t.s.poll_timeout(), None, "no further dial");
@@ -737,4 +741,28 @@ fn timers_past_the_end_of_the_clock_do_not_panic() {
     s.handle(conn, drop_tcp(), now);
     assert!(s.is_backing_off());
     assert!(s.poll_timeout().is_some());
+}
+
+/// A ping between connections (the first dial, the backoff, the reconnection's dial) is
+/// refused as "not open yet", which passes; only once closed for good is it "not open".
+#[test]
+fn a_ping_while_reconnecting_is_not_open_yet_and_after_the_end_not_open() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(7));
+    let c1 =
+        t.s.connect(&ConnectOptions::new("ws://h/chat"), t.now)
+            .unwrap();
+    assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpenYet));
+    t.open(c1);
+    t.s.ping("x", t.now).unwrap();
+    t.input(c1, drop_tcp());
+    assert!(t.s.is_backing_off());
+    assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpenYet));
+    let c2 = t.fire_backoff();
+    assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpenYet));
+    t.open(c2);
+    t.s.close(None, "", t.now).unwrap();
+    assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpen));
+    t.input(c2, TransportEvent::Closed);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpen));
 }

@@ -170,7 +170,11 @@ fn a_reconnect_delay_is_cancelled_and_never_dials() {
     assert!(actions(&mut s).is_empty(), "no dial after shutdown");
     assert!(matches!(
         events(&mut s).as_slice(),
-        [Event::Close { clean: false, .. }]
+        [Event::Close {
+            code: 1006,
+            clean: false,
+            ..
+        }]
     ));
 }
 

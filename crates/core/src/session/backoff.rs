@@ -5,7 +5,7 @@
 use super::Conn;
 use super::connecting::Connecting;
 use super::context::{Context, Ending, Next};
-use crate::close::{CloseRequest, NORMAL};
+use crate::close::{ABNORMAL, NORMAL};
 use crate::deadline::after;
 use crate::error::SendFailure;
 use crate::event::Event;
@@ -83,19 +83,16 @@ impl Backoff {
         Conn::Connecting(Connecting::dial(cx, id, request, queue, attempt, now)).into()
     }
 
-    /// `close`: the reconnection is cancelled, with the application's code.
-    pub(super) fn close(self: Box<Self>, cx: &mut Context, request: &CloseRequest) -> Next {
+    /// `close` or `shutdown`: the reconnection is cancelled. No connection is there to
+    /// close, so the close event is 1006 whatever the application's code, as when a dial
+    /// is aborted (and as a browser's `close()` of a socket still connecting ends).
+    pub(super) fn cancelled(self: Box<Self>, cx: &mut Context) -> Next {
         self.cancel(
             cx,
-            request.code(),
+            ABNORMAL,
             SendFailure::Cancelled,
             "reconnection cancelled",
         )
-    }
-
-    /// `shutdown`: the reconnection is cancelled.
-    pub(super) fn shutdown(self: Box<Self>, cx: &mut Context) -> Next {
-        self.cancel(cx, NORMAL, SendFailure::Cancelled, "reconnection cancelled")
     }
 
     /// `connect`: a new connection replaces the one this delay would dial.

@@ -360,15 +360,18 @@ impl Session {
             return Err(PingError::TooLong { len: payload.len() });
         }
         let full = self.cx.backlog.completions >= self.cx.config.max_untaken_completions;
-        let Conn::Open(o) = &mut self.conn else {
-            return Err(PingError::NotOpen);
+        let o = match &mut self.conn {
+            Conn::Open(o) => o,
+            Conn::Connecting(_) | Conn::Backoff(_) => return Err(PingError::NotOpenYet),
+            _ => return Err(PingError::NotOpen),
         };
         o.ping(&mut self.cx, payload, full, now)
     }
 
     /// `wx.closeSocket` / `SocketTask.close(code, reason)`: code 1000 (the default, `None`)
     /// or 3000–4999, reason at most 123 UTF-8 bytes; an invalid one changes nothing. During
-    /// a reconnect delay it cancels the reconnection.
+    /// a reconnect delay it cancels the reconnection: the close event is then 1006
+    /// ("reconnection cancelled"), there being no connection to close with the code given.
     pub fn close(
         &mut self,
         code: Option<u16>,
@@ -385,7 +388,7 @@ impl Session {
             Conn::Connecting(c) => c.close(cx, request),
             Conn::Open(o) => (o.close(cx, request, now), Ok(())),
             Conn::Closing(c) => (c.close(), Ok(())),
-            Conn::Backoff(b) => (b.close(cx, &request), Ok(())),
+            Conn::Backoff(b) => (b.cancelled(cx), Ok(())),
         })
     }
 
@@ -408,7 +411,7 @@ impl Session {
             Conn::Connecting(c) => c.shutdown(cx),
             Conn::Open(o) => o.shutdown(cx, now),
             Conn::Closing(c) => c.close(),
-            Conn::Backoff(b) => b.shutdown(cx),
+            Conn::Backoff(b) => b.cancelled(cx),
         });
     }
 
