@@ -50,7 +50,7 @@ pub fn connect_with(
     loop {
         match opening.next(events.recv(), client.state()) {
             None => {}
-            Some(Ok(())) => return Ok(WebSocket::opened(client, events)),
+            Some(Ok(handshake)) => return Ok(WebSocket::opened(client, events, handshake)),
             Some(Err(error)) => return Err(opening.last_error(error, || events.try_recv().ok())),
         }
     }
@@ -64,7 +64,9 @@ wxsocket_wire::websocket! {
     /// [`closed`](Self::closed), and the failure that caused it, if any, in
     /// [`error`](Self::error); messages that arrived before the close are all handed out
     /// first. With a reconnect policy it goes on across reconnections (lifecycle events are
-    /// skipped; [`into_parts`](Self::into_parts) gives them all).
+    /// skipped; [`into_parts`](Self::into_parts) gives them all), which
+    /// [`reconnections`](Self::reconnections) counts: what the server kept for the old
+    /// connection (a login, subscriptions) is to be set up again.
     ///
     /// Dropping it closes the connection cleanly on the driver thread; a process that then
     /// exits cuts that short, failing what was not yet written: call [`close`](Self::close)

@@ -578,3 +578,73 @@ fn a_ping_is_answered_by_a_pong_with_its_payload() {
         assert_eq!(pong.to_string(), format!("#{} pong (3 bytes)", pong.conn()));
     });
 }
+
+/// A server restart as a reconnect policy sees it: the first connection closes cleanly with
+/// 1012, the second's handshake waits until told. Between them a ping is "not open yet" (a
+/// connection error, not "closed"); after them the socket says a reconnection happened
+/// (although no error did) and what the new connection's server answered.
+#[test]
+fn a_reconnection_after_a_clean_close_is_counted_and_its_handshake_seen() {
+    bounded(|| {
+        use tungstenite::handshake::server::{Request, Response};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let (go, proceed) = mpsc::channel::<()>();
+        // Selects `protocol` from the client's offer.
+        let accept = |stream: TcpStream, protocol: &'static str| {
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            // tungstenite's callback type: its error is an HTTP response.
+            #[allow(clippy::result_large_err)]
+            let select = move |_: &Request, mut response: Response| {
+                let value = protocol.parse().unwrap();
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", value);
+                Ok(response)
+            };
+            tungstenite::accept_hdr(stream, select).unwrap()
+        };
+        let server = std::thread::spawn(move || {
+            let mut first = accept(listener.accept().unwrap().0, "chat");
+            first.send(WsMessage::text("first")).unwrap();
+            first
+                .close(Some(CloseFrame {
+                    code: CloseCode::Restart,
+                    reason: "restarting".into(),
+                }))
+                .unwrap();
+            read_to_end(&mut first);
+            let (tcp, _) = listener.accept().unwrap();
+            proceed.recv_timeout(WAIT).unwrap();
+            let mut second = accept(tcp, "chat2");
+            second.send(WsMessage::text("second")).unwrap();
+            read_to_end(&mut second);
+        });
+        let policy = ReconnectPolicy::default()
+            .backoff(Duration::from_millis(1), Duration::from_millis(10))
+            .max_attempts(Some(3));
+        let config = Config::default().session(SessionConfig::default().reconnect(policy));
+        let options = ConnectOptions::new(url).protocol("chat").protocol("chat2");
+        let mut ws = connect_with(config, options).unwrap();
+        assert_eq!(ws.handshake().protocol.as_deref(), Some("chat"));
+        assert_eq!(ws.reconnections(), 0);
+        assert_eq!(ws.recv().unwrap().as_text(), Some("first"));
+        // The second dial waits for its handshake: the socket is connecting again.
+        let deadline = Instant::now() + WAIT;
+        while ws.client().state() != ReadyState::Connecting {
+            assert!(Instant::now() < deadline, "never reconnecting");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let refused = ws.ping("still there?").unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Connection, "{refused}");
+        assert!(refused.to_string().contains("not open yet"), "{refused}");
+        go.send(()).unwrap();
+        assert_eq!(ws.recv().unwrap().as_text(), Some("second"));
+        assert_eq!(ws.reconnections(), 1);
+        assert_eq!(ws.error(), None, "a clean close is no error");
+        assert_eq!(ws.handshake().protocol.as_deref(), Some("chat2"));
+        ws.ping("now?").unwrap();
+        assert_eq!(ws.close().unwrap(), Closed::new(1000, "", true));
+        server.join().unwrap();
+    });
+}

@@ -52,7 +52,7 @@ pub async fn connect_with(
     loop {
         match opening.next(events.next().await, client.state()) {
             None => {}
-            Some(Ok(())) => return Ok(WebSocket::opened(client, events)),
+            Some(Ok(handshake)) => return Ok(WebSocket::opened(client, events, handshake)),
             Some(Err(error)) => return Err(opening.last_error(error, || events.try_next())),
         }
     }
@@ -64,7 +64,9 @@ wxsocket_wire::websocket! {
     ///
     /// The stream ends (`None`) when the connection has closed for good: the close is then in
     /// [`closed`](Self::closed), and the failure that caused it, if any, in
-    /// [`error`](Self::error). With a reconnect policy it goes on across reconnections.
+    /// [`error`](Self::error). With a reconnect policy it goes on across reconnections, which
+    /// [`reconnections`](Self::reconnections) counts: what the server kept for the old
+    /// connection (a login, subscriptions) is to be set up again.
     /// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
     /// reading from the server.
     ///

@@ -205,3 +205,62 @@ async fn a_ping_is_answered_by_a_pong_with_its_payload() {
     .unwrap();
     assert_eq!(pong.to_string(), format!("#{} pong (3 bytes)", pong.conn()));
 }
+
+/// A server restart as a reconnect policy sees it: the first connection closes cleanly with
+/// 1012, the second's handshake waits until told. Between them a ping is "not open yet" (a
+/// connection error, not "closed"); after them the socket says a reconnection happened
+/// (although no error did) and what the new connection's server answered.
+#[tokio::test]
+async fn a_reconnection_after_a_clean_close_is_counted_and_its_handshake_seen() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (go, proceed) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let request = common::read_request(&mut tcp).await.unwrap();
+        let protocol = [("Sec-WebSocket-Protocol", "chat".to_owned())];
+        let mut first = common::answer(tcp, &request, &protocol).await.unwrap();
+        first.send(WsMessage::text("first")).await.unwrap();
+        let restart = CloseFrame {
+            code: CloseCode::Restart,
+            reason: "restarting".into(),
+        };
+        first.close(Some(restart)).await.unwrap();
+        while let Some(Ok(_)) = first.next().await {}
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let request = common::read_request(&mut tcp).await.unwrap();
+        proceed.await.unwrap();
+        let protocol = [("Sec-WebSocket-Protocol", "chat2".to_owned())];
+        let mut second = common::answer(tcp, &request, &protocol).await.unwrap();
+        second.send(WsMessage::text("second")).await.unwrap();
+        while let Some(Ok(_)) = second.next().await {}
+    });
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(1), Duration::from_millis(10))
+        .max_attempts(Some(3));
+    let config = Config::default().session(SessionConfig::default().reconnect(policy));
+    let options = ConnectOptions::new(url).protocol("chat").protocol("chat2");
+    let mut ws = within(connect_with(config, options)).await.unwrap();
+    assert_eq!(ws.handshake().protocol.as_deref(), Some("chat"));
+    assert_eq!(ws.reconnections(), 0);
+    assert_eq!(within(ws.next()).await.unwrap().as_text(), Some("first"));
+    // The second dial waits for its handshake: the socket is connecting again.
+    within(async {
+        while ws.client().state() != wxsocket_tokio::ReadyState::Connecting {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let refused = ws.ping("still there?").unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Connection, "{refused}");
+    assert!(refused.to_string().contains("not open yet"), "{refused}");
+    go.send(()).unwrap();
+    assert_eq!(within(ws.next()).await.unwrap().as_text(), Some("second"));
+    assert_eq!(ws.reconnections(), 1);
+    assert_eq!(ws.error(), None, "a clean close is no error");
+    assert_eq!(ws.handshake().protocol.as_deref(), Some("chat2"));
+    ws.ping("now?").unwrap();
+    let closed = within(ws.close()).await.unwrap();
+    assert_eq!((closed.code, closed.clean), (1000, true));
+    within(server).await.unwrap();
+}

@@ -6,8 +6,8 @@
 use crate::client::SendFailed;
 use bytes::Bytes;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnectError, ConnectionError, Event, Message, PingError, ReadyState,
-    SendError, SendFailure, TransportErrorKind,
+    CloseError, ConfigError, ConnectError, ConnectionError, Event, Handshake, Message, PingError,
+    ReadyState, SendError, SendFailure, TransportErrorKind,
 };
 
 /// How a connection ended: the close event's code, reason and whether the close handshake
@@ -82,7 +82,8 @@ pub enum Error {
     /// A close code or reason was invalid (1000 or 3000–4999; at most 123 bytes).
     #[error("invalid close: {0}")]
     Close(#[from] CloseError),
-    /// A ping was refused (not open, payload over 125 bytes, too many waiting).
+    /// A ping was refused (not open, not open yet while a reconnect policy dials again,
+    /// payload over 125 bytes, too many waiting).
     #[error("ping refused: {0}")]
     Ping(#[from] PingError),
     /// The connection failed: it never opened (DNS, TCP, TLS, the HTTP upgrade, the
@@ -160,7 +161,9 @@ fn send_hint(failed: &SendFailed) -> &'static str {
 pub enum ErrorKind {
     /// Fix the configuration or the options: retrying the same call fails the same way.
     Invalid,
-    /// The network or the peer: a new connection may succeed.
+    /// The network or the peer: a new connection may succeed. Also a ping while a
+    /// reconnect policy is dialling again ([`PingError::NotOpenYet`]): ping again once it
+    /// has opened.
     Connection,
     /// The server refused the connection (an HTTP 4xx answer to the upgrade but 429, or an
     /// extension or sub-protocol it would not agree to): the same request fails the same
@@ -184,6 +187,7 @@ impl Error {
             Error::Connection(_) => ErrorKind::Connection,
             Error::Closed(_) | Error::Ping(PingError::NotOpen) => ErrorKind::Closed,
             Error::Ping(PingError::Full) => ErrorKind::Full,
+            Error::Ping(PingError::NotOpenYet) => ErrorKind::Connection,
             Error::Ping(_) => ErrorKind::Invalid,
             Error::Send(SendFailed::Refused(e)) if e.is_full() => ErrorKind::Full,
             Error::Send(SendFailed::Refused(
@@ -215,10 +219,15 @@ pub struct Opening {
 
 impl Opening {
     /// Takes the next event; `state` is the client's state read after taking it. `None`:
-    /// keep waiting; `Some(Ok(()))`: open; `Some(Err(_))`: it never will be.
-    pub fn on_event(&mut self, event: Event, state: ReadyState) -> Option<Result<(), Error>> {
+    /// keep waiting; `Some(Ok(handshake))`: open, the server having answered `handshake`;
+    /// `Some(Err(_))`: it never will be.
+    pub fn on_event(
+        &mut self,
+        event: Event,
+        state: ReadyState,
+    ) -> Option<Result<Box<Handshake>, Error>> {
         match event {
-            Event::Open { .. } => Some(Ok(())),
+            Event::Open { handshake, .. } => Some(Ok(handshake)),
             Event::Error { error, .. } => {
                 self.failure = Some(error);
                 None
@@ -260,7 +269,11 @@ impl Opening {
 
     /// Takes the next event as [`Self::on_event`] does, or the end of the events (`None`:
     /// the driver is gone, which ends the wait with an error).
-    pub fn next(&mut self, event: Option<Event>, state: ReadyState) -> Option<Result<(), Error>> {
+    pub fn next(
+        &mut self,
+        event: Option<Event>,
+        state: ReadyState,
+    ) -> Option<Result<Box<Handshake>, Error>> {
         match event {
             Some(event) => self.on_event(event, state),
             None => Some(Err(self.driver_gone())),
@@ -268,25 +281,44 @@ impl Opening {
     }
 }
 
-/// What a `WebSocket`'s stream of messages has seen of the connection: the final close,
-/// the last error and the last pong. Closed is final on the simple path (it never
+/// What a `WebSocket`'s stream of messages has seen of the connection: the latest open and
+/// how many came after the first, the final close, the last error and the last pong. Closed
+/// is final on the simple path (it never
 /// connects again), so once the close that leaves the client Closed was taken, every later
 /// event is already queued: the stream takes those without waiting, and a later close
 /// among them (a reconnection that ended too before the application read the first) is
 /// the one that counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lifecycle {
+    handshake: Box<Handshake>,
+    reconnections: u64,
     closed: Option<Closed>,
     error: Option<ConnectionError>,
     last_pong: Option<Bytes>,
 }
 
 impl Lifecycle {
+    /// The lifecycle of a socket that has just opened, the server having answered
+    /// `handshake`.
+    pub fn opened(handshake: Box<Handshake>) -> Self {
+        Self {
+            handshake,
+            reconnections: 0,
+            closed: None,
+            error: None,
+            last_pong: None,
+        }
+    }
+
     /// Takes the next event; `state` is the client's state read after taking it. Returns
     /// the message to hand out, if it is one; records the rest.
     pub fn take(&mut self, event: Event, state: ReadyState) -> Option<Message> {
         match event {
             Event::Message { message, .. } => return Some(message),
+            Event::Open { handshake, .. } => {
+                self.handshake = handshake;
+                self.reconnections += 1;
+            }
             Event::Error { error, .. } => self.error = Some(error),
             Event::Pong { payload, .. } => self.last_pong = Some(payload),
             Event::Close { .. } if self.closed.is_some() || state == ReadyState::Closed => {
@@ -326,10 +358,20 @@ impl Lifecycle {
     }
 
     /// The last failure reported: the one that ended the connection, if one did. With a
-    /// reconnect policy it stays after a reconnection opened (the drop that caused it), so
-    /// an application that only reads messages can still see that one happened.
+    /// reconnect policy it stays after a reconnection opened (the failure that caused it);
+    /// a reconnection after a clean close leaves none ([`Self::reconnections`] counts both).
     pub fn error(&self) -> Option<&ConnectionError> {
         self.error.as_ref()
+    }
+
+    /// What the server answered when the latest connection the stream has reached opened.
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// How many connections have opened after the first, as far as the stream has read.
+    pub fn reconnections(&self) -> u64 {
+        self.reconnections
     }
 
     /// The payload of the latest pong answering one of the application's pings.
@@ -392,11 +434,36 @@ macro_rules! websocket {
             }
 
             /// The last failure reported: the one that ended the connection, if one did.
-            /// With a reconnect policy it stays after a reconnection opened (the drop that
-            /// caused it), so an application that only reads messages can still see that
-            /// one happened; [`closed`](Self::closed) is `None` while the socket is open.
+            /// With a reconnect policy it stays after a reconnection opened (the failure
+            /// that caused it); a reconnection after a clean close (a server restarting
+            /// with 1012, say) leaves none: [`reconnections`](Self::reconnections) counts
+            /// every one. [`closed`](Self::closed) is `None` while the socket is open.
             pub fn error(&self) -> Option<&$crate::reexports::ConnectionError> {
                 self.lifecycle.error()
+            }
+
+            /// What the server answered when the connection opened: the sub-protocol it
+            /// selected (`None` when it selected none of those offered, which RFC 6455
+            /// allows and this client accepts, as browsers do: check it if the protocol
+            /// matters), its headers, the extensions in force and the dial's timing. After
+            /// a reconnection, the new connection's, once the messages have been read up
+            /// to it.
+            pub fn handshake(&self) -> &$crate::reexports::Handshake {
+                self.lifecycle.handshake()
+            }
+
+            /// How many times a reconnect policy has opened a new connection since
+            /// `connect` returned, counted as the messages are read: the messages after
+            /// the count changed came on the new connection. What the server kept for the
+            /// old one (a login, subscriptions) is gone: an application that set any up
+            /// compares the count between messages and sets it up again. Messages queued
+            /// while it reconnected were already sent when the count changes (they go out
+            /// as the new connection opens), so a protocol that needs a first message on
+            /// each connection (a login) must not send while reconnecting, or must use the
+            /// full event model ([`into_parts`](Self::into_parts)) and
+            /// `carry_queue(false)`.
+            pub fn reconnections(&self) -> u64 {
+                self.lifecycle.reconnections()
             }
 
             /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, socket
@@ -411,12 +478,17 @@ macro_rules! websocket {
                 (self.client, self.events)
             }
 
-            /// The socket of a client that has just opened.
-            fn opened(client: Client, events: Events) -> Self {
+            /// The socket of a client that has just opened, the server having answered
+            /// `handshake`.
+            fn opened(
+                client: Client,
+                events: Events,
+                handshake: Box<$crate::reexports::Handshake>,
+            ) -> Self {
                 WebSocket {
                     client,
                     events,
-                    lifecycle: $crate::simple::Lifecycle::default(),
+                    lifecycle: $crate::simple::Lifecycle::opened(handshake),
                 }
             }
 
@@ -563,7 +635,7 @@ mod tests {
 
     #[test]
     fn the_lifecycle_takes_a_later_close_once_closed() {
-        let mut l = Lifecycle::default();
+        let mut l = Lifecycle::opened(Box::default());
         assert!(l.take(close(1, 1000), ReadyState::Open).is_none());
         assert!(
             !l.is_closed(),
@@ -633,7 +705,7 @@ mod tests {
         });
         assert!(!config.to_string().contains("field"), "{config}");
 
-        let mut lifecycle = Lifecycle::default();
+        let mut lifecycle = Lifecycle::opened(Box::default());
         lifecycle.take(error(1), ReadyState::Connecting);
         assert!(lifecycle.error().is_some());
         // An Open event as a session makes it.
@@ -650,10 +722,12 @@ mod tests {
         let open = std::iter::from_fn(|| session.poll_event())
             .find(|e| matches!(e, Event::Open { .. }))
             .expect("an Open event");
+        assert_eq!(lifecycle.reconnections(), 0);
         lifecycle.take(open, ReadyState::Open);
         assert!(
             lifecycle.error().is_some(),
             "the drop before the reconnection is still there to see"
         );
+        assert_eq!(lifecycle.reconnections(), 1);
     }
 }
