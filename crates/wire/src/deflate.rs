@@ -66,6 +66,8 @@ use crate::convert::to_ws;
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Most bytes inflated per step (bounds memory beyond the message limit).
 const CHUNK: usize = 32 * 1024;
+/// The size of a reader's buffer for the compressed bytes it reads.
+const RAW: usize = 16 * 1024;
 /// About the most inflated bytes re-emitted as one frame, and the output a reader
 /// ([`Inflater::poll_read_from`]) lets wait before it inflates more of what it read. A
 /// compressed message is handed on in frames of this size as it is inflated, never held
@@ -75,8 +77,17 @@ const CHUNK: usize = 32 * 1024;
 const FRAGMENT: usize = CHUNK;
 
 /// Compresses outgoing messages of one connection.
+///
+/// zlib's state (about 320 KiB at a 15-bit window, 190 KiB at 9 bits) is made when the
+/// first message is compressed, not when the connection opens, and with
+/// `client_no_context_takeover` agreed it is let go after each message (as Python's
+/// `websockets` does), so a connection that sends nothing compressible, or that compresses
+/// without context takeover, holds none of it between messages.
 pub struct Compressor {
-    compress: Compress,
+    /// zlib's state, while it is kept (see above).
+    compress: Option<Compress>,
+    level: Compression,
+    window_bits: u8,
     reset_each_message: bool,
     threshold: usize,
     /// The server asked for a 256-byte window, which zlib cannot make: send uncompressed
@@ -127,11 +138,9 @@ impl Compressor {
     fn with(bits: u8, reset_each_message: bool, threshold: usize, level: u32) -> Self {
         let disabled = bits <= MIN_WINDOW_BITS;
         Self {
-            compress: Compress::new_with_window_bits(
-                Compression::new(level.min(9)),
-                false,
-                bits.clamp(MIN_WINDOW_BITS + 1, 15),
-            ),
+            compress: None,
+            level: Compression::new(level.min(9)),
+            window_bits: bits.clamp(MIN_WINDOW_BITS + 1, 15),
             reset_each_message,
             threshold,
             disabled,
@@ -156,20 +165,27 @@ impl Compressor {
         WsMessage::Frame(frame)
     }
 
+    /// Whether zlib's state is held now (see the type's docs).
+    pub fn holds_state(&self) -> bool {
+        self.compress.is_some()
+    }
+
     fn compress_message(&mut self, input: &[u8]) -> Vec<u8> {
+        let (level, bits) = (self.level, self.window_bits);
+        let compress = self
+            .compress
+            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
-        let start = self.compress.total_in();
+        let start = compress.total_in();
         loop {
             if out.capacity() - out.len() < 64 {
                 out.reserve(out.capacity().max(1024));
             }
-            let done = (self.compress.total_in() - start) as usize;
+            let done = (compress.total_in() - start) as usize;
             // Compressing into a Vec with room never fails; a sync flush is complete once a
             // call returns with output space left.
-            let _ = self
-                .compress
-                .compress_vec(&input[done..], &mut out, FlushCompress::Sync);
-            let done = (self.compress.total_in() - start) as usize;
+            let _ = compress.compress_vec(&input[done..], &mut out, FlushCompress::Sync);
+            let done = (compress.total_in() - start) as usize;
             if done == input.len() && out.len() < out.capacity() {
                 break;
             }
@@ -184,7 +200,9 @@ impl Compressor {
             out.push(0x00);
         }
         if self.reset_each_message {
-            self.compress.reset();
+            // The next message starts afresh: a new state then costs about what a reset
+            // does, and none is held meanwhile.
+            self.compress = None;
         }
         out
     }
@@ -257,8 +275,17 @@ enum State {
 /// Turns the server's byte stream into one without compressed frames (see the module
 /// docs). Sans-IO: [`feed`](Self::feed) raw bytes, [`take_output`](Self::take_output) what
 /// tungstenite should read; or let [`read_from`](Self::read_from) do both over a reader.
+///
+/// What it holds between messages is little: zlib's state (about 40 KiB with a 32 KiB
+/// window, less with a smaller agreed `server_max_window_bits`) from the first compressed
+/// message on, and not at all between messages when `server_no_context_takeover` is agreed;
+/// the buffers of a reader ([`poll_read_from`](Self::poll_read_from)) only while the
+/// socket has bytes to read.
 pub struct Inflater {
-    decompress: Decompress,
+    /// zlib's state, made at the first compressed message and, without context takeover,
+    /// let go at the end of each.
+    decompress: Option<Decompress>,
+    window_bits: u8,
     /// Server side: frames arrive masked, and are re-emitted masked (with a zero key).
     server: bool,
     /// The mask key of the compressed frame being read (server side) and the offset into
@@ -305,19 +332,29 @@ impl fmt::Debug for Inflater {
 impl Inflater {
     /// An inflater for the agreed `params`; messages may inflate to `max_message_size`.
     pub fn new(params: &DeflateParams, max_message_size: usize) -> Self {
-        Self::with(false, params.server_no_context_takeover, max_message_size)
+        let (reset, bits) = (
+            params.server_no_context_takeover,
+            params.server_max_window_bits,
+        );
+        Self::with(false, reset, bits, max_message_size)
     }
 
     /// The server's side: inflates the client's (masked) compressed frames and emits
     /// masked frames, as a tungstenite server expects.
     pub fn server(params: &DeflateParams, max_message_size: usize) -> Self {
-        Self::with(true, params.client_no_context_takeover, max_message_size)
+        let (reset, bits) = (
+            params.client_no_context_takeover,
+            params.client_max_window_bits,
+        );
+        Self::with(true, reset, bits, max_message_size)
     }
 
-    fn with(server: bool, reset_each_message: bool, max_message_size: usize) -> Self {
+    fn with(server: bool, reset_each_message: bool, bits: u8, max_message_size: usize) -> Self {
         Self {
-            // A 32 KiB window inflates whatever smaller window the peer used.
-            decompress: Decompress::new_with_window_bits(false, 15),
+            decompress: None,
+            // The peer's window is at most the agreed one; zlib's smallest is 9 bits (which
+            // inflates an 8-bit window's data too).
+            window_bits: bits.clamp(MIN_WINDOW_BITS + 1, 15),
             server,
             mask: [0; 4],
             mask_at: 0,
@@ -336,7 +373,7 @@ impl Inflater {
             failure: None,
             scratch: Vec::new(),
             unmasked: Vec::new(),
-            raw: vec![0; 16 * 1024].into_boxed_slice(),
+            raw: Box::default(),
             raw_at: 0,
             raw_len: 0,
         }
@@ -376,11 +413,17 @@ impl Inflater {
         }
     }
 
+    /// Whether zlib's state is held now (see the type's docs).
+    pub fn holds_state(&self) -> bool {
+        self.decompress.is_some()
+    }
+
     /// The bytes the inflater's buffers hold (its raw read buffer, its scratch and its
-    /// output), for an embedder that accounts for a connection's memory. Read through
-    /// [`poll_read_from`](Self::poll_read_from), a client's stays below
-    /// 16 KiB + 2 × 128 KiB at all times, whatever the messages are; fed with
-    /// [`feed`](Self::feed), it holds the output of what it was fed until that is taken.
+    /// output; not zlib's state), for an embedder that accounts for a connection's memory.
+    /// Read through [`poll_read_from`](Self::poll_read_from), a client's stays below
+    /// 16 KiB + 2 × 128 KiB at all times, whatever the messages are, and is zero once the
+    /// socket had nothing more to read; fed with [`feed`](Self::feed), it holds the output
+    /// of what it was fed until that is taken.
     pub fn retained(&self) -> usize {
         self.raw.len() + self.scratch.capacity() + self.unmasked.capacity() + self.out.capacity()
     }
@@ -424,6 +467,9 @@ impl Inflater {
                 continue;
             }
             let mut raw = raw;
+            if raw.is_empty() {
+                raw = vec![0; RAW].into_boxed_slice();
+            }
             let polled = read(&mut raw);
             self.raw = raw;
             match polled {
@@ -431,9 +477,30 @@ impl Inflater {
                     self.raw_at = 0;
                     self.raw_len = n;
                 }
+                Poll::Pending => {
+                    self.release_buffers();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.release_buffers();
+                    return Poll::Ready(Err(e));
+                }
                 other => return other,
             }
         }
+    }
+
+    /// The socket has nothing more to read now and everything read was inflated and taken:
+    /// the buffers go back (as the plain read-ahead's does), so that an idle connection
+    /// holds none of them.
+    fn release_buffers(&mut self) {
+        self.raw = Box::default();
+        self.raw_at = 0;
+        self.raw_len = 0;
+        self.scratch = Vec::new();
+        self.unmasked = Vec::new();
+        self.out = Vec::new();
+        self.out_pos = 0;
     }
 
     /// [`feed`](Self::feed) for a reader: a failure is kept, not returned, so that what
@@ -684,7 +751,8 @@ impl Inflater {
         if last {
             self.compressed_message = false;
             if self.reset_each_message {
-                self.decompress.reset(false);
+                // The next message starts afresh: no state is held meanwhile.
+                self.decompress = None;
             }
         }
         Ok(taken)
@@ -700,6 +768,10 @@ impl Inflater {
         used: &mut usize,
         limit: usize,
     ) -> Result<usize, InflateError> {
+        let bits = self.window_bits;
+        let decompress = self
+            .decompress
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
         let mut done = 0;
         loop {
             // Room for what is left to the limit (at least 1 KiB, at most a chunk), so that
@@ -708,17 +780,17 @@ impl Inflater {
             if out.len() < *used + room {
                 out.resize(*used + room, 0);
             }
-            let before_in = self.decompress.total_in();
-            let before_out = self.decompress.total_out();
-            let status = self.decompress.decompress(
+            let before_in = decompress.total_in();
+            let before_out = decompress.total_out();
+            let status = decompress.decompress(
                 &input[done..],
                 &mut out[*used..*used + room],
                 FlushDecompress::Sync,
             );
-            let produced = (self.decompress.total_out() - before_out) as usize;
+            let produced = (decompress.total_out() - before_out) as usize;
             *used += produced;
             let status = status.map_err(|e| protocol(format!("invalid compressed data: {e}")))?;
-            done += (self.decompress.total_in() - before_in) as usize;
+            done += (decompress.total_in() - before_in) as usize;
             self.inflated += produced;
             if self.inflated > self.max_message_size {
                 return Err(InflateError {
@@ -731,13 +803,13 @@ impl Inflater {
             }
             if status == Status::StreamEnd {
                 // The server ended the DEFLATE stream (BFINAL): the next data starts afresh.
-                self.decompress.reset(false);
+                decompress.reset(false);
             }
             let stalled = produced == 0 && done == input.len();
             if (done == input.len() && produced < room) || stalled {
                 return Ok(done);
             }
-            if produced == 0 && self.decompress.total_in() == before_in {
+            if produced == 0 && decompress.total_in() == before_in {
                 // No progress with input and room left: the data is broken.
                 return Err(protocol("invalid compressed data: no progress"));
             }

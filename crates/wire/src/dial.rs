@@ -449,7 +449,7 @@ mod tests {
         let closed = io::Error::from(io::ErrorKind::UnexpectedEof);
         for error in [&reset, &closed] {
             let failed = handshake_failed(error, "handshake", via);
-            assert_eq!(failed.kind, TransportErrorKind::Io);
+            assert_eq!(failed.kind, TransportErrorKind::Connect);
             assert!(
                 failed
                     .message
@@ -459,6 +459,7 @@ mod tests {
         }
         let direct = handshake_failed(&reset, "handshake", None);
         assert!(!direct.message.contains("proxy"), "{direct}");
+        assert_eq!(direct.kind, TransportErrorKind::Connect);
     }
 
     fn addr(s: &str) -> SocketAddr {
