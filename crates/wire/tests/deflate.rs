@@ -834,3 +834,88 @@ fn the_server_side_reads_a_large_masked_message_a_frame_at_a_time() {
         "the server's inflater held {most} bytes"
     );
 }
+
+fn wire_payload(message: WsMessage) -> Vec<u8> {
+    match message {
+        WsMessage::Frame(frame) => frame.payload().to_vec(),
+        other => panic!("not compressed: {other:?}"),
+    }
+}
+
+/// zlib's state is made when it is first needed and, without context takeover, let go after
+/// each message; a reader's buffers go back when the socket runs dry. A connection that
+/// agreed to compression but sends or receives nothing compressed holds none of it (a
+/// prober measured 356 KiB per idle connection), and one without context takeover holds
+/// none between messages.
+#[test]
+fn zlib_state_and_buffers_are_held_only_while_needed() {
+    let text = "a message long enough to be compressed, and then some more text";
+    for takeover in [true, false] {
+        let params = DeflateParams {
+            client_no_context_takeover: !takeover,
+            server_no_context_takeover: !takeover,
+            ..DeflateParams::default()
+        };
+        let mut client = Compressor::new(&params, &DeflateOptions::default());
+        assert!(!client.holds_state(), "made before the first message");
+        let _ = client.encode(Message::text("short"));
+        assert!(
+            !client.holds_state(),
+            "made for a message under the threshold"
+        );
+        let _ = client.encode(Message::text(text));
+        assert_eq!(client.holds_state(), takeover, "takeover {takeover}");
+        let _ = client.encode(Message::text(text));
+        assert_eq!(client.holds_state(), takeover, "takeover {takeover}");
+        // The third message compresses as it would have with the state kept.
+        let again = client.encode(Message::text(text));
+        let mut check = Compressor::new(&params, &DeflateOptions::default());
+        let first = wire_payload(check.encode(Message::text(text)));
+        let second = wire_payload(check.encode(Message::text(text)));
+        if !takeover {
+            assert_eq!(
+                first, second,
+                "each message stands alone, also within a batch"
+            );
+        }
+        let third = check.encode(Message::text(text));
+        assert_eq!(
+            wire_payload(again),
+            wire_payload(third),
+            "takeover {takeover}: the message after a release compresses as it would have"
+        );
+
+        let mut server = Compressor::server(&params, 0);
+        let input = [
+            server_frame(&mut server, Message::text(text)),
+            server_frame(&mut server, Message::text(text)),
+        ]
+        .concat();
+        let mut inflater = Inflater::new(&params, MAX);
+        assert!(!inflater.holds_state() && inflater.retained() == 0);
+        // Read through a socket that has the two messages and then would block.
+        let mut socket = Some(input);
+        let mut read = |raw: &mut [u8]| match socket.take() {
+            Some(bytes) => {
+                raw[..bytes.len()].copy_from_slice(&bytes);
+                std::task::Poll::Ready(Ok(bytes.len()))
+            }
+            None => std::task::Poll::Pending,
+        };
+        let mut plain = Vec::new();
+        let mut buf = [0u8; 256];
+        while let std::task::Poll::Ready(n) = inflater.poll_read_from(&mut buf, &mut read) {
+            plain.extend_from_slice(&buf[..n.unwrap()]);
+        }
+        let (header, message) = plain.split_at(2);
+        assert_eq!(header, [0x81, text.len() as u8]);
+        assert_eq!(&message[..text.len()], text.as_bytes());
+        assert_eq!(plain.len(), 2 * (2 + text.len()), "both messages");
+        assert_eq!(inflater.holds_state(), takeover, "takeover {takeover}");
+        assert_eq!(
+            inflater.retained(),
+            0,
+            "the buffers went back when the socket ran dry"
+        );
+    }
+}
