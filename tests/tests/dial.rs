@@ -184,3 +184,39 @@ fn a_4xx_answer_on_the_simple_path_is_a_refusal_on_both_adapters() {
         }
     }
 }
+
+/// A server that answers the upgrade with interim answers (`100 Continue`) without end:
+/// the dial fails once [`MAX_INTERIM_ANSWERS`](wxsocket_wire::handshake::MAX_INTERIM_ANSWERS)
+/// were passed over, on both adapters alike (the blocking adapter kept reading them past
+/// its handshake timeout: 9 s for 4).
+#[test]
+fn interim_answers_without_end_fail_the_dial_on_both_adapters() {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = sock.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed first");
+                request.extend_from_slice(&buf[..n]);
+            }
+            // Until the client gives up (its dial failed): far more than it takes.
+            for _ in 0..100_000 {
+                if sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let (kind, text) = both(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).no_proxy());
+    server.join().unwrap();
+    assert_eq!(kind, TransportErrorKind::Protocol);
+    assert!(
+        text.contains("more than 16 interim (1xx) answers"),
+        "{text}"
+    );
+}

@@ -11,6 +11,11 @@ use wxsocket_core::{
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// The most interim answers (1xx: `100 Continue`, `103 Early Hints`) a server or proxy may
+/// send before its final one. Each is passed over, and without a limit a server sending
+/// them without end kept the client reading (the blocking adapter's handshake timeout
+/// fired at 9 s instead of 4).
+pub const MAX_INTERIM_ANSWERS: usize = 16;
 
 /// Parses an HTTP response head. Obsolete line folding (a header continued on a line that
 /// starts with a space or tab) is accepted, as RFC 9112 §5.2 allows a user agent to do, the
@@ -45,6 +50,8 @@ pub struct ClientHandshake {
     deflate: Option<DeflateOptions>,
     accept: String,
     response: Vec<u8>,
+    /// Interim answers passed over so far ([`MAX_INTERIM_ANSWERS`]).
+    interim: usize,
     /// How many times the head was parsed (for the test that bounds it).
     #[cfg(test)]
     parses: usize,
@@ -107,6 +114,7 @@ impl ClientHandshake {
             deflate: request.per_message_deflate,
             accept: derive_accept_key(key.as_bytes()),
             response: Vec::new(),
+            interim: 0,
             #[cfg(test)]
             parses: 0,
         }
@@ -160,7 +168,16 @@ impl ClientHandshake {
                 _ => None,
             };
             match interim {
-                Some(head_len) => drop(self.response.drain(..head_len)),
+                Some(_) if self.interim == MAX_INTERIM_ANSWERS => {
+                    return Err(protocol(&format!(
+                        "the server sent more than {MAX_INTERIM_ANSWERS} interim (1xx) answers \
+                         before answering the upgrade"
+                    )));
+                }
+                Some(head_len) => {
+                    self.interim += 1;
+                    drop(self.response.drain(..head_len));
+                }
                 None => break,
             }
         }
@@ -428,6 +445,23 @@ mod tests {
         }
         let done = h.feed(std::slice::from_ref(last)).unwrap().expect("open");
         assert_eq!(done.handshake.protocol.as_deref(), Some("p1"));
+    }
+
+    /// [`MAX_INTERIM_ANSWERS`] interim answers are passed over, one more fails the
+    /// handshake (a server sending them without end kept the client reading).
+    #[test]
+    fn interim_answers_without_end_fail_the_handshake() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let interim = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM_ANSWERS);
+        let mut h = ClientHandshake::with_key(&req(), key);
+        let bytes = format!("{interim}{}", response(good, ""));
+        assert!(h.feed(bytes.as_bytes()).unwrap().is_some(), "at the limit");
+        let mut h = ClientHandshake::with_key(&req(), key);
+        assert!(h.feed(interim.as_bytes()).unwrap().is_none());
+        let e = h.feed(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        assert!(e.message.contains("more than 16 interim"), "{e}");
     }
 
     /// A header folded over two lines (obsolete, but still sent by some servers and

@@ -34,6 +34,7 @@
 //! assert!(connect.feed(b"\r\n").unwrap()); // the tunnel is open
 //! ```
 
+use crate::handshake::MAX_INTERIM_ANSWERS;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -299,6 +300,8 @@ pub struct ProxyConnect {
     response: Vec<u8>,
     proxy: String,
     target: String,
+    /// Interim answers passed over so far ([`MAX_INTERIM_ANSWERS`]).
+    interim: usize,
 }
 
 impl fmt::Debug for ProxyConnect {
@@ -336,6 +339,7 @@ impl ProxyConnect {
             response: Vec::new(),
             proxy: proxy.to_string(),
             target,
+            interim: 0,
         }
     }
 
@@ -361,7 +365,13 @@ impl ProxyConnect {
         loop {
             match self.answer()? {
                 Answer::Partial => return Ok(false),
+                Answer::Interim(_) if self.interim == MAX_INTERIM_ANSWERS => {
+                    return Err(self.protocol(&format!(
+                        "sent more than {MAX_INTERIM_ANSWERS} interim (1xx) answers to CONNECT"
+                    )));
+                }
                 Answer::Interim(head_len) => {
+                    self.interim += 1;
                     self.response.drain(..head_len);
                 }
                 Answer::Open => return Ok(true),
@@ -625,5 +635,22 @@ mod tests {
             c.feed(b"HTTP/1.1 200 OK\r\nVia: 1.1 old\r\n proxy\r\n\r\n")
                 .unwrap()
         );
+    }
+
+    /// [`MAX_INTERIM_ANSWERS`] interim answers are passed over, one more fails the tunnel.
+    #[test]
+    fn interim_answers_without_end_fail_the_tunnel() {
+        let proxy = HttpProxy::parse("http://p:1").unwrap();
+        let interim = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM_ANSWERS);
+        let mut c = ProxyConnect::new(&proxy, "h", 80);
+        assert!(
+            c.feed(format!("{interim}HTTP/1.1 200 OK\r\n\r\n").as_bytes())
+                .unwrap()
+        );
+        let mut c = ProxyConnect::new(&proxy, "h", 80);
+        assert!(!c.feed(interim.as_bytes()).unwrap());
+        let e = c.feed(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        assert!(e.message.contains("more than 16 interim"), "{e}");
     }
 }
