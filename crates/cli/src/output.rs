@@ -348,17 +348,20 @@ impl Out {
         self.failed.get().copied()
     }
 
-    /// Prints a diagnostic on stderr (payload mode only, unless quiet).
+    /// Prints a diagnostic on stderr (payload mode only, unless quiet). Control characters
+    /// are escaped ([`one_line`]): the text may hold a server's words (a `Location`, a
+    /// reason), which must not drive the terminal.
     pub fn diagnostic(&self, text: &str) {
         if let Mode::Payloads { quiet: false, .. } = self.mode {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            stderr_line(&format!("wxsocket: {text}"));
+            stderr_line(&format!("wxsocket: {}", one_line(text)));
         }
     }
 
-    /// Prints a human line with the elapsed time in front.
+    /// Prints a human line with the elapsed time in front, control characters escaped as
+    /// [`Self::diagnostic`] does.
     pub fn stamped(&self, text: &str) {
-        self.line(&format!("[{:>7} ms] {text}", self.elapsed_ms()));
+        self.line(&format!("[{:>7} ms] {}", self.elapsed_ms(), one_line(text)));
     }
 
     /// Prints a JSON object with `"event"` first and `"t"` second.

@@ -930,3 +930,31 @@ fn a_hostile_text_prints_as_one_line_without_terminal_escapes() {
         assert_eq!(message["data"], hostile);
     }
 }
+
+/// A server's words in an error (a redirect's `Location`, which HTTP lets hold any byte
+/// from 0x80 on) cannot drive the terminal either: the C1 controls (CSI, OSC, ST) a prober
+/// sent reached stderr and the timeline as they were.
+#[test]
+fn a_hostile_location_prints_without_terminal_escapes() {
+    use wxsocket_tests::peer::{Mode as PeerMode, Peer};
+    let peer = Peer::builder(PeerMode::Echo)
+        .status_line("HTTP/1.1 302 Found")
+        .response_header("Location: ws://x/\u{9b}2J\u{9b}31mFAKE\u{9d}0;owned\u{9c}")
+        .start();
+    let url = peer.url();
+    for blocking in [false, true] {
+        for verbose in [false, true] {
+            let mut args = vec!["connect", &url];
+            if verbose {
+                args.push("-v");
+            }
+            let (_, lines, stderr) = common::run(&with_adapter(args, blocking), "");
+            let shown = format!("{}\n{stderr}", lines.join("\n"));
+            assert!(shown.contains(r"\u{9b}2J"), "{shown}");
+            assert!(
+                !shown.contains(['\u{9b}', '\u{9c}', '\u{9d}']),
+                "blocking {blocking}, verbose {verbose}: {shown:?}"
+            );
+        }
+    }
+}
