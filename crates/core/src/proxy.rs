@@ -216,20 +216,31 @@ impl fmt::Debug for HttpProxy {
 
 /// `url` as written, with any user information replaced by `***`, for errors and `Debug`
 /// output. Everything after the scheme up to the last `@` before the query goes, even where
-/// a malformed URL has a `/` in its password (an `@` in a path only hides a little more).
+/// a malformed URL has a `/` in its password (an `@` in a path only hides a little more),
+/// or else up to the last `@` before the first `/` (a `?` or `#` in the password).
 /// The values of the usual token query parameters
 /// ([`QUERY_DEFAULTS`](crate::transcript::QUERY_DEFAULTS)) show as `***` too, in the query
 /// and in the fragment (OAuth's implicit flow puts `access_token` there), with pairs split
 /// at `&` or `;`.
 pub(crate) fn redact(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..]
+    let first_break = url[start..]
         .find(['?', '#'])
         .map_or(url.len(), |i| start + i);
-    let mut out = match url[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..end]),
-        None => url[..end].to_owned(),
+    let first_slash = url[start..].find('/').map_or(url.len(), |i| start + i);
+    // A password with an unencoded `?` or `#`, which a URL parser takes for the query or
+    // the fragment (a prober's `ws://bob:s3cr#tPASS@host/` was shown whole): the last `@`
+    // before the first `/` ends the user information too.
+    let at = url[start..first_break]
+        .rfind('@')
+        .or_else(|| url[start..first_slash].rfind('@'))
+        .map(|at| start + at);
+    let (mut out, from) = match at {
+        Some(at) => (format!("{}***", &url[..start]), at),
+        None => (String::new(), 0),
     };
+    let end = url[from..].find(['?', '#']).map_or(url.len(), |i| from + i);
+    out.push_str(&url[from..end]);
     let rest = &url[end..];
     let (query, fragment) = match rest.find('#') {
         Some(hash) => (&rest[..hash], Some(&rest[hash + 1..])),
@@ -316,6 +327,11 @@ mod tests {
                 "https://app/cb#access_token=***&next=/home?tab=1",
             ),
             ("https://app/#token=S?x", "https://app/#token=***?x"),
+            // A password with an unencoded `#` or `?` (a security prober).
+            ("ws://bob:s3cr#tPASS@h:9/", "ws://***@h:9/"),
+            ("ws://bob:a?b=c@h/x?token=t", "ws://***@h/x?token=***"),
+            // An `@` in a query after a path is no user information.
+            ("ws://h/p?mail=a@b.c", "ws://h/p?mail=a@b.c"),
         ] {
             assert_eq!(redact(url), shown);
         }

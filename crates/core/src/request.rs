@@ -73,6 +73,12 @@ pub struct ConnectOptions {
 /// let shown = format!("{options:?}");
 /// assert!(shown.contains(r#""wss://***@h/ws?room=5&token=***""#), "{shown}");
 /// assert!(!shown.contains("abc") && !shown.contains("xyz") && !shown.contains("pw"), "{shown}");
+///
+/// // Also in the error of a URL whose password breaks it (an unencoded `#`).
+/// let broken = ConnectOptions::new("wss://ann:p#w0rd@h/ws");
+/// let error = broken.validate().unwrap_err().to_string();
+/// assert!(error.contains("wss://***@h/ws") && !error.contains("w0rd"), "{error}");
+/// assert!(!format!("{broken:?}").contains("w0rd"));
 /// ```
 impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
