@@ -316,6 +316,11 @@ enum Flow {
     Dropped,
 }
 
+/// The most read passes ([`wxsocket_wire::link::READ_PASS`] bytes or
+/// [`wxsocket_wire::connection::MAX_READS`] messages each) one poll of a connection's task
+/// makes before it yields.
+const PASSES_PER_POLL: usize = 4;
+
 impl Io {
     /// One connection's whole life after the handshake, as a hand-written future so
     /// reading and writing are driven together (a blocked write never stops reads, so a
@@ -330,11 +335,13 @@ impl Io {
         if let Some(socket) = self.connection.socket_mut() {
             socket.set_waker(cx.waker());
         }
+        let mut passes = 0;
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
             let flow = match flow {
                 Flow::Go if self.readable() && self.may_read(cx, shared, conn) => {
+                    passes += 1;
                     self.poll_read(&mut progress)
                 }
                 other => other,
@@ -346,6 +353,13 @@ impl Io {
                         progress = true;
                     }
                     if !progress {
+                        return Poll::Pending;
+                    }
+                    if passes == PASSES_PER_POLL {
+                        // A peer that keeps the reads busy (a flood of frames that complete
+                        // nothing, say) must not keep this task from yielding: the runtime's
+                        // timers and other tasks go first, then the task comes back.
+                        cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
                 }

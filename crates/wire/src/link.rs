@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::task::Poll;
 use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
@@ -186,7 +188,11 @@ impl<S: Read + Write> Link<S> {
             return;
         }
         let item = self.encoder.encode(message);
-        if !self.write(item, out) {
+        let taken = match direct(item) {
+            Ok((header, payload)) => self.write_direct(header, payload, out),
+            Err(item) => self.write(item, out),
+        };
+        if !taken {
             // Not taken: never reported written (the core fails it when the transport ends).
             return;
         }
@@ -239,6 +245,40 @@ impl<S: Read + Write> Link<S> {
             }
         }
         self.handed += len;
+        true
+    }
+
+    /// Writes a large data frame past tungstenite's buffer, into the wire's queue behind
+    /// what tungstenite holds (which a flush hands to the wire first), masked as it goes
+    /// out ([`DIRECT_FROM`]); `false` when it was not taken, as [`Self::write`].
+    fn write_direct(
+        &mut self,
+        mut header: FrameHeader,
+        payload: Bytes,
+        out: &mut Vec<TransportEvent>,
+    ) -> bool {
+        // tungstenite's buffer (and a pong it queued) goes first: the wire takes all of it.
+        match self.ws.flush() {
+            Ok(()) => {}
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                self.failed(&e, false, out);
+                return false;
+            }
+        }
+        if !self.ws.can_write() {
+            // A close frame went out or came in: as tungstenite refuses a write then.
+            return false;
+        }
+        let mask: [u8; 4] = rand::random();
+        header.mask = Some(mask);
+        let mut formatted = Vec::with_capacity(14);
+        header
+            .format(payload.len() as u64, &mut formatted)
+            .expect("formatting into a Vec");
+        self.needs_flush = true;
+        self.handed += frame_len(payload.len());
+        self.ws.get_mut().push_frame(formatted, payload, mask);
         true
     }
 
@@ -308,6 +348,8 @@ impl<S: Read + Write> Link<S> {
         let reported = out.len();
         let wire = self.ws.get_mut();
         wire.received = false;
+        wire.read_left = READ_PASS;
+        wire.read_spent = false;
         wire.stream.took_bytes();
         for _ in 0..max {
             if credit.is_paused() {
@@ -384,6 +426,10 @@ impl<S: Read + Write> Link<S> {
                     if out.len() == reported && self.ws.get_ref().received {
                         out.push(TransportEvent::Receiving);
                     }
+                    if self.ws.get_ref().read_spent {
+                        // The pass took all it may: the rest waits for the next.
+                        return ReadEnd::Limit;
+                    }
                     return ReadEnd::Drained;
                 }
                 Err(e) => {
@@ -447,6 +493,10 @@ pub struct Wire<S> {
     drained: bool,
     /// The socket gave bytes since [`Link::read`] began (see [`TransportEvent::Receiving`]).
     received: bool,
+    /// How many more bytes this [`Link::read`] may take from the socket ([`READ_PASS`]).
+    read_left: usize,
+    /// This read used them up: it ends with more to read ([`ReadEnd::Limit`]).
+    read_spent: bool,
     /// The socket took bytes since [`Link::flush`] began (see [`TransportEvent::Sending`]).
     sent: bool,
     /// Bytes the stream took (plaintext under TLS).
@@ -454,13 +504,32 @@ pub struct Wire<S> {
     /// How many of them are certainly on the socket: all of them for a plain socket; under
     /// TLS, all of them once rustls holds no ciphertext to write.
     confirmed: u64,
-    /// What tungstenite handed over beyond what the stream took, when that was a lot
-    /// ([`BACKLOG_FROM`]), from `backlog_at` on: written before anything else. tungstenite
-    /// moves the rest of its buffer to the front after every partial write, which costs the
-    /// whole message again for each piece a nearly full socket takes (quadratic in the
-    /// message's size).
-    backlog: Vec<u8>,
-    backlog_at: usize,
+    /// What was handed to the wire and the stream has not taken yet, in order: written
+    /// before anything else. The wire takes every write of tungstenite's whole, keeping here
+    /// what the stream did not take, so tungstenite never holds bytes it has written out
+    /// (it moves the rest of its buffer to the front after every partial write, which costs
+    /// the whole message again for each piece a nearly full socket takes: quadratic in the
+    /// message's size), and a large message the link writes itself
+    /// ([`Wire::push_frame`]) can queue behind it.
+    queue: VecDeque<Queued>,
+    /// How much of the front [`Queued::Plain`] was written.
+    front_at: usize,
+    /// The next piece of the front [`Queued::Masked`] frame, masked, from `ready_at` on.
+    ready: Vec<u8>,
+    ready_at: usize,
+}
+
+/// Bytes the wire holds for the stream ([`Wire::queue`]).
+enum Queued {
+    /// Bytes as they go out: the rest of a write, a frame's header.
+    Plain(Vec<u8>),
+    /// A data frame's payload, masked a piece ([`PIECE`]) at a time as the stream takes it,
+    /// from `next` on: the message is never copied whole.
+    Masked {
+        payload: Bytes,
+        mask: [u8; 4],
+        next: usize,
+    },
 }
 
 impl<S> Wire<S> {
@@ -472,11 +541,15 @@ impl<S> Wire<S> {
             short_read_ends: false,
             drained: false,
             received: false,
+            read_left: READ_PASS,
+            read_spent: false,
             sent: false,
             taken: 0,
             confirmed: 0,
-            backlog: Vec::new(),
-            backlog_at: 0,
+            queue: VecDeque::new(),
+            front_at: 0,
+            ready: Vec::new(),
+            ready_at: 0,
         }
     }
 
@@ -498,6 +571,7 @@ impl<S> Wire<S> {
 impl<S: Read + Write> Read for Wire<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let (stream, drained, received) = (&mut self.stream, &mut self.drained, &mut self.received);
+        let (read_left, read_spent) = (&mut self.read_left, &mut self.read_spent);
         let short_read_ends =
             self.short_read_ends && !self.incoming.is_inflating() && !stream.is_tls();
         // The read-ahead and the inflater call the socket only once what they hold is
@@ -506,7 +580,14 @@ impl<S: Read + Write> Read for Wire<S> {
             if *drained {
                 return Poll::Pending;
             }
+            if *read_left == 0 {
+                *read_spent = true;
+                return Poll::Pending;
+            }
             let read = stream.read(buf);
+            if let Ok(n) = read {
+                *read_left = read_left.saturating_sub(n);
+            }
             // Over TLS, part of a record counts too (it gives no plaintext yet).
             *received |= matches!(read, Ok(n) if n > 0) || stream.took_bytes();
             match read {
@@ -527,29 +608,83 @@ impl<S: Read + Write> Read for Wire<S> {
     }
 }
 
-/// How much of a write the stream did not take the wire keeps itself ([`Wire::backlog`]),
-/// instead of leaving it to tungstenite.
-const BACKLOG_FROM: usize = 256 << 10;
+/// The most bytes one [`Link::read`] takes from the socket; then it ends with
+/// [`ReadEnd::Limit`] (more may wait), so that the driver runs its timers and the other
+/// connections, and the application its calls, between passes. Frames that complete no
+/// message (a server sending empty continuation frames without end) took no read credit
+/// and no message off `max`, and a read went on for as long as the server sent them:
+/// the command ignored Ctrl-C, and the blocking adapter's other connections and calls
+/// waited.
+pub const READ_PASS: usize = 256 << 10;
+
+/// The messages from this size on are written by the link itself ([`Wire::push_frame`]),
+/// masked a piece at a time, instead of being copied whole into tungstenite's buffer (which
+/// keeps its largest size for the connection's life) and again into the wire's queue.
+pub(crate) const DIRECT_FROM: usize = 64 << 10;
+/// How much of a masked frame is masked at a time.
+const PIECE: usize = 64 << 10;
 
 impl<S: Read + Write> Wire<S> {
-    /// Writes the backlog to the stream: `Ok` once it is all out, `WouldBlock` while the
+    /// Writes the queue to the stream: `Ok` once it is all out, `WouldBlock` while the
     /// stream takes no more.
-    fn write_backlog(&mut self) -> io::Result<()> {
-        while self.backlog_at < self.backlog.len() {
-            let written = self.stream.write(&self.backlog[self.backlog_at..]);
+    fn write_queue(&mut self) -> io::Result<()> {
+        loop {
+            let written = if self.ready_at < self.ready.len() {
+                let written = self.stream.write(&self.ready[self.ready_at..]);
+                if let Ok(n) = written {
+                    self.ready_at += n;
+                }
+                written
+            } else {
+                match self.queue.front_mut() {
+                    None => break,
+                    Some(Queued::Plain(bytes)) if self.front_at < bytes.len() => {
+                        let written = self.stream.write(&bytes[self.front_at..]);
+                        if let Ok(n) = written {
+                            self.front_at += n;
+                        }
+                        written
+                    }
+                    Some(Queued::Masked {
+                        payload,
+                        mask,
+                        next,
+                    }) if *next < payload.len() => {
+                        let end = payload.len().min(*next + PIECE);
+                        self.ready.clear();
+                        self.ready.extend_from_slice(&payload[*next..end]);
+                        apply_mask(&mut self.ready, *mask, *next);
+                        self.ready_at = 0;
+                        *next = end;
+                        continue;
+                    }
+                    Some(_) => {
+                        self.queue.pop_front();
+                        self.front_at = 0;
+                        continue;
+                    }
+                }
+            };
             self.took(&written);
-            match written? {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => self.backlog_at += n,
+            if written? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
         }
-        self.backlog.clear();
-        self.backlog_at = 0;
-        if self.backlog.capacity() > BACKLOG_FROM * 4 {
-            // A large message's copy is not kept for ever.
-            self.backlog = Vec::new();
-        }
+        // All out: a large message's piece is not kept for an idle connection.
+        self.ready = Vec::new();
+        self.ready_at = 0;
         Ok(())
+    }
+
+    /// Queues a data frame with `header` (formatted, mask key included) and `payload`,
+    /// masked with `mask` as it goes out, behind everything handed before.
+    fn push_frame(&mut self, header: Vec<u8>, payload: Bytes, mask: [u8; 4]) {
+        self.queue.push_back(Queued::Plain(header));
+        self.queue.push_back(Queued::Masked {
+            payload,
+            mask,
+            next: 0,
+        });
     }
 
     /// Counts what a write took (see [`Self::taken`], [`Self::confirmed`]).
@@ -565,25 +700,50 @@ impl<S: Read + Write> Wire<S> {
 }
 
 impl<S: Read + Write> Write for Wire<S> {
+    /// Takes `buf` whole (tungstenite's buffer): what the stream does not take now is
+    /// queued (the wire's queue), and `flush` says `WouldBlock` until it is out.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_backlog()?;
-        let written = self.stream.write(buf);
-        self.took(&written);
-        match written {
-            // A large rest: kept here, taken off tungstenite's buffer at once.
-            Ok(n) if n > 0 && buf.len() - n >= BACKLOG_FROM => {
-                self.backlog.extend_from_slice(&buf[n..]);
-                Ok(buf.len())
+        let taken = match self.write_queue() {
+            Ok(()) => {
+                let written = self.stream.write(buf);
+                self.took(&written);
+                match written {
+                    Ok(0) if !buf.is_empty() => return Ok(0),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                }
             }
-            other => other,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if taken < buf.len() {
+            self.queue.push_back(Queued::Plain(buf[taken..].to_vec()));
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.write_backlog()?;
+        self.write_queue()?;
         let flushed = self.stream.flush();
         self.took(&Ok(0));
         flushed
+    }
+}
+
+/// Masks `piece`, the payload's bytes from `offset` on, with the frame's `mask` (RFC 6455
+/// §5.3: byte `i` of the payload is XORed with `mask[i % 4]`).
+fn apply_mask(piece: &mut [u8], mask: [u8; 4], offset: usize) {
+    let m: [u8; 4] = std::array::from_fn(|i| mask[(offset + i) % 4]);
+    let wide = u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);
+    let mut words = piece.chunks_exact_mut(8);
+    for word in &mut words {
+        let masked = u64::from_ne_bytes((&*word).try_into().expect("8 bytes")) ^ wide;
+        word.copy_from_slice(&masked.to_ne_bytes());
+    }
+    // The rest starts at a multiple of 8 into the piece, so at `m[0]`.
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
+        *byte ^= m[i % 4];
     }
 }
 
@@ -599,6 +759,24 @@ fn frame_len(payload: usize) -> u64 {
 }
 
 /// [`frame_len`] of a message as tungstenite writes it (one frame).
+/// A data message the link writes itself ([`DIRECT_FROM`]): its frame's header (FIN, the
+/// opcode, RSV1 when compressed) and payload; any other message as it was.
+fn direct(message: WsMessage) -> Result<(FrameHeader, Bytes), WsMessage> {
+    let data = |opcode| FrameHeader {
+        opcode: OpCode::Data(opcode),
+        ..FrameHeader::default()
+    };
+    match message {
+        WsMessage::Text(text) if text.len() >= DIRECT_FROM => Ok((data(Data::Text), text.into())),
+        WsMessage::Binary(bytes) if bytes.len() >= DIRECT_FROM => Ok((data(Data::Binary), bytes)),
+        WsMessage::Frame(frame) if frame.payload().len() >= DIRECT_FROM => {
+            let header = frame.header().clone();
+            Ok((header, frame.into_payload()))
+        }
+        other => Err(other),
+    }
+}
+
 fn message_len(message: &WsMessage) -> u64 {
     frame_len(match message {
         WsMessage::Text(text) => text.len(),
@@ -823,6 +1001,93 @@ mod tests {
             ),
             "{out:?}"
         );
+    }
+
+    /// The data frames in `written` (a client's: masked), unmasked: (opcode, payload).
+    fn unmasked_frames(written: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        let mut i = 0;
+        while i < written.len() {
+            let opcode = written[i] & 0x0F;
+            assert_eq!(written[i + 1] & 0x80, 0x80, "masked");
+            let (len, at) = match written[i + 1] & 0x7F {
+                126 => (
+                    u16::from_be_bytes([written[i + 2], written[i + 3]]) as usize,
+                    i + 4,
+                ),
+                127 => (
+                    u64::from_be_bytes(written[i + 2..i + 10].try_into().unwrap()) as usize,
+                    i + 10,
+                ),
+                n => (n as usize, i + 2),
+            };
+            let mask = &written[at..at + 4];
+            let payload = written[at + 4..at + 4 + len]
+                .iter()
+                .enumerate()
+                .map(|(j, b)| b ^ mask[j % 4])
+                .collect();
+            frames.push((opcode, payload));
+            i = at + 4 + len;
+        }
+        frames
+    }
+
+    /// Large messages go out past tungstenite's buffer, masked a piece at a time, in order
+    /// with the small ones and the pings around them, whatever the socket takes at a time;
+    /// each payload arrives exactly, every send is reported written, and nothing of a large
+    /// message stays with the link or tungstenite once it is out.
+    #[test]
+    fn large_messages_are_masked_as_they_go_out_in_order() {
+        let sizes = [
+            DIRECT_FROM - 1,
+            DIRECT_FROM,
+            DIRECT_FROM + 3,
+            10,
+            PIECE * 3 + 5,
+            1,
+            200_001,
+        ];
+        for room in [None, Some(1), Some(7), Some(4096), Some(PIECE + 1)] {
+            let mut link = link(&[]);
+            let mut out = Vec::new();
+            let mut sent = Vec::new();
+            for (i, &size) in sizes.iter().enumerate() {
+                let payload: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+                let message = if i % 2 == 0 {
+                    Message::binary(payload.clone())
+                } else {
+                    let text: String = payload.iter().map(|b| (b'a' + b % 26) as char).collect();
+                    Message::text(text)
+                };
+                sent.push((if i % 2 == 0 { 2 } else { 1 }, message.as_bytes().to_vec()));
+                link.send(SendId::from_raw(i as u64), message, &mut out);
+                if i == 2 {
+                    link.ping(Bytes::from_static(b"between"), &mut out);
+                    sent.push((9, b"between".to_vec()));
+                }
+            }
+            socket(&mut link).room = room;
+            let mut rounds = 0;
+            loop {
+                link.flush(&mut out);
+                if !link.wants_write() {
+                    break;
+                }
+                socket(&mut link).room = room;
+                rounds += 1;
+                assert!(rounds < 1_000_000, "never done");
+            }
+            let written = std::mem::take(&mut socket(&mut link).written);
+            assert_eq!(unmasked_frames(&written), sent, "room {room:?}");
+            let reported = out
+                .iter()
+                .filter(|e| matches!(e, TransportEvent::SendWritten(_)))
+                .count();
+            assert_eq!(reported, sizes.len(), "room {room:?}");
+            let wire = link.wire_mut();
+            assert!(wire.queue.is_empty() && wire.ready.capacity() == 0);
+        }
     }
 
     pub(super) fn socket(link: &mut Link<Scripted>) -> &mut Scripted {
