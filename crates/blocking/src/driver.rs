@@ -121,9 +121,9 @@ impl Reads {
     }
 }
 
-/// How long a thread about to read the sockets lets an application thread waiting for the
-/// state go first ([`Shared::lock_for_io`]).
-const CALLER_FIRST: Duration = Duration::from_millis(10);
+/// How long the driver thread lets a thread waiting for the state go first
+/// ([`Shared::lock_for_driver`]).
+const WAITING_FIRST: Duration = Duration::from_millis(10);
 
 /// State shared by every handle and the driver thread.
 pub(crate) struct Shared<M> {
@@ -137,9 +137,9 @@ pub(crate) struct Shared<M> {
     /// the same call whose send was refused, so that any later change to the machine
     /// sees it and moves `room_epoch` on.
     pub room_waiters: AtomicUsize,
-    /// Application threads waiting for `inner` ([`Shared::lock_for_caller`]): the threads
-    /// that read the sockets let them have it first ([`Shared::lock_for_io`]).
-    callers: AtomicUsize,
+    /// Threads waiting for `inner` ([`Shared::lock_waiting`]): the driver thread lets them
+    /// have it first ([`Shared::lock_for_driver`]).
+    waiting: AtomicUsize,
     pub events_alive: AtomicBool,
     /// The proxy variables read when the client was created (the dials' copy is in
     /// [`Inner`]), for the connect calls' check.
@@ -304,7 +304,7 @@ impl<M: Machine> Shared<M> {
             completion_ready: Condvar::new(),
             room_ready: Condvar::new(),
             room_waiters: AtomicUsize::new(0),
-            callers: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             events_alive: AtomicBool::new(true),
             proxy_env,
             receiver_poll,
@@ -335,7 +335,7 @@ impl<M: Machine> Shared<M> {
     /// Like [`Self::call`], with access to the outbox before the actions run (to register
     /// a completion waiter that the pump may already fulfil).
     pub fn call_with<T>(&self, f: impl FnOnce(&mut M, Instant, &Self) -> T) -> T {
-        let mut inner = self.lock_for_caller();
+        let mut inner = self.lock_waiting();
         let now = Instant::now();
         // The machine runs its due timers in any call (a send): as before the driver
         // thread runs them, first read what came while the reads were with a receiving
@@ -356,25 +356,26 @@ impl<M: Machine> Shared<M> {
         out
     }
 
-    /// `inner` for an application thread's call: counted while it waits, so that the threads
-    /// reading the sockets let it go first ([`Self::lock_for_io`]).
-    fn lock_for_caller(&self) -> MutexGuard<'_, Inner<M>> {
-        self.callers.fetch_add(1, Ordering::AcqRel);
+    /// `inner` for any thread but the driver's round (an application's call, a thread in
+    /// `recv` reading the sockets): counted while it waits, so that the driver thread lets
+    /// it go first ([`Self::lock_for_driver`]).
+    fn lock_waiting(&self) -> MutexGuard<'_, Inner<M>> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         let inner = lock(&self.inner);
-        self.callers.fetch_sub(1, Ordering::AcqRel);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
         inner
     }
 
-    /// `inner` for a thread about to read the sockets (the driver thread's round, a thread in
-    /// `recv`). A peer that keeps the reads busy (a flood of frames completing nothing) makes
-    /// these passes come back to back, and a thread taking the lock again at once kept it
-    /// from an application thread waiting for it: the command's Ctrl-C never got to close
-    /// (20 s and more). An application thread waiting goes first, for at most
-    /// [`CALLER_FIRST`].
-    fn lock_for_io(&self) -> MutexGuard<'_, Inner<M>> {
-        if self.callers.load(Ordering::Acquire) > 0 {
+    /// `inner` for the driver thread's round. A peer that keeps the reads busy (a flood of
+    /// frames completing nothing) makes the rounds come back to back, and the driver thread
+    /// taking the lock again the moment it let it go kept it from the threads waiting for
+    /// it (`std`'s mutex is not fair): the command's Ctrl-C never got to close (20 s and
+    /// more), and a thread in `recv` waited for the flood to end. A thread waiting goes
+    /// first, for at most [`WAITING_FIRST`].
+    fn lock_for_driver(&self) -> MutexGuard<'_, Inner<M>> {
+        if self.waiting.load(Ordering::Acquire) > 0 {
             let start = Instant::now();
-            while self.callers.load(Ordering::Acquire) > 0 && start.elapsed() < CALLER_FIRST {
+            while self.waiting.load(Ordering::Acquire) > 0 && start.elapsed() < WAITING_FIRST {
                 std::thread::yield_now();
             }
         }
@@ -386,14 +387,14 @@ impl<M: Machine> Shared<M> {
         &self,
         conn: impl FnOnce(&M) -> Option<ConnId>,
     ) -> Option<crate::SocketInfo> {
-        let mut inner = self.lock_for_caller();
+        let mut inner = self.lock_waiting();
         let conn = conn(&inner.machine)?;
         inner.socket_info(conn)
     }
 
     /// Reads the machine without running anything.
     pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
-        f(&self.lock_for_caller().machine)
+        f(&self.lock_waiting().machine)
     }
 
     pub fn wake(&self) {
@@ -405,7 +406,7 @@ impl<M: Machine> Shared<M> {
     /// is drained; the driver thread then ends.
     pub fn begin_shutdown(&self) {
         {
-            let mut guard = self.lock_for_caller();
+            let mut guard = self.lock_waiting();
             let inner = &mut *guard;
             let now = Instant::now();
             if inner.lifecycle.shut_down(&mut inner.machine, now) {
@@ -451,7 +452,7 @@ impl<M: Machine> Shared<M> {
         let mut events = MioEvents::with_capacity(256);
         loop {
             let (timeout, callbacks, finished, dispatch_more) = {
-                let mut inner = self.lock_for_io();
+                let mut inner = self.lock_for_driver();
                 let now = Instant::now();
                 for event in events.iter() {
                     if event.token() != WAKER {
@@ -561,7 +562,7 @@ impl<M: Machine> Shared<M> {
         // hand-off touches no socket (see `Inner::reads`): the sockets the driver's poller
         // still watches are disarmed one by one as input comes.
         {
-            let mut inner = self.lock_for_io();
+            let mut inner = self.lock_waiting();
             let now = Instant::now();
             inner.reads = Reads::Watched { since: now };
             inner.pump(self, now);
@@ -578,7 +579,7 @@ impl<M: Machine> Shared<M> {
             }
         }
         lock(&self.outbox).receiver_polling = false;
-        let mut inner = self.lock_for_io();
+        let mut inner = self.lock_waiting();
         let now = Instant::now();
         inner.reads = Reads::left(now);
         for (conn, pass) in ready.iter().copied() {
@@ -607,7 +608,7 @@ impl<M: Machine> Shared<M> {
     /// first reads what arrived while the reads were with a receiving thread that has left
     /// ([`Inner::catch_up_reads`]): `try_recv` must see it.
     pub fn refill(&self, catch_up: bool) {
-        let mut inner = self.lock_for_caller();
+        let mut inner = self.lock_waiting();
         let now = Instant::now();
         if catch_up {
             inner.catch_up_reads(false, now);
@@ -625,7 +626,7 @@ impl<M: Machine> Shared<M> {
     /// machine are taken and discarded (which resumes a paused connection).
     pub fn discard_events(&self) {
         lock(&self.outbox).events.clear();
-        let mut inner = self.lock_for_caller();
+        let mut inner = self.lock_waiting();
         let now = Instant::now();
         inner.catch_up_reads(true, now);
         inner.pump(self, now);
