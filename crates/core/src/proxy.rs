@@ -259,6 +259,21 @@ pub(crate) fn redact(url: &str) -> String {
     out
 }
 
+/// [`redact`] for a URL as the user wrote it, which may not parse: one that does not may
+/// hold a password with any of `/`, `?` and `#` (a reviewer's `ws://bob:a/b#SECRET@host/`
+/// was shown whole), so everything after the scheme up to its last `@` goes (an `@` in the
+/// path or query of a broken URL only hides more).
+pub(crate) fn redact_written(url: &str) -> String {
+    if url::Url::parse(url).is_ok() {
+        return redact(url);
+    }
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => redact(&format!("{}***{}", &url[..start], &url[start + at..])),
+        None => redact(url),
+    }
+}
+
 /// `key=value` pairs (after an optional leading `?`) split at `&` or `;`, with the values
 /// of the keys `secret` names written as `shown`.
 pub(crate) fn redact_pairs(pairs: &str, secret: impl Fn(&str) -> bool, shown: &str) -> String {
@@ -334,6 +349,19 @@ mod tests {
             ("ws://h/p?mail=a@b.c", "ws://h/p?mail=a@b.c"),
         ] {
             assert_eq!(redact(url), shown);
+        }
+        // A URL that does not parse: the password may hold `/` and `#` (a reviewer).
+        for (url, shown) in [
+            ("ws://bob:a/b#SECRET@host/", "ws://***@host/"),
+            (
+                "ws://bob:a/b?SECRET@host/x?token=t",
+                "ws://***@host/x?token=***",
+            ),
+            ("ws://bob:x#y/SECRET@host/", "ws://***@host/"),
+            // A URL that parses keeps the finer rule.
+            ("ws://h/p?mail=a@b.c", "ws://h/p?mail=a@b.c"),
+        ] {
+            assert_eq!(redact_written(url), shown);
         }
     }
 

@@ -101,7 +101,7 @@ impl std::fmt::Debug for ConnectOptions {
             })
             .collect();
         f.debug_struct("ConnectOptions")
-            .field("url", &crate::proxy::redact(&self.url))
+            .field("url", &crate::proxy::redact_written(&self.url))
             .field("data", &data)
             .field("header", &header)
             .field("method", &self.method)
@@ -224,7 +224,7 @@ impl ConnectOptions {
         let mut url = parse_url(&self.url)?;
         if self.require_tls && url.scheme() != "wss" {
             return Err(ConnectError::TlsRequired {
-                url: crate::proxy::redact(&self.url),
+                url: crate::proxy::redact_written(&self.url),
             });
         }
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -370,12 +370,12 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     // `ws://ev\r\nil.com/` would dial `evil.com`: a control character is refused instead.
     if raw.chars().any(char::is_control) {
         return Err(ConnectError::InvalidUrl {
-            url: crate::proxy::redact(&raw.escape_debug().to_string()),
+            url: crate::proxy::redact_written(&raw.escape_debug().to_string()),
             reason: "a control character (a line break, say) in the URL".into(),
         });
     }
     let mut url = Url::parse(raw).map_err(|e| ConnectError::InvalidUrl {
-        url: crate::proxy::redact(raw),
+        url: crate::proxy::redact_written(raw),
         reason: e.to_string(),
     })?;
     let mapped = match url.scheme() {
@@ -392,7 +392,7 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
         // http(s) and ws(s) are both "special" schemes, so this cannot fail; rebuild to be sure.
         let rest = &raw[raw.find(':').unwrap_or(0)..];
         url = Url::parse(&format!("{scheme}{rest}")).map_err(|e| ConnectError::InvalidUrl {
-            url: crate::proxy::redact(raw),
+            url: crate::proxy::redact_written(raw),
             reason: e.to_string(),
         })?;
     }
@@ -401,13 +401,13 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConnectError::InvalidUrl {
-            url: crate::proxy::redact(raw),
+            url: crate::proxy::redact_written(raw),
             reason: "no host".into(),
         });
     }
     if url.port() == Some(0) {
         return Err(ConnectError::InvalidUrl {
-            url: crate::proxy::redact(raw),
+            url: crate::proxy::redact_written(raw),
             reason: "port 0 cannot be dialled".into(),
         });
     }
