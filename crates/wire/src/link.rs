@@ -1370,3 +1370,568 @@ mod randomized_tests {
         }
     }
 }
+
+/// A second reviewer's randomized check of the whole write path: every frame parsed off
+/// the socket and unmasked, payloads compared byte for byte with what was sent (sizes
+/// around [`DIRECT_FROM`] and [`PIECE`], random contents), pings of ours in order, the
+/// server's pings answered in between (never inside another frame), closes both ways, the
+/// socket's room random (down to one byte); and after every step a link whose wire holds
+/// bytes still asks for a flush.
+#[cfg(all(test, feature = "deflate"))]
+mod review_randomized {
+    use super::tests::{Scripted, socket as sock};
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Complete frames in `w`: (first byte, unmasked payload, end offset).
+    pub(super) fn parse(w: &[u8]) -> Vec<(u8, Vec<u8>, usize)> {
+        let mut v = Vec::new();
+        let mut i = 0;
+        loop {
+            if i + 2 > w.len() {
+                return v;
+            }
+            let b0 = w[i];
+            assert!(w[i + 1] & 0x80 != 0, "unmasked frame at {i}");
+            let mut h = 2;
+            let len = match w[i + 1] & 0x7F {
+                126 => {
+                    if i + 4 > w.len() {
+                        return v;
+                    }
+                    h += 2;
+                    u16::from_be_bytes([w[i + 2], w[i + 3]]) as usize
+                }
+                127 => {
+                    if i + 10 > w.len() {
+                        return v;
+                    }
+                    h += 8;
+                    u64::from_be_bytes(w[i + 2..i + 10].try_into().unwrap()) as usize
+                }
+                n => n as usize,
+            };
+            if i + h + 4 + len > w.len() {
+                return v;
+            }
+            let mask = &w[i + h..i + h + 4];
+            let payload = w[i + h + 4..i + h + 4 + len]
+                .iter()
+                .enumerate()
+                .map(|(j, b)| b ^ mask[j % 4])
+                .collect();
+            i += h + 4 + len;
+            v.push((b0, payload, i));
+        }
+    }
+
+    fn holds_bytes<S>(wire: &Wire<S>) -> bool {
+        !wire.queue.is_empty() || wire.ready_at < wire.ready.len()
+    }
+
+    fn run(seed: u64, compress: Option<usize>) {
+        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+        let wire = Wire::new(
+            Stream::Plain(Scripted::default()),
+            Incoming::new(Bytes::new(), None),
+        );
+        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
+        #[cfg(feature = "deflate")]
+        let encoder = match compress {
+            Some(t) => Encoder::deflating_for_tests(t),
+            None => Encoder::default(),
+        };
+        #[cfg(not(feature = "deflate"))]
+        let encoder = {
+            let _ = compress;
+            Encoder::default()
+        };
+        let mut link = Link::new(ConnId::from_raw(1), ws, encoder);
+        // What must appear on the socket, in order, pongs left out: (opcode, payload).
+        let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
+        // Send id -> index of its frame among the expected ones.
+        let mut frame_of: std::collections::HashMap<u64, usize> = Default::default();
+        let mut reported: Vec<u64> = Vec::new();
+        let mut next_id = 1u64;
+        let sizes = [
+            0usize,
+            1,
+            125,
+            126,
+            65_535,
+            65_536,
+            65_537,
+            65_539,
+            65_536 * 2 - 1,
+            65_536 * 2 + 3,
+            200_003,
+            300_001,
+        ];
+        let mut ended = false;
+        let steps = 120;
+        for step in 0..steps {
+            let mut out = Vec::new();
+            let can_write = !link.gone && link.ws.can_write();
+            match rng.below(12) {
+                0..=3 => {
+                    let size = if rng.below(3) != 0 {
+                        sizes[rng.below(sizes.len() as u64) as usize]
+                    } else {
+                        rng.below(70_000) as usize
+                    };
+                    let id = next_id;
+                    next_id += 1;
+                    let text = rng.below(2) == 0;
+                    let mut r = Rng(id.wrapping_mul(0x2545F4914F6CDD1D) | 1);
+                    let bytes: Vec<u8> = (0..size)
+                        .map(|_| {
+                            let b = r.next() as u8;
+                            if text { b'a' + b % 26 } else { b }
+                        })
+                        .collect();
+                    let message = if text {
+                        Message::text(String::from_utf8(bytes.clone()).unwrap())
+                    } else {
+                        Message::binary(bytes.clone())
+                    };
+                    link.send(SendId::from_raw(id), message, &mut out);
+                    let taken = link.pending.back().is_some_and(|p| p.0.get() == id)
+                        || out
+                            .iter()
+                            .any(|e| matches!(e, TransportEvent::SendWritten(i) if i.get() == id));
+                    assert_eq!(taken, can_write, "seed {seed} step {step}: taken");
+                    if taken {
+                        frame_of.insert(id, expected.len());
+                        expected.push((if text { 1 } else { 2 }, bytes));
+                    }
+                }
+                4 => {
+                    let p = rng.below(126) as usize;
+                    let payload = vec![b'P'; p];
+                    link.ping(Bytes::from(payload.clone()), &mut out);
+                    if can_write {
+                        expected.push((9, payload));
+                    }
+                }
+                5 | 6 => {
+                    sock(&mut link).room = match rng.below(6) {
+                        0 => None,
+                        1 => Some(0),
+                        2 => Some(1 + rng.below(7) as usize),
+                        3 => Some(65_536 + rng.below(16) as usize - 8),
+                        _ => Some(rng.below(5000) as usize),
+                    };
+                }
+                7 | 8 => link.flush(&mut out),
+                9 => {
+                    let k = 1 + rng.below(3);
+                    for _ in 0..k {
+                        let p = rng.below(126) as usize;
+                        let s = sock(&mut link);
+                        s.input.get_mut().push(0x89);
+                        s.input.get_mut().push(p as u8);
+                        s.input.get_mut().extend(std::iter::repeat_n(b'q', p));
+                    }
+                    let mut credit = ReadCredit::UNLIMITED;
+                    link.read(&mut credit, 16, &mut out);
+                }
+                10 if step > steps / 2 && rng.below(3) == 0 => {
+                    if rng.below(2) == 0 {
+                        if !link.close_sent && !link.gone {
+                            let reason = "r".repeat(rng.below(60) as usize);
+                            link.close(&CloseRequest::new(Some(1000), &reason).unwrap(), &mut out);
+                        }
+                    } else {
+                        sock(&mut link)
+                            .input
+                            .get_mut()
+                            .extend_from_slice(&[0x88, 0x02, 0x03, 0xE8]);
+                        let mut credit = ReadCredit::UNLIMITED;
+                        link.read(&mut credit, 16, &mut out);
+                    }
+                }
+                _ => {
+                    sock(&mut link)
+                        .input
+                        .get_mut()
+                        .extend_from_slice(&[0x81, 0x01, b'z']);
+                    let mut credit = ReadCredit::UNLIMITED;
+                    link.read(&mut credit, 16, &mut out);
+                }
+            }
+            let frames = parse(&sock(&mut link).written);
+            let data_done = frames.iter().filter(|f| f.0 & 0x0F <= 2).count();
+            for e in &out {
+                if let TransportEvent::SendWritten(id) = e {
+                    let k = frame_of[&id.get()];
+                    let data_before = expected[..=k].iter().filter(|f| f.0 <= 2).count();
+                    assert!(
+                        data_before <= data_done,
+                        "seed {seed} step {step}: send {} reported written before its frame is whole",
+                        id.get()
+                    );
+                    reported.push(id.get());
+                }
+                if matches!(e, TransportEvent::Closed) {
+                    ended = true;
+                }
+            }
+            if ended {
+                break;
+            }
+            if holds_bytes(link.wire()) {
+                assert!(
+                    link.needs_flush() || link.wants_write(),
+                    "seed {seed} step {step}: the wire holds bytes and the link asks for no flush"
+                );
+            }
+        }
+        if !ended {
+            // Drain: the socket takes everything now.
+            sock(&mut link).room = None;
+            let mut out = Vec::new();
+            let mut rounds = 0;
+            while link.needs_flush() && !link.gone {
+                link.flush(&mut out);
+                rounds += 1;
+                assert!(rounds < 10, "seed {seed}: never flushed");
+            }
+            for e in &out {
+                if let TransportEvent::SendWritten(id) = e {
+                    reported.push(id.get());
+                }
+            }
+            assert!(
+                !holds_bytes(link.wire()),
+                "seed {seed}: bytes left in the wire"
+            );
+            assert_eq!(link.wire().ready.capacity(), 0, "seed {seed}: a piece kept");
+            let mut sorted = reported.clone();
+            sorted.sort();
+            let all: Vec<u64> = {
+                let mut v: Vec<u64> = frame_of.keys().copied().collect();
+                v.sort();
+                v
+            };
+            assert_eq!(
+                sorted, all,
+                "seed {seed}: every send taken reported written once"
+            );
+        }
+        assert!(
+            reported.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: reported in order {reported:?}"
+        );
+        // The frames on the socket: ours in order, pongs anywhere between them, one close
+        // at most, last.
+        let written = std::mem::take(&mut sock(&mut link).written);
+        let frames = parse(&written);
+        let end = frames.last().map_or(0, |f| f.2);
+        if !ended {
+            assert_eq!(end, written.len(), "seed {seed}: a partial frame left");
+        }
+        let mut inflate = flate2::Decompress::new_with_window_bits(false, 15);
+        let mut seen: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut closes = 0;
+        for (i, (b0, payload, _)) in frames.iter().enumerate() {
+            let op = b0 & 0x0F;
+            assert_eq!(b0 & 0x80, 0x80, "seed {seed}: FIN");
+            match op {
+                0xA => continue,
+                0x8 => {
+                    closes += 1;
+                    assert_eq!(i, frames.len() - 1, "seed {seed}: a frame after the close");
+                    continue;
+                }
+                _ => {}
+            }
+            let payload = if b0 & 0x40 != 0 {
+                let mut input = payload.clone();
+                input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+                let mut plain = Vec::with_capacity(1 << 20);
+                let before = inflate.total_in();
+                while ((inflate.total_in() - before) as usize) < input.len() {
+                    let at = (inflate.total_in() - before) as usize;
+                    plain.reserve(1 << 16);
+                    inflate
+                        .decompress_vec(&input[at..], &mut plain, flate2::FlushDecompress::Sync)
+                        .unwrap();
+                }
+                plain
+            } else {
+                payload.clone()
+            };
+            seen.push((op, payload));
+        }
+        assert!(closes <= 1);
+        let want: Vec<(u8, Vec<u8>)> = if ended {
+            expected[..seen.len().min(expected.len())].to_vec()
+        } else {
+            expected.clone()
+        };
+        assert_eq!(seen.len(), want.len(), "seed {seed}: frames on the socket");
+        for (k, (a, b)) in seen.iter().zip(&want).enumerate() {
+            assert!(
+                a.0 == b.0 && a.1 == b.1,
+                "seed {seed}: frame {k}: opcode {} len {} on the socket, opcode {} len {} sent",
+                a.0,
+                a.1.len(),
+                b.0,
+                b.1.len()
+            );
+        }
+    }
+
+    #[test]
+    fn every_frame_reaches_the_socket_once_in_order_and_unmasks_to_what_was_sent() {
+        for seed in 0..24 {
+            run(seed, None);
+        }
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_frames_reach_the_socket_once_in_order() {
+        for seed in 0..12 {
+            run(seed, Some(if seed % 2 == 0 { 0 } else { 70_000 }));
+        }
+    }
+}
+
+/// The randomized check over TLS: the server decrypts what the socket took, and no send
+/// may be reported written before its frame's plaintext can be decrypted there (rustls
+/// holding none of its ciphertext).
+#[cfg(all(test, feature = "tls"))]
+mod review_tls {
+    use super::review_randomized::parse;
+    use super::tests::Scripted;
+    use super::*;
+    use crate::upgrade::TlsStream;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConnection};
+    use std::sync::Arc;
+
+    fn pair(ca: &wxsocket_test_pki::TestCa) -> (ClientConnection, ServerConnection) {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client =
+            ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+        let mut server = ServerConnection::new(ca.server_config()).unwrap();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            let mut r = &buf[..];
+            while !r.is_empty() {
+                server.read_tls(&mut r).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut buf).unwrap();
+            }
+            let mut r = &buf[..];
+            while !r.is_empty() {
+                client.read_tls(&mut r).unwrap();
+            }
+            client.process_new_packets().unwrap();
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        (client, server)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn sock(link: &mut Link<Scripted>) -> &mut Scripted {
+        link.wire_mut().stream.socket_mut()
+    }
+
+    /// Decrypts what the socket took since the last call into `plain`.
+    fn server_reads(
+        link: &mut Link<Scripted>,
+        server: &mut ServerConnection,
+        at: &mut usize,
+        plain: &mut Vec<u8>,
+    ) {
+        let written = sock(link).written[*at..].to_vec();
+        *at += written.len();
+        let mut r = &written[..];
+        let mut buf = vec![0u8; 65536];
+        while !r.is_empty() {
+            server.read_tls(&mut r).unwrap();
+            server.process_new_packets().unwrap();
+            loop {
+                match server.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+
+    fn run(seed: u64, ca: &wxsocket_test_pki::TestCa) {
+        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+        let (client, mut server) = pair(ca);
+        let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
+        let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
+        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
+        let mut link = Link::new(ConnId::from_raw(1), ws, Encoder::default());
+        let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut frame_of: std::collections::HashMap<u64, usize> = Default::default();
+        let mut reported = Vec::new();
+        let (mut at, mut plain) = (0usize, Vec::new());
+        let sizes = [1usize, 125, 65_535, 65_536, 65_537, 131_075, 200_003];
+        let mut next_id = 1u64;
+        for step in 0..80 {
+            let mut out = Vec::new();
+            let can_write = !link.gone && link.ws.can_write();
+            match rng.below(10) {
+                0..=3 => {
+                    let size = sizes[rng.below(sizes.len() as u64) as usize];
+                    let id = next_id;
+                    next_id += 1;
+                    let mut r = Rng(id.wrapping_mul(0x2545F4914F6CDD1D) | 1);
+                    let bytes: Vec<u8> = (0..size).map(|_| r.next() as u8).collect();
+                    link.send(
+                        SendId::from_raw(id),
+                        Message::binary(bytes.clone()),
+                        &mut out,
+                    );
+                    if can_write {
+                        frame_of.insert(id, expected.len());
+                        expected.push((2, bytes));
+                    }
+                }
+                4 => {
+                    let payload = vec![b'P'; rng.below(126) as usize];
+                    link.ping(Bytes::from(payload.clone()), &mut out);
+                    if can_write {
+                        expected.push((9, payload));
+                    }
+                }
+                5 | 6 => {
+                    sock(&mut link).room = match rng.below(4) {
+                        0 => None,
+                        1 => Some(0),
+                        2 => Some(1 + rng.below(40) as usize),
+                        _ => Some(rng.below(40_000) as usize),
+                    }
+                }
+                7 | 8 => link.flush(&mut out),
+                _ => {
+                    // The server pings.
+                    let p = rng.below(126) as usize;
+                    let mut frame = vec![0x89, p as u8];
+                    frame.extend(std::iter::repeat_n(b'q', p));
+                    server.writer().write_all(&frame).unwrap();
+                    let mut tls = Vec::new();
+                    while server.wants_write() {
+                        server.write_tls(&mut tls).unwrap();
+                    }
+                    sock(&mut link).input.get_mut().extend_from_slice(&tls);
+                    let mut credit = ReadCredit::UNLIMITED;
+                    link.read(&mut credit, 16, &mut out);
+                }
+            }
+            server_reads(&mut link, &mut server, &mut at, &mut plain);
+            let frames = parse(&plain);
+            let data_done = frames.iter().filter(|f| f.0 & 0x0F <= 2).count();
+            for e in &out {
+                match e {
+                    TransportEvent::SendWritten(id) => {
+                        let k = frame_of[&id.get()];
+                        let before = expected[..=k].iter().filter(|f| f.0 <= 2).count();
+                        assert!(
+                            before <= data_done,
+                            "seed {seed} step {step}: send {} reported written, its frame not decryptable on the socket",
+                            id.get()
+                        );
+                        reported.push(id.get());
+                    }
+                    TransportEvent::Error(_) | TransportEvent::Closed => {
+                        panic!("seed {seed}: {out:?}")
+                    }
+                    _ => {}
+                }
+            }
+            let wire = link.wire();
+            if !wire.queue.is_empty()
+                || wire.ready_at < wire.ready.len()
+                || wire.stream.wants_write()
+            {
+                assert!(
+                    link.needs_flush() || link.wants_write(),
+                    "seed {seed} step {step}: bytes wait and no flush is asked for"
+                );
+            }
+        }
+        sock(&mut link).room = None;
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            if !(link.needs_flush() || link.wire().stream.wants_write()) {
+                break;
+            }
+            link.flush(&mut out);
+        }
+        assert!(
+            !(link.needs_flush() || link.wire().stream.wants_write()),
+            "seed {seed}"
+        );
+        reported.extend(out.iter().filter_map(|e| match e {
+            TransportEvent::SendWritten(id) => Some(id.get()),
+            _ => None,
+        }));
+        server_reads(&mut link, &mut server, &mut at, &mut plain);
+        let frames = parse(&plain);
+        assert_eq!(frames.last().map_or(0, |f| f.2), plain.len(), "seed {seed}");
+        let seen: Vec<(u8, Vec<u8>)> = frames
+            .into_iter()
+            .filter(|f| f.0 & 0x0F != 0xA)
+            .map(|f| (f.0 & 0x0F, f.1))
+            .collect();
+        assert_eq!(seen.len(), expected.len(), "seed {seed}");
+        assert!(seen == expected, "seed {seed}: payloads differ");
+        let mut all: Vec<u64> = frame_of.keys().copied().collect();
+        all.sort();
+        assert_eq!(reported, all, "seed {seed}: all reported once, in order");
+    }
+
+    #[test]
+    fn over_tls_every_frame_arrives_and_no_send_is_reported_early() {
+        let ca = wxsocket_test_pki::TestCa::generate("review");
+        for seed in 0..16 {
+            run(seed, &ca);
+        }
+    }
+}
