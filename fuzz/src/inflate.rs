@@ -38,10 +38,14 @@ const READER_BOUND: usize = (16 << 10) + 2 * (128 << 10);
 #[derive(Debug, Arbitrary)]
 struct Case {
     no_context_takeover: bool,
+    /// The agreed `server_max_window_bits`: 9 to 15 (the value modulo 7, plus 9).
+    window_bits: u8,
     /// The limit, in bytes (small, so the fuzzer reaches it).
     max: u16,
     messages: Vec<Msg>,
-    /// Piece sizes the bytes are fed in (cycled; 0 counts as 1).
+    /// Piece sizes the bytes are fed in (cycled; 0 counts as 1, and read through
+    /// `read_from` it is a socket with nothing to read now: `WouldBlock`, after which the
+    /// inflater has let its buffers go).
     pieces: Vec<u8>,
     garbage: Vec<u8>,
 }
@@ -63,10 +67,7 @@ struct Msg {
 /// each with the index of the message it belongs to (pings belong to the message whose
 /// fragments they interrupt).
 fn conversation(case: &Case) -> (Vec<u8>, Vec<(usize, WsMessage)>) {
-    let params = DeflateParams {
-        server_no_context_takeover: case.no_context_takeover,
-        ..DeflateParams::default()
-    };
+    let params = params(case);
     let mut compressor = Compressor::server(&params, 0);
     let mut wire = Vec::new();
     let mut expected = Vec::new();
@@ -163,6 +164,9 @@ impl Read for Pieces<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let step = self.pieces[*self.turn % self.pieces.len()];
         *self.turn += 1;
+        if step == 0 && *self.at < self.input.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let end = (*self.at + step.min(buf.len())).min(self.input.len());
         let n = end - *self.at;
         buf[..n].copy_from_slice(&self.input[*self.at..end]);
@@ -248,6 +252,15 @@ impl Write for Feed {
     }
 }
 
+/// The agreement of `case`: the server's context takeover and window.
+fn params(case: &Case) -> DeflateParams {
+    DeflateParams {
+        server_no_context_takeover: case.no_context_takeover,
+        server_max_window_bits: 9 + case.window_bits % 7,
+        ..DeflateParams::default()
+    }
+}
+
 /// Checks the permessage-deflate read path on one input (see the module docs).
 pub fn inflate(data: &[u8]) {
     let Ok(case) = Case::arbitrary_take_rest(Unstructured::new(data)) else {
@@ -263,12 +276,20 @@ fn check(case: &Case, reader: bool) {
     let (mut wire, expected) = conversation(case);
     let well_formed = wire.len();
     wire.extend_from_slice(&case.garbage);
-    let params = DeflateParams {
-        server_no_context_takeover: case.no_context_takeover,
-        ..DeflateParams::default()
-    };
-    let mut pieces: Vec<usize> = case.pieces.iter().map(|p| (*p as usize).max(1)).collect();
-    if pieces.is_empty() {
+    let params = params(case);
+    // Read through `read_from`, a 0 is a `WouldBlock`; fed, it counts as 1.
+    let mut pieces: Vec<usize> = case
+        .pieces
+        .iter()
+        .map(|p| {
+            if reader {
+                *p as usize
+            } else {
+                (*p as usize).max(1)
+            }
+        })
+        .collect();
+    if pieces.iter().all(|p| *p == 0) {
         pieces.push(well_formed.max(1));
     }
     let feed = Feed {
@@ -292,6 +313,15 @@ fn check(case: &Case, reader: bool) {
     let error = loop {
         match ws.read() {
             Ok(m) => read.push(m),
+            // The socket had nothing this time: read again, as an adapter does when it is
+            // readable again.
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert_eq!(
+                    ws.get_ref().inflater.retained(),
+                    0,
+                    "buffers kept while idle"
+                );
+            }
             Err(e) => break e,
         }
     };
