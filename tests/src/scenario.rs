@@ -225,3 +225,36 @@ pub fn slow_reader(
     });
     (url, rx)
 }
+
+/// The server's side of the upgrade on a raw socket, for servers that then write frames by
+/// hand: reads the client's request head and answers 101, with `extensions` as the
+/// `Sec-WebSocket-Extensions` answer when given. The stream is left at the client's first
+/// frame.
+pub fn raw_upgrade(tcp: &mut std::net::TcpStream, extensions: Option<&str>) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .ok_or_else(|| std::io::Error::other("no Sec-WebSocket-Key"))?;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(extensions) = extensions {
+        answer.push_str(&format!("Sec-WebSocket-Extensions: {extensions}\r\n"));
+    }
+    answer.push_str("\r\n");
+    tcp.write_all(answer.as_bytes())
+}

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wxsocket_core::{ConnectOptions, DeflateOptions, Event, Message, SessionConfig};
 use wxsocket_tests::adapter::{BlockingPool, EVENT_TIMEOUT, PoolAdapter, Task, TokioPool};
+use wxsocket_tests::scenario::raw_upgrade;
 use wxsocket_wire::tls::TlsRoots;
 
 /// Connections per measurement: enough that what one holds shows above the noise (zlib's
@@ -77,27 +78,7 @@ impl Drop for EchoFrames {
 /// close frame, which is echoed too (the close handshake), or the end of the stream.
 fn serve(mut tcp: TcpStream, answer: &str) -> std::io::Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte)?;
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| value.trim().to_owned())
-        })
-        .expect("a key");
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    write!(
-        tcp,
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: {answer}\r\n\r\n"
-    )?;
+    raw_upgrade(&mut tcp, Some(answer))?;
     loop {
         let mut header = [0u8; 2];
         tcp.read_exact(&mut header)?;

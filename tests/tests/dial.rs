@@ -70,6 +70,17 @@ fn a_refused_proxy_reads_the_same_on_both_adapters() {
     assert!(text.contains(&format!("(127.0.0.1:{port}): ")), "{text}");
 }
 
+/// Reads an upgrade request to its end.
+fn read_request(sock: &mut std::net::TcpStream) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.ends_with(b"\r\n\r\n") {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "the client closed first");
+        request.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[test]
 fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     // Reads each upgrade request to its end, then closes without a word.
@@ -78,13 +89,7 @@ fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     let server = std::thread::spawn(move || {
         for _ in 0..2 {
             let (mut sock, _) = listener.accept().unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.ends_with(b"\r\n\r\n") {
-                let n = sock.read(&mut buf).unwrap();
-                assert!(n > 0, "the client closed first");
-                request.extend_from_slice(&buf[..n]);
-            }
+            read_request(&mut sock);
         }
     });
     let (kind, text) = both(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")).no_proxy());
@@ -197,13 +202,7 @@ fn interim_answers_without_end_fail_the_dial_on_both_adapters() {
     let server = std::thread::spawn(move || {
         for _ in 0..2 {
             let (mut sock, _) = listener.accept().unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.ends_with(b"\r\n\r\n") {
-                let n = sock.read(&mut buf).unwrap();
-                assert!(n > 0, "the client closed first");
-                request.extend_from_slice(&buf[..n]);
-            }
+            read_request(&mut sock);
             // Until the client gives up (its dial failed): far more than it takes.
             for _ in 0..100_000 {
                 if sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {

@@ -5,7 +5,7 @@
 //! Now each pass takes at most `READ_PASS` bytes: the client closes on time, while the
 //! flood goes on, on both adapters.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wxsocket_core::{ConnectOptions, Event, ReadyState, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, TokioAdapter};
-use wxsocket_tests::scenario::open;
+use wxsocket_tests::scenario::{open, raw_upgrade};
 use wxsocket_wire::tls::TlsRoots;
 
 /// The client's close timeout: the server never answers the close frame.
@@ -30,30 +30,9 @@ fn flooding_server() -> (String, Arc<AtomicBool>, JoinHandle<()>) {
     let stopped = Arc::clone(&stop);
     let server = std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            tcp.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("a key");
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let mut first = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .into_bytes();
+        raw_upgrade(&mut tcp, None).unwrap();
         // A text message's first fragment (not final), one byte.
-        first.extend_from_slice(&[0x01, 0x01, b'a']);
-        tcp.write_all(&first).unwrap();
+        tcp.write_all(&[0x01, 0x01, b'a']).unwrap();
         let empties = [0x00u8, 0x00].repeat(32 << 10);
         let end = Instant::now() + FLOOD;
         while Instant::now() < end && !stopped.load(Ordering::Acquire) {

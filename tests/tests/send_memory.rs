@@ -7,13 +7,13 @@
 //! whole into tungstenite's buffer, which keeps its largest size for the connection's life,
 //! and the rest the socket did not take at once whole again (three copies at the peak).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wxsocket_core::{ConnectOptions, Message, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, TokioAdapter};
-use wxsocket_tests::scenario::open;
+use wxsocket_tests::scenario::{open, raw_upgrade};
 use wxsocket_wire::tls::TlsRoots;
 
 /// The message: large enough to stand out of the process's other memory, within the
@@ -48,28 +48,7 @@ fn discarding_server(frame: usize) -> (String, JoinHandle<()>) {
     let server = std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            tcp.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("a key");
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        write!(
-            tcp,
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .unwrap();
+        raw_upgrade(&mut tcp, None).unwrap();
         let mut buf = vec![0u8; 16 << 10];
         let mut read = 0;
         while read < frame {
