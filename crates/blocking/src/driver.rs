@@ -121,8 +121,8 @@ impl Reads {
     }
 }
 
-/// How long the driver thread lets a thread waiting for the state go first
-/// ([`Shared::lock_for_driver`]).
+/// How long a thread about to read the sockets lets the threads it defers to take the state
+/// first ([`Shared::defer_to`]).
 const WAITING_FIRST: Duration = Duration::from_millis(10);
 
 /// State shared by every handle and the driver thread.
@@ -137,9 +137,12 @@ pub(crate) struct Shared<M> {
     /// the same call whose send was refused, so that any later change to the machine
     /// sees it and moves `room_epoch` on.
     pub room_waiters: AtomicUsize,
-    /// Threads waiting for `inner` ([`Shared::lock_waiting`]): the driver thread lets them
-    /// have it first ([`Shared::lock_for_driver`]).
-    waiting: AtomicUsize,
+    /// Application calls waiting for `inner` ([`Shared::lock_for_caller`]): the threads that
+    /// read the sockets let them have it first.
+    callers: AtomicUsize,
+    /// Threads in `recv` waiting for `inner` to read the sockets
+    /// ([`Shared::lock_for_receiver`]): the driver thread lets them have it first.
+    receivers: AtomicUsize,
     pub events_alive: AtomicBool,
     /// The proxy variables read when the client was created (the dials' copy is in
     /// [`Inner`]), for the connect calls' check.
@@ -304,7 +307,8 @@ impl<M: Machine> Shared<M> {
             completion_ready: Condvar::new(),
             room_ready: Condvar::new(),
             room_waiters: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
+            callers: AtomicUsize::new(0),
+            receivers: AtomicUsize::new(0),
             events_alive: AtomicBool::new(true),
             proxy_env,
             receiver_poll,
@@ -335,7 +339,7 @@ impl<M: Machine> Shared<M> {
     /// Like [`Self::call`], with access to the outbox before the actions run (to register
     /// a completion waiter that the pump may already fulfil).
     pub fn call_with<T>(&self, f: impl FnOnce(&mut M, Instant, &Self) -> T) -> T {
-        let mut inner = self.lock_waiting();
+        let mut inner = self.lock_for_caller();
         let now = Instant::now();
         // The machine runs its due timers in any call (a send): as before the driver
         // thread runs them, first read what came while the reads were with a receiving
@@ -356,30 +360,48 @@ impl<M: Machine> Shared<M> {
         out
     }
 
-    /// `inner` for any thread but the driver's round (an application's call, a thread in
-    /// `recv` reading the sockets): counted while it waits, so that the driver thread lets
-    /// it go first ([`Self::lock_for_driver`]).
-    fn lock_waiting(&self) -> MutexGuard<'_, Inner<M>> {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+    /// `inner` for an application's call: counted while it waits, so that the threads that
+    /// read the sockets let it go first ([`Self::lock_for_receiver`],
+    /// [`Self::lock_for_driver`]).
+    fn lock_for_caller(&self) -> MutexGuard<'_, Inner<M>> {
+        self.callers.fetch_add(1, Ordering::AcqRel);
         let inner = lock(&self.inner);
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.callers.fetch_sub(1, Ordering::AcqRel);
         inner
     }
 
-    /// `inner` for the driver thread's round. A peer that keeps the reads busy (a flood of
-    /// frames completing nothing) makes the rounds come back to back, and the driver thread
-    /// taking the lock again the moment it let it go kept it from the threads waiting for
-    /// it (`std`'s mutex is not fair): the command's Ctrl-C never got to close (20 s and
-    /// more), and a thread in `recv` waited for the flood to end. A thread waiting goes
-    /// first, for at most [`WAITING_FIRST`].
+    /// `inner` for a thread in `recv` about to read the sockets: it lets a waiting
+    /// application call go first, and is counted while it waits, so that the driver thread
+    /// lets it go first too.
+    fn lock_for_receiver(&self) -> MutexGuard<'_, Inner<M>> {
+        self.defer_to(|| self.callers.load(Ordering::Acquire) > 0);
+        self.receivers.fetch_add(1, Ordering::AcqRel);
+        let inner = lock(&self.inner);
+        self.receivers.fetch_sub(1, Ordering::AcqRel);
+        inner
+    }
+
+    /// `inner` for the driver thread's round: any thread waiting goes first.
     fn lock_for_driver(&self) -> MutexGuard<'_, Inner<M>> {
-        if self.waiting.load(Ordering::Acquire) > 0 {
+        self.defer_to(|| {
+            self.callers.load(Ordering::Acquire) + self.receivers.load(Ordering::Acquire) > 0
+        });
+        lock(&self.inner)
+    }
+
+    /// Lets the threads `waiting` says wait for `inner` take it first, for at most
+    /// [`WAITING_FIRST`]. A peer that keeps the reads busy (a flood of frames completing
+    /// nothing) makes the read passes come back to back, and a thread taking the lock again
+    /// the moment it let it go kept it from the others (`std`'s mutex is not fair): the
+    /// command's Ctrl-C never got to close (20 s and more), and a thread in `recv` waited
+    /// for the flood to end.
+    fn defer_to(&self, waiting: impl Fn() -> bool) {
+        if waiting() {
             let start = Instant::now();
-            while self.waiting.load(Ordering::Acquire) > 0 && start.elapsed() < WAITING_FIRST {
+            while waiting() && start.elapsed() < WAITING_FIRST {
                 std::thread::yield_now();
             }
         }
-        lock(&self.inner)
     }
 
     /// The socket of connection `conn` (`None`: the current one of a session).
@@ -387,14 +409,14 @@ impl<M: Machine> Shared<M> {
         &self,
         conn: impl FnOnce(&M) -> Option<ConnId>,
     ) -> Option<crate::SocketInfo> {
-        let mut inner = self.lock_waiting();
+        let mut inner = self.lock_for_caller();
         let conn = conn(&inner.machine)?;
         inner.socket_info(conn)
     }
 
     /// Reads the machine without running anything.
     pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
-        f(&self.lock_waiting().machine)
+        f(&self.lock_for_caller().machine)
     }
 
     pub fn wake(&self) {
@@ -406,7 +428,7 @@ impl<M: Machine> Shared<M> {
     /// is drained; the driver thread then ends.
     pub fn begin_shutdown(&self) {
         {
-            let mut guard = self.lock_waiting();
+            let mut guard = self.lock_for_caller();
             let inner = &mut *guard;
             let now = Instant::now();
             if inner.lifecycle.shut_down(&mut inner.machine, now) {
@@ -562,7 +584,7 @@ impl<M: Machine> Shared<M> {
         // hand-off touches no socket (see `Inner::reads`): the sockets the driver's poller
         // still watches are disarmed one by one as input comes.
         {
-            let mut inner = self.lock_waiting();
+            let mut inner = self.lock_for_receiver();
             let now = Instant::now();
             inner.reads = Reads::Watched { since: now };
             inner.pump(self, now);
@@ -579,13 +601,21 @@ impl<M: Machine> Shared<M> {
             }
         }
         lock(&self.outbox).receiver_polling = false;
-        let mut inner = self.lock_waiting();
+        let mut inner = self.lock_for_receiver();
         let now = Instant::now();
         inner.reads = Reads::left(now);
         for (conn, pass) in ready.iter().copied() {
             inner.on_ready(conn, pass, now);
         }
-        if !ready.is_empty() {
+        // Due timers run here too, as in any call into the machine: a peer that keeps this
+        // thread reading (a flood of fragments) keeps it taking the lock, which the driver
+        // thread then lets it have (`lock_for_driver`), and the command's close timeout
+        // fired when the flood ended (18 s late) instead of on time.
+        let due = inner.machine.poll_timeout().is_some_and(|t| t <= now);
+        if due {
+            inner.machine.handle_timeout(now);
+        }
+        if due || !ready.is_empty() {
             inner.pump(self, now);
         }
         let wake = inner.driver_must_look();
@@ -608,7 +638,7 @@ impl<M: Machine> Shared<M> {
     /// first reads what arrived while the reads were with a receiving thread that has left
     /// ([`Inner::catch_up_reads`]): `try_recv` must see it.
     pub fn refill(&self, catch_up: bool) {
-        let mut inner = self.lock_waiting();
+        let mut inner = self.lock_for_caller();
         let now = Instant::now();
         if catch_up {
             inner.catch_up_reads(false, now);
@@ -626,7 +656,7 @@ impl<M: Machine> Shared<M> {
     /// machine are taken and discarded (which resumes a paused connection).
     pub fn discard_events(&self) {
         lock(&self.outbox).events.clear();
-        let mut inner = self.lock_waiting();
+        let mut inner = self.lock_for_caller();
         let now = Instant::now();
         inner.catch_up_reads(true, now);
         inner.pump(self, now);
