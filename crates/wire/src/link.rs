@@ -1003,34 +1003,92 @@ mod tests {
         );
     }
 
-    /// The data frames in `written` (a client's: masked), unmasked: (opcode, payload).
-    fn unmasked_frames(written: &[u8]) -> Vec<(u8, Vec<u8>)> {
-        let mut frames = Vec::new();
-        let mut i = 0;
-        while i < written.len() {
-            let opcode = written[i] & 0x0F;
-            assert_eq!(written[i + 1] & 0x80, 0x80, "masked");
-            let (len, at) = match written[i + 1] & 0x7F {
-                126 => (
-                    u16::from_be_bytes([written[i + 2], written[i + 3]]) as usize,
-                    i + 4,
-                ),
-                127 => (
-                    u64::from_be_bytes(written[i + 2..i + 10].try_into().unwrap()) as usize,
-                    i + 10,
-                ),
-                n => (n as usize, i + 2),
-            };
-            let mask = &written[at..at + 4];
-            let payload = written[at + 4..at + 4 + len]
-                .iter()
-                .enumerate()
-                .map(|(j, b)| b ^ mask[j % 4])
-                .collect();
-            frames.push((opcode, payload));
-            i = at + 4 + len;
+    /// A xorshift generator for the randomized tests, seeded so that any seed (0 too) runs.
+    pub(super) struct Rng(u64);
+
+    impl Rng {
+        pub(super) fn seeded(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
         }
+
+        pub(super) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub(super) fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// The complete frames at the start of `w` (a client's: every one masked): (first
+    /// byte, where the payload is, its mask, end offset). A frame cut short ends the list.
+    pub(super) fn frames(w: &[u8]) -> Vec<(u8, std::ops::Range<usize>, [u8; 4], usize)> {
+        let mut v = Vec::new();
+        let mut i = 0;
+        loop {
+            if i + 2 > w.len() {
+                return v;
+            }
+            let b0 = w[i];
+            assert!(w[i + 1] & 0x80 != 0, "unmasked frame at {i}");
+            let mut h = 2;
+            let len = match w[i + 1] & 0x7F {
+                126 => {
+                    if i + 4 > w.len() {
+                        return v;
+                    }
+                    h += 2;
+                    u16::from_be_bytes([w[i + 2], w[i + 3]]) as usize
+                }
+                127 => {
+                    if i + 10 > w.len() {
+                        return v;
+                    }
+                    h += 8;
+                    u64::from_be_bytes(w[i + 2..i + 10].try_into().unwrap()) as usize
+                }
+                n => n as usize,
+            };
+            if i + h + 4 + len > w.len() {
+                return v;
+            }
+            let mask = w[i + h..i + h + 4].try_into().unwrap();
+            let payload = i + h + 4..i + h + 4 + len;
+            i += h + 4 + len;
+            v.push((b0, payload, mask, i));
+        }
+    }
+
+    /// [`frames`] with their payloads unmasked: (first byte, payload, end offset).
+    pub(super) fn parse(w: &[u8]) -> Vec<(u8, Vec<u8>, usize)> {
+        frames(w)
+            .into_iter()
+            .map(|(b0, payload, mask, end)| {
+                let unmasked = w[payload]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, b)| b ^ mask[j % 4])
+                    .collect();
+                (b0, unmasked, end)
+            })
+            .collect()
+    }
+
+    /// Every frame in `written`, which holds whole frames only: (opcode, payload).
+    fn unmasked_frames(written: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let frames = parse(written);
+        assert_eq!(
+            frames.last().map_or(0, |f| f.2),
+            written.len(),
+            "whole frames"
+        );
         frames
+            .into_iter()
+            .map(|(b0, p, _)| (b0 & 0x0F, p))
+            .collect()
     }
 
     /// Large messages go out past tungstenite's buffer, masked a piece at a time, in order
@@ -1090,11 +1148,9 @@ mod tests {
         }
     }
 
+    /// The test socket under the link (under TLS too).
     pub(super) fn socket(link: &mut Link<Scripted>) -> &mut Scripted {
-        match &mut link.wire_mut().stream {
-            Stream::Plain(socket) => socket,
-            Stream::Tls(_) => unreachable!("a plain test socket"),
-        }
+        link.wire_mut().stream.socket_mut()
     }
 
     /// Part of a frame is a sign of life ([`TransportEvent::Receiving`], once a read), so
@@ -1186,64 +1242,12 @@ mod tests {
 /// on the socket, nor out of order.
 #[cfg(test)]
 mod randomized_tests {
-    use super::tests::{Scripted, socket as sock};
+    use super::tests::{Rng, Scripted, frames, socket as sock};
     use super::*;
     use std::collections::HashMap;
 
-    /// Complete frames in `w`: (opcode, end offset).
-    fn frames(w: &[u8]) -> Vec<(u8, usize)> {
-        let mut v = Vec::new();
-        let mut i = 0;
-        loop {
-            if i + 2 > w.len() {
-                return v;
-            }
-            let op = w[i] & 0x0F;
-            let masked = w[i + 1] & 0x80 != 0;
-            let l7 = (w[i + 1] & 0x7F) as usize;
-            let mut h = 2;
-            let len = match l7 {
-                126 => {
-                    if i + 4 > w.len() {
-                        return v;
-                    }
-                    h += 2;
-                    u16::from_be_bytes([w[i + 2], w[i + 3]]) as usize
-                }
-                127 => {
-                    if i + 10 > w.len() {
-                        return v;
-                    }
-                    h += 8;
-                    u64::from_be_bytes(w[i + 2..i + 10].try_into().unwrap()) as usize
-                }
-                n => n,
-            };
-            assert!(masked);
-            h += 4;
-            if i + h + len > w.len() {
-                return v;
-            }
-            i += h + len;
-            v.push((op, i));
-        }
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     fn run(seed: u64, encoder: Encoder) {
-        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+        let mut rng = Rng::seeded(seed);
         let wire = Wire::new(
             Stream::Plain(Scripted::default()),
             Incoming::new(Bytes::new(), None),
@@ -1330,7 +1334,7 @@ mod randomized_tests {
                 }
             }
             let fr = frames(&sock(&mut link).written);
-            let data_done = fr.iter().filter(|(op, _)| matches!(op, 0..=2)).count();
+            let data_done = fr.iter().filter(|f| matches!(f.0 & 0x0F, 0..=2)).count();
             for e in &out {
                 if let TransportEvent::SendWritten(id) = e {
                     let k = order[&id.get()];
@@ -1379,70 +1383,15 @@ mod randomized_tests {
 /// bytes still asks for a flush.
 #[cfg(all(test, feature = "deflate"))]
 mod review_randomized {
-    use super::tests::{Scripted, socket as sock};
+    use super::tests::{Rng, Scripted, parse, socket as sock};
     use super::*;
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
-    /// Complete frames in `w`: (first byte, unmasked payload, end offset).
-    pub(super) fn parse(w: &[u8]) -> Vec<(u8, Vec<u8>, usize)> {
-        let mut v = Vec::new();
-        let mut i = 0;
-        loop {
-            if i + 2 > w.len() {
-                return v;
-            }
-            let b0 = w[i];
-            assert!(w[i + 1] & 0x80 != 0, "unmasked frame at {i}");
-            let mut h = 2;
-            let len = match w[i + 1] & 0x7F {
-                126 => {
-                    if i + 4 > w.len() {
-                        return v;
-                    }
-                    h += 2;
-                    u16::from_be_bytes([w[i + 2], w[i + 3]]) as usize
-                }
-                127 => {
-                    if i + 10 > w.len() {
-                        return v;
-                    }
-                    h += 8;
-                    u64::from_be_bytes(w[i + 2..i + 10].try_into().unwrap()) as usize
-                }
-                n => n as usize,
-            };
-            if i + h + 4 + len > w.len() {
-                return v;
-            }
-            let mask = &w[i + h..i + h + 4];
-            let payload = w[i + h + 4..i + h + 4 + len]
-                .iter()
-                .enumerate()
-                .map(|(j, b)| b ^ mask[j % 4])
-                .collect();
-            i += h + 4 + len;
-            v.push((b0, payload, i));
-        }
-    }
 
     fn holds_bytes<S>(wire: &Wire<S>) -> bool {
         !wire.queue.is_empty() || wire.ready_at < wire.ready.len()
     }
 
     fn run(seed: u64, compress: Option<usize>) {
-        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+        let mut rng = Rng::seeded(seed);
         let wire = Wire::new(
             Stream::Plain(Scripted::default()),
             Incoming::new(Bytes::new(), None),
@@ -1494,7 +1443,7 @@ mod review_randomized {
                     let id = next_id;
                     next_id += 1;
                     let text = rng.below(2) == 0;
-                    let mut r = Rng(id.wrapping_mul(0x2545F4914F6CDD1D) | 1);
+                    let mut r = Rng::seeded(id);
                     let bytes: Vec<u8> = (0..size)
                         .map(|_| {
                             let b = r.next() as u8;
@@ -1715,8 +1664,7 @@ mod review_randomized {
 /// holding none of its ciphertext).
 #[cfg(all(test, feature = "tls"))]
 mod review_tls {
-    use super::review_randomized::parse;
-    use super::tests::Scripted;
+    use super::tests::{Rng, Scripted, parse, socket as sock};
     use super::*;
     use crate::upgrade::TlsStream;
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConnection};
@@ -1758,23 +1706,6 @@ mod review_tls {
         (client, server)
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
-    fn sock(link: &mut Link<Scripted>) -> &mut Scripted {
-        link.wire_mut().stream.socket_mut()
-    }
-
     /// Decrypts what the socket took since the last call into `plain`.
     fn server_reads(
         link: &mut Link<Scripted>,
@@ -1801,7 +1732,7 @@ mod review_tls {
     }
 
     fn run(seed: u64, ca: &wxsocket_test_pki::TestCa) {
-        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+        let mut rng = Rng::seeded(seed);
         let (client, mut server) = pair(ca);
         let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
         let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
@@ -1821,7 +1752,7 @@ mod review_tls {
                     let size = sizes[rng.below(sizes.len() as u64) as usize];
                     let id = next_id;
                     next_id += 1;
-                    let mut r = Rng(id.wrapping_mul(0x2545F4914F6CDD1D) | 1);
+                    let mut r = Rng::seeded(id);
                     let bytes: Vec<u8> = (0..size).map(|_| r.next() as u8).collect();
                     link.send(
                         SendId::from_raw(id),
