@@ -143,6 +143,13 @@ pub(crate) struct Shared<M> {
     /// Threads in `recv` waiting for `inner` to read the sockets
     /// ([`Shared::lock_for_receiver`]): the driver thread lets them have it first.
     receivers: AtomicUsize,
+    /// The last thread to read the sockets stopped with more to read (a read pass at its
+    /// limit) and comes straight back for it: only then do the reading threads let the
+    /// others have `inner` first ([`Shared::defer_to`]).
+    reads_pending: AtomicBool,
+    /// How many times a thread deferred to others ([`Shared::defer_to`]).
+    #[cfg(test)]
+    deferred: AtomicUsize,
     pub events_alive: AtomicBool,
     /// The proxy variables read when the client was created (the dials' copy is in
     /// [`Inner`]), for the connect calls' check.
@@ -309,6 +316,9 @@ impl<M: Machine> Shared<M> {
             room_waiters: AtomicUsize::new(0),
             callers: AtomicUsize::new(0),
             receivers: AtomicUsize::new(0),
+            reads_pending: AtomicBool::new(false),
+            #[cfg(test)]
+            deferred: AtomicUsize::new(0),
             events_alive: AtomicBool::new(true),
             proxy_env,
             receiver_poll,
@@ -389,14 +399,19 @@ impl<M: Machine> Shared<M> {
         lock(&self.inner)
     }
 
-    /// Lets the threads `waiting` says wait for `inner` take it first, for at most
-    /// [`WAITING_FIRST`]. A peer that keeps the reads busy (a flood of frames completing
-    /// nothing) makes the read passes come back to back, and a thread taking the lock again
-    /// the moment it let it go kept it from the others (`std`'s mutex is not fair): the
-    /// command's Ctrl-C never got to close (20 s and more), and a thread in `recv` waited
-    /// for the flood to end.
+    /// While the reads come back to back ([`Self::reads_pending`]), lets the threads
+    /// `waiting` says wait for `inner` take it first, for at most [`WAITING_FIRST`]. A
+    /// peer that keeps the reads busy (a flood of frames completing nothing) makes the
+    /// read passes come back to back, and a thread taking the lock again the moment it let
+    /// it go kept it from the others (`std`'s mutex is not fair): the command's Ctrl-C
+    /// never got to close (20 s and more), and a thread in `recv` waited for the flood to
+    /// end. Otherwise nobody defers: a thread that yields whenever another waits made a
+    /// `recv_timeout` of 10 ms return 25 ms late, and the driver thread, starved, flush
+    /// large sends at half speed, while other threads kept calling in (a prober).
     fn defer_to(&self, waiting: impl Fn() -> bool) {
-        if waiting() {
+        if self.reads_pending.load(Ordering::Acquire) && waiting() {
+            #[cfg(test)]
+            self.deferred.fetch_add(1, Ordering::Relaxed);
             let start = Instant::now();
             while waiting() && start.elapsed() < WAITING_FIRST {
                 std::thread::yield_now();
@@ -521,6 +536,8 @@ impl<M: Machine> Shared<M> {
                 }
                 inner.lifecycle.arm(deadline);
                 inner.sleeping = inner.read_ready.is_empty();
+                self.reads_pending
+                    .store(!inner.read_ready.is_empty(), Ordering::Release);
                 let timeout = if !inner.read_ready.is_empty() {
                     Some(Duration::ZERO)
                 } else {
@@ -618,6 +635,8 @@ impl<M: Machine> Shared<M> {
         if due || !ready.is_empty() {
             inner.pump(self, now);
         }
+        self.reads_pending
+            .store(!inner.read_ready.is_empty(), Ordering::Release);
         let wake = inner.driver_must_look();
         drop(inner);
         if wake {
@@ -1329,6 +1348,43 @@ mod tests {
             }
         });
         assert!(extended, "the reads were never seen extended");
+        shared.shutdown();
+    }
+
+    /// A thread about to read the sockets lets a waiting application call have the state
+    /// first only while the reads come back to back (a pass stopped at its limit): a
+    /// `recv_timeout` deferring to every call returned 25 ms late for 10 ms, and the driver
+    /// thread flushed large sends at half speed, while other threads kept calling in.
+    #[test]
+    fn reading_threads_defer_to_calls_only_while_reads_come_back_to_back() {
+        let config = Config::default();
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        // The driver thread's rounds set `reads_pending`: wait for it to sleep.
+        let deadline = Instant::now() + LIMIT;
+        while !lock(&shared.inner).sleeping {
+            assert!(Instant::now() < deadline, "the driver thread never slept");
+            std::thread::yield_now();
+        }
+        // An application call waiting for the state.
+        shared.callers.fetch_add(1, Ordering::AcqRel);
+        drop(shared.lock_for_receiver());
+        drop(shared.lock_for_driver());
+        assert_eq!(
+            shared.deferred.load(Ordering::Relaxed),
+            0,
+            "deferred when reads rest"
+        );
+        shared.reads_pending.store(true, Ordering::Release);
+        drop(shared.lock_for_receiver());
+        drop(shared.lock_for_driver());
+        assert_eq!(
+            shared.deferred.load(Ordering::Relaxed),
+            2,
+            "reads back to back"
+        );
+        shared.reads_pending.store(false, Ordering::Release);
+        shared.callers.fetch_sub(1, Ordering::AcqRel);
         shared.shutdown();
     }
 
