@@ -421,9 +421,10 @@ impl SessionConfig {
         self
     }
 
-    /// Sets the buffered-bytes bound. It must be at least the queue's byte bound (16 MiB
-    /// by default), which the check refuses otherwise (field `max_buffered_bytes`): to
-    /// lower it below that, lower [`queue_bounds`](Self::queue_bounds) too.
+    /// Sets the buffered-bytes bound (16 MiB by default). It must be at least the queue's
+    /// byte bound (8 MiB by default), which the check refuses otherwise (field
+    /// `max_buffered_bytes`): to lower it below that, lower
+    /// [`queue_bounds`](Self::queue_bounds) too.
     pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
         self.max_buffered_bytes = bytes;
         self
