@@ -104,9 +104,9 @@ impl Config {
 /// the first one stops the recording and is kept for [`error`](Self::error).
 ///
 /// ```no_run
-/// use wxsocket_wire::client::{Config, Recording};
+/// # use wxsocket_wire::reexports::{Config, HeaderName, Recording};
 /// let recording = Recording::to_file("bug.jsonl")?
-///     .redact(http::HeaderName::from_static("x-api-key"));
+///     .redact(HeaderName::from_static("x-api-key"));
 /// let config = Config::new().record(recording);
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -232,8 +232,7 @@ impl SendFailed {
     /// session.
     ///
     /// ```
-    /// use wxsocket_core::{FailedSend, Message, SendError, SendFailure};
-    /// use wxsocket_wire::client::SendFailed;
+    /// # use wxsocket_wire::reexports::{FailedSend, Message, SendError, SendFailed, SendFailure};
     /// let refused = SendFailed::Refused(SendError::NotConnected(Message::text("a")));
     /// assert_eq!(refused.into_message(), Some(Message::text("a")));
     /// let queued = FailedSend::new(SendFailure::ConnectFailed, Some(Message::text("b")));

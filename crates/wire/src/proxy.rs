@@ -162,8 +162,7 @@ impl ProxyEnv {
     /// A request with its own proxy or going direct is not checked.
     ///
     /// ```
-    /// use wxsocket_core::{ConnectError, ConnectOptions};
-    /// use wxsocket_wire::proxy::ProxyEnv;
+    /// # use wxsocket_wire::reexports::{ConnectError, ConnectOptions, ProxyEnv};
     /// let env = ProxyEnv::from_vars([("ALL_PROXY", "socks5://127.0.0.1:1080")]);
     /// let request = ConnectOptions::new("wss://chat.example.com/").validate().unwrap();
     /// let refused = env.check(&request).unwrap_err();
