@@ -158,8 +158,7 @@ impl Event {
     /// with these functions: for tests of the code that handles them, or a stand-in peer.
     ///
     /// ```
-    /// use wxsocket_core::{ConnId, Event, Message};
-    ///
+    /// # use wxsocket_core::{ConnId, Event, Message};
     /// let event = Event::message(ConnId::from_raw(1), Message::text("hi"));
     /// assert!(matches!(&event, Event::Message { message, .. } if message.as_text() == Some("hi")));
     /// ```
@@ -293,7 +292,7 @@ impl fmt::Debug for Event {
 /// One readable line: the connection, what happened, and its details.
 ///
 /// ```
-/// use wxsocket_core::{ConnId, Event, Message};
+/// # use wxsocket_core::{ConnId, Event, Message};
 /// let event = Event::message(ConnId::from_raw(1), Message::text("hi"));
 /// assert_eq!(event.to_string(), "#1 message: hi");
 /// let event = Event::close(ConnId::from_raw(1), 1000, "bye", true);

@@ -125,7 +125,7 @@ impl Message {
     /// The text of a text message; `None` for a binary one.
     ///
     /// ```
-    /// use wxsocket_core::Message;
+    /// # use wxsocket_core::Message;
     /// assert_eq!(Message::text("hi").as_text(), Some("hi"));
     /// assert_eq!(Message::binary(vec![1, 2]).as_text(), None);
     /// ```
@@ -140,7 +140,7 @@ impl Message {
     /// binary one.
     ///
     /// ```
-    /// use wxsocket_core::Message;
+    /// # use wxsocket_core::Message;
     /// assert_eq!(Message::text("hi").into_text().as_deref(), Some("hi"));
     /// assert_eq!(Message::binary(vec![1, 2]).into_text(), None);
     /// ```
@@ -153,7 +153,7 @@ impl Message {
 /// message can be printed whatever it holds.
 ///
 /// ```
-/// use wxsocket_core::Message;
+/// # use wxsocket_core::Message;
 /// assert_eq!(Message::text("hello").to_string(), "hello");
 /// assert_eq!(Message::binary(vec![0xde, 0xad]).to_string(), "<binary, 2 bytes: dead>");
 /// ```

@@ -12,7 +12,7 @@ use url::Url;
 /// Options for one connection, as `wx.connectSocket` takes them.
 ///
 /// ```
-/// use wxsocket_core::ConnectOptions;
+/// # use wxsocket_core::ConnectOptions;
 /// let opts = ConnectOptions::new("wss://example.com/chat")
 ///     .header("X-Token", "abc")
 ///     .protocol("chat.v1")
@@ -68,7 +68,7 @@ pub struct ConnectOptions {
 /// [`QUERY_DEFAULTS`](crate::transcript::QUERY_DEFAULTS)).
 ///
 /// ```
-/// use wxsocket_core::ConnectOptions;
+/// # use wxsocket_core::ConnectOptions;
 /// let options = ConnectOptions::new("wss://ann:pw@h/ws?room=5&token=abc").data("sig", "xyz");
 /// let shown = format!("{options:?}");
 /// assert!(shown.contains(r#""wss://***@h/ws?room=5&token=***""#), "{shown}");

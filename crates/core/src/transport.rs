@@ -20,7 +20,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use wxsocket_core::{Handshake, OpenProfile};
+/// # use wxsocket_core::{Handshake, OpenProfile};
 /// let ms = Duration::from_millis;
 /// let handshake = Handshake::default()
 ///     .with_protocol(Some("chat".into()))
@@ -139,7 +139,7 @@ impl OpenProfile {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use wxsocket_core::OpenProfile;
+    /// # use wxsocket_core::OpenProfile;
     /// let ms = Duration::from_millis;
     /// let profile = OpenProfile::new(ms(2), ms(5), Some(ms(9)), ms(9), ms(310));
     /// let phases: Vec<_> = profile.phases().collect();
