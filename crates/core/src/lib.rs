@@ -48,6 +48,31 @@
 //! Modules: [`Session`] (one socket, as `wx.connectSocket`), [`Pool`] (several, the
 //! `SocketTask` model), [`wx`] (WeChat's seven socket calls with success / fail / complete
 //! callbacks), and the state graph in [`TRANSITIONS`].
+//!
+//! ## Writing a driver
+//!
+//! The session decides everything (timeouts, keepalive, reconnection, flow control); the
+//! driver does the IO and reports what happened. Its duties:
+//!
+//! - carry out every [`Action`] in order ([`Session`]'s "Run loop" says when to drain
+//!   them), and report each send written with [`TransportEvent::SendWritten`];
+//! - answer the peer's pings, and the peer's close frame: after
+//!   [`TransportEvent::PeerClosed`] the session emits no [`Action::Close`], so the
+//!   transport sends the reply close frame itself (tungstenite does both by itself; the
+//!   driver keeps flushing);
+//! - read only within the connection's read credit ([`ReadCredit`]), and report bytes
+//!   that complete nothing yet as [`TransportEvent::Receiving`];
+//! - report the end of a transport exactly once: `ConnectFailed` for a dial or handshake
+//!   that failed, otherwise `Error` (if any) then `Closed`.
+//!
+//! For real IO, start from the `wxsocket-wire` crate, which the `wxsocket-tokio` and
+//! `wxsocket-blocking` adapters are built on: its `ClientHandshake` (the opening handshake
+//! as a sans-IO machine), its message conversions and error classification for
+//! tungstenite (`convert`), and its `connection::Connection` (one connection from its dial
+//! plan to its end, with TLS, permessage-deflate and proxies). Its example
+//! `crates/wire/examples/poll_loop.rs` in the repository is a complete single-threaded
+//! driver over the standard library's non-blocking sockets, written to be copied into a
+//! game loop or engine tick (`cargo run -p wxsocket-wire --example poll_loop -- URL`).
 #![forbid(unsafe_code)]
 
 mod ack;

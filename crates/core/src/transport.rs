@@ -266,7 +266,11 @@ pub enum TransportEvent {
     Ping(Bytes),
     /// A pong arrived.
     Pong(Bytes),
-    /// The peer sent a close frame.
+    /// The peer sent a close frame. The session does not answer it: no [`Action::Close`]
+    /// follows, so the driver's transport must send the reply close frame itself (echoing
+    /// the peer's code, RFC 6455 §5.5.1), flush it, and then report `Closed` when the
+    /// transport is gone. tungstenite queues that reply by itself when it reads the close
+    /// frame; the driver only has to keep flushing.
     PeerClosed(PeerClose),
     /// The driver wrote (flushed to the socket) the message of this send.
     SendWritten(SendId),
@@ -387,7 +391,9 @@ pub enum Action {
         payload: Bytes,
     },
     /// Send a close frame and finish the close handshake; report `Closed` when the
-    /// transport is gone.
+    /// transport is gone. Only for a close this side starts (the application's, a timeout's,
+    /// a failure's): a close the peer starts ([`TransportEvent::PeerClosed`]) gets no
+    /// `Close` action, and the driver's transport sends the reply frame itself.
     Close {
         /// The connection.
         conn: ConnId,
