@@ -235,10 +235,11 @@ impl Acks {
         }
     }
 
-    /// Frames of ours waiting for the socket moved on ([`crate::TransportEvent::Sending`]):
-    /// the barrier ping may still be behind them, unsent, so the wait starts again from
-    /// here, whole (not within [`MAX_EXTENDED_WAIT`]: this side's own frames cannot keep it
-    /// waiting longer than they take to go out, and once they are out the timeout runs).
+    /// Frames of ours waiting for the socket moved on
+    /// ([`TransportEvent::Sending`](crate::TransportEvent::Sending)): the barrier ping may
+    /// still be behind them, unsent, so the wait starts again from here, whole (not within
+    /// [`MAX_EXTENDED_WAIT`]: this side's own frames cannot keep it waiting longer than they
+    /// take to go out, and once they are out the timeout runs).
     pub(crate) fn on_sending(&mut self, now: Instant) {
         if let Some(wait) = &mut self.wait {
             *wait = Wait {

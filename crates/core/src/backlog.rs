@@ -47,10 +47,10 @@ impl Backlog {
 }
 
 /// How much a driver may read from one connection before it asks again
-/// ([`crate::Session::read_credit`]): at most `messages` more messages, and it stops after
-/// the message with which the bytes handed over reach `bytes` (so one message larger than
-/// the whole allowance is still delivered whole). Zero messages: reading is paused until
-/// [`crate::Action::ResumeReading`].
+/// ([`Session::read_credit`](crate::Session::read_credit)): at most `messages` more messages,
+/// and it stops after the message with which the bytes handed over reach `bytes` (so one
+/// message larger than the whole allowance is still delivered whole). Zero messages: reading is
+/// paused until [`Action::ResumeReading`](crate::Action::ResumeReading).
 ///
 /// ```
 /// use wxsocket_core::ReadCredit;

@@ -26,16 +26,17 @@ pub enum CloseBeforeOpen {
 /// field, so every deadline the session computes is representable.
 pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Liveness checking: ping after `interval` with nothing received, declare the peer dead
-/// when nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or
-/// pong, or part of a large message still arriving ([`crate::TransportEvent::Receiving`]);
-/// and so does a large message of ours still going out, the socket taking more of it
-/// ([`crate::TransportEvent::Sending`]): the ping waits behind it. What the socket's own
-/// buffers have taken is out of the driver's sight, so on a slow uplink the timeout must
-/// cover the time those bytes take to leave. The adapters keep that small on Linux and
-/// Android (at most 64 KiB not yet sent, `TCP_NOTSENT_LOWAT`, plus what is in flight, which
-/// the peer's receive window bounds: 128 KiB on a 20 KB/s link is about 6 s); elsewhere the
-/// socket may take a few MiB.
+/// Liveness checking: ping after `interval` with nothing received, declare the peer dead when
+/// nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or pong, or
+/// part of a large message still arriving
+/// ([`TransportEvent::Receiving`](crate::TransportEvent::Receiving)); and so does a large
+/// message of ours still going out, the socket taking more of it
+/// ([`TransportEvent::Sending`](crate::TransportEvent::Sending)): the ping waits behind it.
+/// What the socket's own buffers have taken is out of the driver's sight, so on a slow uplink
+/// the timeout must cover the time those bytes take to leave. The adapters keep that small on
+/// Linux and Android (at most 64 KiB not yet sent, `TCP_NOTSENT_LOWAT`, plus what is in flight,
+/// which the peer's receive window bounds: 128 KiB on a 20 KB/s link is about 6 s); elsewhere
+/// the socket may take a few MiB.
 ///
 /// A timeout whose timer runs more than a second late (or more than `timeout`, when that is
 /// shorter: the driver was not running, a suspended process or a stalled loop) waits once
@@ -216,7 +217,7 @@ pub struct ReconnectPolicy {
     /// (std's `RandomState`, no IO of the core's), so that clients that lose their server
     /// together, in one process or in many, do not retry in lockstep; set one to make runs
     /// replay exactly (a transcript records the seed used, whichever it is). In a
-    /// [`crate::Pool`] each task mixes the id of its first connection into it, so tasks
+    /// [`Pool`](crate::Pool) each task mixes the id of its first connection into it, so tasks
     /// dropped together draw different delays (and the same pool still replays exactly).
     pub seed: u64,
 }
@@ -294,7 +295,7 @@ impl ReconnectPolicy {
     }
 }
 
-/// Configuration of a [`crate::Session`]. Checked by [`SessionConfig::validate`].
+/// Configuration of a [`Session`](crate::Session). Checked by [`SessionConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionConfig {
@@ -305,16 +306,17 @@ pub struct SessionConfig {
     /// Most payload bytes queued while connecting. Default 8 MiB. A larger message (up to
     /// `max_message_size`) is queued alone, when nothing else is queued.
     pub max_queued_bytes: usize,
-    /// Most bytes accepted but not yet confirmed written ([`crate::Session::buffered_amount`]).
-    /// Must be at least `max_queued_bytes`. Default 16 MiB. A larger message (up to
-    /// `max_message_size`) is accepted alone, once nothing else is in flight, so the bytes
-    /// held are at most the larger of the two. It also bounds how many messages may be in
-    /// flight: one per 64 bytes of it (262,144 by default; at least `max_queued_messages`),
-    /// so that empty messages are bounded too.
+    /// Most bytes accepted but not yet confirmed written
+    /// ([`Session::buffered_amount`](crate::Session::buffered_amount)). Must be at least
+    /// `max_queued_bytes`. Default 16 MiB. A larger message (up to `max_message_size`) is
+    /// accepted alone, once nothing else is in flight, so the bytes held are at most the larger
+    /// of the two. It also bounds how many messages may be in flight: one per 64 bytes of it
+    /// (262,144 by default; at least `max_queued_messages`), so that empty messages are bounded
+    /// too.
     pub max_buffered_bytes: usize,
     /// Largest message, sent or received. Default 64 MiB (tungstenite's default). It is
     /// also what one connection may hold of a message still arriving, which the receive
-    /// bounds do not count (they count messages received whole): a [`crate::Pool`] holds
+    /// bounds do not count (they count messages received whole): a [`Pool`](crate::Pool) holds
     /// at most its pool bound plus, per live connection, one message in progress of up to
     /// this size. A pool of many connections whose peers may not be trusted sets it lower.
     pub max_message_size: usize,
@@ -324,7 +326,7 @@ pub struct SessionConfig {
     pub close_timeout: Duration,
     /// Keepalive; off by default.
     pub keepalive: Option<Keepalive>,
-    /// Connection limit of a [`crate::Pool`]. Default 5 (the `SocketTask` limit). A
+    /// Connection limit of a [`Pool`](crate::Pool). Default 5 (the `SocketTask` limit). A
     /// connection counts until its `Close` event, not from its `close` call: at the limit,
     /// a `connect` right after a `close` is refused while that close handshake goes on.
     pub pool_limit: usize,
@@ -345,26 +347,24 @@ pub struct SessionConfig {
     /// Most payload bytes of received messages not yet taken (one message larger than
     /// this is still delivered whole; reading pauses after it). Default 16 MiB.
     pub max_received_bytes: usize,
-    /// A [`crate::Pool`]'s bound on received messages not yet taken, over all its
-    /// connections (each also has its own, above). Default 4096. Each task holds a share of
-    /// it for itself, whatever the others hold: half the bound divided by `pool_limit` (409
-    /// by default); the tasks share the other half. When the shared half is used up, the
-    /// tasks at their share or over it pause (each until it is down to half its share, or
-    /// until half the shared room is free again) while the others go on reading up to their
-    /// share: a connection whose messages the application takes as they come is not paused
-    /// (nor its peer's pings left unanswered) because another's pile up. A bound below twice
-    /// `pool_limit` (a share of zero) is refused by [`crate::Pool::new`]: raise the bound
-    /// with the limit.
-    /// A task that closes with messages untaken leaves them counted while its share goes to
-    /// the task connecting in its place; should the total reach the bound that way, every
-    /// task pauses until half the shared room is free.
-    /// Each connection's
-    /// read credit is what was left when it asked, so connections reading at the same
-    /// moment can together pass the bound by what each of the others was granted (at most
-    /// the bound once per connection). A message still arriving is not counted until it is
-    /// whole (see `max_message_size`).
+    /// A [`Pool`](crate::Pool)'s bound on received messages not yet taken, over all its
+    /// connections (each also has its own, above). Default 4096. Each task holds a share of it
+    /// for itself, whatever the others hold: half the bound divided by `pool_limit` (409 by
+    /// default); the tasks share the other half. When the shared half is used up, the tasks at
+    /// their share or over it pause (each until it is down to half its share, or until half the
+    /// shared room is free again) while the others go on reading up to their share: a
+    /// connection whose messages the application takes as they come is not paused (nor its
+    /// peer's pings left unanswered) because another's pile up. A bound below twice
+    /// `pool_limit` (a share of zero) is refused by [`Pool::new`](crate::Pool::new): raise the
+    /// bound with the limit. A task that closes with messages untaken leaves them counted while
+    /// its share goes to the task connecting in its place; should the total reach the bound
+    /// that way, every task pauses until half the shared room is free. Each connection's read
+    /// credit is what was left when it asked, so connections reading at the same moment can
+    /// together pass the bound by what each of the others was granted (at most the bound once
+    /// per connection). A message still arriving is not counted until it is whole (see
+    /// `max_message_size`).
     pub max_pool_received_messages: usize,
-    /// A [`crate::Pool`]'s bound on their bytes, shared the same way (and at least twice
+    /// A [`Pool`](crate::Pool)'s bound on their bytes, shared the same way (and at least twice
     /// `pool_limit` as well). Default 64 MiB.
     pub max_pool_received_bytes: usize,
     /// Most send completions (`SendCompleted`, `SendFailed`) the application has not

@@ -18,9 +18,10 @@ pub trait Driven {
     fn poll_action(&mut self) -> Option<Action>;
     /// When `handle_timeout` must next be called.
     fn poll_timeout(&self) -> Option<Instant>;
-    /// Closes every connection and makes no new one (see [`crate::Session::shutdown`]); the
-    /// driver calls it once, when the application has let go of every handle or asked to
-    /// shut down, then keeps running until [`is_drained`](Self::is_drained).
+    /// Closes every connection and makes no new one (see
+    /// [`Session::shutdown`](crate::Session::shutdown)); the driver calls it once, when the
+    /// application has let go of every handle or asked to shut down, then keeps running until
+    /// [`is_drained`](Self::is_drained).
     fn shutdown(&mut self, now: Instant);
     /// After [`shutdown`](Self::shutdown): every transport is finished and every action was
     /// polled, so the driver may stop.

@@ -124,11 +124,11 @@ pub enum ConnectError {
         /// Why it cannot be used.
         why: &'static str,
     },
-    /// The machine was shut down ([`crate::Session::shutdown`]): it makes no new
+    /// The machine was shut down ([`Session::shutdown`](crate::Session::shutdown)): it makes no new
     /// connections.
     #[error("connect: the socket was shut down")]
     ShutDown,
-    /// A [`crate::Pool`] already holds its limit of live connections.
+    /// A [`Pool`](crate::Pool) already holds its limit of live connections.
     #[error("connect: too many connections (the limit is {limit})")]
     TooManyConnections {
         /// The pool's limit.
@@ -260,7 +260,8 @@ pub enum ConnectionError {
     HandshakeTimeout {
         /// The timeout.
         after: Duration,
-        /// Where the dial stood, when the driver reported it ([`crate::TransportEvent::Dialing`]).
+        /// Where the dial stood, when the driver reported it
+        /// ([`TransportEvent::Dialing`](crate::TransportEvent::Dialing)).
         stage: Option<DialStage>,
     },
     /// Dialling or the handshake failed.
@@ -323,7 +324,7 @@ pub enum SendFailure {
 }
 
 /// An accepted send that failed, as a driver that waits for it sees it
-/// ([`crate::Completion`]): why, and the message when it never left the session (as in
+/// ([`Completion`](crate::Completion)): why, and the message when it never left the session (as in
 /// [`crate::Event::SendFailed`], whose message this is a copy of), so whoever waited for the
 /// send gets it back too.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

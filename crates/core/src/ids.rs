@@ -50,7 +50,7 @@ impl fmt::Display for SendId {
     }
 }
 
-/// Hands out monotonic ids. Shared by a [`crate::Pool`]'s sessions so ids stay unique
+/// Hands out monotonic ids. Shared by a [`Pool`](crate::Pool)'s sessions so ids stay unique
 /// across all of its connections.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IdAllocator {

@@ -74,6 +74,11 @@
 //! driver over the standard library's non-blocking sockets, written to be copied into a
 //! game loop or engine tick (`cargo run -p wxsocket-wire --example poll_loop -- URL`).
 #![forbid(unsafe_code)]
+// Where the adapters' pages link the core's items that they do not re-export (`Session`,
+// `Pool`, `TransportEvent`, …) when the core's own pages are not built beside theirs (as
+// with `cargo doc --no-deps -p wxsocket-tokio`): without it rustdoc prints such links as
+// raw text. Kept at the crate's version by the test below.
+#![doc(html_root_url = "https://docs.rs/wxsocket-core/0.1.0")]
 
 mod ack;
 mod backlog;
@@ -124,6 +129,19 @@ pub use transport::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+#[cfg(test)]
+#[test]
+fn html_root_url_names_this_version() {
+    let url = format!(
+        "https://docs.rs/wxsocket-core/{}\")]",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        include_str!("lib.rs").contains(&url),
+        "bump html_root_url to {url}"
+    );
+}
 
 /// The state graph and its Mermaid rendering (the README's diagram is checked against it).
 pub mod graph {

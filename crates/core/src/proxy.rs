@@ -33,7 +33,8 @@ impl fmt::Debug for ProxyOption {
     }
 }
 
-/// How a validated request reaches its server ([`crate::HandshakeRequest::proxy`]).
+/// How a validated request reaches its server
+/// ([`HandshakeRequest::proxy`](crate::HandshakeRequest::proxy)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProxyRoute {

@@ -128,7 +128,7 @@ const fn t(from: State, to: State, on: &'static str) -> Transition {
 use State::{Backoff, Closed, Closing, Connecting, Idle, Open};
 
 /// Every transition the session can make. The behaviour of `send`, `close` and `connect` in
-/// each state (the table in the README) is documented on [`crate::Session`].
+/// each state (the table in the README) is documented on [`Session`](crate::Session).
 pub const TRANSITIONS: &[Transition] = &[
     t(Idle, Connecting, "connect"),
     t(Connecting, Open, "handshake done"),

@@ -362,7 +362,8 @@ impl std::fmt::Display for DialStage {
     }
 }
 
-/// Work for the IO driver. Drain with [`crate::Session::poll_action`] after every input.
+/// Work for the IO driver. Drain with [`Session::poll_action`](crate::Session::poll_action)
+/// after every input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use]
@@ -407,8 +408,8 @@ pub enum Action {
         /// The connection.
         conn: ConnId,
     },
-    /// Reading this connection was paused (its [`crate::ReadCredit`] was used up) and may
-    /// go on: ask for the credit again and read. Harmless when not paused.
+    /// Reading this connection was paused (its [`ReadCredit`](crate::ReadCredit) was used up)
+    /// and may go on: ask for the credit again and read. Harmless when not paused.
     ResumeReading {
         /// The connection.
         conn: ConnId,

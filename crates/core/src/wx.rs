@@ -527,12 +527,11 @@ impl WxSocket {
         &self.session
     }
 
-    /// Records a transcript of the session underneath
-    /// ([`Session::start_recording`]): the calls it is given, the transport input, the
-    /// timers and the events it hands out, which the callbacks are made from. A replay
-    /// ([`crate::transcript::replay`]) gives those events; it runs no callback. A connect
-    /// refused before the session sees it (by the driver's check: an option it does not
-    /// implement) is not in the transcript.
+    /// Records a transcript of the session underneath ([`Session::start_recording`]): the calls
+    /// it is given, the transport input, the timers and the events it hands out, which the
+    /// callbacks are made from. A replay ([`transcript::replay`](crate::transcript::replay))
+    /// gives those events; it runs no callback. A connect refused before the session sees it
+    /// (by the driver's check: an option it does not implement) is not in the transcript.
     pub fn start_recording(
         &mut self,
         redaction: crate::transcript::Redaction,

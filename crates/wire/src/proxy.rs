@@ -48,7 +48,7 @@ const MAX_HEADERS: usize = 64;
 
 /// The proxy variables of an environment, read once at a moment the application chooses
 /// (the adapters read the process environment when a client is created, unless
-/// [`crate::client::Config::proxy_env`] gives one).
+/// [`Config::proxy_env`](crate::client::Config::proxy_env) gives one).
 ///
 /// Read as curl reads them: `https_proxy` for `wss://`, `http_proxy` for `ws://`,
 /// `all_proxy` when the scheme's own is unset, and `no_proxy`; each in lower case first,

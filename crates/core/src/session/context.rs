@@ -42,7 +42,7 @@ pub(crate) struct Context {
     pub(super) paused_since: Option<Instant>,
     /// Reading resumed; the pause's length is added at the next input (which has a time).
     pub(super) resumed: bool,
-    /// Reading is paused by the [`crate::Pool`] this session belongs to (its total bound):
+    /// Reading is paused by the [`Pool`](crate::Pool) this session belongs to (its total bound):
     /// keepalive waits, and a close releases the reads, as for a pause of its own.
     pub(crate) pool_paused: bool,
     /// `Some` when a driver takes send outcomes with [`super::Session::poll_completion`].
@@ -334,8 +334,9 @@ impl Context {
             .is_some_and(|r| r.carry_queue)
     }
 
-    /// How long a connection whose close frames were both exchanged waits for the server
-    /// to close TCP: [`crate::close::CLOSE_LINGER`], at most the close timeout.
+    /// How long a connection whose close frames were both exchanged waits for the server to
+    /// close TCP: [`close::CLOSE_LINGER`](crate::close::CLOSE_LINGER), at most the close
+    /// timeout.
     pub(super) fn linger(&self) -> Duration {
         crate::close::CLOSE_LINGER.min(self.config.close_timeout)
     }

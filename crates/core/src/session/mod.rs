@@ -76,7 +76,7 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// | Closing | `Closing` | no-op, `Ok` | replaces it |
 /// | Closed | `NotConnected` | `NotConnected` | → Connecting |
 ///
-/// The transitions themselves are [`crate::TRANSITIONS`]. With a
+/// The transitions themselves are [`TRANSITIONS`](crate::TRANSITIONS). With a
 /// [`crate::ReconnectPolicy`], a connection the application did not close that ends
 /// is followed by a `Reconnecting` event and, after the backoff, a new dial; during the
 /// backoff the state is `Connecting` (sends are queued, `close` cancels).
@@ -120,7 +120,7 @@ pub struct Stats {
     /// (a message before open, an unknown `SendId`, …).
     pub unexpected_inputs: u64,
     /// How many times reading paused because the application had not taken the received
-    /// messages (flow control, [`crate::ReadCredit`]).
+    /// messages (flow control, [`ReadCredit`](crate::ReadCredit)).
     pub read_pauses: u64,
     /// How long reading was paused in all, up to the last input after the latest resume.
     pub read_paused_for: Duration,
@@ -541,12 +541,12 @@ impl Session {
 
     // ----- recording -----
 
-    /// Starts recording a transcript of this session (see [`crate::transcript`]): `sink`
-    /// gets the header line (the configuration, the reconnect seed, the redacted header
-    /// names) at once, then one line per input as the input is taken, each without its
-    /// line break. Call it before the first input, right after [`new`](Self::new): a
-    /// transcript replays from a fresh session. Header values named in `redaction` never
-    /// reach the sink. Starting again replaces the sink (and writes a new header).
+    /// Starts recording a transcript of this session (see [`transcript`](crate::transcript)):
+    /// `sink` gets the header line (the configuration, the reconnect seed, the redacted header
+    /// names) at once, then one line per input as the input is taken, each without its line
+    /// break. Call it before the first input, right after [`new`](Self::new): a transcript
+    /// replays from a fresh session. Header values named in `redaction` never reach the sink.
+    /// Starting again replaces the sink (and writes a new header).
     ///
     /// The sink runs inside the call that took the input, so it should be quick (append
     /// to a buffer or a buffered file); the core itself does no IO.
@@ -671,7 +671,7 @@ impl Session {
         !self.cx.events.is_empty()
     }
 
-    /// Whether an action waits for the driver (the [`crate::Pool`] keeps a ready-queue).
+    /// Whether an action waits for the driver (the [`Pool`](crate::Pool) keeps a ready-queue).
     pub(crate) fn has_actions(&self) -> bool {
         !self.cx.actions.is_empty()
     }
@@ -714,7 +714,7 @@ impl Session {
 
     /// The one place the state changes: `input` consumes the current state and returns
     /// the next; the edge (both edges, when the input went through another state) must be
-    /// in [`crate::TRANSITIONS`]. Staying in a state is not a transition.
+    /// in [`TRANSITIONS`](crate::TRANSITIONS). Staying in a state is not a transition.
     fn step(&mut self, input: impl FnOnce(Conn, &mut Context) -> Next) {
         self.step_with(|conn, cx| (input(conn, cx), ()));
     }
