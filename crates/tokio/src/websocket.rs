@@ -78,11 +78,23 @@ wxsocket_wire::websocket! {
 
 impl WebSocket {
     /// Sends a message and waits until it is written to the socket; when the send buffer
-    /// is full it first waits for room. Fails if the connection is closed or goes away
-    /// before the message is written.
+    /// is full it first waits for room. Fails if the connection is closed, or is lost
+    /// before the message is written when there is no reconnect policy.
     ///
-    /// Cancelling it (dropping the future, a `select!` or `timeout` that fires first) is
-    /// safe but not undoing: cancelled while it waits for room, the message is not sent;
+    /// How long it waits depends on the configuration and on the server:
+    ///
+    /// - with a reconnect policy, a lost connection does not fail it: the message is queued
+    ///   for the next connection and this waits through the outage until it is written
+    ///   there (it fails only once the policy gives up);
+    /// - with delivery acknowledgement on (`SessionConfig::acknowledge`), it waits until
+    ///   the peer acknowledged the message, not only until it was written;
+    /// - it can wait for ever: received messages are bounded, so a program that sends to a
+    ///   server that answers (an echo server, say) and never reads stops reading from the
+    ///   server; the server, unable to write its answers, stops reading in turn, the socket
+    ///   fills, and the send buffer never has room again.
+    ///
+    /// To bound the wait, wrap it in `tokio::time::timeout`. Cancelling it (dropping the
+    /// future, a `select!` or `timeout` that fires first) is safe but not undoing: cancelled while it waits for room, the message is not sent;
     /// cancelled once the message was accepted, it is still written (or fails), and nothing
     /// reports that to this path. So a "time out and send again" loop may send a message
     /// twice. `try_send` never waits, and [`Client::try_send`]
