@@ -5,7 +5,7 @@
 //! ([`WebSocket::into_parts`]). The same names and meanings as `wxsocket-tokio`'s, without
 //! the `.await`.
 
-use crate::{Client, Config, Events};
+use crate::{Client, Config, Events, SendPending};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 use wxsocket_core::{ConnectOptions, Message};
@@ -92,22 +92,72 @@ wxsocket_wire::websocket! {
     ///
     /// Received messages are bounded as on [`Client`]: a `WebSocket` nobody reads from stops
     /// reading from the server, and a server that then stops reading leaves `send` waiting
-    /// for room. To send from another thread while this one receives, clone
-    /// [`client`](Self::client) (`Client` is `Clone + Send + Sync`); its
-    /// [`send_timeout`](Client::send_timeout) bounds the wait.
+    /// for room; [`send_timeout`](Self::send_timeout) bounds the wait. To send from another
+    /// thread while this one receives, clone [`client`](Self::client) (`Client` is
+    /// `Clone + Send + Sync`).
 }
 
 impl WebSocket {
     /// Sends a message and blocks until it is written to the socket; when the send buffer
     /// is full it first waits for room. Fails if the connection is closed (an error whose
-    /// [`kind`](Error::kind) is [`ErrorKind::Closed`](crate::ErrorKind::Closed)) or goes
-    /// away before the message is written. While reconnecting, the message is queued for
-    /// the next connection and this waits until it is written there.
+    /// [`kind`](Error::kind) is [`ErrorKind::Closed`](crate::ErrorKind::Closed)) or is lost
+    /// before the message is written, when there is no reconnect policy.
+    ///
+    /// How long it blocks depends on the configuration and on the server:
+    ///
+    /// - with a reconnect policy, a lost connection does not fail it: the message is queued
+    ///   for the next connection and this waits through the outage until it is written
+    ///   there (it fails only once the policy gives up);
+    /// - with delivery acknowledgement on (`SessionConfig::acknowledge`), it waits until
+    ///   the peer acknowledged the message, not only until it was written;
+    /// - it can block for ever: received messages are bounded, so a program that sends to a
+    ///   server that answers (an echo server, say) and never reads stops reading from the
+    ///   server; the server, unable to write its answers, stops reading in turn, the socket
+    ///   fills, and the send buffer never has room again.
+    ///
+    /// [`send_timeout`](Self::send_timeout) bounds the wait.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         match self.client.send(message) {
             Ok(_) => Ok(()),
             Err(e) => Err(self.lifecycle.send_error(e)),
         }
+    }
+
+    /// [`send`](Self::send) whose whole wait, for room and then for the write (or the
+    /// acknowledgement), lasts at most `timeout`. The outer result is the wait's, the inner
+    /// one the send's, as with a timeout around the tokio adapter's `send`:
+    ///
+    /// - `Ok(Ok(()))`: the message was written within `timeout`;
+    /// - `Ok(Err(error))`: the send failed as `send` fails, or there was still no room
+    ///   when `timeout` ran out: then the error's [`kind`](Error::kind) is
+    ///   [`ErrorKind::Full`](crate::ErrorKind::Full), nothing was sent, and the message is
+    ///   handed back in it (`Error::Send(SendFailed::Refused(refused))`,
+    ///   [`SendError::into_message`](crate::SendError::into_message));
+    /// - `Err(SendPending { .. })`: the message was accepted but neither written nor failed
+    ///   within `timeout` (queued while reconnecting, or waiting behind earlier messages
+    ///   that a server that does not read leaves unwritten). It is not cancelled and will
+    ///   still be written, or fail, later; this path does not report which (the
+    ///   [`Client`]'s [`send_timeout`](Client::send_timeout) and its events do).
+    ///
+    /// ```
+    /// # let server = wxsocket_test_server::EchoServer::start().unwrap();
+    /// # let mut ws = wxsocket_blocking::connect(server.url())?;
+    /// use std::time::Duration;
+    /// match ws.send_timeout("hello", Duration::from_secs(5)) {
+    ///     Ok(sent) => sent?,
+    ///     Err(pending) => eprintln!("not written yet: {pending}"),
+    /// }
+    /// # Ok::<(), wxsocket_blocking::Error>(())
+    /// ```
+    pub fn send_timeout(
+        &self,
+        message: impl Into<Message>,
+        timeout: Duration,
+    ) -> Result<Result<(), Error>, SendPending> {
+        Ok(match self.client.send_timeout(message, timeout)? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.lifecycle.send_error(e)),
+        })
     }
 
     /// Blocks until the next received message; `None` once the connection has closed for

@@ -648,3 +648,57 @@ fn a_reconnection_after_a_clean_close_is_counted_and_its_handshake_seen() {
         server.join().unwrap();
     });
 }
+
+/// `send` to a server that reads nothing blocks for ever once the socket and the send
+/// buffer are full; `send_timeout` returns after its timeout. A message accepted but not
+/// yet written is `SendPending`; once the buffer has no room for the next one, that one is
+/// handed back (kind `Full`) and nothing of it was sent.
+#[test]
+fn send_timeout_hands_the_message_back_when_the_server_never_reads() {
+    bounded(|| {
+        const SIZE: usize = 256 << 10;
+        let (release, released) = mpsc::channel::<()>();
+        let server = Scripted::start(vec![Box::new(move |mut ws: Ws| {
+            // Read nothing until the test is done sending, then drain to the close.
+            let _ = released.recv_timeout(WAIT);
+            read_to_end(&mut ws);
+        })]);
+        let session = SessionConfig::default()
+            .queue_bounds(1024, 1 << 20)
+            .max_buffered_bytes(1 << 20);
+        let ws = connect_with(Config::default().session(session), server.url()).unwrap();
+        let timeout = Duration::from_millis(200);
+        let (mut written, mut pending) = (0, 0);
+        let handed_back = loop {
+            let message = Message::binary(vec![written as u8; SIZE]);
+            let start = Instant::now();
+            match ws.send_timeout(message.clone(), timeout) {
+                Ok(Ok(())) => written += 1,
+                Err(still) => {
+                    assert!(start.elapsed() >= timeout, "returned before its timeout");
+                    assert_eq!(still.timeout, timeout);
+                    pending += 1;
+                }
+                Ok(Err(error)) => {
+                    let waited = start.elapsed();
+                    assert_eq!(error.kind(), ErrorKind::Full, "{error:?}");
+                    assert!(waited >= timeout, "returned before its timeout: {waited:?}");
+                    assert!(waited < timeout + WAIT / 2, "waited {waited:?}");
+                    let Error::Send(failed) = error else {
+                        panic!("not a send error: {error:?}")
+                    };
+                    assert_eq!(failed.into_message(), Some(message));
+                    break written + pending;
+                }
+            }
+            assert!(written + pending < 1000, "the socket never filled");
+        };
+        eprintln!("{written} written, {pending} pending, message {handed_back} handed back");
+        assert!(pending + written >= 1);
+        // Once the server reads, the socket goes on as before.
+        release.send(()).unwrap();
+        ws.send_timeout("after", WAIT).unwrap().unwrap();
+        let closed = ws.close().unwrap();
+        assert_eq!(closed.code, 1000);
+    });
+}
