@@ -19,7 +19,8 @@ use wxsocket_tokio::{ProxyEnv, Recording, TlsRoots};
 /// The standard-input commands and the exit statuses, shown by `--help` (`/help` shows the
 /// commands).
 pub const STDIN_HELP: &str = "\
-Standard input (text mode, the default), one command per line:
+Standard input (text mode, the default), one command per line; a line ends at \\n, and a
+\\r just before it (CRLF input) is dropped too:
   TEXT                     send TEXT as a text message (a line starting with / that is not
                            a command below is sent as it is; // sends a line starting with /)
   /binary HEX              send a binary message (hex digits, spaces allowed)
@@ -31,7 +32,8 @@ Standard input (text mode, the default), one command per line:
   /quit (or /exit)         close, and exit once the close event arrived and every socket
                            finished closing
   /help (or /?)            this list
-With -b, standard input is sent as binary messages as it is read (no commands).
+With -b, standard input is sent as binary messages as it is read (no commands, no lines:
+every byte as it is, \\r and \\n included).
 End of input waits until every send completed and nothing arrived for --linger ms (at
 most --linger-max ms from the first open after it or from the last send that completed,
 whichever is later; a server that closes ends it at once, unless --reconnect retries:

@@ -260,11 +260,12 @@ struct ConnectArgs {
     /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
     #[arg(long)]
     blocking: bool,
-    /// Each line of standard input is a text message, and /commands work (the default).
+    /// Each line of standard input is a text message, and /commands work (the default). The
+    /// line ending (\n, or \r\n) is not sent.
     #[arg(short = 't', long, help_heading = "Input and output")]
     text: bool,
-    /// Each chunk read from standard input (at most 64 KiB) is one binary message; no
-    /// /commands.
+    /// Each chunk read from standard input (at most 64 KiB) is one binary message, its bytes
+    /// as they are (\r and \n included); no /commands.
     #[arg(
         short = 'b',
         long,

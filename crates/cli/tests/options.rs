@@ -312,6 +312,7 @@ fn help_and_version_exit_0() {
         "--close-before-open",
         "--json",
         "/binary HEX",
+        "(CRLF input) is dropped too",
         "Offer permessage-deflate compression",
         "--deflate-server-no-context-takeover",
         "--deflate-client-no-context-takeover",
