@@ -58,6 +58,12 @@ impl Client {
     /// A client over a new session, driven on the current tokio runtime (call it inside
     /// one, built with its time and IO drivers: otherwise `ConfigError` field `runtime`).
     /// The configuration is checked first.
+    ///
+    /// A runtime without its time or IO driver is found out by making a timer and a socket
+    /// on it and catching the panic tokio raises for them. So the error comes with tokio's
+    /// panic message, which the panic hook prints (on stderr, by default) before `new`
+    /// returns; and in a program built with `panic = "abort"` there is no error to return:
+    /// the process aborts there. Outside any runtime no panic is involved.
     pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
         let session = config.client_session()?;
         let handle = driver::start(session, &config, true)?;

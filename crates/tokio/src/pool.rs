@@ -17,7 +17,9 @@ wxsocket_wire::task_pool! {
 }
 
 impl TaskPool {
-    /// A pool driven on the current tokio runtime (call it inside one).
+    /// A pool driven on the current tokio runtime (call it inside one, built with its time
+    /// and IO drivers, as [`Client::new`](crate::Client::new) says: otherwise `ConfigError`
+    /// field `runtime`).
     pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
         let pool = config.pool()?;
         let handle = driver::start(pool, &config, true)?;

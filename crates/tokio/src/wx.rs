@@ -67,7 +67,9 @@ wxsocket_wire::wx_socket! {
 }
 
 impl WxSocket {
-    /// A socket driven on the current tokio runtime (call it inside one).
+    /// A socket driven on the current tokio runtime (call it inside one, built with its
+    /// time and IO drivers, as [`Client::new`](crate::Client::new) says: otherwise
+    /// `ConfigError` field `runtime`).
     pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
         let handle = driver::start(wxsocket_wire::wx::core(&config)?, &config, false)?;
         Ok(WxSocket { handle })
