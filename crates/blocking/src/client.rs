@@ -52,6 +52,10 @@ impl<M: Machine> DriverHandle<M> for Handle<M> {
     }
 }
 
+/// The longest a send refused for lack of room sleeps before it tries again, whatever
+/// the driver reported meanwhile ([`Shared::send_and_wait`]).
+const ROOM_RECHECK: Duration = Duration::from_millis(100);
+
 impl<M: Machine> Shared<M> {
     /// Sends `message` through `send`: at once (`wait` unset; a refusal hands the message
     /// back), or waiting for room and then for the completion ([`Self::send_and_wait`]
@@ -85,8 +89,9 @@ impl<M: Machine> Shared<M> {
     ///   event.
     ///
     /// A refused send is retried only after something happened that may have freed room
-    /// (transport input handled, an action carried out, events taken by the application:
-    /// see [`Shared::room_waiters`]); the thread sleeps in between.
+    /// (a send written or acknowledged, a connection opened or ended, an action carried out,
+    /// events other than messages taken by the application: see [`Shared::room_waiters`]),
+    /// and at least every [`ROOM_RECHECK`]; the thread sleeps in between.
     pub(crate) fn send_and_wait(
         &self,
         timeout: Option<Duration>,
@@ -165,10 +170,12 @@ impl<M: Machine> Shared<M> {
         }
     }
 
-    /// Sleeps until the room epoch moves on from `epoch` (room may have freed: retry) or
-    /// `deadline` passes; returns whether to retry. Once the driver has stopped nothing
-    /// will free room: no retry.
+    /// Sleeps until the room epoch moves on from `epoch` (room may have freed: retry),
+    /// [`ROOM_RECHECK`] has passed (retry: should a change that frees room not move the
+    /// epoch, the send still goes on), or `deadline` passes; returns whether to retry. Once
+    /// the driver has stopped nothing will free room: no retry.
     fn wait_for_room(&self, epoch: u64, deadline: Option<Instant>) -> bool {
+        let recheck = Instant::now() + ROOM_RECHECK;
         let mut outbox = lock(&self.outbox);
         loop {
             if outbox.finished {
@@ -177,22 +184,19 @@ impl<M: Machine> Shared<M> {
             if outbox.room_epoch != epoch {
                 return true;
             }
-            outbox = match deadline {
-                None => self
-                    .room_ready
-                    .wait(outbox)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return false;
-                    }
-                    self.room_ready
-                        .wait_timeout(outbox, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            if now >= recheck {
+                return true;
+            }
+            let until = deadline.map_or(recheck, |d| d.min(recheck));
+            outbox = self
+                .room_ready
+                .wait_timeout(outbox, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }

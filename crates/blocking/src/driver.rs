@@ -26,7 +26,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
-use wxsocket_core::{Action, ConnId, FailedSend, SendId, TransportEvent};
+use wxsocket_core::{Action, ConnId, Event, FailedSend, SendId, TransportEvent};
 use wxsocket_wire::connection::{Connection, DialTarget};
 use wxsocket_wire::dial::Lookups;
 use wxsocket_wire::events::EventBatch;
@@ -869,13 +869,25 @@ impl<M: Machine> Inner<M> {
             let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
             let alive = shared.events_alive.load(Ordering::Acquire);
             let moved = if alive {
-                outbox.events.fill(|| self.machine.next_event())
+                // Taking received messages frees no room for a send; any other event may
+                // (a completion taken, a connection's state changed).
+                let mut frees = false;
+                let moved = outbox.events.fill(|| {
+                    let event = self.machine.next_event();
+                    frees |= event
+                        .as_ref()
+                        .is_some_and(|e| !matches!(e, Event::Message { .. }));
+                    event
+                });
+                self.progress |= frees;
+                moved
             } else {
                 // Nobody takes them: dropped, which frees room in the machine.
-                std::iter::from_fn(|| self.machine.next_event()).count() > 0
+                let dropped = std::iter::from_fn(|| self.machine.next_event()).count() > 0;
+                self.progress |= dropped;
+                dropped
             };
             if moved {
-                self.progress = true;
                 parked = alive && outbox.receivers > 0;
                 polling = alive && outbox.receiver_polling;
             }
@@ -929,7 +941,7 @@ impl<M: Machine> Inner<M> {
         if let Err(e) = c.sync_interest(&ctx) {
             c.poller_failed(&ctx, &e, &mut out);
         }
-        if !out.is_empty() {
+        if out.iter().any(may_free_room) {
             self.progress = true;
         }
         let id = c.id();
@@ -957,7 +969,12 @@ impl<M: Machine> Inner<M> {
     }
 
     fn execute(&mut self, action: Action, now: Instant) {
-        self.progress = true;
+        // A connection dialled, closing or ending changes what a refused send would be told;
+        // a frame handed over or reading resumed frees no room.
+        self.progress |= !matches!(
+            action,
+            Action::Send { .. } | Action::Ping { .. } | Action::ResumeReading { .. }
+        );
         wxsocket_wire::trace::action(&action);
         match action {
             Action::Dial { conn, request } => {
@@ -1095,6 +1112,21 @@ impl<M: Machine> Inner<M> {
     fn abort(&mut self, conn: u64) {
         self.with_conn(conn, Instant::now(), |c, ctx, _| c.drop_transport(ctx));
     }
+}
+
+/// Whether a connection's input may free room for a send refused for lack of it (a send
+/// written or acknowledged, the connection opened or ended): a message, a ping or a sign
+/// of life cannot. A sender waiting for room woke for each message of a busy connection
+/// (30,000 times in 2 s, a prober) and retried in vain.
+fn may_free_room(event: &TransportEvent) -> bool {
+    !matches!(
+        event,
+        TransportEvent::Message(_)
+            | TransportEvent::Ping(_)
+            | TransportEvent::Receiving
+            | TransportEvent::Sending
+            | TransportEvent::Dialing(_)
+    )
 }
 
 #[cfg(test)]

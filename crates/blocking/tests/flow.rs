@@ -3,6 +3,8 @@
 //! refused. Servers are plain tungstenite (or raw frames) on std threads; every wait is
 //! bounded.
 
+mod common;
+
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -714,6 +716,82 @@ fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
     }
     assert!(waited < Duration::from_secs(5), "refused after {waited:?}");
     drop(server);
+}
+
+/// A send waiting for room sleeps until something that may free room happens, not at
+/// every message the connection receives: against a server that reads nothing and sends
+/// without pause while another thread receives, the waiting thread woke about 30,000
+/// times in 2 s (a prober), each time retrying in vain.
+#[test]
+fn a_send_waiting_for_room_sleeps_while_messages_arrive() {
+    const SIZE: usize = 256 << 10;
+    const MESSAGES: u64 = 40_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_write_timeout(Some(WAIT)).unwrap();
+            let mut ws = tungstenite::accept(stream).unwrap();
+            let message = WsMessage::binary(vec![b'x'; 100]);
+            // Reads nothing; writes until told to stop, then drops the connection.
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                if ws.send(message.clone()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let (client, events) = Client::new(config(small_buffer())).unwrap();
+    client.connect(&ConnectOptions::new(url)).unwrap();
+    until_open(&events);
+    let mut accepted = 0u64;
+    let refused = loop {
+        match client.try_send(numbered(accepted, SIZE)) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e.into_message(),
+        }
+        assert!(accepted < 1000, "the buffer never filled");
+    };
+    let waiting = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let me = common::this_thread();
+            let before = common::voluntary_switches(&me);
+            let start = Instant::now();
+            let result = client.send(refused);
+            (
+                result.is_ok(),
+                common::voluntary_switches(&me) - before,
+                start.elapsed(),
+            )
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut received = 0u64;
+    while received < MESSAGES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Message { .. }) => received += 1,
+            Ok(_) => {}
+            Err(e) => panic!("{received} messages by the deadline: {e}"),
+        }
+    }
+    assert!(!waiting.is_finished(), "the send did not wait for room");
+    client.close(None, "done").unwrap();
+    let (sent, woke, waited) = waiting.join().unwrap();
+    assert!(!sent, "room came for the send");
+    // What may wake it: a retry every 100 ms whatever happens, and the lock taken.
+    let allowed = 20 + 3 * waited.as_millis() as u64 / 100;
+    eprintln!("{received} messages in {waited:?}; the waiting send woke {woke} times");
+    assert!(
+        woke <= allowed,
+        "the waiting send woke {woke} times in {waited:?} ({received} messages received)"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    server.join().unwrap();
 }
 
 #[test]
