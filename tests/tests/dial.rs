@@ -70,14 +70,70 @@ fn a_refused_proxy_reads_the_same_on_both_adapters() {
     assert!(text.contains(&format!("(127.0.0.1:{port}): ")), "{text}");
 }
 
-/// Reads an upgrade request to its end.
-fn read_request(sock: &mut std::net::TcpStream) {
+/// Reads an upgrade request to its end: its head.
+fn read_request(sock: &mut std::net::TcpStream) -> Vec<u8> {
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     while !request.ends_with(b"\r\n\r\n") {
         let n = sock.read(&mut buf).unwrap();
         assert!(n > 0, "the client closed first");
         request.extend_from_slice(&buf[..n]);
+    }
+    request
+}
+
+/// A server on 127.0.0.1 that answers two upgrade requests (one per adapter) with
+/// `answer(accept)`, `accept` the right `Sec-WebSocket-Accept` for the request, then
+/// closes: its URL and thread.
+fn answering(
+    answer: impl Fn(&str) -> String + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut sock, _) = listener.accept().unwrap();
+            let head = read_request(&mut sock);
+            let key = String::from_utf8_lossy(&head)
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| value.trim().to_owned())
+                })
+                .expect("a Sec-WebSocket-Key");
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            sock.write_all(answer(&accept).as_bytes()).unwrap();
+        }
+    });
+    (url, server)
+}
+
+/// RFC 6455 §4.1: an `Upgrade` other than "websocket" alone fails the dial on both adapters
+/// (a list holding it, or two `Upgrade` headers, opened).
+#[test]
+fn an_upgrade_other_than_websocket_alone_fails_on_both_adapters() {
+    for (upgrades, received) in [
+        ("Upgrade: websocket, h2c\r\n", "\"websocket, h2c\""),
+        (
+            "Upgrade: h2c\r\nUpgrade: websocket\r\n",
+            "\"h2c\", \"websocket\"",
+        ),
+    ] {
+        let (url, server) = answering(move |accept| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\n{upgrades}Connection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+        });
+        let (kind, text) = both(&ConnectOptions::new(url).no_proxy());
+        server.join().unwrap();
+        assert_eq!(kind, TransportErrorKind::Protocol, "{text}");
+        assert_eq!(
+            text,
+            format!("handshake response has Upgrade {received}, not \"websocket\" alone")
+        );
     }
 }
 

@@ -239,6 +239,30 @@ impl ClientHandshake {
                 None => error,
             });
         }
+        // RFC 6455 §4.1: `Upgrade` must be "websocket" (in any case), nothing else: a list
+        // (`websocket, h2c`) or a second `Upgrade` header is not an answer to this upgrade.
+        // Read from the raw head, so that a copy that is no valid header value counts too.
+        let upgrades: Vec<_> = response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+            .map(|h| unfolded(h.value))
+            .collect();
+        match &upgrades[..] {
+            [value] if value.trim_ascii().eq_ignore_ascii_case(b"websocket") => {}
+            [] => return Err(protocol("handshake response lacks \"Upgrade: websocket\"")),
+            _ => {
+                let received = upgrades
+                    .iter()
+                    .map(|v| format!("\"{}\"", sanitized(v, 100)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(protocol(&format!(
+                    "handshake response has Upgrade {received}, not \"websocket\" alone"
+                )));
+            }
+        }
+        // `Connection` is a list of options (RFC 9110 §7.6.1): "upgrade" among them is enough.
         let has_token = |name: &str, token: &str| {
             map.get_all(name)
                 .iter()
@@ -246,9 +270,6 @@ impl ClientHandshake {
                 .flat_map(|v| v.split(','))
                 .any(|t| t.trim().eq_ignore_ascii_case(token))
         };
-        if !has_token("upgrade", "websocket") {
-            return Err(protocol("handshake response lacks \"Upgrade: websocket\""));
-        }
         if !has_token("connection", "upgrade") {
             return Err(protocol("handshake response lacks \"Connection: Upgrade\""));
         }
@@ -325,6 +346,20 @@ impl ClientHandshake {
             tail,
         }))
     }
+}
+
+/// Server text for an error: read as UTF-8 (lossily), at most `max` characters, control
+/// characters escaped (errors reach terminals, logs and transcripts).
+fn sanitized(bytes: &[u8], max: usize) -> String {
+    let mut out = String::new();
+    for c in String::from_utf8_lossy(bytes).chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn protocol(message: &str) -> TransportError {
@@ -554,6 +589,57 @@ mod tests {
                 .contains("(a redirect to /next?token=***, not followed)"),
             "{e}"
         );
+    }
+
+    /// RFC 6455 §4.1: `Upgrade` must be "websocket" and nothing else (any case, spaces
+    /// around it); a list holding it, or a second `Upgrade` header, fails the handshake
+    /// and the error says what came (both opened: the check looked for the token in a
+    /// list, as `Connection`'s does, which stays so).
+    #[test]
+    fn upgrade_must_be_websocket_alone() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let answer = |upgrades: &str, connection: &str| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\n{upgrades}Connection: {connection}\r\n\
+                 Sec-WebSocket-Accept: {good}\r\n\r\n"
+            )
+        };
+        let run = |resp: String| ClientHandshake::with_key(&req(), key).feed(resp.as_bytes());
+        for upgrade in ["Upgrade: websocket\r\n", "upgrade:  WebSocket \r\n"] {
+            assert!(
+                run(answer(upgrade, "Upgrade")).unwrap().is_some(),
+                "{upgrade}"
+            );
+        }
+        // `Connection` is a list: "upgrade" among other options is enough.
+        assert!(
+            run(answer("Upgrade: websocket\r\n", "keep-alive, UPGRADE"))
+                .unwrap()
+                .is_some()
+        );
+        for (upgrades, received) in [
+            ("Upgrade: websocket, h2c\r\n", "\"websocket, h2c\""),
+            (
+                "Upgrade: h2c\r\nUpgrade: websocket\r\n",
+                "\"h2c\", \"websocket\"",
+            ),
+            (
+                "Upgrade: websocket\r\nUpgrade: websocket\r\n",
+                "\"websocket\", \"websocket\"",
+            ),
+            ("Upgrade: h2c\r\n", "\"h2c\""),
+            ("Upgrade: \r\n", "\"\""),
+        ] {
+            let e = run(answer(upgrades, "Upgrade")).unwrap_err();
+            assert_eq!(e.kind, TransportErrorKind::Protocol, "{upgrades}");
+            assert_eq!(
+                e.message,
+                format!("handshake response has Upgrade {received}, not \"websocket\" alone"),
+            );
+        }
+        let e = run(answer("", "Upgrade")).unwrap_err();
+        assert!(e.message.contains("lacks \"Upgrade: websocket\""), "{e}");
     }
 
     /// A busy or limiting server's `Retry-After` (seconds) is read with 429 and 503, for the
