@@ -137,6 +137,23 @@ fn an_upgrade_other_than_websocket_alone_fails_on_both_adapters() {
     }
 }
 
+/// An answer with more headers than the client reads fails the dial on both adapters, the
+/// error naming the limit (it said "too many headers").
+#[test]
+fn too_many_headers_name_the_limit_on_both_adapters() {
+    let (url, server) = answering(|accept| {
+        let extra: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+        )
+    });
+    let (kind, text) = both(&ConnectOptions::new(url).no_proxy());
+    server.join().unwrap();
+    assert_eq!(kind, TransportErrorKind::Protocol);
+    assert_eq!(text, "invalid handshake response: more than 128 headers");
+}
+
 #[test]
 fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     // Reads each upgrade request to its end, then closes without a word.

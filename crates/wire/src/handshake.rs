@@ -191,6 +191,11 @@ impl ClientHandshake {
                 }
                 return Ok(None);
             }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(protocol(&format!(
+                    "invalid handshake response: more than {MAX_HEADERS} headers"
+                )));
+            }
             Err(e) => return Err(protocol(&format!("invalid handshake response: {e}"))),
         };
         let status = response.code.unwrap_or(0);
@@ -640,6 +645,28 @@ mod tests {
         }
         let e = run(answer("", "Upgrade")).unwrap_err();
         assert!(e.message.contains("lacks \"Upgrade: websocket\""), "{e}");
+    }
+
+    /// More headers than [`MAX_HEADERS`] fail the handshake, and the error names the limit
+    /// (it said "too many headers").
+    #[test]
+    fn too_many_headers_names_the_limit() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let run = |resp: String| ClientHandshake::with_key(&req(), key).feed(resp.as_bytes());
+        // The answer has three headers of its own.
+        let extra = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+        assert!(
+            run(response(good, &extra(MAX_HEADERS - 3)))
+                .unwrap()
+                .is_some()
+        );
+        let e = run(response(good, &extra(MAX_HEADERS - 2))).unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        assert_eq!(
+            e.message,
+            "invalid handshake response: more than 128 headers"
+        );
     }
 
     /// A busy or limiting server's `Retry-After` (seconds) is read with 429 and 503, for the
