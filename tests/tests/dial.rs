@@ -154,6 +154,32 @@ fn too_many_headers_name_the_limit_on_both_adapters() {
     assert_eq!(text, "invalid handshake response: more than 128 headers");
 }
 
+/// A server that closes in the middle of its answer: both adapters say so, with the status
+/// line, and a refusal's status line reads as that refusal (it read "the server closed the
+/// connection before answering", a network failure).
+#[test]
+fn an_answer_cut_short_reads_the_same_on_both_adapters() {
+    let (url, server) = answering(|_| "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n".into());
+    let (kind, text) = both(&ConnectOptions::new(url).no_proxy());
+    server.join().unwrap();
+    assert_eq!(kind, TransportErrorKind::HttpStatus(403));
+    assert_eq!(
+        text,
+        "handshake: the server closed the connection in the middle of its answer \
+         (43 bytes in): `HTTP/1.1 403 Forbidden`"
+    );
+    // A 101 cut short: still a network failure, in the same words.
+    let (url, server) = answering(|_| "HTTP/1.1 101 Switching Protocols\r\nUpg".into());
+    let (kind, text) = both(&ConnectOptions::new(url).no_proxy());
+    server.join().unwrap();
+    assert_eq!(kind, TransportErrorKind::Connect);
+    assert_eq!(
+        text,
+        "handshake: the server closed the connection in the middle of its answer \
+         (37 bytes in): `HTTP/1.1 101 Switching Protocols`"
+    );
+}
+
 #[test]
 fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     // Reads each upgrade request to its end, then closes without a word.

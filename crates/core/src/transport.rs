@@ -172,7 +172,8 @@ pub enum TransportErrorKind {
     Connect,
     /// TLS failed (certificate, handshake, a record that does not decrypt, an alert).
     Tls,
-    /// The server answered the upgrade with this HTTP status instead of 101.
+    /// The server answered the upgrade with this HTTP status instead of 101 (or sent this
+    /// status line, then closed the connection before its answer's end).
     HttpStatus(u16),
     /// The peer broke the WebSocket protocol (close code 1002).
     Protocol,

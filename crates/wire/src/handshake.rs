@@ -125,6 +125,49 @@ impl ClientHandshake {
         &self.request
     }
 
+    /// The error for a connection that closed before the answer was complete (`via` the
+    /// proxy whose tunnel it went through). With nothing of the answer read, the server
+    /// closed before answering ([`crate::dial::handshake_closed`]); with part of it, the
+    /// error says so, with the status line when it came whole, and a status line of a
+    /// final answer other than 101 is reported as that answer would be
+    /// ([`TransportErrorKind::HttpStatus`]; its headers, `Retry-After` among them, were
+    /// not all read).
+    pub fn closed_early(&self, via: Option<&str>) -> TransportError {
+        let received = &self.response[..];
+        if received.is_empty() {
+            return crate::dial::handshake_closed("handshake", via);
+        }
+        let (who, whose) = match via {
+            None => ("the server closed the connection".to_owned(), "its"),
+            Some(proxy) => (
+                format!("the tunnel through proxy {proxy} closed"),
+                "the server's",
+            ),
+        };
+        let mut message = format!(
+            "handshake: {who} in the middle of {whose} answer ({} bytes in)",
+            received.len()
+        );
+        let mut kind = TransportErrorKind::Connect;
+        if let Some(end) = received.iter().position(|&b| b == b'\n') {
+            let line = received[..end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&received[..end]);
+            message.push_str(&format!(": `{}`", sanitized(line, 100)));
+            // The status line alone, as a whole answer without headers.
+            let mut head = line.to_vec();
+            head.extend_from_slice(b"\r\n\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; 0];
+            let mut response = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(_)) = parse_response(&mut response, &head)
+                && let Some(status) = response.code.filter(|&c| c >= 200)
+            {
+                kind = TransportErrorKind::HttpStatus(status);
+            }
+        }
+        TransportError::new(kind, message)
+    }
+
     /// Feeds bytes from the server. `Ok(None)`: more are needed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<HandshakeDone>, TransportError> {
         let before = self.response.len();
@@ -667,6 +710,72 @@ mod tests {
             e.message,
             "invalid handshake response: more than 128 headers"
         );
+    }
+
+    /// A connection that closes in the middle of the answer says so, how much came, and the
+    /// status line when it came whole (it said the server closed "before answering"); a
+    /// refusal's status line is reported as the whole refusal would be. Nothing read: the
+    /// server closed before answering, as before.
+    #[test]
+    fn an_answer_cut_short_says_what_came() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let cut = |bytes: &[u8], via: Option<&str>| {
+            let mut h = ClientHandshake::with_key(&req(), key);
+            assert!(h.feed(bytes).unwrap().is_none());
+            h.closed_early(via)
+        };
+        let e = ClientHandshake::with_key(&req(), key).closed_early(None);
+        assert_eq!(e.kind, TransportErrorKind::Connect);
+        assert_eq!(
+            e.message,
+            "handshake: the server closed the connection before answering"
+        );
+        let forbidden = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n";
+        let e = cut(forbidden, None);
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(403));
+        assert_eq!(
+            e.message,
+            "handshake: the server closed the connection in the middle of its answer \
+             (43 bytes in): `HTTP/1.1 403 Forbidden`"
+        );
+        let e = cut(forbidden, Some("http://proxy:3128"));
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(403));
+        assert!(
+            e.message.starts_with(
+                "handshake: the tunnel through proxy http://proxy:3128 closed in the middle \
+                 of the server's answer (43 bytes in)"
+            ),
+            "{e}"
+        );
+        // A 101 cut short, a status line cut short, an interim answer cut short: the kind
+        // a close before the answer has.
+        let e = cut(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n",
+            None,
+        );
+        assert_eq!(e.kind, TransportErrorKind::Connect);
+        assert!(
+            e.message
+                .ends_with("(54 bytes in): `HTTP/1.1 101 Switching Protocols`"),
+            "{e}"
+        );
+        let e = cut(b"HTTP/1.1 40", None);
+        assert_eq!(e.kind, TransportErrorKind::Connect);
+        assert!(
+            e.message.ends_with("middle of its answer (11 bytes in)"),
+            "{e}"
+        );
+        let e = cut(b"HTTP/1.1 100 Continue\r\n", None);
+        assert_eq!(e.kind, TransportErrorKind::Connect);
+        // The server's text is cut short and its control characters escaped.
+        // (C0 controls fail the status line's parse; C1 ones, as UTF-8, pass it.)
+        let mut long = b"HTTP/1.1 500 \xc2\x9b[2J".to_vec();
+        long.extend_from_slice(&[b'x'; 500]);
+        long.extend_from_slice(b"\r\n");
+        let e = cut(&long, None);
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(500));
+        assert!(e.message.contains("`HTTP/1.1 500 \\u{9b}[2Jxxx"), "{e}");
+        assert!(e.message.len() < 200, "{e}");
     }
 
     /// A busy or limiting server's `Retry-After` (seconds) is read with 429 and 503, for the

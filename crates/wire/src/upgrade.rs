@@ -633,13 +633,17 @@ fn handshake_step<S: Read + Write>(
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return Err(dial::handshake_closed("handshake", via)),
+            // With what arrived of the answer, if anything.
+            Ok(0) => return Err(handshake.closed_early(via)),
             Ok(n) => {
                 if let Some(done) = handshake.feed(&buf[..n])? {
                     return Ok(Some(done));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(handshake.closed_early(via));
+            }
             Err(e) => return Err(io_error(&e)),
         }
     }
