@@ -959,6 +959,12 @@ fn refused_answers() -> Vec<(DeflateOptions, &'static str)> {
             "permessage-deflate; server_max_window_bits=11",
         ),
         (d.server_max_window_bits(Some(10)), "permessage-deflate"),
+        // Asked in both offers (RFC 7692 §7.1.1.1), so an answer without it matches none.
+        (d.server_no_context_takeover(true), "permessage-deflate"),
+        (
+            d.server_no_context_takeover(true),
+            "permessage-deflate; client_no_context_takeover",
+        ),
         (
             d.client_max_window_bits(10),
             "permessage-deflate; client_max_window_bits=12",

@@ -44,7 +44,10 @@ pub const MAX_WINDOW_BITS: u8 = 15;
 #[non_exhaustive]
 pub struct DeflateOptions {
     /// Ask the server to reset its compression context after each message
-    /// (`server_no_context_takeover`): less memory on the server, worse compression.
+    /// (`server_no_context_takeover`): less memory on the server, worse compression. Every
+    /// offer then asks it, so a server that accepts compression without agreeing to it
+    /// fails the handshake (RFC 7692 §7.1.1.1), as one that drops a requested
+    /// [`Self::server_max_window_bits`] does; one that declines compression runs without it.
     pub server_no_context_takeover: bool,
     /// Declare that this client resets its context after each message
     /// (`client_no_context_takeover`).
@@ -309,6 +312,11 @@ impl DeflateOptions {
             return fail(format!(
                 "server_max_window_bits={asked} was offered but not accepted"
             ));
+        }
+        // RFC 7692 §7.1.1.1: every offer asks it (the second offer differs only in
+        // `client_no_context_takeover`), so an answer without it accepts none of them.
+        if self.server_no_context_takeover && !params.server_no_context_takeover {
+            return fail("server_no_context_takeover was offered but not accepted".into());
         }
         Ok(params)
     }
@@ -585,6 +593,40 @@ mod tests {
             assert!(e.starts_with("Sec-WebSocket-Extensions: "), "{e}");
             assert!(e.contains(why), "{answer:?}: {e}");
         }
+    }
+
+    /// RFC 7692 §7.1.1.1: asked for, `server_no_context_takeover` is in both offers (the
+    /// fallback differs only in `client_no_context_takeover`), so an answer without it
+    /// matches none and fails, naming it, as a dropped `server_max_window_bits` does (it
+    /// opened with the server's context taken over; Python websockets fails here too).
+    #[test]
+    fn a_requested_server_no_context_takeover_must_be_accepted() {
+        let asked = DeflateOptions::default().server_no_context_takeover(true);
+        for offer in split_outside_quotes(&asked.offer_header(), ',') {
+            assert!(offer.contains("server_no_context_takeover"), "{offer}");
+        }
+        for answer in [
+            "permessage-deflate",
+            "permessage-deflate; client_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=10",
+        ] {
+            assert_eq!(
+                err(asked, answer),
+                "Sec-WebSocket-Extensions: server_no_context_takeover was offered but not \
+                 accepted",
+                "{answer}"
+            );
+        }
+        for answer in [
+            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        ] {
+            assert!(ok(asked, answer).server_no_context_takeover, "{answer}");
+        }
+        // Not asked for, the server may still choose it, or not.
+        let d = DeflateOptions::default();
+        assert!(!ok(d, "permessage-deflate").server_no_context_takeover);
+        assert!(ok(d, "permessage-deflate; server_no_context_takeover").server_no_context_takeover);
     }
 
     #[test]
