@@ -267,7 +267,15 @@ fn a_4xx_answer_on_the_simple_path_is_a_refusal_on_both_adapters() {
         .enable_all()
         .build()
         .unwrap();
-    for (status, refused) in [(404, true), (403, true), (503, false)] {
+    // A permanent redirect, not followed, is met again: a refusal too; a temporary one not.
+    for (status, refused) in [
+        (404, true),
+        (403, true),
+        (503, false),
+        (308, true),
+        (301, true),
+        (307, false),
+    ] {
         let peer = Peer::start(Mode::HttpStatus(status));
         let blocking = wxsocket_blocking::connect(peer.url()).unwrap_err();
         let tokio = runtime

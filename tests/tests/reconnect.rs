@@ -30,6 +30,7 @@ wxsocket_tests::on_both_adapters!(
     a_silent_server_is_detected_by_keepalive_and_reconnected,
     close_during_a_backoff_cancels_it,
     http_403_is_not_retried_by_default,
+    a_permanent_redirect_is_not_dialled_again,
     a_server_that_closes_each_connection_at_once_is_given_up_on,
     a_busy_servers_retry_after_is_waited_out,
 );
@@ -1007,6 +1008,67 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
         peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
         a.close(None, "").expect("close");
     }
+}
+
+/// A permanent redirect (308, 301) is not followed, so the same request meets it again:
+/// the policy does not dial it again, also with `retry_http_4xx` (it dialled the old URL
+/// again and again); a temporary one (307) may end and is retried.
+fn a_permanent_redirect_is_not_dialled_again<A: Adapter>() {
+    let name = A::NAME;
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(9);
+    for (status, policy) in [
+        (308, policy.clone()),
+        (301, policy.clone()),
+        (308, policy.clone().retry_http_4xx(true)),
+    ] {
+        let peer = Peer::start(Mode::HttpStatus(status));
+        let mut a: A = client(config(policy.clone()));
+        let conn = a
+            .connect(&ConnectOptions::new(peer.url()))
+            .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, EVENT_TIMEOUT);
+        match events.as_slice() {
+            [
+                Event::Error {
+                    conn: c,
+                    error: ConnectionError::ConnectFailed(e),
+                    ..
+                },
+                Event::Close {
+                    code: 1006,
+                    clean: false,
+                    ..
+                },
+            ] if *c == conn => assert_eq!(e.kind, TransportErrorKind::HttpStatus(status)),
+            other => panic!("[{name}] expected [Error({status}), Close 1006], got {other:#?}"),
+        }
+        // A retry would come within the cap.
+        assert_quiet_for(&mut a, policy.cap * 4, &format!("after a {status}"));
+        assert_eq!(a.state(), ReadyState::Closed);
+        assert_eq!(
+            peer.snapshot().accepted,
+            1,
+            "[{name}] {status}: one dial only"
+        );
+    }
+    let peer = Peer::start(Mode::HttpStatus(307));
+    let mut a: A = client(config(policy));
+    let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. }))
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Close { conn: c, .. } if *c == conn)),
+        "[{name}] 307: {events:#?}"
+    );
+    peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
+    a.close(None, "").expect("close");
 }
 
 /// A server that accepts and at once closes with 1013 (try again later): each connection

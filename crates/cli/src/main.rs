@@ -170,8 +170,8 @@ struct ConnectArgs {
     /// Reconnect automatically when a connection this client did not close ends (a failed
     /// dial, a TLS failure such as an untrusted certificate included, a drop, a keepalive
     /// failure, a retried close code), with exponential backoff and full jitter; the first
-    /// retry within --reconnect-base. An HTTP 4xx answer is final. Without
-    /// --reconnect-max, retries never end.
+    /// retry within --reconnect-base. An HTTP 4xx answer is final, and so is a permanent
+    /// redirect (301, 308). Without --reconnect-max, retries never end.
     #[arg(long, help_heading = "Reconnection")]
     reconnect: bool,
     /// Ceiling of the first retry's delay in milliseconds, doubling per attempt,

@@ -173,12 +173,14 @@ impl Acknowledgement {
 /// (100 ms by default).
 ///
 /// What is retried: a dial that fails (name lookup, TCP, TLS, the handshake timing out, an
-/// HTTP 5xx, 3xx or 429 answer) and a connection that fails or drops once open. A TLS
+/// HTTP 5xx or 429 answer, a temporary redirect: 302, 303, 307, or another 3xx but 301 and
+/// 308) and a connection that fails or drops once open. A TLS
 /// failure is retried too, an untrusted certificate included (a captive portal's goes
 /// away once the user has logged in, a mistaken deployment is rolled back): with no
 /// `max_attempts` a client whose certificate check will never pass retries for ever, each
 /// attempt's error naming the cause. Final: an HTTP 4xx answer other than 429 (unless
-/// [`Self::retry_http_4xx`]), a server answer that agrees to what was not offered (a
+/// [`Self::retry_http_4xx`]), a permanent redirect (301, 308: redirects are not followed,
+/// and the same request meets it again), a server answer that agrees to what was not offered (a
 /// sub-protocol or extension: a configuration mismatch), a clean close by the peer with a
 /// code not in [`Self::retry_close_codes`], and the application's own close.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,8 +210,10 @@ pub struct ReconnectPolicy {
     /// again later).
     pub retry_close_codes: Vec<u16>,
     /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried,
-    /// and so is a 3xx: a redirect is not followed, its error names the `Location`, and a
-    /// temporary one may end; set `max_attempts` for a server that keeps redirecting).
+    /// and so is a temporary redirect, 302, 303 or 307: a redirect is not followed, its
+    /// error names the `Location`, and a temporary one may end; set `max_attempts` for a
+    /// server that keeps redirecting. A permanent one, 301 or 308, is final, with this
+    /// flag too).
     /// 429 (Too Many Requests) is always retried, as 503 is; with either, the delay is at
     /// least the server's `Retry-After` in seconds, up to `cap`.
     pub retry_http_4xx: bool,

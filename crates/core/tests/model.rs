@@ -134,6 +134,8 @@ fn op() -> impl Strategy<Value = Op> {
             Just(TransportErrorKind::Connect),
             Just(TransportErrorKind::HttpStatus(403)),
             Just(TransportErrorKind::HttpStatus(503)),
+            Just(TransportErrorKind::HttpStatus(308)),
+            Just(TransportErrorKind::HttpStatus(302)),
             Just(TransportErrorKind::Negotiation),
         ].prop_map(Input::ConnectFailed),
         4 => (1..=MAX_LEN, any::<bool>()).prop_map(|(len, binary)| Input::Message { len, binary }),
@@ -560,6 +562,7 @@ impl Model {
         let by_cause = match cause {
             Cause::Application | Cause::Mismatch => false,
             Cause::Dial(Some(TransportErrorKind::Negotiation)) => false,
+            Cause::Dial(Some(TransportErrorKind::HttpStatus(301 | 308))) => false,
             Cause::Dial(Some(TransportErrorKind::HttpStatus(s))) if (400..500).contains(&s) => {
                 p.retry_http_4xx
             }

@@ -343,6 +343,15 @@ fn http_4xx_is_final_unless_the_policy_says_so_and_5xx_is_retried() {
         // Too Many Requests: come back later, as with 503 (a user's probe: a server that
         // limits reconnects made every client give up for good).
         (ReconnectPolicy::default(), 429, true),
+        // A permanent redirect is not followed and meets the same request again: final,
+        // also with `retry_http_4xx` (it was retried, dialling the old URL without end); a
+        // temporary one may end.
+        (ReconnectPolicy::default(), 308, false),
+        (ReconnectPolicy::default(), 301, false),
+        (ReconnectPolicy::default().retry_http_4xx(true), 308, false),
+        (ReconnectPolicy::default(), 302, true),
+        (ReconnectPolicy::default(), 303, true),
+        (ReconnectPolicy::default(), 307, true),
     ] {
         let mut t = Sim::new(policy);
         let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();

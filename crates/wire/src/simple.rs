@@ -100,12 +100,14 @@ pub enum Error {
 }
 
 /// Whether the server refused the connection in a way that the same request meets again:
-/// an HTTP 4xx answer to the upgrade (but 429, "too many requests": later it may not), or
-/// an extension or sub-protocol it would not agree to. A reconnect policy does not retry
-/// these (4xx unless told to).
+/// an HTTP 4xx answer to the upgrade (but 429, "too many requests": later it may not), a
+/// permanent redirect (301, 308; redirects are not followed), or an extension or
+/// sub-protocol it would not agree to. A reconnect policy does not retry these (4xx unless
+/// told to).
 fn refused(error: &ConnectionError) -> bool {
     match error {
         ConnectionError::ConnectFailed(e) => match e.kind {
+            TransportErrorKind::HttpStatus(301 | 308) => true,
             TransportErrorKind::HttpStatus(status) => (400..500).contains(&status) && status != 429,
             TransportErrorKind::Negotiation => true,
             _ => false,
@@ -165,10 +167,11 @@ pub enum ErrorKind {
     /// reconnect policy is dialling again ([`PingError::NotOpenYet`]): ping again once it
     /// has opened.
     Connection,
-    /// The server refused the connection (an HTTP 4xx answer to the upgrade but 429, or an
-    /// extension or sub-protocol it would not agree to): the same request fails the same
-    /// way until it or the server changes. A reconnect policy does not retry it (a 4xx
-    /// only with `retry_http_4xx`).
+    /// The server refused the connection (an HTTP 4xx answer to the upgrade but 429, a
+    /// permanent redirect (301, 308), which is not followed, or an extension or
+    /// sub-protocol it would not agree to): the same request fails the same way until it
+    /// or the server changes. A reconnect policy does not retry it (a 4xx only with
+    /// `retry_http_4xx`).
     Refused,
     /// The connection is closed; connect again to go on.
     Closed,
@@ -670,7 +673,14 @@ mod tests {
             assert!(refused.to_string().contains("refused: "), "{refused}");
             assert!(!refused.to_string().contains("connect again"), "{refused}");
         }
-        for code in [503, 429] {
+        // A permanent redirect, which is not followed, is met again: a refusal (it was a
+        // connection error with "connect again"). A temporary one may end.
+        for code in [301, 308] {
+            let moved = status(code);
+            assert_eq!(moved.kind(), ErrorKind::Refused, "{moved}");
+            assert!(!moved.to_string().contains("connect again"), "{moved}");
+        }
+        for code in [503, 429, 302, 303, 307] {
             let unavailable = status(code);
             assert_eq!(unavailable.kind(), ErrorKind::Connection);
             assert!(

@@ -122,6 +122,9 @@ impl Cause {
         match self {
             Cause::Application | Cause::Mismatch => false,
             Cause::Dial(Some(TransportErrorKind::Negotiation)) => false,
+            // A permanent redirect (301, 308) is not followed, and the same request meets
+            // it again: final, as a refusal is (`retry_http_4xx` is about 4xx only).
+            Cause::Dial(Some(TransportErrorKind::HttpStatus(301 | 308))) => false,
             // 429 Too Many Requests asks the client to come back later, as 503 does.
             Cause::Dial(Some(TransportErrorKind::HttpStatus(status)))
                 if (400..500).contains(&status) && status != 429 =>
