@@ -955,12 +955,11 @@ fn close_during_a_backoff_cancels_it<A: Adapter>() {
 
 // ----- 5. HTTP 403 -----
 
-fn http_403_is_not_retried_by_default<A: Adapter>() {
+/// A server answering `status` to every dial: the connection fails once with that status
+/// and the policy never dials it again (a retry would come within the cap).
+fn expect_final_refusal<A: Adapter>(status: u16, policy: ReconnectPolicy) {
     let name = A::NAME;
-    let policy = ReconnectPolicy::default()
-        .backoff(Duration::from_millis(20), Duration::from_millis(80))
-        .seed(9);
-    let peer = Peer::start(Mode::HttpStatus(403));
+    let peer = Peer::start(Mode::HttpStatus(status));
     let mut a: A = client(config(policy.clone()));
     let conn = a
         .connect(&ConnectOptions::new(peer.url()))
@@ -979,82 +978,22 @@ fn http_403_is_not_retried_by_default<A: Adapter>() {
                 clean: false,
                 ..
             },
-        ] if *c == conn => assert_eq!(e.kind, TransportErrorKind::HttpStatus(403)),
-        other => panic!("[{name}] expected [Error(403), Close 1006], got {other:#?}"),
+        ] if *c == conn => assert_eq!(e.kind, TransportErrorKind::HttpStatus(status)),
+        other => panic!("[{name}] expected [Error({status}), Close 1006], got {other:#?}"),
     }
-    assert_quiet_for(&mut a, policy.cap * 4, "after a 403");
+    assert_quiet_for(&mut a, policy.cap * 4, &format!("after a {status}"));
     assert_eq!(a.state(), ReadyState::Closed);
-    assert_eq!(peer.snapshot().accepted, 1, "[{name}] one dial only");
-
-    // The same server answering 503 is retried, and so is 403 when the policy says so.
-    for (status, policy) in [
-        (503, policy.clone()),
-        (429, policy.clone()),
-        (403, policy.clone().retry_http_4xx(true)),
-    ] {
-        let peer = Peer::start(Mode::HttpStatus(status));
-        let mut a: A = client(config(policy));
-        let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
-        let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
-            seen.iter()
-                .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. }))
-        });
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, Event::Close { conn: c, .. } if *c == conn)),
-            "[{name}] {status}: {events:#?}"
-        );
-        peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
-        a.close(None, "").expect("close");
-    }
+    assert_eq!(
+        peer.snapshot().accepted,
+        1,
+        "[{name}] {status}: one dial only"
+    );
 }
 
-/// A permanent redirect (308, 301) is not followed, so the same request meets it again:
-/// the policy does not dial it again, also with `retry_http_4xx` (it dialled the old URL
-/// again and again); a temporary one (307) may end and is retried.
-fn a_permanent_redirect_is_not_dialled_again<A: Adapter>() {
+/// A server answering `status` to every dial: the policy dials it again.
+fn expect_retried<A: Adapter>(status: u16, policy: ReconnectPolicy) {
     let name = A::NAME;
-    let policy = ReconnectPolicy::default()
-        .backoff(Duration::from_millis(20), Duration::from_millis(80))
-        .seed(9);
-    for (status, policy) in [
-        (308, policy.clone()),
-        (301, policy.clone()),
-        (308, policy.clone().retry_http_4xx(true)),
-    ] {
-        let peer = Peer::start(Mode::HttpStatus(status));
-        let mut a: A = client(config(policy.clone()));
-        let conn = a
-            .connect(&ConnectOptions::new(peer.url()))
-            .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
-        expect_connecting(&mut a, conn);
-        let events = a.events_until_close(conn, EVENT_TIMEOUT);
-        match events.as_slice() {
-            [
-                Event::Error {
-                    conn: c,
-                    error: ConnectionError::ConnectFailed(e),
-                    ..
-                },
-                Event::Close {
-                    code: 1006,
-                    clean: false,
-                    ..
-                },
-            ] if *c == conn => assert_eq!(e.kind, TransportErrorKind::HttpStatus(status)),
-            other => panic!("[{name}] expected [Error({status}), Close 1006], got {other:#?}"),
-        }
-        // A retry would come within the cap.
-        assert_quiet_for(&mut a, policy.cap * 4, &format!("after a {status}"));
-        assert_eq!(a.state(), ReadyState::Closed);
-        assert_eq!(
-            peer.snapshot().accepted,
-            1,
-            "[{name}] {status}: one dial only"
-        );
-    }
-    let peer = Peer::start(Mode::HttpStatus(307));
+    let peer = Peer::start(Mode::HttpStatus(status));
     let mut a: A = client(config(policy));
     let conn = a.connect(&ConnectOptions::new(peer.url())).unwrap();
     let events = a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
@@ -1065,10 +1004,34 @@ fn a_permanent_redirect_is_not_dialled_again<A: Adapter>() {
         events
             .iter()
             .any(|e| matches!(e, Event::Close { conn: c, .. } if *c == conn)),
-        "[{name}] 307: {events:#?}"
+        "[{name}] {status}: {events:#?}"
     );
     peer.wait_for("the retry's dial", EVENT_TIMEOUT, |s| s.accepted >= 2);
     a.close(None, "").expect("close");
+}
+
+fn http_403_is_not_retried_by_default<A: Adapter>() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(9);
+    expect_final_refusal::<A>(403, policy.clone());
+    // The same server answering 503 is retried, and so is 403 when the policy says so.
+    expect_retried::<A>(503, policy.clone());
+    expect_retried::<A>(429, policy.clone());
+    expect_retried::<A>(403, policy.retry_http_4xx(true));
+}
+
+/// A permanent redirect (308, 301) is not followed, so the same request meets it again:
+/// the policy does not dial it again, also with `retry_http_4xx` (it dialled the old URL
+/// again and again); a temporary one (307) may end and is retried.
+fn a_permanent_redirect_is_not_dialled_again<A: Adapter>() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(9);
+    expect_final_refusal::<A>(308, policy.clone());
+    expect_final_refusal::<A>(301, policy.clone());
+    expect_final_refusal::<A>(308, policy.clone().retry_http_4xx(true));
+    expect_retried::<A>(307, policy);
 }
 
 /// A server that accepts and at once closes with 1013 (try again later): each connection

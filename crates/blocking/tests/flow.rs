@@ -578,6 +578,19 @@ fn numbered(n: u64, size: usize) -> Message {
     Message::binary(data)
 }
 
+/// Sends numbered messages of `size` bytes with `try_send` until one is refused (the
+/// server reads nothing, so the buffer fills); returns the refused message.
+fn fill_buffer(client: &Client, size: usize) -> Message {
+    let mut accepted = 0u64;
+    loop {
+        match client.try_send(numbered(accepted, size)) {
+            Ok(_) => accepted += 1,
+            Err(e) => return e.into_message(),
+        }
+        assert!(accepted < 1000, "the buffer never filled");
+    }
+}
+
 /// A small send buffer: 1 MiB (and the queue before open within it).
 fn small_buffer() -> SessionConfig {
     SessionConfig::default()
@@ -689,14 +702,7 @@ fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
     let (client, events) = Client::new(config(small_buffer())).unwrap();
     client.connect(&ConnectOptions::new(server.url())).unwrap();
     until_open(&events);
-    let mut accepted = 0u64;
-    let refused = loop {
-        match client.try_send(numbered(accepted, SIZE)) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e.into_message(),
-        }
-        assert!(accepted < 1000, "the buffer never filled");
-    };
+    let refused = fill_buffer(&client, SIZE);
     let waiting = {
         let client = client.clone();
         let refused = refused.clone();
@@ -747,14 +753,7 @@ fn a_send_waiting_for_room_sleeps_while_messages_arrive() {
     let (client, events) = Client::new(config(small_buffer())).unwrap();
     client.connect(&ConnectOptions::new(url)).unwrap();
     until_open(&events);
-    let mut accepted = 0u64;
-    let refused = loop {
-        match client.try_send(numbered(accepted, SIZE)) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e.into_message(),
-        }
-        assert!(accepted < 1000, "the buffer never filled");
-    };
+    let refused = fill_buffer(&client, SIZE);
     let waiting = {
         let client = client.clone();
         std::thread::spawn(move || {
