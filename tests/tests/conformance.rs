@@ -468,11 +468,16 @@ fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
     let q2 = a.try_send(Message::binary(vec![2])).unwrap();
     let started = Instant::now();
     let waited = a.send(Message::text("q3"));
-    // It fails, and the message comes back to whoever waited (it never left the queue).
-    let q3 = FailedSend::new(SendFailure::ConnectFailed, Some(Message::text("q3")));
+    // It fails, and the message comes back to whoever waited (it never left the queue),
+    // with the id its `SendFailed` event has (checked below).
+    let q3 = match &waited {
+        Err(SendFailed::Failed(failed)) => failed.id.expect("the failed send's id"),
+        other => panic!("[{}] expected a failure, got {other:?}", A::NAME),
+    };
+    let failed = FailedSend::new(SendFailure::ConnectFailed, Some(Message::text("q3")));
     assert_eq!(
         waited,
-        Err(SendFailed::Failed(q3)),
+        Err(SendFailed::Failed(failed.with_id(q3))),
         "[{}] a waiting send of a connection that never opens fails",
         A::NAME
     );
@@ -498,6 +503,7 @@ fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
                 ..
             },
             Event::SendFailed {
+                id: i3,
                 reason: SendFailure::ConnectFailed,
                 message: m3,
                 ..
@@ -507,7 +513,7 @@ fn send_wait_reports_failure_of_queued_sends<A: Adapter>() {
                 clean: false,
                 ..
             },
-        ] if *i1 == q1 && *i2 == q2 => {
+        ] if *i1 == q1 && *i2 == q2 && *i3 == q3 => {
             assert_eq!(
                 m1,
                 &Some(Message::text("q1")),

@@ -144,7 +144,7 @@ impl<M: Machine> Shared<M> {
                 }
                 _ if outbox.finished => {
                     outbox.waiting.remove(&id);
-                    let lost = FailedSend::new(SendFailure::ConnectionLost, None);
+                    let lost = FailedSend::new(SendFailure::ConnectionLost, None).with_id(id);
                     return Ok(Err(SendFailed::Failed(lost)));
                 }
                 _ => {}

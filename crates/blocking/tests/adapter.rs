@@ -179,6 +179,17 @@ fn send_wait_waits_for_the_write_and_reports_refusals() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// The id of the one `SendFailed` among `events`.
+fn failed_id(events: &[Event]) -> SendId {
+    let mut ids = events.iter().filter_map(|e| match e {
+        Event::SendFailed { id, .. } => Some(*id),
+        _ => None,
+    });
+    let id = ids.next().expect("a SendFailed event");
+    assert_eq!(ids.next(), None, "one SendFailed event");
+    id
+}
+
 #[test]
 fn send_wait_fails_when_the_connection_never_opens() {
     let mut silent = Silent::start();
@@ -188,17 +199,18 @@ fn send_wait_fails_when_the_connection_never_opens() {
         .unwrap();
     let _held = silent.accept();
     let started = Instant::now();
-    // The queued message is handed back to whoever waited for it.
+    // The queued message is handed back to whoever waited for it, with the id of its
+    // `SendFailed` event.
     let never = Some(Message::text("never"));
-    assert_eq!(
-        client.send("never"),
-        Err(SendFailed::Failed(FailedSend::new(
-            SendFailure::ConnectFailed,
-            never
-        )))
-    );
+    let waited = client.send("never");
     assert!(started.elapsed() < WAIT);
-    until(&events, is_close);
+    let id = failed_id(&until(&events, is_close));
+    assert_eq!(
+        waited,
+        Err(SendFailed::Failed(
+            FailedSend::new(SendFailure::ConnectFailed, never).with_id(id)
+        ))
+    );
 }
 
 /// Sends waiting for room when the client shuts down are refused for what holds then (the
@@ -346,15 +358,15 @@ fn send_wait_timeout_reports_a_failure_that_comes_in_time() {
     let _held = silent.accept();
     let started = Instant::now();
     let never = Some(Message::text("never"));
-    assert_eq!(
-        client.send_timeout("never", WAIT),
-        Ok(Err(SendFailed::Failed(FailedSend::new(
-            SendFailure::ConnectFailed,
-            never
-        ))))
-    );
+    let waited = client.send_timeout("never", WAIT);
     assert!(started.elapsed() < WAIT);
-    until(&events, is_close);
+    let id = failed_id(&until(&events, is_close));
+    assert_eq!(
+        waited,
+        Ok(Err(SendFailed::Failed(
+            FailedSend::new(SendFailure::ConnectFailed, never).with_id(id)
+        )))
+    );
 }
 
 #[test]

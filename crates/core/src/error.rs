@@ -2,6 +2,7 @@
 //! [`SendError`], [`CloseError`], [`ConfigError`]); faults of a connection arrive later as
 //! events ([`ConnectionError`], [`SendFailure`]).
 
+use crate::ids::SendId;
 use crate::message::Message;
 use crate::transport::{DialStage, TransportError};
 use std::time::Duration;
@@ -324,9 +325,9 @@ pub enum SendFailure {
 }
 
 /// An accepted send that failed, as a driver that waits for it sees it
-/// ([`Completion`](crate::Completion)): why, and the message when it never left the session (as in
-/// [`crate::Event::SendFailed`], whose message this is a copy of), so whoever waited for the
-/// send gets it back too.
+/// ([`Completion`](crate::Completion)): why, which send, and the message when it never left
+/// the session (as in [`crate::Event::SendFailed`], whose message this is a copy of), so
+/// whoever waited for the send gets it back too.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 #[non_exhaustive]
@@ -337,12 +338,29 @@ pub struct FailedSend {
     /// was written) or, with delivery acknowledgement, never acknowledged; `None` once the
     /// driver had it and might have written part of it.
     pub message: Option<Message>,
+    /// The send's id, as in its [`crate::Event::SendFailed`]: a caller that waited for the
+    /// send and also reads the events can tell that event reports this same failure.
+    /// `None` where the failure is not one send's (a `Sink`'s flush, which waits for
+    /// several).
+    pub id: Option<SendId>,
 }
 
 impl FailedSend {
-    /// A failed send's outcome.
+    /// A failed send's outcome, not tied to a send's id ([`Self::with_id`] ties it).
     pub fn new(reason: SendFailure, message: Option<Message>) -> Self {
-        FailedSend { reason, message }
+        FailedSend {
+            reason,
+            message,
+            id: None,
+        }
+    }
+
+    /// The same outcome, for the send `id`.
+    pub fn with_id(self, id: SendId) -> Self {
+        FailedSend {
+            id: Some(id),
+            ..self
+        }
     }
 }
 

@@ -162,10 +162,9 @@ async fn wait_send(
         Ok(Ok(())) => Ok(id),
         Ok(Err(failed)) => Err(SendFailed::Failed(failed)),
         // The driver is gone (runtime shut down): the message was not confirmed written.
-        Err(_) => Err(SendFailed::Failed(FailedSend::new(
-            SendFailure::ConnectionLost,
-            None,
-        ))),
+        Err(_) => Err(SendFailed::Failed(
+            FailedSend::new(SendFailure::ConnectionLost, None).with_id(id),
+        )),
     }
 }
 

@@ -679,8 +679,9 @@ impl<M: Machine> Drop for Exit<M> {
                 }
             }
             // Nothing else will settle the rest.
-            for (_, waiter) in core.out.waiters.drain() {
-                waiter.settle(Err(FailedSend::new(SendFailure::ConnectionLost, None)));
+            for (id, waiter) in core.out.waiters.drain() {
+                let lost = FailedSend::new(SendFailure::ConnectionLost, None).with_id(id);
+                waiter.settle(Err(lost));
             }
             waiting.extend(core.out.room_wakers.drain().map(|(_, waker)| waker));
             drop(guard);

@@ -221,16 +221,25 @@ async fn awaitable_send_fails_when_closed_before_open() {
     .expect("the send was queued");
     client.close(None, "").unwrap();
     let result = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
-    // The queued message is handed back to whoever waited for it.
+    let mut seen = until(&mut events, |e| matches!(e, Event::Close { .. })).await;
+    let close = seen.pop().unwrap();
+    assert!(matches!(close, Event::Close { conn: c, code: 1006, clean: false, .. } if c == conn));
+    // The queued message is handed back to whoever waited for it, with the id of its
+    // `SendFailed` event.
+    let id = seen
+        .iter()
+        .find_map(|e| match e {
+            Event::SendFailed { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("the send's failure event");
     assert_eq!(
         result.unwrap_err(),
-        SendFailed::Failed(FailedSend::new(
-            SendFailure::Cancelled,
-            Some(Message::text("never written"))
-        ))
+        SendFailed::Failed(
+            FailedSend::new(SendFailure::Cancelled, Some(Message::text("never written")))
+                .with_id(id)
+        )
     );
-    let close = until_close(&mut events).await;
-    assert!(matches!(close, Event::Close { conn: c, code: 1006, clean: false, .. } if c == conn));
 }
 
 /// A new connect while open: the old connection's close event comes before anything of

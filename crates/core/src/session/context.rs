@@ -224,7 +224,7 @@ impl Context {
                 ..
             } => {
                 if let Some(completions) = &mut self.completions {
-                    let failed = Box::new(FailedSend::new(*reason, message.clone()));
+                    let failed = Box::new(FailedSend::new(*reason, message.clone()).with_id(*id));
                     completions.push_back((*id, Err(failed)));
                 }
                 self.backlog.completions += 1;
