@@ -215,7 +215,8 @@ fn kind(k: u8) -> TransportErrorKind {
     match k % 8 {
         0 => TransportErrorKind::Connect,
         1 => TransportErrorKind::Tls,
-        2 => TransportErrorKind::HttpStatus(if k & 0x80 == 0 { 403 } else { 503 }),
+        // Refused (403, and the permanent redirects 301 and 308), retried (503, 302).
+        2 => TransportErrorKind::HttpStatus([403, 503, 301, 308, 302][usize::from(k >> 3) % 5]),
         3 => TransportErrorKind::Protocol,
         4 => TransportErrorKind::InvalidUtf8,
         5 => TransportErrorKind::MessageTooBig,

@@ -125,7 +125,9 @@ impl WebSocket {
 
     /// [`send`](Self::send) whose whole wait, for room and then for the write (or the
     /// acknowledgement), lasts at most `timeout`. The outer result is the wait's, the inner
-    /// one the send's, as with a timeout around the tokio adapter's `send`:
+    /// one the send's (the shape of [`Client::send_timeout`]; unlike a timeout around the
+    /// tokio adapter's `send`, a message still waiting for room when the time is up comes
+    /// back):
     ///
     /// - `Ok(Ok(()))`: the message was written within `timeout`;
     /// - `Ok(Err(error))`: the send failed as `send` fails, or there was still no room

@@ -135,6 +135,7 @@ fn op() -> impl Strategy<Value = Op> {
             Just(TransportErrorKind::HttpStatus(403)),
             Just(TransportErrorKind::HttpStatus(503)),
             Just(TransportErrorKind::HttpStatus(308)),
+            Just(TransportErrorKind::HttpStatus(301)),
             Just(TransportErrorKind::HttpStatus(302)),
             Just(TransportErrorKind::Negotiation),
         ].prop_map(Input::ConnectFailed),

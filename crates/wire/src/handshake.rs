@@ -265,7 +265,7 @@ impl ClientHandshake {
             {
                 // Without its credentials: errors reach events, logs and transcripts.
                 let location = redact_url_text(&String::from_utf8_lossy(location.as_bytes()));
-                let location: String = location.chars().take(200).collect();
+                let location = sanitized(location.as_bytes(), 200);
                 message.push_str(&format!(" (a redirect to {location}, not followed)"));
             }
             // How long a server that is busy or limiting clients asks them to wait, in
@@ -300,11 +300,17 @@ impl ClientHandshake {
             [value] if value.trim_ascii().eq_ignore_ascii_case(b"websocket") => {}
             [] => return Err(protocol("handshake response lacks \"Upgrade: websocket\"")),
             _ => {
-                let received = upgrades
+                // At most three values, each cut short: the text goes into events, logs and
+                // transcripts, once per attempt (120 long ones made 72 KB, a reviewer).
+                let mut received = upgrades
                     .iter()
+                    .take(3)
                     .map(|v| format!("\"{}\"", sanitized(v, 100)))
                     .collect::<Vec<_>>()
                     .join(", ");
+                if upgrades.len() > 3 {
+                    received.push_str(&format!(" and {} more", upgrades.len() - 3));
+                }
                 return Err(protocol(&format!(
                     "handshake response has Upgrade {received}, not \"websocket\" alone"
                 )));
@@ -397,11 +403,19 @@ impl ClientHandshake {
 }
 
 /// Server text for an error: read as UTF-8 (lossily), at most `max` characters, control
-/// characters escaped (errors reach terminals, logs and transcripts).
+/// characters and the marks that reorder text escaped (errors reach terminals, logs and
+/// transcripts).
 fn sanitized(bytes: &[u8], max: usize) -> String {
     let mut out = String::new();
     for c in String::from_utf8_lossy(bytes).chars().take(max) {
-        if c.is_control() {
+        // Controls, and the marks that reorder or break the text around them where it is
+        // shown (bidirectional overrides and isolates, line and paragraph separators).
+        let hidden = matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+                | '\u{2028}' | '\u{2029}'
+        );
+        if c.is_control() || hidden {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -637,6 +651,15 @@ mod tests {
                 .contains("(a redirect to /next?token=***, not followed)"),
             "{e}"
         );
+        // Its controls (a C1 CSI, which clears a terminal) and the marks that reorder text
+        // are escaped, as every server text in an error is (a reviewer: they came raw).
+        let e = run("HTTP/1.1 302 Found\r\nLocation: http://x/\u{9b}[2J\u{202e}gpj\r\n\r\n".into())
+            .unwrap_err();
+        assert!(
+            e.message
+                .contains("(a redirect to http://x/\\u{9b}[2J\\u{202e}gpj, not followed)"),
+            "{e}"
+        );
     }
 
     /// RFC 6455 §4.1: `Upgrade` must be "websocket" and nothing else (any case, spaces
@@ -688,6 +711,17 @@ mod tests {
         }
         let e = run(answer("", "Upgrade")).unwrap_err();
         assert!(e.message.contains("lacks \"Upgrade: websocket\""), "{e}");
+        // Many long values, each escaped to six times its length: three are shown, and
+        // how many more came (120 of them made an error text of 72 KB, a reviewer).
+        let long = "\u{80}".repeat(100);
+        let many: String = (0..120).map(|_| format!("Upgrade: {long}\r\n")).collect();
+        let e = run(answer(&many, "Upgrade")).unwrap_err();
+        assert!(e.message.len() < 2_000, "{} bytes", e.message.len());
+        assert!(
+            e.message
+                .ends_with(" and 117 more, not \"websocket\" alone"),
+            "{e}"
+        );
     }
 
     /// More headers than [`MAX_HEADERS`] fail the handshake, and the error names the limit
