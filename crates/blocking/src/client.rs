@@ -65,12 +65,13 @@ impl<M: Machine> Shared<M> {
         wait: bool,
         message: Message,
         send: impl FnMut(&mut M, Message, Instant) -> Result<SendId, SendError>,
+        conn: impl Fn(&M) -> Option<ConnId>,
     ) -> Result<SendId, SendFailed> {
         if !wait {
             let mut send = send;
             return Ok(self.call_with(|machine, now, _| send(machine, message, now))?);
         }
-        match self.send_and_wait(None, message, send) {
+        match self.send_and_wait(None, message, send, conn) {
             Ok(result) => result,
             Err(_) => unreachable!("no deadline, no timeout"),
         }
@@ -97,6 +98,7 @@ impl<M: Machine> Shared<M> {
         timeout: Option<Duration>,
         mut message: Message,
         mut send: impl FnMut(&mut M, Message, Instant) -> Result<SendId, SendError>,
+        conn: impl Fn(&M) -> Option<ConnId>,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let deadline = timeout.and_then(|t| Some((Instant::now().checked_add(t)?, t)));
         // Whether the send was tried again after the driver stopped while it waited.
@@ -110,18 +112,30 @@ impl<M: Machine> Shared<M> {
                         Ok(id)
                     }
                     Err(refused) if refused.is_full() => {
-                        // Counted under the machine's lock, before anything can free room.
+                        // Counted under the machine's lock, before anything can free room,
+                        // with the connection whose room it waits for.
                         shared.room_waiters.fetch_add(1, Ordering::SeqCst);
-                        let epoch = lock(&shared.outbox).room_epoch;
-                        Err((refused, Some(epoch)))
+                        let conn = conn(machine);
+                        let mut outbox = lock(&shared.outbox);
+                        *outbox.room_waiting.entry(conn).or_default() += 1;
+                        Err((refused, Some((outbox.room_epoch, conn))))
                     }
                     Err(refused) => Err((refused, None)),
                 });
             match attempt {
                 Ok(id) => break id,
                 Err((refused, None)) => return Ok(Err(SendFailed::Refused(refused))),
-                Err((refused, Some(epoch))) => {
+                Err((refused, Some((epoch, conn)))) => {
                     let room = self.wait_for_room(epoch, deadline.map(|(d, _)| d));
+                    {
+                        let mut outbox = lock(&self.outbox);
+                        if let Some(n) = outbox.room_waiting.get_mut(&conn) {
+                            *n -= 1;
+                            if *n == 0 {
+                                outbox.room_waiting.remove(&conn);
+                            }
+                        }
+                    }
                     self.room_waiters.fetch_sub(1, Ordering::SeqCst);
                     if !room {
                         // The driver stopped (a shutdown): tried once more, so that the
@@ -268,9 +282,12 @@ impl Client {
     /// write there).
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         self.handle
-            .send_with(false, message.into(), |s, message, now| {
-                s.send(message, now)
-            })
+            .send_with(
+                false,
+                message.into(),
+                |s, message, now| s.send(message, now),
+                Session::current,
+            )
             .map_err(|e| match e {
                 SendFailed::Refused(e) => e,
                 _ => unreachable!("no completion is awaited"),
@@ -294,8 +311,12 @@ impl Client {
     /// (a peer that reads nothing, say) is settled when the connection ends: after the
     /// close handshake, or at the close timeout, as `Err(SendFailed::Failed)`.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
-        self.handle
-            .send_with(true, message.into(), |s, message, now| s.send(message, now))
+        self.handle.send_with(
+            true,
+            message.into(),
+            |s, message, now| s.send(message, now),
+            Session::current,
+        )
     }
 
     /// [`send`](Self::send) whose whole wait — for room, then for the write — lasts at most
@@ -320,10 +341,12 @@ impl Client {
         message: impl Into<Message>,
         timeout: Duration,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
-        self.handle
-            .send_and_wait(Some(timeout), message.into(), |s, message, now| {
-                s.send(message, now)
-            })
+        self.handle.send_and_wait(
+            Some(timeout),
+            message.into(),
+            |s, message, now| s.send(message, now),
+            Session::current,
+        )
     }
 
     /// Shuts the whole driver down (every clone's, not only this one's) and blocks until

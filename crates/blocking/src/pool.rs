@@ -48,9 +48,12 @@ impl SocketTask {
     pub fn try_send(&self, message: impl Into<Message>) -> Result<SendId, SendError> {
         let id = self.id;
         self.handle
-            .send_with(false, message.into(), |p, message, now| {
-                p.send(id, message, now)
-            })
+            .send_with(
+                false,
+                message.into(),
+                |p, message, now| p.send(id, message, now),
+                |p| p.current(id),
+            )
             .map_err(|e| match e {
                 SendFailed::Refused(e) => e,
                 _ => unreachable!("no completion is awaited"),
@@ -63,10 +66,12 @@ impl SocketTask {
     /// message handed back in `SendFailed::Refused`.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendId, SendFailed> {
         let id = self.id;
-        self.handle
-            .send_with(true, message.into(), |p, message, now| {
-                p.send(id, message, now)
-            })
+        self.handle.send_with(
+            true,
+            message.into(),
+            |p, message, now| p.send(id, message, now),
+            |p| p.current(id),
+        )
     }
 
     /// [`send`](Self::send) whose whole wait lasts at most `timeout`, with the outcomes of
@@ -80,9 +85,11 @@ impl SocketTask {
         timeout: Duration,
     ) -> Result<Result<SendId, SendFailed>, SendPending> {
         let id = self.id;
-        self.handle
-            .send_and_wait(Some(timeout), message.into(), |p, message, now| {
-                p.send(id, message, now)
-            })
+        self.handle.send_and_wait(
+            Some(timeout),
+            message.into(),
+            |p, message, now| p.send(id, message, now),
+            |p| p.current(id),
+        )
     }
 }

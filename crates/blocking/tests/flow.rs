@@ -578,12 +578,15 @@ fn numbered(n: u64, size: usize) -> Message {
     Message::binary(data)
 }
 
-/// Sends numbered messages of `size` bytes with `try_send` until one is refused (the
+/// Sends numbered messages of `size` bytes through `try_send` until one is refused (the
 /// server reads nothing, so the buffer fills); returns the refused message.
-fn fill_buffer(client: &Client, size: usize) -> Message {
+fn fill_buffer(
+    try_send: impl Fn(Message) -> Result<wxsocket_blocking::SendId, SendError>,
+    size: usize,
+) -> Message {
     let mut accepted = 0u64;
     loop {
-        match client.try_send(numbered(accepted, size)) {
+        match try_send(numbered(accepted, size)) {
             Ok(_) => accepted += 1,
             Err(e) => return e.into_message(),
         }
@@ -702,7 +705,7 @@ fn a_send_waiting_for_room_is_refused_when_the_application_closes() {
     let (client, events) = Client::new(config(small_buffer())).unwrap();
     client.connect(&ConnectOptions::new(server.url())).unwrap();
     until_open(&events);
-    let refused = fill_buffer(&client, SIZE);
+    let refused = fill_buffer(|m| client.try_send(m), SIZE);
     let waiting = {
         let client = client.clone();
         let refused = refused.clone();
@@ -753,7 +756,7 @@ fn a_send_waiting_for_room_sleeps_while_messages_arrive() {
     let (client, events) = Client::new(config(small_buffer())).unwrap();
     client.connect(&ConnectOptions::new(url)).unwrap();
     until_open(&events);
-    let refused = fill_buffer(&client, SIZE);
+    let refused = fill_buffer(|m| client.try_send(m), SIZE);
     let waiting = {
         let client = client.clone();
         std::thread::spawn(move || {
@@ -791,6 +794,68 @@ fn a_send_waiting_for_room_sleeps_while_messages_arrive() {
     );
     stop.store(true, std::sync::atomic::Ordering::Release);
     server.join().unwrap();
+}
+
+/// A pool's task waiting for room sleeps while another task's sends are written: only a
+/// send written on its own connection can free its room (it woke for every write of the
+/// other task, 46,000 times in 2 s, a prober).
+#[test]
+fn a_task_waiting_for_room_sleeps_while_another_task_sends() {
+    const SIZE: usize = 256 << 10;
+    const SENDS: usize = 2_000;
+    let stuck_server = GatedReader::start();
+    let busy_server = wxsocket_test_server::EchoServer::start().unwrap();
+    // The stuck server never answers the close: the shutdown waits out the close timeout.
+    let session = small_buffer().close_timeout(Duration::from_millis(200));
+    let (pool, events) = TaskPool::new(config(session)).unwrap();
+    let stuck = pool
+        .connect(&ConnectOptions::new(stuck_server.url()))
+        .unwrap();
+    until_open(&events);
+    let busy = pool
+        .connect(&ConnectOptions::new(busy_server.url()))
+        .unwrap();
+    until_open(&events);
+    let refused = fill_buffer(|m| stuck.try_send(m), SIZE);
+    let waiting = std::thread::spawn(move || {
+        let me = common::this_thread();
+        let before = common::voluntary_switches(&me);
+        let start = Instant::now();
+        let result = stuck.send(refused);
+        (
+            result.is_ok(),
+            common::voluntary_switches(&me) - before,
+            start.elapsed(),
+            stuck,
+        )
+    });
+    // The echoes are taken as they come, so that reading never pauses.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = events.recv_timeout(Duration::from_millis(10));
+            }
+        })
+    };
+    for n in 0..SENDS {
+        busy.send(Message::text(format!("busy {n}")))
+            .unwrap_or_else(|e| panic!("busy send {n}: {e}"));
+    }
+    assert!(!waiting.is_finished(), "the send did not wait for room");
+    pool.shutdown();
+    let (sent, woke, waited, _stuck) = waiting.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    receiver.join().unwrap();
+    assert!(!sent, "room came for the send");
+    // What may wake it: a retry every 100 ms whatever happens, and the lock taken.
+    let allowed = 20 + 3 * waited.as_millis() as u64 / 100;
+    eprintln!("{SENDS} sends of another task in {waited:?}; the waiting send woke {woke} times");
+    assert!(
+        woke <= allowed,
+        "the waiting send woke {woke} times in {waited:?} while another task sent {SENDS}"
+    );
 }
 
 #[test]
