@@ -67,6 +67,7 @@ wxsocket_tests::on_both_adapters!(
     invalid_utf8_is_1007,
     invalid_utf8_fails_before_the_rest_of_its_frame_arrives,
     oversized_message_is_1009,
+    the_smallest_message_limit_still_lets_close_frames_through,
     reserved_opcode_is_1002,
     reserved_bits_are_1002,
     masked_server_frame_is_1002,
@@ -1343,6 +1344,19 @@ fn oversized_message_is_1009<A: Adapter>() {
         TransportErrorKind::MessageTooBig,
         1009,
     );
+}
+
+/// `max_message_size` bounds messages, not control frames (at most 125 bytes): with a limit
+/// of 1 byte the server's close frame (a code and a reason) failed the connection as 1009
+/// and a command's every close with exit 4 (a README audit).
+fn the_smallest_message_limit_still_lets_close_frames_through<A: Adapter>() {
+    let peer = Peer::start(Mode::Echo);
+    let mut a: A = client(config().max_message_size(1));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    a.try_send(Message::text("x")).unwrap();
+    let events = a.events_until("the echo", T, |e| !messages(e).is_empty());
+    assert_eq!(messages(&events), [Message::text("x")], "[{}]", A::NAME);
+    close_cleanly(&mut a, conn);
 }
 
 fn reserved_opcode_is_1002<A: Adapter>() {

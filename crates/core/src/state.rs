@@ -139,7 +139,7 @@ pub const TRANSITIONS: &[Transition] = &[
     ),
     t(Connecting, Connecting, "connect (replaces)"),
     t(Open, Closing, "close / peer close / shutdown"),
-    t(Open, Closed, "transport error / keepalive timeout"),
+    t(Open, Closed, "transport error / keepalive or ack timeout"),
     t(Open, Connecting, "connect (replaces)"),
     t(
         Closing,

@@ -140,10 +140,17 @@ pub const READ_AHEAD: usize = 64 * 1024;
 pub const COPY_BELOW: usize = 32 * 1024;
 
 /// tungstenite's configuration from the session's: the maximum message size applies to
-/// received messages and frames; reads take at most [`READ_BUFFER`] at a time.
+/// received messages and data frames; reads take at most [`READ_BUFFER`] at a time.
 pub fn websocket_config(config: &SessionConfig) -> tungstenite::protocol::WebSocketConfig {
+    // tungstenite bounds every frame by its frame limit, control frames too: below 125
+    // bytes (the most a control frame holds, RFC 6455 §5.5) the peer's close frame or
+    // pong failed the connection as too big. Data frames stay bounded by the message
+    // limit, which tungstenite checks on each data frame as well.
     tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size.max(MAX_CONTROL_PAYLOAD)))
         .read_buffer_size(READ_BUFFER)
 }
+
+/// The most payload a control frame (close, ping, pong) holds (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
