@@ -594,6 +594,25 @@ fn fill_buffer(
     }
 }
 
+/// Runs `send` on a thread of its own; its result says whether it succeeded, how many
+/// times the thread slept and woke meanwhile (voluntary context switches), and how long
+/// it took.
+fn counting_wake_ups(
+    send: impl FnOnce() -> bool + Send + 'static,
+) -> JoinHandle<(bool, u64, Duration)> {
+    std::thread::spawn(move || {
+        let me = common::this_thread();
+        let before = common::voluntary_switches(&me);
+        let start = Instant::now();
+        let sent = send();
+        (
+            sent,
+            common::voluntary_switches(&me) - before,
+            start.elapsed(),
+        )
+    })
+}
+
 /// A small send buffer: 1 MiB (and the queue before open within it).
 fn small_buffer() -> SessionConfig {
     SessionConfig::default()
@@ -759,17 +778,7 @@ fn a_send_waiting_for_room_sleeps_while_messages_arrive() {
     let refused = fill_buffer(|m| client.try_send(m), SIZE);
     let waiting = {
         let client = client.clone();
-        std::thread::spawn(move || {
-            let me = common::this_thread();
-            let before = common::voluntary_switches(&me);
-            let start = Instant::now();
-            let result = client.send(refused);
-            (
-                result.is_ok(),
-                common::voluntary_switches(&me) - before,
-                start.elapsed(),
-            )
-        })
+        counting_wake_ups(move || client.send(refused).is_ok())
     };
     let deadline = Instant::now() + WAIT;
     let mut received = 0u64;
@@ -817,17 +826,10 @@ fn a_task_waiting_for_room_sleeps_while_another_task_sends() {
         .unwrap();
     until_open(&events);
     let refused = fill_buffer(|m| stuck.try_send(m), SIZE);
-    let waiting = std::thread::spawn(move || {
-        let me = common::this_thread();
-        let before = common::voluntary_switches(&me);
-        let start = Instant::now();
-        let result = stuck.send(refused);
-        (
-            result.is_ok(),
-            common::voluntary_switches(&me) - before,
-            start.elapsed(),
-            stuck,
-        )
+    let waiting = counting_wake_ups(move || {
+        let sent = stuck.send(refused).is_ok();
+        drop(stuck);
+        sent
     });
     // The echoes are taken as they come, so that reading never pauses.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -845,7 +847,7 @@ fn a_task_waiting_for_room_sleeps_while_another_task_sends() {
     }
     assert!(!waiting.is_finished(), "the send did not wait for room");
     pool.shutdown();
-    let (sent, woke, waited, _stuck) = waiting.join().unwrap();
+    let (sent, woke, waited) = waiting.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Release);
     receiver.join().unwrap();
     assert!(!sent, "room came for the send");
