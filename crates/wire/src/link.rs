@@ -1233,6 +1233,231 @@ mod tests {
         );
         assert_eq!(answered, PINGS, "every ping answered");
     }
+
+    /// A peer that reads what it is sent never meets [`MAX_OWED_REPLIES`]: one read pass of
+    /// [`MAX_READS`](crate::connection::MAX_READS) pings of the largest size, every pong
+    /// waiting behind a full socket, reads them all and ends at the pass's limit.
+    #[test]
+    fn one_pass_of_the_largest_pings_stays_under_the_owed_bound() {
+        let max = crate::connection::MAX_READS;
+        let ping: Vec<u8> = [0x89, 125].into_iter().chain([b'p'; 125]).collect();
+        let mut link = link(&ping.repeat(max));
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, max, &mut out), ReadEnd::Limit);
+        let pings = out
+            .iter()
+            .filter(|e| matches!(e, TransportEvent::Ping(_)))
+            .count();
+        assert_eq!(pings, max, "{out:?}");
+    }
+
+    /// A frame the peer may not send (a masked one) stops reading at once, but the
+    /// transport stays for the core's close frame: not readable, not gone, and a later read
+    /// reads nothing. Once our close frame is out, the transport ends.
+    #[test]
+    fn a_refused_frame_stops_reading_and_the_transport_ends_after_our_close() {
+        // A masked text frame from the server (RFC 6455 §5.1: a protocol error), then a
+        // valid one that must not be read.
+        let mut link = link(&[0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1, 0x81, 0x01, b'y']);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert!(link.is_readable() && !link.is_gone() && !link.close_sent());
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Error(e)] if e.kind == wxsocket_core::TransportErrorKind::Protocol),
+            "{out:?}"
+        );
+        assert!(!link.is_readable(), "no read after a refused frame");
+        assert!(!link.is_gone(), "the core's close frame is still to go");
+        out.clear();
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert_eq!(out, []);
+        link.close(&CloseRequest::new(Some(1000), "").unwrap(), &mut out);
+        assert!(link.close_sent());
+        link.flush(&mut out);
+        assert_eq!(out, [TransportEvent::Closed]);
+        assert!(link.is_gone() && !link.is_readable());
+    }
+
+    /// A write that fails ends the transport, and nothing more is read, though no read
+    /// failed: the data waiting on the socket stays unread.
+    #[test]
+    fn a_failed_write_ends_reading_too() {
+        let mut link = link(&[0x81, 0x01, b'y']);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("x"), &mut out);
+        link.flush(&mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+        assert!(link.is_gone() && !link.is_readable());
+        out.clear();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert_eq!(out, []);
+    }
+
+    /// Sends wait unflushed from the send until a flush reports them written.
+    #[test]
+    fn sends_wait_unflushed_until_a_flush_reports_them() {
+        let mut link = link(&[]);
+        let mut out = Vec::new();
+        assert!(!link.has_unflushed_sends());
+        link.send(SendId::from_raw(1), Message::text("x"), &mut out);
+        assert!(link.has_unflushed_sends());
+        link.flush(&mut out);
+        assert_eq!(out, [TransportEvent::SendWritten(SendId::from_raw(1))]);
+        assert!(!link.has_unflushed_sends());
+    }
+
+    /// Compressed messages are flushed by the send that takes them past
+    /// [`FLUSH_AFTER_COMPRESSED`](crate::dial::FLUSH_AFTER_COMPRESSED), without waiting for
+    /// the driver's flush; those before it wait for it.
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_sends_past_the_flush_size_go_out_at_once() {
+        let mut link = link(&[]);
+        link.encoder = Encoder::deflating_for_tests(0);
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::binary(vec![1; 100]), &mut out);
+        assert_eq!(out, []);
+        assert!(socket(&mut link).written.is_empty());
+        let big = vec![2; crate::dial::FLUSH_AFTER_COMPRESSED];
+        link.send(SendId::from_raw(2), Message::binary(big), &mut out);
+        assert_eq!(
+            out,
+            [1, 2].map(|id| TransportEvent::SendWritten(SendId::from_raw(id)))
+        );
+        assert_eq!(frames(&socket(&mut link).written).len(), 2);
+        assert!(!link.needs_flush());
+    }
+
+    /// A close frame behind a full socket waits in the buffer: no failure, the transport
+    /// stays, and the next flush that finds room writes it.
+    #[test]
+    fn a_close_behind_a_full_socket_goes_out_with_the_next_flush() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.close(&CloseRequest::new(Some(1000), "bye").unwrap(), &mut out);
+        assert_eq!(out, []);
+        assert!(link.close_sent() && link.needs_flush() && !link.is_gone());
+        socket(&mut link).full = false;
+        link.flush(&mut out);
+        assert_eq!(out, []);
+        let written = parse(&socket(&mut link).written);
+        assert!(
+            matches!(written.as_slice(), [(0x88, payload, _)] if payload == b"\x03\xe8bye"),
+            "{written:?}"
+        );
+    }
+
+    /// A close frame that cannot be written (the peer reset the connection) ends the
+    /// transport at once, with the error.
+    #[test]
+    fn a_close_on_a_broken_socket_ends_the_transport() {
+        let mut link = link(&[]);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        link.close(&CloseRequest::new(Some(1000), "bye").unwrap(), &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+        assert!(link.is_gone());
+    }
+
+    /// A send whose frame tungstenite writes out at once (its buffer past its write size)
+    /// onto a broken socket fails there: the error and the end are reported by that send,
+    /// which is not taken (never reported written).
+    #[test]
+    fn a_send_that_meets_a_broken_socket_ends_the_transport_at_once() {
+        let mut link = link(&[]);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        // Below DIRECT_FROM: through tungstenite's buffer (128 KiB write size by default).
+        for id in 1..=3 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![0; 60_000]),
+                &mut out,
+            );
+        }
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+        assert!(link.is_gone() && !link.has_unflushed_sends());
+    }
+
+    /// A large message sent while the socket is full queues behind what waits before it:
+    /// no failure, and once the socket takes bytes again both go out in order and are
+    /// reported written.
+    #[test]
+    fn a_large_send_behind_a_full_socket_waits_its_turn() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("small"), &mut out);
+        link.flush(&mut out);
+        assert!(link.wants_write());
+        link.send(
+            SendId::from_raw(2),
+            Message::binary(vec![5; DIRECT_FROM]),
+            &mut out,
+        );
+        assert_eq!(out, []);
+        assert!(!link.is_gone() && link.has_unflushed_sends());
+        socket(&mut link).full = false;
+        link.flush(&mut out);
+        assert_eq!(
+            out,
+            [
+                TransportEvent::Sending,
+                TransportEvent::SendWritten(SendId::from_raw(1)),
+                TransportEvent::SendWritten(SendId::from_raw(2))
+            ]
+        );
+        let written = unmasked_frames(&socket(&mut link).written);
+        assert_eq!(written, [(1, b"small".to_vec()), (2, vec![5; DIRECT_FROM])]);
+    }
+
+    /// A large message whose turn comes on a broken socket (the frames before it cannot be
+    /// written) fails there: the error and the end are reported by that send.
+    #[test]
+    fn a_large_send_that_meets_a_broken_socket_ends_the_transport_at_once() {
+        let mut link = link(&[]);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("small"), &mut out);
+        assert_eq!(out, []);
+        link.send(
+            SendId::from_raw(2),
+            Message::binary(vec![5; DIRECT_FROM]),
+            &mut out,
+        );
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+        assert!(link.is_gone() && !link.has_unflushed_sends());
+    }
 }
 
 /// A reviewer's randomized check of the written reports: sends of every size around the
