@@ -791,19 +791,25 @@ mod tests {
     use super::*;
 
     /// A socket of scripted input (then `WouldBlock`) that keeps what is written, or, while
-    /// `full`, takes nothing (`WouldBlock`), or, when `broken`, fails every write.
+    /// `full`, takes nothing (`WouldBlock`), or, when `broken`, fails every write (when
+    /// `reset`, every read).
     #[derive(Default)]
     pub(super) struct Scripted {
         pub(super) input: io::Cursor<Vec<u8>>,
         pub(super) written: Vec<u8>,
         full: bool,
         broken: bool,
+        /// Every read fails (the peer reset the connection).
+        reset: bool,
         /// How many more bytes it takes, when limited.
         pub(super) room: Option<usize>,
     }
 
     impl Read for Scripted {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.reset {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
             match self.input.read(buf)? {
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => Ok(n),
@@ -1457,6 +1463,132 @@ mod tests {
             "{out:?}"
         );
         assert!(link.is_gone() && !link.has_unflushed_sends());
+    }
+
+    /// A failure found under tungstenite (the frame watch's invalid UTF-8, carried as an IO
+    /// error) fails the read: it is reported and reading stops, not taken for a socket
+    /// with nothing more.
+    #[test]
+    fn invalid_utf8_found_under_tungstenite_fails_the_read() {
+        // A text frame, "\xC3(" (a lead byte without its continuation).
+        let mut link = link(&[0x81, 0x02, 0xC3, b'(']);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Error(e)] if e.kind == wxsocket_core::TransportErrorKind::InvalidUtf8),
+            "{out:?}"
+        );
+        assert!(!link.is_readable() && !link.is_gone());
+    }
+
+    /// A close frame from the peer with a code it may not send, before we closed: reading
+    /// stops, but the transport waits for the core's close frame (1002) and ends once it
+    /// is out.
+    #[test]
+    fn an_invalid_close_code_before_ours_waits_for_our_close_frame() {
+        // The server's close frame, 1004.
+        let mut link = link(&[0x88, 0x02, 0x03, 0xEC]);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::PeerClosed(_)]),
+            "{out:?}"
+        );
+        assert!(!link.is_gone() && !link.is_readable());
+        out.clear();
+        link.close(&CloseRequest::new(Some(1000), "").unwrap(), &mut out);
+        link.flush(&mut out);
+        assert_eq!(out, [TransportEvent::Closed]);
+    }
+
+    /// A flush that finds the socket still full reports no sign of life; one that gets
+    /// bytes out after a full socket reports [`TransportEvent::Sending`].
+    #[test]
+    fn a_blocked_flush_reports_sending_only_when_the_socket_took_bytes() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("x"), &mut out);
+        link.flush(&mut out);
+        link.flush(&mut out);
+        assert!(link.wants_write());
+        assert_eq!(out, [], "nothing went out");
+        socket(&mut link).full = false;
+        link.flush(&mut out);
+        assert_eq!(
+            out,
+            [
+                TransportEvent::Sending,
+                TransportEvent::SendWritten(SendId::from_raw(1))
+            ]
+        );
+    }
+
+    /// A pass begun to end at a short read (the blocking adapter's, on an edge-triggered
+    /// readiness) takes nothing more from the socket after one: what arrives later waits
+    /// for the next pass, which takes it.
+    #[test]
+    fn a_pass_that_ends_at_a_short_read_leaves_later_bytes_to_the_next() {
+        let mut link = link(&[0x81, 0x01, b'a']);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        link.wire_mut().begin_pass(true);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Message(m)] if m.as_bytes() == b"a"),
+            "{out:?}"
+        );
+        out.clear();
+        let later = [0x81, 0x01, b'b'];
+        socket(&mut link).input.get_mut().extend_from_slice(&later);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert_eq!(out, [], "the pass ended at the short read");
+        link.wire_mut().begin_pass(true);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Message(m)] if m.as_bytes() == b"b"),
+            "{out:?}"
+        );
+    }
+
+    /// A socket whose read fails (the peer reset the connection) fails the read: the
+    /// error, then the end (no close frame can follow), not a socket with nothing more.
+    #[test]
+    fn a_failed_socket_read_ends_the_transport() {
+        let mut link = link(&[]);
+        socket(&mut link).reset = true;
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(e), TransportEvent::Closed] if e.kind == wxsocket_core::TransportErrorKind::Io
+            ),
+            "{out:?}"
+        );
+        assert!(link.is_gone());
+    }
+
+    /// A pass begun to end at a short read goes on through full ones: a message larger than
+    /// one read completes in the pass.
+    #[test]
+    fn a_pass_that_ends_at_a_short_read_goes_on_through_full_ones() {
+        const LEN: usize = 200_000;
+        let mut frame = vec![0x82, 127];
+        frame.extend_from_slice(&(LEN as u64).to_be_bytes());
+        frame.extend(std::iter::repeat_n(9, LEN));
+        let mut link = link(&frame);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        link.wire_mut().begin_pass(true);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Message(m)] if m.len() == LEN),
+            "{out:?}"
+        );
     }
 }
 
