@@ -801,6 +801,8 @@ mod tests {
         broken: bool,
         /// Every read fails (the peer reset the connection).
         reset: bool,
+        /// Every write takes nothing without blocking (`Ok(0)`: the connection is gone).
+        write_zero: bool,
         /// How many more bytes it takes, when limited.
         pub(super) room: Option<usize>,
     }
@@ -821,6 +823,9 @@ mod tests {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             if self.broken {
                 return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            if self.write_zero {
+                return Ok(0);
             }
             if self.full || self.room == Some(0) {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -1409,9 +1414,9 @@ mod tests {
         assert!(link.is_gone() && !link.has_unflushed_sends());
     }
 
-    /// A large message sent while the socket is full queues behind what waits before it:
-    /// no failure, and once the socket takes bytes again both go out in order and are
-    /// reported written.
+    /// A large message sent while the socket is full queues behind everything before it
+    /// (in the wire's queue and in tungstenite's buffer): no failure, and once the socket
+    /// takes bytes again all go out in order and are reported written.
     #[test]
     fn a_large_send_behind_a_full_socket_waits_its_turn() {
         let mut link = link(&[]);
@@ -1420,25 +1425,24 @@ mod tests {
         link.send(SendId::from_raw(1), Message::text("small"), &mut out);
         link.flush(&mut out);
         assert!(link.wants_write());
-        link.send(
-            SendId::from_raw(2),
-            Message::binary(vec![5; DIRECT_FROM]),
-            &mut out,
-        );
+        // One in the wire's queue, one in tungstenite's buffer, then the large one.
+        link.send(SendId::from_raw(2), Message::text("second"), &mut out);
+        let large = Message::binary(vec![5; DIRECT_FROM]);
+        link.send(SendId::from_raw(3), large, &mut out);
         assert_eq!(out, []);
         assert!(!link.is_gone() && link.has_unflushed_sends());
         socket(&mut link).full = false;
         link.flush(&mut out);
-        assert_eq!(
-            out,
-            [
-                TransportEvent::Sending,
-                TransportEvent::SendWritten(SendId::from_raw(1)),
-                TransportEvent::SendWritten(SendId::from_raw(2))
-            ]
-        );
+        let mut expected = vec![TransportEvent::Sending];
+        expected.extend((1..=3).map(|id| TransportEvent::SendWritten(SendId::from_raw(id))));
+        assert_eq!(out, expected);
         let written = unmasked_frames(&socket(&mut link).written);
-        assert_eq!(written, [(1, b"small".to_vec()), (2, vec![5; DIRECT_FROM])]);
+        let sent = [
+            (1, b"small".to_vec()),
+            (1, b"second".to_vec()),
+            (2, vec![5; DIRECT_FROM]),
+        ];
+        assert_eq!(written, sent);
     }
 
     /// A large message whose turn comes on a broken socket (the frames before it cannot be
@@ -1515,7 +1519,14 @@ mod tests {
         link.flush(&mut out);
         assert!(link.wants_write());
         assert_eq!(out, [], "nothing went out");
+        // Part of the frame goes out: a sign of life, though the flush is still blocked.
         socket(&mut link).full = false;
+        socket(&mut link).room = Some(3);
+        link.flush(&mut out);
+        assert!(link.wants_write());
+        assert_eq!(out, [TransportEvent::Sending]);
+        out.clear();
+        socket(&mut link).room = None;
         link.flush(&mut out);
         assert_eq!(
             out,
@@ -1589,6 +1600,155 @@ mod tests {
             matches!(out.as_slice(), [TransportEvent::Message(m)] if m.len() == LEN),
             "{out:?}"
         );
+    }
+
+    /// Bytes queued behind a full socket, then the socket broken: the send whose frame
+    /// tungstenite writes out behind them meets the failure, and reports it at once.
+    #[test]
+    fn a_send_behind_queued_bytes_that_meets_a_broken_socket_ends_the_transport_at_once() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
+        link.flush(&mut out);
+        assert!(link.wants_write() && out.is_empty());
+        socket(&mut link).broken = true;
+        // Below DIRECT_FROM: through tungstenite's buffer (128 KiB write size by default).
+        for id in 2..=4 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![0; 60_000]),
+                &mut out,
+            );
+        }
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+    }
+
+    /// A socket that takes nothing without blocking (`Ok(0)`: the connection is gone) fails
+    /// the send whose frame tungstenite writes out: the error and the end come at once.
+    #[test]
+    fn a_send_meeting_a_socket_that_takes_nothing_ends_the_transport_at_once() {
+        let mut link = link(&[]);
+        socket(&mut link).write_zero = true;
+        let mut out = Vec::new();
+        // Below DIRECT_FROM: through tungstenite's buffer (128 KiB write size by default).
+        for id in 1..=3 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![0; 60_000]),
+                &mut out,
+            );
+        }
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+    }
+
+    /// A send is reported written as soon as the socket took its frame's last byte, and not
+    /// a byte before: frames of each header size (7-bit, 16-bit and 64-bit lengths).
+    #[test]
+    fn a_send_is_reported_when_its_frames_last_byte_is_taken() {
+        for (payload, header) in [(100, 2), (1000, 4), (70_000, 10)] {
+            let frame = header + 4 + payload;
+            for (room, reported) in [(2 * frame - 1, vec![1]), (2 * frame, vec![1, 2])] {
+                let mut link = link(&[]);
+                socket(&mut link).room = Some(room);
+                let mut out = Vec::new();
+                for id in 1..=3 {
+                    link.send(
+                        SendId::from_raw(id),
+                        Message::binary(vec![0; payload]),
+                        &mut out,
+                    );
+                }
+                link.flush(&mut out);
+                let written: Vec<u64> = out
+                    .iter()
+                    .filter_map(|e| match e {
+                        TransportEvent::SendWritten(id) => Some(id.get()),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(written, reported, "payload {payload}, room {room}");
+            }
+        }
+    }
+
+    /// Messages from [`DIRECT_FROM`] bytes on, text or binary, are queued as they are, to
+    /// be masked as they go out, not copied through tungstenite's buffer; smaller ones go
+    /// through it.
+    #[test]
+    fn messages_from_the_direct_size_on_are_queued_uncopied() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        let masked = |link: &mut Link<Scripted>| {
+            let queue = &link.wire_mut().queue;
+            queue
+                .iter()
+                .filter(|q| matches!(q, Queued::Masked { .. }))
+                .count()
+        };
+        let small = DIRECT_FROM - 1;
+        link.send(
+            SendId::from_raw(1),
+            Message::binary(vec![0; small]),
+            &mut out,
+        );
+        link.send(
+            SendId::from_raw(2),
+            Message::text("a".repeat(small)),
+            &mut out,
+        );
+        assert_eq!(masked(&mut link), 0);
+        link.send(
+            SendId::from_raw(3),
+            Message::binary(vec![0; DIRECT_FROM]),
+            &mut out,
+        );
+        assert_eq!(masked(&mut link), 1);
+        link.send(
+            SendId::from_raw(4),
+            Message::text("a".repeat(DIRECT_FROM)),
+            &mut out,
+        );
+        assert_eq!(masked(&mut link), 2);
+        assert_eq!(out, []);
+    }
+
+    /// A compressed message is queued uncopied too when its frame's payload is from
+    /// [`DIRECT_FROM`] bytes on; a smaller frame goes through tungstenite's buffer.
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_frames_from_the_direct_size_on_are_queued_uncopied() {
+        let mut link = link(&[]);
+        link.encoder = Encoder::deflating_for_tests(0);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        let masked = |link: &mut Link<Scripted>| {
+            let queue = &link.wire_mut().queue;
+            queue
+                .iter()
+                .filter(|q| matches!(q, Queued::Masked { .. }))
+                .count()
+        };
+        link.send(SendId::from_raw(1), Message::binary(vec![0; 100]), &mut out);
+        assert_eq!(masked(&mut link), 0);
+        // Random bytes do not compress: the frame stays past DIRECT_FROM.
+        let mut rng = Rng::seeded(7);
+        let noise: Vec<u8> = (0..DIRECT_FROM + 1000).map(|_| rng.next() as u8).collect();
+        link.send(SendId::from_raw(2), Message::binary(noise), &mut out);
+        assert_eq!(masked(&mut link), 1);
     }
 }
 
@@ -2221,5 +2381,33 @@ mod review_tls {
         for seed in 0..16 {
             run(seed, &ca);
         }
+    }
+
+    /// Over TLS, plaintext that rustls takes while the socket is full is no sign of life: a
+    /// flush still blocked reports no [`TransportEvent::Sending`]; one that gets ciphertext
+    /// onto the socket does.
+    #[test]
+    fn over_tls_only_ciphertext_on_the_socket_is_a_sign_of_life() {
+        let ca = wxsocket_test_pki::TestCa::generate("sending");
+        let (client, _server) = pair(&ca);
+        let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
+        let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
+        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
+        let mut link = Link::new(ConnId::from_raw(1), ws, Encoder::default());
+        sock(&mut link).room = Some(0);
+        let mut out = Vec::new();
+        for id in 1..=3 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![1; 1000]),
+                &mut out,
+            );
+            link.flush(&mut out);
+            assert!(link.wants_write());
+        }
+        assert_eq!(out, [], "nothing reached the socket");
+        sock(&mut link).room = None;
+        link.flush(&mut out);
+        assert_eq!(out.first(), Some(&TransportEvent::Sending), "{out:?}");
     }
 }
