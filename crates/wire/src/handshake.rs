@@ -838,4 +838,62 @@ mod tests {
         let e = run("HTTP/1.1 429 Slow down\r\nRetry-After: -5\r\n\r\n");
         assert_eq!(e.retry_after, None);
     }
+
+    /// A server that does not speak HTTP fails the handshake at its first bytes, though no
+    /// line ended in them (an SSH banner is not waited on until the head's limit); a first
+    /// byte that looked like TLS is judged with the byte after it.
+    #[test]
+    fn an_answer_that_is_not_http_fails_at_its_first_bytes() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let e = ClientHandshake::with_key(&req(), key)
+            .feed(b"SSH-2.0-OpenSSH_9.6")
+            .unwrap_err();
+        assert!(e.message.contains("invalid handshake response"), "{e}");
+        let mut h = ClientHandshake::with_key(&req(), key);
+        assert!(h.feed(&[0x16]).unwrap().is_none());
+        let e = h.feed(b"A").unwrap_err();
+        assert!(e.message.contains("invalid handshake response"), "{e}");
+    }
+
+    /// A head cut short is waited on while it holds at most [`MAX_RESPONSE_HEAD`] bytes,
+    /// and fails with one more.
+    #[test]
+    fn a_head_is_waited_on_up_to_its_limit() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let mut h = ClientHandshake::with_key(&req(), key);
+        let start = b"HTTP/1.1 101 Switching Protocols\r\nX: ";
+        assert!(h.feed(start).unwrap().is_none());
+        // Up to the limit exactly, a line's end last (so that the head is parsed).
+        let mut rest = vec![b'v'; MAX_RESPONSE_HEAD - start.len() - 2];
+        rest.extend_from_slice(b"\r\n");
+        assert!(h.feed(&rest).unwrap().is_none(), "at the limit");
+        let e = h.feed(b"Y").unwrap_err();
+        assert!(e.message.contains("too large"), "{e}");
+    }
+
+    /// Three `Upgrade` values are all shown, and nothing said of more; a fourth is counted.
+    #[test]
+    fn three_upgrade_values_are_shown_whole_and_a_fourth_is_counted() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let good = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        let run = |n: usize| {
+            let upgrades: String = (0..n).map(|i| format!("Upgrade: u{i}\r\n")).collect();
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\n{upgrades}Connection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {good}\r\n\r\n"
+            );
+            ClientHandshake::with_key(&req(), key)
+                .feed(resp.as_bytes())
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            run(3),
+            "handshake response has Upgrade \"u0\", \"u1\", \"u2\", not \"websocket\" alone"
+        );
+        assert_eq!(
+            run(4),
+            "handshake response has Upgrade \"u0\", \"u1\", \"u2\" and 1 more, not \"websocket\" alone"
+        );
+    }
 }
