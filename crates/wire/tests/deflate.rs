@@ -919,3 +919,43 @@ fn zlib_state_and_buffers_are_held_only_while_needed() {
         );
     }
 }
+
+/// A masked frame from the server (RFC 6455 §5.1: the client must fail the connection) is
+/// refused also when it continues a compressed message: the inflater takes such frames
+/// apart itself, so tungstenite never sees the mask.
+#[test]
+fn a_masked_continuation_of_a_compressed_message_is_refused() {
+    let params = DeflateParams::default();
+    let mut c = Compress::new(Compression::default(), false);
+    let payload = deflate_raw(&mut c, b"hello hello hello");
+    let (first, rest) = payload.split_at(3);
+    let mut input = frame(OpCode::Data(Data::Text), false, true, first.to_vec());
+    // The continuation, masked with a zero key (its bytes unchanged).
+    let mut last = Frame::message(rest.to_vec(), OpCode::Data(Data::Continue), true);
+    last.header_mut().mask = Some([0; 4]);
+    input.extend(wire(last));
+    let e = inflate_error(&params, input, MAX);
+    assert_eq!(e.kind, TransportErrorKind::Protocol, "{e}");
+    assert!(e.message.contains("masked"), "{e}");
+}
+
+/// The bound on a compressed frame's announced length is exact: the longest encoding of a
+/// message within the limit (the limit, a quarter of it more, and 1,024 bytes) is waited
+/// for; one byte more is refused at the header.
+#[test]
+fn the_bound_on_an_announced_compressed_length_is_exact() {
+    let params = DeflateParams::default();
+    let max = 1000;
+    let bound = (max + max / 4 + 1024) as u16;
+    for (len, refused) in [(bound, false), (bound + 1, true)] {
+        // RSV1, FIN, binary; a 16-bit length, and nothing after it.
+        let mut header = vec![0xC2, 126];
+        header.extend_from_slice(&len.to_be_bytes());
+        let mut inflater = Inflater::new(&params, max);
+        let fed = inflater.feed(&header);
+        assert_eq!(fed.is_err(), refused, "{len} bytes: {fed:?}");
+        if let Err(e) = fed {
+            assert_eq!(e.kind, TransportErrorKind::MessageTooBig, "{e}");
+        }
+    }
+}
