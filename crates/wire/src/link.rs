@@ -1388,21 +1388,16 @@ mod tests {
         assert!(link.is_gone());
     }
 
-    /// A send whose frame tungstenite writes out at once (its buffer past its write size)
-    /// onto a broken socket fails there: the error and the end are reported by that send,
-    /// which is not taken (never reported written).
-    #[test]
-    fn a_send_that_meets_a_broken_socket_ends_the_transport_at_once() {
-        let mut link = link(&[]);
-        socket(&mut link).broken = true;
-        let mut out = Vec::new();
-        // Below DIRECT_FROM: through tungstenite's buffer (128 KiB write size by default).
-        for id in 1..=3 {
-            link.send(
-                SendId::from_raw(id),
-                Message::binary(vec![0; 60_000]),
-                &mut out,
-            );
+    /// Sends 60,000-byte messages with `ids` (below `DIRECT_FROM`: through tungstenite's
+    /// buffer, which writes them out past its 128 KiB write size) and asserts the socket's
+    /// failure was reported by them, error then end, and nothing else.
+    fn sends_end_the_transport(
+        link: &mut Link<Scripted>,
+        ids: std::ops::RangeInclusive<u64>,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        for id in ids {
+            link.send(SendId::from_raw(id), Message::binary(vec![0; 60_000]), out);
         }
         assert!(
             matches!(
@@ -1411,6 +1406,17 @@ mod tests {
             ),
             "{out:?}"
         );
+    }
+
+    /// A send whose frame tungstenite writes out at once (its buffer past its write size)
+    /// onto a broken socket fails there: the error and the end are reported by that send,
+    /// which is not taken (never reported written).
+    #[test]
+    fn a_send_that_meets_a_broken_socket_ends_the_transport_at_once() {
+        let mut link = link(&[]);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        sends_end_the_transport(&mut link, 1..=3, &mut out);
         assert!(link.is_gone() && !link.has_unflushed_sends());
     }
 
@@ -1613,21 +1619,7 @@ mod tests {
         link.flush(&mut out);
         assert!(link.wants_write() && out.is_empty());
         socket(&mut link).broken = true;
-        // Below DIRECT_FROM: through tungstenite's buffer (128 KiB write size by default).
-        for id in 2..=4 {
-            link.send(
-                SendId::from_raw(id),
-                Message::binary(vec![0; 60_000]),
-                &mut out,
-            );
-        }
-        assert!(
-            matches!(
-                out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
-            ),
-            "{out:?}"
-        );
+        sends_end_the_transport(&mut link, 2..=4, &mut out);
     }
 
     /// A socket that takes nothing without blocking (`Ok(0)`: the connection is gone) fails
@@ -1637,21 +1629,7 @@ mod tests {
         let mut link = link(&[]);
         socket(&mut link).write_zero = true;
         let mut out = Vec::new();
-        // Below DIRECT_FROM: through tungstenite's buffer (128 KiB write size by default).
-        for id in 1..=3 {
-            link.send(
-                SendId::from_raw(id),
-                Message::binary(vec![0; 60_000]),
-                &mut out,
-            );
-        }
-        assert!(
-            matches!(
-                out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
-            ),
-            "{out:?}"
-        );
+        sends_end_the_transport(&mut link, 1..=3, &mut out);
     }
 
     /// A send is reported written as soon as the socket took its frame's last byte, and not
