@@ -292,8 +292,12 @@ impl<S: Read + Write> Link<S> {
         // Frames had been waiting for a full socket: if it takes some now, the peer's TCP
         // took what it held, and a ping of ours behind them is on its way (a sign of life
         // for the core's timers, as for a slow upload).
+        // While blocked, bytes a send's own write-out moved (tungstenite writes its buffer
+        // out past its write size) count too: the mark was cleared when the block began.
         let blocked = self.wants_write;
-        self.ws.get_mut().take_sent();
+        if !blocked {
+            self.ws.get_mut().take_sent();
+        }
         let flushed = self.ws.flush();
         if blocked && self.ws.get_mut().take_sent() {
             out.push(TransportEvent::Sending);
@@ -318,6 +322,8 @@ impl<S: Read + Write> Link<S> {
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.wants_write = true;
+                // What this flush moved before the block is no news for the next one.
+                self.ws.get_mut().take_sent();
                 let confirmed = self.ws.get_ref().confirmed;
                 while let Some(&(id, _)) = self.pending.front().filter(|(_, end)| *end <= confirmed)
                 {
@@ -1620,6 +1626,39 @@ mod tests {
         assert!(link.wants_write() && out.is_empty());
         socket(&mut link).broken = true;
         sends_end_the_transport(&mut link, 2..=4, &mut out);
+    }
+
+    /// Frames held back by a full socket that a later send's own write-out moved on
+    /// (tungstenite writes its buffer out past its write size) are a sign of life too: the
+    /// flush after reports `Sending` though nothing is left for it to move (it reported
+    /// nothing: a mutation run).
+    #[test]
+    fn bytes_a_send_moved_while_blocked_count_as_sending() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
+        link.flush(&mut out);
+        assert!(link.wants_write() && out.is_empty());
+        socket(&mut link).full = false;
+        for id in 2..=4 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![0; 60_000]),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        link.flush(&mut out);
+        assert!(
+            matches!(out.first(), Some(TransportEvent::Sending)),
+            "{out:?}"
+        );
+        assert!(!link.wants_write());
+        // Not blocked any more: the next flush of nothing reports nothing.
+        let mut later = Vec::new();
+        link.flush(&mut later);
+        assert!(later.is_empty(), "{later:?}");
     }
 
     /// A socket that takes nothing without blocking (`Ok(0)`: the connection is gone) fails
