@@ -1094,6 +1094,24 @@ mod tests {
             .collect()
     }
 
+    /// The server sends one to three pings of random length (unmasked), and the link reads
+    /// them.
+    pub(super) fn server_pings(
+        link: &mut Link<Scripted>,
+        rng: &mut Rng,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        for _ in 0..1 + rng.below(3) {
+            let p = rng.below(126) as usize;
+            let input = socket(link).input.get_mut();
+            input.push(0x89);
+            input.push(p as u8);
+            input.extend(std::iter::repeat_n(b'q', p));
+        }
+        let mut credit = ReadCredit::UNLIMITED;
+        link.read(&mut credit, 16, out);
+    }
+
     /// Every frame in `written`, which holds whole frames only: (opcode, payload).
     fn unmasked_frames(written: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let frames = parse(written);
@@ -1776,7 +1794,7 @@ mod tests {
 /// on the socket, nor out of order.
 #[cfg(test)]
 mod randomized_tests {
-    use super::tests::{Rng, Scripted, frames, socket as sock};
+    use super::tests::{Rng, Scripted, frames, server_pings, socket as sock};
     use super::*;
     use std::collections::HashMap;
 
@@ -1835,16 +1853,7 @@ mod randomized_tests {
                 6 | 7 => link.flush(&mut out),
                 8 => {
                     // The server pings (one or more, unmasked).
-                    let k = 1 + rng.below(3);
-                    for _ in 0..k {
-                        let p = rng.below(126) as usize;
-                        let s = sock(&mut link);
-                        s.input.get_mut().push(0x89);
-                        s.input.get_mut().push(p as u8);
-                        s.input.get_mut().extend(std::iter::repeat_n(b'q', p));
-                    }
-                    let mut credit = ReadCredit::UNLIMITED;
-                    link.read(&mut credit, 16, &mut out);
+                    server_pings(&mut link, &mut rng, &mut out);
                 }
                 9 if step > 200 && rng.below(4) == 0 => {
                     if rng.below(2) == 0 {
@@ -1917,7 +1926,7 @@ mod randomized_tests {
 /// bytes still asks for a flush.
 #[cfg(all(test, feature = "deflate"))]
 mod review_randomized {
-    use super::tests::{Rng, Scripted, parse, socket as sock};
+    use super::tests::{Rng, Scripted, parse, server_pings, socket as sock};
     use super::*;
 
     fn holds_bytes<S>(wire: &Wire<S>) -> bool {
@@ -2019,16 +2028,7 @@ mod review_randomized {
                 }
                 7 | 8 => link.flush(&mut out),
                 9 => {
-                    let k = 1 + rng.below(3);
-                    for _ in 0..k {
-                        let p = rng.below(126) as usize;
-                        let s = sock(&mut link);
-                        s.input.get_mut().push(0x89);
-                        s.input.get_mut().push(p as u8);
-                        s.input.get_mut().extend(std::iter::repeat_n(b'q', p));
-                    }
-                    let mut credit = ReadCredit::UNLIMITED;
-                    link.read(&mut credit, 16, &mut out);
+                    server_pings(&mut link, &mut rng, &mut out);
                 }
                 10 if step > steps / 2 && rng.below(3) == 0 => {
                     if rng.below(2) == 0 {
