@@ -902,20 +902,17 @@ impl<M: Machine> Inner<M> {
             outbox.more = self.more;
         }
         let progress = std::mem::take(&mut self.progress);
-        let conns = std::mem::take(&mut self.room_conns);
         let mut room = false;
-        if (progress || !conns.is_empty()) && shared.room_waiters.load(Ordering::SeqCst) > 0 {
+        if (progress || !self.room_conns.is_empty())
+            && shared.room_waiters.load(Ordering::SeqCst) > 0
+        {
             let outbox = outbox.get_or_insert_with(|| lock(&shared.outbox));
             room = progress
-                || conns
-                    .iter()
-                    .any(|c| outbox.room_waiting.contains_key(&Some(*c)));
+                || (self.room_conns.iter()).any(|c| outbox.room_waiting.contains_key(&Some(*c)));
             if room {
                 outbox.room_epoch += 1;
             }
         }
-        // Kept for its allocation.
-        self.room_conns = conns;
         self.room_conns.clear();
         drop(outbox);
         if parked {
