@@ -32,7 +32,7 @@
 
 use crate::client::SocketInfo;
 use crate::dial::DialPlan;
-use crate::link::{Link, ReadEnd};
+use crate::link::{Link, ReadEnd, WRITE_PASS};
 use crate::proxy::ProxyEnv;
 use crate::upgrade::{ClientConfig, Upgrade};
 use crate::{DialTimer, trace};
@@ -184,6 +184,9 @@ pub struct Connection<S> {
     dirty: bool,
     /// A ping was written and not yet pushed out past Nagle's algorithm ([`Self::flush`]).
     ping_to_push: bool,
+    /// Each flush of the open connection writes [`WRITE_PASS`] bytes at most
+    /// ([`Self::pace_writes`]).
+    paced: bool,
 }
 
 impl<S: TcpSocket> Connection<S> {
@@ -222,6 +225,7 @@ impl<S: TcpSocket> Connection<S> {
             more_to_read: false,
             dirty: false,
             ping_to_push: false,
+            paced: false,
         };
         Ok((connection, target))
     }
@@ -249,6 +253,14 @@ impl<S: TcpSocket> Connection<S> {
     /// The open WebSocket.
     pub fn link(&self) -> Option<&Link<S>> {
         match &self.phase {
+            Phase::Open(link) => Some(link),
+            _ => None,
+        }
+    }
+
+    /// The open WebSocket, mutably.
+    pub fn link_mut(&mut self) -> Option<&mut Link<S>> {
+        match &mut self.phase {
             Phase::Open(link) => Some(link),
             _ => None,
         }
@@ -379,7 +391,10 @@ impl<S: TcpSocket> Connection<S> {
             Poll::Ready(Ok(done)) => done,
         };
         let config = dial.config;
-        let (link, handshake) = Link::open(self.id, stream, done, &self.request, config);
+        let (mut link, handshake) = Link::open(self.id, stream, done, &self.request, config);
+        if self.paced {
+            link.set_write_pass(WRITE_PASS);
+        }
         self.phase = Phase::Open(Box::new(link));
         out.push(TransportEvent::Opened(Box::new(handshake)));
         if tracing::enabled!(target: trace::TARGET, tracing::Level::DEBUG)
@@ -408,6 +423,24 @@ impl<S: TcpSocket> Connection<S> {
         self.more_to_read = false;
         self.read_paused = false;
         self.dirty = false;
+    }
+
+    /// Bounds what one flush of the open connection writes to [`WRITE_PASS`]
+    /// ([`Link::set_write_pass`]), for a driver that works on many connections under one
+    /// lock; a flush that stops there leaves the rest for the next
+    /// ([`Self::has_more_to_write`]).
+    pub fn pace_writes(&mut self) {
+        self.paced = true;
+        if let Some(link) = self.link_mut() {
+            link.set_write_pass(WRITE_PASS);
+        }
+    }
+
+    /// Whether the last flush stopped at its pass limit with more to write: flush again
+    /// without waiting for the socket, which may take it at once (no readiness will say).
+    pub fn has_more_to_write(&self) -> bool {
+        self.link()
+            .is_some_and(|link| !link.is_gone() && link.write_spent())
     }
 
     /// Whether reading is paused because the core's read credit ran out.

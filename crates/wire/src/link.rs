@@ -169,6 +169,23 @@ impl<S: Read + Write> Link<S> {
         self.wants_write
     }
 
+    /// Bounds what one [`Self::flush`] hands to the stream to `bytes` (at least one), so
+    /// that a driver working on many connections under one lock (the blocking adapter)
+    /// lets the others in between the passes of a large write. A flush that stops there
+    /// says so ([`Self::write_spent`]): the stream may take more at once, and no readiness
+    /// announces it, so the driver flushes again without waiting. Unbounded by default.
+    pub fn set_write_pass(&mut self, bytes: usize) {
+        let wire = self.ws.get_mut();
+        wire.write_pass = bytes.max(1);
+        wire.write_left = wire.write_left.min(wire.write_pass);
+    }
+
+    /// Whether the last flush stopped at its pass limit ([`Self::set_write_pass`]) with
+    /// more to write: flush again without waiting for the stream.
+    pub fn write_spent(&self) -> bool {
+        self.wants_write && self.ws.get_ref().write_spent
+    }
+
     /// Whether we wrote a close frame.
     pub fn close_sent(&self) -> bool {
         self.close_sent
@@ -286,6 +303,15 @@ impl<S: Read + Write> Link<S> {
     /// Once it is all out, every send written is reported ([`TransportEvent::SendWritten`]);
     /// a full stream leaves the rest for the next flush ([`Self::wants_write`]).
     pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
+        let wire = self.ws.get_mut();
+        wire.write_left = wire.write_pass;
+        wire.write_spent = false;
+        self.flush_within_pass(out);
+    }
+
+    /// [`Self::flush`] within what is left of the pass's limit (the replies a read writes
+    /// out are part of the read's pass, not a new one).
+    fn flush_within_pass(&mut self, out: &mut Vec<TransportEvent>) {
         if self.gone {
             return;
         }
@@ -356,6 +382,9 @@ impl<S: Read + Write> Link<S> {
         wire.received = false;
         wire.read_left = READ_PASS;
         wire.read_spent = false;
+        // The replies this read writes out (and the frames held before them) are a pass
+        // of their own ([`Self::set_write_pass`]).
+        wire.write_left = wire.write_pass;
         wire.stream.took_bytes();
         for _ in 0..max {
             if credit.is_paused() {
@@ -383,7 +412,7 @@ impl<S: Read + Write> Link<S> {
                     // out). A failed flush's end comes after the frame read.
                     let mut flushed = Vec::new();
                     if matches!(message, WsMessage::Ping(_) | WsMessage::Close(_)) {
-                        self.flush(&mut flushed);
+                        self.flush_within_pass(&mut flushed);
                         let written = flushed
                             .iter()
                             .take_while(|e| {
@@ -503,6 +532,14 @@ pub struct Wire<S> {
     read_left: usize,
     /// This read used them up: it ends with more to read ([`ReadEnd::Limit`]).
     read_spent: bool,
+    /// The most bytes one [`Link::flush`] hands to the stream ([`Link::set_write_pass`];
+    /// unbounded unless set).
+    write_pass: usize,
+    /// How many more bytes this flush may hand to the stream.
+    write_left: usize,
+    /// This flush used them up: it stopped with more to write and a stream that may take
+    /// it ([`Link::write_spent`]).
+    write_spent: bool,
     /// The socket took bytes since [`Link::flush`] began (see [`TransportEvent::Sending`]).
     sent: bool,
     /// Bytes the stream took (plaintext under TLS).
@@ -549,6 +586,9 @@ impl<S> Wire<S> {
             received: false,
             read_left: READ_PASS,
             read_spent: false,
+            write_pass: usize::MAX,
+            write_left: usize::MAX,
+            write_spent: false,
             sent: false,
             taken: 0,
             confirmed: 0,
@@ -623,6 +663,13 @@ impl<S: Read + Write> Read for Wire<S> {
 /// waited.
 pub const READ_PASS: usize = 256 << 10;
 
+/// The most bytes a driver that works on many connections under one lock (the blocking
+/// adapter) lets one [`Link::flush`] hand to the socket ([`Link::set_write_pass`]): a
+/// large message to a fast reader (16 MB) was written whole under the lock, and another
+/// connection's echo waited up to 21 ms, a `recv_timeout` of 10 ms returned up to 61 ms
+/// late. As [`READ_PASS`] for reads.
+pub const WRITE_PASS: usize = 256 << 10;
+
 /// The messages from this size on are written by the link itself ([`Wire::push_frame`]),
 /// masked a piece at a time, instead of being copied whole into tungstenite's buffer (which
 /// keeps its largest size for the connection's life) and again into the wire's queue.
@@ -635,21 +682,14 @@ impl<S: Read + Write> Wire<S> {
     /// stream takes no more.
     fn write_queue(&mut self) -> io::Result<()> {
         loop {
-            let written = if self.ready_at < self.ready.len() {
-                let written = self.stream.write(&self.ready[self.ready_at..]);
-                if let Ok(n) = written {
-                    self.ready_at += n;
-                }
-                written
+            // What the stream is given next: at most what this flush may still write.
+            let (bytes, at) = if self.ready_at < self.ready.len() {
+                (&self.ready, self.ready_at)
             } else {
                 match self.queue.front_mut() {
                     None => break,
                     Some(Queued::Plain(bytes)) if self.front_at < bytes.len() => {
-                        let written = self.stream.write(&bytes[self.front_at..]);
-                        if let Ok(n) = written {
-                            self.front_at += n;
-                        }
-                        written
+                        (&*bytes, self.front_at)
                     }
                     Some(Queued::Masked {
                         payload,
@@ -671,6 +711,19 @@ impl<S: Read + Write> Wire<S> {
                     }
                 }
             };
+            if self.write_left == 0 {
+                self.write_spent = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let end = bytes.len().min(at.saturating_add(self.write_left));
+            let written = self.stream.write(&bytes[at..end]);
+            if let Ok(n) = written {
+                if self.ready_at < self.ready.len() {
+                    self.ready_at += n;
+                } else {
+                    self.front_at += n;
+                }
+            }
             self.took(&written);
             if written? == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -696,6 +749,7 @@ impl<S: Read + Write> Wire<S> {
     /// Counts what a write took (see [`Self::taken`], [`Self::confirmed`]).
     fn took(&mut self, written: &io::Result<usize>) {
         if let Ok(n) = written {
+            self.write_left = self.write_left.saturating_sub(*n);
             self.taken += *n as u64;
             self.sent |= *n > 0 && !self.stream.is_tls();
         }
@@ -710,8 +764,12 @@ impl<S: Read + Write> Write for Wire<S> {
     /// queued (the wire's queue), and `flush` says `WouldBlock` until it is out.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let taken = match self.write_queue() {
+            Ok(()) if self.write_left == 0 && !buf.is_empty() => {
+                self.write_spent = true;
+                0
+            }
             Ok(()) => {
-                let written = self.stream.write(buf);
+                let written = self.stream.write(&buf[..buf.len().min(self.write_left)]);
                 self.took(&written);
                 match written {
                     Ok(0) if !buf.is_empty() => return Ok(0),
@@ -1719,6 +1777,85 @@ mod tests {
         }
     }
 
+    /// With a write pass set, a flush hands the socket at most that many bytes even when
+    /// it would take more, and says that more waits without the socket being full
+    /// ([`Link::write_spent`]); the sends are reported as their last byte goes. A read's
+    /// replies and the frames before them are a pass of their own. A socket that is full
+    /// is not a spent pass.
+    #[test]
+    fn a_flush_writes_at_most_a_pass_and_says_more_waits() {
+        const PASS: usize = 1000;
+        let mut link = link(&[]);
+        link.set_write_pass(PASS);
+        let mut out = Vec::new();
+        // A large message written directly, then small ones through tungstenite's buffer.
+        link.send(
+            SendId::from_raw(1),
+            Message::binary(vec![1; 100_000]),
+            &mut out,
+        );
+        for id in 2..=4 {
+            link.send(
+                SendId::from_raw(id),
+                Message::binary(vec![2; 700]),
+                &mut out,
+            );
+        }
+        let total = frame_len(100_000) + 3 * frame_len(700);
+        let mut flushes = 0;
+        let mut reported = Vec::new();
+        loop {
+            let before = socket(&mut link).written.len();
+            link.flush(&mut out);
+            flushes += 1;
+            let wrote = socket(&mut link).written.len() - before;
+            assert!(wrote <= PASS, "flush {flushes} wrote {wrote}");
+            reported.extend(out.drain(..).filter_map(|e| match e {
+                TransportEvent::SendWritten(id) => {
+                    Some((id.get(), socket(&mut link).written.len()))
+                }
+                _ => None,
+            }));
+            if !link.write_spent() {
+                break;
+            }
+            assert!(link.wants_write() && link.needs_flush());
+        }
+        assert_eq!(socket(&mut link).written.len() as u64, total);
+        assert_eq!(flushes as u64, total.div_ceil(PASS as u64));
+        let ids: Vec<u64> = reported.iter().map(|r| r.0).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert!(
+            reported[0].1 >= frame_len(100_000) as usize,
+            "the large send reported before its last byte"
+        );
+        assert!(!link.wants_write() && !link.needs_flush());
+
+        // A full socket is not a spent pass: the driver waits for it to be writable.
+        link.send(
+            SendId::from_raw(5),
+            Message::binary(vec![3; 5000]),
+            &mut out,
+        );
+        socket(&mut link).room = Some(0);
+        link.flush(&mut out);
+        assert!(link.wants_write() && !link.write_spent());
+
+        // A read starts a pass of its own: the pong a ping asks for goes out within it.
+        socket(&mut link).room = None;
+        link.flush(&mut out);
+        assert!(link.write_spent());
+        let before = socket(&mut link).written.len();
+        socket(&mut link)
+            .input
+            .get_mut()
+            .extend_from_slice(&[0x89, 0x01, b'p']);
+        let mut credit = ReadCredit::UNLIMITED;
+        link.read(&mut credit, 16, &mut out);
+        let wrote = socket(&mut link).written.len() - before;
+        assert!(wrote > 0 && wrote <= PASS, "the read wrote {wrote}");
+    }
+
     /// Messages from [`DIRECT_FROM`] bytes on, text or binary, are queued as they are, to
     /// be masked as they go out, not copied through tungstenite's buffer; smaller ones go
     /// through it.
@@ -1951,6 +2088,16 @@ mod review_randomized {
             Encoder::default()
         };
         let mut link = Link::new(ConnId::from_raw(1), ws, encoder);
+        // A bound on each flush, for a third of the seeds (drawn apart, so the seeds' other
+        // draws stay as they were).
+        let pass = match Rng::seeded(!seed).below(6) {
+            0 => Some(1 + Rng::seeded(seed ^ 0x5A55).below(100) as usize),
+            1 => Some(1 + Rng::seeded(seed ^ 0x5A55).below(300_000) as usize),
+            _ => None,
+        };
+        if let Some(pass) = pass {
+            link.set_write_pass(pass);
+        }
         // What must appear on the socket, in order, pongs left out: (opcode, payload).
         let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
         // Send id -> index of its frame among the expected ones.
@@ -1976,6 +2123,7 @@ mod review_randomized {
         for step in 0..steps {
             let mut out = Vec::new();
             let can_write = !link.gone && link.ws.can_write();
+            let written_before = sock(&mut link).written.len();
             match rng.below(12) {
                 0..=3 => {
                     let size = if rng.below(3) != 0 {
@@ -2054,6 +2202,15 @@ mod review_randomized {
                     link.read(&mut credit, 16, &mut out);
                 }
             }
+            if let Some(pass) = pass {
+                // A flush or a read writes a pass at most; a send writes what is left of
+                // the last one's.
+                let wrote = sock(&mut link).written.len() - written_before;
+                assert!(
+                    wrote <= 2 * pass,
+                    "seed {seed} step {step}: {wrote} bytes in one step"
+                );
+            }
             let frames = parse(&sock(&mut link).written);
             let data_done = frames.iter().filter(|f| f.0 & 0x0F <= 2).count();
             for e in &out {
@@ -2086,10 +2243,15 @@ mod review_randomized {
             sock(&mut link).room = None;
             let mut out = Vec::new();
             let mut rounds = 0;
+            let most = 10 + pass.map_or(0, |pass| link.handed as usize / pass);
             while link.needs_flush() && !link.gone {
                 link.flush(&mut out);
                 rounds += 1;
-                assert!(rounds < 10, "seed {seed}: never flushed");
+                assert!(rounds < most, "seed {seed}: never flushed");
+                assert!(
+                    link.write_spent() || !link.wants_write(),
+                    "seed {seed}: a socket taking everything said to be full"
+                );
             }
             for e in &out {
                 if let TransportEvent::SendWritten(id) = e {
