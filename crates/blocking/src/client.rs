@@ -103,13 +103,13 @@ impl<M: Machine> Shared<M> {
         let deadline = timeout.and_then(|t| Some((Instant::now().checked_add(t)?, t)));
         // Whether the send was tried again after the driver stopped while it waited.
         let mut tried_after_end = false;
-        let id = loop {
+        let (id, mut written_on) = loop {
             let attempt =
                 self.call_with(|machine, now, shared| match send(machine, message, now) {
                     Ok(id) => {
                         // Registered before the pump runs the write, so the completion is seen.
                         lock(&shared.outbox).waiting.insert(id, None);
-                        Ok(id)
+                        Ok((id, conn(machine)))
                     }
                     Err(refused) if refused.is_full() => {
                         // Counted under the machine's lock, before anything can free room,
@@ -162,6 +162,21 @@ impl<M: Machine> Shared<M> {
                     return Ok(Err(SendFailed::Failed(lost)));
                 }
                 _ => {}
+            }
+            // A large message goes out a pass at a time: this thread, which waits anyway,
+            // writes the next one itself rather than wake the driver thread for it (a
+            // thread that must be scheduled, and lock the state, for each pass).
+            // Once there is no pass to write (written, or the socket is full: the driver
+            // thread goes on when it drains), it waits for the completion.
+            if let Some(conn) = written_on
+                && deadline.is_none_or(|(d, _)| Instant::now() < d)
+            {
+                drop(outbox);
+                if !self.write_on(conn) {
+                    written_on = None;
+                }
+                outbox = lock(&self.outbox);
+                continue;
             }
             outbox = match deadline {
                 None => self

@@ -132,7 +132,10 @@ fn token(id: ConnId) -> Token {
 }
 
 impl Conn {
-    pub fn new(connection: Connection<TcpStream>) -> Self {
+    pub fn new(mut connection: Connection<TcpStream>) -> Self {
+        // The driver works under the client's lock: a large write goes out a pass at a
+        // time, the other connections and the application's calls in between.
+        connection.pace_writes();
         Self {
             connection,
             connecting: None,
@@ -191,7 +194,10 @@ impl Conn {
             return Ok(());
         };
         let reads = !self.connection.is_read_paused();
-        let want = match (self.driver_reads && reads, link.wants_write()) {
+        // A flush stopped at its pass limit is flushed again without waiting
+        // (`Connection::has_more_to_write`): the socket may well be writable.
+        let writes = link.wants_write() && !link.write_spent();
+        let want = match (self.driver_reads && reads, writes) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
             (false, true) => Some(Interest::WRITABLE),

@@ -124,6 +124,38 @@ impl Reads {
     }
 }
 
+/// Threads waiting for the lock of one kind, and how many of them have had it
+/// ([`Shared::defer_to`]).
+#[derive(Default)]
+struct Turns {
+    waiting: AtomicUsize,
+    served: AtomicU64,
+}
+
+impl Turns {
+    /// Locks `m`, counted as waiting meanwhile, and as served once it has it.
+    fn lock<'a, T>(&self, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = lock(m);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.served.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// The turns owed now: (served so far, waiting now).
+    fn owed(&self) -> (u64, u64) {
+        (
+            self.served.load(Ordering::Acquire),
+            self.waiting.load(Ordering::Acquire) as u64,
+        )
+    }
+
+    /// Whether fewer threads have had the lock since `owed` was taken than waited then.
+    fn unserved(&self, &(served, waiting): &(u64, u64)) -> bool {
+        self.served.load(Ordering::Acquire).wrapping_sub(served) < waiting
+    }
+}
+
 /// How long a thread about to read the sockets lets the threads it defers to take the state
 /// first ([`Shared::defer_to`]).
 const WAITING_FIRST: Duration = Duration::from_millis(10);
@@ -142,14 +174,14 @@ pub(crate) struct Shared<M> {
     pub room_waiters: AtomicUsize,
     /// Application calls waiting for `inner` ([`Shared::lock_for_caller`]): the threads that
     /// read the sockets let them have it first.
-    callers: AtomicUsize,
+    callers: Turns,
     /// Threads in `recv` waiting for `inner` to read the sockets
     /// ([`Shared::lock_for_receiver`]): the driver thread lets them have it first.
-    receivers: AtomicUsize,
-    /// The last thread to read the sockets stopped with more to read (a read pass at its
-    /// limit) and comes straight back for it: only then do the reading threads let the
-    /// others have `inner` first ([`Shared::defer_to`]).
-    reads_pending: AtomicBool,
+    receivers: Turns,
+    /// The last thread to work on the sockets stopped with more to read or write (a read
+    /// or write pass at its limit) and comes straight back for it: only then do the
+    /// reading threads let the others have `inner` first ([`Shared::defer_to`]).
+    passes_pending: AtomicBool,
     /// How many times a thread deferred to others ([`Shared::defer_to`]).
     #[cfg(test)]
     deferred: AtomicUsize,
@@ -219,6 +251,10 @@ pub(crate) struct Inner<M> {
     /// just opened): the driver thread makes a pass over exactly these, lowest key first,
     /// so that this costs what the traffic costs, not a scan of every connection.
     read_ready: BTreeSet<u64>,
+    /// Connections whose last flush stopped at its pass limit
+    /// ([`Connection::has_more_to_write`]): the driver thread flushes exactly these again,
+    /// a pass each, between its other work, as it reads `read_ready`.
+    write_ready: BTreeSet<u64>,
     /// Who reads the sockets. A thread in `recv` hands the reads off to itself before it
     /// sleeps on the receivers' poller ([`Reads::Watched`]), so that an arriving message
     /// wakes only the thread that waits for it and is read on that thread. After it
@@ -306,6 +342,7 @@ impl<M: Machine> Shared<M> {
                 lifecycle: Lifecycle::default(),
                 sleeping: false,
                 read_ready: BTreeSet::new(),
+                write_ready: BTreeSet::new(),
                 attempts_due: BTreeSet::new(),
                 unanswered: BTreeSet::new(),
                 reads: Reads::Driver,
@@ -321,9 +358,9 @@ impl<M: Machine> Shared<M> {
             completion_ready: Condvar::new(),
             room_ready: Condvar::new(),
             room_waiters: AtomicUsize::new(0),
-            callers: AtomicUsize::new(0),
-            receivers: AtomicUsize::new(0),
-            reads_pending: AtomicBool::new(false),
+            callers: Turns::default(),
+            receivers: Turns::default(),
+            passes_pending: AtomicBool::new(false),
             #[cfg(test)]
             deferred: AtomicUsize::new(0),
             events_alive: AtomicBool::new(true),
@@ -381,49 +418,77 @@ impl<M: Machine> Shared<M> {
     /// read the sockets let it go first ([`Self::lock_for_receiver`],
     /// [`Self::lock_for_driver`]).
     fn lock_for_caller(&self) -> MutexGuard<'_, Inner<M>> {
-        self.callers.fetch_add(1, Ordering::AcqRel);
-        let inner = lock(&self.inner);
-        self.callers.fetch_sub(1, Ordering::AcqRel);
-        inner
+        self.callers.lock(&self.inner)
     }
 
     /// `inner` for a thread in `recv` about to read the sockets: it lets a waiting
     /// application call go first, and is counted while it waits, so that the driver thread
     /// lets it go first too.
     fn lock_for_receiver(&self) -> MutexGuard<'_, Inner<M>> {
-        self.defer_to(|| self.callers.load(Ordering::Acquire) > 0);
-        self.receivers.fetch_add(1, Ordering::AcqRel);
-        let inner = lock(&self.inner);
-        self.receivers.fetch_sub(1, Ordering::AcqRel);
-        inner
+        self.defer_to([&self.callers]);
+        self.receivers.lock(&self.inner)
     }
 
     /// `inner` for the driver thread's round: any thread waiting goes first.
     fn lock_for_driver(&self) -> MutexGuard<'_, Inner<M>> {
-        self.defer_to(|| {
-            self.callers.load(Ordering::Acquire) + self.receivers.load(Ordering::Acquire) > 0
-        });
+        self.defer_to([&self.callers, &self.receivers]);
         lock(&self.inner)
     }
 
-    /// While the reads come back to back ([`Self::reads_pending`]), lets the threads
-    /// `waiting` says wait for `inner` take it first, for at most [`WAITING_FIRST`]. A
-    /// peer that keeps the reads busy (a flood of frames completing nothing) makes the
-    /// read passes come back to back, and a thread taking the lock again the moment it let
-    /// it go kept it from the others (`std`'s mutex is not fair): the command's Ctrl-C
-    /// never got to close (20 s and more), and a thread in `recv` waited for the flood to
-    /// end. Otherwise nobody defers: a thread that yields whenever another waits made a
-    /// `recv_timeout` of 10 ms return 25 ms late, and the driver thread, starved, flush
-    /// large sends at half speed, while other threads kept calling in (a prober).
-    fn defer_to(&self, waiting: impl Fn() -> bool) {
-        if self.reads_pending.load(Ordering::Acquire) && waiting() {
-            #[cfg(test)]
-            self.deferred.fetch_add(1, Ordering::Relaxed);
-            let start = Instant::now();
-            while waiting() && start.elapsed() < WAITING_FIRST {
-                std::thread::yield_now();
-            }
+    /// While the passes come back to back ([`Self::passes_pending`]), lets the threads
+    /// waiting for `inner` in `turns` at this moment take it first, each once, waiting at
+    /// most [`WAITING_FIRST`]. A peer that keeps the reads busy (a flood of frames
+    /// completing nothing) makes the read passes come back to back, as a large write to a
+    /// fast reader makes the write passes, and a thread taking the lock again the moment
+    /// it let it go kept it from the others (`std`'s mutex is not fair): the command's
+    /// Ctrl-C never got to close (20 s and more), and a thread in `recv` waited for the
+    /// flood to end. Otherwise nobody defers: a thread that yields whenever another waits
+    /// made a `recv_timeout` of 10 ms return 25 ms late, and the driver thread, starved,
+    /// flush large sends at half speed, while other threads kept calling in (a prober).
+    /// Each waiting thread gets one turn, not the lock for as long as any thread waits:
+    /// three threads calling `buffered_amount` in a loop always had one waiting, and a
+    /// driver thread writing a large message a pass at a time waited the whole
+    /// [`WAITING_FIRST`] before each pass (45 MB/s instead of 2 GB/s).
+    fn defer_to<const N: usize>(&self, turns: [&Turns; N]) {
+        if !self.passes_pending.load(Ordering::Acquire) {
+            return;
         }
+        let owed = turns.map(Turns::owed);
+        let unserved = || turns.iter().zip(&owed).any(|(t, owed)| t.unserved(owed));
+        if !unserved() {
+            return;
+        }
+        #[cfg(test)]
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        while unserved() && start.elapsed() < WAITING_FIRST {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Writes the next pass of connection `conn` if its last flush stopped at the pass
+    /// limit (see [`Inner::write_ready`]), as the driver thread would; returns whether it
+    /// did.
+    pub fn write_on(&self, conn: ConnId) -> bool {
+        let mut inner = self.lock_for_driver();
+        let k = key(conn);
+        if !inner.write_ready.remove(&k) {
+            return false;
+        }
+        if !inner.conns.get(&k).is_some_and(|c| c.has_more_to_write()) {
+            return false;
+        }
+        let now = Instant::now();
+        inner.with_conn(k, now, |c, _, out| c.flush(out));
+        inner.pump(self, now);
+        self.passes_pending
+            .store(inner.passes_pending(), Ordering::Release);
+        let wake = inner.driver_must_look();
+        drop(inner);
+        if wake {
+            self.wake();
+        }
+        true
     }
 
     /// The socket of connection `conn` (`None`: the current one of a session).
@@ -517,6 +582,15 @@ impl<M: Machine> Shared<M> {
                         inner.on_ready(conn, ReadPass::ToTheEnd, now);
                     }
                 }
+                for conn in std::mem::take(&mut inner.write_ready) {
+                    if inner
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| c.has_more_to_write())
+                    {
+                        inner.with_conn(conn, now, |c, _, out| c.flush(out));
+                    }
+                }
                 let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
                 if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
                     inner.catch_up_reads(due, now);
@@ -542,10 +616,10 @@ impl<M: Machine> Shared<M> {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
                 inner.lifecycle.arm(deadline);
-                inner.sleeping = inner.read_ready.is_empty();
-                self.reads_pending
-                    .store(!inner.read_ready.is_empty(), Ordering::Release);
-                let timeout = if !inner.read_ready.is_empty() {
+                let passes_pending = inner.passes_pending();
+                inner.sleeping = !passes_pending;
+                self.passes_pending.store(passes_pending, Ordering::Release);
+                let timeout = if passes_pending {
                     Some(Duration::ZERO)
                 } else {
                     deadline.map(|d| d.saturating_duration_since(now))
@@ -642,8 +716,8 @@ impl<M: Machine> Shared<M> {
         if due || !ready.is_empty() {
             inner.pump(self, now);
         }
-        self.reads_pending
-            .store(!inner.read_ready.is_empty(), Ordering::Release);
+        self.passes_pending
+            .store(inner.passes_pending(), Ordering::Release);
         let wake = inner.driver_must_look();
         drop(inner);
         if wake {
@@ -722,6 +796,12 @@ impl ReceiverPoll {
 }
 
 impl<M: Machine> Inner<M> {
+    /// Whether a read or write pass stopped at its limit and the driver thread comes
+    /// straight back for the rest.
+    fn passes_pending(&self) -> bool {
+        !self.read_ready.is_empty() || !self.write_ready.is_empty()
+    }
+
     /// The driver can go on no longer (its poller failed): every transport is dropped
     /// and every connection ends as lost ([`Lifecycle::driver_lost`]), its last events
     /// and send outcomes handed over like any others.
@@ -803,13 +883,13 @@ impl<M: Machine> Inner<M> {
     }
 
     /// After another thread ran the machine: whether the sleeping driver thread must wake
-    /// to re-arm its timer earlier, run callbacks, finish a read pass, or notice that
+    /// to re-arm its timer earlier, run callbacks, finish a read or write pass, or notice that
     /// a shutdown's last connection is gone (a socket dropped elsewhere takes its pending
     /// readiness event with it).
     fn driver_must_look(&self) -> bool {
         let earlier = |due: Instant| self.lifecycle.armed().is_none_or(|armed| armed > due);
         self.sleeping
-            && (!self.read_ready.is_empty()
+            && (self.passes_pending()
                 || matches!(self.reads, Reads::Unwatched { due, .. } if earlier(due))
                 || self
                     .attempts_due
@@ -964,6 +1044,9 @@ impl<M: Machine> Inner<M> {
         }
         if c.has_more_to_read() {
             self.read_ready.insert(conn);
+        }
+        if c.has_more_to_write() {
+            self.write_ready.insert(conn);
         }
         if c.is_dirty() {
             self.dirty.insert(conn);
@@ -1410,39 +1493,109 @@ mod tests {
     }
 
     /// A thread about to read the sockets lets a waiting application call have the state
-    /// first only while the reads come back to back (a pass stopped at its limit): a
+    /// first only while the passes come back to back (a pass stopped at its limit): a
     /// `recv_timeout` deferring to every call returned 25 ms late for 10 ms, and the driver
     /// thread flushed large sends at half speed, while other threads kept calling in.
     #[test]
-    fn reading_threads_defer_to_calls_only_while_reads_come_back_to_back() {
+    fn reading_threads_defer_to_calls_only_while_passes_come_back_to_back() {
         let config = Config::default();
         let pool = Pool::new(config.session.clone()).expect("pool");
         let shared = Shared::start(pool, &config, "test").expect("driver");
-        // The driver thread's rounds set `reads_pending`: wait for it to sleep.
+        // The driver thread's rounds set `passes_pending`: wait for it to sleep.
         let deadline = Instant::now() + LIMIT;
         while !lock(&shared.inner).sleeping {
             assert!(Instant::now() < deadline, "the driver thread never slept");
             std::thread::yield_now();
         }
         // An application call waiting for the state.
-        shared.callers.fetch_add(1, Ordering::AcqRel);
+        shared.callers.waiting.fetch_add(1, Ordering::AcqRel);
         drop(shared.lock_for_receiver());
         drop(shared.lock_for_driver());
         assert_eq!(
             shared.deferred.load(Ordering::Relaxed),
             0,
-            "deferred when reads rest"
+            "deferred when passes rest"
         );
-        shared.reads_pending.store(true, Ordering::Release);
+        shared.passes_pending.store(true, Ordering::Release);
         drop(shared.lock_for_receiver());
         drop(shared.lock_for_driver());
         assert_eq!(
             shared.deferred.load(Ordering::Relaxed),
             2,
-            "reads back to back"
+            "passes back to back"
         );
-        shared.reads_pending.store(false, Ordering::Release);
-        shared.callers.fetch_sub(1, Ordering::AcqRel);
+        shared.passes_pending.store(false, Ordering::Release);
+        shared.callers.waiting.fetch_sub(1, Ordering::AcqRel);
+        shared.shutdown();
+    }
+
+    /// A thread deferring to others waits for those waiting at that moment to have had the
+    /// lock once each, not for a moment when nobody waits: three threads calling in a loop
+    /// always had one waiting, and the driver thread waited out [`WAITING_FIRST`] before
+    /// each pass of a large write.
+    #[test]
+    fn each_thread_waiting_gets_one_turn() {
+        let turns = Turns::default();
+        turns.waiting.store(2, Ordering::Release);
+        let owed = turns.owed();
+        assert!(turns.unserved(&owed));
+        turns.served.fetch_add(1, Ordering::AcqRel);
+        assert!(turns.unserved(&owed), "one of the two had its turn");
+        // Still two waiting (one came back, one new): the two owed have had theirs.
+        turns.served.fetch_add(1, Ordering::AcqRel);
+        assert!(!turns.unserved(&owed), "both had their turn");
+        // Nobody waiting: nothing owed.
+        turns.waiting.store(0, Ordering::Release);
+        assert!(!turns.unserved(&turns.owed()));
+        // Through a lock: counted as waiting while it waits, served once it has it.
+        let m = Mutex::new(());
+        let owed = (turns.served.load(Ordering::Acquire), 1);
+        drop(turns.lock(&m));
+        assert!(!turns.unserved(&owed));
+        assert_eq!(turns.waiting.load(Ordering::Acquire), 0);
+    }
+
+    /// A flush that stops at its pass limit goes on without any readiness to wake the
+    /// driver (the socket takes everything at once, so no event comes): the driver thread
+    /// makes the next pass, and a thread waiting for its send makes it itself
+    /// ([`Shared::write_on`]). With passes of 100 bytes, a message of 50 kB takes 500.
+    #[test]
+    fn a_write_stopped_at_its_pass_limit_goes_on_without_readiness() {
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let config = Config::default();
+        let mut pool = Pool::new(config.session.clone()).expect("pool");
+        // As a `TaskPool`'s: a waiting send is told of its completion.
+        pool.track_completions(true);
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        let options = ConnectOptions::new(server.url());
+        let conn = shared
+            .call(|p, now| p.connect(&options, now))
+            .expect("connect");
+        while !matches!(next_event(&shared), Event::Open { .. }) {}
+        lock(&shared.inner)
+            .conns
+            .get_mut(&key(conn))
+            .and_then(|c| c.link_mut())
+            .expect("open")
+            .set_write_pass(100);
+        let echo = |big: &Message| loop {
+            if let Event::Message { message, .. } = next_event(&shared) {
+                assert_eq!(&message, big);
+                break;
+            }
+        };
+        // Sent, and written on by the driver thread alone.
+        let big = Message::binary((0..50_000).map(|i| i as u8).collect::<Vec<_>>());
+        shared
+            .call(|p, now| p.send(conn, big.clone(), now))
+            .expect("send");
+        echo(&big);
+        // Sent by a thread that waits until it is written.
+        let big = Message::text("w".repeat(50_000));
+        let send = |p: &mut Pool, m, now| p.send(conn, m, now);
+        let sent = shared.send_and_wait(None, big.clone(), send, |_| Some(conn));
+        assert!(matches!(sent, Ok(Ok(_))), "{sent:?}");
+        echo(&big);
         shared.shutdown();
     }
 
