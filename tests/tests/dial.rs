@@ -180,6 +180,36 @@ fn an_answer_cut_short_reads_the_same_on_both_adapters() {
     );
 }
 
+/// A server that resets the connection in the middle of its answer: a refusal whose status
+/// line came is that refusal, as when it closes there (it was a connect error, and a
+/// reconnect policy dialled the 403 again).
+#[test]
+fn an_answer_reset_midway_reads_as_the_refusal_on_both_adapters() {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut sock, _) = listener.accept().unwrap();
+            // Part of the request read, the rest left unread: closing the socket then
+            // sends a reset, after the bytes written before it (which Linux still hands to
+            // the reader before the reset's error).
+            let mut start = [0u8; 16];
+            sock.read_exact(&mut start).unwrap();
+            sock.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Le")
+                .unwrap();
+        }
+    });
+    let (kind, text) = both(&ConnectOptions::new(url).no_proxy());
+    server.join().unwrap();
+    assert_eq!(kind, TransportErrorKind::HttpStatus(403), "{text}");
+    assert_eq!(
+        text,
+        "handshake: the server reset the connection in the middle of its answer \
+         (34 bytes in): `HTTP/1.1 403 Forbidden`"
+    );
+}
+
 #[test]
 fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     // Reads each upgrade request to its end, then closes without a word.

@@ -133,17 +133,42 @@ impl ClientHandshake {
     /// ([`TransportErrorKind::HttpStatus`]; its headers, `Retry-After` among them, were
     /// not all read).
     pub fn closed_early(&self, via: Option<&str>) -> TransportError {
-        let received = &self.response[..];
-        if received.is_empty() {
+        if self.response.is_empty() {
             return crate::dial::handshake_closed("handshake", via);
         }
-        let (who, whose) = match via {
-            None => ("the server closed the connection".to_owned(), "its"),
-            Some(proxy) => (
-                format!("the tunnel through proxy {proxy} closed"),
-                "the server's",
-            ),
+        let who = match via {
+            None => "the server closed the connection".to_owned(),
+            Some(proxy) => format!("the tunnel through proxy {proxy} closed"),
         };
+        self.cut_short(via, who)
+    }
+
+    /// The error for a connection reset (or failing otherwise) after part of the answer
+    /// came, as [`Self::closed_early`] reports a close there: a refusal whose status line
+    /// came is that refusal, final for a reconnect policy as a 403 is (a reset right after
+    /// it was a connect error, dialled again). `None` before any of the answer came.
+    pub fn failed_early(
+        &self,
+        via: Option<&str>,
+        error: &std::io::Error,
+    ) -> Option<TransportError> {
+        if self.response.is_empty() {
+            return None;
+        }
+        let reset = error.kind() == std::io::ErrorKind::ConnectionReset;
+        let who = match (via, reset) {
+            (None, true) => "the server reset the connection".to_owned(),
+            (None, false) => format!("the connection failed ({error})"),
+            (Some(proxy), true) => format!("the tunnel through proxy {proxy} was reset"),
+            (Some(proxy), false) => format!("the tunnel through proxy {proxy} failed ({error})"),
+        };
+        Some(self.cut_short(via, who))
+    }
+
+    /// The answer was cut short (`who` says how) after part of it came.
+    fn cut_short(&self, via: Option<&str>, who: String) -> TransportError {
+        let received = &self.response[..];
+        let whose = if via.is_some() { "the server's" } else { "its" };
         let mut message = format!(
             "handshake: {who} in the middle of {whose} answer ({} bytes in)",
             received.len()
@@ -744,6 +769,47 @@ mod tests {
             e.message,
             "invalid handshake response: more than 128 headers"
         );
+    }
+
+    /// A connection reset in the middle of the answer is reported as one closed there is:
+    /// a refusal whose status line came is that refusal (it was a connect error, and a
+    /// reconnect policy dialled a 403 again); before any of the answer, the reset as it was.
+    #[test]
+    fn an_answer_reset_midway_is_reported_as_one_cut_short() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(
+            ClientHandshake::with_key(&req(), key)
+                .failed_early(None, &reset)
+                .is_none()
+        );
+        let mut h = ClientHandshake::with_key(&req(), key);
+        assert!(
+            h.feed(b"HTTP/1.1 403 Forbidden\r\nContent-Le")
+                .unwrap()
+                .is_none()
+        );
+        let e = h.failed_early(None, &reset).expect("part of an answer");
+        assert_eq!(e.kind, TransportErrorKind::HttpStatus(403));
+        assert_eq!(
+            e.message,
+            "handshake: the server reset the connection in the middle of its answer \
+             (34 bytes in): `HTTP/1.1 403 Forbidden`"
+        );
+        let e = h
+            .failed_early(Some("http://proxy:3128"), &reset)
+            .expect("part of an answer");
+        assert!(
+            e.message.starts_with(
+                "handshake: the tunnel through proxy http://proxy:3128 was reset in the \
+                 middle of the server's answer"
+            ),
+            "{e}"
+        );
+        let mut h = ClientHandshake::with_key(&req(), key);
+        assert!(h.feed(b"HTTP/1.1 10").unwrap().is_none());
+        let e = h.failed_early(None, &reset).expect("part of an answer");
+        assert_eq!(e.kind, TransportErrorKind::Connect);
     }
 
     /// A connection that closes in the middle of the answer says so, how much came, and the

@@ -644,7 +644,11 @@ fn handshake_step<S: Read + Write>(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(handshake.closed_early(via));
             }
-            Err(e) => return Err(io_error(&e)),
+            Err(e) => {
+                return Err(handshake
+                    .failed_early(via, &e)
+                    .unwrap_or_else(|| io_error(&e)));
+            }
         }
     }
 }
