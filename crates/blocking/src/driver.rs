@@ -406,12 +406,21 @@ impl<M: Machine> Shared<M> {
         let out = f(&mut inner.machine, now, self);
         inner.reads.busy(now);
         inner.pump(self, now);
+        self.release(inner);
+        out
+    }
+
+    /// Unlocks `inner` after this thread worked on it: says whether passes wait (see
+    /// [`Self::defer_to`]), and wakes the driver thread if it must look
+    /// ([`Inner::driver_must_look`]).
+    fn release(&self, inner: MutexGuard<'_, Inner<M>>) {
+        self.passes_pending
+            .store(inner.passes_pending(), Ordering::Release);
         let wake = inner.driver_must_look();
         drop(inner);
         if wake {
             self.wake();
         }
-        out
     }
 
     /// `inner` for an application's call: counted while it waits, so that the threads that
@@ -481,13 +490,7 @@ impl<M: Machine> Shared<M> {
         let now = Instant::now();
         inner.with_conn(k, now, |c, _, out| c.flush(out));
         inner.pump(self, now);
-        self.passes_pending
-            .store(inner.passes_pending(), Ordering::Release);
-        let wake = inner.driver_must_look();
-        drop(inner);
-        if wake {
-            self.wake();
-        }
+        self.release(inner);
         true
     }
 
@@ -716,13 +719,7 @@ impl<M: Machine> Shared<M> {
         if due || !ready.is_empty() {
             inner.pump(self, now);
         }
-        self.passes_pending
-            .store(inner.passes_pending(), Ordering::Release);
-        let wake = inner.driver_must_look();
-        drop(inner);
-        if wake {
-            self.wake();
-        }
+        self.release(inner);
         let outbox = lock(&self.outbox);
         if outbox.events.is_empty() && !outbox.more && outbox.receivers > 0 {
             // Nothing for this thread's caller (a timeout): another thread parked in `recv`
@@ -744,11 +741,7 @@ impl<M: Machine> Shared<M> {
             inner.catch_up_reads(false, now);
         }
         inner.pump(self, now);
-        let wake = inner.driver_must_look();
-        drop(inner);
-        if wake {
-            self.wake();
-        }
+        self.release(inner);
     }
 
     /// `Events` was dropped (`events_alive` is already false): nobody will receive any
@@ -760,11 +753,7 @@ impl<M: Machine> Shared<M> {
         let now = Instant::now();
         inner.catch_up_reads(true, now);
         inner.pump(self, now);
-        let wake = inner.driver_must_look();
-        drop(inner);
-        if wake {
-            self.wake();
-        }
+        self.release(inner);
     }
 }
 
@@ -1272,11 +1261,7 @@ mod tests {
                 inner.attempts_due.first().is_some(),
                 "the next attempt is due later"
             );
-            let wake = inner.driver_must_look();
-            drop(inner);
-            if wake {
-                shared.wake();
-            }
+            shared.release(inner);
         }
         host.live.set_nonblocking(true).unwrap();
         let limit = Instant::now() + LIMIT;
