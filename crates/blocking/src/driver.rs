@@ -1371,6 +1371,17 @@ mod tests {
         shared.shutdown();
     }
 
+    /// A driver for `pool` with one connection to `url`, open.
+    fn open_one(pool: Pool, url: &str) -> (Arc<Shared<Pool>>, ConnId) {
+        let shared = Shared::start(pool, &Config::default(), "test").expect("driver");
+        let options = ConnectOptions::new(url);
+        let conn = shared
+            .call(|p, now| p.connect(&options, now))
+            .expect("connect");
+        while !matches!(next_event(&shared), Event::Open { .. }) {}
+        (shared, conn)
+    }
+
     /// The next event, taken as `Events::recv` takes it: from the outbox, the next batch
     /// from the machine, or by watching the sockets on this thread (the reads' hand-off).
     fn next_event(shared: &Shared<Pool>) -> Event {
@@ -1547,16 +1558,10 @@ mod tests {
     #[test]
     fn a_write_stopped_at_its_pass_limit_goes_on_without_readiness() {
         let server = wxsocket_test_server::EchoServer::start().expect("echo server");
-        let config = Config::default();
-        let mut pool = Pool::new(config.session.clone()).expect("pool");
+        let mut pool = Pool::new(Config::default().session).expect("pool");
         // As a `TaskPool`'s: a waiting send is told of its completion.
         pool.track_completions(true);
-        let shared = Shared::start(pool, &config, "test").expect("driver");
-        let options = ConnectOptions::new(server.url());
-        let conn = shared
-            .call(|p, now| p.connect(&options, now))
-            .expect("connect");
-        while !matches!(next_event(&shared), Event::Open { .. }) {}
+        let (shared, conn) = open_one(pool, &server.url());
         lock(&shared.inner)
             .conns
             .get_mut(&key(conn))
@@ -1655,14 +1660,8 @@ mod tests {
     #[test]
     fn a_lost_driver_reports_every_connection_ended() {
         let server = wxsocket_test_server::EchoServer::start().expect("echo server");
-        let config = Config::default();
-        let pool = Pool::new(config.session.clone()).expect("pool");
-        let shared = Shared::start(pool, &config, "test").expect("driver");
-        let options = ConnectOptions::new(server.url());
-        let conn = shared
-            .call(|p, now| p.connect(&options, now))
-            .expect("connect");
-        while !matches!(next_event(&shared), Event::Open { .. }) {}
+        let pool = Pool::new(Config::default().session).expect("pool");
+        let (shared, conn) = open_one(pool, &server.url());
         let sent = {
             let mut inner = lock(&shared.inner);
             let now = Instant::now();
