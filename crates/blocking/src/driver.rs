@@ -124,8 +124,11 @@ impl Reads {
     }
 }
 
-/// Threads waiting for the lock of one kind, and how many of them have had it
-/// ([`Shared::defer_to`]).
+/// Threads waiting for the lock of one kind, and how many times one of them has had it
+/// ([`Shared::defer_to`]). The count is of turns, not of threads: a thread that has its
+/// turn and comes straight back may take the lock again before another that waited (std's
+/// mutex is not fair), and so use up that one's turn; the deferring thread then goes on
+/// with that one still waiting, which waits one more pass.
 #[derive(Default)]
 struct Turns {
     waiting: AtomicUsize,
@@ -454,7 +457,7 @@ impl<M: Machine> Shared<M> {
     /// flood to end. Otherwise nobody defers: a thread that yields whenever another waits
     /// made a `recv_timeout` of 10 ms return 25 ms late, and the driver thread, starved,
     /// flush large sends at half speed, while other threads kept calling in (a prober).
-    /// Each waiting thread gets one turn, not the lock for as long as any thread waits:
+    /// As many turns as threads were waiting, not the lock for as long as any thread waits:
     /// three threads calling `buffered_amount` in a loop always had one waiting, and a
     /// driver thread writing a large message a pass at a time waited the whole
     /// [`WAITING_FIRST`] before each pass (45 MB/s instead of 2 GB/s).

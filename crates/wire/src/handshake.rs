@@ -143,24 +143,26 @@ impl ClientHandshake {
         self.cut_short(via, who)
     }
 
-    /// The error for a connection reset (or failing otherwise) after part of the answer
-    /// came, as [`Self::closed_early`] reports a close there: a refusal whose status line
-    /// came is that refusal, final for a reconnect policy as a 403 is (a reset right after
-    /// it was a connect error, dialled again). `None` before any of the answer came.
+    /// The error for a connection reset after part of the answer came, as
+    /// [`Self::closed_early`] reports a close there: a refusal whose status line came is
+    /// that refusal, final for a reconnect policy as a 403 is (a reset right after it was a
+    /// connect error, dialled again). `None` for any other failure (TLS's among them, which
+    /// keeps its own kind) and before any of the answer came.
     pub fn failed_early(
         &self,
         via: Option<&str>,
         error: &std::io::Error,
     ) -> Option<TransportError> {
-        if self.response.is_empty() {
+        let reset = matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        );
+        if self.response.is_empty() || !reset {
             return None;
         }
-        let reset = error.kind() == std::io::ErrorKind::ConnectionReset;
-        let who = match (via, reset) {
-            (None, true) => "the server reset the connection".to_owned(),
-            (None, false) => format!("the connection failed ({error})"),
-            (Some(proxy), true) => format!("the tunnel through proxy {proxy} was reset"),
-            (Some(proxy), false) => format!("the tunnel through proxy {proxy} failed ({error})"),
+        let who = match via {
+            None => "the server reset the connection".to_owned(),
+            Some(proxy) => format!("the tunnel through proxy {proxy} was reset"),
         };
         Some(self.cut_short(via, who))
     }
@@ -806,6 +808,13 @@ mod tests {
             ),
             "{e}"
         );
+        // Any other failure keeps its own kind: TLS's (a record that does not decrypt) is
+        // a TLS error, not a refusal (the reviewer: it read as the 403).
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "cannot decrypt peer's message",
+        );
+        assert!(h.failed_early(None, &tls).is_none());
         let mut h = ClientHandshake::with_key(&req(), key);
         assert!(h.feed(b"HTTP/1.1 10").unwrap().is_none());
         let e = h.failed_early(None, &reset).expect("part of an answer");

@@ -51,7 +51,11 @@ pub enum ReadEnd {
 /// The most bytes of replies (pongs, frame headers included) a connection owes the peer
 /// without a flush that got them out, before it stops reading ([`ReadEnd::RepliesOwed`]).
 /// One read pass answers at most [`MAX_READS`](crate::connection::MAX_READS) pings of 131
-/// bytes at most (33.5 KiB), so a peer that reads what it is sent never meets it.
+/// bytes at most (33.5 KiB), so a peer that reads what it is sent never meets it, unless
+/// our own large message goes out a pass at a time ([`Link::set_write_pass`]): the pongs
+/// wait behind its frame, and a peer that pings fast enough meets the bound; reading then
+/// waits until that message is out, which the driver's write passes see to without the
+/// peer.
 pub const MAX_OWED_REPLIES: usize = 64 * 1024;
 
 /// An open connection: the WebSocket over the socket `S`, and what was written on it.
@@ -305,13 +309,14 @@ impl<S: Read + Write> Link<S> {
     pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
         let wire = self.ws.get_mut();
         wire.write_left = wire.write_pass;
-        wire.write_spent = false;
-        self.flush_within_pass(out);
+        let spent = std::mem::take(&mut wire.write_spent);
+        self.flush_within_pass(out, spent);
     }
 
     /// [`Self::flush`] within what is left of the pass's limit (the replies a read writes
-    /// out are part of the read's pass, not a new one).
-    fn flush_within_pass(&mut self, out: &mut Vec<TransportEvent>) {
+    /// out are part of the read's pass, not a new one); `spent`: the last flush stopped at
+    /// its pass limit, not at a full socket.
+    fn flush_within_pass(&mut self, out: &mut Vec<TransportEvent>, spent: bool) {
         if self.gone {
             return;
         }
@@ -320,7 +325,11 @@ impl<S: Read + Write> Link<S> {
         // for the core's timers, as for a slow upload).
         // While blocked, bytes a send's own write-out moved (tungstenite writes its buffer
         // out past its write size) count too: the mark was cleared when the block began.
-        let blocked = self.wants_write;
+        // A flush that stopped at its pass limit is no block: the socket took every byte
+        // it was offered, which says nothing of the peer (the reviewer: a peer that never
+        // answered pings kept a keepalive of 300 ms alive for as long as the application
+        // sent messages larger than a pass).
+        let blocked = self.wants_write && !spent;
         if !blocked {
             self.ws.get_mut().take_sent();
         }
@@ -412,7 +421,8 @@ impl<S: Read + Write> Link<S> {
                     // out). A failed flush's end comes after the frame read.
                     let mut flushed = Vec::new();
                     if matches!(message, WsMessage::Ping(_) | WsMessage::Close(_)) {
-                        self.flush_within_pass(&mut flushed);
+                        let spent = self.ws.get_ref().write_spent;
+                        self.flush_within_pass(&mut flushed, spent);
                         let written = flushed
                             .iter()
                             .take_while(|e| {
@@ -1854,6 +1864,33 @@ mod tests {
         link.read(&mut credit, 16, &mut out);
         let wrote = socket(&mut link).written.len() - before;
         assert!(wrote > 0 && wrote <= PASS, "the read wrote {wrote}");
+    }
+
+    /// A flush stopped by its pass limit on a socket that took every byte it was offered
+    /// is no full socket: the next pass reports no sign of life (`Sending`), which would
+    /// keep a keepalive alive against a peer that never answers (the reviewer's
+    /// reproducer). After a real block it does.
+    #[test]
+    fn a_pass_after_a_spent_pass_is_no_sign_of_life() {
+        let mut link = link(&[]);
+        link.set_write_pass(1000);
+        let mut out = Vec::new();
+        link.send(
+            SendId::from_raw(1),
+            Message::binary(vec![1; 100_000]),
+            &mut out,
+        );
+        link.flush(&mut out);
+        assert!(link.write_spent(), "the first pass stops at its limit");
+        link.flush(&mut out);
+        assert!(!out.contains(&TransportEvent::Sending), "{out:?}");
+        // A full socket, then room again: the next pass is a sign of life.
+        socket(&mut link).room = Some(0);
+        link.flush(&mut out);
+        assert!(link.wants_write() && !link.write_spent());
+        socket(&mut link).room = None;
+        link.flush(&mut out);
+        assert_eq!(out.last(), Some(&TransportEvent::Sending), "{out:?}");
     }
 
     /// Messages from [`DIRECT_FROM`] bytes on, text or binary, are queued as they are, to
