@@ -806,6 +806,15 @@ impl Client {
                         self.linger_on_open = false;
                         self.begin_lingering();
                     }
+                } else if self.linger_on_open
+                    && let Some(linger) = self.linger
+                {
+                    // A connection already ended when its open is read (the server closed
+                    // it at once, a retry is under way): the longest wait counts from it
+                    // all the same. It used to start only at an open of the current
+                    // connection, and against a server that closes each one at once the
+                    // command could read every open too late and never end.
+                    self.linger_cap.get_or_insert(Instant::now() + linger.max);
                 }
             }
             Event::Message { .. } => {
