@@ -483,15 +483,10 @@ impl<M: Machine> Shared<M> {
     /// did.
     pub fn write_on(&self, conn: ConnId) -> bool {
         let mut inner = self.lock_for_driver();
-        let k = key(conn);
-        if !inner.write_ready.remove(&k) {
+        let (k, now) = (key(conn), Instant::now());
+        if !inner.write_ready.remove(&k) || !inner.write_pass(k, now) {
             return false;
         }
-        if !inner.conns.get(&k).is_some_and(|c| c.has_more_to_write()) {
-            return false;
-        }
-        let now = Instant::now();
-        inner.with_conn(k, now, |c, _, out| c.flush(out));
         inner.pump(self, now);
         self.release(inner);
         true
@@ -589,13 +584,7 @@ impl<M: Machine> Shared<M> {
                     }
                 }
                 for conn in std::mem::take(&mut inner.write_ready) {
-                    if inner
-                        .conns
-                        .get(&conn)
-                        .is_some_and(|c| c.has_more_to_write())
-                    {
-                        inner.with_conn(conn, now, |c, _, out| c.flush(out));
-                    }
+                    inner.write_pass(conn, now);
                 }
                 let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
                 if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
@@ -792,6 +781,16 @@ impl<M: Machine> Inner<M> {
     /// straight back for the rest.
     fn passes_pending(&self) -> bool {
         !self.read_ready.is_empty() || !self.write_ready.is_empty()
+    }
+
+    /// Makes the next write pass of `conn` if its last flush stopped at the pass limit
+    /// ([`Self::write_ready`]); returns whether it did.
+    fn write_pass(&mut self, conn: u64, now: Instant) -> bool {
+        if !self.conns.get(&conn).is_some_and(|c| c.has_more_to_write()) {
+            return false;
+        }
+        self.with_conn(conn, now, |c, _, out| c.flush(out));
+        true
     }
 
     /// The driver can go on no longer (its poller failed): every transport is dropped
