@@ -31,7 +31,8 @@ pub fn close_frame(request: &CloseRequest) -> CloseFrame {
 }
 
 /// A received payload as the application gets it: one shorter than [`crate::COPY_BELOW`]
-/// is copied into its own allocation; a longer one is passed on as it is.
+/// is copied (into `copies`' shared blocks when it is short enough); a longer one is passed
+/// on as it is.
 ///
 /// tungstenite hands out each payload as a slice of its read buffer, which holds the
 /// frames read with it. While the application holds such a slice (a message waiting in the
@@ -43,25 +44,102 @@ pub fn close_frame(request: &CloseRequest) -> CloseFrame {
 /// with the copy, 1.04–1.24 in the same paired runs. Copying 16 KiB costs well under a
 /// microsecond. A payload as long as `COPY_BELOW` or longer was read into a buffer
 /// reserved for its frame, so it pins little besides itself.
-fn owned(payload: bytes::Bytes) -> bytes::Bytes {
-    if payload.len() < crate::COPY_BELOW {
+fn owned(payload: bytes::Bytes, copies: &mut SmallCopies) -> bytes::Bytes {
+    if payload.len() <= SHARE_UP_TO {
+        copies.copy(&payload)
+    } else if payload.len() < crate::COPY_BELOW {
         bytes::Bytes::copy_from_slice(&payload)
     } else {
         payload
     }
 }
 
+/// Payloads up to this long are copied into blocks shared with the short payloads read
+/// after them ([`SmallCopies`]); longer ones get an allocation each.
+pub const SHARE_UP_TO: usize = 512;
+
+/// The largest block [`SmallCopies`] allocates.
+pub const SHARED_BLOCK: usize = 4 * 1024;
+
+/// The smallest.
+const FIRST_BLOCK: usize = 256;
+
+/// Copies of the short payloads one connection reads in a row, several to an allocation.
+///
+/// A message of a few bytes copied into an allocation of its own costs an allocation, and
+/// a free on the application's thread, which is most of what a flood of small messages
+/// costs beyond parsing. Here the first payload after a [`reset`](Self::reset) gets an
+/// allocation of its own size (a connection whose messages come one at a time keeps each
+/// in exactly its bytes); the next go into shared blocks, each twice as large as what was
+/// copied since the reset, from 256 bytes up to [`SHARED_BLOCK`]. So a block's unused rest
+/// is never larger than about twice what the burst holds, and a message the application
+/// keeps pins at most one block (4 KiB). Resetting once the socket has no more to read
+/// lets go of the unused rest of the block: an idle connection holds none.
+///
+/// ```
+/// use wxsocket_wire::convert::SmallCopies;
+/// let mut copies = SmallCopies::default();
+/// let first = copies.copy(b"one");
+/// let second = copies.copy(b"two");
+/// let third = copies.copy(b"three");
+/// assert_eq!((&first[..], &second[..], &third[..]), (&b"one"[..], &b"two"[..], &b"three"[..]));
+/// // The second and third share a block: the third starts where the second ends.
+/// assert_eq!(third.as_ptr(), second.as_ptr().wrapping_add(3));
+/// ```
+#[derive(Debug, Default)]
+pub struct SmallCopies {
+    /// The unused rest of the current block (its capacity; empty between payloads).
+    block: bytes::BytesMut,
+    /// Bytes copied since the last reset.
+    copied: usize,
+}
+
+impl SmallCopies {
+    /// `payload` in memory of its own or in a block shared with its neighbours.
+    pub fn copy(&mut self, payload: &[u8]) -> bytes::Bytes {
+        if self.block.capacity() < payload.len() {
+            if self.copied == 0 {
+                self.copied = payload.len();
+                return bytes::Bytes::copy_from_slice(payload);
+            }
+            let size = (self.copied.next_power_of_two()).clamp(FIRST_BLOCK, SHARED_BLOCK);
+            self.block = bytes::BytesMut::with_capacity(size.max(payload.len()));
+        }
+        self.copied += payload.len();
+        self.block.extend_from_slice(payload);
+        self.block.split().freeze()
+    }
+
+    /// Bytes of the current block not used yet.
+    #[cfg(test)]
+    pub(crate) fn unused(&self) -> usize {
+        self.block.capacity()
+    }
+
+    /// The next payload starts afresh: the unused rest of the block is let go (the block
+    /// itself lives while a payload copied into it does).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// What a message read from tungstenite means to the session; `None` for raw frames, which
 /// tungstenite never returns from `read`. A payload shorter than [`COPY_BELOW`](crate::COPY_BELOW)
 /// is copied out of tungstenite's read buffer, so a message the application keeps pins only
-/// its own bytes; longer payloads are passed on as they are.
+/// its own bytes; longer payloads are passed on as they are. (A connection's link copies
+/// the short ones through [`SmallCopies`] with [`from_ws_copying`].)
 pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
+    from_ws_copying(message, &mut SmallCopies::default())
+}
+
+/// [`from_ws`], copying payloads up to [`SHARE_UP_TO`] through `copies`.
+pub fn from_ws_copying(message: WsMessage, copies: &mut SmallCopies) -> Option<TransportEvent> {
     Some(match message {
         WsMessage::Text(t) => {
-            let bytes: bytes::Bytes = owned(t.into());
+            let bytes: bytes::Bytes = owned(t.into(), copies);
             TransportEvent::Message(Message::Text(Utf8Payload::try_from(bytes).ok()?))
         }
-        WsMessage::Binary(b) => TransportEvent::Message(Message::Binary(owned(b))),
+        WsMessage::Binary(b) => TransportEvent::Message(Message::Binary(owned(b, copies))),
         WsMessage::Ping(p) => TransportEvent::Ping(p),
         WsMessage::Pong(p) => TransportEvent::Pong(p),
         WsMessage::Close(frame) => TransportEvent::PeerClosed(match frame {
@@ -593,6 +671,91 @@ mod tests {
             long.as_ptr(),
             "a long payload is passed on as it is"
         );
+    }
+
+    /// The allocations `copies` made for `payloads`, by size: a payload that does not
+    /// start where the one before ended opened a new one, of its length plus the rest
+    /// left after it.
+    fn allocations(copies: &mut SmallCopies, payloads: &[&[u8]]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut end = std::ptr::null::<u8>();
+        for payload in payloads {
+            let copy = copies.copy(payload);
+            assert_eq!(&copy[..], *payload);
+            if copy.as_ptr() != end {
+                sizes.push(copy.len() + copies.block.capacity());
+            }
+            end = copy.as_ptr().wrapping_add(copy.len());
+        }
+        sizes
+    }
+
+    #[test]
+    fn short_payloads_in_a_row_share_blocks_growing_with_the_burst() {
+        let mut copies = SmallCopies::default();
+        let payload = [b'm'; 32];
+        let sizes = allocations(&mut copies, &[&payload[..]; 1000]);
+        // The first in its own 32 bytes, then blocks doubling with what was copied.
+        assert_eq!(sizes[..5], [32, 256, 512, 1024, 2048]);
+        assert!(sizes[5..].iter().all(|&s| s == SHARED_BLOCK), "{sizes:?}");
+        assert_eq!(
+            sizes.len(),
+            5 + (32_000usize - 32 - 256 - 512 - 1024 - 2048).div_ceil(4096)
+        );
+
+        // A reset (the socket ran dry) starts afresh: a message that comes alone is kept in
+        // exactly its bytes, and holds no block.
+        copies.reset();
+        assert_eq!(allocations(&mut copies, &[b"alone"]), [5]);
+        assert_eq!(copies.block.capacity(), 0);
+    }
+
+    #[test]
+    fn what_shared_blocks_leave_unused_stays_within_twice_the_burst() {
+        // Lengths from 0 to SHARE_UP_TO in an irregular order.
+        let lens: Vec<usize> = (0..2000).map(|i| (i * 7919) % (SHARE_UP_TO + 1)).collect();
+        for n in [1, 2, 3, 10, 100, 2000] {
+            let data = vec![b'p'; SHARE_UP_TO];
+            let payloads: Vec<&[u8]> = lens[..n].iter().map(|&l| &data[..l]).collect();
+            let mut copies = SmallCopies::default();
+            let allocated: usize = allocations(&mut copies, &payloads).iter().sum();
+            let copied: usize = lens[..n].iter().sum();
+            assert!(
+                allocated <= 2 * copied + FIRST_BLOCK,
+                "{n} payloads, {copied} bytes: {allocated} allocated"
+            );
+        }
+    }
+
+    #[test]
+    fn payloads_longer_than_the_shared_limit_get_their_own_copy() {
+        let mut copies = SmallCopies::default();
+        let short = vec![b's'; FIRST_BLOCK / 2];
+        let long = vec![b'l'; SHARE_UP_TO + 1];
+        let mut read = |payload: &[u8]| match from_ws_copying(
+            WsMessage::Binary(bytes::Bytes::copy_from_slice(payload)),
+            &mut copies,
+        ) {
+            Some(TransportEvent::Message(Message::Binary(got))) => got,
+            other => panic!("{other:?}"),
+        };
+        let (a, b, c) = (read(&short), read(&short), read(&long));
+        assert_eq!(
+            (&a[..], &b[..], &c[..]),
+            (&short[..], &short[..], &long[..])
+        );
+        assert_ne!(
+            b.as_ptr(),
+            a.as_ptr().wrapping_add(a.len()),
+            "the first is alone"
+        );
+        let d = read(&short);
+        assert_eq!(
+            d.as_ptr(),
+            b.as_ptr().wrapping_add(b.len()),
+            "the block goes on"
+        );
+        assert_ne!(c.as_ptr(), d.as_ptr().wrapping_sub(c.len()));
     }
 
     /// Frames as a server writes them (unmasked unless `mask`).

@@ -9,7 +9,7 @@
 //! only how it waits for the socket to be ready again.
 
 use crate::HandshakeDone;
-use crate::convert::{classify, close_frame, from_ws};
+use crate::convert::{SmallCopies, classify, close_frame, from_ws_copying};
 use crate::dial::Encoder;
 use crate::incoming::Incoming;
 use crate::upgrade::Stream;
@@ -93,6 +93,8 @@ pub struct Link<S> {
     owed: usize,
     /// The last read stopped at [`ReadEnd::RepliesOwed`].
     owing: bool,
+    /// Where the short payloads read are copied (let go whenever the socket runs dry).
+    copies: SmallCopies,
 }
 
 impl<S: Read + Write> Link<S> {
@@ -133,6 +135,7 @@ impl<S: Read + Write> Link<S> {
             gone: false,
             owed: 0,
             owing: false,
+            copies: SmallCopies::default(),
         }
     }
 
@@ -434,7 +437,7 @@ impl<S: Read + Write> Link<S> {
                             .count();
                         out.extend(flushed.drain(..written));
                     }
-                    if let Some(event) = from_ws(message) {
+                    if let Some(event) = from_ws_copying(message, &mut self.copies) {
                         if let TransportEvent::Message(message) = &event {
                             credit.take(message.len());
                         }
@@ -475,6 +478,7 @@ impl<S: Read + Write> Link<S> {
                         // The pass took all it may: the rest waits for the next.
                         return ReadEnd::Limit;
                     }
+                    self.copies.reset();
                     return ReadEnd::Drained;
                 }
                 Err(e) => {
@@ -1281,6 +1285,33 @@ mod tests {
             matches!(out.as_slice(), [TransportEvent::Message(m)] if m.len() == 1000),
             "{out:?}"
         );
+    }
+
+    /// Small messages read together share their copies' memory; once the socket has run
+    /// dry, the link holds no block, and the next message is copied alone.
+    #[test]
+    fn small_messages_read_together_share_memory_and_a_dry_socket_lets_go() {
+        let frames: Vec<u8> = (0..8u8).flat_map(|i| [0x82, 2, i, i]).collect();
+        let mut link = link(&frames);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        let payloads: Vec<&[u8]> = (out.iter())
+            .map(|e| match e {
+                TransportEvent::Message(m) => m.as_bytes(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(payloads.len(), 8);
+        for (i, pair) in payloads.windows(2).enumerate().skip(1) {
+            assert_eq!(pair[0], [i as u8; 2]);
+            assert_eq!(
+                pair[1].as_ptr(),
+                pair[0].as_ptr().wrapping_add(2),
+                "message {i}"
+            );
+        }
+        assert_eq!(link.copies.unused(), 0, "let go when the socket ran dry");
     }
 
     /// A peer that pings and does not read: the pongs owed wait in the WebSocket's buffer
