@@ -477,4 +477,48 @@ mod tests {
             drop(listener);
         });
     }
+
+    /// The events stream is woken once the core's lock is free, so its thread does not
+    /// wake only to wait for the lock the waking thread still holds.
+    #[test]
+    fn the_events_stream_is_woken_with_the_core_unlocked() {
+        struct Probe {
+            shared: Arc<Shared<Session>>,
+            /// Whether the lock was held, at each wake.
+            locked: std::sync::Mutex<Vec<bool>>,
+        }
+        impl std::task::Wake for Probe {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                let locked = self.shared.is_locked();
+                self.locked.lock().unwrap().push(locked);
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, mut events) = Client::new(Config::default()).unwrap();
+            let probe = Arc::new(Probe {
+                shared: Arc::clone(&client.handle.shared),
+                locked: Default::default(),
+            });
+            let waker = Waker::from(Arc::clone(&probe));
+            let mut cx = Context::from_waker(&waker);
+            assert!(events.poll_event(Some(&mut cx)).is_pending());
+            // Queues the `Connecting` event under the lock, which wakes the stream.
+            client
+                .connect(&ConnectOptions::new("ws://127.0.0.1:9/"))
+                .unwrap();
+            assert_eq!(*probe.locked.lock().unwrap(), [false]);
+            assert!(matches!(
+                events.poll_event(Some(&mut cx)),
+                Poll::Ready(Some(Event::Connecting { .. }))
+            ));
+            client.shutdown().await;
+        });
+    }
 }

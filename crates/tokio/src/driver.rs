@@ -206,11 +206,33 @@ pub(crate) struct Core<M> {
     in_place: Vec<ConnId>,
 }
 
+/// Who a turn of the core found waiting: woken after the lock is let go, so that the
+/// [`crate::Events`] stream's thread, woken for a batch, does not find the lock still held
+/// (a flood of small messages spent a tenth of its time in the two threads' lock waits).
+#[must_use]
+pub(crate) struct Turned {
+    /// The stream's waker, when events wait for it.
+    events: Option<Waker>,
+    /// The driver task must look.
+    driver: bool,
+}
+
+impl Turned {
+    /// Wakes the stream; says whether the driver task must look.
+    fn wake_events(self) -> bool {
+        if let Some(waker) = self.events {
+            waker.wake();
+        }
+        self.driver
+    }
+}
+
 impl<M: Machine> Core<M> {
-    /// Carries out every action, settles awaited sends and wakes whoever waits for the
-    /// core's output. Returns whether the driver task must look (earlier deadline,
-    /// callbacks to run, shutdown progress).
-    pub(crate) fn turn(&mut self, shared: &Arc<Shared<M>>, now: Instant) -> bool {
+    /// Carries out every action, settles awaited sends and wakes the sends waiting for
+    /// room. Returns who else must be woken once the lock is let go: the [`crate::Events`]
+    /// stream if events wait for it, and the driver task if it must look (earlier
+    /// deadline, callbacks to run, shutdown progress).
+    pub(crate) fn turn(&mut self, shared: &Arc<Shared<M>>, now: Instant) -> Turned {
         let mut wake = false;
         loop {
             let mut acted = false;
@@ -249,17 +271,22 @@ impl<M: Machine> Core<M> {
                 break;
             }
         }
-        if self.machine.has_events()
-            && let Some(waker) = self.out.event_waker.take()
-        {
-            waker.wake();
-        }
+        let events = if self.machine.has_events() {
+            self.out.event_waker.take()
+        } else {
+            None
+        };
         if std::mem::take(&mut self.out.room_freed) {
             for (_, waker) in self.out.room_wakers.drain() {
                 waker.wake();
             }
         }
-        wake | self.lifecycle.timer_late(&self.machine) | self.lifecycle.finished(&self.machine)
+        Turned {
+            events,
+            driver: wake
+                | self.lifecycle.timer_late(&self.machine)
+                | self.lifecycle.finished(&self.machine),
+        }
     }
 
     /// Flushes the frames started in place this turn, one flush per connection (so a
@@ -394,16 +421,25 @@ impl<M: Machine> Shared<M> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether some thread holds the core's lock now.
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
+        matches!(
+            self.core.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
+    }
+
     /// Runs `f` on the core with the current time, then carries out what it produced.
     pub(crate) fn call<R>(self: &Arc<Self>, f: impl FnOnce(&mut Core<M>, Instant) -> R) -> R {
         let now = now();
-        let (result, wake) = {
+        let (result, turned) = {
             let mut core = self.lock();
             let result = f(&mut core, now);
-            let wake = core.turn(self, now);
-            (result, wake)
+            let turned = core.turn(self, now);
+            (result, turned)
         };
-        if wake {
+        if turned.wake_events() {
             self.wake.notify_one();
         }
         result
@@ -719,13 +755,13 @@ async fn drive<M: Machine>(mut exit: Exit<M>, sleep: tokio::time::Sleep) {
 async fn turn_until_finished<M: Machine>(shared: Arc<Shared<M>>, sleep: tokio::time::Sleep) {
     tokio::pin!(sleep);
     loop {
-        let (armed, callbacks, finished) = {
+        let (armed, callbacks, finished, turned) = {
             let mut core = shared.lock();
             let now = now();
             if core.machine.poll_timeout().is_some_and(|t| t <= now) {
                 core.machine.handle_timeout(now);
             }
-            core.turn(&shared, now);
+            let turned = core.turn(&shared, now);
             let callbacks = core.machine.take_callbacks();
             let finished = core.lifecycle.finished(&core.machine);
             if finished {
@@ -738,8 +774,10 @@ async fn turn_until_finished<M: Machine>(shared: Arc<Shared<M>>, sleep: tokio::t
             }
             let next = core.machine.poll_timeout();
             core.lifecycle.arm(next);
-            (next, callbacks, finished)
+            (next, callbacks, finished, turned)
         };
+        // This is the driver task: it looks again below anyway.
+        let _ = turned.wake_events();
         let ran = !callbacks.is_empty();
         wxsocket_wire::machine::run_callbacks(callbacks);
         if finished {
