@@ -1,12 +1,13 @@
 //! `wxsocket-bench [--quick] [--json FILE]`: both adapters' echo benchmarks in one table
 //! (see [`wxsocket_bench::report`]); `--scale [N]`: only the scale family
 //! ([`wxsocket_bench::scale`]), at 1,000 and N connections; `--ack`: only the delivery
-//! acknowledgement family ([`wxsocket_bench::ack`]).
+//! acknowledgement family ([`wxsocket_bench::ack`]); `--flood`: only the flood family
+//! ([`wxsocket_bench::flood`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: wxsocket-bench [--quick] [--json FILE] [--scale [N] | --ack]";
+const USAGE: &str = "usage: wxsocket-bench [--quick] [--json FILE] [--scale [N] | --ack | --flood]";
 
 fn main() -> ExitCode {
     let mut quick = false;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     }
     let mut scale: Option<usize> = None;
     let mut ack = false;
+    let mut flood = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--quick") => quick = true,
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
                 scale = Some(n.unwrap_or(wxsocket_bench::report::SCALE_CONNECTIONS));
             }
             Some("--ack") => ack = true,
+            Some("--flood") => flood = true,
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -70,6 +73,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if flood {
+        if json.is_some() || scale.is_some() || ack {
+            eprintln!(
+                "wxsocket-bench: error: --flood runs alone, without --json, --scale or --ack ({USAGE})"
+            );
+            return ExitCode::from(2);
+        }
+        return wxsocket_bench::report::run_flood(quick);
     }
     if ack {
         if json.is_some() || scale.is_some() {

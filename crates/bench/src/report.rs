@@ -418,6 +418,34 @@ pub fn run_ack(quick: bool) -> ExitCode {
     }
 }
 
+/// Runs the flood family and prints its table; `None` (said on stderr) if it failed.
+fn flood_rows(quick: bool) -> Option<Vec<crate::flood::FloodRow>> {
+    let flood = match crate::flood::run_flood_bench(quick) {
+        Ok(flood) => flood,
+        Err(e) => {
+            eprintln!("wxsocket-bench: flood failed: {e}");
+            return None;
+        }
+    };
+    println!();
+    println!(
+        "flood: a server writes as fast as the client reads; each client in its own process (peak RSS = its VmHWM)"
+    );
+    print!("{}", flood_table(&flood));
+    println!(
+        "msg/s = median over the rounds; ratio = wxsocket-tokio / tokio-tungstenite; RSS = the largest peak over the rounds"
+    );
+    Some(flood)
+}
+
+/// Runs only the flood family (`wxsocket-bench --flood`).
+pub fn run_flood(quick: bool) -> ExitCode {
+    match flood_rows(quick) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
+    }
+}
+
 /// Runs both benchmarks and prints one table; `json` also writes the rows there.
 pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
     let started = Instant::now();
@@ -468,21 +496,9 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
             }
         }
     }
-    let flood = match crate::flood::run_flood_bench(quick) {
-        Ok(flood) => flood,
-        Err(e) => {
-            eprintln!("wxsocket-bench: flood failed: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(flood) = flood_rows(quick) else {
+        return ExitCode::from(1);
     };
-    println!();
-    println!(
-        "flood: a server writes as fast as the client reads; each client in its own process (peak RSS = its VmHWM)"
-    );
-    print!("{}", flood_table(&flood));
-    println!(
-        "msg/s = median over the rounds; ratio = wxsocket-tokio / tokio-tungstenite; RSS = the largest peak over the rounds"
-    );
     let Some(ack) = ack_rows(quick) else {
         return ExitCode::from(1);
     };

@@ -228,3 +228,23 @@ fn a_bad_argument_is_a_usage_error_naming_it() {
         );
     }
 }
+
+#[test]
+fn flood_alone_prints_only_its_table() {
+    let (status, lines, stderr) = run(&["--flood", "--quick"], Duration::from_secs(120));
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("| flood ")).collect();
+    assert_eq!(rows.len(), 2, "{lines:?}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let ratio: f64 = cells[5].parse().expect("a ratio");
+        assert!(ratio > 0.0, "{row}");
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("| wxsocket-")),
+        "no other family: {lines:?}"
+    );
+    let (status, _, stderr) = run(&["--flood", "--ack"], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--flood"), "{stderr}");
+}
