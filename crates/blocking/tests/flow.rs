@@ -594,15 +594,18 @@ fn fill_buffer(
     }
 }
 
-/// Runs `send` on a thread of its own; its result says whether it succeeded, how many
-/// times the thread slept and woke meanwhile (voluntary context switches), and how long
-/// it took.
+/// Runs `send` on a thread of its own, returning once that thread has slept (in the
+/// wait for room); its result says whether it succeeded, how many times the thread slept
+/// and woke meanwhile (voluntary context switches), and how long it took.
 fn counting_wake_ups(
     send: impl FnOnce() -> bool + Send + 'static,
 ) -> JoinHandle<(bool, u64, Duration)> {
-    std::thread::spawn(move || {
+    let (started, start) = mpsc::channel();
+    let waiting = std::thread::spawn(move || {
         let me = common::this_thread();
+        let task = std::path::Path::new("/proc").join(std::fs::read_link(&me).unwrap());
         let before = common::voluntary_switches(&me);
+        started.send((task, before)).unwrap();
         let start = Instant::now();
         let sent = send();
         (
@@ -610,7 +613,19 @@ fn counting_wake_ups(
             common::voluntary_switches(&me) - before,
             start.elapsed(),
         )
-    })
+    });
+    // Returns once the send has slept: with the caller's threads not started yet, in its
+    // wait for room. What is counted is then that wait, not also a first attempt delayed
+    // by threads that take the lock in a loop (std's mutex lets them barge in: a first
+    // attempt lost the lock up to 200 times to the other task's 2,000 sends, sleeping
+    // each time; 3 runs in 10).
+    let (task, before) = start.recv().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while common::voluntary_switches(&task) == before && !waiting.is_finished() {
+        assert!(Instant::now() < deadline, "the send never slept");
+        std::thread::yield_now();
+    }
+    waiting
 }
 
 /// A small send buffer: 1 MiB (and the queue before open within it).
