@@ -136,26 +136,72 @@ struct Turns {
 }
 
 impl Turns {
-    /// Locks `m`, counted as waiting meanwhile, and as served once it has it.
-    fn lock<'a, T>(&self, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    /// Locks `m`, counted as waiting meanwhile, and as served once it has it (which wakes
+    /// the threads deferring at `gate`).
+    fn lock<'a, T>(&self, m: &'a Mutex<T>, gate: &Gate) -> MutexGuard<'a, T> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let guard = lock(m);
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.served.fetch_add(1, Ordering::AcqRel);
+        self.served.fetch_add(1, Ordering::SeqCst);
+        gate.served();
         guard
     }
 
     /// The turns owed now: (served so far, waiting now).
     fn owed(&self) -> (u64, u64) {
         (
-            self.served.load(Ordering::Acquire),
+            self.served.load(Ordering::SeqCst),
             self.waiting.load(Ordering::Acquire) as u64,
         )
     }
 
     /// Whether fewer threads have had the lock since `owed` was taken than waited then.
     fn unserved(&self, &(served, waiting): &(u64, u64)) -> bool {
-        self.served.load(Ordering::Acquire).wrapping_sub(served) < waiting
+        self.served.load(Ordering::SeqCst).wrapping_sub(served) < waiting
+    }
+}
+
+/// Where a thread deferring to others ([`Shared::defer_to`]) sleeps until they have had
+/// their turns; each thread that has its turn wakes it. (It yielded in a loop: under a
+/// flood of small messages on two cores, the driver thread spent a fifth of the client's
+/// CPU in `sched_yield` while the receiving thread it let go first was being woken.)
+#[derive(Default)]
+struct Gate {
+    /// Threads sleeping here (or about to).
+    deferring: AtomicUsize,
+    lock: Mutex<()>,
+    turn_taken: Condvar,
+}
+
+impl Gate {
+    /// A thread had its turn: wakes the deferring threads, if any. (Its count of turns
+    /// went up before, and a deferring thread counts itself before it looks at the turns:
+    /// one of the two sees the other, both sequentially consistent.)
+    fn served(&self) {
+        if self.deferring.load(Ordering::SeqCst) > 0 {
+            // Taken so that a thread between its look at the turns and its wait is not
+            // woken in that gap (and missed).
+            drop(lock(&self.lock));
+            self.turn_taken.notify_all();
+        }
+    }
+
+    /// Sleeps while `unserved`, at most `limit`.
+    fn wait_while(&self, unserved: impl Fn() -> bool, limit: Duration) {
+        self.deferring.fetch_add(1, Ordering::SeqCst);
+        let start = Instant::now();
+        let mut guard = lock(&self.lock);
+        while unserved() {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            guard = (self.turn_taken.wait_timeout(guard, left))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(guard);
+        self.deferring.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -181,6 +227,8 @@ pub(crate) struct Shared<M> {
     /// Threads in `recv` waiting for `inner` to read the sockets
     /// ([`Shared::lock_for_receiver`]): the driver thread lets them have it first.
     receivers: Turns,
+    /// Where a thread deferring to `callers` or `receivers` waits for them.
+    gate: Gate,
     /// The last thread to work on the sockets stopped with more to read or write (a read
     /// or write pass at its limit) and comes straight back for it: only then do the
     /// reading threads let the others have `inner` first ([`Shared::defer_to`]).
@@ -363,6 +411,7 @@ impl<M: Machine> Shared<M> {
             room_waiters: AtomicUsize::new(0),
             callers: Turns::default(),
             receivers: Turns::default(),
+            gate: Gate::default(),
             passes_pending: AtomicBool::new(false),
             #[cfg(test)]
             deferred: AtomicUsize::new(0),
@@ -430,7 +479,7 @@ impl<M: Machine> Shared<M> {
     /// read the sockets let it go first ([`Self::lock_for_receiver`],
     /// [`Self::lock_for_driver`]).
     fn lock_for_caller(&self) -> MutexGuard<'_, Inner<M>> {
-        self.callers.lock(&self.inner)
+        self.callers.lock(&self.inner, &self.gate)
     }
 
     /// `inner` for a thread in `recv` about to read the sockets: it lets a waiting
@@ -438,7 +487,7 @@ impl<M: Machine> Shared<M> {
     /// lets it go first too.
     fn lock_for_receiver(&self) -> MutexGuard<'_, Inner<M>> {
         self.defer_to([&self.callers]);
-        self.receivers.lock(&self.inner)
+        self.receivers.lock(&self.inner, &self.gate)
     }
 
     /// `inner` for the driver thread's round: any thread waiting goes first.
@@ -472,10 +521,7 @@ impl<M: Machine> Shared<M> {
         }
         #[cfg(test)]
         self.deferred.fetch_add(1, Ordering::Relaxed);
-        let start = Instant::now();
-        while unserved() && start.elapsed() < WAITING_FIRST {
-            std::thread::yield_now();
-        }
+        self.gate.wait_while(unserved, WAITING_FIRST);
     }
 
     /// Writes the next pass of connection `conn` if its last flush stopped at the pass
@@ -1548,9 +1594,50 @@ mod tests {
         // Through a lock: counted as waiting while it waits, served once it has it.
         let m = Mutex::new(());
         let owed = (turns.served.load(Ordering::Acquire), 1);
-        drop(turns.lock(&m));
+        drop(turns.lock(&m, &Gate::default()));
         assert!(!turns.unserved(&owed));
         assert_eq!(turns.waiting.load(Ordering::Acquire), 0);
+    }
+
+    /// CPU time the calling thread has used, in clock ticks (`/proc/thread-self/stat`).
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("thread stat");
+        // The fields after the command name (which may hold spaces) in parentheses.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// A thread deferring to others sleeps until one of them has its turn, and that turn
+    /// wakes it: it yielded in a loop, and under a flood of small messages on two cores
+    /// the driver thread spent a fifth of the client's CPU so.
+    #[test]
+    fn a_deferring_thread_sleeps_until_the_turn_is_taken() {
+        let shared = Arc::new((Turns::default(), Gate::default(), Mutex::new(())));
+        shared.0.waiting.store(1, Ordering::SeqCst);
+        let deferring = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let (turns, gate, _) = &*shared;
+                let owed = turns.owed();
+                let (start, cpu) = (Instant::now(), thread_cpu_ticks());
+                gate.wait_while(|| turns.unserved(&owed), LIMIT);
+                (start.elapsed(), thread_cpu_ticks() - cpu)
+            })
+        };
+        while shared.1.deferring.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // Not a synchronisation: the time the deferring thread waits, spinning or not.
+        std::thread::sleep(Duration::from_millis(300));
+        shared.0.waiting.store(0, Ordering::SeqCst);
+        let (turns, gate, m) = &*shared;
+        drop(turns.lock(m, gate));
+        let (waited, ticks) = deferring.join().unwrap();
+        assert!(
+            waited < LIMIT / 2,
+            "woken by the turn, not the limit: {waited:?}"
+        );
+        assert!(ticks <= 2, "{ticks} ticks of CPU in {waited:?} of waiting");
     }
 
     /// A flush that stops at its pass limit goes on without any readiness to wake the
