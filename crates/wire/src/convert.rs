@@ -97,6 +97,10 @@ pub struct SmallCopies {
 impl SmallCopies {
     /// `payload` in memory of its own or in a block shared with its neighbours.
     pub fn copy(&mut self, payload: &[u8]) -> bytes::Bytes {
+        if payload.is_empty() {
+            // Nothing to keep, and no block to pin.
+            return bytes::Bytes::new();
+        }
         if self.block.capacity() < payload.len() {
             if self.copied == 0 {
                 self.copied = payload.len();
@@ -708,6 +712,19 @@ mod tests {
         copies.reset();
         assert_eq!(allocations(&mut copies, &[b"alone"]), [5]);
         assert_eq!(copies.block.capacity(), 0);
+
+        // An empty payload shares nothing: it pins no block.
+        copies.copy(&payload);
+        let unused = copies.block.capacity();
+        assert!(unused > 0);
+        let empty = copies.copy(b"");
+        assert!(empty.is_empty());
+        assert_ne!(
+            empty.as_ptr(),
+            copies.block.as_ptr(),
+            "a slice of the block"
+        );
+        assert_eq!(copies.block.capacity(), unused);
     }
 
     #[test]
