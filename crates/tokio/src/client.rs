@@ -521,4 +521,52 @@ mod tests {
             client.shutdown().await;
         });
     }
+
+    /// A turn that unwinds (a panicking waker of a send waiting for room, here) still
+    /// wakes the events stream: its waker has left the core, and no later turn would find
+    /// it (a reviewer's probe: woken 0 times, events waiting).
+    #[test]
+    fn a_turn_that_unwinds_still_wakes_the_events_stream() {
+        struct Counter(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        struct Panics;
+        impl std::task::Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a room waker that panics");
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, mut events) = Client::new(Config::default()).unwrap();
+            let woken = Arc::new(Counter(Default::default()));
+            let waker = Waker::from(Arc::clone(&woken));
+            let mut cx = Context::from_waker(&waker);
+            assert!(events.poll_event(Some(&mut cx)).is_pending());
+            let panics = Waker::from(Arc::new(Panics));
+            let mut ticket = crate::driver::RoomTicket::default();
+            client
+                .handle
+                .shared
+                .lock()
+                .out
+                .wait_for_room(&mut ticket, &panics);
+            // `connect` queues an event and frees room: the room waker panics first.
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                client.connect(&ConnectOptions::new("ws://127.0.0.1:9/"))
+            }));
+            assert!(unwound.is_err(), "the turn did not unwind");
+            assert_eq!(woken.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert!(matches!(
+                events.poll_event(Some(&mut cx)),
+                Poll::Ready(Some(Event::Connecting { .. }))
+            ));
+        });
+    }
 }

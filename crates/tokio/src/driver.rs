@@ -219,11 +219,22 @@ pub(crate) struct Turned {
 
 impl Turned {
     /// Wakes the stream; says whether the driver task must look.
-    fn wake_events(self) -> bool {
-        if let Some(waker) = self.events {
+    fn wake_events(mut self) -> bool {
+        if let Some(waker) = self.events.take() {
             waker.wake();
         }
         self.driver
+    }
+}
+
+impl Drop for Turned {
+    /// Not woken by its holder (a panic unwinding past it, say): woken here, since the
+    /// waker is no longer in the core for a later turn to find, and the stream would wait
+    /// for ever with events queued.
+    fn drop(&mut self) {
+        if let Some(waker) = self.events.take() {
+            waker.wake();
+        }
     }
 }
 
@@ -271,22 +282,24 @@ impl<M: Machine> Core<M> {
                 break;
             }
         }
-        let events = if self.machine.has_events() {
-            self.out.event_waker.take()
-        } else {
-            None
+        // Taken before the room wakers run: should one of them panic, dropping `turned`
+        // still wakes the stream.
+        let turned = Turned {
+            events: if self.machine.has_events() {
+                self.out.event_waker.take()
+            } else {
+                None
+            },
+            driver: wake
+                | self.lifecycle.timer_late(&self.machine)
+                | self.lifecycle.finished(&self.machine),
         };
         if std::mem::take(&mut self.out.room_freed) {
             for (_, waker) in self.out.room_wakers.drain() {
                 waker.wake();
             }
         }
-        Turned {
-            events,
-            driver: wake
-                | self.lifecycle.timer_late(&self.machine)
-                | self.lifecycle.finished(&self.machine),
-        }
+        turned
     }
 
     /// Flushes the frames started in place this turn, one flush per connection (so a
