@@ -614,18 +614,39 @@ fn counting_wake_ups(
             start.elapsed(),
         )
     });
-    // Returns once the send has slept: with the caller's threads not started yet, in its
-    // wait for room. What is counted is then that wait, not also a first attempt delayed
-    // by threads that take the lock in a loop (std's mutex lets them barge in: a first
+    // Returns once the send sleeps in its wait for room, before the caller starts its other
+    // threads. What is counted is then that wait, not also a first attempt delayed by
+    // threads that take the lock in a loop (std's mutex lets them barge in: a first
     // attempt lost the lock up to 200 times to the other task's 2,000 sends, sleeping
     // each time; 3 runs in 10).
     let (task, before) = start.recv().unwrap();
     let deadline = Instant::now() + WAIT;
-    while common::voluntary_switches(&task) == before && !waiting.is_finished() {
-        assert!(Instant::now() < deadline, "the send never slept");
+    let waits = || common::voluntary_switches(&task) > before && in_timed_wait(&task);
+    while !waits() && !waiting.is_finished() {
+        assert!(Instant::now() < deadline, "the send never waited for room");
         std::thread::yield_now();
     }
     waiting
+}
+
+/// Whether the thread sleeps in a wait with a time limit, as the wait for room does (a
+/// condition variable's `wait_timeout`); a thread waiting for a mutex waits without one.
+/// `/proc/.../syscall` shows the call and its arguments: `futex`'s fourth is the timeout.
+fn in_timed_wait(task: &std::path::Path) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    const FUTEX: &str = "202";
+    #[cfg(target_arch = "aarch64")]
+    const FUTEX: &str = "98";
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    return true;
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let Ok(call) = std::fs::read_to_string(task.join("syscall")) else {
+            return false;
+        };
+        let args: Vec<&str> = call.split_whitespace().collect();
+        args.first() == Some(&FUTEX) && args.get(4).is_some_and(|timeout| *timeout != "0x0")
+    }
 }
 
 /// A small send buffer: 1 MiB (and the queue before open within it).
