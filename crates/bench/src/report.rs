@@ -412,9 +412,15 @@ fn ack_rows(quick: bool) -> Option<Vec<crate::ack::AckRow>> {
 
 /// Runs only the delivery acknowledgement family (`wxsocket-bench --ack`).
 pub fn run_ack(quick: bool) -> ExitCode {
-    match ack_rows(quick) {
-        Some(_) => ExitCode::SUCCESS,
-        None => ExitCode::from(1),
+    exit_code(ack_rows(quick))
+}
+
+/// A family run alone succeeded when it gave its rows.
+fn exit_code<T>(rows: Option<T>) -> ExitCode {
+    if rows.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -440,10 +446,7 @@ fn flood_rows(quick: bool) -> Option<Vec<crate::flood::FloodRow>> {
 
 /// Runs only the flood family (`wxsocket-bench --flood`).
 pub fn run_flood(quick: bool) -> ExitCode {
-    match flood_rows(quick) {
-        Some(_) => ExitCode::SUCCESS,
-        None => ExitCode::from(1),
-    }
+    exit_code(flood_rows(quick))
 }
 
 /// Runs both benchmarks and prints one table; `json` also writes the rows there.

@@ -435,16 +435,20 @@ mod tests {
     use crate::{ConnectOptions, SessionConfig};
     use std::time::Duration;
 
+    /// A runtime on the test's own thread (deterministic: nothing runs beside the test).
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// Sends cancelled while they wait for room leave nothing behind in the driver: each
     /// takes its waker out as it is dropped (20,000 of them used to stay, each keeping its
     /// task's memory, until room freed, which a peer that never reads never frees).
     #[test]
     fn sends_cancelled_while_waiting_for_room_leave_nothing_behind() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        current_thread().block_on(async {
             // Accepts TCP and never answers the upgrade: the queue before open stays full.
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let url = format!("ws://{}/", listener.local_addr().unwrap());
@@ -496,11 +500,7 @@ mod tests {
                 self.locked.lock().unwrap().push(locked);
             }
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        current_thread().block_on(async {
             let (client, mut events) = Client::new(Config::default()).unwrap();
             let probe = Arc::new(Probe {
                 shared: Arc::clone(&client.handle.shared),
@@ -539,11 +539,7 @@ mod tests {
                 panic!("a room waker that panics");
             }
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        current_thread().block_on(async {
             let (client, mut events) = Client::new(Config::default()).unwrap();
             let woken = Arc::new(Counter(Default::default()));
             let waker = Waker::from(Arc::clone(&woken));
