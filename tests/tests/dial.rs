@@ -210,6 +210,43 @@ fn an_answer_reset_midway_reads_as_the_refusal_on_both_adapters() {
     );
 }
 
+/// A proxy that refuses with `407` and closes, its answer cut short: with the CONNECT
+/// request read (a close, FIN) and with most of it unread (a reset, RST, which Linux hands
+/// the reader after the bytes written before it), the dial fails alike, as that refusal
+/// (final for a reconnect policy): a reset was an IO error, dialled again.
+#[test]
+fn a_proxy_answer_cut_short_reads_as_the_refusal_on_both_adapters() {
+    use std::io::Write;
+    for (reset, how) in [(false, "closed"), (true, "reset")] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut sock, _) = listener.accept().unwrap();
+                if reset {
+                    let mut start = [0u8; 16];
+                    sock.read_exact(&mut start).unwrap();
+                } else {
+                    read_request(&mut sock);
+                }
+                sock.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Au")
+                    .unwrap();
+            }
+        });
+        let options = ConnectOptions::new("ws://example.invalid/").proxy(proxy.clone());
+        let (kind, text) = both(&options);
+        server.join().unwrap();
+        assert_eq!(kind, TransportErrorKind::HttpStatus(407), "{text}");
+        assert_eq!(
+            text,
+            format!(
+                "proxy {proxy} {how} the connection in the middle of its answer to CONNECT \
+                 example.invalid:80 (52 bytes in): `HTTP/1.1 407 Proxy Authentication Required`"
+            )
+        );
+    }
+}
+
 #[test]
 fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     // Reads each upgrade request to its end, then closes without a word.

@@ -176,19 +176,9 @@ impl ClientHandshake {
             received.len()
         );
         let mut kind = TransportErrorKind::Connect;
-        if let Some(end) = received.iter().position(|&b| b == b'\n') {
-            let line = received[..end]
-                .strip_suffix(b"\r")
-                .unwrap_or(&received[..end]);
-            message.push_str(&format!(": `{}`", sanitized(line, 100)));
-            // The status line alone, as a whole answer without headers.
-            let mut head = line.to_vec();
-            head.extend_from_slice(b"\r\n\r\n");
-            let mut headers = [httparse::EMPTY_HEADER; 0];
-            let mut response = httparse::Response::new(&mut headers);
-            if let Ok(httparse::Status::Complete(_)) = parse_response(&mut response, &head)
-                && let Some(status) = response.code.filter(|&c| c >= 200)
-            {
+        if let Some((line, status)) = status_line(received) {
+            message.push_str(&format!(": `{line}`"));
+            if let Some(status) = status.filter(|&c| c >= 200) {
                 kind = TransportErrorKind::HttpStatus(status);
             }
         }
@@ -427,6 +417,25 @@ impl ClientHandshake {
             tail,
         }))
     }
+}
+
+/// The first line of an answer cut short (a CONNECT's or the upgrade's), escaped for an
+/// error text, and its status when it reads as a status line; `None` before a line ended.
+pub(crate) fn status_line(received: &[u8]) -> Option<(String, Option<u16>)> {
+    let end = received.iter().position(|&b| b == b'\n')?;
+    let line = received[..end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&received[..end]);
+    // The status line alone, as a whole answer without headers.
+    let mut head = line.to_vec();
+    head.extend_from_slice(b"\r\n\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; 0];
+    let mut response = httparse::Response::new(&mut headers);
+    let status = match parse_response(&mut response, &head) {
+        Ok(httparse::Status::Complete(_)) => response.code,
+        _ => None,
+    };
+    Some((sanitized(line, 100), status))
 }
 
 /// Server text for an error: read as UTF-8 (lossily), at most `max` characters, control

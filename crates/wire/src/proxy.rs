@@ -419,9 +419,48 @@ impl ProxyConnect {
         &self.proxy
     }
 
-    /// The error for a proxy that closed the connection before answering.
+    /// The error for a proxy that closed the connection before its answer ended: before
+    /// any of it, that it closed before answering; after part of it, what came, and a
+    /// refusal whose status line came is that refusal ([`TransportErrorKind::HttpStatus`],
+    /// as a whole one would be).
     pub fn closed_early(&self) -> TransportError {
-        self.protocol("closed the connection before answering CONNECT")
+        if self.response.is_empty() {
+            return self.protocol("closed the connection before answering CONNECT");
+        }
+        self.cut_short("closed")
+    }
+
+    /// The error for a connection reset after part of the answer came, as
+    /// [`Self::closed_early`] reports a close there (a proxy that refuses and closes with
+    /// the rest of the request unread sends a reset, and its `407` was an IO error, dialled
+    /// again by a reconnect policy). `None` for any other failure and before any of the
+    /// answer came: those stay IO errors ([`Self::io_error`]).
+    pub fn failed_early(&self, error: &std::io::Error) -> Option<TransportError> {
+        let reset = matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        );
+        (reset && !self.response.is_empty()).then(|| self.cut_short("reset"))
+    }
+
+    /// The answer was cut short (the proxy `how` the connection) after part of it came.
+    fn cut_short(&self, how: &str) -> TransportError {
+        let mut message = format!(
+            "proxy {} {how} the connection in the middle of its answer to CONNECT {} ({} bytes in)",
+            self.proxy,
+            self.target,
+            self.response.len()
+        );
+        let mut kind = TransportErrorKind::Protocol;
+        if let Some((line, status)) = crate::handshake::status_line(&self.response) {
+            message.push_str(&format!(": `{line}`"));
+            // A tunnel that did not open, whose answer said it would (1xx, 2xx), stays a
+            // protocol error.
+            if let Some(status) = status.filter(|c| !(100..300).contains(c)) {
+                kind = TransportErrorKind::HttpStatus(status);
+            }
+        }
+        TransportError::new(kind, message)
     }
 
     /// An IO error during the exchange, naming the proxy.
@@ -601,6 +640,57 @@ mod tests {
         long.resize(MAX_PROXY_RESPONSE_HEAD + 1, b'a');
         let e = c.feed(&long).unwrap_err();
         assert!(e.message.contains("longer than"), "{e}");
+    }
+
+    /// A proxy that closes or resets in the middle of its answer: what came is said, and a
+    /// refusal whose status line came is that refusal, closed or reset alike (a reset was an
+    /// IO error, and a reconnect policy dialled a `407` again); before any of the answer, a
+    /// close is a protocol error and a reset stays an IO error.
+    #[test]
+    fn an_answer_cut_short_reads_as_far_as_it_came() {
+        let proxy = HttpProxy::parse("http://u:secret@p:1").unwrap();
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let fresh = ProxyConnect::new(&proxy, "h", 80);
+        assert!(fresh.failed_early(&reset).is_none());
+        assert_eq!(
+            fresh.closed_early().to_string(),
+            "proxy http://p:1 closed the connection before answering CONNECT"
+        );
+        for (came, kind, said) in [
+            (
+                &b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authen"[..],
+                TransportErrorKind::HttpStatus(407),
+                " (56 bytes in): `HTTP/1.1 407 Proxy Authentication Required`",
+            ),
+            (
+                b"HTTP/1.1 200 Connection established\r\n",
+                TransportErrorKind::Protocol,
+                " (37 bytes in): `HTTP/1.1 200 Connection established`",
+            ),
+            (
+                b"HTTP/1.1 40",
+                TransportErrorKind::Protocol,
+                " (11 bytes in)",
+            ),
+        ] {
+            let mut c = ProxyConnect::new(&proxy, "h", 80);
+            assert!(!c.feed(came).unwrap());
+            for (how, e) in [
+                ("closed", c.closed_early()),
+                ("reset", c.failed_early(&reset).expect("part of an answer")),
+            ] {
+                assert_eq!(e.kind, kind, "{e}");
+                assert_eq!(
+                    e.message,
+                    format!(
+                        "proxy http://p:1 {how} the connection in the middle of its answer \
+                         to CONNECT h:80{said}"
+                    )
+                );
+            }
+            let other = std::io::Error::from(std::io::ErrorKind::InvalidData);
+            assert!(c.failed_early(&other).is_none(), "only a reset");
+        }
     }
 
     /// Interim answers (`100 Continue`, `102 Processing`) come before the final one, in one

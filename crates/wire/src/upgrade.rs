@@ -590,7 +590,11 @@ fn tunnel<S: Read + Write>(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(connect.io_error(&e)),
+            Err(e) => {
+                return Err(connect
+                    .failed_early(&e)
+                    .unwrap_or_else(|| connect.io_error(&e)));
+            }
         }
     }
 }
