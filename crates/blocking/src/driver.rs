@@ -1,4 +1,5 @@
-//! The IO driver, written once for every [`Driven`] machine (Session, Pool, WxSocket).
+//! The IO driver, written once for every [`Driven`](wxsocket_core::Driven) machine (Session,
+//! Pool, WxSocket).
 //!
 //! State shared by the handles and the driver thread: the machine and the connections
 //! behind one mutex ([`Inner`]), the application's events behind another ([`Outbox`]).
@@ -8,10 +9,10 @@
 //! the non-blocking socket), then hands the events to the application.
 //!
 //! Flow control (SPEC §7): the driver reads a connection only within the read credit the
-//! machine gives it ([`Driven::read_credit`]); when the credit is used up the socket is
-//! taken out of both pollers for reads until the machine says `ResumeReading`, so the
-//! peer meets TCP's backpressure. The outbox holds a small batch of events
-//! ([`EventBatch`]); the rest stay in the machine, which bounds them,
+//! machine gives it ([`Driven::read_credit`](wxsocket_core::Driven::read_credit)); when the
+//! credit is used up the socket is taken out of both pollers for reads until the machine
+//! says `ResumeReading`, so the peer meets TCP's backpressure. The outbox holds a small
+//! batch of events ([`EventBatch`]); the rest stay in the machine, which bounds them,
 //! and [`crate::Events`] takes the next batch when it has handed out the last one.
 
 use crate::busy_poll::{self, BusyPoll};
@@ -972,7 +973,7 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Hands the machine's send outcomes to the threads waiting for them, and moves its
-    /// events to the outbox, at most a batch ([`Outbox::is_full`]; all of them, discarded,
+    /// events to the outbox, at most a batch ([`EventBatch::is_full`]; all of them, discarded,
     /// once `Events` is gone); tells a sender waiting for room when some may have freed.
     fn deliver(&mut self, shared: &Shared<M>) {
         self.machine.dispatch();

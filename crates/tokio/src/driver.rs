@@ -1,4 +1,5 @@
-//! The IO driver, written once for every [`Driven`] machine (`Session`, `Pool`, `WxSocket`).
+//! The IO driver, written once for every [`Driven`](wxsocket_core::Driven) machine
+//! (`Session`, `Pool`, `WxSocket`).
 //!
 //! Whoever touches the core carries out what it asks for, under the same lock: an
 //! application call, a connection task reporting transport input, or the driver task when

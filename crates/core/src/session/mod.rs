@@ -120,7 +120,7 @@ pub struct Stats {
     /// (a message before open, an unknown `SendId`, …).
     pub unexpected_inputs: u64,
     /// How many times reading paused because the application had not taken the received
-    /// messages (flow control, [`ReadCredit`](crate::ReadCredit)).
+    /// messages (flow control, [`ReadCredit`]).
     pub read_pauses: u64,
     /// How long reading was paused in all, up to the last input after the latest resume.
     pub read_paused_for: Duration,
