@@ -1,8 +1,9 @@
 //! The flood benchmark (flow control): a server writes numbered messages as fast as the
 //! client takes them, and the client, an application that reads every message, counts them.
 //! Each client runs in a child process of its own (`wxsocket-bench --flood-client …`), so
-//! its peak resident memory (`VmHWM` in `/proc/self/status`) is its own: `wxsocket-tokio`
-//! against plain `tokio-tungstenite`, alternating, in the same run.
+//! its peak resident memory (`VmHWM` in `/proc/self/status`) is its own: each adapter
+//! against the plain client of its stack (`wxsocket-tokio` against `tokio-tungstenite`,
+//! `wxsocket-blocking` against `tungstenite`), alternating, in the same run.
 
 use futures_util::StreamExt;
 use std::io::BufRead;
@@ -10,24 +11,29 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The clients compared.
-pub const CLIENTS: [&str; 2] = ["wxsocket-tokio", "tokio-tungstenite"];
+/// The clients compared: each adapter and the plain client of its stack.
+pub const PAIRS: [[&str; 2]; 2] = [
+    ["wxsocket-tokio", "tokio-tungstenite"],
+    ["wxsocket-blocking", "tungstenite"],
+];
 
 /// One case: both clients' medians.
 #[derive(Debug, Clone)]
 pub struct FloodRow {
+    /// The adapter and the plain client it is measured against.
+    pub clients: [&'static str; 2],
     /// Messages per run.
     pub messages: u64,
     /// Bytes per message.
     pub size: usize,
-    /// Messages per second, median over the rounds: wxsocket-tokio, tokio-tungstenite.
+    /// Messages per second, median over the rounds: the adapter's, the plain client's.
     pub per_sec: [f64; 2],
     /// Peak resident memory of the client process in KiB, largest over the rounds.
     pub peak_rss_kib: [u64; 2],
 }
 
 impl FloodRow {
-    /// wxsocket-tokio's throughput over the plain client's.
+    /// The adapter's throughput over the plain client's.
     pub fn ratio(&self) -> f64 {
         self.per_sec[0] / self.per_sec[1]
     }
@@ -42,22 +48,25 @@ pub fn run_flood_bench(quick: bool) -> Result<Vec<FloodRow>, String> {
         [(400_000, 32), (4_000, 64 << 10)]
     };
     let mut rows = Vec::new();
-    for (messages, size) in cases {
-        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-        let mut peaks = [0u64; 2];
-        for _ in 0..rounds {
-            for (i, client) in CLIENTS.iter().enumerate() {
-                let (rate, peak) = one_run(client, messages, size)?;
-                rates[i].push(rate);
-                peaks[i] = peaks[i].max(peak);
+    for clients in PAIRS {
+        for (messages, size) in cases {
+            let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+            let mut peaks = [0u64; 2];
+            for _ in 0..rounds {
+                for (i, client) in clients.iter().enumerate() {
+                    let (rate, peak) = one_run(client, messages, size)?;
+                    rates[i].push(rate);
+                    peaks[i] = peaks[i].max(peak);
+                }
             }
+            rows.push(FloodRow {
+                clients,
+                messages,
+                size,
+                per_sec: [median(&mut rates[0]), median(&mut rates[1])],
+                peak_rss_kib: peaks,
+            });
         }
-        rows.push(FloodRow {
-            messages,
-            size,
-            per_sec: [median(&mut rates[0]), median(&mut rates[1])],
-            peak_rss_kib: peaks,
-        });
     }
     Ok(rows)
 }
@@ -132,20 +141,75 @@ fn serve(listener: TcpListener, messages: u64, size: usize) -> u64 {
 /// The child process: reads `messages` messages from `url` with `client`, then prints the
 /// seconds it took (from the first message) and its peak RSS in KiB.
 pub fn client_main(client: &str, url: &str, messages: u64) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let secs = runtime.block_on(async {
-        match client {
-            "wxsocket-tokio" => wxsocket_reads(url, messages).await,
-            "tokio-tungstenite" => plain_reads(url, messages).await,
-            other => Err(format!("unknown flood client {other}")),
+    let secs = match client {
+        "wxsocket-blocking" => wxsocket_blocking_reads(url, messages)?,
+        "tungstenite" => tungstenite_reads(url, messages)?,
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                match client {
+                    "wxsocket-tokio" => wxsocket_reads(url, messages).await,
+                    "tokio-tungstenite" => plain_reads(url, messages).await,
+                    other => Err(format!("unknown flood client {other}")),
+                }
+            })?
         }
-    })?;
+    };
     println!("{secs} {}", peak_rss_kib().unwrap_or(0));
     Ok(())
+}
+
+fn wxsocket_blocking_reads(url: &str, messages: u64) -> Result<f64, String> {
+    use wxsocket_blocking::{Client, Config, ConnectOptions, Event};
+    let (client, events) = Client::new(Config::default()).map_err(|e| e.to_string())?;
+    client
+        .connect(&ConnectOptions::new(url))
+        .map_err(|e| e.to_string())?;
+    let mut seen = 0;
+    let mut started = None;
+    while seen < messages {
+        match events.recv() {
+            Some(Event::Message { message, .. }) => {
+                started.get_or_insert_with(Instant::now);
+                check(message.as_bytes(), seen)?;
+                seen += 1;
+            }
+            Some(Event::Close { code, reason, .. }) => {
+                return Err(format!("closed after {seen}: {code} {reason}"));
+            }
+            Some(_) => {}
+            None => return Err("events ended".into()),
+        }
+    }
+    let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let _ = client.close(None, "");
+    Ok(secs)
+}
+
+fn tungstenite_reads(url: &str, messages: u64) -> Result<f64, String> {
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let (mut ws, _) = tungstenite::client(url, tcp).map_err(|e| e.to_string())?;
+    let mut seen = 0;
+    let mut started = None;
+    while seen < messages {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => {
+                started.get_or_insert_with(Instant::now);
+                check(&b, seen)?;
+                seen += 1;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("after {seen}: {e}")),
+        }
+    }
+    let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let _ = ws.close(None);
+    Ok(secs)
 }
 
 async fn wxsocket_reads(url: &str, messages: u64) -> Result<f64, String> {

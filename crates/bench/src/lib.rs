@@ -6,8 +6,8 @@
 //! - [`tokio_echo`]: `wxsocket-tokio` against a plain tokio-tungstenite client, and with
 //!   permessage-deflate against itself without it;
 //! - [`blocking_echo`]: `wxsocket-blocking` against a plain tungstenite client, likewise;
-//! - [`flood`]: a server flooding a reading application, `wxsocket-tokio` against plain
-//!   tokio-tungstenite, each client's throughput and peak memory (flow control);
+//! - [`flood`]: a server flooding a reading application, each adapter against the plain
+//!   client of its stack, each client's throughput and peak memory (flow control);
 //! - [`ack`]: delivery acknowledgement on against off, pipelined, on both adapters;
 //! - [`scale`]: many idle connections in one process, each adapter's pool against plain
 //!   tokio-tungstenite: memory and CPU per connection;

@@ -240,13 +240,15 @@ fn markdown<const N: usize>(
 
 /// The flood rows.
 fn flood_table(rows: &[crate::flood::FloodRow]) -> String {
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
                 format!("flood {}", size(r.size)),
+                r.clients[0].to_owned(),
                 r.messages.to_string(),
                 format!("{:.0}", r.per_sec[0]),
+                r.clients[1].to_owned(),
                 format!("{:.0}", r.per_sec[1]),
                 format!("{:.2}", r.ratio()),
                 format!("{:.1} MiB", r.peak_rss_kib[0] as f64 / 1024.0),
@@ -256,14 +258,16 @@ fn flood_table(rows: &[crate::flood::FloodRow]) -> String {
         .collect();
     let header = [
         "case",
+        "adapter",
         "messages",
-        "wxsocket-tokio msg/s",
-        "tokio-tungstenite msg/s",
+        "wxsocket msg/s",
+        "plain client",
+        "plain msg/s",
         "ratio",
-        "wxsocket-tokio peak RSS",
-        "tokio-tungstenite peak RSS",
+        "wxsocket peak RSS",
+        "plain peak RSS",
     ];
-    let numeric = [false, true, true, true, true, true, true];
+    let numeric = [false, false, true, true, false, true, true, true, true];
     markdown(&header, &numeric, &cells)
 }
 
@@ -439,7 +443,7 @@ fn flood_rows(quick: bool) -> Option<Vec<crate::flood::FloodRow>> {
     );
     print!("{}", flood_table(&flood));
     println!(
-        "msg/s = median over the rounds; ratio = wxsocket-tokio / tokio-tungstenite; RSS = the largest peak over the rounds"
+        "msg/s = median over the rounds; ratio = the adapter / the plain client of its stack; RSS = the largest peak over the rounds"
     );
     Some(flood)
 }
@@ -561,13 +565,15 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> ExitCode {
                 "ratio": r.ratio,
             })).collect::<Vec<_>>(),
             "flood_rows": flood.iter().map(|r| json!({
+                "adapter": r.clients[0],
+                "plain_client": r.clients[1],
                 "messages": r.messages,
                 "size_bytes": r.size,
-                "wxsocket_tokio_msgs_per_sec": r.per_sec[0],
-                "tokio_tungstenite_msgs_per_sec": r.per_sec[1],
+                "wxsocket_msgs_per_sec": r.per_sec[0],
+                "plain_msgs_per_sec": r.per_sec[1],
                 "ratio": r.ratio(),
-                "wxsocket_tokio_peak_rss_kib": r.peak_rss_kib[0],
-                "tokio_tungstenite_peak_rss_kib": r.peak_rss_kib[1],
+                "wxsocket_peak_rss_kib": r.peak_rss_kib[0],
+                "plain_peak_rss_kib": r.peak_rss_kib[1],
             })).collect::<Vec<_>>(),
             "scale_rows": scale_json(&scale),
         });

@@ -234,10 +234,17 @@ fn flood_alone_prints_only_its_table() {
     let (status, lines, stderr) = run(&["--flood", "--quick"], Duration::from_secs(120));
     assert!(status.success(), "{stderr}");
     let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("| flood ")).collect();
-    assert_eq!(rows.len(), 2, "{lines:?}");
-    for row in rows {
+    // Two sizes for each adapter against the plain client of its stack.
+    assert_eq!(rows.len(), 4, "{lines:?}");
+    for (row, pair) in rows.iter().zip([
+        ["wxsocket-tokio", "tokio-tungstenite"],
+        ["wxsocket-tokio", "tokio-tungstenite"],
+        ["wxsocket-blocking", "tungstenite"],
+        ["wxsocket-blocking", "tungstenite"],
+    ]) {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        let ratio: f64 = cells[5].parse().expect("a ratio");
+        assert_eq!([cells[2], cells[5]], pair, "{row}");
+        let ratio: f64 = cells[7].parse().expect("a ratio");
         assert!(ratio > 0.0, "{row}");
     }
     assert!(
