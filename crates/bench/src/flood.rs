@@ -164,30 +164,17 @@ pub fn client_main(client: &str, url: &str, messages: u64) -> Result<(), String>
 }
 
 fn wxsocket_blocking_reads(url: &str, messages: u64) -> Result<f64, String> {
-    use wxsocket_blocking::{Client, Config, ConnectOptions, Event};
+    use wxsocket_blocking::{Client, Config, ConnectOptions};
     let (client, events) = Client::new(Config::default()).map_err(|e| e.to_string())?;
     client
         .connect(&ConnectOptions::new(url))
         .map_err(|e| e.to_string())?;
-    let mut seen = 0;
-    let mut started = None;
-    while seen < messages {
-        match events.recv() {
-            Some(Event::Message { message, .. }) => {
-                started.get_or_insert_with(Instant::now);
-                check(message.as_bytes(), seen)?;
-                seen += 1;
-            }
-            Some(Event::Close { code, reason, .. }) => {
-                return Err(format!("closed after {seen}: {code} {reason}"));
-            }
-            Some(_) => {}
-            None => return Err("events ended".into()),
-        }
+    let mut seen = Seen::default();
+    while seen.wants(messages) {
+        seen.take(events.recv())?;
     }
-    let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let _ = client.close(None, "");
-    Ok(secs)
+    Ok(seen.secs())
 }
 
 fn tungstenite_reads(url: &str, messages: u64) -> Result<f64, String> {
@@ -213,30 +200,17 @@ fn tungstenite_reads(url: &str, messages: u64) -> Result<f64, String> {
 }
 
 async fn wxsocket_reads(url: &str, messages: u64) -> Result<f64, String> {
-    use wxsocket_tokio::{Client, Config, ConnectOptions, Event};
+    use wxsocket_tokio::{Client, Config, ConnectOptions};
     let (client, mut events) = Client::new(Config::default()).map_err(|e| e.to_string())?;
     client
         .connect(&ConnectOptions::new(url))
         .map_err(|e| e.to_string())?;
-    let mut seen = 0;
-    let mut started = None;
-    while seen < messages {
-        match events.next().await {
-            Some(Event::Message { message, .. }) => {
-                started.get_or_insert_with(Instant::now);
-                check(message.as_bytes(), seen)?;
-                seen += 1;
-            }
-            Some(Event::Close { code, reason, .. }) => {
-                return Err(format!("closed after {seen}: {code} {reason}"));
-            }
-            Some(_) => {}
-            None => return Err("events ended".into()),
-        }
+    let mut seen = Seen::default();
+    while seen.wants(messages) {
+        seen.take(events.next().await)?;
     }
-    let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let _ = client.close(None, "");
-    Ok(secs)
+    Ok(seen.secs())
 }
 
 async fn plain_reads(url: &str, messages: u64) -> Result<f64, String> {
@@ -267,6 +241,44 @@ async fn plain_reads(url: &str, messages: u64) -> Result<f64, String> {
     let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let _ = ws.close(None).await;
     Ok(secs)
+}
+
+/// What a wxsocket client (either adapter) has read so far: its messages, checked in order,
+/// and when the first came.
+#[derive(Default)]
+struct Seen {
+    messages: u64,
+    started: Option<Instant>,
+}
+
+impl Seen {
+    /// Whether fewer than `messages` came.
+    fn wants(&self, messages: u64) -> bool {
+        self.messages < messages
+    }
+
+    /// The next event of the stream.
+    fn take(&mut self, event: Option<wxsocket_blocking::Event>) -> Result<(), String> {
+        use wxsocket_blocking::Event;
+        match event {
+            Some(Event::Message { message, .. }) => {
+                self.started.get_or_insert_with(Instant::now);
+                check(message.as_bytes(), self.messages)?;
+                self.messages += 1;
+                Ok(())
+            }
+            Some(Event::Close { code, reason, .. }) => {
+                Err(format!("closed after {}: {code} {reason}", self.messages))
+            }
+            Some(_) => Ok(()),
+            None => Err("events ended".into()),
+        }
+    }
+
+    /// Seconds from the first message.
+    fn secs(&self) -> f64 {
+        self.started.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
 }
 
 /// The message numbered `n`, in order.
