@@ -219,19 +219,16 @@ pub(crate) struct Turned {
 }
 
 impl Turned {
-    /// Wakes the stream; says whether the driver task must look.
-    fn wake_events(mut self) -> bool {
-        if let Some(waker) = self.events.take() {
-            waker.wake();
-        }
+    /// Wakes the stream (as the turn is dropped); says whether the driver task must look.
+    fn wake_events(self) -> bool {
         self.driver
     }
 }
 
 impl Drop for Turned {
-    /// Not woken by its holder (a panic unwinding past it, say): woken here, since the
-    /// waker is no longer in the core for a later turn to find, and the stream would wait
-    /// for ever with events queued.
+    /// The one place the stream is woken: also when a panic unwinds past the turn, since
+    /// the waker is no longer in the core for a later turn to find, and the stream would
+    /// wait for ever with events queued.
     fn drop(&mut self) {
         if let Some(waker) = self.events.take() {
             waker.wake();

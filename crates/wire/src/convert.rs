@@ -693,19 +693,30 @@ mod tests {
 
     /// The allocations `copies` made for `payloads`, by size: a payload that does not
     /// start where the one before ended opened a new one, of its length plus the rest
-    /// left after it.
+    /// left after it. An empty payload takes no memory of the blocks.
     fn allocations(copies: &mut SmallCopies, payloads: &[&[u8]]) -> Vec<usize> {
-        let mut sizes = Vec::new();
+        opened(copies, payloads)
+            .into_iter()
+            .map(|(_, size)| size)
+            .collect()
+    }
+
+    /// [`allocations`], each with the length of the payload that opened it.
+    fn opened(copies: &mut SmallCopies, payloads: &[&[u8]]) -> Vec<(usize, usize)> {
+        let mut blocks = Vec::new();
         let mut end = std::ptr::null::<u8>();
         for payload in payloads {
             let copy = copies.copy(payload);
             assert_eq!(&copy[..], *payload);
+            if copy.is_empty() {
+                continue;
+            }
             if copy.as_ptr() != end {
-                sizes.push(copy.len() + copies.block.capacity());
+                blocks.push((copy.len(), copy.len() + copies.block.capacity()));
             }
             end = copy.as_ptr().wrapping_add(copy.len());
         }
-        sizes
+        blocks
     }
 
     #[test]
@@ -777,26 +788,15 @@ mod tests {
         }
         for lens in &bursts {
             let payloads: Vec<&[u8]> = lens.iter().map(|&l| &data[..l]).collect();
-            let mut copies = SmallCopies::default();
-            let mut end = std::ptr::null::<u8>();
-            let mut allocated = 0;
-            for payload in &payloads {
-                let copy = copies.copy(payload);
-                if copy.is_empty() {
-                    continue; // no memory of the blocks
-                }
-                if copy.as_ptr() != end {
-                    let block = copy.len() + copies.block.capacity();
-                    allocated += block;
-                    let most = (payload.len() * SHARE_FACTOR).max(FIRST_BLOCK);
-                    assert!(
-                        block <= most.min(SHARED_BLOCK).max(payload.len()),
-                        "a block of {block} for {} bytes",
-                        payload.len()
-                    );
-                }
-                end = copy.as_ptr().wrapping_add(copy.len());
+            let blocks = opened(&mut SmallCopies::default(), &payloads);
+            for &(opener, block) in &blocks {
+                let most = (opener * SHARE_FACTOR).max(FIRST_BLOCK);
+                assert!(
+                    block <= most.min(SHARED_BLOCK).max(opener),
+                    "a block of {block} for {opener} bytes"
+                );
             }
+            let allocated: usize = blocks.iter().map(|&(_, size)| size).sum();
             let copied: usize = lens.iter().sum();
             assert!(
                 allocated - copied <= 3 * copied + FIRST_BLOCK,

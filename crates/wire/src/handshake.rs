@@ -153,11 +153,7 @@ impl ClientHandshake {
         via: Option<&str>,
         error: &std::io::Error,
     ) -> Option<TransportError> {
-        let reset = matches!(
-            error.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-        );
-        if self.response.is_empty() || !reset {
+        if self.response.is_empty() || !is_reset(error) {
             return None;
         }
         let who = match via {
@@ -417,6 +413,15 @@ impl ClientHandshake {
             tail,
         }))
     }
+}
+
+/// Whether `error` is the peer resetting the connection (what a server or proxy that
+/// closes with the request unread sends).
+pub(crate) fn is_reset(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// The first line of an answer cut short (a CONNECT's or the upgrade's), escaped for an

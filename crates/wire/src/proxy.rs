@@ -436,11 +436,8 @@ impl ProxyConnect {
     /// again by a reconnect policy). `None` for any other failure and before any of the
     /// answer came: those stay IO errors ([`Self::io_error`]).
     pub fn failed_early(&self, error: &std::io::Error) -> Option<TransportError> {
-        let reset = matches!(
-            error.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-        );
-        (reset && !self.response.is_empty()).then(|| self.cut_short("reset"))
+        (crate::handshake::is_reset(error) && !self.response.is_empty())
+            .then(|| self.cut_short("reset"))
     }
 
     /// The answer was cut short (the proxy `how` the connection) after part of it came.
