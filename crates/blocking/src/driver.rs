@@ -300,8 +300,11 @@ pub(crate) struct Inner<M> {
     /// connection; an entry for a connection that has connected since does nothing.
     attempts_due: BTreeSet<(Instant, u64)>,
     /// Connections with data on the socket that a read pass left for later (or that have
-    /// just opened): the driver thread makes a pass over exactly these, lowest key first,
-    /// so that this costs what the traffic costs, not a scan of every connection.
+    /// just opened): whoever owns the reads ([`Self::reads`]) makes a pass over exactly
+    /// these, lowest key first, so that this costs what the traffic costs, not a scan of
+    /// every connection. Read passes left while the reads are handed off are the receiving
+    /// thread's, made when it next comes to watch (at once if it sleeps there: the sockets,
+    /// read up to the pass limit or to the read credit, may say nothing more).
     read_ready: BTreeSet<u64>,
     /// Connections whose last flush stopped at its pass limit
     /// ([`Connection::has_more_to_write`]): the driver thread flushes exactly these again,
@@ -326,6 +329,13 @@ pub(crate) struct Inner<M> {
     /// to the connections held. Before the driver runs a due timer with the reads handed
     /// off and nobody watching, it catches up the same way, so a timer never judges a
     /// connection on stale input.
+    ///
+    /// The read passes a connection's input needs after the first (`read_ready`) stay
+    /// with the reads: under a flood of small messages the read credit runs out as the
+    /// backlog fills, and each time the application takes events a pass is left for later;
+    /// with those passes the driver thread's, it made nine passes in ten and handed the
+    /// messages over to the receiving thread, the two threads waking each other and
+    /// waiting for this lock (a quarter of the client's CPU, half the throughput).
     reads: Reads,
     /// Open connections whose reading stopped with no close frame of ours queued
     /// ([`Connection::is_unanswered`]): once the pump has carried out the machine's actions
@@ -344,6 +354,9 @@ pub(crate) struct Inner<M> {
     /// count them).
     #[cfg(test)]
     visited: Vec<u64>,
+    /// The thread of every read pass, in order (for the tests that say who reads).
+    #[cfg(test)]
+    readers: Vec<std::thread::ThreadId>,
 }
 
 impl<M: Machine> Shared<M> {
@@ -404,6 +417,8 @@ impl<M: Machine> Shared<M> {
                 scratch: Vec::new(),
                 #[cfg(test)]
                 visited: Vec::new(),
+                #[cfg(test)]
+                readers: Vec::new(),
             }),
             outbox: Mutex::new(Outbox::default()),
             event_ready: Condvar::new(),
@@ -470,9 +485,13 @@ impl<M: Machine> Shared<M> {
         self.passes_pending
             .store(inner.passes_pending(), Ordering::Release);
         let wake = inner.driver_must_look();
+        let wake_receiver = inner.receiver_passes_pending();
         drop(inner);
         if wake {
             self.wake();
+        }
+        if wake_receiver {
+            self.wake_receiver();
         }
     }
 
@@ -625,17 +644,15 @@ impl<M: Machine> Shared<M> {
                     inner.attempts_due.pop_first();
                     inner.with_conn(conn, now, |c, ctx, out| c.start_attempts(ctx, now, out));
                 }
-                for conn in std::mem::take(&mut inner.read_ready) {
-                    if inner.conns.get(&conn).is_some_and(|c| c.has_more_to_read()) {
-                        inner.on_ready(conn, ReadPass::ToTheEnd, now);
-                    }
-                }
-                for conn in std::mem::take(&mut inner.write_ready) {
-                    inner.write_pass(conn, now);
-                }
                 let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
                 if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
                     inner.catch_up_reads(due, now);
+                }
+                if inner.reads == Reads::Driver {
+                    inner.read_passes(now);
+                }
+                for conn in std::mem::take(&mut inner.write_ready) {
+                    inner.write_pass(conn, now);
                 }
                 inner.machine.handle_timeout(now);
                 inner.pump(&self, now);
@@ -658,9 +675,13 @@ impl<M: Machine> Shared<M> {
                     deadline = Some(deadline.map_or(due, |d| d.min(due)));
                 }
                 inner.lifecycle.arm(deadline);
-                let passes_pending = inner.passes_pending();
+                let passes_pending = inner.driver_passes_pending();
                 inner.sleeping = !passes_pending;
-                self.passes_pending.store(passes_pending, Ordering::Release);
+                self.passes_pending
+                    .store(inner.passes_pending(), Ordering::Release);
+                if inner.receiver_passes_pending() {
+                    self.wake_receiver();
+                }
                 let timeout = if passes_pending {
                     Some(Duration::ZERO)
                 } else {
@@ -709,9 +730,10 @@ impl<M: Machine> Shared<M> {
     }
 
     /// Called by a thread in `recv` that found no event and holds the receivers' poller
-    /// (`outbox` is locked, `receiver_polling` set by the caller): sleeps until a socket is
-    /// readable, an event is delivered, or `deadline`; reads what is readable on this
-    /// thread. Returns the outbox locked again.
+    /// (`outbox` is locked, `receiver_polling` set by the caller): makes the read passes
+    /// left for later ([`Inner::read_ready`]) if there are any, or else sleeps until a
+    /// socket is readable, an event is delivered, or `deadline`, and reads what is
+    /// readable; all on this thread. Returns the outbox locked again.
     pub fn receive_io<'a>(
         &'a self,
         receiver: &mut ReceiverPoll,
@@ -723,15 +745,16 @@ impl<M: Machine> Shared<M> {
         // (it would be woken by every message too; see `Conn::set_driver_reads`). The
         // hand-off touches no socket (see `Inner::reads`): the sockets the driver's poller
         // still watches are disarmed one by one as input comes.
-        {
+        let passes = {
             let mut inner = self.lock_for_receiver();
             let now = Instant::now();
             inner.reads = Reads::Watched { since: now };
             inner.pump(self, now);
-        }
+            !inner.read_ready.is_empty()
+        };
         let mut ready: Vec<(u64, ReadPass)> = Vec::new();
         let budget = Duration::from_nanos(self.busy_poll.load(Ordering::Relaxed));
-        if receiver.wait(deadline, budget).is_ok() {
+        if !passes && receiver.wait(deadline, budget).is_ok() {
             let ReceiverPoll { events, .. } = receiver;
             for e in events.iter().filter(|e| e.token() != WAKER) {
                 let conn = e.token().0 as u64;
@@ -744,8 +767,15 @@ impl<M: Machine> Shared<M> {
         let mut inner = self.lock_for_receiver();
         let now = Instant::now();
         inner.reads = Reads::left(now);
+        let passes = std::mem::take(&mut inner.read_ready);
+        let passed = !passes.is_empty();
         for (conn, pass) in ready.iter().copied() {
             inner.on_ready(conn, pass, now);
+        }
+        for conn in passes {
+            if !ready.iter().any(|(c, _)| *c == conn) {
+                inner.read_pass(conn, now);
+            }
         }
         // Due timers run here too, as in any call into the machine: a peer that keeps this
         // thread reading (a flood of fragments) keeps it taking the lock, which the driver
@@ -755,7 +785,7 @@ impl<M: Machine> Shared<M> {
         if due {
             inner.machine.handle_timeout(now);
         }
-        if due || !ready.is_empty() {
+        if due || !ready.is_empty() || passed {
             inner.pump(self, now);
         }
         self.release(inner);
@@ -830,6 +860,32 @@ impl<M: Machine> Inner<M> {
         !self.read_ready.is_empty() || !self.write_ready.is_empty()
     }
 
+    /// Whether the driver thread comes straight back for a pass: a write pass, or a read
+    /// pass while it owns the reads (handed off, they are the receiving thread's).
+    fn driver_passes_pending(&self) -> bool {
+        !self.write_ready.is_empty() || (self.reads == Reads::Driver && !self.read_ready.is_empty())
+    }
+
+    /// Whether read passes wait for the receiving thread that watches the sockets (which
+    /// must then be woken).
+    fn receiver_passes_pending(&self) -> bool {
+        matches!(self.reads, Reads::Watched { .. }) && !self.read_ready.is_empty()
+    }
+
+    /// Makes the next read pass of every connection whose last one stopped at its limit.
+    fn read_passes(&mut self, now: Instant) {
+        for conn in std::mem::take(&mut self.read_ready) {
+            self.read_pass(conn, now);
+        }
+    }
+
+    /// Makes the next read pass of `conn`, if data waits.
+    fn read_pass(&mut self, conn: u64, now: Instant) {
+        if self.conns.get(&conn).is_some_and(|c| c.has_more_to_read()) {
+            self.on_ready(conn, ReadPass::ToTheEnd, now);
+        }
+    }
+
     /// Makes the next write pass of `conn` if its last flush stopped at the pass limit
     /// ([`Self::write_ready`]); returns whether it did.
     fn write_pass(&mut self, conn: u64, now: Instant) -> bool {
@@ -900,6 +956,7 @@ impl<M: Machine> Inner<M> {
                 self.on_ready(conn, ReadPass::ToTheEnd, now);
             }
         }
+        self.read_passes(now);
         true
     }
 
@@ -927,7 +984,7 @@ impl<M: Machine> Inner<M> {
     fn driver_must_look(&self) -> bool {
         let earlier = |due: Instant| self.lifecycle.armed().is_none_or(|armed| armed > due);
         self.sleeping
-            && (self.passes_pending()
+            && (self.driver_passes_pending()
                 || matches!(self.reads, Reads::Unwatched { due, .. } if earlier(due))
                 || self
                     .attempts_due
@@ -1150,9 +1207,9 @@ impl<M: Machine> Inner<M> {
             }
             Action::Abort { conn } => self.abort(key(conn)),
             Action::ResumeReading { conn } => {
-                // The pass itself is the driver thread's (`read_ready`), so a peer that
-                // floods a connection cannot keep this call, often an application's `recv`,
-                // reading.
+                // The pass itself comes later, made by whoever owns the reads
+                // (`read_ready`), so that a peer that floods a connection cannot keep this
+                // call, often an application's `recv`, reading.
                 self.with_conn(key(conn), now, |c, _, _| {
                     c.resume_reads();
                 })
@@ -1237,6 +1294,8 @@ impl<M: Machine> Inner<M> {
             return;
         };
         let credit = self.machine.read_credit(c.id());
+        #[cfg(test)]
+        self.readers.push(std::thread::current().id());
         self.with_conn(conn, now, |c, ctx, out| {
             if !credit.is_paused() {
                 // The machine reads this connection again (e.g. it no longer delivers
@@ -1455,6 +1514,114 @@ mod tests {
             outbox.receiver_polling = true;
             outbox = shared.receive_io(&mut receiver, outbox, Some(deadline));
         }
+    }
+
+    /// A connection's input that a read pass left for later (a pass stops at its limit, or
+    /// when the application's backlog is full, resuming when it takes events) is read by
+    /// the thread receiving, not handed over from the driver thread: with 32-byte messages
+    /// flooding in, the driver thread made nine passes in ten, and the two threads spent a
+    /// quarter of the client's CPU waking each other and waiting for the lock.
+    #[test]
+    fn a_receiving_thread_reads_what_its_passes_left() {
+        const N: usize = 20_000;
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let config = Config::default().session(SessionConfig::default().send_completions(false));
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let (shared, conn) = open_one(pool, &server.url());
+        // Echoed back while they are sent: the backlog fills and reading pauses.
+        for i in 0..N {
+            let message = Message::binary(vec![i as u8; 32]);
+            shared
+                .call(|p, now| p.send(conn, message, now))
+                .expect("send");
+        }
+        lock(&shared.inner).readers.clear();
+        let mut echoes = 0;
+        while echoes < N {
+            if let Event::Message { message, .. } = next_event(&shared) {
+                assert_eq!(message, Message::binary(vec![echoes as u8; 32]));
+                echoes += 1;
+            }
+        }
+        let readers = std::mem::take(&mut lock(&shared.inner).readers);
+        let driver = *shared.driver_thread.get().expect("the driver thread's id");
+        let by_driver = readers.iter().filter(|&&t| t == driver).count();
+        // The driver thread reads until the first hand-off, and again if this thread is
+        // held up for a grace period between two `recv`s.
+        assert!(
+            by_driver * 4 <= readers.len(),
+            "{by_driver} of {} read passes on the driver thread",
+            readers.len()
+        );
+        shared.shutdown();
+    }
+
+    /// A read pass left for the thread watching the sockets (here, one that another thread
+    /// asked for while it slept) wakes it: the socket, already read to the pass limit, says
+    /// nothing more.
+    #[test]
+    fn a_read_pass_left_while_a_thread_watches_wakes_it() {
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let config = Config::default();
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let (shared, conn) = open_one(pool, &server.url());
+        let asked = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let watcher = std::thread::spawn({
+            let (shared, asked) = (Arc::clone(&shared), Arc::clone(&asked));
+            move || {
+                let task = std::fs::read_link("/proc/thread-self").expect("this thread's task");
+                tx.send(std::path::Path::new("/proc").join(task))
+                    .expect("the test waits");
+                let receiver = shared
+                    .receiver_poll
+                    .as_ref()
+                    .expect("the receivers' poller");
+                let mut receiver = lock(receiver);
+                // Watches until the pass is asked for (a wake-up left from opening the
+                // connection ends the first watch at once).
+                loop {
+                    let mut outbox = lock(&shared.outbox);
+                    outbox.receiver_polling = true;
+                    let start = Instant::now();
+                    drop(shared.receive_io(&mut receiver, outbox, Some(start + LIMIT)));
+                    if asked.load(Ordering::SeqCst) {
+                        return start.elapsed();
+                    }
+                }
+            }
+        });
+        let task = rx.recv().expect("the watcher's task");
+        let deadline = Instant::now() + LIMIT;
+        while !in_epoll_wait(&task) {
+            assert!(Instant::now() < deadline, "the watcher never slept");
+            std::thread::yield_now();
+        }
+        // A pass left (as if a pass had stopped at its limit; there is nothing to read, so
+        // it reads nothing), and a call into the machine.
+        asked.store(true, Ordering::SeqCst);
+        lock(&shared.inner).read_ready.insert(key(conn));
+        shared.call(|_, _| ());
+        let waited = watcher.join().expect("the watcher");
+        assert!(waited < LIMIT / 2, "the watcher slept {waited:?}");
+        shared.shutdown();
+    }
+
+    /// Whether the thread of `task` (a `/proc/<pid>/task/<tid>` directory) sleeps in
+    /// `epoll_wait` (its poller). Elsewhere than Linux on x86-64 or AArch64, says yes.
+    fn in_epoll_wait(task: &std::path::Path) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        const EPOLL: [&str; 3] = ["232", "281", "441"];
+        #[cfg(target_arch = "aarch64")]
+        const EPOLL: [&str; 3] = ["22", "22", "441"];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return true;
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        std::fs::read_to_string(task.join("syscall")).is_ok_and(|call| {
+            call.split_whitespace()
+                .next()
+                .is_some_and(|n| EPOLL.contains(&n))
+        })
     }
 
     /// The reads stay with an application that left `recv` as long as it keeps calling
