@@ -753,8 +753,17 @@ impl<M: Machine> Shared<M> {
             !inner.read_ready.is_empty()
         };
         let mut ready: Vec<(u64, ReadPass)> = Vec::new();
-        let budget = Duration::from_nanos(self.busy_poll.load(Ordering::Relaxed));
-        if !passes && receiver.wait(deadline, budget).is_ok() {
+        // With passes waiting, what the other sockets say is still read now (without
+        // sleeping): a connection flooding faster than the application receives has a pass
+        // waiting every time, and skipping the poller left every other connection unread
+        // while it lasted (a quiet one's messages, its pongs, its close frame).
+        let (deadline, budget) = if passes {
+            (Some(Instant::now()), Duration::ZERO)
+        } else {
+            let busy = Duration::from_nanos(self.busy_poll.load(Ordering::Relaxed));
+            (deadline, busy)
+        };
+        if receiver.wait(deadline, budget).is_ok() {
             let ReceiverPoll { events, .. } = receiver;
             for e in events.iter().filter(|e| e.token() != WAKER) {
                 let conn = e.token().0 as u64;
@@ -1556,10 +1565,124 @@ mod tests {
         shared.shutdown();
     }
 
+    /// A connection that floods faster than the application receives leaves a read pass
+    /// for the receiving thread every time it comes to watch; the other connections' input
+    /// is read all the same (a quiet connection's message, and so its pongs and its close
+    /// frame): making the passes without looking at the poller left it unread while the
+    /// flood lasted.
+    #[test]
+    fn a_flood_on_one_connection_leaves_the_others_read() {
+        /// Ends both peers' loops however the test ends.
+        struct Stop(Arc<AtomicBool>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        /// Whether an IO error is a timeout (the peers look at `stop` in between).
+        fn timed_out(e: &tungstenite::Error) -> bool {
+            matches!(e, tungstenite::Error::WriteBufferFull(_))
+                || matches!(e, tungstenite::Error::Io(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        }
+        let stop = Stop(Arc::new(AtomicBool::new(false)));
+        let flood = std::net::TcpListener::bind("127.0.0.1:0").expect("flood listener");
+        let quiet = std::net::TcpListener::bind("127.0.0.1:0").expect("quiet listener");
+        let urls = [&flood, &quiet]
+            .map(|l| format!("ws://{}/", l.local_addr().expect("listener address")));
+        let accept = |listener: std::net::TcpListener| {
+            let (tcp, _) = listener.accept().expect("accept");
+            let tick = Some(Duration::from_millis(100));
+            tcp.set_write_timeout(tick).expect("write timeout");
+            tcp.set_read_timeout(tick).expect("read timeout");
+            tungstenite::accept(tcp).expect("handshake")
+        };
+        let flooder = std::thread::spawn({
+            let stop = Arc::clone(&stop.0);
+            move || {
+                let mut ws = accept(flood);
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let written = ws.write(tungstenite::Message::binary(vec![7; 32]));
+                    sent += 1;
+                    let flushed = if sent.is_multiple_of(64) {
+                        ws.flush()
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(e) = written.and(flushed)
+                        && !timed_out(&e)
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let (go, gone) = mpsc::channel::<()>();
+        let quieter = std::thread::spawn({
+            let stop = Arc::clone(&stop.0);
+            move || {
+                let mut ws = accept(quiet);
+                if gone.recv().is_ok() {
+                    ws.send(tungstenite::Message::text("quiet"))
+                        .expect("quiet send");
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(e) = ws.read()
+                        && !timed_out(&e)
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        let config = Config::default().session(SessionConfig::default().send_completions(false));
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let shared = Shared::start(pool, &config, "test").expect("driver");
+        let conns = urls.each_ref().map(|url| {
+            let options = ConnectOptions::new(url);
+            shared
+                .call(|p, now| p.connect(&options, now))
+                .expect("connect")
+        });
+        let mut opened = 0;
+        let mut flooded = 0u64;
+        while opened < 2 || flooded < 20_000 {
+            match next_event(&shared) {
+                Event::Open { .. } => opened += 1,
+                Event::Message { conn, .. } if conn == conns[0] => flooded += 1,
+                Event::Connecting { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The flood is on (the backlog fills and empties): the quiet peer sends one.
+        go.send(()).expect("the quiet peer waits");
+        let asked = Instant::now();
+        loop {
+            assert!(
+                asked.elapsed() < LIMIT,
+                "the quiet connection's message unread after {LIMIT:?} of flood"
+            );
+            match next_event(&shared) {
+                Event::Message { conn, message, .. } if conn == conns[1] => {
+                    assert_eq!(message, Message::text("quiet"));
+                    break;
+                }
+                Event::Message { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(stop);
+        shared.shutdown();
+        flooder.join().expect("the flooding peer");
+        quieter.join().expect("the quiet peer");
+    }
+
     /// A read pass left for the thread watching the sockets (here, one that another thread
     /// asked for while it slept) wakes it: the socket, already read to the pass limit, says
     /// nothing more.
     #[test]
+    #[cfg(target_os = "linux")] // It waits for the watcher's system call in `/proc`.
     fn a_read_pass_left_while_a_thread_watches_wakes_it() {
         let server = wxsocket_test_server::EchoServer::start().expect("echo server");
         let config = Config::default();
@@ -1608,19 +1731,21 @@ mod tests {
     }
 
     /// Whether the thread of `task` (a `/proc/<pid>/task/<tid>` directory) sleeps in
-    /// `epoll_wait` (its poller). Elsewhere than Linux on x86-64 or AArch64, says yes.
+    /// `epoll_wait` (its poller). On an architecture whose numbers are not listed, says yes.
+    #[cfg(target_os = "linux")]
     fn in_epoll_wait(task: &std::path::Path) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        const EPOLL: [&str; 3] = ["232", "281", "441"];
-        #[cfg(target_arch = "aarch64")]
-        const EPOLL: [&str; 3] = ["22", "22", "441"];
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        return true;
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        // epoll_wait, epoll_pwait, epoll_pwait2.
+        let calls: &[&str] = if cfg!(target_arch = "x86_64") {
+            &["232", "281", "441"]
+        } else if cfg!(target_arch = "aarch64") {
+            &["22", "441"]
+        } else {
+            return true;
+        };
         std::fs::read_to_string(task.join("syscall")).is_ok_and(|call| {
             call.split_whitespace()
                 .next()
-                .is_some_and(|n| EPOLL.contains(&n))
+                .is_some_and(|n| calls.contains(&n))
         })
     }
 
