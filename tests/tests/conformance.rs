@@ -18,6 +18,7 @@ use wxsocket_core::{
     SendFailure, SendId, SessionConfig, TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
+use wxsocket_tests::flood::{Flood, FloodServer};
 use wxsocket_tests::peer::{CloseFrame, Mode, Peer, Snapshot, Step, Tls, Violation, opcode};
 use wxsocket_tests::scenario::{
     assert_quiet, client, close_cleanly, close_event, completions, expect_connecting,
@@ -1840,9 +1841,64 @@ fn a_quiet_task_reads_on_while_others_fill_the_pool<P: PoolAdapter>() {
     assert_eq!(quiet.state(), ReadyState::Open, "[{}]", P::NAME);
 }
 
+/// A task whose peer floods it faster than the application takes the messages leaves the
+/// other tasks read: a quiet task's echo arrives while the flood goes on. (The blocking
+/// adapter's receiving thread once made the flooding connection's read passes, one waiting
+/// each time it came to read, without looking at the other sockets: a quiet connection's
+/// messages, pongs and close frame waited for the flood to end, and its keepalive ended it.)
+fn a_quiet_task_reads_on_while_another_floods<P: PoolAdapter>() {
+    let flood = FloodServer::start(Flood::new(32).duration(Duration::from_secs(60)));
+    let echo = Peer::start(Mode::Echo);
+    let mut pool = P::new(config(), TlsRoots::default()).unwrap();
+    let flooded = pool.connect(&ConnectOptions::new(flood.url())).unwrap();
+    let quiet = pool.connect(&ConnectOptions::new(echo.url())).unwrap();
+    // Both open, and the flood well under way (the backlog filling and emptying).
+    let (mut opened, mut floods) = (0, 0u64);
+    let deadline = Instant::now() + T;
+    while opened < 2 || floods < 20_000 {
+        assert!(
+            Instant::now() < deadline,
+            "[{}] {opened} opened, {floods} flooded messages",
+            P::NAME
+        );
+        match pool.expect_event("the opens and the flood") {
+            Event::Open { .. } => opened += 1,
+            Event::Message { conn, .. } => {
+                assert_eq!(conn, flooded.id(), "[{}]", P::NAME);
+                floods += 1;
+            }
+            _ => {}
+        }
+    }
+    quiet.try_send(Message::text("still there?")).unwrap();
+    let asked = Instant::now();
+    loop {
+        assert!(
+            asked.elapsed() < T,
+            "[{}] the quiet task's echo unread after {T:?} of flood ({floods} flooded messages)",
+            P::NAME
+        );
+        match pool.expect_event("the echo") {
+            Event::Message { conn, message, .. } if conn == quiet.id() => {
+                assert_eq!(message, Message::text("still there?"), "[{}]", P::NAME);
+                break;
+            }
+            Event::Message { .. } => floods += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        flood.report(Duration::ZERO).is_none(),
+        "[{}] the flood ended before the echo came",
+        P::NAME
+    );
+    flood.end_flood();
+}
+
 wxsocket_tests::on_both_pools!(
     pool_limit_and_independent_connections,
     a_quiet_task_reads_on_while_others_fill_the_pool,
+    a_quiet_task_reads_on_while_another_floods,
     a_pool_without_a_share_for_each_connection_is_refused
 );
 
