@@ -35,6 +35,12 @@ type Conns = Arc<Mutex<Vec<(Arc<Mutex<Option<TcpStream>>>, JoinHandle<()>)>>>;
 impl EchoServer {
     /// Binds 127.0.0.1 on a free port and starts accepting.
     pub fn start() -> io::Result<Self> {
+        Self::flooding(0, 0)
+    }
+
+    /// An echo server that first sends every connection `count` binary messages of `size`
+    /// bytes as fast as the socket takes them (the `n`th filled with `n as u8`), then echoes.
+    pub fn flooding(count: usize, size: usize) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -58,7 +64,7 @@ impl EchoServer {
                         let handle = std::thread::Builder::new()
                             .name("test-echo-conn".into())
                             .spawn(move || {
-                                echo(stream);
+                                echo(stream, count, size);
                                 mine.lock().unwrap_or_else(|e| e.into_inner()).take();
                             });
                         if let Ok(handle) = handle {
@@ -115,13 +121,22 @@ impl Drop for EchoServer {
     }
 }
 
-/// Echoes text and binary messages until the connection ends; tungstenite answers pings and
-/// the client's close frame (with the same code and reason) by itself.
-fn echo(stream: TcpStream) {
+/// Sends the flood (`count` messages of `size` bytes), then echoes text and binary messages
+/// until the connection ends; tungstenite answers pings and the client's close frame (with
+/// the same code and reason) by itself.
+fn echo(stream: TcpStream, count: usize, size: usize) {
     let _ = stream.set_nodelay(true);
     let Ok(mut ws) = tungstenite::accept(stream) else {
         return;
     };
+    for n in 0..count {
+        if ws.write(Message::binary(vec![n as u8; size])).is_err() {
+            return;
+        }
+    }
+    if ws.flush().is_err() {
+        return;
+    }
     loop {
         match ws.read() {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
