@@ -56,6 +56,8 @@ wxsocket_tests::on_both_adapters!(
     a_handshake_timeout_says_where_the_dial_stood,
     close_timeout_against_a_server_that_never_answers,
     keepalive_answered_keeps_the_connection_open,
+    a_ping_is_answered_while_the_application_takes_no_events,
+    a_ping_is_answered_while_the_application_works_through_a_backlog,
     keepalive_counts_part_of_a_message_as_a_sign_of_life,
     keepalive_counts_part_of_a_tls_record_as_a_sign_of_life,
     replacement_while_connecting,
@@ -861,6 +863,103 @@ fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {
         A::NAME
     );
     assert_quiet(&mut a);
+}
+
+/// An application that took events and then takes no more (busy with the last one, say)
+/// still has its peer's pings answered, its events waiting: the input that comes meanwhile
+/// is read within the adapter's bound (tokio: 20 ms after the application last took
+/// events; blocking: 250 ms after it left `recv`). In tokio the task taking events reads
+/// the connections' input while events flow; without the hand-back to the connection's
+/// task the ping sat unread for as long as the application took nothing.
+fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
+    let text = |payload: String| Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode: opcode::TEXT,
+        payload: payload.into_bytes(),
+    };
+    let three = (0..3).map(|n| text(format!("before {n}"))).collect();
+    let ping = Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode: opcode::PING,
+        payload: b"still there?".to_vec(),
+    };
+    let peer = Peer::start(Mode::Script(vec![
+        Step::Together(three),
+        Step::AwaitMessages(1),
+        ping,
+    ]));
+    let mut a = A::new(config(), TlsRoots::default()).unwrap();
+    a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    // Taken together: the last take found events, so the application is the one reading.
+    a.events_until("the open and three messages", T, |e| messages(e).len() == 3);
+    // From here on the application takes nothing; its message makes the peer ping.
+    a.try_send(Message::text("ping me")).unwrap();
+    let seen = peer.wait_for("the pong", T, |s| {
+        s.connections.first().is_some_and(|c| !c.pongs.is_empty())
+    });
+    assert_eq!(
+        seen.connections[0].pongs,
+        [b"still there?".to_vec()],
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Open, "[{}]", A::NAME);
+}
+
+/// An application working through a backlog of events (taking them one by one, never
+/// finding none) still has its peer's pings answered long before the backlog is gone (tokio:
+/// within 20 ms of the ping; blocking: 250 ms). In tokio the task taking events reads only
+/// when it finds no event ready; while it took a backlog of 20,000 the ping waited for all
+/// of them.
+fn a_ping_is_answered_while_the_application_works_through_a_backlog<A: Adapter>() {
+    const BACKLOG: usize = 20_000;
+    let frames = (0..BACKLOG)
+        .map(|n| Step::Frame {
+            fin: true,
+            rsv: 0,
+            opcode: opcode::TEXT,
+            payload: format!("backlog {n}").into_bytes(),
+        })
+        .collect();
+    let ping = Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode: opcode::PING,
+        payload: b"still there?".to_vec(),
+    };
+    let peer = Peer::start(Mode::Script(vec![
+        Step::Together(frames),
+        Step::AwaitMessages(1),
+        ping,
+    ]));
+    let config = config().receive_bounds(4 * BACKLOG, 64 << 20);
+    let mut a = A::new(config, TlsRoots::default()).unwrap();
+    a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    // Every message read (less the adapter's batch of events, at most 64, which the
+    // backlog does not count).
+    let deadline = Instant::now() + T;
+    while a.backlog().messages + 64 < BACKLOG {
+        assert!(Instant::now() < deadline, "[{}] {:?}", A::NAME, a.backlog());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The application takes events from here on, without ever running out; its message
+    // makes the peer ping.
+    a.next_event(T).expect("the first event");
+    a.try_send(Message::text("ping me")).unwrap();
+    let mut taken = 1;
+    while peer.snapshot().connections[0].pongs.is_empty() {
+        assert!(
+            taken < BACKLOG / 2,
+            "[{}] the ping unanswered after {taken} of {BACKLOG} events taken",
+            A::NAME
+        );
+        a.next_event(T).expect("an event of the backlog");
+        taken += 1;
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    assert_eq!(a.state(), ReadyState::Open, "[{}]", A::NAME);
 }
 
 fn keepalive_answered_keeps_the_connection_open<A: Adapter>() {

@@ -1,6 +1,6 @@
 //! The single-socket handle ([`Client`]) and the event stream ([`Events`]).
 
-use crate::driver::{self, Handle, Machine, Shared};
+use crate::driver::{self, Handle, Machine, Shared, Taken};
 use crate::{Config, SendFailed, TryRecvError};
 use futures_util::Sink;
 use std::pin::Pin;
@@ -23,7 +23,7 @@ use wxsocket_wire::events::EventBatch;
 /// short, the messages not yet written fail and the server sees the TCP connection reset.
 /// Await [`shutdown`](Self::shutdown) first.
 pub struct Client {
-    handle: Arc<Handle<Session>>,
+    pub(crate) handle: Arc<Handle<Session>>,
     /// This handle's state as a [`Sink`].
     sink: SinkState,
 }
@@ -176,6 +176,11 @@ async fn wait_send(
 /// 16 MiB), the connection stops reading until the application takes half of them, and
 /// TCP pushes back on the server. Nothing is dropped; a slow consumer slows the peer.
 ///
+/// While it finds events ready, the task waiting here also reads the connections' input
+/// when it runs out (see the crate's "How it runs"); a connection's own task reads when
+/// the stream waits with nothing to take, or input has waited 20 ms for it (the
+/// application is busy elsewhere, or works through a backlog of events).
+///
 /// Dropping it while handles live only stops the events (they are taken and dropped as
 /// they come, so nothing accumulates). When the last handle is dropped, the connections
 /// are closed; the stream delivers their last events (each `Close`) and then ends with
@@ -195,15 +200,6 @@ impl std::fmt::Debug for Events {
     }
 }
 
-/// What a batch take found.
-enum Taken {
-    Some,
-    /// Nothing now; the waker (if any) is registered.
-    Empty,
-    /// Nothing, ever again.
-    Ended,
-}
-
 /// The core behind an [`Events`], whatever its machine.
 trait EventSource: Send + Sync {
     /// Moves up to one batch of events into `into`; with none, registers `waker`.
@@ -214,24 +210,11 @@ trait EventSource: Send + Sync {
 
 impl<M: Machine> EventSource for Arc<Shared<M>> {
     fn take(&self, waker: Option<&Waker>, into: &mut EventBatch) -> Taken {
-        self.call(|core, _| {
-            if into.fill(|| core.machine.next_event()) {
-                // Completions taken leave room for sends that wait for it.
-                core.out.room_freed = true;
-                return Taken::Some;
-            }
-            if self.has_ended() {
-                return Taken::Ended;
-            }
-            if let Some(waker) = waker {
-                core.out.event_waker = Some(waker.clone());
-            }
-            Taken::Empty
-        })
+        self.take_events(waker, into)
     }
 
     fn detach(&self) {
-        self.call(|core, _| core.out.events_alive = false);
+        self.detach_events();
     }
 }
 

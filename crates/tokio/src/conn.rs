@@ -2,12 +2,12 @@
 //! TLS, the opening handshake), then move bytes both ways until the transport ends,
 //! reporting everything to the core.
 
-use crate::driver::{Machine, Shared};
+use crate::driver::{Machine, Reading, Shared};
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,26 +46,54 @@ pub(crate) async fn run<M: Machine>(
     shared: Arc<Shared<M>>,
     dialing: Dialing,
     commands: mpsc::UnboundedReceiver<Command>,
-    resume: Arc<AtomicWaker>,
+    reading: Arc<Reading>,
 ) {
     let conn = dialing.0.id();
     let report = Arc::clone(&shared);
-    let task = std::panic::AssertUnwindSafe(drive(shared, dialing, commands, resume));
+    let task = std::panic::AssertUnwindSafe(drive(shared, dialing, commands, reading));
     // A panic (a runtime without its IO driver panics at the first socket) ends the
     // connection as a failure that names it, instead of leaving it to its timeout.
     if let Err(panic) = futures_util::FutureExt::catch_unwind(task).await {
-        let error = TransportError::new(
-            TransportErrorKind::Io,
-            format!(
-                "the connection's task panicked: {}",
-                crate::driver::panic_message(&*panic)
-            ),
-        );
-        report.report(
-            conn,
-            [TransportEvent::Error(error), TransportEvent::Closed],
-            true,
-        );
+        report_panic(&report, conn, &*panic);
+    }
+}
+
+/// Ends connection `conn` as failed, naming the panic that ended its work.
+fn report_panic<M: Machine>(
+    shared: &Arc<Shared<M>>,
+    conn: ConnId,
+    panic: &(dyn std::any::Any + Send),
+) {
+    let error = TransportError::new(
+        TransportErrorKind::Io,
+        format!(
+            "the connection's task panicked: {}",
+            crate::driver::panic_message(panic)
+        ),
+    );
+    shared.report(
+        conn,
+        [TransportEvent::Error(error), TransportEvent::Closed],
+        true,
+    );
+}
+
+/// Reads for connection `conn`'s task, from the task taking events ([`Io::poll_for_task`]);
+/// waits while the task holds the state. A panic ends the connection as one in its task
+/// would, instead of unwinding into the application's wait for events.
+pub(crate) fn read_for_task<M: Machine>(shared: &Arc<Shared<M>>, conn: ConnId, io: &SharedIo) {
+    let lock = || io.lock().unwrap_or_else(PoisonError::into_inner);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lock().poll_for_task(shared, conn)
+    }));
+    if let Err(panic) = polled {
+        let mut io = lock();
+        io.ended = true;
+        if let Some(socket) = io.connection.socket_mut() {
+            socket.waker.wake_by_ref();
+        }
+        drop(io);
+        report_panic(shared, conn, &*panic);
     }
 }
 
@@ -74,19 +102,19 @@ async fn drive<M: Machine>(
     shared: Arc<Shared<M>>,
     dialing: Dialing,
     commands: mpsc::UnboundedReceiver<Command>,
-    resume: Arc<AtomicWaker>,
+    reading: Arc<Reading>,
 ) {
     let conn = dialing.0.id();
     // Boxed: the dial's future (the connection, TLS, proxy, handshake) is large, and a
     // task's future is allocated once at its largest; boxed, it is freed when the
     // connection is open.
-    let Some(io) = Box::pin(open(&shared, dialing, commands, resume)).await else {
+    let Some(io) = Box::pin(open(&shared, dialing, commands, reading)).await else {
         return;
     };
     std::future::poll_fn(|cx| {
         io.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .poll(cx, &shared, conn)
+            .poll(cx, &shared, conn, false)
     })
     .await;
     let mut io = io.lock().unwrap_or_else(PoisonError::into_inner);
@@ -99,7 +127,7 @@ async fn open<M: Machine>(
     shared: &Arc<Shared<M>>,
     dialing: Dialing,
     commands: mpsc::UnboundedReceiver<Command>,
-    resume: Arc<AtomicWaker>,
+    reading: Arc<Reading>,
 ) -> Option<SharedIo> {
     let (connection, target) = *dialing;
     let conn = connection.id();
@@ -117,7 +145,10 @@ async fn open<M: Machine>(
         unanswered: 0,
         batch: Vec::new(),
         credit: ReadCredit::PAUSED,
-        resume,
+        reading,
+        ended: false,
+        #[cfg(test)]
+        readers: Vec::new(),
     }));
     // Reporting the handshake makes the core flush its queue: the queued messages are
     // written in place and flushed together, in one write.
@@ -304,8 +335,15 @@ pub(crate) struct Io {
     /// How many more messages (and bytes) the core takes before reading pauses (flow
     /// control); refreshed at every report.
     credit: ReadCredit,
-    /// Woken by the driver when reading may resume after a pause.
-    resume: Arc<AtomicWaker>,
+    /// Woken by the driver when reading may resume or the reads come back to the task;
+    /// whether input waits to be read.
+    reading: Arc<Reading>,
+    /// The connection ended in a poll the task taking events made ([`Self::poll_for_task`]):
+    /// the task finishes.
+    ended: bool,
+    /// The thread of each read pass, for the tests.
+    #[cfg(test)]
+    readers: Vec<std::thread::ThreadId>,
 }
 
 enum Flow {
@@ -326,21 +364,33 @@ impl Io {
     /// reading and writing are driven together (a blocked write never stops reads, so a
     /// peer that only writes back when read from cannot deadlock us) and every command
     /// already waiting is written with one flush.
+    ///
+    /// `for_task`: the task taking events makes this poll, with the task's waker
+    /// ([`Self::poll_for_task`]); otherwise the task, which leaves its input to the task
+    /// taking events while that one reads ([`crate::driver::Reads::Taker`]).
     fn poll<M: Machine>(
         &mut self,
         cx: &mut Context<'_>,
         shared: &Arc<Shared<M>>,
         conn: ConnId,
+        for_task: bool,
     ) -> Poll<()> {
+        if self.ended {
+            return Poll::Ready(());
+        }
         if let Some(socket) = self.connection.socket_mut() {
             socket.set_waker(cx.waker());
+        }
+        if !for_task {
+            self.reading.resume.register(cx.waker());
         }
         let mut passes = 0;
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
+            let left = !for_task && self.readable() && shared.taker_reads();
             let flow = match flow {
-                Flow::Go if self.readable() && self.may_read(cx, shared, conn) => {
+                Flow::Go if self.readable() && !left && self.may_read(cx, shared, conn) => {
                     passes += 1;
                     self.poll_read(&mut progress)
                 }
@@ -348,9 +398,17 @@ impl Io {
             };
             match flow {
                 Flow::Go => {
-                    if !self.batch.is_empty() {
-                        self.credit = shared.report(conn, self.batch.drain(..), false);
-                        progress = true;
+                    let unread = left || self.connection.has_more_to_read();
+                    let input = !self.batch.is_empty();
+                    if input || unread != self.reading.unread.load(Ordering::Relaxed) {
+                        let paused = self.credit.is_paused();
+                        let (credit, taker) =
+                            shared.report_pass(conn, self.batch.drain(..), unread);
+                        self.credit = credit;
+                        // The reads came back to this task meanwhile, or reading resumed
+                        // (which may have marked the connection unread before this report
+                        // cleared it): it looks again.
+                        progress |= input || (left && !taker) || (paused && !credit.is_paused());
                     }
                     if !progress {
                         return Poll::Pending;
@@ -358,8 +416,12 @@ impl Io {
                     if passes == PASSES_PER_POLL {
                         // A peer that keeps the reads busy (a flood of frames that complete
                         // nothing, say) must not keep this task from yielding: the runtime's
-                        // timers and other tasks go first, then the task comes back.
-                        cx.waker().wake_by_ref();
+                        // timers and other tasks go first, then the task comes back. (The
+                        // task taking events comes back by itself, as the connection is
+                        // marked unread.)
+                        if !for_task {
+                            cx.waker().wake_by_ref();
+                        }
                         return Poll::Pending;
                     }
                 }
@@ -369,6 +431,20 @@ impl Io {
                 }
                 Flow::Dropped => return Poll::Ready(()),
             }
+        }
+    }
+
+    /// A poll made by the task taking events, which reads what the connection's task left
+    /// to it (or what its last pass left) instead of waiting for the task to read it. The
+    /// socket and the command channel still wake the task: the poll uses its waker.
+    fn poll_for_task<M: Machine>(&mut self, shared: &Arc<Shared<M>>, conn: ConnId) {
+        let Some(waker) = self.connection.socket_mut().map(|s| s.waker.clone()) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        if !self.ended && self.poll(&mut cx, shared, conn, true).is_ready() {
+            self.ended = true;
+            waker.wake();
         }
     }
 
@@ -494,7 +570,7 @@ impl Io {
             return true;
         }
         // Registered before asking, so a resume in between is not missed.
-        self.resume.register(cx.waker());
+        self.reading.resume.register(cx.waker());
         self.credit = shared.read_credit(conn);
         if self.credit.is_paused() {
             return false;
@@ -503,6 +579,8 @@ impl Io {
     }
 
     fn poll_read(&mut self, progress: &mut bool) -> Flow {
+        #[cfg(test)]
+        self.readers.push(std::thread::current().id());
         let before = self.batch.len();
         let end = self
             .connection
@@ -606,6 +684,56 @@ impl Write for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While the application takes a flood of events, its own task makes the connection's
+    /// read passes (the connection's task leaves the input to it), instead of every pass
+    /// being made on a runtime thread and handed across: receiving 32-byte messages, the
+    /// two threads spent a third of the client's CPU waking each other.
+    #[test]
+    fn the_task_taking_events_reads_a_flood() {
+        use crate::{Client, Config, ConnectOptions, Event};
+        const N: usize = 20_000;
+        let server = wxsocket_test_server::EchoServer::flooding(N, 32).expect("flood server");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // `block_on` runs the application on this thread, the connection's task on the
+        // runtime's.
+        runtime.block_on(async {
+            let (client, mut events) = Client::new(Config::default()).unwrap();
+            let conn = client.connect(&ConnectOptions::new(server.url())).unwrap();
+            let mut got = 0;
+            while got < N {
+                match events.next().await.expect("the events end after the flood") {
+                    Event::Message { message, .. } => {
+                        assert_eq!(message, Message::binary(vec![got as u8; 32]));
+                        got += 1;
+                    }
+                    ended @ (Event::Error { .. } | Event::Close { .. }) => panic!("{ended:?}"),
+                    _ => {}
+                }
+            }
+            let listed = client.handle.shared.lock().unread_listed();
+            assert!(
+                listed <= 1,
+                "one connection listed {listed} times as unread"
+            );
+            let io = client.handle.shared.lock().io_of(conn).expect("open");
+            let readers = std::mem::take(&mut io.lock().unwrap().readers);
+            let me = std::thread::current().id();
+            let mine = readers.iter().filter(|&&t| t == me).count();
+            // The connection's task reads until the application first takes events, and
+            // whenever it finds none.
+            assert!(
+                mine * 4 >= readers.len() * 3,
+                "{mine} of {} read passes on the application's thread",
+                readers.len()
+            );
+            client.shutdown().await;
+        });
+    }
 
     /// Twenty dials of one host while its lookup takes its time share that lookup: one
     /// call of the resolver, one answer for each (a lookup per dial piled up on the blocking

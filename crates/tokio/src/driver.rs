@@ -185,16 +185,59 @@ impl RoomTicket {
     }
 }
 
+/// What the core and a connection's task share about its reading.
+#[derive(Default)]
+pub(crate) struct Reading {
+    /// Woken when reading may resume after a pause (flow control), or the reads come back
+    /// to the task ([`Reads::Tasks`]).
+    pub(crate) resume: AtomicWaker,
+    /// Input waits to be read: the last read pass stopped at its limit, the task left the
+    /// input to the task taking events ([`Reads::Taker`]), or reading resumed while that
+    /// one reads. Changed under the core's lock ([`Core::mark_unread`]); whoever holds the
+    /// connection's state reads it to know whether its report would change it.
+    pub(crate) unread: AtomicBool,
+}
+
 /// One live connection task.
 struct ConnEntry {
     commands: mpsc::UnboundedSender<Command>,
-    /// Woken when reading may resume after a pause (flow control).
-    resume: Arc<AtomicWaker>,
+    reading: Arc<Reading>,
     task: AbortHandle,
     socket: Option<SocketInfo>,
     /// Once open: the connection's state, for writes in place.
     io: Option<SharedIo>,
+    /// In the core's list of connections marked unread (once at most).
+    listed: bool,
 }
+
+/// Who reads the open connections' input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// Each connection's task, when its socket has input.
+    Tasks,
+    /// The task taking events, while they flow (it last read, or first took events, at
+    /// `since`): a connection's task woken for input leaves it to the taker (marks the
+    /// connection `unread`), who reads it when it finds no event waiting. A flood is then
+    /// read and taken on one thread, without a wake-up across threads for every read pass.
+    /// The reads go back to the tasks when the taker finds nothing, lets go of its events,
+    /// the client shuts down, or input waits [`HANDBACK`] after the taker last read (an
+    /// application that stopped taking events, or works through a backlog: pings, pongs
+    /// and close frames are still read).
+    Taker { since: Instant },
+}
+
+/// What a take of events found.
+pub(crate) enum Taken {
+    Some,
+    /// Nothing now; the waker (if any) is registered.
+    Empty,
+    /// Nothing, ever again.
+    Ended,
+}
+
+/// How long after the task taking events last read a connection's input waits for it
+/// before the connection's task reads it ([`Reads::Taker`]).
+pub(crate) const HANDBACK: Duration = Duration::from_millis(20);
 
 /// Everything behind the lock.
 pub(crate) struct Core<M> {
@@ -205,6 +248,9 @@ pub(crate) struct Core<M> {
     lifecycle: Lifecycle,
     /// Connections with frames started in place during this turn, to flush at its end.
     in_place: Vec<ConnId>,
+    reads: Reads,
+    /// The connections marked `unread` (and maybe some no longer marked, or gone).
+    unread: Vec<ConnId>,
 }
 
 /// Who a turn of the core found waiting: woken after the lock is let go, so that the
@@ -290,6 +336,9 @@ impl<M: Machine> Core<M> {
             },
             driver: wake
                 | self.lifecycle.timer_late(&self.machine)
+                | self
+                    .handback_due()
+                    .is_some_and(|due| self.lifecycle.armed().is_none_or(|armed| due < armed))
                 | self.lifecycle.finished(&self.machine),
         };
         if std::mem::take(&mut self.out.room_freed) {
@@ -342,20 +391,21 @@ impl<M: Machine> Core<M> {
                     Err(failed) => return self.machine.handle(conn, failed, now),
                 };
                 let (tx, rx) = mpsc::unbounded_channel();
-                let resume = Arc::new(AtomicWaker::new());
+                let reading = Arc::new(Reading::default());
                 let span = dialing.0.span().clone();
                 let task = shared.runtime.spawn(
-                    conn::run(Arc::clone(shared), dialing, rx, Arc::clone(&resume))
+                    conn::run(Arc::clone(shared), dialing, rx, Arc::clone(&reading))
                         .instrument(span),
                 );
                 self.conns.insert(
                     conn,
                     ConnEntry {
                         commands: tx,
-                        resume,
+                        reading,
                         task: task.abort_handle(),
                         socket: None,
                         io: None,
+                        listed: false,
                     },
                 );
                 return;
@@ -386,8 +436,11 @@ impl<M: Machine> Core<M> {
                 }
             }
             Action::ResumeReading { conn } => {
-                if let Some(entry) = self.conns.get(&conn) {
-                    entry.resume.wake();
+                if let Reads::Taker { .. } = self.reads {
+                    // The taker reads it when it next finds no event waiting.
+                    self.mark_unread(conn, true);
+                } else if let Some(entry) = self.conns.get(&conn) {
+                    entry.reading.resume.wake();
                 }
                 return;
             }
@@ -403,6 +456,85 @@ impl<M: Machine> Core<M> {
             // The transport already ended and said so; the core knows.
             None => tracing::debug!(%conn, "action for a finished connection"),
         }
+    }
+
+    /// Marks whether input waits to be read on `conn` (see [`Reading::unread`]).
+    fn mark_unread(&mut self, conn: ConnId, unread: bool) {
+        if let Some(entry) = self.conns.get_mut(&conn)
+            && entry.io.is_some()
+        {
+            entry.reading.unread.store(unread, Ordering::Relaxed);
+            if unread && !std::mem::replace(&mut entry.listed, true) {
+                self.unread.push(conn);
+            }
+        }
+    }
+
+    /// The open connections marked `unread`, with their state. (The list drops those no
+    /// longer marked.)
+    fn take_unread(&mut self) -> Vec<(ConnId, SharedIo)> {
+        let conns = &mut self.conns;
+        self.unread.retain(|conn| match conns.get_mut(conn) {
+            Some(e) if e.reading.unread.load(Ordering::Relaxed) => true,
+            Some(e) => {
+                e.listed = false;
+                false
+            }
+            None => false,
+        });
+        self.unread
+            .iter()
+            .filter_map(|conn| Some((*conn, conns.get(conn)?.io.clone()?)))
+            .collect()
+    }
+
+    /// When the reads go back to the connections' tasks, if input waits for a taker that
+    /// does not come ([`HANDBACK`]).
+    fn handback_due(&self) -> Option<Instant> {
+        match self.reads {
+            Reads::Taker { since } if !self.unread.is_empty() => Some(since + HANDBACK),
+            _ => None,
+        }
+    }
+
+    /// Sets who reads; back with the tasks, each connection with input waiting is woken to
+    /// read it.
+    pub(crate) fn set_reads(&mut self, shared: &Shared<M>, reads: Reads) {
+        let was = std::mem::replace(&mut self.reads, reads);
+        let taker = matches!(reads, Reads::Taker { .. });
+        shared.taker_reads.store(taker, Ordering::Relaxed);
+        if !taker && was != Reads::Tasks {
+            for conn in &self.unread {
+                if let Some(entry) = self.conns.get(conn) {
+                    entry.reading.resume.wake();
+                }
+            }
+        }
+    }
+
+    /// A take of events found none: the reads go back to the connections' tasks, and
+    /// `waker` waits for the next event.
+    fn nothing_taken(&mut self, shared: &Shared<M>, waker: Option<&Waker>) -> Taken {
+        self.set_reads(shared, Reads::Tasks);
+        if shared.has_ended() {
+            return Taken::Ended;
+        }
+        if let Some(waker) = waker {
+            self.out.event_waker = Some(waker.clone());
+        }
+        Taken::Empty
+    }
+
+    /// How many connections the list of those marked unread holds.
+    #[cfg(test)]
+    pub(crate) fn unread_listed(&self) -> usize {
+        self.unread.len()
+    }
+
+    /// An open connection's state.
+    #[cfg(test)]
+    pub(crate) fn io_of(&self, conn: ConnId) -> Option<SharedIo> {
+        self.conns.get(&conn)?.io.clone()
     }
 
     /// The socket details of a connection, once it is dialled.
@@ -425,6 +557,9 @@ pub(crate) struct Shared<M> {
     /// Set by the driver task when it has ended; `exited` is notified then.
     ended: AtomicBool,
     exited: Notify,
+    /// Whether the task taking events reads ([`Reads::Taker`]); the connections' tasks look
+    /// here without the lock, and [`Shared::report_pass`] confirms under it.
+    taker_reads: AtomicBool,
 }
 
 impl<M: Machine> Shared<M> {
@@ -477,6 +612,86 @@ impl<M: Machine> Shared<M> {
         })
     }
 
+    /// Input from an open connection's read pass. `unread`: input waits to be read (the
+    /// pass stopped at its limit, or the task left it to the task taking events). Returns
+    /// how much the connection may read next, and whether the task taking events still
+    /// reads (a task that left input to it reads it itself otherwise).
+    pub(crate) fn report_pass(
+        self: &Arc<Self>,
+        conn: ConnId,
+        events: impl IntoIterator<Item = wxsocket_core::TransportEvent>,
+        unread: bool,
+    ) -> (ReadCredit, bool) {
+        self.call(|core, now| {
+            core.mark_unread(conn, unread);
+            for event in events {
+                core.machine.handle(conn, event, now);
+            }
+            core.out.room_freed = true;
+            let taker = matches!(core.reads, Reads::Taker { .. });
+            (core.machine.read_credit(conn), taker)
+        })
+    }
+
+    /// Whether the task taking events reads the connections' input ([`Reads::Taker`]), as
+    /// last seen (confirmed under the lock by [`Self::report_pass`]).
+    pub(crate) fn taker_reads(&self) -> bool {
+        self.taker_reads.load(Ordering::Relaxed)
+    }
+
+    /// Takes events for the [`crate::Events`] stream: up to one batch into `into`. With none
+    /// waiting, it reads the input the connections left to it (or that their last pass
+    /// left) and takes what that gave; the reads are its own while it finds events, and go
+    /// back to the connections' tasks when it finds none.
+    pub(crate) fn take_events(
+        self: &Arc<Self>,
+        waker: Option<&Waker>,
+        into: &mut wxsocket_wire::events::EventBatch,
+    ) -> Taken {
+        let unread = self.call(|core, now| {
+            if into.fill(|| core.machine.next_event()) {
+                // Completions taken leave room for sends that wait for it.
+                core.out.room_freed = true;
+                if core.reads == Reads::Tasks {
+                    core.set_reads(self, Reads::Taker { since: now });
+                }
+                return Err(Taken::Some);
+            }
+            let unread = core.take_unread();
+            if unread.is_empty() {
+                return Err(core.nothing_taken(self, waker));
+            }
+            core.set_reads(self, Reads::Taker { since: now });
+            Ok(unread)
+        });
+        let unread = match unread {
+            Ok(unread) => unread,
+            Err(taken) => return taken,
+        };
+        for (conn, io) in unread {
+            // The connection's task holds its state at most for its own poll (a few read
+            // passes, or only leaving the input here): waiting for it beats handing the
+            // reads back and being woken across threads for what it reads.
+            conn::read_for_task(self, conn, &io);
+        }
+        self.call(|core, _| {
+            if into.fill(|| core.machine.next_event()) {
+                core.out.room_freed = true;
+                return Taken::Some;
+            }
+            core.nothing_taken(self, waker)
+        })
+    }
+
+    /// The application let go of its events: from now on they are dropped as they come,
+    /// and the connections' tasks read.
+    pub(crate) fn detach_events(self: &Arc<Self>) {
+        self.call(|core, _| {
+            core.out.events_alive = false;
+            core.set_reads(self, Reads::Tasks);
+        });
+    }
+
     /// How much connection `conn` may read now.
     pub(crate) fn read_credit(&self, conn: ConnId) -> ReadCredit {
         self.lock().machine.read_credit(conn)
@@ -506,7 +721,11 @@ impl<M: Machine> Shared<M> {
     /// Shuts the machine down (once): the core closes every connection and says when it
     /// is drained; the driver task then ends.
     pub(crate) fn begin_shutdown(self: &Arc<Self>) {
-        self.call(|core, now| core.lifecycle.shut_down(&mut core.machine, now));
+        self.call(|core, now| {
+            core.lifecycle.shut_down(&mut core.machine, now);
+            // The application may no longer take events; the close frames are read.
+            core.set_reads(self, Reads::Tasks);
+        });
         self.wake.notify_one();
     }
 
@@ -657,6 +876,8 @@ pub(crate) fn start<M: Machine>(
             conns: HashMap::new(),
             lifecycle: Lifecycle::default(),
             in_place: Vec::new(),
+            reads: Reads::Tasks,
+            unread: Vec::new(),
         }),
         wake: Notify::new(),
         runtime: runtime.clone(),
@@ -666,6 +887,7 @@ pub(crate) fn start<M: Machine>(
         lookups: conn::SharedLookups::default(),
         ended: AtomicBool::new(false),
         exited: Notify::new(),
+        taker_reads: AtomicBool::new(false),
     });
     // The guard is the task's argument, not a local, so that it is dropped with a task
     // that was never polled too.
@@ -772,6 +994,9 @@ async fn turn_until_finished<M: Machine>(shared: Arc<Shared<M>>, sleep: tokio::t
             if core.machine.poll_timeout().is_some_and(|t| t <= now) {
                 core.machine.handle_timeout(now);
             }
+            if core.handback_due().is_some_and(|due| due <= now) {
+                core.set_reads(&shared, Reads::Tasks);
+            }
             let turned = core.turn(&shared, now);
             let callbacks = core.machine.take_callbacks();
             let finished = core.lifecycle.finished(&core.machine);
@@ -783,7 +1008,10 @@ async fn turn_until_finished<M: Machine>(shared: Arc<Shared<M>>, sleep: tokio::t
                     entry.task.abort();
                 }
             }
-            let next = core.machine.poll_timeout();
+            let next = match (core.machine.poll_timeout(), core.handback_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             core.lifecycle.arm(next);
             (next, callbacks, finished, turned)
         };
