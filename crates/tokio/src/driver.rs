@@ -206,7 +206,7 @@ struct ConnEntry {
     socket: Option<SocketInfo>,
     /// Once open: the connection's state, for writes in place.
     io: Option<SharedIo>,
-    /// In the core's list of connections marked unread (once at most).
+    /// In the core's list of connections marked unread ([`Core::unread`]).
     listed: bool,
 }
 
@@ -249,7 +249,7 @@ pub(crate) struct Core<M> {
     /// Connections with frames started in place during this turn, to flush at its end.
     in_place: Vec<ConnId>,
     reads: Reads,
-    /// The connections marked `unread` (and maybe some no longer marked, or gone).
+    /// The connections marked `unread`, each once (and maybe some gone since).
     unread: Vec<ConnId>,
 }
 
@@ -458,30 +458,26 @@ impl<M: Machine> Core<M> {
         }
     }
 
-    /// Marks whether input waits to be read on `conn` (see [`Reading::unread`]).
+    /// Marks whether input waits to be read on `conn` (see [`Reading::unread`]), listing it
+    /// in [`Self::unread`] or taking it out.
     fn mark_unread(&mut self, conn: ConnId, unread: bool) {
-        if let Some(entry) = self.conns.get_mut(&conn)
-            && entry.io.is_some()
-        {
-            entry.reading.unread.store(unread, Ordering::Relaxed);
-            if unread && !std::mem::replace(&mut entry.listed, true) {
+        let Some(entry) = self.conns.get_mut(&conn).filter(|e| e.io.is_some()) else {
+            return;
+        };
+        entry.reading.unread.store(unread, Ordering::Relaxed);
+        if unread != std::mem::replace(&mut entry.listed, unread) {
+            if unread {
                 self.unread.push(conn);
+            } else if let Some(at) = self.unread.iter().position(|c| *c == conn) {
+                self.unread.swap_remove(at);
             }
         }
     }
 
-    /// The open connections marked `unread`, with their state. (The list drops those no
-    /// longer marked.)
+    /// The open connections marked `unread`, with their state (the list drops those gone).
     fn take_unread(&mut self) -> Vec<(ConnId, SharedIo)> {
-        let conns = &mut self.conns;
-        self.unread.retain(|conn| match conns.get_mut(conn) {
-            Some(e) if e.reading.unread.load(Ordering::Relaxed) => true,
-            Some(e) => {
-                e.listed = false;
-                false
-            }
-            None => false,
-        });
+        let conns = &self.conns;
+        self.unread.retain(|conn| conns.contains_key(conn));
         self.unread
             .iter()
             .filter_map(|conn| Some((*conn, conns.get(conn)?.io.clone()?)))
@@ -640,9 +636,11 @@ impl<M: Machine> Shared<M> {
     }
 
     /// Takes events for the [`crate::Events`] stream: up to one batch into `into`. With none
-    /// waiting, it reads the input the connections left to it (or that their last pass
-    /// left) and takes what that gave; the reads are its own while it finds events, and go
-    /// back to the connections' tasks when it finds none.
+    /// waiting, a take that waits (`waker`) reads the input the connections left to it (or
+    /// that their last pass left) and takes what that gave; the reads are its own while it
+    /// finds events, and go back to the connections' tasks when it finds none. A take that
+    /// does not wait (`try_recv`) never reads: a loop taking events until none is ready
+    /// would otherwise go on for as long as a flood lasts.
     pub(crate) fn take_events(
         self: &Arc<Self>,
         waker: Option<&Waker>,
@@ -652,12 +650,16 @@ impl<M: Machine> Shared<M> {
             if into.fill(|| core.machine.next_event()) {
                 // Completions taken leave room for sends that wait for it.
                 core.out.room_freed = true;
-                if core.reads == Reads::Tasks {
+                if core.reads == Reads::Tasks && waker.is_some() {
                     core.set_reads(self, Reads::Taker { since: now });
                 }
                 return Err(Taken::Some);
             }
-            let unread = core.take_unread();
+            let unread = if waker.is_some() {
+                core.take_unread()
+            } else {
+                Vec::new()
+            };
             if unread.is_empty() {
                 return Err(core.nothing_taken(self, waker));
             }
