@@ -335,9 +335,15 @@ fn serve(listener: TcpListener, shared: &Arc<Shared>, flood: &Flood) {
             .spawn(move || answer_client(read, &writer, &shared))
             .expect("spawn the flood reader")
     };
+    // One hold of the writer for the flood and the rest of its last message: the reader's
+    // close reply, waiting for it, went in between and landed inside that message, and the
+    // client never saw the close frame (its close ended as 1006).
+    let writer = Arc::clone(&conn.writer);
+    let whole_frames = writer.lock().unwrap_or_else(|e| e.into_inner());
     let report = conn.flood(shared, flood);
     shared.publish(report);
     conn.finish(shared);
+    drop(whole_frames);
     // Keep the connection open (the reader answers pings and the close frame) until the
     // server is dropped.
     let mut state = shared.lock();
@@ -435,10 +441,8 @@ impl Connection {
     }
 
     /// Writes messages until the duration is over, the count is reached or the flood is
-    /// ended; measures the stalls.
+    /// ended; measures the stalls. The caller holds the writer.
     fn flood(&mut self, shared: &Shared, flood: &Flood) -> FloodReport {
-        let writer = Arc::clone(&self.writer);
-        let _whole_frames = writer.lock().unwrap_or_else(|e| e.into_inner());
         let len = self.frame.len();
         let per_batch = (BATCH / len).max(1);
         let mut batch = self.frame.repeat(per_batch);
@@ -520,10 +524,8 @@ impl Connection {
     }
 
     /// Writes the rest of the message in progress when the flood ended (as the client
-    /// makes room), unless the server is dropped first.
+    /// makes room), unless the server is dropped first. The caller holds the writer.
     fn finish(&mut self, shared: &Shared) {
-        let writer = Arc::clone(&self.writer);
-        let _whole_frame = writer.lock().unwrap_or_else(|e| e.into_inner());
         let rest = std::mem::take(&mut self.rest);
         let _ = write_all(&self.stream, &rest, shared);
     }
