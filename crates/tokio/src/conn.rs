@@ -359,6 +359,13 @@ enum Flow {
 /// makes before it yields.
 const PASSES_PER_POLL: usize = 4;
 
+/// The read passes the task taking events makes for a connection each time it runs out of
+/// events ([`Io::poll_for_task`]): one, so that what it holds at a time stays small (four,
+/// a megabyte of 1 KiB messages taken and freed at a time, made the allocator give its
+/// pages back and fault them in again each time, and cost a third more CPU than the
+/// connection's task reading them).
+const TAKER_PASSES: usize = 1;
+
 impl Io {
     /// One connection's whole life after the handshake, as a hand-written future so
     /// reading and writing are driven together (a blocked write never stops reads, so a
@@ -413,14 +420,23 @@ impl Io {
                     if !progress {
                         return Poll::Pending;
                     }
-                    if passes == PASSES_PER_POLL {
+                    if passes
+                        == if for_task {
+                            TAKER_PASSES
+                        } else {
+                            PASSES_PER_POLL
+                        }
+                    {
                         // A peer that keeps the reads busy (a flood of frames that complete
                         // nothing, say) must not keep this task from yielding: the runtime's
-                        // timers and other tasks go first, then the task comes back. (The
-                        // task taking events comes back by itself, as the connection is
-                        // marked unread.)
+                        // timers and other tasks go first, then the task comes back. The
+                        // task taking events comes back for the rest by itself, the
+                        // connection marked unread (even when the pass ended at a credit
+                        // the core has since renewed, which no `ResumeReading` announces).
                         if !for_task {
                             cx.waker().wake_by_ref();
+                        } else if !self.reading.unread.load(Ordering::Relaxed) {
+                            (self.credit, _) = shared.report_pass(conn, [], true);
                         }
                         return Poll::Pending;
                     }
@@ -694,7 +710,7 @@ mod tests {
     /// two threads spent a third of the client's CPU waking each other.
     #[test]
     fn the_task_taking_events_reads_a_flood() {
-        use crate::{Client, Config, ConnectOptions, Event};
+        use crate::{Client, Config, ConnectOptions, Event, SessionConfig};
         const N: usize = 20_000;
         let server = wxsocket_test_server::EchoServer::flooding(N, 32).expect("flood server");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -705,11 +721,20 @@ mod tests {
         // `block_on` runs the application on this thread, the connection's task on the
         // runtime's.
         runtime.block_on(async {
-            let (client, mut events) = Client::new(Config::default()).unwrap();
+            // Bounds that end a pass now and then within the credit the last report gave,
+            // which the core has renewed since (the application took events): no
+            // `ResumeReading` says so.
+            let session = SessionConfig::default().receive_bounds(300, 1 << 20);
+            let (client, mut events) = Client::new(Config::default().session(session)).unwrap();
             let conn = client.connect(&ConnectOptions::new(server.url())).unwrap();
             let mut got = 0;
             while got < N {
-                match events.next().await.expect("the events end after the flood") {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), events.next());
+                match next
+                    .await
+                    .expect("a stall")
+                    .expect("the events end after the flood")
+                {
                     Event::Message { message, .. } => {
                         assert_eq!(message, Message::binary(vec![got as u8; 32]));
                         got += 1;
@@ -755,7 +780,12 @@ mod tests {
         let (client, mut events) = Client::new(Config::default()).unwrap();
         client.connect(&ConnectOptions::new(server.url())).unwrap();
         let (mut frames, mut total) = (0, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while frames < 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{frames} frames with messages"
+            );
             let mut drained = 0;
             loop {
                 match events.try_recv() {
