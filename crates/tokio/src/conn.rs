@@ -395,7 +395,9 @@ impl Io {
         loop {
             let mut progress = false;
             let flow = self.poll_write(cx, &mut progress);
-            let left = !for_task && self.readable() && shared.taker_reads();
+            // Woken for input, the task reads once (it is running already: leaving that
+            // to the task taking events would cost both); what a pass left is the taker's.
+            let left = !for_task && passes > 0 && self.readable() && shared.taker_reads();
             let flow = match flow {
                 Flow::Go if self.readable() && !left && self.may_read(cx, shared, conn) => {
                     passes += 1;
