@@ -176,8 +176,8 @@ async fn wait_send(
 /// 16 MiB), the connection stops reading until the application takes half of them, and
 /// TCP pushes back on the server. Nothing is dropped; a slow consumer slows the peer.
 ///
-/// While it finds events ready, the task waiting here also reads the connections' input
-/// when it runs out (see the crate's "How it runs"); a connection's own task reads when
+/// While it finds events ready, the task waiting here also makes the read passes a flood
+/// needs when it runs out (see the crate's "How it runs"); a connection's own task reads when
 /// the stream waits with nothing to take, or input has waited 20 ms for it (the
 /// application is busy elsewhere, or works through a backlog of events).
 ///
