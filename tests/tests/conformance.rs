@@ -870,8 +870,19 @@ fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {
 /// still has its peer's pings answered, its events waiting: the input that comes meanwhile
 /// is read within the adapter's bound (tokio: 20 ms after the application last took
 /// events; blocking: 250 ms after it left `recv`). In tokio the task taking events reads
-/// the connections' input while events flow; without the hand-back to the connection's
-/// task the ping sat unread for as long as the application took nothing.
+/// what a flood needs while events flow; before a connection's task woken for input read
+/// its first pass itself, the ping waited for the hand-back, and without it sat unread for
+/// as long as the application took nothing.
+/// The peer's ping of the two scenarios below, `still there?`.
+fn ping_still_there() -> Step {
+    Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode: opcode::PING,
+        payload: b"still there?".to_vec(),
+    }
+}
+
 fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
     let text = |payload: String| Step::Frame {
         fin: true,
@@ -880,12 +891,7 @@ fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
         payload: payload.into_bytes(),
     };
     let three = (0..3).map(|n| text(format!("before {n}"))).collect();
-    let ping = Step::Frame {
-        fin: true,
-        rsv: 0,
-        opcode: opcode::PING,
-        payload: b"still there?".to_vec(),
-    };
+    let ping = ping_still_there();
     let peer = Peer::start(Mode::Script(vec![
         Step::Together(three),
         Step::AwaitMessages(1),
@@ -912,8 +918,8 @@ fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
 /// An application working through a backlog of events (taking them one by one, never
 /// finding none) still has its peer's pings answered long before the backlog is gone (tokio:
 /// within 20 ms of the ping; blocking: 250 ms). In tokio the task taking events reads only
-/// when it finds no event ready; while it took a backlog of 20,000 the ping waited for all
-/// of them.
+/// when it finds no event ready; while the hand-back counted from its last take rather than
+/// its last read, a ping it was left waited for the whole backlog of 20,000.
 fn a_ping_is_answered_while_the_application_works_through_a_backlog<A: Adapter>() {
     const BACKLOG: usize = 20_000;
     let frames = (0..BACKLOG)
@@ -924,12 +930,7 @@ fn a_ping_is_answered_while_the_application_works_through_a_backlog<A: Adapter>(
             payload: format!("backlog {n}").into_bytes(),
         })
         .collect();
-    let ping = Step::Frame {
-        fin: true,
-        rsv: 0,
-        opcode: opcode::PING,
-        payload: b"still there?".to_vec(),
-    };
+    let ping = ping_still_there();
     let peer = Peer::start(Mode::Script(vec![
         Step::Together(frames),
         Step::AwaitMessages(1),

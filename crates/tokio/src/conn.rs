@@ -706,8 +706,18 @@ impl Write for Socket {
 mod tests {
     use super::*;
 
-    /// While the application takes a flood of events, its own task makes the connection's
-    /// read passes (the connection's task leaves the input to it), instead of every pass
+    /// A runtime with two worker threads; `block_on` runs the application on the test's.
+    fn two_workers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// While the application takes a flood of events, its own task makes most of the
+    /// connection's read passes (the connection's task reads what wakes it and leaves the
+    /// passes after a pass's limit to it), instead of every pass
     /// being made on a runtime thread and handed across: receiving 32-byte messages, the
     /// two threads spent a third of the client's CPU waking each other.
     #[test]
@@ -715,11 +725,7 @@ mod tests {
         use crate::{Client, Config, ConnectOptions, Event, SessionConfig};
         const N: usize = 20_000;
         let server = wxsocket_test_server::EchoServer::flooding(N, 32).expect("flood server");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = two_workers();
         // `block_on` runs the application on this thread, the connection's task on the
         // runtime's.
         runtime.block_on(async {
@@ -773,11 +779,7 @@ mod tests {
     fn a_try_recv_loop_ends_while_a_flood_goes_on() {
         use crate::{Client, Config, ConnectOptions, Event, TryRecvError};
         let server = wxsocket_test_server::EchoServer::flooding(300_000, 32).expect("server");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = two_workers();
         let _guard = runtime.enter();
         let (client, mut events) = Client::new(Config::default()).unwrap();
         client.connect(&ConnectOptions::new(server.url())).unwrap();

@@ -237,7 +237,7 @@ pub(crate) enum Taken {
 
 /// How long after the task taking events last read a connection's input waits for it
 /// before the connection's task reads it ([`Reads::Taker`]).
-pub(crate) const HANDBACK: Duration = Duration::from_millis(20);
+const HANDBACK: Duration = Duration::from_millis(20);
 
 /// Everything behind the lock.
 pub(crate) struct Core<M> {
@@ -459,6 +459,29 @@ impl<M: Machine> Core<M> {
         }
     }
 
+    /// Hands a connection's transport input to the machine; returns how much the connection
+    /// may read next.
+    fn take_input(
+        &mut self,
+        conn: ConnId,
+        events: impl IntoIterator<Item = TransportEvent>,
+        now: Instant,
+    ) -> ReadCredit {
+        for event in events {
+            self.machine.handle(conn, event, now);
+        }
+        self.out.room_freed = true;
+        self.machine.read_credit(conn)
+    }
+
+    /// Moves up to one batch of events into `into`; returns whether any came.
+    fn take_batch(&mut self, into: &mut wxsocket_wire::events::EventBatch) -> bool {
+        let taken = into.fill(|| self.machine.next_event());
+        // Completions taken leave room for sends that wait for it.
+        self.out.room_freed |= taken;
+        taken
+    }
+
     /// Marks whether input waits to be read on `conn` (see [`Reading::unread`]), listing it
     /// in [`Self::unread`] or taking it out, in constant time: the list holds only what the
     /// task taking events must read (with 10,000 connections, a search of it for each one
@@ -509,7 +532,7 @@ impl<M: Machine> Core<M> {
 
     /// Sets who reads; back with the tasks, each connection with input waiting is woken to
     /// read it.
-    pub(crate) fn set_reads(&mut self, shared: &Shared<M>, reads: Reads) {
+    fn set_reads(&mut self, shared: &Shared<M>, reads: Reads) {
         let was = std::mem::replace(&mut self.reads, reads);
         let taker = matches!(reads, Reads::Taker { .. });
         shared.taker_reads.store(taker, Ordering::Relaxed);
@@ -616,11 +639,7 @@ impl<M: Machine> Shared<M> {
             if finished {
                 core.conns.remove(&conn);
             }
-            for event in events {
-                core.machine.handle(conn, event, now);
-            }
-            core.out.room_freed = true;
-            core.machine.read_credit(conn)
+            core.take_input(conn, events, now)
         })
     }
 
@@ -636,12 +655,8 @@ impl<M: Machine> Shared<M> {
     ) -> (ReadCredit, bool) {
         self.call(|core, now| {
             core.mark_unread(conn, unread);
-            for event in events {
-                core.machine.handle(conn, event, now);
-            }
-            core.out.room_freed = true;
-            let taker = matches!(core.reads, Reads::Taker { .. });
-            (core.machine.read_credit(conn), taker)
+            let credit = core.take_input(conn, events, now);
+            (credit, matches!(core.reads, Reads::Taker { .. }))
         })
     }
 
@@ -663,9 +678,7 @@ impl<M: Machine> Shared<M> {
         into: &mut wxsocket_wire::events::EventBatch,
     ) -> Taken {
         let unread = self.call(|core, now| {
-            if into.fill(|| core.machine.next_event()) {
-                // Completions taken leave room for sends that wait for it.
-                core.out.room_freed = true;
+            if core.take_batch(into) {
                 if core.reads == Reads::Tasks && waker.is_some() {
                     core.set_reads(self, Reads::Taker { since: now });
                 }
@@ -693,8 +706,7 @@ impl<M: Machine> Shared<M> {
             conn::read_for_task(self, conn, &io);
         }
         self.call(|core, _| {
-            if into.fill(|| core.machine.next_event()) {
-                core.out.room_freed = true;
+            if core.take_batch(into) {
                 return Taken::Some;
             }
             core.nothing_taken(self, waker)
