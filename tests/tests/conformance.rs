@@ -58,6 +58,7 @@ wxsocket_tests::on_both_adapters!(
     keepalive_answered_keeps_the_connection_open,
     a_ping_is_answered_while_the_application_takes_no_events,
     a_ping_is_answered_while_the_application_works_through_a_backlog,
+    a_ping_behind_more_than_a_read_pass_is_answered_while_the_application_takes_no_events,
     a_close_during_a_flood_completes_its_handshake,
     keepalive_counts_part_of_a_message_as_a_sign_of_life,
     keepalive_counts_part_of_a_tls_record_as_a_sign_of_life,
@@ -866,14 +867,7 @@ fn close_timeout_against_a_server_that_never_answers<A: Adapter>() {
     assert_quiet(&mut a);
 }
 
-/// An application that took events and then takes no more (busy with the last one, say)
-/// still has its peer's pings answered, its events waiting: the input that comes meanwhile
-/// is read within the adapter's bound (tokio: 20 ms after the application last took
-/// events; blocking: 250 ms after it left `recv`). In tokio the task taking events reads
-/// what a flood needs while events flow; before a connection's task woken for input read
-/// its first pass itself, the ping waited for the hand-back, and without it sat unread for
-/// as long as the application took nothing.
-/// The peer's ping of the two scenarios below, `still there?`.
+/// The peer's ping of the scenarios below, `still there?`.
 fn ping_still_there() -> Step {
     Step::Frame {
         fin: true,
@@ -883,6 +877,13 @@ fn ping_still_there() -> Step {
     }
 }
 
+/// An application that took events and then takes no more (busy with the last one, say)
+/// still has its peer's pings answered, its events waiting: the input that comes meanwhile
+/// is read within the adapter's bound (tokio: 20 ms after the task taking events last
+/// read; blocking: 250 ms after it left `recv`). In tokio the task taking events reads
+/// what a flood needs while events flow; before a connection's task woken for input read
+/// its first pass itself, the ping waited for the hand-back, and without it sat unread for
+/// as long as the application took nothing.
 fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
     let text = |payload: String| Step::Frame {
         fin: true,
@@ -903,6 +904,56 @@ fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
     a.events_until("the open and three messages", T, |e| messages(e).len() == 3);
     // From here on the application takes nothing; its message makes the peer ping.
     a.try_send(Message::text("ping me")).unwrap();
+    let seen = peer.wait_for("the pong", T, |s| {
+        s.connections.first().is_some_and(|c| !c.pongs.is_empty())
+    });
+    assert_eq!(
+        seen.connections[0].pongs,
+        [b"still there?".to_vec()],
+        "[{}]",
+        A::NAME
+    );
+    assert_eq!(a.state(), ReadyState::Open, "[{}]", A::NAME);
+}
+
+/// As above, but the ping comes behind a megabyte of messages, more than one read pass
+/// ([`wxsocket_wire::link::READ_PASS`]) and well within the receive bounds: the adapter reads
+/// on to the ping although the application takes nothing. In tokio a connection's task woken
+/// for input reads one pass and leaves the rest to the task taking events, which last found
+/// events and so still reads: the rest is the connection's task's again 20 ms after that task
+/// last read or first found events (without that hand-back the ping sat unread for as long as
+/// the application took nothing). Blocking: the receiving thread's reads come back to the
+/// driver thread 250 ms after it left `recv`.
+fn a_ping_behind_more_than_a_read_pass_is_answered_while_the_application_takes_no_events<
+    A: Adapter,
+>() {
+    const CHUNK: usize = 64 << 10;
+    const BEHIND: usize = (4 * wxsocket_wire::link::READ_PASS) / CHUNK;
+    let frame = |opcode, payload: Vec<u8>| Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode,
+        payload,
+    };
+    let three = (0..3)
+        .map(|n| frame(opcode::TEXT, format!("before {n}").into_bytes()))
+        .collect();
+    let mut behind: Vec<Step> = (0..BEHIND)
+        .map(|n| frame(opcode::BINARY, vec![n as u8; CHUNK]))
+        .collect();
+    behind.push(ping_still_there());
+    let peer = Peer::start(Mode::Script(vec![
+        Step::Together(three),
+        Step::AwaitMessages(1),
+        Step::Together(behind),
+    ]));
+    let config = config().receive_bounds(1000, 64 << 20);
+    let mut a = A::new(config, TlsRoots::default()).unwrap();
+    a.connect(&ConnectOptions::new(peer.url())).unwrap();
+    // Taken together: the last take found events, so the application is the one reading.
+    a.events_until("the open and three messages", T, |e| messages(e).len() == 3);
+    // From here on the application takes nothing; its message makes the peer send.
+    a.try_send(Message::text("send the megabyte")).unwrap();
     let seen = peer.wait_for("the pong", T, |s| {
         s.connections.first().is_some_and(|c| !c.pongs.is_empty())
     });
