@@ -6,8 +6,8 @@ use crate::{ConnectArgs, Policy};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wxsocket_core::{
     Acknowledgement, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError,
@@ -73,6 +73,15 @@ const BINARY_CHUNK: usize = 64 << 10;
 /// Most inputs taken at a time before the main loop looks at its deadlines and at
 /// standard output again (see `Client::drain_ready`).
 const DRAIN_BATCH: usize = 256;
+
+/// How long the command takes what already came once a signal's quit deadline has passed
+/// (see [`Client::last_look`]).
+const LAST_LOOK: Duration = Duration::from_millis(100);
+
+/// How long the signal thread lets the main thread end the command after a second signal
+/// before it ends the process itself (the main thread stuck writing to a stderr nobody
+/// reads, say).
+const FORCED_GRACE: Duration = Duration::from_secs(1);
 
 /// The end-of-input wait (`--linger`, `--linger-max`).
 #[derive(Debug, Clone, Copy)]
@@ -404,10 +413,9 @@ enum Input {
     Event(Event),
     /// The adapter has finished: every transport is closed (after the session was let go).
     Finished,
-    /// Standard input has something in its own channel (see [`read_stdin`]).
+    /// Standard input has something in its own channel (see [`read_stdin`]), or a signal
+    /// came (see [`Client::caught`]).
     Wake,
-    /// SIGTERM or SIGINT (its name) came.
-    Signal(&'static str),
 }
 
 /// Standard input read but not yet run.
@@ -546,6 +554,9 @@ struct Client {
     signalled: bool,
     /// A second signal came (its name): the command exits at once.
     forced: Option<&'static str>,
+    /// The signals that came and are not yet acted on, in order: the signal thread puts them
+    /// here (and wakes the loop), so that it never waits for this thread (see `run`).
+    caught: Arc<Mutex<Vec<&'static str>>>,
 }
 
 impl Client {
@@ -875,6 +886,7 @@ impl Client {
 
     /// Handles one input: standard input is kept for later, an event is printed.
     fn take(&mut self, input: Input) {
+        self.take_signals();
         match input {
             Input::Line(..) | Input::Chunk(_) | Input::BadLine(..) | Input::End
                 if self.input_stopped => {}
@@ -887,7 +899,27 @@ impl Client {
             Input::Finished => {}
             // The standard input it announces is taken in `drain_ready`.
             Input::Wake => {}
-            Input::Signal(name) => self.signalled(name),
+        }
+    }
+
+    /// Acts on the signals that came since the last look, in order.
+    fn take_signals(&mut self) {
+        let caught = std::mem::take(&mut *self.caught.lock().unwrap_or_else(|e| e.into_inner()));
+        for name in caught {
+            self.signalled(name);
+        }
+    }
+
+    /// The quit deadline of a signal passed: what already came is taken (printed if
+    /// stdout has room; its wait was given up at the deadline), for at most [`LAST_LOOK`],
+    /// in case the close event is among it.
+    fn last_look(&mut self) {
+        let until = Instant::now() + LAST_LOOK;
+        while !self.done_quitting() && self.forced.is_none() && Instant::now() < until {
+            match self.rx.try_recv() {
+                Ok(input) => self.take(input),
+                Err(_) => break,
+            }
         }
     }
 
@@ -944,13 +976,23 @@ impl Client {
             rx,
             status,
             send_failures,
+            signalled,
+            quit_deadline,
             ..
         } = self;
         // Let the adapter close what is still open (a socket that `/connect` replaced may
-        // still be sending its close frame), printing its last events until it has finished.
+        // still be sending its close frame), printing its last events until it has finished;
+        // after a signal, no later than the signal's deadline.
         drop(backend);
-        let deadline = Instant::now() + session.close_timeout + Duration::from_secs(1);
+        let mut deadline = Instant::now() + session.close_timeout + Duration::from_secs(1);
+        if signalled && let Some(t) = quit_deadline {
+            deadline = deadline.min(t.max(Instant::now()) + LAST_LOOK);
+        }
         loop {
+            if Instant::now() >= deadline {
+                out.note("the sockets did not finish closing in time; exiting");
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Input::Event(event)) => out.event(&event),
@@ -962,6 +1004,8 @@ impl Client {
                 }
             }
         }
+        // Everything printed is written (after a signal, until its deadline).
+        out.finish();
         match out.failure() {
             Some(kind) if kind != std::io::ErrorKind::BrokenPipe => status::OUTPUT_FAILED,
             _ if status == status::CLEAN && send_failures > 0 => status::SENDS_FAILED,
@@ -977,6 +1021,7 @@ impl Client {
                 "{name} again: exiting without waiting for the close"
             ));
             self.forced = Some(name);
+            self.out.give_up_at(Instant::now());
             return;
         }
         self.signalled = true;
@@ -992,7 +1037,13 @@ impl Client {
             self.quit();
         }
         let cap = Instant::now() + self.session.close_timeout + Duration::from_secs(1);
-        self.quit_deadline = Some(self.quit_deadline.map_or(cap, |t| t.min(cap)));
+        let deadline = self.quit_deadline.map_or(cap, |t| t.min(cap));
+        self.quit_deadline = Some(deadline);
+        // A stdout nobody reads holds neither the close (what comes while it is full is not
+        // printed, so the events behind it, the close's among them, are still taken) nor
+        // the command: what was printed is written until the deadline.
+        self.out.wait_no_more();
+        self.out.give_up_at(deadline);
     }
 
     fn done_quitting(&self) -> bool {
@@ -1203,7 +1254,7 @@ fn read_stdin(
 
 /// Runs the client until `/quit` or the end of input, then until the close event.
 pub fn run(settings: Settings) -> ExitCode {
-    let out = Arc::new(Out::with_mode(settings.mode));
+    let out = Arc::new(Out::with_writer(settings.mode));
     // Kept to tell at the end whether the transcript was written whole.
     let record = settings.record.clone();
     // Bounded: while stdout is slow this loop takes no events, and the adapter stops
@@ -1250,10 +1301,32 @@ pub fn run(settings: Settings) -> ExitCode {
     for _ in 0..read_ahead {
         let _ = credits.try_send(());
     }
-    // SIGTERM and SIGINT close the connection first (`signalled`).
-    let signal_tx = tx.clone();
-    if let Err(e) = crate::signals::watch(move |name| signal_tx.send(Input::Signal(name)).is_ok())
-        && !settings.quiet
+    // SIGTERM and SIGINT close the connection first (`signalled`). The signal thread never
+    // waits for the main thread, which may be waiting for stdout: it lets a line waiting
+    // for stdout go, and wakes the loop if the loop waits for input (a full channel: the
+    // loop is busy and looks at the signals before its next input). After a second signal
+    // it ends the process itself if the main thread has not within `FORCED_GRACE`.
+    let caught = Arc::new(Mutex::new(Vec::new()));
+    let (signal_tx, signal_out, signal_caught) =
+        (tx.clone(), Arc::clone(&out), Arc::clone(&caught));
+    let mut signals = 0;
+    if let Err(e) = crate::signals::watch(move |name| {
+        signals += 1;
+        signal_caught
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name);
+        if signals > 1 {
+            signal_out.give_up_at(Instant::now());
+        }
+        signal_out.interrupt();
+        let _ = signal_tx.try_send(Input::Wake);
+        if signals > 1 {
+            std::thread::sleep(FORCED_GRACE);
+            std::process::exit(i32::from(crate::signals::exit_status(name)));
+        }
+        true
+    }) && !settings.quiet
     {
         eprintln!(
             "wxsocket: warning: cannot watch for signals ({e}): they end the command without a close"
@@ -1298,11 +1371,13 @@ pub fn run(settings: Settings) -> ExitCode {
         ended_unasked: false,
         signalled: false,
         forced: None,
+        caught,
     };
     client.connect(None);
 
     let mut paused_until: Option<Instant> = None;
     loop {
+        client.take_signals();
         if paused_until.is_some_and(|t| Instant::now() >= t) {
             paused_until = None;
         }
@@ -1353,25 +1428,46 @@ pub fn run(settings: Settings) -> ExitCode {
                 Err(_) => break,
             },
         };
-        match input {
-            Some(input) => client.take(input),
-            None => {
-                if client.quit_deadline.is_some_and(|t| Instant::now() >= t) {
-                    client.out.note("close did not finish in time; exiting");
-                    if !client.live.is_empty() {
-                        client.status = status::ABNORMAL;
-                    }
-                    break;
-                }
+        let timed_out = input.is_none();
+        if let Some(input) = input {
+            client.take(input);
+        }
+        // The deadline of a signal holds while events keep coming (a flood, a slow stdout);
+        // otherwise the core's close timeout ends the close, and the loop waits for its event.
+        let past = client.quit_deadline.is_some_and(|t| Instant::now() >= t);
+        if past && (timed_out || client.signalled) {
+            client.last_look();
+            if client.done_quitting() || client.forced.is_some() {
+                break;
             }
+            client.out.note("close did not finish in time; exiting");
+            if !client.live.is_empty() {
+                client.status = status::ABNORMAL;
+            }
+            break;
         }
     }
     let quiet = client.quiet;
-    let status = match client.forced {
-        // Nothing more is waited for; the process ends with the threads in it.
-        Some(name) => crate::signals::exit_status(name),
+    let signalled = client.signalled;
+    let caught = Arc::clone(&client.caught);
+    let mut status = match client.forced {
+        // Nothing more is waited for (stdout gave up at the second signal); the process
+        // ends with the threads in it.
+        Some(name) => {
+            client.out.finish();
+            crate::signals::exit_status(name)
+        }
         None => client.shut_down(),
     };
+    // A second signal while the last output was written (which it gave up).
+    if let Some(name) = caught.lock().unwrap_or_else(|e| e.into_inner()).first()
+        && signalled
+    {
+        if !quiet {
+            crate::output::stderr_line(&format!("wxsocket: {name} again: exiting at once"));
+        }
+        status = crate::signals::exit_status(name);
+    }
     let record_failed = record.and_then(|r| match r.flush() {
         Err(e) => Some(e.to_string()),
         Ok(()) => r.error(),

@@ -20,6 +20,7 @@ mod replay;
 mod server;
 mod server_stream;
 mod signals;
+mod stdout;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! Printing events: human-readable lines or the `--json` contract (one object per line).
 
+use crate::stdout::Stdout;
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::sync::Mutex;
@@ -287,6 +288,9 @@ pub struct Out {
     /// The first error writing to stdout (the reader went away, the disk is full): from
     /// then on nothing more is written, and the command winds down ([`Self::failure`]).
     failed: std::sync::OnceLock<std::io::ErrorKind>,
+    /// Stdout written on a thread of its own ([`Self::with_writer`]); `None`: on the
+    /// thread printing.
+    writer: Option<Stdout>,
 }
 
 impl Out {
@@ -302,6 +306,47 @@ impl Out {
             mode,
             lock: Mutex::new(()),
             failed: std::sync::OnceLock::new(),
+            writer: None,
+        }
+    }
+
+    /// As [`Self::with_mode`], but stdout is written on a thread of its own
+    /// ([`crate::stdout`]): a reader that stops reading holds a line at most until
+    /// [`Self::interrupt`] or [`Self::give_up_at`]. Call [`Self::finish`] before exiting.
+    pub fn with_writer(mode: Mode) -> Self {
+        Self {
+            writer: Some(Stdout::start()),
+            ..Self::with_mode(mode)
+        }
+    }
+
+    /// Lets a line waiting for stdout go through now, once (see [`Stdout::interrupt`]).
+    pub fn interrupt(&self) {
+        if let Some(writer) = &self.writer {
+            writer.interrupt();
+        }
+    }
+
+    /// From now on, lines that find stdout full are not printed (counted, and said on
+    /// stderr at the end); see [`Stdout::wait_no_more`].
+    pub fn wait_no_more(&self) {
+        if let Some(writer) = &self.writer {
+            writer.wait_no_more();
+        }
+    }
+
+    /// From `at` on, lines that find stdout full are not printed, and [`Self::finish`]
+    /// waits no longer.
+    pub fn give_up_at(&self, at: Instant) {
+        if let Some(writer) = &self.writer {
+            writer.give_up_at(at);
+        }
+    }
+
+    /// Waits until what was printed is written (see [`Stdout::finish`]).
+    pub fn finish(&self) {
+        if let Some(writer) = &self.writer {
+            writer.finish();
         }
     }
 
@@ -330,14 +375,21 @@ impl Out {
         self.write(|stdout| stdout.write_all(bytes));
     }
 
-    /// Writes to stdout and flushes, unless an earlier write failed; keeps the first error.
-    fn write(&self, f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
+    /// Writes to stdout and flushes (or hands the bytes to the writer thread), unless an
+    /// earlier write failed; keeps the first error.
+    fn write(&self, f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.failed.get().is_some() {
+        if self.failure().is_some() {
             return;
         }
+        let mut bytes = Vec::new();
+        // Writing to a `Vec` cannot fail.
+        let _ = f(&mut bytes);
+        if let Some(writer) = &self.writer {
+            return writer.push(&bytes);
+        }
         let mut stdout = std::io::stdout().lock();
-        if let Err(e) = f(&mut stdout).and_then(|()| stdout.flush()) {
+        if let Err(e) = stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
             let _ = self.failed.set(e.kind());
         }
     }
@@ -345,7 +397,10 @@ impl Out {
     /// Why stdout could not be written, once a write failed (`BrokenPipe`: its reader went
     /// away, as `| head` does).
     pub fn failure(&self) -> Option<std::io::ErrorKind> {
-        self.failed.get().copied()
+        match &self.writer {
+            Some(writer) => writer.failure(),
+            None => self.failed.get().copied(),
+        }
     }
 
     /// Prints a diagnostic on stderr (payload mode only, unless quiet). Control characters

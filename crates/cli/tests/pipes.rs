@@ -985,6 +985,131 @@ fn a_second_signal_exits_connect_at_once() {
     }
 }
 
+/// A flooding server and a stdout nobody reads (a pager left open, a suspended reader):
+/// `connect` started with `extra` arguments, its stdout a pipe this test holds and never
+/// reads, its stderr collected. Returns once a thread of it waits for the full pipe.
+#[cfg(target_os = "linux")]
+fn connect_with_stdout_unread(
+    url: &str,
+    extra: &[&str],
+    blocking: bool,
+) -> (
+    std::process::Child,
+    std::thread::JoinHandle<String>,
+    std::process::ChildStdout,
+) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut args = vec!["connect", url];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(common::bin())
+        .args(with_adapter(args, blocking))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wxsocket");
+    let mut pipe = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tasks = format!("/proc/{}/task", child.id());
+    loop {
+        let waiting = std::fs::read_dir(&tasks).into_iter().flatten().any(|task| {
+            task.ok()
+                .and_then(|t| std::fs::read_to_string(t.path().join("wchan")).ok())
+                .is_some_and(|w| w.contains("pipe_write"))
+        });
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stdout never filled up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, stderr, stdout)
+}
+
+/// A stdout nobody reads does not hold a signalled `connect`: the first signal's close
+/// frame goes out at once, what cannot be printed is not waited for (so the close's answer,
+/// behind the flood, is taken: exit 0), the command exits a second after the close rather
+/// than at the deadline, saying on stderr what it could not print; a second signal ends it
+/// at once (143). Both used to wait for stdout: the main thread sat in its write to the full
+/// pipe, and neither signal was acted on while the pipe stayed full.
+#[cfg(target_os = "linux")]
+#[test]
+fn signals_end_connect_while_its_stdout_is_not_read() {
+    for blocking in ADAPTERS {
+        // The first signal alone.
+        let server = TestServer::start(Mode::Flood, false);
+        let (mut child, stderr, stdout) =
+            connect_with_stdout_unread(server.url(), &["--close-timeout", "5000"], blocking);
+        let signalled = Instant::now();
+        kill("TERM", child.id());
+        let deadline = signalled + Duration::from_secs(5);
+        while server.seen().first().is_none_or(|s| s.close.is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "blocking={blocking}: no close frame after the signal"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = common::wait_bounded(&mut child);
+        let took = signalled.elapsed();
+        drop(stdout);
+        let stderr = stderr.join().unwrap();
+        let status =
+            status.unwrap_or_else(|| panic!("blocking={blocking}: still running: {stderr}"));
+        // Once the close is done, a reader that makes no progress is waited for a second
+        // (`STALL`), not until the deadline (6 s here; about 1.6 s in all in a debug build).
+        assert!(
+            took < Duration::from_secs(5),
+            "blocking={blocking}: exited {took:?} after the signal; {stderr}"
+        );
+        assert_eq!(
+            server.seen()[0].close.as_ref().map(|c| c.0),
+            Some(1000),
+            "blocking={blocking}"
+        );
+        // The close was clean (the server answered it) and taken, behind the flood.
+        assert_eq!(status.code(), Some(0), "blocking={blocking}: {stderr}");
+        assert!(
+            stderr.contains("standard output was not read in time"),
+            "blocking={blocking}: {stderr}"
+        );
+
+        // A second signal while the first one's close waits.
+        let server = TestServer::start(Mode::Flood, false);
+        let (mut child, stderr, stdout) = connect_with_stdout_unread(server.url(), &[], blocking);
+        kill("TERM", child.id());
+        // Two signals at once may come as one: the second is sent once the first is seen.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.seen().first().is_none_or(|s| s.close.is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "blocking={blocking}: no close frame after the first signal"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let signalled = Instant::now();
+        kill("TERM", child.id());
+        let status = common::wait_bounded(&mut child);
+        let took = signalled.elapsed();
+        drop(stdout);
+        let stderr = stderr.join().unwrap();
+        let status =
+            status.unwrap_or_else(|| panic!("blocking={blocking}: still running: {stderr}"));
+        assert_eq!(status.code(), Some(143), "blocking={blocking}: {stderr}");
+        assert!(
+            took < Duration::from_secs(3),
+            "blocking={blocking}: exited {took:?} after the second signal; {stderr}"
+        );
+    }
+}
+
 /// A signal while the dial waits for the server's answer gives the dial up at once
 /// (exit 3: the connection was not made), rather than waiting up to the handshake timeout
 /// to close after the open.
