@@ -1144,13 +1144,26 @@ enum LineRead {
     End,
 }
 
-/// Reads one line (without its `\n`) into `line`, refusing more than `limit` bytes (a
-/// `\r` before the `\n` not counted) without holding more than that in memory.
+/// The longest line of standard input, `/binary` aside (see [`read_line`]), when the
+/// largest message is shorter: room for a command (`/connect` and its URL).
+const COMMAND_LINE: usize = 64 << 10;
+
+/// Reads one line (without its `\n`) into `line`, refusing more than its limit (a `\r`
+/// before the `\n` not counted) without holding much more than that in memory: `binary`
+/// for a line starting with `/binary` (its hex is three bytes a byte), `text` for any other
+/// (known from its first seven bytes; until then it may be either).
 fn read_line(
     input: &mut impl BufRead,
     line: &mut Vec<u8>,
-    limit: usize,
+    (text, binary): (usize, usize),
 ) -> std::io::Result<LineRead> {
+    let limit_of = |line: &[u8]| {
+        if line.len() >= 7 && !line.starts_with(b"/binary") {
+            text
+        } else {
+            binary.max(text)
+        }
+    };
     loop {
         let available = match input.fill_buf() {
             Ok(available) => available,
@@ -1168,14 +1181,22 @@ fn read_line(
             Some(i) => (i, true),
             None => (available.len(), false),
         };
-        let room = (limit + 1).saturating_sub(line.len());
-        line.extend_from_slice(&available[..used.min(room)]);
-        input.consume(if done { used + 1 } else { used });
+        // Until its first seven bytes say which limit holds, no more than those are taken.
+        let deciding = line.len() < 7;
+        let room = if deciding {
+            7 - line.len()
+        } else {
+            (limit_of(line) + 1).saturating_sub(line.len())
+        };
+        let take = used.min(room);
+        line.extend_from_slice(&available[..take]);
+        let whole = done && take == used;
+        input.consume(if whole { used + 1 } else { take });
         let length = line.len() - usize::from(line.last() == Some(&b'\r'));
-        if used > room || length > limit {
+        if (!deciding && used > take) || length > limit_of(line) {
             return Ok(LineRead::TooLong);
         }
-        if done {
+        if whole {
             return Ok(LineRead::Line);
         }
     }
@@ -1199,8 +1220,10 @@ fn read_stdin(
         let _ = wake.try_send(Input::Wake);
         sent
     };
-    // Room for `/binary` with the largest message in hex, spaces between the bytes.
-    let line_limit = limit.saturating_mul(3).saturating_add(64);
+    // Room for `/binary` with the largest message in hex, spaces between the bytes; any
+    // other line over the largest message (and a `//` escape) is refused as it is read.
+    let binary_limit = limit.saturating_mul(3).saturating_add(64);
+    let text_limit = limit.saturating_add(2).max(COMMAND_LINE);
     let mut input = std::io::stdin().lock();
     let mut number = 0u64;
     while credits.recv().is_ok() {
@@ -1223,7 +1246,7 @@ fn read_stdin(
             }
         } else {
             let mut line = Vec::new();
-            match read_line(&mut input, &mut line, line_limit) {
+            match read_line(&mut input, &mut line, (text_limit, binary_limit)) {
                 Ok(LineRead::End) => break,
                 Ok(LineRead::Line) => match String::from_utf8(line) {
                     Ok(text) => Input::Line(number, text),
@@ -1232,11 +1255,15 @@ fn read_stdin(
                         "is not valid UTF-8 (-b sends standard input as binary messages)".into(),
                     ),
                 },
-                Ok(LineRead::TooLong) => Input::BadLine(
+                Ok(LineRead::TooLong) if line.starts_with(b"/binary") => Input::BadLine(
                     number,
                     format!(
-                        "is longer than the largest command line ({line_limit} bytes: three times --max-message-size {limit} and 64, for /binary's spaced hex)"
+                        "is longer than the largest command line ({binary_limit} bytes: three times --max-message-size {limit} and 64, for /binary's spaced hex)"
                     ),
+                ),
+                Ok(LineRead::TooLong) => Input::BadLine(
+                    number,
+                    format!("is longer than the largest message (--max-message-size {limit})"),
                 ),
                 Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
             }
@@ -1488,6 +1515,36 @@ pub fn run(settings: Settings) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line over the largest message is refused having read no more than that (it used to
+    /// be read up to the `/binary` limit, three times as much, before it was refused); a
+    /// `/binary` line may be as long as its hex needs.
+    #[test]
+    fn a_line_over_its_limit_is_refused_as_it_is_read() {
+        let limits = (1_000, 1_000_000);
+        let mut endless = std::io::BufReader::new(std::io::repeat(b'x'));
+        let mut line = Vec::new();
+        let read = read_line(&mut endless, &mut line, limits).unwrap();
+        assert!(matches!(read, LineRead::TooLong));
+        assert!(line.len() <= 1_001, "{} bytes held", line.len());
+
+        let binary = format!("/binary {}\nnext\n", "ab ".repeat(200_000));
+        let mut input = std::io::Cursor::new(binary.as_bytes());
+        let mut line = Vec::new();
+        assert!(matches!(
+            read_line(&mut input, &mut line, limits).unwrap(),
+            LineRead::Line
+        ));
+        assert_eq!(line.len(), binary.len() - 6);
+        let mut endless = std::io::BufReader::new(std::io::Read::chain(
+            &b"/binary "[..],
+            std::io::repeat(b'a'),
+        ));
+        let mut line = Vec::new();
+        let read = read_line(&mut endless, &mut line, limits).unwrap();
+        assert!(matches!(read, LineRead::TooLong));
+        assert!(line.len() <= 1_000_001, "{} bytes held", line.len());
+    }
 
     #[test]
     fn commands_parse() {

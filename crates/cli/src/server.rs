@@ -24,12 +24,14 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use wxsocket_core::{DeflateOptions, DeflateParams, Message};
 use wxsocket_wire::deflate::{Compressor, Inflater};
 
-/// The largest message the server takes (tungstenite's default), inflated.
+/// The largest message the server takes, inflated, in one frame or many: `wxsocket
+/// connect`'s default `--max-message-size`, which sends each message as one frame
+/// (tungstenite's own default frame limit, 16 MiB, refused its messages of 16 to 64 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
 
 /// Messages waiting for one client in broadcast mode; a client that falls this far behind
@@ -294,7 +296,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     let stream = ServerStream::new(stream, Arc::clone(&counters));
     let mut stopping = shared.shutdown.clone();
     let handshake = tokio::select! {
-        handshake = tokio_tungstenite::accept_hdr_async(stream, callback) => handshake,
+        handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())) => handshake,
         // A client still in its handshake when the server shuts down is dropped.
         _ = stopping.wait_for(|stop| *stop) => return,
     };
@@ -587,4 +589,11 @@ fn broadcast(shared: &Shared, message: Message) {
             }
         },
     );
+}
+
+/// The server's WebSocket limits ([`MAX_MESSAGE`]).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }

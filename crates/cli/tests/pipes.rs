@@ -314,6 +314,19 @@ fn input_that_cannot_be_sent_is_named() {
     }
 }
 
+/// `connect` sends a message as one frame, up to its default `--max-message-size` (64 MiB);
+/// `serve` takes such a frame and echoes it. It used to refuse frames over tungstenite's
+/// default 16 MiB with 1009, so the two did not work together between 16 and 64 MiB.
+#[test]
+fn serve_echoes_a_message_of_20_mib_from_connect() {
+    let (_server, url) = serve(&[]);
+    let mut line = vec![b'b'; 20 << 20];
+    line.push(b'\n');
+    let (status, stdout, stderr) = run_bytes(&["connect", url.as_str()], &line);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout == line, "{} bytes echoed: {stderr}", stdout.len());
+}
+
 /// `--max-message-size` bounds both ways: a `/binary` over it is refused (exit 5), and a
 /// message over it from the server fails the connection with 1009 (exit 4). The limit
 /// itself is allowed.
