@@ -41,6 +41,16 @@ impl EchoServer {
     /// An echo server that first sends every connection `count` binary messages of `size`
     /// bytes as fast as the socket takes them (the `n`th filled with `n as u8`), then echoes.
     pub fn flooding(count: usize, size: usize) -> io::Result<Self> {
+        Self::spawn(count, size, false)
+    }
+
+    /// As [`Self::flooding`], but each connection ends after its flood: the server drops
+    /// the TCP connection without a close frame (the client reports 1006).
+    pub fn flooding_then_ending(count: usize, size: usize) -> io::Result<Self> {
+        Self::spawn(count, size, true)
+    }
+
+    fn spawn(count: usize, size: usize, end: bool) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +74,7 @@ impl EchoServer {
                         let handle = std::thread::Builder::new()
                             .name("test-echo-conn".into())
                             .spawn(move || {
-                                echo(stream, count, size);
+                                echo(stream, count, size, end);
                                 mine.lock().unwrap_or_else(|e| e.into_inner()).take();
                             });
                         if let Ok(handle) = handle {
@@ -121,10 +131,10 @@ impl Drop for EchoServer {
     }
 }
 
-/// Sends the flood (`count` messages of `size` bytes), then echoes text and binary messages
-/// until the connection ends; tungstenite answers pings and the client's close frame (with
+/// Sends the flood (`count` messages of `size` bytes), then (unless it `end`s there) echoes
+/// text and binary messages until the connection ends; tungstenite answers pings and the client's close frame (with
 /// the same code and reason) by itself.
-fn echo(stream: TcpStream, count: usize, size: usize) {
+fn echo(stream: TcpStream, count: usize, size: usize, end: bool) {
     let _ = stream.set_nodelay(true);
     let Ok(mut ws) = tungstenite::accept(stream) else {
         return;
@@ -134,7 +144,7 @@ fn echo(stream: TcpStream, count: usize, size: usize) {
             return;
         }
     }
-    if ws.flush().is_err() {
+    if ws.flush().is_err() || end {
         return;
     }
     loop {

@@ -771,6 +771,47 @@ mod tests {
         });
     }
 
+    /// A connection that ends right after a read pass stopped at its limit leaves the list
+    /// of connections marked unread with its entry. It stayed listed until a take found no
+    /// event, which an application that only `try_recv`s never makes: the list grew with the
+    /// connections ended (a reviewer's probe: 51 entries after 1,000; here about 40 of the
+    /// 60), and kept the hand-back timer going.
+    #[test]
+    fn ended_connections_leave_the_unread_list() {
+        use crate::{Config, ConnectOptions, Event, SessionConfig, TaskPool};
+        // A few passes each (256 messages of 1020 bytes is both limits of one),
+        // then the server drops the connection.
+        let server =
+            wxsocket_test_server::EchoServer::flooding_then_ending(600, 1020).expect("server");
+        const CONNECTIONS: usize = 60;
+        two_workers().block_on(async {
+            let session = SessionConfig::default()
+                .pool_limit(CONNECTIONS)
+                .pool_receive_bounds(1 << 20, 1 << 30);
+            let (pool, mut events) = TaskPool::new(Config::default().session(session)).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut closed = 0;
+            for round in 1..=CONNECTIONS / 20 {
+                for _ in 0..20 {
+                    pool.connect(&ConnectOptions::new(server.url())).unwrap();
+                }
+                while closed < round * 20 {
+                    assert!(std::time::Instant::now() < deadline, "{closed} closed");
+                    while let Ok(event) = events.try_recv() {
+                        closed += usize::from(matches!(event, Event::Close { .. }));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+            let listed = pool.shared().lock().unread_listed();
+            assert_eq!(
+                listed, 0,
+                "{listed} of {CONNECTIONS} ended connections listed"
+            );
+            pool.shutdown().await;
+        });
+    }
+
     /// A loop taking events with `try_recv` until none is ready ends while a flood goes on
     /// (a game's frame): `try_recv` takes what is ready and never reads the socket itself.
     /// When it read what the connection's task left it, one such loop took a whole flood,

@@ -249,8 +249,8 @@ pub(crate) struct Core<M> {
     /// Connections with frames started in place during this turn, to flush at its end.
     in_place: Vec<ConnId>,
     reads: Reads,
-    /// The connections marked `unread`, each once (and maybe some gone since, until the
-    /// next [`Self::take_unread`]).
+    /// The live connections marked `unread`, each once, each entry's place kept in its
+    /// [`ConnEntry::listed`].
     unread: Vec<ConnId>,
 }
 
@@ -412,7 +412,7 @@ impl<M: Machine> Core<M> {
                 return;
             }
             Action::Abort { conn } => {
-                if let Some(entry) = self.conns.remove(&conn) {
+                if let Some(entry) = self.remove_conn(conn) {
                     entry.task.abort();
                 }
                 return;
@@ -497,24 +497,36 @@ impl<M: Machine> Core<M> {
             entry.listed = Some(self.unread.len());
             self.unread.push(conn);
         } else if let Some(at) = entry.listed.take() {
-            self.unread.swap_remove(at);
-            if let Some(moved) = self.unread.get(at)
-                && let Some(entry) = self.conns.get_mut(moved)
-            {
-                entry.listed = Some(at);
-            }
+            self.unlist(at);
         }
     }
 
-    /// The open connections marked `unread`, with their state (the list drops those gone).
-    fn take_unread(&mut self) -> Vec<(ConnId, SharedIo)> {
-        let conns = &mut self.conns;
-        self.unread.retain(|conn| conns.contains_key(conn));
-        for (at, conn) in self.unread.iter().enumerate() {
-            if let Some(entry) = conns.get_mut(conn) {
-                entry.listed = Some(at);
-            }
+    /// Takes the entry at `at` out of [`Self::unread`], in constant time.
+    fn unlist(&mut self, at: usize) {
+        self.unread.swap_remove(at);
+        if let Some(moved) = self.unread.get(at)
+            && let Some(entry) = self.conns.get_mut(moved)
+        {
+            entry.listed = Some(at);
         }
+    }
+
+    /// A connection's task is gone (it finished, or was aborted): its entry goes, and its
+    /// place in [`Self::unread`] with it (left there, a connection ended right after a pass
+    /// stopped at its limit stayed until a take found no event, which an application that
+    /// only `try_recv`s never makes: the list grew with the connections ended, and kept the
+    /// hand-back timer going).
+    fn remove_conn(&mut self, conn: ConnId) -> Option<ConnEntry> {
+        let entry = self.conns.remove(&conn)?;
+        if let Some(at) = entry.listed {
+            self.unlist(at);
+        }
+        Some(entry)
+    }
+
+    /// The open connections marked `unread`, with their state.
+    fn take_unread(&self) -> Vec<(ConnId, SharedIo)> {
+        let conns = &self.conns;
         self.unread
             .iter()
             .filter_map(|conn| Some((*conn, conns.get(conn)?.io.clone()?)))
@@ -637,7 +649,7 @@ impl<M: Machine> Shared<M> {
     ) -> ReadCredit {
         self.call(|core, now| {
             if finished {
-                core.conns.remove(&conn);
+                core.remove_conn(conn);
             }
             core.take_input(conn, events, now)
         })
@@ -960,6 +972,7 @@ impl<M: Machine> Drop for Exit<M> {
             let mut guard = shared.lock();
             let core = &mut *guard;
             let mut open = Vec::new();
+            core.unread.clear();
             for (conn, entry) in core.conns.drain() {
                 entry.task.abort();
                 if entry.io.is_some() {
@@ -1033,6 +1046,7 @@ async fn turn_until_finished<M: Machine>(shared: Arc<Shared<M>>, sleep: tokio::t
             if finished {
                 // The core has ended every connection and asked for every abort it wants;
                 // a task still here has nothing left to report.
+                core.unread.clear();
                 for (conn, entry) in core.conns.drain() {
                     tracing::debug!(%conn, "shutdown: connection task ended");
                     entry.task.abort();

@@ -58,3 +58,11 @@ impl SocketTask {
         .await
     }
 }
+
+#[cfg(test)]
+impl TaskPool {
+    /// The driver's state, for the crate's tests.
+    pub(crate) fn shared(&self) -> &std::sync::Arc<driver::Shared<Pool>> {
+        &self.handle.shared
+    }
+}
