@@ -114,7 +114,8 @@ struct ConnectArgs {
         long,
         value_name = "BITS",
         help_heading = "Compression",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = parse_window_bits
     )]
     deflate_server_window_bits: Option<u8>,
     /// Compress with at most a 2^BITS-byte window, 8-15 (default 15; the server may lower
@@ -123,7 +124,8 @@ struct ConnectArgs {
         long,
         value_name = "BITS",
         help_heading = "Compression",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = parse_window_bits
     )]
     deflate_client_window_bits: Option<u8>,
     /// Send messages shorter than BYTES uncompressed (default 32; implies --deflate).
@@ -131,7 +133,8 @@ struct ConnectArgs {
         long,
         value_name = "BYTES",
         help_heading = "Compression",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = parse_usize
     )]
     deflate_threshold: Option<usize>,
     /// zlib compression level, 0-9 (default 6; 1 is several times faster, 9 the
@@ -140,7 +143,8 @@ struct ConnectArgs {
         long,
         value_name = "LEVEL",
         help_heading = "Compression",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = parse_u32
     )]
     deflate_level: Option<u32>,
     /// What /close does while the socket is still connecting.
@@ -157,7 +161,7 @@ struct ConnectArgs {
     #[arg(long)]
     require_tls: bool,
     /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
-    #[arg(long = "allow-host", value_name = "HOST")]
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_pattern)]
     allow_hosts: Vec<String>,
     /// Tunnel through this HTTP proxy, http://USER:PASSWORD@HOST:PORT (credentials and port
     /// optional), for every host
@@ -255,7 +259,8 @@ struct ConnectArgs {
         long,
         value_name = "N",
         help_heading = "Reconnection",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = parse_whole
     )]
     reconnect_seed: Option<u64>,
     /// Use the blocking adapter (wxsocket-blocking) instead of wxsocket-tokio.
@@ -514,7 +519,52 @@ fn parse_data(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("expected key=value, got {text:?}"))?;
+    if key.is_empty() {
+        return Err(format!(
+            "expected key=value, got {text:?} (the key is empty)"
+        ));
+    }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// A host pattern of `--allow-host`: an empty one could never match.
+fn parse_host_pattern(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("a host pattern cannot be empty (use example.com or *.example.com)".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A whole number, 0 allowed (clap's own message for `-1` is "invalid digit found in
+/// string").
+fn parse_whole(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) => Ok(n),
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("must be at most {}", u64::MAX))
+        }
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn parse_usize(text: &str) -> Result<usize, String> {
+    parse_whole(text)
+        .and_then(|n| usize::try_from(n).map_err(|_| format!("must be at most {}", usize::MAX)))
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    parse_whole(text)
+        .and_then(|n| u32::try_from(n).map_err(|_| format!("must be at most {}", u32::MAX)))
+}
+
+/// A compression window of 2^BITS bytes, 8-15 (clap's own message for 300 was "300 is not
+/// in 0..=255").
+fn parse_window_bits(text: &str) -> Result<u8, String> {
+    match parse_whole(text) {
+        Ok(bits @ 8..=15) => Ok(bits as u8),
+        Ok(bits) => Err(format!("{bits} is not a window size from 8 to 15")),
+        Err(e) => Err(e),
+    }
 }
 
 /// Prints a usage error on one line (clap's message up to its first blank line, joined)

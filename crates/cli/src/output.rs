@@ -40,9 +40,19 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 /// A received text as one line that cannot drive a terminal: line breaks and the other
 /// control characters (tab aside) are written as escapes (`\n`, `\r`, `\u{1b}`), so one
 /// message is one line for a script reading the output, and a server cannot clear the
-/// screen or fake lines. Text without them (nearly all) is written as it is.
+/// screen or fake lines; so are Unicode's line and paragraph separators (a line break to
+/// some readers) and its bidirectional controls (which can make a line read as something
+/// else). Text without them (nearly all) is written as it is.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |c: char| c == '\t' || !c.is_control();
+    let plain = |c: char| {
+        c == '\t'
+            || !(c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
+                )
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
     if text.chars().all(plain) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -510,6 +520,11 @@ mod tests {
         assert_eq!(
             one_line("one\ntwo\r\u{1b}[2J\u{1b}]0;pwned\u{7}\u{7f}\u{9b}"),
             "one\\ntwo\\r\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{7f}\\u{9b}"
+        );
+        // Separators and bidirectional controls too; an emoji's zero-width joiner stays.
+        assert_eq!(
+            one_line("a\u{2028}b\u{2029}c \u{202e}txt.exe\u{202c} \u{2067}x\u{2069} 👩\u{200d}💻"),
+            "a\\u{2028}b\\u{2029}c \\u{202e}txt.exe\\u{202c} \\u{2067}x\\u{2069} 👩\u{200d}💻"
         );
     }
 

@@ -303,6 +303,41 @@ fn invalid_options_exit_2_naming_the_option() {
     }
 }
 
+/// An invalid value's message says what is allowed, in the command's words rather than
+/// the parser's ("300 is not in 0..=255", "invalid digit found in string"), and a value
+/// that could never work (an empty `--data` key, an empty `--allow-host`) is refused.
+#[test]
+fn option_errors_say_what_is_allowed() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--deflate-server-window-bits", "300"],
+            "300 is not a window size from 8 to 15",
+        ),
+        (
+            &["--deflate-client-window-bits", "7"],
+            "7 is not a window size from 8 to 15",
+        ),
+        (
+            &["--deflate-threshold", "-1"],
+            "\"-1\" is not a whole number",
+        ),
+        (&["--deflate-level", "-1"], "\"-1\" is not a whole number"),
+        (&["--reconnect-seed", "-1"], "\"-1\" is not a whole number"),
+        (&["--data", "=x"], "the key is empty"),
+        (&["--allow-host", ""], "a host pattern cannot be empty"),
+    ];
+    for (extra, words) in cases {
+        let mut args = vec!["connect", "ws://127.0.0.1:9/"];
+        args.extend_from_slice(extra);
+        let (status, _, stderr) = common::run(&args, "");
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(extra[0]) && stderr.contains(words),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn help_and_version_exit_0() {
     let (status, stdout, _) = common::run(&["connect", "--help"], "");
