@@ -438,7 +438,13 @@ impl Io {
                         if !for_task {
                             cx.waker().wake_by_ref();
                         } else if !self.reading.unread.load(Ordering::Relaxed) {
-                            (self.credit, _) = shared.report_pass(conn, [], true);
+                            let taker;
+                            (self.credit, taker) = shared.report_pass(conn, [], true);
+                            if !taker {
+                                // The reads went back to the tasks during this pass (the
+                                // hand-back woke those marked then): the task reads on.
+                                self.reading.resume.wake();
+                            }
                         }
                         return Poll::Pending;
                     }
