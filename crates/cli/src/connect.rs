@@ -556,7 +556,15 @@ struct Client {
     forced: Option<&'static str>,
     /// The signals that came and are not yet acted on, in order: the signal thread puts them
     /// here (and wakes the loop), so that it never waits for this thread (see `run`).
-    caught: Arc<Mutex<Vec<&'static str>>>,
+    caught: Arc<Mutex<Caught>>,
+}
+
+/// The signals that came (see `run`): those not yet acted on, the last, how many in all.
+#[derive(Default)]
+struct Caught {
+    pending: Vec<&'static str>,
+    last: Option<&'static str>,
+    count: usize,
 }
 
 impl Client {
@@ -904,7 +912,13 @@ impl Client {
 
     /// Acts on the signals that came since the last look, in order.
     fn take_signals(&mut self) {
-        let caught = std::mem::take(&mut *self.caught.lock().unwrap_or_else(|e| e.into_inner()));
+        let caught = std::mem::take(
+            &mut self
+                .caught
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending,
+        );
         for name in caught {
             self.signalled(name);
         }
@@ -947,6 +961,7 @@ impl Client {
     /// A problem with standard input or a command, on stderr (unless `-q`).
     fn complain(&self, text: &str) {
         if !self.quiet {
+            self.out.drain();
             crate::output::stderr_line(&format!("wxsocket: {text}"));
         }
     }
@@ -1126,7 +1141,10 @@ impl Client {
             Ok(Command::Connect(url)) => self.connect(Some(&url)),
             Ok(Command::Sleep(d)) => *paused_until = Some(Instant::now() + d),
             Ok(Command::Quit) => self.quit(),
-            Ok(Command::Help) => crate::output::stderr_line(commands_help()),
+            Ok(Command::Help) => {
+                self.out.drain();
+                crate::output::stderr_line(commands_help());
+            }
             Err(message) => {
                 if message.starts_with("/binary") {
                     self.send_failures += 1;
@@ -1333,22 +1351,30 @@ pub fn run(settings: Settings) -> ExitCode {
     // for stdout go, and wakes the loop if the loop waits for input (a full channel: the
     // loop is busy and looks at the signals before its next input). After a second signal
     // it ends the process itself if the main thread has not within `FORCED_GRACE`.
-    let caught = Arc::new(Mutex::new(Vec::new()));
+    let caught = Arc::new(Mutex::new(Caught::default()));
     let (signal_tx, signal_out, signal_caught) =
         (tx.clone(), Arc::clone(&out), Arc::clone(&caught));
-    let mut signals = 0;
+    let cap = settings.session.close_timeout + Duration::from_secs(1);
     if let Err(e) = crate::signals::watch(move |name| {
-        signals += 1;
-        signal_caught
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(name);
-        if signals > 1 {
-            signal_out.give_up_at(Instant::now());
-        }
+        let count = {
+            let mut caught = signal_caught.lock().unwrap_or_else(|e| e.into_inner());
+            caught.pending.push(name);
+            caught.last = Some(name);
+            caught.count += 1;
+            caught.count
+        };
+        // What stdout holds or cannot take holds the command no longer than the quit does
+        // (the main thread says the same when it acts on the signal; it may be past its
+        // loop, waiting for the last output to be written).
+        signal_out.wait_no_more();
+        signal_out.give_up_at(if count > 1 {
+            Instant::now()
+        } else {
+            Instant::now() + cap
+        });
         signal_out.interrupt();
         let _ = signal_tx.try_send(Input::Wake);
-        if signals > 1 {
+        if count > 1 {
             std::thread::sleep(FORCED_GRACE);
             std::process::exit(i32::from(crate::signals::exit_status(name)));
         }
@@ -1475,7 +1501,7 @@ pub fn run(settings: Settings) -> ExitCode {
         }
     }
     let quiet = client.quiet;
-    let signalled = client.signalled;
+    let forced = client.forced.is_some();
     let caught = Arc::clone(&client.caught);
     let mut status = match client.forced {
         // Nothing more is waited for (stdout gave up at the second signal); the process
@@ -1486,9 +1512,12 @@ pub fn run(settings: Settings) -> ExitCode {
         }
         None => client.shut_down(),
     };
-    // A second signal while the last output was written (which it gave up).
-    if let Some(name) = caught.lock().unwrap_or_else(|e| e.into_inner()).first()
-        && signalled
+    // A second signal the loop did not act on (it came while the last output was written,
+    // which it gave up).
+    let caught = caught.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = caught.last
+        && caught.count > 1
+        && !forced
     {
         if !quiet {
             crate::output::stderr_line(&format!("wxsocket: {name} again: exiting at once"));

@@ -353,6 +353,14 @@ impl Out {
         }
     }
 
+    /// Waits until what was printed is written, as a line waits for room (see
+    /// [`Stdout::drain`]): a line on stderr then comes after the output before it.
+    pub fn drain(&self) {
+        if let Some(writer) = &self.writer {
+            writer.drain();
+        }
+    }
+
     /// Waits until what was printed is written (see [`Stdout::finish`]).
     pub fn finish(&self) {
         if let Some(writer) = &self.writer {
@@ -419,6 +427,7 @@ impl Out {
     pub fn diagnostic(&self, text: &str) {
         if let Mode::Payloads { quiet: false, .. } = self.mode {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.drain();
             stderr_line(&format!("wxsocket: {}", one_line(text)));
         }
     }

@@ -6,26 +6,30 @@
 //! finds no room waits for the writer, as a write to a full pipe would, until the wait is
 //! interrupted ([`Stdout::interrupt`], the signal thread), lines are no longer waited for
 //! ([`Stdout::wait_no_more`], a signal) or the give-up time passes ([`Stdout::give_up_at`],
-//! the end of a signal's quit). What is given up is counted and said on
-//! stderr when the command ends ([`Stdout::finish`]), never dropped without a word.
+//! the end of a signal's quit). From the first line given up on, every later one is given
+//! up too (the output stops at a clean point, it has no holes); how many is said on stderr
+//! when the command ends ([`Stdout::finish`]), never dropped without a word.
 
 use std::io::{ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The most bytes waiting for the writer thread (written or not yet taken), unless one line
 /// alone is larger.
 pub const BUDGET: usize = 1 << 20;
 
-/// The writer writes at most this much at a time, and says so to those waiting: a pipe's
-/// atomic write (`PIPE_BUF`), so that a reader taking 10 KB/s shows progress well within
-/// [`STALL`].
-const PIECE: usize = 4 << 10;
+/// The writer writes at most this much at a time and says so, so that a slow reader's
+/// progress shows within [`STALL`] (16 KiB at 10 KB/s: 1.6 s); once lines are no longer
+/// waited for, [`SMALL_PIECE`].
+const PIECE: usize = 16 << 10;
+
+/// A pipe's atomic write (`PIPE_BUF`).
+const SMALL_PIECE: usize = 4 << 10;
 
 /// How long [`Stdout::finish`] waits for a reader that makes no progress, once lines are no
 /// longer waited for ([`Stdout::wait_no_more`]).
-pub const STALL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// The stdout writer thread and what waits for it.
 #[derive(Debug)]
@@ -38,7 +42,8 @@ struct Shared {
     state: Mutex<State>,
     /// The writer waits here for bytes (or the end).
     more: Condvar,
-    /// Lines wait here for room; [`Stdout::finish`] for the last bytes to be written.
+    /// Lines wait here for room, [`Stdout::drain`] and [`Stdout::finish`] for the bytes to
+    /// be written.
     room: Condvar,
     /// The first error writing (the reader went away, the disk is full): from then on
     /// nothing more is written.
@@ -51,8 +56,10 @@ struct Shared {
 struct State {
     /// Bytes not yet taken by the writer.
     waiting: Vec<u8>,
-    /// Bytes the writer took and is writing.
+    /// Bytes the writer took and has not written yet.
     writing: usize,
+    /// Threads waiting on `room` (the writer tells them of progress only when there are).
+    waiters: usize,
     /// Waiting for room past this is given up ([`Stdout::give_up_at`]).
     give_up_at: Option<Instant>,
     /// A line that finds no room is given up at once ([`Stdout::wait_no_more`]), and
@@ -62,7 +69,7 @@ struct State {
     since: Instant,
     /// When the writer last wrote a piece.
     progress_at: Instant,
-    /// Lines not printed: stdout was still full at the give-up time.
+    /// Lines not printed, from the first that found no room when it could wait no more.
     given_up: u64,
     /// Stderr was told what was not printed ([`Stdout::finish`]).
     told: bool,
@@ -70,8 +77,24 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    fn pending(&self) -> usize {
+        self.waiting.len() + self.writing
+    }
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a wait for the writer ended.
+enum Waited {
+    /// What was waited for happened (or writing failed).
+    Done,
+    /// Interrupted once ([`Stdout::interrupt`]).
+    Interrupted,
+    /// Given up: no more waiting ([`Stdout::wait_no_more`], [`Stdout::give_up_at`]).
+    GivenUp,
 }
 
 impl Stdout {
@@ -82,6 +105,7 @@ impl Stdout {
             state: Mutex::new(State {
                 waiting: Vec::new(),
                 writing: 0,
+                waiters: 0,
                 give_up_at: None,
                 waits_no_more: false,
                 since: now,
@@ -104,46 +128,25 @@ impl Stdout {
     }
 
     /// Hands a line (any bytes) to the writer; waits for room while more than [`BUDGET`]
-    /// waits, unless interrupted or given up (counted, and said on stderr once).
+    /// waits, unless interrupted or given up (counted; every later line then too).
     pub fn push(&self, bytes: &[u8]) {
         let shared = &*self.shared;
-        let mut state = lock(&shared.state);
-        loop {
-            if shared.failed.get().is_some() {
-                return;
-            }
-            let pending = state.waiting.len() + state.writing;
-            if pending == 0 || pending + bytes.len() <= BUDGET {
-                break;
-            }
-            if shared.interrupted.swap(false, Ordering::AcqRel) {
-                break;
-            }
-            match state.give_up_at {
-                _ if state.waits_no_more => {
-                    state.given_up += 1;
-                    return;
-                }
-                Some(at) if Instant::now() >= at => {
-                    state.given_up += 1;
-                    return;
-                }
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    state = (shared.room.wait_timeout(state, left))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                None => {
-                    state = shared
-                        .room
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner)
-                }
+        let (mut state, waited) =
+            shared.wait(|s| s.pending() == 0 || s.pending() + bytes.len() <= BUDGET);
+        match waited {
+            _ if shared.failed.get().is_some() => {}
+            Waited::GivenUp => state.given_up += 1,
+            Waited::Done | Waited::Interrupted => {
+                state.waiting.extend_from_slice(bytes);
+                shared.more.notify_one();
             }
         }
-        state.waiting.extend_from_slice(bytes);
-        shared.more.notify_one();
+    }
+
+    /// Waits until what was handed over is written, as a line that finds no room waits
+    /// (interrupted, given up): for a line on stderr to come after the output before it.
+    pub fn drain(&self) {
+        drop(self.shared.wait(|s| s.pending() == 0));
     }
 
     /// Lets a line waiting for room go through now (one line, over the budget), so that the
@@ -166,8 +169,10 @@ impl Stdout {
     /// was printed is still written, until [`Self::finish`] gives up.
     pub fn wait_no_more(&self) {
         let mut state = lock(&self.shared.state);
-        state.waits_no_more = true;
-        state.since = Instant::now();
+        if !state.waits_no_more {
+            state.waits_no_more = true;
+            state.since = Instant::now();
+        }
         drop(state);
         self.shared.room.notify_all();
     }
@@ -178,42 +183,36 @@ impl Stdout {
     }
 
     /// Waits until everything handed over is written (or writing failed, or the give-up
-    /// time passed); no more lines come.
+    /// time passed, or, once lines are no longer waited for, the reader took nothing for
+    /// [`STALL`]); no more lines come. Says on stderr what was not printed.
     pub fn finish(&self) {
         let shared = &*self.shared;
         let mut state = lock(&shared.state);
         state.closed = true;
         shared.more.notify_one();
-        while shared.failed.get().is_none() && state.waiting.len() + state.writing > 0 {
-            // Once lines are no longer waited for, neither is a reader that stopped reading.
+        while shared.failed.get().is_none() && state.pending() > 0 {
             let stalled = (state.waits_no_more).then(|| state.progress_at.max(state.since) + STALL);
-            match [state.give_up_at, stalled].into_iter().flatten().min() {
-                Some(at) if Instant::now() >= at => break,
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    state = (shared.room.wait_timeout(state, left))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                None => {
-                    state = shared
-                        .room
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner)
-                }
+            let until = [state.give_up_at, stalled].into_iter().flatten().min();
+            if until.is_some_and(|t| Instant::now() >= t) {
+                break;
             }
+            state = shared.wait_room(state, until);
         }
-        let unwritten = state.waiting.len() + state.writing;
+        let unwritten = state.pending();
         if shared.failed.get().is_none() && (state.given_up > 0 || unwritten > 0) && !state.told {
             state.told = true;
-            let lines = match state.given_up {
-                0 => String::new(),
-                1 => "1 line not printed, ".to_owned(),
-                n => format!("{n} lines not printed, "),
-            };
+            let mut lost = Vec::new();
+            if unwritten > 0 {
+                lost.push(format!("{unwritten} bytes of output not written"));
+            }
+            match state.given_up {
+                0 => {}
+                1 => lost.push("the last line not printed".to_owned()),
+                n => lost.push(format!("the last {n} lines not printed")),
+            }
             crate::output::stderr_line(&format!(
-                "wxsocket: standard output was not read in time: {lines}{unwritten} bytes \
-                 of the output before them not written"
+                "wxsocket: standard output was not read in time: {}",
+                lost.join(", then ")
             ));
         }
     }
@@ -226,7 +225,53 @@ impl Drop for Stdout {
 }
 
 impl Shared {
-    /// The writer thread: writes what waits, a batch at a time, with one flush each.
+    /// Waits until `done` holds (or writing failed), the wait is interrupted, or it is
+    /// given up (at once when something was given up already: the output has no holes).
+    fn wait(&self, done: impl Fn(&State) -> bool) -> (MutexGuard<'_, State>, Waited) {
+        let mut state = lock(&self.state);
+        loop {
+            if self.failed.get().is_some() || done(&state) {
+                return (state, Waited::Done);
+            }
+            if state.given_up > 0 {
+                return (state, Waited::GivenUp);
+            }
+            if self.interrupted.swap(false, Ordering::AcqRel) {
+                return (state, Waited::Interrupted);
+            }
+            if state.waits_no_more || state.give_up_at.is_some_and(|t| Instant::now() >= t) {
+                return (state, Waited::GivenUp);
+            }
+            let until = state.give_up_at;
+            state = self.wait_room(state, until);
+        }
+    }
+
+    /// Waits on `room` once, at most until `until`.
+    fn wait_room<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        until: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        state.waiters += 1;
+        let mut state = match until {
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                (self.room.wait_timeout(state, left))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => self
+                .room
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner),
+        };
+        state.waiters -= 1;
+        state
+    }
+
+    /// The writer thread: writes what waits, a batch at a time in pieces (so that a slow
+    /// reader's progress shows), with one flush each.
     fn run(&self) {
         let stdout = std::io::stdout();
         let mut batch = Vec::new();
@@ -234,7 +279,10 @@ impl Shared {
             {
                 let mut state = lock(&self.state);
                 state.writing = 0;
-                self.room.notify_all();
+                state.progress_at = Instant::now();
+                if state.waiters > 0 {
+                    self.room.notify_all();
+                }
                 while state.waiting.is_empty() && !state.closed {
                     state = self
                         .more
@@ -248,17 +296,28 @@ impl Shared {
                 std::mem::swap(&mut batch, &mut state.waiting);
                 state.writing = batch.len();
             }
-            // In pieces, so that those waiting see the progress of a slow reader.
             let mut stdout = stdout.lock();
-            let written = batch.chunks(PIECE).try_for_each(|piece| {
-                stdout.write_all(piece)?;
+            let mut rest = &batch[..];
+            let mut piece = PIECE;
+            let written = loop {
+                let n = rest.len().min(piece);
+                if n == 0 {
+                    break stdout.flush();
+                }
+                if let Err(e) = stdout.write_all(&rest[..n]) {
+                    break Err(e);
+                }
+                rest = &rest[n..];
                 let mut state = lock(&self.state);
-                state.writing -= piece.len();
+                state.writing -= n;
                 state.progress_at = Instant::now();
-                self.room.notify_all();
-                Ok(())
-            });
-            let written = written.and_then(|()| stdout.flush());
+                if state.waits_no_more {
+                    piece = SMALL_PIECE;
+                }
+                if state.waiters > 0 {
+                    self.room.notify_all();
+                }
+            };
             drop(stdout);
             if let Err(e) = written {
                 let _ = self.failed.set(e.kind());

@@ -1006,6 +1006,7 @@ fn connect_with_stdout_unread(
     url: &str,
     extra: &[&str],
     blocking: bool,
+    input: Option<Vec<u8>>,
 ) -> (
     std::process::Child,
     std::thread::JoinHandle<String>,
@@ -1028,6 +1029,12 @@ fn connect_with_stdout_unread(
         let _ = pipe.read_to_string(&mut text);
         text
     });
+    // The input, then its end; without one, standard input stays open.
+    if let Some(input) = input {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::spawn(move || stdin.write_all(&input));
+    }
     let stdout = child.stdout.take().expect("stdout");
     let deadline = Instant::now() + Duration::from_secs(10);
     let tasks = format!("/proc/{}/task", child.id());
@@ -1059,7 +1066,7 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
         // The first signal alone.
         let server = TestServer::start(Mode::Flood, false);
         let (mut child, stderr, stdout) =
-            connect_with_stdout_unread(server.url(), &["--close-timeout", "5000"], blocking);
+            connect_with_stdout_unread(server.url(), &["--close-timeout", "5000"], blocking, None);
         let signalled = Instant::now();
         kill("TERM", child.id());
         let deadline = signalled + Duration::from_secs(5);
@@ -1096,7 +1103,8 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
 
         // A second signal while the first one's close waits.
         let server = TestServer::start(Mode::Flood, false);
-        let (mut child, stderr, stdout) = connect_with_stdout_unread(server.url(), &[], blocking);
+        let (mut child, stderr, stdout) =
+            connect_with_stdout_unread(server.url(), &[], blocking, None);
         kill("TERM", child.id());
         // Two signals at once may come as one: the second is sent once the first is seen.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1120,6 +1128,82 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
             took < Duration::from_secs(3),
             "blocking={blocking}: exited {took:?} after the second signal; {stderr}"
         );
+    }
+}
+
+/// The same once the conversation is over: the input has ended, the close is done, and the
+/// command waits only for a reader that does not read to take the last output. A signal
+/// then ends it within the two seconds a reader that takes nothing is waited for (exit 0:
+/// the close was clean), and a second signal at once with 143. The signal used to be acted
+/// on only in the command's loop, which was over: the first was ignored and the second
+/// ended the command with 0.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_while_the_last_output_waits_for_its_reader_ends_connect() {
+    let input: Vec<u8> = (0..100_000)
+        .flat_map(|n| format!("{n}\n").into_bytes())
+        .collect();
+    for (second, blocking) in [(false, false), (true, true)] {
+        let server = TestServer::start(Mode::Echo, false);
+        let (mut child, stderr, stdout) =
+            connect_with_stdout_unread(server.url(), &[], blocking, Some(input.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.seen().first().is_none_or(|s| s.close.is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "blocking={blocking}: no close frame after the end of input"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let signalled = Instant::now();
+        kill("TERM", child.id());
+        if second {
+            std::thread::sleep(Duration::from_millis(300));
+            kill("TERM", child.id());
+        }
+        let status = common::wait_bounded(&mut child);
+        let took = signalled.elapsed();
+        drop(stdout);
+        let stderr = stderr.join().unwrap();
+        let status =
+            status.unwrap_or_else(|| panic!("blocking={blocking}: still running: {stderr}"));
+        assert_eq!(
+            status.code(),
+            Some(if second { 143 } else { 0 }),
+            "blocking={blocking}: {stderr}"
+        );
+        assert!(
+            took < Duration::from_secs(if second { 2 } else { 5 }),
+            "blocking={blocking}: exited {took:?} after the signal; {stderr}"
+        );
+        assert!(
+            stderr.contains("standard output was not read in time"),
+            "blocking={blocking}: {stderr}"
+        );
+    }
+}
+
+/// With standard output and standard error in one pipe (`2>&1`), a diagnostic comes after
+/// the output printed before it: the server's last message, then its 1011 close. Once
+/// standard output was written on a thread of its own, the close's line came first in 12 of
+/// 100 runs of a reviewer's probe.
+#[cfg(unix)]
+#[test]
+fn a_diagnostic_comes_after_the_output_before_it() {
+    let server = TestServer::start(Mode::EchoThenClose(1011), false);
+    for run in 0..30 {
+        let script = format!(
+            "printf 'bye\\n' | {} connect {} 2>&1",
+            common::bin(),
+            server.url()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(first, "bye", "run {run}: {text}");
     }
 }
 
