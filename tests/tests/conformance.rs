@@ -898,12 +898,17 @@ fn a_ping_is_answered_while_the_application_takes_no_events<A: Adapter>() {
         Step::AwaitMessages(1),
         ping,
     ]));
-    let mut a = A::new(config(), TlsRoots::default()).unwrap();
+    pong_while_taking_nothing::<A>(&peer, config());
+}
+
+/// The application takes the peer's three messages together (the last take found events,
+/// so in tokio the task taking events is the one reading), then takes nothing; its message
+/// makes the peer go on with its script, whose ping ([`ping_still_there`]) must be answered.
+fn pong_while_taking_nothing<A: Adapter>(peer: &Peer, config: SessionConfig) {
+    let mut a = A::new(config, TlsRoots::default()).unwrap();
     a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    // Taken together: the last take found events, so the application is the one reading.
     a.events_until("the open and three messages", T, |e| messages(e).len() == 3);
-    // From here on the application takes nothing; its message makes the peer ping.
-    a.try_send(Message::text("ping me")).unwrap();
+    a.try_send(Message::text("go on")).unwrap();
     let seen = peer.wait_for("the pong", T, |s| {
         s.connections.first().is_some_and(|c| !c.pongs.is_empty())
     });
@@ -947,23 +952,7 @@ fn a_ping_behind_more_than_a_read_pass_is_answered_while_the_application_takes_n
         Step::AwaitMessages(1),
         Step::Together(behind),
     ]));
-    let config = config().receive_bounds(1000, 64 << 20);
-    let mut a = A::new(config, TlsRoots::default()).unwrap();
-    a.connect(&ConnectOptions::new(peer.url())).unwrap();
-    // Taken together: the last take found events, so the application is the one reading.
-    a.events_until("the open and three messages", T, |e| messages(e).len() == 3);
-    // From here on the application takes nothing; its message makes the peer send.
-    a.try_send(Message::text("send the megabyte")).unwrap();
-    let seen = peer.wait_for("the pong", T, |s| {
-        s.connections.first().is_some_and(|c| !c.pongs.is_empty())
-    });
-    assert_eq!(
-        seen.connections[0].pongs,
-        [b"still there?".to_vec()],
-        "[{}]",
-        A::NAME
-    );
-    assert_eq!(a.state(), ReadyState::Open, "[{}]", A::NAME);
+    pong_while_taking_nothing::<A>(&peer, config().receive_bounds(1000, 64 << 20));
 }
 
 /// An application working through a backlog of events (taking them one by one, never

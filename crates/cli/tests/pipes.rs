@@ -976,14 +976,7 @@ fn a_second_signal_exits_connect_at_once() {
         ));
         client.expect_json("open", |v| event(v) == "open");
         kill(signal, client.pid());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.seen().first().is_none_or(|s| s.close.is_none()) {
-            assert!(
-                Instant::now() < deadline,
-                "no close frame after the first signal"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_close_frame(&server, "after the first signal");
         let started = Instant::now();
         kill(signal, client.pid());
         let (exit, _, stderr) = client.exit();
@@ -1053,6 +1046,33 @@ fn connect_with_stdout_unread(
     (child, stderr, stdout)
 }
 
+/// Waits (at most 10 s) until the server has seen the client's close frame.
+#[cfg(unix)]
+fn wait_for_close_frame(server: &TestServer, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.seen().first().is_none_or(|s| s.close.is_none()) {
+        assert!(Instant::now() < deadline, "no close frame {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How a command started by [`connect_with_stdout_unread`] ended: its exit code, how long
+/// after `since`, and its stderr (its stdout let go once it ended).
+#[cfg(target_os = "linux")]
+fn ended_since(
+    mut child: std::process::Child,
+    stderr: std::thread::JoinHandle<String>,
+    stdout: std::process::ChildStdout,
+    since: Instant,
+) -> (Option<i32>, Duration, String) {
+    let status = common::wait_bounded(&mut child);
+    let took = since.elapsed();
+    drop(stdout);
+    let stderr = stderr.join().unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running: {stderr}"));
+    (status.code(), took, stderr)
+}
+
 /// A stdout nobody reads does not hold a signalled `connect`: the first signal's close
 /// frame goes out at once, what cannot be printed is not waited for (so the close's answer,
 /// behind the flood, is taken: exit 0), the command exits a second after the close rather
@@ -1065,24 +1085,12 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
     for blocking in ADAPTERS {
         // The first signal alone.
         let server = TestServer::start(Mode::Flood, false);
-        let (mut child, stderr, stdout) =
+        let (child, stderr, stdout) =
             connect_with_stdout_unread(server.url(), &["--close-timeout", "5000"], blocking, None);
         let signalled = Instant::now();
         kill("TERM", child.id());
-        let deadline = signalled + Duration::from_secs(5);
-        while server.seen().first().is_none_or(|s| s.close.is_none()) {
-            assert!(
-                Instant::now() < deadline,
-                "blocking={blocking}: no close frame after the signal"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let status = common::wait_bounded(&mut child);
-        let took = signalled.elapsed();
-        drop(stdout);
-        let stderr = stderr.join().unwrap();
-        let status =
-            status.unwrap_or_else(|| panic!("blocking={blocking}: still running: {stderr}"));
+        wait_for_close_frame(&server, "after the signal");
+        let (code, took, stderr) = ended_since(child, stderr, stdout, signalled);
         // Once the close is done, a reader that makes no progress is waited for a second
         // (`STALL`), not until the deadline (6 s here; about 1.6 s in all in a debug build).
         assert!(
@@ -1095,7 +1103,7 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
             "blocking={blocking}"
         );
         // The close was clean (the server answered it) and taken, behind the flood.
-        assert_eq!(status.code(), Some(0), "blocking={blocking}: {stderr}");
+        assert_eq!(code, Some(0), "blocking={blocking}: {stderr}");
         assert!(
             stderr.contains("standard output was not read in time"),
             "blocking={blocking}: {stderr}"
@@ -1103,27 +1111,14 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
 
         // A second signal while the first one's close waits.
         let server = TestServer::start(Mode::Flood, false);
-        let (mut child, stderr, stdout) =
-            connect_with_stdout_unread(server.url(), &[], blocking, None);
+        let (child, stderr, stdout) = connect_with_stdout_unread(server.url(), &[], blocking, None);
         kill("TERM", child.id());
         // Two signals at once may come as one: the second is sent once the first is seen.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while server.seen().first().is_none_or(|s| s.close.is_none()) {
-            assert!(
-                Instant::now() < deadline,
-                "blocking={blocking}: no close frame after the first signal"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_close_frame(&server, "after the first signal");
         let signalled = Instant::now();
         kill("TERM", child.id());
-        let status = common::wait_bounded(&mut child);
-        let took = signalled.elapsed();
-        drop(stdout);
-        let stderr = stderr.join().unwrap();
-        let status =
-            status.unwrap_or_else(|| panic!("blocking={blocking}: still running: {stderr}"));
-        assert_eq!(status.code(), Some(143), "blocking={blocking}: {stderr}");
+        let (code, took, stderr) = ended_since(child, stderr, stdout, signalled);
+        assert_eq!(code, Some(143), "blocking={blocking}: {stderr}");
         assert!(
             took < Duration::from_secs(3),
             "blocking={blocking}: exited {took:?} after the second signal; {stderr}"
@@ -1145,30 +1140,18 @@ fn a_signal_while_the_last_output_waits_for_its_reader_ends_connect() {
         .collect();
     for (second, blocking) in [(false, false), (true, true)] {
         let server = TestServer::start(Mode::Echo, false);
-        let (mut child, stderr, stdout) =
+        let (child, stderr, stdout) =
             connect_with_stdout_unread(server.url(), &[], blocking, Some(input.clone()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.seen().first().is_none_or(|s| s.close.is_none()) {
-            assert!(
-                Instant::now() < deadline,
-                "blocking={blocking}: no close frame after the end of input"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_close_frame(&server, "after the end of input");
         let signalled = Instant::now();
         kill("TERM", child.id());
         if second {
             std::thread::sleep(Duration::from_millis(300));
             kill("TERM", child.id());
         }
-        let status = common::wait_bounded(&mut child);
-        let took = signalled.elapsed();
-        drop(stdout);
-        let stderr = stderr.join().unwrap();
-        let status =
-            status.unwrap_or_else(|| panic!("blocking={blocking}: still running: {stderr}"));
+        let (code, took, stderr) = ended_since(child, stderr, stdout, signalled);
         assert_eq!(
-            status.code(),
+            code,
             Some(if second { 143 } else { 0 }),
             "blocking={blocking}: {stderr}"
         );
