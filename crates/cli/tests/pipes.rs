@@ -1091,8 +1091,8 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
         kill("TERM", child.id());
         wait_for_close_frame(&server, "after the signal");
         let (code, took, stderr) = ended_since(child, stderr, stdout, signalled);
-        // Once the close is done, a reader that makes no progress is waited for a second
-        // (`STALL`), not until the deadline (6 s here; about 1.6 s in all in a debug build).
+        // Once the close is done, a reader that makes no progress is waited for two seconds
+        // (`STALL`), not until the deadline (6 s here; about 2.6 s in all in a debug build).
         assert!(
             took < Duration::from_secs(5),
             "blocking={blocking}: exited {took:?} after the signal; {stderr}"
