@@ -550,9 +550,7 @@ impl<M: Machine> Core<M> {
         shared.taker_reads.store(taker, Ordering::Relaxed);
         if !taker && was != Reads::Tasks {
             for conn in &self.unread {
-                if let Some(entry) = self.conns.get(conn)
-                    && entry.reading.unread.load(Ordering::Relaxed)
-                {
+                if let Some(entry) = self.conns.get(conn) {
                     entry.reading.resume.wake();
                 }
             }
