@@ -72,6 +72,7 @@ wxsocket_tests::on_both_adapters!(
     invalid_utf8_is_1007,
     invalid_utf8_fails_before_the_rest_of_its_frame_arrives,
     oversized_message_is_1009,
+    a_close_frame_before_a_reset_says_why_the_write_failed,
     the_smallest_message_limit_still_lets_close_frames_through,
     reserved_opcode_is_1002,
     reserved_bits_are_1002,
@@ -1508,6 +1509,49 @@ fn invalid_utf8_fails_before_the_rest_of_its_frame_arrives<A: Adapter>() {
         A::NAME
     );
     assert_quiet(&mut a);
+}
+
+/// A server that refuses a large message with 1009 and drops the connection at once, its
+/// socket still holding what the client sent, so that TCP resets the connection: the
+/// client's write fails, and the close frame that came before the reset says why. A user's
+/// `wxsocket connect` reported 1006 "Broken pipe" in two runs of three, as the client met
+/// the failed write before it read the close frame.
+fn a_close_frame_before_a_reset_says_why_the_write_failed<A: Adapter>() {
+    use std::io::{Read, Write};
+    let (url, server) = raw_peer("", |mut stream| {
+        // The message's frame header, then the refusal.
+        let mut header = [0u8; 14];
+        stream.read_exact(&mut header).unwrap();
+        stream
+            .write_all(&[
+                0x88, 0x09, 0x03, 0xF1, b't', b'o', b'o', b' ', b'b', b'i', b'g',
+            ])
+            .unwrap();
+        // Dropped with the client's bytes unread: the connection is reset.
+    });
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let id = a.try_send(Message::binary(vec![7; 8 << 20])).unwrap();
+    let events = a.events_until_close(conn, T);
+    server.join().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SendFailed { id: i, .. } if *i == id)),
+        "[{}] the message never went out whole: {events:#?}",
+        A::NAME
+    );
+    match events.last() {
+        Some(Event::Close { code, reason, .. }) => {
+            assert_eq!(
+                (*code, reason.as_str()),
+                (1009, "too big"),
+                "[{}] {events:#?}",
+                A::NAME
+            )
+        }
+        _ => panic!("[{}] {events:#?}", A::NAME),
+    }
 }
 
 fn oversized_message_is_1009<A: Adapter>() {

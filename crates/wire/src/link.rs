@@ -95,6 +95,9 @@ pub struct Link<S> {
     owing: bool,
     /// Where the short payloads read are copied (let go whenever the socket runs dry).
     copies: SmallCopies,
+    /// The read credit the last read left: what a read after a failed write may still
+    /// hand over ([`Self::salvage`]). None until the first read.
+    credit_left: ReadCredit,
 }
 
 impl<S: Read + Write> Link<S> {
@@ -136,6 +139,7 @@ impl<S: Read + Write> Link<S> {
             owed: 0,
             owing: false,
             copies: SmallCopies::default(),
+            credit_left: ReadCredit::PAUSED,
         }
     }
 
@@ -385,6 +389,18 @@ impl<S: Read + Write> Link<S> {
         max: usize,
         out: &mut Vec<TransportEvent>,
     ) -> ReadEnd {
+        let end = self.read_pass(credit, max, out);
+        self.credit_left = *credit;
+        end
+    }
+
+    /// [`Self::read`], but for keeping what the credit left.
+    fn read_pass(
+        &mut self,
+        credit: &mut ReadCredit,
+        max: usize,
+        out: &mut Vec<TransportEvent>,
+    ) -> ReadEnd {
         if !self.is_readable() {
             return ReadEnd::Stopped;
         }
@@ -424,6 +440,8 @@ impl<S: Read + Write> Link<S> {
                     // out). A failed flush's end comes after the frame read.
                     let mut flushed = Vec::new();
                     if matches!(message, WsMessage::Ping(_) | WsMessage::Close(_)) {
+                        // A failed flush reads on within what is left ([`Self::salvage`]).
+                        self.credit_left = *credit;
                         let spent = self.ws.get_ref().write_spent;
                         self.flush_within_pass(&mut flushed, spent);
                         let written = flushed
@@ -496,8 +514,12 @@ impl<S: Read + Write> Link<S> {
     }
 
     /// A read or write failed: report it, and end the transport unless the core will still
-    /// want to send a close frame on it.
+    /// want to send a close frame on it. A write that failed on the socket first reads what
+    /// the socket still holds ([`Self::salvage`]).
     fn failed(&mut self, error: &WsError, reading: bool, out: &mut Vec<TransportEvent>) {
+        if !reading && matches!(error, WsError::Io(_)) {
+            self.salvage(out);
+        }
         match classify(error) {
             None => self.end(out),
             Some(error) => {
@@ -513,6 +535,43 @@ impl<S: Read + Write> Link<S> {
                 }
             }
         }
+    }
+
+    /// A write failed on the socket: the peer reset or closed the connection, and may have
+    /// said why before it went. What the socket still holds is read before the failure is
+    /// reported, so that a close frame the peer sent first (1009 for a message too large
+    /// for it) is reported with its code and reason rather than as a lost connection (1006,
+    /// "Broken pipe"), and the messages before it are delivered. Reading stays within the
+    /// credit the last read left (none before the first read) and one read pass
+    /// ([`READ_PASS`]), writes nothing (the replies tungstenite queues stay queued), and
+    /// stops at the close frame, the socket's end or an error: the failure is then reported
+    /// as before.
+    fn salvage(&mut self, out: &mut Vec<TransportEvent>) {
+        if !self.is_readable() || !self.ws.can_read() {
+            return;
+        }
+        let mut credit = std::mem::replace(&mut self.credit_left, ReadCredit::PAUSED);
+        let wire = self.ws.get_mut();
+        wire.writes_off = true;
+        wire.read_left = READ_PASS;
+        wire.read_spent = false;
+        wire.begin_pass(false);
+        while !credit.is_paused() {
+            let Ok(message) = self.ws.read() else {
+                break;
+            };
+            let closed = matches!(message, WsMessage::Close(_));
+            if let Some(event) = from_ws_copying(message, &mut self.copies) {
+                if let TransportEvent::Message(message) = &event {
+                    credit.take(message.len());
+                }
+                out.push(self.ws.get_ref().incoming.frame_watch().correct(event));
+            }
+            if closed {
+                break;
+            }
+        }
+        self.ws.get_mut().writes_off = false;
     }
 
     /// The transport ends: the last event says so.
@@ -554,6 +613,9 @@ pub struct Wire<S> {
     /// This flush used them up: it stopped with more to write and a stream that may take
     /// it ([`Link::write_spent`]).
     write_spent: bool,
+    /// Writes take nothing (`WouldBlock`): a read after a failed write
+    /// ([`Link::salvage`]) must not write the replies tungstenite queued.
+    writes_off: bool,
     /// The socket took bytes since [`Link::flush`] began (see [`TransportEvent::Sending`]).
     sent: bool,
     /// Bytes the stream took (plaintext under TLS).
@@ -603,6 +665,7 @@ impl<S> Wire<S> {
             write_pass: usize::MAX,
             write_left: usize::MAX,
             write_spent: false,
+            writes_off: false,
             sent: false,
             taken: 0,
             confirmed: 0,
@@ -777,6 +840,9 @@ impl<S: Read + Write> Write for Wire<S> {
     /// Takes `buf` whole (tungstenite's buffer): what the stream does not take now is
     /// queued (the wire's queue), and `flush` says `WouldBlock` until it is out.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.writes_off {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let taken = match self.write_queue() {
             Ok(()) if self.write_left == 0 && !buf.is_empty() => {
                 self.write_spent = true;
@@ -802,6 +868,9 @@ impl<S: Read + Write> Write for Wire<S> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.writes_off {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         self.write_queue()?;
         let flushed = self.stream.flush();
         self.took(&Ok(0));
@@ -1046,13 +1115,15 @@ mod tests {
     }
 
     /// A reply that cannot be written (the peer reset the connection) ends the transport
-    /// after the frame it answers, and nothing is read or reported after that end (a
+    /// after the frame it answers and what the socket still held up to the peer's close
+    /// frame ([`Link::salvage`]), and nothing is read or reported after that end (a
     /// reviewer saw the next messages and the close follow `Closed`).
     #[test]
     fn nothing_follows_the_end_when_a_reply_cannot_be_written() {
-        // ping "p", text "a", text "b", close 1000.
+        // ping "p", text "a", text "b", close 1000, text "c".
         let mut link = link(&[
-            0x89, 0x01, b'p', 0x81, 0x01, b'a', 0x81, 0x01, b'b', 0x88, 0x02, 0x03, 0xE8,
+            0x89, 0x01, b'p', 0x81, 0x01, b'a', 0x81, 0x01, b'b', 0x88, 0x02, 0x03, 0xE8, 0x81,
+            0x01, b'c',
         ]);
         socket(&mut link).broken = true;
         let mut out = Vec::new();
@@ -1063,6 +1134,9 @@ mod tests {
                 out.as_slice(),
                 [
                     TransportEvent::Ping(_),
+                    TransportEvent::Message(_),
+                    TransportEvent::Message(_),
+                    TransportEvent::PeerClosed(_),
                     TransportEvent::Error(_),
                     TransportEvent::Closed
                 ]
@@ -1436,6 +1510,100 @@ mod tests {
         let mut credit = ReadCredit::UNLIMITED;
         assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
         assert_eq!(out, []);
+    }
+
+    /// The server's close frame 1009 "too big", unmasked.
+    const CLOSE_1009: &[u8] = &[
+        0x88, 0x09, 0x03, 0xF1, b't', b'o', b'o', b' ', b'b', b'i', b'g',
+    ];
+
+    /// A write that fails because the peer went away first reads what the socket still
+    /// holds, within the credit the last read left: the messages the peer sent and its
+    /// close frame, whose code says why (a user saw 1006 "Broken pipe" where the server had
+    /// refused the message with 1009). Then the failure, as before.
+    #[test]
+    fn a_failed_write_reads_the_close_frame_the_peer_sent_before_it_went() {
+        let mut link = link(&[]);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::new(10, 1000);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        let mut input = vec![0x81, 0x01, b'y'];
+        input.extend_from_slice(CLOSE_1009);
+        socket(&mut link).input = io::Cursor::new(input);
+        socket(&mut link).broken = true;
+        link.send(SendId::from_raw(1), Message::text("x"), &mut out);
+        link.flush(&mut out);
+        match out.as_slice() {
+            [
+                TransportEvent::Message(message),
+                TransportEvent::PeerClosed(peer),
+                TransportEvent::Error(_),
+                TransportEvent::Closed,
+            ] => {
+                assert_eq!(message, &Message::text("y"));
+                assert_eq!((peer.code, peer.reason.as_str()), (Some(1009), "too big"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(link.is_gone());
+        // Nothing of ours went out after the failure (the close reply stays queued).
+        assert_eq!(socket(&mut link).written, []);
+    }
+
+    /// The read after a failed write hands over no more than the credit left: a link whose
+    /// last read used it up reads nothing, the peer's close frame behind the messages stays
+    /// on the socket, and the failure is reported as it is.
+    #[test]
+    fn a_failed_write_reads_nothing_past_the_credit() {
+        let mut input = vec![0x81, 0x01, b'a', 0x81, 0x01, b'b'];
+        input.extend_from_slice(CLOSE_1009);
+        let mut link = link(&input);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::new(1, 1000);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Paused);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::Message(_)]),
+            "{out:?}"
+        );
+        out.clear();
+        socket(&mut link).broken = true;
+        link.send(SendId::from_raw(1), Message::text("x"), &mut out);
+        link.flush(&mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [TransportEvent::Error(_), TransportEvent::Closed]
+            ),
+            "{out:?}"
+        );
+    }
+
+    /// A pong that cannot be written (the flush after a ping read) reads on past the ping,
+    /// within the read's own credit: the close frame behind it comes before the failure.
+    #[test]
+    fn a_failed_pong_reads_the_close_frame_behind_its_ping() {
+        let mut input = vec![0x89, 0x01, b'p'];
+        input.extend_from_slice(CLOSE_1009);
+        let mut link = link(&input);
+        socket(&mut link).broken = true;
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::new(10, 1000);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [
+                    TransportEvent::Ping(_),
+                    TransportEvent::PeerClosed(PeerClose {
+                        code: Some(1009),
+                        ..
+                    }),
+                    TransportEvent::Error(_),
+                    TransportEvent::Closed,
+                ]
+            ),
+            "{out:?}"
+        );
     }
 
     /// Sends wait unflushed from the send until a flush reports them written.
