@@ -961,8 +961,7 @@ impl Client {
     /// A problem with standard input or a command, on stderr (unless `-q`).
     fn complain(&self, text: &str) {
         if !self.quiet {
-            self.out.drain();
-            crate::output::stderr_line(&format!("wxsocket: {text}"));
+            self.out.say(&format!("wxsocket: {text}"));
         }
     }
 
@@ -1142,8 +1141,7 @@ impl Client {
             Ok(Command::Sleep(d)) => *paused_until = Some(Instant::now() + d),
             Ok(Command::Quit) => self.quit(),
             Ok(Command::Help) => {
-                self.out.drain();
-                crate::output::stderr_line(commands_help());
+                self.out.say(commands_help());
             }
             Err(message) => {
                 if message.starts_with("/binary") {
@@ -1503,6 +1501,7 @@ pub fn run(settings: Settings) -> ExitCode {
     let quiet = client.quiet;
     let forced = client.forced.is_some();
     let caught = Arc::clone(&client.caught);
+    let out = Arc::clone(&client.out);
     let mut status = match client.forced {
         // Nothing more is waited for (stdout gave up at the second signal); the process
         // ends with the threads in it.
@@ -1520,7 +1519,7 @@ pub fn run(settings: Settings) -> ExitCode {
         && !forced
     {
         if !quiet {
-            crate::output::stderr_line(&format!("wxsocket: {name} again: exiting at once"));
+            out.say(&format!("wxsocket: {name} again: exiting at once"));
         }
         status = crate::signals::exit_status(name);
     }
@@ -1531,7 +1530,7 @@ pub fn run(settings: Settings) -> ExitCode {
     match record_failed {
         Some(e) => {
             if !quiet {
-                crate::output::stderr_line(&format!(
+                out.say(&format!(
                     "wxsocket: error: --record: the transcript could not be written: {e}"
                 ));
             }

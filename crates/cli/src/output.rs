@@ -353,11 +353,12 @@ impl Out {
         }
     }
 
-    /// Waits until what was printed is written, as a line waits for room (see
-    /// [`Stdout::drain`]): a line on stderr then comes after the output before it.
-    pub fn drain(&self) {
-        if let Some(writer) = &self.writer {
-            writer.drain();
+    /// Writes a line on stderr after what was printed before it (see [`Stdout::say`]: after
+    /// a signal, within the time left).
+    pub fn say(&self, text: &str) {
+        match &self.writer {
+            Some(writer) => writer.say(text),
+            None => stderr_line(text),
         }
     }
 
@@ -427,8 +428,7 @@ impl Out {
     pub fn diagnostic(&self, text: &str) {
         if let Mode::Payloads { quiet: false, .. } = self.mode {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.drain();
-            stderr_line(&format!("wxsocket: {}", one_line(text)));
+            self.say(&format!("wxsocket: {}", one_line(text)));
         }
     }
 

@@ -31,6 +31,11 @@ const SMALL_PIECE: usize = 4 << 10;
 /// longer waited for ([`Stdout::wait_no_more`]).
 pub const STALL: Duration = Duration::from_secs(2);
 
+/// How long a line on stderr is waited for at least, once lines are no longer waited for
+/// ([`Stdout::say`]): a stderr with room takes it at once, even past the give-up time (a
+/// second signal's "exiting at once").
+const SAY_GRACE: Duration = Duration::from_millis(200);
+
 /// The stdout writer thread and what waits for it.
 #[derive(Debug)]
 pub struct Stdout {
@@ -50,6 +55,9 @@ struct Shared {
     failed: OnceLock<ErrorKind>,
     /// A line waiting for room stops waiting once (see [`Stdout::interrupt`]).
     interrupted: AtomicBool,
+    /// A line on stderr was not written in time ([`Stdout::say`]): stderr is not written
+    /// again.
+    stderr_stuck: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -118,6 +126,7 @@ impl Stdout {
             room: Condvar::new(),
             failed: OnceLock::new(),
             interrupted: AtomicBool::new(false),
+            stderr_stuck: AtomicBool::new(false),
         });
         let writer = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -210,10 +219,50 @@ impl Stdout {
                 1 => lost.push("the last line not printed".to_owned()),
                 n => lost.push(format!("the last {n} lines not printed")),
             }
-            crate::output::stderr_line(&format!(
+            let text = format!(
                 "wxsocket: standard output was not read in time: {}",
                 lost.join(", then ")
-            ));
+            );
+            drop(state);
+            self.say(&text);
+        }
+    }
+
+    /// Writes a line on stderr after what was printed before it ([`Self::drain`]). Once
+    /// lines are no longer waited for (a signal), the line waits for stderr's reader no
+    /// longer than it would for stdout's (until the give-up time, at most [`STALL`], and
+    /// at least [`SAY_GRACE`]): a stderr nobody reads (`2>&1 | less` left at its prompt)
+    /// does not hold the command after a signal, and once a line was not written in time,
+    /// stderr is not written again (the line in the way would come first).
+    pub fn say(&self, text: &str) {
+        self.drain();
+        let shared = &*self.shared;
+        if shared.stderr_stuck.load(Ordering::Acquire) {
+            return;
+        }
+        let until = {
+            let state = lock(&shared.state);
+            let bounded = state.waits_no_more || state.give_up_at.is_some();
+            bounded.then(|| {
+                let now = Instant::now();
+                let until = state.give_up_at.map_or(now + STALL, |t| t.min(now + STALL));
+                until.max(now + SAY_GRACE)
+            })
+        };
+        let Some(until) = until else {
+            return crate::output::stderr_line(text);
+        };
+        let (written, wait) = std::sync::mpsc::channel();
+        let line = format!("{text}\n");
+        let writer = std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                let _ = written.send(());
+            });
+        let left = until.saturating_duration_since(Instant::now());
+        if writer.is_err() || wait.recv_timeout(left).is_err() {
+            shared.stderr_stuck.store(true, Ordering::Release);
         }
     }
 }

@@ -1029,8 +1029,15 @@ fn connect_with_stdout_unread(
         std::thread::spawn(move || stdin.write_all(&input));
     }
     let stdout = child.stdout.take().expect("stdout");
+    wait_for_full_pipe(child.id());
+    (child, stderr, stdout)
+}
+
+/// Waits (at most 10 s) until a thread of the process `pid` waits in a write to a full pipe.
+#[cfg(target_os = "linux")]
+fn wait_for_full_pipe(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let tasks = format!("/proc/{}/task", child.id());
+    let tasks = format!("/proc/{pid}/task");
     loop {
         let waiting = std::fs::read_dir(&tasks).into_iter().flatten().any(|task| {
             task.ok()
@@ -1038,12 +1045,11 @@ fn connect_with_stdout_unread(
                 .is_some_and(|w| w.contains("pipe_write"))
         });
         if waiting {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "stdout never filled up");
         std::thread::sleep(Duration::from_millis(5));
     }
-    (child, stderr, stdout)
 }
 
 /// Waits (at most 10 s) until the server has seen the client's close frame.
@@ -1122,6 +1128,49 @@ fn signals_end_connect_while_its_stdout_is_not_read() {
         assert!(
             took < Duration::from_secs(3),
             "blocking={blocking}: exited {took:?} after the second signal; {stderr}"
+        );
+    }
+}
+
+/// The same with stderr in the same pipe (`2>&1 | less`, the pager left at its prompt): the
+/// line saying what was not printed waits for stderr's reader no longer than stdout's
+/// output did (two seconds without progress), and the command ends with 0 after the clean
+/// close. It used to wait in that line's write for as long as the pipe stayed full: the
+/// signal's close was done, and only a second signal ended the command.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_ends_connect_while_stdout_and_stderr_share_a_pipe_nobody_reads() {
+    use std::process::{Command, Stdio};
+    for blocking in ADAPTERS {
+        let server = TestServer::start(Mode::Flood, false);
+        let (pipe, end) = std::io::pipe().expect("a pipe");
+        let args = vec!["connect", server.url(), "--close-timeout", "5000"];
+        let mut child = Command::new(common::bin())
+            .args(with_adapter(args, blocking))
+            .stdin(Stdio::piped())
+            .stdout(end.try_clone().expect("the pipe's end"))
+            .stderr(end)
+            .spawn()
+            .expect("start wxsocket");
+        wait_for_full_pipe(child.id());
+        let signalled = Instant::now();
+        kill("TERM", child.id());
+        wait_for_close_frame(&server, "after the signal");
+        let status = common::wait_bounded(&mut child);
+        let took = signalled.elapsed();
+        drop(pipe);
+        let status = status.unwrap_or_else(|| panic!("blocking={blocking}: still running"));
+        // Two seconds for stdout's reader, two for stderr's (and at most the signal's
+        // deadline, 6 s after it): about 4.6 s in a debug build.
+        assert!(
+            took < Duration::from_secs(8),
+            "blocking={blocking}: exited {took:?} after the signal"
+        );
+        assert_eq!(status.code(), Some(0), "blocking={blocking}");
+        assert_eq!(
+            server.seen()[0].close.as_ref().map(|c| c.0),
+            Some(1000),
+            "blocking={blocking}"
         );
     }
 }
