@@ -73,6 +73,7 @@ wxsocket_tests::on_both_adapters!(
     invalid_utf8_fails_before_the_rest_of_its_frame_arrives,
     oversized_message_is_1009,
     a_close_frame_before_a_reset_says_why_the_write_failed,
+    a_close_frame_and_fin_during_an_upload_let_it_finish_and_are_answered,
     the_smallest_message_limit_still_lets_close_frames_through,
     reserved_opcode_is_1002,
     reserved_bits_are_1002,
@@ -1552,6 +1553,46 @@ fn a_close_frame_before_a_reset_says_why_the_write_failed<A: Adapter>() {
         }
         _ => panic!("[{}] {events:#?}", A::NAME),
     }
+}
+
+/// A server that closes (1000, then its FIN) while a large message of ours is going out,
+/// and reads on: the message is finished and the close answered behind it, as Python
+/// `websockets` and Node `ws` do (RFC 6455 §5.5.1), and the close is clean. A differential
+/// probe found the message cut off at the FIN (send failed), no close frame sent, and the
+/// close reported clean, in 12 runs of 12 on both adapters.
+fn a_close_frame_and_fin_during_an_upload_let_it_finish_and_are_answered<A: Adapter>() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 8 << 20;
+    let (url, server) = raw_peer("", |mut stream| {
+        // Part of the message, then the close and the FIN; then everything to the end.
+        let mut received = vec![0u8; 256 << 10];
+        stream.read_exact(&mut received).unwrap();
+        stream.write_all(&[0x88, 0x02, 0x03, 0xE8]).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        stream.read_to_end(&mut received).unwrap();
+        received
+    });
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let id = a.try_send(Message::binary(vec![7; SIZE])).unwrap();
+    let events = a.events_until_close(conn, T);
+    let received = server.join().unwrap();
+    assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
+    assert_eq!(
+        events.last(),
+        Some(&close_event(conn, 1000, "", true)),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    // The message's frame (a 14-byte masked header), then the masked answer, 1000.
+    let answer_at = 14 + SIZE;
+    assert_eq!(received.len(), answer_at + 8, "[{}]", A::NAME);
+    assert_eq!(
+        received[answer_at..answer_at + 2],
+        [0x88, 0x82],
+        "[{}]",
+        A::NAME
+    );
 }
 
 fn oversized_message_is_1009<A: Adapter>() {

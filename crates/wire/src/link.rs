@@ -86,6 +86,9 @@ pub struct Link<S> {
     /// the frame's bytes filling its buffer it would read into an empty slice (a failed
     /// debug assertion in tungstenite 0.30).
     read_failed: bool,
+    /// The peer's TCP ended (after its close frame) while our frames still waited for the
+    /// socket: nothing more is read, and the transport ends once they are out.
+    ends_when_flushed: bool,
     /// The transport is gone (its last events were reported).
     gone: bool,
     /// Bytes of the replies tungstenite queued for the pings read since the last flush that
@@ -135,6 +138,7 @@ impl<S: Read + Write> Link<S> {
             wants_write: false,
             close_sent: false,
             read_failed: false,
+            ends_when_flushed: false,
             gone: false,
             owed: 0,
             owing: false,
@@ -357,8 +361,9 @@ impl<S: Read + Write> Link<S> {
                         .drain(..)
                         .map(|(id, _)| TransportEvent::SendWritten(id)),
                 );
-                if self.read_failed && self.close_sent {
-                    // The close frame after a read error is out; nothing more to read.
+                if self.read_failed && (self.close_sent || self.ends_when_flushed) {
+                    // The close frame after a read error is out, or what waited when the
+                    // peer's TCP ended; nothing more to read.
                     self.end(out);
                 }
             }
@@ -498,6 +503,17 @@ impl<S: Read + Write> Link<S> {
                     }
                     self.copies.reset();
                     return ReadEnd::Drained;
+                }
+                Err(WsError::ConnectionClosed) if self.wants_write || self.needs_flush => {
+                    // The peer's TCP ended after its close frame while our frames wait for
+                    // the socket: the rest of a message (RFC 6455 §5.5.1 lets it finish
+                    // before the answer) and the answer to the close, behind it. The peer
+                    // reads until it has that answer, so they go out, and the transport
+                    // ends once they are (it used to end here: the message was cut off, the
+                    // peer never had our close frame, and the close was reported clean).
+                    self.read_failed = true;
+                    self.ends_when_flushed = true;
+                    return ReadEnd::Stopped;
                 }
                 Err(e) => {
                     self.read_failed = true;
@@ -948,6 +964,9 @@ mod tests {
         broken: bool,
         /// Every read fails (the peer reset the connection).
         reset: bool,
+        /// Once the input is read, reads say the stream ended (the peer's FIN), not
+        /// `WouldBlock`.
+        eof: bool,
         /// Every write takes nothing without blocking (`Ok(0)`: the connection is gone).
         write_zero: bool,
         /// How many more bytes it takes, when limited.
@@ -960,6 +979,7 @@ mod tests {
                 return Err(io::ErrorKind::ConnectionReset.into());
             }
             match self.input.read(buf)? {
+                0 if self.eof => Ok(0),
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => Ok(n),
             }
@@ -1604,6 +1624,50 @@ mod tests {
             ),
             "{out:?}"
         );
+    }
+
+    /// The peer's close frame and then its FIN while a large message of ours is going out
+    /// into a full socket: the message is finished and the answer to the close sent behind
+    /// it before the transport ends, as the references (Python `websockets`, Node `ws`) do.
+    /// The transport used to end at the FIN: the message was cut off, the peer never had
+    /// our close frame, and the close was reported clean.
+    #[test]
+    fn the_peers_fin_after_its_close_lets_our_message_and_answer_go_out() {
+        let mut link = link(&[]);
+        socket(&mut link).room = Some(1000);
+        let mut out = Vec::new();
+        link.send(
+            SendId::from_raw(1),
+            Message::binary(vec![7; 200_000]),
+            &mut out,
+        );
+        link.flush(&mut out);
+        assert!(link.wants_write(), "{out:?}");
+        assert_eq!(out, []);
+        socket(&mut link).input = io::Cursor::new(vec![0x88, 0x02, 0x03, 0xE8]);
+        socket(&mut link).eof = true;
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(out.as_slice(), [TransportEvent::PeerClosed(_)]),
+            "{out:?}"
+        );
+        assert!(!link.is_gone() && !link.is_readable());
+        out.clear();
+        socket(&mut link).room = None;
+        link.flush(&mut out);
+        assert_eq!(
+            out,
+            [
+                TransportEvent::Sending,
+                TransportEvent::SendWritten(SendId::from_raw(1)),
+                TransportEvent::Closed
+            ]
+        );
+        let written = unmasked_frames(&socket(&mut link).written);
+        assert_eq!(written.len(), 2, "the message, then the answer");
+        assert_eq!((written[0].0, written[0].1.len()), (0x2, 200_000));
+        assert_eq!(written[1], (0x8, vec![0x03, 0xE8]));
     }
 
     /// Sends wait unflushed from the send until a flush reports them written.
