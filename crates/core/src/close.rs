@@ -102,7 +102,7 @@ mod tests {
     use super::*;
     use crate::{
         Action, ConnId, ConnectOptions, ConnectionError, Event, ReconnectPolicy, Session,
-        SessionConfig, TransportErrorKind, TransportEvent,
+        SessionConfig, TransportError, TransportErrorKind, TransportEvent,
     };
     use std::time::Instant;
 
@@ -192,6 +192,35 @@ mod tests {
         t.advance(CLOSE_LINGER);
         assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
         assert_eq!(close_of(&t.events()), Some((1001, "going".into(), true)));
+    }
+
+    /// A transport failure after the peer's close frame: when the peer answered ours, both
+    /// went and the close is clean; when the peer began it, the driver reports `Closed`
+    /// once our answer is out, so a failure means the answer did not go out: the peer's
+    /// code, not clean (RFC 6455 §7.1.4), after the error. A differential probe saw a
+    /// close reported clean whose answer the socket had refused (ECONNRESET).
+    #[test]
+    fn a_failure_before_our_answer_is_out_leaves_the_peers_close_unclean() {
+        let failure =
+            || TransportEvent::Error(TransportError::new(TransportErrorKind::Io, "reset"));
+        let mut t = Sim::open(SessionConfig::default());
+        t.peer_close(Some(1009), "too big");
+        t.input(failure());
+        let events = t.events();
+        assert!(
+            matches!(&events[..], [Event::Error { .. }, Event::Close { .. }]),
+            "{events:?}"
+        );
+        assert_eq!(close_of(&events), Some((1009, "too big".into(), false)));
+
+        let mut t = Sim::open(SessionConfig::default());
+        t.s.close(Some(4000), "bye", t.now).unwrap();
+        t.actions();
+        t.peer_close(Some(4000), "ok");
+        t.input(failure());
+        let events = t.events();
+        assert!(!events.iter().any(|e| matches!(e, Event::Error { .. })));
+        assert_eq!(close_of(&events), Some((4000, "ok".into(), true)));
     }
 
     #[test]

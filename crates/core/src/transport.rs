@@ -271,7 +271,11 @@ pub enum TransportEvent {
     /// follows, so the driver's transport must send the reply close frame itself (echoing
     /// the peer's code, RFC 6455 §5.5.1), flush it, and then report `Closed` when the
     /// transport is gone. tungstenite queues that reply by itself when it reads the close
-    /// frame; the driver only has to keep flushing.
+    /// frame; the driver only has to keep flushing. A message being written goes out
+    /// before the reply, also when the peer's TCP ends meanwhile. If the transport fails
+    /// before the reply is out, report `Error`: the close is then not clean (RFC 6455
+    /// §7.1.4); once both close frames were exchanged, a failure is only the end
+    /// (`Closed`).
     PeerClosed(PeerClose),
     /// The driver wrote (flushed to the socket) the message of this send.
     SendWritten(SendId),

@@ -372,6 +372,9 @@ enum Cause {
 #[derive(Debug)]
 struct Model {
     policy: CloseBeforeOpen,
+    /// The close under way was begun by the peer's close frame: our close frame is the
+    /// answer, which a transport failure may keep from going out.
+    peer_began: bool,
     keepalive: bool,
     reconnect: Option<ReconnectPolicy>,
     phase: Phase,
@@ -426,6 +429,7 @@ impl Model {
         let jitter = reconnect.as_ref().map_or(0, |r| r.seed);
         Model {
             policy,
+            peer_began: false,
             keepalive,
             reconnect,
             phase: Phase::Idle,
@@ -859,6 +863,7 @@ impl Model {
     }
 
     fn begin_close(&mut self) {
+        self.peer_began = false;
         self.phase = Phase::Closing {
             peer: None,
             local: true,
@@ -983,6 +988,7 @@ impl Model {
                 }
             }
             (Phase::Open { .. }, Input::PeerClosed(code)) => {
+                self.peer_began = true;
                 self.phase = Phase::Closing {
                     peer: Some(*code),
                     local: false,
@@ -1008,6 +1014,12 @@ impl Model {
                 self.fail_open(Fault::Transport(TransportErrorKind::Io), 1006)
             }
             (Phase::Closing { .. }, Input::Closed) => self.finish_close(true),
+            // The transport failed before our answer to the peer's close frame was out
+            // (a driver reports `Closed` once it is): the peer's code, not clean.
+            (Phase::Closing { peer: Some(_), .. }, Input::Error(k)) if self.peer_began => {
+                self.emit(Ev::Error(conn, Fault::Transport(*k)));
+                self.finish_close(false);
+            }
             (Phase::Closing { peer: Some(_), .. }, Input::Error(_)) => self.finish_close(true),
             (Phase::Closing { .. }, Input::Error(k)) => {
                 self.emit(Ev::Error(conn, Fault::Transport(*k)));

@@ -638,6 +638,10 @@ pub(crate) struct Socket {
     tcp: TcpStream,
     /// The connection task's waker (set at every poll of the task).
     waker: Waker,
+    /// A write failed (the peer reset or closed the connection): reads no longer wait for
+    /// the reactor to have seen the socket readable, so that the read after the failure
+    /// takes what the socket holds, the peer's close frame among it.
+    write_failed: bool,
 }
 
 impl Socket {
@@ -645,6 +649,7 @@ impl Socket {
         Self {
             tcp,
             waker: Waker::noop().clone(),
+            write_failed: false,
         }
     }
 
@@ -687,24 +692,48 @@ impl TcpSocket for Socket {
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.poll(|s, cx| {
+        let read = self.poll(|s, cx| {
             let mut b = ReadBuf::new(buf);
             s.poll_read(cx, &mut b).map_ok(|()| b.filled().len())
-        })
+        });
+        match read {
+            // The reactor may not have seen what the socket holds yet.
+            #[cfg(unix)]
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.write_failed => {
+                wxsocket_wire::connection::read_now(&self.tcp, buf)
+            }
+            read => read,
+        }
+    }
+}
+
+impl Socket {
+    /// Notes a write that failed (see `write_failed`).
+    fn wrote<R>(&mut self, written: io::Result<R>) -> io::Result<R> {
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+        {
+            self.write_failed = true;
+        }
+        written
     }
 }
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.poll(|s, cx| s.poll_write(cx, buf))
+        let written = self.poll(|s, cx| s.poll_write(cx, buf));
+        self.wrote(written)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.poll(|s, cx| s.poll_write_vectored(cx, bufs))
+        let written = self.poll(|s, cx| s.poll_write_vectored(cx, bufs));
+        self.wrote(written)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.poll(|s, cx| s.poll_flush(cx))
+        let flushed = self.poll(|s, cx| s.poll_flush(cx));
+        self.wrote(flushed)
     }
 }
 

@@ -87,6 +87,15 @@ pub fn limit_unsent(socket: &impl std::os::fd::AsFd, bytes: u32) -> io::Result<(
     socket2::SockRef::from(socket).set_tcp_notsent_lowat(bytes)
 }
 
+/// Reads from `socket` at once, as a non-blocking socket does (`WouldBlock` when it holds
+/// nothing), for a driver whose runtime reads a socket only once its reactor has seen it
+/// readable (tokio): after a failed write, what the socket already holds is read before
+/// the failure is reported (the peer's close frame says why it went).
+#[cfg(unix)]
+pub fn read_now(socket: &impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    (&*socket2::SockRef::from(socket)).read(buf)
+}
+
 impl TcpSocket for mio::net::TcpStream {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         mio::net::TcpStream::local_addr(self)
@@ -559,8 +568,9 @@ impl<S: TcpSocket> Connection<S> {
     /// close frame of ours was queued: unless the core answers with one, the adapter ends
     /// the connection with [`Self::end_if_unanswered`] once the core has had its turn.
     pub fn is_unanswered(&self) -> bool {
-        self.link()
-            .is_some_and(|link| !link.is_readable() && !link.close_sent())
+        self.link().is_some_and(|link| {
+            !link.is_readable() && !link.close_sent() && !link.ends_when_flushed()
+        })
     }
 
     /// After a read error the core did not answer with a close frame (call it once the

@@ -80,6 +80,12 @@ pub struct Link<S> {
     wants_write: bool,
     /// A close frame was written (or queued) by us.
     close_sent: bool,
+    /// The peer's close frame was read (tungstenite queued the answer, unless it answered
+    /// ours).
+    peer_close_read: bool,
+    /// Our close frame (ours, or the answer to the peer's) is out: a flush after it was
+    /// queued completed. With `peer_close_read`, both close frames were exchanged.
+    close_out: bool,
     /// A read failed with an error answered by a close frame (1002 / 1007 / 1009): the
     /// stream is out of step, so nothing more is read, and once the close frame is flushed
     /// the transport ends. tungstenite must not be read again after refusing a frame: with
@@ -99,7 +105,7 @@ pub struct Link<S> {
     /// Where the short payloads read are copied (let go whenever the socket runs dry).
     copies: SmallCopies,
     /// The read credit the last read left: what a read after a failed write may still
-    /// hand over ([`Self::salvage`]). None until the first read.
+    /// hand over ([`Self::salvage`]). Before the first read, one message ([`FIRST_CREDIT`]).
     credit_left: ReadCredit,
 }
 
@@ -137,13 +143,15 @@ impl<S: Read + Write> Link<S> {
             needs_flush: false,
             wants_write: false,
             close_sent: false,
+            peer_close_read: false,
+            close_out: false,
             read_failed: false,
             ends_when_flushed: false,
             gone: false,
             owed: 0,
             owing: false,
             copies: SmallCopies::default(),
-            credit_left: ReadCredit::PAUSED,
+            credit_left: FIRST_CREDIT,
         }
     }
 
@@ -204,6 +212,13 @@ impl<S: Read + Write> Link<S> {
     /// Whether we wrote a close frame.
     pub fn close_sent(&self) -> bool {
         self.close_sent
+    }
+
+    /// Whether reading ended (the peer's TCP, after its close frame) while frames of ours
+    /// still wait for the socket, the answer to that close among them: the transport ends
+    /// once a flush has them out, and must not be ended before.
+    pub fn ends_when_flushed(&self) -> bool {
+        self.ends_when_flushed && !self.gone
     }
 
     /// Whether sends wait for a flush to be reported written.
@@ -351,6 +366,7 @@ impl<S: Read + Write> Link<S> {
         match flushed {
             Ok(()) => {
                 self.encoder.flushed();
+                self.close_out |= self.close_sent || self.peer_close_read;
                 self.needs_flush = false;
                 self.wants_write = false;
                 self.owed = 0;
@@ -444,6 +460,7 @@ impl<S: Read + Write> Link<S> {
                     // brings (a failure after a close frame failed messages that had gone
                     // out). A failed flush's end comes after the frame read.
                     let mut flushed = Vec::new();
+                    self.peer_close_read |= matches!(message, WsMessage::Close(_));
                     if matches!(message, WsMessage::Ping(_) | WsMessage::Close(_)) {
                         // A failed flush reads on within what is left ([`Self::salvage`]).
                         self.credit_left = *credit;
@@ -533,6 +550,13 @@ impl<S: Read + Write> Link<S> {
     /// want to send a close frame on it. A write that failed on the socket first reads what
     /// the socket still holds ([`Self::salvage`]).
     fn failed(&mut self, error: &WsError, reading: bool, out: &mut Vec<TransportEvent>) {
+        if self.peer_close_read && self.close_out {
+            // Both close frames were exchanged: a failure now (a reset, a TLS connection
+            // ended without `close_notify`) is only how the transport ended. The core
+            // takes an error after the peer's close frame to mean our answer did not go
+            // out: the close would be reported unclean.
+            return self.end(out);
+        }
         if !reading && matches!(error, WsError::Io(_)) {
             self.salvage(out);
         }
@@ -558,7 +582,7 @@ impl<S: Read + Write> Link<S> {
     /// reported, so that a close frame the peer sent first (1009 for a message too large
     /// for it) is reported with its code and reason rather than as a lost connection (1006,
     /// "Broken pipe"), and the messages before it are delivered. Reading stays within the
-    /// credit the last read left (none before the first read) and one read pass
+    /// credit the last read left ([`FIRST_CREDIT`] before the first read) and one read pass
     /// ([`READ_PASS`]), writes nothing (the replies tungstenite queues stay queued), and
     /// stops at the close frame, the socket's end or an error: the failure is then reported
     /// as before.
@@ -746,6 +770,15 @@ impl<S: Read + Write> Read for Wire<S> {
         }
     }
 }
+
+/// What a read after a failed write ([`Link::salvage`]) may hand over when the driver has
+/// not read yet (its credit unknown): one message, as any credit lets one message past its
+/// bytes. A write can fail before the first read (an application's send right after the
+/// open, written on its own thread): the peer's close frame was then left unread.
+const FIRST_CREDIT: ReadCredit = ReadCredit {
+    messages: 1,
+    bytes: usize::MAX,
+};
 
 /// The most bytes one [`Link::read`] takes from the socket; then it ends with
 /// [`ReadEnd::Limit`] (more may wait), so that the driver runs its timers and the other
@@ -967,6 +1000,8 @@ mod tests {
         /// Once the input is read, reads say the stream ended (the peer's FIN), not
         /// `WouldBlock`.
         eof: bool,
+        /// Once the input is read, reads fail with this.
+        end_error: Option<io::ErrorKind>,
         /// Every write takes nothing without blocking (`Ok(0)`: the connection is gone).
         write_zero: bool,
         /// How many more bytes it takes, when limited.
@@ -980,6 +1015,7 @@ mod tests {
             }
             match self.input.read(buf)? {
                 0 if self.eof => Ok(0),
+                0 if let Some(kind) = self.end_error => Err(kind.into()),
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => Ok(n),
             }
@@ -1110,6 +1146,7 @@ mod tests {
     /// it, and is reported written before the close (whose code the core may refuse,
     /// failing the sends not written) and what the next read brings: here a frame after
     /// the close, a protocol error, which would otherwise fail a message that went out.
+    /// Both close frames were exchanged by then, so the error only ends the transport.
     #[test]
     fn sends_written_with_a_reply_are_reported_before_the_next_read() {
         // The server's close frame (4000), then a text frame it may no longer send.
@@ -1126,8 +1163,7 @@ mod tests {
                 [
                     TransportEvent::SendWritten(written),
                     TransportEvent::PeerClosed(_),
-                    TransportEvent::Error(_),
-                    ..
+                    TransportEvent::Closed,
                 ] if *written == id
             ),
             "{out:?}"
@@ -1510,10 +1546,11 @@ mod tests {
     }
 
     /// A write that fails ends the transport, and nothing more is read, though no read
-    /// failed: the data waiting on the socket stays unread.
+    /// failed: beyond what the read after the failure takes (before the first read, one
+    /// message: [`FIRST_CREDIT`]), the data waiting on the socket stays unread.
     #[test]
     fn a_failed_write_ends_reading_too() {
-        let mut link = link(&[0x81, 0x01, b'y']);
+        let mut link = link(&[0x81, 0x01, b'y', 0x81, 0x01, b'z']);
         socket(&mut link).broken = true;
         let mut out = Vec::new();
         link.send(SendId::from_raw(1), Message::text("x"), &mut out);
@@ -1521,7 +1558,11 @@ mod tests {
         assert!(
             matches!(
                 out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
+                [
+                    TransportEvent::Message(_),
+                    TransportEvent::Error(_),
+                    TransportEvent::Closed
+                ]
             ),
             "{out:?}"
         );
@@ -1668,6 +1709,45 @@ mod tests {
         assert_eq!(written.len(), 2, "the message, then the answer");
         assert_eq!((written[0].0, written[0].1.len()), (0x2, 200_000));
         assert_eq!(written[1], (0x8, vec![0x03, 0xE8]));
+    }
+
+    /// Once both close frames were exchanged, a failure (a TLS connection ended without
+    /// `close_notify`) is only how the transport ended: no error, which the core would take
+    /// to mean our answer to the peer's close did not go out. When the answer could not be
+    /// written, the error is reported, after the peer's close.
+    #[test]
+    fn a_failure_after_both_close_frames_is_only_the_end() {
+        let mut exchanged = link(&[0x88, 0x02, 0x03, 0xE8]);
+        socket(&mut exchanged).end_error = Some(io::ErrorKind::UnexpectedEof);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(exchanged.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert_eq!(
+            out,
+            [
+                TransportEvent::PeerClosed(PeerClose {
+                    code: Some(1000),
+                    reason: String::new()
+                }),
+                TransportEvent::Closed
+            ]
+        );
+
+        let mut refused = link(&[0x88, 0x02, 0x03, 0xE8]);
+        socket(&mut refused).broken = true;
+        let mut out = Vec::new();
+        assert_eq!(refused.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [
+                    TransportEvent::PeerClosed(_),
+                    TransportEvent::Error(_),
+                    TransportEvent::Closed
+                ]
+            ),
+            "{out:?}"
+        );
     }
 
     /// Sends wait unflushed from the send until a flush reports them written.

@@ -31,6 +31,9 @@ pub(super) struct Closing {
     peer: Option<PeerClose>,
     /// The application asked for this close (such a connection is never reconnected).
     local: bool,
+    /// The peer's close frame began the close: ours is the answer, which the driver sends
+    /// and reports `Closed` once it is out (a failure instead leaves the close unclean).
+    peer_began: bool,
     /// With delivery acknowledgement on: what the peer has not acknowledged yet. Only a
     /// pong acknowledges, here as when open: when this side began the close, a barrier ping
     /// went before its close frame (see [`Acks::barrier_before_close`]).
@@ -59,6 +62,7 @@ impl Closing {
             in_flight,
             deadline,
             local: peer.is_none(),
+            peer_began: peer.is_some(),
             peer,
             acks,
             run,
@@ -139,12 +143,22 @@ impl Closing {
                     self.deadline = self.deadline.min(after(now, cx.linger()));
                 }
             }
-            TransportEvent::Closed => return self.finish(cx, now),
+            TransportEvent::Closed => return self.finish(cx, now, true),
             TransportEvent::Error(error) => {
+                if self.peer.is_some() && !self.peer_began {
+                    // Both close frames were exchanged (the peer answered ours); an error
+                    // while the TCP connection winds down does not make the close unclean.
+                    return self.finish(cx, now, true);
+                }
                 if self.peer.is_some() {
-                    // Both close frames were exchanged; an error while the TCP connection
-                    // winds down does not make the close unclean.
-                    return self.finish(cx, now);
+                    // The peer began the close and the transport failed before our answer
+                    // was out (a driver reports `Closed` once it is): the peer's code, not
+                    // clean (RFC 6455 §7.1.4: the closing handshake did not complete).
+                    cx.emit(Event::Error {
+                        conn,
+                        error: ConnectionError::Transport(error),
+                    });
+                    return self.finish(cx, now, false);
                 }
                 cx.emit(Event::Error {
                     conn,
@@ -186,7 +200,7 @@ impl Closing {
             // Both close frames were exchanged and only the server's TCP close is
             // missing: the close is clean (RFC 6455 §7.1.4); the client closes TCP
             // itself (§7.1.1).
-            return self.finish(cx, now);
+            return self.finish(cx, now, true);
         }
         cx.emit(Event::Error {
             conn: self.id,
@@ -253,9 +267,10 @@ impl Closing {
     }
 
     /// The transport ended, or was aborted once both close frames were exchanged: the
-    /// close event carries the peer's code, clean (RFC 6455 §7.1.4); without the peer's
-    /// close frame, 1006 and not clean.
-    fn finish(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+    /// close event carries the peer's code, `clean` (RFC 6455 §7.1.4; not when our answer
+    /// to the peer's close frame could not be written); without the peer's close frame,
+    /// 1006 and not clean.
+    fn finish(mut self: Box<Self>, cx: &mut Context, now: Instant, clean: bool) -> Next {
         let Some(peer) = self.peer.take() else {
             let ending = Ending {
                 code: ABNORMAL,
@@ -278,7 +293,7 @@ impl Closing {
         let ending = Ending {
             code,
             reason: &peer.reason,
-            clean: true,
+            clean,
         };
         let cause = if local {
             Cause::Application
