@@ -494,10 +494,11 @@ pub fn classify(error: &WsError) -> Option<TransportError> {
         WsError::Capacity(_) => TransportErrorKind::Protocol,
         WsError::Utf8(_) => {
             // tungstenite's text is the decoder's debug form (`Incomplete { buffer: … }`),
-            // which would also go to the peer as the close reason.
+            // which would also go to the peer as the close reason. Text messages are
+            // checked as they come (`FrameWatch`), so this is mostly a close frame's reason.
             return Some(TransportError::new(
                 TransportErrorKind::InvalidUtf8,
-                "a text message is not valid UTF-8",
+                "a text message or a close frame's reason is not valid UTF-8",
             ));
         }
         // tungstenite's name for an end of stream before a close frame (the peer's FIN, or
@@ -1111,7 +1112,7 @@ mod tests {
         let debug = WsError::Utf8("Incomplete { buffer: [226, 130, 0, 0], buffer_len: 2 }".into());
         assert_eq!(
             classify(&debug).unwrap().message,
-            "a text message is not valid UTF-8"
+            "a text message or a close frame's reason is not valid UTF-8"
         );
         assert_eq!(
             k(WsError::Capacity(CapacityError::MessageTooLong {
