@@ -45,8 +45,9 @@ SIGTERM and SIGINT (Ctrl-C) close as /quit does, waiting at most 11 s for the cl
 dial in progress is given up at once); a second one exits at once, with 128 and its number.
 
 Exit status:
-  0  the last connection closed cleanly (1000 or 1001 from either side, or the code
-     this client chose with /close) and every send completed
+  0  the last connection closed cleanly (1000 or 1001 from either side, a close frame
+     without a code (1005), or the code this client chose with /close) and every send
+     completed
   1  the adapter could not start
   2  invalid options, or a proxy variable of the environment that is no usable proxy URL
   3  the connection could not be made (refused, DNS, TLS, handshake rejected or timed out)
@@ -875,7 +876,7 @@ impl Client {
                     && matches!(self.backend.state(), ReadyState::Closed | ReadyState::Idle);
                 self.status = if !opened {
                     status::NOT_MADE
-                } else if *clean && (matches!(code, 1000 | 1001) || ours) {
+                } else if *clean && (matches!(code, 1000 | 1001 | 1005) || ours) {
                     status::CLEAN
                 } else {
                     status::ABNORMAL

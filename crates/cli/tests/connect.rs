@@ -958,3 +958,22 @@ fn a_hostile_location_prints_without_terminal_escapes() {
         }
     }
 }
+
+/// A server that ends with a close frame without a code (1005, which Python `websockets`
+/// counts as a normal close) ends `connect` with 0, as 1000 does; it exited with 4 ("another
+/// code"), a differential probe found.
+#[test]
+fn a_close_frame_without_a_code_exits_0() {
+    let server = TestServer::start(Mode::CloseEachWith(1005), false);
+    for blocking in [false, true] {
+        let proc = Proc::spawn(&with_adapter(
+            vec!["connect", server.url(), "--json"],
+            blocking,
+        ));
+        let (_, events) = finish_ok(proc);
+        let close = events.last().expect("events");
+        assert_eq!(close["event"], "close", "{events:#?}");
+        assert_eq!(close["code"], 1005, "{events:#?}");
+        assert_eq!(close["clean"], true, "{events:#?}");
+    }
+}

@@ -235,7 +235,8 @@ pub enum Mode {
     LateCloseAnswerFirst(u64),
     /// Close the first connection with this code right after the handshake; echo later ones.
     CloseFirstWith(u16),
-    /// Close every connection with this code right after the handshake.
+    /// Close every connection with this code right after the handshake (1005: a close
+    /// frame without a code).
     CloseEachWith(u16),
     /// Complete the handshake, then never read: pings go unanswered.
     Silent,
@@ -496,12 +497,11 @@ impl TestServer {
                         _ => None,
                     };
                     if let Some(code) = close_with {
-                        let _ = ws
-                            .close(Some(CloseFrame {
-                                code: CloseCode::from(code),
-                                reason: "restarting".into(),
-                            }))
-                            .await;
+                        let frame = (code != 1005).then(|| CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: "restarting".into(),
+                        });
+                        let _ = ws.close(frame).await;
                         while let Some(Ok(_)) = ws.next().await {}
                         return;
                     }
