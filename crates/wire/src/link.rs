@@ -1573,6 +1573,14 @@ mod tests {
         assert_eq!(out, []);
     }
 
+    /// Asserts the events were exactly a failure and the end.
+    fn assert_failed(out: &[TransportEvent]) {
+        assert!(
+            matches!(out, [TransportEvent::Error(_), TransportEvent::Closed]),
+            "{out:?}"
+        );
+    }
+
     /// The server's close frame 1009 "too big", unmasked.
     const CLOSE_1009: &[u8] = &[
         0x88, 0x09, 0x03, 0xF1, b't', b'o', b'o', b' ', b'b', b'i', b'g',
@@ -1630,13 +1638,7 @@ mod tests {
         socket(&mut link).broken = true;
         link.send(SendId::from_raw(1), Message::text("x"), &mut out);
         link.flush(&mut out);
-        assert!(
-            matches!(
-                out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
-            ),
-            "{out:?}"
-        );
+        assert_failed(&out);
     }
 
     /// A pong that cannot be written (the flush after a ping read) reads on past the ping,
@@ -1813,13 +1815,7 @@ mod tests {
         socket(&mut link).broken = true;
         let mut out = Vec::new();
         link.close(&CloseRequest::new(Some(1000), "bye").unwrap(), &mut out);
-        assert!(
-            matches!(
-                out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
-            ),
-            "{out:?}"
-        );
+        assert_failed(&out);
         assert!(link.is_gone());
     }
 
@@ -1834,13 +1830,7 @@ mod tests {
         for id in ids {
             link.send(SendId::from_raw(id), Message::binary(vec![0; 60_000]), out);
         }
-        assert!(
-            matches!(
-                out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
-            ),
-            "{out:?}"
-        );
+        assert_failed(out);
     }
 
     /// A send whose frame tungstenite writes out at once (its buffer past its write size)
@@ -1900,13 +1890,7 @@ mod tests {
             Message::binary(vec![5; DIRECT_FROM]),
             &mut out,
         );
-        assert!(
-            matches!(
-                out.as_slice(),
-                [TransportEvent::Error(_), TransportEvent::Closed]
-            ),
-            "{out:?}"
-        );
+        assert_failed(&out);
         assert!(link.is_gone() && !link.has_unflushed_sends());
     }
 
