@@ -194,11 +194,12 @@ mod tests {
         assert_eq!(close_of(&t.events()), Some((1001, "going".into(), true)));
     }
 
-    /// A transport failure after the peer's close frame: when the peer answered ours, both
-    /// went and the close is clean; when the peer began it, the driver reports `Closed`
-    /// once our answer is out, so a failure means the answer did not go out: the peer's
-    /// code, not clean (RFC 6455 §7.1.4), after the error. A differential probe saw a
-    /// close reported clean whose answer the socket had refused (ECONNRESET).
+    /// A transport failure after the peer's close frame: a driver reports `Closed` once both
+    /// close frames went, so a failure means ours did not go out (the answer to the peer's,
+    /// or ours, which the peer's crossed): the peer's code, not clean (RFC 6455 §7.1.4),
+    /// after the error. A differential probe saw a close reported clean whose answer the
+    /// socket had refused (ECONNRESET); a review, one whose own close frame waited behind
+    /// a message when the peer's close and reset came.
     #[test]
     fn a_failure_before_our_answer_is_out_leaves_the_peers_close_unclean() {
         let failure =
@@ -216,11 +217,22 @@ mod tests {
         let mut t = Sim::open(SessionConfig::default());
         t.s.close(Some(4000), "bye", t.now).unwrap();
         t.actions();
-        t.peer_close(Some(4000), "ok");
+        t.peer_close(Some(1009), "too big");
         t.input(failure());
         let events = t.events();
-        assert!(!events.iter().any(|e| matches!(e, Event::Error { .. })));
-        assert_eq!(close_of(&events), Some((4000, "ok".into(), true)));
+        assert!(
+            matches!(&events[..], [Event::Error { .. }, Event::Close { .. }]),
+            "{events:?}"
+        );
+        assert_eq!(close_of(&events), Some((1009, "too big".into(), false)));
+
+        // Both went: the driver reports the end.
+        let mut t = Sim::open(SessionConfig::default());
+        t.s.close(Some(4000), "bye", t.now).unwrap();
+        t.actions();
+        t.peer_close(Some(4000), "ok");
+        t.input(TransportEvent::Closed);
+        assert_eq!(close_of(&t.events()), Some((4000, "ok".into(), true)));
     }
 
     #[test]

@@ -275,7 +275,8 @@ pub enum TransportEvent {
     /// before the reply, also when the peer's TCP ends meanwhile. If the transport fails
     /// before the reply is out, report `Error`: the close is then not clean (RFC 6455
     /// §7.1.4); once both close frames were exchanged, a failure is only the end
-    /// (`Closed`).
+    /// (`Closed`). The same holds after our own close frame: an `Error` after the peer's
+    /// close frame means ours did not go out.
     PeerClosed(PeerClose),
     /// The driver wrote (flushed to the socket) the message of this send.
     SendWritten(SendId),

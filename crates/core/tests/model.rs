@@ -372,9 +372,6 @@ enum Cause {
 #[derive(Debug)]
 struct Model {
     policy: CloseBeforeOpen,
-    /// The close under way was begun by the peer's close frame: our close frame is the
-    /// answer, which a transport failure may keep from going out.
-    peer_began: bool,
     keepalive: bool,
     reconnect: Option<ReconnectPolicy>,
     phase: Phase,
@@ -429,7 +426,6 @@ impl Model {
         let jitter = reconnect.as_ref().map_or(0, |r| r.seed);
         Model {
             policy,
-            peer_began: false,
             keepalive,
             reconnect,
             phase: Phase::Idle,
@@ -863,7 +859,6 @@ impl Model {
     }
 
     fn begin_close(&mut self) {
-        self.peer_began = false;
         self.phase = Phase::Closing {
             peer: None,
             local: true,
@@ -988,7 +983,6 @@ impl Model {
                 }
             }
             (Phase::Open { .. }, Input::PeerClosed(code)) => {
-                self.peer_began = true;
                 self.phase = Phase::Closing {
                     peer: Some(*code),
                     local: false,
@@ -1014,13 +1008,13 @@ impl Model {
                 self.fail_open(Fault::Transport(TransportErrorKind::Io), 1006)
             }
             (Phase::Closing { .. }, Input::Closed) => self.finish_close(true),
-            // The transport failed before our answer to the peer's close frame was out
-            // (a driver reports `Closed` once it is): the peer's code, not clean.
-            (Phase::Closing { peer: Some(_), .. }, Input::Error(k)) if self.peer_began => {
+            // The transport failed before our close frame was out (ours or the answer to
+            // the peer's; a driver reports `Closed` once both went): the peer's code, not
+            // clean.
+            (Phase::Closing { peer: Some(_), .. }, Input::Error(k)) => {
                 self.emit(Ev::Error(conn, Fault::Transport(*k)));
                 self.finish_close(false);
             }
-            (Phase::Closing { peer: Some(_), .. }, Input::Error(_)) => self.finish_close(true),
             (Phase::Closing { .. }, Input::Error(k)) => {
                 self.emit(Ev::Error(conn, Fault::Transport(*k)));
                 let pending = std::mem::take(&mut self.in_flight);

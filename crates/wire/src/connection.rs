@@ -494,6 +494,7 @@ impl<S: TcpSocket> Connection<S> {
             return ReadEnd::Stopped;
         }
         let end = if credit.is_paused() {
+            link.note_paused();
             ReadEnd::Paused
         } else {
             link.wire_mut().begin_pass(short_read_ends);

@@ -415,6 +415,12 @@ impl<S: Read + Write> Link<S> {
         end
     }
 
+    /// The driver did not read because the core's credit ran out: a read after a failed
+    /// write hands over nothing either ([`Self::salvage`]).
+    pub(crate) fn note_paused(&mut self) {
+        self.credit_left = ReadCredit::PAUSED;
+    }
+
     /// [`Self::read`], but for keeping what the credit left.
     fn read_pass(
         &mut self,
@@ -1639,6 +1645,30 @@ mod tests {
         link.send(SendId::from_raw(1), Message::text("x"), &mut out);
         link.flush(&mut out);
         assert_failed(&out);
+    }
+
+    /// Before its first read a link hands over one message after a failed write, unless the
+    /// driver did not read because the core's credit ran out (a review: a connection that
+    /// opens with the core's backlog full took one message past it).
+    #[test]
+    fn a_failed_write_before_any_read_takes_one_message_unless_reading_is_paused() {
+        let input = [0x81, 0x01, b'a', 0x81, 0x01, b'b'];
+        for paused in [false, true] {
+            let mut link = link(&input);
+            if paused {
+                link.note_paused();
+            }
+            socket(&mut link).broken = true;
+            let mut out = Vec::new();
+            link.send(SendId::from_raw(1), Message::text("x"), &mut out);
+            link.flush(&mut out);
+            let messages = out
+                .iter()
+                .filter(|e| matches!(e, TransportEvent::Message(_)))
+                .count();
+            assert_eq!(messages, usize::from(!paused), "{out:?}");
+            assert_failed(&out[messages..]);
+        }
     }
 
     /// A pong that cannot be written (the flush after a ping read) reads on past the ping,

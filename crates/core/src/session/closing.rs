@@ -31,9 +31,6 @@ pub(super) struct Closing {
     peer: Option<PeerClose>,
     /// The application asked for this close (such a connection is never reconnected).
     local: bool,
-    /// The peer's close frame began the close: ours is the answer, which the driver sends
-    /// and reports `Closed` once it is out (a failure instead leaves the close unclean).
-    peer_began: bool,
     /// With delivery acknowledgement on: what the peer has not acknowledged yet. Only a
     /// pong acknowledges, here as when open: when this side began the close, a barrier ping
     /// went before its close frame (see [`Acks::barrier_before_close`]).
@@ -62,7 +59,6 @@ impl Closing {
             in_flight,
             deadline,
             local: peer.is_none(),
-            peer_began: peer.is_some(),
             peer,
             acks,
             run,
@@ -145,15 +141,11 @@ impl Closing {
             }
             TransportEvent::Closed => return self.finish(cx, now, true),
             TransportEvent::Error(error) => {
-                if self.peer.is_some() && !self.peer_began {
-                    // Both close frames were exchanged (the peer answered ours); an error
-                    // while the TCP connection winds down does not make the close unclean.
-                    return self.finish(cx, now, true);
-                }
                 if self.peer.is_some() {
-                    // The peer began the close and the transport failed before our answer
-                    // was out (a driver reports `Closed` once it is): the peer's code, not
-                    // clean (RFC 6455 §7.1.4: the closing handshake did not complete).
+                    // The peer's close frame came, and the transport failed before ours was
+                    // out (ours or the answer: once both went, a driver reports `Closed`):
+                    // the peer's code, not clean (RFC 6455 §7.1.4: the closing handshake
+                    // did not complete).
                     cx.emit(Event::Error {
                         conn,
                         error: ConnectionError::Transport(error),
