@@ -75,8 +75,10 @@ impl ClientHandshake {
     /// Builds the request with a given `Sec-WebSocket-Key` (tests).
     pub fn with_key(request: &HandshakeRequest, key: &str) -> Self {
         let url = &request.url;
+        // RFC 6455 §3's resource name: "?" only with a query (an empty one, `/a?`, is sent
+        // as `/a`, as Python `websockets` and Node `ws` do).
         let mut target = url.path().to_owned();
-        if let Some(q) = url.query() {
+        if let Some(q) = url.query().filter(|q| !q.is_empty()) {
             target.push('?');
             target.push_str(q);
         }
@@ -498,6 +500,19 @@ mod tests {
             text,
             "GET /p?a=b+c HTTP/1.1\r\nHost: h:81\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: p1, p2\r\nx-token: t\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn an_empty_query_has_no_question_mark() {
+        for (url, target) in [
+            ("ws://h/a?", "GET /a HTTP/1.1"),
+            ("ws://h?", "GET / HTTP/1.1"),
+        ] {
+            let request = ConnectOptions::new(url).validate().unwrap();
+            let h = ClientHandshake::with_key(&request, "dGhlIHNhbXBsZSBub25jZQ==");
+            let text = String::from_utf8(h.request_bytes().to_vec()).unwrap();
+            assert!(text.starts_with(&format!("{target}\r\n")), "{text}");
+        }
     }
 
     #[test]
