@@ -1672,7 +1672,8 @@ pub fn connect_options(data: &[u8]) {
                     "protocols",
                     "method",
                     "timeout",
-                    "perMessageDeflate"
+                    "perMessageDeflate",
+                    "allowed_hosts"
                 ]
                 .contains(&field),
                 "error without an option name: {text}"

@@ -380,6 +380,7 @@ fn option_error(e: &ConnectError) -> String {
         ConnectError::InvalidDeflate { .. } => "--deflate-client-window-bits",
         ConnectError::TlsRequired { .. } => "URL (--require-tls)",
         ConnectError::HostNotAllowed { .. } => "URL (--allow-host)",
+        ConnectError::InvalidAllowedHost { .. } => "--allow-host",
         ConnectError::InvalidHeaderName { .. }
         | ConnectError::InvalidHeaderValue { .. }
         | ConnectError::ForbiddenHeader { .. } => "--header",

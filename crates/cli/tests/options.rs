@@ -305,7 +305,8 @@ fn invalid_options_exit_2_naming_the_option() {
 
 /// An invalid value's message says what is allowed, in the command's words rather than
 /// the parser's ("300 is not in 0..=255", "invalid digit found in string"), and a value
-/// that could never work (an empty `--data` key, an empty `--allow-host`) is refused.
+/// that could never work (an empty `--data` key, an `--allow-host` that is no host) is
+/// refused.
 #[test]
 fn option_errors_say_what_is_allowed() {
     let cases: &[(&[&str], &str)] = &[
@@ -325,6 +326,14 @@ fn option_errors_say_what_is_allowed() {
         (&["--reconnect-seed", "-1"], "\"-1\" is not a whole number"),
         (&["--data", "=x"], "the key is empty"),
         (&["--allow-host", ""], "a host pattern cannot be empty"),
+        (
+            &["--allow-host", "example.com:443"],
+            "is not a host name or address (no scheme, port, path or space)",
+        ),
+        (
+            &["--allow-host", "*"],
+            "has a wildcard other than a first label",
+        ),
     ];
     for (extra, words) in cases {
         let mut args = vec!["connect", "ws://127.0.0.1:9/"];

@@ -41,6 +41,15 @@ pub enum ConnectError {
         /// The host of the URL.
         host: String,
     },
+    /// An `allowed_hosts` entry is no host name or address (a scheme, a port, a path, a
+    /// space, a wildcard other than a first `*.`): it could never match.
+    #[error("allowed_hosts: {entry:?} {reason}")]
+    InvalidAllowedHost {
+        /// The entry as given.
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A `header` name is not a valid HTTP field name.
     #[error("header: invalid header name {name:?}")]
     InvalidHeaderName {

@@ -52,10 +52,12 @@ pub struct ConnectOptions {
     pub require_tls: bool,
     /// WeChat's "legal domains": when non-empty, the URL's host must match an entry
     /// exactly (ASCII case-insensitive), or end with `.example.com` for an entry `*.example.com`.
-    /// The host is compared as the URL parser normalises it: an international domain as its
-    /// punycode (`xn--…`), an IPv6 address in brackets (`[::1]`), an IPv4 address in its
-    /// dotted form (`127.0.0.1`, not `127.1`); write entries so. A host with a trailing dot
-    /// matches no entry.
+    /// Entries are host names or addresses, normalised as the URL's host is: an
+    /// international domain becomes its punycode (`例子.com` matches `xn--fsqu00a.com`), an
+    /// IPv6 address may be written with or without brackets, an IPv4 address in any form the
+    /// URL parser reads (`127.1` is `127.0.0.1`). An entry with a scheme, a port, a path, a
+    /// space or another wildcard is refused ([`ConnectError::InvalidAllowedHost`]). A
+    /// trailing dot counts: `example.com.` and `example.com` do not match each other.
     pub allowed_hosts: Vec<String>,
     /// The HTTP proxy to tunnel through (`CONNECT`): by default the one the environment
     /// names, as the adapter read it (see [`ProxyOption`]).
@@ -228,9 +230,10 @@ impl ConnectOptions {
             });
         }
         let host = url.host_str().unwrap_or_default().to_owned();
-        if !self.allowed_hosts.is_empty()
-            && !self.allowed_hosts.iter().any(|h| host_matches(h, &host))
-        {
+        let patterns = (self.allowed_hosts.iter())
+            .map(|entry| host_pattern(entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !patterns.is_empty() && !patterns.iter().any(|h| host_matches(h, &host)) {
             return Err(ConnectError::HostNotAllowed { host });
         }
         if let Some(method) = &self.method
@@ -474,6 +477,42 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// An `allowed_hosts` entry as the URL parser writes a host (see
+/// [`ConnectOptions::allowed_hosts`]), its `*.` kept.
+fn host_pattern(entry: &str) -> Result<String, ConnectError> {
+    let invalid = |reason| ConnectError::InvalidAllowedHost {
+        entry: entry.to_owned(),
+        reason,
+    };
+    let (wildcard, name) = match entry.strip_prefix("*.") {
+        Some(name) => ("*.", name),
+        None => ("", entry),
+    };
+    if name.contains('*') {
+        return Err(invalid(
+            "has a wildcard other than a first label ('*.example.com')",
+        ));
+    }
+    // An IPv6 address, bracketed as in a URL.
+    let bracketed;
+    let name = match name.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => {
+            bracketed = format!("[{name}]");
+            &bracketed
+        }
+        Err(_) => name,
+    };
+    match url::Host::parse(name) {
+        Ok(url::Host::Domain(domain)) => Ok(format!("{wildcard}{domain}")),
+        Ok(_) if !wildcard.is_empty() => Err(invalid("puts a wildcard on an address")),
+        Ok(url::Host::Ipv4(address)) => Ok(address.to_string()),
+        Ok(url::Host::Ipv6(address)) => Ok(format!("[{address}]")),
+        Err(_) => Err(invalid(
+            "is not a host name or address (no scheme, port, path or space)",
+        )),
+    }
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {
@@ -720,6 +759,55 @@ mod tests {
             err(o("wss://example.com")),
             ConnectError::HostNotAllowed { .. }
         ));
+    }
+
+    /// Entries are normalised as the URL's host is, so that an international name, an IPv6
+    /// address without brackets or an IPv4 address in a short form matches; an entry that
+    /// could never match is refused, naming it (a prober's `--allow-host 例子.com`,
+    /// `example.com:443`, `wss://example.com` and `*` were taken and matched nothing).
+    #[test]
+    fn allow_list_entries_are_normalised_or_refused() {
+        let allows = |entry: &str, url: &str| {
+            ConnectOptions::new(url)
+                .allow_host(entry)
+                .validate()
+                .map(|_| ())
+        };
+        for (entry, url) in [
+            ("例子.com", "ws://例子.com/"),
+            ("例子.com", "ws://xn--fsqu00a.com/"),
+            ("*.例子.com", "ws://a.xn--fsqu00a.com/"),
+            ("EXAMPLE.com", "ws://example.COM/"),
+            ("::1", "ws://[::1]:9/"),
+            ("[0:0::1]", "ws://[::1]/"),
+            ("127.1", "ws://127.0.0.1/"),
+            ("example.com.", "ws://example.com./"),
+        ] {
+            assert_eq!(allows(entry, url), Ok(()), "{entry} {url}");
+        }
+        assert!(matches!(
+            allows("example.com.", "ws://example.com/"),
+            Err(ConnectError::HostNotAllowed { .. })
+        ));
+        for entry in [
+            "",
+            "*",
+            "a.*.example.com",
+            "*example.com",
+            "example.com:443",
+            "wss://example.com",
+            "example.com/x",
+            "exa mple.com",
+            "*.127.0.0.1",
+            "*.[::1]",
+        ] {
+            let e = allows(entry, "ws://example.com/").unwrap_err();
+            assert!(
+                matches!(&e, ConnectError::InvalidAllowedHost { entry: given, .. } if given == entry),
+                "{entry:?}: {e}"
+            );
+            assert!(e.to_string().starts_with("allowed_hosts: "), "{e}");
+        }
     }
 
     #[test]
