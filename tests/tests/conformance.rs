@@ -13,9 +13,10 @@
 use std::time::{Duration, Instant};
 use wxsocket_core::close::CLOSE_LINGER;
 use wxsocket_core::{
-    CloseBeforeOpen, CloseError, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
-    DialStage, Event, FailedSend, Message, REPLACED_REASON, ReadyState, ReconnectPolicy, SendError,
-    SendFailure, SendId, SessionConfig, TransportError, TransportErrorKind,
+    CloseBeforeOpen, CloseError, ConnId, ConnectError, ConnectOptions, ConnectionError,
+    DeflateOptions, DialStage, Event, FailedSend, Message, REPLACED_REASON, ReadyState,
+    ReconnectPolicy, SendError, SendFailure, SendId, SessionConfig, TransportError,
+    TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT, PoolAdapter, SendFailed, Task};
 use wxsocket_tests::flood::{Flood, FloodServer};
@@ -1520,23 +1521,7 @@ fn invalid_utf8_fails_before_the_rest_of_its_frame_arrives<A: Adapter>() {
 /// the failed write before it read the close frame; a differential probe then found such a
 /// close reported clean although our answer never went out.
 fn a_close_frame_before_a_reset_says_why_the_write_failed<A: Adapter>() {
-    use std::io::{Read, Write};
-    let (url, server) = raw_peer("", |mut stream| {
-        // The message's frame header, then the refusal.
-        let mut header = [0u8; 14];
-        stream.read_exact(&mut header).unwrap();
-        stream
-            .write_all(&[
-                0x88, 0x09, 0x03, 0xF1, b't', b'o', b'o', b' ', b'b', b'i', b'g',
-            ])
-            .unwrap();
-        // Dropped with the client's bytes unread: the connection is reset.
-    });
-    let mut a: A = client(config());
-    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
-    let id = a.try_send(Message::binary(vec![7; 8 << 20])).unwrap();
-    let events = a.events_until_close(conn, T);
-    server.join().unwrap();
+    let (conn, id, events) = refused_and_reset::<A>(false);
     assert!(
         events
             .iter()
@@ -1563,26 +1548,7 @@ fn a_close_frame_before_a_reset_says_why_the_write_failed<A: Adapter>() {
 /// crosses it, and the reset keeps ours from going out, so the close is not clean either (a
 /// review found it reported clean: the core took the peer's frame for the answer to ours).
 fn our_close_behind_a_message_and_the_peers_close_and_reset_is_unclean<A: Adapter>() {
-    use std::io::{Read, Write};
-    let (closed, wait) = std::sync::mpsc::channel::<()>();
-    let (url, server) = raw_peer("", move |mut stream| {
-        let mut header = [0u8; 14];
-        stream.read_exact(&mut header).unwrap();
-        // Once the client has asked to close (its frame behind the message).
-        wait.recv().unwrap();
-        stream
-            .write_all(&[
-                0x88, 0x09, 0x03, 0xF1, b't', b'o', b'o', b' ', b'b', b'i', b'g',
-            ])
-            .unwrap();
-    });
-    let mut a: A = client(config());
-    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
-    a.try_send(Message::binary(vec![7; 8 << 20])).unwrap();
-    a.close(Some(1000), "bye").unwrap();
-    closed.send(()).unwrap();
-    let events = a.events_until_close(conn, T);
-    server.join().unwrap();
+    let (conn, _, events) = refused_and_reset::<A>(true);
     assert_eq!(
         events.last(),
         Some(&close_event(conn, 1009, "too big", false)),
@@ -1594,6 +1560,39 @@ fn our_close_behind_a_message_and_the_peers_close_and_reset_is_unclean<A: Adapte
         "[{}] {events:#?}",
         A::NAME
     );
+}
+
+/// An 8 MiB message to a server that reads its frame's header, sends close 1009 "too big"
+/// and drops the connection with the rest unread (TCP resets it); with `our_close`, the
+/// client closes behind the message before the server's close comes. The connection, the
+/// message's id and the events up to the close.
+fn refused_and_reset<A: Adapter>(our_close: bool) -> (ConnId, SendId, Vec<Event>) {
+    use std::io::{Read, Write};
+    let (closed, wait) = std::sync::mpsc::channel::<()>();
+    let (url, server) = raw_peer("", move |mut stream| {
+        let mut header = [0u8; 14];
+        stream.read_exact(&mut header).unwrap();
+        if our_close {
+            // Once the client has asked to close (its frame behind the message).
+            wait.recv().unwrap();
+        }
+        stream
+            .write_all(&[
+                0x88, 0x09, 0x03, 0xF1, b't', b'o', b'o', b' ', b'b', b'i', b'g',
+            ])
+            .unwrap();
+        // Dropped with the client's bytes unread: the connection is reset.
+    });
+    let mut a: A = client(config());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let id = a.try_send(Message::binary(vec![7; 8 << 20])).unwrap();
+    if our_close {
+        a.close(Some(1000), "bye").unwrap();
+        closed.send(()).unwrap();
+    }
+    let events = a.events_until_close(conn, T);
+    server.join().unwrap();
+    (conn, id, events)
 }
 
 /// A server that closes (1000, then its FIN) while a large message of ours is going out,
