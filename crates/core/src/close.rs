@@ -204,27 +204,22 @@ mod tests {
     fn a_failure_before_our_answer_is_out_leaves_the_peers_close_unclean() {
         let failure =
             || TransportEvent::Error(TransportError::new(TransportErrorKind::Io, "reset"));
-        let mut t = Sim::open(SessionConfig::default());
-        t.peer_close(Some(1009), "too big");
-        t.input(failure());
-        let events = t.events();
-        assert!(
-            matches!(&events[..], [Event::Error { .. }, Event::Close { .. }]),
-            "{events:?}"
-        );
-        assert_eq!(close_of(&events), Some((1009, "too big".into(), false)));
-
-        let mut t = Sim::open(SessionConfig::default());
-        t.s.close(Some(4000), "bye", t.now).unwrap();
-        t.actions();
-        t.peer_close(Some(1009), "too big");
-        t.input(failure());
-        let events = t.events();
-        assert!(
-            matches!(&events[..], [Event::Error { .. }, Event::Close { .. }]),
-            "{events:?}"
-        );
-        assert_eq!(close_of(&events), Some((1009, "too big".into(), false)));
+        // The peer began the close, or its close frame crossed ours.
+        for ours_first in [false, true] {
+            let mut t = Sim::open(SessionConfig::default());
+            if ours_first {
+                t.s.close(Some(4000), "bye", t.now).unwrap();
+                t.actions();
+            }
+            t.peer_close(Some(1009), "too big");
+            t.input(failure());
+            let events = t.events();
+            assert!(
+                matches!(&events[..], [Event::Error { .. }, Event::Close { .. }]),
+                "{events:?}"
+            );
+            assert_eq!(close_of(&events), Some((1009, "too big".into(), false)));
+        }
 
         // Both went: the driver reports the end.
         let mut t = Sim::open(SessionConfig::default());

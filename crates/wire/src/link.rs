@@ -483,12 +483,7 @@ impl<S: Read + Write> Link<S> {
                             .count();
                         out.extend(flushed.drain(..written));
                     }
-                    if let Some(event) = from_ws_copying(message, &mut self.copies) {
-                        if let TransportEvent::Message(message) = &event {
-                            credit.take(message.len());
-                        }
-                        // A close frame's code and reason as the peer sent them.
-                        let event = self.ws.get_ref().incoming.frame_watch().correct(event);
+                    if let Some(event) = self.event_of(message, credit) {
                         if let TransportEvent::PeerClosed(PeerClose {
                             code: Some(code), ..
                         }) = &event
@@ -552,6 +547,16 @@ impl<S: Read + Write> Link<S> {
         }
     }
 
+    /// A message read as the core takes it: a data message counted against `credit`, a
+    /// close frame with its code and reason as the peer sent them.
+    fn event_of(&mut self, message: WsMessage, credit: &mut ReadCredit) -> Option<TransportEvent> {
+        let event = from_ws_copying(message, &mut self.copies)?;
+        if let TransportEvent::Message(message) = &event {
+            credit.take(message.len());
+        }
+        Some(self.ws.get_ref().incoming.frame_watch().correct(event))
+    }
+
     /// A read or write failed: report it, and end the transport unless the core will still
     /// want to send a close frame on it. A write that failed on the socket first reads what
     /// the socket still holds ([`Self::salvage`]).
@@ -607,12 +612,7 @@ impl<S: Read + Write> Link<S> {
                 break;
             };
             let closed = matches!(message, WsMessage::Close(_));
-            if let Some(event) = from_ws_copying(message, &mut self.copies) {
-                if let TransportEvent::Message(message) = &event {
-                    credit.take(message.len());
-                }
-                out.push(self.ws.get_ref().incoming.frame_watch().correct(event));
-            }
+            out.extend(self.event_of(message, &mut credit));
             if closed {
                 break;
             }

@@ -259,9 +259,9 @@ impl Closing {
     }
 
     /// The transport ended, or was aborted once both close frames were exchanged: the
-    /// close event carries the peer's code, `clean` (RFC 6455 §7.1.4; not when our answer
-    /// to the peer's close frame could not be written); without the peer's close frame,
-    /// 1006 and not clean.
+    /// close event carries the peer's code, `clean` (RFC 6455 §7.1.4; not when our close
+    /// frame, ours or the answer to the peer's, could not be written); without the peer's
+    /// close frame, 1006 and not clean.
     fn finish(mut self: Box<Self>, cx: &mut Context, now: Instant, clean: bool) -> Next {
         let Some(peer) = self.peer.take() else {
             let ending = Ending {
