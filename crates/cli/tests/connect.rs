@@ -977,3 +977,18 @@ fn a_close_frame_without_a_code_exits_0() {
         assert_eq!(close["clean"], true, "{events:#?}");
     }
 }
+
+/// An allow-list entry is compared as the URL's host is written: `127.1` is `127.0.0.1`, and
+/// the server it names opens (the entry was compared as given and matched nothing).
+#[test]
+fn an_allow_list_entry_in_another_form_of_the_host_opens() {
+    let server = TestServer::start(Mode::Echo, false);
+    for blocking in [false, true] {
+        let mut proc = Proc::spawn(&with_adapter(
+            vec!["connect", server.url(), "--json", "--allow-host", "127.1"],
+            blocking,
+        ));
+        proc.expect_json("open", |v| event(v) == "open");
+        finish_ok(proc);
+    }
+}
