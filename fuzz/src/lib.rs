@@ -744,6 +744,12 @@ fn raw_event(input: &Input, conn: ConnId, inv: &mut Invariants) -> TransportEven
             oldest: false,
             raw: u8::MAX,
         } => TransportEvent::Sending,
+        // Our close frame (or the answer to the peer's) written: likewise drawn from an
+        // unknown id's write (254).
+        Input::Written {
+            oldest: false,
+            raw: 254,
+        } => TransportEvent::CloseWritten,
         Input::Written { oldest, raw } => {
             let list = inv.unconfirmed.entry(conn).or_default();
             let id = if *oldest && !list.is_empty() {

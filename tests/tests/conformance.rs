@@ -75,6 +75,8 @@ wxsocket_tests::on_both_adapters!(
     a_close_frame_before_a_reset_says_why_the_write_failed,
     our_close_behind_a_message_and_the_peers_close_and_reset_is_unclean,
     a_close_frame_and_fin_during_an_upload_let_it_finish_and_are_answered,
+    a_peers_close_during_an_upload_longer_than_the_linger_is_answered_behind_it,
+    a_peers_close_whose_answer_never_goes_out_is_unclean,
     the_smallest_message_limit_still_lets_close_frames_through,
     reserved_opcode_is_1002,
     reserved_bits_are_1002,
@@ -1627,6 +1629,93 @@ fn a_close_frame_and_fin_during_an_upload_let_it_finish_and_are_answered<A: Adap
         "[{}]",
         A::NAME
     );
+}
+
+/// A server that closes (1001) while a large message of ours is going out, then stops
+/// reading for longer than the close linger (a slow link), then reads on: the client waits
+/// for the message and its answer to go out, within the close timeout, and the close is
+/// clean. It used to start the linger at the server's close frame, drop the connection two
+/// seconds on with the message half sent, and report that close clean.
+fn a_peers_close_during_an_upload_longer_than_the_linger_is_answered_behind_it<A: Adapter>() {
+    use std::io::{Read, Write};
+    // More than the sockets hold while the server does not read (4 MiB of send buffer
+    // here, and the receive buffer the first reads let grow).
+    const SIZE: usize = 32 << 20;
+    let (url, server) = raw_peer("", |mut stream| {
+        let mut received = vec![0u8; 14 + SIZE + 8];
+        stream.read_exact(&mut received[..256 << 10]).unwrap();
+        stream.write_all(&[0x88, 0x02, 0x03, 0xE9]).unwrap();
+        // The stall: the scenario itself, not a wait for the client.
+        std::thread::sleep(CLOSE_LINGER + Duration::from_millis(500));
+        stream.read_exact(&mut received[256 << 10..]).unwrap();
+        received
+        // Dropped: the server closes TCP once it has the answer.
+    });
+    let mut a: A = client(config().close_timeout(Duration::from_secs(20)));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let id = a.try_send(Message::binary(vec![7; SIZE])).unwrap();
+    let events = a.events_until_close(conn, Duration::from_secs(20));
+    let received = server.join().unwrap();
+    assert_eq!(completions(&events), [id], "[{}] {events:#?}", A::NAME);
+    assert_eq!(
+        events.last(),
+        Some(&close_event(conn, 1001, "", true)),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    // The message's frame (a 14-byte masked header), then the masked answer, 1001.
+    let answer = &received[14 + SIZE..];
+    assert_eq!(answer[..2], [0x88, 0x82], "[{}]", A::NAME);
+}
+
+/// A server that closes (1001) while a large message of ours is going out and never reads
+/// again: our answer never goes out. At the close timeout the close ends with the server's
+/// code, not clean (RFC 6455 §7.1.4), after the timeout's error, and the message is
+/// reported failed. It used to end clean when the linger ran out.
+fn a_peers_close_whose_answer_never_goes_out_is_unclean<A: Adapter>() {
+    use std::io::{Read, Write};
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let (url, server) = raw_peer("", move |mut stream| {
+        let mut header = [0u8; 14];
+        stream.read_exact(&mut header).unwrap();
+        stream.write_all(&[0x88, 0x02, 0x03, 0xE9]).unwrap();
+        // Holds the connection, reading nothing, until the client has reported the end.
+        wait.recv().unwrap();
+    });
+    let close_timeout = Duration::from_millis(1500);
+    let mut a: A = client(config().close_timeout(close_timeout));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let started = Instant::now();
+    let id = a.try_send(Message::binary(vec![7; 32 << 20])).unwrap();
+    let events = a.events_until_close(conn, T);
+    let elapsed = started.elapsed();
+    done.send(()).unwrap();
+    server.join().unwrap();
+    assert_eq!(
+        events.last(),
+        Some(&close_event(conn, 1001, "", false)),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Error {
+                error: ConnectionError::CloseTimeout(_),
+                ..
+            }
+        )),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SendFailed { id: failed, .. } if *failed == id)),
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    assert!(elapsed >= close_timeout, "[{}] {elapsed:?}", A::NAME);
 }
 
 fn oversized_message_is_1009<A: Adapter>() {

@@ -172,6 +172,7 @@ mod tests {
         let mut t = Sim::open(SessionConfig::default());
         t.s.close(Some(4000), "bye", t.now).unwrap();
         assert!(matches!(&t.actions()[..], [Action::Close { .. }]));
+        t.input(TransportEvent::CloseWritten);
         t.advance(Duration::from_millis(300));
         t.peer_close(Some(4000), "ok");
         assert_eq!(t.s.poll_timeout(), Some(t.now + CLOSE_LINGER));
@@ -184,14 +185,55 @@ mod tests {
         assert_eq!(close_of(&events), Some((4000, "ok".into(), true)));
     }
 
+    /// The linger starts once the answer is written: a message ahead of it may take longer
+    /// than the linger to go out (a slow link), and the close is clean only once the
+    /// answer went.
     #[test]
-    fn a_close_the_peer_began_is_clean_after_the_linger_too() {
+    fn a_close_the_peer_began_is_clean_after_the_linger_from_the_answers_write() {
         let mut t = Sim::open(SessionConfig::default());
         t.peer_close(Some(1001), "going");
         assert!(t.actions().is_empty(), "the driver answers the close frame");
+        t.advance(Duration::from_secs(5));
+        assert!(t.actions().is_empty() && t.events().is_empty());
+        t.input(TransportEvent::CloseWritten);
+        assert_eq!(t.s.poll_timeout(), Some(t.now + CLOSE_LINGER));
         t.advance(CLOSE_LINGER);
         assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
         assert_eq!(close_of(&t.events()), Some((1001, "going".into(), true)));
+    }
+
+    /// The peer's close frame came and our answer (or our own close frame) never got out
+    /// by the close timeout: the peer's code, not clean, after the timeout's error. It used
+    /// to end clean after the linger whatever became of the answer.
+    #[test]
+    fn an_answer_never_written_ends_unclean_at_the_close_timeout() {
+        for ours_first in [false, true] {
+            let mut t = Sim::open(SessionConfig::default());
+            if ours_first {
+                t.s.close(Some(4000), "bye", t.now).unwrap();
+                t.actions();
+            }
+            t.peer_close(Some(1001), "going");
+            t.advance(Duration::from_secs(10) - Duration::from_millis(1));
+            assert!(t.actions().is_empty() && t.events().is_empty());
+            t.advance(Duration::from_millis(1));
+            assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
+            let events = t.events();
+            assert!(
+                matches!(
+                    &events[..],
+                    [
+                        Event::Error {
+                            error: ConnectionError::CloseTimeout(_),
+                            ..
+                        },
+                        Event::Close { .. }
+                    ]
+                ),
+                "{events:?}"
+            );
+            assert_eq!(close_of(&events), Some((1001, "going".into(), false)));
+        }
     }
 
     /// A transport failure after the peer's close frame: a driver reports `Closed` once both
@@ -235,6 +277,7 @@ mod tests {
         let short = Duration::from_millis(500);
         let mut t = Sim::open(SessionConfig::default().close_timeout(short));
         t.peer_close(None, "");
+        t.input(TransportEvent::CloseWritten);
         t.advance(short);
         assert_eq!(t.actions(), [Action::Abort { conn: t.conn }]);
         assert_eq!(

@@ -55,7 +55,8 @@
 //! driver does the IO and reports what happened. Its duties:
 //!
 //! - carry out every [`Action`] in order ([`Session`]'s "Run loop" says when to drain
-//!   them), and report each send written with [`TransportEvent::SendWritten`];
+//!   them), report each send written with [`TransportEvent::SendWritten`], and our close
+//!   frame (or the reply to the peer's) written with [`TransportEvent::CloseWritten`];
 //! - answer the peer's pings, and the peer's close frame: after
 //!   [`TransportEvent::PeerClosed`] the session emits no [`Action::Close`], so the
 //!   transport sends the reply close frame itself (tungstenite does both by itself; the

@@ -272,7 +272,8 @@ pub enum TransportEvent {
     /// the peer's code, RFC 6455 §5.5.1), flush it, and then report `Closed` when the
     /// transport is gone. tungstenite queues that reply by itself when it reads the close
     /// frame; the driver only has to keep flushing. A message being written goes out
-    /// before the reply, also when the peer's TCP ends meanwhile. If the transport fails
+    /// before the reply, also when the peer's TCP ends meanwhile; report
+    /// [`Self::CloseWritten`] once the reply is on the socket. If the transport fails
     /// before the reply is out, report `Error`: the close is then not clean (RFC 6455
     /// §7.1.4); once both close frames were exchanged, a failure is only the end
     /// (`Closed`). The same holds after our own close frame: an `Error` after the peer's
@@ -280,6 +281,17 @@ pub enum TransportEvent {
     PeerClosed(PeerClose),
     /// The driver wrote (flushed to the socket) the message of this send.
     SendWritten(SendId),
+    /// The driver wrote (flushed to the socket) our close frame: the one of
+    /// [`Action::Close`], or the reply to the peer's ([`Self::PeerClosed`]). Once both close
+    /// frames went, the session gives the server a short linger
+    /// ([`crate::close::CLOSE_LINGER`]) to close TCP and then ends the connection cleanly
+    /// itself; until then, only the close timeout bounds the close, and a close timeout
+    /// with the peer's close frame read but ours not written ends it not clean (RFC 6455
+    /// §7.1.4). Report it once, after the flush that got the frame out (not for the close
+    /// frame a driver sends itself after a read error: the connection has failed then).
+    /// A driver that never reports it has every close the peer began end by the close
+    /// timeout, not clean, when the server keeps TCP open.
+    CloseWritten,
     /// The transport failed; it will be dropped, and `Closed` follows or is implied.
     Error(TransportError),
     /// The transport is fully closed (TCP gone).

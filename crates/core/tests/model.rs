@@ -72,6 +72,8 @@ enum Input {
     PeerClosed(Option<u16>),
     /// Write-confirm the oldest in-flight send (`true`) or a random id.
     Written(bool, u64),
+    /// Our close frame (or the answer to the peer's) was written.
+    CloseWritten,
     Error(TransportErrorKind),
     Closed,
 }
@@ -85,7 +87,10 @@ impl Input {
         match self {
             Input::Message { .. } | Input::Pong | Input::PeerClosed(_) | Input::Closed => true,
             Input::Error(kind) => *kind != TransportErrorKind::Io,
-            Input::Opened { .. } | Input::ConnectFailed(_) | Input::Written(..) => false,
+            Input::Opened { .. }
+            | Input::ConnectFailed(_)
+            | Input::Written(..)
+            | Input::CloseWritten => false,
         }
     }
 }
@@ -145,6 +150,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::option::of(prop_oneof![Just(1000u16), Just(4001), Just(1001), Just(1012)])
             .prop_map(Input::PeerClosed),
         6 => (any::<bool>(), 0..40u64).prop_map(|(o, id)| Input::Written(o, id)),
+        2 => Just(Input::CloseWritten),
         1 => kind.prop_map(Input::Error),
         2 => Just(Input::Closed),
     ];
@@ -349,10 +355,11 @@ enum Phase {
         restarted: bool,
     },
     /// `peer`: the peer's close frame (its code) once it came; `local`: the application
-    /// asked to close.
+    /// asked to close; `written`: our close frame (or the answer) was written.
     Closing {
         peer: Option<Option<u16>>,
         local: bool,
+        written: bool,
     },
     Closed,
 }
@@ -500,6 +507,7 @@ impl Model {
             Phase::Closing {
                 peer: None,
                 local: true,
+                ..
             } if self.flow.receive_while_closing => Some(self.conn),
             _ => None,
         }
@@ -668,7 +676,7 @@ impl Model {
     }
 
     fn finish_close(&mut self, clean: bool) {
-        let Phase::Closing { peer, local } = self.phase else {
+        let Phase::Closing { peer, local, .. } = self.phase else {
             unreachable!()
         };
         let pending = std::mem::take(&mut self.in_flight);
@@ -744,7 +752,16 @@ impl Model {
             }
             // Both close frames were exchanged and the linger ran out: the client closes
             // TCP itself, and the close is clean.
-            Phase::Closing { peer: Some(_), .. } => self.finish_close(true),
+            Phase::Closing {
+                peer: Some(_),
+                written: true,
+                ..
+            } => self.finish_close(true),
+            // The peer's close frame came, ours never got out: the peer's code, not clean.
+            Phase::Closing { peer: Some(_), .. } => {
+                self.emit(Ev::Error(self.conn, Fault::CloseTimeout));
+                self.finish_close(false);
+            }
             Phase::Closing { .. } => {
                 self.emit(Ev::Error(self.conn, Fault::CloseTimeout));
                 let pending = std::mem::take(&mut self.in_flight);
@@ -752,6 +769,12 @@ impl Model {
             }
             Phase::Idle | Phase::Closed => unreachable!(),
         }
+    }
+
+    /// Both close frames were exchanged: the server has the linger left to close TCP.
+    fn linger(&mut self) {
+        let linger = self.now + CLOSE_LINGER.min(CT);
+        self.deadline = self.deadline.map(|d| d.min(linger));
     }
 
     fn touch(&mut self) {
@@ -850,6 +873,7 @@ impl Model {
             Phase::Closing {
                 peer: Some(code),
                 local: false,
+                ..
             } => self.retries(
                 Cause::PeerClosed(code.unwrap_or(1005)),
                 self.attempt_after(),
@@ -862,6 +886,7 @@ impl Model {
         self.phase = Phase::Closing {
             peer: None,
             local: true,
+            written: false,
         };
         self.deadline = Some(self.now + CT);
         self.release_reads(self.conn);
@@ -872,8 +897,12 @@ impl Model {
     fn close(&mut self) -> Result<(), CloseError> {
         match self.phase {
             Phase::Idle | Phase::Closed => Err(CloseError::NotConnected),
-            Phase::Closing { peer, .. } => {
-                self.phase = Phase::Closing { peer, local: true };
+            Phase::Closing { peer, written, .. } => {
+                self.phase = Phase::Closing {
+                    peer,
+                    local: true,
+                    written,
+                };
                 Ok(())
             }
             Phase::Connecting { attempt, .. } => match self.policy {
@@ -911,7 +940,13 @@ impl Model {
         self.shut_down = true;
         match self.phase {
             Phase::Open { .. } => self.begin_close(),
-            Phase::Closing { peer, .. } => self.phase = Phase::Closing { peer, local: true },
+            Phase::Closing { peer, written, .. } => {
+                self.phase = Phase::Closing {
+                    peer,
+                    local: true,
+                    written,
+                }
+            }
             Phase::Connecting { .. } => {
                 let queue = std::mem::take(&mut self.queued);
                 self.end(queue, SendFailure::Cancelled, 1006, false);
@@ -972,6 +1007,7 @@ impl Model {
                 Phase::Closing {
                     peer: None,
                     local: true,
+                    ..
                 },
                 Input::Message { .. },
             ) if self.flow.receive_while_closing => self.emit(Ev::Message(conn, number, len)),
@@ -982,23 +1018,43 @@ impl Model {
                     self.emit(Ev::Completed(conn, id));
                 }
             }
+            // The answer goes out first: until it is written, the close timeout bounds it.
             (Phase::Open { .. }, Input::PeerClosed(code)) => {
                 self.phase = Phase::Closing {
                     peer: Some(*code),
                     local: false,
+                    written: false,
                 };
-                self.deadline = Some(self.now + CLOSE_LINGER.min(CT));
+                self.deadline = Some(self.now + CT);
             }
-            (Phase::Closing { peer, local }, Input::PeerClosed(code)) => {
-                if peer.is_none() {
+            (
+                Phase::Closing {
+                    peer,
+                    local,
+                    written,
+                },
+                Input::PeerClosed(code),
+            ) => {
+                if peer.is_none() && written {
                     // The answer to our close frame: the server has the linger left to
                     // close TCP.
-                    let linger = self.now + CLOSE_LINGER.min(CT);
-                    self.deadline = self.deadline.map(|d| d.min(linger));
+                    self.linger();
                 }
                 self.phase = Phase::Closing {
                     peer: Some(peer.unwrap_or(*code)),
                     local,
+                    written,
+                };
+            }
+            (Phase::Closing { peer, local, .. }, Input::CloseWritten) => {
+                if peer.is_some() {
+                    // Both close frames were exchanged.
+                    self.linger();
+                }
+                self.phase = Phase::Closing {
+                    peer,
+                    local,
+                    written: true,
                 };
             }
             (Phase::Open { .. }, Input::Error(k)) => {
@@ -1201,6 +1257,7 @@ fn transport_event(input: &Input, number: u64, written: Option<SendId>) -> (Tran
         Input::Written(_, raw) => {
             TransportEvent::SendWritten(written.unwrap_or(SendId::from_raw(*raw)))
         }
+        Input::CloseWritten => TransportEvent::CloseWritten,
         Input::Error(k) => TransportEvent::Error(TransportError::new(*k, "e")),
         Input::Closed => TransportEvent::Closed,
     };

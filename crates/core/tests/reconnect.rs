@@ -157,6 +157,7 @@ fn uptime_ends_when_the_close_begins() {
             reason: "service restart".into(),
         };
         t.input(c1, TransportEvent::PeerClosed(close));
+        t.input(c1, TransportEvent::CloseWritten); // the driver's answer
         let refused = t.s.send(Message::text("x"), t.now);
         assert!(
             matches!(refused, Err(SendError::Closing(_))),

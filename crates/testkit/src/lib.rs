@@ -76,6 +76,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub const SCENARIOS: &[&str] = &[
     "echoes_in_order_and_closes_cleanly",
     "reports_the_peers_close_code_and_reason",
+    "ends_a_close_the_peer_began_when_it_keeps_tcp_open",
     "fails_the_connection_on_protocol_violations",
     "reports_a_refused_upgrade_as_a_connect_failure",
     "times_out_a_handshake_that_never_completes",
@@ -115,6 +116,9 @@ pub fn run<D: Driver>(name: &str) {
     match name {
         "echoes_in_order_and_closes_cleanly" => echoes_in_order_and_closes_cleanly::<D>(),
         "reports_the_peers_close_code_and_reason" => reports_the_peers_close_code_and_reason::<D>(),
+        "ends_a_close_the_peer_began_when_it_keeps_tcp_open" => {
+            ends_a_close_the_peer_began_when_it_keeps_tcp_open::<D>()
+        }
         "fails_the_connection_on_protocol_violations" => {
             fails_the_connection_on_protocol_violations::<D>()
         }
@@ -181,6 +185,7 @@ macro_rules! scenarios {
         $crate::scenarios!(@each $driver;
             echoes_in_order_and_closes_cleanly,
             reports_the_peers_close_code_and_reason,
+            ends_a_close_the_peer_began_when_it_keeps_tcp_open,
             fails_the_connection_on_protocol_violations,
             reports_a_refused_upgrade_as_a_connect_failure,
             times_out_a_handshake_that_never_completes,
@@ -360,6 +365,28 @@ fn reports_the_peers_close_code_and_reason<D: Driver>() {
     let events = until(&mut driver, closed);
     assert!(opened(&events), "{events:#?}");
     assert_eq!(events.last(), Some(&Event::close(conn, 4001, "bye", true)));
+}
+
+/// The peer closes with 4001 "bye" and keeps TCP open: once the driver has written the
+/// answer and reported it (`TransportEvent::CloseWritten`), the session ends the connection
+/// after the close linger, clean, long before the close timeout (a driver that never
+/// reports the answer written gets the close timeout and an unclean close).
+fn ends_a_close_the_peer_began_when_it_keeps_tcp_open<D: Driver>() {
+    let peer = Peer::builder(Mode::CloseWith(4001, "bye".into()))
+        .keep_tcp_after_close()
+        .start();
+    let close_timeout = Duration::from_secs(10);
+    let config = SessionConfig::default().close_timeout(close_timeout);
+    let (mut driver, conn) = connected::<D>(config, &peer);
+    let started = Instant::now();
+    let events = until(&mut driver, closed);
+    let elapsed = started.elapsed();
+    assert!(opened(&events), "{events:#?}");
+    assert_eq!(events.last(), Some(&Event::close(conn, 4001, "bye", true)));
+    assert!(
+        elapsed < close_timeout - Duration::from_secs(2),
+        "ended after {elapsed:?}, not after the linger"
+    );
 }
 
 /// A reserved opcode or a masked server frame fails the connection with 1002, invalid

@@ -41,7 +41,17 @@ enum Conn {
         ws: Box<WebSocket<Stream>>,
         unflushed: Vec<SendId>,
         paused: bool,
+        close: CloseOut,
     },
+}
+
+/// Where our close frame stands (ours, or tungstenite's reply to the peer's): the session
+/// gives the server its short linger only once the frame is written.
+#[derive(Clone, Copy, PartialEq)]
+enum CloseOut {
+    None,
+    Queued,
+    Written,
 }
 
 /// What tungstenite reads and writes: the socket, read through [`Incoming`], which serves
@@ -201,11 +211,14 @@ impl PollLoop {
                     }
                 }
                 Action::Close { frame, .. } => match self.conns.get_mut(&conn) {
-                    Some(Conn::Open { ws, paused, .. }) => {
+                    Some(Conn::Open {
+                        ws, paused, close, ..
+                    }) => {
                         // The peer's close frame must be read, whatever the backlog.
                         *paused = false;
-                        if let Err(e) = ws.close(Some(close_frame(&frame))) {
-                            inputs.extend(failed(&e));
+                        match ws.close(Some(close_frame(&frame))) {
+                            Ok(()) => *close = CloseOut::Queued,
+                            Err(e) => inputs.extend(failed(&e)),
                         }
                     }
                     // Not open yet: nothing to say goodbye on.
@@ -312,6 +325,7 @@ impl Conn {
                         ws: Box::new(ws),
                         unflushed: Vec::new(),
                         paused: false,
+                        close: CloseOut::None,
                     };
                     // Frames that came with the response are read on the next turn, once
                     // the session knows the connection is open (and its read credit).
@@ -328,13 +342,20 @@ impl Conn {
             ws,
             unflushed,
             paused,
+            close,
         } = self
         else {
             return inputs;
         };
         // Write: one flush for everything written since the last turn.
         match ws.flush() {
-            Ok(()) => inputs.extend(unflushed.drain(..).map(TransportEvent::SendWritten)),
+            Ok(()) => {
+                inputs.extend(unflushed.drain(..).map(TransportEvent::SendWritten));
+                if *close == CloseOut::Queued {
+                    *close = CloseOut::Written;
+                    inputs.push(TransportEvent::CloseWritten);
+                }
+            }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 inputs.extend(failed(&e));
@@ -356,8 +377,13 @@ impl Conn {
                     // The close code as the peer sent it (see `Stream`).
                     let watch = ws.get_ref().incoming.frame_watch();
                     if let Some(input) = from_ws(message).map(|input| watch.correct(input)) {
-                        if let TransportEvent::Message(m) = &input {
-                            *paused = !credit.take(m.len());
+                        match &input {
+                            TransportEvent::Message(m) => *paused = !credit.take(m.len()),
+                            // tungstenite queued the reply (unless it answered ours).
+                            TransportEvent::PeerClosed(_) if *close == CloseOut::None => {
+                                *close = CloseOut::Queued;
+                            }
+                            _ => {}
                         }
                         inputs.push(input);
                     }

@@ -366,7 +366,8 @@ impl<S: Read + Write> Link<S> {
         match flushed {
             Ok(()) => {
                 self.encoder.flushed();
-                self.close_out |= self.close_sent || self.peer_close_read;
+                let close_now_out = !self.close_out && (self.close_sent || self.peer_close_read);
+                self.close_out |= close_now_out;
                 self.needs_flush = false;
                 self.wants_write = false;
                 self.owed = 0;
@@ -377,6 +378,11 @@ impl<S: Read + Write> Link<S> {
                         .drain(..)
                         .map(|(id, _)| TransportEvent::SendWritten(id)),
                 );
+                if close_now_out && !self.read_failed {
+                    // Our close frame or the answer to the peer's (not the one after a
+                    // read error: the connection failed).
+                    out.push(TransportEvent::CloseWritten);
+                }
                 if self.read_failed && (self.close_sent || self.ends_when_flushed) {
                     // The close frame after a read error is out, or what waited when the
                     // peer's TCP ended; nothing more to read.
@@ -493,8 +499,10 @@ impl<S: Read + Write> Link<S> {
                             // reports it as a protocol error): like a read that failed, the
                             // transport ends once the core's close frame is out, rather
                             // than waiting for the peer to close TCP (a prober's client
-                            // held it for the close timeout).
+                            // held it for the close timeout). What tungstenite wrote in
+                            // reply is no answer the core counts on: it fails the connection.
                             self.read_failed = true;
+                            flushed.retain(|e| *e != TransportEvent::CloseWritten);
                         }
                         out.push(event);
                     }
@@ -1134,7 +1142,10 @@ mod tests {
         let mut credit = ReadCredit::UNLIMITED;
         link.read(&mut credit, 16, &mut out);
         assert!(
-            matches!(out.as_slice(), [TransportEvent::PeerClosed(_)]),
+            matches!(
+                out.as_slice(),
+                [TransportEvent::PeerClosed(_), TransportEvent::CloseWritten]
+            ),
             "{out:?}"
         );
         out.clear();
@@ -1169,6 +1180,7 @@ mod tests {
                 [
                     TransportEvent::SendWritten(written),
                     TransportEvent::PeerClosed(_),
+                    TransportEvent::CloseWritten,
                     TransportEvent::Closed,
                 ] if *written == id
             ),
@@ -1216,7 +1228,8 @@ mod tests {
         let mut out = Vec::new();
         link.close(&CloseRequest::new(Some(1000), "bye").unwrap(), &mut out);
         link.flush(&mut out);
-        assert_eq!(out, []);
+        assert_eq!(out, [TransportEvent::CloseWritten]);
+        out.clear();
         let mut credit = ReadCredit::UNLIMITED;
         assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
         assert!(
@@ -1761,6 +1774,7 @@ mod tests {
                     code: Some(1000),
                     reason: String::new()
                 }),
+                TransportEvent::CloseWritten,
                 TransportEvent::Closed
             ]
         );
@@ -1829,7 +1843,7 @@ mod tests {
         assert!(link.close_sent() && link.needs_flush() && !link.is_gone());
         socket(&mut link).full = false;
         link.flush(&mut out);
-        assert_eq!(out, []);
+        assert_eq!(out, [TransportEvent::CloseWritten]);
         let written = parse(&socket(&mut link).written);
         assert!(
             matches!(written.as_slice(), [(0x88, payload, _)] if payload == b"\x03\xe8bye"),

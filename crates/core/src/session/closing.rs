@@ -2,8 +2,9 @@
 //! the peer. Sends are refused, unless the peer began it with a code the reconnect policy
 //! retries: then they wait for the next connection, as during the reconnect delay that
 //! follows. Writes still complete. It ends when the transport ends,
-//! when the close timeout passes, or, once both close frames were exchanged, after a short
-//! linger; the close event carries the peer's code when its close frame arrived.
+//! when the close timeout passes, or, once both close frames were exchanged (the peer's
+//! read, ours written), after a short linger; the close event carries the peer's code when
+//! its close frame arrived.
 
 use super::Conn;
 use super::context::{Cause, Context, Ending, Next, Run, Teardown};
@@ -29,6 +30,9 @@ pub(super) struct Closing {
     pub(super) deadline: Instant,
     /// The peer's close frame, once it arrived.
     peer: Option<PeerClose>,
+    /// Our close frame (ours, or the reply to the peer's) is on the socket
+    /// ([`TransportEvent::CloseWritten`]).
+    written: bool,
     /// The application asked for this close (such a connection is never reconnected).
     local: bool,
     /// With delivery acknowledgement on: what the peer has not acknowledged yet. Only a
@@ -60,6 +64,7 @@ impl Closing {
             deadline,
             local: peer.is_none(),
             peer,
+            written: false,
             acks,
             run,
             next: SendQueue::default(),
@@ -133,11 +138,14 @@ impl Closing {
             }
             TransportEvent::PeerClosed(peer) => {
                 if self.peer.is_none() {
-                    // The answer to our close frame: both were exchanged, the server
-                    // has a short while left to close TCP.
+                    // The answer to our close frame (or a close frame crossing it).
                     self.peer = Some(peer);
-                    self.deadline = self.deadline.min(after(now, cx.linger()));
+                    self.linger_once_exchanged(cx, now);
                 }
+            }
+            TransportEvent::CloseWritten => {
+                self.written = true;
+                self.linger_once_exchanged(cx, now);
             }
             TransportEvent::Closed => return self.finish(cx, now, true),
             TransportEvent::Error(error) => {
@@ -189,10 +197,19 @@ impl Closing {
         }
         cx.actions.push_back(Action::Abort { conn: self.id });
         if self.peer.is_some() {
-            // Both close frames were exchanged and only the server's TCP close is
-            // missing: the close is clean (RFC 6455 §7.1.4); the client closes TCP
-            // itself (§7.1.1).
-            return self.finish(cx, now, true);
+            if self.written {
+                // Both close frames were exchanged and only the server's TCP close is
+                // missing: the close is clean (RFC 6455 §7.1.4); the client closes TCP
+                // itself (§7.1.1).
+                return self.finish(cx, now, true);
+            }
+            // The peer's close frame came but ours never got out (behind a message the
+            // peer stopped reading): the peer's code, not clean.
+            cx.emit(Event::Error {
+                conn: self.id,
+                error: ConnectionError::CloseTimeout(cx.config.close_timeout),
+            });
+            return self.finish(cx, now, false);
         }
         cx.emit(Event::Error {
             conn: self.id,
@@ -204,6 +221,14 @@ impl Closing {
             clean: false,
         };
         self.lost(cx, ending)
+    }
+
+    /// Once both close frames were exchanged, the server has a short while left to close
+    /// TCP ([`Context::linger`]) before the session ends the connection itself.
+    fn linger_once_exchanged(&mut self, cx: &Context, now: Instant) {
+        if self.written && self.peer.is_some() {
+            self.deadline = self.deadline.min(after(now, cx.linger()));
+        }
     }
 
     /// `close` or `shutdown`: a close the peer began is now the application's too: it ends

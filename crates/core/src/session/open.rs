@@ -362,7 +362,8 @@ impl Open {
     }
 
     /// The peer's close frame: the driver answers it (RFC 6455 §5.5.1; tungstenite does so
-    /// itself); the close event waits for the transport to end.
+    /// itself); the close event waits for the transport to end, or for the linger once the
+    /// answer is written, within the close timeout.
     #[inline(never)] // rare: keeps the per-message path (`Session::step`) small
     fn on_peer_close(self: Box<Self>, cx: &mut Context, peer: PeerClose, now: Instant) -> Next {
         let Open {
@@ -373,7 +374,7 @@ impl Open {
             run,
             ..
         } = *self;
-        let deadline = after(now, cx.linger());
+        let deadline = after(now, cx.config.close_timeout);
         let run = run.closing(now);
         let closing = Closing::new(id, request, in_flight, acks, run, deadline, Some(peer));
         Conn::Closing(closing).into()

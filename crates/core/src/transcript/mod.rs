@@ -567,6 +567,7 @@ fn transport_json(e: &TransportEvent, redaction: &Redaction) -> Value {
         TransportEvent::Closed => Value::from("closed"),
         TransportEvent::Receiving => Value::from("receiving"),
         TransportEvent::Sending => Value::from("sending"),
+        TransportEvent::CloseWritten => Value::from("close_written"),
         TransportEvent::Dialing(stage) => one("dialing", Value::from(stage.as_str())),
     }
 }
@@ -867,6 +868,7 @@ fn transport_from(v: &Value) -> Read<TransportEvent> {
         Some("closed") => return Ok(TransportEvent::Closed),
         Some("receiving") => return Ok(TransportEvent::Receiving),
         Some("sending") => return Ok(TransportEvent::Sending),
+        Some("close_written") => return Ok(TransportEvent::CloseWritten),
         _ => {}
     }
     let Value::Obj(members) = v else {
