@@ -18,8 +18,9 @@ pub const ABNORMAL: u16 = 1006;
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// A message exceeded the maximum size.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
-/// How long the client waits, once both close frames were exchanged, for the server to
-/// close the TCP connection before it closes it itself (RFC 6455 §7.1.1 lets the client
+/// How long the client waits, once both close frames were exchanged (the peer's read, ours
+/// written: [`TransportEvent::CloseWritten`](crate::TransportEvent::CloseWritten)), for the
+/// server to close the TCP connection before it closes it itself (RFC 6455 §7.1.1 lets the client
 /// do so "if it has not received a TCP Close from the server in a reasonable time
 /// period"; browsers wait 2 s as well). Capped by the session's close timeout. The close
 /// is clean either way (RFC 6455 §7.1.4).
