@@ -203,6 +203,40 @@ mod tests {
         assert_eq!(close_of(&t.events()), Some((1001, "going".into(), true)));
     }
 
+    /// A connection replaced while it closes goes on closing in the background, and ends
+    /// like a current one: once both close frames went, the server has the linger, not the
+    /// rest of the close timeout, to close TCP.
+    #[test]
+    fn a_replaced_connection_closing_in_the_background_gets_the_linger() {
+        // Replaced while open (our close frame, 1000 "replaced", then the answer), or while
+        // the peer's close frame waited for our answer.
+        for peer_first in [false, true] {
+            let mut t = Sim::open(SessionConfig::default());
+            let old = t.conn;
+            if peer_first {
+                t.peer_close(Some(1001), "going");
+            }
+            t.s.connect(&ConnectOptions::new("ws://127.0.0.1:9/"), t.now)
+                .unwrap();
+            t.actions();
+            t.events();
+            t.advance(Duration::from_secs(1));
+            t.s.handle(old, TransportEvent::CloseWritten, t.now);
+            if !peer_first {
+                let answer = PeerClose {
+                    code: Some(1000),
+                    reason: String::new(),
+                };
+                t.s.handle(old, TransportEvent::PeerClosed(answer), t.now);
+            }
+            let aborted = |actions: Vec<Action>| actions.contains(&Action::Abort { conn: old });
+            t.advance(CLOSE_LINGER - Duration::from_millis(1));
+            assert!(!aborted(t.actions()), "peer first: {peer_first}");
+            t.advance(Duration::from_millis(1));
+            assert!(aborted(t.actions()), "peer first: {peer_first}");
+        }
+    }
+
     /// The peer's close frame came and our answer (or our own close frame) never got out
     /// by the close timeout: the peer's code, not clean, after the timeout's error. It used
     /// to end clean after the linger whatever became of the answer.

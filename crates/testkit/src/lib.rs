@@ -77,6 +77,7 @@ pub const SCENARIOS: &[&str] = &[
     "echoes_in_order_and_closes_cleanly",
     "reports_the_peers_close_code_and_reason",
     "ends_a_close_the_peer_began_when_it_keeps_tcp_open",
+    "closes_behind_messages_the_peer_has_not_read_yet",
     "fails_the_connection_on_protocol_violations",
     "reports_a_refused_upgrade_as_a_connect_failure",
     "times_out_a_handshake_that_never_completes",
@@ -118,6 +119,9 @@ pub fn run<D: Driver>(name: &str) {
         "reports_the_peers_close_code_and_reason" => reports_the_peers_close_code_and_reason::<D>(),
         "ends_a_close_the_peer_began_when_it_keeps_tcp_open" => {
             ends_a_close_the_peer_began_when_it_keeps_tcp_open::<D>()
+        }
+        "closes_behind_messages_the_peer_has_not_read_yet" => {
+            closes_behind_messages_the_peer_has_not_read_yet::<D>()
         }
         "fails_the_connection_on_protocol_violations" => {
             fails_the_connection_on_protocol_violations::<D>()
@@ -186,6 +190,7 @@ macro_rules! scenarios {
             echoes_in_order_and_closes_cleanly,
             reports_the_peers_close_code_and_reason,
             ends_a_close_the_peer_began_when_it_keeps_tcp_open,
+            closes_behind_messages_the_peer_has_not_read_yet,
             fails_the_connection_on_protocol_violations,
             reports_a_refused_upgrade_as_a_connect_failure,
             times_out_a_handshake_that_never_completes,
@@ -387,6 +392,49 @@ fn ends_a_close_the_peer_began_when_it_keeps_tcp_open<D: Driver>() {
         elapsed < close_timeout - Duration::from_secs(2),
         "ended after {elapsed:?}, not after the linger"
     );
+}
+
+/// Messages and a close sent while the peer reads nothing fill the socket: a write that
+/// would block is no failure. Once the peer reads again, every message arrives whole, the
+/// close frame follows them, and the close is clean. (A driver that takes a non-blocking
+/// socket's `WouldBlock` for an error ends the connection as 1006 instead: the example
+/// poll loop did, a review found.)
+fn closes_behind_messages_the_peer_has_not_read_yet<D: Driver>() {
+    const SIZE: usize = 4 << 20;
+    let peer = Peer::start(Mode::Echo);
+    let (mut driver, conn) = connected::<D>(SessionConfig::default(), &peer);
+    until(&mut driver, opened);
+    // The peer reads one more frame, then holds.
+    peer.hold_reads();
+    driver
+        .send(Message::text("first"))
+        .expect("send while open");
+    for _ in 0..3 {
+        // More than the sockets hold while the peer does not read.
+        driver
+            .send(Message::binary(vec![7; SIZE]))
+            .expect("send while open");
+    }
+    driver.close(Some(4000), "bye").expect("close while open");
+    // The driver turns with the socket full.
+    let mut events = Vec::new();
+    let turned = Instant::now() + Duration::from_millis(200);
+    while let Some(left) = turned.checked_duration_since(Instant::now()) {
+        events.extend(driver.next_event(left));
+    }
+    peer.release_reads();
+    if !closed(&events) {
+        events.extend(until(&mut driver, closed));
+    }
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{events:#?}"
+    );
+    assert_eq!(events.last(), Some(&Event::close(conn, 4000, "bye", true)));
+    let seen = peer.wait_conn(0, "the close frame", DEADLINE, |c| !c.closes.is_empty());
+    let sizes: Vec<usize> = seen.messages.iter().map(Message::len).collect();
+    assert_eq!(sizes, [5, SIZE, SIZE, SIZE]);
+    assert_eq!(seen.closes[0].code, Some(4000));
 }
 
 /// A reserved opcode or a masked server frame fails the connection with 1002, invalid

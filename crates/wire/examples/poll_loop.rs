@@ -197,7 +197,7 @@ impl PollLoop {
                 }
                 Action::Send { id, message, .. } => {
                     if let Some(Conn::Open { ws, unflushed, .. }) = self.conns.get_mut(&conn) {
-                        match ws.write(to_ws(message)) {
+                        match buffered(ws.write(to_ws(message))) {
                             Ok(()) => unflushed.push(id),
                             Err(e) => inputs.extend(failed(&e)),
                         }
@@ -205,7 +205,7 @@ impl PollLoop {
                 }
                 Action::Ping { payload, .. } => {
                     if let Some(Conn::Open { ws, .. }) = self.conns.get_mut(&conn)
-                        && let Err(e) = ws.write(WsMessage::Ping(payload))
+                        && let Err(e) = buffered(ws.write(WsMessage::Ping(payload)))
                     {
                         inputs.extend(failed(&e));
                     }
@@ -216,7 +216,7 @@ impl PollLoop {
                     }) => {
                         // The peer's close frame must be read, whatever the backlog.
                         *paused = false;
-                        match ws.close(Some(close_frame(&frame))) {
+                        match buffered(ws.close(Some(close_frame(&frame)))) {
                             Ok(()) => *close = CloseOut::Queued,
                             Err(e) => inputs.extend(failed(&e)),
                         }
@@ -283,6 +283,15 @@ fn dial(request: &HandshakeRequest, timeout: Duration) -> Result<Conn, Transport
         }
     }
     Err(connect_error(&last, &target))
+}
+
+/// A write or close that met a full socket is no failure: tungstenite keeps the frame
+/// buffered, and a later turn's flush writes it out.
+fn buffered(result: Result<(), WsError>) -> Result<(), WsError> {
+    match result {
+        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        other => other,
+    }
 }
 
 /// The inputs a failed write or flush gives the session: the error, then the end.

@@ -248,6 +248,8 @@ impl Closing {
             deadline,
             acks,
             next,
+            peer,
+            written,
             ..
         } = *self;
         let (in_flight, _) = cx.settle(id, in_flight, acks, false);
@@ -262,8 +264,9 @@ impl Closing {
         cx.end(id, in_flight, SendFailure::Replaced, false, replaced);
         cx.release_reads(id, false);
         cx.teardowns.push(Teardown {
-            id,
-            deadline: deadline.max(now),
+            peer_closed: peer.is_some(),
+            written,
+            ..Teardown::new(id, deadline.max(now))
         });
     }
 

@@ -73,10 +73,28 @@ impl Run {
     }
 }
 
+/// A connection no longer current whose transport is still closing (replaced, or failed
+/// with a close frame to send): aborted at its deadline unless it ends first.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Teardown {
     pub(super) id: ConnId,
     pub(super) deadline: Instant,
+    /// The peer's close frame was read.
+    pub(super) peer_closed: bool,
+    /// Our close frame (or the answer to the peer's) was written.
+    pub(super) written: bool,
+}
+
+impl Teardown {
+    /// A teardown with neither close frame seen yet.
+    pub(super) fn new(id: ConnId, deadline: Instant) -> Self {
+        Self {
+            id,
+            deadline,
+            peer_closed: false,
+            written: false,
+        }
+    }
 }
 
 /// What a state's handler returns: the state the session is in after the input.
@@ -236,14 +254,27 @@ impl Context {
     }
 
     /// Transport input for `conn`, which is not the current connection: counted, and
-    /// `Closed` (or an error) for a connection being torn down ends that teardown.
-    pub(super) fn stale_input(&mut self, conn: ConnId, event: &TransportEvent) {
+    /// `Closed` (or an error) for a connection being torn down ends that teardown; once
+    /// both its close frames went, it gets the linger, as a current connection does.
+    pub(super) fn stale_input(&mut self, conn: ConnId, event: &TransportEvent, now: Instant) {
         self.stats.stale_inputs += 1;
-        if matches!(
-            event,
-            TransportEvent::Closed | TransportEvent::ConnectFailed(_) | TransportEvent::Error(_)
-        ) {
-            self.teardowns.retain(|t| t.id != conn);
+        match event {
+            TransportEvent::Closed
+            | TransportEvent::ConnectFailed(_)
+            | TransportEvent::Error(_) => {
+                self.teardowns.retain(|t| t.id != conn);
+            }
+            TransportEvent::PeerClosed(_) | TransportEvent::CloseWritten => {
+                let linger = crate::deadline::after(now, self.linger());
+                if let Some(t) = self.teardowns.iter_mut().find(|t| t.id == conn) {
+                    t.peer_closed |= matches!(event, TransportEvent::PeerClosed(_));
+                    t.written |= matches!(event, TransportEvent::CloseWritten);
+                    if t.peer_closed && t.written {
+                        t.deadline = t.deadline.min(linger);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -394,7 +425,7 @@ impl Context {
         if teardown {
             let now = self.now.expect("time is set before any connection exists");
             let deadline = crate::deadline::after(now, self.config.close_timeout);
-            self.teardowns.push(Teardown { id: conn, deadline });
+            self.teardowns.push(Teardown::new(conn, deadline));
         }
     }
 

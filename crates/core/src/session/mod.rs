@@ -458,7 +458,7 @@ impl Session {
                 state.into()
             }
             _ => {
-                cx.stale_input(conn, &event);
+                cx.stale_input(conn, &event, now);
                 state.into()
             }
         });
