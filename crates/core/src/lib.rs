@@ -33,6 +33,7 @@
 //! // wx.closeSocket: a close frame for the driver, then the peer answers.
 //! session.close(None, "bye", t1).unwrap();
 //! assert!(matches!(session.poll_action(), Some(Action::Close { .. })));
+//! session.handle(conn, TransportEvent::CloseWritten, t1);
 //! session.handle(conn, TransportEvent::PeerClosed(PeerClose { code: Some(1000), reason: "bye".into() }), t1);
 //! session.handle(conn, TransportEvent::Closed, t1);
 //!

@@ -409,7 +409,8 @@ pub enum Action {
         /// The ping payload.
         payload: Bytes,
     },
-    /// Send a close frame and finish the close handshake; report `Closed` when the
+    /// Send a close frame and finish the close handshake; report
+    /// [`TransportEvent::CloseWritten`] once the frame is on the socket, and `Closed` when the
     /// transport is gone. Only for a close this side starts (the application's, a timeout's,
     /// a failure's): a close the peer starts ([`TransportEvent::PeerClosed`]) gets no
     /// `Close` action, and the driver's transport sends the reply frame itself.

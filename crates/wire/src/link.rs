@@ -330,8 +330,9 @@ impl<S: Read + Write> Link<S> {
     }
 
     /// Flushes what was written (and the replies tungstenite queued, pong and close).
-    /// Once it is all out, every send written is reported ([`TransportEvent::SendWritten`]);
-    /// a full stream leaves the rest for the next flush ([`Self::wants_write`]).
+    /// Once it is all out, every send written is reported ([`TransportEvent::SendWritten`]),
+    /// then our close frame if it went with them ([`TransportEvent::CloseWritten`]); a full
+    /// stream leaves the rest for the next flush ([`Self::wants_write`]).
     pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
         let wire = self.ws.get_mut();
         wire.write_left = wire.write_pass;
