@@ -139,6 +139,18 @@ mod tests {
             }));
         }
 
+        /// An open connection, then the peer's close frame: beginning the close, or
+        /// (`ours_first`) crossing our close frame (4000 "bye"), which was not written.
+        fn peers_close_frame(ours_first: bool, code: Option<u16>, reason: &str) -> Self {
+            let mut t = Self::open(SessionConfig::default());
+            if ours_first {
+                t.s.close(Some(4000), "bye", t.now).unwrap();
+                t.actions();
+            }
+            t.peer_close(code, reason);
+            t
+        }
+
         fn advance(&mut self, by: Duration) {
             self.now += by;
             self.s.handle_timeout(self.now);
@@ -243,12 +255,7 @@ mod tests {
     #[test]
     fn an_answer_never_written_ends_unclean_at_the_close_timeout() {
         for ours_first in [false, true] {
-            let mut t = Sim::open(SessionConfig::default());
-            if ours_first {
-                t.s.close(Some(4000), "bye", t.now).unwrap();
-                t.actions();
-            }
-            t.peer_close(Some(1001), "going");
+            let mut t = Sim::peers_close_frame(ours_first, Some(1001), "going");
             t.advance(Duration::from_secs(10) - Duration::from_millis(1));
             assert!(t.actions().is_empty() && t.events().is_empty());
             t.advance(Duration::from_millis(1));
@@ -283,12 +290,7 @@ mod tests {
             || TransportEvent::Error(TransportError::new(TransportErrorKind::Io, "reset"));
         // The peer began the close, or its close frame crossed ours.
         for ours_first in [false, true] {
-            let mut t = Sim::open(SessionConfig::default());
-            if ours_first {
-                t.s.close(Some(4000), "bye", t.now).unwrap();
-                t.actions();
-            }
-            t.peer_close(Some(1009), "too big");
+            let mut t = Sim::peers_close_frame(ours_first, Some(1009), "too big");
             t.input(failure());
             let events = t.events();
             assert!(
