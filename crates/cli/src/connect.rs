@@ -41,8 +41,9 @@ then the wait starts again once the retry opens), then closes as /quit does.
 A connection that ends without a /close (the server closed it, the dial failed, the
 network broke, after --reconnect's retries) ends the command too, whatever standard input
 still holds; after a /close the command waits for a /connect or the end of input.
-SIGTERM and SIGINT (Ctrl-C) close as /quit does, waiting at most 11 s for the close (a
-dial in progress is given up at once); a second one exits at once, with 128 and its number.
+SIGTERM, SIGINT (Ctrl-C) and SIGHUP (unless started with it ignored, as by nohup) close
+as /quit does, waiting at most 11 s for the close (a dial in progress is given up at
+once); a second one exits at once, with 128 and its number.
 
 Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, a close frame
@@ -1029,7 +1030,7 @@ impl Client {
         }
     }
 
-    /// SIGTERM or SIGINT: the first closes as `/quit` does, but gives up a dial in progress
+    /// SIGTERM, SIGINT or SIGHUP: the first closes as `/quit` does, but gives up a dial in progress
     /// at once and waits no longer than the close timeout; the second ends the command.
     fn signalled(&mut self, name: &'static str) {
         if self.signalled {
@@ -1346,11 +1347,12 @@ pub fn run(settings: Settings) -> ExitCode {
     for _ in 0..read_ahead {
         let _ = credits.try_send(());
     }
-    // SIGTERM and SIGINT close the connection first (`signalled`). The signal thread never
-    // waits for the main thread, which may be waiting for stdout: it lets a line waiting
-    // for stdout go, and wakes the loop if the loop waits for input (a full channel: the
-    // loop is busy and looks at the signals before its next input). After a second signal
-    // it ends the process itself if the main thread has not within `FORCED_GRACE`.
+    // SIGTERM, SIGINT and SIGHUP close the connection first (`signalled`). The signal
+    // thread never waits for the main thread, which may be waiting for stdout: it lets a
+    // line waiting for stdout go, and wakes the loop if the loop waits for input (a full
+    // channel: the loop is busy and looks at the signals before its next input). After a
+    // second signal it ends the process itself if the main thread has not within
+    // `FORCED_GRACE`.
     let caught = Arc::new(Mutex::new(Caught::default()));
     let (signal_tx, signal_out, signal_caught) =
         (tx.clone(), Arc::clone(&out), Arc::clone(&caught));

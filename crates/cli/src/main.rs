@@ -397,8 +397,9 @@ struct ServeArgs {
 
 /// Shown after `wxsocket serve --help`.
 const SERVE_HELP: &str = "\
-On SIGTERM or SIGINT (Ctrl-C) the server stops accepting, closes every connection with
-1001 \"server shutting down\", waits up to 3 s for the close handshakes, and exits 0.
+On SIGTERM, SIGINT (Ctrl-C) or SIGHUP (unless started with it ignored, as by nohup) the
+server stops accepting, closes every connection with 1001 \"server shutting down\", waits
+up to 3 s for the close handshakes, and exits 0.
 Exit status: 2 for invalid options, 1 if the address cannot be bound.";
 
 /// Whatever `wxsocket bench` was given: the benchmarks moved to the unpublished

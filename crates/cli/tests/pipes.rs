@@ -522,14 +522,17 @@ fn serve_protocol_picks_from_its_list() {
     assert!(stderr.contains("--protocol"), "{stderr}");
 }
 
-/// SIGTERM and SIGINT stop `serve` with a close 1001 to every client first: the client
-/// sees a clean 1001 and exits 0, the server reports it and exits 0. A TCP connection still
-/// in its handshake is dropped, and not counted among the connections closed with 1001
-/// (it used to be, and kept the server waiting out its grace period).
-#[cfg(unix)]
+/// SIGTERM, SIGINT and SIGHUP stop `serve` with a close 1001 to every client first: the
+/// client sees a clean 1001 and exits 0, the server reports it and exits 0. A TCP
+/// connection still in its handshake is dropped, and not counted among the connections
+/// closed with 1001 (it used to be, and kept the server waiting out its grace period).
+/// SIGHUP used to kill the server, its clients left with a reset.
+#[cfg(target_os = "linux")]
 #[test]
-fn serve_closes_with_1001_on_sigterm_and_sigint() {
-    for (signal, blocking) in [("TERM", false), ("INT", true)] {
+fn serve_closes_with_1001_on_sigterm_sigint_and_sighup() {
+    // Under `nohup` the server keeps SIGHUP ignored: the SIGTERM after it stops it.
+    let hangup_ignored = hangup_ignored_here();
+    for (signal, blocking) in [("TERM", false), ("INT", true), ("HUP", false)] {
         let (mut server, url) = serve(&["--json"]);
         // Accepted before the client (connection 1), it never sends its upgrade request.
         let address = url.trim_start_matches("ws://").trim_end_matches('/');
@@ -544,11 +547,13 @@ fn serve_closes_with_1001_on_sigterm_and_sigint() {
             connection["conn"], 2,
             "the silent connection was accepted first"
         );
-        let killed = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &server.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        kill(signal, server.pid());
+        let signal = if signal == "HUP" && hangup_ignored {
+            kill("TERM", server.pid());
+            "TERM"
+        } else {
+            signal
+        };
         let close = client.expect_json("close", |v| event(v) == "close");
         assert_eq!(close["code"], 1001);
         assert_eq!(close["reason"], "server shutting down");
@@ -961,6 +966,66 @@ fn connect_closes_as_quit_does_on_sigterm_and_sigint() {
         let seen = server.seen();
         assert_eq!(seen[0].close, Some((1000, String::new())), "SIG{signal}");
     }
+}
+
+/// SIGHUP (the terminal or the ssh session went away) closes `connect` as SIGTERM does:
+/// the server gets 1000 and the command exits 0. It used to kill the command (129): the
+/// server saw the TCP connection reset, and sends not yet written were not reported. A
+/// command started with SIGHUP ignored (`nohup`) keeps ignoring it: a SIGTERM after it is
+/// the first signal acted on, and its close waits for the server's answer, half a second
+/// late (a second signal would end that wait at once, saying "again").
+#[cfg(target_os = "linux")]
+#[test]
+fn sighup_closes_connect_unless_it_was_started_ignored() {
+    let inherited = hangup_ignored_here();
+    for (nohup, blocking) in [(false, true), (true, false)] {
+        let ignored = nohup || inherited;
+        let mode = if ignored {
+            Mode::LateCloseAnswerFirst(500)
+        } else {
+            Mode::Echo
+        };
+        let server = TestServer::start(mode, false);
+        let args = with_adapter(vec!["connect", server.url(), "--json"], blocking);
+        let mut client = if nohup {
+            Proc::spawn_with_hangup_ignored(&args)
+        } else {
+            Proc::spawn(&args)
+        };
+        client.expect_json("open", |v| event(v) == "open");
+        kill("HUP", client.pid());
+        if ignored {
+            kill("TERM", client.pid());
+        }
+        let close = client.expect_json("close", |v| event(v) == "close");
+        assert_eq!(
+            (close["code"].as_u64(), close["clean"].as_bool()),
+            (Some(1000), Some(true)),
+            "nohup={nohup}"
+        );
+        let (status, _, stderr) = client.exit();
+        assert_eq!(status.code(), Some(0), "nohup={nohup}: {stderr}");
+        assert!(!stderr.contains("again"), "nohup={nohup}: {stderr}");
+        assert_eq!(
+            server.seen()[0].close,
+            Some((1000, String::new())),
+            "nohup={nohup}"
+        );
+    }
+}
+
+/// Whether this test process has SIGHUP ignored, as a run started under `nohup` does: it
+/// passes that on to every command it starts.
+#[cfg(target_os = "linux")]
+fn hangup_ignored_here() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .expect("a SigIgn line")
+        & 1
+        != 0
 }
 
 /// A second signal ends the command at once, with 128 and the signal's number, while the

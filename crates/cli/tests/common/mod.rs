@@ -46,8 +46,25 @@ impl Proc {
 
     /// Starts `wxsocket ARGS`, allowing `wait` for each line of output.
     pub fn spawn_waiting(args: &[&str], wait: Duration) -> Proc {
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut command = Command::new(bin());
+        command.args(args);
+        Self::start(command, wait)
+    }
+
+    /// Starts `wxsocket ARGS` through `sh` with SIGHUP ignored, as `nohup` starts a
+    /// command (the disposition is inherited across `exec`).
+    #[cfg(unix)]
+    pub fn spawn_with_hangup_ignored(args: &[&str]) -> Proc {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "trap '' HUP; exec \"$0\" \"$@\""])
+            .arg(bin())
+            .args(args);
+        Self::start(command, WAIT)
+    }
+
+    fn start(mut command: Command, wait: Duration) -> Proc {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
