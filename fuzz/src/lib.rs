@@ -195,7 +195,9 @@ impl Setup {
             c = c.acknowledge(
                 Acknowledgement::new()
                     .delay(Duration::from_millis(u64::from(self.completions % 16)))
-                    .timeout(Duration::from_millis(400)),
+                    .timeout(Duration::from_millis(400))
+                    // Fixed: a crash replays with the same barrier payloads.
+                    .seed(u64::from(self.completions)),
             );
         }
         if let Some((carry, max, seed)) = self.reconnect {

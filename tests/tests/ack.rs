@@ -34,6 +34,7 @@ wxsocket_tests::on_both_adapters!(
     a_peer_that_streams_but_never_answers_a_ping_times_out,
     a_peer_that_takes_100_messages_per_connection_still_gets_them_all,
     a_peer_that_never_acknowledges_is_given_up_after_max_attempts,
+    pongs_a_peer_that_never_reads_makes_up_deliver_nothing,
 );
 
 /// Messages sent, one every [`PACE`].
@@ -782,6 +783,66 @@ fn a_peer_that_streams_but_never_answers_a_ping_times_out<A: Adapter>() {
     assert!(
         timed_out > 2 * timeout && streamed > 20,
         "[{}] timed out after {timed_out:?}, {streamed} messages streamed",
+        A::NAME
+    );
+    drop(client);
+    server.join().unwrap();
+}
+
+/// A peer that never reads and sends pongs nobody asked for, with the payloads a barrier
+/// ping would have if they were the counter alone (`wxsocket-ack 1` to `5`), or the counter
+/// and a guess: nothing is delivered, and the message fails as `MaybeDelivered` after the
+/// acknowledgement timeout (a reviewer's probe saw both messages `delivered` by such pongs,
+/// on both adapters).
+fn pongs_a_peer_that_never_reads_makes_up_deliver_nothing<A: Adapter>() {
+    use std::io::Write;
+    use wxsocket_core::ConnectionError;
+    let timeout = Duration::from_millis(500);
+    let (url, server) = raw_peer("pongs", move |mut writer| {
+        let until = Instant::now() + EVENT_WAIT;
+        let guesses: Vec<Vec<u8>> = (1..=5)
+            .map(|n| format!("wxsocket-ack {n}"))
+            .chain(["wxsocket-ack 1 0000000000000000".to_owned()])
+            .map(|payload| {
+                let mut frame = vec![0x8a, payload.len() as u8];
+                frame.extend_from_slice(payload.as_bytes());
+                frame
+            })
+            .collect();
+        // Unmasked pongs, every 20 ms, until the client goes away; nothing is read.
+        'sending: while Instant::now() < until {
+            for frame in &guesses {
+                if writer.write_all(frame).is_err() {
+                    break 'sending;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut client: A = acknowledging_client(Acknowledgement::new().timeout(timeout), &url);
+    let id = client.try_send(Message::text("mine")).unwrap();
+    let (mut timed_out, mut failed) = (false, false);
+    let deadline = Instant::now() + EVENT_WAIT;
+    while Instant::now() < deadline && !(timed_out && failed) {
+        match client.next_event(Duration::from_millis(100)) {
+            Some(Event::Error {
+                error: ConnectionError::AckTimeout(_),
+                ..
+            }) => timed_out = true,
+            Some(Event::SendFailed {
+                id: got,
+                reason: SendFailure::MaybeDelivered,
+                ..
+            }) if got == id => failed = true,
+            Some(Event::SendDelivered { .. }) => {
+                panic!("[{}] delivered by a pong the peer made up", A::NAME)
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        timed_out && failed,
+        "[{}] timed out: {timed_out}, failed: {failed}",
         A::NAME
     );
     drop(client);

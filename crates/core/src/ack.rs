@@ -10,18 +10,23 @@
 //! Only the session's own barrier pings acknowledge, each with a payload of its own: a peer
 //! may send pongs nobody asked for (§5.5.3 allows unsolicited pongs, as heartbeats), and one
 //! with the payload of the application's ping or keepalive's empty one would prove nothing
-//! about what the peer read. A peer that has not read the barrier ping cannot know its
-//! payload.
+//! about what the peer read. A barrier's payload ends in 64 bits drawn from the
+//! acknowledgement seed and the connection's id, so a peer that has not read the barrier
+//! ping does not know its payload (a reviewer's server that never read sent pongs
+//! `wxsocket-ack 1` to `5` unasked, and they delivered the messages when the payload was the
+//! counter alone).
 
 use crate::config::Acknowledgement;
 use crate::deadline::{after, late};
-use crate::ids::SendId;
+use crate::ids::{ConnId, SendId};
+use crate::jitter::Jitter;
 use crate::message::Message;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The prefix of a barrier ping's payload (a counter follows), so a capture shows what it is.
+/// The prefix of a barrier ping's payload (a counter and random digits follow), so a capture
+/// shows what it is.
 const BARRIER_PREFIX: &[u8] = b"wxsocket-ack ";
 /// How many timeouts what the peer sends may extend the wait for a pong, from when the wait
 /// began (or reading last resumed after a pause): a peer that keeps sending data but never
@@ -81,6 +86,9 @@ pub(crate) struct Acks {
     barrier_at: Option<Instant>,
     /// Barrier pings sent so far (their payload's counter).
     barriers: u64,
+    /// The random part of each barrier's payload (seeded from the configuration's seed and
+    /// the connection's id).
+    tokens: Jitter,
     /// Payload bytes handed over since the last ping.
     uncovered_bytes: usize,
     /// The wait for the oldest ping covering unacknowledged messages.
@@ -103,8 +111,10 @@ pub(crate) fn is_barrier_payload(payload: &[u8]) -> bool {
 }
 
 impl Acks {
-    pub(crate) fn new(config: Acknowledgement) -> Self {
+    /// The state of connection `conn`, just open.
+    pub(crate) fn new(config: Acknowledgement, conn: ConnId) -> Self {
         Self {
+            tokens: Jitter::new(Jitter::stream_seed(config.seed, conn.get())),
             config,
             unacked: VecDeque::new(),
             written: 0,
@@ -389,7 +399,8 @@ impl Acks {
     fn new_barrier(&mut self, now: Instant) -> Bytes {
         self.barriers += 1;
         let mut payload = BARRIER_PREFIX.to_vec();
-        payload.extend_from_slice(self.barriers.to_string().as_bytes());
+        let token = self.tokens.next();
+        payload.extend_from_slice(format!("{} {token:016x}", self.barriers).as_bytes());
         let payload = Bytes::from(payload);
         self.push_ping(payload.clone(), now);
         payload
@@ -405,7 +416,11 @@ mod tests {
         let config = Acknowledgement::new()
             .delay(Duration::from_millis(5))
             .timeout(Duration::from_secs(1));
-        (Acks::new(config), IdAllocator::default(), Instant::now())
+        (
+            Acks::new(config, ConnId::from_raw(1)),
+            IdAllocator::default(),
+            Instant::now(),
+        )
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub struct Keepalive {
 /// [`SessionConfig::acknowledge`]).
 ///
 /// A little while (`delay`) after messages are handed to the driver, the session sends a
-/// barrier ping with a payload of its own; a pong answering it — or a later barrier, since a
+/// barrier ping with a payload of its own (a counter and 64 bits drawn from [`Self::seed`]
+/// and the connection's id); a pong answering it — or a later barrier, since a
 /// peer may answer only the latest (RFC 6455 §5.5.3) — proves that the peer's WebSocket
 /// stack read every message sent before that ping, and each of them ends in
 /// [`crate::Event::SendDelivered`] instead of `SendCompleted`. The application's pings and
@@ -125,6 +126,15 @@ pub struct Acknowledgement {
     /// application (the pong may be waiting unread), and given once more when its timer
     /// runs late (as [`Keepalive`]'s). Default 10 s.
     pub timeout: Duration,
+    /// Seed of the random part of the barrier pings' payloads: each is `wxsocket-ack `, a
+    /// counter, a space and 16 hex digits drawn from this seed and the connection's id, so
+    /// that a pong the peer makes up (an unasked pong, a guess at the counter) matches no
+    /// barrier it has not read. The default is drawn at random for each value made (std's
+    /// `RandomState`, as [`ReconnectPolicy`]'s); set one to make runs replay exactly (a
+    /// transcript records the seed used, whichever it is). The digits are not a secret
+    /// against a peer out to deceive: one that wants to fake acknowledgement can as well
+    /// read and drop.
+    pub seed: u64,
 }
 
 impl Default for Acknowledgement {
@@ -132,14 +142,21 @@ impl Default for Acknowledgement {
         Self {
             delay: Duration::from_millis(1),
             timeout: Duration::from_secs(10),
+            seed: random_seed(),
         }
     }
 }
 
 impl Acknowledgement {
-    /// The defaults: 1 ms batching delay, 10 s timeout.
+    /// The defaults: 1 ms batching delay, 10 s timeout, a random seed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the seed of the barrier pings' payloads ([`Self::seed`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 
     /// Sets the batching delay before the barrier ping.

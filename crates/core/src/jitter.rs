@@ -1,5 +1,6 @@
-//! The seedable source of reconnect jitter (SplitMix64): small, fast, and the same sequence
-//! for the same seed on every platform, so property tests and fuzz runs replay exactly.
+//! The seedable source of reconnect jitter and of the random part of acknowledgement's
+//! barrier payloads (SplitMix64): small, fast, and the same sequence for the same seed on
+//! every platform, so property tests and fuzz runs replay exactly.
 
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ impl Jitter {
         seed ^ stream.wrapping_mul(GOLDEN_GAMMA)
     }
 
-    fn next(&mut self) -> u64 {
+    /// The next draw, uniform over `u64`.
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN_GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -154,8 +154,9 @@ fn a_pong_to_the_applications_ping_acknowledges_nothing() {
 }
 
 /// The application's ping may not look like a barrier: an embedder's probe pinged with
-/// `wxsocket-ack 1` before sending, the barrier after the message had the same payload, and
-/// the peer's answer to the application's ping (sent before the message) delivered it.
+/// `wxsocket-ack 1` before sending, the barrier after the message had the same payload (it
+/// was the counter alone then), and the peer's answer to the application's ping (sent
+/// before the message) delivered it.
 #[test]
 fn the_application_may_not_ping_with_a_barriers_payload() {
     let t0 = Instant::now();
@@ -167,7 +168,13 @@ fn the_application_may_not_ping_with_a_barriers_payload() {
     let ids = send_written(&mut s, conn, 1, t0);
     s.handle_timeout(t0 + DELAY);
     let barrier = ping_payload(&actions(&mut s));
-    assert_eq!(barrier, spoof, "the payload the application tried");
+    assert!(barrier.starts_with(b"wxsocket-ack 1 "), "{barrier:?}");
+    s.handle(conn, TransportEvent::Pong(spoof.clone()), t0 + DELAY);
+    assert_eq!(
+        delivered(&events(&mut s)),
+        [],
+        "the payload the application tried"
+    );
     s.handle(conn, TransportEvent::Pong(barrier), t0 + DELAY);
     assert_eq!(delivered(&events(&mut s)), [(ids[0], false)]);
 
@@ -182,6 +189,72 @@ fn the_application_may_not_ping_with_a_barriers_payload() {
             .iter()
             .any(|e| matches!(e, Event::Pong { .. }))
     );
+}
+
+/// A pong the peer makes up acknowledges nothing: a barrier's payload ends in 16 hex
+/// digits drawn from the acknowledgement seed and the connection's id, so pongs with the
+/// counter alone, or with the counter and a guess, deliver nothing (a reviewer's server
+/// that never read sent `wxsocket-ack 1` to `5` unasked, and they delivered the messages).
+/// The same seed gives the same payloads (a transcript replays), another seed and another
+/// connection other ones.
+#[test]
+fn a_pong_the_peer_makes_up_acknowledges_nothing() {
+    let t0 = Instant::now();
+    let seeded = |seed| {
+        SessionConfig::default().acknowledge(
+            Acknowledgement::new()
+                .delay(DELAY)
+                .timeout(TIMEOUT)
+                .seed(seed),
+        )
+    };
+    let first_barrier = |config: SessionConfig| {
+        let mut s = Session::new(config).unwrap();
+        let conn = open(&mut s, t0);
+        let ids = send_written(&mut s, conn, 1, t0);
+        s.handle_timeout(t0 + DELAY);
+        let barrier = ping_payload(&actions(&mut s));
+        (s, conn, ids, barrier)
+    };
+    let (mut s, conn, ids, barrier) = first_barrier(seeded(7));
+    let text = std::str::from_utf8(&barrier).unwrap();
+    let digits = text.strip_prefix("wxsocket-ack 1 ").expect(text);
+    assert!(
+        digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{text}"
+    );
+    for guess in [
+        "wxsocket-ack 1",
+        "wxsocket-ack 1 ",
+        "wxsocket-ack 1 0000000000000000",
+        "wxsocket-ack 2",
+    ] {
+        s.handle(
+            conn,
+            TransportEvent::Pong(Bytes::from_static(guess.as_bytes())),
+            t0 + DELAY,
+        );
+        assert_eq!(delivered(&events(&mut s)), [], "{guess}");
+    }
+    s.handle(conn, TransportEvent::Pong(barrier.clone()), t0 + DELAY);
+    assert_eq!(delivered(&events(&mut s)), [(ids[0], false)]);
+
+    assert_eq!(first_barrier(seeded(7)).3, barrier, "the same seed");
+    assert_ne!(first_barrier(seeded(8)).3, barrier, "another seed");
+    assert_ne!(
+        first_barrier(config()).3,
+        first_barrier(config()).3,
+        "the default seed is drawn for each configuration"
+    );
+    // The next connection of the same session (it replaces the first) draws other digits
+    // for its first barrier.
+    let next = open(&mut s, t0 + DELAY);
+    assert_ne!(next, conn);
+    send_written(&mut s, next, 1, t0 + DELAY);
+    s.handle_timeout(t0 + 2 * DELAY);
+    let again = ping_payload(&actions(&mut s));
+    assert!(again.starts_with(b"wxsocket-ack 1 "), "{again:?}");
+    assert_ne!(again, barrier, "another connection");
 }
 
 /// The driver away past the acknowledgement timeout (an embedder's probe: a process stopped

@@ -189,7 +189,7 @@ impl Connecting {
             conn: id,
             handshake,
         });
-        let acks = cx.config.acknowledge.map(Acks::new);
+        let acks = cx.config.acknowledge.map(|a| Acks::new(a, id));
         let run = Run {
             attempt,
             opened: now,

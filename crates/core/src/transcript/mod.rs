@@ -10,8 +10,8 @@
 //! JSON lines. The first line is the header:
 //! `{"wxsocket_transcript":1,"recorded_by":"wxsocket-core 0.1.0","config":{…},"redacted":["authorization",…],"redacted_query":["access_token",…]}`
 //! — the version of the core that recorded it (for the report; not checked), the whole
-//! [`SessionConfig`] (the reconnect jitter seed included, so the backoff delays replay
-//! exactly), the header names and the URL query parameters whose values were replaced by
+//! [`SessionConfig`] (the reconnect jitter seed and the acknowledgement seed included, so
+//! the backoff delays and the barrier pings' payloads replay exactly), the header names and the URL query parameters whose values were replaced by
 //! [`REDACTED`] (`redacted_query` is absent from transcripts of versions that did not
 //! redact the query). Then one line
 //! per input, in order:
@@ -623,6 +623,7 @@ fn config_json(c: &SessionConfig) -> Value {
         Value::obj()
             .with("delay", nanos(a.delay))
             .with("timeout", nanos(a.timeout))
+            .with("seed", a.seed)
     });
     Value::obj()
         .with("close_before_open", close_before_open)
@@ -982,7 +983,8 @@ fn config_from(v: &Value) -> Read<SessionConfig> {
         a => Some(
             Acknowledgement::new()
                 .delay(duration_of(a, "delay")?)
-                .timeout(duration_of(a, "timeout")?),
+                .timeout(duration_of(a, "timeout")?)
+                .seed(u64_of(a, "seed")?),
         ),
     };
     Ok(c)
