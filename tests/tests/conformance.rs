@@ -91,6 +91,7 @@ wxsocket_tests::on_both_adapters!(
     send_before_connect_hands_the_message_back,
     queue_full_and_too_large_hand_the_message_back,
     a_message_larger_than_the_send_buffer_is_sent_alone,
+    sends_in_flight_count_toward_the_completion_bound,
     dropping_the_handle_closes_cleanly,
     close_code_1014_is_reported_and_retried_when_configured,
     sends_during_a_close_the_policy_retries_go_to_the_next_connection,
@@ -2098,6 +2099,54 @@ fn a_message_larger_than_the_send_buffer_is_sent_alone<A: Adapter>() {
     assert_eq!(completions(&events), [queued, sent], "[{}]", A::NAME);
     a.close(None, "").unwrap();
     a.events_until_close(conn, T);
+}
+
+/// Send completions stay within `max_untaken_completions` however the sends in flight
+/// settle: a send accepted and not settled counts as the completion it will queue. Behind a
+/// message the server does not read yet, the application sends empty messages and takes no
+/// event: the bound refuses the one past it, and once the server reads, the sends accepted
+/// (no more than the bound) all complete. Only the completions already queued used to count: a reviewer's
+/// probe had 262,144 accepted (the send buffer's count bound) and queued at once under a
+/// bound of 4,096.
+fn sends_in_flight_count_toward_the_completion_bound<A: Adapter>() {
+    use std::io::Read;
+    const BOUND: usize = 100;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (go, read) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        wxsocket_tests::scenario::raw_upgrade(&mut tcp, None).unwrap();
+        // Nothing is read until the client's sends are in.
+        let _ = read.recv();
+        let mut buf = vec![0u8; 64 << 10];
+        while matches!(tcp.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let mut a: A = client(config().max_untaken_completions(BOUND));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url.as_str()));
+    // More than the sockets' buffers hold: the sends behind it stay in flight.
+    a.try_send(Message::binary(vec![7; 12 << 20])).unwrap();
+    let mut accepted = 1;
+    let refused = loop {
+        match a.try_send(Message::binary(Vec::new())) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= BOUND, "[{}] {accepted} sends accepted", A::NAME);
+    };
+    assert!(
+        matches!(refused, SendError::CompletionsFull(_)),
+        "[{}] after {accepted}: {refused:?}",
+        A::NAME
+    );
+    assert_eq!(accepted, BOUND, "[{}]", A::NAME);
+    go.send(()).unwrap();
+    let events = a.events_until("every completion", T, |e| completions(e).len() == BOUND);
+    assert!(events.iter().all(|e| e.conn() == conn), "[{}]", A::NAME);
+    a.close(None, "").unwrap();
+    a.events_until_close(conn, T);
+    drop(a);
+    server.join().unwrap();
 }
 
 fn dropping_the_handle_closes_cleanly<A: Adapter>() {

@@ -388,10 +388,15 @@ pub struct SessionConfig {
     /// A [`Pool`](crate::Pool)'s bound on their bytes, shared the same way (and at least twice
     /// `pool_limit` as well). Default 64 MiB.
     pub max_pool_received_bytes: usize,
-    /// Most send completions (`SendCompleted`, `SendFailed`) the application has not
-    /// taken yet; at the bound a new send is refused with
-    /// [`crate::SendError::CompletionsFull`] (an awaitable send waits) until some are
-    /// taken. Default 4096.
+    /// Most send completions (`SendCompleted`, `SendDelivered`, `SendFailed`) the
+    /// application has not taken yet. A send accepted and not yet settled (queued, in
+    /// flight, or waiting for its acknowledgement) counts as the completion it will queue,
+    /// so the bound holds however the sends in flight settle (a connection that drops fails
+    /// them all at once); pongs are counted once they arrive (at most
+    /// [`MAX_PINGS`](crate::MAX_PINGS) more). At the bound a new send is refused with
+    /// [`crate::SendError::CompletionsFull`] (an awaitable send waits) until some are taken
+    /// or settle without an event (`send_completions` off). It therefore also bounds the
+    /// sends in flight by count. Default 4096.
     pub max_untaken_completions: usize,
     /// Queue an [`crate::Event::SendCompleted`] for every message written. On by default;
     /// an application that does not look at them turns it off, and then they are not

@@ -94,7 +94,7 @@ impl Closing {
         if !fits {
             return Err(SendError::QueueFull(message));
         }
-        let id = cx.ids.send();
+        let id = cx.accept_send();
         self.next.push(id, message);
         Ok(id)
     }

@@ -35,6 +35,10 @@ pub(crate) struct Context {
     pub(super) shut_down: bool,
     /// Received messages and completions waiting in `events`.
     pub(super) backlog: Backlog,
+    /// Sends accepted whose outcome is not queued yet (queued, in flight, or written and
+    /// waiting for acknowledgement): each will queue one completion, so they count toward
+    /// `max_untaken_completions` with those waiting.
+    pub(super) sends_pending: usize,
     /// Reading is paused: the backlog reached its bound and has not yet come down to
     /// half of it.
     pub(super) reading_paused: bool,
@@ -198,6 +202,7 @@ impl Context {
             jitter: Jitter::new(seed),
             shut_down: false,
             backlog: Backlog::default(),
+            sends_pending: 0,
             reading_paused: false,
             paused_since: None,
             resumed: false,
@@ -205,6 +210,18 @@ impl Context {
             completions: None,
             duplicates: BTreeSet::new(),
         }
+    }
+
+    /// A send accepted: its id, and one more outcome to come.
+    pub(super) fn accept_send(&mut self) -> SendId {
+        self.sends_pending += 1;
+        self.ids.send()
+    }
+
+    /// Whether a new send would take the send completions past their bound: those waiting
+    /// for the application, and one to come for every send accepted and not yet settled.
+    pub(super) fn completions_full(&self) -> bool {
+        self.backlog.completions + self.sends_pending >= self.config.max_untaken_completions
     }
 
     /// Queues an event for the application, counting it in the backlog; pauses reading
@@ -227,6 +244,7 @@ impl Context {
                 }
             }
             Event::SendCompleted { id, .. } | Event::SendDelivered { id, .. } => {
+                self.sends_pending -= 1;
                 if let Some(completions) = &mut self.completions {
                     completions.push_back((*id, Ok(())));
                 }
@@ -241,6 +259,7 @@ impl Context {
                 message,
                 ..
             } => {
+                self.sends_pending -= 1;
                 if let Some(completions) = &mut self.completions {
                     let failed = Box::new(FailedSend::new(*reason, message.clone()).with_id(*id));
                     completions.push_back((*id, Err(failed)));

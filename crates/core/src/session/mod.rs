@@ -334,7 +334,7 @@ impl Session {
             let len = message.len();
             return Err(SendError::TooLarge { message, len, max });
         }
-        let completions_full = cx.backlog.completions >= cx.config.max_untaken_completions;
+        let completions_full = cx.completions_full();
         match &mut self.conn {
             Conn::Idle | Conn::Closed => Err(SendError::NotConnected(message)),
             Conn::Closing(c) if !c.will_reconnect(cx) => Err(SendError::Closing(message)),
@@ -793,7 +793,7 @@ fn queue(
     ) {
         return Err(SendError::QueueFull(message));
     }
-    let id = cx.ids.send();
+    let id = cx.accept_send();
     queue.push(id, message);
     Ok(id)
 }

@@ -132,7 +132,7 @@ impl Open {
         {
             return Err(SendError::BufferFull(message));
         }
-        let id = cx.ids.send();
+        let id = cx.accept_send();
         self.hand_over(cx, id, message, now);
         Ok(id)
     }
