@@ -349,6 +349,9 @@ pub(crate) struct Inner<M> {
     room_conns: Vec<ConnId>,
     /// The outbox's `more` as last set (so a delivery with nothing to do need not lock it).
     more: bool,
+    /// A thread in `recv` or `try_recv` asked for the next batch ([`Shared::refill`]): it
+    /// is filled for it, not ahead of it.
+    asked: bool,
     scratch: Vec<TransportEvent>,
     /// Every connection worked on ([`Inner::with_conn`]), in order (for the tests that
     /// count them).
@@ -414,6 +417,7 @@ impl<M: Machine> Shared<M> {
                 progress: false,
                 room_conns: Vec::new(),
                 more: false,
+                asked: false,
                 scratch: Vec::new(),
                 #[cfg(test)]
                 visited: Vec::new(),
@@ -818,7 +822,9 @@ impl<M: Machine> Shared<M> {
         if catch_up {
             inner.catch_up_reads(false, now);
         }
+        inner.asked = true;
         inner.pump(self, now);
+        inner.asked = false;
         self.release(inner);
     }
 
@@ -1063,8 +1069,14 @@ impl<M: Machine> Inner<M> {
                 // Taking received messages frees no room for a send; any other event may
                 // (a completion taken, a connection's state changed).
                 let mut frees = false;
-                let moved = outbox.events.fill(|| {
-                    let event = self.machine.next_event();
+                // Ahead of the application (no thread waits in `recv` or asked for them), a
+                // message that does not fit the batch stays in the machine, counted: taken
+                // out, it let a paused connection read another as large (a reviewer saw
+                // two 64 MiB messages held, 131 MiB resident, where tokio held one).
+                let ahead = outbox.receivers == 0 && !outbox.receiver_polling && !self.asked;
+                let next_len = |m: &M| ahead.then(|| m.next_message_len()).flatten();
+                let moved = outbox.events.fill_ahead(&mut self.machine, next_len, |m| {
+                    let event = m.next_event();
                     frees |= event
                         .as_ref()
                         .is_some_and(|e| !matches!(e, Event::Message { .. }));

@@ -575,17 +575,30 @@ impl Pool {
         action
     }
 
-    /// The next event of any connection: one from each connection with events in turn (in
-    /// connect order, round robin), so a connection with steady traffic cannot hold back
-    /// another's open, messages or close; each connection's events stay in order.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    /// The event [`Self::poll_event`] would return next, left in place (see
+    /// [`Session::peek_event`]).
+    pub fn peek_event(&self) -> Option<&Event> {
+        let (_, slot) = self.next_event_key()?;
+        self.slots[slot].as_ref()?.session.peek_event()
+    }
+
+    /// The task whose event [`Self::poll_event`] takes next: the one after the last taken,
+    /// in connect order, round robin.
+    fn next_event_key(&self) -> Option<Key> {
         let next = self.last_event.and_then(|last| {
             self.ready_events
                 .range((Bound::Excluded(last), Bound::Unbounded))
                 .next()
                 .copied()
         });
-        let key = next.or_else(|| self.ready_events.first().copied())?;
+        next.or_else(|| self.ready_events.first().copied())
+    }
+
+    /// The next event of any connection: one from each connection with events in turn (in
+    /// connect order, round robin), so a connection with steady traffic cannot hold back
+    /// another's open, messages or close; each connection's events stay in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let key = self.next_event_key()?;
         self.last_event = Some(key);
         let (_, slot) = key;
         let event = self.with_ids(slot, Session::poll_event);

@@ -359,10 +359,16 @@ fn a_busy_connection_does_not_starve_the_others() {
     let b = pool.connect(&options(), now).unwrap();
     pool.handle(b, TransportEvent::Opened(Box::default()), now);
     pool.handle(b, msg(1000, 8), now);
-    let first: Vec<ConnId> = std::iter::from_fn(|| pool.poll_event())
-        .take(6)
-        .map(|e| e.conn())
-        .collect();
+    // `peek_event` shows each event before `poll_event` takes it, turns included.
+    let first: Vec<ConnId> = std::iter::from_fn(|| {
+        let peeked = pool.peek_event().cloned();
+        let event = pool.poll_event();
+        assert_eq!(peeked, event);
+        event
+    })
+    .take(6)
+    .map(|e| e.conn())
+    .collect();
     // b's Connecting, Open and message come in turns with a's messages (the turn after
     // the last event taken, a's, is b's).
     assert_eq!(first, [b, a, b, a, b, a]);

@@ -55,9 +55,27 @@ impl EventBatch {
     /// Moves events from `next` (the machine's next event) in until the batch is full or
     /// `next` has none; returns whether any came.
     pub fn fill(&mut self, mut next: impl FnMut() -> Option<Event>) -> bool {
+        self.fill_ahead(&mut (), |_| None, |_| next())
+    }
+
+    /// [`Self::fill`] from `source` for a batch filled ahead of the application, with
+    /// nobody waiting for it: stops before a message (`next_len`: the payload length of the
+    /// source's next event, when it is a message) that would take the batch past
+    /// [`BATCH_BYTES`], even into an empty batch. The message stays in the machine, whose
+    /// receive bounds count it, so a paused connection does not read another while it
+    /// waits here.
+    pub fn fill_ahead<S>(
+        &mut self,
+        source: &mut S,
+        next_len: impl Fn(&S) -> Option<usize>,
+        mut next: impl FnMut(&mut S) -> Option<Event>,
+    ) -> bool {
         let mut moved = false;
         while !self.is_full() {
-            let Some(event) = next() else {
+            if next_len(source).is_some_and(|len| self.bytes + len > BATCH_BYTES) {
+                break;
+            }
+            let Some(event) = next(source) else {
                 break;
             };
             if let Event::Message { message, .. } = &event {
@@ -127,5 +145,26 @@ mod tests {
         batch.pop();
         assert!(batch.fill(|| session.poll_event()));
         assert_eq!(batch.len(), 1);
+    }
+
+    /// Filled ahead of the application, a batch leaves a message that does not fit in the
+    /// session, where the receive bounds still count it, even when the batch is empty; the
+    /// smaller ones before it come.
+    #[test]
+    fn a_batch_filled_ahead_leaves_a_message_that_does_not_fit() {
+        use crate::machine::Machine;
+        let mut batch = EventBatch::default();
+        let mut session = received(&[BATCH_BYTES / 2, BATCH_BYTES + 1, 1]);
+        let ahead = |s: &Session| s.next_message_len();
+        assert!(batch.fill_ahead(&mut session, ahead, Session::poll_event));
+        assert_eq!(batch.len(), 1, "the first fits, the second does not");
+        assert_eq!(session.backlog().messages, 2);
+        batch.pop();
+        assert!(!batch.fill_ahead(&mut session, ahead, Session::poll_event));
+        assert_eq!(session.backlog().bytes, BATCH_BYTES + 2, "still counted");
+        // Asked for (or with a thread waiting), it comes, alone.
+        assert!(batch.fill(|| session.poll_event()));
+        assert_eq!(batch.len(), 1);
+        assert_eq!(session.backlog().messages, 1);
     }
 }

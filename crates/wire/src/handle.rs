@@ -129,7 +129,8 @@ macro_rules! client_calls {
         /// [`SessionConfig::receive_bounds`](crate::SessionConfig::receive_bounds) (one
         /// larger message excepted), as reading pauses at the bound, and the completions
         /// within `max_untaken_completions` (at that bound sends wait). Events already moved
-        /// to the [`Events`](crate::Events)' own small batch (at most 64) are not counted.
+        /// to the [`Events`](crate::Events)' own small batch (at most 64 events and 256 KiB
+        /// of messages, or one larger message the application asked for) are not counted.
         pub fn backlog(&self) -> $crate::reexports::Backlog {
             $crate::handle::DriverHandle::read(&*self.handle, $crate::__private::Session::backlog)
         }

@@ -25,6 +25,12 @@ pub trait Machine: Driven + Send + 'static {
         false
     }
 
+    /// The payload length of the next event, when it is a received message (`None` for
+    /// any other event, or none).
+    fn next_message_len(&self) -> Option<usize> {
+        None
+    }
+
     /// The next send outcome, for the sends a caller waits for (kept once
     /// [`Machine::track_completions`] was called, whether or not the application takes
     /// its events).
@@ -71,6 +77,12 @@ macro_rules! event_machine {
             }
             fn has_events(&self) -> bool {
                 <$ty>::has_events(self)
+            }
+            fn next_message_len(&self) -> Option<usize> {
+                match self.peek_event()? {
+                    Event::Message { message, .. } => Some(message.len()),
+                    _ => None,
+                }
             }
             fn poll_completion(&mut self) -> Option<Completion> {
                 <$ty>::poll_completion(self)

@@ -482,6 +482,13 @@ impl Session {
         self.cx.actions.pop_front()
     }
 
+    /// The event [`Self::poll_event`] would return next, left in place: a driver that hands
+    /// events over ahead of the application can leave a large message where the receive
+    /// bounds still count it (taking it frees room, and the connection may read the next).
+    pub fn peek_event(&self) -> Option<&Event> {
+        self.cx.events.front()
+    }
+
     /// The next event for the application. Taking a received message frees room under
     /// the receive bounds: once half of them is free, a paused connection gets
     /// [`Action::ResumeReading`].
