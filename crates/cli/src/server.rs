@@ -309,7 +309,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
         }
     };
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
-    // The client sends no frame before it has the answer: inflate from here on.
+    // The client sends no frame before it has the answer: watch its frames, and inflate
+    // them, from here on.
+    ws.get_mut().watch_frames();
     let mut compressor = seen.deflate.map(|params| {
         ws.get_mut().inflate(Inflater::server(&params, MAX_MESSAGE));
         Compressor::server(&params, DeflateOptions::default().threshold)
@@ -447,6 +449,18 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                 Some(Ok(WsMessage::Close(frame))) => {
                     // tungstenite queues the reply; the next read flushes it and ends the
                     // stream.
+                    let sent = ws.get_ref().client_close_code();
+                    if let Some(code) = sent.filter(|c| !wxsocket_core::close::is_valid_from_peer(*c))
+                        && closing.is_none()
+                    {
+                        // A code the client may not send: tungstenite answers 1002 itself
+                        // and hands that answer on as if it were the client's. The client
+                        // broke the protocol (RFC 6455 §7.4.1); the answer is the failing
+                        // close frame.
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, ws.flush()).await;
+                        violated = Some((u16::from(CloseCode::Protocol), "Protocol violation"));
+                        break Some(format!("invalid close code {code}"));
+                    }
                     if closing.is_none() {
                         client_close = Some(match frame {
                             Some(f) => (u16::from(f.code), f.reason.to_string()),

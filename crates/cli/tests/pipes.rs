@@ -666,10 +666,15 @@ fn serve_fails_a_client_that_breaks_the_protocol_with_the_close_frame_that_says_
         .trim_end_matches('/')
         .to_owned();
     // (frame, expected close code): an unmasked text frame; a masked text frame whose
-    // payload is not UTF-8 (mask 0: the payload is sent as is).
-    let cases: [(&[u8], u16); 2] = [
+    // payload is not UTF-8 (mask 0: the payload is sent as is); close frames with codes a
+    // client may not send, 1005 (mask 0) and 5000 (masked with 1 2 3 4: 0x13 0x88 on the
+    // wire as 0x12 0x8a). tungstenite answers those with 1002 itself and handed the
+    // answer on as the client's: `serve` reported "closed by the client: 1002", clean.
+    let cases: [(&[u8], u16); 4] = [
         (&[0x81, 0x02, b'h', b'i'], 1002),
         (&[0x81, 0x82, 0, 0, 0, 0, 0xC3, 0x28], 1007),
+        (&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xED], 1002),
+        (&[0x88, 0x82, 1, 2, 3, 4, 0x12, 0x8a], 1002),
     ];
     for (conn, (frame, code)) in cases.into_iter().enumerate() {
         let conn = conn as u64 + 1;
@@ -715,6 +720,14 @@ fn serve_fails_a_client_that_breaks_the_protocol_with_the_close_frame_that_says_
             close["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{close}"
         );
+        if frame[0] == 0x88 {
+            let sent = if frame[2] == 0 { 1005 } else { 5000 };
+            assert_eq!(
+                close["error"].as_str(),
+                Some(format!("invalid close code {sent}").as_str()),
+                "{close}"
+            );
+        }
     }
 }
 
