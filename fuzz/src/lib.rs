@@ -1162,7 +1162,8 @@ fn session_recorded(data: &[u8], record: Option<Sink>) {
                 let m = message(len, text);
                 let n = m.len();
                 let r = s.send(m, now);
-                let completions = s.backlog().completions;
+                // The completions waiting, and one to come for every send not settled.
+                let completions = s.backlog().completions + inv.issued.len() - inv.outcomes.len();
                 let bound = config.max_untaken_completions;
                 match r {
                     Ok(id) => {
@@ -1353,7 +1354,9 @@ pub fn pool(data: &[u8]) {
             Op::Send { len, text, conn } => {
                 if let Some(c) = pick(&conns, conn) {
                     let r = p.send(c, message(len, text), now);
-                    let completions = p.backlog().completions;
+                    // Over all tasks: at least the refusing task's waiting and to come.
+                    let completions =
+                        p.backlog().completions + inv.issued.len() - inv.outcomes.len();
                     match r {
                         Ok(id) => {
                             let on = p.current(c).expect("a task that accepted a send");
