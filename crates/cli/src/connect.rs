@@ -568,6 +568,10 @@ struct Caught {
     pending: Vec<&'static str>,
     last: Option<&'static str>,
     count: usize,
+    /// A SIGHUP came: the terminal went away. A hang-up often comes twice (the shell
+    /// passes it on to its jobs, the kernel to the terminal's foreground group): only the
+    /// first counts. Standard output failing after it is the terminal gone, no failure.
+    hung_up: bool,
 }
 
 impl Client {
@@ -986,6 +990,11 @@ impl Client {
     /// `/connect` replaced may still be sending its close frame), then prints the events
     /// that came meanwhile. Returns the exit status.
     fn shut_down(self) -> u8 {
+        let hung_up = self
+            .caught
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hung_up;
         let Client {
             backend,
             out,
@@ -1024,7 +1033,10 @@ impl Client {
         // Everything printed is written (after a signal, until its deadline).
         out.finish();
         match out.failure() {
-            Some(kind) if kind != std::io::ErrorKind::BrokenPipe => status::OUTPUT_FAILED,
+            // After a hang-up, the terminal is gone: no failure, as a reader that went away.
+            Some(kind) if kind != std::io::ErrorKind::BrokenPipe && !hung_up => {
+                status::OUTPUT_FAILED
+            }
             _ if status == status::CLEAN && send_failures > 0 => status::SENDS_FAILED,
             _ => status,
         }
@@ -1221,6 +1233,12 @@ fn read_line(
     }
 }
 
+/// Whether a read or write on a terminal failed because the terminal went away: after a
+/// hang-up, Linux answers every call on it with EIO.
+fn hung_up(e: &std::io::Error) -> bool {
+    cfg!(unix) && e.raw_os_error() == Some(5)
+}
+
 /// The standard input reader: lines (text mode) or chunks (`-b`), each after taking a
 /// credit, so it reads at most as far ahead as the credits allow.
 ///
@@ -1239,6 +1257,9 @@ fn read_stdin(
         let _ = wake.try_send(Input::Wake);
         sent
     };
+    // Asked now: a terminal that hung up no longer answers as one.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let terminal_gone = |e: &std::io::Error| terminal && hung_up(e);
     // Room for `/binary` with the largest message in hex, spaces between the bytes; any
     // other line over the largest message (and a `//` escape) is refused as it is read.
     let binary_limit = limit.saturating_mul(3).saturating_add(64);
@@ -1261,6 +1282,7 @@ fn read_stdin(
                     chunk.truncate(n);
                     Input::Chunk(chunk)
                 }
+                Err(e) if terminal_gone(&e) => break,
                 Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
             }
         } else {
@@ -1284,6 +1306,7 @@ fn read_stdin(
                     number,
                     format!("is longer than the largest message (--max-message-size {limit})"),
                 ),
+                Err(e) if terminal_gone(&e) => break,
                 Err(e) => Input::BadLine(number, format!("cannot be read: {e}")),
             }
         };
@@ -1360,6 +1383,11 @@ pub fn run(settings: Settings) -> ExitCode {
     if let Err(e) = crate::signals::watch(move |name| {
         let count = {
             let mut caught = signal_caught.lock().unwrap_or_else(|e| e.into_inner());
+            if name == "SIGHUP" && caught.hung_up {
+                // The same hang-up again (see `Caught::hung_up`), not a second signal.
+                return true;
+            }
+            caught.hung_up |= name == "SIGHUP";
             caught.pending.push(name);
             caught.last = Some(name);
             caught.count += 1;

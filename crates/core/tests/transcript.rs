@@ -679,3 +679,23 @@ fn a_copy_cut_inside_a_character_replays_up_to_that_line() {
     let e = transcript::replay_from(&broken[..], Instant::now(), |_, _| {}).unwrap_err();
     assert!(e.message.contains("not UTF-8"), "{e}");
 }
+
+/// A transcript recorded with delivery acknowledgement records its seed, so the barrier
+/// pings' payloads replay exactly; one recorded before there was a seed is refused with
+/// an error that says why (its payloads, the counter alone, cannot be made again).
+#[test]
+fn an_acknowledgement_seed_is_recorded_and_its_absence_explained() {
+    let config = SessionConfig::default().acknowledge(Acknowledgement::new().seed(42));
+    let sim = Sim::new(config, Redaction::default());
+    let text = sim.text();
+    let header = text.lines().next().expect("a header");
+    assert!(header.contains("\"seed\":42"), "{header}");
+    assert!(transcript::replay(&text, Instant::now()).is_ok());
+    let old = text.replacen(",\"seed\":42", "", 1);
+    let err = transcript::replay(&old, Instant::now()).unwrap_err();
+    assert_eq!(err.line, 1, "{err}");
+    assert!(
+        err.message.contains("missing \"seed\"") && err.message.contains("no seed"),
+        "{err}"
+    );
+}

@@ -984,7 +984,13 @@ fn config_from(v: &Value) -> Read<SessionConfig> {
             Acknowledgement::new()
                 .delay(duration_of(a, "delay")?)
                 .timeout(duration_of(a, "timeout")?)
-                .seed(u64_of(a, "seed")?),
+                .seed(u64_of(a, "seed").map_err(|e| {
+                    // Before 2026-12-07 a barrier ping's payload was its counter alone.
+                    format!(
+                        "acknowledge: {e} (recorded by a version whose barrier pings had no \
+                         seed: their payloads cannot be made again)"
+                    )
+                })?),
         ),
     };
     Ok(c)
