@@ -25,6 +25,7 @@
 
 pub mod adapter;
 pub mod flood;
+pub mod memory;
 /// The scriptable peer, from the published test kit.
 pub use wxsocket_testkit::peer;
 pub mod proxy;

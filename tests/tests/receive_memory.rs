@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use wxsocket_core::{ConnectOptions, Event, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, EVENT_TIMEOUT, TokioAdapter};
+use wxsocket_tests::memory::{reset_peak, resident};
 use wxsocket_tests::scenario::{open, raw_upgrade};
 use wxsocket_wire::tls::TlsRoots;
 
@@ -25,25 +26,6 @@ use wxsocket_wire::tls::TlsRoots;
 const SIZE: usize = 24 << 20;
 /// Messages the server sends.
 const MESSAGES: usize = 3;
-
-/// The process's `VmRSS` and `VmHWM`, in bytes.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("the field in /proc/self/status")
-            << 10
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Resets `VmHWM` to the current `VmRSS` (Linux 4.0+: writing 5 to `clear_refs`).
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("/proc/self/clear_refs");
-}
 
 /// A server that answers the upgrade, waits for `go`, then writes [`MESSAGES`] binary
 /// messages of [`SIZE`] bytes from one small buffer (so that its own memory stays out of
@@ -100,13 +82,13 @@ fn held<A: Adapter>() -> u64 {
     let (url, go, stalled, server) = sending_server();
     let mut client = A::new(SessionConfig::default(), TlsRoots::default()).unwrap();
     let (conn, _) = open(&mut client, &ConnectOptions::new(url));
-    let (before, _) = memory();
+    let (before, _) = resident();
     reset_peak();
     go.send(()).unwrap();
     stalled
         .recv_timeout(EVENT_TIMEOUT)
         .unwrap_or_else(|_| panic!("[{}] the client never stopped reading", A::NAME));
-    let (_, peak) = memory();
+    let (_, peak) = resident();
     for n in 0..MESSAGES {
         match client.next_event(EVENT_TIMEOUT) {
             Some(Event::Message { message, .. }) => {

@@ -13,31 +13,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use wxsocket_core::{ConnectOptions, Message, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, TokioAdapter};
+use wxsocket_tests::memory::{reset_peak, resident};
 use wxsocket_tests::scenario::{open, raw_upgrade};
 use wxsocket_wire::tls::TlsRoots;
 
 /// The message: large enough to stand out of the process's other memory, within the
 /// default send buffer (16 MiB).
 const SIZE: usize = 12 << 20;
-
-/// The process's `VmRSS` and `VmHWM`, in bytes.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("the field in /proc/self/status")
-            << 10
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Resets `VmHWM` to the current `VmRSS` (Linux 4.0+: writing 5 to `clear_refs`).
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("/proc/self/clear_refs");
-}
 
 /// A server that accepts one connection, answers the upgrade, then reads and discards
 /// `frame` bytes (the client's frame) a small buffer at a time, slowly enough that the
@@ -70,13 +52,13 @@ fn growth<A: Adapter>() -> (u64, u64) {
     let mut client = A::new(SessionConfig::default(), TlsRoots::default()).unwrap();
     open(&mut client, &ConnectOptions::new(url));
     let payload = bytes::Bytes::from(vec![7u8; SIZE]);
-    let (before, _) = memory();
+    let (before, _) = resident();
     reset_peak();
     client
         .send(Message::binary(payload.clone()))
         .unwrap_or_else(|e| panic!("[{}] {e}", A::NAME));
     server.join().unwrap();
-    let (after, peak) = memory();
+    let (after, peak) = resident();
     drop(client);
     drop(payload);
     (peak.saturating_sub(before), after.saturating_sub(before))

@@ -82,16 +82,7 @@ struct CloseWatch {
 
 impl CloseWatch {
     fn header_needed(&self) -> usize {
-        if self.header_len < 2 {
-            return 2;
-        }
-        let extended = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        2 + extended + mask
+        wxsocket_wire::convert::header_len(&self.header[..self.header_len])
     }
 
     fn feed(&mut self, mut bytes: &[u8]) {

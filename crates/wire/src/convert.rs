@@ -410,16 +410,7 @@ impl FrameWatch {
 
     /// Length of the current frame's header, as far as its first two bytes tell.
     fn header_needed(&self) -> usize {
-        if self.header_len < 2 {
-            return 2;
-        }
-        let extended = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        2 + extended + mask
+        header_len(&self.header[..self.header_len])
     }
 
     /// `event` with the close frame's code and reason as the peer sent them, once the
@@ -442,6 +433,30 @@ impl FrameWatch {
             (event, _) => event,
         }
     }
+}
+
+/// The length of a WebSocket frame header (RFC 6455 §5.2) that begins with `start`: 2
+/// until its second byte is known, then 2, 4 or 10 as its payload length says, and 4 more
+/// for a masking key.
+///
+/// ```
+/// use wxsocket_wire::convert::header_len;
+/// assert_eq!(header_len(&[0x81]), 2);
+/// assert_eq!(header_len(&[0x81, 0x05]), 2);
+/// assert_eq!(header_len(&[0x82, 0x80 | 126]), 8);
+/// assert_eq!(header_len(&[0x82, 127]), 10);
+/// ```
+pub fn header_len(start: &[u8]) -> usize {
+    let Some(&second) = start.get(1) else {
+        return 2;
+    };
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    2 + extended + mask
 }
 
 /// A tungstenite error classified for the session; `None` when it means the connection
