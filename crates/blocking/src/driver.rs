@@ -1548,17 +1548,30 @@ mod tests {
         let server = wxsocket_test_server::EchoServer::start().expect("echo server");
         let config = Config::default().session(SessionConfig::default().send_completions(false));
         let pool = Pool::new(config.session.clone()).expect("pool");
+        let bound = config.session.max_received_messages;
         let (shared, conn) = open_one(pool, &server.url());
-        // Echoed back while they are sent: the backlog fills and reading pauses.
-        for i in 0..N {
-            let message = Message::binary(vec![i as u8; 32]);
+        // Echoed back while they are sent: the backlog fills and reading pauses. The burst
+        // stays well within the time the reads stay with a thread that left `recv` and
+        // calls into the machine (`HANDBACK_LIMIT`): past it, the driver thread takes them
+        // back and reads the echoes, as it should (20,000 sends took 220–340 ms in a debug
+        // build, and this failed 1 run in 5).
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < N && started.elapsed() < HANDBACK_LIMIT / 2 {
+            let message = Message::binary(vec![sent as u8; 32]);
             shared
                 .call(|p, now| p.send(conn, message, now))
                 .expect("send");
+            sent += 1;
         }
+        assert!(
+            sent >= 2 * bound,
+            "only {sent} sends within {:?}: too few to fill the backlog",
+            HANDBACK_LIMIT / 2
+        );
         lock(&shared.inner).readers.clear();
         let mut echoes = 0;
-        while echoes < N {
+        while echoes < sent {
             if let Event::Message { message, .. } = next_event(&shared) {
                 assert_eq!(message, Message::binary(vec![echoes as u8; 32]));
                 echoes += 1;
