@@ -2105,9 +2105,9 @@ fn a_message_larger_than_the_send_buffer_is_sent_alone<A: Adapter>() {
 /// settle: a send accepted and not settled counts as the completion it will queue. Behind a
 /// message the server does not read yet, the application sends empty messages and takes no
 /// event: the bound refuses the one past it, and once the server reads, the sends accepted
-/// (no more than the bound) all complete. Only the completions already queued used to count: a reviewer's
-/// probe had 262,144 accepted (the send buffer's count bound) and queued at once under a
-/// bound of 4,096.
+/// (no more than the bound) all complete. Only the completions already queued used to
+/// count: a reviewer's probe had 262,144 accepted (the send buffer's count bound) and
+/// queued at once under a bound of 4,096.
 fn sends_in_flight_count_toward_the_completion_bound<A: Adapter>() {
     use std::io::Read;
     const BOUND: usize = 100;

@@ -43,7 +43,8 @@ network broke, after --reconnect's retries) ends the command too, whatever stand
 still holds; after a /close the command waits for a /connect or the end of input.
 SIGTERM, SIGINT (Ctrl-C) and SIGHUP (unless started with it ignored, as by nohup) close
 as /quit does, waiting at most 11 s for the close (a dial in progress is given up at
-once); a second one exits at once, with 128 and its number.
+once); a second one exits at once, with 128 and its number (a repeated SIGHUP is the same
+hang-up, not a second signal).
 
 Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, a close frame
@@ -1042,8 +1043,9 @@ impl Client {
         }
     }
 
-    /// SIGTERM, SIGINT or SIGHUP: the first closes as `/quit` does, but gives up a dial in progress
-    /// at once and waits no longer than the close timeout; the second ends the command.
+    /// SIGTERM, SIGINT or SIGHUP: the first closes as `/quit` does, but gives up a dial in
+    /// progress at once and waits no longer than the close timeout; the second ends the
+    /// command (a repeated SIGHUP never comes here: see `Caught::hung_up`).
     fn signalled(&mut self, name: &'static str) {
         if self.signalled {
             self.complain(&format!(

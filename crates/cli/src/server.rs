@@ -450,7 +450,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                     // tungstenite queues the reply; the next read flushes it and ends the
                     // stream.
                     let sent = ws.get_ref().client_close_code();
-                    if let Some(code) = sent.filter(|c| !wxsocket_core::close::is_valid_from_peer(*c))
+                    let invalid = |c: &u16| !wxsocket_core::close::is_valid_from_peer(*c);
+                    if let Some(code) = sent.filter(invalid)
                         && closing.is_none()
                     {
                         // A code the client may not send: tungstenite answers 1002 itself

@@ -125,11 +125,7 @@ impl CloseWatch {
             };
             self.header_len = 0;
             self.offset = 0;
-            self.remaining = match self.header[1] & 0x7f {
-                126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
-                127 => u64::from_be_bytes(self.header[2..10].try_into().expect("8 bytes")),
-                short => u64::from(short),
-            };
+            self.remaining = wxsocket_wire::convert::payload_len(&self.header[..needed]);
             self.in_close = self.header[0] & 0x0f == 0x8;
             self.done = self.in_close && self.remaining == 0;
         }

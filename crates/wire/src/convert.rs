@@ -371,11 +371,7 @@ impl FrameWatch {
                     ),
                 });
             }
-            self.remaining = match self.header[1] & 0x7f {
-                126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
-                127 => u64::from_be_bytes(self.header[2..10].try_into().expect("8 bytes")),
-                short => u64::from(short),
-            };
+            self.remaining = payload_len(&self.header[..header_len]);
             let opcode = self.header[0] & 0x0f;
             let refused = self.header[0] & 0x70 != 0 || self.header[1] & 0x80 != 0;
             match opcode {
@@ -457,6 +453,21 @@ pub fn header_len(start: &[u8]) -> usize {
     };
     let mask = if second & 0x80 != 0 { 4 } else { 0 };
     2 + extended + mask
+}
+
+/// The payload length a whole frame header (as long as [`header_len`] says) announces.
+///
+/// ```
+/// use wxsocket_wire::convert::payload_len;
+/// assert_eq!(payload_len(&[0x81, 0x05]), 5);
+/// assert_eq!(payload_len(&[0x82, 0x80 | 126, 0x01, 0x00, 1, 2, 3, 4]), 256);
+/// ```
+pub fn payload_len(header: &[u8]) -> u64 {
+    match header[1] & 0x7f {
+        126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
+        127 => u64::from_be_bytes(header[2..10].try_into().expect("8 bytes")),
+        short => u64::from(short),
+    }
 }
 
 /// A tungstenite error classified for the session; `None` when it means the connection

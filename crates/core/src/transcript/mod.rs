@@ -11,8 +11,8 @@
 //! `{"wxsocket_transcript":1,"recorded_by":"wxsocket-core 0.1.0","config":{…},"redacted":["authorization",…],"redacted_query":["access_token",…]}`
 //! — the version of the core that recorded it (for the report; not checked), the whole
 //! [`SessionConfig`] (the reconnect jitter seed and the acknowledgement seed included, so
-//! the backoff delays and the barrier pings' payloads replay exactly), the header names and the URL query parameters whose values were replaced by
-//! [`REDACTED`] (`redacted_query` is absent from transcripts of versions that did not
+//! the backoff delays and the barrier pings' payloads replay exactly), the header names
+//! and the URL query parameters whose values were replaced by [`REDACTED`] (`redacted_query` is absent from transcripts of versions that did not
 //! redact the query). Then one line
 //! per input, in order:
 //!
