@@ -1,13 +1,16 @@
 //! A throwaway public-key infrastructure for wxsocket's TLS tests: a CA generated for the
-//! test and a server certificate it signed for `127.0.0.1` and `localhost`. Every suite
-//! that runs a `wss` server (the adapters', the CLI's, the interop peers') uses this one.
+//! test, a server certificate it signed for `127.0.0.1` and `localhost`, and a client
+//! certificate it signed for mutual TLS. Every suite that runs a `wss` server (the
+//! adapters', the CLI's, the interop peers') uses this one.
 //!
 //! ```
 //! let ca = wxsocket_test_pki::TestCa::generate("doc");
 //! let server = ca.server_config(); // for the test's TLS server
+//! let mutual = ca.server_config_requiring_clients(); // one that asks for `client_chain`
 //! assert!(ca.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
 //! assert_eq!(ca.server_chain.len(), 1);
-//! # let _ = server;
+//! assert!(ca.client_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+//! # let _ = (server, mutual);
 //! ```
 #![forbid(unsafe_code)]
 
@@ -18,7 +21,10 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::sync::Arc;
 
-/// A CA and one server certificate it signed.
+/// The common name of [`TestCa::client_chain`]'s certificate.
+pub const CLIENT_NAME: &str = "wxsocket test client";
+
+/// A CA, one server certificate and one client certificate it signed.
 #[derive(Debug, Clone)]
 pub struct TestCa {
     /// The CA certificate, DER: the one root a client under test trusts.
@@ -33,6 +39,15 @@ pub struct TestCa {
     pub cert_pem: String,
     /// The server's private key, PEM.
     pub key_pem: String,
+    /// A client's chain (its certificate alone, named `wxsocket test client`, for client
+    /// authentication only), which [`Self::server_config_requiring_clients`] accepts.
+    pub client_chain: Vec<CertificateDer<'static>>,
+    /// The client's private key (PKCS#8 DER).
+    pub client_key: Vec<u8>,
+    /// The client certificate, PEM.
+    pub client_cert_pem: String,
+    /// The client's private key, PEM.
+    pub client_key_pem: String,
 }
 
 impl TestCa {
@@ -62,6 +77,15 @@ impl TestCa {
         let leaf = leaf_params
             .signed_by(&leaf_key, &ca)
             .expect("sign the server certificate");
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).expect("client");
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, CLIENT_NAME);
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate().expect("generate the client key");
+        let client = client_params
+            .signed_by(&client_key, &ca)
+            .expect("sign the client certificate");
         TestCa {
             ca_der: ca.der().clone(),
             ca_pem: ca.pem(),
@@ -69,7 +93,43 @@ impl TestCa {
             server_key: leaf_key.serialize_der(),
             cert_pem: leaf.pem(),
             key_pem: leaf_key.serialize_pem(),
+            client_chain: vec![client.der().clone()],
+            client_key: client_key.serialize_der(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
         }
+    }
+
+    /// A rustls server configuration presenting the server certificate and requiring a
+    /// client certificate signed by this CA (mutual TLS), on the given TLS versions.
+    pub fn server_config_requiring_clients_on(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.ca_der.clone())
+            .expect("the CA is a valid root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .expect("a client verifier");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("TLS versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain.clone(), key)
+            .expect("server certificate");
+        Arc::new(config)
+    }
+
+    /// [`Self::server_config_requiring_clients_on`] TLS 1.2 and 1.3.
+    pub fn server_config_requiring_clients(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_requiring_clients_on(rustls::DEFAULT_VERSIONS)
     }
 
     /// A rustls server configuration presenting the server certificate (ring provider).

@@ -170,6 +170,9 @@ pub enum Tls {
     /// `wss://` with a certificate signed by a CA that [`Peer::ca_cert`] is *not*: a client
     /// trusting only `ca_cert` must reject it.
     UnknownCa,
+    /// As [`Tls::Trusted`], and the peer requires a client certificate signed by the same
+    /// CA (mutual TLS): [`Peer::client_pki`] holds one.
+    ClientCertificate,
 }
 
 /// A close frame the peer received.
@@ -237,6 +240,9 @@ pub struct Connection {
     pub client_went_away: bool,
     /// Why the connection ended, when it was an error (TLS failure, reset, bad frame).
     pub error: Option<String>,
+    /// The certificate the client presented (the first of its chain, DER), once the upgrade
+    /// request was read over TLS; `None` when it presented none.
+    pub client_certificate: Option<Vec<u8>>,
 }
 
 /// One data message the peer received, and how it travelled.
@@ -424,16 +430,20 @@ impl PeerBuilder {
         check_mode(&self.mode);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let (tls_config, ca_cert) = match self.tls {
+        let (tls_config, pki) = match self.tls {
             Tls::None => (None, None),
             Tls::Trusted => {
                 let ca = TestCa::generate("trusted");
-                (Some(ca.server_config()), Some(ca.ca_der.clone()))
+                (Some(ca.server_config()), Some(ca))
             }
             Tls::UnknownCa => {
                 let signer = TestCa::generate("unknown");
                 let trusted = TestCa::generate("trusted");
-                (Some(signer.server_config()), Some(trusted.ca_der.clone()))
+                (Some(signer.server_config()), Some(trusted))
+            }
+            Tls::ClientCertificate => {
+                let ca = TestCa::generate("mutual");
+                (Some(ca.server_config_requiring_clients()), Some(ca))
             }
         };
         let shared = Arc::new(Shared {
@@ -462,7 +472,7 @@ impl PeerBuilder {
         Peer {
             addr,
             tls: self.tls,
-            ca_cert,
+            pki,
             shared,
             acceptor: Some(acceptor),
         }
@@ -480,7 +490,7 @@ impl PeerBuilder {
 pub struct Peer {
     addr: SocketAddr,
     tls: Tls,
-    ca_cert: Option<CertificateDer<'static>>,
+    pki: Option<TestCa>,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -526,7 +536,13 @@ impl Peer {
     /// certificate for [`Tls::Trusted`], an unrelated one for [`Tls::UnknownCa`], `None`
     /// for plain `ws://`.
     pub fn ca_cert(&self) -> Option<CertificateDer<'static>> {
-        self.ca_cert.clone()
+        self.pki.as_ref().map(|ca| ca.ca_der.clone())
+    }
+
+    /// The test CA behind [`Self::ca_cert`], with the client certificate it signed: the one
+    /// a [`Tls::ClientCertificate`] peer accepts (`None` for plain `ws://`).
+    pub fn client_pki(&self) -> Option<&TestCa> {
+        self.pki.as_ref()
     }
 
     /// What the peer saw so far.
@@ -1039,7 +1055,18 @@ impl Handler {
             .unwrap_or_default()
             .to_owned();
         let offered = request.protocols.clone();
-        self.record(|c| c.request = Some(request));
+        let client_certificate = match &self.io {
+            Io::Tls(tls) => tls
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| cert.to_vec()),
+            Io::Plain(_) => None,
+        };
+        self.record(|c| {
+            c.request = Some(request);
+            c.client_certificate = client_certificate;
+        });
         match self.wait_released() {
             Held::Released => {}
             Held::Stopping => return Ok(End::ByPeer),
