@@ -268,60 +268,6 @@ fn a_server_that_closes_before_answering_reads_the_same_on_both_adapters() {
     );
 }
 
-/// A `wss` server that requires a client certificate (mutual TLS), which the WeChat API has
-/// no option for and the client does not send: the dial fails as TLS, and its text says why
-/// in words rather than as the alert's name alone. Both adapters, TLS 1.3 (the server's
-/// refusal comes after the client finished its side of the handshake) and TLS 1.2.
-#[test]
-fn a_server_that_requires_a_client_certificate_is_named() {
-    use rustls::server::WebPkiClientVerifier;
-    use std::sync::Arc;
-    let ca = wxsocket_test_pki::TestCa::generate("mtls");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.ca_der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .unwrap();
-    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ca.server_key.clone().into());
-        let config = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_client_cert_verifier(verifier.clone())
-            .with_single_cert(ca.server_chain.clone(), key)
-            .unwrap();
-        let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            for _ in 0..2 {
-                let (sock, _) = listener.accept().unwrap();
-                sock.set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, sock);
-                // Fails at the client's missing certificate; rustls sends the alert.
-                let mut buf = [0u8; 1024];
-                let _ = tls.read(&mut buf);
-            }
-        });
-        let tls = TlsRoots::only(vec![ca.ca_der.clone()]);
-        let options = ConnectOptions::new(format!("wss://localhost:{port}/")).no_proxy();
-        let tokio = transport(dial_error_with::<TokioAdapter>(&options, tls.clone()));
-        let blocking = transport(dial_error_with::<BlockingAdapter>(&options, tls));
-        server.join().unwrap();
-        assert_eq!(tokio, blocking, "the two adapters report it alike");
-        let (kind, text) = tokio;
-        eprintln!("{version:?}: {text}");
-        assert_eq!(kind, TransportErrorKind::Tls, "{version:?}: {text}");
-        assert!(
-            text.contains("requires a client certificate"),
-            "{version:?}: {text}"
-        );
-    }
-}
-
 /// The simple path on both adapters: a server that answers the upgrade with 404 (or 403) is
 /// a refusal, its own error kind, whose message does not say to connect again (the same
 /// request meets the same answer; a reconnect policy does not retry a 4xx either). A 503 is

@@ -365,7 +365,7 @@ pub(crate) struct Inner<M> {
 impl<M: Machine> Shared<M> {
     /// Creates the shared state and starts the driver thread.
     pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, ConfigError> {
-        let tls = wxsocket_wire::upgrade::client_config(&config.tls)?;
+        let tls = wxsocket_wire::upgrade::client_config(config)?;
         let io_error = |_| ConfigError {
             field: "io",
             problem: "could not create the OS poller",

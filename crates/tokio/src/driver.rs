@@ -878,7 +878,7 @@ pub(crate) fn start<M: Machine>(
         field: "runtime",
         problem: "must be called from inside a tokio runtime",
     })?;
-    let tls = wxsocket_wire::upgrade::client_config(&config.tls)?;
+    let tls = wxsocket_wire::upgrade::client_config(config)?;
     // The driver's one timer, made here so that a runtime without its time driver is
     // refused now (tokio panics on the first timer; its panic hook still prints that)
     // rather than ending every connection later.

@@ -2,7 +2,7 @@
 //! `wxsocket-blocking` cannot drift apart (each re-exports them).
 
 use crate::proxy::ProxyEnv;
-use crate::tls::TlsRoots;
+use crate::tls::{ClientIdentity, TlsRoots};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -12,7 +12,8 @@ use wxsocket_core::transcript::Redaction;
 use wxsocket_core::{ConfigError, FailedSend, Message, SendError, Session, SessionConfig};
 
 /// Configuration of a client, task pool or wx socket: the session's policies and bounds,
-/// and the certificate authorities `wss` trusts.
+/// the certificate authorities `wss` trusts, and the certificate it presents when a server
+/// asks for one.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Config {
@@ -21,6 +22,10 @@ pub struct Config {
     pub session: SessionConfig,
     /// Trusted CAs for `wss` (webpki roots by default, plus any custom ones).
     pub tls: TlsRoots,
+    /// The certificate and key every `wss` connection presents to a server that asks for a
+    /// client certificate (mutual TLS). `None` (the default): none, and such a server
+    /// refuses the connection (a TLS error that says so).
+    pub client_identity: Option<ClientIdentity>,
     /// The proxy variables for connections whose `proxy` option is the default
     /// ([`wxsocket_core::ProxyOption::Environment`]). `None` (the default): the process
     /// environment, read once when the client is created.
@@ -49,6 +54,14 @@ impl Config {
     /// Sets the trusted certificate authorities.
     pub fn tls(mut self, tls: TlsRoots) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Presents this certificate to `wss` servers that ask for one (mutual TLS). The key
+    /// is checked against the certificate when the client is created (field
+    /// `client_identity`).
+    pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.client_identity = Some(identity);
         self
     }
 

@@ -557,8 +557,30 @@ pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
         let what = if what == "handshake" { "tls" } else { what };
         let text = match tls {
             rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => format!(
-                "{what}: the server requires a client certificate, which the WeChat socket \
-                 API has no option for and wxsocket does not send ({tls})"
+                "{what}: the server requires a client certificate, and none is configured \
+                 (`client_identity`) ({tls})"
+            ),
+            // A server complains of a certificate only when the client sent one: its own.
+            rustls::Error::AlertReceived(
+                alert @ (rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::UnsupportedCertificate
+                | rustls::AlertDescription::CertificateRevoked
+                | rustls::AlertDescription::CertificateExpired
+                | rustls::AlertDescription::CertificateUnknown
+                | rustls::AlertDescription::UnknownCA
+                | rustls::AlertDescription::AccessDenied),
+            ) => format!(
+                "{what}: the server refused the client certificate (`client_identity`): \
+                 {} ({tls})",
+                match alert {
+                    rustls::AlertDescription::UnknownCA => "it does not trust its issuer",
+                    rustls::AlertDescription::CertificateExpired => "it has expired",
+                    rustls::AlertDescription::CertificateRevoked => "it was revoked",
+                    rustls::AlertDescription::AccessDenied => {
+                        "it is valid, but not allowed in"
+                    }
+                    _ => "it is not acceptable",
+                }
             ),
             // The first byte the server sent is no TLS record: plain HTTP or WebSocket.
             rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(

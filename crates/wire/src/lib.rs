@@ -16,7 +16,8 @@
 //! - [`proxy`]: HTTP proxies: which one a request goes through (the connect option, or the
 //!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
 //!   `CONNECT` exchange as a sans-IO machine.
-//! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates.
+//! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates,
+//!   with a client certificate for mutual TLS.
 //! - [`connection::Connection`]: one connection's transport from its dial plan to its end
 //!   (the upgrade, the open WebSocket read within the core's credit, the end), which both
 //!   adapters drive; they keep the TCP connect and how they wait for the socket.
@@ -88,7 +89,7 @@ pub mod reexports {
     pub use crate::client::{Config, Recording, SendFailed, SocketInfo};
     pub use crate::proxy::ProxyEnv;
     pub use crate::simple::{Closed, Error, ErrorKind};
-    pub use crate::tls::TlsRoots;
+    pub use crate::tls::{ClientIdentity, PemFileError, TlsRoots};
     /// A header's name, for [`Recording::redact`] (and whatever else names one).
     pub use http::HeaderName;
     pub use wxsocket_core::transcript::Redaction;

@@ -1,12 +1,14 @@
-//! rustls client configuration: webpki roots, custom CA certificates, or both.
+//! rustls client configuration: webpki roots, custom CA certificates, or both, and the
+//! certificate a client presents to a server that asks for one (mutual TLS).
 //!
-//! [`TlsRoots`] exists with or without the `tls` feature, so a [`crate::client::Config`] is
-//! the same type either way; [`TlsRoots::client_config`] needs the feature.
+//! [`TlsRoots`] and [`ClientIdentity`] exist with or without the `tls` feature, so a
+//! [`crate::client::Config`] is the same type either way; [`TlsRoots::client_config`] needs
+//! the feature.
 
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::fmt;
 use std::path::Path;
-#[cfg(feature = "tls")]
 use std::sync::Arc;
 
 /// Which certificate authorities a `wss` connection trusts.
@@ -27,14 +29,171 @@ impl Default for TlsRoots {
     }
 }
 
-/// A certificate file could not be used.
+/// A PEM file (of CA certificates, a client certificate or its key) could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("ca_file: {path}: {problem}")]
-pub struct CaFileError {
+#[error("{field}: {path}: {problem}")]
+pub struct PemFileError {
+    /// What the file was for: `ca_file`, `client_cert` or `client_key`.
+    pub field: &'static str,
     /// The file.
     pub path: String,
     /// What is wrong.
     pub problem: String,
+}
+
+impl PemFileError {
+    fn new(field: &'static str, path: &Path, problem: String) -> Self {
+        Self {
+            field,
+            path: path.display().to_string(),
+            problem,
+        }
+    }
+}
+
+/// The certificate chain and private key a client presents when a `wss` server asks for
+/// one (mutual TLS). A server that does not ask never sees it.
+///
+/// Set it with [`crate::client::Config::client_identity`]. The key is checked against the
+/// certificate when the client is created: a key that does not match, or that rustls cannot
+/// use, is a configuration error of the field `client_identity`, before any connection.
+///
+/// ```
+/// use wxsocket_wire::tls::ClientIdentity;
+/// let ca = wxsocket_test_pki::TestCa::generate("doc");
+/// let dir = std::env::temp_dir().join(format!("wxsocket-identity-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// std::fs::write(dir.join("client.pem"), &ca.client_cert_pem)?;
+/// std::fs::write(dir.join("client.key"), &ca.client_key_pem)?;
+/// let identity = ClientIdentity::from_pem_files(dir.join("client.pem"), dir.join("client.key"))?;
+/// assert_eq!(identity.chain().len(), 1);
+/// // Its Debug form never shows the key.
+/// assert!(!format!("{identity:?}").contains("PRIVATE"));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl ClientIdentity {
+    /// The certificate chain (the client's own certificate first, then any intermediates)
+    /// and its private key, DER.
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        Self {
+            chain,
+            key: Arc::new(key),
+        }
+    }
+
+    /// Reads the chain from every certificate of the PEM file `cert` (the client's own
+    /// first) and the private key (PKCS#8, PKCS#1 or SEC1) from the PEM file `key`, which
+    /// may be the same file. The error names the file and what is wrong with it.
+    pub fn from_pem_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, PemFileError> {
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        let chain = read_certificates(cert, "client_cert")?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            let problem = match e {
+                rustls_pki_types::pem::Error::NoItemsFound => {
+                    "no private key in the file (a PKCS#8, PKCS#1 or SEC1 PEM section)".into()
+                }
+                other => pem_problem(&other),
+            };
+            PemFileError::new("client_key", key, problem)
+        })?;
+        Ok(Self::new(chain, key_der))
+    }
+
+    /// The certificate chain, the client's own certificate first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+}
+
+impl Clone for ClientIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: Arc::clone(&self.key),
+        }
+    }
+}
+
+/// The chain's length only: a private key is not for logs.
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.chain.len())
+            .field("key", &"<not shown>")
+            .finish()
+    }
+}
+
+/// Whether a server asked for a client certificate during a TLS handshake: `None` when it
+/// did not, else whether the configured one was sent.
+#[cfg(feature = "tls")]
+pub(crate) type ClientAuth = Option<bool>;
+
+#[cfg(feature = "tls")]
+thread_local! {
+    /// What [`ClientCertificate::resolve`] saw during the rustls call [`asked_for`] runs.
+    static ASKED: std::cell::Cell<ClientAuth> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f`, a call into one connection's rustls state, and says whether the server asked
+/// for a client certificate during it. rustls asks the configuration's resolver, which all
+/// of a client's connections share, on the thread that processes the server's records,
+/// inside the call: so a thread-local flag set there belongs to this connection.
+#[cfg(feature = "tls")]
+pub(crate) fn asked_for<R>(f: impl FnOnce() -> R) -> (R, ClientAuth) {
+    ASKED.set(None);
+    let result = f();
+    (result, ASKED.take())
+}
+
+/// The client certificate a connection presents when the server asks: the configured one, or
+/// none. Either way the request is noted ([`asked_for`]), so that a server that then closes
+/// without a word (as Python's asyncio TLS does when it refuses a client) can be explained.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+struct ClientCertificate {
+    key: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+#[cfg(feature = "tls")]
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        ASKED.set(Some(self.key.is_some()));
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+/// Every certificate of a PEM file, at least one.
+fn read_certificates(
+    path: &Path,
+    field: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
+    let fail = |problem: String| PemFileError::new(field, path, problem);
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(pem_problem(&e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(pem_problem(&e)))?;
+    if certs.is_empty() {
+        return Err(fail("no certificate in the file".into()));
+    }
+    Ok(certs)
 }
 
 impl TlsRoots {
@@ -52,27 +211,27 @@ impl TlsRoots {
         self
     }
 
-    /// Adds every certificate of a PEM file.
-    pub fn add_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, CaFileError> {
-        let path = path.as_ref();
-        let fail = |problem: String| CaFileError {
-            path: path.display().to_string(),
-            problem,
-        };
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| fail(pem_problem(&e)))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| fail(pem_problem(&e)))?;
-        if certs.is_empty() {
-            return Err(fail("no certificate in the file".into()));
-        }
-        self.custom.extend(certs);
+    /// Adds every certificate of a PEM file (the error's field is `ca_file`).
+    pub fn add_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, PemFileError> {
+        self.custom
+            .extend(read_certificates(path.as_ref(), "ca_file")?);
         Ok(self)
     }
 
-    /// The rustls client configuration (ring provider, TLS 1.2 and 1.3).
+    /// The rustls client configuration (ring provider, TLS 1.2 and 1.3), presenting no
+    /// client certificate.
     #[cfg(feature = "tls")]
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        self.client_config_with(None)
+    }
+
+    /// [`Self::client_config`], presenting `identity` to a server that asks for a client
+    /// certificate. rustls refuses a key that does not match the certificate.
+    #[cfg(feature = "tls")]
+    pub fn client_config_with(
+        &self,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         if self.webpki {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -81,10 +240,18 @@ impl TlsRoots {
             roots.add(cert.clone())?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = match identity {
+            None => None,
+            Some(identity) => Some(Arc::new(rustls::sign::CertifiedKey::from_der(
+                identity.chain.clone(),
+                identity.key.clone_key(),
+                &provider,
+            )?)),
+        };
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_client_cert_resolver(Arc::new(ClientCertificate { key }));
         Ok(Arc::new(config))
     }
 }
@@ -103,5 +270,82 @@ fn pem_problem(error: &rustls_pki_types::pem::Error) -> String {
             String::from_utf8_lossy(line)
         ),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of PEM files for one test, removed on drop.
+    struct Files(std::path::PathBuf);
+
+    impl Files {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("wxsocket-tls-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Each file a client identity is read from is named in its error, with what is wrong:
+    /// a missing file, a certificate file without a certificate, a key file without a key.
+    #[test]
+    fn an_unusable_identity_file_names_its_field_and_problem() {
+        let ca = wxsocket_test_pki::TestCa::generate("files");
+        let files = Files::new("identity");
+        let cert = files.write("client.pem", &ca.client_cert_pem);
+        let key = files.write("client.key", &ca.client_key_pem);
+        let both = files.write(
+            "both.pem",
+            &(ca.client_cert_pem.clone() + &ca.client_key_pem),
+        );
+        let missing = files.0.join("missing.pem");
+
+        let identity = ClientIdentity::from_pem_files(&cert, &key).unwrap();
+        assert_eq!(identity.chain(), &ca.client_chain[..]);
+        // One file may hold both, as curl's `--cert` allows.
+        let identity = ClientIdentity::from_pem_files(&both, &both).unwrap();
+        assert_eq!(identity.chain(), &ca.client_chain[..]);
+
+        let error = ClientIdentity::from_pem_files(&missing, &key).unwrap_err();
+        assert_eq!(error.field, "client_cert", "{error}");
+        assert!(error.to_string().contains("missing.pem"), "{error}");
+        let error = ClientIdentity::from_pem_files(&key, &key).unwrap_err();
+        assert_eq!(error.field, "client_cert", "{error}");
+        assert!(error.problem.contains("no certificate"), "{error}");
+        let error = ClientIdentity::from_pem_files(&cert, &cert).unwrap_err();
+        assert_eq!(error.field, "client_key", "{error}");
+        assert!(error.problem.contains("no private key"), "{error}");
+        let error = ClientIdentity::from_pem_files(&cert, &missing).unwrap_err();
+        assert_eq!(error.field, "client_key", "{error}");
+    }
+
+    /// A key that is not the certificate's is refused when the configuration is built.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let ca = wxsocket_test_pki::TestCa::generate("mine");
+        let other = wxsocket_test_pki::TestCa::generate("other");
+        let key =
+            |ca: &wxsocket_test_pki::TestCa| PrivateKeyDer::Pkcs8(ca.client_key.clone().into());
+        let roots = TlsRoots::only(vec![ca.ca_der.clone()]);
+        let matching = ClientIdentity::new(ca.client_chain.clone(), key(&ca));
+        assert!(roots.client_config_with(Some(&matching)).is_ok());
+        let mismatched = ClientIdentity::new(ca.client_chain.clone(), key(&other));
+        assert!(roots.client_config_with(Some(&mismatched)).is_err());
     }
 }

@@ -25,21 +25,39 @@ pub use rustls::ClientConfig;
 #[cfg(feature = "tls")]
 use rustls::ClientConnection;
 
-/// The TLS configuration every `wss` dial of one client uses; a custom root certificate
-/// rustls rejects is a [`wxsocket_core::ConfigError`] of the field `tls` (the same words in both adapters).
-/// Without the `tls` feature there is none to make, and no TLS dial can run (see
+/// The TLS configuration every `wss` dial of one client uses, from its [`crate::client::Config`]:
+/// the trusted roots and the client certificate, if any. A custom root certificate rustls
+/// rejects is a [`wxsocket_core::ConfigError`] of the field `tls`, a client certificate or
+/// key it refuses (a key that does not match the certificate, a kind of key it cannot sign
+/// with) one of the field `client_identity`: the same words in both adapters. Without the
+/// `tls` feature there is none to make, and no TLS dial can run (see
 /// [`crate::check_request`]).
 pub fn client_config(
-    roots: &crate::tls::TlsRoots,
+    config: &crate::client::Config,
 ) -> Result<Arc<ClientConfig>, wxsocket_core::ConfigError> {
     #[cfg(feature = "tls")]
-    return roots.client_config().map_err(|_| wxsocket_core::ConfigError {
-        field: "tls",
-        problem: "a custom root certificate was rejected by rustls (not a valid X.509 CA certificate)",
-    });
+    {
+        // The roots alone first, so each refusal names the field it comes from.
+        config
+            .tls
+            .client_config()
+            .map_err(|_| wxsocket_core::ConfigError {
+                field: "tls",
+                problem: "a custom root certificate was rejected by rustls (not a valid X.509 \
+                          CA certificate)",
+            })?;
+        config
+            .tls
+            .client_config_with(config.client_identity.as_ref())
+            .map_err(|_| wxsocket_core::ConfigError {
+                field: "client_identity",
+                problem: "rustls refused the client certificate and key (a key that does not \
+                          match the certificate, or of a kind it cannot sign with)",
+            })
+    }
     #[cfg(not(feature = "tls"))]
     {
-        let _ = roots;
+        let _ = config;
         Ok(Arc::new(ClientConfig))
     }
 }
@@ -101,6 +119,33 @@ impl<S> Stream<S> {
             Stream::Plain(_) => false,
             Stream::Tls(t) => t.wants_write(),
         }
+    }
+}
+
+impl<S> Stream<S> {
+    /// A dial that ended on the network (the server closed or reset the connection) after
+    /// the server asked for a client certificate: the error says so, and what was sent. A
+    /// server that refuses a client's certificate, or the lack of one, may close without
+    /// the TLS alert that would say it (Python's asyncio does).
+    fn after_client_auth(&self, error: TransportError) -> TransportError {
+        #[cfg(feature = "tls")]
+        if let (Stream::Tls(t), TransportErrorKind::Connect) = (self, &error.kind) {
+            let said = match t.client_auth {
+                Some(false) => {
+                    " (it had asked for a client certificate, and none is configured \
+                     (`client_identity`): it may have refused the connection for want of one)"
+                }
+                Some(true) => {
+                    " (it had asked for a client certificate and was sent the configured one \
+                     (`client_identity`): it may have refused it)"
+                }
+                None => return error,
+            };
+            let mut error = error;
+            error.message.push_str(said);
+            return error;
+        }
+        error
     }
 }
 
@@ -170,6 +215,9 @@ pub struct TlsStream<S> {
     took_ciphertext: bool,
     /// Ciphertext went onto the socket since [`Stream::gave_bytes`] last looked.
     gave_ciphertext: bool,
+    /// Whether the server asked for a client certificate, and whether one was sent.
+    #[cfg(feature = "tls")]
+    client_auth: crate::tls::ClientAuth,
 }
 
 impl<S> TlsStream<S> {
@@ -180,6 +228,8 @@ impl<S> TlsStream<S> {
             conn,
             sock,
             took_ciphertext: false,
+            #[cfg(feature = "tls")]
+            client_auth: None,
             gave_ciphertext: false,
         }
     }
@@ -226,7 +276,12 @@ impl<S: Read + Write> TlsStream<S> {
             match self.conn.read_tls(&mut self.sock) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => {
-                    if let Err(error) = self.conn.process_new_packets() {
+                    let (processed, asked) =
+                        crate::tls::asked_for(|| self.conn.process_new_packets());
+                    if asked.is_some() {
+                        self.client_auth = asked;
+                    }
+                    if let Err(error) = processed {
                         let _ = self.try_write_records();
                         return Err(tls_error(error));
                     }
@@ -528,7 +583,7 @@ impl<S: Read + Write> Upgrade<S> {
                             done.handshake.profile = timer.finish();
                             Poll::Ready(Ok((stream, done)))
                         }
-                        Err(error) => Poll::Ready(Err(error)),
+                        Err(error) => Poll::Ready(Err(stream.after_client_auth(error))),
                     };
                 }
                 Phase::Failed(error) => return Poll::Ready(Err(error)),
@@ -551,6 +606,8 @@ impl<S: Read + Write> Upgrade<S> {
                     conn,
                     sock,
                     took_ciphertext: false,
+                    #[cfg(feature = "tls")]
+                    client_auth: None,
                     gave_ciphertext: false,
                 }))
             }
