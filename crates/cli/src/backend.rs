@@ -9,9 +9,9 @@ use std::sync::mpsc::SyncSender;
 use tokio::runtime::Runtime;
 use wxsocket_core::{
     CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    SendError, SendId, SessionConfig,
+    SendError, SendId,
 };
-use wxsocket_tokio::{Recording, TlsRoots};
+use wxsocket_tokio::Config;
 
 /// The process-wide tokio runtime (two worker threads), created on first use. The tokio
 /// adapter, the forwarders and the embedded echo server run on it.
@@ -68,9 +68,7 @@ impl Backend {
     /// every transport closed), `end` follows.
     pub fn start<T: Send + 'static>(
         kind: Kind,
-        session: SessionConfig,
-        tls: TlsRoots,
-        record: Option<Recording>,
+        config: Config,
         tx: SyncSender<T>,
         wrap: fn(Event) -> T,
         end: Option<T>,
@@ -96,8 +94,6 @@ impl Backend {
             Kind::Tokio => {
                 let rt = runtime();
                 let _entered = rt.enter();
-                let mut config = wxsocket_tokio::Config::default().session(session).tls(tls);
-                config.record = record;
                 let (client, mut events) = wxsocket_tokio::Client::new(config)?;
                 // A thread of its own, as sending waits while the channel is full.
                 std::thread::Builder::new()
@@ -107,10 +103,6 @@ impl Backend {
                 Inner::Tokio(client)
             }
             Kind::Blocking => {
-                let mut config = wxsocket_blocking::Config::default()
-                    .session(session)
-                    .tls(tls);
-                config.record = record;
                 let (client, events) = wxsocket_blocking::Client::new(config)?;
                 std::thread::Builder::new()
                     .name("wxsocket-events".into())

@@ -14,7 +14,7 @@ use wxsocket_core::{
     ConnectOptions, DeflateOptions, Event, Message, ReadyState, ReconnectPolicy, SendError,
     SessionConfig,
 };
-use wxsocket_tokio::{ProxyEnv, Recording, TlsRoots};
+use wxsocket_tokio::{ClientIdentity, Config, ProxyEnv, Recording, TlsRoots};
 
 /// The standard-input commands and the exit statuses, shown by `--help` (`/help` shows the
 /// commands).
@@ -100,6 +100,7 @@ pub struct Settings {
     options: ConnectOptions,
     session: SessionConfig,
     tls: TlsRoots,
+    client_identity: Option<ClientIdentity>,
     kind: Kind,
     quiet: bool,
     mode: Mode,
@@ -205,6 +206,7 @@ impl Settings {
                 )
             })?;
         }
+        let client_identity = client_identity(args, &tls)?;
         let record = match &args.record {
             None => None,
             Some(path) => {
@@ -230,6 +232,7 @@ impl Settings {
             options,
             session,
             tls,
+            client_identity,
             kind: if args.blocking {
                 Kind::Blocking
             } else {
@@ -339,10 +342,50 @@ fn reconnect_policy(args: &ConnectArgs) -> Result<Option<ReconnectPolicy>, Strin
     Ok(Some(policy))
 }
 
+/// The client certificate of `--client-cert` and `--client-key` (the key in the certificate
+/// file when `--client-key` is not given), read and checked against `tls` now, so that an
+/// unusable file or a key that is not the certificate's is reported against its option
+/// before any connection.
+fn client_identity(args: &ConnectArgs, tls: &TlsRoots) -> Result<Option<ClientIdentity>, String> {
+    let Some(cert) = &args.client_cert else {
+        return Ok(None);
+    };
+    let key = args.client_key.as_ref().unwrap_or(cert);
+    let invalid = |option: &str, path: &str, problem: &str| {
+        format!("error: invalid value for '{option}': {path}: {problem}")
+    };
+    let identity = ClientIdentity::from_pem_files(cert, key).map_err(|e| {
+        let option = match e.field {
+            "client_key" if args.client_key.is_some() => "--client-key <PEM>",
+            _ => "--client-cert <PEM>",
+        };
+        let problem = match (e.field, args.client_key.is_some()) {
+            ("client_key", false) => format!(
+                "{} (without --client-key, the key is read from the certificate's file)",
+                e.problem
+            ),
+            _ => e.problem,
+        };
+        invalid(option, &e.path, &problem)
+    })?;
+    tls.client_config_with(Some(&identity)).map_err(|e| {
+        invalid(
+            "--client-key <PEM>",
+            &key.display().to_string(),
+            &format!(
+                "rustls refused the key with this certificate: the key is not the \
+                 certificate's, or of a kind it cannot sign with ({e})"
+            ),
+        )
+    })?;
+    Ok(Some(identity))
+}
+
 /// The command-line option behind a session configuration field, if one is.
 fn config_option(field: &str) -> Option<&'static str> {
     Some(match field {
         "tls" => "--ca-file <PEM>",
+        "client_identity" => "--client-cert <PEM>",
         "handshake_timeout" => "--timeout <MS>",
         "close_timeout" => "--close-timeout <MS>",
         "acknowledge.timeout" => "--ack-timeout <MS>",
@@ -1331,11 +1374,14 @@ pub fn run(settings: Settings) -> ExitCode {
     // Bounded: while stdout is slow this loop takes no events, and the adapter stops
     // reading from the server (flow control). Standard input has its own credits.
     let (tx, rx) = mpsc::sync_channel::<Input>(crate::backend::EVENT_CHANNEL);
+    let mut config = Config::new()
+        .session(settings.session.clone())
+        .tls(settings.tls);
+    config.client_identity = settings.client_identity;
+    config.record = settings.record;
     let backend = match Backend::start(
         settings.kind,
-        settings.session.clone(),
-        settings.tls,
-        settings.record,
+        config,
         tx.clone(),
         Input::Event,
         Some(Input::Finished),

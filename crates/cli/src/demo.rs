@@ -18,7 +18,6 @@ use wxsocket_core::{
     CloseBeforeOpen, ConnId, ConnectOptions, DeflateParams, Event, Message, REPLACED_REASON,
     ReadyState, SendFailure, SessionConfig,
 };
-use wxsocket_tokio::TlsRoots;
 
 /// How long the embedded server waits before answering a handshake.
 const HANDSHAKE_DELAY: Duration = Duration::from_millis(100);
@@ -65,9 +64,7 @@ impl Timeline {
         let session = SessionConfig::default().close_before_open(policy);
         let backend = Backend::start(
             self.kind,
-            session,
-            TlsRoots::default(),
-            None,
+            wxsocket_tokio::Config::new().session(session),
             tx,
             |e| e,
             None,

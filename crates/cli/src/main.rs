@@ -157,6 +157,14 @@ struct ConnectArgs {
     /// Trust the CA certificates of this PEM file (in addition to the webpki roots).
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Present this client certificate (PEM, the client's own certificate first, then any
+    /// intermediates) to a wss server that asks for one (mutual TLS).
+    #[arg(long, value_name = "PEM")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM: PKCS#8, PKCS#1 or SEC1; default: read from
+    /// the --client-cert file).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Refuse any URL that is not wss.
     #[arg(long)]
     require_tls: bool,

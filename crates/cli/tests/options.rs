@@ -429,6 +429,73 @@ fn ca_file_rejected_by_rustls_names_the_option() {
     }
 }
 
+/// An unusable client certificate or key is a usage error naming its option and file, on
+/// one line, before any IO, whichever adapter: a key that is not the certificate's, a key
+/// file without a key, a certificate file without a certificate, and the key looked for in
+/// the certificate's file when `--client-key` is not given. `--client-key` alone is refused.
+#[test]
+fn an_unusable_client_certificate_or_key_names_the_option() {
+    let ca = wxsocket_test_pki::TestCa::generate("mine");
+    let other = wxsocket_test_pki::TestCa::generate("other");
+    let cert = common::temp_file("client-mine.pem", &ca.client_cert_pem);
+    let key = common::temp_file("client-mine.key", &ca.client_key_pem);
+    let other_key = common::temp_file("client-other.key", &other.client_key_pem);
+    let (cert, key, other_key) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        other_key.to_str().unwrap(),
+    );
+    let cases: [(&[&str], &str, &str, &str); 4] = [
+        (
+            &["--client-cert", cert, "--client-key", other_key],
+            "--client-key",
+            other_key,
+            "not the certificate's",
+        ),
+        (
+            &["--client-cert", cert, "--client-key", cert],
+            "--client-key",
+            cert,
+            "no private key",
+        ),
+        (
+            &["--client-cert", key, "--client-key", key],
+            "--client-cert",
+            key,
+            "no certificate",
+        ),
+        (
+            &["--client-cert", cert],
+            "--client-cert",
+            cert,
+            "without --client-key, the key is read from the certificate's file",
+        ),
+    ];
+    for (options, option, path, problem) in cases {
+        for blocking in [false, true] {
+            let mut args = vec!["connect", "ws://127.0.0.1:9/"];
+            args.extend(options);
+            let args = common::with_adapter(args, blocking);
+            let (status, stdout, stderr) = common::run(&args, "");
+            assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
+            assert!(
+                lines[0].starts_with(&format!("wxsocket: error: invalid value for '{option}"))
+                    && lines[0].contains(path)
+                    && lines[0].contains(problem),
+                "{args:?}: {:?}",
+                lines[0]
+            );
+        }
+    }
+    let (status, _, stderr) =
+        common::run(&["connect", "ws://127.0.0.1:9/", "--client-key", key], "");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--client-cert"), "{stderr}");
+}
+
 /// A PEM file cut short says so in words, not as the parser's bytes.
 #[test]
 fn a_truncated_ca_file_is_named_in_words() {
