@@ -63,6 +63,8 @@
 //                          handshake answer (so the client reads both at once)
 //
 // `--tls CERT KEY` serves wss:// with that certificate chain and key (PEM files).
+// `--client-ca CA` (with --tls) requires a client certificate signed by the CA of that PEM
+// file (mutual TLS), and reports `client_cert NAME` (its common name) after `open`.
 //
 // The server exits when its stdin reaches end of file (the test that started it is gone)
 // and in any case after --lifetime seconds.
@@ -76,16 +78,19 @@ const { WebSocketServer } = require('ws');
 const PEER_PING_PAYLOAD = 'are you there';
 
 function parseArgs(argv) {
-  const args = { tls: null, lifetime: 300 };
+  const args = { tls: null, clientCa: null, lifetime: 300 };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--tls' && i + 2 < argv.length) {
       args.tls = { cert: argv[i + 1], key: argv[i + 2] };
       i += 2;
+    } else if (argv[i] === '--client-ca' && i + 1 < argv.length) {
+      args.clientCa = argv[i + 1];
+      i += 1;
     } else if (argv[i] === '--lifetime' && i + 1 < argv.length) {
       args.lifetime = Number(argv[i + 1]);
       i += 1;
     } else {
-      console.error(`usage: node_server.js [--tls CERT KEY] [--lifetime SECONDS]`);
+      console.error(`usage: node_server.js [--tls CERT KEY [--client-ca CA]] [--lifetime SECONDS]`);
       process.exit(2);
     }
   }
@@ -182,6 +187,10 @@ function echo(ws) {
 
 function onConnection(ws, request) {
   emit('open', request.url);
+  if (typeof request.socket.getPeerCertificate === 'function') {
+    const cert = request.socket.getPeerCertificate();
+    if (cert && cert.subject) emit('client_cert', cert.subject.CN);
+  }
   emit('extensions', request.wxExtensions || 'none');
   const route = routeOf(request);
   const name = route[0] || '';
@@ -269,6 +278,9 @@ function main() {
     ? https.createServer({
         cert: fs.readFileSync(args.tls.cert),
         key: fs.readFileSync(args.tls.key),
+        ...(args.clientCa
+          ? { ca: fs.readFileSync(args.clientCa), requestCert: true, rejectUnauthorized: true }
+          : {}),
       })
     : http.createServer();
   // One `ws` server per compression setting (it is a per-server option), the path picking

@@ -20,6 +20,8 @@ that it reports what it saw, one event a line on stdout (flushed at once):
                                text, binary, cont, ping, pong or close; FIN 1 or 0; LEN
                                payload bytes. Reported as the library writes the frame,
                                so the lines are in wire order
+    client_cert NAME           (with --client-ca) the common name of the certificate the
+                               client presented, after `open`
     ping                       the client pinged
     pong PAYLOAD               the client answered our ping
     closed CODE REASON         the connection ended; CODE and REASON of the client's close
@@ -70,6 +72,8 @@ Every other path answers a permessage-deflate offer with no extension; these acc
                                handshake answer (so the client reads both at once)
 
 `--tls CERT KEY` serves wss:// with that certificate chain and key (PEM files).
+`--client-ca CA` (with --tls) requires a client certificate signed by the CA of that PEM
+file (mutual TLS).
 
 The server exits when its stdin reaches end of file (the test that started it is gone) and
 in any case after --lifetime seconds.
@@ -215,6 +219,10 @@ def process_request(connection, request):
     """Runs before the handshake is answered: reports the connection, picks the extensions
     of the path and watches pings from the very first frame on."""
     emit("open", request.path)
+    peer = connection.transport.get_extra_info("peercert")
+    if peer:
+        names = dict(item[0] for item in peer["subject"])
+        emit("client_cert", names.get("commonName", "?"))
     name = (route_of(connection) or [""])[0]
     silent = name == "silent"
     connection.wx_received_rsv1 = []
@@ -351,6 +359,7 @@ def exit_with_parent(lifetime):
 async def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--client-ca", metavar="CA")
     parser.add_argument("--lifetime", type=float, default=300.0)
     args = parser.parse_args()
     exit_with_parent(args.lifetime)
@@ -358,6 +367,9 @@ async def main():
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls[0], args.tls[1])
+        if args.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(args.client_ca)
     async with serve(
         handler,
         "127.0.0.1",

@@ -10,7 +10,7 @@
 //! Each test starts its own server process ([`Server`]), reads the port from its first line
 //! of output, and kills the process when the guard is dropped. The server reports what it
 //! saw as lines on stdout (`open PATH`, `protocols OFFERED`, `frame OPCODE FIN LEN`, `ping`,
-//! `pong PAYLOAD`, `closed CODE REASON`), which [`Server::wait_line`] waits for with a
+//! `pong PAYLOAD`, `closed CODE REASON`, and `client_cert NAME` under mutual TLS), which [`Server::wait_line`] waits for with a
 //! timeout. Every wait is bounded.
 //!
 //! The `deflate_*` scenarios cover permessage-deflate (RFC 7692) against the peers' own
@@ -37,7 +37,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use wxsocket_core::{
     Acknowledgement, ConnId, ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event,
     Message, ReadyState, SendFailure, SessionConfig, TransportErrorKind,
@@ -47,7 +47,8 @@ use wxsocket_tests::peer::TestCa;
 use wxsocket_tests::scenario::{
     self, assert_quiet, client, close_event, completions, messages, open,
 };
-use wxsocket_wire::tls::TlsRoots;
+use wxsocket_wire::client::Config;
+use wxsocket_wire::tls::{ClientIdentity, TlsRoots};
 
 /// How long a scenario waits for the server to report something.
 const T: Duration = EVENT_TIMEOUT;
@@ -96,6 +97,8 @@ interop!(
     peer_close_1014_bad_gateway,
     peer_drops_tcp_mid_message,
     wss_with_a_generated_ca,
+    wss_with_a_client_certificate,
+    wss_without_the_client_certificate_the_peer_requires,
     deflate_text_and_binary_echo,
     deflate_one_mib_messages,
     deflate_fragmented_from_the_peer,
@@ -254,6 +257,14 @@ impl Server {
     /// Starts a `wss://` server with a certificate from a freshly generated CA; returns the
     /// CA to trust.
     fn start_tls(kind: PeerKind) -> (Server, CertificateDer<'static>) {
+        let (server, ca) = Self::start_tls_with(kind, false);
+        (server, ca.ca_der)
+    }
+
+    /// [`Self::start_tls`], and with `client_certificates` the server requires a client
+    /// certificate signed by the same CA (mutual TLS); returns the whole test CA, whose
+    /// client certificate it accepts.
+    fn start_tls_with(kind: PeerKind, client_certificates: bool) -> (Server, TestCa) {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let ca = TestCa::generate("interop");
         let dir = std::env::temp_dir().join(format!(
@@ -266,16 +277,26 @@ impl Server {
         let key = dir.join("server.key");
         std::fs::write(&cert, &ca.cert_pem).expect("write the server certificate");
         std::fs::write(&key, &ca.key_pem).expect("write the server key");
-        let server = Self::spawn(kind, Some((dir, cert, key)));
-        (server, ca.ca_der)
+        let client_ca = client_certificates.then(|| {
+            let path = dir.join("client-ca.pem");
+            std::fs::write(&path, &ca.ca_pem).expect("write the client CA");
+            path
+        });
+        let server = Self::spawn(kind, Some((dir, cert, key, client_ca)));
+        (server, ca)
     }
 
-    fn spawn(kind: PeerKind, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Server {
+    /// Starts the peer; `tls`: its certificate directory, certificate and key files, and
+    /// the CA file of the client certificates it requires, if it does.
+    fn spawn(kind: PeerKind, tls: Option<(PathBuf, PathBuf, PathBuf, Option<PathBuf>)>) -> Server {
         let mut command = kind
             .command()
             .unwrap_or_else(|why| panic!("the {} peer cannot run: {why}", kind.name()));
-        if let Some((_, cert, key)) = &tls {
+        if let Some((_, cert, key, client_ca)) = &tls {
             command.arg("--tls").arg(cert).arg(key);
+            if let Some(client_ca) = client_ca {
+                command.arg("--client-ca").arg(client_ca);
+            }
         }
         command.arg("--lifetime").arg("120");
         let mut child = command
@@ -326,7 +347,7 @@ impl Server {
             stdout,
             stderr,
             threads,
-            files: tls.map(|(dir, _, _)| dir),
+            files: tls.map(|(dir, ..)| dir),
         };
         let first = server.wait_output("its port", STARTUP, |lines| lines.first().cloned());
         server.port = first.trim().parse().unwrap_or_else(|_| {
@@ -1016,6 +1037,76 @@ fn wss_with_a_generated_ca<A: Adapter>(kind: PeerKind) {
     echo_once(&mut a, conn, Message::text("secret"));
     echo_once(&mut a, conn, Message::binary(vec![7u8; 70_000]));
     close_normally(&mut a, &server, conn);
+}
+
+/// Mutual TLS: the peer requires a client certificate of its CA, and sees the configured
+/// one (it reports its common name); messages go both ways over it.
+fn wss_with_a_client_certificate<A: Adapter>(kind: PeerKind) {
+    let (server, ca) = Server::start_tls_with(kind, true);
+    let identity = ClientIdentity::new(
+        ca.client_chain.clone(),
+        PrivateKeyDer::Pkcs8(ca.client_key.clone().into()),
+    );
+    let config = Config::new()
+        .session(config())
+        .tls(TlsRoots::only(vec![ca.ca_der.clone()]))
+        .client_identity(identity);
+    let mut a: A =
+        A::with_config(config).unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(server.url("echo")));
+    let seen = server.wait_line("the client certificate", |l| l.starts_with("client_cert "));
+    assert_eq!(
+        seen,
+        format!("client_cert {}", wxsocket_test_pki::CLIENT_NAME),
+        "[{}]",
+        A::NAME
+    );
+    echo_once(&mut a, conn, Message::text("mutual"));
+    close_normally(&mut a, &server, conn);
+}
+
+/// The same peer, and the client has no certificate configured, or one of a CA the peer
+/// does not trust: the dial fails and says the server wanted a client certificate and what
+/// it got. Node sends the TLS alert that says so; Python's asyncio TLS closes without it,
+/// so there the error says the server had asked and may have refused.
+fn wss_without_the_client_certificate_the_peer_requires<A: Adapter>(kind: PeerKind) {
+    let (server, ca) = Server::start_tls_with(kind, true);
+    let stranger = TestCa::generate("stranger");
+    let stranger = ClientIdentity::new(
+        stranger.client_chain.clone(),
+        PrivateKeyDer::Pkcs8(stranger.client_key.clone().into()),
+    );
+    let roots = TlsRoots::only(vec![ca.ca_der.clone()]);
+    for (identity, said) in [
+        (None, "none is configured (`client_identity`)"),
+        (Some(stranger), "refused"),
+    ] {
+        let mut config = Config::new().session(config()).tls(roots.clone());
+        config.client_identity = identity;
+        let mut a: A =
+            A::with_config(config).unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME));
+        let conn = a.connect(&ConnectOptions::new(server.url("echo"))).unwrap();
+        let events = a.events_until_close(conn, T);
+        let error = events.iter().find_map(|e| match e {
+            Event::Error {
+                error: ConnectionError::ConnectFailed(error),
+                ..
+            } => Some(error.message.clone()),
+            _ => None,
+        });
+        let text = error.unwrap_or_else(|| panic!("[{}] no failed dial: {events:#?}", A::NAME));
+        eprintln!("[{}] {said:?}: {text}", A::NAME);
+        assert!(
+            text.contains("client certificate") && text.contains(said),
+            "[{}] {text}",
+            A::NAME
+        );
+        assert!(
+            matches!(events.last(), Some(Event::Close { code: 1006, .. })),
+            "[{}] {events:#?}",
+            A::NAME
+        );
+    }
 }
 
 // ----- permessage-deflate -----
