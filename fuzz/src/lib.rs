@@ -38,6 +38,9 @@
 //!   task and for the pool's totals (`pool_receive_bounds`).
 //! - [`inflate()`]: the permessage-deflate read path under tungstenite, on well-formed
 //!   compressed conversations followed by arbitrary bytes (see [`mod@inflate`]).
+//! - [`transcript()`]: transcripts, as they are or valid ones with fuzzer-chosen edits,
+//!   replayed by [`wxsocket_core::transcript::replay`] and `replay_from`: an error or a
+//!   consistent, deterministic replay (see [`mod@transcript`]).
 //!
 //! ```
 //! // Any bytes are a valid input; a violated invariant panics.
@@ -45,11 +48,14 @@
 //! wxsocket_fuzz::connect_options(&[0xff; 64]);
 //! wxsocket_fuzz::pool(&[]);
 //! wxsocket_fuzz::inflate(b"\x01\x02compressed or not");
+//! wxsocket_fuzz::transcript(b"{\"wxsocket_transcript\":1}\n");
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod inflate;
 pub use inflate::inflate;
+pub mod transcript;
+pub use transcript::transcript;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;

@@ -37,6 +37,11 @@ fn inflate_corpus() {
     replay("inflate", wxsocket_fuzz::inflate);
 }
 
+#[test]
+fn transcript_corpus() {
+    replay("transcript", wxsocket_fuzz::transcript);
+}
+
 /// Every fourth `session` corpus input (in name order; all 1312 of 2026-12-03 passed once,
 /// the sample keeps `cargo test` quick), recorded as a transcript, replays exactly in a
 /// fresh session: the conversion of a crash input into a transcript is exact.

@@ -699,3 +699,46 @@ fn an_acknowledgement_seed_is_recorded_and_its_absence_explained() {
         "{err}"
     );
 }
+
+/// The last `Instant` there is (found by halving steps: `Instant`'s range is the
+/// platform's).
+fn last_instant() -> Instant {
+    let mut at = Instant::now();
+    let mut step = Duration::MAX;
+    while !step.is_zero() {
+        match at.checked_add(step) {
+            Some(later) => at = later,
+            None => step /= 2,
+        }
+    }
+    at
+}
+
+/// A replay based near the end of the clock (`base` may be any `Instant`: an embedder's
+/// simulated clock) whose transcript records an input after it ends is an error naming
+/// that line and its time, not the panic of `Instant + Duration` (found by the
+/// `transcript` fuzz target, on a committed transcript based at the last instant).
+#[test]
+fn a_time_past_the_end_of_the_clock_is_an_error() {
+    let (mut sim, conn) = Sim::open();
+    sim.later(5);
+    sim.input(conn, TransportEvent::Message(Message::text("late")));
+    let text = sim.text();
+    let first_later = text
+        .lines()
+        .position(|l| l.starts_with("{\"at\":5000000,"))
+        .expect("an input 5 ms after the first")
+        + 1;
+    let base = last_instant() - Duration::from_millis(1);
+    let e = transcript::replay(&text, base).unwrap_err();
+    assert_eq!(e.line, first_later, "{e}");
+    assert!(
+        e.message.contains("\"at\" 5000000 ns") && e.message.contains("end of the clock"),
+        "{e}"
+    );
+    let e = transcript::replay_from(text.as_bytes(), base, |_, _| {}).unwrap_err();
+    assert_eq!(e.line, first_later, "{e}");
+    // From a base with room for it, the same transcript replays exactly.
+    let room = last_instant() - Duration::from_secs(1);
+    assert!(transcript::replay(&text, room).unwrap().is_exact());
+}

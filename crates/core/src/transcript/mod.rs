@@ -1054,7 +1054,8 @@ pub const MISMATCHES_KEPT: usize = 100;
 /// input at its recorded time, and compares every output with the one recorded alongside.
 /// Mismatches do not stop the replay; a line that cannot be read does. Empty lines are
 /// skipped. `base` stands for the time of the first input: any `Instant` will do (the core
-/// reads no clock; only the recorded offsets matter), e.g. `Instant::now()`.
+/// reads no clock; only the recorded offsets matter), e.g. `Instant::now()`; an input
+/// recorded later after the first than the clock reaches from `base` is an error.
 /// [`replay_from`] reads the transcript as it goes instead of holding it.
 pub fn replay(text: &str, base: Instant) -> Result<Replay, TranscriptError> {
     let mut events = Vec::new();
@@ -1190,7 +1191,16 @@ pub fn replay_from(
                     .to_owned(),
             ),
         };
-        let now = base + at;
+        // `base` may be any `Instant`, one near the end of the clock too (an embedder's
+        // simulated clock): a recorded time past that end is the transcript's error, not
+        // the `Instant + Duration` panic.
+        let now = base.checked_add(at).ok_or_else(|| {
+            bad(n)(format!(
+                "\"at\" {} ns after the first input is past the end of the clock from the \
+                 replay's base instant",
+                at.as_nanos()
+            ))
+        })?;
         out.inputs += 1;
         let replayed = match input {
             Input::Connect(r) => Some(format!("{:?}", session.connect_request(r, now))),
