@@ -33,6 +33,7 @@ wxsocket_tests::on_both_adapters!(
     a_permanent_redirect_is_not_dialled_again,
     a_server_that_closes_each_connection_at_once_is_given_up_on,
     a_busy_servers_retry_after_is_waited_out,
+    attempts_wait_for_an_application_that_takes_no_events,
 );
 
 wxsocket_tests::on_both_pools!(
@@ -1129,6 +1130,74 @@ fn a_busy_servers_retry_after_is_waited_out<A: Adapter>() {
 }
 
 // ----- 6. the multi-socket form: a pool task across a server restart -----
+
+/// An application that takes no events while its server drops every connection, under a
+/// 1 ms backoff: the attempts stop once `RECONNECT_HOLD_NOTICES` notices wait untaken (the
+/// server sees a handful of connections, not one a millisecond), so the events do not
+/// grow with time; once the application takes them, the attempts go on.
+fn attempts_wait_for_an_application_that_takes_no_events<A: Adapter>() {
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+    let name = A::NAME;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let server = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    // Dropped at once: the dial fails before the answer, and is retried.
+                    Ok(_) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .seed(5);
+    let mut a: A = client(config(policy));
+    a.connect(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    // Nothing taken for a second and a half: at 1 ms a retry, hundreds of dials without
+    // the hold.
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = accepted.load(Ordering::SeqCst);
+    let cycles = wxsocket_core::RECONNECT_HOLD_NOTICES / 4;
+    // The events the adapter took ahead of the application (blocking's batch) add room
+    // for as many again.
+    assert!(
+        held <= 2 * cycles + 4,
+        "[{name}] {held} connections while nothing was taken"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        held,
+        "[{name}] the attempts wait"
+    );
+    // Taken: the attempts go on.
+    let mut taken = 0;
+    while a.next_event(Duration::from_millis(50)).is_some() && taken < 1_000 {
+        taken += 1;
+    }
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while accepted.load(Ordering::SeqCst) <= held + 2 && Instant::now() < deadline {
+        while a.next_event(Duration::from_millis(10)).is_some() {}
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) > held + 2,
+        "[{name}] the attempts went on once {taken} events were taken"
+    );
+    a.close(None, "done").unwrap();
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+}
 
 fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: PoolAdapter>() {
     let name = P::NAME;

@@ -26,6 +26,16 @@ pub enum CloseBeforeOpen {
 /// field, so every deadline the session computes is representable.
 pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How many connection notices (events other than messages and send outcomes:
+/// `Connecting`, `Error`, `Reconnecting`, …) may wait untaken before a reconnection
+/// attempt that falls due is put off ([`ReconnectPolicy`]): an application that stopped
+/// taking events does not have failed attempts pile theirs up without bound.
+pub const RECONNECT_HOLD_NOTICES: usize = 64;
+
+/// The least a reconnection attempt held by [`RECONNECT_HOLD_NOTICES`] is put off at a
+/// time: its delay's ceiling, or this if longer.
+pub const RECONNECT_HOLD_RECHECK: Duration = Duration::from_millis(100);
+
 /// Liveness checking: ping after `interval` with nothing received, declare the peer dead when
 /// nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or pong, or
 /// part of a large message still arriving
@@ -200,6 +210,14 @@ impl Acknowledgement {
 /// and the same request meets it again), a server answer that agrees to what was not offered (a
 /// sub-protocol or extension: a configuration mismatch), a clean close by the peer with a
 /// code not in [`Self::retry_close_codes`], and the application's own close.
+///
+/// An attempt waits for the application: when it falls due while
+/// [`RECONNECT_HOLD_NOTICES`] connection notices or more wait untaken (each failed attempt
+/// leaves four: its `Error` and `Close`, the next `Reconnecting` and `Connecting`), it is
+/// put off by its delay's
+/// ceiling (at least [`RECONNECT_HOLD_RECHECK`]) without an event, until the application
+/// has taken them. So the events of a client whose application stopped taking them stay
+/// bounded however long its server stays away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {

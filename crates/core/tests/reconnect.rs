@@ -776,3 +776,69 @@ fn a_ping_while_reconnecting_is_not_open_yet_and_after_the_end_not_open() {
     assert_eq!(t.s.state(), ReadyState::Closed);
     assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpen));
 }
+
+/// An application that stopped taking events: failed attempts stop piling their notices up.
+/// With a 1 ns backoff against a server that refuses every dial, the attempts made while
+/// nothing is taken leave at most `RECONNECT_HOLD_NOTICES` notices waiting, and the three
+/// the last failure adds; then each attempt that falls due is put off, without an event, by at least
+/// `RECONNECT_HOLD_RECHECK`. Once the application takes the events, the next one dials.
+#[test]
+fn attempts_wait_while_the_application_leaves_notices_untaken() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
+        .seed(1);
+    let mut t = Sim::new(policy);
+    let refused = || {
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused"))
+    };
+    let mut conn = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    let mut dials = 0;
+    let mut held = 0;
+    for _ in 0..10_000 {
+        t.input(conn, refused());
+        // Fire the backoff's timer until it dials, counting the times it is put off.
+        loop {
+            let due = t.s.poll_timeout().expect("a backoff deadline");
+            if due > t.now + Duration::from_millis(1) {
+                assert!(
+                    due >= t.now + RECONNECT_HOLD_RECHECK,
+                    "put off by the recheck"
+                );
+                held += 1;
+            }
+            t.now = due;
+            t.s.handle_timeout(t.now);
+            let dial = t.actions().into_iter().find_map(|a| match a {
+                Action::Dial { conn, .. } => Some(conn),
+                _ => None,
+            });
+            if let Some(next) = dial {
+                conn = next;
+                dials += 1;
+                break;
+            }
+            if held >= 3 {
+                break;
+            }
+        }
+        if held >= 3 {
+            break;
+        }
+    }
+    let waiting = t.s.backlog();
+    let untaken = t.events();
+    assert!(
+        untaken.len() <= RECONNECT_HOLD_NOTICES + 3,
+        "{} events waited after {dials} dials",
+        untaken.len()
+    );
+    assert_eq!(waiting.messages, 0);
+    assert!(dials < 40, "{dials} dials with nobody taking events");
+    // The events taken, the next deadline dials.
+    t.now = t.s.poll_timeout().unwrap();
+    t.s.handle_timeout(t.now);
+    assert!(
+        t.actions().iter().any(|a| matches!(a, Action::Dial { .. })),
+        "the attempt goes once the notices are taken"
+    );
+}

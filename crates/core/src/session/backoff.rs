@@ -68,9 +68,22 @@ impl Backoff {
         })
     }
 
-    /// The delay is over: dial.
-    pub(super) fn on_timeout(self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+    /// The delay is over: dial, unless the application has left too many notices untaken
+    /// ([`crate::RECONNECT_HOLD_NOTICES`]): then wait again, and look again.
+    pub(super) fn on_timeout(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
         if self.deadline > now {
+            return Conn::Backoff(self).into();
+        }
+        if cx.notices_untaken() >= crate::RECONNECT_HOLD_NOTICES {
+            let policy = cx
+                .config
+                .reconnect
+                .as_ref()
+                .expect("a reconnect delay only with a policy");
+            let wait = policy
+                .ceiling(self.attempt)
+                .max(crate::RECONNECT_HOLD_RECHECK);
+            self.deadline = after(now, wait);
             return Conn::Backoff(self).into();
         }
         let Backoff {

@@ -224,6 +224,14 @@ impl Context {
         self.backlog.completions + self.sends_pending >= self.config.max_untaken_completions
     }
 
+    /// Events waiting for the application that are neither messages nor send outcomes:
+    /// the connection's notices (`Connecting`, `Open`, `Error`, `Reconnecting`, …).
+    pub(super) fn notices_untaken(&self) -> usize {
+        self.events
+            .len()
+            .saturating_sub(self.backlog.messages + self.backlog.completions)
+    }
+
     /// Queues an event for the application, counting it in the backlog; pauses reading
     /// when the received messages reach their bound.
     pub(super) fn emit(&mut self, event: Event) {
