@@ -235,6 +235,10 @@ impl Parser<'_> {
                 while self.i < self.s.len() && self.s[self.i].is_ascii_digit() {
                     self.i += 1;
                 }
+                // JSON writes no leading zero (RFC 8259 §6), and neither does the recorder.
+                if self.s[start] == b'0' && self.i - start > 1 {
+                    return Err(format!("number with a leading zero at byte {start}"));
+                }
                 std::str::from_utf8(&self.s[start..self.i])
                     .ok()
                     .and_then(|d| d.parse().ok())
@@ -308,6 +312,7 @@ impl Parser<'_> {
         let digits = self
             .s
             .get(self.i..self.i + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_hexdigit))
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|d| u32::from_str_radix(d, 16).ok())
             .ok_or_else(|| self.err("bad \\u escape"))?;
@@ -341,9 +346,14 @@ impl Parser<'_> {
                         b'f' => '\u{c}',
                         b'u' => {
                             let hi = self.hex4()?;
+                            // A high surrogate is only half a character: its low half
+                            // must follow, or the escape is malformed.
                             let code = if (0xD800..0xDC00).contains(&hi) && self.eat("\\u") {
                                 let lo = self.hex4()?;
-                                0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF)
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.err("bad \\u escape (unpaired surrogate)"));
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
                             } else {
                                 hi
                             };
@@ -384,6 +394,11 @@ mod tests {
         assert!(parse("-1").is_err());
         assert!(parse(&"[".repeat(100)).is_err());
         assert!(parse("\"abc").is_err());
+        // Malformed in ways a lenient reader would take for something else.
+        assert!(parse(r#""\u+abc""#).is_err());
+        assert!(parse(r#""\ud800\u0041""#).is_err());
+        assert!(parse("012").is_err());
+        assert_eq!(parse("0").unwrap(), Value::Num(0));
     }
 
     /// What other writers produce reads back: every escape, a number that ends the text,
