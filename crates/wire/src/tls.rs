@@ -133,15 +133,23 @@ impl fmt::Debug for ClientIdentity {
     }
 }
 
-/// Whether a server asked for a client certificate during a TLS handshake: `None` when it
-/// did not, else whether the configured one was sent.
+/// What a server's request for a client certificate met during a TLS handshake.
 #[cfg(feature = "tls")]
-pub(crate) type ClientAuth = Option<bool>;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAuth {
+    /// None is configured: the client sent none.
+    NoneConfigured,
+    /// The configured one was sent.
+    Sent,
+    /// One is configured, but its key can make none of the signatures the server accepts,
+    /// so rustls sent none.
+    Unusable,
+}
 
 #[cfg(feature = "tls")]
 thread_local! {
     /// What [`ClientCertificate::resolve`] saw during the rustls call [`asked_for`] runs.
-    static ASKED: std::cell::Cell<ClientAuth> = const { std::cell::Cell::new(None) };
+    static ASKED: std::cell::Cell<Option<ClientAuth>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f`, a call into one connection's rustls state, and says whether the server asked
@@ -149,7 +157,7 @@ thread_local! {
 /// of a client's connections share, on the thread that processes the server's records,
 /// inside the call: so a thread-local flag set there belongs to this connection.
 #[cfg(feature = "tls")]
-pub(crate) fn asked_for<R>(f: impl FnOnce() -> R) -> (R, ClientAuth) {
+pub(crate) fn asked_for<R>(f: impl FnOnce() -> R) -> (R, Option<ClientAuth>) {
     ASKED.set(None);
     let result = f();
     (result, ASKED.take())
@@ -169,9 +177,16 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[rustls::SignatureScheme],
+        sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        ASKED.set(Some(self.key.is_some()));
+        // rustls sends the certificate only if its key can sign with one of `sigschemes`
+        // (the server's): otherwise none, as if none were configured.
+        let auth = match &self.key {
+            None => ClientAuth::NoneConfigured,
+            Some(key) if key.key.choose_scheme(sigschemes).is_some() => ClientAuth::Sent,
+            Some(_) => ClientAuth::Unusable,
+        };
+        ASKED.set(Some(auth));
         self.key.clone()
     }
 
