@@ -257,3 +257,144 @@ fn a_server_that_asked_for_a_certificate_then_closed_is_explained() {
         }
     }
 }
+
+/// A relay in front of `upstream` (a TLS 1.2 server) that rewrites the server's plaintext
+/// fatal `certificate_required` alert into `alert` (a TLS 1.2 alert is plaintext until the
+/// server's `ChangeCipherSpec`), as OpenSSL (`handshake_failure`) and Go (`bad_certificate`)
+/// word the refusal of a client that sent no certificate. Returns its URL.
+fn rewriting_alert(upstream: String, alert: u8) -> String {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("wss://localhost:{}/", listener.local_addr().unwrap().port());
+    let upstream = upstream["wss://".len()..].trim_end_matches('/').to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut server = std::net::TcpStream::connect(&upstream).unwrap();
+            let (mut client_in, mut server_out) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut server_out);
+                let _ = server_out.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let required = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 116];
+                let mut buf = [0u8; 16384];
+                while let Ok(n @ 1..) = server.read(&mut buf) {
+                    let data = &mut buf[..n];
+                    if let Some(at) = data.windows(7).position(|w| w == required) {
+                        data[at + 6] = alert;
+                    }
+                    if client.write_all(data).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    url
+}
+
+/// TLS 1.2 servers that refuse a client without a certificate with an alert that does not
+/// name it (OpenSSL: `handshake_failure`; Go: `bad_certificate`): the error still says the
+/// server requires a client certificate and none is configured, rather than the bare alert
+/// or a refusal of a certificate that was never sent. Both adapters.
+#[test]
+fn a_tls12_refusal_for_want_of_a_certificate_is_named_whatever_the_alert() {
+    let ca = TestCa::generate("mtls");
+    // handshake_failure (40), bad_certificate (42)
+    for alert in [40, 42] {
+        let (upstream, server) =
+            refusing_server(ca.server_config_requiring_clients_on(&[&rustls::version::TLS12]));
+        let url = rewriting_alert(upstream, alert);
+        let (kind, text) = both(&config(ca.ca_der.clone(), None), &url);
+        server.join().unwrap();
+        eprintln!("alert {alert}: {text}");
+        assert_eq!(kind, TransportErrorKind::Tls, "{text}");
+        assert!(
+            text.contains("the server requires a client certificate, and none is configured"),
+            "alert {alert}: {text}"
+        );
+        assert!(!text.contains("refused the client certificate"), "{text}");
+    }
+}
+
+/// A client verifier that accepts only RSA-PSS signatures: a client certificate with an
+/// ECDSA key (the test PKI's) cannot prove itself to it.
+#[derive(Debug)]
+struct RsaOnly(std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for RsaOnly {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        vec![rustls::SignatureScheme::RSA_PSS_SHA256]
+    }
+}
+
+/// A configured certificate whose key can make none of the signatures the server accepts is
+/// not sent (rustls sends none): the error says so, not that none is configured. Both
+/// adapters, TLS 1.3 and 1.2.
+#[test]
+fn a_certificate_whose_key_the_server_cannot_verify_is_not_called_missing() {
+    use std::sync::Arc;
+    let ca = TestCa::generate("mtls");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.ca_der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_client_cert_verifier(Arc::new(RsaOnly(webpki.clone())))
+            .with_single_cert(
+                ca.server_chain.clone(),
+                PrivateKeyDer::Pkcs8(ca.server_key.clone().into()),
+            )
+            .unwrap();
+        let (url, server) = refusing_server(Arc::new(server_config));
+        let (kind, text) = both(&config(ca.ca_der.clone(), Some(identity(&ca))), &url);
+        server.join().unwrap();
+        eprintln!("{version:?}: {text}");
+        assert_eq!(kind, TransportErrorKind::Tls, "{version:?}: {text}");
+        assert!(!text.contains("none is configured"), "{version:?}: {text}");
+        assert!(
+            text.contains(
+                "was not sent: its key can make none of the signatures the server accepts"
+            ),
+            "{version:?}: {text}"
+        );
+    }
+}

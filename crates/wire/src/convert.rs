@@ -560,7 +560,8 @@ pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
                 "{what}: the server requires a client certificate, and none is configured \
                  (`client_identity`) ({tls})"
             ),
-            // A server complains of a certificate only when the client sent one: its own.
+            // A server complains of a certificate when the client sent one: its own. (When
+            // none went out, the stream, which knows, rewords it: `Stream::after_client_auth`.)
             rustls::Error::AlertReceived(
                 alert @ (rustls::AlertDescription::BadCertificate
                 | rustls::AlertDescription::UnsupportedCertificate

@@ -95,9 +95,21 @@ impl ClientIdentity {
         key: impl AsRef<Path>,
     ) -> Result<Self, PemFileError> {
         let (cert, key) = (cert.as_ref(), key.as_ref());
-        let chain = read_certificates(cert, "client_cert")?;
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let cert_pem = read_pem_file(cert, "client_cert")?;
+        let chain = certificates(&cert_pem, cert, "client_cert")?;
+        // The same file is read once: it may be a pipe (`--client-cert <(...)`).
+        let key_pem = if key == cert {
+            cert_pem
+        } else {
+            read_pem_file(key, "client_key")?
+        };
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
             let problem = match e {
+                _ if is_encrypted(&key_pem) => "the private key is encrypted (protected by a \
+                                                passphrase), which wxsocket cannot read: \
+                                                decrypt it first, e.g. `openssl pkey -in KEY \
+                                                -out PLAIN.key`"
+                    .into(),
                 rustls_pki_types::pem::Error::NoItemsFound => {
                     "no private key in the file (a PKCS#8, PKCS#1 or SEC1 PEM section)".into()
                 }
@@ -133,15 +145,23 @@ impl fmt::Debug for ClientIdentity {
     }
 }
 
-/// Whether a server asked for a client certificate during a TLS handshake: `None` when it
-/// did not, else whether the configured one was sent.
+/// What a server's request for a client certificate met during a TLS handshake.
 #[cfg(feature = "tls")]
-pub(crate) type ClientAuth = Option<bool>;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAuth {
+    /// None is configured: the client sent none.
+    NoneConfigured,
+    /// The configured one was sent.
+    Sent,
+    /// One is configured, but its key can make none of the signatures the server accepts,
+    /// so rustls sent none.
+    Unusable,
+}
 
 #[cfg(feature = "tls")]
 thread_local! {
     /// What [`ClientCertificate::resolve`] saw during the rustls call [`asked_for`] runs.
-    static ASKED: std::cell::Cell<ClientAuth> = const { std::cell::Cell::new(None) };
+    static ASKED: std::cell::Cell<Option<ClientAuth>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f`, a call into one connection's rustls state, and says whether the server asked
@@ -149,7 +169,7 @@ thread_local! {
 /// of a client's connections share, on the thread that processes the server's records,
 /// inside the call: so a thread-local flag set there belongs to this connection.
 #[cfg(feature = "tls")]
-pub(crate) fn asked_for<R>(f: impl FnOnce() -> R) -> (R, ClientAuth) {
+pub(crate) fn asked_for<R>(f: impl FnOnce() -> R) -> (R, Option<ClientAuth>) {
     ASKED.set(None);
     let result = f();
     (result, ASKED.take())
@@ -169,9 +189,16 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[rustls::SignatureScheme],
+        sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        ASKED.set(Some(self.key.is_some()));
+        // rustls sends the certificate only if its key can sign with one of `sigschemes`
+        // (the server's): otherwise none, as if none were configured.
+        let auth = match &self.key {
+            None => ClientAuth::NoneConfigured,
+            Some(key) if key.key.choose_scheme(sigschemes).is_some() => ClientAuth::Sent,
+            Some(_) => ClientAuth::Unusable,
+        };
+        ASKED.set(Some(auth));
         self.key.clone()
     }
 
@@ -180,14 +207,51 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
     }
 }
 
+/// The most a PEM file of certificates or a key is read of: far more than any CA bundle, and
+/// a bound on what a wrong path (`/dev/zero`) costs.
+const MAX_PEM_FILE: u64 = 16 << 20;
+
+/// The bytes of a PEM file (at most [`MAX_PEM_FILE`]).
+fn read_pem_file(path: &Path, field: &'static str) -> Result<Vec<u8>, PemFileError> {
+    use std::io::Read;
+    let fail = |problem: String| PemFileError::new(field, path, problem);
+    let io = |e: std::io::Error| fail(pem_problem(&rustls_pki_types::pem::Error::Io(e)));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(fail(format!(
+            "larger than {} MiB: not a PEM file of certificates or a key",
+            MAX_PEM_FILE >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Whether a PEM file holds an encrypted private key (PKCS#8's `ENCRYPTED PRIVATE KEY`, or
+/// OpenSSL's traditional `Proc-Type: 4,ENCRYPTED` header).
+fn is_encrypted(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
+}
+
 /// Every certificate of a PEM file, at least one.
 fn read_certificates(
     path: &Path,
     field: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
+    certificates(&read_pem_file(path, field)?, path, field)
+}
+
+/// Every certificate of `pem`, the contents of `path`, at least one.
+fn certificates(
+    pem: &[u8],
+    path: &Path,
+    field: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
     let fail = |problem: String| PemFileError::new(field, path, problem);
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(pem_problem(&e)))?
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| fail(pem_problem(&e)))?;
     if certs.is_empty() {
@@ -211,7 +275,8 @@ impl TlsRoots {
         self
     }
 
-    /// Adds every certificate of a PEM file (the error's field is `ca_file`).
+    /// Adds every certificate of a PEM file (the error's field is `ca_file`; a file over
+    /// 16 MiB is refused).
     pub fn add_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, PemFileError> {
         self.custom
             .extend(read_certificates(path.as_ref(), "ca_file")?);
@@ -332,6 +397,66 @@ mod tests {
         assert!(error.problem.contains("no private key"), "{error}");
         let error = ClientIdentity::from_pem_files(&cert, &missing).unwrap_err();
         assert_eq!(error.field, "client_key", "{error}");
+    }
+
+    /// An encrypted key, PKCS#8's or OpenSSL's traditional one, is named as such (it was "no
+    /// private key in the file", or a base64 error), with what to do about it.
+    #[test]
+    fn an_encrypted_key_is_named_as_such() {
+        let ca = wxsocket_test_pki::TestCa::generate("encrypted");
+        let files = Files::new("encrypted");
+        let cert = files.write("client.pem", &ca.client_cert_pem);
+        let pkcs8 = files.write(
+            "pkcs8.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQww\n\
+             -----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        let traditional = files.write(
+            "traditional.key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+             DEK-Info: AES-256-CBC,2AD839064E6E3E699E31B5430665F424\n\n\
+             MIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        for key in [pkcs8, traditional] {
+            let error = ClientIdentity::from_pem_files(&cert, &key).unwrap_err();
+            assert_eq!(error.field, "client_key", "{error}");
+            assert!(error.problem.contains("is encrypted"), "{error}");
+            assert!(error.problem.contains("decrypt it first"), "{error}");
+        }
+    }
+
+    /// One file for both the certificate and the key is read once: a pipe (a shell's
+    /// `<(...)`) gives its bytes only once, and the key was then looked for in nothing.
+    #[cfg(unix)]
+    #[test]
+    fn one_pipe_for_the_certificate_and_the_key_is_read_once() {
+        let ca = wxsocket_test_pki::TestCa::generate("pipe");
+        let files = Files::new("pipe");
+        let fifo = files.0.join("both.pem");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let both = ca.client_cert_pem.clone() + &ca.client_key_pem;
+        let writer = {
+            let fifo = fifo.clone();
+            // Writes once; a second open of the pipe would wait for a writer forever.
+            std::thread::spawn(move || std::fs::write(fifo, both).unwrap())
+        };
+        let identity = ClientIdentity::from_pem_files(&fifo, &fifo).unwrap();
+        assert_eq!(identity.chain(), &ca.client_chain[..]);
+        writer.join().unwrap();
+    }
+
+    /// A file that never ends (a wrong path such as `/dev/zero`) is refused once it is past
+    /// any PEM file's size, instead of being read until memory runs out.
+    #[cfg(unix)]
+    #[test]
+    fn an_endless_file_is_refused_at_a_bound() {
+        let error = TlsRoots::default().add_pem_file("/dev/zero").unwrap_err();
+        assert_eq!(error.field, "ca_file", "{error}");
+        assert!(error.problem.contains("larger than"), "{error}");
+        let error = ClientIdentity::from_pem_files("/dev/zero", "/dev/zero").unwrap_err();
+        assert_eq!(error.field, "client_cert", "{error}");
+        assert!(error.problem.contains("larger than"), "{error}");
     }
 
     /// A key that is not the certificate's is refused when the configuration is built.

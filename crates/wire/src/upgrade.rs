@@ -123,26 +123,74 @@ impl<S> Stream<S> {
 }
 
 impl<S> Stream<S> {
-    /// A dial that ended on the network (the server closed or reset the connection) after
-    /// the server asked for a client certificate: the error says so, and what was sent. A
-    /// server that refuses a client's certificate, or the lack of one, may close without
-    /// the TLS alert that would say it (Python's asyncio does).
+    /// A dial that failed after the server asked for a client certificate: the error says
+    /// so, and what was sent. A server that refuses a client's certificate, or the lack of
+    /// one, may close without the TLS alert that would say it (Python's asyncio does), or
+    /// say it with an alert that does not name the certificate (OpenSSL's `handshake_failure`
+    /// under TLS 1.2, Go's `bad_certificate`); and a configured certificate whose key cannot
+    /// make any signature the server accepts is not sent at all.
     fn after_client_auth(&self, error: TransportError) -> TransportError {
         #[cfg(feature = "tls")]
-        if let (Stream::Tls(t), TransportErrorKind::Connect) = (self, &error.kind) {
-            let said = match t.client_auth {
-                Some(false) => {
-                    " (it had asked for a client certificate, and none is configured \
-                     (`client_identity`): it may have refused the connection for want of one)"
-                }
-                Some(true) => {
-                    " (it had asked for a client certificate and was sent the configured one \
-                     (`client_identity`): it may have refused it)"
-                }
-                None => return error,
+        if let Stream::Tls(t) = self {
+            use crate::tls::ClientAuth;
+            use rustls::AlertDescription as Alert;
+            let Some(auth) = t.client_auth else {
+                return error;
             };
+            let unusable = "the configured one (`client_identity`) was not sent: its key can \
+                            make none of the signatures the server accepts";
             let mut error = error;
-            error.message.push_str(said);
+            match (&error.kind, auth, t.alert) {
+                (TransportErrorKind::Connect, _, _) => {
+                    let said = match auth {
+                        ClientAuth::NoneConfigured => {
+                            " (it had asked for a client certificate, and none is configured \
+                             (`client_identity`): it may have refused the connection for want \
+                             of one)"
+                                .to_owned()
+                        }
+                        ClientAuth::Sent => " (it had asked for a client certificate and was \
+                                              sent the configured one (`client_identity`): it \
+                                              may have refused it)"
+                            .to_owned(),
+                        ClientAuth::Unusable => format!(
+                            " (it had asked for a client certificate, and {unusable}: it may \
+                             have refused the connection for want of one)"
+                        ),
+                    };
+                    error.message.push_str(&said);
+                }
+                // No certificate went out, and the server's alert is its refusal of that,
+                // whatever name it gives it.
+                (
+                    TransportErrorKind::Tls,
+                    ClientAuth::NoneConfigured | ClientAuth::Unusable,
+                    Some(
+                        alert @ (Alert::HandshakeFailure
+                        | Alert::CertificateRequired
+                        | Alert::BadCertificate
+                        | Alert::UnsupportedCertificate
+                        | Alert::CertificateUnknown
+                        | Alert::AccessDenied),
+                    ),
+                ) => {
+                    let why = match auth {
+                        ClientAuth::Unusable => unusable,
+                        _ => "none is configured (`client_identity`)",
+                    };
+                    error.message = format!(
+                        "tls: the server requires a client certificate, and {why} ({})",
+                        rustls::Error::AlertReceived(alert)
+                    );
+                }
+                (TransportErrorKind::Tls, ClientAuth::Sent, Some(Alert::HandshakeFailure)) => {
+                    error.message.push_str(
+                        " (it had asked for a client certificate and was sent the configured \
+                         one (`client_identity`): it may have refused it)",
+                    );
+                }
+                _ => {}
+            }
             return error;
         }
         error
@@ -215,9 +263,12 @@ pub struct TlsStream<S> {
     took_ciphertext: bool,
     /// Ciphertext went onto the socket since [`Stream::gave_bytes`] last looked.
     gave_ciphertext: bool,
-    /// Whether the server asked for a client certificate, and whether one was sent.
+    /// Whether the server asked for a client certificate, and what it was sent.
     #[cfg(feature = "tls")]
-    client_auth: crate::tls::ClientAuth,
+    client_auth: Option<crate::tls::ClientAuth>,
+    /// The fatal alert the server sent, if it sent one.
+    #[cfg(feature = "tls")]
+    alert: Option<rustls::AlertDescription>,
 }
 
 impl<S> TlsStream<S> {
@@ -230,6 +281,8 @@ impl<S> TlsStream<S> {
             took_ciphertext: false,
             #[cfg(feature = "tls")]
             client_auth: None,
+            #[cfg(feature = "tls")]
+            alert: None,
             gave_ciphertext: false,
         }
     }
@@ -282,6 +335,7 @@ impl<S: Read + Write> TlsStream<S> {
                         self.client_auth = asked;
                     }
                     if let Err(error) = processed {
+                        self.note_alert(&error);
                         let _ = self.try_write_records();
                         return Err(tls_error(error));
                     }
@@ -289,6 +343,13 @@ impl<S: Read + Write> TlsStream<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Keeps the fatal alert the server sent, for [`Stream::after_client_auth`].
+    fn note_alert(&mut self, error: &rustls::Error) {
+        if let rustls::Error::AlertReceived(alert) = error {
+            self.alert = Some(*alert);
         }
     }
 
@@ -329,6 +390,7 @@ impl<S: Read + Write> Read for TlsStream<S> {
             // back to the caller; Ok(0) (TCP EOF) makes the reader above report the end.
             self.took_ciphertext |= self.conn.read_tls(&mut self.sock)? > 0;
             if let Err(error) = self.conn.process_new_packets() {
+                self.note_alert(&error);
                 // Send the alert rustls queued, best effort.
                 let _ = self.try_write_records();
                 return Err(tls_error(error));
@@ -608,6 +670,8 @@ impl<S: Read + Write> Upgrade<S> {
                     took_ciphertext: false,
                     #[cfg(feature = "tls")]
                     client_auth: None,
+                    #[cfg(feature = "tls")]
+                    alert: None,
                     gave_ciphertext: false,
                 }))
             }
