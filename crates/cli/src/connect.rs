@@ -369,13 +369,16 @@ fn client_identity(args: &ConnectArgs, tls: &TlsRoots) -> Result<Option<ClientId
         invalid(option, &e.path, &problem)
     })?;
     tls.client_config_with(Some(&identity)).map_err(|e| {
+        let (file, problem) = wxsocket_wire::tls::identity_refusal(&e);
+        let (option, path) = match file {
+            "client_key" if args.client_key.is_some() => ("--client-key <PEM>", key),
+            "client_key" => ("--client-cert <PEM>", key),
+            _ => ("--client-cert <PEM>", cert),
+        };
         invalid(
-            "--client-key <PEM>",
-            &key.display().to_string(),
-            &format!(
-                "rustls refused the key with this certificate: the key is not the \
-                 certificate's, or of a kind it cannot sign with ({e})"
-            ),
+            option,
+            &path.display().to_string(),
+            &format!("{problem} ({e})"),
         )
     })?;
     Ok(Some(identity))

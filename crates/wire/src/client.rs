@@ -24,7 +24,8 @@ pub struct Config {
     pub tls: TlsRoots,
     /// The certificate and key every `wss` connection presents to a server that asks for a
     /// client certificate (mutual TLS). `None` (the default): none, and such a server
-    /// refuses the connection (a TLS error that says so).
+    /// refuses the connection (a TLS error that says so). A reconnection may resume the TLS
+    /// session, and a server that resumes it does not ask again.
     pub client_identity: Option<ClientIdentity>,
     /// The proxy variables for connections whose `proxy` option is the default
     /// ([`wxsocket_core::ProxyOption::Environment`]). `None` (the default): the process

@@ -117,6 +117,15 @@ impl ClientIdentity {
             };
             PemFileError::new("client_key", key, problem)
         })?;
+        // The first key would be taken without a word, and if it is not the certificate's
+        // the refusal would not say that another sits behind it.
+        if PrivateKeyDer::pem_slice_iter(&key_pem).count() > 1 {
+            return Err(PemFileError::new(
+                "client_key",
+                key,
+                "more than one private key in the file: keep only the certificate's".into(),
+            ));
+        }
         Ok(Self::new(chain, key_der))
     }
 
@@ -204,6 +213,27 @@ impl rustls::client::ResolvesClientCert for ClientCertificate {
 
     fn has_certs(&self) -> bool {
         self.key.is_some()
+    }
+}
+
+/// What rustls's refusal of a client identity ([`TlsRoots::client_config_with`]) is about:
+/// the file at fault (`client_cert` or `client_key`) and the problem in words.
+#[cfg(feature = "tls")]
+pub fn identity_refusal(error: &rustls::Error) -> (&'static str, &'static str) {
+    match error {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => (
+            "client_key",
+            "the key is not the certificate's (their public keys differ)",
+        ),
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => (
+            "client_cert",
+            "rustls cannot read the client certificate (not a valid X.509 certificate)",
+        ),
+        _ => (
+            "client_key",
+            "rustls cannot sign with this kind of key (RSA of 2048 bits or more, ECDSA P-256 \
+             or P-384, and Ed25519 work)",
+        ),
     }
 }
 
@@ -457,6 +487,56 @@ mod tests {
         let error = ClientIdentity::from_pem_files("/dev/zero", "/dev/zero").unwrap_err();
         assert_eq!(error.field, "client_cert", "{error}");
         assert!(error.problem.contains("larger than"), "{error}");
+    }
+
+    /// A file with two keys is refused rather than its first key taken without a word.
+    #[test]
+    fn a_key_file_with_two_keys_is_refused() {
+        let ca = wxsocket_test_pki::TestCa::generate("two");
+        let other = wxsocket_test_pki::TestCa::generate("other");
+        let files = Files::new("two-keys");
+        let cert = files.write("client.pem", &ca.client_cert_pem);
+        let keys = files.write("keys.pem", &(other.client_key_pem + &ca.client_key_pem));
+        let error = ClientIdentity::from_pem_files(&cert, &keys).unwrap_err();
+        assert_eq!(error.field, "client_key", "{error}");
+        assert!(
+            error.problem.contains("more than one private key"),
+            "{error}"
+        );
+    }
+
+    /// rustls's refusals of an identity name the file at fault: a key that is not the
+    /// certificate's, a key rustls cannot sign with, a certificate it cannot read.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn identity_refusals_name_the_file_at_fault() {
+        let ca = wxsocket_test_pki::TestCa::generate("refusals");
+        let other = wxsocket_test_pki::TestCa::generate("other");
+        let key =
+            |ca: &wxsocket_test_pki::TestCa| PrivateKeyDer::Pkcs8(ca.client_key.clone().into());
+        let roots = TlsRoots::only(vec![ca.ca_der.clone()]);
+        let refusal = |identity: ClientIdentity| {
+            let error = roots.client_config_with(Some(&identity)).unwrap_err();
+            identity_refusal(&error)
+        };
+        let (file, problem) = refusal(ClientIdentity::new(ca.client_chain.clone(), key(&other)));
+        assert_eq!(file, "client_key");
+        assert!(problem.contains("not the certificate's"), "{problem}");
+        // A PKCS#8 envelope around nothing rustls knows.
+        let junk_key = PrivateKeyDer::Pkcs8(vec![0x30, 0x03, 0x02, 0x01, 0x00].into());
+        let (file, problem) = refusal(ClientIdentity::new(ca.client_chain.clone(), junk_key));
+        assert_eq!(file, "client_key");
+        assert!(
+            problem.contains("cannot sign with this kind of key"),
+            "{problem}"
+        );
+        let junk_cert = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        let (file, problem) = refusal(ClientIdentity::new(vec![junk_cert], key(&ca)));
+        assert_eq!(file, "client_cert");
+        assert!(
+            problem.contains("cannot read the client certificate"),
+            "{problem}"
+        );
     }
 
     /// A key that is not the certificate's is refused when the configuration is built.

@@ -49,10 +49,9 @@ pub fn client_config(
         config
             .tls
             .client_config_with(config.client_identity.as_ref())
-            .map_err(|_| wxsocket_core::ConfigError {
+            .map_err(|e| wxsocket_core::ConfigError {
                 field: "client_identity",
-                problem: "rustls refused the client certificate and key (a key that does not \
-                          match the certificate, or of a kind it cannot sign with)",
+                problem: crate::tls::identity_refusal(&e).1,
             })
     }
     #[cfg(not(feature = "tls"))]
