@@ -29,7 +29,9 @@ pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 /// How many connection notices (events other than messages and send outcomes:
 /// `Connecting`, `Error`, `Reconnecting`, …) may wait untaken before a reconnection
 /// attempt that falls due is put off ([`ReconnectPolicy`]): an application that stopped
-/// taking events does not have failed attempts pile theirs up without bound.
+/// taking events does not have failed attempts pile theirs up without bound. Connections
+/// the application opens itself are its own to pace: each `connect` queues a few notices,
+/// which only taking events frees.
 pub const RECONNECT_HOLD_NOTICES: usize = 64;
 
 /// The least a reconnection attempt held by [`RECONNECT_HOLD_NOTICES`] is put off at a
