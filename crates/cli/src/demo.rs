@@ -381,6 +381,7 @@ fn play(kind: Kind) -> Result<(), String> {
         deflate: true,
         log: None,
         wire: Some(Arc::clone(&wire)),
+        tls: None,
     })
     .map_err(|e| format!("cannot start the echo server: {e}"))?;
     let t = Timeline {

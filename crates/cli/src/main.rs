@@ -401,6 +401,16 @@ struct ServeArgs {
     /// shutdown.
     #[arg(long)]
     json: bool,
+    /// Serve wss:// with this certificate chain (PEM, the server's own certificate first);
+    /// its key is read from the same file unless --tls-key is given.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by a CA of this PEM file (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 /// Shown after `wxsocket serve --help`.
@@ -642,7 +652,81 @@ fn parse_token(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// The TLS configuration of `serve --tls-cert`, its files read and checked before the
+/// address is bound; the error is a usage error naming the option.
+fn serve_tls(args: &ServeArgs) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    use std::sync::Arc;
+    let Some(cert) = &args.tls_cert else {
+        return Ok(None);
+    };
+    let key = args.tls_key.as_ref().unwrap_or(cert);
+    let invalid = |option: &str, path: &str, problem: &str| {
+        format!("error: invalid value for '{option}': {path}: {problem}")
+    };
+    let identity = wxsocket_tokio::ClientIdentity::from_pem_files(cert, key).map_err(|e| {
+        let option = match e.field {
+            "client_key" if args.tls_key.is_some() => "--tls-key <PEM>",
+            _ => "--tls-cert <PEM>",
+        };
+        invalid(option, &e.path, &e.problem)
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("error: TLS: {e}"))?;
+    let builder = match &args.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let shown = path.display().to_string();
+            let roots = wxsocket_tokio::TlsRoots::only(Vec::new())
+                .add_pem_file(path)
+                .map_err(|e| invalid("--client-ca <PEM>", &e.path, &e.problem))?;
+            let mut store = rustls::RootCertStore::empty();
+            for cert in roots.custom {
+                store.add(cert).map_err(|e| {
+                    invalid(
+                        "--client-ca <PEM>",
+                        &shown,
+                        &format!("rustls refused a certificate ({e})"),
+                    )
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(store),
+                provider,
+            )
+            .build()
+            .map_err(|e| invalid("--client-ca <PEM>", &shown, &e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(identity.chain().to_vec(), identity.key().clone_key())
+        .map_err(|e| {
+            let (file, problem) = wxsocket_wire::tls::identity_refusal(&e);
+            let (option, path) = match file {
+                "client_key" if args.tls_key.is_some() => ("--tls-key <PEM>", key),
+                "client_key" => ("--tls-cert <PEM>", key),
+                _ => ("--tls-cert <PEM>", cert),
+            };
+            invalid(
+                option,
+                &path.display().to_string(),
+                &format!("{problem} ({e})"),
+            )
+        })?;
+    Ok(Some(Arc::new(config)))
+}
+
 fn serve(args: &ServeArgs) -> ExitCode {
+    let tls = match serve_tls(args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("wxsocket: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let rt = backend::runtime();
     let listener = match rt.block_on(tokio::net::TcpListener::bind(args.addr)) {
         Ok(listener) => listener,
@@ -674,7 +758,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if args.json {
         if let serde_json::Value::Object(object) = serde_json::json!({
             "event": "listening",
-            "url": format!("ws://{addr}/"),
+            "url": format!("{scheme}://{addr}/"),
             "broadcast": args.broadcast,
             "deflate": args.deflate,
             "protocols": args.protocols,
@@ -683,7 +767,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     } else {
         out.line(&format!(
-            "wxsocket {} server listening on ws://{addr}/ ({}{}; Ctrl-C stops)",
+            "wxsocket {} server listening on {scheme}://{addr}/ ({}{}{}; Ctrl-C stops)",
             if args.broadcast { "broadcast" } else { "echo" },
             if args.broadcast {
                 "every message goes to every client"
@@ -694,6 +778,11 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 "; permessage-deflate accepted"
             } else {
                 ""
+            },
+            if args.client_ca.is_some() {
+                "; client certificates required"
+            } else {
+                ""
             }
         ));
     }
@@ -702,6 +791,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         deflate: args.deflate,
         log: Some(std::sync::Arc::clone(&out)),
         wire: None,
+        tls,
     };
     let serving = server::Serving {
         broadcast: args.broadcast,

@@ -10,7 +10,7 @@
 
 use crate::output::{Out, hex};
 pub use crate::server_stream::WireCounters;
-use crate::server_stream::{ServerStream, core_message};
+use crate::server_stream::{ServerStream, Socket, core_message};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -45,6 +45,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// one that gave up on its client at the grace's end still prints its close line.
 const LAST_LINES: Duration = Duration::from_millis(500);
 
+/// How long a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
 /// The close reason sent (with 1008) to a client too slow for the broadcast.
 const TOO_SLOW_REASON: &str = "too slow for the broadcast";
 
@@ -63,6 +66,8 @@ pub struct Options {
     pub log: Option<Arc<Out>>,
     /// Record each connection's byte counters here.
     pub wire: Option<Arc<WireLog>>,
+    /// Serve `wss://` with this TLS configuration (`--tls-cert`, `--client-ca`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What `wxsocket serve` adds to [`Options`].
@@ -293,8 +298,39 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
         };
         Ok::<Response, ErrorResponse>(response)
     };
-    let stream = ServerStream::new(stream, Arc::clone(&counters));
     let mut stopping = shared.shutdown.clone();
+    let socket = match &shared.options.tls {
+        None => Socket::Plain(stream),
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)) => accepted,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let socket = match accepted {
+                Ok(Ok(tls)) => {
+                    if tls.get_ref().1.peer_certificates().is_some() {
+                        shared.human(|| format!("#{n} {peer}: presented a client certificate"));
+                    }
+                    Ok(Socket::Tls(Box::new(tls)))
+                }
+                Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                Err(_) => Err(format!(
+                    "TLS handshake failed: not finished within {} s",
+                    TLS_HANDSHAKE.as_secs()
+                )),
+            };
+            match socket {
+                Ok(socket) => socket,
+                Err(error) => {
+                    shared.human(|| format!("#{n} {peer}: {error}"));
+                    shared.json(|| json!({"event": "error", "conn": n, "peer": peer.to_string(), "error": error}));
+                    return;
+                }
+            }
+        }
+    };
+    let stream = ServerStream::new(socket, Arc::clone(&counters));
     let handshake = tokio::select! {
         handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())) => handshake,
         // A client still in its handshake when the server shuts down is dropped.
@@ -554,7 +590,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
 /// Sends the shutdown's close frame (1001) within the grace from now, and counts it once
 /// written. Returns when the client's answer is due, or why the frame was not sent.
 async fn close_on_shutdown(
-    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<TcpStream>>,
+    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<Socket>>,
     shared: &Shared,
 ) -> Result<tokio::time::Instant, String> {
     let until = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -566,7 +602,7 @@ async fn close_on_shutdown(
 /// Sends a close frame, giving up at `until` if the socket has no room (a client that
 /// does not read).
 async fn send_close(
-    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<TcpStream>>,
+    ws: &mut tokio_tungstenite::WebSocketStream<ServerStream<Socket>>,
     code: CloseCode,
     reason: &'static str,
     until: tokio::time::Instant,

@@ -496,6 +496,63 @@ fn an_unusable_client_certificate_or_key_names_the_option() {
     assert!(stderr.contains("--client-cert"), "{stderr}");
 }
 
+/// `serve`'s TLS files are checked before the address is bound: a usage error naming the
+/// option and file, on one line; `--tls-key` and `--client-ca` need `--tls-cert`.
+#[test]
+fn serve_tls_files_are_checked_before_listening() {
+    let ca = wxsocket_test_pki::TestCa::generate("serve-files");
+    let other = wxsocket_test_pki::TestCa::generate("other");
+    let cert = common::temp_file("serve-files-server.pem", &ca.cert_pem);
+    let other_key = common::temp_file("serve-files-other.key", &other.key_pem);
+    let key_only = common::temp_file("serve-files-key-only.pem", &ca.key_pem);
+    let (cert, other_key, key_only) = (
+        cert.to_str().unwrap(),
+        other_key.to_str().unwrap(),
+        key_only.to_str().unwrap(),
+    );
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["--tls-cert", cert, "--tls-key", other_key],
+            "--tls-key",
+            "not the certificate's",
+        ),
+        (&["--tls-cert", cert], "--tls-cert", "no private key"),
+        (&["--tls-cert", key_only], "--tls-cert", "no certificate"),
+        (
+            &[
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                other_key,
+                "--client-ca",
+                key_only,
+            ],
+            "--client-ca",
+            "no certificate",
+        ),
+    ];
+    for (options, option, problem) in cases {
+        let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
+        args.extend(options);
+        let (status, stdout, stderr) = common::run(&args, "");
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
+        assert!(
+            lines[0].starts_with(&format!("wxsocket: error: invalid value for '{option}"))
+                && lines[0].contains(problem),
+            "{args:?}: {:?}",
+            lines[0]
+        );
+    }
+    for alone in ["--tls-key", "--client-ca"] {
+        let (status, _, stderr) = common::run(&["serve", alone, cert], "");
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--tls-cert"), "{stderr}");
+    }
+}
+
 /// A PEM file cut short says so in words, not as the parser's bytes.
 #[test]
 fn a_truncated_ca_file_is_named_in_words() {

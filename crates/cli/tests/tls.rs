@@ -167,3 +167,83 @@ fn wss_without_client_certificate_fails() {
     let text = error["error"].as_str().unwrap();
     assert!(text.contains("requires a client certificate"), "{text}");
 }
+
+/// `wxsocket serve --tls-cert` serves `wss://`, and with `--client-ca` requires a client
+/// certificate of that CA: `connect --client-cert` opens and echoes on both adapters,
+/// `connect` without one is refused (exit 3, the error says why), and the server reports
+/// the failed TLS handshake.
+#[test]
+fn serve_over_tls_requires_the_client_certificate_it_was_told_to() {
+    let ca = TestCa::generate("cli-serve");
+    let file = |name: &str, text: &str| common::temp_file(&format!("serve-{name}"), text);
+    let ca_pem = file("ca.pem", &ca.ca_pem);
+    let server_cert = file("server.pem", &ca.cert_pem);
+    let server_key = file("server.key", &ca.key_pem);
+    let client_cert = file("client.pem", &ca.client_cert_pem);
+    let client_key = file("client.key", &ca.client_key_pem);
+    let path = |p: &std::path::PathBuf| p.to_str().unwrap().to_owned();
+    for client_ca in [false, true] {
+        let mut args = vec![
+            "serve".to_owned(),
+            "--addr".into(),
+            "127.0.0.1:0".into(),
+            "--json".into(),
+            "--tls-cert".into(),
+            path(&server_cert),
+            "--tls-key".into(),
+            path(&server_key),
+        ];
+        if client_ca {
+            args.extend(["--client-ca".into(), path(&ca_pem)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = Proc::spawn(&args);
+        let listening = server.expect_json("listening", |v| event(v) == "listening");
+        let url = listening["url"].as_str().unwrap().to_owned();
+        assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+        for blocking in [false, true] {
+            let ca_path = path(&ca_pem);
+            let (cert, key) = (path(&client_cert), path(&client_key));
+            let mut args = vec!["connect", url.as_str(), "--json", "--ca-file", &ca_path];
+            args.extend(["--client-cert", &cert, "--client-key", &key]);
+            let args = with_adapter(args, blocking);
+            let mut proc = Proc::spawn(&args);
+            let open = proc.expect_json("open", |v| matches!(event(v), "open" | "close"));
+            assert_eq!(open["event"], "open", "{args:?}: {:?}", proc.seen);
+            proc.write("served over tls");
+            proc.expect_json("echo", |v| {
+                event(v) == "message" && v["data"] == "served over tls"
+            });
+            let (status, _, stderr) = proc.finish();
+            assert!(status.success(), "{args:?}: exit {status}: {stderr}");
+        }
+        // Without a client certificate: refused where one is required.
+        let ca_path = path(&ca_pem);
+        let mut proc = Proc::spawn(&["connect", &url, "--json", "--ca-file", &ca_path]);
+        let end = proc.expect_json("open or close", |v| matches!(event(v), "open" | "close"));
+        if client_ca {
+            assert_eq!(end["event"], "close", "{:?}", proc.seen);
+            let (status, lines, _) = proc.finish();
+            assert_eq!(status.code(), Some(3), "{lines:?}");
+            let error = lines
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|v| event(v) == "error")
+                .expect("an error event");
+            let text = error["error"].as_str().unwrap();
+            assert!(text.contains("requires a client certificate"), "{text}");
+            let failed = server.expect_json("the server's error", |v| event(v) == "error");
+            assert!(
+                failed["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("TLS handshake failed"),
+                "{failed}"
+            );
+        } else {
+            assert_eq!(end["event"], "open", "{:?}", proc.seen);
+            let (status, _, stderr) = proc.finish();
+            assert!(status.success(), "exit {status}: {stderr}");
+        }
+    }
+}

@@ -133,6 +133,11 @@ impl ClientIdentity {
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.chain
     }
+
+    /// The private key (DER).
+    pub fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
 }
 
 impl Clone for ClientIdentity {
