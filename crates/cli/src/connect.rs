@@ -350,37 +350,15 @@ fn client_identity(args: &ConnectArgs, tls: &TlsRoots) -> Result<Option<ClientId
     let Some(cert) = &args.client_cert else {
         return Ok(None);
     };
-    let key = args.client_key.as_ref().unwrap_or(cert);
-    let invalid = |option: &str, path: &str, problem: &str| {
-        format!("error: invalid value for '{option}': {path}: {problem}")
+    let files = crate::identity::IdentityFiles {
+        cert,
+        key: args.client_key.as_deref(),
+        cert_option: "--client-cert <PEM>",
+        key_option: "--client-key <PEM>",
     };
-    let identity = ClientIdentity::from_pem_files(cert, key).map_err(|e| {
-        let option = match e.field {
-            "client_key" if args.client_key.is_some() => "--client-key <PEM>",
-            _ => "--client-cert <PEM>",
-        };
-        let problem = match (e.field, args.client_key.is_some()) {
-            ("client_key", false) => format!(
-                "{} (without --client-key, the key is read from the certificate's file)",
-                e.problem
-            ),
-            _ => e.problem,
-        };
-        invalid(option, &e.path, &problem)
-    })?;
-    tls.client_config_with(Some(&identity)).map_err(|e| {
-        let (file, problem) = wxsocket_wire::tls::identity_refusal(&e);
-        let (option, path) = match file {
-            "client_key" if args.client_key.is_some() => ("--client-key <PEM>", key),
-            "client_key" => ("--client-cert <PEM>", key),
-            _ => ("--client-cert <PEM>", cert),
-        };
-        invalid(
-            option,
-            &path.display().to_string(),
-            &format!("{problem} ({e})"),
-        )
-    })?;
+    let identity = files.read()?;
+    tls.client_config_with(Some(&identity))
+        .map_err(|e| files.refused(&e))?;
     Ok(Some(identity))
 }
 

@@ -15,6 +15,7 @@
 mod backend;
 mod connect;
 mod demo;
+mod identity;
 mod output;
 mod replay;
 mod server;
@@ -659,17 +660,14 @@ fn serve_tls(args: &ServeArgs) -> Result<Option<std::sync::Arc<rustls::ServerCon
     let Some(cert) = &args.tls_cert else {
         return Ok(None);
     };
-    let key = args.tls_key.as_ref().unwrap_or(cert);
-    let invalid = |option: &str, path: &str, problem: &str| {
-        format!("error: invalid value for '{option}': {path}: {problem}")
+    let files = identity::IdentityFiles {
+        cert,
+        key: args.tls_key.as_deref(),
+        cert_option: "--tls-cert <PEM>",
+        key_option: "--tls-key <PEM>",
     };
-    let identity = wxsocket_tokio::ClientIdentity::from_pem_files(cert, key).map_err(|e| {
-        let option = match e.field {
-            "client_key" if args.tls_key.is_some() => "--tls-key <PEM>",
-            _ => "--tls-cert <PEM>",
-        };
-        invalid(option, &e.path, &e.problem)
-    })?;
+    let invalid = identity::invalid;
+    let identity = files.read()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -702,19 +700,7 @@ fn serve_tls(args: &ServeArgs) -> Result<Option<std::sync::Arc<rustls::ServerCon
     };
     let config = builder
         .with_single_cert(identity.chain().to_vec(), identity.key().clone_key())
-        .map_err(|e| {
-            let (file, problem) = wxsocket_wire::tls::identity_refusal(&e);
-            let (option, path) = match file {
-                "client_key" if args.tls_key.is_some() => ("--tls-key <PEM>", key),
-                "client_key" => ("--tls-cert <PEM>", key),
-                _ => ("--tls-cert <PEM>", cert),
-            };
-            invalid(
-                option,
-                &path.display().to_string(),
-                &format!("{problem} ({e})"),
-            )
-        })?;
+        .map_err(|e| files.refused(&e))?;
     Ok(Some(Arc::new(config)))
 }
 

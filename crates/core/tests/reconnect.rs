@@ -3,6 +3,9 @@
 use std::time::{Duration, Instant};
 use wxsocket_core::*;
 
+mod clock;
+use clock::last_instant;
+
 struct Sim {
     s: Session,
     now: Instant,
@@ -698,19 +701,6 @@ fn sends_queued_during_a_retried_close_stay_within_the_buffer() {
     s.send(Message::binary(vec![0; 100]), now)
         .expect("alone, whatever its size");
     assert_eq!(s.buffered_amount(), 100);
-}
-
-/// The latest `Instant` there is on this platform.
-fn last_instant() -> Instant {
-    let mut at = Instant::now();
-    let mut step = Duration::MAX;
-    while !step.is_zero() {
-        match at.checked_add(step) {
-            Some(later) => at = later,
-            None => step /= 2,
-        }
-    }
-    at
 }
 
 /// A clock near its end (an embedder's simulated clock may start anywhere): every timer

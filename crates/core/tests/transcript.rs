@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use wxsocket_core::transcript::{self, Redaction};
 use wxsocket_core::*;
 
+mod clock;
+use clock::last_instant;
+
 /// A session recording into a shared buffer, on a simulated clock.
 struct Sim {
     s: Session,
@@ -698,20 +701,6 @@ fn an_acknowledgement_seed_is_recorded_and_its_absence_explained() {
         err.message.contains("missing \"seed\"") && err.message.contains("no seed"),
         "{err}"
     );
-}
-
-/// The last `Instant` there is (found by halving steps: `Instant`'s range is the
-/// platform's).
-fn last_instant() -> Instant {
-    let mut at = Instant::now();
-    let mut step = Duration::MAX;
-    while !step.is_zero() {
-        match at.checked_add(step) {
-            Some(later) => at = later,
-            None => step /= 2,
-        }
-    }
-    at
 }
 
 /// A replay based near the end of the clock (`base` may be any `Instant`: an embedder's
