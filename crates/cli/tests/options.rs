@@ -429,6 +429,22 @@ fn ca_file_rejected_by_rustls_names_the_option() {
     }
 }
 
+/// Runs `args` and expects a usage error: exit 2, nothing on stdout, one line on stderr
+/// naming `option`'s value as invalid and containing each of `words`.
+fn expect_invalid_value(args: &[&str], option: &str, words: &[&str]) {
+    let (status, stdout, stderr) = common::run(args, "");
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
+    assert!(
+        lines[0].starts_with(&format!("wxsocket: error: invalid value for '{option}"))
+            && words.iter().all(|w| lines[0].contains(w)),
+        "{args:?}: {:?}",
+        lines[0]
+    );
+}
+
 /// An unusable client certificate or key is a usage error naming its option and file, on
 /// one line, before any IO, whichever adapter: a key that is not the certificate's, a key
 /// file without a key, a certificate file without a certificate, and the key looked for in
@@ -476,18 +492,7 @@ fn an_unusable_client_certificate_or_key_names_the_option() {
             let mut args = vec!["connect", "ws://127.0.0.1:9/"];
             args.extend(options);
             let args = common::with_adapter(args, blocking);
-            let (status, stdout, stderr) = common::run(&args, "");
-            assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
-            assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
-            let lines: Vec<&str> = stderr.lines().collect();
-            assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
-            assert!(
-                lines[0].starts_with(&format!("wxsocket: error: invalid value for '{option}"))
-                    && lines[0].contains(path)
-                    && lines[0].contains(problem),
-                "{args:?}: {:?}",
-                lines[0]
-            );
+            expect_invalid_value(&args, option, &[path, problem]);
         }
     }
     let (status, _, stderr) =
@@ -534,17 +539,7 @@ fn serve_tls_files_are_checked_before_listening() {
     for (options, option, problem) in cases {
         let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
         args.extend(options);
-        let (status, stdout, stderr) = common::run(&args, "");
-        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
-        let lines: Vec<&str> = stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "{args:?}: not one line: {stderr:?}");
-        assert!(
-            lines[0].starts_with(&format!("wxsocket: error: invalid value for '{option}"))
-                && lines[0].contains(problem),
-            "{args:?}: {:?}",
-            lines[0]
-        );
+        expect_invalid_value(&args, option, &[problem]);
     }
     for alone in ["--tls-key", "--client-ca"] {
         let (status, _, stderr) = common::run(&["serve", alone, cert], "");
