@@ -127,6 +127,12 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    op_taking(4, 6)
+}
+
+/// [`op`] with `take` the weight of [`Op::Take`] (of about 50 in all), each taking fewer
+/// than `most` events: an application that rarely takes events lets notices pile up.
+fn op_taking(take: u32, most: usize) -> impl Strategy<Value = Op> {
     let kind = prop_oneof![
         Just(TransportErrorKind::Io),
         Just(TransportErrorKind::Protocol),
@@ -166,7 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..700u64).prop_map(Op::Advance).boxed(),
         1 => (1..500u64, 0..10usize).prop_map(|(back, len)| Op::StaleSend { back, len }).boxed(),
         1 => Just(Op::Shutdown).boxed(),
-        4 => (0..6usize).prop_map(Op::Take).boxed(),
+        take => (0..most).prop_map(Op::Take).boxed(),
         4 => (1..8usize, 1..=MAX_LEN, any::<bool>())
             .prop_map(|(count, len, binary)| Op::Burst { count, len, binary })
             .boxed(),
@@ -595,10 +601,33 @@ impl Model {
         self.deadline = None;
     }
 
-    fn back_off(&mut self, attempt: u32, queue: Vec<(SendId, usize)>) {
-        // min(cap, base · 2^(attempt−1)), full jitter in nanoseconds, never 0.
+    /// The ceiling of retry `attempt`'s delay: min(cap, base · 2^(attempt−1)).
+    fn ceiling(attempt: u32) -> Duration {
         let doubling = 1u32 << (attempt - 1).min(20);
-        let ceiling = (RECONNECT_BASE * doubling).min(RECONNECT_CAP);
+        (RECONNECT_BASE * doubling).min(RECONNECT_CAP)
+    }
+
+    /// Connection notices waiting for the application: events that are neither messages
+    /// nor send outcomes.
+    fn notices(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Ev::Connecting(_)
+                        | Ev::Open(_)
+                        | Ev::Error(..)
+                        | Ev::Close { .. }
+                        | Ev::Reconnecting { .. }
+                )
+            })
+            .count()
+    }
+
+    fn back_off(&mut self, attempt: u32, queue: Vec<(SendId, usize)>) {
+        // Full jitter in nanoseconds under the ceiling, never 0.
+        let ceiling = Self::ceiling(attempt);
         let nanos = self.next_jitter() % (ceiling.as_nanos() as u64 + 1);
         let delay = Duration::from_nanos(nanos.max(1));
         self.last_conn += 1;
@@ -715,6 +744,12 @@ impl Model {
         match self.phase {
             Phase::Connecting { .. } => {
                 self.connect_failed(Fault::HandshakeTimeout, Cause::Dial(None))
+            }
+            // With `RECONNECT_HOLD_NOTICES` notices untaken the attempt is put off by its
+            // delay's ceiling (at least `RECONNECT_HOLD_RECHECK`), without an event.
+            Phase::Backoff { attempt } if self.notices() >= RECONNECT_HOLD_NOTICES => {
+                let wait = Self::ceiling(attempt).max(RECONNECT_HOLD_RECHECK);
+                self.deadline = Some(self.now + wait);
             }
             Phase::Backoff { attempt } => self.dial(attempt),
             // Reading is paused for the application: no ping (its pong could not be read),
@@ -1746,7 +1781,20 @@ fn run_case(
 
 /// Generated steps; half the runs start with an open connection (flow control needs one).
 fn ops() -> impl Strategy<Value = Vec<Op>> {
-    (any::<bool>(), prop::collection::vec(op(), 1..80)).prop_map(|(open, mut ops)| {
+    steps(op(), 1..80)
+}
+
+/// Longer runs of an application that seldom takes events: enough failed attempts for
+/// their notices to reach `RECONNECT_HOLD_NOTICES`, and the attempts held.
+fn lazy_ops() -> impl Strategy<Value = Vec<Op>> {
+    steps(op_taking(1, 2), 200..400)
+}
+
+fn steps(
+    op: impl Strategy<Value = Op>,
+    len: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<Op>> {
+    (any::<bool>(), prop::collection::vec(op, len)).prop_map(|(open, mut ops)| {
         if open {
             let opened = Op::Transport(Target::Current, Input::Opened { offered: true });
             ops.splice(0..0, [Op::Connect { valid: true }, opened]);
@@ -1800,5 +1848,28 @@ proptest! {
             .carry_queue(carry)
             .seed(seed);
         run(policy, keepalive, Some(reconnect), flow, ops)?;
+    }
+}
+
+proptest! {
+    // Longer runs: a quarter of the cases.
+    #![proptest_config(ProptestConfig { cases: cases().div_ceil(4), ..ProptestConfig::default() })]
+
+    /// An application that takes few events (only what `Take` steps say) while attempts
+    /// fail: the held attempts, and the attempt that goes once the notices are taken.
+    #[test]
+    fn reconnection_held_for_untaken_notices_matches_the_model(
+        policy in policy(),
+        flow in flow(),
+        max_attempts in prop::option::weighted(0.2, 1..40u32),
+        seed in any::<u64>(),
+        ops in lazy_ops(),
+    ) {
+        let reconnect = ReconnectPolicy::default()
+            .backoff(RECONNECT_BASE, RECONNECT_CAP)
+            .max_attempts(max_attempts)
+            .seed(seed);
+        let flow = Flow { eager: false, ..flow };
+        run(policy, false, Some(reconnect), flow, ops)?;
     }
 }
