@@ -28,15 +28,19 @@ pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How many connection notices (events other than messages and send outcomes:
 /// `Connecting`, `Error`, `Reconnecting`, …) may wait untaken before a reconnection
-/// attempt that falls due is put off ([`ReconnectPolicy`]): an application that stopped
-/// taking events does not have failed attempts pile theirs up without bound. Connections
-/// the application opens itself are its own to pace: each `connect` queues a few notices,
-/// which only taking events frees.
+/// attempt that falls due waits once more ([`ReconnectPolicy`]), so that an application
+/// that stopped taking events does not have failed attempts pile theirs up at the pace of
+/// a short backoff. Notices add up over the client's whole life: a program that never
+/// takes events reaches the count after a dozen reconnections, and from then on each
+/// attempt waits [`RECONNECT_HOLD_DELAY`] more. Connections the application opens itself
+/// are its own to pace: each `connect` queues a few notices, which only taking events
+/// frees.
 pub const RECONNECT_HOLD_NOTICES: usize = 64;
 
-/// The least a reconnection attempt held by [`RECONNECT_HOLD_NOTICES`] is put off at a
-/// time: its delay's ceiling, or this if longer.
-pub const RECONNECT_HOLD_RECHECK: Duration = Duration::from_millis(100);
+/// How much longer a reconnection attempt held by [`RECONNECT_HOLD_NOTICES`] waits: its
+/// delay's ceiling, or this if longer. Then it goes, taken or not: a held client keeps
+/// reconnecting, adding at most four notices a second.
+pub const RECONNECT_HOLD_DELAY: Duration = Duration::from_secs(1);
 
 /// Liveness checking: ping after `interval` with nothing received, declare the peer dead when
 /// nothing arrives within `timeout` of the ping. Anything counts: a message, a ping or pong, or
@@ -213,13 +217,13 @@ impl Acknowledgement {
 /// sub-protocol or extension: a configuration mismatch), a clean close by the peer with a
 /// code not in [`Self::retry_close_codes`], and the application's own close.
 ///
-/// An attempt waits for the application: when it falls due while
-/// [`RECONNECT_HOLD_NOTICES`] connection notices or more wait untaken (each failed attempt
-/// leaves four: its `Error` and `Close`, the next `Reconnecting` and `Connecting`), it is
-/// put off by its delay's
-/// ceiling (at least [`RECONNECT_HOLD_RECHECK`]) without an event, until the application
-/// has taken them. So the events of a client whose application stopped taking them stay
-/// bounded however long its server stays away.
+/// An attempt slows down for an application that does not take its events: when it falls
+/// due while [`RECONNECT_HOLD_NOTICES`] connection notices or more wait untaken (each
+/// failed attempt leaves four: its `Error` and `Close`, the next `Reconnecting` and
+/// `Connecting`), it waits once more, its delay's ceiling or [`RECONNECT_HOLD_DELAY`]
+/// (1 s) if longer, without an event, and then goes. So a client whose application stopped
+/// taking events adds at most four notices a second however short its backoff, and never
+/// stops reconnecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {

@@ -107,8 +107,8 @@ pub mod wx;
 pub use backlog::{Backlog, ReadCredit};
 pub use close::{CloseRequest, PeerClose};
 pub use config::{
-    Acknowledgement, CloseBeforeOpen, Keepalive, MAX_TIMER, RECONNECT_HOLD_NOTICES,
-    RECONNECT_HOLD_RECHECK, ReconnectPolicy, SessionConfig,
+    Acknowledgement, CloseBeforeOpen, Keepalive, MAX_TIMER, RECONNECT_HOLD_DELAY,
+    RECONNECT_HOLD_NOTICES, ReconnectPolicy, SessionConfig,
 };
 pub use deflate::{DeflateOptions, DeflateParams};
 pub use driven::Driven;

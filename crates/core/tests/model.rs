@@ -351,8 +351,10 @@ enum Phase {
         close_after_open: bool,
     },
     /// Waiting to dial retry `attempt`.
+    /// `held`: it already waited once for untaken notices.
     Backoff {
         attempt: u32,
+        held: bool,
     },
     /// `restarted`: the wait for the pong was restarted once because its timer ran late
     /// by a whole timeout.
@@ -637,7 +639,10 @@ impl Model {
             attempt,
             delay,
         });
-        self.phase = Phase::Backoff { attempt };
+        self.phase = Phase::Backoff {
+            attempt,
+            held: false,
+        };
         self.queued = queue;
         self.deadline = Some(self.now + delay);
     }
@@ -745,13 +750,20 @@ impl Model {
             Phase::Connecting { .. } => {
                 self.connect_failed(Fault::HandshakeTimeout, Cause::Dial(None))
             }
-            // With `RECONNECT_HOLD_NOTICES` notices untaken the attempt is put off by its
-            // delay's ceiling (at least `RECONNECT_HOLD_RECHECK`), without an event.
-            Phase::Backoff { attempt } if self.notices() >= RECONNECT_HOLD_NOTICES => {
-                let wait = Self::ceiling(attempt).max(RECONNECT_HOLD_RECHECK);
+            // With `RECONNECT_HOLD_NOTICES` notices untaken the attempt waits once more, its
+            // delay's ceiling (at least `RECONNECT_HOLD_DELAY`), without an event.
+            Phase::Backoff {
+                attempt,
+                held: false,
+            } if self.notices() >= RECONNECT_HOLD_NOTICES => {
+                let wait = Self::ceiling(attempt).max(RECONNECT_HOLD_DELAY);
                 self.deadline = Some(self.now + wait);
+                self.phase = Phase::Backoff {
+                    attempt,
+                    held: true,
+                };
             }
-            Phase::Backoff { attempt } => self.dial(attempt),
+            Phase::Backoff { attempt, .. } => self.dial(attempt),
             // Reading is paused for the application: no ping (its pong could not be read),
             // no failure (the backlog proves the peer alive); the next check an interval on.
             Phase::Open { .. } if self.paused => {

@@ -767,13 +767,14 @@ fn a_ping_while_reconnecting_is_not_open_yet_and_after_the_end_not_open() {
     assert_eq!(t.s.ping("x", t.now), Err(PingError::NotOpen));
 }
 
-/// An application that stopped taking events: failed attempts stop piling their notices up.
-/// With a 1 ns backoff against a server that refuses every dial, the attempts made while
-/// nothing is taken leave at most `RECONNECT_HOLD_NOTICES` notices waiting, and the three
-/// the last failure adds; then each attempt that falls due is put off, without an event, by at least
-/// `RECONNECT_HOLD_RECHECK`. Once the application takes the events, the next one dials.
+/// An application that stopped taking events: failed attempts slow down and never stop.
+/// With a 1 ns backoff against a server that refuses every dial and nothing taken for a
+/// minute of the simulated clock, the attempts go at the backoff's pace until
+/// `RECONNECT_HOLD_NOTICES` notices wait, then each waits once more, `RECONNECT_HOLD_DELAY`,
+/// and goes: about sixty more dials, not billions. Once the application takes the events,
+/// the attempts go at the backoff's pace again.
 #[test]
-fn attempts_wait_while_the_application_leaves_notices_untaken() {
+fn attempts_slow_down_while_the_application_leaves_notices_untaken() {
     let policy = ReconnectPolicy::default()
         .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
         .seed(1);
@@ -782,53 +783,46 @@ fn attempts_wait_while_the_application_leaves_notices_untaken() {
         TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused"))
     };
     let mut conn = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
-    let mut dials = 0;
-    let mut held = 0;
-    for _ in 0..10_000 {
-        t.input(conn, refused());
-        // Fire the backoff's timer until it dials, counting the times it is put off.
+    t.actions();
+    // Each refusal, then the backoff's timers until the next dial; how many held it.
+    let cycle = |t: &mut Sim, conn: &mut ConnId| -> u32 {
+        t.input(*conn, refused());
+        let mut held = 0;
         loop {
-            let due = t.s.poll_timeout().expect("a backoff deadline");
-            if due > t.now + Duration::from_millis(1) {
-                assert!(
-                    due >= t.now + RECONNECT_HOLD_RECHECK,
-                    "put off by the recheck"
-                );
-                held += 1;
-            }
-            t.now = due;
+            t.now = t.s.poll_timeout().expect("a backoff deadline");
             t.s.handle_timeout(t.now);
             let dial = t.actions().into_iter().find_map(|a| match a {
                 Action::Dial { conn, .. } => Some(conn),
                 _ => None,
             });
-            if let Some(next) = dial {
-                conn = next;
-                dials += 1;
-                break;
-            }
-            if held >= 3 {
-                break;
+            match dial {
+                Some(next) => {
+                    *conn = next;
+                    return held;
+                }
+                None => held += 1,
             }
         }
-        if held >= 3 {
-            break;
-        }
+    };
+    let end = t.now + Duration::from_secs(60);
+    let (mut dials, mut held) = (0u32, 0u32);
+    // Bounded by count too: without the wait, a minute of 1 ns delays never ends.
+    while t.now < end && dials < 10_000 {
+        let waits = cycle(&mut t, &mut conn);
+        assert!(waits <= 1, "an attempt waits once for the notices");
+        held += waits;
+        dials += 1;
     }
-    let waiting = t.s.backlog();
+    let cycles = (RECONNECT_HOLD_NOTICES / 4) as u32;
+    assert!(
+        (55..=61).contains(&held) && dials <= cycles + 62,
+        "{dials} dials, {held} held, in a minute with nobody taking events"
+    );
     let untaken = t.events();
-    assert!(
-        untaken.len() <= RECONNECT_HOLD_NOTICES + 3,
-        "{} events waited after {dials} dials",
-        untaken.len()
-    );
-    assert_eq!(waiting.messages, 0);
-    assert!(dials < 40, "{dials} dials with nobody taking events");
-    // The events taken, the next deadline dials.
-    t.now = t.s.poll_timeout().unwrap();
-    t.s.handle_timeout(t.now);
-    assert!(
-        t.actions().iter().any(|a| matches!(a, Action::Dial { .. })),
-        "the attempt goes once the notices are taken"
-    );
+    assert!(untaken.len() <= 4 * dials as usize + 4, "{}", untaken.len());
+    // The events taken as they come: no attempt waits.
+    for _ in 0..100 {
+        assert_eq!(cycle(&mut t, &mut conn), 0, "held with nothing untaken");
+        t.events();
+    }
 }

@@ -24,6 +24,8 @@ pub(super) struct Backoff {
     pub(super) queue: SendQueue<Message>,
     attempt: u32,
     pub(super) deadline: Instant,
+    /// The attempt already waited once for untaken notices ([`crate::RECONNECT_HOLD_NOTICES`]).
+    held: bool,
 }
 
 // Every state's handlers take the state boxed, as the session keeps it (one pointer moves
@@ -65,16 +67,18 @@ impl Backoff {
             queue,
             attempt,
             deadline: after(now, delay),
+            held: false,
         })
     }
 
     /// The delay is over: dial, unless the application has left too many notices untaken
-    /// ([`crate::RECONNECT_HOLD_NOTICES`]): then wait again, and look again.
+    /// ([`crate::RECONNECT_HOLD_NOTICES`]) and the attempt has not waited for them yet:
+    /// then wait once more.
     pub(super) fn on_timeout(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
         if self.deadline > now {
             return Conn::Backoff(self).into();
         }
-        if cx.notices_untaken() >= crate::RECONNECT_HOLD_NOTICES {
+        if !self.held && cx.notices_untaken() >= crate::RECONNECT_HOLD_NOTICES {
             let policy = cx
                 .config
                 .reconnect
@@ -82,8 +86,9 @@ impl Backoff {
                 .expect("a reconnect delay only with a policy");
             let wait = policy
                 .ceiling(self.attempt)
-                .max(crate::RECONNECT_HOLD_RECHECK);
+                .max(crate::RECONNECT_HOLD_DELAY);
             self.deadline = after(now, wait);
+            self.held = true;
             return Conn::Backoff(self).into();
         }
         let Backoff {
