@@ -6,6 +6,7 @@ use crate::ids::{ConnId, SendId};
 use crate::message::Message;
 use crate::transport::Handshake;
 use std::fmt;
+use std::sync::Arc;
 use url::Url;
 
 /// An application event. For one connection the order is: `Reconnecting` (only for a
@@ -26,10 +27,12 @@ pub enum Event {
     Connecting {
         /// The new connection.
         conn: ConnId,
-        /// The URL dialled (with `data` in the query). Boxed, as is the handshake of
-        /// `Open`: an event is moved several times on its way to the application, and
-        /// these rare variants would otherwise make every message's event 160 bytes.
-        url: Box<Url>,
+        /// The URL dialled (with `data` in the query). Behind a pointer, as is the
+        /// handshake of `Open`: an event is moved several times on its way to the
+        /// application, and these rare variants would otherwise make every message's event
+        /// 160 bytes. Shared: every attempt of one request, reconnections included, carries
+        /// the same URL rather than a copy each.
+        url: Arc<Url>,
     },
     /// The handshake completed (`onSocketOpen`).
     #[non_exhaustive]

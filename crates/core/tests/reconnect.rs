@@ -826,3 +826,44 @@ fn attempts_slow_down_while_the_application_leaves_notices_untaken() {
         t.events();
     }
 }
+
+/// Every attempt of one request carries the same URL, not a copy each: a long URL costs
+/// a client whose application leaves its events untaken once, not once an attempt (a
+/// transcript with a 1 MiB URL replayed in 519 MB).
+#[test]
+fn the_attempts_of_one_request_share_its_url() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .seed(2);
+    let mut t = Sim::new(policy);
+    let refused = || {
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused"))
+    };
+    let mut conn =
+        t.s.connect(&ConnectOptions::new("ws://h/long"), t.now)
+            .unwrap();
+    for _ in 0..3 {
+        t.input(conn, refused());
+        conn = t.fire_backoff();
+    }
+    let urls: Vec<_> = t
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Connecting { url, .. } => Some(url),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(urls.len(), 4);
+    assert!(urls.iter().all(|u| std::sync::Arc::ptr_eq(u, &urls[0])));
+    assert_eq!(urls[0].as_str(), "ws://h/long");
+    // A new request, a URL of its own.
+    let other =
+        t.s.connect(&ConnectOptions::new("ws://h/other"), t.now)
+            .unwrap();
+    let url = t.events().into_iter().find_map(|e| match e {
+        Event::Connecting { conn, url, .. } if conn == other => Some(url),
+        _ => None,
+    });
+    assert_eq!(url.unwrap().as_str(), "ws://h/other");
+}

@@ -51,10 +51,8 @@ impl Connecting {
         now: Instant,
     ) -> Box<Self> {
         let timeout = request.timeout.unwrap_or(cx.config.handshake_timeout);
-        cx.emit(Event::Connecting {
-            conn: id,
-            url: Box::new(request.url.clone()),
-        });
+        let url = cx.url_of(&request);
+        cx.emit(Event::Connecting { conn: id, url });
         cx.actions.push_back(Action::Dial {
             conn: id,
             request: Arc::clone(&request),

@@ -53,6 +53,9 @@ pub(crate) struct Context {
     pub(super) completions: Option<VecDeque<Completion>>,
     /// Sends resent after a drop (delivery acknowledgement), until their outcome.
     pub(super) duplicates: BTreeSet<SendId>,
+    /// The request dialled last and its URL as `Connecting` events carry it, shared by
+    /// every attempt of that request.
+    pub(super) dialled: Option<(Arc<HandshakeRequest>, Arc<url::Url>)>,
 }
 
 /// Where an open connection stands in the run of reconnect attempts
@@ -209,6 +212,20 @@ impl Context {
             pool_paused: false,
             completions: None,
             duplicates: BTreeSet::new(),
+            dialled: None,
+        }
+    }
+
+    /// The URL of `request` as its `Connecting` events carry it: one copy for all its
+    /// attempts.
+    pub(super) fn url_of(&mut self, request: &Arc<HandshakeRequest>) -> Arc<url::Url> {
+        match &self.dialled {
+            Some((dialled, url)) if Arc::ptr_eq(dialled, request) => Arc::clone(url),
+            _ => {
+                let url = Arc::new(request.url.clone());
+                self.dialled = Some((Arc::clone(request), Arc::clone(&url)));
+                url
+            }
         }
     }
 

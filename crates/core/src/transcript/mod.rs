@@ -300,7 +300,7 @@ impl Redaction {
             Event::Connecting { url, .. } if matches!(self.url(url), Cow::Owned(_)) => {
                 let mut redacted = event.clone();
                 if let Event::Connecting { url, .. } = &mut redacted {
-                    **url = self.url(url).into_owned();
+                    *url = Arc::new(self.url(url).into_owned());
                 }
                 format!("{redacted:?}")
             }
