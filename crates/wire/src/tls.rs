@@ -72,6 +72,7 @@ impl PemFileError {
 /// # std::fs::remove_dir_all(&dir)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct ClientIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
@@ -137,15 +138,6 @@ impl ClientIdentity {
     /// The private key (DER).
     pub fn key(&self) -> &PrivateKeyDer<'static> {
         &self.key
-    }
-}
-
-impl Clone for ClientIdentity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: Arc::clone(&self.key),
-        }
     }
 }
 

@@ -138,26 +138,21 @@ impl<S> Stream<S> {
             };
             let unusable = "the configured one (`client_identity`) was not sent: its key can \
                             make none of the signatures the server accepts";
+            let sent = " (it had asked for a client certificate and was sent the configured one \
+                        (`client_identity`): it may have refused it)";
+            // Why no certificate went out, when none did.
+            let why = match auth {
+                ClientAuth::Unusable => unusable,
+                _ => "none is configured (`client_identity`)",
+            };
             let mut error = error;
             match (&error.kind, auth, t.alert) {
+                (TransportErrorKind::Connect, ClientAuth::Sent, _) => error.message.push_str(sent),
                 (TransportErrorKind::Connect, _, _) => {
-                    let said = match auth {
-                        ClientAuth::NoneConfigured => {
-                            " (it had asked for a client certificate, and none is configured \
-                             (`client_identity`): it may have refused the connection for want \
-                             of one)"
-                                .to_owned()
-                        }
-                        ClientAuth::Sent => " (it had asked for a client certificate and was \
-                                              sent the configured one (`client_identity`): it \
-                                              may have refused it)"
-                            .to_owned(),
-                        ClientAuth::Unusable => format!(
-                            " (it had asked for a client certificate, and {unusable}: it may \
-                             have refused the connection for want of one)"
-                        ),
-                    };
-                    error.message.push_str(&said);
+                    error.message.push_str(&format!(
+                        " (it had asked for a client certificate, and {why}: it may have \
+                         refused the connection for want of one)"
+                    ));
                 }
                 // No certificate went out, and the server's alert is its refusal of that,
                 // whatever name it gives it.
@@ -173,20 +168,13 @@ impl<S> Stream<S> {
                         | Alert::AccessDenied),
                     ),
                 ) => {
-                    let why = match auth {
-                        ClientAuth::Unusable => unusable,
-                        _ => "none is configured (`client_identity`)",
-                    };
                     error.message = format!(
                         "tls: the server requires a client certificate, and {why} ({})",
                         rustls::Error::AlertReceived(alert)
                     );
                 }
                 (TransportErrorKind::Tls, ClientAuth::Sent, Some(Alert::HandshakeFailure)) => {
-                    error.message.push_str(
-                        " (it had asked for a client certificate and was sent the configured \
-                         one (`client_identity`): it may have refused it)",
-                    );
+                    error.message.push_str(sent);
                 }
                 _ => {}
             }

@@ -53,9 +53,8 @@ pub(crate) struct Context {
     pub(super) completions: Option<VecDeque<Completion>>,
     /// Sends resent after a drop (delivery acknowledgement), until their outcome.
     pub(super) duplicates: BTreeSet<SendId>,
-    /// The request dialled last and its URL as `Connecting` events carry it, shared by
-    /// every attempt of that request.
-    pub(super) dialled: Option<(Arc<HandshakeRequest>, Arc<url::Url>)>,
+    /// The URL dialled last as `Connecting` events carry it, shared by every attempt to it.
+    pub(super) dialled: Option<Arc<url::Url>>,
 }
 
 /// Where an open connection stands in the run of reconnect attempts
@@ -216,16 +215,12 @@ impl Context {
         }
     }
 
-    /// The URL of `request` as its `Connecting` events carry it: one copy for all its
-    /// attempts.
-    pub(super) fn url_of(&mut self, request: &Arc<HandshakeRequest>) -> Arc<url::Url> {
+    /// The URL of `request` as its `Connecting` events carry it: one copy for all the
+    /// attempts to it.
+    pub(super) fn url_of(&mut self, request: &HandshakeRequest) -> Arc<url::Url> {
         match &self.dialled {
-            Some((dialled, url)) if Arc::ptr_eq(dialled, request) => Arc::clone(url),
-            _ => {
-                let url = Arc::new(request.url.clone());
-                self.dialled = Some((Arc::clone(request), Arc::clone(&url)));
-                url
-            }
+            Some(url) if **url == request.url => Arc::clone(url),
+            _ => Arc::clone(self.dialled.insert(Arc::new(request.url.clone()))),
         }
     }
 
