@@ -455,13 +455,13 @@ fn no_proxy_option_ignores_the_environment<A: Adapter>() {
     assert_eq!(proxy.requests().len(), 1);
 }
 
-/// A proxy variable that is not a usable proxy URL (a desktop's `ALL_PROXY=socks5://…`) is
+/// A proxy variable that is not a usable proxy URL (a desktop's `ALL_PROXY=socks4://…`) is
 /// refused by `connect` before any IO, naming the variable and never its password: the
 /// environment is read once, so every dial, and every reconnection, would fail the same way
 /// (they used to, retried for ever). A connection with its own route is not affected.
 fn an_invalid_proxy_variable_is_refused_before_any_io_naming_it<A: Adapter>() {
     let name = A::NAME;
-    let env = ProxyEnv::from_vars([("HTTPS_PROXY", format!("socks5://u:{SECRET}@proxy:1080"))]);
+    let env = ProxyEnv::from_vars([("HTTPS_PROXY", format!("socks4://u:{SECRET}@proxy:1080"))]);
     let session = session().reconnect(ReconnectPolicy::default());
     let mut a: A = client_with(env, session, TlsRoots::default());
     let refused = a
@@ -469,8 +469,8 @@ fn an_invalid_proxy_variable_is_refused_before_any_io_naming_it<A: Adapter>() {
         .unwrap_err();
     assert_eq!(
         refused.to_string(),
-        "HTTPS_PROXY (from the environment): unsupported proxy scheme \"socks5\" (only http:// \
-         proxies); unset it, exempt the host in no_proxy, or choose the connection's proxy in \
+        "HTTPS_PROXY (from the environment): unsupported proxy scheme \"socks4\" (http://, \
+         socks5:// and socks5h:// proxies are); unset it, exempt the host in no_proxy, or choose the connection's proxy in \
          its options",
         "[{name}]"
     );
@@ -496,7 +496,7 @@ fn an_invalid_proxy_variable_is_refused_before_any_io_naming_it<A: Adapter>() {
 #[test]
 fn an_invalid_proxy_variable_is_refused_by_pools_and_wx_sockets_too() {
     use wxsocket_core::wx::ConnectSocket;
-    let env = || ProxyEnv::from_vars([("all_proxy", "socks5://127.0.0.1:1080")]);
+    let env = || ProxyEnv::from_vars([("all_proxy", "socks4://127.0.0.1:1080")]);
     let config = || Config::new().proxy_env(env());
     let options = || ConnectOptions::new("ws://server.wxsocket.test/");
     let refused = |e: wxsocket_core::ConnectError| {
@@ -546,7 +546,8 @@ fn an_invalid_proxy_variable_is_refused_by_pools_and_wx_sockets_too() {
 fn an_invalid_proxy_url_is_refused_before_any_io() {
     for url in [
         format!("https://u:{SECRET}@127.0.0.1:1"),
-        format!("socks5://u:{SECRET}@127.0.0.1:1"),
+        format!("socks4://u:{SECRET}@127.0.0.1:1"),
+        format!("socks5://:{SECRET}@127.0.0.1:1"),
         format!("http://u:{SECRET}@127.0.0.1:1/path"),
     ] {
         let e = ConnectOptions::new("ws://127.0.0.1:9")

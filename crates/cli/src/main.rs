@@ -172,8 +172,10 @@ struct ConnectArgs {
     /// Only allow these hosts ("legal domains"; `*.example.com` matches subdomains).
     #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host_pattern)]
     allow_hosts: Vec<String>,
-    /// Tunnel through this HTTP proxy, http://USER:PASSWORD@HOST:PORT (credentials and port
-    /// optional), for every host
+    /// Tunnel through this proxy, for every host: an HTTP proxy,
+    /// http://USER:PASSWORD@HOST:PORT, or a SOCKS5 proxy, socks5h://USER:PASSWORD@HOST:PORT
+    /// (socks5:// alike; the proxy resolves the server's name). Credentials and port
+    /// optional (80, 1080)
     /// (default: the https_proxy / http_proxy / all_proxy / no_proxy environment, loopback
     /// hosts excepted).
     #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]

@@ -115,7 +115,7 @@ fn a_bad_proxy_url_is_a_usage_error() {
             "https://u:topsecret@127.0.0.1:1",
             "https:// proxies are not supported",
         ),
-        ("socks5://127.0.0.1:1", "unsupported proxy scheme"),
+        ("socks4://127.0.0.1:1", "unsupported proxy scheme"),
         ("http://u:topsecret@127.0.0.1:99999", "invalid proxy URL"),
     ] {
         let (status, lines, stderr) = run(&["connect", "ws://127.0.0.1:9", "--proxy", proxy], "");
@@ -142,7 +142,7 @@ fn a_bad_proxy_url_is_a_usage_error() {
 }
 
 /// A proxy variable the URL would go through that is no usable proxy URL (a desktop's
-/// `ALL_PROXY=socks5://…`) is a usage error as a bad `--proxy` is, naming the variable and
+/// `ALL_PROXY=socks4://…`) is a usage error as a bad `--proxy` is, naming the variable and
 /// never its password (it used to fail every dial, and retry for ever with --reconnect); with
 /// `--no-proxy` the variable does not matter.
 #[test]
@@ -151,7 +151,7 @@ fn a_bad_proxy_variable_is_a_usage_error() {
         let args = with_adapter(vec!["connect", "ws://echo.wxsocket.test:9/"], blocking);
         let output = Command::new(common::bin())
             .args(&args)
-            .env("ALL_PROXY", "socks5://u:topsecret@127.0.0.1:1080")
+            .env("ALL_PROXY", "socks4://u:topsecret@127.0.0.1:1080")
             .stdin(Stdio::null())
             .output()
             .expect("run wxsocket");
@@ -165,7 +165,7 @@ fn a_bad_proxy_variable_is_a_usage_error() {
         assert!(!stderr.contains("topsecret"), "{stderr}");
     }
     let peer = Peer::start(Mode::Echo);
-    let vars = [("all_proxy", "socks5://127.0.0.1:1080")];
+    let vars = [("all_proxy", "socks4://127.0.0.1:1080")];
     assert_eq!(
         connect_with_env(&peer.url().replace("127.0.0.1", "localhost"), &[], &vars),
         ("open".into(), Some(0)),

@@ -212,7 +212,8 @@ impl Acknowledgement {
 /// away once the user has logged in, a mistaken deployment is rolled back): with no
 /// `max_attempts` a client whose certificate check will never pass retries for ever, each
 /// attempt's error naming the cause. Final: an HTTP 4xx answer other than 429 (unless
-/// [`Self::retry_http_4xx`]), a permanent redirect (301, 308: redirects are not followed,
+/// [`Self::retry_http_4xx`]; so is a SOCKS5 proxy's refusal of the client,
+/// [`TransportErrorKind::ProxyRefused`](crate::TransportErrorKind::ProxyRefused)), a permanent redirect (301, 308: redirects are not followed,
 /// and the same request meets it again), a server answer that agrees to what was not offered (a
 /// sub-protocol or extension: a configuration mismatch), a clean close by the peer with a
 /// code not in [`Self::retry_close_codes`], and the application's own close.
@@ -250,7 +251,9 @@ pub struct ReconnectPolicy {
     /// Default 1001 (going away), 1011 (server error), 1012 (service restart), 1013 (try
     /// again later).
     pub retry_close_codes: Vec<u16>,
-    /// Retry a handshake the server rejected with HTTP 4xx. Default off (5xx is retried,
+    /// Retry a handshake the server (or an HTTP proxy) rejected with HTTP 4xx, and a SOCKS5
+    /// proxy's refusal of the client
+    /// ([`TransportErrorKind::ProxyRefused`](crate::TransportErrorKind::ProxyRefused)). Default off (5xx is retried,
     /// and so is a temporary redirect, 302, 303 or 307: a redirect is not followed, its
     /// error names the `Location`, and a temporary one may end; set `max_attempts` for a
     /// server that keeps redirecting. A permanent one, 301 or 308, is final, with this

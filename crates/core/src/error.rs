@@ -105,7 +105,7 @@ pub enum ConnectError {
     /// `timeout` is zero or longer than [`crate::MAX_TIMER`] (24 hours).
     #[error("timeout: must be greater than zero and at most 24 hours")]
     InvalidTimeout,
-    /// `proxy` is not an `http://` proxy URL this client can use. The reason never repeats
+    /// `proxy` is not a proxy URL this client can use (`http://`, `socks5://`, `socks5h://`). The reason never repeats
     /// the URL (it may hold a password).
     #[error("proxy: {reason}")]
     InvalidProxy {
@@ -113,8 +113,8 @@ pub enum ConnectError {
         reason: String,
     },
     /// The proxy the environment gives the URL (a variable such as `https_proxy` or
-    /// `all_proxy`, read when the client was created) is not an `http://` proxy URL this
-    /// client can use: every dial would fail the same way. The reason never repeats the
+    /// `all_proxy`, read when the client was created) is not a proxy URL this client can use
+    /// (`http://`, `socks5://`, `socks5h://`): every dial would fail the same way. The reason never repeats the
     /// value (it may hold a password).
     #[error(
         "{variable} (from the environment): {reason}; unset it, exempt the host in no_proxy, \

@@ -120,7 +120,7 @@ pub use event::Event;
 pub use ids::{ConnId, SendId};
 pub use message::{Message, Utf8Payload};
 pub use pool::Pool;
-pub use proxy::{HttpProxy, ProxyCredentials, ProxyOption, ProxyRoute};
+pub use proxy::{Proxy, ProxyCredentials, ProxyOption, ProxyProtocol, ProxyRoute};
 pub use request::{ConnectOptions, HandshakeRequest};
 pub use session::{Completion, MAX_PINGS, REPLACED_REASON, Session, Stats};
 pub use state::{ReadyState, State, TRANSITIONS, Transition};

@@ -1,5 +1,5 @@
-//! The HTTP proxy a connection goes through: the `proxy` connect option and the validated
-//! proxy the driver dials. Credentials never appear in `Debug` or `Display` output, nor in
+//! The proxy a connection goes through (an HTTP proxy's `CONNECT` tunnel, or SOCKS5): the
+//! `proxy` connect option and the validated proxy the driver dials. Credentials never appear in `Debug` or `Display` output, nor in
 //! any error.
 
 use std::fmt;
@@ -18,8 +18,14 @@ pub enum ProxyOption {
     Environment,
     /// Connect directly, whatever the environment says.
     Direct,
-    /// Through this HTTP proxy, `http://[user:password@]host[:port]` (the scheme may be
-    /// left out; the port defaults to 80). It is used for every host, loopback included.
+    /// Through this proxy, for every host, loopback included:
+    /// - `http://[user:password@]host[:port]`, an HTTP proxy's `CONNECT` tunnel (the scheme
+    ///   may be left out; the port defaults to 80; credentials go as `Basic`);
+    /// - `socks5h://[user:password@]host[:port]` or `socks5://…`, a SOCKS5 proxy (RFC 1928;
+    ///   the port defaults to 1080; credentials go as RFC 1929's user name and password).
+    ///   With either scheme the proxy resolves the server's name, as Chrome and Go do (curl
+    ///   resolves it on the client for `socks5://`): a name only the proxy's side knows
+    ///   still works, and no lookup leaks from the client.
     Url(String),
 }
 
@@ -44,33 +50,51 @@ pub enum ProxyRoute {
     /// Directly.
     Direct,
     /// Through this proxy.
-    Http(HttpProxy),
+    Through(Proxy),
 }
 
-/// A validated HTTP proxy: where to dial, and the Basic credentials to present.
+/// How a [`Proxy`] is asked for a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProxyProtocol {
+    /// An HTTP proxy: `CONNECT host:port`.
+    Http,
+    /// A SOCKS5 proxy (RFC 1928), given the server's name to resolve.
+    Socks5,
+}
+
+/// A validated proxy: where to dial, how to ask it for a tunnel, and the credentials to
+/// present.
 ///
-/// `Display` shows `http://host:port`, never the credentials; `Debug` hides them too.
+/// `Display` shows `scheme://host:port`, never the credentials; `Debug` hides them too.
 ///
 /// ```
-/// use wxsocket_core::HttpProxy;
-/// let proxy = HttpProxy::parse("http://alice:s%40cret@proxy.example:3128/").unwrap();
+/// use wxsocket_core::{Proxy, ProxyProtocol};
+/// let proxy = Proxy::parse("http://alice:s%40cret@proxy.example:3128/").unwrap();
 /// assert_eq!(proxy.to_string(), "http://proxy.example:3128");
 /// assert_eq!(proxy.credentials().unwrap().password(), "s@cret");
 /// assert!(!format!("{proxy:?}").contains("cret"));
 /// // Debug shows the proxy, and that there are credentials, without them.
 /// assert!(format!("{proxy:?}").contains("proxy.example"));
 /// assert!(format!("{:?}", proxy.credentials().unwrap()).contains("<redacted>"));
-/// assert!(HttpProxy::parse("socks5://proxy:1080").is_err());
+///
+/// let socks = Proxy::parse("socks5h://proxy.example").unwrap();
+/// assert_eq!(socks.protocol(), ProxyProtocol::Socks5);
+/// assert_eq!(socks.to_string(), "socks5h://proxy.example:1080");
+/// assert!(Proxy::parse("socks4://proxy:1080").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct HttpProxy {
+pub struct Proxy {
+    /// The scheme as written (`http`, `socks5`, `socks5h`), for `Display`.
+    scheme: &'static str,
+    protocol: ProxyProtocol,
     host: String,
     port: u16,
     credentials: Option<ProxyCredentials>,
 }
 
-/// The user name and password of a proxy URL (`Proxy-Authorization: Basic`). `Debug`
-/// hides both.
+/// The user name and password of a proxy URL (an HTTP proxy's `Proxy-Authorization: Basic`,
+/// a SOCKS5 proxy's RFC 1929 authentication). `Debug` hides both.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyCredentials {
     username: String,
@@ -92,8 +116,8 @@ impl ProxyCredentials {
     /// Basic (RFC 7617), `Basic` and the base64 of `user:password`.
     ///
     /// ```
-    /// use wxsocket_core::HttpProxy;
-    /// let proxy = HttpProxy::parse("http://Aladdin:open%20sesame@proxy:3128").unwrap();
+    /// use wxsocket_core::Proxy;
+    /// let proxy = Proxy::parse("http://Aladdin:open%20sesame@proxy:3128").unwrap();
     /// let credentials = proxy.credentials().unwrap();
     /// assert_eq!(credentials.basic_authorization(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
     /// ```
@@ -108,7 +132,7 @@ impl fmt::Debug for ProxyCredentials {
     }
 }
 
-impl HttpProxy {
+impl Proxy {
     /// This proxy with placeholder credentials: what a transcript's replay dials, the
     /// credentials themselves never being written.
     pub(crate) fn with_redacted_credentials(mut self) -> Self {
@@ -120,9 +144,9 @@ impl HttpProxy {
     }
 
     /// Parses `http://[user:password@]host[:port][/]` (a value without a scheme is taken
-    /// as `http://`). Only `http://` proxies are supported. The error says why, without
-    /// repeating the URL (it may hold a password).
-    pub fn parse(raw: &str) -> Result<HttpProxy, String> {
+    /// as `http://`), `socks5h://…` or `socks5://…` (see [`ProxyOption::Url`]). The error
+    /// says why, without repeating the URL (it may hold a password).
+    pub fn parse(raw: &str) -> Result<Proxy, String> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err("the proxy URL is empty".into());
@@ -140,17 +164,19 @@ impl HttpProxy {
         };
         // The url crate's errors describe the problem without quoting the input.
         let url = Url::parse(raw).map_err(|e| format!("invalid proxy URL: {e}"))?;
-        match url.scheme() {
-            "http" => {}
+        let (scheme, protocol, default_port) = match url.scheme() {
+            "http" => ("http", ProxyProtocol::Http, 80),
+            "socks5" => ("socks5", ProxyProtocol::Socks5, 1080),
+            "socks5h" => ("socks5h", ProxyProtocol::Socks5, 1080),
             "https" => {
                 return Err("https:// proxies are not supported; use an http:// proxy (TLS to a wss:// server still runs end to end through it)".into());
             }
             other => {
                 return Err(format!(
-                    "unsupported proxy scheme {other:?} (only http:// proxies)"
+                    "unsupported proxy scheme {other:?} (http://, socks5:// and socks5h:// proxies are)"
                 ));
             }
-        }
+        };
         let host = url.host_str().unwrap_or_default();
         if host.is_empty() {
             return Err("the proxy URL has no host".into());
@@ -168,19 +194,38 @@ impl HttpProxy {
                     .map_err(|_| "the proxy credentials are not valid UTF-8".to_owned())
             };
             let username = decode(url.username())?;
-            if username.contains(':') {
-                return Err("a proxy user name may not contain ':' (RFC 7617)".into());
+            let password = decode(url.password().unwrap_or_default())?;
+            match protocol {
+                ProxyProtocol::Http if username.contains(':') => {
+                    return Err("a proxy user name may not contain ':' (RFC 7617)".into());
+                }
+                // RFC 1929 carries each in a field of 1 to 255 bytes (an empty password
+                // is sent as an empty field, as curl does).
+                ProxyProtocol::Socks5 if username.is_empty() => {
+                    return Err("a SOCKS5 proxy's user name may not be empty (RFC 1929)".into());
+                }
+                ProxyProtocol::Socks5 if username.len() > 255 || password.len() > 255 => {
+                    return Err(
+                        "a SOCKS5 proxy's user name and password are at most 255 bytes each (RFC 1929)"
+                            .into(),
+                    );
+                }
+                _ => {}
             }
-            Some(ProxyCredentials {
-                username,
-                password: decode(url.password().unwrap_or_default())?,
-            })
+            Some(ProxyCredentials { username, password })
         };
-        Ok(HttpProxy {
+        Ok(Proxy {
+            scheme,
+            protocol,
             host: host.to_owned(),
-            port: url.port().unwrap_or(80),
+            port: url.port().unwrap_or(default_port),
             credentials,
         })
+    }
+
+    /// How the proxy is asked for a tunnel.
+    pub fn protocol(&self) -> ProxyProtocol {
+        self.protocol
     }
 
     /// The proxy's host as in the URL (an IPv6 address in brackets).
@@ -199,15 +244,16 @@ impl HttpProxy {
     }
 }
 
-impl fmt::Display for HttpProxy {
+impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}", self.host, self.port)
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
     }
 }
 
-impl fmt::Debug for HttpProxy {
+impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpProxy")
+        f.debug_struct("Proxy")
+            .field("protocol", &self.protocol)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("credentials", &self.credentials)
@@ -368,23 +414,42 @@ mod tests {
 
     #[test]
     fn parses_and_hides_credentials() {
-        let p = HttpProxy::parse("proxy.local:8080").unwrap();
+        let p = Proxy::parse("proxy.local:8080").unwrap();
         assert_eq!(
             (p.host(), p.port(), p.credentials()),
             ("proxy.local", 8080, None)
         );
-        let p = HttpProxy::parse("http://[::1]").unwrap();
+        let p = Proxy::parse("http://[::1]").unwrap();
         assert_eq!(p.to_string(), "http://[::1]:80");
-        let p = HttpProxy::parse(" http://u%3Ax:p%20w@h:1/ ").unwrap_err();
+        let p = Proxy::parse(" http://u%3Ax:p%20w@h:1/ ").unwrap_err();
         assert!(p.contains("':'"), "{p}");
-        let p = HttpProxy::parse("http://user:pa%20ss@h:1").unwrap();
+        let p = Proxy::parse("http://user:pa%20ss@h:1").unwrap();
         let c = p.credentials().unwrap();
         assert_eq!((c.username(), c.password()), ("user", "pa ss"));
-        let p = HttpProxy::parse("http://user@h:1").unwrap();
+        let p = Proxy::parse("http://user@h:1").unwrap();
         assert_eq!(p.credentials().unwrap().password(), "");
         for shown in [format!("{p:?}"), p.to_string()] {
             assert!(!shown.contains("user"), "{shown}");
         }
+        // SOCKS5: its own default port, the scheme as written, and RFC 1929's bounds.
+        let p = Proxy::parse("socks5://u:p%3Aw@[::1]").unwrap();
+        assert_eq!(p.protocol(), ProxyProtocol::Socks5);
+        assert_eq!(p.to_string(), "socks5://[::1]:1080");
+        let c = p.credentials().unwrap();
+        assert_eq!((c.username(), c.password()), ("u", "p:w"));
+        let p = Proxy::parse("socks5h://u%3Ax@h:9").unwrap();
+        assert_eq!(p.to_string(), "socks5h://h:9");
+        assert_eq!(p.credentials().unwrap().username(), "u:x");
+        assert_eq!(Proxy::parse("h:1").unwrap().protocol(), ProxyProtocol::Http);
+        let long = "x".repeat(256);
+        for url in [
+            format!("socks5h://{long}:pw@h"),
+            format!("socks5h://u:{long}@h"),
+        ] {
+            let e = Proxy::parse(&url).unwrap_err();
+            assert!(e.contains("255 bytes"), "{e}");
+        }
+        assert!(Proxy::parse(&format!("socks5h://u:{}@h", "x".repeat(255))).is_ok());
         let option = ProxyOption::Url("http://user:secret@h:1/".into());
         assert_eq!(format!("{option:?}"), "Url(\"http://***@h:1/\")");
         let option = ProxyOption::Url("u:pa/ss@h:1".into());
@@ -396,13 +461,14 @@ mod tests {
         for (url, why) in [
             ("", "empty"),
             ("https://h:1", "https:// proxies are not supported"),
-            ("socks5://h:1", "\"socks5\""),
+            ("socks4://h:1", "\"socks4\""),
+            ("socks5://:pw@h:1", "may not be empty"),
             ("http://h:1/path", "no path"),
             ("http://h:1/?q", "no path"),
             ("http://user:secret@h:99999", "invalid proxy URL"),
             ("http://:secret@", "invalid proxy URL"),
         ] {
-            let e = HttpProxy::parse(url).unwrap_err();
+            let e = Proxy::parse(url).unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
             assert!(!e.contains("secret"), "{url}: {e}");
         }

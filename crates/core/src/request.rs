@@ -4,7 +4,7 @@
 
 use crate::deflate::DeflateOptions;
 use crate::error::ConnectError;
-use crate::proxy::{HttpProxy, ProxyOption, ProxyRoute};
+use crate::proxy::{Proxy, ProxyOption, ProxyRoute};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 use url::Url;
@@ -252,8 +252,8 @@ impl ConnectOptions {
         let proxy = match &self.proxy {
             ProxyOption::Environment => ProxyRoute::Environment,
             ProxyOption::Direct => ProxyRoute::Direct,
-            ProxyOption::Url(raw) => ProxyRoute::Http(
-                HttpProxy::parse(raw).map_err(|reason| ConnectError::InvalidProxy { reason })?,
+            ProxyOption::Url(raw) => ProxyRoute::Through(
+                Proxy::parse(raw).map_err(|reason| ConnectError::InvalidProxy { reason })?,
             ),
         };
         let mut headers = validate_headers(&self.header)?;
@@ -910,7 +910,7 @@ mod tests {
             ProxyRoute::Direct
         );
         let r = base().proxy("http://u:pw@p:3128").validate().unwrap();
-        let ProxyRoute::Http(proxy) = &r.proxy else {
+        let ProxyRoute::Through(proxy) = &r.proxy else {
             panic!("{r:?}")
         };
         assert_eq!(proxy.to_string(), "http://p:3128");

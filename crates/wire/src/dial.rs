@@ -11,7 +11,7 @@
 
 use crate::convert::connect_error;
 use crate::deflate::{Compressor, Inflater};
-use crate::proxy::{ProxyConnect, ProxyEnv};
+use crate::proxy::{ProxyEnv, Tunnel};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use tungstenite::Message as WsMessage;
 
 pub use rustls_pki_types::ServerName;
 use wxsocket_core::{
-    Handshake, HandshakeRequest, HttpProxy, Message, TransportError, TransportErrorKind,
+    Handshake, HandshakeRequest, Message, Proxy, ProxyProtocol, TransportError, TransportErrorKind,
 };
 
 /// The name lookups a driver has in flight, each with the dials waiting for it, so that
@@ -226,7 +226,7 @@ pub struct DialPlan {
     host: String,
     port: u16,
     /// The proxy the request goes through, if any.
-    proxy: Option<HttpProxy>,
+    proxy: Option<Proxy>,
 }
 
 /// `host` without the brackets of an IPv6 address, as resolvers and TLS take it.
@@ -237,10 +237,17 @@ fn bare(host: &str) -> &str {
 impl DialPlan {
     /// The plan for `request`, its proxy chosen by [`crate::proxy::route`] from `env`.
     pub fn new(request: &HandshakeRequest, env: &ProxyEnv) -> Result<DialPlan, TransportError> {
+        let proxy = crate::proxy::route(request, env)?;
+        if let Some(proxy) = proxy
+            .as_ref()
+            .filter(|p| p.protocol() == ProxyProtocol::Socks5)
+        {
+            crate::socks::check_host(proxy, request.host())?;
+        }
         Ok(DialPlan {
             host: request.host().to_owned(),
             port: request.port(),
-            proxy: crate::proxy::route(request, env)?,
+            proxy,
         })
     }
 
@@ -253,7 +260,7 @@ impl DialPlan {
         }
     }
 
-    /// Whether the connection goes through an HTTP proxy.
+    /// Whether the connection goes through a proxy.
     pub fn is_proxied(&self) -> bool {
         self.proxy.is_some()
     }
@@ -292,11 +299,11 @@ impl DialPlan {
         connect_error(error, "socket")
     }
 
-    /// The `CONNECT` exchange that opens the tunnel to the server, when there is a proxy.
-    pub fn tunnel(&self) -> Option<ProxyConnect> {
+    /// The exchange that opens the tunnel to the server, when there is a proxy.
+    pub fn tunnel(&self) -> Option<Tunnel> {
         self.proxy
             .as_ref()
-            .map(|proxy| ProxyConnect::new(proxy, &self.host, self.port))
+            .map(|proxy| Tunnel::new(proxy, &self.host, self.port))
     }
 
     /// The name TLS checks the server's certificate against: the server's host (also

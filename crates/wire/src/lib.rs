@@ -76,6 +76,7 @@ pub mod machine;
 pub mod proxy;
 pub mod read_ahead;
 pub mod simple;
+pub mod socks;
 mod timing;
 pub mod tls;
 pub mod trace;

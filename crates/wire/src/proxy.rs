@@ -1,7 +1,8 @@
-//! HTTP proxies: which proxy a request goes through ([`route`], with the environment
-//! snapshot [`ProxyEnv`]), and the `CONNECT` exchange that opens the tunnel
-//! ([`ProxyConnect`], sans-IO like [`crate::ClientHandshake`]). Both adapters dial with
-//! these, so they choose and talk to proxies identically.
+//! Proxies: which proxy a request goes through ([`route`], with the environment snapshot
+//! [`ProxyEnv`]), and the exchange that opens the tunnel ([`Tunnel`]: an HTTP proxy's
+//! `CONNECT`, [`ProxyConnect`], or SOCKS5's, [`crate::socks::Socks5Connect`]; sans-IO like
+//! [`crate::ClientHandshake`]). Both adapters dial with these, so they choose and talk to
+//! proxies identically.
 //!
 //! Through a proxy, the adapter connects TCP to the proxy, writes
 //! [`ProxyConnect::request_bytes`] (`CONNECT host:port`, with `Proxy-Authorization: Basic`
@@ -12,7 +13,7 @@
 //! `CONNECT` exchange included.
 //!
 //! ```
-//! use wxsocket_core::{ConnectOptions, HttpProxy};
+//! use wxsocket_core::{ConnectOptions, Proxy};
 //! use wxsocket_wire::proxy::{ProxyConnect, ProxyEnv, route};
 //!
 //! // The environment a client read (here: given as a map, as tests do).
@@ -23,7 +24,7 @@
 //! let direct = ConnectOptions::new("wss://db.internal/ws").validate().unwrap();
 //! assert_eq!(route(&direct, &env).unwrap(), None);
 //!
-//! let proxy = HttpProxy::parse("http://alice:secret@proxy.corp:3128").unwrap();
+//! let proxy = Proxy::parse("http://alice:secret@proxy.corp:3128").unwrap();
 //! let mut connect = ProxyConnect::new(&proxy, "chat.example.com", 443);
 //! assert_eq!(
 //!     std::str::from_utf8(connect.request_bytes()).unwrap(),
@@ -35,11 +36,13 @@
 //! ```
 
 use crate::handshake::MAX_INTERIM_ANSWERS;
+use crate::socks::Socks5Connect;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use wxsocket_core::{
-    ConnectError, HandshakeRequest, HttpProxy, ProxyRoute, TransportError, TransportErrorKind,
+    ConnectError, HandshakeRequest, Proxy, ProxyProtocol, ProxyRoute, TransportError,
+    TransportErrorKind,
 };
 
 /// Largest proxy answer head accepted (status line and headers).
@@ -77,7 +80,7 @@ pub struct ProxyEnv {
 impl fmt::Debug for ProxyEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = |v: &Option<(&'static str, String)>| match v {
-            Some((name, value)) => match HttpProxy::parse(value) {
+            Some((name, value)) => match Proxy::parse(value) {
                 Ok(proxy) => format!("{name}={proxy}"),
                 Err(_) => format!("{name}=<invalid>"),
             },
@@ -147,7 +150,7 @@ impl ProxyEnv {
 
     /// The proxy for a `ws://` or `wss://` URL's scheme and host, or `None` to go direct.
     /// A variable that is not a usable proxy URL is an error naming it (never its value).
-    pub fn proxy_for(&self, scheme: &str, host: &str) -> Result<Option<HttpProxy>, TransportError> {
+    pub fn proxy_for(&self, scheme: &str, host: &str) -> Result<Option<Proxy>, TransportError> {
         self.chosen(scheme, host).map_err(|(name, reason)| {
             TransportError::new(
                 TransportErrorKind::Connect,
@@ -163,7 +166,7 @@ impl ProxyEnv {
     ///
     /// ```
     /// # use wxsocket_wire::reexports::{ConnectError, ConnectOptions, ProxyEnv};
-    /// let env = ProxyEnv::from_vars([("ALL_PROXY", "socks5://127.0.0.1:1080")]);
+    /// let env = ProxyEnv::from_vars([("ALL_PROXY", "socks4://127.0.0.1:1080")]);
     /// let request = ConnectOptions::new("wss://chat.example.com/").validate().unwrap();
     /// let refused = env.check(&request).unwrap_err();
     /// assert!(matches!(refused, ConnectError::ProxyEnvironment { variable: "ALL_PROXY", .. }));
@@ -172,7 +175,7 @@ impl ProxyEnv {
     /// ```
     pub fn check(&self, request: &HandshakeRequest) -> Result<(), ConnectError> {
         match &request.proxy {
-            ProxyRoute::Direct | ProxyRoute::Http(_) => Ok(()),
+            ProxyRoute::Direct | ProxyRoute::Through(_) => Ok(()),
             _ => self
                 .chosen(request.url.scheme(), request.host())
                 .map(|_| ())
@@ -181,11 +184,7 @@ impl ProxyEnv {
     }
 
     /// [`Self::proxy_for`], with a failure as the variable and what is wrong with it.
-    fn chosen(
-        &self,
-        scheme: &str,
-        host: &str,
-    ) -> Result<Option<HttpProxy>, (&'static str, String)> {
+    fn chosen(&self, scheme: &str, host: &str) -> Result<Option<Proxy>, (&'static str, String)> {
         let chosen = match scheme {
             "wss" | "https" => self.https.as_ref(),
             _ => self.http.as_ref(),
@@ -197,7 +196,7 @@ impl ProxyEnv {
         if is_loopback(host) || self.bypasses(host) {
             return Ok(None);
         }
-        HttpProxy::parse(value)
+        Proxy::parse(value)
             .map(Some)
             .map_err(|reason| (*name, reason))
     }
@@ -226,13 +225,10 @@ impl ProxyEnv {
 
 /// The proxy `request` goes through, or `None` to go direct: its own
 /// [`ProxyRoute`], or for [`ProxyRoute::Environment`] what `env` says for its URL.
-pub fn route(
-    request: &HandshakeRequest,
-    env: &ProxyEnv,
-) -> Result<Option<HttpProxy>, TransportError> {
+pub fn route(request: &HandshakeRequest, env: &ProxyEnv) -> Result<Option<Proxy>, TransportError> {
     match &request.proxy {
         ProxyRoute::Direct => Ok(None),
-        ProxyRoute::Http(proxy) => Ok(Some(proxy.clone())),
+        ProxyRoute::Through(proxy) => Ok(Some(proxy.clone())),
         // ProxyRoute is non-exhaustive: a newer core's routes resolve as the environment.
         _ => env.proxy_for(request.url.scheme(), request.host()),
     }
@@ -289,6 +285,81 @@ fn prefix_matches(net: &[u8], ip: &[u8], bits: u32) -> bool {
         })
 }
 
+/// The exchange that opens a proxy's tunnel, whichever its protocol: write
+/// [`outgoing`](Self::outgoing) and report it with [`wrote`](Self::wrote), [`feed`](Self::feed)
+/// what the proxy sends, and write again whatever is outgoing then, until `feed` returns
+/// `true`.
+#[derive(Debug)]
+pub struct Tunnel(Exchange);
+
+#[derive(Debug)]
+enum Exchange {
+    Http(ProxyConnect),
+    Socks5(Socks5Connect),
+}
+
+impl Tunnel {
+    /// The exchange for `host:port` (the host as a URL writes it) through `proxy`.
+    pub fn new(proxy: &Proxy, host: &str, port: u16) -> Self {
+        Tunnel(match proxy.protocol() {
+            ProxyProtocol::Socks5 => Exchange::Socks5(Socks5Connect::new(proxy, host, port)),
+            // ProxyProtocol is non-exhaustive: HTTP is what a proxy URL defaults to.
+            _ => Exchange::Http(ProxyConnect::new(proxy, host, port)),
+        })
+    }
+
+    /// The bytes still to write (empty while waiting for the proxy).
+    pub fn outgoing(&self) -> &[u8] {
+        match &self.0 {
+            Exchange::Http(c) => c.outgoing(),
+            Exchange::Socks5(c) => c.outgoing(),
+        }
+    }
+
+    /// `n` bytes of [`Self::outgoing`] were written.
+    pub fn wrote(&mut self, n: usize) {
+        match &mut self.0 {
+            Exchange::Http(c) => c.wrote(n),
+            Exchange::Socks5(c) => c.wrote(n),
+        }
+    }
+
+    /// Feeds bytes from the proxy: `Ok(true)` once the tunnel is open
+    /// ([`ProxyConnect::feed`], [`Socks5Connect::feed`]).
+    pub fn feed(&mut self, data: &[u8]) -> Result<bool, TransportError> {
+        match &mut self.0 {
+            Exchange::Http(c) => c.feed(data),
+            Exchange::Socks5(c) => c.feed(data),
+        }
+    }
+
+    /// The proxy, as its errors name it (its URL, credentials left out).
+    pub fn proxy(&self) -> &str {
+        match &self.0 {
+            Exchange::Http(c) => c.proxy(),
+            Exchange::Socks5(c) => c.proxy(),
+        }
+    }
+
+    /// The error for a proxy that closed the connection before the tunnel opened.
+    pub fn closed_early(&self) -> TransportError {
+        match &self.0 {
+            Exchange::Http(c) => c.closed_early(),
+            Exchange::Socks5(c) => c.closed_early(),
+        }
+    }
+
+    /// The error for an IO failure during the exchange, naming the proxy (for an HTTP
+    /// proxy, a reset after part of its answer is that answer, see
+    /// [`ProxyConnect::failed_early`]).
+    pub fn io_error(&self, error: &std::io::Error) -> TransportError {
+        match &self.0 {
+            Exchange::Http(c) => c.failed_early(error).unwrap_or_else(|| c.io_error(error)),
+            Exchange::Socks5(c) => c.io_error(error),
+        }
+    }
+}
+
 /// A `CONNECT` exchange with a proxy, without IO: write
 /// [`request_bytes`](Self::request_bytes), then [`feed`](Self::feed) what the proxy sends
 /// until it returns `true` (the tunnel is open) or an error.
@@ -301,6 +372,8 @@ pub struct ProxyConnect {
     target: String,
     /// Interim answers passed over so far ([`MAX_INTERIM_ANSWERS`]).
     interim: usize,
+    /// How much of the request is written.
+    written: usize,
 }
 
 impl fmt::Debug for ProxyConnect {
@@ -325,7 +398,7 @@ enum Answer {
 impl ProxyConnect {
     /// The `CONNECT` request for `host:port` (the host as a URL writes it: an IPv6 address
     /// in brackets), through `proxy`.
-    pub fn new(proxy: &HttpProxy, host: &str, port: u16) -> Self {
+    pub fn new(proxy: &Proxy, host: &str, port: u16) -> Self {
         let target = format!("{host}:{port}");
         let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
         if let Some(credentials) = proxy.credentials() {
@@ -339,12 +412,23 @@ impl ProxyConnect {
             proxy: proxy.to_string(),
             target,
             interim: 0,
+            written: 0,
         }
     }
 
     /// The request to write.
     pub fn request_bytes(&self) -> &[u8] {
         &self.request
+    }
+
+    /// What is left to write of the request.
+    pub fn outgoing(&self) -> &[u8] {
+        &self.request[self.written..]
+    }
+
+    /// `n` bytes of [`Self::outgoing`] were written.
+    pub fn wrote(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.request.len());
     }
 
     /// Feeds bytes from the proxy. `Ok(false)`: more are needed; `Ok(true)`: the proxy
@@ -592,7 +676,7 @@ mod tests {
 
     #[test]
     fn connect_exchange() {
-        let proxy = HttpProxy::parse("http://[::1]:3128").unwrap();
+        let proxy = Proxy::parse("http://[::1]:3128").unwrap();
         let mut c = ProxyConnect::new(&proxy, "[2001:db8::1]", 443);
         assert_eq!(
             c.request_bytes(),
@@ -603,7 +687,7 @@ mod tests {
         }
         assert!(c.feed(b"\r\n").unwrap());
 
-        let secret = HttpProxy::parse("http://u:secret@p:1").unwrap();
+        let secret = Proxy::parse("http://u:secret@p:1").unwrap();
         for (answer, status) in [
             (
                 &b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"[..],
@@ -645,7 +729,7 @@ mod tests {
     /// close is a protocol error and a reset stays an IO error.
     #[test]
     fn an_answer_cut_short_reads_as_far_as_it_came() {
-        let proxy = HttpProxy::parse("http://u:secret@p:1").unwrap();
+        let proxy = Proxy::parse("http://u:secret@p:1").unwrap();
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         let fresh = ProxyConnect::new(&proxy, "h", 80);
         assert!(fresh.failed_early(&reset).is_none());
@@ -694,7 +778,7 @@ mod tests {
     /// read or split across several; the tunnel opens on the final 2xx.
     #[test]
     fn interim_answers_before_the_final_one_are_skipped() {
-        let proxy = HttpProxy::parse("http://p:1").unwrap();
+        let proxy = Proxy::parse("http://p:1").unwrap();
         let mut c = ProxyConnect::new(&proxy, "h", 80);
         assert!(
             c.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n")
@@ -715,7 +799,7 @@ mod tests {
     /// A header folded over two lines does not fail the tunnel (it was an invalid answer).
     #[test]
     fn a_folded_header_in_the_answer_is_accepted() {
-        let proxy = HttpProxy::parse("http://p:1").unwrap();
+        let proxy = Proxy::parse("http://p:1").unwrap();
         let mut c = ProxyConnect::new(&proxy, "h", 80);
         assert!(
             c.feed(b"HTTP/1.1 200 OK\r\nVia: 1.1 old\r\n proxy\r\n\r\n")
@@ -726,7 +810,7 @@ mod tests {
     /// [`MAX_INTERIM_ANSWERS`] interim answers are passed over, one more fails the tunnel.
     #[test]
     fn interim_answers_without_end_fail_the_tunnel() {
-        let proxy = HttpProxy::parse("http://p:1").unwrap();
+        let proxy = Proxy::parse("http://p:1").unwrap();
         let interim = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM_ANSWERS);
         let mut c = ProxyConnect::new(&proxy, "h", 80);
         assert!(

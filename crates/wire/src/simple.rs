@@ -563,7 +563,7 @@ mod tests {
     fn a_refused_proxy_variable_is_no_option() {
         let refused = Error::Options(ConnectError::ProxyEnvironment {
             variable: "ALL_PROXY",
-            reason: "unsupported proxy scheme \"socks5\"".into(),
+            reason: "unsupported proxy scheme \"socks4\"".into(),
         });
         let message = refused.to_string();
         assert!(

@@ -9,7 +9,7 @@
 //! server's response ([`crate::HandshakeDone`]).
 
 use crate::dial::{self, DialPlan, ServerName};
-use crate::proxy::ProxyConnect;
+use crate::proxy::Tunnel;
 use crate::{ClientHandshake, DialTimer, HandshakeDone};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -470,12 +470,8 @@ mod no_tls {
 
 /// Where an [`Upgrade`] is.
 enum Phase<S> {
-    /// Connected to a proxy: the `CONNECT` exchange that opens the tunnel.
-    Tunneling {
-        sock: S,
-        connect: ProxyConnect,
-        written: usize,
-    },
+    /// Connected to a proxy: the exchange that opens the tunnel.
+    Tunneling { sock: S, connect: Tunnel },
     /// TLS (if any) and the HTTP upgrade.
     Handshaking {
         stream: Stream<S>,
@@ -523,11 +519,7 @@ impl<S: Read + Write> Upgrade<S> {
             via: None,
         };
         upgrade.phase = match plan.tunnel() {
-            Some(connect) => Phase::Tunneling {
-                sock,
-                connect,
-                written: 0,
-            },
+            Some(connect) => Phase::Tunneling { sock, connect },
             None => upgrade.start_handshake(sock).unwrap_or_else(Phase::Failed),
         };
         upgrade
@@ -587,14 +579,9 @@ impl<S: Read + Write> Upgrade<S> {
                 Phase::Tunneling {
                     mut sock,
                     mut connect,
-                    mut written,
-                } => match tunnel(&mut sock, &mut connect, &mut written) {
+                } => match tunnel(&mut sock, &mut connect) {
                     Ok(false) => {
-                        self.phase = Phase::Tunneling {
-                            sock,
-                            connect,
-                            written,
-                        };
+                        self.phase = Phase::Tunneling { sock, connect };
                         return Poll::Pending;
                     }
                     // The tunnel is open: the server's handshake starts inside it.
@@ -672,24 +659,19 @@ impl<S: Read + Write> Upgrade<S> {
     }
 }
 
-/// Writes the `CONNECT` request and reads the proxy's answer as far as the socket allows:
-/// `Ok(true)` once the tunnel is open.
-fn tunnel<S: Read + Write>(
-    sock: &mut S,
-    connect: &mut ProxyConnect,
-    written: &mut usize,
-) -> Result<bool, TransportError> {
-    let request = connect.request_bytes();
-    while *written < request.len() {
-        match sock.write(&request[*written..]) {
-            Ok(0) => return Err(connect.io_error(&io::ErrorKind::WriteZero.into())),
-            Ok(n) => *written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(connect.io_error(&e)),
-        }
-    }
+/// Writes what the tunnel's exchange has to say and reads the proxy's answers as far as the
+/// socket allows: `Ok(true)` once the tunnel is open.
+fn tunnel<S: Read + Write>(sock: &mut S, connect: &mut Tunnel) -> Result<bool, TransportError> {
     let mut buf = [0u8; 2048];
     loop {
+        while !connect.outgoing().is_empty() {
+            match sock.write(connect.outgoing()) {
+                Ok(0) => return Err(connect.io_error(&io::ErrorKind::WriteZero.into())),
+                Ok(n) => connect.wrote(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(connect.io_error(&e)),
+            }
+        }
         match sock.read(&mut buf) {
             Ok(0) => return Err(connect.closed_early()),
             Ok(n) => {
@@ -698,11 +680,7 @@ fn tunnel<S: Read + Write>(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => {
-                return Err(connect
-                    .failed_early(&e)
-                    .unwrap_or_else(|| connect.io_error(&e)));
-            }
+            Err(e) => return Err(connect.io_error(&e)),
         }
     }
 }

@@ -155,6 +155,8 @@ impl Cause {
             {
                 policy.retry_http_4xx
             }
+            // A SOCKS5 proxy's refusal of this client, as an HTTP proxy's 407 or 403.
+            Cause::Dial(Some(TransportErrorKind::ProxyRefused)) => policy.retry_http_4xx,
             Cause::Dial(_) | Cause::Lost => true,
             Cause::PeerClosed(code) => policy.retry_close_codes.contains(&code),
         }

@@ -89,7 +89,7 @@ use crate::deflate::{DeflateOptions, DeflateParams};
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
 use crate::message::{Message, Utf8Payload};
-use crate::proxy::{HttpProxy, ProxyRoute};
+use crate::proxy::{Proxy, ProxyProtocol, ProxyRoute};
 use crate::request::HandshakeRequest;
 use crate::session::Session;
 use crate::transport::{
@@ -469,14 +469,23 @@ fn deflate_params_json(d: &DeflateParams) -> Value {
         .with("client_max_window_bits", d.client_max_window_bits)
 }
 
+/// The key a transcript writes a proxy's URL under.
+fn proxy_key(protocol: ProxyProtocol) -> &'static str {
+    match protocol {
+        ProxyProtocol::Http => "http",
+        ProxyProtocol::Socks5 => "socks5",
+    }
+}
+
 fn request_json(r: &HandshakeRequest, redaction: &Redaction) -> Value {
     let proxy = match &r.proxy {
         ProxyRoute::Environment => Value::from("environment"),
         ProxyRoute::Direct => Value::from("direct"),
         // `Display` leaves the credentials out; only whether there are any is written (the
         // replay stands in placeholders, so the requests compare equal).
-        ProxyRoute::Http(p) => Value::obj()
-            .with("http", p.to_string())
+        // Keyed by protocol (`http`, `socks5`); the URL's scheme tells `socks5h` apart.
+        ProxyRoute::Through(p) => Value::obj()
+            .with(proxy_key(p.protocol()), p.to_string())
             .with("credentials", p.credentials().is_some()),
     };
     Value::obj()
@@ -535,6 +544,7 @@ fn error_json(e: &TransportError) -> Value {
         TransportErrorKind::InvalidUtf8 => ("invalid_utf8", None),
         TransportErrorKind::MessageTooBig => ("message_too_big", None),
         TransportErrorKind::Io => ("io", None),
+        TransportErrorKind::ProxyRefused => ("proxy_refused", None),
     };
     let v = Value::obj().with("kind", kind);
     let v = match status {
@@ -776,9 +786,17 @@ fn request_from(v: &Value) -> Read<HandshakeRequest> {
         Value::Str(s) if s == "environment" => ProxyRoute::Environment,
         Value::Str(s) if s == "direct" => ProxyRoute::Direct,
         other => {
-            let proxy = HttpProxy::parse(str_of(other, "http")?)?;
+            let key = if other.get("socks5").is_some() {
+                "socks5"
+            } else {
+                "http"
+            };
+            let proxy = Proxy::parse(str_of(other, key)?)?;
+            if proxy_key(proxy.protocol()) != key {
+                return Err(format!("a {key} proxy's URL is not a {key} proxy's"));
+            }
             let credentials = matches!(other.get("credentials"), Some(Value::Bool(true)));
-            ProxyRoute::Http(if credentials {
+            ProxyRoute::Through(if credentials {
                 proxy.with_redacted_credentials()
             } else {
                 proxy
@@ -849,6 +867,7 @@ fn error_from(v: &Value) -> Read<TransportError> {
     let kind = match str_of(v, "kind")? {
         "connect" => TransportErrorKind::Connect,
         "tls" => TransportErrorKind::Tls,
+        "proxy_refused" => TransportErrorKind::ProxyRefused,
         "http_status" => TransportErrorKind::HttpStatus(int_of(v, "status")?),
         "protocol" => TransportErrorKind::Protocol,
         "negotiation" => TransportErrorKind::Negotiation,

@@ -1,0 +1,539 @@
+//! SOCKS5 proxies: the exchange that opens a tunnel through one ([`Socks5Connect`], sans-IO
+//! like [`crate::proxy::ProxyConnect`]): the greeting and its chosen method (RFC 1928 §3),
+//! the user name and password when the proxy asks for them (RFC 1929), and the `CONNECT`
+//! request and its reply (RFC 1928 §4–6).
+//!
+//! The server's host goes to the proxy as it is written in the URL (a name, or an IP
+//! address), so the proxy resolves a name: with `socks5h://` and `socks5://` alike, as
+//! Chrome and Go do. Each step waits for the proxy's answer before the next is written.
+//!
+//! ```
+//! use wxsocket_core::Proxy;
+//! use wxsocket_wire::socks::Socks5Connect;
+//!
+//! let proxy = Proxy::parse("socks5h://alice:secret@proxy.corp:1080").unwrap();
+//! let mut connect = Socks5Connect::new(&proxy, "chat.example.com", 443);
+//! // The greeting offers no authentication and a user name with a password.
+//! assert_eq!(connect.outgoing(), [5, 2, 0, 2]);
+//! connect.wrote(connect.outgoing().len());
+//! assert!(!connect.feed(&[5, 2]).unwrap()); // the proxy chose the user name and password
+//! assert_eq!(connect.outgoing(), b"\x01\x05alice\x06secret");
+//! connect.wrote(connect.outgoing().len());
+//! assert!(!connect.feed(&[1, 0]).unwrap()); // accepted
+//! assert_eq!(connect.outgoing(), b"\x05\x01\x00\x03\x10chat.example.com\x01\xbb");
+//! connect.wrote(connect.outgoing().len());
+//! // Granted, the proxy bound to 10.0.0.1:4242: the tunnel is open.
+//! assert!(connect.feed(&[5, 0, 0, 1, 10, 0, 0, 1, 0x10, 0x92]).unwrap());
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use wxsocket_core::{Proxy, TransportError, TransportErrorKind};
+
+const VERSION: u8 = 5;
+/// RFC 1929's sub-negotiation version.
+const AUTH_VERSION: u8 = 1;
+const NO_AUTHENTICATION: u8 = 0;
+const USERNAME_PASSWORD: u8 = 2;
+const NO_ACCEPTABLE_METHOD: u8 = 0xff;
+const CONNECT: u8 = 1;
+const IPV4: u8 = 1;
+const DOMAIN: u8 = 3;
+const IPV6: u8 = 4;
+
+/// The longest host name a `CONNECT` request can carry (a one-byte length).
+pub const MAX_SOCKS5_HOST: usize = 255;
+
+/// Where the exchange is: the answer it waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The method the proxy chose, after the greeting.
+    Method,
+    /// The verdict on the user name and password.
+    Authentication,
+    /// The reply to `CONNECT`.
+    Reply,
+    /// The tunnel is open.
+    Open,
+}
+
+impl Step {
+    /// What the proxy answers at this step, as errors name it.
+    fn answer(self) -> &'static str {
+        match self {
+            Step::Method => "the greeting",
+            Step::Authentication => "the user name and password",
+            Step::Reply | Step::Open => "CONNECT",
+        }
+    }
+}
+
+/// A SOCKS5 exchange with a proxy, without IO: write [`outgoing`](Self::outgoing) (and
+/// report it with [`wrote`](Self::wrote)), [`feed`](Self::feed) what the proxy sends, and
+/// write again whatever is outgoing then, until `feed` returns `true` (the tunnel is open)
+/// or an error.
+///
+/// `Debug` leaves out the messages, which may carry credentials.
+pub struct Socks5Connect {
+    step: Step,
+    /// The message being written, and how much of it is.
+    out: Vec<u8>,
+    written: usize,
+    /// The proxy's answer so far at this step.
+    answer: Vec<u8>,
+    /// The user name and password message, when the proxy URL has credentials.
+    authentication: Option<Vec<u8>>,
+    /// The `CONNECT` request, written once the method is settled.
+    request: Vec<u8>,
+    proxy: String,
+    target: String,
+}
+
+impl fmt::Debug for Socks5Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socks5Connect")
+            .field("proxy", &self.proxy)
+            .field("target", &self.target)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses, before any IO, a host a `CONNECT` request cannot carry (a name over
+/// [`MAX_SOCKS5_HOST`] bytes), naming the proxy.
+pub fn check_host(proxy: &Proxy, host: &str) -> Result<(), TransportError> {
+    if address(host).is_none() && host.len() > MAX_SOCKS5_HOST {
+        return Err(TransportError::new(
+            TransportErrorKind::Connect,
+            format!(
+                "proxy {proxy}: the server's host name is {} bytes long, and SOCKS5 carries at \
+                 most {MAX_SOCKS5_HOST}",
+                host.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The host as an IP address, if it is one (IPv6 in brackets or not).
+fn address(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+impl Socks5Connect {
+    /// The exchange for `host:port` (the host as a URL writes it: an IPv6 address in
+    /// brackets), through `proxy`. A name longer than [`MAX_SOCKS5_HOST`] bytes is
+    /// [`check_host`]'s to refuse; here it would be cut.
+    pub fn new(proxy: &Proxy, host: &str, port: u16) -> Self {
+        let authentication = proxy.credentials().map(|c| {
+            let (user, password) = (c.username().as_bytes(), c.password().as_bytes());
+            let mut message = vec![AUTH_VERSION, user.len() as u8];
+            message.extend_from_slice(user);
+            message.push(password.len() as u8);
+            message.extend_from_slice(password);
+            message
+        });
+        let greeting = if authentication.is_some() {
+            vec![VERSION, 2, NO_AUTHENTICATION, USERNAME_PASSWORD]
+        } else {
+            vec![VERSION, 1, NO_AUTHENTICATION]
+        };
+        let mut request = vec![VERSION, CONNECT, 0];
+        match address(host) {
+            Some(IpAddr::V4(ip)) => {
+                request.push(IPV4);
+                request.extend_from_slice(&ip.octets());
+            }
+            Some(IpAddr::V6(ip)) => {
+                request.push(IPV6);
+                request.extend_from_slice(&ip.octets());
+            }
+            None => {
+                let name = &host.as_bytes()[..host.len().min(MAX_SOCKS5_HOST)];
+                request.push(DOMAIN);
+                request.push(name.len() as u8);
+                request.extend_from_slice(name);
+            }
+        }
+        request.extend_from_slice(&port.to_be_bytes());
+        Self {
+            step: Step::Method,
+            out: greeting,
+            written: 0,
+            answer: Vec::new(),
+            authentication,
+            request,
+            proxy: proxy.to_string(),
+            target: format!("{host}:{port}"),
+        }
+    }
+
+    /// The bytes still to write of the current message (empty while waiting for an answer).
+    pub fn outgoing(&self) -> &[u8] {
+        &self.out[self.written..]
+    }
+
+    /// `n` bytes of [`Self::outgoing`] were written.
+    pub fn wrote(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.out.len());
+    }
+
+    /// Feeds bytes from the proxy. `Ok(false)`: more are needed (and the next message may
+    /// be outgoing); `Ok(true)`: the proxy granted `CONNECT` and the tunnel is open. A
+    /// refusal is an error naming the proxy (never its credentials) and what it said:
+    /// [`TransportErrorKind::ProxyRefused`] for a refusal of this client (no acceptable
+    /// method, credentials refused, not allowed by its rules), `Connect` for a server it
+    /// could not reach, `Protocol` for anything that is not SOCKS5 as RFC 1928 writes it.
+    pub fn feed(&mut self, data: &[u8]) -> Result<bool, TransportError> {
+        if self.step == Step::Open {
+            return Err(self.protocol("sent bytes after its reply to CONNECT"));
+        }
+        self.answer.extend_from_slice(data);
+        let Some(len) = self.answer_len()? else {
+            return Ok(false);
+        };
+        if len < self.answer.len() {
+            // The proxy speaks only when asked (and the server only after the client).
+            return Err(self.protocol(&format!(
+                "sent more than its answer to {}",
+                self.step.answer()
+            )));
+        }
+        if self.written < self.out.len() {
+            return Err(self.protocol(&format!(
+                "answered {} before it was written",
+                self.step.answer()
+            )));
+        }
+        let answer = std::mem::take(&mut self.answer);
+        self.step = match self.step {
+            Step::Method => self.method_chosen(answer[1])?,
+            Step::Authentication => self.authenticated(answer[1])?,
+            Step::Reply | Step::Open => self.replied(answer[1])?,
+        };
+        Ok(self.step == Step::Open)
+    }
+
+    /// The length of the whole answer at the start of what came, `None` while it is partial.
+    fn answer_len(&self) -> Result<Option<usize>, TransportError> {
+        let a = &self.answer;
+        let Some(&version) = a.first() else {
+            return Ok(None);
+        };
+        let expected = match self.step {
+            Step::Authentication => AUTH_VERSION,
+            _ => VERSION,
+        };
+        if version != expected {
+            let mut what = format!(
+                "answered {} with version {version}, not {expected}",
+                self.step.answer()
+            );
+            if a.starts_with(b"HTTP/") || b"HTTP/".starts_with(a) {
+                what = format!(
+                    "answered {} in HTTP: is it an http:// proxy?",
+                    self.step.answer()
+                );
+            }
+            return Err(self.protocol(&what));
+        }
+        Ok(match self.step {
+            Step::Method | Step::Authentication => (a.len() >= 2).then_some(2),
+            // A refusal is reported as soon as its code is in, whatever follows it.
+            Step::Reply | Step::Open if a.get(1).is_some_and(|&code| code != 0) => Some(a.len()),
+            Step::Reply | Step::Open => {
+                // VER REP RSV ATYP BND.ADDR BND.PORT
+                let address = match a.get(3) {
+                    None => return Ok(None),
+                    Some(&IPV4) => 4,
+                    Some(&IPV6) => 16,
+                    Some(&DOMAIN) => match a.get(4) {
+                        None => return Ok(None),
+                        Some(&n) => 1 + usize::from(n),
+                    },
+                    Some(&other) => {
+                        return Err(
+                            self.protocol(&format!("replied to CONNECT with address type {other}"))
+                        );
+                    }
+                };
+                let len = 4 + address + 2;
+                (a.len() >= len).then_some(len)
+            }
+        })
+    }
+
+    /// The proxy chose `method`: the next message is the credentials or the request.
+    fn method_chosen(&mut self, method: u8) -> Result<Step, TransportError> {
+        match (method, self.authentication.take()) {
+            (NO_AUTHENTICATION, _) => {
+                let request = std::mem::take(&mut self.request);
+                self.send(request);
+                Ok(Step::Reply)
+            }
+            (USERNAME_PASSWORD, Some(message)) => {
+                self.send(message);
+                Ok(Step::Authentication)
+            }
+            (NO_ACCEPTABLE_METHOD, None) => Err(self.refused(
+                "requires authentication, and the proxy URL has no user name and password"
+                    .to_owned(),
+            )),
+            (NO_ACCEPTABLE_METHOD, Some(_)) => Err(self.refused(
+                "accepted none of the authentication methods offered (none, user name and \
+                 password)"
+                    .to_owned(),
+            )),
+            (other, _) => Err(self.protocol(&format!(
+                "chose authentication method {other:#04x}, which was not offered"
+            ))),
+        }
+    }
+
+    /// The proxy's verdict on the credentials.
+    fn authenticated(&mut self, status: u8) -> Result<Step, TransportError> {
+        if status != 0 {
+            return Err(self.refused(format!(
+                "refused the user name and password (RFC 1929 status {status})"
+            )));
+        }
+        let request = std::mem::take(&mut self.request);
+        self.send(request);
+        Ok(Step::Reply)
+    }
+
+    /// The proxy's reply to `CONNECT`.
+    fn replied(&mut self, code: u8) -> Result<Step, TransportError> {
+        let (kind, reason) = match code {
+            0 => return Ok(Step::Open),
+            1 => (TransportErrorKind::Connect, "general SOCKS server failure"),
+            2 => (
+                TransportErrorKind::ProxyRefused,
+                "connection not allowed by ruleset",
+            ),
+            3 => (TransportErrorKind::Connect, "network unreachable"),
+            4 => (TransportErrorKind::Connect, "host unreachable"),
+            5 => (TransportErrorKind::Connect, "connection refused"),
+            6 => (TransportErrorKind::Connect, "TTL expired"),
+            7 => (TransportErrorKind::Protocol, "command not supported"),
+            8 => (TransportErrorKind::Protocol, "address type not supported"),
+            _ => (TransportErrorKind::Protocol, "an unassigned reply code"),
+        };
+        Err(TransportError::new(
+            kind,
+            format!(
+                "proxy {} refused CONNECT {}: {reason} (SOCKS5 reply {code})",
+                self.proxy, self.target
+            ),
+        ))
+    }
+
+    fn send(&mut self, message: Vec<u8>) {
+        self.out = message;
+        self.written = 0;
+    }
+
+    /// The proxy, as its errors name it (its URL, credentials left out).
+    pub fn proxy(&self) -> &str {
+        &self.proxy
+    }
+
+    /// The error for a proxy that closed the connection before the tunnel opened: what
+    /// it was to answer, and how much of the answer came.
+    pub fn closed_early(&self) -> TransportError {
+        let answer = self.step.answer();
+        if self.answer.is_empty() {
+            return self.protocol(&format!("closed the connection before answering {answer}"));
+        }
+        self.protocol(&format!(
+            "closed the connection in the middle of its answer to {answer} ({} bytes in)",
+            self.answer.len()
+        ))
+    }
+
+    /// An IO error during the exchange, naming the proxy.
+    pub fn io_error(&self, error: &std::io::Error) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Io,
+            format!(
+                "proxy {}: SOCKS5 CONNECT {}: {error}",
+                self.proxy, self.target
+            ),
+        )
+    }
+
+    fn refused(&self, what: String) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::ProxyRefused,
+            format!("proxy {} {what}", self.proxy),
+        )
+    }
+
+    fn protocol(&self, what: &str) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("proxy {} {what}", self.proxy),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(url: &str) -> Proxy {
+        Proxy::parse(url).unwrap()
+    }
+
+    /// Writes whatever is outgoing, returning it.
+    fn take(c: &mut Socks5Connect) -> Vec<u8> {
+        let out = c.outgoing().to_vec();
+        c.wrote(out.len());
+        out
+    }
+
+    #[test]
+    fn without_credentials_the_greeting_offers_none_and_the_request_follows() {
+        let mut c = Socks5Connect::new(&proxy("socks5://p"), "[::1]", 9001);
+        assert_eq!(take(&mut c), [5, 1, 0]);
+        assert!(c.outgoing().is_empty());
+        assert!(!c.feed(&[5]).unwrap());
+        assert!(!c.feed(&[0]).unwrap());
+        let mut expected = vec![5, 1, 0, 4];
+        expected.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        expected.extend_from_slice(&[0x23, 0x29]);
+        assert_eq!(take(&mut c), expected);
+        // A reply bound to a name, given a byte at a time.
+        let reply = [5, 0, 0, 3, 4, b'h', b'o', b's', b't', 0, 80];
+        for (i, b) in reply.iter().enumerate() {
+            assert_eq!(c.feed(&[*b]).unwrap(), i == reply.len() - 1, "byte {i}");
+        }
+        let e = c.feed(b"x").unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::Protocol);
+        let mut c = Socks5Connect::new(&proxy("socks5h://p"), "10.1.2.3", 80);
+        take(&mut c);
+        c.feed(&[5, 0]).unwrap();
+        assert_eq!(take(&mut c), [5, 1, 0, 1, 10, 1, 2, 3, 0, 80]);
+    }
+
+    #[test]
+    fn refusals_name_the_proxy_and_what_it_said_never_the_credentials() {
+        let with = proxy("socks5h://user:hunter2@p:1");
+        let without = proxy("socks5h://p:1");
+        let cases: [(&Proxy, &[&[u8]], TransportErrorKind, &str); 9] = [
+            (
+                &without,
+                &[&[5, 0xff]],
+                TransportErrorKind::ProxyRefused,
+                "no user name",
+            ),
+            (
+                &with,
+                &[&[5, 0xff]],
+                TransportErrorKind::ProxyRefused,
+                "none of the",
+            ),
+            (
+                &with,
+                &[&[5, 2], &[1, 1]],
+                TransportErrorKind::ProxyRefused,
+                "status 1",
+            ),
+            (
+                &without,
+                &[&[5, 2]],
+                TransportErrorKind::Protocol,
+                "method 0x02",
+            ),
+            (
+                &without,
+                &[&[5, 0], &[5, 2, 0, 1]],
+                TransportErrorKind::ProxyRefused,
+                "ruleset (SOCKS5 reply 2)",
+            ),
+            (
+                &without,
+                &[&[5, 0], &[5, 5]],
+                TransportErrorKind::Connect,
+                "refused CONNECT h.example:443: connection refused",
+            ),
+            (
+                &without,
+                &[&[5, 0], &[5, 8, 0, 1]],
+                TransportErrorKind::Protocol,
+                "address type not supported",
+            ),
+            (
+                &without,
+                &[&[5, 0], &[5, 0, 0, 9, 1]],
+                TransportErrorKind::Protocol,
+                "address type 9",
+            ),
+            (
+                &without,
+                &[b"HTTP/1.1 400 Bad"],
+                TransportErrorKind::Protocol,
+                "in HTTP",
+            ),
+        ];
+        for (proxy, answers, kind, says) in cases {
+            let mut c = Socks5Connect::new(proxy, "h.example", 443);
+            let mut result = Ok(false);
+            for answer in answers {
+                take(&mut c);
+                result = c.feed(answer);
+                if result.is_err() {
+                    break;
+                }
+            }
+            let e = result.unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(says), "{e}");
+            assert!(e.message.starts_with("proxy socks5h://p:1 "), "{e}");
+            assert!(!format!("{e:?} {c:?}").contains("hunter2"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn answers_out_of_turn_are_protocol_errors() {
+        let p = proxy("socks5h://p:1");
+        // More than the method's answer at once.
+        let mut c = Socks5Connect::new(&p, "h", 1);
+        take(&mut c);
+        assert!(
+            c.feed(&[5, 0, 5])
+                .unwrap_err()
+                .message
+                .contains("more than")
+        );
+        // An answer before the greeting was written.
+        let mut c = Socks5Connect::new(&p, "h", 1);
+        assert!(
+            c.feed(&[5, 0])
+                .unwrap_err()
+                .message
+                .contains("before it was written")
+        );
+        // A close after part of the reply says how far it came.
+        let mut c = Socks5Connect::new(&p, "h", 1);
+        take(&mut c);
+        c.feed(&[5, 0]).unwrap();
+        take(&mut c);
+        c.feed(&[5, 0, 0]).unwrap();
+        let e = c.closed_early();
+        assert!(e.message.contains("answer to CONNECT (3 bytes in)"), "{e}");
+    }
+
+    #[test]
+    fn a_host_name_over_255_bytes_is_refused_before_any_io() {
+        let p = proxy("socks5h://p:1");
+        let long = "a".repeat(256);
+        let e = check_host(&p, &long).unwrap_err();
+        assert!(e.message.contains("256 bytes"), "{e}");
+        assert!(check_host(&p, &"a".repeat(255)).is_ok());
+        assert!(check_host(&p, "[::1]").is_ok());
+    }
+}
