@@ -149,6 +149,7 @@ fn op_taking(take: u32, most: usize) -> impl Strategy<Value = Op> {
             Just(TransportErrorKind::HttpStatus(301)),
             Just(TransportErrorKind::HttpStatus(302)),
             Just(TransportErrorKind::Negotiation),
+            Just(TransportErrorKind::ProxyRefused),
         ].prop_map(Input::ConnectFailed),
         4 => (1..=MAX_LEN, any::<bool>()).prop_map(|(len, binary)| Input::Message { len, binary }),
         1 => Just(Input::Pong),
@@ -583,6 +584,7 @@ impl Model {
             Cause::Dial(Some(TransportErrorKind::HttpStatus(s))) if (400..500).contains(&s) => {
                 p.retry_http_4xx
             }
+            Cause::Dial(Some(TransportErrorKind::ProxyRefused)) => p.retry_http_4xx,
             Cause::Dial(_) | Cause::Lost => true,
             Cause::PeerClosed(code) => [1001, 1011, 1012, 1013].contains(&code),
         };

@@ -364,6 +364,28 @@ fn http_4xx_is_final_unless_the_policy_says_so_and_5xx_is_retried() {
     }
 }
 
+/// A SOCKS5 proxy's refusal of the client (credentials refused, no acceptable method, its
+/// rules) is final as an HTTP proxy's 407 or 403 is, under the same switch; a server the
+/// proxy could not reach (`Connect`) is retried.
+#[test]
+fn a_socks_proxys_refusal_is_final_as_a_4xx_is() {
+    for (policy, kind, retried) in [
+        (ReconnectPolicy::default(), TransportErrorKind::ProxyRefused, false),
+        (
+            ReconnectPolicy::default().retry_http_4xx(true),
+            TransportErrorKind::ProxyRefused,
+            true,
+        ),
+        (ReconnectPolicy::default(), TransportErrorKind::Connect, true),
+    ] {
+        let mut t = Sim::new(policy);
+        let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+        let refused = TransportError::new(kind, "proxy socks5h://p:1080 refused");
+        t.input(c, TransportEvent::ConnectFailed(refused));
+        assert_eq!(reconnecting(&t.events()).is_some(), retried, "{kind:?}");
+    }
+}
+
 /// The server's `Retry-After` sets the least delay before the retry, up to the policy's
 /// cap (a 503 with `Retry-After: 1` was retried after 137 ms).
 #[test]

@@ -311,6 +311,26 @@ fn an_authenticated_proxy_stays_out_and_replays_exactly() {
     assert_exact(&text, &events);
 }
 
+/// A SOCKS5 proxy's credentials stay out as well, and its refusal (a kind of error of its
+/// own) is read back as it was written.
+#[test]
+fn a_socks_proxy_and_its_refusal_replay_exactly() {
+    let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
+    let options = ConnectOptions::new("ws://example.com/").proxy("socks5h://user:s3cret@p:1080");
+    let conn = sim.s.connect(&options, sim.now).unwrap();
+    let (_, mut events) = sim.drain();
+    let refused = TransportError::new(
+        TransportErrorKind::ProxyRefused,
+        "proxy socks5h://p:1080 refused the user name and password (RFC 1929 status 1)",
+    );
+    events.extend(sim.input(conn, TransportEvent::ConnectFailed(refused)).1);
+    let text = sim.text();
+    assert!(text.contains("\"socks5\":\"socks5h://p:1080\""), "{text}");
+    assert!(text.contains("proxy_refused"), "{text}");
+    assert!(!text.contains("s3cret") && !text.contains("user:"), "{text}");
+    assert_exact(&text, &events);
+}
+
 #[test]
 fn completions_and_shutdown_replay_exactly() {
     let config = SessionConfig::default()
@@ -517,6 +537,8 @@ fn every_proxy_route_replays_exactly() {
         ConnectOptions::new("ws://example.com/"),
         ConnectOptions::new("ws://example.com/").no_proxy(),
         ConnectOptions::new("ws://example.com/").proxy("http://proxy.local:8080"),
+        ConnectOptions::new("ws://example.com/").proxy("socks5://proxy.local"),
+        ConnectOptions::new("wss://example.com/").proxy("socks5h://u:pw@[::1]:9050"),
     ] {
         let mut sim = Sim::new(SessionConfig::default(), Redaction::default());
         let conn = sim.s.connect(&options, sim.now).unwrap();
