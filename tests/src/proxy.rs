@@ -5,7 +5,8 @@
 //! server name).
 //!
 //! Host names ending in `.test` (a reserved top-level domain) resolve to `127.0.0.1` at the
-//! proxy, so a test can name a server that only the proxy can reach.
+//! proxy, so a test can name a server that only the proxy can reach. The SOCKS5 proxy,
+//! [`crate::socks`], shares its listener, records and relay.
 //!
 //! ```
 //! use wxsocket_tests::proxy::{ProxyMode, TestProxy};
