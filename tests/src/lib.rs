@@ -12,6 +12,9 @@
 //!   `tests/flow.rs`).
 //! - [`proxy`]: a small HTTP `CONNECT` proxy (tunnels, demands Basic credentials, refuses,
 //!   or stays silent) that records what it was asked.
+//! - [`socks`]: a small SOCKS5 proxy (RFC 1928 `CONNECT`, RFC 1929 username/password) that
+//!   tunnels, demands credentials, refuses with a reply code, or misbehaves on purpose, and
+//!   records what it was asked.
 //!
 //! ```
 //! use std::time::Duration;
@@ -30,6 +33,7 @@ pub mod memory;
 pub use wxsocket_testkit::peer;
 pub mod proxy;
 pub mod scenario;
+pub mod socks;
 
 /// The workspace README's Rust examples, compiled and run as doc tests (this crate depends on
 /// every adapter, and is not published, so the README outside any package can be read).

@@ -5,7 +5,8 @@
 //! server name).
 //!
 //! Host names ending in `.test` (a reserved top-level domain) resolve to `127.0.0.1` at the
-//! proxy, so a test can name a server that only the proxy can reach.
+//! proxy, so a test can name a server that only the proxy can reach. The SOCKS5 proxy,
+//! [`crate::socks`], shares its listener, records and relay.
 //!
 //! ```
 //! use wxsocket_tests::proxy::{ProxyMode, TestProxy};
@@ -21,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How many bytes of what the client sends into a tunnel are kept ([`Tunnel::first_bytes`]).
-const KEEP_FIRST: usize = 8 * 1024;
+pub(crate) const KEEP_FIRST: usize = 8 * 1024;
 
 /// What the proxy does with each `CONNECT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,37 +70,15 @@ impl Tunnel {
     }
 }
 
-#[derive(Default)]
-struct State {
-    tunnels: Vec<Tunnel>,
-    sockets: Vec<TcpStream>,
-    handlers: Vec<JoinHandle<()>>,
-    stop: bool,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-    mode: ProxyMode,
-    credentials: Option<(String, String)>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn update(&self, index: usize, f: impl FnOnce(&mut Tunnel)) {
-        f(&mut self.lock().tunnels[index]);
-        self.changed.notify_all();
+impl Record for Tunnel {
+    fn first_bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.first_bytes
     }
 }
 
 /// The proxy; stopped (every socket shut, every thread joined) when dropped.
 pub struct TestProxy {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    server: Server<Tunnel, ProxyMode>,
 }
 
 impl TestProxy {
@@ -118,41 +97,24 @@ impl TestProxy {
     }
 
     fn launch(mode: ProxyMode, credentials: Option<(String, String)>) -> TestProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            mode,
-            credentials,
-        });
-        let acceptor = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("proxy-accept-{}", addr.port()))
-                .spawn(move || accept_loop(&listener, &shared))
-                .expect("spawn the proxy's accept thread")
-        };
         TestProxy {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
+            server: Server::launch("proxy", mode, credentials, serve),
         }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// `http://USER:PASSWORD@127.0.0.1:PORT` (the parts as given, not encoded).
     pub fn url_with(&self, user: &str, password: &str) -> String {
-        format!("http://{user}:{password}@{}", self.addr)
+        format!("http://{user}:{password}@{}", self.server.addr())
     }
 
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Tunnel> {
-        self.shared.lock().tunnels.clone()
+        self.server.records()
     }
 
     /// Waits until `done` holds for the requests (panics after `timeout`, showing them).
@@ -162,17 +124,148 @@ impl TestProxy {
         timeout: Duration,
         done: impl Fn(&[Tunnel]) -> bool,
     ) -> Vec<Tunnel> {
+        self.server.wait_for(what, timeout, done)
+    }
+}
+
+/// What a test proxy records of each connection: the harness keeps the first bytes the
+/// client sends through a tunnel in it.
+pub(crate) trait Record: Clone + Default + std::fmt::Debug + Send + 'static {
+    /// Where the first bytes through the tunnel go.
+    fn first_bytes_mut(&mut self) -> &mut Vec<u8>;
+}
+
+struct State<R> {
+    records: Vec<R>,
+    sockets: Vec<TcpStream>,
+    handlers: Vec<JoinHandle<()>>,
+    stop: bool,
+}
+
+/// What a test proxy's connection threads share: the records, the sockets to shut and the
+/// threads to join on drop, the mode and the credentials it requires.
+pub(crate) struct Shared<R, M> {
+    state: Mutex<State<R>>,
+    changed: Condvar,
+    pub(crate) mode: M,
+    pub(crate) credentials: Option<(String, String)>,
+}
+
+impl<R: Record, M> Shared<R, M> {
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the record of connection `index` (and wakes [`Server::wait_for`]).
+    pub(crate) fn update(&self, index: usize, f: impl FnOnce(&mut R)) {
+        f(&mut self.lock().records[index]);
+        self.changed.notify_all();
+    }
+
+    /// The record of connection `index` as it is now.
+    pub(crate) fn record(&self, index: usize) -> R {
+        self.lock().records[index].clone()
+    }
+
+    /// Has the proxy's drop shut `socket` (at once if it is already stopping).
+    pub(crate) fn register(&self, socket: &TcpStream) {
+        let Ok(clone) = socket.try_clone() else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.stop {
+            let _ = clone.shutdown(Shutdown::Both);
+        } else {
+            state.sockets.push(clone);
+        }
+    }
+
+    /// Adds to the first bytes of connection `index`, up to [`KEEP_FIRST`].
+    fn keep_first(&self, index: usize, bytes: &[u8]) {
+        self.update(index, |r| {
+            let first = r.first_bytes_mut();
+            let room = KEEP_FIRST.saturating_sub(first.len());
+            first.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        });
+    }
+}
+
+/// Serves one accepted connection, the `index`-th.
+pub(crate) type Serve<R, M> = fn(TcpStream, usize, &Arc<Shared<R, M>>) -> io::Result<()>;
+
+/// A test proxy's listener on `127.0.0.1:0`, with a thread per connection, each recorded;
+/// stopped (every socket shut, every thread joined) when dropped.
+pub(crate) struct Server<R: Record, M: Send + Sync + 'static> {
+    name: &'static str,
+    addr: SocketAddr,
+    shared: Arc<Shared<R, M>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl<R: Record, M: Send + Sync + 'static> Server<R, M> {
+    /// Listens, and serves each connection with `serve` (`name` names its threads and its
+    /// panics).
+    pub(crate) fn launch(
+        name: &'static str,
+        mode: M,
+        credentials: Option<(String, String)>,
+        serve: Serve<R, M>,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                records: Vec::new(),
+                sockets: Vec::new(),
+                handlers: Vec::new(),
+                stop: false,
+            }),
+            changed: Condvar::new(),
+            mode,
+            credentials,
+        });
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("{name}-accept-{}", addr.port()))
+                .spawn(move || accept_loop(name, &listener, &shared, serve))
+                .unwrap_or_else(|e| panic!("spawn the {name} accept thread: {e}"))
+        };
+        Server {
+            name,
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn records(&self) -> Vec<R> {
+        self.shared.lock().records.clone()
+    }
+
+    /// Waits until `done` holds for the records (panics after `timeout`, showing them).
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[R]) -> bool,
+    ) -> Vec<R> {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
-            if done(&state.tunnels) {
-                return state.tunnels.clone();
+            if done(&state.records) {
+                return state.records.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "proxy: timed out after {timeout:?} waiting for {what}; requests: {:#?}",
-                state.tunnels
+                "{}: timed out after {timeout:?} waiting for {what}; requests: {:#?}",
+                self.name,
+                state.records
             );
             state = self
                 .shared
@@ -184,7 +277,7 @@ impl TestProxy {
     }
 }
 
-impl Drop for TestProxy {
+impl<R: Record, M: Send + Sync + 'static> Drop for Server<R, M> {
     fn drop(&mut self) {
         let handlers = {
             let mut state = self.shared.lock();
@@ -205,7 +298,12 @@ impl Drop for TestProxy {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+fn accept_loop<R: Record, M: Send + Sync + 'static>(
+    name: &str,
+    listener: &TcpListener,
+    shared: &Arc<Shared<R, M>>,
+    serve: Serve<R, M>,
+) {
     for stream in listener.incoming() {
         let mut state = shared.lock();
         if state.stop {
@@ -215,20 +313,24 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         if let Ok(clone) = stream.try_clone() {
             state.sockets.push(clone);
         }
-        let index = state.tunnels.len();
-        state.tunnels.push(Tunnel::default());
+        let index = state.records.len();
+        state.records.push(R::default());
         let shared2 = Arc::clone(shared);
         let handler = std::thread::Builder::new()
-            .name(format!("proxy-conn-{index}"))
+            .name(format!("{name}-conn-{index}"))
             .spawn(move || {
                 let _ = serve(stream, index, &shared2);
             })
-            .expect("spawn a proxy thread");
+            .unwrap_or_else(|e| panic!("spawn a {name} thread: {e}"));
         state.handlers.push(handler);
     }
 }
 
-fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
+fn serve(
+    mut client: TcpStream,
+    index: usize,
+    shared: &Arc<Shared<Tunnel, ProxyMode>>,
+) -> io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     let head_len = loop {
@@ -261,7 +363,7 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
             _ => return answer(&mut client, index, shared, 400, "Bad Request"),
         }
     };
-    let tunnel = shared.lock().tunnels[index].clone();
+    let tunnel = shared.record(index);
     if tunnel.method != "CONNECT" {
         return answer(&mut client, index, shared, 405, "Method Not Allowed");
     }
@@ -275,11 +377,7 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
             };
             return answer(&mut client, index, shared, status, reason);
         }
-        ProxyMode::Silent => {
-            // Holds the connection until the client or the proxy's drop ends it.
-            while client.read(&mut buf)? > 0 {}
-            return Ok(());
-        }
+        ProxyMode::Silent => return hold(client),
         ProxyMode::HangUp => return client.shutdown(Shutdown::Both),
         ProxyMode::Garbage => {
             client.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")?;
@@ -297,11 +395,8 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
         }
         ProxyMode::DropAfterOk => {
             client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
-            // Read first, so that closing sends a FIN, not a reset for unread bytes.
-            let _ = client.read(&mut buf)?;
-            client.shutdown(Shutdown::Write)?;
-            while client.read(&mut buf)? > 0 {}
-            return Ok(());
+            shared.update(index, |t| t.status = Some(200));
+            return close_after_first(client, head.split_off(head_len), index, shared);
         }
         ProxyMode::Tunnel => {}
     }
@@ -320,12 +415,10 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
             );
         }
     }
-    let Some(server) = dial(&tunnel.target) else {
+    let Ok(server) = dial(&tunnel.target) else {
         return answer(&mut client, index, shared, 502, "Bad Gateway");
     };
-    if let Ok(clone) = server.try_clone() {
-        shared.lock().sockets.push(clone);
-    }
+    shared.register(&server);
     client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
     shared.update(index, |t| t.status = Some(200));
     let early = head.split_off(head_len);
@@ -336,7 +429,7 @@ fn serve(mut client: TcpStream, index: usize, shared: &Arc<Shared>) -> io::Resul
 fn answer(
     client: &mut TcpStream,
     index: usize,
-    shared: &Arc<Shared>,
+    shared: &Arc<Shared<Tunnel, ProxyMode>>,
     status: u16,
     reason: &str,
 ) -> io::Result<()> {
@@ -350,40 +443,70 @@ fn answer(
     Ok(())
 }
 
-/// Connects to `host:port`; `*.test` names go to 127.0.0.1.
-fn dial(target: &str) -> Option<TcpStream> {
-    let (host, port) = target.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
+/// Holds the connection, reading and dropping what comes, until the client or the proxy's
+/// drop ends it.
+pub(crate) fn hold(mut client: TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; 1024];
+    while client.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
+/// After a success answer: keeps what the client sends first through the tunnel (`early`,
+/// if it came with the request, else one read), then closes the tunnel (a proxy that
+/// cannot reach the server after all).
+pub(crate) fn close_after_first<R: Record, M>(
+    mut client: TcpStream,
+    early: Vec<u8>,
+    index: usize,
+    shared: &Shared<R, M>,
+) -> io::Result<()> {
+    // Read first, so that closing sends a FIN, not a reset for unread bytes.
+    if early.is_empty() {
+        let mut buf = [0u8; 16 * 1024];
+        let n = client.read(&mut buf)?;
+        shared.keep_first(index, &buf[..n]);
+    } else {
+        shared.keep_first(index, &early);
+    }
+    client.shutdown(Shutdown::Write)?;
+    hold(client)
+}
+
+/// Connects to `host:port` (the host in brackets if it is IPv6); `*.test` names go to
+/// 127.0.0.1. The error is the last address's, or the name's if it does not resolve.
+pub(crate) fn dial(target: &str) -> io::Result<TcpStream> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("target {target:?}"));
+    let (host, port) = target.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.ends_with(".test") {
         "127.0.0.1"
     } else {
         host
     };
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
-    addrs
-        .iter()
-        .find_map(|addr| TcpStream::connect_timeout(addr, Duration::from_secs(5)).ok())
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
-/// Copies both ways until either side ends; keeps the first bytes the client sends.
-fn relay(
+/// Copies both ways until either side ends; keeps the first bytes the client sends (from
+/// `early`, what came with the request, on).
+pub(crate) fn relay<R: Record, M: Send + Sync + 'static>(
     mut client: TcpStream,
     mut server: TcpStream,
     early: Vec<u8>,
     index: usize,
-    shared: &Arc<Shared>,
+    shared: &Arc<Shared<R, M>>,
 ) -> io::Result<()> {
     let (mut client_r, mut server_w) = (client.try_clone()?, server.try_clone()?);
     let keep = Arc::clone(shared);
     let upstream = std::thread::spawn(move || {
-        let record = |bytes: &[u8]| {
-            keep.update(index, |t| {
-                let room = KEEP_FIRST.saturating_sub(t.first_bytes.len());
-                t.first_bytes
-                    .extend_from_slice(&bytes[..bytes.len().min(room)]);
-            });
-        };
+        let record = |bytes: &[u8]| keep.keep_first(index, bytes);
         let mut buf = [0u8; 16 * 1024];
         if !early.is_empty() {
             record(&early);
@@ -411,7 +534,7 @@ fn relay(
 }
 
 /// The SNI host name of a TLS ClientHello record at the start of `bytes`.
-fn client_hello_sni(bytes: &[u8]) -> Option<String> {
+pub(crate) fn client_hello_sni(bytes: &[u8]) -> Option<String> {
     struct Reader<'a>(&'a [u8]);
     impl<'a> Reader<'a> {
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
