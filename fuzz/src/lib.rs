@@ -42,6 +42,10 @@
 //!   replayed by [`wxsocket_core::transcript::replay`] and `replay_from`: an error or a
 //!   consistent, deterministic replay (see [`mod@transcript`]).
 //!
+//! - [`tunnel()`]: a proxy's answers to the exchange that opens its tunnel (HTTP `CONNECT`
+//!   or SOCKS5): what is written is the protocol's, errors name the proxy and never its
+//!   password, and what is kept waiting for an answer is bounded (see [`mod@tunnel`]).
+//!
 //! ```
 //! // Any bytes are a valid input; a violated invariant panics.
 //! wxsocket_fuzz::session(b"any bytes at all");
@@ -49,6 +53,7 @@
 //! wxsocket_fuzz::pool(&[]);
 //! wxsocket_fuzz::inflate(b"\x01\x02compressed or not");
 //! wxsocket_fuzz::transcript(b"{\"wxsocket_transcript\":1}\n");
+//! wxsocket_fuzz::tunnel(b"\x01\x00\x05\x00");
 //! ```
 #![forbid(unsafe_code)]
 
@@ -56,6 +61,8 @@ pub mod inflate;
 pub use inflate::inflate;
 pub mod transcript;
 pub use transcript::transcript;
+pub mod tunnel;
+pub use tunnel::tunnel;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;

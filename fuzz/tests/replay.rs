@@ -42,6 +42,11 @@ fn transcript_corpus() {
     replay("transcript", wxsocket_fuzz::transcript);
 }
 
+#[test]
+fn tunnel_corpus() {
+    replay("tunnel", wxsocket_fuzz::tunnel);
+}
+
 /// Every fourth `session` corpus input (in name order; all 1312 of 2026-12-03 passed once,
 /// the sample keeps `cargo test` quick), recorded as a transcript, replays exactly in a
 /// fresh session: the conversion of a crash input into a transcript is exact.

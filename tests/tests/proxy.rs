@@ -1,10 +1,10 @@
-//! HTTP `CONNECT` proxies over real sockets, on both adapters: every scenario is written
+//! HTTP `CONNECT` and SOCKS5 proxies over real sockets, on both adapters: every scenario is written
 //! once, generic over [`Adapter`], and the `scenarios!` macro instantiates it for the tokio
 //! adapter (`on_tokio::…`) and the blocking adapter (`on_blocking::…`), as in
 //! `conformance.rs`.
 //!
-//! The proxy is the test [`TestProxy`] on loopback; the server is the test [`Peer`]. The
-//! proxy records each request (target, `Proxy-Authorization`, its answer, the first bytes
+//! The proxy is the test [`TestProxy`] (or [`TestSocksProxy`]) on loopback; the server is
+//! the test [`Peer`]. The proxy records each request (target, `Proxy-Authorization`, its answer, the first bytes
 //! sent through the tunnel), so the scenarios check what went over the wire, not only the
 //! client's events. Every client is given its proxy environment explicitly, so no scenario
 //! depends on the variables of the machine that runs it.
@@ -20,6 +20,7 @@ use wxsocket_tests::proxy::{ProxyMode, TestProxy};
 use wxsocket_tests::scenario::{
     assert_quiet_for, close_cleanly, expect_connecting, messages, open,
 };
+use wxsocket_tests::socks::{SocksMode, TestSocksProxy};
 use wxsocket_wire::client::Config;
 use wxsocket_wire::proxy::ProxyEnv;
 use wxsocket_wire::tls::TlsRoots;
@@ -35,6 +36,14 @@ wxsocket_tests::on_both_adapters!(
     the_environment_routes_through_the_proxy_but_not_loopback,
     no_proxy_option_ignores_the_environment,
     an_invalid_proxy_variable_is_refused_before_any_io_naming_it,
+    socks5_gives_the_proxy_the_name_to_resolve_and_tunnels,
+    wss_through_socks5_is_tls_end_to_end,
+    socks5_credentials_right_wrong_and_missing,
+    socks5_refusals_are_named_and_follow_the_reconnect_policy,
+    misbehaving_socks5_proxies_fail_the_dial_with_an_error_naming_them,
+    a_silent_socks5_proxy_is_bounded_by_the_handshake_timeout,
+    the_environment_routes_through_a_socks5_proxy_but_not_loopback,
+    a_host_name_socks5_cannot_carry_is_refused_before_any_io,
 );
 
 /// The password every scenario with credentials uses: it must never show up in an event.
@@ -558,4 +567,345 @@ fn an_invalid_proxy_url_is_refused_before_any_io() {
         assert!(shown.starts_with("proxy: "), "{url}: {shown}");
         assert!(!shown.contains(SECRET), "{url}: {shown}");
     }
+}
+
+/// SOCKS5 without credentials: the greeting offers no authentication only; a host name goes
+/// to the proxy as a name (`.test` resolves only there, so the dial can only succeed if the
+/// proxy resolved it), an IP address as an address; a reply bound to a name (legal, and what
+/// `pproxy` sends) is read whole.
+fn socks5_gives_the_proxy_the_name_to_resolve_and_tunnels<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let port = peer.addr().port();
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    for (mode, host, address_type) in [
+        (SocksMode::Tunnel, "echo.wxsocket.test", 3),
+        (SocksMode::Tunnel, "127.0.0.1", 1),
+        (SocksMode::ReplyWithDomain, "echo.wxsocket.test", 3),
+    ] {
+        let proxy = TestSocksProxy::start(mode.clone());
+        let url = format!("ws://{host}:{port}/chat?x=1");
+        // `socks5://` behaves as `socks5h://`: the name is the proxy's to resolve.
+        let via = proxy.url().replace("socks5h://", "socks5://");
+        let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(via));
+        let socket = a.socket_info().expect("an open connection has a socket");
+        assert!(socket.proxied, "[{name}] {socket:?}");
+        assert_eq!(socket.peer_addr, proxy.addr(), "[{name}]");
+        echo_and_close(&mut a, conn, "through the SOCKS5 tunnel");
+        let requests = proxy.requests();
+        assert_eq!(requests.len(), 1, "[{name}] {mode:?}: {requests:#?}");
+        let r = &requests[0];
+        assert_eq!(r.violation, None, "[{name}] {mode:?}");
+        assert_eq!(
+            r.methods,
+            vec![0],
+            "[{name}] no credentials: no authentication only"
+        );
+        assert_eq!(
+            (r.command, r.address_type, r.reply),
+            (Some(1), Some(address_type), Some(0)),
+            "[{name}] {mode:?}"
+        );
+        assert_eq!(r.target, format!("{host}:{port}"), "[{name}]");
+        let first = String::from_utf8_lossy(&r.first_bytes);
+        assert!(
+            first.starts_with("GET /chat?x=1 HTTP/1.1\r\n"),
+            "[{name}] {first}"
+        );
+    }
+    assert_eq!(peer.snapshot().accepted, 3, "[{name}]");
+}
+
+fn wss_through_socks5_is_tls_end_to_end<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
+    let proxy = TestSocksProxy::start(SocksMode::Tunnel);
+    let roots = TlsRoots::only(vec![peer.ca_cert().unwrap()]);
+    let mut a: A = client_with(ProxyEnv::empty(), session(), roots);
+    let url = format!("wss://localhost:{}/", peer.addr().port());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(proxy.url()));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(socket.tls && socket.proxied, "[{name}] {socket:?}");
+    echo_and_close(&mut a, conn, "secret inside TLS");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
+    let r = &requests[0];
+    assert_eq!(r.target, format!("localhost:{}", peer.addr().port()));
+    assert_eq!(
+        r.first_bytes.first(),
+        Some(&22),
+        "[{name}] a TLS record first"
+    );
+    assert_eq!(r.sni().as_deref(), Some("localhost"), "[{name}] SNI");
+    let relayed = String::from_utf8_lossy(&r.first_bytes);
+    assert!(
+        !relayed.contains("GET /") && !relayed.contains("Upgrade"),
+        "[{name}] the proxy saw the upgrade in clear"
+    );
+}
+
+/// RFC 1929: the right user name and password open the tunnel (the greeting offers both
+/// methods); wrong ones, or none to a proxy that requires them, are a
+/// [`TransportErrorKind::ProxyRefused`] naming the proxy, never the password, and final
+/// under a reconnect policy, as an HTTP proxy's 407 is.
+fn socks5_credentials_right_wrong_and_missing<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestSocksProxy::with_credentials("bob", SECRET);
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(5);
+    let mut a: A = client_with(
+        ProxyEnv::empty(),
+        session().reconnect(policy.clone()),
+        TlsRoots::default(),
+    );
+    let right = ConnectOptions::new(peer.url()).proxy(proxy.url_with("bob", SECRET));
+    let (conn, _) = open(&mut a, &right);
+    echo_and_close(&mut a, conn, "authenticated");
+    let r = &proxy.requests()[0];
+    assert_eq!(r.methods, vec![0, 2], "[{name}]");
+    assert_eq!(
+        r.credentials,
+        Some(("bob".to_owned(), SECRET.to_owned())),
+        "[{name}]"
+    );
+    assert_eq!(r.reply, Some(0), "[{name}]");
+
+    for (via, says) in [
+        (
+            proxy.url_with("bob", "wrong-s3cr3t"),
+            "refused the user name and password (RFC 1929 status 1)",
+        ),
+        (
+            proxy.url(),
+            "requires authentication, and the proxy URL has no user name and password",
+        ),
+    ] {
+        let before = proxy.requests().len();
+        let conn = a
+            .connect(&ConnectOptions::new(peer.url()).proxy(via))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(
+            error.kind,
+            TransportErrorKind::ProxyRefused,
+            "[{name}] {error}"
+        );
+        assert_eq!(
+            error.message,
+            format!("proxy {} {says}", proxy.url()),
+            "[{name}]"
+        );
+        assert_quiet_for(&mut a, policy.cap * 4, "after the proxy refused the client");
+        assert_eq!(proxy.requests().len(), before + 1, "[{name}] one dial only");
+    }
+    assert_eq!(peer.snapshot().accepted, 1, "[{name}]");
+}
+
+/// A reply refusing `CONNECT`: a server the proxy could not reach (`5`, connection refused)
+/// is a `Connect` failure, retried through the proxy again; its rules refusing the client
+/// (`2`) is final; each error names the proxy, the target and the reply.
+fn socks5_refusals_are_named_and_follow_the_reconnect_policy<A: Adapter>() {
+    let name = A::NAME;
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(3);
+    for (code, kind, reason, retried) in [
+        (5, TransportErrorKind::Connect, "connection refused", true),
+        (
+            2,
+            TransportErrorKind::ProxyRefused,
+            "connection not allowed by ruleset",
+            false,
+        ),
+        (
+            8,
+            TransportErrorKind::Protocol,
+            "address type not supported",
+            true,
+        ),
+    ] {
+        let proxy = TestSocksProxy::start(SocksMode::Reply(code));
+        let mut a: A = client_with(
+            ProxyEnv::empty(),
+            session().reconnect(policy.clone()),
+            TlsRoots::default(),
+        );
+        let conn = a
+            .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(error.kind, kind, "[{name}] {code}: {error}");
+        assert_eq!(
+            error.message,
+            format!(
+                "proxy {} refused CONNECT server.wxsocket.test:9: {reason} (SOCKS5 reply {code})",
+                proxy.url()
+            ),
+            "[{name}]"
+        );
+        if retried {
+            a.events_until("Reconnecting", EVENT_TIMEOUT, |seen| {
+                seen.iter()
+                    .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. }))
+            });
+            proxy.wait_for("a second request", EVENT_TIMEOUT, |r| r.len() >= 2);
+            a.close(None, "enough").ok();
+        } else {
+            assert_quiet_for(&mut a, policy.cap * 4, "after the proxy's rules refused");
+            assert_eq!(proxy.requests().len(), 1, "[{name}] one dial only");
+        }
+    }
+}
+
+fn misbehaving_socks5_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter>() {
+    let name = A::NAME;
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    for (mode, kind, says) in [
+        (
+            SocksMode::HangUp,
+            TransportErrorKind::Protocol,
+            "closed the connection before answering the greeting",
+        ),
+        (
+            SocksMode::Garbage,
+            TransportErrorKind::Protocol,
+            "answered the greeting in HTTP: is it an http:// proxy?",
+        ),
+        (
+            SocksMode::NoAcceptableMethod,
+            TransportErrorKind::ProxyRefused,
+            "requires authentication, and the proxy URL has no user name and password",
+        ),
+        (
+            SocksMode::HangUpMidReply,
+            TransportErrorKind::Protocol,
+            "closed the connection in the middle of its answer to CONNECT (4 bytes in)",
+        ),
+        (
+            SocksMode::ExtraAfterReply,
+            TransportErrorKind::Protocol,
+            "sent more than its answer to CONNECT",
+        ),
+    ] {
+        let proxy = TestSocksProxy::start(mode.clone());
+        let started = Instant::now();
+        let conn = a
+            .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let error = expect_dial_failure(&mut a, conn);
+        assert_eq!(error.kind, kind, "[{name}] {mode:?}: {error}");
+        assert_eq!(
+            error.message,
+            format!("proxy {} {says}", proxy.url()),
+            "[{name}] {mode:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "[{name}] {mode:?}"
+        );
+        let requests = proxy.requests();
+        assert!(
+            requests.iter().all(|r| r.violation.is_none()),
+            "[{name}] {mode:?}: {requests:#?}"
+        );
+    }
+}
+
+fn a_silent_socks5_proxy_is_bounded_by_the_handshake_timeout<A: Adapter>() {
+    let name = A::NAME;
+    let proxy = TestSocksProxy::start(SocksMode::Silent);
+    let timeout = Duration::from_millis(400);
+    let mut a: A = client_with(
+        ProxyEnv::empty(),
+        session().handshake_timeout(timeout),
+        TlsRoots::default(),
+    );
+    let started = Instant::now();
+    let conn = a
+        .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Error {
+                    error: ConnectionError::HandshakeTimeout {
+                        stage: Some(DialStage::Tunnel),
+                        ..
+                    },
+                    ..
+                },
+                Event::Close { code: 1006, .. }
+            ]
+        ),
+        "[{name}] {events:#?}"
+    );
+    assert!(elapsed >= timeout, "[{name}] ended after {elapsed:?}");
+    let requests = proxy.wait_for("the greeting", EVENT_TIMEOUT, |r| !r.is_empty());
+    assert_eq!(requests[0].methods, vec![0], "[{name}]");
+    assert_eq!(requests[0].reply, None, "[{name}]");
+}
+
+/// `ALL_PROXY=socks5h://…` (what Clash, V2Ray and `ssh -D` users set): the environment's
+/// SOCKS5 proxy carries a name only it can resolve, with the variable's credentials;
+/// loopback still goes direct.
+fn the_environment_routes_through_a_socks5_proxy_but_not_loopback<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestSocksProxy::with_credentials("bob", SECRET);
+    let env = ProxyEnv::from_vars([("ALL_PROXY", proxy.url_with("bob", SECRET))]);
+    let mut a: A = client_with(env, session(), TlsRoots::default());
+    let url = format!("ws://echo.wxsocket.test:{}/", peer.addr().port());
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    echo_and_close(&mut a, conn, "via the environment");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
+    assert_eq!(
+        requests[0].target,
+        format!("echo.wxsocket.test:{}", peer.addr().port())
+    );
+    assert!(requests[0].credentials.is_some(), "[{name}]");
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    assert!(!a.socket_info().unwrap().proxied, "[{name}]");
+    echo_and_close(&mut a, conn, "direct");
+    assert_eq!(
+        proxy.requests().len(),
+        1,
+        "[{name}] loopback went through the proxy"
+    );
+}
+
+/// A host name over 255 bytes cannot go in a SOCKS5 request: the dial fails before it
+/// reaches the proxy, saying so, instead of sending a cut name.
+fn a_host_name_socks5_cannot_carry_is_refused_before_any_io<A: Adapter>() {
+    let name = A::NAME;
+    let proxy = TestSocksProxy::start(SocksMode::Tunnel);
+    let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
+    let host = vec!["a".repeat(60); 5].join(".");
+    let conn = a
+        .connect(&ConnectOptions::new(format!("ws://{host}/")).proxy(proxy.url()))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let error = expect_dial_failure(&mut a, conn);
+    assert_eq!(error.kind, TransportErrorKind::Connect, "[{name}] {error}");
+    assert_eq!(
+        error.message,
+        format!(
+            "proxy {}: the server's host name is 304 bytes long, and SOCKS5 carries at most 255",
+            proxy.url()
+        ),
+        "[{name}]"
+    );
+    assert!(
+        proxy.requests().is_empty(),
+        "[{name}] the proxy was dialled"
+    );
 }

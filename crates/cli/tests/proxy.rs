@@ -1,5 +1,5 @@
-//! `--proxy` and `--no-proxy` through the binary, with the test `CONNECT` proxy of
-//! `wxsocket-tests` on loopback: an explicit proxy on both adapters, the proxy environment
+//! `--proxy` and `--no-proxy` through the binary, with the test `CONNECT` and SOCKS5
+//! proxies of `wxsocket-tests` on loopback: an explicit proxy on both adapters, the proxy environment
 //! variables (set for the child process only), and the usage error for a bad proxy URL.
 
 mod common;
@@ -9,14 +9,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use wxsocket_tests::peer::{Mode, Peer};
 use wxsocket_tests::proxy::{ProxyMode, TestProxy};
+use wxsocket_tests::socks::TestSocksProxy;
 
-fn through_an_explicit_proxy(blocking: bool) {
-    let peer = Peer::start(Mode::Echo);
-    let proxy = TestProxy::with_credentials("cli", "pw-9f3");
-    let proxy_url = proxy.url_with("cli", "pw-9f3");
-    let url = peer.url();
+/// Runs `wxsocket connect URL --json --proxy PROXY_URL`, expects it to open and echo a line,
+/// and to show nothing of `secret`.
+fn echo_through(blocking: bool, url: &str, proxy_url: &str, secret: &str) {
     let args = with_adapter(
-        vec!["connect", &url, "--json", "--proxy", &proxy_url],
+        vec!["connect", url, "--json", "--proxy", proxy_url],
         blocking,
     );
     let mut proc = Proc::spawn(&args);
@@ -27,11 +26,74 @@ fn through_an_explicit_proxy(blocking: bool) {
     let (status, lines, stderr) = proc.finish();
     assert!(status.success(), "exit {status}: {stderr}");
     let everything = format!("{lines:?} {stderr}");
-    assert!(!everything.contains("pw-9f3"), "the password was shown");
+    assert!(!everything.contains(secret), "the password was shown");
+}
+
+fn through_an_explicit_proxy(blocking: bool) {
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestProxy::with_credentials("cli", "pw-9f3");
+    echo_through(
+        blocking,
+        &peer.url(),
+        &proxy.url_with("cli", "pw-9f3"),
+        "pw-9f3",
+    );
     let requests = proxy.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert_eq!(requests[0].target, peer.addr().to_string());
     assert_eq!(requests[0].status, Some(200));
+}
+
+/// `--proxy socks5h://USER:PASSWORD@…`: a name only the proxy resolves opens.
+fn through_a_socks5_proxy(blocking: bool) {
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestSocksProxy::with_credentials("cli", "pw-5c7");
+    let url = format!("ws://echo.wxsocket.test:{}/", peer.addr().port());
+    echo_through(blocking, &url, &proxy.url_with("cli", "pw-5c7"), "pw-5c7");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(
+        requests[0].target,
+        format!("echo.wxsocket.test:{}", peer.addr().port())
+    );
+    assert_eq!(requests[0].reply, Some(0));
+}
+
+#[test]
+fn through_a_socks5_proxy_tokio() {
+    through_a_socks5_proxy(false);
+}
+
+#[test]
+fn through_a_socks5_proxy_blocking() {
+    through_a_socks5_proxy(true);
+}
+
+/// A SOCKS5 proxy that refuses the credentials: the connection could not be made (exit
+/// 3), the error says so and names the proxy, and nothing shows the password.
+#[test]
+fn a_socks5_proxy_refusing_the_credentials_ends_with_status_3() {
+    let proxy = TestSocksProxy::with_credentials("cli", "pw-5c7");
+    let url = "ws://echo.wxsocket.test:9/";
+    let (status, lines, stderr) = run(
+        &[
+            "connect",
+            url,
+            "--proxy",
+            &proxy.url_with("cli", "wrong-pw"),
+        ],
+        "",
+    );
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let everything = format!("{lines:?} {stderr}");
+    assert!(
+        everything.contains(&format!(
+            "proxy {} refused the user name and password",
+            proxy.url()
+        )),
+        "{everything}"
+    );
+    assert!(!everything.contains("wrong-pw"), "{everything}");
 }
 
 #[test]
@@ -106,6 +168,12 @@ fn environment_and_no_proxy() {
         ("close".into(), Some(3))
     );
     assert_eq!(proxy.requests().len(), 1, "--no-proxy used the proxy");
+    // `ALL_PROXY=socks5h://…`, as Clash or `ssh -D` users have it.
+    let socks = TestSocksProxy::start(wxsocket_tests::socks::SocksMode::Tunnel);
+    let vars = [("ALL_PROXY", socks.url())];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(connect_with_env(&url, &[], &vars), ("open".into(), Some(0)));
+    assert_eq!(socks.requests().len(), 1);
 }
 
 #[test]

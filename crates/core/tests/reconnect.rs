@@ -370,13 +370,21 @@ fn http_4xx_is_final_unless_the_policy_says_so_and_5xx_is_retried() {
 #[test]
 fn a_socks_proxys_refusal_is_final_as_a_4xx_is() {
     for (policy, kind, retried) in [
-        (ReconnectPolicy::default(), TransportErrorKind::ProxyRefused, false),
+        (
+            ReconnectPolicy::default(),
+            TransportErrorKind::ProxyRefused,
+            false,
+        ),
         (
             ReconnectPolicy::default().retry_http_4xx(true),
             TransportErrorKind::ProxyRefused,
             true,
         ),
-        (ReconnectPolicy::default(), TransportErrorKind::Connect, true),
+        (
+            ReconnectPolicy::default(),
+            TransportErrorKind::Connect,
+            true,
+        ),
     ] {
         let mut t = Sim::new(policy);
         let c = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();

@@ -327,7 +327,10 @@ fn a_socks_proxy_and_its_refusal_replay_exactly() {
     let text = sim.text();
     assert!(text.contains("\"socks5\":\"socks5h://p:1080\""), "{text}");
     assert!(text.contains("proxy_refused"), "{text}");
-    assert!(!text.contains("s3cret") && !text.contains("user:"), "{text}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("user:"),
+        "{text}"
+    );
     assert_exact(&text, &events);
 }
 
