@@ -101,8 +101,8 @@ pub enum Error {
 
 /// Whether the server refused the connection in a way that the same request meets again:
 /// an HTTP 4xx answer to the upgrade (but 429, "too many requests": later it may not), a
-/// permanent redirect (301, 308; redirects are not followed), or an extension or
-/// sub-protocol it would not agree to. A reconnect policy does not retry these (4xx unless
+/// permanent redirect (301, 308; redirects are not followed), an extension or
+/// sub-protocol it would not agree to, or a SOCKS5 proxy's refusal of the client. A reconnect policy does not retry these (4xx unless
 /// told to).
 fn refused(error: &ConnectionError) -> bool {
     match error {
@@ -110,6 +110,8 @@ fn refused(error: &ConnectionError) -> bool {
             TransportErrorKind::HttpStatus(301 | 308) => true,
             TransportErrorKind::HttpStatus(status) => (400..500).contains(&status) && status != 429,
             TransportErrorKind::Negotiation => true,
+            // A SOCKS5 proxy refusing this client (credentials, its rules).
+            TransportErrorKind::ProxyRefused => true,
             _ => false,
         },
         ConnectionError::ProtocolNotOffered(_) | ConnectionError::DeflateNotOffered => true,
@@ -695,6 +697,12 @@ mod tests {
         )));
         assert_eq!(tls.kind(), ErrorKind::Connection);
         assert!(tls.to_string().contains("trusted roots"), "{tls}");
+        let socks = Error::Connection(ConnectionError::ConnectFailed(TransportError::new(
+            TransportErrorKind::ProxyRefused,
+            "proxy socks5h://p:1080 refused the user name and password (RFC 1929 status 1)",
+        )));
+        assert_eq!(socks.kind(), ErrorKind::Refused, "{socks}");
+        assert!(!socks.to_string().contains("connect again"), "{socks}");
         let mismatch = Error::Connection(ConnectionError::ProtocolNotOffered("v9".into()));
         assert_eq!(mismatch.kind(), ErrorKind::Refused);
 
