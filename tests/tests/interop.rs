@@ -233,17 +233,13 @@ impl Log {
     }
 }
 
-/// A running peer server process; killed (and its output threads joined) on drop.
+/// A running peer server; the process is killed (and its certificate files removed) on
+/// drop.
 struct Server {
     kind: PeerKind,
-    child: Child,
-    /// Kept open so the server sees EOF (and exits by itself) if this process dies.
-    stdin: Option<ChildStdin>,
+    process: Process,
     port: u16,
     tls: bool,
-    stdout: Arc<Log>,
-    stderr: Arc<Mutex<String>>,
-    threads: Vec<JoinHandle<()>>,
     /// The certificate files of a wss server, removed on drop.
     files: Option<PathBuf>,
 }
@@ -299,65 +295,21 @@ impl Server {
             }
         }
         command.arg("--lifetime").arg("120");
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start the {} peer: {e}", kind.name()));
-        let stdout = Arc::new(Log::default());
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut threads = Vec::new();
-        {
-            let out = child.stdout.take().expect("piped stdout");
-            let log = Arc::clone(&stdout);
-            threads.push(std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    log.lock().lines.push(line);
-                    log.changed.notify_all();
-                }
-                log.lock().ended = true;
-                log.changed.notify_all();
-            }));
-        }
-        {
-            let mut err = child.stderr.take().expect("piped stderr");
-            let buffer = Arc::clone(&stderr);
-            threads.push(std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = err.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
-                    buffer
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&text);
-                }
-            }));
-        }
-        let mut server = Server {
-            kind,
-            stdin: child.stdin.take(),
-            child,
-            port: 0,
-            tls: tls.is_some(),
-            stdout,
-            stderr,
-            threads,
-            files: tls.map(|(dir, ..)| dir),
-        };
-        let first = server.wait_output("its port", STARTUP, |lines| lines.first().cloned());
-        server.port = first.trim().parse().unwrap_or_else(|_| {
+        let (process, first) = Process::spawn(format!("{} peer", kind.name()), command);
+        let port = first.trim().parse().unwrap_or_else(|_| {
             panic!(
                 "{}: expected the port as the first line, got {first:?}; {}",
                 kind.name(),
-                server.describe()
+                process.describe()
             )
         });
-        server
+        Server {
+            kind,
+            process,
+            port,
+            tls: tls.is_some(),
+            files: tls.map(|(dir, ..)| dir),
+        }
     }
 
     /// `ws://127.0.0.1:PORT/PATH` (or `wss://`).
@@ -367,51 +319,17 @@ impl Server {
     }
 
     fn describe(&self) -> String {
-        let output = self.stdout.lock();
-        format!(
-            "the {} peer printed {:?}{} and on stderr: {:?}",
-            self.kind.name(),
-            output.lines,
-            if output.ended { " (then ended)" } else { "" },
-            self.stderr.lock().unwrap_or_else(|e| e.into_inner())
-        )
+        self.process.describe()
     }
 
-    /// Waits until `found` returns something for the output lines; panics after `timeout`
-    /// or when the output ended first.
+    /// [`Process::wait_output`].
     fn wait_output<R>(
         &self,
         what: &str,
         timeout: Duration,
         found: impl Fn(&[String]) -> Option<R>,
     ) -> R {
-        let deadline = Instant::now() + timeout;
-        let mut output = self.stdout.lock();
-        loop {
-            if let Some(r) = found(&output.lines) {
-                return r;
-            }
-            let now = Instant::now();
-            if output.ended || now >= deadline {
-                drop(output);
-                panic!(
-                    "{} peer: {} while waiting for {what}; {}",
-                    self.kind.name(),
-                    if now >= deadline {
-                        format!("timed out after {timeout:?}")
-                    } else {
-                        "its output ended".to_owned()
-                    },
-                    self.describe()
-                );
-            }
-            output = self
-                .stdout
-                .changed
-                .wait_timeout(output, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.process.wait_output(what, timeout, found)
     }
 
     /// Waits for the first event line (after the port) satisfying `matches`.
@@ -495,14 +413,136 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(dir) = self.files.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A running child process of a test (a peer server, the SOCKS5 proxy), its output lines
+/// collected as they come; killed and reaped (and its output threads joined) on drop.
+struct Process {
+    /// What it is, as messages name it (`python peer`).
+    name: String,
+    child: Child,
+    /// Kept open so the process sees EOF (and exits by itself) if this process dies.
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Log>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Process {
+    /// Starts `command` with its stdio piped, and waits for its first line of output (its
+    /// port, or the line that says it), which it returns with the process.
+    fn spawn(name: String, mut command: Command) -> (Process, String) {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the {name}: {e}"));
+        let stdout = Arc::new(Log::default());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut threads = Vec::new();
+        {
+            let out = child.stdout.take().expect("piped stdout");
+            let log = Arc::clone(&stdout);
+            threads.push(std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().lines.push(line);
+                    log.changed.notify_all();
+                }
+                log.lock().ended = true;
+                log.changed.notify_all();
+            }));
+        }
+        {
+            let mut err = child.stderr.take().expect("piped stderr");
+            let buffer = Arc::clone(&stderr);
+            threads.push(std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = err.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                    buffer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&text);
+                }
+            }));
+        }
+        let process = Process {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            threads,
+        };
+        let first = process.wait_output("its port", STARTUP, |lines| lines.first().cloned());
+        (process, first)
+    }
+
+    fn describe(&self) -> String {
+        let output = self.stdout.lock();
+        format!(
+            "the {} printed {:?}{} and on stderr: {:?}",
+            self.name,
+            output.lines,
+            if output.ended { " (then ended)" } else { "" },
+            self.stderr.lock().unwrap_or_else(|e| e.into_inner())
+        )
+    }
+
+    /// Waits until `found` returns something for the output lines; panics after `timeout`
+    /// or when the output ended first.
+    fn wait_output<R>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        found: impl Fn(&[String]) -> Option<R>,
+    ) -> R {
+        let deadline = Instant::now() + timeout;
+        let mut output = self.stdout.lock();
+        loop {
+            if let Some(r) = found(&output.lines) {
+                return r;
+            }
+            let now = Instant::now();
+            if output.ended || now >= deadline {
+                drop(output);
+                panic!(
+                    "{}: {} while waiting for {what}; {}",
+                    self.name,
+                    if now >= deadline {
+                        format!("timed out after {timeout:?}")
+                    } else {
+                        "its output ended".to_owned()
+                    },
+                    self.describe()
+                );
+            }
+            output = self
+                .stdout
+                .changed
+                .wait_timeout(output, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
         self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
-        }
-        if let Some(dir) = self.files.take() {
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
