@@ -21,6 +21,11 @@
 //! that the payloads survive exactly and that compression really happened where it
 //! should (and not where it should not).
 //!
+//! The `socks5_tokio::…` and `socks5_blocking::…` scenarios reach the Python peer through a
+//! SOCKS5 proxy nobody here wrote either: `pproxy` (pinned in `requirements.txt`, run by
+//! `tests/peers/socks5_proxy.py`, [`Socks5Proxy`]), with and without RFC 1929 user name
+//! and password, for `ws://` and `wss://`, and the proxy from the environment.
+//!
 //! A peer that is not installed fails the test when `WXSOCKET_INTEROP=require` (set by
 //! `scripts/test` after it installed the peers); otherwise the test prints
 //! `interop: skipped …` to stderr and returns.
@@ -40,14 +45,16 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use wxsocket_core::{
     Acknowledgement, ConnId, ConnectOptions, ConnectionError, DeflateOptions, DeflateParams, Event,
-    Message, ReadyState, SendFailure, SessionConfig, TransportErrorKind,
+    Message, ReadyState, SendFailure, SessionConfig, TransportError, TransportErrorKind,
 };
 use wxsocket_tests::adapter::{Adapter, EVENT_TIMEOUT};
 use wxsocket_tests::peer::TestCa;
 use wxsocket_tests::scenario::{
-    self, assert_quiet, client, close_event, completions, messages, open,
+    self, assert_quiet, client, close_event, closed_port, completions, expect_connecting, messages,
+    open,
 };
 use wxsocket_wire::client::Config;
+use wxsocket_wire::proxy::ProxyEnv;
 use wxsocket_wire::tls::{ClientIdentity, TlsRoots};
 
 /// How long a scenario waits for the server to report something.
@@ -58,18 +65,18 @@ const STARTUP: Duration = Duration::from_secs(20);
 
 macro_rules! interop {
     ($($scenario:ident),* $(,)?) => {
-        interop!(@cell python_tokio, Python, TokioAdapter; $($scenario),*);
-        interop!(@cell python_blocking, Python, BlockingAdapter; $($scenario),*);
-        interop!(@cell node_tokio, Node, TokioAdapter; $($scenario),*);
-        interop!(@cell node_blocking, Node, BlockingAdapter; $($scenario),*);
+        interop!(@cell python_tokio, run, Python, TokioAdapter; $($scenario),*);
+        interop!(@cell python_blocking, run, Python, BlockingAdapter; $($scenario),*);
+        interop!(@cell node_tokio, run, Node, TokioAdapter; $($scenario),*);
+        interop!(@cell node_blocking, run, Node, BlockingAdapter; $($scenario),*);
     };
-    (@cell $module:ident, $peer:ident, $adapter:ident; $($scenario:ident),*) => {
+    (@cell $module:ident, $run:ident, $peer:ident, $adapter:ident; $($scenario:ident),*) => {
         /// Every interop scenario for one peer × adapter.
         mod $module {
             $(
                 #[test]
                 fn $scenario() {
-                    super::run(
+                    super::$run(
                         super::PeerKind::$peer,
                         concat!(stringify!($module), "::", stringify!($scenario)),
                         super::$scenario::<wxsocket_tests::adapter::$adapter>,
@@ -113,6 +120,23 @@ interop!(
     ack_times_out_against_a_silent_peer,
 );
 
+/// The scenarios through a SOCKS5 proxy, pproxy ([`Socks5Proxy`]), to the Python peer, on
+/// each adapter: `socks5_tokio::…`, `socks5_blocking::…`.
+macro_rules! through_socks5 {
+    ($($scenario:ident),* $(,)?) => {
+        interop!(@cell socks5_tokio, run_through_socks5, Python, TokioAdapter; $($scenario),*);
+        interop!(@cell socks5_blocking, run_through_socks5, Python, BlockingAdapter; $($scenario),*);
+    };
+}
+
+through_socks5!(
+    ws_through_pproxy_with_credentials,
+    ws_through_pproxy_without_authentication,
+    wss_through_pproxy_is_tls_end_to_end,
+    all_proxy_to_pproxy_leaves_loopback_direct,
+    pproxy_cannot_reach_the_server,
+);
+
 // ----- the peers -----
 
 /// One independent WebSocket implementation.
@@ -137,18 +161,8 @@ impl PeerKind {
         let dir = peers_dir();
         match self {
             PeerKind::Python => {
-                let python = std::env::var_os("WXSOCKET_PYTHON")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| dir.join(".venv/bin/python"));
-                if !python.is_file() {
-                    return Err(format!("{} does not exist", python.display()));
-                }
-                let mut command = Command::new(python);
+                let mut command = python()?;
                 command.arg(dir.join("python_server.py"));
-                // No stale bytecode next to the script, no user site packages.
-                command
-                    .env("PYTHONDONTWRITEBYTECODE", "1")
-                    .env("PYTHONNOUSERSITE", "1");
                 Ok(command)
             }
             PeerKind::Node => {
@@ -162,6 +176,22 @@ impl PeerKind {
             }
         }
     }
+}
+
+/// The Python of the peers' virtual environment (`WXSOCKET_PYTHON`), or why it cannot run.
+fn python() -> Result<Command, String> {
+    let python = std::env::var_os("WXSOCKET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| peers_dir().join(".venv/bin/python"));
+    if !python.is_file() {
+        return Err(format!("{} does not exist", python.display()));
+    }
+    let mut command = Command::new(python);
+    // No stale bytecode next to the scripts, no user site packages.
+    command
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONNOUSERSITE", "1");
+    Ok(command)
 }
 
 fn peers_dir() -> PathBuf {
@@ -192,26 +222,40 @@ fn node_binary() -> Result<PathBuf, String> {
     .clone()
 }
 
-/// Runs one cell of the matrix, or reports that its peer is not installed: a failure when
-/// `WXSOCKET_INTEROP=require`, a skip line on stderr otherwise.
+/// Runs one cell of the matrix, or reports that its peer is not installed (see
+/// [`installed`]).
 fn run(kind: PeerKind, test: &str, scenario: fn(PeerKind)) {
-    if let Err(why) = kind.command() {
-        let required = std::env::var("WXSOCKET_INTEROP").is_ok_and(|v| v == "require");
-        assert!(
-            !required,
-            "interop: {test}: the {} peer is not installed ({why}) but WXSOCKET_INTEROP=require; run scripts/install-peers",
-            kind.name()
-        );
-        // Straight to the process's stderr: the test harness captures `eprintln!` of
-        // passing tests, and this line must be seen.
-        let line = format!(
-            "interop: skipped {test} ({} peer not installed; run scripts/install-peers)\n",
-            kind.name()
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        return;
+    let peer = format!("{} peer", kind.name());
+    if installed(test, &peer, kind.command().map(drop)) {
+        scenario(kind);
     }
-    scenario(kind);
+}
+
+/// [`run`], for a scenario that goes through the SOCKS5 proxy too: pproxy must be
+/// installed as well.
+fn run_through_socks5(kind: PeerKind, test: &str, scenario: fn(PeerKind)) {
+    if installed(test, "pproxy", Socks5Proxy::command().map(drop)) {
+        run(kind, test, scenario);
+    }
+}
+
+/// Whether `test` can run, `ready` saying whether `what` (a peer) is installed; when it is
+/// not: a failure when `WXSOCKET_INTEROP=require`, a skip line on stderr otherwise.
+fn installed(test: &str, what: &str, ready: Result<(), String>) -> bool {
+    let Err(why) = ready else {
+        return true;
+    };
+    let required = std::env::var("WXSOCKET_INTEROP").is_ok_and(|v| v == "require");
+    assert!(
+        !required,
+        "interop: {test}: the {what} is not installed ({why}) but WXSOCKET_INTEROP=require; run scripts/install-peers",
+    );
+    // Straight to the process's stderr: the test harness captures `eprintln!` of
+    // passing tests, and this line must be seen.
+    let line =
+        format!("interop: skipped {test} ({what} not installed; run scripts/install-peers)\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
 }
 
 /// What a server printed after its port, and whether its output ended.
@@ -544,6 +588,101 @@ impl Drop for Process {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+/// pproxy (tests/peers/socks5_proxy.py) serving SOCKS5 on 127.0.0.1, on a port the system
+/// picks; killed on drop. It prints a line for each tunnel it opens
+/// (`socks5 CLIENT -> HOST:PORT`) and for each client it turns away.
+struct Socks5Proxy {
+    process: Process,
+    port: u16,
+}
+
+/// The user name and password of a [`Socks5Proxy`] that requires them.
+const SOCKS_USER: &str = "alice";
+const SOCKS_PASSWORD: &str = "pp-s3cr3t";
+
+impl Socks5Proxy {
+    /// The command that runs pproxy, or why it cannot run here.
+    fn command() -> Result<Command, String> {
+        static IMPORTS: OnceLock<Result<(), String>> = OnceLock::new();
+        IMPORTS
+            .get_or_init(|| {
+                let status = python()?
+                    .args(["-c", "import pproxy"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                match status {
+                    Ok(status) if status.success() => Ok(()),
+                    Ok(_) => Err("the peers' Python cannot import pproxy".to_owned()),
+                    Err(e) => Err(format!("cannot run the peers' Python: {e}")),
+                }
+            })
+            .clone()?;
+        let mut command = python()?;
+        command.arg(peers_dir().join("socks5_proxy.py"));
+        Ok(command)
+    }
+
+    /// Starts pproxy, requiring [`SOCKS_USER`] and [`SOCKS_PASSWORD`] with `authentication`
+    /// (RFC 1929), else none. `--auth 0`: pproxy would otherwise let an address that
+    /// authenticated once in without credentials, or with wrong ones, for 30 days.
+    fn start(authentication: bool) -> Socks5Proxy {
+        let mut command = Self::command().unwrap_or_else(|why| panic!("pproxy cannot run: {why}"));
+        let users = if authentication {
+            format!("#{SOCKS_USER}:{SOCKS_PASSWORD}")
+        } else {
+            String::new()
+        };
+        command
+            .args(["--lifetime", "120", "-v", "--auth", "0", "-l"])
+            .arg(format!("socks5://127.0.0.1:0{users}"));
+        let (process, first) = Process::spawn("SOCKS5 proxy pproxy".to_owned(), command);
+        // `Serving on ipv? 127.0.0.1:PORT by socks5`, printed once it listens.
+        let port = first
+            .split_once(" 127.0.0.1:")
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "pproxy: expected `Serving on … 127.0.0.1:PORT …`, got {first:?}; {}",
+                    process.describe()
+                )
+            });
+        Socks5Proxy { process, port }
+    }
+
+    /// `SCHEME://127.0.0.1:PORT` (`socks5h`, `socks5`), with `USER:PASSWORD@` if given.
+    fn url(&self, scheme: &str, credentials: Option<(&str, &str)>) -> String {
+        let userinfo = credentials
+            .map(|(user, password)| format!("{user}:{password}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{userinfo}127.0.0.1:{}", self.port)
+    }
+
+    /// [`Self::url`] with `socks5h` and the right credentials.
+    fn url_with_credentials(&self) -> String {
+        self.url("socks5h", Some((SOCKS_USER, SOCKS_PASSWORD)))
+    }
+
+    /// Waits for `count` tunnels; returns the target (`HOST:PORT`) of each so far.
+    fn tunnels(&self, count: usize) -> Vec<String> {
+        self.lines(&format!("{count} tunnels"), |lines| {
+            let targets: Vec<String> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("socks5 ")?.split_once(" -> "))
+                .map(|(_, target)| target.to_owned())
+                .collect();
+            (targets.len() >= count).then_some(targets)
+        })
+    }
+
+    /// Waits until `found` returns something for the lines after the first.
+    fn lines<R>(&self, what: &str, found: impl Fn(&[String]) -> Option<R>) -> R {
+        self.process
+            .wait_output(what, T, |lines| found(lines.get(1..).unwrap_or_default()))
     }
 }
 
@@ -1773,4 +1912,164 @@ fn ack_times_out_against_a_silent_peer<A: Adapter>(kind: PeerKind) {
         A::NAME
     );
     server.wait_line("the unanswered ping", |l| l == "ping");
+}
+
+// ----- through a SOCKS5 proxy -----
+
+/// A client whose proxy environment is exactly `env` (never the machine's), trusting
+/// `roots`.
+fn client_with_proxy_env<A: Adapter>(env: ProxyEnv, roots: TlsRoots) -> A {
+    A::with_config(Config::new().session(config()).tls(roots).proxy_env(env))
+        .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
+}
+
+/// Opens `url` through `proxy_url` (the URL of `proxy`), checks the socket is the proxy's,
+/// echoes a text and a binary message and closes normally.
+fn echo_through_pproxy<A: Adapter>(
+    a: &mut A,
+    server: &Server,
+    proxy: &Socks5Proxy,
+    proxy_url: &str,
+    url: &str,
+) {
+    let (conn, _) = open(a, &ConnectOptions::new(url).proxy(proxy_url));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(
+        socket.proxied && socket.peer_addr.port() == proxy.port,
+        "[{}] {socket:?}",
+        A::NAME
+    );
+    assert_eq!(socket.tls, url.starts_with("wss:"), "[{}]", A::NAME);
+    echo_once(a, conn, Message::text("through pproxy"));
+    echo_once(a, conn, Message::binary(vec![7u8; 70_000]));
+    close_normally(a, server, conn);
+    assert_eq!(
+        server.wait_line("the open line", |l| l.starts_with("open ")),
+        "open /echo"
+    );
+}
+
+/// The server's host as a name: pproxy resolves it, and its reply to `CONNECT` binds to
+/// that name (pproxy echoes the request's address: ATYP 3, `localhost`).
+fn ws_through_pproxy_with_credentials<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let proxy = Socks5Proxy::start(true);
+    let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::default());
+    let url = format!("ws://localhost:{}/echo", server.port);
+    echo_through_pproxy(&mut a, &server, &proxy, &proxy.url_with_credentials(), &url);
+    assert_eq!(
+        proxy.tunnels(1),
+        [format!("localhost:{}", server.port)],
+        "[{}] {}",
+        A::NAME,
+        proxy.process.describe()
+    );
+}
+
+/// `socks5://` (not `socks5h`) to a proxy without authentication; the server's host an
+/// IPv4 address, which the request and reply carry as one (ATYP 1).
+fn ws_through_pproxy_without_authentication<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let proxy = Socks5Proxy::start(false);
+    let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::default());
+    let proxy_url = proxy.url("socks5", None);
+    echo_through_pproxy(&mut a, &server, &proxy, &proxy_url, &server.url("echo"));
+    assert_eq!(
+        proxy.tunnels(1),
+        [format!("127.0.0.1:{}", server.port)],
+        "[{}] {}",
+        A::NAME,
+        proxy.process.describe()
+    );
+}
+
+/// `wss://` by name through the tunnel: the certificate is checked against `localhost`,
+/// which only the server's certificate matches; pproxy relays bytes it cannot read.
+fn wss_through_pproxy_is_tls_end_to_end<A: Adapter>(kind: PeerKind) {
+    let (server, ca) = Server::start_tls(kind);
+    let proxy = Socks5Proxy::start(true);
+    let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::only(vec![ca]));
+    let url = format!("wss://localhost:{}/echo", server.port);
+    echo_through_pproxy(&mut a, &server, &proxy, &proxy.url_with_credentials(), &url);
+    assert_eq!(
+        proxy.tunnels(1),
+        [format!("localhost:{}", server.port)],
+        "[{}]",
+        A::NAME
+    );
+}
+
+/// Dials `url` through `proxy_url` and expects the dial to fail: `[Error(ConnectFailed),
+/// Close 1006]`; returns the error.
+fn dial_failure<A: Adapter>(proxy_url: &str, url: &str) -> TransportError {
+    let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::default());
+    let conn = a
+        .connect(&ConnectOptions::new(url).proxy(proxy_url))
+        .unwrap_or_else(|e| panic!("[{}] connect refused: {e}", A::NAME));
+    expect_connecting(&mut a, conn);
+    match expect_error_then_close(&mut a, conn, 1006, T) {
+        ConnectionError::ConnectFailed(e) => e,
+        other => panic!("[{}] expected ConnectFailed, got {other:?}", A::NAME),
+    }
+}
+
+/// `all_proxy` names pproxy, and the server is on loopback (`localhost`): the connection
+/// goes direct, as a proxy elsewhere could not reach this machine's loopback; pproxy sees
+/// nothing. (A host that only the proxy can resolve is hard to have here, so the proxied
+/// scenarios name the proxy with `ConnectOptions::proxy`.)
+fn all_proxy_to_pproxy_leaves_loopback_direct<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let proxy = Socks5Proxy::start(true);
+    let env = ProxyEnv::from_vars([("all_proxy", proxy.url_with_credentials())]);
+    // The variable is read, and would route a host elsewhere through pproxy.
+    let elsewhere = env.proxy_for("ws", "chat.example.com").unwrap();
+    assert_eq!(
+        elsewhere.map(|p| p.to_string()),
+        Some(proxy.url("socks5h", None))
+    );
+    let mut a: A = client_with_proxy_env(env, TlsRoots::default());
+    let url = format!("ws://localhost:{}/echo", server.port);
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url));
+    let socket = a.socket_info().expect("an open connection has a socket");
+    assert!(
+        !socket.proxied && socket.peer_addr.port() == server.port,
+        "[{}] {socket:?}",
+        A::NAME
+    );
+    echo_once(&mut a, conn, Message::text("direct"));
+    close_normally(&mut a, &server, conn);
+    let seen = proxy.lines("pproxy's output", |lines| Some(lines.to_vec()));
+    assert!(seen.is_empty(), "[{}] pproxy saw {seen:?}", A::NAME);
+}
+
+/// A server pproxy cannot reach, written as each address type carries it (IPv4, a name,
+/// IPv6). pproxy grants `CONNECT` before it dials (its reply echoes the request's
+/// address), then closes the tunnel when the dial is refused: the client's tunnel opens,
+/// and the dial fails in the handshake, naming the proxy: `Connect`, not final, as a server
+/// that is down is. The close is a reset when the upgrade request was in the tunnel
+/// unread, which the error says.
+fn pproxy_cannot_reach_the_server<A: Adapter>(_kind: PeerKind) {
+    let proxy = Socks5Proxy::start(false);
+    let port = closed_port();
+    let proxy_url = proxy.url("socks5h", None);
+    let hosts = ["127.0.0.1", "localhost", "[::1]"];
+    for host in hosts {
+        let e = dial_failure::<A>(&proxy_url, &format!("ws://{host}:{port}/"));
+        assert_eq!(e.kind, TransportErrorKind::Connect, "[{}] {e}", A::NAME);
+        let tunnel = format!("handshake: the tunnel through proxy {proxy_url} ");
+        let end = e.message.strip_prefix(&tunnel).unwrap_or_default();
+        assert!(
+            end == "closed before the server answered"
+                || end.starts_with("was broken before the server answered ("),
+            "[{}] {host}: {e}",
+            A::NAME
+        );
+    }
+    assert_eq!(
+        proxy.tunnels(hosts.len()),
+        hosts.map(|h| format!("{}:{port}", h.trim_matches(['[', ']']))),
+        "[{}] {}",
+        A::NAME,
+        proxy.process.describe()
+    );
 }
