@@ -133,6 +133,8 @@ through_socks5!(
     ws_through_pproxy_with_credentials,
     ws_through_pproxy_without_authentication,
     wss_through_pproxy_is_tls_end_to_end,
+    pproxy_refuses_a_wrong_password,
+    pproxy_refuses_a_client_without_credentials,
     all_proxy_to_pproxy_leaves_loopback_direct,
     pproxy_cannot_reach_the_server,
 );
@@ -676,6 +678,16 @@ impl Socks5Proxy {
                 .map(|(_, target)| target.to_owned())
                 .collect();
             (targets.len() >= count).then_some(targets)
+        })
+    }
+
+    /// Waits for the line that says pproxy turned a client away (`Unauthorized SOCKS …`).
+    fn wait_refusal(&self) -> String {
+        self.lines("its refusal of a client", |lines| {
+            lines
+                .iter()
+                .find(|l| l.starts_with("Unauthorized SOCKS"))
+                .cloned()
         })
     }
 
@@ -2011,6 +2023,55 @@ fn dial_failure<A: Adapter>(proxy_url: &str, url: &str) -> TransportError {
         ConnectionError::ConnectFailed(e) => e,
         other => panic!("[{}] expected ConnectFailed, got {other:?}", A::NAME),
     }
+}
+
+/// The right password opens a tunnel, then a wrong one on the next dial is refused: a
+/// refusal of this client (final for the reconnect policy), naming the proxy, never a
+/// password.
+fn pproxy_refuses_a_wrong_password<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let proxy = Socks5Proxy::start(true);
+    let url = server.url("echo");
+    let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::default());
+    echo_through_pproxy(&mut a, &server, &proxy, &proxy.url_with_credentials(), &url);
+    let wrong = "wr0ng-pw";
+    let e = dial_failure::<A>(&proxy.url("socks5h", Some((SOCKS_USER, wrong))), &url);
+    let shown = format!("{e} {e:?}");
+    assert!(
+        shown.contains(&proxy.url("socks5h", None)),
+        "[{}] {shown}",
+        A::NAME
+    );
+    assert!(
+        !shown.contains(wrong) && !shown.contains(SOCKS_PASSWORD),
+        "[{}] a password leaked: {shown}",
+        A::NAME
+    );
+    proxy.wait_refusal();
+    assert_eq!(proxy.tunnels(1).len(), 1, "[{}] one tunnel only", A::NAME);
+    assert_eq!(
+        e.kind,
+        TransportErrorKind::ProxyRefused,
+        "[{}] {e}",
+        A::NAME
+    );
+}
+
+/// No credentials for a proxy that requires them: refused, and the error says the proxy
+/// URL has none.
+fn pproxy_refuses_a_client_without_credentials<A: Adapter>(kind: PeerKind) {
+    let server = Server::start(kind);
+    let proxy = Socks5Proxy::start(true);
+    let proxy_url = proxy.url("socks5h", None);
+    let e = dial_failure::<A>(&proxy_url, &server.url("echo"));
+    assert!(e.message.contains(&proxy_url), "[{}] {e}", A::NAME);
+    proxy.wait_refusal();
+    assert!(
+        e.kind == TransportErrorKind::ProxyRefused
+            && e.message.contains("no user name and password"),
+        "[{}] {e:?}",
+        A::NAME
+    );
 }
 
 /// `all_proxy` names pproxy, and the server is on loopback (`localhost`): the connection
