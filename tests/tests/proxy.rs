@@ -765,10 +765,13 @@ fn misbehaving_socks5_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter
     let name = A::NAME;
     let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
     for (mode, kind, says) in [
+        // How `pproxy` turns away a client without credentials: a refusal, final.
         (
             SocksMode::HangUp,
-            TransportErrorKind::Protocol,
-            "closed the connection before answering the greeting",
+            TransportErrorKind::ProxyRefused,
+            "closed the connection without answering the greeting (it refuses this client; \
+             it may require a user name and password, and the proxy URL has no user name and \
+             password)",
         ),
         (
             SocksMode::Garbage,

@@ -274,7 +274,7 @@ pub struct SocketInfo {
     pub nodelay: bool,
     /// Whether the connection uses TLS.
     pub tls: bool,
-    /// Whether the connection tunnels through an HTTP proxy (then `peer_addr` is the
+    /// Whether the connection tunnels through a proxy (HTTP or SOCKS5) (then `peer_addr` is the
     /// proxy's address).
     pub proxied: bool,
 }

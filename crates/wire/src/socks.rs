@@ -343,8 +343,16 @@ impl Socks5Connect {
 
     /// The error for a proxy that closed the connection before the tunnel opened: what
     /// it was to answer, and how much of the answer came.
+    ///
+    /// A close with nothing of the answer to the greeting or to the credentials is how some
+    /// proxies turn a client away (`pproxy` sends neither `0xff` nor RFC 1929's failure
+    /// status): [`TransportErrorKind::ProxyRefused`], as those answers would be, so a
+    /// reconnect policy does not dial a wrong password again and again.
     pub fn closed_early(&self) -> TransportError {
         let answer = self.step.answer();
+        if let Some(refusal) = self.turned_away("closed the connection") {
+            return refusal;
+        }
         if self.answer.is_empty() {
             return self.protocol(&format!("closed the connection before answering {answer}"));
         }
@@ -354,8 +362,14 @@ impl Socks5Connect {
         ))
     }
 
-    /// An IO error during the exchange, naming the proxy.
+    /// An IO error during the exchange, naming the proxy; a reset where
+    /// [`Self::closed_early`] sees a refusal is that refusal.
     pub fn io_error(&self, error: &std::io::Error) -> TransportError {
+        if crate::handshake::is_reset(error)
+            && let Some(refusal) = self.turned_away("reset the connection")
+        {
+            return refusal;
+        }
         TransportError::new(
             TransportErrorKind::Io,
             format!(
@@ -363,6 +377,27 @@ impl Socks5Connect {
                 self.proxy, self.target
             ),
         )
+    }
+
+    /// The refusal a proxy's close (`how`) with nothing of its answer means, at the steps
+    /// where it means one: after the credentials, and after the greeting.
+    fn turned_away(&self, how: &str) -> Option<TransportError> {
+        if !self.answer.is_empty() || !self.outgoing().is_empty() {
+            return None;
+        }
+        let why = match (self.step, self.authentication.is_some()) {
+            (Step::Authentication, _) => "the user name and password were refused",
+            (Step::Method, false) => {
+                "it refuses this client; it may require a user name and password, and the \
+                 proxy URL has no user name and password"
+            }
+            (Step::Method, true) => "it accepted none of the authentication methods offered",
+            (Step::Reply | Step::Open, _) => return None,
+        };
+        Some(self.refused(format!(
+            "{how} without answering {} ({why})",
+            self.step.answer()
+        )))
     }
 
     fn refused(&self, what: String) -> TransportError {
@@ -525,6 +560,48 @@ mod tests {
         c.feed(&[5, 0, 0]).unwrap();
         let e = c.closed_early();
         assert!(e.message.contains("answer to CONNECT (3 bytes in)"), "{e}");
+    }
+
+    /// A close or a reset with nothing of the answer to the greeting or the credentials
+    /// is a refusal (`pproxy`'s way); later, or after part of an answer, it is not.
+    #[test]
+    fn a_close_without_an_answer_to_the_greeting_or_the_credentials_is_a_refusal() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let refused = |e: TransportError, says: &str| {
+            assert_eq!(e.kind, TransportErrorKind::ProxyRefused, "{e}");
+            assert!(e.message.contains(says), "{e}");
+            assert!(!e.message.contains("hunter2"), "{e}");
+        };
+        let mut c = Socks5Connect::new(&proxy("socks5h://p:1"), "h", 1);
+        // Not yet written: not a refusal of anything.
+        assert_eq!(c.closed_early().kind, TransportErrorKind::Protocol);
+        take(&mut c);
+        refused(
+            c.closed_early(),
+            "closed the connection without answering the greeting",
+        );
+        refused(
+            c.io_error(&reset),
+            "the proxy URL has no user name and password",
+        );
+        let mut c = Socks5Connect::new(&proxy("socks5h://u:hunter2@p:1"), "h", 1);
+        take(&mut c);
+        refused(
+            c.closed_early(),
+            "accepted none of the authentication methods",
+        );
+        c.feed(&[5, 2]).unwrap();
+        take(&mut c);
+        refused(c.closed_early(), "the user name and password were refused");
+        refused(
+            c.io_error(&reset),
+            "reset the connection without answering the user name",
+        );
+        c.feed(&[1, 0]).unwrap();
+        take(&mut c);
+        assert_eq!(c.closed_early().kind, TransportErrorKind::Protocol);
+        assert_eq!(c.io_error(&reset).kind, TransportErrorKind::Io);
+        c.feed(&[1]).unwrap_err();
     }
 
     #[test]
