@@ -274,8 +274,8 @@ pub struct SocketInfo {
     pub nodelay: bool,
     /// Whether the connection uses TLS.
     pub tls: bool,
-    /// Whether the connection tunnels through a proxy (HTTP or SOCKS5) (then `peer_addr` is the
-    /// proxy's address).
+    /// Whether the connection tunnels through an HTTP or SOCKS5 proxy (then `peer_addr` is
+    /// the proxy's address).
     pub proxied: bool,
 }
 
