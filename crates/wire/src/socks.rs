@@ -604,6 +604,34 @@ mod tests {
         c.feed(&[1]).unwrap_err();
     }
 
+    /// A reviewer: many proxies answer the RFC 1929 sub-negotiation with the SOCKS version,
+    /// `05 00`, instead of its own version 1 (microsocks did until 2018-05-29, commit
+    /// 1998a16; tinyproxy, proxychains-ng and curl accept both forms, curl ignoring the
+    /// byte). Such a proxy accepted the credentials: the request follows; `05 01` is its
+    /// refusal of them, as `01 01` is.
+    #[test]
+    fn a_credentials_answer_with_the_socks_version_is_read_as_curl_reads_it() {
+        let p = proxy("socks5h://alice:hunter2@p:1");
+        let mut c = Socks5Connect::new(&p, "h.example", 443);
+        take(&mut c);
+        assert!(!c.feed(&[5, 2]).unwrap());
+        take(&mut c);
+        assert!(!c.feed(&[5, 0]).unwrap(), "accepted");
+        assert_eq!(take(&mut c), b"\x05\x01\x00\x03\x09h.example\x01\xbb");
+        assert!(c.feed(&[5, 0, 0, 1, 10, 0, 0, 1, 0, 80]).unwrap());
+
+        let mut c = Socks5Connect::new(&p, "h.example", 443);
+        take(&mut c);
+        c.feed(&[5, 2]).unwrap();
+        take(&mut c);
+        let e = c.feed(&[5, 1]).unwrap_err();
+        assert_eq!(e.kind, TransportErrorKind::ProxyRefused, "{e}");
+        assert!(
+            e.message.contains("refused the user name and password"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_host_name_over_255_bytes_is_refused_before_any_io() {
         let p = proxy("socks5h://p:1");
