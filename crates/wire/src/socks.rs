@@ -227,7 +227,11 @@ impl Socks5Connect {
             Step::Authentication => AUTH_VERSION,
             _ => VERSION,
         };
-        if version != expected {
+        // Many proxies answer the credentials with the SOCKS version, 5, instead of RFC
+        // 1929's own 1 (microsocks did until 2018): read as curl, tinyproxy and
+        // proxychains-ng read it, the status deciding.
+        let tolerated = self.step == Step::Authentication && version == VERSION;
+        if version != expected && !tolerated {
             let mut what = format!(
                 "answered {} with version {version}, not {expected}",
                 self.step.answer()
