@@ -912,3 +912,42 @@ fn a_host_name_socks5_cannot_carry_is_refused_before_any_io<A: Adapter>() {
         "[{name}] the proxy was dialled"
     );
 }
+
+/// A reviewer: on the simple path (`connect`), a SOCKS5 proxy that refuses the credentials is
+/// a refusal, as an HTTP proxy's 407 and a server's 4xx are there
+/// (`a_4xx_answer_on_the_simple_path_is_a_refusal_on_both_adapters`): its kind is
+/// `Refused`, and its message does not say to connect again or use a reconnect policy (which
+/// would not retry it).
+#[test]
+fn a_socks5_refusal_on_the_simple_path_is_a_refusal_on_both_adapters() {
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestSocksProxy::with_credentials("bob", SECRET);
+    let options = ConnectOptions::new(peer.url()).proxy(proxy.url_with("bob", "wrong-pw"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let blocking = wxsocket_blocking::connect(options.clone()).unwrap_err();
+    let tokio = runtime
+        .block_on(wxsocket_tokio::connect(options))
+        .unwrap_err();
+    for (refused, message) in [
+        (
+            blocking.kind() == wxsocket_blocking::ErrorKind::Refused,
+            blocking.to_string(),
+        ),
+        (
+            tokio.kind() == wxsocket_tokio::ErrorKind::Refused,
+            tokio.to_string(),
+        ),
+    ] {
+        assert!(
+            message.contains("refused the user name and password"),
+            "{message}"
+        );
+        assert!(!message.contains("wrong-pw"), "{message}");
+        assert!(refused, "not ErrorKind::Refused: {message}");
+        assert!(!message.contains("connect again"), "{message}");
+    }
+    assert_eq!(peer.snapshot().accepted, 0);
+}
