@@ -76,8 +76,8 @@ pub enum SocksMode {
     /// (`05 00 00 01`, recorded as reply 0) and closes.
     HangUpMidReply,
     /// Answers the request with success and, in the same write, the bytes `surprise`;
-    /// then reads what the client sends first through the tunnel and closes it (a client
-    /// must take the extra bytes as the tunnel's first, not drop them).
+    /// then reads what the client sends first through the tunnel and closes it (the server
+    /// speaks only after the client, so a client fails the dial on them, naming the proxy).
     ExtraAfterReply,
     /// Answers the request with success, reads what the client sends first through the
     /// tunnel, and closes it (a proxy that cannot reach the server after all).

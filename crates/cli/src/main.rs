@@ -186,8 +186,9 @@ struct ConnectArgs {
     /// Reconnect automatically when a connection this client did not close ends (a failed
     /// dial, a TLS failure such as an untrusted certificate included, a drop, a keepalive
     /// failure, a retried close code), with exponential backoff and full jitter; the first
-    /// retry within --reconnect-base. An HTTP 4xx answer is final, and so is a permanent
-    /// redirect (301, 308). Without --reconnect-max, retries never end.
+    /// retry within --reconnect-base. An HTTP 4xx answer is final, and so are a SOCKS5
+    /// proxy's refusal of the client (credentials, its rules) and a permanent redirect (301,
+    /// 308). Without --reconnect-max, retries never end.
     #[arg(long, help_heading = "Reconnection")]
     reconnect: bool,
     /// Ceiling of the first retry's delay in milliseconds, doubling per attempt,
@@ -237,7 +238,8 @@ struct ConnectArgs {
     /// keeping them for the next one (implies --reconnect).
     #[arg(long, help_heading = "Reconnection")]
     reconnect_no_carry: bool,
-    /// Also retry a handshake the server rejected with HTTP 4xx (implies --reconnect).
+    /// Also retry a handshake the server (or an HTTP proxy) rejected with HTTP 4xx, and a
+    /// SOCKS5 proxy's refusal of the client (implies --reconnect).
     #[arg(long = "reconnect-on-4xx", help_heading = "Reconnection")]
     reconnect_on_4xx: bool,
     /// Delivery acknowledgement: a ping follows each batch of messages, and each message is

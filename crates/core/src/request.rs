@@ -59,8 +59,8 @@ pub struct ConnectOptions {
     /// space or another wildcard is refused ([`ConnectError::InvalidAllowedHost`]). A
     /// trailing dot counts: `example.com.` and `example.com` do not match each other.
     pub allowed_hosts: Vec<String>,
-    /// The HTTP proxy to tunnel through (`CONNECT`): by default the one the environment
-    /// names, as the adapter read it (see [`ProxyOption`]).
+    /// The proxy to tunnel through (an HTTP proxy's `CONNECT`, or SOCKS5): by default the
+    /// one the environment names, as the adapter read it (see [`ProxyOption`]).
     pub proxy: ProxyOption,
 }
 
@@ -208,8 +208,10 @@ impl ConnectOptions {
         self
     }
 
-    /// Tunnels through this HTTP proxy (`http://[user:password@]host[:port]`), for every
-    /// host, whatever the environment says.
+    /// Tunnels through this proxy, for every host, whatever the environment says: an HTTP
+    /// proxy (`http://[user:password@]host[:port]`) or a SOCKS5 one
+    /// (`socks5h://[user:password@]host[:port]`, `socks5://` alike; see
+    /// [`ProxyOption::Url`]).
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxyOption::Url(url.into());
         self

@@ -90,9 +90,9 @@ impl Handshake {
 /// the difference between its offset and the previous one (see [`Self::phases`]).
 ///
 /// The driver measures (the core has no clock), with `std::time::Instant`; both adapters
-/// measure the same points (`wxsocket_wire::DialTimer`). Through an HTTP proxy, `resolved`
-/// and `connected` are the proxy's name resolution and TCP connect, and the `CONNECT`
-/// exchange falls in the next phase (`tls`, or `request_written` for `ws://`).
+/// measure the same points (`wxsocket_wire::DialTimer`). Through a proxy (HTTP or SOCKS5),
+/// `resolved` and `connected` are the proxy's name resolution and TCP connect, and the
+/// exchange that opens its tunnel falls in the next phase (`tls`, or `request_written` for `ws://`).
 ///
 /// In WeChat's terms, with `fetchStart` as zero: `domainLookUpEnd` is `resolved`,
 /// `connectEnd` (which includes TLS) is `tls` or else `connected`, and `cost` is about
@@ -339,7 +339,7 @@ pub enum DialStage {
     Resolving,
     /// Connecting TCP to one of the addresses (the server's, or the proxy's).
     Connecting,
-    /// Connected to an HTTP proxy; its `CONNECT` tunnel is not open yet.
+    /// Connected to a proxy (HTTP or SOCKS5); its tunnel is not open yet.
     Tunnel,
     /// In the TLS handshake with the server.
     Tls,

@@ -178,7 +178,7 @@ pub struct Connection<S> {
     /// Where the dial goes (the server, or a proxy) and what its failures are called, while
     /// dialling; then the tunnel, TLS and the upgrade; then the WebSocket.
     phase: Phase<S>,
-    /// The dial goes through an HTTP proxy.
+    /// The dial goes through a proxy (HTTP or SOCKS5).
     proxied: bool,
     span: tracing::Span,
     /// The core's read credit ran out: nothing is read until a read is given credit again

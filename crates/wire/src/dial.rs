@@ -1,5 +1,5 @@
 //! The dial both adapters follow, written once: where the TCP connection goes (the server,
-//! or the HTTP proxy the request is routed through), what a failure at each step is called,
+//! or the proxy, HTTP or SOCKS5, the request is routed through), what a failure at each step is called,
 //! the TLS server name, and the codecs of a connection once its handshake is done. The
 //! adapters keep only how they wait for a socket.
 //!

@@ -171,9 +171,10 @@ pub enum ErrorKind {
     Connection,
     /// The server refused the connection (an HTTP 4xx answer to the upgrade but 429, a
     /// permanent redirect (301, 308), which is not followed, or an extension or
-    /// sub-protocol it would not agree to): the same request fails the same way until it
-    /// or the server changes. A reconnect policy does not retry it (a 4xx only with
-    /// `retry_http_4xx`).
+    /// sub-protocol it would not agree to), or a proxy refused the client (an HTTP proxy's
+    /// 4xx, a SOCKS5 proxy's [`TransportErrorKind::ProxyRefused`]): the same request fails
+    /// the same way until it, the server or the proxy changes. A reconnect policy does not
+    /// retry it (a 4xx or a SOCKS5 refusal only with `retry_http_4xx`).
     Refused,
     /// The connection is closed; connect again to go on.
     Closed,
