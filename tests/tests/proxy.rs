@@ -44,6 +44,7 @@ wxsocket_tests::on_both_adapters!(
     a_silent_socks5_proxy_is_bounded_by_the_handshake_timeout,
     the_environment_routes_through_a_socks5_proxy_but_not_loopback,
     a_host_name_socks5_cannot_carry_is_refused_before_any_io,
+    a_socks5_proxy_down_behind_a_forwarder_is_dialled_again_until_it_is_up,
 );
 
 /// The password every scenario with credentials uses: it must never show up in an event.
@@ -950,4 +951,71 @@ fn a_socks5_refusal_on_the_simple_path_is_a_refusal_on_both_adapters() {
         assert!(!message.contains("connect again"), "{message}");
     }
     assert_eq!(peer.snapshot().accepted, 0);
+}
+
+/// A reviewer: a SOCKS5 proxy reached through a TCP forwarder (`ssh -L`, `socat`, Docker's
+/// userland proxy for a container's published port, `kubectl port-forward`, an nginx or
+/// HAProxy stream) while the proxy is down or restarting: the forwarder accepts, finds no
+/// proxy behind it, and closes without a byte of answer, which is also how `pproxy` turns
+/// away a client without credentials. Nothing says this client was refused: a reconnect
+/// policy dials again, and the connection opens once the proxy is back (it gave up at the
+/// first close, `ProxyRefused`, "it may require a user name and password").
+fn a_socks5_proxy_down_behind_a_forwarder_is_dialled_again_until_it_is_up<A: Adapter>() {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestSocksProxy::start(SocksMode::Tunnel);
+    let backend = proxy.addr();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let front = listener.local_addr().unwrap();
+    // The forwarder: the proxy is down for the first two dials, then up.
+    std::thread::spawn(move || {
+        for (i, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            if i < 2 {
+                // The greeting is taken while the forwarder tries the proxy, in vain.
+                let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = client.read(&mut [0u8; 16]);
+                drop(client);
+                continue;
+            }
+            let upstream = TcpStream::connect(backend).unwrap();
+            let (mut from, mut to) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (upstream, client);
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(20), Duration::from_millis(80))
+        .seed(7);
+    let mut a: A = client_with(
+        ProxyEnv::empty(),
+        session().reconnect(policy),
+        TlsRoots::default(),
+    );
+    a.connect(&ConnectOptions::new(peer.url()).proxy(format!("socks5h://{front}")))
+        .unwrap();
+    let events = a.events_until("the open once the proxy is up", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Open { .. }))
+    });
+    assert_no_secret(&events);
+    let Some(Event::Open { conn, .. }) = events.last() else {
+        panic!("[{name}] {events:#?}")
+    };
+    let conn = *conn;
+    let failures = events
+        .iter()
+        .filter(|e| matches!(e, Event::Error { .. }))
+        .count();
+    assert_eq!(failures, 2, "[{name}] {events:#?}");
+    echo_and_close(&mut a, conn, "the proxy is back");
+    assert_eq!(proxy.requests().len(), 1, "[{name}]");
 }
