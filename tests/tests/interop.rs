@@ -2066,9 +2066,9 @@ fn pproxy_refuses_a_client_without_credentials<A: Adapter>(kind: PeerKind) {
     let e = dial_failure::<A>(&proxy_url, &server.url("echo"));
     assert!(e.message.contains(&proxy_url), "[{}] {e}", A::NAME);
     proxy.wait_refusal();
+    // A close after the greeting may also be a forwarder whose proxy is down: retried.
     assert!(
-        e.kind == TransportErrorKind::ProxyRefused
-            && e.message.contains("no user name and password"),
+        e.kind == TransportErrorKind::Protocol && e.message.contains("no user name and password"),
         "[{}] {e:?}",
         A::NAME
     );

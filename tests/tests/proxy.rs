@@ -766,13 +766,14 @@ fn misbehaving_socks5_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter
     let name = A::NAME;
     let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
     for (mode, kind, says) in [
-        // How `pproxy` turns away a client without credentials: a refusal, final.
+        // How `pproxy` turns away a client without credentials, and how a forwarder in
+        // front of a proxy that is down closes: a protocol error saying both, retried.
         (
             SocksMode::HangUp,
-            TransportErrorKind::ProxyRefused,
-            "closed the connection without answering the greeting (it refuses this client; \
-             it may require a user name and password, and the proxy URL has no user name and \
-             password)",
+            TransportErrorKind::Protocol,
+            "closed the connection without answering the greeting (it may refuse this \
+             client: it may require a user name and password, and the proxy URL has no user \
+             name and password; or a forwarder in front of the proxy could not reach it)",
         ),
         (
             SocksMode::Garbage,

@@ -348,10 +348,13 @@ impl Socks5Connect {
     /// The error for a proxy that closed the connection before the tunnel opened: what
     /// it was to answer, and how much of the answer came.
     ///
-    /// A close with nothing of the answer to the greeting or to the credentials is how some
-    /// proxies turn a client away (`pproxy` sends neither `0xff` nor RFC 1929's failure
-    /// status): [`TransportErrorKind::ProxyRefused`], as those answers would be, so a
-    /// reconnect policy does not dial a wrong password again and again.
+    /// A close with nothing of the answer to the credentials is how some proxies refuse
+    /// them (`pproxy` sends no RFC 1929 failure status): [`TransportErrorKind::ProxyRefused`],
+    /// as that status would be, so a reconnect policy does not dial a wrong password again
+    /// and again. A close with nothing of the answer to the greeting is how `pproxy` turns
+    /// away a client without credentials, but also what a TCP forwarder in front of a proxy
+    /// that is down does (`ssh -L`, `socat`, Docker's userland proxy): a protocol error that
+    /// says both, which a reconnect policy dials again.
     pub fn closed_early(&self) -> TransportError {
         let answer = self.step.answer();
         if let Some(refusal) = self.turned_away("closed the connection") {
@@ -383,25 +386,33 @@ impl Socks5Connect {
         )
     }
 
-    /// The refusal a proxy's close (`how`) with nothing of its answer means, at the steps
-    /// where it means one: after the credentials, and after the greeting.
+    /// What a proxy's close (`how`) with nothing of its answer means, at the steps where it
+    /// may be a refusal: after the credentials, a refusal of them (only the proxy itself
+    /// answered the greeting); after the greeting, a refusal or a proxy that a forwarder in
+    /// front of it could not reach, which only a retry tells apart.
     fn turned_away(&self, how: &str) -> Option<TransportError> {
         if !self.answer.is_empty() || !self.outgoing().is_empty() {
             return None;
         }
-        let why = match (self.step, self.authentication.is_some()) {
-            (Step::Authentication, _) => "the user name and password were refused",
-            (Step::Method, false) => {
-                "it refuses this client; it may require a user name and password, and the \
-                 proxy URL has no user name and password"
+        let answer = self.step.answer();
+        match (self.step, self.authentication.is_some()) {
+            (Step::Authentication, _) => Some(self.refused(format!(
+                "{how} without answering {answer} (the user name and password were refused)"
+            ))),
+            (Step::Method, credentials) => {
+                let refusal = if credentials {
+                    "it may accept none of the authentication methods offered"
+                } else {
+                    "it may refuse this client: it may require a user name and password, and \
+                     the proxy URL has no user name and password"
+                };
+                Some(self.protocol(&format!(
+                    "{how} without answering {answer} ({refusal}; or a forwarder in front of \
+                     the proxy could not reach it)"
+                )))
             }
-            (Step::Method, true) => "it accepted none of the authentication methods offered",
-            (Step::Reply | Step::Open, _) => return None,
-        };
-        Some(self.refused(format!(
-            "{how} without answering {} ({why})",
-            self.step.answer()
-        )))
+            (Step::Reply | Step::Open, _) => None,
+        }
     }
 
     fn refused(&self, what: String) -> TransportError {
@@ -566,33 +577,37 @@ mod tests {
         assert!(e.message.contains("answer to CONNECT (3 bytes in)"), "{e}");
     }
 
-    /// A close or a reset with nothing of the answer to the greeting or the credentials
-    /// is a refusal (`pproxy`'s way); later, or after part of an answer, it is not.
+    /// A close or a reset with nothing of the answer to the credentials is a refusal
+    /// (`pproxy`'s way); with nothing of the answer to the greeting it may be one, or a
+    /// forwarder whose proxy is down (a reviewer): a protocol error saying both, retried;
+    /// later, or after part of an answer, it is neither.
     #[test]
     fn a_close_without_an_answer_to_the_greeting_or_the_credentials_is_a_refusal() {
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        let refused = |e: TransportError, says: &str| {
-            assert_eq!(e.kind, TransportErrorKind::ProxyRefused, "{e}");
+        let check = |e: TransportError, kind: TransportErrorKind, says: &str| {
+            assert_eq!(e.kind, kind, "{e}");
             assert!(e.message.contains(says), "{e}");
             assert!(!e.message.contains("hunter2"), "{e}");
         };
+        let refused = |e, says| check(e, TransportErrorKind::ProxyRefused, says);
+        let unsure = |e, says| check(e, TransportErrorKind::Protocol, says);
         let mut c = Socks5Connect::new(&proxy("socks5h://p:1"), "h", 1);
         // Not yet written: not a refusal of anything.
         assert_eq!(c.closed_early().kind, TransportErrorKind::Protocol);
         take(&mut c);
-        refused(
+        unsure(
             c.closed_early(),
             "closed the connection without answering the greeting",
         );
-        refused(
+        unsure(
             c.io_error(&reset),
-            "the proxy URL has no user name and password",
+            "the proxy URL has no user name and password; or a forwarder",
         );
         let mut c = Socks5Connect::new(&proxy("socks5h://u:hunter2@p:1"), "h", 1);
         take(&mut c);
-        refused(
+        unsure(
             c.closed_early(),
-            "accepted none of the authentication methods",
+            "accept none of the authentication methods",
         );
         c.feed(&[5, 2]).unwrap();
         take(&mut c);
