@@ -707,25 +707,35 @@ fn socks5_credentials_right_wrong_and_missing<A: Adapter>() {
 
 /// A reply refusing `CONNECT`: a server the proxy could not reach (`5`, connection refused)
 /// is a `Connect` failure, retried through the proxy again; its rules refusing the client
-/// (`2`) is final; each error names the proxy, the target and the reply.
+/// (`2`), or a request it does not support (`8`, a name to a proxy that takes addresses
+/// only), is final; each error names the proxy, the target and the reply.
 fn socks5_refusals_are_named_and_follow_the_reconnect_policy<A: Adapter>() {
     let name = A::NAME;
     let policy = ReconnectPolicy::default()
         .backoff(Duration::from_millis(20), Duration::from_millis(80))
         .seed(3);
     for (code, kind, reason, retried) in [
-        (5, TransportErrorKind::Connect, "connection refused", true),
+        (
+            5,
+            TransportErrorKind::Connect,
+            "connection refused (SOCKS5 reply 5)",
+            true,
+        ),
         (
             2,
             TransportErrorKind::ProxyRefused,
-            "connection not allowed by ruleset",
+            "connection not allowed by ruleset (SOCKS5 reply 2)",
             false,
         ),
+        // A proxy that takes addresses only: it will not take the name on the next attempt
+        // either, and the error says what to do.
         (
             8,
-            TransportErrorKind::Protocol,
-            "address type not supported",
-            true,
+            TransportErrorKind::ProxyRefused,
+            "address type not supported (SOCKS5 reply 8); the server's name was sent for the \
+             proxy to resolve (with socks5:// too): this proxy takes addresses only, so give \
+             the server's IP address in the URL",
+            false,
         ),
     ] {
         let proxy = TestSocksProxy::start(SocksMode::Reply(code));
@@ -743,7 +753,7 @@ fn socks5_refusals_are_named_and_follow_the_reconnect_policy<A: Adapter>() {
         assert_eq!(
             error.message,
             format!(
-                "proxy {} refused CONNECT server.wxsocket.test:9: {reason} (SOCKS5 reply {code})",
+                "proxy {} refused CONNECT server.wxsocket.test:9: {reason}",
                 proxy.url()
             ),
             "[{name}]"
@@ -756,7 +766,7 @@ fn socks5_refusals_are_named_and_follow_the_reconnect_policy<A: Adapter>() {
             proxy.wait_for("a second request", EVENT_TIMEOUT, |r| r.len() >= 2);
             a.close(None, "enough").ok();
         } else {
-            assert_quiet_for(&mut a, policy.cap * 4, "after the proxy's rules refused");
+            assert_quiet_for(&mut a, policy.cap * 4, "after the proxy refused");
             assert_eq!(proxy.requests().len(), 1, "[{name}] one dial only");
         }
     }

@@ -205,10 +205,15 @@ impl Proxy {
                     return Err("a SOCKS5 proxy's user name may not be empty (RFC 1929)".into());
                 }
                 ProxyProtocol::Socks5 if username.len() > 255 || password.len() > 255 => {
-                    return Err(
-                        "a SOCKS5 proxy's user name and password are at most 255 bytes each (RFC 1929)"
-                            .into(),
-                    );
+                    let (field, len) = if username.len() > 255 {
+                        ("user name", username.len())
+                    } else {
+                        ("password", password.len())
+                    };
+                    return Err(format!(
+                        "a SOCKS5 proxy's {field} is {len} bytes long; RFC 1929 carries at \
+                         most 255"
+                    ));
                 }
                 _ => {}
             }
@@ -447,7 +452,16 @@ mod tests {
             format!("socks5h://u:{long}@h"),
         ] {
             let e = Proxy::parse(&url).unwrap_err();
-            assert!(e.contains("255 bytes"), "{e}");
+            assert!(
+                e.contains("256 bytes long; RFC 1929 carries at most 255"),
+                "{e}"
+            );
+            let field = if url.contains("u:") {
+                "password"
+            } else {
+                "user name"
+            };
+            assert!(e.contains(field), "{e}");
         }
         assert!(Proxy::parse(&format!("socks5h://u:{}@h", "x".repeat(255))).is_ok());
         let option = ProxyOption::Url("http://user:secret@h:1/".into());

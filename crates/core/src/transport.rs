@@ -188,8 +188,9 @@ pub enum TransportErrorKind {
     /// Any other IO failure (reset, broken pipe, unexpected EOF).
     Io,
     /// A SOCKS5 proxy refused this client: it accepted none of the authentication methods
-    /// offered (none without credentials in the proxy URL), refused the credentials, or
-    /// its rules do not allow the connection. Final for a reconnect policy, as an HTTP
+    /// offered (none without credentials in the proxy URL), refused the credentials, its
+    /// rules do not allow the connection, or it does not support the request (an address
+    /// type: some proxies take addresses only, not names). Final for a reconnect policy, as an HTTP
     /// proxy's `407` or `403` is, unless
     /// [`ReconnectPolicy::retry_http_4xx`](crate::ReconnectPolicy::retry_http_4xx). (An
     /// HTTP proxy's refusals are [`Self::HttpStatus`], with the proxy named in the error.)

@@ -85,6 +85,8 @@ pub struct Socks5Connect {
     authentication: Option<Vec<u8>>,
     /// The `CONNECT` request, written once the method is settled.
     request: Vec<u8>,
+    /// Whether the request carries the server's name (not an address).
+    sent_a_name: bool,
     proxy: String,
     target: String,
 }
@@ -160,6 +162,7 @@ impl Socks5Connect {
         }
         request.extend_from_slice(&port.to_be_bytes());
         Self {
+            sent_a_name: address(host).is_none(),
             step: Step::Method,
             out: greeting,
             written: 0,
@@ -185,8 +188,9 @@ impl Socks5Connect {
     /// be outgoing); `Ok(true)`: the proxy granted `CONNECT` and the tunnel is open. A
     /// refusal is an error naming the proxy (never its credentials) and what it said:
     /// [`TransportErrorKind::ProxyRefused`] for a refusal of this client (no acceptable
-    /// method, credentials refused, not allowed by its rules), `Connect` for a server it
-    /// could not reach, `Protocol` for anything that is not SOCKS5 as RFC 1928 writes it.
+    /// method, credentials refused, not allowed by its rules) or of what it asked (a command
+    /// or address type the proxy does not support), `Connect` for a server it could not
+    /// reach, `Protocol` for anything that is not SOCKS5 as RFC 1928 writes it.
     pub fn feed(&mut self, data: &[u8]) -> Result<bool, TransportError> {
         if self.step == Step::Open {
             return Err(self.protocol("sent bytes after its reply to CONNECT"));
@@ -322,17 +326,25 @@ impl Socks5Connect {
             4 => (TransportErrorKind::Connect, "host unreachable"),
             5 => (TransportErrorKind::Connect, "connection refused"),
             6 => (TransportErrorKind::Connect, "TTL expired"),
-            7 => (TransportErrorKind::Protocol, "command not supported"),
-            8 => (TransportErrorKind::Protocol, "address type not supported"),
+            // What this proxy does not do, it will not do on the next attempt either.
+            7 => (TransportErrorKind::ProxyRefused, "command not supported"),
+            8 => (
+                TransportErrorKind::ProxyRefused,
+                "address type not supported",
+            ),
             _ => (TransportErrorKind::Protocol, "an unassigned reply code"),
         };
-        Err(TransportError::new(
-            kind,
-            format!(
-                "proxy {} refused CONNECT {}: {reason} (SOCKS5 reply {code})",
-                self.proxy, self.target
-            ),
-        ))
+        let mut message = format!(
+            "proxy {} refused CONNECT {}: {reason} (SOCKS5 reply {code})",
+            self.proxy, self.target
+        );
+        if code == 8 && self.sent_a_name {
+            message.push_str(
+                "; the server's name was sent for the proxy to resolve (with socks5:// too): \
+                 this proxy takes addresses only, so give the server's IP address in the URL",
+            );
+        }
+        Err(TransportError::new(kind, message))
     }
 
     fn send(&mut self, message: Vec<u8>) {
@@ -513,8 +525,8 @@ mod tests {
             (
                 &without,
                 &[&[5, 0], &[5, 8, 0, 1]],
-                TransportErrorKind::Protocol,
-                "address type not supported",
+                TransportErrorKind::ProxyRefused,
+                "address type not supported (SOCKS5 reply 8); the server's name was sent",
             ),
             (
                 &without,
