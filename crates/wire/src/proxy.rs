@@ -553,11 +553,13 @@ impl ProxyConnect {
     }
 
     fn protocol(&self, what: &str) -> TransportError {
-        TransportError::new(
-            TransportErrorKind::Protocol,
-            format!("proxy {} {what}", self.proxy),
-        )
+        proxy_error(TransportErrorKind::Protocol, &self.proxy, what)
     }
+}
+
+/// An error of this kind that says what `proxy` (as errors name it) did.
+pub(crate) fn proxy_error(kind: TransportErrorKind, proxy: &str, what: &str) -> TransportError {
+    TransportError::new(kind, format!("proxy {proxy} {what}"))
 }
 
 #[cfg(test)]

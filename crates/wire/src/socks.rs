@@ -26,6 +26,7 @@
 //! assert!(connect.feed(&[5, 0, 0, 1, 10, 0, 0, 1, 0x10, 0x92]).unwrap());
 //! ```
 
+use crate::proxy::proxy_error;
 use std::fmt;
 use std::net::IpAddr;
 use wxsocket_core::{Proxy, TransportError, TransportErrorKind};
@@ -428,17 +429,11 @@ impl Socks5Connect {
     }
 
     fn refused(&self, what: String) -> TransportError {
-        TransportError::new(
-            TransportErrorKind::ProxyRefused,
-            format!("proxy {} {what}", self.proxy),
-        )
+        proxy_error(TransportErrorKind::ProxyRefused, &self.proxy, &what)
     }
 
     fn protocol(&self, what: &str) -> TransportError {
-        TransportError::new(
-            TransportErrorKind::Protocol,
-            format!("proxy {} {what}", self.proxy),
-        )
+        proxy_error(TransportErrorKind::Protocol, &self.proxy, what)
     }
 }
 
