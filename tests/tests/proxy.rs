@@ -140,29 +140,41 @@ fn ws_through_the_proxy<A: Adapter>() {
 }
 
 fn wss_through_the_proxy_is_tls_end_to_end<A: Adapter>() {
-    let name = A::NAME;
     let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
     let proxy = TestProxy::start(ProxyMode::Tunnel);
+    wss_through::<A>(&peer, &proxy.url());
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "[{}] {requests:#?}", A::NAME);
+    let t = &requests[0];
+    assert_eq!(t.target, format!("localhost:{}", peer.addr().port()));
+    assert_tls_in_the_tunnel::<A>(&t.first_bytes, t.sni());
+}
+
+/// Echoes over `wss://localhost:PORT/` of the TLS `peer` through the proxy at `via`. By
+/// name: the certificate is checked against `localhost`, which only the server's
+/// certificate can match (the proxy sees ciphertext only).
+fn wss_through<A: Adapter>(peer: &Peer, via: &str) {
+    let name = A::NAME;
     let roots = TlsRoots::only(vec![peer.ca_cert().unwrap()]);
     let mut a: A = client_with(ProxyEnv::empty(), session(), roots);
-    // By name: the certificate is checked against `localhost`, which only the server's
-    // certificate can match (the proxy sees ciphertext only).
     let url = format!("wss://localhost:{}/", peer.addr().port());
-    let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(proxy.url()));
+    let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(via));
     let socket = a.socket_info().expect("an open connection has a socket");
     assert!(socket.tls && socket.proxied, "[{name}] {socket:?}");
     echo_and_close(&mut a, conn, "secret inside TLS");
-    let requests = proxy.requests();
-    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
-    let t = &requests[0];
-    assert_eq!(t.target, format!("localhost:{}", peer.addr().port()));
+}
+
+/// What the client sent first through a tunnel is a TLS ClientHello for `localhost`, and
+/// the proxy saw nothing of the upgrade.
+fn assert_tls_in_the_tunnel<A: Adapter>(first_bytes: &[u8], sni: Option<String>) {
+    let name = A::NAME;
     assert_eq!(
-        t.first_bytes.first(),
+        first_bytes.first(),
         Some(&22),
         "[{name}] a TLS record first"
     );
-    assert_eq!(t.sni().as_deref(), Some("localhost"), "[{name}] SNI");
-    let relayed = String::from_utf8_lossy(&t.first_bytes);
+    assert_eq!(sni.as_deref(), Some("localhost"), "[{name}] SNI");
+    let relayed = String::from_utf8_lossy(first_bytes);
     assert!(
         !relayed.contains("GET /") && !relayed.contains("Upgrade"),
         "[{name}] the proxy saw the upgrade in clear"
@@ -330,7 +342,6 @@ fn dial_times_out_in_the_tunnel<A: Adapter>(proxy_url: &str) {
 }
 
 fn misbehaving_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter>() {
-    let name = A::NAME;
     let mut a: A = client_with(ProxyEnv::empty(), session(), TlsRoots::default());
     for (mode, kind, says) in [
         (
@@ -350,24 +361,37 @@ fn misbehaving_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter>() {
         ),
     ] {
         let proxy = TestProxy::start(mode.clone());
-        let started = Instant::now();
-        let conn = a
-            .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
-            .unwrap();
-        expect_connecting(&mut a, conn);
-        let error = expect_dial_failure(&mut a, conn);
-        assert_eq!(error.kind, kind, "[{name}] {mode:?}: {error}");
-        assert_eq!(
-            error.message,
-            format!("proxy {} {says}", proxy.url()),
-            "[{name}] {mode:?}"
-        );
-        // Well inside the handshake timeout: the failure is the proxy's, seen at once.
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "[{name}] {mode:?}"
-        );
+        fails_at_once(&mut a, &proxy.url(), kind, says, &format!("{mode:?}"));
     }
+}
+
+/// Dials `ws://server.wxsocket.test:9/` through the misbehaving proxy at `via`: the dial
+/// fails with an error of `kind` that reads `proxy <via> <says>`, well inside the handshake
+/// timeout (the failure is the proxy's, seen at once).
+fn fails_at_once<A: Adapter>(
+    a: &mut A,
+    via: &str,
+    kind: TransportErrorKind,
+    says: &str,
+    case: &str,
+) {
+    let name = A::NAME;
+    let started = Instant::now();
+    let conn = a
+        .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(via))
+        .unwrap();
+    expect_connecting(a, conn);
+    let error = expect_dial_failure(a, conn);
+    assert_eq!(error.kind, kind, "[{name}] {case}: {error}");
+    assert_eq!(
+        error.message,
+        format!("proxy {via} {says}"),
+        "[{name}] {case}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "[{name}] {case}"
+    );
 }
 
 /// A proxy that answers `200` and then closes the tunnel: the client cannot tell whether
@@ -624,31 +648,14 @@ fn socks5_gives_the_proxy_the_name_to_resolve_and_tunnels<A: Adapter>() {
 }
 
 fn wss_through_socks5_is_tls_end_to_end<A: Adapter>() {
-    let name = A::NAME;
     let peer = Peer::builder(Mode::Echo).tls(Tls::Trusted).start();
     let proxy = TestSocksProxy::start(SocksMode::Tunnel);
-    let roots = TlsRoots::only(vec![peer.ca_cert().unwrap()]);
-    let mut a: A = client_with(ProxyEnv::empty(), session(), roots);
-    let url = format!("wss://localhost:{}/", peer.addr().port());
-    let (conn, _) = open(&mut a, &ConnectOptions::new(url).proxy(proxy.url()));
-    let socket = a.socket_info().expect("an open connection has a socket");
-    assert!(socket.tls && socket.proxied, "[{name}] {socket:?}");
-    echo_and_close(&mut a, conn, "secret inside TLS");
+    wss_through::<A>(&peer, &proxy.url());
     let requests = proxy.requests();
-    assert_eq!(requests.len(), 1, "[{name}] {requests:#?}");
+    assert_eq!(requests.len(), 1, "[{}] {requests:#?}", A::NAME);
     let r = &requests[0];
     assert_eq!(r.target, format!("localhost:{}", peer.addr().port()));
-    assert_eq!(
-        r.first_bytes.first(),
-        Some(&22),
-        "[{name}] a TLS record first"
-    );
-    assert_eq!(r.sni().as_deref(), Some("localhost"), "[{name}] SNI");
-    let relayed = String::from_utf8_lossy(&r.first_bytes);
-    assert!(
-        !relayed.contains("GET /") && !relayed.contains("Upgrade"),
-        "[{name}] the proxy saw the upgrade in clear"
-    );
+    assert_tls_in_the_tunnel::<A>(&r.first_bytes, r.sni());
 }
 
 /// RFC 1929: the right user name and password open the tunnel (the greeting offers both
@@ -813,22 +820,7 @@ fn misbehaving_socks5_proxies_fail_the_dial_with_an_error_naming_them<A: Adapter
         ),
     ] {
         let proxy = TestSocksProxy::start(mode.clone());
-        let started = Instant::now();
-        let conn = a
-            .connect(&ConnectOptions::new("ws://server.wxsocket.test:9/").proxy(proxy.url()))
-            .unwrap();
-        expect_connecting(&mut a, conn);
-        let error = expect_dial_failure(&mut a, conn);
-        assert_eq!(error.kind, kind, "[{name}] {mode:?}: {error}");
-        assert_eq!(
-            error.message,
-            format!("proxy {} {says}", proxy.url()),
-            "[{name}] {mode:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "[{name}] {mode:?}"
-        );
+        fails_at_once(&mut a, &proxy.url(), kind, says, &format!("{mode:?}"));
         let requests = proxy.requests();
         assert!(
             requests.iter().all(|r| r.violation.is_none()),
