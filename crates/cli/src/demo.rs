@@ -378,6 +378,7 @@ fn play(kind: Kind) -> Result<(), String> {
     let wire = Arc::new(server::WireLog::default());
     let url = server::start_background(server::Options {
         handshake_delay: HANDSHAKE_DELAY,
+        handshake_timeout: None,
         deflate: true,
         log: None,
         wire: Some(Arc::clone(&wire)),

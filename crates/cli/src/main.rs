@@ -416,6 +416,11 @@ struct ServeArgs {
     /// Require a client certificate signed by a CA of this PEM file (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// How long a client gets, from its TCP connection, to finish its TLS (with --tls-cert)
+    /// and WebSocket handshakes, in milliseconds, 1-86400000 (default 10000); one that has
+    /// not is dropped, with an error line.
+    #[arg(long, value_name = "MS", value_parser = parse_millis, allow_hyphen_values = true)]
+    handshake_timeout: Option<u64>,
 }
 
 /// Shown after `wxsocket serve --help`.
@@ -778,6 +783,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
     let options = server::Options {
         handshake_delay: std::time::Duration::ZERO,
+        handshake_timeout: args.handshake_timeout.map(std::time::Duration::from_millis),
         deflate: args.deflate,
         log: Some(std::sync::Arc::clone(&out)),
         wire: None,

@@ -45,8 +45,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// one that gave up on its client at the grace's end still prints its close line.
 const LAST_LINES: Duration = Duration::from_millis(500);
 
-/// How long a client gets to finish its TLS handshake.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a client gets to finish its TLS and WebSocket handshakes, unless
+/// [`Options::handshake_timeout`] says otherwise.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The close reason sent (with 1008) to a client too slow for the broadcast.
 const TOO_SLOW_REASON: &str = "too slow for the broadcast";
@@ -60,6 +61,9 @@ pub struct Options {
     /// Wait this long after accepting a TCP connection before answering its handshake
     /// (the demo uses it to stand for a distant server, so the "connecting" phase is seen).
     pub handshake_delay: Duration,
+    /// How long a client gets, from its TCP connection (after `handshake_delay`), to finish
+    /// its TLS and WebSocket handshakes (`None`: 10 s); one that has not is dropped.
+    pub handshake_timeout: Option<Duration>,
     /// Accept permessage-deflate offers.
     pub deflate: bool,
     /// Print each connection and close on this output.
@@ -257,6 +261,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     if !shared.options.handshake_delay.is_zero() {
         tokio::time::sleep(shared.options.handshake_delay).await;
     }
+    let handshake_timeout = shared
+        .options
+        .handshake_timeout
+        .unwrap_or(HANDSHAKE_TIMEOUT);
+    let handshake_deadline = tokio::time::Instant::now() + handshake_timeout;
+    let late = || {
+        format!(
+            "handshake failed: not finished within {} ms",
+            handshake_timeout.as_millis()
+        )
+    };
     let counters = Arc::new(WireCounters::default());
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let record = Arc::clone(&seen);
@@ -304,7 +319,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
             let accepted = tokio::select! {
-                accepted = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)) => accepted,
+                accepted = tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)) => accepted,
                 _ = stopping.wait_for(|stop| *stop) => return,
             };
             let socket = match accepted {
@@ -315,10 +330,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
                     Ok(Socket::Tls(Box::new(tls)))
                 }
                 Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                Err(_) => Err(format!(
-                    "TLS handshake failed: not finished within {} s",
-                    TLS_HANDSHAKE.as_secs()
-                )),
+                Err(_) => Err(format!("TLS {}", late())),
             };
             match socket {
                 Ok(socket) => socket,
@@ -332,15 +344,24 @@ async fn connection(stream: TcpStream, peer: SocketAddr, n: u64, shared: Arc<Sha
     };
     let stream = ServerStream::new(socket, Arc::clone(&counters));
     let handshake = tokio::select! {
-        handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())) => handshake,
+        handshake = tokio::time::timeout_at(
+            handshake_deadline,
+            tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())),
+        ) => handshake,
         // A client still in its handshake when the server shuts down is dropped.
         _ = stopping.wait_for(|stop| *stop) => return,
     };
     let mut ws = match handshake {
-        Ok(ws) => ws,
-        Err(e) => {
-            shared.human(|| format!("#{n} {peer}: handshake failed: {e}"));
-            shared.json(|| json!({"event": "error", "conn": n, "peer": peer.to_string(), "error": format!("handshake failed: {e}")}));
+        Ok(Ok(ws)) => ws,
+        failed => {
+            let error = match failed {
+                Ok(Err(e)) => format!("handshake failed: {e}"),
+                _ => late(),
+            };
+            shared.human(|| format!("#{n} {peer}: {error}"));
+            shared.json(
+                || json!({"event": "error", "conn": n, "peer": peer.to_string(), "error": error}),
+            );
             return;
         }
     };
