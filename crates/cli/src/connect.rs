@@ -844,8 +844,10 @@ impl Client {
                     .filter(|_| self.backend.current() == Some(*conn))
                 {
                     let on = if info.nodelay { "on" } else { "off" };
+                    // Through a proxy, the socket's other end is the proxy's.
+                    let via = if info.proxied { " (the proxy)" } else { "" };
                     self.out.note(&format!(
-                        "#{conn} socket {} -> {}, TCP_NODELAY {on}",
+                        "#{conn} socket {} -> {}{via}, TCP_NODELAY {on}",
                         info.local_addr, info.peer_addr
                     ));
                 }

@@ -285,7 +285,10 @@ fn invalid_options_exit_2_naming_the_option() {
         (&["serve", "--broadcast=yes"], "--broadcast"),
         (&["serve", "--addr", "nowhere"], "--addr"),
         (&["serve", "--deflate", "9"], "9"),
-        (&["serve", "--handshake-timeout", "0"], "--handshake-timeout"),
+        (
+            &["serve", "--handshake-timeout", "0"],
+            "--handshake-timeout",
+        ),
         (&["bench", "--json"], "wxsocket-bench"),
         (&["demo", "--fast"], "--fast"),
         (&["frobnicate"], "frobnicate"),

@@ -59,6 +59,22 @@ fn through_a_socks5_proxy(blocking: bool) {
     assert_eq!(requests[0].reply, Some(0));
 }
 
+/// `-v`'s socket line names the proxy's address as the proxy's.
+#[test]
+fn the_socket_line_says_the_other_end_is_the_proxy() {
+    let peer = Peer::start(Mode::Echo);
+    let proxy = TestSocksProxy::start(wxsocket_tests::socks::SocksMode::Tunnel);
+    let url = format!("ws://echo.wxsocket.test:{}/", peer.addr().port());
+    let mut proc = Proc::spawn(&["connect", &url, "--proxy", &proxy.url(), "-v"]);
+    let socket = proc.expect("socket line", |l| l.contains("#1 socket "));
+    assert!(
+        socket.contains(&format!("-> {} (the proxy), TCP_NODELAY", proxy.addr())),
+        "{socket}"
+    );
+    let (status, _, stderr) = proc.finish();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn through_a_socks5_proxy_tokio() {
     through_a_socks5_proxy(false);
