@@ -425,10 +425,13 @@ pub struct SessionConfig {
     /// or settle without an event (`send_completions` off). It therefore also bounds the
     /// sends in flight by count. Default 4096.
     pub max_untaken_completions: usize,
-    /// Queue an [`crate::Event::SendCompleted`] for every message written. On by default;
-    /// an application that does not look at them turns it off, and then they are not
-    /// queued at all (`SendFailed` always is: a message that was not delivered is never
-    /// dropped silently).
+    /// Queue an [`crate::Event::SendCompleted`] for every message written (with delivery
+    /// acknowledgement on, an [`crate::Event::SendDelivered`] for every message the peer
+    /// acknowledged: the successful outcome either way). On by default; an application
+    /// that does not look at them turns it off, and then they are not queued at all,
+    /// `SendDelivered` included (`SendFailed` always is: a message that was not delivered
+    /// is never dropped silently). A driver that awaits sends takes the outcomes from
+    /// [`crate::Session::poll_completion`] instead, which this does not affect.
     pub send_completions: bool,
     /// Delivery acknowledgement ([`Acknowledgement`]). Default `None`: off, a send's success
     /// is `SendCompleted` (written to the socket).

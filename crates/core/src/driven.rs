@@ -8,7 +8,9 @@ use std::time::Instant;
 
 /// A sans-IO machine an IO driver runs: feed it transport input and time, carry out its
 /// actions, arm one timer. Application events are drained separately, by the type's own
-/// `poll_event` (or `dispatch` for the callback surface).
+/// `poll_event` (or `dispatch` for the callback surface); taking them can queue an
+/// [`Action::ResumeReading`] for a connection paused by flow control, so the driver polls
+/// actions again after the application took events, before it waits.
 pub trait Driven {
     /// Transport input for connection `conn`.
     fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant);

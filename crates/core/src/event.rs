@@ -64,7 +64,8 @@ pub enum Event {
     /// payload of its own; the application's and keepalive's pings acknowledge nothing; a
     /// close this side begins sends a barrier before its close frame, and the peer's close
     /// frame alone acknowledges nothing). In that mode it replaces `SendCompleted` as the
-    /// send's one successful outcome (`sendSocketMessage` success). Match it with `..`:
+    /// send's one successful outcome (`sendSocketMessage` success), and like it is not
+    /// queued with [`crate::SessionConfig::send_completions`] off. Match it with `..`:
     /// fields may be added.
     #[non_exhaustive]
     SendDelivered {

@@ -418,7 +418,12 @@ impl<T> ListenerCell<T> {
 
 /// WeChat's socket API over one [`Session`]. Calls return at once (their callbacks for an
 /// immediate result run inside the call); listeners and send callbacks run in
-/// [`dispatch`](Self::dispatch), which the driver calls after every turn.
+/// [`dispatch`](Self::dispatch), which the driver calls after every turn. Dispatching takes
+/// the session's events, and taking received messages frees room under the receive bounds:
+/// a connection paused for flow control then gets [`Action::ResumeReading`], so the driver
+/// carries out actions again after `dispatch` (while `self.session().has_output()`), or
+/// that connection is never read again by a driver that waits for its next timer or a
+/// readable socket.
 ///
 /// A listener's calls never nest and never wait, as in JavaScript: an event due while its
 /// listener runs (a driver that runs due callbacks from inside a listener, or on another

@@ -1232,3 +1232,29 @@ fn a_ping_of_the_applications_while_a_barrier_waits_is_followed_by_a_fresh_barri
         .unwrap();
     assert_eq!(ping_payload(&actions(&mut s)), Bytes::from_static(b"idle"));
 }
+
+/// `send_completions(false)` drops the successful outcome with acknowledgement on too: no
+/// `SendDelivered` (its docs and `SessionConfig::send_completions`'s now say so), while a
+/// driver's `poll_completion` still gets it.
+#[test]
+fn send_completions_off_queues_no_delivered_event() {
+    let mut s = Session::new(config().send_completions(false)).unwrap();
+    s.track_completions(true);
+    let t0 = Instant::now();
+    let conn = open(&mut s, t0);
+    let id = s.send(Message::text("x"), t0).unwrap();
+    let at = s.poll_timeout().unwrap();
+    s.handle_timeout(at);
+    let ping = actions(&mut s)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Ping { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .expect("a barrier ping");
+    s.handle(conn, TransportEvent::SendWritten(id), at);
+    s.handle(conn, TransportEvent::Pong(ping), at);
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.poll_completion(), Some((id, Ok(()))));
+    assert_eq!(s.buffered_amount(), 0);
+}

@@ -614,3 +614,35 @@ fn complete_runs_when_success_or_fail_panics() {
         "{logged:?}"
     );
 }
+
+/// An embedder's driver: `dispatch` after its turn takes the received messages, and a
+/// connection paused for flow control gets its `ResumeReading` only then: with no timer
+/// armed, a driver that waits for a timer or a readable socket right after `dispatch` never
+/// reads that connection again unless it polls the actions once more (the type's docs now
+/// say so).
+#[test]
+fn dispatch_can_queue_a_resume_that_the_driver_must_carry_out() {
+    let mut wx = WxSocket::new(SessionConfig::default().receive_bounds(2, 1 << 20)).unwrap();
+    let now = Instant::now();
+    let conn = wx
+        .connect_socket(
+            ConnectSocket::new(ConnectOptions::new("ws://127.0.0.1:1/")),
+            now,
+        )
+        .unwrap();
+    wx.handle(conn, TransportEvent::Opened(Box::default()), now);
+    for _ in 0..2 {
+        wx.handle(conn, TransportEvent::Message(Message::text("m")), now);
+    }
+    assert!(wx.read_credit(conn).is_paused());
+    // The driver's turn: every action carried out.
+    while wx.poll_action().is_some() {}
+    assert_eq!(wx.dispatch(), 4); // connecting, open, two messages
+    assert_eq!(
+        wx.poll_timeout(),
+        None,
+        "nothing would wake a waiting driver"
+    );
+    assert!(wx.session().has_output());
+    assert_eq!(wx.poll_action(), Some(Action::ResumeReading { conn }));
+}
