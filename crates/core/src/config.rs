@@ -368,7 +368,11 @@ pub struct SessionConfig {
     /// at most its pool bound plus, per live connection, one message in progress of up to
     /// this size. A pool of many connections whose peers may not be trusted sets it lower.
     pub max_message_size: usize,
-    /// Handshake timeout when the connect options give none. Default 60 s.
+    /// Handshake timeout when the connect options give none. Default 60 s. A timeout whose
+    /// timer runs more than a second late (or more than the timeout, when that is shorter:
+    /// the driver was not running, a suspended process or an application in the
+    /// background) runs once more from then, as keepalive's does: the server's answer may be
+    /// waiting unread.
     pub handshake_timeout: Duration,
     /// How long a closing transport may take before it is aborted. Default 10 s.
     pub close_timeout: Duration,

@@ -397,6 +397,9 @@ struct Model {
     last_send: u64,
     /// Deadline of the current phase's timer (handshake, backoff, keepalive or close).
     deadline: Option<Instant>,
+    /// The handshake timeout of the current dial was restarted once, its timer having run
+    /// late.
+    dial_restarted: bool,
     queued: Vec<(SendId, usize)>,
     in_flight: Vec<(SendId, usize)>,
     now: Instant,
@@ -449,6 +452,7 @@ impl Model {
             last_conn: 0,
             last_send: 0,
             deadline: None,
+            dial_restarted: false,
             queued: Vec::new(),
             in_flight: Vec::new(),
             now,
@@ -656,6 +660,7 @@ impl Model {
             close_after_open: false,
         };
         self.deadline = Some(self.now + HS);
+        self.dial_restarted = false;
     }
 
     fn connect_failed(&mut self, fault: Fault, cause: Cause) {
@@ -749,6 +754,16 @@ impl Model {
             return;
         }
         match self.phase {
+            // The timer ran late by more than its timeout (under a second) or a second (the
+            // driver was away): the server's answer may be waiting unread, so the timeout
+            // runs again, once.
+            Phase::Connecting { .. }
+                if !self.dial_restarted
+                    && self.now.saturating_duration_since(d) > HS.min(Duration::from_secs(1)) =>
+            {
+                self.dial_restarted = true;
+                self.deadline = Some(self.now + HS);
+            }
             Phase::Connecting { .. } => {
                 self.connect_failed(Fault::HandshakeTimeout, Cause::Dial(None))
             }

@@ -527,6 +527,61 @@ fn early_repeated_and_stale_timeouts_do_nothing() {
     assert_eq!(t.s.poll_timeout(), Some(deadline));
 }
 
+/// The handshake timeout whose timer runs late (the driver was away: a suspended process,
+/// a mini-program in the background) runs once more from then, as keepalive's does: the
+/// server's answer read next opens the connection (it failed, the answer unread, before).
+/// A second late timer of the same dial ends it; one on time, as before, at once.
+#[test]
+fn a_handshake_timeout_whose_timer_ran_late_runs_once_more() {
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.actions();
+    t.events();
+    // Ten minutes away, with the dial's 60 s passing; then the answer that waited.
+    t.now += Duration::from_secs(600);
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(60)));
+    assert!(t.actions().is_empty());
+    t.open(c);
+    assert_eq!(t.s.state(), ReadyState::Open);
+
+    // Away twice in one dial: the second late timer ends it.
+    let mut t = Sim::default();
+    let c = t.connect();
+    t.actions();
+    for _ in 0..2 {
+        t.now += Duration::from_secs(600);
+        t.s.handle_timeout(t.now);
+    }
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+
+    // A shorter timeout counts a stall longer than itself (200 ms late on 100 ms).
+    let mut t = Sim::default();
+    t.s.connect(
+        &ConnectOptions::new("ws://h").timeout(Duration::from_millis(100)),
+        t.now,
+    )
+    .unwrap();
+    t.now += Duration::from_millis(300);
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.s.state(), ReadyState::Connecting);
+    // On time (late by the timeout or less): it ends at once.
+    t.now += Duration::from_millis(150);
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+    let mut t = Sim::default();
+    t.s.connect(
+        &ConnectOptions::new("ws://h").timeout(Duration::from_millis(100)),
+        t.now,
+    )
+    .unwrap();
+    t.now += Duration::from_millis(190);
+    t.s.handle_timeout(t.now);
+    assert_eq!(t.s.state(), ReadyState::Closed);
+}
+
 #[test]
 fn a_deadline_passed_before_an_input_is_honoured_first() {
     let mut t = Sim::default();

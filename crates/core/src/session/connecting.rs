@@ -8,7 +8,7 @@ use super::open::Open;
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, CloseRequest, NORMAL};
 use crate::config::CloseBeforeOpen;
-use crate::deadline::after;
+use crate::deadline::{after, late};
 use crate::error::{CloseError, ConnectionError, SendFailure};
 use crate::event::Event;
 use crate::ids::ConnId;
@@ -35,6 +35,8 @@ pub(super) struct Connecting {
     attempt: u32,
     /// Where the dial stands, as the driver last reported it.
     stage: Option<DialStage>,
+    /// The timeout was restarted once, its timer having run late.
+    restarted: bool,
 }
 
 // Every state's handlers take the state boxed, as the session keeps it (one pointer moves
@@ -66,6 +68,7 @@ impl Connecting {
             close_after_open: None,
             attempt,
             stage: None,
+            restarted: false,
         })
     }
 
@@ -101,8 +104,17 @@ impl Connecting {
     }
 
     /// The handshake timer.
-    pub(super) fn on_timeout(self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+    pub(super) fn on_timeout(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
         if self.deadline > now {
+            return Conn::Connecting(self).into();
+        }
+        if !self.restarted && late(self.deadline, now, self.timeout) {
+            // The driver was not running when the timeout passed (a suspended process, an
+            // application in the background, a stalled loop): the server's answer may be
+            // waiting unread, or the dial may not have gone on at all, so the timeout runs
+            // once more from now, as keepalive's does.
+            self.restarted = true;
+            self.deadline = after(now, self.timeout);
             return Conn::Connecting(self).into();
         }
         let timeout = ConnectionError::HandshakeTimeout {
