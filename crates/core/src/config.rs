@@ -410,7 +410,9 @@ pub struct SessionConfig {
     /// `pool_limit` (a share of zero) is refused by [`Pool::new`](crate::Pool::new): raise the
     /// bound with the limit. A task that closes with messages untaken leaves them counted while
     /// its share goes to the task connecting in its place; should the total reach the bound
-    /// that way, every task pauses until half the shared room is free. Each connection's read
+    /// while such messages are held, every task pauses until half the shared room is free.
+    /// (A message read past a credit is delivered whole, so busy tasks can take the bytes
+    /// past the bound by a message each; that does not pause a task under its share.) Each connection's read
     /// credit is what was left when it asked, so connections reading at the same moment can
     /// together pass the bound by what each of the others was granted (at most the bound once
     /// per connection). A message still arriving is not counted until it is whole (see

@@ -81,11 +81,15 @@ pub struct Pool {
     /// task without a connection reading), over every task: what the tasks hold of the
     /// room they share.
     common: Backlog,
-    /// The pool's backlog reached its bounds while reading was paused: only a task that
-    /// closed holding messages beyond the shared room (they stay counted, and its share
-    /// goes to the task connecting in its place) gets it there. Every task pauses until the
-    /// pool resumes everyone.
+    /// The pool's backlog reached its bounds while tasks without a reading connection
+    /// (closed holding messages untaken, or dialling again) held messages: those stay
+    /// counted while their shares go to the tasks connecting in their place, so the total
+    /// could pass the bounds. Every task pauses until the pool resumes everyone. (Without
+    /// such messages, the total passes the bounds only by the message each busy task read
+    /// whole past its credit, and a task under its share still reads up to it.)
     full: bool,
+    /// The received messages and bytes of the tasks without a reading connection.
+    orphaned: Backlog,
     /// Ended connections of tasks (torn down, or of a task retired), for [`Pool::task_of`]
     /// on events the application takes late.
     ended: EndedRoutes,
@@ -175,6 +179,8 @@ struct Task {
     held: bool,
     /// What it holds of the shared room (messages and bytes), as counted in `Pool::common`.
     common: Backlog,
+    /// What it holds without a reading connection, as counted in `Pool::orphaned`.
+    orphaned: Backlog,
 }
 
 impl Pool {
@@ -229,6 +235,7 @@ impl Pool {
             backlog: Backlog::default(),
             reading_paused: false,
             common: Backlog::default(),
+            orphaned: Backlog::default(),
             full: false,
             ended,
             actions: VecDeque::new(),
@@ -316,19 +323,31 @@ impl Pool {
         }
     }
 
-    /// Brings `Pool::common` up to date with one task.
+    /// Brings `Pool::common` and `Pool::orphaned` up to date with one task.
     fn account(&mut self, slot: usize) {
         let task = self.slots[slot].as_ref().expect("an occupied slot");
-        let old = task.common;
+        let (old, old_orphaned) = (task.common, task.orphaned);
         // A task whose connection does not read (connecting, or closed with messages
         // untaken) holds no share: its messages count against the shared room.
-        let new = self.common_of(
-            task.session.backlog(),
-            task.session.reading_conn().is_some(),
-        );
+        let reading = task.session.reading_conn().is_some();
+        let new = self.common_of(task.session.backlog(), reading);
+        let orphaned = if reading {
+            Backlog::default()
+        } else {
+            self.common_of(task.session.backlog(), false)
+        };
         self.common.messages = self.common.messages - old.messages + new.messages;
         self.common.bytes = self.common.bytes - old.bytes + new.bytes;
-        self.slots[slot].as_mut().expect("an occupied slot").common = new;
+        self.orphaned.messages = self.orphaned.messages - old_orphaned.messages + orphaned.messages;
+        self.orphaned.bytes = self.orphaned.bytes - old_orphaned.bytes + orphaned.bytes;
+        let task = self.slots[slot].as_mut().expect("an occupied slot");
+        task.common = new;
+        task.orphaned = orphaned;
+    }
+
+    /// Whether tasks without a reading connection hold messages (see `Pool::full`).
+    fn has_orphans(&self) -> bool {
+        self.orphaned.messages > 0 || self.orphaned.bytes > 0
     }
 
     /// `buffered_amount` of one connection.
@@ -377,6 +396,7 @@ impl Pool {
             retiring: false,
             held,
             common: Backlog::default(),
+            orphaned: Backlog::default(),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -469,7 +489,11 @@ impl Pool {
     /// used up (until half of it is free again), a task at its share or over it has none
     /// (until it is down to half its share), and the others read up to their share. So a
     /// quiet connection goes on reading (and answering its peer's pings) while others wait
-    /// for the application, and the total stays within the bounds.
+    /// for the application, and the total stays within the bounds (the bytes but for the
+    /// message each busy task read whole past its credit, which does not take a quiet
+    /// task's share away). Only when tasks that closed, or dial again, hold messages
+    /// untaken (counted while their shares went to the tasks in their place) does every
+    /// task pause at the bounds.
     pub fn read_credit(&self, conn: ConnId) -> ReadCredit {
         let Some(task) = self.index(conn).and_then(|slot| self.slots[slot].as_ref()) else {
             return ReadCredit::UNLIMITED;
@@ -488,26 +512,40 @@ impl Pool {
         }
         // What is left of the task's share, and of the shared room unless it is used up.
         let (share_messages, share_bytes) = self.share();
-        let (mut messages, mut bytes) = (
+        let (share_messages, share_bytes) = (
             share_messages.saturating_sub(b.messages),
             share_bytes.saturating_sub(b.bytes),
         );
+        let (mut room_messages, mut room_bytes) = (0, 0);
         if !self.reading_paused {
-            let (room_messages, room_bytes) = self.common_room();
-            let room = self.common.credit(room_messages, room_bytes);
-            messages = messages.saturating_add(room.messages);
-            bytes = bytes.saturating_add(room.bytes);
+            let (messages, bytes) = self.common_room();
+            let room = self.common.credit(messages, bytes);
+            (room_messages, room_bytes) = (room.messages, room.bytes);
         }
         // Never past the bounds: a task that closed holding messages leaves them counted
-        // while its share goes to the next task.
+        // while its share goes to the next task, so then the whole credit is within what
+        // the bounds leave. Without such messages, the shares (half the bounds) are always
+        // there, and only the shared room's part is: the total is past the bounds only by
+        // the message each busy task read whole past its credit, which must not pause a
+        // task that holds nothing.
         let total = self.backlog.credit(
             self.config.max_pool_received_messages,
             self.config.max_pool_received_bytes,
         );
-        ReadCredit::new(
-            own.messages.min(messages).min(total.messages),
-            own.bytes.min(bytes).min(total.bytes),
-        )
+        let (messages, bytes) = if self.has_orphans() {
+            (
+                share_messages
+                    .saturating_add(room_messages)
+                    .min(total.messages),
+                share_bytes.saturating_add(room_bytes).min(total.bytes),
+            )
+        } else {
+            (
+                share_messages.saturating_add(room_messages.min(total.messages)),
+                share_bytes.saturating_add(room_bytes.min(total.bytes)),
+            )
+        };
+        ReadCredit::new(own.messages.min(messages), own.bytes.min(bytes))
     }
 
     /// See [`Session::track_completions`]; applies to every connection, present and future.
@@ -685,7 +723,7 @@ impl Pool {
             self.config.max_pool_received_bytes,
         ) {
             self.reading_paused = true;
-            self.full = true;
+            self.full |= self.has_orphans();
         }
         let (over, low) = (
             self.reading_paused && self.over_share(after),
@@ -816,6 +854,8 @@ impl Pool {
             let key = (task.id, slot);
             self.common.messages -= task.common.messages;
             self.common.bytes -= task.common.bytes;
+            self.orphaned.messages -= task.orphaned.messages;
+            self.orphaned.bytes -= task.orphaned.bytes;
             self.routes.remove(&task.id);
             self.ended.insert(task.id, task.id);
             for &id in &task.routes {
@@ -1001,6 +1041,7 @@ mod random {
     /// Checks the pool's accounting against a recount of its tasks.
     fn accounting(pool: &Pool) -> Result<(), String> {
         let mut sum = Backlog::default();
+        let mut orphans = Backlog::default();
         let (mut messages, mut bytes) = (0, 0);
         for task in pool.slots.iter().flatten() {
             let b = task.session.backlog();
@@ -1015,6 +1056,19 @@ mod random {
             }
             sum.messages += task.common.messages;
             sum.bytes += task.common.bytes;
+            let orphaned = if task.session.reading_conn().is_some() {
+                Backlog::default()
+            } else {
+                pool.common_of(b, false)
+            };
+            if task.orphaned != orphaned {
+                return Err(format!(
+                    "task {} orphaned {:?}, recount {:?}",
+                    task.id, task.orphaned, orphaned
+                ));
+            }
+            orphans.messages += orphaned.messages;
+            orphans.bytes += orphaned.bytes;
             if task.held && !pool.reading_paused {
                 return Err(format!(
                     "task {} held while the pool is not paused",
@@ -1026,6 +1080,12 @@ mod random {
             return Err(format!(
                 "pool common {:?}, sum of tasks {:?}",
                 pool.common, sum
+            ));
+        }
+        if orphans != pool.orphaned {
+            return Err(format!(
+                "pool orphaned {:?}, sum of tasks {:?}",
+                pool.orphaned, orphans
             ));
         }
         if (messages, bytes) != (pool.backlog.messages, pool.backlog.bytes) {

@@ -456,6 +456,46 @@ fn tasks_that_close_holding_messages_do_not_let_the_pool_pass_its_bound() {
     assert!(!pool.read_credit(a).is_paused());
 }
 
+/// Each task holds a share of the pool's bounds "whatever the others hold" — also when the
+/// messages are large next to a share. A message read past a credit is delivered whole, so
+/// busy tasks each pass their share (and the last of them the pool's total) by up to one
+/// message; the total then counts as full and every task pauses, the quiet one holding
+/// nothing included, until half the shared room is free. With many connections the share
+/// is small (64 MiB / 2 / 200 = 164 KiB by default), so messages of 64 KiB do this: in a
+/// load test of 200 flooded tasks of the blocking `TaskPool`, taken slowly, the last
+/// connected tasks got 2 to 6 messages in 6 s against a median of 95.
+#[test]
+fn a_quiet_task_keeps_its_share_when_large_messages_fill_the_pool() {
+    let now = Instant::now();
+    // Shares of 1,000 bytes (10,000 / 2 / 5) and a shared room of 5,000.
+    let config = SessionConfig::default().pool_receive_bounds(4096, 10_000);
+    let mut pool = Pool::new(config).unwrap();
+    let busy: Vec<ConnId> = (0..4)
+        .map(|_| pool.connect(&options(), now).unwrap())
+        .collect();
+    let quiet = pool.connect(&options(), now).unwrap();
+    for &conn in busy.iter().chain([&quiet]) {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    let mut next = 0;
+    let read: Vec<usize> = busy
+        .iter()
+        .map(|&conn| read_while_allowed(&mut pool, conn, &mut next, 900))
+        .collect();
+    for &conn in &busy {
+        assert_eq!(pool.read_credit(conn), ReadCredit::PAUSED);
+    }
+    // The quiet task holds nothing: its share is all there.
+    assert!(
+        !pool.read_credit(quiet).is_paused(),
+        "a task holding nothing has no credit: the busy tasks read {read:?} messages of 900 \
+         bytes, the pool holds {:?} (bound 10,000 bytes)",
+        pool.backlog()
+    );
+}
+
 #[test]
 fn a_deferred_wx_socket_dispatches_a_bounded_number_of_callbacks() {
     let now = Instant::now();
