@@ -413,9 +413,12 @@ pub struct SessionConfig {
     /// while such messages are held, every task pauses until half the shared room is free.
     /// (A message read past a credit is delivered whole, so busy tasks can take the bytes
     /// past the bound by a message each; that does not pause a task under its share.) Each connection's read
-    /// credit is what was left when it asked, so connections reading at the same moment can
-    /// together pass the bound by what each of the others was granted (at most the bound once
-    /// per connection). A message still arriving is not counted until it is whole (see
+    /// credit is what was left when it asked, so connections reading at the same moment on
+    /// credits given at once would together take the shared room once each: a driver that
+    /// reads them so (`wxsocket-tokio`'s task per connection) asks
+    /// [`Pool::concurrent_read_credit`](crate::Pool::concurrent_read_credit), which splits
+    /// the room among the live tasks, and the total then passes the bound only by the
+    /// message each task read whole past its credit. A message still arriving is not counted until it is whole (see
     /// `max_message_size`).
     pub max_pool_received_messages: usize,
     /// A [`Pool`](crate::Pool)'s bound on their bytes, shared the same way (and at least twice

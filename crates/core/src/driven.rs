@@ -31,10 +31,19 @@ pub trait Driven {
     /// How much the driver may read from `conn` before it asks again; zero: reading is
     /// paused until [`Action::ResumeReading`] (flow control, see [`ReadCredit`]).
     fn read_credit(&self, conn: ConnId) -> ReadCredit;
+    /// [`read_credit`](Self::read_credit) for a driver whose connections read at the same
+    /// time, each on the credit it was last given (a task or thread per connection, as
+    /// `wxsocket-tokio`'s): a [`Pool`](crate::Pool) splits what is left of the room its
+    /// tasks share among its live tasks, so that together they take that room once over,
+    /// not once each. A driver that asks before every read (one thread for all
+    /// connections) uses `read_credit`. For one connection at a time, the same.
+    fn concurrent_read_credit(&self, conn: ConnId) -> ReadCredit {
+        self.read_credit(conn)
+    }
 }
 
 macro_rules! driven_by_inherent_methods {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty => $concurrent:ident),*) => {$(
         impl Driven for $ty {
             fn handle(&mut self, conn: ConnId, event: TransportEvent, now: Instant) {
                 <$ty>::handle(self, conn, event, now)
@@ -57,8 +66,14 @@ macro_rules! driven_by_inherent_methods {
             fn read_credit(&self, conn: ConnId) -> ReadCredit {
                 <$ty>::read_credit(self, conn)
             }
+            fn concurrent_read_credit(&self, conn: ConnId) -> ReadCredit {
+                <$ty>::$concurrent(self, conn)
+            }
         }
     )*};
 }
 
-driven_by_inherent_methods!(crate::Session, crate::Pool);
+driven_by_inherent_methods!(
+    crate::Session => read_credit,
+    crate::Pool => concurrent_read_credit
+);

@@ -495,6 +495,38 @@ impl Pool {
     /// untaken (counted while their shares went to the tasks in their place) does every
     /// task pause at the bounds.
     pub fn read_credit(&self, conn: ConnId) -> ReadCredit {
+        self.credit(conn, false)
+    }
+
+    /// [`Self::read_credit`] for a driver whose connections read at the same time, each on
+    /// the credit it was last given (see [`Driven::concurrent_read_credit`]): the part of
+    /// the shared room in a credit is what is left of it divided among the live tasks
+    /// (rounded up), so the credits out at once add up to the room once, not once per task.
+    /// A task's own share is whole either way.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wxsocket_core::{ConnectOptions, Pool, SessionConfig, TransportEvent};
+    /// let now = Instant::now();
+    /// // Shares of 100 bytes (1,000 / 2 / 5), a shared room of 500.
+    /// let mut pool = Pool::new(SessionConfig::default().pool_receive_bounds(100, 1_000)).unwrap();
+    /// let conns: Vec<_> = (0..4)
+    ///     .map(|_| pool.connect(&ConnectOptions::new("ws://h"), now).unwrap())
+    ///     .collect();
+    /// for &conn in &conns {
+    ///     pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    /// }
+    /// assert_eq!(pool.read_credit(conns[0]).bytes, 100 + 500);
+    /// assert_eq!(pool.concurrent_read_credit(conns[0]).bytes, 100 + 500 / 4);
+    /// ```
+    ///
+    /// [`Driven::concurrent_read_credit`]: crate::Driven::concurrent_read_credit
+    pub fn concurrent_read_credit(&self, conn: ConnId) -> ReadCredit {
+        self.credit(conn, true)
+    }
+
+    /// The credit of `conn`, the shared room's part split among the live tasks if `split`.
+    fn credit(&self, conn: ConnId, split: bool) -> ReadCredit {
         let Some(task) = self.index(conn).and_then(|slot| self.slots[slot].as_ref()) else {
             return ReadCredit::UNLIMITED;
         };
@@ -521,6 +553,11 @@ impl Pool {
             let (messages, bytes) = self.common_room();
             let room = self.common.credit(messages, bytes);
             (room_messages, room_bytes) = (room.messages, room.bytes);
+            if split {
+                let live = self.live.max(1);
+                (room_messages, room_bytes) =
+                    (room_messages.div_ceil(live), room_bytes.div_ceil(live));
+            }
         }
         // Never past the bounds: a task that closed holding messages leaves them counted
         // while its share goes to the next task, so then the whole credit is within what

@@ -471,7 +471,7 @@ impl<M: Machine> Core<M> {
             self.machine.handle(conn, event, now);
         }
         self.out.room_freed = true;
-        self.machine.read_credit(conn)
+        self.machine.concurrent_read_credit(conn)
     }
 
     /// Moves up to one batch of events into `into`; returns whether any came.
@@ -734,7 +734,7 @@ impl<M: Machine> Shared<M> {
 
     /// How much connection `conn` may read now.
     pub(crate) fn read_credit(&self, conn: ConnId) -> ReadCredit {
-        self.lock().machine.read_credit(conn)
+        self.lock().machine.concurrent_read_credit(conn)
     }
 
     /// The dial succeeded: record the socket details (`None` if the OS would not say), then
