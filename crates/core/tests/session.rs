@@ -557,26 +557,24 @@ fn a_handshake_timeout_whose_timer_ran_late_runs_once_more() {
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
     assert_eq!(t.s.state(), ReadyState::Closed);
 
-    // A shorter timeout counts a stall longer than itself (200 ms late on 100 ms).
-    let mut t = Sim::default();
-    t.s.connect(
-        &ConnectOptions::new("ws://h").timeout(Duration::from_millis(100)),
-        t.now,
-    )
-    .unwrap();
-    t.now += Duration::from_millis(300);
-    t.s.handle_timeout(t.now);
-    assert_eq!(t.s.state(), ReadyState::Connecting);
-    // On time (late by the timeout or less): it ends at once.
-    t.now += Duration::from_millis(150);
-    t.s.handle_timeout(t.now);
-    assert_eq!(t.s.state(), ReadyState::Closed);
-    let mut t = Sim::default();
-    t.s.connect(
-        &ConnectOptions::new("ws://h").timeout(Duration::from_millis(100)),
-        t.now,
-    )
-    .unwrap();
+    // A shorter timeout counts a stall longer than itself (200 ms late on 100 ms); on time
+    // (late by the timeout or less), it ends at once.
+    let dial_of_100_ms = || {
+        let mut t = Sim::default();
+        t.s.connect(
+            &ConnectOptions::new("ws://h").timeout(Duration::from_millis(100)),
+            t.now,
+        )
+        .unwrap();
+        t
+    };
+    let mut t = dial_of_100_ms();
+    for (wait, state) in [(300, ReadyState::Connecting), (150, ReadyState::Closed)] {
+        t.now += Duration::from_millis(wait);
+        t.s.handle_timeout(t.now);
+        assert_eq!(t.s.state(), state, "after {wait} ms more");
+    }
+    let mut t = dial_of_100_ms();
     t.now += Duration::from_millis(190);
     t.s.handle_timeout(t.now);
     assert_eq!(t.s.state(), ReadyState::Closed);
