@@ -554,9 +554,12 @@ impl Pool {
             let room = self.common.credit(messages, bytes);
             (room_messages, room_bytes) = (room.messages, room.bytes);
             if split {
+                // At most the room divided among the live tasks (rounded up), whatever is
+                // left of it: each connection holds one credit at a time, so the credits
+                // out at once, however and whenever given, add up to the room at most.
                 let live = self.live.max(1);
-                (room_messages, room_bytes) =
-                    (room_messages.div_ceil(live), room_bytes.div_ceil(live));
+                room_messages = room_messages.min(messages.div_ceil(live));
+                room_bytes = room_bytes.min(bytes.div_ceil(live));
             }
         }
         // Never past the bounds: a task that closed holding messages leaves them counted
