@@ -612,3 +612,111 @@ fn empty_messages_in_flight_are_bounded_by_count() {
         Err(SendError::BufferFull(_))
     ));
 }
+
+/// `concurrent_read_credit` is for drivers whose connections read at the same time, each on
+/// the credit it was last given (wxsocket-tokio replaces a connection's credit after each
+/// pass it reports). Its claim: "the credits out at once add up to the room once". But a
+/// credit is computed from what the pool holds, not from the credits already out: a
+/// connection whose data comes fast asks again after each pass and, a fraction of what is
+/// left each time, takes the whole shared room, while the others still hold the part of it
+/// they were given at first. Their data then comes, and the pool holds the bound and most
+/// of the room over again, in messages (no whole-message overshoot involved).
+#[test]
+fn concurrent_credits_already_out_are_not_given_again() {
+    let now = Instant::now();
+    // Shares of 12 messages (100 / 2 / 4), a shared room of 52.
+    let bound = 100;
+    let config = SessionConfig::default()
+        .receive_bounds(1000, 1 << 30)
+        .pool_receive_bounds(bound, 1 << 30)
+        .pool_limit(4);
+    let mut pool = Pool::new(config).unwrap();
+    let conns: Vec<ConnId> = (0..4)
+        .map(|_| pool.connect(&options(), now).unwrap())
+        .collect();
+    for &conn in &conns {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    // Four connection tasks, given their credit at once: 12 + 52 / 4 = 25 messages each.
+    let mut given: Vec<ReadCredit> = conns
+        .iter()
+        .map(|&c| pool.concurrent_read_credit(c))
+        .collect();
+    assert_eq!(given[0].messages, 25);
+    let mut next = 0;
+    // The first connection's data comes fast: it reads its credit, reports the pass and
+    // reads on the credit it is given then, until it has none.
+    loop {
+        let mut credit = given[0];
+        while !credit.is_paused() {
+            pool.handle(conns[0], msg(next, 8), now);
+            next += 1;
+            credit.take(8);
+        }
+        given[0] = pool.concurrent_read_credit(conns[0]);
+        if given[0].is_paused() {
+            break;
+        }
+    }
+    // The others' data comes now, within the credits they hold.
+    for i in 1..4 {
+        let mut credit = given[i];
+        while !credit.is_paused() {
+            pool.handle(conns[i], msg(next, 8), now);
+            next += 1;
+            credit.take(8);
+        }
+    }
+    assert!(
+        pool.backlog().messages <= bound,
+        "the pool holds {} messages against a bound of {bound}",
+        pool.backlog().messages
+    );
+}
+
+/// `concurrent_read_credit` rounds the room's part up for each live task: with one message
+/// of room left and many tasks, each is given one, the room many times over.
+#[test]
+fn concurrent_credits_rounded_up_pass_the_message_bound_by_a_message_a_task() {
+    let now = Instant::now();
+    // Shares of 1 message (40 / 2 / 20), a shared room of 20.
+    let bound = 40;
+    let config = SessionConfig::default()
+        .receive_bounds(1000, 1 << 30)
+        .pool_receive_bounds(bound, 1 << 30)
+        .pool_limit(20);
+    let mut pool = Pool::new(config).unwrap();
+    let conns: Vec<ConnId> = (0..20)
+        .map(|_| pool.connect(&options(), now).unwrap())
+        .collect();
+    for &conn in &conns {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    let mut next = 0;
+    // The first task takes its share and all but one of the room (sequential credits).
+    for _ in 0..20 {
+        pool.handle(conns[0], msg(next, 8), now);
+        next += 1;
+    }
+    // Every other task is given its credit now, at once: its share and ceil(1 / 20) = 1.
+    let given: Vec<ReadCredit> = conns[1..]
+        .iter()
+        .map(|&c| pool.concurrent_read_credit(c))
+        .collect();
+    for (i, mut credit) in given.into_iter().enumerate() {
+        while !credit.is_paused() {
+            pool.handle(conns[i + 1], msg(next, 8), now);
+            next += 1;
+            credit.take(8);
+        }
+    }
+    assert!(
+        pool.backlog().messages <= bound,
+        "the pool holds {} messages against a bound of {bound}",
+        pool.backlog().messages
+    );
+}
