@@ -1350,6 +1350,37 @@ mod random {
                     );
                 }
             }
+            // Bytes: past the bound by at most one message (16 bytes here) per task holding any.
+            let holders = pool
+                .slots
+                .iter()
+                .flatten()
+                .filter(|t| t.session.backlog().messages > 0)
+                .count();
+            if pool.backlog.bytes > pool.config.max_pool_received_bytes + 16 * holders {
+                return fail(
+                    format!(
+                        "bytes {} past the bound {} by more than a message for each of {holders} tasks",
+                        pool.backlog.bytes, pool.config.max_pool_received_bytes
+                    ),
+                    &log,
+                );
+            }
+            // Stuck: a connection waits for ResumeReading with nothing left for the
+            // application to take, so nothing will send it.
+            if !pool.has_events() {
+                for &c in &waiting {
+                    if pool.read_credit(c).is_paused() {
+                        return fail(
+                            format!(
+                                "{c} waits with nothing to take: full {} paused {} backlog {:?} common {:?} orphaned {:?}",
+                                pool.full, pool.reading_paused, pool.backlog, pool.common, pool.orphaned
+                            ),
+                            &log,
+                        );
+                    }
+                }
+            }
             if pool.backlog.messages > pool.config.max_pool_received_messages {
                 let tasks: Vec<_> = pool
                     .slots

@@ -720,3 +720,41 @@ fn concurrent_credits_rounded_up_pass_the_message_bound_by_a_message_a_task() {
         pool.backlog().messages
     );
 }
+
+/// The split is by the live tasks when the credit is asked, and a credit given stays out
+/// until it is used: connections that open one after another (a tokio task asks when its
+/// connection first reads) are given the room whole, then half of it, a third... The
+/// credits out then add up to the room times 1 + 1/2 + ... + 1/n.
+#[test]
+fn concurrent_credits_given_as_tasks_open_one_by_one_add_up_past_the_room() {
+    let now = Instant::now();
+    // Shares of 12 messages (100 / 2 / 4), a shared room of 52.
+    let bound = 100;
+    let config = SessionConfig::default()
+        .receive_bounds(1000, 1 << 30)
+        .pool_receive_bounds(bound, 1 << 30)
+        .pool_limit(4);
+    let mut pool = Pool::new(config).unwrap();
+    let mut given = Vec::new();
+    for _ in 0..4 {
+        let conn = pool.connect(&options(), now).unwrap();
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+        actions(&mut pool);
+        given.push((conn, pool.concurrent_read_credit(conn)));
+    }
+    while pool.poll_event().is_some() {}
+    // 12 + 52, 12 + 26, 12 + 18, 12 + 13.
+    let mut next = 0;
+    for (conn, mut credit) in given {
+        while !credit.is_paused() {
+            pool.handle(conn, msg(next, 8), now);
+            next += 1;
+            credit.take(8);
+        }
+    }
+    assert!(
+        pool.backlog().messages <= bound,
+        "the pool holds {} messages against a bound of {bound}",
+        pool.backlog().messages
+    );
+}
