@@ -2329,8 +2329,108 @@ wxsocket_tests::on_both_pools!(
     a_quiet_task_reads_on_while_others_fill_the_pool,
     a_quiet_task_reads_on_while_another_floods,
     a_pool_without_a_share_for_each_connection_is_refused,
-    connections_flooded_at_once_hold_the_pool_bound_and_a_message_each
+    connections_flooded_at_once_hold_the_pool_bound_and_a_message_each,
+    pool_credits_out_at_once_are_not_given_again_to_a_connection_flooding_first
 );
+
+/// Four connections each read one small message (each tokio connection task is then left
+/// holding the credit its pass was given: its share and a quarter of the shared room), the
+/// application taking nothing. The first connection's server then floods alone: its task
+/// reports pass after pass, each time given a quarter of what is left of the room, and takes
+/// the whole room. The others' servers flood next, and each of their tasks reads on the
+/// credit it still holds. Counted in messages, so no whole-message overshoot is involved:
+/// the pool must hold at most its bound (a message a task allowed, as the docs say).
+fn pool_credits_out_at_once_are_not_given_again_to_a_connection_flooding_first<P: PoolAdapter>() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: usize = 4;
+    const BOUND: usize = 100;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let go: Arc<Vec<AtomicBool>> = Arc::new((0..N).map(|_| AtomicBool::new(false)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut floods = Vec::new();
+            for i in 0..N {
+                let Ok((mut tcp, _)) = listener.accept() else {
+                    break;
+                };
+                let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
+                floods.push(std::thread::spawn(move || {
+                    use std::io::Write;
+                    if wxsocket_tests::scenario::raw_upgrade(&mut tcp, None).is_err() {
+                        return;
+                    }
+                    let frame = [0x82u8, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+                    if tcp.write_all(&frame).is_err() {
+                        return;
+                    }
+                    while !go[i].load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    let _ = tcp.set_write_timeout(Some(Duration::from_millis(50)));
+                    let burst: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 64).collect();
+                    let mut rest: &[u8] = &burst;
+                    while !stop.load(Ordering::SeqCst) {
+                        match tcp.write(rest) {
+                            Ok(0) => return,
+                            Ok(n) => rest = if n == rest.len() { &burst } else { &rest[n..] },
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            for flood in floods {
+                let _ = flood.join();
+            }
+        })
+    };
+    let config = config()
+        .pool_limit(N)
+        .receive_bounds(10_000, 1 << 30)
+        .pool_receive_bounds(BOUND, 1 << 30);
+    let mut pool = P::new(config, TlsRoots::default()).unwrap();
+    let tasks: Vec<_> = (0..N)
+        .map(|_| pool.connect(&ConnectOptions::new(&url)).unwrap())
+        .collect();
+    pool.events_until("every open and first message", T, |e| {
+        e.iter().filter(|e| matches!(e, Event::Message { .. })).count() == N
+    });
+    let mut most = 0;
+    let mut steady = |pool: &mut P, most: &mut usize| {
+        let deadline = Instant::now() + T;
+        let (mut last, mut since) = (pool.backlog(), Instant::now());
+        while last.messages == 0 || since.elapsed() < Duration::from_millis(300) {
+            assert!(Instant::now() < deadline, "[{}] never steady: {last:?}", P::NAME);
+            std::thread::sleep(Duration::from_millis(2));
+            let now = pool.backlog();
+            *most = (*most).max(now.messages);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+    };
+    go[0].store(true, Ordering::SeqCst);
+    steady(&mut pool, &mut most);
+    let first = most;
+    for flag in &go[1..] {
+        flag.store(true, Ordering::SeqCst);
+    }
+    steady(&mut pool, &mut most);
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        most <= BOUND + N,
+        "[{}] the pool held {most} messages (the first connection alone {first}), bound {BOUND}",
+        P::NAME
+    );
+    drop(tasks);
+    drop(pool);
+    server.join().unwrap();
+}
 
 /// Forty connections whose servers start flooding 64 KiB messages at the same moment,
 /// the application taking nothing: the pool holds at most its byte bound (1 MiB) and the
