@@ -416,9 +416,9 @@ pub struct SessionConfig {
     /// credit is what was left when it asked, so connections reading at the same moment on
     /// credits given at once would together take the shared room once each: a driver that
     /// reads them so (`wxsocket-tokio`'s task per connection) asks
-    /// [`Pool::concurrent_read_credit`](crate::Pool::concurrent_read_credit), which splits
-    /// the room among the live tasks, and the total then passes the bound only by the
-    /// message each task read whole past its credit. A message still arriving is not counted until it is whole (see
+    /// [`Pool::concurrent_read_credit`](crate::Pool::concurrent_read_credit), which gives
+    /// each task at most its part of the room, and the total then passes the bound by at
+    /// most the shared room (half the bound) and a message a task. A message still arriving is not counted until it is whole (see
     /// `max_message_size`).
     pub max_pool_received_messages: usize,
     /// A [`Pool`](crate::Pool)'s bound on their bytes, shared the same way (and at least twice

@@ -33,9 +33,9 @@ pub trait Driven {
     fn read_credit(&self, conn: ConnId) -> ReadCredit;
     /// [`read_credit`](Self::read_credit) for a driver whose connections read at the same
     /// time, each on the credit it was last given (a task or thread per connection, as
-    /// `wxsocket-tokio`'s): a [`Pool`](crate::Pool) splits what is left of the room its
-    /// tasks share among its live tasks, so that together they take that room once over,
-    /// not once each. A driver that asks before every read (one thread for all
+    /// `wxsocket-tokio`'s): a [`Pool`](crate::Pool) gives each task at most its part of the
+    /// room its tasks share, so that the credits out at once add up to that room at most,
+    /// not to the room once per task. A driver that asks before every read (one thread for all
     /// connections) uses `read_credit`. For one connection at a time, the same.
     fn concurrent_read_credit(&self, conn: ConnId) -> ReadCredit {
         self.read_credit(conn)

@@ -500,9 +500,12 @@ impl Pool {
 
     /// [`Self::read_credit`] for a driver whose connections read at the same time, each on
     /// the credit it was last given (see [`Driven::concurrent_read_credit`]): the part of
-    /// the shared room in a credit is what is left of it divided among the live tasks
-    /// (rounded up), so the credits out at once add up to the room once, not once per task.
-    /// A task's own share is whole either way.
+    /// the shared room in a credit is at most the room divided among the tasks `pool_limit`
+    /// allows (rounded up), so the credits out at once add up to the room at most, not the
+    /// room once per task. A task's own share is whole either way. What the pool then
+    /// holds passes its bounds by at most the shared room (half the bounds: a connection
+    /// may spend the room while the others still hold their parts of it) and a message a
+    /// task.
     ///
     /// ```
     /// use std::time::Instant;
@@ -517,7 +520,8 @@ impl Pool {
     ///     pool.handle(conn, TransportEvent::Opened(Box::default()), now);
     /// }
     /// assert_eq!(pool.read_credit(conns[0]).bytes, 100 + 500);
-    /// assert_eq!(pool.concurrent_read_credit(conns[0]).bytes, 100 + 500 / 4);
+    /// // The room divided among the five tasks the limit allows.
+    /// assert_eq!(pool.concurrent_read_credit(conns[0]).bytes, 100 + 500 / 5);
     /// ```
     ///
     /// [`Driven::concurrent_read_credit`]: crate::Driven::concurrent_read_credit
@@ -554,12 +558,14 @@ impl Pool {
             let room = self.common.credit(messages, bytes);
             (room_messages, room_bytes) = (room.messages, room.bytes);
             if split {
-                // At most the room divided among the live tasks (rounded up), whatever is
-                // left of it: each connection holds one credit at a time, so the credits
-                // out at once, however and whenever given, add up to the room at most.
-                let live = self.live.max(1);
-                room_messages = room_messages.min(messages.div_ceil(live));
-                room_bytes = room_bytes.min(bytes.div_ceil(live));
+                // At most the room divided among the tasks the limit allows (rounded up),
+                // whatever is left of it: each connection holds one credit at a time, so the
+                // credits out at once, however and whenever given, add up to the room at
+                // most (dividing by the live tasks, a task given credit while it was alone
+                // keeps the room it was given as others connect).
+                let limit = self.config.pool_limit.max(1);
+                room_messages = room_messages.min(messages.div_ceil(limit));
+                room_bytes = room_bytes.min(bytes.div_ceil(limit));
             }
         }
         // Never past the bounds: a task that closed holding messages leaves them counted
@@ -1374,7 +1380,11 @@ mod random {
                         return fail(
                             format!(
                                 "{c} waits with nothing to take: full {} paused {} backlog {:?} common {:?} orphaned {:?}",
-                                pool.full, pool.reading_paused, pool.backlog, pool.common, pool.orphaned
+                                pool.full,
+                                pool.reading_paused,
+                                pool.backlog,
+                                pool.common,
+                                pool.orphaned
                             ),
                             &log,
                         );
