@@ -1332,6 +1332,14 @@ pub fn pool(data: &[u8]) {
         for t in tasks.borrow().iter() {
             if let Some(conn) = p.current(*t) {
                 let credit = p.read_credit(conn);
+                // A driver whose connections read at once is given no more, and a pause
+                // all the same (its resume is the same `ResumeReading`).
+                let concurrent = p.concurrent_read_credit(conn);
+                assert!(
+                    concurrent.messages <= credit.messages && concurrent.bytes <= credit.bytes,
+                    "{conn}: concurrent credit {concurrent:?} over {credit:?}"
+                );
+                assert_eq!(concurrent.is_paused(), credit.is_paused(), "{conn}");
                 if credit != ReadCredit::UNLIMITED {
                     inv.check_pool_credit(*t, credit, conn);
                 } else {
