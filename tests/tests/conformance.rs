@@ -2342,68 +2342,20 @@ wxsocket_tests::on_both_pools!(
 /// room (52) and a message a task, as the docs say (a review found the credits' parts not
 /// capped; the same test against a bound alone fails on tokio, 136 of 100).
 fn pool_credits_out_at_once_pass_the_bound_by_the_room_at_most<P: PoolAdapter>() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 4;
     const BOUND: usize = 100;
     // Shares of 12 messages (100 / 2 / 4), a shared room of 52.
     const ROOM: usize = BOUND - N * (BOUND / 2 / N);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let go: Arc<Vec<AtomicBool>> = Arc::new((0..N).map(|_| AtomicBool::new(false)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = {
-        let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut floods = Vec::new();
-            for i in 0..N {
-                let Ok((mut tcp, _)) = listener.accept() else {
-                    break;
-                };
-                let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
-                floods.push(std::thread::spawn(move || {
-                    use std::io::Write;
-                    if wxsocket_tests::scenario::raw_upgrade(&mut tcp, None).is_err() {
-                        return;
-                    }
-                    let frame = [0x82u8, 8, 1, 2, 3, 4, 5, 6, 7, 8];
-                    if tcp.write_all(&frame).is_err() {
-                        return;
-                    }
-                    while !go[i].load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    let _ = tcp.set_write_timeout(Some(Duration::from_millis(50)));
-                    let burst: Vec<u8> = frame
-                        .iter()
-                        .copied()
-                        .cycle()
-                        .take(frame.len() * 64)
-                        .collect();
-                    let mut rest: &[u8] = &burst;
-                    while !stop.load(Ordering::SeqCst) {
-                        match tcp.write(rest) {
-                            Ok(0) => return,
-                            Ok(n) => rest = if n == rest.len() { &burst } else { &rest[n..] },
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                            Err(_) => return,
-                        }
-                    }
-                }));
-            }
-            for flood in floods {
-                let _ = flood.join();
-            }
-        })
-    };
+    let frame = [0x82u8, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    let burst = frame.repeat(64);
+    let floods = GatedFloods::start(N, &frame, burst);
     let config = config()
         .pool_limit(N)
         .receive_bounds(10_000, 1 << 30)
         .pool_receive_bounds(BOUND, 1 << 30);
     let mut pool = P::new(config, TlsRoots::default()).unwrap();
     let tasks: Vec<_> = (0..N)
-        .map(|_| pool.connect(&ConnectOptions::new(&url)).unwrap())
+        .map(|_| pool.connect(&ConnectOptions::new(&floods.url)).unwrap())
         .collect();
     pool.events_until("every open and first message", T, |e| {
         e.iter()
@@ -2411,32 +2363,10 @@ fn pool_credits_out_at_once_pass_the_bound_by_the_room_at_most<P: PoolAdapter>()
             .count()
             == N
     });
-    let mut most = 0;
-    let steady = |pool: &mut P, most: &mut usize| {
-        let deadline = Instant::now() + T;
-        let (mut last, mut since) = (pool.backlog(), Instant::now());
-        while last.messages == 0 || since.elapsed() < Duration::from_millis(300) {
-            assert!(
-                Instant::now() < deadline,
-                "[{}] never steady: {last:?}",
-                P::NAME
-            );
-            std::thread::sleep(Duration::from_millis(2));
-            let now = pool.backlog();
-            *most = (*most).max(now.messages);
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
-        }
-    };
-    go[0].store(true, Ordering::SeqCst);
-    steady(&mut pool, &mut most);
-    let first = most;
-    for flag in &go[1..] {
-        flag.store(true, Ordering::SeqCst);
-    }
-    steady(&mut pool, &mut most);
-    stop.store(true, Ordering::SeqCst);
+    floods.open(0..1);
+    let first = until_steady(&mut pool).messages;
+    floods.open(1..N);
+    let most = until_steady(&mut pool).messages.max(first);
     assert!(
         most <= BOUND + ROOM + N,
         "[{}] the pool held {most} messages (the first connection alone {first}), bound {BOUND}, \
@@ -2444,8 +2374,6 @@ fn pool_credits_out_at_once_pass_the_bound_by_the_room_at_most<P: PoolAdapter>()
         P::NAME
     );
     drop(tasks);
-    drop(pool);
-    server.join().unwrap();
 }
 
 /// Forty connections whose servers start flooding 64 KiB messages at the same moment,
@@ -2455,64 +2383,21 @@ fn pool_credits_out_at_once_pass_the_bound_by_the_room_at_most<P: PoolAdapter>()
 /// the whole shared room each, and a pool of 50 such connections with a 1 MiB bound held
 /// 6.9 MiB; the blocking adapter, which asks before every read, 0.8 MiB.)
 fn connections_flooded_at_once_hold_the_pool_bound_and_a_message_each<P: PoolAdapter>() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 40;
     const SIZE: usize = 64 << 10;
     const BOUND: usize = 1 << 20;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (go, stop) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let server = {
-        let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut floods = Vec::new();
-            for _ in 0..N {
-                let Ok((mut tcp, _)) = listener.accept() else {
-                    break;
-                };
-                let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
-                floods.push(std::thread::spawn(move || {
-                    use std::io::Write;
-                    if wxsocket_tests::scenario::raw_upgrade(&mut tcp, None).is_err() {
-                        return;
-                    }
-                    while !go.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    // A binary frame of SIZE bytes, over and over, until the client stops
-                    // reading for good (the write times out with `stop` set) or goes.
-                    let mut frame = vec![0x82, 127];
-                    frame.extend_from_slice(&(SIZE as u64).to_be_bytes());
-                    frame.resize(frame.len() + SIZE, 7);
-                    let _ = tcp.set_write_timeout(Some(Duration::from_millis(50)));
-                    let mut rest: &[u8] = &frame;
-                    while !stop.load(Ordering::SeqCst) {
-                        match tcp.write(rest) {
-                            Ok(0) => return,
-                            Ok(n) => rest = if n == rest.len() { &frame } else { &rest[n..] },
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                            Err(_) => return,
-                        }
-                    }
-                }));
-            }
-            for flood in floods {
-                let _ = flood.join();
-            }
-        })
-    };
+    // A binary frame of SIZE bytes, over and over.
+    let mut frame = vec![0x82, 127];
+    frame.extend_from_slice(&(SIZE as u64).to_be_bytes());
+    frame.resize(frame.len() + SIZE, 7);
+    let floods = GatedFloods::start(N, &[], frame);
     let config = config()
         .pool_limit(N)
         .pool_receive_bounds(4096, BOUND)
         .max_message_size(1 << 20);
     let mut pool = P::new(config, TlsRoots::default()).unwrap();
     let tasks: Vec<_> = (0..N)
-        .map(|_| pool.connect(&ConnectOptions::new(&url)).unwrap())
+        .map(|_| pool.connect(&ConnectOptions::new(&floods.url)).unwrap())
         .collect();
     let opened = pool.events_until("every open", T, |e| {
         e.iter().filter(|e| matches!(e, Event::Open { .. })).count() == N
@@ -2522,23 +2407,8 @@ fn connections_flooded_at_once_hold_the_pool_bound_and_a_message_each<P: PoolAda
         "[{}] before the flood",
         P::NAME
     );
-    go.store(true, Ordering::SeqCst);
-    // Until the pool's count stays the same for 300 ms: every connection stopped reading.
-    let deadline = Instant::now() + T;
-    let (mut most, mut last, mut since) = (0, pool.backlog(), Instant::now());
-    while last.messages == 0 || since.elapsed() < Duration::from_millis(300) {
-        assert!(
-            Instant::now() < deadline,
-            "[{}] never steady: {last:?}",
-            P::NAME
-        );
-        std::thread::sleep(Duration::from_millis(2));
-        let now = pool.backlog();
-        most = most.max(now.bytes);
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
+    floods.open(0..N);
+    let most = until_steady(&mut pool).bytes;
     let allowed = BOUND + N * SIZE;
     assert!(
         most <= allowed,
@@ -2561,10 +2431,124 @@ fn connections_flooded_at_once_hold_the_pool_bound_and_a_message_each<P: PoolAda
         "[{}]",
         P::NAME
     );
-    stop.store(true, Ordering::SeqCst);
     drop(tasks);
-    drop(pool);
-    server.join().unwrap();
+}
+
+/// Waits until the pool's count has stayed the same for 300 ms (every connection stopped
+/// reading); returns the most it held meanwhile (messages and bytes, each at its most).
+fn until_steady<P: PoolAdapter>(pool: &mut P) -> wxsocket_core::Backlog {
+    let deadline = Instant::now() + T;
+    let (mut most, mut last, mut since) = (pool.backlog(), pool.backlog(), Instant::now());
+    while last.messages == 0 || since.elapsed() < Duration::from_millis(300) {
+        assert!(
+            Instant::now() < deadline,
+            "[{}] never steady: {last:?}",
+            P::NAME
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let now = pool.backlog();
+        most.messages = most.messages.max(now.messages);
+        most.bytes = most.bytes.max(now.bytes);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    most
+}
+
+/// `n` WebSocket servers on one listener (a thread per connection, after a raw upgrade):
+/// each sends `first` at once, then, once its gate opens ([`GatedFloods::open`]), `burst`
+/// over and over as fast as its socket takes it, until the floods are dropped (then every
+/// thread is joined).
+struct GatedFloods {
+    url: String,
+    addr: std::net::SocketAddr,
+    go: std::sync::Arc<Vec<std::sync::atomic::AtomicBool>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GatedFloods {
+    fn start(n: usize, first: &[u8], burst: Vec<u8>) -> GatedFloods {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("ws://{addr}/");
+        let go: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (first, burst) = (Arc::new(first.to_vec()), Arc::new(burst));
+        let server = {
+            let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut floods = Vec::new();
+                for i in 0..n {
+                    let Ok((mut tcp, _)) = listener.accept() else {
+                        break;
+                    };
+                    // Woken by the drop of a test that ended before every client came.
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let _ = tcp.set_read_timeout(Some(T));
+                    let (go, stop) = (Arc::clone(&go), Arc::clone(&stop));
+                    let (first, burst) = (Arc::clone(&first), Arc::clone(&burst));
+                    floods.push(std::thread::spawn(move || {
+                        use std::io::Write;
+                        if wxsocket_tests::scenario::raw_upgrade(&mut tcp, None).is_err()
+                            || tcp.write_all(&first).is_err()
+                        {
+                            return;
+                        }
+                        while !go[i].load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        // A short write timeout, so that `stop` is seen while the client
+                        // does not read.
+                        let _ = tcp.set_write_timeout(Some(Duration::from_millis(50)));
+                        let mut rest: &[u8] = &burst;
+                        while !stop.load(Ordering::SeqCst) {
+                            match tcp.write(rest) {
+                                Ok(0) => return,
+                                Ok(n) => rest = if n == rest.len() { &burst } else { &rest[n..] },
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => return,
+                            }
+                        }
+                    }));
+                }
+                for flood in floods {
+                    let _ = flood.join();
+                }
+            })
+        };
+        GatedFloods {
+            url,
+            addr,
+            go,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    /// Opens the gates of these servers (in accept order).
+    fn open(&self, which: std::ops::Range<usize>) {
+        for gate in &self.go[which] {
+            gate.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for GatedFloods {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes an accept still waiting (harmless once every client came).
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
 }
 
 /// A pool whose receive bounds leave a connection no share of its own is refused before any
