@@ -613,6 +613,15 @@ fn empty_messages_in_flight_are_bounded_by_count() {
     ));
 }
 
+/// A connection reading on `credit` (given earlier): 8-byte messages until it is spent.
+fn spend(pool: &mut Pool, conn: ConnId, mut credit: ReadCredit, next: &mut usize, now: Instant) {
+    while !credit.is_paused() {
+        pool.handle(conn, msg(*next, 8), now);
+        *next += 1;
+        credit.take(8);
+    }
+}
+
 /// `concurrent_read_credit` is for drivers whose connections read at the same time, each on
 /// the credit it was last given (wxsocket-tokio replaces a connection's credit after each
 /// pass it reports). A credit is computed from what the pool holds, not from the credits
@@ -649,12 +658,7 @@ fn concurrent_credits_already_out_pass_the_bound_by_the_room_at_most() {
     // The first connection's data comes fast: it reads its credit, reports the pass and
     // reads on the credit it is given then, until it has none.
     loop {
-        let mut credit = given[0];
-        while !credit.is_paused() {
-            pool.handle(conns[0], msg(next, 8), now);
-            next += 1;
-            credit.take(8);
-        }
+        spend(&mut pool, conns[0], given[0], &mut next, now);
         given[0] = pool.concurrent_read_credit(conns[0]);
         if given[0].is_paused() {
             break;
@@ -662,12 +666,7 @@ fn concurrent_credits_already_out_pass_the_bound_by_the_room_at_most() {
     }
     // The others' data comes now, within the credits they hold.
     for i in 1..4 {
-        let mut credit = given[i];
-        while !credit.is_paused() {
-            pool.handle(conns[i], msg(next, 8), now);
-            next += 1;
-            credit.take(8);
-        }
+        spend(&mut pool, conns[i], given[i], &mut next, now);
     }
     assert!(
         pool.backlog().messages <= bound + 52 + 4,
@@ -708,12 +707,8 @@ fn concurrent_credits_rounded_up_pass_the_bound_by_the_room_and_a_message_a_task
         .iter()
         .map(|&c| pool.concurrent_read_credit(c))
         .collect();
-    for (i, mut credit) in given.into_iter().enumerate() {
-        while !credit.is_paused() {
-            pool.handle(conns[i + 1], msg(next, 8), now);
-            next += 1;
-            credit.take(8);
-        }
+    for (i, credit) in given.into_iter().enumerate() {
+        spend(&mut pool, conns[i + 1], credit, &mut next, now);
     }
     assert!(
         pool.backlog().messages <= bound + 20 + 20,
@@ -745,14 +740,11 @@ fn concurrent_credits_given_as_tasks_open_one_by_one_stay_within_the_bound() {
         given.push((conn, pool.concurrent_read_credit(conn)));
     }
     while pool.poll_event().is_some() {}
-    // 12 + 52, 12 + 26, 12 + 18, 12 + 13.
+    // 12 + 13 each (the room divided among the four tasks the limit allows; divided among
+    // the live tasks, it was 12 + 52, 12 + 26, 12 + 18, 12 + 13).
     let mut next = 0;
-    for (conn, mut credit) in given {
-        while !credit.is_paused() {
-            pool.handle(conn, msg(next, 8), now);
-            next += 1;
-            credit.take(8);
-        }
+    for (conn, credit) in given {
+        spend(&mut pool, conn, credit, &mut next, now);
     }
     assert!(
         pool.backlog().messages <= bound,
