@@ -613,6 +613,29 @@ fn empty_messages_in_flight_are_bounded_by_count() {
     ));
 }
 
+/// A pool of `limit` tasks with a bound of `bound` messages (and bounds per task far above).
+fn pool_of(bound: usize, limit: usize) -> Pool {
+    let config = SessionConfig::default()
+        .receive_bounds(1000, 1 << 30)
+        .pool_receive_bounds(bound, 1 << 30)
+        .pool_limit(limit);
+    Pool::new(config).unwrap()
+}
+
+/// [`pool_of`], with `limit` connections open and their events taken.
+fn open_pool(bound: usize, limit: usize, now: Instant) -> (Pool, Vec<ConnId>) {
+    let mut pool = pool_of(bound, limit);
+    let conns: Vec<ConnId> = (0..limit)
+        .map(|_| pool.connect(&options(), now).unwrap())
+        .collect();
+    for &conn in &conns {
+        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
+    }
+    actions(&mut pool);
+    while pool.poll_event().is_some() {}
+    (pool, conns)
+}
+
 /// A connection reading on `credit` (given earlier): 8-byte messages until it is spent.
 fn spend(pool: &mut Pool, conn: ConnId, mut credit: ReadCredit, next: &mut usize, now: Instant) {
     while !credit.is_paused() {
@@ -635,19 +658,7 @@ fn concurrent_credits_already_out_pass_the_bound_by_the_room_at_most() {
     let now = Instant::now();
     // Shares of 12 messages (100 / 2 / 4), a shared room of 52.
     let bound = 100;
-    let config = SessionConfig::default()
-        .receive_bounds(1000, 1 << 30)
-        .pool_receive_bounds(bound, 1 << 30)
-        .pool_limit(4);
-    let mut pool = Pool::new(config).unwrap();
-    let conns: Vec<ConnId> = (0..4)
-        .map(|_| pool.connect(&options(), now).unwrap())
-        .collect();
-    for &conn in &conns {
-        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
-    }
-    actions(&mut pool);
-    while pool.poll_event().is_some() {}
+    let (mut pool, conns) = open_pool(bound, 4, now);
     // Four connection tasks, given their credit at once: 12 + 52 / 4 = 25 messages each.
     let mut given: Vec<ReadCredit> = conns
         .iter()
@@ -683,19 +694,7 @@ fn concurrent_credits_rounded_up_pass_the_bound_by_the_room_and_a_message_a_task
     let now = Instant::now();
     // Shares of 1 message (40 / 2 / 20), a shared room of 20.
     let bound = 40;
-    let config = SessionConfig::default()
-        .receive_bounds(1000, 1 << 30)
-        .pool_receive_bounds(bound, 1 << 30)
-        .pool_limit(20);
-    let mut pool = Pool::new(config).unwrap();
-    let conns: Vec<ConnId> = (0..20)
-        .map(|_| pool.connect(&options(), now).unwrap())
-        .collect();
-    for &conn in &conns {
-        pool.handle(conn, TransportEvent::Opened(Box::default()), now);
-    }
-    actions(&mut pool);
-    while pool.poll_event().is_some() {}
+    let (mut pool, conns) = open_pool(bound, 20, now);
     let mut next = 0;
     // The first task takes its share and all but one of the room (sequential credits).
     for _ in 0..20 {
@@ -727,11 +726,7 @@ fn concurrent_credits_given_as_tasks_open_one_by_one_stay_within_the_bound() {
     let now = Instant::now();
     // Shares of 12 messages (100 / 2 / 4), a shared room of 52.
     let bound = 100;
-    let config = SessionConfig::default()
-        .receive_bounds(1000, 1 << 30)
-        .pool_receive_bounds(bound, 1 << 30)
-        .pool_limit(4);
-    let mut pool = Pool::new(config).unwrap();
+    let mut pool = pool_of(bound, 4);
     let mut given = Vec::new();
     for _ in 0..4 {
         let conn = pool.connect(&options(), now).unwrap();
