@@ -159,13 +159,7 @@ fn wss_without_client_certificate_fails() {
     assert_eq!(close["code"], 1006);
     let (status, lines, _) = proc.finish();
     assert_eq!(status.code(), Some(3));
-    let error = lines
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| event(v) == "error")
-        .expect("an error event");
-    let text = error["error"].as_str().unwrap();
-    assert!(text.contains("requires a client certificate"), "{text}");
+    assert_refused_for_want_of_a_certificate(&lines);
 }
 
 /// `wxsocket serve --tls-cert` serves `wss://`, and with `--client-ca` requires a client
@@ -225,13 +219,7 @@ fn serve_over_tls_requires_the_client_certificate_it_was_told_to() {
             assert_eq!(end["event"], "close", "{:?}", proc.seen);
             let (status, lines, _) = proc.finish();
             assert_eq!(status.code(), Some(3), "{lines:?}");
-            let error = lines
-                .iter()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .find(|v| event(v) == "error")
-                .expect("an error event");
-            let text = error["error"].as_str().unwrap();
-            assert!(text.contains("requires a client certificate"), "{text}");
+            assert_refused_for_want_of_a_certificate(&lines);
             let failed = server.expect_json("the server's error", |v| event(v) == "error");
             assert!(
                 failed["error"]
@@ -246,4 +234,15 @@ fn serve_over_tls_requires_the_client_certificate_it_was_told_to() {
             assert!(status.success(), "exit {status}: {stderr}");
         }
     }
+}
+
+/// The `--json` output's error event says the server requires a client certificate.
+fn assert_refused_for_want_of_a_certificate(lines: &[String]) {
+    let error = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| event(v) == "error")
+        .expect("an error event");
+    let text = error["error"].as_str().unwrap();
+    assert!(text.contains("requires a client certificate"), "{text}");
 }

@@ -686,9 +686,10 @@ fn concurrent_credits_already_out_pass_the_bound_by_the_room_at_most() {
     );
 }
 
-/// `concurrent_read_credit` rounds the room's part up: with one message of room left and
-/// many tasks, each is given one; the pool passes its bound by at most the shared room and
-/// a message a task.
+/// With one message of room left and many tasks whose shares are spent, each is given that
+/// one at once (never nothing while the room has space: the room is at least `pool_limit`
+/// messages, so its part of a credit is at least one); the pool passes its bound by at most
+/// the shared room and a message a task.
 #[test]
 fn concurrent_credits_rounded_up_pass_the_bound_by_the_room_and_a_message_a_task_at_most() {
     let now = Instant::now();
@@ -696,16 +697,22 @@ fn concurrent_credits_rounded_up_pass_the_bound_by_the_room_and_a_message_a_task
     let bound = 40;
     let (mut pool, conns) = open_pool(bound, 20, now);
     let mut next = 0;
-    // The first task takes its share and all but one of the room (sequential credits).
+    // The first task takes its share and all but one of the room (sequential credits); the
+    // others their shares.
     for _ in 0..20 {
         pool.handle(conns[0], msg(next, 8), now);
         next += 1;
     }
-    // Every other task is given its credit now, at once: its share and ceil(1 / 20) = 1.
+    for &conn in &conns[1..] {
+        pool.handle(conn, msg(next, 8), now);
+        next += 1;
+    }
+    // Every other task is given its credit now, at once: ceil(1 / 20) = 1 of the room.
     let given: Vec<ReadCredit> = conns[1..]
         .iter()
         .map(|&c| pool.concurrent_read_credit(c))
         .collect();
+    assert!(given.iter().all(|c| c.messages == 1), "{given:?}");
     for (i, credit) in given.into_iter().enumerate() {
         spend(&mut pool, conns[i + 1], credit, &mut next, now);
     }
