@@ -331,11 +331,8 @@ impl Pool {
         // untaken) holds no share: its messages count against the shared room.
         let reading = task.session.reading_conn().is_some();
         let new = self.common_of(task.session.backlog(), reading);
-        let orphaned = if reading {
-            Backlog::default()
-        } else {
-            self.common_of(task.session.backlog(), false)
-        };
+        // Without a reading connection, all of it (as counted in the shared room).
+        let orphaned = if reading { Backlog::default() } else { new };
         self.common.messages = self.common.messages - old.messages + new.messages;
         self.common.bytes = self.common.bytes - old.bytes + new.bytes;
         self.orphaned.messages = self.orphaned.messages - old_orphaned.messages + orphaned.messages;
