@@ -525,8 +525,16 @@ impl Invariants {
         let seen = self.conns.entry(conn).or_default();
         assert!(!seen[2], "{event:?} after the close of {conn}");
         match &event {
-            Event::Reconnecting { attempt, delay, .. } => {
+            Event::Reconnecting {
+                attempt,
+                delay,
+                unreported,
+                unreported_opened,
+                ..
+            } => {
                 assert!(!seen[0] && !seen[3]);
+                // Attempts folded while notices waited untaken are attempts of this run.
+                assert!(unreported_opened <= unreported);
                 seen[3] = true;
                 let policy = self.config.reconnect.as_ref().expect("a policy");
                 assert!(*delay <= policy.ceiling(*attempt));

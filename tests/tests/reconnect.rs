@@ -34,6 +34,7 @@ wxsocket_tests::on_both_adapters!(
     a_server_that_closes_each_connection_at_once_is_given_up_on,
     a_busy_servers_retry_after_is_waited_out,
     attempts_slow_down_for_an_application_that_takes_no_events,
+    untaken_notices_stay_bounded_and_every_dial_is_told_of,
 );
 
 wxsocket_tests::on_both_pools!(
@@ -1199,6 +1200,99 @@ fn attempts_slow_down_for_an_application_that_takes_no_events<A: Adapter>() {
     a.close(None, "done").unwrap();
     stop.store(true, Ordering::SeqCst);
     server.join().unwrap();
+}
+
+/// The same application over a longer outage: once `RECONNECT_HOLD_NOTICES` notices wait,
+/// a failed attempt is folded into the next `Reconnecting` event's count rather than
+/// queued, so what waits stays bounded. Every dial the server saw is told of, as a
+/// `Connecting` event or in a count, once the application takes its events.
+fn untaken_notices_stay_bounded_and_every_dial_is_told_of<A: Adapter>() {
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+    let name = A::NAME;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let server = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok(_) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .seed(6);
+    let mut a: A = client(config(policy));
+    a.connect(&ConnectOptions::new(format!("ws://127.0.0.1:{port}/")))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    // Nothing taken until the attempts slowed to a second apart (the first gap of half a
+    // second) and three more went: the first of them may still be told of (its
+    // `Reconnecting` came before the count was reached), the next two are folded.
+    let deadline = Instant::now() + 2 * EVENT_TIMEOUT;
+    let (mut last, mut since) = (0, Instant::now());
+    let mut slowed = None;
+    loop {
+        let dials = accepted.load(Ordering::SeqCst);
+        if dials != last {
+            (last, since) = (dials, Instant::now());
+        } else if slowed.is_none() && since.elapsed() >= Duration::from_millis(500) {
+            slowed = Some(dials);
+        }
+        if slowed.is_some_and(|n| dials >= n + 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "[{name}] {dials} dials");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The last one's failure (the server drops it at once) folds it too.
+    std::thread::sleep(Duration::from_millis(100));
+    a.close(None, "done").unwrap();
+    // The attempt under way, if any, ends; then nothing more comes.
+    let mut events = Vec::new();
+    while let Some(event) = a.next_event(Duration::from_millis(300)) {
+        events.push(event);
+        assert!(events.len() < 10_000, "[{name}] events without end");
+    }
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    let dials = accepted.load(Ordering::SeqCst) as u32;
+    let connecting = events
+        .iter()
+        .filter(|e| matches!(e, Event::Connecting { .. }))
+        .count() as u32;
+    let unreported: u32 = events
+        .iter()
+        .map(|e| match e {
+            Event::Reconnecting { unreported, .. } => *unreported,
+            _ => 0,
+        })
+        .sum();
+    assert!(unreported >= 2, "[{name}] {unreported} folded: {events:#?}");
+    // What waited: the count, one attempt held, its close; and the events an adapter took
+    // ahead of the application (blocking's batch, at most as many again).
+    assert!(
+        events.len() <= 2 * wxsocket_core::RECONNECT_HOLD_NOTICES + 8,
+        "[{name}] {} events waited",
+        events.len()
+    );
+    // The last dial may have been cancelled before the server accepted it.
+    assert!(
+        (dials..=dials + 1).contains(&(connecting + unreported)),
+        "[{name}] {dials} dials, {connecting} told of and {unreported} counted"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Close { .. })),
+        "[{name}] {events:#?}"
+    );
 }
 
 fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: PoolAdapter>() {

@@ -164,14 +164,25 @@ pub fn event_json(event: &Event) -> Option<Map<String, Value>> {
             attempt,
             delay,
             last_error,
+            unreported,
+            unreported_opened,
             ..
-        } => json!({
-            "event": "reconnecting",
-            "conn": conn(c),
-            "attempt": attempt,
-            "delay_ms": delay.as_millis() as u64,
-            "error": last_error,
-        }),
+        } => {
+            let mut line = json!({
+                "event": "reconnecting",
+                "conn": conn(c),
+                "attempt": attempt,
+                "delay_ms": delay.as_millis() as u64,
+                "error": last_error,
+            });
+            // Only when attempts went untold (output held up long enough for the notices
+            // to reach their count): the line is as before otherwise.
+            if *unreported != 0 {
+                line["unreported"] = json!(unreported);
+                line["unreported_opened"] = json!(unreported_opened);
+            }
+            line
+        }
         _ => return None,
     };
     match value {
@@ -262,11 +273,22 @@ pub fn event_human(event: &Event) -> String {
             attempt,
             delay,
             last_error,
+            unreported,
+            unreported_opened,
             ..
-        } => format!(
-            "#{conn} reconnecting in {} ms (attempt {attempt}) after: {last_error}",
-            delay.as_millis()
-        ),
+        } => {
+            let mut line = format!(
+                "#{conn} reconnecting in {} ms (attempt {attempt}) after: {last_error}",
+                delay.as_millis()
+            );
+            if *unreported != 0 {
+                line += &format!(
+                    " ({unreported} attempts untold while output was held up, \
+                     {unreported_opened} of them opened)"
+                );
+            }
+            line
+        }
         other => format!("{other:?}"),
     }
 }
@@ -534,6 +556,30 @@ mod tests {
         assert_eq!(
             one_line("a\u{2028}b\u{2029}c \u{202e}txt.exe\u{202c} \u{2067}x\u{2069} 👩\u{200d}💻"),
             "a\\u{2028}b\\u{2029}c \\u{202e}txt.exe\\u{202c} \\u{2067}x\\u{2069} 👩\u{200d}💻"
+        );
+    }
+
+    /// Attempts folded while the output was held up are shown, and only then.
+    #[test]
+    fn a_reconnecting_line_shows_attempts_folded_only_when_there_are_some() {
+        let told = Event::reconnecting(
+            ConnId::from_raw(3),
+            2,
+            std::time::Duration::from_millis(5),
+            "refused",
+        );
+        let json = event_json(&told).unwrap();
+        assert!(!json.contains_key("unreported"), "{json:?}");
+        assert!(!event_human(&told).contains("untold"));
+        let folded = told.with_unreported(40, 3);
+        let json = event_json(&folded).unwrap();
+        assert_eq!(json["unreported"], 40);
+        assert_eq!(json["unreported_opened"], 3);
+        assert!(
+            event_human(&folded)
+                .ends_with("(40 attempts untold while output was held up, 3 of them opened)"),
+            "{}",
+            event_human(&folded)
         );
     }
 

@@ -27,19 +27,32 @@ pub enum CloseBeforeOpen {
 pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How many connection notices (events other than messages and send outcomes:
-/// `Connecting`, `Error`, `Reconnecting`, …) may wait untaken before a reconnection
-/// attempt that falls due waits once more ([`ReconnectPolicy`]), so that an application
-/// that stopped taking events does not have failed attempts pile theirs up at the pace of
-/// a short backoff. Notices add up over the client's whole life: a program that never
-/// takes events reaches the count after a dozen reconnections, and from then on each
-/// attempt waits [`RECONNECT_HOLD_DELAY`] more. Connections the application opens itself
-/// are its own to pace: each `connect` queues a few notices, which only taking events
-/// frees.
+/// `Connecting`, `Error`, `Reconnecting`, …) may wait untaken before the reconnect policy
+/// holds back, so that an application that stopped taking events neither has failed
+/// attempts pile theirs up nor grows without bound ([`ReconnectPolicy`]). Two rules apply
+/// from this count on:
+///
+/// - a reconnection attempt that falls due waits once more, [`RECONNECT_HOLD_DELAY`]
+///   (so at most about one attempt a second);
+/// - an attempt's notices are held back, and an attempt that ends with nothing to report
+///   but them (its dial failed, or it opened and dropped with no message, send outcome or
+///   pong) is not queued at all when another attempt follows: it is counted in the next
+///   [`Event::Reconnecting`](crate::Event::Reconnecting)'s `unreported` instead. Anything
+///   else about the attempt (a message, a send outcome, taking events until fewer than
+///   this wait) queues what was held, in order.
+///
+/// So a client whose application takes no events holds at most this many notices, plus
+/// those of the attempt held and five for each connection that has other events
+/// waiting (those are bounded by the receive and completion bounds), however long the
+/// server stays away. Notices add up over the client's whole life: a program that never
+/// takes events reaches the count after a dozen reconnections. Connections the
+/// application opens itself are its own to pace: each `connect` queues a few notices,
+/// which only taking events frees.
 pub const RECONNECT_HOLD_NOTICES: usize = 64;
 
 /// How much longer a reconnection attempt held by [`RECONNECT_HOLD_NOTICES`] waits: its
 /// delay's ceiling, or this if longer. Then it goes, taken or not: a held client keeps
-/// reconnecting, adding at most four notices a second.
+/// reconnecting, about once a second at most.
 pub const RECONNECT_HOLD_DELAY: Duration = Duration::from_secs(1);
 
 /// Liveness checking: ping after `interval` with nothing received, declare the peer dead when
@@ -222,9 +235,10 @@ impl Acknowledgement {
 /// due while [`RECONNECT_HOLD_NOTICES`] connection notices or more wait untaken (each
 /// failed attempt leaves four: its `Error` and `Close`, the next `Reconnecting` and
 /// `Connecting`), it waits once more, its delay's ceiling or [`RECONNECT_HOLD_DELAY`]
-/// (1 s) if longer, without an event, and then goes. So a client whose application stopped
-/// taking events adds at most four notices a second however short its backoff, and never
-/// stops reconnecting.
+/// (1 s) if longer, without an event, and then goes. And from that count on, an attempt
+/// with nothing to report but its notices is folded into the next `Reconnecting` event's
+/// `unreported` count rather than queued. So a client whose application stopped taking
+/// events never stops reconnecting, and its notices stay bounded however long it goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {

@@ -115,6 +115,16 @@ pub enum Event {
         delay: std::time::Duration,
         /// Why the previous connection ended.
         last_error: String,
+        /// Attempts before this one that the application was never told of: each ended
+        /// while [`RECONNECT_HOLD_NOTICES`](crate::RECONNECT_HOLD_NOTICES) notices or more
+        /// waited untaken, with nothing to report but its own notices (its dial failed, or
+        /// it opened and dropped with no message, send outcome or pong), and was folded
+        /// into this count rather than queued. 0 for an application that takes its events.
+        /// They count in `attempt` as any attempt does.
+        unreported: u32,
+        /// How many of the `unreported` attempts opened a connection before it dropped (the
+        /// reconnections an application counting `Open` events missed).
+        unreported_opened: u32,
     },
     /// The peer answered a ping the application sent (`Session::ping`) with this payload
     /// (a pong answering a later ping answers the earlier ones too, RFC 6455 §5.5.3).
@@ -205,7 +215,32 @@ impl Event {
             attempt,
             delay,
             last_error: last_error.into(),
+            unreported: 0,
+            unreported_opened: 0,
         }
+    }
+
+    /// This `Reconnecting` event with `attempts` folded into it, `opened` of them having
+    /// opened (see [`Event::Reconnecting`]'s `unreported`); any other event unchanged.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use wxsocket_core::{ConnId, Event};
+    /// let event = Event::reconnecting(ConnId::from_raw(9), 9, Duration::from_secs(1), "refused")
+    ///     .with_unreported(7, 2);
+    /// assert!(matches!(event, Event::Reconnecting { unreported: 7, unreported_opened: 2, .. }));
+    /// ```
+    pub fn with_unreported(mut self, attempts: u32, opened: u32) -> Event {
+        if let Event::Reconnecting {
+            unreported,
+            unreported_opened,
+            ..
+        } = &mut self
+        {
+            *unreported = attempts;
+            *unreported_opened = opened.min(attempts);
+        }
+        self
     }
 }
 
@@ -265,13 +300,22 @@ impl fmt::Debug for Event {
                 attempt,
                 delay,
                 last_error,
-            } => f
-                .debug_struct("Reconnecting")
-                .field("conn", conn)
-                .field("attempt", attempt)
-                .field("delay", delay)
-                .field("last_error", last_error)
-                .finish(),
+                unreported,
+                unreported_opened,
+            } => {
+                let mut d = f.debug_struct("Reconnecting");
+                d.field("conn", conn)
+                    .field("attempt", attempt)
+                    .field("delay", delay)
+                    .field("last_error", last_error);
+                // Only when there are some: transcripts recorded before these fields
+                // existed replay unchanged.
+                if *unreported != 0 {
+                    d.field("unreported", unreported)
+                        .field("unreported_opened", unreported_opened);
+                }
+                d.finish()
+            }
             Event::Pong { conn, payload } => f
                 .debug_struct("Pong")
                 .field("conn", conn)
@@ -333,11 +377,23 @@ impl fmt::Display for Event {
                 attempt,
                 delay,
                 last_error,
+                unreported,
+                unreported_opened,
                 ..
-            } => write!(
-                f,
-                "#{conn} reconnecting (attempt {attempt}, in {delay:?}) after: {last_error}"
-            ),
+            } => {
+                write!(
+                    f,
+                    "#{conn} reconnecting (attempt {attempt}, in {delay:?}) after: {last_error}"
+                )?;
+                if *unreported != 0 {
+                    write!(
+                        f,
+                        " ({unreported} attempts unreported while events were left untaken, \
+                         {unreported_opened} of them opened)"
+                    )?;
+                }
+                Ok(())
+            }
             Event::Close {
                 code,
                 reason,

@@ -236,6 +236,8 @@ enum Ev {
         conn: u64,
         attempt: u32,
         delay: Duration,
+        /// Attempts folded into it, and how many of them opened.
+        unreported: (u32, u32),
     },
     Other(String),
 }
@@ -288,11 +290,14 @@ fn observed(e: &Event) -> Ev {
             conn,
             attempt,
             delay,
+            unreported,
+            unreported_opened,
             ..
         } => Ev::Reconnecting {
             conn: conn.get(),
             attempt: *attempt,
             delay: *delay,
+            unreported: (*unreported, *unreported_opened),
         },
         other => Ev::Other(format!("{other:?}")),
     }
@@ -410,6 +415,9 @@ struct Model {
     jitter: u64,
     /// Events emitted and not yet taken by the application, in order.
     pending: VecDeque<Ev>,
+    /// The notices of the reconnection attempt held back while `RECONNECT_HOLD_NOTICES`
+    /// wait untaken, from its `Reconnecting` on.
+    held: Vec<Ev>,
     /// Flow-control and keepalive actions of the step, in order.
     actions: Vec<Act>,
     /// `shutdown` was called: no connect, no reconnection.
@@ -459,6 +467,7 @@ impl Model {
             run: (0, now),
             jitter,
             pending: VecDeque::new(),
+            held: Vec::new(),
             actions: Vec::new(),
             shut_down: false,
             flow,
@@ -469,10 +478,61 @@ impl Model {
         }
     }
 
+    /// Emits an event for the application: queued, unless it is a reconnection attempt's
+    /// notice held back.
+    fn emit(&mut self, mut ev: Ev) {
+        // While `RECONNECT_HOLD_NOTICES` notices wait, a reconnection attempt's notices are
+        // held; one that ended with nothing else to tell is dropped, counted in the next
+        // attempt's `Reconnecting`, when that comes with the notices still waiting.
+        let conn_of = |e: &Ev| match e {
+            Ev::Connecting(c) | Ev::Open(c) | Ev::Error(c, _) => Some(*c),
+            Ev::Close { conn, .. } | Ev::Reconnecting { conn, .. } => Some(*conn),
+            _ => None,
+        };
+        let ended = matches!(self.held.last(), Some(Ev::Close { .. }));
+        if !self.held.is_empty()
+            && !ended
+            && !matches!(ev, Ev::Reconnecting { .. })
+            && conn_of(&ev).is_some()
+            && conn_of(&ev) == conn_of(&self.held[0])
+        {
+            self.held.push(ev);
+            return;
+        }
+        let crowded = self.notices() >= RECONNECT_HOLD_NOTICES;
+        if let Ev::Reconnecting { unreported, .. } = &mut ev
+            && crowded
+            && ended
+        {
+            let opened = self.held.iter().any(|e| matches!(e, Ev::Open(_)));
+            let Ev::Reconnecting {
+                unreported: (u, o), ..
+            } = self.held[0]
+            else {
+                unreachable!()
+            };
+            *unreported = (u + 1, o + u32::from(opened));
+            self.held.clear();
+        }
+        self.release_held();
+        if crowded && matches!(ev, Ev::Reconnecting { .. }) {
+            self.held.push(ev);
+            return;
+        }
+        self.queue(ev);
+    }
+
+    /// Queues the notices held back.
+    fn release_held(&mut self) {
+        for ev in std::mem::take(&mut self.held) {
+            self.queue(ev);
+        }
+    }
+
     /// Queues an event for the application and counts it: a message may fill the receive
     /// bounds (reading pauses); a `SendCompleted` is not queued at all without
     /// `send_completions`.
-    fn emit(&mut self, ev: Ev) {
+    fn queue(&mut self, ev: Ev) {
         match ev {
             Ev::Message(_, _, len) => {
                 self.messages += 1;
@@ -508,6 +568,9 @@ impl Model {
             }
             Ev::Completed(..) | Ev::Failed(..) => self.completions -= 1,
             _ => {}
+        }
+        if self.notices() < RECONNECT_HOLD_NOTICES {
+            self.release_held();
         }
         Some(ev)
     }
@@ -644,6 +707,7 @@ impl Model {
             conn: self.conn,
             attempt,
             delay,
+            unreported: (0, 0),
         });
         self.phase = Phase::Backoff {
             attempt,
@@ -1819,6 +1883,24 @@ fn lazy_ops() -> impl Strategy<Value = Vec<Op>> {
     steps(op_taking(1, 2), 200..400)
 }
 
+/// [`lazy_ops`] after a server that refused twenty dials in a row while nothing was taken:
+/// the notices are at `RECONNECT_HOLD_NOTICES` from the start, so attempts are held back
+/// and folded, and released as events are taken.
+fn crowded_ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op_taking(1, 2), 100..300).prop_map(|ops| {
+        let refused = Op::Transport(
+            Target::Current,
+            Input::ConnectFailed(TransportErrorKind::Connect),
+        );
+        let mut crowd = vec![Op::Connect { valid: true }];
+        for _ in 0..20 {
+            crowd.extend([refused.clone(), Op::Advance(1_500)]);
+        }
+        crowd.extend(ops);
+        crowd
+    })
+}
+
 fn steps(
     op: impl Strategy<Value = Op>,
     len: std::ops::Range<usize>,
@@ -1897,6 +1979,22 @@ proptest! {
         let reconnect = ReconnectPolicy::default()
             .backoff(RECONNECT_BASE, RECONNECT_CAP)
             .max_attempts(max_attempts)
+            .seed(seed);
+        let flow = Flow { eager: false, ..flow };
+        run(policy, false, Some(reconnect), flow, ops)?;
+    }
+
+    /// The same application from notices at their count on: attempts folded into counts,
+    /// and what is held released as it takes events.
+    #[test]
+    fn reconnection_folded_for_untaken_notices_matches_the_model(
+        policy in policy(),
+        flow in flow(),
+        seed in any::<u64>(),
+        ops in crowded_ops(),
+    ) {
+        let reconnect = ReconnectPolicy::default()
+            .backoff(RECONNECT_BASE, RECONNECT_CAP)
             .seed(seed);
         let flow = Flow { eager: false, ..flow };
         run(policy, false, Some(reconnect), flow, ops)?;

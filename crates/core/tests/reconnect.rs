@@ -897,3 +897,228 @@ fn the_attempts_of_one_request_share_its_url() {
     });
     assert_eq!(url.unwrap().as_str(), "ws://h/other");
 }
+
+/// Drives attempts for an application that takes no events: each dial either is refused
+/// or (`opens`) opens and drops at once; waits out every backoff timer in between. Returns
+/// the number of dials and the connection dialled last, still dialling.
+fn attempts_untaken(t: &mut Sim, mut conn: ConnId, until: Instant, opens: bool) -> (u32, ConnId) {
+    let mut dials = 0;
+    while t.now < until {
+        if opens {
+            t.open(conn);
+            t.input(conn, drop_tcp());
+        } else {
+            t.input(
+                conn,
+                TransportEvent::ConnectFailed(TransportError::new(
+                    TransportErrorKind::Connect,
+                    "refused",
+                )),
+            );
+        }
+        conn = loop {
+            t.now = t.s.poll_timeout().expect("a backoff deadline");
+            t.s.handle_timeout(t.now);
+            let dial = t.actions().into_iter().find_map(|a| match a {
+                Action::Dial { conn, .. } => Some(conn),
+                _ => None,
+            });
+            if let Some(next) = dial {
+                break next;
+            }
+        };
+        dials += 1;
+    }
+    (dials, conn)
+}
+
+/// What the events of a run tell of its attempts: the `Connecting` events, and the attempts
+/// and opened ones counted as unreported by `Reconnecting` events.
+fn told(events: &[Event]) -> (u32, u32, u32) {
+    let mut connecting = 0;
+    let (mut unreported, mut opened) = (0, 0);
+    for e in events {
+        match e {
+            Event::Connecting { .. } => connecting += 1,
+            Event::Reconnecting {
+                unreported: u,
+                unreported_opened: o,
+                ..
+            } => {
+                unreported += u;
+                opened += o;
+            }
+            _ => {}
+        }
+    }
+    (connecting, unreported, opened)
+}
+
+/// An application that stopped taking events holds a bounded number of notices however
+/// long the server stays away: once `RECONNECT_HOLD_NOTICES` wait, a failed attempt is
+/// counted in the next `Reconnecting` event instead of queuing its own four. A simulated
+/// hour of refusals with a 1 ns backoff (about 3,600 dials, one a second once held) leaves
+/// at most the count and one held attempt's notices; every dial is accounted for, as a
+/// `Connecting` event or in a count, and each connection told of ends with one `Close`.
+#[test]
+fn notices_stay_bounded_however_long_the_server_stays_away() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
+        .seed(3);
+    let mut t = Sim::new(policy);
+    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.actions();
+    let until = t.now + Duration::from_secs(3600);
+    let (dials, last) = attempts_untaken(&mut t, first, until, false);
+    assert!(dials > 3000, "{dials} dials in an hour");
+    // Taking events releases the attempt held (the one dialling): it is told of too.
+    let events = t.events();
+    assert!(
+        events.len() <= RECONNECT_HOLD_NOTICES + 5,
+        "{} events untaken after {dials} dials",
+        events.len()
+    );
+    let (connecting, unreported, opened) = told(&events);
+    assert_eq!(
+        connecting + unreported,
+        dials + 1,
+        "every dial is accounted for"
+    );
+    assert!(unreported > 3000 && opened == 0, "{unreported} {opened}");
+    let closes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Close { .. }))
+        .count() as u32;
+    assert_eq!(closes, connecting - 1, "the last attempt is still dialling");
+    assert!(matches!(
+        &events[events.len() - 2..],
+        [Event::Reconnecting { unreported: u, .. }, Event::Connecting { conn, .. }]
+            if *u > 3000 && *conn == last
+    ));
+    // Taken as they come, attempts are told of one by one again.
+    let mut conn = last;
+    for _ in 0..100 {
+        let next = t.now + Duration::from_nanos(1);
+        let (more, c) = attempts_untaken(&mut t, conn, next, false);
+        conn = c;
+        assert_eq!(told(&t.events()), (more, 0, 0));
+    }
+}
+
+/// Attempts that open and drop with nothing else to tell are folded too, and counted as
+/// opened: a simple client's `reconnections` counts them.
+#[test]
+fn attempts_that_open_and_drop_unnoticed_are_counted_as_opened() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
+        .seed(4);
+    let mut t = Sim::new(policy);
+    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.actions();
+    let until = t.now + Duration::from_secs(600);
+    let (dials, _) = attempts_untaken(&mut t, first, until, true);
+    let events = t.events();
+    assert!(
+        events.len() <= RECONNECT_HOLD_NOTICES + 5,
+        "{}",
+        events.len()
+    );
+    let (connecting, unreported, opened) = told(&events);
+    assert_eq!(connecting + unreported, dials + 1);
+    assert_eq!(opened, unreported, "every attempt opened");
+    let opens = events
+        .iter()
+        .filter(|e| matches!(e, Event::Open { .. }))
+        .count() as u32;
+    assert_eq!(opens + opened, dials, "every open is accounted for");
+}
+
+/// An attempt with something to tell besides its notices is never folded: a message on
+/// the connection it opens queues the notices held before it, in order, and the
+/// `Reconnecting` event among them carries the count of the attempts folded before.
+#[test]
+fn an_attempt_with_a_message_is_told_of_in_order() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
+        .seed(5);
+    let mut t = Sim::new(policy);
+    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.actions();
+    let until = t.now + Duration::from_secs(30);
+    let (dials, conn) = attempts_untaken(&mut t, first, until, false);
+    t.open(conn);
+    t.input(conn, TransportEvent::Message(Message::text("hello")));
+    let events = t.events();
+    let (connecting, unreported, _) = told(&events);
+    assert_eq!(connecting + unreported, dials + 1);
+    assert!(unreported > 0);
+    let tail: Vec<_> = events[events.len() - 4..].iter().collect();
+    assert!(
+        matches!(
+            &tail[..],
+            [
+                Event::Reconnecting { conn: c1, unreported: u, .. },
+                Event::Connecting { conn: c2, .. },
+                Event::Open { conn: c3, .. },
+                Event::Message { conn: c4, .. },
+            ] if *u == unreported && [*c1, *c2, *c3, *c4] == [conn; 4]
+        ),
+        "{tail:?}"
+    );
+}
+
+/// Taking events until fewer than `RECONNECT_HOLD_NOTICES` wait releases what is held
+/// behind them, so an application that catches up misses nothing of the attempt under
+/// way, and an attempt that ended for good (the policy's last) is told of then.
+#[test]
+fn taking_events_releases_the_attempt_held() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
+        .max_attempts(Some(40))
+        .seed(6);
+    let mut t = Sim::new(policy);
+    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.actions();
+    let until = t.now + Duration::from_secs(3600);
+    let refused = || {
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused"))
+    };
+    let mut conn = first;
+    let mut dials = 1;
+    while t.now < until {
+        t.input(conn, refused());
+        if t.s.state() == ReadyState::Closed {
+            break;
+        }
+        conn = loop {
+            t.now = t.s.poll_timeout().unwrap();
+            t.s.handle_timeout(t.now);
+            if let Some(c) = t.actions().into_iter().find_map(|a| match a {
+                Action::Dial { conn, .. } => Some(conn),
+                _ => None,
+            }) {
+                break c;
+            }
+        };
+        dials += 1;
+    }
+    assert_eq!(dials, 41, "the first dial and the policy's 40 attempts");
+    // One at a time, as a slow application takes them: the last attempt's failure, and the
+    // close that ends the client, come last.
+    let mut events = Vec::new();
+    while let Some(e) = t.s.poll_event() {
+        events.push(e);
+    }
+    let (connecting, unreported, _) = told(&events);
+    assert_eq!(connecting + unreported, 41);
+    assert!(unreported > 0);
+    assert!(
+        matches!(
+            &events[events.len() - 2..],
+            [Event::Error { conn: c1, .. }, Event::Close { conn: c2, .. }] if *c1 == conn && *c2 == conn
+        ),
+        "{:?}",
+        &events[events.len() - 4..]
+    );
+    assert!(t.s.poll_event().is_none() && !t.s.has_events());
+}

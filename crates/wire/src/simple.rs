@@ -325,6 +325,11 @@ impl Lifecycle {
                 self.handshake = handshake;
                 self.reconnections += 1;
             }
+            // Reconnections that opened and dropped while the application left its
+            // events untaken, folded into this event's count.
+            Event::Reconnecting {
+                unreported_opened, ..
+            } => self.reconnections += u64::from(unreported_opened),
             Event::Error { error, .. } => self.error = Some(error),
             Event::Pong { payload, .. } => self.last_pong = Some(payload),
             Event::Close { .. } if self.closed.is_some() || state == ReadyState::Closed => {
@@ -748,5 +753,56 @@ mod tests {
             "the drop before the reconnection is still there to see"
         );
         assert_eq!(lifecycle.reconnections(), 1);
+    }
+
+    /// Reconnections that opened and dropped while the application left its events
+    /// untaken, folded into a `Reconnecting` event's count, are counted too.
+    #[test]
+    fn reconnections_count_those_folded_while_events_waited() {
+        use std::time::Duration;
+        use wxsocket_core::{Action, ConnectOptions, ReconnectPolicy, Session, SessionConfig};
+        use wxsocket_core::{TransportErrorKind, TransportEvent};
+        let policy = ReconnectPolicy::default()
+            .backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .seed(7);
+        let mut session = Session::new(SessionConfig::default().reconnect(policy)).unwrap();
+        let mut now = std::time::Instant::now();
+        let mut conn = session
+            .connect(&ConnectOptions::new("ws://127.0.0.1:9"), now)
+            .unwrap();
+        while session.poll_action().is_some() {}
+        // Each attempt opens and drops at once; nothing is taken meanwhile.
+        let mut opens = 0;
+        while opens < 200 {
+            session.handle(conn, TransportEvent::Opened(Box::default()), now);
+            opens += 1;
+            let dropped = TransportError::new(TransportErrorKind::Io, "reset");
+            session.handle(conn, TransportEvent::Error(dropped), now);
+            conn = loop {
+                now = session.poll_timeout().expect("a backoff deadline");
+                session.handle_timeout(now);
+                let dial = std::iter::from_fn(|| session.poll_action()).find_map(|a| match a {
+                    Action::Dial { conn, .. } => Some(conn),
+                    _ => None,
+                });
+                if let Some(next) = dial {
+                    break next;
+                }
+            };
+        }
+        let mut lifecycle = Lifecycle::opened(Box::default());
+        let mut first = true;
+        let mut folded = false;
+        while let Some(event) = session.poll_event() {
+            folded |= matches!(event, Event::Reconnecting { unreported_opened, .. } if unreported_opened > 0);
+            if first {
+                // The first connection opened before `connect` returned.
+                first = !matches!(event, Event::Open { .. });
+                continue;
+            }
+            lifecycle.take(event, session.state());
+        }
+        assert!(folded, "attempts were folded");
+        assert_eq!(lifecycle.reconnections(), opens - 1);
     }
 }

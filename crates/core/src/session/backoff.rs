@@ -60,6 +60,8 @@ impl Backoff {
             attempt,
             delay,
             last_error,
+            unreported: 0,
+            unreported_opened: 0,
         });
         Box::new(Backoff {
             id,

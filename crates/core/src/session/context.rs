@@ -2,6 +2,7 @@
 //! queues, the counters, the receive backlog, the teardowns. A state's handler takes
 //! `&mut Context` and its own struct by value, and returns the next state.
 
+use super::held::HeldAttempt;
 use super::{Completion, Conn, Stats, backoff::Backoff};
 use crate::ack::Acks;
 use crate::backlog::Backlog;
@@ -55,6 +56,11 @@ pub(crate) struct Context {
     pub(super) duplicates: BTreeSet<SendId>,
     /// The URL dialled last as `Connecting` events carry it, shared by every attempt to it.
     pub(super) dialled: Option<Arc<url::Url>>,
+    /// The notices of a reconnection attempt held back while
+    /// [`RECONNECT_HOLD_NOTICES`](crate::RECONNECT_HOLD_NOTICES) wait untaken. Never
+    /// holds anything unless that many wait in `events`, so a driver that sees no event
+    /// waiting is not missing one.
+    pub(super) held: HeldAttempt,
 }
 
 /// Where an open connection stands in the run of reconnect attempts
@@ -214,6 +220,7 @@ impl Context {
             completions: None,
             duplicates: BTreeSet::new(),
             dialled: None,
+            held: HeldAttempt::default(),
         }
     }
 
@@ -246,9 +253,37 @@ impl Context {
             .saturating_sub(self.backlog.messages + self.backlog.completions)
     }
 
+    /// Queues an event for the application, unless it is a notice of a reconnection
+    /// attempt held back for the notices untaken ([`HeldAttempt`]).
+    pub(super) fn emit(&mut self, event: Event) {
+        let Some(mut event) = self.held.keep(event) else {
+            return;
+        };
+        let crowded = self.notices_untaken() >= crate::RECONNECT_HOLD_NOTICES;
+        if !self.held.is_empty() {
+            if crowded && self.held.ended() && matches!(event, Event::Reconnecting { .. }) {
+                self.held.fold_into(&mut event);
+            } else {
+                self.release_held();
+            }
+        }
+        if crowded && matches!(event, Event::Reconnecting { .. }) {
+            self.held.start(event);
+            return;
+        }
+        self.queue(event);
+    }
+
+    /// Queues the notices held back, in order.
+    pub(super) fn release_held(&mut self) {
+        for event in std::mem::take(&mut self.held).into_events() {
+            self.queue(event);
+        }
+    }
+
     /// Queues an event for the application, counting it in the backlog; pauses reading
     /// when the received messages reach their bound.
-    pub(super) fn emit(&mut self, event: Event) {
+    fn queue(&mut self, event: Event) {
         match &event {
             Event::Message { message, .. } => {
                 self.backlog.messages += 1;

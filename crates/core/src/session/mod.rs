@@ -12,6 +12,7 @@ mod backoff;
 mod closing;
 mod connecting;
 mod context;
+mod held;
 mod open;
 
 use self::backoff::Backoff;
@@ -521,6 +522,9 @@ impl Session {
                 self.cx.backlog.completions -= 1;
             }
             _ => {}
+        }
+        if !self.cx.held.is_empty() && self.cx.notices_untaken() < crate::RECONNECT_HOLD_NOTICES {
+            self.cx.release_held();
         }
         Some(event)
     }
