@@ -405,6 +405,9 @@ struct Model {
     /// The handshake timeout of the current dial was restarted once, its timer having run
     /// late.
     dial_restarted: bool,
+    /// The close timeout of the current close was restarted once, its timer having run
+    /// late.
+    close_restarted: bool,
     queued: Vec<(SendId, usize)>,
     in_flight: Vec<(SendId, usize)>,
     now: Instant,
@@ -461,6 +464,7 @@ impl Model {
             last_send: 0,
             deadline: None,
             dial_restarted: false,
+            close_restarted: false,
             queued: Vec::new(),
             in_flight: Vec::new(),
             now,
@@ -885,6 +889,16 @@ impl Model {
                 written: true,
                 ..
             } => self.finish_close(true),
+            // The close timeout ran late, as the handshake's may (not the linger above: once
+            // both close frames went, the close is clean whenever it ends): the peer's close
+            // frame may be waiting unread, or our answer unwritten, so it runs again, once.
+            Phase::Closing { .. }
+                if !self.close_restarted
+                    && self.now.saturating_duration_since(d) > CT.min(Duration::from_secs(1)) =>
+            {
+                self.close_restarted = true;
+                self.deadline = Some(self.now + CT);
+            }
             // The peer's close frame came, ours never got out: the peer's code, not clean.
             Phase::Closing { peer: Some(_), .. } => {
                 self.emit(Ev::Error(self.conn, Fault::CloseTimeout));
@@ -1022,6 +1036,7 @@ impl Model {
             written: false,
         };
         self.deadline = Some(self.now + CT);
+        self.close_restarted = false;
         self.release_reads(self.conn);
     }
 
@@ -1159,6 +1174,7 @@ impl Model {
                     written: false,
                 };
                 self.deadline = Some(self.now + CT);
+                self.close_restarted = false;
             }
             (
                 Phase::Closing {

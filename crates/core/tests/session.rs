@@ -618,6 +618,157 @@ fn close_timeout_aborts_and_reports_unclean() {
     );
 }
 
+/// Whether `events` hold a `CloseTimeout` error.
+fn timed_out(events: &[Event]) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Error {
+                error: ConnectionError::CloseTimeout(_),
+                ..
+            }
+        )
+    })
+}
+
+/// The close timeout whose timer runs late (the driver was away: a suspended process, a
+/// mini-program in the background) runs once more from then, as the handshake's and
+/// keepalive's do: the peer's close frame read next (it waited unread) makes the close
+/// clean, with the peer's code, where it ended 1006 at once before. The same when the peer
+/// began the close and our answer is written only once the driver runs again.
+#[test]
+fn a_close_timeout_whose_timer_ran_late_runs_once_more() {
+    let peer_close = |code| {
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(code),
+            reason: "bye".into(),
+        })
+    };
+    // This side began the close; ten minutes away, with the 10 s passing.
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.s.close(Some(4000), "done", t.now).unwrap();
+    t.actions();
+    t.input(c, TransportEvent::CloseWritten);
+    t.advance(Duration::from_secs(600));
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(10)));
+    assert!(t.actions().is_empty());
+    assert!(t.events().is_empty());
+    // The peer's answer that waited, then the server's TCP close.
+    t.input(c, peer_close(4001));
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(!timed_out(&e));
+    assert_eq!(close_of(&e), (4001, "bye".into(), true));
+
+    // The same when the late timer runs on the input that brings the peer's answer.
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.s.close(None, "", t.now).unwrap();
+    t.input(c, TransportEvent::CloseWritten);
+    t.now += Duration::from_secs(600);
+    t.input(c, peer_close(4001));
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(!timed_out(&e));
+    assert_eq!(close_of(&e), (4001, "bye".into(), true));
+
+    // The peer began it; our answer goes out once the driver runs again.
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.input(c, peer_close(4002));
+    t.advance(Duration::from_secs(600));
+    assert_eq!(t.s.state(), ReadyState::Closing);
+    t.input(c, TransportEvent::CloseWritten);
+    t.input(c, TransportEvent::Closed);
+    let e = t.events();
+    assert!(!timed_out(&e));
+    assert_eq!(close_of(&e), (4002, "bye".into(), true));
+}
+
+/// A driver late again in the same close (or on time after the restart) ends it at the
+/// second timeout, as before: 1006 when the peer's close frame never came, the peer's code
+/// not clean when our answer never went out.
+#[test]
+fn a_close_timeout_runs_late_once_per_close() {
+    for second in [Duration::from_secs(600), Duration::from_secs(10)] {
+        let mut t = Sim::default();
+        let c = t.open_conn();
+        t.s.close(None, "", t.now).unwrap();
+        t.actions();
+        t.advance(Duration::from_secs(600));
+        assert_eq!(t.s.state(), ReadyState::Closing);
+        t.advance(second);
+        assert_eq!(t.actions(), [Action::Abort { conn: c }], "{second:?}");
+        let e = t.events();
+        assert!(timed_out(&e));
+        assert_eq!(
+            close_of(&e),
+            (1006, "close handshake timed out".into(), false)
+        );
+
+        let mut t = Sim::default();
+        let c = t.open_conn();
+        t.input(
+            c,
+            TransportEvent::PeerClosed(PeerClose {
+                code: Some(4002),
+                reason: "bye".into(),
+            }),
+        );
+        t.advance(Duration::from_secs(600));
+        assert_eq!(t.s.state(), ReadyState::Closing);
+        t.advance(second);
+        assert_eq!(t.actions(), [Action::Abort { conn: c }], "{second:?}");
+        let e = t.events();
+        assert!(timed_out(&e));
+        assert_eq!(close_of(&e), (4002, "bye".into(), false));
+    }
+}
+
+/// A close timeout on time (late by a second or less; by the timeout or less, when that is
+/// shorter) ends the close at once, as before; so does the linger, late or not: both close
+/// frames went, and the close is clean whenever it ends.
+#[test]
+fn a_close_timeout_on_time_and_a_late_linger_end_at_once() {
+    for (timeout, late) in [
+        (Duration::from_secs(10), Duration::from_secs(1)),
+        (Duration::from_millis(100), Duration::from_millis(100)),
+    ] {
+        let mut t = Sim::new(SessionConfig::default().close_timeout(timeout));
+        let c = t.open_conn();
+        t.s.close(None, "", t.now).unwrap();
+        t.actions();
+        t.advance(timeout + late);
+        assert_eq!(t.actions(), [Action::Abort { conn: c }], "{timeout:?}");
+        let e = t.events();
+        assert!(timed_out(&e));
+        assert_eq!(
+            close_of(&e),
+            (1006, "close handshake timed out".into(), false)
+        );
+    }
+
+    let mut t = Sim::default();
+    let c = t.open_conn();
+    t.s.close(Some(4000), "done", t.now).unwrap();
+    t.actions();
+    t.input(c, TransportEvent::CloseWritten);
+    t.input(
+        c,
+        TransportEvent::PeerClosed(PeerClose {
+            code: Some(4001),
+            reason: "bye".into(),
+        }),
+    );
+    t.advance(Duration::from_secs(600));
+    assert_eq!(t.actions(), [Action::Abort { conn: c }]);
+    let e = t.events();
+    assert!(!timed_out(&e));
+    assert_eq!(close_of(&e), (4001, "bye".into(), true));
+}
+
 #[test]
 fn closing_refuses_sends_and_ignores_a_second_close() {
     let mut t = Sim::default();

@@ -11,7 +11,7 @@ use super::context::{Cause, Context, Ending, Next, Run, Teardown};
 use crate::ack::Acks;
 use crate::close::{ABNORMAL, NORMAL, PeerClose};
 use crate::config::SessionConfig;
-use crate::deadline::after;
+use crate::deadline::{after, late};
 use crate::error::{ConnectionError, SendError, SendFailure};
 use crate::event::Event;
 use crate::ids::{ConnId, SendId};
@@ -35,6 +35,9 @@ pub(super) struct Closing {
     written: bool,
     /// The application asked for this close (such a connection is never reconnected).
     local: bool,
+    /// The close timeout was restarted once, its timer having run late (see
+    /// [`Closing::on_timeout`]).
+    restarted: bool,
     /// With delivery acknowledgement on: what the peer has not acknowledged yet. Only a
     /// pong acknowledges, here as when open: when this side began the close, a barrier ping
     /// went before its close frame (see [`Acks::barrier_before_close`]).
@@ -65,6 +68,7 @@ impl Closing {
             local: peer.is_none(),
             peer,
             written: false,
+            restarted: false,
             acks,
             run,
             next: SendQueue::default(),
@@ -191,8 +195,22 @@ impl Closing {
     }
 
     /// The close timer: the close timeout, or the linger after both close frames.
-    pub(super) fn on_timeout(self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
+    pub(super) fn on_timeout(mut self: Box<Self>, cx: &mut Context, now: Instant) -> Next {
         if self.deadline > now {
+            return Conn::Closing(self).into();
+        }
+        let timeout = cx.config.close_timeout;
+        let exchanged = self.written && self.peer.is_some();
+        if !exchanged && !self.restarted && late(self.deadline, now, timeout) {
+            // The driver was not running when the close timeout passed (a suspended process,
+            // an application in the background, a stalled loop): the peer's close frame may
+            // be waiting unread, or our own (the answer) unwritten for want of a driver, so
+            // the timeout runs once more from now, as the handshake's and keepalive's do.
+            // Once: a driver that is always this late still ends the close a timeout later.
+            // Not the linger: both close frames went, and the close is clean whenever it
+            // ends.
+            self.restarted = true;
+            self.deadline = after(now, timeout);
             return Conn::Closing(self).into();
         }
         cx.actions.push_back(Action::Abort { conn: self.id });
@@ -207,13 +225,13 @@ impl Closing {
             // peer stopped reading): the peer's code, not clean.
             cx.emit(Event::Error {
                 conn: self.id,
-                error: ConnectionError::CloseTimeout(cx.config.close_timeout),
+                error: ConnectionError::CloseTimeout(timeout),
             });
             return self.finish(cx, now, false);
         }
         cx.emit(Event::Error {
             conn: self.id,
-            error: ConnectionError::CloseTimeout(cx.config.close_timeout),
+            error: ConnectionError::CloseTimeout(timeout),
         });
         let ending = Ending {
             code: ABNORMAL,
