@@ -388,7 +388,13 @@ pub struct SessionConfig {
     /// background) runs once more from then, as keepalive's does: the server's answer may be
     /// waiting unread.
     pub handshake_timeout: Duration,
-    /// How long a closing transport may take before it is aborted. Default 10 s.
+    /// How long a closing transport may take before it is aborted. Default 10 s. As the
+    /// handshake timeout, it runs once more from then when its timer runs more than a
+    /// second late (or more than the timeout, when that is shorter), once per close: the
+    /// peer's close frame may be waiting unread, or our answer to the peer's not yet
+    /// written, and either would still give a clean close. Not the linger that follows
+    /// once both close frames went ([`crate::close::CLOSE_LINGER`]): the close is clean
+    /// whenever that ends.
     pub close_timeout: Duration,
     /// Keepalive; off by default.
     pub keepalive: Option<Keepalive>,

@@ -14,10 +14,15 @@ pub(crate) fn after(now: Instant, wait: Duration) -> Instant {
 /// the driver was not running when the timer was due (see [`late`]).
 pub(crate) const LATE: Duration = Duration::from_secs(1);
 
-/// Whether a liveness check's timer due at `deadline` (its wait `wait`) runs at `now` late:
-/// the driver was not running when it was due (a suspended process, a stalled loop), so the
-/// peer's answer may be waiting unread, however short or long the stall, and the check
-/// waits once more instead of failing the peer.
+/// Whether a timeout's timer due at `deadline` (its wait `wait`) runs at `now` late: the
+/// driver was not running when it was due (a suspended process, a stalled loop), so the
+/// peer's answer may be waiting unread, however short or long the stall, and the timeout
+/// waits once more from `now` instead of failing the peer (once per wait: a driver that is
+/// always late still ends it a timeout later). The timeouts that wait for the peer take
+/// it: keepalive's pong, the acknowledgement's, the handshake's and the close's. The
+/// close linger, the reconnect delay and a teardown (a connection whose close event came,
+/// closing in the background) do not: nothing the peer may have sent changes what the
+/// application hears of them.
 pub(crate) fn late(deadline: Instant, now: Instant, wait: Duration) -> bool {
     now.saturating_duration_since(deadline) > wait.min(LATE)
 }

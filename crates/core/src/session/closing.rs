@@ -2,9 +2,10 @@
 //! the peer. Sends are refused, unless the peer began it with a code the reconnect policy
 //! retries: then they wait for the next connection, as during the reconnect delay that
 //! follows. Writes still complete. It ends when the transport ends,
-//! when the close timeout passes, or, once both close frames were exchanged (the peer's
-//! read, ours written), after a short linger; the close event carries the peer's code when
-//! its close frame arrived.
+//! when the close timeout passes (once more when its timer ran late: see
+//! [`Closing::on_timeout`]), or, once both close frames were exchanged (the peer's read,
+//! ours written), after a short linger; the close event carries the peer's code when its
+//! close frame arrived.
 
 use super::Conn;
 use super::context::{Cause, Context, Ending, Next, Run, Teardown};

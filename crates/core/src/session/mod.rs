@@ -65,7 +65,10 @@ pub const REPLACED_REASON: &str = "replaced by a new connection";
 /// otherwise never read that connection again). Every input that takes `now` first runs
 /// the timers that are due at `now`, so a deadline that has passed is honoured even if
 /// `handle_timeout` was late; a `now` earlier than one seen before is treated as the latest
-/// one (time never goes backwards).
+/// one (time never goes backwards). A timeout that waits for the peer (handshake, close,
+/// keepalive, acknowledgement) whose timer runs more than a second late (or more than the
+/// timeout, when shorter: the driver was not running) waits once more from `now` instead,
+/// since the peer's answer may be the input behind it.
 ///
 /// # Calls in each state
 ///
