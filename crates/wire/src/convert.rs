@@ -43,14 +43,42 @@ pub fn close_frame(request: &CloseRequest) -> CloseFrame {
 /// benchmark row ran at 0.89–0.99 of the plain client (which drops each message at once);
 /// with the copy, 1.04–1.24 in the same paired runs. Copying 16 KiB costs well under a
 /// microsecond. A payload as long as `COPY_BELOW` or longer was read into a buffer
-/// reserved for its frame, so it pins little besides itself.
+/// reserved for its frame, so it pins little besides itself; one that tungstenite joined
+/// from several frames is trimmed to its length ([`fitted`]).
 fn owned(payload: bytes::Bytes, copies: &mut SmallCopies) -> bytes::Bytes {
     if payload.len() <= SHARE_UP_TO {
         copies.copy(&payload)
     } else if payload.len() < crate::COPY_BELOW {
         bytes::Bytes::copy_from_slice(&payload)
     } else {
-        payload
+        fitted(payload)
+    }
+}
+
+/// Spare capacity a long payload may keep (see [`fitted`]).
+pub const SPARE_KEPT: usize = 4 * 1024;
+
+/// `payload` in an allocation of its own length, when it is alone in one with more than
+/// [`SPARE_KEPT`] to spare.
+///
+/// tungstenite joins a message that arrives in several frames (a fragmented message, and
+/// every compressed one longer than 32 KiB, which the inflater hands on in frames) into a
+/// `Vec` that grows by doubling, and hands the `Vec` on whole: a message of 600,000 bytes in
+/// 64 KiB frames came in an allocation of 1 MiB, up to twice what the receive bounds count
+/// for it, for as long as the application keeps it (a pool of 100 connections flooded with
+/// 1,000,000-byte messages in 64 KiB frames held 4.6 MiB more heap than its messages). The
+/// spare is given back to the allocator (`shrink_to_fit`: a `realloc` that glibc does in
+/// place). A payload tungstenite read as one frame shares the read buffer it was read into
+/// and is passed on as it is.
+fn fitted(payload: bytes::Bytes) -> bytes::Bytes {
+    match payload.try_into_mut() {
+        Ok(alone) if alone.capacity() - alone.len() > SPARE_KEPT => {
+            let mut whole = Vec::from(alone);
+            whole.shrink_to_fit();
+            bytes::Bytes::from(whole)
+        }
+        Ok(alone) => alone.freeze(),
+        Err(shared) => shared,
     }
 }
 
@@ -144,7 +172,8 @@ impl SmallCopies {
 /// What a message read from tungstenite means to the session; `None` for raw frames, which
 /// tungstenite never returns from `read`. A payload shorter than [`COPY_BELOW`](crate::COPY_BELOW)
 /// is copied out of tungstenite's read buffer, so a message the application keeps pins only
-/// its own bytes; longer payloads are passed on as they are. (A connection's link copies
+/// its own bytes; longer payloads are passed on as they are, one that tungstenite joined
+/// from several frames trimmed to its length first. (A connection's link copies
 /// the short ones through [`SmallCopies`] with [`from_ws_copying`].)
 pub fn from_ws(message: WsMessage) -> Option<TransportEvent> {
     from_ws_copying(message, &mut SmallCopies::default())
@@ -738,6 +767,80 @@ mod tests {
             got.as_ptr(),
             long.as_ptr(),
             "a long payload is passed on as it is"
+        );
+    }
+
+    /// The bytes `payload`'s allocation holds, when it is alone in it (`None` when it
+    /// shares it).
+    fn allocation(payload: bytes::Bytes) -> Option<usize> {
+        payload.try_into_mut().ok().map(|alone| alone.capacity())
+    }
+
+    /// A socket as tungstenite reads it.
+    type Socket = tungstenite::WebSocket<std::io::Cursor<Vec<u8>>>;
+
+    /// `payload` sent as a message of frames of `frame` bytes (unmasked, as a server
+    /// sends them), read back by tungstenite as the link reads it; with the socket, whose
+    /// read buffer a payload read as one frame shares.
+    fn read_in_frames(payload: &[u8], text: bool, frame: usize) -> (WsMessage, Socket) {
+        let mut wire = Vec::new();
+        let pieces: Vec<&[u8]> = payload.chunks(frame).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let opcode = match (i, text) {
+                (0, true) => 0x1,
+                (0, false) => 0x2,
+                _ => 0x0,
+            };
+            let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+            wire.push(fin | opcode);
+            wire.push(127);
+            wire.extend_from_slice(&(piece.len() as u64).to_be_bytes());
+            wire.extend_from_slice(piece);
+        }
+        let config = crate::websocket_config(&wxsocket_core::SessionConfig::default());
+        let mut ws = tungstenite::WebSocket::from_raw_socket(
+            std::io::Cursor::new(wire),
+            tungstenite::protocol::Role::Client,
+            Some(config),
+        );
+        (ws.read().unwrap(), ws)
+    }
+
+    /// A load review: a pool of 100 connections flooded with 1,000,000-byte messages in
+    /// 64 KiB frames held 1 MiB for each, and a message of 600,000 bytes was held in 1 MiB
+    /// (tungstenite joins the frames into a `Vec` growing by doubling); the receive bounds
+    /// count its length.
+    #[test]
+    fn a_message_joined_from_frames_is_held_in_its_own_length() {
+        let payload = vec![b'j'; 600_000];
+        for (frame, text) in [(64 << 10, false), (200_000, false), (64 << 10, true)] {
+            let (read, _ws) = read_in_frames(&payload, text, frame);
+            let Some(TransportEvent::Message(message)) = from_ws(read) else {
+                panic!("a message");
+            };
+            assert_eq!(message.as_bytes(), &payload[..]);
+            let bytes = match message {
+                Message::Binary(b) => b,
+                Message::Text(t) => t.into(),
+                _ => unreachable!(),
+            };
+            let held = allocation(bytes).expect("a joined message is alone in its allocation");
+            assert!(
+                held <= payload.len() + SPARE_KEPT,
+                "frames of {frame}, text {text}: {held} bytes held for {}",
+                payload.len()
+            );
+        }
+        // A message read as one frame is passed on as it is, in the read buffer it shares.
+        let (read, ws) = read_in_frames(&payload, false, payload.len());
+        let Some(TransportEvent::Message(Message::Binary(bytes))) = from_ws(read) else {
+            panic!("a binary message");
+        };
+        assert_eq!(allocation(bytes.clone()), None);
+        drop(ws);
+        assert!(
+            allocation(bytes).is_some(),
+            "alone once the read buffer is gone"
         );
     }
 
