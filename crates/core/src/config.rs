@@ -378,9 +378,25 @@ pub struct SessionConfig {
     pub max_buffered_bytes: usize,
     /// Largest message, sent or received. Default 64 MiB (tungstenite's default). It is
     /// also what one connection may hold of a message still arriving, which the receive
-    /// bounds do not count (they count messages received whole): a [`Pool`](crate::Pool) holds
-    /// at most its pool bound plus, per live connection, one message in progress of up to
-    /// this size. A pool of many connections whose peers may not be trusted sets it lower.
+    /// bounds do not count (they count the payload of messages received whole): a
+    /// [`Pool`](crate::Pool) holds at most the payload its pool bound allows (see
+    /// `max_pool_received_messages`) plus, per live connection, one message in progress of
+    /// up to this size. The buffers that payload is read through add to that, per
+    /// connection:
+    /// - tungstenite's read buffer. A message read as one frame is read into a buffer of its
+    ///   size, which the connection keeps once the application has taken the message, for
+    ///   the next: up to this size, held by an idle connection too (and when a longer
+    ///   message comes, the new buffer is twice the old one's size if that is more).
+    /// - A message that arrives in several frames (fragmented, or compressed and longer
+    ///   than 32 KiB) is joined in a buffer that grows by doubling, up to twice what has
+    ///   arrived (the message is trimmed to its length once whole), and the read buffer
+    ///   keeps the size of its largest frame.
+    /// - Up to 64 KiB read ahead of the socket while data streams in, kept while reading
+    ///   is paused.
+    ///
+    /// The process's memory adds what the allocator keeps of the buffers freed (with glibc,
+    /// the smaller steps of the doubling). A pool of many connections whose peers may not
+    /// be trusted sets it lower.
     pub max_message_size: usize,
     /// Handshake timeout when the connect options give none. Default 60 s. A timeout whose
     /// timer runs more than a second late (or more than the timeout, when that is shorter:
