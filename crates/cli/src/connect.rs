@@ -207,6 +207,15 @@ impl Settings {
             })?;
         }
         let client_identity = client_identity(args, &tls)?;
+        // A certificate given for a plain ws:// URL would never be presented: the command
+        // would go on unauthenticated (and unencrypted) where mutual TLS was meant.
+        if client_identity.is_some() && request.url.scheme() == "ws" {
+            return Err(format!(
+                "error: invalid value for '--client-cert <PEM>': {} is ws://, which has no \
+                 TLS to present a client certificate in (use wss://)",
+                request.url
+            ));
+        }
         let record = match &args.record {
             None => None,
             Some(path) => {

@@ -159,7 +159,8 @@ struct ConnectArgs {
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
     /// Present this client certificate (PEM, the client's own certificate first, then any
-    /// intermediates) to a wss server that asks for one (mutual TLS).
+    /// intermediates) to a wss server that asks for one (mutual TLS); refused with a ws://
+    /// URL, where it could not be presented.
     #[arg(long, value_name = "PEM")]
     client_cert: Option<PathBuf>,
     /// The private key of --client-cert (PEM: PKCS#8, PKCS#1 or SEC1; default: read from

@@ -505,6 +505,26 @@ fn an_unusable_client_certificate_or_key_names_the_option() {
     assert!(stderr.contains("--client-cert"), "{stderr}");
 }
 
+/// A client certificate for a ws:// URL (or http://, which means it) is refused before any
+/// IO, naming the option: it would never be presented, and the command would go on without
+/// the mutual TLS it was given for.
+#[test]
+fn a_client_certificate_for_a_plain_url_is_refused() {
+    let ca = wxsocket_test_pki::TestCa::generate("plain");
+    let cert = common::temp_file("client-plain.pem", &ca.client_cert_pem);
+    let key = common::temp_file("client-plain.key", &ca.client_key_pem);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for url in ["ws://127.0.0.1:9/", "http://127.0.0.1:9/"] {
+        for blocking in [false, true] {
+            let args = common::with_adapter(
+                vec!["connect", url, "--client-cert", cert, "--client-key", key],
+                blocking,
+            );
+            expect_invalid_value(&args, "--client-cert", &["ws://127.0.0.1:9/", "use wss://"]);
+        }
+    }
+}
+
 /// `serve`'s TLS files are checked before the address is bound: a usage error naming the
 /// option and file, on one line; `--tls-key` and `--client-ca` need `--tls-cert`.
 #[test]
