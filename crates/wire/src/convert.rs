@@ -56,7 +56,7 @@ fn owned(payload: bytes::Bytes, copies: &mut SmallCopies) -> bytes::Bytes {
 }
 
 /// Spare capacity a long payload may keep (see [`fitted`]).
-pub const SPARE_KEPT: usize = 4 * 1024;
+const SPARE_KEPT: usize = 4 * 1024;
 
 /// `payload` in an allocation of its own length, when it is alone in one with more than
 /// [`SPARE_KEPT`] to spare.
