@@ -98,6 +98,13 @@ enum Op {
         back_ms: u16,
         len: u8,
     },
+    /// The application gives the reconnect policy's next attempts a new request
+    /// (`reconnect_with`), offering sub-protocol `p` or another (the session's current
+    /// connection; the pool task `conn`'s).
+    ReconnectWith {
+        same_protocol: bool,
+        conn: u8,
+    },
     /// The driver shuts the machine down (every handle was dropped).
     Shutdown,
     /// The application takes up to `n` events (when it does not take every event after
@@ -1170,6 +1177,19 @@ fn session_recorded(data: &[u8], record: Option<Sink>) {
                     assert_eq!(r, Err(ConnectError::ShutDown));
                 }
             }
+            Op::ReconnectWith { same_protocol, .. } => {
+                let protocol = if same_protocol { "p" } else { "q" };
+                let options = ConnectOptions::new("ws://127.0.0.1:1/r").protocol(protocol);
+                let before = s.current();
+                let r = s.reconnect_with(&options, now);
+                match r {
+                    Ok(()) => assert!(before.is_some() && !shut_down),
+                    Err(ConnectError::ShutDown) => assert!(shut_down),
+                    Err(ConnectError::NoConnection) => assert!(before.is_none()),
+                    Err(e) => panic!("reconnect_with: {e}"),
+                }
+                assert_eq!(s.current(), before, "reconnect_with leaves the connection");
+            }
             Op::Shutdown => {
                 s.shutdown(now);
                 shut_down = true;
@@ -1473,6 +1493,27 @@ pub fn pool(data: &[u8]) {
                 p.handle_timeout(now);
             }
             Op::StaleSend { .. } | Op::Take { .. } => {}
+            Op::ReconnectWith {
+                same_protocol,
+                conn,
+            } => {
+                let protocol = if same_protocol { "p" } else { "q" };
+                let request = ConnectOptions::new("ws://127.0.0.1:1/r")
+                    .protocol(protocol)
+                    .validate()
+                    .expect("valid options");
+                if let Some(c) = pick(&conns, conn) {
+                    let before = p.state(c);
+                    let r = p.reconnect_with_request(c, std::sync::Arc::new(request), now);
+                    match r {
+                        Ok(()) => assert!(!shut_down),
+                        Err(ConnectError::ShutDown) => assert!(shut_down),
+                        Err(ConnectError::NoConnection) => {}
+                        Err(e) => panic!("reconnect_with: {e}"),
+                    }
+                    assert_eq!(p.state(c), before, "reconnect_with leaves the connection");
+                }
+            }
             Op::Shutdown => {
                 p.shutdown(now);
                 shut_down = true;

@@ -104,6 +104,8 @@ pub trait Adapter: EventSource + Sized {
     fn with_config(config: Config) -> Result<Self, ConfigError>;
     /// `Client::connect`.
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
+    /// `Client::reconnect_with`.
+    fn reconnect_with(&self, options: &ConnectOptions) -> Result<(), ConnectError>;
     /// `Client::try_send`: returns at once.
     fn try_send(&self, message: Message) -> Result<SendId, SendError>;
     /// The adapter's waiting send: returns when the message was written or failed; panics
@@ -163,6 +165,8 @@ pub trait Task {
     fn close(&self, code: Option<u16>, reason: &str) -> Result<(), CloseError>;
     /// `SocketTask::state`.
     fn state(&self) -> ReadyState;
+    /// `SocketTask::reconnect_with`.
+    fn reconnect_with(&self, options: &ConnectOptions) -> Result<(), ConnectError>;
 }
 
 /// `wxsocket_tokio::Client` on a private multi-thread runtime.
@@ -227,6 +231,10 @@ impl Adapter for TokioAdapter {
 
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
         self.client().connect(options)
+    }
+
+    fn reconnect_with(&self, options: &ConnectOptions) -> Result<(), ConnectError> {
+        self.client().reconnect_with(options)
     }
 
     fn try_send(&self, message: Message) -> Result<SendId, SendError> {
@@ -352,6 +360,10 @@ impl Adapter for BlockingAdapter {
 
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
         self.client().connect(options)
+    }
+
+    fn reconnect_with(&self, options: &ConnectOptions) -> Result<(), ConnectError> {
+        self.client().reconnect_with(options)
     }
 
     fn try_send(&self, message: Message) -> Result<SendId, SendError> {
@@ -503,6 +515,9 @@ impl Task for wxsocket_tokio::SocketTask {
     fn state(&self) -> ReadyState {
         wxsocket_tokio::SocketTask::state(self)
     }
+    fn reconnect_with(&self, options: &ConnectOptions) -> Result<(), ConnectError> {
+        wxsocket_tokio::SocketTask::reconnect_with(self, options)
+    }
 }
 
 /// `wxsocket_blocking::TaskPool`.
@@ -566,6 +581,9 @@ impl Task for wxsocket_blocking::SocketTask {
     }
     fn state(&self) -> ReadyState {
         wxsocket_blocking::SocketTask::state(self)
+    }
+    fn reconnect_with(&self, options: &ConnectOptions) -> Result<(), ConnectError> {
+        wxsocket_blocking::SocketTask::reconnect_with(self, options)
     }
 }
 

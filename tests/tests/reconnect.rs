@@ -35,10 +35,12 @@ wxsocket_tests::on_both_adapters!(
     a_busy_servers_retry_after_is_waited_out,
     attempts_slow_down_for_an_application_that_takes_no_events,
     untaken_notices_stay_bounded_and_every_dial_is_told_of,
+    a_renewed_token_is_dialled_on_the_next_reconnection,
 );
 
 wxsocket_tests::on_both_pools!(
-    a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order
+    a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order,
+    a_pool_task_dials_its_renewed_token_on_the_next_reconnection,
 );
 
 // ----- helpers -----
@@ -1293,6 +1295,125 @@ fn untaken_notices_stay_bounded_and_every_dial_is_told_of<A: Adapter>() {
         matches!(events.last(), Some(Event::Close { .. })),
         "[{name}] {events:#?}"
     );
+}
+
+/// The options of a client whose token is `token`, in the query and in a header.
+fn with_token(peer: &Peer, token: &str) -> ConnectOptions {
+    ConnectOptions::new(format!("{}feed?token={token}", peer.url()))
+        .header("authorization", format!("Bearer {token}"))
+}
+
+/// The token each connection the peer accepted carried: (query, header).
+fn tokens_seen(peer: &Peer) -> Vec<(String, String)> {
+    peer.snapshot()
+        .connections
+        .iter()
+        .filter_map(|c| c.request.as_ref())
+        .map(|r| {
+            let query = r.target.split_once("token=").map_or("", |(_, t)| t);
+            let header = r.header("authorization").unwrap_or("");
+            (query.to_owned(), header.to_owned())
+        })
+        .collect()
+}
+
+/// `reconnect_with` over real sockets: a token renewed while the connection is open goes
+/// nowhere until the connection drops (the open connection carries on, echoing), and the
+/// reconnection then dials it, in the query and the header alike.
+fn a_renewed_token_is_dialled_on_the_next_reconnection<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let policy = ReconnectPolicy::default().seed(37);
+    let mut a: A = client(config(policy));
+    let first = a
+        .connect(&with_token(&peer, "old"))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    a.events_until("the first open", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Open { .. }))
+    });
+    a.reconnect_with(&with_token(&peer, "new"))
+        .unwrap_or_else(|e| panic!("[{name}] reconnect_with refused: {e}"));
+    // The open connection carries on.
+    a.try_send(Message::text("still here")).unwrap();
+    let echoed = a.events_until("the echo", EVENT_TIMEOUT, |seen| {
+        seen.iter().any(|e| matches!(e, Event::Message { .. }))
+    });
+    assert!(
+        echoed
+            .iter()
+            .all(|e| e.conn() == first && !matches!(e, Event::Close { .. })),
+        "[{name}] {echoed:#?}"
+    );
+    assert_eq!(a.current(), Some(first));
+    // The server restarts (1012, retried): the reconnection carries the new token.
+    peer.close_all(1012, "restart");
+    a.events_until("the reconnection's open", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, Event::Open { conn, .. } if *conn != first))
+    });
+    let second = a.current().expect("the reconnection");
+    let seen = tokens_seen(&peer);
+    assert_eq!(
+        seen,
+        [
+            ("old".to_owned(), "Bearer old".to_owned()),
+            ("new".to_owned(), "Bearer new".to_owned())
+        ],
+        "[{name}]"
+    );
+    // An invalid one changes nothing, named by its field.
+    let refused = a.reconnect_with(&ConnectOptions::new("ftp://127.0.0.1/"));
+    assert!(
+        matches!(
+            refused,
+            Err(wxsocket_core::ConnectError::UnsupportedScheme { .. })
+        ),
+        "[{name}] {refused:?}"
+    );
+    close_cleanly(&mut a, second);
+    // Closed for good: nothing to reconnect.
+    assert_eq!(
+        a.reconnect_with(&with_token(&peer, "newer")),
+        Err(wxsocket_core::ConnectError::NoConnection),
+        "[{name}]"
+    );
+}
+
+/// A pool task's reconnection dials the token renewed for it; its neighbour's does not.
+fn a_pool_task_dials_its_renewed_token_on_the_next_reconnection<P: PoolAdapter>() {
+    let name = P::NAME;
+    let policy = ReconnectPolicy::default().seed(38);
+    let (renewed, steady) = (Peer::start(Mode::Echo), Peer::start(Mode::Echo));
+    let mut pool = P::new(config(policy), TlsRoots::default())
+        .unwrap_or_else(|e| panic!("[{name}] config rejected: {e}"));
+    let task = pool
+        .connect(&with_token(&renewed, "old"))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    let other = pool
+        .connect(&with_token(&steady, "kept"))
+        .unwrap_or_else(|e| panic!("[{name}] connect refused: {e}"));
+    pool.events_until("both tasks to open", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e, Event::Open { .. }))
+            .count()
+            == 2
+    });
+    task.reconnect_with(&with_token(&renewed, "new"))
+        .unwrap_or_else(|e| panic!("[{name}] reconnect_with refused: {e}"));
+    let first = task.id();
+    renewed.close_all(1012, "restart");
+    steady.close_all(1012, "restart");
+    pool.events_until("both reconnections to open", EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e, Event::Open { .. }))
+            .count()
+            == 2
+    });
+    assert_ne!(task.current(), Some(first));
+    assert_eq!(tokens_seen(&renewed)[1].0, "new", "[{name}]");
+    assert_eq!(tokens_seen(&steady)[1].0, "kept", "[{name}]");
+    let _ = other.close(None, "");
+    let _ = task.close(None, "");
 }
 
 fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: PoolAdapter>() {

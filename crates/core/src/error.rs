@@ -138,6 +138,10 @@ pub enum ConnectError {
     /// connections.
     #[error("connect: the socket was shut down")]
     ShutDown,
+    /// [`Session::reconnect_with`](crate::Session::reconnect_with) with no connection to
+    /// reconnect (none was made, or the last has ended for good): `connect` instead.
+    #[error("reconnect_with: there is no connection to reconnect (connect instead)")]
+    NoConnection,
     /// A [`Pool`](crate::Pool) already holds its limit of live connections.
     #[error("connect: too many connections (the limit is {limit})")]
     TooManyConnections {

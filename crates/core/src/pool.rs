@@ -441,6 +441,22 @@ impl Pool {
         self.with_ids(slot, |s| s.ping(payload, now))
     }
 
+    /// What one task's reconnect policy dials from its next attempt on (same rules as
+    /// [`Session::reconnect_with_request`]; the pool's `conn` is any of the task's
+    /// connections).
+    pub fn reconnect_with_request(
+        &mut self,
+        conn: ConnId,
+        request: std::sync::Arc<crate::HandshakeRequest>,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        let Some(slot) = self.index(conn) else {
+            return Err(ConnectError::NoConnection);
+        };
+        let now = self.clock(now);
+        self.with_ids(slot, |s| s.reconnect_with_request(request, now))
+    }
+
     /// Closes one connection (same rules as [`Session::close`]).
     pub fn close(
         &mut self,

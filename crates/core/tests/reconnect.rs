@@ -1122,3 +1122,188 @@ fn taking_events_releases_the_attempt_held() {
     );
     assert!(t.s.poll_event().is_none() && !t.s.has_events());
 }
+
+/// The request of the dial in `actions`, if one is there.
+fn dialled(actions: &[Action]) -> Option<(ConnId, std::sync::Arc<HandshakeRequest>)> {
+    actions.iter().find_map(|a| match a {
+        Action::Dial { conn, request } => Some((*conn, std::sync::Arc::clone(request))),
+        _ => None,
+    })
+}
+
+/// `reconnect_with` gives the policy's next attempts a new request (a renewed token in
+/// the URL and a header): the open connection is not touched, the next dial and every one
+/// after it carry the new request, and its `Connecting` event the new URL.
+#[test]
+fn reconnect_with_gives_the_next_attempts_a_new_request() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(31));
+    let first =
+        t.s.connect(
+            &ConnectOptions::new("wss://h/feed?token=old").header("authorization", "Bearer old"),
+            t.now,
+        )
+        .unwrap();
+    t.actions();
+    t.open(first);
+    t.events();
+    let renewed =
+        ConnectOptions::new("wss://h/feed?token=new").header("authorization", "Bearer new");
+    t.s.reconnect_with(&renewed, t.now).unwrap();
+    assert!(
+        t.actions().is_empty() && t.events().is_empty(),
+        "the open connection goes on"
+    );
+    assert_eq!(t.s.state(), ReadyState::Open);
+    t.s.send(Message::text("still here"), t.now).unwrap();
+    assert!(matches!(&t.actions()[..], [Action::Send { conn, .. }] if *conn == first));
+
+    t.input(first, drop_tcp());
+    let second = t.fire_backoff();
+    let events = t.events();
+    let url = events.iter().find_map(|e| match e {
+        Event::Connecting { conn, url, .. } if *conn == second => Some(url.to_string()),
+        _ => None,
+    });
+    assert_eq!(url.as_deref(), Some("wss://h/feed?token=new"));
+    // It keeps dialling the new request: the next attempt after a failure too.
+    t.input(
+        second,
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused")),
+    );
+    t.now = t.s.poll_timeout().unwrap();
+    t.s.handle_timeout(t.now);
+    let (_, request) = dialled(&t.actions()).expect("a third dial");
+    assert_eq!(request.url.as_str(), "wss://h/feed?token=new");
+    assert_eq!(request.headers["authorization"], "Bearer new");
+}
+
+/// The dial under way when `reconnect_with` is called goes on with what it sent: the
+/// server's answer is checked against the sub-protocols it offered, not the new ones.
+#[test]
+fn a_dial_under_way_keeps_the_request_it_sent() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(32));
+    let conn =
+        t.s.connect(&ConnectOptions::new("ws://h/").protocol("v1"), t.now)
+            .unwrap();
+    t.actions();
+    t.s.reconnect_with(&ConnectOptions::new("ws://h/").protocol("v2"), t.now)
+        .unwrap();
+    let answer = Handshake::default().with_protocol(Some("v1".into()));
+    t.input(conn, TransportEvent::Opened(Box::new(answer)));
+    assert_eq!(t.s.state(), ReadyState::Open, "{:?}", t.events());
+    t.input(conn, drop_tcp());
+    t.fire_backoff();
+    // fire_backoff took the actions; the request of the dial is the new one.
+    let conn = t.s.current().unwrap();
+    let answer = Handshake::default().with_protocol(Some("v2".into()));
+    t.input(conn, TransportEvent::Opened(Box::new(answer)));
+    assert_eq!(t.s.state(), ReadyState::Open, "{:?}", t.events());
+}
+
+/// Refusals: invalid options (naming the field, nothing changed), no connection to
+/// reconnect (before `connect`, after the policy gave up), and a shut-down session. A
+/// `connect` drops a request given earlier.
+#[test]
+fn reconnect_with_refuses_what_it_cannot_use_and_connect_drops_it() {
+    let policy = ReconnectPolicy::default().max_attempts(Some(1)).seed(33);
+    let mut t = Sim::new(policy);
+    assert_eq!(
+        t.s.reconnect_with(&ConnectOptions::new("ws://h/"), t.now),
+        Err(ConnectError::NoConnection)
+    );
+    let conn =
+        t.s.connect(&ConnectOptions::new("ws://h/a"), t.now)
+            .unwrap();
+    t.actions();
+    let refused = t.s.reconnect_with(&ConnectOptions::new("ftp://h/"), t.now);
+    assert!(
+        matches!(&refused, Err(e @ ConnectError::UnsupportedScheme { .. }) if e.to_string().starts_with("url:")),
+        "{refused:?}"
+    );
+    t.s.reconnect_with(&ConnectOptions::new("ws://h/b"), t.now)
+        .unwrap();
+    // A connect of the application's own drops it: its attempts dial what it asked for.
+    let conn2 =
+        t.s.connect(&ConnectOptions::new("ws://h/c"), t.now)
+            .unwrap();
+    assert_ne!(conn, conn2);
+    t.actions();
+    t.open(conn2);
+    t.input(conn2, drop_tcp());
+    t.fire_backoff();
+    let conn3 = t.s.current().unwrap();
+    t.events();
+    t.input(
+        conn3,
+        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused")),
+    );
+    assert_eq!(
+        t.s.state(),
+        ReadyState::Closed,
+        "the policy's one attempt failed"
+    );
+    assert_eq!(
+        t.s.reconnect_with(&ConnectOptions::new("ws://h/"), t.now),
+        Err(ConnectError::NoConnection)
+    );
+    t.s.connect(&ConnectOptions::new("ws://h/"), t.now).unwrap();
+    t.s.shutdown(t.now);
+    assert_eq!(
+        t.s.reconnect_with(&ConnectOptions::new("ws://h/"), t.now),
+        Err(ConnectError::ShutDown)
+    );
+}
+
+/// The dial after a `connect` that dropped an earlier `reconnect_with` is the connect's.
+#[test]
+fn the_attempts_after_a_connect_dial_its_request() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(34));
+    let first =
+        t.s.connect(&ConnectOptions::new("ws://h/a"), t.now)
+            .unwrap();
+    t.actions();
+    t.open(first);
+    t.s.reconnect_with(&ConnectOptions::new("ws://h/b"), t.now)
+        .unwrap();
+    let second =
+        t.s.connect(&ConnectOptions::new("ws://h/c"), t.now)
+            .unwrap();
+    t.actions();
+    t.open(second);
+    t.input(second, drop_tcp());
+    t.now = t.s.poll_timeout().unwrap();
+    t.s.handle_timeout(t.now);
+    let (_, request) = dialled(&t.actions()).expect("a dial");
+    assert_eq!(request.url.as_str(), "ws://h/c");
+}
+
+/// A pool task's attempts take a new request the same way, by any of its connections.
+#[test]
+fn a_pool_task_reconnects_with_a_new_request() {
+    let config = SessionConfig::default().reconnect(ReconnectPolicy::default().seed(35));
+    let mut pool = Pool::new(config).unwrap();
+    let now = Instant::now();
+    let task = pool
+        .connect(&ConnectOptions::new("ws://h/old"), now)
+        .unwrap();
+    let other = pool
+        .connect(&ConnectOptions::new("ws://h/other"), now)
+        .unwrap();
+    while pool.poll_action().is_some() {}
+    pool.handle(task, TransportEvent::Opened(Box::default()), now);
+    pool.handle(other, TransportEvent::Opened(Box::default()), now);
+    let request = std::sync::Arc::new(ConnectOptions::new("ws://h/new").validate().unwrap());
+    pool.reconnect_with_request(task, request, now).unwrap();
+    pool.handle(task, drop_tcp(), now);
+    let later = pool.poll_timeout().unwrap();
+    pool.handle_timeout(later);
+    let actions: Vec<_> = std::iter::from_fn(|| pool.poll_action()).collect();
+    let (_, request) = dialled(&actions).expect("the task's reconnection");
+    assert_eq!(request.url.as_str(), "ws://h/new");
+    let unknown = ConnId::from_raw(999);
+    let request = std::sync::Arc::new(ConnectOptions::new("ws://h/").validate().unwrap());
+    assert_eq!(
+        pool.reconnect_with_request(unknown, request, now),
+        Err(ConnectError::NoConnection)
+    );
+}

@@ -756,3 +756,59 @@ fn a_time_past_the_end_of_the_clock_is_an_error() {
     let room = last_instant() - Duration::from_secs(1);
     assert!(transcript::replay(&text, room).unwrap().is_exact());
 }
+
+/// `reconnect_with` is recorded with its request, its secrets redacted as `connect`'s are
+/// (a renewed token in a header and in the query), and replays exactly: the reconnection
+/// dials the new request; a refused call is recorded with its error.
+#[test]
+fn reconnect_with_is_recorded_redacted_and_replays_exactly() {
+    let config = SessionConfig::default().reconnect(ReconnectPolicy::default().seed(36));
+    let mut sim = Sim::new(config, Redaction::default());
+    let conn = sim
+        .s
+        .connect(
+            &ConnectOptions::new("ws://127.0.0.1:9/?token=first-1"),
+            sim.now,
+        )
+        .unwrap();
+    let (_, mut events) = sim.drain();
+    events.extend(sim.input(conn, TransportEvent::Opened(Box::default())).1);
+    let renewed = ConnectOptions::new("ws://127.0.0.1:9/next?token=second-2")
+        .header("authorization", "Bearer second-3");
+    sim.s.reconnect_with(&renewed, sim.now).unwrap();
+    sim.later(10);
+    events.extend(sim.input(conn, TransportEvent::Closed).1);
+    let (actions, more) = sim.fire();
+    events.extend(more);
+    let next = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Dial { conn, request } => Some((*conn, request.url.path().to_owned())),
+            _ => None,
+        })
+        .expect("the reconnection's dial");
+    assert_eq!(next.1, "/next");
+    events.extend(sim.input(next.0, TransportEvent::Opened(Box::default())).1);
+    sim.s.shutdown(sim.now);
+    let refused = sim.s.reconnect_with(&renewed, sim.now);
+    assert_eq!(refused, Err(ConnectError::ShutDown));
+    events.extend(sim.drain().1);
+    let text = sim.text();
+    assert!(text.contains("\"in\":\"reconnect_with\""), "{text}");
+    for secret in ["first-1", "second-2", "second-3"] {
+        assert!(!text.contains(secret), "{secret} in:\n{text}");
+    }
+    // Exact, the replay dialling the URLs as written (the tokens redacted).
+    let replay = transcript::replay(&text, Instant::now()).unwrap();
+    assert!(replay.is_exact(), "{:#?}", replay.mismatches);
+    assert_eq!(replay.events.len(), events.len());
+    let paths: Vec<String> = replay
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Connecting { url, .. } => Some(url.path().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paths, ["/", "/next"]);
+}

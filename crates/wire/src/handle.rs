@@ -66,6 +66,31 @@ macro_rules! client_calls {
             )
         }
 
+        /// What the reconnect policy dials from its next attempt on, for what changes
+        /// between attempts (a token in the URL or a header that expires, as Socket.IO's
+        /// `auth` callback or SignalR's `accessTokenFactory` are asked again on every
+        /// reconnection): validates `options` as `connect` does (nothing changes on error)
+        /// and keeps them for the next reconnection, which goes on dialling them. The
+        /// current connection is not touched. Call it when a token is renewed, or on the
+        /// [`Event::Reconnecting`](crate::Event::Reconnecting) that announces an attempt
+        /// (it dials when its delay is over). Without a reconnect policy nothing dials it;
+        /// with no connection to reconnect (none made, or the last ended for good),
+        /// [`ConnectError::NoConnection`](crate::ConnectError::NoConnection): `connect`
+        /// instead. A later `connect` drops it.
+        pub fn reconnect_with(
+            &self,
+            options: &$crate::reexports::ConnectOptions,
+        ) -> Result<(), $crate::reexports::ConnectError> {
+            let request = options.validate()?;
+            let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
+            $crate::handle::check_dial(&request, env)?;
+            let request = ::std::sync::Arc::new(request);
+            $crate::handle::DriverHandle::call(
+                &*self.handle,
+                |s: &mut $crate::__private::Session, now| s.reconnect_with_request(request, now),
+            )
+        }
+
         /// Sends a ping (payload at most 125 bytes) on the open connection; the peer's
         /// answer arrives as [`Event::Pong`](crate::Event::Pong) with the same payload.
         pub fn ping(
@@ -264,6 +289,22 @@ macro_rules! task_pool {
                 $crate::handle::DriverHandle::read(&*self.handle, |p: &$crate::__private::Pool| {
                     p.current(id)
                 })
+            }
+
+            /// What this task's reconnect policy dials from its next attempt on; see
+            /// [`Client::reconnect_with`](crate::Client::reconnect_with).
+            pub fn reconnect_with(
+                &self,
+                options: &$crate::reexports::ConnectOptions,
+            ) -> Result<(), $crate::reexports::ConnectError> {
+                let request = options.validate()?;
+                let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
+                $crate::handle::check_dial(&request, env)?;
+                let (id, request) = (self.id, ::std::sync::Arc::new(request));
+                $crate::handle::DriverHandle::call(
+                    &*self.handle,
+                    |p: &mut $crate::__private::Pool, now| p.reconnect_with_request(id, request, now),
+                )
             }
 
             /// Sends a ping on this connection; see [`Client::ping`](crate::Client::ping).

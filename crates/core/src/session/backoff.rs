@@ -100,6 +100,8 @@ impl Backoff {
             attempt,
             ..
         } = *self;
+        // The application may have given the attempts a new request (a fresh token).
+        let request = cx.next_request.take().unwrap_or(request);
         Conn::Connecting(Connecting::dial(cx, id, request, queue, attempt, now)).into()
     }
 

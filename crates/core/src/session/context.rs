@@ -61,6 +61,9 @@ pub(crate) struct Context {
     /// holds anything unless that many wait in `events`, so a driver that sees no event
     /// waiting is not missing one.
     pub(super) held: HeldAttempt,
+    /// What the reconnect policy's next attempt dials instead of the current request
+    /// ([`super::Session::reconnect_with`]); taken when it dials, dropped by `connect`.
+    pub(super) next_request: Option<Arc<HandshakeRequest>>,
 }
 
 /// Where an open connection stands in the run of reconnect attempts
@@ -221,6 +224,7 @@ impl Context {
             duplicates: BTreeSet::new(),
             dialled: None,
             held: HeldAttempt::default(),
+            next_request: None,
         }
     }
 

@@ -307,11 +307,77 @@ impl Session {
         Ok(id)
     }
 
+    /// What the reconnect policy dials from its next attempt on: validates `options` as
+    /// [`connect`](Self::connect) does (nothing changes on error) and keeps them for the
+    /// next reconnection, which then goes on dialling them. The current connection is not
+    /// touched: an open one stays open, a dial in progress goes on with what it sent.
+    /// For what changes between attempts: a token in the URL or a header that expires (as
+    /// Socket.IO's `auth` callback or SignalR's `accessTokenFactory` are asked again on
+    /// every reconnection), or another server. Call it when a token is renewed, or on the
+    /// [`Event::Reconnecting`] that says an attempt is coming (it dials when its delay is
+    /// over). Without a reconnect policy nothing dials it. With no connection to
+    /// reconnect (before the first `connect`, or once the last has ended for good):
+    /// [`ConnectError::NoConnection`]; after [`shutdown`](Self::shutdown):
+    /// [`ConnectError::ShutDown`]. A later `connect` drops it.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use wxsocket_core::*;
+    /// let policy = ReconnectPolicy::default();
+    /// let mut session = Session::new(SessionConfig::default().reconnect(policy)).unwrap();
+    /// let now = Instant::now();
+    /// let conn = session.connect(&ConnectOptions::new("wss://example.com/?token=old"), now).unwrap();
+    /// session.handle(conn, TransportEvent::Opened(Box::default()), now);
+    /// // The token was renewed; the connection drops later.
+    /// session.reconnect_with(&ConnectOptions::new("wss://example.com/?token=new"), now).unwrap();
+    /// let lost = TransportError::new(TransportErrorKind::Io, "reset");
+    /// session.handle(conn, TransportEvent::Error(lost), now);
+    /// let later = now + Duration::from_secs(1);
+    /// session.handle_timeout(later);
+    /// let dialled = std::iter::from_fn(|| session.poll_action()).find_map(|a| match a {
+    ///     Action::Dial { request, .. } => Some(request.url.to_string()),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(dialled.as_deref(), Some("wss://example.com/?token=new"));
+    /// ```
+    pub fn reconnect_with(
+        &mut self,
+        options: &ConnectOptions,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        let request = options.validate()?;
+        self.reconnect_with_request(Arc::new(request), now)
+    }
+
+    /// [`reconnect_with`](Self::reconnect_with) with a request validated earlier, checked
+    /// again as [`connect_request`](Self::connect_request) checks it.
+    pub fn reconnect_with_request(
+        &mut self,
+        request: Arc<HandshakeRequest>,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        request.check()?;
+        if self.recorder.is_some() {
+            let input = Input::ReconnectWith(Arc::clone(&request));
+            return self.recorded_with(input, |s| s.reconnect_with_request(request, now));
+        }
+        self.advance(now);
+        if self.cx.shut_down {
+            return Err(ConnectError::ShutDown);
+        }
+        if self.current().is_none() {
+            return Err(ConnectError::NoConnection);
+        }
+        self.cx.next_request = Some(request);
+        Ok(())
+    }
+
     /// Single-socket replacement: the current connection's close event (1000, replaced)
     /// comes at once, its sends fail, and its transport is closed in the background under
     /// the close timeout; then connection `id` is dialled.
     pub(crate) fn connect_as(&mut self, id: ConnId, request: Arc<HandshakeRequest>, now: Instant) {
         let now = self.advance(now);
+        self.cx.next_request = None;
         self.step(|conn, cx| {
             match conn {
                 Conn::Idle | Conn::Closed => {}

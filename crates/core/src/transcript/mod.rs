@@ -23,14 +23,16 @@
 //!
 //! `at` is the input's time in nanoseconds after the first timed input (the session's own
 //! clock: a `now` earlier than one seen before counts as the latest, as in the session). `in`
-//! names the call: `connect` (its validated request), `send`, `ping`, `close`, `shutdown`,
+//! names the call: `connect` and `reconnect_with` (the validated request; a reader older
+//! than `reconnect_with` refuses a line of it by name), `send`, `ping`, `close`, `shutdown`,
 //! `handle` (a [`TransportEvent`] for a connection), `timeout`, and the calls that take
 //! output — `poll_action`, `poll_event`, `poll_completion` (taking an event frees
 //! flow-control credit, so when the application takes them is an input too) — and
 //! `track_completions`. A poll that returned nothing changes nothing and is not written.
 //! `out` is what the call returned, as its `Debug` text (with the same redaction): the
 //! outputs are there to be compared, not parsed, and a replay compares its own against them.
-//! A `connect` whose options fail validation changes nothing and is not written.
+//! A `connect` or `reconnect_with` whose options fail validation changes nothing and is not
+//! written.
 //!
 //! # Secrets
 //!
@@ -339,6 +341,7 @@ impl fmt::Debug for Recorder {
 #[derive(Debug, Clone)]
 pub(crate) enum Input {
     Connect(Arc<HandshakeRequest>),
+    ReconnectWith(Arc<HandshakeRequest>),
     Send(Message),
     Ping(Bytes),
     Close(Option<u16>, String),
@@ -587,6 +590,9 @@ fn input_json(input: &Input, at: Duration, redaction: &Redaction) -> Value {
     match input {
         Input::Connect(r) => v
             .with("in", "connect")
+            .with("request", request_json(r, redaction)),
+        Input::ReconnectWith(r) => v
+            .with("in", "reconnect_with")
             .with("request", request_json(r, redaction)),
         Input::Send(m) => v.with("in", "send").with("message", message_json(m)),
         Input::Ping(p) => v.with("in", "ping").with("payload", hex(p)),
@@ -924,6 +930,7 @@ fn input_from(v: &Value) -> Read<(Duration, Input)> {
     let at = duration_of(v, "at")?;
     let input = match str_of(v, "in")? {
         "connect" => Input::Connect(Arc::new(request_from(field(v, "request")?)?)),
+        "reconnect_with" => Input::ReconnectWith(Arc::new(request_from(field(v, "request")?)?)),
         "send" => Input::Send(message_from(field(v, "message")?)?),
         "ping" => Input::Ping(bytes_of(v, "payload")?),
         "close" => Input::Close(opt_int_of(v, "code")?, str_of(v, "reason")?.to_owned()),
@@ -1223,6 +1230,9 @@ pub fn replay_from(
         out.inputs += 1;
         let replayed = match input {
             Input::Connect(r) => Some(format!("{:?}", session.connect_request(r, now))),
+            Input::ReconnectWith(r) => {
+                Some(format!("{:?}", session.reconnect_with_request(r, now)))
+            }
             Input::Send(m) => Some(format!("{:?}", session.send(m, now))),
             Input::Ping(p) => Some(format!("{:?}", session.ping(p, now))),
             Input::Close(code, reason) => Some(format!("{:?}", session.close(code, &reason, now))),
