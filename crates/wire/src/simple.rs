@@ -478,7 +478,8 @@ macro_rules! websocket {
             }
 
             /// The [`Client`] underneath: state, `buffered_amount`, `try_send`, socket
-            /// details; a clone of it sends from elsewhere.
+            /// details, `reconnect_with` (a renewed token for the next reconnections); a
+            /// clone of it sends from elsewhere.
             pub fn client(&self) -> &Client {
                 &self.client
             }
