@@ -1134,34 +1134,58 @@ fn a_busy_servers_retry_after_is_waited_out<A: Adapter>() {
 
 // ----- 6. the multi-socket form: a pool task across a server restart -----
 
+/// A server that accepts every TCP connection and drops it at once (the dial fails before
+/// the answer, and is retried), counting them.
+struct DroppingServer {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DroppingServer {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok(_) => {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+            })
+        };
+        Self {
+            port,
+            accepted,
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap();
+    }
+}
+
 /// An application that takes no events while its server drops every connection, under a
 /// 1 ms backoff: once `RECONNECT_HOLD_NOTICES` notices wait untaken, each attempt waits a
 /// second more (the server sees a few dozen connections in 1.5 s, not one a millisecond),
 /// and the attempts never stop; once the application takes the events, they go at the
 /// backoff's pace again.
 fn attempts_slow_down_for_an_application_that_takes_no_events<A: Adapter>() {
-    use std::net::TcpListener;
-    use std::sync::atomic::AtomicUsize;
     let name = A::NAME;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let server = {
-        let (accepted, stop) = (accepted.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    // Dropped at once: the dial fails before the answer, and is retried.
-                    Ok(_) => {
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        })
-    };
+    let server = DroppingServer::start();
+    let (port, accepted) = (server.port, std::sync::Arc::clone(&server.accepted));
     let policy = ReconnectPolicy::default()
         .backoff(Duration::from_millis(1), Duration::from_millis(1))
         .seed(5);
@@ -1200,8 +1224,7 @@ fn attempts_slow_down_for_an_application_that_takes_no_events<A: Adapter>() {
         }
     }
     a.close(None, "done").unwrap();
-    stop.store(true, Ordering::SeqCst);
-    server.join().unwrap();
+    server.stop();
 }
 
 /// The same application over a longer outage: once `RECONNECT_HOLD_NOTICES` notices wait,
@@ -1209,27 +1232,9 @@ fn attempts_slow_down_for_an_application_that_takes_no_events<A: Adapter>() {
 /// queued, so what waits stays bounded. Every dial the server saw is told of, as a
 /// `Connecting` event or in a count, once the application takes its events.
 fn untaken_notices_stay_bounded_and_every_dial_is_told_of<A: Adapter>() {
-    use std::net::TcpListener;
-    use std::sync::atomic::AtomicUsize;
     let name = A::NAME;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let server = {
-        let (accepted, stop) = (accepted.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok(_) => {
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        })
-    };
+    let server = DroppingServer::start();
+    let (port, accepted) = (server.port, std::sync::Arc::clone(&server.accepted));
     let policy = ReconnectPolicy::default()
         .backoff(Duration::from_millis(1), Duration::from_millis(1))
         .seed(6);
@@ -1264,8 +1269,7 @@ fn untaken_notices_stay_bounded_and_every_dial_is_told_of<A: Adapter>() {
         events.push(event);
         assert!(events.len() < 10_000, "[{name}] events without end");
     }
-    stop.store(true, Ordering::SeqCst);
-    server.join().unwrap();
+    server.stop();
     let dials = accepted.load(Ordering::SeqCst) as u32;
     let connecting = events
         .iter()

@@ -899,8 +899,9 @@ fn the_attempts_of_one_request_share_its_url() {
 }
 
 /// Drives attempts for an application that takes no events: each dial either is refused
-/// or (`opens`) opens and drops at once; waits out every backoff timer in between. Returns
-/// the number of dials and the connection dialled last, still dialling.
+/// or (`opens`) opens and drops at once; waits out every backoff timer in between, until
+/// `until` or the policy gives up. Returns the number of dials after the first, and the
+/// connection dialled last (still dialling, unless the policy gave up).
 fn attempts_untaken(t: &mut Sim, mut conn: ConnId, until: Instant, opens: bool) -> (u32, ConnId) {
     let mut dials = 0;
     while t.now < until {
@@ -915,6 +916,9 @@ fn attempts_untaken(t: &mut Sim, mut conn: ConnId, until: Instant, opens: bool) 
                     "refused",
                 )),
             );
+        }
+        if t.s.state() == ReadyState::Closed {
+            break;
         }
         conn = loop {
             t.now = t.s.poll_timeout().expect("a backoff deadline");
@@ -1080,29 +1084,9 @@ fn taking_events_releases_the_attempt_held() {
     let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
     t.actions();
     let until = t.now + Duration::from_secs(3600);
-    let refused = || {
-        TransportEvent::ConnectFailed(TransportError::new(TransportErrorKind::Connect, "refused"))
-    };
-    let mut conn = first;
-    let mut dials = 1;
-    while t.now < until {
-        t.input(conn, refused());
-        if t.s.state() == ReadyState::Closed {
-            break;
-        }
-        conn = loop {
-            t.now = t.s.poll_timeout().unwrap();
-            t.s.handle_timeout(t.now);
-            if let Some(c) = t.actions().into_iter().find_map(|a| match a {
-                Action::Dial { conn, .. } => Some(conn),
-                _ => None,
-            }) {
-                break c;
-            }
-        };
-        dials += 1;
-    }
-    assert_eq!(dials, 41, "the first dial and the policy's 40 attempts");
+    let (dials, conn) = attempts_untaken(&mut t, first, until, false);
+    assert_eq!(dials, 40, "the policy's 40 attempts");
+    assert_eq!(t.s.state(), ReadyState::Closed);
     // One at a time, as a slow application takes them: the last attempt's failure, and the
     // close that ends the client, come last.
     let mut events = Vec::new();

@@ -618,6 +618,14 @@ fn close_timeout_aborts_and_reports_unclean() {
     );
 }
 
+/// The events taken: with a `CloseTimeout` error or not (`with_timeout`), ending with this
+/// close (code, reason, clean).
+fn assert_ended(t: &mut Sim, with_timeout: bool, close: (u16, &str, bool)) {
+    let e = t.events();
+    assert_eq!(timed_out(&e), with_timeout, "{e:?}");
+    assert_eq!(close_of(&e), (close.0, close.1.into(), close.2));
+}
+
 /// Whether `events` hold a `CloseTimeout` error.
 fn timed_out(events: &[Event]) -> bool {
     events.iter().any(|e| {
@@ -658,9 +666,7 @@ fn a_close_timeout_whose_timer_ran_late_runs_once_more() {
     // The peer's answer that waited, then the server's TCP close.
     t.input(c, peer_close(4001));
     t.input(c, TransportEvent::Closed);
-    let e = t.events();
-    assert!(!timed_out(&e));
-    assert_eq!(close_of(&e), (4001, "bye".into(), true));
+    assert_ended(&mut t, false, (4001, "bye", true));
 
     // The same when the late timer runs on the input that brings the peer's answer.
     let mut t = Sim::default();
@@ -670,9 +676,7 @@ fn a_close_timeout_whose_timer_ran_late_runs_once_more() {
     t.now += Duration::from_secs(600);
     t.input(c, peer_close(4001));
     t.input(c, TransportEvent::Closed);
-    let e = t.events();
-    assert!(!timed_out(&e));
-    assert_eq!(close_of(&e), (4001, "bye".into(), true));
+    assert_ended(&mut t, false, (4001, "bye", true));
 
     // The peer began it; our answer goes out once the driver runs again.
     let mut t = Sim::default();
@@ -682,9 +686,7 @@ fn a_close_timeout_whose_timer_ran_late_runs_once_more() {
     assert_eq!(t.s.state(), ReadyState::Closing);
     t.input(c, TransportEvent::CloseWritten);
     t.input(c, TransportEvent::Closed);
-    let e = t.events();
-    assert!(!timed_out(&e));
-    assert_eq!(close_of(&e), (4002, "bye".into(), true));
+    assert_ended(&mut t, false, (4002, "bye", true));
 }
 
 /// A driver late again in the same close (or on time after the restart) ends it at the
@@ -701,12 +703,7 @@ fn a_close_timeout_runs_late_once_per_close() {
         assert_eq!(t.s.state(), ReadyState::Closing);
         t.advance(second);
         assert_eq!(t.actions(), [Action::Abort { conn: c }], "{second:?}");
-        let e = t.events();
-        assert!(timed_out(&e));
-        assert_eq!(
-            close_of(&e),
-            (1006, "close handshake timed out".into(), false)
-        );
+        assert_ended(&mut t, true, (1006, "close handshake timed out", false));
 
         let mut t = Sim::default();
         let c = t.open_conn();
@@ -721,9 +718,7 @@ fn a_close_timeout_runs_late_once_per_close() {
         assert_eq!(t.s.state(), ReadyState::Closing);
         t.advance(second);
         assert_eq!(t.actions(), [Action::Abort { conn: c }], "{second:?}");
-        let e = t.events();
-        assert!(timed_out(&e));
-        assert_eq!(close_of(&e), (4002, "bye".into(), false));
+        assert_ended(&mut t, true, (4002, "bye", false));
     }
 }
 
@@ -742,12 +737,7 @@ fn a_close_timeout_on_time_and_a_late_linger_end_at_once() {
         t.actions();
         t.advance(timeout + late);
         assert_eq!(t.actions(), [Action::Abort { conn: c }], "{timeout:?}");
-        let e = t.events();
-        assert!(timed_out(&e));
-        assert_eq!(
-            close_of(&e),
-            (1006, "close handshake timed out".into(), false)
-        );
+        assert_ended(&mut t, true, (1006, "close handshake timed out", false));
     }
 
     let mut t = Sim::default();
@@ -764,9 +754,7 @@ fn a_close_timeout_on_time_and_a_late_linger_end_at_once() {
     );
     t.advance(Duration::from_secs(600));
     assert_eq!(t.actions(), [Action::Abort { conn: c }]);
-    let e = t.events();
-    assert!(!timed_out(&e));
-    assert_eq!(close_of(&e), (4001, "bye".into(), true));
+    assert_ended(&mut t, false, (4001, "bye", true));
 }
 
 #[test]

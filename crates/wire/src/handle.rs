@@ -44,6 +44,17 @@ pub fn check_dial(request: &HandshakeRequest, env: &ProxyEnv) -> Result<(), Conn
     env.check(request)
 }
 
+/// `options` validated and checked as a request the driver of `handle` can dial
+/// ([`check_dial`]), for `connect` and `reconnect_with`.
+pub fn dialable<M>(
+    handle: &impl DriverHandle<M>,
+    options: &wxsocket_core::ConnectOptions,
+) -> Result<std::sync::Arc<HandshakeRequest>, ConnectError> {
+    let request = options.validate()?;
+    check_dial(&request, handle.proxy_env())?;
+    Ok(std::sync::Arc::new(request))
+}
+
 /// The calls of a `Client` that return at once, for an `impl Client` block whose `handle`
 /// field is an `Arc` of a [`DriverHandle`] over a `Session`.
 #[macro_export]
@@ -56,10 +67,7 @@ macro_rules! client_calls {
             &self,
             options: &$crate::reexports::ConnectOptions,
         ) -> Result<$crate::reexports::ConnId, $crate::reexports::ConnectError> {
-            let request = options.validate()?;
-            let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
-            $crate::handle::check_dial(&request, env)?;
-            let request = ::std::sync::Arc::new(request);
+            let request = $crate::handle::dialable(&*self.handle, options)?;
             $crate::handle::DriverHandle::call(
                 &*self.handle,
                 |s: &mut $crate::__private::Session, now| s.connect_request(request, now),
@@ -81,10 +89,7 @@ macro_rules! client_calls {
             &self,
             options: &$crate::reexports::ConnectOptions,
         ) -> Result<(), $crate::reexports::ConnectError> {
-            let request = options.validate()?;
-            let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
-            $crate::handle::check_dial(&request, env)?;
-            let request = ::std::sync::Arc::new(request);
+            let request = $crate::handle::dialable(&*self.handle, options)?;
             $crate::handle::DriverHandle::call(
                 &*self.handle,
                 |s: &mut $crate::__private::Session, now| s.reconnect_with_request(request, now),
@@ -297,10 +302,8 @@ macro_rules! task_pool {
                 &self,
                 options: &$crate::reexports::ConnectOptions,
             ) -> Result<(), $crate::reexports::ConnectError> {
-                let request = options.validate()?;
-                let env = $crate::handle::DriverHandle::proxy_env(&*self.handle);
-                $crate::handle::check_dial(&request, env)?;
-                let (id, request) = (self.id, ::std::sync::Arc::new(request));
+                let request = $crate::handle::dialable(&*self.handle, options)?;
+                let id = self.id;
                 $crate::handle::DriverHandle::call(
                     &*self.handle,
                     |p: &mut $crate::__private::Pool, now| p.reconnect_with_request(id, request, now),
