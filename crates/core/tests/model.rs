@@ -493,6 +493,10 @@ impl Model {
             Ev::Close { conn, .. } | Ev::Reconnecting { conn, .. } => Some(*conn),
             _ => None,
         };
+        // A send settled without an event tells nothing: what is held stays held.
+        if matches!(ev, Ev::Completed(..)) && !self.flow.send_completions {
+            return;
+        }
         let ended = matches!(self.held.last(), Some(Ev::Close { .. }));
         if !self.held.is_empty()
             && !ended

@@ -1291,3 +1291,62 @@ fn a_pool_task_reconnects_with_a_new_request() {
         Err(ConnectError::NoConnection)
     );
 }
+
+/// With `send_completions(false)` (what the adapters' simple `WebSocket` sets) a send that
+/// is written leaves no event behind, so it is nothing to tell: an attempt that opened,
+/// wrote a message and dropped has still only its notices, and is folded like any other.
+/// A send-only program against a server that takes a message and drops the connection
+/// must not queue four or five notices an attempt for ever.
+#[test]
+fn a_send_written_without_an_event_does_not_release_the_attempt_held() {
+    let policy = ReconnectPolicy::default()
+        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
+        .seed(8);
+    let config = SessionConfig::default()
+        .send_completions(false)
+        .reconnect(policy);
+    let mut t = Sim {
+        s: Session::new(config).unwrap(),
+        now: Instant::now(),
+    };
+    let mut conn = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.actions();
+    let until = t.now + Duration::from_secs(600);
+    let mut dials = 0u32;
+    while t.now < until {
+        t.open(conn);
+        t.s.send(Message::text("tick"), t.now).unwrap();
+        let sent: Vec<SendId> = t
+            .actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Send { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1);
+        t.input(conn, TransportEvent::SendWritten(sent[0]));
+        t.input(conn, drop_tcp());
+        conn = loop {
+            t.now = t.s.poll_timeout().expect("a backoff deadline");
+            t.s.handle_timeout(t.now);
+            if let Some(c) = t.actions().into_iter().find_map(|a| match a {
+                Action::Dial { conn, .. } => Some(conn),
+                _ => None,
+            }) {
+                break c;
+            }
+        };
+        dials += 1;
+    }
+    assert!(dials > 500, "{dials} dials");
+    let events = t.events();
+    assert!(
+        events.len() <= RECONNECT_HOLD_NOTICES + 5,
+        "{} events untaken after {dials} dials",
+        events.len()
+    );
+    let (connecting, unreported, opened) = told(&events);
+    assert_eq!(connecting + unreported, dials + 1);
+    assert_eq!(opened, unreported);
+}

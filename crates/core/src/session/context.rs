@@ -260,6 +260,16 @@ impl Context {
     /// Queues an event for the application, unless it is a notice of a reconnection
     /// attempt held back for the notices untaken ([`HeldAttempt`]).
     pub(super) fn emit(&mut self, event: Event) {
+        // A send settled without an event (`send_completions` off) tells the application
+        // nothing: it leaves the attempt held as it is.
+        if !self.config.send_completions
+            && matches!(
+                event,
+                Event::SendCompleted { .. } | Event::SendDelivered { .. }
+            )
+        {
+            return self.queue(event);
+        }
         let Some(mut event) = self.held.keep(event) else {
             return;
         };
