@@ -1350,3 +1350,80 @@ fn a_send_written_without_an_event_does_not_release_the_attempt_held() {
     assert_eq!(connecting + unreported, dials + 1);
     assert_eq!(opened, unreported);
 }
+
+/// Checks the documented per-connection order of `events`: every connection told of goes
+/// `Reconnecting`? `Connecting`? `Open`? … exactly one `Close`, and every event of a
+/// connection comes before any of a later one.
+fn per_connection_order(events: &[Event]) {
+    let mut last: Option<ConnId> = None;
+    let mut closed = std::collections::BTreeSet::new();
+    for e in events {
+        let c = e.conn();
+        assert!(!closed.contains(&c), "{e:?} after the close of {c}");
+        if let Some(l) = last {
+            assert!(l <= c, "{e:?} after an event of {l}");
+        }
+        last = Some(c);
+        if matches!(e, Event::Close { .. }) {
+            closed.insert(c);
+        }
+    }
+}
+
+/// The application's own `close`, `connect` and `shutdown` while an attempt is held (in its
+/// reconnect delay, or dialling): nothing is lost or reordered, the output says events
+/// wait, and the connection the application closed ends with its one `Close`.
+#[test]
+fn the_applications_calls_during_an_attempt_held_lose_nothing() {
+    for (call, dialling) in [(0, false), (0, true), (1, false), (1, true), (2, false), (2, true)] {
+        let policy = ReconnectPolicy::default()
+            .backoff(Duration::from_millis(5), Duration::from_millis(5))
+            .seed(9);
+        let mut t = Sim::new(policy);
+        let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+        t.actions();
+        let until = t.now + Duration::from_secs(120);
+        let (_, conn) = attempts_untaken(&mut t, first, until, false);
+        // `conn` is dialling, its notices held.
+        if !dialling {
+            t.input(
+                conn,
+                TransportEvent::ConnectFailed(TransportError::new(
+                    TransportErrorKind::Connect,
+                    "refused",
+                )),
+            );
+            assert!(t.s.is_backing_off());
+        }
+        let current = t.s.current();
+        match call {
+            0 => t.s.close(Some(1000), "", t.now).unwrap(),
+            1 => {
+                t.s.connect(&ConnectOptions::new("ws://h/other"), t.now)
+                    .unwrap();
+            }
+            _ => t.s.shutdown(t.now),
+        }
+        t.actions();
+        assert!(t.s.has_events() && t.s.has_output() && t.s.peek_event().is_some());
+        let mut events = Vec::new();
+        while let Some(peeked) = t.s.peek_event().map(|e| format!("{e:?}")) {
+            let e = t.s.poll_event().unwrap();
+            assert_eq!(peeked, format!("{e:?}"));
+            events.push(e);
+        }
+        per_connection_order(&events);
+        assert!(told(&events).1 > 0, "attempts were folded");
+        let ended = current.expect("a current connection");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Close { conn, .. } if *conn == ended)),
+            "call {call}, dialling {dialling}: no close of {ended}: {:?}",
+            &events[events.len().saturating_sub(6)..]
+        );
+        if call == 1 {
+            assert!(matches!(events.last(), Some(Event::Connecting { .. })));
+        }
+    }
+}
