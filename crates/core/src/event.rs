@@ -118,7 +118,8 @@ pub enum Event {
         /// Attempts before this one that the application was never told of: each ended
         /// while [`RECONNECT_HOLD_NOTICES`](crate::RECONNECT_HOLD_NOTICES) notices or more
         /// waited untaken, with nothing to report but its own notices (its dial failed, or
-        /// it opened and dropped with no message, send outcome or pong), and was folded
+        /// it opened and dropped with no message, send outcome event or pong: a send that
+        /// settled without one, `send_completions` off, tells nothing), and was folded
         /// into this count rather than queued. 0 for an application that takes its events.
         /// They count in `attempt` as any attempt does.
         unreported: u32,
