@@ -1375,7 +1375,14 @@ fn per_connection_order(events: &[Event]) {
 /// wait, and the connection the application closed ends with its one `Close`.
 #[test]
 fn the_applications_calls_during_an_attempt_held_lose_nothing() {
-    for (call, dialling) in [(0, false), (0, true), (1, false), (1, true), (2, false), (2, true)] {
+    for (call, dialling) in [
+        (0, false),
+        (0, true),
+        (1, false),
+        (1, true),
+        (2, false),
+        (2, true),
+    ] {
         let policy = ReconnectPolicy::default()
             .backoff(Duration::from_millis(5), Duration::from_millis(5))
             .seed(9);
