@@ -327,6 +327,7 @@ impl Session {
     /// let mut session = Session::new(SessionConfig::default().reconnect(policy)).unwrap();
     /// let now = Instant::now();
     /// let conn = session.connect(&ConnectOptions::new("wss://example.com/?token=old"), now).unwrap();
+    /// while session.poll_action().is_some() {} // the driver dials the old token
     /// session.handle(conn, TransportEvent::Opened(Box::default()), now);
     /// // The token was renewed; the connection drops later.
     /// session.reconnect_with(&ConnectOptions::new("wss://example.com/?token=new"), now).unwrap();
