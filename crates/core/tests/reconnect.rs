@@ -1434,3 +1434,49 @@ fn the_applications_calls_during_an_attempt_held_lose_nothing() {
         }
     }
 }
+
+/// The renewed request reaches the session while the attempt before it is still dialling
+/// the stale one (the application called `reconnect_with` on the `Reconnecting` event, as
+/// the docs say, but the first attempt's delay, drawn from zero up, was already over: an
+/// adapter hands events over while its driver dials). The server refuses the stale token
+/// with 401, which is final for the policy because "the same request meets it again"; it
+/// would not: the application has given another. The refusal must lead to an attempt with
+/// the new request, not end the socket with the new request never dialled.
+#[test]
+fn a_refusal_of_the_stale_request_is_retried_with_the_new_one() {
+    let mut t = Sim::new(ReconnectPolicy::default().seed(37));
+    let first =
+        t.s.connect(&ConnectOptions::new("wss://h/feed?token=old"), t.now)
+            .unwrap();
+    t.actions();
+    t.open(first);
+    t.input(first, drop_tcp());
+    // The attempt dials the old token before the application has seen `Reconnecting`.
+    let second = t.fire_backoff();
+    t.events();
+    t.s.reconnect_with(&ConnectOptions::new("wss://h/feed?token=new"), t.now)
+        .unwrap();
+    let expired = TransportError::new(TransportErrorKind::HttpStatus(401), "token expired");
+    t.input(second, TransportEvent::ConnectFailed(expired));
+    assert!(
+        t.s.is_backing_off(),
+        "the 401 of the stale token ended the socket: {:?}",
+        t.events()
+    );
+    t.fire_backoff();
+    let conn = t.s.current().unwrap();
+    let events = t.events();
+    let url = events.iter().find_map(|e| match e {
+        Event::Connecting { conn: c, url, .. } if *c == conn => Some(url.to_string()),
+        _ => None,
+    });
+    assert_eq!(url.as_deref(), Some("wss://h/feed?token=new"));
+    // A 401 of the new request is final, as before.
+    let refused = TransportError::new(TransportErrorKind::HttpStatus(401), "still refused");
+    t.input(conn, TransportEvent::ConnectFailed(refused));
+    assert_eq!(
+        t.s.state(),
+        ReadyState::Closed,
+        "the new request's 401 is final"
+    );
+}

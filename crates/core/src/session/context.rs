@@ -486,10 +486,18 @@ impl Context {
     }
 
     /// Whether the reconnect policy dials again for `attempt` after an end of this cause.
+    /// A dial refused for good (a 4xx, a sub-protocol not offered, …) is final because the
+    /// same request would meet it again; not when the application has given the next
+    /// attempts another ([`super::Session::reconnect_with`] while the refused dial was
+    /// under way, say on the `Reconnecting` event of an attempt whose delay was already
+    /// over): that one is dialled, and its own refusal is final.
     pub(super) fn retry(&self, cause: Cause, attempt: u32) -> bool {
+        let replaced =
+            self.next_request.is_some() && matches!(cause, Cause::Dial(_) | Cause::Mismatch);
         !self.shut_down
             && self.config.reconnect.as_ref().is_some_and(|policy| {
-                cause.retried_by(policy) && policy.max_attempts.is_none_or(|max| attempt <= max)
+                (cause.retried_by(policy) || replaced)
+                    && policy.max_attempts.is_none_or(|max| attempt <= max)
             })
     }
 
