@@ -1508,7 +1508,7 @@ pub fn pool(data: &[u8]) {
                     match r {
                         Ok(()) => assert!(!shut_down),
                         Err(ConnectError::ShutDown) => assert!(shut_down),
-                        Err(ConnectError::NoConnection) => {}
+                        Err(ConnectError::NoConnection) => assert!(!shut_down),
                         Err(e) => panic!("reconnect_with: {e}"),
                     }
                     assert_eq!(p.state(c), before, "reconnect_with leaves the connection");

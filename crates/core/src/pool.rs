@@ -443,14 +443,20 @@ impl Pool {
 
     /// What one task's reconnect policy dials from its next attempt on (same rules as
     /// [`Session::reconnect_with_request`]; the pool's `conn` is any of the task's
-    /// connections).
+    /// connections). After [`shutdown`](Self::shutdown), `ConnectError::ShutDown` also for
+    /// a task that has left the pool since.
     pub fn reconnect_with_request(
         &mut self,
         conn: ConnId,
         request: std::sync::Arc<crate::HandshakeRequest>,
         now: Instant,
     ) -> Result<(), ConnectError> {
+        // The session's order: the request first, then the shutdown, then the connection.
+        request.check()?;
         let Some(slot) = self.index(conn) else {
+            if self.shut_down {
+                return Err(ConnectError::ShutDown);
+            }
             return Err(ConnectError::NoConnection);
         };
         let now = self.clock(now);

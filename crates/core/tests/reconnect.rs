@@ -1480,3 +1480,34 @@ fn a_refusal_of_the_stale_request_is_retried_with_the_new_one() {
         "the new request's 401 is final"
     );
 }
+
+/// After a pool's `shutdown` a task's `reconnect_with` is refused as shut down, as a
+/// session's is and as the pool's `connect` is, also once the task has left the pool: not
+/// `NoConnection`, whose advice ("connect instead") the pool would then refuse too. An
+/// invalid request is refused as invalid whatever the task, as a session refuses it.
+#[test]
+fn a_pool_shut_down_refuses_reconnect_with_as_shut_down() {
+    let config = SessionConfig::default().reconnect(ReconnectPolicy::default().seed(38));
+    let mut pool = Pool::new(config).unwrap();
+    let now = Instant::now();
+    let task = pool.connect(&ConnectOptions::new("ws://h/a"), now).unwrap();
+    while pool.poll_action().is_some() {}
+    pool.shutdown(now);
+    while pool.poll_action().is_some() || pool.poll_event().is_some() {}
+    assert!(pool.is_drained());
+    let request = std::sync::Arc::new(ConnectOptions::new("ws://h/b").validate().unwrap());
+    assert_eq!(
+        pool.reconnect_with_request(task, request, now),
+        Err(ConnectError::ShutDown)
+    );
+    assert_eq!(
+        pool.connect(&ConnectOptions::new("ws://h/c"), now),
+        Err(ConnectError::ShutDown)
+    );
+    let mut invalid = ConnectOptions::new("ws://h/b").validate().unwrap();
+    invalid.url.set_fragment(Some("top"));
+    assert_eq!(
+        pool.reconnect_with_request(task, std::sync::Arc::new(invalid), now),
+        Err(ConnectError::FragmentInUrl)
+    );
+}
