@@ -344,6 +344,19 @@ impl FrameWatch {
         let given = bytes.len();
         let mut invalid = None;
         while !bytes.is_empty() && !self.done {
+            if self.remaining == 0
+                && self.header_len == 0
+                && self.message.is_none()
+                && let Some(n) = small_frame(bytes)
+            {
+                // A whole small message in one frame, between messages: the state after
+                // it is the state before it, so it is passed over in one step (a flood of
+                // small messages is mostly this).
+                self.header[..2].copy_from_slice(&bytes[..2]);
+                self.fin = true;
+                bytes = &mut bytes[n..];
+                continue;
+            }
             if self.remaining > 0 {
                 let n = usize::try_from(self.remaining).map_or(bytes.len(), |r| r.min(bytes.len()));
                 if self.text_frame && !self.utf8.feed(&bytes[..n]) {
@@ -377,17 +390,30 @@ impl FrameWatch {
                 continue;
             }
             // A header: two bytes, then as many more as they announce.
-            while self.header_len < self.header_needed() && !bytes.is_empty() {
-                let n = (self.header_needed() - self.header_len).min(bytes.len());
-                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-                self.header_len += n;
-                bytes = &mut bytes[n..];
-            }
-            let header_len = self.header_needed();
-            if self.header_len < header_len {
-                return invalid; // the rest of the header comes with the next bytes
-            }
-            self.header_len = 0;
+            let longest = self.header.len();
+            let header_len = if self.header_len == 0 && bytes.len() >= longest {
+                // The whole header is here (it is at most 14 bytes): one fixed-size copy,
+                // rather than a piece at a time (a flood of small messages is mostly
+                // headers). The bytes copied past its end are never looked at.
+                self.header.copy_from_slice(&bytes[..longest]);
+                let len = header_len(&self.header[..2]);
+                bytes = &mut bytes[len..];
+                len
+            } else {
+                let mut needed = self.header_needed();
+                while self.header_len < needed && !bytes.is_empty() {
+                    let n = (needed - self.header_len).min(bytes.len());
+                    self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                    self.header_len += n;
+                    bytes = &mut bytes[n..];
+                    needed = self.header_needed();
+                }
+                if self.header_len < needed {
+                    return invalid; // the rest of the header comes with the next bytes
+                }
+                self.header_len = 0;
+                needed
+            };
             if self.header[1] & 0x7f == 127 && self.header[2] & 0x80 != 0 && invalid.is_none() {
                 // The header may have begun in an earlier read: what came before it is good.
                 let at = (given - bytes.len()).saturating_sub(header_len);
@@ -458,6 +484,19 @@ impl FrameWatch {
             (event, _) => event,
         }
     }
+}
+
+/// The length of the frame `bytes` begins with when it is a whole small data message the
+/// [`FrameWatch`] keeps nothing of: one unmasked frame with FIN, no RSV bit and a payload
+/// under 126 bytes, all of it in `bytes`, text only when its payload is valid UTF-8 (an
+/// invalid one takes the long way, which says where it fails).
+fn small_frame(bytes: &[u8]) -> Option<usize> {
+    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+    if second >= 126 || (first != 0x82 && first != 0x81) {
+        return None;
+    }
+    let payload = bytes.get(2..2 + usize::from(second))?;
+    (first == 0x82 || std::str::from_utf8(payload).is_ok()).then_some(2 + payload.len())
 }
 
 /// The length of a WebSocket frame header (RFC 6455 §5.2) that begins with `start`: 2
