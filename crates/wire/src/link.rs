@@ -560,10 +560,18 @@ impl<S: Read + Write> Link<S> {
     /// close frame with its code and reason as the peer sent them.
     fn event_of(&mut self, message: WsMessage, credit: &mut ReadCredit) -> Option<TransportEvent> {
         let event = from_ws_copying(message, &mut self.copies)?;
-        if let TransportEvent::Message(message) = &event {
-            credit.take(message.len());
+        match &event {
+            TransportEvent::Message(message) => {
+                credit.take(message.len());
+            }
+            // Only a close frame is ever corrected: every other event passes as it is,
+            // without a move through the watch.
+            TransportEvent::PeerClosed(_) => {
+                return Some(self.ws.get_ref().incoming.frame_watch().correct(event));
+            }
+            _ => {}
         }
-        Some(self.ws.get_ref().incoming.frame_watch().correct(event))
+        Some(event)
     }
 
     /// A read or write failed: report it, and end the transport unless the core will still
