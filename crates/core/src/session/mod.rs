@@ -508,6 +508,12 @@ impl Session {
         let now = self.advance(now);
         // RFC 6455 §7.4: a close code the peer may not send is a protocol error.
         let event = match event {
+            // A message for the open connection leaves it open: handled in place, without
+            // the state taken out and put back (what `step` does for any input).
+            TransportEvent::Message(message) => match &mut self.conn {
+                Conn::Open(o) if o.id == conn => return o.on_message(&mut self.cx, message, now),
+                _ => TransportEvent::Message(message),
+            },
             TransportEvent::PeerClosed(PeerClose {
                 code: Some(code), ..
             }) if !crate::close::is_valid_from_peer(code) => {

@@ -171,6 +171,20 @@ impl Open {
         Ok(())
     }
 
+    /// A message received: the peer is alive, and the application gets it. The connection
+    /// stays open, so the session calls this in place, without a step through
+    /// [`Self::on_event`] (most of a busy connection's inputs are messages).
+    pub(super) fn on_message(&mut self, cx: &mut Context, message: Message, now: Instant) {
+        self.touch(&cx.config, now);
+        if let Some(acks) = &mut self.acks {
+            acks.on_input(now);
+        }
+        cx.emit(Event::Message {
+            conn: self.id,
+            message,
+        });
+    }
+
     /// Input from the driver for this connection.
     pub(super) fn on_event(
         mut self: Box<Self>,
@@ -180,13 +194,7 @@ impl Open {
     ) -> Next {
         let conn = self.id;
         match event {
-            TransportEvent::Message(message) => {
-                self.touch(&cx.config, now);
-                if let Some(acks) = &mut self.acks {
-                    acks.on_input(now);
-                }
-                cx.emit(Event::Message { conn, message });
-            }
+            TransportEvent::Message(message) => self.on_message(cx, message, now),
             TransportEvent::SendWritten(id) => {
                 cx.on_written(conn, &mut self.in_flight, self.acks.as_mut(), id);
             }
