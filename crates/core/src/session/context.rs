@@ -288,6 +288,16 @@ impl Context {
         self.queue(event);
     }
 
+    /// [`Self::emit`] for a message received on `conn`: a message is never a notice held
+    /// back, so with nothing held it is queued at once (it would release what is held).
+    pub(super) fn emit_message(&mut self, conn: ConnId, message: Message) {
+        if !self.held.is_empty() {
+            return self.emit(Event::Message { conn, message });
+        }
+        self.count_message(message.len());
+        self.events.push_back(Event::Message { conn, message });
+    }
+
     /// Queues the notices held back, in order.
     pub(super) fn release_held(&mut self) {
         for event in std::mem::take(&mut self.held).into_events() {
@@ -299,21 +309,7 @@ impl Context {
     /// when the received messages reach their bound.
     fn queue(&mut self, event: Event) {
         match &event {
-            Event::Message { message, .. } => {
-                self.backlog.messages += 1;
-                self.backlog.bytes += message.len();
-                if !self.reading_paused
-                    && self.backlog.is_full(
-                        self.config.max_received_messages,
-                        self.config.max_received_bytes,
-                    )
-                {
-                    self.reading_paused = true;
-                    self.resumed = false;
-                    self.stats.read_pauses += 1;
-                    self.paused_since = self.paused_since.or(self.now);
-                }
-            }
+            Event::Message { message, .. } => self.count_message(message.len()),
             Event::SendCompleted { id, .. } | Event::SendDelivered { id, .. } => {
                 self.sends_pending -= 1;
                 if let Some(completions) = &mut self.completions {
@@ -341,6 +337,24 @@ impl Context {
             _ => {}
         }
         self.events.push_back(event);
+    }
+
+    /// Counts a message of `len` bytes queued in the backlog; pauses reading when the
+    /// received messages reach their bound.
+    fn count_message(&mut self, len: usize) {
+        self.backlog.messages += 1;
+        self.backlog.bytes += len;
+        if !self.reading_paused
+            && self.backlog.is_full(
+                self.config.max_received_messages,
+                self.config.max_received_bytes,
+            )
+        {
+            self.reading_paused = true;
+            self.resumed = false;
+            self.stats.read_pauses += 1;
+            self.paused_since = self.paused_since.or(self.now);
+        }
     }
 
     /// Transport input for `conn`, which is not the current connection: counted, and

@@ -179,10 +179,7 @@ impl Open {
         if let Some(acks) = &mut self.acks {
             acks.on_input(now);
         }
-        cx.emit(Event::Message {
-            conn: self.id,
-            message,
-        });
+        cx.emit_message(self.id, message);
     }
 
     /// Input from the driver for this connection.
