@@ -1660,3 +1660,56 @@ fn a_tokio_sink_reports_messages_lost_with_a_connection_although_later_ones_went
         client.close(None, "").unwrap();
     });
 }
+
+/// A wx socket's reconnections dial the token renewed with `reconnect_with`, on each
+/// adapter: open with the old token, renew it from the open listener, the server restarts
+/// (1012, retried), and the second open's request carries the new one; the open listener
+/// hears both opens, and no callback runs for the call itself.
+macro_rules! a_wx_socket_reconnects_with_a_renewed_token {
+    ($name:ident, $adapter:ident, $($runtime:tt)*) => {
+        #[test]
+        fn $name() {
+            use $adapter::wx::{ConnectSocket, WxSocket};
+            $($runtime)*
+            let peer = Peer::start(Mode::Echo);
+            let policy = ReconnectPolicy::default().seed(39);
+            let config = $adapter::Config::new().session(config(policy));
+            let wx = WxSocket::new(config).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            let weak = wx.downgrade();
+            let renewed = with_token(&peer, "new");
+            let opens = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let counted = std::sync::Arc::clone(&opens);
+            wx.on_socket_open(move |_| {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == 1 {
+                    let wx = weak.upgrade().unwrap();
+                    wx.reconnect_with(&renewed).unwrap();
+                }
+                tx.send(n).unwrap();
+            });
+            wx.connect_socket(ConnectSocket::new(with_token(&peer, "old"))).unwrap();
+            assert_eq!(rx.recv_timeout(EVENT_TIMEOUT), Ok(1));
+            peer.close_all(1012, "restart");
+            assert_eq!(rx.recv_timeout(EVENT_TIMEOUT), Ok(2));
+            let seen: Vec<String> = tokens_seen(&peer).into_iter().map(|(q, _)| q).collect();
+            assert_eq!(seen, ["old", "new"]);
+            let refused = wx.reconnect_with(&ConnectOptions::new("ftp://h/"));
+            assert!(
+                matches!(refused, Err(wxsocket_core::ConnectError::UnsupportedScheme { .. })),
+                "{refused:?}"
+            );
+        }
+    };
+}
+
+a_wx_socket_reconnects_with_a_renewed_token!(
+    a_wx_socket_reconnects_with_a_renewed_token_blocking,
+    wxsocket_blocking,
+);
+a_wx_socket_reconnects_with_a_renewed_token!(
+    a_wx_socket_reconnects_with_a_renewed_token_tokio,
+    wxsocket_tokio,
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+);

@@ -571,6 +571,21 @@ impl WxSocket {
         result.map_err(|_| outcome)
     }
 
+    /// What the reconnect policy dials from its next attempt on (not a WeChat call: a
+    /// reconnect policy is this library's; see [`Session::reconnect_with`]), refused as
+    /// `connect_socket` refuses options, the driver's check included. No callback runs.
+    pub fn reconnect_with(
+        &mut self,
+        options: &ConnectOptions,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        let request = options.validate()?;
+        if let Some(check) = &self.connect_check {
+            check(&request)?;
+        }
+        self.session.reconnect_with_request(Arc::new(request), now)
+    }
+
     /// `wx.sendSocketMessage`. Queued while connecting; `success` once written (with
     /// delivery acknowledgement on, [`crate::Acknowledgement`], once the peer acknowledged
     /// it); `fail` at once when refused, or later when the message can no longer be written.

@@ -96,6 +96,19 @@ macro_rules! wx_socket {
                 self.call(|core, now| core.connect_socket(call, now))
             }
 
+            /// What the reconnect policy dials from its next attempt on, for a token in the
+            /// URL or a header that expires (not a WeChat call: the reconnect policy is this
+            /// library's); validated as `connect_socket` validates options, the current
+            /// connection untouched, no callback run; with no connection to reconnect,
+            /// [`ConnectError::NoConnection`](crate::ConnectError::NoConnection). See
+            /// [`Client::reconnect_with`](crate::Client::reconnect_with).
+            pub fn reconnect_with(
+                &self,
+                options: &$crate::reexports::ConnectOptions,
+            ) -> Result<(), $crate::reexports::ConnectError> {
+                self.call(|core, now| core.reconnect_with(options, now))
+            }
+
             /// `wx.sendSocketMessage`. Queued while connecting; `success` once written;
             /// `fail` when refused or when the message can no longer be written.
             pub fn send_socket_message(
