@@ -898,6 +898,15 @@ fn the_attempts_of_one_request_share_its_url() {
     assert_eq!(url.unwrap().as_str(), "ws://h/other");
 }
 
+/// A session under `policy` with a 1 ns backoff, its first connection dialling.
+fn dialling_fast(policy: ReconnectPolicy) -> (Sim, ConnId) {
+    let policy = policy.backoff(Duration::from_nanos(1), Duration::from_nanos(1));
+    let mut t = Sim::new(policy);
+    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
+    t.actions();
+    (t, first)
+}
+
 /// Drives attempts for an application that takes no events: each dial either is refused
 /// or (`opens`) opens and drops at once; waits out every backoff timer in between, until
 /// `until` or the policy gives up. Returns the number of dials after the first, and the
@@ -966,12 +975,7 @@ fn told(events: &[Event]) -> (u32, u32, u32) {
 /// `Connecting` event or in a count, and each connection told of ends with one `Close`.
 #[test]
 fn notices_stay_bounded_however_long_the_server_stays_away() {
-    let policy = ReconnectPolicy::default()
-        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
-        .seed(3);
-    let mut t = Sim::new(policy);
-    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
-    t.actions();
+    let (mut t, first) = dialling_fast(ReconnectPolicy::default().seed(3));
     let until = t.now + Duration::from_secs(3600);
     let (dials, last) = attempts_untaken(&mut t, first, until, false);
     assert!(dials > 3000, "{dials} dials in an hour");
@@ -1013,12 +1017,7 @@ fn notices_stay_bounded_however_long_the_server_stays_away() {
 /// opened: a simple client's `reconnections` counts them.
 #[test]
 fn attempts_that_open_and_drop_unnoticed_are_counted_as_opened() {
-    let policy = ReconnectPolicy::default()
-        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
-        .seed(4);
-    let mut t = Sim::new(policy);
-    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
-    t.actions();
+    let (mut t, first) = dialling_fast(ReconnectPolicy::default().seed(4));
     let until = t.now + Duration::from_secs(600);
     let (dials, _) = attempts_untaken(&mut t, first, until, true);
     let events = t.events();
@@ -1042,12 +1041,7 @@ fn attempts_that_open_and_drop_unnoticed_are_counted_as_opened() {
 /// `Reconnecting` event among them carries the count of the attempts folded before.
 #[test]
 fn an_attempt_with_a_message_is_told_of_in_order() {
-    let policy = ReconnectPolicy::default()
-        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
-        .seed(5);
-    let mut t = Sim::new(policy);
-    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
-    t.actions();
+    let (mut t, first) = dialling_fast(ReconnectPolicy::default().seed(5));
     let until = t.now + Duration::from_secs(30);
     let (dials, conn) = attempts_untaken(&mut t, first, until, false);
     t.open(conn);
@@ -1076,13 +1070,7 @@ fn an_attempt_with_a_message_is_told_of_in_order() {
 /// way, and an attempt that ended for good (the policy's last) is told of then.
 #[test]
 fn taking_events_releases_the_attempt_held() {
-    let policy = ReconnectPolicy::default()
-        .backoff(Duration::from_nanos(1), Duration::from_nanos(1))
-        .max_attempts(Some(40))
-        .seed(6);
-    let mut t = Sim::new(policy);
-    let first = t.s.connect(&ConnectOptions::new("ws://h"), t.now).unwrap();
-    t.actions();
+    let (mut t, first) = dialling_fast(ReconnectPolicy::default().max_attempts(Some(40)).seed(6));
     let until = t.now + Duration::from_secs(3600);
     let (dials, conn) = attempts_untaken(&mut t, first, until, false);
     assert_eq!(dials, 40, "the policy's 40 attempts");
