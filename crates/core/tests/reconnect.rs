@@ -945,6 +945,24 @@ fn attempts_untaken(t: &mut Sim, mut conn: ConnId, until: Instant, opens: bool) 
     (dials, conn)
 }
 
+/// Checks that the `events` an application took after `dials` dials past the first with
+/// nothing taken are within the bound (the count and one held attempt's notices) and tell
+/// of every dial, as a `Connecting` event or in a count; returns [`told`]'s counts.
+fn bounded_and_told(events: &[Event], dials: u32) -> (u32, u32, u32) {
+    assert!(
+        events.len() <= RECONNECT_HOLD_NOTICES + 5,
+        "{} events untaken after {dials} dials",
+        events.len()
+    );
+    let (connecting, unreported, opened) = told(events);
+    assert_eq!(
+        connecting + unreported,
+        dials + 1,
+        "every dial is accounted for"
+    );
+    (connecting, unreported, opened)
+}
+
 /// What the events of a run tell of its attempts: the `Connecting` events, and the attempts
 /// and opened ones counted as unreported by `Reconnecting` events.
 fn told(events: &[Event]) -> (u32, u32, u32) {
@@ -981,17 +999,7 @@ fn notices_stay_bounded_however_long_the_server_stays_away() {
     assert!(dials > 3000, "{dials} dials in an hour");
     // Taking events releases the attempt held (the one dialling): it is told of too.
     let events = t.events();
-    assert!(
-        events.len() <= RECONNECT_HOLD_NOTICES + 5,
-        "{} events untaken after {dials} dials",
-        events.len()
-    );
-    let (connecting, unreported, opened) = told(&events);
-    assert_eq!(
-        connecting + unreported,
-        dials + 1,
-        "every dial is accounted for"
-    );
+    let (connecting, unreported, opened) = bounded_and_told(&events, dials);
     assert!(unreported > 3000 && opened == 0, "{unreported} {opened}");
     let closes = events
         .iter()
@@ -1021,13 +1029,7 @@ fn attempts_that_open_and_drop_unnoticed_are_counted_as_opened() {
     let until = t.now + Duration::from_secs(600);
     let (dials, _) = attempts_untaken(&mut t, first, until, true);
     let events = t.events();
-    assert!(
-        events.len() <= RECONNECT_HOLD_NOTICES + 5,
-        "{}",
-        events.len()
-    );
-    let (connecting, unreported, opened) = told(&events);
-    assert_eq!(connecting + unreported, dials + 1);
+    let (_, unreported, opened) = bounded_and_told(&events, dials);
     assert_eq!(opened, unreported, "every attempt opened");
     let opens = events
         .iter()
@@ -1329,13 +1331,7 @@ fn a_send_written_without_an_event_does_not_release_the_attempt_held() {
     }
     assert!(dials > 500, "{dials} dials");
     let events = t.events();
-    assert!(
-        events.len() <= RECONNECT_HOLD_NOTICES + 5,
-        "{} events untaken after {dials} dials",
-        events.len()
-    );
-    let (connecting, unreported, opened) = told(&events);
-    assert_eq!(connecting + unreported, dials + 1);
+    let (_, unreported, opened) = bounded_and_told(&events, dials);
     assert_eq!(opened, unreported);
 }
 
