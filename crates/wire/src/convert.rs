@@ -340,11 +340,19 @@ impl FrameWatch {
     /// text message invalid whatever follows, or [`TransportErrorKind::Protocol`] at a
     /// frame header whose 64-bit length has its most significant bit set (RFC 6455 §5.2;
     /// tungstenite reports that as a message too large, which would close with 1009).
-    pub fn scan(&mut self, mut bytes: &mut [u8]) -> Option<Fault> {
+    pub fn scan(&mut self, bytes: &mut [u8]) -> Option<Fault> {
+        self.scan_with(bytes, true)
+    }
+
+    /// [`Self::scan`]; with `fast` off, every frame is followed field by field (the two
+    /// shortcuts for a flood of small frames not taken), for the tests that hold the
+    /// shortcuts to the same results.
+    fn scan_with(&mut self, mut bytes: &mut [u8], fast: bool) -> Option<Fault> {
         let given = bytes.len();
         let mut invalid = None;
         while !bytes.is_empty() && !self.done {
-            if self.remaining == 0
+            if fast
+                && self.remaining == 0
                 && self.header_len == 0
                 && self.message.is_none()
                 && let Some(n) = small_frame(bytes)
@@ -391,7 +399,7 @@ impl FrameWatch {
             }
             // A header: two bytes, then as many more as they announce.
             let longest = self.header.len();
-            let header_len = if self.header_len == 0 && bytes.len() >= longest {
+            let header_len = if fast && self.header_len == 0 && bytes.len() >= longest {
                 // The whole header is here (it is at most 14 bytes): one fixed-size copy,
                 // rather than a piece at a time (a flood of small messages is mostly
                 // headers). The bytes copied past its end are never looked at.
@@ -683,6 +691,123 @@ pub fn connect_error(error: &std::io::Error, what: &str) -> TransportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small deterministic generator (xorshift) for the watch's differential test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn one_in(&mut self, n: u64) -> bool {
+            self.below(n) == 0
+        }
+    }
+
+    /// A server's frames, mostly well formed and small, now and then anything the watch
+    /// must notice: RSV bits, masks, continuations of nothing, text invalid as UTF-8, long
+    /// and non-minimal lengths, a 64-bit length with its top bit set, close frames (1014).
+    fn frames(rng: &mut Rng) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..rng.below(40) + 1 {
+            let opcode = [0x1, 0x2, 0x1, 0x2, 0x0, 0x9, 0xa, 0x8, 0x3][rng.below(9) as usize];
+            let fin = if rng.one_in(5) { 0 } else { 0x80 };
+            let rsv = if rng.one_in(25) { 0x40 } else { 0 };
+            let mut payload: Vec<u8> = match opcode {
+                0x8 => {
+                    let code: u16 = [1000, 1014, 1001, 3000][rng.below(4) as usize];
+                    let mut p = code.to_be_bytes().to_vec();
+                    p.extend_from_slice("gw é".as_bytes());
+                    p
+                }
+                _ => {
+                    let len = if rng.one_in(10) {
+                        rng.below(400)
+                    } else {
+                        rng.below(60)
+                    };
+                    let text = "aé€😀z";
+                    let mut p: Vec<u8> = text.bytes().cycle().take(len as usize).collect();
+                    if rng.one_in(12) && !p.is_empty() {
+                        let at = rng.below(p.len() as u64) as usize;
+                        p[at] = 0xff;
+                    }
+                    p
+                }
+            };
+            if rng.one_in(30) {
+                payload.truncate(1);
+            }
+            out.push(fin | rsv | opcode);
+            let mask = if rng.one_in(30) { 0x80 } else { 0 };
+            let len = payload.len();
+            if rng.one_in(60) {
+                out.push(mask | 127);
+                out.extend_from_slice(&(u64::MAX - len as u64).to_be_bytes());
+            } else if len < 126 && !rng.one_in(15) {
+                out.push(mask | len as u8);
+            } else if len <= 0xffff && !rng.one_in(10) {
+                out.push(mask | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            } else {
+                out.push(mask | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+            if mask != 0 {
+                out.extend_from_slice(&[1, 2, 3, 4]);
+            }
+            out.extend_from_slice(&payload);
+        }
+        out
+    }
+
+    /// The watch's shortcuts for small frames change nothing it reports: over many random
+    /// streams of frames, cut into random pieces as reads cut them, the watch with them and
+    /// the watch following every frame field by field find the same faults at the same
+    /// places, rewrite the same bytes (a close code 1014), and correct a close the same way.
+    #[test]
+    fn the_small_frame_shortcuts_report_what_the_field_by_field_watch_reports() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut shortcuts_taken = 0usize;
+        for stream in 0..20_000 {
+            let bytes = frames(&mut rng);
+            let (mut fast, mut slow) = (FrameWatch::default(), FrameWatch::default());
+            let (mut fast_bytes, mut slow_bytes) = (bytes.clone(), bytes.clone());
+            let mut at = 0;
+            while at < bytes.len() {
+                let piece = if rng.one_in(3) {
+                    bytes.len() - at
+                } else {
+                    (rng.below(40) as usize + 1).min(bytes.len() - at)
+                };
+                let range = at..at + piece;
+                let a = fast.scan_with(&mut fast_bytes[range.clone()], true);
+                let b = slow.scan_with(&mut slow_bytes[range], false);
+                assert_eq!(a, b, "stream {stream}, piece at {at}: {bytes:?}");
+                at += piece;
+            }
+            assert_eq!(fast_bytes, slow_bytes, "stream {stream}: {bytes:?}");
+            let closed = || {
+                TransportEvent::PeerClosed(PeerClose {
+                    code: None,
+                    reason: String::new(),
+                })
+            };
+            assert_eq!(
+                fast.correct(closed()),
+                slow.correct(closed()),
+                "stream {stream}"
+            );
+            shortcuts_taken += usize::from(bytes.first().is_some_and(|b| *b == 0x81 || *b == 0x82));
+        }
+        assert!(shortcuts_taken > 1000, "{shortcuts_taken}");
+    }
 
     /// A TLS stream that ends without close_notify is reported without rustls's link into
     /// its manual (a user's probe found it in a close reason).
