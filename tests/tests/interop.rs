@@ -1959,6 +1959,18 @@ fn echo_through_pproxy<A: Adapter>(
         server.wait_line("the open line", |l| l.starts_with("open ")),
         "open /echo"
     );
+    // The proxy opened one tunnel, to the URL's host and port as written (a name stays a
+    // name: the proxy resolves it).
+    let tunnel = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next());
+    assert_eq!(
+        proxy.tunnels(1),
+        [tunnel.expect("a URL with an authority")],
+        "[{}] {}",
+        A::NAME,
+        proxy.process.describe()
+    );
 }
 
 /// The server's host as a name: pproxy resolves it, and its reply to `CONNECT` binds to
@@ -1969,13 +1981,6 @@ fn ws_through_pproxy_with_credentials<A: Adapter>(kind: PeerKind) {
     let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::default());
     let url = format!("ws://localhost:{}/echo", server.port);
     echo_through_pproxy(&mut a, &server, &proxy, &proxy.url_with_credentials(), &url);
-    assert_eq!(
-        proxy.tunnels(1),
-        [format!("localhost:{}", server.port)],
-        "[{}] {}",
-        A::NAME,
-        proxy.process.describe()
-    );
 }
 
 /// `socks5://` (not `socks5h`) to a proxy without authentication; the server's host an
@@ -1986,13 +1991,6 @@ fn ws_through_pproxy_without_authentication<A: Adapter>(kind: PeerKind) {
     let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::default());
     let proxy_url = proxy.url("socks5", None);
     echo_through_pproxy(&mut a, &server, &proxy, &proxy_url, &server.url("echo"));
-    assert_eq!(
-        proxy.tunnels(1),
-        [format!("127.0.0.1:{}", server.port)],
-        "[{}] {}",
-        A::NAME,
-        proxy.process.describe()
-    );
 }
 
 /// `wss://` by name through the tunnel: the certificate is checked against `localhost`,
@@ -2003,12 +2001,6 @@ fn wss_through_pproxy_is_tls_end_to_end<A: Adapter>(kind: PeerKind) {
     let mut a: A = client_with_proxy_env(ProxyEnv::empty(), TlsRoots::only(vec![ca]));
     let url = format!("wss://localhost:{}/echo", server.port);
     echo_through_pproxy(&mut a, &server, &proxy, &proxy.url_with_credentials(), &url);
-    assert_eq!(
-        proxy.tunnels(1),
-        [format!("localhost:{}", server.port)],
-        "[{}]",
-        A::NAME
-    );
 }
 
 /// Dials `url` through `proxy_url` and expects the dial to fail: `[Error(ConnectFailed),
