@@ -384,13 +384,15 @@ pub struct SessionConfig {
     /// up to this size. The buffers that payload is read through add to that, per
     /// connection:
     /// - tungstenite's read buffer. A message read as one frame is read into a buffer of its
-    ///   size, which the connection keeps once the application has taken the message, for
-    ///   the next: up to this size, held by an idle connection too (and when a longer
-    ///   message comes, the new buffer is twice the old one's size if that is more).
+    ///   size, which the message then shares (and when a longer message comes, the new
+    ///   buffer is twice the old one's size if that is more). Once the connection is idle
+    ///   (its socket read dry, everything written out) after a frame of 32 KiB or more, the
+    ///   buffer is made anew at 4 KiB: the message the application holds is then all that
+    ///   keeps that memory. Shorter frames leave a buffer up to about twice their size.
     /// - A message that arrives in several frames (fragmented, or compressed and longer
     ///   than 32 KiB) is joined in a buffer that grows by doubling, up to twice what has
     ///   arrived (the message is trimmed to its length once whole), and the read buffer
-    ///   keeps the size of its largest frame.
+    ///   takes the size of its largest frame, until the connection is idle.
     /// - Up to 64 KiB read ahead of the socket while data streams in, kept while reading
     ///   is paused.
     ///

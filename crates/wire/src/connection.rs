@@ -679,7 +679,7 @@ mod tests {
         Connection<Recording>,
         std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
     ) {
-        use tungstenite::protocol::{Role, WebSocket};
+        use tungstenite::protocol::WebSocketConfig;
         let options =
             wxsocket_core::ConnectOptions::new("ws://example.test/").tcp_no_delay(tcp_no_delay);
         let request = Arc::new(options.validate().unwrap());
@@ -697,8 +697,8 @@ mod tests {
             crate::upgrade::Stream::Plain(socket),
             crate::incoming::Incoming::new(bytes::Bytes::new(), None),
         );
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
-        c.phase = Phase::Open(Box::new(Link::new(id, ws, Default::default())));
+        let link = Link::new(id, wire, WebSocketConfig::default(), Default::default());
+        c.phase = Phase::Open(Box::new(link));
         (c, record)
     }
 

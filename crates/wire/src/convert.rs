@@ -272,6 +272,8 @@ pub struct FrameWatch {
     fin: bool,
     /// The start of a UTF-8 sequence the bytes so far left unfinished.
     utf8: Utf8Tail,
+    /// The longest payload a frame announced since [`Self::forget_longest_frame`].
+    longest_frame: u64,
 }
 
 /// What [`FrameWatch::scan`] found wrong in the bytes it was given.
@@ -435,6 +437,7 @@ impl FrameWatch {
                 });
             }
             self.remaining = payload_len(&self.header[..header_len]);
+            self.longest_frame = self.longest_frame.max(self.remaining);
             let opcode = self.header[0] & 0x0f;
             let refused = self.header[0] & 0x70 != 0 || self.header[1] & 0x80 != 0;
             match opcode {
@@ -456,6 +459,32 @@ impl FrameWatch {
             }
         }
         invalid
+    }
+
+    /// The longest payload a frame announced since [`Self::forget_longest_frame`] (or since
+    /// the watch began): tungstenite reserves room for a whole frame in its read buffer, so
+    /// this is about how large that buffer has grown. Small frames passed over in one step
+    /// are not counted: their payloads are under 126 bytes.
+    pub fn longest_frame(&self) -> u64 {
+        self.longest_frame
+    }
+
+    /// Starts counting [`Self::longest_frame`] afresh.
+    pub fn forget_longest_frame(&mut self) {
+        self.longest_frame = 0;
+    }
+
+    /// Whether the bytes so far end between two data messages: no frame part way, no
+    /// message of several frames under way, no close frame read and nothing the watch
+    /// stopped checking. Once tungstenite has parsed every frame of those bytes, it holds
+    /// nothing of the stream.
+    pub fn between_messages(&self) -> bool {
+        self.remaining == 0
+            && self.header_len == 0
+            && self.message.is_none()
+            && self.close.is_none()
+            && !self.done
+            && !self.unchecked
     }
 
     /// The current frame's payload has all passed: a data frame with FIN ends its message.
@@ -790,6 +819,18 @@ mod tests {
                 let a = fast.scan_with(&mut fast_bytes[range.clone()], true);
                 let b = slow.scan_with(&mut slow_bytes[range], false);
                 assert_eq!(a, b, "stream {stream}, piece at {at}: {bytes:?}");
+                // Where tungstenite's buffer may be made anew, and how long a frame came
+                // (the small frames passed over are under 126 bytes).
+                assert_eq!(
+                    fast.between_messages(),
+                    slow.between_messages(),
+                    "stream {stream}, piece at {at}: {bytes:?}"
+                );
+                assert_eq!(
+                    fast.longest_frame().max(125),
+                    slow.longest_frame().max(125),
+                    "stream {stream}, piece at {at}: {bytes:?}"
+                );
                 at += piece;
             }
             assert_eq!(fast_bytes, slow_bytes, "stream {stream}: {bytes:?}");

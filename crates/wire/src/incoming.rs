@@ -52,6 +52,11 @@ impl Incoming {
         &self.frame_watch
     }
 
+    /// The close watch, to start counting its longest frame afresh.
+    pub fn frame_watch_mut(&mut self) -> &mut FrameWatch {
+        &mut self.frame_watch
+    }
+
     /// Fills `out` with the next bytes for tungstenite; `read` reads (or polls) the socket,
     /// and its `Pending`, errors and end of stream are passed on.
     pub fn poll_read(

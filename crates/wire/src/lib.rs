@@ -141,6 +141,16 @@ pub const READ_AHEAD: usize = 64 * 1024;
 /// are passed on as they are.
 pub const COPY_BELOW: usize = 32 * 1024;
 
+/// How large tungstenite's buffers of a connection may grow and be kept: once a frame this
+/// long or longer was read, or this many bytes were written between two flushes, the
+/// connection makes them anew (a read buffer of [`READ_BUFFER`], an empty write buffer) the
+/// next time it is idle: its socket read dry, everything written out, between messages, no
+/// close under way. Until then each keeps the size of the longest frame read or the most
+/// written at once, so that a connection that once received a 64 MiB message would hold
+/// 64 MiB for the rest of its life. Below this, the buffers are kept: frames under
+/// [`COPY_BELOW`] are copied out, so tungstenite reuses its buffer for the next one.
+pub const GIVE_BACK_FROM: usize = COPY_BELOW;
+
 /// tungstenite's configuration from the session's: the maximum message size applies to
 /// received messages and data frames; reads take at most [`READ_BUFFER`] at a time.
 pub fn websocket_config(config: &SessionConfig) -> tungstenite::protocol::WebSocketConfig {

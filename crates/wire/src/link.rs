@@ -8,11 +8,11 @@
 //! the waker of the task that drives the connection (the tokio adapter). The adapter keeps
 //! only how it waits for the socket to be ready again.
 
-use crate::HandshakeDone;
 use crate::convert::{SmallCopies, classify, close_frame, from_ws_copying};
 use crate::dial::Encoder;
 use crate::incoming::Incoming;
 use crate::upgrade::Stream;
+use crate::{GIVE_BACK_FROM, HandshakeDone};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -20,7 +20,7 @@ use std::task::Poll;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
-use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
     CloseRequest, ConnId, Handshake, HandshakeRequest, Message, PeerClose, ReadCredit, SendId,
@@ -61,7 +61,12 @@ pub const MAX_OWED_REPLIES: usize = 64 * 1024;
 /// An open connection: the WebSocket over the socket `S`, and what was written on it.
 pub struct Link<S> {
     conn: ConnId,
-    ws: WebSocket<Wire<S>>,
+    /// tungstenite's side of the WebSocket: frames in and out, the pongs and close answers
+    /// it queues. Made anew once the connection is idle after a long frame
+    /// ([`Self::give_back_buffers`]).
+    ctx: WebSocketContext,
+    /// The byte stream tungstenite reads and writes.
+    wire: Wire<S>,
     /// Compresses outgoing messages when permessage-deflate was agreed.
     encoder: Encoder,
     /// Sends written into the WebSocket's buffer but not yet on the socket, each with the
@@ -107,6 +112,19 @@ pub struct Link<S> {
     /// The read credit the last read left: what a read after a failed write may still
     /// hand over ([`Self::salvage`]). Before the first read, one message ([`FIRST_CREDIT`]).
     credit_left: ReadCredit,
+    /// The last read found the stream empty ([`ReadEnd::Drained`]): tungstenite has parsed
+    /// every frame of the bytes it was given, and holds none of them unless a frame is part
+    /// way (which the frame watch knows). True before the first read.
+    read_idle: bool,
+    /// Bytes written into tungstenite's buffer since the last flush that got everything
+    /// out.
+    unflushed: usize,
+    /// tungstenite's write buffer took [`GIVE_BACK_FROM`] bytes or more between two
+    /// flushes, and has not been made anew since ([`Self::give_back_buffers`]).
+    write_buffer_grown: bool,
+    /// How many times tungstenite's side was made anew (for the tests).
+    #[cfg(test)]
+    made_anew: usize,
 }
 
 impl<S: Read + Write> Link<S> {
@@ -129,14 +147,19 @@ impl<S: Read + Write> Link<S> {
         // size its read buffer from it: with an empty tail, every later read would be a few
         // bytes, one syscall per message.
         let wire = Wire::new(stream, Incoming::new(tail.into(), inflater));
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, Some(config));
-        (Self::new(conn, ws, encoder), handshake)
+        (Self::new(conn, wire, config, encoder), handshake)
     }
 
-    pub(crate) fn new(conn: ConnId, ws: WebSocket<Wire<S>>, encoder: Encoder) -> Self {
+    pub(crate) fn new(
+        conn: ConnId,
+        wire: Wire<S>,
+        config: WebSocketConfig,
+        encoder: Encoder,
+    ) -> Self {
         Self {
             conn,
-            ws,
+            ctx: WebSocketContext::new(Role::Client, Some(config)),
+            wire,
             encoder,
             pending: VecDeque::new(),
             handed: 0,
@@ -152,17 +175,22 @@ impl<S: Read + Write> Link<S> {
             owing: false,
             copies: SmallCopies::default(),
             credit_left: FIRST_CREDIT,
+            read_idle: true,
+            unflushed: 0,
+            write_buffer_grown: false,
+            #[cfg(test)]
+            made_anew: 0,
         }
     }
 
     /// The byte stream.
     pub fn wire(&self) -> &Wire<S> {
-        self.ws.get_ref()
+        &self.wire
     }
 
     /// The byte stream, mutably (to set it up for the next operation).
     pub fn wire_mut(&mut self) -> &mut Wire<S> {
-        self.ws.get_mut()
+        &mut self.wire
     }
 
     /// Whether the transport is gone: nothing more can be written or read.
@@ -198,7 +226,7 @@ impl<S: Read + Write> Link<S> {
     /// says so ([`Self::write_spent`]): the stream may take more at once, and no readiness
     /// announces it, so the driver flushes again without waiting. Unbounded by default.
     pub fn set_write_pass(&mut self, bytes: usize) {
-        let wire = self.ws.get_mut();
+        let wire = &mut self.wire;
         wire.write_pass = bytes.max(1);
         wire.write_left = wire.write_left.min(wire.write_pass);
     }
@@ -206,7 +234,7 @@ impl<S: Read + Write> Link<S> {
     /// Whether the last flush stopped at its pass limit ([`Self::set_write_pass`]) with
     /// more to write: flush again without waiting for the stream.
     pub fn write_spent(&self) -> bool {
-        self.wants_write && self.ws.get_ref().write_spent
+        self.wants_write && self.wire.write_spent
     }
 
     /// Whether we wrote a close frame.
@@ -263,7 +291,7 @@ impl<S: Read + Write> Link<S> {
         self.needs_flush = true;
         let frame = close_frame(frame);
         let len = frame_len(2 + frame.reason.len());
-        match self.ws.close(Some(frame)) {
+        match self.ctx.close(&mut self.wire, Some(frame)) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -281,7 +309,8 @@ impl<S: Read + Write> Link<S> {
         }
         self.needs_flush = true;
         let len = message_len(&item);
-        match self.ws.write(item) {
+        self.unflushed = self.unflushed.saturating_add(len as usize);
+        match self.ctx.write(&mut self.wire, item) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -305,7 +334,7 @@ impl<S: Read + Write> Link<S> {
         out: &mut Vec<TransportEvent>,
     ) -> bool {
         // tungstenite's buffer (and a pong it queued) goes first: the wire takes all of it.
-        match self.ws.flush() {
+        match self.ctx.flush(&mut self.wire) {
             Ok(()) => {}
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
@@ -313,7 +342,7 @@ impl<S: Read + Write> Link<S> {
                 return false;
             }
         }
-        if !self.ws.can_write() {
+        if !self.ctx.can_write() {
             // A close frame went out or came in: as tungstenite refuses a write then.
             return false;
         }
@@ -325,7 +354,7 @@ impl<S: Read + Write> Link<S> {
             .expect("formatting into a Vec");
         self.needs_flush = true;
         self.handed += frame_len(payload.len());
-        self.ws.get_mut().push_frame(formatted, payload, mask);
+        self.wire.push_frame(formatted, payload, mask);
         true
     }
 
@@ -334,7 +363,7 @@ impl<S: Read + Write> Link<S> {
     /// then our close frame if it went with them ([`TransportEvent::CloseWritten`]); a full
     /// stream leaves the rest for the next flush ([`Self::wants_write`]).
     pub fn flush(&mut self, out: &mut Vec<TransportEvent>) {
-        let wire = self.ws.get_mut();
+        let wire = &mut self.wire;
         wire.write_left = wire.write_pass;
         let spent = std::mem::take(&mut wire.write_spent);
         self.flush_within_pass(out, spent);
@@ -358,10 +387,10 @@ impl<S: Read + Write> Link<S> {
         // sent messages larger than a pass).
         let blocked = self.wants_write && !spent;
         if !blocked {
-            self.ws.get_mut().take_sent();
+            self.wire.take_sent();
         }
-        let flushed = self.ws.flush();
-        if blocked && self.ws.get_mut().take_sent() {
+        let flushed = self.ctx.flush(&mut self.wire);
+        if blocked && self.wire.take_sent() {
             out.push(TransportEvent::Sending);
         }
         match flushed {
@@ -373,7 +402,9 @@ impl<S: Read + Write> Link<S> {
                 self.wants_write = false;
                 self.owed = 0;
                 // Everything handed is out: the estimate of the replies is exact again.
-                self.handed = self.ws.get_ref().taken;
+                self.handed = self.wire.taken;
+                self.write_buffer_grown |= self.unflushed >= GIVE_BACK_FROM;
+                self.unflushed = 0;
                 out.extend(
                     self.pending
                         .drain(..)
@@ -389,12 +420,13 @@ impl<S: Read + Write> Link<S> {
                     // peer's TCP ended; nothing more to read.
                     self.end(out);
                 }
+                self.give_back_buffers();
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.wants_write = true;
                 // What this flush moved before the block is no news for the next one.
-                self.ws.get_mut().take_sent();
-                let confirmed = self.ws.get_ref().confirmed;
+                self.wire.take_sent();
+                let confirmed = self.wire.confirmed;
                 while let Some(&(id, _)) = self.pending.front().filter(|(_, end)| *end <= confirmed)
                 {
                     self.pending.pop_front();
@@ -440,7 +472,7 @@ impl<S: Read + Write> Link<S> {
         }
         self.owing = false;
         let reported = out.len();
-        let wire = self.ws.get_mut();
+        let wire = &mut self.wire;
         wire.received = false;
         wire.read_left = READ_PASS;
         wire.read_spent = false;
@@ -456,8 +488,9 @@ impl<S: Read + Write> Link<S> {
                 self.owing = true;
                 return ReadEnd::RepliesOwed;
             }
-            match self.ws.read() {
+            match self.ctx.read(&mut self.wire) {
                 Ok(message) => {
+                    self.read_idle = false;
                     // tungstenite queues pong and close replies; the next flush sends them.
                     self.needs_flush = true;
                     if let WsMessage::Ping(payload) = &message {
@@ -477,7 +510,7 @@ impl<S: Read + Write> Link<S> {
                     if matches!(message, WsMessage::Ping(_) | WsMessage::Close(_)) {
                         // A failed flush reads on within what is left ([`Self::salvage`]).
                         self.credit_left = *credit;
-                        let spent = self.ws.get_ref().write_spent;
+                        let spent = self.wire.write_spent;
                         self.flush_within_pass(&mut flushed, spent);
                         let written = flushed
                             .iter()
@@ -521,14 +554,16 @@ impl<S: Read + Write> Link<S> {
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Part of a frame came and nothing completed: the peer is alive (a
                     // large message on a slow link must not look like silence).
-                    if out.len() == reported && self.ws.get_ref().received {
+                    if out.len() == reported && self.wire.received {
                         out.push(TransportEvent::Receiving);
                     }
-                    if self.ws.get_ref().read_spent {
+                    if self.wire.read_spent {
                         // The pass took all it may: the rest waits for the next.
                         return ReadEnd::Limit;
                     }
                     self.copies.reset();
+                    self.read_idle = true;
+                    self.give_back_buffers();
                     return ReadEnd::Drained;
                 }
                 Err(WsError::ConnectionClosed) if self.wants_write || self.needs_flush => {
@@ -567,7 +602,7 @@ impl<S: Read + Write> Link<S> {
             // Only a close frame is ever corrected: every other event passes as it is,
             // without a move through the watch.
             TransportEvent::PeerClosed(_) => {
-                return Some(self.ws.get_ref().incoming.frame_watch().correct(event));
+                return Some(self.wire.incoming.frame_watch().correct(event));
             }
             _ => {}
         }
@@ -615,17 +650,18 @@ impl<S: Read + Write> Link<S> {
     /// stops at the close frame, the socket's end or an error: the failure is then reported
     /// as before.
     fn salvage(&mut self, out: &mut Vec<TransportEvent>) {
-        if !self.is_readable() || !self.ws.can_read() {
+        if !self.is_readable() || !self.ctx.can_read() {
             return;
         }
         let mut credit = std::mem::replace(&mut self.credit_left, ReadCredit::PAUSED);
-        let wire = self.ws.get_mut();
+        self.read_idle = false;
+        let wire = &mut self.wire;
         wire.writes_off = true;
         wire.read_left = READ_PASS;
         wire.read_spent = false;
         wire.begin_pass(false);
         while !credit.is_paused() {
-            let Ok(message) = self.ws.read() else {
+            let Ok(message) = self.ctx.read(&mut self.wire) else {
                 break;
             };
             let closed = matches!(message, WsMessage::Close(_));
@@ -634,7 +670,38 @@ impl<S: Read + Write> Link<S> {
                 break;
             }
         }
-        self.ws.get_mut().writes_off = false;
+        self.wire.writes_off = false;
+    }
+
+    /// Makes tungstenite's side of the connection anew, with a read buffer of
+    /// [`READ_BUFFER`](crate::READ_BUFFER) and an empty write buffer, once either grew to
+    /// [`GIVE_BACK_FROM`] or more (a frame that long was read, or that much written between
+    /// two flushes) and the connection is idle: the last read found the stream empty between
+    /// messages, and everything written is out. tungstenite then holds nothing a new context
+    /// would not: no bytes read and not parsed, no message part way, nothing to write, no
+    /// close under way. Otherwise its buffers keep their largest size for the connection's
+    /// life (tungstenite 0.30 never shrinks them), and a message received shares its read
+    /// buffer's allocation, so even one the application let go of stayed in memory.
+    fn give_back_buffers(&mut self) {
+        let watch = self.wire.incoming.frame_watch();
+        let grown = self.write_buffer_grown || watch.longest_frame() >= GIVE_BACK_FROM as u64;
+        let idle = self.read_idle
+            && watch.between_messages()
+            && !self.needs_flush
+            && !self.wants_write
+            && !self.close_sent
+            && !self.peer_close_read
+            && self.is_readable()
+            && !self.wire.writes_off;
+        if grown && idle {
+            self.ctx = WebSocketContext::new(Role::Client, Some(*self.ctx.get_config()));
+            self.write_buffer_grown = false;
+            self.wire.incoming.frame_watch_mut().forget_longest_frame();
+            #[cfg(test)]
+            {
+                self.made_anew += 1;
+            }
+        }
     }
 
     /// The transport ends: the last event says so.
@@ -1074,8 +1141,12 @@ mod tests {
             ..Scripted::default()
         };
         let wire = Wire::new(Stream::Plain(socket), Incoming::new(Bytes::new(), None));
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
-        Link::new(ConnId::from_raw(1), ws, Encoder::default())
+        Link::new(
+            ConnId::from_raw(1),
+            wire,
+            WebSocketConfig::default(),
+            Encoder::default(),
+        )
     }
 
     /// A send whose frame the socket has taken is reported written while later frames
@@ -1443,6 +1514,236 @@ mod tests {
             matches!(out.as_slice(), [TransportEvent::Message(m)] if m.len() == 1000),
             "{out:?}"
         );
+    }
+
+    /// An unmasked binary frame from the server: `fin`, `opcode`, `payload`.
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n @ 0..=125 => frame.push(n as u8),
+            n @ 126..=0xFFFF => {
+                frame.push(126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The binary payloads among `out`, taken out of it (so that they are the only
+    /// references the test holds).
+    fn binaries(out: &mut Vec<TransportEvent>) -> Vec<Bytes> {
+        let mut payloads = Vec::new();
+        out.retain(|e| match e {
+            TransportEvent::Message(Message::Binary(b)) => {
+                payloads.push(b.clone());
+                false
+            }
+            _ => true,
+        });
+        payloads
+    }
+
+    /// A long frame's read buffer is let go once the connection is idle: the message the
+    /// application got is then the only owner of its allocation, so that letting go of it
+    /// frees the memory (tungstenite kept the buffer, the size of the longest frame, for the
+    /// connection's life: a pool whose connections once took a 4 MB message each held
+    /// 4 MB per connection while idle). Reading and writing go on as before afterwards.
+    #[test]
+    fn an_idle_connection_lets_go_of_a_long_frames_buffer() {
+        let long: Vec<u8> = (0..GIVE_BACK_FROM * 3).map(|i| i as u8).collect();
+        let mut link = link(&server_frame(true, 2, &long));
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        let [payload] = binaries(&mut out).try_into().unwrap();
+        assert_eq!(payload, long);
+        link.flush(&mut out);
+        assert!(
+            payload.is_unique(),
+            "tungstenite still holds the long frame's buffer"
+        );
+        drop(payload);
+        // The connection works on: a short and a long message read, a message written.
+        out.clear();
+        let input = [
+            server_frame(true, 2, b"short"),
+            server_frame(true, 2, &long),
+        ]
+        .concat();
+        socket(&mut link).input = io::Cursor::new(input);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        let read = binaries(&mut out);
+        assert_eq!(read, [&b"short"[..], &long[..]]);
+        link.send(SendId::from_raw(1), Message::binary(long.clone()), &mut out);
+        link.flush(&mut out);
+        assert!(out.contains(&TransportEvent::SendWritten(SendId::from_raw(1))));
+        assert!(read[1].is_unique());
+        let written = &socket(&mut link).written;
+        assert_eq!(written.len(), 2 + 8 + 4 + long.len());
+    }
+
+    /// The buffer is kept while anything of tungstenite's would be lost with it: a long
+    /// frame part way, a message of several frames under way, a frame read and not yet
+    /// parsed; nor is it let go before what was written is flushed. Each message still
+    /// comes whole.
+    #[test]
+    fn a_long_frames_buffer_is_kept_while_a_message_is_part_way() {
+        let long: Vec<u8> = (0..GIVE_BACK_FROM * 2).map(|i| (i * 3) as u8).collect();
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        // A long frame, then half of the next one: the socket runs dry part way.
+        let next = server_frame(true, 2, &long);
+        let half = next.len() / 2;
+        let mut link = link(&[server_frame(true, 2, &long), next[..half].to_vec()].concat());
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        link.flush(&mut out);
+        let [first] = binaries(&mut out).try_into().unwrap();
+        assert!(
+            !first.is_unique(),
+            "the buffer holds half a frame: it must stay"
+        );
+        out.clear();
+        socket(&mut link).input = io::Cursor::new(next[half..].to_vec());
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert_eq!(binaries(&mut out), [&long[..]]);
+        // A message of two long frames, the socket dry after the first.
+        out.clear();
+        socket(&mut link).input = io::Cursor::new(server_frame(false, 2, &long));
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        link.flush(&mut out);
+        assert!(binaries(&mut out).is_empty());
+        socket(&mut link).input = io::Cursor::new(server_frame(true, 0, b"end"));
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        let joined = [&long[..], b"end"].concat();
+        assert_eq!(binaries(&mut out), [&joined[..]]);
+        // Read, not yet flushed: a message written waits in tungstenite's buffer.
+        out.clear();
+        socket(&mut link).input = io::Cursor::new(server_frame(true, 2, &long));
+        link.send(
+            SendId::from_raw(7),
+            Message::binary(&b"queued"[..]),
+            &mut out,
+        );
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        let [last] = binaries(&mut out).try_into().unwrap();
+        assert!(!last.is_unique(), "let go before the flush");
+        link.flush(&mut out);
+        assert!(last.is_unique(), "let go once flushed");
+        assert!(out.contains(&TransportEvent::SendWritten(SendId::from_raw(7))));
+        // Its frame, masked, is all that was ever written.
+        assert_eq!(
+            socket(&mut link).written.len(),
+            2 + 4 + 6,
+            "the queued message went out"
+        );
+    }
+
+    /// Random messages from the server, of every length around [`GIVE_BACK_FROM`], whole or
+    /// in fragments with pings between them, arriving in random pieces, with random sends
+    /// and flushes between the reads: every message arrives whole and in order, every ping
+    /// is answered and every send goes out, however often tungstenite's side is made anew
+    /// in between.
+    #[test]
+    fn messages_arrive_whole_whenever_the_buffers_are_made_anew() {
+        let lengths = [
+            0,
+            10,
+            4000,
+            GIVE_BACK_FROM - 1,
+            GIVE_BACK_FROM,
+            GIVE_BACK_FROM * 2 + 3,
+            100_000,
+        ];
+        let mut made_anew = 0;
+        for seed in 0..150 {
+            let mut rng = Rng::seeded(seed);
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            let mut pings = 0;
+            // Where each frame ends: the pieces often end there, as a server's writes do.
+            let mut ends = Vec::new();
+            for _ in 0..12 {
+                let len = if rng.below(2) == 0 {
+                    lengths[rng.below(lengths.len() as u64) as usize]
+                } else {
+                    rng.below(70_000) as usize
+                };
+                let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let fragments = 1 + rng.below(3) as usize;
+                let mut pieces = payload.chunks(len.div_ceil(fragments).max(1)).peekable();
+                let mut first = true;
+                loop {
+                    let piece = pieces.next().unwrap_or(&[]);
+                    let fin = pieces.peek().is_none();
+                    stream.extend(server_frame(fin, if first { 2 } else { 0 }, piece));
+                    ends.push(stream.len());
+                    first = false;
+                    if fin {
+                        break;
+                    }
+                    if rng.below(2) == 0 {
+                        stream.extend(server_frame(true, 9, b"between"));
+                        ends.push(stream.len());
+                        pings += 1;
+                    }
+                }
+                expected.push(payload);
+            }
+            let mut link = link(&[]);
+            let mut out = Vec::new();
+            let mut credit = ReadCredit::UNLIMITED;
+            let mut received = Vec::new();
+            let mut sent = Vec::new();
+            let mut at = 0;
+            while at < stream.len() {
+                let n = match ends.iter().position(|&end| end > at) {
+                    Some(next) if rng.below(2) == 0 => {
+                        let end = ends[(next + rng.below(3) as usize).min(ends.len() - 1)];
+                        end - at
+                    }
+                    _ => (1 + rng.below(80_000) as usize).min(stream.len() - at),
+                };
+                socket(&mut link)
+                    .input
+                    .get_mut()
+                    .extend_from_slice(&stream[at..at + n]);
+                at += n;
+                while link.read(&mut credit, 16, &mut out) == ReadEnd::Limit {}
+                if rng.below(3) == 0 {
+                    let len = [5, GIVE_BACK_FROM, 50_000][rng.below(3) as usize];
+                    let id = SendId::from_raw(sent.len() as u64);
+                    sent.push(vec![sent.len() as u8; len]);
+                    link.send(id, Message::binary(sent.last().unwrap().clone()), &mut out);
+                }
+                // Mostly flushed after each read, as the drivers do.
+                if rng.below(4) != 0 {
+                    link.flush(&mut out);
+                }
+                received.extend(binaries(&mut out));
+            }
+            link.flush(&mut out);
+            received.extend(binaries(&mut out));
+            assert_eq!(received.len(), expected.len(), "seed {seed}");
+            for (i, (got, want)) in received.iter().zip(&expected).enumerate() {
+                assert!(got == want, "seed {seed}: message {i} differs");
+            }
+            assert!(!out.iter().any(|e| matches!(e, TransportEvent::Error(_))));
+            let written = unmasked_frames(&socket(&mut link).written);
+            let pongs = written.iter().filter(|(op, _)| *op == 0xA).count();
+            assert_eq!(pongs, pings, "seed {seed}: every ping answered");
+            let data: Vec<&Vec<u8>> = (written.iter())
+                .filter(|(op, _)| *op == 0x2)
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(data, sent.iter().collect::<Vec<_>>(), "seed {seed}");
+            made_anew += link.made_anew;
+        }
+        assert!(made_anew > 300, "made anew only {made_anew} times");
     }
 
     /// Small messages read together share their copies' memory; once the socket has run
@@ -2358,8 +2659,12 @@ mod randomized_tests {
             Stream::Plain(Scripted::default()),
             Incoming::new(Bytes::new(), None),
         );
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
-        let mut link = Link::new(ConnId::from_raw(1), ws, encoder);
+        let mut link = Link::new(
+            ConnId::from_raw(1),
+            wire,
+            WebSocketConfig::default(),
+            encoder,
+        );
         let mut order: HashMap<u64, usize> = HashMap::new(); // id -> ordinal of data frame
         let mut ndata = 0usize;
         let mut next_id = 1u64;
@@ -2493,7 +2798,6 @@ mod review_randomized {
             Stream::Plain(Scripted::default()),
             Incoming::new(Bytes::new(), None),
         );
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
         #[cfg(feature = "deflate")]
         let encoder = match compress {
             Some(t) => Encoder::deflating_for_tests(t),
@@ -2504,7 +2808,12 @@ mod review_randomized {
             let _ = compress;
             Encoder::default()
         };
-        let mut link = Link::new(ConnId::from_raw(1), ws, encoder);
+        let mut link = Link::new(
+            ConnId::from_raw(1),
+            wire,
+            WebSocketConfig::default(),
+            encoder,
+        );
         // A bound on each flush, for a third of the seeds (drawn apart, so the seeds' other
         // draws stay as they were).
         let pass = match Rng::seeded(!seed).below(6) {
@@ -2539,7 +2848,7 @@ mod review_randomized {
         let steps = 120;
         for step in 0..steps {
             let mut out = Vec::new();
-            let can_write = !link.gone && link.ws.can_write();
+            let can_write = !link.gone && link.ctx.can_write();
             let written_before = sock(&mut link).written.len();
             match rng.below(12) {
                 0..=3 => {
@@ -2849,8 +3158,12 @@ mod review_tls {
         let (client, mut server) = pair(ca);
         let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
         let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
-        let mut link = Link::new(ConnId::from_raw(1), ws, Encoder::default());
+        let mut link = Link::new(
+            ConnId::from_raw(1),
+            wire,
+            WebSocketConfig::default(),
+            Encoder::default(),
+        );
         let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut frame_of: std::collections::HashMap<u64, usize> = Default::default();
         let mut reported = Vec::new();
@@ -2859,7 +3172,7 @@ mod review_tls {
         let mut next_id = 1u64;
         for step in 0..80 {
             let mut out = Vec::new();
-            let can_write = !link.gone && link.ws.can_write();
+            let can_write = !link.gone && link.ctx.can_write();
             match rng.below(10) {
                 0..=3 => {
                     let size = sizes[rng.below(sizes.len() as u64) as usize];
@@ -2988,8 +3301,12 @@ mod review_tls {
         let (client, _server) = pair(&ca);
         let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
         let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
-        let ws = WebSocket::from_raw_socket(wire, Role::Client, None);
-        let mut link = Link::new(ConnId::from_raw(1), ws, Encoder::default());
+        let mut link = Link::new(
+            ConnId::from_raw(1),
+            wire,
+            WebSocketConfig::default(),
+            Encoder::default(),
+        );
         sock(&mut link).room = Some(0);
         let mut out = Vec::new();
         for id in 1..=3 {
