@@ -151,6 +151,9 @@ pub trait PoolAdapter: EventSource + Sized {
     fn task_of(&self, conn: ConnId) -> Option<ConnId>;
     /// `TaskPool::backlog`.
     fn backlog(&self) -> wxsocket_core::Backlog;
+    /// `TaskPool::shutdown`: returns once every connection is closed and the driver has
+    /// ended (panics when that takes longer than the event timeout).
+    fn shutdown(&self);
 }
 
 /// One adapter's `SocketTask`.
@@ -497,6 +500,14 @@ impl PoolAdapter for TokioPool {
     fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.pool.task_of(conn)
     }
+    fn shutdown(&self) {
+        let pool = self.pool.clone();
+        self.runtime.block_on(async move {
+            tokio::time::timeout(EVENT_TIMEOUT, pool.shutdown())
+                .await
+                .expect("shutdown did not finish within the event timeout")
+        })
+    }
 }
 
 impl Task for wxsocket_tokio::SocketTask {
@@ -563,6 +574,18 @@ impl PoolAdapter for BlockingPool {
     }
     fn task_of(&self, conn: ConnId) -> Option<ConnId> {
         self.pool.task_of(conn)
+    }
+    fn shutdown(&self) {
+        // Bounded like the tokio side: on a thread of its own, waited for with a timeout.
+        let pool = self.pool.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            pool.shutdown();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(EVENT_TIMEOUT)
+            .expect("shutdown did not finish within the event timeout");
     }
 }
 

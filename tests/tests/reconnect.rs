@@ -1416,8 +1416,17 @@ fn a_pool_task_dials_its_renewed_token_on_the_next_reconnection<P: PoolAdapter>(
     assert_ne!(task.current(), Some(first));
     assert_eq!(tokens_seen(&renewed)[1].0, "new", "[{name}]");
     assert_eq!(tokens_seen(&steady)[1].0, "kept", "[{name}]");
-    let _ = other.close(None, "");
-    let _ = task.close(None, "");
+    // After the pool's shutdown, a task's renewal is refused as shut down (not as a task
+    // without a connection), and nothing is dialled.
+    pool.shutdown();
+    assert_eq!(
+        task.reconnect_with(&with_token(&renewed, "late")),
+        Err(wxsocket_core::ConnectError::ShutDown),
+        "[{name}]"
+    );
+    assert_eq!(task.state(), ReadyState::Closed, "[{name}]");
+    assert_eq!(other.state(), ReadyState::Closed, "[{name}]");
+    assert_eq!(upgraded(&renewed.snapshot()), 2, "[{name}]");
 }
 
 fn a_pool_task_reconnects_after_a_1012_restart_with_its_messages_in_order<P: PoolAdapter>() {
