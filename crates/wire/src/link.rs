@@ -1746,6 +1746,148 @@ mod tests {
         assert!(made_anew > 300, "made anew only {made_anew} times");
     }
 
+    /// The randomized stream above, with a socket that takes a random amount at a time (or
+    /// nothing: flushes stop part way), a bound on each flush for some seeds, pings with
+    /// their own payloads between fragments and messages, and sends long enough to go past
+    /// tungstenite's buffer: every message arrives whole and in order, every send goes out
+    /// once in order and is reported written once, and the pongs answer the pings in order,
+    /// the last one included, however often tungstenite's side is made anew in between.
+    #[test]
+    fn replies_and_sends_survive_the_buffers_made_anew_on_a_slow_socket() {
+        let lengths = [0, 10, GIVE_BACK_FROM - 1, GIVE_BACK_FROM, 100_000];
+        let mut made_anew = 0;
+        for seed in 0..80 {
+            let mut rng = Rng::seeded(seed ^ 0xB0B);
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            let mut pings: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..10 {
+                let len = if rng.below(2) == 0 {
+                    lengths[rng.below(lengths.len() as u64) as usize]
+                } else {
+                    rng.below(70_000) as usize
+                };
+                let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let fragments = 1 + rng.below(3) as usize;
+                let mut pieces = payload.chunks(len.div_ceil(fragments).max(1)).peekable();
+                let mut first = true;
+                loop {
+                    let piece = pieces.next().unwrap_or(&[]);
+                    let fin = pieces.peek().is_none();
+                    stream.extend(server_frame(fin, if first { 2 } else { 0 }, piece));
+                    first = false;
+                    if rng.below(2) == 0 {
+                        let ping = format!("ping {}", pings.len()).into_bytes();
+                        stream.extend(server_frame(true, 9, &ping));
+                        pings.push(ping);
+                    }
+                    if fin {
+                        break;
+                    }
+                }
+                expected.push(payload);
+            }
+            let mut link = link(&[]);
+            if rng.below(3) == 0 {
+                link.set_write_pass(1 + rng.below(40_000) as usize);
+            }
+            let mut out = Vec::new();
+            let mut credit = ReadCredit::UNLIMITED;
+            let mut received = Vec::new();
+            let mut sent = Vec::new();
+            let mut reported = Vec::new();
+            let mut take = |out: &mut Vec<TransportEvent>, received: &mut Vec<Bytes>| {
+                received.extend(binaries(out));
+                for e in out.drain(..) {
+                    match e {
+                        TransportEvent::SendWritten(id) => reported.push(id.get()),
+                        TransportEvent::Error(e) => panic!("seed {seed}: {e:?}"),
+                        TransportEvent::Closed => panic!("seed {seed}: closed"),
+                        _ => {}
+                    }
+                }
+            };
+            let mut at = 0;
+            while at < stream.len() {
+                let n = (1 + rng.below(60_000) as usize).min(stream.len() - at);
+                socket(&mut link)
+                    .input
+                    .get_mut()
+                    .extend_from_slice(&stream[at..at + n]);
+                at += n;
+                loop {
+                    match link.read(&mut credit, 16, &mut out) {
+                        ReadEnd::Limit => {}
+                        ReadEnd::RepliesOwed => {
+                            socket(&mut link).room = None;
+                            link.flush(&mut out);
+                        }
+                        _ => break,
+                    }
+                }
+                for _ in 0..rng.below(3) {
+                    let len = [5, GIVE_BACK_FROM, 50_000, 70_000][rng.below(4) as usize];
+                    let id = SendId::from_raw(sent.len() as u64);
+                    sent.push(vec![sent.len() as u8; len]);
+                    link.send(id, Message::binary(sent.last().unwrap().clone()), &mut out);
+                }
+                socket(&mut link).room = match rng.below(4) {
+                    0 => Some(0),
+                    1 => Some(rng.below(20_000) as usize),
+                    _ => None,
+                };
+                if rng.below(4) != 0 {
+                    link.flush(&mut out);
+                }
+                take(&mut out, &mut received);
+            }
+            socket(&mut link).room = None;
+            for _ in 0..1000 {
+                link.flush(&mut out);
+                if !link.needs_flush() && !link.wants_write() {
+                    break;
+                }
+            }
+            assert!(!link.needs_flush() && !link.wants_write(), "seed {seed}");
+            assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+            link.flush(&mut out);
+            take(&mut out, &mut received);
+            assert_eq!(received.len(), expected.len(), "seed {seed}");
+            for (i, (got, want)) in received.iter().zip(&expected).enumerate() {
+                assert!(got == want, "seed {seed}: message {i} differs");
+            }
+            let written = unmasked_frames(&socket(&mut link).written);
+            let data: Vec<&Vec<u8>> = (written.iter())
+                .filter(|(op, _)| *op == 0x2)
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(data, sent.iter().collect::<Vec<_>>(), "seed {seed}");
+            assert_eq!(
+                reported,
+                (0..sent.len() as u64).collect::<Vec<_>>(),
+                "seed {seed}: every send reported written once, in order"
+            );
+            let pongs: Vec<&Vec<u8>> = (written.iter())
+                .filter(|(op, _)| *op == 0xA)
+                .map(|(_, p)| p)
+                .collect();
+            let mut rest = pings.iter();
+            for pong in &pongs {
+                assert!(
+                    rest.any(|ping| ping == *pong),
+                    "seed {seed}: a pong out of order or answering no ping"
+                );
+            }
+            assert_eq!(
+                pongs.last(),
+                pings.last().as_ref(),
+                "seed {seed}: last ping"
+            );
+            made_anew += link.made_anew;
+        }
+        assert!(made_anew > 50, "made anew only {made_anew} times");
+    }
+
     /// Small messages read together share their copies' memory; once the socket has run
     /// dry, the link holds no block, and the next message is copied alone.
     #[test]
