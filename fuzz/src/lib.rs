@@ -45,6 +45,9 @@
 //! - [`tunnel()`]: a proxy's answers to the exchange that opens its tunnel (HTTP `CONNECT`
 //!   or SOCKS5): what is written is the protocol's, errors name the proxy and never its
 //!   password, and what is kept waiting for an answer is bounded (see [`mod@tunnel`]).
+//! - [`link()`]: an open connection's read and write path, a server's valid frames fed in
+//!   arbitrary pieces between sends, flushes and read credits: every message, pong and
+//!   send whole and in order, reads within their credit (see [`mod@link`]).
 //!
 //! ```
 //! // Any bytes are a valid input; a violated invariant panics.
@@ -54,6 +57,7 @@
 //! wxsocket_fuzz::inflate(b"\x01\x02compressed or not");
 //! wxsocket_fuzz::transcript(b"{\"wxsocket_transcript\":1}\n");
 //! wxsocket_fuzz::tunnel(b"\x01\x00\x05\x00");
+//! wxsocket_fuzz::link(b"\x03\x01\x07\x02");
 //! ```
 #![forbid(unsafe_code)]
 
@@ -63,6 +67,8 @@ pub mod transcript;
 pub use transcript::transcript;
 pub mod tunnel;
 pub use tunnel::tunnel;
+pub mod link;
+pub use link::link;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;

@@ -78,3 +78,8 @@ fn session_corpus_as_transcripts() {
     assert!(replayed >= 8, "only {replayed} transcripts");
     eprintln!("fuzz corpus as transcripts: {replayed} replayed exactly");
 }
+
+#[test]
+fn link_corpus() {
+    replay("link", wxsocket_fuzz::link);
+}
