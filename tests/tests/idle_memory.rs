@@ -59,9 +59,8 @@ fn round_trip<A: Adapter>(a: &mut A, text: &str) {
     a.try_send(Message::text(text))
         .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME));
     a.events_until("the echo", EVENT_TIMEOUT, |seen| {
-        seen.iter().any(
-            |e| matches!(e, Event::Message { message, .. } if message.as_text() == Some(text)),
-        )
+        seen.iter()
+            .any(|e| matches!(e, Event::Message { message, .. } if message.as_text() == Some(text)))
     });
 }
 
