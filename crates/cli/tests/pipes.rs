@@ -1322,8 +1322,12 @@ fn a_signal_ends_connect_while_stdout_and_stderr_share_a_pipe_nobody_reads() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_signal_while_the_last_output_waits_for_its_reader_ends_connect() {
-    let input: Vec<u8> = (0..100_000)
-        .flat_map(|n| format!("{n}\n").into_bytes())
+    // The replies (600 KB) fill the pipe and then wait in the command's buffer (1 MiB, so
+    // the conversation is not held up), in 1,000 lines: as 100,000 short lines, the
+    // conversation alone took 5 to 8 s of a debug build, and on a loaded machine more than
+    // the 10 s the test waits for the close frame.
+    let input: Vec<u8> = (0..1_000)
+        .flat_map(|n| format!("{n:0>599}\n").into_bytes())
         .collect();
     for (second, blocking) in [(false, false), (true, true)] {
         let server = TestServer::start(Mode::Echo, false);
