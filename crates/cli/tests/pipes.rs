@@ -1171,23 +1171,85 @@ fn connect_with_stdout_unread(
     (child, stderr, stdout)
 }
 
+/// A thread of a process, as `/proc/PID/task` shows it.
+#[cfg(target_os = "linux")]
+struct Task {
+    /// Its name (`comm`).
+    name: String,
+    /// Where it sleeps in the kernel (`wchan`), read between two reads of `sleeps` that
+    /// agree; `0` while it runs, or when they do not agree.
+    wchan: String,
+    /// How many times it went to sleep (`voluntary_ctxt_switches`).
+    sleeps: u64,
+}
+
+/// The threads of the process `pid` (none once it has ended).
+#[cfg(target_os = "linux")]
+fn tasks(pid: u32) -> Vec<Task> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task"));
+    let tasks = dir.into_iter().flatten().flatten();
+    tasks
+        .filter_map(|task| {
+            let path = task.path();
+            let read = |file: &str| std::fs::read_to_string(path.join(file)).ok();
+            let sleeps = || -> Option<u64> {
+                read("status")?
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            let before = sleeps()?;
+            let wchan = read("wchan")?;
+            let after = sleeps()?;
+            Some(Task {
+                name: read("comm")?.trim_end().to_owned(),
+                wchan: if before == after { wchan } else { "0".into() },
+                sleeps: after,
+            })
+        })
+        .collect()
+}
+
+/// Waits (at most 10 s) until `found` finds what it looks for in the threads of the
+/// process `pid`; returns it.
+#[cfg(target_os = "linux")]
+fn wait_for_tasks<T>(pid: u32, what: &str, found: impl Fn(&[Task]) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = found(&tasks(pid)) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits (at most 10 s) until a thread of the process `pid` waits in a write to a full pipe.
 #[cfg(target_os = "linux")]
 fn wait_for_full_pipe(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let tasks = format!("/proc/{pid}/task");
-    loop {
-        let waiting = std::fs::read_dir(&tasks).into_iter().flatten().any(|task| {
-            task.ok()
-                .and_then(|t| std::fs::read_to_string(t.path().join("wchan")).ok())
-                .is_some_and(|w| w.contains("pipe_write"))
-        });
-        if waiting {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stdout never filled up");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_tasks(pid, "stdout never filled up", |tasks| {
+        tasks
+            .iter()
+            .any(|t| t.wchan.contains("pipe_write"))
+            .then_some(())
+    });
+}
+
+/// Waits (at most 10 s) until `connect` (the process `pid`) is past its loop and waits
+/// only for its last output to be taken: the thread that forwards the adapter's events
+/// (`wxsocket-events`) has ended, as it does once the command has let its session go and
+/// the adapter has closed every transport, and a thread still waits in a write to the full
+/// pipe. The server seeing the close frame is not enough: the command is then still in its
+/// loop, waiting for the close's answer, and a signal there is the loop's to act on.
+#[cfg(target_os = "linux")]
+fn wait_for_the_last_output(pid: u32) {
+    wait_for_tasks(pid, "the conversation never ended", |tasks| {
+        let writing = tasks.iter().any(|t| t.wchan.contains("pipe_write"));
+        let session = tasks.iter().any(|t| t.name == "wxsocket-events");
+        (writing && !session).then_some(())
+    });
 }
 
 /// Waits (at most 10 s) until the server has seen the client's close frame.
@@ -1334,6 +1396,7 @@ fn a_signal_while_the_last_output_waits_for_its_reader_ends_connect() {
         let (child, stderr, stdout) =
             connect_with_stdout_unread(server.url(), &[], blocking, Some(input.clone()));
         wait_for_close_frame(&server, "after the end of input");
+        wait_for_the_last_output(child.id());
         let signalled = Instant::now();
         kill("TERM", child.id());
         if second {
