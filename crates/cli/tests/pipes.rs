@@ -1252,6 +1252,35 @@ fn wait_for_the_last_output(pid: u32) {
     });
 }
 
+/// How many times the signal thread of the process `pid` (`signals`) has gone to sleep,
+/// once it sleeps waiting for the next signal (in `epoll_wait`) and has gone to sleep more
+/// than `after` times; waits (at most 10 s) for that.
+///
+/// Two signals of a kind sent one after the other may come as one: the kernel, tokio's
+/// handler and the watch that wakes the signal thread each keep that one is pending, not how
+/// many. A signal wakes the signal thread, which takes it before it sleeps again: once it
+/// has slept again (its count went up) and waits in `epoll_wait`, the next signal is a
+/// second one. That holds when its runtime is the only one reading the signal pipe, as in
+/// a command on the blocking adapter: the tokio adapter's runtime (`wxsocket-rt`) reads it
+/// too, and the signal thread could wake and sleep again for nothing while that runtime
+/// takes the signal.
+#[cfg(target_os = "linux")]
+fn signal_thread_sleeps(pid: u32, after: Option<u64>) -> u64 {
+    wait_for_tasks(
+        pid,
+        "the signal thread never waited for a signal",
+        |tasks| {
+            assert!(
+                !tasks.iter().any(|t| t.name.starts_with("wxsocket-rt")),
+                "another tokio runtime reads the signal pipe"
+            );
+            let thread = tasks.iter().find(|t| t.name == "signals")?;
+            let waits = thread.wchan.contains("epoll") || thread.wchan.contains("ep_poll");
+            (waits && after.is_none_or(|n| thread.sleeps > n)).then_some(thread.sleeps)
+        },
+    )
+}
+
 /// Waits (at most 10 s) until the server has seen the client's close frame.
 #[cfg(unix)]
 fn wait_for_close_frame(server: &TestServer, what: &str) {
@@ -1397,10 +1426,14 @@ fn a_signal_while_the_last_output_waits_for_its_reader_ends_connect() {
             connect_with_stdout_unread(server.url(), &[], blocking, Some(input.clone()));
         wait_for_close_frame(&server, "after the end of input");
         wait_for_the_last_output(child.id());
+        let asleep = second.then(|| signal_thread_sleeps(child.id(), None));
         let signalled = Instant::now();
         kill("TERM", child.id());
         if second {
-            std::thread::sleep(Duration::from_millis(300));
+            // Two signals at once may come as one: the second is sent once the signal
+            // thread has taken the first (nothing the command prints says so: its close is
+            // over, and stdout is full).
+            signal_thread_sleeps(child.id(), asleep);
             kill("TERM", child.id());
         }
         let (code, took, stderr) = ended_since(child, stderr, stdout, signalled);
