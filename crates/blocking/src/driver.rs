@@ -1074,13 +1074,8 @@ impl<M: Machine> Inner<M> {
                 // out, it let a paused connection read another as large (a reviewer saw
                 // two 64 MiB messages held, 131 MiB resident, where tokio held one).
                 let ahead = outbox.receivers == 0 && !outbox.receiver_polling && !self.asked;
-                let next_len = |m: &M| ahead.then(|| m.next_message_len()).flatten();
-                let moved = outbox.events.fill_ahead(&mut self.machine, next_len, |m| {
-                    let event = m.next_event();
-                    frees |= event
-                        .as_ref()
-                        .is_some_and(|e| !matches!(e, Event::Message { .. }));
-                    event
+                let moved = outbox.events.fill_from(&mut self.machine, ahead, |e| {
+                    frees |= !matches!(e, Event::Message { .. });
                 });
                 self.progress |= frees;
                 moved

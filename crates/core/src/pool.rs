@@ -723,6 +723,23 @@ impl Pool {
         event
     }
 
+    /// Takes events, in [`poll_event`](Self::poll_event)'s order, onto the back of `into`
+    /// for as long as `admit` accepts the next one (it sees each event before it is taken;
+    /// the first it refuses stays); returns how many it took. As
+    /// [`Session::poll_events_into`], for a driver that hands events over in batches.
+    pub fn poll_events_into(
+        &mut self,
+        into: &mut VecDeque<Event>,
+        mut admit: impl FnMut(&Event) -> bool,
+    ) -> usize {
+        let mut taken = 0;
+        while self.peek_event().is_some_and(&mut admit) {
+            into.extend(self.poll_event());
+            taken += 1;
+        }
+        taken
+    }
+
     fn task(&self, conn: ConnId) -> Option<&Session> {
         self.index(conn)
             .and_then(|slot| self.slots[slot].as_ref())

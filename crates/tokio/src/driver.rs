@@ -476,7 +476,7 @@ impl<M: Machine> Core<M> {
 
     /// Moves up to one batch of events into `into`; returns whether any came.
     fn take_batch(&mut self, into: &mut wxsocket_wire::events::EventBatch) -> bool {
-        let taken = into.fill(|| self.machine.next_event());
+        let taken = into.fill(&mut self.machine);
         // Completions taken leave room for sends that wait for it.
         self.out.room_freed |= taken;
         taken

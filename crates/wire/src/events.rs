@@ -2,6 +2,7 @@
 //! batch (one lock of the machine) costs little per event, and what is not taken yet stays
 //! in the machine, whose receive bounds pause reading (flow control).
 
+use crate::machine::Machine;
 use std::collections::VecDeque;
 use wxsocket_core::Event;
 
@@ -52,39 +53,41 @@ impl EventBatch {
         self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
     }
 
-    /// Moves events from `next` (the machine's next event) in until the batch is full or
-    /// `next` has none; returns whether any came.
-    pub fn fill(&mut self, mut next: impl FnMut() -> Option<Event>) -> bool {
-        self.fill_ahead(&mut (), |_| None, |_| next())
+    /// Moves events from `machine` in until the batch is full or the machine has none;
+    /// returns whether any came.
+    pub fn fill<M: Machine>(&mut self, machine: &mut M) -> bool {
+        self.fill_from(machine, false, |_| {})
     }
 
-    /// [`Self::fill`] from `source` for a batch filled ahead of the application, with
-    /// nobody waiting for it: stops before a message (`next_len`: the payload length of the
-    /// source's next event, when it is a message) that would take the batch past
-    /// [`BATCH_BYTES`], even into an empty batch. The message stays in the machine, whose
+    /// [`Self::fill`], and with `ahead` (a batch filled ahead of the application, with
+    /// nobody waiting for it) it stops before a message that would take the batch past
+    /// [`BATCH_BYTES`], even into an empty batch: the message stays in the machine, whose
     /// receive bounds count it, so a paused connection does not read another while it
-    /// waits here.
-    pub fn fill_ahead<S>(
+    /// waits here. `seen` sees each event moved in.
+    pub fn fill_from<M: Machine>(
         &mut self,
-        source: &mut S,
-        next_len: impl Fn(&S) -> Option<usize>,
-        mut next: impl FnMut(&mut S) -> Option<Event>,
+        machine: &mut M,
+        ahead: bool,
+        mut seen: impl FnMut(&Event),
     ) -> bool {
-        let mut moved = false;
-        while !self.is_full() {
-            if next_len(source).is_some_and(|len| self.bytes + len > BATCH_BYTES) {
-                break;
+        let (mut len, mut bytes) = (self.events.len(), self.bytes);
+        // The machine moves them in bulk; this says where the batch ends.
+        let taken = machine.take_events(&mut self.events, |event| {
+            if len >= BATCH_EVENTS || bytes >= BATCH_BYTES {
+                return false;
             }
-            let Some(event) = next(source) else {
-                break;
-            };
-            if let Event::Message { message, .. } = &event {
-                self.bytes += message.len();
+            if let Event::Message { message, .. } = event {
+                if ahead && bytes + message.len() > BATCH_BYTES {
+                    return false;
+                }
+                bytes += message.len();
             }
-            self.events.push_back(event);
-            moved = true;
-        }
-        moved
+            len += 1;
+            seen(event);
+            true
+        });
+        self.bytes = bytes;
+        taken > 0
     }
 }
 
@@ -120,30 +123,27 @@ mod tests {
     fn a_batch_ends_at_either_bound() {
         let mut batch = EventBatch::default();
         let mut session = received(&[1; BATCH_EVENTS + 1]);
-        assert!(batch.fill(|| session.poll_event()));
+        assert!(batch.fill(&mut session));
         assert_eq!(batch.len(), BATCH_EVENTS, "the events bound");
-        assert!(
-            !batch.fill(|| session.poll_event()),
-            "full: nothing more comes"
-        );
+        assert!(!batch.fill(&mut session), "full: nothing more comes");
         batch.clear();
         assert!(batch.is_empty() && !batch.is_full());
 
         let mut session = received(&[BATCH_BYTES / 4; 10]);
-        batch.fill(|| session.poll_event());
+        batch.fill(&mut session);
         assert_eq!(batch.len(), 4, "the bytes bound");
         while batch.pop().is_some() {}
         assert!(!batch.is_full(), "the bytes went with the events");
 
         let mut session = received(&[BATCH_BYTES * 2, 1]);
-        batch.fill(|| session.poll_event());
+        batch.fill(&mut session);
         assert_eq!(
             batch.len(),
             1,
             "a message over the bound still comes, alone"
         );
         batch.pop();
-        assert!(batch.fill(|| session.poll_event()));
+        assert!(batch.fill(&mut session));
         assert_eq!(batch.len(), 1);
     }
 
@@ -152,18 +152,16 @@ mod tests {
     /// smaller ones before it come.
     #[test]
     fn a_batch_filled_ahead_leaves_a_message_that_does_not_fit() {
-        use crate::machine::Machine;
         let mut batch = EventBatch::default();
         let mut session = received(&[BATCH_BYTES / 2, BATCH_BYTES + 1, 1]);
-        let ahead = |s: &Session| s.next_message_len();
-        assert!(batch.fill_ahead(&mut session, ahead, Session::poll_event));
+        assert!(batch.fill_from(&mut session, true, |_| {}));
         assert_eq!(batch.len(), 1, "the first fits, the second does not");
         assert_eq!(session.backlog().messages, 2);
         batch.pop();
-        assert!(!batch.fill_ahead(&mut session, ahead, Session::poll_event));
+        assert!(!batch.fill_from(&mut session, true, |_| {}));
         assert_eq!(session.backlog().bytes, BATCH_BYTES + 2, "still counted");
         // Asked for (or with a thread waiting), it comes, alone.
-        assert!(batch.fill(|| session.poll_event()));
+        assert!(batch.fill(&mut session));
         assert_eq!(batch.len(), 1);
         assert_eq!(session.backlog().messages, 1);
     }

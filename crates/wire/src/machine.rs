@@ -3,6 +3,7 @@
 //! adapter's `Events`, or callbacks the driver runs. Both adapters drive these three
 //! through this one trait.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 use wxsocket_core::wx::{PendingCallback, WxSocket};
 use wxsocket_core::{
@@ -29,6 +30,17 @@ pub trait Machine: Driven + Send + 'static {
     /// any other event, or none).
     fn next_message_len(&self) -> Option<usize> {
         None
+    }
+
+    /// Takes events, in order, onto the back of `into` for as long as `admit` accepts the
+    /// next one (as [`Session::poll_events_into`]); returns how many it took.
+    fn take_events(
+        &mut self,
+        into: &mut VecDeque<Event>,
+        admit: impl FnMut(&Event) -> bool,
+    ) -> usize {
+        let _ = (into, admit);
+        0
     }
 
     /// The next send outcome, for the sends a caller waits for (kept once
@@ -83,6 +95,13 @@ macro_rules! event_machine {
                     Event::Message { message, .. } => Some(message.len()),
                     _ => None,
                 }
+            }
+            fn take_events(
+                &mut self,
+                into: &mut VecDeque<Event>,
+                admit: impl FnMut(&Event) -> bool,
+            ) -> usize {
+                self.poll_events_into(into, admit)
             }
             fn poll_completion(&mut self) -> Option<Completion> {
                 <$ty>::poll_completion(self)

@@ -605,6 +605,99 @@ impl Session {
         Some(event)
     }
 
+    /// Takes the waiting events, in order, onto the back of `into` for as long as `admit`
+    /// accepts the next one (it sees each event before it is taken; the first it refuses
+    /// stays, with those after it); returns how many it took. The same as taking each with
+    /// [`poll_event`](Self::poll_event) after asking `admit` about it, in fewer steps: for a
+    /// driver that hands events over in batches.
+    ///
+    /// ```
+    /// # use std::collections::VecDeque;
+    /// # use std::time::Instant;
+    /// # use wxsocket_core::*;
+    /// let mut session = Session::new(SessionConfig::default()).unwrap();
+    /// let now = Instant::now();
+    /// let conn = session.connect(&ConnectOptions::new("ws://127.0.0.1:9000"), now).unwrap();
+    /// session.handle(conn, TransportEvent::Opened(Box::default()), now);
+    /// for text in ["a", "b", "c"] {
+    ///     session.handle(conn, TransportEvent::Message(Message::text(text)), now);
+    /// }
+    /// // `Connecting`, `Open` and the first message; the other two wait.
+    /// let mut batch = VecDeque::new();
+    /// let mut room = 3;
+    /// let taken = session.poll_events_into(&mut batch, |_| {
+    ///     room -= 1;
+    ///     room >= 0
+    /// });
+    /// assert_eq!(taken, 3);
+    /// assert!(matches!(&batch[2], Event::Message { message, .. } if message == &Message::text("a")));
+    /// assert_eq!(session.backlog().messages, 2);
+    /// ```
+    pub fn poll_events_into(
+        &mut self,
+        into: &mut VecDeque<Event>,
+        mut admit: impl FnMut(&Event) -> bool,
+    ) -> usize {
+        // Recorded, each poll is a line of the transcript; and taking events can release
+        // a held attempt's notices part of the way (onto the back of the queue).
+        if self.recorder.is_some() || !self.cx.held.is_empty() {
+            let mut taken = 0;
+            while self.cx.events.front().is_some_and(&mut admit) {
+                into.extend(self.poll_event());
+                taken += 1;
+            }
+            return taken;
+        }
+        let cx = &mut self.cx;
+        let (mut taken, mut messages, mut bytes, mut completions) = (0, 0, 0, 0);
+        for event in &cx.events {
+            if !admit(event) {
+                break;
+            }
+            taken += 1;
+            match event {
+                Event::Message { message, .. } => {
+                    messages += 1;
+                    bytes += message.len();
+                }
+                Event::SendCompleted { .. }
+                | Event::SendDelivered { .. }
+                | Event::SendFailed { .. }
+                | Event::Pong { .. } => completions += 1,
+                _ => {}
+            }
+        }
+        let rest = cx.events.len() - taken;
+        if rest == 0 && into.is_empty() {
+            // All of them: the queues change places (the empty one is kept for the next).
+            std::mem::swap(into, &mut cx.events);
+        } else if rest == 0 {
+            into.append(&mut cx.events);
+        } else {
+            into.extend(cx.events.drain(..taken));
+        }
+        cx.backlog.messages -= messages;
+        cx.backlog.bytes -= bytes;
+        cx.backlog.completions -= completions;
+        // Taken one at a time, reading resumes after the message that brings the backlog
+        // down to half its bounds; the backlog only goes down as events are taken, and
+        // nothing else is queued meanwhile, so checking once after the last is the same.
+        if messages > 0
+            && cx.reading_paused
+            && cx.backlog.is_low(
+                cx.config.max_received_messages,
+                cx.config.max_received_bytes,
+            )
+        {
+            cx.reading_paused = false;
+            cx.resumed = true;
+            if let Some(conn) = self.reading_conn() {
+                self.cx.actions.push_back(Action::ResumeReading { conn });
+            }
+        }
+        taken
+    }
+
     /// Makes the session keep every send's outcome for [`poll_completion`](Self::poll_completion)
     /// (whether or not `SendCompleted` events are queued): for a driver whose sends can be
     /// awaited. The driver must then drain them after every call.
