@@ -64,6 +64,12 @@ pub(crate) struct Context {
     /// What the reconnect policy's next attempt dials instead of the current request
     /// ([`super::Session::reconnect_with`]); taken when it dials, dropped by `connect`.
     pub(super) next_request: Option<Arc<HandshakeRequest>>,
+    /// [`super::Session::poll_timeout`] as `advance` last computed it, while no deadline
+    /// has changed since (`None`: to be computed again). Whatever can change a deadline
+    /// clears it: every step (a state's handler or a change of state), and the calls that
+    /// act on the open connection in place (`send`, `ping`, a message received with
+    /// keepalive or acknowledgement on).
+    pub(super) due: Option<Option<Instant>>,
 }
 
 /// Where an open connection stands in the run of reconnect attempts
@@ -225,6 +231,7 @@ impl Context {
             dialled: None,
             held: HeldAttempt::default(),
             next_request: None,
+            due: None,
         }
     }
 

@@ -175,6 +175,10 @@ impl Open {
     /// stays open, so the session calls this in place, without a step through
     /// [`Self::on_event`] (most of a busy connection's inputs are messages).
     pub(super) fn on_message(&mut self, cx: &mut Context, message: Message, now: Instant) {
+        if cx.config.keepalive.is_some() || self.acks.is_some() {
+            // Their deadlines move (with neither, no deadline of the open connection does).
+            cx.due = None;
+        }
         self.touch(&cx.config, now);
         if let Some(acks) = &mut self.acks {
             acks.on_input(now);
