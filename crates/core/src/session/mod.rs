@@ -944,6 +944,10 @@ impl Session {
             Some(due) => due,
             None => *self.cx.due.insert(self.poll_timeout()),
         };
+        // Every debug build (the model and property tests, the adapters' tests over
+        // loopback, the fuzz corpus replay) holds the kept deadline to a fresh one: a stale
+        // one would leave a timer unrun.
+        debug_assert_eq!(due, self.poll_timeout(), "the kept deadline is stale");
         if due.is_none_or(|t| t > now) {
             return now;
         }
