@@ -14,6 +14,17 @@ pub fn client<A: Adapter>(config: SessionConfig) -> A {
         .unwrap_or_else(|e| panic!("[{}] config rejected: {e}", A::NAME))
 }
 
+/// Sends `text` and waits for its echo (from an echoing peer): the connection has then
+/// read its socket dry and flushed since what came before.
+pub fn round_trip<A: Adapter>(a: &mut A, text: &str) {
+    a.try_send(Message::text(text))
+        .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME));
+    a.events_until("the echo", crate::adapter::EVENT_TIMEOUT, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, Event::Message { message, .. } if message.as_text() == Some(text)))
+    });
+}
+
 /// Connects and expects exactly `Connecting` then `Open` of the new connection.
 pub fn open<A: Adapter>(a: &mut A, options: &ConnectOptions) -> (ConnId, Handshake) {
     let conn = a

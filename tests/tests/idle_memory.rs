@@ -18,7 +18,7 @@ use tungstenite::protocol::Role;
 use wxsocket_core::{ConnectOptions, Event, Message, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, EVENT_TIMEOUT, TokioAdapter};
 use wxsocket_tests::memory::resident;
-use wxsocket_tests::scenario::{open, raw_upgrade};
+use wxsocket_tests::scenario::{open, raw_upgrade, round_trip};
 use wxsocket_wire::tls::TlsRoots;
 
 /// The long message: past glibc's largest mmap threshold (32 MiB), so that its allocation
@@ -51,17 +51,6 @@ fn long_message_server() -> (String, JoinHandle<()>) {
         }
     });
     (url, server)
-}
-
-/// Sends `text` and waits for its echo: the connection has then read its socket dry and
-/// flushed since the messages before.
-fn round_trip<A: Adapter>(a: &mut A, text: &str) {
-    a.try_send(Message::text(text))
-        .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME));
-    a.events_until("the echo", EVENT_TIMEOUT, |seen| {
-        seen.iter()
-            .any(|e| matches!(e, Event::Message { message, .. } if message.as_text() == Some(text)))
-    });
 }
 
 /// Resident memory (bytes) of a client of `A`: once open, holding the long message, and

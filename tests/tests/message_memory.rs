@@ -9,7 +9,7 @@ use bytes::Bytes;
 use wxsocket_core::{ConnectOptions, Event, Message, SessionConfig};
 use wxsocket_tests::adapter::{Adapter, BlockingAdapter, EVENT_TIMEOUT, TokioAdapter};
 use wxsocket_tests::peer::{Mode, Peer, Step};
-use wxsocket_tests::scenario::open;
+use wxsocket_tests::scenario::{open, round_trip};
 use wxsocket_wire::tls::TlsRoots;
 
 /// The fragmented message's length (not a power of two, so a doubling `Vec` overshoots it).
@@ -42,17 +42,6 @@ fn next_binary<A: Adapter>(a: &mut A) -> Bytes {
             _ => None,
         })
         .expect("a binary message")
-}
-
-/// Sends `text` and waits for its echo: the connection has then read its socket dry and
-/// flushed since the messages before.
-fn round_trip<A: Adapter>(a: &mut A, text: &str) {
-    a.try_send(Message::text(text))
-        .unwrap_or_else(|e| panic!("[{}] send refused: {e}", A::NAME));
-    a.events_until("the echo", EVENT_TIMEOUT, |seen| {
-        seen.iter()
-            .any(|e| matches!(e, Event::Message { message, .. } if message.as_text() == Some(text)))
-    });
 }
 
 fn a_received_message_holds_only_its_own_bytes<A: Adapter>() {

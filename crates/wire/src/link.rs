@@ -1643,6 +1643,57 @@ mod tests {
         );
     }
 
+    /// A server's stream of random binary messages and pings (see [`server_stream`]).
+    struct ServerStream {
+        bytes: Vec<u8>,
+        /// Where each frame ends in `bytes`.
+        ends: Vec<usize>,
+        messages: Vec<Vec<u8>>,
+        /// The pings' payloads (each its own), in order.
+        pings: Vec<Vec<u8>>,
+    }
+
+    /// `count` random binary messages from the server, each of one of `lengths` or of up
+    /// to 70,000 bytes, in one to three frames, a ping after any of the frames.
+    fn server_stream(rng: &mut Rng, count: usize, lengths: &[usize]) -> ServerStream {
+        let mut stream = ServerStream {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            messages: Vec::new(),
+            pings: Vec::new(),
+        };
+        for _ in 0..count {
+            let len = if rng.below(2) == 0 {
+                lengths[rng.below(lengths.len() as u64) as usize]
+            } else {
+                rng.below(70_000) as usize
+            };
+            let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let fragments = 1 + rng.below(3) as usize;
+            let mut pieces = payload.chunks(len.div_ceil(fragments).max(1)).peekable();
+            let mut first = true;
+            loop {
+                let piece = pieces.next().unwrap_or(&[]);
+                let fin = pieces.peek().is_none();
+                let opcode = if first { 2 } else { 0 };
+                stream.bytes.extend(server_frame(fin, opcode, piece));
+                stream.ends.push(stream.bytes.len());
+                first = false;
+                if rng.below(2) == 0 {
+                    let ping = format!("ping {}", stream.pings.len()).into_bytes();
+                    stream.bytes.extend(server_frame(true, 9, &ping));
+                    stream.ends.push(stream.bytes.len());
+                    stream.pings.push(ping);
+                }
+                if fin {
+                    break;
+                }
+            }
+            stream.messages.push(payload);
+        }
+        stream
+    }
+
     /// Random messages from the server, of every length around [`GIVE_BACK_FROM`], whole or
     /// in fragments with pings between them, arriving in random pieces, with random sends
     /// and flushes between the reads: every message arrives whole and in order, every ping
@@ -1662,38 +1713,12 @@ mod tests {
         let mut made_anew = 0;
         for seed in 0..150 {
             let mut rng = Rng::seeded(seed);
-            let mut stream = Vec::new();
-            let mut expected = Vec::new();
-            let mut pings = 0;
-            // Where each frame ends: the pieces often end there, as a server's writes do.
-            let mut ends = Vec::new();
-            for _ in 0..12 {
-                let len = if rng.below(2) == 0 {
-                    lengths[rng.below(lengths.len() as u64) as usize]
-                } else {
-                    rng.below(70_000) as usize
-                };
-                let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                let fragments = 1 + rng.below(3) as usize;
-                let mut pieces = payload.chunks(len.div_ceil(fragments).max(1)).peekable();
-                let mut first = true;
-                loop {
-                    let piece = pieces.next().unwrap_or(&[]);
-                    let fin = pieces.peek().is_none();
-                    stream.extend(server_frame(fin, if first { 2 } else { 0 }, piece));
-                    ends.push(stream.len());
-                    first = false;
-                    if fin {
-                        break;
-                    }
-                    if rng.below(2) == 0 {
-                        stream.extend(server_frame(true, 9, b"between"));
-                        ends.push(stream.len());
-                        pings += 1;
-                    }
-                }
-                expected.push(payload);
-            }
+            let ServerStream {
+                bytes: stream,
+                ends,
+                messages: expected,
+                pings,
+            } = server_stream(&mut rng, 12, &lengths);
             let mut link = link(&[]);
             let mut out = Vec::new();
             let mut credit = ReadCredit::UNLIMITED;
@@ -1734,8 +1759,15 @@ mod tests {
             }
             assert!(!out.iter().any(|e| matches!(e, TransportEvent::Error(_))));
             let written = unmasked_frames(&socket(&mut link).written);
-            let pongs = written.iter().filter(|(op, _)| *op == 0xA).count();
-            assert_eq!(pongs, pings, "seed {seed}: every ping answered");
+            let pongs: Vec<&Vec<u8>> = (written.iter())
+                .filter(|(op, _)| *op == 0xA)
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(
+                pongs,
+                pings.iter().collect::<Vec<_>>(),
+                "seed {seed}: every ping answered, in order"
+            );
             let data: Vec<&Vec<u8>> = (written.iter())
                 .filter(|(op, _)| *op == 0x2)
                 .map(|(_, p)| p)
@@ -1758,35 +1790,12 @@ mod tests {
         let mut made_anew = 0;
         for seed in 0..80 {
             let mut rng = Rng::seeded(seed ^ 0xB0B);
-            let mut stream = Vec::new();
-            let mut expected = Vec::new();
-            let mut pings: Vec<Vec<u8>> = Vec::new();
-            for _ in 0..10 {
-                let len = if rng.below(2) == 0 {
-                    lengths[rng.below(lengths.len() as u64) as usize]
-                } else {
-                    rng.below(70_000) as usize
-                };
-                let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                let fragments = 1 + rng.below(3) as usize;
-                let mut pieces = payload.chunks(len.div_ceil(fragments).max(1)).peekable();
-                let mut first = true;
-                loop {
-                    let piece = pieces.next().unwrap_or(&[]);
-                    let fin = pieces.peek().is_none();
-                    stream.extend(server_frame(fin, if first { 2 } else { 0 }, piece));
-                    first = false;
-                    if rng.below(2) == 0 {
-                        let ping = format!("ping {}", pings.len()).into_bytes();
-                        stream.extend(server_frame(true, 9, &ping));
-                        pings.push(ping);
-                    }
-                    if fin {
-                        break;
-                    }
-                }
-                expected.push(payload);
-            }
+            let ServerStream {
+                bytes: stream,
+                messages: expected,
+                pings,
+                ..
+            } = server_stream(&mut rng, 10, &lengths);
             let mut link = link(&[]);
             if rng.below(3) == 0 {
                 link.set_write_pass(1 + rng.below(40_000) as usize);
