@@ -420,17 +420,22 @@ impl Adapter for BlockingAdapter {
     }
 
     fn shutdown(&self) {
-        // Bounded like the tokio side: on a thread of its own, waited for with a timeout.
         let client = self.client().clone();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            client.shutdown();
-            let _ = done_tx.send(());
-        });
-        done_rx
-            .recv_timeout(EVENT_TIMEOUT)
-            .expect("shutdown did not finish within the event timeout");
+        blocking_shutdown(move || client.shutdown());
     }
+}
+
+/// Runs a blocking adapter's `shutdown`, bounded like the tokio side: on a thread of its
+/// own, waited for with the event timeout.
+fn blocking_shutdown(shutdown: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        shutdown();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(EVENT_TIMEOUT)
+        .expect("shutdown did not finish within the event timeout");
 }
 
 fn tokio_runtime() -> tokio::runtime::Runtime {
@@ -576,16 +581,8 @@ impl PoolAdapter for BlockingPool {
         self.pool.task_of(conn)
     }
     fn shutdown(&self) {
-        // Bounded like the tokio side: on a thread of its own, waited for with a timeout.
         let pool = self.pool.clone();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            pool.shutdown();
-            let _ = done_tx.send(());
-        });
-        done_rx
-            .recv_timeout(EVENT_TIMEOUT)
-            .expect("shutdown did not finish within the event timeout");
+        blocking_shutdown(move || pool.shutdown());
     }
 }
 
