@@ -26,14 +26,9 @@ pub trait Machine: Driven + Send + 'static {
         false
     }
 
-    /// The payload length of the next event, when it is a received message (`None` for
-    /// any other event, or none).
-    fn next_message_len(&self) -> Option<usize> {
-        None
-    }
-
     /// Takes events, in order, onto the back of `into` for as long as `admit` accepts the
-    /// next one (as [`Session::poll_events_into`]); returns how many it took.
+    /// next one (as [`Session::poll_events_into`]); returns how many it took (none for a
+    /// callback machine). What the adapters fill their event batches with.
     fn take_events(
         &mut self,
         into: &mut VecDeque<Event>,
@@ -89,12 +84,6 @@ macro_rules! event_machine {
             }
             fn has_events(&self) -> bool {
                 <$ty>::has_events(self)
-            }
-            fn next_message_len(&self) -> Option<usize> {
-                match self.peek_event()? {
-                    Event::Message { message, .. } => Some(message.len()),
-                    _ => None,
-                }
             }
             fn take_events(
                 &mut self,
