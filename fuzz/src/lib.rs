@@ -269,9 +269,9 @@ struct Invariants {
     dials: BTreeSet<ConnId>,
     /// The close code a connection must end with, from its transport error event.
     close_code: BTreeMap<ConnId, u16>,
-    /// The code of the first close frame the peer sent on a connection (a valid one): a
-    /// transport error before our answer to it was out ends the connection with this code
-    /// instead of the error's.
+    /// The code of the first close frame the peer sent on an open connection (a valid one):
+    /// a transport error before our answer to it was out ends the connection with this
+    /// code instead of the error's.
     peer_close: BTreeMap<ConnId, u16>,
     /// Every send's outcome as the driver learns it (`poll_completion`): succeeded or not.
     outcomes: BTreeMap<SendId, bool>,
@@ -459,8 +459,13 @@ impl Invariants {
 
     /// A frame read from `conn`'s socket is handed to the machine: a pong proves the
     /// sends before the ping it answers read.
-    fn fed(&mut self, conn: ConnId, event: &TransportEvent) {
+    ///
+    /// `opened`: the connection's `Opened` was handed over before. A close frame read
+    /// before it is input the machine does not act on (a dial has no frames), so it is
+    /// not the peer's close.
+    fn fed(&mut self, conn: ConnId, event: &TransportEvent, opened: bool) {
         if let TransportEvent::PeerClosed(peer) = event
+            && opened
             && peer
                 .code
                 .is_none_or(wxsocket_core::close::is_valid_from_peer)
@@ -864,6 +869,8 @@ struct Driver {
     waiting: BTreeSet<ConnId>,
     /// Connections whose transport the driver knows is over (aborted, failed, ended).
     finished: BTreeSet<ConnId>,
+    /// Connections whose `Opened` was handed to the machine.
+    opened: BTreeSet<ConnId>,
     /// Connections dialled, in order.
     dialled: Vec<ConnId>,
     /// The application takes events only on `Take` steps.
@@ -886,6 +893,9 @@ impl Driver {
             TransportEvent::Error(_) | TransportEvent::ConnectFailed(_)
         ) {
             self.finished.insert(conn);
+        }
+        if let TransportEvent::Opened(_) = event {
+            self.opened.insert(conn);
         }
         m.handle(conn, event, now);
     }
@@ -979,7 +989,7 @@ impl Driver {
                 if matches!(event, TransportEvent::Closed | TransportEvent::Error(_)) {
                     self.finished.insert(conn);
                 }
-                inv.fed(conn, &event);
+                inv.fed(conn, &event, self.opened.contains(&conn));
                 m.handle(conn, event, now);
                 // The credit the driver holds is never more than the machine gives now,
                 // and is used up exactly when the machine pauses.
