@@ -1150,6 +1150,43 @@ mod due_tests {
         }
     }
 
+    fn run(config: SessionConfig) -> Run {
+        Run {
+            session: Session::new(config).unwrap(),
+            now: Instant::now(),
+            sent: VecDeque::new(),
+            pings: Vec::new(),
+            hits: 0,
+        }
+    }
+
+    /// The one state in which an application's ping moves a deadline, which the random runs
+    /// do not reach: a barrier still waits for its pong, every message it covers is
+    /// acknowledged (so the acknowledgement timeout waits for nothing), and a message sent
+    /// since waits for a barrier. The ping sends that barrier after it, and the timeout
+    /// starts waiting for its pong.
+    #[test]
+    fn a_ping_that_starts_the_acknowledgement_wait_moves_the_deadline() {
+        let mut run = run(SessionConfig::default().acknowledge(Acknowledgement::default()));
+        // The barrier after the first message (its 1 ms delay), then the application's
+        // ping with a second barrier behind it; the first barrier's pong acknowledges the
+        // message, and another is sent.
+        for op in [Op::Connect, Op::Opened, Op::Send, Op::Advance(5), Op::Ping] {
+            run.apply(&op);
+        }
+        assert_eq!(run.pings.len(), 3, "a barrier, the ping, a barrier");
+        for op in [Op::Pong(2), Op::Send] {
+            run.apply(&op);
+        }
+        assert_eq!(run.session.poll_timeout(), None, "nothing waits yet");
+        run.apply(&Op::Ping);
+        assert!(
+            run.session.poll_timeout().is_some(),
+            "the ping started the wait"
+        );
+        run.apply(&Op::Message);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -1172,13 +1209,7 @@ mod due_tests {
             if reconnect {
                 config = config.reconnect(ReconnectPolicy::default().seed(3));
             }
-            let mut run = Run {
-                session: Session::new(config).unwrap(),
-                now: Instant::now(),
-                sent: VecDeque::new(),
-                pings: Vec::new(),
-                hits: 0,
-            };
+            let mut run = run(config);
             for op in &ops {
                 run.apply(op);
             }
