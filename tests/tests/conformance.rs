@@ -310,10 +310,17 @@ fn slow_upload<A: Adapter>(tls: Option<&wxsocket_test_pki::TestCa>) {
     slow_upload_of::<A>(48 << 20, 16 << 20, tls);
 }
 
+/// One slow upload at a time in this process: each keeps about a core busy for seconds in a
+/// debug build (masking, and encrypting over TLS, 48 MiB) and must end within [`T`]. With two
+/// tests per core running, four at once on CI's two cores took longer than that (three of
+/// them timed out, 2026-12-07).
+static ONE_UPLOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A message of `len` bytes to a peer reading `rate` bytes a second, under 1 s keepalive
 /// and acknowledgement timeouts: delivered once, acknowledged, the connection open.
 fn slow_upload_of<A: Adapter>(len: usize, rate: usize, tls: Option<&wxsocket_test_pki::TestCa>) {
     const LIVE: Duration = Duration::from_secs(1);
+    let _alone = ONE_UPLOAD.lock().unwrap_or_else(|e| e.into_inner());
     let (url, lengths) = slow_reader(rate, tls);
     let session = config()
         .keepalive(LIVE, LIVE)
