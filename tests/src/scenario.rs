@@ -241,8 +241,10 @@ pub fn slow_reader(
 /// hand: reads the client's request head and answers 101, with `extensions` as the
 /// `Sec-WebSocket-Extensions` answer when given. The stream is left at the client's first
 /// frame.
-pub fn raw_upgrade(tcp: &mut std::net::TcpStream, extensions: Option<&str>) -> std::io::Result<()> {
-    use std::io::{Read, Write};
+pub fn raw_upgrade(
+    tcp: &mut (impl std::io::Read + std::io::Write),
+    extensions: Option<&str>,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
