@@ -10,7 +10,7 @@ use wxsocket_core::{
     Backlog, CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message,
     ReadyState, SendError, SendId, SessionConfig,
 };
-use wxsocket_wire::client::Config;
+use wxsocket_wire::client::{Config, StartError};
 use wxsocket_wire::tls::TlsRoots;
 
 /// How long a scenario waits for an event it expects before it fails.
@@ -97,11 +97,11 @@ pub trait EventSource {
 /// One adapter's client and its events, driven synchronously.
 pub trait Adapter: EventSource + Sized {
     /// A client with this configuration.
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, StartError> {
         Self::with_config(Config::new().session(session).tls(tls))
     }
     /// A client with this whole configuration (e.g. with a proxy environment).
-    fn with_config(config: Config) -> Result<Self, ConfigError>;
+    fn with_config(config: Config) -> Result<Self, StartError>;
     /// `Client::connect`.
     fn connect(&self, options: &ConnectOptions) -> Result<ConnId, ConnectError>;
     /// `Client::reconnect_with`.
@@ -142,7 +142,7 @@ pub trait PoolAdapter: EventSource + Sized {
     /// The per-connection handle.
     type Task: Task;
     /// A pool with this configuration.
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError>;
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, StartError>;
     /// `TaskPool::connect`.
     fn connect(&self, options: &ConnectOptions) -> Result<Self::Task, ConnectError>;
     /// `TaskPool::live`.
@@ -219,7 +219,7 @@ impl EventSource for TokioAdapter {
 }
 
 impl Adapter for TokioAdapter {
-    fn with_config(config: Config) -> Result<Self, ConfigError> {
+    fn with_config(config: Config) -> Result<Self, StartError> {
         let runtime = tokio_runtime();
         let (client, events) = {
             let _guard = runtime.enter();
@@ -353,7 +353,7 @@ impl EventSource for BlockingAdapter {
 }
 
 impl Adapter for BlockingAdapter {
-    fn with_config(config: Config) -> Result<Self, ConfigError> {
+    fn with_config(config: Config) -> Result<Self, StartError> {
         let (client, events) = wxsocket_blocking::Client::new(config)?;
         Ok(Self {
             client: Some(client),
@@ -478,7 +478,7 @@ impl EventSource for TokioPool {
 impl PoolAdapter for TokioPool {
     type Task = wxsocket_tokio::SocketTask;
 
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, StartError> {
         let runtime = tokio_runtime();
         let config = wxsocket_tokio::Config::new().session(session).tls(tls);
         let (pool, events) = {
@@ -561,7 +561,7 @@ impl EventSource for BlockingPool {
 impl PoolAdapter for BlockingPool {
     type Task = wxsocket_blocking::SocketTask;
 
-    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, ConfigError> {
+    fn new(session: SessionConfig, tls: TlsRoots) -> Result<Self, StartError> {
         let config = wxsocket_blocking::Config::new().session(session).tls(tls);
         let (pool, events) = wxsocket_blocking::TaskPool::new(config)?;
         Ok(Self { pool, events })
@@ -613,7 +613,11 @@ pub struct Kit<A>(pub A);
 
 impl<A: Adapter> wxsocket_testkit::Driver for Kit<A> {
     fn start(config: SessionConfig) -> Result<Self, ConfigError> {
-        A::new(config, TlsRoots::default()).map(Kit)
+        match A::new(config, TlsRoots::default()) {
+            Ok(a) => Ok(Kit(a)),
+            Err(StartError::Config(invalid)) => Err(invalid),
+            Err(other) => panic!("[{}] could not start: {other}", A::NAME),
+        }
     }
     fn connect(&mut self, options: &ConnectOptions) -> Result<ConnId, ConnectError> {
         self.0.connect(options)

@@ -81,5 +81,5 @@ fn both_adapters_refuse_a_bad_root_certificate_alike() {
         .map(|_| ())
         .unwrap_err();
     assert_eq!(tokio, blocking);
-    assert_eq!(tokio.field, "tls");
+    assert_eq!(tokio.field(), Some("tls"));
 }

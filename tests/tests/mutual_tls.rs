@@ -179,7 +179,7 @@ fn a_key_that_does_not_match_its_certificate_is_refused_before_any_dial() {
         BlockingAdapter::with_config(config).err(),
     ] {
         let error = error.expect("the mismatched key is refused");
-        assert_eq!(error.field, "client_identity", "{error}");
+        assert_eq!(error.field(), Some("client_identity"), "{error}");
         assert!(
             error
                 .to_string()

@@ -223,7 +223,7 @@ fn a_task_pool_refuses_a_recording() {
     let _entered = runtime.enter();
     let config = || Config::new().record(Recording::to_writer(Buffer::default()));
     let e = wxsocket_tokio::TaskPool::new(config()).unwrap_err();
-    assert_eq!(e.field, "record", "{e}");
+    assert_eq!(e.field(), Some("record"), "{e}");
     let e = wxsocket_blocking::TaskPool::new(config()).unwrap_err();
-    assert_eq!(e.field, "record", "{e}");
+    assert_eq!(e.field(), Some("record"), "{e}");
 }

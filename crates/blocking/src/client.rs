@@ -266,7 +266,13 @@ wxsocket_wire::client_debug!();
 
 impl Client {
     /// A session with `config`, its driver thread started, and the receiver of its events.
-    pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
+    ///
+    /// An invalid configuration is [`StartError::Config`](crate::StartError::Config),
+    /// naming the field. The driver needs an OS poller (two file descriptors, one more for
+    /// the receiving threads' poller) and a thread: when the OS refuses them (the process is
+    /// out of open files or threads) it is [`StartError::Os`](crate::StartError::Os), with
+    /// the OS's error, and the same call may succeed once some are freed.
+    pub fn new(config: Config) -> Result<(Client, Events), crate::StartError> {
         let mut session = config.client_session()?;
         // Threads waiting in `send` learn the outcome from the session directly, whether
         // or not the application has taken the events yet.

@@ -17,7 +17,7 @@
 
 use crate::busy_poll::{self, BusyPoll};
 use crate::conn::{Conn, Ctx, ReadPass, key};
-use crate::{Config, ConfigError};
+use crate::{Config, StartError};
 use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -363,16 +363,14 @@ pub(crate) struct Inner<M> {
 }
 
 impl<M: Machine> Shared<M> {
-    /// Creates the shared state and starts the driver thread.
-    pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, ConfigError> {
+    /// Creates the shared state and starts the driver thread. The OS's refusal (out of open files or threads) is [`StartError::Os`], not the
+    /// configuration's fault.
+    pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, StartError> {
         let tls = wxsocket_wire::upgrade::client_config(config)?;
-        let io_error = |_| ConfigError {
-            field: "io",
-            problem: "could not create the OS poller",
-        };
-        let poll = Poll::new().map_err(io_error)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_error)?);
-        let registry = poll.registry().try_clone().map_err(io_error)?;
+        let refused = |e| StartError::os("create the OS poller", &e);
+        let poll = Poll::new().map_err(refused)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(refused)?);
+        let registry = poll.registry().try_clone().map_err(refused)?;
         let (resolved_tx, resolved_rx) = mpsc::channel();
         // The receivers' poller is an optimisation (Unix only); without it `recv` waits on
         // the condition variable alone.
@@ -448,10 +446,7 @@ impl<M: Machine> Shared<M> {
         let thread = std::thread::Builder::new()
             .name(format!("wxsocket-{name}"))
             .spawn(move || driver.run(poll, resolved_rx))
-            .map_err(|_| ConfigError {
-                field: "io",
-                problem: "could not start the driver thread",
-            })?;
+            .map_err(|e| StartError::os("start the driver thread", &e))?;
         *lock(&shared.joiner) = Some(thread);
         Ok(shared)
     }

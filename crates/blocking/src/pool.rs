@@ -5,7 +5,7 @@ use crate::driver::Shared;
 use crate::{Config, SendFailed};
 use std::sync::Arc;
 use std::time::Duration;
-use wxsocket_core::{ConfigError, Message, Pool, SendError, SendId};
+use wxsocket_core::{Message, Pool, SendError, SendId};
 
 wxsocket_wire::task_pool! {
     /// A set of independent connections driven by one thread, as the newer `SocketTask` API
@@ -15,8 +15,11 @@ wxsocket_wire::task_pool! {
 }
 
 impl TaskPool {
-    /// A pool with `config`, its driver thread started, and the receiver of its events.
-    pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
+    /// A pool with `config`, its driver thread started, and the receiver of its events. As
+    /// [`Client::new`](crate::Client::new), it fails with
+    /// [`StartError::Os`](crate::StartError::Os) when the OS refuses the driver its poller
+    /// or thread.
+    pub fn new(config: Config) -> Result<(TaskPool, Events), crate::StartError> {
         let mut pool = config.pool()?;
         // Threads waiting in `send` learn the outcome from the pool directly.
         pool.track_completions(true);

@@ -25,7 +25,6 @@ use crate::client::Handle;
 use crate::driver::Shared;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use wxsocket_core::ConfigError;
 use wxsocket_core::wx::WxSocket as Core;
 
 wxsocket_wire::wx_socket! {
@@ -68,8 +67,10 @@ wxsocket_wire::wx_socket! {
 }
 
 impl WxSocket {
-    /// A socket with its own driver thread.
-    pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
+    /// A socket with its own driver thread. As [`Client::new`](crate::Client::new), it
+    /// fails with [`StartError::Os`](crate::StartError::Os) when the OS refuses the driver
+    /// its poller or thread.
+    pub fn new(config: Config) -> Result<WxSocket, crate::StartError> {
         let shared = Shared::start(wxsocket_wire::wx::core(&config)?, &config, "wx")?;
         // Callbacks are the only output; no event queue is kept.
         shared.events_alive.store(false, Ordering::Release);

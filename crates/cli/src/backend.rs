@@ -8,10 +8,9 @@ use std::sync::OnceLock;
 use std::sync::mpsc::SyncSender;
 use tokio::runtime::Runtime;
 use wxsocket_core::{
-    CloseError, ConfigError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState,
-    SendError, SendId,
+    CloseError, ConnId, ConnectError, ConnectOptions, Event, Message, ReadyState, SendError, SendId,
 };
-use wxsocket_tokio::Config;
+use wxsocket_tokio::{Config, StartError};
 
 /// The process-wide tokio runtime (two worker threads), created on first use. The tokio
 /// adapter, the forwarders and the embedded echo server run on it.
@@ -72,7 +71,7 @@ impl Backend {
         tx: SyncSender<T>,
         wrap: fn(Event) -> T,
         end: Option<T>,
-    ) -> Result<Backend, ConfigError> {
+    ) -> Result<Backend, StartError> {
         // The forwarder keeps taking events after the receiver is gone (they are dropped),
         // so that it ends only with the stream, when the adapter has finished.
         let forward = move |next: &mut dyn FnMut() -> Option<Event>| {
@@ -86,10 +85,7 @@ impl Backend {
                 let _ = tx.send(end);
             }
         };
-        let thread_error = |_| ConfigError {
-            field: "thread",
-            problem: "cannot start the event thread",
-        };
+        let thread_error = |e| StartError::os("start the event thread", &e);
         let inner = match kind {
             Kind::Tokio => {
                 let rt = runtime();

@@ -14,7 +14,7 @@ use wxsocket_core::{
     ConnectOptions, DeflateOptions, Event, Message, ReadyState, ReconnectPolicy, SendError,
     SessionConfig,
 };
-use wxsocket_tokio::{ClientIdentity, Config, ProxyEnv, Recording, TlsRoots};
+use wxsocket_tokio::{ClientIdentity, Config, ProxyEnv, Recording, StartError, TlsRoots};
 
 /// The standard-input commands and the exit statuses, shown by `--help` (`/help` shows the
 /// commands).
@@ -1379,7 +1379,7 @@ pub fn run(settings: Settings) -> ExitCode {
         Some(Input::Finished),
     ) {
         Ok(backend) => backend,
-        Err(e) if config_error_is_usage(&e) => {
+        Err(StartError::Config(e)) if config_error_is_usage(&e) => {
             eprintln!("wxsocket: {}", config_error(&e));
             return ExitCode::from(2);
         }

@@ -7,9 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::sync::oneshot;
-use wxsocket_core::{
-    ConfigError, Event, FailedSend, Message, SendError, SendFailure, SendId, Session,
-};
+use wxsocket_core::{Event, FailedSend, Message, SendError, SendFailure, SendId, Session};
 use wxsocket_wire::events::EventBatch;
 
 /// A handle to one WebSocket session, the one-socket-at-a-time model of `wx.connectSocket`: a new
@@ -56,7 +54,8 @@ wxsocket_wire::client_debug!();
 
 impl Client {
     /// A client over a new session, driven on the current tokio runtime (call it inside
-    /// one, built with its time and IO drivers: otherwise `ConfigError` field `runtime`).
+    /// one, built with its time and IO drivers: otherwise
+    /// [`StartError::Config`](crate::StartError::Config) with the field `runtime`).
     /// The configuration is checked first.
     ///
     /// A runtime without its time or IO driver is found out by making a timer and a socket
@@ -64,7 +63,7 @@ impl Client {
     /// panic message, which the panic hook prints (on stderr, by default) before `new`
     /// returns; and in a program built with `panic = "abort"` there is no error to return:
     /// the process aborts there. Outside any runtime no panic is involved.
-    pub fn new(config: Config) -> Result<(Client, Events), ConfigError> {
+    pub fn new(config: Config) -> Result<(Client, Events), crate::StartError> {
         let session = config.client_session()?;
         let handle = driver::start(session, &config, true)?;
         let events = Events::new(Box::new(Arc::clone(&handle.shared)));

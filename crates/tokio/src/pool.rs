@@ -4,7 +4,7 @@
 use crate::client::send_waiting;
 use crate::driver::{self, Handle};
 use crate::{Config, Events, SendFailed};
-use wxsocket_core::{ConfigError, Message, Pool, SendError, SendId};
+use wxsocket_core::{Message, Pool, SendError, SendId};
 
 wxsocket_wire::task_pool! {
     /// A set of independent connections (default limit 5, `SessionConfig::pool_limit`); each
@@ -18,9 +18,9 @@ wxsocket_wire::task_pool! {
 
 impl TaskPool {
     /// A pool driven on the current tokio runtime (call it inside one, built with its time
-    /// and IO drivers, as [`Client::new`](crate::Client::new) says: otherwise `ConfigError`
-    /// field `runtime`).
-    pub fn new(config: Config) -> Result<(TaskPool, Events), ConfigError> {
+    /// and IO drivers, as [`Client::new`](crate::Client::new) says: otherwise
+    /// [`StartError::Config`](crate::StartError::Config) with the field `runtime`).
+    pub fn new(config: Config) -> Result<(TaskPool, Events), crate::StartError> {
         let pool = config.pool()?;
         let handle = driver::start(pool, &config, true)?;
         let events = Events::of(&handle.shared);

@@ -22,7 +22,6 @@
 
 use crate::Config;
 use crate::driver::{self, Handle};
-use wxsocket_core::ConfigError;
 use wxsocket_core::wx::WxSocket as Core;
 
 wxsocket_wire::wx_socket! {
@@ -69,8 +68,8 @@ wxsocket_wire::wx_socket! {
 impl WxSocket {
     /// A socket driven on the current tokio runtime (call it inside one, built with its
     /// time and IO drivers, as [`Client::new`](crate::Client::new) says: otherwise
-    /// `ConfigError` field `runtime`).
-    pub fn new(config: Config) -> Result<WxSocket, ConfigError> {
+    /// [`StartError::Config`](crate::StartError::Config) with the field `runtime`).
+    pub fn new(config: Config) -> Result<WxSocket, crate::StartError> {
         let handle = driver::start(wxsocket_wire::wx::core(&config)?, &config, false)?;
         Ok(WxSocket { handle })
     }

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wxsocket_tokio::{
     Client, CloseBeforeOpen, Config, ConnectError, ConnectOptions, ConnectionError, DeflateOptions,
     Event, FailedSend, Message, ReadyState, SendError, SendFailed, SendFailure, SessionConfig,
-    TaskPool,
+    StartError, TaskPool,
 };
 
 fn echo() -> Behaviour {
@@ -736,7 +736,9 @@ fn a_runtime_without_timers_is_refused_at_once() {
         .build()
         .unwrap();
     let refused = runtime.block_on(async { Client::new(Config::default()) });
-    let error = refused.map(|_| ()).expect_err("a client without timers");
+    let Err(StartError::Config(error)) = refused.map(|_| ()) else {
+        panic!("expected the runtime refused as a configuration");
+    };
     assert_eq!(error.field, "runtime");
     assert!(error.problem.contains("enable_time"), "{error}");
 }
@@ -751,7 +753,9 @@ fn a_runtime_without_io_is_refused_at_once() {
         .build()
         .unwrap();
     let refused = runtime.block_on(async { Client::new(Config::default()) });
-    let error = refused.map(|_| ()).expect_err("a client without IO");
+    let Err(StartError::Config(error)) = refused.map(|_| ()) else {
+        panic!("expected the runtime refused as a configuration");
+    };
     assert_eq!(error.field, "runtime");
     assert!(error.problem.contains("enable_io"), "{error}");
 }

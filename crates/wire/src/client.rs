@@ -226,6 +226,80 @@ impl Recording {
     }
 }
 
+/// Why a client, task pool or wx socket could not start. Nothing was dialled either way.
+///
+/// ```
+/// # use wxsocket_wire::reexports::{ConfigError, StartError};
+/// let refused = std::io::Error::from_raw_os_error(24); // EMFILE on Linux
+/// let error = StartError::os("create the OS poller", &refused);
+/// assert!(error.is_temporary());
+/// assert_eq!(error.raw_os_error(), Some(24));
+/// assert!(error.to_string().starts_with("could not create the OS poller: "));
+/// let invalid = StartError::from(ConfigError { field: "tls", problem: "no usable roots" });
+/// assert!(!invalid.is_temporary());
+/// assert_eq!(invalid.field(), Some("tls"));
+/// assert_eq!(invalid.to_string(), "tls: no usable roots");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A configuration value is out of range, or the adapter cannot run where it was
+    /// called (the tokio adapter outside a runtime with timers and IO): the field is named,
+    /// and the same call fails the same way until it is fixed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The operating system refused what the driver needs, most often because the process
+    /// is out of open files or threads (`ulimit -n`, `ulimit -u`). Nothing is wrong with the
+    /// configuration: the same call may succeed once the process has freed some.
+    #[error("could not {needed}: {message}")]
+    #[non_exhaustive]
+    Os {
+        /// What the driver could not get: "create the OS poller", "start the driver
+        /// thread", …
+        needed: &'static str,
+        /// What the OS said, as [`std::io::Error`] displays it.
+        message: String,
+        /// Its kind.
+        kind: io::ErrorKind,
+        /// Its OS error code (`EMFILE`, `EAGAIN`, …), when it has one.
+        raw_os_error: Option<i32>,
+    },
+}
+
+impl StartError {
+    /// The OS refused what the driver `needed` with `error`.
+    pub fn os(needed: &'static str, error: &io::Error) -> Self {
+        StartError::Os {
+            needed,
+            message: error.to_string(),
+            kind: error.kind(),
+            raw_os_error: error.raw_os_error(),
+        }
+    }
+
+    /// Whether the same call may succeed later without a change to the configuration (the
+    /// OS refused a resource), rather than failing the same way until it is fixed.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StartError::Os { .. })
+    }
+
+    /// The field at fault, when the configuration is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            StartError::Config(invalid) => Some(invalid.field),
+            _ => None,
+        }
+    }
+
+    /// The OS error code, when the OS refused something.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            StartError::Os { raw_os_error, .. } => *raw_os_error,
+            _ => None,
+        }
+    }
+}
+
 /// Why a send that waits for its completion did not confirm a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

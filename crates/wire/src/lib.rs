@@ -87,7 +87,7 @@ pub mod wx;
 /// the core and from this crate: one list, so that a program moves between them by adding or
 /// removing `.await`, with the same types.
 pub mod reexports {
-    pub use crate::client::{Config, Recording, SendFailed, SocketInfo};
+    pub use crate::client::{Config, Recording, SendFailed, SocketInfo, StartError};
     pub use crate::proxy::ProxyEnv;
     pub use crate::simple::{Closed, Error, ErrorKind};
     pub use crate::tls::{ClientIdentity, PemFileError, TlsRoots};

@@ -3,7 +3,7 @@
 //! machines that turn the event model into it ([`Opening`] waits for the first open,
 //! [`Lifecycle`] follows a `WebSocket`'s stream of messages to the final close).
 
-use crate::client::SendFailed;
+use crate::client::{SendFailed, StartError};
 use bytes::Bytes;
 use wxsocket_core::{
     CloseError, ConfigError, ConnectError, ConnectionError, Event, Handshake, Message, PingError,
@@ -76,6 +76,10 @@ pub enum Error {
     /// The configuration was invalid (the field is named); nothing was dialled.
     #[error("invalid configuration: {0} (nothing was dialled)")]
     Config(#[from] ConfigError),
+    /// The operating system refused what the client needs to start (a poller, a thread:
+    /// the process is out of open files or threads); nothing was dialled.
+    #[error("cannot start: {0} (nothing was dialled; try again once the process has freed some)")]
+    Start(StartError),
     /// The connect options were invalid (the field is named); nothing was dialled.
     #[error("{}", options_message(.0))]
     Options(#[from] ConnectError),
@@ -97,6 +101,17 @@ pub enum Error {
     /// written.
     #[error("send failed: {0} ({hint})", hint = send_hint(.0))]
     Send(#[from] SendFailed),
+}
+
+impl From<StartError> for Error {
+    /// A configuration error stays one ([`Error::Config`]); the OS's refusal is
+    /// [`Error::Start`].
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::Config(config) => Error::Config(config),
+            other => Error::Start(other),
+        }
+    }
 }
 
 /// Whether the server refused the connection in a way that the same request meets again:
@@ -178,6 +193,9 @@ pub enum ErrorKind {
     Refused,
     /// The connection is closed; connect again to go on.
     Closed,
+    /// The operating system refused a resource the client needs (open files, threads):
+    /// the same call may succeed once the process has freed some.
+    Resources,
     /// A send was refused for lack of room (`try_send`); it may succeed later.
     Full,
     /// A send failed for another reason (the connection went away while it waited).
@@ -189,6 +207,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config(_) | Error::Options(_) | Error::Close(_) => ErrorKind::Invalid,
+            Error::Start(e) if e.is_temporary() => ErrorKind::Resources,
+            Error::Start(_) => ErrorKind::Invalid,
             Error::Connection(e) if refused(e) => ErrorKind::Refused,
             Error::Connection(_) => ErrorKind::Connection,
             Error::Closed(_) | Error::Ping(PingError::NotOpen) => ErrorKind::Closed,
@@ -729,6 +749,24 @@ mod tests {
             problem: "must be called from inside a tokio runtime",
         });
         assert!(!config.to_string().contains("field"), "{config}");
+        assert_eq!(config.kind(), ErrorKind::Invalid);
+        // Out of open files when the client starts: not the configuration's fault.
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let start = Error::from(StartError::os("create the OS poller", &emfile));
+        assert_eq!(start.kind(), ErrorKind::Resources, "{start}");
+        assert!(
+            start
+                .to_string()
+                .starts_with("cannot start: could not create the OS poller: ")
+                && start.to_string().contains("os error 24")
+                && !start.to_string().contains("invalid"),
+            "{start}"
+        );
+        let invalid = Error::from(StartError::from(ConfigError {
+            field: "tls",
+            problem: "x",
+        }));
+        assert!(matches!(invalid, Error::Config(_)), "{invalid:?}");
 
         let mut lifecycle = Lifecycle::opened(Box::default());
         lifecycle.take(error(1), ReadyState::Connecting);
