@@ -1257,6 +1257,8 @@ impl<M: Machine> Inner<M> {
                 }
             });
         if let Err(e) = spawned {
+            // Out of threads, not a DNS failure: the message says which.
+            let e = io::Error::new(e.kind(), format!("could not start a resolver thread: {e}"));
             self.on_resolved(&target, Err(e), now);
         }
     }

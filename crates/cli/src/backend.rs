@@ -13,17 +13,31 @@ use wxsocket_core::{
 use wxsocket_tokio::{Config, StartError};
 
 /// The process-wide tokio runtime (two worker threads), created on first use. The tokio
-/// adapter, the forwarders and the embedded echo server run on it.
-pub fn runtime() -> &'static Runtime {
+/// adapter, the forwarders and the embedded echo server run on it. Fails when the OS refuses
+/// its threads or its poller (out of threads or open files); a later call tries again. (When
+/// the OS gives it one worker thread and refuses the second, tokio 1.54 hangs as it unwinds:
+/// its blocking pool waits for the first worker, which nothing stops.)
+pub fn runtime() -> std::io::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    // tokio panics when the OS refuses a worker thread (its panic hook still prints that).
+    let built = std::panic::catch_unwind(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("wxsocket-rt")
             .enable_all()
             .build()
-            .expect("cannot start the tokio runtime")
     })
+    .map_err(|panic| {
+        let message = (panic.downcast_ref::<&str>().copied())
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("tokio panicked");
+        std::io::Error::other(message.to_owned())
+    })??;
+    // Another thread may have made one meanwhile: the first stays, this one is dropped.
+    Ok(RUNTIME.get_or_init(|| built))
 }
 
 /// Which adapter drives the session.
@@ -88,7 +102,7 @@ impl Backend {
         let thread_error = |e| StartError::os("start the event thread", &e);
         let inner = match kind {
             Kind::Tokio => {
-                let rt = runtime();
+                let rt = runtime().map_err(|e| StartError::os("start the tokio runtime", &e))?;
                 let _entered = rt.enter();
                 let (client, mut events) = wxsocket_tokio::Client::new(config)?;
                 // A thread of its own, as sending waits while the channel is full.

@@ -1360,7 +1360,13 @@ fn read_stdin(
 
 /// Runs the client until `/quit` or the end of input, then until the close event.
 pub fn run(settings: Settings) -> ExitCode {
-    let out = Arc::new(Out::with_writer(settings.mode));
+    let out = match Out::with_writer(settings.mode) {
+        Ok(out) => Arc::new(out),
+        Err(e) => {
+            eprintln!("wxsocket: error: cannot start the standard output thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // Kept to tell at the end whether the transcript was written whole.
     let record = settings.record.clone();
     // Bounded: while stdout is slow this loop takes no events, and the adapter stops
@@ -1457,10 +1463,14 @@ pub fn run(settings: Settings) -> ExitCode {
     }
     let binary = settings.binary;
     let (stdin_tx, stdin) = mpsc::channel();
-    std::thread::Builder::new()
+    let reading = std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_stdin(stdin_tx, tx, credit, binary, limit))
-        .expect("cannot start the stdin thread");
+        .spawn(move || read_stdin(stdin_tx, tx, credit, binary, limit));
+    if let Err(e) = reading {
+        // Nothing was sent yet; dropping the backend ends a dial in progress.
+        eprintln!("wxsocket: error: cannot start the standard input thread: {e}");
+        return ExitCode::from(1);
+    }
 
     let mut client = Client {
         backend,

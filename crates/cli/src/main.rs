@@ -723,7 +723,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
-    let rt = backend::runtime();
+    let rt = match backend::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wxsocket: error: cannot start the tokio runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let listener = match rt.block_on(tokio::net::TcpListener::bind(args.addr)) {
         Ok(listener) => listener,
         Err(e) => {

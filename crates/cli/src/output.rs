@@ -345,11 +345,12 @@ impl Out {
     /// As [`Self::with_mode`], but stdout is written on a thread of its own
     /// ([`crate::stdout`]): a reader that stops reading holds a line at most until
     /// [`Self::interrupt`] or [`Self::give_up_at`]. Call [`Self::finish`] before exiting.
-    pub fn with_writer(mode: Mode) -> Self {
-        Self {
-            writer: Some(Stdout::start()),
+    /// Fails when the OS refuses the thread.
+    pub fn with_writer(mode: Mode) -> std::io::Result<Self> {
+        Ok(Self {
+            writer: Some(Stdout::start()?),
             ..Self::with_mode(mode)
-        }
+        })
     }
 
     /// Lets a line waiting for stdout go through now, once (see [`Stdout::interrupt`]).

@@ -191,7 +191,7 @@ pub async fn serve_until(
 /// Binds `127.0.0.1:0` and serves in the background on the shared runtime; returns the
 /// `ws://` URL.
 pub fn start_background(options: Options) -> std::io::Result<String> {
-    let rt = crate::backend::runtime();
+    let rt = crate::backend::runtime()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

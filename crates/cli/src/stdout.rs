@@ -106,8 +106,8 @@ enum Waited {
 }
 
 impl Stdout {
-    /// Starts the writer thread.
-    pub fn start() -> Stdout {
+    /// Starts the writer thread (which the OS may refuse: out of threads).
+    pub fn start() -> std::io::Result<Stdout> {
         let now = Instant::now();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -131,9 +131,8 @@ impl Stdout {
         let writer = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("stdout".into())
-            .spawn(move || writer.run())
-            .expect("cannot start the stdout thread");
-        Stdout { shared }
+            .spawn(move || writer.run())?;
+        Ok(Stdout { shared })
     }
 
     /// Hands a line (any bytes) to the writer; waits for room while more than [`BUDGET`]

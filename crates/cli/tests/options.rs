@@ -754,3 +754,37 @@ fn zero_lingers_may_be_written_with_leading_zeros() {
     // The dial fails (3): the options were accepted.
     assert_eq!(status.code(), Some(3), "{stderr}");
 }
+
+/// A process out of open files cannot start either adapter: status 1 (not 2: no option
+/// caused it), and stderr says what the OS refused, with its error, instead of calling it an
+/// invalid configuration (the blocking adapter said "io: could not create the OS poller";
+/// the tokio runtime's refusal panicked). Four descriptors: the standard three, and one the
+/// dynamic loader opens and closes again.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_open_files_exits_1_saying_what_the_os_refused() {
+    for (blocking, refused) in [
+        (
+            true,
+            "cannot start wxsocket-blocking: could not create the OS poller",
+        ),
+        (
+            false,
+            "cannot start wxsocket-tokio: could not start the tokio runtime",
+        ),
+    ] {
+        let mut args = vec!["--nofile=4:4", "--", common::bin()];
+        args.extend(common::with_adapter(
+            vec!["connect", "ws://127.0.0.1:9/"],
+            blocking,
+        ));
+        let (status, _, stderr) =
+            common::run_program("prlimit", &args, std::process::Stdio::null());
+        assert_eq!(status.code(), Some(1), "blocking={blocking}: {stderr}");
+        assert!(
+            stderr.contains(refused) && stderr.contains("Too many open files"),
+            "blocking={blocking}: {stderr}"
+        );
+        assert!(!stderr.contains("invalid"), "blocking={blocking}: {stderr}");
+    }
+}
