@@ -8,7 +8,8 @@ use crate::transport::{DialStage, TransportError};
 use std::time::Duration;
 
 /// A connect call was rejected before anything was dialled. Each variant names the option
-/// at fault, and its message starts with that option's name.
+/// at fault, and its message starts with that option's name (or, for a call that cannot be
+/// made now, such as `ShutDown`, with the call's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {

@@ -59,9 +59,11 @@
 //!   them), report each send written with [`TransportEvent::SendWritten`], and our close
 //!   frame (or the reply to the peer's) written with [`TransportEvent::CloseWritten`];
 //! - answer the peer's pings, and the peer's close frame: after
-//!   [`TransportEvent::PeerClosed`] the session emits no [`Action::Close`], so the
-//!   transport sends the reply close frame itself (tungstenite does both by itself; the
-//!   driver keeps flushing);
+//!   [`TransportEvent::PeerClosed`] with a valid code the session emits no
+//!   [`Action::Close`], so the transport sends the reply close frame itself (tungstenite
+//!   does both by itself; the driver keeps flushing). A code the peer may not send is a
+//!   protocol error: the session then asks for a 1002 close frame, which a transport that
+//!   has answered already may drop;
 //! - read only within the connection's read credit ([`ReadCredit`]), and report bytes
 //!   that complete nothing yet as [`TransportEvent::Receiving`];
 //! - report the end of a transport exactly once: `ConnectFailed` for a dial or handshake

@@ -275,8 +275,11 @@ pub enum TransportEvent {
     Ping(Bytes),
     /// A pong arrived.
     Pong(Bytes),
-    /// The peer sent a close frame. The session does not answer it: no [`Action::Close`]
-    /// follows, so the driver's transport must send the reply close frame itself (echoing
+    /// The peer sent a close frame. The session does not answer a valid one: no
+    /// [`Action::Close`] follows (a code the peer may not send, such as 1004 or 1006, is a
+    /// protocol error, and a 1002 close frame is asked for, which a transport that has
+    /// answered already may drop), so the driver's transport must send the reply close
+    /// frame itself (echoing
     /// the peer's code, RFC 6455 §5.5.1), flush it, and then report `Closed` when the
     /// transport is gone. tungstenite queues that reply by itself when it reads the close
     /// frame; the driver only has to keep flushing. A message being written goes out

@@ -196,7 +196,8 @@ pub enum ErrorKind {
     /// The operating system refused a resource the client needs (open files, threads):
     /// the same call may succeed once the process has freed some.
     Resources,
-    /// A send was refused for lack of room (`try_send`); it may succeed later.
+    /// A send was refused for lack of room (`try_send`), or a ping because too many wait
+    /// for their pongs; it may succeed later.
     Full,
     /// A send failed for another reason (the connection went away while it waited).
     Send,

@@ -201,8 +201,11 @@ impl Session {
         matches!(self.conn, Conn::Backoff(_))
     }
 
-    /// Bytes accepted by `send` but not yet confirmed written: queued while connecting, or
-    /// handed to the driver while open or closing. At most `max_buffered_bytes`.
+    /// Bytes accepted by `send` but not yet confirmed written (with delivery
+    /// acknowledgement on: not yet acknowledged): queued while connecting, or handed to the
+    /// driver while open or closing. At most `max_buffered_bytes`, or one message alone up
+    /// to `max_message_size` when that is larger (see
+    /// [`SessionConfig::max_buffered_bytes`](crate::SessionConfig::max_buffered_bytes)).
     pub fn buffered_amount(&self) -> usize {
         match &self.conn {
             Conn::Connecting(c) => c.queue.bytes(),
