@@ -75,7 +75,8 @@ struct State {
     /// (counted from when this was set, `since`).
     waits_no_more: bool,
     since: Instant,
-    /// When the writer last wrote a piece.
+    /// When the writer last wrote a piece, or was handed bytes with nothing left to write
+    /// (a reader is judged from when something waits for it, not from its idle time).
     progress_at: Instant,
     /// Lines not printed, from the first that found no room when it could wait no more.
     given_up: u64,
@@ -88,6 +89,21 @@ struct State {
 impl State {
     fn pending(&self) -> usize {
         self.waiting.len() + self.writing
+    }
+
+    /// Hands `bytes` to the writer at `now`.
+    fn hand_over(&mut self, bytes: &[u8], now: Instant) {
+        if self.pending() == 0 {
+            self.progress_at = now;
+        }
+        self.waiting.extend_from_slice(bytes);
+    }
+
+    /// When [`Stdout::finish`] stops waiting for a reader that takes nothing, once lines
+    /// are no longer waited for: [`STALL`] after its last progress, the signal, or the
+    /// first of the bytes waiting for it, whichever came last.
+    fn stalled_at(&self) -> Option<Instant> {
+        (self.waits_no_more).then(|| self.progress_at.max(self.since) + STALL)
     }
 }
 
@@ -145,7 +161,7 @@ impl Stdout {
             _ if shared.failed.get().is_some() => {}
             Waited::GivenUp => state.given_up += 1,
             Waited::Done | Waited::Interrupted => {
-                state.waiting.extend_from_slice(bytes);
+                state.hand_over(bytes, Instant::now());
                 shared.more.notify_one();
             }
         }
@@ -199,8 +215,10 @@ impl Stdout {
         state.closed = true;
         shared.more.notify_one();
         while shared.failed.get().is_none() && state.pending() > 0 {
-            let stalled = (state.waits_no_more).then(|| state.progress_at.max(state.since) + STALL);
-            let until = [state.give_up_at, stalled].into_iter().flatten().min();
+            let until = [state.give_up_at, state.stalled_at()]
+                .into_iter()
+                .flatten()
+                .min();
             if until.is_some_and(|t| Instant::now() >= t) {
                 break;
             }
@@ -376,5 +394,43 @@ impl Shared {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_since(at: Instant) -> State {
+        State {
+            waiting: Vec::new(),
+            writing: 0,
+            waiters: 0,
+            give_up_at: None,
+            waits_no_more: true,
+            since: at,
+            progress_at: at,
+            given_up: 0,
+            told: false,
+            closed: false,
+        }
+    }
+
+    /// A line printed long after the signal and after the writer's last write (a close
+    /// that took its whole timeout) is waited for [`STALL`] from when it was printed: the
+    /// stall was counted from the writer's last write, so `finish` gave up on the line at
+    /// once, said its bytes were not written, and the close line was lost now and then
+    /// with stdout a file.
+    #[test]
+    fn a_reader_is_judged_from_when_bytes_wait_for_it() {
+        let signal = Instant::now();
+        let printed = signal + Duration::from_secs(10);
+        let mut state = idle_since(signal);
+        assert_eq!(state.stalled_at(), Some(signal + STALL));
+        state.hand_over(b"close\n", printed);
+        assert_eq!(state.stalled_at(), Some(printed + STALL));
+        // More bytes while some still wait do not move it: the reader is behind.
+        state.hand_over(b"more\n", printed + STALL);
+        assert_eq!(state.stalled_at(), Some(printed + STALL));
     }
 }
