@@ -235,7 +235,9 @@ impl<M: Machine> Shared<M> {
 /// completion — [`Event::SendCompleted`] or [`Event::SendFailed`] with this [`SendId`] —
 /// still arrives on [`Events`], exactly once, as for any send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("send {id} is still pending after {timeout:?}; its completion will arrive as an event")]
+#[error(
+    "send {id} is still pending after {timeout:?} (not cancelled: it is still written, or fails)"
+)]
 #[non_exhaustive]
 pub struct SendPending {
     /// The pending send, as its completion event will name it.
@@ -268,10 +270,10 @@ impl Client {
     /// A session with `config`, its driver thread started, and the receiver of its events.
     ///
     /// An invalid configuration is [`StartError::Config`](crate::StartError::Config),
-    /// naming the field. The driver needs an OS poller (two file descriptors, one more for
-    /// the receiving threads' poller) and a thread: when the OS refuses them (the process is
-    /// out of open files or threads) it is [`StartError::Os`](crate::StartError::Os), with
-    /// the OS's error, and the same call may succeed once some are freed.
+    /// naming the field. The driver needs OS pollers (six file descriptors, as the crate's
+    /// "Lifetime" section says) and a thread: when the OS refuses them (the process is out
+    /// of open files or threads) it is [`StartError::Os`](crate::StartError::Os), with the
+    /// OS's error, and the same call may succeed once some are freed.
     pub fn new(config: Config) -> Result<(Client, Events), crate::StartError> {
         let mut session = config.client_session()?;
         // Threads waiting in `send` learn the outcome from the session directly, whether
