@@ -77,7 +77,8 @@ impl<S: Read + Write + Send> Stream for S {}
 
 /// A server that answers the upgrade and, once the client sends a text, writes one binary
 /// message of [`LONG`] bytes (from one small buffer, or compressed, so that its own memory
-/// stays out of the count), then echoes text messages until the client closes. Returns the client's settings and connect options.
+/// stays out of the count), then echoes text messages until the client closes. Returns the
+/// client's settings and connect options.
 fn long_message_server(over: &Over) -> (TlsRoots, ConnectOptions, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (roots, options) = over.client(listener.local_addr().unwrap());

@@ -363,8 +363,8 @@ pub(crate) struct Inner<M> {
 }
 
 impl<M: Machine> Shared<M> {
-    /// Creates the shared state and starts the driver thread. The OS's refusal (out of open files or threads) is [`StartError::Os`], not the
-    /// configuration's fault.
+    /// Creates the shared state and starts the driver thread. The OS's refusal (out of open
+    /// files or threads) is [`StartError::Os`], not the configuration's fault.
     pub fn start(machine: M, config: &Config, name: &str) -> Result<Arc<Self>, StartError> {
         let tls = wxsocket_wire::upgrade::client_config(config)?;
         let refused = |e| StartError::os("create the OS poller", &e);
