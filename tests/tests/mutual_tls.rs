@@ -200,7 +200,7 @@ fn a_server_that_asked_for_a_certificate_then_closed_is_explained() {
     let ca = TestCa::generate("mtls");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.ca_der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     // Asks, but lets a client without a certificate in: the refusal is the close.
     let asks = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
@@ -372,7 +372,7 @@ fn a_certificate_whose_key_the_server_cannot_verify_is_not_called_missing() {
     let ca = TestCa::generate("mtls");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.ca_der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let webpki = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),

@@ -678,7 +678,7 @@ fn serve_tls(args: &ServeArgs) -> Result<Option<std::sync::Arc<rustls::ServerCon
     };
     let invalid = identity::invalid;
     let identity = files.read()?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("error: TLS: {e}"))?;

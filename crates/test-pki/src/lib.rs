@@ -106,7 +106,7 @@ impl TestCa {
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(self.ca_der.clone())
@@ -132,9 +132,35 @@ impl TestCa {
         self.server_config_requiring_clients_on(rustls::DEFAULT_VERSIONS)
     }
 
-    /// A rustls server configuration presenting the server certificate (ring provider).
+    /// A rustls server configuration presenting the server certificate (aws-lc-rs provider,
+    /// its default key exchange groups, post-quantum X25519MLKEM768 first).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        self.server_config_with_groups(&[])
+    }
+
+    /// [`Self::server_config`] agreeing only to the key exchange `groups`, in that order of
+    /// preference (all of the provider's defaults when empty): a server without post-quantum
+    /// groups, or one that makes a client retry its hello with another group.
+    ///
+    /// # Panics
+    /// On a group the aws-lc-rs provider does not implement.
+    pub fn server_config_with_groups(
+        &self,
+        groups: &[rustls::NamedGroup],
+    ) -> Arc<rustls::ServerConfig> {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if !groups.is_empty() {
+            provider.kx_groups = groups
+                .iter()
+                .map(|&name| {
+                    *rustls::crypto::aws_lc_rs::ALL_KX_GROUPS
+                        .iter()
+                        .find(|group| group.name() == name)
+                        .unwrap_or_else(|| panic!("no key exchange group {name:?}"))
+                })
+                .collect();
+        }
+        let provider = Arc::new(provider);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -243,6 +243,9 @@ pub struct Connection {
     /// The certificate the client presented (the first of its chain, DER), once the upgrade
     /// request was read over TLS; `None` when it presented none.
     pub client_certificate: Option<Vec<u8>>,
+    /// The TLS key exchange group the handshake agreed on, once the upgrade request was read
+    /// over TLS ([`PeerBuilder::tls_key_exchange`]).
+    pub tls_key_exchange: Option<rustls::NamedGroup>,
 }
 
 /// One data message the peer received, and how it travelled.
@@ -345,6 +348,7 @@ impl Shared {
 pub struct PeerBuilder {
     mode: Mode,
     tls: Tls,
+    key_exchange: Vec<rustls::NamedGroup>,
     hold: bool,
     deflate_answer: Option<String>,
     quirks: Quirks,
@@ -370,6 +374,17 @@ impl PeerBuilder {
     /// Sets the TLS setup (default [`Tls::None`]).
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// With [`Tls::Trusted`], agrees only to these TLS key exchange groups, in this order of
+    /// preference (default: the provider's own, post-quantum X25519MLKEM768 first). A client
+    /// whose first key share is not among them must retry its hello with one that is.
+    ///
+    /// # Panics
+    /// In [`Self::start`], when set with another [`Tls`] setup.
+    pub fn tls_key_exchange(mut self, groups: &[rustls::NamedGroup]) -> Self {
+        self.key_exchange = groups.to_vec();
         self
     }
 
@@ -430,11 +445,18 @@ impl PeerBuilder {
         check_mode(&self.mode);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
+        assert!(
+            self.key_exchange.is_empty() || self.tls == Tls::Trusted,
+            "key exchange groups are set with Tls::Trusted only"
+        );
         let (tls_config, pki) = match self.tls {
             Tls::None => (None, None),
             Tls::Trusted => {
                 let ca = TestCa::generate("trusted");
-                (Some(ca.server_config()), Some(ca))
+                (
+                    Some(ca.server_config_with_groups(&self.key_exchange)),
+                    Some(ca),
+                )
             }
             Tls::UnknownCa => {
                 let signer = TestCa::generate("unknown");
@@ -515,6 +537,7 @@ impl Peer {
         PeerBuilder {
             mode,
             tls: Tls::None,
+            key_exchange: Vec::new(),
             hold: false,
             deflate_answer: None,
             quirks: Quirks::default(),
@@ -1055,17 +1078,22 @@ impl Handler {
             .unwrap_or_default()
             .to_owned();
         let offered = request.protocols.clone();
-        let client_certificate = match &self.io {
-            Io::Tls(tls) => tls
-                .conn
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|cert| cert.to_vec()),
-            Io::Plain(_) => None,
+        let (client_certificate, tls_key_exchange) = match &self.io {
+            Io::Tls(tls) => (
+                tls.conn
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| cert.to_vec()),
+                tls.conn
+                    .negotiated_key_exchange_group()
+                    .map(|group| group.name()),
+            ),
+            Io::Plain(_) => (None, None),
         };
         self.record(|c| {
             c.request = Some(request);
             c.client_certificate = client_certificate;
+            c.tls_key_exchange = tls_key_exchange;
         });
         match self.wait_released() {
             Held::Released => {}
@@ -2590,7 +2618,7 @@ mod tests {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(peer.ca_cert().unwrap()).unwrap();
             let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
+                rustls::crypto::aws_lc_rs::default_provider(),
             ))
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -39,7 +39,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tls` | on | [`tls::TlsRoots::client_config`]: rustls (ring provider) with the webpki roots and custom CAs |
+//! | `tls` | on | [`tls::TlsRoots::client_config`]: rustls (aws-lc-rs provider, post-quantum key exchange preferred) with the webpki roots and custom CAs |
 //! | `deflate` | on | the [`deflate`] codecs, through flate2 (zlib-rs); without it the module's types have no values and [`deflate::accept`] declines every offer |
 //!
 //! [`check_request`] refuses a request this build cannot dial (`wss://` without `tls`, a

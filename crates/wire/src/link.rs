@@ -3247,7 +3247,7 @@ mod review_tls {
     fn pair(ca: &wxsocket_test_pki::TestCa) -> (ClientConnection, ServerConnection) {
         let mut roots = RootCertStore::empty();
         roots.add(ca.ca_der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

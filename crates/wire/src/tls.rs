@@ -310,8 +310,8 @@ impl TlsRoots {
         Ok(self)
     }
 
-    /// The rustls client configuration (ring provider, TLS 1.2 and 1.3), presenting no
-    /// client certificate.
+    /// The rustls client configuration (aws-lc-rs provider, TLS 1.2 and 1.3, key exchange
+    /// X25519MLKEM768 first, then the classical groups), presenting no client certificate.
     #[cfg(feature = "tls")]
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         self.client_config_with(None)
@@ -331,7 +331,7 @@ impl TlsRoots {
         for cert in &self.custom {
             roots.add(cert.clone())?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = match identity {
             None => None,
             Some(identity) => Some(Arc::new(rustls::sign::CertifiedKey::from_der(
