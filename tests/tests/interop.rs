@@ -2075,7 +2075,7 @@ fn all_proxy_to_pproxy_leaves_loopback_direct<A: Adapter>(kind: PeerKind) {
     let proxy = Socks5Proxy::start(true);
     let env = ProxyEnv::from_vars([("all_proxy", proxy.url_with_credentials())]);
     // The variable is read, and would route a host elsewhere through pproxy.
-    let elsewhere = env.proxy_for("ws", "chat.example.com").unwrap();
+    let elsewhere = env.proxy_for("ws", "chat.example.com", 80).unwrap();
     assert_eq!(
         elsewhere.map(|p| p.to_string()),
         Some(proxy.url("socks5h", None))

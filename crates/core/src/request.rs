@@ -147,19 +147,22 @@ impl ConnectOptions {
         }
     }
 
-    /// Adds a handshake header.
+    /// Adds a handshake header (WeChat's `header`). The headers the handshake writes itself,
+    /// `Referer` and `Proxy-Authorization` are refused by [`Self::validate`], naming the
+    /// header and why (see the `header` field).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.header.push((name.into(), value.into()));
         self
     }
 
-    /// Adds a query parameter.
+    /// Appends `key=value` to the URL's query, both percent-encoded (WeChat's `data`).
     pub fn data(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.data.push((key.into(), value.into()));
         self
     }
 
-    /// Offers a sub-protocol.
+    /// Offers a sub-protocol; call again for more, most preferred first. The server's choice
+    /// is the open event's `protocol`; one it was not offered fails the connection.
     pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
         self.protocols.push(protocol.into());
         self
@@ -171,13 +174,15 @@ impl ConnectOptions {
         self
     }
 
-    /// Sets `TCP_NODELAY`.
+    /// Sets `TCP_NODELAY` on the socket (off by default: small writes may wait for the
+    /// previous one's acknowledgement).
     pub fn tcp_no_delay(mut self, on: bool) -> Self {
         self.tcp_no_delay = on;
         self
     }
 
-    /// Offers permessage-deflate.
+    /// Offers permessage-deflate (RFC 7692) with the default parameters (see
+    /// [`Self::deflate`]); the server may decline, and the connection then goes uncompressed.
     pub fn per_message_deflate(mut self, on: bool) -> Self {
         self.per_message_deflate = on;
         self
@@ -190,19 +195,24 @@ impl ConnectOptions {
         self
     }
 
-    /// Sets the handshake timeout.
+    /// Sets how long the dial and the opening handshake may take together (resolving,
+    /// connecting, a proxy's tunnel, TLS, the upgrade); the session's
+    /// [`handshake_timeout`](crate::SessionConfig::handshake_timeout), 60 s by default,
+    /// when unset.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// Requires `wss`.
+    /// Refuses, in [`Self::validate`], a URL that is not `wss://` (or `https://`).
     pub fn require_tls(mut self, on: bool) -> Self {
         self.require_tls = on;
         self
     }
 
-    /// Adds a host to the allow-list.
+    /// Adds a host to the allow-list (WeChat's "legal domains"): once it has an entry, a URL
+    /// whose host matches none is refused before any IO. Entries and their forms: see the
+    /// `allowed_hosts` field.
     pub fn allow_host(mut self, host: impl Into<String>) -> Self {
         self.allowed_hosts.push(host.into());
         self
@@ -370,6 +380,14 @@ impl HandshakeRequest {
     }
 }
 
+/// Whether a URL's host is an IPv6 address with a zone identifier (`[fe80::1%25eth0]`).
+fn has_zone(raw: &str) -> bool {
+    let host = raw.split_once("//").map_or(raw, |(_, rest)| rest);
+    host.strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .is_some_and(|(address, _)| address.contains('%'))
+}
+
 fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     // The URL parser drops tabs and line breaks anywhere (WHATWG URL) and goes on, so
     // `ws://ev\r\nil.com/` would dial `evil.com`: a control character is refused instead.
@@ -381,7 +399,16 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
     }
     let mut url = Url::parse(raw).map_err(|e| ConnectError::InvalidUrl {
         url: crate::proxy::redact_written(raw),
-        reason: e.to_string(),
+        reason: match e {
+            // `[fe80::1%25eth0]` (RFC 6874): the URL standard browsers follow has no zone
+            // identifiers, and neither does the URL parser.
+            url::ParseError::InvalidIpv6Address if has_zone(raw) => {
+                "an IPv6 zone identifier (`%25eth0`) is not supported; \
+                 use an address that needs none"
+                    .into()
+            }
+            e => e.to_string(),
+        },
     })?;
     let mapped = match url.scheme() {
         "ws" | "wss" => None,
@@ -509,8 +536,9 @@ fn host_pattern(entry: &str) -> Result<String, ConnectError> {
     match url::Host::parse(name) {
         Ok(url::Host::Domain(domain)) => Ok(format!("{wildcard}{domain}")),
         Ok(_) if !wildcard.is_empty() => Err(invalid("puts a wildcard on an address")),
-        Ok(url::Host::Ipv4(address)) => Ok(address.to_string()),
-        Ok(url::Host::Ipv6(address)) => Ok(format!("[{address}]")),
+        // Written as the URL parser writes the URL's host, not as std does: they differ for
+        // an IPv4-mapped IPv6 address (`[::ffff:7f00:1]`, not `[::ffff:127.0.0.1]`).
+        Ok(address) => Ok(address.to_string()),
         Err(_) => Err(invalid(
             "is not a host name or address (no scheme, port, path or space)",
         )),
@@ -718,6 +746,18 @@ mod tests {
             err(ConnectOptions::new("ws://x/#frag")),
             ConnectError::FragmentInUrl
         );
+        for url in ["ws://[fe80::1%25eth0]:9/", "ws://[fe80::1%lo]/"] {
+            match err(ConnectOptions::new(url)) {
+                ConnectError::InvalidUrl { reason, .. } => {
+                    assert!(reason.contains("zone identifier"), "{url}: {reason}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        match err(ConnectOptions::new("ws://[fe80::zz]/")) {
+            ConnectError::InvalidUrl { reason, .. } => assert_eq!(reason, "invalid IPv6 address"),
+            other => panic!("{other:?}"),
+        }
         let r = ConnectOptions::new("https://Example.com:8443/a")
             .validate()
             .unwrap();
@@ -782,6 +822,8 @@ mod tests {
             ("EXAMPLE.com", "ws://example.COM/"),
             ("::1", "ws://[::1]:9/"),
             ("[0:0::1]", "ws://[::1]/"),
+            ("::ffff:127.0.0.1", "ws://[::ffff:127.0.0.1]/"),
+            ("[::ffff:7f00:1]", "ws://[::ffff:127.0.0.1]/"),
             ("127.1", "ws://127.0.0.1/"),
             ("example.com.", "ws://example.com./"),
         ] {

@@ -60,11 +60,15 @@ const MAX_HEADERS: usize = 64;
 /// request header could have set it ("httpoxy").
 ///
 /// `no_proxy` is a list separated by commas or spaces: `*` (no proxy for any host), host
-/// names (matching the host and its subdomains, a leading dot optional), and IP addresses or
-/// CIDR ranges (`10.0.0.0/8`, `::1`) matching hosts written as IP addresses (names are not
-/// resolved to check them). Unlike curl, loopback hosts (`localhost`, `*.localhost`,
-/// `127.0.0.0/8`, `::1`) are always reached directly: a proxy elsewhere cannot reach this
-/// machine's loopback. An explicit [`wxsocket_core::ConnectOptions::proxy`] is used for
+/// names (matching the host and its subdomains, a leading dot optional; international names
+/// as the URL's host, in either script), and IP addresses or CIDR ranges (`10.0.0.0/8`,
+/// `::1`) matching hosts written as IP addresses (names are not resolved to check them; an
+/// IPv4-mapped IPv6 host such as `[::ffff:10.0.0.1]` is matched as its IPv4 address too).
+/// An entry may end in a port (`example.com:8443`, `[2001:db8::1]:80`), as Go and Python
+/// read it: it then exempts only connections to that port (the scheme's default when the
+/// URL has none). Unlike curl, loopback hosts (`localhost`, `*.localhost`, `127.0.0.0/8`,
+/// `::1`, and `127.0.0.0/8` mapped into IPv6) are always reached directly: a proxy
+/// elsewhere cannot reach this machine's loopback. An explicit [`wxsocket_core::ConnectOptions::proxy`] is used for
 /// every host, loopback included.
 ///
 /// `Debug` hides the credentials of proxy URLs.
@@ -136,7 +140,7 @@ impl ProxyEnv {
                 v.split([',', ' ', '\t'])
                     .map(str::trim)
                     .filter(|e| !e.is_empty())
-                    .map(str::to_ascii_lowercase)
+                    .map(normalise_entry)
                     .collect()
             })
             .unwrap_or_default();
@@ -148,10 +152,16 @@ impl ProxyEnv {
         }
     }
 
-    /// The proxy for a `ws://` or `wss://` URL's scheme and host, or `None` to go direct.
-    /// A variable that is not a usable proxy URL is an error naming it (never its value).
-    pub fn proxy_for(&self, scheme: &str, host: &str) -> Result<Option<Proxy>, TransportError> {
-        self.chosen(scheme, host).map_err(|(name, reason)| {
+    /// The proxy for a `ws://` or `wss://` URL's scheme, host and port (the scheme's default
+    /// when the URL has none), or `None` to go direct. A variable that is not a usable proxy
+    /// URL is an error naming it (never its value).
+    pub fn proxy_for(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<Proxy>, TransportError> {
+        self.chosen(scheme, host, port).map_err(|(name, reason)| {
             TransportError::new(
                 TransportErrorKind::Connect,
                 format!("proxy: the environment's {name}: {reason}"),
@@ -177,14 +187,19 @@ impl ProxyEnv {
         match &request.proxy {
             ProxyRoute::Direct | ProxyRoute::Through(_) => Ok(()),
             _ => self
-                .chosen(request.url.scheme(), request.host())
+                .chosen(request.url.scheme(), request.host(), port_of(request))
                 .map(|_| ())
                 .map_err(|(variable, reason)| ConnectError::ProxyEnvironment { variable, reason }),
         }
     }
 
     /// [`Self::proxy_for`], with a failure as the variable and what is wrong with it.
-    fn chosen(&self, scheme: &str, host: &str) -> Result<Option<Proxy>, (&'static str, String)> {
+    fn chosen(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<Proxy>, (&'static str, String)> {
         let chosen = match scheme {
             "wss" | "https" => self.https.as_ref(),
             _ => self.http.as_ref(),
@@ -193,7 +208,7 @@ impl ProxyEnv {
         let Some((name, value)) = chosen else {
             return Ok(None);
         };
-        if is_loopback(host) || self.bypasses(host) {
+        if is_loopback(host) || self.bypasses(host, port) {
             return Ok(None);
         }
         Proxy::parse(value)
@@ -201,13 +216,17 @@ impl ProxyEnv {
             .map_err(|reason| (*name, reason))
     }
 
-    /// Whether `no_proxy` exempts `host`.
-    fn bypasses(&self, host: &str) -> bool {
+    /// Whether `no_proxy` exempts `host` on `port`.
+    fn bypasses(&self, host: &str, port: u16) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let ip = bare_ip(&host);
         self.no_proxy.iter().any(|entry| {
             if entry == "*" {
                 return true;
+            }
+            let (entry, only) = split_port(entry);
+            if only.is_some_and(|only| only != port) {
+                return false;
             }
             if let Some(ip) = ip {
                 return ip_matches(entry, ip);
@@ -230,7 +249,52 @@ pub fn route(request: &HandshakeRequest, env: &ProxyEnv) -> Result<Option<Proxy>
         ProxyRoute::Direct => Ok(None),
         ProxyRoute::Through(proxy) => Ok(Some(proxy.clone())),
         // ProxyRoute is non-exhaustive: a newer core's routes resolve as the environment.
-        _ => env.proxy_for(request.url.scheme(), request.host()),
+        _ => env.proxy_for(request.url.scheme(), request.host(), port_of(request)),
+    }
+}
+
+/// The port `request` connects to (the scheme's default when its URL has none).
+fn port_of(request: &HandshakeRequest) -> u16 {
+    request.url.port_or_known_default().unwrap_or(0)
+}
+
+/// A `no_proxy` entry in lower case, an international name in the URL parser's ASCII form
+/// (as a URL's host is written), its `*.` or `.` and its port kept.
+fn normalise_entry(entry: &str) -> String {
+    let entry = entry.to_lowercase();
+    if entry.is_ascii() {
+        return entry;
+    }
+    let (name, port) = split_port(&entry);
+    let (prefix, bare) = match name.strip_prefix("*.").or_else(|| name.strip_prefix('.')) {
+        Some(bare) => (&name[..name.len() - bare.len()], bare),
+        None => ("", name),
+    };
+    match url::Host::parse(bare) {
+        Ok(url::Host::Domain(ascii)) => match port {
+            Some(port) => format!("{prefix}{ascii}:{port}"),
+            None => format!("{prefix}{ascii}"),
+        },
+        _ => entry,
+    }
+}
+
+/// A `no_proxy` entry's host part, and the port it is limited to (`host:port`,
+/// `[v6]:port`; a bare IPv6 address has no port).
+fn split_port(entry: &str) -> (&str, Option<u16>) {
+    let (host, port) = match entry.strip_prefix('[') {
+        Some(rest) => match rest.split_once("]:") {
+            Some((address, port)) => (&entry[..address.len() + 2], port),
+            None => return (entry, None),
+        },
+        None => match entry.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, port),
+            _ => return (entry, None),
+        },
+    };
+    match port.parse() {
+        Ok(port) => (host, Some(port)),
+        Err(_) => (entry, None),
     }
 }
 
@@ -245,7 +309,7 @@ fn bare_ip(host: &str) -> Option<IpAddr> {
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     match bare_ip(&host) {
-        Some(ip) => ip.is_loopback(),
+        Some(ip) => ip.to_canonical().is_loopback(),
         None => host == "localhost" || host.ends_with(".localhost"),
     }
 }
@@ -269,6 +333,10 @@ fn ip_matches(entry: &str, ip: IpAddr) -> bool {
         (IpAddr::V6(net), IpAddr::V6(ip)) => {
             prefix_matches(&net.octets(), &ip.octets(), bits.unwrap_or(128))
         }
+        // An IPv4-mapped IPv6 host reaches the IPv4 address it holds.
+        (IpAddr::V4(net), IpAddr::V6(ip)) => ip
+            .to_ipv4_mapped()
+            .is_some_and(|ip| prefix_matches(&net.octets(), &ip.octets(), bits.unwrap_or(32))),
         _ => false,
     }
 }
@@ -635,6 +703,25 @@ mod tests {
         assert!(!direct("10.1.2.3", "ws://ten.example"));
         assert!(!direct("example.com", "ws://10.1.2.3"));
         assert!(!direct("", "ws://example.com"));
+        // International names match in either script, as the URL's host is written.
+        assert!(direct("bücher.example", "ws://bücher.example"));
+        assert!(direct("BÜCHER.example", "ws://xn--bcher-kva.example"));
+        assert!(direct(".bücher.example", "ws://a.bücher.example:9"));
+        assert!(direct("bücher.example:9", "ws://bücher.example:9"));
+        // An IPv4-mapped IPv6 host is matched as its IPv4 address too.
+        assert!(direct("10.0.0.0/8", "ws://[::ffff:10.1.2.3]"));
+        assert!(direct("::ffff:10.1.2.3", "ws://[::ffff:10.1.2.3]"));
+        assert!(!direct("10.0.0.0/8", "ws://[::ffff:11.1.2.3]"));
+        // An entry with a port exempts that port only (the scheme's default when none).
+        assert!(direct("example.com:8443", "wss://example.com:8443/x"));
+        assert!(!direct("example.com:8443", "wss://example.com/x"));
+        assert!(direct("example.com:443", "wss://example.com/x"));
+        assert!(direct(".example.com:80", "ws://a.example.com"));
+        assert!(direct("10.1.2.3:80", "ws://10.1.2.3"));
+        assert!(!direct("10.1.2.3:81", "ws://10.1.2.3"));
+        assert!(direct("[2001:db8::5]:9", "ws://[2001:db8::5]:9"));
+        assert!(!direct("[2001:db8::5]:9", "ws://[2001:db8::5]:10"));
+        assert!(direct("2001:db8::5", "ws://[2001:db8::5]:10"));
     }
 
     #[test]
@@ -644,6 +731,7 @@ mod tests {
             "ws://127.0.0.1:9",
             "ws://127.8.9.10",
             "ws://[::1]:9",
+            "ws://[::ffff:127.0.0.1]:9",
             "ws://localhost:9",
             "wss://app.localhost",
         ] {
