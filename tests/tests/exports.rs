@@ -58,6 +58,20 @@ fn both_adapters_re_export_the_same_types() {
         Recording,
         Redaction,
         HeaderName,
+        HeaderMap,
+        HeaderValue,
+        Bytes,
+        StartError,
+        ClientIdentity,
+        PemFileError,
+    );
+    assert_eq!(
+        TypeId::of::<wxsocket_tokio::CertificateDer<'static>>(),
+        TypeId::of::<wxsocket_blocking::CertificateDer<'static>>(),
+    );
+    assert_eq!(
+        TypeId::of::<wxsocket_tokio::PrivateKeyDer<'static>>(),
+        TypeId::of::<wxsocket_blocking::PrivateKeyDer<'static>>(),
     );
     assert_eq!(wxsocket_tokio::MAX_TIMER, wxsocket_blocking::MAX_TIMER);
 }
@@ -66,7 +80,7 @@ fn both_adapters_re_export_the_same_types() {
 /// both adapters (they differed).
 #[test]
 fn both_adapters_refuse_a_bad_root_certificate_alike() {
-    let garbage = rustls::pki_types::CertificateDer::from(b"not a certificate".to_vec());
+    let garbage = wxsocket_tokio::CertificateDer::from(b"not a certificate".to_vec());
     let roots = wxsocket_tokio::TlsRoots::default().with_ca(garbage);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

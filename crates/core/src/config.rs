@@ -539,25 +539,30 @@ impl SessionConfig {
         self
     }
 
-    /// Sets the default handshake timeout.
+    /// Sets the handshake timeout for connects whose options give none (default 60 s): the
+    /// dial and the opening handshake together (see the `handshake_timeout` field).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
-    /// Sets the close timeout.
+    /// Sets how long a close handshake may take before the transport is aborted (default
+    /// 10 s; see the `close_timeout` field).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
     }
 
-    /// Turns keepalive on.
+    /// Turns keepalive on: a ping after `interval` with nothing received, and the connection
+    /// failed when nothing arrives within `timeout` of it ([`Keepalive`]).
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = Some(Keepalive { interval, timeout });
         self
     }
 
-    /// Sets the pool limit.
+    /// Sets how many connections a [`Pool`](crate::Pool) holds at once (default 5, WeChat's
+    /// `SocketTask` limit); a connect beyond it is refused. A connection counts until its
+    /// `Close` event.
     pub fn pool_limit(mut self, limit: usize) -> Self {
         self.pool_limit = limit;
         self

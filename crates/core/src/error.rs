@@ -310,7 +310,7 @@ fn stage_suffix(stage: Option<DialStage>) -> String {
 }
 
 /// Why an accepted message was not written; delivered in [`crate::Event::SendFailed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendFailure {
     /// The application closed (or shut down) the socket before the message was handed to

@@ -84,6 +84,10 @@ impl fmt::Display for CallResult {
     }
 }
 
+/// A failed call's result is the error of the adapters' `connect_socket`,
+/// `send_socket_message` and `close_socket`, so `?` takes it into `Box<dyn Error>`.
+impl std::error::Error for CallResult {}
+
 /// A one-shot callback of a call.
 pub type Callback = Box<dyn FnOnce(&CallResult) + Send>;
 

@@ -117,11 +117,15 @@ impl Config {
 /// session's recording sink, one line per input. Write errors do not disturb the session:
 /// the first one stops the recording and is kept for [`error`](Self::error).
 ///
-/// ```no_run
+/// ```
 /// # use wxsocket_wire::reexports::{Config, HeaderName, Recording};
-/// let recording = Recording::to_file("bug.jsonl")?
+/// # let dir = std::env::temp_dir().join(format!("wxsocket-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// # let bug_jsonl = dir.join("bug.jsonl");
+/// let recording = Recording::to_file(&bug_jsonl)?
 ///     .redact(HeaderName::from_static("x-api-key"));
 /// let config = Config::new().record(recording);
+/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Clone)]

@@ -91,8 +91,15 @@ pub mod reexports {
     pub use crate::proxy::ProxyEnv;
     pub use crate::simple::{Closed, Error, ErrorKind};
     pub use crate::tls::{ClientIdentity, PemFileError, TlsRoots};
+    /// A binary payload ([`Message::binary`], a pong's payload), without adding `bytes`.
+    pub use bytes::Bytes;
     /// A header's name, for [`Recording::redact`] (and whatever else names one).
     pub use http::HeaderName;
+    /// A handshake's headers ([`Handshake::headers`]) and their values.
+    pub use http::{HeaderMap, HeaderValue};
+    /// A certificate or private key in DER, for [`TlsRoots::with_ca`] and
+    /// [`ClientIdentity::new`], without adding `rustls-pki-types`.
+    pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     pub use wxsocket_core::transcript::Redaction;
     pub use wxsocket_core::{
         Acknowledgement, Backlog, CloseBeforeOpen, CloseError, ConfigError, ConnId, ConnectError,

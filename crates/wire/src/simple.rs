@@ -175,7 +175,7 @@ fn send_hint(failed: &SendFailed) -> &'static str {
 }
 
 /// Which part of the simple path an [`Error`] comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// Fix the configuration or the options: retrying the same call fails the same way.

@@ -30,7 +30,7 @@ impl Default for TlsRoots {
 }
 
 /// A PEM file (of CA certificates, a client certificate or its key) could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {path}: {problem}")]
 pub struct PemFileError {
     /// What the file was for: `ca_file`, `client_cert` or `client_key`.
