@@ -43,10 +43,7 @@ pub(crate) fn default_budget() -> Duration {
 /// Checks a budget for [`crate::Events::set_busy_poll`].
 pub(crate) fn validate(budget: Duration) -> Result<Duration, ConfigError> {
     if budget > MAX_BUSY_POLL {
-        return Err(ConfigError {
-            field: "busy_poll",
-            problem: "must be at most 1 ms",
-        });
+        return Err(ConfigError::new("busy_poll", "must be at most 1 ms"));
     }
     Ok(budget)
 }

@@ -72,11 +72,20 @@ pub const RECONNECT_HOLD_DELAY: Duration = Duration::from_secs(1);
 /// more from then, since the peer's answer may be waiting unread; the next input, read
 /// after the timers, then keeps the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Keepalive {
     /// Idle time (nothing received) before a ping is sent.
     pub interval: Duration,
     /// How long to wait after the ping for anything to arrive.
     pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// A ping after `interval` with nothing received, and the connection failed when nothing
+    /// arrives within `timeout` of it ([`SessionConfig::keepalive`] sets one).
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        Self { interval, timeout }
+    }
 }
 
 /// Delivery acknowledged by the peer (SPEC §8; off unless set with

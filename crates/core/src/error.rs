@@ -258,11 +258,20 @@ pub enum CloseError {
 /// A [`crate::SessionConfig`] value is out of range. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The field at fault.
     pub field: &'static str,
     /// What is wrong with it.
     pub problem: &'static str,
+}
+
+impl ConfigError {
+    /// The value of `field` is wrong, for the reason `problem` (a driver's own checks of a
+    /// configuration it extends, named as the core names its own).
+    pub fn new(field: &'static str, problem: &'static str) -> Self {
+        Self { field, problem }
+    }
 }
 
 /// Why a connection failed or ended abnormally; delivered in [`crate::Event::Error`].

@@ -218,6 +218,7 @@ impl TransportErrorKind {
 /// A failure the IO driver observed.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct TransportError {
     /// What kind of failure.
     pub kind: TransportErrorKind,

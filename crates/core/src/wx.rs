@@ -54,6 +54,7 @@ use std::time::Instant;
 /// What a `success` / `fail` / `complete` callback receives: `errMsg` as WeChat writes it,
 /// `"<api>:ok"` or `"<api>:fail <reason>"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallResult {
     /// `connectSocket:ok`, `sendSocketMessage:fail WebSocket is not connected`, …
     pub err_msg: String,
@@ -272,6 +273,7 @@ pub struct OpenResult {
 
 /// What `onSocketMessage` receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MessageResult {
     /// The connection.
     pub conn: ConnId,
@@ -281,6 +283,7 @@ pub struct MessageResult {
 
 /// What `onSocketError` receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ErrorResult {
     /// The connection.
     pub conn: ConnId,
@@ -292,6 +295,7 @@ pub struct ErrorResult {
 
 /// What `onSocketClose` receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseResult {
     /// The connection.
     pub conn: ConnId,
@@ -472,11 +476,11 @@ impl WxSocket {
     /// callbacks, which are run from the send's completion.
     pub fn new(config: SessionConfig) -> Result<Self, ConfigError> {
         if !config.send_completions {
-            return Err(ConfigError {
-                field: "send_completions",
-                problem: "a wx socket runs every send's success/fail/complete callbacks from \
+            return Err(ConfigError::new(
+                "send_completions",
+                "a wx socket runs every send's success/fail/complete callbacks from \
                           its completion, so completions cannot be turned off",
-            });
+            ));
         }
         Ok(Self {
             session: Session::new(config)?,

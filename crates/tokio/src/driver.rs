@@ -874,18 +874,18 @@ pub(crate) fn start<M: Machine>(
     config: &Config,
     events: bool,
 ) -> Result<Arc<Handle<M>>, ConfigError> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError {
-        field: "runtime",
-        problem: "must be called from inside a tokio runtime",
-    })?;
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| ConfigError::new("runtime", "must be called from inside a tokio runtime"))?;
     let tls = wxsocket_wire::upgrade::client_config(config)?;
     // The driver's one timer, made here so that a runtime without its time driver is
     // refused now (tokio panics on the first timer; its panic hook still prints that)
     // rather than ending every connection later.
     let sleep = std::panic::catch_unwind(|| tokio::time::sleep(Duration::from_secs(3600)))
-        .map_err(|_| ConfigError {
-            field: "runtime",
-            problem: "the tokio runtime has no timers: build it with enable_time() or enable_all()",
+        .map_err(|_| {
+            ConfigError::new(
+                "runtime",
+                "the tokio runtime has no timers: build it with enable_time() or enable_all()",
+            )
         })?;
     // Likewise the IO driver, which the first socket would need: registering one without it
     // panics in the connection's task, and every dial failed as a network error that a
@@ -896,10 +896,10 @@ pub(crate) fn start<M: Machine>(
     if let Ok(sock) = io
         && std::panic::catch_unwind(|| tokio::net::UdpSocket::from_std(sock)).is_err()
     {
-        return Err(ConfigError {
-            field: "runtime",
-            problem: "the tokio runtime has no IO driver: build it with enable_io() or enable_all()",
-        });
+        return Err(ConfigError::new(
+            "runtime",
+            "the tokio runtime has no IO driver: build it with enable_io() or enable_all()",
+        ));
     }
     machine.track_completions();
     let shared = Arc::new(Shared {

@@ -85,11 +85,11 @@ impl Config {
     /// for (a transcript holds one session; the pool's would be lost without a word).
     pub fn pool(&self) -> Result<wxsocket_core::Pool, ConfigError> {
         if self.record.is_some() {
-            return Err(ConfigError {
-                field: "record",
-                problem: "a task pool cannot be recorded (a transcript holds one session): \
-                          record a Client, or each connection's own Client",
-            });
+            return Err(ConfigError::new(
+                "record",
+                "a task pool cannot be recorded (a transcript holds one session): \
+                 record a Client, or each connection's own Client",
+            ));
         }
         wxsocket_core::Pool::new(self.session.clone())
     }
@@ -239,7 +239,7 @@ impl Recording {
 /// assert!(error.is_temporary());
 /// assert_eq!(error.raw_os_error(), Some(24));
 /// assert!(error.to_string().starts_with("could not create the OS poller: "));
-/// let invalid = StartError::from(ConfigError { field: "tls", problem: "no usable roots" });
+/// let invalid = StartError::from(ConfigError::new("tls", "no usable roots"));
 /// assert!(!invalid.is_temporary());
 /// assert_eq!(invalid.field(), Some("tls"));
 /// assert_eq!(invalid.to_string(), "tls: no usable roots");

@@ -745,10 +745,10 @@ mod tests {
             None,
         )));
         assert!(lost.to_string().contains("not confirmed written"), "{lost}");
-        let config = Error::Config(ConfigError {
-            field: "runtime",
-            problem: "must be called from inside a tokio runtime",
-        });
+        let config = Error::Config(ConfigError::new(
+            "runtime",
+            "must be called from inside a tokio runtime",
+        ));
         assert!(!config.to_string().contains("field"), "{config}");
         assert_eq!(config.kind(), ErrorKind::Invalid);
         // Out of open files when the client starts: not the configuration's fault.
@@ -763,10 +763,7 @@ mod tests {
                 && !start.to_string().contains("invalid"),
             "{start}"
         );
-        let invalid = Error::from(StartError::from(ConfigError {
-            field: "tls",
-            problem: "x",
-        }));
+        let invalid = Error::from(StartError::from(ConfigError::new("tls", "x")));
         assert!(matches!(invalid, Error::Config(_)), "{invalid:?}");
 
         let mut lifecycle = Lifecycle::opened(Box::default());

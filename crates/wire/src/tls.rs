@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 /// Which certificate authorities a `wss` connection trusts.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TlsRoots {
     /// Trust the Mozilla root set shipped by `webpki-roots`. Default on.
     pub webpki: bool,
@@ -32,6 +33,7 @@ impl Default for TlsRoots {
 /// A PEM file (of CA certificates, a client certificate or its key) could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {path}: {problem}")]
+#[non_exhaustive]
 pub struct PemFileError {
     /// What the file was for: `ca_file`, `client_cert` or `client_key`.
     pub field: &'static str,

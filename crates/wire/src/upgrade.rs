@@ -38,20 +38,21 @@ pub fn client_config(
     #[cfg(feature = "tls")]
     {
         // The roots alone first, so each refusal names the field it comes from.
-        config
-            .tls
-            .client_config()
-            .map_err(|_| wxsocket_core::ConfigError {
-                field: "tls",
-                problem: "a custom root certificate was rejected by rustls (not a valid X.509 \
-                          CA certificate)",
-            })?;
+        config.tls.client_config().map_err(|_| {
+            wxsocket_core::ConfigError::new(
+                "tls",
+                "a custom root certificate was rejected by rustls (not a valid X.509 \
+                     CA certificate)",
+            )
+        })?;
         config
             .tls
             .client_config_with(config.client_identity.as_ref())
-            .map_err(|e| wxsocket_core::ConfigError {
-                field: "client_identity",
-                problem: crate::tls::identity_refusal(&e).1,
+            .map_err(|e| {
+                wxsocket_core::ConfigError::new(
+                    "client_identity",
+                    crate::tls::identity_refusal(&e).1,
+                )
             })
     }
     #[cfg(not(feature = "tls"))]

@@ -117,6 +117,7 @@ pub type Completion = (SendId, Result<(), Box<FailedSend>>);
 
 /// Counters of input the session did not act on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Transport input for a connection that is not the current one.
     pub stale_inputs: u64,
