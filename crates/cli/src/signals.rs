@@ -107,9 +107,16 @@ pub fn exit_status(name: &str) -> u8 {
 /// Watches for the signals on a thread of its own, handing each to `deliver` until it
 /// returns `false`. The handlers are in place when this returns.
 pub fn watch(deliver: impl FnMut(&'static str) -> bool + Send + 'static) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+    // tokio makes its signal pipe while it builds the runtime, and panics when the OS
+    // refuses it (out of descriptors): that refusal is an error like the others.
+    let runtime = std::panic::catch_unwind(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+    })
+    .map_err(|panic| {
+        std::io::Error::other(wxsocket_wire::connection::panic_message(&*panic).to_owned())
+    })??;
     let mut signals = {
         let _entered = runtime.enter();
         Signals::new()?

@@ -788,3 +788,37 @@ fn out_of_open_files_exits_1_saying_what_the_os_refused() {
         assert!(!stderr.contains("invalid"), "blocking={blocking}: {stderr}");
     }
 }
+
+/// Under every limit on open files from four up (the standard three, and one the dynamic
+/// loader needs a moment), `connect` ends in one of its
+/// documented statuses: 0 (it opened, and closed at the end of its input), 1 (an adapter
+/// could not start) or 3 (the dial failed), saying why; never a panic's 101. With 13 or 14
+/// descriptors the blocking adapter's command panicked: tokio makes its signal pipe while it
+/// builds the signal thread's runtime, and panics when the OS refuses it.
+#[cfg(target_os = "linux")]
+#[test]
+fn under_any_limit_on_open_files_connect_ends_in_a_documented_status() {
+    let server = common::TestServer::start(common::Mode::Echo, false);
+    for blocking in [false, true] {
+        for limit in 4..=24 {
+            let nofile = format!("--nofile={limit}:{limit}");
+            let mut args = vec![nofile.as_str(), "--", common::bin()];
+            args.extend(common::with_adapter(
+                vec!["connect", server.url()],
+                blocking,
+            ));
+            let (status, _, stderr) =
+                common::run_program("prlimit", &args, std::process::Stdio::null());
+            assert!(
+                matches!(status.code(), Some(0 | 1 | 3)),
+                "blocking={blocking}, {limit} descriptors: {status:?}\n{stderr}"
+            );
+            if status.code() != Some(0) {
+                assert!(
+                    stderr.contains("Too many open files"),
+                    "blocking={blocking}, {limit} descriptors: {stderr}"
+                );
+            }
+        }
+    }
+}
