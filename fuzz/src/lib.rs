@@ -1096,12 +1096,9 @@ pub fn session_transcript(data: &[u8]) -> (String, Option<String>) {
             })),
         )
     }));
-    let failure = outcome.err().map(|p| {
-        p.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "a panic".into())
-    });
+    let failure = outcome
+        .err()
+        .map(|p| wxsocket_wire::connection::panic_message(&*p).to_owned());
     let text = text.lock().unwrap_or_else(|e| e.into_inner()).clone();
     (text, failure)
 }

@@ -22,6 +22,7 @@ use mio::{Events as MioEvents, Poll, Registry, Token, Waker};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -357,6 +358,13 @@ pub(crate) struct Inner<M> {
     /// count them).
     #[cfg(test)]
     visited: Vec<u64>,
+    /// The next work on this connection panics, for the tests (as a frame's mask drawn
+    /// from a failing OS random source does).
+    #[cfg(test)]
+    panic_in: Option<u64>,
+    /// The driver thread's next turn panics, for the tests.
+    #[cfg(test)]
+    panic_next_turn: bool,
     /// The thread of every read pass, in order (for the tests that say who reads).
     #[cfg(test)]
     readers: Vec<std::thread::ThreadId>,
@@ -419,6 +427,10 @@ impl<M: Machine> Shared<M> {
                 scratch: Vec::new(),
                 #[cfg(test)]
                 visited: Vec::new(),
+                #[cfg(test)]
+                panic_in: None,
+                #[cfg(test)]
+                panic_next_turn: false,
                 #[cfg(test)]
                 readers: Vec::new(),
             }),
@@ -625,90 +637,104 @@ impl<M: Machine> Shared<M> {
         // Whatever ends this thread, a panic included, every waiting thread learns it.
         let _finished = Finished(&self);
         let mut events = MioEvents::with_capacity(256);
-        loop {
-            let (timeout, callbacks, finished, dispatch_more) = {
-                let mut inner = self.lock_for_driver();
-                let now = Instant::now();
-                for event in events.iter() {
-                    if event.token() != WAKER {
-                        inner.on_event(event, now);
+        // A panic here (a bug: per connection work has its own guard, in `with_conn`) ends
+        // every connection as lost, naming it, as the poller's failure does, instead of
+        // leaving them without events or outcomes.
+        let driven = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                let (timeout, callbacks, finished, dispatch_more) = {
+                    let mut inner = self.lock_for_driver();
+                    #[cfg(test)]
+                    assert!(!std::mem::take(&mut inner.panic_next_turn), "injected");
+                    let now = Instant::now();
+                    for event in events.iter() {
+                        if event.token() != WAKER {
+                            inner.on_event(event, now);
+                        }
                     }
-                }
-                while let Ok((target, addrs)) = resolved_rx.try_recv() {
-                    inner.on_resolved(&target, addrs, now);
-                }
-                while let Some(&(at, conn)) = inner.attempts_due.first()
-                    && at <= now
-                {
-                    inner.attempts_due.pop_first();
-                    inner.with_conn(conn, now, |c, ctx, out| c.start_attempts(ctx, now, out));
-                }
-                let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
-                if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
-                    inner.catch_up_reads(due, now);
-                }
-                if inner.reads == Reads::Driver {
-                    inner.read_passes(now);
-                }
-                for conn in std::mem::take(&mut inner.write_ready) {
-                    inner.write_pass(conn, now);
-                }
-                inner.machine.handle_timeout(now);
-                inner.pump(&self, now);
-                let callbacks = inner.machine.take_callbacks();
-                // A callback machine turns a bounded number of events into callbacks at
-                // a time; once these have run, the next ones are dispatched.
-                let dispatch_more = inner.machine.needs_dispatch();
-                let finished = inner.lifecycle.finished(&inner.machine);
-                if finished {
-                    // The core has ended every connection and asked for every abort it
-                    // wants; a transport still here has nothing left to report.
-                    let all: Vec<u64> = inner.conns.keys().copied().collect();
-                    for conn in all {
-                        inner.abort(conn);
+                    while let Ok((target, addrs)) = resolved_rx.try_recv() {
+                        inner.on_resolved(&target, addrs, now);
                     }
-                }
-                let mut deadline = inner.machine.poll_timeout();
-                let attempt = inner.attempts_due.first().map(|&(at, _)| at);
-                for due in [inner.handback_pending(now), attempt].into_iter().flatten() {
-                    deadline = Some(deadline.map_or(due, |d| d.min(due)));
-                }
-                inner.lifecycle.arm(deadline);
-                let passes_pending = inner.driver_passes_pending();
-                inner.sleeping = !passes_pending;
-                self.passes_pending
-                    .store(inner.passes_pending(), Ordering::Release);
-                if inner.receiver_passes_pending() {
-                    self.wake_receiver();
-                }
-                let timeout = if passes_pending {
-                    Some(Duration::ZERO)
-                } else {
-                    deadline.map(|d| d.saturating_duration_since(now))
+                    while let Some(&(at, conn)) = inner.attempts_due.first()
+                        && at <= now
+                    {
+                        inner.attempts_due.pop_first();
+                        inner.with_conn(conn, now, |c, ctx, out| c.start_attempts(ctx, now, out));
+                    }
+                    let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
+                    if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
+                        inner.catch_up_reads(due, now);
+                    }
+                    if inner.reads == Reads::Driver {
+                        inner.read_passes(now);
+                    }
+                    for conn in std::mem::take(&mut inner.write_ready) {
+                        inner.write_pass(conn, now);
+                    }
+                    inner.machine.handle_timeout(now);
+                    inner.pump(&self, now);
+                    let callbacks = inner.machine.take_callbacks();
+                    // A callback machine turns a bounded number of events into callbacks at
+                    // a time; once these have run, the next ones are dispatched.
+                    let dispatch_more = inner.machine.needs_dispatch();
+                    let finished = inner.lifecycle.finished(&inner.machine);
+                    if finished {
+                        // The core has ended every connection and asked for every abort it
+                        // wants; a transport still here has nothing left to report.
+                        let all: Vec<u64> = inner.conns.keys().copied().collect();
+                        for conn in all {
+                            inner.abort(conn);
+                        }
+                    }
+                    let mut deadline = inner.machine.poll_timeout();
+                    let attempt = inner.attempts_due.first().map(|&(at, _)| at);
+                    for due in [inner.handback_pending(now), attempt].into_iter().flatten() {
+                        deadline = Some(deadline.map_or(due, |d| d.min(due)));
+                    }
+                    inner.lifecycle.arm(deadline);
+                    let passes_pending = inner.driver_passes_pending();
+                    inner.sleeping = !passes_pending;
+                    self.passes_pending
+                        .store(inner.passes_pending(), Ordering::Release);
+                    if inner.receiver_passes_pending() {
+                        self.wake_receiver();
+                    }
+                    let timeout = if passes_pending {
+                        Some(Duration::ZERO)
+                    } else {
+                        deadline.map(|d| d.saturating_duration_since(now))
+                    };
+                    (timeout, callbacks, finished, dispatch_more)
                 };
-                (timeout, callbacks, finished, dispatch_more)
-            };
-            let ran = !callbacks.is_empty();
-            wxsocket_wire::machine::run_callbacks(callbacks);
-            if finished {
-                break;
-            }
-            if ran || dispatch_more {
-                // Callbacks may have called into the machine, and more events may wait
-                // to be dispatched; look again at once.
-                lock(&self.inner).sleeping = false;
-                events.clear();
-                continue;
-            }
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    // The poller itself failed: nothing can be driven any more.
-                    lock(&self.inner).driver_lost(&self, &format!("the OS poller failed: {e}"));
+                let ran = !callbacks.is_empty();
+                wxsocket_wire::machine::run_callbacks(callbacks);
+                if finished {
                     break;
                 }
-                events.clear();
+                if ran || dispatch_more {
+                    // Callbacks may have called into the machine, and more events may wait
+                    // to be dispatched; look again at once.
+                    lock(&self.inner).sleeping = false;
+                    events.clear();
+                    continue;
+                }
+                if let Err(e) = poll.poll(&mut events, timeout) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        // The poller itself failed: nothing can be driven any more.
+                        lock(&self.inner).driver_lost(&self, &format!("the OS poller failed: {e}"));
+                        break;
+                    }
+                    events.clear();
+                }
+                lock(&self.inner).sleeping = false;
             }
-            lock(&self.inner).sleeping = false;
+        }));
+        if let Err(panic) = driven {
+            let why = format!(
+                "the driver thread panicked: {}",
+                wxsocket_wire::connection::panic_message(&*panic)
+            );
+            lock(&self.inner).driver_lost(&self, &why);
         }
         wxsocket_wire::machine::run_last_callbacks(|| lock(&self.inner).machine.due_callbacks());
     }
@@ -1124,6 +1150,8 @@ impl<M: Machine> Inner<M> {
         f: impl FnOnce(&mut Conn, &Ctx<'_>, &mut Vec<TransportEvent>),
     ) {
         let mut out = std::mem::take(&mut self.scratch);
+        #[cfg(test)]
+        let inject = self.panic_in.take_if(|at| *at == conn).is_some();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -1136,7 +1164,19 @@ impl<M: Machine> Inner<M> {
         };
         let span = c.span().clone();
         let _entered = span.enter();
-        f(c, &ctx, &mut out);
+        // A panic in the connection's work (a frame's mask is drawn from the OS's random
+        // source, which can fail), on the driver thread or an application's in `try_send`,
+        // ends this connection as lost, naming it, as a panic in a tokio connection's task
+        // does: unwinding would leave its accepted sends unsettled and its events unsent.
+        let worked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            assert!(!inject, "injected");
+            f(c, &ctx, &mut out)
+        }));
+        if let Err(panic) = worked {
+            c.drop_transport(&ctx);
+            out.extend(wxsocket_wire::connection::panicked("work", &*panic));
+        }
         if let Err(e) = c.sync_interest(&ctx) {
             c.poller_failed(&ctx, &e, &mut out);
         }
@@ -1351,7 +1391,9 @@ fn room_freed_by(event: &TransportEvent) -> RoomFreed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wxsocket_core::{ConnectOptions, Event, Message, Pool, SessionConfig};
+    use wxsocket_core::{
+        ConnectOptions, ConnectionError, Event, Message, Pool, SendFailure, SessionConfig,
+    };
 
     /// The driver thread wakes for a dial's next connection attempt
     /// ([`Inner::attempts_due`]): with the first address dropping the connect, the second
@@ -1876,6 +1918,100 @@ mod tests {
     }
 
     /// Waits (bounded) until the driver thread has the reads again.
+    /// Takes events until the connection's close: its error, how many sends failed (each
+    /// `ConnectionLost`), and the close's code and whether it was clean.
+    fn until_close(shared: &Shared<Pool>) -> (ConnectionError, usize, (u16, bool)) {
+        let (mut error, mut failed) = (None, 0);
+        loop {
+            match next_event(shared) {
+                Event::Error { error: e, .. } => error = Some(e),
+                Event::SendFailed { reason, .. } => {
+                    assert_eq!(reason, SendFailure::ConnectionLost);
+                    failed += 1;
+                }
+                Event::Close { code, clean, .. } => {
+                    return (error.expect("an error first"), failed, (code, clean));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn transport_message(error: &ConnectionError) -> &str {
+        match error {
+            ConnectionError::Transport(e) => &e.message,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A panic in a connection's work, here a send carried out on the application's thread
+    /// (the frame's mask comes from the OS's random source, which can fail), ends that
+    /// connection as lost, naming the panic, and the send fails once; the call returns, and
+    /// the driver goes on with a new connection. The panic unwound into the application's
+    /// call, with the send accepted and never settled.
+    #[test]
+    fn a_panic_in_a_connections_work_ends_only_that_connection() {
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let (shared, conn) = open_one(
+            Pool::new(SessionConfig::default()).expect("pool"),
+            &server.url(),
+        );
+        let id = {
+            let mut inner = lock(&shared.inner);
+            inner.panic_in = Some(key(conn));
+            let now = Instant::now();
+            let id = inner.machine.send(conn, Message::text("lost"), now);
+            inner.pump(&shared, now);
+            id.expect("accepted")
+        };
+        let (error, failed, close) = until_close(&shared);
+        assert!(
+            transport_message(&error).contains("the connection's work panicked: injected"),
+            "{error}"
+        );
+        assert_eq!((failed, close), (1, (1006, false)), "send {id:?}");
+        let options = ConnectOptions::new(server.url());
+        let other = shared.call(|p, now| p.connect(&options, now)).unwrap();
+        while !matches!(next_event(&shared), Event::Open { .. }) {}
+        shared
+            .call(|p, now| p.send(other, Message::text("after"), now))
+            .unwrap();
+        loop {
+            match next_event(&shared) {
+                Event::Message { message, .. } => {
+                    break assert_eq!(message, Message::text("after"));
+                }
+                ended @ (Event::Error { .. } | Event::Close { .. }) => panic!("{ended:?}"),
+                _ => {}
+            }
+        }
+        shared.shutdown();
+    }
+
+    /// A panic on the driver thread outside any connection's work ends every connection as
+    /// lost, naming it, as a failed poller does: the application gets their last events
+    /// and sends are refused, where the connections were left without a close event and
+    /// `try_send` still accepted messages that nothing would write.
+    #[test]
+    fn a_panic_on_the_driver_thread_ends_every_connection_saying_so() {
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let (shared, conn) = open_one(
+            Pool::new(SessionConfig::default()).expect("pool"),
+            &server.url(),
+        );
+        lock(&shared.inner).panic_next_turn = true;
+        shared.wake();
+        let (error, _, close) = until_close(&shared);
+        assert!(
+            transport_message(&error).contains("the driver thread panicked: injected"),
+            "{error}"
+        );
+        assert_eq!(close, (1006, false));
+        let refused = shared.call(|p, now| p.send(conn, Message::text("late"), now));
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(lock(&shared.outbox).finished, "the driver has finished");
+    }
+
     fn wait_for_take_back(shared: &Shared<Pool>) {
         let deadline = Instant::now() + LIMIT;
         while lock(&shared.inner).reads != Reads::Driver {

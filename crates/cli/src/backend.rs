@@ -31,10 +31,8 @@ pub fn runtime() -> std::io::Result<&'static Runtime> {
             .build()
     })
     .map_err(|panic| {
-        let message = (panic.downcast_ref::<&str>().copied())
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("tokio panicked");
-        std::io::Error::other(message.to_owned())
+        let message = wxsocket_wire::connection::panic_message(&*panic);
+        std::io::Error::other(format!("tokio panicked: {message}"))
     })??;
     // Another thread may have made one meanwhile: the first stays, this one is dropped.
     Ok(RUNTIME.get_or_init(|| built))

@@ -13,10 +13,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use wxsocket_core::{
-    CloseRequest, ConnId, Message, ReadCredit, SendId, TransportError, TransportErrorKind,
-    TransportEvent,
-};
+use wxsocket_core::{CloseRequest, ConnId, Message, ReadCredit, SendId, TransportEvent};
 use wxsocket_wire::connection::{Connection, DialTarget, TcpSocket};
 use wxsocket_wire::dial::{Attempts, Lookups};
 use wxsocket_wire::link::{Link, ReadEnd};
@@ -64,16 +61,9 @@ fn report_panic<M: Machine>(
     conn: ConnId,
     panic: &(dyn std::any::Any + Send),
 ) {
-    let error = TransportError::new(
-        TransportErrorKind::Io,
-        format!(
-            "the connection's task panicked: {}",
-            crate::driver::panic_message(panic)
-        ),
-    );
     shared.report(
         conn,
-        [TransportEvent::Error(error), TransportEvent::Closed],
+        wxsocket_wire::connection::panicked("task", panic),
         true,
     );
 }
@@ -149,6 +139,8 @@ async fn open<M: Machine>(
         ended: false,
         #[cfg(test)]
         readers: Vec::new(),
+        #[cfg(test)]
+        panic_in_place: false,
     }));
     // Reporting the handshake makes the core flush its queue: the queued messages are
     // written in place and flushed together, in one write.
@@ -344,6 +336,10 @@ pub(crate) struct Io {
     /// The thread of each read pass, for the tests.
     #[cfg(test)]
     readers: Vec<std::thread::ThreadId>,
+    /// The next message started in place panics, for the tests (as a frame's mask drawn
+    /// from a failing OS random source does).
+    #[cfg(test)]
+    panic_in_place: bool,
 }
 
 enum Flow {
@@ -495,6 +491,8 @@ impl Io {
         if !idle {
             return Some(message);
         }
+        #[cfg(test)]
+        assert!(!std::mem::take(&mut self.panic_in_place), "injected");
         self.connection.send(id, message, &mut self.batch);
         self.started_in_place = true;
         self.unanswered = self.unanswered.saturating_add(1);
@@ -802,6 +800,67 @@ mod tests {
                 "{mine} of {} read passes on the application's thread",
                 readers.len()
             );
+            client.shutdown().await;
+        });
+    }
+
+    /// A panic in a send started in place, on the application's thread (the frame's mask
+    /// comes from the OS's random source, which can fail), ends that connection as lost,
+    /// naming the panic, and the send fails once; `try_send` returns, and the client goes
+    /// on. The panic unwound into `try_send`, with the send accepted and never settled.
+    #[test]
+    fn a_panic_in_a_send_started_in_place_ends_only_its_connection() {
+        use crate::{Client, Config, ConnectOptions, ConnectionError, Event, SendFailure};
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        two_workers().block_on(async {
+            let (client, mut events) = Client::new(Config::default()).unwrap();
+            let next = async |events: &mut crate::Events| {
+                let next = events.next();
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), next);
+                next.await.expect("a stall").expect("events")
+            };
+            let conn = client.connect(&ConnectOptions::new(server.url())).unwrap();
+            while !matches!(next(&mut events).await, Event::Open { .. }) {}
+            let io = client.handle.shared.lock().io_of(conn).expect("open");
+            io.lock().unwrap().panic_in_place = true;
+            let id = client.try_send(Message::text("lost")).expect("accepted");
+            let (mut error, mut failed, mut close) = (None, 0, None);
+            while close.is_none() {
+                match next(&mut events).await {
+                    Event::Error { error: e, .. } => error = Some(e),
+                    Event::SendFailed {
+                        id: failed_id,
+                        reason,
+                        ..
+                    } => {
+                        assert_eq!((failed_id, reason), (id, SendFailure::ConnectionLost));
+                        failed += 1;
+                    }
+                    Event::Close { code, clean, .. } => close = Some((code, clean)),
+                    other => panic!("{other:?}"),
+                }
+            }
+            match error {
+                Some(ConnectionError::Transport(e)) => assert!(
+                    e.message
+                        .contains("the connection's work panicked: injected"),
+                    "{e}"
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!((failed, close), (1, Some((1006, false))));
+            // The client goes on: a new connection echoes.
+            client.connect(&ConnectOptions::new(server.url())).unwrap();
+            client.try_send(Message::text("after")).unwrap();
+            loop {
+                match next(&mut events).await {
+                    Event::Message { message, .. } => {
+                        break assert_eq!(message, Message::text("after"));
+                    }
+                    ended @ (Event::Error { .. } | Event::Close { .. }) => panic!("{ended:?}"),
+                    _ => {}
+                }
+            }
             client.shutdown().await;
         });
     }

@@ -12,6 +12,7 @@ use crate::conn::{self, Command, SharedIo};
 use crate::{Config, SocketInfo};
 use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -358,17 +359,20 @@ impl<M: Machine> Core<M> {
             let Some(entry) = self.conns.get(&conn) else {
                 continue;
             };
-            let flushed = entry
-                .io
-                .as_ref()
-                .and_then(|io| io.try_lock().ok().map(|mut io| io.flush_in_place()));
+            let flushed = entry.io.as_ref().and_then(|io| {
+                let mut io = io.try_lock().ok()?;
+                Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    io.flush_in_place()
+                })))
+            });
             match flushed {
-                Some(Some(written)) => {
+                Some(Ok(Some(written))) => {
                     for id in written {
                         self.machine
                             .handle(conn, TransportEvent::SendWritten(id), now);
                     }
                 }
+                Some(Err(panic)) => self.lose_to_panic(conn, &*panic, now),
                 // Not taken at once, or the task holds the state: the task finishes.
                 _ => {
                     let _ = entry.commands.send(Command::Wake);
@@ -422,9 +426,15 @@ impl<M: Machine> Core<M> {
                 let io = entry.and_then(|e| e.io.as_ref());
                 // The task may hold the state (it is reading or writing): then it gets the
                 // message as a command, after whatever it is doing.
-                let message = match io.map(|io| io.try_lock()) {
-                    Some(Ok(mut io)) => io.start_in_place(id, message),
-                    _ => Some(message),
+                let started = match io.map(|io| io.try_lock()) {
+                    Some(Ok(mut io)) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        io.start_in_place(id, message)
+                    })),
+                    _ => Ok(Some(message)),
+                };
+                let message = match started {
+                    Ok(message) => message,
+                    Err(panic) => return self.lose_to_panic(conn, &*panic, now),
                 };
                 match message {
                     None => {
@@ -456,6 +466,20 @@ impl<M: Machine> Core<M> {
             }
             // The transport already ended and said so; the core knows.
             None => tracing::debug!(%conn, "action for a finished connection"),
+        }
+    }
+
+    /// Work on `conn` done in place, on the thread that called into the machine, panicked
+    /// (a frame's mask is drawn from the OS's random source, which can fail): its task is
+    /// aborted and the connection ends as lost, naming the panic, as a panic in its task
+    /// ends it, instead of unwinding into the application's `try_send` with the send
+    /// accepted and never settled.
+    fn lose_to_panic(&mut self, conn: ConnId, panic: &(dyn std::any::Any + Send), now: Instant) {
+        if let Some(entry) = self.remove_conn(conn) {
+            entry.task.abort();
+        }
+        for event in wxsocket_wire::connection::panicked("work", panic) {
+            self.machine.handle(conn, event, now);
         }
     }
 
@@ -953,15 +977,6 @@ struct Exit<M: Machine> {
     why: Option<String>,
 }
 
-/// What a panic said, when it said it with a string.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
-}
-
 impl<M: Machine> Drop for Exit<M> {
     fn drop(&mut self) {
         let shared = &self.shared;
@@ -1019,7 +1034,7 @@ async fn drive<M: Machine>(mut exit: Exit<M>, sleep: tokio::time::Sleep) {
         Err(panic) => {
             exit.why = Some(format!(
                 "the driver task panicked: {}",
-                panic_message(&*panic)
+                wxsocket_wire::connection::panic_message(&*panic)
             ))
         }
     }

@@ -96,6 +96,28 @@ pub fn read_now(socket: &impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<u
     (&*socket2::SockRef::from(socket)).read(buf)
 }
 
+/// What a panic said, when it said it with a string.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// The events that end a connection whose work panicked (`work`: "task", on the thread
+/// that ran it), once its transport is dropped: an IO failure naming the panic, then the
+/// transport closed. The session then fails or closes it as any lost connection (its
+/// unwritten sends failed once, a 1006 close), where an unwinding call would have left it
+/// waiting for a transport that is gone.
+pub fn panicked(work: &str, panic: &(dyn std::any::Any + Send)) -> [TransportEvent; 2] {
+    let error = TransportError::new(
+        wxsocket_core::TransportErrorKind::Io,
+        format!("the connection's {work} panicked: {}", panic_message(panic)),
+    );
+    [TransportEvent::Error(error), TransportEvent::Closed]
+}
+
 impl TcpSocket for mio::net::TcpStream {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         mio::net::TcpStream::local_addr(self)
@@ -375,7 +397,7 @@ impl<S: TcpSocket> Connection<S> {
         if self.request.tcp_no_delay
             && let Err(e) = sock.set_nodelay(true)
         {
-            self.fail(DialPlan::socket_failed(&e), out);
+            self.fail(DialPlan::socket_failed(&e, "setting TCP_NODELAY"), out);
             return;
         }
         // Not having it costs only sight of what the socket holds (as on other platforms).

@@ -294,9 +294,10 @@ impl DialPlan {
         )
     }
 
-    /// Setting up the connected socket (`TCP_NODELAY`, reading its addresses) failed.
-    pub fn socket_failed(error: &io::Error) -> TransportError {
-        connect_error(error, "socket")
+    /// Setting up the connected socket failed: `what` is the step, e.g. "setting
+    /// TCP_NODELAY" (the error's text names it).
+    pub fn socket_failed(error: &io::Error, what: &str) -> TransportError {
+        connect_error(error, &format!("socket: {what}"))
     }
 
     /// The exchange that opens the tunnel to the server, when there is a proxy.
