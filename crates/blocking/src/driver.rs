@@ -84,6 +84,9 @@ pub(crate) struct ReceiverPoll {
     poll: Poll,
     events: MioEvents,
     busy: BusyPoll,
+    /// Every wait fails, for the tests (as when other code closed the poller's descriptor).
+    #[cfg(test)]
+    broken: bool,
 }
 
 /// Who reads the sockets (see [`Inner::reads`]).
@@ -388,7 +391,14 @@ impl<M: Machine> Shared<M> {
                 let registry = poll.registry().try_clone().ok()?;
                 let events = MioEvents::with_capacity(64);
                 let busy = BusyPoll::default();
-                Some((ReceiverPoll { poll, events, busy }, waker, registry))
+                let receiver = ReceiverPoll {
+                    poll,
+                    events,
+                    busy,
+                    #[cfg(test)]
+                    broken: false,
+                };
+                Some((receiver, waker, registry))
             })
         } else {
             None
@@ -788,7 +798,8 @@ impl<M: Machine> Shared<M> {
             let busy = Duration::from_nanos(self.busy_poll.load(Ordering::Relaxed));
             (deadline, busy)
         };
-        if receiver.wait(deadline, budget).is_ok() {
+        let waited = receiver.wait(deadline, budget);
+        if waited.is_ok() {
             let ReceiverPoll { events, .. } = receiver;
             for e in events.iter().filter(|e| e.token() != WAKER) {
                 let conn = e.token().0 as u64;
@@ -799,6 +810,17 @@ impl<M: Machine> Shared<M> {
         }
         lock(&self.outbox).receiver_polling = false;
         let mut inner = self.lock_for_receiver();
+        if let Err(e) = waited
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            // The receivers' poller failed (other code closed its descriptor, say): no
+            // thread can watch the sockets any more, and waiting again at once spun (37,000
+            // failed waits in 3 s, a prober's). As when the driver's own poller fails.
+            inner.driver_lost(self, &format!("the OS poller failed: {e}"));
+            self.release(inner);
+            self.wake();
+            return lock(&self.outbox);
+        }
         let now = Instant::now();
         inner.reads = Reads::left(now);
         let passes = std::mem::take(&mut inner.read_ready);
@@ -867,7 +889,13 @@ impl ReceiverPoll {
     /// up to `budget` without sleeping if [`BusyPoll`] says that pays (not past the
     /// deadline).
     fn wait(&mut self, deadline: Option<Instant>, budget: Duration) -> io::Result<()> {
-        let Self { poll, events, busy } = self;
+        #[cfg(test)]
+        if self.broken {
+            return Err(io::Error::from_raw_os_error(9)); // EBADF
+        }
+        let Self {
+            poll, events, busy, ..
+        } = self;
         if !budget.is_zero() && busy.should_poll() {
             let start = Instant::now();
             let until = deadline.map_or(start + budget, |d| d.min(start + budget));
@@ -2010,6 +2038,32 @@ mod tests {
         let refused = shared.call(|p, now| p.send(conn, Message::text("late"), now));
         assert!(refused.is_err(), "{refused:?}");
         assert!(lock(&shared.outbox).finished, "the driver has finished");
+    }
+
+    /// A receivers' poller that fails (its descriptor closed by other code, say) ends every
+    /// connection as lost, saying so, as the driver's own poller does. The receiving thread
+    /// ignored the failure and waited again at once: it spun, and messages waited for the
+    /// driver thread to take the reads back.
+    #[test]
+    fn a_failing_receivers_poller_ends_every_connection_saying_so() {
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let (shared, _) = open_one(
+            Pool::new(SessionConfig::default()).expect("pool"),
+            &server.url(),
+        );
+        lock(
+            shared
+                .receiver_poll
+                .as_ref()
+                .expect("the receivers' poller"),
+        )
+        .broken = true;
+        let (error, _, close) = until_close(&shared);
+        assert!(
+            transport_message(&error).starts_with("the OS poller failed: Bad file descriptor"),
+            "{error}"
+        );
+        assert_eq!(close, (1006, false));
     }
 
     fn wait_for_take_back(shared: &Shared<Pool>) {
