@@ -651,93 +651,7 @@ impl<M: Machine> Shared<M> {
         // every connection as lost, naming it, as the poller's failure does, instead of
         // leaving them without events or outcomes.
         let driven = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            loop {
-                let (timeout, callbacks, finished, dispatch_more) = {
-                    let mut inner = self.lock_for_driver();
-                    #[cfg(test)]
-                    assert!(!std::mem::take(&mut inner.panic_next_turn), "injected");
-                    let now = Instant::now();
-                    for event in events.iter() {
-                        if event.token() != WAKER {
-                            inner.on_event(event, now);
-                        }
-                    }
-                    while let Ok((target, addrs)) = resolved_rx.try_recv() {
-                        inner.on_resolved(&target, addrs, now);
-                    }
-                    while let Some(&(at, conn)) = inner.attempts_due.first()
-                        && at <= now
-                    {
-                        inner.attempts_due.pop_first();
-                        inner.with_conn(conn, now, |c, ctx, out| c.start_attempts(ctx, now, out));
-                    }
-                    let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
-                    if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
-                        inner.catch_up_reads(due, now);
-                    }
-                    if inner.reads == Reads::Driver {
-                        inner.read_passes(now);
-                    }
-                    for conn in std::mem::take(&mut inner.write_ready) {
-                        inner.write_pass(conn, now);
-                    }
-                    inner.machine.handle_timeout(now);
-                    inner.pump(&self, now);
-                    let callbacks = inner.machine.take_callbacks();
-                    // A callback machine turns a bounded number of events into callbacks at
-                    // a time; once these have run, the next ones are dispatched.
-                    let dispatch_more = inner.machine.needs_dispatch();
-                    let finished = inner.lifecycle.finished(&inner.machine);
-                    if finished {
-                        // The core has ended every connection and asked for every abort it
-                        // wants; a transport still here has nothing left to report.
-                        let all: Vec<u64> = inner.conns.keys().copied().collect();
-                        for conn in all {
-                            inner.abort(conn);
-                        }
-                    }
-                    let mut deadline = inner.machine.poll_timeout();
-                    let attempt = inner.attempts_due.first().map(|&(at, _)| at);
-                    for due in [inner.handback_pending(now), attempt].into_iter().flatten() {
-                        deadline = Some(deadline.map_or(due, |d| d.min(due)));
-                    }
-                    inner.lifecycle.arm(deadline);
-                    let passes_pending = inner.driver_passes_pending();
-                    inner.sleeping = !passes_pending;
-                    self.passes_pending
-                        .store(inner.passes_pending(), Ordering::Release);
-                    if inner.receiver_passes_pending() {
-                        self.wake_receiver();
-                    }
-                    let timeout = if passes_pending {
-                        Some(Duration::ZERO)
-                    } else {
-                        deadline.map(|d| d.saturating_duration_since(now))
-                    };
-                    (timeout, callbacks, finished, dispatch_more)
-                };
-                let ran = !callbacks.is_empty();
-                wxsocket_wire::machine::run_callbacks(callbacks);
-                if finished {
-                    break;
-                }
-                if ran || dispatch_more {
-                    // Callbacks may have called into the machine, and more events may wait
-                    // to be dispatched; look again at once.
-                    lock(&self.inner).sleeping = false;
-                    events.clear();
-                    continue;
-                }
-                if let Err(e) = poll.poll(&mut events, timeout) {
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        // The poller itself failed: nothing can be driven any more.
-                        lock(&self.inner).driver_lost(&self, &format!("the OS poller failed: {e}"));
-                        break;
-                    }
-                    events.clear();
-                }
-                lock(&self.inner).sleeping = false;
-            }
+            self.turn_until_finished(&mut poll, &mut events, &resolved_rx)
         }));
         if let Err(panic) = driven {
             let why = format!(
@@ -747,6 +661,102 @@ impl<M: Machine> Shared<M> {
             lock(&self.inner).driver_lost(&self, &why);
         }
         wxsocket_wire::machine::run_last_callbacks(|| lock(&self.inner).machine.due_callbacks());
+    }
+
+    /// The driver thread's turns, until the machine has finished or the poller failed.
+    fn turn_until_finished(
+        &self,
+        poll: &mut Poll,
+        events: &mut MioEvents,
+        resolved_rx: &Receiver<Resolved>,
+    ) {
+        loop {
+            let (timeout, callbacks, finished, dispatch_more) = {
+                let mut inner = self.lock_for_driver();
+                #[cfg(test)]
+                assert!(!std::mem::take(&mut inner.panic_next_turn), "injected");
+                let now = Instant::now();
+                for event in events.iter() {
+                    if event.token() != WAKER {
+                        inner.on_event(event, now);
+                    }
+                }
+                while let Ok((target, addrs)) = resolved_rx.try_recv() {
+                    inner.on_resolved(&target, addrs, now);
+                }
+                while let Some(&(at, conn)) = inner.attempts_due.first()
+                    && at <= now
+                {
+                    inner.attempts_due.pop_first();
+                    inner.with_conn(conn, now, |c, ctx, out| c.start_attempts(ctx, now, out));
+                }
+                let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
+                if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
+                    inner.catch_up_reads(due, now);
+                }
+                if inner.reads == Reads::Driver {
+                    inner.read_passes(now);
+                }
+                for conn in std::mem::take(&mut inner.write_ready) {
+                    inner.write_pass(conn, now);
+                }
+                inner.machine.handle_timeout(now);
+                inner.pump(self, now);
+                let callbacks = inner.machine.take_callbacks();
+                // A callback machine turns a bounded number of events into callbacks at
+                // a time; once these have run, the next ones are dispatched.
+                let dispatch_more = inner.machine.needs_dispatch();
+                let finished = inner.lifecycle.finished(&inner.machine);
+                if finished {
+                    // The core has ended every connection and asked for every abort it
+                    // wants; a transport still here has nothing left to report.
+                    let all: Vec<u64> = inner.conns.keys().copied().collect();
+                    for conn in all {
+                        inner.abort(conn);
+                    }
+                }
+                let mut deadline = inner.machine.poll_timeout();
+                let attempt = inner.attempts_due.first().map(|&(at, _)| at);
+                for due in [inner.handback_pending(now), attempt].into_iter().flatten() {
+                    deadline = Some(deadline.map_or(due, |d| d.min(due)));
+                }
+                inner.lifecycle.arm(deadline);
+                let passes_pending = inner.driver_passes_pending();
+                inner.sleeping = !passes_pending;
+                self.passes_pending
+                    .store(inner.passes_pending(), Ordering::Release);
+                if inner.receiver_passes_pending() {
+                    self.wake_receiver();
+                }
+                let timeout = if passes_pending {
+                    Some(Duration::ZERO)
+                } else {
+                    deadline.map(|d| d.saturating_duration_since(now))
+                };
+                (timeout, callbacks, finished, dispatch_more)
+            };
+            let ran = !callbacks.is_empty();
+            wxsocket_wire::machine::run_callbacks(callbacks);
+            if finished {
+                break;
+            }
+            if ran || dispatch_more {
+                // Callbacks may have called into the machine, and more events may wait
+                // to be dispatched; look again at once.
+                lock(&self.inner).sleeping = false;
+                events.clear();
+                continue;
+            }
+            if let Err(e) = poll.poll(events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    // The poller itself failed: nothing can be driven any more.
+                    lock(&self.inner).driver_lost(self, &format!("the OS poller failed: {e}"));
+                    break;
+                }
+                events.clear();
+            }
+            lock(&self.inner).sleeping = false;
+        }
     }
 
     /// The driver has stopped: no event will come any more, no send will complete.
