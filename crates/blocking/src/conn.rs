@@ -249,6 +249,19 @@ impl Conn {
 
     /// Drops the transport at once (abort), deregistering the socket first.
     pub fn drop_transport(&mut self, ctx: &Ctx<'_>) {
+        self.deregister(ctx);
+        self.connection.drop_transport();
+    }
+
+    /// Drops the transport after a panic in its work, writing nothing more to it
+    /// ([`Connection::abandon_transport`]).
+    pub fn abandon_transport(&mut self, ctx: &Ctx<'_>) {
+        self.deregister(ctx);
+        self.connection.abandon_transport();
+    }
+
+    /// Takes the socket (and any connect attempts' sockets) off the pollers.
+    fn deregister(&mut self, ctx: &Ctx<'_>) {
         let in_driver = self.interest.take().is_some();
         let in_receivers = std::mem::take(&mut self.in_receivers);
         if let Some(sock) = self.tcp() {
@@ -257,7 +270,6 @@ impl Conn {
         for (mut sock, _) in self.connecting.take().into_iter().flat_map(|c| c.socks) {
             let _ = ctx.registry.deregister(&mut sock);
         }
-        self.connection.drop_transport();
     }
 
     /// Starts the TCP connect with the resolved addresses.

@@ -1212,7 +1212,7 @@ impl<M: Machine> Inner<M> {
             f(c, &ctx, &mut out)
         }));
         if let Err(panic) = worked {
-            c.drop_transport(&ctx);
+            c.abandon_transport(&ctx);
             out.extend(wxsocket_wire::connection::panicked("work", &*panic));
         }
         if let Err(e) = c.sync_interest(&ctx) {

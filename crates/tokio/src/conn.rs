@@ -141,6 +141,8 @@ async fn open<M: Machine>(
         readers: Vec::new(),
         #[cfg(test)]
         panic_in_place: false,
+        #[cfg(test)]
+        panic_in_flush: false,
     }));
     // Reporting the handshake makes the core flush its queue: the queued messages are
     // written in place and flushed together, in one write.
@@ -340,6 +342,9 @@ pub(crate) struct Io {
     /// from a failing OS random source does).
     #[cfg(test)]
     panic_in_place: bool,
+    /// The next flush of what was started in place panics once the socket took it.
+    #[cfg(test)]
+    panic_in_flush: bool,
 }
 
 enum Flow {
@@ -499,6 +504,21 @@ impl Io {
         None
     }
 
+    /// The connection's work done in place panicked ([`crate::driver`]'s `lose_to_panic`):
+    /// the connection is over and its transport dropped, writing nothing more. Returns the
+    /// sends the socket had taken by then, which were written.
+    pub(crate) fn end_after_panic(&mut self) -> Vec<SendId> {
+        self.ended = true;
+        self.connection.abandon_transport();
+        self.batch
+            .drain(..)
+            .filter_map(|event| match event {
+                TransportEvent::SendWritten(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Flushes what [`Self::start_in_place`] started. Returns the sends now written, or
     /// `None` when the task must finish (socket full, or a failure it reports): send it
     /// [`Command::Wake`].
@@ -508,6 +528,8 @@ impl Io {
         }
         self.started_in_place = false;
         self.connection.flush(&mut self.batch);
+        #[cfg(test)]
+        assert!(!std::mem::take(&mut self.panic_in_flush), "injected");
         let only_written = self
             .batch
             .iter()
@@ -804,13 +826,18 @@ mod tests {
         });
     }
 
-    /// A panic in a send started in place, on the application's thread (the frame's mask
-    /// comes from the OS's random source, which can fail), ends that connection as lost,
-    /// naming the panic, and the send fails once; `try_send` returns, and the client goes
-    /// on. The panic unwound into `try_send`, with the send accepted and never settled.
-    #[test]
-    fn a_panic_in_a_send_started_in_place_ends_only_its_connection() {
-        use crate::{Client, Config, ConnectOptions, ConnectionError, Event, SendFailure};
+    /// Opens a client's connection to `server`, arms a panic in its in-place work with
+    /// `arm`, sends one message, and returns that send's outcomes (completed, failed), the
+    /// error and the close; then checks that the client goes on with a new connection.
+    fn panic_in_place(
+        arm: impl FnOnce(&mut Io),
+    ) -> (
+        usize,
+        usize,
+        Option<crate::ConnectionError>,
+        Option<(u16, bool)>,
+    ) {
+        use crate::{Client, Config, ConnectOptions, Event, SendFailure};
         let server = wxsocket_test_server::EchoServer::start().expect("echo server");
         two_workers().block_on(async {
             let (client, mut events) = Client::new(Config::default()).unwrap();
@@ -822,12 +849,16 @@ mod tests {
             let conn = client.connect(&ConnectOptions::new(server.url())).unwrap();
             while !matches!(next(&mut events).await, Event::Open { .. }) {}
             let io = client.handle.shared.lock().io_of(conn).expect("open");
-            io.lock().unwrap().panic_in_place = true;
-            let id = client.try_send(Message::text("lost")).expect("accepted");
-            let (mut error, mut failed, mut close) = (None, 0, None);
+            arm(&mut io.lock().unwrap());
+            let id = client.try_send(Message::text("sent")).expect("accepted");
+            let (mut completed, mut failed, mut error, mut close) = (0, 0, None, None);
             while close.is_none() {
                 match next(&mut events).await {
                     Event::Error { error: e, .. } => error = Some(e),
+                    Event::SendCompleted { id: done, .. } => {
+                        assert_eq!(done, id);
+                        completed += 1;
+                    }
                     Event::SendFailed {
                         id: failed_id,
                         reason,
@@ -840,15 +871,6 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
-            match error {
-                Some(ConnectionError::Transport(e)) => assert!(
-                    e.message
-                        .contains("the connection's work panicked: injected"),
-                    "{e}"
-                ),
-                other => panic!("{other:?}"),
-            }
-            assert_eq!((failed, close), (1, Some((1006, false))));
             // The client goes on: a new connection echoes.
             client.connect(&ConnectOptions::new(server.url())).unwrap();
             client.try_send(Message::text("after")).unwrap();
@@ -862,7 +884,40 @@ mod tests {
                 }
             }
             client.shutdown().await;
-        });
+            (completed, failed, error, close)
+        })
+    }
+
+    fn names_the_work_panic(error: Option<crate::ConnectionError>) {
+        match error {
+            Some(crate::ConnectionError::Transport(e)) => assert!(
+                e.message
+                    .contains("the connection's work panicked: injected"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A panic in a send started in place, on the application's thread (the frame's mask
+    /// comes from the OS's random source, which can fail), ends that connection as lost,
+    /// naming the panic, and the send fails once; `try_send` returns, and the client goes
+    /// on. The panic unwound into `try_send`, with the send accepted and never settled.
+    #[test]
+    fn a_panic_in_a_send_started_in_place_ends_only_its_connection() {
+        let (completed, failed, error, close) = panic_in_place(|io| io.panic_in_place = true);
+        names_the_work_panic(error);
+        assert_eq!((completed, failed, close), (0, 1, Some((1006, false))));
+    }
+
+    /// A panic in the flush of sends started in place, after the socket took them: those
+    /// sends were written, and complete as such before the connection ends as lost (they
+    /// were failed, although the peer had them).
+    #[test]
+    fn sends_written_before_a_panic_in_their_flush_complete() {
+        let (completed, failed, error, close) = panic_in_place(|io| io.panic_in_flush = true);
+        names_the_work_panic(error);
+        assert_eq!((completed, failed, close), (1, 0, Some((1006, false))));
     }
 
     /// A connection that ends right after a read pass stopped at its limit leaves the list

@@ -477,6 +477,12 @@ impl<M: Machine> Core<M> {
     fn lose_to_panic(&mut self, conn: ConnId, panic: &(dyn std::any::Any + Send), now: Instant) {
         if let Some(entry) = self.remove_conn(conn) {
             entry.task.abort();
+            // What the socket took before the panic was written, and is reported so.
+            let io = entry.io.as_ref().and_then(|io| io.try_lock().ok());
+            for id in io.map(|mut io| io.end_after_panic()).unwrap_or_default() {
+                self.machine
+                    .handle(conn, TransportEvent::SendWritten(id), now);
+            }
         }
         for event in wxsocket_wire::connection::panicked("work", panic) {
             self.machine.handle(conn, event, now);

@@ -448,6 +448,15 @@ impl<S: TcpSocket> Connection<S> {
     pub fn drop_transport(&mut self) {
         if let Phase::Open(link) = &mut self.phase {
             link.wire_mut().stream.end_tls();
+        }
+        self.abandon_transport();
+    }
+
+    /// Drops the transport at once without writing anything more to it (no TLS
+    /// `close_notify`): after a panic in the connection's work ([`panicked`]), nothing its
+    /// state says is trusted.
+    pub fn abandon_transport(&mut self) {
+        if let Phase::Open(_) = &self.phase {
             trace::transport_gone(self.id);
         }
         self.phase = Phase::Gone;
