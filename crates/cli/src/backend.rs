@@ -12,6 +12,27 @@ use wxsocket_core::{
 };
 use wxsocket_tokio::{Config, StartError};
 
+/// Runs `f`, turning a panic on this thread into an error that says what the panic said,
+/// without the panic hook's report on stderr (a refusal of the OS that tokio panics at is
+/// reported as the command's own error or warning, once). Panics on other threads meanwhile
+/// are reported as usual.
+pub fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::io::Result<T> {
+    let hook = std::sync::Arc::new(std::panic::take_hook());
+    let this = std::thread::current().id();
+    let others = std::sync::Arc::clone(&hook);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != this {
+            others(info);
+        }
+    }));
+    let ran = std::panic::catch_unwind(f);
+    std::panic::set_hook(Box::new(move |info| hook(info)));
+    ran.map_err(|panic| {
+        let message = wxsocket_wire::connection::panic_message(&*panic);
+        std::io::Error::other(format!("tokio: {message}"))
+    })
+}
+
 /// The process-wide tokio runtime (two worker threads), created on first use. The tokio
 /// adapter, the forwarders and the embedded echo server run on it. Fails when the OS refuses
 /// its threads or its poller (out of threads or open files); a later call tries again. (When
@@ -22,17 +43,13 @@ pub fn runtime() -> std::io::Result<&'static Runtime> {
     if let Some(runtime) = RUNTIME.get() {
         return Ok(runtime);
     }
-    // tokio panics when the OS refuses a worker thread (its panic hook still prints that).
-    let built = std::panic::catch_unwind(|| {
+    // tokio panics when the OS refuses a worker thread.
+    let built = quietly(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("wxsocket-rt")
             .enable_all()
             .build()
-    })
-    .map_err(|panic| {
-        let message = wxsocket_wire::connection::panic_message(&*panic);
-        std::io::Error::other(format!("tokio panicked: {message}"))
     })??;
     // Another thread may have made one meanwhile: the first stays, this one is dropped.
     Ok(RUNTIME.get_or_init(|| built))

@@ -109,13 +109,10 @@ pub fn exit_status(name: &str) -> u8 {
 pub fn watch(deliver: impl FnMut(&'static str) -> bool + Send + 'static) -> std::io::Result<()> {
     // tokio makes its signal pipe while it builds the runtime, and panics when the OS
     // refuses it (out of descriptors): that refusal is an error like the others.
-    let runtime = std::panic::catch_unwind(|| {
+    let runtime = crate::backend::quietly(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
-    })
-    .map_err(|panic| {
-        std::io::Error::other(wxsocket_wire::connection::panic_message(&*panic).to_owned())
     })??;
     let mut signals = {
         let _entered = runtime.enter();

@@ -819,6 +819,10 @@ fn under_any_limit_on_open_files_connect_ends_in_a_documented_status() {
                     "blocking={blocking}, {limit} descriptors: {stderr}"
                 );
             }
+            assert!(
+                !stderr.contains("panicked"),
+                "blocking={blocking}, {limit} descriptors: {stderr}"
+            );
         }
     }
 }
