@@ -380,9 +380,14 @@ impl HandshakeRequest {
     }
 }
 
-/// Whether a URL's host is an IPv6 address with a zone identifier (`[fe80::1%25eth0]`).
+/// Whether a URL's host is an IPv6 address with a zone identifier (`[fe80::1%25eth0]`),
+/// user info before it or not.
 fn has_zone(raw: &str) -> bool {
-    let host = raw.split_once("//").map_or(raw, |(_, rest)| rest);
+    let rest = raw.split_once("//").map_or(raw, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     host.strip_prefix('[')
         .and_then(|rest| rest.split_once(']'))
         .is_some_and(|(address, _)| address.contains('%'))
@@ -403,8 +408,8 @@ fn parse_url(raw: &str) -> Result<Url, ConnectError> {
             // `[fe80::1%25eth0]` (RFC 6874): the URL standard browsers follow has no zone
             // identifiers, and neither does the URL parser.
             url::ParseError::InvalidIpv6Address if has_zone(raw) => {
-                "an IPv6 zone identifier (`%25eth0`) is not supported; \
-                 use an address that needs none"
+                "IPv6 zone identifiers (the `%…` of `[fe80::1%25eth0]`) are not \
+                 supported; use an address that needs none"
                     .into()
             }
             e => e.to_string(),
@@ -746,7 +751,12 @@ mod tests {
             err(ConnectOptions::new("ws://x/#frag")),
             ConnectError::FragmentInUrl
         );
-        for url in ["ws://[fe80::1%25eth0]:9/", "ws://[fe80::1%lo]/"] {
+        for url in [
+            "ws://[fe80::1%25eth0]:9/",
+            "ws://[fe80::1%lo]/",
+            "ws://user@[fe80::1%25eth0]/",
+            "ws://u:p@[fe80::1%25lo]:9/a?b",
+        ] {
             match err(ConnectOptions::new(url)) {
                 ConnectError::InvalidUrl { reason, .. } => {
                     assert!(reason.contains("zone identifier"), "{url}: {reason}")

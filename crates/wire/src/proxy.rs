@@ -64,9 +64,9 @@ const MAX_HEADERS: usize = 64;
 /// as the URL's host, in either script), and IP addresses or CIDR ranges (`10.0.0.0/8`,
 /// `::1`) matching hosts written as IP addresses (names are not resolved to check them; an
 /// IPv4-mapped IPv6 host such as `[::ffff:10.0.0.1]` is matched as its IPv4 address too).
-/// An entry may end in a port (`example.com:8443`, `[2001:db8::1]:80`), as Go and Python
-/// read it: it then exempts only connections to that port (the scheme's default when the
-/// URL has none). Unlike curl, loopback hosts (`localhost`, `*.localhost`, `127.0.0.0/8`,
+/// An entry may end in a port (`example.com:8443`, `[2001:db8::1]:80`), as Go reads it: it
+/// then exempts only connections to that port (the scheme's default when the URL has
+/// none). Unlike curl, loopback hosts (`localhost`, `*.localhost`, `127.0.0.0/8`,
 /// `::1`, and `127.0.0.0/8` mapped into IPv6) are always reached directly: a proxy
 /// elsewhere cannot reach this machine's loopback. An explicit [`wxsocket_core::ConnectOptions::proxy`] is used for
 /// every host, loopback included.
