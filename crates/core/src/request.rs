@@ -162,7 +162,7 @@ impl ConnectOptions {
     }
 
     /// Offers a sub-protocol; call again for more, most preferred first. The server's choice
-    /// is the open event's `protocol`; one it was not offered fails the connection.
+    /// is the open event's `handshake.protocol`; one it was not offered fails the connection.
     pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
         self.protocols.push(protocol.into());
         self
