@@ -284,6 +284,19 @@ impl Drop for Turned {
     }
 }
 
+/// Runs `work` on a connection's state, held in place by the thread that called into the
+/// machine. A panic in it ends that state there and then, while this thread still holds it
+/// (the connection's task could take it the moment it is let go: a check made after that
+/// lost the sends already written, now and then): the panic, with the sends the socket had
+/// taken by then ([`conn::Io::end_after_panic`]).
+fn in_place<T>(
+    io: &mut conn::Io,
+    work: impl FnOnce(&mut conn::Io) -> T,
+) -> Result<T, (Box<dyn std::any::Any + Send>, Vec<SendId>)> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| work(io)))
+        .map_err(|panic| (panic, io.end_after_panic()))
+}
+
 impl<M: Machine> Core<M> {
     /// Carries out every action, settles awaited sends and wakes the sends waiting for
     /// room. Returns who else must be woken once the lock is let go: the [`crate::Events`]
@@ -361,9 +374,7 @@ impl<M: Machine> Core<M> {
             };
             let flushed = entry.io.as_ref().and_then(|io| {
                 let mut io = io.try_lock().ok()?;
-                Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    io.flush_in_place()
-                })))
+                Some(in_place(&mut io, conn::Io::flush_in_place))
             });
             match flushed {
                 Some(Ok(Some(written))) => {
@@ -372,7 +383,7 @@ impl<M: Machine> Core<M> {
                             .handle(conn, TransportEvent::SendWritten(id), now);
                     }
                 }
-                Some(Err(panic)) => self.lose_to_panic(conn, &*panic, now),
+                Some(Err((panic, written))) => self.lose_to_panic(conn, &*panic, written, now),
                 // Not taken at once, or the task holds the state: the task finishes.
                 _ => {
                     let _ = entry.commands.send(Command::Wake);
@@ -427,14 +438,14 @@ impl<M: Machine> Core<M> {
                 // The task may hold the state (it is reading or writing): then it gets the
                 // message as a command, after whatever it is doing.
                 let started = match io.map(|io| io.try_lock()) {
-                    Some(Ok(mut io)) => std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        io.start_in_place(id, message)
-                    })),
+                    Some(Ok(mut io)) => in_place(&mut io, |io| io.start_in_place(id, message)),
                     _ => Ok(Some(message)),
                 };
                 let message = match started {
                     Ok(message) => message,
-                    Err(panic) => return self.lose_to_panic(conn, &*panic, now),
+                    Err((panic, written)) => {
+                        return self.lose_to_panic(conn, &*panic, written, now);
+                    }
                 };
                 match message {
                     None => {
@@ -474,15 +485,21 @@ impl<M: Machine> Core<M> {
     /// aborted and the connection ends as lost, naming the panic, as a panic in its task
     /// ends it, instead of unwinding into the application's `try_send` with the send
     /// accepted and never settled.
-    fn lose_to_panic(&mut self, conn: ConnId, panic: &(dyn std::any::Any + Send), now: Instant) {
+    /// `written`: the sends the socket had taken before the panic ([`in_place`]), reported
+    /// written first.
+    fn lose_to_panic(
+        &mut self,
+        conn: ConnId,
+        panic: &(dyn std::any::Any + Send),
+        written: Vec<SendId>,
+        now: Instant,
+    ) {
         if let Some(entry) = self.remove_conn(conn) {
             entry.task.abort();
-            // What the socket took before the panic was written, and is reported so.
-            let io = entry.io.as_ref().and_then(|io| io.try_lock().ok());
-            for id in io.map(|mut io| io.end_after_panic()).unwrap_or_default() {
-                self.machine
-                    .handle(conn, TransportEvent::SendWritten(id), now);
-            }
+        }
+        for id in written {
+            self.machine
+                .handle(conn, TransportEvent::SendWritten(id), now);
         }
         for event in wxsocket_wire::connection::panicked("work", panic) {
             self.machine.handle(conn, event, now);
