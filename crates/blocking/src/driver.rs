@@ -2047,6 +2047,9 @@ mod tests {
         assert_eq!(close, (1006, false));
         let refused = shared.call(|p, now| p.send(conn, Message::text("late"), now));
         assert!(refused.is_err(), "{refused:?}");
+        // The thread says it finished a moment after handing over the last events: the
+        // shutdown returns once it has ended.
+        shared.shutdown();
         assert!(lock(&shared.outbox).finished, "the driver has finished");
     }
 
