@@ -35,6 +35,7 @@ wxsocket_tests::on_both_adapters!(
     a_tunnel_that_closes_before_the_server_answers_names_the_proxy,
     the_environment_routes_through_the_proxy_but_not_loopback,
     no_proxy_option_ignores_the_environment,
+    no_proxy_entries_match_hosts_and_ports_as_users_write_them,
     an_invalid_proxy_variable_is_refused_before_any_io_naming_it,
     socks5_gives_the_proxy_the_name_to_resolve_and_tunnels,
     wss_through_socks5_is_tls_end_to_end,
@@ -493,6 +494,94 @@ fn no_proxy_option_ignores_the_environment<A: Adapter>() {
     let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()).proxy(proxy.url()));
     echo_and_close(&mut a, conn, "explicit");
     assert_eq!(proxy.requests().len(), 1);
+}
+
+/// `no_proxy` as users write it, over real dials: an entry with a port exempts that port only,
+/// an entry in Unicode exempts the punycode host the URL parser makes of it, and an
+/// IPv4-mapped IPv6 loopback address goes direct like `127.0.0.1`. A `.test` name resolves
+/// only at the proxy, so a dial that goes direct fails (resolution, or the handshake timeout)
+/// and the proxy sees nothing, while one through the proxy opens.
+fn no_proxy_entries_match_hosts_and_ports_as_users_write_them<A: Adapter>() {
+    let name = A::NAME;
+    let peer = Peer::start(Mode::Echo);
+    let port = peer.addr().port();
+    let proxy = TestProxy::start(ProxyMode::Tunnel);
+    let no_proxy = format!("echo.wxsocket.test:{}, bücher.test", port + 1);
+    let env = ProxyEnv::from_vars([("all_proxy", proxy.url()), ("no_proxy", no_proxy)]);
+    let session = session().handshake_timeout(Duration::from_secs(2));
+    let mut a: A = client_with(env, session.clone(), TlsRoots::default());
+
+    // The entry names another port: this one goes through the proxy.
+    let (conn, _) = open(
+        &mut a,
+        &ConnectOptions::new(format!("ws://echo.wxsocket.test:{port}/")),
+    );
+    assert!(a.socket_info().unwrap().proxied, "[{name}]");
+    echo_and_close(&mut a, conn, "another port's entry");
+    assert_eq!(proxy.requests().len(), 1, "[{name}]");
+
+    // The Unicode entry exempts the host written either way: both go direct and fail.
+    for host in ["bücher.test", "xn--bcher-kva.test", "BÜCHER.test"] {
+        let conn = a
+            .connect(&ConnectOptions::new(format!("ws://{host}:{port}/")))
+            .unwrap();
+        expect_connecting(&mut a, conn);
+        let events = a.events_until_close(conn, EVENT_TIMEOUT);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [
+                    Event::Error {
+                        error: ConnectionError::ConnectFailed(_)
+                            | ConnectionError::HandshakeTimeout { .. },
+                        ..
+                    },
+                    Event::Close { code: 1006, .. }
+                ]
+            ),
+            "[{name}] {host}: {events:#?}"
+        );
+        assert_eq!(
+            proxy.requests().len(),
+            1,
+            "[{name}] {host} went through the proxy"
+        );
+    }
+
+    // An IPv4-mapped loopback address is loopback: direct, whatever the environment says.
+    let (conn, _) = open(
+        &mut a,
+        &ConnectOptions::new(format!("ws://[::ffff:127.0.0.1]:{port}/")),
+    );
+    assert!(!a.socket_info().unwrap().proxied, "[{name}]");
+    echo_and_close(&mut a, conn, "mapped loopback");
+    assert_eq!(
+        proxy.requests().len(),
+        1,
+        "[{name}] mapped loopback went through the proxy"
+    );
+
+    // The entry with this connection's port exempts it: direct, so the `.test` name fails.
+    let no_proxy = format!("echo.wxsocket.test:{port}");
+    let env = ProxyEnv::from_vars([("all_proxy", proxy.url()), ("no_proxy", no_proxy)]);
+    let mut a: A = client_with(env, session, TlsRoots::default());
+    let conn = a
+        .connect(&ConnectOptions::new(format!(
+            "ws://echo.wxsocket.test:{port}/"
+        )))
+        .unwrap();
+    expect_connecting(&mut a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    assert!(
+        matches!(events.first(), Some(Event::Error { .. })),
+        "[{name}] {events:#?}"
+    );
+    assert_eq!(
+        proxy.requests().len(),
+        1,
+        "[{name}] the port's entry did not exempt it"
+    );
+    assert_eq!(peer.snapshot().accepted, 2, "[{name}]");
 }
 
 /// A proxy variable that is not a usable proxy URL (a desktop's `ALL_PROXY=socks4://…`) is
