@@ -310,6 +310,14 @@ pub(crate) struct Inner<M> {
     /// thread's, made when it next comes to watch (at once if it sleeps there: the sockets,
     /// read up to the pass limit or to the read credit, may say nothing more).
     read_ready: BTreeSet<u64>,
+    /// The connections read while the lock has been held this time: a thread makes at most
+    /// one read pass ([`READ_PASS`](wxsocket_wire::link::READ_PASS) bytes) of a connection
+    /// per hold, and leaves the next in `read_ready`, so that the timers run, and the other
+    /// threads have the lock, between passes. A driver turn made up to three (an event's,
+    /// catching up, the passes left), and under a flood of frames completing nothing a
+    /// close timeout of 500 ms fired 300 ms late in a debug build, 2–3 s late with two
+    /// CPU burners running (tokio's: on time).
+    passed: BTreeSet<u64>,
     /// Connections whose last flush stopped at its pass limit
     /// ([`Connection::has_more_to_write`]): the driver thread flushes exactly these again,
     /// a pass each, between its other work, as it reads `read_ready`.
@@ -371,6 +379,9 @@ pub(crate) struct Inner<M> {
     /// The thread of every read pass, in order (for the tests that say who reads).
     #[cfg(test)]
     readers: Vec<std::thread::ThreadId>,
+    /// Read passes in this hold of the lock, and the most in any hold (for the tests).
+    #[cfg(test)]
+    passes_in_hold: (usize, usize),
 }
 
 impl<M: Machine> Shared<M> {
@@ -426,6 +437,7 @@ impl<M: Machine> Shared<M> {
                 lifecycle: Lifecycle::default(),
                 sleeping: false,
                 read_ready: BTreeSet::new(),
+                passed: BTreeSet::new(),
                 write_ready: BTreeSet::new(),
                 attempts_due: BTreeSet::new(),
                 unanswered: BTreeSet::new(),
@@ -443,6 +455,8 @@ impl<M: Machine> Shared<M> {
                 panic_next_turn: false,
                 #[cfg(test)]
                 readers: Vec::new(),
+                #[cfg(test)]
+                passes_in_hold: (0, 0),
             }),
             outbox: Mutex::new(Outbox::default()),
             event_ready: Condvar::new(),
@@ -520,7 +534,7 @@ impl<M: Machine> Shared<M> {
     /// read the sockets let it go first ([`Self::lock_for_receiver`],
     /// [`Self::lock_for_driver`]).
     fn lock_for_caller(&self) -> MutexGuard<'_, Inner<M>> {
-        self.callers.lock(&self.inner, &self.gate)
+        Inner::held(self.callers.lock(&self.inner, &self.gate))
     }
 
     /// `inner` for a thread in `recv` about to read the sockets: it lets a waiting
@@ -528,13 +542,13 @@ impl<M: Machine> Shared<M> {
     /// lets it go first too.
     fn lock_for_receiver(&self) -> MutexGuard<'_, Inner<M>> {
         self.defer_to([&self.callers]);
-        self.receivers.lock(&self.inner, &self.gate)
+        Inner::held(self.receivers.lock(&self.inner, &self.gate))
     }
 
     /// `inner` for the driver thread's round: any thread waiting goes first.
     fn lock_for_driver(&self) -> MutexGuard<'_, Inner<M>> {
         self.defer_to([&self.callers, &self.receivers]);
-        lock(&self.inner)
+        Inner::held(lock(&self.inner))
     }
 
     /// While the passes come back to back ([`Self::passes_pending`]), lets the threads
@@ -700,6 +714,8 @@ impl<M: Machine> Shared<M> {
                 for conn in std::mem::take(&mut inner.write_ready) {
                     inner.write_pass(conn, now);
                 }
+                // A deadline that passed during the passes is due now, not next turn.
+                let now = Instant::now();
                 inner.machine.handle_timeout(now);
                 inner.pump(self, now);
                 let callbacks = inner.machine.take_callbacks();
@@ -847,6 +863,7 @@ impl<M: Machine> Shared<M> {
         // thread reading (a flood of fragments) keeps it taking the lock, which the driver
         // thread then lets it have (`lock_for_driver`), and the command's close timeout
         // fired when the flood ended (18 s late) instead of on time.
+        let now = Instant::now();
         let due = inner.machine.poll_timeout().is_some_and(|t| t <= now);
         if due {
             inner.machine.handle_timeout(now);
@@ -946,10 +963,25 @@ impl<M: Machine> Inner<M> {
         matches!(self.reads, Reads::Watched { .. }) && !self.read_ready.is_empty()
     }
 
-    /// Makes the next read pass of every connection whose last one stopped at its limit.
+    /// `inner` just locked: no read pass made in this hold yet ([`Self::passed`]).
+    fn held(mut inner: MutexGuard<'_, Self>) -> MutexGuard<'_, Self> {
+        inner.passed.clear();
+        #[cfg(test)]
+        {
+            inner.passes_in_hold.0 = 0;
+        }
+        inner
+    }
+
+    /// Makes the next read pass of every connection whose last one stopped at its limit,
+    /// but of none already read in this hold ([`Self::passed`]): theirs is left for the next.
     fn read_passes(&mut self, now: Instant) {
         for conn in std::mem::take(&mut self.read_ready) {
-            self.read_pass(conn, now);
+            if self.passed.contains(&conn) {
+                self.read_ready.insert(conn);
+            } else {
+                self.read_pass(conn, now);
+            }
         }
     }
 
@@ -1385,8 +1417,14 @@ impl<M: Machine> Inner<M> {
             return;
         };
         let credit = self.machine.read_credit(c.id());
+        self.passed.insert(conn);
         #[cfg(test)]
-        self.readers.push(std::thread::current().id());
+        {
+            self.readers.push(std::thread::current().id());
+            let (now, most) = &mut self.passes_in_hold;
+            *now += 1;
+            *most = (*most).max(*now);
+        }
         self.with_conn(conn, now, |c, ctx, out| {
             if !credit.is_paused() {
                 // The machine reads this connection again (e.g. it no longer delivers
@@ -1607,6 +1645,54 @@ mod tests {
             outbox.receiver_polling = true;
             outbox = shared.receive_io(&mut receiver, outbox, Some(deadline));
         }
+    }
+
+    /// A server that sends the first fragment of a text message, then empty continuation
+    /// frames until the client goes: frames that complete no message, which take no read
+    /// credit, so every read pass ends at its limit with more to read.
+    fn fragment_flood() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("ws://{}/", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (tcp, _) = listener.accept().expect("accept");
+            let mut ws = tungstenite::accept(tcp).expect("upgrade");
+            let tcp = ws.get_mut();
+            let empties = [0x00u8, 0x00].repeat(32 << 10);
+            let _ = tcp.write_all(&[0x01, 0x01, b'a']);
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end && tcp.write_all(&empties).is_ok() {}
+        });
+        url
+    }
+
+    /// A thread that holds the lock reads a connection once (a pass of `READ_PASS` bytes)
+    /// and leaves the next pass to the next hold ([`Inner::passed`]), so that the timers
+    /// run, and the other threads have the lock, between passes: a driver turn made up to
+    /// three, and under this flood a close timeout of 500 ms fired 300 ms late in a debug
+    /// build, 2–3 s late with two CPU burners running.
+    #[test]
+    fn a_hold_of_the_lock_reads_a_connection_once() {
+        // The flood never answers the close of the shutdown.
+        let session = SessionConfig::default().close_timeout(Duration::from_millis(100));
+        let config = Config::default().session(session);
+        let pool = Pool::new(config.session.clone()).expect("pool");
+        let (shared, _) = open_one(pool, &fragment_flood());
+        // Nobody receives: the driver thread takes the reads back and reads the flood, its
+        // passes back to back.
+        {
+            let mut inner = lock(&shared.inner);
+            inner.passes_in_hold = (0, 0);
+            inner.readers.clear();
+        }
+        let start = Instant::now();
+        while lock(&shared.inner).readers.len() < 30 {
+            assert!(start.elapsed() < LIMIT, "the flood is not read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (_, most) = lock(&shared.inner).passes_in_hold;
+        assert_eq!(most, 1, "read passes of one connection in one hold");
+        shared.shutdown();
     }
 
     /// A connection's input that a read pass left for later (a pass stops at its limit, or
