@@ -82,6 +82,19 @@ fn what_the_driver_leaves_out_is_refused_before_any_io() {
         ),
         "{refused:?}"
     );
+    // A proxy it would not use: refused, not dialled past.
+    let proxied = ConnectOptions::new("ws://127.0.0.1:9/").proxy("http://127.0.0.1:1");
+    let refused = driver.connect(&proxied, now);
+    assert!(
+        matches!(
+            refused,
+            Err(ConnectError::Unsupported {
+                option: "proxy",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
     assert!(
         driver.session().poll_action().is_none(),
         "no dial was asked for"

@@ -5,7 +5,8 @@
 //!
 //! What it leaves out, to stay short: `wss://` (wrap the stream in `rustls::StreamOwned`,
 //! configured from `wxsocket_wire::tls`), permessage-deflate (`wxsocket_wire::deflate`),
-//! proxies, and a non-blocking dial (name resolution and the TCP connect block the turn
+//! proxies (one set on a connection is refused; the proxy environment is not read), and a
+//! non-blocking dial (name resolution and the TCP connect block the turn
 //! that dials: each connect bounded by the handshake timeout, resolution by the system
 //! resolver's own; fine on a LAN, not for a frame budget — `wxsocket_wire::connection`
 //! dials without blocking, and does TLS, deflate and proxies too).
@@ -21,7 +22,7 @@ use tungstenite::protocol::{Role, WebSocket};
 use tungstenite::{Error as WsError, Message as WsMessage};
 use wxsocket_core::{
     Action, ConfigError, ConnId, ConnectError, ConnectOptions, DialStage, Event, HandshakeRequest,
-    SendId, Session, SessionConfig, TransportError, TransportErrorKind, TransportEvent,
+    ProxyRoute, SendId, Session, SessionConfig, TransportError, TransportErrorKind, TransportEvent,
 };
 use wxsocket_wire::convert::{classify, close_frame, connect_error, from_ws, to_ws};
 use wxsocket_wire::incoming::Incoming;
@@ -115,7 +116,8 @@ impl PollLoop {
     }
 
     /// Dials `options` (the session validates them first). Refuses before any IO what
-    /// this driver leaves out: `wss://` and permessage-deflate.
+    /// this driver leaves out: `wss://`, permessage-deflate and a proxy set on the
+    /// connection (it reads no proxy environment: the default route goes direct).
     pub fn connect(
         &mut self,
         options: &ConnectOptions,
@@ -128,6 +130,9 @@ impl PollLoop {
         }
         if request.per_message_deflate.is_some() {
             return unsupported("perMessageDeflate", "this example driver does not compress");
+        }
+        if let ProxyRoute::Through(_) = request.proxy {
+            return unsupported("proxy", "this example driver connects directly");
         }
         self.session
             .connect_request(std::sync::Arc::new(request), now)
