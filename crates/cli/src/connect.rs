@@ -3,7 +3,7 @@
 use crate::backend::{Backend, Kind};
 use crate::output::{Mode, Out, parse_hex, show_message};
 use crate::{ConnectArgs, Policy};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -42,8 +42,8 @@ A connection that ends without a /close (the server closed it, the dial failed, 
 network broke, after --reconnect's retries) ends the command too, whatever standard input
 still holds; after a /close the command waits for a /connect or the end of input.
 SIGTERM, SIGINT (Ctrl-C) and SIGHUP (unless started with it ignored, as by nohup) close
-as /quit does, waiting at most 11 s for the close (a dial in progress is given up at
-once); a second one exits at once, with 128 and its number (a repeated SIGHUP is the same
+as /quit does, waiting at most the close timeout and a second for the close (11 s by
+default; a dial in progress is given up at once); a second one exits at once, with 128 and its number (a repeated SIGHUP is the same
 hang-up, not a second signal).
 
 Exit status:
@@ -571,8 +571,9 @@ struct Client {
     blocked: Option<Message>,
     /// Connections that opened and have not closed.
     opened: BTreeSet<ConnId>,
-    /// Connections this client closed (by /close, /quit or the end of input).
-    closed_by_us: BTreeSet<ConnId>,
+    /// Connections this client closed (by /close, /quit or the end of input), with the code
+    /// it closed them with: a clean close with that code is a clean end.
+    closed_by_us: BTreeMap<ConnId, u16>,
     /// Standard input ended early (a line that cannot be sent): the rest is dropped.
     input_stopped: bool,
     /// Sends that failed, and input that could not be sent.
@@ -688,14 +689,16 @@ impl Client {
         match &result {
             Ok(()) if was == ReadyState::Connecting => {
                 if self.session.close_before_open == CloseBeforeOpen::AfterOpen {
-                    self.closed_by_us.extend(conn);
+                    self.closed_by_us
+                        .extend(conn.map(|c| (c, code.unwrap_or(1000))));
                     self.out
                         .note("close before open: remembered, it is sent right after open");
                 }
             }
             Ok(()) => {
                 if was == ReadyState::Open {
-                    self.closed_by_us.extend(conn);
+                    self.closed_by_us
+                        .extend(conn.map(|c| (c, code.unwrap_or(1000))));
                 }
             }
             Err(e) => self
@@ -909,7 +912,10 @@ impl Client {
                     self.backoff = None;
                 }
                 let opened = self.opened.remove(conn);
-                let ours = self.closed_by_us.remove(conn);
+                // The server may answer our close with a code of its own: one other than
+                // ours (and than 1000, 1001, 1005) says something went wrong (a 1011 in
+                // answer to the end of input).
+                let ours = self.closed_by_us.remove(conn) == Some(*code);
                 // The end of the last connection, for good (no retry: the session is
                 // closed), that nobody here asked for ends the command, as the end of
                 // input would; one after a `/close` waits for a `/connect`.
@@ -1494,7 +1500,7 @@ pub fn run(settings: Settings) -> ExitCode {
         in_flight: 0,
         blocked: None,
         opened: BTreeSet::new(),
-        closed_by_us: BTreeSet::new(),
+        closed_by_us: BTreeMap::new(),
         input_stopped: false,
         send_failures: 0,
         received: 0,

@@ -978,6 +978,39 @@ fn a_close_frame_without_a_code_exits_0() {
     }
 }
 
+/// A clean close that the server answers with a code of its own ends with 0 only if the code
+/// is 1000, 1001, 1005 or the one this client closed with, as `--help` says; any other is 4
+/// ("the server closed with another code"). The end of input's 1000 answered with 1011 (an
+/// error) exited 0, as did a `/close 4001` answered with 4444 (a docs audit).
+#[test]
+fn a_close_answered_with_another_code_exits_4() {
+    for (close, answer, expected) in [
+        (None, 1011, 4),
+        (None, 1001, 0),
+        (Some("/close 4001 bye"), 4444, 4),
+        (Some("/close 4001 bye"), 4001, 0),
+    ] {
+        let server = TestServer::start(Mode::AnswerCloseWith(answer), false);
+        for blocking in [false, true] {
+            let what = format!("{close:?} answered {answer}, blocking {blocking}");
+            let mut proc = Proc::spawn(&with_adapter(
+                vec!["connect", server.url(), "--json"],
+                blocking,
+            ));
+            proc.expect_json("open", |v| event(v) == "open");
+            if let Some(line) = close {
+                proc.write(line);
+            }
+            let (status, lines, stderr) = proc.finish();
+            let last: Value = serde_json::from_str(lines.last().expect("events")).unwrap();
+            assert_eq!(event(&last), "close", "{what}: {lines:#?}");
+            assert_eq!(last["code"], answer, "{what}: {lines:#?}");
+            assert_eq!(last["clean"], true, "{what}: {lines:#?}");
+            assert_eq!(status.code(), Some(expected), "{what}: {stderr}");
+        }
+    }
+}
+
 /// An allow-list entry is compared as the URL's host is written: `127.1` is `127.0.0.1`, and
 /// the server it names opens (the entry was compared as given and matched nothing).
 #[test]

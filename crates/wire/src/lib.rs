@@ -13,9 +13,10 @@
 //!   frame-level transform around tungstenite (which has no extension support): a
 //!   [`deflate::Compressor`] for what is sent and an [`deflate::Inflater`] for what is
 //!   read. The module docs explain the choice; uncompressed connections never touch it.
-//! - [`proxy`]: HTTP proxies: which one a request goes through (the connect option, or the
-//!   `https_proxy` / `http_proxy` / `no_proxy` environment as the client read it), and the
-//!   `CONNECT` exchange as a sans-IO machine.
+//! - [`proxy`]: HTTP and SOCKS5 proxies: which one a request goes through (the connect
+//!   option, or the `https_proxy` / `http_proxy` / `all_proxy` / `no_proxy` environment as
+//!   the client read it), and the `CONNECT` exchange as a sans-IO machine (SOCKS5's is in
+//!   [`socks`]).
 //! - [`tls`]: a rustls client configuration from webpki roots and custom CA certificates,
 //!   with a client certificate for mutual TLS.
 //! - [`connection::Connection`]: one connection's transport from its dial plan to its end

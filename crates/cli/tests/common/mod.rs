@@ -277,6 +277,8 @@ pub enum Mode {
     /// As `Ticker`, but as fast as the client reads: `flood` messages written in bursts
     /// of 8192 frames.
     Flood,
+    /// As `Echo`, but answer the client's close frame with this code instead of its own.
+    AnswerCloseWith(u16),
 }
 
 /// Writes `bytes` to `stream` as they are (frames built by hand).
@@ -539,6 +541,13 @@ impl TestServer {
                                 }
                                 if let (Mode::LateCloseAnswerFirst(ms), true) = (mode, first) {
                                     tokio::time::sleep(Duration::from_millis(ms)).await;
+                                }
+                                if let Mode::AnswerCloseWith(code) = mode {
+                                    // Ours, before tungstenite's queued echo goes (it never
+                                    // does: the connection is dropped).
+                                    let answer = server_frame(8, &code.to_be_bytes());
+                                    write_raw(ws.get_ref(), &answer).await;
+                                    return;
                                 }
                                 // The next read sends tungstenite's queued answer.
                                 if let Some(i) = at {
