@@ -1058,7 +1058,13 @@ impl<M: Machine> Inner<M> {
         }
         for conn in std::mem::take(&mut self.disarmed) {
             self.with_conn(conn, now, |c, _, _| c.set_driver_reads(true));
-            if self.conns.get(&conn).is_some_and(|c| c.is_open()) {
+            if !self.conns.get(&conn).is_some_and(|c| c.is_open()) {
+                continue;
+            }
+            if self.passed.contains(&conn) {
+                // Read in this hold already (a writable event): the next hold's.
+                self.read_ready.insert(conn);
+            } else {
                 self.on_ready(conn, ReadPass::ToTheEnd, now);
             }
         }
