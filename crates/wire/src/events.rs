@@ -147,6 +147,43 @@ mod tests {
         assert_eq!(batch.len(), 1);
     }
 
+    /// A batch says it is full at either bound alone and not empty once it holds an event;
+    /// an event taken gives back exactly its own bytes, so the next fill takes just what
+    /// fits again.
+    #[test]
+    fn a_partly_taken_batch_refills_to_its_bound() {
+        let mut batch = EventBatch::default();
+        let mut session = received(&[1; BATCH_EVENTS]);
+        assert!(batch.fill(&mut session));
+        assert!(!batch.is_empty());
+        assert!(batch.is_full(), "the events bound alone");
+
+        let mut batch = EventBatch::default();
+        let mut session = received(&[BATCH_BYTES / 4; 10]);
+        assert!(batch.fill(&mut session));
+        assert!(batch.is_full(), "the bytes bound alone");
+        batch.pop();
+        assert!(!batch.is_full());
+        assert!(batch.fill(&mut session));
+        assert_eq!(
+            batch.len(),
+            4,
+            "one event's bytes came back, room for one more"
+        );
+        assert_eq!(session.backlog().messages, 5);
+    }
+
+    /// Filled ahead, a message that takes the batch exactly to its bytes bound still fits.
+    #[test]
+    fn a_batch_filled_ahead_takes_a_message_that_fits_exactly() {
+        let mut batch = EventBatch::default();
+        let mut session = received(&[BATCH_BYTES / 2, BATCH_BYTES / 2, 1]);
+        assert!(batch.fill_from(&mut session, true, |_| {}));
+        assert_eq!(batch.len(), 2);
+        assert!(batch.is_full());
+        assert_eq!(session.backlog().messages, 1);
+    }
+
     /// Filled ahead of the application, a batch leaves a message that does not fit in the
     /// session, where the receive bounds still count it, even when the batch is empty; the
     /// smaller ones before it come.
