@@ -243,6 +243,29 @@ mod tests {
         assert!(!ahead.holds_buffer());
     }
 
+    /// A read that fills less than it asked for found the socket drained: the connection
+    /// stays idle, and the next read goes straight to the socket with the caller's size (no
+    /// read-ahead buffer for small messages one at a time).
+    #[test]
+    fn a_short_read_keeps_the_next_one_straight() {
+        let mut ahead = ReadAhead::default();
+        let mut out = [0u8; 16];
+        assert!(matches!(
+            ahead.poll_read(&mut out, |b| Poll::Ready(Ok(b.len() - 1))),
+            Poll::Ready(Ok(15))
+        ));
+        let mut asked = 0;
+        assert!(matches!(
+            ahead.poll_read(&mut out, |b| {
+                asked = b.len();
+                Poll::Ready(Ok(3))
+            }),
+            Poll::Ready(Ok(3))
+        ));
+        assert_eq!(asked, 16);
+        assert!(!ahead.holds_buffer());
+    }
+
     #[test]
     fn a_pending_socket_ends_the_busy_spell() {
         let mut ahead = ReadAhead::default();
