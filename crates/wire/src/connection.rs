@@ -666,20 +666,29 @@ mod tests {
         assert_eq!(out, [TransportEvent::Dialing(DialStage::Connecting)]);
     }
 
-    /// A socket that takes every write and records `TCP_NODELAY` changes.
+    /// A socket that takes every write (unless `full`) and records `TCP_NODELAY` changes;
+    /// reads give its `input`, then `WouldBlock`.
     #[derive(Default)]
     struct Recording {
         nodelay: std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
+        input: io::Cursor<Vec<u8>>,
+        full: bool,
     }
 
     impl Read for Recording {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::ErrorKind::WouldBlock.into())
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.input.read(buf)? {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
         }
     }
 
     impl Write for Recording {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.full {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -710,6 +719,26 @@ mod tests {
         Connection<Recording>,
         std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
     ) {
+        open_over(Recording::default(), tcp_no_delay)
+    }
+
+    /// An open connection over a [`Recording`] socket that reads `input`.
+    fn reading(input: &[u8]) -> Connection<Recording> {
+        let socket = Recording {
+            input: io::Cursor::new(input.to_vec()),
+            ..Recording::default()
+        };
+        open_over(socket, false).0
+    }
+
+    /// An open connection over `socket`, and its record of `TCP_NODELAY`.
+    fn open_over(
+        socket: Recording,
+        tcp_no_delay: bool,
+    ) -> (
+        Connection<Recording>,
+        std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
+    ) {
         use tungstenite::protocol::WebSocketConfig;
         let options =
             wxsocket_core::ConnectOptions::new("ws://example.test/").tcp_no_delay(tcp_no_delay);
@@ -722,7 +751,6 @@ mod tests {
             WebSocketConfig::default(),
         )
         .unwrap();
-        let socket = Recording::default();
         let record = std::rc::Rc::clone(&socket.nodelay);
         let wire = crate::link::Wire::new(
             crate::upgrade::Stream::Plain(socket),
@@ -754,5 +782,198 @@ mod tests {
         c.ping(bytes::Bytes::from_static(b"p"), &mut out);
         c.flush(&mut out);
         assert!(record.borrow().is_empty(), "TCP_NODELAY is on already");
+    }
+
+    /// An unmasked text frame from the server.
+    fn text_frame(text: &str) -> Vec<u8> {
+        let mut frame = vec![0x81, text.len() as u8];
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+
+    fn messages(out: &[TransportEvent]) -> usize {
+        out.iter()
+            .filter(|e| matches!(e, TransportEvent::Message(_)))
+            .count()
+    }
+
+    /// A target that is an IP address is connected to without resolving; a name is not.
+    #[test]
+    fn an_ip_address_target_needs_no_resolving() {
+        let target = |host: &str| DialTarget {
+            host: host.into(),
+            port: 80,
+        };
+        assert_eq!(
+            target("127.0.0.1").address(),
+            Some("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(target("::1").address(), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(target("localhost").address(), None);
+        let request = wxsocket_core::ConnectOptions::new("ws://127.0.0.1:9/")
+            .validate()
+            .unwrap();
+        let (_, target) = Connection::<TcpStream>::new(
+            ConnId::from_raw(1),
+            Arc::new(request),
+            &ProxyEnv::empty(),
+            WebSocketConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(target.address(), Some("127.0.0.1:9".parse().unwrap()));
+    }
+
+    /// A name that resolves to no address fails the dial at once, as a failed resolve does:
+    /// no address to connect to, no `Connecting` stage, the transport gone.
+    #[test]
+    fn a_name_resolved_to_no_address_fails_the_dial() {
+        for addrs in [Ok(vec![]), Err(io::ErrorKind::NotFound.into())] {
+            let request = wxsocket_core::ConnectOptions::new("ws://example.test/")
+                .validate()
+                .unwrap();
+            let (mut c, _) = Connection::<TcpStream>::new(
+                ConnId::from_raw(1),
+                Arc::new(request),
+                &ProxyEnv::empty(),
+                WebSocketConfig::default(),
+            )
+            .unwrap();
+            let mut out = Vec::new();
+            assert_eq!(c.resolved(addrs, &mut out), None);
+            assert!(
+                matches!(out.as_slice(), [TransportEvent::ConnectFailed(_)]),
+                "{out:?}"
+            );
+            assert!(c.is_gone());
+        }
+    }
+
+    /// Reading pauses when the core's credit runs out, stays paused while the credit is
+    /// none, and once resumed the next read need not wait for the socket (the data is
+    /// there already); a read stopped at [`MAX_READS`] reads again without waiting too.
+    #[test]
+    fn reading_pauses_at_the_credit_and_goes_on_without_waiting_for_the_socket() {
+        let mut input = Vec::new();
+        for text in ["a", "b", "c"] {
+            input.extend(text_frame(text));
+        }
+        let mut c = reading(&input);
+        let mut out = Vec::new();
+        assert!(!c.resume_reads(), "not paused");
+        assert!(!c.has_more_to_read());
+        let mut credit = ReadCredit::new(1, 100);
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Paused);
+        assert_eq!(messages(&out), 1);
+        assert!(c.is_read_paused());
+        assert!(!c.has_more_to_read(), "paused: only a resume reads again");
+        let mut none = ReadCredit::PAUSED;
+        assert_eq!(c.read(&mut none, false, &mut out), ReadEnd::Paused);
+        assert_eq!(messages(&out), 1, "nothing read without credit");
+        assert!(c.is_read_paused());
+        assert!(c.resume_reads());
+        assert!(!c.is_read_paused());
+        assert!(c.has_more_to_read());
+        assert!(!c.resume_reads(), "resumed once");
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Drained);
+        assert_eq!(messages(&out), 3);
+        assert!(!c.has_more_to_read());
+        assert!(!c.is_read_paused());
+
+        let mut input = Vec::new();
+        for _ in 0..=MAX_READS {
+            input.extend(text_frame("m"));
+        }
+        let mut c = reading(&input);
+        out.clear();
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Limit);
+        assert_eq!(messages(&out), MAX_READS);
+        assert!(c.has_more_to_read(), "the rest waits behind the limit");
+        assert!(!c.is_read_paused());
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Drained);
+        assert_eq!(messages(&out), MAX_READS + 1);
+        assert!(!c.has_more_to_read());
+    }
+
+    /// A pong owed for a ping read, which a full socket did not take, needs a flush
+    /// although nothing was written through the connection; a send does too.
+    #[test]
+    fn a_pong_owed_or_a_send_needs_a_flush() {
+        let mut c = reading(&[0x89, 0x01, b'p']);
+        c.socket_mut().unwrap().full = true;
+        let mut out = Vec::new();
+        assert!(!c.needs_flush());
+        let mut credit = ReadCredit::UNLIMITED;
+        c.read(&mut credit, false, &mut out);
+        assert!(!c.is_dirty());
+        assert!(c.needs_flush(), "the pong");
+        c.socket_mut().unwrap().full = false;
+        c.flush(&mut out);
+        assert!(!c.needs_flush());
+        c.send(SendId::from_raw(1), Message::text("m"), &mut out);
+        assert!(c.is_dirty() && c.needs_flush());
+        c.flush(&mut out);
+        assert!(!c.is_dirty() && !c.needs_flush());
+    }
+
+    /// A read that failed with an error the core answers with a close frame (text that is
+    /// not UTF-8: 1007) leaves the connection unanswered until that close frame is queued:
+    /// should the core not send one, the adapter ends the transport, once its sends are out.
+    /// A connection that reads fine, or whose close frame was queued, is not unanswered.
+    #[test]
+    fn a_failed_read_unanswered_ends_the_transport_once_its_sends_are_out() {
+        let not_utf8 = [0x81, 0x01, 0xFF];
+        let mut c = reading(&not_utf8);
+        let mut out = Vec::new();
+        assert!(!c.is_unanswered(), "readable");
+        c.send(SendId::from_raw(1), Message::text("m"), &mut out);
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Stopped);
+        assert!(c.is_unanswered(), "{out:?}");
+        out.clear();
+        c.end_if_unanswered(&mut out);
+        assert!(
+            c.is_open() && out.is_empty(),
+            "the send is not out yet: {out:?}"
+        );
+        c.flush(&mut out);
+        c.end_if_unanswered(&mut out);
+        assert_eq!(out.last(), Some(&TransportEvent::Closed), "{out:?}");
+        assert!(c.is_gone());
+
+        let mut c = reading(&not_utf8);
+        c.read(&mut credit, false, &mut out);
+        assert!(c.is_unanswered());
+        c.close(&CloseRequest::new(None, "").unwrap(), &mut out);
+        assert!(!c.is_unanswered(), "our close frame answers it");
+    }
+
+    /// With paced writes, a flush stops at [`WRITE_PASS`] and says more is to be written at
+    /// once; the last pass says nothing is left.
+    #[test]
+    fn a_paced_flush_says_when_more_is_to_be_written() {
+        let (mut c, _) = open(false);
+        c.pace_writes();
+        let mut out = Vec::new();
+        c.send(
+            SendId::from_raw(1),
+            Message::binary(vec![0; 2 * WRITE_PASS + 1]),
+            &mut out,
+        );
+        assert!(!c.has_more_to_write());
+        let mut passes = 0;
+        loop {
+            c.flush(&mut out);
+            passes += 1;
+            if !c.has_more_to_write() {
+                break;
+            }
+            assert!(passes < 10, "{out:?}");
+        }
+        assert_eq!(passes, 3);
+        assert!(
+            out.contains(&TransportEvent::SendWritten(SendId::from_raw(1))),
+            "{out:?}"
+        );
     }
 }
