@@ -666,17 +666,23 @@ mod tests {
         assert_eq!(out, [TransportEvent::Dialing(DialStage::Connecting)]);
     }
 
-    /// A socket that takes every write (unless `full`) and records `TCP_NODELAY` changes;
-    /// reads give its `input`, then `WouldBlock`.
+    /// A socket that takes every write (unless `full`, or failing with `write_error`) and
+    /// records `TCP_NODELAY` changes; reads give its `input`, then `WouldBlock` (or fail
+    /// with `read_error`).
     #[derive(Default)]
     struct Recording {
         nodelay: std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
         input: io::Cursor<Vec<u8>>,
         full: bool,
+        read_error: Option<io::ErrorKind>,
+        write_error: Option<io::ErrorKind>,
     }
 
     impl Read for Recording {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if let Some(kind) = self.read_error {
+                return Err(kind.into());
+            }
             match self.input.read(buf)? {
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => Ok(n),
@@ -686,6 +692,9 @@ mod tests {
 
     impl Write for Recording {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(kind) = self.write_error {
+                return Err(kind.into());
+            }
             if self.full {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -975,5 +984,51 @@ mod tests {
             out.contains(&TransportEvent::SendWritten(SendId::from_raw(1))),
             "{out:?}"
         );
+    }
+
+    /// A socket that fails while the dial writes the proxy's `CONNECT` or the upgrade
+    /// request, or reads the answer to either, fails the dial at once (naming the proxy,
+    /// when there is one): it is no socket that would block, whose dial would then wait for
+    /// a readiness that never comes, until the handshake timeout.
+    #[test]
+    fn a_socket_failing_in_the_dial_fails_it_at_once() {
+        use io::ErrorKind::{BrokenPipe, ConnectionReset};
+        let tls = crate::upgrade::client_config(&Default::default()).unwrap();
+        let proxy = "http://127.0.0.1:3128";
+        for (via, read_error, write_error) in [
+            (Some(proxy), Some(ConnectionReset), None),
+            (Some(proxy), None, Some(BrokenPipe)),
+            (None, Some(ConnectionReset), None),
+            (None, None, Some(BrokenPipe)),
+        ] {
+            let mut options = wxsocket_core::ConnectOptions::new("ws://example.test/");
+            if let Some(proxy) = via {
+                options = options.proxy(proxy);
+            }
+            let request = Arc::new(options.validate().unwrap());
+            let (mut c, target) = Connection::<Recording>::new(
+                ConnId::from_raw(1),
+                request,
+                &ProxyEnv::empty(),
+                WebSocketConfig::default(),
+            )
+            .unwrap();
+            assert_eq!(target.port, if via.is_some() { 3128 } else { 80 });
+            let socket = Recording {
+                read_error,
+                write_error,
+                ..Recording::default()
+            };
+            let mut out = Vec::new();
+            c.connected(socket, &tls, &mut out);
+            let case = format!("{via:?} {read_error:?} {write_error:?}: {out:?}");
+            let Some(TransportEvent::ConnectFailed(error)) = out.last() else {
+                panic!("{case}");
+            };
+            assert!(c.is_gone(), "{case}");
+            if let Some(proxy) = via {
+                assert!(error.message.contains(proxy), "{case}");
+            }
+        }
     }
 }
