@@ -667,12 +667,15 @@ mod tests {
     }
 
     /// A socket that takes every write (unless `full`, or failing with `write_error`) and
-    /// records `TCP_NODELAY` changes; reads give its `input`, then `WouldBlock` (or fail
-    /// with `read_error`).
+    /// records `TCP_NODELAY` changes (and, with `written`, what it took); reads give its
+    /// `input`, then `WouldBlock`, or the end of the stream with `eof` (or fail with
+    /// `read_error`).
     #[derive(Default)]
     struct Recording {
         nodelay: std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
+        written: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
         input: io::Cursor<Vec<u8>>,
+        eof: bool,
         full: bool,
         read_error: Option<io::ErrorKind>,
         write_error: Option<io::ErrorKind>,
@@ -684,6 +687,7 @@ mod tests {
                 return Err(kind.into());
             }
             match self.input.read(buf)? {
+                0 if self.eof => Ok(0),
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => Ok(n),
             }
@@ -698,6 +702,7 @@ mod tests {
             if self.full {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            self.written.borrow_mut().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -1030,5 +1035,51 @@ mod tests {
                 assert!(error.message.contains(proxy), "{case}");
             }
         }
+    }
+
+    /// The peer's close frame and then its FIN, read while the answer cannot be written yet
+    /// (a full socket): the connection is not unanswered (the answer is queued, and the
+    /// transport ends once a flush has it out, not before); with the answer written at
+    /// once, the FIN ends the transport there and then.
+    #[test]
+    fn a_close_and_fin_end_the_transport_once_the_answer_is_out() {
+        let close_1000 = [0x88, 0x02, 0x03, 0xE8];
+        let socket = Recording {
+            input: io::Cursor::new(close_1000.to_vec()),
+            eof: true,
+            full: true,
+            ..Recording::default()
+        };
+        let written = std::rc::Rc::clone(&socket.written);
+        let (mut c, _) = open_over(socket, false);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Stopped);
+        assert!(!c.is_unanswered(), "{out:?}");
+        c.end_if_unanswered(&mut out);
+        assert!(c.is_open(), "ended before the answer went: {out:?}");
+        assert!(c.needs_flush());
+        c.socket_mut().unwrap().full = false;
+        c.flush(&mut out);
+        assert_eq!(written.borrow()[0], 0x88, "the answer, a close frame");
+        assert_ended_cleanly(&out);
+        assert!(c.is_gone());
+
+        let mut c = reading(&close_1000);
+        c.socket_mut().unwrap().eof = true;
+        out.clear();
+        assert_eq!(c.read(&mut credit, false, &mut out), ReadEnd::Stopped);
+        assert_ended_cleanly(&out);
+        assert!(c.is_gone());
+    }
+
+    /// The peer's close came first, no failure, and the transport's end last.
+    fn assert_ended_cleanly(out: &[TransportEvent]) {
+        assert!(
+            matches!(out.first(), Some(TransportEvent::PeerClosed(_)))
+                && out.last() == Some(&TransportEvent::Closed)
+                && !out.iter().any(|e| matches!(e, TransportEvent::Error(_))),
+            "{out:?}"
+        );
     }
 }
