@@ -1268,6 +1268,31 @@ mod tests {
         );
     }
 
+    /// tungstenite's side is made anew once the connection is idle after a flush that
+    /// wrote [`GIVE_BACK_FROM`] bytes or more (its write buffer keeps its largest size
+    /// otherwise), not after smaller ones (a new context for every small write).
+    #[test]
+    fn the_buffers_are_made_anew_after_a_large_write_only() {
+        let mut link = link(&[]);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        link.send(SendId::from_raw(1), Message::binary(vec![0; 100]), &mut out);
+        link.flush(&mut out);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert_eq!(link.made_anew, 0, "after a small write");
+        let large = Message::binary(vec![0; GIVE_BACK_FROM]);
+        link.send(SendId::from_raw(2), large, &mut out);
+        link.flush(&mut out);
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Drained);
+        assert_eq!(link.made_anew, 1, "after a large write");
+        assert_eq!(
+            out.iter()
+                .filter(|e| matches!(e, TransportEvent::SendWritten(_)))
+                .count(),
+            2
+        );
+    }
+
     /// A reply that cannot be written (the peer reset the connection) ends the transport
     /// after the frame it answers and what the socket still held up to the peer's close
     /// frame ([`Link::salvage`]), and nothing is read or reported after that end (a
