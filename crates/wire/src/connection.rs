@@ -1082,4 +1082,27 @@ mod tests {
             "{out:?}"
         );
     }
+
+    /// `read_now` reads what the socket holds at once (the peer's close frame after a
+    /// failed write, on tokio), and says `WouldBlock` on a non-blocking socket that holds
+    /// nothing. Over loopback.
+    #[cfg(unix)]
+    #[test]
+    fn read_now_reads_what_the_socket_holds() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        server.set_nonblocking(true).unwrap();
+        let nothing = read_now(&server, &mut buf).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+        client.write_all(b"close").unwrap();
+        // Blocking, so that the bytes are there when it reads, without a wait of the
+        // test's own.
+        server.set_nonblocking(false).unwrap();
+        let n = read_now(&server, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &b"close"[..n]);
+        assert!(n > 0);
+    }
 }
