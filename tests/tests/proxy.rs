@@ -63,6 +63,30 @@ fn session() -> SessionConfig {
         .close_timeout(Duration::from_secs(2))
 }
 
+/// Dials `options` and expects the dial to fail as a direct one to a `.test` name does: such a
+/// name resolves only at the test proxy, so the dial fails at resolution (or, with a resolver
+/// that never answers, at the handshake timeout).
+fn dial_fails_direct<A: Adapter>(a: &mut A, options: &ConnectOptions, what: &str) {
+    let conn = a.connect(options).unwrap();
+    expect_connecting(a, conn);
+    let events = a.events_until_close(conn, EVENT_TIMEOUT);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Error {
+                    error: ConnectionError::ConnectFailed(_)
+                        | ConnectionError::HandshakeTimeout { .. },
+                    ..
+                },
+                Event::Close { code: 1006, .. }
+            ]
+        ),
+        "[{}] {what}: {events:#?}",
+        A::NAME
+    );
+}
+
 /// Sends a text message and expects it back; then closes cleanly.
 fn echo_and_close<A: Adapter>(a: &mut A, conn: ConnId, text: &str) {
     a.try_send(Message::text(text))
@@ -467,27 +491,8 @@ fn no_proxy_option_ignores_the_environment<A: Adapter>() {
     let env = ProxyEnv::from_vars([("all_proxy", proxy.url())]);
     let session = session().handshake_timeout(Duration::from_secs(2));
     let mut a: A = client_with(env, session, TlsRoots::default());
-    // `.test` is resolvable only at the proxy: with no proxy the dial fails at resolution
-    // (or, with a resolver that never answers, at the handshake timeout).
-    let conn = a
-        .connect(&ConnectOptions::new("ws://echo.wxsocket.test:9/").no_proxy())
-        .unwrap();
-    expect_connecting(&mut a, conn);
-    let events = a.events_until_close(conn, EVENT_TIMEOUT);
-    assert!(
-        matches!(
-            events.as_slice(),
-            [
-                Event::Error {
-                    error: ConnectionError::ConnectFailed(_)
-                        | ConnectionError::HandshakeTimeout { .. },
-                    ..
-                },
-                Event::Close { code: 1006, .. }
-            ]
-        ),
-        "[{name}] {events:#?}"
-    );
+    let options = ConnectOptions::new("ws://echo.wxsocket.test:9/").no_proxy();
+    dial_fails_direct(&mut a, &options, "no_proxy()");
     assert!(proxy.requests().is_empty(), "[{name}] the proxy was used");
 
     // An explicit proxy is used even for loopback.
@@ -522,25 +527,8 @@ fn no_proxy_entries_match_hosts_and_ports_as_users_write_them<A: Adapter>() {
 
     // The Unicode entry exempts the host written either way: both go direct and fail.
     for host in ["bücher.test", "xn--bcher-kva.test", "BÜCHER.test"] {
-        let conn = a
-            .connect(&ConnectOptions::new(format!("ws://{host}:{port}/")))
-            .unwrap();
-        expect_connecting(&mut a, conn);
-        let events = a.events_until_close(conn, EVENT_TIMEOUT);
-        assert!(
-            matches!(
-                events.as_slice(),
-                [
-                    Event::Error {
-                        error: ConnectionError::ConnectFailed(_)
-                            | ConnectionError::HandshakeTimeout { .. },
-                        ..
-                    },
-                    Event::Close { code: 1006, .. }
-                ]
-            ),
-            "[{name}] {host}: {events:#?}"
-        );
+        let options = ConnectOptions::new(format!("ws://{host}:{port}/"));
+        dial_fails_direct(&mut a, &options, host);
         assert_eq!(
             proxy.requests().len(),
             1,
@@ -565,17 +553,8 @@ fn no_proxy_entries_match_hosts_and_ports_as_users_write_them<A: Adapter>() {
     let no_proxy = format!("echo.wxsocket.test:{port}");
     let env = ProxyEnv::from_vars([("all_proxy", proxy.url()), ("no_proxy", no_proxy)]);
     let mut a: A = client_with(env, session, TlsRoots::default());
-    let conn = a
-        .connect(&ConnectOptions::new(format!(
-            "ws://echo.wxsocket.test:{port}/"
-        )))
-        .unwrap();
-    expect_connecting(&mut a, conn);
-    let events = a.events_until_close(conn, EVENT_TIMEOUT);
-    assert!(
-        matches!(events.first(), Some(Event::Error { .. })),
-        "[{name}] {events:#?}"
-    );
+    let options = ConnectOptions::new(format!("ws://echo.wxsocket.test:{port}/"));
+    dial_fails_direct(&mut a, &options, "the port's entry");
     assert_eq!(
         proxy.requests().len(),
         1,
