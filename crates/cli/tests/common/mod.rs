@@ -342,7 +342,17 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            if mode == Mode::Flood {
+                // What the flood keeps in flight is drained before the close's answer: a
+                // small send buffer keeps it to the client's receive buffer.
+                socket.set_send_buffer_size(64 << 10)?;
+            }
+            socket.bind("127.0.0.1:0".parse().unwrap())?;
+            socket.listen(1024)
+        });
+        let listener: TcpListener = listener.unwrap();
         let url = format!("ws://{}/", listener.local_addr().unwrap());
         let (release, released) = watch::channel(!hold);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
