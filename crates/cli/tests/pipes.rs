@@ -1389,7 +1389,7 @@ fn a_signal_ends_connect_while_stdout_and_stderr_share_a_pipe_nobody_reads() {
         let took = signalled.elapsed();
         drop(pipe);
         let status = status.unwrap_or_else(|| panic!("blocking={blocking}: still running"));
-        // Two seconds for stdout's reader, two for stderr's (and at most the signal's
+        // At most two seconds for stdout's reader and two for stderr's (and the signal's
         // deadline, 6 s after it): about 2 s in a debug build,
         // the flood server keeping little in flight.
         assert!(
