@@ -43,8 +43,8 @@ network broke, after --reconnect's retries) ends the command too, whatever stand
 still holds; after a /close the command waits for a /connect or the end of input.
 SIGTERM, SIGINT (Ctrl-C) and SIGHUP (unless started with it ignored, as by nohup) close
 as /quit does, waiting at most the close timeout and a second for the close (11 s by
-default; a dial in progress is given up at once); a second one exits at once, with 128 and its number (a repeated SIGHUP is the same
-hang-up, not a second signal).
+default; a dial in progress is given up at once); a second one exits at once, with 128
+and its number (a repeated SIGHUP is the same hang-up, not a second signal).
 
 Exit status:
   0  the last connection closed cleanly (1000 or 1001 from either side, a close frame
