@@ -228,10 +228,10 @@ pub(crate) struct Shared<M> {
     pub room_waiters: AtomicUsize,
     /// Application calls waiting for `inner` ([`Shared::lock_for_caller`]): the threads that
     /// read the sockets let them have it first.
-    callers: Turns,
+    callers: Arc<Turns>,
     /// Threads in `recv` waiting for `inner` to read the sockets
     /// ([`Shared::lock_for_receiver`]): the driver thread lets them have it first.
-    receivers: Turns,
+    receivers: Arc<Turns>,
     /// Where a thread deferring to `callers` or `receivers` waits for them.
     gate: Gate,
     /// The last thread to work on the sockets stopped with more to read or write (a read
@@ -305,11 +305,14 @@ pub(crate) struct Inner<M> {
     attempts_due: BTreeSet<(Instant, u64)>,
     /// Connections with data on the socket that a read pass left for later (or that have
     /// just opened): whoever owns the reads ([`Self::reads`]) makes a pass over exactly
-    /// these, lowest key first, so that this costs what the traffic costs, not a scan of
-    /// every connection. Read passes left while the reads are handed off are the receiving
-    /// thread's, made when it next comes to watch (at once if it sleeps there: the sockets,
-    /// read up to the pass limit or to the read credit, may say nothing more).
+    /// these, from [`Self::read_from`] round, so that this costs what the traffic costs, not
+    /// a scan of every connection. Read passes left while the reads are handed off are the
+    /// receiving thread's, made when it next comes to watch (at once if it sleeps there: the
+    /// sockets, read up to the pass limit or to the read credit, may say nothing more).
     read_ready: BTreeSet<u64>,
+    /// One past the connection last read: the next passes over `read_ready` start there, so
+    /// that holds cut short ([`Self::leave_reads`]) go round every connection in turn.
+    read_from: u64,
     /// The connections read while the lock has been held this time: a thread makes at most
     /// one read pass ([`READ_PASS`](wxsocket_wire::link::READ_PASS) bytes) of a connection
     /// per hold, and leaves the next in `read_ready`, so that the timers run, and the other
@@ -318,6 +321,10 @@ pub(crate) struct Inner<M> {
     /// close timeout of 500 ms fired 300 ms late in a debug build, 2–3 s late with two
     /// CPU burners running (tokio's: on time).
     passed: BTreeSet<u64>,
+    /// The threads that wait for this lock ([`Shared::callers`], [`Shared::receivers`]): while
+    /// one does, the holder leaves the read passes after its first for the next hold
+    /// ([`Self::leave_reads`]).
+    queued: [Arc<Turns>; 2],
     /// Connections whose last flush stopped at its pass limit
     /// ([`Connection::has_more_to_write`]): the driver thread flushes exactly these again,
     /// a pass each, between its other work, as it reads `read_ready`.
@@ -419,6 +426,7 @@ impl<M: Machine> Shared<M> {
             None => (None, None, None),
         };
         let proxy_env = config.resolve_proxy_env();
+        let (caller_turns, receiver_turns) = (Arc::<Turns>::default(), Arc::<Turns>::default());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 machine,
@@ -437,7 +445,9 @@ impl<M: Machine> Shared<M> {
                 lifecycle: Lifecycle::default(),
                 sleeping: false,
                 read_ready: BTreeSet::new(),
+                read_from: 0,
                 passed: BTreeSet::new(),
+                queued: [Arc::clone(&caller_turns), Arc::clone(&receiver_turns)],
                 write_ready: BTreeSet::new(),
                 attempts_due: BTreeSet::new(),
                 unanswered: BTreeSet::new(),
@@ -463,8 +473,8 @@ impl<M: Machine> Shared<M> {
             completion_ready: Condvar::new(),
             room_ready: Condvar::new(),
             room_waiters: AtomicUsize::new(0),
-            callers: Turns::default(),
-            receivers: Turns::default(),
+            callers: caller_turns,
+            receivers: receiver_turns,
             gate: Gate::default(),
             passes_pending: AtomicBool::new(false),
             #[cfg(test)]
@@ -690,6 +700,11 @@ impl<M: Machine> Shared<M> {
                 #[cfg(test)]
                 assert!(!std::mem::take(&mut inner.panic_next_turn), "injected");
                 let now = Instant::now();
+                // The passes left for later first, so that a hold cut short reads them in
+                // turn; an event's connection read here already is left for the next hold.
+                if inner.reads == Reads::Driver {
+                    inner.read_passes(now);
+                }
                 for event in events.iter() {
                     if event.token() != WAKER {
                         inner.on_event(event, now);
@@ -707,9 +722,6 @@ impl<M: Machine> Shared<M> {
                 let due = matches!(inner.reads, Reads::Unwatched { due, .. } if now >= due);
                 if due || inner.machine.poll_timeout().is_some_and(|t| t <= now) {
                     inner.catch_up_reads(due, now);
-                }
-                if inner.reads == Reads::Driver {
-                    inner.read_passes(now);
                 }
                 for conn in std::mem::take(&mut inner.write_ready) {
                     inner.write_pass(conn, now);
@@ -849,14 +861,21 @@ impl<M: Machine> Shared<M> {
         }
         let now = Instant::now();
         inner.reads = Reads::left(now);
-        let passes = std::mem::take(&mut inner.read_ready);
-        let passed = !passes.is_empty();
-        for (conn, pass) in ready.iter().copied() {
-            inner.on_ready(conn, pass, now);
+        let passed = !inner.read_ready.is_empty();
+        // Events came for the caller meanwhile (the driver thread delivered them while this
+        // thread waited for the lock): it takes them now, and the reads wait for its next
+        // `recv`. With sixteen connections flooding, the passes made here first held back
+        // an event 1.4 s (a debug build).
+        let waiting = {
+            let outbox = lock(&self.outbox);
+            !outbox.events.is_empty() || outbox.more
+        };
+        if !waiting {
+            inner.read_passes(now);
         }
-        for conn in passes {
-            if !ready.iter().any(|(c, _)| *c == conn) {
-                inner.read_pass(conn, now);
+        for (conn, pass) in ready.iter().copied() {
+            if !(waiting && inner.read_later(conn, now)) {
+                inner.on_ready(conn, pass, now);
             }
         }
         // Due timers run here too, as in any call into the machine: a peer that keeps this
@@ -974,14 +993,13 @@ impl<M: Machine> Inner<M> {
     }
 
     /// Makes the next read pass of every connection whose last one stopped at its limit,
-    /// but of none already read in this hold ([`Self::passed`]): theirs is left for the next.
+    /// from [`Self::read_from`] round (those that [`Self::on_ready`] leaves for the next hold
+    /// stay in `read_ready`).
     fn read_passes(&mut self, now: Instant) {
-        for conn in std::mem::take(&mut self.read_ready) {
-            if self.passed.contains(&conn) {
-                self.read_ready.insert(conn);
-            } else {
-                self.read_pass(conn, now);
-            }
+        let ready = std::mem::take(&mut self.read_ready);
+        let from = self.read_from;
+        for &conn in ready.range(from..).chain(ready.range(..from)) {
+            self.read_pass(conn, now);
         }
     }
 
@@ -1056,19 +1074,13 @@ impl<M: Machine> Inner<M> {
         if take_back {
             self.reads = Reads::Driver;
         }
+        self.read_passes(now);
         for conn in std::mem::take(&mut self.disarmed) {
             self.with_conn(conn, now, |c, _, _| c.set_driver_reads(true));
-            if !self.conns.get(&conn).is_some_and(|c| c.is_open()) {
-                continue;
-            }
-            if self.passed.contains(&conn) {
-                // Read in this hold already (a writable event): the next hold's.
-                self.read_ready.insert(conn);
-            } else {
+            if self.conns.get(&conn).is_some_and(|c| c.is_open()) {
                 self.on_ready(conn, ReadPass::ToTheEnd, now);
             }
         }
-        self.read_passes(now);
         true
     }
 
@@ -1399,7 +1411,15 @@ impl<M: Machine> Inner<M> {
     /// with the handshake response, within the credit the machine gives it now that it
     /// knows the connection is open: a close frame that came with the response is then
     /// answered after those messages, not before (which failed them).
+    ///
+    /// A connection read in this hold of the lock already ([`Self::passed`]), or met once
+    /// the hold is to end ([`Self::leave_reads`]), is left for the next
+    /// ([`Self::read_later`]).
     fn on_ready(&mut self, conn: u64, pass: ReadPass, now: Instant) {
+        let leave = self.passed.contains(&conn) || self.leave_reads(now);
+        if leave && self.read_later(conn, now) {
+            return;
+        }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -1418,12 +1438,58 @@ impl<M: Machine> Inner<M> {
         }
     }
 
+    /// Leaves the read pass of `conn` for the next hold ([`Self::read_ready`]) if it is open
+    /// and reading, and says whether it did. Its writes do not wait: a flush that stopped at
+    /// a full socket goes on now (its readiness will not come again). A connection whose
+    /// reading is paused is not left (its pass would come back hold after hold, reading
+    /// nothing), nor a dial or a handshake: the caller goes on with them.
+    fn read_later(&mut self, conn: u64, now: Instant) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !c.is_open() || c.is_read_paused() {
+            return false;
+        }
+        c.read_later();
+        self.read_ready.insert(conn);
+        if c.link().is_some_and(|link| link.wants_write()) {
+            self.with_conn(conn, now, |c, _, out| c.flush(out));
+        }
+        true
+    }
+
+    /// Whether the open connections' read passes still to make in this hold of the lock are
+    /// left for the next ([`Self::read_ready`]), after the first: when another thread waits
+    /// for the lock, or one of the machine's deadlines fell due while this hold read (after
+    /// `now`, when it began), so that the hold ends and the others have the lock, and the
+    /// timer runs, on time. Under a flood on many connections at once a hold read each of
+    /// them once ([`Self::passed`]), and with 32 connections flooding a close timeout of
+    /// 100 ms fired up to 0.8 s late in a release build (1.5–5 s with 16 in a debug build),
+    /// its event then waiting for the lock.
+    /// A deadline already due when the hold began is judged after the hold's reads, as the
+    /// input that came in time must count.
+    fn leave_reads(&self, now: Instant) -> bool {
+        if self.passed.is_empty() {
+            return false;
+        }
+        match self.machine.poll_timeout() {
+            Some(due) if due <= now => false,
+            due => {
+                self.queued
+                    .iter()
+                    .any(|t| t.waiting.load(Ordering::Acquire) > 0)
+                    || due.is_some_and(|due| due <= Instant::now())
+            }
+        }
+    }
+
     fn read_within_credit(&mut self, conn: u64, pass: ReadPass, now: Instant) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
         let credit = self.machine.read_credit(c.id());
         self.passed.insert(conn);
+        self.read_from = conn.saturating_add(1);
         #[cfg(test)]
         {
             self.readers.push(std::thread::current().id());
@@ -1698,6 +1764,239 @@ mod tests {
         }
         let (_, most) = lock(&shared.inner).passes_in_hold;
         assert_eq!(most, 1, "read passes of one connection in one hold");
+        shared.shutdown();
+    }
+
+    /// Opens `n` connections to an echo server on one driver.
+    fn open_many(
+        n: usize,
+    ) -> (
+        Arc<Shared<Pool>>,
+        Vec<ConnId>,
+        wxsocket_test_server::EchoServer,
+    ) {
+        let session = SessionConfig::default()
+            .close_timeout(Duration::from_millis(100))
+            .pool_limit(n);
+        let pool = Pool::new(session).expect("pool");
+        let server = wxsocket_test_server::EchoServer::start().expect("echo server");
+        let (shared, first) = open_one(pool, &server.url());
+        let options = ConnectOptions::new(server.url());
+        let mut conns = vec![first];
+        for _ in 1..n {
+            conns.push(
+                shared
+                    .call(|p, now| p.connect(&options, now))
+                    .expect("connect"),
+            );
+        }
+        let mut opened = 1;
+        while opened < n {
+            if let Event::Open { .. } = next_event(&shared) {
+                opened += 1;
+            }
+        }
+        (shared, conns, server)
+    }
+
+    /// Makes a read pass due on each of `conns` (as under a flood on all of them).
+    fn passes_due(inner: &mut Inner<Pool>, conns: &[ConnId]) {
+        for &conn in conns {
+            assert!(inner.read_later(key(conn), Instant::now()), "{conn} reads");
+        }
+    }
+
+    /// Connections with a read pass due at once on one driver.
+    const MANY: usize = 8;
+
+    /// A hold of the lock leaves its read passes after the first for the next hold once one
+    /// of the machine's deadlines falls due in it ([`Inner::leave_reads`]), so that the
+    /// timer runs on time: with sixteen connections flooding, a hold read each of them once
+    /// before it ran the timers, and a close timeout of 100 ms fired 1.5–5 s late in a debug
+    /// build. A deadline already due when the hold began is judged after all its reads.
+    #[test]
+    fn a_timer_falling_due_ends_the_read_passes_of_a_hold() {
+        let (shared, conns, _server) = open_many(MANY);
+        shared
+            .call(|p, now| p.close(conns[1], None, "", now))
+            .expect("close");
+        let mut inner = shared.lock_for_caller();
+        let due = inner.machine.poll_timeout().expect("the close timeout");
+        // The lock held, nobody runs the timer: it falls due during this hold.
+        while Instant::now() < due {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        passes_due(&mut inner, &conns);
+        inner.read_passes(due - Duration::from_millis(1));
+        assert_eq!(
+            inner.passes_in_hold.0, 1,
+            "passes once the deadline fell due"
+        );
+        // Due when the hold began: every connection is read first.
+        inner = Inner::held(inner);
+        passes_due(&mut inner, &conns);
+        inner.read_passes(Instant::now());
+        assert_eq!(inner.passes_in_hold.0, MANY, "passes before a due timer");
+        drop(inner);
+        shared.shutdown();
+    }
+
+    /// A hold of the lock leaves its read passes after the first for the next hold while an
+    /// application's call waits for the lock ([`Inner::leave_reads`]), and the next hold
+    /// goes on from there ([`Inner::read_from`]): with sixteen connections flooding, a call
+    /// waited for a hold that read each of them once.
+    #[test]
+    fn a_call_waiting_for_the_lock_ends_the_read_passes_of_a_hold() {
+        let (shared, conns, _server) = open_many(MANY);
+        let mut inner = shared.lock_for_caller();
+        let caller = std::thread::spawn({
+            let shared = Arc::clone(&shared);
+            move || shared.call(|p, _| p.live())
+        });
+        while shared.callers.waiting.load(Ordering::Acquire) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Hold after hold, one pass each, going round the connections.
+        let mut read = BTreeSet::new();
+        for _ in 0..MANY {
+            inner = Inner::held(inner);
+            passes_due(&mut inner, &conns);
+            inner.read_passes(Instant::now());
+            assert_eq!(inner.passes_in_hold.0, 1, "passes while a call waits");
+            read.extend(inner.passed.iter().copied());
+        }
+        assert_eq!(read.len(), MANY, "connections read in {MANY} holds");
+        drop(inner);
+        assert_eq!(caller.join().expect("the call"), MANY);
+        shared.shutdown();
+    }
+
+    /// A connection whose reading is paused is not left for later ([`Inner::read_later`]):
+    /// it reads nothing until the machine resumes it, so a pass left for it would come back
+    /// hold after hold, the driver thread spinning; what an event asked of it (a flush) is
+    /// done at once.
+    #[test]
+    fn a_paused_connection_is_not_left_for_later() {
+        let (shared, conns, _server) = open_many(2);
+        let mut inner = shared.lock_for_caller();
+        let k = key(conns[0]);
+        let c = inner.conns.get_mut(&k).expect("the connection");
+        let mut paused = wxsocket_core::ReadCredit::PAUSED;
+        c.read(&mut paused, false, &mut Vec::new());
+        assert!(c.is_read_paused());
+        assert!(!inner.read_later(k, Instant::now()), "left for later");
+        assert!(!inner.read_ready.contains(&k));
+        assert!(
+            inner.read_later(key(conns[1]), Instant::now()),
+            "the other reads"
+        );
+        drop(inner);
+        shared.shutdown();
+    }
+
+    /// Leaving a connection's read for later holds up none of its writes
+    /// ([`Inner::read_later`]): a flush that stopped at a full socket goes on at once, as the
+    /// writable readiness that would have made it will not come again.
+    #[test]
+    fn a_read_left_for_later_holds_up_no_write() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("ws://{}/", listener.local_addr().expect("address"));
+        let (go, read) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let server = std::thread::spawn({
+            let (go, read) = (Arc::clone(&go), Arc::clone(&read));
+            move || {
+                let (tcp, _) = listener.accept().expect("accept");
+                let mut tcp = tungstenite::accept(tcp).expect("upgrade").into_inner();
+                while !go.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let mut buf = vec![0; 1 << 16];
+                while let Ok(n @ 1..) = tcp.read(&mut buf) {
+                    read.fetch_add(n, Ordering::AcqRel);
+                }
+            }
+        });
+        let session = SessionConfig::default().close_timeout(Duration::from_millis(100));
+        let (shared, conn) = open_one(Pool::new(session).expect("pool"), &url);
+        let message = Message::binary(vec![0; 32 << 20]);
+        (shared.call(|p, now| p.send(conn, message, now))).expect("send");
+        // The server reads nothing yet: the flush stops at a full socket.
+        let k = key(conn);
+        let wants_write =
+            |inner: &Inner<Pool>| (inner.conns[&k].link()).is_some_and(|link| link.wants_write());
+        let start = Instant::now();
+        let mut inner = shared.lock_for_caller();
+        while !wants_write(&inner) {
+            drop(inner);
+            assert!(start.elapsed() < LIMIT, "the socket never full");
+            std::thread::sleep(Duration::from_millis(1));
+            inner = shared.lock_for_caller();
+        }
+        // The lock held, nobody writes: the server reads what the sockets held, and stops.
+        go.store(true, Ordering::Release);
+        let mut drained = 0;
+        while drained == 0 || read.load(Ordering::Acquire) > drained {
+            assert!(start.elapsed() < LIMIT, "the server reads on");
+            drained = read.load(Ordering::Acquire);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(inner.read_later(k, Instant::now()));
+        while read.load(Ordering::Acquire) == drained {
+            assert!(start.elapsed() < LIMIT, "nothing more written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(inner);
+        shared.shutdown();
+        drop(shared);
+        server.join().expect("server");
+    }
+
+    /// A thread in `recv` that finds, once it has the lock, events delivered for its caller
+    /// meanwhile returns them without reading, neither the passes due nor a socket its
+    /// poller found readable: with sixteen connections flooding, its read passes held back
+    /// the event it was waiting for 1.4 s (a debug build).
+    #[test]
+    fn a_receiving_thread_with_events_waiting_reads_nothing() {
+        let (shared, conns, _server) = open_many(MANY);
+        {
+            let mut inner = shared.lock_for_caller();
+            let now = Instant::now();
+            let message = Message::binary(vec![7; 8]);
+            (inner.machine.send(conns[0], message, now)).expect("send");
+            // Written, and its completion delivered (not taken).
+            inner.pump(&shared, now);
+            // The lock held, nobody reads the echo: it waits on the socket, and its
+            // readiness in the receivers' poller.
+            let start = Instant::now();
+            let echoed = |inner: &Inner<Pool>| {
+                let socket = inner.conns[&key(conns[0])].socket().expect("the socket");
+                socket.peek(&mut [0; 1]).is_ok_and(|n| n > 0)
+            };
+            while !echoed(&inner) {
+                assert!(start.elapsed() < LIMIT, "no echo");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The reads with a thread in `recv`: the driver thread leaves the echo to it.
+            inner.reads = Reads::Watched { since: now };
+            passes_due(&mut inner, &conns);
+            inner.readers.clear();
+        }
+        let receiver = shared.receiver_poll.as_ref().expect("receivers' poller");
+        let mut receiver = lock(receiver);
+        let mut outbox = lock(&shared.outbox);
+        assert!(!outbox.events.is_empty(), "the completion for the caller");
+        outbox.receiver_polling = true;
+        let outbox = shared.receive_io(&mut receiver, outbox, Some(Instant::now() + LIMIT));
+        assert!(!outbox.events.is_empty(), "the events for the caller");
+        drop(outbox);
+        let me = std::thread::current().id();
+        let readers = std::mem::take(&mut lock(&shared.inner).readers);
+        let mine = readers.iter().filter(|&&t| t == me).count();
+        assert_eq!(mine, 0, "passes by the receiving thread");
         shared.shutdown();
     }
 

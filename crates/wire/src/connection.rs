@@ -493,6 +493,13 @@ impl<S: TcpSocket> Connection<S> {
         self.more_to_read || self.link().is_some_and(Link::reads_unblocked)
     }
 
+    /// The driver leaves this open connection's read for later, although its socket said it
+    /// is readable (a timer fell due while it read others): the next read need not wait for
+    /// the socket to say so again ([`Self::has_more_to_read`]).
+    pub fn read_later(&mut self) {
+        self.more_to_read = self.is_open();
+    }
+
     /// Ends a pause in reading (the core's `ResumeReading`). As data may already wait on
     /// the socket or in the WebSocket's buffer, where no readiness would announce it, the
     /// next read need not wait ([`Self::has_more_to_read`]). Returns whether it was paused.
