@@ -770,6 +770,57 @@ mod tests {
             .unwrap()
     }
 
+    /// A take of events that reads for the application stops at the first pass that gave
+    /// events, the other connections' input left to the next take (the connection read
+    /// behind them): with 32 connections flooding, a take read each of them once before
+    /// it looked, and a close timeout of 100 ms reached the application 0.45–1.5 s late.
+    #[test]
+    fn a_take_stops_reading_at_the_first_pass_that_gave_events() {
+        use crate::{Config, ConnectOptions, Event, SessionConfig, TaskPool};
+        const CONNS: usize = 4;
+        const N: usize = 5_000;
+        let server = wxsocket_test_server::EchoServer::flooding(N, 32).expect("flood server");
+        let runtime = two_workers();
+        runtime.block_on(async {
+            let session = SessionConfig::default().pool_limit(CONNS);
+            let (pool, mut events) = TaskPool::new(Config::default().session(session)).unwrap();
+            let tasks: Vec<_> = (0..CONNS)
+                .map(|_| pool.connect(&ConnectOptions::new(server.url())).unwrap())
+                .collect();
+            let mut got = 0;
+            while got < N * CONNS {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), events.next());
+                match next.await.expect("a stall").expect("the events go on") {
+                    Event::Message { .. } => got += 1,
+                    ended @ (Event::Error { .. } | Event::Close { .. }) => panic!("{ended:?}"),
+                    _ => {}
+                }
+            }
+            let hooks = &pool.shared().hooks;
+            assert!(
+                hooks.takes_of_many.load(Ordering::Relaxed) > 0,
+                "no take found the input of several connections left to it"
+            );
+            assert_eq!(
+                hooks.passes_behind_events.load(Ordering::Relaxed),
+                0,
+                "passes made with events waiting"
+            );
+            // The connection a take stopped at goes behind the others.
+            {
+                let mut core = pool.shared().lock();
+                for task in &tasks {
+                    core.mark_unread(task.id(), true);
+                }
+                let first = core.unread()[0];
+                core.relist_unread(first);
+                assert_eq!(core.unread().len(), CONNS, "{:?}", core.unread());
+                assert_eq!(core.unread().last(), Some(&first));
+            }
+            pool.shutdown().await;
+        });
+    }
+
     /// While the application takes a flood of events, its own task makes most of the
     /// connection's read passes (the connection's task reads what wakes it and leaves the
     /// passes after a pass's limit to it), instead of every pass

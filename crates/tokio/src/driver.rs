@@ -533,7 +533,7 @@ impl<M: Machine> Core<M> {
     /// in [`Self::unread`] or taking it out, in constant time: the list holds only what the
     /// task taking events must read (with 10,000 connections, a search of it for each one
     /// read to the end, or a list full of those read already, cost twice the CPU per event).
-    fn mark_unread(&mut self, conn: ConnId, unread: bool) {
+    pub(crate) fn mark_unread(&mut self, conn: ConnId, unread: bool) {
         let Some(entry) = self.conns.get_mut(&conn).filter(|e| e.io.is_some()) else {
             return;
         };
@@ -545,6 +545,19 @@ impl<M: Machine> Core<M> {
             self.unread.push(conn);
         } else if let Some(at) = entry.listed.take() {
             self.unlist(at);
+        }
+    }
+
+    /// Moves `conn`, if listed, to the end of [`Self::unread`], so that a take that stops
+    /// after it reads the others first next time.
+    pub(crate) fn relist_unread(&mut self, conn: ConnId) {
+        let Some(at) = self.conns.get_mut(&conn).and_then(|e| e.listed.take()) else {
+            return;
+        };
+        self.unlist(at);
+        if let Some(entry) = self.conns.get_mut(&conn) {
+            entry.listed = Some(self.unread.len());
+            self.unread.push(conn);
         }
     }
 
@@ -617,6 +630,12 @@ impl<M: Machine> Core<M> {
         Taken::Empty
     }
 
+    /// The connections marked unread, in the order a take reads them.
+    #[cfg(test)]
+    pub(crate) fn unread(&self) -> &[ConnId] {
+        &self.unread
+    }
+
     /// How many connections the list of those marked unread holds.
     #[cfg(test)]
     pub(crate) fn unread_listed(&self) -> usize {
@@ -652,6 +671,19 @@ pub(crate) struct Shared<M> {
     /// Whether the task taking events reads ([`Reads::Taker`]); the connections' tasks look
     /// here without the lock, and [`Shared::report_pass`] confirms under it.
     taker_reads: AtomicBool,
+    /// What the tests count.
+    #[cfg(test)]
+    pub(crate) hooks: Hooks,
+}
+
+/// Counts kept for the tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Hooks {
+    /// Takes of events that found more than one connection's input left to them.
+    pub(crate) takes_of_many: std::sync::atomic::AtomicUsize,
+    /// Read passes a take made although events already waited.
+    pub(crate) passes_behind_events: std::sync::atomic::AtomicUsize,
 }
 
 impl<M: Machine> Shared<M> {
@@ -756,11 +788,29 @@ impl<M: Machine> Shared<M> {
             Ok(unread) => unread,
             Err(taken) => return taken,
         };
+        #[cfg(test)]
+        if unread.len() > 1 {
+            self.hooks.takes_of_many.fetch_add(1, Ordering::Relaxed);
+        }
         for (conn, io) in unread {
+            #[cfg(test)]
+            if self.lock().machine.has_events() {
+                self.hooks
+                    .passes_behind_events
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             // The connection's task holds its state at most for its own poll (a few read
             // passes, or only leaving the input here): waiting for it beats handing the
             // reads back and being woken across threads for what it reads.
             conn::read_for_task(self, conn, &io);
+            // Once a pass gave events, the application takes them: the rest wait for the
+            // next take (they stay listed, this one behind them). With many connections
+            // flooding, a take read each of them once before it looked.
+            let mut core = self.lock();
+            if core.machine.has_events() {
+                core.relist_unread(conn);
+                break;
+            }
         }
         self.call(|core, _| {
             if core.take_batch(into) {
@@ -973,6 +1023,8 @@ pub(crate) fn start<M: Machine>(
         ws_config: wxsocket_wire::websocket_config(&config.session),
         lookups: conn::SharedLookups::default(),
         ended: AtomicBool::new(false),
+        #[cfg(test)]
+        hooks: Hooks::default(),
         exited: Notify::new(),
         taker_reads: AtomicBool::new(false),
     });
