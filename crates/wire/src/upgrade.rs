@@ -743,3 +743,716 @@ fn handshake_step<S: Read + Write>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::ProxyEnv;
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+    use wxsocket_core::ConnectOptions;
+
+    /// A non-blocking socket of a test. Reads give `input` (at most `read_chunk` bytes
+    /// each), then `WouldBlock`, or once it is read, the end of the stream (`eof`) or
+    /// `read_error`. Writes take at most `room` bytes (`None`: all), then `WouldBlock`, or
+    /// fail with `write_error`; an empty write takes nothing (`Ok(0)`), as a socket's does.
+    /// A flush fails with `flush_error`, if set.
+    #[derive(Default)]
+    struct Socket {
+        input: VecDeque<u8>,
+        read_chunk: Option<usize>,
+        eof: bool,
+        read_error: Option<io::ErrorKind>,
+        written: Vec<u8>,
+        room: Option<usize>,
+        /// The room each turn of the peer ([`Server::answer`]) gives back.
+        turn_room: Option<usize>,
+        write_error: Option<io::ErrorKind>,
+        flush_error: Option<io::ErrorKind>,
+    }
+
+    impl Read for Socket {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return match self.read_error {
+                    Some(kind) => Err(kind.into()),
+                    None if self.eof => Ok(0),
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                };
+            }
+            let n = buf
+                .len()
+                .min(self.input.len())
+                .min(self.read_chunk.unwrap_or(usize::MAX));
+            for (slot, byte) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Socket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(kind) = self.write_error {
+                return Err(kind.into());
+            }
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            if self.room == Some(0) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.room.map_or(buf.len(), |room| room.min(buf.len()));
+            if let Some(room) = &mut self.room {
+                *room -= n;
+            }
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            match self.flush_error {
+                Some(kind) => Err(kind.into()),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn request(url: &str) -> Arc<HandshakeRequest> {
+        Arc::new(ConnectOptions::new(url).validate().unwrap())
+    }
+
+    /// The dial of `request` over `sock` (no proxy from the environment), with a TLS
+    /// configuration that trusts `ca` (the webpki roots without one).
+    fn upgrade(
+        sock: Socket,
+        request: &Arc<HandshakeRequest>,
+        tls: &Arc<ClientConfig>,
+    ) -> Upgrade<Socket> {
+        let plan = DialPlan::new(request, &ProxyEnv::empty()).unwrap();
+        Upgrade::new(sock, &plan, request, tls)
+    }
+
+    fn no_tls() -> Arc<ClientConfig> {
+        client_config(&Default::default()).unwrap()
+    }
+
+    /// A timer whose dial began a minute ago, so that a mark it takes is a minute or more
+    /// and one it never takes is zero.
+    fn timer() -> DialTimer {
+        let start = Instant::now().checked_sub(Duration::from_secs(60));
+        DialTimer::started_at(start.expect("a clock a minute old"))
+    }
+
+    /// The server's `101` to the upgrade request `request` (its accept key derived from the
+    /// request's), then `tail`.
+    fn switching(request: &[u8], tail: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(request).unwrap();
+        let key = text
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key in the request");
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        answer.extend_from_slice(tail);
+        answer
+    }
+
+    /// The index of the end of the first HTTP head in `bytes` (past its blank line).
+    fn head_end(bytes: &[u8]) -> Option<usize> {
+        bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+    }
+
+    /// What a dial came to, and the stages it said it was at between its drives (each
+    /// once, in order).
+    type Dialed = (
+        Result<(Stream<Socket>, HandshakeDone), TransportError>,
+        Vec<DialStage>,
+    );
+
+    /// Drives `up` until it ends, `peer` answering (over the socket) between drives.
+    fn dial_with(
+        up: &mut Upgrade<Socket>,
+        timer: &mut DialTimer,
+        mut peer: impl FnMut(&mut Socket),
+    ) -> Dialed {
+        let mut stages = Vec::new();
+        for _ in 0..1000 {
+            match up.drive(timer) {
+                Poll::Ready(result) => {
+                    assert!(up.socket().is_none() && up.stage().is_none());
+                    return (result, stages);
+                }
+                Poll::Pending => {
+                    // The socket the driver waits on for readiness.
+                    assert!(up.socket().is_some(), "no socket while the dial is on");
+                    let stage = up.stage().expect("a stage while the dial is on");
+                    if stages.last() != Some(&stage) {
+                        stages.push(stage);
+                    }
+                    let sock = up.socket_mut().expect("a socket while the dial is on");
+                    sock.room = sock.turn_room;
+                    peer(sock);
+                }
+            }
+        }
+        panic!("the dial never ended");
+    }
+
+    /// A `ws://` dial over a socket that takes 7 bytes a turn and gives 5 a read: the
+    /// request goes out whole and once, in order, the answer is read in pieces, the dial
+    /// says it is at the upgrade until it ends, and the frames that came behind the answer
+    /// are kept for the connection. The request's end is marked in the profile once it is
+    /// out (and flushed), and there is no TLS mark.
+    #[test]
+    fn a_plain_dial_writes_the_request_whole_over_a_slow_socket() {
+        let request = request("ws://example.test/chat");
+        let expected = ClientHandshake::new(&request).request_bytes().len();
+        let sock = Socket {
+            read_chunk: Some(5),
+            turn_room: Some(7),
+            room: Some(7),
+            ..Socket::default()
+        };
+        let mut up = upgrade(sock, &request, &no_tls());
+        assert_eq!(up.stage(), Some(DialStage::Upgrade));
+        assert!(matches!(up.stream(), Some(Stream::Plain(_))));
+        let mut turns = 0;
+        let mut answered = false;
+        let mut timer = timer();
+        let (dialed, stages) = dial_with(&mut up, &mut timer, |sock| {
+            turns += 1;
+            assert!(sock.written.len() <= 7 * turns, "more than the socket took");
+            if !answered && sock.written.len() == expected {
+                answered = true;
+                sock.input.extend(switching(&sock.written, b"\x81\x02hi"));
+            }
+        });
+        let (mut stream, done) = dialed.unwrap();
+        assert_eq!(stages, [DialStage::Upgrade]);
+        assert!(answered, "the request went out whole");
+        let written = &stream.socket().written;
+        assert_eq!(written.len(), expected);
+        assert!(written.starts_with(b"GET /chat HTTP/1.1\r\nHost: example.test\r\n"));
+        assert_eq!(head_end(written), Some(written.len()));
+        assert!(turns >= expected / 7, "{turns} turns");
+        let mut behind = done.tail.clone();
+        behind.extend(stream.socket_mut().input.drain(..));
+        assert_eq!(behind, b"\x81\x02hi", "the frames behind the answer");
+        assert!(!stream.is_tls() && !stream.wants_write());
+        // Vectored writes reach the socket too, as far as they say.
+        let slices = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
+        let n = stream.write_vectored(&slices).unwrap();
+        let written = &stream.socket().written;
+        assert!(n >= 2 && written[expected..] == b"abcd"[..n], "{n}");
+        let profile = done.handshake.profile;
+        assert_eq!(profile.tls, None);
+        assert!(
+            profile.request_written >= Duration::from_secs(60),
+            "{profile:?}"
+        );
+    }
+
+    /// Through an HTTP proxy over a socket that takes 6 bytes a turn and gives 4 a read:
+    /// the `CONNECT` goes out whole, then (once the proxy's answer came, read in pieces)
+    /// the upgrade request inside the tunnel; the dial says it is at the tunnel until the
+    /// tunnel is open, then at the upgrade.
+    #[test]
+    fn a_dial_through_a_proxy_opens_the_tunnel_then_upgrades_over_a_slow_socket() {
+        let request = Arc::new(
+            ConnectOptions::new("ws://example.test/")
+                .proxy("http://127.0.0.1:3128")
+                .validate()
+                .unwrap(),
+        );
+        let sock = Socket {
+            read_chunk: Some(4),
+            turn_room: Some(6),
+            room: Some(6),
+            ..Socket::default()
+        };
+        let mut up = upgrade(sock, &request, &no_tls());
+        assert_eq!(up.stage(), Some(DialStage::Tunnel));
+        assert!(up.stream().is_none(), "no stream before the tunnel is open");
+        let connect = b"CONNECT example.test:80 HTTP/1.1\r\nHost: example.test:80\r\n\r\n";
+        let (mut tunneled, mut answered) = (false, false);
+        let (dialed, stages) = dial_with(&mut up, &mut timer(), |sock| {
+            if !tunneled && sock.written == connect {
+                tunneled = true;
+                sock.input
+                    .extend(b"HTTP/1.1 200 Connection established\r\n\r\n".iter());
+            }
+            let request = &sock.written[sock.written.len().min(connect.len())..];
+            if !answered && head_end(request) == Some(request.len()) {
+                answered = true;
+                sock.input.extend(switching(request, b""));
+            }
+        });
+        let (stream, done) = dialed.unwrap();
+        assert_eq!(stages, [DialStage::Tunnel, DialStage::Upgrade]);
+        assert!(tunneled && answered);
+        let written = &stream.socket().written;
+        assert!(written.starts_with(connect));
+        assert!(written[connect.len()..].starts_with(b"GET / HTTP/1.1\r\n"));
+        assert!(done.tail.is_empty());
+    }
+
+    /// A socket that fails during the upgrade fails the dial there and then, saying how:
+    /// a flush that fails, a reset (not a close), the end of the stream before the answer
+    /// or in the middle of it (with what came).
+    #[test]
+    fn a_socket_failing_in_the_upgrade_fails_the_dial_saying_how() {
+        use io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+        let request = request("ws://example.test/");
+        let status = "HTTP/1.1 101 Switching Protocols\r\n";
+        let cases = [
+            (None, Some(BrokenPipe), false, "", "handshake: "),
+            (Some(ConnectionReset), None, false, "", "handshake: "),
+            (
+                None,
+                None,
+                true,
+                "",
+                "handshake: the server closed the connection before answering",
+            ),
+            (
+                Some(UnexpectedEof),
+                None,
+                false,
+                status,
+                "handshake: the server closed the connection in the middle of its answer \
+                 (34 bytes in): `HTTP/1.1 101 Switching Protocols`",
+            ),
+            (
+                Some(ConnectionReset),
+                None,
+                false,
+                status,
+                "handshake: the server reset the connection in the middle of its answer \
+                 (34 bytes in): `HTTP/1.1 101 Switching Protocols`",
+            ),
+        ];
+        for (read_error, flush_error, eof, input, says) in cases {
+            let sock = Socket {
+                input: input.bytes().collect(),
+                read_error,
+                flush_error,
+                eof,
+                ..Socket::default()
+            };
+            let mut up = upgrade(sock, &request, &no_tls());
+            let case = format!("{read_error:?} {flush_error:?} {eof} {input:?}");
+            let Poll::Ready(Err(error)) = up.drive(&mut timer()) else {
+                panic!("{case}: the dial goes on");
+            };
+            assert!(error.message.starts_with(says), "{case}: {error}");
+            if let Some(kind) = read_error.filter(|_| input.is_empty()).or(flush_error) {
+                let text = io::Error::from(kind).to_string();
+                assert!(error.message.contains(&text), "{case}: {error}");
+                assert!(!error.message.contains("closed"), "{case}: {error}");
+            }
+        }
+    }
+
+    /// The same during TLS: a reset or a write that fails ends the dial there and then,
+    /// as does the end of the stream, each named as TLS's failure.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_socket_failing_in_tls_fails_the_dial_saying_how() {
+        use io::ErrorKind::{BrokenPipe, ConnectionReset};
+        let ca = wxsocket_test_pki::TestCa::generate("failing");
+        let request = request("wss://localhost/");
+        let cases = [
+            (Some(ConnectionReset), None, false, "tls: "),
+            (None, Some(BrokenPipe), false, "tls: "),
+            (
+                None,
+                None,
+                true,
+                "tls: the server closed the connection before answering",
+            ),
+        ];
+        for (read_error, write_error, eof, says) in cases {
+            let sock = Socket {
+                read_error,
+                write_error,
+                eof,
+                ..Socket::default()
+            };
+            let mut up = upgrade(sock, &request, &trusting(&ca, false));
+            let case = format!("{read_error:?} {write_error:?} {eof}");
+            let Poll::Ready(Err(error)) = up.drive(&mut timer()) else {
+                panic!("{case}: the dial goes on");
+            };
+            assert!(error.message.starts_with(says), "{case}: {error}");
+            if let Some(kind) = read_error.or(write_error) {
+                let text = io::Error::from(kind).to_string();
+                assert!(error.message.contains(&text), "{case}: {error}");
+            }
+        }
+    }
+
+    /// The server's end of `wss://` dials, in memory: rustls's server side over what the
+    /// client wrote to the socket, answering the upgrade request with a `101` (and `tail`)
+    /// once it came whole. A server that refuses the client's TLS sends its alert and
+    /// closes, or with `silent`, closes without one (as Python's asyncio does).
+    #[cfg(feature = "tls")]
+    struct TlsServer {
+        conn: rustls::ServerConnection,
+        /// What it decrypted of the client's plaintext.
+        plain: Vec<u8>,
+        tail: Vec<u8>,
+        answered: bool,
+        refused: Option<rustls::Error>,
+        silent: bool,
+    }
+
+    #[cfg(feature = "tls")]
+    impl TlsServer {
+        fn new(config: Arc<rustls::ServerConfig>) -> Self {
+            Self {
+                conn: rustls::ServerConnection::new(config).unwrap(),
+                plain: Vec::new(),
+                tail: Vec::new(),
+                answered: false,
+                refused: None,
+                silent: false,
+            }
+        }
+
+        /// One turn: takes what the client wrote, and gives it what the server says.
+        fn turn(&mut self, sock: &mut Socket) {
+            let written = std::mem::take(&mut sock.written);
+            let mut records = &written[..];
+            let mut buf = [0u8; 4096];
+            while !records.is_empty() && self.refused.is_none() {
+                self.conn.read_tls(&mut records).unwrap();
+                if let Err(error) = self.conn.process_new_packets() {
+                    self.refused = Some(error);
+                }
+                while let Ok(n @ 1..) = self.conn.reader().read(&mut buf) {
+                    self.plain.extend_from_slice(&buf[..n]);
+                }
+            }
+            if !self.answered && head_end(&self.plain) == Some(self.plain.len()) {
+                self.answered = true;
+                let answer = switching(&self.plain, &self.tail);
+                self.conn.writer().write_all(&answer).unwrap();
+            }
+            if self.refused.is_some() {
+                sock.eof = true;
+                if self.silent {
+                    return;
+                }
+            }
+            let mut out = Vec::new();
+            while self.conn.wants_write() {
+                self.conn.write_tls(&mut out).unwrap();
+            }
+            sock.input.extend(out);
+        }
+
+        /// Takes what the client wrote since the last turn, and says whether its
+        /// `close_notify` came.
+        fn closed_by_client(&mut self, sock: &mut Socket) -> bool {
+            self.turn(sock);
+            matches!(self.conn.reader().read(&mut [0u8; 16]), Ok(0))
+        }
+    }
+
+    /// A client configuration trusting `ca` only, presenting its client certificate with
+    /// `identity`.
+    #[cfg(feature = "tls")]
+    fn trusting(ca: &wxsocket_test_pki::TestCa, identity: bool) -> Arc<ClientConfig> {
+        let tls = crate::tls::TlsRoots::only(vec![ca.ca_der.clone()]);
+        let mut config = crate::client::Config::new().tls(tls);
+        if identity {
+            let key = rustls_pki_types::PrivatePkcs8KeyDer::from(ca.client_key.clone());
+            config = config.client_identity(crate::tls::ClientIdentity::new(
+                ca.client_chain.clone(),
+                key.into(),
+            ));
+        }
+        client_config(&config).unwrap()
+    }
+
+    /// A `wss://` dial over a socket that takes 100 bytes a turn and gives 60 a read: TLS
+    /// completes first (the dial says so until it has), then the request goes out inside
+    /// it, whole, and the answer and the frame behind it are read. The profile has the TLS
+    /// mark. The stream then carries the connection's bytes both ways, those written while
+    /// the socket is full once it is flushed, and its end is TLS's `close_notify`.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_tls_dial_completes_tls_then_upgrades_over_a_slow_socket() {
+        let ca = wxsocket_test_pki::TestCa::generate("upgrade");
+        let mut server = TlsServer::new(ca.server_config());
+        server.tail = b"\x81\x02hi".to_vec();
+        let sock = Socket {
+            read_chunk: Some(60),
+            turn_room: Some(100),
+            room: Some(100),
+            ..Socket::default()
+        };
+        let request = request("wss://localhost/tls");
+        let mut up = upgrade(sock, &request, &trusting(&ca, false));
+        assert_eq!(up.stage(), Some(DialStage::Tls));
+        let (dialed, stages) = dial_with(&mut up, &mut timer(), |sock| server.turn(sock));
+        let (mut stream, done) = dialed.unwrap();
+        assert_eq!(stages, [DialStage::Tls, DialStage::Upgrade]);
+        assert!(server.answered, "the server has the request");
+        assert!(
+            server
+                .plain
+                .starts_with(b"GET /tls HTTP/1.1\r\nHost: localhost\r\n")
+        );
+        assert_eq!(head_end(&server.plain), Some(server.plain.len()));
+        let profile = done.handshake.profile;
+        assert!(
+            profile.tls.is_some_and(|t| t >= Duration::from_secs(60)),
+            "{profile:?}"
+        );
+        assert!(
+            profile.request_written >= Duration::from_secs(60),
+            "{profile:?}"
+        );
+        assert!(stream.is_tls());
+        // What came from the socket and went to it, each said once.
+        assert!(stream.took_bytes() && !stream.took_bytes());
+        assert!(stream.gave_bytes() && !stream.gave_bytes());
+
+        // The frame behind the answer, whether it came with it or not.
+        let mut behind = done.tail.clone();
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(n) if n > 0 => behind.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                other => panic!("{other:?}"),
+            }
+            if behind.len() >= 4 {
+                break;
+            }
+        }
+        assert_eq!(behind, b"\x81\x02hi");
+
+        // Written while the socket is full: queued, and out with the flush.
+        stream.socket_mut().room = Some(0);
+        assert_eq!(stream.write(b"one frame").unwrap(), 9);
+        assert!(stream.wants_write(), "records wait for the socket");
+        assert!(!stream.gave_bytes());
+        stream.socket_mut().room = None;
+        stream.flush().unwrap();
+        assert!(!stream.wants_write() && stream.gave_bytes());
+        let before = server.plain.len();
+        server.turn(stream.socket_mut());
+        assert_eq!(&server.plain[before..], b"one frame");
+
+        // More than rustls holds while the socket is full: it takes what it can, refuses
+        // the rest while it cannot make room, and takes more once it can; nothing is lost
+        // or sent twice.
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        stream.socket_mut().room = Some(0);
+        let first = stream.write(&data).unwrap();
+        assert!(first > 0 && first < data.len(), "{first}");
+        let full = stream.write(&data[first..]).unwrap_err();
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
+        stream.socket_mut().room = None;
+        let second = stream.write(&data[first..]).unwrap();
+        assert!(second > 0);
+        stream.flush().unwrap();
+        let before = server.plain.len();
+        server.turn(stream.socket_mut());
+        assert!(server.plain[before..] == data[..first + second]);
+
+        stream.end_tls();
+        assert!(server.closed_by_client(stream.socket_mut()));
+    }
+
+    /// A server that requires a client certificate, when the client has none (or one the
+    /// server refuses): its refusal names what was wrong, whether it came as the TLS alert
+    /// that says so or as a close without a word. That the server asked is known only
+    /// because TLS is completed on its own, before the request goes out.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_server_refusing_the_client_certificate_says_so() {
+        let ca = wxsocket_test_pki::TestCa::generate("mutual");
+        let other = wxsocket_test_pki::TestCa::generate("stranger");
+        let request = request("wss://localhost/");
+        let none = "the server requires a client certificate, and none is configured \
+                    (`client_identity`)";
+        let closed = "(it had asked for a client certificate, and none is configured \
+                      (`client_identity`): it may have refused the connection for want of one)";
+        let sent = "(it had asked for a client certificate and was sent the configured one \
+                    (`client_identity`): it may have refused it)";
+        for (identity, silent, kind, says) in [
+            (false, false, TransportErrorKind::Tls, none),
+            (false, true, TransportErrorKind::Connect, closed),
+            (true, true, TransportErrorKind::Connect, sent),
+        ] {
+            // With an identity, the server trusts another CA than the client's.
+            let server_ca = if identity { &other } else { &ca };
+            let mut server = TlsServer::new(server_ca.server_config_requiring_clients());
+            server.silent = silent;
+            let mut config = trusting(&ca, identity);
+            if identity {
+                // The client trusts the server's certificate, of the other CA.
+                let tls = crate::tls::TlsRoots::only(vec![other.ca_der.clone()]);
+                let key = rustls_pki_types::PrivatePkcs8KeyDer::from(ca.client_key.clone());
+                let identity = crate::tls::ClientIdentity::new(ca.client_chain.clone(), key.into());
+                config = client_config(
+                    &crate::client::Config::new()
+                        .tls(tls)
+                        .client_identity(identity),
+                )
+                .unwrap();
+            }
+            let mut up = upgrade(Socket::default(), &request, &config);
+            let (dialed, _) = dial_with(&mut up, &mut timer(), |sock| server.turn(sock));
+            let case = format!("identity {identity}, silent {silent}");
+            let error = dialed.err().unwrap_or_else(|| panic!("{case}: dialled"));
+            assert!(server.refused.is_some(), "{case}: {error}");
+            assert_eq!(error.kind, kind, "{case}: {error}");
+            assert!(error.message.contains(says), "{case}: {error}");
+        }
+    }
+
+    /// A TLS 1.2 server that refuses a client for want of a certificate with
+    /// `handshake_failure` (as OpenSSL does), an alert that names no certificate: the
+    /// error says what it is about, as the server had asked for one and none was sent.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_handshake_failure_for_want_of_a_client_certificate_says_so() {
+        let ca = wxsocket_test_pki::TestCa::generate("openssl");
+        let tls12 = ca.server_config_requiring_clients_on(&[&rustls::version::TLS12]);
+        let mut server = TlsServer::new(tls12);
+        // Its own alert is not sent: OpenSSL's is, in the clear (before its
+        // ChangeCipherSpec): fatal, handshake_failure.
+        server.silent = true;
+        let mut alerted = false;
+        let request = request("wss://localhost/");
+        let mut up = upgrade(Socket::default(), &request, &trusting(&ca, false));
+        let (dialed, _) = dial_with(&mut up, &mut timer(), |sock| {
+            server.turn(sock);
+            if server.refused.is_some() && !alerted {
+                alerted = true;
+                sock.input
+                    .extend([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+            }
+        });
+        let error = dialed.err().expect("refused");
+        assert!(alerted, "{error}");
+        assert_eq!(error.kind, TransportErrorKind::Tls, "{error}");
+        assert_eq!(
+            error.message,
+            format!(
+                "tls: the server requires a client certificate, and none is configured \
+                 (`client_identity`) ({})",
+                rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)
+            )
+        );
+    }
+
+    /// What a failed dial says after the server asked for a client certificate, for each
+    /// failure, what was sent, and the server's alert.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_failure_after_a_request_for_a_client_certificate_says_what_was_sent() {
+        use crate::tls::ClientAuth::{NoneConfigured, Sent, Unusable};
+        use TransportErrorKind::{Connect, Tls};
+        use rustls::AlertDescription as Alert;
+        let ca = wxsocket_test_pki::TestCa::generate("auth");
+        let conn = ClientConnection::new(trusting(&ca, false), "localhost".try_into().unwrap());
+        let mut stream = Stream::Tls(Box::new(TlsStream::for_tests(
+            conn.unwrap(),
+            Socket::default(),
+        )));
+        let closed = "tls: the server closed the connection before answering";
+        let alerted = |alert| format!("tls: {}", rustls::Error::AlertReceived(alert));
+        let unusable = "the configured one (`client_identity`) was not sent: its key can make \
+                        none of the signatures the server accepts";
+        let none = "none is configured (`client_identity`)";
+        let sent = " (it had asked for a client certificate and was sent the configured one \
+                    (`client_identity`): it may have refused it)";
+        let cases = [
+            (Connect, None, None, closed.to_owned()),
+            (Connect, Some(Sent), None, format!("{closed}{sent}")),
+            (
+                Connect,
+                Some(NoneConfigured),
+                None,
+                format!(
+                    "{closed} (it had asked for a client certificate, and {none}: it may \
+                     have refused the connection for want of one)"
+                ),
+            ),
+            (
+                Connect,
+                Some(Unusable),
+                None,
+                format!(
+                    "{closed} (it had asked for a client certificate, and {unusable}: it \
+                     may have refused the connection for want of one)"
+                ),
+            ),
+            (
+                Tls,
+                Some(NoneConfigured),
+                Some(Alert::CertificateRequired),
+                format!(
+                    "tls: the server requires a client certificate, and {none} ({})",
+                    rustls::Error::AlertReceived(Alert::CertificateRequired)
+                ),
+            ),
+            (
+                Tls,
+                Some(Unusable),
+                Some(Alert::HandshakeFailure),
+                format!(
+                    "tls: the server requires a client certificate, and {unusable} ({})",
+                    rustls::Error::AlertReceived(Alert::HandshakeFailure)
+                ),
+            ),
+            (
+                Tls,
+                Some(Sent),
+                Some(Alert::HandshakeFailure),
+                format!("{}{sent}", alerted(Alert::HandshakeFailure)),
+            ),
+            // An alert that is not about the certificate, or a certificate that was sent
+            // and refused by name: the alert says it all.
+            (
+                Tls,
+                Some(NoneConfigured),
+                Some(Alert::DecodeError),
+                alerted(Alert::DecodeError),
+            ),
+            (
+                Tls,
+                Some(Sent),
+                Some(Alert::BadCertificate),
+                alerted(Alert::BadCertificate),
+            ),
+        ];
+        for (kind, auth, alert, expected) in cases {
+            let Stream::Tls(tls) = &mut stream else {
+                unreachable!()
+            };
+            tls.client_auth = auth;
+            tls.alert = alert;
+            let message = match alert {
+                Some(alert) => alerted(alert),
+                None => closed.to_owned(),
+            };
+            let error = stream.after_client_auth(TransportError::new(kind, message));
+            assert_eq!(error.kind, kind);
+            assert_eq!(error.message, expected, "{kind:?} {auth:?} {alert:?}");
+        }
+    }
+}
