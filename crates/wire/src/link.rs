@@ -2050,6 +2050,25 @@ mod tests {
         assert!(link.is_gone() && !link.is_readable());
     }
 
+    /// After a refused frame, our close frame meeting a broken socket reads nothing more:
+    /// the frames behind the refused one stay unread (a write that fails reads what the
+    /// socket holds only while reading is still allowed), and the failure ends the
+    /// transport.
+    #[test]
+    fn a_failed_close_after_a_refused_frame_reads_nothing_more() {
+        let mut link = link(&[0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1, 0x81, 0x01, b'y']);
+        let mut out = Vec::new();
+        let mut credit = ReadCredit::UNLIMITED;
+        assert_eq!(link.read(&mut credit, 16, &mut out), ReadEnd::Stopped);
+        assert!(!link.is_readable() && !link.is_gone(), "{out:?}");
+        out.clear();
+        socket(&mut link).broken = true;
+        link.close(&CloseRequest::new(Some(1000), "").unwrap(), &mut out);
+        link.flush(&mut out);
+        assert_failed(&out);
+        assert!(link.is_gone());
+    }
+
     /// A write that fails ends the transport, and nothing more is read, though no read
     /// failed: beyond what the read after the failure takes (before the first read, one
     /// message: [`FIRST_CREDIT`]), the data waiting on the socket stays unread.
@@ -2614,6 +2633,24 @@ mod tests {
         sends_end_the_transport(&mut link, 1..=3, &mut out);
     }
 
+    /// A socket that takes nothing (`Ok(0)`) is no sign of life: a flush that was blocked
+    /// and meets it reports the failure and the end, without `Sending` before them (which
+    /// would tell the core's timers that the peer took bytes).
+    #[test]
+    fn a_socket_taking_nothing_after_a_block_is_no_sign_of_life() {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
+        link.flush(&mut out);
+        assert!(link.wants_write() && out.is_empty());
+        socket(&mut link).full = false;
+        socket(&mut link).write_zero = true;
+        link.flush(&mut out);
+        assert_failed(&out);
+        assert!(link.is_gone());
+    }
+
     /// A send is reported written as soon as the socket took its frame's last byte, and not
     /// a byte before: frames of each header size (7-bit, 16-bit and 64-bit lengths).
     #[test]
@@ -2642,6 +2679,41 @@ mod tests {
                 assert_eq!(written, reported, "payload {payload}, room {room}");
             }
         }
+    }
+
+    /// A flush that used up its write pass to the byte, with nothing left over: what
+    /// tungstenite writes out next (a small send held in its buffer, written ahead of a
+    /// large one) waits for the next flush instead of failing the transport (tungstenite
+    /// takes a write of nothing for a connection reset). Everything then goes out in order.
+    #[test]
+    fn a_write_after_a_pass_used_up_exactly_waits_for_the_next_flush() {
+        let mut link = link(&[]);
+        link.set_write_pass(frame_len(100) as usize);
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::binary(vec![1; 100]), &mut out);
+        link.flush(&mut out);
+        assert_eq!(out, [TransportEvent::SendWritten(SendId::from_raw(1))]);
+        assert!(!link.wants_write());
+        out.clear();
+        link.send(SendId::from_raw(2), Message::binary(vec![2; 10]), &mut out);
+        link.send(
+            SendId::from_raw(3),
+            Message::binary(vec![3; DIRECT_FROM]),
+            &mut out,
+        );
+        assert_eq!(out, [], "no failure");
+        link.set_write_pass(usize::MAX);
+        link.flush(&mut out);
+        assert_eq!(
+            out,
+            [
+                TransportEvent::SendWritten(SendId::from_raw(2)),
+                TransportEvent::SendWritten(SendId::from_raw(3))
+            ]
+        );
+        let frames = unmasked_frames(&socket(&mut link).written);
+        let sizes: Vec<(u8, usize, u8)> = frames.iter().map(|f| (f.0, f.1.len(), f.1[0])).collect();
+        assert_eq!(sizes, [(2, 100, 1), (2, 10, 2), (2, DIRECT_FROM, 3)]);
     }
 
     /// With a write pass set, a flush hands the socket at most that many bytes even when
