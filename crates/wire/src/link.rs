@@ -1044,7 +1044,6 @@ fn frame_len(payload: usize) -> u64 {
     (2 + extended + 4 + payload) as u64
 }
 
-/// [`frame_len`] of a message as tungstenite writes it (one frame).
 /// A data message the link writes itself ([`DIRECT_FROM`]): its frame's header (FIN, the
 /// opcode, RSV1 when compressed) and payload; any other message as it was.
 fn direct(message: WsMessage) -> Result<(FrameHeader, Bytes), WsMessage> {
@@ -1063,6 +1062,7 @@ fn direct(message: WsMessage) -> Result<(FrameHeader, Bytes), WsMessage> {
     }
 }
 
+/// [`frame_len`] of a message as tungstenite writes it (one frame).
 fn message_len(message: &WsMessage) -> u64 {
     frame_len(match message {
         WsMessage::Text(text) => text.len(),
