@@ -682,7 +682,7 @@ pub(crate) struct Shared<M> {
 pub(crate) struct Hooks {
     /// Takes of events that found more than one connection's input left to them.
     pub(crate) takes_of_many: std::sync::atomic::AtomicUsize,
-    /// Read passes a take made although events already waited.
+    /// Read passes a take made after a pass that found events waiting.
     pub(crate) passes_behind_events: std::sync::atomic::AtomicUsize,
 }
 
@@ -792,9 +792,12 @@ impl<M: Machine> Shared<M> {
         if unread.len() > 1 {
             self.hooks.takes_of_many.fetch_add(1, Ordering::Relaxed);
         }
+        // Whether the last pass found events waiting (for the tests).
+        #[cfg(test)]
+        let mut behind_events = false;
         for (conn, io) in unread {
             #[cfg(test)]
-            if self.lock().machine.has_events() {
+            if behind_events {
                 self.hooks
                     .passes_behind_events
                     .fetch_add(1, Ordering::Relaxed);
@@ -807,7 +810,12 @@ impl<M: Machine> Shared<M> {
             // next take (they stay listed, this one behind them). With many connections
             // flooding, a take read each of them once before it looked.
             let mut core = self.lock();
-            if core.machine.has_events() {
+            let events = core.machine.has_events();
+            #[cfg(test)]
+            {
+                behind_events = events;
+            }
+            if events {
                 core.relist_unread(conn);
                 break;
             }
