@@ -1135,6 +1135,18 @@ mod tests {
         }
     }
 
+    /// A link whose one send ("queued", id 1) waits behind a full socket, and the events so
+    /// far (none).
+    fn queued_behind_a_full_socket() -> (Link<Scripted>, Vec<TransportEvent>) {
+        let mut link = link(&[]);
+        socket(&mut link).full = true;
+        let mut out = Vec::new();
+        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
+        link.flush(&mut out);
+        assert!(link.wants_write() && out.is_empty());
+        (link, out)
+    }
+
     fn link(input: &[u8]) -> Link<Scripted> {
         let socket = Scripted {
             input: io::Cursor::new(input.to_vec()),
@@ -2580,12 +2592,7 @@ mod tests {
     /// tungstenite writes out behind them meets the failure, and reports it at once.
     #[test]
     fn a_send_behind_queued_bytes_that_meets_a_broken_socket_ends_the_transport_at_once() {
-        let mut link = link(&[]);
-        socket(&mut link).full = true;
-        let mut out = Vec::new();
-        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
-        link.flush(&mut out);
-        assert!(link.wants_write() && out.is_empty());
+        let (mut link, mut out) = queued_behind_a_full_socket();
         socket(&mut link).broken = true;
         sends_end_the_transport(&mut link, 2..=4, &mut out);
     }
@@ -2596,12 +2603,7 @@ mod tests {
     /// nothing: a mutation run).
     #[test]
     fn bytes_a_send_moved_while_blocked_count_as_sending() {
-        let mut link = link(&[]);
-        socket(&mut link).full = true;
-        let mut out = Vec::new();
-        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
-        link.flush(&mut out);
-        assert!(link.wants_write() && out.is_empty());
+        let (mut link, mut out) = queued_behind_a_full_socket();
         socket(&mut link).full = false;
         for id in 2..=4 {
             link.send(
@@ -2638,12 +2640,7 @@ mod tests {
     /// would tell the core's timers that the peer took bytes).
     #[test]
     fn a_socket_taking_nothing_after_a_block_is_no_sign_of_life() {
-        let mut link = link(&[]);
-        socket(&mut link).full = true;
-        let mut out = Vec::new();
-        link.send(SendId::from_raw(1), Message::text("queued"), &mut out);
-        link.flush(&mut out);
-        assert!(link.wants_write() && out.is_empty());
+        let (mut link, mut out) = queued_behind_a_full_socket();
         socket(&mut link).full = false;
         socket(&mut link).write_zero = true;
         link.flush(&mut out);
