@@ -1464,7 +1464,7 @@ impl<M: Machine> Inner<M> {
     /// `now`, when it began), so that the hold ends and the others have the lock, and the
     /// timer runs, on time. Under a flood on many connections at once a hold read each of
     /// them once ([`Self::passed`]), and with 32 connections flooding a close timeout of
-    /// 100 ms fired up to 0.8 s late in a release build (1.5–5 s with 16 in a debug build),
+    /// 100 ms fired up to 0.9 s late in a release build (1.5–5 s with 16 in a debug build),
     /// its event then waiting for the lock.
     /// A deadline already due when the hold began is judged after the hold's reads, as the
     /// input that came in time must count.
