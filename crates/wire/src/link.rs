@@ -3327,9 +3327,10 @@ mod review_randomized {
     }
 }
 
-/// The randomized check over TLS: the server decrypts what the socket took, and no send
-/// may be reported written before its frame's plaintext can be decrypted there (rustls
-/// holding none of its ciphertext).
+/// The link over TLS. The randomized check: the server decrypts what the socket took, and
+/// no send may be reported written before its frame's plaintext can be decrypted there
+/// (rustls holding none of its ciphertext). Then what counts as a sign of life, and what
+/// is delivered before a TLS failure.
 #[cfg(all(test, feature = "tls"))]
 mod review_tls {
     use super::tests::{Rng, Scripted, frames, parse, socket as sock};
@@ -3568,5 +3569,56 @@ mod review_tls {
         sock(&mut link).room = None;
         link.flush(&mut out);
         assert_eq!(out.first(), Some(&TransportEvent::Sending), "{out:?}");
+    }
+
+    /// Two frames, then a record that does not decrypt (as a corrupted or forged one does),
+    /// all in one socket read: the frames are delivered, in order, one a read, and then the
+    /// read fails naming the TLS error, which ends the transport. rustls had decrypted them
+    /// before it met the bad record.
+    #[test]
+    fn the_messages_before_a_record_that_does_not_decrypt_are_delivered() {
+        let ca = wxsocket_test_pki::TestCa::generate("bad record");
+        let (client, mut server) = pair(&ca);
+        server.writer().write_all(b"\x81\x02hi\x82\x03you").unwrap();
+        let mut input = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut input).unwrap();
+        }
+        // Application data, 32 bytes no key encrypted.
+        input.extend([0x17, 0x03, 0x03, 0x00, 0x20]);
+        input.extend([0x5a; 32]);
+        let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
+        let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
+        let mut link = Link::new(
+            ConnId::from_raw(1),
+            wire,
+            WebSocketConfig::default(),
+            Encoder::default(),
+        );
+        sock(&mut link).input = io::Cursor::new(input);
+        let mut out = Vec::new();
+        let mut end = ReadEnd::Drained;
+        for _ in 0..4 {
+            // One message a read: the failure waits while reading is paused too.
+            end = link.read(&mut ReadCredit::new(1, usize::MAX), 16, &mut out);
+            if end == ReadEnd::Stopped {
+                break;
+            }
+        }
+        assert_eq!(end, ReadEnd::Stopped, "{out:?}");
+        assert!(
+            matches!(
+                out.as_slice(),
+                [
+                    TransportEvent::Message(Message::Text(hi)),
+                    TransportEvent::Message(Message::Binary(you)),
+                    TransportEvent::Error(error),
+                    TransportEvent::Closed,
+                ] if hi.as_str() == "hi" && &you[..] == b"you"
+                    && error.kind == wxsocket_core::TransportErrorKind::Tls
+                    && error.message.contains("decrypt")
+            ),
+            "{out:?}"
+        );
     }
 }

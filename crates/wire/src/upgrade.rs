@@ -257,6 +257,9 @@ pub struct TlsStream<S> {
     /// The fatal alert the server sent, if it sent one.
     #[cfg(feature = "tls")]
     alert: Option<rustls::AlertDescription>,
+    /// Why reading failed, kept until the plaintext decrypted before it is read.
+    #[cfg(feature = "tls")]
+    failed: Option<rustls::Error>,
 }
 
 impl<S> TlsStream<S> {
@@ -267,11 +270,10 @@ impl<S> TlsStream<S> {
             conn,
             sock,
             took_ciphertext: false,
-            #[cfg(feature = "tls")]
-            client_auth: None,
-            #[cfg(feature = "tls")]
-            alert: None,
             gave_ciphertext: false,
+            client_auth: None,
+            alert: None,
+            failed: None,
         }
     }
 
@@ -374,6 +376,9 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+            if let Some(error) = &self.failed {
+                return Err(tls_error(error.clone()));
+            }
             // No plaintext buffered: pull TLS records from the socket. `WouldBlock` goes
             // back to the caller; Ok(0) (TCP EOF) makes the reader above report the end.
             self.took_ciphertext |= self.conn.read_tls(&mut self.sock)? > 0;
@@ -381,7 +386,10 @@ impl<S: Read + Write> Read for TlsStream<S> {
                 self.note_alert(&error);
                 // Send the alert rustls queued, best effort.
                 let _ = self.try_write_records();
-                return Err(tls_error(error));
+                // The records before the one that failed were decrypted: the reader above
+                // returns their plaintext first, and this error once it is read.
+                self.failed = Some(error);
+                continue;
             }
             // Handshake messages, key updates or alerts may be waiting to go out.
             self.try_write_records()?;
@@ -643,11 +651,13 @@ impl<S: Read + Write> Upgrade<S> {
                     conn,
                     sock,
                     took_ciphertext: false,
+                    gave_ciphertext: false,
                     #[cfg(feature = "tls")]
                     client_auth: None,
                     #[cfg(feature = "tls")]
                     alert: None,
-                    gave_ciphertext: false,
+                    #[cfg(feature = "tls")]
+                    failed: None,
                 }))
             }
             _ => Stream::Plain(sock),
