@@ -62,6 +62,7 @@ wxsocket_tests::on_both_adapters!(
     a_close_during_a_flood_completes_its_handshake,
     keepalive_counts_part_of_a_message_as_a_sign_of_life,
     keepalive_counts_part_of_a_tls_record_as_a_sign_of_life,
+    delivers_what_came_before_a_tls_record_that_does_not_decrypt,
     replacement_while_connecting,
     replacement_while_open,
     close_before_open_after_open,
@@ -1186,6 +1187,49 @@ fn keepalive_counts_part_of_a_tls_record_as_a_sign_of_life<A: Adapter>() {
     a.events_until_close(conn, T);
     drop(peer);
     relaying.join().unwrap();
+}
+
+/// Over `wss://`, frames and then a TLS record that does not decrypt, read together: the
+/// frames are delivered, in order, and then the connection fails naming TLS (1006). rustls
+/// had decrypted them before it met the bad record; they were lost before.
+fn delivers_what_came_before_a_tls_record_that_does_not_decrypt<A: Adapter>() {
+    let frame = |opcode, payload: &[u8]| Step::Frame {
+        fin: true,
+        rsv: 0,
+        opcode,
+        payload: payload.to_vec(),
+    };
+    let peer = Peer::builder(Mode::Script(vec![
+        Step::AwaitMessages(1),
+        Step::WithBadRecord(vec![
+            frame(opcode::TEXT, b"before"),
+            frame(opcode::BINARY, &[1, 2, 3]),
+        ]),
+    ]))
+    .tls(Tls::Trusted)
+    .start();
+    let mut a: A = A::new(config(), TlsRoots::only(vec![peer.ca_cert().unwrap()])).unwrap();
+    let (conn, _) = open(&mut a, &ConnectOptions::new(peer.url()));
+    a.try_send(Message::text("go")).unwrap();
+    let events = a.events_until_close(conn, T);
+    assert_eq!(
+        messages(&events),
+        [Message::text("before"), Message::binary(vec![1, 2, 3])],
+        "[{}] {events:#?}",
+        A::NAME
+    );
+    // The message that started the script completes, before or after the frames.
+    let ending: Vec<Event> = events
+        .into_iter()
+        .filter(|e| !matches!(e, Event::Message { .. } | Event::SendCompleted { .. }))
+        .collect();
+    let error = expect_error_then_close(A::NAME, conn, &ending, 1006);
+    assert!(
+        matches!(&error, ConnectionError::Transport(e) if e.kind == TransportErrorKind::Tls),
+        "[{}] {error:?}",
+        A::NAME
+    );
+    assert_quiet(&mut a);
 }
 
 // ----- §3 single-socket replacement -----

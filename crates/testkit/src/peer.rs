@@ -131,6 +131,11 @@ pub enum Step {
     /// Several [`Step::Frame`]s (only those) written in one write, so they reach the client
     /// together, in one read.
     Together(Vec<Step>),
+    /// Several [`Step::Frame`]s (only those) and after them a TLS record that does not
+    /// decrypt (application data no key encrypted, as a corrupted or forged record is), all
+    /// in one write to the socket, so the client reads them together: it must deliver the
+    /// frames, then fail the connection. On a [`Tls`] peer only.
+    WithBadRecord(Vec<Step>),
     /// Several [`Step::Frame`]s (only those) written in the same write as the 101 response,
     /// so the client reads them together with the response head. Only as the first step.
     WithResponse(Vec<Step>),
@@ -1069,6 +1074,28 @@ impl Handler {
         self.io.flush()
     }
 
+    /// Encrypts `bytes` and writes their records with a bad one behind them, in one write
+    /// ([`Step::WithBadRecord`]).
+    fn send_with_bad_record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.closed {
+            return Ok(());
+        }
+        let Io::Tls(tls) = &mut self.io else {
+            panic!("Step::WithBadRecord needs a TLS peer");
+        };
+        tls.flush()?;
+        tls.conn.writer().write_all(bytes)?;
+        let mut records = Vec::new();
+        while tls.conn.wants_write() {
+            tls.conn.write_tls(&mut records)?;
+        }
+        // Type application data, TLS 1.2 on the wire, 32 bytes.
+        records.extend([0x17, 0x03, 0x03, 0x00, 0x20]);
+        records.extend([0x5a; 32]);
+        tls.sock.write_all(&records)
+    }
+
     fn run(&mut self) -> io::Result<End> {
         let Some(request) = self.read_request()? else {
             return Ok(End::ClientWentAway);
@@ -1419,6 +1446,7 @@ impl Handler {
                 payload,
             } => self.send_unless_closed(&encode_frame(*fin, *rsv, *opcode, payload, None)),
             Step::Together(frames) => self.send_unless_closed(&frame_bytes(frames)),
+            Step::WithBadRecord(frames) => self.send_with_bad_record(&frame_bytes(frames)),
             // Written with the 101 response (`check_mode`: only as the first step).
             Step::WithResponse(_) => Ok(()),
             Step::AwaitMessages(_) => unreachable!("the script loop waits itself"),
