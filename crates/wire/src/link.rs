@@ -307,9 +307,7 @@ impl<S: Read + Write> Link<S> {
         if self.gone {
             return false;
         }
-        self.needs_flush = true;
         let len = message_len(&item);
-        self.unflushed = self.unflushed.saturating_add(len as usize);
         match self.ctx.write(&mut self.wire, item) {
             // WouldBlock: the frame is in tungstenite's buffer; a flush finishes it.
             Ok(()) => {}
@@ -320,6 +318,8 @@ impl<S: Read + Write> Link<S> {
                 return false;
             }
         }
+        self.needs_flush = true;
+        self.unflushed = self.unflushed.saturating_add(len as usize);
         self.handed += len;
         true
     }
@@ -1243,6 +1243,7 @@ mod tests {
         out.clear();
         let id = SendId::from_raw(7);
         link.send(id, Message::text("late"), &mut out);
+        assert!(!link.needs_flush(), "nothing was taken to flush");
         link.flush(&mut out);
         assert!(
             !out.iter()
