@@ -632,9 +632,13 @@ impl<S: Read + Write> Upgrade<S> {
                     };
                 }
                 Phase::Failed(error) => return Poll::Ready(Err(error)),
+                // A driver's mistake, not the server's doing: said as such.
                 Phase::Ended => {
-                    let closed = dial::handshake_closed("handshake", self.via.as_deref());
-                    return Poll::Ready(Err(closed));
+                    let message = "the dial had ended already (`drive` after it was ready)";
+                    return Poll::Ready(Err(TransportError::new(
+                        TransportErrorKind::Connect,
+                        message,
+                    )));
                 }
             }
         }
@@ -968,6 +972,11 @@ mod tests {
             profile.request_written >= Duration::from_secs(60),
             "{profile:?}"
         );
+        // Driven again once ended: a driver's mistake, which says so.
+        let Poll::Ready(Err(error)) = up.drive(&mut timer) else {
+            panic!("a dial that ended is ready");
+        };
+        assert!(error.message.contains("ended already"), "{error}");
     }
 
     /// Through an HTTP proxy over a socket that takes 6 bytes a turn and gives 4 a read:
