@@ -1719,25 +1719,6 @@ mod tests {
         }
     }
 
-    /// A server that sends the first fragment of a text message, then empty continuation
-    /// frames until the client goes: frames that complete no message, which take no read
-    /// credit, so every read pass ends at its limit with more to read.
-    fn fragment_flood() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!("ws://{}/", listener.local_addr().expect("address"));
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let (tcp, _) = listener.accept().expect("accept");
-            let mut ws = tungstenite::accept(tcp).expect("upgrade");
-            let tcp = ws.get_mut();
-            let empties = [0x00u8, 0x00].repeat(32 << 10);
-            let _ = tcp.write_all(&[0x01, 0x01, b'a']);
-            let end = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < end && tcp.write_all(&empties).is_ok() {}
-        });
-        url
-    }
-
     /// A thread that holds the lock reads a connection once (a pass of `READ_PASS` bytes)
     /// and leaves the next pass to the next hold ([`Inner::passed`]), so that the timers
     /// run, and the other threads have the lock, between passes: a driver turn made up to
@@ -1749,7 +1730,8 @@ mod tests {
         let session = SessionConfig::default().close_timeout(Duration::from_millis(100));
         let config = Config::default().session(session);
         let pool = Pool::new(config.session.clone()).expect("pool");
-        let (shared, _) = open_one(pool, &fragment_flood());
+        let flood = wxsocket_test_server::EchoServer::fragments_without_end().expect("server");
+        let (shared, _) = open_one(pool, &flood.url());
         // Nobody receives: the driver thread takes the reads back and reads the flood, its
         // passes back to back.
         {

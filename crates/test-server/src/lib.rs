@@ -38,19 +38,35 @@ impl EchoServer {
         Self::flooding(0, 0)
     }
 
+    /// A server that sends every connection the first fragment of a text message, then
+    /// empty continuation frames for as long as the client reads them (until the server is
+    /// dropped): frames that complete no message, and so take none of the client's read
+    /// credit. It answers nothing.
+    pub fn fragments_without_end() -> io::Result<Self> {
+        Self::spawn(Behaviour::Fragments)
+    }
+
     /// An echo server that first sends every connection `count` binary messages of `size`
     /// bytes as fast as the socket takes them (the `n`th filled with `n as u8`), then echoes.
     pub fn flooding(count: usize, size: usize) -> io::Result<Self> {
-        Self::spawn(count, size, false)
+        Self::spawn(Behaviour::Flood {
+            count,
+            size,
+            end: false,
+        })
     }
 
     /// As [`Self::flooding`], but each connection ends after its flood: the server drops
     /// the TCP connection without a close frame (the client reports 1006).
     pub fn flooding_then_ending(count: usize, size: usize) -> io::Result<Self> {
-        Self::spawn(count, size, true)
+        Self::spawn(Behaviour::Flood {
+            count,
+            size,
+            end: true,
+        })
     }
 
-    fn spawn(count: usize, size: usize, end: bool) -> io::Result<Self> {
+    fn spawn(behaviour: Behaviour) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -74,7 +90,12 @@ impl EchoServer {
                         let handle = std::thread::Builder::new()
                             .name("test-echo-conn".into())
                             .spawn(move || {
-                                echo(stream, count, size, end);
+                                match behaviour {
+                                    Behaviour::Flood { count, size, end } => {
+                                        echo(stream, count, size, end)
+                                    }
+                                    Behaviour::Fragments => fragments(stream),
+                                }
                                 mine.lock().unwrap_or_else(|e| e.into_inner()).take();
                             });
                         if let Ok(handle) = handle {
@@ -129,6 +150,34 @@ impl Drop for EchoServer {
             let _ = handle.join();
         }
     }
+}
+
+/// What the server does with each connection.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// [`EchoServer::flooding`], or [`EchoServer::flooding_then_ending`] with `end`.
+    Flood {
+        count: usize,
+        size: usize,
+        end: bool,
+    },
+    /// [`EchoServer::fragments_without_end`].
+    Fragments,
+}
+
+/// Sends the first fragment of a text message, then empty continuation frames until a
+/// write fails (the client went, or the server shut the socket down).
+fn fragments(stream: TcpStream) {
+    use std::io::Write;
+    let Ok(ws) = tungstenite::accept(stream) else {
+        return;
+    };
+    let mut tcp = ws.into_inner();
+    let empties = [0x00u8, 0x00].repeat(32 << 10);
+    if tcp.write_all(&[0x01, 0x01, b'a']).is_err() {
+        return;
+    }
+    while tcp.write_all(&empties).is_ok() {}
 }
 
 /// Sends the flood (`count` messages of `size` bytes), then (unless it `end`s there) echoes
