@@ -428,8 +428,9 @@ impl Io {
                     } else {
                         PASSES_PER_POLL
                     };
-                    // The driver's timer fell due: it runs first (the task taking events
-                    // looks between connections).
+                    // Once the driver's timer is overdue, the task yields to the driver
+                    // too ([`Shared::wake_overdue_timer`]; the task taking events makes
+                    // one pass a poll anyway).
                     if passes == limit || (!for_task && shared.wake_overdue_timer()) {
                         // A peer that keeps the reads busy (a flood of frames that complete
                         // nothing, say) must not keep this task from yielding: the runtime's
