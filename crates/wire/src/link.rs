@@ -3401,17 +3401,22 @@ mod review_tls {
         }
     }
 
-    fn run(seed: u64, ca: &wxsocket_test_pki::TestCa) {
-        let mut rng = Rng::seeded(seed);
-        let (client, mut server) = pair(ca);
+    /// A link over TLS with `client`, whose handshake is done, on a scripted socket.
+    fn tls_link(client: ClientConnection) -> Link<Scripted> {
         let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
         let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
-        let mut link = Link::new(
+        Link::new(
             ConnId::from_raw(1),
             wire,
             WebSocketConfig::default(),
             Encoder::default(),
-        );
+        )
+    }
+
+    fn run(seed: u64, ca: &wxsocket_test_pki::TestCa) {
+        let mut rng = Rng::seeded(seed);
+        let (client, mut server) = pair(ca);
+        let mut link = tls_link(client);
         let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut frame_of: std::collections::HashMap<u64, usize> = Default::default();
         let mut reported = Vec::new();
@@ -3547,14 +3552,7 @@ mod review_tls {
     fn over_tls_only_ciphertext_on_the_socket_is_a_sign_of_life() {
         let ca = wxsocket_test_pki::TestCa::generate("sending");
         let (client, _server) = pair(&ca);
-        let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
-        let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
-        let mut link = Link::new(
-            ConnId::from_raw(1),
-            wire,
-            WebSocketConfig::default(),
-            Encoder::default(),
-        );
+        let mut link = tls_link(client);
         sock(&mut link).room = Some(0);
         let mut out = Vec::new();
         for id in 1..=3 {
@@ -3588,14 +3586,7 @@ mod review_tls {
         // Application data, 32 bytes no key encrypted.
         input.extend([0x17, 0x03, 0x03, 0x00, 0x20]);
         input.extend([0x5a; 32]);
-        let stream = Stream::Tls(Box::new(TlsStream::for_tests(client, Scripted::default())));
-        let wire = Wire::new(stream, Incoming::new(Bytes::new(), None));
-        let mut link = Link::new(
-            ConnId::from_raw(1),
-            wire,
-            WebSocketConfig::default(),
-            Encoder::default(),
-        );
+        let mut link = tls_link(client);
         sock(&mut link).input = io::Cursor::new(input);
         let mut out = Vec::new();
         let mut end = ReadEnd::Drained;
