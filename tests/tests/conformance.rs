@@ -188,12 +188,6 @@ fn open_and_echo_text_and_binary<A: Adapter>() {
 /// the response head) are the connection's first messages, and everything after them is
 /// read as usual: messages of every size, in order.
 fn frames_read_with_the_handshake_response_come_first<A: Adapter>() {
-    let frame = |opcode, payload: &[u8]| Step::Frame {
-        fin: true,
-        rsv: 0,
-        opcode,
-        payload: payload.to_vec(),
-    };
     let later: Vec<Message> = (0..200usize)
         .map(|i| match i % 3 {
             0 => Message::text(format!("later {i}")),
@@ -202,9 +196,9 @@ fn frames_read_with_the_handshake_response_come_first<A: Adapter>() {
         })
         .collect();
     let mut script = vec![Step::WithResponse(vec![
-        frame(opcode::TEXT, b"first"),
-        frame(opcode::BINARY, &[1, 2, 3]),
-        frame(opcode::TEXT, b"third"),
+        Step::frame(opcode::TEXT, b"first"),
+        Step::frame(opcode::BINARY, [1, 2, 3]),
+        Step::frame(opcode::TEXT, b"third"),
     ])];
     script.extend(later.iter().cloned().map(Step::Message));
     let peer = Peer::start(Mode::Script(script));
@@ -948,17 +942,11 @@ fn a_ping_behind_more_than_a_read_pass_is_answered_while_the_application_takes_n
 >() {
     const CHUNK: usize = 64 << 10;
     const BEHIND: usize = (4 * wxsocket_wire::link::READ_PASS) / CHUNK;
-    let frame = |opcode, payload: Vec<u8>| Step::Frame {
-        fin: true,
-        rsv: 0,
-        opcode,
-        payload,
-    };
     let three = (0..3)
-        .map(|n| frame(opcode::TEXT, format!("before {n}").into_bytes()))
+        .map(|n| Step::frame(opcode::TEXT, format!("before {n}").into_bytes()))
         .collect();
     let mut behind: Vec<Step> = (0..BEHIND)
-        .map(|n| frame(opcode::BINARY, vec![n as u8; CHUNK]))
+        .map(|n| Step::frame(opcode::BINARY, vec![n as u8; CHUNK]))
         .collect();
     behind.push(ping_still_there());
     let peer = Peer::start(Mode::Script(vec![
@@ -1193,17 +1181,11 @@ fn keepalive_counts_part_of_a_tls_record_as_a_sign_of_life<A: Adapter>() {
 /// frames are delivered, in order, and then the connection fails naming TLS (1006). rustls
 /// had decrypted them before it met the bad record; they were lost before.
 fn delivers_what_came_before_a_tls_record_that_does_not_decrypt<A: Adapter>() {
-    let frame = |opcode, payload: &[u8]| Step::Frame {
-        fin: true,
-        rsv: 0,
-        opcode,
-        payload: payload.to_vec(),
-    };
     let peer = Peer::builder(Mode::Script(vec![
         Step::AwaitMessages(1),
         Step::WithBadRecord(vec![
-            frame(opcode::TEXT, b"before"),
-            frame(opcode::BINARY, &[1, 2, 3]),
+            Step::frame(opcode::TEXT, b"before"),
+            Step::frame(opcode::BINARY, [1, 2, 3]),
         ]),
     ]))
     .tls(Tls::Trusted)
@@ -2948,17 +2930,11 @@ fn a_close_the_server_began_is_clean_when_it_keeps_tcp_open<A: Adapter>() {
 /// open: the client answers the close, reports it clean, ignores the late frame, and
 /// closes its socket (which it used to keep, open and watched, until the driver stopped).
 fn a_frame_after_the_servers_close_frame_still_ends_the_connection<A: Adapter>() {
-    let frame = |opcode, payload: Vec<u8>| Step::Frame {
-        fin: true,
-        rsv: 0,
-        opcode,
-        payload,
-    };
     let mut close = 4000u16.to_be_bytes().to_vec();
     close.extend_from_slice(b"bye");
     let peer = Peer::builder(Mode::Script(vec![Step::Together(vec![
-        frame(opcode::CLOSE, close),
-        frame(opcode::TEXT, b"late".to_vec()),
+        Step::frame(opcode::CLOSE, close),
+        Step::frame(opcode::TEXT, b"late".to_vec()),
     ])]))
     .keep_tcp_after_close()
     .start();

@@ -163,6 +163,27 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// A whole frame ([`Step::Frame`]: FIN set, no RSV bit) of `opcode` (see [`opcode`])
+    /// carrying `payload`.
+    ///
+    /// ```
+    /// use wxsocket_testkit::peer::{Step, opcode};
+    /// assert_eq!(
+    ///     Step::frame(opcode::TEXT, "hi"),
+    ///     Step::Frame { fin: true, rsv: 0, opcode: opcode::TEXT, payload: b"hi".to_vec() }
+    /// );
+    /// ```
+    pub fn frame(opcode: u8, payload: impl Into<Vec<u8>>) -> Step {
+        Step::Frame {
+            fin: true,
+            rsv: 0,
+            opcode,
+            payload: payload.into(),
+        }
+    }
+}
+
 /// TLS setup of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
