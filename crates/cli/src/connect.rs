@@ -690,7 +690,7 @@ impl Client {
             Ok(()) if was == ReadyState::Connecting => {
                 if self.session.close_before_open == CloseBeforeOpen::AfterOpen {
                     self.closed_by_us
-                        .extend(conn.map(|c| (c, code.unwrap_or(1000))));
+                        .extend(conn.map(|c| (c, code.unwrap_or(wxsocket_core::close::NORMAL))));
                     self.out
                         .note("close before open: remembered, it is sent right after open");
                 }
@@ -698,7 +698,7 @@ impl Client {
             Ok(()) => {
                 if was == ReadyState::Open {
                     self.closed_by_us
-                        .extend(conn.map(|c| (c, code.unwrap_or(1000))));
+                        .extend(conn.map(|c| (c, code.unwrap_or(wxsocket_core::close::NORMAL))));
                 }
             }
             Err(e) => self
