@@ -1060,7 +1060,7 @@ mod tests {
     /// polls all read passes) wakes the driver task once the driver's timer is overdue,
     /// and yields to it: a worker that is never idle looks at the runtime's timers only
     /// every 61 polls, and with 8 connections flooding, a close timeout of 100 ms reached
-    /// the application up to 1.5 s late (release build; passes of about 6 ms). Here the
+    /// the application up to 1.4 s late (release build; passes of about 6 ms). Here the
     /// timer is made overdue by hand: nothing else wakes the driver meanwhile.
     #[test]
     fn a_reading_task_wakes_the_driver_when_its_timer_is_overdue() {
