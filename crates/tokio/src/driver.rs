@@ -675,6 +675,7 @@ pub(crate) struct Shared<M> {
     /// not armed, or the driver was woken for it already), for the tasks that read to look
     /// at without the lock ([`Self::wake_overdue_timer`]).
     pub(crate) timer_due: AtomicU64,
+    /// When the driver started, by the clock its timer runs on ([`now`]).
     pub(crate) epoch: Instant,
     /// What the tests count.
     #[cfg(test)]
@@ -772,7 +773,8 @@ impl<M: Machine> Shared<M> {
     /// driver runs next on the same worker.
     pub(crate) fn wake_overdue_timer(&self) -> bool {
         let due = self.timer_due.load(Ordering::Relaxed);
-        if due == u64::MAX || self.epoch.elapsed().as_nanos() < u128::from(due) {
+        let elapsed = now().saturating_duration_since(self.epoch);
+        if due == u64::MAX || elapsed.as_nanos() < u128::from(due) {
             return false;
         }
         let woken =
@@ -1071,7 +1073,7 @@ pub(crate) fn start<M: Machine>(
         exited: Notify::new(),
         taker_reads: AtomicBool::new(false),
         timer_due: AtomicU64::new(u64::MAX),
-        epoch: Instant::now(),
+        epoch: now(),
     });
     // The guard is the task's argument, not a local, so that it is dropped with a task
     // that was never polled too.
